@@ -1,0 +1,46 @@
+//! The Tollgate wire contract, in code: `spec/PROTOCOL.md` version 1.
+//!
+//! Scope:
+//! - strict I-JSON parsing (§1.1): duplicate names at any depth, invalid
+//!   UTF-8, lone surrogates, nesting limits, numbers outside the double
+//!   range and integer literals that would not survive a round trip are
+//!   refused with the problem and its JSON Pointer ([`parse`]);
+//! - RFC 8785 canonical bytes behind one function ([`canonical`]);
+//! - hash values (§1.6), base64url (§1.4), timestamps (§1.5);
+//! - JWKs, RFC 7638 thumbprints, JWK Sets, and EdDSA / ES256 signature
+//!   checks over domain-tagged messages (§2);
+//! - the wire types: intent envelopes (§3), receipts (§4), ledger entries
+//!   (§5), and the line-by-line ledger verification of §5.
+//!
+//! What it deliberately does not do: no I/O, no async, no clock, no
+//! randomness, no signing (that needs private keys: `tollgate-signer`).
+//! An auditor can read this crate alone and know what a valid ledger is.
+//!
+//! Invariants: a [`Value`] never holds NaN, infinities or duplicate member
+//! names, and its objects are always in RFC 8785 member order, so
+//! [`canonical`] is a plain walk; every hash and signature in the protocol
+//! is computed over the output of [`canonical`] (or
+//! [`json::write_object_except`], its member-skipping form).
+
+#![forbid(unsafe_code)]
+
+mod encoding;
+mod error;
+pub mod json;
+mod keys;
+mod members;
+mod verify;
+mod wire;
+
+pub use encoding::{HashAlg, HashValue, Timestamp, b64, b64_decode, hex};
+pub use error::{Error, JsonProblem};
+pub use json::{MAX_DEPTH, Object, Value, canonical, parse, parse_with_depth};
+pub use keys::{
+    Alg, Domain, Jwk, KeySet, PreparedSignature, PublicKey, Signature, signed_message, verify_many,
+};
+pub use verify::{ChainVerifier, Failure, verify_entry};
+pub use wire::{
+    CHAIN_TAG, INTENT_TYPE, Intent, IntentEnvelope, LedgerEntry, MAX_INTENT_DEPTH, RECEIPT_ID_TAG,
+    RECEIPT_TYPE, ReceiptInfo, check_receipt, entry_hash, is_action, is_identifier, is_resource,
+    receipt_id, seal_receipt,
+};

@@ -1,0 +1,264 @@
+//! Verification of a ledger, line by line, as PROTOCOL §5 lists it.
+//!
+//! For each line, in this order: strict I-JSON, canonical form, the entry's
+//! members, `seq` contiguity, `prev` linkage, `hash`, `receipt_id`, and the
+//! signature by a key whose `kid` matches and whose window admits the
+//! receipt's `issued_at`. The first failure, by `seq`, is reported with its
+//! reason.
+//!
+//! Everything but the linkage is independent per line, so a batch of lines
+//! is checked on several threads (Ed25519 signatures in batches) and only
+//! then walked in order.
+
+use std::fmt;
+use std::num::NonZeroUsize;
+
+use crate::encoding::HashValue;
+use crate::error::Error;
+use crate::json::{Value, canonical, parse};
+use crate::keys::{Domain, KeySet, PreparedSignature, verify_many};
+use crate::wire::{LedgerEntry, check_receipt, entry_hash};
+
+/// Why a ledger does not verify: the first bad entry and the reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The 1-based position of the first bad entry (its line number in an
+    /// export).
+    pub seq: u64,
+    /// What is wrong with it.
+    pub error: Error,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "seq {}: {}", self.seq, self.error)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// What one line gave, before the in-order checks.
+struct Checked {
+    seq: i64,
+    prev: HashValue,
+    hash: HashValue,
+    /// `hash` and `receipt_id` recomputation.
+    own: Result<(), Error>,
+    /// Key lookup, window and signature.
+    sig: Result<(), Error>,
+}
+
+/// Checks a stream of ledger entries given in order, in batches.
+#[derive(Debug)]
+pub struct ChainVerifier<'k> {
+    keys: Option<&'k KeySet>,
+    threads: usize,
+    next: u64,
+    head: Option<HashValue>,
+}
+
+/// How many signatures go into one batch verification.
+const SIG_BATCH: usize = 64;
+
+impl<'k> ChainVerifier<'k> {
+    /// A verifier for a ledger starting at seq 1. Without `keys`,
+    /// signatures are not checked (everything else is).
+    pub fn new(keys: Option<&'k KeySet>) -> Self {
+        let threads = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+        Self {
+            keys,
+            threads,
+            next: 1,
+            head: None,
+        }
+    }
+
+    /// Uses `n` threads (at least one) for each batch.
+    pub fn with_threads(mut self, n: usize) -> Self {
+        self.threads = n.max(1);
+        self
+    }
+
+    /// Number of entries verified so far.
+    pub fn verified(&self) -> u64 {
+        self.next - 1
+    }
+
+    /// Hash of the last entry verified.
+    pub fn head(&self) -> Option<HashValue> {
+        self.head
+    }
+
+    /// The seq the next line must carry.
+    pub fn next_seq(&self) -> u64 {
+        self.next
+    }
+
+    /// Checks the next `lines` (each an entry's bytes, without newline).
+    pub fn verify_lines(&mut self, lines: &[&[u8]]) -> Result<(), Failure> {
+        let results = if self.threads <= 1 || lines.len() < 2 * SIG_BATCH {
+            check_lines(lines, self.keys)
+        } else {
+            let per = lines.len().div_ceil(self.threads);
+            let keys = self.keys;
+            std::thread::scope(|s| {
+                let handles: Vec<_> = lines
+                    .chunks(per)
+                    .map(|part| s.spawn(move || check_lines(part, keys)))
+                    .collect();
+                let mut all = Vec::with_capacity(lines.len());
+                for h in handles {
+                    match h.join() {
+                        Ok(part) => all.extend(part),
+                        // A panic in a checker is a bug; re-raise it.
+                        Err(p) => std::panic::resume_unwind(p),
+                    }
+                }
+                all
+            })
+        };
+        for r in results {
+            self.advance(r)?;
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, r: Result<Checked, Error>) -> Result<(), Failure> {
+        let seq = self.next;
+        let fail = |error| Failure { seq, error };
+        let c = r.map_err(fail)?;
+        if c.seq < 0 || c.seq as u64 != seq {
+            return Err(fail(Error::Sequence {
+                found: c.seq,
+                expected: seq,
+            }));
+        }
+        let expected_prev = self.head.unwrap_or(c.prev.alg.zero());
+        if c.prev != expected_prev {
+            return Err(fail(Error::Mismatch {
+                what: "prev",
+                recorded: c.prev.to_string(),
+                computed: expected_prev.to_string(),
+            }));
+        }
+        c.own.map_err(fail)?;
+        c.sig.map_err(fail)?;
+        self.head = Some(c.hash);
+        self.next += 1;
+        Ok(())
+    }
+}
+
+fn check_lines(lines: &[&[u8]], keys: Option<&KeySet>) -> Vec<Result<Checked, Error>> {
+    let mut out = Vec::with_capacity(lines.len());
+    let mut pending: Vec<(usize, PreparedSignature)> = Vec::with_capacity(SIG_BATCH);
+    let flush = |out: &mut Vec<Result<Checked, Error>>,
+                 pending: &mut Vec<(usize, PreparedSignature)>| {
+        let items: Vec<PreparedSignature> = pending.iter().map(|(_, p)| p.clone()).collect();
+        for ((i, p), ok) in pending.drain(..).zip(verify_many(&items)) {
+            if !ok && let Ok(c) = &mut out[i] {
+                c.sig = Err(Error::BadSignature { kid: p.kid });
+            }
+        }
+    };
+    for line in lines {
+        match check_line(line, keys) {
+            Ok((checked, prepared)) => {
+                if let Some(p) = prepared {
+                    pending.push((out.len(), p));
+                }
+                out.push(Ok(checked));
+            }
+            Err(e) => out.push(Err(e)),
+        }
+        if pending.len() == SIG_BATCH {
+            flush(&mut out, &mut pending);
+        }
+    }
+    flush(&mut out, &mut pending);
+    out
+}
+
+/// Everything about one line that does not depend on its neighbours. The
+/// signature, when there is one to check, is returned prepared.
+fn check_line(
+    line: &[u8],
+    keys: Option<&KeySet>,
+) -> Result<(Checked, Option<PreparedSignature>), Error> {
+    let value = parse(line)?;
+    let canon = canonical(&value);
+    if canon != line {
+        let offset = canon
+            .iter()
+            .zip(line)
+            .position(|(a, b)| a != b)
+            .unwrap_or(canon.len().min(line.len()));
+        return Err(Error::NotCanonical { offset });
+    }
+    let entry = LedgerEntry::from_value(value)?;
+    let computed = entry_hash(entry.prev.alg, entry.as_object());
+    let mut own = if computed == entry.hash {
+        Ok(())
+    } else {
+        Err(Error::Mismatch {
+            what: "hash",
+            recorded: entry.hash.to_string(),
+            computed: computed.to_string(),
+        })
+    };
+    let receipt = entry.receipt();
+    let info = check_receipt(receipt, "/receipt");
+    let mut prepared = None;
+    let sig = match (&info, keys) {
+        (Ok(info), Some(keys)) => {
+            match keys.prepare(Domain::Receipt, receipt, &entry.signature, &info.issued_at) {
+                Ok(p) => {
+                    prepared = Some(p);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }
+        _ => Ok(()),
+    };
+    if own.is_ok()
+        && let Err(e) = info
+    {
+        own = Err(e);
+    }
+    Ok((
+        Checked {
+            // INVARIANT: LedgerEntry::from_value checked 1 <= seq < 2^53.
+            seq: entry.seq as i64,
+            prev: entry.prev,
+            hash: entry.hash,
+            own,
+            sig,
+        },
+        prepared,
+    ))
+}
+
+/// Checks one entry on its own: its structure, its `hash` over its own
+/// members, its `receipt_id` and its signature. `prev` and `seq` cannot be
+/// checked without the chain. Unlike an export line, the entry need not be
+/// in canonical form.
+pub fn verify_entry(value: Value, keys: &KeySet) -> Result<LedgerEntry, Error> {
+    let entry = LedgerEntry::from_value(value)?;
+    let computed = entry.computed_hash();
+    if computed != entry.hash {
+        return Err(Error::Mismatch {
+            what: "hash",
+            recorded: entry.hash.to_string(),
+            computed: computed.to_string(),
+        });
+    }
+    let info = check_receipt(entry.receipt(), "/receipt")?;
+    keys.verify(
+        Domain::Receipt,
+        entry.receipt(),
+        &entry.signature,
+        &info.issued_at,
+    )?;
+    Ok(entry)
+}

@@ -1,0 +1,369 @@
+//! The wire types: intent envelopes (PROTOCOL §3), receipts (§4) and ledger
+//! entries (§5).
+//!
+//! Each type is read from a parsed [`Value`] with precise errors, and keeps
+//! the original value where the protocol embeds it byte for byte (a
+//! receipt's `subject` is the intent envelope *as received*).
+
+use crate::encoding::{HashAlg, HashValue, Timestamp, hex};
+use crate::error::Error;
+use crate::json::{Object, Value, write_object_except};
+use crate::keys::Signature;
+use crate::members::Members;
+
+/// `type` of an intent payload.
+pub const INTENT_TYPE: &str = "tollgate.intent/v1";
+/// `type` of a receipt.
+pub const RECEIPT_TYPE: &str = "tollgate.receipt/v1";
+/// Domain tag of receipt ids.
+pub const RECEIPT_ID_TAG: &str = "tollgate.receipt-id.v1";
+/// Domain tag of ledger entry hashes.
+pub const CHAIN_TAG: &str = "tollgate.chain.v1";
+/// Nesting limit the gateway applies to intent envelopes (PROTOCOL §1.1).
+pub const MAX_INTENT_DEPTH: usize = 32;
+
+fn is_id_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-')
+}
+
+/// Whether `s` is 1–128 of `[A-Za-z0-9._:-]`.
+pub fn is_identifier(s: &str) -> bool {
+    (1..=128).contains(&s.len()) && s.bytes().all(is_id_char)
+}
+
+/// Whether `s` is a dotted lowercase action name such as `orders.refund`:
+/// two or more segments of `[a-z][a-z0-9_]*`, at most 128 bytes.
+pub fn is_action(s: &str) -> bool {
+    s.len() <= 128
+        && s.split('.').count() >= 2
+        && s.split('.').all(|seg| {
+            let b = seg.as_bytes();
+            !b.is_empty()
+                && b[0].is_ascii_lowercase()
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+        })
+}
+
+/// Whether `s` is `<type>:<id>`: a type of `[a-z][a-z0-9_]*` and an
+/// identifier (1–128 of `[A-Za-z0-9._:-]`).
+pub fn is_resource(s: &str) -> bool {
+    let Some((ty, id)) = s.split_once(':') else {
+        return false;
+    };
+    let t = ty.as_bytes();
+    !t.is_empty()
+        && t[0].is_ascii_lowercase()
+        && t.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+        && is_identifier(id)
+}
+
+/// The members of an intent payload (PROTOCOL §3).
+#[derive(Clone, Debug)]
+pub struct Intent {
+    /// Unique per agent; the default idempotency key.
+    pub intent_id: String,
+    /// The agent that proposes the action.
+    pub agent: String,
+    /// The id of the delegation token it acts under.
+    pub delegation: String,
+    /// Dotted lowercase action name.
+    pub action: String,
+    /// `<type>:<id>`.
+    pub resource: String,
+    /// The action's parameters.
+    pub params: Object,
+    /// When the agent issued it.
+    pub issued_at: Timestamp,
+    /// The agent's reasoning, if given.
+    pub decision: Option<Object>,
+    /// Tracing identifiers, if given.
+    pub trace: Option<Object>,
+}
+
+/// A signed intent `{"payload", "signature"}`.
+#[derive(Clone, Debug)]
+pub struct IntentEnvelope {
+    /// The whole envelope as received.
+    pub value: Value,
+    /// The payload's members, read.
+    pub intent: Intent,
+    /// The agent's signature over the payload.
+    pub signature: Signature,
+}
+
+impl IntentEnvelope {
+    /// Reads an envelope. Every required member must be present and well
+    /// formed, and nothing the protocol does not define may appear.
+    pub fn from_value(value: Value) -> Result<Self, Error> {
+        let mut env = Members::new(&value, "")?;
+        let payload = env.req("payload")?;
+        let signature = Signature::from_value(env.req("signature")?, "/signature")?;
+        env.finish()?;
+
+        let mut m = Members::new(payload, "/payload")?;
+        let ty = m.req_str("type")?;
+        if ty != INTENT_TYPE {
+            return Err(Error::invalid(
+                "/payload/type",
+                format!("expected {INTENT_TYPE:?}, found {ty:?}"),
+            ));
+        }
+        let checked =
+            |m: &mut Members<'_>, name: &'static str, ok: fn(&str) -> bool, what: &str| {
+                let s = m.req_str(name)?;
+                if ok(s) {
+                    Ok(s.to_owned())
+                } else {
+                    Err(Error::invalid(
+                        m.child(name),
+                        format!("{s:?} is not {what}"),
+                    ))
+                }
+            };
+        const ID: &str = "1–128 characters of [A-Za-z0-9._:-]";
+        let intent_id = checked(&mut m, "intent_id", is_identifier, ID)?;
+        let agent = checked(&mut m, "agent", is_identifier, ID)?;
+        let delegation = checked(&mut m, "delegation", is_identifier, ID)?;
+        let action = checked(
+            &mut m,
+            "action",
+            is_action,
+            "a dotted lowercase action name",
+        )?;
+        let resource = checked(
+            &mut m,
+            "resource",
+            is_resource,
+            "a resource of the form <type>:<id>",
+        )?;
+        let params = m.req_object("params")?.clone();
+        let issued_at = m.req_timestamp("issued_at")?;
+        let decision = match m.opt("decision") {
+            None => None,
+            Some(Value::Object(o)) => Some(o.clone()),
+            Some(v) => {
+                return Err(Error::invalid(
+                    "/payload/decision",
+                    format!("expected an object, found {}", v.type_name()),
+                ));
+            }
+        };
+        let trace = match m.opt("trace") {
+            None => None,
+            Some(v) => Some(read_trace(v)?),
+        };
+        m.finish()?;
+        let intent = Intent {
+            intent_id,
+            agent,
+            delegation,
+            action,
+            resource,
+            params,
+            issued_at,
+            decision,
+            trace,
+        };
+        Ok(Self {
+            value,
+            intent,
+            signature,
+        })
+    }
+
+    /// The payload, the value the signature covers.
+    pub fn payload(&self) -> &Value {
+        // INVARIANT: `from_value` checked that the envelope is an object
+        // with a `payload` member.
+        self.value
+            .as_object()
+            .and_then(|o| o.get("payload"))
+            .unwrap_or(&Value::Null)
+    }
+}
+
+fn read_trace(v: &Value) -> Result<Object, Error> {
+    let mut m = Members::new(v, "/payload/trace")?;
+    for name in ["trace_id", "correlation_id", "causation_id"] {
+        m.opt_str(name)?;
+    }
+    m.finish()?;
+    Ok(v.as_object().cloned().unwrap_or_default())
+}
+
+/// The receipt id of a receipt body, ignoring any `receipt_id` member it
+/// has (PROTOCOL §4).
+pub fn receipt_id(body: &Object) -> String {
+    let mut bytes = Vec::with_capacity(1024);
+    bytes.extend_from_slice(RECEIPT_ID_TAG.as_bytes());
+    bytes.push(b'\n');
+    write_object_except(body, "receipt_id", &mut bytes);
+    let digest = HashAlg::Sha256.digest(&[&bytes]);
+    format!("rcpt_{}", &hex(&digest.bytes[..16]))
+}
+
+/// Sets a receipt body's `receipt_id` to the hash of the rest.
+pub fn seal_receipt(mut body: Object) -> Object {
+    let id = receipt_id(&body);
+    body.insert("receipt_id", id.into());
+    body
+}
+
+/// What a verifier reads from a receipt.
+#[derive(Clone, Debug)]
+pub struct ReceiptInfo {
+    /// Its id, checked against its content.
+    pub receipt_id: String,
+    /// Its `issued_at`.
+    pub issued_at: Timestamp,
+}
+
+/// Checks a receipt's `type`, `kind`, `issued_at` and that its
+/// `receipt_id` is the hash of the rest.
+pub fn check_receipt(receipt: &Value, pointer: &str) -> Result<ReceiptInfo, Error> {
+    let mut m = Members::new(receipt, pointer)?;
+    let ty = m.req_str("type")?;
+    if ty != RECEIPT_TYPE {
+        return Err(Error::invalid(
+            m.child("type"),
+            format!("expected {RECEIPT_TYPE:?}, found {ty:?}"),
+        ));
+    }
+    let kind = m.req_str("kind")?;
+    if !matches!(kind, "decision" | "approval" | "execution" | "registry") {
+        return Err(Error::invalid(
+            m.child("kind"),
+            format!("{kind:?} is not decision, approval, execution or registry"),
+        ));
+    }
+    let recorded = m.req_str("receipt_id")?.to_owned();
+    let issued_at = m.req_timestamp("issued_at")?;
+    m.ignore_rest();
+    let computed = receipt_id(receipt.as_object().unwrap_or(&Object::new()));
+    if computed != recorded {
+        return Err(Error::Mismatch {
+            what: "receipt_id",
+            recorded,
+            computed,
+        });
+    }
+    Ok(ReceiptInfo {
+        receipt_id: recorded,
+        issued_at,
+    })
+}
+
+/// `H(n)` of an entry object: `alg` over the chain tag, a line feed and the
+/// canonical entry without its `hash` member (PROTOCOL §5).
+pub fn entry_hash(alg: HashAlg, entry: &Object) -> HashValue {
+    let mut bytes = Vec::with_capacity(1024);
+    bytes.extend_from_slice(CHAIN_TAG.as_bytes());
+    bytes.push(b'\n');
+    write_object_except(entry, "hash", &mut bytes);
+    alg.digest(&[&bytes])
+}
+
+/// One ledger entry (PROTOCOL §5): its members read, and the whole entry
+/// value kept for writing out.
+#[derive(Clone, Debug)]
+pub struct LedgerEntry {
+    /// 1-based position.
+    pub seq: u64,
+    /// The previous entry's hash, or `H(0)`.
+    pub prev: HashValue,
+    /// The gateway's clock at commit.
+    pub appended_at: Timestamp,
+    /// The gateway's signature over the receipt.
+    pub signature: Signature,
+    /// This entry's hash as recorded.
+    pub hash: HashValue,
+    // INVARIANT: an object holding exactly the six members, consistent
+    // with the fields above.
+    value: Object,
+}
+
+impl LedgerEntry {
+    /// Builds entry `seq` after `prev`, computing its hash with `prev`'s
+    /// algorithm.
+    pub fn seal(
+        seq: u64,
+        prev: HashValue,
+        appended_at: Timestamp,
+        receipt: Value,
+        signature: Signature,
+    ) -> Self {
+        let mut value = Object::new();
+        // INVARIANT: seq stays below 2^53 for any ledger that could exist.
+        value.insert("seq", Value::Number(seq as f64));
+        value.insert("prev", prev.to_string().into());
+        value.insert("appended_at", appended_at.as_str().into());
+        value.insert("receipt", receipt);
+        value.insert("signature", signature.to_value());
+        let hash = entry_hash(prev.alg, &value);
+        value.insert("hash", hash.to_string().into());
+        Self {
+            seq,
+            prev,
+            appended_at,
+            signature,
+            hash,
+            value,
+        }
+    }
+
+    /// The signed receipt.
+    pub fn receipt(&self) -> &Value {
+        self.value.get("receipt").unwrap_or(&Value::Null)
+    }
+
+    /// The entry as a JSON object.
+    pub fn as_object(&self) -> &Object {
+        &self.value
+    }
+
+    /// Recomputes `H(n)` with the algorithm of `prev`.
+    pub fn computed_hash(&self) -> HashValue {
+        entry_hash(self.prev.alg, &self.value)
+    }
+
+    /// The entry's canonical bytes: one line of an export, without the
+    /// newline.
+    pub fn to_canonical(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1024);
+        write_object_except(&self.value, "", &mut out);
+        out
+    }
+
+    /// Reads an entry; members other than the six of PROTOCOL §5 are
+    /// errors. Nothing is recomputed here.
+    pub fn from_value(v: Value) -> Result<Self, Error> {
+        let mut m = Members::new(&v, "")?;
+        let seq = m.req_int("seq")?;
+        if seq < 1 {
+            return Err(Error::invalid(
+                "/seq",
+                format!("seq must be 1 or more, found {seq}"),
+            ));
+        }
+        let prev = m.req_hash("prev")?;
+        let appended_at = m.req_timestamp("appended_at")?;
+        m.req("receipt")?;
+        let signature = Signature::from_value(m.req("signature")?, "/signature")?;
+        let hash = m.req_hash("hash")?;
+        m.finish()?;
+        let Value::Object(value) = v else {
+            return Err(Error::invalid("", "expected an object"));
+        };
+        Ok(Self {
+            // INVARIANT: checked positive above.
+            seq: seq as u64,
+            prev,
+            appended_at,
+            signature,
+            hash,
+            value,
+        })
+    }
+}

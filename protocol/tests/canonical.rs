@@ -1,0 +1,164 @@
+//! RFC 8785 conformance: the RFC's own test vectors, and properties of the
+//! canonical form over arbitrary values.
+
+use proptest::prelude::*;
+use tollgate_protocol::{Object, Value, canonical, parse};
+
+const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/rfc8785");
+
+#[test]
+fn rfc8785_structure_vectors() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir(DATA).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".in.json") else {
+            continue;
+        };
+        let input = std::fs::read(&path).unwrap();
+        let expected = std::fs::read(format!("{DATA}/{stem}.out.json")).unwrap();
+        let got = canonical(&parse(&input).unwrap());
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&expected),
+            "vector {stem}"
+        );
+        // The output is its own canonical form.
+        assert_eq!(
+            canonical(&parse(&expected).unwrap()),
+            expected,
+            "vector {stem}"
+        );
+        seen += 1;
+    }
+    assert_eq!(seen, 7, "all structure vectors ran");
+}
+
+#[test]
+fn rfc8785_number_vectors() {
+    let table = std::fs::read_to_string(format!("{DATA}/numbers.txt")).unwrap();
+    let mut seen = 0;
+    for line in table
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (bits, expected) = line.split_once(' ').unwrap();
+        let n = f64::from_bits(u64::from_str_radix(bits, 16).unwrap());
+        assert_eq!(
+            String::from_utf8(canonical(&Value::Number(n))).unwrap(),
+            expected,
+            "bits {bits}"
+        );
+        // And the text reads back to the same double (zero's sign aside).
+        match parse(expected.as_bytes()).unwrap() {
+            Value::Number(back) => assert!(back == n, "bits {bits}"),
+            other => panic!("{other:?}"),
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, 24);
+}
+
+fn arb_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<u64>()
+            .prop_map(f64::from_bits)
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::Number),
+        (-1_000_000i64..1_000_000).prop_map(|i| Value::Number(i as f64)),
+        any::<String>().prop_map(Value::String),
+    ];
+    leaf.prop_recursive(6, 64, 8, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+            prop::collection::vec((any::<String>(), inner), 0..8).prop_map(|members| {
+                let mut o = Object::new();
+                for (k, v) in members {
+                    o.insert(k, v);
+                }
+                Value::Object(o)
+            }),
+        ]
+    })
+}
+
+/// Writes `v` as non-canonical JSON: members in reverse order, spaces,
+/// every non-ASCII character and some ASCII ones escaped, numbers in
+/// exponent form.
+fn scrambled(v: &Value, out: &mut String) {
+    match v {
+        Value::Null | Value::Bool(_) => out.push_str(&v.to_string()),
+        Value::Number(n) => out.push_str(&format!("{n:e}")),
+        Value::String(s) => {
+            out.push('"');
+            for unit in s.encode_utf16() {
+                out.push_str(&format!("\\u{unit:04X}"));
+            }
+            out.push('"');
+        }
+        Value::Array(items) => {
+            out.push_str("[ ");
+            for (i, it) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(" ,\n");
+                }
+                scrambled(it, out);
+            }
+            out.push_str(" ]");
+        }
+        Value::Object(o) => {
+            out.push_str("{\t");
+            let members: Vec<_> = o.iter().collect();
+            for (i, (k, v)) in members.iter().rev().enumerate() {
+                if i > 0 {
+                    out.push_str(",\r\n");
+                }
+                scrambled(&Value::String((*k).to_owned()), out);
+                out.push_str(" : ");
+                scrambled(v, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn canonical_form_is_idempotent(v in arb_value()) {
+        let c = canonical(&v);
+        let back = parse(&c).unwrap();
+        prop_assert_eq!(&back, &v);
+        prop_assert_eq!(canonical(&back), c);
+    }
+
+    #[test]
+    fn any_spelling_of_a_value_has_one_canonical_form(v in arb_value()) {
+        let mut text = String::new();
+        scrambled(&v, &mut text);
+        let reparsed = parse(text.as_bytes()).unwrap();
+        prop_assert_eq!(canonical(&reparsed), canonical(&v));
+    }
+
+    #[test]
+    fn every_double_survives_its_canonical_form(bits in any::<u64>()) {
+        let n = f64::from_bits(bits);
+        prop_assume!(n.is_finite());
+        match parse(&canonical(&Value::Number(n))).unwrap() {
+            Value::Number(back) => prop_assert!(back == n),
+            other => prop_assert!(false, "{:?}", other),
+        }
+    }
+
+    #[test]
+    fn whatever_parses_round_trips(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        // Arbitrary bytes: an error, or a value that survives its canonical
+        // form. Never a panic.
+        if let Ok(v) = parse(&bytes) {
+            prop_assert_eq!(parse(&canonical(&v)).unwrap(), v);
+        }
+    }
+}
