@@ -1,1 +1,321 @@
-//! placeholder
+//! Tollgate signers: whatever holds a private key and signs protocol objects.
+//!
+//! Scope: the [`Signer`] trait; [`Ed25519Signer`], the default, backed by a
+//! key file; and the JWK Set of a signer's public keys (PROTOCOL §2.1).
+//! Signing always covers [`signed_message`]: a domain tag, a line feed and
+//! the canonical bytes of the object (PROTOCOL §2.3).
+//!
+//! Not here: verification (that is `tollgate-protocol`, so that auditors
+//! need no private-key code), and remote KMS signing, which arrives behind a
+//! cargo feature.
+//!
+//! Key file format: a private JWK (RFC 8037) as a JSON object with `kty`
+//! `OKP`, `crv` `Ed25519`, `x`, `d` and `kid` (the RFC 7638 thumbprint of
+//! the public part). It is created with mode 0600 and never overwritten.
+//! Loading checks that `x` and `kid` belong to `d`.
+
+#![forbid(unsafe_code)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::Signer as _;
+use tollgate_protocol::{
+    Alg, Domain, Jwk, KeySet, Object, PublicKey, Signature, Value, b64, b64_decode, canonical,
+    parse, signed_message,
+};
+
+/// Errors of `tollgate-signer`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A key file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A key file exists where a new one was to be written.
+    #[error("{0}: refusing to overwrite an existing key file")]
+    Exists(PathBuf),
+    /// A key file's content is not a valid Ed25519 private JWK.
+    #[error("{path}: not an Ed25519 private key file: {reason}")]
+    BadKeyFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The operating system's random source failed.
+    #[error("no randomness from the operating system: {0}")]
+    Random(String),
+    /// A remote signer refused or failed.
+    #[error("signing failed: {0}")]
+    Remote(String),
+}
+
+/// Something that signs protocol objects with one key.
+pub trait Signer: Send + Sync {
+    /// The public key, as published in the key set.
+    fn jwk(&self) -> &Jwk;
+
+    /// Signs `body` in `domain`.
+    fn sign(
+        &self,
+        domain: Domain,
+        body: &Value,
+    ) -> impl Future<Output = Result<Signature, Error>> + Send;
+}
+
+/// An Ed25519 key held in memory, loaded from or saved to a key file.
+pub struct Ed25519Signer {
+    key: ed25519_dalek::SigningKey,
+    jwk: Jwk,
+}
+
+impl std::fmt::Debug for Ed25519Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the private key.
+        f.debug_struct("Ed25519Signer")
+            .field("kid", &self.jwk.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ed25519Signer {
+    /// A signer from 32 secret bytes (RFC 8032 private key).
+    pub fn from_secret(secret: &[u8; 32]) -> Self {
+        let key = ed25519_dalek::SigningKey::from_bytes(secret);
+        let jwk = Jwk::new(PublicKey::Ed25519(key.verifying_key()));
+        Self { key, jwk }
+    }
+
+    /// A new key from the operating system's random source.
+    pub fn generate() -> Result<Self, Error> {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|e| Error::Random(e.to_string()))?;
+        Ok(Self::from_secret(&secret))
+    }
+
+    /// The key's id (its thumbprint).
+    pub fn kid(&self) -> &str {
+        &self.jwk.kid
+    }
+
+    /// Signs synchronously; Ed25519 signing is local and deterministic.
+    pub fn sign_now(&self, domain: Domain, body: &Value) -> Signature {
+        let msg = signed_message(domain, body);
+        Signature {
+            alg: Alg::EdDSA,
+            kid: self.jwk.kid.clone(),
+            sig: self.key.sign(&msg).to_bytes().to_vec(),
+        }
+    }
+
+    /// The private JWK document of a key file.
+    fn private_jwk(&self) -> Value {
+        let Value::Object(mut o) = self.jwk.to_value() else {
+            return Value::Null;
+        };
+        o.insert("d", b64(self.key.as_bytes()).into());
+        o.into()
+    }
+
+    /// Writes the key to a new file `path`, readable by its owner only.
+    pub fn save(&self, path: &Path) -> Result<(), Error> {
+        use std::io::Write as _;
+        let io = |source| Error::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.mode(0o600);
+        }
+        let mut file = options.open(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::Exists(path.to_owned())
+            } else {
+                io(e)
+            }
+        })?;
+        let mut bytes = canonical(&self.private_jwk());
+        bytes.push(b'\n');
+        file.write_all(&bytes).map_err(io)?;
+        file.sync_all().map_err(io)
+    }
+
+    /// Loads a key file written by [`Ed25519Signer::save`] (or any private
+    /// Ed25519 JWK with a correct `kid`).
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_jwk_bytes(&bytes).map_err(|reason| Error::BadKeyFile {
+            path: path.to_owned(),
+            reason,
+        })
+    }
+
+    fn from_jwk_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let v = parse(bytes).map_err(|e| e.to_string())?;
+        let Value::Object(mut o) = v else {
+            return Err("expected a JSON object".into());
+        };
+        let d = o.remove("d").ok_or("no private member \"d\"")?;
+        let secret: [u8; 32] = d
+            .as_str()
+            .and_then(b64_decode)
+            .and_then(|b| b.try_into().ok())
+            .ok_or("\"d\" is not 32 bytes of unpadded base64url")?;
+        let signer = Self::from_secret(&secret);
+        // The public part must be this key's: same x, same kid.
+        let public = Jwk::from_value(&Value::Object(o.clone()), "").map_err(|e| e.to_string())?;
+        if public.key != signer.jwk.key {
+            return Err("\"x\" is not the public key of \"d\"".into());
+        }
+        Ok(Self {
+            jwk: Jwk {
+                nbf: public.nbf,
+                exp: public.exp,
+                ..signer.jwk
+            },
+            key: signer.key,
+        })
+    }
+}
+
+impl Signer for Ed25519Signer {
+    fn jwk(&self) -> &Jwk {
+        &self.jwk
+    }
+
+    async fn sign(&self, domain: Domain, body: &Value) -> Result<Signature, Error> {
+        Ok(self.sign_now(domain, body))
+    }
+}
+
+/// The JWK Set publishing the public keys of `signers`.
+pub fn key_set<'a, S: Signer + 'a>(signers: impl IntoIterator<Item = &'a S>) -> KeySet {
+    let keys: Vec<Jwk> = signers.into_iter().map(|s| s.jwk().clone()).collect();
+    // A kid is a thumbprint: two signers share one only if they hold the
+    // same key, so keep the first.
+    let mut unique: Vec<Jwk> = Vec::with_capacity(keys.len());
+    for k in keys {
+        if !unique.iter().any(|u| u.kid == k.kid) {
+            unique.push(k);
+        }
+    }
+    KeySet::from_keys(unique).unwrap_or_default()
+}
+
+/// The public JWK of a signer as a JSON object (what `tollgate keygen`
+/// prints).
+pub fn public_jwk<S: Signer>(signer: &S) -> Object {
+    match signer.jwk().to_value() {
+        Value::Object(o) => o,
+        _ => Object::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_protocol::Timestamp;
+
+    // RFC 8032 §7.1, TEST 1.
+    const SECRET: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+    const PUBLIC: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn rfc8032_key_and_deterministic_signature() {
+        let secret: [u8; 32] = unhex(SECRET).try_into().unwrap();
+        let s = Ed25519Signer::from_secret(&secret);
+        let PublicKey::Ed25519(k) = &s.jwk().key else {
+            panic!()
+        };
+        assert_eq!(k.as_bytes().to_vec(), unhex(PUBLIC));
+        // RFC 8037 A.3 uses the same key: its thumbprint.
+        assert_eq!(s.kid(), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
+        let body = parse(br#"{"a":1}"#).unwrap();
+        let a = s.sign_now(Domain::Receipt, &body);
+        let b = s.sign_now(Domain::Receipt, &body);
+        assert_eq!(a, b, "Ed25519 is deterministic");
+        let set = key_set([&s]);
+        let t = Timestamp::parse("2026-01-01T00:00:00Z").unwrap();
+        set.verify(Domain::Receipt, &body, &a, &t).unwrap();
+        assert!(
+            set.verify(Domain::Intent, &body, &a, &t).is_err(),
+            "domain separation"
+        );
+    }
+
+    #[test]
+    fn key_files_round_trip_and_are_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.jwk");
+        let s = Ed25519Signer::generate().unwrap();
+        s.save(&path).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        let loaded = Ed25519Signer::load(&path).unwrap();
+        assert_eq!(loaded.kid(), s.kid());
+        let body = Value::Null;
+        assert_eq!(
+            loaded.sign_now(Domain::Receipt, &body),
+            s.sign_now(Domain::Receipt, &body)
+        );
+        let other = Ed25519Signer::generate().unwrap();
+        assert!(matches!(other.save(&path), Err(Error::Exists(_))));
+        assert_eq!(Ed25519Signer::load(&path).unwrap().kid(), s.kid());
+    }
+
+    #[test]
+    fn bad_key_files_say_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            Ed25519Signer::load(&p).unwrap_err().to_string()
+        };
+        assert!(write("a", "not json").contains("unexpected character 'n'"));
+        assert!(write("b", "{}").contains("no private member \"d\""));
+        assert!(write("c", r#"{"d":"AAAA"}"#).contains("32 bytes"));
+        // x of one key, d of another.
+        let a = Ed25519Signer::generate().unwrap();
+        let b = Ed25519Signer::generate().unwrap();
+        let Value::Object(mut mixed) = a.private_jwk() else {
+            panic!()
+        };
+        let Value::Object(bo) = b.private_jwk() else {
+            panic!()
+        };
+        mixed.insert("d", bo.get("d").unwrap().clone());
+        let msg = write("d", &mixed_to_string(&mixed));
+        assert!(msg.contains("is not the public key of"), "{msg}");
+        let missing = Ed25519Signer::load(&dir.path().join("nope")).unwrap_err();
+        assert!(matches!(missing, Error::Io { .. }));
+    }
+
+    fn mixed_to_string(o: &Object) -> String {
+        Value::Object(o.clone()).to_string()
+    }
+}

@@ -1,0 +1,480 @@
+//! The embedded ledger: one SQLite file in WAL mode, `synchronous=FULL`.
+//!
+//! One writer task owns the only write connection. Appends queue on a
+//! channel; the writer takes everything queued (up to
+//! [`SqliteOptions::max_batch`]), opens `BEGIN IMMEDIATE`, reads the head,
+//! chains and inserts the whole group, commits, and only then answers each
+//! caller. While one group's commit waits for the disk the next group
+//! gathers, which is what makes group commit pay off under load.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{Connection as _, Row as _};
+use tokio::sync::{mpsc, oneshot};
+use tollgate_protocol::{
+    ChainVerifier, HashAlg, HashValue, KeySet, LedgerEntry, Signature, Timestamp, Value,
+    check_receipt, parse,
+};
+
+use crate::{CheckReport, Clock, Error, Head, Ledger, SystemClock};
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS ledger_meta (
+        key TEXT PRIMARY KEY NOT NULL,
+        value TEXT NOT NULL
+    ) STRICT",
+    "CREATE TABLE IF NOT EXISTS entries (
+        seq INTEGER PRIMARY KEY NOT NULL CHECK (seq >= 1),
+        receipt_id TEXT NOT NULL UNIQUE,
+        hash TEXT NOT NULL,
+        line BLOB NOT NULL
+    ) STRICT",
+    "CREATE TRIGGER IF NOT EXISTS entries_append_only_update BEFORE UPDATE ON entries
+        BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS entries_append_only_delete BEFORE DELETE ON entries
+        BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END",
+];
+
+const FORMAT: &str = "tollgate-ledger/1";
+
+/// How to open a SQLite ledger.
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    /// The database file.
+    pub path: PathBuf,
+    /// The hash algorithm for a new ledger; for an existing one, `Some`
+    /// must match what it records.
+    pub hash_alg: Option<HashAlg>,
+    /// Most appends grouped into one transaction.
+    pub max_batch: usize,
+    /// Read connections.
+    pub readers: u32,
+}
+
+impl SqliteOptions {
+    /// Defaults for the file at `path`.
+    pub fn new(path: impl AsRef<Path>) -> Self {
+        Self {
+            path: path.as_ref().to_owned(),
+            hash_alg: None,
+            max_batch: 1024,
+            readers: 4,
+        }
+    }
+}
+
+struct AppendRequest {
+    receipt: Value,
+    signature: Signature,
+    receipt_id: String,
+    reply: oneshot::Sender<Result<LedgerEntry, Error>>,
+}
+
+/// A ledger in one SQLite file.
+#[derive(Clone)]
+pub struct SqliteLedger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    alg: HashAlg,
+    readers: SqlitePool,
+    queue: mpsc::Sender<AppendRequest>,
+}
+
+impl std::fmt::Debug for SqliteLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteLedger")
+            .field("alg", &self.inner.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+fn db(e: sqlx::Error) -> Error {
+    Error::Database(e.to_string())
+}
+
+fn connect_options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(10))
+}
+
+impl SqliteLedger {
+    /// Opens (creating if needed) the ledger with the system clock.
+    pub async fn open(options: SqliteOptions) -> Result<Self, Error> {
+        Self::open_with_clock(options, SystemClock).await
+    }
+
+    /// Opens (creating if needed) the ledger; `appended_at` comes from
+    /// `clock`.
+    pub async fn open_with_clock(options: SqliteOptions, clock: impl Clock) -> Result<Self, Error> {
+        let mut writer =
+            SqliteConnection::connect_with(&connect_options(&options.path).create_if_missing(true))
+                .await
+                .map_err(db)?;
+        for stmt in SCHEMA {
+            sqlx::query(*stmt).execute(&mut writer).await.map_err(db)?;
+        }
+        let alg = Self::init_meta(&mut writer, options.hash_alg).await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(options.readers.max(1))
+            .connect_with(connect_options(&options.path).read_only(true))
+            .await
+            .map_err(db)?;
+        let (queue, rx) = mpsc::channel(options.max_batch.max(1) * 4);
+        let writer = Writer {
+            conn: writer,
+            alg,
+            clock: Box::new(clock),
+            last_appended: None,
+            max_batch: options.max_batch.max(1),
+        };
+        tokio::spawn(writer.run(rx));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                alg,
+                readers,
+                queue,
+            }),
+        })
+    }
+
+    async fn init_meta(
+        conn: &mut SqliteConnection,
+        wanted: Option<HashAlg>,
+    ) -> Result<HashAlg, Error> {
+        let mut tx = conn.begin().await.map_err(db)?;
+        let existing: Option<String> =
+            sqlx::query_scalar("SELECT value FROM ledger_meta WHERE key = 'hash_alg'")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+        let alg = match existing {
+            Some(name) => {
+                let existing: HashAlg = name.parse().map_err(|_| Error::Corrupt {
+                    seq: 0,
+                    reason: format!("unknown hash algorithm {name:?} in ledger_meta"),
+                })?;
+                if let Some(requested) = wanted
+                    && requested != existing
+                {
+                    return Err(Error::HashAlgMismatch {
+                        existing,
+                        requested,
+                    });
+                }
+                existing
+            }
+            None => {
+                let alg = wanted.unwrap_or_default();
+                sqlx::query(
+                    "INSERT INTO ledger_meta (key, value) VALUES ('hash_alg', ?), ('format', ?)",
+                )
+                .bind(alg.name())
+                .bind(FORMAT)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                alg
+            }
+        };
+        tx.commit().await.map_err(db)?;
+        Ok(alg)
+    }
+
+    /// Checks every stored entry as a verifier checks an export (with
+    /// signatures if `keys` is given), and that the indexed columns agree
+    /// with the stored lines.
+    pub async fn check(&self, keys: Option<&KeySet>) -> Result<CheckReport, Error> {
+        const PAGE: u32 = 4096;
+        let mut verifier = ChainVerifier::new(keys);
+        loop {
+            let rows = sqlx::query(
+                "SELECT seq, receipt_id, hash, line FROM entries WHERE seq >= ? ORDER BY seq LIMIT ?",
+            )
+            .bind(verifier.next_seq() as i64)
+            .bind(PAGE)
+            .fetch_all(&self.inner.readers)
+            .await
+            .map_err(db)?;
+            if rows.is_empty() {
+                break;
+            }
+            let lines: Vec<Vec<u8>> = rows.iter().map(|r| r.get::<Vec<u8>, _>(3)).collect();
+            let refs: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+            let first = verifier.next_seq();
+            if let Err(failure) = verifier.verify_lines(&refs) {
+                return Ok(CheckReport {
+                    verified: verifier.verified(),
+                    failure: Some(failure),
+                });
+            }
+            // The lines verify; the index columns must say the same.
+            for (i, row) in rows.iter().enumerate() {
+                let seq = first + i as u64;
+                let entry = decode(seq, &lines[i])?;
+                let stored_seq: i64 = row.get(0);
+                let receipt_id: String = row.get(1);
+                let hash: String = row.get(2);
+                let recorded_id = entry
+                    .receipt()
+                    .as_object()
+                    .and_then(|o| o.get("receipt_id"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                if stored_seq as u64 != seq
+                    || receipt_id != recorded_id
+                    || hash != entry.hash.to_string()
+                {
+                    return Err(Error::Corrupt {
+                        seq,
+                        reason: "index columns disagree with the stored entry".into(),
+                    });
+                }
+            }
+            if rows.len() < PAGE as usize {
+                break;
+            }
+        }
+        Ok(CheckReport {
+            verified: verifier.verified(),
+            failure: None,
+        })
+    }
+
+    /// Writes the export (JSON Lines, PROTOCOL §5) of entries `1..=head` to
+    /// `out`, page by page, and returns how many entries it wrote.
+    pub async fn export_to(&self, out: &mut impl std::io::Write) -> Result<u64, Error> {
+        let head = self.head().await?.seq;
+        let mut next = 1u64;
+        while next <= head {
+            let limit = (head - next + 1).min(4096) as u32;
+            let lines = self.lines(next, limit).await?;
+            if lines.is_empty() {
+                break;
+            }
+            for line in &lines {
+                out.write_all(line)
+                    .and_then(|()| out.write_all(b"\n"))
+                    .map_err(|e| Error::Database(format!("export write failed: {e}")))?;
+            }
+            next += lines.len() as u64;
+        }
+        Ok(next - 1)
+    }
+}
+
+fn decode(seq: u64, line: &[u8]) -> Result<LedgerEntry, Error> {
+    let corrupt = |reason: String| Error::Corrupt { seq, reason };
+    let value = parse(line).map_err(|e| corrupt(e.to_string()))?;
+    LedgerEntry::from_value(value).map_err(|e| corrupt(e.to_string()))
+}
+
+impl Ledger for SqliteLedger {
+    async fn append(&self, receipt: Value, signature: Signature) -> Result<LedgerEntry, Error> {
+        let info = check_receipt(&receipt, "").map_err(|e| Error::NotAReceipt(e.to_string()))?;
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .queue
+            .send(AppendRequest {
+                receipt,
+                signature,
+                receipt_id: info.receipt_id,
+                reply,
+            })
+            .await
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    async fn get(&self, seq: u64) -> Result<Option<LedgerEntry>, Error> {
+        let Ok(key) = i64::try_from(seq) else {
+            return Ok(None);
+        };
+        let line: Option<Vec<u8>> = sqlx::query_scalar("SELECT line FROM entries WHERE seq = ?")
+            .bind(key)
+            .fetch_optional(&self.inner.readers)
+            .await
+            .map_err(db)?;
+        line.map(|l| decode(seq, &l)).transpose()
+    }
+
+    async fn get_by_receipt_id(&self, receipt_id: &str) -> Result<Option<LedgerEntry>, Error> {
+        let row = sqlx::query("SELECT seq, line FROM entries WHERE receipt_id = ?")
+            .bind(receipt_id)
+            .fetch_optional(&self.inner.readers)
+            .await
+            .map_err(db)?;
+        row.map(|r| decode(r.get::<i64, _>(0) as u64, &r.get::<Vec<u8>, _>(1)))
+            .transpose()
+    }
+
+    async fn head(&self) -> Result<Head, Error> {
+        read_head(&self.inner.readers, self.inner.alg).await
+    }
+
+    async fn lines(&self, from: u64, limit: u32) -> Result<Vec<Vec<u8>>, Error> {
+        let from = i64::try_from(from.max(1)).unwrap_or(i64::MAX);
+        sqlx::query_scalar("SELECT line FROM entries WHERE seq >= ? ORDER BY seq LIMIT ?")
+            .bind(from)
+            .bind(limit)
+            .fetch_all(&self.inner.readers)
+            .await
+            .map_err(db)
+    }
+
+    fn hash_alg(&self) -> HashAlg {
+        self.inner.alg
+    }
+}
+
+async fn read_head<'e>(exec: impl sqlx::SqliteExecutor<'e>, alg: HashAlg) -> Result<Head, Error> {
+    let row = sqlx::query("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(exec)
+        .await
+        .map_err(db)?;
+    match row {
+        None => Ok(Head {
+            seq: 0,
+            hash: alg.zero(),
+        }),
+        Some(r) => {
+            let seq = r.get::<i64, _>(0) as u64;
+            let text: String = r.get(1);
+            let hash = HashValue::parse(&text).ok_or_else(|| Error::Corrupt {
+                seq,
+                reason: format!("stored hash {text:?} is not a hash value"),
+            })?;
+            Ok(Head { seq, hash })
+        }
+    }
+}
+
+struct Writer {
+    conn: SqliteConnection,
+    alg: HashAlg,
+    clock: Box<dyn Clock>,
+    last_appended: Option<Timestamp>,
+    max_batch: usize,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<AppendRequest>) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        while rx.recv_many(&mut batch, self.max_batch).await > 0 {
+            self.commit_group(std::mem::take(&mut batch)).await;
+        }
+    }
+
+    /// `appended_at` for a group: the clock, but never earlier than the
+    /// previous group's.
+    fn stamp(&mut self) -> Timestamp {
+        let now = self.clock.now();
+        let t = match self.last_appended.take() {
+            Some(last) if last > now => last,
+            _ => now,
+        };
+        self.last_appended = Some(t.clone());
+        t
+    }
+
+    async fn commit_group(&mut self, batch: Vec<AppendRequest>) {
+        let at = self.stamp();
+        match self.insert_all(&batch, &at).await {
+            Ok(entries) => {
+                for (req, entry) in batch.into_iter().zip(entries) {
+                    let _ = req.reply.send(Ok(entry));
+                }
+            }
+            Err(Error::DuplicateReceipt(_)) if batch.len() > 1 => {
+                // One receipt of the group is already stored (or twice in
+                // the group): commit the others one by one so that only it
+                // fails.
+                for req in batch {
+                    let result = self.insert_all(std::slice::from_ref(&req), &at).await;
+                    let _ = req.reply.send(result.map(|mut v| v.remove(0)));
+                }
+            }
+            Err(e) => {
+                for req in batch {
+                    let _ = req.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    async fn insert_all(
+        &mut self,
+        batch: &[AppendRequest],
+        at: &Timestamp,
+    ) -> Result<Vec<LedgerEntry>, Error> {
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut self.conn)
+            .await
+            .map_err(db)?;
+        let result = self.insert_in_tx(batch, at).await;
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        match sqlx::query(end).execute(&mut self.conn).await {
+            Ok(_) => result,
+            Err(e) => {
+                // A failed COMMIT leaves nothing committed; make sure no
+                // transaction stays open either.
+                let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+                Err(db(e))
+            }
+        }
+    }
+
+    async fn insert_in_tx(
+        &mut self,
+        batch: &[AppendRequest],
+        at: &Timestamp,
+    ) -> Result<Vec<LedgerEntry>, Error> {
+        let mut head = read_head(&mut self.conn, self.alg).await?;
+        let mut entries = Vec::with_capacity(batch.len());
+        for req in batch {
+            let entry = LedgerEntry::seal(
+                head.seq + 1,
+                head.hash,
+                at.clone(),
+                req.receipt.clone(),
+                req.signature.clone(),
+            );
+            let line = entry.to_canonical();
+            let outcome = sqlx::query(
+                "INSERT INTO entries (seq, receipt_id, hash, line) VALUES (?, ?, ?, ?)",
+            )
+            .bind(entry.seq as i64)
+            .bind(&req.receipt_id)
+            .bind(entry.hash.to_string())
+            .bind(line)
+            .execute(&mut self.conn)
+            .await;
+            if let Err(e) = outcome {
+                let unique = e
+                    .as_database_error()
+                    .is_some_and(|d| d.is_unique_violation() && d.message().contains("receipt_id"));
+                return Err(if unique {
+                    Error::DuplicateReceipt(req.receipt_id.clone())
+                } else {
+                    db(e)
+                });
+            }
+            head = Head {
+                seq: entry.seq,
+                hash: entry.hash,
+            };
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+}
