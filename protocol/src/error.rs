@@ -144,6 +144,14 @@ pub enum Error {
         reason: String,
     },
 
+    /// An export's last line has no newline: the file was cut short.
+    #[error("line does not end with a newline: the export is truncated")]
+    Truncated,
+
+    /// An export with no entries at all.
+    #[error("the export holds no entries")]
+    EmptyExport,
+
     /// The signature does not verify.
     #[error("signature by key {kid:?} does not verify")]
     BadSignature {

@@ -38,7 +38,7 @@ pub use json::{MAX_DEPTH, Object, Value, canonical, parse, parse_with_depth};
 pub use keys::{
     Alg, Domain, Jwk, KeySet, PreparedSignature, PublicKey, Signature, signed_message, verify_many,
 };
-pub use verify::{ChainVerifier, Failure, verify_entry};
+pub use verify::{ChainVerifier, Failure, verify_entry, verify_signed_receipt};
 pub use wire::{
     CHAIN_TAG, INTENT_TYPE, Intent, IntentEnvelope, LedgerEntry, MAX_INTENT_DEPTH, RECEIPT_ID_TAG,
     RECEIPT_TYPE, ReceiptInfo, check_receipt, entry_hash, is_action, is_identifier, is_resource,

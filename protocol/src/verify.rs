@@ -16,7 +16,8 @@ use std::num::NonZeroUsize;
 use crate::encoding::HashValue;
 use crate::error::Error;
 use crate::json::{Value, canonical, parse};
-use crate::keys::{Domain, KeySet, PreparedSignature, verify_many};
+use crate::keys::{Domain, KeySet, PreparedSignature, Signature, verify_many};
+use crate::members::Members;
 use crate::wire::{LedgerEntry, check_receipt, entry_hash};
 
 /// Why a ledger does not verify: the first bad entry and the reason.
@@ -237,6 +238,25 @@ fn check_line(
         },
         prepared,
     ))
+}
+
+/// Checks a signed receipt given either as a ledger entry (see
+/// [`verify_entry`]) or as `{"receipt": R, "signature": SIG}`, and returns
+/// the receipt's id and its `seq` when it came in an entry.
+pub fn verify_signed_receipt(value: Value, keys: &KeySet) -> Result<(String, Option<u64>), Error> {
+    let is_entry = value.as_object().is_some_and(|o| o.get("seq").is_some());
+    if is_entry {
+        let entry = verify_entry(value, keys)?;
+        let info = check_receipt(entry.receipt(), "/receipt")?;
+        return Ok((info.receipt_id, Some(entry.seq)));
+    }
+    let mut m = Members::new(&value, "")?;
+    let receipt = m.req("receipt")?;
+    let signature = Signature::from_value(m.req("signature")?, "/signature")?;
+    m.finish()?;
+    let info = check_receipt(receipt, "/receipt")?;
+    keys.verify(Domain::Receipt, receipt, &signature, &info.issued_at)?;
+    Ok((info.receipt_id, None))
 }
 
 /// Checks one entry on its own: its structure, its `hash` over its own

@@ -1,1 +1,123 @@
-//! placeholder
+//! Black-box tests of Tollgate: real processes, real files, real databases.
+//!
+//! This library holds what the tests in `tests/tests/` share: where the
+//! workspace's binaries are, how to run the spec-only fixture generator,
+//! and a quick way to build a signed chain in memory. The binaries under
+//! `src/bin/` are helpers the tests drive (the crash test's appender).
+//!
+//! The tests expect the workspace's binaries to be built, which
+//! `cargo nextest run --workspace` (the README's test command) does, and
+//! the Python packages of `tests/requirements.txt` in the interpreter named
+//! by `TOLLGATE_PYTHON` (default `python3`).
+
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tollgate_protocol::{Domain, HashAlg, LedgerEntry, Object, Timestamp, Value, seal_receipt};
+use tollgate_signer::Ed25519Signer;
+
+/// The directory holding the workspace's built binaries.
+pub fn bin_dir() -> PathBuf {
+    // Test executables live in target/<profile>/deps/.
+    let exe = std::env::current_exe().unwrap();
+    let mut dir = exe.parent().unwrap().to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// Path of workspace binary `name`, which must have been built.
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run the suite with `cargo nextest run --workspace`",
+        path.display()
+    );
+    path
+}
+
+/// Runs `tollgate-verify` with `args`.
+pub fn verify_cmd(args: &[&str]) -> Output {
+    Command::new(bin("tollgate-verify"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The Python interpreter with the fixture packages.
+pub fn python() -> String {
+    std::env::var("TOLLGATE_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Builds an export and key set with `tests/fixtures/make_export.py`, which
+/// implements PROTOCOL.md with third-party libraries only.
+pub fn python_export(dir: &Path, name: &str, extra: &[&str]) -> (PathBuf, PathBuf) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/make_export.py");
+    let out = dir.join(format!("{name}.jsonl"));
+    let keys = dir.join(format!("{name}.keys.json"));
+    let result = Command::new(python())
+        .arg(&script)
+        .arg("--out")
+        .arg(&out)
+        .arg("--keys")
+        .arg(&keys)
+        .args(extra)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python()));
+    assert!(
+        result.status.success(),
+        "fixture generator failed (are tests/requirements.txt installed for {}?): {}",
+        python(),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    (out, keys)
+}
+
+/// A receipt body numbered `n`, sealed with its id.
+pub fn receipt(n: u64) -> Value {
+    let mut o = Object::new();
+    o.insert("type", "tollgate.receipt/v1".into());
+    o.insert("kind", "decision".into());
+    o.insert("issued_at", "2026-11-22T10:00:00Z".into());
+    o.insert(
+        "policy_version",
+        "refunds@1.0.0+sha256:9f2c4e1d3b5a79685746352413021f0e9d8c7b6a5f4e3d2c1b0a998877665544"
+            .into(),
+    );
+    let mut subject = Object::new();
+    subject.insert("n", Value::integer(n as i64).unwrap());
+    subject.insert("params", Value::Number(0.1 * n as f64));
+    subject.insert("note", "r\u{e9}sum\u{e9} \u{1f680}".into());
+    o.insert("subject", Value::Object(subject));
+    Value::Object(seal_receipt(o))
+}
+
+/// A signed chain of `n` entries built in memory, as export lines.
+pub fn chain(signer: &Ed25519Signer, n: u64, alg: HashAlg) -> Vec<Vec<u8>> {
+    let mut prev = alg.zero();
+    (1..=n)
+        .map(|seq| {
+            let r = receipt(seq);
+            let sig = signer.sign_now(Domain::Receipt, &r);
+            let at = Timestamp::from_unix(1_795_341_600 + seq as i64, 0);
+            let e = LedgerEntry::seal(seq, prev, at, r, sig);
+            prev = e.hash;
+            e.to_canonical()
+        })
+        .collect()
+}
+
+/// Joins lines into an export.
+pub fn export_bytes(lines: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for l in lines {
+        out.extend_from_slice(l);
+        out.push(b'\n');
+    }
+    out
+}
