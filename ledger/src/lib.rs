@@ -29,7 +29,7 @@ use std::future::Future;
 
 use tollgate_protocol::{Failure, HashAlg, HashValue, LedgerEntry, Signature, Timestamp, Value};
 
-pub use sqlite::{SqliteLedger, SqliteOptions};
+pub use sqlite::{AppendStats, SqliteLedger, SqliteOptions};
 
 /// Errors of `tollgate-ledger`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

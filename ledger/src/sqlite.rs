@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -86,6 +87,13 @@ struct Inner {
     alg: HashAlg,
     readers: SqlitePool,
     queue: mpsc::Sender<AppendRequest>,
+    stats: Arc<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    groups: AtomicU64,
+    appends: AtomicU64,
 }
 
 impl std::fmt::Debug for SqliteLedger {
@@ -131,7 +139,9 @@ impl SqliteLedger {
             .await
             .map_err(db)?;
         let (queue, rx) = mpsc::channel(options.max_batch.max(1) * 4);
+        let stats = Arc::new(Counters::default());
         let writer = Writer {
+            stats: stats.clone(),
             conn: writer,
             alg,
             clock: Box::new(clock),
@@ -144,6 +154,7 @@ impl SqliteLedger {
                 alg,
                 readers,
                 queue,
+                stats,
             }),
         })
     }
@@ -189,6 +200,14 @@ impl SqliteLedger {
         };
         tx.commit().await.map_err(db)?;
         Ok(alg)
+    }
+
+    /// Group-commit counters since this ledger was opened.
+    pub fn stats(&self) -> AppendStats {
+        AppendStats {
+            groups: self.inner.stats.groups.load(Ordering::Relaxed),
+            appends: self.inner.stats.appends.load(Ordering::Relaxed),
+        }
     }
 
     /// Checks every stored entry as a verifier checks an export (with
@@ -359,7 +378,17 @@ async fn read_head<'e>(exec: impl sqlx::SqliteExecutor<'e>, alg: HashAlg) -> Res
     }
 }
 
+/// Counts of committed appends and of the transactions that carried them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AppendStats {
+    /// Write transactions committed.
+    pub groups: u64,
+    /// Entries appended.
+    pub appends: u64,
+}
+
 struct Writer {
+    stats: Arc<Counters>,
     conn: SqliteConnection,
     alg: HashAlg,
     clock: Box<dyn Clock>,
@@ -424,7 +453,13 @@ impl Writer {
         let result = self.insert_in_tx(batch, at).await;
         let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
         match sqlx::query(end).execute(&mut self.conn).await {
-            Ok(_) => result,
+            Ok(_) => {
+                if let Ok(entries) = &result {
+                    self.stats.groups.fetch_add(1, Ordering::Relaxed);
+                    self.stats.appends.fetch_add(entries.len() as u64, Ordering::Relaxed);
+                }
+                result
+            }
             Err(e) => {
                 // A failed COMMIT leaves nothing committed; make sure no
                 // transaction stays open either.

@@ -1,5 +1,7 @@
 //! The SQLite ledger through its public API, on real database files.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use proptest::prelude::*;
 use tollgate_ledger::{Error, Ledger, SqliteLedger, SqliteOptions};
 use tollgate_protocol::{

@@ -93,10 +93,12 @@ pub enum Error {
     },
 
     /// The bytes parse but are not the value's RFC 8785 canonical form.
-    #[error("not in canonical form: first difference at byte {offset}")]
+    #[error("not in canonical form at byte {offset}: {reason}")]
     NotCanonical {
-        /// First byte offset where the input and its canonical form differ.
+        /// First byte offset where the input departs from canonical form.
         offset: usize,
+        /// How.
+        reason: &'static str,
     },
 
     /// A hash value does not match the bytes it is said to cover.
@@ -147,6 +149,16 @@ pub enum Error {
     /// An export's last line has no newline: the file was cut short.
     #[error("line does not end with a newline: the export is truncated")]
     Truncated,
+
+    /// The export does not reach the head the auditor expects: entries are
+    /// missing at its end.
+    #[error("expected head {expected} is not in the export, which ends at seq {last}: entries are missing at the end")]
+    HeadNotReached {
+        /// The head the auditor holds.
+        expected: String,
+        /// The last seq of the export.
+        last: u64,
+    },
 
     /// An export with no entries at all.
     #[error("the export holds no entries")]

@@ -291,6 +291,138 @@ fn write_string(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
+/// Bytes that end a run of plain string content: quote, backslash and the
+/// control characters.
+const STRING_STOP: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+enum KeyProblem {
+    Duplicate,
+    Order,
+}
+
+// ---------------------------------------------------------------------------
+// Members of canonical bytes
+// ---------------------------------------------------------------------------
+
+/// Where one member of an object stands in the object's canonical bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberSpan {
+    /// The whole member: name, colon and value.
+    pub member: std::ops::Range<usize>,
+    /// The value alone. In canonical bytes, these are the value's own
+    /// canonical bytes.
+    pub value: std::ops::Range<usize>,
+}
+
+/// Finds top-level member `name` (plain ASCII, as every protocol member
+/// name is) in `canonical`, the canonical bytes of an object.
+///
+/// The bytes must already be known canonical (from [`parse_canonical`] or
+/// [`canonical`]); on anything else the answer is unspecified but never a
+/// panic.
+pub fn member_span(canonical: &[u8], name: &str) -> Option<MemberSpan> {
+    members(canonical)
+        .find(|(key, _)| *key == name.as_bytes())
+        .map(|(_, span)| span)
+}
+
+/// The top-level members of `canonical`, the canonical bytes of an object,
+/// in order: each member's raw name (the bytes between its quotes) and
+/// span. Same precondition as [`member_span`].
+pub fn members(canonical: &[u8]) -> impl Iterator<Item = (&[u8], MemberSpan)> {
+    let b = canonical;
+    let mut i = if b.first() == Some(&b'{') { 1 } else { usize::MAX };
+    std::iter::from_fn(move || {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = skip_string(b, i)?;
+        let key = b.get(i + 1..key_end - 1)?;
+        if b.get(key_end) != Some(&b':') {
+            return None;
+        }
+        let value_end = skip_value(b, key_end + 1)?;
+        let span = MemberSpan {
+            member: i..value_end,
+            value: key_end + 1..value_end,
+        };
+        i = if b.get(value_end) == Some(&b',') { value_end + 1 } else { usize::MAX };
+        Some((key, span))
+    })
+}
+
+/// The canonical bytes of an object without one of its members, as two
+/// slices to be hashed one after the other.
+pub fn without_member<'a>(canonical: &'a [u8], span: &MemberSpan) -> [&'a [u8]; 2] {
+    let (start, end) = (span.member.start, span.member.end);
+    if start <= 1 {
+        // First member: drop the comma after it, if another follows.
+        let after = if canonical.get(end) == Some(&b',') { end + 1 } else { end };
+        [&canonical[..start.min(1)], &canonical[after.min(canonical.len())..]]
+    } else {
+        // Later member: drop the comma before it.
+        [&canonical[..start - 1], &canonical[end.min(canonical.len())..]]
+    }
+}
+
+/// Index just past the string starting at `i` (which holds `"`).
+fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
+    i += 1;
+    loop {
+        match b.get(i)? {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+}
+
+/// Index just past the value starting at `i`.
+fn skip_value(b: &[u8], mut i: usize) -> Option<usize> {
+    match b.get(i)? {
+        b'"' => skip_string(b, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            loop {
+                match b.get(i)? {
+                    b'"' => {
+                        i = skip_string(b, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        _ => {
+            while let Some(c) = b.get(i) {
+                if matches!(c, b',' | b'}' | b']') {
+                    break;
+                }
+                i += 1;
+            }
+            Some(i)
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Strict parser (PROTOCOL §1.1)
 // ---------------------------------------------------------------------------
@@ -303,27 +435,83 @@ pub fn parse(input: &[u8]) -> Result<Value, Error> {
 /// Parses `input` as one I-JSON value, nested at most `max_depth` levels
 /// (an array or object at the top is level 1).
 pub fn parse_with_depth(input: &[u8], max_depth: usize) -> Result<Value, Error> {
-    let mut p = Parser {
-        input,
-        pos: 0,
-        path: Vec::new(),
-        max_depth,
-    };
-    p.skip_ws();
-    if p.pos == input.len() {
-        return Err(p.error(JsonProblem::Empty));
+    Parser::new(input, max_depth, false, true).run()
+}
+
+/// Parses `input` like [`parse`] and also requires it to be already in
+/// canonical form: the error names the first byte where it is not. This
+/// checks canonical form without writing the value out again.
+pub fn parse_canonical(input: &[u8]) -> Result<Value, Error> {
+    Parser::new(input, MAX_DEPTH, true, true).run()
+}
+
+/// Checks `input` exactly as [`parse_canonical`] does, with the same
+/// errors, without building the value: nothing is allocated for strings,
+/// arrays or objects. Use [`members`] and [`parse`] on the spans of what is
+/// needed afterwards.
+pub fn validate_canonical(input: &[u8]) -> Result<(), Error> {
+    Parser::new(input, MAX_DEPTH, true, false).run().map(|_| ())
+}
+
+/// A member found by [`validate_canonical_spans`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NestedSpan {
+    /// 1 for a member of the top-level object, 2 for a member of an object
+    /// that is a member value of it, and so on.
+    pub depth: usize,
+    /// Where the member stands.
+    pub span: MemberSpan,
+}
+
+/// [`validate_canonical`], also returning where the members of objects
+/// nested at most `max_depth` levels stand, in input order.
+pub fn validate_canonical_spans(input: &[u8], max_depth: usize) -> Result<Vec<NestedSpan>, Error> {
+    let mut p = Parser::new(input, MAX_DEPTH, true, false);
+    p.record = max_depth;
+    let mut spans = Vec::new();
+    p.spans = Some(&mut spans);
+    p.run()?;
+    Ok(spans)
+}
+
+impl<'a> Parser<'a> {
+    fn new(input: &'a [u8], max_depth: usize, canonical: bool, build: bool) -> Self {
+        Self {
+            input,
+            pos: 0,
+            path: Vec::new(),
+            max_depth,
+            canonical,
+            build,
+            keys: Vec::new(),
+            record: 0,
+            spans: None,
+        }
     }
-    let value = p.value(0)?;
-    p.skip_ws();
-    if p.pos != input.len() {
-        return Err(p.error(JsonProblem::TrailingData));
+
+    fn run(&mut self) -> Result<Value, Error> {
+        let p = self;
+        let input = p.input;
+        p.skip_ws();
+        if p.pos == input.len() {
+            return Err(p.error(JsonProblem::Empty));
+        }
+        p.whitespace_check()?;
+        let value = p.value(0)?;
+        p.skip_ws();
+        if p.pos != input.len() {
+            p.whitespace_check()?;
+            return Err(p.error(JsonProblem::TrailingData));
+        }
+        Ok(value)
     }
-    Ok(value)
 }
 
 enum Segment {
     Index(usize),
     Name(String),
+    /// A member name not decoded yet: its raw bytes' range in the input.
+    Raw(usize, usize),
 }
 
 struct Parser<'a> {
@@ -331,6 +519,16 @@ struct Parser<'a> {
     pos: usize,
     path: Vec<Segment>,
     max_depth: usize,
+    /// Also require RFC 8785 canonical form.
+    canonical: bool,
+    /// Build the value; otherwise only check it (canonical mode only).
+    build: bool,
+    /// Without `build`: the raw name ranges of the members of the objects
+    /// being read, innermost last.
+    keys: Vec<(usize, usize)>,
+    /// Record the spans of members of objects nested this deep or less.
+    record: usize,
+    spans: Option<&'a mut Vec<NestedSpan>>,
 }
 
 /// Escapes one reference token of a JSON Pointer (RFC 6901 §3).
@@ -344,7 +542,7 @@ pub fn escape_pointer_token(token: &str, out: &mut String) {
     }
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     fn pointer(&self) -> String {
         let mut p = String::new();
         for seg in &self.path {
@@ -352,9 +550,21 @@ impl Parser<'_> {
             match seg {
                 Segment::Index(i) => p.push_str(&i.to_string()),
                 Segment::Name(n) => escape_pointer_token(n, &mut p),
+                Segment::Raw(a, b) => escape_pointer_token(&self.key_text(*a, *b), &mut p),
             }
         }
         p
+    }
+
+    /// The text of the member name whose raw bytes (between the quotes)
+    /// are `input[a..b]`, already checked.
+    fn key_text(&self, a: usize, b: usize) -> std::borrow::Cow<'a, str> {
+        let raw = &self.input[a..b];
+        if !raw.contains(&b'\\') {
+            return std::str::from_utf8(raw).map_or_else(|_| "".into(), Into::into);
+        }
+        let mut p = Parser::new(&self.input[a - 1..=b], 1, false, true);
+        p.string().map_or_else(|_| "".into(), Into::into)
     }
 
     fn error(&self, problem: JsonProblem) -> Error {
@@ -367,8 +577,27 @@ impl Parser<'_> {
 
     fn skip_ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.input.get(self.pos) {
+            if self.canonical {
+                // Leave pos on the whitespace: the caller's next check fails
+                // there, and `not_canonical` reports it.
+                return;
+            }
             self.pos += 1;
         }
+    }
+
+    fn not_canonical(&self, at: usize, reason: &'static str) -> Error {
+        Error::NotCanonical { offset: at, reason }
+    }
+
+    /// In canonical mode, whitespace where a token was expected.
+    fn whitespace_check(&self) -> Result<(), Error> {
+        if self.canonical
+            && let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek()
+        {
+            return Err(self.not_canonical(self.pos, "whitespace outside strings"));
+        }
+        Ok(())
     }
 
     fn peek(&self) -> Option<u8> {
@@ -376,6 +605,9 @@ impl Parser<'_> {
     }
 
     fn unexpected(&self) -> Error {
+        if let Err(e) = self.whitespace_check() {
+            return e;
+        }
         match self.peek() {
             None => self.error(JsonProblem::UnexpectedEnd),
             Some(b) => self.error(JsonProblem::UnexpectedByte(b)),
@@ -415,17 +647,21 @@ impl Parser<'_> {
         self.enter(depth)?;
         self.pos += 1; // '['
         let mut items = Vec::new();
+        let mut index = 0;
         self.skip_ws();
         if self.peek() == Some(b']') {
             self.pos += 1;
             return Ok(Value::Array(items));
         }
         loop {
-            self.path.push(Segment::Index(items.len()));
+            self.path.push(Segment::Index(index));
             self.skip_ws();
             let item = self.value(depth)?;
             self.path.pop();
-            items.push(item);
+            index += 1;
+            if self.build {
+                items.push(item);
+            }
             self.skip_ws();
             match self.peek() {
                 Some(b',') => self.pos += 1,
@@ -442,6 +678,7 @@ impl Parser<'_> {
         self.enter(depth)?;
         self.pos += 1; // '{'
         let mut obj = Object::new();
+        let frame = self.keys.len();
         self.skip_ws();
         if self.peek() == Some(b'}') {
             self.pos += 1;
@@ -454,34 +691,100 @@ impl Parser<'_> {
             }
             let name_at = self.pos;
             let name = self.string()?;
+            let raw = (name_at + 1, self.pos - 1);
             self.skip_ws();
             if self.peek() != Some(b':') {
                 return Err(self.unexpected());
             }
             self.pos += 1;
             self.skip_ws();
-            let slot = match obj.position(&name) {
-                Ok(_) => {
-                    self.path.push(Segment::Name(name));
+            let slot = if self.build {
+                self.slot_for(&obj, name_at, &name)
+            } else {
+                self.check_key_order(frame, name_at, raw)
+            };
+            let slot = match slot {
+                Ok(slot) => slot,
+                Err(KeyProblem::Duplicate) => {
+                    self.path.push(Segment::Raw(raw.0, raw.1));
                     self.pos = name_at;
                     return Err(self.error(JsonProblem::DuplicateName));
                 }
-                Err(slot) => slot,
+                Err(KeyProblem::Order) => {
+                    return Err(self.not_canonical(name_at, "members not in RFC 8785 order"));
+                }
             };
-            self.path.push(Segment::Name(name));
+            if self.build {
+                self.path.push(Segment::Name(name));
+            } else {
+                self.keys.push(raw);
+                self.path.push(Segment::Raw(raw.0, raw.1));
+            }
+            let value_at = self.pos;
             let value = self.value(depth)?;
-            let Some(Segment::Name(name)) = self.path.pop() else {
-                return Err(self.error(JsonProblem::UnexpectedEnd));
-            };
-            obj.members.insert(slot, (name, value));
+            if depth <= self.record
+                && let Some(spans) = self.spans.as_deref_mut()
+            {
+                spans.push(NestedSpan {
+                    depth,
+                    span: MemberSpan {
+                        member: name_at..self.pos,
+                        value: value_at..self.pos,
+                    },
+                });
+            }
+            if let Some(Segment::Name(name)) = self.path.pop() {
+                obj.members.insert(slot, (name, value));
+            }
             self.skip_ws();
             match self.peek() {
                 Some(b',') => self.pos += 1,
                 Some(b'}') => {
                     self.pos += 1;
+                    self.keys.truncate(frame);
                     return Ok(Value::Object(obj));
                 }
                 _ => return Err(self.unexpected()),
+            }
+        }
+    }
+
+    /// Where member `name` goes in `obj`, which is being built.
+    fn slot_for(&self, obj: &Object, _name_at: usize, name: &str) -> Result<usize, KeyProblem> {
+        if self.canonical {
+            // Canonical input arrives sorted: one comparison with the last
+            // member decides, except on the error path.
+            match obj.members.last().map(|(last, _)| utf16_cmp(last, name)) {
+                None | Some(Ordering::Less) => return Ok(obj.members.len()),
+                Some(Ordering::Equal) => return Err(KeyProblem::Duplicate),
+                Some(Ordering::Greater) => {}
+            }
+        }
+        match obj.position(name) {
+            Ok(_) => Err(KeyProblem::Duplicate),
+            Err(_) if self.canonical => Err(KeyProblem::Order),
+            Err(slot) => Ok(slot),
+        }
+    }
+
+    /// Without `build`: checks a member name against the earlier names of
+    /// its object (`self.keys[frame..]`), comparing raw bytes where no
+    /// escape makes that differ from comparing text.
+    fn check_key_order(&self, frame: usize, _name_at: usize, raw: (usize, usize)) -> Result<usize, KeyProblem> {
+        let Some(&prev) = self.keys[frame..].last() else {
+            return Ok(0);
+        };
+        let name = self.key_text(raw.0, raw.1);
+        match utf16_cmp(&self.key_text(prev.0, prev.1), &name) {
+            Ordering::Less => Ok(0),
+            Ordering::Equal => Err(KeyProblem::Duplicate),
+            Ordering::Greater => {
+                let earlier = &self.keys[frame..];
+                if earlier.iter().any(|k| self.key_text(k.0, k.1) == name) {
+                    Err(KeyProblem::Duplicate)
+                } else {
+                    Err(KeyProblem::Order)
+                }
             }
         }
     }
@@ -505,39 +808,49 @@ impl Parser<'_> {
         Ok(v)
     }
 
+    /// Reads a string; without `build` it is only checked and the result
+    /// is empty.
     fn string(&mut self) -> Result<String, Error> {
         self.pos += 1; // opening quote
-        let mut out: Vec<u8> = Vec::new();
+        let mut out = String::new();
         loop {
             // Copy the run of plain bytes up to the next quote, backslash or
             // control character in one go.
             let run_start = self.pos;
-            while let Some(&b) = self.input.get(self.pos) {
-                if b == b'"' || b == b'\\' || b < 0x20 {
-                    break;
+            let rest = &self.input[self.pos..];
+            self.pos += rest
+                .iter()
+                .position(|&b| STRING_STOP[b as usize])
+                .unwrap_or(rest.len());
+            // A run ends at an ASCII byte, so it never splits a character:
+            // each run is valid UTF-8 on its own or the string is not.
+            let run = &self.input[run_start..self.pos];
+            let text = std::str::from_utf8(run).map_err(|e| {
+                let mut err = self.error(JsonProblem::InvalidUtf8);
+                if let Error::Json { offset, .. } = &mut err {
+                    *offset = run_start + e.valid_up_to();
                 }
-                self.pos += 1;
+                err
+            })?;
+            if self.build {
+                out.push_str(text);
             }
-            out.extend_from_slice(&self.input[run_start..self.pos]);
             match self.peek() {
                 None => return Err(self.error(JsonProblem::UnexpectedEnd)),
                 Some(b'"') => {
                     self.pos += 1;
-                    return String::from_utf8(out).map_err(|e| {
-                        let mut err = self.error(JsonProblem::InvalidUtf8);
-                        if let Error::Json { offset, .. } = &mut err {
-                            // Point at the bad byte, not the closing quote.
-                            *offset = run_start.min(*offset) + e.utf8_error().valid_up_to();
-                        }
-                        err
-                    });
+                    return Ok(out);
                 }
                 Some(b'\\') => {
+                    let escape_at = self.pos;
                     self.pos += 1;
                     let Some(e) = self.peek() else {
                         return Err(self.error(JsonProblem::UnexpectedEnd));
                     };
                     self.pos += 1;
+                    if self.canonical && !matches!(e, b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't' | b'u') {
+                        return Err(self.not_canonical(escape_at, "escape RFC 8785 does not use"));
+                    }
                     let c = match e {
                         b'"' => '"',
                         b'\\' => '\\',
@@ -547,14 +860,28 @@ impl Parser<'_> {
                         b'n' => '\n',
                         b'r' => '\r',
                         b't' => '\t',
-                        b'u' => self.unicode_escape()?,
+                        b'u' => {
+                            let c = self.unicode_escape()?;
+                            if self.canonical {
+                                let mut short = Vec::with_capacity(6);
+                                write_string(c.encode_utf8(&mut [0u8; 4]), &mut short);
+                                if short[1..short.len() - 1] != self.input[escape_at..self.pos] {
+                                    return Err(self.not_canonical(
+                                        escape_at,
+                                        "escape RFC 8785 does not use",
+                                    ));
+                                }
+                            }
+                            c
+                        }
                         _ => {
                             self.pos -= 1;
                             return Err(self.error(JsonProblem::BadEscape));
                         }
                     };
-                    let mut buf = [0u8; 4];
-                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                    if self.build {
+                        out.push(c);
+                    }
                 }
                 Some(_) => return Err(self.error(JsonProblem::ControlCharacter)),
             }
@@ -638,9 +965,12 @@ impl Parser<'_> {
                 return Err(self.error_at(start, JsonProblem::NumberOutOfRange));
             }
         }
-        if integer {
+        if integer || self.canonical {
             let mut back = Vec::with_capacity(literal.len());
             write_number(n, &mut back);
+            if !integer && back != literal {
+                return Err(self.not_canonical(start, "number not in its RFC 8785 form"));
+            }
             if back != literal {
                 return Err(self.error_at(
                     start,
@@ -834,6 +1164,49 @@ mod tests {
             Object::from_members(vec![("x".into(), Value::Null), ("x".into(), Value::Null)])
                 .is_none()
         );
+    }
+
+    #[test]
+    fn canonical_mode_names_the_first_departure() {
+        let nc = |s: &str| match parse_canonical(s.as_bytes()) {
+            Err(Error::NotCanonical { offset, reason }) => (offset, reason),
+            other => panic!("{s}: {other:?}"),
+        };
+        assert!(parse_canonical(br#"{"a":[1,"\u001f",1.5,1e+21],"b":{}}"#).is_ok());
+        assert_eq!(nc(r#"{"a":1, "b":2}"#), (7, "whitespace outside strings"));
+        assert_eq!(nc(" {}"), (0, "whitespace outside strings"));
+        assert_eq!(nc("{}\n"), (2, "whitespace outside strings"));
+        assert_eq!(nc(r#"{"b":1,"a":2}"#), (7, "members not in RFC 8785 order"));
+        assert_eq!(nc(r#"["\/"]"#), (2, "escape RFC 8785 does not use"));
+        assert_eq!(nc(r#"["\u0041"]"#), (2, "escape RFC 8785 does not use"));
+        assert_eq!(nc(r#"["\u001F"]"#), (2, "escape RFC 8785 does not use"));
+        assert_eq!(nc(r#"["\u000a"]"#), (2, "escape RFC 8785 does not use"));
+        assert_eq!(nc("[1.50]"), (1, "number not in its RFC 8785 form"));
+        assert_eq!(nc("[1E3]"), (1, "number not in its RFC 8785 form"));
+        // Errors that are not about canonical form keep their own kind.
+        assert!(matches!(
+            parse_canonical(br#"{"a":1,"a":1}"#),
+            Err(Error::Json { problem: JsonProblem::DuplicateName, .. })
+        ));
+    }
+
+    #[test]
+    fn member_spans_in_canonical_bytes() {
+        let text = br#"{"a":{"x":[1,{"a":2}]},"b":"s\"}","c":3}"#;
+        let v = parse_canonical(text).unwrap();
+        for name in ["a", "b", "c"] {
+            let span = member_span(text, name).unwrap();
+            let member = v.as_object().unwrap().get(name).unwrap();
+            assert_eq!(&text[span.value.clone()], canonical(member).as_slice());
+            let mut rest = v.as_object().unwrap().clone();
+            rest.remove(name);
+            let [x, y] = without_member(text, &span);
+            assert_eq!([x, y].concat(), canonical(&Value::Object(rest)));
+        }
+        assert!(member_span(text, "x").is_none());
+        let only = br#"{"a":1}"#;
+        let [x, y] = without_member(only, &member_span(only, "a").unwrap());
+        assert_eq!([x, y].concat(), b"{}");
     }
 
     #[test]

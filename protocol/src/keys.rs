@@ -44,6 +44,16 @@ pub fn signed_message(domain: Domain, body: &Value) -> Vec<u8> {
     msg
 }
 
+/// [`signed_message`] for a body given as its canonical bytes.
+pub fn signed_message_canonical(domain: Domain, canonical_body: &[u8]) -> Vec<u8> {
+    let tag = domain.tag().as_bytes();
+    let mut msg = Vec::with_capacity(tag.len() + 1 + canonical_body.len());
+    msg.extend_from_slice(tag);
+    msg.push(b'\n');
+    msg.extend_from_slice(canonical_body);
+    msg
+}
+
 /// A signature algorithm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Alg {
@@ -438,6 +448,17 @@ impl KeySet {
         sig: &Signature,
         issued_at: &Timestamp,
     ) -> Result<PreparedSignature, Error> {
+        self.prepare_message(signed_message(domain, body), sig, issued_at)
+    }
+
+    /// [`KeySet::prepare`] for a message already built with
+    /// [`signed_message`] or [`signed_message_canonical`].
+    pub fn prepare_message(
+        &self,
+        message: Vec<u8>,
+        sig: &Signature,
+        issued_at: &Timestamp,
+    ) -> Result<PreparedSignature, Error> {
         let jwk = self
             .get(&sig.kid)
             .ok_or_else(|| Error::UnknownKey(sig.kid.clone()))?;
@@ -461,7 +482,7 @@ impl KeySet {
         Ok(PreparedSignature {
             key: jwk.key.clone(),
             kid: jwk.kid.clone(),
-            message: signed_message(domain, body),
+            message,
             signature: sig.sig.clone(),
         })
     }

@@ -15,10 +15,14 @@ use std::num::NonZeroUsize;
 
 use crate::encoding::HashValue;
 use crate::error::Error;
-use crate::json::{Value, canonical, parse};
-use crate::keys::{Domain, KeySet, PreparedSignature, Signature, verify_many};
+use crate::json::{
+    MemberSpan, NestedSpan, Object, Value, parse, validate_canonical_spans, without_member,
+};
+use crate::keys::{
+    Domain, KeySet, PreparedSignature, Signature, signed_message_canonical, verify_many,
+};
 use crate::members::Members;
-use crate::wire::{LedgerEntry, check_receipt, entry_hash};
+use crate::wire::{CHAIN_TAG, LedgerEntry, check_receipt, check_receipt_canonical};
 
 /// Why a ledger does not verify: the first bad entry and the reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +60,7 @@ pub struct ChainVerifier<'k> {
     threads: usize,
     next: u64,
     head: Option<HashValue>,
+    watch: Option<(HashValue, Option<u64>)>,
 }
 
 /// How many signatures go into one batch verification.
@@ -71,7 +76,20 @@ impl<'k> ChainVerifier<'k> {
             threads,
             next: 1,
             head: None,
+            watch: None,
         }
+    }
+
+    /// Notes the seq of the entry whose hash is `hash`, if one verifies:
+    /// see [`ChainVerifier::watched`].
+    pub fn watch(mut self, hash: HashValue) -> Self {
+        self.watch = Some((hash, None));
+        self
+    }
+
+    /// The seq at which the watched hash was found, if it was.
+    pub fn watched(&self) -> Option<u64> {
+        self.watch.and_then(|(_, seq)| seq)
     }
 
     /// Uses `n` threads (at least one) for each batch.
@@ -144,6 +162,11 @@ impl<'k> ChainVerifier<'k> {
         }
         c.own.map_err(fail)?;
         c.sig.map_err(fail)?;
+        if let Some((h, found @ None)) = &mut self.watch
+            && *h == c.hash
+        {
+            *found = Some(seq);
+        }
         self.head = Some(c.hash);
         self.next += 1;
         Ok(())
@@ -152,52 +175,93 @@ impl<'k> ChainVerifier<'k> {
 
 fn check_lines(lines: &[&[u8]], keys: Option<&KeySet>) -> Vec<Result<Checked, Error>> {
     let mut out = Vec::with_capacity(lines.len());
-    let mut pending: Vec<(usize, PreparedSignature)> = Vec::with_capacity(SIG_BATCH);
+    let mut pending: Vec<PreparedSignature> = Vec::with_capacity(SIG_BATCH);
+    let mut pending_at: Vec<usize> = Vec::with_capacity(SIG_BATCH);
     let flush = |out: &mut Vec<Result<Checked, Error>>,
-                 pending: &mut Vec<(usize, PreparedSignature)>| {
-        let items: Vec<PreparedSignature> = pending.iter().map(|(_, p)| p.clone()).collect();
-        for ((i, p), ok) in pending.drain(..).zip(verify_many(&items)) {
+                 pending: &mut Vec<PreparedSignature>,
+                 pending_at: &mut Vec<usize>| {
+        for ((i, p), ok) in pending_at.drain(..).zip(pending.iter()).zip(verify_many(pending)) {
             if !ok && let Ok(c) = &mut out[i] {
-                c.sig = Err(Error::BadSignature { kid: p.kid });
+                c.sig = Err(Error::BadSignature { kid: p.kid.clone() });
             }
         }
+        pending.clear();
     };
     for line in lines {
         match check_line(line, keys) {
             Ok((checked, prepared)) => {
                 if let Some(p) = prepared {
-                    pending.push((out.len(), p));
+                    pending_at.push(out.len());
+                    pending.push(p);
                 }
                 out.push(Ok(checked));
             }
             Err(e) => out.push(Err(e)),
         }
         if pending.len() == SIG_BATCH {
-            flush(&mut out, &mut pending);
+            flush(&mut out, &mut pending, &mut pending_at);
         }
     }
-    flush(&mut out, &mut pending);
+    flush(&mut out, &mut pending, &mut pending_at);
     out
 }
 
 /// Everything about one line that does not depend on its neighbours. The
 /// signature, when there is one to check, is returned prepared.
+///
+/// The whole line is checked in canonical mode first, so its bytes are its
+/// canonical form: the entry hash, the receipt id and the signed message
+/// are all computed over spans of the line itself, and only the members
+/// the checks read are parsed into values.
 fn check_line(
     line: &[u8],
     keys: Option<&KeySet>,
 ) -> Result<(Checked, Option<PreparedSignature>), Error> {
-    let value = parse(line)?;
-    let canon = canonical(&value);
-    if canon != line {
-        let offset = canon
-            .iter()
-            .zip(line)
-            .position(|(a, b)| a != b)
-            .unwrap_or(canon.len().min(line.len()));
-        return Err(Error::NotCanonical { offset });
+    let spans = validate_canonical_spans(line, 2)?;
+    if line.first() != Some(&b'{') {
+        // Let the entry reader name what it found instead.
+        LedgerEntry::from_value(parse(line)?)?;
     }
-    let entry = LedgerEntry::from_value(value)?;
-    let computed = entry_hash(entry.prev.alg, entry.as_object());
+    // Members come in input order, each after its own nested members.
+    let mut shallow = Object::new();
+    let mut hash_span = None;
+    let mut receipt_span = None;
+    let mut nested = Object::new();
+    for NestedSpan { depth, span } in &spans {
+        let name = member_name(line, span)?;
+        let bytes = &line[span.value.clone()];
+        let container = matches!(bytes.first(), Some(b'{' | b'['));
+        if *depth == 2 {
+            // A member of some top-level object member; kept if scalar,
+            // and used if that member turns out to be the receipt.
+            if !container {
+                nested.insert(name, parse(bytes)?);
+            }
+            continue;
+        }
+        let value = match name.as_str() {
+            "receipt" => {
+                receipt_span = Some(span.value.clone());
+                Value::Object(std::mem::take(&mut nested))
+            }
+            _ => {
+                if name == "hash" {
+                    hash_span = Some(span.clone());
+                }
+                parse(bytes)?
+            }
+        };
+        nested = Object::new();
+        shallow.insert(name, value);
+    }
+    // Reads and checks the six members; the receipt holds its scalar
+    // members only, which is all `check_receipt_canonical` reads.
+    let entry = LedgerEntry::from_value(Value::Object(shallow))?;
+    let (Some(hash_span), Some(receipt_span)) = (hash_span, receipt_span) else {
+        return Err(Error::invalid("", "entry without hash or receipt"));
+    };
+    let [a, b] = without_member(line, &hash_span);
+    let computed = entry.prev.alg.digest(&[CHAIN_TAG.as_bytes(), b"\n", a, b]);
     let mut own = if computed == entry.hash {
         Ok(())
     } else {
@@ -207,19 +271,17 @@ fn check_line(
             computed: computed.to_string(),
         })
     };
-    let receipt = entry.receipt();
-    let info = check_receipt(receipt, "/receipt");
+    let receipt_bytes = &line[receipt_span];
+    let info = check_receipt_canonical(entry.receipt(), receipt_bytes, "/receipt");
     let mut prepared = None;
     let sig = match (&info, keys) {
-        (Ok(info), Some(keys)) => {
-            match keys.prepare(Domain::Receipt, receipt, &entry.signature, &info.issued_at) {
-                Ok(p) => {
-                    prepared = Some(p);
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            }
-        }
+        (Ok(info), Some(keys)) => keys
+            .prepare_message(
+                signed_message_canonical(Domain::Receipt, receipt_bytes),
+                &entry.signature,
+                &info.issued_at,
+            )
+            .map(|p| prepared = Some(p)),
         _ => Ok(()),
     };
     if own.is_ok()
@@ -238,6 +300,22 @@ fn check_line(
         },
         prepared,
     ))
+}
+
+/// The decoded name of a member of validated canonical bytes.
+fn member_name(canonical: &[u8], span: &MemberSpan) -> Result<String, Error> {
+    // The name is the string from the member's start up to the colon.
+    let quoted = &canonical[span.member.start..span.value.start - 1];
+    let raw = &quoted[1..quoted.len() - 1];
+    if !raw.contains(&b'\\')
+        && let Ok(name) = std::str::from_utf8(raw)
+    {
+        return Ok(name.to_owned());
+    }
+    match parse(quoted)? {
+        Value::String(s) => Ok(s),
+        _ => Err(Error::invalid("", "member name is not a string")),
+    }
 }
 
 /// Checks a signed receipt given either as a ledger entry (see

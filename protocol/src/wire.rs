@@ -7,7 +7,7 @@
 
 use crate::encoding::{HashAlg, HashValue, Timestamp, hex};
 use crate::error::Error;
-use crate::json::{Object, Value, write_object_except};
+use crate::json::{Object, Value, member_span, without_member, write_object_except};
 use crate::keys::Signature;
 use crate::members::Members;
 
@@ -223,6 +223,40 @@ pub struct ReceiptInfo {
 /// Checks a receipt's `type`, `kind`, `issued_at` and that its
 /// `receipt_id` is the hash of the rest.
 pub fn check_receipt(receipt: &Value, pointer: &str) -> Result<ReceiptInfo, Error> {
+    let info = receipt_fields(receipt, pointer)?;
+    let computed = receipt_id(receipt.as_object().unwrap_or(&Object::new()));
+    id_matches(info, computed)
+}
+
+/// [`check_receipt`] for a receipt whose canonical bytes are at hand: the
+/// id is recomputed from them without writing the receipt out again.
+pub fn check_receipt_canonical(
+    receipt: &Value,
+    canonical: &[u8],
+    pointer: &str,
+) -> Result<ReceiptInfo, Error> {
+    let info = receipt_fields(receipt, pointer)?;
+    // INVARIANT: receipt_fields found a receipt_id member, so its span
+    // exists in the receipt's canonical bytes.
+    let span = member_span(canonical, "receipt_id")
+        .ok_or_else(|| Error::invalid(pointer, "receipt bytes are not canonical"))?;
+    let [a, b] = without_member(canonical, &span);
+    let digest = HashAlg::Sha256.digest(&[RECEIPT_ID_TAG.as_bytes(), b"\n", a, b]);
+    id_matches(info, format!("rcpt_{}", &hex(&digest.bytes[..16])))
+}
+
+fn id_matches(info: ReceiptInfo, computed: String) -> Result<ReceiptInfo, Error> {
+    if computed != info.receipt_id {
+        return Err(Error::Mismatch {
+            what: "receipt_id",
+            recorded: info.receipt_id,
+            computed,
+        });
+    }
+    Ok(info)
+}
+
+fn receipt_fields(receipt: &Value, pointer: &str) -> Result<ReceiptInfo, Error> {
     let mut m = Members::new(receipt, pointer)?;
     let ty = m.req_str("type")?;
     if ty != RECEIPT_TYPE {
@@ -238,19 +272,11 @@ pub fn check_receipt(receipt: &Value, pointer: &str) -> Result<ReceiptInfo, Erro
             format!("{kind:?} is not decision, approval, execution or registry"),
         ));
     }
-    let recorded = m.req_str("receipt_id")?.to_owned();
+    let receipt_id = m.req_str("receipt_id")?.to_owned();
     let issued_at = m.req_timestamp("issued_at")?;
     m.ignore_rest();
-    let computed = receipt_id(receipt.as_object().unwrap_or(&Object::new()));
-    if computed != recorded {
-        return Err(Error::Mismatch {
-            what: "receipt_id",
-            recorded,
-            computed,
-        });
-    }
     Ok(ReceiptInfo {
-        receipt_id: recorded,
+        receipt_id,
         issued_at,
     })
 }

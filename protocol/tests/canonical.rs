@@ -1,8 +1,10 @@
 //! RFC 8785 conformance: the RFC's own test vectors, and properties of the
 //! canonical form over arbitrary values.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use proptest::prelude::*;
-use tollgate_protocol::{Object, Value, canonical, parse};
+use tollgate_protocol::{Object, Value, canonical, parse, parse_canonical, validate_canonical};
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/rfc8785");
 
@@ -150,6 +152,32 @@ proptest! {
         match parse(&canonical(&Value::Number(n))).unwrap() {
             Value::Number(back) => prop_assert!(back == n),
             other => prop_assert!(false, "{:?}", other),
+        }
+    }
+
+    /// The allocation-free check gives exactly the errors of the building
+    /// parser in canonical mode, on canonical bytes and on damaged ones.
+    #[test]
+    fn validating_equals_parsing_canonically(v in arb_value(), at in any::<prop::sample::Index>(), byte in any::<u8>(), damage in any::<bool>()) {
+        let mut bytes = canonical(&v);
+        if damage && !bytes.is_empty() {
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+        }
+        let built = parse_canonical(&bytes);
+        prop_assert_eq!(validate_canonical(&bytes).err(), built.as_ref().err().cloned());
+        if !damage {
+            prop_assert_eq!(built.unwrap(), v);
+        }
+    }
+
+    #[test]
+    fn spelled_otherwise_is_never_canonical(v in arb_value()) {
+        let mut text = String::new();
+        scrambled(&v, &mut text);
+        let c = canonical(&v);
+        if text.as_bytes() != c.as_slice() {
+            prop_assert!(validate_canonical(text.as_bytes()).is_err());
         }
     }
 

@@ -2,6 +2,8 @@
 //! write (built from PROTOCOL.md with third-party libraries), on tampered
 //! copies of them, and on bad input.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::Path;
 
 use proptest::prelude::*;
@@ -283,6 +285,41 @@ fn bad_input_gets_one_clear_line_and_the_documented_exit_code() {
 }
 
 #[test]
+fn an_export_cut_short_is_caught_against_a_known_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let (export, keys) = python_export(dir.path(), "h", &["--entries", "8"]);
+    let text = String::from_utf8(std::fs::read(&export).unwrap()).unwrap();
+    let (code, out) = verify_json(&export, &keys);
+    assert_eq!(code, 0);
+    let head = field(&out, "head").as_str().unwrap().to_owned();
+    // The last two entries dropped: still a valid chain on its own...
+    let cut: String = text.lines().take(6).map(|l| format!("{l}\n")).collect();
+    let cut_path = dir.path().join("cut.jsonl");
+    std::fs::write(&cut_path, cut).unwrap();
+    assert_eq!(verify_json(&cut_path, &keys).0, 0);
+    // ...but not one that reaches the head the gateway published.
+    let run = |path: &Path| {
+        verify_cmd(&[
+            "ledger",
+            path.to_str().unwrap(),
+            "--keys",
+            keys.to_str().unwrap(),
+            "--head",
+            &head,
+        ])
+    };
+    let out = run(&cut_path);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim_end(),
+        format!("invalid: seq 7: expected head {head} is not in the export, which ends at seq 6: entries are missing at the end")
+    );
+    assert_eq!(run(&export).status.code(), Some(0));
+    let bad = verify_cmd(&["ledger", export.to_str().unwrap(), "--keys", keys.to_str().unwrap(), "--head", "sha256:xyz"]);
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
 fn one_receipt_verifies_on_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let (export, keys) = python_export(dir.path(), "r", &["--alg", "ES256", "--entries", "3"]);
@@ -361,7 +398,7 @@ fn tamper() -> impl Strategy<Value = Tamper> {
 }
 
 fn verdict(bytes: &[u8], keys: &KeySet) -> Verdict {
-    verify_export(bytes, Path::new("mem"), keys, Some(2), |_| {}).unwrap()
+    verify_export(bytes, Path::new("mem"), keys, Some(2), None, |_| {}).unwrap()
 }
 
 proptest! {
@@ -382,7 +419,7 @@ proptest! {
         });
         let lines = if blake { b3 } else { sha };
         let keys = keys.clone();
-        let original = export_bytes(&lines);
+        let original = export_bytes(lines);
         let valid = matches!(verdict(&original, &keys), Verdict::Valid { entries: 24, .. });
         prop_assert!(valid);
 

@@ -79,16 +79,25 @@ const BATCH_LINES: usize = 8192;
 
 /// Verifies the export read from `input`. `path` names it in I/O errors;
 /// `progress` is called after each batch.
+///
+/// With `expected_head` (a hash the auditor obtained from the gateway,
+/// e.g. `GET /v1/ledger/head`), the export is valid only if one of its
+/// entries has that hash: a chain cut short at a line boundary is otherwise
+/// a valid, shorter chain.
 pub fn verify_export(
     mut input: impl BufRead,
     path: &Path,
     keys: &KeySet,
     threads: Option<usize>,
+    expected_head: Option<HashValue>,
     mut progress: impl FnMut(Progress),
 ) -> Result<Verdict, Error> {
     let mut verifier = ChainVerifier::new(Some(keys));
     if let Some(n) = threads {
         verifier = verifier.with_threads(n);
+    }
+    if let Some(h) = expected_head {
+        verifier = verifier.watch(h);
     }
     let mut buf: Vec<u8> = Vec::with_capacity(4 << 20);
     let mut ends: Vec<usize> = Vec::with_capacity(BATCH_LINES);
@@ -145,6 +154,15 @@ pub fn verify_export(
         });
     }
     match verifier.head() {
+        Some(_) if expected_head.is_some() && verifier.watched().is_none() => {
+            Ok(Verdict::Invalid(Failure {
+                seq: verifier.next_seq(),
+                error: ProtocolError::HeadNotReached {
+                    expected: expected_head.map(|h| h.to_string()).unwrap_or_default(),
+                    last: verifier.verified(),
+                },
+            }))
+        }
         Some(head) => Ok(Verdict::Valid {
             entries: verifier.verified(),
             head,

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use tollgate_protocol::{Object, Value, parse, verify_signed_receipt};
+use tollgate_protocol::{HashValue, Object, Value, parse, verify_signed_receipt};
 use tollgate_verify::{Error, Progress, Verdict, load_keys, verify_export};
 
 /// Verify Tollgate ledger exports and receipts offline.
@@ -37,6 +37,11 @@ enum Command {
         /// Worker threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// A head hash obtained from the gateway (`GET /v1/ledger/head`):
+        /// the export must contain the entry with this hash. Without it,
+        /// entries cut off the end of an export cannot be noticed.
+        #[arg(long, value_parser = parse_head)]
+        head: Option<HashValue>,
     },
     /// Verify one receipt: a ledger entry (its own hash, receipt id and
     /// signature) or `{"receipt": …, "signature": …}`.
@@ -62,8 +67,9 @@ fn main() -> ExitCode {
             export,
             keys,
             threads,
+            head,
             json,
-        } => ledger(&export, &keys, threads, json),
+        } => ledger(&export, &keys, threads, head, json),
         Command::Receipt { entry, keys, .. } => receipt(&entry, &keys),
     };
     match result {
@@ -123,7 +129,19 @@ fn int(n: u64) -> Value {
     Value::integer(n as i64).unwrap_or(Value::Null)
 }
 
-fn ledger(export: &Path, keys: &Path, threads: Option<usize>, json: bool) -> Result<Report, Error> {
+fn parse_head(s: &str) -> Result<HashValue, String> {
+    HashValue::parse(s).ok_or_else(|| {
+        format!("{s:?} is not a hash value (sha256:|blake3: and 64 lowercase hex digits)")
+    })
+}
+
+fn ledger(
+    export: &Path,
+    keys: &Path,
+    threads: Option<usize>,
+    head: Option<HashValue>,
+    json: bool,
+) -> Result<Report, Error> {
     let keys = load_keys(keys)?;
     let total = std::fs::metadata(export).map(|m| m.len()).unwrap_or(0);
     let show = !json && std::io::stderr().is_terminal() && total > 0;
@@ -145,7 +163,7 @@ fn ledger(export: &Path, keys: &Path, threads: Option<usize>, json: bool) -> Res
             let _ = std::io::stderr().flush();
         }
     };
-    let verdict = verify_export(open(export)?, export, &keys, threads, progress)?;
+    let verdict = verify_export(open(export)?, export, &keys, threads, head, progress)?;
     if show {
         eprint!("\r{}\r", " ".repeat(72));
     }

@@ -25,7 +25,6 @@ async fn main() {
     let tag = args[3].clone();
     let counter = Arc::new(AtomicU64::new(0));
     let stdout = Arc::new(std::sync::Mutex::new(std::io::stdout()));
-    let mut tasks = Vec::new();
     for _ in 0..8 {
         let (ledger, signer, tag, counter, stdout) = (
             ledger.clone(),
@@ -34,7 +33,7 @@ async fn main() {
             counter.clone(),
             stdout.clone(),
         );
-        tasks.push(tokio::spawn(async move {
+        tokio::spawn(async move {
             loop {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let mut o = Object::new();
@@ -44,7 +43,13 @@ async fn main() {
                 o.insert("subject", format!("{tag}-{n}").into());
                 let r = Value::Object(seal_receipt(o));
                 let sig = signer.sign_now(Domain::Receipt, &r);
-                let e = ledger.append(r.clone(), sig).await.unwrap();
+                let e = match ledger.append(r.clone(), sig).await {
+                    Ok(e) => e,
+                    Err(e) => {
+                        eprintln!("append-loop: append failed: {e}");
+                        std::process::exit(1);
+                    }
+                };
                 let id = r
                     .as_object()
                     .unwrap()
@@ -57,9 +62,8 @@ async fn main() {
                 writeln!(out, "{} {id}", e.seq).unwrap();
                 out.flush().unwrap();
             }
-        }));
+        });
     }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    // Runs until killed.
+    std::future::pending::<()>().await;
 }
