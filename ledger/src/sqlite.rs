@@ -456,7 +456,9 @@ impl Writer {
             Ok(_) => {
                 if let Ok(entries) = &result {
                     self.stats.groups.fetch_add(1, Ordering::Relaxed);
-                    self.stats.appends.fetch_add(entries.len() as u64, Ordering::Relaxed);
+                    self.stats
+                        .appends
+                        .fetch_add(entries.len() as u64, Ordering::Relaxed);
                 }
                 result
             }

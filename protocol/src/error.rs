@@ -152,7 +152,9 @@ pub enum Error {
 
     /// The export does not reach the head the auditor expects: entries are
     /// missing at its end.
-    #[error("expected head {expected} is not in the export, which ends at seq {last}: entries are missing at the end")]
+    #[error(
+        "expected head {expected} is not in the export, which ends at seq {last}: entries are missing at the end"
+    )]
     HeadNotReached {
         /// The head the auditor holds.
         expected: String,

@@ -341,7 +341,11 @@ pub fn member_span(canonical: &[u8], name: &str) -> Option<MemberSpan> {
 /// span. Same precondition as [`member_span`].
 pub fn members(canonical: &[u8]) -> impl Iterator<Item = (&[u8], MemberSpan)> {
     let b = canonical;
-    let mut i = if b.first() == Some(&b'{') { 1 } else { usize::MAX };
+    let mut i = if b.first() == Some(&b'{') {
+        1
+    } else {
+        usize::MAX
+    };
     std::iter::from_fn(move || {
         if b.get(i) != Some(&b'"') {
             return None;
@@ -356,7 +360,11 @@ pub fn members(canonical: &[u8]) -> impl Iterator<Item = (&[u8], MemberSpan)> {
             member: i..value_end,
             value: key_end + 1..value_end,
         };
-        i = if b.get(value_end) == Some(&b',') { value_end + 1 } else { usize::MAX };
+        i = if b.get(value_end) == Some(&b',') {
+            value_end + 1
+        } else {
+            usize::MAX
+        };
         Some((key, span))
     })
 }
@@ -367,11 +375,21 @@ pub fn without_member<'a>(canonical: &'a [u8], span: &MemberSpan) -> [&'a [u8]; 
     let (start, end) = (span.member.start, span.member.end);
     if start <= 1 {
         // First member: drop the comma after it, if another follows.
-        let after = if canonical.get(end) == Some(&b',') { end + 1 } else { end };
-        [&canonical[..start.min(1)], &canonical[after.min(canonical.len())..]]
+        let after = if canonical.get(end) == Some(&b',') {
+            end + 1
+        } else {
+            end
+        };
+        [
+            &canonical[..start.min(1)],
+            &canonical[after.min(canonical.len())..],
+        ]
     } else {
         // Later member: drop the comma before it.
-        [&canonical[..start - 1], &canonical[end.min(canonical.len())..]]
+        [
+            &canonical[..start - 1],
+            &canonical[end.min(canonical.len())..],
+        ]
     }
 }
 
@@ -770,7 +788,12 @@ impl<'a> Parser<'a> {
     /// Without `build`: checks a member name against the earlier names of
     /// its object (`self.keys[frame..]`), comparing raw bytes where no
     /// escape makes that differ from comparing text.
-    fn check_key_order(&self, frame: usize, _name_at: usize, raw: (usize, usize)) -> Result<usize, KeyProblem> {
+    fn check_key_order(
+        &self,
+        frame: usize,
+        _name_at: usize,
+        raw: (usize, usize),
+    ) -> Result<usize, KeyProblem> {
         let Some(&prev) = self.keys[frame..].last() else {
             return Ok(0);
         };
@@ -848,7 +871,9 @@ impl<'a> Parser<'a> {
                         return Err(self.error(JsonProblem::UnexpectedEnd));
                     };
                     self.pos += 1;
-                    if self.canonical && !matches!(e, b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't' | b'u') {
+                    if self.canonical
+                        && !matches!(e, b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't' | b'u')
+                    {
                         return Err(self.not_canonical(escape_at, "escape RFC 8785 does not use"));
                     }
                     let c = match e {
@@ -866,10 +891,8 @@ impl<'a> Parser<'a> {
                                 let mut short = Vec::with_capacity(6);
                                 write_string(c.encode_utf8(&mut [0u8; 4]), &mut short);
                                 if short[1..short.len() - 1] != self.input[escape_at..self.pos] {
-                                    return Err(self.not_canonical(
-                                        escape_at,
-                                        "escape RFC 8785 does not use",
-                                    ));
+                                    return Err(self
+                                        .not_canonical(escape_at, "escape RFC 8785 does not use"));
                                 }
                             }
                             c
@@ -1186,7 +1209,10 @@ mod tests {
         // Errors that are not about canonical form keep their own kind.
         assert!(matches!(
             parse_canonical(br#"{"a":1,"a":1}"#),
-            Err(Error::Json { problem: JsonProblem::DuplicateName, .. })
+            Err(Error::Json {
+                problem: JsonProblem::DuplicateName,
+                ..
+            })
         ));
     }
 

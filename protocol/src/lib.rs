@@ -35,8 +35,9 @@ mod wire;
 pub use encoding::{HashAlg, HashValue, Timestamp, b64, b64_decode, hex};
 pub use error::{Error, JsonProblem};
 pub use json::{
-    MAX_DEPTH, MemberSpan, Object, Value, canonical, member_span, members, parse, parse_canonical,
-    parse_with_depth, validate_canonical, validate_canonical_spans, NestedSpan, without_member,
+    MAX_DEPTH, MemberSpan, NestedSpan, Object, Value, canonical, member_span, members, parse,
+    parse_canonical, parse_with_depth, validate_canonical, validate_canonical_spans,
+    without_member,
 };
 pub use keys::{
     Alg, Domain, Jwk, KeySet, PreparedSignature, PublicKey, Signature, signed_message, verify_many,

@@ -180,7 +180,11 @@ fn check_lines(lines: &[&[u8]], keys: Option<&KeySet>) -> Vec<Result<Checked, Er
     let flush = |out: &mut Vec<Result<Checked, Error>>,
                  pending: &mut Vec<PreparedSignature>,
                  pending_at: &mut Vec<usize>| {
-        for ((i, p), ok) in pending_at.drain(..).zip(pending.iter()).zip(verify_many(pending)) {
+        for ((i, p), ok) in pending_at
+            .drain(..)
+            .zip(pending.iter())
+            .zip(verify_many(pending))
+        {
             if !ok && let Ok(c) = &mut out[i] {
                 c.sig = Err(Error::BadSignature { kid: p.kid.clone() });
             }

@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 use sqlx::Connection as _;
 use tollgate_ledger::{Ledger, SqliteLedger, SqliteOptions};
 use tollgate_protocol::{
-    Domain, HashAlg, LedgerEntry, PublicKey, Signature, Value, check_receipt, parse,
-    signed_message,
+    Domain, HashAlg, LedgerEntry, PublicKey, Signature, Value, check_receipt, parse, signed_message,
 };
 use tollgate_signer::{Ed25519Signer, key_set};
 use tollgate_tests::{chain, export_bytes, receipt};
@@ -99,7 +98,10 @@ async fn bench_appends(n: usize, dir: &Path) -> (f64, f64, f64) {
     let per_tx = group.round().max(1.0) as usize;
     let started = Instant::now();
     for batch in rows.chunks(per_tx) {
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut conn)
+            .await
+            .unwrap();
         for (seq, id, hash, line) in batch {
             sqlx::query("INSERT INTO entries (seq, receipt_id, hash, line) VALUES (?, ?, ?, ?)")
                 .bind(seq)
@@ -127,7 +129,9 @@ fn bench_verify(n: u64, rounds: usize) -> (f64, f64) {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
 
     // Baseline input: the same (message, signature, key) triples.
-    let PublicKey::Ed25519(vk) = signer.jwk_key() else { panic!() };
+    let PublicKey::Ed25519(vk) = signer.jwk_key() else {
+        panic!()
+    };
     let triples: Vec<(Vec<u8>, ed25519_dalek::Signature)> = lines
         .iter()
         .map(|l| {
@@ -144,7 +148,15 @@ fn bench_verify(n: u64, rounds: usize) -> (f64, f64) {
     let mut best_bare = Duration::MAX;
     for _ in 0..rounds {
         let started = Instant::now();
-        let v = verify_export(&export[..], Path::new("bench"), &keys, Some(threads), None, |_| {}).unwrap();
+        let v = verify_export(
+            &export[..],
+            Path::new("bench"),
+            &keys,
+            Some(threads),
+            None,
+            |_| {},
+        )
+        .unwrap();
         best_ours = best_ours.min(started.elapsed());
         assert!(matches!(v, Verdict::Valid { .. }));
 
@@ -178,14 +190,26 @@ impl JwkKey for Ed25519Signer {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let (appends, entries, rounds) = if quick { (4_000, 4_000, 1) } else { (30_000, 40_000, 3) };
+    let (appends, entries, rounds) = if quick {
+        (4_000, 4_000, 1)
+    } else {
+        (30_000, 40_000, 3)
+    };
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let (ours, bare, group) = rt.block_on(bench_appends(appends, dir.path()));
     drop(rt);
-    println!("tollgate foundation benchmark ({} cores)", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!(
+        "tollgate foundation benchmark ({} cores)",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
     println!();
-    println!("ledger append, group commit, {CONCURRENCY} concurrent: {ours:>10.0} appends/s (mean group {group:.1})");
+    println!(
+        "ledger append, group commit, {CONCURRENCY} concurrent: {ours:>10.0} appends/s (mean group {group:.1})"
+    );
     println!("bare SQLite insert, same rows, same group size:  {bare:>10.0} rows/s");
     println!("ratio: {:.2} (aim >= 0.70)", ours / bare);
     println!();

@@ -77,7 +77,10 @@ fn acknowledged_appends_survive_sigkill() {
         });
         // Let it start and append for a random while, then kill it.
         let first = rx.recv_timeout(Duration::from_secs(30));
-        assert!(first.is_ok(), "round {round}: the appender never acknowledged anything");
+        assert!(
+            first.is_ok(),
+            "round {round}: the appender never acknowledged anything"
+        );
         let mut lines = vec![first.unwrap()];
         let run_for = Duration::from_millis(5 + rng.next() % 400);
         let started = Instant::now();
@@ -92,7 +95,9 @@ fn acknowledged_appends_survive_sigkill() {
         lines.extend(rx.try_iter());
         for l in &lines {
             // A line cut short by the kill is not an acknowledgement.
-            let Some((seq, id)) = l.split_once(' ') else { continue };
+            let Some((seq, id)) = l.split_once(' ') else {
+                continue;
+            };
             if id.len() != 37 {
                 continue;
             }
@@ -100,7 +105,10 @@ fn acknowledged_appends_survive_sigkill() {
         }
 
         // Reopen as a restarted gateway would, and check.
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let ledger = SqliteLedger::open(SqliteOptions::new(&db)).await.unwrap();
             let head = ledger.head().await.unwrap();
@@ -110,8 +118,17 @@ fn acknowledged_appends_survive_sigkill() {
                     .await
                     .unwrap()
                     .unwrap_or_else(|| panic!("round {round}: acknowledged seq {seq} is gone"));
-                let stored = entry.receipt().as_object().unwrap().get("receipt_id").unwrap();
-                assert_eq!(stored.as_str(), Some(id.as_str()), "round {round}: seq {seq}");
+                let stored = entry
+                    .receipt()
+                    .as_object()
+                    .unwrap()
+                    .get("receipt_id")
+                    .unwrap();
+                assert_eq!(
+                    stored.as_str(),
+                    Some(id.as_str()),
+                    "round {round}: seq {seq}"
+                );
             }
             let report = ledger.check(Some(&keys)).await.unwrap();
             assert_eq!(report.failure, None, "round {round}");
@@ -123,5 +140,8 @@ fn acknowledged_appends_survive_sigkill() {
         "only {} appends were acknowledged over {rounds} rounds",
         acked.len()
     );
-    eprintln!("{} acknowledged appends survived {rounds} kills", acked.len());
+    eprintln!(
+        "{} acknowledged appends survived {rounds} kills",
+        acked.len()
+    );
 }

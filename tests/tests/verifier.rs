@@ -312,10 +312,19 @@ fn an_export_cut_short_is_caught_against_a_known_head() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8(out.stdout).unwrap().trim_end(),
-        format!("invalid: seq 7: expected head {head} is not in the export, which ends at seq 6: entries are missing at the end")
+        format!(
+            "invalid: seq 7: expected head {head} is not in the export, which ends at seq 6: entries are missing at the end"
+        )
     );
     assert_eq!(run(&export).status.code(), Some(0));
-    let bad = verify_cmd(&["ledger", export.to_str().unwrap(), "--keys", keys.to_str().unwrap(), "--head", "sha256:xyz"]);
+    let bad = verify_cmd(&[
+        "ledger",
+        export.to_str().unwrap(),
+        "--keys",
+        keys.to_str().unwrap(),
+        "--head",
+        "sha256:xyz",
+    ]);
     assert_eq!(bad.status.code(), Some(2));
 }
 
