@@ -1,7 +1,578 @@
 //! The Tollgate decision pipeline: shape, policy load, boundary, scoring.
 //!
-//! Every stage will be a pure function `(input, snapshot) -> result`: no I/O,
-//! no clock, no randomness, no floating point and no hash-map iteration order
-//! in anything a decision depends on (PROTOCOL §4, "Determinism").
+//! Every stage is a pure function of the intent envelope and a snapshot
+//! (the policy bundle, the delegation registry, the resource's
+//! attributes): no I/O, no clock, no randomness, no floating point and no
+//! hash-map iteration order. The same inputs give the same [`Decision`],
+//! byte for byte, on any machine (PROTOCOL §4, "Determinism").
 //!
-//! It is empty until the pipeline work lands; nothing depends on it yet.
+//! Stages:
+//! 1. [`shape`]: the action is known to the bundle; `params` fit the
+//!    action's JSON Schema; every param policy arithmetic reads is an
+//!    integer; the agent's `confidence_bp` is an integer within 0–10000.
+//!    Failure is a [`ShapeError`] (a 4xx at the gateway, no receipt).
+//! 2. Delegation: the chain the intent names is registered, unrevoked,
+//!    trusted, valid at the intent's `issued_at`, for this agent and its
+//!    key, and allows this action and resource; amounts are checked
+//!    against its bounds.
+//! 3. Scoring: every dimension in bp, the composite, critical dimensions.
+//! 4. Boundary: the Cedar rules (with the scores in their context) and the
+//!    escalation rules.
+//!
+//! The verdict is the most severe of all that fired: block > escalate >
+//! pass. Fail closed: an error in any rule or dimension blocks, and the
+//! decision names what failed.
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use cedar_policy::{Context, Entities, EntityId, EntityTypeName, EntityUid, Request};
+use tollgate_policies::delegation::{self, Bounds, Registry};
+use tollgate_policies::{
+    Action, Approval, Bundle, FiredRule, RuleEffect, TestCase, Vars, from_json, to_cedar_json,
+};
+use tollgate_protocol::{IntentEnvelope, Object, Value};
+
+/// Why an intent is refused before any decision: it is malformed for the
+/// policy (a client error; no receipt).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ShapeError {
+    /// The bundle has no contract for the action.
+    #[error("unknown action {action:?}: the policy {policy} defines {known}")]
+    UnknownAction {
+        /// The action asked for.
+        action: String,
+        /// The policy version.
+        policy: String,
+        /// The actions it defines.
+        known: String,
+    },
+    /// `params` do not fit the action's JSON Schema.
+    #[error("params do not fit the schema of {action}: {}", describe(.problems))]
+    Params {
+        /// The action.
+        action: String,
+        /// `(JSON Pointer, message)` pairs, the pointer from the envelope's
+        /// root.
+        problems: Vec<(String, String)>,
+    },
+    /// A param that policy arithmetic reads is not an integer.
+    #[error(
+        "{pointer}: {found} is not an integer, and policy arithmetic reads it (money is integer minor units; no rounding)"
+    )]
+    NotAnInteger {
+        /// Where.
+        pointer: String,
+        /// What was there.
+        found: String,
+    },
+    /// `decision.confidence_bp` is not an integer within 0–10000.
+    #[error("/payload/decision/confidence_bp: {0} is not an integer within 0–10000 bp")]
+    Confidence(String),
+}
+
+fn describe(problems: &[(String, String)]) -> String {
+    problems
+        .iter()
+        .map(|(p, m)| format!("{m} at {p}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ShapeError {
+    /// The JSON Pointer of the first offending member.
+    pub fn pointer(&self) -> &str {
+        match self {
+            Self::UnknownAction { .. } => "/payload/action",
+            Self::Params { problems, .. } => {
+                problems.first().map_or("/payload/params", |p| p.0.as_str())
+            }
+            Self::NotAnInteger { pointer, .. } => pointer,
+            Self::Confidence(_) => "/payload/decision/confidence_bp",
+        }
+    }
+}
+
+/// The verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    /// Go ahead.
+    Pass,
+    /// Wait for a human reviewer.
+    Escalate,
+    /// Refused.
+    Block,
+}
+
+impl Verdict {
+    /// `pass`, `escalate` or `block`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Escalate => "escalate",
+            Self::Block => "block",
+        }
+    }
+}
+
+/// What the pipeline decided, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Every rule that fired, sorted by id.
+    pub rules: Vec<FiredRule>,
+    /// Every dimension's score, bp, by dimension id.
+    pub scores: BTreeMap<String, i64>,
+    /// The weighted composite, bp.
+    pub composite: i64,
+    /// Critical dimensions over their thresholds, sorted.
+    pub critical: Vec<String>,
+}
+
+impl Decision {
+    /// The decision as the receipt's `decision` member.
+    pub fn to_value(&self) -> Value {
+        let mut o = Object::new();
+        o.insert("verdict", self.verdict.name().into());
+        let rules = self
+            .rules
+            .iter()
+            .map(|r| {
+                let mut ro = Object::new();
+                ro.insert("id", r.id.clone().into());
+                ro.insert("effect", r.effect.name().into());
+                ro.insert("reason", r.reason.clone().into());
+                if let Some(m) = &r.remediation {
+                    ro.insert("remediation", m.clone().into());
+                }
+                Value::Object(ro)
+            })
+            .collect();
+        o.insert("rules", Value::Array(rules));
+        let mut scores = Object::new();
+        for (k, v) in &self.scores {
+            scores.insert(k.clone(), Value::integer(*v).unwrap_or(Value::Null));
+        }
+        o.insert("scores", scores.into());
+        o.insert(
+            "composite",
+            Value::integer(self.composite).unwrap_or(Value::Null),
+        );
+        o.insert(
+            "critical",
+            Value::Array(self.critical.iter().map(|c| c.clone().into()).collect()),
+        );
+        Value::Object(o)
+    }
+}
+
+/// The facts around one decision that are not in the intent.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Delegations, revocations, spent budgets, trusted issuers.
+    pub registry: Registry,
+    /// Resource attributes by resource (`type:id`).
+    pub resources: BTreeMap<String, Object>,
+}
+
+/// The members of an intent the policy reads.
+#[derive(Clone, Debug)]
+pub struct IntentView<'a> {
+    /// The intent id.
+    pub intent_id: &'a str,
+    /// The agent.
+    pub agent: &'a str,
+    /// The action.
+    pub action: &'a str,
+    /// `type:id`.
+    pub resource: &'a str,
+    /// The params.
+    pub params: &'a Object,
+    /// The agent's stated confidence, bp.
+    pub confidence_bp: Option<i64>,
+}
+
+fn confidence_of(decision: Option<&Object>) -> Result<Option<i64>, ShapeError> {
+    match decision.and_then(|d| d.get("confidence_bp")) {
+        None => Ok(None),
+        Some(v) => v
+            .as_safe_integer()
+            .filter(|c| (0..=10_000).contains(c))
+            .map(Some)
+            .ok_or_else(|| ShapeError::Confidence(v.to_string())),
+    }
+}
+
+/// Stage 1: the shape of an intent against the bundle.
+pub fn shape<'b>(bundle: &'b Bundle, envelope: &IntentEnvelope) -> Result<&'b Action, ShapeError> {
+    let i = &envelope.intent;
+    shape_parts(bundle, &i.action, &i.params)?;
+    confidence_of(i.decision.as_ref())?;
+    bundle
+        .action(&i.action)
+        .ok_or_else(|| unknown(bundle, &i.action))
+}
+
+fn unknown(bundle: &Bundle, action: &str) -> ShapeError {
+    ShapeError::UnknownAction {
+        action: action.to_owned(),
+        policy: bundle.version_string(),
+        known: bundle.action_names().collect::<Vec<_>>().join(", "),
+    }
+}
+
+fn shape_parts<'b>(
+    bundle: &'b Bundle,
+    action: &str,
+    params: &Object,
+) -> Result<&'b Action, ShapeError> {
+    let contract = bundle
+        .action(action)
+        .ok_or_else(|| unknown(bundle, action))?;
+    let problems = contract.check_params(params);
+    if !problems.is_empty() {
+        return Err(ShapeError::Params {
+            action: action.to_owned(),
+            problems: problems
+                .into_iter()
+                .map(|(p, m)| (format!("/payload/params{p}"), m))
+                .collect(),
+        });
+    }
+    let amount = contract.amount.as_ref().map(|(p, _)| p.as_str());
+    for p in bundle.scoring.integer_params().chain(amount) {
+        if let Some(v) = params.get(p)
+            && v.as_safe_integer().is_none()
+        {
+            return Err(ShapeError::NotAnInteger {
+                pointer: format!("/payload/params/{p}"),
+                found: v.to_string(),
+            });
+        }
+    }
+    Ok(contract)
+}
+
+/// The whole pipeline for a signed intent.
+pub fn decide(
+    bundle: &Bundle,
+    envelope: &IntentEnvelope,
+    snapshot: &Snapshot,
+) -> Result<Decision, ShapeError> {
+    let contract = shape(bundle, envelope)?;
+    let i = &envelope.intent;
+    let (bounds, refusal) = match delegation::check(
+        i,
+        envelope.payload(),
+        &envelope.signature,
+        &snapshot.registry,
+    ) {
+        Ok(b) => (b, None),
+        Err(r) => (
+            Bounds {
+                id: i.delegation.clone(),
+                ..Bounds::default()
+            },
+            Some(r.into_rule()),
+        ),
+    };
+    let view = IntentView {
+        intent_id: &i.intent_id,
+        agent: &i.agent,
+        action: &i.action,
+        resource: &i.resource,
+        params: &i.params,
+        confidence_bp: confidence_of(i.decision.as_ref())?,
+    };
+    let empty = Object::new();
+    let resource = snapshot.resources.get(&i.resource).unwrap_or(&empty);
+    Ok(evaluate(
+        bundle, contract, &view, &bounds, resource, refusal,
+    ))
+}
+
+fn render_scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn flatten(prefix: &str, o: &Object, vars: &mut Vars) {
+    for (k, v) in o.iter() {
+        let name = format!("{prefix}.{k}");
+        match v {
+            Value::Object(inner) => flatten(&name, inner, vars),
+            other => {
+                vars.insert(name, render_scalar(other));
+            }
+        }
+    }
+}
+
+fn block(id: &str, reason: String) -> FiredRule {
+    FiredRule {
+        id: id.into(),
+        effect: RuleEffect::Block,
+        reason,
+        remediation: None,
+    }
+}
+
+/// Stages 2–4 on an intent that has passed [`shape`]: bounds from its
+/// delegation (already checked), the resource's attributes, and any rule
+/// that already fired (a delegation refusal).
+pub fn evaluate(
+    bundle: &Bundle,
+    contract: &Action,
+    intent: &IntentView<'_>,
+    bounds: &Bounds,
+    resource: &Object,
+    already: Option<FiredRule>,
+) -> Decision {
+    let mut fired: Vec<FiredRule> = already.into_iter().collect();
+    let amount = contract.amount.as_ref().and_then(|(a, c)| {
+        Some((
+            intent.params.get(a)?.as_safe_integer()?,
+            intent.params.get(c)?.as_str()?.to_owned(),
+        ))
+    });
+    if let Some((value, currency)) = &amount {
+        fired.extend(bounds.amount_rules(*value, currency));
+    }
+
+    // Scoring.
+    let (scores, composite, critical) =
+        match bundle
+            .scoring
+            .score(intent.params, resource, intent.confidence_bp)
+        {
+            Ok(s) => {
+                fired.extend(s.fired);
+                let scores: BTreeMap<String, i64> =
+                    s.dimensions.into_iter().map(|d| (d.id, d.score)).collect();
+                let mut critical = s.critical;
+                critical.sort();
+                (scores, s.composite, critical)
+            }
+            Err(failed) => {
+                fired.push(failed);
+                (BTreeMap::new(), 0, Vec::new())
+            }
+        };
+
+    // Template variables: the actual values.
+    let mut vars = Vars::new();
+    vars.insert("agent".into(), intent.agent.to_owned());
+    vars.insert("action".into(), intent.action.to_owned());
+    vars.insert("resource".into(), intent.resource.to_owned());
+    vars.insert("intent_id".into(), intent.intent_id.to_owned());
+    vars.insert("delegation".into(), bounds.id.clone());
+    vars.insert("composite".into(), composite.to_string());
+    flatten("params", intent.params, &mut vars);
+    flatten("resource", resource, &mut vars);
+    for (k, v) in &scores {
+        vars.insert(format!("score.{k}"), v.to_string());
+    }
+    let mut delegation_ctx = serde_json::Map::new();
+    delegation_ctx.insert("id".into(), bounds.id.clone().into());
+    if let Some((value, currency)) = &amount {
+        vars.insert("amount".into(), value.to_string());
+        vars.insert("currency".into(), currency.clone());
+        if let Some(l) = bounds.per_intent.get(currency) {
+            vars.insert("delegation.per_intent".into(), l.to_string());
+            delegation_ctx.insert("per_intent".into(), (*l).into());
+        }
+        if let Some(l) = bounds.budget_remaining.get(currency) {
+            vars.insert("delegation.budget_remaining".into(), l.to_string());
+            delegation_ctx.insert("budget_remaining".into(), (*l).into());
+        }
+    }
+
+    // Boundary and escalation rules.
+    match cedar_request(bundle, intent, resource, &scores, composite, delegation_ctx) {
+        Ok((request, entities)) => {
+            fired.extend(bundle.boundary(&request, &entities, &vars).fired);
+            fired.extend(bundle.escalation(&request, &entities, &vars).fired);
+        }
+        Err(rule) => fired.push(rule),
+    }
+
+    // The action's own approval rule.
+    let most = fired
+        .iter()
+        .map(|r| r.effect)
+        .max()
+        .unwrap_or(RuleEffect::Pass);
+    match contract.approval {
+        Approval::Always if most < RuleEffect::Block => fired.push(FiredRule {
+            id: "action.approval".into(),
+            effect: RuleEffect::Escalate,
+            reason: format!(
+                "action {} always needs a reviewer's approval",
+                intent.action
+            ),
+            remediation: Some("wait for approval".into()),
+        }),
+        Approval::Never if most == RuleEffect::Escalate => fired.push(block(
+            "action.no_approval",
+            format!(
+                "action {} cannot be approved, so what would escalate is blocked",
+                intent.action
+            ),
+        )),
+        _ => {}
+    }
+
+    fired.sort_by(|a, b| a.id.cmp(&b.id).then(a.effect.cmp(&b.effect)));
+    let verdict = match fired.iter().map(|r| r.effect).max() {
+        Some(RuleEffect::Block) => Verdict::Block,
+        Some(RuleEffect::Escalate) => Verdict::Escalate,
+        _ => Verdict::Pass,
+    };
+    Decision {
+        verdict,
+        rules: fired,
+        scores,
+        composite,
+        critical,
+    }
+}
+
+fn cedar_request(
+    bundle: &Bundle,
+    intent: &IntentView<'_>,
+    resource: &Object,
+    scores: &BTreeMap<String, i64>,
+    composite: i64,
+    delegation: serde_json::Map<String, serde_json::Value>,
+) -> Result<(Request, Entities), FiredRule> {
+    let fail = |what: &str, e: String| {
+        block(
+            "pipeline.request",
+            format!("{what}, so the intent is blocked: {e}"),
+        )
+    };
+    let uid = |ty: &str, id: &str| -> Result<EntityUid, FiredRule> {
+        let t = EntityTypeName::from_str(ty)
+            .map_err(|e| fail(&format!("{ty:?} is not a Cedar entity type"), e.to_string()))?;
+        Ok(EntityUid::from_type_name_and_id(t, EntityId::new(id)))
+    };
+    let (rtype, rid) = intent
+        .resource
+        .split_once(':')
+        .unwrap_or((intent.resource, ""));
+    let principal = uid("Agent", intent.agent)?;
+    let action = uid("Action", intent.action)?;
+    let resource_uid = uid(rtype, rid)?;
+    let attrs = to_cedar_json(&Value::Object(resource.clone())).unwrap_or_default();
+    let entities_json = serde_json::json!([{
+        "uid": {"type": rtype, "id": rid},
+        "attrs": attrs,
+        "parents": [],
+    }]);
+    let entities =
+        Entities::from_json_value(entities_json, Some(bundle.cedar_schema())).map_err(|e| {
+            fail(
+                &format!(
+                    "resource {} does not fit the policy's schema",
+                    intent.resource
+                ),
+                e.to_string(),
+            )
+        })?;
+    let mut ctx = serde_json::Map::new();
+    ctx.insert(
+        "params".into(),
+        to_cedar_json(&Value::Object(intent.params.clone())).unwrap_or_default(),
+    );
+    ctx.insert("delegation".into(), serde_json::Value::Object(delegation));
+    ctx.insert(
+        "scores".into(),
+        serde_json::Value::Object(
+            scores
+                .iter()
+                .map(|(k, v)| (k.clone(), (*v).into()))
+                .collect(),
+        ),
+    );
+    ctx.insert("composite".into(), composite.into());
+    if let Some(c) = intent.confidence_bp {
+        ctx.insert("confidence_bp".into(), c.into());
+    }
+    let context = Context::from_json_value(serde_json::Value::Object(ctx), None)
+        .map_err(|e| fail("the request context cannot be built", e.to_string()))?;
+    let request = Request::new(principal, action, resource_uid, context, None)
+        .map_err(|e| fail("the request cannot be built", e.to_string()))?;
+    Ok((request, entities))
+}
+
+/// Runs one of a bundle's test cases; the error says what differed.
+pub fn run_case(bundle: &Bundle, case: &TestCase) -> Result<Decision, String> {
+    let to_value = |t: &toml::Table| -> Result<Value, String> {
+        let json = serde_json::to_value(t).map_err(|e| e.to_string())?;
+        from_json(&json).ok_or_else(|| "a number out of range".to_owned())
+    };
+    let intent = to_value(&case.intent)?;
+    let o = intent.as_object().ok_or("intent must be a table")?;
+    let s = |k: &str| -> Result<&str, String> {
+        o.get(k)
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("intent.{k} is missing or not a string"))
+    };
+    let empty = Object::new();
+    let params = match o.get("params") {
+        Some(Value::Object(p)) => p,
+        None => &empty,
+        Some(_) => return Err("intent.params must be a table".into()),
+    };
+    let confidence = match o.get("confidence_bp") {
+        None => None,
+        Some(v) => Some(
+            v.as_safe_integer()
+                .ok_or("intent.confidence_bp must be an integer")?,
+        ),
+    };
+    let action = s("action")?;
+    let contract = shape_parts(bundle, action, params).map_err(|e| format!("shape: {e}"))?;
+    let view = IntentView {
+        intent_id: o.get("intent_id").and_then(Value::as_str).unwrap_or("test"),
+        agent: s("agent")?,
+        action,
+        resource: s("resource")?,
+        params,
+        confidence_bp: confidence,
+    };
+    let bounds = match &case.delegation {
+        Some(t) => Bounds::from_value(&to_value(t)?)?,
+        None => Bounds {
+            id: "test-delegation".into(),
+            ..Bounds::default()
+        },
+    };
+    let resource = match &case.resource {
+        Some(t) => match to_value(t)? {
+            Value::Object(o) => o,
+            _ => Object::new(),
+        },
+        None => Object::new(),
+    };
+    let decision = evaluate(bundle, contract, &view, &bounds, &resource, None);
+    let mut got: Vec<&str> = decision.rules.iter().map(|r| r.id.as_str()).collect();
+    got.dedup();
+    let mut want: Vec<&str> = case.rules.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    if decision.verdict.name() != case.expect || got != want {
+        return Err(format!(
+            "expected {} with rules [{}], got {} with rules [{}]",
+            case.expect,
+            want.join(", "),
+            decision.verdict.name(),
+            got.join(", ")
+        ));
+    }
+    Ok(decision)
+}

@@ -1,0 +1,681 @@
+//! Loading a policy bundle folder.
+//!
+//! ```text
+//! refunds/
+//!   bundle.toml           manifest, action contracts, scoring
+//!   schema.cedarschema    Cedar schema the rules are validated against
+//!   boundary.cedar        permit / forbid rules
+//!   escalate.cedar        rules whose match escalates (optional)
+//!   params/*.json         JSON Schema (2020-12) of each action's params
+//!   tests/*.toml          test cases (`tollgate policy test`)
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path};
+
+use cedar_policy::{Schema, SchemaFragment};
+use miette::Diagnostic as _;
+use serde::Deserialize;
+use tollgate_protocol::{HashAlg, HashValue, Object, Value, canonical, parse};
+use toml::Spanned;
+
+use crate::convert::{from_json, to_json};
+use crate::delegation::check_action_pattern;
+use crate::rules::{RuleSet, RuleSetKind};
+use crate::scoring::{Scoring, ScoringToml};
+use crate::{Error, Problem, line_of};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BundleToml {
+    bundle: ManifestToml,
+    #[serde(default)]
+    action: BTreeMap<String, Spanned<ActionToml>>,
+    scoring: ScoringToml,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestToml {
+    name: Spanned<String>,
+    version: Spanned<String>,
+    description: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionToml {
+    params: String,
+    scope: Option<String>,
+    risk: Risk,
+    approval: Approval,
+    amount: Option<AmountToml>,
+}
+
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+struct AmountToml {
+    param: String,
+    currency_param: String,
+}
+
+/// An action's risk level, as its contract states it.
+#[derive(Clone, Copy, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Risk {
+    /// Low.
+    Low,
+    /// Medium.
+    Medium,
+    /// High.
+    High,
+    /// Critical.
+    Critical,
+}
+
+/// Whether an action needs a human's approval.
+#[derive(Clone, Copy, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Approval {
+    /// Every intent escalates (unless blocked).
+    Always,
+    /// Never approvable: what would escalate is blocked instead.
+    Never,
+    /// As the rules and scores say.
+    ByRule,
+}
+
+/// An action contract.
+#[derive(Debug)]
+pub struct Action {
+    /// Dotted lowercase name.
+    pub name: String,
+    /// The delegation scope it needs (an action pattern).
+    pub scope: String,
+    /// Its risk level.
+    pub risk: Risk,
+    /// Whether it needs approval.
+    pub approval: Approval,
+    /// The param holding the amount in minor units, and the one holding
+    /// its currency, if the action moves money.
+    pub amount: Option<(String, String)>,
+    params_schema: jsonschema::Validator,
+    params_value: Value,
+}
+
+impl Action {
+    /// Checks `params` against the action's JSON Schema; each problem is
+    /// `(JSON Pointer relative to params, message)`.
+    pub fn check_params(&self, params: &Object) -> Vec<(String, String)> {
+        let json = to_json(&Value::Object(params.clone()));
+        let mut out: Vec<(String, String)> = self
+            .params_schema
+            .iter_errors(&json)
+            .map(|e| (e.instance_path().to_string(), e.to_string()))
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+/// A test case of a bundle (`tests/*.toml`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestCase {
+    /// What it shows.
+    pub name: String,
+    /// `pass`, `block` or `escalate`.
+    pub expect: String,
+    /// The rule ids expected to fire, exactly (order does not matter).
+    #[serde(default)]
+    pub rules: Vec<String>,
+    /// The intent payload's members (unsigned: cases test the policy, not
+    /// signatures).
+    pub intent: toml::Table,
+    /// The effective delegation bounds (see `delegation::Bounds`).
+    #[serde(default)]
+    pub delegation: Option<toml::Table>,
+    /// The resource's attributes.
+    #[serde(default)]
+    pub resource: Option<toml::Table>,
+    /// Where the case is: file and line.
+    #[serde(skip)]
+    pub location: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestsToml {
+    #[serde(default)]
+    case: Vec<Spanned<TestCase>>,
+}
+
+/// A loaded, validated policy bundle.
+#[derive(Debug)]
+pub struct Bundle {
+    /// The manifest's name.
+    pub name: String,
+    /// The manifest's semver version.
+    pub version: String,
+    /// The manifest's description.
+    pub description: String,
+    hash: HashValue,
+    actions: BTreeMap<String, Action>,
+    /// The scoring table.
+    pub scoring: Scoring,
+    pub(crate) schema: Schema,
+    pub(crate) boundary: RuleSet,
+    pub(crate) escalate: RuleSet,
+    canonical: Value,
+    /// The bundle's test cases.
+    pub tests: Vec<TestCase>,
+}
+
+fn is_bundle_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.as_bytes()[0].is_ascii_lowercase()
+        && s.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+}
+
+/// `MAJOR.MINOR.PATCH` with an optional `-prerelease`; no `+build`, since
+/// `+` introduces the hash in a policy version.
+fn is_semver(s: &str) -> bool {
+    let (core, pre) = match s.split_once('-') {
+        Some((c, p)) => (c, Some(p)),
+        None => (s, None),
+    };
+    let nums: Vec<&str> = core.split('.').collect();
+    let num_ok = |n: &&str| {
+        !n.is_empty()
+            && n.bytes().all(|c| c.is_ascii_digit())
+            && (n.len() == 1 || !n.starts_with('0'))
+    };
+    nums.len() == 3
+        && nums.iter().all(num_ok)
+        && pre.is_none_or(|p| {
+            p.split('.').all(|id| {
+                !id.is_empty() && id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+            })
+        })
+}
+
+struct Reader<'a> {
+    dir: &'a Path,
+    problems: Vec<Problem>,
+}
+
+impl Reader<'_> {
+    fn read(&mut self, name: &str, required: bool) -> Option<String> {
+        let path = self.dir.join(name);
+        match std::fs::read_to_string(&path) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => None,
+            Err(e) => {
+                self.problems.push(Problem {
+                    file: name.into(),
+                    line: None,
+                    message: format!("cannot read: {e}"),
+                });
+                None
+            }
+        }
+    }
+
+    fn problem(&mut self, file: &str, line: Option<usize>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            file: file.into(),
+            line,
+            message: message.into(),
+        });
+    }
+
+    fn toml_error(&mut self, file: &str, text: &str, e: &toml::de::Error) {
+        let line = e.span().map(|s| line_of(text, s.start));
+        self.problem(file, line, e.message().to_owned());
+    }
+}
+
+impl Bundle {
+    /// Loads and validates the bundle in `dir`. Every problem found is
+    /// reported, each with its file and line.
+    pub fn load(dir: &Path) -> Result<Self, Error> {
+        if !dir.is_dir() {
+            return Err(Error::Io {
+                path: dir.display().to_string(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a bundle folder"),
+            });
+        }
+        let mut r = Reader {
+            dir,
+            problems: Vec::new(),
+        };
+        let manifest_text = r.read("bundle.toml", true).unwrap_or_default();
+        let parsed: Option<BundleToml> = match toml::from_str(&manifest_text) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                if r.problems.is_empty() {
+                    r.toml_error("bundle.toml", &manifest_text, &e);
+                }
+                None
+            }
+        };
+
+        // Cedar schema and rules.
+        let schema_text = r.read("schema.cedarschema", true).unwrap_or_default();
+        let (schema, schema_json) = match (
+            Schema::from_cedarschema_str(&schema_text),
+            SchemaFragment::from_cedarschema_str(&schema_text),
+        ) {
+            (Ok((schema, _)), Ok((fragment, _))) => match fragment.to_json_value() {
+                Ok(json) => (Some(schema), json),
+                Err(e) => {
+                    r.problem("schema.cedarschema", None, e.to_string());
+                    (None, serde_json::Value::Null)
+                }
+            },
+            (Err(e), _) => {
+                let line = e
+                    .labels()
+                    .and_then(|mut l| l.next())
+                    .map(|l| line_of(&schema_text, l.offset()));
+                r.problem("schema.cedarschema", line, format!("Cedar schema: {e}"));
+                (None, serde_json::Value::Null)
+            }
+            (_, Err(e)) => {
+                r.problem("schema.cedarschema", None, format!("Cedar schema: {e}"));
+                (None, serde_json::Value::Null)
+            }
+        };
+        let mut ids = BTreeMap::new();
+        let boundary_text = r.read("boundary.cedar", true).unwrap_or_default();
+        let boundary = RuleSet::load(
+            RuleSetKind::Boundary,
+            &boundary_text,
+            schema.as_ref(),
+            &mut ids,
+            &mut r.problems,
+        );
+        let escalate_text = r.read("escalate.cedar", false).unwrap_or_default();
+        let escalate = RuleSet::load(
+            RuleSetKind::Escalate,
+            &escalate_text,
+            schema.as_ref(),
+            &mut ids,
+            &mut r.problems,
+        );
+        if boundary.len() == 0 && r.problems.is_empty() {
+            r.problem(
+                "boundary.cedar",
+                None,
+                "no rules: every intent would be blocked",
+            );
+        }
+
+        let Some(parsed) = parsed else {
+            return Err(Error::Bundle(r.problems));
+        };
+        let manifest = parsed.bundle;
+        let name = manifest.name.get_ref().clone();
+        let version = manifest.version.get_ref().clone();
+        if !is_bundle_name(&name) {
+            r.problem(
+                "bundle.toml",
+                Some(line_of(&manifest_text, manifest.name.span().start)),
+                format!("bundle name {name:?} must be 1–64 lowercase letters, digits or '-', starting with a letter"),
+            );
+        }
+        if !is_semver(&version) {
+            r.problem(
+                "bundle.toml",
+                Some(line_of(&manifest_text, manifest.version.span().start)),
+                format!("version {version:?} is not MAJOR.MINOR.PATCH[-prerelease] (no +build: '+' starts the hash)"),
+            );
+        }
+
+        // Action contracts.
+        let schema_actions: Vec<String> = schema
+            .as_ref()
+            .map(|s| s.actions().map(|a| a.id().unescaped().to_owned()).collect())
+            .unwrap_or_default();
+        let mut actions = BTreeMap::new();
+        let mut actions_json = Object::new();
+        for (action_name, spanned) in parsed.action {
+            let line = Some(line_of(&manifest_text, spanned.span().start));
+            let a = spanned.into_inner();
+            if !tollgate_protocol::is_action(&action_name) {
+                r.problem(
+                    "bundle.toml",
+                    line,
+                    format!("action {action_name:?} is not a dotted lowercase name"),
+                );
+                continue;
+            }
+            if schema.is_some() && !schema_actions.contains(&action_name) {
+                r.problem(
+                    "bundle.toml",
+                    line,
+                    format!("action {action_name:?} is not declared in schema.cedarschema"),
+                );
+            }
+            let scope = a.scope.unwrap_or_else(|| action_name.clone());
+            if let Err(e) = check_action_pattern(&scope) {
+                r.problem(
+                    "bundle.toml",
+                    line,
+                    format!("action {action_name:?}: scope: {e}"),
+                );
+            }
+            let Some((validator, params_value)) = load_params_schema(&mut r, &a.params, line)
+            else {
+                continue;
+            };
+            if let Some(amount) = &a.amount {
+                let props = params_value
+                    .as_object()
+                    .and_then(|o| o.get("properties"))
+                    .and_then(Value::as_object);
+                for (p, ty) in [
+                    (&amount.param, "integer"),
+                    (&amount.currency_param, "string"),
+                ] {
+                    let declared = props
+                        .and_then(|o| o.get(p))
+                        .and_then(Value::as_object)
+                        .and_then(|o| o.get("type"))
+                        .and_then(Value::as_str);
+                    if declared != Some(ty) {
+                        r.problem(
+                            "bundle.toml",
+                            line,
+                            format!("action {action_name:?}: amount param {p:?} must be declared in {} with \"type\": \"{ty}\"", a.params),
+                        );
+                    }
+                }
+            }
+            let mut contract = Object::new();
+            contract.insert("scope", scope.clone().into());
+            contract.insert("risk", serde_name(&a.risk).into());
+            contract.insert("approval", serde_name(&a.approval).into());
+            contract.insert("params", params_value.clone());
+            if let Some(am) = &a.amount {
+                let mut o = Object::new();
+                o.insert("param", am.param.clone().into());
+                o.insert("currency_param", am.currency_param.clone().into());
+                contract.insert("amount", o.into());
+            }
+            actions_json.insert(action_name.clone(), contract.into());
+            actions.insert(
+                action_name.clone(),
+                Action {
+                    name: action_name,
+                    scope,
+                    risk: a.risk,
+                    approval: a.approval,
+                    amount: a.amount.map(|am| (am.param, am.currency_param)),
+                    params_schema: validator,
+                    params_value,
+                },
+            );
+        }
+        if actions.is_empty() && r.problems.is_empty() {
+            r.problem(
+                "bundle.toml",
+                None,
+                "no [action.\"…\"] contracts: the bundle allows nothing",
+            );
+        }
+
+        let scoring = Scoring::from_toml(
+            parsed.scoring,
+            "bundle.toml",
+            &manifest_text,
+            &mut r.problems,
+        );
+        for p in scoring.integer_params() {
+            for a in actions.values() {
+                let ty = a
+                    .params_value
+                    .as_object()
+                    .and_then(|o| o.get("properties"))
+                    .and_then(Value::as_object)
+                    .and_then(|o| o.get(p))
+                    .and_then(Value::as_object)
+                    .and_then(|o| o.get("type"))
+                    .and_then(Value::as_str);
+                if ty.is_some_and(|t| t != "integer") {
+                    r.problem(
+                        "bundle.toml",
+                        None,
+                        format!("scoring reads param {p:?} as an integer, but action {:?} declares it {:?}", a.name, ty.unwrap_or_default()),
+                    );
+                }
+            }
+        }
+
+        let tests = load_tests(&mut r);
+
+        if !r.problems.is_empty() {
+            r.problems
+                .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+            return Err(Error::Bundle(r.problems));
+        }
+        let Some(schema) = schema else {
+            return Err(Error::Bundle(r.problems));
+        };
+
+        let mut manifest_json = Object::new();
+        manifest_json.insert("name", name.clone().into());
+        manifest_json.insert("version", version.clone().into());
+        manifest_json.insert("description", manifest.description.clone().into());
+        let mut whole = Object::new();
+        whole.insert("format", "tollgate.bundle/v1".into());
+        whole.insert("manifest", manifest_json.into());
+        whole.insert("actions", actions_json.into());
+        let json_part = |v: serde_json::Value| from_json(&v).unwrap_or(Value::Null);
+        whole.insert(
+            "scoring",
+            json_part(serde_json::to_value(&scoring).unwrap_or_default()),
+        );
+        whole.insert("cedar_schema", json_part(schema_json));
+        whole.insert("boundary", json_part(boundary.canonical_json()));
+        whole.insert("escalate", json_part(escalate.canonical_json()));
+        let canonical_value = Value::Object(whole);
+        let hash = HashAlg::Sha256.digest(&[b"tollgate.bundle.v1\n", &canonical(&canonical_value)]);
+        Ok(Self {
+            name,
+            version,
+            description: manifest.description,
+            hash,
+            actions,
+            scoring,
+            schema,
+            boundary,
+            escalate,
+            canonical: canonical_value,
+            tests,
+        })
+    }
+
+    /// The hash of the canonical bundle.
+    pub fn hash(&self) -> HashValue {
+        self.hash
+    }
+
+    /// `name@semver+sha256:…` (PROTOCOL §4).
+    pub fn version_string(&self) -> String {
+        format!("{}@{}+{}", self.name, self.version, self.hash)
+    }
+
+    /// The canonical form the hash covers.
+    pub fn canonical(&self) -> &Value {
+        &self.canonical
+    }
+
+    /// The contract of `action`.
+    pub fn action(&self, action: &str) -> Option<&Action> {
+        self.actions.get(action)
+    }
+
+    /// All action names.
+    pub fn action_names(&self) -> impl Iterator<Item = &str> {
+        self.actions.keys().map(String::as_str)
+    }
+
+    /// The Cedar schema.
+    pub fn cedar_schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// Evaluates the boundary rules.
+    pub fn boundary(
+        &self,
+        request: &cedar_policy::Request,
+        entities: &cedar_policy::Entities,
+        vars: &crate::Vars,
+    ) -> crate::RuleOutcome {
+        self.boundary.evaluate(request, entities, vars)
+    }
+
+    /// Evaluates the escalation rules.
+    pub fn escalation(
+        &self,
+        request: &cedar_policy::Request,
+        entities: &cedar_policy::Entities,
+        vars: &crate::Vars,
+    ) -> crate::RuleOutcome {
+        self.escalate.evaluate(request, entities, vars)
+    }
+}
+
+fn serde_name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn load_params_schema(
+    r: &mut Reader<'_>,
+    file: &str,
+    line: Option<usize>,
+) -> Option<(jsonschema::Validator, Value)> {
+    let path = Path::new(file);
+    if path.is_absolute()
+        || path
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_)))
+    {
+        r.problem(
+            "bundle.toml",
+            line,
+            format!("params {file:?} must be a relative path inside the bundle"),
+        );
+        return None;
+    }
+    let text = r.read(file, true)?;
+    let value = match parse(text.as_bytes()) {
+        Ok(v) => v,
+        Err(e) => {
+            let line = match &e {
+                tollgate_protocol::Error::Json { offset, .. } => Some(line_of(&text, *offset)),
+                _ => None,
+            };
+            r.problem(file, line, e.to_string());
+            return None;
+        }
+    };
+    if value
+        .as_object()
+        .and_then(|o| o.get("type"))
+        .and_then(Value::as_str)
+        != Some("object")
+    {
+        r.problem(
+            file,
+            Some(1),
+            "params schema must have \"type\": \"object\"",
+        );
+        return None;
+    }
+    match jsonschema::draft202012::new(&to_json(&value)) {
+        Ok(v) => Some((v, value)),
+        Err(e) => {
+            r.problem(
+                file,
+                None,
+                format!("not a valid JSON Schema (2020-12): {e}"),
+            );
+            None
+        }
+    }
+}
+
+fn load_tests(r: &mut Reader<'_>) -> Vec<TestCase> {
+    let dir = r.dir.join("tests");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".toml"))
+        .collect();
+    files.sort();
+    let mut cases = Vec::new();
+    for f in files {
+        let name = format!("tests/{f}");
+        let Some(text) = r.read(&name, true) else {
+            continue;
+        };
+        match toml::from_str::<TestsToml>(&text) {
+            Ok(t) => {
+                for c in t.case {
+                    let line = line_of(&text, c.span().start);
+                    let mut case = c.into_inner();
+                    case.location = format!("{name}:{line}");
+                    if !matches!(case.expect.as_str(), "pass" | "block" | "escalate") {
+                        r.problem(
+                            &name,
+                            Some(line),
+                            format!(
+                                "case {:?}: expect must be pass, block or escalate",
+                                case.name
+                            ),
+                        );
+                    }
+                    cases.push(case);
+                }
+            }
+            Err(e) => r.toml_error(&name, &text, &e),
+        }
+    }
+    cases
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn semver_and_names() {
+        for ok in ["1.0.0", "0.10.2", "1.0.0-rc.1", "2.3.4-alpha-2"] {
+            assert!(is_semver(ok), "{ok}");
+        }
+        for bad in [
+            "1.0",
+            "01.0.0",
+            "1.0.0+build",
+            "1.0.0-",
+            "1.0.0-a..b",
+            "v1.0.0",
+            "1.x.0",
+        ] {
+            assert!(!is_semver(bad), "{bad}");
+        }
+        assert!(is_bundle_name("refunds"));
+        assert!(is_bundle_name("support-ops"));
+        assert!(!is_bundle_name("Refunds"));
+        assert!(!is_bundle_name("-x"));
+    }
+}

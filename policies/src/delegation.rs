@@ -1,0 +1,772 @@
+//! Delegation tokens: what an agent may do, signed by whoever may grant it.
+//!
+//! A token is an envelope `{"payload": P, "signature": SIG}` signed in the
+//! `tollgate.delegation.v1` domain (PROTOCOL §2.3). Its payload:
+//!
+//! | member | meaning |
+//! | --- | --- |
+//! | `type` | `"tollgate.delegation/v1"` |
+//! | `id` | the token's id (1–128 of `[A-Za-z0-9._:-]`), named by intents |
+//! | `issuer` | who grants it, for people (trust is by signing key) |
+//! | `agent` | the agent it is for |
+//! | `agent_key` | the agent's public JWK: it must sign the agent's intents |
+//! | `actions` | allowlist: exact names, `prefix.*`, or `*` |
+//! | `resources` | allowlist: exact `type:id`, `type:*`, or `*` |
+//! | `per_intent` | optional: largest amount per intent, per currency (minor units) |
+//! | `budget` | optional: largest total per window, per currency |
+//! | `window_seconds` | the budget window, with `budget` |
+//! | `not_before`, `expires_at` | validity, compared with the intent's `issued_at` |
+//! | `parent` | optional: the token this one narrows |
+//!
+//! A root token is signed by a trusted issuer key. A child is signed by its
+//! parent's agent key (the holder re-delegating) or by a trusted issuer,
+//! and may only narrow its parent. Revoking a token revokes every token
+//! below it.
+//!
+//! Outside the actions, resources or validity: blocked. An amount over a
+//! per-intent bound or beyond the remaining budget escalates instead: a
+//! human may approve what the agent alone may not.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tollgate_protocol::{
+    Domain, Jwk, KeySet, Object, Signature, Timestamp, Value, is_action, is_identifier,
+};
+
+use crate::Error;
+use crate::rules::{FiredRule, RuleEffect};
+
+/// `type` of a delegation token payload.
+pub const TOKEN_TYPE: &str = "tollgate.delegation/v1";
+
+/// Longest chain of parents followed.
+pub const MAX_CHAIN: usize = 8;
+
+/// Checks an action allowlist pattern: an exact dotted name, `prefix.*`
+/// or `*`. A wildcard anywhere else is an error.
+pub fn check_action_pattern(p: &str) -> Result<(), String> {
+    if p == "*" {
+        return Ok(());
+    }
+    let body = p.strip_suffix(".*").unwrap_or(p);
+    if body.contains('*') {
+        return Err(format!(
+            "{p:?}: a wildcard may only be the whole pattern or its last segment (\"prefix.*\")"
+        ));
+    }
+    let ok = if p.ends_with(".*") {
+        body.split('.').all(|seg| {
+            !seg.is_empty()
+                && seg.as_bytes()[0].is_ascii_lowercase()
+                && seg
+                    .bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+        })
+    } else {
+        is_action(body)
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{p:?} is not an action name, \"prefix.*\" or \"*\""
+        ))
+    }
+}
+
+/// Checks a resource allowlist pattern: `type:id`, `type:*` or `*`.
+pub fn check_resource_pattern(p: &str) -> Result<(), String> {
+    if p == "*" {
+        return Ok(());
+    }
+    let ok = match p.strip_suffix(":*") {
+        Some(ty) => !ty.contains('*') && tollgate_protocol::is_resource(&format!("{ty}:x")),
+        None => !p.contains('*') && tollgate_protocol::is_resource(p),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{p:?} is not \"type:id\", \"type:*\" or \"*\" (a wildcard may not stand mid-string)"
+        ))
+    }
+}
+
+fn action_matches(pattern: &str, action: &str) -> bool {
+    pattern == "*"
+        || pattern == action
+        || pattern
+            .strip_suffix('*')
+            .is_some_and(|prefix| action.starts_with(prefix))
+}
+
+fn resource_matches(pattern: &str, resource: &str) -> bool {
+    pattern == "*"
+        || pattern == resource
+        || pattern
+            .strip_suffix('*')
+            .is_some_and(|prefix| resource.starts_with(prefix))
+}
+
+/// Whether everything `child` matches, `parent` matches too. Patterns are
+/// exact names or `prefix` + `*`, so this is decidable by prefixes.
+fn pattern_within(child: &str, parent: &str) -> bool {
+    if parent == "*" {
+        return true;
+    }
+    match (child.strip_suffix('*'), parent.strip_suffix('*')) {
+        (_, None) => child == parent,
+        (None, Some(pp)) => child.starts_with(pp),
+        (Some(cp), Some(pp)) => cp.starts_with(pp),
+    }
+}
+
+/// A delegation token, read and structurally checked (not yet trusted).
+#[derive(Clone, Debug)]
+pub struct Token {
+    /// The token's id.
+    pub id: String,
+    /// Who grants it.
+    pub issuer: String,
+    /// The agent it is for.
+    pub agent: String,
+    /// The agent's key.
+    pub agent_key: Jwk,
+    /// Allowed actions.
+    pub actions: Vec<String>,
+    /// Allowed resources.
+    pub resources: Vec<String>,
+    /// Per-intent bound by currency.
+    pub per_intent: BTreeMap<String, i64>,
+    /// Budget per window by currency.
+    pub budget: BTreeMap<String, i64>,
+    /// The budget window.
+    pub window_seconds: Option<i64>,
+    /// Valid from.
+    pub not_before: Timestamp,
+    /// Valid until (exclusive).
+    pub expires_at: Timestamp,
+    /// The parent token's id.
+    pub parent: Option<String>,
+    /// The payload as signed.
+    pub payload: Value,
+    /// The signature over it.
+    pub signature: Signature,
+}
+
+fn err(m: impl Into<String>) -> Error {
+    Error::Token(m.into())
+}
+
+fn currency_map(o: &Object, name: &str) -> Result<BTreeMap<String, i64>, Error> {
+    let Some(v) = o.get(name) else {
+        return Ok(BTreeMap::new());
+    };
+    let m = v.as_object().ok_or_else(|| {
+        err(format!(
+            "/payload/{name} must be an object of currency: amount_minor"
+        ))
+    })?;
+    let mut out = BTreeMap::new();
+    for (cur, amount) in m.iter() {
+        if cur.len() != 3 || !cur.bytes().all(|c| c.is_ascii_uppercase()) {
+            return Err(err(format!(
+                "/payload/{name}/{cur}: {cur:?} is not an ISO 4217 currency code"
+            )));
+        }
+        let n = amount
+            .as_safe_integer()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| err(format!("/payload/{name}/{cur}: {amount} is not a non-negative integer amount in minor units")))?;
+        out.insert(cur.to_owned(), n);
+    }
+    Ok(out)
+}
+
+impl Token {
+    /// Reads a token envelope.
+    pub fn from_value(envelope: &Value) -> Result<Self, Error> {
+        let env = envelope
+            .as_object()
+            .ok_or_else(|| err("a token is an object {\"payload\", \"signature\"}"))?;
+        for (k, _) in env.iter() {
+            if k != "payload" && k != "signature" {
+                return Err(err(format!("/{k}: unexpected member")));
+            }
+        }
+        let payload = env
+            .get("payload")
+            .ok_or_else(|| err("/payload: missing member"))?;
+        let signature = Signature::from_value(
+            env.get("signature")
+                .ok_or_else(|| err("/signature: missing member"))?,
+            "/signature",
+        )
+        .map_err(|e| err(e.to_string()))?;
+        let p = payload
+            .as_object()
+            .ok_or_else(|| err("/payload must be an object"))?;
+        const KNOWN: &[&str] = &[
+            "type",
+            "id",
+            "issuer",
+            "agent",
+            "agent_key",
+            "actions",
+            "resources",
+            "per_intent",
+            "budget",
+            "window_seconds",
+            "not_before",
+            "expires_at",
+            "parent",
+        ];
+        if let Some((k, _)) = p.iter().find(|(k, _)| !KNOWN.contains(k)) {
+            return Err(err(format!("/payload/{k}: unexpected member")));
+        }
+        let string = |name: &str| {
+            p.get(name)
+                .and_then(Value::as_str)
+                .ok_or_else(|| err(format!("/payload/{name}: missing or not a string")))
+        };
+        if string("type")? != TOKEN_TYPE {
+            return Err(err(format!("/payload/type must be {TOKEN_TYPE:?}")));
+        }
+        let id = string("id")?.to_owned();
+        let agent = string("agent")?.to_owned();
+        for (name, v) in [("id", &id), ("agent", &agent)] {
+            if !is_identifier(v) {
+                return Err(err(format!(
+                    "/payload/{name}: {v:?} is not 1–128 of [A-Za-z0-9._:-]"
+                )));
+            }
+        }
+        let list =
+            |name: &str, check: fn(&str) -> Result<(), String>| -> Result<Vec<String>, Error> {
+                let items = p
+                    .get(name)
+                    .and_then(|v| match v {
+                        Value::Array(a) => Some(a),
+                        _ => None,
+                    })
+                    .ok_or_else(|| err(format!("/payload/{name}: missing or not an array")))?;
+                let mut out = Vec::new();
+                for (i, it) in items.iter().enumerate() {
+                    let s = it
+                        .as_str()
+                        .ok_or_else(|| err(format!("/payload/{name}/{i}: not a string")))?;
+                    check(s).map_err(|e| err(format!("/payload/{name}/{i}: {e}")))?;
+                    out.push(s.to_owned());
+                }
+                Ok(out)
+            };
+        let time = |name: &str| {
+            let s = string(name)?;
+            Timestamp::parse(s).ok_or_else(|| {
+                err(format!(
+                    "/payload/{name}: {s:?} is not an RFC 3339 UTC timestamp"
+                ))
+            })
+        };
+        let budget = currency_map(p, "budget")?;
+        let window_seconds = match p.get("window_seconds") {
+            None => None,
+            Some(v) => Some(
+                v.as_safe_integer()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| err("/payload/window_seconds must be a positive integer"))?,
+            ),
+        };
+        if !budget.is_empty() && window_seconds.is_none() {
+            return Err(err("/payload/window_seconds is required with a budget"));
+        }
+        let not_before = time("not_before")?;
+        let expires_at = time("expires_at")?;
+        if expires_at <= not_before {
+            return Err(err("/payload/expires_at must be after not_before"));
+        }
+        let parent = match p.get("parent") {
+            None => None,
+            Some(v) => Some(
+                v.as_str()
+                    .filter(|s| is_identifier(s))
+                    .ok_or_else(|| err("/payload/parent: not a token id"))?
+                    .to_owned(),
+            ),
+        };
+        Ok(Self {
+            issuer: string("issuer")?.to_owned(),
+            agent_key: Jwk::from_value(
+                p.get("agent_key")
+                    .ok_or_else(|| err("/payload/agent_key: missing member"))?,
+                "/payload/agent_key",
+            )
+            .map_err(|e| err(e.to_string()))?,
+            actions: list("actions", check_action_pattern)?,
+            resources: list("resources", check_resource_pattern)?,
+            per_intent: currency_map(p, "per_intent")?,
+            budget,
+            window_seconds,
+            not_before,
+            expires_at,
+            parent,
+            id,
+            agent,
+            payload: payload.clone(),
+            signature,
+        })
+    }
+
+    /// Why this token is wider than `parent`, if it is.
+    pub fn wider_than(&self, parent: &Token) -> Option<String> {
+        for a in &self.actions {
+            if !parent.actions.iter().any(|p| pattern_within(a, p)) {
+                return Some(format!("action {a:?} is not within the parent's actions"));
+            }
+        }
+        for r in &self.resources {
+            if !parent.resources.iter().any(|p| pattern_within(r, p)) {
+                return Some(format!(
+                    "resource {r:?} is not within the parent's resources"
+                ));
+            }
+        }
+        for (name, mine, theirs) in [
+            ("per-intent bound", &self.per_intent, &parent.per_intent),
+            ("budget", &self.budget, &parent.budget),
+        ] {
+            for (cur, limit) in theirs {
+                match mine.get(cur) {
+                    None => {
+                        return Some(format!("no {name} in {cur}, where the parent has {limit}"));
+                    }
+                    Some(m) if m > limit => {
+                        return Some(format!("{name} {m} {cur} is above the parent's {limit}"));
+                    }
+                    _ => {}
+                }
+            }
+            if !theirs.is_empty()
+                && let Some(cur) = mine.keys().find(|c| !theirs.contains_key(*c))
+            {
+                return Some(format!(
+                    "{name} in {cur}, a currency the parent does not allow"
+                ));
+            }
+        }
+        if self.not_before < parent.not_before || self.expires_at > parent.expires_at {
+            return Some("validity window is not within the parent's".into());
+        }
+        None
+    }
+}
+
+/// What the registries know about delegations at the moment of a decision.
+#[derive(Clone, Debug, Default)]
+pub struct Registry {
+    /// Registered tokens by id.
+    pub tokens: BTreeMap<String, Token>,
+    /// Revoked token ids.
+    pub revoked: BTreeSet<String>,
+    /// Amount spent in the current window, by token id and currency.
+    pub spent: BTreeMap<String, BTreeMap<String, i64>>,
+    /// Keys trusted to issue root tokens.
+    pub issuers: KeySet,
+}
+
+/// Why an intent is refused by its delegation (a block).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// Rule id, e.g. `delegation.revoked`.
+    pub id: String,
+    /// Why, with the values.
+    pub reason: String,
+    /// What the agent can do.
+    pub remediation: Option<String>,
+}
+
+impl Refusal {
+    fn new(id: &str, reason: String, remediation: Option<&str>) -> Self {
+        Self {
+            id: id.into(),
+            reason,
+            remediation: remediation.map(str::to_owned),
+        }
+    }
+
+    /// As a fired blocking rule.
+    pub fn into_rule(self) -> FiredRule {
+        FiredRule {
+            id: self.id,
+            effect: RuleEffect::Block,
+            reason: self.reason,
+            remediation: self.remediation,
+        }
+    }
+}
+
+/// The bounds an intent's delegation chain gives, as the policy sees them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Bounds {
+    /// The leaf token's id.
+    pub id: String,
+    /// The tightest per-intent bound along the chain, by currency. Empty:
+    /// no amount bound. A currency missing where others are bounded is not
+    /// allowed.
+    pub per_intent: BTreeMap<String, i64>,
+    /// What is left of the tightest budget along the chain, by currency.
+    pub budget_remaining: BTreeMap<String, i64>,
+}
+
+impl Bounds {
+    /// Reads bounds written by hand (a bundle test case):
+    /// `{id, per_intent = {EUR = …}, budget_remaining = {EUR = …}}`.
+    pub fn from_value(v: &Value) -> Result<Self, String> {
+        let o = v.as_object().ok_or("delegation must be a table")?;
+        for (k, _) in o.iter() {
+            if !matches!(k, "id" | "per_intent" | "budget_remaining") {
+                return Err(format!("delegation: unknown key {k:?}"));
+            }
+        }
+        Ok(Self {
+            id: o
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or("test-delegation")
+                .to_owned(),
+            per_intent: currency_map(o, "per_intent").map_err(|e| e.to_string())?,
+            budget_remaining: currency_map(o, "budget_remaining").map_err(|e| e.to_string())?,
+        })
+    }
+
+    /// What an amount does against these bounds: blocks for a currency the
+    /// delegation does not allow, escalations for a bound exceeded.
+    pub fn amount_rules(&self, amount: i64, currency: &str) -> Vec<FiredRule> {
+        let mut out = Vec::new();
+        let bounded = !self.per_intent.is_empty() || !self.budget_remaining.is_empty();
+        let allowed =
+            self.per_intent.contains_key(currency) || self.budget_remaining.contains_key(currency);
+        if bounded && !allowed {
+            out.push(FiredRule {
+                id: "delegation.currency".into(),
+                effect: RuleEffect::Block,
+                reason: format!(
+                    "currency {currency} is not allowed by delegation {}",
+                    self.id
+                ),
+                remediation: None,
+            });
+            return out;
+        }
+        if let Some(limit) = self.per_intent.get(currency)
+            && amount > *limit
+        {
+            out.push(FiredRule {
+                id: "delegation.per_intent".into(),
+                effect: RuleEffect::Escalate,
+                reason: format!(
+                    "amount_minor {amount} exceeds {limit}, the per-intent bound of delegation {}",
+                    self.id
+                ),
+                remediation: Some(format!(
+                    "lower the amount to {limit} or less, or wait for approval"
+                )),
+            });
+        }
+        if let Some(left) = self.budget_remaining.get(currency)
+            && amount > *left
+        {
+            out.push(FiredRule {
+                id: "delegation.budget".into(),
+                effect: RuleEffect::Escalate,
+                reason: format!(
+                    "amount_minor {amount} exceeds the {left} {currency} left in the budget of delegation {}",
+                    self.id
+                ),
+                remediation: Some(format!(
+                    "lower the amount to {left} or less, wait for the budget window to renew, or wait for approval"
+                )),
+            });
+        }
+        out
+    }
+}
+
+/// Checks an intent (its payload's `agent`, `action`, `resource`,
+/// `issued_at`, and its signature) against the delegation chain it names.
+/// Everything is decided from the intent and `registry`: no clock.
+pub fn check(
+    intent: &tollgate_protocol::Intent,
+    payload: &Value,
+    intent_signature: &Signature,
+    registry: &Registry,
+) -> Result<Bounds, Refusal> {
+    // The chain, leaf first.
+    let mut chain: Vec<&Token> = Vec::new();
+    let mut next = Some(intent.delegation.clone());
+    while let Some(id) = next {
+        let Some(t) = registry.tokens.get(&id) else {
+            let reason = if chain.is_empty() {
+                format!("delegation {id} is not registered")
+            } else {
+                format!(
+                    "delegation {} names parent {id}, which is not registered",
+                    chain[chain.len() - 1].id
+                )
+            };
+            return Err(Refusal::new(
+                "delegation.unknown",
+                reason,
+                Some("use a registered delegation"),
+            ));
+        };
+        if chain.iter().any(|c| c.id == t.id) || chain.len() == MAX_CHAIN {
+            return Err(Refusal::new(
+                "delegation.chain",
+                format!(
+                    "the chain of delegation {} loops or is longer than {MAX_CHAIN}",
+                    intent.delegation
+                ),
+                None,
+            ));
+        }
+        chain.push(t);
+        next = t.parent.clone();
+    }
+    for t in &chain {
+        if registry.revoked.contains(&t.id) {
+            let reason = if t.id == intent.delegation {
+                format!("delegation {} was revoked", t.id)
+            } else {
+                format!(
+                    "delegation {} was revoked with its parent {}",
+                    intent.delegation, t.id
+                )
+            };
+            return Err(Refusal::new(
+                "delegation.revoked",
+                reason,
+                Some("ask the issuer for a new delegation"),
+            ));
+        }
+    }
+    // Signatures: the root by a trusted issuer; each child by its parent's
+    // agent or by a trusted issuer.
+    for (i, t) in chain.iter().enumerate() {
+        let by_issuer = registry
+            .issuers
+            .verify(Domain::Delegation, &t.payload, &t.signature, &t.not_before)
+            .is_ok();
+        let by_parent = chain.get(i + 1).is_some_and(|parent| {
+            parent.agent_key.kid == t.signature.kid
+                && KeySet::from_keys([parent.agent_key.clone()]).is_some_and(|k| {
+                    k.verify(Domain::Delegation, &t.payload, &t.signature, &t.not_before)
+                        .is_ok()
+                })
+        });
+        if !by_issuer && !by_parent {
+            return Err(Refusal::new(
+                "delegation.signature",
+                format!(
+                    "delegation {} is not signed by a trusted issuer{}",
+                    t.id,
+                    if i + 1 < chain.len() {
+                        " or by its parent's agent"
+                    } else {
+                        ""
+                    }
+                ),
+                None,
+            ));
+        }
+        if let Some(parent) = chain.get(i + 1)
+            && let Some(why) = t.wider_than(parent)
+        {
+            return Err(Refusal::new(
+                "delegation.wider_than_parent",
+                format!(
+                    "delegation {} is wider than its parent {}: {why}",
+                    t.id, parent.id
+                ),
+                None,
+            ));
+        }
+    }
+    let leaf = chain[0];
+    for t in &chain {
+        if intent.issued_at < t.not_before {
+            return Err(Refusal::new(
+                "delegation.not_yet_valid",
+                format!(
+                    "delegation {} is valid from {}, after the intent's issued_at {}",
+                    t.id, t.not_before, intent.issued_at
+                ),
+                None,
+            ));
+        }
+        if intent.issued_at >= t.expires_at {
+            return Err(Refusal::new(
+                "delegation.expired",
+                format!(
+                    "delegation {} expired at {}, before the intent's issued_at {}",
+                    t.id, t.expires_at, intent.issued_at
+                ),
+                Some("ask the issuer for a new delegation"),
+            ));
+        }
+    }
+    if leaf.agent != intent.agent {
+        return Err(Refusal::new(
+            "delegation.agent",
+            format!(
+                "delegation {} is for agent {}, not {}",
+                leaf.id, leaf.agent, intent.agent
+            ),
+            None,
+        ));
+    }
+    let agent_keys = KeySet::from_keys([leaf.agent_key.clone()]).unwrap_or_default();
+    if intent_signature.kid != leaf.agent_key.kid {
+        return Err(Refusal::new(
+            "intent.signature",
+            format!(
+                "the intent is signed by key {}, not by the key of delegation {} ({})",
+                intent_signature.kid, leaf.id, leaf.agent_key.kid
+            ),
+            Some("sign intents with the agent key the delegation names"),
+        ));
+    }
+    if let Err(e) = agent_keys.verify(Domain::Intent, payload, intent_signature, &intent.issued_at)
+    {
+        return Err(Refusal::new(
+            "intent.signature",
+            format!(
+                "the intent's signature does not verify with the key of delegation {}: {e}",
+                leaf.id
+            ),
+            None,
+        ));
+    }
+    for t in &chain {
+        if !t.actions.iter().any(|p| action_matches(p, &intent.action)) {
+            return Err(Refusal::new(
+                "delegation.action",
+                format!(
+                    "action {} is outside delegation {} (it allows {})",
+                    intent.action,
+                    t.id,
+                    t.actions.join(", ")
+                ),
+                None,
+            ));
+        }
+        if !t
+            .resources
+            .iter()
+            .any(|p| resource_matches(p, &intent.resource))
+        {
+            return Err(Refusal::new(
+                "delegation.resource",
+                format!(
+                    "resource {} is outside delegation {} (it allows {})",
+                    intent.resource,
+                    t.id,
+                    t.resources.join(", ")
+                ),
+                None,
+            ));
+        }
+    }
+    // The tightest bounds along the chain.
+    let mut bounds = Bounds {
+        id: leaf.id.clone(),
+        ..Bounds::default()
+    };
+    for t in &chain {
+        for (cur, limit) in &t.per_intent {
+            let e = bounds.per_intent.entry(cur.clone()).or_insert(*limit);
+            *e = (*e).min(*limit);
+        }
+        for (cur, limit) in &t.budget {
+            let spent = registry
+                .spent
+                .get(&t.id)
+                .and_then(|m| m.get(cur))
+                .copied()
+                .unwrap_or(0);
+            let left = limit.saturating_sub(spent).max(0);
+            let e = bounds.budget_remaining.entry(cur.clone()).or_insert(left);
+            *e = (*e).min(left);
+        }
+    }
+    Ok(bounds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_patterns() {
+        for ok in ["*", "orders.refund", "orders.*", "a.b.*"] {
+            assert_eq!(check_action_pattern(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(
+            check_action_pattern("orders.*.refund").unwrap_err(),
+            "\"orders.*.refund\": a wildcard may only be the whole pattern or its last segment (\"prefix.*\")"
+        );
+        assert!(check_action_pattern("ord*").is_err());
+        assert!(check_action_pattern("Orders.refund").is_err());
+        assert!(action_matches("orders.*", "orders.refund"));
+        assert!(!action_matches("orders.*", "ordersx.refund"));
+        assert!(!action_matches("orders.refund", "orders.refunds"));
+    }
+
+    #[test]
+    fn resource_patterns() {
+        for ok in ["*", "order:o-1", "order:*"] {
+            assert_eq!(check_resource_pattern(ok), Ok(()), "{ok}");
+        }
+        assert!(check_resource_pattern("order:o-*1").is_err());
+        assert!(check_resource_pattern("*:x").is_err());
+        assert!(resource_matches("order:*", "order:o-1"));
+        assert!(!resource_matches("order:*", "orders:o-1"));
+    }
+
+    #[test]
+    fn containment_of_patterns() {
+        assert!(pattern_within("orders.refund", "orders.*"));
+        assert!(pattern_within("orders.x.*", "orders.*"));
+        assert!(pattern_within("orders.*", "*"));
+        assert!(!pattern_within("orders.*", "orders.refund"));
+        assert!(!pattern_within("*", "orders.*"));
+        assert!(!pattern_within("ordersx.*", "orders.*"));
+    }
+
+    #[test]
+    fn amount_rules_escalate_or_block_with_values() {
+        let b = Bounds {
+            id: "dlg_7".into(),
+            per_intent: [("EUR".to_owned(), 10000)].into(),
+            budget_remaining: [("EUR".to_owned(), 50000)].into(),
+        };
+        assert!(b.amount_rules(10000, "EUR").is_empty());
+        let r = b.amount_rules(99900, "EUR");
+        assert_eq!(r.len(), 2);
+        assert_eq!(
+            r[0].reason,
+            "amount_minor 99900 exceeds 10000, the per-intent bound of delegation dlg_7"
+        );
+        assert_eq!(
+            r[0].remediation.as_deref(),
+            Some("lower the amount to 10000 or less, or wait for approval")
+        );
+        assert_eq!(r[1].id, "delegation.budget");
+        let r = b.amount_rules(1, "USD");
+        assert_eq!(
+            (r[0].id.as_str(), r[0].effect),
+            ("delegation.currency", RuleEffect::Block)
+        );
+        assert!(Bounds::default().amount_rules(i64::MAX, "USD").is_empty());
+    }
+}
