@@ -5,10 +5,14 @@
 //! the signer, the registries). Decisions themselves are made by
 //! `tollgate-pipeline`, pure; this crate only performs the I/O around them.
 //!
-//! For now it holds the key-management subcommand; the HTTP service and
-//! its subcommands arrive with the gateway work.
+//! For now it holds the command-line tools: key generation, the policy
+//! author's commands (`policy validate|version|test|eval`) and the
+//! issuer's (`delegation issue|inspect`). The HTTP service arrives with the
+//! gateway work.
 
 #![forbid(unsafe_code)]
+
+pub mod commands;
 
 use std::path::Path;
 

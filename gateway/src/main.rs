@@ -2,12 +2,16 @@
 
 #![forbid(unsafe_code)]
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tollgate_gateway::commands::{self, CommandError, IssueRequest};
 
 /// Tollgate: an authorization gateway for actions AI agents take.
+///
+/// Exit status: 0 done, 1 invalid input, 2 usage or I/O error.
 #[derive(Parser)]
 #[command(name = "tollgate", version)]
 struct Cli {
@@ -25,19 +29,203 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Policy bundles: validate, version, test, evaluate.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Delegation tokens: issue and inspect.
+    #[command(subcommand)]
+    Delegation(DelegationCommand),
+    /// Intents: sign one as an agent would.
+    #[command(subcommand)]
+    Intent(IntentCommand),
+}
+
+#[derive(Subcommand)]
+enum IntentCommand {
+    /// Wrap an intent payload in an envelope signed by the agent's key.
+    Sign {
+        /// The agent's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The intent payload (JSON).
+        payload: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Load and check a bundle; print its version, or every problem with
+    /// its file and line.
+    Validate {
+        /// The bundle folder.
+        dir: PathBuf,
+    },
+    /// Print the bundle's version: name@semver+sha256:….
+    Version {
+        /// The bundle folder.
+        dir: PathBuf,
+    },
+    /// Run the bundle's test cases (tests/*.toml).
+    Test {
+        /// The bundle folder.
+        dir: PathBuf,
+    },
+    /// Decide one signed intent; print the decision as canonical JSON.
+    Eval {
+        /// The bundle folder.
+        #[arg(long)]
+        policy: PathBuf,
+        /// The signed intent envelope.
+        #[arg(long)]
+        intent: PathBuf,
+        /// A delegation token to add to the snapshot's.
+        #[arg(long)]
+        delegation: Option<PathBuf>,
+        /// Registries and resources: {"delegations", "revoked", "spent",
+        /// "resources", "issuers"}.
+        #[arg(long)]
+        snapshot: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DelegationCommand {
+    /// Sign a delegation token for an agent's key and print it.
+    Issue {
+        /// The signing key file: a trusted issuer's, or for a child token
+        /// the parent's agent key.
+        #[arg(long)]
+        key: PathBuf,
+        /// Who grants it (a name for people).
+        #[arg(long)]
+        issuer: String,
+        /// The token id.
+        #[arg(long)]
+        id: String,
+        /// The agent it is for.
+        #[arg(long)]
+        agent: String,
+        /// The agent's key file (a public JWK, or its key file: only the
+        /// public part is used).
+        #[arg(long)]
+        agent_key: PathBuf,
+        /// Allowed actions: exact, prefix.*, or * (repeat).
+        #[arg(long = "action", required = true)]
+        actions: Vec<String>,
+        /// Allowed resources: type:id, type:*, or * (repeat).
+        #[arg(long = "resource", required = true)]
+        resources: Vec<String>,
+        /// Per-intent bound, CUR=AMOUNT_MINOR (repeat).
+        #[arg(long = "per-intent")]
+        per_intent: Vec<String>,
+        /// Budget per window, CUR=AMOUNT_MINOR (repeat).
+        #[arg(long = "budget")]
+        budget: Vec<String>,
+        /// The budget window in seconds.
+        #[arg(long)]
+        window_seconds: Option<i64>,
+        /// Valid from (RFC 3339 UTC).
+        #[arg(long)]
+        not_before: String,
+        /// Valid until, exclusive (RFC 3339 UTC).
+        #[arg(long)]
+        expires_at: String,
+        /// The parent token file, to issue a narrower child.
+        #[arg(long)]
+        parent: Option<PathBuf>,
+        /// Write the token here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Show a token's bounds and chain, and check its signatures.
+    Inspect {
+        /// The token file.
+        file: PathBuf,
+        /// Trusted issuer keys (JWK Set).
+        #[arg(long)]
+        issuers: Option<PathBuf>,
+        /// Its parent token files, nearest first.
+        #[arg(long = "parent")]
+        parents: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Keygen { out } => match tollgate_gateway::keygen(&out) {
-            Ok(jwk) => {
-                println!("{jwk}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("tollgate: error: {e}");
-                ExitCode::from(2)
-            }
-        },
+    let result = match Cli::parse().command {
+        Command::Keygen { out } => tollgate_gateway::keygen(&out)
+            .map(|jwk| jwk.to_string())
+            .map_err(|e| CommandError::Usage(e.to_string())),
+        Command::Policy(PolicyCommand::Validate { dir }) => commands::policy_validate(&dir),
+        Command::Policy(PolicyCommand::Version { dir }) => commands::policy_version(&dir),
+        Command::Policy(PolicyCommand::Test { dir }) => commands::policy_test(&dir),
+        Command::Policy(PolicyCommand::Eval {
+            policy,
+            intent,
+            delegation,
+            snapshot,
+        }) => commands::policy_eval(
+            &policy,
+            &intent,
+            delegation.as_deref(),
+            snapshot.as_deref(),
+            std::io::stdout().is_terminal(),
+        ),
+        Command::Delegation(DelegationCommand::Issue {
+            key,
+            issuer,
+            id,
+            agent,
+            agent_key,
+            actions,
+            resources,
+            per_intent,
+            budget,
+            window_seconds,
+            not_before,
+            expires_at,
+            parent,
+            out,
+        }) => commands::delegation_issue(&IssueRequest {
+            key: &key,
+            issuer: &issuer,
+            id: &id,
+            agent: &agent,
+            agent_key: &agent_key,
+            actions: &actions,
+            resources: &resources,
+            per_intent: &per_intent,
+            budget: &budget,
+            window_seconds,
+            not_before: &not_before,
+            expires_at: &expires_at,
+            parent: parent.as_deref(),
+        })
+        .and_then(|token| match out {
+            None => Ok(token),
+            Some(path) => std::fs::write(&path, format!("{token}\n"))
+                .map(|()| format!("wrote {}", path.display()))
+                .map_err(|e| CommandError::Usage(format!("cannot write {}: {e}", path.display()))),
+        }),
+        Command::Intent(IntentCommand::Sign { key, payload }) => {
+            commands::intent_sign(&key, &payload)
+        }
+        Command::Delegation(DelegationCommand::Inspect {
+            file,
+            issuers,
+            parents,
+        }) => {
+            let parents: Vec<&std::path::Path> = parents.iter().map(PathBuf::as_path).collect();
+            commands::delegation_inspect(&file, issuers.as_deref(), &parents)
+        }
+    };
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(e.exit_code())
+        }
     }
 }
