@@ -14,13 +14,25 @@ fn example(name: &str) -> PathBuf {
         .join(name)
 }
 
+fn cases_pass(name: &str, at_least: usize) {
+    let bundle = Bundle::load(&example(name)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(bundle.tests.len() >= at_least);
+    let mut verdicts = std::collections::BTreeSet::new();
+    for case in &bundle.tests {
+        match run_case(&bundle, case) {
+            Ok(d) => verdicts.insert(d.verdict),
+            Err(e) => panic!("{} ({}): {e}", case.name, case.location),
+        };
+    }
+    assert_eq!(verdicts.len(), 3, "{name}: every verdict path is covered");
+}
+
 #[test]
 fn refunds_cases_pass() {
-    let bundle = Bundle::load(&example("refunds")).unwrap_or_else(|e| panic!("{e}"));
-    assert!(bundle.tests.len() >= 7);
-    for case in &bundle.tests {
-        if let Err(e) = run_case(&bundle, case) {
-            panic!("{} ({}): {e}", case.name, case.location);
-        }
-    }
+    cases_pass("refunds", 7);
+}
+
+#[test]
+fn support_ops_cases_pass() {
+    cases_pass("support-ops", 9);
 }
