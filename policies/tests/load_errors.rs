@@ -1,0 +1,135 @@
+//! Every kind of load error, each on a copy of the refunds example with one
+//! edit, asserting the exact problem reported (file, line and text).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+
+use tollgate_policies::{Bundle, Error};
+
+fn example() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/refunds")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// Loads the example with `old` replaced by `new` in `file`; returns the
+/// problems as `file:line: message` strings.
+fn problems_after(file: &str, old: &str, new: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&example(), dir.path());
+    let path = dir.path().join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(old), "{file} has no {old:?}");
+    std::fs::write(&path, text.replacen(old, new, 1)).unwrap();
+    match Bundle::load(dir.path()) {
+        Err(Error::Bundle(p)) => p.iter().map(ToString::to_string).collect(),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("{file}: {old:?} -> {new:?} still loads"),
+    }
+}
+
+#[test]
+fn the_example_loads() {
+    let b = Bundle::load(&example()).unwrap();
+    assert!(b.version_string().starts_with("refunds@1.0.0+sha256:"));
+}
+
+#[test]
+fn each_load_error_is_reported_with_file_and_line() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        ("bundle.toml", "description = ", "color = \"red\"\ndescription = ",
+         "bundle.toml:7: unknown field `color`, expected one of `name`, `version`, `description`"),
+        ("bundle.toml", "version = \"1.0.0\"", "version = \"1.0\"",
+         "bundle.toml:6: version \"1.0\" is not MAJOR.MINOR.PATCH[-prerelease] (no +build: '+' starts the hash)"),
+        ("bundle.toml", "version = \"1.0.0\"", "version = \"1.0.0+b1\"",
+         "bundle.toml:6: version \"1.0.0+b1\" is not MAJOR.MINOR.PATCH[-prerelease] (no +build: '+' starts the hash)"),
+        ("bundle.toml", "name = \"refunds\"", "name = \"Refunds\"",
+         "bundle.toml:5: bundle name \"Refunds\" must be 1–64 lowercase letters, digits or '-', starting with a letter"),
+        ("bundle.toml", "weight = 6000", "weight = 5000",
+         "bundle.toml:17: dimension weights sum to 9000 bp; they must sum to 10000"),
+        ("bundle.toml", "weight = 6000", "weight = 6000.5",
+         "bundle.toml:23: invalid type: floating point `6000.5`, expected i64"),
+        ("bundle.toml", "escalate_at = 5000", "escalate_at = 9600",
+         "bundle.toml:17: scoring.escalate_at 9600 is above block_at 9500"),
+        ("bundle.toml", "block_at = 9500", "block_at = 10500",
+         "bundle.toml:18: scoring.block_at 10500 is not within 0–10000 bp"),
+        ("bundle.toml", "[[10000, 500], [50000, 3000]", "[[50000, 500], [10000, 3000]",
+         "bundle.toml:21: dimension \"amount\": band limits must be strictly ascending"),
+        ("bundle.toml", "confidence = { missing = 5000 }", "confidence = { missing = 5000 }\nlookup = { param = \"currency\", table = {}, default = 1 }",
+         "bundle.toml:28: dimension \"confidence\" needs exactly one of bands, lookup or confidence"),
+        ("bundle.toml", "otherwise = 9800", "otherwise = 19800",
+         "bundle.toml:21: dimension \"amount\": otherwise score 19800 is not within 0–10000 bp"),
+        ("bundle.toml", "id = \"tier\"", "id = \"amount\"",
+         "bundle.toml:34: dimension \"amount\" is defined twice"),
+        ("bundle.toml", "[action.\"orders.refund\"]", "[action.\"orders.cancel\"]",
+         "bundle.toml:9: action \"orders.cancel\" is not declared in schema.cedarschema"),
+        ("bundle.toml", "scope = \"orders.refund\"", "scope = \"orders.*.x\"",
+         "bundle.toml:9: action \"orders.refund\": scope: \"orders.*.x\": a wildcard may only be the whole pattern or its last segment (\"prefix.*\")"),
+        ("bundle.toml", "params = \"params/orders.refund.json\"", "params = \"../elsewhere.json\"",
+         "bundle.toml:9: params \"../elsewhere.json\" must be a relative path inside the bundle"),
+        ("bundle.toml", "risk = \"medium\"", "risk = \"moderate\"",
+         "bundle.toml:12: unknown variant `moderate`, expected one of `low`, `medium`, `high`, `critical`"),
+        ("params/orders.refund.json", "\"amount_minor\": { \"type\": \"integer\", \"minimum\": 1 }", "\"amount_minor\": { \"type\": \"number\" }",
+         "bundle.toml:9: action \"orders.refund\": amount param \"amount_minor\" must be declared in params/orders.refund.json with \"type\": \"integer\""),
+        ("params/orders.refund.json", "\"maxLength\": 500", "\"maxLength\": 500, \"maxLength\": 5",
+         "params/orders.refund.json:9: duplicate member name at /properties/reason/maxLength (byte 335)"),
+        ("params/orders.refund.json", "\"maxLength\": 500", "\"maxLength\": \"long\"",
+         "params/orders.refund.json: not a valid JSON Schema (2020-12): \"long\" is not of type \"integer\""),
+        ("params/orders.refund.json", "\"type\": \"object\",", "\"type\": \"array\",",
+         "params/orders.refund.json:1: params schema must have \"type\": \"object\""),
+        ("boundary.cedar", "@id(\"refund.paid-order\")", "",
+         "boundary.cedar:4: rule has no @id(\"…\") annotation"),
+        ("boundary.cedar", "@id(\"refund.paid-order\")", "@id(\"Refund\")",
+         "boundary.cedar:3: rule id \"Refund\" must be lowercase letters, digits, '.', '_' or '-', starting with a letter"),
+        ("boundary.cedar", "@reason(\"order {resource} is paid, so it may be refunded\")", "",
+         "boundary.cedar:3: rule \"refund.paid-order\" has no @reason(\"…\") annotation"),
+        ("boundary.cedar", "@reason(\"order {resource} is paid, so it may be refunded\")", "@reason(\"ok\")\n@owner(\"me\")",
+         "boundary.cedar:3: rule \"refund.paid-order\": unknown annotation @owner"),
+        ("boundary.cedar", "resource.status == \"paid\"", "resource.colour == \"paid\"",
+         "boundary.cedar:6: rule \"refund.paid-order\" does not validate against schema.cedarschema: for policy `refund.paid-order`, attribute `colour` on entity type `order` not found"),
+        ("boundary.cedar", "permit (principal is Agent", "permit (principal is Agent,,",
+         "boundary.cedar:5: Cedar syntax: unexpected token `,`"),
+        ("escalate.cedar", "permit (principal, action", "forbid (principal, action",
+         "escalate.cedar:3: rule \"refund.large\": escalate.cedar holds only `permit` rules (a match escalates); put `forbid` rules in boundary.cedar"),
+        ("escalate.cedar", "@id(\"refund.large\")", "@id(\"refund.paid-order\")",
+         "escalate.cedar:3: rule id \"refund.paid-order\" is already used in boundary.cedar"),
+        ("escalate.cedar", "{params.amount_minor}", "{param.amount_minor}",
+         "escalate.cedar:3: rule \"refund.large\": @reason: unknown placeholder {param.amount_minor} (known: agent, action, resource, intent_id, params, delegation, amount, currency, score, composite)"),
+        ("tests/cases.toml", "expect = \"pass\"", "expect = \"allow\"",
+         "tests/cases.toml:1: case \"a small refund of a paid order passes\": expect must be pass, block or escalate"),
+    ];
+    for (file, old, new, expected) in cases {
+        let problems = problems_after(file, old, new);
+        assert!(
+            problems.iter().any(|p| p == expected),
+            "{file}: {old:?} -> {new:?}\n  expected: {expected}\n  got:      {problems:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&example(), dir.path());
+    std::fs::remove_file(dir.path().join("boundary.cedar")).unwrap();
+    match Bundle::load(dir.path()) {
+        Err(Error::Bundle(p)) => assert_eq!(
+            p[0].to_string(),
+            "boundary.cedar: cannot read: No such file or directory (os error 2)"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(Bundle::load(&dir.path().join("nope")), Err(Error::Io { .. })));
+}
