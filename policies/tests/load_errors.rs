@@ -84,7 +84,7 @@ fn each_load_error_is_reported_with_file_and_line() {
         ("params/orders.refund.json", "\"amount_minor\": { \"type\": \"integer\", \"minimum\": 1 }", "\"amount_minor\": { \"type\": \"number\" }",
          "bundle.toml:9: action \"orders.refund\": amount param \"amount_minor\" must be declared in params/orders.refund.json with \"type\": \"integer\""),
         ("params/orders.refund.json", "\"maxLength\": 500", "\"maxLength\": 500, \"maxLength\": 5",
-         "params/orders.refund.json:9: duplicate member name at /properties/reason/maxLength (byte 335)"),
+         "params/orders.refund.json:9: duplicate member name at /properties/reason/maxLength (byte 350)"),
         ("params/orders.refund.json", "\"maxLength\": 500", "\"maxLength\": \"long\"",
          "params/orders.refund.json: not a valid JSON Schema (2020-12): \"long\" is not of type \"integer\""),
         ("params/orders.refund.json", "\"type\": \"object\",", "\"type\": \"array\",",
