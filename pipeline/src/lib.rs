@@ -340,8 +340,18 @@ pub fn evaluate(
             intent.params.get(c)?.as_str()?.to_owned(),
         ))
     });
-    if let Some((value, currency)) = &amount {
-        fired.extend(bounds.amount_rules(*value, currency));
+    match (&contract.amount, &amount) {
+        (_, Some((value, currency))) => fired.extend(bounds.amount_rules(*value, currency)),
+        // Fail closed: an amount that cannot be read cannot be checked
+        // against the delegation's bounds. (The shape stage refuses such
+        // intents first; this holds whoever calls `evaluate`.)
+        (Some((a, c)), None) => fired.push(block(
+            "pipeline.amount",
+            format!(
+                "params {a} and {c} must be an integer and a currency code to check the delegation's bounds, so the intent is blocked"
+            ),
+        )),
+        (None, None) => {}
     }
 
     // Scoring.

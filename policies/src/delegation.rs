@@ -317,6 +317,16 @@ impl Token {
         })
     }
 
+    /// Whether this token's action allowlist admits `action`.
+    pub fn allows_action(&self, action: &str) -> bool {
+        self.actions.iter().any(|p| action_matches(p, action))
+    }
+
+    /// Whether this token's resource allowlist admits `resource`.
+    pub fn allows_resource(&self, resource: &str) -> bool {
+        self.resources.iter().any(|p| resource_matches(p, resource))
+    }
+
     /// Why this token is wider than `parent`, if it is.
     pub fn wider_than(&self, parent: &Token) -> Option<String> {
         for a in &self.actions {
@@ -648,7 +658,7 @@ pub fn check(
         ));
     }
     for t in &chain {
-        if !t.actions.iter().any(|p| action_matches(p, &intent.action)) {
+        if !t.allows_action(&intent.action) {
             return Err(Refusal::new(
                 "delegation.action",
                 format!(

@@ -1,0 +1,399 @@
+//! Properties the pipeline must keep for every input, not just examples:
+//! determinism, monotonicity, delegation narrowing and failing closed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{intent, obj, snapshot, standard, token, world};
+use proptest::prelude::*;
+use tollgate_pipeline::{IntentView, Verdict, decide, evaluate};
+use tollgate_policies::Bundle;
+use tollgate_policies::delegation::Bounds;
+use tollgate_protocol::{IntentEnvelope, Object, Value, canonical, parse};
+
+/// Writes `v` as JSON with every object's members in reverse order and
+/// spaces around, a different text of the same value.
+fn reversed(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(o) => {
+            out.push_str("{ ");
+            let members: Vec<_> = o.iter().collect();
+            for (i, (k, v)) in members.iter().rev().enumerate() {
+                if i > 0 {
+                    out.push_str(" , ");
+                }
+                out.push_str(&Value::String((*k).to_owned()).to_string());
+                out.push_str(" : ");
+                reversed(v, out);
+            }
+            out.push_str(" }");
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, it) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                reversed(it, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+#[test]
+fn decisions_are_byte_identical_across_runs_threads_and_member_order() {
+    let w = world();
+    let snap = snapshot(vec![standard()]);
+    let env = intent(&w.agent, |p| {
+        p.insert(
+            "params",
+            Value::Object(obj(
+                r#"{"amount_minor":99900,"currency":"EUR","reason":"caf\u00e9 \ud83d\ude00"}"#,
+            )),
+        );
+    });
+    let first = canonical(&decide(&w.bundle, &env, &snap).unwrap().to_value());
+    for _ in 0..3 {
+        assert_eq!(
+            canonical(&decide(&w.bundle, &env, &snap).unwrap().to_value()),
+            first
+        );
+    }
+    let threads: Vec<Vec<u8>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| canonical(&decide(&w.bundle, &env, &snap).unwrap().to_value())))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(threads.iter().all(|t| *t == first));
+    let mut text = String::new();
+    reversed(&env.value, &mut text);
+    let again = IntentEnvelope::from_value(parse(text.as_bytes()).unwrap()).unwrap();
+    assert_eq!(
+        canonical(&decide(&w.bundle, &again, &snap).unwrap().to_value()),
+        first
+    );
+    // A fresh load of the same bundle decides the same.
+    let reloaded = Bundle::load(&example("refunds")).unwrap();
+    assert_eq!(
+        canonical(&decide(&reloaded, &env, &snap).unwrap().to_value()),
+        first
+    );
+}
+
+fn example(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../policies/examples")
+        .join(name)
+}
+
+/// Copies a bundle, writing files in reverse name order, and edits one.
+fn copy_edited(from: &Path, to: &Path, file: &str, edit: impl Fn(&str) -> String) {
+    let mut files = Vec::new();
+    fn walk(dir: &Path, base: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, base, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().to_owned());
+            }
+        }
+    }
+    walk(from, from, &mut files);
+    files.sort();
+    files.reverse();
+    for f in files {
+        let target = to.join(&f);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        let text = std::fs::read_to_string(from.join(&f)).unwrap();
+        let text = if f == Path::new(file) {
+            edit(&text)
+        } else {
+            text
+        };
+        std::fs::write(target, text).unwrap();
+    }
+}
+
+#[test]
+fn the_version_ignores_layout_and_changes_with_meaning() {
+    let original = Bundle::load(&example("refunds")).unwrap().version_string();
+    let version_after = |file: &str, edit: &dyn Fn(&str) -> String| {
+        let dir = tempfile::tempdir().unwrap();
+        copy_edited(&example("refunds"), dir.path(), file, edit);
+        Bundle::load(dir.path()).unwrap().version_string()
+    };
+    // No meaning: file order, whitespace, comments, JSON member order, TOML layout.
+    assert_eq!(
+        version_after("boundary.cedar", &|t| format!(
+            "// a new comment\n\n{}",
+            t.replace("(principal", "(  principal")
+        )),
+        original
+    );
+    assert_eq!(
+        version_after("params/orders.refund.json", &|t| t.replace(
+            "\"type\": \"object\",\n  \"required\": [\"amount_minor\", \"currency\"],",
+            "\"required\": [\"amount_minor\", \"currency\"], \"type\": \"object\","
+        )),
+        original
+    );
+    assert_eq!(
+        version_after("schema.cedarschema", &|t| format!(
+            "{t}\n// trailing comment\n"
+        )),
+        original
+    );
+    assert_eq!(
+        version_after("bundle.toml", &|t| t.replace(
+            "escalate_at = 5000\nblock_at = 9500",
+            "block_at = 9500\nescalate_at   =   5000"
+        )),
+        original
+    );
+    assert_eq!(
+        version_after("tests/cases.toml", &|t| t.replace("passes", "goes through")),
+        original,
+        "tests do not change decisions"
+    );
+    // Meaning: a reason, a threshold, a schema constraint, a rule condition.
+    for (file, from, to) in [
+        (
+            "boundary.cedar",
+            "so it may be refunded",
+            "so it can be refunded",
+        ),
+        ("bundle.toml", "escalate_at = 5000", "escalate_at = 5001"),
+        (
+            "params/orders.refund.json",
+            "\"maxLength\": 500",
+            "\"maxLength\": 499",
+        ),
+        ("escalate.cedar", "> 50000", ">= 50000"),
+        (
+            "bundle.toml",
+            "description = \"Refunds",
+            "description = \"All refunds",
+        ),
+    ] {
+        assert_ne!(
+            version_after(file, &|t| t.replacen(from, to, 1)),
+            original,
+            "{file}: {from} -> {to}"
+        );
+    }
+}
+
+fn severity(v: Verdict) -> u8 {
+    match v {
+        Verdict::Pass => 0,
+        Verdict::Escalate => 1,
+        Verdict::Block => 2,
+    }
+}
+
+fn verdict_for(
+    amount: i64,
+    per_intent: Option<i64>,
+    budget: Option<i64>,
+    confidence: i64,
+    tier: &str,
+) -> Verdict {
+    let w = world();
+    let contract = w.bundle.action("orders.refund").unwrap();
+    let mut params = Object::new();
+    params.insert("amount_minor", Value::integer(amount).unwrap());
+    params.insert("currency", "EUR".into());
+    let view = IntentView {
+        intent_id: "int-1",
+        agent: "agent-7",
+        action: "orders.refund",
+        resource: "order:o-1",
+        params: &params,
+        confidence_bp: Some(confidence),
+    };
+    let bounds = Bounds {
+        id: "dlg_7".into(),
+        per_intent: per_intent
+            .map(|l| [("EUR".to_owned(), l)].into())
+            .unwrap_or_default(),
+        budget_remaining: budget
+            .map(|l| [("EUR".to_owned(), l)].into())
+            .unwrap_or_default(),
+    };
+    let resource = obj(&format!(r#"{{"status":"paid","customer_tier":"{tier}"}}"#));
+    evaluate(&w.bundle, contract, &view, &bounds, &resource, None).verdict
+}
+
+fn tier() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec!["gold", "silver", "bronze", "new"])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Raising the amount never makes the verdict less severe.
+    #[test]
+    fn raising_the_amount_never_relaxes(a in 1i64..400_000, extra in 0i64..400_000, conf in 0i64..=10_000, t in tier()) {
+        let low = verdict_for(a, Some(20_000), Some(60_000), conf, t);
+        let high = verdict_for(a + extra, Some(20_000), Some(60_000), conf, t);
+        prop_assert!(severity(high) >= severity(low), "{a} -> {}: {low:?} then {high:?}", a + extra);
+    }
+
+    /// Tightening a bound (or adding one) never makes the verdict less severe.
+    #[test]
+    fn tightening_a_bound_never_relaxes(a in 1i64..100_000, l in 0i64..100_000, cut in 0i64..100_000, b in 0i64..200_000, bcut in 0i64..200_000, conf in 0i64..=10_000, t in tier()) {
+        let loose = verdict_for(a, Some(l + cut), Some(b + bcut), conf, t);
+        let tight = verdict_for(a, Some(l), Some(b), conf, t);
+        prop_assert!(severity(tight) >= severity(loose));
+        let unbounded = verdict_for(a, None, None, conf, t);
+        prop_assert!(severity(loose) >= severity(unbounded));
+    }
+
+    /// A child token that passes the narrowing check never admits an
+    /// action or resource its parent does not.
+    #[test]
+    fn a_child_never_authorizes_what_its_parent_does_not(
+        parent_actions in prop::collection::vec(action_pattern(), 1..4),
+        child_actions in prop::collection::vec(action_pattern(), 1..4),
+        parent_resources in prop::collection::vec(resource_pattern(), 1..4),
+        child_resources in prop::collection::vec(resource_pattern(), 1..4),
+        parent_limit in 0i64..20_000,
+        child_limit in 0i64..20_000,
+        probes in prop::collection::vec((action_name(), resource_name(), 0i64..20_000), 1..16),
+    ) {
+        let w = world();
+        let strs = |v: &[String]| Value::Array(v.iter().map(|s| s.clone().into()).collect());
+        let limit = |l: i64| Value::Object(obj(&format!(r#"{{"EUR":{l}}}"#)));
+        let parent = token(&w.issuer, "dlg_p", &w.agent, |p| {
+            p.insert("actions", strs(&parent_actions));
+            p.insert("resources", strs(&parent_resources));
+            p.insert("per_intent", limit(parent_limit));
+        });
+        let child = token(&w.agent, "dlg_c", &w.agent, |p| {
+            p.insert("actions", strs(&child_actions));
+            p.insert("resources", strs(&child_resources));
+            p.insert("per_intent", limit(child_limit));
+            p.insert("parent", "dlg_p".into());
+        });
+        if child.wider_than(&parent).is_none() {
+            for (a, r, amount) in probes {
+                if child.allows_action(&a) {
+                    prop_assert!(parent.allows_action(&a), "{a} via {child_actions:?} under {parent_actions:?}");
+                }
+                if child.allows_resource(&r) {
+                    prop_assert!(parent.allows_resource(&r), "{r} via {child_resources:?} under {parent_resources:?}");
+                }
+                if amount <= child.per_intent["EUR"] {
+                    prop_assert!(amount <= parent.per_intent["EUR"]);
+                }
+            }
+        }
+    }
+
+    /// Fail closed: whatever is wrong with the resource or the params (a
+    /// missing attribute, a wrong type, a float where an integer is read),
+    /// the verdict is block, never pass.
+    #[test]
+    fn no_error_path_ever_passes(status in attr(), tier_v in attr(), amount in param(), currency in param()) {
+        let w = world();
+        let contract = w.bundle.action("orders.refund").unwrap();
+        let mut params = Object::new();
+        if let Some(a) = &amount { params.insert("amount_minor", a.clone()); }
+        if let Some(c) = &currency { params.insert("currency", c.clone()); }
+        let mut resource = Object::new();
+        if let Some(s) = &status { resource.insert("status", s.clone()); }
+        if let Some(t) = &tier_v { resource.insert("customer_tier", t.clone()); }
+        let view = IntentView { intent_id: "i", agent: "agent-7", action: "orders.refund", resource: "order:o-1", params: &params, confidence_bp: Some(9000) };
+        let d = evaluate(&w.bundle, contract, &view, &Bounds::default(), &resource, None);
+        let well_formed = status.as_ref().and_then(Value::as_str).is_some()
+            && tier_v.as_ref().and_then(Value::as_str).is_some()
+            && amount.as_ref().and_then(Value::as_safe_integer).is_some()
+            && currency.as_ref().and_then(Value::as_str).is_some();
+        if !well_formed {
+            prop_assert_eq!(d.verdict, Verdict::Block, "{:?}", d.rules);
+        }
+        if d.verdict == Verdict::Pass {
+            prop_assert!(well_formed);
+            prop_assert_eq!(status.as_ref().and_then(Value::as_str), Some("paid"));
+        }
+    }
+}
+
+fn action_pattern() -> impl Strategy<Value = String> {
+    prop::sample::select(vec![
+        "*",
+        "orders.*",
+        "orders.refund",
+        "orders.cancel",
+        "orders.refund.*",
+        "billing.*",
+        "billing.credit",
+    ])
+    .prop_map(str::to_owned)
+}
+
+fn action_name() -> impl Strategy<Value = String> {
+    prop::sample::select(vec![
+        "orders.refund",
+        "orders.cancel",
+        "orders.refund.partial",
+        "billing.credit",
+        "billing.debit",
+        "ordersx.refund",
+    ])
+    .prop_map(str::to_owned)
+}
+
+fn resource_pattern() -> impl Strategy<Value = String> {
+    prop::sample::select(vec![
+        "*",
+        "order:*",
+        "order:o-1",
+        "order:o-2",
+        "invoice:*",
+        "invoice:i-1",
+    ])
+    .prop_map(str::to_owned)
+}
+
+fn resource_name() -> impl Strategy<Value = String> {
+    prop::sample::select(vec![
+        "order:o-1",
+        "order:o-2",
+        "order:o-3",
+        "invoice:i-1",
+        "orders:o-1",
+    ])
+    .prop_map(str::to_owned)
+}
+
+fn attr() -> impl Strategy<Value = Option<Value>> {
+    prop::sample::select(vec![
+        Some(Value::from("paid")),
+        Some(Value::from("unpaid")),
+        Some(Value::from("gold")),
+        Some(Value::Number(5.0)),
+        Some(Value::Bool(true)),
+        Some(Value::Null),
+        None,
+    ])
+}
+
+fn param() -> impl Strategy<Value = Option<Value>> {
+    prop::sample::select(vec![
+        Some(Value::Number(2500.0)),
+        Some(Value::Number(99_900.0)),
+        Some(Value::Number(12.5)),
+        Some(Value::from("EUR")),
+        Some(Value::from("2500")),
+        Some(Value::Null),
+        None,
+    ])
+}
