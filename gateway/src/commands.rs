@@ -178,6 +178,7 @@ fn load_snapshot(
             .map_err(|e| CommandError::Invalid(format!("{}: {e}", path.display())))?;
         snap.registry.tokens.insert(t.id.clone(), t);
     }
+    snap.registry = snap.registry.prepare();
     Ok(snap)
 }
 

@@ -88,55 +88,58 @@ enum PolicyCommand {
     },
 }
 
+#[derive(clap::Args)]
+struct IssueArgs {
+    /// The signing key file: a trusted issuer's, or for a child token
+    /// the parent's agent key.
+    #[arg(long)]
+    key: PathBuf,
+    /// Who grants it (a name for people).
+    #[arg(long)]
+    issuer: String,
+    /// The token id.
+    #[arg(long)]
+    id: String,
+    /// The agent it is for.
+    #[arg(long)]
+    agent: String,
+    /// The agent's key file (a public JWK, or its key file: only the
+    /// public part is used).
+    #[arg(long)]
+    agent_key: PathBuf,
+    /// Allowed actions: exact, prefix.*, or * (repeat).
+    #[arg(long = "action", required = true)]
+    actions: Vec<String>,
+    /// Allowed resources: type:id, type:*, or * (repeat).
+    #[arg(long = "resource", required = true)]
+    resources: Vec<String>,
+    /// Per-intent bound, CUR=AMOUNT_MINOR (repeat).
+    #[arg(long = "per-intent")]
+    per_intent: Vec<String>,
+    /// Budget per window, CUR=AMOUNT_MINOR (repeat).
+    #[arg(long = "budget")]
+    budget: Vec<String>,
+    /// The budget window in seconds.
+    #[arg(long)]
+    window_seconds: Option<i64>,
+    /// Valid from (RFC 3339 UTC).
+    #[arg(long)]
+    not_before: String,
+    /// Valid until, exclusive (RFC 3339 UTC).
+    #[arg(long)]
+    expires_at: String,
+    /// The parent token file, to issue a narrower child.
+    #[arg(long)]
+    parent: Option<PathBuf>,
+    /// Write the token here instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum DelegationCommand {
     /// Sign a delegation token for an agent's key and print it.
-    Issue {
-        /// The signing key file: a trusted issuer's, or for a child token
-        /// the parent's agent key.
-        #[arg(long)]
-        key: PathBuf,
-        /// Who grants it (a name for people).
-        #[arg(long)]
-        issuer: String,
-        /// The token id.
-        #[arg(long)]
-        id: String,
-        /// The agent it is for.
-        #[arg(long)]
-        agent: String,
-        /// The agent's key file (a public JWK, or its key file: only the
-        /// public part is used).
-        #[arg(long)]
-        agent_key: PathBuf,
-        /// Allowed actions: exact, prefix.*, or * (repeat).
-        #[arg(long = "action", required = true)]
-        actions: Vec<String>,
-        /// Allowed resources: type:id, type:*, or * (repeat).
-        #[arg(long = "resource", required = true)]
-        resources: Vec<String>,
-        /// Per-intent bound, CUR=AMOUNT_MINOR (repeat).
-        #[arg(long = "per-intent")]
-        per_intent: Vec<String>,
-        /// Budget per window, CUR=AMOUNT_MINOR (repeat).
-        #[arg(long = "budget")]
-        budget: Vec<String>,
-        /// The budget window in seconds.
-        #[arg(long)]
-        window_seconds: Option<i64>,
-        /// Valid from (RFC 3339 UTC).
-        #[arg(long)]
-        not_before: String,
-        /// Valid until, exclusive (RFC 3339 UTC).
-        #[arg(long)]
-        expires_at: String,
-        /// The parent token file, to issue a narrower child.
-        #[arg(long)]
-        parent: Option<PathBuf>,
-        /// Write the token here instead of standard output.
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
+    Issue(Box<IssueArgs>),
     /// Show a token's bounds and chain, and check its signatures.
     Inspect {
         /// The token file.
@@ -170,42 +173,47 @@ fn main() -> ExitCode {
             snapshot.as_deref(),
             std::io::stdout().is_terminal(),
         ),
-        Command::Delegation(DelegationCommand::Issue {
-            key,
-            issuer,
-            id,
-            agent,
-            agent_key,
-            actions,
-            resources,
-            per_intent,
-            budget,
-            window_seconds,
-            not_before,
-            expires_at,
-            parent,
-            out,
-        }) => commands::delegation_issue(&IssueRequest {
-            key: &key,
-            issuer: &issuer,
-            id: &id,
-            agent: &agent,
-            agent_key: &agent_key,
-            actions: &actions,
-            resources: &resources,
-            per_intent: &per_intent,
-            budget: &budget,
-            window_seconds,
-            not_before: &not_before,
-            expires_at: &expires_at,
-            parent: parent.as_deref(),
-        })
-        .and_then(|token| match out {
-            None => Ok(token),
-            Some(path) => std::fs::write(&path, format!("{token}\n"))
-                .map(|()| format!("wrote {}", path.display()))
-                .map_err(|e| CommandError::Usage(format!("cannot write {}: {e}", path.display()))),
-        }),
+        Command::Delegation(DelegationCommand::Issue(args)) => {
+            let IssueArgs {
+                key,
+                issuer,
+                id,
+                agent,
+                agent_key,
+                actions,
+                resources,
+                per_intent,
+                budget,
+                window_seconds,
+                not_before,
+                expires_at,
+                parent,
+                out,
+            } = *args;
+            commands::delegation_issue(&IssueRequest {
+                key: &key,
+                issuer: &issuer,
+                id: &id,
+                agent: &agent,
+                agent_key: &agent_key,
+                actions: &actions,
+                resources: &resources,
+                per_intent: &per_intent,
+                budget: &budget,
+                window_seconds,
+                not_before: &not_before,
+                expires_at: &expires_at,
+                parent: parent.as_deref(),
+            })
+            .and_then(|token| match out {
+                None => Ok(token),
+                Some(path) => std::fs::write(&path, format!("{token}\n"))
+                    .map(|()| format!("wrote {}", path.display()))
+                    .map_err(|e| {
+                        CommandError::Usage(format!("cannot write {}: {e}", path.display()))
+                    }),
+            })
+        }
         Command::Intent(IntentCommand::Sign { key, payload }) => {
             commands::intent_sign(&key, &payload)
         }

@@ -25,13 +25,15 @@
 
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 
-use cedar_policy::{Context, Entities, EntityId, EntityTypeName, EntityUid, Request};
+use cedar_policy::{
+    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
+};
 use tollgate_policies::delegation::{self, Bounds, Registry};
 use tollgate_policies::{
-    Action, Approval, Bundle, FiredRule, RuleEffect, TestCase, Vars, from_json, to_cedar_json,
+    Action, Approval, Bundle, FiredRule, RuleEffect, TestCase, Vars, from_json,
 };
 use tollgate_protocol::{IntentEnvelope, Object, Value};
 
@@ -256,20 +258,36 @@ fn shape_parts<'b>(
     Ok(contract)
 }
 
-/// The whole pipeline for a signed intent.
+/// The whole pipeline for a signed intent, its signature included.
 pub fn decide(
     bundle: &Bundle,
     envelope: &IntentEnvelope,
     snapshot: &Snapshot,
 ) -> Result<Decision, ShapeError> {
+    decide_inner(bundle, envelope, snapshot, true)
+}
+
+/// [`decide`] for a caller that has already verified the intent's
+/// signature with the agent key of the delegation it names (for instance
+/// many at once, in a batch). Everything else is checked the same.
+pub fn decide_authenticated(
+    bundle: &Bundle,
+    envelope: &IntentEnvelope,
+    snapshot: &Snapshot,
+) -> Result<Decision, ShapeError> {
+    decide_inner(bundle, envelope, snapshot, false)
+}
+
+fn decide_inner(
+    bundle: &Bundle,
+    envelope: &IntentEnvelope,
+    snapshot: &Snapshot,
+    verify_signature: bool,
+) -> Result<Decision, ShapeError> {
     let contract = shape(bundle, envelope)?;
     let i = &envelope.intent;
-    let (bounds, refusal) = match delegation::check(
-        i,
-        envelope.payload(),
-        &envelope.signature,
-        &snapshot.registry,
-    ) {
+    let signed = verify_signature.then(|| (envelope.payload(), &envelope.signature));
+    let (bounds, refusal) = match delegation::check_chain(i, signed, &snapshot.registry) {
         Ok(b) => (b, None),
         Err(r) => (
             Bounds {
@@ -387,18 +405,23 @@ pub fn evaluate(
     for (k, v) in &scores {
         vars.insert(format!("score.{k}"), v.to_string());
     }
-    let mut delegation_ctx = serde_json::Map::new();
-    delegation_ctx.insert("id".into(), bounds.id.clone().into());
+    let mut delegation_ctx: Vec<(String, RestrictedExpression)> = vec![(
+        "id".into(),
+        RestrictedExpression::new_string(bounds.id.clone()),
+    )];
     if let Some((value, currency)) = &amount {
         vars.insert("amount".into(), value.to_string());
         vars.insert("currency".into(), currency.clone());
         if let Some(l) = bounds.per_intent.get(currency) {
             vars.insert("delegation.per_intent".into(), l.to_string());
-            delegation_ctx.insert("per_intent".into(), (*l).into());
+            delegation_ctx.push(("per_intent".into(), RestrictedExpression::new_long(*l)));
         }
         if let Some(l) = bounds.budget_remaining.get(currency) {
             vars.insert("delegation.budget_remaining".into(), l.to_string());
-            delegation_ctx.insert("budget_remaining".into(), (*l).into());
+            delegation_ctx.push((
+                "budget_remaining".into(),
+                RestrictedExpression::new_long(*l),
+            ));
         }
     }
 
@@ -452,13 +475,51 @@ pub fn evaluate(
     }
 }
 
+/// A value as a Cedar restricted expression. Cedar has no null and no
+/// fractions: members or items holding `null` or a non-integral number are
+/// left out (a rule that reads one then fails, and fails closed).
+fn restricted(v: &Value) -> Option<RestrictedExpression> {
+    Some(match v {
+        Value::Null => return None,
+        Value::Bool(b) => RestrictedExpression::new_bool(*b),
+        Value::Number(_) => RestrictedExpression::new_long(v.as_safe_integer()?),
+        Value::String(s) => RestrictedExpression::new_string(s.clone()),
+        Value::Array(items) => RestrictedExpression::new_set(items.iter().filter_map(restricted)),
+        Value::Object(o) => restricted_record(o)?,
+    })
+}
+
+fn restricted_record(o: &Object) -> Option<RestrictedExpression> {
+    RestrictedExpression::new_record(
+        o.iter()
+            .filter_map(|(k, v)| Some((k.to_owned(), restricted(v)?))),
+    )
+    .ok()
+}
+
+/// `Agent` and `Action`, parsed once.
+fn fixed_type(name: &'static str) -> Option<EntityTypeName> {
+    static TYPES: std::sync::OnceLock<(Option<EntityTypeName>, Option<EntityTypeName>)> =
+        std::sync::OnceLock::new();
+    let (agent, action) = TYPES.get_or_init(|| {
+        (
+            EntityTypeName::from_str("Agent").ok(),
+            EntityTypeName::from_str("Action").ok(),
+        )
+    });
+    match name {
+        "Agent" => agent.clone(),
+        _ => action.clone(),
+    }
+}
+
 fn cedar_request(
     bundle: &Bundle,
     intent: &IntentView<'_>,
     resource: &Object,
     scores: &BTreeMap<String, i64>,
     composite: i64,
-    delegation: serde_json::Map<String, serde_json::Value>,
+    delegation: Vec<(String, RestrictedExpression)>,
 ) -> Result<(Request, Entities), FiredRule> {
     let fail = |what: &str, e: String| {
         block(
@@ -467,8 +528,15 @@ fn cedar_request(
         )
     };
     let uid = |ty: &str, id: &str| -> Result<EntityUid, FiredRule> {
-        let t = EntityTypeName::from_str(ty)
-            .map_err(|e| fail(&format!("{ty:?} is not a Cedar entity type"), e.to_string()))?;
+        let known = match ty {
+            "Agent" | "Action" => fixed_type(if ty == "Agent" { "Agent" } else { "Action" }),
+            _ => bundle.entity_type(ty).cloned(),
+        };
+        let t = match known {
+            Some(t) => t,
+            None => EntityTypeName::from_str(ty)
+                .map_err(|e| fail(&format!("{ty:?} is not a Cedar entity type"), e.to_string()))?,
+        };
         Ok(EntityUid::from_type_name_and_id(t, EntityId::new(id)))
     };
     let (rtype, rid) = intent
@@ -478,42 +546,52 @@ fn cedar_request(
     let principal = uid("Agent", intent.agent)?;
     let action = uid("Action", intent.action)?;
     let resource_uid = uid(rtype, rid)?;
-    let attrs = to_cedar_json(&Value::Object(resource.clone())).unwrap_or_default();
-    let entities_json = serde_json::json!([{
-        "uid": {"type": rtype, "id": rid},
-        "attrs": attrs,
-        "parents": [],
-    }]);
-    let entities =
-        Entities::from_json_value(entities_json, Some(bundle.cedar_schema())).map_err(|e| {
-            fail(
-                &format!(
-                    "resource {} does not fit the policy's schema",
-                    intent.resource
-                ),
-                e.to_string(),
-            )
-        })?;
-    let mut ctx = serde_json::Map::new();
-    ctx.insert(
-        "params".into(),
-        to_cedar_json(&Value::Object(intent.params.clone())).unwrap_or_default(),
-    );
-    ctx.insert("delegation".into(), serde_json::Value::Object(delegation));
-    ctx.insert(
+    // Attribute order does not matter to Cedar; the map is only a carrier.
+    let attrs: HashMap<String, RestrictedExpression> = resource
+        .iter()
+        .filter_map(|(k, v)| Some((k.to_owned(), restricted(v)?)))
+        .collect();
+    let entity = Entity::new(resource_uid.clone(), attrs, HashSet::new()).map_err(|e| {
+        fail(
+            &format!("resource {} cannot be built", intent.resource),
+            e.to_string(),
+        )
+    })?;
+    let entities = Entities::from_entities([entity], Some(bundle.cedar_schema())).map_err(|e| {
+        fail(
+            &format!(
+                "resource {} does not fit the policy's schema",
+                intent.resource
+            ),
+            e.to_string(),
+        )
+    })?;
+    let mut ctx: Vec<(String, RestrictedExpression)> = Vec::with_capacity(5);
+    if let Some(p) = restricted_record(intent.params) {
+        ctx.push(("params".into(), p));
+    }
+    let record = |pairs: Vec<(String, RestrictedExpression)>| {
+        RestrictedExpression::new_record(pairs)
+            .map_err(|e| fail("the request context cannot be built", e.to_string()))
+    };
+    ctx.push(("delegation".into(), record(delegation)?));
+    ctx.push((
         "scores".into(),
-        serde_json::Value::Object(
+        record(
             scores
                 .iter()
-                .map(|(k, v)| (k.clone(), (*v).into()))
+                .map(|(k, v)| (k.clone(), RestrictedExpression::new_long(*v)))
                 .collect(),
-        ),
-    );
-    ctx.insert("composite".into(), composite.into());
+        )?,
+    ));
+    ctx.push((
+        "composite".into(),
+        RestrictedExpression::new_long(composite),
+    ));
     if let Some(c) = intent.confidence_bp {
-        ctx.insert("confidence_bp".into(), c.into());
+        ctx.push(("confidence_bp".into(), RestrictedExpression::new_long(c)));
     }
-    let context = Context::from_json_value(serde_json::Value::Object(ctx), None)
+    let context = Context::from_pairs(ctx)
         .map_err(|e| fail("the request context cannot be built", e.to_string()))?;
     let request = Request::new(principal, action, resource_uid, context, None)
         .map_err(|e| fail("the request cannot be built", e.to_string()))?;

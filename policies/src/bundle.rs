@@ -167,6 +167,8 @@ pub struct Bundle {
     pub(crate) boundary: RuleSet,
     pub(crate) escalate: RuleSet,
     canonical: Value,
+    /// The schema's entity types by name, parsed once.
+    entity_types: BTreeMap<String, cedar_policy::EntityTypeName>,
     /// The bundle's test cases.
     pub tests: Vec<TestCase>,
 }
@@ -482,7 +484,12 @@ impl Bundle {
         whole.insert("escalate", json_part(escalate.canonical_json()));
         let canonical_value = Value::Object(whole);
         let hash = HashAlg::Sha256.digest(&[b"tollgate.bundle.v1\n", &canonical(&canonical_value)]);
+        let entity_types = schema
+            .entity_types()
+            .map(|t| (t.to_string(), t.clone()))
+            .collect();
         Ok(Self {
+            entity_types,
             name,
             version,
             description: manifest.description,
@@ -520,6 +527,11 @@ impl Bundle {
     /// All action names.
     pub fn action_names(&self) -> impl Iterator<Item = &str> {
         self.actions.keys().map(String::as_str)
+    }
+
+    /// A Cedar entity type the schema declares, parsed once at load.
+    pub fn entity_type(&self, name: &str) -> Option<&cedar_policy::EntityTypeName> {
+        self.entity_types.get(name)
     }
 
     /// The Cedar schema.

@@ -311,7 +311,10 @@ impl RuleSet {
         entities: &Entities,
         vars: &Vars,
     ) -> RuleOutcome {
-        let response = Authorizer::new().is_authorized(request, &self.set, entities);
+        static AUTHORIZER: std::sync::OnceLock<Authorizer> = std::sync::OnceLock::new();
+        let response = AUTHORIZER
+            .get_or_init(Authorizer::new)
+            .is_authorized(request, &self.set, entities);
         let mut fired: Vec<FiredRule> = Vec::new();
         // Fail closed: any rule that errored blocks, whatever it was.
         for e in response.diagnostics().errors() {

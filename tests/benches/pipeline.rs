@@ -1,0 +1,298 @@
+//! Pipeline benchmark: decisions/s on the refunds example against bare
+//! Cedar evaluation of the same rules, measured in the same run.
+//!
+//! `cargo bench -p tollgate-tests --bench pipeline` (`-- --quick` for a
+//! short run). One thread for every figure.
+//!
+//! - bare Cedar: the bundle's two rule files as plain Cedar policy sets,
+//!   requests and entities built before the clock starts, two
+//!   `is_authorized` calls per decision (boundary and escalation);
+//! - pipeline: `decide_authenticated` on parsed intent envelopes: shape
+//!   (JSON Schema), delegation chain and bounds, scoring, request and
+//!   entity construction, both rule sets, reasons filled in;
+//! - pipeline with the intent's Ed25519 signature checked (`decide`);
+//! - the intent signature check alone, for scale.
+
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use std::collections::{HashMap, HashSet};
+
+use cedar_policy::{
+    Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicySet, Request,
+    RestrictedExpression,
+};
+use tollgate_pipeline::{Snapshot, decide, decide_authenticated};
+use tollgate_policies::Bundle;
+use tollgate_policies::delegation::Token;
+use tollgate_protocol::{Domain, IntentEnvelope, KeySet, Object, Value, parse};
+use tollgate_signer::{Ed25519Signer, Signer as _, key_set};
+
+fn obj(json: &str) -> Object {
+    parse(json.as_bytes()).unwrap().as_object().unwrap().clone()
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+fn best<F: FnMut()>(rounds: usize, mut f: F) -> Duration {
+    (0..rounds)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .min()
+        .unwrap()
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (n, rounds) = if quick { (2_000, 2) } else { (20_000, 5) };
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies/examples/refunds");
+    let bundle = Bundle::load(&dir).unwrap();
+    let issuer = Ed25519Signer::from_secret(&[1; 32]);
+    let agent = Ed25519Signer::from_secret(&[2; 32]);
+
+    // A registered delegation and a snapshot.
+    let mut p = obj(
+        r#"{"type":"tollgate.delegation/v1","id":"dlg_7","issuer":"acme","agent":"agent-7",
+            "actions":["orders.refund"],"resources":["order:*"],"per_intent":{"EUR":100000},
+            "not_before":"2026-11-01T00:00:00Z","expires_at":"2026-12-01T00:00:00Z"}"#,
+    );
+    p.insert("agent_key", agent.jwk().to_value());
+    let payload = Value::Object(p);
+    let mut env = Object::new();
+    env.insert(
+        "signature",
+        issuer.sign_now(Domain::Delegation, &payload).to_value(),
+    );
+    env.insert("payload", payload);
+    let token = Token::from_value(&Value::Object(env)).unwrap();
+    let mut snap = Snapshot::default();
+    snap.registry.tokens.insert("dlg_7".into(), token);
+    snap.registry.issuers = key_set([&issuer]);
+    snap.registry = snap.registry.prepare();
+
+    // Intents of several amounts (every verdict path), over several orders.
+    let amounts = [2_500i64, 30_000, 99_900, 250_000];
+    let mut intents = Vec::new();
+    for i in 0..64 {
+        let resource = format!("order:o-{i}");
+        let status = if i % 8 == 7 { "unpaid" } else { "paid" };
+        snap.resources.insert(
+            resource.clone(),
+            obj(&format!(
+                r#"{{"status":"{status}","customer_tier":"gold"}}"#
+            )),
+        );
+        let mut p = obj(
+            r#"{"type":"tollgate.intent/v1","agent":"agent-7","delegation":"dlg_7","action":"orders.refund",
+                "issued_at":"2026-11-22T10:00:00Z","decision":{"confidence_bp":9000}}"#,
+        );
+        p.insert("intent_id", format!("int-{i}").into());
+        p.insert("resource", resource.into());
+        p.insert(
+            "params",
+            Value::Object(obj(&format!(
+                r#"{{"amount_minor":{},"currency":"EUR","reason":"damaged"}}"#,
+                amounts[i % 4]
+            ))),
+        );
+        let payload = Value::Object(p);
+        let mut env = Object::new();
+        env.insert(
+            "signature",
+            agent.sign_now(Domain::Intent, &payload).to_value(),
+        );
+        env.insert("payload", payload);
+        intents.push(IntentEnvelope::from_value(Value::Object(env)).unwrap());
+    }
+
+    // Bare Cedar: the same rule files, requests prebuilt.
+    let boundary =
+        PolicySet::from_str(&std::fs::read_to_string(dir.join("boundary.cedar")).unwrap()).unwrap();
+    let escalate =
+        PolicySet::from_str(&std::fs::read_to_string(dir.join("escalate.cedar")).unwrap()).unwrap();
+    let prebuilt: Vec<(Request, Entities)> = intents
+        .iter()
+        .map(|e| {
+            let i = &e.intent;
+            let (ty, id) = i.resource.split_once(':').unwrap();
+            let attrs = tollgate_policies::to_cedar_json(&Value::Object(snap.resources[&i.resource].clone())).unwrap();
+            let entities = Entities::from_json_value(
+                serde_json::json!([{"uid": {"type": ty, "id": id}, "attrs": attrs, "parents": []}]),
+                Some(bundle.cedar_schema()),
+            )
+            .unwrap();
+            let ctx = serde_json::json!({
+                "params": tollgate_policies::to_cedar_json(&Value::Object(i.params.clone())).unwrap(),
+                "delegation": {"id": "dlg_7", "per_intent": 100000},
+                "scores": {"amount": 500, "confidence": 1000, "tier": 1000},
+                "composite": 700,
+                "confidence_bp": 9000,
+            });
+            let request = Request::new(
+                EntityUid::from_str(&format!("Agent::\"{}\"", i.agent)).unwrap(),
+                EntityUid::from_str(&format!("Action::\"{}\"", i.action)).unwrap(),
+                EntityUid::from_str(&format!("{ty}::\"{id}\"")).unwrap(),
+                Context::from_json_value(ctx, None).unwrap(),
+                None,
+            )
+            .unwrap();
+            (request, entities)
+        })
+        .collect();
+    let authorizer = Authorizer::new();
+    let bare = best(rounds, || {
+        for k in 0..n {
+            let (r, e) = &prebuilt[k % prebuilt.len()];
+            black_box(authorizer.is_authorized(r, &boundary, e));
+            black_box(authorizer.is_authorized(r, &escalate, e));
+        }
+    });
+    // Bare Cedar again, but building each request and its entities from
+    // the same data per decision, as any Cedar-based decision must.
+    let inputs: Vec<(String, String, Object, Object)> = intents
+        .iter()
+        .map(|e| {
+            let i = &e.intent;
+            (
+                i.agent.clone(),
+                i.resource.clone(),
+                i.params.clone(),
+                snap.resources[&i.resource].clone(),
+            )
+        })
+        .collect();
+    let agent_type = EntityTypeName::from_str("Agent").unwrap();
+    let action_uid = EntityUid::from_str("Action::\"orders.refund\"").unwrap();
+    let order_type = EntityTypeName::from_str("order").unwrap();
+    let bare_built = best(rounds, || {
+        for k in 0..n {
+            let (agent, resource, params, attrs) = &inputs[k % inputs.len()];
+            let rid = resource.split_once(':').unwrap().1;
+            let ruid = EntityUid::from_type_name_and_id(order_type.clone(), EntityId::new(rid));
+            let attrs: HashMap<String, RestrictedExpression> = attrs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_owned(),
+                        RestrictedExpression::new_string(v.as_str().unwrap().to_owned()),
+                    )
+                })
+                .collect();
+            let entities = Entities::from_entities(
+                [Entity::new(ruid.clone(), attrs, HashSet::new()).unwrap()],
+                Some(bundle.cedar_schema()),
+            )
+            .unwrap();
+            let p = RestrictedExpression::new_record(params.iter().map(|(k, v)| {
+                let e = match v.as_safe_integer() {
+                    Some(n) => RestrictedExpression::new_long(n),
+                    None => RestrictedExpression::new_string(v.as_str().unwrap().to_owned()),
+                };
+                (k.to_owned(), e)
+            }))
+            .unwrap();
+            let context = Context::from_pairs([
+                ("params".to_owned(), p),
+                (
+                    "delegation".to_owned(),
+                    RestrictedExpression::new_record([
+                        (
+                            "id".to_owned(),
+                            RestrictedExpression::new_string("dlg_7".into()),
+                        ),
+                        (
+                            "per_intent".to_owned(),
+                            RestrictedExpression::new_long(100_000),
+                        ),
+                    ])
+                    .unwrap(),
+                ),
+                (
+                    "scores".to_owned(),
+                    RestrictedExpression::new_record([
+                        ("amount".to_owned(), RestrictedExpression::new_long(500)),
+                        (
+                            "confidence".to_owned(),
+                            RestrictedExpression::new_long(1000),
+                        ),
+                        ("tier".to_owned(), RestrictedExpression::new_long(1000)),
+                    ])
+                    .unwrap(),
+                ),
+                ("composite".to_owned(), RestrictedExpression::new_long(700)),
+                (
+                    "confidence_bp".to_owned(),
+                    RestrictedExpression::new_long(9000),
+                ),
+            ])
+            .unwrap();
+            let request = Request::new(
+                EntityUid::from_type_name_and_id(agent_type.clone(), EntityId::new(agent)),
+                action_uid.clone(),
+                ruid,
+                context,
+                None,
+            )
+            .unwrap();
+            black_box(authorizer.is_authorized(&request, &boundary, &entities));
+            black_box(authorizer.is_authorized(&request, &escalate, &entities));
+        }
+    });
+    let ours = best(rounds, || {
+        for k in 0..n {
+            black_box(decide_authenticated(&bundle, &intents[k % intents.len()], &snap).unwrap());
+        }
+    });
+    let signed = best(rounds, || {
+        for k in 0..n {
+            black_box(decide(&bundle, &intents[k % intents.len()], &snap).unwrap());
+        }
+    });
+    let agent_keys: KeySet = key_set([&agent]);
+    let sig_only = best(rounds, || {
+        for k in 0..n {
+            let e = &intents[k % intents.len()];
+            black_box(
+                agent_keys
+                    .verify(
+                        Domain::Intent,
+                        e.payload(),
+                        &e.signature,
+                        &e.intent.issued_at,
+                    )
+                    .is_ok(),
+            );
+        }
+    });
+    let (bare, ours, signed, sig_only) = (
+        rate(n, bare),
+        rate(n, ours),
+        rate(n, signed),
+        rate(n, sig_only),
+    );
+    let bare_built = rate(n, bare_built);
+    println!("tollgate pipeline benchmark (refunds example, one thread)");
+    println!();
+    println!("bare Cedar, boundary + escalation rules:          {bare:>9.0} decisions/s");
+    println!("pipeline (shape, delegation, scoring, rules):      {ours:>9.0} decisions/s");
+    println!("ratio: {:.2} (aim >= 0.30)", ours / bare);
+    println!();
+    println!("bare Cedar, request and entities built per decision: {bare_built:>7.0} decisions/s");
+    println!("ratio to that: {:.2}", ours / bare_built);
+    println!();
+    println!(
+        "pipeline with the intent signature verified:       {signed:>9.0} decisions/s ({:.2} of bare Cedar)",
+        signed / bare
+    );
+    println!("intent signature verification alone:              {sig_only:>9.0} /s");
+}
