@@ -1,0 +1,352 @@
+//! `tollgate policy …`, `tollgate delegation …` and `tollgate intent sign`
+//! as policy authors and issuers run them: real binary, real files, exit
+//! codes and output.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tollgate_protocol::{Value, parse};
+use tollgate_tests::bin;
+
+fn tollgate(args: &[&str]) -> Output {
+    Command::new(bin("tollgate")).args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> (i32, String, String) {
+    (
+        o.status.code().unwrap(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../policies/examples")
+        .join(name)
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn validate_version_and_test_the_examples() {
+    for name in ["refunds", "support-ops"] {
+        let dir = example(name);
+        let (code, out, _) = text(&tollgate(&["policy", "validate", p(&dir)]));
+        assert_eq!(code, 0);
+        assert!(out.starts_with(&format!("valid: {name}@")), "{out}");
+        let (code, version, _) = text(&tollgate(&["policy", "version", p(&dir)]));
+        assert_eq!(code, 0);
+        assert!(out.contains(version.trim()), "{out} vs {version}");
+        assert!(version.trim().contains("+sha256:"));
+        let (code, out, err) = text(&tollgate(&["policy", "test", p(&dir)]));
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.trim_end().ends_with("passed, 0 failed"), "{out}");
+    }
+}
+
+#[test]
+fn invalid_bundles_and_failing_cases_exit_1_with_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("refunds");
+    copy_dir(&example("refunds"), &dir);
+    let bundle = dir.join("bundle.toml");
+    let original = std::fs::read_to_string(&bundle).unwrap();
+    std::fs::write(
+        &bundle,
+        original.replace("version = \"1.0.0\"", "version = \"1.0\""),
+    )
+    .unwrap();
+    let (code, _, err) = text(&tollgate(&["policy", "validate", p(&dir)]));
+    assert_eq!(code, 1);
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "{}/bundle.toml:6: version \"1.0\" is not MAJOR.MINOR.PATCH[-prerelease] (no +build: '+' starts the hash)",
+            dir.display()
+        )
+    );
+    std::fs::write(&bundle, &original).unwrap();
+    let cases = dir.join("tests/cases.toml");
+    let c = std::fs::read_to_string(&cases).unwrap();
+    std::fs::write(
+        &cases,
+        c.replacen("expect = \"pass\"", "expect = \"block\"", 1),
+    )
+    .unwrap();
+    let (code, _, err) = text(&tollgate(&["policy", "test", p(&dir)]));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("FAIL  a small refund of a paid order passes (tests/cases.toml:1): expected block with rules [refund.paid-order], got pass with rules [refund.paid-order]"),
+        "{err}"
+    );
+    assert!(err.trim_end().ends_with("6 passed, 1 failed"), "{err}");
+    let (code, _, err) = text(&tollgate(&[
+        "policy",
+        "validate",
+        p(&tmp.path().join("nope")),
+    ]));
+    assert_eq!(code, 2, "{err}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn issue_inspect_sign_and_evaluate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let keygen = |name: &str| {
+        let o = tollgate(&["keygen", "--out", p(&d.join(format!("{name}.jwk")))]);
+        assert_eq!(o.status.code(), Some(0));
+        std::fs::write(d.join(format!("{name}.pub.json")), &o.stdout).unwrap();
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let issuer_pub = keygen("issuer");
+    keygen("agent");
+    keygen("sub");
+    std::fs::write(
+        d.join("issuers.json"),
+        format!("{{\"keys\":[{}]}}", issuer_pub.trim()),
+    )
+    .unwrap();
+    let issue = |extra: &[&str]| {
+        let mut args = vec![
+            "delegation",
+            "issue",
+            "--issuer",
+            "acme",
+            "--agent",
+            "agent-7",
+            "--resource",
+            "order:*",
+            "--not-before",
+            "2026-11-01T00:00:00Z",
+            "--expires-at",
+            "2026-12-01T00:00:00Z",
+        ];
+        args.extend_from_slice(extra);
+        tollgate(&args)
+    };
+    let dlg = d.join("dlg_7.json");
+    let o = issue(&[
+        "--key",
+        p(&d.join("issuer.jwk")),
+        "--id",
+        "dlg_7",
+        "--agent-key",
+        p(&d.join("agent.pub.json")),
+        "--action",
+        "orders.*",
+        "--per-intent",
+        "EUR=100000",
+        "--out",
+        p(&dlg),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let (code, out, _) = text(&tollgate(&[
+        "delegation",
+        "inspect",
+        p(&dlg),
+        "--issuers",
+        p(&d.join("issuers.json")),
+    ]));
+    assert_eq!(code, 0);
+    assert!(out.contains("per intent: 100000 EUR"), "{out}");
+    assert!(
+        out.contains("signature: signed by trusted issuer key"),
+        "{out}"
+    );
+
+    // A child from the agent to a sub-agent: narrower is fine...
+    let child = d.join("child.json");
+    let o = issue(&[
+        "--key",
+        p(&d.join("agent.jwk")),
+        "--id",
+        "dlg_sub",
+        "--agent-key",
+        p(&d.join("sub.pub.json")),
+        "--action",
+        "orders.refund",
+        "--per-intent",
+        "EUR=5000",
+        "--parent",
+        p(&dlg),
+        "--out",
+        p(&child),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let (code, out, _) = text(&tollgate(&[
+        "delegation",
+        "inspect",
+        p(&child),
+        "--parent",
+        p(&dlg),
+        "--issuers",
+        p(&d.join("issuers.json")),
+    ]));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("signed by its parent's agent key") && out.contains("narrows dlg_7: yes"),
+        "{out}"
+    );
+    // ...wider is refused.
+    let o = issue(&[
+        "--key",
+        p(&d.join("agent.jwk")),
+        "--id",
+        "dlg_wide",
+        "--agent-key",
+        p(&d.join("sub.pub.json")),
+        "--action",
+        "*",
+        "--per-intent",
+        "EUR=5000",
+        "--parent",
+        p(&dlg),
+    ]);
+    let (code, _, err) = text(&o);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err.trim_end(),
+        "a child may only narrow its parent dlg_7: action \"*\" is not within the parent's actions"
+    );
+    // A token checked against the wrong issuers is reported invalid.
+    std::fs::write(d.join("other.json"), "{\"keys\":[]}").unwrap();
+    let (code, _, err) = text(&tollgate(&[
+        "delegation",
+        "inspect",
+        p(&dlg),
+        "--issuers",
+        p(&d.join("other.json")),
+    ]));
+    assert_eq!(code, 1);
+    assert!(err.contains("NOT VALID: signature by key"), "{err}");
+
+    // Sign an intent and evaluate it.
+    let payload = d.join("intent.json");
+    std::fs::write(
+        &payload,
+        r#"{"type":"tollgate.intent/v1","intent_id":"int-1","agent":"agent-7","delegation":"dlg_7",
+            "action":"orders.refund","resource":"order:o-1001",
+            "params":{"amount_minor":99900,"currency":"EUR"},
+            "issued_at":"2026-11-22T10:00:00Z","decision":{"confidence_bp":9000}}"#,
+    )
+    .unwrap();
+    let o = tollgate(&[
+        "intent",
+        "sign",
+        "--key",
+        p(&d.join("agent.jwk")),
+        p(&payload),
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let signed = d.join("signed.json");
+    std::fs::write(&signed, &o.stdout).unwrap();
+    let snapshot = d.join("snapshot.json");
+    std::fs::write(
+        &snapshot,
+        format!(
+            r#"{{"issuers":{{"keys":[{}]}},"resources":{{"order:o-1001":{{"status":"paid","customer_tier":"gold"}}}}}}"#,
+            issuer_pub.trim()
+        ),
+    )
+    .unwrap();
+    let eval = |intent: &Path| {
+        tollgate(&[
+            "policy",
+            "eval",
+            "--policy",
+            p(&example("refunds")),
+            "--intent",
+            p(intent),
+            "--delegation",
+            p(&dlg),
+            "--snapshot",
+            p(&snapshot),
+        ])
+    };
+    let (code, out, err) = text(&eval(&signed));
+    assert_eq!(code, 0, "{err}");
+    // Not a terminal: exactly one line of canonical JSON.
+    let decision = parse(out.trim_end().as_bytes()).unwrap();
+    assert_eq!(
+        tollgate_protocol::canonical(&decision),
+        out.trim_end().as_bytes()
+    );
+    let o = decision.as_object().unwrap();
+    assert_eq!(o.get("verdict"), Some(&Value::from("escalate")));
+    let ids: Vec<&str> = match o.get("rules") {
+        Some(Value::Array(r)) => r
+            .iter()
+            .map(|r| r.as_object().unwrap().get("id").unwrap().as_str().unwrap())
+            .collect(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(ids, ["refund.large", "refund.paid-order"]);
+    // The same decision every time.
+    assert_eq!(text(&eval(&signed)).1, out);
+
+    // A payload changed after signing is blocked, saying why.
+    let tampered = d.join("tampered.json");
+    std::fs::write(
+        &tampered,
+        String::from_utf8(std::fs::read(&signed).unwrap())
+            .unwrap()
+            .replace("99900", "99901"),
+    )
+    .unwrap();
+    let (code, out, _) = text(&eval(&tampered));
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(r#""id":"intent.signature""#) && out.contains(r#""verdict":"block""#),
+        "{out}"
+    );
+
+    // A float amount is a specific error (exit 1), not a decision.
+    std::fs::write(
+        &payload,
+        std::fs::read_to_string(&payload)
+            .unwrap()
+            .replace("99900", "999.5"),
+    )
+    .unwrap();
+    let o = tollgate(&[
+        "intent",
+        "sign",
+        "--key",
+        p(&d.join("agent.jwk")),
+        p(&payload),
+    ]);
+    std::fs::write(&signed, &o.stdout).unwrap();
+    let (code, _, err) = text(&eval(&signed));
+    assert_eq!(code, 1);
+    assert!(
+        err.trim_end().ends_with("/payload/params/amount_minor (params do not fit the schema of orders.refund: 999.5 is not of type \"integer\" at /payload/params/amount_minor)"),
+        "{err}"
+    );
+}
