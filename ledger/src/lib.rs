@@ -18,8 +18,12 @@
 //! - the hash algorithm is chosen when the ledger is created and recorded in
 //!   it; every entry uses it.
 //!
+//! Each entry may carry an idempotency key, unique in the ledger and
+//! written in the entry's own transaction: a caller that finds its key
+//! finds its entry, and one that does not can be sure no entry has it.
+//!
 //! Not here: signing (the caller passes a signed receipt), PostgreSQL (a
-//! later implementation of the same trait), idempotency and approvals.
+//! later implementation of the same trait), approvals.
 
 #![forbid(unsafe_code)]
 
@@ -43,6 +47,9 @@ pub enum Error {
     /// A receipt with this id is already in the ledger.
     #[error("receipt {0} is already in the ledger")]
     DuplicateReceipt(String),
+    /// An entry with this idempotency key is already in the ledger.
+    #[error("idempotency key {0:?} is already used in the ledger")]
+    DuplicateKey(String),
     /// What was passed to `append` is not a well-formed receipt.
     #[error("not a receipt: {0}")]
     NotAReceipt(String),
@@ -105,11 +112,27 @@ impl Clock for SystemClock {
 /// An append-only, hash-chained store of signed receipts.
 pub trait Ledger: Send + Sync {
     /// Appends a signed receipt and returns its entry once it is durable.
+    /// An idempotency key, if given, is stored with the entry in the same
+    /// transaction and must be new.
     fn append(
         &self,
         receipt: Value,
         signature: Signature,
+        idempotency_key: Option<&str>,
     ) -> impl Future<Output = Result<LedgerEntry, Error>> + Send;
+
+    /// The stored line (canonical entry bytes) appended with this
+    /// idempotency key.
+    fn line_by_idempotency_key(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, Error>> + Send;
+
+    /// The stored line of the entry holding receipt `receipt_id`.
+    fn line_by_receipt_id(
+        &self,
+        receipt_id: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, Error>> + Send;
 
     /// The entry at `seq`.
     fn get(&self, seq: u64) -> impl Future<Output = Result<Option<LedgerEntry>, Error>> + Send;

@@ -34,7 +34,8 @@ const SCHEMA: &[&str] = &[
         seq INTEGER PRIMARY KEY NOT NULL CHECK (seq >= 1),
         receipt_id TEXT NOT NULL UNIQUE,
         hash TEXT NOT NULL,
-        line BLOB NOT NULL
+        line BLOB NOT NULL,
+        idempotency_key TEXT UNIQUE
     ) STRICT",
     "CREATE TRIGGER IF NOT EXISTS entries_append_only_update BEFORE UPDATE ON entries
         BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END",
@@ -74,6 +75,7 @@ struct AppendRequest {
     receipt: Value,
     signature: Signature,
     receipt_id: String,
+    idempotency_key: Option<String>,
     reply: oneshot::Sender<Result<LedgerEntry, Error>>,
 }
 
@@ -299,7 +301,12 @@ fn decode(seq: u64, line: &[u8]) -> Result<LedgerEntry, Error> {
 }
 
 impl Ledger for SqliteLedger {
-    async fn append(&self, receipt: Value, signature: Signature) -> Result<LedgerEntry, Error> {
+    async fn append(
+        &self,
+        receipt: Value,
+        signature: Signature,
+        idempotency_key: Option<&str>,
+    ) -> Result<LedgerEntry, Error> {
         let info = check_receipt(&receipt, "").map_err(|e| Error::NotAReceipt(e.to_string()))?;
         let (reply, answer) = oneshot::channel();
         self.inner
@@ -308,6 +315,7 @@ impl Ledger for SqliteLedger {
                 receipt,
                 signature,
                 receipt_id: info.receipt_id,
+                idempotency_key: idempotency_key.map(str::to_owned),
                 reply,
             })
             .await
@@ -325,6 +333,22 @@ impl Ledger for SqliteLedger {
             .await
             .map_err(db)?;
         line.map(|l| decode(seq, &l)).transpose()
+    }
+
+    async fn line_by_idempotency_key(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        sqlx::query_scalar("SELECT line FROM entries WHERE idempotency_key = ?")
+            .bind(key)
+            .fetch_optional(&self.inner.readers)
+            .await
+            .map_err(db)
+    }
+
+    async fn line_by_receipt_id(&self, receipt_id: &str) -> Result<Option<Vec<u8>>, Error> {
+        sqlx::query_scalar("SELECT line FROM entries WHERE receipt_id = ?")
+            .bind(receipt_id)
+            .fetch_optional(&self.inner.readers)
+            .await
+            .map_err(db)
     }
 
     async fn get_by_receipt_id(&self, receipt_id: &str) -> Result<Option<LedgerEntry>, Error> {
@@ -424,7 +448,7 @@ impl Writer {
                     let _ = req.reply.send(Ok(entry));
                 }
             }
-            Err(Error::DuplicateReceipt(_)) if batch.len() > 1 => {
+            Err(Error::DuplicateReceipt(_) | Error::DuplicateKey(_)) if batch.len() > 1 => {
                 // One receipt of the group is already stored (or twice in
                 // the group): commit the others one by one so that only it
                 // fails.
@@ -488,20 +512,24 @@ impl Writer {
             );
             let line = entry.to_canonical();
             let outcome = sqlx::query(
-                "INSERT INTO entries (seq, receipt_id, hash, line) VALUES (?, ?, ?, ?)",
+                "INSERT INTO entries (seq, receipt_id, hash, line, idempotency_key) VALUES (?, ?, ?, ?, ?)",
             )
             .bind(entry.seq as i64)
             .bind(&req.receipt_id)
             .bind(entry.hash.to_string())
             .bind(line)
+            .bind(req.idempotency_key.as_deref())
             .execute(&mut self.conn)
             .await;
             if let Err(e) = outcome {
-                let unique = e
-                    .as_database_error()
-                    .is_some_and(|d| d.is_unique_violation() && d.message().contains("receipt_id"));
-                return Err(if unique {
+                let unique = |column: &str| {
+                    e.as_database_error()
+                        .is_some_and(|d| d.is_unique_violation() && d.message().contains(column))
+                };
+                return Err(if unique("receipt_id") {
                     Error::DuplicateReceipt(req.receipt_id.clone())
+                } else if unique("idempotency_key") {
+                    Error::DuplicateKey(req.idempotency_key.clone().unwrap_or_default())
                 } else {
                     db(e)
                 });

@@ -63,7 +63,7 @@ async fn appends_chain_and_read_back() {
     let mut entries = Vec::new();
     for n in 0..5 {
         let (r, s) = signed(&signer, n);
-        entries.push(ledger.append(r, s).await.unwrap());
+        entries.push(ledger.append(r, s, None).await.unwrap());
     }
     assert_eq!(entries[0].prev, HashAlg::Sha256.zero());
     for (i, e) in entries.iter().enumerate() {
@@ -115,7 +115,7 @@ async fn concurrent_appends_form_one_chain() {
             let mut seqs = Vec::new();
             for i in 0..20 {
                 let (r, s) = signed(&signer, t * 1000 + i);
-                seqs.push(ledger.append(r, s).await.unwrap().seq);
+                seqs.push(ledger.append(r, s, None).await.unwrap().seq);
             }
             seqs
         }));
@@ -140,7 +140,7 @@ async fn a_duplicate_receipt_fails_alone() {
     let ledger = open(&dir, None).await.unwrap();
     let signer = Ed25519Signer::generate().unwrap();
     let (r, s) = signed(&signer, 1);
-    ledger.append(r.clone(), s.clone()).await.unwrap();
+    ledger.append(r.clone(), s.clone(), None).await.unwrap();
     // The same receipt again, alongside fresh ones in the same group.
     let mut tasks = Vec::new();
     for n in 2..8 {
@@ -150,7 +150,9 @@ async fn a_duplicate_receipt_fails_alone() {
         } else {
             signed(&signer, n)
         };
-        tasks.push(tokio::spawn(async move { ledger.append(r2, s2).await }));
+        tasks.push(tokio::spawn(
+            async move { ledger.append(r2, s2, None).await },
+        ));
     }
     let mut ok = 0;
     let mut dup = 0;
@@ -181,14 +183,17 @@ async fn malformed_receipts_are_refused_and_nothing_is_written() {
     let mut tampered = r.as_object().unwrap().clone();
     tampered.insert("subject", Value::Number(2.0));
     let e = ledger
-        .append(Value::Object(tampered), s.clone())
+        .append(Value::Object(tampered), s.clone(), None)
         .await
         .unwrap_err();
     assert!(
         matches!(&e, Error::NotAReceipt(m) if m.contains("receipt_id mismatch")),
         "{e}"
     );
-    let e = ledger.append(parse(b"[1]").unwrap(), s).await.unwrap_err();
+    let e = ledger
+        .append(parse(b"[1]").unwrap(), s, None)
+        .await
+        .unwrap_err();
     assert_eq!(
         e.to_string(),
         "not a receipt: expected an object, found array at the root"
@@ -203,7 +208,7 @@ async fn the_hash_algorithm_is_fixed_at_creation() {
     {
         let ledger = open(&dir, Some(HashAlg::Blake3)).await.unwrap();
         let (r, s) = signed(&signer, 1);
-        let e = ledger.append(r, s).await.unwrap();
+        let e = ledger.append(r, s, None).await.unwrap();
         assert_eq!(e.prev, HashAlg::Blake3.zero());
         assert_eq!(e.hash.alg, HashAlg::Blake3);
     }
@@ -211,7 +216,7 @@ async fn the_hash_algorithm_is_fixed_at_creation() {
     assert_eq!(reopened.hash_alg(), HashAlg::Blake3);
     let (r, s) = signed(&signer, 2);
     assert_eq!(
-        reopened.append(r, s).await.unwrap().hash.alg,
+        reopened.append(r, s, None).await.unwrap().hash.alg,
         HashAlg::Blake3
     );
     assert_eq!(
@@ -230,7 +235,7 @@ async fn stored_rows_cannot_be_changed_and_tampering_is_found() {
     let signer = Ed25519Signer::generate().unwrap();
     for n in 0..4 {
         let (r, s) = signed(&signer, n);
-        ledger.append(r, s).await.unwrap();
+        ledger.append(r, s, None).await.unwrap();
     }
     let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
     let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
@@ -285,7 +290,7 @@ proptest! {
                     let (l, s, k) = (ledger.clone(), signer.clone(), n);
                     tasks.push(tokio::spawn(async move {
                         let (r, sig) = signed(&s, k);
-                        l.append(r, sig).await.unwrap()
+                        l.append(r, sig, None).await.unwrap()
                     }));
                 }
                 for t in tasks {
@@ -298,4 +303,46 @@ proptest! {
             assert_eq!(ledger.check(Some(&keys)).await.unwrap().failure, None);
         });
     }
+}
+
+#[tokio::test]
+async fn idempotency_keys_are_stored_with_their_entry_and_unique() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(&dir, None).await.unwrap();
+    let signer = Ed25519Signer::generate().unwrap();
+    let (r, s) = signed(&signer, 1);
+    let e = ledger.append(r, s, Some("agent-7:int-1")).await.unwrap();
+    let line = ledger
+        .line_by_idempotency_key("agent-7:int-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(line, e.to_canonical());
+    let id = e
+        .receipt()
+        .as_object()
+        .unwrap()
+        .get("receipt_id")
+        .unwrap()
+        .as_str()
+        .unwrap();
+    assert_eq!(ledger.line_by_receipt_id(id).await.unwrap().unwrap(), line);
+    assert!(
+        ledger
+            .line_by_idempotency_key("agent-7:int-2")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The same key again, even with another receipt, is refused; the
+    // ledger is unchanged.
+    let (r2, s2) = signed(&signer, 2);
+    assert_eq!(
+        ledger
+            .append(r2, s2, Some("agent-7:int-1"))
+            .await
+            .unwrap_err(),
+        Error::DuplicateKey("agent-7:int-1".into())
+    );
+    assert_eq!(ledger.head().await.unwrap().seq, 1);
 }

@@ -57,7 +57,7 @@ async fn bench_appends(n: usize, dir: &Path) -> (f64, f64, f64) {
             let ledger = ledger.clone();
             tokio::spawn(async move {
                 for (r, s) in chunk {
-                    ledger.append(r, s).await.unwrap();
+                    ledger.append(r, s, None).await.unwrap();
                 }
             })
         })

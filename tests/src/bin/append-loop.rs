@@ -43,7 +43,7 @@ async fn main() {
                 o.insert("subject", format!("{tag}-{n}").into());
                 let r = Value::Object(seal_receipt(o));
                 let sig = signer.sign_now(Domain::Receipt, &r);
-                let e = match ledger.append(r.clone(), sig).await {
+                let e = match ledger.append(r.clone(), sig, None).await {
                     Ok(e) => e,
                     Err(e) => {
                         eprintln!("append-loop: append failed: {e}");
