@@ -5,18 +5,25 @@
 //! the signer, the registries). Decisions themselves are made by
 //! `tollgate-pipeline`, pure; this crate only performs the I/O around them.
 //!
-//! For now it holds the command-line tools: key generation, the policy
-//! author's commands (`policy validate|version|test|eval`) and the
-//! issuer's (`delegation issue|inspect`). The HTTP service arrives with the
-//! gateway work.
+//! Modules: [`service`], the HTTP API; [`setup`], the data folder and its
+//! demo material; [`commands`], the command-line tools for policy authors
+//! and issuers; [`client`], what `tollgate submit` uses.
 
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod commands;
+pub mod service;
+pub mod setup;
 
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
-use tollgate_protocol::Value;
+use tollgate_ledger::{SqliteLedger, SqliteOptions};
+use tollgate_pipeline::Snapshot;
+use tollgate_policies::Bundle;
+use tollgate_policies::delegation::{Registry, Token};
+use tollgate_protocol::{KeySet, Value, parse};
 use tollgate_signer::{Ed25519Signer, public_jwk};
 
 /// Errors of `tollgate-gateway`.
@@ -25,6 +32,144 @@ pub enum Error {
     /// A signer operation failed.
     #[error(transparent)]
     Signer(#[from] tollgate_signer::Error),
+    /// A file of the data folder could not be read or written.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The policy bundle is invalid.
+    #[error(transparent)]
+    Policy(#[from] tollgate_policies::Error),
+    /// The ledger could not be opened.
+    #[error(transparent)]
+    Ledger(#[from] tollgate_ledger::Error),
+    /// The configuration is refused.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: &Path, e: std::io::Error) -> Self {
+        Self::File {
+            path: path.to_owned(),
+            message: e.to_string(),
+        }
+    }
+
+    fn file(path: &Path, message: impl std::fmt::Display) -> Self {
+        Self::File {
+            path: path.to_owned(),
+            message: message.to_string(),
+        }
+    }
+}
+
+fn read_json(path: &Path) -> Result<Value, Error> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    parse(&bytes).map_err(|e| Error::file(path, e))
+}
+
+/// The registries and resources held in a data folder.
+pub fn load_snapshot(dir: &Path) -> Result<Snapshot, Error> {
+    let mut registry = Registry::default();
+    let issuers_path = dir.join("issuers.json");
+    let issuers = std::fs::read(&issuers_path).map_err(|e| Error::io(&issuers_path, e))?;
+    registry.issuers = KeySet::parse(&issuers).map_err(|e| Error::file(&issuers_path, e))?;
+    let tokens = dir.join("delegations");
+    if let Ok(entries) = std::fs::read_dir(&tokens) {
+        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        files.sort();
+        for f in files
+            .into_iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "json"))
+        {
+            let t = Token::from_value(&read_json(&f)?).map_err(|e| Error::file(&f, e))?;
+            registry.tokens.insert(t.id.clone(), t);
+        }
+    }
+    let revoked_path = dir.join("revoked.json");
+    if revoked_path.exists() {
+        let Value::Array(ids) = read_json(&revoked_path)? else {
+            return Err(Error::file(
+                &revoked_path,
+                "expected an array of delegation ids",
+            ));
+        };
+        registry.revoked = ids
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect::<BTreeSet<_>>();
+    }
+    let mut resources = BTreeMap::new();
+    let resources_path = dir.join("resources.json");
+    if resources_path.exists() {
+        let Value::Object(o) = read_json(&resources_path)? else {
+            return Err(Error::file(
+                &resources_path,
+                "expected an object of resource attributes",
+            ));
+        };
+        for (k, v) in o.iter() {
+            let attrs = v
+                .as_object()
+                .ok_or_else(|| Error::file(&resources_path, format!("/{k} is not an object")))?;
+            resources.insert(k.to_owned(), attrs.clone());
+        }
+    }
+    Ok(Snapshot {
+        registry: registry.prepare(),
+        resources,
+    })
+}
+
+/// Where things are, with defaults inside the data folder.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    /// The data folder.
+    pub data_dir: PathBuf,
+    /// The active policy bundle.
+    pub policy: PathBuf,
+    /// The ledger database.
+    pub database: PathBuf,
+    /// The receipt-signing key.
+    pub key: PathBuf,
+}
+
+impl Paths {
+    /// Defaults for `data_dir`, each overridable.
+    pub fn new(
+        data_dir: &Path,
+        policy: Option<PathBuf>,
+        database: Option<PathBuf>,
+        key: Option<PathBuf>,
+    ) -> Self {
+        Self {
+            policy: policy.unwrap_or_else(|| data_dir.join("policies/refunds")),
+            database: database.unwrap_or_else(|| data_dir.join("ledger.db")),
+            key: key.unwrap_or_else(|| data_dir.join("gateway.jwk")),
+            data_dir: data_dir.to_owned(),
+        }
+    }
+}
+
+/// Creates what is missing in the data folder and loads the service state.
+pub async fn open(
+    paths: &Paths,
+    limits: service::Limits,
+) -> Result<(service::AppState, setup::Created), Error> {
+    let created = setup::init(&paths.data_dir)?;
+    let bundle = Bundle::load(&paths.policy)?;
+    let snapshot = load_snapshot(&paths.data_dir)?;
+    let ledger = SqliteLedger::open(SqliteOptions::new(&paths.database)).await?;
+    let signer = Ed25519Signer::load(&paths.key)?;
+    Ok((
+        service::AppState::new(bundle, snapshot, ledger, signer, limits),
+        created,
+    ))
 }
 
 /// Generates an Ed25519 key, writes it to a new file `out` (mode 0600) and

@@ -21,6 +21,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the gateway. With no options: a data folder ./tollgate-data
+    /// (created with a ledger, a signing key, the refunds policy and demo
+    /// material on first start) and 127.0.0.1:8080.
+    Serve(Box<ServeArgs>),
+    /// Sign an intent with an agent key and submit it; print the receipt.
+    Submit {
+        /// The gateway, e.g. http://127.0.0.1:8080.
+        #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The agent's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The intent payload; `issued_at` is filled in if missing or "NOW".
+        intent: PathBuf,
+    },
     /// Generate an Ed25519 signing key into a new file (mode 0600) and
     /// print its public JWK.
     Keygen {
@@ -89,6 +104,34 @@ enum PolicyCommand {
 }
 
 #[derive(clap::Args)]
+struct ServeArgs {
+    /// The data folder.
+    #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "tollgate-data")]
+    data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// The active policy bundle (default: DATA_DIR/policies/refunds).
+    #[arg(long, env = "TOLLGATE_POLICY")]
+    policy: Option<PathBuf>,
+    /// The ledger database (default: DATA_DIR/ledger.db).
+    #[arg(long, env = "TOLLGATE_DATABASE")]
+    database: Option<PathBuf>,
+    /// The receipt-signing key (default: DATA_DIR/gateway.jwk).
+    #[arg(long, env = "TOLLGATE_KEY")]
+    key: Option<PathBuf>,
+    /// Largest intent body, bytes.
+    #[arg(long, env = "TOLLGATE_MAX_BODY", default_value_t = 65536)]
+    max_body: usize,
+    /// Largest distance between an intent's issued_at and this clock, seconds.
+    #[arg(long, env = "TOLLGATE_MAX_SKEW_SECONDS", default_value_t = 300)]
+    max_skew_seconds: i64,
+    /// Listen on a non-loopback address without TLS anyway.
+    #[arg(long, env = "TOLLGATE_ALLOW_INSECURE_HTTP")]
+    allow_insecure_http: bool,
+}
+
+#[derive(clap::Args)]
 struct IssueArgs {
     /// The signing key file: a trusted issuer's, or for a child token
     /// the parent's agent key.
@@ -153,8 +196,61 @@ enum DelegationCommand {
     },
 }
 
+fn serve(args: ServeArgs) -> Result<String, CommandError> {
+    if !args.listen.ip().is_loopback() && !args.allow_insecure_http {
+        return Err(CommandError::Usage(format!(
+            "refusing to listen on {} without TLS: intents and receipts would cross the network in clear (use a loopback address, or --allow-insecure-http behind a TLS proxy)",
+            args.listen
+        )));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CommandError::Usage(e.to_string()))?;
+    runtime.block_on(async move {
+        let paths =
+            tollgate_gateway::Paths::new(&args.data_dir, args.policy, args.database, args.key);
+        let limits = tollgate_gateway::service::Limits {
+            max_body: args.max_body,
+            max_skew_seconds: args.max_skew_seconds,
+        };
+        let (state, created) = tollgate_gateway::open(&paths, limits)
+            .await
+            .map_err(|e| CommandError::Usage(e.to_string()))?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| CommandError::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| CommandError::Usage(e.to_string()))?;
+        for p in &created.made {
+            println!("created {}", p.display());
+        }
+        println!("policy  {}", state.bundle.version_string());
+        println!("ledger  {}", paths.database.display());
+        println!(
+            "demo    {}",
+            paths.data_dir.join("demo/README.md").display()
+        );
+        println!("listening on http://{local}");
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        tollgate_gateway::service::serve(std::sync::Arc::new(state), listener, shutdown)
+            .await
+            .map_err(|e| CommandError::Usage(e.to_string()))?;
+        Ok("stopped".to_owned())
+    })
+}
+
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
+        Command::Serve(args) => serve(*args),
+        Command::Submit { url, key, intent } => {
+            tollgate_gateway::client::submit(&url, &key, &intent)
+        }
         Command::Keygen { out } => tollgate_gateway::keygen(&out)
             .map(|jwk| jwk.to_string())
             .map_err(|e| CommandError::Usage(e.to_string())),
