@@ -1,0 +1,583 @@
+//! The gateway as agents use it: the real `tollgate serve` process on a
+//! free loopback port, real HTTP, a real SQLite ledger.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use tollgate_protocol::{
+    ChainVerifier, Domain, KeySet, Object, Timestamp, Value, canonical, parse,
+};
+use tollgate_signer::Ed25519Signer;
+use tollgate_tests::bin;
+
+struct Gateway {
+    child: Child,
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Gateway {
+    fn start() -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), |_| {})
+    }
+
+    /// Starts on a fresh data folder; `prepare` may add files to it first
+    /// (after the demo material is made by a first, short start).
+    fn start_in(dir: tempfile::TempDir, prepare: impl FnOnce(&Path)) -> Self {
+        let data = dir.path().join("data");
+        if !data.exists() {
+            // Let the gateway make its data folder, then stop it.
+            let g = Self::spawn(&data);
+            drop(Gateway {
+                child: g.0,
+                url: g.1,
+                dir: tempfile::tempdir().unwrap(),
+            });
+        }
+        prepare(&data);
+        let (child, url) = Self::spawn(&data);
+        Gateway { child, url, dir }
+    }
+
+    fn spawn(data: &Path) -> (Child, String) {
+        let mut child = Command::new(bin("tollgate"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("gateway exited before listening")
+                .unwrap();
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                break addr.to_owned();
+            }
+        };
+        // Keep draining stdout so the gateway never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        (child, url)
+    }
+
+    /// Kills the process and starts a new one on the same data folder.
+    fn restart(mut self) -> Self {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        drop(self);
+        Gateway::start_in(dir, |_| {})
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn agent(&self) -> Ed25519Signer {
+        Ed25519Signer::load(&self.data().join("demo/agent.jwk")).unwrap()
+    }
+
+    fn post_raw(
+        &self,
+        content_type: &str,
+        body: &[u8],
+        key: Option<&str>,
+    ) -> (u16, String, Vec<u8>, bool) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut req = agent
+            .post(&format!("{}/v1/intents", self.url))
+            .header("content-type", content_type);
+        if let Some(k) = key {
+            req = req.header("idempotency-key", k);
+        }
+        let mut resp = req.send(body).unwrap();
+        let status = resp.status().as_u16();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let replayed = resp.headers().get("idempotent-replayed").is_some();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .unwrap();
+        (status, ct, body, replayed)
+    }
+
+    fn get(&self, path: &str) -> (u16, Vec<u8>) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut resp = agent.get(&format!("{}{path}", self.url)).call().unwrap();
+        let status = resp.status().as_u16();
+        (
+            status,
+            resp.body_mut()
+                .with_config()
+                .limit(64 << 20)
+                .read_to_vec()
+                .unwrap(),
+        )
+    }
+
+    fn head_seq(&self) -> i64 {
+        let (_, body) = self.get("/v1/ledger/head");
+        parse(&body)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .get("seq")
+            .unwrap()
+            .as_safe_integer()
+            .unwrap()
+    }
+}
+
+fn now() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    Timestamp::from_unix(d.as_secs() as i64, 0)
+        .as_str()
+        .to_owned()
+}
+
+/// A signed intent envelope's bytes.
+fn intent(
+    signer: &Ed25519Signer,
+    id: &str,
+    resource: &str,
+    amount: i64,
+    edit: impl FnOnce(&mut Object),
+) -> Vec<u8> {
+    let mut p = parse(
+        br#"{"type":"tollgate.intent/v1","agent":"agent-demo","delegation":"dlg_demo","action":"orders.refund",
+            "params":{"currency":"EUR"},"decision":{"confidence_bp":9000}}"#,
+    )
+    .unwrap()
+    .as_object()
+    .unwrap()
+    .clone();
+    p.insert("intent_id", id.into());
+    p.insert("resource", resource.into());
+    p.insert("issued_at", now().into());
+    let mut params = p.get("params").unwrap().as_object().unwrap().clone();
+    params.insert("amount_minor", Value::integer(amount).unwrap());
+    p.insert("params", params.into());
+    edit(&mut p);
+    let payload = Value::Object(p);
+    let mut env = Object::new();
+    env.insert(
+        "signature",
+        signer.sign_now(Domain::Intent, &payload).to_value(),
+    );
+    env.insert("payload", payload);
+    canonical(&Value::Object(env))
+}
+
+fn verdict_of(entry: &[u8]) -> String {
+    let e = parse(entry).unwrap();
+    let r = e
+        .as_object()
+        .unwrap()
+        .get("receipt")
+        .unwrap()
+        .as_object()
+        .unwrap();
+    r.get("decision")
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .get("verdict")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn keys(g: &Gateway) -> KeySet {
+    KeySet::parse(&g.get("/.well-known/jwks.json").1).unwrap()
+}
+
+#[test]
+fn every_verdict_path_gets_a_durable_verifiable_receipt() {
+    let g = Gateway::start();
+    let agent = g.agent();
+    let cases = [
+        ("small", "order:o-1001", 2500, "pass", "committed"),
+        (
+            "large",
+            "order:o-1002",
+            99_900,
+            "escalate",
+            "pending_approval",
+        ),
+        ("unpaid", "order:o-1003", 2500, "block", "not_executed"),
+    ];
+    let ks = keys(&g);
+    for (id, resource, amount, verdict, status) in cases {
+        let (code, ct, body, replayed) = g.post_raw(
+            "application/json",
+            &intent(&agent, id, resource, amount, |_| {}),
+            None,
+        );
+        assert_eq!(
+            (code, ct.as_str(), replayed),
+            (200, "application/json", false),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        let entry = tollgate_protocol::verify_entry(parse(&body).unwrap(), &ks).unwrap();
+        assert_eq!(verdict_of(&body), verdict);
+        let outcome = entry
+            .receipt()
+            .as_object()
+            .unwrap()
+            .get("outcome")
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .get("status")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(outcome, status);
+        // Readable by receipt id, byte for byte.
+        let rid = entry
+            .receipt()
+            .as_object()
+            .unwrap()
+            .get("receipt_id")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (code, stored) = g.get(&format!("/v1/receipts/{rid}"));
+        assert_eq!((code, stored), (200, body.clone()));
+    }
+    assert_eq!(g.head_seq(), 3);
+    // The export verifies as an auditor would check it.
+    let (code, export) = g.get("/v1/ledger/export");
+    assert_eq!(code, 200);
+    let lines: Vec<&[u8]> = export
+        .strip_suffix(b"\n")
+        .unwrap()
+        .split(|b| *b == b'\n')
+        .collect();
+    let mut v = ChainVerifier::new(Some(&ks));
+    v.verify_lines(&lines).unwrap();
+    assert_eq!(v.verified(), 3);
+    let (code, page) = g.get("/v1/ledger/entries?from=2&limit=5");
+    assert_eq!(code, 200);
+    let page = parse(&page).unwrap();
+    assert_eq!(
+        page.as_object()
+            .unwrap()
+            .get("next")
+            .unwrap()
+            .as_safe_integer(),
+        Some(4)
+    );
+    // A restart keeps everything.
+    let g = g.restart();
+    assert_eq!(g.head_seq(), 3);
+}
+
+#[test]
+fn replays_are_byte_identical_and_changed_bodies_conflict() {
+    let g = Gateway::start();
+    let agent = g.agent();
+    let body = intent(&agent, "rep-1", "order:o-1001", 2500, |_| {});
+    let (c1, _, first, r1) = g.post_raw("application/json", &body, None);
+    let (c2, _, second, r2) = g.post_raw("application/json", &body, None);
+    assert_eq!((c1, r1), (200, false));
+    assert_eq!((c2, r2), (200, true));
+    assert_eq!(first, second, "the first response, byte for byte");
+    let other = intent(&agent, "rep-1", "order:o-1001", 2600, |_| {});
+    let (c3, ct, problem, _) = g.post_raw("application/json", &other, None);
+    assert_eq!((c3, ct.as_str()), (409, "application/problem+json"));
+    assert!(
+        String::from_utf8_lossy(&problem).contains("urn:tollgate:problem:idempotency-conflict")
+    );
+    // An explicit Idempotency-Key works the same way.
+    let a = intent(&agent, "rep-2", "order:o-1001", 100, |_| {});
+    let (c4, _, _, _) = g.post_raw("application/json", &a, Some("k-1"));
+    let b = intent(&agent, "rep-3", "order:o-1001", 100, |_| {});
+    let (c5, _, _, _) = g.post_raw("application/json", &b, Some("k-1"));
+    assert_eq!((c4, c5), (200, 409));
+    assert_eq!(g.head_seq(), 2);
+}
+
+#[test]
+fn concurrent_duplicates_commit_once() {
+    let g = Gateway::start();
+    let agent = g.agent();
+    let body = intent(&agent, "dup-1", "order:o-1001", 2500, |_| {});
+    let results: Vec<(u16, Vec<u8>)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..16)
+            .map(|_| {
+                s.spawn(|| {
+                    let (c, _, b, _) = g.post_raw("application/json", &body, None);
+                    (c, b)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok: Vec<&Vec<u8>> = results
+        .iter()
+        .filter(|(c, _)| *c == 200)
+        .map(|(_, b)| b)
+        .collect();
+    assert!(!ok.is_empty());
+    assert!(
+        ok.iter().all(|b| *b == ok[0]),
+        "every 200 is the same entry"
+    );
+    for (c, b) in &results {
+        assert!(
+            *c == 200 || (*c == 409 && String::from_utf8_lossy(b).contains("in-flight")),
+            "{c}"
+        );
+    }
+    assert_eq!(g.head_seq(), 1, "committed exactly once");
+}
+
+#[test]
+fn bad_input_is_a_specific_problem_and_changes_nothing() {
+    let g = Gateway::start_in(tempfile::tempdir().unwrap(), |data| {
+        // An expired delegation for the demo agent, by the demo issuer.
+        let issuer = Ed25519Signer::load(&data.join("demo/issuer.jwk")).unwrap();
+        let text = std::fs::read_to_string(data.join("demo/delegation.json")).unwrap();
+        let env = parse(text.as_bytes()).unwrap();
+        let mut p = env
+            .as_object()
+            .unwrap()
+            .get("payload")
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .clone();
+        p.insert("id", "dlg_old".into());
+        p.insert("expires_at", "2021-01-01T00:00:00Z".into());
+        let payload = Value::Object(p);
+        let mut e = Object::new();
+        e.insert(
+            "signature",
+            issuer.sign_now(Domain::Delegation, &payload).to_value(),
+        );
+        e.insert("payload", payload);
+        std::fs::write(
+            data.join("delegations/dlg_old.json"),
+            Value::Object(e).to_string(),
+        )
+        .unwrap();
+    });
+    let agent = g.agent();
+    let stranger = Ed25519Signer::from_secret(&[9; 32]);
+    let good = intent(&agent, "ok-1", "order:o-1001", 2500, |_| {});
+    let good_text = String::from_utf8(good.clone()).unwrap();
+    let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
+    let deep_pointer = "/0".repeat(32);
+    let mut tampered = good_text
+        .replacen("\"amount_minor\":2500", "\"amount_minor\":2501", 1)
+        .into_bytes();
+    tampered.shrink_to_fit();
+    let no_sig = {
+        let v = parse(&good).unwrap();
+        let mut o = v.as_object().unwrap().clone();
+        o.remove("signature");
+        canonical(&Value::Object(o))
+    };
+    let cases: Vec<(&str, &str, Vec<u8>, u16, &str, Option<&str>)> = vec![
+        (
+            "malformed JSON",
+            "application/json",
+            b"{\"payload\":".to_vec(),
+            400,
+            "malformed-json",
+            Some("/payload"),
+        ),
+        (
+            "duplicate keys",
+            "application/json",
+            br#"{"payload":{},"payload":{}}"#.to_vec(),
+            400,
+            "malformed-json",
+            Some("/payload"),
+        ),
+        (
+            "lone surrogate",
+            "application/json",
+            br#"{"payload":{"agent":"\ud800"}}"#.to_vec(),
+            400,
+            "malformed-json",
+            Some("/payload/agent"),
+        ),
+        (
+            "nesting too deep",
+            "application/json",
+            deep.into_bytes(),
+            400,
+            "malformed-json",
+            Some(deep_pointer.as_str()),
+        ),
+        (
+            "body too large",
+            "application/json",
+            vec![b' '; 70_000],
+            413,
+            "payload-too-large",
+            None,
+        ),
+        (
+            "wrong content type",
+            "text/plain",
+            good.clone(),
+            415,
+            "unsupported-media-type",
+            None,
+        ),
+        (
+            "unknown member",
+            "application/json",
+            good_text
+                .replacen("{\"payload\":", "{\"extra\":1,\"payload\":", 1)
+                .into_bytes(),
+            422,
+            "invalid-intent",
+            Some("/extra"),
+        ),
+        (
+            "missing signature",
+            "application/json",
+            no_sig,
+            422,
+            "invalid-intent",
+            Some("/signature"),
+        ),
+        (
+            "bad signature",
+            "application/json",
+            tampered,
+            401,
+            "bad-signature",
+            Some("/payload/delegation"),
+        ),
+        (
+            "signed by another key",
+            "application/json",
+            intent(&stranger, "s-1", "order:o-1001", 2500, |_| {}),
+            401,
+            "bad-signature",
+            Some("/payload/delegation"),
+        ),
+        (
+            "unknown delegation",
+            "application/json",
+            intent(&agent, "u-1", "order:o-1001", 2500, |p| {
+                p.insert("delegation", "dlg_nope".into());
+            }),
+            403,
+            "unknown-delegation",
+            Some("/payload/delegation"),
+        ),
+        (
+            "expired delegation",
+            "application/json",
+            intent(&agent, "e-1", "order:o-1001", 2500, |p| {
+                p.insert("delegation", "dlg_old".into());
+            }),
+            403,
+            "delegation-not-valid-now",
+            Some("/payload/delegation"),
+        ),
+        (
+            "issued_at far from the clock",
+            "application/json",
+            intent(&agent, "t-1", "order:o-1001", 2500, |p| {
+                p.insert("issued_at", "2020-01-01T00:00:00Z".into());
+            }),
+            422,
+            "clock-skew",
+            Some("/payload/issued_at"),
+        ),
+        (
+            "float amount",
+            "application/json",
+            intent(&agent, "f-1", "order:o-1001", 2500, |p| {
+                p.insert(
+                    "params",
+                    Value::Object(
+                        parse(br#"{"amount_minor":12.5,"currency":"EUR"}"#)
+                            .unwrap()
+                            .as_object()
+                            .unwrap()
+                            .clone(),
+                    ),
+                );
+            }),
+            422,
+            "invalid-params",
+            Some("/payload/params/amount_minor"),
+        ),
+        (
+            "unknown action",
+            "application/json",
+            intent(&agent, "a-1", "order:o-1001", 2500, |p| {
+                p.insert("action", "orders.cancel".into());
+            }),
+            422,
+            "unknown-action",
+            Some("/payload/action"),
+        ),
+    ];
+    for (name, ct, body, status, slug, pointer) in cases {
+        let (code, got_ct, problem, _) = g.post_raw(ct, &body, None);
+        let text = String::from_utf8_lossy(&problem);
+        assert_eq!(code, status, "{name}: {text}");
+        assert_eq!(got_ct, "application/problem+json", "{name}");
+        let p = parse(&problem).unwrap();
+        let o = p.as_object().unwrap();
+        assert_eq!(
+            o.get("type").unwrap().as_str(),
+            Some(format!("urn:tollgate:problem:{slug}").as_str()),
+            "{name}: {text}"
+        );
+        assert_eq!(
+            o.get("status").unwrap().as_safe_integer(),
+            Some(i64::from(status))
+        );
+        assert!(!o.get("detail").unwrap().as_str().unwrap().is_empty());
+        assert_eq!(
+            o.get("pointer").and_then(Value::as_str),
+            pointer,
+            "{name}: {text}"
+        );
+        assert!(!text.contains("panicked") && !text.contains("backtrace"));
+        assert_eq!(g.head_seq(), 0, "{name}: nothing written");
+    }
+    // And then a good one still works.
+    let (code, _, _, _) = g.post_raw("application/json", &good, None);
+    assert_eq!(code, 200);
+}
