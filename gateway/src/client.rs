@@ -71,3 +71,297 @@ pub fn post_json(url: &str, body: &str) -> Result<String, CommandError> {
         )))
     }
 }
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// A response's status and body.
+fn read(
+    resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    url: &str,
+) -> Result<(u16, Vec<u8>), CommandError> {
+    let mut resp = resp.map_err(|e| CommandError::Usage(format!("cannot reach {url}: {e}")))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(1 << 34)
+        .read_to_vec()
+        .map_err(|e| CommandError::Usage(format!("{url}: {e}")))?;
+    Ok((status, body))
+}
+
+fn now() -> Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp::from_unix(d.as_secs() as i64, d.subsec_millis() * 1_000_000)
+}
+
+/// Signs `payload` and posts it; returns the status and the body.
+fn send_intent(
+    url: &str,
+    signer: &Ed25519Signer,
+    payload: Object,
+) -> Result<(u16, Value), CommandError> {
+    let payload = Value::Object(payload);
+    let mut env = Object::new();
+    env.insert(
+        "signature",
+        signer.sign_now(Domain::Intent, &payload).to_value(),
+    );
+    env.insert("payload", payload);
+    let target = format!("{}/v1/intents", url.trim_end_matches('/'));
+    let (status, body) = read(
+        agent()
+            .post(&target)
+            .header("content-type", "application/json")
+            .send(Value::Object(env).to_string()),
+        &target,
+    )?;
+    let v = tollgate_protocol::parse(&body)
+        .map_err(|e| CommandError::Usage(format!("{target}: answer is not JSON: {e}")))?;
+    Ok((status, v))
+}
+
+/// `tollgate ledger export`: the export and the key set, to files.
+pub fn export(url: &str, out: &Path) -> Result<String, CommandError> {
+    let base = url.trim_end_matches('/');
+    let (status, body) = read(
+        agent().get(&format!("{base}/v1/ledger/export")).call(),
+        base,
+    )?;
+    if status != 200 {
+        return Err(CommandError::Invalid(format!(
+            "HTTP {status}: {}",
+            String::from_utf8_lossy(&body)
+        )));
+    }
+    std::fs::write(out, &body)
+        .map_err(|e| CommandError::Usage(format!("cannot write {}: {e}", out.display())))?;
+    let keys_path = out.with_extension("jwks.json");
+    let (_, keys) = read(
+        agent().get(&format!("{base}/.well-known/jwks.json")).call(),
+        base,
+    )?;
+    std::fs::write(&keys_path, &keys)
+        .map_err(|e| CommandError::Usage(format!("cannot write {}: {e}", keys_path.display())))?;
+    let n = body.iter().filter(|b| **b == b'\n').count();
+    Ok(format!(
+        "wrote {n} entries to {} and the key set to {}\nverify: tollgate-verify ledger {} --keys {}",
+        out.display(),
+        keys_path.display(),
+        out.display(),
+        keys_path.display()
+    ))
+}
+
+fn field<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, k| v.as_object()?.get(k))
+}
+
+/// `tollgate tour`: a narrated walk through a running gateway, with the
+/// demo material of its data folder.
+pub fn tour(url: &str, data_dir: &Path) -> Result<String, CommandError> {
+    let demo = data_dir.join("demo");
+    let agent_key = Ed25519Signer::load(&demo.join("agent.jwk")).map_err(|e| {
+        CommandError::Usage(format!(
+            "{e} (run the tour with the data folder of the running gateway: --data-dir)"
+        ))
+    })?;
+    let issuer = Ed25519Signer::load(&demo.join("issuer.jwk"))
+        .map_err(|e| CommandError::Usage(e.to_string()))?;
+    let admin_token = std::fs::read_to_string(data_dir.join("admin.token")).map_err(|e| {
+        CommandError::Usage(format!("{}: {e}", data_dir.join("admin.token").display()))
+    })?;
+    let run = now().unix_seconds();
+    let mut failures = Vec::new();
+    let intent = |n: &str, delegation: &str, resource: &str, amount: i64| {
+        let mut p = Object::new();
+        p.insert("type", "tollgate.intent/v1".into());
+        p.insert("intent_id", format!("tour-{run}-{n}").into());
+        p.insert("agent", "agent-demo".into());
+        p.insert("delegation", delegation.into());
+        p.insert("action", "orders.refund".into());
+        p.insert("resource", resource.into());
+        let mut params = Object::new();
+        params.insert(
+            "amount_minor",
+            Value::integer(amount).unwrap_or(Value::Null),
+        );
+        params.insert("currency", "EUR".into());
+        p.insert("params", params.into());
+        let mut d = Object::new();
+        d.insert("confidence_bp", Value::Number(9000.0));
+        p.insert("decision", d.into());
+        p.insert("issued_at", now().as_str().into());
+        p
+    };
+    let step = |failures: &mut Vec<String>,
+                title: &str,
+                payload: Object,
+                want: &str|
+     -> Result<(), CommandError> {
+        println!("\n{title}");
+        let (status, answer) = send_intent(url, &agent_key, payload)?;
+        if status == 200 {
+            let verdict = field(&answer, &["receipt", "decision", "verdict"])
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            let rid = field(&answer, &["receipt", "receipt_id"])
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            let seq = field(&answer, &["seq"])
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            println!(
+                "  → {} (receipt {rid}, ledger seq {seq})",
+                verdict.to_uppercase()
+            );
+            if let Some(Value::Array(rules)) = field(&answer, &["receipt", "decision", "rules"]) {
+                for r in rules {
+                    let reason = field(r, &["reason"]).and_then(Value::as_str).unwrap_or("");
+                    println!(
+                        "    {}: {reason}",
+                        field(r, &["id"]).and_then(Value::as_str).unwrap_or("")
+                    );
+                }
+            }
+            if verdict != want {
+                failures.push(format!("{title}: expected {want}, got {verdict}"));
+            }
+        } else {
+            let detail = field(&answer, &["detail"])
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            println!("  → refused, HTTP {status}: {detail}");
+            if want != "refused" {
+                failures.push(format!("{title}: expected {want}, got HTTP {status}"));
+            }
+        }
+        Ok(())
+    };
+    println!("Tollgate tour against {url}: agent-demo refunds orders under delegation dlg_demo.");
+    step(
+        &mut failures,
+        "1. A small refund of a paid order: 25.00 EUR on order o-1001.",
+        intent("small", "dlg_demo", "order:o-1001", 2500),
+        "pass",
+    )?;
+    step(
+        &mut failures,
+        "2. A large refund: 999.00 EUR on order o-1002 waits for a reviewer.",
+        intent("large", "dlg_demo", "order:o-1002", 99_900),
+        "escalate",
+    )?;
+    step(
+        &mut failures,
+        "3. A refund of an unpaid order (o-1003) is blocked.",
+        intent("unpaid", "dlg_demo", "order:o-1003", 2500),
+        "block",
+    )?;
+
+    // A fresh delegation, registered, used, revoked, refused.
+    let id = format!("dlg_tour_{run}");
+    let mut p = Object::new();
+    p.insert("type", "tollgate.delegation/v1".into());
+    p.insert("id", id.clone().into());
+    p.insert("issuer", "demo issuer".into());
+    p.insert("agent", "agent-demo".into());
+    p.insert(
+        "agent_key",
+        tollgate_signer::Signer::jwk(&agent_key).to_value(),
+    );
+    p.insert("actions", Value::Array(vec!["orders.refund".into()]));
+    p.insert("resources", Value::Array(vec!["order:o-1001".into()]));
+    p.insert("not_before", "2020-01-01T00:00:00Z".into());
+    p.insert("expires_at", "2100-01-01T00:00:00Z".into());
+    let payload = Value::Object(p);
+    let mut env = Object::new();
+    env.insert(
+        "signature",
+        issuer.sign_now(Domain::Delegation, &payload).to_value(),
+    );
+    env.insert("payload", payload);
+    let base = url.trim_end_matches('/');
+    let auth = format!("Bearer {}", admin_token.trim());
+    println!("\n4. The issuer registers delegation {id} (order o-1001 only), then revokes it.");
+    let target = format!("{base}/v1/admin/delegations");
+    let (status, body) = read(
+        agent()
+            .post(&target)
+            .header("authorization", &auth)
+            .header("content-type", "application/json")
+            .send(Value::Object(env).to_string()),
+        &target,
+    )?;
+    if status != 201 {
+        failures.push(format!(
+            "registering {id}: HTTP {status}: {}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    step(
+        &mut failures,
+        "   Under the new delegation, 10.00 EUR on o-1001:",
+        intent("fresh", &id, "order:o-1001", 1000),
+        "pass",
+    )?;
+    let target = format!("{base}/v1/admin/delegations/{id}/revoke");
+    let (status, body) = read(
+        agent()
+            .post(&target)
+            .header("authorization", &auth)
+            .send(""),
+        &target,
+    )?;
+    if status != 200 {
+        failures.push(format!(
+            "revoking {id}: HTTP {status}: {}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    step(
+        &mut failures,
+        "   Revoked; the very next intent under it:",
+        intent("revoked", &id, "order:o-1001", 1000),
+        "refused",
+    )?;
+
+    // The auditor's view.
+    let out = data_dir.join("tour-export.jsonl");
+    println!("\n5. Export the ledger and verify it offline, as an auditor would.");
+    let said = export(url, &out)?;
+    let bytes = std::fs::read(&out).map_err(|e| CommandError::Usage(e.to_string()))?;
+    let keys_bytes = std::fs::read(out.with_extension("jwks.json"))
+        .map_err(|e| CommandError::Usage(e.to_string()))?;
+    let keys = tollgate_protocol::KeySet::parse(&keys_bytes)
+        .map_err(|e| CommandError::Invalid(e.to_string()))?;
+    let lines: Vec<&[u8]> = bytes
+        .strip_suffix(b"\n")
+        .unwrap_or(&bytes)
+        .split(|b| *b == b'\n')
+        .collect();
+    let mut v = tollgate_protocol::ChainVerifier::new(Some(&keys));
+    match v.verify_lines(&lines) {
+        Ok(()) => println!(
+            "  → {} entries verified; head {}",
+            v.verified(),
+            v.head().map(|h| h.to_string()).unwrap_or_default()
+        ),
+        Err(f) => failures.push(format!("the export does not verify: {f}")),
+    }
+    println!("  {}", said.replace('\n', "\n  "));
+    if failures.is_empty() {
+        Ok("\nTour complete.".into())
+    } else {
+        Err(CommandError::Invalid(format!(
+            "tour: {}",
+            failures.join("; ")
+        )))
+    }
+}

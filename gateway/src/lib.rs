@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod client;
 pub mod commands;
 pub mod service;
@@ -166,10 +167,14 @@ pub async fn open(
     let snapshot = load_snapshot(&paths.data_dir)?;
     let ledger = SqliteLedger::open(SqliteOptions::new(&paths.database)).await?;
     let signer = Ed25519Signer::load(&paths.key)?;
-    Ok((
-        service::AppState::new(bundle, snapshot, ledger, signer, limits),
-        created,
-    ))
+    let token_path = paths.data_dir.join("admin.token");
+    let token = std::fs::read_to_string(&token_path).map_err(|e| Error::io(&token_path, e))?;
+    let mut state = service::AppState::new(bundle, snapshot, ledger, signer, limits);
+    state.admin = Some(admin::Admin {
+        token: token.trim().to_owned(),
+        data_dir: paths.data_dir.clone(),
+    });
+    Ok((state, created))
 }
 
 /// Generates an Ed25519 key, writes it to a new file `out` (mode 0600) and

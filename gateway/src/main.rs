@@ -36,6 +36,18 @@ enum Command {
         /// The intent payload; `issued_at` is filled in if missing or "NOW".
         intent: PathBuf,
     },
+    /// A narrated walk through a running gateway with its demo material.
+    Tour {
+        /// The gateway.
+        #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The running gateway's data folder (for the demo keys).
+        #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "tollgate-data")]
+        data_dir: PathBuf,
+    },
+    /// The ledger of a running gateway.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
     /// Generate an Ed25519 signing key into a new file (mode 0600) and
     /// print its public JWK.
     Keygen {
@@ -100,6 +112,19 @@ enum PolicyCommand {
         /// "resources", "issuers"}.
         #[arg(long)]
         snapshot: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Download the export (JSON Lines) and the key set (OUT.jwks.json).
+    Export {
+        /// The gateway.
+        #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Where to write the export.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -250,6 +275,10 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(*args),
         Command::Submit { url, key, intent } => {
             tollgate_gateway::client::submit(&url, &key, &intent)
+        }
+        Command::Tour { url, data_dir } => tollgate_gateway::client::tour(&url, &data_dir),
+        Command::Ledger(LedgerCommand::Export { url, out }) => {
+            tollgate_gateway::client::export(&url, &out)
         }
         Command::Keygen { out } => tollgate_gateway::keygen(&out)
             .map(|jwk| jwk.to_string())

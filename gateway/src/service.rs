@@ -62,6 +62,8 @@ pub struct AppState {
     pub keys: KeySet,
     /// Limits.
     pub limits: Limits,
+    /// The registry API, when enabled.
+    pub admin: Option<crate::admin::Admin>,
     /// Idempotency keys being decided right now.
     in_flight: Mutex<BTreeSet<String>>,
 }
@@ -83,6 +85,7 @@ impl AppState {
             signer,
             keys,
             limits,
+            admin: None,
             in_flight: Mutex::new(BTreeSet::new()),
         }
     }
@@ -98,6 +101,7 @@ impl AppState {
 /// The routes.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
+        .merge(crate::admin::router())
         .route("/v1/intents", post(post_intent))
         .route("/v1/receipts/{receipt_id}", get(get_receipt))
         .route("/v1/ledger/head", get(get_head))
@@ -147,7 +151,8 @@ pub fn problem(
         .into_response()
 }
 
-fn json(status: StatusCode, mut body: Vec<u8>) -> Response {
+/// A JSON answer: `body` and a newline.
+pub fn json(status: StatusCode, mut body: Vec<u8>) -> Response {
     body.push(b'\n');
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

@@ -10,6 +10,7 @@
 //!   delegations/*.json     registered delegation tokens
 //!   revoked.json           revoked delegation ids
 //!   resources.json         resource attributes the policy reads
+//!   admin.token            bearer token of the registry API (mode 0600)
 //!   demo/                  a demo issuer, agent, delegation and README
 //! ```
 
@@ -87,6 +88,40 @@ fn write_new(path: &Path, text: &str, created: &mut Created) -> Result<(), Error
     Ok(())
 }
 
+/// Writes a new file readable by its owner only.
+fn write_private(path: &Path, text: &str) -> Result<(), Error> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path).map_err(|e| Error::io(path, e))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| Error::io(path, e))?;
+    f.sync_all().map_err(|e| Error::io(path, e))
+}
+
+/// Replaces `path` with `text` atomically and durably: a temporary file,
+/// fsync, rename, fsync of the folder.
+pub fn replace_file(path: &Path, text: &str) -> Result<(), Error> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| Error::io(&tmp, e))?;
+    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
 fn key(path: &Path, created: &mut Created) -> Result<Ed25519Signer, Error> {
     if path.exists() {
         return Ok(Ed25519Signer::load(path)?);
@@ -105,6 +140,16 @@ pub fn init(dir: &Path) -> Result<Created, Error> {
     let mut created = Created::default();
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     key(&dir.join("gateway.jwk"), &mut created)?;
+    let token_path = dir.join("admin.token");
+    if !token_path.exists() {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|e| Error::Config(format!("no randomness: {e}")))?;
+        write_private(
+            &token_path,
+            &format!("{}\n", tollgate_protocol::b64(&secret)),
+        )?;
+        created.made.push(token_path);
+    }
     for (name, text) in REFUNDS {
         write_new(&dir.join("policies/refunds").join(name), text, &mut created)?;
     }

@@ -402,6 +402,12 @@ impl Registry {
         self
     }
 
+    /// Whether token `id` is registered and signed by a trusted issuer or
+    /// by its parent's agent key.
+    pub fn is_trusted(&self, id: &str) -> bool {
+        self.tokens.get(id).is_some_and(|t| self.signature_ok(t))
+    }
+
     fn signature_ok(&self, t: &Token) -> bool {
         match self.signatures.get(&t.id) {
             Some(v) => *v,

@@ -409,7 +409,9 @@ fn bad_input_is_a_specific_problem_and_changes_nothing() {
         o.remove("signature");
         canonical(&Value::Object(o))
     };
-    let cases: Vec<(&str, &str, Vec<u8>, u16, &str, Option<&str>)> = vec![
+    /// name, content type, body, status, problem slug, pointer
+    type Case<'a> = (&'a str, &'a str, Vec<u8>, u16, &'a str, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             "malformed JSON",
             "application/json",
@@ -580,4 +582,113 @@ fn bad_input_is_a_specific_problem_and_changes_nothing() {
     // And then a good one still works.
     let (code, _, _, _) = g.post_raw("application/json", &good, None);
     assert_eq!(code, 200);
+}
+
+#[test]
+fn the_tour_completes_and_its_export_verifies() {
+    let g = Gateway::start();
+    let out = Command::new(bin("tollgate"))
+        .args([
+            "tour",
+            "--url",
+            &format!("http://{}", g.url.trim_start_matches("http://")),
+        ])
+        .arg("--data-dir")
+        .arg(g.data())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "→ PASS",
+        "→ ESCALATE",
+        "→ BLOCK",
+        "was revoked",
+        "entries verified",
+        "Tour complete.",
+    ] {
+        assert!(
+            said.contains(expected),
+            "{expected:?} missing from:\n{said}"
+        );
+    }
+    let export = g.data().join("tour-export.jsonl");
+    let keys = g.data().join("tour-export.jwks.json");
+    let v = tollgate_tests::verify_cmd(&[
+        "ledger",
+        export.to_str().unwrap(),
+        "--keys",
+        keys.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+    // Every change to the registry is a receipt too.
+    let text = std::fs::read_to_string(&export).unwrap();
+    assert_eq!(text.matches("\"kind\":\"registry\"").count(), 2);
+}
+
+#[test]
+fn the_registry_api_takes_only_the_admin_token_and_revocation_is_immediate() {
+    let g = Gateway::start();
+    let agent = g.agent();
+    let post = |path: &str, auth: Option<&str>| {
+        let a: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut req = a.post(&format!("{}{path}", g.url));
+        if let Some(t) = auth {
+            req = req.header("authorization", &format!("Bearer {t}"));
+        }
+        let mut resp = req.send("").unwrap();
+        (
+            resp.status().as_u16(),
+            resp.body_mut().read_to_string().unwrap(),
+        )
+    };
+    let token = std::fs::read_to_string(g.data().join("admin.token")).unwrap();
+    let (code, body) = post("/v1/admin/delegations/dlg_demo/revoke", None);
+    assert_eq!(code, 401, "{body}");
+    let (code, _) = post(
+        "/v1/admin/delegations/dlg_demo/revoke",
+        Some("not-the-token"),
+    );
+    assert_eq!(code, 401);
+    // An agent's key is no admin credential either.
+    let (code, _) = post("/v1/admin/delegations/dlg_demo/revoke", Some(agent.kid()));
+    assert_eq!(code, 401);
+    assert_eq!(g.head_seq(), 0, "refused changes leave no receipt");
+    let (c1, _, _, _) = g.post_raw(
+        "application/json",
+        &intent(&agent, "before", "order:o-1001", 100, |_| {}),
+        None,
+    );
+    assert_eq!(c1, 200);
+    let (code, body) = post("/v1/admin/delegations/dlg_demo/revoke", Some(token.trim()));
+    assert_eq!((code, body.trim_end()), (200, "{\"revoked\":\"dlg_demo\"}"));
+    let (c2, _, problem, _) = g.post_raw(
+        "application/json",
+        &intent(&agent, "after", "order:o-1001", 100, |_| {}),
+        None,
+    );
+    assert_eq!(c2, 403);
+    assert!(String::from_utf8_lossy(&problem).contains("delegation dlg_demo was revoked"));
+    // It stays revoked across a restart.
+    let g = g.restart();
+    let (c3, _, _, _) = g.post_raw(
+        "application/json",
+        &intent(&agent, "later", "order:o-1001", 100, |_| {}),
+        None,
+    );
+    assert_eq!(c3, 403);
+    assert_eq!(g.head_seq(), 2, "one decision and one registry receipt");
 }
