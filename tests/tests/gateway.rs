@@ -692,3 +692,98 @@ fn the_registry_api_takes_only_the_admin_token_and_revocation_is_immediate() {
     assert_eq!(c3, 403);
     assert_eq!(g.head_seq(), 2, "one decision and one registry receipt");
 }
+
+#[test]
+fn acknowledged_receipts_survive_sigkill_under_load() {
+    let mut g = Gateway::start();
+    let agent = g.agent();
+    let mut acked: Vec<(String, Vec<u8>)> = Vec::new();
+    for round in 0..3 {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let url = g.url.clone();
+        let got: Vec<(String, Vec<u8>)> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..8)
+                .map(|w| {
+                    let (url, agent, stop) = (&url, &agent, &stop);
+                    s.spawn(move || {
+                        let mut mine = Vec::new();
+                        for i in 0.. {
+                            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                                break;
+                            }
+                            let body = intent(
+                                agent,
+                                &format!("load-{round}-{w}-{i}"),
+                                "order:o-1001",
+                                100 + i,
+                                |_| {},
+                            );
+                            let a: ureq::Agent = ureq::Agent::config_builder()
+                                .http_status_as_error(false)
+                                .build()
+                                .into();
+                            let Ok(mut resp) = a
+                                .post(&format!("{url}/v1/intents"))
+                                .header("content-type", "application/json")
+                                .send(&body[..])
+                            else {
+                                break; // the gateway is gone
+                            };
+                            if resp.status().as_u16() != 200 {
+                                continue;
+                            }
+                            // Only a complete answer is an acknowledgement.
+                            let Ok(entry) = resp.body_mut().read_to_vec() else {
+                                break;
+                            };
+                            let rid = parse(&entry).ok().and_then(|e| {
+                                e.as_object()?
+                                    .get("receipt")?
+                                    .as_object()?
+                                    .get("receipt_id")?
+                                    .as_str()
+                                    .map(str::to_owned)
+                            });
+                            if let Some(rid) = rid {
+                                mine.push((rid, entry));
+                            }
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            std::thread::sleep(std::time::Duration::from_millis(300 + 200 * round));
+            g.child.kill().unwrap(); // SIGKILL, mid-load
+            g.child.wait().unwrap();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap())
+                .collect()
+        });
+        acked.extend(got);
+        g = g.restart();
+        for (rid, entry) in &acked {
+            let (code, stored) = g.get(&format!("/v1/receipts/{rid}"));
+            assert_eq!(
+                code, 200,
+                "round {round}: acknowledged receipt {rid} is gone"
+            );
+            let mut expected = entry.clone();
+            if !expected.ends_with(b"\n") {
+                expected.push(b'\n');
+            }
+            assert_eq!(stored, expected, "round {round}: {rid} changed");
+        }
+        let (_, export) = g.get("/v1/ledger/export");
+        let lines: Vec<&[u8]> = export
+            .strip_suffix(b"\n")
+            .unwrap_or(&export)
+            .split(|b| *b == b'\n')
+            .collect();
+        let ks = keys(&g);
+        let mut v = ChainVerifier::new(Some(&ks));
+        v.verify_lines(&lines).unwrap();
+    }
+    assert!(acked.len() >= 10, "only {} acknowledged", acked.len());
+}
