@@ -45,6 +45,21 @@ enum Command {
         #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "tollgate-data")]
         data_dir: PathBuf,
     },
+    /// Load a running gateway: decisions/s and latency, with baselines.
+    Bench {
+        /// The gateway.
+        #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The running gateway's data folder (for the demo agent key).
+        #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "tollgate-data")]
+        data_dir: PathBuf,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+    },
     /// The ledger of a running gateway.
     #[command(subcommand)]
     Ledger(LedgerCommand),
@@ -277,6 +292,24 @@ fn main() -> ExitCode {
             tollgate_gateway::client::submit(&url, &key, &intent)
         }
         Command::Tour { url, data_dir } => tollgate_gateway::client::tour(&url, &data_dir),
+        Command::Bench {
+            url,
+            data_dir,
+            concurrency,
+            duration,
+        } => tollgate_gateway::client::bench(&url, &data_dir, concurrency, duration).map(|r| {
+            format!(
+                "durable decisions: {:>9.0}/s  ({} errors)\nlatency:           p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  ({concurrency} clients)\nbaseline /healthz: {:>9.0}/s\nbaseline sign+verify (all cores): {:.0}/s\nratio decisions / sign+verify: {:.2} (aim >= 0.60)",
+                r.decisions_per_s,
+                r.errors,
+                r.latency_us.0 as f64 / 1000.0,
+                r.latency_us.1 as f64 / 1000.0,
+                r.latency_us.2 as f64 / 1000.0,
+                r.healthz_per_s,
+                r.sign_verify_per_s,
+                r.decisions_per_s / r.sign_verify_per_s
+            )
+        }),
         Command::Ledger(LedgerCommand::Export { url, out }) => {
             tollgate_gateway::client::export(&url, &out)
         }

@@ -371,11 +371,6 @@ async fn post_intent(State(st): State<Arc<AppState>>, req: Request) -> Response 
         }
         None => format!("{}:{}", intent.agent, intent.intent_id),
     };
-    match replay(&st, &key, &envelope).await {
-        Ok(Some(r)) => return r,
-        Ok(None) => {}
-        Err(r) => return r,
-    }
     {
         let Ok(mut set) = st.in_flight.lock() else {
             return internal("in-flight table poisoned");
