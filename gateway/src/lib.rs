@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod client;
 pub mod commands;
+pub mod observe;
 pub mod service;
 pub mod setup;
 

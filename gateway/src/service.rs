@@ -64,8 +64,11 @@ pub struct AppState {
     pub limits: Limits,
     /// The registry API, when enabled.
     pub admin: Option<crate::admin::Admin>,
+    /// Counters and histograms for `/metrics`.
+    pub metrics: crate::observe::Metrics,
     /// Idempotency keys being decided right now.
     in_flight: Mutex<BTreeSet<String>>,
+    requests: std::sync::atomic::AtomicU64,
 }
 
 impl AppState {
@@ -86,7 +89,9 @@ impl AppState {
             keys,
             limits,
             admin: None,
+            metrics: crate::observe::Metrics::default(),
             in_flight: Mutex::new(BTreeSet::new()),
+            requests: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -110,6 +115,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/.well-known/jwks.json", get(get_jwks))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .fallback(|| async {
             problem(
                 StatusCode::NOT_FOUND,
@@ -269,6 +275,44 @@ fn receipt_body(bundle: &Bundle, envelope: &IntentEnvelope, decision: &Decision)
 }
 
 async fn post_intent(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    let started = std::time::Instant::now();
+    let n = st
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let given = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|c| c.is_ascii_graphic()))
+        .map(str::to_owned);
+    let mut log = crate::observe::LogLine {
+        request_id: given.unwrap_or_else(|| format!("req-{n}")),
+        trace_id: crate::observe::trace_id(
+            req.headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok()),
+        ),
+        ..Default::default()
+    };
+    let mut response = handle_intent(&st, req, &mut log).await;
+    let elapsed = started.elapsed();
+    log.status = response.status().as_u16();
+    log.latency_ms = elapsed.as_secs_f64() * 1000.0;
+    st.metrics.request("intents", log.status);
+    st.metrics.request.observe(elapsed.as_secs_f64());
+    if let Ok(v) = HeaderValue::from_str(&log.request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    log.emit(SystemClock.now().as_str());
+    response
+}
+
+async fn handle_intent(
+    st: &Arc<AppState>,
+    req: Request,
+    log: &mut crate::observe::LogLine,
+) -> Response {
+    let st = st.clone();
     let (parts, body) = req.into_parts();
     let media = parts
         .headers
@@ -327,6 +371,8 @@ async fn post_intent(State(st): State<Arc<AppState>>, req: Request) -> Response 
         }
     };
     let intent = &envelope.intent;
+    log.agent = Some(intent.agent.clone());
+    log.action = Some(intent.action.clone());
     let now = SystemClock.now();
     let skew = (now.unix_seconds() - intent.issued_at.unix_seconds()).abs();
     if skew > st.limits.max_skew_seconds {
@@ -399,14 +445,21 @@ async fn post_intent(State(st): State<Arc<AppState>>, req: Request) -> Response 
         Err(r) => return r,
     }
 
+    let t = std::time::Instant::now();
     let decision = match decide_authenticated(&st.bundle, &envelope, &snapshot) {
         Ok(d) => d,
         Err(e) => return shape_problem(&e),
     };
+    st.metrics.decide.observe(t.elapsed().as_secs_f64());
+    let t = std::time::Instant::now();
     let receipt = receipt_body(&st.bundle, &envelope, &decision);
     let signature = st.signer.sign_now(Domain::Receipt, &receipt);
-    match st.ledger.append(receipt, signature, Some(&key)).await {
+    let appended = st.ledger.append(receipt, signature, Some(&key)).await;
+    st.metrics.append.observe(t.elapsed().as_secs_f64());
+    match appended {
         Ok(entry) => {
+            log.verdict = Some(decision.verdict.name());
+            st.metrics.decision(decision.verdict.name());
             let mut r = json(StatusCode::OK, entry.to_canonical());
             if let Some(id) = entry
                 .receipt()
@@ -556,6 +609,17 @@ async fn get_jwks(State(st): State<Arc<AppState>>) -> Response {
         HeaderValue::from_static("application/jwk-set+json"),
     );
     r
+}
+
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    let head = st.ledger.head().await.map(|h| h.seq).unwrap_or(0);
+    let stats = st.ledger.stats();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.metrics.render(head, stats.groups, stats.appends),
+    )
+        .into_response()
 }
 
 async fn readyz(State(st): State<Arc<AppState>>) -> Response {

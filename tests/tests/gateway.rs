@@ -50,11 +50,16 @@ impl Gateway {
     }
 
     fn spawn(data: &Path) -> (Child, String) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.with_file_name("gateway.log"))
+            .unwrap();
         let mut child = Command::new(bin("tollgate"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -786,4 +791,67 @@ fn acknowledged_receipts_survive_sigkill_under_load() {
         v.verify_lines(&lines).unwrap();
     }
     assert!(acked.len() >= 10, "only {} acknowledged", acked.len());
+}
+
+#[test]
+fn metrics_and_logs_say_what_happened_without_secrets() {
+    let g = Gateway::start();
+    let agent = g.agent();
+    let a: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let body = intent(&agent, "m-1", "order:o-1001", 2500, |_| {});
+    let mut resp = a
+        .post(&format!("{}/v1/intents", g.url))
+        .header("content-type", "application/json")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .header("x-request-id", "req-abc")
+        .send(&body[..])
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers().get("x-request-id").unwrap(), "req-abc");
+    resp.body_mut().read_to_vec().unwrap();
+    let (code, _, _, _) = g.post_raw("application/json", b"{", None);
+    assert_eq!(code, 400);
+    let (code, text) = g.get("/metrics");
+    assert_eq!(code, 200);
+    let text = String::from_utf8(text).unwrap();
+    for line in [
+        "tollgate_decisions_total{verdict=\"pass\"} 1",
+        "tollgate_http_requests_total{route=\"intents\",status=\"200\"} 1",
+        "tollgate_http_requests_total{route=\"intents\",status=\"400\"} 1",
+        "tollgate_ledger_head 1",
+        "tollgate_ledger_appends_total 1",
+        "tollgate_stage_seconds_count{stage=\"decide\"} 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line:?} missing from:\n{text}"
+        );
+    }
+    let log = std::fs::read_to_string(g.dir.path().join("gateway.log")).unwrap();
+    let record = log
+        .lines()
+        .find(|l| l.contains("\"request_id\":\"req-abc\""))
+        .unwrap_or_else(|| panic!("no log line for the request in:\n{log}"));
+    let v = parse(record.as_bytes()).unwrap();
+    let o = v.as_object().unwrap();
+    assert_eq!(
+        o.get("trace_id").and_then(Value::as_str),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    assert_eq!(o.get("agent").and_then(Value::as_str), Some("agent-demo"));
+    assert_eq!(
+        o.get("action").and_then(Value::as_str),
+        Some("orders.refund")
+    );
+    assert_eq!(o.get("verdict").and_then(Value::as_str), Some("pass"));
+    assert!(o.get("latency_ms").is_some());
+    for secret in ["sig", "params", "amount_minor", agent.kid()] {
+        assert!(!log.contains(secret), "the log shows {secret:?}:\n{log}");
+    }
 }

@@ -1,0 +1,251 @@
+//! Metrics (Prometheus text format) and structured request logs.
+//!
+//! Logs are one JSON object per intent request on standard error when it
+//! is not a terminal, a readable line when it is: time, request id, W3C
+//! trace id (from `traceparent`), agent, action, verdict or problem
+//! status, latency. Never keys, signatures or params.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tollgate_protocol::{Object, Value};
+
+/// Upper bounds of the latency histogram buckets, seconds.
+const BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// A latency histogram.
+#[derive(Default)]
+pub struct Histogram {
+    counts: [AtomicU64; 13],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, seconds: f64) {
+        let i = BUCKETS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(BUCKETS.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, name: &str, labels: &str, out: &mut String) {
+        let mut cumulative = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cumulative += self.counts[i].load(Ordering::Relaxed);
+            out.push_str(&format!(
+                "{name}_bucket{{{labels}le=\"{b}\"}} {cumulative}\n"
+            ));
+        }
+        cumulative += self.counts[BUCKETS.len()].load(Ordering::Relaxed);
+        out.push_str(&format!(
+            "{name}_bucket{{{labels}le=\"+Inf\"}} {cumulative}\n"
+        ));
+        out.push_str(&format!(
+            "{name}_sum{{{}}} {}\n",
+            labels.trim_end_matches(','),
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        ));
+        out.push_str(&format!(
+            "{name}_count{{{}}} {cumulative}\n",
+            labels.trim_end_matches(',')
+        ));
+    }
+}
+
+/// The service's counters.
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    decisions: Mutex<BTreeMap<&'static str, u64>>,
+    /// Time in the pure pipeline.
+    pub decide: Histogram,
+    /// Time signing and appending (durable).
+    pub append: Histogram,
+    /// Whole `POST /v1/intents`.
+    pub request: Histogram,
+}
+
+impl Metrics {
+    /// Counts one answered request.
+    pub fn request(&self, route: &'static str, status: u16) {
+        if let Ok(mut m) = self.requests.lock() {
+            *m.entry((route, status)).or_insert(0) += 1;
+        }
+    }
+
+    /// Counts one decision.
+    pub fn decision(&self, verdict: &'static str) {
+        if let Ok(mut m) = self.decisions.lock() {
+            *m.entry(verdict).or_insert(0) += 1;
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, head: u64, groups: u64, appends: u64) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP tollgate_http_requests_total HTTP requests answered, by route and status.\n# TYPE tollgate_http_requests_total counter\n");
+        if let Ok(m) = self.requests.lock() {
+            for ((route, status), n) in m.iter() {
+                out.push_str(&format!(
+                    "tollgate_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}\n"
+                ));
+            }
+        }
+        out.push_str("# HELP tollgate_decisions_total Decisions made, by verdict.\n# TYPE tollgate_decisions_total counter\n");
+        if let Ok(m) = self.decisions.lock() {
+            for (verdict, n) in m.iter() {
+                out.push_str(&format!(
+                    "tollgate_decisions_total{{verdict=\"{verdict}\"}} {n}\n"
+                ));
+            }
+        }
+        out.push_str("# HELP tollgate_stage_seconds Time per stage.\n# TYPE tollgate_stage_seconds histogram\n");
+        self.decide
+            .render("tollgate_stage_seconds", "stage=\"decide\",", &mut out);
+        self.append
+            .render("tollgate_stage_seconds", "stage=\"sign_append\",", &mut out);
+        self.request
+            .render("tollgate_stage_seconds", "stage=\"request\",", &mut out);
+        out.push_str(&format!(
+            "# HELP tollgate_ledger_head Sequence number of the last ledger entry.\n# TYPE tollgate_ledger_head gauge\ntollgate_ledger_head {head}\n\
+             # HELP tollgate_ledger_append_groups_total Write transactions committed (group commit).\n# TYPE tollgate_ledger_append_groups_total counter\ntollgate_ledger_append_groups_total {groups}\n\
+             # HELP tollgate_ledger_appends_total Entries appended; divided by groups, the mean batch size.\n# TYPE tollgate_ledger_appends_total counter\ntollgate_ledger_appends_total {appends}\n"
+        ));
+        out
+    }
+}
+
+/// The trace id of a valid W3C `traceparent` header.
+pub fn trace_id(traceparent: Option<&str>) -> Option<String> {
+    let t = traceparent?;
+    let parts: Vec<&str> = t.split('-').collect();
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+    };
+    (parts.len() == 4
+        && hex(parts[0], 2)
+        && parts[0] != "ff"
+        && hex(parts[1], 32)
+        && parts[1] != "0".repeat(32)
+        && hex(parts[2], 16)
+        && parts[2] != "0".repeat(16)
+        && hex(parts[3], 2))
+    .then(|| parts[1].to_owned())
+}
+
+/// One log record.
+#[derive(Default)]
+pub struct LogLine {
+    /// Request id.
+    pub request_id: String,
+    /// W3C trace id.
+    pub trace_id: Option<String>,
+    /// The agent, once known.
+    pub agent: Option<String>,
+    /// The action, once known.
+    pub action: Option<String>,
+    /// The verdict, for a decision.
+    pub verdict: Option<&'static str>,
+    /// HTTP status.
+    pub status: u16,
+    /// Milliseconds.
+    pub latency_ms: f64,
+}
+
+impl LogLine {
+    /// Writes the record to standard error.
+    pub fn emit(&self, time: &str) {
+        if std::io::stderr().is_terminal() {
+            eprintln!(
+                "{time} {} {} {} {} {} {:.2} ms",
+                self.status,
+                self.verdict.unwrap_or("-"),
+                self.agent.as_deref().unwrap_or("-"),
+                self.action.as_deref().unwrap_or("-"),
+                self.request_id,
+                self.latency_ms
+            );
+            return;
+        }
+        let mut o = Object::new();
+        o.insert("time", time.into());
+        o.insert("request_id", self.request_id.clone().into());
+        if let Some(t) = &self.trace_id {
+            o.insert("trace_id", t.clone().into());
+        }
+        if let Some(a) = &self.agent {
+            o.insert("agent", a.clone().into());
+        }
+        if let Some(a) = &self.action {
+            o.insert("action", a.clone().into());
+        }
+        if let Some(v) = self.verdict {
+            o.insert("verdict", v.into());
+        }
+        o.insert(
+            "status",
+            Value::integer(i64::from(self.status)).unwrap_or(Value::Null),
+        );
+        o.insert(
+            "latency_ms",
+            Value::Number((self.latency_ms * 1000.0).round() / 1000.0),
+        );
+        eprintln!("{}", Value::Object(o));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_is_honoured_only_when_valid() {
+        assert_eq!(
+            trace_id(Some(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            ))
+            .as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        for bad in [
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "garbage",
+        ] {
+            assert_eq!(trace_id(Some(bad)), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn histograms_are_cumulative() {
+        let m = Metrics::default();
+        m.decide.observe(0.0003);
+        m.decide.observe(0.002);
+        m.decision("pass");
+        m.request("intents", 200);
+        let text = m.render(7, 2, 3);
+        assert!(
+            text.contains("tollgate_stage_seconds_bucket{stage=\"decide\",le=\"0.0005\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("tollgate_stage_seconds_bucket{stage=\"decide\",le=\"0.0025\"} 2\n"));
+        assert!(text.contains("tollgate_stage_seconds_count{stage=\"decide\"} 2\n"));
+        assert!(text.contains("tollgate_decisions_total{verdict=\"pass\"} 1\n"));
+        assert!(
+            text.contains("tollgate_http_requests_total{route=\"intents\",status=\"200\"} 1\n")
+        );
+        assert!(text.contains("tollgate_ledger_head 7\n"));
+    }
+}
