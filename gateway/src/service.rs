@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::extract::{Path as UrlPath, RawQuery, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -116,6 +116,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .fallback(|| async {
             problem(
                 StatusCode::NOT_FOUND,
@@ -539,15 +540,59 @@ async fn get_head(State(st): State<Arc<AppState>>) -> Response {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct Page {
-    from: Option<u64>,
-    limit: Option<u32>,
+/// The OpenAPI document of this service.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
 }
 
-async fn get_entries(State(st): State<Arc<AppState>>, Query(page): Query<Page>) -> Response {
-    let from = page.from.unwrap_or(1).max(1);
-    let limit = page.limit.unwrap_or(100).clamp(1, 1000);
+/// `from` and `limit` of a page, each a positive integer; anything else in
+/// the query is a problem document naming it.
+fn page(query: Option<&str>) -> Result<(u64, u32), Response> {
+    let (mut from, mut limit) = (1u64, 100u32);
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let bad = |what: &str| {
+            problem(
+                StatusCode::BAD_REQUEST,
+                "invalid-query",
+                "Invalid query",
+                format!("{k}={v:?}: {what}"),
+                None,
+            )
+        };
+        match k {
+            "from" => {
+                from = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| bad("from is a seq, 1 or more"))?
+            }
+            "limit" => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| bad("limit is 1 to 1000"))?
+            }
+            _ => return Err(bad("unknown query parameter (from, limit)")),
+        }
+    }
+    Ok((from, limit))
+}
+
+async fn get_entries(State(st): State<Arc<AppState>>, RawQuery(query): RawQuery) -> Response {
+    let (from, limit) = match page(query.as_deref()) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     match st.ledger.lines(from, limit).await {
         Ok(lines) => {
             let mut body = b"{\"entries\":[".to_vec();
@@ -558,7 +603,7 @@ async fn get_entries(State(st): State<Arc<AppState>>, Query(page): Query<Page>) 
                 body.extend_from_slice(l);
             }
             body.extend_from_slice(
-                format!("],\"next\":{}}}", from + lines.len() as u64).as_bytes(),
+                format!("],\"next\":{}}}", from.saturating_add(lines.len() as u64)).as_bytes(),
             );
             json(StatusCode::OK, body)
         }

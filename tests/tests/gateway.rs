@@ -855,3 +855,45 @@ fn metrics_and_logs_say_what_happened_without_secrets() {
         assert!(!log.contains(secret), "the log shows {secret:?}:\n{log}");
     }
 }
+
+#[test]
+fn a_property_based_api_fuzz_run_finds_no_server_error() {
+    let g = Gateway::start();
+    let python = PathBuf::from(tollgate_tests::python());
+    let st = python
+        .parent()
+        .map(|d| d.join("st"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("st"));
+    let token = std::fs::read_to_string(g.data().join("admin.token")).unwrap();
+    let out = Command::new(&st)
+        .args([
+            "run",
+            &format!("{}/openapi.json", g.url),
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "40",
+        ])
+        .args([
+            "--header",
+            &format!("Authorization: Bearer {}", token.trim()),
+        ])
+        .env("SCHEMATHESIS_HOOKS", "")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e} (install tests/requirements.txt)",
+                st.display()
+            )
+        });
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "schemathesis found a failure:\n{said}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("passed"), "{said}");
+    assert!(!said.contains(" 0 generated"), "{said}");
+}
