@@ -48,11 +48,7 @@ pub fn submit(url: &str, key: &Path, file: &Path) -> Result<String, CommandError
 /// Posts `body` as JSON; a 2xx answer is returned, a problem document is
 /// an [`CommandError::Invalid`], a transport failure a [`CommandError::Usage`].
 pub fn post_json(url: &str, body: &str) -> Result<String, CommandError> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut response = agent
+    let mut response = agent()
         .post(url)
         .header("content-type", "application/json")
         .send(body)
@@ -72,11 +68,22 @@ pub fn post_json(url: &str, body: &str) -> Result<String, CommandError> {
     }
 }
 
+/// An HTTP client. `TOLLGATE_CA_CERT` names a PEM certificate to trust
+/// (a gateway with a private CA or a self-signed certificate); without it,
+/// the usual public roots.
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into()
+    let mut config = ureq::Agent::config_builder().http_status_as_error(false);
+    if let Ok(path) = std::env::var("TOLLGATE_CA_CERT")
+        && let Ok(pem) = std::fs::read(&path)
+        && let Ok(cert) = ureq::tls::Certificate::from_pem(&pem)
+    {
+        config = config.tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&[cert]))
+                .build(),
+        );
+    }
+    config.build().into()
 }
 
 /// A response's status and body.

@@ -131,6 +131,30 @@ pub fn load_snapshot(dir: &Path) -> Result<Snapshot, Error> {
     })
 }
 
+/// The TLS configuration from a PEM certificate chain and private key.
+pub fn tls_config(cert: &Path, key: &Path) -> Result<std::sync::Arc<rustls::ServerConfig>, Error> {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| Error::file(cert, format!("not a PEM certificate chain: {e}")))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| Error::file(cert, format!("not a PEM certificate chain: {e}")))?;
+    if certs.is_empty() {
+        return Err(Error::file(cert, "no certificate in the file"));
+    }
+    let private = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| Error::file(key, format!("not a PEM private key: {e}")))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, private)
+        .map_err(|e| Error::Config(format!("TLS certificate and key: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(std::sync::Arc::new(config))
+}
+
 /// Where things are, with defaults inside the data folder.
 #[derive(Clone, Debug)]
 pub struct Paths {

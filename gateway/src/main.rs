@@ -166,6 +166,12 @@ struct ServeArgs {
     /// Largest distance between an intent's issued_at and this clock, seconds.
     #[arg(long, env = "TOLLGATE_MAX_SKEW_SECONDS", default_value_t = 300)]
     max_skew_seconds: i64,
+    /// TLS certificate chain (PEM); with --tls-key, serve HTTPS.
+    #[arg(long, env = "TOLLGATE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "TOLLGATE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Listen on a non-loopback address without TLS anyway.
     #[arg(long, env = "TOLLGATE_ALLOW_INSECURE_HTTP")]
     allow_insecure_http: bool,
@@ -237,7 +243,13 @@ enum DelegationCommand {
 }
 
 fn serve(args: ServeArgs) -> Result<String, CommandError> {
-    if !args.listen.ip().is_loopback() && !args.allow_insecure_http {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some(
+            tollgate_gateway::tls_config(c, k).map_err(|e| CommandError::Usage(e.to_string()))?,
+        ),
+        _ => None,
+    };
+    if tls.is_none() && !args.listen.ip().is_loopback() && !args.allow_insecure_http {
         return Err(CommandError::Usage(format!(
             "refusing to listen on {} without TLS: intents and receipts would cross the network in clear (use a loopback address, or --allow-insecure-http behind a TLS proxy)",
             args.listen
@@ -272,15 +284,19 @@ fn serve(args: ServeArgs) -> Result<String, CommandError> {
             "demo    {}",
             paths.data_dir.join("demo/README.md").display()
         );
-        println!("listening on http://{local}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        println!("listening on {scheme}://{local}");
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        tollgate_gateway::service::serve(std::sync::Arc::new(state), listener, shutdown)
-            .await
-            .map_err(|e| CommandError::Usage(e.to_string()))?;
+        let state = std::sync::Arc::new(state);
+        match tls {
+            Some(tls) => tollgate_gateway::service::serve_tls(state, listener, tls, shutdown).await,
+            None => tollgate_gateway::service::serve(state, listener, shutdown).await,
+        }
+        .map_err(|e| CommandError::Usage(e.to_string()))?;
         Ok("stopped".to_owned())
     })
 }
