@@ -37,6 +37,10 @@ const SCHEMA: &[&str] = &[
         line BLOB NOT NULL,
         idempotency_key TEXT UNIQUE
     ) STRICT",
+    "CREATE TABLE IF NOT EXISTS pending (
+        idempotency_key TEXT PRIMARY KEY NOT NULL,
+        body BLOB NOT NULL
+    ) STRICT",
     "CREATE TRIGGER IF NOT EXISTS entries_append_only_update BEFORE UPDATE ON entries
         BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END",
     "CREATE TRIGGER IF NOT EXISTS entries_append_only_delete BEFORE DELETE ON entries
@@ -71,6 +75,15 @@ impl SqliteOptions {
     }
 }
 
+enum Job {
+    Append(AppendRequest),
+    Reserve {
+        key: String,
+        body: Vec<u8>,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+}
+
 struct AppendRequest {
     receipt: Value,
     signature: Signature,
@@ -88,7 +101,7 @@ pub struct SqliteLedger {
 struct Inner {
     alg: HashAlg,
     readers: SqlitePool,
-    queue: mpsc::Sender<AppendRequest>,
+    queue: mpsc::Sender<Job>,
     stats: Arc<Counters>,
 }
 
@@ -204,6 +217,38 @@ impl SqliteLedger {
         Ok(alg)
     }
 
+    /// Records, durably, that the request `body` with `key` is about to
+    /// have effects outside the ledger (an upstream call). The record is
+    /// removed in the transaction that appends the entry with that key, so
+    /// whatever [`SqliteLedger::pending`] lists after a crash was started
+    /// and not recorded. A key already pending is left as it is.
+    pub async fn reserve(&self, key: &str, body: &[u8]) -> Result<(), Error> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .queue
+            .send(Job::Reserve {
+                key: key.to_owned(),
+                body: body.to_vec(),
+                reply,
+            })
+            .await
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Reservations without their entry, oldest key first.
+    pub async fn pending(&self) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        let rows =
+            sqlx::query("SELECT idempotency_key, body FROM pending ORDER BY idempotency_key")
+                .fetch_all(&self.inner.readers)
+                .await
+                .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<String, _>(0), r.get::<Vec<u8>, _>(1)))
+            .collect())
+    }
+
     /// Group-commit counters since this ledger was opened.
     pub fn stats(&self) -> AppendStats {
         AppendStats {
@@ -311,13 +356,13 @@ impl Ledger for SqliteLedger {
         let (reply, answer) = oneshot::channel();
         self.inner
             .queue
-            .send(AppendRequest {
+            .send(Job::Append(AppendRequest {
                 receipt,
                 signature,
                 receipt_id: info.receipt_id,
                 idempotency_key: idempotency_key.map(str::to_owned),
                 reply,
-            })
+            }))
             .await
             .map_err(|_| Error::Closed)?;
         answer.await.map_err(|_| Error::Closed)?
@@ -421,11 +466,37 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<AppendRequest>) {
-        let mut batch = Vec::with_capacity(self.max_batch);
-        while rx.recv_many(&mut batch, self.max_batch).await > 0 {
-            self.commit_group(std::mem::take(&mut batch)).await;
+    async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        let mut jobs = Vec::with_capacity(self.max_batch);
+        while rx.recv_many(&mut jobs, self.max_batch).await > 0 {
+            // Appends are grouped; a reservation commits on its own, in
+            // order with the appends around it.
+            let mut group = Vec::new();
+            for job in jobs.drain(..) {
+                match job {
+                    Job::Append(a) => group.push(a),
+                    Job::Reserve { key, body, reply } => {
+                        if !group.is_empty() {
+                            self.commit_group(std::mem::take(&mut group)).await;
+                        }
+                        let _ = reply.send(self.reserve(&key, &body).await);
+                    }
+                }
+            }
+            if !group.is_empty() {
+                self.commit_group(group).await;
+            }
         }
+    }
+
+    async fn reserve(&mut self, key: &str, body: &[u8]) -> Result<(), Error> {
+        sqlx::query("INSERT OR IGNORE INTO pending (idempotency_key, body) VALUES (?, ?)")
+            .bind(key)
+            .bind(body)
+            .execute(&mut self.conn)
+            .await
+            .map(|_| ())
+            .map_err(db)
     }
 
     /// `appended_at` for a group: the clock, but never earlier than the
@@ -533,6 +604,13 @@ impl Writer {
                 } else {
                     db(e)
                 });
+            }
+            if let Some(key) = &req.idempotency_key {
+                sqlx::query("DELETE FROM pending WHERE idempotency_key = ?")
+                    .bind(key)
+                    .execute(&mut self.conn)
+                    .await
+                    .map_err(db)?;
             }
             head = Head {
                 seq: entry.seq,

@@ -346,3 +346,23 @@ async fn idempotency_keys_are_stored_with_their_entry_and_unique() {
     );
     assert_eq!(ledger.head().await.unwrap().seq, 1);
 }
+
+#[tokio::test]
+async fn reservations_last_until_their_entry_is_appended() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Ed25519Signer::generate().unwrap();
+    {
+        let ledger = open(&dir, None).await.unwrap();
+        ledger.reserve("agent-7:int-1", b"body one").await.unwrap();
+        ledger.reserve("agent-7:int-2", b"body two").await.unwrap();
+        ledger.reserve("agent-7:int-1", b"ignored").await.unwrap();
+        let (r, s) = signed(&signer, 1);
+        ledger.append(r, s, Some("agent-7:int-2")).await.unwrap();
+    }
+    // After a restart, what was started and never recorded is listed.
+    let ledger = open(&dir, None).await.unwrap();
+    assert_eq!(
+        ledger.pending().await.unwrap(),
+        vec![("agent-7:int-1".to_owned(), b"body one".to_vec())]
+    );
+}

@@ -50,6 +50,20 @@ struct ActionToml {
     risk: Risk,
     approval: Approval,
     amount: Option<AmountToml>,
+    #[serde(default)]
+    target: Target,
+}
+
+/// Where a passed intent is committed.
+#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// Authorization only: the receipt is the authorization.
+    #[default]
+    None,
+    /// POST to the upstream the gateway's configuration names for the
+    /// action, exactly once.
+    Http,
 }
 
 #[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
@@ -99,6 +113,8 @@ pub struct Action {
     /// The param holding the amount in minor units, and the one holding
     /// its currency, if the action moves money.
     pub amount: Option<(String, String)>,
+    /// Where a passed intent is committed.
+    pub target: Target,
     params_schema: jsonschema::Validator,
     params_value: Value,
 }
@@ -399,6 +415,7 @@ impl Bundle {
             contract.insert("scope", scope.clone().into());
             contract.insert("risk", serde_name(&a.risk).into());
             contract.insert("approval", serde_name(&a.approval).into());
+            contract.insert("target", serde_name(&a.target).into());
             contract.insert("params", params_value.clone());
             if let Some(am) = &a.amount {
                 let mut o = Object::new();
@@ -415,6 +432,7 @@ impl Bundle {
                     risk: a.risk,
                     approval: a.approval,
                     amount: a.amount.map(|am| (am.param, am.currency_param)),
+                    target: a.target,
                     params_schema: validator,
                     params_value,
                 },
