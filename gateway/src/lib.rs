@@ -189,6 +189,7 @@ impl Paths {
 pub async fn open(
     paths: &Paths,
     limits: service::Limits,
+    upstreams: service::Upstreams,
 ) -> Result<(service::AppState, setup::Created), Error> {
     let created = setup::init(&paths.data_dir)?;
     let bundle = Bundle::load(&paths.policy)?;
@@ -202,6 +203,19 @@ pub async fn open(
         token: token.trim().to_owned(),
         data_dir: paths.data_dir.clone(),
     });
+    for action in state.bundle.action_names() {
+        let http = state
+            .bundle
+            .action(action)
+            .is_some_and(|a| a.target == tollgate_policies::Target::Http);
+        if http && !upstreams.urls.contains_key(action) {
+            return Err(Error::Config(format!(
+                "action {action} commits to an http target: give its upstream with --upstream {action}=URL"
+            )));
+        }
+    }
+    state.upstreams = upstreams;
+    service::recover(&state).await.map_err(Error::Config)?;
     Ok((state, created))
 }
 

@@ -172,6 +172,13 @@ struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(long, env = "TOLLGATE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Upstream of an action with an http target, ACTION=URL (repeat, or
+    /// comma-separated in the environment).
+    #[arg(long = "upstream", env = "TOLLGATE_UPSTREAMS", value_delimiter = ',')]
+    upstreams: Vec<String>,
+    /// Timeout of one upstream call, milliseconds.
+    #[arg(long, env = "TOLLGATE_UPSTREAM_TIMEOUT_MS", default_value_t = 5000)]
+    upstream_timeout_ms: u64,
     /// Listen on a non-loopback address without TLS anyway.
     #[arg(long, env = "TOLLGATE_ALLOW_INSECURE_HTTP")]
     allow_insecure_http: bool,
@@ -266,7 +273,17 @@ fn serve(args: ServeArgs) -> Result<String, CommandError> {
             max_body: args.max_body,
             max_skew_seconds: args.max_skew_seconds,
         };
-        let (state, created) = tollgate_gateway::open(&paths, limits)
+        let mut upstreams = tollgate_gateway::service::Upstreams {
+            timeout: std::time::Duration::from_millis(args.upstream_timeout_ms),
+            ..Default::default()
+        };
+        for u in &args.upstreams {
+            let (action, url) = u.split_once('=').ok_or_else(|| {
+                CommandError::Usage(format!("--upstream {u:?}: expected ACTION=URL"))
+            })?;
+            upstreams.urls.insert(action.to_owned(), url.to_owned());
+        }
+        let (state, created) = tollgate_gateway::open(&paths, limits, upstreams)
             .await
             .map_err(|e| CommandError::Usage(e.to_string()))?;
         let listener = tokio::net::TcpListener::bind(args.listen)

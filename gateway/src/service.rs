@@ -48,6 +48,25 @@ impl Default for Limits {
     }
 }
 
+/// Where `http` targets are: the upstream URL of each action, and how long
+/// to wait for an answer.
+#[derive(Clone, Debug)]
+pub struct Upstreams {
+    /// URL by action name.
+    pub urls: std::collections::BTreeMap<String, String>,
+    /// Timeout of one upstream call.
+    pub timeout: std::time::Duration,
+}
+
+impl Default for Upstreams {
+    fn default() -> Self {
+        Self {
+            urls: Default::default(),
+            timeout: std::time::Duration::from_secs(5),
+        }
+    }
+}
+
 /// Everything a request needs.
 pub struct AppState {
     /// The active policy.
@@ -64,6 +83,8 @@ pub struct AppState {
     pub limits: Limits,
     /// The registry API, when enabled.
     pub admin: Option<crate::admin::Admin>,
+    /// Upstreams of `http` targets.
+    pub upstreams: Upstreams,
     /// Counters and histograms for `/metrics`.
     pub metrics: crate::observe::Metrics,
     /// Idempotency keys being decided right now.
@@ -89,6 +110,7 @@ impl AppState {
             keys,
             limits,
             admin: None,
+            upstreams: Upstreams::default(),
             metrics: crate::observe::Metrics::default(),
             in_flight: Mutex::new(BTreeSet::new()),
             requests: std::sync::atomic::AtomicU64::new(0),
@@ -253,7 +275,8 @@ impl Drop for InFlight<'_> {
     }
 }
 
-fn receipt_body(bundle: &Bundle, envelope: &IntentEnvelope, decision: &Decision) -> Value {
+/// The outcome of an intent whose target is `none`, or that did not pass.
+fn local_outcome(decision: &Decision) -> Object {
     let mut outcome = Object::new();
     let status = match decision.verdict {
         // Target `none`: the receipt is the authorization.
@@ -263,6 +286,80 @@ fn receipt_body(bundle: &Bundle, envelope: &IntentEnvelope, decision: &Decision)
     };
     outcome.insert("status", status.into());
     outcome.insert("target", "none".into());
+    outcome
+}
+
+/// Commits a passed intent to its upstream: one POST of the intent
+/// envelope with the intent's idempotency key (the same key on every
+/// attempt, so the upstream acts at most once). The outcome records the
+/// upstream's status and the SHA-256 of its answer, or why there is none.
+async fn commit_http(st: &AppState, url: &str, key: &str, envelope: &IntentEnvelope) -> Object {
+    let body = canonical(&envelope.value);
+    let (url, key, intent_id) = (
+        url.to_owned(),
+        key.to_owned(),
+        envelope.intent.intent_id.clone(),
+    );
+    let policy = st.bundle.version_string();
+    let timeout = st.upstreams.timeout;
+    let answer = tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .build()
+            .into();
+        let mut resp = agent
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("idempotency-key", &key)
+            .header("tollgate-intent-id", &intent_id)
+            .header("tollgate-policy-version", &policy)
+            .send(&body[..])?;
+        let status = resp.status().as_u16();
+        let bytes = resp.body_mut().with_config().limit(1 << 20).read_to_vec()?;
+        Ok::<_, ureq::Error>((status, bytes))
+    })
+    .await;
+    let mut outcome = Object::new();
+    outcome.insert("target", "http".into());
+    match answer {
+        Ok(Ok((status, bytes))) => {
+            let ok = (200..300).contains(&status);
+            outcome.insert("status", if ok { "committed" } else { "failed" }.into());
+            outcome.insert(
+                "upstream_status",
+                Value::integer(i64::from(status)).unwrap_or(Value::Null),
+            );
+            outcome.insert(
+                "answer_hash",
+                tollgate_protocol::HashAlg::Sha256
+                    .digest(&[&bytes])
+                    .to_string()
+                    .into(),
+            );
+        }
+        Ok(Err(e)) => {
+            outcome.insert("status", "failed".into());
+            let why = match e {
+                ureq::Error::Timeout(_) => "upstream timed out".to_owned(),
+                other => format!("upstream unreachable: {other}"),
+            };
+            outcome.insert("error", why.into());
+        }
+        Err(e) => {
+            outcome.insert("status", "failed".into());
+            outcome.insert("error", format!("upstream call aborted: {e}").into());
+        }
+    }
+    outcome
+}
+
+fn receipt_body(
+    bundle: &Bundle,
+    envelope: &IntentEnvelope,
+    decision: &Decision,
+    outcome: Object,
+) -> Value {
     let mut r = Object::new();
     r.insert("type", "tollgate.receipt/v1".into());
     r.insert("kind", "decision".into());
@@ -446,19 +543,8 @@ async fn handle_intent(
         Err(r) => return r,
     }
 
-    let t = std::time::Instant::now();
-    let decision = match decide_authenticated(&st.bundle, &envelope, &snapshot) {
-        Ok(d) => d,
-        Err(e) => return shape_problem(&e),
-    };
-    st.metrics.decide.observe(t.elapsed().as_secs_f64());
-    let t = std::time::Instant::now();
-    let receipt = receipt_body(&st.bundle, &envelope, &decision);
-    let signature = st.signer.sign_now(Domain::Receipt, &receipt);
-    let appended = st.ledger.append(receipt, signature, Some(&key)).await;
-    st.metrics.append.observe(t.elapsed().as_secs_f64());
-    match appended {
-        Ok(entry) => {
+    match decide_and_commit(&st, &envelope, &snapshot, &key).await {
+        Ok((decision, entry)) => {
             log.verdict = Some(decision.verdict.name());
             st.metrics.decision(decision.verdict.name());
             let mut r = json(StatusCode::OK, entry.to_canonical());
@@ -473,8 +559,67 @@ async fn handle_intent(
             }
             r
         }
-        Err(e) => internal(e),
+        Err(r) => r,
     }
+}
+
+/// Decides an authenticated intent, commits it to its target, signs the
+/// receipt and appends it with `key`.
+async fn decide_and_commit(
+    st: &AppState,
+    envelope: &IntentEnvelope,
+    snapshot: &Snapshot,
+    key: &str,
+) -> Result<(Decision, tollgate_protocol::LedgerEntry), Response> {
+    let t = std::time::Instant::now();
+    let decision =
+        decide_authenticated(&st.bundle, envelope, snapshot).map_err(|e| shape_problem(&e))?;
+    st.metrics.decide.observe(t.elapsed().as_secs_f64());
+    let http = st
+        .bundle
+        .action(&envelope.intent.action)
+        .is_some_and(|a| a.target == tollgate_policies::Target::Http);
+    let outcome = match (decision.verdict, http) {
+        (Verdict::Pass, true) => {
+            let Some(url) = st.upstreams.urls.get(&envelope.intent.action) else {
+                return Err(internal(format!(
+                    "no upstream is configured for {}",
+                    envelope.intent.action
+                )));
+            };
+            // Durably, before any effect outside the ledger.
+            st.ledger
+                .reserve(key, &canonical(&envelope.value))
+                .await
+                .map_err(internal)?;
+            commit_http(st, url, key, envelope).await
+        }
+        _ => local_outcome(&decision),
+    };
+    let t = std::time::Instant::now();
+    let receipt = receipt_body(&st.bundle, envelope, &decision, outcome);
+    let signature = st.signer.sign_now(Domain::Receipt, &receipt);
+    let appended = st.ledger.append(receipt, signature, Some(key)).await;
+    st.metrics.append.observe(t.elapsed().as_secs_f64());
+    appended.map(|e| (decision, e)).map_err(internal)
+}
+
+/// Finishes what a crash interrupted: every reservation without its entry
+/// is decided and committed again, with the same idempotency key, so the
+/// upstream sees a retry, never a new request. Returns how many.
+pub async fn recover(st: &AppState) -> Result<usize, String> {
+    let pending = st.ledger.pending().await.map_err(|e| e.to_string())?;
+    let snapshot = st.snapshot();
+    for (key, body) in &pending {
+        let envelope = tollgate_protocol::parse(body)
+            .map_err(|e| e.to_string())
+            .and_then(|v| IntentEnvelope::from_value(v).map_err(|e| e.to_string()))
+            .map_err(|e| format!("pending {key}: {e}"))?;
+        decide_and_commit(st, &envelope, &snapshot, key)
+            .await
+            .map_err(|r| format!("pending {key}: answered {}", r.status()))?;
+    }
+    Ok(pending.len())
 }
 
 /// The stored answer for `key`, if there is one: the same entry for the
