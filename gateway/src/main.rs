@@ -145,6 +145,11 @@ enum LedgerCommand {
 
 #[derive(clap::Args)]
 struct ServeArgs {
+    /// A TOML file with any of these settings (names as below, with '_'
+    /// for '-'; `upstream` as a table ACTION = URL). Flags and environment
+    /// variables override it.
+    #[arg(long, env = "TOLLGATE_CONFIG")]
+    config: Option<PathBuf>,
     /// The data folder.
     #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "tollgate-data")]
     data_dir: PathBuf,
@@ -318,9 +323,85 @@ fn serve(args: ServeArgs) -> Result<String, CommandError> {
     })
 }
 
+/// Settings a config file may hold.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    data_dir: Option<PathBuf>,
+    listen: Option<std::net::SocketAddr>,
+    policy: Option<PathBuf>,
+    database: Option<PathBuf>,
+    key: Option<PathBuf>,
+    max_body: Option<usize>,
+    max_skew_seconds: Option<i64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    upstream: Option<std::collections::BTreeMap<String, String>>,
+    upstream_timeout_ms: Option<u64>,
+    allow_insecure_http: Option<bool>,
+}
+
+/// Fills every setting that neither a flag nor the environment gave from
+/// the config file, if there is one.
+fn apply_config(args: &mut ServeArgs, matches: &clap::ArgMatches) -> Result<(), CommandError> {
+    let Some(path) = &args.config else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CommandError::Usage(format!("cannot read {}: {e}", path.display())))?;
+    let file: ConfigFile = toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start].matches('\n').count() + 1)
+            .map_or(String::new(), |l| format!(":{l}"));
+        CommandError::Usage(format!("{}{line}: {}", path.display(), e.message()))
+    })?;
+    let unset = |id: &str| {
+        !matches!(
+            matches.value_source(id),
+            Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+        )
+    };
+    macro_rules! take {
+        ($field:ident) => {
+            if unset(stringify!($field))
+                && let Some(v) = file.$field
+            {
+                args.$field = v.into();
+            }
+        };
+    }
+    take!(data_dir);
+    take!(listen);
+    take!(policy);
+    take!(database);
+    take!(key);
+    take!(max_body);
+    take!(max_skew_seconds);
+    take!(tls_cert);
+    take!(tls_key);
+    take!(upstream_timeout_ms);
+    take!(allow_insecure_http);
+    if unset("upstreams")
+        && let Some(map) = file.upstream
+    {
+        args.upstreams = map.into_iter().map(|(a, u)| format!("{a}={u}")).collect();
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    let result = match Cli::parse().command {
-        Command::Serve(args) => serve(*args),
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    let result = match cli.command {
+        Command::Serve(mut args) => {
+            let sub = matches.subcommand_matches("serve").cloned().unwrap_or_default();
+            apply_config(&mut args, &sub).and_then(|()| serve(*args))
+        }
         Command::Submit { url, key, intent } => {
             tollgate_gateway::client::submit(&url, &key, &intent)
         }

@@ -1300,3 +1300,39 @@ fn a_crash_between_the_upstream_call_and_the_append_loses_nothing() {
     );
     assert_eq!(up.keys.lock().unwrap().len(), 2);
 }
+
+#[test]
+fn a_config_file_sets_what_flags_and_environment_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tollgate.toml");
+    std::fs::write(&config, "max_body = 300\nmax_skew_seconds = 60\n").unwrap();
+    let cfg = config.to_str().unwrap().to_owned();
+    let g = Gateway::start_with(dir, |_| {}, &["--config", &cfg]);
+    let big = vec![b' '; 400];
+    let (code, _, _, _) = g.post_raw("application/json", &big, None);
+    assert_eq!(code, 413, "max_body from the file");
+    drop(g);
+    // A flag wins over the file.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tollgate.toml");
+    std::fs::write(&config, "max_body = 300\n").unwrap();
+    let cfg = config.to_str().unwrap().to_owned();
+    let g = Gateway::start_with(dir, |_| {}, &["--config", &cfg, "--max-body", "100000"]);
+    let (code, _, _, _) = g.post_raw("application/json", &big, None);
+    assert_eq!(
+        code, 400,
+        "the flag's limit applies; the body is then malformed"
+    );
+    // An unknown setting is refused, naming the file and line.
+    std::fs::write(&config, "max_body = 300\nlisten_on = \"x\"\n").unwrap();
+    let out = Command::new(bin("tollgate"))
+        .args(["serve", "--config", &cfg])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!("{cfg}:2: unknown field `listen_on`")),
+        "{err}"
+    );
+}
