@@ -536,11 +536,20 @@ async fn handle_intent(
         state: &st,
         key: key.clone(),
     };
-    // Decided while we waited for the key? Then answer as a replay.
-    match replay(&st, &key, &envelope).await {
-        Ok(Some(r)) => return r,
-        Ok(None) => {}
-        Err(r) => return r,
+    // Before an effect outside the ledger, look the key up (a request that
+    // finished with it wrote its entry before releasing it). Without one,
+    // the key's uniqueness in the ledger is the check: a duplicate turns
+    // into the replay below, and the common case costs no look-up.
+    let http = st
+        .bundle
+        .action(&intent.action)
+        .is_some_and(|a| a.target == tollgate_policies::Target::Http);
+    if http {
+        match replay(&st, &key, &envelope).await {
+            Ok(Some(r)) => return r,
+            Ok(None) => {}
+            Err(r) => return r,
+        }
     }
 
     match decide_and_commit(&st, &envelope, &snapshot, &key).await {
@@ -559,7 +568,39 @@ async fn handle_intent(
             }
             r
         }
-        Err(r) => r,
+        Err(Failure::Answer(r)) => r,
+        Err(Failure::DuplicateKey) => match replay(&st, &key, &envelope).await {
+            Ok(Some(r)) | Err(r) => r,
+            Ok(None) => internal("idempotency key reported taken but not found"),
+        },
+        Err(Failure::DuplicateReceipt(id)) => match st.ledger.line_by_receipt_id(&id).await {
+            // The same intent, decided the same, under another key: its
+            // receipt already exists.
+            Ok(Some(line)) => {
+                let mut r = json(StatusCode::OK, line);
+                r.headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                r
+            }
+            Ok(None) => internal("receipt reported present but not found"),
+            Err(e) => internal(e),
+        },
+    }
+}
+
+/// Why [`decide_and_commit`] did not append.
+enum Failure {
+    /// An answer to give as it is.
+    Answer(Response),
+    /// The idempotency key is taken: a replay, or a conflict.
+    DuplicateKey,
+    /// This very receipt is already in the ledger.
+    DuplicateReceipt(String),
+}
+
+impl From<Response> for Failure {
+    fn from(r: Response) -> Self {
+        Self::Answer(r)
     }
 }
 
@@ -570,7 +611,7 @@ async fn decide_and_commit(
     envelope: &IntentEnvelope,
     snapshot: &Snapshot,
     key: &str,
-) -> Result<(Decision, tollgate_protocol::LedgerEntry), Response> {
+) -> Result<(Decision, tollgate_protocol::LedgerEntry), Failure> {
     let t = std::time::Instant::now();
     let decision =
         decide_authenticated(&st.bundle, envelope, snapshot).map_err(|e| shape_problem(&e))?;
@@ -585,7 +626,8 @@ async fn decide_and_commit(
                 return Err(internal(format!(
                     "no upstream is configured for {}",
                     envelope.intent.action
-                )));
+                ))
+                .into());
             };
             // Durably, before any effect outside the ledger.
             st.ledger
@@ -601,7 +643,12 @@ async fn decide_and_commit(
     let signature = st.signer.sign_now(Domain::Receipt, &receipt);
     let appended = st.ledger.append(receipt, signature, Some(key)).await;
     st.metrics.append.observe(t.elapsed().as_secs_f64());
-    appended.map(|e| (decision, e)).map_err(internal)
+    match appended {
+        Ok(e) => Ok((decision, e)),
+        Err(tollgate_ledger::Error::DuplicateKey(_)) => Err(Failure::DuplicateKey),
+        Err(tollgate_ledger::Error::DuplicateReceipt(id)) => Err(Failure::DuplicateReceipt(id)),
+        Err(e) => Err(internal(e).into()),
+    }
 }
 
 /// Finishes what a crash interrupted: every reservation without its entry
@@ -615,9 +662,12 @@ pub async fn recover(st: &AppState) -> Result<usize, String> {
             .map_err(|e| e.to_string())
             .and_then(|v| IntentEnvelope::from_value(v).map_err(|e| e.to_string()))
             .map_err(|e| format!("pending {key}: {e}"))?;
-        decide_and_commit(st, &envelope, &snapshot, key)
-            .await
-            .map_err(|r| format!("pending {key}: answered {}", r.status()))?;
+        match decide_and_commit(st, &envelope, &snapshot, key).await {
+            Ok(_) | Err(Failure::DuplicateKey | Failure::DuplicateReceipt(_)) => {}
+            Err(Failure::Answer(r)) => {
+                return Err(format!("pending {key}: answered {}", r.status()));
+            }
+        }
     }
     Ok(pending.len())
 }

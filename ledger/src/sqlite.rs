@@ -155,7 +155,15 @@ impl SqliteLedger {
             .map_err(db)?;
         let (queue, rx) = mpsc::channel(options.max_batch.max(1) * 4);
         let stats = Arc::new(Counters::default());
+        let reserved = sqlx::query_scalar::<_, String>("SELECT idempotency_key FROM pending")
+            .fetch_all(&mut writer)
+            .await
+            .map_err(db)?
+            .into_iter()
+            .collect();
         let writer = Writer {
+            reserved,
+            clearing: Vec::new(),
             stats: stats.clone(),
             conn: writer,
             alg,
@@ -458,6 +466,10 @@ pub struct AppendStats {
 
 struct Writer {
     stats: Arc<Counters>,
+    /// Keys with a reservation in `pending`.
+    reserved: std::collections::BTreeSet<String>,
+    /// Reservations the open transaction clears.
+    clearing: Vec<String>,
     conn: SqliteConnection,
     alg: HashAlg,
     clock: Box<dyn Clock>,
@@ -495,8 +507,9 @@ impl Writer {
             .bind(body)
             .execute(&mut self.conn)
             .await
-            .map(|_| ())
-            .map_err(db)
+            .map_err(db)?;
+        self.reserved.insert(key.to_owned());
+        Ok(())
     }
 
     /// `appended_at` for a group: the clock, but never earlier than the
@@ -549,6 +562,13 @@ impl Writer {
         let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
         match sqlx::query(end).execute(&mut self.conn).await {
             Ok(_) => {
+                // Only a committed group cleared its reservations.
+                let cleared = std::mem::take(&mut self.clearing);
+                if result.is_ok() {
+                    for key in cleared {
+                        self.reserved.remove(&key);
+                    }
+                }
                 if let Ok(entries) = &result {
                     self.stats.groups.fetch_add(1, Ordering::Relaxed);
                     self.stats
@@ -573,6 +593,7 @@ impl Writer {
     ) -> Result<Vec<LedgerEntry>, Error> {
         let mut head = read_head(&mut self.conn, self.alg).await?;
         let mut entries = Vec::with_capacity(batch.len());
+        let mut rows = Vec::with_capacity(batch.len());
         for req in batch {
             let entry = LedgerEntry::seal(
                 head.seq + 1,
@@ -581,42 +602,85 @@ impl Writer {
                 req.receipt.clone(),
                 req.signature.clone(),
             );
-            let line = entry.to_canonical();
-            let outcome = sqlx::query(
-                "INSERT INTO entries (seq, receipt_id, hash, line, idempotency_key) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(entry.seq as i64)
-            .bind(&req.receipt_id)
-            .bind(entry.hash.to_string())
-            .bind(line)
-            .bind(req.idempotency_key.as_deref())
-            .execute(&mut self.conn)
-            .await;
-            if let Err(e) = outcome {
-                let unique = |column: &str| {
-                    e.as_database_error()
-                        .is_some_and(|d| d.is_unique_violation() && d.message().contains(column))
-                };
-                return Err(if unique("receipt_id") {
-                    Error::DuplicateReceipt(req.receipt_id.clone())
-                } else if unique("idempotency_key") {
-                    Error::DuplicateKey(req.idempotency_key.clone().unwrap_or_default())
-                } else {
-                    db(e)
-                });
-            }
-            if let Some(key) = &req.idempotency_key {
-                sqlx::query("DELETE FROM pending WHERE idempotency_key = ?")
-                    .bind(key)
-                    .execute(&mut self.conn)
-                    .await
-                    .map_err(db)?;
-            }
+            rows.push((
+                entry.seq as i64,
+                entry.hash.to_string(),
+                entry.to_canonical(),
+            ));
             head = Head {
                 seq: entry.seq,
                 hash: entry.hash,
             };
             entries.push(entry);
+        }
+        // Multi-row INSERTs of fixed sizes, so that each statement is
+        // prepared once and every group costs a few round trips.
+        let mut done = 0;
+        while done < batch.len() {
+            let n = [32, 16, 8, 4, 2, 1]
+                .into_iter()
+                .find(|n| *n <= batch.len() - done)
+                .unwrap_or(1);
+            let mut sql = String::from(
+                "INSERT INTO entries (seq, receipt_id, hash, line, idempotency_key) VALUES ",
+            );
+            for i in 0..n {
+                sql.push_str(if i == 0 {
+                    "(?, ?, ?, ?, ?)"
+                } else {
+                    ", (?, ?, ?, ?, ?)"
+                });
+            }
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for i in done..done + n {
+                let (seq, hash, line) = &rows[i];
+                q = q
+                    .bind(*seq)
+                    .bind(&batch[i].receipt_id)
+                    .bind(hash)
+                    .bind(line)
+                    .bind(batch[i].idempotency_key.as_deref());
+            }
+            if let Err(e) = q.execute(&mut self.conn).await {
+                let unique = |column: &str| {
+                    e.as_database_error()
+                        .is_some_and(|d| d.is_unique_violation() && d.message().contains(column))
+                };
+                // With several rows the culprit is not known: the caller
+                // retries one by one, where it is.
+                let one = n == 1;
+                return Err(if unique("receipt_id") {
+                    Error::DuplicateReceipt(if one {
+                        batch[done].receipt_id.clone()
+                    } else {
+                        String::new()
+                    })
+                } else if unique("idempotency_key") {
+                    Error::DuplicateKey(if one {
+                        batch[done].idempotency_key.clone().unwrap_or_default()
+                    } else {
+                        String::new()
+                    })
+                } else {
+                    db(e)
+                });
+            }
+            done += n;
+        }
+        // Clear the reservations this group fulfils (few: only keys that
+        // were reserved).
+        self.clearing.clear();
+        for req in batch {
+            if let Some(key) = &req.idempotency_key
+                && self.reserved.contains(key)
+            {
+                sqlx::query("DELETE FROM pending WHERE idempotency_key = ?")
+                    .bind(key)
+                    .execute(&mut self.conn)
+                    .await
+                    .map_err(db)?;
+                self.clearing.push(key.clone());
+            }
         }
         Ok(entries)
     }

@@ -1336,3 +1336,21 @@ fn a_config_file_sets_what_flags_and_environment_do_not() {
         "{err}"
     );
 }
+
+#[test]
+fn the_same_intent_under_another_key_gets_its_existing_receipt() {
+    let g = Gateway::start();
+    let agent = g.agent();
+    let body = intent(&agent, "twice", "order:o-1001", 2500, |_| {});
+    let (c1, _, first, r1) = g.post_raw("application/json", &body, Some("key-a"));
+    let (c2, _, second, r2) = g.post_raw("application/json", &body, Some("key-b"));
+    assert_eq!((c1, r1), (200, false));
+    assert_eq!(
+        (c2, r2),
+        (200, true),
+        "{}",
+        String::from_utf8_lossy(&second)
+    );
+    assert_eq!(first, second);
+    assert_eq!(g.head_seq(), 1);
+}
