@@ -162,6 +162,8 @@ pub struct Paths {
     pub data_dir: PathBuf,
     /// The active policy bundle.
     pub policy: PathBuf,
+    /// Whether `policy` was given (it then wins over the registry's).
+    pub explicit_policy: bool,
     /// The ledger database.
     pub database: PathBuf,
     /// The receipt-signing key.
@@ -177,6 +179,7 @@ impl Paths {
         key: Option<PathBuf>,
     ) -> Self {
         Self {
+            explicit_policy: policy.is_some(),
             policy: policy.unwrap_or_else(|| data_dir.join("policies/refunds")),
             database: database.unwrap_or_else(|| data_dir.join("ledger.db")),
             key: key.unwrap_or_else(|| data_dir.join("gateway.jwk")),
@@ -192,7 +195,16 @@ pub async fn open(
     upstreams: service::Upstreams,
 ) -> Result<(service::AppState, setup::Created), Error> {
     let created = setup::init(&paths.data_dir)?;
-    let bundle = Bundle::load(&paths.policy)?;
+    // The version last activated through the registry API, unless the
+    // policy was given explicitly.
+    let policy = match (
+        &paths.explicit_policy,
+        admin::active_policy(&paths.data_dir),
+    ) {
+        (false, Some(active)) => active,
+        _ => paths.policy.clone(),
+    };
+    let bundle = Bundle::load(&policy)?;
     let snapshot = load_snapshot(&paths.data_dir)?;
     let ledger = SqliteLedger::open(SqliteOptions::new(&paths.database)).await?;
     let signer = Ed25519Signer::load(&paths.key)?;
@@ -202,10 +214,11 @@ pub async fn open(
     state.admin = Some(admin::Admin {
         token: token.trim().to_owned(),
         data_dir: paths.data_dir.clone(),
+        initial_policy: std::path::absolute(&policy).unwrap_or(policy.clone()),
     });
-    for action in state.bundle.action_names() {
-        let http = state
-            .bundle
+    let bundle = state.bundle();
+    for action in bundle.action_names() {
+        let http = bundle
             .action(action)
             .is_some_and(|a| a.target == tollgate_policies::Target::Http);
         if http && !upstreams.urls.contains_key(action) {

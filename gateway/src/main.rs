@@ -300,7 +300,7 @@ fn serve(args: ServeArgs) -> Result<String, CommandError> {
         for p in &created.made {
             println!("created {}", p.display());
         }
-        println!("policy  {}", state.bundle.version_string());
+        println!("policy  {}", state.bundle().version_string());
         println!("ledger  {}", paths.database.display());
         println!(
             "demo    {}",

@@ -69,8 +69,8 @@ impl Default for Upstreams {
 
 /// Everything a request needs.
 pub struct AppState {
-    /// The active policy.
-    pub bundle: Arc<Bundle>,
+    /// The active policy, replaced whole on activation.
+    pub bundle: RwLock<Arc<Bundle>>,
     /// Registries and resources, replaced whole on change.
     pub snapshot: RwLock<Arc<Snapshot>>,
     /// The ledger.
@@ -103,7 +103,7 @@ impl AppState {
     ) -> Self {
         let keys = tollgate_signer::key_set([&signer]);
         Self {
-            bundle: Arc::new(bundle),
+            bundle: RwLock::new(Arc::new(bundle)),
             snapshot: RwLock::new(Arc::new(snapshot)),
             ledger,
             signer,
@@ -114,6 +114,14 @@ impl AppState {
             metrics: crate::observe::Metrics::default(),
             in_flight: Mutex::new(BTreeSet::new()),
             requests: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The active policy.
+    pub fn bundle(&self) -> Arc<Bundle> {
+        match self.bundle.read() {
+            Ok(b) => b.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
@@ -293,14 +301,19 @@ fn local_outcome(decision: &Decision) -> Object {
 /// envelope with the intent's idempotency key (the same key on every
 /// attempt, so the upstream acts at most once). The outcome records the
 /// upstream's status and the SHA-256 of its answer, or why there is none.
-async fn commit_http(st: &AppState, url: &str, key: &str, envelope: &IntentEnvelope) -> Object {
+async fn commit_http(
+    st: &AppState,
+    policy: String,
+    url: &str,
+    key: &str,
+    envelope: &IntentEnvelope,
+) -> Object {
     let body = canonical(&envelope.value);
     let (url, key, intent_id) = (
         url.to_owned(),
         key.to_owned(),
         envelope.intent.intent_id.clone(),
     );
-    let policy = st.bundle.version_string();
     let timeout = st.upstreams.timeout;
     let answer = tokio::task::spawn_blocking(move || {
         let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -540,8 +553,8 @@ async fn handle_intent(
     // finished with it wrote its entry before releasing it). Without one,
     // the key's uniqueness in the ledger is the check: a duplicate turns
     // into the replay below, and the common case costs no look-up.
-    let http = st
-        .bundle
+    let bundle = st.bundle();
+    let http = bundle
         .action(&intent.action)
         .is_some_and(|a| a.target == tollgate_policies::Target::Http);
     if http {
@@ -552,7 +565,7 @@ async fn handle_intent(
         }
     }
 
-    match decide_and_commit(&st, &envelope, &snapshot, &key).await {
+    match decide_and_commit(&st, &bundle, &envelope, &snapshot, &key).await {
         Ok((decision, entry)) => {
             log.verdict = Some(decision.verdict.name());
             st.metrics.decision(decision.verdict.name());
@@ -608,16 +621,16 @@ impl From<Response> for Failure {
 /// receipt and appends it with `key`.
 async fn decide_and_commit(
     st: &AppState,
+    bundle: &Bundle,
     envelope: &IntentEnvelope,
     snapshot: &Snapshot,
     key: &str,
 ) -> Result<(Decision, tollgate_protocol::LedgerEntry), Failure> {
     let t = std::time::Instant::now();
     let decision =
-        decide_authenticated(&st.bundle, envelope, snapshot).map_err(|e| shape_problem(&e))?;
+        decide_authenticated(bundle, envelope, snapshot).map_err(|e| shape_problem(&e))?;
     st.metrics.decide.observe(t.elapsed().as_secs_f64());
-    let http = st
-        .bundle
+    let http = bundle
         .action(&envelope.intent.action)
         .is_some_and(|a| a.target == tollgate_policies::Target::Http);
     let outcome = match (decision.verdict, http) {
@@ -634,12 +647,12 @@ async fn decide_and_commit(
                 .reserve(key, &canonical(&envelope.value))
                 .await
                 .map_err(internal)?;
-            commit_http(st, url, key, envelope).await
+            commit_http(st, bundle.version_string(), url, key, envelope).await
         }
         _ => local_outcome(&decision),
     };
     let t = std::time::Instant::now();
-    let receipt = receipt_body(&st.bundle, envelope, &decision, outcome);
+    let receipt = receipt_body(bundle, envelope, &decision, outcome);
     let signature = st.signer.sign_now(Domain::Receipt, &receipt);
     let appended = st.ledger.append(receipt, signature, Some(key)).await;
     st.metrics.append.observe(t.elapsed().as_secs_f64());
@@ -657,12 +670,13 @@ async fn decide_and_commit(
 pub async fn recover(st: &AppState) -> Result<usize, String> {
     let pending = st.ledger.pending().await.map_err(|e| e.to_string())?;
     let snapshot = st.snapshot();
+    let bundle = st.bundle();
     for (key, body) in &pending {
         let envelope = tollgate_protocol::parse(body)
             .map_err(|e| e.to_string())
             .and_then(|v| IntentEnvelope::from_value(v).map_err(|e| e.to_string()))
             .map_err(|e| format!("pending {key}: {e}"))?;
-        match decide_and_commit(st, &envelope, &snapshot, key).await {
+        match decide_and_commit(st, &bundle, &envelope, &snapshot, key).await {
             Ok(_) | Err(Failure::DuplicateKey | Failure::DuplicateReceipt(_)) => {}
             Err(Failure::Answer(r)) => {
                 return Err(format!("pending {key}: answered {}", r.status()));

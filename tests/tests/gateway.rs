@@ -1354,3 +1354,141 @@ fn the_same_intent_under_another_key_gets_its_existing_receipt() {
     assert_eq!(first, second);
     assert_eq!(g.head_seq(), 1);
 }
+
+#[test]
+fn policy_versions_are_published_activated_and_rolled_back() {
+    let g = Gateway::start();
+    let agent = g.agent();
+    let token = std::fs::read_to_string(g.data().join("admin.token")).unwrap();
+    let admin = |path: &str, body: &str| {
+        let a: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut resp = a
+            .post(&format!("{}{path}", g.url))
+            .header("authorization", &format!("Bearer {}", token.trim()))
+            .header("content-type", "application/json")
+            .send(body)
+            .unwrap();
+        (
+            resp.status().as_u16(),
+            resp.body_mut().read_to_string().unwrap(),
+        )
+    };
+    // The refunds bundle with a higher automatic limit, as version 1.1.0.
+    let src = g.data().join("policies/refunds");
+    let mut files = Object::new();
+    for f in [
+        "bundle.toml",
+        "schema.cedarschema",
+        "boundary.cedar",
+        "escalate.cedar",
+        "params/orders.refund.json",
+    ] {
+        let mut text = std::fs::read_to_string(src.join(f)).unwrap();
+        text = text
+            .replace("version = \"1.0.0\"", "version = \"1.1.0\"")
+            .replace("> 50000", "> 150000");
+        files.insert(f, text.into());
+    }
+    let mut body = Object::new();
+    body.insert("files", files.clone().into());
+    let (code, said) = admin("/v1/admin/policies", &Value::Object(body).to_string());
+    assert_eq!(code, 201, "{said}");
+    let v110 = parse(said.trim().as_bytes())
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .get("published")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(v110.starts_with("refunds@1.1.0+sha256:"));
+    let large = |id: &str| intent(&agent, id, "order:o-1002", 99_900, |_| {});
+    let policy_of = |entry: &[u8]| {
+        parse(entry)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .get("receipt")
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .get("policy_version")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // Published, not active: still escalates.
+    let (_, _, e, _) = g.post_raw("application/json", &large("p-1"), None);
+    assert_eq!(verdict_of(&e), "escalate");
+    let v100 = policy_of(&e);
+    let (code, said) = admin(
+        "/v1/admin/policies/activate",
+        &format!("{{\"version\":\"{v110}\"}}"),
+    );
+    assert_eq!(code, 200, "{said}");
+    let (_, _, e, _) = g.post_raw("application/json", &large("p-2"), None);
+    assert_eq!(
+        (verdict_of(&e), policy_of(&e)),
+        ("pass".to_owned(), v110.clone())
+    );
+    // It survives a restart.
+    let g = g.restart();
+    let (_, _, e, _) = g.post_raw("application/json", &large("p-3"), None);
+    assert_eq!(policy_of(&e), v110);
+    let token = std::fs::read_to_string(g.data().join("admin.token")).unwrap();
+    let a: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut resp = a
+        .post(&format!("{}/v1/admin/policies/rollback", g.url))
+        .header("authorization", &format!("Bearer {}", token.trim()))
+        .send("")
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        200,
+        "{}",
+        resp.body_mut().read_to_string().unwrap()
+    );
+    let (_, _, e, _) = g.post_raw("application/json", &large("p-4"), None);
+    assert_eq!(
+        (verdict_of(&e), policy_of(&e)),
+        ("escalate".to_owned(), v100)
+    );
+    // An invalid bundle is refused with its problems, and changes nothing.
+    let head = g.head_seq();
+    files.insert(
+        "escalate.cedar",
+        "permit (principal, action, resource);".into(),
+    );
+    let mut body = Object::new();
+    body.insert("files", files.into());
+    let mut resp = a
+        .post(&format!("{}/v1/admin/policies", g.url))
+        .header("authorization", &format!("Bearer {}", token.trim()))
+        .send(Value::Object(body).to_string())
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 422);
+    assert!(
+        resp.body_mut()
+            .read_to_string()
+            .unwrap()
+            .contains("escalate.cedar:1: rule has no @id")
+    );
+    assert_eq!(g.head_seq(), head);
+    // publish, activate and rollback each left a registry receipt.
+    let (_, export) = g.get("/v1/ledger/export");
+    let text = String::from_utf8(export).unwrap();
+    for change in ["policy.publish", "policy.activate", "policy.rollback"] {
+        assert!(
+            text.contains(&format!("\"change\":\"{change}\"")),
+            "{change}"
+        );
+    }
+}
