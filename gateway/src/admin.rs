@@ -82,6 +82,20 @@ fn authorized(st: &AppState, headers: &HeaderMap) -> Result<(), Response> {
     }
 }
 
+/// The registry API's settings, once the caller is authorized.
+fn administrator(st: &AppState, headers: &HeaderMap) -> Result<Admin, Response> {
+    authorized(st, headers)?;
+    st.admin.clone().ok_or_else(|| {
+        problem(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "Not found",
+            "the registry API is not enabled".into(),
+            None,
+        )
+    })
+}
+
 /// Appends the `registry` receipt of a change; only then may it apply.
 async fn record(st: &AppState, change: &str, subject: Value) -> Result<(), Response> {
     let mut s = Object::new();
@@ -376,17 +390,9 @@ pub async fn publish_policy(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorized(&st, &headers) {
-        return r;
-    }
-    let Some(admin) = st.admin.clone() else {
-        return problem(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            "Not found",
-            "the registry API is not enabled".into(),
-            None,
-        );
+    let admin = match administrator(&st, &headers) {
+        Ok(a) => a,
+        Err(r) => return r,
     };
     let value = match parse(&body) {
         Ok(v) => v,
@@ -425,20 +431,44 @@ pub async fn publish_policy(
             );
         }
     };
+    // Plain relative paths only: segments of letters, digits, '.', '_'
+    // and '-', none starting with a dot. Anything else is refused before
+    // a byte is written.
+    let plain = |path: &str| {
+        !path.is_empty()
+            && path.len() <= 200
+            && path.split('/').all(|seg| {
+                !seg.is_empty()
+                    && !seg.starts_with('.')
+                    && seg
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+            })
+    };
+    if files.len() > 256 {
+        let _ = std::fs::remove_dir_all(&staging);
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-bundle",
+            "Invalid bundle",
+            format!("{} files; a bundle has at most 256", files.len()),
+            Some("/files"),
+        );
+    }
     for (path, text) in files.iter() {
         let rel = std::path::Path::new(path);
-        let safe = !path.is_empty()
-            && rel
-                .components()
-                .all(|c| matches!(c, std::path::Component::Normal(_)));
-        let Some(text) = text.as_str().filter(|_| safe) else {
+        let Some(text) = text.as_str().filter(|_| plain(path)) else {
             let _ = std::fs::remove_dir_all(&staging);
+            let mut pointer = String::from("/files/");
+            tollgate_protocol::json::escape_pointer_token(path, &mut pointer);
             return problem(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid-bundle",
                 "Invalid bundle",
-                format!("{path:?}: a relative path inside the bundle, with text"),
-                Some("/files"),
+                format!(
+                    "{path:?}: each file is a relative path of letters, digits, '.', '_', '-' and '/', with text"
+                ),
+                Some(&pointer),
             );
         };
         let target = staging.join(rel);
@@ -592,17 +622,9 @@ pub async fn activate(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorized(&st, &headers) {
-        return r;
-    }
-    let Some(admin) = st.admin.clone() else {
-        return problem(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            "Not found",
-            "the registry API is not enabled".into(),
-            None,
-        );
+    let admin = match administrator(&st, &headers) {
+        Ok(a) => a,
+        Err(r) => return r,
     };
     let version = match parse(&body)
         .ok()
@@ -643,17 +665,9 @@ pub async fn activate(
 /// `POST /v1/admin/policies/rollback`: back to the version active before
 /// the current one.
 pub async fn rollback(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&st, &headers) {
-        return r;
-    }
-    let Some(admin) = st.admin.clone() else {
-        return problem(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            "Not found",
-            "the registry API is not enabled".into(),
-            None,
-        );
+    let admin = match administrator(&st, &headers) {
+        Ok(a) => a,
+        Err(r) => return r,
     };
     let mut h = history(&read_index(&admin));
     if h.len() < 2 {
@@ -680,17 +694,9 @@ pub async fn rollback(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Re
 
 /// `GET /v1/admin/policies`: published versions and the active one.
 pub async fn policies(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&st, &headers) {
-        return r;
-    }
-    let Some(admin) = st.admin.clone() else {
-        return problem(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            "Not found",
-            "the registry API is not enabled".into(),
-            None,
-        );
+    let admin = match administrator(&st, &headers) {
+        Ok(a) => a,
+        Err(r) => return r,
     };
     let index = read_index(&admin);
     let mut o = Object::new();

@@ -1492,3 +1492,37 @@ fn policy_versions_are_published_activated_and_rolled_back() {
         );
     }
 }
+
+/// Found by the API fuzz run: a file name with a NUL byte reached the
+/// file system and came back as a 500.
+#[test]
+fn regression_policy_file_names_are_checked_before_any_write() {
+    let g = Gateway::start();
+    let token = std::fs::read_to_string(g.data().join("admin.token")).unwrap();
+    let a: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    for name in ["a\\u0000b", "../escape.toml", ".hidden", "dir//x", "x y"] {
+        let body = format!("{{\"files\":{{\"{name}\":\"text\"}}}}");
+        let mut resp = a
+            .post(&format!("{}/v1/admin/policies", g.url))
+            .header("authorization", &format!("Bearer {}", token.trim()))
+            .send(body)
+            .unwrap();
+        let text = resp.body_mut().read_to_string().unwrap();
+        assert_eq!(resp.status().as_u16(), 422, "{name}: {text}");
+        assert!(
+            text.contains("urn:tollgate:problem:invalid-bundle"),
+            "{text}"
+        );
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(g.data().join("policies"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".incoming"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(g.head_seq(), 0);
+}
