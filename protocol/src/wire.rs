@@ -308,6 +308,8 @@ pub struct LedgerEntry {
     // INVARIANT: an object holding exactly the six members, consistent
     // with the fields above.
     value: Object,
+    /// The canonical bytes, when [`LedgerEntry::seal`] made them.
+    line: Option<Vec<u8>>,
 }
 
 impl LedgerEntry {
@@ -327,8 +329,23 @@ impl LedgerEntry {
         value.insert("appended_at", appended_at.as_str().into());
         value.insert("receipt", receipt);
         value.insert("signature", signature.to_value());
-        let hash = entry_hash(prev.alg, &value);
-        value.insert("hash", hash.to_string().into());
+        // Serialize once: the bytes hashed are the entry without `hash`;
+        // in canonical order `hash` comes right after `appended_at` (the
+        // other members are prev, receipt, seq, signature), so the line is
+        // those bytes with the member spliced in there.
+        let mut body = Vec::with_capacity(1024);
+        write_object_except(&value, "", &mut body);
+        let hash = prev.alg.digest(&[CHAIN_TAG.as_bytes(), b"\n", &body]);
+        let hash_text = hash.to_string();
+        // `{"appended_at":"<timestamp>",`: a timestamp has nothing to escape.
+        let split = "{\"appended_at\":\"".len() + appended_at.as_str().len() + 2;
+        let mut line = Vec::with_capacity(body.len() + hash_text.len() + 10);
+        line.extend_from_slice(&body[..split]);
+        line.extend_from_slice(b"\"hash\":\"");
+        line.extend_from_slice(hash_text.as_bytes());
+        line.extend_from_slice(b"\",");
+        line.extend_from_slice(&body[split..]);
+        value.insert("hash", hash_text.into());
         Self {
             seq,
             prev,
@@ -336,6 +353,7 @@ impl LedgerEntry {
             signature,
             hash,
             value,
+            line: Some(line),
         }
     }
 
@@ -357,6 +375,9 @@ impl LedgerEntry {
     /// The entry's canonical bytes: one line of an export, without the
     /// newline.
     pub fn to_canonical(&self) -> Vec<u8> {
+        if let Some(line) = &self.line {
+            return line.clone();
+        }
         let mut out = Vec::with_capacity(1024);
         write_object_except(&self.value, "", &mut out);
         out
@@ -390,6 +411,40 @@ impl LedgerEntry {
             signature,
             hash,
             value,
+            line: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::{canonical, parse};
+
+    #[test]
+    fn a_sealed_entry_is_its_own_canonical_form_and_hashes_right() {
+        let receipt =
+            parse("{\"type\":\"tollgate.receipt/v1\",\"x\":\"\u{e9}\\n\",\"n\":1.5}".as_bytes())
+                .unwrap();
+        for alg in [HashAlg::Sha256, HashAlg::Blake3] {
+            let sig = Signature {
+                alg: crate::Alg::EdDSA,
+                kid: "k".into(),
+                sig: vec![7; 64],
+            };
+            let e = LedgerEntry::seal(
+                3,
+                alg.zero(),
+                Timestamp::from_unix(1_795_341_600, 5),
+                receipt.clone(),
+                sig,
+            );
+            let line = e.to_canonical();
+            // The spliced line is exactly the canonical form of the value.
+            assert_eq!(line, canonical(&Value::Object(e.as_object().clone())));
+            assert_eq!(e.computed_hash(), e.hash);
+            let back = LedgerEntry::from_value(parse(&line).unwrap()).unwrap();
+            assert_eq!(back.to_canonical(), line);
+        }
     }
 }

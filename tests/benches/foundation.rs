@@ -7,8 +7,9 @@
 //!
 //! 1. Group-commit appends/s (64 concurrent appenders, receipts signed
 //!    before the clock starts) against bare SQLite: the same rows inserted
-//!    by one task in transactions of the same size, same pragmas, no
-//!    hashing, chaining or channel.
+//!    by one task in transactions of the same size, with the same
+//!    multi-row statements and pragmas, and no hashing, chaining or
+//!    channel.
 //! 2. `tollgate-verify` entries/s over an export against bare Ed25519 batch
 //!    verification of the same signatures over prepared messages, both on
 //!    all cores.
@@ -102,15 +103,27 @@ async fn bench_appends(n: usize, dir: &Path) -> (f64, f64, f64) {
             .execute(&mut conn)
             .await
             .unwrap();
-        for (seq, id, hash, line) in batch {
-            sqlx::query("INSERT INTO entries (seq, receipt_id, hash, line) VALUES (?, ?, ?, ?)")
-                .bind(seq)
-                .bind(id)
-                .bind(hash)
-                .bind(line)
-                .execute(&mut conn)
-                .await
+        // The same multi-row statements the ledger uses.
+        let mut done = 0;
+        while done < batch.len() {
+            let n = [32, 16, 8, 4, 2, 1]
+                .into_iter()
+                .find(|n| *n <= batch.len() - done)
                 .unwrap();
+            let mut sql = String::from("INSERT INTO entries (seq, receipt_id, hash, line) VALUES ");
+            for i in 0..n {
+                sql.push_str(if i == 0 {
+                    "(?, ?, ?, ?)"
+                } else {
+                    ", (?, ?, ?, ?)"
+                });
+            }
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (seq, id, hash, line) in &batch[done..done + n] {
+                q = q.bind(seq).bind(id).bind(hash).bind(line);
+            }
+            q.execute(&mut conn).await.unwrap();
+            done += n;
         }
         sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
     }
