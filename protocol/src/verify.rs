@@ -230,32 +230,47 @@ fn check_line(
     let mut shallow = Object::new();
     let mut hash_span = None;
     let mut receipt_span = None;
-    let mut nested = Object::new();
+    // Spans of the members of the top-level member being read, kept
+    // unparsed until it turns out to be the receipt.
+    let mut nested: Vec<&MemberSpan> = Vec::new();
+    let mut receipt_id_span = None;
     for NestedSpan { depth, span } in &spans {
-        let name = member_name(line, span)?;
-        let bytes = &line[span.value.clone()];
-        let container = matches!(bytes.first(), Some(b'{' | b'['));
         if *depth == 2 {
-            // A member of some top-level object member; kept if scalar,
-            // and used if that member turns out to be the receipt.
-            if !container {
-                nested.insert(name, parse(bytes)?);
-            }
+            nested.push(span);
             continue;
         }
-        let value = match name.as_str() {
-            "receipt" => {
-                receipt_span = Some(span.value.clone());
-                Value::Object(std::mem::take(&mut nested))
-            }
-            _ => {
-                if name == "hash" {
-                    hash_span = Some(span.clone());
+        let name = member_name(line, span)?;
+        let value = if name == "receipt" {
+            receipt_span = Some(span.value.clone());
+            // Only the receipt's scalar members that are read.
+            let mut fields = Object::new();
+            for m in nested.drain(..) {
+                let inner = member_name(line, m)?;
+                if !matches!(inner.as_str(), "type" | "kind" | "receipt_id" | "issued_at") {
+                    continue;
                 }
-                parse(bytes)?
+                let bytes = &line[m.value.clone()];
+                if matches!(bytes.first(), Some(b'{' | b'[')) {
+                    continue;
+                }
+                if inner == "receipt_id" {
+                    // Relative to the receipt's own bytes.
+                    let base = span.value.start;
+                    receipt_id_span = Some(MemberSpan {
+                        member: m.member.start - base..m.member.end - base,
+                        value: m.value.start - base..m.value.end - base,
+                    });
+                }
+                fields.insert(inner, parse(bytes)?);
             }
+            Value::Object(fields)
+        } else {
+            nested.clear();
+            if name == "hash" {
+                hash_span = Some(span.clone());
+            }
+            parse(&line[span.value.clone()])?
         };
-        nested = Object::new();
         shallow.insert(name, value);
     }
     // Reads and checks the six members; the receipt holds its scalar
@@ -276,7 +291,7 @@ fn check_line(
         })
     };
     let receipt_bytes = &line[receipt_span];
-    let info = check_receipt_canonical(entry.receipt(), receipt_bytes, "/receipt");
+    let info = check_receipt_canonical(entry.receipt(), receipt_bytes, receipt_id_span, "/receipt");
     let mut prepared = None;
     let sig = match (&info, keys) {
         (Ok(info), Some(keys)) => keys

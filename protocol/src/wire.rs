@@ -230,15 +230,20 @@ pub fn check_receipt(receipt: &Value, pointer: &str) -> Result<ReceiptInfo, Erro
 
 /// [`check_receipt`] for a receipt whose canonical bytes are at hand: the
 /// id is recomputed from them without writing the receipt out again.
+///
+/// `receipt_id_span`, when the caller already knows it, is where the
+/// `receipt_id` member stands in `canonical`; otherwise it is found.
 pub fn check_receipt_canonical(
     receipt: &Value,
     canonical: &[u8],
+    receipt_id_span: Option<crate::json::MemberSpan>,
     pointer: &str,
 ) -> Result<ReceiptInfo, Error> {
     let info = receipt_fields(receipt, pointer)?;
     // INVARIANT: receipt_fields found a receipt_id member, so its span
     // exists in the receipt's canonical bytes.
-    let span = member_span(canonical, "receipt_id")
+    let span = receipt_id_span
+        .or_else(|| member_span(canonical, "receipt_id"))
         .ok_or_else(|| Error::invalid(pointer, "receipt bytes are not canonical"))?;
     let [a, b] = without_member(canonical, &span);
     let digest = HashAlg::Sha256.digest(&[RECEIPT_ID_TAG.as_bytes(), b"\n", a, b]);
