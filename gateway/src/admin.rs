@@ -22,7 +22,7 @@ use tollgate_pipeline::Snapshot;
 use tollgate_policies::delegation::Token;
 use tollgate_protocol::{Domain, Object, Value, canonical, parse, seal_receipt};
 
-use crate::service::{AppState, json, problem};
+use crate::service::{AppState, json, malformed, problem};
 use crate::setup::replace_file;
 
 /// What the registry API needs beyond the service state.
@@ -148,13 +148,7 @@ async fn register(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Byt
     let value = match parse(&body) {
         Ok(v) => v,
         Err(e) => {
-            return problem(
-                StatusCode::BAD_REQUEST,
-                "malformed-json",
-                "Malformed JSON",
-                e.to_string(),
-                e.pointer(),
-            );
+            return malformed(&e);
         }
     };
     let token = match Token::from_value(&value) {
@@ -397,13 +391,7 @@ pub async fn publish_policy(
     let value = match parse(&body) {
         Ok(v) => v,
         Err(e) => {
-            return problem(
-                StatusCode::BAD_REQUEST,
-                "malformed-json",
-                "Malformed JSON",
-                e.to_string(),
-                e.pointer(),
-            );
+            return malformed(&e);
         }
     };
     let Some(files) = value

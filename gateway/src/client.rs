@@ -26,22 +26,12 @@ pub fn submit(url: &str, key: &Path, file: &Path) -> Result<String, CommandError
         .get("issued_at")
         .is_none_or(|v| v.as_str() == Some("NOW"))
     {
-        let d = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let now = Timestamp::from_unix(d.as_secs() as i64, d.subsec_millis() * 1_000_000);
-        payload.insert("issued_at", now.as_str().into());
+        payload.insert("issued_at", now().as_str().into());
     }
-    let payload = Value::Object(payload);
-    let mut env = Object::new();
-    env.insert(
-        "signature",
-        signer.sign_now(Domain::Intent, &payload).to_value(),
-    );
-    env.insert("payload", payload);
+    let env = signer.envelope(Domain::Intent, Value::Object(payload));
     post_json(
         &format!("{}/v1/intents", url.trim_end_matches('/')),
-        &Value::Object(env).to_string(),
+        &env.to_string(),
     )
 }
 
@@ -103,10 +93,7 @@ fn read(
 }
 
 fn now() -> Timestamp {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp::from_unix(d.as_secs() as i64, d.subsec_millis() * 1_000_000)
+    tollgate_ledger::Clock::now(&tollgate_ledger::SystemClock)
 }
 
 /// Signs `payload` and posts it; returns the status and the body.
@@ -115,19 +102,13 @@ fn send_intent(
     signer: &Ed25519Signer,
     payload: Object,
 ) -> Result<(u16, Value), CommandError> {
-    let payload = Value::Object(payload);
-    let mut env = Object::new();
-    env.insert(
-        "signature",
-        signer.sign_now(Domain::Intent, &payload).to_value(),
-    );
-    env.insert("payload", payload);
+    let env = signer.envelope(Domain::Intent, Value::Object(payload));
     let target = format!("{}/v1/intents", url.trim_end_matches('/'));
     let (status, body) = read(
         agent()
             .post(&target)
             .header("content-type", "application/json")
-            .send(Value::Object(env).to_string()),
+            .send(env.to_string()),
         &target,
     )?;
     let v = tollgate_protocol::parse(&body)
@@ -287,13 +268,7 @@ pub fn tour(url: &str, data_dir: &Path) -> Result<String, CommandError> {
     p.insert("resources", Value::Array(vec!["order:o-1001".into()]));
     p.insert("not_before", "2020-01-01T00:00:00Z".into());
     p.insert("expires_at", "2100-01-01T00:00:00Z".into());
-    let payload = Value::Object(p);
-    let mut env = Object::new();
-    env.insert(
-        "signature",
-        issuer.sign_now(Domain::Delegation, &payload).to_value(),
-    );
-    env.insert("payload", payload);
+    let env = issuer.envelope(Domain::Delegation, Value::Object(p));
     let base = url.trim_end_matches('/');
     let auth = format!("Bearer {}", admin_token.trim());
     println!("\n4. The issuer registers delegation {id} (order o-1001 only), then revokes it.");
@@ -303,7 +278,7 @@ pub fn tour(url: &str, data_dir: &Path) -> Result<String, CommandError> {
             .post(&target)
             .header("authorization", &auth)
             .header("content-type", "application/json")
-            .send(Value::Object(env).to_string()),
+            .send(env.to_string()),
         &target,
     )?;
     if status != 201 {
@@ -474,14 +449,8 @@ pub fn bench(
             params.insert("currency", "EUR".into());
             p.insert("params", params.into());
             p.insert("issued_at", issued.as_str().into());
-            let payload = Value::Object(p);
-            let mut env = Object::new();
-            env.insert(
-                "signature",
-                agent_key.sign_now(Domain::Intent, &payload).to_value(),
-            );
-            env.insert("payload", payload);
-            Value::Object(env).to_string()
+            let env = agent_key.envelope(Domain::Intent, Value::Object(p));
+            env.to_string()
         })
         .collect();
     let agents: Vec<ureq::Agent> = (0..concurrency).map(|_| agent()).collect();

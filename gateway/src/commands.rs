@@ -357,12 +357,7 @@ pub fn delegation_issue(req: &IssueRequest<'_>) -> Result<String, CommandError> 
     if let Some(parent) = &parent {
         p.insert("parent", parent.id.clone().into());
     }
-    let payload = Value::Object(p);
-    let signature = signer.sign_now(Domain::Delegation, &payload);
-    let mut env = Object::new();
-    env.insert("payload", payload);
-    env.insert("signature", signature.to_value());
-    let token_value = Value::Object(env);
+    let token_value = signer.envelope(Domain::Delegation, Value::Object(p));
     // Check what was made, as a verifier will.
     let token = Token::from_value(&token_value).map_err(|e| CommandError::Usage(e.to_string()))?;
     if let Some(parent) = &parent
@@ -490,11 +485,7 @@ pub fn intent_sign(key: &Path, payload: &Path) -> Result<String, CommandError> {
     let bytes = read(payload)?;
     let value = tollgate_protocol::parse_with_depth(&bytes, tollgate_protocol::MAX_INTENT_DEPTH)
         .map_err(|e| CommandError::Invalid(format!("{}: {e}", payload.display())))?;
-    let signature = signer.sign_now(Domain::Intent, &value);
-    let mut env = Object::new();
-    env.insert("payload", value);
-    env.insert("signature", signature.to_value());
-    let env = Value::Object(env);
+    let env = signer.envelope(Domain::Intent, value);
     // The result must be a valid envelope; say why not if it is not.
     IntentEnvelope::from_value(env.clone())
         .map_err(|e| CommandError::Invalid(format!("{}: {e}", payload.display())))?;

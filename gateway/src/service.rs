@@ -194,6 +194,18 @@ pub fn json(status: StatusCode, mut body: Vec<u8>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// The problem for a body that is not strict I-JSON: the parser's message
+/// and the JSON Pointer it names.
+pub fn malformed(e: &tollgate_protocol::Error) -> Response {
+    problem(
+        StatusCode::BAD_REQUEST,
+        "malformed-json",
+        "Malformed JSON",
+        e.to_string(),
+        e.pointer(),
+    )
+}
+
 fn internal(e: impl std::fmt::Display) -> Response {
     problem(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -460,13 +472,7 @@ async fn handle_intent(
     let value = match parse_with_depth(&bytes, MAX_INTENT_DEPTH) {
         Ok(v) => v,
         Err(e) => {
-            return problem(
-                StatusCode::BAD_REQUEST,
-                "malformed-json",
-                "Malformed JSON",
-                e.to_string(),
-                e.pointer(),
-            );
+            return malformed(&e);
         }
     };
     let envelope = match IntentEnvelope::from_value(value) {

@@ -183,14 +183,8 @@ pub fn init(dir: &Path) -> Result<Created, Error> {
         p.insert("per_intent", limit.into());
         p.insert("not_before", "2020-01-01T00:00:00Z".into());
         p.insert("expires_at", "2100-01-01T00:00:00Z".into());
-        let payload = Value::Object(p);
-        let mut env = Object::new();
-        env.insert(
-            "signature",
-            issuer.sign_now(Domain::Delegation, &payload).to_value(),
-        );
-        env.insert("payload", payload);
-        let text = format!("{}\n", Value::Object(env));
+        let env = issuer.envelope(Domain::Delegation, Value::Object(p));
+        let text = format!("{}\n", env);
         write_new(&delegation, &text, &mut created)?;
         write_new(&dir.join("delegations/dlg_demo.json"), &text, &mut created)?;
     }

@@ -113,6 +113,17 @@ impl Ed25519Signer {
         }
     }
 
+    /// `{"payload": payload, "signature": …}`: the envelope in which intents,
+    /// delegation tokens and approval decisions travel (PROTOCOL §3),
+    /// signed in `domain`.
+    pub fn envelope(&self, domain: Domain, payload: Value) -> Value {
+        let signature = self.sign_now(domain, &payload).to_value();
+        let mut env = Object::new();
+        env.insert("payload", payload);
+        env.insert("signature", signature);
+        Value::Object(env)
+    }
+
     /// The private JWK document of a key file.
     fn private_jwk(&self) -> Value {
         let Value::Object(mut o) = self.jwk.to_value() else {
@@ -253,6 +264,11 @@ mod tests {
         let a = s.sign_now(Domain::Receipt, &body);
         let b = s.sign_now(Domain::Receipt, &body);
         assert_eq!(a, b, "Ed25519 is deterministic");
+        let env = s.envelope(Domain::Intent, body.clone());
+        let o = env.as_object().unwrap();
+        assert_eq!(o.get("payload"), Some(&body));
+        let sig = Signature::from_value(o.get("signature").unwrap(), "/signature").unwrap();
+        assert_eq!(sig, s.sign_now(Domain::Intent, &body));
         let set = key_set([&s]);
         let t = Timestamp::parse("2026-01-01T00:00:00Z").unwrap();
         set.verify(Domain::Receipt, &body, &a, &t).unwrap();
