@@ -22,7 +22,7 @@ use tollgate_pipeline::Snapshot;
 use tollgate_policies::delegation::Token;
 use tollgate_protocol::{Domain, Object, Value, canonical, parse, seal_receipt};
 
-use crate::service::{AppState, json, malformed, problem};
+use crate::service::{AppState, internal, json, malformed, problem};
 use crate::setup::replace_file;
 
 /// What the registry API needs beyond the service state.
@@ -119,15 +119,7 @@ async fn record(st: &AppState, change: &str, subject: Value) -> Result<(), Respo
         .append(receipt, sig, None)
         .await
         .map(|_| ())
-        .map_err(|e| {
-            problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-                e.to_string(),
-                None,
-            )
-        })
+        .map_err(|e| internal(e.to_string()))
 }
 
 fn publish(st: &AppState, edit: impl FnOnce(&mut Snapshot)) {
@@ -208,13 +200,7 @@ async fn register(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Byt
             .join("delegations")
             .join(format!("{}.json", token.id));
         if let Err(e) = replace_file(&path, &format!("{value}\n")) {
-            return problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-                e.to_string(),
-                None,
-            );
+            return internal(e.to_string());
         }
     }
     let id = token.id.clone();
@@ -264,13 +250,7 @@ async fn revoke(
     if let Some(admin) = &st.admin {
         let list = Value::Array(revoked.iter().map(|r| r.clone().into()).collect());
         if let Err(e) = replace_file(&admin.data_dir.join("revoked.json"), &format!("{list}\n")) {
-            return problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-                e.to_string(),
-                None,
-            );
+            return internal(e.to_string());
         }
     }
     publish(&st, |s| {
@@ -349,15 +329,8 @@ fn write_index(admin: &Admin, published: Object, history: &[String]) -> Result<(
         "history",
         Value::Array(history.iter().map(|h| h.clone().into()).collect()),
     );
-    replace_file(&index_path(admin), &format!("{}\n", Value::Object(o))).map_err(|e| {
-        problem(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Internal error",
-            e.to_string(),
-            None,
-        )
-    })
+    replace_file(&index_path(admin), &format!("{}\n", Value::Object(o)))
+        .map_err(|e| internal(e.to_string()))
 }
 
 /// The bundle folder the index says is active, if any.
@@ -410,13 +383,7 @@ pub async fn publish_policy(
     let staging = match tempfile_in(&admin.data_dir.join("policies")) {
         Ok(d) => d,
         Err(e) => {
-            return problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-                e,
-                None,
-            );
+            return internal(e);
         }
     };
     // Plain relative paths only: segments of letters, digits, '.', '_'
@@ -466,13 +433,7 @@ pub async fn publish_policy(
             .and_then(|()| std::fs::write(&target, text));
         if let Err(e) = written {
             let _ = std::fs::remove_dir_all(&staging);
-            return problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-                e.to_string(),
-                None,
-            );
+            return internal(e.to_string());
         }
     }
     let bundle = match tollgate_policies::Bundle::load(&staging) {
@@ -507,13 +468,7 @@ pub async fn publish_policy(
             && let Err(e) = std::fs::rename(&staging, &dest)
         {
             let _ = std::fs::remove_dir_all(&staging);
-            return problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-                e.to_string(),
-                None,
-            );
+            return internal(e.to_string());
         }
         pubs.insert(version.clone(), folder.into());
         if let Err(r) = write_index(&admin, pubs, &history(&index)) {
@@ -564,13 +519,7 @@ async fn switch(
         match tollgate_policies::Bundle::load(&admin.data_dir.join("policies").join(&folder)) {
             Ok(b) => b,
             Err(e) => {
-                return problem(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "Internal error",
-                    e.to_string(),
-                    None,
-                );
+                return internal(e.to_string());
             }
         };
     let http = bundle.action_names().find(|a| {

@@ -206,7 +206,8 @@ pub fn malformed(e: &tollgate_protocol::Error) -> Response {
     )
 }
 
-fn internal(e: impl std::fmt::Display) -> Response {
+/// A 500 problem: the gateway could not complete the request.
+pub fn internal(e: impl std::fmt::Display) -> Response {
     problem(
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal",
