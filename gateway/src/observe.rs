@@ -156,6 +156,10 @@ pub struct LogLine {
     pub action: Option<String>,
     /// The verdict, for a decision.
     pub verdict: Option<&'static str>,
+    /// The route's name, as in the metrics.
+    pub route: &'static str,
+    /// For a 500: the cause, logged here and never sent to the caller.
+    pub error: Option<String>,
     /// HTTP status.
     pub status: u16,
     /// Milliseconds.
@@ -167,13 +171,17 @@ impl LogLine {
     pub fn emit(&self, time: &str) {
         if std::io::stderr().is_terminal() {
             eprintln!(
-                "{time} {} {} {} {} {} {:.2} ms",
+                "{time} {} {} {} {} {} {} {:.2} ms{}",
+                self.route,
                 self.status,
                 self.verdict.unwrap_or("-"),
                 self.agent.as_deref().unwrap_or("-"),
                 self.action.as_deref().unwrap_or("-"),
                 self.request_id,
-                self.latency_ms
+                self.latency_ms,
+                self.error
+                    .as_deref()
+                    .map_or(String::new(), |e| format!(" error: {e}"))
             );
             return;
         }
@@ -191,6 +199,12 @@ impl LogLine {
         }
         if let Some(v) = self.verdict {
             o.insert("verdict", v.into());
+        }
+        if !self.route.is_empty() {
+            o.insert("route", self.route.into());
+        }
+        if let Some(e) = &self.error {
+            o.insert("error", e.clone().into());
         }
         o.insert(
             "status",

@@ -22,8 +22,18 @@
 //! written in the entry's own transaction: a caller that finds its key
 //! finds its entry, and one that does not can be sure no entry has it.
 //!
-//! Not here: signing (the caller passes a signed receipt), PostgreSQL (a
-//! later implementation of the same trait), approvals.
+//! The ledger is also the one source of truth for the registries
+//! (PROTOCOL §4.3): trusted issuers, delegation tokens and their
+//! revocations, resource attributes, policy bundles (every file) and the
+//! active policy with its history live in tables of the same store, and
+//! each [`RegistryChange`] is written by the one writer in the same
+//! transaction as the `registry` receipt that records it. Either both are
+//! durable or neither is. The tables refuse what the registries forbid
+//! (re-registering a revoked id) on their own, whatever the caller checked.
+//!
+//! Not here: signing (the caller passes a signed receipt), deciding what a
+//! change means (the gateway's engine), PostgreSQL (a later implementation
+//! of the same trait), approvals.
 
 #![forbid(unsafe_code)]
 
@@ -31,6 +41,9 @@ mod sqlite;
 
 use std::future::Future;
 
+use std::collections::BTreeSet;
+
+pub use tollgate_protocol::Clock;
 use tollgate_protocol::{Failure, HashAlg, HashValue, LedgerEntry, Signature, Timestamp, Value};
 
 pub use sqlite::{AppendStats, SqliteLedger, SqliteOptions};
@@ -61,6 +74,13 @@ pub enum Error {
         /// The algorithm asked for.
         requested: HashAlg,
     },
+    /// A registry change conflicts with the recorded registry state (a
+    /// revoked id registered again, an id registered twice).
+    #[error("registry conflict: {0}")]
+    RegistryConflict(String),
+    /// The first-start import was asked for, and the ledger already has it.
+    #[error("the ledger's registries are already seeded")]
+    AlreadySeeded,
     /// A stored row cannot be read back as an entry.
     #[error("ledger row {seq} is corrupt: {reason}")]
     Corrupt {
@@ -89,13 +109,7 @@ pub struct CheckReport {
     pub failure: Option<Failure>,
 }
 
-/// Where `appended_at` comes from.
-pub trait Clock: Send + Sync + 'static {
-    /// The current time.
-    fn now(&self) -> Timestamp;
-}
-
-/// The system's wall clock.
+/// The system's wall clock: the gateway's, outside tests.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;
 
@@ -109,8 +123,131 @@ impl Clock for SystemClock {
     }
 }
 
+/// A change to the registries, applied in the transaction that appends
+/// its `registry` receipt. Objects are passed as their canonical bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegistryChange {
+    /// `issuer.register`: a key trusted to issue root delegation tokens.
+    IssuerRegister {
+        /// Its `kid`.
+        kid: String,
+        /// The public JWK.
+        jwk: Vec<u8>,
+    },
+    /// `issuer.revoke`.
+    IssuerRevoke {
+        /// The `kid`.
+        kid: String,
+    },
+    /// `delegation.register`: a signed token envelope.
+    DelegationRegister {
+        /// The token id.
+        id: String,
+        /// The envelope.
+        token: Vec<u8>,
+    },
+    /// `delegation.revoke`.
+    DelegationRevoke {
+        /// The token id.
+        id: String,
+    },
+    /// `resource.put`: a resource's attributes, replacing any before.
+    ResourcePut {
+        /// `type:id`.
+        resource: String,
+        /// The attributes object.
+        attributes: Vec<u8>,
+    },
+    /// `policy.publish`: a bundle's files, `{path: text}`.
+    PolicyPublish {
+        /// `name@semver+hash`.
+        version: String,
+        /// The files object.
+        files: Vec<u8>,
+    },
+    /// `policy.activate`: pushes a version on the history.
+    PolicyActivate {
+        /// The version now active.
+        version: String,
+    },
+    /// `policy.rollback`: pops the history back to `version`.
+    PolicyRollback {
+        /// The version now active.
+        version: String,
+    },
+}
+
+impl RegistryChange {
+    /// The change's name in its receipt (`subject.change`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::IssuerRegister { .. } => "issuer.register",
+            Self::IssuerRevoke { .. } => "issuer.revoke",
+            Self::DelegationRegister { .. } => "delegation.register",
+            Self::DelegationRevoke { .. } => "delegation.revoke",
+            Self::ResourcePut { .. } => "resource.put",
+            Self::PolicyPublish { .. } => "policy.publish",
+            Self::PolicyActivate { .. } => "policy.activate",
+            Self::PolicyRollback { .. } => "policy.rollback",
+        }
+    }
+}
+
+/// A signed `registry` receipt and the change it records.
+#[derive(Clone, Debug)]
+pub struct RegistryAppend {
+    /// The sealed receipt.
+    pub receipt: Value,
+    /// The gateway's signature over it.
+    pub signature: Signature,
+    /// What it changes.
+    pub change: RegistryChange,
+}
+
+/// The registries as recorded in the ledger. Objects are their canonical
+/// bytes; lists are in the order of their keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegistryState {
+    /// Whether the first-start import was recorded.
+    pub seeded: bool,
+    /// Trusted issuer keys, `(kid, jwk)`, revoked ones included.
+    pub issuers: Vec<(String, Vec<u8>)>,
+    /// Revoked issuer kids.
+    pub revoked_issuers: BTreeSet<String>,
+    /// Delegation tokens, `(id, envelope)`, revoked ones included.
+    pub delegations: Vec<(String, Vec<u8>)>,
+    /// Revoked delegation ids.
+    pub revoked_delegations: BTreeSet<String>,
+    /// Resource attributes, `(resource, attributes)`.
+    pub resources: Vec<(String, Vec<u8>)>,
+    /// Published policy bundles, `(version, files)`.
+    pub policies: Vec<(String, Vec<u8>)>,
+    /// Activations and rollbacks in ledger order, `(change, version)`:
+    /// the active version and the rollback stack follow from them.
+    pub policy_history: Vec<(String, String)>,
+}
+
+impl RegistryState {
+    /// The activation stack after replaying the history: its last element
+    /// is the active version.
+    pub fn policy_stack(&self) -> Vec<String> {
+        let mut stack: Vec<String> = Vec::new();
+        for (change, version) in &self.policy_history {
+            if change == "policy.rollback" {
+                stack.pop();
+                if stack.last() != Some(version) {
+                    stack.push(version.clone());
+                }
+            } else {
+                stack.push(version.clone());
+            }
+        }
+        stack
+    }
+}
+
 /// An append-only, hash-chained store of signed receipts.
-pub trait Ledger: Send + Sync {
+pub trait Ledger: Send + Sync + 'static {
     /// Appends a signed receipt and returns its entry once it is durable.
     /// An idempotency key, if given, is stored with the entry in the same
     /// transaction and must be new.
@@ -156,4 +293,28 @@ pub trait Ledger: Send + Sync {
 
     /// The hash algorithm of this ledger.
     fn hash_alg(&self) -> HashAlg;
+
+    /// Appends `registry` receipts and applies their changes, all in one
+    /// transaction, and returns their entries once durable. With `seed`,
+    /// the transaction also records that the first-start import is done,
+    /// and fails with [`Error::AlreadySeeded`] if it was.
+    fn append_registry(
+        &self,
+        items: Vec<RegistryAppend>,
+        seed: bool,
+    ) -> impl Future<Output = Result<Vec<LedgerEntry>, Error>> + Send;
+
+    /// The registries as recorded.
+    fn registry(&self) -> impl Future<Output = Result<RegistryState, Error>> + Send;
+
+    /// Records, durably, that the request `body` with `key` is about to
+    /// have effects outside the ledger (an upstream call). The record is
+    /// removed in the transaction that appends the entry with that key.
+    fn reserve(&self, key: &str, body: &[u8]) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Reservations without their entry, oldest key first.
+    fn pending(&self) -> impl Future<Output = Result<Vec<(String, Vec<u8>)>, Error>> + Send;
+
+    /// Group-commit counters since the ledger was opened.
+    fn stats(&self) -> AppendStats;
 }

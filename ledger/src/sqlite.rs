@@ -6,6 +6,13 @@
 //! chains and inserts the whole group, commits, and only then answers each
 //! caller. While one group's commit waits for the disk the next group
 //! gathers, which is what makes group commit pay off under load.
+//!
+//! Registry changes are rare and each must fail alone: the writer commits
+//! them in their own transaction (in queue order with the appends around
+//! them), the receipt's entry and the change's rows together. The registry
+//! tables refuse UPDATE and DELETE (resources excepted: a `resource.put`
+//! replaces the attributes) and a revoked id registered again, by
+//! triggers, so no caller can get round the rules by racing.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,7 +30,10 @@ use tollgate_protocol::{
     check_receipt, parse,
 };
 
-use crate::{CheckReport, Clock, Error, Head, Ledger, SystemClock};
+use crate::{
+    CheckReport, Clock, Error, Head, Ledger, RegistryAppend, RegistryChange, RegistryState,
+    SystemClock,
+};
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS ledger_meta (
@@ -41,10 +51,68 @@ const SCHEMA: &[&str] = &[
         idempotency_key TEXT PRIMARY KEY NOT NULL,
         body BLOB NOT NULL
     ) STRICT",
+    "CREATE TABLE IF NOT EXISTS reg_issuers (
+        kid TEXT PRIMARY KEY NOT NULL, jwk BLOB NOT NULL, seq INTEGER NOT NULL
+    ) STRICT",
+    "CREATE TABLE IF NOT EXISTS reg_issuer_revocations (
+        kid TEXT PRIMARY KEY NOT NULL, seq INTEGER NOT NULL
+    ) STRICT",
+    "CREATE TABLE IF NOT EXISTS reg_delegations (
+        id TEXT PRIMARY KEY NOT NULL, token BLOB NOT NULL, seq INTEGER NOT NULL
+    ) STRICT",
+    "CREATE TABLE IF NOT EXISTS reg_delegation_revocations (
+        id TEXT PRIMARY KEY NOT NULL, seq INTEGER NOT NULL
+    ) STRICT",
+    "CREATE TABLE IF NOT EXISTS reg_resources (
+        resource TEXT PRIMARY KEY NOT NULL, attributes BLOB NOT NULL, seq INTEGER NOT NULL
+    ) STRICT",
+    "CREATE TABLE IF NOT EXISTS reg_policies (
+        version TEXT PRIMARY KEY NOT NULL, files BLOB NOT NULL, seq INTEGER NOT NULL
+    ) STRICT",
+    "CREATE TABLE IF NOT EXISTS reg_policy_history (
+        seq INTEGER PRIMARY KEY NOT NULL, change TEXT NOT NULL, version TEXT NOT NULL
+            REFERENCES reg_policies (version)
+    ) STRICT",
+    "CREATE TRIGGER IF NOT EXISTS reg_delegation_not_revoked BEFORE INSERT ON reg_delegations
+        WHEN EXISTS (SELECT 1 FROM reg_delegation_revocations WHERE id = NEW.id)
+        BEGIN SELECT RAISE(ABORT, 'registry conflict: delegation was revoked'); END",
+    "CREATE TRIGGER IF NOT EXISTS reg_issuer_not_revoked BEFORE INSERT ON reg_issuers
+        WHEN EXISTS (SELECT 1 FROM reg_issuer_revocations WHERE kid = NEW.kid)
+        BEGIN SELECT RAISE(ABORT, 'registry conflict: issuer was revoked'); END",
+    "CREATE TRIGGER IF NOT EXISTS reg_revocation_of_known BEFORE INSERT ON reg_delegation_revocations
+        WHEN NOT EXISTS (SELECT 1 FROM reg_delegations WHERE id = NEW.id)
+        BEGIN SELECT RAISE(ABORT, 'registry conflict: delegation is not registered'); END",
+    "CREATE TRIGGER IF NOT EXISTS reg_activation_of_published BEFORE INSERT ON reg_policy_history
+        WHEN NOT EXISTS (SELECT 1 FROM reg_policies WHERE version = NEW.version)
+        BEGIN SELECT RAISE(ABORT, 'registry conflict: policy version is not published'); END",
     "CREATE TRIGGER IF NOT EXISTS entries_append_only_update BEFORE UPDATE ON entries
         BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END",
     "CREATE TRIGGER IF NOT EXISTS entries_append_only_delete BEFORE DELETE ON entries
         BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS reg_issuers_update BEFORE UPDATE ON reg_issuers
+        BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS reg_issuers_delete BEFORE DELETE ON reg_issuers
+        BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS reg_issuer_revocations_update BEFORE UPDATE ON reg_issuer_revocations
+        BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS reg_issuer_revocations_delete BEFORE DELETE ON reg_issuer_revocations
+        BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS reg_delegations_update BEFORE UPDATE ON reg_delegations
+        BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS reg_delegations_delete BEFORE DELETE ON reg_delegations
+        BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS reg_delegation_revocations_update BEFORE UPDATE ON reg_delegation_revocations
+        BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS reg_delegation_revocations_delete BEFORE DELETE ON reg_delegation_revocations
+        BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS reg_policies_update BEFORE UPDATE ON reg_policies
+        BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS reg_policies_delete BEFORE DELETE ON reg_policies
+        BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS reg_policy_history_update BEFORE UPDATE ON reg_policy_history
+        BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS reg_policy_history_delete BEFORE DELETE ON reg_policy_history
+        BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
 ];
 
 const FORMAT: &str = "tollgate-ledger/1";
@@ -77,6 +145,11 @@ impl SqliteOptions {
 
 enum Job {
     Append(AppendRequest),
+    Registry {
+        items: Vec<RegistryAppend>,
+        seed: bool,
+        reply: oneshot::Sender<Result<Vec<LedgerEntry>, Error>>,
+    },
     Reserve {
         key: String,
         body: Vec<u8>,
@@ -223,46 +296,6 @@ impl SqliteLedger {
         };
         tx.commit().await.map_err(db)?;
         Ok(alg)
-    }
-
-    /// Records, durably, that the request `body` with `key` is about to
-    /// have effects outside the ledger (an upstream call). The record is
-    /// removed in the transaction that appends the entry with that key, so
-    /// whatever [`SqliteLedger::pending`] lists after a crash was started
-    /// and not recorded. A key already pending is left as it is.
-    pub async fn reserve(&self, key: &str, body: &[u8]) -> Result<(), Error> {
-        let (reply, answer) = oneshot::channel();
-        self.inner
-            .queue
-            .send(Job::Reserve {
-                key: key.to_owned(),
-                body: body.to_vec(),
-                reply,
-            })
-            .await
-            .map_err(|_| Error::Closed)?;
-        answer.await.map_err(|_| Error::Closed)?
-    }
-
-    /// Reservations without their entry, oldest key first.
-    pub async fn pending(&self) -> Result<Vec<(String, Vec<u8>)>, Error> {
-        let rows =
-            sqlx::query("SELECT idempotency_key, body FROM pending ORDER BY idempotency_key")
-                .fetch_all(&self.inner.readers)
-                .await
-                .map_err(db)?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get::<String, _>(0), r.get::<Vec<u8>, _>(1)))
-            .collect())
-    }
-
-    /// Group-commit counters since this ledger was opened.
-    pub fn stats(&self) -> AppendStats {
-        AppendStats {
-            groups: self.inner.stats.groups.load(Ordering::Relaxed),
-            appends: self.inner.stats.appends.load(Ordering::Relaxed),
-        }
     }
 
     /// Checks every stored entry as a verifier checks an export (with
@@ -431,6 +464,101 @@ impl Ledger for SqliteLedger {
     fn hash_alg(&self) -> HashAlg {
         self.inner.alg
     }
+
+    async fn append_registry(
+        &self,
+        items: Vec<RegistryAppend>,
+        seed: bool,
+    ) -> Result<Vec<LedgerEntry>, Error> {
+        for item in &items {
+            check_receipt(&item.receipt, "").map_err(|e| Error::NotAReceipt(e.to_string()))?;
+        }
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .queue
+            .send(Job::Registry { items, seed, reply })
+            .await
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    async fn registry(&self) -> Result<RegistryState, Error> {
+        let pool = &self.inner.readers;
+        let pairs = |sql: &'static str| async move {
+            sqlx::query(sql)
+                .fetch_all(pool)
+                .await
+                .map_err(db)
+                .map(|rows| {
+                    rows.iter()
+                        .map(|r| (r.get::<String, _>(0), r.get::<Vec<u8>, _>(1)))
+                        .collect::<Vec<_>>()
+                })
+        };
+        let ids = |sql: &'static str| async move {
+            sqlx::query_scalar::<_, String>(sql)
+                .fetch_all(pool)
+                .await
+                .map_err(db)
+                .map(|v| v.into_iter().collect::<std::collections::BTreeSet<_>>())
+        };
+        let seeded: Option<String> =
+            sqlx::query_scalar("SELECT value FROM ledger_meta WHERE key = 'seeded'")
+                .fetch_optional(pool)
+                .await
+                .map_err(db)?;
+        let history = sqlx::query("SELECT change, version FROM reg_policy_history ORDER BY seq")
+            .fetch_all(pool)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
+            .collect();
+        Ok(RegistryState {
+            seeded: seeded.is_some(),
+            issuers: pairs("SELECT kid, jwk FROM reg_issuers ORDER BY kid").await?,
+            revoked_issuers: ids("SELECT kid FROM reg_issuer_revocations").await?,
+            delegations: pairs("SELECT id, token FROM reg_delegations ORDER BY id").await?,
+            revoked_delegations: ids("SELECT id FROM reg_delegation_revocations").await?,
+            resources: pairs("SELECT resource, attributes FROM reg_resources ORDER BY resource")
+                .await?,
+            policies: pairs("SELECT version, files FROM reg_policies ORDER BY version").await?,
+            policy_history: history,
+        })
+    }
+
+    async fn reserve(&self, key: &str, body: &[u8]) -> Result<(), Error> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .queue
+            .send(Job::Reserve {
+                key: key.to_owned(),
+                body: body.to_vec(),
+                reply,
+            })
+            .await
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    async fn pending(&self) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        let rows =
+            sqlx::query("SELECT idempotency_key, body FROM pending ORDER BY idempotency_key")
+                .fetch_all(&self.inner.readers)
+                .await
+                .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<String, _>(0), r.get::<Vec<u8>, _>(1)))
+            .collect())
+    }
+
+    fn stats(&self) -> AppendStats {
+        AppendStats {
+            groups: self.inner.stats.groups.load(Ordering::Relaxed),
+            appends: self.inner.stats.appends.load(Ordering::Relaxed),
+        }
+    }
 }
 
 async fn read_head<'e>(exec: impl sqlx::SqliteExecutor<'e>, alg: HashAlg) -> Result<Head, Error> {
@@ -464,6 +592,75 @@ pub struct AppendStats {
     pub appends: u64,
 }
 
+fn unique_violation(e: &sqlx::Error, column: &str) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation() && d.message().contains(column))
+}
+
+/// Writes one registry change's rows; a refusal by the tables' rules is a
+/// [`Error::RegistryConflict`] naming what was refused.
+async fn apply_change(
+    conn: &mut SqliteConnection,
+    seq: i64,
+    change: &RegistryChange,
+) -> Result<(), Error> {
+    let q = match change {
+        RegistryChange::IssuerRegister { kid, jwk } => {
+            sqlx::query("INSERT INTO reg_issuers (kid, jwk, seq) VALUES (?, ?, ?)")
+                .bind(kid.as_str())
+                .bind(jwk.as_slice())
+        }
+        RegistryChange::IssuerRevoke { kid } => {
+            sqlx::query("INSERT INTO reg_issuer_revocations (kid, seq) VALUES (?, ?)")
+                .bind(kid.as_str())
+        }
+        RegistryChange::DelegationRegister { id, token } => {
+            sqlx::query("INSERT INTO reg_delegations (id, token, seq) VALUES (?, ?, ?)")
+                .bind(id.as_str())
+                .bind(token.as_slice())
+        }
+        RegistryChange::DelegationRevoke { id } => {
+            sqlx::query("INSERT INTO reg_delegation_revocations (id, seq) VALUES (?, ?)")
+                .bind(id.as_str())
+        }
+        RegistryChange::ResourcePut {
+            resource,
+            attributes,
+        } => sqlx::query(
+            "INSERT INTO reg_resources (resource, attributes, seq) VALUES (?, ?, ?)
+                 ON CONFLICT (resource) DO UPDATE SET attributes = excluded.attributes, seq = excluded.seq",
+        )
+        .bind(resource.as_str())
+        .bind(attributes.as_slice()),
+        RegistryChange::PolicyPublish { version, files } => {
+            sqlx::query("INSERT INTO reg_policies (version, files, seq) VALUES (?, ?, ?)")
+                .bind(version.as_str())
+                .bind(files.as_slice())
+        }
+        RegistryChange::PolicyActivate { version } | RegistryChange::PolicyRollback { version } => {
+            sqlx::query("INSERT INTO reg_policy_history (change, version, seq) VALUES (?, ?, ?)")
+                .bind(change.name())
+                .bind(version.as_str())
+        }
+    };
+    q.bind(seq).execute(conn).await.map(|_| ()).map_err(|e| {
+        let conflict = e.as_database_error().is_some_and(|d| {
+            d.is_unique_violation() || d.message().starts_with("registry conflict")
+        });
+        if conflict {
+            Error::RegistryConflict(format!(
+                "{}: {}",
+                change.name(),
+                e.as_database_error()
+                    .map(|d| d.message().to_owned())
+                    .unwrap_or_default()
+            ))
+        } else {
+            db(e)
+        }
+    })
+}
+
 struct Writer {
     stats: Arc<Counters>,
     /// Keys with a reservation in `pending`.
@@ -493,6 +690,12 @@ impl Writer {
                         }
                         let _ = reply.send(self.reserve(&key, &body).await);
                     }
+                    Job::Registry { items, seed, reply } => {
+                        if !group.is_empty() {
+                            self.commit_group(std::mem::take(&mut group)).await;
+                        }
+                        let _ = reply.send(self.registry(items, seed).await);
+                    }
                 }
             }
             if !group.is_empty() {
@@ -510,6 +713,99 @@ impl Writer {
             .map_err(db)?;
         self.reserved.insert(key.to_owned());
         Ok(())
+    }
+
+    /// One transaction: the registry receipts' entries and their changes,
+    /// and with `seed` the mark that the first-start import is done.
+    async fn registry(
+        &mut self,
+        items: Vec<RegistryAppend>,
+        seed: bool,
+    ) -> Result<Vec<LedgerEntry>, Error> {
+        let at = self.stamp();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut self.conn)
+            .await
+            .map_err(db)?;
+        let result = self.registry_in_tx(items, seed, &at).await;
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        match sqlx::query(end).execute(&mut self.conn).await {
+            Ok(_) => {
+                if let Ok(entries) = &result {
+                    self.stats.groups.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .appends
+                        .fetch_add(entries.len() as u64, Ordering::Relaxed);
+                }
+                result
+            }
+            Err(e) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+                Err(db(e))
+            }
+        }
+    }
+
+    async fn registry_in_tx(
+        &mut self,
+        items: Vec<RegistryAppend>,
+        seed: bool,
+        at: &Timestamp,
+    ) -> Result<Vec<LedgerEntry>, Error> {
+        if seed {
+            let done: Option<String> =
+                sqlx::query_scalar("SELECT value FROM ledger_meta WHERE key = 'seeded'")
+                    .fetch_optional(&mut self.conn)
+                    .await
+                    .map_err(db)?;
+            if done.is_some() {
+                return Err(Error::AlreadySeeded);
+            }
+            sqlx::query("INSERT INTO ledger_meta (key, value) VALUES ('seeded', '1')")
+                .execute(&mut self.conn)
+                .await
+                .map_err(db)?;
+        }
+        let mut head = read_head(&mut self.conn, self.alg).await?;
+        let mut entries = Vec::with_capacity(items.len());
+        for item in items {
+            let receipt_id = item
+                .receipt
+                .as_object()
+                .and_then(|o| o.get("receipt_id"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let entry = LedgerEntry::seal(
+                head.seq + 1,
+                head.hash,
+                at.clone(),
+                item.receipt,
+                item.signature,
+            );
+            let seq = entry.seq as i64;
+            sqlx::query("INSERT INTO entries (seq, receipt_id, hash, line) VALUES (?, ?, ?, ?)")
+                .bind(seq)
+                .bind(&receipt_id)
+                .bind(entry.hash.to_string())
+                .bind(entry.to_canonical())
+                .execute(&mut self.conn)
+                .await
+                .map_err(|e| {
+                    if unique_violation(&e, "receipt_id") {
+                        Error::DuplicateReceipt(receipt_id.clone())
+                    } else {
+                        db(e)
+                    }
+                })?;
+            apply_change(&mut self.conn, seq, &item.change).await?;
+            head = Head {
+                seq: entry.seq,
+                hash: entry.hash,
+            };
+            entries.push(entry);
+        }
+        Ok(entries)
     }
 
     /// `appended_at` for a group: the clock, but never earlier than the

@@ -32,9 +32,8 @@ use cedar_policy::{
     Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
 };
 use tollgate_policies::delegation::{self, Bounds, Registry};
-use tollgate_policies::{
-    Action, Approval, Bundle, FiredRule, RuleEffect, TestCase, Vars, from_json,
-};
+use tollgate_policies::{Action, Approval, Bundle, FiredRule, TestCase, Vars, from_json};
+pub use tollgate_protocol::Verdict;
 use tollgate_protocol::{IntentEnvelope, Object, Value};
 
 /// Why an intent is refused before any decision: it is malformed for the
@@ -93,28 +92,6 @@ impl ShapeError {
             }
             Self::NotAnInteger { pointer, .. } => pointer,
             Self::Confidence(_) => "/payload/decision/confidence_bp",
-        }
-    }
-}
-
-/// The verdict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Verdict {
-    /// Go ahead.
-    Pass,
-    /// Wait for a human reviewer.
-    Escalate,
-    /// Refused.
-    Block,
-}
-
-impl Verdict {
-    /// `pass`, `escalate` or `block`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Pass => "pass",
-            Self::Escalate => "escalate",
-            Self::Block => "block",
         }
     }
 }
@@ -334,7 +311,7 @@ fn flatten(prefix: &str, o: &Object, vars: &mut Vars) {
 fn block(id: &str, reason: String) -> FiredRule {
     FiredRule {
         id: id.into(),
-        effect: RuleEffect::Block,
+        effect: Verdict::Block,
         reason,
         remediation: None,
     }
@@ -439,18 +416,18 @@ pub fn evaluate(
         .iter()
         .map(|r| r.effect)
         .max()
-        .unwrap_or(RuleEffect::Pass);
+        .unwrap_or(Verdict::Pass);
     match contract.approval {
-        Approval::Always if most < RuleEffect::Block => fired.push(FiredRule {
+        Approval::Always if most < Verdict::Block => fired.push(FiredRule {
             id: "action.approval".into(),
-            effect: RuleEffect::Escalate,
+            effect: Verdict::Escalate,
             reason: format!(
                 "action {} always needs a reviewer's approval",
                 intent.action
             ),
             remediation: Some("wait for approval".into()),
         }),
-        Approval::Never if most == RuleEffect::Escalate => fired.push(block(
+        Approval::Never if most == Verdict::Escalate => fired.push(block(
             "action.no_approval",
             format!(
                 "action {} cannot be approved, so what would escalate is blocked",
@@ -462,8 +439,8 @@ pub fn evaluate(
 
     fired.sort_by(|a, b| a.id.cmp(&b.id).then(a.effect.cmp(&b.effect)));
     let verdict = match fired.iter().map(|r| r.effect).max() {
-        Some(RuleEffect::Block) => Verdict::Block,
-        Some(RuleEffect::Escalate) => Verdict::Escalate,
+        Some(Verdict::Block) => Verdict::Block,
+        Some(Verdict::Escalate) => Verdict::Escalate,
         _ => Verdict::Pass,
     };
     Decision {

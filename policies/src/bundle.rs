@@ -218,15 +218,28 @@ fn is_semver(s: &str) -> bool {
         })
 }
 
+/// Where a bundle's files come from: a folder, or a map of relative path
+/// to text (a bundle published through the registry and kept in the
+/// ledger).
+enum Source<'a> {
+    Dir(&'a Path),
+    Files(&'a BTreeMap<String, String>),
+}
+
 struct Reader<'a> {
-    dir: &'a Path,
+    source: Source<'a>,
     problems: Vec<Problem>,
 }
 
 impl Reader<'_> {
     fn read(&mut self, name: &str, required: bool) -> Option<String> {
-        let path = self.dir.join(name);
-        match std::fs::read_to_string(&path) {
+        let result = match &self.source {
+            Source::Dir(dir) => std::fs::read_to_string(dir.join(name)),
+            Source::Files(files) => files.get(name).cloned().ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file in the bundle")
+            }),
+        };
+        match result {
             Ok(t) => Some(t),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => None,
             Err(e) => {
@@ -238,6 +251,29 @@ impl Reader<'_> {
                 None
             }
         }
+    }
+
+    /// The names of the `.toml` files directly under `tests/`.
+    fn test_files(&self) -> Vec<String> {
+        let mut files: Vec<String> = match &self.source {
+            Source::Dir(dir) => std::fs::read_dir(dir.join("tests"))
+                .map(|entries| {
+                    entries
+                        .filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Source::Files(files) => files
+                .keys()
+                .filter_map(|k| k.strip_prefix("tests/"))
+                .filter(|k| !k.contains('/'))
+                .map(str::to_owned)
+                .collect(),
+        };
+        files.retain(|n| n.ends_with(".toml"));
+        files.sort();
+        files
     }
 
     fn problem(&mut self, file: &str, line: Option<usize>, message: impl Into<String>) {
@@ -264,10 +300,72 @@ impl Bundle {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a bundle folder"),
             });
         }
-        let mut r = Reader {
-            dir,
+        Self::load_from(Reader {
+            source: Source::Dir(dir),
             problems: Vec::new(),
-        };
+        })
+    }
+
+    /// Loads and validates a bundle from its files, by relative path (as
+    /// published through the registry and kept in the ledger). Every
+    /// problem found is reported, each with its file and line; the version
+    /// is the same as that of a folder holding the same files.
+    pub fn from_files(files: &BTreeMap<String, String>) -> Result<Self, Error> {
+        Self::load_from(Reader {
+            source: Source::Files(files),
+            problems: Vec::new(),
+        })
+    }
+
+    /// Every file of the bundle folder `dir` (recursively; hidden files
+    /// and folders skipped), by relative path with `/` separators: what a
+    /// `policy.publish` registry receipt carries.
+    pub fn read_files(dir: &Path) -> Result<BTreeMap<String, String>, Error> {
+        fn walk(
+            root: &Path,
+            dir: &Path,
+            out: &mut BTreeMap<String, String>,
+        ) -> Result<(), Error> {
+            let io = |e: std::io::Error| Error::Io {
+                path: dir.display().to_string(),
+                source: e,
+            };
+            let mut entries: Vec<_> = std::fs::read_dir(dir)
+                .map_err(io)?
+                .filter_map(|e| e.ok())
+                .collect();
+            entries.sort_by_key(|e| e.file_name());
+            for e in entries {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') {
+                    continue;
+                }
+                let path = e.path();
+                if path.is_dir() {
+                    walk(root, &path, out)?;
+                } else {
+                    let text = std::fs::read_to_string(&path).map_err(|e| Error::Io {
+                        path: path.display().to_string(),
+                        source: e,
+                    })?;
+                    let rel = path
+                        .strip_prefix(root)
+                        .unwrap_or(&path)
+                        .components()
+                        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    out.insert(rel, text);
+                }
+            }
+            Ok(())
+        }
+        let mut files = BTreeMap::new();
+        walk(dir, dir, &mut files)?;
+        Ok(files)
+    }
+
+    fn load_from(mut r: Reader<'_>) -> Result<Self, Error> {
         let manifest_text = r.read("bundle.toml", true).unwrap_or_default();
         let parsed: Option<BundleToml> = match toml::from_str(&manifest_text) {
             Ok(b) => Some(b),
@@ -642,16 +740,7 @@ fn load_params_schema(
 }
 
 fn load_tests(r: &mut Reader<'_>) -> Vec<TestCase> {
-    let dir = r.dir.join("tests");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".toml"))
-        .collect();
-    files.sort();
+    let files = r.test_files();
     let mut cases = Vec::new();
     for f in files {
         let name = format!("tests/{f}");

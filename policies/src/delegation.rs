@@ -34,7 +34,7 @@ use tollgate_protocol::{
 };
 
 use crate::Error;
-use crate::rules::{FiredRule, RuleEffect};
+use crate::rules::{FiredRule, Verdict};
 
 /// `type` of a delegation token payload.
 pub const TOKEN_TYPE: &str = "tollgate.delegation/v1";
@@ -462,7 +462,7 @@ impl Refusal {
     pub fn into_rule(self) -> FiredRule {
         FiredRule {
             id: self.id,
-            effect: RuleEffect::Block,
+            effect: Verdict::Block,
             reason: self.reason,
             remediation: self.remediation,
         }
@@ -513,7 +513,7 @@ impl Bounds {
         if bounded && !allowed {
             out.push(FiredRule {
                 id: "delegation.currency".into(),
-                effect: RuleEffect::Block,
+                effect: Verdict::Block,
                 reason: format!(
                     "currency {currency} is not allowed by delegation {}",
                     self.id
@@ -527,7 +527,7 @@ impl Bounds {
         {
             out.push(FiredRule {
                 id: "delegation.per_intent".into(),
-                effect: RuleEffect::Escalate,
+                effect: Verdict::Escalate,
                 reason: format!(
                     "amount_minor {amount} exceeds {limit}, the per-intent bound of delegation {}",
                     self.id
@@ -542,7 +542,7 @@ impl Bounds {
         {
             out.push(FiredRule {
                 id: "delegation.budget".into(),
-                effect: RuleEffect::Escalate,
+                effect: Verdict::Escalate,
                 reason: format!(
                     "amount_minor {amount} exceeds the {left} {currency} left in the budget of delegation {}",
                     self.id
@@ -842,7 +842,7 @@ mod tests {
         let r = b.amount_rules(1, "USD");
         assert_eq!(
             (r[0].id.as_str(), r[0].effect),
-            ("delegation.currency", RuleEffect::Block)
+            ("delegation.currency", Verdict::Block)
         );
         assert!(Bounds::default().amount_rules(i64::MAX, "USD").is_empty());
     }

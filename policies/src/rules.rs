@@ -21,6 +21,7 @@ use cedar_policy::{
 };
 
 use crate::template::{Template, Vars};
+pub use tollgate_protocol::Verdict;
 use crate::{Problem, line_of};
 
 /// Which of the two rule files.
@@ -41,35 +42,13 @@ impl RuleSetKind {
     }
 }
 
-/// What a fired rule does to the verdict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum RuleEffect {
-    /// A `permit` that let the intent through the boundary.
-    Pass,
-    /// Needs a human reviewer.
-    Escalate,
-    /// Refused.
-    Block,
-}
-
-impl RuleEffect {
-    /// `pass`, `escalate` or `block`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Pass => "pass",
-            Self::Escalate => "escalate",
-            Self::Block => "block",
-        }
-    }
-}
-
 /// A rule that fired, with its reason filled in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FiredRule {
     /// The rule id.
     pub id: String,
     /// Its effect.
-    pub effect: RuleEffect,
+    pub effect: Verdict,
     /// Why, with the actual values.
     pub reason: String,
     /// What the agent can do about it, if the rule says.
@@ -287,7 +266,7 @@ impl RuleSet {
         self.meta.len()
     }
 
-    fn fire(&self, id: &str, effect: RuleEffect, vars: &Vars) -> FiredRule {
+    fn fire(&self, id: &str, effect: Verdict, vars: &Vars) -> FiredRule {
         match self.meta.get(id) {
             Some(m) => FiredRule {
                 id: id.to_owned(),
@@ -322,7 +301,7 @@ impl RuleSet {
             let id = pe.policy_id().to_string();
             fired.push(FiredRule {
                 id: id.clone(),
-                effect: RuleEffect::Block,
+                effect: Verdict::Block,
                 reason: format!("rule {id} could not be evaluated, so the intent is blocked: {e}"),
                 remediation: None,
             });
@@ -337,7 +316,7 @@ impl RuleSet {
                 fired.extend(
                     matched
                         .iter()
-                        .map(|id| self.fire(id, RuleEffect::Pass, vars)),
+                        .map(|id| self.fire(id, Verdict::Pass, vars)),
                 );
             }
             (RuleSetKind::Boundary, Decision::Deny) => {
@@ -346,12 +325,12 @@ impl RuleSet {
                 fired.extend(
                     matched
                         .iter()
-                        .map(|id| self.fire(id, RuleEffect::Block, vars)),
+                        .map(|id| self.fire(id, Verdict::Block, vars)),
                 );
                 if matched.is_empty() && fired.is_empty() {
                     fired.push(FiredRule {
                         id: "boundary.no_permit".into(),
-                        effect: RuleEffect::Block,
+                        effect: Verdict::Block,
                         reason: format!(
                             "no boundary rule permits {} on {}",
                             vars.get("action").map_or("this action", String::as_str),
@@ -365,7 +344,7 @@ impl RuleSet {
                 fired.extend(
                     matched
                         .iter()
-                        .map(|id| self.fire(id, RuleEffect::Escalate, vars)),
+                        .map(|id| self.fire(id, Verdict::Escalate, vars)),
                 );
             }
             (RuleSetKind::Escalate, Decision::Deny) => {}

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use tollgate_protocol::{Object, Value};
 use toml::Spanned;
 
-use crate::rules::{FiredRule, RuleEffect};
+use crate::rules::{FiredRule, Verdict};
 use crate::{Problem, line_of};
 
 pub(crate) const MAX_BP: i64 = 10_000;
@@ -345,7 +345,7 @@ impl Scoring {
         for d in &self.dimensions {
             let fail = |reason: String| FiredRule {
                 id: format!("scoring.{}", d.id),
-                effect: RuleEffect::Block,
+                effect: Verdict::Block,
                 reason: format!(
                     "dimension {} cannot be scored, so the intent is blocked: {reason}",
                     d.id
@@ -397,9 +397,9 @@ impl Scoring {
                 .ok_or_else(|| fail("composite overflows".into()))?;
             let over = |t: Option<i64>| t.is_some_and(|t| score > t);
             let (effect, threshold, word) = if over(d.block_above) {
-                (Some(RuleEffect::Block), d.block_above, "block")
+                (Some(Verdict::Block), d.block_above, "block")
             } else if over(d.escalate_above) {
-                (Some(RuleEffect::Escalate), d.escalate_above, "escalation")
+                (Some(Verdict::Escalate), d.escalate_above, "escalation")
             } else {
                 (None, None, "")
             };
@@ -423,9 +423,9 @@ impl Scoring {
         // Rounding rule: the composite is rounded down.
         let composite = composite / MAX_BP;
         let composite_effect = if composite >= self.block_at {
-            Some((RuleEffect::Block, self.block_at, "block"))
+            Some((Verdict::Block, self.block_at, "block"))
         } else if composite >= self.escalate_at {
-            Some((RuleEffect::Escalate, self.escalate_at, "escalation"))
+            Some((Verdict::Escalate, self.escalate_at, "escalation"))
         } else {
             None
         };

@@ -10,7 +10,12 @@
 //! - JWKs, RFC 7638 thumbprints, JWK Sets, and EdDSA / ES256 signature
 //!   checks over domain-tagged messages (§2);
 //! - the wire types: intent envelopes (§3), receipts (§4), ledger entries
-//!   (§5), and the line-by-line ledger verification of §5.
+//!   (§5), and the line-by-line ledger verification of §5;
+//! - receipts as typed documents ([`Receipt`]: the kinds, the outcome each
+//!   may state, `refs` and decision `inputs`, §4.1–§4.2) and the
+//!   [`Verdict`] they carry;
+//! - the [`Clock`] trait that the edges read time through (this crate
+//!   never reads a clock itself).
 //!
 //! What it deliberately does not do: no I/O, no async, no clock, no
 //! randomness, no signing (that needs private keys: `tollgate-signer`).
@@ -29,6 +34,7 @@ mod error;
 pub mod json;
 mod keys;
 mod members;
+mod receipt;
 mod verify;
 mod wire;
 
@@ -41,6 +47,9 @@ pub use json::{
 };
 pub use keys::{
     Alg, Domain, Jwk, KeySet, PreparedSignature, PublicKey, Signature, signed_message, verify_many,
+};
+pub use receipt::{
+    Clock, Inputs, Outcome, OutcomeNotAllowed, Receipt, ReceiptKind, Status, Verdict,
 };
 pub use verify::{ChainVerifier, Failure, verify_entry, verify_signed_receipt};
 pub use wire::{

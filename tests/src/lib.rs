@@ -5,9 +5,9 @@
 //! and a quick way to build a signed chain in memory. The binaries under
 //! `src/bin/` are helpers the tests drive (the crash test's appender).
 //!
-//! The tests expect the workspace's binaries to be built, which
-//! `cargo nextest run --workspace` (the README's test command) does, and
-//! the Python packages of `tests/requirements.txt` in the interpreter named
+//! The workspace's binaries are built on first use if they are missing
+//! (so `cargo test` works on a fresh clone), and the tests expect the
+//! Python packages of `tests/requirements.txt` in the interpreter named
 //! by `TOLLGATE_PYTHON` (default `python3`).
 
 #![forbid(unsafe_code)]
@@ -30,14 +30,34 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
-/// Path of workspace binary `name`, which must have been built.
+/// The package that builds each workspace binary the tests run.
+const BINARIES: &[(&str, &str)] = &[
+    ("tollgate", "tollgate-cli"),
+    ("tollgate-verify", "tollgate-verify"),
+    ("append-loop", "tollgate-tests"),
+];
+
+/// Path of workspace binary `name`, built first (with the profile of the
+/// running tests) if it is missing.
 pub fn bin(name: &str) -> PathBuf {
-    let path = bin_dir().join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run the suite with `cargo nextest run --workspace`",
-        path.display()
-    );
+    let dir = bin_dir();
+    let path = dir.join(name);
+    if !path.exists() {
+        let package = BINARIES
+            .iter()
+            .find(|(b, _)| *b == name)
+            .map_or(name, |(_, p)| *p);
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", package, "--bin", name])
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().unwrap();
+        assert!(status.success(), "building {name} failed");
+    }
+    assert!(path.exists(), "{} is not built", path.display());
     path
 }
 

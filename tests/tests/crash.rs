@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tollgate_ledger::{Ledger, SqliteLedger, SqliteOptions};
 use tollgate_signer::{Ed25519Signer, key_set};
-use tollgate_tests::bin_dir;
+use tollgate_tests::bin;
 
 /// xorshift64*: test timing only, never anything a receipt depends on.
 struct Rng(u64);
@@ -51,7 +51,7 @@ fn acknowledged_appends_survive_sigkill() {
     let signer = Ed25519Signer::generate().unwrap();
     signer.save(&key).unwrap();
     let keys = key_set([&signer]);
-    let helper = bin_dir().join("append-loop");
+    let helper = bin("append-loop");
     assert!(helper.exists(), "append-loop helper is not built");
 
     let mut acked: Vec<(u64, String)> = Vec::new();

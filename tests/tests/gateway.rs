@@ -17,6 +17,9 @@ struct Gateway {
     child: Child,
     url: String,
     dir: tempfile::TempDir,
+    /// Ledger entries written by the first start's import of the seed
+    /// material (registry receipts), before any request.
+    seeded: i64,
 }
 
 impl Drop for Gateway {
@@ -41,17 +44,28 @@ impl Gateway {
     fn start_with(dir: tempfile::TempDir, prepare: impl FnOnce(&Path), args: &[&str]) -> Self {
         let data = dir.path().join("data");
         if !data.exists() {
-            // Let the gateway make its data folder, then stop it.
-            let g = Self::spawn(&data, &[]);
-            drop(Gateway {
-                child: g.0,
-                url: g.1,
-                dir: tempfile::tempdir().unwrap(),
-            });
+            // The seed material, which the first `serve` imports.
+            let out = Command::new(bin("tollgate"))
+                .args(["init", "--data-dir"])
+                .arg(&data)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
         }
         prepare(&data);
         let (child, url) = Self::spawn(&data, args);
-        Gateway { child, url, dir }
+        let mut g = Gateway {
+            child,
+            url,
+            dir,
+            seeded: 0,
+        };
+        // (Over HTTPS the test's client would need the test CA; those
+        // tests count nothing.)
+        if g.url.starts_with("http://") {
+            g.seeded = g.head_seq();
+        }
+        g
     }
 
     fn spawn(data: &Path, args: &[&str]) -> (Child, String) {
@@ -88,8 +102,11 @@ impl Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let seeded = self.seeded;
         drop(self);
-        Gateway::start_in(dir, |_| {})
+        let mut g = Gateway::start_in(dir, |_| {});
+        g.seeded = seeded;
+        g
     }
 
     fn data(&self) -> PathBuf {
@@ -148,6 +165,11 @@ impl Gateway {
                 .read_to_vec()
                 .unwrap(),
         )
+    }
+
+    /// Entries appended since the seed import.
+    fn written(&self) -> i64 {
+        self.head_seq() - self.seeded
     }
 
     fn head_seq(&self) -> i64 {
@@ -286,7 +308,7 @@ fn every_verdict_path_gets_a_durable_verifiable_receipt() {
         let (code, stored) = g.get(&format!("/v1/receipts/{rid}"));
         assert_eq!((code, stored), (200, body.clone()));
     }
-    assert_eq!(g.head_seq(), 3);
+    assert_eq!(g.written(), 3);
     // The export verifies as an auditor would check it.
     let (code, export) = g.get("/v1/ledger/export");
     assert_eq!(code, 200);
@@ -297,8 +319,9 @@ fn every_verdict_path_gets_a_durable_verifiable_receipt() {
         .collect();
     let mut v = ChainVerifier::new(Some(&ks));
     v.verify_lines(&lines).unwrap();
-    assert_eq!(v.verified(), 3);
-    let (code, page) = g.get("/v1/ledger/entries?from=2&limit=5");
+    assert_eq!(v.verified() as i64, g.seeded + 3);
+    let from = g.seeded + 2;
+    let (code, page) = g.get(&format!("/v1/ledger/entries?from={from}&limit=5"));
     assert_eq!(code, 200);
     let page = parse(&page).unwrap();
     assert_eq!(
@@ -307,11 +330,11 @@ fn every_verdict_path_gets_a_durable_verifiable_receipt() {
             .get("next")
             .unwrap()
             .as_safe_integer(),
-        Some(4)
+        Some(g.seeded + 4)
     );
     // A restart keeps everything.
     let g = g.restart();
-    assert_eq!(g.head_seq(), 3);
+    assert_eq!(g.written(), 3);
 }
 
 #[test]
@@ -336,7 +359,7 @@ fn replays_are_byte_identical_and_changed_bodies_conflict() {
     let b = intent(&agent, "rep-3", "order:o-1001", 100, |_| {});
     let (c5, _, _, _) = g.post_raw("application/json", &b, Some("k-1"));
     assert_eq!((c4, c5), (200, 409));
-    assert_eq!(g.head_seq(), 2);
+    assert_eq!(g.written(), 2);
 }
 
 #[test]
@@ -371,7 +394,7 @@ fn concurrent_duplicates_commit_once() {
             "{c}"
         );
     }
-    assert_eq!(g.head_seq(), 1, "committed exactly once");
+    assert_eq!(g.written(), 1, "committed exactly once");
 }
 
 #[test]
@@ -588,7 +611,7 @@ fn bad_input_is_a_specific_problem_and_changes_nothing() {
             "{name}: {text}"
         );
         assert!(!text.contains("panicked") && !text.contains("backtrace"));
-        assert_eq!(g.head_seq(), 0, "{name}: nothing written");
+        assert_eq!(g.written(), 0, "{name}: nothing written");
     }
     // And then a good one still works.
     let (code, _, _, _) = g.post_raw("application/json", &good, None);
@@ -642,9 +665,56 @@ fn the_tour_completes_and_its_export_verifies() {
         "{}",
         String::from_utf8_lossy(&v.stdout)
     );
-    // Every change to the registry is a receipt too.
+    // Every change to the registry is a receipt too, and the seed material
+    // of the first start (the policy with every file, the issuer, the
+    // delegation, the resources) is in the ledger before the first decision.
     let text = std::fs::read_to_string(&export).unwrap();
-    assert_eq!(text.matches("\"kind\":\"registry\"").count(), 2);
+    let entries: Vec<Value> = text.lines().map(|l| parse(l.as_bytes()).unwrap()).collect();
+    let receipt = |e: &Value| e.as_object().unwrap().get("receipt").unwrap().as_object().unwrap().clone();
+    let change = |e: &Value| {
+        let r = receipt(e);
+        (r.get("kind").unwrap().as_str().unwrap() == "registry").then(|| {
+            r.get("subject").unwrap().as_object().unwrap().get("change").unwrap().as_str().unwrap().to_owned()
+        })
+    };
+    let first_decision = entries.iter().position(|e| change(e).is_none()).unwrap();
+    let seeded: Vec<String> = entries[..first_decision].iter().filter_map(change).collect();
+    assert_eq!(
+        seeded,
+        [
+            "policy.publish",
+            "policy.activate",
+            "issuer.register",
+            "delegation.register",
+            "resource.put",
+            "resource.put",
+            "resource.put"
+        ]
+    );
+    let bundle = receipt(&entries[0]);
+    let files = bundle.get("subject").unwrap().as_object().unwrap().get("object").unwrap()
+        .as_object().unwrap().get("files").unwrap().as_object().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples/refunds");
+    for name in ["bundle.toml", "schema.cedarschema", "boundary.cedar", "escalate.cedar", "params/orders.refund.json", "tests/cases.toml"] {
+        assert_eq!(
+            files.get(name).and_then(Value::as_str),
+            Some(std::fs::read_to_string(root.join(name)).unwrap().as_str()),
+            "{name} in full"
+        );
+    }
+    let after: Vec<String> = entries[first_decision..].iter().filter_map(change).collect();
+    assert_eq!(after, ["delegation.register", "delegation.revoke"]);
+    for e in &entries[first_decision..] {
+        let r = receipt(e);
+        if r.get("kind").unwrap().as_str() == Some("decision") {
+            let inputs = r.get("inputs").unwrap().as_object().unwrap();
+            let chain = inputs.get("delegations").unwrap();
+            let Value::Array(chain) = chain else { panic!() };
+            assert_eq!(chain.len(), 1);
+            assert!(chain[0].as_str().unwrap().starts_with("sha256:"));
+            assert!(inputs.get("resource").unwrap().as_object().unwrap().get("status").is_some());
+        }
+    }
 }
 
 #[test]
@@ -677,7 +747,7 @@ fn the_registry_api_takes_only_the_admin_token_and_revocation_is_immediate() {
     // An agent's key is no admin credential either.
     let (code, _) = post("/v1/admin/delegations/dlg_demo/revoke", Some(agent.kid()));
     assert_eq!(code, 401);
-    assert_eq!(g.head_seq(), 0, "refused changes leave no receipt");
+    assert_eq!(g.written(), 0, "refused changes leave no receipt");
     let (c1, _, _, _) = g.post_raw(
         "application/json",
         &intent(&agent, "before", "order:o-1001", 100, |_| {}),
@@ -701,7 +771,7 @@ fn the_registry_api_takes_only_the_admin_token_and_revocation_is_immediate() {
         None,
     );
     assert_eq!(c3, 403);
-    assert_eq!(g.head_seq(), 2, "one decision and one registry receipt");
+    assert_eq!(g.written(), 2, "one decision and one registry receipt");
 }
 
 #[test]
@@ -827,12 +897,12 @@ fn metrics_and_logs_say_what_happened_without_secrets() {
     assert_eq!(code, 200);
     let text = String::from_utf8(text).unwrap();
     for line in [
-        "tollgate_decisions_total{verdict=\"pass\"} 1",
-        "tollgate_http_requests_total{route=\"intents\",status=\"200\"} 1",
-        "tollgate_http_requests_total{route=\"intents\",status=\"400\"} 1",
-        "tollgate_ledger_head 1",
-        "tollgate_ledger_appends_total 1",
-        "tollgate_stage_seconds_count{stage=\"decide\"} 1",
+        "tollgate_decisions_total{verdict=\"pass\"} 1".to_owned(),
+        "tollgate_http_requests_total{route=\"intents\",status=\"200\"} 1".to_owned(),
+        "tollgate_http_requests_total{route=\"intents\",status=\"400\"} 1".to_owned(),
+        format!("tollgate_ledger_head {}", g.seeded + 1),
+        format!("tollgate_ledger_appends_total {}", g.seeded + 1),
+        "tollgate_stage_seconds_count{stage=\"decide\"} 1".to_owned(),
     ] {
         assert!(
             text.lines().any(|l| l == line),
@@ -1285,14 +1355,16 @@ fn a_crash_between_the_upstream_call_and_the_append_loses_nothing() {
     let mut g = g;
     let _ = g.child.wait();
     let dir = std::mem::replace(&mut g.dir, tempfile::tempdir().unwrap());
+    let seeded = g.seeded;
     drop(g);
-    let g = Gateway::start_with(dir, |_| {}, &args);
+    let mut g = Gateway::start_with(dir, |_| {}, &args);
+    g.seeded = seeded;
     assert_eq!(
         *up.keys.lock().unwrap(),
         ["agent-demo:c-1", "agent-demo:c-1"],
         "a retry with the same key, never a new one"
     );
-    assert_eq!(g.head_seq(), 1);
+    assert_eq!(g.written(), 1);
     // ...and the agent's retry gets that receipt.
     let (code, _, entry, replayed) = g.post_raw("application/json", &body, None);
     assert_eq!((code, replayed), (200, true));
@@ -1354,7 +1426,7 @@ fn the_same_intent_under_another_key_gets_its_existing_receipt() {
         String::from_utf8_lossy(&second)
     );
     assert_eq!(first, second);
-    assert_eq!(g.head_seq(), 1);
+    assert_eq!(g.written(), 1);
 }
 
 #[test]
@@ -1526,5 +1598,5 @@ fn regression_policy_file_names_are_checked_before_any_write() {
         .filter(|n| n.starts_with(".incoming"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    assert_eq!(g.head_seq(), 0);
+    assert_eq!(g.written(), 0);
 }

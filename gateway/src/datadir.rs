@@ -1,25 +1,34 @@
-//! The data folder: created on first start with everything a demo needs,
-//! reused afterwards.
+//! The data folder: the gateway's own key and admin token, and the seed
+//! material of a first start.
 //!
 //! ```text
 //! tollgate-data/
-//!   ledger.db              the ledger (SQLite)
+//!   ledger.db              the ledger (SQLite): entries AND registries
 //!   gateway.jwk            the receipt-signing key (mode 0600)
-//!   issuers.json           JWK Set of keys trusted to issue delegations
-//!   policies/refunds/      the active policy bundle
-//!   delegations/*.json     registered delegation tokens
-//!   revoked.json           revoked delegation ids
-//!   resources.json         resource attributes the policy reads
 //!   admin.token            bearer token of the registry API (mode 0600)
+//!   issuers.json           seed: JWK Set of keys trusted to issue delegations
+//!   policies/refunds/      seed: the first active policy bundle
+//!   delegations/*.json     seed: delegation tokens to register
+//!   revoked.json           seed: delegation ids to revoke
+//!   resources.json         seed: resource attributes the policy reads
 //!   demo/                  a demo issuer, agent, delegation and README
 //! ```
+//!
+//! Seed files are read once, on the first start of a ledger, and imported
+//! as registry receipts (PROTOCOL §4.3). After that the ledger alone is
+//! the registries' state: editing, deleting or corrupting a seed file
+//! changes nothing; changes go through the registry API.
 
 use std::path::{Path, PathBuf};
 
-use tollgate_protocol::{Domain, Object, Value};
+use std::collections::BTreeMap;
+
+use tollgate_policies::Bundle;
+use tollgate_protocol::{Domain, KeySet, Object, Value, parse};
 use tollgate_signer::{Ed25519Signer, Signer as _};
 
 use crate::Error;
+use crate::engine::Seed;
 
 /// The refunds example, built into the binary so that `tollgate serve`
 /// works from any folder.
@@ -102,24 +111,6 @@ fn write_private(path: &Path, text: &str) -> Result<(), Error> {
     f.write_all(text.as_bytes())
         .map_err(|e| Error::io(path, e))?;
     f.sync_all().map_err(|e| Error::io(path, e))
-}
-
-/// Replaces `path` with `text` atomically and durably: a temporary file,
-/// fsync, rename, fsync of the folder.
-pub fn replace_file(path: &Path, text: &str) -> Result<(), Error> {
-    use std::io::Write as _;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(text.as_bytes())
-        .map_err(|e| Error::io(&tmp, e))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 fn key(path: &Path, created: &mut Created) -> Result<Ed25519Signer, Error> {
@@ -209,4 +200,88 @@ pub fn init(dir: &Path) -> Result<Created, Error> {
     )?;
     write_new(&dir.join("demo/README.md"), DEMO_README, &mut created)?;
     Ok(created)
+}
+
+/// The registry API's bearer token, from `DIR/admin.token`.
+pub fn admin_token(dir: &Path) -> Result<String, Error> {
+    let path = dir.join("admin.token");
+    let token = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    Ok(token.trim().to_owned())
+}
+
+fn read_json(path: &Path) -> Result<Value, Error> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    parse(&bytes).map_err(|e| Error::file(path, e))
+}
+
+/// The seed material in `dir`: the policy bundle (`policy`, or
+/// `DIR/policies/refunds`), trusted issuers, delegation tokens,
+/// revocations and resource attributes.
+pub fn seed(dir: &Path, policy: Option<&Path>) -> Result<Seed, Error> {
+    let default_policy = dir.join("policies/refunds");
+    let policy = Bundle::read_files(policy.unwrap_or(&default_policy))?;
+    let issuers_path = dir.join("issuers.json");
+    let issuers = if issuers_path.exists() {
+        let bytes = std::fs::read(&issuers_path).map_err(|e| Error::io(&issuers_path, e))?;
+        let set = KeySet::parse(&bytes).map_err(|e| Error::file(&issuers_path, e))?;
+        match set.to_value() {
+            Value::Object(o) => match o.get("keys") {
+                Some(Value::Array(keys)) => keys.clone(),
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        }
+    } else {
+        Vec::new()
+    };
+    let mut delegations = Vec::new();
+    let tokens = dir.join("delegations");
+    if let Ok(entries) = std::fs::read_dir(&tokens) {
+        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        files.sort();
+        for f in files
+            .into_iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "json"))
+        {
+            delegations.push(read_json(&f)?);
+        }
+    }
+    let mut revoked = Vec::new();
+    let revoked_path = dir.join("revoked.json");
+    if revoked_path.exists() {
+        let Value::Array(ids) = read_json(&revoked_path)? else {
+            return Err(Error::file(
+                &revoked_path,
+                "expected an array of delegation ids",
+            ));
+        };
+        revoked = ids
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect();
+    }
+    let mut resources = BTreeMap::new();
+    let resources_path = dir.join("resources.json");
+    if resources_path.exists() {
+        let Value::Object(o) = read_json(&resources_path)? else {
+            return Err(Error::file(
+                &resources_path,
+                "expected an object of resource attributes",
+            ));
+        };
+        for (k, v) in o.iter() {
+            let attrs = v
+                .as_object()
+                .ok_or_else(|| Error::file(&resources_path, format!("/{k} is not an object")))?;
+            resources.insert(k.to_owned(), attrs.clone());
+        }
+    }
+    Ok(Seed {
+        policy,
+        issuers,
+        delegations,
+        revoked,
+        resources,
+    })
 }

@@ -1,0 +1,73 @@
+//! `tollgate serve`: run the gateway.
+
+use std::io::Write as _;
+use std::sync::Arc;
+
+use tollgate_gateway::{Paths, Settings, engine, http, tls, upstream_urls};
+
+use crate::error::CliError;
+use crate::settings::ServeArgs;
+
+fn usage(e: impl std::fmt::Display) -> CliError {
+    CliError::Usage(e.to_string())
+}
+
+/// Opens the data folder and the ledger, then serves until Ctrl-C.
+pub fn serve(args: ServeArgs) -> Result<String, CliError> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some(tls::config(c, k).map_err(usage)?),
+        _ => None,
+    };
+    if tls.is_none() && !args.listen.ip().is_loopback() && !args.allow_insecure_http {
+        return Err(CliError::Usage(format!(
+            "refusing to listen on {} without TLS: intents and receipts would cross the network in clear (use a loopback address, or --allow-insecure-http behind a TLS proxy)",
+            args.listen
+        )));
+    }
+    let settings = Settings {
+        limits: engine::Limits {
+            max_skew_seconds: args.max_skew_seconds,
+        },
+        upstreams: engine::Upstreams {
+            urls: upstream_urls(&args.upstreams).map_err(usage)?,
+            timeout: std::time::Duration::from_millis(args.upstream_timeout_ms),
+        },
+        max_body: args.max_body,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(usage)?;
+    runtime.block_on(async move {
+        let paths = Paths::new(&args.data_dir, args.policy, args.database, args.key);
+        let (app, created) = tollgate_gateway::open(&paths, settings)
+            .await
+            .map_err(usage)?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
+        let local = listener.local_addr().map_err(usage)?;
+        for p in &created.made {
+            println!("created {}", p.display());
+        }
+        println!("policy  {}", app.gateway.bundle().version_string());
+        println!("ledger  {}", paths.database.display());
+        println!(
+            "demo    {}",
+            paths.data_dir.join("demo/README.md").display()
+        );
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        println!("listening on {scheme}://{local}");
+        let _ = std::io::stdout().flush();
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        let app = Arc::new(app);
+        match tls {
+            Some(tls) => tls::serve(app, listener, tls, shutdown).await,
+            None => http::serve(app, listener, shutdown).await,
+        }
+        .map_err(usage)?;
+        Ok("stopped".to_owned())
+    })
+}

@@ -1,0 +1,126 @@
+//! `tollgate serve`'s settings: flags, then environment variables, then a
+//! TOML config file; each default is stated once, here.
+
+use std::path::PathBuf;
+
+use tollgate_gateway::limits;
+
+use crate::error::CliError;
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// A TOML file with any of these settings (names as below, with '_'
+    /// for '-'; `upstream` as a table ACTION = URL). Flags and environment
+    /// variables override it.
+    #[arg(long, env = "TOLLGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The data folder.
+    #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "tollgate-data")]
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// A policy bundle folder to make active at start: published if new,
+    /// activated unless active already (each a registry receipt). On a
+    /// first start it is the seed policy instead of
+    /// DATA_DIR/policies/refunds.
+    #[arg(long, env = "TOLLGATE_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// The ledger database (default: DATA_DIR/ledger.db).
+    #[arg(long, env = "TOLLGATE_DATABASE")]
+    pub database: Option<PathBuf>,
+    /// The receipt-signing key (default: DATA_DIR/gateway.jwk).
+    #[arg(long, env = "TOLLGATE_KEY")]
+    pub key: Option<PathBuf>,
+    /// Largest intent body, bytes.
+    #[arg(long, env = "TOLLGATE_MAX_BODY", default_value_t = limits::DEFAULT_MAX_BODY)]
+    pub max_body: usize,
+    /// Largest distance between an intent's issued_at and this clock, seconds.
+    #[arg(long, env = "TOLLGATE_MAX_SKEW_SECONDS", default_value_t = limits::DEFAULT_MAX_SKEW_SECONDS)]
+    pub max_skew_seconds: i64,
+    /// TLS certificate chain (PEM); with --tls-key, serve HTTPS.
+    #[arg(long, env = "TOLLGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "TOLLGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Upstream of an action with an http target, ACTION=URL (repeat, or
+    /// comma-separated in the environment).
+    #[arg(long = "upstream", env = "TOLLGATE_UPSTREAMS", value_delimiter = ',')]
+    pub upstreams: Vec<String>,
+    /// Timeout of one upstream call, milliseconds.
+    #[arg(long, env = "TOLLGATE_UPSTREAM_TIMEOUT_MS", default_value_t = limits::DEFAULT_UPSTREAM_TIMEOUT_MS)]
+    pub upstream_timeout_ms: u64,
+    /// Listen on a non-loopback address without TLS anyway.
+    #[arg(long, env = "TOLLGATE_ALLOW_INSECURE_HTTP")]
+    pub allow_insecure_http: bool,
+}
+
+
+/// Settings a config file may hold.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    data_dir: Option<PathBuf>,
+    listen: Option<std::net::SocketAddr>,
+    policy: Option<PathBuf>,
+    database: Option<PathBuf>,
+    key: Option<PathBuf>,
+    max_body: Option<usize>,
+    max_skew_seconds: Option<i64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    upstream: Option<std::collections::BTreeMap<String, String>>,
+    upstream_timeout_ms: Option<u64>,
+    allow_insecure_http: Option<bool>,
+}
+
+/// Fills every setting that neither a flag nor the environment gave from
+/// the config file, if there is one.
+pub fn apply_config(args: &mut ServeArgs, matches: &clap::ArgMatches) -> Result<(), CliError> {
+    let Some(path) = &args.config else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
+    let file: ConfigFile = toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start].matches('\n').count() + 1)
+            .map_or(String::new(), |l| format!(":{l}"));
+        CliError::Usage(format!("{}{line}: {}", path.display(), e.message()))
+    })?;
+    let unset = |id: &str| {
+        !matches!(
+            matches.value_source(id),
+            Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+        )
+    };
+    macro_rules! take {
+        ($field:ident) => {
+            if unset(stringify!($field))
+                && let Some(v) = file.$field
+            {
+                args.$field = v.into();
+            }
+        };
+    }
+    take!(data_dir);
+    take!(listen);
+    take!(policy);
+    take!(database);
+    take!(key);
+    take!(max_body);
+    take!(max_skew_seconds);
+    take!(tls_cert);
+    take!(tls_key);
+    take!(upstream_timeout_ms);
+    take!(allow_insecure_http);
+    if unset("upstreams")
+        && let Some(map) = file.upstream
+    {
+        args.upstreams = map.into_iter().map(|(a, u)| format!("{a}={u}")).collect();
+    }
+    Ok(())
+}
+

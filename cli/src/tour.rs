@@ -1,0 +1,201 @@
+//! `tollgate tour`: a narrated walk through a running gateway, with the
+//! demo material of its data folder.
+
+use std::path::Path;
+
+use tollgate_client::Client;
+use tollgate_protocol::{Domain, Object, Value};
+use tollgate_signer::Ed25519Signer;
+
+use crate::agent::{export, now};
+use crate::error::CliError;
+
+fn field<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, k| v.as_object()?.get(k))
+}
+
+/// `tollgate tour`: a narrated walk through a running gateway, with the
+/// demo material of its data folder.
+pub fn tour(url: &str, data_dir: &Path) -> Result<String, CliError> {
+    let demo = data_dir.join("demo");
+    let agent_key = Ed25519Signer::load(&demo.join("agent.jwk")).map_err(|e| {
+        CliError::Usage(format!(
+            "{e} (run the tour with the data folder of the running gateway: --data-dir)"
+        ))
+    })?;
+    let issuer = Ed25519Signer::load(&demo.join("issuer.jwk"))
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let admin_token = std::fs::read_to_string(data_dir.join("admin.token")).map_err(|e| {
+        CliError::Usage(format!("{}: {e}", data_dir.join("admin.token").display()))
+    })?;
+    let client = Client::new(url).with_admin_token(&admin_token);
+    let run = now().unix_seconds();
+    let mut failures = Vec::new();
+    let intent = |n: &str, delegation: &str, resource: &str, amount: i64| {
+        let mut p = Object::new();
+        p.insert("type", "tollgate.intent/v1".into());
+        p.insert("intent_id", format!("tour-{run}-{n}").into());
+        p.insert("agent", "agent-demo".into());
+        p.insert("delegation", delegation.into());
+        p.insert("action", "orders.refund".into());
+        p.insert("resource", resource.into());
+        let mut params = Object::new();
+        params.insert(
+            "amount_minor",
+            Value::integer(amount).unwrap_or(Value::Null),
+        );
+        params.insert("currency", "EUR".into());
+        p.insert("params", params.into());
+        let mut d = Object::new();
+        d.insert("confidence_bp", Value::Number(9000.0));
+        p.insert("decision", d.into());
+        p.insert("issued_at", now().as_str().into());
+        p
+    };
+    let step = |failures: &mut Vec<String>,
+                title: &str,
+                payload: Object,
+                want: &str|
+     -> Result<(), CliError> {
+        println!("\n{title}");
+        let env = agent_key.envelope(Domain::Intent, Value::Object(payload));
+        let got = client.submit(env.to_string().as_bytes(), None)?;
+        let status = got.status;
+        let answer = got.json()?;
+        if status == 200 {
+            let verdict = field(&answer, &["receipt", "decision", "verdict"])
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            let rid = field(&answer, &["receipt", "receipt_id"])
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            let seq = field(&answer, &["seq"])
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            println!(
+                "  → {} (receipt {rid}, ledger seq {seq})",
+                verdict.to_uppercase()
+            );
+            if let Some(Value::Array(rules)) = field(&answer, &["receipt", "decision", "rules"]) {
+                for r in rules {
+                    let reason = field(r, &["reason"]).and_then(Value::as_str).unwrap_or("");
+                    println!(
+                        "    {}: {reason}",
+                        field(r, &["id"]).and_then(Value::as_str).unwrap_or("")
+                    );
+                }
+            }
+            if verdict != want {
+                failures.push(format!("{title}: expected {want}, got {verdict}"));
+            }
+        } else {
+            let detail = field(&answer, &["detail"])
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            println!("  → refused, HTTP {status}: {detail}");
+            if want != "refused" {
+                failures.push(format!("{title}: expected {want}, got HTTP {status}"));
+            }
+        }
+        Ok(())
+    };
+    println!("Tollgate tour against {url}: agent-demo refunds orders under delegation dlg_demo.");
+    step(
+        &mut failures,
+        "1. A small refund of a paid order: 25.00 EUR on order o-1001.",
+        intent("small", "dlg_demo", "order:o-1001", 2500),
+        "pass",
+    )?;
+    step(
+        &mut failures,
+        "2. A large refund: 999.00 EUR on order o-1002 waits for a reviewer.",
+        intent("large", "dlg_demo", "order:o-1002", 99_900),
+        "escalate",
+    )?;
+    step(
+        &mut failures,
+        "3. A refund of an unpaid order (o-1003) is blocked.",
+        intent("unpaid", "dlg_demo", "order:o-1003", 2500),
+        "block",
+    )?;
+
+    // A fresh delegation, registered, used, revoked, refused.
+    let id = format!("dlg_tour_{run}");
+    let mut p = Object::new();
+    p.insert("type", "tollgate.delegation/v1".into());
+    p.insert("id", id.clone().into());
+    p.insert("issuer", "demo issuer".into());
+    p.insert("agent", "agent-demo".into());
+    p.insert(
+        "agent_key",
+        tollgate_signer::Signer::jwk(&agent_key).to_value(),
+    );
+    p.insert("actions", Value::Array(vec!["orders.refund".into()]));
+    p.insert("resources", Value::Array(vec!["order:o-1001".into()]));
+    p.insert("not_before", "2020-01-01T00:00:00Z".into());
+    p.insert("expires_at", "2100-01-01T00:00:00Z".into());
+    let env = issuer.envelope(Domain::Delegation, Value::Object(p));
+    println!("\n4. The issuer registers delegation {id} (order o-1001 only), then revokes it.");
+    let got = client.register_delegation(env.to_string().as_bytes())?;
+    let (status, body) = (got.status, got.body);
+    if status != 201 {
+        failures.push(format!(
+            "registering {id}: HTTP {status}: {}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    step(
+        &mut failures,
+        "   Under the new delegation, 10.00 EUR on o-1001:",
+        intent("fresh", &id, "order:o-1001", 1000),
+        "pass",
+    )?;
+    let got = client.revoke_delegation(&id)?;
+    let (status, body) = (got.status, got.body);
+    if status != 200 {
+        failures.push(format!(
+            "revoking {id}: HTTP {status}: {}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    step(
+        &mut failures,
+        "   Revoked; the very next intent under it:",
+        intent("revoked", &id, "order:o-1001", 1000),
+        "refused",
+    )?;
+
+    // The auditor's view.
+    let out = data_dir.join("tour-export.jsonl");
+    println!("\n5. Export the ledger and verify it offline, as an auditor would.");
+    let said = export(url, &out)?;
+    let bytes = std::fs::read(&out).map_err(|e| CliError::Usage(e.to_string()))?;
+    let keys_bytes = std::fs::read(out.with_extension("jwks.json"))
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let keys = tollgate_protocol::KeySet::parse(&keys_bytes)
+        .map_err(|e| CliError::Invalid(e.to_string()))?;
+    let lines: Vec<&[u8]> = bytes
+        .strip_suffix(b"\n")
+        .unwrap_or(&bytes)
+        .split(|b| *b == b'\n')
+        .collect();
+    let mut v = tollgate_protocol::ChainVerifier::new(Some(&keys));
+    match v.verify_lines(&lines) {
+        Ok(()) => println!(
+            "  → {} entries verified; head {}",
+            v.verified(),
+            v.head().map(|h| h.to_string()).unwrap_or_default()
+        ),
+        Err(f) => failures.push(format!("the export does not verify: {f}")),
+    }
+    println!("  {}", said.replace('\n', "\n  "));
+    if failures.is_empty() {
+        Ok("\nTour complete.".into())
+    } else {
+        Err(CliError::Invalid(format!(
+            "tour: {}",
+            failures.join("; ")
+        )))
+    }
+}
+

@@ -1,0 +1,307 @@
+//! A typed client of the Tollgate gateway's HTTP API: submit intents, read
+//! receipts, the head, the export and the key set, and every registry
+//! (admin) call. The `tollgate` command, the tour, the load bench and the
+//! black-box tests use it; agent SDKs build on it.
+//!
+//! Scope: transport and the API's shapes. It signs nothing (an intent
+//! arrives already signed) and interprets no receipt beyond parsing it.
+//! Every call answers an [`Answer`] whatever the status, so that callers
+//! can examine problem documents; [`Answer::ok`] turns a non-2xx answer
+//! into [`Error::Problem`].
+//!
+//! TLS: `https://` URLs trust the usual public roots, or only the PEM
+//! certificate named by `TOLLGATE_CA_CERT` when it is set (a gateway with
+//! a private CA or a self-signed certificate).
+
+#![forbid(unsafe_code)]
+
+use tollgate_protocol::{Value, parse};
+
+/// Largest answer body read, bytes (an export can be large).
+pub const MAX_ANSWER: u64 = 1 << 34;
+
+/// Errors of `tollgate-client`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The gateway could not be reached, or the answer could not be read.
+    #[error("{url}: {message}")]
+    Transport {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The gateway answered with a status other than 2xx.
+    #[error("HTTP {status}: {body}")]
+    Problem {
+        /// The status.
+        status: u16,
+        /// The body (a problem document), as text.
+        body: String,
+    },
+    /// A 2xx answer that is not the JSON expected.
+    #[error("{url}: answer is not JSON: {message}")]
+    NotJson {
+        /// The URL.
+        url: String,
+        /// The parser's message.
+        message: String,
+    },
+}
+
+/// One answer of the gateway.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    /// The HTTP status.
+    pub status: u16,
+    /// `Content-Type`.
+    pub content_type: String,
+    /// Whether `Idempotent-Replayed` was set.
+    pub replayed: bool,
+    /// `Retry-After`, if set.
+    pub retry_after: Option<String>,
+    /// `X-Request-Id`, if set.
+    pub request_id: Option<String>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// The answer if its status is 2xx, else [`Error::Problem`].
+    pub fn ok(self) -> Result<Self, Error> {
+        if (200..300).contains(&self.status) {
+            Ok(self)
+        } else {
+            Err(Error::Problem {
+                status: self.status,
+                body: String::from_utf8_lossy(&self.body).trim_end().to_owned(),
+            })
+        }
+    }
+
+    /// The body parsed as strict I-JSON.
+    pub fn json(&self) -> Result<Value, Error> {
+        parse(&self.body).map_err(|e| Error::NotJson {
+            url: String::new(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The body as text, without its final newline.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).trim_end().to_owned()
+    }
+
+    /// The problem type's name (after `urn:tollgate:problem:`), if the
+    /// body is a problem document.
+    pub fn problem_type(&self) -> Option<String> {
+        let v = parse(&self.body).ok()?;
+        v.as_object()?
+            .get("type")?
+            .as_str()?
+            .strip_prefix("urn:tollgate:problem:")
+            .map(str::to_owned)
+    }
+}
+
+/// A client of one gateway.
+#[derive(Clone, Debug)]
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+    admin_token: Option<String>,
+}
+
+impl Client {
+    /// A client of the gateway at `url` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(url: &str) -> Self {
+        let mut config = ureq::Agent::config_builder().http_status_as_error(false);
+        if let Ok(path) = std::env::var("TOLLGATE_CA_CERT")
+            && let Ok(pem) = std::fs::read(&path)
+            && let Ok(cert) = ureq::tls::Certificate::from_pem(&pem)
+        {
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&[cert]))
+                    .build(),
+            );
+        }
+        Self {
+            base: url.trim_end_matches('/').to_owned(),
+            agent: config.build().into(),
+            admin_token: None,
+        }
+    }
+
+    /// The same client, sending `token` as the administrator's bearer
+    /// token on admin calls.
+    pub fn with_admin_token(mut self, token: &str) -> Self {
+        self.admin_token = Some(token.trim().to_owned());
+        self
+    }
+
+    /// The gateway's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn read(
+        url: &str,
+        resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Answer, Error> {
+        let transport = |e: ureq::Error| Error::Transport {
+            url: url.to_owned(),
+            message: e.to_string(),
+        };
+        let mut resp = resp.map_err(transport)?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let status = resp.status().as_u16();
+        let content_type = header("content-type").unwrap_or_default();
+        let replayed = header("idempotent-replayed").is_some();
+        let retry_after = header("retry-after");
+        let request_id = header("x-request-id");
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER)
+            .read_to_vec()
+            .map_err(transport)?;
+        Ok(Answer {
+            status,
+            content_type,
+            replayed,
+            retry_after,
+            request_id,
+            body,
+        })
+    }
+
+    /// `GET path`, with the admin token if `admin`.
+    pub fn get(&self, path: &str, admin: bool) -> Result<Answer, Error> {
+        let url = self.url(path);
+        let mut req = self.agent.get(&url);
+        if admin && let Some(t) = &self.admin_token {
+            req = req.header("authorization", &format!("Bearer {t}"));
+        }
+        Self::read(&url, req.call())
+    }
+
+    /// `POST path` with a JSON body and extra headers, with the admin token
+    /// if `admin`.
+    pub fn post(
+        &self,
+        path: &str,
+        body: &[u8],
+        headers: &[(&str, &str)],
+        admin: bool,
+    ) -> Result<Answer, Error> {
+        let url = self.url(path);
+        let mut req = self
+            .agent
+            .post(&url)
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if admin && let Some(t) = &self.admin_token {
+            req = req.header("authorization", &format!("Bearer {t}"));
+        }
+        Self::read(&url, req.send(body))
+    }
+
+    /// `POST /v1/intents` with a signed intent envelope's bytes and an
+    /// optional `Idempotency-Key`. A 200 answer's body is the ledger
+    /// entry of the receipt.
+    pub fn submit(&self, envelope: &[u8], idempotency_key: Option<&str>) -> Result<Answer, Error> {
+        let headers: Vec<(&str, &str)> = idempotency_key
+            .map(|k| ("idempotency-key", k))
+            .into_iter()
+            .collect();
+        self.post("/v1/intents", envelope, &headers, false)
+    }
+
+    /// `GET /v1/receipts/{id}`.
+    pub fn receipt(&self, receipt_id: &str) -> Result<Answer, Error> {
+        self.get(&format!("/v1/receipts/{receipt_id}"), false)
+    }
+
+    /// `GET /v1/ledger/head`: `(seq, hash)`.
+    pub fn head(&self) -> Result<(u64, String), Error> {
+        let url = self.url("/v1/ledger/head");
+        let v = self.get("/v1/ledger/head", false)?.ok()?.json()?;
+        let o = v.as_object();
+        let seq = o
+            .and_then(|o| o.get("seq"))
+            .and_then(Value::as_safe_integer)
+            .and_then(|s| u64::try_from(s).ok());
+        let hash = o.and_then(|o| o.get("hash")).and_then(Value::as_str);
+        match (seq, hash) {
+            (Some(s), Some(h)) => Ok((s, h.to_owned())),
+            _ => Err(Error::NotJson {
+                url,
+                message: "expected {\"seq\", \"hash\"}".into(),
+            }),
+        }
+    }
+
+    /// `GET /v1/ledger/export`: the JSON Lines export.
+    pub fn export(&self) -> Result<Vec<u8>, Error> {
+        Ok(self.get("/v1/ledger/export", false)?.ok()?.body)
+    }
+
+    /// `GET /.well-known/jwks.json`: the key set document.
+    pub fn jwks(&self) -> Result<Vec<u8>, Error> {
+        Ok(self.get("/.well-known/jwks.json", false)?.ok()?.body)
+    }
+
+    /// `POST /v1/admin/delegations` with a token envelope.
+    pub fn register_delegation(&self, envelope: &[u8]) -> Result<Answer, Error> {
+        self.post("/v1/admin/delegations", envelope, &[], true)
+    }
+
+    /// `POST /v1/admin/delegations/{id}/revoke`.
+    pub fn revoke_delegation(&self, id: &str) -> Result<Answer, Error> {
+        self.post(&format!("/v1/admin/delegations/{id}/revoke"), b"", &[], true)
+    }
+
+    /// `GET /v1/admin/delegations`.
+    pub fn delegations(&self) -> Result<Answer, Error> {
+        self.get("/v1/admin/delegations", true)
+    }
+
+    /// `POST /v1/admin/policies` with `{"files": {path: text}}`.
+    pub fn publish_policy(&self, body: &[u8]) -> Result<Answer, Error> {
+        self.post("/v1/admin/policies", body, &[], true)
+    }
+
+    /// `POST /v1/admin/policies/activate`.
+    pub fn activate_policy(&self, version: &str) -> Result<Answer, Error> {
+        let mut o = tollgate_protocol::Object::new();
+        o.insert("version", version.into());
+        self.post(
+            "/v1/admin/policies/activate",
+            Value::Object(o).to_string().as_bytes(),
+            &[],
+            true,
+        )
+    }
+
+    /// `POST /v1/admin/policies/rollback`.
+    pub fn rollback_policy(&self) -> Result<Answer, Error> {
+        self.post("/v1/admin/policies/rollback", b"", &[], true)
+    }
+
+    /// `GET /v1/admin/policies`.
+    pub fn policies(&self) -> Result<Answer, Error> {
+        self.get("/v1/admin/policies", true)
+    }
+}

@@ -1,0 +1,87 @@
+//! Commit targets: `none` (the receipt is the authorization) and `http`
+//! (one POST to the action's upstream, with the intent's idempotency key
+//! on every attempt, so the upstream acts at most once).
+
+use std::time::Duration;
+
+use tollgate_pipeline::Decision;
+use tollgate_protocol::{HashAlg, IntentEnvelope, Outcome, Status, Value, Verdict, canonical};
+
+use crate::limits::MAX_UPSTREAM_ANSWER;
+
+/// The outcome of an intent whose target is `none`, or that did not pass.
+pub(super) fn local_outcome(decision: &Decision) -> Outcome {
+    let status = match decision.verdict {
+        Verdict::Pass => Status::Committed,
+        Verdict::Escalate => Status::PendingApproval,
+        Verdict::Block => Status::NotExecuted,
+    };
+    Outcome::new(status).with("target", "none")
+}
+
+/// Commits a passed intent to its upstream: one POST of the intent
+/// envelope with `key`. The outcome records the upstream's status and the
+/// SHA-256 of its answer, or why there is none.
+pub(super) async fn http(
+    url: &str,
+    timeout: Duration,
+    policy: String,
+    key: &str,
+    envelope: &IntentEnvelope,
+) -> Outcome {
+    let body = canonical(&envelope.value);
+    let (url, key, intent_id) = (
+        url.to_owned(),
+        key.to_owned(),
+        envelope.intent.intent_id.clone(),
+    );
+    let answer = tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .build()
+            .into();
+        let mut resp = agent
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("idempotency-key", &key)
+            .header("tollgate-intent-id", &intent_id)
+            .header("tollgate-policy-version", &policy)
+            .send(&body[..])?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_UPSTREAM_ANSWER)
+            .read_to_vec()?;
+        Ok::<_, ureq::Error>((status, bytes))
+    })
+    .await;
+    match answer {
+        Ok(Ok((status, bytes))) => {
+            let ok = (200..300).contains(&status);
+            Outcome::new(if ok { Status::Committed } else { Status::Failed })
+                .with("target", "http")
+                .with(
+                    "upstream_status",
+                    Value::integer(i64::from(status)).unwrap_or(Value::Null),
+                )
+                .with(
+                    "answer_hash",
+                    HashAlg::Sha256.digest(&[&bytes]).to_string(),
+                )
+        }
+        Ok(Err(e)) => {
+            let why = match e {
+                ureq::Error::Timeout(_) => "upstream timed out".to_owned(),
+                other => format!("upstream unreachable: {other}"),
+            };
+            Outcome::new(Status::Failed)
+                .with("target", "http")
+                .with("error", why)
+        }
+        Err(e) => Outcome::new(Status::Failed)
+            .with("target", "http")
+            .with("error", format!("upstream call aborted: {e}")),
+    }
+}

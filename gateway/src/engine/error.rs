@@ -1,0 +1,133 @@
+//! What the engine answers when it does not append: one enum per kind of
+//! operation, each variant saying when it happens. The HTTP layer maps
+//! each variant to a status and a problem type in one place.
+
+use tollgate_pipeline::ShapeError;
+
+/// Why an intent was refused before its decision was recorded. Nothing is
+/// appended for any of these.
+#[derive(Debug, thiserror::Error)]
+pub enum IntentError {
+    /// `issued_at` is further from the gateway's clock than allowed.
+    #[error(
+        "issued_at {issued_at} is {skew} s from the gateway's clock ({now}); at most {max} s is accepted"
+    )]
+    ClockSkew {
+        /// The intent's `issued_at`.
+        issued_at: String,
+        /// The gateway's clock.
+        now: String,
+        /// The distance, seconds.
+        skew: i64,
+        /// The largest accepted, seconds.
+        max: i64,
+    },
+    /// The intent is not authentically from an agent entitled to ask
+    /// (PROTOCOL §3): bad signature, unknown, revoked, expired or foreign
+    /// delegation, or a chain not rooted in a trusted issuer.
+    #[error("{reason}")]
+    Unauthenticated {
+        /// Which check failed.
+        kind: AuthFailure,
+        /// Why, with the values.
+        reason: String,
+    },
+    /// The `Idempotency-Key` given is empty, too long or not visible ASCII.
+    #[error("the Idempotency-Key must be 1–{max} visible characters", max = crate::limits::MAX_IDEMPOTENCY_KEY)]
+    InvalidIdempotencyKey,
+    /// A request with the same idempotency key is being decided now.
+    #[error("a request with idempotency key {0:?} is still being decided")]
+    InFlight(String),
+    /// The idempotency key was used for a different intent.
+    #[error("idempotency key {0:?} was used for a different intent")]
+    IdempotencyConflict(String),
+    /// The intent does not fit the active policy's action contract.
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
+    /// The gateway could not complete the request (storage, signing, or a
+    /// broken invariant); the cause is for the log, not the caller.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Which authentication check an intent failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// The intent's signature does not verify with the delegation's agent key.
+    BadSignature,
+    /// The delegation (or a parent) is not registered.
+    UnknownDelegation,
+    /// The delegation (or a parent) is revoked.
+    RevokedDelegation,
+    /// The delegation is not valid at the intent's `issued_at`.
+    NotValidNow,
+    /// The delegation is for another agent.
+    WrongAgent,
+    /// The chain is not signed by a trusted issuer, loops, or widens.
+    UntrustedDelegation,
+}
+
+/// Why a registry change was refused. Nothing is appended for any of
+/// these, and the registries are unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The body is not a delegation token envelope.
+    #[error("{0}")]
+    InvalidDelegation(String),
+    /// The token is not signed by a trusted issuer or by its registered
+    /// parent's agent.
+    #[error(
+        "delegation {0} is not signed by a trusted issuer or by its registered parent's agent"
+    )]
+    UntrustedDelegation(String),
+    /// The token is wider than its parent.
+    #[error("{0}")]
+    WiderThanParent(String),
+    /// No delegation with this id is registered.
+    #[error("delegation {0} is not registered")]
+    UnknownDelegation(String),
+    /// The id was revoked; a revoked id stays revoked.
+    #[error("delegation {0} was revoked; a revoked id cannot be registered again")]
+    RevokedDelegation(String),
+    /// Another token is registered under this id.
+    #[error("another delegation token is registered as {0}")]
+    DelegationExists(String),
+    /// The bundle's files are malformed or the bundle does not validate.
+    #[error("{0}")]
+    InvalidBundle(String),
+    /// No published policy has this version.
+    #[error("{0} is not published")]
+    UnknownPolicy(String),
+    /// The policy commits to an `http` target the gateway has no upstream for.
+    #[error(
+        "action {0} commits to an http target, and the gateway has no upstream for it"
+    )]
+    MissingUpstream(String),
+    /// No earlier version was active.
+    #[error("no earlier version was active")]
+    NothingToRollBack,
+    /// The gateway could not record the change.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The ledger could not be read or written.
+    #[error(transparent)]
+    Ledger(#[from] tollgate_ledger::Error),
+    /// The seed material of a first start is invalid.
+    #[error("seed material: {0}")]
+    Seed(String),
+    /// The recorded registries cannot be loaded (a bundle that no longer
+    /// loads, a token that no longer parses).
+    #[error("recorded registries: {0}")]
+    Registry(String),
+    /// The settings do not fit the active policy.
+    #[error("{0}")]
+    Config(String),
+    /// A reservation left by a crash could not be finished.
+    #[error("recovery: {0}")]
+    Recovery(String),
+}

@@ -1,0 +1,249 @@
+//! The engine: the intent flow, the registries, the commit targets and
+//! recovery, with no HTTP and no command line.
+//!
+//! A [`Gateway`] owns the ledger, the signer, the clock, the commit
+//! targets and an in-memory view of the registries. The view is built from
+//! the ledger at start ([`Gateway::open`]) and replaced whole after each
+//! registry change, once that change's receipt is durable: the ledger is
+//! the one source of truth (PROTOCOL §4.3), the view only a cache of it.
+//! Registry changes are serialized by one lock, so each is checked against
+//! the state it will apply to.
+//!
+//! Invariants:
+//! - nothing is acknowledged before its receipt is durable;
+//! - a refused intent or registry change appends nothing;
+//! - the clock is read only for the skew check, a registry receipt's
+//!   `issued_at` and the ledger's `appended_at`; never by a decision.
+
+mod commit;
+mod error;
+mod intents;
+mod registry;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tollgate_ledger::Ledger;
+use tollgate_pipeline::Snapshot;
+use tollgate_policies::Bundle;
+use tollgate_protocol::{Clock, HashValue, Jwk, KeySet, Object, Value};
+use tollgate_signer::Ed25519Signer;
+
+use crate::observe::Metrics;
+
+pub use error::{AuthFailure, IntentError, RegistryError, StartError};
+pub use intents::Submitted;
+pub use registry::{Changed, DelegationInfo, PolicyList};
+
+/// Limits of the intent flow.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest distance between an intent's `issued_at` and the gateway's
+    /// clock, seconds.
+    pub max_skew_seconds: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_skew_seconds: crate::limits::DEFAULT_MAX_SKEW_SECONDS,
+        }
+    }
+}
+
+/// Where `http` targets are: the upstream URL of each action, and how long
+/// to wait for an answer.
+#[derive(Clone, Debug)]
+pub struct Upstreams {
+    /// URL by action name.
+    pub urls: BTreeMap<String, String>,
+    /// Timeout of one upstream call.
+    pub timeout: std::time::Duration,
+}
+
+impl Default for Upstreams {
+    fn default() -> Self {
+        Self {
+            urls: BTreeMap::new(),
+            timeout: std::time::Duration::from_millis(
+                crate::limits::DEFAULT_UPSTREAM_TIMEOUT_MS,
+            ),
+        }
+    }
+}
+
+/// What a first start imports into an empty ledger, each as a registry
+/// receipt (PROTOCOL §4.3), before any decision. Read from the data
+/// folder by the caller, and only when the ledger asks for it.
+#[derive(Clone, Debug, Default)]
+pub struct Seed {
+    /// The policy bundle's files, by relative path; it becomes active.
+    pub policy: BTreeMap<String, String>,
+    /// Trusted issuer keys (public JWKs).
+    pub issuers: Vec<Value>,
+    /// Delegation token envelopes.
+    pub delegations: Vec<Value>,
+    /// Revoked delegation ids.
+    pub revoked: Vec<String>,
+    /// Resource attributes by resource.
+    pub resources: BTreeMap<String, Object>,
+}
+
+/// The parts a gateway is made of.
+pub struct Parts<L> {
+    /// The ledger.
+    pub ledger: L,
+    /// The receipt-signing key.
+    pub signer: Ed25519Signer,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Limits.
+    pub limits: Limits,
+    /// Upstreams of `http` targets.
+    pub upstreams: Upstreams,
+}
+
+/// The registries as the engine reads them: built from the ledger,
+/// replaced whole on change, never edited in place.
+#[derive(Clone, Debug)]
+pub(crate) struct View {
+    /// The active policy.
+    pub bundle: Arc<Bundle>,
+    /// Delegations, revocations, trusted issuers and resources, as the
+    /// pipeline reads them.
+    pub snapshot: Arc<Snapshot>,
+    /// Issuer keys by kid, revoked ones included.
+    pub issuers: BTreeMap<String, Jwk>,
+    /// Revoked issuer kids.
+    pub revoked_issuers: BTreeSet<String>,
+    /// Canonical bytes of each registered token envelope.
+    pub tokens: BTreeMap<String, Vec<u8>>,
+    /// Hash (ledger algorithm) of each registered token envelope.
+    pub token_hashes: BTreeMap<String, HashValue>,
+    /// Published bundles' files by version.
+    pub published: BTreeMap<String, Arc<BTreeMap<String, String>>>,
+    /// The activation stack; its last element is active.
+    pub stack: Vec<String>,
+}
+
+/// The gateway's engine.
+pub struct Gateway<L: Ledger> {
+    ledger: L,
+    signer: Ed25519Signer,
+    keys: KeySet,
+    clock: Arc<dyn Clock>,
+    limits: Limits,
+    upstreams: Upstreams,
+    view: RwLock<Arc<View>>,
+    /// Serializes registry changes: each is checked against the state it
+    /// applies to.
+    registry_lock: tokio::sync::Mutex<()>,
+    /// Idempotency keys being decided right now.
+    in_flight: Mutex<BTreeSet<String>>,
+    metrics: Metrics,
+}
+
+impl<L: Ledger> Gateway<L> {
+    /// Opens the gateway over `parts`. On a ledger whose registries were
+    /// never seeded, `seed` is called and its material appended as
+    /// registry receipts, all in one transaction; otherwise it is never
+    /// called, and nothing outside the ledger is read. With `policy`, that
+    /// bundle is published (if new) and activated unless it is active
+    /// already. Then reservations left by a crash are finished.
+    pub async fn open(
+        parts: Parts<L>,
+        seed: impl FnOnce() -> Result<Seed, String>,
+        policy: Option<BTreeMap<String, String>>,
+    ) -> Result<Self, StartError> {
+        let mut recorded = parts.ledger.registry().await?;
+        if !recorded.seeded {
+            let seed = seed().map_err(StartError::Seed)?;
+            registry::import(&parts.ledger, &parts.signer, &*parts.clock, seed).await?;
+            recorded = parts.ledger.registry().await?;
+        }
+        let view = View::from_recorded(&recorded, parts.ledger.hash_alg())
+            .map_err(StartError::Registry)?;
+        let keys = tollgate_signer::key_set([&parts.signer]);
+        let gateway = Self {
+            ledger: parts.ledger,
+            keys,
+            signer: parts.signer,
+            clock: parts.clock,
+            limits: parts.limits,
+            upstreams: parts.upstreams,
+            view: RwLock::new(Arc::new(view)),
+            registry_lock: tokio::sync::Mutex::new(()),
+            in_flight: Mutex::new(BTreeSet::new()),
+            metrics: Metrics::default(),
+        };
+        if let Some(files) = policy {
+            gateway
+                .use_policy(files)
+                .await
+                .map_err(|e| StartError::Config(format!("--policy: {e}")))?;
+        }
+        if let Some(action) = gateway.missing_upstream(&gateway.bundle()) {
+            return Err(StartError::Config(format!(
+                "action {action} commits to an http target: give its upstream with --upstream {action}=URL"
+            )));
+        }
+        gateway.recover().await?;
+        Ok(gateway)
+    }
+
+    /// The active policy.
+    pub fn bundle(&self) -> Arc<Bundle> {
+        self.view().bundle.clone()
+    }
+
+    pub(crate) fn view(&self) -> Arc<View> {
+        match self.view.read() {
+            Ok(v) => v.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set_view(&self, view: View) {
+        match self.view.write() {
+            Ok(mut v) => *v = Arc::new(view),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(view),
+        }
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &L {
+        &self.ledger
+    }
+
+    /// The published key set of receipt signatures.
+    pub fn keys(&self) -> &KeySet {
+        &self.keys
+    }
+
+    /// Counters and histograms.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &dyn Clock {
+        &*self.clock
+    }
+
+    /// The first action of `bundle` that commits to an `http` target with
+    /// no upstream configured.
+    fn missing_upstream(&self, bundle: &Bundle) -> Option<String> {
+        bundle
+            .action_names()
+            .find(|a| {
+                bundle
+                    .action(a)
+                    .is_some_and(|c| c.target == tollgate_policies::Target::Http)
+                    && !self.upstreams.urls.contains_key(*a)
+            })
+            .map(str::to_owned)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,516 @@
+//! Registry changes (PROTOCOL §4.3): each is checked against the current
+//! registries under the registry lock, recorded as a `registry` receipt
+//! whose change the ledger applies in the same transaction, and only then
+//! published to the in-memory view.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use tollgate_ledger::{Ledger, RegistryAppend, RegistryChange, RegistryState};
+use tollgate_pipeline::Snapshot;
+use tollgate_policies::Bundle;
+use tollgate_policies::delegation::{Registry, Token};
+use tollgate_protocol::{
+    Clock, Domain, HashAlg, Jwk, KeySet, Object, Receipt, Value, canonical, parse,
+};
+use tollgate_signer::Ed25519Signer;
+
+use super::{Gateway, RegistryError, Seed, StartError, View};
+use crate::limits::{MAX_BUNDLE_FILES, MAX_BUNDLE_PATH};
+
+/// Whether a registry call changed anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Changed {
+    /// Recorded: a new registry receipt.
+    Recorded,
+    /// Already so: nothing appended.
+    Unchanged,
+}
+
+/// A registered delegation, as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DelegationInfo {
+    /// Token id.
+    pub id: String,
+    /// The agent.
+    pub agent: String,
+    /// Whether it is revoked.
+    pub revoked: bool,
+    /// `expires_at`.
+    pub expires_at: String,
+}
+
+/// The published policy versions and the active one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyList {
+    /// The active version.
+    pub active: String,
+    /// Every published version, sorted.
+    pub published: Vec<String>,
+}
+
+impl View {
+    /// The view of the registries as recorded in the ledger.
+    pub(crate) fn from_recorded(state: &RegistryState, alg: HashAlg) -> Result<Self, String> {
+        let mut issuers = BTreeMap::new();
+        for (kid, bytes) in &state.issuers {
+            let jwk = parse(bytes)
+                .and_then(|v| Jwk::from_value(&v, ""))
+                .map_err(|e| format!("issuer {kid}: {e}"))?;
+            issuers.insert(kid.clone(), jwk);
+        }
+        let mut tokens = BTreeMap::new();
+        let mut parsed = BTreeMap::new();
+        for (id, bytes) in &state.delegations {
+            let t = parse(bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|v| Token::from_value(&v).map_err(|e| e.to_string()))
+                .map_err(|e| format!("delegation {id}: {e}"))?;
+            parsed.insert(id.clone(), t);
+            tokens.insert(id.clone(), bytes.clone());
+        }
+        let mut resources = BTreeMap::new();
+        for (r, bytes) in &state.resources {
+            let attrs = parse(bytes)
+                .ok()
+                .and_then(|v| v.as_object().cloned())
+                .ok_or_else(|| format!("resource {r}: attributes are not an object"))?;
+            resources.insert(r.clone(), attrs);
+        }
+        let mut published = BTreeMap::new();
+        for (version, bytes) in &state.policies {
+            published.insert(version.clone(), Arc::new(files_of(bytes)?));
+        }
+        let stack = state.policy_stack();
+        let active = stack
+            .last()
+            .ok_or_else(|| "no policy version was ever activated".to_owned())?;
+        let files = published
+            .get(active)
+            .ok_or_else(|| format!("active policy {active} is not published"))?;
+        let bundle = Bundle::from_files(files).map_err(|e| format!("policy {active}: {e}"))?;
+        let mut view = Self {
+            bundle: Arc::new(bundle),
+            snapshot: Arc::new({
+                let mut registry = Registry::default();
+                registry.tokens = parsed;
+                registry.revoked = state.revoked_delegations.clone();
+                Snapshot {
+                    registry,
+                    resources,
+                }
+            }),
+            issuers,
+            revoked_issuers: state.revoked_issuers.clone(),
+            token_hashes: BTreeMap::new(),
+            tokens,
+            published,
+            stack,
+        };
+        view.rehash(alg);
+        view.prepare();
+        Ok(view)
+    }
+
+    fn rehash(&mut self, alg: HashAlg) {
+        self.token_hashes = self
+            .tokens
+            .iter()
+            .map(|(id, bytes)| (id.clone(), alg.digest(&[bytes])))
+            .collect();
+    }
+
+    /// Rebuilds the trusted key set and the token signature verdicts.
+    fn prepare(&mut self) {
+        let mut snapshot = (*self.snapshot).clone();
+        snapshot.registry.issuers = KeySet::from_keys(
+            self.issuers
+                .iter()
+                .filter(|(kid, _)| !self.revoked_issuers.contains(*kid))
+                .map(|(_, k)| k.clone()),
+        )
+        .unwrap_or_default();
+        snapshot.registry = snapshot.registry.prepare();
+        self.snapshot = Arc::new(snapshot);
+    }
+}
+
+/// A bundle's files from the canonical bytes of `{path: text}`.
+fn files_of(bytes: &[u8]) -> Result<BTreeMap<String, String>, String> {
+    let v = parse(bytes).map_err(|e| e.to_string())?;
+    let o = v
+        .as_object()
+        .ok_or_else(|| "bundle files are not an object".to_owned())?;
+    o.iter()
+        .map(|(k, v)| {
+            v.as_str()
+                .map(|t| (k.to_owned(), t.to_owned()))
+                .ok_or_else(|| format!("bundle file {k} is not text"))
+        })
+        .collect()
+}
+
+fn files_value(files: &BTreeMap<String, String>) -> Value {
+    let mut o = Object::new();
+    for (k, v) in files {
+        o.insert(k.clone(), v.as_str().into());
+    }
+    Value::Object(o)
+}
+
+/// Plain relative paths only: segments of letters, digits, '.', '_' and
+/// '-', none starting with a dot.
+fn plain_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.len() <= MAX_BUNDLE_PATH
+        && path.split('/').all(|seg| {
+            !seg.is_empty()
+                && !seg.starts_with('.')
+                && seg
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+        })
+}
+
+/// Checks a bundle's file names, then loads it.
+pub(crate) fn load_bundle(files: &BTreeMap<String, String>) -> Result<Bundle, RegistryError> {
+    if files.len() > MAX_BUNDLE_FILES {
+        return Err(RegistryError::InvalidBundle(format!(
+            "{} files; a bundle has at most {MAX_BUNDLE_FILES}",
+            files.len()
+        )));
+    }
+    if let Some(bad) = files.keys().find(|p| !plain_path(p)) {
+        return Err(RegistryError::InvalidBundle(format!(
+            "{bad:?}: each file is a relative path of letters, digits, '.', '_', '-' and '/'"
+        )));
+    }
+    Bundle::from_files(files).map_err(|e| RegistryError::InvalidBundle(e.to_string()))
+}
+
+/// A signed registry receipt of `change` to `object`, under `policy`.
+fn registry_item(
+    signer: &Ed25519Signer,
+    clock: &dyn Clock,
+    change: RegistryChange,
+    object: Value,
+    policy: &str,
+) -> RegistryAppend {
+    let receipt = Receipt::registry(clock.now(), policy.to_owned(), change.name(), object).seal();
+    let signature = signer.sign_now(Domain::Receipt, &receipt);
+    RegistryAppend {
+        receipt,
+        signature,
+        change,
+    }
+}
+
+/// The first-start import: every seed object as a registry receipt, in one
+/// transaction. The policy comes first, so that every later receipt names
+/// the version in force.
+pub(super) async fn import<L: Ledger>(
+    ledger: &L,
+    signer: &Ed25519Signer,
+    clock: &dyn Clock,
+    seed: Seed,
+) -> Result<(), StartError> {
+    let item = |change, object, policy: &str| registry_item(signer, clock, change, object, policy);
+    let bundle = load_bundle(&seed.policy).map_err(|e| StartError::Seed(e.to_string()))?;
+    let version = bundle.version_string();
+    let mut object = Object::new();
+    object.insert("files", files_value(&seed.policy));
+    let mut items = vec![
+        item(
+            RegistryChange::PolicyPublish {
+                version: version.clone(),
+                files: canonical(&files_value(&seed.policy)),
+            },
+            Value::Object(object),
+            &version,
+        ),
+        item(
+            RegistryChange::PolicyActivate {
+                version: version.clone(),
+            },
+            version.as_str().into(),
+            &version,
+        ),
+    ];
+    for issuer in &seed.issuers {
+        let jwk = Jwk::from_value(issuer, "").map_err(|e| StartError::Seed(e.to_string()))?;
+        let public = jwk.to_value();
+        items.push(item(
+            RegistryChange::IssuerRegister {
+                kid: jwk.kid.clone(),
+                jwk: canonical(&public),
+            },
+            public,
+            &version,
+        ));
+    }
+    let mut ids = BTreeSet::new();
+    for env in &seed.delegations {
+        let t = Token::from_value(env).map_err(|e| StartError::Seed(e.to_string()))?;
+        if !ids.insert(t.id.clone()) {
+            return Err(StartError::Seed(format!(
+                "delegation {} appears twice",
+                t.id
+            )));
+        }
+        items.push(item(
+            RegistryChange::DelegationRegister {
+                id: t.id.clone(),
+                token: canonical(env),
+            },
+            env.clone(),
+            &version,
+        ));
+    }
+    for id in seed.revoked.iter().filter(|id| ids.contains(*id)) {
+        items.push(item(
+            RegistryChange::DelegationRevoke { id: id.clone() },
+            id.as_str().into(),
+            &version,
+        ));
+    }
+    for (resource, attrs) in &seed.resources {
+        let mut o = Object::new();
+        o.insert("resource", resource.as_str().into());
+        o.insert("attributes", Value::Object(attrs.clone()));
+        items.push(item(
+            RegistryChange::ResourcePut {
+                resource: resource.clone(),
+                attributes: canonical(&Value::Object(attrs.clone())),
+            },
+            Value::Object(o),
+            &version,
+        ));
+    }
+    ledger.append_registry(items, true).await?;
+    Ok(())
+}
+
+impl<L: Ledger> Gateway<L> {
+
+    /// Appends one change; the view is the caller's to update after.
+    async fn record(
+        &self,
+        change: RegistryChange,
+        object: Value,
+        policy: &str,
+    ) -> Result<(), RegistryError> {
+        let item = registry_item(&self.signer, &*self.clock, change, object, policy);
+        self.ledger
+            .append_registry(vec![item], false)
+            .await
+            .map(|_| ())
+            .map_err(|e| RegistryError::Internal(e.to_string()))
+    }
+
+    /// Makes `files` the active policy: published if new, activated unless
+    /// active already.
+    pub(super) async fn use_policy(
+        &self,
+        files: BTreeMap<String, String>,
+    ) -> Result<(), RegistryError> {
+        let version = load_bundle(&files)?.version_string();
+        self.publish_policy(files).await?;
+        if self.bundle().version_string() != version {
+            self.activate_policy(&version).await?;
+        }
+        Ok(())
+    }
+
+    /// Registers a delegation token envelope. It must parse, be trusted as
+    /// things stand (signed by an issuer, or by its registered parent's
+    /// agent) and be no wider than its parent. The same token again is
+    /// [`Changed::Unchanged`]; a revoked id is refused.
+    pub async fn register_delegation(&self, envelope: Value) -> Result<Changed, RegistryError> {
+        let token =
+            Token::from_value(&envelope).map_err(|e| RegistryError::InvalidDelegation(e.to_string()))?;
+        let _lock = self.registry_lock.lock().await;
+        let view = self.view();
+        let registry = &view.snapshot.registry;
+        if registry.revoked.contains(&token.id) {
+            return Err(RegistryError::RevokedDelegation(token.id));
+        }
+        let bytes = canonical(&envelope);
+        if let Some(existing) = view.tokens.get(&token.id) {
+            return if *existing == bytes {
+                Ok(Changed::Unchanged)
+            } else {
+                Err(RegistryError::DelegationExists(token.id))
+            };
+        }
+        let mut trial = registry.clone();
+        trial.tokens.insert(token.id.clone(), token.clone());
+        if !trial.prepare().is_trusted(&token.id) {
+            return Err(RegistryError::UntrustedDelegation(token.id));
+        }
+        if let Some(parent) = token.parent.as_ref().and_then(|p| registry.tokens.get(p))
+            && let Some(why) = token.wider_than(parent)
+        {
+            return Err(RegistryError::WiderThanParent(why));
+        }
+        let id = token.id.clone();
+        self.record(
+            RegistryChange::DelegationRegister {
+                id: id.clone(),
+                token: bytes.clone(),
+            },
+            envelope,
+            &view.bundle.version_string(),
+        )
+        .await?;
+        let mut next = (*view).clone();
+        let mut snapshot = (*next.snapshot).clone();
+        snapshot.registry.tokens.insert(id.clone(), token);
+        next.snapshot = Arc::new(snapshot);
+        next.token_hashes
+            .insert(id.clone(), self.ledger.hash_alg().digest(&[&bytes]));
+        next.tokens.insert(id, bytes);
+        next.prepare();
+        self.set_view(next);
+        Ok(Changed::Recorded)
+    }
+
+    /// Revokes a registered delegation, effective for the very next
+    /// intent. Revoking it again is [`Changed::Unchanged`].
+    pub async fn revoke_delegation(&self, id: &str) -> Result<Changed, RegistryError> {
+        let _lock = self.registry_lock.lock().await;
+        let view = self.view();
+        if !view.tokens.contains_key(id) {
+            return Err(RegistryError::UnknownDelegation(id.to_owned()));
+        }
+        if view.snapshot.registry.revoked.contains(id) {
+            return Ok(Changed::Unchanged);
+        }
+        self.record(
+            RegistryChange::DelegationRevoke { id: id.to_owned() },
+            id.into(),
+            &view.bundle.version_string(),
+        )
+        .await?;
+        let mut next = (*view).clone();
+        let mut snapshot = (*next.snapshot).clone();
+        snapshot.registry.revoked.insert(id.to_owned());
+        next.snapshot = Arc::new(snapshot);
+        next.prepare();
+        self.set_view(next);
+        Ok(Changed::Recorded)
+    }
+
+    /// Every registered delegation.
+    pub fn delegations(&self) -> Vec<DelegationInfo> {
+        let view = self.view();
+        let r = &view.snapshot.registry;
+        r.tokens
+            .values()
+            .map(|t| DelegationInfo {
+                id: t.id.clone(),
+                agent: t.agent.clone(),
+                revoked: r.revoked.contains(&t.id),
+                expires_at: t.expires_at.as_str().to_owned(),
+            })
+            .collect()
+    }
+
+    /// Publishes a bundle (every file by relative path) without activating
+    /// it; returns its version. Publishing a published version again is
+    /// [`Changed::Unchanged`].
+    pub async fn publish_policy(
+        &self,
+        files: BTreeMap<String, String>,
+    ) -> Result<(String, Changed), RegistryError> {
+        let bundle = load_bundle(&files)?;
+        let version = bundle.version_string();
+        let _lock = self.registry_lock.lock().await;
+        let view = self.view();
+        if view.published.contains_key(&version) {
+            return Ok((version, Changed::Unchanged));
+        }
+        let value = files_value(&files);
+        let mut object = Object::new();
+        object.insert("files", value.clone());
+        self.record(
+            RegistryChange::PolicyPublish {
+                version: version.clone(),
+                files: canonical(&value),
+            },
+            Value::Object(object),
+            &view.bundle.version_string(),
+        )
+        .await?;
+        let mut next = (*view).clone();
+        next.published.insert(version.clone(), Arc::new(files));
+        self.set_view(next);
+        Ok((version, Changed::Recorded))
+    }
+
+    /// From the very next intent, decisions use published version
+    /// `version`.
+    pub async fn activate_policy(&self, version: &str) -> Result<(), RegistryError> {
+        let _lock = self.registry_lock.lock().await;
+        let view = self.view();
+        let mut stack = view.stack.clone();
+        stack.push(version.to_owned());
+        self.switch(&view, version, stack, false).await
+    }
+
+    /// Back to the version active before the current one; returns it.
+    pub async fn rollback_policy(&self) -> Result<String, RegistryError> {
+        let _lock = self.registry_lock.lock().await;
+        let view = self.view();
+        let mut stack = view.stack.clone();
+        if stack.len() < 2 {
+            return Err(RegistryError::NothingToRollBack);
+        }
+        stack.pop();
+        let previous = stack.last().cloned().ok_or(RegistryError::NothingToRollBack)?;
+        self.switch(&view, &previous, stack, true).await?;
+        Ok(previous)
+    }
+
+    async fn switch(
+        &self,
+        view: &View,
+        version: &str,
+        stack: Vec<String>,
+        rollback: bool,
+    ) -> Result<(), RegistryError> {
+        let files = view
+            .published
+            .get(version)
+            .ok_or_else(|| RegistryError::UnknownPolicy(version.to_owned()))?;
+        let bundle = Bundle::from_files(files)
+            .map_err(|e| RegistryError::Internal(format!("published {version}: {e}")))?;
+        if let Some(action) = self.missing_upstream(&bundle) {
+            return Err(RegistryError::MissingUpstream(action));
+        }
+        let change = if rollback {
+            RegistryChange::PolicyRollback {
+                version: version.to_owned(),
+            }
+        } else {
+            RegistryChange::PolicyActivate {
+                version: version.to_owned(),
+            }
+        };
+        // The receipt names the version it puts in force.
+        self.record(change, version.into(), version).await?;
+        let mut next = view.clone();
+        next.bundle = Arc::new(bundle);
+        next.stack = stack;
+        self.set_view(next);
+        Ok(())
+    }
+
+    /// The published versions and the active one.
+    pub fn policies(&self) -> PolicyList {
+        let view = self.view();
+        PolicyList {
+            active: view.bundle.version_string(),
+            published: view.published.keys().cloned().collect(),
+        }
+    }
+}

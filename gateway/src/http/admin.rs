@@ -1,0 +1,208 @@
+//! The registry API, for an administrator: register and revoke delegation
+//! tokens; publish policy bundle versions, activate one, roll back; list
+//! both. Authentication is a bearer token ([`AdminAuth`]), checked before
+//! the body is read; agent keys never authenticate here.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, Path as UrlPath, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use axum::routing::post;
+use tollgate_ledger::Ledger;
+use tollgate_protocol::{Object, Value, parse};
+
+use super::{ApiError, App, object};
+use crate::engine::Changed;
+
+/// Proof that the request carries the administrator's bearer token.
+pub struct AdminAuth;
+
+impl<L: Ledger> FromRequestParts<Arc<App<L>>> for AdminAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &Arc<App<L>>,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(expected) = &app.admin_token else {
+            return Err(ApiError::NotFound("the registry API is not enabled".into()));
+        };
+        let given = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Compare in time independent of where the first difference is.
+        let expected = expected.as_bytes();
+        let ok = !expected.is_empty()
+            && given.len() == expected.len()
+            && given
+                .bytes()
+                .zip(expected)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if ok {
+            Ok(AdminAuth)
+        } else {
+            Err(ApiError::Unauthorized)
+        }
+    }
+}
+
+/// The routes, under `/v1/admin`.
+pub(super) fn router<L: Ledger>() -> Router<Arc<App<L>>> {
+    Router::new()
+        .route(
+            "/v1/admin/delegations",
+            post(register::<L>).get(list::<L>),
+        )
+        .route("/v1/admin/delegations/{id}/revoke", post(revoke::<L>))
+        .route(
+            "/v1/admin/policies",
+            post(publish::<L>).get(policies::<L>),
+        )
+        .route("/v1/admin/policies/activate", post(activate::<L>))
+        .route("/v1/admin/policies/rollback", post(rollback::<L>))
+}
+
+fn status(changed: Changed, created: StatusCode) -> StatusCode {
+    match changed {
+        Changed::Recorded => created,
+        Changed::Unchanged => StatusCode::OK,
+    }
+}
+
+async fn register<L: Ledger>(
+    _: AdminAuth,
+    State(app): State<Arc<App<L>>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let value = parse(&body).map_err(ApiError::MalformedJson)?;
+    let id = value
+        .as_object()
+        .and_then(|o| o.get("payload"))
+        .and_then(Value::as_object)
+        .and_then(|p| p.get("id"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let changed = app.gateway.register_delegation(value).await?;
+    let mut o = Object::new();
+    o.insert("registered", id.into());
+    Ok(object(status(changed, StatusCode::CREATED), o))
+}
+
+async fn revoke<L: Ledger>(
+    _: AdminAuth,
+    State(app): State<Arc<App<L>>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    app.gateway.revoke_delegation(&id).await?;
+    let mut o = Object::new();
+    o.insert("revoked", id.into());
+    Ok(object(StatusCode::OK, o))
+}
+
+async fn list<L: Ledger>(
+    _: AdminAuth,
+    State(app): State<Arc<App<L>>>,
+) -> Result<Response, ApiError> {
+    let items = app
+        .gateway
+        .delegations()
+        .into_iter()
+        .map(|d| {
+            let mut o = Object::new();
+            o.insert("id", d.id.into());
+            o.insert("agent", d.agent.into());
+            o.insert("revoked", d.revoked.into());
+            o.insert("expires_at", d.expires_at.into());
+            Value::Object(o)
+        })
+        .collect();
+    let mut o = Object::new();
+    o.insert("delegations", Value::Array(items));
+    Ok(object(StatusCode::OK, o))
+}
+
+/// `POST /v1/admin/policies`: `{"files": {"bundle.toml": "…", …}}`, every
+/// file of a bundle by its relative path.
+async fn publish<L: Ledger>(
+    _: AdminAuth,
+    State(app): State<Arc<App<L>>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let value = parse(&body).map_err(ApiError::MalformedJson)?;
+    let shape = || ApiError::InvalidRequest {
+        detail: "expected {\"files\": {path: text}}".into(),
+        pointer: "/files",
+    };
+    let files = value
+        .as_object()
+        .and_then(|o| o.get("files"))
+        .and_then(Value::as_object)
+        .ok_or_else(shape)?;
+    let mut map = BTreeMap::new();
+    for (path, text) in files.iter() {
+        let text = text.as_str().ok_or_else(|| ApiError::InvalidRequest {
+            detail: format!("{path:?}: each file's content is text"),
+            pointer: "/files",
+        })?;
+        map.insert(path.to_owned(), text.to_owned());
+    }
+    let (version, changed) = app.gateway.publish_policy(map).await?;
+    let mut o = Object::new();
+    o.insert("published", version.into());
+    Ok(object(status(changed, StatusCode::CREATED), o))
+}
+
+/// `POST /v1/admin/policies/activate` with `{"version": "…"}`.
+async fn activate<L: Ledger>(
+    _: AdminAuth,
+    State(app): State<Arc<App<L>>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let version = parse(&body)
+        .ok()
+        .and_then(|v| v.as_object()?.get("version")?.as_str().map(str::to_owned))
+        .ok_or_else(|| ApiError::InvalidRequest {
+            detail: "expected {\"version\": \"name@semver+sha256:…\"}".into(),
+            pointer: "/version",
+        })?;
+    app.gateway.activate_policy(&version).await?;
+    let mut o = Object::new();
+    o.insert("active", version.into());
+    Ok(object(StatusCode::OK, o))
+}
+
+/// `POST /v1/admin/policies/rollback`: back to the version active before.
+async fn rollback<L: Ledger>(
+    _: AdminAuth,
+    State(app): State<Arc<App<L>>>,
+) -> Result<Response, ApiError> {
+    let version = app.gateway.rollback_policy().await?;
+    let mut o = Object::new();
+    o.insert("active", version.into());
+    Ok(object(StatusCode::OK, o))
+}
+
+/// `GET /v1/admin/policies`: published versions and the active one.
+async fn policies<L: Ledger>(
+    _: AdminAuth,
+    State(app): State<Arc<App<L>>>,
+) -> Result<Response, ApiError> {
+    let list = app.gateway.policies();
+    let mut o = Object::new();
+    o.insert("active", list.active.into());
+    o.insert(
+        "published",
+        Value::Array(list.published.into_iter().map(Into::into).collect()),
+    );
+    Ok(object(StatusCode::OK, o))
+}

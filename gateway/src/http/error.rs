@@ -1,0 +1,254 @@
+//! Every problem the API answers (RFC 9457), in one enum: status, problem
+//! type and title come from one `match` in [`ApiError::parts`].
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tollgate_pipeline::ShapeError;
+use tollgate_protocol::{Object, Value, canonical};
+
+use crate::engine::{AuthFailure, IntentError, RegistryError};
+use crate::limits::IN_FLIGHT_RETRY_AFTER;
+
+/// The prefix of every problem type.
+pub const PROBLEM_PREFIX: &str = "urn:tollgate:problem:";
+
+/// Every problem type the API can answer, with its title; the OpenAPI
+/// document's `Problem.type` lists the same, and a test keeps them equal.
+pub const PROBLEM_TYPES: &[(&str, &str)] = &[
+    ("not-found", "Not found"),
+    ("unsupported-media-type", "Unsupported media type"),
+    ("payload-too-large", "Payload too large"),
+    ("malformed-json", "Malformed JSON"),
+    ("invalid-intent", "Invalid intent"),
+    ("clock-skew", "issued_at too far from the gateway's clock"),
+    ("bad-signature", "Intent signature not valid"),
+    ("unknown-delegation", "Unknown delegation"),
+    ("revoked-delegation", "Delegation revoked"),
+    ("delegation-not-valid-now", "Delegation not valid at issued_at"),
+    ("wrong-agent", "Delegation is for another agent"),
+    ("untrusted-delegation", "Delegation not trusted"),
+    ("invalid-idempotency-key", "Invalid Idempotency-Key"),
+    ("in-flight", "Request in flight"),
+    ("idempotency-conflict", "Idempotency key reused"),
+    ("unknown-action", "Unknown action"),
+    ("invalid-params", "Params do not fit the action's schema"),
+    (
+        "not-an-integer",
+        "A param policy arithmetic reads is not an integer",
+    ),
+    ("invalid-confidence", "Invalid confidence"),
+    ("unknown-receipt", "Unknown receipt"),
+    ("invalid-query", "Invalid query"),
+    ("not-ready", "Not ready"),
+    ("unauthorized", "Administrator token required"),
+    ("invalid-delegation", "Invalid delegation token"),
+    ("wider-than-parent", "Delegation wider than its parent"),
+    ("delegation-exists", "Delegation id taken"),
+    ("invalid-bundle", "Invalid bundle"),
+    ("invalid-request", "Invalid request"),
+    ("unknown-policy", "Unknown policy version"),
+    ("missing-upstream", "No upstream for an http target"),
+    ("nothing-to-roll-back", "Nothing to roll back"),
+    ("internal", "Internal error"),
+];
+
+/// Why a request is answered with a problem document.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No route matches, or the registry API is not enabled.
+    #[error("{0}")]
+    NotFound(String),
+    /// An intent that is not `application/json`.
+    #[error("intents are application/json, not {0:?}")]
+    UnsupportedMediaType(String),
+    /// A body over the route's limit.
+    #[error("a request body here may be at most {0} bytes")]
+    PayloadTooLarge(usize),
+    /// A body that is not strict I-JSON.
+    #[error(transparent)]
+    MalformedJson(tollgate_protocol::Error),
+    /// An intent envelope of the wrong shape.
+    #[error("{0}")]
+    InvalidIntent(tollgate_protocol::Error),
+    /// The engine refused the intent.
+    #[error(transparent)]
+    Intent(#[from] IntentError),
+    /// The engine refused a registry change.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// No receipt with this id.
+    #[error("no receipt {0:?} in the ledger")]
+    UnknownReceipt(String),
+    /// A query parameter that is unknown or out of range.
+    #[error("{0}")]
+    InvalidQuery(String),
+    /// The ledger cannot be reached.
+    #[error("the ledger is not reachable: {0}")]
+    NotReady(String),
+    /// The admin token is missing or wrong.
+    #[error("the registry API takes the bearer token in DATA_DIR/admin.token")]
+    Unauthorized,
+    /// An admin request body of the wrong shape.
+    #[error("{detail}")]
+    InvalidRequest {
+        /// What is wrong.
+        detail: String,
+        /// Where.
+        pointer: &'static str,
+    },
+    /// The gateway could not complete the request; the cause is logged,
+    /// never sent.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Set on a 500 response so that the log middleware can log the cause
+/// with the request id.
+#[derive(Clone, Debug)]
+pub struct InternalCause(pub String);
+
+impl ApiError {
+    /// An internal error from any displayable cause.
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        Self::Internal(e.to_string())
+    }
+
+    /// Status, problem type, detail and JSON Pointer.
+    pub fn parts(&self) -> (StatusCode, &'static str, String, Option<String>) {
+        use StatusCode as S;
+        let detail = self.to_string();
+        let (status, slug, pointer): (S, &str, Option<String>) = match self {
+            Self::NotFound(_) => (S::NOT_FOUND, "not-found", None),
+            Self::UnsupportedMediaType(_) => {
+                (S::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", None)
+            }
+            Self::PayloadTooLarge(_) => (S::PAYLOAD_TOO_LARGE, "payload-too-large", None),
+            Self::MalformedJson(e) => (
+                S::BAD_REQUEST,
+                "malformed-json",
+                e.pointer().map(str::to_owned),
+            ),
+            Self::InvalidIntent(e) => (
+                S::UNPROCESSABLE_ENTITY,
+                "invalid-intent",
+                e.pointer().map(str::to_owned),
+            ),
+            Self::Intent(e) => match e {
+                IntentError::ClockSkew { .. } => (
+                    S::UNPROCESSABLE_ENTITY,
+                    "clock-skew",
+                    Some("/payload/issued_at".into()),
+                ),
+                IntentError::Unauthenticated { kind, .. } => {
+                    let (status, slug) = match kind {
+                        AuthFailure::BadSignature => (S::UNAUTHORIZED, "bad-signature"),
+                        AuthFailure::UnknownDelegation => (S::FORBIDDEN, "unknown-delegation"),
+                        AuthFailure::RevokedDelegation => (S::FORBIDDEN, "revoked-delegation"),
+                        AuthFailure::NotValidNow => (S::FORBIDDEN, "delegation-not-valid-now"),
+                        AuthFailure::WrongAgent => (S::FORBIDDEN, "wrong-agent"),
+                        AuthFailure::UntrustedDelegation => (S::FORBIDDEN, "untrusted-delegation"),
+                    };
+                    (status, slug, Some("/payload/delegation".into()))
+                }
+                IntentError::InvalidIdempotencyKey => {
+                    (S::BAD_REQUEST, "invalid-idempotency-key", None)
+                }
+                IntentError::InFlight(_) => (S::CONFLICT, "in-flight", None),
+                IntentError::IdempotencyConflict(_) => (S::CONFLICT, "idempotency-conflict", None),
+                IntentError::Shape(s) => {
+                    let slug = match s {
+                        ShapeError::UnknownAction { .. } => "unknown-action",
+                        ShapeError::Params { .. } => "invalid-params",
+                        ShapeError::NotAnInteger { .. } => "not-an-integer",
+                        ShapeError::Confidence(_) => "invalid-confidence",
+                    };
+                    (S::UNPROCESSABLE_ENTITY, slug, Some(s.pointer().to_owned()))
+                }
+                IntentError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", None),
+            },
+            Self::Registry(e) => match e {
+                RegistryError::InvalidDelegation(_) => {
+                    (S::UNPROCESSABLE_ENTITY, "invalid-delegation", None)
+                }
+                RegistryError::UntrustedDelegation(_) => (
+                    S::UNPROCESSABLE_ENTITY,
+                    "untrusted-delegation",
+                    Some("/signature".into()),
+                ),
+                RegistryError::WiderThanParent(_) => {
+                    (S::UNPROCESSABLE_ENTITY, "wider-than-parent", None)
+                }
+                RegistryError::UnknownDelegation(_) => (S::NOT_FOUND, "unknown-delegation", None),
+                RegistryError::RevokedDelegation(_) => (S::CONFLICT, "revoked-delegation", None),
+                RegistryError::DelegationExists(_) => (S::CONFLICT, "delegation-exists", None),
+                RegistryError::InvalidBundle(_) => {
+                    (S::UNPROCESSABLE_ENTITY, "invalid-bundle", Some("/files".into()))
+                }
+                RegistryError::UnknownPolicy(_) => {
+                    (S::NOT_FOUND, "unknown-policy", Some("/version".into()))
+                }
+                RegistryError::MissingUpstream(_) => {
+                    (S::UNPROCESSABLE_ENTITY, "missing-upstream", None)
+                }
+                RegistryError::NothingToRollBack => (S::CONFLICT, "nothing-to-roll-back", None),
+                RegistryError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", None),
+            },
+            Self::UnknownReceipt(_) => (S::NOT_FOUND, "unknown-receipt", None),
+            Self::InvalidQuery(_) => (S::BAD_REQUEST, "invalid-query", None),
+            Self::NotReady(_) => (S::SERVICE_UNAVAILABLE, "not-ready", None),
+            Self::Unauthorized => (S::UNAUTHORIZED, "unauthorized", None),
+            Self::InvalidRequest { pointer, .. } => (
+                S::UNPROCESSABLE_ENTITY,
+                "invalid-request",
+                Some((*pointer).to_owned()),
+            ),
+            Self::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", None),
+        };
+        let detail = if status == S::INTERNAL_SERVER_ERROR {
+            "the gateway could not complete the request; its log has the cause under this response's x-request-id".to_owned()
+        } else {
+            detail
+        };
+        (status, slug, detail, pointer)
+    }
+}
+
+fn title(slug: &str) -> &'static str {
+    PROBLEM_TYPES
+        .iter()
+        .find(|(s, _)| *s == slug)
+        .map_or("Error", |(_, t)| t)
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, slug, detail, pointer) = self.parts();
+        let mut o = Object::new();
+        o.insert("type", format!("{PROBLEM_PREFIX}{slug}").into());
+        o.insert("title", title(slug).into());
+        o.insert(
+            "status",
+            Value::integer(i64::from(status.as_u16())).unwrap_or(Value::Null),
+        );
+        o.insert("detail", detail.into());
+        if let Some(p) = pointer {
+            o.insert("pointer", p.into());
+        }
+        let mut body = canonical(&Value::Object(o));
+        body.push(b'\n');
+        let mut r = (
+            status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body,
+        )
+            .into_response();
+        if matches!(self, Self::Intent(IntentError::InFlight(_))) {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(IN_FLIGHT_RETRY_AFTER));
+        }
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            r.extensions_mut().insert(InternalCause(self.to_string()));
+        }
+        r
+    }
+}

@@ -1,0 +1,313 @@
+//! The HTTP API: handlers parse, call the engine, and map its answer.
+//!
+//! Every route runs through [`middleware::observe`] (request id, W3C trace
+//! id, metrics by route and status, one log line), and every refusal is an
+//! [`ApiError`] rendered as an RFC 9457 problem document.
+
+mod admin;
+mod error;
+mod middleware;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, RawQuery, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tollgate_ledger::Ledger;
+use tollgate_protocol::{IntentEnvelope, MAX_INTENT_DEPTH, Object, Value, canonical, parse_with_depth};
+
+use crate::engine::Gateway;
+use crate::limits::{DEFAULT_PAGE, EXPORT_PAGE, MAX_ADMIN_BODY, MAX_PAGE};
+
+pub use error::{ApiError, InternalCause, PROBLEM_PREFIX, PROBLEM_TYPES};
+pub use middleware::LogFields;
+
+/// What the HTTP layer holds: the engine and its own settings.
+pub struct App<L: Ledger> {
+    /// The engine.
+    pub gateway: Gateway<L>,
+    /// The registry API's bearer token; `None` disables the API.
+    pub admin_token: Option<String>,
+    /// Largest intent body, bytes.
+    pub max_body: usize,
+}
+
+/// The OpenAPI document of this service.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// The routes.
+pub fn router<L: Ledger>(app: Arc<App<L>>) -> Router {
+    let admin = admin::router::<L>().layer(DefaultBodyLimit::max(MAX_ADMIN_BODY));
+    Router::new()
+        .merge(admin)
+        .route("/v1/intents", post(post_intent::<L>))
+        .route("/v1/receipts/{receipt_id}", get(get_receipt::<L>))
+        .route("/v1/ledger/head", get(get_head::<L>))
+        .route("/v1/ledger/entries", get(get_entries::<L>))
+        .route("/v1/ledger/export", get(get_export::<L>))
+        .route("/.well-known/jwks.json", get(get_jwks::<L>))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz::<L>))
+        .route("/metrics", get(metrics::<L>))
+        .route("/openapi.json", get(openapi))
+        .fallback(|| async { ApiError::NotFound("no such resource".into()) })
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            middleware::observe::<L>,
+        ))
+        .with_state(app)
+}
+
+/// A JSON answer: `body` and a newline.
+pub fn json(status: StatusCode, mut body: Vec<u8>) -> Response {
+    body.push(b'\n');
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// A JSON answer of a small object.
+pub(crate) fn object(status: StatusCode, o: Object) -> Response {
+    json(status, canonical(&Value::Object(o)))
+}
+
+/// The media type's essence, lowercased.
+fn essence(headers: &axum::http::HeaderMap) -> (String, String) {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let essence = media
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    (media, essence)
+}
+
+async fn post_intent<L: Ledger>(
+    State(app): State<Arc<App<L>>>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let (media, essence) = essence(&parts.headers);
+    if essence != "application/json" {
+        return Err(ApiError::UnsupportedMediaType(media));
+    }
+    let bytes: Bytes = axum::body::to_bytes(body, app.max_body)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(app.max_body))?;
+    let value = parse_with_depth(&bytes, MAX_INTENT_DEPTH).map_err(ApiError::MalformedJson)?;
+    let envelope = IntentEnvelope::from_value(value).map_err(ApiError::InvalidIntent)?;
+    let mut fields = LogFields {
+        agent: Some(envelope.intent.agent.clone()),
+        action: Some(envelope.intent.action.clone()),
+        verdict: None,
+    };
+    let key = match parts.headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| {
+            ApiError::Intent(crate::engine::IntentError::InvalidIdempotencyKey)
+        })?),
+    };
+    let answer = match app.gateway.submit(&envelope, key).await {
+        Ok(s) => s,
+        Err(e) => {
+            let mut r = ApiError::from(e).into_response();
+            r.extensions_mut().insert(fields);
+            return Ok(r);
+        }
+    };
+    fields.verdict = answer.verdict.map(|v| v.name());
+    let mut r = json(StatusCode::OK, answer.line);
+    if let Ok(v) = HeaderValue::from_str(&answer.receipt_id) {
+        r.headers_mut().insert("tollgate-receipt-id", v);
+    }
+    if answer.replayed {
+        r.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    r.extensions_mut().insert(fields);
+    Ok(r)
+}
+
+async fn get_receipt<L: Ledger>(
+    State(app): State<Arc<App<L>>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    match app
+        .gateway
+        .ledger()
+        .line_by_receipt_id(&id)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        Some(line) => Ok(json(StatusCode::OK, line)),
+        None => Err(ApiError::UnknownReceipt(id)),
+    }
+}
+
+async fn get_head<L: Ledger>(State(app): State<Arc<App<L>>>) -> Result<Response, ApiError> {
+    let h = app
+        .gateway
+        .ledger()
+        .head()
+        .await
+        .map_err(ApiError::internal)?;
+    let mut o = Object::new();
+    o.insert("seq", Value::integer(h.seq as i64).unwrap_or(Value::Null));
+    o.insert("hash", h.hash.to_string().into());
+    Ok(object(StatusCode::OK, o))
+}
+
+async fn openapi() -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
+}
+
+/// `from` and `limit` of a page, each a positive integer; anything else in
+/// the query is an [`ApiError::InvalidQuery`] naming it.
+fn page(query: Option<&str>) -> Result<(u64, u32), ApiError> {
+    let (mut from, mut limit) = (1u64, DEFAULT_PAGE);
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let bad = |what: &str| ApiError::InvalidQuery(format!("{k}={v:?}: {what}"));
+        match k {
+            "from" => {
+                from = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| bad("from is a seq, 1 or more"))?
+            }
+            "limit" => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| bad(&format!("limit is 1 to {MAX_PAGE}")))?
+            }
+            _ => return Err(bad("unknown query parameter (from, limit)")),
+        }
+    }
+    Ok((from, limit))
+}
+
+async fn get_entries<L: Ledger>(
+    State(app): State<Arc<App<L>>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let (from, limit) = page(query.as_deref())?;
+    let lines = app
+        .gateway
+        .ledger()
+        .lines(from, limit)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut body = b"{\"entries\":[".to_vec();
+    for (i, l) in lines.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(l);
+    }
+    body.extend_from_slice(
+        format!("],\"next\":{}}}", from.saturating_add(lines.len() as u64)).as_bytes(),
+    );
+    Ok(json(StatusCode::OK, body))
+}
+
+async fn get_export<L: Ledger>(State(app): State<Arc<App<L>>>) -> Result<Response, ApiError> {
+    let head = app
+        .gateway
+        .ledger()
+        .head()
+        .await
+        .map_err(ApiError::internal)?
+        .seq;
+    let stream = futures_util::stream::unfold(1u64, move |next| {
+        let app = app.clone();
+        async move {
+            if next > head {
+                return None;
+            }
+            let limit = (head - next + 1).min(u64::from(EXPORT_PAGE)) as u32;
+            match app.gateway.ledger().lines(next, limit).await {
+                Ok(lines) if !lines.is_empty() => {
+                    let n = lines.len() as u64;
+                    let mut chunk = Vec::new();
+                    for l in lines {
+                        chunk.extend_from_slice(&l);
+                        chunk.push(b'\n');
+                    }
+                    Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), next + n))
+                }
+                Ok(_) => None,
+                Err(e) => Some((Err(std::io::Error::other(e.to_string())), head + 1)),
+            }
+        }
+    });
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/jsonl")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+async fn get_jwks<L: Ledger>(State(app): State<Arc<App<L>>>) -> Response {
+    let mut r = json(StatusCode::OK, canonical(&app.gateway.keys().to_value()));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/jwk-set+json"),
+    );
+    r
+}
+
+async fn metrics<L: Ledger>(State(app): State<Arc<App<L>>>) -> Response {
+    let ledger = app.gateway.ledger();
+    let head = ledger.head().await.map(|h| h.seq).unwrap_or(0);
+    let stats = ledger.stats();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.gateway
+            .metrics()
+            .render(head, stats.groups, stats.appends),
+    )
+        .into_response()
+}
+
+async fn readyz<L: Ledger>(State(app): State<Arc<App<L>>>) -> Result<Response, ApiError> {
+    app.gateway
+        .ledger()
+        .head()
+        .await
+        .map_err(|e| ApiError::NotReady(e.to_string()))?;
+    Ok((StatusCode::OK, "ready\n").into_response())
+}
+
+/// Serves plain HTTP until `shutdown` resolves.
+pub async fn serve<L: Ledger>(
+    app: Arc<App<L>>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(app).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+#[cfg(test)]
+mod tests;

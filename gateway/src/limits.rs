@@ -1,0 +1,31 @@
+//! Every limit the gateway applies, named once. `docs/gateway.md` lists
+//! them; settings that can change one say so there.
+
+/// Default largest intent body, bytes (`--max-body`).
+pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
+/// Default largest distance between an intent's `issued_at` and the
+/// gateway's clock, seconds (`--max-skew-seconds`).
+pub const DEFAULT_MAX_SKEW_SECONDS: i64 = 300;
+/// Default timeout of one upstream call, milliseconds
+/// (`--upstream-timeout-ms`).
+pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 5_000;
+/// Largest upstream answer read, bytes; the receipt records its hash.
+pub const MAX_UPSTREAM_ANSWER: u64 = 1 << 20;
+/// Longest `Idempotency-Key` header, characters.
+pub const MAX_IDEMPOTENCY_KEY: usize = 256;
+/// Longest `X-Request-Id` header honoured, characters.
+pub const MAX_REQUEST_ID: usize = 128;
+/// Largest admin request body (a delegation token, a policy bundle), bytes.
+pub const MAX_ADMIN_BODY: usize = 2 * 1024 * 1024;
+/// Most files in a published policy bundle.
+pub const MAX_BUNDLE_FILES: usize = 256;
+/// Longest relative path of a bundle file, bytes.
+pub const MAX_BUNDLE_PATH: usize = 200;
+/// Default and largest `limit` of `GET /v1/ledger/entries`.
+pub const DEFAULT_PAGE: u32 = 100;
+/// Largest `limit` of `GET /v1/ledger/entries`.
+pub const MAX_PAGE: u32 = 1_000;
+/// Entries read per page while streaming an export.
+pub const EXPORT_PAGE: u32 = 1_000;
+/// `Retry-After` seconds of a 409 for a request still in flight.
+pub const IN_FLIGHT_RETRY_AFTER: u32 = 1;

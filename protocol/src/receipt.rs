@@ -1,0 +1,362 @@
+//! Receipts as typed documents (PROTOCOL §4): the four kinds, the outcome
+//! each kind may state (§4.1), `refs`, and the decision `inputs` (§4.2).
+//!
+//! A [`Receipt`] is built in one place by whoever decides, and turned into
+//! its wire form once, by [`Receipt::seal`], which sets `receipt_id`. The
+//! wire form is an ordinary [`Value`]: verifiers read receipts with
+//! [`crate::check_receipt`], never through this type, so a receipt written
+//! by another implementation verifies the same.
+
+use crate::encoding::{HashValue, Timestamp};
+use crate::json::{Object, Value};
+use crate::wire::{RECEIPT_TYPE, seal_receipt};
+
+/// A verdict, and the effect of one rule: the three values PROTOCOL §4
+/// allows in `decision.verdict`. Ordered by severity, so the most severe
+/// of several is their maximum: `Pass < Escalate < Block`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Verdict {
+    /// Go ahead.
+    Pass,
+    /// Wait for a human reviewer.
+    Escalate,
+    /// Refused.
+    Block,
+}
+
+impl Verdict {
+    /// `pass`, `escalate` or `block`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Escalate => "escalate",
+            Self::Block => "block",
+        }
+    }
+}
+
+/// `kind` of a receipt (PROTOCOL §4.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReceiptKind {
+    /// Caused by an intent.
+    Decision,
+    /// Caused by a reviewer's approval decision, or an expiry.
+    Approval,
+    /// Caused by the approval that completed a quorum.
+    Execution,
+    /// Caused by a registry change.
+    Registry,
+}
+
+impl ReceiptKind {
+    /// The wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Decision => "decision",
+            Self::Approval => "approval",
+            Self::Execution => "execution",
+            Self::Registry => "registry",
+        }
+    }
+}
+
+/// `outcome.status` (PROTOCOL §4.1). Which statuses a kind may state is
+/// checked by [`Receipt::new`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// The commit ran and succeeded (or, with target `none`, the receipt
+    /// is the authorization).
+    Committed,
+    /// The commit ran and failed.
+    Failed,
+    /// Nothing ran (blocked, denied).
+    NotExecuted,
+    /// Waiting for reviewers.
+    PendingApproval,
+    /// The quorum is complete.
+    Approved,
+    /// A reviewer denied.
+    Denied,
+    /// The deadline passed.
+    Expired,
+}
+
+impl Status {
+    /// The wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Committed => "committed",
+            Self::Failed => "failed",
+            Self::NotExecuted => "not_executed",
+            Self::PendingApproval => "pending_approval",
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+            Self::Expired => "expired",
+        }
+    }
+
+    /// Whether a receipt of `kind` may state this status (PROTOCOL §4.1).
+    pub fn allowed_for(self, kind: ReceiptKind) -> bool {
+        use Status::*;
+        match kind {
+            ReceiptKind::Decision => {
+                matches!(self, Committed | Failed | NotExecuted | PendingApproval)
+            }
+            ReceiptKind::Approval => matches!(self, PendingApproval | Approved | Denied | Expired),
+            ReceiptKind::Execution => matches!(self, Committed | Failed | NotExecuted),
+            ReceiptKind::Registry => matches!(self, Committed),
+        }
+    }
+}
+
+/// A receipt's `outcome`: the status, and what the commit recorded
+/// (`target`, the upstream's status and answer hash, or its error).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    /// `status`.
+    pub status: Status,
+    /// The other members, e.g. `target`, `upstream_status`,
+    /// `answer_hash`, `error`.
+    pub details: Object,
+}
+
+impl Outcome {
+    /// An outcome with no details.
+    pub fn new(status: Status) -> Self {
+        Self {
+            status,
+            details: Object::new(),
+        }
+    }
+
+    /// Adds a detail member.
+    pub fn with(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.details.insert(name, value.into());
+        self
+    }
+
+    fn to_value(&self) -> Value {
+        let mut o = self.details.clone();
+        o.insert("status", self.status.name().into());
+        Value::Object(o)
+    }
+}
+
+/// A decision's `inputs` (PROTOCOL §4.2): what it read besides the intent
+/// and the policy.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Inputs {
+    /// Hash values (the ledger's algorithm) of the canonical bytes of each
+    /// delegation token envelope of the chain, root first.
+    pub delegations: Vec<HashValue>,
+    /// The resource's attributes exactly as the rules read them.
+    pub resource: Object,
+    /// For each budget checked: `{"delegation", "window_start",
+    /// "amount_minor", "currency"}`.
+    pub spent: Vec<Value>,
+}
+
+impl Inputs {
+    fn to_value(&self) -> Value {
+        let mut o = Object::new();
+        o.insert(
+            "delegations",
+            Value::Array(
+                self.delegations
+                    .iter()
+                    .map(|h| h.to_string().into())
+                    .collect(),
+            ),
+        );
+        o.insert("resource", Value::Object(self.resource.clone()));
+        o.insert("spent", Value::Array(self.spent.clone()));
+        Value::Object(o)
+    }
+}
+
+/// A receipt before it is sealed: every member of PROTOCOL §4 but
+/// `receipt_id`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Receipt {
+    /// `kind`.
+    pub kind: ReceiptKind,
+    /// `issued_at` (for a decision, the intent's).
+    pub issued_at: Timestamp,
+    /// `policy_version` in force.
+    pub policy_version: String,
+    /// `subject`.
+    pub subject: Value,
+    /// `decision`, for a decision receipt.
+    pub decision: Option<Value>,
+    /// `outcome`.
+    pub outcome: Outcome,
+    /// `refs`: receipt ids this one follows from.
+    pub refs: Vec<String>,
+    /// `inputs`, for a decision receipt.
+    pub inputs: Option<Inputs>,
+}
+
+/// Why a [`Receipt`] cannot be built.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a {kind} receipt cannot state outcome {status}")]
+pub struct OutcomeNotAllowed {
+    /// The kind.
+    pub kind: &'static str,
+    /// The status refused.
+    pub status: &'static str,
+}
+
+impl Receipt {
+    /// A receipt of `kind` with `outcome`, checked against PROTOCOL §4.1.
+    pub fn new(
+        kind: ReceiptKind,
+        issued_at: Timestamp,
+        policy_version: String,
+        subject: Value,
+        outcome: Outcome,
+    ) -> Result<Self, OutcomeNotAllowed> {
+        if !outcome.status.allowed_for(kind) {
+            return Err(OutcomeNotAllowed {
+                kind: kind.name(),
+                status: outcome.status.name(),
+            });
+        }
+        Ok(Self {
+            kind,
+            issued_at,
+            policy_version,
+            subject,
+            decision: None,
+            outcome,
+            refs: Vec::new(),
+            inputs: None,
+        })
+    }
+
+    /// The decision receipt of an intent envelope `subject` issued at
+    /// `issued_at`.
+    pub fn decision(
+        issued_at: Timestamp,
+        policy_version: String,
+        subject: Value,
+        decision: Value,
+        outcome: Outcome,
+        inputs: Inputs,
+    ) -> Result<Self, OutcomeNotAllowed> {
+        let mut r = Self::new(
+            ReceiptKind::Decision,
+            issued_at,
+            policy_version,
+            subject,
+            outcome,
+        )?;
+        r.decision = Some(decision);
+        r.inputs = Some(inputs);
+        Ok(r)
+    }
+
+    /// The registry receipt of `change` to `object` (PROTOCOL §4.3).
+    pub fn registry(
+        issued_at: Timestamp,
+        policy_version: String,
+        change: &str,
+        object: Value,
+    ) -> Self {
+        let mut subject = Object::new();
+        subject.insert("change", change.into());
+        subject.insert("object", object);
+        Self {
+            kind: ReceiptKind::Registry,
+            issued_at,
+            policy_version,
+            subject: Value::Object(subject),
+            decision: None,
+            outcome: Outcome::new(Status::Committed),
+            refs: Vec::new(),
+            inputs: None,
+        }
+    }
+
+    /// The wire form, with its `receipt_id` set.
+    pub fn seal(&self) -> Value {
+        let mut r = Object::new();
+        r.insert("type", RECEIPT_TYPE.into());
+        r.insert("kind", self.kind.name().into());
+        r.insert("issued_at", self.issued_at.as_str().into());
+        r.insert("policy_version", self.policy_version.as_str().into());
+        r.insert("subject", self.subject.clone());
+        if let Some(d) = &self.decision {
+            r.insert("decision", d.clone());
+        }
+        r.insert("outcome", self.outcome.to_value());
+        r.insert(
+            "refs",
+            Value::Array(self.refs.iter().map(|s| s.as_str().into()).collect()),
+        );
+        if let Some(i) = &self.inputs {
+            r.insert("inputs", i.to_value());
+        }
+        Value::Object(seal_receipt(r))
+    }
+}
+
+/// Where the current time comes from. Only the edges read it (a registry
+/// receipt's `issued_at`, `appended_at`, the skew check); nothing a
+/// decision depends on does.
+pub trait Clock: Send + Sync + 'static {
+    /// The current time.
+    fn now(&self) -> Timestamp;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{canonical, check_receipt};
+
+    fn at() -> Timestamp {
+        Timestamp::parse("2026-11-22T10:00:00Z").unwrap()
+    }
+
+    #[test]
+    fn a_sealed_receipt_checks_and_holds_every_member() {
+        let r = Receipt::decision(
+            at(),
+            "p@1.0.0+sha256:00".into(),
+            Value::Object(Object::new()),
+            Value::Object(Object::new()),
+            Outcome::new(Status::Committed).with("target", "none"),
+            Inputs::default(),
+        )
+        .unwrap()
+        .seal();
+        check_receipt(&r, "").unwrap();
+        let text = String::from_utf8(canonical(&r)).unwrap();
+        for m in [
+            "\"kind\":\"decision\"",
+            "\"outcome\":{\"status\":\"committed\",\"target\":\"none\"}",
+            "\"inputs\":{\"delegations\":[],\"resource\":{},\"spent\":[]}",
+            "\"refs\":[]",
+            "\"type\":\"tollgate.receipt/v1\"",
+        ] {
+            assert!(text.contains(m), "{m} missing in {text}");
+        }
+    }
+
+    #[test]
+    fn a_kind_states_only_its_own_outcomes() {
+        let bad = Receipt::new(
+            ReceiptKind::Registry,
+            at(),
+            String::new(),
+            Value::Null,
+            Outcome::new(Status::Failed),
+        );
+        assert_eq!(
+            bad.unwrap_err().to_string(),
+            "a registry receipt cannot state outcome failed"
+        );
+        assert!(Status::Approved.allowed_for(ReceiptKind::Approval));
+        assert!(!Status::Approved.allowed_for(ReceiptKind::Decision));
+        assert!(Verdict::Block > Verdict::Escalate && Verdict::Escalate > Verdict::Pass);
+    }
+}
