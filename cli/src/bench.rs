@@ -119,7 +119,10 @@ pub fn bench(
     let (ok, bad, lat, elapsed) = load(concurrency, duration, |i| {
         let body = bodies.get(i)?;
         let c = &clients[i % clients.len()];
-        Some(c.submit(body.as_bytes(), None).is_ok_and(|a| a.status == 200))
+        Some(
+            c.submit(body.as_bytes(), None)
+                .is_ok_and(|a| a.status == 200),
+        )
     });
     let health_time = std::time::Duration::from_secs((seconds / 3).max(1));
     let (health_ok, _, _, health_wall) = load(concurrency, health_time, |i| {

@@ -10,7 +10,6 @@ use tollgate_signer::Ed25519Signer;
 use crate::error::CliError;
 use crate::files::{read, read_json};
 
-
 /// What `tollgate delegation issue` is asked to grant.
 #[derive(Debug)]
 pub struct IssueRequest<'a> {
@@ -249,4 +248,3 @@ pub fn delegation_inspect(
         Err(CliError::Invalid(text))
     }
 }
-

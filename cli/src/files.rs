@@ -8,8 +8,7 @@ use tollgate_protocol::{Value, parse};
 use crate::error::CliError;
 
 pub fn read(path: &Path) -> Result<Vec<u8>, CliError> {
-    std::fs::read(path)
-        .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))
+    std::fs::read(path).map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))
 }
 
 pub fn read_json(path: &Path) -> Result<Value, CliError> {
@@ -29,4 +28,3 @@ pub fn load_bundle(dir: &Path) -> Result<Bundle, CliError> {
         other => CliError::Invalid(other.to_string()),
     })
 }
-

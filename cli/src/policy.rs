@@ -67,10 +67,7 @@ pub fn policy_test(dir: &Path) -> Result<String, CliError> {
 /// Reads a snapshot file: `{"delegations": [token…], "revoked": [id…],
 /// "spent": {id: {currency: amount}}, "resources": {"type:id": {…}},
 /// "issuers": JWKS}`, every member optional.
-fn load_snapshot(
-    path: Option<&Path>,
-    extra_token: Option<&Path>,
-) -> Result<Snapshot, CliError> {
+fn load_snapshot(path: Option<&Path>, extra_token: Option<&Path>) -> Result<Snapshot, CliError> {
     let mut snap = Snapshot::default();
     if let Some(path) = path {
         let v = read_json(path)?;
@@ -152,9 +149,8 @@ pub fn policy_eval(
     let envelope = IntentEnvelope::from_value(value)
         .map_err(|e| CliError::Invalid(format!("{}: {e}", intent.display())))?;
     let snap = load_snapshot(snapshot, delegation)?;
-    let decision = decide(&bundle, &envelope, &snap).map_err(|e| {
-        CliError::Invalid(format!("{}: {} ({e})", intent.display(), e.pointer()))
-    })?;
+    let decision = decide(&bundle, &envelope, &snap)
+        .map_err(|e| CliError::Invalid(format!("{}: {} ({e})", intent.display(), e.pointer())))?;
     let json = decision.to_value().to_string();
     if !explain {
         return Ok(json);

@@ -56,7 +56,6 @@ pub struct ServeArgs {
     pub allow_insecure_http: bool,
 }
 
-
 /// Settings a config file may hold.
 #[derive(serde::Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -123,4 +122,3 @@ pub fn apply_config(args: &mut ServeArgs, matches: &clap::ArgMatches) -> Result<
     }
     Ok(())
 }
-

@@ -25,9 +25,8 @@ pub fn tour(url: &str, data_dir: &Path) -> Result<String, CliError> {
     })?;
     let issuer = Ed25519Signer::load(&demo.join("issuer.jwk"))
         .map_err(|e| CliError::Usage(e.to_string()))?;
-    let admin_token = std::fs::read_to_string(data_dir.join("admin.token")).map_err(|e| {
-        CliError::Usage(format!("{}: {e}", data_dir.join("admin.token").display()))
-    })?;
+    let admin_token = std::fs::read_to_string(data_dir.join("admin.token"))
+        .map_err(|e| CliError::Usage(format!("{}: {e}", data_dir.join("admin.token").display())))?;
     let client = Client::new(url).with_admin_token(&admin_token);
     let run = now().unix_seconds();
     let mut failures = Vec::new();
@@ -192,10 +191,6 @@ pub fn tour(url: &str, data_dir: &Path) -> Result<String, CliError> {
     if failures.is_empty() {
         Ok("\nTour complete.".into())
     } else {
-        Err(CliError::Invalid(format!(
-            "tour: {}",
-            failures.join("; ")
-        )))
+        Err(CliError::Invalid(format!("tour: {}", failures.join("; "))))
     }
 }
-

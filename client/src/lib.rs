@@ -270,7 +270,12 @@ impl Client {
 
     /// `POST /v1/admin/delegations/{id}/revoke`.
     pub fn revoke_delegation(&self, id: &str) -> Result<Answer, Error> {
-        self.post(&format!("/v1/admin/delegations/{id}/revoke"), b"", &[], true)
+        self.post(
+            &format!("/v1/admin/delegations/{id}/revoke"),
+            b"",
+            &[],
+            true,
+        )
     }
 
     /// `GET /v1/admin/delegations`.

@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use proptest::prelude::*;
-use tollgate_ledger::{Error, Ledger, SqliteLedger, SqliteOptions};
+use tollgate_ledger::{
+    Error, Ledger, RegistryAppend, RegistryChange, RegistryState, SqliteLedger, SqliteOptions,
+};
 use tollgate_protocol::{
     ChainVerifier, Domain, HashAlg, KeySet, Object, Signature, Value, parse, seal_receipt,
 };
@@ -365,4 +367,120 @@ async fn reservations_last_until_their_entry_is_appended() {
         ledger.pending().await.unwrap(),
         vec![("agent-7:int-1".to_owned(), b"body one".to_vec())]
     );
+}
+
+fn registry_item(signer: &Ed25519Signer, n: u64, change: RegistryChange) -> RegistryAppend {
+    let (receipt, signature) = signed(signer, 10_000 + n);
+    RegistryAppend {
+        receipt,
+        signature,
+        change,
+    }
+}
+
+#[tokio::test]
+async fn registry_changes_land_with_their_receipt_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(&dir, None).await.unwrap();
+    let signer = Ed25519Signer::from_secret(&[3; 32]);
+    assert_eq!(ledger.registry().await.unwrap(), RegistryState::default());
+    let token = |id: &str| RegistryChange::DelegationRegister {
+        id: id.into(),
+        token: format!("{{\"id\":\"{id}\"}}").into_bytes(),
+    };
+    let seed = vec![
+        registry_item(
+            &signer,
+            1,
+            RegistryChange::PolicyPublish {
+                version: "p@1.0.0".into(),
+                files: b"{}".to_vec(),
+            },
+        ),
+        registry_item(
+            &signer,
+            2,
+            RegistryChange::PolicyActivate {
+                version: "p@1.0.0".into(),
+            },
+        ),
+        registry_item(&signer, 3, token("d-1")),
+    ];
+    assert_eq!(ledger.append_registry(seed, true).await.unwrap().len(), 3);
+    // The first-start import happens once.
+    let again = vec![registry_item(&signer, 4, token("d-2"))];
+    assert_eq!(
+        ledger.append_registry(again, true).await.unwrap_err(),
+        Error::AlreadySeeded
+    );
+    assert_eq!(ledger.head().await.unwrap().seq, 3);
+
+    let revoke = RegistryChange::DelegationRevoke { id: "d-1".into() };
+    ledger
+        .append_registry(vec![registry_item(&signer, 5, revoke)], false)
+        .await
+        .unwrap();
+    // The tables refuse, whatever the caller checked: a revoked id again,
+    // an id twice, a revocation of nothing, an unpublished activation. Each
+    // leaves the ledger as it was.
+    for (n, change) in [
+        (6, token("d-1")),
+        (
+            7,
+            RegistryChange::DelegationRevoke {
+                id: "d-unknown".into(),
+            },
+        ),
+        (
+            8,
+            RegistryChange::PolicyActivate {
+                version: "p@9.9.9".into(),
+            },
+        ),
+    ] {
+        let err = ledger
+            .append_registry(vec![registry_item(&signer, n, change)], false)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::RegistryConflict(_)), "{err}");
+        assert_eq!(ledger.head().await.unwrap().seq, 4);
+    }
+    // Two changes in one call are one transaction: the second's refusal
+    // takes the first with it.
+    let pair = vec![
+        registry_item(&signer, 9, token("d-3")),
+        registry_item(&signer, 10, token("d-3")),
+    ];
+    assert!(ledger.append_registry(pair, false).await.is_err());
+    assert_eq!(ledger.head().await.unwrap().seq, 4);
+
+    let state = ledger.registry().await.unwrap();
+    assert!(state.seeded);
+    assert_eq!(state.delegations.len(), 1);
+    assert_eq!(
+        state.revoked_delegations.iter().collect::<Vec<_>>(),
+        ["d-1"]
+    );
+    assert_eq!(state.policy_stack(), ["p@1.0.0"]);
+    // And the export verifies, registry receipts included.
+    let keys = key_set([&signer]);
+    assert_eq!(verify_export(&export(&ledger).await, &keys), 4);
+}
+
+#[test]
+fn the_policy_stack_follows_activations_and_rollbacks() {
+    let state = RegistryState {
+        policy_history: [
+            ("policy.activate", "a"),
+            ("policy.activate", "b"),
+            ("policy.activate", "c"),
+            ("policy.rollback", "b"),
+            ("policy.activate", "d"),
+        ]
+        .iter()
+        .map(|(c, v)| ((*c).to_owned(), (*v).to_owned()))
+        .collect(),
+        ..RegistryState::default()
+    };
+    assert_eq!(state.policy_stack(), ["a", "b", "d"]);
 }

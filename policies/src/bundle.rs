@@ -321,11 +321,7 @@ impl Bundle {
     /// and folders skipped), by relative path with `/` separators: what a
     /// `policy.publish` registry receipt carries.
     pub fn read_files(dir: &Path) -> Result<BTreeMap<String, String>, Error> {
-        fn walk(
-            root: &Path,
-            dir: &Path,
-            out: &mut BTreeMap<String, String>,
-        ) -> Result<(), Error> {
+        fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) -> Result<(), Error> {
             let io = |e: std::io::Error| Error::Io {
                 path: dir.display().to_string(),
                 source: e,

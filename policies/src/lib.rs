@@ -32,7 +32,7 @@ use std::fmt;
 
 pub use bundle::{Action, Approval, Bundle, Risk, Target, TestCase};
 pub use convert::{from_json, to_cedar_json, to_json};
-pub use rules::{FiredRule, Verdict, RuleOutcome, RuleSetKind};
+pub use rules::{FiredRule, RuleOutcome, RuleSetKind, Verdict};
 pub use scoring::{DimensionScore, Scores, Scoring};
 pub use template::Vars;
 

@@ -21,8 +21,8 @@ use cedar_policy::{
 };
 
 use crate::template::{Template, Vars};
-pub use tollgate_protocol::Verdict;
 use crate::{Problem, line_of};
+pub use tollgate_protocol::Verdict;
 
 /// Which of the two rule files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -313,20 +313,12 @@ impl RuleSet {
             .collect();
         match (self.kind, response.decision()) {
             (RuleSetKind::Boundary, Decision::Allow) => {
-                fired.extend(
-                    matched
-                        .iter()
-                        .map(|id| self.fire(id, Verdict::Pass, vars)),
-                );
+                fired.extend(matched.iter().map(|id| self.fire(id, Verdict::Pass, vars)));
             }
             (RuleSetKind::Boundary, Decision::Deny) => {
                 // `reason` lists the forbids that matched; none means no
                 // permit matched.
-                fired.extend(
-                    matched
-                        .iter()
-                        .map(|id| self.fire(id, Verdict::Block, vars)),
-                );
+                fired.extend(matched.iter().map(|id| self.fire(id, Verdict::Block, vars)));
                 if matched.is_empty() && fired.is_empty() {
                     fired.push(FiredRule {
                         id: "boundary.no_permit".into(),

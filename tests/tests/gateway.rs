@@ -670,15 +670,34 @@ fn the_tour_completes_and_its_export_verifies() {
     // delegation, the resources) is in the ledger before the first decision.
     let text = std::fs::read_to_string(&export).unwrap();
     let entries: Vec<Value> = text.lines().map(|l| parse(l.as_bytes()).unwrap()).collect();
-    let receipt = |e: &Value| e.as_object().unwrap().get("receipt").unwrap().as_object().unwrap().clone();
+    let receipt = |e: &Value| {
+        e.as_object()
+            .unwrap()
+            .get("receipt")
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .clone()
+    };
     let change = |e: &Value| {
         let r = receipt(e);
         (r.get("kind").unwrap().as_str().unwrap() == "registry").then(|| {
-            r.get("subject").unwrap().as_object().unwrap().get("change").unwrap().as_str().unwrap().to_owned()
+            r.get("subject")
+                .unwrap()
+                .as_object()
+                .unwrap()
+                .get("change")
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
         })
     };
     let first_decision = entries.iter().position(|e| change(e).is_none()).unwrap();
-    let seeded: Vec<String> = entries[..first_decision].iter().filter_map(change).collect();
+    let seeded: Vec<String> = entries[..first_decision]
+        .iter()
+        .filter_map(change)
+        .collect();
     assert_eq!(
         seeded,
         [
@@ -692,17 +711,39 @@ fn the_tour_completes_and_its_export_verifies() {
         ]
     );
     let bundle = receipt(&entries[0]);
-    let files = bundle.get("subject").unwrap().as_object().unwrap().get("object").unwrap()
-        .as_object().unwrap().get("files").unwrap().as_object().unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples/refunds");
-    for name in ["bundle.toml", "schema.cedarschema", "boundary.cedar", "escalate.cedar", "params/orders.refund.json", "tests/cases.toml"] {
+    let files = bundle
+        .get("subject")
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .get("object")
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .get("files")
+        .unwrap()
+        .as_object()
+        .unwrap();
+    let root =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples/refunds");
+    for name in [
+        "bundle.toml",
+        "schema.cedarschema",
+        "boundary.cedar",
+        "escalate.cedar",
+        "params/orders.refund.json",
+        "tests/cases.toml",
+    ] {
         assert_eq!(
             files.get(name).and_then(Value::as_str),
             Some(std::fs::read_to_string(root.join(name)).unwrap().as_str()),
             "{name} in full"
         );
     }
-    let after: Vec<String> = entries[first_decision..].iter().filter_map(change).collect();
+    let after: Vec<String> = entries[first_decision..]
+        .iter()
+        .filter_map(change)
+        .collect();
     assert_eq!(after, ["delegation.register", "delegation.revoke"]);
     for e in &entries[first_decision..] {
         let r = receipt(e);
@@ -712,7 +753,15 @@ fn the_tour_completes_and_its_export_verifies() {
             let Value::Array(chain) = chain else { panic!() };
             assert_eq!(chain.len(), 1);
             assert!(chain[0].as_str().unwrap().starts_with("sha256:"));
-            assert!(inputs.get("resource").unwrap().as_object().unwrap().get("status").is_some());
+            assert!(
+                inputs
+                    .get("resource")
+                    .unwrap()
+                    .as_object()
+                    .unwrap()
+                    .get("status")
+                    .is_some()
+            );
         }
     }
 }

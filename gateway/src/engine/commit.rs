@@ -60,16 +60,17 @@ pub(super) async fn http(
     match answer {
         Ok(Ok((status, bytes))) => {
             let ok = (200..300).contains(&status);
-            Outcome::new(if ok { Status::Committed } else { Status::Failed })
-                .with("target", "http")
-                .with(
-                    "upstream_status",
-                    Value::integer(i64::from(status)).unwrap_or(Value::Null),
-                )
-                .with(
-                    "answer_hash",
-                    HashAlg::Sha256.digest(&[&bytes]).to_string(),
-                )
+            Outcome::new(if ok {
+                Status::Committed
+            } else {
+                Status::Failed
+            })
+            .with("target", "http")
+            .with(
+                "upstream_status",
+                Value::integer(i64::from(status)).unwrap_or(Value::Null),
+            )
+            .with("answer_hash", HashAlg::Sha256.digest(&[&bytes]).to_string())
         }
         Ok(Err(e)) => {
             let why = match e {

@@ -76,9 +76,7 @@ pub enum RegistryError {
     InvalidDelegation(String),
     /// The token is not signed by a trusted issuer or by its registered
     /// parent's agent.
-    #[error(
-        "delegation {0} is not signed by a trusted issuer or by its registered parent's agent"
-    )]
+    #[error("delegation {0} is not signed by a trusted issuer or by its registered parent's agent")]
     UntrustedDelegation(String),
     /// The token is wider than its parent.
     #[error("{0}")]
@@ -99,9 +97,7 @@ pub enum RegistryError {
     #[error("{0} is not published")]
     UnknownPolicy(String),
     /// The policy commits to an `http` target the gateway has no upstream for.
-    #[error(
-        "action {0} commits to an http target, and the gateway has no upstream for it"
-    )]
+    #[error("action {0} commits to an http target, and the gateway has no upstream for it")]
     MissingUpstream(String),
     /// No earlier version was active.
     #[error("no earlier version was active")]

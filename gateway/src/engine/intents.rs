@@ -234,8 +234,8 @@ impl<L: Ledger> Gateway<L> {
         let bundle: &Bundle = &view.bundle;
         let intent = &envelope.intent;
         let t = std::time::Instant::now();
-        let decision = decide_authenticated(bundle, envelope, &view.snapshot)
-            .map_err(IntentError::Shape)?;
+        let decision =
+            decide_authenticated(bundle, envelope, &view.snapshot).map_err(IntentError::Shape)?;
         self.metrics.decide.observe(t.elapsed().as_secs_f64());
         let http = bundle
             .action(&intent.action)
@@ -292,9 +292,7 @@ impl<L: Ledger> Gateway<L> {
         match appended {
             Ok(e) => Ok((decision, e)),
             Err(tollgate_ledger::Error::DuplicateKey(_)) => Err(Failure::DuplicateKey),
-            Err(tollgate_ledger::Error::DuplicateReceipt(id)) => {
-                Err(Failure::DuplicateReceipt(id))
-            }
+            Err(tollgate_ledger::Error::DuplicateReceipt(id)) => Err(Failure::DuplicateReceipt(id)),
             Err(e) => Err(internal(e).into()),
         }
     }

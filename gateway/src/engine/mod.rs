@@ -65,9 +65,7 @@ impl Default for Upstreams {
     fn default() -> Self {
         Self {
             urls: BTreeMap::new(),
-            timeout: std::time::Duration::from_millis(
-                crate::limits::DEFAULT_UPSTREAM_TIMEOUT_MS,
-            ),
+            timeout: std::time::Duration::from_millis(crate::limits::DEFAULT_UPSTREAM_TIMEOUT_MS),
         }
     }
 }
@@ -139,7 +137,7 @@ pub struct Gateway<L: Ledger> {
     /// applies to.
     registry_lock: tokio::sync::Mutex<()>,
     /// Idempotency keys being decided right now.
-    in_flight: Mutex<BTreeSet<String>>,
+    pub(crate) in_flight: Mutex<BTreeSet<String>>,
     metrics: Metrics,
 }
 
@@ -246,4 +244,4 @@ impl<L: Ledger> Gateway<L> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -291,7 +291,6 @@ pub(super) async fn import<L: Ledger>(
 }
 
 impl<L: Ledger> Gateway<L> {
-
     /// Appends one change; the view is the caller's to update after.
     async fn record(
         &self,
@@ -326,8 +325,8 @@ impl<L: Ledger> Gateway<L> {
     /// agent) and be no wider than its parent. The same token again is
     /// [`Changed::Unchanged`]; a revoked id is refused.
     pub async fn register_delegation(&self, envelope: Value) -> Result<Changed, RegistryError> {
-        let token =
-            Token::from_value(&envelope).map_err(|e| RegistryError::InvalidDelegation(e.to_string()))?;
+        let token = Token::from_value(&envelope)
+            .map_err(|e| RegistryError::InvalidDelegation(e.to_string()))?;
         let _lock = self.registry_lock.lock().await;
         let view = self.view();
         let registry = &view.snapshot.registry;
@@ -466,7 +465,10 @@ impl<L: Ledger> Gateway<L> {
             return Err(RegistryError::NothingToRollBack);
         }
         stack.pop();
-        let previous = stack.last().cloned().ok_or(RegistryError::NothingToRollBack)?;
+        let previous = stack
+            .last()
+            .cloned()
+            .ok_or(RegistryError::NothingToRollBack)?;
         self.switch(&view, &previous, stack, true).await?;
         Ok(previous)
     }

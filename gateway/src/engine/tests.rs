@@ -1,1 +1,474 @@
+//! The engine with a fake clock and a ledger that can be told to fail: no
+//! HTTP, no processes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tollgate_ledger::{
+    AppendStats, Error as LedgerError, Head, Ledger, RegistryAppend, RegistryState, SqliteLedger,
+    SqliteOptions,
+};
+use tollgate_protocol::{
+    Clock, Domain, HashAlg, IntentEnvelope, LedgerEntry, Object, Signature, Timestamp, Value,
+    Verdict, parse,
+};
+use tollgate_signer::{Ed25519Signer, Signer as _};
+
+use super::*;
+
+/// A clock the test sets.
+pub(crate) struct FakeClock(Mutex<Timestamp>);
+
+impl FakeClock {
+    pub(crate) fn at(t: &str) -> Arc<Self> {
+        Arc::new(Self(Mutex::new(Timestamp::parse(t).unwrap())))
+    }
+
+    pub(crate) fn set(&self, t: &str) {
+        *self.0.lock().unwrap() = Timestamp::parse(t).unwrap();
+    }
+}
+
+impl Clock for FakeClock {
+    fn now(&self) -> Timestamp {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// A SQLite ledger whose writes or reads fail on demand.
+#[derive(Clone)]
+pub(crate) struct Faulty {
+    pub(crate) inner: SqliteLedger,
+    pub(crate) fail_writes: Arc<AtomicBool>,
+    pub(crate) fail_reads: Arc<AtomicBool>,
+}
+
+impl Faulty {
+    fn write_check(&self) -> Result<(), LedgerError> {
+        if self.fail_writes.load(Ordering::SeqCst) {
+            Err(LedgerError::Database("disk I/O error (injected)".into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn read_check(&self) -> Result<(), LedgerError> {
+        if self.fail_reads.load(Ordering::SeqCst) {
+            Err(LedgerError::Database(
+                "database is locked (injected)".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Ledger for Faulty {
+    async fn append(
+        &self,
+        receipt: Value,
+        signature: Signature,
+        key: Option<&str>,
+    ) -> Result<LedgerEntry, LedgerError> {
+        self.write_check()?;
+        self.inner.append(receipt, signature, key).await
+    }
+    async fn line_by_idempotency_key(&self, key: &str) -> Result<Option<Vec<u8>>, LedgerError> {
+        self.read_check()?;
+        self.inner.line_by_idempotency_key(key).await
+    }
+    async fn line_by_receipt_id(&self, id: &str) -> Result<Option<Vec<u8>>, LedgerError> {
+        self.read_check()?;
+        self.inner.line_by_receipt_id(id).await
+    }
+    async fn get(&self, seq: u64) -> Result<Option<LedgerEntry>, LedgerError> {
+        self.read_check()?;
+        self.inner.get(seq).await
+    }
+    async fn get_by_receipt_id(&self, id: &str) -> Result<Option<LedgerEntry>, LedgerError> {
+        self.read_check()?;
+        self.inner.get_by_receipt_id(id).await
+    }
+    async fn head(&self) -> Result<Head, LedgerError> {
+        self.read_check()?;
+        self.inner.head().await
+    }
+    async fn lines(&self, from: u64, limit: u32) -> Result<Vec<Vec<u8>>, LedgerError> {
+        self.read_check()?;
+        self.inner.lines(from, limit).await
+    }
+    fn hash_alg(&self) -> HashAlg {
+        self.inner.hash_alg()
+    }
+    async fn append_registry(
+        &self,
+        items: Vec<RegistryAppend>,
+        seed: bool,
+    ) -> Result<Vec<LedgerEntry>, LedgerError> {
+        self.write_check()?;
+        self.inner.append_registry(items, seed).await
+    }
+    async fn registry(&self) -> Result<RegistryState, LedgerError> {
+        self.read_check()?;
+        self.inner.registry().await
+    }
+    async fn reserve(&self, key: &str, body: &[u8]) -> Result<(), LedgerError> {
+        self.write_check()?;
+        self.inner.reserve(key, body).await
+    }
+    async fn pending(&self) -> Result<Vec<(String, Vec<u8>)>, LedgerError> {
+        self.read_check()?;
+        self.inner.pending().await
+    }
+    fn stats(&self) -> AppendStats {
+        self.inner.stats()
+    }
+}
+
+pub(crate) const T0: &str = "2026-11-22T10:00:00Z";
+
+pub(crate) struct World {
+    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) ledger: Faulty,
+    pub(crate) clock: Arc<FakeClock>,
+    pub(crate) issuer: Ed25519Signer,
+    pub(crate) agent: Ed25519Signer,
+    pub(crate) gateway: Gateway<Faulty>,
+}
+
+pub(crate) fn token(issuer: &Ed25519Signer, agent: &Ed25519Signer, id: &str) -> Value {
+    let mut p = Object::new();
+    p.insert("type", "tollgate.delegation/v1".into());
+    p.insert("id", id.into());
+    p.insert("issuer", "test issuer".into());
+    p.insert("agent", "agent-1".into());
+    p.insert("agent_key", agent.jwk().to_value());
+    p.insert("actions", Value::Array(vec!["orders.refund".into()]));
+    p.insert("resources", Value::Array(vec!["order:*".into()]));
+    let mut limit = Object::new();
+    limit.insert("EUR", Value::integer(100_000).unwrap());
+    p.insert("per_intent", limit.into());
+    p.insert("not_before", "2020-01-01T00:00:00Z".into());
+    p.insert("expires_at", "2100-01-01T00:00:00Z".into());
+    issuer.envelope(Domain::Delegation, Value::Object(p))
+}
+
+pub(crate) fn refunds() -> std::collections::BTreeMap<String, String> {
+    tollgate_policies::Bundle::read_files(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples/refunds"),
+    )
+    .unwrap()
+}
+
+pub(crate) fn seed(issuer: &Ed25519Signer, agent: &Ed25519Signer) -> Seed {
+    let mut resources = std::collections::BTreeMap::new();
+    for (id, status) in [("order:o-1", "paid"), ("order:o-3", "unpaid")] {
+        let mut o = Object::new();
+        o.insert("status", status.into());
+        o.insert("customer_tier", "gold".into());
+        resources.insert(id.to_owned(), o);
+    }
+    Seed {
+        policy: refunds(),
+        issuers: vec![issuer.jwk().to_value()],
+        delegations: vec![token(issuer, agent, "d-1")],
+        revoked: Vec::new(),
+        resources,
+    }
+}
+
+pub(crate) async fn open_in(
+    dir: &tempfile::TempDir,
+    clock: Arc<FakeClock>,
+    seed: Seed,
+) -> (Faulty, Gateway<Faulty>) {
+    let ledger = Faulty {
+        inner: SqliteLedger::open(SqliteOptions::new(dir.path().join("ledger.db")))
+            .await
+            .unwrap(),
+        fail_writes: Arc::default(),
+        fail_reads: Arc::default(),
+    };
+    let gateway = Gateway::open(
+        Parts {
+            ledger: ledger.clone(),
+            signer: Ed25519Signer::from_secret(&[1; 32]),
+            clock,
+            limits: Limits::default(),
+            upstreams: Upstreams::default(),
+        },
+        move || Ok(seed),
+        None,
+    )
+    .await
+    .unwrap();
+    (ledger, gateway)
+}
+
+pub(crate) async fn world() -> World {
+    world_with(|_| {}).await
+}
+
+/// A world whose seed `edit` may change first.
+pub(crate) async fn world_with(edit: impl FnOnce(&mut Seed)) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = FakeClock::at(T0);
+    let issuer = Ed25519Signer::from_secret(&[2; 32]);
+    let agent = Ed25519Signer::from_secret(&[3; 32]);
+    let mut seed = seed(&issuer, &agent);
+    edit(&mut seed);
+    let (ledger, gateway) = open_in(&dir, clock.clone(), seed).await;
+    World {
+        _dir: dir,
+        ledger,
+        clock,
+        issuer,
+        agent,
+        gateway,
+    }
+}
+
+pub(crate) fn intent(
+    agent: &Ed25519Signer,
+    id: &str,
+    resource: &str,
+    amount: i64,
+    at: &str,
+) -> IntentEnvelope {
+    let mut p = Object::new();
+    p.insert("type", "tollgate.intent/v1".into());
+    p.insert("intent_id", id.into());
+    p.insert("agent", "agent-1".into());
+    p.insert("delegation", "d-1".into());
+    p.insert("action", "orders.refund".into());
+    p.insert("resource", resource.into());
+    let mut params = Object::new();
+    params.insert("amount_minor", Value::integer(amount).unwrap());
+    params.insert("currency", "EUR".into());
+    p.insert("params", params.into());
+    let mut d = Object::new();
+    d.insert("confidence_bp", Value::integer(9000).unwrap());
+    p.insert("decision", d.into());
+    p.insert("issued_at", at.into());
+    IntentEnvelope::from_value(agent.envelope(Domain::Intent, Value::Object(p))).unwrap()
+}
+
+pub(crate) async fn head(w: &World) -> u64 {
+    w.ledger.inner.head().await.unwrap().seq
+}
+
+pub(crate) fn receipt_of(line: &[u8]) -> Object {
+    parse(line)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .get("receipt")
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test]
+async fn a_first_start_imports_the_seed_then_never_reads_it_again() {
+    let w = world().await;
+    // policy.publish, policy.activate, issuer, delegation, two resources.
+    assert_eq!(head(&w).await, 6);
+    let state = w.ledger.inner.registry().await.unwrap();
+    assert!(state.seeded);
+    // Reopened with a seed that would panic if read: the ledger decides.
+    let dir = w._dir;
+    drop(w.gateway);
+    let (_, again) = Gateway::open(
+        Parts {
+            ledger: Faulty {
+                inner: w.ledger.inner.clone(),
+                fail_writes: Arc::default(),
+                fail_reads: Arc::default(),
+            },
+            signer: Ed25519Signer::from_secret(&[1; 32]),
+            clock: w.clock.clone(),
+            limits: Limits::default(),
+            upstreams: Upstreams::default(),
+        },
+        || -> Result<Seed, String> { panic!("the seed must not be read again") },
+        None,
+    )
+    .await
+    .map(|g| ((), g))
+    .unwrap();
+    assert_eq!(again.delegations().len(), 1);
+    drop(dir);
+}
+
+#[tokio::test]
+async fn decisions_carry_their_inputs_and_registry_receipts_the_fake_clock() {
+    let w = world().await;
+    let s = w
+        .gateway
+        .submit(&intent(&w.agent, "i-1", "order:o-1", 2500, T0), None)
+        .await
+        .unwrap();
+    assert_eq!(s.verdict, Some(Verdict::Pass));
+    let r = receipt_of(&s.line);
+    let inputs = r.get("inputs").unwrap().as_object().unwrap();
+    let token_bytes = tollgate_protocol::canonical(&token(&w.issuer, &w.agent, "d-1"));
+    let expected = HashAlg::Sha256.digest(&[&token_bytes]).to_string();
+    assert_eq!(
+        inputs.get("delegations").unwrap(),
+        &Value::Array(vec![expected.into()])
+    );
+    assert_eq!(
+        inputs
+            .get("resource")
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .get("status")
+            .and_then(Value::as_str),
+        Some("paid")
+    );
+    // A registry change's issued_at is the (fake) clock's.
+    w.clock.set("2026-11-22T10:01:00Z");
+    let id = "d-2";
+    assert_eq!(
+        w.gateway
+            .register_delegation(token(&w.issuer, &w.agent, id))
+            .await
+            .unwrap(),
+        Changed::Recorded
+    );
+    let line = w
+        .ledger
+        .inner
+        .lines(head(&w).await, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        receipt_of(&line).get("issued_at").and_then(Value::as_str),
+        Some("2026-11-22T10:01:00Z")
+    );
+}
+
+#[tokio::test]
+async fn the_skew_check_reads_the_injected_clock() {
+    let w = world().await;
+    w.clock.set("2026-11-22T11:00:00Z");
+    let err = w
+        .gateway
+        .submit(&intent(&w.agent, "i-1", "order:o-1", 2500, T0), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, IntentError::ClockSkew { skew: 3600, .. }),
+        "{err}"
+    );
+    w.clock.set("2026-11-22T10:04:00Z");
+    assert!(
+        w.gateway
+            .submit(&intent(&w.agent, "i-1", "order:o-1", 2500, T0), None)
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn a_storage_error_at_any_step_appends_nothing_and_never_passes() {
+    let w = world().await;
+    let before = head(&w).await;
+    w.ledger.fail_writes.store(true, Ordering::SeqCst);
+    // The append of a decision.
+    let err = w
+        .gateway
+        .submit(&intent(&w.agent, "i-1", "order:o-1", 2500, T0), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, IntentError::Internal(_)), "{err}");
+    // Every registry change.
+    let errors = [
+        w.gateway
+            .register_delegation(token(&w.issuer, &w.agent, "d-2"))
+            .await
+            .unwrap_err(),
+        w.gateway.revoke_delegation("d-1").await.unwrap_err(),
+        w.gateway
+            .publish_policy({
+                let mut f = refunds();
+                f.insert(
+                    "bundle.toml".into(),
+                    f["bundle.toml"].replace("1.0.0", "1.0.1"),
+                );
+                f
+            })
+            .await
+            .unwrap_err(),
+        w.gateway.rollback_policy().await.unwrap_err(),
+    ];
+    for e in &errors[..3] {
+        assert!(matches!(e, RegistryError::Internal(_)), "{e}");
+    }
+    assert!(matches!(errors[3], RegistryError::NothingToRollBack));
+    w.ledger.fail_writes.store(false, Ordering::SeqCst);
+    assert_eq!(head(&w).await, before, "nothing appended");
+    // Nothing applied either: the view still agrees with the ledger.
+    assert_eq!(w.gateway.delegations().len(), 1);
+    assert!(!w.gateway.delegations()[0].revoked);
+    assert_eq!(w.gateway.policies().published.len(), 1);
+
+    // A failing read where the flow needs one: an error, not a pass.
+    w.ledger.fail_reads.store(true, Ordering::SeqCst);
+    let dup = intent(&w.agent, "i-2", "order:o-1", 2500, T0);
+    w.ledger.fail_reads.store(false, Ordering::SeqCst);
+    w.gateway.submit(&dup, None).await.unwrap();
+    let n = head(&w).await;
+    // The same intent under another key: its receipt exists, and reading it
+    // fails: the caller gets an error, and nothing new is written.
+    w.ledger.fail_reads.store(true, Ordering::SeqCst);
+    let err = w.gateway.submit(&dup, Some("other")).await.unwrap_err();
+    assert!(matches!(err, IntentError::Internal(_)), "{err}");
+    w.ledger.fail_reads.store(false, Ordering::SeqCst);
+    assert_eq!(head(&w).await, n);
+}
+
+#[tokio::test]
+async fn a_revoked_id_stays_revoked_and_revocations_race_safely() {
+    let w = Arc::new(world().await);
+    let ids: Vec<String> = (0..30).map(|i| format!("d-r{i}")).collect();
+    for id in &ids {
+        w.gateway
+            .register_delegation(token(&w.issuer, &w.agent, id))
+            .await
+            .unwrap();
+    }
+    let before = head(&w).await;
+    // 30 revocations at once, each id twice: every call succeeds, each id
+    // is recorded once.
+    let mut tasks = Vec::new();
+    for id in ids.iter().chain(ids.iter()) {
+        let (w, id) = (w.clone(), id.clone());
+        tasks.push(tokio::spawn(async move {
+            w.gateway.revoke_delegation(&id).await
+        }));
+    }
+    let mut recorded = 0;
+    for t in tasks {
+        if t.await.unwrap().unwrap() == Changed::Recorded {
+            recorded += 1;
+        }
+    }
+    assert_eq!(recorded, 30);
+    assert_eq!(head(&w).await, before + 30);
+    let state = w.ledger.inner.registry().await.unwrap();
+    assert_eq!(state.revoked_delegations.len(), 30);
+    // Registering a revoked id again is refused, by the engine.
+    let err = w
+        .gateway
+        .register_delegation(token(&w.issuer, &w.agent, "d-r0"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::RevokedDelegation(_)), "{err}");
+    assert_eq!(head(&w).await, before + 30);
+}

@@ -58,15 +58,9 @@ impl<L: Ledger> FromRequestParts<Arc<App<L>>> for AdminAuth {
 /// The routes, under `/v1/admin`.
 pub(super) fn router<L: Ledger>() -> Router<Arc<App<L>>> {
     Router::new()
-        .route(
-            "/v1/admin/delegations",
-            post(register::<L>).get(list::<L>),
-        )
+        .route("/v1/admin/delegations", post(register::<L>).get(list::<L>))
         .route("/v1/admin/delegations/{id}/revoke", post(revoke::<L>))
-        .route(
-            "/v1/admin/policies",
-            post(publish::<L>).get(policies::<L>),
-        )
+        .route("/v1/admin/policies", post(publish::<L>).get(policies::<L>))
         .route("/v1/admin/policies/activate", post(activate::<L>))
         .route("/v1/admin/policies/rollback", post(rollback::<L>))
 }

@@ -24,7 +24,10 @@ pub const PROBLEM_TYPES: &[(&str, &str)] = &[
     ("bad-signature", "Intent signature not valid"),
     ("unknown-delegation", "Unknown delegation"),
     ("revoked-delegation", "Delegation revoked"),
-    ("delegation-not-valid-now", "Delegation not valid at issued_at"),
+    (
+        "delegation-not-valid-now",
+        "Delegation not valid at issued_at",
+    ),
     ("wrong-agent", "Delegation is for another agent"),
     ("untrusted-delegation", "Delegation not trusted"),
     ("invalid-idempotency-key", "Invalid Idempotency-Key"),
@@ -181,9 +184,11 @@ impl ApiError {
                 RegistryError::UnknownDelegation(_) => (S::NOT_FOUND, "unknown-delegation", None),
                 RegistryError::RevokedDelegation(_) => (S::CONFLICT, "revoked-delegation", None),
                 RegistryError::DelegationExists(_) => (S::CONFLICT, "delegation-exists", None),
-                RegistryError::InvalidBundle(_) => {
-                    (S::UNPROCESSABLE_ENTITY, "invalid-bundle", Some("/files".into()))
-                }
+                RegistryError::InvalidBundle(_) => (
+                    S::UNPROCESSABLE_ENTITY,
+                    "invalid-bundle",
+                    Some("/files".into()),
+                ),
                 RegistryError::UnknownPolicy(_) => {
                     (S::NOT_FOUND, "unknown-policy", Some("/version".into()))
                 }
@@ -243,8 +248,10 @@ impl IntoResponse for ApiError {
         )
             .into_response();
         if matches!(self, Self::Intent(IntentError::InFlight(_))) {
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(IN_FLIGHT_RETRY_AFTER));
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(IN_FLIGHT_RETRY_AFTER),
+            );
         }
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             r.extensions_mut().insert(InternalCause(self.to_string()));

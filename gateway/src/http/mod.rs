@@ -18,7 +18,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tollgate_ledger::Ledger;
-use tollgate_protocol::{IntentEnvelope, MAX_INTENT_DEPTH, Object, Value, canonical, parse_with_depth};
+use tollgate_protocol::{
+    IntentEnvelope, MAX_INTENT_DEPTH, Object, Value, canonical, parse_with_depth,
+};
 
 use crate::engine::Gateway;
 use crate::limits::{DEFAULT_PAGE, EXPORT_PAGE, MAX_ADMIN_BODY, MAX_PAGE};
@@ -110,9 +112,10 @@ async fn post_intent<L: Ledger>(
     };
     let key = match parts.headers.get("idempotency-key") {
         None => None,
-        Some(v) => Some(v.to_str().map_err(|_| {
-            ApiError::Intent(crate::engine::IntentError::InvalidIdempotencyKey)
-        })?),
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::Intent(crate::engine::IntentError::InvalidIdempotencyKey))?,
+        ),
     };
     let answer = match app.gateway.submit(&envelope, key).await {
         Ok(s) => s,

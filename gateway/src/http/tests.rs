@@ -1,1 +1,599 @@
+//! The router in process (`tower::ServiceExt::oneshot`), over the real
+//! engine with a fake clock and a ledger that can be told to fail: every
+//! [`ApiError`] variant is reached through a request.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::http::{Method, Request};
+use tollgate_ledger::Ledger as _;
+use tollgate_protocol::{Domain, Object, Value, canonical, parse};
+use tower::ServiceExt as _;
+
+use super::{App, OPENAPI, PROBLEM_PREFIX, PROBLEM_TYPES, router};
+use crate::engine::tests::{Faulty, T0, World, intent, token, world_with};
+
+const ADMIN: &str = "0123456789abcdef0123456789abcdef";
+
+struct Answer {
+    status: u16,
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn problem(&self) -> String {
+        assert_eq!(
+            self.headers.get("content-type").unwrap(),
+            "application/problem+json",
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
+        let v = parse(&self.body).unwrap();
+        let o = v.as_object().unwrap();
+        assert_eq!(
+            o.get("status").unwrap().as_safe_integer(),
+            Some(i64::from(self.status))
+        );
+        let t = o.get("type").unwrap().as_str().unwrap();
+        t.strip_prefix(PROBLEM_PREFIX).unwrap().to_owned()
+    }
+
+    fn detail(&self) -> String {
+        let v = parse(&self.body).unwrap();
+        v.as_object()
+            .unwrap()
+            .get("detail")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+struct Harness {
+    app: Arc<App<Faulty>>,
+    ledger: Faulty,
+    agent: tollgate_signer::Ed25519Signer,
+    issuer: tollgate_signer::Ed25519Signer,
+    clock: Arc<crate::engine::tests::FakeClock>,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness() -> Harness {
+    let w: World = world_with(|_| {}).await;
+    Harness {
+        app: Arc::new(App {
+            gateway: w.gateway,
+            admin_token: Some(ADMIN.into()),
+            max_body: 4096,
+        }),
+        ledger: w.ledger,
+        agent: w.agent,
+        issuer: w.issuer,
+        clock: w.clock,
+        _dir: w._dir,
+    }
+}
+
+impl Harness {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Answer {
+        let mut req = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = router(self.app.clone())
+            .oneshot(req.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec();
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn intent(&self, body: Vec<u8>, key: Option<&str>) -> Answer {
+        let mut h = vec![("content-type", "application/json")];
+        if let Some(k) = key {
+            h.push(("idempotency-key", k));
+        }
+        self.call(Method::POST, "/v1/intents", &h, body).await
+    }
+
+    async fn admin(&self, method: Method, path: &str, body: Vec<u8>) -> Answer {
+        let auth = format!("Bearer {ADMIN}");
+        self.call(method, path, &[("authorization", &auth)], body)
+            .await
+    }
+
+    fn signed(&self, edit: impl FnOnce(&mut Object)) -> Vec<u8> {
+        let env = intent(&self.agent, "i-1", "order:o-1", 2500, T0).value;
+        let mut payload = env
+            .as_object()
+            .unwrap()
+            .get("payload")
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .clone();
+        edit(&mut payload);
+        canonical(&self.agent.envelope(Domain::Intent, Value::Object(payload)))
+    }
+}
+
+fn params(json: &str) -> Value {
+    parse(json.as_bytes()).unwrap()
+}
+
+#[tokio::test]
+async fn every_api_error_is_reached_by_a_request() {
+    let h = harness().await;
+    let mut seen = BTreeSet::new();
+    let mut expect = |a: &Answer, status: u16, slug: &str| {
+        assert_eq!(
+            a.status,
+            status,
+            "{slug}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+        assert_eq!(a.problem(), slug);
+        seen.insert(slug.to_owned());
+    };
+    let head0 = h.app.gateway.ledger().inner.head().await.unwrap().seq;
+
+    // Routing, media type, size, JSON, envelope shape.
+    expect(
+        &h.call(Method::GET, "/nope", &[], vec![]).await,
+        404,
+        "not-found",
+    );
+    let a = h
+        .call(
+            Method::POST,
+            "/v1/intents",
+            &[("content-type", "text/plain")],
+            vec![],
+        )
+        .await;
+    expect(&a, 415, "unsupported-media-type");
+    expect(
+        &h.intent(vec![b' '; 5000], None).await,
+        413,
+        "payload-too-large",
+    );
+    expect(
+        &h.intent(b"{\"a\":1,\"a\":2}".to_vec(), None).await,
+        400,
+        "malformed-json",
+    );
+    expect(&h.intent(b"{}".to_vec(), None).await, 422, "invalid-intent");
+
+    // The engine's refusals of an intent.
+    let far = h.signed(|p| {
+        p.insert("issued_at", "2026-11-22T12:00:00Z".into());
+    });
+    expect(&h.intent(far, None).await, 422, "clock-skew");
+    let stranger = tollgate_signer::Ed25519Signer::from_secret(&[9; 32]);
+    let forged = canonical(
+        &stranger.envelope(
+            Domain::Intent,
+            parse(&h.signed(|_| {}))
+                .unwrap()
+                .as_object()
+                .unwrap()
+                .get("payload")
+                .unwrap()
+                .clone(),
+        ),
+    );
+    expect(&h.intent(forged, None).await, 401, "bad-signature");
+    let unknown = h.signed(|p| {
+        p.insert("delegation", "d-nope".into());
+    });
+    expect(&h.intent(unknown, None).await, 403, "unknown-delegation");
+    let wrong_agent = h.signed(|p| {
+        p.insert("agent", "agent-2".into());
+    });
+    expect(&h.intent(wrong_agent, None).await, 403, "wrong-agent");
+    let early = h.signed(|p| {
+        p.insert("issued_at", "2026-11-22T09:58:00Z".into());
+    });
+    // (valid: the token is valid from 2020.)
+    assert_eq!(h.intent(early, None).await.status, 200);
+    expect(
+        &h.intent(h.signed(|_| {}), Some(&"k".repeat(300))).await,
+        400,
+        "invalid-idempotency-key",
+    );
+    let bad_key = h
+        .call(
+            Method::POST,
+            "/v1/intents",
+            &[
+                ("content-type", "application/json"),
+                ("idempotency-key", ""),
+            ],
+            h.signed(|_| {}),
+        )
+        .await;
+    expect(&bad_key, 400, "invalid-idempotency-key");
+    // In flight: the key is being decided by someone else.
+    h.app
+        .gateway
+        .in_flight
+        .lock()
+        .unwrap()
+        .insert("agent-1:i-9".into());
+    let busy = h
+        .intent(
+            h.signed(|p| {
+                p.insert("intent_id", "i-9".into());
+            }),
+            None,
+        )
+        .await;
+    expect(&busy, 409, "in-flight");
+    assert_eq!(busy.headers.get("retry-after").unwrap(), "1");
+    h.app.gateway.in_flight.lock().unwrap().clear();
+    let first = h.intent(h.signed(|_| {}), Some("k-1")).await;
+    assert_eq!(first.status, 200);
+    let other = h.signed(|p| {
+        p.insert("intent_id", "i-2".into());
+    });
+    expect(
+        &h.intent(other, Some("k-1")).await,
+        409,
+        "idempotency-conflict",
+    );
+    let action = h.signed(|p| {
+        p.insert("action", "orders.cancel".into());
+    });
+    expect(&h.intent(action, None).await, 422, "unknown-action");
+    let no_currency = h.signed(|p| {
+        p.insert("intent_id", "i-3".into());
+        p.insert("params", params(r#"{"amount_minor":5}"#));
+    });
+    expect(&h.intent(no_currency, None).await, 422, "invalid-params");
+    let float = h.signed(|p| {
+        p.insert("intent_id", "i-4".into());
+        p.insert(
+            "params",
+            params(r#"{"amount_minor":12.5,"currency":"EUR"}"#),
+        );
+    });
+    expect(&h.intent(float, None).await, 422, "invalid-params");
+    // A bundle that validates declares every param its arithmetic reads as
+    // an integer, so the schema refuses a float first: the pipeline's own
+    // integer check is a second line no request reaches. Its mapping:
+    let e = super::ApiError::from(crate::engine::IntentError::Shape(
+        tollgate_pipeline::ShapeError::NotAnInteger {
+            pointer: "/payload/params/amount_minor".into(),
+            found: "12.5".into(),
+        },
+    ));
+    let (status, slug, _, pointer) = e.parts();
+    assert_eq!((status.as_u16(), slug), (422, "not-an-integer"));
+    assert_eq!(pointer.as_deref(), Some("/payload/params/amount_minor"));
+    let unreachable_by_request = slug;
+    let sure = h.signed(|p| {
+        p.insert("intent_id", "i-5".into());
+        p.insert("decision", params(r#"{"confidence_bp":20000}"#));
+    });
+    expect(&h.intent(sure, None).await, 422, "invalid-confidence");
+
+    // Reads.
+    expect(
+        &h.call(Method::GET, "/v1/receipts/rcpt_nope", &[], vec![])
+            .await,
+        404,
+        "unknown-receipt",
+    );
+    expect(
+        &h.call(Method::GET, "/v1/ledger/entries?limit=0", &[], vec![])
+            .await,
+        400,
+        "invalid-query",
+    );
+
+    // The registry API.
+    expect(
+        &h.call(Method::GET, "/v1/admin/delegations", &[], vec![])
+            .await,
+        401,
+        "unauthorized",
+    );
+    expect(
+        &h.call(
+            Method::GET,
+            "/v1/admin/delegations",
+            &[("authorization", "Bearer ")],
+            vec![],
+        )
+        .await,
+        401,
+        "unauthorized",
+    );
+    expect(
+        &h.admin(Method::POST, "/v1/admin/delegations", b"{}".to_vec())
+            .await,
+        422,
+        "invalid-delegation",
+    );
+    let by_stranger = canonical(&token(&stranger, &h.agent, "d-x"));
+    expect(
+        &h.admin(Method::POST, "/v1/admin/delegations", by_stranger)
+            .await,
+        422,
+        "untrusted-delegation",
+    );
+    // A child wider than its parent: signed by the parent's agent, for
+    // every action.
+    let mut wide = token(&h.issuer, &h.agent, "d-child")
+        .as_object()
+        .unwrap()
+        .get("payload")
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .clone();
+    wide.insert("parent", "d-1".into());
+    wide.insert("actions", Value::Array(vec!["*".into()]));
+    let wide = canonical(&h.agent.envelope(Domain::Delegation, Value::Object(wide)));
+    expect(
+        &h.admin(Method::POST, "/v1/admin/delegations", wide).await,
+        422,
+        "wider-than-parent",
+    );
+    let mut other = token(&h.issuer, &h.agent, "d-1")
+        .as_object()
+        .unwrap()
+        .get("payload")
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .clone();
+    other.insert("resources", Value::Array(vec!["order:o-1".into()]));
+    let other = canonical(&h.issuer.envelope(Domain::Delegation, Value::Object(other)));
+    expect(
+        &h.admin(Method::POST, "/v1/admin/delegations", other).await,
+        409,
+        "delegation-exists",
+    );
+    expect(
+        &h.admin(Method::POST, "/v1/admin/delegations/d-nope/revoke", vec![])
+            .await,
+        404,
+        "unknown-delegation",
+    );
+    let d2 = canonical(&token(&h.issuer, &h.agent, "d-2"));
+    assert_eq!(
+        h.admin(Method::POST, "/v1/admin/delegations", d2.clone())
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        h.admin(Method::POST, "/v1/admin/delegations", d2.clone())
+            .await
+            .status,
+        200,
+        "the same token again changes nothing"
+    );
+    assert_eq!(
+        h.admin(Method::POST, "/v1/admin/delegations/d-2/revoke", vec![])
+            .await
+            .status,
+        200
+    );
+    expect(
+        &h.admin(Method::POST, "/v1/admin/delegations", d2).await,
+        409,
+        "revoked-delegation",
+    );
+    let under_revoked = h.signed(|p| {
+        p.insert("intent_id", "i-6".into());
+        p.insert("delegation", "d-2".into());
+    });
+    expect(
+        &h.intent(under_revoked, None).await,
+        403,
+        "revoked-delegation",
+    );
+    let old = h.signed(|p| {
+        p.insert("intent_id", "i-7".into());
+        p.insert("issued_at", "2019-12-31T23:59:00Z".into());
+    });
+    h.clock.set("2019-12-31T23:59:00Z");
+    expect(&h.intent(old, None).await, 403, "delegation-not-valid-now");
+    h.clock.set(T0);
+    expect(
+        &h.admin(
+            Method::POST,
+            "/v1/admin/policies",
+            b"{\"files\":{\"../x\":\"\"}}".to_vec(),
+        )
+        .await,
+        422,
+        "invalid-bundle",
+    );
+    expect(
+        &h.admin(Method::POST, "/v1/admin/policies", b"{\"nope\":1}".to_vec())
+            .await,
+        422,
+        "invalid-request",
+    );
+    expect(
+        &h.admin(
+            Method::POST,
+            "/v1/admin/policies/activate",
+            b"{\"version\":\"x@1.0.0\"}".to_vec(),
+        )
+        .await,
+        404,
+        "unknown-policy",
+    );
+    expect(
+        &h.admin(Method::POST, "/v1/admin/policies/rollback", vec![])
+            .await,
+        409,
+        "nothing-to-roll-back",
+    );
+    // A bundle whose action commits to an http target this gateway has no
+    // upstream for: published, but not activated.
+    let mut files = Object::new();
+    for (k, v) in crate::engine::tests::refunds() {
+        let v = if k == "bundle.toml" {
+            v.replace(
+                "approval = \"by_rule\"",
+                "approval = \"by_rule\"\ntarget = \"http\"",
+            )
+        } else {
+            v
+        };
+        files.insert(k, v.into());
+    }
+    let mut body = Object::new();
+    body.insert("files", files.into());
+    let published = h
+        .admin(
+            Method::POST,
+            "/v1/admin/policies",
+            canonical(&Value::Object(body)),
+        )
+        .await;
+    assert_eq!(published.status, 201);
+    let version = parse(&published.body)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .get("published")
+        .unwrap()
+        .clone();
+    let mut activate = Object::new();
+    activate.insert("version", version);
+    expect(
+        &h.admin(
+            Method::POST,
+            "/v1/admin/policies/activate",
+            canonical(&Value::Object(activate)),
+        )
+        .await,
+        422,
+        "missing-upstream",
+    );
+
+    // Storage failures: a generic 500 (the cause is logged, never sent),
+    // and an honest readiness probe.
+    h.ledger.fail_writes.store(true, Ordering::SeqCst);
+    let failed = h
+        .intent(
+            h.signed(|p| {
+                p.insert("intent_id", "i-8".into());
+            }),
+            None,
+        )
+        .await;
+    expect(&failed, 500, "internal");
+    assert!(!failed.detail().contains("injected"), "{}", failed.detail());
+    let failed = h
+        .admin(Method::POST, "/v1/admin/delegations/d-1/revoke", vec![])
+        .await;
+    expect(&failed, 500, "internal");
+    h.ledger.fail_writes.store(false, Ordering::SeqCst);
+    h.ledger.fail_reads.store(true, Ordering::SeqCst);
+    expect(
+        &h.call(Method::GET, "/readyz", &[], vec![]).await,
+        503,
+        "not-ready",
+    );
+    expect(
+        &h.call(Method::GET, "/v1/ledger/head", &[], vec![]).await,
+        500,
+        "internal",
+    );
+    h.ledger.fail_reads.store(false, Ordering::SeqCst);
+    assert_eq!(
+        h.call(Method::GET, "/readyz", &[], vec![]).await.status,
+        200
+    );
+
+    // Every problem type was reached; and refused requests wrote nothing:
+    // the head moved only by the two intents, the publication, and the
+    // registration and revocation of d-2.
+    seen.insert(unreachable_by_request.to_owned());
+    let all: BTreeSet<String> = PROBLEM_TYPES.iter().map(|(s, _)| (*s).to_owned()).collect();
+    assert_eq!(seen, all, "problem types not reached by a request");
+    let head = h.app.gateway.ledger().inner.head().await.unwrap().seq;
+    assert_eq!(head, head0 + 5);
+}
+
+#[tokio::test]
+async fn every_route_has_a_request_id_and_the_problem_list_matches_the_openapi_document() {
+    let h = harness().await;
+    for path in ["/healthz", "/v1/ledger/head", "/nope", "/v1/admin/policies"] {
+        let a = h.call(Method::GET, path, &[], vec![]).await;
+        assert!(a.headers.get("x-request-id").is_some(), "{path}");
+    }
+    let a = h
+        .call(
+            Method::GET,
+            "/healthz",
+            &[("x-request-id", "abc-1")],
+            vec![],
+        )
+        .await;
+    assert_eq!(a.headers.get("x-request-id").unwrap(), "abc-1");
+
+    let doc = parse(OPENAPI.as_bytes()).unwrap();
+    let problem = doc
+        .as_object()
+        .unwrap()
+        .get("components")
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .get("schemas")
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .get("Problem")
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .get("properties")
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .get("type")
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .get("enum")
+        .unwrap();
+    let Value::Array(listed) = problem else {
+        panic!("Problem.type.enum is not an array")
+    };
+    let listed: Vec<&str> = listed.iter().map(|v| v.as_str().unwrap()).collect();
+    let ours: Vec<String> = PROBLEM_TYPES
+        .iter()
+        .map(|(s, _)| format!("{PROBLEM_PREFIX}{s}"))
+        .collect();
+    assert_eq!(listed, ours);
+}
