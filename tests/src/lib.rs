@@ -13,6 +13,8 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod gateway;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

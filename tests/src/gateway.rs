@@ -1,0 +1,281 @@
+//! The gateway as agents use it: the real `tollgate serve` process on a
+//! free loopback port, real HTTP, a real SQLite ledger. What the black-box
+//! tests of the gateway share.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use tollgate_protocol::{Domain, KeySet, Object, Timestamp, Value, canonical, parse};
+use tollgate_signer::Ed25519Signer;
+
+use crate::bin;
+
+/// A running `tollgate serve` on a fresh data folder.
+pub struct Gateway {
+    /// The process.
+    pub child: Child,
+    /// Its base URL.
+    pub url: String,
+    /// Holds the data folder (`data/`) and the log.
+    pub dir: tempfile::TempDir,
+    /// Ledger entries written by the first start's import of the seed
+    /// material (registry receipts), before any request.
+    pub seeded: i64,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Gateway {
+    /// Starts on a fresh data folder.
+    pub fn start() -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), |_| {})
+    }
+
+    /// Starts on a fresh data folder; `prepare` may add files to it first
+    /// (after the demo material is made by a first, short start).
+    pub fn start_in(dir: tempfile::TempDir, prepare: impl FnOnce(&Path)) -> Self {
+        Self::start_with(dir, prepare, &[])
+    }
+
+    /// [`Gateway::start_in`] with more `serve` arguments.
+    pub fn start_with(dir: tempfile::TempDir, prepare: impl FnOnce(&Path), args: &[&str]) -> Self {
+        let data = dir.path().join("data");
+        if !data.exists() {
+            // The seed material, which the first `serve` imports.
+            let out = Command::new(bin("tollgate"))
+                .args(["init", "--data-dir"])
+                .arg(&data)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+        }
+        prepare(&data);
+        let (child, url) = Self::spawn(&data, args);
+        let mut g = Gateway {
+            child,
+            url,
+            dir,
+            seeded: 0,
+        };
+        // (Over HTTPS the test's client would need the test CA; those
+        // tests count nothing.)
+        if g.url.starts_with("http://") {
+            g.seeded = g.head_seq();
+        }
+        g
+    }
+
+    /// Spawns `tollgate serve` on `data` and waits until it listens.
+    pub fn spawn(data: &Path, args: &[&str]) -> (Child, String) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.with_file_name("gateway.log"))
+            .unwrap();
+        let mut child = Command::new(bin("tollgate"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("gateway exited before listening")
+                .unwrap();
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                break addr.to_owned();
+            }
+        };
+        // Keep draining stdout so the gateway never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        (child, url)
+    }
+
+    /// Kills the process and starts a new one on the same data folder.
+    pub fn restart(mut self) -> Self {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let seeded = self.seeded;
+        drop(self);
+        let mut g = Gateway::start_in(dir, |_| {});
+        g.seeded = seeded;
+        g
+    }
+
+    /// The data folder.
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The demo agent's key.
+    pub fn agent(&self) -> Ed25519Signer {
+        Ed25519Signer::load(&self.data().join("demo/agent.jwk")).unwrap()
+    }
+
+    /// Posts `body` to `/v1/intents`: status, content type, body, and
+    /// whether it was a replay.
+    pub fn post_raw(
+        &self,
+        content_type: &str,
+        body: &[u8],
+        key: Option<&str>,
+    ) -> (u16, String, Vec<u8>, bool) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut req = agent
+            .post(&format!("{}/v1/intents", self.url))
+            .header("content-type", content_type);
+        if let Some(k) = key {
+            req = req.header("idempotency-key", k);
+        }
+        let mut resp = req.send(body).unwrap();
+        let status = resp.status().as_u16();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let replayed = resp.headers().get("idempotent-replayed").is_some();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .unwrap();
+        (status, ct, body, replayed)
+    }
+
+    /// `GET path`: status and body.
+    pub fn get(&self, path: &str) -> (u16, Vec<u8>) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut resp = agent.get(&format!("{}{path}", self.url)).call().unwrap();
+        let status = resp.status().as_u16();
+        (
+            status,
+            resp.body_mut()
+                .with_config()
+                .limit(64 << 20)
+                .read_to_vec()
+                .unwrap(),
+        )
+    }
+
+    /// Entries appended since the seed import.
+    pub fn written(&self) -> i64 {
+        self.head_seq() - self.seeded
+    }
+
+    /// The ledger head's seq.
+    pub fn head_seq(&self) -> i64 {
+        let (_, body) = self.get("/v1/ledger/head");
+        parse(&body)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .get("seq")
+            .unwrap()
+            .as_safe_integer()
+            .unwrap()
+    }
+}
+
+/// The current time at second precision.
+pub fn now() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    Timestamp::from_unix(d.as_secs() as i64, 0)
+        .as_str()
+        .to_owned()
+}
+
+/// A signed intent envelope's bytes.
+pub fn intent(
+    signer: &Ed25519Signer,
+    id: &str,
+    resource: &str,
+    amount: i64,
+    edit: impl FnOnce(&mut Object),
+) -> Vec<u8> {
+    let mut p = parse(
+        br#"{"type":"tollgate.intent/v1","agent":"agent-demo","delegation":"dlg_demo","action":"orders.refund",
+            "params":{"currency":"EUR"},"decision":{"confidence_bp":9000}}"#,
+    )
+    .unwrap()
+    .as_object()
+    .unwrap()
+    .clone();
+    p.insert("intent_id", id.into());
+    p.insert("resource", resource.into());
+    p.insert("issued_at", now().into());
+    let mut params = p.get("params").unwrap().as_object().unwrap().clone();
+    params.insert("amount_minor", Value::integer(amount).unwrap());
+    p.insert("params", params.into());
+    edit(&mut p);
+    let payload = Value::Object(p);
+    let mut env = Object::new();
+    env.insert(
+        "signature",
+        signer.sign_now(Domain::Intent, &payload).to_value(),
+    );
+    env.insert("payload", payload);
+    canonical(&Value::Object(env))
+}
+
+/// The verdict of a ledger entry's receipt.
+pub fn verdict_of(entry: &[u8]) -> String {
+    let e = parse(entry).unwrap();
+    let r = e
+        .as_object()
+        .unwrap()
+        .get("receipt")
+        .unwrap()
+        .as_object()
+        .unwrap();
+    r.get("decision")
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .get("verdict")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The gateway's key set.
+pub fn keys(g: &Gateway) -> KeySet {
+    KeySet::parse(&g.get("/.well-known/jwks.json").1).unwrap()
+}
+
+/// The outcome of a ledger entry's receipt.
+pub fn outcome_of(entry: &[u8]) -> Object {
+    let e = parse(entry).unwrap();
+    e.as_object()
+        .unwrap()
+        .get("receipt")
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .get("outcome")
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .clone()
+}

@@ -1,0 +1,366 @@
+//! The registry API: the admin token, delegations, policy versions; the
+//! ledger as the registries' one source of truth.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use tollgate_protocol::{Domain, Object, Value, canonical, parse};
+use tollgate_signer::Ed25519Signer;
+use tollgate_tests::gateway::{Gateway, intent, verdict_of};
+
+#[test]
+fn the_registry_api_takes_only_the_admin_token_and_revocation_is_immediate() {
+    let g = Gateway::start();
+    let agent = g.agent();
+    let post = |path: &str, auth: Option<&str>| {
+        let a: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut req = a.post(&format!("{}{path}", g.url));
+        if let Some(t) = auth {
+            req = req.header("authorization", &format!("Bearer {t}"));
+        }
+        let mut resp = req.send("").unwrap();
+        (
+            resp.status().as_u16(),
+            resp.body_mut().read_to_string().unwrap(),
+        )
+    };
+    let token = std::fs::read_to_string(g.data().join("admin.token")).unwrap();
+    let (code, body) = post("/v1/admin/delegations/dlg_demo/revoke", None);
+    assert_eq!(code, 401, "{body}");
+    let (code, _) = post(
+        "/v1/admin/delegations/dlg_demo/revoke",
+        Some("not-the-token"),
+    );
+    assert_eq!(code, 401);
+    // An agent's key is no admin credential either.
+    let (code, _) = post("/v1/admin/delegations/dlg_demo/revoke", Some(agent.kid()));
+    assert_eq!(code, 401);
+    assert_eq!(g.written(), 0, "refused changes leave no receipt");
+    let (c1, _, _, _) = g.post_raw(
+        "application/json",
+        &intent(&agent, "before", "order:o-1001", 100, |_| {}),
+        None,
+    );
+    assert_eq!(c1, 200);
+    let (code, body) = post("/v1/admin/delegations/dlg_demo/revoke", Some(token.trim()));
+    assert_eq!((code, body.trim_end()), (200, "{\"revoked\":\"dlg_demo\"}"));
+    let (c2, _, problem, _) = g.post_raw(
+        "application/json",
+        &intent(&agent, "after", "order:o-1001", 100, |_| {}),
+        None,
+    );
+    assert_eq!(c2, 403);
+    assert!(String::from_utf8_lossy(&problem).contains("delegation dlg_demo was revoked"));
+    // It stays revoked across a restart.
+    let g = g.restart();
+    let (c3, _, _, _) = g.post_raw(
+        "application/json",
+        &intent(&agent, "later", "order:o-1001", 100, |_| {}),
+        None,
+    );
+    assert_eq!(c3, 403);
+    assert_eq!(g.written(), 2, "one decision and one registry receipt");
+}
+
+#[test]
+fn policy_versions_are_published_activated_and_rolled_back() {
+    let g = Gateway::start();
+    let agent = g.agent();
+    let token = std::fs::read_to_string(g.data().join("admin.token")).unwrap();
+    let admin = |path: &str, body: &str| {
+        let a: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut resp = a
+            .post(&format!("{}{path}", g.url))
+            .header("authorization", &format!("Bearer {}", token.trim()))
+            .header("content-type", "application/json")
+            .send(body)
+            .unwrap();
+        (
+            resp.status().as_u16(),
+            resp.body_mut().read_to_string().unwrap(),
+        )
+    };
+    // The refunds bundle with a higher automatic limit, as version 1.1.0.
+    let src = g.data().join("policies/refunds");
+    let mut files = Object::new();
+    for f in [
+        "bundle.toml",
+        "schema.cedarschema",
+        "boundary.cedar",
+        "escalate.cedar",
+        "params/orders.refund.json",
+    ] {
+        let mut text = std::fs::read_to_string(src.join(f)).unwrap();
+        text = text
+            .replace("version = \"1.0.0\"", "version = \"1.1.0\"")
+            .replace("> 50000", "> 150000");
+        files.insert(f, text.into());
+    }
+    let mut body = Object::new();
+    body.insert("files", files.clone().into());
+    let (code, said) = admin("/v1/admin/policies", &Value::Object(body).to_string());
+    assert_eq!(code, 201, "{said}");
+    let v110 = parse(said.trim().as_bytes())
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .get("published")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(v110.starts_with("refunds@1.1.0+sha256:"));
+    let large = |id: &str| intent(&agent, id, "order:o-1002", 99_900, |_| {});
+    let policy_of = |entry: &[u8]| {
+        parse(entry)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .get("receipt")
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .get("policy_version")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // Published, not active: still escalates.
+    let (_, _, e, _) = g.post_raw("application/json", &large("p-1"), None);
+    assert_eq!(verdict_of(&e), "escalate");
+    let v100 = policy_of(&e);
+    let (code, said) = admin(
+        "/v1/admin/policies/activate",
+        &format!("{{\"version\":\"{v110}\"}}"),
+    );
+    assert_eq!(code, 200, "{said}");
+    let (_, _, e, _) = g.post_raw("application/json", &large("p-2"), None);
+    assert_eq!(
+        (verdict_of(&e), policy_of(&e)),
+        ("pass".to_owned(), v110.clone())
+    );
+    // It survives a restart.
+    let g = g.restart();
+    let (_, _, e, _) = g.post_raw("application/json", &large("p-3"), None);
+    assert_eq!(policy_of(&e), v110);
+    let token = std::fs::read_to_string(g.data().join("admin.token")).unwrap();
+    let a: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut resp = a
+        .post(&format!("{}/v1/admin/policies/rollback", g.url))
+        .header("authorization", &format!("Bearer {}", token.trim()))
+        .send("")
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        200,
+        "{}",
+        resp.body_mut().read_to_string().unwrap()
+    );
+    let (_, _, e, _) = g.post_raw("application/json", &large("p-4"), None);
+    assert_eq!(
+        (verdict_of(&e), policy_of(&e)),
+        ("escalate".to_owned(), v100)
+    );
+    // An invalid bundle is refused with its problems, and changes nothing.
+    let head = g.head_seq();
+    files.insert(
+        "escalate.cedar",
+        "permit (principal, action, resource);".into(),
+    );
+    let mut body = Object::new();
+    body.insert("files", files.into());
+    let mut resp = a
+        .post(&format!("{}/v1/admin/policies", g.url))
+        .header("authorization", &format!("Bearer {}", token.trim()))
+        .send(Value::Object(body).to_string())
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 422);
+    assert!(
+        resp.body_mut()
+            .read_to_string()
+            .unwrap()
+            .contains("escalate.cedar:1: rule has no @id")
+    );
+    assert_eq!(g.head_seq(), head);
+    // publish, activate and rollback each left a registry receipt.
+    let (_, export) = g.get("/v1/ledger/export");
+    let text = String::from_utf8(export).unwrap();
+    for change in ["policy.publish", "policy.activate", "policy.rollback"] {
+        assert!(
+            text.contains(&format!("\"change\":\"{change}\"")),
+            "{change}"
+        );
+    }
+}
+
+/// Found by the API fuzz run: a file name with a NUL byte reached the
+/// file system and came back as a 500.
+#[test]
+fn regression_policy_file_names_are_checked_before_any_write() {
+    let g = Gateway::start();
+    let token = std::fs::read_to_string(g.data().join("admin.token")).unwrap();
+    let a: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    for name in ["a\\u0000b", "../escape.toml", ".hidden", "dir//x", "x y"] {
+        let body = format!("{{\"files\":{{\"{name}\":\"text\"}}}}");
+        let mut resp = a
+            .post(&format!("{}/v1/admin/policies", g.url))
+            .header("authorization", &format!("Bearer {}", token.trim()))
+            .send(body)
+            .unwrap();
+        let text = resp.body_mut().read_to_string().unwrap();
+        assert_eq!(resp.status().as_u16(), 422, "{name}: {text}");
+        assert!(
+            text.contains("urn:tollgate:problem:invalid-bundle"),
+            "{text}"
+        );
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(g.data().join("policies"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".incoming"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(g.written(), 0);
+}
+
+/// A delegation for the demo agent, by the demo issuer.
+fn demo_token(g: &Gateway, id: &str) -> Vec<u8> {
+    let issuer = Ed25519Signer::load(&g.data().join("demo/issuer.jwk")).unwrap();
+    let agent = g.agent();
+    let mut p = Object::new();
+    p.insert("type", "tollgate.delegation/v1".into());
+    p.insert("id", id.into());
+    p.insert("issuer", "demo issuer".into());
+    p.insert("agent", "agent-demo".into());
+    p.insert("agent_key", tollgate_signer::Signer::jwk(&agent).to_value());
+    p.insert("actions", Value::Array(vec!["orders.refund".into()]));
+    p.insert("resources", Value::Array(vec!["order:*".into()]));
+    p.insert("not_before", "2020-01-01T00:00:00Z".into());
+    p.insert("expires_at", "2100-01-01T00:00:00Z".into());
+    canonical(&issuer.envelope(Domain::Delegation, Value::Object(p)))
+}
+
+fn admin_client(g: &Gateway) -> tollgate_client::Client {
+    let token = std::fs::read_to_string(g.data().join("admin.token")).unwrap();
+    tollgate_client::Client::new(&g.url).with_admin_token(&token)
+}
+
+fn registry_changes(g: &Gateway, change: &str) -> usize {
+    let (_, export) = g.get("/v1/ledger/export");
+    String::from_utf8(export)
+        .unwrap()
+        .matches(&format!("\"change\":\"{change}\""))
+        .count()
+}
+
+#[test]
+fn thirty_concurrent_revocations_are_each_answered_recorded_once_and_enforced() {
+    let g = Gateway::start();
+    let admin = admin_client(&g);
+    let ids: Vec<String> = (0..30).map(|i| format!("dlg_r{i}")).collect();
+    for id in &ids {
+        let a = admin.register_delegation(&demo_token(&g, id)).unwrap();
+        assert_eq!(a.status, 201, "{}", a.text());
+    }
+    let before = g.written();
+    // Every id revoked by two racing callers at once.
+    let answers: Vec<u16> = std::thread::scope(|s| {
+        let hs: Vec<_> = ids
+            .iter()
+            .chain(ids.iter())
+            .map(|id| {
+                let admin = admin.clone();
+                s.spawn(move || admin.revoke_delegation(id).unwrap().status)
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(answers.iter().all(|s| *s == 200), "{answers:?}");
+    assert_eq!(g.written(), before + 30, "each revocation recorded once");
+    assert_eq!(registry_changes(&g, "delegation.revoke"), 30);
+    let agent = g.agent();
+    let refused = |g: &Gateway, round: &str| {
+        for id in &ids {
+            let body = intent(&agent, &format!("{round}-{id}"), "order:o-1001", 100, |p| {
+                p.insert("delegation", id.as_str().into());
+            });
+            let (code, _, problem, _) = g.post_raw("application/json", &body, None);
+            assert_eq!(code, 403, "{id}: {}", String::from_utf8_lossy(&problem));
+            assert!(String::from_utf8_lossy(&problem).contains("revoked-delegation"));
+        }
+    };
+    refused(&g, "now");
+    // A revoked id stays revoked: registering it again is refused.
+    let again = admin
+        .register_delegation(&demo_token(&g, "dlg_r0"))
+        .unwrap();
+    assert_eq!(again.status, 409, "{}", again.text());
+    assert_eq!(again.problem_type().as_deref(), Some("revoked-delegation"));
+    let head = g.written();
+    // And after a restart, from the ledger alone.
+    let g = g.restart();
+    refused(&g, "later");
+    assert_eq!(g.written(), head);
+}
+
+#[test]
+fn data_folder_files_after_the_first_start_change_no_decision() {
+    let g = Gateway::start();
+    let agent = g.agent();
+    let decide = |g: &Gateway, id: &str, resource: &str| {
+        let body = intent(&agent, id, resource, 2500, |_| {});
+        let (code, _, entry, _) = g.post_raw("application/json", &body, None);
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&entry));
+        let e = parse(&entry).unwrap();
+        let r = e
+            .as_object()
+            .unwrap()
+            .get("receipt")
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .clone();
+        (
+            verdict_of(&entry),
+            r.get("policy_version")
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            canonical(r.get("inputs").unwrap()),
+        )
+    };
+    let paid = decide(&g, "a-1", "order:o-1001");
+    let unpaid = decide(&g, "a-2", "order:o-1003");
+    assert_eq!((paid.0.as_str(), unpaid.0.as_str()), ("pass", "block"));
+    let data = g.data();
+    let mut g = g;
+    let _ = g.child.kill();
+    let _ = g.child.wait();
+    // Every seed file deleted, emptied or corrupted; the demo delegation
+    // "revoked" in the file.
+    std::fs::remove_file(data.join("issuers.json")).unwrap();
+    std::fs::remove_dir_all(data.join("delegations")).unwrap();
+    std::fs::write(data.join("revoked.json"), "[\"dlg_demo\"]").unwrap();
+    std::fs::write(data.join("resources.json"), "{not json").unwrap();
+    std::fs::write(data.join("policies/refunds/bundle.toml"), "garbage = [").unwrap();
+    std::fs::remove_file(data.join("policies/refunds/boundary.cedar")).unwrap();
+    let g = g.restart();
+    let paid_after = decide(&g, "b-1", "order:o-1001");
+    let unpaid_after = decide(&g, "b-2", "order:o-1003");
+    assert_eq!(paid_after, paid, "same verdict, policy and inputs");
+    assert_eq!(unpaid_after, unpaid);
+}

@@ -1,0 +1,253 @@
+//! `http` commit targets against a real upstream: called once, answers
+//! recorded, a crash between the call and the append loses nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::Command;
+
+use tollgate_protocol::{ChainVerifier, Value};
+use tollgate_tests::gateway::{Gateway, intent, keys, outcome_of};
+
+/// What the test upstream does with a request.
+#[derive(Clone, Copy, Debug)]
+enum Behaviour {
+    Answer(u16),
+    Stall,
+    /// SIGKILL this process first (the gateway), then answer 200.
+    KillFirst(u32),
+}
+
+/// A real HTTP/1.1 upstream on loopback that records the Idempotency-Key
+/// of every request.
+struct Upstream {
+    url: String,
+    keys: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    behaviour: std::sync::Arc<std::sync::Mutex<Behaviour>>,
+}
+
+impl Upstream {
+    fn start() -> Self {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/refunds", listener.local_addr().unwrap());
+        let keys = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let behaviour = std::sync::Arc::new(std::sync::Mutex::new(Behaviour::Answer(200)));
+        let (k, b) = (keys.clone(), behaviour.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let (k, b) = (k.clone(), b.clone());
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let head_end = loop {
+                        let Ok(n) = stream.read(&mut chunk) else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                    let header = |name: &str| {
+                        head.lines().find_map(|l| {
+                            l.strip_prefix(&format!("{name}: "))
+                                .map(|v| v.trim().to_owned())
+                        })
+                    };
+                    let len: usize = header("content-length")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        let Ok(n) = stream.read(&mut chunk) else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    k.lock()
+                        .unwrap()
+                        .push(header("idempotency-key").unwrap_or_default());
+                    let behaviour = *b.lock().unwrap();
+                    let status = match behaviour {
+                        Behaviour::Answer(s) => s,
+                        Behaviour::Stall => {
+                            std::thread::sleep(std::time::Duration::from_secs(3));
+                            200
+                        }
+                        Behaviour::KillFirst(pid) => {
+                            Command::new("kill")
+                                .args(["-9", &pid.to_string()])
+                                .status()
+                                .unwrap();
+                            *b.lock().unwrap() = Behaviour::Answer(200);
+                            200
+                        }
+                    };
+                    let body = format!("{{\"refund\":\"done\",\"status\":{status}}}");
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                });
+            }
+        });
+        Upstream {
+            url,
+            keys,
+            behaviour,
+        }
+    }
+
+    fn answer_hash(status: u16) -> String {
+        let body = format!("{{\"refund\":\"done\",\"status\":{status}}}");
+        tollgate_protocol::HashAlg::Sha256
+            .digest(&[body.as_bytes()])
+            .to_string()
+    }
+}
+
+fn with_http_target(data: &Path) {
+    let p = data.join("policies/refunds/bundle.toml");
+    let text = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(
+        &p,
+        text.replace(
+            "approval = \"by_rule\"",
+            "approval = \"by_rule\"\ntarget = \"http\"",
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn http_targets_are_called_once_and_their_answer_is_recorded() {
+    let up = Upstream::start();
+    let target = format!("orders.refund={}", up.url);
+    let g = Gateway::start_with(
+        tempfile::tempdir().unwrap(),
+        with_http_target,
+        &["--upstream", &target, "--upstream-timeout-ms", "800"],
+    );
+    let agent = g.agent();
+    // Passed: committed upstream, once, with the intent's idempotency key.
+    let first = intent(&agent, "h-1", "order:o-1001", 2500, |_| {});
+    let (code, _, entry, _) = g.post_raw("application/json", &first, None);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&entry));
+    let o = outcome_of(&entry);
+    assert_eq!(o.get("status").and_then(Value::as_str), Some("committed"));
+    assert_eq!(o.get("target").and_then(Value::as_str), Some("http"));
+    assert_eq!(
+        o.get("upstream_status").and_then(Value::as_safe_integer),
+        Some(200)
+    );
+    assert_eq!(
+        o.get("answer_hash").and_then(Value::as_str),
+        Some(Upstream::answer_hash(200).as_str())
+    );
+    assert_eq!(*up.keys.lock().unwrap(), ["agent-demo:h-1"]);
+    // A replay does not call the upstream again.
+    let (_, _, again, replayed) = g.post_raw("application/json", &first, None);
+    assert!(replayed);
+    assert_eq!(again, entry);
+    assert_eq!(up.keys.lock().unwrap().len(), 1);
+    // Blocked: the upstream never hears of it.
+    let (_, _, entry, _) = g.post_raw(
+        "application/json",
+        &intent(&agent, "h-2", "order:o-1003", 2500, |_| {}),
+        None,
+    );
+    assert_eq!(
+        outcome_of(&entry).get("status").and_then(Value::as_str),
+        Some("not_executed")
+    );
+    assert_eq!(up.keys.lock().unwrap().len(), 1);
+    // The upstream fails: the receipt says so.
+    *up.behaviour.lock().unwrap() = Behaviour::Answer(503);
+    let (_, _, entry, _) = g.post_raw(
+        "application/json",
+        &intent(&agent, "h-3", "order:o-1001", 2500, |_| {}),
+        None,
+    );
+    let o = outcome_of(&entry);
+    assert_eq!(o.get("status").and_then(Value::as_str), Some("failed"));
+    assert_eq!(
+        o.get("upstream_status").and_then(Value::as_safe_integer),
+        Some(503)
+    );
+    // The upstream does not answer in time.
+    *up.behaviour.lock().unwrap() = Behaviour::Stall;
+    let (_, _, entry, _) = g.post_raw(
+        "application/json",
+        &intent(&agent, "h-4", "order:o-1001", 2500, |_| {}),
+        None,
+    );
+    let o = outcome_of(&entry);
+    assert_eq!(o.get("status").and_then(Value::as_str), Some("failed"));
+    assert_eq!(
+        o.get("error").and_then(Value::as_str),
+        Some("upstream timed out")
+    );
+    // The whole ledger still verifies.
+    let (_, export) = g.get("/v1/ledger/export");
+    let lines: Vec<&[u8]> = export
+        .strip_suffix(b"\n")
+        .unwrap()
+        .split(|b| *b == b'\n')
+        .collect();
+    let ks = keys(&g);
+    ChainVerifier::new(Some(&ks)).verify_lines(&lines).unwrap();
+}
+
+#[test]
+fn a_crash_between_the_upstream_call_and_the_append_loses_nothing() {
+    let up = Upstream::start();
+    let target = format!("orders.refund={}", up.url);
+    let args = ["--upstream", target.as_str()];
+    let g = Gateway::start_with(tempfile::tempdir().unwrap(), with_http_target, &args);
+    let agent = g.agent();
+    *up.behaviour.lock().unwrap() = Behaviour::KillFirst(g.child.id());
+    let body = intent(&agent, "c-1", "order:o-1001", 2500, |_| {});
+    let a: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    // The gateway dies while the upstream acts: the agent gets no answer.
+    assert!(
+        a.post(&format!("{}/v1/intents", g.url))
+            .header("content-type", "application/json")
+            .send(&body[..])
+            .is_err()
+    );
+    assert_eq!(up.keys.lock().unwrap().len(), 1);
+    // On restart the gateway finishes the job with the same key...
+    let mut g = g;
+    let _ = g.child.wait();
+    let dir = std::mem::replace(&mut g.dir, tempfile::tempdir().unwrap());
+    let seeded = g.seeded;
+    drop(g);
+    let mut g = Gateway::start_with(dir, |_| {}, &args);
+    g.seeded = seeded;
+    assert_eq!(
+        *up.keys.lock().unwrap(),
+        ["agent-demo:c-1", "agent-demo:c-1"],
+        "a retry with the same key, never a new one"
+    );
+    assert_eq!(g.written(), 1);
+    // ...and the agent's retry gets that receipt.
+    let (code, _, entry, replayed) = g.post_raw("application/json", &body, None);
+    assert_eq!((code, replayed), (200, true));
+    assert_eq!(
+        outcome_of(&entry).get("status").and_then(Value::as_str),
+        Some("committed")
+    );
+    assert_eq!(up.keys.lock().unwrap().len(), 2);
+}

@@ -1,0 +1,705 @@
+//! Intents over real HTTP: every verdict, every bad input, the tour, metrics
+//! and logs, a SIGKILL under load, the config file, and an API fuzz run.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use tollgate_protocol::{ChainVerifier, Domain, Object, Value, canonical, parse};
+use tollgate_signer::Ed25519Signer;
+use tollgate_tests::bin;
+use tollgate_tests::gateway::{Gateway, intent, keys, verdict_of};
+
+#[test]
+fn every_verdict_path_gets_a_durable_verifiable_receipt() {
+    let g = Gateway::start();
+    let agent = g.agent();
+    let cases = [
+        ("small", "order:o-1001", 2500, "pass", "committed"),
+        (
+            "large",
+            "order:o-1002",
+            99_900,
+            "escalate",
+            "pending_approval",
+        ),
+        ("unpaid", "order:o-1003", 2500, "block", "not_executed"),
+    ];
+    let ks = keys(&g);
+    for (id, resource, amount, verdict, status) in cases {
+        let (code, ct, body, replayed) = g.post_raw(
+            "application/json",
+            &intent(&agent, id, resource, amount, |_| {}),
+            None,
+        );
+        assert_eq!(
+            (code, ct.as_str(), replayed),
+            (200, "application/json", false),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        let entry = tollgate_protocol::verify_entry(parse(&body).unwrap(), &ks).unwrap();
+        assert_eq!(verdict_of(&body), verdict);
+        let outcome = entry
+            .receipt()
+            .as_object()
+            .unwrap()
+            .get("outcome")
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .get("status")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(outcome, status);
+        // Readable by receipt id, byte for byte.
+        let rid = entry
+            .receipt()
+            .as_object()
+            .unwrap()
+            .get("receipt_id")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (code, stored) = g.get(&format!("/v1/receipts/{rid}"));
+        assert_eq!((code, stored), (200, body.clone()));
+    }
+    assert_eq!(g.written(), 3);
+    // The export verifies as an auditor would check it.
+    let (code, export) = g.get("/v1/ledger/export");
+    assert_eq!(code, 200);
+    let lines: Vec<&[u8]> = export
+        .strip_suffix(b"\n")
+        .unwrap()
+        .split(|b| *b == b'\n')
+        .collect();
+    let mut v = ChainVerifier::new(Some(&ks));
+    v.verify_lines(&lines).unwrap();
+    assert_eq!(v.verified() as i64, g.seeded + 3);
+    let from = g.seeded + 2;
+    let (code, page) = g.get(&format!("/v1/ledger/entries?from={from}&limit=5"));
+    assert_eq!(code, 200);
+    let page = parse(&page).unwrap();
+    assert_eq!(
+        page.as_object()
+            .unwrap()
+            .get("next")
+            .unwrap()
+            .as_safe_integer(),
+        Some(g.seeded + 4)
+    );
+    // A restart keeps everything.
+    let g = g.restart();
+    assert_eq!(g.written(), 3);
+}
+
+#[test]
+fn bad_input_is_a_specific_problem_and_changes_nothing() {
+    let g = Gateway::start_in(tempfile::tempdir().unwrap(), |data| {
+        // An expired delegation for the demo agent, by the demo issuer.
+        let issuer = Ed25519Signer::load(&data.join("demo/issuer.jwk")).unwrap();
+        let text = std::fs::read_to_string(data.join("demo/delegation.json")).unwrap();
+        let env = parse(text.as_bytes()).unwrap();
+        let mut p = env
+            .as_object()
+            .unwrap()
+            .get("payload")
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .clone();
+        p.insert("id", "dlg_old".into());
+        p.insert("expires_at", "2021-01-01T00:00:00Z".into());
+        let payload = Value::Object(p);
+        let mut e = Object::new();
+        e.insert(
+            "signature",
+            issuer.sign_now(Domain::Delegation, &payload).to_value(),
+        );
+        e.insert("payload", payload);
+        std::fs::write(
+            data.join("delegations/dlg_old.json"),
+            Value::Object(e).to_string(),
+        )
+        .unwrap();
+    });
+    let agent = g.agent();
+    let stranger = Ed25519Signer::from_secret(&[9; 32]);
+    let good = intent(&agent, "ok-1", "order:o-1001", 2500, |_| {});
+    let good_text = String::from_utf8(good.clone()).unwrap();
+    let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
+    let deep_pointer = "/0".repeat(32);
+    let mut tampered = good_text
+        .replacen("\"amount_minor\":2500", "\"amount_minor\":2501", 1)
+        .into_bytes();
+    tampered.shrink_to_fit();
+    let no_sig = {
+        let v = parse(&good).unwrap();
+        let mut o = v.as_object().unwrap().clone();
+        o.remove("signature");
+        canonical(&Value::Object(o))
+    };
+    /// name, content type, body, status, problem slug, pointer
+    type Case<'a> = (&'a str, &'a str, Vec<u8>, u16, &'a str, Option<&'a str>);
+    let cases: Vec<Case> = vec![
+        (
+            "malformed JSON",
+            "application/json",
+            b"{\"payload\":".to_vec(),
+            400,
+            "malformed-json",
+            Some("/payload"),
+        ),
+        (
+            "duplicate keys",
+            "application/json",
+            br#"{"payload":{},"payload":{}}"#.to_vec(),
+            400,
+            "malformed-json",
+            Some("/payload"),
+        ),
+        (
+            "lone surrogate",
+            "application/json",
+            br#"{"payload":{"agent":"\ud800"}}"#.to_vec(),
+            400,
+            "malformed-json",
+            Some("/payload/agent"),
+        ),
+        (
+            "nesting too deep",
+            "application/json",
+            deep.into_bytes(),
+            400,
+            "malformed-json",
+            Some(deep_pointer.as_str()),
+        ),
+        (
+            "body too large",
+            "application/json",
+            vec![b' '; 70_000],
+            413,
+            "payload-too-large",
+            None,
+        ),
+        (
+            "wrong content type",
+            "text/plain",
+            good.clone(),
+            415,
+            "unsupported-media-type",
+            None,
+        ),
+        (
+            "unknown member",
+            "application/json",
+            good_text
+                .replacen("{\"payload\":", "{\"extra\":1,\"payload\":", 1)
+                .into_bytes(),
+            422,
+            "invalid-intent",
+            Some("/extra"),
+        ),
+        (
+            "missing signature",
+            "application/json",
+            no_sig,
+            422,
+            "invalid-intent",
+            Some("/signature"),
+        ),
+        (
+            "bad signature",
+            "application/json",
+            tampered,
+            401,
+            "bad-signature",
+            Some("/payload/delegation"),
+        ),
+        (
+            "signed by another key",
+            "application/json",
+            intent(&stranger, "s-1", "order:o-1001", 2500, |_| {}),
+            401,
+            "bad-signature",
+            Some("/payload/delegation"),
+        ),
+        (
+            "unknown delegation",
+            "application/json",
+            intent(&agent, "u-1", "order:o-1001", 2500, |p| {
+                p.insert("delegation", "dlg_nope".into());
+            }),
+            403,
+            "unknown-delegation",
+            Some("/payload/delegation"),
+        ),
+        (
+            "expired delegation",
+            "application/json",
+            intent(&agent, "e-1", "order:o-1001", 2500, |p| {
+                p.insert("delegation", "dlg_old".into());
+            }),
+            403,
+            "delegation-not-valid-now",
+            Some("/payload/delegation"),
+        ),
+        (
+            "issued_at far from the clock",
+            "application/json",
+            intent(&agent, "t-1", "order:o-1001", 2500, |p| {
+                p.insert("issued_at", "2020-01-01T00:00:00Z".into());
+            }),
+            422,
+            "clock-skew",
+            Some("/payload/issued_at"),
+        ),
+        (
+            "float amount",
+            "application/json",
+            intent(&agent, "f-1", "order:o-1001", 2500, |p| {
+                p.insert(
+                    "params",
+                    Value::Object(
+                        parse(br#"{"amount_minor":12.5,"currency":"EUR"}"#)
+                            .unwrap()
+                            .as_object()
+                            .unwrap()
+                            .clone(),
+                    ),
+                );
+            }),
+            422,
+            "invalid-params",
+            Some("/payload/params/amount_minor"),
+        ),
+        (
+            "unknown action",
+            "application/json",
+            intent(&agent, "a-1", "order:o-1001", 2500, |p| {
+                p.insert("action", "orders.cancel".into());
+            }),
+            422,
+            "unknown-action",
+            Some("/payload/action"),
+        ),
+    ];
+    for (name, ct, body, status, slug, pointer) in cases {
+        let (code, got_ct, problem, _) = g.post_raw(ct, &body, None);
+        let text = String::from_utf8_lossy(&problem);
+        assert_eq!(code, status, "{name}: {text}");
+        assert_eq!(got_ct, "application/problem+json", "{name}");
+        let p = parse(&problem).unwrap();
+        let o = p.as_object().unwrap();
+        assert_eq!(
+            o.get("type").unwrap().as_str(),
+            Some(format!("urn:tollgate:problem:{slug}").as_str()),
+            "{name}: {text}"
+        );
+        assert_eq!(
+            o.get("status").unwrap().as_safe_integer(),
+            Some(i64::from(status))
+        );
+        assert!(!o.get("detail").unwrap().as_str().unwrap().is_empty());
+        assert_eq!(
+            o.get("pointer").and_then(Value::as_str),
+            pointer,
+            "{name}: {text}"
+        );
+        assert!(!text.contains("panicked") && !text.contains("backtrace"));
+        assert_eq!(g.written(), 0, "{name}: nothing written");
+    }
+    // And then a good one still works.
+    let (code, _, _, _) = g.post_raw("application/json", &good, None);
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn the_tour_completes_and_its_export_verifies() {
+    let g = Gateway::start();
+    let out = Command::new(bin("tollgate"))
+        .args([
+            "tour",
+            "--url",
+            &format!("http://{}", g.url.trim_start_matches("http://")),
+        ])
+        .arg("--data-dir")
+        .arg(g.data())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "→ PASS",
+        "→ ESCALATE",
+        "→ BLOCK",
+        "was revoked",
+        "entries verified",
+        "Tour complete.",
+    ] {
+        assert!(
+            said.contains(expected),
+            "{expected:?} missing from:\n{said}"
+        );
+    }
+    let export = g.data().join("tour-export.jsonl");
+    let keys = g.data().join("tour-export.jwks.json");
+    let v = tollgate_tests::verify_cmd(&[
+        "ledger",
+        export.to_str().unwrap(),
+        "--keys",
+        keys.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+    // Every change to the registry is a receipt too, and the seed material
+    // of the first start (the policy with every file, the issuer, the
+    // delegation, the resources) is in the ledger before the first decision.
+    let text = std::fs::read_to_string(&export).unwrap();
+    let entries: Vec<Value> = text.lines().map(|l| parse(l.as_bytes()).unwrap()).collect();
+    let receipt = |e: &Value| {
+        e.as_object()
+            .unwrap()
+            .get("receipt")
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .clone()
+    };
+    let change = |e: &Value| {
+        let r = receipt(e);
+        (r.get("kind").unwrap().as_str().unwrap() == "registry").then(|| {
+            r.get("subject")
+                .unwrap()
+                .as_object()
+                .unwrap()
+                .get("change")
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+    };
+    let first_decision = entries.iter().position(|e| change(e).is_none()).unwrap();
+    let seeded: Vec<String> = entries[..first_decision]
+        .iter()
+        .filter_map(change)
+        .collect();
+    assert_eq!(
+        seeded,
+        [
+            "policy.publish",
+            "policy.activate",
+            "issuer.register",
+            "delegation.register",
+            "resource.put",
+            "resource.put",
+            "resource.put"
+        ]
+    );
+    let bundle = receipt(&entries[0]);
+    let files = bundle
+        .get("subject")
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .get("object")
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .get("files")
+        .unwrap()
+        .as_object()
+        .unwrap();
+    let root =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples/refunds");
+    for name in [
+        "bundle.toml",
+        "schema.cedarschema",
+        "boundary.cedar",
+        "escalate.cedar",
+        "params/orders.refund.json",
+        "tests/cases.toml",
+    ] {
+        assert_eq!(
+            files.get(name).and_then(Value::as_str),
+            Some(std::fs::read_to_string(root.join(name)).unwrap().as_str()),
+            "{name} in full"
+        );
+    }
+    let after: Vec<String> = entries[first_decision..]
+        .iter()
+        .filter_map(change)
+        .collect();
+    assert_eq!(after, ["delegation.register", "delegation.revoke"]);
+    for e in &entries[first_decision..] {
+        let r = receipt(e);
+        if r.get("kind").unwrap().as_str() == Some("decision") {
+            let inputs = r.get("inputs").unwrap().as_object().unwrap();
+            let chain = inputs.get("delegations").unwrap();
+            let Value::Array(chain) = chain else { panic!() };
+            assert_eq!(chain.len(), 1);
+            assert!(chain[0].as_str().unwrap().starts_with("sha256:"));
+            assert!(
+                inputs
+                    .get("resource")
+                    .unwrap()
+                    .as_object()
+                    .unwrap()
+                    .get("status")
+                    .is_some()
+            );
+        }
+    }
+}
+
+#[test]
+fn acknowledged_receipts_survive_sigkill_under_load() {
+    let mut g = Gateway::start();
+    let agent = g.agent();
+    let mut acked: Vec<(String, Vec<u8>)> = Vec::new();
+    for round in 0..3 {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let url = g.url.clone();
+        let got: Vec<(String, Vec<u8>)> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..8)
+                .map(|w| {
+                    let (url, agent, stop) = (&url, &agent, &stop);
+                    s.spawn(move || {
+                        let mut mine = Vec::new();
+                        for i in 0.. {
+                            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                                break;
+                            }
+                            let body = intent(
+                                agent,
+                                &format!("load-{round}-{w}-{i}"),
+                                "order:o-1001",
+                                100 + i,
+                                |_| {},
+                            );
+                            let a: ureq::Agent = ureq::Agent::config_builder()
+                                .http_status_as_error(false)
+                                .build()
+                                .into();
+                            let Ok(mut resp) = a
+                                .post(&format!("{url}/v1/intents"))
+                                .header("content-type", "application/json")
+                                .send(&body[..])
+                            else {
+                                break; // the gateway is gone
+                            };
+                            if resp.status().as_u16() != 200 {
+                                continue;
+                            }
+                            // Only a complete answer is an acknowledgement.
+                            let Ok(entry) = resp.body_mut().read_to_vec() else {
+                                break;
+                            };
+                            let rid = parse(&entry).ok().and_then(|e| {
+                                e.as_object()?
+                                    .get("receipt")?
+                                    .as_object()?
+                                    .get("receipt_id")?
+                                    .as_str()
+                                    .map(str::to_owned)
+                            });
+                            if let Some(rid) = rid {
+                                mine.push((rid, entry));
+                            }
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            std::thread::sleep(std::time::Duration::from_millis(300 + 200 * round));
+            g.child.kill().unwrap(); // SIGKILL, mid-load
+            g.child.wait().unwrap();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap())
+                .collect()
+        });
+        acked.extend(got);
+        g = g.restart();
+        for (rid, entry) in &acked {
+            let (code, stored) = g.get(&format!("/v1/receipts/{rid}"));
+            assert_eq!(
+                code, 200,
+                "round {round}: acknowledged receipt {rid} is gone"
+            );
+            let mut expected = entry.clone();
+            if !expected.ends_with(b"\n") {
+                expected.push(b'\n');
+            }
+            assert_eq!(stored, expected, "round {round}: {rid} changed");
+        }
+        let (_, export) = g.get("/v1/ledger/export");
+        let lines: Vec<&[u8]> = export
+            .strip_suffix(b"\n")
+            .unwrap_or(&export)
+            .split(|b| *b == b'\n')
+            .collect();
+        let ks = keys(&g);
+        let mut v = ChainVerifier::new(Some(&ks));
+        v.verify_lines(&lines).unwrap();
+    }
+    assert!(acked.len() >= 10, "only {} acknowledged", acked.len());
+}
+
+#[test]
+fn metrics_and_logs_say_what_happened_without_secrets() {
+    let g = Gateway::start();
+    let agent = g.agent();
+    let a: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let body = intent(&agent, "m-1", "order:o-1001", 2500, |_| {});
+    let mut resp = a
+        .post(&format!("{}/v1/intents", g.url))
+        .header("content-type", "application/json")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .header("x-request-id", "req-abc")
+        .send(&body[..])
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers().get("x-request-id").unwrap(), "req-abc");
+    resp.body_mut().read_to_vec().unwrap();
+    let (code, _, _, _) = g.post_raw("application/json", b"{", None);
+    assert_eq!(code, 400);
+    let (code, text) = g.get("/metrics");
+    assert_eq!(code, 200);
+    let text = String::from_utf8(text).unwrap();
+    for line in [
+        "tollgate_decisions_total{verdict=\"pass\"} 1".to_owned(),
+        "tollgate_http_requests_total{route=\"intents\",status=\"200\"} 1".to_owned(),
+        "tollgate_http_requests_total{route=\"intents\",status=\"400\"} 1".to_owned(),
+        format!("tollgate_ledger_head {}", g.seeded + 1),
+        format!("tollgate_ledger_appends_total {}", g.seeded + 1),
+        "tollgate_stage_seconds_count{stage=\"decide\"} 1".to_owned(),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line:?} missing from:\n{text}"
+        );
+    }
+    let log = std::fs::read_to_string(g.dir.path().join("gateway.log")).unwrap();
+    let record = log
+        .lines()
+        .find(|l| l.contains("\"request_id\":\"req-abc\""))
+        .unwrap_or_else(|| panic!("no log line for the request in:\n{log}"));
+    let v = parse(record.as_bytes()).unwrap();
+    let o = v.as_object().unwrap();
+    assert_eq!(
+        o.get("trace_id").and_then(Value::as_str),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    assert_eq!(o.get("agent").and_then(Value::as_str), Some("agent-demo"));
+    assert_eq!(
+        o.get("action").and_then(Value::as_str),
+        Some("orders.refund")
+    );
+    assert_eq!(o.get("verdict").and_then(Value::as_str), Some("pass"));
+    assert!(o.get("latency_ms").is_some());
+    for secret in ["sig", "params", "amount_minor", agent.kid()] {
+        assert!(!log.contains(secret), "the log shows {secret:?}:\n{log}");
+    }
+}
+
+#[test]
+fn a_property_based_api_fuzz_run_finds_no_server_error() {
+    let g = Gateway::start();
+    let python = PathBuf::from(tollgate_tests::python());
+    let st = python
+        .parent()
+        .map(|d| d.join("st"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("st"));
+    let token = std::fs::read_to_string(g.data().join("admin.token")).unwrap();
+    let out = Command::new(&st)
+        .args([
+            "run",
+            &format!("{}/openapi.json", g.url),
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "40",
+        ])
+        .args([
+            "--header",
+            &format!("Authorization: Bearer {}", token.trim()),
+        ])
+        .env("SCHEMATHESIS_HOOKS", "")
+        // Its cache goes to a scratch folder, never into the source tree.
+        .current_dir(g.dir.path())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e} (install tests/requirements.txt)",
+                st.display()
+            )
+        });
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "schemathesis found a failure:\n{said}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("passed"), "{said}");
+    assert!(!said.contains(" 0 generated"), "{said}");
+}
+
+#[test]
+fn a_config_file_sets_what_flags_and_environment_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tollgate.toml");
+    std::fs::write(&config, "max_body = 300\nmax_skew_seconds = 60\n").unwrap();
+    let cfg = config.to_str().unwrap().to_owned();
+    let g = Gateway::start_with(dir, |_| {}, &["--config", &cfg]);
+    let big = vec![b' '; 400];
+    let (code, _, _, _) = g.post_raw("application/json", &big, None);
+    assert_eq!(code, 413, "max_body from the file");
+    drop(g);
+    // A flag wins over the file.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tollgate.toml");
+    std::fs::write(&config, "max_body = 300\n").unwrap();
+    let cfg = config.to_str().unwrap().to_owned();
+    let g = Gateway::start_with(dir, |_| {}, &["--config", &cfg, "--max-body", "100000"]);
+    let (code, _, _, _) = g.post_raw("application/json", &big, None);
+    assert_eq!(
+        code, 400,
+        "the flag's limit applies; the body is then malformed"
+    );
+    // An unknown setting is refused, naming the file and line.
+    std::fs::write(&config, "max_body = 300\nlisten_on = \"x\"\n").unwrap();
+    let out = Command::new(bin("tollgate"))
+        .args(["serve", "--config", &cfg])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!("{cfg}:2: unknown field `listen_on`")),
+        "{err}"
+    );
+}
