@@ -65,17 +65,20 @@ Made by `tollgate serve` when it created this data folder. For trying
 Tollgate, never for production.
 
 - `issuer.jwk`: the demo issuer's private key. Its public key is in
-  `../issuers.json`, so the gateway trusts delegations it signs.
+  `../issuers.json`, imported into the ledger on the first start, so the
+  gateway trusts delegations it signs.
 - `agent.jwk` / `agent.pub.json`: the demo agent's key (`agent-demo`).
 - `delegation.json`: delegation `dlg_demo` for `agent-demo`: refunds of any
-  order, up to 1000.00 EUR per intent. It is registered in
-  `../delegations/`.
+  order, up to 1000.00 EUR per intent, registered on the first start
+  from `../delegations/`.
 - `intent.json`: an intent payload to sign and submit:
 
       tollgate submit --url http://127.0.0.1:8080 --key agent.jwk intent.json
 
 Orders `o-1001` and `o-1002` are paid, `o-1003` is not (see
-`../resources.json`).
+`../resources.json`). These files are seed material: after the first
+start the ledger alone holds what the gateway trusts, and changes go
+through the registry API.
 ";
 
 /// What was created, for the start-up message.
