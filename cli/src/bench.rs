@@ -95,7 +95,7 @@ pub fn bench(
     let bodies: Vec<String> = (0..pool)
         .map(|i| {
             let mut p = Object::new();
-            p.insert("type", "tollgate.intent/v1".into());
+            p.insert("type", tollgate_protocol::INTENT_TYPE.into());
             p.insert("intent_id", format!("bench-{run}-{i}").into());
             p.insert("agent", "agent-demo".into());
             p.insert("delegation", "dlg_demo".into());

@@ -32,7 +32,7 @@ pub fn tour(url: &str, data_dir: &Path) -> Result<String, CliError> {
     let mut failures = Vec::new();
     let intent = |n: &str, delegation: &str, resource: &str, amount: i64| {
         let mut p = Object::new();
-        p.insert("type", "tollgate.intent/v1".into());
+        p.insert("type", tollgate_protocol::INTENT_TYPE.into());
         p.insert("intent_id", format!("tour-{run}-{n}").into());
         p.insert("agent", "agent-demo".into());
         p.insert("delegation", delegation.into());
@@ -121,7 +121,7 @@ pub fn tour(url: &str, data_dir: &Path) -> Result<String, CliError> {
     // A fresh delegation, registered, used, revoked, refused.
     let id = format!("dlg_tour_{run}");
     let mut p = Object::new();
-    p.insert("type", "tollgate.delegation/v1".into());
+    p.insert("type", tollgate_policies::delegation::TOKEN_TYPE.into());
     p.insert("id", id.clone().into());
     p.insert("issuer", "demo issuer".into());
     p.insert("agent", "agent-demo".into());
@@ -135,14 +135,13 @@ pub fn tour(url: &str, data_dir: &Path) -> Result<String, CliError> {
     p.insert("expires_at", "2100-01-01T00:00:00Z".into());
     let env = issuer.envelope(Domain::Delegation, Value::Object(p));
     println!("\n4. The issuer registers delegation {id} (order o-1001 only), then revokes it.");
+    let expect = |failures: &mut Vec<String>, what: &str, got: tollgate_client::Answer, want| {
+        if got.status != want {
+            failures.push(format!("{what} {id}: HTTP {}: {}", got.status, got.text()));
+        }
+    };
     let got = client.register_delegation(env.to_string().as_bytes())?;
-    let (status, body) = (got.status, got.body);
-    if status != 201 {
-        failures.push(format!(
-            "registering {id}: HTTP {status}: {}",
-            String::from_utf8_lossy(&body)
-        ));
-    }
+    expect(&mut failures, "registering", got, 201);
     step(
         &mut failures,
         "   Under the new delegation, 10.00 EUR on o-1001:",
@@ -150,13 +149,7 @@ pub fn tour(url: &str, data_dir: &Path) -> Result<String, CliError> {
         "pass",
     )?;
     let got = client.revoke_delegation(&id)?;
-    let (status, body) = (got.status, got.body);
-    if status != 200 {
-        failures.push(format!(
-            "revoking {id}: HTTP {status}: {}",
-            String::from_utf8_lossy(&body)
-        ));
-    }
+    expect(&mut failures, "revoking", got, 200);
     step(
         &mut failures,
         "   Revoked; the very next intent under it:",

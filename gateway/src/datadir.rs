@@ -165,7 +165,7 @@ pub fn init(dir: &Path) -> Result<Created, Error> {
     let delegation = dir.join("demo/delegation.json");
     if !delegation.exists() {
         let mut p = Object::new();
-        p.insert("type", "tollgate.delegation/v1".into());
+        p.insert("type", tollgate_policies::delegation::TOKEN_TYPE.into());
         p.insert("id", "dlg_demo".into());
         p.insert("issuer", "demo issuer".into());
         p.insert("agent", "agent-demo".into());

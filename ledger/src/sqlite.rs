@@ -723,27 +723,9 @@ impl Writer {
         seed: bool,
     ) -> Result<Vec<LedgerEntry>, Error> {
         let at = self.stamp();
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut self.conn)
-            .await
-            .map_err(db)?;
+        self.begin().await?;
         let result = self.registry_in_tx(items, seed, &at).await;
-        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-        match sqlx::query(end).execute(&mut self.conn).await {
-            Ok(_) => {
-                if let Ok(entries) = &result {
-                    self.stats.groups.fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .appends
-                        .fetch_add(entries.len() as u64, Ordering::Relaxed);
-                }
-                result
-            }
-            Err(e) => {
-                let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
-                Err(db(e))
-            }
-        }
+        self.end(result).await
     }
 
     async fn registry_in_tx(
@@ -850,22 +832,35 @@ impl Writer {
         batch: &[AppendRequest],
         at: &Timestamp,
     ) -> Result<Vec<LedgerEntry>, Error> {
+        self.begin().await?;
+        let result = self.insert_in_tx(batch, at).await;
+        self.end(result).await
+    }
+
+    async fn begin(&mut self) -> Result<(), Error> {
         sqlx::query("BEGIN IMMEDIATE")
             .execute(&mut self.conn)
             .await
-            .map_err(db)?;
-        let result = self.insert_in_tx(batch, at).await;
+            .map(|_| ())
+            .map_err(db)
+    }
+
+    /// Commits the open transaction if `result` is a success, else rolls
+    /// it back; counts what was committed and forgets the reservations it
+    /// cleared.
+    async fn end(
+        &mut self,
+        result: Result<Vec<LedgerEntry>, Error>,
+    ) -> Result<Vec<LedgerEntry>, Error> {
         let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let cleared = std::mem::take(&mut self.clearing);
         match sqlx::query(end).execute(&mut self.conn).await {
             Ok(_) => {
-                // Only a committed group cleared its reservations.
-                let cleared = std::mem::take(&mut self.clearing);
-                if result.is_ok() {
+                if let Ok(entries) = &result {
+                    // Only a committed group cleared its reservations.
                     for key in cleared {
                         self.reserved.remove(&key);
                     }
-                }
-                if let Ok(entries) = &result {
                     self.stats.groups.fetch_add(1, Ordering::Relaxed);
                     self.stats
                         .appends

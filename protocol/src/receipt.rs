@@ -26,6 +26,7 @@ pub enum Verdict {
 
 impl Verdict {
     /// `pass`, `escalate` or `block`.
+    #[inline]
     pub fn name(self) -> &'static str {
         match self {
             Self::Pass => "pass",
@@ -50,6 +51,7 @@ pub enum ReceiptKind {
 
 impl ReceiptKind {
     /// The wire name.
+    #[inline]
     pub fn name(self) -> &'static str {
         match self {
             Self::Decision => "decision",
@@ -83,6 +85,7 @@ pub enum Status {
 
 impl Status {
     /// The wire name.
+    #[inline]
     pub fn name(self) -> &'static str {
         match self {
             Self::Committed => "committed",
