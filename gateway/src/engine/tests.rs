@@ -184,6 +184,15 @@ pub(crate) async fn open_in(
     clock: Arc<FakeClock>,
     seed: Seed,
 ) -> (Faulty, Gateway<Faulty>) {
+    open_with(dir, clock, seed, Upstreams::default()).await
+}
+
+pub(crate) async fn open_with(
+    dir: &tempfile::TempDir,
+    clock: Arc<FakeClock>,
+    seed: Seed,
+    upstreams: Upstreams,
+) -> (Faulty, Gateway<Faulty>) {
     let ledger = Faulty {
         inner: SqliteLedger::open(SqliteOptions::new(dir.path().join("ledger.db")))
             .await
@@ -197,7 +206,7 @@ pub(crate) async fn open_in(
             signer: Ed25519Signer::from_secret(&[1; 32]),
             clock,
             limits: Limits::default(),
-            upstreams: Upstreams::default(),
+            upstreams,
         },
         move || Ok(seed),
         None,
@@ -471,4 +480,44 @@ async fn a_revoked_id_stays_revoked_and_revocations_race_safely() {
         .unwrap_err();
     assert!(matches!(err, RegistryError::RevokedDelegation(_)), "{err}");
     assert_eq!(head(&w).await, before + 30);
+}
+
+#[tokio::test]
+async fn an_http_target_is_never_called_when_the_ledger_cannot_reserve_or_read() {
+    // An upstream that records every request it gets.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/refund", listener.local_addr().unwrap());
+    listener.set_nonblocking(true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = Ed25519Signer::from_secret(&[2; 32]);
+    let agent = Ed25519Signer::from_secret(&[3; 32]);
+    let mut seed = seed(&issuer, &agent);
+    let toml = seed.policy.get_mut("bundle.toml").unwrap();
+    *toml = toml.replace(
+        "approval = \"by_rule\"",
+        "approval = \"by_rule\"\ntarget = \"http\"",
+    );
+    let mut upstreams = Upstreams::default();
+    upstreams.urls.insert("orders.refund".into(), url);
+    let (ledger, gateway) = open_with(&dir, FakeClock::at(T0), seed, upstreams).await;
+    let before = ledger.inner.head().await.unwrap().seq;
+    for (fail, id) in [(&ledger.fail_writes, "i-1"), (&ledger.fail_reads, "i-2")] {
+        fail.store(true, Ordering::SeqCst);
+        let err = gateway
+            .submit(&intent(&agent, id, "order:o-1", 2500, T0), None)
+            .await
+            .unwrap_err();
+        fail.store(false, Ordering::SeqCst);
+        assert!(matches!(err, IntentError::Internal(_)), "{err}");
+    }
+    assert_eq!(
+        ledger.inner.head().await.unwrap().seq,
+        before,
+        "nothing appended"
+    );
+    assert!(
+        ledger.inner.pending().await.unwrap().is_empty(),
+        "nothing reserved"
+    );
+    assert!(listener.accept().is_err(), "the upstream was never called");
 }
