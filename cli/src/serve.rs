@@ -8,6 +8,9 @@ use tollgate_gateway::{Paths, Settings, engine, http, tls, upstream_urls};
 use crate::error::CliError;
 use crate::settings::ServeArgs;
 
+/// How often unfinished reservations are retried.
+const RECOVERY_RETRY_SECONDS: u64 = 30;
+
 fn usage(e: impl std::fmt::Display) -> CliError {
     CliError::Usage(e.to_string())
 }
@@ -56,6 +59,11 @@ pub fn serve(args: ServeArgs) -> Result<String, CliError> {
             "demo    {}",
             paths.data_dir.join("demo/README.md").display()
         );
+        for u in app.gateway.unfinished() {
+            eprintln!("reservation {} not finished: {}", u.key, u.reason);
+        }
+        app.gateway
+            .spawn_recovery(std::time::Duration::from_secs(RECOVERY_RETRY_SECONDS));
         let scheme = if tls.is_some() { "https" } else { "http" };
         println!("listening on {scheme}://{local}");
         let _ = std::io::stdout().flush();

@@ -150,7 +150,7 @@ pub async fn open(
     .await?;
     Ok((
         http::App {
-            gateway,
+            gateway: Arc::new(gateway),
             admin_token: Some(admin_token),
             max_body: if settings.max_body == 0 {
                 limits::DEFAULT_MAX_BODY

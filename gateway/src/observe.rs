@@ -71,6 +71,8 @@ pub struct Metrics {
     pub append: Histogram,
     /// Whole `POST /v1/intents`.
     pub request: Histogram,
+    /// Reservations recovery could not finish.
+    unfinished: AtomicU64,
 }
 
 impl Metrics {
@@ -81,7 +83,12 @@ impl Metrics {
         }
     }
 
-    /// Counts one decision.
+    /// Sets how many reservations could not be finished.
+    pub fn unfinished(&self, n: usize) {
+        self.unfinished.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a decision.
     pub fn decision(&self, verdict: &'static str) {
         if let Ok(mut m) = self.decisions.lock() {
             *m.entry(verdict).or_insert(0) += 1;
@@ -117,7 +124,9 @@ impl Metrics {
         out.push_str(&format!(
             "# HELP tollgate_ledger_head Sequence number of the last ledger entry.\n# TYPE tollgate_ledger_head gauge\ntollgate_ledger_head {head}\n\
              # HELP tollgate_ledger_append_groups_total Write transactions committed (group commit).\n# TYPE tollgate_ledger_append_groups_total counter\ntollgate_ledger_append_groups_total {groups}\n\
-             # HELP tollgate_ledger_appends_total Entries appended; divided by groups, the mean batch size.\n# TYPE tollgate_ledger_appends_total counter\ntollgate_ledger_appends_total {appends}\n"
+             # HELP tollgate_ledger_appends_total Entries appended; divided by groups, the mean batch size.\n# TYPE tollgate_ledger_appends_total counter\ntollgate_ledger_appends_total {appends}\n\
+             # HELP tollgate_reservations_unfinished Upstream commits a crash left that recovery could not finish yet.\n# TYPE tollgate_reservations_unfinished gauge\ntollgate_reservations_unfinished {}\n",
+            self.unfinished.load(Ordering::Relaxed)
         ));
         out
     }

@@ -312,6 +312,10 @@ pub trait Ledger: Send + Sync + 'static {
     /// removed in the transaction that appends the entry with that key.
     fn reserve(&self, key: &str, body: &[u8]) -> impl Future<Output = Result<(), Error>> + Send;
 
+    /// Removes the reservation of `key`, if any: for one whose entry is
+    /// already in the ledger (an orphan) or that was never acted on.
+    fn release(&self, key: &str) -> impl Future<Output = Result<(), Error>> + Send;
+
     /// Reservations without their entry, oldest key first.
     fn pending(&self) -> impl Future<Output = Result<Vec<(String, Vec<u8>)>, Error>> + Send;
 

@@ -155,6 +155,10 @@ enum Job {
         body: Vec<u8>,
         reply: oneshot::Sender<Result<(), Error>>,
     },
+    Release {
+        key: String,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
 }
 
 struct AppendRequest {
@@ -541,6 +545,19 @@ impl Ledger for SqliteLedger {
         answer.await.map_err(|_| Error::Closed)?
     }
 
+    async fn release(&self, key: &str) -> Result<(), Error> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .queue
+            .send(Job::Release {
+                key: key.to_owned(),
+                reply,
+            })
+            .await
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
     async fn pending(&self) -> Result<Vec<(String, Vec<u8>)>, Error> {
         let rows =
             sqlx::query("SELECT idempotency_key, body FROM pending ORDER BY idempotency_key")
@@ -689,6 +706,21 @@ impl Writer {
                             self.commit_group(std::mem::take(&mut group)).await;
                         }
                         let _ = reply.send(self.reserve(&key, &body).await);
+                    }
+                    Job::Release { key, reply } => {
+                        if !group.is_empty() {
+                            self.commit_group(std::mem::take(&mut group)).await;
+                        }
+                        let done = sqlx::query("DELETE FROM pending WHERE idempotency_key = ?")
+                            .bind(&key)
+                            .execute(&mut self.conn)
+                            .await
+                            .map(|_| ())
+                            .map_err(db);
+                        if done.is_ok() {
+                            self.reserved.remove(&key);
+                        }
+                        let _ = reply.send(done);
                     }
                     Job::Registry { items, seed, reply } => {
                         if !group.is_empty() {

@@ -138,7 +138,8 @@ impl Outcome {
         self
     }
 
-    fn to_value(&self) -> Value {
+    /// The `outcome` member.
+    pub fn to_value(&self) -> Value {
         let mut o = self.details.clone();
         o.insert("status", self.status.name().into());
         Value::Object(o)

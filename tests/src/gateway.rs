@@ -181,6 +181,37 @@ impl Gateway {
         self.head_seq() - self.seeded
     }
 
+    /// A client of this gateway that holds the admin token.
+    pub fn admin(&self) -> tollgate_client::Client {
+        let token = std::fs::read_to_string(self.data().join("admin.token")).unwrap();
+        tollgate_client::Client::new(&self.url).with_admin_token(&token)
+    }
+
+    /// A delegation token envelope by the demo issuer: refunds of any
+    /// order for `agent` holding `agent_key` (a public JWK); `edit` may
+    /// change the payload before it is signed.
+    pub fn delegation(
+        &self,
+        id: &str,
+        agent: &str,
+        agent_key: Value,
+        edit: impl FnOnce(&mut Object),
+    ) -> Vec<u8> {
+        let issuer = Ed25519Signer::load(&self.data().join("demo/issuer.jwk")).unwrap();
+        let mut p = Object::new();
+        p.insert("type", "tollgate.delegation/v1".into());
+        p.insert("id", id.into());
+        p.insert("issuer", "demo issuer".into());
+        p.insert("agent", agent.into());
+        p.insert("agent_key", agent_key);
+        p.insert("actions", Value::Array(vec!["orders.refund".into()]));
+        p.insert("resources", Value::Array(vec!["order:*".into()]));
+        p.insert("not_before", "2020-01-01T00:00:00Z".into());
+        p.insert("expires_at", "2100-01-01T00:00:00Z".into());
+        edit(&mut p);
+        canonical(&issuer.envelope(Domain::Delegation, Value::Object(p)))
+    }
+
     /// The ledger head's seq.
     pub fn head_seq(&self) -> i64 {
         let (_, body) = self.get("/v1/ledger/head");

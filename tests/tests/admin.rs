@@ -3,8 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use tollgate_protocol::{Domain, Object, Value, canonical, parse};
-use tollgate_signer::Ed25519Signer;
+use tollgate_protocol::{Object, Value, canonical, parse};
 use tollgate_tests::gateway::{Gateway, intent, verdict_of};
 
 #[test]
@@ -238,24 +237,12 @@ fn regression_policy_file_names_are_checked_before_any_write() {
 
 /// A delegation for the demo agent, by the demo issuer.
 fn demo_token(g: &Gateway, id: &str) -> Vec<u8> {
-    let issuer = Ed25519Signer::load(&g.data().join("demo/issuer.jwk")).unwrap();
-    let agent = g.agent();
-    let mut p = Object::new();
-    p.insert("type", "tollgate.delegation/v1".into());
-    p.insert("id", id.into());
-    p.insert("issuer", "demo issuer".into());
-    p.insert("agent", "agent-demo".into());
-    p.insert("agent_key", tollgate_signer::Signer::jwk(&agent).to_value());
-    p.insert("actions", Value::Array(vec!["orders.refund".into()]));
-    p.insert("resources", Value::Array(vec!["order:*".into()]));
-    p.insert("not_before", "2020-01-01T00:00:00Z".into());
-    p.insert("expires_at", "2100-01-01T00:00:00Z".into());
-    canonical(&issuer.envelope(Domain::Delegation, Value::Object(p)))
+    let key = tollgate_signer::Signer::jwk(&g.agent()).to_value();
+    g.delegation(id, "agent-demo", key, |_| {})
 }
 
 fn admin_client(g: &Gateway) -> tollgate_client::Client {
-    let token = std::fs::read_to_string(g.data().join("admin.token")).unwrap();
-    tollgate_client::Client::new(&g.url).with_admin_token(&token)
+    g.admin()
 }
 
 fn registry_changes(g: &Gateway, change: &str) -> usize {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use tollgate_protocol::{ChainVerifier, Value};
-use tollgate_tests::gateway::{Gateway, intent, keys, outcome_of};
+use tollgate_tests::gateway::{Gateway, intent, keys, outcome_of, verdict_of};
 
 /// What the test upstream does with a request.
 #[derive(Clone, Copy, Debug)]
@@ -153,7 +153,7 @@ fn http_targets_are_called_once_and_their_answer_is_recorded() {
         o.get("answer_hash").and_then(Value::as_str),
         Some(Upstream::answer_hash(200).as_str())
     );
-    assert_eq!(*up.keys.lock().unwrap(), ["agent-demo:h-1"]);
+    assert_eq!(*up.keys.lock().unwrap(), ["agent-demo/h-1"]);
     // A replay does not call the upstream again.
     let (_, _, again, replayed) = g.post_raw("application/json", &first, None);
     assert!(replayed);
@@ -228,26 +228,159 @@ fn a_crash_between_the_upstream_call_and_the_append_loses_nothing() {
             .is_err()
     );
     assert_eq!(up.keys.lock().unwrap().len(), 1);
-    // On restart the gateway finishes the job with the same key...
+    // It restarts under a policy that now blocks every refund. Recovery
+    // must record the upstream's answer for the decision it made, never
+    // decide again...
     let mut g = g;
     let _ = g.child.wait();
+    let frozen = frozen_policy(&g.data());
     let dir = std::mem::replace(&mut g.dir, tempfile::tempdir().unwrap());
     let seeded = g.seeded;
     drop(g);
-    let mut g = Gateway::start_with(dir, |_| {}, &args);
-    g.seeded = seeded;
+    let mut restart_args = args.to_vec();
+    restart_args.extend(["--policy", frozen.to_str().unwrap()]);
+    let mut g = Gateway::start_with(dir, |_| {}, &restart_args);
+    g.seeded = seeded + 2; // the frozen policy's publish and activate
     assert_eq!(
         *up.keys.lock().unwrap(),
-        ["agent-demo:c-1", "agent-demo:c-1"],
+        ["agent-demo/c-1", "agent-demo/c-1"],
         "a retry with the same key, never a new one"
     );
-    assert_eq!(g.written(), 1);
-    // ...and the agent's retry gets that receipt.
+    // ...with the same key, and one receipt...
+    let (_, export) = g.get("/v1/ledger/export");
+    let text = String::from_utf8(export).unwrap();
+    assert_eq!(text.matches("\"kind\":\"decision\"").count(), 1);
+    // ...and the agent's retry gets that receipt: the first decision (pass,
+    // under the policy in force then), with the upstream's real outcome.
+    let (code, _, entry, replayed) = g.post_raw("application/json", &body, None);
+    assert_eq!((code, replayed), (200, true));
+    assert_eq!(verdict_of(&entry), "pass");
+    assert_eq!(
+        outcome_of(&entry).get("status").and_then(Value::as_str),
+        Some("committed")
+    );
+    let receipt = tollgate_protocol::parse(&entry).unwrap();
+    let version = receipt
+        .as_object()
+        .unwrap()
+        .get("receipt")
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .get("policy_version")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(version.starts_with("refunds@1.0.0+"), "{version}");
+    assert_eq!(up.keys.lock().unwrap().len(), 2);
+}
+
+/// The refunds bundle with a rule that blocks every refund, as a new
+/// version, in a folder beside the data folder.
+fn frozen_policy(data: &Path) -> std::path::PathBuf {
+    let src = data.join("policies/refunds");
+    let dst = data.with_file_name("frozen");
+    for f in tollgate_policies::Bundle::read_files(&src).unwrap() {
+        let path = dst.join(&f.0);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let text = match f.0.as_str() {
+            "bundle.toml" => {
+                f.1.replacen("version = \"1.0.0\"", "version = \"1.1.0\"", 1)
+            }
+            "boundary.cedar" => format!(
+                "{}\n@id(\"refund.frozen\")\n@reason(\"refunds are frozen\")\nforbid (principal, action, resource);\n",
+                f.1
+            ),
+            _ => f.1,
+        };
+        std::fs::write(path, text).unwrap();
+    }
+    dst
+}
+
+/// Found by the outside review: a client that went away during an `http`
+/// commit cancelled it: the upstream acted and nothing was recorded.
+#[test]
+fn regression_a_client_disconnect_mid_commit_still_records_the_outcome() {
+    let up = Upstream::start();
+    let target = format!("orders.refund={}", up.url);
+    let g = Gateway::start_with(
+        tempfile::tempdir().unwrap(),
+        with_http_target,
+        &["--upstream", &target],
+    );
+    *up.behaviour.lock().unwrap() = Behaviour::Stall; // answers after 3 s
+    let body = intent(&g.agent(), "gone-1", "order:o-1001", 2500, |_| {});
+    let impatient: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_millis(500)))
+        .build()
+        .into();
+    assert!(
+        impatient
+            .post(&format!("{}/v1/intents", g.url))
+            .header("content-type", "application/json")
+            .send(&body[..])
+            .is_err(),
+        "the client gives up before the upstream answers"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    assert_eq!(g.written(), 1, "the commit ran to its end");
     let (code, _, entry, replayed) = g.post_raw("application/json", &body, None);
     assert_eq!((code, replayed), (200, true));
     assert_eq!(
         outcome_of(&entry).get("status").and_then(Value::as_str),
         Some("committed")
     );
-    assert_eq!(up.keys.lock().unwrap().len(), 2);
+    assert_eq!(up.keys.lock().unwrap().len(), 1, "one upstream call");
+}
+
+/// Found by the outside review: one signed envelope replayed under many
+/// `Idempotency-Key`s made the upstream act once per header.
+#[test]
+fn regression_thirty_two_replays_under_thirty_two_headers_act_once() {
+    let up = Upstream::start();
+    let target = format!("orders.refund={}", up.url);
+    let g = Gateway::start_with(
+        tempfile::tempdir().unwrap(),
+        with_http_target,
+        &["--upstream", &target],
+    );
+    let body = intent(&g.agent(), "many-1", "order:o-1001", 2500, |_| {});
+    let answers: Vec<(u16, Vec<u8>)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..32)
+            .map(|i| {
+                let (g, body) = (&g, &body);
+                s.spawn(move || {
+                    let key = match i % 4 {
+                        0 => None,
+                        1 => Some("many-1".to_owned()),
+                        _ => Some(format!("header-{i}")),
+                    };
+                    let (c, _, b, _) = g.post_raw("application/json", body, key.as_deref());
+                    (c, b)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok: Vec<&Vec<u8>> = answers
+        .iter()
+        .filter(|a| a.0 == 200)
+        .map(|a| &a.1)
+        .collect();
+    assert!(!ok.is_empty());
+    assert!(ok.iter().all(|b| *b == ok[0]), "every 200 is the one entry");
+    for (c, b) in &answers {
+        let text = String::from_utf8_lossy(b);
+        assert!(
+            *c == 200
+                || (*c == 409 && text.contains("in-flight"))
+                || (*c == 422 && text.contains("idempotency-key-mismatch")),
+            "{c}: {text}"
+        );
+    }
+    assert_eq!(g.written(), 1, "one decision");
+    assert_eq!(up.keys.lock().unwrap().len(), 1, "one upstream call");
 }

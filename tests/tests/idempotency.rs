@@ -21,13 +21,14 @@ fn replays_are_byte_identical_and_changed_bodies_conflict() {
     assert!(
         String::from_utf8_lossy(&problem).contains("urn:tollgate:problem:idempotency-conflict")
     );
-    // An explicit Idempotency-Key works the same way.
+    // An Idempotency-Key may only repeat the intent id.
+    let (c4, _, again, r4) = g.post_raw("application/json", &body, Some("rep-1"));
+    assert_eq!((c4, r4, &again), (200, true, &first));
     let a = intent(&agent, "rep-2", "order:o-1001", 100, |_| {});
-    let (c4, _, _, _) = g.post_raw("application/json", &a, Some("k-1"));
-    let b = intent(&agent, "rep-3", "order:o-1001", 100, |_| {});
-    let (c5, _, _, _) = g.post_raw("application/json", &b, Some("k-1"));
-    assert_eq!((c4, c5), (200, 409));
-    assert_eq!(g.written(), 2);
+    let (c5, _, problem, _) = g.post_raw("application/json", &a, Some("k-1"));
+    assert_eq!(c5, 422);
+    assert!(String::from_utf8_lossy(&problem).contains("idempotency-key-mismatch"));
+    assert_eq!(g.written(), 1);
 }
 
 #[test]
@@ -65,20 +66,195 @@ fn concurrent_duplicates_commit_once() {
     assert_eq!(g.written(), 1, "committed exactly once");
 }
 
+/// Found by the outside review: an envelope copied from the public ledger
+/// and sent under a new `Idempotency-Key` was decided again.
 #[test]
-fn the_same_intent_under_another_key_gets_its_existing_receipt() {
+fn regression_a_replay_under_another_header_is_not_decided_again() {
     let g = Gateway::start();
     let agent = g.agent();
-    let body = intent(&agent, "twice", "order:o-1001", 2500, |_| {});
-    let (c1, _, first, r1) = g.post_raw("application/json", &body, Some("key-a"));
-    let (c2, _, second, r2) = g.post_raw("application/json", &body, Some("key-b"));
-    assert_eq!((c1, r1), (200, false));
+    let body = intent(&agent, "once", "order:o-1001", 2500, |_| {});
+    let (c1, _, first, _) = g.post_raw("application/json", &body, None);
+    assert_eq!(c1, 200);
+    let head = g.written();
+    // Copied from the public entries page, replayed under other headers.
+    for key in ["key-a", "key-b", "once-2", "ONCE"] {
+        let (c, _, problem, _) = g.post_raw("application/json", &body, Some(key));
+        assert_eq!(c, 422, "{key}: {}", String::from_utf8_lossy(&problem));
+    }
+    let (c2, _, second, r2) = g.post_raw("application/json", &body, Some("once"));
+    assert_eq!((c2, r2, &second), (200, true, &first));
+    assert_eq!(g.written(), head, "nothing decided again");
+}
+
+/// Found by the outside review: an agent named `victim:inv` and agent
+/// `victim` shared idempotency keys (`victim:inv:1`).
+#[test]
+fn regression_identities_of_two_agents_never_collide() {
+    let g = Gateway::start();
+    let admin = g.admin();
+    let key = tollgate_signer::Signer::jwk(&g.agent()).to_value();
+    for (id, agent) in [("dlg_v", "victim"), ("dlg_vi", "victim:inv")] {
+        let a = admin
+            .register_delegation(&g.delegation(id, agent, key.clone(), |_| {}))
+            .unwrap();
+        assert_eq!(a.status, 201, "{}", a.text());
+    }
+    let signer = g.agent();
+    let first = intent(&signer, "inv:1", "order:o-1001", 100, |p| {
+        p.insert("agent", "victim".into());
+        p.insert("delegation", "dlg_v".into());
+    });
+    let second = intent(&signer, "1", "order:o-1001", 100, |p| {
+        p.insert("agent", "victim:inv".into());
+        p.insert("delegation", "dlg_vi".into());
+    });
+    let (c1, _, e1, r1) = g.post_raw("application/json", &first, None);
+    let (c2, _, e2, r2) = g.post_raw("application/json", &second, None);
+    assert_eq!((c1, r1), (200, false), "{}", String::from_utf8_lossy(&e1));
+    assert_eq!((c2, r2), (200, false), "{}", String::from_utf8_lossy(&e2));
+    assert_ne!(e1, e2);
+}
+
+/// Found by the outside review: the same envelope sent again after a
+/// policy activation got a second decision under the new policy.
+#[test]
+fn regression_a_replay_after_a_policy_activation_gets_its_first_answer() {
+    let g = Gateway::start();
+    let agent = g.agent();
+    let body = intent(&agent, "before", "order:o-1001", 2500, |_| {});
+    let (c1, _, first, _) = g.post_raw("application/json", &body, None);
+    assert_eq!(c1, 200);
+    // A new version of the refunds policy, with a lower automatic limit.
+    let root =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples/refunds");
+    let mut files = tollgate_policies::Bundle::read_files(&root).unwrap();
+    let toml = files.get_mut("bundle.toml").unwrap();
+    *toml = toml.replacen("version = \"1.0.0\"", "version = \"1.0.1\"", 1);
+    let mut o = tollgate_protocol::Object::new();
+    let mut fo = tollgate_protocol::Object::new();
+    for (k, v) in files {
+        fo.insert(k, v.into());
+    }
+    o.insert("files", fo.into());
+    let admin = g.admin();
+    let published = admin
+        .publish_policy(&tollgate_protocol::canonical(&o.into()))
+        .unwrap()
+        .ok()
+        .unwrap()
+        .json()
+        .unwrap();
+    let version = published
+        .as_object()
+        .unwrap()
+        .get("published")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(admin.activate_policy(&version).unwrap().status, 200);
+    let head = g.written();
+    let (c2, _, second, r2) = g.post_raw("application/json", &body, None);
+    assert_eq!((c2, r2), (200, true));
+    assert_eq!(second, first, "the first answer, byte for byte");
+    assert_eq!(g.written(), head);
+}
+
+/// An ES256 key and two signatures of `message`: the low-S form and its
+/// high-S twin `(r, n - s)`, which verifies just as well (PROTOCOL §2.2
+/// does not require low S). Made with `cryptography`, from the spec.
+fn es256_twins(message: &[u8]) -> (tollgate_protocol::Value, String, String) {
+    let script = r#"
+import sys, base64, hashlib
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+n = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+key = ec.derive_private_key(123456789, ec.SECP256R1())
+pub = key.public_key().public_numbers()
+msg = bytes.fromhex(sys.argv[1])
+r, s = decode_dss_signature(key.sign(msg, ec.ECDSA(hashes.SHA256())))
+low = min(s, n - s)
+x, y = b64(pub.x.to_bytes(32, "big")), b64(pub.y.to_bytes(32, "big"))
+print(x)
+print(y)
+# RFC 7638 thumbprint: the required members, sorted, no whitespace.
+print(b64(hashlib.sha256(('{"crv":"P-256","kty":"EC","x":"%s","y":"%s"}' % (x, y)).encode()).digest()))
+print(b64(r.to_bytes(32, "big") + low.to_bytes(32, "big")))
+print(b64(r.to_bytes(32, "big") + (n - low).to_bytes(32, "big")))
+"#;
+    let hex: String = message.iter().map(|b| format!("{b:02x}")).collect();
+    let out = std::process::Command::new(tollgate_tests::python())
+        .args(["-c", script, &hex])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let jwk = tollgate_protocol::parse(
+        format!(
+            "{{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"{}\",\"x\":\"{}\",\"y\":\"{}\"}}",
+            lines[2], lines[0], lines[1]
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    (jwk, lines[3].to_owned(), lines[4].to_owned())
+}
+
+/// Found by the outside review: a third party who re-encoded an ES256
+/// signature (high S) got the intent decided a second time.
+#[test]
+fn regression_a_reencoded_signature_is_the_same_intent() {
+    use tollgate_protocol::{Domain, Object, Value, canonical, signed_message};
+    let g = Gateway::start();
+    let mut p = tollgate_protocol::parse(&intent(&g.agent(), "es-1", "order:o-1001", 100, |_| {}))
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .get("payload")
+        .unwrap()
+        .clone();
+    if let Value::Object(o) = &mut p {
+        o.insert("delegation", "dlg_es".into());
+    }
+    let (jwk, low, high) = es256_twins(&signed_message(Domain::Intent, &p));
+    let kid = tollgate_protocol::Jwk::from_value(&jwk, "").unwrap().kid;
+    let a = g
+        .admin()
+        .register_delegation(&g.delegation("dlg_es", "agent-demo", jwk, |_| {}))
+        .unwrap();
+    assert_eq!(a.status, 201, "{}", a.text());
+    let envelope = |sig: &str| {
+        let mut s = Object::new();
+        s.insert("alg", "ES256".into());
+        s.insert("kid", kid.as_str().into());
+        s.insert("sig", sig.into());
+        let mut e = Object::new();
+        e.insert("payload", p.clone());
+        e.insert("signature", s.into());
+        canonical(&e.into())
+    };
+    let (c1, _, first, r1) = g.post_raw("application/json", &envelope(&low), None);
+    assert_eq!(
+        (c1, r1),
+        (200, false),
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
+    let head = g.written();
+    let (c2, _, second, r2) = g.post_raw("application/json", &envelope(&high), None);
     assert_eq!(
         (c2, r2),
         (200, true),
         "{}",
         String::from_utf8_lossy(&second)
     );
-    assert_eq!(first, second);
-    assert_eq!(g.written(), 1);
+    assert_eq!(second, first);
+    assert_eq!(g.written(), head);
 }

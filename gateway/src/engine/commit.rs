@@ -19,6 +19,15 @@ pub(super) fn local_outcome(decision: &Decision) -> Outcome {
     Outcome::new(status).with("target", "none")
 }
 
+/// What an upstream call came to.
+pub(super) struct HttpCommit {
+    /// The outcome to record.
+    pub outcome: Outcome,
+    /// Whether the upstream answered at all (any status). Without an
+    /// answer, whether it acted is unknown.
+    pub answered: bool,
+}
+
 /// Commits a passed intent to its upstream: one POST of the intent
 /// envelope with `key`. The outcome records the upstream's status and the
 /// SHA-256 of its answer, or why there is none.
@@ -28,7 +37,7 @@ pub(super) async fn http(
     policy: String,
     key: &str,
     envelope: &IntentEnvelope,
-) -> Outcome {
+) -> HttpCommit {
     let body = canonical(&envelope.value);
     let (url, key, intent_id) = (
         url.to_owned(),
@@ -57,7 +66,8 @@ pub(super) async fn http(
         Ok::<_, ureq::Error>((status, bytes))
     })
     .await;
-    match answer {
+    let answered = matches!(answer, Ok(Ok(_)));
+    let outcome = match answer {
         Ok(Ok((status, bytes))) => {
             let ok = (200..300).contains(&status);
             Outcome::new(if ok {
@@ -84,5 +94,6 @@ pub(super) async fn http(
         Err(e) => Outcome::new(Status::Failed)
             .with("target", "http")
             .with("error", format!("upstream call aborted: {e}")),
-    }
+    };
+    HttpCommit { outcome, answered }
 }

@@ -32,14 +32,28 @@ pub enum IntentError {
         /// Why, with the values.
         reason: String,
     },
-    /// The `Idempotency-Key` given is empty, too long or not visible ASCII.
-    #[error("the Idempotency-Key must be 1–{max} visible characters", max = crate::limits::MAX_IDEMPOTENCY_KEY)]
+    /// The `Idempotency-Key` header is not visible ASCII.
+    #[error("the Idempotency-Key header must be visible ASCII")]
     InvalidIdempotencyKey,
-    /// A request with the same idempotency key is being decided now.
-    #[error("a request with idempotency key {0:?} is still being decided")]
+    /// The `Idempotency-Key` header names something else than the intent
+    /// id: an intent's identity is its agent and intent id, and the header
+    /// may only repeat it.
+    #[error(
+        "Idempotency-Key {given:?} is not the intent's id {intent_id:?}: an intent is decided once per agent and intent_id, and the header may only repeat it"
+    )]
+    IdempotencyKeyMismatch {
+        /// The header (at most 64 characters of it).
+        given: String,
+        /// The intent id.
+        intent_id: String,
+    },
+    /// The same intent is being decided now.
+    #[error("intent {0:?} of this agent is still being decided")]
     InFlight(String),
-    /// The idempotency key was used for a different intent.
-    #[error("idempotency key {0:?} was used for a different intent")]
+    /// The intent id was decided for a different payload.
+    #[error(
+        "intent {0:?} of this agent was decided for a different payload; an intent id is decided once"
+    )]
     IdempotencyConflict(String),
     /// The intent does not fit the active policy's action contract.
     #[error(transparent)]

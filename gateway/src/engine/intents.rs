@@ -1,6 +1,19 @@
 //! The intent flow: the clock against `issued_at`, authentication (the
-//! delegation chain and the intent's signature), the idempotency look-up,
+//! delegation chain and the intent's signature), exactly-once identity,
 //! the pure pipeline, the commit, signing and the durable append.
+//!
+//! Exactly once (PROTOCOL §3): `(agent, intent_id)` is decided once, ever.
+//! It is the ledger's idempotency key for the decision, stored with the
+//! entry in the same transaction and unique. The `Idempotency-Key` header
+//! may only repeat the intent id. The same payload again, under any header
+//! or signature encoding and whatever policy is active now, gets the
+//! stored entry; another payload under a decided id is a conflict.
+//!
+//! Everything after authentication runs in a task of its own, so that a
+//! client that goes away cannot cancel a commit half-way: reserve, call the
+//! upstream, append, run to the end whoever is still listening.
+
+use std::sync::Arc;
 
 use tollgate_ledger::Ledger;
 use tollgate_pipeline::{Decision, decide_authenticated};
@@ -8,11 +21,10 @@ use tollgate_policies::delegation::{self, Refusal};
 use tollgate_policies::{Bundle, Target};
 use tollgate_protocol::{
     Domain, HashValue, IntentEnvelope, LedgerEntry, Object, Receipt, Value, Verdict, canonical,
-    parse,
+    parse, seal_receipt,
 };
 
 use super::{AuthFailure, Gateway, IntentError, StartError, View, commit};
-use crate::limits::MAX_IDEMPOTENCY_KEY;
 
 /// An intent's answer: its ledger entry.
 #[derive(Clone, Debug)]
@@ -27,13 +39,43 @@ pub struct Submitted {
     pub replayed: bool,
 }
 
+/// What start-up (or a later retry) did with reservations left by a crash.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Reservations finished: the upstream answered the retry, and the
+    /// receipt of the stored decision with that answer was appended.
+    pub finished: usize,
+    /// Orphans cleared: their entry was already in the ledger.
+    pub released: usize,
+    /// Reservations that could not be finished, and why. They stay, are
+    /// reported, and are retried; they never block a start.
+    pub unfinished: Vec<Unfinished>,
+}
+
+/// A reservation that could not be finished.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unfinished {
+    /// Its idempotency key.
+    pub key: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The exactly-once identity of an intent: `agent/intent_id`. Both are
+/// identifiers (`[A-Za-z0-9._:-]`, PROTOCOL §3), which never hold a `/`,
+/// so the pair is unambiguous: agent `a:b` with intent `c` never meets
+/// agent `a` with intent `b:c`. It is the ledger's idempotency key of the
+/// decision and the upstream's `Idempotency-Key`.
+pub fn identity(agent: &str, intent_id: &str) -> String {
+    format!("{agent}/{intent_id}")
+}
+
 /// Why [`Gateway::decide_and_commit`] did not append.
 enum Failure {
     Refused(IntentError),
-    /// The idempotency key is taken: a replay, or a conflict.
-    DuplicateKey,
-    /// This very receipt is already in the ledger.
-    DuplicateReceipt(String),
+    /// The identity (or this very receipt) is already in the ledger: a
+    /// replay, or a conflict.
+    Duplicate,
 }
 
 impl From<IntentError> for Failure {
@@ -63,7 +105,7 @@ fn authentication(r: &Refusal) -> Option<AuthFailure> {
     })
 }
 
-/// Removes an idempotency key from the in-flight set when dropped.
+/// Removes an identity from the in-flight set when dropped.
 struct InFlight<'a, L: Ledger> {
     gateway: &'a Gateway<L>,
     key: String,
@@ -77,12 +119,12 @@ impl<L: Ledger> Drop for InFlight<'_, L> {
     }
 }
 
-fn submitted(entry: &LedgerEntry, verdict: Option<Verdict>, replayed: bool) -> Submitted {
+fn submitted(entry: &LedgerEntry, verdict: Option<Verdict>) -> Submitted {
     Submitted {
         line: entry.to_canonical(),
         receipt_id: receipt_id_of(entry.receipt()),
         verdict,
-        replayed,
+        replayed: false,
     }
 }
 
@@ -95,19 +137,8 @@ fn receipt_id_of(receipt: &Value) -> String {
         .to_owned()
 }
 
-fn replayed_line(line: Vec<u8>) -> Result<Submitted, IntentError> {
-    let stored = parse(&line).map_err(internal)?;
-    let receipt_id = stored
-        .as_object()
-        .and_then(|e| e.get("receipt"))
-        .map(receipt_id_of)
-        .unwrap_or_default();
-    Ok(Submitted {
-        line,
-        receipt_id,
-        verdict: None,
-        replayed: true,
-    })
+fn member<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, k| v.as_object()?.get(k))
 }
 
 /// The hashes of the delegation chain's token envelopes, root first.
@@ -129,15 +160,24 @@ fn chain_hashes(view: &View, leaf: &str) -> Vec<HashValue> {
     hashes
 }
 
+/// What a reservation keeps: the decision receipt without its outcome
+/// (and so without its id), canonical. Recovery adds the upstream's real
+/// outcome and seals it; it never decides again.
+fn draft_bytes(sealed: &Value) -> Vec<u8> {
+    let mut o = sealed.as_object().cloned().unwrap_or_default();
+    o.remove("outcome");
+    o.remove("receipt_id");
+    canonical(&Value::Object(o))
+}
+
 impl<L: Ledger> Gateway<L> {
     /// Decides an intent envelope, commits it to its target, signs the
     /// receipt and appends it; returns the entry once it is durable.
-    /// `idempotency_key` is the caller's `Idempotency-Key`, if any; the
-    /// default is the agent and the intent id. The same key and intent
-    /// again get the stored entry.
+    /// `idempotency_key` is the caller's `Idempotency-Key`, which may only
+    /// repeat the intent id. The same payload again gets the stored entry.
     pub async fn submit(
-        &self,
-        envelope: &IntentEnvelope,
+        self: &Arc<Self>,
+        envelope: IntentEnvelope,
         idempotency_key: Option<&str>,
     ) -> Result<Submitted, IntentError> {
         let intent = &envelope.intent;
@@ -163,63 +203,63 @@ impl<L: Ledger> Gateway<L> {
                 reason: r.reason,
             });
         }
-        let key = match idempotency_key {
-            Some(k)
-                if !k.is_empty()
-                    && k.len() <= MAX_IDEMPOTENCY_KEY
-                    && k.bytes().all(|c| c.is_ascii_graphic() || c == b' ') =>
-            {
-                format!("{}:{k}", intent.agent)
-            }
-            Some(_) => return Err(IntentError::InvalidIdempotencyKey),
-            None => format!("{}:{}", intent.agent, intent.intent_id),
-        };
+        if let Some(k) = idempotency_key
+            && k != intent.intent_id
+        {
+            return Err(IntentError::IdempotencyKeyMismatch {
+                given: k.chars().take(64).collect(),
+                intent_id: intent.intent_id.clone(),
+            });
+        }
+        let key = identity(&intent.agent, &intent.intent_id);
+        // From here on nothing the caller does can stop the work half-way.
+        let this = self.clone();
+        tokio::spawn(async move { this.decide_once(view, envelope, key).await })
+            .await
+            .map_err(internal)?
+    }
+
+    async fn decide_once(
+        &self,
+        view: Arc<View>,
+        envelope: IntentEnvelope,
+        key: String,
+    ) -> Result<Submitted, IntentError> {
         {
             let mut set = self
                 .in_flight
                 .lock()
                 .map_err(|_| internal("in-flight table poisoned"))?;
             if !set.insert(key.clone()) {
-                return Err(IntentError::InFlight(key));
+                return Err(IntentError::InFlight(envelope.intent.intent_id.clone()));
             }
         }
         let _guard = InFlight {
             gateway: self,
             key: key.clone(),
         };
-        // Before an effect outside the ledger, look the key up (a request
-        // that finished with it wrote its entry before releasing it).
-        // Without one, the key's uniqueness in the ledger is the check: a
-        // duplicate turns into the replay below, and the common case costs
-        // no look-up.
+        // Before an effect outside the ledger, look the identity up (a
+        // request that finished with it wrote its entry before releasing
+        // it). Without one, the key's uniqueness in the ledger is the
+        // check: a duplicate turns into the replay below, and the common
+        // case costs no look-up.
         let http = view
             .bundle
-            .action(&intent.action)
+            .action(&envelope.intent.action)
             .is_some_and(|a| a.target == Target::Http);
-        if http && let Some(s) = self.replay(&key, envelope).await? {
+        if http && let Some(s) = self.replay(&key, &envelope).await? {
             return Ok(s);
         }
-        match self.decide_and_commit(&view, envelope, &key).await {
+        match self.decide_and_commit(&view, &envelope, &key).await {
             Ok((decision, entry)) => {
                 self.metrics.decision(decision.verdict.name());
-                Ok(submitted(&entry, Some(decision.verdict), false))
+                Ok(submitted(&entry, Some(decision.verdict)))
             }
             Err(Failure::Refused(e)) => Err(e),
-            Err(Failure::DuplicateKey) => self
-                .replay(&key, envelope)
+            Err(Failure::Duplicate) => self
+                .replay(&key, &envelope)
                 .await?
-                .ok_or_else(|| internal("idempotency key reported taken but not found")),
-            // The same intent, decided the same, under another key: its
-            // receipt already exists.
-            Err(Failure::DuplicateReceipt(id)) => match self
-                .ledger
-                .line_by_receipt_id(&id)
-                .await
-                .map_err(internal)?
-            {
-                Some(line) => replayed_line(line),
-                None => Err(internal("receipt reported present but not found")),
-            },
+                .ok_or_else(|| internal("intent reported decided but its entry is not found")),
         }
     }
 
@@ -237,35 +277,6 @@ impl<L: Ledger> Gateway<L> {
         let decision =
             decide_authenticated(bundle, envelope, &view.snapshot).map_err(IntentError::Shape)?;
         self.metrics.decide.observe(t.elapsed().as_secs_f64());
-        let http = bundle
-            .action(&intent.action)
-            .is_some_and(|a| a.target == Target::Http);
-        let outcome = match (decision.verdict, http) {
-            (Verdict::Pass, true) => {
-                let Some(url) = self.upstreams.urls.get(&intent.action) else {
-                    return Err(internal(format!(
-                        "no upstream is configured for {}",
-                        intent.action
-                    ))
-                    .into());
-                };
-                // Durably, before any effect outside the ledger.
-                self.ledger
-                    .reserve(key, &canonical(&envelope.value))
-                    .await
-                    .map_err(internal)?;
-                commit::http(
-                    url,
-                    self.upstreams.timeout,
-                    bundle.version_string(),
-                    key,
-                    envelope,
-                )
-                .await
-            }
-            _ => commit::local_outcome(&decision),
-        };
-        let t = std::time::Instant::now();
         let inputs = tollgate_protocol::Inputs {
             delegations: chain_hashes(view, &intent.delegation),
             resource: view
@@ -276,29 +287,58 @@ impl<L: Ledger> Gateway<L> {
                 .unwrap_or_else(Object::new),
             spent: Vec::new(),
         };
-        let receipt = Receipt::decision(
+        let mut receipt = Receipt::decision(
             intent.issued_at.clone(),
             bundle.version_string(),
             envelope.value.clone(),
             decision.to_value(),
-            outcome,
+            commit::local_outcome(&decision),
             inputs,
         )
-        .map_err(internal)?
-        .seal();
-        let signature = self.signer.sign_now(Domain::Receipt, &receipt);
-        let appended = self.ledger.append(receipt, signature, Some(key)).await;
+        .map_err(internal)?;
+        let http = bundle
+            .action(&intent.action)
+            .is_some_and(|a| a.target == Target::Http);
+        if decision.verdict == Verdict::Pass && http {
+            let Some(url) = self.upstreams.urls.get(&intent.action) else {
+                return Err(
+                    internal(format!("no upstream is configured for {}", intent.action)).into(),
+                );
+            };
+            // Durably, before any effect outside the ledger: the decision
+            // itself, so that recovery records it and never decides again.
+            self.ledger
+                .reserve(key, &draft_bytes(&receipt.seal()))
+                .await
+                .map_err(internal)?;
+            receipt.outcome = commit::http(
+                url,
+                self.upstreams.timeout,
+                bundle.version_string(),
+                key,
+                envelope,
+            )
+            .await
+            .outcome;
+        }
+        let t = std::time::Instant::now();
+        let sealed = receipt.seal();
+        let signature = self.signer.sign_now(Domain::Receipt, &sealed);
+        let appended = self.ledger.append(sealed, signature, Some(key)).await;
         self.metrics.append.observe(t.elapsed().as_secs_f64());
         match appended {
             Ok(e) => Ok((decision, e)),
-            Err(tollgate_ledger::Error::DuplicateKey(_)) => Err(Failure::DuplicateKey),
-            Err(tollgate_ledger::Error::DuplicateReceipt(id)) => Err(Failure::DuplicateReceipt(id)),
+            Err(
+                tollgate_ledger::Error::DuplicateKey(_)
+                | tollgate_ledger::Error::DuplicateReceipt(_),
+            ) => Err(Failure::Duplicate),
             Err(e) => Err(internal(e).into()),
         }
     }
 
-    /// The stored answer for `key`, if there is one: the same entry for
-    /// the same intent, a conflict for another.
+    /// The stored answer for the identity `key`, if there is one: the same
+    /// entry for the same payload (whatever its signature's encoding), a
+    /// conflict for another.
     async fn replay(
         &self,
         key: &str,
@@ -313,37 +353,136 @@ impl<L: Ledger> Gateway<L> {
             return Ok(None);
         };
         let stored = parse(&line).map_err(internal)?;
-        let same = stored
-            .as_object()
-            .and_then(|e| e.get("receipt"))
-            .and_then(Value::as_object)
-            .and_then(|r| r.get("subject"))
-            .is_some_and(|s| canonical(s) == canonical(&envelope.value));
+        let same = member(&stored, &["receipt", "subject", "payload"])
+            .is_some_and(|p| canonical(p) == canonical(envelope.payload()));
         if !same {
-            return Err(IntentError::IdempotencyConflict(key.to_owned()));
+            return Err(IntentError::IdempotencyConflict(
+                envelope.intent.intent_id.clone(),
+            ));
         }
-        replayed_line(line).map(Some)
+        let receipt_id = member(&stored, &["receipt"])
+            .map(receipt_id_of)
+            .unwrap_or_default();
+        Ok(Some(Submitted {
+            line,
+            receipt_id,
+            verdict: None,
+            replayed: true,
+        }))
     }
 
-    /// Finishes what a crash interrupted: every reservation without its
-    /// entry is decided and committed again, with the same idempotency
-    /// key, so the upstream sees a retry, never a new request. Returns how
-    /// many.
-    pub async fn recover(&self) -> Result<usize, StartError> {
+    /// Finishes what a crash interrupted. For each reservation without its
+    /// entry, the stored decision's intent is sent to its upstream again
+    /// with the same idempotency key (the upstream sees a retry, never a
+    /// new request), and the receipt of that decision with the upstream's
+    /// answer is appended. Orphans (their entry exists) are cleared. One
+    /// that cannot be finished (no answer, no upstream configured, no
+    /// decision stored) stays, is reported, and is tried again later.
+    pub async fn recover(&self) -> Result<Recovery, StartError> {
         let pending = self.ledger.pending().await?;
-        let view = self.view();
-        for (key, body) in &pending {
-            let envelope = parse(body)
-                .map_err(|e| e.to_string())
-                .and_then(|v| IntentEnvelope::from_value(v).map_err(|e| e.to_string()))
-                .map_err(|e| StartError::Recovery(format!("pending {key}: {e}")))?;
-            match self.decide_and_commit(&view, &envelope, key).await {
-                Ok(_) | Err(Failure::DuplicateKey | Failure::DuplicateReceipt(_)) => {}
-                Err(Failure::Refused(e)) => {
-                    return Err(StartError::Recovery(format!("pending {key}: {e}")));
+        let mut report = Recovery::default();
+        for (key, body) in pending {
+            if self.ledger.line_by_idempotency_key(&key).await?.is_some() {
+                self.ledger.release(&key).await?;
+                report.released += 1;
+                continue;
+            }
+            match self.finish(&key, &body).await {
+                Ok(true) => report.finished += 1,
+                Ok(false) => {
+                    self.ledger.release(&key).await?;
+                    report.released += 1;
                 }
+                Err(reason) => report.unfinished.push(Unfinished { key, reason }),
             }
         }
-        Ok(pending.len())
+        self.metrics.unfinished(report.unfinished.len());
+        if let Ok(mut u) = self.unfinished.lock() {
+            u.clone_from(&report.unfinished);
+        }
+        Ok(report)
+    }
+
+    /// Finishes one reservation; `Ok(false)` if its entry turned out to
+    /// exist already.
+    async fn finish(&self, key: &str, body: &[u8]) -> Result<bool, String> {
+        let draft = parse(body).map_err(|e| format!("the stored decision is unreadable: {e}"))?;
+        let Value::Object(mut draft) = draft else {
+            return Err("the stored decision is not an object".into());
+        };
+        if draft.get("decision").is_none() {
+            return Err(
+                "the reservation holds no decision (written by an older version); finish it by hand"
+                    .into(),
+            );
+        }
+        let subject = draft
+            .get("subject")
+            .cloned()
+            .ok_or("the stored decision has no subject")?;
+        let envelope = IntentEnvelope::from_value(subject)
+            .map_err(|e| format!("the stored intent is unreadable: {e}"))?;
+        let policy = draft
+            .get("policy_version")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let url = self
+            .upstreams
+            .urls
+            .get(&envelope.intent.action)
+            .ok_or_else(|| {
+                format!(
+                    "no upstream is configured for {}: give it with --upstream",
+                    envelope.intent.action
+                )
+            })?;
+        let call = commit::http(url, self.upstreams.timeout, policy, key, &envelope).await;
+        if !call.answered {
+            let why = call
+                .outcome
+                .details
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("no answer")
+                .to_owned();
+            return Err(format!("the upstream did not answer the retry: {why}"));
+        }
+        draft.insert("outcome", call.outcome.to_value());
+        let sealed = Value::Object(seal_receipt(draft));
+        let signature = self.signer.sign_now(Domain::Receipt, &sealed);
+        match self.ledger.append(sealed, signature, Some(key)).await {
+            Ok(_) => Ok(true),
+            Err(
+                tollgate_ledger::Error::DuplicateKey(_)
+                | tollgate_ledger::Error::DuplicateReceipt(_),
+            ) => Ok(false),
+            Err(e) => Err(format!("the receipt could not be appended: {e}")),
+        }
+    }
+
+    /// Reservations that could not be finished, as last reported.
+    pub fn unfinished(&self) -> Vec<Unfinished> {
+        self.unfinished
+            .lock()
+            .map(|u| u.clone())
+            .unwrap_or_default()
+    }
+
+    /// Retries unfinished reservations every `every`, for as long as the
+    /// gateway lives.
+    pub fn spawn_recovery(self: &Arc<Self>, every: std::time::Duration) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(gateway) = weak.upgrade() else {
+                    return;
+                };
+                if !gateway.unfinished().is_empty() {
+                    let _ = gateway.recover().await;
+                }
+            }
+        });
     }
 }

@@ -32,7 +32,7 @@ use tollgate_signer::Ed25519Signer;
 use crate::observe::Metrics;
 
 pub use error::{AuthFailure, IntentError, RegistryError, StartError};
-pub use intents::Submitted;
+pub use intents::{Recovery, Submitted, Unfinished, identity};
 pub use registry::{Changed, DelegationInfo, PolicyList};
 
 /// Limits of the intent flow.
@@ -138,6 +138,8 @@ pub struct Gateway<L: Ledger> {
     registry_lock: tokio::sync::Mutex<()>,
     /// Idempotency keys being decided right now.
     pub(crate) in_flight: Mutex<BTreeSet<String>>,
+    /// Reservations the last recovery could not finish.
+    unfinished: Mutex<Vec<Unfinished>>,
     metrics: Metrics,
 }
 
@@ -147,7 +149,9 @@ impl<L: Ledger> Gateway<L> {
     /// registry receipts, all in one transaction; otherwise it is never
     /// called, and nothing outside the ledger is read. With `policy`, that
     /// bundle is published (if new) and activated unless it is active
-    /// already. Then reservations left by a crash are finished.
+    /// already. Then reservations left by a crash are finished; one that
+    /// cannot be is reported ([`Gateway::unfinished`]) and never stops the
+    /// start.
     pub async fn open(
         parts: Parts<L>,
         seed: impl FnOnce() -> Result<Seed, String>,
@@ -172,6 +176,7 @@ impl<L: Ledger> Gateway<L> {
             view: RwLock::new(Arc::new(view)),
             registry_lock: tokio::sync::Mutex::new(()),
             in_flight: Mutex::new(BTreeSet::new()),
+            unfinished: Mutex::new(Vec::new()),
             metrics: Metrics::default(),
         };
         if let Some(files) = policy {

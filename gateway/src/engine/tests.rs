@@ -118,6 +118,10 @@ impl Ledger for Faulty {
         self.write_check()?;
         self.inner.reserve(key, body).await
     }
+    async fn release(&self, key: &str) -> Result<(), LedgerError> {
+        self.write_check()?;
+        self.inner.release(key).await
+    }
     async fn pending(&self) -> Result<Vec<(String, Vec<u8>)>, LedgerError> {
         self.read_check()?;
         self.inner.pending().await
@@ -135,7 +139,7 @@ pub(crate) struct World {
     pub(crate) clock: Arc<FakeClock>,
     pub(crate) issuer: Ed25519Signer,
     pub(crate) agent: Ed25519Signer,
-    pub(crate) gateway: Gateway<Faulty>,
+    pub(crate) gateway: Arc<Gateway<Faulty>>,
 }
 
 pub(crate) fn token(issuer: &Ed25519Signer, agent: &Ed25519Signer, id: &str) -> Value {
@@ -235,7 +239,7 @@ pub(crate) async fn world_with(edit: impl FnOnce(&mut Seed)) -> World {
         clock,
         issuer,
         agent,
-        gateway,
+        gateway: Arc::new(gateway),
     }
 }
 
@@ -317,7 +321,7 @@ async fn decisions_carry_their_inputs_and_registry_receipts_the_fake_clock() {
     let w = world().await;
     let s = w
         .gateway
-        .submit(&intent(&w.agent, "i-1", "order:o-1", 2500, T0), None)
+        .submit(intent(&w.agent, "i-1", "order:o-1", 2500, T0), None)
         .await
         .unwrap();
     assert_eq!(s.verdict, Some(Verdict::Pass));
@@ -368,7 +372,7 @@ async fn the_skew_check_reads_the_injected_clock() {
     w.clock.set("2026-11-22T11:00:00Z");
     let err = w
         .gateway
-        .submit(&intent(&w.agent, "i-1", "order:o-1", 2500, T0), None)
+        .submit(intent(&w.agent, "i-1", "order:o-1", 2500, T0), None)
         .await
         .unwrap_err();
     assert!(
@@ -378,7 +382,7 @@ async fn the_skew_check_reads_the_injected_clock() {
     w.clock.set("2026-11-22T10:04:00Z");
     assert!(
         w.gateway
-            .submit(&intent(&w.agent, "i-1", "order:o-1", 2500, T0), None)
+            .submit(intent(&w.agent, "i-1", "order:o-1", 2500, T0), None)
             .await
             .is_ok()
     );
@@ -392,7 +396,7 @@ async fn a_storage_error_at_any_step_appends_nothing_and_never_passes() {
     // The append of a decision.
     let err = w
         .gateway
-        .submit(&intent(&w.agent, "i-1", "order:o-1", 2500, T0), None)
+        .submit(intent(&w.agent, "i-1", "order:o-1", 2500, T0), None)
         .await
         .unwrap_err();
     assert!(matches!(err, IntentError::Internal(_)), "{err}");
@@ -431,12 +435,12 @@ async fn a_storage_error_at_any_step_appends_nothing_and_never_passes() {
     w.ledger.fail_reads.store(true, Ordering::SeqCst);
     let dup = intent(&w.agent, "i-2", "order:o-1", 2500, T0);
     w.ledger.fail_reads.store(false, Ordering::SeqCst);
-    w.gateway.submit(&dup, None).await.unwrap();
+    w.gateway.submit(dup.clone(), None).await.unwrap();
     let n = head(&w).await;
-    // The same intent under another key: its receipt exists, and reading it
-    // fails: the caller gets an error, and nothing new is written.
+    // The same intent again: its entry exists, and reading it fails: the
+    // caller gets an error, and nothing new is written.
     w.ledger.fail_reads.store(true, Ordering::SeqCst);
-    let err = w.gateway.submit(&dup, Some("other")).await.unwrap_err();
+    let err = w.gateway.submit(dup, None).await.unwrap_err();
     assert!(matches!(err, IntentError::Internal(_)), "{err}");
     w.ledger.fail_reads.store(false, Ordering::SeqCst);
     assert_eq!(head(&w).await, n);
@@ -500,11 +504,12 @@ async fn an_http_target_is_never_called_when_the_ledger_cannot_reserve_or_read()
     let mut upstreams = Upstreams::default();
     upstreams.urls.insert("orders.refund".into(), url);
     let (ledger, gateway) = open_with(&dir, FakeClock::at(T0), seed, upstreams).await;
+    let gateway = Arc::new(gateway);
     let before = ledger.inner.head().await.unwrap().seq;
     for (fail, id) in [(&ledger.fail_writes, "i-1"), (&ledger.fail_reads, "i-2")] {
         fail.store(true, Ordering::SeqCst);
         let err = gateway
-            .submit(&intent(&agent, id, "order:o-1", 2500, T0), None)
+            .submit(intent(&agent, id, "order:o-1", 2500, T0), None)
             .await
             .unwrap_err();
         fail.store(false, Ordering::SeqCst);
@@ -520,4 +525,65 @@ async fn an_http_target_is_never_called_when_the_ledger_cannot_reserve_or_read()
         "nothing reserved"
     );
     assert!(listener.accept().is_err(), "the upstream was never called");
+}
+
+#[tokio::test]
+async fn recovery_clears_orphans_and_reports_what_it_cannot_finish_without_stopping() {
+    let w = world().await;
+    // An orphan: the entry of its key is in the ledger already.
+    let s = w
+        .gateway
+        .submit(intent(&w.agent, "i-1", "order:o-1", 2500, T0), None)
+        .await
+        .unwrap();
+    assert!(!s.replayed);
+    let decided = identity("agent-1", "i-1");
+    w.ledger.inner.reserve(&decided, b"{}").await.unwrap();
+    // One left by an older version: an envelope, no decision.
+    w.ledger
+        .inner
+        .reserve("agent-1/old", b"{\"payload\":{},\"signature\":{}}")
+        .await
+        .unwrap();
+    // One whose action has no upstream configured any more.
+    let mut draft = Object::new();
+    draft.insert("decision", Object::new().into());
+    draft.insert(
+        "subject",
+        intent(&w.agent, "i-2", "order:o-1", 2500, T0).value,
+    );
+    w.ledger
+        .inner
+        .reserve(
+            "agent-1/i-2",
+            &tollgate_protocol::canonical(&Value::Object(draft)),
+        )
+        .await
+        .unwrap();
+    let before = head(&w).await;
+    let report = w.gateway.recover().await.unwrap();
+    assert_eq!((report.finished, report.released), (0, 1));
+    let keys: Vec<&str> = report.unfinished.iter().map(|u| u.key.as_str()).collect();
+    assert_eq!(keys, ["agent-1/i-2", "agent-1/old"]);
+    assert!(report.unfinished[0].reason.contains("no upstream"));
+    assert!(report.unfinished[1].reason.contains("no decision"));
+    assert_eq!(w.gateway.unfinished(), report.unfinished);
+    assert_eq!(head(&w).await, before, "nothing appended, nothing decided");
+    let pending: Vec<String> = w
+        .ledger
+        .inner
+        .pending()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.0)
+        .collect();
+    assert_eq!(
+        pending,
+        ["agent-1/i-2", "agent-1/old"],
+        "the orphan is gone"
+    );
+    // And a gateway opened on this ledger starts all the same.
+    let (_, again) = open_in(&w._dir, w.clock.clone(), Seed::default()).await;
+    assert_eq!(again.unfinished().len(), 2);
 }

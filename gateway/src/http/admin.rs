@@ -63,6 +63,32 @@ pub(super) fn router<L: Ledger>() -> Router<Arc<App<L>>> {
         .route("/v1/admin/policies", post(publish::<L>).get(policies::<L>))
         .route("/v1/admin/policies/activate", post(activate::<L>))
         .route("/v1/admin/policies/rollback", post(rollback::<L>))
+        .route(
+            "/v1/admin/reservations",
+            axum::routing::get(reservations::<L>),
+        )
+}
+
+/// `GET /v1/admin/reservations`: upstream commits a crash left that
+/// recovery could not finish, and why.
+async fn reservations<L: Ledger>(
+    _: AdminAuth,
+    State(app): State<Arc<App<L>>>,
+) -> Result<Response, ApiError> {
+    let items = app
+        .gateway
+        .unfinished()
+        .into_iter()
+        .map(|u| {
+            let mut o = Object::new();
+            o.insert("key", u.key.into());
+            o.insert("reason", u.reason.into());
+            Value::Object(o)
+        })
+        .collect();
+    let mut o = Object::new();
+    o.insert("unfinished", Value::Array(items));
+    Ok(object(StatusCode::OK, o))
 }
 
 fn status(changed: Changed, created: StatusCode) -> StatusCode {

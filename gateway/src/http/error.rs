@@ -31,6 +31,10 @@ pub const PROBLEM_TYPES: &[(&str, &str)] = &[
     ("wrong-agent", "Delegation is for another agent"),
     ("untrusted-delegation", "Delegation not trusted"),
     ("invalid-idempotency-key", "Invalid Idempotency-Key"),
+    (
+        "idempotency-key-mismatch",
+        "Idempotency-Key is not the intent id",
+    ),
     ("in-flight", "Request in flight"),
     ("idempotency-conflict", "Idempotency key reused"),
     ("unknown-action", "Unknown action"),
@@ -155,6 +159,9 @@ impl ApiError {
                 }
                 IntentError::InvalidIdempotencyKey => {
                     (S::BAD_REQUEST, "invalid-idempotency-key", None)
+                }
+                IntentError::IdempotencyKeyMismatch { .. } => {
+                    (S::UNPROCESSABLE_ENTITY, "idempotency-key-mismatch", None)
                 }
                 IntentError::InFlight(_) => (S::CONFLICT, "in-flight", None),
                 IntentError::IdempotencyConflict(_) => (S::CONFLICT, "idempotency-conflict", None),

@@ -31,7 +31,7 @@ pub use middleware::LogFields;
 /// What the HTTP layer holds: the engine and its own settings.
 pub struct App<L: Ledger> {
     /// The engine.
-    pub gateway: Gateway<L>,
+    pub gateway: Arc<Gateway<L>>,
     /// The registry API's bearer token; `None` disables the API.
     pub admin_token: Option<String>,
     /// Largest intent body, bytes.
@@ -117,7 +117,7 @@ async fn post_intent<L: Ledger>(
                 .map_err(|_| ApiError::Intent(crate::engine::IntentError::InvalidIdempotencyKey))?,
         ),
     };
-    let answer = match app.gateway.submit(&envelope, key).await {
+    let answer = match app.gateway.submit(envelope, key).await {
         Ok(s) => s,
         Err(e) => {
             let mut r = ApiError::from(e).into_response();

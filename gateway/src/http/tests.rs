@@ -218,9 +218,14 @@ async fn every_api_error_is_reached_by_a_request() {
     // (valid: the token is valid from 2020.)
     assert_eq!(h.intent(early, None).await.status, 200);
     expect(
-        &h.intent(h.signed(|_| {}), Some(&"k".repeat(300))).await,
+        &h.intent(h.signed(|_| {}), Some("\u{e9}")).await,
         400,
         "invalid-idempotency-key",
+    );
+    expect(
+        &h.intent(h.signed(|_| {}), Some("another-key")).await,
+        422,
+        "idempotency-key-mismatch",
     );
     let bad_key = h
         .call(
@@ -233,14 +238,14 @@ async fn every_api_error_is_reached_by_a_request() {
             h.signed(|_| {}),
         )
         .await;
-    expect(&bad_key, 400, "invalid-idempotency-key");
+    expect(&bad_key, 422, "idempotency-key-mismatch");
     // In flight: the key is being decided by someone else.
     h.app
         .gateway
         .in_flight
         .lock()
         .unwrap()
-        .insert("agent-1:i-9".into());
+        .insert(crate::engine::identity("agent-1", "i-9"));
     let busy = h
         .intent(
             h.signed(|p| {
@@ -252,16 +257,24 @@ async fn every_api_error_is_reached_by_a_request() {
     expect(&busy, 409, "in-flight");
     assert_eq!(busy.headers.get("retry-after").unwrap(), "1");
     h.app.gateway.in_flight.lock().unwrap().clear();
-    let first = h.intent(h.signed(|_| {}), Some("k-1")).await;
+    let first = h
+        .intent(
+            h.signed(|p| {
+                p.insert("intent_id", "i-10".into());
+            }),
+            Some("i-10"),
+        )
+        .await;
     assert_eq!(first.status, 200);
+    // The same intent id with another payload: decided once, ever.
     let other = h.signed(|p| {
-        p.insert("intent_id", "i-2".into());
+        p.insert("intent_id", "i-10".into());
+        p.insert(
+            "params",
+            params(r#"{"amount_minor":2600,"currency":"EUR"}"#),
+        );
     });
-    expect(
-        &h.intent(other, Some("k-1")).await,
-        409,
-        "idempotency-conflict",
-    );
+    expect(&h.intent(other, None).await, 409, "idempotency-conflict");
     let action = h.signed(|p| {
         p.insert("action", "orders.cancel".into());
     });
