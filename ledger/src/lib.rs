@@ -193,6 +193,22 @@ impl RegistryChange {
     }
 }
 
+/// An amount committed against one delegation's budget in one window,
+/// written with the decision entry that committed it, in its transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spend {
+    /// The delegation token id.
+    pub delegation: String,
+    /// ISO-4217 currency.
+    pub currency: String,
+    /// Start of the window, seconds since the epoch.
+    pub window_start: i64,
+    /// Length of the window, seconds.
+    pub window_seconds: i64,
+    /// Minor units.
+    pub amount_minor: i64,
+}
+
 /// A signed `registry` receipt and the change it records.
 #[derive(Clone, Debug)]
 pub struct RegistryAppend {
@@ -257,6 +273,20 @@ pub trait Ledger: Send + Sync + 'static {
         signature: Signature,
         idempotency_key: Option<&str>,
     ) -> impl Future<Output = Result<LedgerEntry, Error>> + Send;
+
+    /// [`Ledger::append`], recording `spend` against budgets in the same
+    /// transaction as the entry: both are durable, or neither.
+    fn append_spending(
+        &self,
+        receipt: Value,
+        signature: Signature,
+        idempotency_key: Option<&str>,
+        spend: Vec<Spend>,
+    ) -> impl Future<Output = Result<LedgerEntry, Error>> + Send;
+
+    /// Amounts committed per delegation, currency and window, summed, for
+    /// every window that has not ended at `now` (seconds since the epoch).
+    fn spending(&self, now: i64) -> impl Future<Output = Result<Vec<Spend>, Error>> + Send;
 
     /// The stored line (canonical entry bytes) appended with this
     /// idempotency key.

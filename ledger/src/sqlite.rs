@@ -31,7 +31,7 @@ use tollgate_protocol::{
 };
 
 use crate::{
-    CheckReport, Clock, Error, Head, Ledger, RegistryAppend, RegistryChange, RegistryState,
+    CheckReport, Clock, Error, Head, Ledger, RegistryAppend, RegistryChange, RegistryState, Spend,
     SystemClock,
 };
 
@@ -73,6 +73,19 @@ const SCHEMA: &[&str] = &[
         seq INTEGER PRIMARY KEY NOT NULL, change TEXT NOT NULL, version TEXT NOT NULL
             REFERENCES reg_policies (version)
     ) STRICT",
+    "CREATE TABLE IF NOT EXISTS spend (
+        seq INTEGER NOT NULL REFERENCES entries (seq),
+        delegation TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        window_start INTEGER NOT NULL,
+        window_seconds INTEGER NOT NULL CHECK (window_seconds > 0),
+        amount_minor INTEGER NOT NULL CHECK (amount_minor >= 0)
+    ) STRICT",
+    "CREATE INDEX IF NOT EXISTS spend_window ON spend (window_start, delegation, currency)",
+    "CREATE TRIGGER IF NOT EXISTS spend_update BEFORE UPDATE ON spend
+        BEGIN SELECT RAISE(ABORT, 'spending rows are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS spend_delete BEFORE DELETE ON spend
+        BEGIN SELECT RAISE(ABORT, 'spending rows are append-only'); END",
     "CREATE TRIGGER IF NOT EXISTS reg_delegation_not_revoked BEFORE INSERT ON reg_delegations
         WHEN EXISTS (SELECT 1 FROM reg_delegation_revocations WHERE id = NEW.id)
         BEGIN SELECT RAISE(ABORT, 'registry conflict: delegation was revoked'); END",
@@ -166,6 +179,7 @@ struct AppendRequest {
     signature: Signature,
     receipt_id: String,
     idempotency_key: Option<String>,
+    spend: Vec<Spend>,
     reply: oneshot::Sender<Result<LedgerEntry, Error>>,
 }
 
@@ -397,6 +411,17 @@ impl Ledger for SqliteLedger {
         signature: Signature,
         idempotency_key: Option<&str>,
     ) -> Result<LedgerEntry, Error> {
+        self.append_spending(receipt, signature, idempotency_key, Vec::new())
+            .await
+    }
+
+    async fn append_spending(
+        &self,
+        receipt: Value,
+        signature: Signature,
+        idempotency_key: Option<&str>,
+        spend: Vec<Spend>,
+    ) -> Result<LedgerEntry, Error> {
         let info = check_receipt(&receipt, "").map_err(|e| Error::NotAReceipt(e.to_string()))?;
         let (reply, answer) = oneshot::channel();
         self.inner
@@ -406,11 +431,35 @@ impl Ledger for SqliteLedger {
                 signature,
                 receipt_id: info.receipt_id,
                 idempotency_key: idempotency_key.map(str::to_owned),
+                spend,
                 reply,
             }))
             .await
             .map_err(|_| Error::Closed)?;
         answer.await.map_err(|_| Error::Closed)?
+    }
+
+    async fn spending(&self, now: i64) -> Result<Vec<Spend>, Error> {
+        let rows = sqlx::query(
+            "SELECT delegation, currency, window_start, window_seconds, SUM(amount_minor)
+             FROM spend WHERE window_start + window_seconds > ?
+             GROUP BY delegation, currency, window_start, window_seconds
+             ORDER BY delegation, currency, window_start",
+        )
+        .bind(now)
+        .fetch_all(&self.inner.readers)
+        .await
+        .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| Spend {
+                delegation: r.get(0),
+                currency: r.get(1),
+                window_start: r.get(2),
+                window_seconds: r.get(3),
+                amount_minor: r.get(4),
+            })
+            .collect())
     }
 
     async fn get(&self, seq: u64) -> Result<Option<LedgerEntry>, Error> {
@@ -989,6 +1038,24 @@ impl Writer {
                 });
             }
             done += n;
+        }
+        // Spending against budgets, with the entries that committed it.
+        for (req, entry) in batch.iter().zip(&entries) {
+            for sp in &req.spend {
+                sqlx::query(
+                    "INSERT INTO spend (seq, delegation, currency, window_start, window_seconds, amount_minor)
+                     VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(entry.seq as i64)
+                .bind(&sp.delegation)
+                .bind(&sp.currency)
+                .bind(sp.window_start)
+                .bind(sp.window_seconds)
+                .bind(sp.amount_minor)
+                .execute(&mut self.conn)
+                .await
+                .map_err(db)?;
+            }
         }
         // Clear the reservations this group fulfils (few: only keys that
         // were reserved).

@@ -255,25 +255,54 @@ pub fn decide_authenticated(
     decide_inner(bundle, envelope, snapshot, false)
 }
 
+/// [`decide_authenticated`] with the amounts already spent per budget
+/// given apart from the snapshot's registry: what the gateway read from its
+/// ledger for this decision (PROTOCOL §4.2 `inputs.spent`).
+pub fn decide_with_spent(
+    bundle: &Bundle,
+    envelope: &IntentEnvelope,
+    snapshot: &Snapshot,
+    spent: &delegation::Spent,
+) -> Result<Decision, ShapeError> {
+    decide_spent(bundle, envelope, snapshot, false, spent)
+}
+
 fn decide_inner(
     bundle: &Bundle,
     envelope: &IntentEnvelope,
     snapshot: &Snapshot,
     verify_signature: bool,
 ) -> Result<Decision, ShapeError> {
+    decide_spent(
+        bundle,
+        envelope,
+        snapshot,
+        verify_signature,
+        &snapshot.registry.spent,
+    )
+}
+
+fn decide_spent(
+    bundle: &Bundle,
+    envelope: &IntentEnvelope,
+    snapshot: &Snapshot,
+    verify_signature: bool,
+    spent: &delegation::Spent,
+) -> Result<Decision, ShapeError> {
     let contract = shape(bundle, envelope)?;
     let i = &envelope.intent;
     let signed = verify_signature.then(|| (envelope.payload(), &envelope.signature));
-    let (bounds, refusal) = match delegation::check_chain(i, signed, &snapshot.registry) {
-        Ok(b) => (b, None),
-        Err(r) => (
-            Bounds {
-                id: i.delegation.clone(),
-                ..Bounds::default()
-            },
-            Some(r.into_rule()),
-        ),
-    };
+    let (bounds, refusal) =
+        match delegation::check_chain_spent(i, signed, &snapshot.registry, spent) {
+            Ok(b) => (b, None),
+            Err(r) => (
+                Bounds {
+                    id: i.delegation.clone(),
+                    ..Bounds::default()
+                },
+                Some(r.into_rule()),
+            ),
+        };
     let view = IntentView {
         intent_id: &i.intent_id,
         agent: &i.agent,

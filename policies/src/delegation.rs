@@ -364,6 +364,14 @@ impl Token {
                 ));
             }
         }
+        if let Some(theirs) = parent.window_seconds.filter(|_| !parent.budget.is_empty())
+            && self.window_seconds.is_none_or(|mine| mine < theirs)
+        {
+            return Some(format!(
+                "budget window of {} s is shorter than the parent's {theirs} s",
+                self.window_seconds.unwrap_or(0)
+            ));
+        }
         if self.not_before < parent.not_before || self.expires_at > parent.expires_at {
             return Some("validity window is not within the parent's".into());
         }
@@ -600,6 +608,10 @@ pub fn check(
     check_chain(intent, Some((payload, intent_signature)), registry)
 }
 
+/// Amounts already committed in the current window, by token id and
+/// currency.
+pub type Spent = BTreeMap<String, BTreeMap<String, i64>>;
+
 /// [`check`], with the intent's signature checked only when `signed` is
 /// given. Without it, the caller must have authenticated the intent with
 /// the delegation's agent key already.
@@ -607,6 +619,17 @@ pub fn check_chain(
     intent: &tollgate_protocol::Intent,
     signed: Option<(&Value, &Signature)>,
     registry: &Registry,
+) -> Result<Bounds, Refusal> {
+    check_chain_spent(intent, signed, registry, &registry.spent)
+}
+
+/// [`check_chain`] with the amounts already spent given apart from the
+/// registry (the gateway reads them from its ledger for each decision).
+pub fn check_chain_spent(
+    intent: &tollgate_protocol::Intent,
+    signed: Option<(&Value, &Signature)>,
+    registry: &Registry,
+    spent: &Spent,
 ) -> Result<Bounds, Refusal> {
     // The chain, leaf first.
     let mut chain: Vec<&Token> = Vec::new();
@@ -765,8 +788,7 @@ pub fn check_chain(
             *e = (*e).min(*limit);
         }
         for (cur, limit) in &t.budget {
-            let spent = registry
-                .spent
+            let spent = spent
                 .get(&t.id)
                 .and_then(|m| m.get(cur))
                 .copied()

@@ -15,16 +15,16 @@
 
 use std::sync::Arc;
 
-use tollgate_ledger::Ledger;
-use tollgate_pipeline::{Decision, decide_authenticated};
-use tollgate_policies::delegation::{self, Refusal};
+use tollgate_ledger::{Ledger, Spend};
+use tollgate_pipeline::{Decision, decide_authenticated, decide_with_spent};
+use tollgate_policies::delegation::{self, Refusal, Token};
 use tollgate_policies::{Bundle, Target};
 use tollgate_protocol::{
-    Domain, HashValue, IntentEnvelope, LedgerEntry, Object, Receipt, Value, Verdict, canonical,
-    parse, seal_receipt,
+    Domain, HashValue, IntentEnvelope, LedgerEntry, Object, Receipt, Status, Value, Verdict,
+    canonical, parse, seal_receipt,
 };
 
-use super::{AuthFailure, Gateway, IntentError, StartError, View, commit};
+use super::{AuthFailure, Gateway, IntentError, StartError, View, budget, commit};
 
 /// An intent's answer: its ledger entry.
 #[derive(Clone, Debug)]
@@ -141,33 +141,82 @@ fn member<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
     path.iter().try_fold(v, |v, k| v.as_object()?.get(k))
 }
 
-/// The hashes of the delegation chain's token envelopes, root first.
-fn chain_hashes(view: &View, leaf: &str) -> Vec<HashValue> {
+/// The delegation chain's tokens, leaf first (as far as it is registered).
+fn chain<'a>(view: &'a View, leaf: &str) -> Vec<&'a Token> {
     let tokens = &view.snapshot.registry.tokens;
-    let mut hashes = Vec::new();
-    let mut next = Some(leaf.to_owned());
+    let mut out: Vec<&Token> = Vec::new();
+    let mut next = Some(leaf);
     while let Some(id) = next {
-        if hashes.len() > delegation::MAX_CHAIN {
+        if out.len() > delegation::MAX_CHAIN || out.iter().any(|t| t.id == id) {
             break;
         }
-        let Some(h) = view.token_hashes.get(&id) else {
+        let Some(t) = tokens.get(id) else {
             break;
         };
-        hashes.push(*h);
-        next = tokens.get(&id).and_then(|t| t.parent.clone());
+        out.push(t);
+        next = t.parent.as_deref();
     }
-    hashes.reverse();
-    hashes
+    out
+}
+
+/// The hashes of the chain's token envelopes, root first.
+fn chain_hashes(view: &View, chain: &[&Token]) -> Vec<HashValue> {
+    chain
+        .iter()
+        .rev()
+        .filter_map(|t| view.token_hashes.get(&t.id).copied())
+        .collect()
 }
 
 /// What a reservation keeps: the decision receipt without its outcome
-/// (and so without its id), canonical. Recovery adds the upstream's real
-/// outcome and seals it; it never decides again.
-fn draft_bytes(sealed: &Value) -> Vec<u8> {
-    let mut o = sealed.as_object().cloned().unwrap_or_default();
-    o.remove("outcome");
-    o.remove("receipt_id");
+/// (and so without its id), and the budget charges it will commit,
+/// canonical. Recovery adds the upstream's real outcome and seals it; it
+/// never decides again.
+fn reservation_bytes(sealed: &Value, charges: &[Spend]) -> Vec<u8> {
+    let mut draft = sealed.as_object().cloned().unwrap_or_default();
+    draft.remove("outcome");
+    draft.remove("receipt_id");
+    let mut o = Object::new();
+    o.insert("draft", Value::Object(draft));
+    o.insert("charges", budget::charges_value(charges));
     canonical(&Value::Object(o))
+}
+
+/// Charges reserved against budgets, released when dropped unless
+/// committed.
+struct Held<'a> {
+    budgets: &'a std::sync::Mutex<budget::Budgets>,
+    charges: Vec<Spend>,
+    committed: bool,
+}
+
+impl Held<'_> {
+    fn commit(mut self) {
+        if let Ok(mut b) = self.budgets.lock() {
+            b.commit(&self.charges);
+        }
+        self.committed = true;
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if !self.committed
+            && let Ok(mut b) = self.budgets.lock()
+        {
+            b.release(&self.charges);
+        }
+    }
+}
+
+/// The amount and currency of an intent whose action moves money.
+fn amount_of(bundle: &Bundle, envelope: &IntentEnvelope) -> Option<(i64, String)> {
+    let (amount, currency) = bundle.action(&envelope.intent.action)?.amount.as_ref()?;
+    let params = &envelope.intent.params;
+    Some((
+        params.get(amount)?.as_safe_integer()?,
+        params.get(currency)?.as_str()?.to_owned(),
+    ))
 }
 
 impl<L: Ledger> Gateway<L> {
@@ -273,19 +322,51 @@ impl<L: Ledger> Gateway<L> {
     ) -> Result<(Decision, LedgerEntry), Failure> {
         let bundle: &Bundle = &view.bundle;
         let intent = &envelope.intent;
+        let chain = chain(view, &intent.delegation);
         let t = std::time::Instant::now();
-        let decision =
-            decide_authenticated(bundle, envelope, &view.snapshot).map_err(IntentError::Shape)?;
+        let (decision, held, spent) = if chain.iter().any(|t| !t.budget.is_empty()) {
+            // Read what is spent, decide, and reserve a pass's amount, all
+            // under the budget lock.
+            let mut budgets = self
+                .budgets
+                .lock()
+                .map_err(|_| internal("budget table poisoned"))?;
+            let reading = budgets.read(&chain, self.clock.now().unix_seconds());
+            let decision = decide_with_spent(bundle, envelope, &view.snapshot, &reading.spent)
+                .map_err(IntentError::Shape)?;
+            let charges = match (decision.verdict, amount_of(bundle, envelope)) {
+                (Verdict::Pass, Some((amount, currency))) => {
+                    budget::Budgets::charges(&reading, amount, &currency)
+                }
+                _ => Vec::new(),
+            };
+            budgets.reserve(&charges);
+            let held = Held {
+                budgets: &self.budgets,
+                charges,
+                committed: false,
+            };
+            (decision, held, reading.inputs)
+        } else {
+            let decision = decide_authenticated(bundle, envelope, &view.snapshot)
+                .map_err(IntentError::Shape)?;
+            let held = Held {
+                budgets: &self.budgets,
+                charges: Vec::new(),
+                committed: false,
+            };
+            (decision, held, Vec::new())
+        };
         self.metrics.decide.observe(t.elapsed().as_secs_f64());
         let inputs = tollgate_protocol::Inputs {
-            delegations: chain_hashes(view, &intent.delegation),
+            delegations: chain_hashes(view, &chain),
             resource: view
                 .snapshot
                 .resources
                 .get(&intent.resource)
                 .cloned()
                 .unwrap_or_else(Object::new),
-            spent: Vec::new(),
+            spent,
         };
         let mut receipt = Receipt::decision(
             intent.issued_at.clone(),
@@ -308,7 +389,7 @@ impl<L: Ledger> Gateway<L> {
             // Durably, before any effect outside the ledger: the decision
             // itself, so that recovery records it and never decides again.
             self.ledger
-                .reserve(key, &draft_bytes(&receipt.seal()))
+                .reserve(key, &reservation_bytes(&receipt.seal(), &held.charges))
                 .await
                 .map_err(internal)?;
             receipt.outcome = commit::http(
@@ -322,12 +403,26 @@ impl<L: Ledger> Gateway<L> {
             .outcome;
         }
         let t = std::time::Instant::now();
+        // Only a commit spends: a failed one releases its charges.
+        let spend = if receipt.outcome.status == Status::Committed {
+            held.charges.clone()
+        } else {
+            Vec::new()
+        };
         let sealed = receipt.seal();
         let signature = self.signer.sign_now(Domain::Receipt, &sealed);
-        let appended = self.ledger.append(sealed, signature, Some(key)).await;
+        let appended = self
+            .ledger
+            .append_spending(sealed, signature, Some(key), spend.clone())
+            .await;
         self.metrics.append.observe(t.elapsed().as_secs_f64());
         match appended {
-            Ok(e) => Ok((decision, e)),
+            Ok(e) => {
+                if !spend.is_empty() {
+                    held.commit();
+                }
+                Ok((decision, e))
+            }
             Err(
                 tollgate_ledger::Error::DuplicateKey(_)
                 | tollgate_ledger::Error::DuplicateReceipt(_),
@@ -381,6 +476,7 @@ impl<L: Ledger> Gateway<L> {
     pub async fn recover(&self) -> Result<Recovery, StartError> {
         let pending = self.ledger.pending().await?;
         let mut report = Recovery::default();
+        let mut stuck = std::collections::BTreeMap::new();
         for (key, body) in pending {
             if self.ledger.line_by_idempotency_key(&key).await?.is_some() {
                 self.ledger.release(&key).await?;
@@ -393,8 +489,18 @@ impl<L: Ledger> Gateway<L> {
                     self.ledger.release(&key).await?;
                     report.released += 1;
                 }
-                Err(reason) => report.unfinished.push(Unfinished { key, reason }),
+                Err(reason) => {
+                    let charges = parse(&body)
+                        .ok()
+                        .and_then(|v| budget::charges_from(member(&v, &["charges"])))
+                        .unwrap_or_default();
+                    stuck.insert(key.clone(), charges);
+                    report.unfinished.push(Unfinished { key, reason });
+                }
             }
+        }
+        if let Ok(mut b) = self.budgets.lock() {
+            b.set_stuck(stuck);
         }
         self.metrics.unfinished(report.unfinished.len());
         if let Ok(mut u) = self.unfinished.lock() {
@@ -406,16 +512,15 @@ impl<L: Ledger> Gateway<L> {
     /// Finishes one reservation; `Ok(false)` if its entry turned out to
     /// exist already.
     async fn finish(&self, key: &str, body: &[u8]) -> Result<bool, String> {
-        let draft = parse(body).map_err(|e| format!("the stored decision is unreadable: {e}"))?;
-        let Value::Object(mut draft) = draft else {
-            return Err("the stored decision is not an object".into());
-        };
-        if draft.get("decision").is_none() {
+        let record = parse(body).map_err(|e| format!("the stored decision is unreadable: {e}"))?;
+        let Some(Value::Object(mut draft)) = member(&record, &["draft"]).cloned() else {
             return Err(
                 "the reservation holds no decision (written by an older version); finish it by hand"
                     .into(),
             );
-        }
+        };
+        let charges = budget::charges_from(member(&record, &["charges"]))
+            .ok_or("the stored budget charges are unreadable")?;
         let subject = draft
             .get("subject")
             .cloned()
@@ -448,11 +553,25 @@ impl<L: Ledger> Gateway<L> {
                 .to_owned();
             return Err(format!("the upstream did not answer the retry: {why}"));
         }
+        let spend = if call.outcome.status == Status::Committed {
+            charges
+        } else {
+            Vec::new()
+        };
         draft.insert("outcome", call.outcome.to_value());
         let sealed = Value::Object(seal_receipt(draft));
         let signature = self.signer.sign_now(Domain::Receipt, &sealed);
-        match self.ledger.append(sealed, signature, Some(key)).await {
-            Ok(_) => Ok(true),
+        match self
+            .ledger
+            .append_spending(sealed, signature, Some(key), spend.clone())
+            .await
+        {
+            Ok(_) => {
+                if let Ok(mut b) = self.budgets.lock() {
+                    b.add_committed(&spend);
+                }
+                Ok(true)
+            }
             Err(
                 tollgate_ledger::Error::DuplicateKey(_)
                 | tollgate_ledger::Error::DuplicateReceipt(_),

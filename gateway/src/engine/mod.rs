@@ -15,6 +15,7 @@
 //! - the clock is read only for the skew check, a registry receipt's
 //!   `issued_at` and the ledger's `appended_at`; never by a decision.
 
+mod budget;
 mod commit;
 mod error;
 mod intents;
@@ -140,6 +141,10 @@ pub struct Gateway<L: Ledger> {
     pub(crate) in_flight: Mutex<BTreeSet<String>>,
     /// Reservations the last recovery could not finish.
     unfinished: Mutex<Vec<Unfinished>>,
+    /// Spending per budget window: the ledger's record and what is in
+    /// flight. Deciding a budgeted intent and reserving its amount happen
+    /// under this lock.
+    budgets: Mutex<budget::Budgets>,
     metrics: Metrics,
 }
 
@@ -165,6 +170,12 @@ impl<L: Ledger> Gateway<L> {
         }
         let view = View::from_recorded(&recorded, parts.ledger.hash_alg())
             .map_err(StartError::Registry)?;
+        let budgets = budget::Budgets::from_ledger(
+            parts
+                .ledger
+                .spending(parts.clock.now().unix_seconds())
+                .await?,
+        );
         let keys = tollgate_signer::key_set([&parts.signer]);
         let gateway = Self {
             ledger: parts.ledger,
@@ -177,6 +188,7 @@ impl<L: Ledger> Gateway<L> {
             registry_lock: tokio::sync::Mutex::new(()),
             in_flight: Mutex::new(BTreeSet::new()),
             unfinished: Mutex::new(Vec::new()),
+            budgets: Mutex::new(budgets),
             metrics: Metrics::default(),
         };
         if let Some(files) = policy {

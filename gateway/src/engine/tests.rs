@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tollgate_ledger::{
-    AppendStats, Error as LedgerError, Head, Ledger, RegistryAppend, RegistryState, SqliteLedger,
-    SqliteOptions,
+    AppendStats, Error as LedgerError, Head, Ledger, RegistryAppend, RegistryState, Spend,
+    SqliteLedger, SqliteOptions,
 };
 use tollgate_protocol::{
     Clock, Domain, HashAlg, IntentEnvelope, LedgerEntry, Object, Signature, Timestamp, Value,
@@ -74,6 +74,22 @@ impl Ledger for Faulty {
     ) -> Result<LedgerEntry, LedgerError> {
         self.write_check()?;
         self.inner.append(receipt, signature, key).await
+    }
+    async fn append_spending(
+        &self,
+        receipt: Value,
+        signature: Signature,
+        key: Option<&str>,
+        spend: Vec<Spend>,
+    ) -> Result<LedgerEntry, LedgerError> {
+        self.write_check()?;
+        self.inner
+            .append_spending(receipt, signature, key, spend)
+            .await
+    }
+    async fn spending(&self, now: i64) -> Result<Vec<Spend>, LedgerError> {
+        self.read_check()?;
+        self.inner.spending(now).await
     }
     async fn line_by_idempotency_key(&self, key: &str) -> Result<Option<Vec<u8>>, LedgerError> {
         self.read_check()?;
@@ -143,6 +159,16 @@ pub(crate) struct World {
 }
 
 pub(crate) fn token(issuer: &Ed25519Signer, agent: &Ed25519Signer, id: &str) -> Value {
+    token_with(issuer, agent, id, |_| {})
+}
+
+/// [`token`], with `edit` applied to the payload before it is signed.
+pub(crate) fn token_with(
+    issuer: &Ed25519Signer,
+    agent: &Ed25519Signer,
+    id: &str,
+    edit: impl FnOnce(&mut Object),
+) -> Value {
     let mut p = Object::new();
     p.insert("type", "tollgate.delegation/v1".into());
     p.insert("id", id.into());
@@ -156,6 +182,7 @@ pub(crate) fn token(issuer: &Ed25519Signer, agent: &Ed25519Signer, id: &str) -> 
     p.insert("per_intent", limit.into());
     p.insert("not_before", "2020-01-01T00:00:00Z".into());
     p.insert("expires_at", "2100-01-01T00:00:00Z".into());
+    edit(&mut p);
     issuer.envelope(Domain::Delegation, Value::Object(p))
 }
 
@@ -552,11 +579,14 @@ async fn recovery_clears_orphans_and_reports_what_it_cannot_finish_without_stopp
         "subject",
         intent(&w.agent, "i-2", "order:o-1", 2500, T0).value,
     );
+    let mut record = Object::new();
+    record.insert("draft", Value::Object(draft));
+    record.insert("charges", Value::Array(Vec::new()));
     w.ledger
         .inner
         .reserve(
             "agent-1/i-2",
-            &tollgate_protocol::canonical(&Value::Object(draft)),
+            &tollgate_protocol::canonical(&Value::Object(record)),
         )
         .await
         .unwrap();
@@ -586,4 +616,205 @@ async fn recovery_clears_orphans_and_reports_what_it_cannot_finish_without_stopp
     // And a gateway opened on this ledger starts all the same.
     let (_, again) = open_in(&w._dir, w.clock.clone(), Seed::default()).await;
     assert_eq!(again.unfinished().len(), 2);
+}
+
+fn budget_of(p: &mut Object, eur: i64, window: i64) {
+    let mut b = Object::new();
+    b.insert("EUR", Value::integer(eur).unwrap());
+    p.insert("budget", b.into());
+    p.insert("window_seconds", Value::integer(window).unwrap());
+}
+
+fn verdict_and_inputs(s: &Submitted) -> (String, Value) {
+    let r = receipt_of(&s.line);
+    (
+        r.get("decision")
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .get("verdict")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        r.get("inputs")
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .get("spent")
+            .unwrap()
+            .clone(),
+    )
+}
+
+#[tokio::test]
+async fn a_budget_holds_across_intents_restarts_and_windows() {
+    let issuer = Ed25519Signer::from_secret(&[2; 32]);
+    let agent = Ed25519Signer::from_secret(&[3; 32]);
+    let w = world_with(|s| {
+        s.delegations = vec![token_with(&issuer, &agent, "d-1", |p| {
+            budget_of(p, 10_000, 86_400)
+        })];
+    })
+    .await;
+    let mut verdicts = Vec::new();
+    for i in 0..4 {
+        let s = w
+            .gateway
+            .submit(
+                intent(&w.agent, &format!("b-{i}"), "order:o-1", 4000, T0),
+                None,
+            )
+            .await
+            .unwrap();
+        verdicts.push(verdict_and_inputs(&s));
+    }
+    let names: Vec<&str> = verdicts.iter().map(|v| v.0.as_str()).collect();
+    assert_eq!(names, ["pass", "pass", "escalate", "escalate"]);
+    // What each decision read is in its receipt (PROTOCOL 4.2).
+    let spent_of = |v: &Value| {
+        let Value::Array(items) = v else { panic!() };
+        let o = items[0].as_object().unwrap();
+        assert_eq!(o.get("delegation").and_then(Value::as_str), Some("d-1"));
+        assert_eq!(o.get("currency").and_then(Value::as_str), Some("EUR"));
+        assert_eq!(
+            o.get("window_start").and_then(Value::as_str),
+            Some("2026-11-22T00:00:00Z")
+        );
+        o.get("amount_minor").unwrap().as_safe_integer().unwrap()
+    };
+    let spent: Vec<i64> = verdicts.iter().map(|v| spent_of(&v.1)).collect();
+    assert_eq!(spent, [0, 4000, 8000, 8000], "escalations spend nothing");
+    // The reason quotes what is left.
+    let third = w
+        .gateway
+        .submit(intent(&w.agent, "b-2", "order:o-1", 4000, T0), None)
+        .await
+        .unwrap();
+    let text = String::from_utf8(third.line).unwrap();
+    assert!(
+        text.contains("the 2000 EUR left in the budget of delegation d-1"),
+        "{text}"
+    );
+    // A gateway opened again on the same ledger reads the same spending.
+    let (_, again) = open_in(&w._dir, w.clock.clone(), Seed::default()).await;
+    let again = Arc::new(again);
+    let s = again
+        .submit(intent(&w.agent, "b-9", "order:o-1", 2500, T0), None)
+        .await
+        .unwrap();
+    assert_eq!(verdict_and_inputs(&s).0, "escalate");
+    let s = again
+        .submit(intent(&w.agent, "b-10", "order:o-1", 2000, T0), None)
+        .await
+        .unwrap();
+    assert_eq!(verdict_and_inputs(&s).0, "pass");
+    // The next window starts afresh.
+    w.clock.set("2026-11-23T00:00:01Z");
+    let s = again
+        .submit(
+            intent(&w.agent, "b-11", "order:o-1", 4000, "2026-11-23T00:00:01Z"),
+            None,
+        )
+        .await
+        .unwrap();
+    let (verdict, inputs) = verdict_and_inputs(&s);
+    assert_eq!(verdict, "pass");
+    let Value::Array(items) = inputs else {
+        panic!()
+    };
+    assert_eq!(
+        items[0]
+            .as_object()
+            .unwrap()
+            .get("amount_minor")
+            .unwrap()
+            .as_safe_integer(),
+        Some(0)
+    );
+}
+
+#[tokio::test]
+async fn concurrent_intents_never_spend_more_than_the_budget_and_children_count_for_parents() {
+    let issuer = Ed25519Signer::from_secret(&[2; 32]);
+    let agent = Ed25519Signer::from_secret(&[3; 32]);
+    let w = Arc::new(
+        world_with(|s| {
+            s.delegations = vec![token_with(&issuer, &agent, "d-1", |p| {
+                budget_of(p, 10_000, 86_400)
+            })];
+        })
+        .await,
+    );
+    // A child, signed by the holder's agent key: its spending is its
+    // parent's too. A child with a shorter window is refused.
+    let child = |id: &str, window: i64| {
+        let mut t = token_with(&issuer, &agent, id, |p| {
+            budget_of(p, 10_000, window);
+            p.insert("parent", "d-1".into());
+        });
+        let payload = t.as_object().unwrap().get("payload").unwrap().clone();
+        t = agent.envelope(Domain::Delegation, payload);
+        t
+    };
+    let err = w
+        .gateway
+        .register_delegation(child("d-short", 1))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("budget window of 1 s is shorter than the parent's 86400 s"),
+        "{err}"
+    );
+    w.gateway
+        .register_delegation(child("d-child", 86_400))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let (w2, id) = (w.clone(), format!("c-{i}"));
+        tasks.push(tokio::spawn(async move {
+            let mut env = intent(&w2.agent, &id, "order:o-1", 700, T0);
+            if i % 2 == 1 {
+                // Half of them under the child.
+                let mut p = env
+                    .value
+                    .as_object()
+                    .unwrap()
+                    .get("payload")
+                    .unwrap()
+                    .as_object()
+                    .unwrap()
+                    .clone();
+                p.insert("delegation", "d-child".into());
+                env =
+                    IntentEnvelope::from_value(w2.agent.envelope(Domain::Intent, Value::Object(p)))
+                        .unwrap();
+            }
+            w2.gateway.submit(env, None).await.unwrap()
+        }));
+    }
+    let mut passed = 0;
+    for t in tasks {
+        if verdict_and_inputs(&t.await.unwrap()).0 == "pass" {
+            passed += 1;
+        }
+    }
+    assert_eq!(passed, 14, "14 x 700 = 9800 <= 10000 < 15 x 700");
+    let total: i64 = w
+        .ledger
+        .inner
+        .spending(
+            tollgate_protocol::Timestamp::parse(T0)
+                .unwrap()
+                .unix_seconds(),
+        )
+        .await
+        .unwrap()
+        .iter()
+        .filter(|s| s.delegation == "d-1")
+        .map(|s| s.amount_minor)
+        .sum();
+    assert_eq!(total, 9800);
 }
