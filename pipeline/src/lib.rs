@@ -303,6 +303,36 @@ fn decide_spent(
                 Some(r.into_rule()),
             ),
         };
+    // The contract's scope: every token of the chain must grant it.
+    let refusal = refusal.or_else(|| {
+        let mut next = Some(i.delegation.as_str());
+        let mut seen = 0;
+        while let Some(id) = next {
+            let t = snapshot.registry.tokens.get(id)?;
+            if !t.allows_scope(&contract.scope) {
+                return Some(
+                    delegation::Refusal {
+                        id: "delegation.scope".into(),
+                        reason: format!(
+                            "action {} needs scope {}, which delegation {} does not grant",
+                            i.action, contract.scope, t.id
+                        ),
+                        remediation: Some(format!(
+                            "use a delegation whose actions include {}",
+                            contract.scope
+                        )),
+                    }
+                    .into_rule(),
+                );
+            }
+            seen += 1;
+            if seen > delegation::MAX_CHAIN {
+                return None;
+            }
+            next = t.parent.as_deref();
+        }
+        None
+    });
     let view = IntentView {
         intent_id: &i.intent_id,
         agent: &i.agent,

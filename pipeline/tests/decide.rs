@@ -180,3 +180,40 @@ fn each_shape_error_is_specific() {
         assert_eq!(e.to_string(), message);
     }
 }
+
+/// An action contract's `scope` is the delegation scope it needs: every
+/// token of the chain must grant it, not only the action itself.
+#[test]
+fn the_contract_scope_is_enforced() {
+    let w = world();
+    let dir = tempfile::tempdir().unwrap();
+    let src =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies/examples/refunds");
+    for (path, text) in tollgate_policies::Bundle::read_files(&src).unwrap() {
+        let text = if path == "bundle.toml" {
+            text.replace("scope = \"orders.refund\"", "scope = \"orders.*\"")
+        } else {
+            text
+        };
+        let to = dir.path().join(&path);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::write(to, text).unwrap();
+    }
+    let bundle = tollgate_policies::Bundle::load(dir.path()).unwrap();
+    let ok_intent = intent(&w.agent, |_| {});
+    let narrow = decide(&bundle, &ok_intent, &snapshot(vec![standard()])).unwrap();
+    assert_eq!(narrow.verdict, Verdict::Block);
+    assert_eq!(
+        delegation_rule(&narrow),
+        Some((
+            "delegation.scope".to_owned(),
+            "action orders.refund needs scope orders.*, which delegation dlg_7 does not grant"
+                .to_owned()
+        ))
+    );
+    let wide = token(&w.issuer, "dlg_7", &w.agent, |p| {
+        p.insert("actions", Value::Array(vec!["orders.*".into()]));
+    });
+    let d = decide(&bundle, &ok_intent, &snapshot(vec![wide])).unwrap();
+    assert_eq!(d.verdict, Verdict::Pass, "{:?}", d.rules);
+}

@@ -322,6 +322,12 @@ impl Token {
         self.actions.iter().any(|p| action_matches(p, action))
     }
 
+    /// Whether this token's action allowlist covers every action of the
+    /// pattern `scope` (an action contract's required scope).
+    pub fn allows_scope(&self, scope: &str) -> bool {
+        self.actions.iter().any(|p| pattern_within(scope, p))
+    }
+
     /// Whether this token's resource allowlist admits `resource`.
     pub fn allows_resource(&self, resource: &str) -> bool {
         self.resources.iter().any(|p| resource_matches(p, resource))

@@ -351,3 +351,39 @@ fn data_folder_files_after_the_first_start_change_no_decision() {
     assert_eq!(paid_after, paid, "same verdict, policy and inputs");
     assert_eq!(unpaid_after, unpaid);
 }
+
+/// Found by the outside review: a token expired a minute ago still worked
+/// for an intent that said it was issued before the expiry; and an expired
+/// token could be registered.
+#[test]
+fn regression_an_expired_delegation_is_refused_by_the_gateways_clock() {
+    let g = Gateway::start();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let at = |s: i64| tollgate_protocol::Timestamp::from_unix(s, 0).as_str().to_owned();
+    let key = tollgate_signer::Signer::jwk(&g.agent()).to_value();
+    let admin = g.admin();
+    let old = g.delegation("dlg_old", "agent-demo", key.clone(), |p| {
+        p.insert("expires_at", at(now - 60).into());
+    });
+    let a = admin.register_delegation(&old).unwrap();
+    assert_eq!(a.status, 422, "{}", a.text());
+    assert_eq!(a.problem_type().as_deref(), Some("expired-delegation"));
+    let brief = g.delegation("dlg_brief", "agent-demo", key, |p| {
+        p.insert("expires_at", at(now + 2).into());
+    });
+    assert_eq!(admin.register_delegation(&brief).unwrap().status, 201);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let before = g.written();
+    let body = intent(&g.agent(), "late-1", "order:o-1001", 100, |p| {
+        p.insert("delegation", "dlg_brief".into());
+        p.insert("issued_at", at(now).into());
+    });
+    let (code, _, problem, _) = g.post_raw("application/json", &body, None);
+    let text = String::from_utf8_lossy(&problem);
+    assert_eq!(code, 403, "{text}");
+    assert!(text.contains("delegation-not-valid-now") && text.contains("gateway's clock"));
+    assert_eq!(g.written(), before);
+}

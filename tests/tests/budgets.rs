@@ -42,7 +42,10 @@ fn regression_a_daily_budget_is_enforced() {
         })
         .collect();
     assert_eq!(verdicts[..2], ["pass", "pass"]);
-    assert!(verdicts[2..].iter().all(|v| v == "escalate"), "{verdicts:?}");
+    assert!(
+        verdicts[2..].iter().all(|v| v == "escalate"),
+        "{verdicts:?}"
+    );
     let (_, b) = under(&g, "dlg_budget", "r-10", 4_000);
     let text = String::from_utf8_lossy(&b).into_owned();
     assert!(
@@ -75,11 +78,17 @@ fn regression_a_child_window_is_never_shorter_than_its_parent() {
         let payload = issued.as_object().unwrap().get("payload").unwrap().clone();
         canonical(&agent.envelope(Domain::Delegation, payload))
     };
-    let a = g.admin().register_delegation(&child("dlg_fast", 1)).unwrap();
+    let a = g
+        .admin()
+        .register_delegation(&child("dlg_fast", 1))
+        .unwrap();
     assert_eq!(a.status, 422, "{}", a.text());
     assert_eq!(a.problem_type().as_deref(), Some("wider-than-parent"));
     assert!(a.text().contains("shorter than the parent's 86400 s"));
-    let a = g.admin().register_delegation(&child("dlg_slow", 86_400)).unwrap();
+    let a = g
+        .admin()
+        .register_delegation(&child("dlg_slow", 86_400))
+        .unwrap();
     assert_eq!(a.status, 201, "{}", a.text());
     // The child's spending is its parent's.
     let (_, b) = under(&g, "dlg_slow", "c-1", 6_000);

@@ -92,6 +92,16 @@ pub enum RegistryError {
     /// parent's agent.
     #[error("delegation {0} is not signed by a trusted issuer or by its registered parent's agent")]
     UntrustedDelegation(String),
+    /// The token has expired by the gateway's clock.
+    #[error("delegation {id} expired at {expires_at}; the gateway's clock says {now}")]
+    ExpiredDelegation {
+        /// The token id.
+        id: String,
+        /// Its `expires_at`.
+        expires_at: String,
+        /// The gateway's clock.
+        now: String,
+    },
     /// The token is wider than its parent.
     #[error("{0}")]
     WiderThanParent(String),

@@ -252,6 +252,19 @@ impl<L: Ledger> Gateway<L> {
                 reason: r.reason,
             });
         }
+        // Valid when the agent says it issued the intent is not enough: the
+        // chain must be valid now, by the gateway's clock.
+        for t in chain(&view, &intent.delegation) {
+            if now < t.not_before || now >= t.expires_at {
+                return Err(IntentError::Unauthenticated {
+                    kind: AuthFailure::NotValidNow,
+                    reason: format!(
+                        "delegation {} is valid from {} until {}, and the gateway's clock says {}",
+                        t.id, t.not_before, t.expires_at, now
+                    ),
+                });
+            }
+        }
         if let Some(k) = idempotency_key
             && k != intent.intent_id
         {

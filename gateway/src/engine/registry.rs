@@ -327,6 +327,14 @@ impl<L: Ledger> Gateway<L> {
     pub async fn register_delegation(&self, envelope: Value) -> Result<Changed, RegistryError> {
         let token = Token::from_value(&envelope)
             .map_err(|e| RegistryError::InvalidDelegation(e.to_string()))?;
+        let now = self.clock.now();
+        if token.expires_at <= now {
+            return Err(RegistryError::ExpiredDelegation {
+                id: token.id,
+                expires_at: token.expires_at.as_str().to_owned(),
+                now: now.as_str().to_owned(),
+            });
+        }
         let _lock = self.registry_lock.lock().await;
         let view = self.view();
         let registry = &view.snapshot.registry;

@@ -49,6 +49,7 @@ pub const PROBLEM_TYPES: &[(&str, &str)] = &[
     ("not-ready", "Not ready"),
     ("unauthorized", "Administrator token required"),
     ("invalid-delegation", "Invalid delegation token"),
+    ("expired-delegation", "Delegation expired"),
     ("wider-than-parent", "Delegation wider than its parent"),
     ("delegation-exists", "Delegation id taken"),
     ("invalid-bundle", "Invalid bundle"),
@@ -185,6 +186,9 @@ impl ApiError {
                     "untrusted-delegation",
                     Some("/signature".into()),
                 ),
+                RegistryError::ExpiredDelegation { .. } => {
+                    (S::UNPROCESSABLE_ENTITY, "expired-delegation", None)
+                }
                 RegistryError::WiderThanParent(_) => {
                     (S::UNPROCESSABLE_ENTITY, "wider-than-parent", None)
                 }

@@ -389,6 +389,20 @@ async fn every_api_error_is_reached_by_a_request() {
         409,
         "delegation-exists",
     );
+    let expired = canonical(&crate::engine::tests::token_with(
+        &h.issuer,
+        &h.agent,
+        "d-old",
+        |p| {
+            p.insert("expires_at", "2026-11-22T09:00:00Z".into());
+        },
+    ));
+    expect(
+        &h.admin(Method::POST, "/v1/admin/delegations", expired)
+            .await,
+        422,
+        "expired-delegation",
+    );
     expect(
         &h.admin(Method::POST, "/v1/admin/delegations/d-nope/revoke", vec![])
             .await,
