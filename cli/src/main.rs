@@ -39,8 +39,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway. With no options: a data folder ./tollgate-data
-    /// (created with a ledger, a signing key, the refunds policy and demo
-    /// material on first start) and 127.0.0.1:8080.
+    /// (created with a ledger, a signing key and the refunds policy on
+    /// first start; `--demo` adds demo material) and 127.0.0.1:8080.
     Serve(Box<ServeArgs>),
     /// Create a data folder's seed material (signing key, admin token, the
     /// refunds policy, demo issuer, agent and delegation) without starting.
@@ -50,6 +50,10 @@ enum Command {
         /// The data folder.
         #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "tollgate-data")]
         data_dir: PathBuf,
+        /// Make the demo issuer (trusted), agent, delegation and resources
+        /// too. Never for production.
+        #[arg(long)]
+        demo: bool,
     },
     /// Sign an intent with an agent key and submit it; print the receipt.
     Submit {
@@ -246,7 +250,7 @@ fn main() -> ExitCode {
             let sub = matches.subcommand_matches("serve").cloned().unwrap_or_default();
             settings::apply_config(&mut args, &sub).and_then(|()| serve::serve(*args))
         }
-        Command::Init { data_dir } => tollgate_gateway::datadir::init(&data_dir)
+        Command::Init { data_dir, demo } => tollgate_gateway::datadir::init(&data_dir, demo)
             .map(|created| {
                 created
                     .made

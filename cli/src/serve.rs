@@ -42,7 +42,8 @@ pub fn serve(args: ServeArgs) -> Result<String, CliError> {
         .build()
         .map_err(usage)?;
     runtime.block_on(async move {
-        let paths = Paths::new(&args.data_dir, args.policy, args.database, args.key);
+        let mut paths = Paths::new(&args.data_dir, args.policy, args.database, args.key);
+        paths.demo = args.demo;
         let (app, created) = tollgate_gateway::open(&paths, settings)
             .await
             .map_err(usage)?;
@@ -55,10 +56,10 @@ pub fn serve(args: ServeArgs) -> Result<String, CliError> {
         }
         println!("policy  {}", app.gateway.bundle().version_string());
         println!("ledger  {}", paths.database.display());
-        println!(
-            "demo    {}",
-            paths.data_dir.join("demo/README.md").display()
-        );
+        let demo = paths.data_dir.join("demo/README.md");
+        if demo.exists() {
+            println!("demo    {}", demo.display());
+        }
         for u in app.gateway.unfinished() {
             eprintln!("reservation {} not finished: {}", u.key, u.reason);
         }

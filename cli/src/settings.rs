@@ -51,6 +51,11 @@ pub struct ServeArgs {
     /// Timeout of one upstream call, milliseconds.
     #[arg(long, env = "TOLLGATE_UPSTREAM_TIMEOUT_MS", default_value_t = limits::DEFAULT_UPSTREAM_TIMEOUT_MS)]
     pub upstream_timeout_ms: u64,
+    /// On a new data folder, make the demo issuer (trusted), agent,
+    /// delegation and resources too. Never for production: without it a new
+    /// gateway trusts no issuer until an administrator registers one.
+    #[arg(long, env = "TOLLGATE_DEMO")]
+    pub demo: bool,
     /// Listen on a non-loopback address without TLS anyway.
     #[arg(long, env = "TOLLGATE_ALLOW_INSECURE_HTTP")]
     pub allow_insecure_http: bool,
@@ -72,6 +77,7 @@ struct ConfigFile {
     upstream: Option<std::collections::BTreeMap<String, String>>,
     upstream_timeout_ms: Option<u64>,
     allow_insecure_http: Option<bool>,
+    demo: Option<bool>,
 }
 
 /// Fills every setting that neither a flag nor the environment gave from
@@ -115,6 +121,7 @@ pub fn apply_config(args: &mut ServeArgs, matches: &clap::ArgMatches) -> Result<
     take!(tls_key);
     take!(upstream_timeout_ms);
     take!(allow_insecure_http);
+    take!(demo);
     if unset("upstreams")
         && let Some(map) = file.upstream
     {

@@ -129,8 +129,12 @@ fn key(path: &Path, created: &mut Created) -> Result<Ed25519Signer, Error> {
     Ok(k)
 }
 
-/// Creates whatever is missing in `dir`. Existing files are left alone.
-pub fn init(dir: &Path) -> Result<Created, Error> {
+/// Creates whatever is missing in `dir`: the signing key, the admin token
+/// and the seed policy; with `demo`, also the demo issuer (trusted through
+/// `issuers.json`), agent, delegation, resources and README. Without it a
+/// new gateway trusts no issuer until an administrator registers one.
+/// Existing files are left alone.
+pub fn init(dir: &Path, demo: bool) -> Result<Created, Error> {
     let mut created = Created::default();
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     key(&dir.join("gateway.jwk"), &mut created)?;
@@ -146,6 +150,9 @@ pub fn init(dir: &Path) -> Result<Created, Error> {
     }
     for (name, text) in REFUNDS {
         write_new(&dir.join("policies/refunds").join(name), text, &mut created)?;
+    }
+    if !demo {
+        return Ok(created);
     }
     let issuer = key(&dir.join("demo/issuer.jwk"), &mut created)?;
     let agent = key(&dir.join("demo/agent.jwk"), &mut created)?;
@@ -205,11 +212,27 @@ pub fn init(dir: &Path) -> Result<Created, Error> {
     Ok(created)
 }
 
-/// The registry API's bearer token, from `DIR/admin.token`.
+/// Fewest random bytes an admin token may hold.
+pub const MIN_ADMIN_TOKEN_BYTES: usize = 32;
+
+/// The registry API's bearer token, from `DIR/admin.token`: at least
+/// [`MIN_ADMIN_TOKEN_BYTES`] random bytes in base64url, or the gateway
+/// refuses to start (an empty or short file would open the admin API to
+/// anyone who guesses it).
 pub fn admin_token(dir: &Path) -> Result<String, Error> {
     let path = dir.join("admin.token");
     let token = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    Ok(token.trim().to_owned())
+    let token = token.trim().to_owned();
+    let bytes = tollgate_protocol::b64_decode(&token).map_or(0, |b| b.len());
+    if bytes < MIN_ADMIN_TOKEN_BYTES {
+        return Err(Error::file(
+            &path,
+            format!(
+                "the admin token must be at least {MIN_ADMIN_TOKEN_BYTES} random bytes in base64url (this one holds {bytes}); delete the file and `tollgate init` writes a new one"
+            ),
+        ));
+    }
+    Ok(token)
 }
 
 fn read_json(path: &Path) -> Result<Value, Error> {

@@ -88,6 +88,9 @@ pub struct Paths {
     pub database: PathBuf,
     /// The receipt-signing key.
     pub key: PathBuf,
+    /// Whether a new data folder gets the demo issuer, agent, delegation
+    /// and resources.
+    pub demo: bool,
 }
 
 impl Paths {
@@ -103,6 +106,7 @@ impl Paths {
             database: database.unwrap_or_else(|| data_dir.join("ledger.db")),
             key: key.unwrap_or_else(|| data_dir.join("gateway.jwk")),
             data_dir: data_dir.to_owned(),
+            demo: false,
         }
     }
 }
@@ -126,7 +130,7 @@ pub async fn open(
     paths: &Paths,
     settings: Settings,
 ) -> Result<(http::App<SqliteLedger>, datadir::Created), Error> {
-    let created = datadir::init(&paths.data_dir)?;
+    let created = datadir::init(&paths.data_dir, paths.demo)?;
     let policy = match &paths.policy {
         Some(dir) => Some(tollgate_policies::Bundle::read_files(dir)?),
         None => None,

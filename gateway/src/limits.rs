@@ -15,8 +15,10 @@ pub const MAX_UPSTREAM_ANSWER: u64 = 1 << 20;
 pub const MAX_IDEMPOTENCY_KEY: usize = 256;
 /// Longest `X-Request-Id` header honoured, characters.
 pub const MAX_REQUEST_ID: usize = 128;
-/// Largest admin request body (a delegation token, a policy bundle), bytes.
+/// Largest admin request body carrying a policy bundle, bytes.
 pub const MAX_ADMIN_BODY: usize = 2 * 1024 * 1024;
+/// Largest other admin request body (a delegation token, a version), bytes.
+pub const MAX_ADMIN_TOKEN_BODY: usize = 64 * 1024;
 /// Most files in a published policy bundle.
 pub const MAX_BUNDLE_FILES: usize = 256;
 /// Longest relative path of a bundle file, bytes.

@@ -49,7 +49,7 @@ impl Gateway {
         if !data.exists() {
             // The seed material, which the first `serve` imports.
             let out = Command::new(bin("tollgate"))
-                .args(["init", "--data-dir"])
+                .args(["init", "--demo", "--data-dir"])
                 .arg(&data)
                 .output()
                 .unwrap();

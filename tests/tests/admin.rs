@@ -362,7 +362,11 @@ fn regression_an_expired_delegation_is_refused_by_the_gateways_clock() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let at = |s: i64| tollgate_protocol::Timestamp::from_unix(s, 0).as_str().to_owned();
+    let at = |s: i64| {
+        tollgate_protocol::Timestamp::from_unix(s, 0)
+            .as_str()
+            .to_owned()
+    };
     let key = tollgate_signer::Signer::jwk(&g.agent()).to_value();
     let admin = g.admin();
     let old = g.delegation("dlg_old", "agent-demo", key.clone(), |p| {
@@ -386,4 +390,96 @@ fn regression_an_expired_delegation_is_refused_by_the_gateways_clock() {
     assert_eq!(code, 403, "{text}");
     assert!(text.contains("delegation-not-valid-now") && text.contains("gateway's clock"));
     assert_eq!(g.written(), before);
+}
+
+/// Found by the outside review: an `admin.token` holding only a newline
+/// opened the admin API to requests with no `Authorization` header.
+#[test]
+fn regression_a_short_admin_token_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let init = std::process::Command::new(tollgate_tests::bin("tollgate"))
+        .args(["init", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    for short in ["\n", "", "c2hvcnQ\n"] {
+        std::fs::write(data.join("admin.token"), short).unwrap();
+        let out = std::process::Command::new(tollgate_tests::bin("tollgate"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{short:?}: {err}");
+        assert!(
+            err.contains("the admin token must be at least 32 random bytes"),
+            "{err}"
+        );
+    }
+}
+
+/// Found by the outside review: admin bodies up to 2 MB were read before
+/// authentication, and beyond that the answer was plain text.
+#[test]
+fn regression_admin_bodies_are_read_after_authentication_and_bounded() {
+    let g = Gateway::start();
+    // Anonymous: refused before the body is read (a body that fits in the
+    // socket's buffers, so the client sees the answer).
+    let anonymous = tollgate_client::Client::new(&g.url);
+    for path in ["/v1/admin/delegations", "/v1/admin/policies"] {
+        let a = anonymous
+            .post(path, &vec![b' '; 100 << 10], &[], false)
+            .unwrap();
+        assert_eq!(a.content_type, "application/problem+json", "{path}");
+        assert_eq!(a.problem_type().as_deref(), Some("unauthorized"), "{path}");
+    }
+    // Authenticated: each route's own limit, as a problem document.
+    for (path, size) in [
+        ("/v1/admin/delegations", (64 << 10) + 1),
+        ("/v1/admin/policies/activate", (64 << 10) + 1),
+        ("/v1/admin/policies", (2 << 20) + 1),
+    ] {
+        let a = g.admin().post(path, &vec![b' '; size], &[], true).unwrap();
+        assert_eq!(a.status, 413, "{path}");
+        assert_eq!(a.content_type, "application/problem+json", "{path}");
+        assert_eq!(a.problem_type().as_deref(), Some("payload-too-large"));
+    }
+    let empty = tollgate_client::Client::new(&g.url).with_admin_token("");
+    let a = empty.delegations().unwrap();
+    assert_eq!(
+        (a.status, a.problem_type().as_deref()),
+        (401, Some("unauthorized"))
+    );
+}
+
+/// Found by the outside review: every new data folder trusted the demo
+/// issuer, whose private key sat in it, with an unbounded delegation.
+#[test]
+fn regression_a_new_data_folder_trusts_no_issuer_without_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (child, url) = Gateway::spawn(&data, &[]);
+    let g = Gateway {
+        child,
+        url,
+        dir,
+        seeded: 0,
+    };
+    assert!(!data.join("demo").exists() && !data.join("issuers.json").exists());
+    let (_, export) = g.get("/v1/ledger/export");
+    let text = String::from_utf8(export).unwrap();
+    assert!(text.contains("\"change\":\"policy.activate\""));
+    for change in ["issuer.register", "delegation.register", "resource.put"] {
+        assert!(!text.contains(change), "{change} in a non-demo ledger");
+    }
+    let anyone = tollgate_signer::Ed25519Signer::from_secret(&[4; 32]);
+    let (code, _, problem, _) = g.post_raw(
+        "application/json",
+        &intent(&anyone, "x-1", "order:o-1001", 100, |_| {}),
+        None,
+    );
+    assert_eq!(code, 403, "{}", String::from_utf8_lossy(&problem));
+    assert!(String::from_utf8_lossy(&problem).contains("unknown-delegation"));
 }

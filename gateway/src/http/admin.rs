@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path as UrlPath, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
@@ -18,6 +18,7 @@ use tollgate_protocol::{Object, Value, parse};
 
 use super::{ApiError, App, object};
 use crate::engine::Changed;
+use crate::limits::{MAX_ADMIN_BODY, MAX_ADMIN_TOKEN_BODY};
 
 /// Proof that the request carries the administrator's bearer token.
 pub struct AdminAuth;
@@ -91,6 +92,14 @@ async fn reservations<L: Ledger>(
     Ok(object(StatusCode::OK, o))
 }
 
+/// The body, at most `limit` bytes; read only after [`AdminAuth`] passed
+/// (extractors of the request's parts run before the body's).
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(limit))
+}
+
 fn status(changed: Changed, created: StatusCode) -> StatusCode {
     match changed {
         Changed::Recorded => created,
@@ -101,8 +110,9 @@ fn status(changed: Changed, created: StatusCode) -> StatusCode {
 async fn register<L: Ledger>(
     _: AdminAuth,
     State(app): State<Arc<App<L>>>,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
+    let body = read_body(body, MAX_ADMIN_TOKEN_BODY).await?;
     let value = parse(&body).map_err(ApiError::MalformedJson)?;
     let id = value
         .as_object()
@@ -156,8 +166,9 @@ async fn list<L: Ledger>(
 async fn publish<L: Ledger>(
     _: AdminAuth,
     State(app): State<Arc<App<L>>>,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
+    let body = read_body(body, MAX_ADMIN_BODY).await?;
     let value = parse(&body).map_err(ApiError::MalformedJson)?;
     let shape = || ApiError::InvalidRequest {
         detail: "expected {\"files\": {path: text}}".into(),
@@ -186,8 +197,9 @@ async fn publish<L: Ledger>(
 async fn activate<L: Ledger>(
     _: AdminAuth,
     State(app): State<Arc<App<L>>>,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
+    let body = read_body(body, MAX_ADMIN_TOKEN_BODY).await?;
     let version = parse(&body)
         .ok()
         .and_then(|v| v.as_object()?.get("version")?.as_str().map(str::to_owned))

@@ -23,7 +23,7 @@ use tollgate_protocol::{
 };
 
 use crate::engine::Gateway;
-use crate::limits::{DEFAULT_PAGE, EXPORT_PAGE, MAX_ADMIN_BODY, MAX_PAGE};
+use crate::limits::{DEFAULT_PAGE, EXPORT_PAGE, MAX_PAGE};
 
 pub use error::{ApiError, InternalCause, PROBLEM_PREFIX, PROBLEM_TYPES};
 pub use middleware::LogFields;
@@ -43,7 +43,9 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 
 /// The routes.
 pub fn router<L: Ledger>(app: Arc<App<L>>) -> Router {
-    let admin = admin::router::<L>().layer(DefaultBodyLimit::max(MAX_ADMIN_BODY));
+    // Admin handlers read their bodies themselves, with their own limits,
+    // after authentication.
+    let admin = admin::router::<L>().layer(DefaultBodyLimit::disable());
     Router::new()
         .merge(admin)
         .route("/v1/intents", post(post_intent::<L>))
