@@ -36,6 +36,7 @@ pub fn serve(args: ServeArgs) -> Result<String, CliError> {
             timeout: std::time::Duration::from_millis(args.upstream_timeout_ms),
         },
         max_body: args.max_body,
+        read_token: args.read_token.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

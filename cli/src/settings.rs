@@ -51,6 +51,11 @@ pub struct ServeArgs {
     /// Timeout of one upstream call, milliseconds.
     #[arg(long, env = "TOLLGATE_UPSTREAM_TIMEOUT_MS", default_value_t = limits::DEFAULT_UPSTREAM_TIMEOUT_MS)]
     pub upstream_timeout_ms: u64,
+    /// A bearer token the ledger and receipt API (receipts, head, entries,
+    /// export) require; the admin token is accepted too. Without it they
+    /// are open to whoever reaches the port. At least 32 characters.
+    #[arg(long, env = "TOLLGATE_READ_TOKEN", hide_env_values = true)]
+    pub read_token: Option<String>,
     /// On a new data folder, make the demo issuer (trusted), agent,
     /// delegation and resources too. Never for production: without it a new
     /// gateway trusts no issuer until an administrator registers one.
@@ -78,6 +83,7 @@ struct ConfigFile {
     upstream_timeout_ms: Option<u64>,
     allow_insecure_http: Option<bool>,
     demo: Option<bool>,
+    read_token: Option<String>,
 }
 
 /// Fills every setting that neither a flag nor the environment gave from
@@ -122,6 +128,7 @@ pub fn apply_config(args: &mut ServeArgs, matches: &clap::ArgMatches) -> Result<
     take!(upstream_timeout_ms);
     take!(allow_insecure_http);
     take!(demo);
+    take!(read_token);
     if unset("upstreams")
         && let Some(map) = file.upstream
     {

@@ -110,6 +110,7 @@ pub struct Client {
     base: String,
     agent: ureq::Agent,
     admin_token: Option<String>,
+    read_token: Option<String>,
 }
 
 impl Client {
@@ -130,6 +131,7 @@ impl Client {
             base: url.trim_end_matches('/').to_owned(),
             agent: config.build().into(),
             admin_token: None,
+            read_token: std::env::var("TOLLGATE_READ_TOKEN").ok(),
         }
     }
 
@@ -137,6 +139,14 @@ impl Client {
     /// token on admin calls.
     pub fn with_admin_token(mut self, token: &str) -> Self {
         self.admin_token = Some(token.trim().to_owned());
+        self
+    }
+
+    /// The same client, sending `token` as the bearer token on reads of
+    /// the ledger and receipts (a gateway started with `--read-token`).
+    /// By default it is `TOLLGATE_READ_TOKEN`, if set.
+    pub fn with_read_token(mut self, token: &str) -> Self {
+        self.read_token = Some(token.trim().to_owned());
         self
     }
 
@@ -185,11 +195,17 @@ impl Client {
         })
     }
 
-    /// `GET path`, with the admin token if `admin`.
+    /// `GET path`, with the admin token if `admin`, else the read token
+    /// if there is one.
     pub fn get(&self, path: &str, admin: bool) -> Result<Answer, Error> {
         let url = self.url(path);
         let mut req = self.agent.get(&url);
-        if admin && let Some(t) = &self.admin_token {
+        let token = if admin {
+            &self.admin_token
+        } else {
+            &self.read_token
+        };
+        if let Some(t) = token {
             req = req.header("authorization", &format!("Bearer {t}"));
         }
         Self::read(&url, req.call())

@@ -120,6 +120,8 @@ pub struct Settings {
     pub upstreams: engine::Upstreams,
     /// Largest intent body, bytes.
     pub max_body: usize,
+    /// The bearer token the ledger and receipt API require, if any.
+    pub read_token: Option<String>,
 }
 
 /// Creates what is missing in the data folder, opens the ledger, and
@@ -130,6 +132,14 @@ pub async fn open(
     paths: &Paths,
     settings: Settings,
 ) -> Result<(http::App<SqliteLedger>, datadir::Created), Error> {
+    if let Some(t) = &settings.read_token
+        && t.len() < limits::MIN_READ_TOKEN
+    {
+        return Err(Error::Config(format!(
+            "--read-token: at least {} characters (it guards every receipt)",
+            limits::MIN_READ_TOKEN
+        )));
+    }
     let created = datadir::init(&paths.data_dir, paths.demo)?;
     let policy = match &paths.policy {
         Some(dir) => Some(tollgate_policies::Bundle::read_files(dir)?),
@@ -156,6 +166,7 @@ pub async fn open(
         http::App {
             gateway: Arc::new(gateway),
             admin_token: Some(admin_token),
+            read_token: settings.read_token,
             max_body: if settings.max_body == 0 {
                 limits::DEFAULT_MAX_BODY
             } else {

@@ -31,3 +31,7 @@ pub const MAX_PAGE: u32 = 1_000;
 pub const EXPORT_PAGE: u32 = 1_000;
 /// `Retry-After` seconds of a 409 for a request still in flight.
 pub const IN_FLIGHT_RETRY_AFTER: u32 = 1;
+/// How long `/readyz` waits for the ledger's probe commit, milliseconds.
+pub const READY_TIMEOUT_MS: u64 = 2_000;
+/// Shortest `--read-token`, characters.
+pub const MIN_READ_TOKEN: usize = 32;

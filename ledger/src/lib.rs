@@ -349,6 +349,10 @@ pub trait Ledger: Send + Sync + 'static {
     /// Reservations without their entry, oldest key first.
     fn pending(&self) -> impl Future<Output = Result<Vec<(String, Vec<u8>)>, Error>> + Send;
 
+    /// Whether the ledger can commit now: a small durable write through
+    /// the writer (a locked database or a full disk fails it).
+    fn probe(&self) -> impl Future<Output = Result<(), Error>> + Send;
+
     /// Group-commit counters since the ledger was opened.
     fn stats(&self) -> AppendStats;
 }

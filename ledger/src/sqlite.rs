@@ -172,6 +172,9 @@ enum Job {
         key: String,
         reply: oneshot::Sender<Result<(), Error>>,
     },
+    Probe {
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
 }
 
 struct AppendRequest {
@@ -607,6 +610,16 @@ impl Ledger for SqliteLedger {
         answer.await.map_err(|_| Error::Closed)?
     }
 
+    async fn probe(&self) -> Result<(), Error> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .queue
+            .send(Job::Probe { reply })
+            .await
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
     async fn pending(&self) -> Result<Vec<(String, Vec<u8>)>, Error> {
         let rows =
             sqlx::query("SELECT idempotency_key, body FROM pending ORDER BY idempotency_key")
@@ -756,6 +769,12 @@ impl Writer {
                         }
                         let _ = reply.send(self.reserve(&key, &body).await);
                     }
+                    Job::Probe { reply } => {
+                        if !group.is_empty() {
+                            self.commit_group(std::mem::take(&mut group)).await;
+                        }
+                        let _ = reply.send(self.probe().await);
+                    }
                     Job::Release { key, reply } => {
                         if !group.is_empty() {
                             self.commit_group(std::mem::take(&mut group)).await;
@@ -869,6 +888,34 @@ impl Writer {
             entries.push(entry);
         }
         Ok(entries)
+    }
+
+    /// A durable write of the probe row, in a transaction of its own.
+    async fn probe(&mut self) -> Result<(), Error> {
+        self.begin().await?;
+        let now = self.clock.now();
+        let written = sqlx::query(
+            "INSERT INTO ledger_meta (key, value) VALUES ('probe', ?)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(now.as_str())
+        .execute(&mut self.conn)
+        .await
+        .map(|_| Vec::new())
+        .map_err(db);
+        self.end_quietly(written).await
+    }
+
+    /// [`Writer::end`] for a transaction that appended nothing.
+    async fn end_quietly(&mut self, result: Result<Vec<LedgerEntry>, Error>) -> Result<(), Error> {
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        match sqlx::query(end).execute(&mut self.conn).await {
+            Ok(_) => result.map(|_| ()),
+            Err(e) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+                Err(db(e))
+            }
+        }
     }
 
     /// `appended_at` for a group: the clock, but never earlier than the

@@ -158,13 +158,19 @@ impl Gateway {
         (status, ct, body, replayed)
     }
 
-    /// `GET path`: status and body.
+    /// `GET path`: status and body. Sent with the admin token, which also
+    /// opens the ledger and receipts of a gateway with a read token.
     pub fn get(&self, path: &str) -> (u16, Vec<u8>) {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
             .into();
-        let mut resp = agent.get(&format!("{}{path}", self.url)).call().unwrap();
+        let token = std::fs::read_to_string(self.data().join("admin.token")).unwrap_or_default();
+        let mut resp = agent
+            .get(&format!("{}{path}", self.url))
+            .header("authorization", &format!("Bearer {}", token.trim()))
+            .call()
+            .unwrap();
         let status = resp.status().as_u16();
         (
             status,

@@ -703,3 +703,94 @@ fn a_config_file_sets_what_flags_and_environment_do_not() {
         "{err}"
     );
 }
+
+/// Found by the outside review: receipts (which hold params) could be read
+/// by anyone who reached the port.
+#[test]
+fn regression_a_read_token_guards_the_ledger_and_receipts() {
+    let token = "read-token-0123456789abcdefghijklmnop";
+    let g = Gateway::start_with(
+        tempfile::tempdir().unwrap(),
+        |_| {},
+        &["--read-token", token],
+    );
+    let (code, _, entry, _) = g.post_raw(
+        "application/json",
+        &intent(&g.agent(), "rt-1", "order:o-1001", 100, |_| {}),
+        None,
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&entry));
+    let rid = parse(&entry)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .get("receipt")
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .get("receipt_id")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let anonymous = tollgate_client::Client::new(&g.url).with_read_token("");
+    let reader = tollgate_client::Client::new(&g.url).with_read_token(token);
+    for path in [
+        format!("/v1/receipts/{rid}"),
+        "/v1/ledger/head".into(),
+        "/v1/ledger/entries".into(),
+        "/v1/ledger/export".into(),
+    ] {
+        let a = anonymous.get(&path, false).unwrap();
+        assert_eq!(
+            (a.status, a.problem_type().as_deref()),
+            (401, Some("unauthorized")),
+            "{path}"
+        );
+        assert_eq!(reader.get(&path, false).unwrap().status, 200, "{path}");
+        assert_eq!(g.admin().get(&path, true).unwrap().status, 200, "{path}");
+    }
+    // The key set and the probes stay public.
+    for path in ["/.well-known/jwks.json", "/healthz", "/readyz"] {
+        assert_eq!(anonymous.get(path, false).unwrap().status, 200, "{path}");
+    }
+}
+
+/// Found by the outside review: `/readyz` said ready while the ledger was
+/// locked by another process.
+#[test]
+fn regression_readiness_means_the_ledger_can_commit() {
+    let g = Gateway::start();
+    assert_eq!(g.get("/readyz").0, 200);
+    let db = g.data().join("ledger.db");
+    // Another process holds the database's write lock.
+    let mut holder = std::process::Command::new(tollgate_tests::python())
+        .args([
+            "-c",
+            "import sqlite3, sys, time\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\ntime.sleep(30)",
+            db.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let started = std::time::Instant::now();
+    let (code, body) = g.get("/readyz");
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(code, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("not-ready"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // Once the lock is gone, ready again (the probe queued behind it drains).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while g.get("/readyz").0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "never ready again");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -225,6 +225,20 @@ impl<L: Ledger> Gateway<L> {
         }
     }
 
+    /// Whether the gateway can commit now: the ledger takes a small durable
+    /// write within [`crate::limits::READY_TIMEOUT_MS`].
+    pub async fn ready(&self) -> Result<(), String> {
+        let limit = std::time::Duration::from_millis(crate::limits::READY_TIMEOUT_MS);
+        match tokio::time::timeout(limit, self.ledger.probe()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("the ledger cannot commit: {e}")),
+            Err(_) => Err(format!(
+                "the ledger did not commit a probe within {} ms (locked, or its disk is stalled)",
+                limit.as_millis()
+            )),
+        }
+    }
+
     /// The ledger.
     pub fn ledger(&self) -> &L {
         &self.ledger

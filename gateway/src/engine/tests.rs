@@ -142,6 +142,10 @@ impl Ledger for Faulty {
         self.read_check()?;
         self.inner.pending().await
     }
+    async fn probe(&self) -> Result<(), LedgerError> {
+        self.write_check()?;
+        self.inner.probe().await
+    }
     fn stats(&self) -> AppendStats {
         self.inner.stats()
     }

@@ -20,6 +20,49 @@ use super::{ApiError, App, object};
 use crate::engine::Changed;
 use crate::limits::{MAX_ADMIN_BODY, MAX_ADMIN_TOKEN_BODY};
 
+/// Whether the request's bearer token is `expected` (compared in time
+/// independent of where the first difference is; an empty token never
+/// matches).
+pub(super) fn bearer_is(parts: &Parts, expected: &str) -> bool {
+    let given = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let expected = expected.as_bytes();
+    !expected.is_empty()
+        && given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// Proof that the request may read the ledger and receipts: no read token
+/// is configured, or the request carries it (or the admin token).
+pub struct ReadAuth;
+
+impl<L: Ledger> FromRequestParts<Arc<App<L>>> for ReadAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &Arc<App<L>>,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(read) = &app.read_token else {
+            return Ok(ReadAuth);
+        };
+        let admin = app.admin_token.as_deref().unwrap_or("");
+        if bearer_is(parts, read) || bearer_is(parts, admin) {
+            Ok(ReadAuth)
+        } else {
+            Err(ApiError::ReadUnauthorized)
+        }
+    }
+}
+
 /// Proof that the request carries the administrator's bearer token.
 pub struct AdminAuth;
 
@@ -33,21 +76,7 @@ impl<L: Ledger> FromRequestParts<Arc<App<L>>> for AdminAuth {
         let Some(expected) = &app.admin_token else {
             return Err(ApiError::NotFound("the registry API is not enabled".into()));
         };
-        let given = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        // Compare in time independent of where the first difference is.
-        let expected = expected.as_bytes();
-        let ok = !expected.is_empty()
-            && given.len() == expected.len()
-            && given
-                .bytes()
-                .zip(expected)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
+        let ok = bearer_is(parts, expected);
         if ok {
             Ok(AdminAuth)
         } else {

@@ -47,7 +47,7 @@ pub const PROBLEM_TYPES: &[(&str, &str)] = &[
     ("unknown-receipt", "Unknown receipt"),
     ("invalid-query", "Invalid query"),
     ("not-ready", "Not ready"),
-    ("unauthorized", "Administrator token required"),
+    ("unauthorized", "Bearer token required"),
     ("invalid-delegation", "Invalid delegation token"),
     ("expired-delegation", "Delegation expired"),
     ("wider-than-parent", "Delegation wider than its parent"),
@@ -90,12 +90,17 @@ pub enum ApiError {
     /// A query parameter that is unknown or out of range.
     #[error("{0}")]
     InvalidQuery(String),
-    /// The ledger cannot be reached.
-    #[error("the ledger is not reachable: {0}")]
+    /// The ledger cannot commit now.
+    #[error("{0}")]
     NotReady(String),
     /// The admin token is missing or wrong.
     #[error("the registry API takes the bearer token in DATA_DIR/admin.token")]
     Unauthorized,
+    /// A read token is configured, and the request does not carry it.
+    #[error(
+        "the ledger and receipt API takes the read token given to the gateway (--read-token) as a bearer token"
+    )]
+    ReadUnauthorized,
     /// An admin request body of the wrong shape.
     #[error("{detail}")]
     InvalidRequest {
@@ -212,7 +217,7 @@ impl ApiError {
             Self::UnknownReceipt(_) => (S::NOT_FOUND, "unknown-receipt", None),
             Self::InvalidQuery(_) => (S::BAD_REQUEST, "invalid-query", None),
             Self::NotReady(_) => (S::SERVICE_UNAVAILABLE, "not-ready", None),
-            Self::Unauthorized => (S::UNAUTHORIZED, "unauthorized", None),
+            Self::Unauthorized | Self::ReadUnauthorized => (S::UNAUTHORIZED, "unauthorized", None),
             Self::InvalidRequest { pointer, .. } => (
                 S::UNPROCESSABLE_ENTITY,
                 "invalid-request",

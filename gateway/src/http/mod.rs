@@ -34,6 +34,8 @@ pub struct App<L: Ledger> {
     pub gateway: Arc<Gateway<L>>,
     /// The registry API's bearer token; `None` disables the API.
     pub admin_token: Option<String>,
+    /// The bearer token the ledger and receipt API require, if any.
+    pub read_token: Option<String>,
     /// Largest intent body, bytes.
     pub max_body: usize,
 }
@@ -141,6 +143,7 @@ async fn post_intent<L: Ledger>(
 }
 
 async fn get_receipt<L: Ledger>(
+    _: admin::ReadAuth,
     State(app): State<Arc<App<L>>>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
@@ -156,7 +159,10 @@ async fn get_receipt<L: Ledger>(
     }
 }
 
-async fn get_head<L: Ledger>(State(app): State<Arc<App<L>>>) -> Result<Response, ApiError> {
+async fn get_head<L: Ledger>(
+    _: admin::ReadAuth,
+    State(app): State<Arc<App<L>>>,
+) -> Result<Response, ApiError> {
     let h = app
         .gateway
         .ledger()
@@ -207,6 +213,7 @@ fn page(query: Option<&str>) -> Result<(u64, u32), ApiError> {
 }
 
 async fn get_entries<L: Ledger>(
+    _: admin::ReadAuth,
     State(app): State<Arc<App<L>>>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -230,7 +237,10 @@ async fn get_entries<L: Ledger>(
     Ok(json(StatusCode::OK, body))
 }
 
-async fn get_export<L: Ledger>(State(app): State<Arc<App<L>>>) -> Result<Response, ApiError> {
+async fn get_export<L: Ledger>(
+    _: admin::ReadAuth,
+    State(app): State<Arc<App<L>>>,
+) -> Result<Response, ApiError> {
     let head = app
         .gateway
         .ledger()
@@ -292,11 +302,7 @@ async fn metrics<L: Ledger>(State(app): State<Arc<App<L>>>) -> Response {
 }
 
 async fn readyz<L: Ledger>(State(app): State<Arc<App<L>>>) -> Result<Response, ApiError> {
-    app.gateway
-        .ledger()
-        .head()
-        .await
-        .map_err(|e| ApiError::NotReady(e.to_string()))?;
+    app.gateway.ready().await.map_err(ApiError::NotReady)?;
     Ok((StatusCode::OK, "ready\n").into_response())
 }
 

@@ -70,6 +70,7 @@ async fn harness() -> Harness {
         app: Arc::new(App {
             gateway: w.gateway,
             admin_token: Some(ADMIN.into()),
+            read_token: None,
             max_body: 4096,
         }),
         ledger: w.ledger,
@@ -543,13 +544,14 @@ async fn every_api_error_is_reached_by_a_request() {
         .admin(Method::POST, "/v1/admin/delegations/d-1/revoke", vec![])
         .await;
     expect(&failed, 500, "internal");
-    h.ledger.fail_writes.store(false, Ordering::SeqCst);
-    h.ledger.fail_reads.store(true, Ordering::SeqCst);
+    // Ready means able to commit, not only to read.
     expect(
         &h.call(Method::GET, "/readyz", &[], vec![]).await,
         503,
         "not-ready",
     );
+    h.ledger.fail_writes.store(false, Ordering::SeqCst);
+    h.ledger.fail_reads.store(true, Ordering::SeqCst);
     expect(
         &h.call(Method::GET, "/v1/ledger/head", &[], vec![]).await,
         500,
