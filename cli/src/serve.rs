@@ -37,6 +37,12 @@ pub fn serve(args: ServeArgs) -> Result<String, CliError> {
         },
         max_body: args.max_body,
         read_token: args.read_token.clone(),
+        body_timeout: std::time::Duration::from_millis(args.body_timeout_ms),
+    };
+    let connections = http::Connections {
+        max: args.max_connections,
+        header: std::time::Duration::from_millis(args.header_timeout_ms),
+        handshake: std::time::Duration::from_millis(args.handshake_timeout_ms),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -73,11 +79,9 @@ pub fn serve(args: ServeArgs) -> Result<String, CliError> {
             let _ = tokio::signal::ctrl_c().await;
         };
         let app = Arc::new(app);
-        match tls {
-            Some(tls) => tls::serve(app, listener, tls, shutdown).await,
-            None => http::serve(app, listener, shutdown).await,
-        }
-        .map_err(usage)?;
+        http::serve(app, listener, tls, connections, shutdown)
+            .await
+            .map_err(usage)?;
         Ok("stopped".to_owned())
     })
 }

@@ -51,6 +51,19 @@ pub struct ServeArgs {
     /// Timeout of one upstream call, milliseconds.
     #[arg(long, env = "TOLLGATE_UPSTREAM_TIMEOUT_MS", default_value_t = limits::DEFAULT_UPSTREAM_TIMEOUT_MS)]
     pub upstream_timeout_ms: u64,
+    /// Most connections served at once; more wait in the kernel's backlog.
+    #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS", default_value_t = limits::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Time to receive a request's header (and to keep an idle
+    /// connection), milliseconds.
+    #[arg(long, env = "TOLLGATE_HEADER_TIMEOUT_MS", default_value_t = limits::DEFAULT_HEADER_TIMEOUT_MS)]
+    pub header_timeout_ms: u64,
+    /// Time to receive a request's body, milliseconds.
+    #[arg(long, env = "TOLLGATE_BODY_TIMEOUT_MS", default_value_t = limits::DEFAULT_BODY_TIMEOUT_MS)]
+    pub body_timeout_ms: u64,
+    /// Time to finish a TLS handshake, milliseconds.
+    #[arg(long, env = "TOLLGATE_HANDSHAKE_TIMEOUT_MS", default_value_t = limits::DEFAULT_HANDSHAKE_TIMEOUT_MS)]
+    pub handshake_timeout_ms: u64,
     /// A bearer token the ledger and receipt API (receipts, head, entries,
     /// export) require; the admin token is accepted too. Without it they
     /// are open to whoever reaches the port. At least 32 characters.
@@ -84,6 +97,10 @@ struct ConfigFile {
     allow_insecure_http: Option<bool>,
     demo: Option<bool>,
     read_token: Option<String>,
+    max_connections: Option<usize>,
+    header_timeout_ms: Option<u64>,
+    body_timeout_ms: Option<u64>,
+    handshake_timeout_ms: Option<u64>,
 }
 
 /// Fills every setting that neither a flag nor the environment gave from
@@ -129,6 +146,10 @@ pub fn apply_config(args: &mut ServeArgs, matches: &clap::ArgMatches) -> Result<
     take!(allow_insecure_http);
     take!(demo);
     take!(read_token);
+    take!(max_connections);
+    take!(header_timeout_ms);
+    take!(body_timeout_ms);
+    take!(handshake_timeout_ms);
     if unset("upstreams")
         && let Some(map) = file.upstream
     {

@@ -112,7 +112,7 @@ impl Paths {
 }
 
 /// Settings of a gateway opened by [`open`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Settings {
     /// Limits of the intent flow.
     pub limits: engine::Limits,
@@ -122,6 +122,8 @@ pub struct Settings {
     pub max_body: usize,
     /// The bearer token the ledger and receipt API require, if any.
     pub read_token: Option<String>,
+    /// Time to receive a request body.
+    pub body_timeout: std::time::Duration,
 }
 
 /// Creates what is missing in the data folder, opens the ledger, and
@@ -167,6 +169,7 @@ pub async fn open(
             gateway: Arc::new(gateway),
             admin_token: Some(admin_token),
             read_token: settings.read_token,
+            body_timeout: settings.body_timeout,
             max_body: if settings.max_body == 0 {
                 limits::DEFAULT_MAX_BODY
             } else {

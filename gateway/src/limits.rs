@@ -35,3 +35,14 @@ pub const IN_FLIGHT_RETRY_AFTER: u32 = 1;
 pub const READY_TIMEOUT_MS: u64 = 2_000;
 /// Shortest `--read-token`, characters.
 pub const MIN_READ_TOKEN: usize = 32;
+/// Default most connections served at once (`--max-connections`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1_024;
+/// Default time to receive a request's header, and to keep an idle
+/// connection, milliseconds (`--header-timeout-ms`).
+pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
+/// Default time to receive a request's body, milliseconds
+/// (`--body-timeout-ms`).
+pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 10_000;
+/// Default time to finish a TLS handshake, milliseconds
+/// (`--handshake-timeout-ms`).
+pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;

@@ -1,13 +1,10 @@
-//! HTTPS: the rustls configuration from PEM files, and the accept loop
-//! that runs a TLS handshake, then HTTP/1.1 over it, per connection.
+//! HTTPS: the rustls configuration from PEM files. The accept loop that
+//! runs a TLS handshake, then HTTP/1.1 over it, is [`crate::http::serve`].
 
 use std::path::Path;
 use std::sync::Arc;
 
-use tollgate_ledger::Ledger;
-
 use crate::Error;
-use crate::http::{App, router};
 
 /// The TLS configuration from a PEM certificate chain and private key.
 pub fn config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Error> {
@@ -31,38 +28,4 @@ pub fn config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Erro
         .map_err(|e| Error::Config(format!("TLS certificate and key: {e}")))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
-}
-
-/// Serves HTTPS with `tls` until `shutdown` resolves.
-pub async fn serve<L: Ledger>(
-    app: Arc<App<L>>,
-    listener: tokio::net::TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = router(app);
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (tcp, _) = tokio::select! {
-            () = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                // A failed accept (e.g. too many open files) must not stop
-                // the service; the next one may succeed.
-                Err(_) => continue,
-            },
-        };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        tokio::spawn(async move {
-            let Ok(stream) = acceptor.accept(tcp).await else {
-                return;
-            };
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
-        });
-    }
 }

@@ -794,3 +794,61 @@ fn regression_readiness_means_the_ledger_can_commit() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// Found by the outside review: slow connections held the listener (no
+/// header, body or handshake timeout, no connection limit).
+#[test]
+fn regression_slow_clients_cannot_stall_the_listener() {
+    use std::io::{Read as _, Write as _};
+    let g = Gateway::start_with(
+        tempfile::tempdir().unwrap(),
+        |_| {},
+        &["--header-timeout-ms", "1500", "--body-timeout-ms", "1000"],
+    );
+    let addr = g.url.trim_start_matches("http://").to_owned();
+    // 300 connections that send half a header and stop.
+    let slow: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.write_all(b"POST /v1/intents HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    assert_eq!(g.get("/healthz").0, 200);
+    let (code, _, body, _) = g.post_raw(
+        "application/json",
+        &intent(&g.agent(), "slow-1", "order:o-1001", 100, |_| {}),
+        None,
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "answered in {:?}",
+        started.elapsed()
+    );
+    // The slow ones are closed once their header time is up.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    for mut s in slow {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).unwrap_or(0);
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
+    }
+    // A body that never comes: a problem after the body timeout.
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(
+        b"POST /v1/intents HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
+    )
+    .unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request-timeout"), "{text}");
+}

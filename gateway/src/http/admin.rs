@@ -123,9 +123,14 @@ async fn reservations<L: Ledger>(
 
 /// The body, at most `limit` bytes; read only after [`AdminAuth`] passed
 /// (extractors of the request's parts run before the body's).
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, limit)
+async fn read_body(
+    body: Body,
+    limit: usize,
+    within: std::time::Duration,
+) -> Result<Bytes, ApiError> {
+    tokio::time::timeout(within, axum::body::to_bytes(body, limit))
         .await
+        .map_err(|_| ApiError::RequestTimeout(within.as_millis()))?
         .map_err(|_| ApiError::PayloadTooLarge(limit))
 }
 
@@ -141,7 +146,7 @@ async fn register<L: Ledger>(
     State(app): State<Arc<App<L>>>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = read_body(body, MAX_ADMIN_TOKEN_BODY).await?;
+    let body = read_body(body, MAX_ADMIN_TOKEN_BODY, app.body_timeout).await?;
     let value = parse(&body).map_err(ApiError::MalformedJson)?;
     let id = value
         .as_object()
@@ -197,7 +202,7 @@ async fn publish<L: Ledger>(
     State(app): State<Arc<App<L>>>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = read_body(body, MAX_ADMIN_BODY).await?;
+    let body = read_body(body, MAX_ADMIN_BODY, app.body_timeout).await?;
     let value = parse(&body).map_err(ApiError::MalformedJson)?;
     let shape = || ApiError::InvalidRequest {
         detail: "expected {\"files\": {path: text}}".into(),
@@ -228,7 +233,7 @@ async fn activate<L: Ledger>(
     State(app): State<Arc<App<L>>>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = read_body(body, MAX_ADMIN_TOKEN_BODY).await?;
+    let body = read_body(body, MAX_ADMIN_TOKEN_BODY, app.body_timeout).await?;
     let version = parse(&body)
         .ok()
         .and_then(|v| v.as_object()?.get("version")?.as_str().map(str::to_owned))

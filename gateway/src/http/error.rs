@@ -18,6 +18,7 @@ pub const PROBLEM_TYPES: &[(&str, &str)] = &[
     ("not-found", "Not found"),
     ("unsupported-media-type", "Unsupported media type"),
     ("payload-too-large", "Payload too large"),
+    ("request-timeout", "Request body too slow"),
     ("malformed-json", "Malformed JSON"),
     ("invalid-intent", "Invalid intent"),
     ("clock-skew", "issued_at too far from the gateway's clock"),
@@ -72,6 +73,9 @@ pub enum ApiError {
     /// A body over the route's limit.
     #[error("a request body here may be at most {0} bytes")]
     PayloadTooLarge(usize),
+    /// A body that did not arrive within the body timeout (milliseconds).
+    #[error("the request body did not arrive within {0} ms")]
+    RequestTimeout(u128),
     /// A body that is not strict I-JSON.
     #[error(transparent)]
     MalformedJson(tollgate_protocol::Error),
@@ -136,6 +140,7 @@ impl ApiError {
                 (S::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", None)
             }
             Self::PayloadTooLarge(_) => (S::PAYLOAD_TOO_LARGE, "payload-too-large", None),
+            Self::RequestTimeout(_) => (S::REQUEST_TIMEOUT, "request-timeout", None),
             Self::MalformedJson(e) => (
                 S::BAD_REQUEST,
                 "malformed-json",

@@ -6,9 +6,9 @@
 
 mod admin;
 mod error;
+mod listen;
 mod middleware;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -26,6 +26,7 @@ use crate::engine::Gateway;
 use crate::limits::{DEFAULT_PAGE, EXPORT_PAGE, MAX_PAGE};
 
 pub use error::{ApiError, InternalCause, PROBLEM_PREFIX, PROBLEM_TYPES};
+pub use listen::{Connections, serve};
 pub use middleware::LogFields;
 
 /// What the HTTP layer holds: the engine and its own settings.
@@ -38,6 +39,8 @@ pub struct App<L: Ledger> {
     pub read_token: Option<String>,
     /// Largest intent body, bytes.
     pub max_body: usize,
+    /// Time to receive a request body.
+    pub body_timeout: std::time::Duration,
 }
 
 /// The OpenAPI document of this service.
@@ -104,9 +107,11 @@ async fn post_intent<L: Ledger>(
     if essence != "application/json" {
         return Err(ApiError::UnsupportedMediaType(media));
     }
-    let bytes: Bytes = axum::body::to_bytes(body, app.max_body)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge(app.max_body))?;
+    let bytes: Bytes =
+        tokio::time::timeout(app.body_timeout, axum::body::to_bytes(body, app.max_body))
+            .await
+            .map_err(|_| ApiError::RequestTimeout(app.body_timeout.as_millis()))?
+            .map_err(|_| ApiError::PayloadTooLarge(app.max_body))?;
     let value = parse_with_depth(&bytes, MAX_INTENT_DEPTH).map_err(ApiError::MalformedJson)?;
     let envelope = IntentEnvelope::from_value(value).map_err(ApiError::InvalidIntent)?;
     let mut fields = LogFields {
@@ -304,20 +309,6 @@ async fn metrics<L: Ledger>(State(app): State<Arc<App<L>>>) -> Response {
 async fn readyz<L: Ledger>(State(app): State<Arc<App<L>>>) -> Result<Response, ApiError> {
     app.gateway.ready().await.map_err(ApiError::NotReady)?;
     Ok((StatusCode::OK, "ready\n").into_response())
-}
-
-/// Serves plain HTTP until `shutdown` resolves.
-pub async fn serve<L: Ledger>(
-    app: Arc<App<L>>,
-    listener: tokio::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(app).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
 }
 
 #[cfg(test)]

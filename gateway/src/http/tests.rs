@@ -72,6 +72,7 @@ async fn harness() -> Harness {
             admin_token: Some(ADMIN.into()),
             read_token: None,
             max_body: 4096,
+            body_timeout: std::time::Duration::from_millis(300),
         }),
         ledger: w.ledger,
         agent: w.agent,
@@ -178,6 +179,39 @@ async fn every_api_error_is_reached_by_a_request() {
         &h.intent(vec![b' '; 5000], None).await,
         413,
         "payload-too-large",
+    );
+    // A body that never finishes arriving.
+    let stalled = router(h.app.clone())
+        .oneshot(
+            Request::builder()
+                .method(Method::POST)
+                .uri("/v1/intents")
+                .header("content-type", "application/json")
+                .body(Body::from_stream(futures_util::stream::pending::<
+                    Result<axum::body::Bytes, std::io::Error>,
+                >()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert(
+        "content-type",
+        stalled.headers().get("content-type").unwrap().clone(),
+    );
+    let status = stalled.status().as_u16();
+    let body = axum::body::to_bytes(stalled.into_body(), usize::MAX)
+        .await
+        .unwrap()
+        .to_vec();
+    expect(
+        &Answer {
+            status,
+            headers,
+            body,
+        },
+        408,
+        "request-timeout",
     );
     expect(
         &h.intent(b"{\"a\":1,\"a\":2}".to_vec(), None).await,

@@ -1,0 +1,117 @@
+//! The accept loop, for HTTP and HTTPS alike: what a slow or hostile
+//! client can hold is bounded.
+//!
+//! - At most [`Connections::max`] connections are served at once; beyond
+//!   that, new ones wait in the kernel's backlog until one closes.
+//! - A TLS handshake must finish within [`Connections::handshake`].
+//! - A request's header must arrive within [`Connections::header`] of the
+//!   moment the server starts waiting for it — which is also how long an
+//!   idle keep-alive connection stays open.
+//! - A request body must arrive within its route's body timeout (the
+//!   handlers apply it).
+//! - A failed accept (out of descriptors, say) backs off, doubling from
+//!   10 ms to 1 s, instead of spinning.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tollgate_ledger::Ledger;
+
+use super::{App, router};
+
+/// Bounds on connections.
+#[derive(Clone, Copy, Debug)]
+pub struct Connections {
+    /// Most connections served at once.
+    pub max: usize,
+    /// Time to receive a request's header (and idle keep-alive time).
+    pub header: Duration,
+    /// Time to finish a TLS handshake.
+    pub handshake: Duration,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        use crate::limits::{
+            DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_HEADER_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS,
+        };
+        Self {
+            max: DEFAULT_MAX_CONNECTIONS,
+            header: Duration::from_millis(DEFAULT_HEADER_TIMEOUT_MS),
+            handshake: Duration::from_millis(DEFAULT_HANDSHAKE_TIMEOUT_MS),
+        }
+    }
+}
+
+/// Serves `app` on `listener` (HTTPS when `tls` is given) until `shutdown`
+/// resolves; then stops accepting and gives open connections up to five
+/// seconds to finish.
+pub async fn serve<L: Ledger>(
+    app: Arc<App<L>>,
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    limits: Connections,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let service = router(app);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let slots = Arc::new(Semaphore::new(limits.max.max(1)));
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let tcp = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => {
+                    backoff = Duration::from_millis(10);
+                    tcp
+                }
+                Err(_) => {
+                    drop(permit);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let service = service.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = hyper_util::service::TowerToHyperService::new(service);
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header);
+            match acceptor {
+                None => {
+                    let _ = http
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                        .await;
+                }
+                Some(acceptor) => {
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await
+                    else {
+                        return;
+                    };
+                    let _ = http
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                }
+            }
+        });
+    }
+    // Let open connections finish, for a while.
+    let all = u32::try_from(limits.max.max(1)).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(all)).await;
+    Ok(())
+}
