@@ -448,6 +448,10 @@ pub fn evaluate(
     if let Some((value, currency)) = &amount {
         vars.insert("amount".into(), value.to_string());
         vars.insert("currency".into(), currency.clone());
+        vars.insert(
+            "money".into(),
+            tollgate_policies::money::format(*value, currency),
+        );
         if let Some(l) = bounds.per_intent.get(currency) {
             vars.insert("delegation.per_intent".into(), l.to_string());
             delegation_ctx.push(("per_intent".into(), RestrictedExpression::new_long(*l)));

@@ -543,11 +543,14 @@ impl Bounds {
                 id: "delegation.per_intent".into(),
                 effect: Verdict::Escalate,
                 reason: format!(
-                    "amount_minor {amount} exceeds {limit}, the per-intent bound of delegation {}",
+                    "{} exceeds {}, the per-intent bound of delegation {}",
+                    crate::money::format(amount, currency),
+                    crate::money::format(*limit, currency),
                     self.id
                 ),
                 remediation: Some(format!(
-                    "lower the amount to {limit} or less, or wait for approval"
+                    "lower the amount to {} or less, or wait for approval",
+                    crate::money::format(*limit, currency)
                 )),
             });
         }
@@ -558,11 +561,14 @@ impl Bounds {
                 id: "delegation.budget".into(),
                 effect: Verdict::Escalate,
                 reason: format!(
-                    "amount_minor {amount} exceeds the {left} {currency} left in the budget of delegation {}",
+                    "{} exceeds the {} left in the budget of delegation {}",
+                    crate::money::format(amount, currency),
+                    crate::money::format(*left, currency),
                     self.id
                 ),
                 remediation: Some(format!(
-                    "lower the amount to {left} or less, wait for the budget window to renew, or wait for approval"
+                    "lower the amount to {} or less, wait for the budget window to renew, or wait for approval",
+                    crate::money::format(*left, currency)
                 )),
             });
         }
@@ -860,11 +866,11 @@ mod tests {
         assert_eq!(r.len(), 2);
         assert_eq!(
             r[0].reason,
-            "amount_minor 99900 exceeds 10000, the per-intent bound of delegation dlg_7"
+            "999.00 EUR exceeds 100.00 EUR, the per-intent bound of delegation dlg_7"
         );
         assert_eq!(
             r[0].remediation.as_deref(),
-            Some("lower the amount to 10000 or less, or wait for approval")
+            Some("lower the amount to 100.00 EUR or less, or wait for approval")
         );
         assert_eq!(r[1].id, "delegation.budget");
         let r = b.amount_rules(1, "USD");

@@ -24,6 +24,7 @@
 mod bundle;
 mod convert;
 pub mod delegation;
+pub mod money;
 mod rules;
 mod scoring;
 mod template;

@@ -4,7 +4,8 @@
 //! Names: `agent`, `action`, `resource`, `intent_id`, `params.<member>`
 //! (dots go deeper), `resource.<attribute>`, `delegation`,
 //! `delegation.per_intent`, `delegation.budget_remaining`, `amount`,
-//! `currency`, `score.<dimension>`, `composite`. `{{` and `}}` are literal
+//! `currency`, `money` (the amount in the currency's units, `999.00 EUR`),
+//! `score.<dimension>`, `composite`. `{{` and `}}` are literal
 //! braces.
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ const ROOTS: &[&str] = &[
     "params",
     "delegation",
     "amount",
+    "money",
     "currency",
     "score",
     "composite",
@@ -132,7 +134,7 @@ mod tests {
     fn bad_templates_are_refused() {
         assert_eq!(
             Template::parse("x {prams.a}").unwrap_err(),
-            "unknown placeholder {prams.a} (known: agent, action, resource, intent_id, params, delegation, amount, currency, score, composite)"
+            "unknown placeholder {prams.a} (known: agent, action, resource, intent_id, params, delegation, amount, money, currency, score, composite)"
         );
         assert_eq!(
             Template::parse("x {agent").unwrap_err(),

@@ -219,9 +219,9 @@ fn each_load_error_is_reported_with_file_and_line() {
         ),
         (
             "escalate.cedar",
-            "{params.amount_minor}",
-            "{param.amount_minor}",
-            "escalate.cedar:3: rule \"refund.large\": @reason: unknown placeholder {param.amount_minor} (known: agent, action, resource, intent_id, params, delegation, amount, currency, score, composite)",
+            "{money}",
+            "{mony}",
+            "escalate.cedar:3: rule \"refund.large\": @reason: unknown placeholder {mony} (known: agent, action, resource, intent_id, params, delegation, amount, money, currency, score, composite)",
         ),
         (
             "tests/cases.toml",

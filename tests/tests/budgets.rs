@@ -49,7 +49,7 @@ fn regression_a_daily_budget_is_enforced() {
     let (_, b) = under(&g, "dlg_budget", "r-10", 4_000);
     let text = String::from_utf8_lossy(&b).into_owned();
     assert!(
-        text.contains("the 2000 EUR left in the budget of delegation dlg_budget"),
+        text.contains("the 20.00 EUR left in the budget of delegation dlg_budget"),
         "{text}"
     );
     // After a restart, from the ledger alone.

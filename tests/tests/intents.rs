@@ -852,3 +852,22 @@ fn regression_slow_clients_cannot_stall_the_listener() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("request-timeout"), "{text}");
 }
+
+/// Found by the outside review: reasons quoted "99900 EUR" for 999.00 EUR.
+#[test]
+fn regression_reasons_quote_money_in_the_currencys_units() {
+    let g = Gateway::start();
+    let (code, _, entry, _) = g.post_raw(
+        "application/json",
+        &intent(&g.agent(), "big-1", "order:o-1002", 99_900, |_| {}),
+        None,
+    );
+    assert_eq!(code, 200);
+    assert_eq!(verdict_of(&entry), "escalate");
+    let text = String::from_utf8_lossy(&entry);
+    assert!(
+        text.contains("a refund of 999.00 EUR is above the automatic limit of 500.00 EUR"),
+        "{text}"
+    );
+    assert!(!text.contains("99900 EUR"), "{text}");
+}

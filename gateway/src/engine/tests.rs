@@ -697,7 +697,7 @@ async fn a_budget_holds_across_intents_restarts_and_windows() {
         .unwrap();
     let text = String::from_utf8(third.line).unwrap();
     assert!(
-        text.contains("the 2000 EUR left in the budget of delegation d-1"),
+        text.contains("the 20.00 EUR left in the budget of delegation d-1"),
         "{text}"
     );
     // A gateway opened again on the same ledger reads the same spending.
