@@ -226,6 +226,7 @@ fn verdict_for(
         budget_remaining: budget
             .map(|l| [("EUR".to_owned(), l)].into())
             .unwrap_or_default(),
+        currencies: None,
     };
     let resource = obj(&format!(r#"{{"status":"paid","customer_tier":"{tier}"}}"#));
     evaluate(&w.bundle, contract, &view, &bounds, &resource, None).verdict
@@ -233,6 +234,23 @@ fn verdict_for(
 
 fn tier() -> impl Strategy<Value = &'static str> {
     prop::sample::select(vec!["gold", "silver", "bronze", "new"])
+}
+
+fn currency() -> impl Strategy<Value = String> {
+    prop::sample::select(vec!["EUR".to_owned(), "USD".to_owned(), "GBP".to_owned()])
+}
+
+/// No bound, or a bound in some of three currencies.
+fn currency_bounds() -> impl Strategy<Value = Option<Object>> {
+    prop::option::of(
+        prop::collection::btree_map(currency(), 0i64..20_000, 1..3).prop_map(|m| {
+            let mut o = Object::new();
+            for (k, v) in m {
+                o.insert(k, Value::integer(v).unwrap());
+            }
+            o
+        }),
+    )
 }
 
 proptest! {
@@ -294,6 +312,60 @@ proptest! {
                     prop_assert!(amount <= parent.per_intent["EUR"]);
                 }
             }
+        }
+    }
+
+    /// Currencies narrow too: under a child that passes the narrowing
+    /// check, no amount in any currency gets a gentler delegation verdict
+    /// than under its parent alone (the chain's bounds are their
+    /// intersection, never their union).
+    #[test]
+    fn a_child_never_admits_a_currency_or_amount_its_parent_does_not(
+        parent_per in currency_bounds(),
+        parent_budget in currency_bounds(),
+        child_per in currency_bounds(),
+        child_budget in currency_bounds(),
+        probes in prop::collection::vec((currency(), 1i64..30_000), 1..12),
+    ) {
+        let w = world();
+        let bounds = |p: &mut Object, per: &Option<Object>, budget: &Option<Object>| {
+            if let Some(m) = per {
+                p.insert("per_intent", Value::Object(m.clone()));
+            } else {
+                p.remove("per_intent");
+            }
+            if let Some(m) = budget {
+                p.insert("budget", Value::Object(m.clone()));
+                p.insert("window_seconds", Value::integer(86_400).unwrap());
+            }
+        };
+        let parent = token(&w.issuer, "dlg_p", &w.agent, |p| bounds(p, &parent_per, &parent_budget));
+        let child = token(&w.agent, "dlg_c", &w.agent, |p| {
+            bounds(p, &child_per, &child_budget);
+            p.insert("parent", "dlg_p".into());
+        });
+        prop_assume!(child.wider_than(&parent).is_none());
+        let snap = snapshot(vec![parent, child]);
+        let severity = |delegation: &str, cur: &str, amount: i64| {
+            let env = intent(&w.agent, |p| {
+                p.insert("delegation", delegation.into());
+                p.insert("params", Value::Object(obj(&format!(r#"{{"amount_minor":{amount},"currency":"{cur}"}}"#))));
+            });
+            let d = decide(&w.bundle, &env, &snap).unwrap();
+            d.rules
+                .iter()
+                .filter(|r| r.id.starts_with("delegation."))
+                .map(|r| r.effect)
+                .max()
+                .unwrap_or(Verdict::Pass)
+        };
+        for (cur, amount) in probes {
+            let under_child = severity("dlg_c", &cur, amount);
+            let under_parent = severity("dlg_p", &cur, amount);
+            prop_assert!(
+                under_child >= under_parent,
+                "{amount} {cur}: child {under_child:?}, parent {under_parent:?}"
+            );
         }
     }
 

@@ -322,6 +322,18 @@ impl Token {
         self.actions.iter().any(|p| action_matches(p, action))
     }
 
+    /// The currencies this token allows: those of its per-intent bound and
+    /// its budget. `None`: it bounds no amount, so any currency is its.
+    pub fn currencies(&self) -> Option<BTreeSet<String>> {
+        let set: BTreeSet<String> = self
+            .per_intent
+            .keys()
+            .chain(self.budget.keys())
+            .cloned()
+            .collect();
+        (!set.is_empty()).then_some(set)
+    }
+
     /// Whether this token's action allowlist covers every action of the
     /// pattern `scope` (an action contract's required scope).
     pub fn allows_scope(&self, scope: &str) -> bool {
@@ -345,6 +357,23 @@ impl Token {
                 return Some(format!(
                     "resource {r:?} is not within the parent's resources"
                 ));
+            }
+        }
+        // A currency the parent does not allow, in any of its bounds, is
+        // never the child's to allow.
+        if let Some(allowed) = parent.currencies() {
+            match self.currencies() {
+                None => {
+                    return Some(format!(
+                        "no amount bound, where the parent allows only {}",
+                        allowed.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ));
+                }
+                Some(mine) => {
+                    if let Some(cur) = mine.iter().find(|c| !allowed.contains(*c)) {
+                        return Some(format!("{cur}, a currency the parent does not allow"));
+                    }
+                }
             }
         }
         for (name, mine, theirs) in [
@@ -494,6 +523,10 @@ pub struct Bounds {
     pub per_intent: BTreeMap<String, i64>,
     /// What is left of the tightest budget along the chain, by currency.
     pub budget_remaining: BTreeMap<String, i64>,
+    /// The currencies every bounded token of the chain allows (the
+    /// intersection of their bounds' currencies); `None` when no token is
+    /// bounded. A currency outside it is blocked.
+    pub currencies: Option<BTreeSet<String>>,
 }
 
 impl Bounds {
@@ -512,6 +545,7 @@ impl Bounds {
                 .and_then(Value::as_str)
                 .unwrap_or("test-delegation")
                 .to_owned(),
+            currencies: None,
             per_intent: currency_map(o, "per_intent").map_err(|e| e.to_string())?,
             budget_remaining: currency_map(o, "budget_remaining").map_err(|e| e.to_string())?,
         })
@@ -522,9 +556,14 @@ impl Bounds {
     pub fn amount_rules(&self, amount: i64, currency: &str) -> Vec<FiredRule> {
         let mut out = Vec::new();
         let bounded = !self.per_intent.is_empty() || !self.budget_remaining.is_empty();
-        let allowed =
-            self.per_intent.contains_key(currency) || self.budget_remaining.contains_key(currency);
-        if bounded && !allowed {
+        let allowed = match &self.currencies {
+            Some(set) => set.contains(currency),
+            None => {
+                self.per_intent.contains_key(currency)
+                    || self.budget_remaining.contains_key(currency)
+            }
+        };
+        if (bounded || self.currencies.is_some()) && !allowed {
             out.push(FiredRule {
                 id: "delegation.currency".into(),
                 effect: Verdict::Block,
@@ -795,6 +834,12 @@ pub fn check_chain_spent(
         ..Bounds::default()
     };
     for t in &chain {
+        if let Some(mine) = t.currencies() {
+            bounds.currencies = Some(match bounds.currencies.take() {
+                None => mine,
+                Some(so_far) => so_far.intersection(&mine).cloned().collect(),
+            });
+        }
         for (cur, limit) in &t.per_intent {
             let e = bounds.per_intent.entry(cur.clone()).or_insert(*limit);
             *e = (*e).min(*limit);
@@ -860,6 +905,7 @@ mod tests {
             id: "dlg_7".into(),
             per_intent: [("EUR".to_owned(), 10000)].into(),
             budget_remaining: [("EUR".to_owned(), 50000)].into(),
+            currencies: None,
         };
         assert!(b.amount_rules(10000, "EUR").is_empty());
         let r = b.amount_rules(99900, "EUR");

@@ -117,3 +117,41 @@ fn thirty_two_concurrent_intents_never_exceed_a_budget() {
     let passed = verdicts.iter().filter(|v| *v == "pass").count();
     assert_eq!(passed, 14, "14 x 7.00 = 98.00 <= 100.00 < 15 x 7.00");
 }
+
+/// Found by the outside review: a child added a currency its parent
+/// refuses (a USD budget under a parent bounded in EUR only), and a USD
+/// refund the parent blocks passed under the child.
+#[test]
+fn regression_a_child_cannot_add_a_currency_its_parent_refuses() {
+    let g = Gateway::start();
+    let agent = g.agent();
+    let key = tollgate_signer::Signer::jwk(&agent).to_value();
+    let parent = g.delegation("dlg_eur", "agent-demo", key.clone(), |p| {
+        let mut per = Object::new();
+        per.insert("EUR", Value::integer(100_000).unwrap());
+        p.insert("per_intent", per.into());
+    });
+    assert_eq!(g.admin().register_delegation(&parent).unwrap().status, 201);
+    let issued = parse(&g.delegation("dlg_usd", "agent-demo", key, |p| {
+        let mut per = Object::new();
+        per.insert("EUR", Value::integer(100_000).unwrap());
+        p.insert("per_intent", per.into());
+        let mut b = Object::new();
+        b.insert("USD", Value::integer(100_000_000).unwrap());
+        p.insert("budget", b.into());
+        p.insert("window_seconds", Value::integer(86_400).unwrap());
+        p.insert("parent", "dlg_eur".into());
+    }))
+    .unwrap();
+    let payload = issued.as_object().unwrap().get("payload").unwrap().clone();
+    let child = canonical(&agent.envelope(Domain::Delegation, payload));
+    let before = g.written();
+    let a = g.admin().register_delegation(&child).unwrap();
+    assert_eq!(a.status, 422, "{}", a.text());
+    assert_eq!(a.problem_type().as_deref(), Some("wider-than-parent"));
+    assert!(
+        a.text()
+            .contains("USD, a currency the parent does not allow")
+    );
+    assert_eq!(g.written(), before);
+}

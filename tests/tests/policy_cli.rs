@@ -235,6 +235,32 @@ fn issue_inspect_sign_and_evaluate() {
         err.trim_end(),
         "a child may only narrow its parent dlg_7: action \"*\" is not within the parent's actions"
     );
+    // Found by the outside review: a child adding a currency its parent
+    // refuses (here a USD budget under a parent bounded in EUR only).
+    let o = issue(&[
+        "--key",
+        p(&d.join("agent.jwk")),
+        "--id",
+        "dlg_usd",
+        "--agent-key",
+        p(&d.join("sub.pub.json")),
+        "--action",
+        "orders.refund",
+        "--per-intent",
+        "EUR=5000",
+        "--budget",
+        "USD=100000000",
+        "--window-seconds",
+        "86400",
+        "--parent",
+        p(&dlg),
+    ]);
+    let (code, _, err) = text(&o);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        err.trim_end(),
+        "a child may only narrow its parent dlg_7: USD, a currency the parent does not allow"
+    );
     // A token checked against the wrong issuers is reported invalid.
     std::fs::write(d.join("other.json"), "{\"keys\":[]}").unwrap();
     let (code, _, err) = text(&tollgate(&[
