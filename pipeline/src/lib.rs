@@ -32,7 +32,9 @@ use cedar_policy::{
     Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
 };
 use tollgate_policies::delegation::{self, Bounds, Registry};
-use tollgate_policies::{Action, Approval, Bundle, FiredRule, TestCase, Vars, from_json};
+use tollgate_policies::{
+    Action, Approval, Bundle, FiredRule, TestCase, UnknownResources, Vars, from_json,
+};
 pub use tollgate_protocol::Verdict;
 use tollgate_protocol::{IntentEnvelope, Object, Value};
 
@@ -342,7 +344,23 @@ fn decide_spent(
         confidence_bp: confidence_of(i.decision.as_ref())?,
     };
     let empty = Object::new();
-    let resource = snapshot.resources.get(&i.resource).unwrap_or(&empty);
+    let known = snapshot.resources.get(&i.resource);
+    let resource = known.unwrap_or(&empty);
+    // A resource the registry does not know is blocked, unless the
+    // contract allows it: rules that test attributes must never see an
+    // entity without them (`has` would be false, and a forbid would vanish).
+    let refusal = refusal.or_else(|| {
+        (known.is_none() && contract.unknown_resources == UnknownResources::Block).then(|| {
+            FiredRule {
+                id: "resource.unknown".into(),
+                effect: Verdict::Block,
+                reason: format!("resource {} is not known", i.resource),
+                remediation: Some(
+                    "register the resource's attributes, or act on a known resource".into(),
+                ),
+            }
+        })
+    });
     Ok(evaluate(
         bundle, contract, &view, &bounds, resource, refusal,
     ))

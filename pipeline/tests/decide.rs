@@ -217,3 +217,43 @@ fn the_contract_scope_is_enforced() {
     let d = decide(&bundle, &ok_intent, &snapshot(vec![wide])).unwrap();
     assert_eq!(d.verdict, Verdict::Pass, "{:?}", d.rules);
 }
+
+/// Found by the outside review: `order:O-1` (not registered) was an entity
+/// with no attributes, so `forbid … when { resource has locked && … }`
+/// never fired and the intent passed.
+#[test]
+fn regression_an_unknown_resource_is_blocked_unless_the_contract_allows_it() {
+    let w = world();
+    let unknown = intent(&w.agent, |p| {
+        p.insert("resource", "order:O-1001".into());
+    });
+    let d = decide(&w.bundle, &unknown, &snapshot(vec![standard()])).unwrap();
+    assert_eq!(d.verdict, Verdict::Block);
+    let rule = d.rules.iter().find(|r| r.id == "resource.unknown").unwrap();
+    assert_eq!(rule.reason, "resource order:O-1001 is not known");
+    // A contract that allows unknown resources decides on no attributes.
+    let dir = tempfile::tempdir().unwrap();
+    let src =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies/examples/refunds");
+    for (path, text) in tollgate_policies::Bundle::read_files(&src).unwrap() {
+        let text = if path == "bundle.toml" {
+            text.replace(
+                "approval = \"by_rule\"",
+                "approval = \"by_rule\"\nunknown_resources = \"allow\"",
+            )
+        } else {
+            text
+        };
+        let to = dir.path().join(&path);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::write(to, text).unwrap();
+    }
+    let allowing = tollgate_policies::Bundle::load(dir.path()).unwrap();
+    assert_ne!(allowing.version_string(), w.bundle.version_string());
+    let d = decide(&allowing, &unknown, &snapshot(vec![standard()])).unwrap();
+    assert!(
+        d.rules.iter().all(|r| r.id != "resource.unknown"),
+        "{:?}",
+        d.rules
+    );
+}

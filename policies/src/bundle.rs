@@ -52,6 +52,20 @@ struct ActionToml {
     amount: Option<AmountToml>,
     #[serde(default)]
     target: Target,
+    #[serde(default)]
+    unknown_resources: UnknownResources,
+}
+
+/// What an intent on a resource the registry does not know gets.
+#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownResources {
+    /// Blocked, with a reason that says so (the default): rules written
+    /// against attributes must never see an entity that has none.
+    #[default]
+    Block,
+    /// Decided with no attributes (for actions whose rules read none).
+    Allow,
 }
 
 /// Where a passed intent is committed.
@@ -115,6 +129,8 @@ pub struct Action {
     pub amount: Option<(String, String)>,
     /// Where a passed intent is committed.
     pub target: Target,
+    /// What an intent on an unknown resource gets.
+    pub unknown_resources: UnknownResources,
     params_schema: jsonschema::Validator,
     params_value: Value,
 }
@@ -510,6 +526,9 @@ impl Bundle {
             contract.insert("risk", serde_name(&a.risk).into());
             contract.insert("approval", serde_name(&a.approval).into());
             contract.insert("target", serde_name(&a.target).into());
+            if a.unknown_resources != UnknownResources::Block {
+                contract.insert("unknown_resources", serde_name(&a.unknown_resources).into());
+            }
             contract.insert("params", params_value.clone());
             if let Some(am) = &a.amount {
                 let mut o = Object::new();
@@ -527,6 +546,7 @@ impl Bundle {
                     approval: a.approval,
                     amount: a.amount.map(|am| (am.param, am.currency_param)),
                     target: a.target,
+                    unknown_resources: a.unknown_resources,
                     params_schema: validator,
                     params_value,
                 },

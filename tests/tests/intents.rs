@@ -871,3 +871,18 @@ fn regression_reasons_quote_money_in_the_currencys_units() {
     );
     assert!(!text.contains("99900 EUR"), "{text}");
 }
+
+/// Found by the outside review: an intent on a resource the registry does
+/// not know was decided as if it had no attributes.
+#[test]
+fn regression_an_unknown_resource_is_blocked_and_says_so() {
+    let g = Gateway::start();
+    let (code, _, entry, _) = g.post_raw(
+        "application/json",
+        &intent(&g.agent(), "unk-1", "order:O-1001", 100, |_| {}),
+        None,
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&entry));
+    assert_eq!(verdict_of(&entry), "block");
+    assert!(String::from_utf8_lossy(&entry).contains("resource order:O-1001 is not known"));
+}
