@@ -587,6 +587,14 @@ impl Bundle {
             }
         }
 
+        check_placeholders(
+            &mut r,
+            [("boundary.cedar", &boundary), ("escalate.cedar", &escalate)],
+            &actions,
+            &schema_json,
+            &scoring,
+        );
+
         let tests = load_tests(&mut r);
 
         if !r.problems.is_empty() {
@@ -751,6 +759,68 @@ fn load_params_schema(
                 format!("not a valid JSON Schema (2020-12): {e}"),
             );
             None
+        }
+    }
+}
+
+/// Every `{params.X}`, `{resource.Y}` and `{score.D}` in a rule's reason or
+/// remediation must name something the bundle declares: a param of some
+/// action, an attribute of some entity type in the Cedar schema, a scoring
+/// dimension. A typo would otherwise sign "(no params.replica)" into
+/// receipts.
+fn check_placeholders(
+    r: &mut Reader<'_>,
+    sets: [(&str, &RuleSet); 2],
+    actions: &BTreeMap<String, Action>,
+    schema_json: &serde_json::Value,
+    scoring: &Scoring,
+) {
+    let params: std::collections::BTreeSet<&str> = actions
+        .values()
+        .filter_map(|a| a.params_value.as_object()?.get("properties")?.as_object())
+        .flat_map(|o| o.iter().map(|(k, _)| k))
+        .collect();
+    let mut attributes = std::collections::BTreeSet::new();
+    if let Some(namespaces) = schema_json.as_object() {
+        for ns in namespaces.values() {
+            let Some(types) = ns.get("entityTypes").and_then(|t| t.as_object()) else {
+                continue;
+            };
+            for t in types.values() {
+                if let Some(attrs) = t
+                    .get("shape")
+                    .and_then(|s| s.get("attributes"))
+                    .and_then(|a| a.as_object())
+                {
+                    attributes.extend(attrs.keys().cloned());
+                }
+            }
+        }
+    }
+    let dimensions: std::collections::BTreeSet<&str> = scoring.dimension_ids().collect();
+    for (file, set) in sets {
+        for (id, line, annotation, name) in set.placeholders() {
+            let mut parts = name.splitn(3, '.');
+            let (root, first) = (parts.next().unwrap_or_default(), parts.next());
+            let missing = match (root, first) {
+                ("params", Some(p)) if !params.contains(p) => {
+                    Some(format!("no action's params declare {p:?}"))
+                }
+                ("resource", Some(a)) if !attributes.contains(a) => Some(format!(
+                    "no entity type in schema.cedarschema has an attribute {a:?}"
+                )),
+                ("score", Some(d)) if !dimensions.contains(d) => {
+                    Some(format!("no scoring dimension is {d:?}"))
+                }
+                _ => None,
+            };
+            if let Some(why) = missing {
+                r.problem(
+                    file,
+                    Some(line),
+                    format!("rule {id:?}: @{annotation}: unknown placeholder {{{name}}}: {why}"),
+                );
+            }
         }
     }
 }

@@ -80,7 +80,11 @@ pub fn check_resource_pattern(p: &str) -> Result<(), String> {
         return Ok(());
     }
     let ok = match p.strip_suffix(":*") {
-        Some(ty) => !ty.contains('*') && tollgate_protocol::is_resource(&format!("{ty}:x")),
+        Some(ty) => {
+            !ty.contains('*')
+                && !ty.contains(':')
+                && tollgate_protocol::is_resource(&format!("{ty}:x"))
+        }
         None => !p.contains('*') && tollgate_protocol::is_resource(p),
     };
     if ok {
@@ -885,6 +889,8 @@ mod tests {
         }
         assert!(check_resource_pattern("order:o-*1").is_err());
         assert!(check_resource_pattern("*:x").is_err());
+        // Found by the outside review: only `type:*` and `*` are wildcards.
+        assert!(check_resource_pattern("order:o-1001:*").is_err());
         assert!(resource_matches("order:*", "order:o-1"));
         assert!(!resource_matches("order:*", "orders:o-1"));
     }

@@ -64,6 +64,8 @@ pub struct RuleOutcome {
 
 #[derive(Clone, Debug)]
 struct RuleMeta {
+    /// 1-based line of the rule in its file.
+    line: usize,
     reason: Template,
     remediation: Option<Template>,
     /// The rule in Cedar's JSON form, for the bundle's canonical form.
@@ -231,6 +233,7 @@ impl RuleSet {
             meta.insert(
                 id,
                 RuleMeta {
+                    line: line_of(text, start),
                     reason,
                     remediation,
                     json,
@@ -259,6 +262,23 @@ impl RuleSet {
                 .map(|(id, m)| (id.clone(), m.json.clone()))
                 .collect(),
         )
+    }
+
+    /// Every placeholder of every rule: `(rule id, line, annotation,
+    /// name)`.
+    pub(crate) fn placeholders(&self) -> Vec<(&str, usize, &'static str, &str)> {
+        let mut out = Vec::new();
+        for (id, m) in &self.meta {
+            for n in m.reason.names() {
+                out.push((id.as_str(), m.line, "reason", n));
+            }
+            if let Some(t) = &m.remediation {
+                for n in t.names() {
+                    out.push((id.as_str(), m.line, "remediation", n));
+                }
+            }
+        }
+        out
     }
 
     /// Number of rules.

@@ -321,6 +321,11 @@ impl Scoring {
     }
 
     /// Params that scoring reads as integers.
+    pub fn dimension_ids(&self) -> impl Iterator<Item = &str> {
+        self.dimensions.iter().map(|d| d.id.as_str())
+    }
+
+    /// The params each dimension reads as integers.
     pub fn integer_params(&self) -> impl Iterator<Item = &str> {
         self.dimensions.iter().filter_map(|d| match &d.source {
             Source::Bands { param, .. } => Some(param.as_str()),

@@ -91,6 +91,14 @@ impl Template {
         Ok(Self { pieces })
     }
 
+    /// The placeholders' names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.pieces.iter().filter_map(|p| match p {
+            Piece::Var(n) => Some(n.as_str()),
+            Piece::Text(_) => None,
+        })
+    }
+
     /// The text with each placeholder replaced by its value; one without a
     /// value reads `(no <name>)`.
     pub fn render(&self, vars: &Vars) -> String {

@@ -217,6 +217,20 @@ fn each_load_error_is_reported_with_file_and_line() {
             "@id(\"refund.paid-order\")",
             "escalate.cedar:3: rule id \"refund.paid-order\" is already used in boundary.cedar",
         ),
+        // Found by the outside review: placeholders naming nothing the
+        // bundle declares validated, then signed "(no params.replica)".
+        (
+            "escalate.cedar",
+            "{money}",
+            "{params.replica}",
+            "escalate.cedar:3: rule \"refund.large\": @reason: unknown placeholder {params.replica}: no action's params declare \"replica\"",
+        ),
+        (
+            "boundary.cedar",
+            "{resource.status}: only",
+            "{resource.frozn}: only",
+            "boundary.cedar:8: rule \"refund.unpaid-order\": @reason: unknown placeholder {resource.frozn}: no entity type in schema.cedarschema has an attribute \"frozn\"",
+        ),
         (
             "escalate.cedar",
             "{money}",
