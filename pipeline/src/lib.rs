@@ -33,7 +33,7 @@ use cedar_policy::{
 };
 use tollgate_policies::delegation::{self, Bounds, Registry};
 use tollgate_policies::{
-    Action, Approval, Bundle, FiredRule, TestCase, UnknownResources, Vars, from_json,
+    Action, Approval, Bundle, CedarType, FiredRule, TestCase, UnknownResources, Vars, from_json,
 };
 pub use tollgate_protocol::Verdict;
 use tollgate_protocol::{IntentEnvelope, Object, Value};
@@ -74,6 +74,20 @@ pub enum ShapeError {
     /// `decision.confidence_bp` is not an integer within 0–10000.
     #[error("/payload/decision/confidence_bp: {0} is not an integer within 0–10000 bp")]
     Confidence(String),
+    /// A param the Cedar schema declares cannot reach the rules exactly (a
+    /// number beyond ±(2^53−1) or with a fraction for a `Long`, a null, a
+    /// value of another type): it is refused, never silently left out.
+    #[error(
+        "{pointer}: {found} cannot be given to the rules as the {cedar} the policy declares (a Long is an integer within ±9007199254740991; nulls and other types are refused)"
+    )]
+    Unrepresentable {
+        /// Where.
+        pointer: String,
+        /// What was there.
+        found: String,
+        /// The declared Cedar type.
+        cedar: String,
+    },
 }
 
 fn describe(problems: &[(String, String)]) -> String {
@@ -92,7 +106,7 @@ impl ShapeError {
             Self::Params { problems, .. } => {
                 problems.first().map_or("/payload/params", |p| p.0.as_str())
             }
-            Self::NotAnInteger { pointer, .. } => pointer,
+            Self::NotAnInteger { pointer, .. } | Self::Unrepresentable { pointer, .. } => pointer,
             Self::Confidence(_) => "/payload/decision/confidence_bp",
         }
     }
@@ -222,6 +236,17 @@ fn shape_parts<'b>(
                 .map(|(p, m)| (format!("/payload/params{p}"), m))
                 .collect(),
         });
+    }
+    for (name, ty) in &contract.cedar_params {
+        if let Some(v) = params.get(name)
+            && !representable(v, *ty)
+        {
+            return Err(ShapeError::Unrepresentable {
+                pointer: format!("/payload/params/{name}"),
+                found: v.to_string(),
+                cedar: format!("{ty:?}"),
+            });
+        }
     }
     let amount = contract.amount.as_ref().map(|(p, _)| p.as_str());
     for p in bundle.scoring.integer_params().chain(amount) {
@@ -530,6 +555,28 @@ pub fn evaluate(
         scores,
         composite,
         critical,
+    }
+}
+
+/// Whether `v` reaches Cedar exactly as a value of type `ty`: nothing in it
+/// would be left out by [`restricted`].
+fn representable(v: &Value, ty: CedarType) -> bool {
+    fn any(v: &Value) -> bool {
+        match v {
+            Value::Null => false,
+            Value::Number(_) => v.as_safe_integer().is_some(),
+            Value::Array(items) => items.iter().all(any),
+            Value::Object(o) => o.iter().all(|(_, v)| any(v)),
+            Value::Bool(_) | Value::String(_) => true,
+        }
+    }
+    match ty {
+        CedarType::Long => v.as_safe_integer().is_some(),
+        CedarType::String => matches!(v, Value::String(_)),
+        CedarType::Bool => matches!(v, Value::Bool(_)),
+        CedarType::Set => matches!(v, Value::Array(_)) && any(v),
+        CedarType::Record => matches!(v, Value::Object(_)) && any(v),
+        CedarType::Other => any(v),
     }
 }
 

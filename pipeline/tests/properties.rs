@@ -236,6 +236,27 @@ fn tier() -> impl Strategy<Value = &'static str> {
     prop::sample::select(vec!["gold", "silver", "bronze", "new"])
 }
 
+/// Numbers of every kind (safe, unsafe, huge, fractional), strings,
+/// booleans and null.
+fn any_json() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        (1i64..100_000).prop_map(|n| Value::integer(n).unwrap()),
+        prop::sample::select(vec![
+            "9007199254740991",
+            "9007199254740992",
+            "-9007199254740994",
+            "1e300",
+            "12.5",
+            "1.0e2",
+            "123456789012345680000",
+        ])
+        .prop_map(|t| parse(t.as_bytes()).unwrap()),
+        "[a-z]{0,8}".prop_map(Value::from),
+        any::<bool>().prop_map(Value::Bool),
+        Just(Value::Null),
+    ]
+}
+
 fn currency() -> impl Strategy<Value = String> {
     prop::sample::select(vec!["EUR".to_owned(), "USD".to_owned(), "GBP".to_owned()])
 }
@@ -366,6 +387,26 @@ proptest! {
                 under_child >= under_parent,
                 "{amount} {cur}: child {under_child:?}, parent {under_parent:?}"
             );
+        }
+    }
+
+    /// No param the Cedar schema declares is ever silently absent from the
+    /// rules' context: whatever number or value an intent carries in one,
+    /// the intent is either decided with it exactly (a safe integer for a
+    /// `Long`, a string for a `String`) or refused at the shape stage.
+    #[test]
+    fn no_declared_param_is_silently_dropped(amount in any_json(), reason in any_json()) {
+        let w = world();
+        let env = intent(&w.agent, |p| {
+            let mut params = Object::new();
+            params.insert("amount_minor", amount.clone());
+            params.insert("currency", "EUR".into());
+            params.insert("reason", reason.clone());
+            p.insert("params", Value::Object(params));
+        });
+        if decide(&w.bundle, &env, &snapshot(vec![standard()])).is_ok() {
+            prop_assert!(amount.as_safe_integer().is_some(), "{amount} reached the rules as a Long");
+            prop_assert!(matches!(reason, Value::String(_)), "{reason} reached the rules as a String");
         }
     }
 

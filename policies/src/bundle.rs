@@ -113,6 +113,109 @@ pub enum Approval {
     ByRule,
 }
 
+/// A Cedar attribute type, as far as a param's value must match it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CedarType {
+    /// `Long`: an integer within ±(2^53−1).
+    Long,
+    /// `String`.
+    String,
+    /// `Bool`.
+    Bool,
+    /// `Set<…>`.
+    Set,
+    /// A record.
+    Record,
+    /// An entity or common type.
+    Other,
+}
+
+impl CedarType {
+    fn of(t: &serde_json::Value) -> Self {
+        let name = |n: &str| match n.trim_start_matches("__cedar::") {
+            "Long" => Self::Long,
+            "String" => Self::String,
+            "Bool" | "Boolean" => Self::Bool,
+            _ => Self::Other,
+        };
+        match t.get("type").and_then(|v| v.as_str()) {
+            Some("EntityOrCommon") => name(t.get("name").and_then(|v| v.as_str()).unwrap_or("")),
+            Some("Set") => Self::Set,
+            Some("Record") => Self::Record,
+            Some(other) => name(other),
+            None => Self::Other,
+        }
+    }
+
+    /// The JSON Schema `type` that matches, if one does.
+    fn json_type(self) -> Option<&'static str> {
+        match self {
+            Self::Long => Some("integer"),
+            Self::String => Some("string"),
+            Self::Bool => Some("boolean"),
+            Self::Set => Some("array"),
+            Self::Record => Some("object"),
+            Self::Other => None,
+        }
+    }
+}
+
+/// A property's JSON type: its `type`, or the one type of all its `enum`
+/// (or `const`) values.
+fn json_type_of(prop: &Object) -> Option<&'static str> {
+    let name = |v: &Value| match v {
+        Value::String(_) => Some("string"),
+        Value::Bool(_) => Some("boolean"),
+        Value::Number(_) if v.as_safe_integer().is_some() => Some("integer"),
+        Value::Number(_) => Some("number"),
+        Value::Array(_) => Some("array"),
+        Value::Object(_) => Some("object"),
+        Value::Null => None,
+    };
+    if let Some(t) = prop.get("type").and_then(Value::as_str) {
+        return ["string", "boolean", "integer", "number", "array", "object"]
+            .into_iter()
+            .find(|k| *k == t);
+    }
+    let values: Vec<&Value> = match (prop.get("enum"), prop.get("const")) {
+        (Some(Value::Array(items)), _) => items.iter().collect(),
+        (_, Some(v)) => vec![v],
+        _ => return None,
+    };
+    let first = name(values.first()?)?;
+    values
+        .iter()
+        .all(|v| name(v) == Some(first))
+        .then_some(first)
+}
+
+/// The params attributes the Cedar schema declares for `action`: name, type
+/// and whether required.
+fn cedar_params(schema_json: &serde_json::Value, action: &str) -> Vec<(String, CedarType, bool)> {
+    let Some(namespaces) = schema_json.as_object() else {
+        return Vec::new();
+    };
+    namespaces
+        .values()
+        .filter_map(|ns| {
+            ns.get("actions")?
+                .get(action)?
+                .get("appliesTo")?
+                .get("context")?
+                .get("attributes")?
+                .get("params")?
+                .get("attributes")?
+                .as_object()
+        })
+        .flat_map(|attrs| {
+            attrs.iter().map(|(k, t)| {
+                let required = t.get("required").and_then(|r| r.as_bool()).unwrap_or(true);
+                (k.clone(), CedarType::of(t), required)
+            })
+        })
+        .collect()
+}
+
 /// An action contract.
 #[derive(Debug)]
 pub struct Action {
@@ -131,6 +234,9 @@ pub struct Action {
     pub target: Target,
     /// What an intent on an unknown resource gets.
     pub unknown_resources: UnknownResources,
+    /// The params the Cedar schema declares for this action, with their
+    /// Cedar types: each must reach the rules exactly.
+    pub cedar_params: BTreeMap<String, CedarType>,
     params_schema: jsonschema::Validator,
     params_value: Value,
 }
@@ -498,6 +604,52 @@ impl Bundle {
             else {
                 continue;
             };
+            // The params JSON Schema and the Cedar schema must agree: a
+            // param the rules read must reach them exactly as declared.
+            let declared = cedar_params(&schema_json, &action_name);
+            let props = params_value
+                .as_object()
+                .and_then(|o| o.get("properties"))
+                .and_then(Value::as_object);
+            let required: Vec<&str> = match params_value.as_object().and_then(|o| o.get("required"))
+            {
+                Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+                _ => Vec::new(),
+            };
+            for (name, ty, cedar_required) in &declared {
+                let json_ty = props
+                    .and_then(|o| o.get(name))
+                    .and_then(Value::as_object)
+                    .and_then(json_type_of);
+                let file = a.params.as_str();
+                match (ty.json_type(), json_ty) {
+                    (_, None) => r.problem(
+                        file,
+                        None,
+                        format!("param {name:?} is declared in schema.cedarschema (action {action_name:?}) but has no \"type\" (or one-typed \"enum\") here"),
+                    ),
+                    (Some(want), Some(got)) if want != got => r.problem(
+                        file,
+                        None,
+                        format!("param {name:?} is {got:?} here but {ty:?} in schema.cedarschema (action {action_name:?}); they must agree ({ty:?} is {want:?})"),
+                    ),
+                    _ => {}
+                }
+                let json_required = required.contains(&name.as_str());
+                if json_required != *cedar_required {
+                    r.problem(
+                        file,
+                        None,
+                        format!(
+                            "param {name:?} is {} here but {} in schema.cedarschema (action {action_name:?})",
+                            if json_required { "required" } else { "optional" },
+                            if *cedar_required { "required" } else { "optional (`?`)" }
+                        ),
+                    );
+                }
+            }
+            let cedar_params: BTreeMap<String, CedarType> =
+                declared.into_iter().map(|(n, t, _)| (n, t)).collect();
             if let Some(amount) = &a.amount {
                 let props = params_value
                     .as_object()
@@ -547,6 +699,7 @@ impl Bundle {
                     amount: a.amount.map(|am| (am.param, am.currency_param)),
                     target: a.target,
                     unknown_resources: a.unknown_resources,
+                    cedar_params,
                     params_schema: validator,
                     params_value,
                 },

@@ -31,7 +31,7 @@ mod template;
 
 use std::fmt;
 
-pub use bundle::{Action, Approval, Bundle, Risk, Target, TestCase, UnknownResources};
+pub use bundle::{Action, Approval, Bundle, CedarType, Risk, Target, TestCase, UnknownResources};
 pub use convert::{from_json, to_cedar_json, to_json};
 pub use rules::{FiredRule, RuleOutcome, RuleSetKind, Verdict};
 pub use scoring::{DimensionScore, Scores, Scoring};

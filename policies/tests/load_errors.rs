@@ -151,6 +151,20 @@ fn each_load_error_is_reported_with_file_and_line() {
             "\"amount_minor\": { \"type\": \"number\" }",
             "bundle.toml:9: action \"orders.refund\": amount param \"amount_minor\" must be declared in params/orders.refund.json with \"type\": \"integer\"",
         ),
+        // Found by the outside review: the params JSON Schema and the Cedar
+        // schema disagreed (a type, required vs optional) and it validated.
+        (
+            "params/orders.refund.json",
+            "\"reason\": { \"type\": \"string\"",
+            "\"reason\": { \"type\": \"integer\"",
+            "params/orders.refund.json: param \"reason\" is \"integer\" here but String in schema.cedarschema (action \"orders.refund\"); they must agree (String is \"string\")",
+        ),
+        (
+            "params/orders.refund.json",
+            "\"required\": [\"amount_minor\", \"currency\"]",
+            "\"required\": [\"amount_minor\", \"currency\", \"reason\"]",
+            "params/orders.refund.json: param \"reason\" is required here but optional (`?`) in schema.cedarschema (action \"orders.refund\")",
+        ),
         (
             "params/orders.refund.json",
             "\"maxLength\": 500",

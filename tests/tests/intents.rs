@@ -886,3 +886,26 @@ fn regression_an_unknown_resource_is_blocked_and_says_so() {
     assert_eq!(verdict_of(&entry), "block");
     assert!(String::from_utf8_lossy(&entry).contains("resource order:O-1001 is not known"));
 }
+
+/// Found by the outside review: 9007199254740992 and 1e300 in a param the
+/// Cedar schema declares `Long` were silently left out of the rules'
+/// context, so a `has` test skipped a forbid and the intent passed.
+#[test]
+fn regression_a_number_the_rules_cannot_hold_is_refused_not_dropped() {
+    let g = Gateway::start();
+    let before = g.written();
+    for (n, big) in ["9007199254740992", "1e300"].iter().enumerate() {
+        let body = intent(&g.agent(), &format!("big-{n}"), "order:o-1001", 100, |p| {
+            p.insert(
+                "params",
+                parse(format!(r#"{{"amount_minor":{big},"currency":"EUR"}}"#).as_bytes()).unwrap(),
+            );
+        });
+        let (code, _, problem, _) = g.post_raw("application/json", &body, None);
+        let text = String::from_utf8_lossy(&problem);
+        assert_eq!(code, 422, "{text}");
+        assert!(text.contains("unrepresentable-param"), "{text}");
+        assert!(text.contains("/payload/params/amount_minor"), "{text}");
+    }
+    assert_eq!(g.written(), before);
+}

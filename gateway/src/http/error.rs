@@ -45,6 +45,10 @@ pub const PROBLEM_TYPES: &[(&str, &str)] = &[
         "A param policy arithmetic reads is not an integer",
     ),
     ("invalid-confidence", "Invalid confidence"),
+    (
+        "unrepresentable-param",
+        "A param cannot reach the rules as declared",
+    ),
     ("unknown-receipt", "Unknown receipt"),
     ("invalid-query", "Invalid query"),
     ("not-ready", "Not ready"),
@@ -182,6 +186,7 @@ impl ApiError {
                         ShapeError::Params { .. } => "invalid-params",
                         ShapeError::NotAnInteger { .. } => "not-an-integer",
                         ShapeError::Confidence(_) => "invalid-confidence",
+                        ShapeError::Unrepresentable { .. } => "unrepresentable-param",
                     };
                     (S::UNPROCESSABLE_ENTITY, slug, Some(s.pointer().to_owned()))
                 }

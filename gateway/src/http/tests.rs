@@ -345,6 +345,22 @@ async fn every_api_error_is_reached_by_a_request() {
         p.insert("decision", params(r#"{"confidence_bp":20000}"#));
     });
     expect(&h.intent(sure, None).await, 422, "invalid-confidence");
+    // Found by the outside review: a number Cedar cannot hold was left out
+    // of the rules' context, so a `has` test skipped a forbid.
+    for (n, big) in ["9007199254740992", "1e300"].iter().enumerate() {
+        let unsafe_int = h.signed(|p| {
+            p.insert("intent_id", format!("i-big-{n}").into());
+            p.insert(
+                "params",
+                params(&format!(r#"{{"amount_minor":{big},"currency":"EUR"}}"#)),
+            );
+        });
+        expect(
+            &h.intent(unsafe_int, None).await,
+            422,
+            "unrepresentable-param",
+        );
+    }
 
     // Reads.
     expect(
