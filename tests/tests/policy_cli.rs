@@ -375,4 +375,38 @@ fn issue_inspect_sign_and_evaluate() {
         err.trim_end().ends_with("/payload/params/amount_minor (params do not fit the schema of orders.refund: 999.5 is not of type \"integer\" at /payload/params/amount_minor)"),
         "{err}"
     );
+
+    // Found by the outside review, through `policy eval` as an agent would
+    // probe: a number Cedar cannot hold, and a resource nobody registered.
+    let sign = |json: String| {
+        std::fs::write(&payload, json).unwrap();
+        let o = tollgate(&[
+            "intent",
+            "sign",
+            "--key",
+            p(&d.join("agent.jwk")),
+            p(&payload),
+        ]);
+        assert_eq!(o.status.code(), Some(0));
+        std::fs::write(&signed, &o.stdout).unwrap();
+    };
+    let base = r#"{"type":"tollgate.intent/v1","intent_id":"int-2","agent":"agent-7","delegation":"dlg_7",
+        "action":"orders.refund","resource":"RESOURCE",
+        "params":{"amount_minor":AMOUNT,"currency":"EUR"},
+        "issued_at":"2026-11-22T10:00:00Z","decision":{"confidence_bp":9000}}"#;
+    sign(
+        base.replace("RESOURCE", "order:o-1001")
+            .replace("AMOUNT", "9007199254740992"),
+    );
+    let (code, _, err) = text(&eval(&signed));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("/payload/params/amount_minor: 9007199254740992 cannot be given to the rules as the Long"), "{err}");
+    sign(
+        base.replace("RESOURCE", "order:O-1001")
+            .replace("AMOUNT", "2500"),
+    );
+    let (code, out, err) = text(&eval(&signed));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(r#""verdict":"block""#), "{out}");
+    assert!(out.contains("resource order:O-1001 is not known"), "{out}");
 }
