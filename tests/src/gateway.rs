@@ -316,3 +316,18 @@ pub fn outcome_of(entry: &[u8]) -> Object {
         .unwrap()
         .clone()
 }
+
+/// The member at `path` of a ledger entry's receipt, e.g.
+/// `receipt_member(entry, &["decision", "verdict"])`.
+pub fn receipt_member(entry: &[u8], path: &[&str]) -> Value {
+    let e = parse(entry).unwrap();
+    let mut v = e.as_object().unwrap().get("receipt").unwrap().clone();
+    for k in path {
+        v = v
+            .as_object()
+            .and_then(|o| o.get(k))
+            .unwrap_or_else(|| panic!("no {k} in {v}"))
+            .clone();
+    }
+    v
+}

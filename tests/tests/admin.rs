@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use tollgate_protocol::{Object, Value, canonical, parse};
-use tollgate_tests::gateway::{Gateway, intent, verdict_of};
+use tollgate_tests::gateway::{Gateway, intent, receipt_member, verdict_of};
 
 #[test]
 fn the_registry_api_takes_only_the_admin_token_and_revocation_is_immediate() {
@@ -116,16 +116,7 @@ fn policy_versions_are_published_activated_and_rolled_back() {
     assert!(v110.starts_with("refunds@1.1.0+sha256:"));
     let large = |id: &str| intent(&agent, id, "order:o-1002", 99_900, |_| {});
     let policy_of = |entry: &[u8]| {
-        parse(entry)
-            .unwrap()
-            .as_object()
-            .unwrap()
-            .get("receipt")
-            .unwrap()
-            .as_object()
-            .unwrap()
-            .get("policy_version")
-            .unwrap()
+        receipt_member(entry, &["policy_version"])
             .as_str()
             .unwrap()
             .to_owned()

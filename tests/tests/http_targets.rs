@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use tollgate_protocol::{ChainVerifier, Value};
-use tollgate_tests::gateway::{Gateway, intent, keys, outcome_of, verdict_of};
+use tollgate_tests::gateway::{Gateway, intent, keys, outcome_of, receipt_member, verdict_of};
 
 /// What the test upstream does with a request.
 #[derive(Clone, Copy, Debug)]
@@ -259,16 +259,7 @@ fn a_crash_between_the_upstream_call_and_the_append_loses_nothing() {
         outcome_of(&entry).get("status").and_then(Value::as_str),
         Some("committed")
     );
-    let receipt = tollgate_protocol::parse(&entry).unwrap();
-    let version = receipt
-        .as_object()
-        .unwrap()
-        .get("receipt")
-        .unwrap()
-        .as_object()
-        .unwrap()
-        .get("policy_version")
-        .unwrap()
+    let version = receipt_member(&entry, &["policy_version"])
         .as_str()
         .unwrap()
         .to_owned();

@@ -9,7 +9,7 @@ use std::process::Command;
 use tollgate_protocol::{ChainVerifier, Domain, Object, Value, canonical, parse};
 use tollgate_signer::Ed25519Signer;
 use tollgate_tests::bin;
-use tollgate_tests::gateway::{Gateway, intent, keys, verdict_of};
+use tollgate_tests::gateway::{Gateway, intent, keys, receipt_member, verdict_of};
 
 #[test]
 fn every_verdict_path_gets_a_durable_verifiable_receipt() {
@@ -720,16 +720,7 @@ fn regression_a_read_token_guards_the_ledger_and_receipts() {
         None,
     );
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&entry));
-    let rid = parse(&entry)
-        .unwrap()
-        .as_object()
-        .unwrap()
-        .get("receipt")
-        .unwrap()
-        .as_object()
-        .unwrap()
-        .get("receipt_id")
-        .unwrap()
+    let rid = receipt_member(&entry, &["receipt_id"])
         .as_str()
         .unwrap()
         .to_owned();
