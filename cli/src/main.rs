@@ -12,6 +12,7 @@ mod error;
 mod files;
 mod intent;
 mod policy;
+mod reviewer;
 mod serve;
 mod settings;
 mod tour;
@@ -110,6 +111,45 @@ enum Command {
     /// Intents: sign one as an agent would.
     #[command(subcommand)]
     Intent(IntentCommand),
+    /// Reviewers, who grant or deny escalated intents: add, revoke, list
+    /// (through the registry API; each change is a receipt).
+    #[command(subcommand)]
+    Reviewer(ReviewerCommand),
+}
+
+#[derive(Subcommand)]
+enum ReviewerCommand {
+    /// Register a reviewer: its id, public key, roles and the actions it
+    /// may approve. Its id and key may not be an agent's.
+    Add {
+        #[command(flatten)]
+        admin: reviewer::Admin,
+        /// The reviewer id.
+        #[arg(long)]
+        id: String,
+        /// The reviewer's public JWK (or its key file: only the public part
+        /// is sent).
+        #[arg(long)]
+        key: PathBuf,
+        /// A role it holds (repeat).
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// An action pattern it may approve: exact, prefix.*, or * (repeat).
+        #[arg(long = "action", required = true)]
+        actions: Vec<String>,
+    },
+    /// Revoke a reviewer, at once; a revoked id stays revoked.
+    Revoke {
+        #[command(flatten)]
+        admin: reviewer::Admin,
+        /// The reviewer id.
+        id: String,
+    },
+    /// List the registered reviewers.
+    List {
+        #[command(flatten)]
+        admin: reviewer::Admin,
+    },
 }
 
 #[derive(Subcommand)]
@@ -343,6 +383,15 @@ fn main() -> ExitCode {
                     }),
             })
         }
+        Command::Reviewer(ReviewerCommand::Add {
+            admin,
+            id,
+            key,
+            roles,
+            actions,
+        }) => reviewer::add(&admin, &id, &key, &roles, &actions),
+        Command::Reviewer(ReviewerCommand::Revoke { admin, id }) => reviewer::revoke(&admin, &id),
+        Command::Reviewer(ReviewerCommand::List { admin }) => reviewer::list(&admin),
         Command::Intent(IntentCommand::Sign { key, payload }) => {
             intent::intent_sign(&key, &payload)
         }

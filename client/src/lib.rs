@@ -299,6 +299,21 @@ impl Client {
         self.get("/v1/admin/delegations", true)
     }
 
+    /// `POST /v1/admin/reviewers` with a reviewer object.
+    pub fn register_reviewer(&self, reviewer: &[u8]) -> Result<Answer, Error> {
+        self.post("/v1/admin/reviewers", reviewer, &[], true)
+    }
+
+    /// `POST /v1/admin/reviewers/{id}/revoke`.
+    pub fn revoke_reviewer(&self, id: &str) -> Result<Answer, Error> {
+        self.post(&format!("/v1/admin/reviewers/{id}/revoke"), b"", &[], true)
+    }
+
+    /// `GET /v1/admin/reviewers`.
+    pub fn reviewers(&self) -> Result<Answer, Error> {
+        self.get("/v1/admin/reviewers", true)
+    }
+
     /// `POST /v1/admin/policies` with `{"files": {path: text}}`.
     pub fn publish_policy(&self, body: &[u8]) -> Result<Answer, Error> {
         self.post("/v1/admin/policies", body, &[], true)

@@ -151,6 +151,18 @@ pub enum RegistryChange {
         /// The token id.
         id: String,
     },
+    /// `reviewer.register`: a reviewer object.
+    ReviewerRegister {
+        /// The reviewer id.
+        id: String,
+        /// The object.
+        reviewer: Vec<u8>,
+    },
+    /// `reviewer.revoke`.
+    ReviewerRevoke {
+        /// The reviewer id.
+        id: String,
+    },
     /// `resource.put`: a resource's attributes, replacing any before.
     ResourcePut {
         /// `type:id`.
@@ -185,6 +197,8 @@ impl RegistryChange {
             Self::IssuerRevoke { .. } => "issuer.revoke",
             Self::DelegationRegister { .. } => "delegation.register",
             Self::DelegationRevoke { .. } => "delegation.revoke",
+            Self::ReviewerRegister { .. } => "reviewer.register",
+            Self::ReviewerRevoke { .. } => "reviewer.revoke",
             Self::ResourcePut { .. } => "resource.put",
             Self::PolicyPublish { .. } => "policy.publish",
             Self::PolicyActivate { .. } => "policy.activate",
@@ -234,6 +248,10 @@ pub struct RegistryState {
     pub delegations: Vec<(String, Vec<u8>)>,
     /// Revoked delegation ids.
     pub revoked_delegations: BTreeSet<String>,
+    /// Reviewers, `(id, object)`, revoked ones included.
+    pub reviewers: Vec<(String, Vec<u8>)>,
+    /// Revoked reviewer ids.
+    pub revoked_reviewers: BTreeSet<String>,
     /// Resource attributes, `(resource, attributes)`.
     pub resources: Vec<(String, Vec<u8>)>,
     /// Published policy bundles, `(version, files)`.

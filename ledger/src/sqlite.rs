@@ -63,6 +63,26 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS reg_delegation_revocations (
         id TEXT PRIMARY KEY NOT NULL, seq INTEGER NOT NULL
     ) STRICT",
+    "CREATE TABLE IF NOT EXISTS reg_reviewers (
+        id TEXT PRIMARY KEY NOT NULL, reviewer BLOB NOT NULL, seq INTEGER NOT NULL
+    ) STRICT",
+    "CREATE TABLE IF NOT EXISTS reg_reviewer_revocations (
+        id TEXT PRIMARY KEY NOT NULL, seq INTEGER NOT NULL
+    ) STRICT",
+    "CREATE TRIGGER IF NOT EXISTS reg_reviewer_not_revoked BEFORE INSERT ON reg_reviewers
+        WHEN EXISTS (SELECT 1 FROM reg_reviewer_revocations WHERE id = NEW.id)
+        BEGIN SELECT RAISE(ABORT, 'registry conflict: reviewer was revoked'); END",
+    "CREATE TRIGGER IF NOT EXISTS reg_reviewer_revocation_of_known BEFORE INSERT ON reg_reviewer_revocations
+        WHEN NOT EXISTS (SELECT 1 FROM reg_reviewers WHERE id = NEW.id)
+        BEGIN SELECT RAISE(ABORT, 'registry conflict: reviewer is not registered'); END",
+    "CREATE TRIGGER IF NOT EXISTS reg_reviewers_update BEFORE UPDATE ON reg_reviewers
+        BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS reg_reviewers_delete BEFORE DELETE ON reg_reviewers
+        BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS reg_reviewer_revocations_update BEFORE UPDATE ON reg_reviewer_revocations
+        BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS reg_reviewer_revocations_delete BEFORE DELETE ON reg_reviewer_revocations
+        BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
     "CREATE TABLE IF NOT EXISTS reg_resources (
         resource TEXT PRIMARY KEY NOT NULL, attributes BLOB NOT NULL, seq INTEGER NOT NULL
     ) STRICT",
@@ -576,6 +596,8 @@ impl Ledger for SqliteLedger {
             revoked_issuers: ids("SELECT kid FROM reg_issuer_revocations").await?,
             delegations: pairs("SELECT id, token FROM reg_delegations ORDER BY id").await?,
             revoked_delegations: ids("SELECT id FROM reg_delegation_revocations").await?,
+            reviewers: pairs("SELECT id, reviewer FROM reg_reviewers ORDER BY id").await?,
+            revoked_reviewers: ids("SELECT id FROM reg_reviewer_revocations").await?,
             resources: pairs("SELECT resource, attributes FROM reg_resources ORDER BY resource")
                 .await?,
             policies: pairs("SELECT version, files FROM reg_policies ORDER BY version").await?,
@@ -700,6 +722,15 @@ async fn apply_change(
         }
         RegistryChange::DelegationRevoke { id } => {
             sqlx::query("INSERT INTO reg_delegation_revocations (id, seq) VALUES (?, ?)")
+                .bind(id.as_str())
+        }
+        RegistryChange::ReviewerRegister { id, reviewer } => {
+            sqlx::query("INSERT INTO reg_reviewers (id, reviewer, seq) VALUES (?, ?, ?)")
+                .bind(id.as_str())
+                .bind(reviewer.as_slice())
+        }
+        RegistryChange::ReviewerRevoke { id } => {
+            sqlx::query("INSERT INTO reg_reviewer_revocations (id, seq) VALUES (?, ?)")
                 .bind(id.as_str())
         }
         RegistryChange::ResourcePut {

@@ -96,7 +96,7 @@ pub fn check_resource_pattern(p: &str) -> Result<(), String> {
     }
 }
 
-fn action_matches(pattern: &str, action: &str) -> bool {
+pub(crate) fn action_matches(pattern: &str, action: &str) -> bool {
     pattern == "*"
         || pattern == action
         || pattern

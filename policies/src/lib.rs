@@ -25,6 +25,7 @@ mod bundle;
 mod convert;
 pub mod delegation;
 pub mod money;
+pub mod reviewer;
 mod rules;
 mod scoring;
 mod template;

@@ -474,3 +474,70 @@ fn regression_a_new_data_folder_trusts_no_issuer_without_demo() {
     assert_eq!(code, 403, "{}", String::from_utf8_lossy(&problem));
     assert!(String::from_utf8_lossy(&problem).contains("unknown-delegation"));
 }
+
+/// Reviewers through the CLI: added, listed, revoked for good; an agent's
+/// key or id is refused; every change is a receipt carrying the object.
+#[test]
+fn reviewers_are_added_listed_and_revoked_through_the_cli() {
+    let g = Gateway::start();
+    let data = g.data();
+    let cli = |args: &[&str]| {
+        let o = std::process::Command::new(tollgate_tests::bin("tollgate"))
+            .args(args)
+            .args(["--url", &g.url, "--data-dir", data.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let key = data.with_file_name("alice.jwk");
+    let made = std::process::Command::new(tollgate_tests::bin("tollgate"))
+        .args(["keygen", "--out", key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let before = g.written();
+    let add = |id: &str, key: &std::path::Path| {
+        cli(&[
+            "reviewer",
+            "add",
+            "--id",
+            id,
+            "--key",
+            key.to_str().unwrap(),
+            "--role",
+            "refunds",
+            "--action",
+            "orders.*",
+        ])
+    };
+    let (code, out, err) = add("rev-alice", &key);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("\"registered\":\"rev-alice\""), "{out}");
+    // The demo agent's own key cannot review.
+    let (code, _, err) = add("rev-agent", &data.join("demo/agent.jwk"));
+    assert_eq!(code, Some(1));
+    assert!(err.contains("reviewer-is-agent"), "{err}");
+    let (code, out, _) = cli(&["reviewer", "list"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("\"id\":\"rev-alice\"") && out.contains("\"revoked\":false"),
+        "{out}"
+    );
+    let (code, _, err) = cli(&["reviewer", "revoke", "rev-alice"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = add("rev-alice", &key);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("revoked-reviewer"), "{err}");
+    assert_eq!(g.written(), before + 2);
+    // The export carries the reviewer in full, without a private part.
+    let (_, export) = g.get("/v1/ledger/export");
+    let text = String::from_utf8(export).unwrap();
+    assert!(text.contains("\"change\":\"reviewer.register\""));
+    assert!(text.contains("\"change\":\"reviewer.revoke\""));
+    assert!(text.contains("\"roles\":[\"refunds\"]"));
+    assert!(!text.contains("\"d\":"));
+}

@@ -114,6 +114,21 @@ pub enum RegistryError {
     /// Another token is registered under this id.
     #[error("another delegation token is registered as {0}")]
     DelegationExists(String),
+    /// The body is not a reviewer object.
+    #[error("{0}")]
+    InvalidReviewer(String),
+    /// The reviewer's id or key is an agent's: an agent never approves.
+    #[error("{0}")]
+    ReviewerIsAgent(String),
+    /// No reviewer with this id is registered.
+    #[error("reviewer {0} is not registered")]
+    UnknownReviewer(String),
+    /// The reviewer id was revoked; a revoked id stays revoked.
+    #[error("reviewer {0} was revoked; a revoked id cannot be registered again")]
+    RevokedReviewer(String),
+    /// Another reviewer object is registered under this id.
+    #[error("another reviewer is registered as {0}")]
+    ReviewerExists(String),
     /// The bundle's files are malformed or the bundle does not validate.
     #[error("{0}")]
     InvalidBundle(String),

@@ -34,7 +34,7 @@ use crate::observe::Metrics;
 
 pub use error::{AuthFailure, IntentError, RegistryError, StartError};
 pub use intents::{Recovery, Submitted, Unfinished, identity};
-pub use registry::{Changed, DelegationInfo, PolicyList};
+pub use registry::{Changed, DelegationInfo, PolicyList, ReviewerInfo};
 
 /// Limits of the intent flow.
 #[derive(Clone, Debug)]
@@ -119,6 +119,10 @@ pub(crate) struct View {
     pub tokens: BTreeMap<String, Vec<u8>>,
     /// Hash (ledger algorithm) of each registered token envelope.
     pub token_hashes: BTreeMap<String, HashValue>,
+    /// Reviewers by id, revoked ones included.
+    pub reviewers: BTreeMap<String, tollgate_policies::reviewer::Reviewer>,
+    /// Revoked reviewer ids.
+    pub revoked_reviewers: BTreeSet<String>,
     /// Published bundles' files by version.
     pub published: BTreeMap<String, Arc<BTreeMap<String, String>>>,
     /// The activation stack; its last element is active.

@@ -10,6 +10,7 @@ use tollgate_ledger::{Ledger, RegistryAppend, RegistryChange, RegistryState};
 use tollgate_pipeline::Snapshot;
 use tollgate_policies::Bundle;
 use tollgate_policies::delegation::{Registry, Token};
+use tollgate_policies::reviewer::Reviewer;
 use tollgate_protocol::{
     Clock, Domain, HashAlg, Jwk, KeySet, Object, Receipt, Value, canonical, parse,
 };
@@ -38,6 +39,21 @@ pub struct DelegationInfo {
     pub revoked: bool,
     /// `expires_at`.
     pub expires_at: String,
+}
+
+/// A registered reviewer, as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReviewerInfo {
+    /// Reviewer id.
+    pub id: String,
+    /// Its key's `kid`.
+    pub kid: String,
+    /// Roles held.
+    pub roles: Vec<String>,
+    /// Action patterns it may approve.
+    pub actions: Vec<String>,
+    /// Whether it is revoked.
+    pub revoked: bool,
 }
 
 /// The published policy versions and the active one.
@@ -77,6 +93,14 @@ impl View {
                 .ok_or_else(|| format!("resource {r}: attributes are not an object"))?;
             resources.insert(r.clone(), attrs);
         }
+        let mut reviewers = BTreeMap::new();
+        for (id, bytes) in &state.reviewers {
+            let r = parse(bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|v| Reviewer::from_value(&v))
+                .map_err(|e| format!("reviewer {id}: {e}"))?;
+            reviewers.insert(id.clone(), r);
+        }
         let mut published = BTreeMap::new();
         for (version, bytes) in &state.policies {
             published.insert(version.clone(), Arc::new(files_of(bytes)?));
@@ -104,6 +128,8 @@ impl View {
             revoked_issuers: state.revoked_issuers.clone(),
             token_hashes: BTreeMap::new(),
             tokens,
+            reviewers,
+            revoked_reviewers: state.revoked_reviewers.clone(),
             published,
             stack,
         };
@@ -418,6 +444,92 @@ impl<L: Ledger> Gateway<L> {
                 agent: t.agent.clone(),
                 revoked: r.revoked.contains(&t.id),
                 expires_at: t.expires_at.as_str().to_owned(),
+            })
+            .collect()
+    }
+
+    /// Registers a reviewer object. Its id and its key must not be an
+    /// agent's (no agent approves, least of all its own intents); the same
+    /// object again is [`Changed::Unchanged`]; a revoked id is refused.
+    pub async fn register_reviewer(&self, object: Value) -> Result<Changed, RegistryError> {
+        let reviewer = Reviewer::from_value(&object).map_err(RegistryError::InvalidReviewer)?;
+        let _lock = self.registry_lock.lock().await;
+        let view = self.view();
+        if view.revoked_reviewers.contains(&reviewer.id) {
+            return Err(RegistryError::RevokedReviewer(reviewer.id));
+        }
+        let bytes = canonical(&object);
+        if let Some(existing) = view.reviewers.get(&reviewer.id) {
+            return if canonical(&existing.value) == bytes {
+                Ok(Changed::Unchanged)
+            } else {
+                Err(RegistryError::ReviewerExists(reviewer.id))
+            };
+        }
+        for t in view.snapshot.registry.tokens.values() {
+            if t.agent == reviewer.id {
+                return Err(RegistryError::ReviewerIsAgent(format!(
+                    "reviewer id {} is the agent of delegation {}: an agent never approves",
+                    reviewer.id, t.id
+                )));
+            }
+            if t.agent_key.kid == reviewer.key.kid {
+                return Err(RegistryError::ReviewerIsAgent(format!(
+                    "reviewer key {} is the key of agent {} (delegation {}): an agent never approves",
+                    reviewer.key.kid, t.agent, t.id
+                )));
+            }
+        }
+        let id = reviewer.id.clone();
+        self.record(
+            RegistryChange::ReviewerRegister {
+                id: id.clone(),
+                reviewer: bytes,
+            },
+            object,
+            &view.bundle.version_string(),
+        )
+        .await?;
+        let mut next = (*view).clone();
+        next.reviewers.insert(id, reviewer);
+        self.set_view(next);
+        Ok(Changed::Recorded)
+    }
+
+    /// Revokes a reviewer, effective at once. Again is
+    /// [`Changed::Unchanged`].
+    pub async fn revoke_reviewer(&self, id: &str) -> Result<Changed, RegistryError> {
+        let _lock = self.registry_lock.lock().await;
+        let view = self.view();
+        if !view.reviewers.contains_key(id) {
+            return Err(RegistryError::UnknownReviewer(id.to_owned()));
+        }
+        if view.revoked_reviewers.contains(id) {
+            return Ok(Changed::Unchanged);
+        }
+        self.record(
+            RegistryChange::ReviewerRevoke { id: id.to_owned() },
+            id.into(),
+            &view.bundle.version_string(),
+        )
+        .await?;
+        let mut next = (*view).clone();
+        next.revoked_reviewers.insert(id.to_owned());
+        self.set_view(next);
+        Ok(Changed::Recorded)
+    }
+
+    /// Every registered reviewer.
+    pub fn reviewers(&self) -> Vec<ReviewerInfo> {
+        let view = self.view();
+        view.reviewers
+            .values()
+            .map(|r| ReviewerInfo {
+                id: r.id.clone(),
+                kid: r.key.kid.clone(),
+                roles: r.roles.clone(),
+                actions: r.actions.clone(),
+                revoked: view.revoked_reviewers.contains(&r.id),
             })
             .collect()
     }

@@ -94,6 +94,14 @@ pub(super) fn router<L: Ledger>() -> Router<Arc<App<L>>> {
         .route("/v1/admin/policies/activate", post(activate::<L>))
         .route("/v1/admin/policies/rollback", post(rollback::<L>))
         .route(
+            "/v1/admin/reviewers",
+            post(register_reviewer::<L>).get(reviewers::<L>),
+        )
+        .route(
+            "/v1/admin/reviewers/{id}/revoke",
+            post(revoke_reviewer::<L>),
+        )
+        .route(
             "/v1/admin/reservations",
             axum::routing::get(reservations::<L>),
         )
@@ -192,6 +200,63 @@ async fn list<L: Ledger>(
         .collect();
     let mut o = Object::new();
     o.insert("delegations", Value::Array(items));
+    Ok(object(StatusCode::OK, o))
+}
+
+/// `POST /v1/admin/reviewers` with a reviewer object.
+async fn register_reviewer<L: Ledger>(
+    _: AdminAuth,
+    State(app): State<Arc<App<L>>>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_body(body, MAX_ADMIN_TOKEN_BODY, app.body_timeout).await?;
+    let value = parse(&body).map_err(ApiError::MalformedJson)?;
+    let id = value
+        .as_object()
+        .and_then(|o| o.get("id"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let changed = app.gateway.register_reviewer(value).await?;
+    let mut o = Object::new();
+    o.insert("registered", id.into());
+    Ok(object(status(changed, StatusCode::CREATED), o))
+}
+
+/// `POST /v1/admin/reviewers/{id}/revoke`.
+async fn revoke_reviewer<L: Ledger>(
+    _: AdminAuth,
+    State(app): State<Arc<App<L>>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    app.gateway.revoke_reviewer(&id).await?;
+    let mut o = Object::new();
+    o.insert("revoked", id.into());
+    Ok(object(StatusCode::OK, o))
+}
+
+/// `GET /v1/admin/reviewers`.
+async fn reviewers<L: Ledger>(
+    _: AdminAuth,
+    State(app): State<Arc<App<L>>>,
+) -> Result<Response, ApiError> {
+    let strs = |v: Vec<String>| Value::Array(v.into_iter().map(Into::into).collect());
+    let items = app
+        .gateway
+        .reviewers()
+        .into_iter()
+        .map(|r| {
+            let mut o = Object::new();
+            o.insert("id", r.id.into());
+            o.insert("kid", r.kid.into());
+            o.insert("roles", strs(r.roles));
+            o.insert("actions", strs(r.actions));
+            o.insert("revoked", r.revoked.into());
+            Value::Object(o)
+        })
+        .collect();
+    let mut o = Object::new();
+    o.insert("reviewers", Value::Array(items));
     Ok(object(StatusCode::OK, o))
 }
 

@@ -57,6 +57,11 @@ pub const PROBLEM_TYPES: &[(&str, &str)] = &[
     ("expired-delegation", "Delegation expired"),
     ("wider-than-parent", "Delegation wider than its parent"),
     ("delegation-exists", "Delegation id taken"),
+    ("invalid-reviewer", "Invalid reviewer"),
+    ("reviewer-is-agent", "An agent cannot be a reviewer"),
+    ("unknown-reviewer", "Unknown reviewer"),
+    ("revoked-reviewer", "Reviewer revoked"),
+    ("reviewer-exists", "Reviewer id taken"),
     ("invalid-bundle", "Invalid bundle"),
     ("invalid-request", "Invalid request"),
     ("unknown-policy", "Unknown policy version"),
@@ -210,6 +215,15 @@ impl ApiError {
                 RegistryError::UnknownDelegation(_) => (S::NOT_FOUND, "unknown-delegation", None),
                 RegistryError::RevokedDelegation(_) => (S::CONFLICT, "revoked-delegation", None),
                 RegistryError::DelegationExists(_) => (S::CONFLICT, "delegation-exists", None),
+                RegistryError::InvalidReviewer(_) => {
+                    (S::UNPROCESSABLE_ENTITY, "invalid-reviewer", None)
+                }
+                RegistryError::ReviewerIsAgent(_) => {
+                    (S::UNPROCESSABLE_ENTITY, "reviewer-is-agent", None)
+                }
+                RegistryError::UnknownReviewer(_) => (S::NOT_FOUND, "unknown-reviewer", None),
+                RegistryError::RevokedReviewer(_) => (S::CONFLICT, "revoked-reviewer", None),
+                RegistryError::ReviewerExists(_) => (S::CONFLICT, "reviewer-exists", None),
                 RegistryError::InvalidBundle(_) => (
                     S::UNPROCESSABLE_ENTITY,
                     "invalid-bundle",

@@ -527,6 +527,72 @@ async fn every_api_error_is_reached_by_a_request() {
         404,
         "unknown-policy",
     );
+    // Reviewers.
+    let reviewer = |id: &str, key: &tollgate_signer::Ed25519Signer, role: &str| {
+        let mut o = Object::new();
+        o.insert("id", id.into());
+        o.insert("key", tollgate_signer::Signer::jwk(key).to_value());
+        o.insert("roles", Value::Array(vec![role.into()]));
+        o.insert("actions", Value::Array(vec!["orders.*".into()]));
+        canonical(&Value::Object(o))
+    };
+    let alice = tollgate_signer::Ed25519Signer::from_secret(&[7; 32]);
+    expect(
+        &h.admin(Method::POST, "/v1/admin/reviewers", b"{}".to_vec())
+            .await,
+        422,
+        "invalid-reviewer",
+    );
+    expect(
+        &h.admin(
+            Method::POST,
+            "/v1/admin/reviewers",
+            reviewer("rev-agent", &h.agent, "refunds"),
+        )
+        .await,
+        422,
+        "reviewer-is-agent",
+    );
+    let ok = reviewer("rev-alice", &alice, "refunds");
+    assert_eq!(
+        h.admin(Method::POST, "/v1/admin/reviewers", ok.clone())
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        h.admin(Method::POST, "/v1/admin/reviewers", ok.clone())
+            .await
+            .status,
+        200
+    );
+    expect(
+        &h.admin(
+            Method::POST,
+            "/v1/admin/reviewers",
+            reviewer("rev-alice", &alice, "ops"),
+        )
+        .await,
+        409,
+        "reviewer-exists",
+    );
+    expect(
+        &h.admin(Method::POST, "/v1/admin/reviewers/rev-nope/revoke", vec![])
+            .await,
+        404,
+        "unknown-reviewer",
+    );
+    assert_eq!(
+        h.admin(Method::POST, "/v1/admin/reviewers/rev-alice/revoke", vec![])
+            .await
+            .status,
+        200
+    );
+    expect(
+        &h.admin(Method::POST, "/v1/admin/reviewers", ok).await,
+        409,
+        "revoked-reviewer",
+    );
     expect(
         &h.admin(Method::POST, "/v1/admin/policies/rollback", vec![])
             .await,
@@ -614,13 +680,13 @@ async fn every_api_error_is_reached_by_a_request() {
     );
 
     // Every problem type was reached; and refused requests wrote nothing:
-    // the head moved only by the two intents, the publication, and the
-    // registration and revocation of d-2.
+    // the head moved only by the two intents, the publication, the
+    // registration and revocation of d-2, and those of rev-alice.
     seen.insert(unreachable_by_request.to_owned());
     let all: BTreeSet<String> = PROBLEM_TYPES.iter().map(|(s, _)| (*s).to_owned()).collect();
     assert_eq!(seen, all, "problem types not reached by a request");
     let head = h.app.gateway.ledger().inner.head().await.unwrap().seq;
-    assert_eq!(head, head0 + 5);
+    assert_eq!(head, head0 + 7);
 }
 
 #[tokio::test]

@@ -1,0 +1,142 @@
+//! Reviewers: the people who grant or deny escalated intents (PROTOCOL §3,
+//! approval decisions). A reviewer is a registry object, entered into the
+//! ledger in full by a `reviewer.register` receipt:
+//!
+//! ```json
+//! {"id": "rev-alice", "key": {public JWK}, "roles": ["refunds"],
+//!  "actions": ["orders.refund", "credits.*"]}
+//! ```
+//!
+//! `id` is an identifier; `key` is the public key that signs the
+//! reviewer's approval decisions; `roles` are what approval requirements
+//! name; `actions` are the action patterns (exact, `prefix.*` or `*`) the
+//! reviewer may approve. Unknown members are refused.
+
+use tollgate_protocol::{Jwk, Value, is_identifier};
+
+use crate::delegation::{action_matches, check_action_pattern};
+
+/// A registered reviewer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reviewer {
+    /// The reviewer's id.
+    pub id: String,
+    /// The key that signs the reviewer's approval decisions.
+    pub key: Jwk,
+    /// Roles held, sorted.
+    pub roles: Vec<String>,
+    /// Action patterns the reviewer may approve.
+    pub actions: Vec<String>,
+    /// The object as registered.
+    pub value: Value,
+}
+
+impl Reviewer {
+    /// Reads and checks a reviewer object; the error says what is wrong.
+    pub fn from_value(v: &Value) -> Result<Self, String> {
+        let o = v
+            .as_object()
+            .ok_or("a reviewer is a JSON object {id, key, roles, actions}")?;
+        for (k, _) in o.iter() {
+            if !matches!(k, "id" | "key" | "roles" | "actions") {
+                return Err(format!("/{k}: unknown member (id, key, roles, actions)"));
+            }
+        }
+        let id = o
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|s| is_identifier(s))
+            .ok_or("/id: 1–128 of [A-Za-z0-9._:-]")?
+            .to_owned();
+        let key_value = o
+            .get("key")
+            .ok_or("/key: the reviewer's public JWK is required")?;
+        let key = Jwk::from_value(key_value, "/key").map_err(|e| e.to_string())?;
+        let strings = |name: &str| -> Result<Vec<String>, String> {
+            match o.get(name) {
+                Some(Value::Array(items)) if !items.is_empty() => items
+                    .iter()
+                    .map(|i| {
+                        i.as_str()
+                            .map(str::to_owned)
+                            .ok_or_else(|| format!("/{name}: strings only"))
+                    })
+                    .collect(),
+                _ => Err(format!("/{name}: a non-empty array of strings")),
+            }
+        };
+        let mut roles = strings("roles")?;
+        if let Some(bad) = roles.iter().find(|r| !is_identifier(r)) {
+            return Err(format!("/roles: {bad:?} is not an identifier"));
+        }
+        roles.sort();
+        roles.dedup();
+        let actions = strings("actions")?;
+        for a in &actions {
+            check_action_pattern(a).map_err(|e| format!("/actions: {e}"))?;
+        }
+        Ok(Self {
+            id,
+            key,
+            roles,
+            actions,
+            value: v.clone(),
+        })
+    }
+
+    /// Whether the reviewer may approve `action`.
+    pub fn allows_action(&self, action: &str) -> bool {
+        self.actions.iter().any(|p| action_matches(p, action))
+    }
+
+    /// Whether the reviewer holds `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tollgate_protocol::parse;
+
+    const KEY: &str = r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"}"#;
+
+    fn reviewer(json: &str) -> Result<Reviewer, String> {
+        Reviewer::from_value(&parse(json.replace("KEY", KEY).as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn a_reviewer_is_checked_member_by_member() {
+        let r = reviewer(
+            r#"{"id":"rev-a","key":KEY,"roles":["refunds","ops"],"actions":["orders.*"]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.roles, ["ops", "refunds"]);
+        assert!(r.allows_action("orders.refund") && !r.allows_action("credits.issue"));
+        assert!(r.has_role("ops"));
+        for (json, why) in [
+            (
+                r#"{"id":"rev a","key":KEY,"roles":["r"],"actions":["*"]}"#,
+                "/id",
+            ),
+            (r#"{"id":"r","roles":["r"],"actions":["*"]}"#, "/key"),
+            (
+                r#"{"id":"r","key":KEY,"roles":[],"actions":["*"]}"#,
+                "/roles",
+            ),
+            (
+                r#"{"id":"r","key":KEY,"roles":["r"],"actions":["or*ders"]}"#,
+                "/actions",
+            ),
+            (
+                r#"{"id":"r","key":KEY,"roles":["r"],"actions":["*"],"admin":true}"#,
+                "/admin",
+            ),
+        ] {
+            let e = reviewer(json).unwrap_err();
+            assert!(e.starts_with(why), "{json}: {e}");
+        }
+    }
+}
