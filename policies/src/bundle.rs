@@ -54,6 +54,37 @@ struct ActionToml {
     target: Target,
     #[serde(default)]
     unknown_resources: UnknownResources,
+    review: Option<ReviewToml>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+struct ReviewToml {
+    role: Option<String>,
+    count: Option<i64>,
+    deadline_seconds: Option<i64>,
+}
+
+/// Who must review an escalated intent of an action, and by when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Review {
+    /// The role each reviewer must hold.
+    pub role: String,
+    /// How many distinct reviewers must grant (dual control: 2).
+    pub count: i64,
+    /// Seconds from the intent's `issued_at` to the deadline.
+    pub deadline_seconds: i64,
+}
+
+impl Review {
+    /// Default role when the contract names none.
+    pub const DEFAULT_ROLE: &'static str = "approver";
+    /// Default deadline: a day.
+    pub const DEFAULT_DEADLINE_SECONDS: i64 = 86_400;
+    /// Most reviewers a quorum may need.
+    pub const MAX_COUNT: i64 = 10;
+    /// Longest deadline: thirty days.
+    pub const MAX_DEADLINE_SECONDS: i64 = 30 * 86_400;
 }
 
 /// What an intent on a resource the registry does not know gets.
@@ -234,6 +265,8 @@ pub struct Action {
     pub target: Target,
     /// What an intent on an unknown resource gets.
     pub unknown_resources: UnknownResources,
+    /// Who must review its escalated intents, and by when.
+    pub review: Review,
     /// The params the Cedar schema declares for this action, with their
     /// Cedar types: each must reach the rules exactly.
     pub cedar_params: BTreeMap<String, CedarType>,
@@ -648,6 +681,53 @@ impl Bundle {
                     );
                 }
             }
+            let review = {
+                let t = a.review.clone().unwrap_or(ReviewToml {
+                    role: None,
+                    count: None,
+                    deadline_seconds: None,
+                });
+                let review = Review {
+                    role: t.role.unwrap_or_else(|| Review::DEFAULT_ROLE.to_owned()),
+                    count: t.count.unwrap_or(1),
+                    deadline_seconds: t
+                        .deadline_seconds
+                        .unwrap_or(Review::DEFAULT_DEADLINE_SECONDS),
+                };
+                if !tollgate_protocol::is_identifier(&review.role) {
+                    r.problem(
+                        "bundle.toml",
+                        line,
+                        format!(
+                            "action {action_name:?}: review role {:?} is not an identifier",
+                            review.role
+                        ),
+                    );
+                }
+                if !(1..=Review::MAX_COUNT).contains(&review.count) {
+                    r.problem(
+                        "bundle.toml",
+                        line,
+                        format!(
+                            "action {action_name:?}: review count {} is not 1 to {}",
+                            review.count,
+                            Review::MAX_COUNT
+                        ),
+                    );
+                }
+                if !(60..=Review::MAX_DEADLINE_SECONDS).contains(&review.deadline_seconds) {
+                    r.problem(
+                        "bundle.toml",
+                        line,
+                        format!(
+                            "action {action_name:?}: review deadline_seconds {} is not 60 to {}",
+                            review.deadline_seconds,
+                            Review::MAX_DEADLINE_SECONDS
+                        ),
+                    );
+                }
+                review
+            };
             let cedar_params: BTreeMap<String, CedarType> =
                 declared.into_iter().map(|(n, t, _)| (n, t)).collect();
             if let Some(amount) = &a.amount {
@@ -678,6 +758,16 @@ impl Bundle {
             contract.insert("risk", serde_name(&a.risk).into());
             contract.insert("approval", serde_name(&a.approval).into());
             contract.insert("target", serde_name(&a.target).into());
+            if a.review.is_some() {
+                let mut o = Object::new();
+                o.insert("role", review.role.as_str().into());
+                o.insert("count", Value::integer(review.count).unwrap_or(Value::Null));
+                o.insert(
+                    "deadline_seconds",
+                    Value::integer(review.deadline_seconds).unwrap_or(Value::Null),
+                );
+                contract.insert("review", o.into());
+            }
             if a.unknown_resources != UnknownResources::Block {
                 contract.insert("unknown_resources", serde_name(&a.unknown_resources).into());
             }
@@ -699,6 +789,7 @@ impl Bundle {
                     amount: a.amount.map(|am| (am.param, am.currency_param)),
                     target: a.target,
                     unknown_resources: a.unknown_resources,
+                    review,
                     cedar_params,
                     params_schema: validator,
                     params_value,

@@ -141,6 +141,24 @@ fn each_load_error_is_reported_with_file_and_line() {
         ),
         (
             "bundle.toml",
+            "approval = \"by_rule\"",
+            "approval = \"by_rule\"\nreview = { role = \"refunds\", count = 0 }",
+            "bundle.toml:9: action \"orders.refund\": review count 0 is not 1 to 10",
+        ),
+        (
+            "bundle.toml",
+            "approval = \"by_rule\"",
+            "approval = \"by_rule\"\nreview = { role = \"refund desk\" }",
+            "bundle.toml:9: action \"orders.refund\": review role \"refund desk\" is not an identifier",
+        ),
+        (
+            "bundle.toml",
+            "approval = \"by_rule\"",
+            "approval = \"by_rule\"\nreview = { deadline_seconds = 10 }",
+            "bundle.toml:9: action \"orders.refund\": review deadline_seconds 10 is not 60 to 2592000",
+        ),
+        (
+            "bundle.toml",
             "risk = \"medium\"",
             "risk = \"moderate\"",
             "bundle.toml:12: unknown variant `moderate`, expected one of `low`, `medium`, `high`, `critical`",

@@ -48,8 +48,8 @@ fn window_start(now: i64, length: i64) -> i64 {
     now - now.rem_euclid(length)
 }
 
-/// RFC 3339 at second precision: a window starts on a whole second.
-fn seconds(unix: i64) -> String {
+/// RFC 3339 at second precision (window starts, deadlines).
+pub(super) fn seconds(unix: i64) -> String {
     Timestamp::from_unix(unix, 0)
         .as_str()
         .replace(".000000000Z", "Z")

@@ -386,7 +386,7 @@ impl<L: Ledger> Gateway<L> {
             bundle.version_string(),
             envelope.value.clone(),
             decision.to_value(),
-            commit::local_outcome(&decision),
+            commit::local_outcome(&decision, bundle.action(&intent.action), envelope),
             inputs,
         )
         .map_err(internal)?;

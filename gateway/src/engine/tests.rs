@@ -822,3 +822,50 @@ async fn concurrent_intents_never_spend_more_than_the_budget_and_children_count_
         .sum();
     assert_eq!(total, 9800);
 }
+
+#[tokio::test]
+async fn an_escalation_names_who_must_review_it_and_by_when() {
+    let w = world_with(|s| {
+        let toml = s.policy.get_mut("bundle.toml").unwrap();
+        *toml = toml.replace(
+            "approval = \"by_rule\"",
+            "approval = \"by_rule\"\nreview = { role = \"refunds\", count = 2, deadline_seconds = 3600 }",
+        );
+    })
+    .await;
+    let s = w
+        .gateway
+        .submit(intent(&w.agent, "big", "order:o-1", 99_900, T0), None)
+        .await
+        .unwrap();
+    assert_eq!(s.verdict, Some(Verdict::Escalate));
+    let outcome = receipt_of(&s.line)
+        .get("outcome")
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        outcome.get("status").and_then(Value::as_str),
+        Some("pending_approval")
+    );
+    assert_eq!(
+        tollgate_protocol::canonical(outcome.get("review").unwrap()),
+        br#"{"count":2,"deadline":"2026-11-22T11:00:00Z","role":"refunds"}"#
+    );
+    // A pass names no review.
+    let s = w
+        .gateway
+        .submit(intent(&w.agent, "small", "order:o-1", 2500, T0), None)
+        .await
+        .unwrap();
+    assert!(
+        receipt_of(&s.line)
+            .get("outcome")
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .get("review")
+            .is_none()
+    );
+}
