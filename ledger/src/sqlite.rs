@@ -788,43 +788,32 @@ impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         let mut jobs = Vec::with_capacity(self.max_batch);
         while rx.recv_many(&mut jobs, self.max_batch).await > 0 {
-            // Appends are grouped; a reservation commits on its own, in
+            // Appends are grouped; every other job commits on its own, in
             // order with the appends around it.
             let mut group = Vec::new();
             for job in jobs.drain(..) {
+                let job = match job {
+                    Job::Append(a) => {
+                        group.push(a);
+                        continue;
+                    }
+                    other => other,
+                };
+                if !group.is_empty() {
+                    self.commit_group(std::mem::take(&mut group)).await;
+                }
                 match job {
-                    Job::Append(a) => group.push(a),
+                    Job::Append(_) => {}
                     Job::Reserve { key, body, reply } => {
-                        if !group.is_empty() {
-                            self.commit_group(std::mem::take(&mut group)).await;
-                        }
                         let _ = reply.send(self.reserve(&key, &body).await);
                     }
                     Job::Probe { reply } => {
-                        if !group.is_empty() {
-                            self.commit_group(std::mem::take(&mut group)).await;
-                        }
                         let _ = reply.send(self.probe().await);
                     }
                     Job::Release { key, reply } => {
-                        if !group.is_empty() {
-                            self.commit_group(std::mem::take(&mut group)).await;
-                        }
-                        let done = sqlx::query("DELETE FROM pending WHERE idempotency_key = ?")
-                            .bind(&key)
-                            .execute(&mut self.conn)
-                            .await
-                            .map(|_| ())
-                            .map_err(db);
-                        if done.is_ok() {
-                            self.reserved.remove(&key);
-                        }
-                        let _ = reply.send(done);
+                        let _ = reply.send(self.release(&key).await);
                     }
                     Job::Registry { items, seed, reply } => {
-                        if !group.is_empty() {
-                            self.commit_group(std::mem::take(&mut group)).await;
-                        }
                         let _ = reply.send(self.registry(items, seed).await);
                     }
                 }
@@ -833,6 +822,16 @@ impl Writer {
                 self.commit_group(group).await;
             }
         }
+    }
+
+    async fn release(&mut self, key: &str) -> Result<(), Error> {
+        sqlx::query("DELETE FROM pending WHERE idempotency_key = ?")
+            .bind(key)
+            .execute(&mut self.conn)
+            .await
+            .map_err(db)?;
+        self.reserved.remove(key);
+        Ok(())
     }
 
     async fn reserve(&mut self, key: &str, body: &[u8]) -> Result<(), Error> {
@@ -932,21 +931,21 @@ impl Writer {
         .bind(now.as_str())
         .execute(&mut self.conn)
         .await
-        .map(|_| Vec::new())
+        .map(|_| ())
         .map_err(db);
-        self.end_quietly(written).await
+        self.finish(written.is_ok()).await?;
+        written
     }
 
-    /// [`Writer::end`] for a transaction that appended nothing.
-    async fn end_quietly(&mut self, result: Result<Vec<LedgerEntry>, Error>) -> Result<(), Error> {
-        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-        match sqlx::query(end).execute(&mut self.conn).await {
-            Ok(_) => result.map(|_| ()),
-            Err(e) => {
-                let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
-                Err(db(e))
-            }
+    /// COMMIT when `commit`, else ROLLBACK. A failed COMMIT leaves nothing
+    /// committed; a ROLLBACK after it makes sure no transaction stays open.
+    async fn finish(&mut self, commit: bool) -> Result<(), Error> {
+        let end = if commit { "COMMIT" } else { "ROLLBACK" };
+        if let Err(e) = sqlx::query(end).execute(&mut self.conn).await {
+            let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+            return Err(db(e));
         }
+        Ok(())
     }
 
     /// `appended_at` for a group: the clock, but never earlier than the
@@ -1011,29 +1010,19 @@ impl Writer {
         &mut self,
         result: Result<Vec<LedgerEntry>, Error>,
     ) -> Result<Vec<LedgerEntry>, Error> {
-        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
         let cleared = std::mem::take(&mut self.clearing);
-        match sqlx::query(end).execute(&mut self.conn).await {
-            Ok(_) => {
-                if let Ok(entries) = &result {
-                    // Only a committed group cleared its reservations.
-                    for key in cleared {
-                        self.reserved.remove(&key);
-                    }
-                    self.stats.groups.fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .appends
-                        .fetch_add(entries.len() as u64, Ordering::Relaxed);
-                }
-                result
+        self.finish(result.is_ok()).await?;
+        if let Ok(entries) = &result {
+            // Only a committed group cleared its reservations.
+            for key in cleared {
+                self.reserved.remove(&key);
             }
-            Err(e) => {
-                // A failed COMMIT leaves nothing committed; make sure no
-                // transaction stays open either.
-                let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
-                Err(db(e))
-            }
+            self.stats.groups.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .appends
+                .fetch_add(entries.len() as u64, Ordering::Relaxed);
         }
+        result
     }
 
     async fn insert_in_tx(

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{intent, obj, snapshot, standard, token, world};
+use common::{intent, obj, refunds_edited, snapshot, standard, token, world};
 use tollgate_pipeline::{Decision, ShapeError, Snapshot, Verdict, decide};
 use tollgate_policies::delegation::Token;
 use tollgate_protocol::{IntentEnvelope, Object, Value};
@@ -186,20 +186,7 @@ fn each_shape_error_is_specific() {
 #[test]
 fn the_contract_scope_is_enforced() {
     let w = world();
-    let dir = tempfile::tempdir().unwrap();
-    let src =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies/examples/refunds");
-    for (path, text) in tollgate_policies::Bundle::read_files(&src).unwrap() {
-        let text = if path == "bundle.toml" {
-            text.replace("scope = \"orders.refund\"", "scope = \"orders.*\"")
-        } else {
-            text
-        };
-        let to = dir.path().join(&path);
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::write(to, text).unwrap();
-    }
-    let bundle = tollgate_policies::Bundle::load(dir.path()).unwrap();
+    let bundle = refunds_edited("scope = \"orders.refund\"", "scope = \"orders.*\"");
     let ok_intent = intent(&w.agent, |_| {});
     let narrow = decide(&bundle, &ok_intent, &snapshot(vec![standard()])).unwrap();
     assert_eq!(narrow.verdict, Verdict::Block);
@@ -232,23 +219,11 @@ fn regression_an_unknown_resource_is_blocked_unless_the_contract_allows_it() {
     let rule = d.rules.iter().find(|r| r.id == "resource.unknown").unwrap();
     assert_eq!(rule.reason, "resource order:O-1001 is not known");
     // A contract that allows unknown resources decides on no attributes.
-    let dir = tempfile::tempdir().unwrap();
-    let src =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies/examples/refunds");
-    for (path, text) in tollgate_policies::Bundle::read_files(&src).unwrap() {
-        let text = if path == "bundle.toml" {
-            text.replace(
-                "approval = \"by_rule\"",
-                "approval = \"by_rule\"\nunknown_resources = \"allow\"",
-            )
-        } else {
-            text
-        };
-        let to = dir.path().join(&path);
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::write(to, text).unwrap();
-    }
-    let allowing = tollgate_policies::Bundle::load(dir.path()).unwrap();
+    let allowing = refunds_edited(
+        "approval = \"by_rule\"",
+        "approval = \"by_rule\"
+unknown_resources = \"allow\"",
+    );
     assert_ne!(allowing.version_string(), w.bundle.version_string());
     let d = decide(&allowing, &unknown, &snapshot(vec![standard()])).unwrap();
     assert!(

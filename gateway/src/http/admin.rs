@@ -124,9 +124,7 @@ async fn reservations<L: Ledger>(
             Value::Object(o)
         })
         .collect();
-    let mut o = Object::new();
-    o.insert("unfinished", Value::Array(items));
-    Ok(object(StatusCode::OK, o))
+    Ok(answer(StatusCode::OK, "unfinished", Value::Array(items)))
 }
 
 /// The body, at most `limit` bytes; read only after [`AdminAuth`] passed
@@ -142,6 +140,29 @@ async fn read_body(
         .map_err(|_| ApiError::PayloadTooLarge(limit))
 }
 
+/// The body parsed as strict I-JSON, at most `limit` bytes.
+async fn read_json<L: Ledger>(app: &App<L>, body: Body, limit: usize) -> Result<Value, ApiError> {
+    let body = read_body(body, limit, app.body_timeout).await?;
+    parse(&body).map_err(ApiError::MalformedJson)
+}
+
+/// The string at `path` in `v`, or empty.
+fn string_at(v: &Value, path: &[&str]) -> String {
+    path.iter()
+        .try_fold(v, |v, k| v.as_object()?.get(k))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// An answer `{name: value}`.
+fn answer(status: StatusCode, name: &str, value: impl Into<Value>) -> Response {
+    let mut o = Object::new();
+    o.insert(name, value.into());
+    object(status, o)
+}
+
+/// 201 for a change recorded, 200 for one that was already so.
 fn status(changed: Changed, created: StatusCode) -> StatusCode {
     match changed {
         Changed::Recorded => created,
@@ -154,20 +175,14 @@ async fn register<L: Ledger>(
     State(app): State<Arc<App<L>>>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = read_body(body, MAX_ADMIN_TOKEN_BODY, app.body_timeout).await?;
-    let value = parse(&body).map_err(ApiError::MalformedJson)?;
-    let id = value
-        .as_object()
-        .and_then(|o| o.get("payload"))
-        .and_then(Value::as_object)
-        .and_then(|p| p.get("id"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let value = read_json(&app, body, MAX_ADMIN_TOKEN_BODY).await?;
+    let id = string_at(&value, &["payload", "id"]);
     let changed = app.gateway.register_delegation(value).await?;
-    let mut o = Object::new();
-    o.insert("registered", id.into());
-    Ok(object(status(changed, StatusCode::CREATED), o))
+    Ok(answer(
+        status(changed, StatusCode::CREATED),
+        "registered",
+        id,
+    ))
 }
 
 async fn revoke<L: Ledger>(
@@ -176,9 +191,7 @@ async fn revoke<L: Ledger>(
     UrlPath(id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
     app.gateway.revoke_delegation(&id).await?;
-    let mut o = Object::new();
-    o.insert("revoked", id.into());
-    Ok(object(StatusCode::OK, o))
+    Ok(answer(StatusCode::OK, "revoked", id))
 }
 
 async fn list<L: Ledger>(
@@ -198,9 +211,7 @@ async fn list<L: Ledger>(
             Value::Object(o)
         })
         .collect();
-    let mut o = Object::new();
-    o.insert("delegations", Value::Array(items));
-    Ok(object(StatusCode::OK, o))
+    Ok(answer(StatusCode::OK, "delegations", Value::Array(items)))
 }
 
 /// `POST /v1/admin/reviewers` with a reviewer object.
@@ -209,18 +220,14 @@ async fn register_reviewer<L: Ledger>(
     State(app): State<Arc<App<L>>>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = read_body(body, MAX_ADMIN_TOKEN_BODY, app.body_timeout).await?;
-    let value = parse(&body).map_err(ApiError::MalformedJson)?;
-    let id = value
-        .as_object()
-        .and_then(|o| o.get("id"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let value = read_json(&app, body, MAX_ADMIN_TOKEN_BODY).await?;
+    let id = string_at(&value, &["id"]);
     let changed = app.gateway.register_reviewer(value).await?;
-    let mut o = Object::new();
-    o.insert("registered", id.into());
-    Ok(object(status(changed, StatusCode::CREATED), o))
+    Ok(answer(
+        status(changed, StatusCode::CREATED),
+        "registered",
+        id,
+    ))
 }
 
 /// `POST /v1/admin/reviewers/{id}/revoke`.
@@ -230,9 +237,7 @@ async fn revoke_reviewer<L: Ledger>(
     UrlPath(id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
     app.gateway.revoke_reviewer(&id).await?;
-    let mut o = Object::new();
-    o.insert("revoked", id.into());
-    Ok(object(StatusCode::OK, o))
+    Ok(answer(StatusCode::OK, "revoked", id))
 }
 
 /// `GET /v1/admin/reviewers`.
@@ -255,9 +260,7 @@ async fn reviewers<L: Ledger>(
             Value::Object(o)
         })
         .collect();
-    let mut o = Object::new();
-    o.insert("reviewers", Value::Array(items));
-    Ok(object(StatusCode::OK, o))
+    Ok(answer(StatusCode::OK, "reviewers", Value::Array(items)))
 }
 
 /// `POST /v1/admin/policies`: `{"files": {"bundle.toml": "…", …}}`, every
@@ -267,8 +270,7 @@ async fn publish<L: Ledger>(
     State(app): State<Arc<App<L>>>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = read_body(body, MAX_ADMIN_BODY, app.body_timeout).await?;
-    let value = parse(&body).map_err(ApiError::MalformedJson)?;
+    let value = read_json(&app, body, MAX_ADMIN_BODY).await?;
     let shape = || ApiError::InvalidRequest {
         detail: "expected {\"files\": {path: text}}".into(),
         pointer: "/files",
@@ -287,9 +289,11 @@ async fn publish<L: Ledger>(
         map.insert(path.to_owned(), text.to_owned());
     }
     let (version, changed) = app.gateway.publish_policy(map).await?;
-    let mut o = Object::new();
-    o.insert("published", version.into());
-    Ok(object(status(changed, StatusCode::CREATED), o))
+    Ok(answer(
+        status(changed, StatusCode::CREATED),
+        "published",
+        version,
+    ))
 }
 
 /// `POST /v1/admin/policies/activate` with `{"version": "…"}`.
@@ -307,9 +311,7 @@ async fn activate<L: Ledger>(
             pointer: "/version",
         })?;
     app.gateway.activate_policy(&version).await?;
-    let mut o = Object::new();
-    o.insert("active", version.into());
-    Ok(object(StatusCode::OK, o))
+    Ok(answer(StatusCode::OK, "active", version))
 }
 
 /// `POST /v1/admin/policies/rollback`: back to the version active before.
@@ -318,9 +320,7 @@ async fn rollback<L: Ledger>(
     State(app): State<Arc<App<L>>>,
 ) -> Result<Response, ApiError> {
     let version = app.gateway.rollback_policy().await?;
-    let mut o = Object::new();
-    o.insert("active", version.into());
-    Ok(object(StatusCode::OK, o))
+    Ok(answer(StatusCode::OK, "active", version))
 }
 
 /// `GET /v1/admin/policies`: published versions and the active one.

@@ -41,6 +41,16 @@ pub fn world() -> &'static World {
     })
 }
 
+/// The refunds bundle with `old` replaced by `new` in its `bundle.toml`.
+pub fn refunds_edited(old: &str, new: &str) -> Bundle {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies/examples/refunds");
+    let mut files = Bundle::read_files(&src).unwrap();
+    let toml = files.get_mut("bundle.toml").unwrap();
+    assert!(toml.contains(old), "bundle.toml has no {old:?}");
+    *toml = toml.replace(old, new);
+    Bundle::from_files(&files).unwrap()
+}
+
 /// A token for `agent`'s key, signed by `signer`, edited by `edit`.
 pub fn token(
     signer: &Ed25519Signer,
