@@ -31,9 +31,22 @@
 //! durable or neither is. The tables refuse what the registries forbid
 //! (re-registering a revoked id) on their own, whatever the caller checked.
 //!
+//! Approvals (PROTOCOL §4.1) are rows of the same store, written with the
+//! receipts that record them and never updated: an approval is opened by
+//! the escalating decision's entry ([`ApprovalRow::Open`]), and each
+//! accepted reviewer decision or expiry adds a step with its `approval`
+//! receipt ([`ApprovalRow::Step`]). An approval's status is derived from
+//! its steps. The tables refuse, whatever the caller checked, a step for an
+//! unknown approval, a step after the one that ended it, a second step by
+//! the same reviewer, and the same signed decision twice.
+//!
+//! Several receipts can be appended as one unit ([`Ledger::append_unit`]):
+//! contiguous entries in one transaction, all durable or none (the approval
+//! that completes a quorum and the execution it causes).
+//!
 //! Not here: signing (the caller passes a signed receipt), deciding what a
-//! change means (the gateway's engine), PostgreSQL (a later implementation
-//! of the same trait), approvals.
+//! change or an approval means (the gateway's engine), PostgreSQL (a later
+//! implementation of the same trait).
 
 #![forbid(unsafe_code)]
 
@@ -81,6 +94,10 @@ pub enum Error {
     /// The first-start import was asked for, and the ledger already has it.
     #[error("the ledger's registries are already seeded")]
     AlreadySeeded,
+    /// An approval row conflicts with the recorded approvals (an unknown
+    /// or ended approval, a reviewer's second step, a decision used twice).
+    #[error("approval conflict: {0}")]
+    ApprovalConflict(String),
     /// A stored row cannot be read back as an entry.
     #[error("ledger row {seq} is corrupt: {reason}")]
     Corrupt {
@@ -223,6 +240,109 @@ pub struct Spend {
     pub amount_minor: i64,
 }
 
+/// An approval's row, written in the transaction of the receipt that
+/// records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApprovalRow {
+    /// An approval opened by the escalating decision receipt it is
+    /// written with.
+    Open {
+        /// The approval's id: that receipt's id.
+        id: String,
+        /// The deadline, seconds since the epoch.
+        deadline: i64,
+        /// What the approval needs, canonical JSON (the engine's).
+        body: Vec<u8>,
+    },
+    /// A step, written with its `approval` receipt.
+    Step {
+        /// The approval.
+        approval: String,
+        /// The reviewer, or `None` for an expiry.
+        reviewer: Option<String>,
+        /// `grant`, `deny` or `expire`.
+        verdict: String,
+        /// The approval's status after this step (PROTOCOL §4.1).
+        status: String,
+        /// The hash of the signed decision envelope, `None` for an expiry.
+        decision_hash: Option<String>,
+    },
+}
+
+/// One receipt of an append unit and what it records besides its entry.
+#[derive(Clone, Debug)]
+pub struct Append {
+    /// The sealed receipt.
+    pub receipt: Value,
+    /// The gateway's signature over it.
+    pub signature: Signature,
+    /// An idempotency key, new in the ledger.
+    pub idempotency_key: Option<String>,
+    /// Amounts committed against budgets.
+    pub spend: Vec<Spend>,
+    /// An approval opened or a step of one.
+    pub approval: Option<ApprovalRow>,
+}
+
+impl Append {
+    /// A receipt and its signature, recording nothing else.
+    pub fn new(receipt: Value, signature: Signature) -> Self {
+        Self {
+            receipt,
+            signature,
+            idempotency_key: None,
+            spend: Vec::new(),
+            approval: None,
+        }
+    }
+}
+
+/// A recorded approval and its steps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApprovalRecord {
+    /// The id (the escalating decision's receipt id).
+    pub id: String,
+    /// The escalating decision's `seq`.
+    pub seq: u64,
+    /// The deadline, seconds since the epoch.
+    pub deadline: i64,
+    /// The body it was opened with.
+    pub body: Vec<u8>,
+    /// Its steps, in ledger order.
+    pub steps: Vec<ApprovalStep>,
+}
+
+/// One recorded step of an approval.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApprovalStep {
+    /// The `approval` receipt's `seq`.
+    pub seq: u64,
+    /// Its receipt id.
+    pub receipt_id: String,
+    /// The reviewer, `None` for an expiry.
+    pub reviewer: Option<String>,
+    /// `grant`, `deny` or `expire`.
+    pub verdict: String,
+    /// The status after it.
+    pub status: String,
+    /// The signed decision's hash, `None` for an expiry.
+    pub decision_hash: Option<String>,
+}
+
+impl ApprovalRecord {
+    /// The status: the last step's, or `pending_approval`.
+    pub fn status(&self) -> &str {
+        self.steps
+            .last()
+            .map_or("pending_approval", |s| s.status.as_str())
+    }
+
+    /// Whether it has ended (approved, denied or expired).
+    pub fn ended(&self) -> bool {
+        self.status() != "pending_approval"
+    }
+}
+
 /// A signed `registry` receipt and the change it records.
 #[derive(Clone, Debug)]
 pub struct RegistryAppend {
@@ -301,6 +421,28 @@ pub trait Ledger: Send + Sync + 'static {
         idempotency_key: Option<&str>,
         spend: Vec<Spend>,
     ) -> impl Future<Output = Result<LedgerEntry, Error>> + Send;
+
+    /// Appends receipts as one unit: contiguous entries in one
+    /// transaction, each with what it records, all durable or none.
+    fn append_unit(
+        &self,
+        items: Vec<Append>,
+    ) -> impl Future<Output = Result<Vec<LedgerEntry>, Error>> + Send;
+
+    /// The approval `id`, with its steps.
+    fn approval(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<ApprovalRecord>, Error>> + Send;
+
+    /// Approvals in ledger order, from the one opened after `after_seq`,
+    /// up to `limit`; with `open_only`, only those not ended.
+    fn approvals(
+        &self,
+        open_only: bool,
+        after_seq: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<ApprovalRecord>, Error>> + Send;
 
     /// Amounts committed per delegation, currency and window, summed, for
     /// every window that has not ended at `now` (seconds since the epoch).

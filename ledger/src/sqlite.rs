@@ -31,8 +31,8 @@ use tollgate_protocol::{
 };
 
 use crate::{
-    CheckReport, Clock, Error, Head, Ledger, RegistryAppend, RegistryChange, RegistryState, Spend,
-    SystemClock,
+    Append, ApprovalRecord, ApprovalRow, ApprovalStep, CheckReport, Clock, Error, Head, Ledger,
+    RegistryAppend, RegistryChange, RegistryState, Spend, SystemClock,
 };
 
 const SCHEMA: &[&str] = &[
@@ -146,6 +146,37 @@ const SCHEMA: &[&str] = &[
         BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
     "CREATE TRIGGER IF NOT EXISTS reg_policy_history_delete BEFORE DELETE ON reg_policy_history
         BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
+    "CREATE TABLE IF NOT EXISTS approvals (
+        id TEXT PRIMARY KEY NOT NULL,
+        seq INTEGER NOT NULL UNIQUE REFERENCES entries (seq),
+        deadline INTEGER NOT NULL,
+        body BLOB NOT NULL
+    ) STRICT",
+    "CREATE TABLE IF NOT EXISTS approval_steps (
+        seq INTEGER PRIMARY KEY NOT NULL REFERENCES entries (seq),
+        approval TEXT NOT NULL REFERENCES approvals (id),
+        reviewer TEXT,
+        verdict TEXT NOT NULL CHECK (verdict IN ('grant', 'deny', 'expire')),
+        status TEXT NOT NULL
+            CHECK (status IN ('pending_approval', 'approved', 'denied', 'expired')),
+        decision_hash TEXT UNIQUE,
+        UNIQUE (approval, reviewer)
+    ) STRICT",
+    "CREATE UNIQUE INDEX IF NOT EXISTS approval_ends_once ON approval_steps (approval)
+        WHERE status <> 'pending_approval'",
+    "CREATE TRIGGER IF NOT EXISTS approval_step_of_open BEFORE INSERT ON approval_steps
+        WHEN NOT EXISTS (SELECT 1 FROM approvals WHERE id = NEW.approval)
+          OR EXISTS (SELECT 1 FROM approval_steps
+                     WHERE approval = NEW.approval AND status <> 'pending_approval')
+        BEGIN SELECT RAISE(ABORT, 'approval conflict: the approval is unknown or has ended'); END",
+    "CREATE TRIGGER IF NOT EXISTS approvals_update BEFORE UPDATE ON approvals
+        BEGIN SELECT RAISE(ABORT, 'approval rows are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS approvals_delete BEFORE DELETE ON approvals
+        BEGIN SELECT RAISE(ABORT, 'approval rows are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS approval_steps_update BEFORE UPDATE ON approval_steps
+        BEGIN SELECT RAISE(ABORT, 'approval rows are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS approval_steps_delete BEFORE DELETE ON approval_steps
+        BEGIN SELECT RAISE(ABORT, 'approval rows are append-only'); END",
 ];
 
 const FORMAT: &str = "tollgate-ledger/1";
@@ -197,13 +228,15 @@ enum Job {
     },
 }
 
+/// One unit of a group: one or more receipts appended together.
 struct AppendRequest {
-    receipt: Value,
-    signature: Signature,
+    items: Vec<Item>,
+    reply: oneshot::Sender<Result<Vec<LedgerEntry>, Error>>,
+}
+
+struct Item {
+    append: Append,
     receipt_id: String,
-    idempotency_key: Option<String>,
-    spend: Vec<Spend>,
-    reply: oneshot::Sender<Result<LedgerEntry, Error>>,
 }
 
 /// A ledger in one SQLite file.
@@ -445,21 +478,70 @@ impl Ledger for SqliteLedger {
         idempotency_key: Option<&str>,
         spend: Vec<Spend>,
     ) -> Result<LedgerEntry, Error> {
-        let info = check_receipt(&receipt, "").map_err(|e| Error::NotAReceipt(e.to_string()))?;
+        let mut append = Append::new(receipt, signature);
+        append.idempotency_key = idempotency_key.map(str::to_owned);
+        append.spend = spend;
+        let mut entries = self.append_unit(vec![append]).await?;
+        entries.pop().ok_or(Error::Closed)
+    }
+
+    async fn append_unit(&self, items: Vec<Append>) -> Result<Vec<LedgerEntry>, Error> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let items = items
+            .into_iter()
+            .map(|append| {
+                let info = check_receipt(&append.receipt, "")
+                    .map_err(|e| Error::NotAReceipt(e.to_string()))?;
+                Ok(Item {
+                    append,
+                    receipt_id: info.receipt_id,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
         let (reply, answer) = oneshot::channel();
         self.inner
             .queue
-            .send(Job::Append(AppendRequest {
-                receipt,
-                signature,
-                receipt_id: info.receipt_id,
-                idempotency_key: idempotency_key.map(str::to_owned),
-                spend,
-                reply,
-            }))
+            .send(Job::Append(AppendRequest { items, reply }))
             .await
             .map_err(|_| Error::Closed)?;
         answer.await.map_err(|_| Error::Closed)?
+    }
+
+    async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, Error> {
+        let row = sqlx::query("SELECT id, seq, deadline, body FROM approvals WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.inner.readers)
+            .await
+            .map_err(db)?;
+        match row {
+            None => Ok(None),
+            Some(r) => Ok(self.with_steps(vec![r]).await?.pop()),
+        }
+    }
+
+    async fn approvals(
+        &self,
+        open_only: bool,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<ApprovalRecord>, Error> {
+        let sql = if open_only {
+            "SELECT id, seq, deadline, body FROM approvals a WHERE seq > ?
+               AND NOT EXISTS (SELECT 1 FROM approval_steps s
+                               WHERE s.approval = a.id AND s.status <> 'pending_approval')
+             ORDER BY seq LIMIT ?"
+        } else {
+            "SELECT id, seq, deadline, body FROM approvals WHERE seq > ? ORDER BY seq LIMIT ?"
+        };
+        let rows = sqlx::query(sql)
+            .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
+            .bind(limit)
+            .fetch_all(&self.inner.readers)
+            .await
+            .map_err(db)?;
+        self.with_steps(rows).await
     }
 
     async fn spending(&self, now: i64) -> Result<Vec<Spend>, Error> {
@@ -662,6 +744,46 @@ impl Ledger for SqliteLedger {
     }
 }
 
+impl SqliteLedger {
+    /// Approval rows `(id, seq, deadline, body)` with their steps.
+    async fn with_steps(
+        &self,
+        rows: Vec<sqlx::sqlite::SqliteRow>,
+    ) -> Result<Vec<ApprovalRecord>, Error> {
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: String = r.get(0);
+            let steps = sqlx::query(
+                "SELECT s.seq, e.receipt_id, s.reviewer, s.verdict, s.status, s.decision_hash
+                 FROM approval_steps s JOIN entries e ON e.seq = s.seq
+                 WHERE s.approval = ? ORDER BY s.seq",
+            )
+            .bind(&id)
+            .fetch_all(&self.inner.readers)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|s| ApprovalStep {
+                seq: s.get::<i64, _>(0) as u64,
+                receipt_id: s.get(1),
+                reviewer: s.get(2),
+                verdict: s.get(3),
+                status: s.get(4),
+                decision_hash: s.get(5),
+            })
+            .collect();
+            out.push(ApprovalRecord {
+                id,
+                seq: r.get::<i64, _>(1) as u64,
+                deadline: r.get(2),
+                body: r.get(3),
+                steps,
+            });
+        }
+        Ok(out)
+    }
+}
+
 async fn read_head<'e>(exec: impl sqlx::SqliteExecutor<'e>, alg: HashAlg) -> Result<Head, Error> {
     let row = sqlx::query("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1")
         .fetch_optional(exec)
@@ -765,6 +887,57 @@ async fn apply_change(
                     .map(|d| d.message().to_owned())
                     .unwrap_or_default()
             ))
+        } else {
+            db(e)
+        }
+    })
+}
+
+/// Writes an approval row with the entry at `seq`; a refusal by the
+/// tables' rules is an [`Error::ApprovalConflict`] naming what was refused.
+async fn insert_approval(
+    conn: &mut SqliteConnection,
+    seq: i64,
+    row: &ApprovalRow,
+) -> Result<(), Error> {
+    let q = match row {
+        ApprovalRow::Open { id, deadline, body } => {
+            sqlx::query("INSERT INTO approvals (id, seq, deadline, body) VALUES (?, ?, ?, ?)")
+                .bind(id.as_str())
+                .bind(seq)
+                .bind(*deadline)
+                .bind(body.as_slice())
+        }
+        ApprovalRow::Step {
+            approval,
+            reviewer,
+            verdict,
+            status,
+            decision_hash,
+        } => sqlx::query(
+            "INSERT INTO approval_steps (seq, approval, reviewer, verdict, status, decision_hash)
+                 VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(seq)
+        .bind(approval.as_str())
+        .bind(reviewer.as_deref())
+        .bind(verdict.as_str())
+        .bind(status.as_str())
+        .bind(decision_hash.as_deref()),
+    };
+    q.execute(conn).await.map(|_| ()).map_err(|e| {
+        let Some(d) = e.as_database_error() else {
+            return db(e);
+        };
+        let m = d.message();
+        if m.contains("decision_hash") {
+            Error::ApprovalConflict("this signed decision was already used".into())
+        } else if m.contains("approval_steps.reviewer") {
+            Error::ApprovalConflict("this reviewer already decided on this approval".into())
+        } else if m.contains("approvals.id") {
+            Error::ApprovalConflict("the approval is already open".into())
+        } else if d.is_unique_violation() || m.starts_with("approval conflict") {
+            Error::ApprovalConflict("the approval is unknown or has ended".into())
         } else {
             db(e)
         }
@@ -963,18 +1136,22 @@ impl Writer {
     async fn commit_group(&mut self, batch: Vec<AppendRequest>) {
         let at = self.stamp();
         match self.insert_all(&batch, &at).await {
-            Ok(entries) => {
-                for (req, entry) in batch.into_iter().zip(entries) {
-                    let _ = req.reply.send(Ok(entry));
+            Ok(mut entries) => {
+                for req in batch {
+                    let rest = entries.split_off(req.items.len());
+                    let _ = req.reply.send(Ok(std::mem::replace(&mut entries, rest)));
                 }
             }
-            Err(Error::DuplicateReceipt(_) | Error::DuplicateKey(_)) if batch.len() > 1 => {
-                // One receipt of the group is already stored (or twice in
-                // the group): commit the others one by one so that only it
-                // fails.
+            Err(
+                Error::DuplicateReceipt(_) | Error::DuplicateKey(_) | Error::ApprovalConflict(_),
+            ) if batch.len() > 1 => {
+                // One unit of the group is refused (a receipt or key
+                // already stored, twice in the group, or an approval row
+                // the tables refuse): commit the others one by one so that
+                // only it fails.
                 for req in batch {
                     let result = self.insert_all(std::slice::from_ref(&req), &at).await;
-                    let _ = req.reply.send(result.map(|mut v| v.remove(0)));
+                    let _ = req.reply.send(result);
                 }
             }
             Err(e) => {
@@ -1030,16 +1207,17 @@ impl Writer {
         batch: &[AppendRequest],
         at: &Timestamp,
     ) -> Result<Vec<LedgerEntry>, Error> {
+        let batch: Vec<&Item> = batch.iter().flat_map(|r| &r.items).collect();
         let mut head = read_head(&mut self.conn, self.alg).await?;
         let mut entries = Vec::with_capacity(batch.len());
         let mut rows = Vec::with_capacity(batch.len());
-        for req in batch {
+        for req in &batch {
             let entry = LedgerEntry::seal(
                 head.seq + 1,
                 head.hash,
                 at.clone(),
-                req.receipt.clone(),
-                req.signature.clone(),
+                req.append.receipt.clone(),
+                req.append.signature.clone(),
             );
             rows.push((
                 entry.seq as i64,
@@ -1078,7 +1256,7 @@ impl Writer {
                     .bind(&batch[i].receipt_id)
                     .bind(hash)
                     .bind(line)
-                    .bind(batch[i].idempotency_key.as_deref());
+                    .bind(batch[i].append.idempotency_key.as_deref());
             }
             if let Err(e) = q.execute(&mut self.conn).await {
                 let unique = |column: &str| {
@@ -1096,7 +1274,11 @@ impl Writer {
                     })
                 } else if unique("idempotency_key") {
                     Error::DuplicateKey(if one {
-                        batch[done].idempotency_key.clone().unwrap_or_default()
+                        batch[done]
+                            .append
+                            .idempotency_key
+                            .clone()
+                            .unwrap_or_default()
                     } else {
                         String::new()
                     })
@@ -1108,7 +1290,10 @@ impl Writer {
         }
         // Spending against budgets, with the entries that committed it.
         for (req, entry) in batch.iter().zip(&entries) {
-            for sp in &req.spend {
+            if let Some(row) = &req.append.approval {
+                insert_approval(&mut self.conn, entry.seq as i64, row).await?;
+            }
+            for sp in &req.append.spend {
                 sqlx::query(
                     "INSERT INTO spend (seq, delegation, currency, window_start, window_seconds, amount_minor)
                      VALUES (?, ?, ?, ?, ?, ?)",
@@ -1127,8 +1312,8 @@ impl Writer {
         // Clear the reservations this group fulfils (few: only keys that
         // were reserved).
         self.clearing.clear();
-        for req in batch {
-            if let Some(key) = &req.idempotency_key
+        for req in &batch {
+            if let Some(key) = &req.append.idempotency_key
                 && self.reserved.contains(key)
             {
                 sqlx::query("DELETE FROM pending WHERE idempotency_key = ?")

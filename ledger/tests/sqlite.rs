@@ -4,7 +4,8 @@
 
 use proptest::prelude::*;
 use tollgate_ledger::{
-    Error, Ledger, RegistryAppend, RegistryChange, RegistryState, SqliteLedger, SqliteOptions,
+    Append, ApprovalRow, Error, Ledger, RegistryAppend, RegistryChange, RegistryState,
+    SqliteLedger, SqliteOptions,
 };
 use tollgate_protocol::{
     ChainVerifier, Domain, HashAlg, KeySet, Object, Signature, Value, parse, seal_receipt,
@@ -483,4 +484,136 @@ fn the_policy_stack_follows_activations_and_rollbacks() {
         ..RegistryState::default()
     };
     assert_eq!(state.policy_stack(), ["a", "b", "d"]);
+}
+
+fn step(approval: &str, reviewer: Option<&str>, status: &str, hash: Option<&str>) -> ApprovalRow {
+    ApprovalRow::Step {
+        approval: approval.into(),
+        reviewer: reviewer.map(str::to_owned),
+        verdict: if reviewer.is_some() {
+            "grant"
+        } else {
+            "expire"
+        }
+        .into(),
+        status: status.into(),
+        decision_hash: hash.map(str::to_owned),
+    }
+}
+
+fn with_row(signer: &Ed25519Signer, n: u64, row: ApprovalRow) -> Append {
+    let (r, s) = signed(signer, n);
+    let mut a = Append::new(r, s);
+    a.approval = Some(row);
+    a
+}
+
+#[tokio::test]
+async fn approval_rows_are_written_with_their_receipts_and_the_tables_enforce_the_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(&dir, None).await.unwrap();
+    let signer = Ed25519Signer::generate().unwrap();
+    let open_row = ApprovalRow::Open {
+        id: "rcpt_a".into(),
+        deadline: 1_000,
+        body: b"{}".to_vec(),
+    };
+    ledger
+        .append_unit(vec![with_row(&signer, 1, open_row.clone())])
+        .await
+        .unwrap();
+    let head = ledger.head().await.unwrap().seq;
+    let refused = |e: Error| matches!(e, Error::ApprovalConflict(_));
+
+    // Unknown approval, opened twice: refused, nothing appended.
+    let e = ledger
+        .append_unit(vec![with_row(
+            &signer,
+            2,
+            step("rcpt_b", Some("r1"), "pending_approval", Some("h1")),
+        )])
+        .await
+        .unwrap_err();
+    assert!(refused(e.clone()), "{e}");
+    let e = ledger
+        .append_unit(vec![with_row(&signer, 3, open_row)])
+        .await
+        .unwrap_err();
+    assert!(refused(e.clone()), "{e}");
+    assert_eq!(ledger.head().await.unwrap().seq, head);
+
+    // One grant; the same reviewer again and the same decision again are
+    // refused; a unit of two fails whole when its second item is refused.
+    ledger
+        .append_unit(vec![with_row(
+            &signer,
+            4,
+            step("rcpt_a", Some("r1"), "pending_approval", Some("h1")),
+        )])
+        .await
+        .unwrap();
+    for row in [
+        step("rcpt_a", Some("r1"), "approved", Some("h2")),
+        step("rcpt_a", Some("r2"), "approved", Some("h1")),
+    ] {
+        let e = ledger
+            .append_unit(vec![with_row(&signer, 5, row)])
+            .await
+            .unwrap_err();
+        assert!(refused(e.clone()), "{e}");
+    }
+    let (r, s) = signed(&signer, 6);
+    let e = ledger
+        .append_unit(vec![
+            Append::new(r, s),
+            with_row(
+                &signer,
+                7,
+                step("rcpt_a", Some("r1"), "approved", Some("h3")),
+            ),
+        ])
+        .await
+        .unwrap_err();
+    assert!(refused(e.clone()), "{e}");
+    assert_eq!(ledger.head().await.unwrap().seq, head + 1);
+
+    // The quorum completes with its execution in one unit; then nothing
+    // more: not an expiry, not another grant.
+    let (r, s) = signed(&signer, 8);
+    let entries = ledger
+        .append_unit(vec![
+            with_row(
+                &signer,
+                9,
+                step("rcpt_a", Some("r2"), "approved", Some("h4")),
+            ),
+            Append::new(r, s),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[1].seq, entries[0].seq + 1);
+    for row in [
+        step("rcpt_a", None, "expired", None),
+        step("rcpt_a", Some("r3"), "pending_approval", Some("h5")),
+    ] {
+        let e = ledger
+            .append_unit(vec![with_row(&signer, 10, row)])
+            .await
+            .unwrap_err();
+        assert!(refused(e.clone()), "{e}");
+    }
+    let record = ledger.approval("rcpt_a").await.unwrap().unwrap();
+    assert_eq!(record.status(), "approved");
+    assert_eq!(
+        record
+            .steps
+            .iter()
+            .map(|s| s.reviewer.clone().unwrap())
+            .collect::<Vec<_>>(),
+        ["r1", "r2"]
+    );
+    assert!(ledger.approvals(true, 0, 10).await.unwrap().is_empty());
+    assert_eq!(ledger.approvals(false, 0, 10).await.unwrap().len(), 1);
+    assert_eq!(ledger.head().await.unwrap().seq, head + 3);
 }

@@ -63,6 +63,48 @@ struct ReviewToml {
     role: Option<String>,
     count: Option<i64>,
     deadline_seconds: Option<i64>,
+    #[serde(default)]
+    separate_issuer: bool,
+    #[serde(default)]
+    above: Vec<AboveToml>,
+    #[serde(default)]
+    rules: BTreeMap<String, QuorumToml>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+struct AboveToml {
+    amount_minor: i64,
+    currency: String,
+    count: i64,
+    role: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+struct QuorumToml {
+    count: i64,
+    role: Option<String>,
+}
+
+/// A quorum: how many distinct reviewers holding a role must grant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quorum {
+    /// The role each reviewer must hold.
+    pub role: String,
+    /// How many distinct reviewers must grant.
+    pub count: i64,
+}
+
+/// A stricter quorum for intents whose amount is above a threshold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Above {
+    /// Applies when the amount is greater than this, in minor units...
+    pub amount_minor: i64,
+    /// ...of this currency.
+    pub currency: String,
+    /// The quorum then.
+    pub quorum: Quorum,
 }
 
 /// Who must review an escalated intent of an action, and by when.
@@ -74,9 +116,51 @@ pub struct Review {
     pub count: i64,
     /// Seconds from the intent's `issued_at` to the deadline.
     pub deadline_seconds: i64,
+    /// Whether the issuers of the intent's delegation chain are barred
+    /// from approving it (separation of duties).
+    pub separate_issuer: bool,
+    /// Stricter quorums above amounts (dual control), in the order given.
+    pub above: Vec<Above>,
+    /// Quorums for intents a given escalating rule fired on, by rule id.
+    pub rules: BTreeMap<String, Quorum>,
 }
 
 impl Review {
+    /// The quorum an escalated intent needs: of the contract's own, those
+    /// of each escalating rule that fired (`fired`, in rule-id order) and
+    /// those whose amount threshold the intent's `amount` is above, the one
+    /// with the highest count; on a tie, the first in that order.
+    pub fn quorum_for<'a>(
+        &self,
+        fired: impl IntoIterator<Item = &'a str>,
+        amount: Option<(i64, &str)>,
+    ) -> Quorum {
+        let mut best = Quorum {
+            role: self.role.clone(),
+            count: self.count,
+        };
+        let mut consider = |q: &Quorum| {
+            if q.count > best.count {
+                best = q.clone();
+            }
+        };
+        let mut fired: Vec<&str> = fired.into_iter().collect();
+        fired.sort_unstable();
+        for id in fired {
+            if let Some(q) = self.rules.get(id) {
+                consider(q);
+            }
+        }
+        if let Some((minor, currency)) = amount {
+            for a in &self.above {
+                if a.currency == currency && minor > a.amount_minor {
+                    consider(&a.quorum);
+                }
+            }
+        }
+        best
+    }
+
     /// Default role when the contract names none.
     pub const DEFAULT_ROLE: &'static str = "approver";
     /// Default deadline: a day.
@@ -686,14 +770,101 @@ impl Bundle {
                     role: None,
                     count: None,
                     deadline_seconds: None,
+                    separate_issuer: false,
+                    above: Vec::new(),
+                    rules: BTreeMap::new(),
                 });
+                let role = t.role.unwrap_or_else(|| Review::DEFAULT_ROLE.to_owned());
+                let quorum = |count: i64, r: Option<String>| Quorum {
+                    role: r.unwrap_or_else(|| role.clone()),
+                    count,
+                };
                 let review = Review {
-                    role: t.role.unwrap_or_else(|| Review::DEFAULT_ROLE.to_owned()),
                     count: t.count.unwrap_or(1),
                     deadline_seconds: t
                         .deadline_seconds
                         .unwrap_or(Review::DEFAULT_DEADLINE_SECONDS),
+                    separate_issuer: t.separate_issuer,
+                    above: t
+                        .above
+                        .into_iter()
+                        .map(|a| Above {
+                            amount_minor: a.amount_minor,
+                            currency: a.currency,
+                            quorum: quorum(a.count, a.role),
+                        })
+                        .collect(),
+                    rules: t
+                        .rules
+                        .into_iter()
+                        .map(|(id, q)| (id, quorum(q.count, q.role)))
+                        .collect(),
+                    role: role.clone(),
                 };
+                let quorums = std::iter::once(("review", &review.role, review.count))
+                    .chain(
+                        review
+                            .above
+                            .iter()
+                            .map(|a| ("review.above", &a.quorum.role, a.quorum.count)),
+                    )
+                    .chain(
+                        review
+                            .rules
+                            .values()
+                            .map(|q| ("review.rules", &q.role, q.count)),
+                    );
+                for (what, role, count) in quorums {
+                    if !tollgate_protocol::is_identifier(role) {
+                        r.problem(
+                            "bundle.toml",
+                            line,
+                            format!(
+                                "action {action_name:?}: {what} role {role:?} is not an identifier"
+                            ),
+                        );
+                    }
+                    if !(1..=Review::MAX_COUNT).contains(&count) {
+                        r.problem(
+                            "bundle.toml",
+                            line,
+                            format!(
+                                "action {action_name:?}: {what} count {count} is not 1 to {}",
+                                Review::MAX_COUNT
+                            ),
+                        );
+                    }
+                }
+                for a in &review.above {
+                    if a.amount_minor < 0 || !crate::money::is_currency(&a.currency) {
+                        r.problem(
+                            "bundle.toml",
+                            line,
+                            format!(
+                                "action {action_name:?}: review.above needs amount_minor >= 0 and an ISO-4217 currency, found {} {:?}",
+                                a.amount_minor, a.currency
+                            ),
+                        );
+                    }
+                }
+                if !review.above.is_empty() && a.amount.is_none() {
+                    r.problem(
+                        "bundle.toml",
+                        line,
+                        format!("action {action_name:?}: review.above needs the action's amount"),
+                    );
+                }
+                for id in review.rules.keys() {
+                    let builtin = id.starts_with("scoring.")
+                        || matches!(id.as_str(), "action.approval" | "delegation.budget");
+                    if !builtin && ids.get(id).map(String::as_str) != Some("escalate.cedar") {
+                        r.problem(
+                            "bundle.toml",
+                            line,
+                            format!("action {action_name:?}: review.rules names {id:?}, which is not an escalation rule of escalate.cedar nor a built-in one (action.approval, delegation.budget, scoring.*)"),
+                        );
+                    }
+                }
                 if !tollgate_protocol::is_identifier(&review.role) {
                     r.problem(
                         "bundle.toml",
@@ -759,6 +930,12 @@ impl Bundle {
             contract.insert("approval", serde_name(&a.approval).into());
             contract.insert("target", serde_name(&a.target).into());
             if a.review.is_some() {
+                let quorum_value = |q: &Quorum| {
+                    let mut o = Object::new();
+                    o.insert("role", q.role.as_str().into());
+                    o.insert("count", Value::integer(q.count).unwrap_or(Value::Null));
+                    o
+                };
                 let mut o = Object::new();
                 o.insert("role", review.role.as_str().into());
                 o.insert("count", Value::integer(review.count).unwrap_or(Value::Null));
@@ -766,6 +943,28 @@ impl Bundle {
                     "deadline_seconds",
                     Value::integer(review.deadline_seconds).unwrap_or(Value::Null),
                 );
+                if review.separate_issuer {
+                    o.insert("separate_issuer", true.into());
+                }
+                if !review.above.is_empty() {
+                    let above = review.above.iter().map(|a| {
+                        let mut q = quorum_value(&a.quorum);
+                        q.insert(
+                            "amount_minor",
+                            Value::integer(a.amount_minor).unwrap_or(Value::Null),
+                        );
+                        q.insert("currency", a.currency.as_str().into());
+                        Value::Object(q)
+                    });
+                    o.insert("above", Value::Array(above.collect()));
+                }
+                if !review.rules.is_empty() {
+                    let mut rules = Object::new();
+                    for (id, q) in &review.rules {
+                        rules.insert(id, Value::Object(quorum_value(q)));
+                    }
+                    o.insert("rules", Value::Object(rules));
+                }
                 contract.insert("review", o.into());
             }
             if a.unknown_resources != UnknownResources::Block {
@@ -1126,5 +1325,54 @@ mod tests {
         assert!(is_bundle_name("support-ops"));
         assert!(!is_bundle_name("Refunds"));
         assert!(!is_bundle_name("-x"));
+    }
+
+    #[test]
+    fn the_strictest_applicable_quorum_wins_and_ties_go_to_the_first() {
+        let q = |role: &str, count| Quorum {
+            role: role.into(),
+            count,
+        };
+        let review = Review {
+            role: "refunds".into(),
+            count: 1,
+            deadline_seconds: 3600,
+            separate_issuer: false,
+            above: vec![
+                Above {
+                    amount_minor: 100_000,
+                    currency: "EUR".into(),
+                    quorum: q("refunds", 2),
+                },
+                Above {
+                    amount_minor: 1_000_000,
+                    currency: "EUR".into(),
+                    quorum: q("finance", 3),
+                },
+            ],
+            rules: [("refund.large".to_owned(), q("seniors", 2))].into(),
+        };
+        assert_eq!(review.quorum_for([], None), q("refunds", 1));
+        assert_eq!(
+            review.quorum_for([], Some((100_000, "EUR"))),
+            q("refunds", 1)
+        );
+        assert_eq!(
+            review.quorum_for([], Some((100_001, "EUR"))),
+            q("refunds", 2)
+        );
+        assert_eq!(
+            review.quorum_for([], Some((5_000_000, "USD"))),
+            q("refunds", 1)
+        );
+        // A rule's quorum comes before the amount's: same count, the rule's role.
+        assert_eq!(
+            review.quorum_for(["refund.large"], Some((200_000, "EUR"))),
+            q("seniors", 2)
+        );
+        assert_eq!(
+            review.quorum_for(["refund.large", "other"], Some((2_000_000, "EUR"))),
+            q("finance", 3)
+        );
     }
 }

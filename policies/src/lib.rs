@@ -32,7 +32,10 @@ mod template;
 
 use std::fmt;
 
-pub use bundle::{Action, Approval, Bundle, CedarType, Risk, Target, TestCase, UnknownResources};
+pub use bundle::{
+    Above, Action, Approval, Bundle, CedarType, Quorum, Review, Risk, Target, TestCase,
+    UnknownResources,
+};
 pub use convert::{from_json, to_cedar_json, to_json};
 pub use rules::{FiredRule, RuleOutcome, RuleSetKind, Verdict};
 pub use scoring::{DimensionScore, Scores, Scoring};

@@ -14,6 +14,11 @@ pub fn minor_digits(currency: &str) -> u32 {
     }
 }
 
+/// Whether `s` has the form of an ISO-4217 code: three uppercase letters.
+pub fn is_currency(s: &str) -> bool {
+    s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase())
+}
+
 /// `minor` units of `currency`, e.g. `999.00 EUR`, `-0.05 USD`, `500 JPY`.
 /// Integer arithmetic only.
 pub fn format(minor: i64, currency: &str) -> String {

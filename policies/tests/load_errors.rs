@@ -159,6 +159,24 @@ fn each_load_error_is_reported_with_file_and_line() {
         ),
         (
             "bundle.toml",
+            "approval = \"by_rule\"",
+            "approval = \"by_rule\"\nreview = { rules = { \"no-such-rule\" = { count = 2 } } }",
+            "bundle.toml:9: action \"orders.refund\": review.rules names \"no-such-rule\", which is not an escalation rule of escalate.cedar nor a built-in one (action.approval, delegation.budget, scoring.*)",
+        ),
+        (
+            "bundle.toml",
+            "approval = \"by_rule\"",
+            "approval = \"by_rule\"\nreview = { above = [{ amount_minor = 100000, currency = \"eur\", count = 2 }] }",
+            "bundle.toml:9: action \"orders.refund\": review.above needs amount_minor >= 0 and an ISO-4217 currency, found 100000 \"eur\"",
+        ),
+        (
+            "bundle.toml",
+            "approval = \"by_rule\"",
+            "approval = \"by_rule\"\nreview = { above = [{ amount_minor = 100000, currency = \"EUR\", count = 11 }] }",
+            "bundle.toml:9: action \"orders.refund\": review.above count 11 is not 1 to 10",
+        ),
+        (
+            "bundle.toml",
             "risk = \"medium\"",
             "risk = \"moderate\"",
             "bundle.toml:12: unknown variant `moderate`, expected one of `low`, `medium`, `high`, `critical`",

@@ -9,7 +9,8 @@
 //! - hash values (§1.6), base64url (§1.4), timestamps (§1.5);
 //! - JWKs, RFC 7638 thumbprints, JWK Sets, and EdDSA / ES256 signature
 //!   checks over domain-tagged messages (§2);
-//! - the wire types: intent envelopes (§3), receipts (§4), ledger entries
+//! - the wire types: intent envelopes and approval decisions with the
+//!   intent hash that binds them (§3), receipts (§4), ledger entries
 //!   (§5), and the line-by-line ledger verification of §5;
 //! - receipts as typed documents ([`Receipt`]: the kinds, the outcome each
 //!   may state, `refs` and decision `inputs`, §4.1–§4.2) and the
@@ -29,6 +30,7 @@
 
 #![forbid(unsafe_code)]
 
+mod approval;
 mod encoding;
 mod error;
 pub mod json;
@@ -38,6 +40,10 @@ mod receipt;
 mod verify;
 mod wire;
 
+pub use approval::{
+    APPROVAL_TYPE, ApprovalDecision, ApprovalEnvelope, ApprovalVerdict, INTENT_HASH_TAG,
+    MAX_REASON_CHARS, approval_payload, intent_hash, is_receipt_id,
+};
 pub use encoding::{HashAlg, HashValue, Timestamp, b64, b64_decode, hex};
 pub use error::{Error, JsonProblem};
 pub use json::{

@@ -161,7 +161,8 @@ pub struct Inputs {
 }
 
 impl Inputs {
-    fn to_value(&self) -> Value {
+    /// The `inputs` member.
+    pub fn to_value(&self) -> Value {
         let mut o = Object::new();
         o.insert(
             "delegations",
@@ -196,8 +197,9 @@ pub struct Receipt {
     pub outcome: Outcome,
     /// `refs`: receipt ids this one follows from.
     pub refs: Vec<String>,
-    /// `inputs`, for a decision receipt.
-    pub inputs: Option<Inputs>,
+    /// `inputs`: for a decision receipt its [`Inputs`]; for an execution
+    /// receipt `{"spent": [...]}`, the budgets as they stood at the grant.
+    pub inputs: Option<Value>,
 }
 
 /// Why a [`Receipt`] cannot be built.
@@ -255,7 +257,55 @@ impl Receipt {
             outcome,
         )?;
         r.decision = Some(decision);
-        r.inputs = Some(inputs);
+        r.inputs = Some(inputs.to_value());
+        Ok(r)
+    }
+
+    /// The `approval` receipt of a reviewer's approval decision `subject`
+    /// (the envelope as received), or of an expiry, following from the
+    /// escalating decision receipt `approval`.
+    pub fn approval(
+        issued_at: Timestamp,
+        policy_version: String,
+        subject: Value,
+        outcome: Outcome,
+        approval: &str,
+    ) -> Result<Self, OutcomeNotAllowed> {
+        let mut r = Self::new(
+            ReceiptKind::Approval,
+            issued_at,
+            policy_version,
+            subject,
+            outcome,
+        )?;
+        r.refs = vec![approval.to_owned()];
+        Ok(r)
+    }
+
+    /// The `execution` receipt of the intent `intent_hash`, whose quorum
+    /// `refs` (the decision receipt, then every approval receipt of the
+    /// quorum) completed at `issued_at`; `spent` as in [`Inputs::spent`].
+    pub fn execution(
+        issued_at: Timestamp,
+        policy_version: String,
+        intent_hash: &HashValue,
+        outcome: Outcome,
+        refs: Vec<String>,
+        spent: Vec<Value>,
+    ) -> Result<Self, OutcomeNotAllowed> {
+        let mut subject = Object::new();
+        subject.insert("intent_hash", intent_hash.to_string().into());
+        let mut r = Self::new(
+            ReceiptKind::Execution,
+            issued_at,
+            policy_version,
+            Value::Object(subject),
+            outcome,
+        )?;
+        r.refs = refs;
+        let mut inputs = Object::new();
+        inputs.insert("spent", Value::Array(spent));
+        r.inputs = Some(Value::Object(inputs));
         Ok(r)
     }
 
@@ -298,7 +348,7 @@ impl Receipt {
             Value::Array(self.refs.iter().map(|s| s.as_str().into()).collect()),
         );
         if let Some(i) = &self.inputs {
-            r.insert("inputs", i.to_value());
+            r.insert("inputs", i.clone());
         }
         Value::Object(seal_receipt(r))
     }
