@@ -65,6 +65,7 @@ impl Histogram {
 pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     decisions: Mutex<BTreeMap<&'static str, u64>>,
+    approvals: Mutex<BTreeMap<&'static str, u64>>,
     /// Time in the pure pipeline.
     pub decide: Histogram,
     /// Time signing and appending (durable).
@@ -95,6 +96,13 @@ impl Metrics {
         }
     }
 
+    /// Counts `n` approval steps that left an approval in `status`.
+    pub fn approval(&self, status: &'static str, n: u64) {
+        if let Ok(mut m) = self.approvals.lock() {
+            *m.entry(status).or_insert(0) += n;
+        }
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self, head: u64, groups: u64, appends: u64) -> String {
         let mut out = String::new();
@@ -111,6 +119,14 @@ impl Metrics {
             for (verdict, n) in m.iter() {
                 out.push_str(&format!(
                     "tollgate_decisions_total{{verdict=\"{verdict}\"}} {n}\n"
+                ));
+            }
+        }
+        out.push_str("# HELP tollgate_approval_steps_total Approval receipts appended, by the approval's status after them.\n# TYPE tollgate_approval_steps_total counter\n");
+        if let Ok(m) = self.approvals.lock() {
+            for (status, n) in m.iter() {
+                out.push_str(&format!(
+                    "tollgate_approval_steps_total{{status=\"{status}\"}} {n}\n"
                 ));
             }
         }

@@ -7,40 +7,21 @@ use std::time::Duration;
 use tollgate_pipeline::Decision;
 use tollgate_protocol::{HashAlg, IntentEnvelope, Outcome, Status, Value, Verdict, canonical};
 
+use super::Requirement;
 use crate::limits::MAX_UPSTREAM_ANSWER;
 
 /// The outcome of an intent whose target is `none`, or that did not pass.
-/// An escalation's names who must review it and by when: the contract's
-/// role and count, and the deadline counted from the intent's `issued_at`
-/// (deterministic: never a clock).
-pub(super) fn local_outcome(
-    decision: &Decision,
-    contract: Option<&tollgate_policies::Action>,
-    envelope: &IntentEnvelope,
-) -> Outcome {
+/// An escalation's names who must review it and by when
+/// ([`Requirement`]).
+pub(super) fn local_outcome(decision: &Decision, review: Option<&Requirement>) -> Outcome {
     let status = match decision.verdict {
         Verdict::Pass => Status::Committed,
         Verdict::Escalate => Status::PendingApproval,
         Verdict::Block => Status::NotExecuted,
     };
     let outcome = Outcome::new(status).with("target", "none");
-    match (status, contract) {
-        (Status::PendingApproval, Some(c)) => {
-            let mut review = tollgate_protocol::Object::new();
-            review.insert("role", c.review.role.as_str().into());
-            review.insert(
-                "count",
-                Value::integer(c.review.count).unwrap_or(Value::Null),
-            );
-            review.insert(
-                "deadline",
-                super::budget::seconds(
-                    envelope.intent.issued_at.unix_seconds() + c.review.deadline_seconds,
-                )
-                .into(),
-            );
-            outcome.with("review", Value::Object(review))
-        }
+    match (status, review) {
+        (Status::PendingApproval, Some(r)) => outcome.with("review", r.to_value()),
         _ => outcome,
     }
 }

@@ -146,6 +146,140 @@ pub enum RegistryError {
     Internal(String),
 }
 
+/// Why a reviewer's approval decision was refused. Nothing is appended
+/// for any of these.
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    /// No approval has this id.
+    #[error(
+        "no approval {0:?}: an approval is named by the receipt id of the decision that escalated the intent"
+    )]
+    Unknown(String),
+    /// The decision names another approval than the one it was sent to.
+    #[error("the decision names approval {payload:?}, and was sent to {path:?}")]
+    IdMismatch {
+        /// The approval in the URL.
+        path: String,
+        /// The approval in the payload.
+        payload: String,
+    },
+    /// The approval was approved or denied already.
+    #[error("approval {id} is {status} already; a decided approval is never decided again")]
+    Ended {
+        /// The approval.
+        id: String,
+        /// Its status.
+        status: String,
+    },
+    /// The approval's deadline has passed.
+    #[error("approval {id} expired at {deadline}")]
+    Expired {
+        /// The approval.
+        id: String,
+        /// Its deadline.
+        deadline: String,
+    },
+    /// The approval's quorum is complete and its execution is being
+    /// finished.
+    #[error("approval {0}'s quorum is complete and its execution is being finished")]
+    Executing(String),
+    /// The decision names another intent.
+    #[error("the decision is about intent {given}, and the approval about {expected}")]
+    IntentMismatch {
+        /// The decision's intent hash.
+        given: String,
+        /// The approval's.
+        expected: String,
+    },
+    /// The decision names another policy version.
+    #[error("the decision names policy {given}, and the intent was escalated under {expected}")]
+    PolicyMismatch {
+        /// The decision's.
+        given: String,
+        /// The escalating receipt's.
+        expected: String,
+    },
+    /// The decision's `issued_at` is too far from the gateway's clock.
+    #[error(
+        "issued_at {issued_at} is {skew} s from the gateway's clock ({now}); at most {max} s is accepted"
+    )]
+    ClockSkew {
+        /// The decision's `issued_at`.
+        issued_at: String,
+        /// The gateway's clock.
+        now: String,
+        /// The distance, seconds.
+        skew: i64,
+        /// The largest accepted, seconds.
+        max: i64,
+    },
+    /// The reviewer is not registered.
+    #[error("reviewer {0} is not registered")]
+    UnknownReviewer(String),
+    /// The reviewer is revoked.
+    #[error("reviewer {0} is revoked")]
+    RevokedReviewer(String),
+    /// An agent's id or key: an agent never approves.
+    #[error("{0}")]
+    ReviewerIsAgent(String),
+    /// The bundle separates duties, and the reviewer issued the intent's
+    /// delegation (or one above it).
+    #[error(
+        "reviewer {0} issued the intent's delegation chain, and this policy separates issuing from approving"
+    )]
+    ReviewerIsIssuer(String),
+    /// The reviewer does not hold the role the approval needs.
+    #[error("reviewer {reviewer} does not hold role {role:?}, which this approval needs")]
+    LacksRole {
+        /// The reviewer.
+        reviewer: String,
+        /// The role.
+        role: String,
+    },
+    /// The reviewer may not approve the action.
+    #[error("reviewer {reviewer} may not approve {action}")]
+    LacksAction {
+        /// The reviewer.
+        reviewer: String,
+        /// The action.
+        action: String,
+    },
+    /// The signature is not the reviewer's registered key's over this
+    /// decision.
+    #[error("{0}")]
+    BadSignature(String),
+    /// The reviewer decided on this approval already.
+    #[error("reviewer {reviewer} already decided on approval {id}; each reviewer counts once")]
+    AlreadyDecided {
+        /// The reviewer.
+        reviewer: String,
+        /// The approval.
+        id: String,
+    },
+    /// This signed decision was used already.
+    #[error(
+        "this decision was already recorded, in receipt {receipt_id}; a signed decision is used once"
+    )]
+    Reused {
+        /// The approval receipt that recorded it.
+        receipt_id: String,
+    },
+    /// The ledger refused the step (another instance recorded one first).
+    #[error("the ledger refused the decision: {0}")]
+    Conflict(String),
+    /// No intent with this agent and id was decided.
+    #[error("no intent {intent_id:?} of agent {agent:?} was decided")]
+    UnknownIntent {
+        /// The agent.
+        agent: String,
+        /// The intent id.
+        intent_id: String,
+    },
+    /// The gateway could not complete the request.
+    #[error("{0}")]
+    Internal(String),
+}
+
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use tollgate_ledger::{Ledger, Spend};
+use tollgate_ledger::{Append, Ledger, Spend};
 use tollgate_pipeline::{Decision, decide_authenticated, decide_with_spent};
 use tollgate_policies::delegation::{self, Refusal, Token};
 use tollgate_policies::{Bundle, Target};
@@ -24,7 +24,7 @@ use tollgate_protocol::{
     canonical, parse, seal_receipt,
 };
 
-use super::{AuthFailure, Gateway, IntentError, StartError, View, budget, commit};
+use super::{AuthFailure, Gateway, IntentError, Requirement, StartError, View, budget, commit};
 
 /// An intent's answer: its ledger entry.
 #[derive(Clone, Debug)]
@@ -128,7 +128,7 @@ fn submitted(entry: &LedgerEntry, verdict: Option<Verdict>) -> Submitted {
     }
 }
 
-fn receipt_id_of(receipt: &Value) -> String {
+pub(super) fn receipt_id_of(receipt: &Value) -> String {
     receipt
         .as_object()
         .and_then(|o| o.get("receipt_id"))
@@ -137,12 +137,12 @@ fn receipt_id_of(receipt: &Value) -> String {
         .to_owned()
 }
 
-fn member<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+pub(super) fn member<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
     path.iter().try_fold(v, |v, k| v.as_object()?.get(k))
 }
 
 /// The delegation chain's tokens, leaf first (as far as it is registered).
-fn chain<'a>(view: &'a View, leaf: &str) -> Vec<&'a Token> {
+pub(super) fn chain<'a>(view: &'a View, leaf: &str) -> Vec<&'a Token> {
     let tokens = &view.snapshot.registry.tokens;
     let mut out: Vec<&Token> = Vec::new();
     let mut next = Some(leaf);
@@ -184,14 +184,14 @@ fn reservation_bytes(sealed: &Value, charges: &[Spend]) -> Vec<u8> {
 
 /// Charges reserved against budgets, released when dropped unless
 /// committed.
-struct Held<'a> {
-    budgets: &'a std::sync::Mutex<budget::Budgets>,
-    charges: Vec<Spend>,
-    committed: bool,
+pub(super) struct Held<'a> {
+    pub(super) budgets: &'a std::sync::Mutex<budget::Budgets>,
+    pub(super) charges: Vec<Spend>,
+    pub(super) committed: bool,
 }
 
 impl Held<'_> {
-    fn commit(mut self) {
+    pub(super) fn commit(mut self) {
         if let Ok(mut b) = self.budgets.lock() {
             b.commit(&self.charges);
         }
@@ -210,7 +210,7 @@ impl Drop for Held<'_> {
 }
 
 /// The amount and currency of an intent whose action moves money.
-fn amount_of(bundle: &Bundle, envelope: &IntentEnvelope) -> Option<(i64, String)> {
+pub(super) fn amount_of(bundle: &Bundle, envelope: &IntentEnvelope) -> Option<(i64, String)> {
     let (amount, currency) = bundle.action(&envelope.intent.action)?.amount.as_ref()?;
     let params = &envelope.intent.params;
     Some((
@@ -381,12 +381,18 @@ impl<L: Ledger> Gateway<L> {
                 .unwrap_or_else(Object::new),
             spent,
         };
+        // An escalation opens an approval, with what it needs.
+        let requirement = if decision.verdict == Verdict::Escalate {
+            Requirement::of(bundle, &decision, envelope)
+        } else {
+            None
+        };
         let mut receipt = Receipt::decision(
             intent.issued_at.clone(),
             bundle.version_string(),
             envelope.value.clone(),
             decision.to_value(),
-            commit::local_outcome(&decision, bundle.action(&intent.action), envelope),
+            commit::local_outcome(&decision, requirement.as_ref()),
             inputs,
         )
         .map_err(internal)?;
@@ -424,10 +430,23 @@ impl<L: Ledger> Gateway<L> {
         };
         let sealed = receipt.seal();
         let signature = self.signer.sign_now(Domain::Receipt, &sealed);
-        let appended = self
-            .ledger
-            .append_spending(sealed, signature, Some(key), spend.clone())
-            .await;
+        let appended = match &requirement {
+            Some(r) => {
+                let row = r.open_row(&receipt_id_of(&sealed), envelope, &bundle.version_string());
+                let mut append = Append::new(sealed, signature);
+                append.idempotency_key = Some(key.to_owned());
+                append.approval = Some(row);
+                self.ledger
+                    .append_unit(vec![append])
+                    .await
+                    .and_then(|mut v| v.pop().ok_or(tollgate_ledger::Error::Closed))
+            }
+            None => {
+                self.ledger
+                    .append_spending(sealed, signature, Some(key), spend.clone())
+                    .await
+            }
+        };
         self.metrics.append.observe(t.elapsed().as_secs_f64());
         match appended {
             Ok(e) => {
@@ -526,6 +545,9 @@ impl<L: Ledger> Gateway<L> {
     /// exist already.
     async fn finish(&self, key: &str, body: &[u8]) -> Result<bool, String> {
         let record = parse(body).map_err(|e| format!("the stored decision is unreadable: {e}"))?;
+        if member(&record, &["intent"]).is_some() {
+            return self.finish_execution(key, &record).await;
+        }
         let Some(Value::Object(mut draft)) = member(&record, &["draft"]).cloned() else {
             return Err(
                 "the reservation holds no decision (written by an older version); finish it by hand"

@@ -15,6 +15,7 @@
 //! - the clock is read only for the skew check, a registry receipt's
 //!   `issued_at` and the ledger's `appended_at`; never by a decision.
 
+mod approvals;
 mod budget;
 mod commit;
 mod error;
@@ -32,7 +33,8 @@ use tollgate_signer::Ed25519Signer;
 
 use crate::observe::Metrics;
 
-pub use error::{AuthFailure, IntentError, RegistryError, StartError};
+pub use approvals::{ApprovalInfo, Decided, IntentState, MAX_LISTED, Quorum, Requirement};
+pub use error::{ApprovalError, AuthFailure, IntentError, RegistryError, StartError};
 pub use intents::{Recovery, Submitted, Unfinished, identity};
 pub use registry::{Changed, DelegationInfo, PolicyList, ReviewerInfo};
 
@@ -149,6 +151,12 @@ pub struct Gateway<L: Ledger> {
     /// flight. Deciding a budgeted intent and reserving its amount happen
     /// under this lock.
     budgets: Mutex<budget::Budgets>,
+    /// Serializes decisions on approvals and their expiry.
+    approving: tokio::sync::Mutex<()>,
+    /// Woken after each approval step, for waiting readers.
+    approval_changed: tokio::sync::Notify,
+    /// Bundles of published, non-active versions that approvals needed.
+    bundles: Mutex<BTreeMap<String, Arc<Bundle>>>,
     metrics: Metrics,
 }
 
@@ -193,6 +201,9 @@ impl<L: Ledger> Gateway<L> {
             in_flight: Mutex::new(BTreeSet::new()),
             unfinished: Mutex::new(Vec::new()),
             budgets: Mutex::new(budgets),
+            approving: tokio::sync::Mutex::new(()),
+            approval_changed: tokio::sync::Notify::new(),
+            bundles: Mutex::new(BTreeMap::new()),
             metrics: Metrics::default(),
         };
         if let Some(files) = policy {
@@ -207,6 +218,11 @@ impl<L: Ledger> Gateway<L> {
             )));
         }
         gateway.recover().await?;
+        // Deadlines that passed while the gateway was down end now.
+        gateway
+            .expire_due()
+            .await
+            .map_err(|e| StartError::Recovery(e.to_string()))?;
         Ok(gateway)
     }
 

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tollgate_ledger::{
-    AppendStats, Error as LedgerError, Head, Ledger, RegistryAppend, RegistryState, Spend,
-    SqliteLedger, SqliteOptions,
+    Append, AppendStats, ApprovalRecord, Error as LedgerError, Head, Ledger, RegistryAppend,
+    RegistryState, Spend, SqliteLedger, SqliteOptions,
 };
 use tollgate_protocol::{
     Clock, Domain, HashAlg, IntentEnvelope, LedgerEntry, Object, Signature, Timestamp, Value,
@@ -86,6 +86,23 @@ impl Ledger for Faulty {
         self.inner
             .append_spending(receipt, signature, key, spend)
             .await
+    }
+    async fn append_unit(&self, items: Vec<Append>) -> Result<Vec<LedgerEntry>, LedgerError> {
+        self.write_check()?;
+        self.inner.append_unit(items).await
+    }
+    async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, LedgerError> {
+        self.read_check()?;
+        self.inner.approval(id).await
+    }
+    async fn approvals(
+        &self,
+        open_only: bool,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<ApprovalRecord>, LedgerError> {
+        self.read_check()?;
+        self.inner.approvals(open_only, after_seq, limit).await
     }
     async fn spending(&self, now: i64) -> Result<Vec<Spend>, LedgerError> {
         self.read_check()?;

@@ -1,0 +1,1141 @@
+//! Approvals (PROTOCOL §3, §4.1): an escalated intent runs only when
+//! enough authorized humans granted that exact intent, and never twice.
+//!
+//! An escalating decision opens an approval named by its receipt id, bound
+//! to the intent hash and the policy version, with the quorum it needs
+//! (role, count) and its deadline, all from the bundle
+//! ([`Requirement`]); the row is written with the decision's entry. A
+//! reviewer's signed approval decision is checked here, in full, before
+//! anything is appended: the reviewer is registered, not revoked, neither
+//! an agent (by id or key) nor, where the bundle asks, an issuer of the
+//! intent's delegation chain; the signature is the reviewer's registered
+//! key over domain `tollgate.approval.v1`; the decision names this
+//! approval, its intent hash and its policy version; the approval is open
+//! and its deadline has not passed; the reviewer holds the role and may
+//! approve the action, and has not decided on it before; the signed
+//! decision was never used. Each accepted decision appends an `approval`
+//! receipt with its step row. A denial ends the approval. The grant that
+//! completes the quorum produces a [`Quorum`] — a value only this module
+//! can construct — and only a `Quorum` can be executed: the intent is
+//! committed through the same exactly-once path as a passed intent, and the
+//! `approval` and `execution` receipts are appended as one unit.
+//!
+//! A deadline that passes ends the approval as `expired`, with `issued_at`
+//! the deadline itself, written by a sweeper ([`Gateway::expire_due`])
+//! whether or not anyone asks, and after a restart as well.
+//!
+//! Invariants: decisions on approvals are serialized by one lock (the
+//! sweeper takes it too), and the ledger's tables refuse a second ending,
+//! a reviewer's second step and a reused decision whatever this module
+//! checked; a refused decision appends nothing.
+
+use std::sync::Arc;
+
+use tollgate_ledger::{Append, ApprovalRecord, ApprovalRow, Ledger, Spend};
+use tollgate_pipeline::Decision;
+use tollgate_policies::delegation::{self, Token};
+use tollgate_policies::{Bundle, Target};
+use tollgate_protocol::{
+    ApprovalEnvelope, ApprovalVerdict, Domain, HashAlg, HashValue, IntentEnvelope, KeySet, Object,
+    Outcome, Receipt, Status, Timestamp, Value, Verdict, canonical, intent_hash, parse,
+    seal_receipt,
+};
+
+use super::intents::{Held, amount_of, chain, identity, member, receipt_id_of};
+use super::{ApprovalError, Gateway, View, budget, commit};
+
+/// Most approvals one listing returns.
+pub const MAX_LISTED: u32 = 500;
+
+/// What an escalated intent needs: the quorum and the deadline, from the
+/// escalating policy version. Deterministic: the deadline is counted from
+/// the intent's `issued_at`, never from a clock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Requirement {
+    /// The role each reviewer must hold.
+    pub role: String,
+    /// How many distinct reviewers must grant.
+    pub count: i64,
+    /// The deadline, seconds since the epoch.
+    pub deadline: i64,
+    /// Whether the issuers of the delegation chain may not approve.
+    pub separate_issuer: bool,
+}
+
+impl Requirement {
+    /// The requirement of an escalated `decision` on `envelope` under
+    /// `bundle`; `None` for an action the bundle does not define.
+    pub(super) fn of(
+        bundle: &Bundle,
+        decision: &Decision,
+        envelope: &IntentEnvelope,
+    ) -> Option<Self> {
+        let contract = bundle.action(&envelope.intent.action)?;
+        let review = &contract.review;
+        let fired = decision
+            .rules
+            .iter()
+            .filter(|r| r.effect == Verdict::Escalate)
+            .map(|r| r.id.as_str());
+        let amount = amount_of(bundle, envelope);
+        let quorum = review.quorum_for(fired, amount.as_ref().map(|(m, c)| (*m, c.as_str())));
+        Some(Self {
+            role: quorum.role,
+            count: quorum.count,
+            deadline: envelope.intent.issued_at.unix_seconds() + review.deadline_seconds,
+            separate_issuer: review.separate_issuer,
+        })
+    }
+
+    /// The decision receipt's `outcome.review`.
+    pub(super) fn to_value(&self) -> Value {
+        let mut o = Object::new();
+        o.insert("role", self.role.as_str().into());
+        o.insert("count", Value::integer(self.count).unwrap_or(Value::Null));
+        o.insert("deadline", budget::seconds(self.deadline).into());
+        if self.separate_issuer {
+            o.insert("separate_issuer", true.into());
+        }
+        Value::Object(o)
+    }
+
+    /// The row that opens approval `id` (the decision's receipt id), with
+    /// what the checks of later decisions read.
+    pub(super) fn open_row(
+        &self,
+        id: &str,
+        envelope: &IntentEnvelope,
+        policy: &str,
+    ) -> ApprovalRow {
+        let i = &envelope.intent;
+        let mut o = Object::new();
+        o.insert("agent", i.agent.as_str().into());
+        o.insert("intent_id", i.intent_id.as_str().into());
+        o.insert("action", i.action.as_str().into());
+        o.insert("resource", i.resource.as_str().into());
+        o.insert("delegation", i.delegation.as_str().into());
+        o.insert(
+            "intent_hash",
+            intent_hash(&envelope.value).to_string().into(),
+        );
+        o.insert("policy_version", policy.into());
+        o.insert("review", self.to_value());
+        ApprovalRow::Open {
+            id: id.to_owned(),
+            deadline: self.deadline,
+            body: canonical(&Value::Object(o)),
+        }
+    }
+}
+
+/// A completed quorum: enough distinct authorized reviewers granted this
+/// exact intent, under this policy version, before the deadline. Only this
+/// module constructs one (its fields are private and it has no public
+/// constructor), and only a `Quorum` can be turned into an `execution`
+/// receipt ([`Quorum::execution`]).
+#[derive(Debug)]
+pub struct Quorum {
+    approval: String,
+    envelope: IntentEnvelope,
+    intent_hash: HashValue,
+    policy_version: String,
+    /// The decision receipt, then every approval receipt of the quorum.
+    refs: Vec<String>,
+    /// The completing approval's `issued_at`.
+    issued_at: Timestamp,
+}
+
+impl Quorum {
+    /// The `execution` receipt of this quorum, with `outcome` and the
+    /// budgets as they stood (`spent`). Consumes the quorum: one quorum,
+    /// one execution.
+    fn execution(self, outcome: Outcome, spent: Vec<Value>) -> Result<Receipt, ApprovalError> {
+        Receipt::execution(
+            self.issued_at,
+            self.policy_version,
+            &self.intent_hash,
+            outcome,
+            self.refs,
+            spent,
+        )
+        .map_err(internal)
+    }
+}
+
+/// An approval as the API shows it.
+#[derive(Clone, Debug)]
+pub struct ApprovalInfo {
+    /// The record.
+    pub record: ApprovalRecord,
+    /// What it was opened with.
+    pub body: Object,
+    /// The execution receipt's id, once there is one.
+    pub execution: Option<String>,
+    /// The intent envelope, when asked for.
+    pub intent: Option<Value>,
+}
+
+impl ApprovalInfo {
+    /// The status: `pending_approval`, `approved`, `denied` or `expired`.
+    pub fn status(&self) -> &str {
+        self.record.status()
+    }
+
+    /// The JSON answer.
+    pub fn to_value(&self) -> Value {
+        let mut o = self.body.clone();
+        o.insert("id", self.record.id.as_str().into());
+        o.insert("status", self.status().into());
+        o.insert(
+            "decision_seq",
+            Value::integer(self.record.seq as i64).unwrap_or(Value::Null),
+        );
+        let grants = self
+            .record
+            .steps
+            .iter()
+            .filter(|s| s.verdict == "grant")
+            .count();
+        o.insert(
+            "grants",
+            Value::integer(grants as i64).unwrap_or(Value::Null),
+        );
+        let steps = self.record.steps.iter().map(|s| {
+            let mut st = Object::new();
+            st.insert("seq", Value::integer(s.seq as i64).unwrap_or(Value::Null));
+            st.insert("receipt_id", s.receipt_id.as_str().into());
+            st.insert(
+                "reviewer",
+                s.reviewer.as_deref().map_or(Value::Null, Value::from),
+            );
+            st.insert("verdict", s.verdict.as_str().into());
+            st.insert("status", s.status.as_str().into());
+            Value::Object(st)
+        });
+        o.insert("steps", Value::Array(steps.collect()));
+        if let Some(e) = &self.execution {
+            o.insert("execution", e.as_str().into());
+        }
+        if let Some(i) = &self.intent {
+            o.insert("intent", i.clone());
+        }
+        Value::Object(o)
+    }
+}
+
+/// What an accepted approval decision appended.
+#[derive(Clone, Debug)]
+pub struct Decided {
+    /// The approval after it.
+    pub approval: ApprovalInfo,
+    /// The entries appended (the approval receipt's, then the execution
+    /// receipt's if the quorum completed), canonical bytes.
+    pub lines: Vec<Vec<u8>>,
+}
+
+/// Where an intent stands.
+#[derive(Clone, Debug)]
+pub struct IntentState {
+    /// `committed`, `failed`, `not_executed`, `pending_approval`,
+    /// `denied` or `expired`.
+    pub status: String,
+    /// The decision receipt's id.
+    pub decision: String,
+    /// The receipt ids of its story in ledger order: the decision, each
+    /// approval receipt, the execution.
+    pub receipts: Vec<String>,
+    /// The approval, if it escalated.
+    pub approval: Option<ApprovalInfo>,
+    /// The last outcome recorded (decision's, or execution's).
+    pub outcome: Value,
+}
+
+impl IntentState {
+    /// Whether nothing more will happen to it.
+    pub fn is_final(&self) -> bool {
+        self.status != "pending_approval"
+    }
+
+    /// The JSON answer.
+    pub fn to_value(&self, agent: &str, intent_id: &str) -> Value {
+        let mut o = Object::new();
+        o.insert("agent", agent.into());
+        o.insert("intent_id", intent_id.into());
+        o.insert("status", self.status.as_str().into());
+        o.insert("decision", self.decision.as_str().into());
+        o.insert(
+            "receipts",
+            Value::Array(self.receipts.iter().map(|r| r.as_str().into()).collect()),
+        );
+        o.insert("outcome", self.outcome.clone());
+        if let Some(a) = &self.approval {
+            o.insert("approval", a.to_value());
+        }
+        Value::Object(o)
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApprovalError {
+    ApprovalError::Internal(e.to_string())
+}
+
+fn execution_key(approval: &str) -> String {
+    // No `/`: never an intent identity (`agent/intent_id`).
+    format!("execution:{approval}")
+}
+
+fn body_of(record: &ApprovalRecord) -> Result<Object, ApprovalError> {
+    parse(&record.body)
+        .ok()
+        .and_then(|v| v.as_object().cloned())
+        .ok_or_else(|| internal(format!("approval {} has an unreadable body", record.id)))
+}
+
+fn text<'a>(o: &'a Object, path: &[&str]) -> &'a str {
+    let mut v = o.get(path[0]);
+    for k in &path[1..] {
+        v = v.and_then(Value::as_object).and_then(|o| o.get(k));
+    }
+    v.and_then(Value::as_str).unwrap_or_default()
+}
+
+fn count_of(o: &Object) -> i64 {
+    o.get("review")
+        .and_then(Value::as_object)
+        .and_then(|r| r.get("count"))
+        .and_then(Value::as_safe_integer)
+        .unwrap_or(1)
+}
+
+/// The hash that makes a signed decision single-use: of its payload, so
+/// that a second signature over the same decision is the same decision.
+fn decision_hash(envelope: &ApprovalEnvelope) -> String {
+    HashAlg::Sha256
+        .digest(&[
+            b"tollgate.approval-use.v1\n",
+            &canonical(envelope.payload()),
+        ])
+        .to_string()
+}
+
+impl<L: Ledger> Gateway<L> {
+    /// The approval `id`, with its intent when `with_intent`.
+    pub async fn approval(
+        &self,
+        id: &str,
+        with_intent: bool,
+    ) -> Result<Option<ApprovalInfo>, ApprovalError> {
+        let Some(record) = self.ledger.approval(id).await.map_err(internal)? else {
+            return Ok(None);
+        };
+        self.info(record, with_intent).await.map(Some)
+    }
+
+    async fn info(
+        &self,
+        record: ApprovalRecord,
+        with_intent: bool,
+    ) -> Result<ApprovalInfo, ApprovalError> {
+        let body = body_of(&record)?;
+        let execution = if record.status() == "approved" {
+            self.ledger
+                .line_by_idempotency_key(&execution_key(&record.id))
+                .await
+                .map_err(internal)?
+                .and_then(|l| parse(&l).ok())
+                .and_then(|v| member(&v, &["receipt"]).map(receipt_id_of))
+        } else {
+            None
+        };
+        let intent = if with_intent {
+            self.ledger
+                .get(record.seq)
+                .await
+                .map_err(internal)?
+                .and_then(|e| member(e.receipt(), &["subject"]).cloned())
+        } else {
+            None
+        };
+        Ok(ApprovalInfo {
+            record,
+            body,
+            execution,
+            intent,
+        })
+    }
+
+    /// Approvals in ledger order after the decision at `after_seq`, up to
+    /// `limit`, with `status` if given.
+    pub async fn approvals(
+        &self,
+        status: Option<&str>,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<ApprovalInfo>, ApprovalError> {
+        let open_only = status == Some("pending_approval");
+        let mut out = Vec::new();
+        let mut after = after_seq;
+        while out.len() < limit as usize {
+            let page = self
+                .ledger
+                .approvals(open_only, after, MAX_LISTED)
+                .await
+                .map_err(internal)?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            let full = page.len() == MAX_LISTED as usize;
+            for record in page {
+                if status.is_none_or(|s| s == record.status()) && out.len() < limit as usize {
+                    out.push(self.info(record, false).await?);
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Where the intent `intent_id` of `agent` stands, if it was decided.
+    pub async fn intent_state(
+        &self,
+        agent: &str,
+        intent_id: &str,
+    ) -> Result<Option<IntentState>, ApprovalError> {
+        let Some(line) = self
+            .ledger
+            .line_by_idempotency_key(&identity(agent, intent_id))
+            .await
+            .map_err(internal)?
+        else {
+            return Ok(None);
+        };
+        let entry = parse(&line).map_err(internal)?;
+        let receipt = member(&entry, &["receipt"]).cloned().unwrap_or(Value::Null);
+        let decision = receipt_id_of(&receipt);
+        let outcome = member(&receipt, &["outcome"])
+            .cloned()
+            .unwrap_or(Value::Null);
+        let status = member(&outcome, &["status"])
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let mut state = IntentState {
+            status,
+            decision: decision.clone(),
+            receipts: vec![decision.clone()],
+            approval: None,
+            outcome,
+        };
+        if state.status != "pending_approval" {
+            return Ok(Some(state));
+        }
+        let Some(info) = self.approval(&decision, false).await? else {
+            return Ok(Some(state));
+        };
+        state
+            .receipts
+            .extend(info.record.steps.iter().map(|s| s.receipt_id.clone()));
+        state.status = info.status().to_owned();
+        if let Some(exec) = &info.execution {
+            let line = self
+                .ledger
+                .line_by_receipt_id(exec)
+                .await
+                .map_err(internal)?
+                .ok_or_else(|| internal("execution receipt not found"))?;
+            let v = parse(&line).map_err(internal)?;
+            state.outcome = member(&v, &["receipt", "outcome"])
+                .cloned()
+                .unwrap_or(Value::Null);
+            state.status = member(&state.outcome, &["status"])
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            state.receipts.push(exec.clone());
+        } else if let Some(last) = info.record.steps.last() {
+            let line = self
+                .ledger
+                .line_by_receipt_id(&last.receipt_id)
+                .await
+                .map_err(internal)?
+                .unwrap_or_default();
+            if let Ok(v) = parse(&line) {
+                state.outcome = member(&v, &["receipt", "outcome"])
+                    .cloned()
+                    .unwrap_or(Value::Null);
+            }
+        }
+        state.approval = Some(info);
+        Ok(Some(state))
+    }
+
+    /// [`Gateway::intent_state`], waiting up to `wait` for a pending
+    /// intent to be decided by its reviewers.
+    pub async fn wait_intent_state(
+        &self,
+        agent: &str,
+        intent_id: &str,
+        wait: std::time::Duration,
+    ) -> Result<Option<IntentState>, ApprovalError> {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            let changed = self.approval_changed.notified();
+            let state = self.intent_state(agent, intent_id).await?;
+            let pending = state.as_ref().is_some_and(|s| !s.is_final());
+            if !pending || tokio::time::Instant::now() >= until {
+                return Ok(state);
+            }
+            let _ = tokio::time::timeout_at(until, changed).await;
+        }
+    }
+
+    /// Checks and records a reviewer's approval decision on approval `id`.
+    /// Runs to the end in a task of its own, whoever is still listening.
+    pub async fn decide_approval(
+        self: &Arc<Self>,
+        id: &str,
+        envelope: ApprovalEnvelope,
+    ) -> Result<Decided, ApprovalError> {
+        if envelope.decision.approval != id {
+            return Err(ApprovalError::IdMismatch {
+                path: id.to_owned(),
+                payload: envelope.decision.approval.clone(),
+            });
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _turn = this.approving.lock().await;
+            this.decide_locked(envelope).await
+        })
+        .await
+        .map_err(internal)?
+    }
+
+    async fn decide_locked(&self, envelope: ApprovalEnvelope) -> Result<Decided, ApprovalError> {
+        let d = &envelope.decision;
+        let id = d.approval.as_str();
+        let Some(record) = self.ledger.approval(id).await.map_err(internal)? else {
+            return Err(ApprovalError::Unknown(id.to_owned()));
+        };
+        let body = body_of(&record)?;
+        let view = self.view();
+        let registry = &view.snapshot.registry;
+
+        // Who signs: never an agent, by id or by key.
+        let signed_by_agent = registry
+            .tokens
+            .values()
+            .find(|t| t.agent_key.kid == envelope.signature.kid);
+        if d.reviewer == text(&body, &["agent"])
+            || registry.tokens.values().any(|t| t.agent == d.reviewer)
+        {
+            return Err(ApprovalError::ReviewerIsAgent(format!(
+                "{} is an agent's id; an agent never approves",
+                d.reviewer
+            )));
+        }
+        if let Some(t) = signed_by_agent {
+            return Err(ApprovalError::ReviewerIsAgent(format!(
+                "the decision is signed by key {}, the agent key of delegation {}; an agent never approves",
+                envelope.signature.kid, t.id
+            )));
+        }
+        let Some(reviewer) = view.reviewers.get(&d.reviewer) else {
+            return Err(ApprovalError::UnknownReviewer(d.reviewer.clone()));
+        };
+        if registry
+            .tokens
+            .values()
+            .any(|t| t.agent_key.kid == reviewer.key.kid)
+        {
+            return Err(ApprovalError::ReviewerIsAgent(format!(
+                "reviewer {}'s key is an agent's key; an agent never approves",
+                d.reviewer
+            )));
+        }
+        if view.revoked_reviewers.contains(&d.reviewer) {
+            return Err(ApprovalError::RevokedReviewer(d.reviewer.clone()));
+        }
+        // The reviewer's registered key signed exactly this decision.
+        let keys = KeySet::from_keys([reviewer.key.clone()]).unwrap_or_default();
+        if envelope.signature.kid != reviewer.key.kid {
+            return Err(ApprovalError::BadSignature(format!(
+                "the decision is signed by key {}, not by reviewer {}'s registered key {}",
+                envelope.signature.kid, d.reviewer, reviewer.key.kid
+            )));
+        }
+        keys.verify(
+            Domain::Approval,
+            envelope.payload(),
+            &envelope.signature,
+            &d.issued_at,
+        )
+        .map_err(|e| {
+            ApprovalError::BadSignature(format!(
+                "the decision's signature does not verify with reviewer {}'s key: {e}",
+                d.reviewer
+            ))
+        })?;
+        let now = self.clock.now();
+        let skew = (now.unix_seconds() - d.issued_at.unix_seconds()).abs();
+        if skew > self.limits.max_skew_seconds {
+            return Err(ApprovalError::ClockSkew {
+                issued_at: d.issued_at.as_str().to_owned(),
+                now: now.as_str().to_owned(),
+                skew,
+                max: self.limits.max_skew_seconds,
+            });
+        }
+        // Single use, then the approval's state.
+        let used = decision_hash(&envelope);
+        if let Some(step) = record
+            .steps
+            .iter()
+            .find(|s| s.decision_hash.as_deref() == Some(used.as_str()))
+        {
+            return Err(ApprovalError::Reused {
+                receipt_id: step.receipt_id.clone(),
+            });
+        }
+        match record.status() {
+            "pending_approval" => {}
+            "expired" => return Err(expired(&record)),
+            status => {
+                return Err(ApprovalError::Ended {
+                    id: id.to_owned(),
+                    status: status.to_owned(),
+                });
+            }
+        }
+        let pending = self.ledger.pending().await.map_err(internal)?;
+        if pending.iter().any(|(k, _)| *k == execution_key(id)) {
+            return Err(ApprovalError::Executing(id.to_owned()));
+        }
+        if now.unix_seconds() >= record.deadline || d.issued_at.unix_seconds() >= record.deadline {
+            return Err(expired(&record));
+        }
+        // This exact intent, under this policy version.
+        if d.intent_hash.to_string() != text(&body, &["intent_hash"]) {
+            return Err(ApprovalError::IntentMismatch {
+                given: d.intent_hash.to_string(),
+                expected: text(&body, &["intent_hash"]).to_owned(),
+            });
+        }
+        if d.policy_version != text(&body, &["policy_version"]) {
+            return Err(ApprovalError::PolicyMismatch {
+                given: d.policy_version.clone(),
+                expected: text(&body, &["policy_version"]).to_owned(),
+            });
+        }
+        // Authorized for this approval.
+        let role = text(&body, &["review", "role"]);
+        if !reviewer.has_role(role) {
+            return Err(ApprovalError::LacksRole {
+                reviewer: d.reviewer.clone(),
+                role: role.to_owned(),
+            });
+        }
+        let action = text(&body, &["action"]);
+        if !reviewer.allows_action(action) {
+            return Err(ApprovalError::LacksAction {
+                reviewer: d.reviewer.clone(),
+                action: action.to_owned(),
+            });
+        }
+        let separate = body
+            .get("review")
+            .and_then(Value::as_object)
+            .and_then(|r| r.get("separate_issuer"))
+            .is_some_and(|v| *v == Value::Bool(true));
+        if separate {
+            let issuers = issuers_of(&view, text(&body, &["delegation"]));
+            if issuers
+                .iter()
+                .any(|(name, kid)| *name == d.reviewer || *kid == reviewer.key.kid)
+            {
+                return Err(ApprovalError::ReviewerIsIssuer(d.reviewer.clone()));
+            }
+        }
+        if record
+            .steps
+            .iter()
+            .any(|s| s.reviewer.as_deref() == Some(d.reviewer.as_str()))
+        {
+            return Err(ApprovalError::AlreadyDecided {
+                reviewer: d.reviewer.clone(),
+                id: id.to_owned(),
+            });
+        }
+
+        // Accepted: the approval receipt, and with the last grant the
+        // execution.
+        let grants = record.steps.iter().filter(|s| s.verdict == "grant").count() as i64
+            + i64::from(d.verdict == ApprovalVerdict::Grant);
+        let needed = count_of(&body);
+        let status = match d.verdict {
+            ApprovalVerdict::Deny => Status::Denied,
+            ApprovalVerdict::Grant if grants >= needed => Status::Approved,
+            ApprovalVerdict::Grant => Status::PendingApproval,
+        };
+        let outcome = Outcome::new(status)
+            .with("reviewer", d.reviewer.as_str())
+            .with("verdict", d.verdict.name())
+            .with("grants", Value::integer(grants).unwrap_or(Value::Null))
+            .with("count", Value::integer(needed).unwrap_or(Value::Null));
+        let receipt = Receipt::approval(
+            d.issued_at.clone(),
+            d.policy_version.clone(),
+            envelope.value.clone(),
+            outcome,
+            id,
+        )
+        .map_err(internal)?
+        .seal();
+        let step = ApprovalRow::Step {
+            approval: id.to_owned(),
+            reviewer: Some(d.reviewer.clone()),
+            verdict: d.verdict.name().to_owned(),
+            status: status.name().to_owned(),
+            decision_hash: Some(used),
+        };
+        let mut approval = Append::new(
+            receipt.clone(),
+            self.signer.sign_now(Domain::Receipt, &receipt),
+        );
+        approval.approval = Some(step);
+        let lines = if status == Status::Approved {
+            let decision = self
+                .ledger
+                .get(record.seq)
+                .await
+                .map_err(internal)?
+                .ok_or_else(|| internal("the escalating decision is not in the ledger"))?;
+            let subject = member(decision.receipt(), &["subject"])
+                .cloned()
+                .ok_or_else(|| internal("the escalating decision has no subject"))?;
+            let intent = IntentEnvelope::from_value(subject).map_err(internal)?;
+            let mut refs = vec![id.to_owned()];
+            refs.extend(
+                record
+                    .steps
+                    .iter()
+                    .filter(|s| s.verdict == "grant")
+                    .map(|s| s.receipt_id.clone()),
+            );
+            refs.push(receipt_id_of(&receipt));
+            let quorum = Quorum {
+                approval: id.to_owned(),
+                intent_hash: intent_hash(&intent.value),
+                envelope: intent,
+                policy_version: d.policy_version.clone(),
+                refs,
+                issued_at: d.issued_at.clone(),
+            };
+            self.execute(&view, quorum, approval).await?
+        } else {
+            self.ledger
+                .append_unit(vec![approval])
+                .await
+                .map_err(conflict)?
+                .iter()
+                .map(|e| e.to_canonical())
+                .collect()
+        };
+        self.approval_changed.notify_waiters();
+        let info = self
+            .approval(id, false)
+            .await?
+            .ok_or_else(|| internal("the approval vanished"))?;
+        self.metrics.approval(status.name(), 1);
+        Ok(Decided {
+            approval: info,
+            lines,
+        })
+    }
+
+    /// Commits the intent of a completed quorum, exactly once, and appends
+    /// the completing `approval` receipt and the `execution` receipt as one
+    /// unit. The delegation chain must still hold at the gateway's clock
+    /// (not revoked, not expired) or nothing runs; the amount is charged
+    /// to the budgets as they stand now, recorded as `inputs.spent`.
+    async fn execute(
+        &self,
+        view: &View,
+        quorum: Quorum,
+        completing: Append,
+    ) -> Result<Vec<Vec<u8>>, ApprovalError> {
+        let intent = &quorum.envelope.intent;
+        let bundle = self.bundle_of(view, &quorum.policy_version)?;
+        let key = execution_key(&quorum.approval);
+        let now = self.clock.now();
+        let chain = chain(view, &intent.delegation);
+        let still = delegation::check_chain(intent, None, &view.snapshot.registry)
+            .map_err(|r| r.reason)
+            .and_then(|_| match chain.iter().find(|t| now < t.not_before || now >= t.expires_at) {
+                Some(t) => Err(format!(
+                    "delegation {} is valid from {} until {}, and the gateway's clock says {now}",
+                    t.id, t.not_before, t.expires_at
+                )),
+                None => Ok(()),
+            });
+        let (held, spent) = {
+            let mut budgets = self
+                .budgets
+                .lock()
+                .map_err(|_| internal("budget table poisoned"))?;
+            let reading = budgets.read(&chain, now.unix_seconds());
+            let charges = match (&still, amount_of(&bundle, &quorum.envelope)) {
+                (Ok(()), Some((amount, currency))) => {
+                    budget::Budgets::charges(&reading, amount, &currency)
+                }
+                _ => Vec::new(),
+            };
+            budgets.reserve(&charges);
+            (
+                Held {
+                    budgets: &self.budgets,
+                    charges,
+                    committed: false,
+                },
+                reading.inputs,
+            )
+        };
+        let http = bundle
+            .action(&intent.action)
+            .is_some_and(|a| a.target == Target::Http);
+        let outcome = match &still {
+            Err(reason) => Outcome::new(Status::NotExecuted)
+                .with("target", if http { "http" } else { "none" })
+                .with("reason", reason.as_str()),
+            Ok(()) if http => {
+                let url = self.upstreams.urls.get(&intent.action).ok_or_else(|| {
+                    internal(format!("no upstream is configured for {}", intent.action))
+                })?;
+                let draft = quorum_draft(&quorum, spent.clone());
+                self.ledger
+                    .reserve(
+                        &key,
+                        &execution_record(&completing, &draft, &held.charges, &quorum.envelope),
+                    )
+                    .await
+                    .map_err(internal)?;
+                commit::http(
+                    url,
+                    self.upstreams.timeout,
+                    quorum.policy_version.clone(),
+                    &identity(&intent.agent, &intent.intent_id),
+                    &quorum.envelope,
+                )
+                .await
+                .outcome
+            }
+            Ok(()) => Outcome::new(Status::Committed).with("target", "none"),
+        };
+        let spend = if outcome.status == Status::Committed {
+            held.charges.clone()
+        } else {
+            Vec::new()
+        };
+        let receipt = quorum.execution(outcome, spent)?.seal();
+        let mut execution = Append::new(
+            receipt.clone(),
+            self.signer.sign_now(Domain::Receipt, &receipt),
+        );
+        execution.idempotency_key = Some(key);
+        execution.spend = spend.clone();
+        let entries = self
+            .ledger
+            .append_unit(vec![completing, execution])
+            .await
+            .map_err(conflict)?;
+        if !spend.is_empty() {
+            held.commit();
+        }
+        Ok(entries.iter().map(|e| e.to_canonical()).collect())
+    }
+
+    /// The bundle of `version`: the active one, or a published one loaded
+    /// once and kept.
+    fn bundle_of(&self, view: &View, version: &str) -> Result<Arc<Bundle>, ApprovalError> {
+        if view.bundle.version_string() == version {
+            return Ok(view.bundle.clone());
+        }
+        let mut cache = self
+            .bundles
+            .lock()
+            .map_err(|_| internal("bundle cache poisoned"))?;
+        if let Some(b) = cache.get(version) {
+            return Ok(b.clone());
+        }
+        let files = view
+            .published
+            .get(version)
+            .ok_or_else(|| internal(format!("policy {version} is not published")))?;
+        let bundle = Arc::new(Bundle::from_files(files).map_err(internal)?);
+        cache.insert(version.to_owned(), bundle.clone());
+        Ok(bundle)
+    }
+
+    /// Finishes an execution a crash interrupted after its reservation:
+    /// the upstream is called again with the same idempotency key, and the
+    /// stored approval receipt and the execution receipt with the
+    /// upstream's answer are appended. `Ok(false)` if they already were.
+    pub(super) async fn finish_execution(&self, key: &str, record: &Value) -> Result<bool, String> {
+        let unreadable = |what: &str| format!("the stored execution's {what} is unreadable");
+        let approval = member(record, &["approval"])
+            .cloned()
+            .ok_or_else(|| unreadable("approval"))?;
+        let signature = member(record, &["approval_signature"])
+            .ok_or_else(|| unreadable("signature"))
+            .and_then(|v| {
+                tollgate_protocol::Signature::from_value(v, "").map_err(|_| unreadable("signature"))
+            })?;
+        let step = member(record, &["step"])
+            .and_then(step_from)
+            .ok_or_else(|| unreadable("step"))?;
+        let Some(Value::Object(mut draft)) = member(record, &["draft"]).cloned() else {
+            return Err(unreadable("draft"));
+        };
+        let charges = budget::charges_from(member(record, &["charges"]))
+            .ok_or_else(|| unreadable("charges"))?;
+        let envelope = member(record, &["intent"])
+            .cloned()
+            .ok_or_else(|| unreadable("intent"))
+            .and_then(|v| IntentEnvelope::from_value(v).map_err(|_| unreadable("intent")))?;
+        let policy = text(&draft, &["policy_version"]).to_owned();
+        let url = self
+            .upstreams
+            .urls
+            .get(&envelope.intent.action)
+            .ok_or_else(|| {
+                format!(
+                    "no upstream is configured for {}: give it with --upstream",
+                    envelope.intent.action
+                )
+            })?;
+        let upstream_key = identity(&envelope.intent.agent, &envelope.intent.intent_id);
+        let call = commit::http(
+            url,
+            self.upstreams.timeout,
+            policy,
+            &upstream_key,
+            &envelope,
+        )
+        .await;
+        if !call.answered {
+            return Err("the upstream did not answer the retry".into());
+        }
+        let spend = if call.outcome.status == Status::Committed {
+            charges
+        } else {
+            Vec::new()
+        };
+        draft.insert("outcome", call.outcome.to_value());
+        let sealed = Value::Object(seal_receipt(draft));
+        let mut completing = Append::new(approval, signature);
+        completing.approval = Some(step);
+        let mut execution = Append::new(
+            sealed.clone(),
+            self.signer.sign_now(Domain::Receipt, &sealed),
+        );
+        execution.idempotency_key = Some(key.to_owned());
+        execution.spend = spend.clone();
+        match self.ledger.append_unit(vec![completing, execution]).await {
+            Ok(_) => {
+                if let Ok(mut b) = self.budgets.lock() {
+                    b.add_committed(&spend);
+                }
+                self.approval_changed.notify_waiters();
+                Ok(true)
+            }
+            Err(
+                tollgate_ledger::Error::DuplicateKey(_)
+                | tollgate_ledger::Error::DuplicateReceipt(_)
+                | tollgate_ledger::Error::ApprovalConflict(_),
+            ) => Ok(false),
+            Err(e) => Err(format!("the receipts could not be appended: {e}")),
+        }
+    }
+
+    /// Ends every open approval whose deadline has passed by the gateway's
+    /// clock as `expired`, each with an `approval` receipt whose
+    /// `issued_at` is the deadline. Returns how many it ended. An approval
+    /// whose quorum is being executed is left alone.
+    pub async fn expire_due(&self) -> Result<usize, ApprovalError> {
+        let _turn = self.approving.lock().await;
+        let now = self.clock.now().unix_seconds();
+        let pending = self.ledger.pending().await.map_err(internal)?;
+        let mut ended = 0;
+        let mut after = 0;
+        loop {
+            let page = self
+                .ledger
+                .approvals(true, after, MAX_LISTED)
+                .await
+                .map_err(internal)?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            let full = page.len() == MAX_LISTED as usize;
+            for record in page {
+                if record.deadline > now
+                    || pending.iter().any(|(k, _)| *k == execution_key(&record.id))
+                {
+                    continue;
+                }
+                let body = body_of(&record)?;
+                let deadline = Timestamp::from_unix(record.deadline, 0);
+                let deadline_text = budget::seconds(record.deadline);
+                let mut subject = Object::new();
+                subject.insert("approval", record.id.as_str().into());
+                subject.insert("expired_at", deadline_text.as_str().into());
+                let receipt = Receipt::approval(
+                    Timestamp::parse(&deadline_text).unwrap_or(deadline),
+                    text(&body, &["policy_version"]).to_owned(),
+                    Value::Object(subject),
+                    Outcome::new(Status::Expired),
+                    &record.id,
+                )
+                .map_err(internal)?
+                .seal();
+                let mut append = Append::new(
+                    receipt.clone(),
+                    self.signer.sign_now(Domain::Receipt, &receipt),
+                );
+                append.approval = Some(ApprovalRow::Step {
+                    approval: record.id.clone(),
+                    reviewer: None,
+                    verdict: "expire".into(),
+                    status: Status::Expired.name().into(),
+                    decision_hash: None,
+                });
+                match self.ledger.append_unit(vec![append]).await {
+                    Ok(_) => ended += 1,
+                    Err(tollgate_ledger::Error::ApprovalConflict(_)) => {}
+                    Err(e) => return Err(internal(e)),
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        if ended > 0 {
+            self.approval_changed.notify_waiters();
+            self.metrics.approval("expired", ended as u64);
+        }
+        Ok(ended)
+    }
+
+    /// Runs [`Gateway::expire_due`] every `every`, for as long as the
+    /// gateway lives.
+    pub fn spawn_expiry(self: &Arc<Self>, every: std::time::Duration) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(gateway) = weak.upgrade() else {
+                    return;
+                };
+                // A failure (a locked ledger) is retried on the next tick;
+                // the readiness probe reports a ledger that cannot commit.
+                let _ = gateway.expire_due().await;
+            }
+        });
+    }
+}
+
+fn expired(record: &ApprovalRecord) -> ApprovalError {
+    ApprovalError::Expired {
+        id: record.id.clone(),
+        deadline: budget::seconds(record.deadline),
+    }
+}
+
+fn conflict(e: tollgate_ledger::Error) -> ApprovalError {
+    match e {
+        tollgate_ledger::Error::ApprovalConflict(m) => ApprovalError::Conflict(m),
+        other => internal(other),
+    }
+}
+
+/// The issuers of the chain under `leaf`: each token's `issuer` and the
+/// kid of the key that signed it.
+fn issuers_of(view: &View, leaf: &str) -> Vec<(String, String)> {
+    chain(view, leaf)
+        .iter()
+        .map(|t: &&Token| (t.issuer.clone(), t.signature.kid.clone()))
+        .collect()
+}
+
+/// The execution receipt without its outcome (and id), as a reservation
+/// keeps it.
+fn quorum_draft(q: &Quorum, spent: Vec<Value>) -> Object {
+    let sealed = Receipt::execution(
+        q.issued_at.clone(),
+        q.policy_version.clone(),
+        &q.intent_hash,
+        Outcome::new(Status::NotExecuted),
+        q.refs.clone(),
+        spent,
+    )
+    .map(|r| r.seal())
+    .unwrap_or(Value::Null);
+    let mut draft = sealed.as_object().cloned().unwrap_or_default();
+    draft.remove("outcome");
+    draft.remove("receipt_id");
+    draft
+}
+
+/// What a reservation of an execution keeps: the completing approval
+/// receipt with its signature and step, the execution draft, the charges
+/// and the intent, so that recovery appends both without deciding again.
+fn execution_record(
+    completing: &Append,
+    draft: &Object,
+    charges: &[Spend],
+    envelope: &IntentEnvelope,
+) -> Vec<u8> {
+    let mut draft = draft.clone();
+    let mut o = Object::new();
+    o.insert("approval", completing.receipt.clone());
+    o.insert("approval_signature", completing.signature.to_value());
+    if let Some(ApprovalRow::Step {
+        approval,
+        reviewer,
+        verdict,
+        status,
+        decision_hash,
+    }) = &completing.approval
+    {
+        let mut s = Object::new();
+        s.insert("approval", approval.as_str().into());
+        s.insert(
+            "reviewer",
+            reviewer.as_deref().map_or(Value::Null, Value::from),
+        );
+        s.insert("verdict", verdict.as_str().into());
+        s.insert("status", status.as_str().into());
+        s.insert(
+            "decision_hash",
+            decision_hash.as_deref().map_or(Value::Null, Value::from),
+        );
+        o.insert("step", Value::Object(s));
+    }
+    draft.remove("outcome");
+    o.insert("draft", Value::Object(draft));
+    o.insert("charges", budget::charges_value(charges));
+    o.insert("intent", envelope.value.clone());
+    canonical(&Value::Object(o))
+}
+
+fn step_from(v: &Value) -> Option<ApprovalRow> {
+    let o = v.as_object()?;
+    let s = |k: &str| o.get(k).and_then(Value::as_str).map(str::to_owned);
+    Some(ApprovalRow::Step {
+        approval: s("approval")?,
+        reviewer: s("reviewer"),
+        verdict: s("verdict")?,
+        status: s("status")?,
+        decision_hash: s("decision_hash"),
+    })
+}
