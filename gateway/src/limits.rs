@@ -46,3 +46,10 @@ pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 10_000;
 /// Default time to finish a TLS handshake, milliseconds
 /// (`--handshake-timeout-ms`).
 pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// Largest approval decision body, bytes.
+pub const MAX_APPROVAL_BODY: usize = 16 * 1024;
+/// Longest `?wait=` of `GET /v1/intents/{agent}/{intent_id}`, seconds.
+pub const MAX_WAIT_SECONDS: u64 = 60;
+/// Default interval of the approval expiry sweeper, milliseconds
+/// (`--expiry-interval-ms`).
+pub const DEFAULT_EXPIRY_INTERVAL_MS: u64 = 1_000;

@@ -129,7 +129,7 @@ async fn reservations<L: Ledger>(
 
 /// The body, at most `limit` bytes; read only after [`AdminAuth`] passed
 /// (extractors of the request's parts run before the body's).
-async fn read_body(
+pub(super) async fn read_body(
     body: Body,
     limit: usize,
     within: std::time::Duration,

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use tollgate_pipeline::ShapeError;
 use tollgate_protocol::{Object, Value, canonical};
 
-use crate::engine::{AuthFailure, IntentError, RegistryError};
+use crate::engine::{ApprovalError, AuthFailure, IntentError, RegistryError};
 use crate::limits::IN_FLIGHT_RETRY_AFTER;
 
 /// The prefix of every problem type.
@@ -67,6 +67,40 @@ pub const PROBLEM_TYPES: &[(&str, &str)] = &[
     ("unknown-policy", "Unknown policy version"),
     ("missing-upstream", "No upstream for an http target"),
     ("nothing-to-roll-back", "Nothing to roll back"),
+    ("invalid-approval-decision", "Invalid approval decision"),
+    ("unknown-approval", "Unknown approval"),
+    (
+        "approval-id-mismatch",
+        "The decision names another approval",
+    ),
+    ("approval-ended", "Approval already decided"),
+    ("approval-expired", "Approval expired"),
+    ("approval-executing", "Approval being executed"),
+    (
+        "approval-intent-mismatch",
+        "The decision names another intent",
+    ),
+    (
+        "approval-policy-mismatch",
+        "The decision names another policy version",
+    ),
+    (
+        "reviewer-is-issuer",
+        "An issuer of the delegation cannot approve",
+    ),
+    ("reviewer-lacks-role", "Reviewer lacks the role"),
+    (
+        "reviewer-lacks-action",
+        "Reviewer may not approve the action",
+    ),
+    (
+        "approval-bad-signature",
+        "Approval decision signature not valid",
+    ),
+    ("reviewer-already-decided", "Reviewer already decided"),
+    ("approval-decision-reused", "Approval decision already used"),
+    ("approval-conflict", "Approval changed concurrently"),
+    ("unknown-intent", "Unknown intent"),
     ("internal", "Internal error"),
 ];
 
@@ -97,6 +131,13 @@ pub enum ApiError {
     /// The engine refused a registry change.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// An approval decision envelope of the wrong shape.
+    #[error("{0}")]
+    InvalidApproval(tollgate_protocol::Error),
+    /// The engine refused an approval decision, or found no approval or
+    /// intent.
+    #[error(transparent)]
+    Approval(#[from] ApprovalError),
     /// No receipt with this id.
     #[error("no receipt {0:?} in the ledger")]
     UnknownReceipt(String),
@@ -238,6 +279,72 @@ impl ApiError {
                 RegistryError::NothingToRollBack => (S::CONFLICT, "nothing-to-roll-back", None),
                 RegistryError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", None),
             },
+            Self::InvalidApproval(e) => (
+                S::UNPROCESSABLE_ENTITY,
+                "invalid-approval-decision",
+                e.pointer().map(str::to_owned),
+            ),
+            Self::Approval(e) => {
+                let p = |s: &str| Some(s.to_owned());
+                match e {
+                    ApprovalError::Unknown(_) => (S::NOT_FOUND, "unknown-approval", None),
+                    ApprovalError::IdMismatch { .. } => (
+                        S::UNPROCESSABLE_ENTITY,
+                        "approval-id-mismatch",
+                        p("/payload/approval"),
+                    ),
+                    ApprovalError::Ended { .. } => (S::CONFLICT, "approval-ended", None),
+                    ApprovalError::Expired { .. } => (S::CONFLICT, "approval-expired", None),
+                    ApprovalError::Executing(_) => (S::CONFLICT, "approval-executing", None),
+                    ApprovalError::IntentMismatch { .. } => (
+                        S::UNPROCESSABLE_ENTITY,
+                        "approval-intent-mismatch",
+                        p("/payload/intent_hash"),
+                    ),
+                    ApprovalError::PolicyMismatch { .. } => (
+                        S::UNPROCESSABLE_ENTITY,
+                        "approval-policy-mismatch",
+                        p("/payload/policy_version"),
+                    ),
+                    ApprovalError::ClockSkew { .. } => (
+                        S::UNPROCESSABLE_ENTITY,
+                        "clock-skew",
+                        p("/payload/issued_at"),
+                    ),
+                    ApprovalError::UnknownReviewer(_) => {
+                        (S::FORBIDDEN, "unknown-reviewer", p("/payload/reviewer"))
+                    }
+                    ApprovalError::RevokedReviewer(_) => {
+                        (S::FORBIDDEN, "revoked-reviewer", p("/payload/reviewer"))
+                    }
+                    ApprovalError::ReviewerIsAgent(_) => {
+                        (S::FORBIDDEN, "reviewer-is-agent", p("/payload/reviewer"))
+                    }
+                    ApprovalError::ReviewerIsIssuer(_) => {
+                        (S::FORBIDDEN, "reviewer-is-issuer", p("/payload/reviewer"))
+                    }
+                    ApprovalError::LacksRole { .. } => {
+                        (S::FORBIDDEN, "reviewer-lacks-role", p("/payload/reviewer"))
+                    }
+                    ApprovalError::LacksAction { .. } => (
+                        S::FORBIDDEN,
+                        "reviewer-lacks-action",
+                        p("/payload/reviewer"),
+                    ),
+                    ApprovalError::BadSignature(_) => {
+                        (S::UNAUTHORIZED, "approval-bad-signature", p("/signature"))
+                    }
+                    ApprovalError::AlreadyDecided { .. } => (
+                        S::CONFLICT,
+                        "reviewer-already-decided",
+                        p("/payload/reviewer"),
+                    ),
+                    ApprovalError::Reused { .. } => (S::CONFLICT, "approval-decision-reused", None),
+                    ApprovalError::Conflict(_) => (S::CONFLICT, "approval-conflict", None),
+                    ApprovalError::UnknownIntent { .. } => (S::NOT_FOUND, "unknown-intent", None),
+                    ApprovalError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", None),
+                }
+            }
             Self::UnknownReceipt(_) => (S::NOT_FOUND, "unknown-receipt", None),
             Self::InvalidQuery(_) => (S::BAD_REQUEST, "invalid-query", None),
             Self::NotReady(_) => (S::SERVICE_UNAVAILABLE, "not-ready", None),
@@ -287,7 +394,10 @@ impl IntoResponse for ApiError {
             body,
         )
             .into_response();
-        if matches!(self, Self::Intent(IntentError::InFlight(_))) {
+        if matches!(
+            self,
+            Self::Intent(IntentError::InFlight(_)) | Self::Approval(ApprovalError::Executing(_))
+        ) {
             r.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(IN_FLIGHT_RETRY_AFTER),

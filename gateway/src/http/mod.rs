@@ -5,6 +5,7 @@
 //! [`ApiError`] rendered as an RFC 9457 problem document.
 
 mod admin;
+mod approvals;
 mod error;
 mod listen;
 mod middleware;
@@ -53,6 +54,7 @@ pub fn router<L: Ledger>(app: Arc<App<L>>) -> Router {
     let admin = admin::router::<L>().layer(DefaultBodyLimit::disable());
     Router::new()
         .merge(admin)
+        .merge(approvals::router::<L>())
         .route("/v1/intents", post(post_intent::<L>))
         .route("/v1/receipts/{receipt_id}", get(get_receipt::<L>))
         .route("/v1/ledger/head", get(get_head::<L>))
