@@ -295,6 +295,6 @@ impl<L: Ledger> Gateway<L> {
 }
 
 #[cfg(test)]
-mod approval_tests;
+pub(crate) mod approval_tests;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -43,6 +43,9 @@ pub(crate) struct Faulty {
     pub(crate) inner: SqliteLedger,
     pub(crate) fail_writes: Arc<AtomicBool>,
     pub(crate) fail_reads: Arc<AtomicBool>,
+    /// Append units are refused as an approval conflict (another instance
+    /// recorded a step first).
+    pub(crate) approval_conflict: Arc<AtomicBool>,
 }
 
 impl Faulty {
@@ -89,6 +92,11 @@ impl Ledger for Faulty {
     }
     async fn append_unit(&self, items: Vec<Append>) -> Result<Vec<LedgerEntry>, LedgerError> {
         self.write_check()?;
+        if self.approval_conflict.load(Ordering::SeqCst) {
+            return Err(LedgerError::ApprovalConflict(
+                "the approval is unknown or has ended (injected)".into(),
+            ));
+        }
         self.inner.append_unit(items).await
     }
     async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, LedgerError> {
@@ -251,6 +259,7 @@ pub(crate) async fn open_with(
             .unwrap(),
         fail_writes: Arc::default(),
         fail_reads: Arc::default(),
+        approval_conflict: Arc::default(),
     };
     let gateway = Gateway::open(
         Parts {
@@ -348,6 +357,7 @@ async fn a_first_start_imports_the_seed_then_never_reads_it_again() {
                 inner: w.ledger.inner.clone(),
                 fail_writes: Arc::default(),
                 fail_reads: Arc::default(),
+                approval_conflict: Arc::default(),
             },
             signer: Ed25519Signer::from_secret(&[1; 32]),
             clock: w.clock.clone(),

@@ -679,14 +679,317 @@ async fn every_api_error_is_reached_by_a_request() {
         200
     );
 
+    // Approvals: every refusal of a reviewer's decision.
+    let head1 = h.app.gateway.ledger().inner.head().await.unwrap().seq;
+    let (approval_seen, approvals_appended) = approval_problems(&h).await;
+    let head2 = h.app.gateway.ledger().inner.head().await.unwrap().seq;
+    assert_eq!(
+        head2 - head1,
+        approvals_appended,
+        "a refused decision appended"
+    );
+
     // Every problem type was reached; and refused requests wrote nothing:
     // the head moved only by the two intents, the publication, the
-    // registration and revocation of d-2, and those of rev-alice.
+    // registration and revocation of d-2, and those of rev-alice, and by
+    // what the approvals accepted.
+    seen.extend(approval_seen);
     seen.insert(unreachable_by_request.to_owned());
     let all: BTreeSet<String> = PROBLEM_TYPES.iter().map(|(s, _)| (*s).to_owned()).collect();
     assert_eq!(seen, all, "problem types not reached by a request");
     let head = h.app.gateway.ledger().inner.head().await.unwrap().seq;
-    assert_eq!(head, head0 + 7);
+    assert_eq!(head, head0 + 7 + approvals_appended);
+}
+
+/// Reaches every problem of the approvals API; returns the problem types
+/// seen and how many entries the accepted requests appended (each
+/// accepted one is counted where it is made).
+async fn approval_problems(h: &Harness) -> (BTreeSet<String>, u64) {
+    use crate::engine::approval_tests::{alice, bob, decision, reviewer_object};
+    use tollgate_signer::Ed25519Signer;
+    let mut seen = BTreeSet::new();
+    let mut appended = 0u64;
+    let mut expect = |a: &Answer, status: u16, slug: &str| {
+        assert_eq!(
+            a.status,
+            status,
+            "{slug}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+        assert_eq!(a.problem(), slug);
+        seen.insert(slug.to_owned());
+    };
+    let g = &h.app.gateway;
+    let carol = Ed25519Signer::from_secret(&[23; 32]);
+    let dave = Ed25519Signer::from_secret(&[24; 32]);
+    let erin = Ed25519Signer::from_secret(&[25; 32]);
+    for (key, id, roles, actions) in [
+        (alice(), "rev-ann", "approver", "orders.*"),
+        (bob(), "rev-ben", "approver", "orders.*"),
+        (carol, "rev-carol", "auditor", "orders.*"),
+        (dave, "rev-dave", "approver", "payments.*"),
+        (erin, "rev-erin", "approver", "*"),
+        (
+            Ed25519Signer::from_secret(&[2; 32]),
+            "rev-issuer",
+            "approver",
+            "*",
+        ),
+    ] {
+        g.register_reviewer(reviewer_object(&key, id, &[roles], &[actions]))
+            .await
+            .unwrap();
+        appended += 1;
+    }
+    g.revoke_reviewer("rev-erin").await.unwrap();
+    appended += 1;
+    // Dual control and separation of duties, in a new active version.
+    let mut files = crate::engine::tests::refunds();
+    let manifest = files.get_mut("bundle.toml").unwrap();
+    *manifest = manifest.replace(
+        "approval = \"by_rule\"",
+        "approval = \"by_rule\"\nreview = { count = 2, separate_issuer = true }",
+    );
+    let (version, _) = g.publish_policy(files).await.unwrap();
+    g.activate_policy(&version).await.unwrap();
+    appended += 2;
+    let policy = g.bundle().version_string();
+    let escalate = |n: &str| {
+        let body = h.signed(|p| {
+            p.insert("intent_id", n.into());
+            p.insert(
+                "params",
+                params(r#"{"amount_minor": 60000, "currency": "EUR"}"#),
+            );
+        });
+        let env = parse(&body).unwrap();
+        (body, env)
+    };
+    let mut ids = Vec::new();
+    let mut envs = Vec::new();
+    for n in ["esc-1", "esc-2"] {
+        let (body, env) = escalate(n);
+        let a = h.intent(body, None).await;
+        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+        appended += 1;
+        ids.push(
+            crate::engine::tests::receipt_of(&a.body)
+                .get("receipt_id")
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+        envs.push(env);
+    }
+    let post = |id: &str, d: &tollgate_protocol::ApprovalEnvelope| {
+        let path = format!("/v1/approvals/{id}/decisions");
+        let body = canonical(&d.value);
+        async move {
+            h.call(
+                Method::POST,
+                &path,
+                &[("content-type", "application/json")],
+                body,
+            )
+            .await
+        }
+    };
+    let (id, env) = (ids[0].as_str(), &envs[0]);
+    let at = T0;
+    let d = |k: &Ed25519Signer, r: &str| decision(k, id, env, &policy, r, "grant", at, |_| {});
+
+    let bad = h
+        .call(
+            Method::POST,
+            &format!("/v1/approvals/{id}/decisions"),
+            &[("content-type", "application/json")],
+            br#"{"payload":{"type":"tollgate.approval/v1"},"signature":{}}"#.to_vec(),
+        )
+        .await;
+    expect(&bad, 422, "invalid-approval-decision");
+    let ghost = "rcpt_00000000000000000000000000000000";
+    expect(
+        &post(
+            ghost,
+            &decision(
+                &alice(),
+                ghost,
+                env,
+                &policy,
+                "rev-ann",
+                "grant",
+                at,
+                |_| {},
+            ),
+        )
+        .await,
+        404,
+        "unknown-approval",
+    );
+    expect(
+        &post(&ids[1], &d(&alice(), "rev-ann")).await,
+        422,
+        "approval-id-mismatch",
+    );
+    expect(
+        &post(id, &d(&h.agent, "rev-ann")).await,
+        403,
+        "reviewer-is-agent",
+    );
+    expect(
+        &post(id, &d(&alice(), "rev-nobody")).await,
+        403,
+        "unknown-reviewer",
+    );
+    expect(
+        &post(id, &d(&Ed25519Signer::from_secret(&[25; 32]), "rev-erin")).await,
+        403,
+        "revoked-reviewer",
+    );
+    expect(
+        &post(id, &d(&bob(), "rev-ann")).await,
+        401,
+        "approval-bad-signature",
+    );
+    expect(
+        &post(
+            id,
+            &decision(
+                &alice(),
+                id,
+                env,
+                &policy,
+                "rev-ann",
+                "grant",
+                "2026-11-22T12:00:00Z",
+                |_| {},
+            ),
+        )
+        .await,
+        422,
+        "clock-skew",
+    );
+    expect(
+        &post(
+            id,
+            &decision(
+                &alice(),
+                id,
+                &envs[1],
+                &policy,
+                "rev-ann",
+                "grant",
+                at,
+                |_| {},
+            ),
+        )
+        .await,
+        422,
+        "approval-intent-mismatch",
+    );
+    expect(
+        &post(id, &decision(&alice(), id, env, &policy, "rev-ann", "grant", at, |p| {
+            p.insert("policy_version", "refunds@0.0.1+sha256:0000000000000000000000000000000000000000000000000000000000000000".into());
+        })).await,
+        422,
+        "approval-policy-mismatch",
+    );
+    expect(
+        &post(id, &d(&Ed25519Signer::from_secret(&[23; 32]), "rev-carol")).await,
+        403,
+        "reviewer-lacks-role",
+    );
+    expect(
+        &post(id, &d(&Ed25519Signer::from_secret(&[24; 32]), "rev-dave")).await,
+        403,
+        "reviewer-lacks-action",
+    );
+    expect(
+        &post(id, &d(&h.issuer, "rev-issuer")).await,
+        403,
+        "reviewer-is-issuer",
+    );
+    // A ledger that refuses the step (another instance was first).
+    h.ledger.approval_conflict.store(true, Ordering::SeqCst);
+    expect(
+        &post(id, &d(&alice(), "rev-ann")).await,
+        409,
+        "approval-conflict",
+    );
+    h.ledger.approval_conflict.store(false, Ordering::SeqCst);
+    // One grant of two; the same reviewer again; the same decision again.
+    let first = d(&alice(), "rev-ann");
+    let a = post(id, &first).await;
+    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    appended += 1;
+    let again = decision(&alice(), id, env, &policy, "rev-ann", "grant", at, |p| {
+        p.insert("reason", "once more".into());
+    });
+    expect(&post(id, &again).await, 409, "reviewer-already-decided");
+    expect(&post(id, &first).await, 409, "approval-decision-reused");
+    // An execution being finished.
+    let key = format!("execution:{id}");
+    h.ledger.inner.reserve(&key, b"{}").await.unwrap();
+    let busy = post(id, &d(&bob(), "rev-ben")).await;
+    expect(&busy, 409, "approval-executing");
+    assert!(busy.headers.get("retry-after").is_some());
+    h.ledger.inner.release(&key).await.unwrap();
+    // The second grant completes the quorum: approval and execution.
+    let a = post(id, &d(&bob(), "rev-ben")).await;
+    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    appended += 2;
+    let carol_late = d(&Ed25519Signer::from_secret(&[23; 32]), "rev-carol");
+    expect(&post(id, &carol_late).await, 409, "approval-ended");
+    // The other approval, past its deadline.
+    h.clock.set("2026-11-23T10:00:01Z");
+    let late = decision(
+        &alice(),
+        &ids[1],
+        &envs[1],
+        &policy,
+        "rev-ann",
+        "grant",
+        "2026-11-23T10:00:00Z",
+        |_| {},
+    );
+    expect(&post(&ids[1], &late).await, 409, "approval-expired");
+    h.clock.set(T0);
+    expect(
+        &h.call(Method::GET, "/v1/intents/agent-1/nope", &[], vec![])
+            .await,
+        404,
+        "unknown-intent",
+    );
+    expect(
+        &h.call(Method::GET, "/v1/approvals?status=maybe", &[], vec![])
+            .await,
+        400,
+        "invalid-query",
+    );
+    // The listing and the intent's state tell the same story.
+    let state = h
+        .call(Method::GET, "/v1/intents/agent-1/esc-1", &[], vec![])
+        .await;
+    let v = parse(&state.body).unwrap();
+    assert_eq!(
+        v.as_object().unwrap().get("status").unwrap().as_str(),
+        Some("committed")
+    );
+    let listed = h
+        .call(
+            Method::GET,
+            "/v1/approvals?status=pending_approval",
+            &[],
+            vec![],
+        )
+        .await;
+    let v = parse(&listed.body).unwrap();
+    let Value::Array(items) = v.as_object().unwrap().get("approvals").unwrap() else {
+        panic!()
+    };
+    assert_eq!(items.len(), 1);
+    (seen, appended)
 }
 
 #[tokio::test]
