@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod approvals;
 mod bench;
 mod delegation;
 mod error;
@@ -115,6 +116,56 @@ enum Command {
     /// (through the registry API; each change is a receipt).
     #[command(subcommand)]
     Reviewer(ReviewerCommand),
+    /// Escalated intents waiting for reviewers, and decided ones.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
+    /// Grant an escalated intent: sign an approval decision with the
+    /// reviewer's key (here; the key is never sent) and post it.
+    Approve(DecideArgs),
+    /// Deny an escalated intent: nothing of it will run.
+    Deny(DecideArgs),
+}
+
+#[derive(clap::Args)]
+struct DecideArgs {
+    /// The gateway.
+    #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The approval id (the escalating decision's receipt id).
+    id: String,
+    /// The reviewer's key file.
+    #[arg(long)]
+    key: PathBuf,
+    /// The reviewer's registered id.
+    #[arg(long, env = "TOLLGATE_REVIEWER")]
+    reviewer: String,
+    /// Why (1 to 1000 characters); recorded in the receipt.
+    #[arg(long)]
+    reason: String,
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCommand {
+    /// List approvals, oldest first.
+    List {
+        /// The gateway.
+        #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Only these: pending_approval, approved, denied or expired.
+        #[arg(long)]
+        status: Option<String>,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one approval and the intent it is about (JSON).
+    Show {
+        /// The gateway.
+        #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The approval id.
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -392,6 +443,26 @@ fn main() -> ExitCode {
         }) => reviewer::add(&admin, &id, &key, &roles, &actions),
         Command::Reviewer(ReviewerCommand::Revoke { admin, id }) => reviewer::revoke(&admin, &id),
         Command::Reviewer(ReviewerCommand::List { admin }) => reviewer::list(&admin),
+        Command::Approvals(ApprovalsCommand::List { url, status, json }) => {
+            approvals::list(&url, status.as_deref(), json)
+        }
+        Command::Approvals(ApprovalsCommand::Show { url, id }) => approvals::show(&url, &id),
+        Command::Approve(a) => approvals::decide(
+            &a.url,
+            &a.id,
+            &a.key,
+            &a.reviewer,
+            &a.reason,
+            tollgate_protocol::ApprovalVerdict::Grant,
+        ),
+        Command::Deny(a) => approvals::decide(
+            &a.url,
+            &a.id,
+            &a.key,
+            &a.reviewer,
+            &a.reason,
+            tollgate_protocol::ApprovalVerdict::Deny,
+        ),
         Command::Intent(IntentCommand::Sign { key, payload }) => {
             intent::intent_sign(&key, &payload)
         }

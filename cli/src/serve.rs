@@ -72,6 +72,8 @@ pub fn serve(args: ServeArgs) -> Result<String, CliError> {
         }
         app.gateway
             .spawn_recovery(std::time::Duration::from_secs(RECOVERY_RETRY_SECONDS));
+        app.gateway
+            .spawn_expiry(std::time::Duration::from_millis(args.expiry_interval_ms));
         let scheme = if tls.is_some() { "https" } else { "http" };
         println!("listening on {scheme}://{local}");
         let _ = std::io::stdout().flush();

@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// Timeout of one upstream call, milliseconds.
     #[arg(long, env = "TOLLGATE_UPSTREAM_TIMEOUT_MS", default_value_t = limits::DEFAULT_UPSTREAM_TIMEOUT_MS)]
     pub upstream_timeout_ms: u64,
+    /// How often approvals past their deadline are ended as expired,
+    /// milliseconds.
+    #[arg(long, env = "TOLLGATE_EXPIRY_INTERVAL_MS", default_value_t = limits::DEFAULT_EXPIRY_INTERVAL_MS, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub expiry_interval_ms: u64,
     /// Most connections served at once; more wait in the kernel's backlog.
     #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS", default_value_t = limits::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
@@ -94,6 +98,7 @@ struct ConfigFile {
     tls_key: Option<PathBuf>,
     upstream: Option<std::collections::BTreeMap<String, String>>,
     upstream_timeout_ms: Option<u64>,
+    expiry_interval_ms: Option<u64>,
     allow_insecure_http: Option<bool>,
     demo: Option<bool>,
     read_token: Option<String>,
@@ -143,6 +148,7 @@ pub fn apply_config(args: &mut ServeArgs, matches: &clap::ArgMatches) -> Result<
     take!(tls_cert);
     take!(tls_key);
     take!(upstream_timeout_ms);
+    take!(expiry_interval_ms);
     take!(allow_insecure_http);
     take!(demo);
     take!(read_token);

@@ -4,10 +4,11 @@
 use std::path::Path;
 
 use tollgate_client::Client;
-use tollgate_protocol::{Domain, Object, Value};
+use tollgate_protocol::{ApprovalVerdict, Domain, Object, Value};
 use tollgate_signer::Ed25519Signer;
 
 use crate::agent::{export, now};
+use crate::approvals::post_decision;
 use crate::error::CliError;
 
 fn field<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
@@ -55,7 +56,7 @@ pub fn tour(url: &str, data_dir: &Path) -> Result<String, CliError> {
                 title: &str,
                 payload: Object,
                 want: &str|
-     -> Result<(), CliError> {
+     -> Result<Option<String>, CliError> {
         println!("\n{title}");
         let env = agent_key.envelope(Domain::Intent, Value::Object(payload));
         let got = client.submit(env.to_string().as_bytes(), None)?;
@@ -87,6 +88,7 @@ pub fn tour(url: &str, data_dir: &Path) -> Result<String, CliError> {
             if verdict != want {
                 failures.push(format!("{title}: expected {want}, got {verdict}"));
             }
+            return Ok(Some(rid.to_owned()));
         } else {
             let detail = field(&answer, &["detail"])
                 .and_then(Value::as_str)
@@ -96,7 +98,7 @@ pub fn tour(url: &str, data_dir: &Path) -> Result<String, CliError> {
                 failures.push(format!("{title}: expected {want}, got HTTP {status}"));
             }
         }
-        Ok(())
+        Ok(None)
     };
     println!("Tollgate tour against {url}: agent-demo refunds orders under delegation dlg_demo.");
     step(
@@ -105,7 +107,7 @@ pub fn tour(url: &str, data_dir: &Path) -> Result<String, CliError> {
         intent("small", "dlg_demo", "order:o-1001", 2500),
         "pass",
     )?;
-    step(
+    let large = step(
         &mut failures,
         "2. A large refund: 999.00 EUR on order o-1002 waits for a reviewer.",
         intent("large", "dlg_demo", "order:o-1002", 99_900),
@@ -157,9 +159,35 @@ pub fn tour(url: &str, data_dir: &Path) -> Result<String, CliError> {
         "refused",
     )?;
 
+    approvals_chapter(
+        &client,
+        &demo,
+        &mut failures,
+        large,
+        &|n, resource, amount, ago| {
+            let mut p = intent(n, "dlg_demo", resource, amount);
+            p.insert(
+                "issued_at",
+                tollgate_protocol::Timestamp::from_unix(now().unix_seconds() - ago, 0)
+                    .as_str()
+                    .into(),
+            );
+            let env = agent_key.envelope(Domain::Intent, Value::Object(p));
+            let got = client
+                .submit(env.to_string().as_bytes(), None)?
+                .ok()?
+                .json()?;
+            Ok(field(&got, &["receipt", "receipt_id"])
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned())
+        },
+        run,
+    )?;
+
     // The auditor's view.
     let out = data_dir.join("tour-export.jsonl");
-    println!("\n5. Export the ledger and verify it offline, as an auditor would.");
+    println!("\n9. Export the ledger and verify it offline, as an auditor would.");
     let said = export(url, &out)?;
     let bytes = std::fs::read(&out).map_err(|e| CliError::Usage(e.to_string()))?;
     let keys_bytes = std::fs::read(out.with_extension("jwks.json"))
@@ -186,4 +214,112 @@ pub fn tour(url: &str, data_dir: &Path) -> Result<String, CliError> {
     } else {
         Err(CliError::Invalid(format!("tour: {}", failures.join("; "))))
     }
+}
+
+/// Submits a refund intent `(name, resource, amount_minor, seconds ago)`
+/// and returns its receipt id.
+type Propose<'a> = dyn Fn(&str, &str, i64, i64) -> Result<String, CliError> + 'a;
+
+/// Chapters 6 to 8: a reviewer grants the large refund of chapter 2 (the
+/// same intent now commits), denies another (nothing runs), and lets a
+/// third expire; each step is a receipt whose `refs` tell the story.
+fn approvals_chapter(
+    client: &Client,
+    demo: &Path,
+    failures: &mut Vec<String>,
+    large: Option<String>,
+    propose: &Propose<'_>,
+    run: i64,
+) -> Result<(), CliError> {
+    let key_path = demo.join("reviewer.jwk");
+    if !key_path.exists() {
+        Ed25519Signer::generate()
+            .and_then(|k| k.save(&key_path))
+            .map_err(|e| CliError::Usage(format!("{}: {e}", key_path.display())))?;
+    }
+    let reviewer = Ed25519Signer::load(&key_path).map_err(|e| CliError::Usage(e.to_string()))?;
+    let mut o = Object::new();
+    o.insert("id", "rev-demo".into());
+    o.insert("key", tollgate_signer::Signer::jwk(&reviewer).to_value());
+    o.insert("roles", Value::Array(vec!["approver".into()]));
+    o.insert("actions", Value::Array(vec!["orders.refund".into()]));
+    let got = client.register_reviewer(Value::Object(o).to_string().as_bytes())?;
+    println!(
+        "\n6. Reviewer rev-demo (role approver) looks at the large refund of step 2, and grants it."
+    );
+    match (got.status, got.problem_type().as_deref()) {
+        (201, _) => println!("  → rev-demo registered (a reviewer.register receipt)"),
+        (409, Some("reviewer-exists")) => println!("  → rev-demo is registered already"),
+        (status, _) => failures.push(format!(
+            "registering rev-demo: HTTP {status}: {}",
+            got.text()
+        )),
+    }
+    let story =
+        |failures: &mut Vec<String>, agent_intent: &str, want: &str| -> Result<(), CliError> {
+            let got = client
+                .intent_state("agent-demo", agent_intent, 5)?
+                .ok()?
+                .json()?;
+            let status = field(&got, &["status"])
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            let receipts: Vec<&str> = match field(&got, &["receipts"]) {
+                Some(Value::Array(r)) => r.iter().filter_map(Value::as_str).collect(),
+                _ => Vec::new(),
+            };
+            println!(
+                "  → the intent is {status}; its story: {}",
+                receipts.join(" → ")
+            );
+            if status != want {
+                failures.push(format!(
+                    "intent {agent_intent}: expected {want}, got {status}"
+                ));
+            }
+            Ok(())
+        };
+    let decide =
+        |failures: &mut Vec<String>, id: &str, verdict, reason: &str| -> Result<(), CliError> {
+            match post_decision(client, id, &reviewer, "rev-demo", reason, verdict) {
+                Ok(after) => {
+                    let status = after.get("status").and_then(Value::as_str).unwrap_or("?");
+                    println!("  → approval {id}: {status}");
+                    if let Some(e) = after.get("execution").and_then(Value::as_str) {
+                        println!(
+                            "  → executed: receipt {e} (refs: the decision, then the approval)"
+                        );
+                    }
+                }
+                Err(e) => failures.push(format!("deciding {id}: {e}")),
+            }
+            Ok(())
+        };
+    match large {
+        Some(id) => {
+            decide(
+                failures,
+                &id,
+                ApprovalVerdict::Grant,
+                "customer verified; refund justified",
+            )?;
+            story(failures, &format!("tour-{run}-large"), "committed")?;
+        }
+        None => failures.push("step 2 left no approval to grant".into()),
+    }
+
+    println!("\n7. Another large refund, 1,500.00 EUR on order o-1002: the reviewer denies it.");
+    let id = propose(&format!("denied"), "order:o-1002", 150_000, 0)?;
+    decide(
+        failures,
+        &id,
+        ApprovalVerdict::Deny,
+        "duplicate of an earlier refund",
+    )?;
+    story(failures, &format!("tour-{run}-denied"), "denied")?;
+
+    println!("\n8. A third, proposed 2.5 minutes ago, is never reviewed: its deadline passes.");
+    propose("expired", "order:o-1001", 120_000, 150)?;
+    story(failures, &format!("tour-{run}-expired"), "expired")?;
+    Ok(())
 }

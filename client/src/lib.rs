@@ -250,6 +250,39 @@ impl Client {
         self.get(&format!("/v1/receipts/{receipt_id}"), false)
     }
 
+    /// `GET /v1/approvals`, with `status` if given.
+    pub fn approvals(&self, status: Option<&str>) -> Result<Answer, Error> {
+        match status {
+            Some(s) => self.get(&format!("/v1/approvals?status={s}"), false),
+            None => self.get("/v1/approvals", false),
+        }
+    }
+
+    /// `GET /v1/approvals/{id}`: the approval, with its intent.
+    pub fn approval(&self, id: &str) -> Result<Answer, Error> {
+        self.get(&format!("/v1/approvals/{id}"), false)
+    }
+
+    /// `POST /v1/approvals/{id}/decisions` with a signed approval
+    /// decision's bytes.
+    pub fn decide_approval(&self, id: &str, decision: &[u8]) -> Result<Answer, Error> {
+        self.post(
+            &format!("/v1/approvals/{id}/decisions"),
+            decision,
+            &[],
+            false,
+        )
+    }
+
+    /// `GET /v1/intents/{agent}/{intent_id}`, waiting up to `wait` seconds
+    /// for a pending intent.
+    pub fn intent_state(&self, agent: &str, intent_id: &str, wait: u64) -> Result<Answer, Error> {
+        self.get(
+            &format!("/v1/intents/{agent}/{intent_id}?wait={wait}"),
+            false,
+        )
+    }
+
     /// `GET /v1/ledger/head`: `(seq, hash)`.
     pub fn head(&self) -> Result<(u64, String), Error> {
         let url = self.url("/v1/ledger/head");

@@ -71,6 +71,15 @@ Tollgate, never for production.
 - `delegation.json`: delegation `dlg_demo` for `agent-demo`: refunds of any
   order, up to 1000.00 EUR per intent, registered on the first start
   from `../delegations/`.
+- `reviewer.jwk`: a demo reviewer's key. `tollgate tour` registers it as
+  reviewer `rev-demo` (role `approver`) and grants, denies and lets expire
+  escalated refunds with it; by hand:
+
+      tollgate approvals list
+      tollgate approve APPROVAL_ID --key reviewer.jwk --reviewer rev-demo --reason \"checked\"
+
+  Demo refunds wait two minutes for a reviewer (`review` in
+  `../policies/refunds/bundle.toml`).
 - `intent.json`: an intent payload to sign and submit:
 
       tollgate submit --url http://127.0.0.1:8080 --key agent.jwk intent.json
@@ -149,13 +158,32 @@ pub fn init(dir: &Path, demo: bool) -> Result<Created, Error> {
         created.made.push(token_path);
     }
     for (name, text) in REFUNDS {
-        write_new(&dir.join("policies/refunds").join(name), text, &mut created)?;
+        let text = if demo && *name == "bundle.toml" {
+            text.replacen(
+                "approval = \"by_rule\"\n",
+                concat!(
+                    "approval = \"by_rule\"\n",
+                    "# Demo only: an escalated refund waits two minutes for a reviewer\n",
+                    "# (the tour shows one expiring); the example itself waits a day.\n",
+                    "review = { role = \"approver\", count = 1, deadline_seconds = 120 }\n",
+                ),
+                1,
+            )
+        } else {
+            (*text).to_owned()
+        };
+        write_new(
+            &dir.join("policies/refunds").join(name),
+            &text,
+            &mut created,
+        )?;
     }
     if !demo {
         return Ok(created);
     }
     let issuer = key(&dir.join("demo/issuer.jwk"), &mut created)?;
     let agent = key(&dir.join("demo/agent.jwk"), &mut created)?;
+    key(&dir.join("demo/reviewer.jwk"), &mut created)?;
     let mut issuers = Object::new();
     issuers.insert("keys", Value::Array(vec![issuer.jwk().to_value()]));
     write_new(

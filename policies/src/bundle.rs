@@ -856,12 +856,15 @@ impl Bundle {
                 }
                 for id in review.rules.keys() {
                     let builtin = id.starts_with("scoring.")
-                        || matches!(id.as_str(), "action.approval" | "delegation.budget");
+                        || matches!(
+                            id.as_str(),
+                            "action.approval" | "delegation.budget" | "delegation.per_intent"
+                        );
                     if !builtin && ids.get(id).map(String::as_str) != Some("escalate.cedar") {
                         r.problem(
                             "bundle.toml",
                             line,
-                            format!("action {action_name:?}: review.rules names {id:?}, which is not an escalation rule of escalate.cedar nor a built-in one (action.approval, delegation.budget, scoring.*)"),
+                            format!("action {action_name:?}: review.rules names {id:?}, which is not an escalation rule of escalate.cedar nor a built-in one (action.approval, delegation.budget, delegation.per_intent, scoring.*)"),
                         );
                     }
                 }

@@ -161,7 +161,7 @@ fn each_load_error_is_reported_with_file_and_line() {
             "bundle.toml",
             "approval = \"by_rule\"",
             "approval = \"by_rule\"\nreview = { rules = { \"no-such-rule\" = { count = 2 } } }",
-            "bundle.toml:9: action \"orders.refund\": review.rules names \"no-such-rule\", which is not an escalation rule of escalate.cedar nor a built-in one (action.approval, delegation.budget, scoring.*)",
+            "bundle.toml:9: action \"orders.refund\": review.rules names \"no-such-rule\", which is not an escalation rule of escalate.cedar nor a built-in one (action.approval, delegation.budget, delegation.per_intent, scoring.*)",
         ),
         (
             "bundle.toml",

@@ -1,0 +1,150 @@
+//! The reviewer's side: `tollgate approvals list | show` read approvals;
+//! `tollgate approve` and `tollgate deny` sign an approval decision with
+//! the reviewer's key, here, and post it. The key never leaves this
+//! machine: only the signed decision does.
+//!
+//! Before signing, the decision is bound to what the reviewer was shown:
+//! the intent hash is computed here from the intent the gateway returned,
+//! and must equal the approval's, so a gateway cannot show one intent and
+//! have another approved.
+
+use std::path::Path;
+
+use tollgate_client::Client;
+use tollgate_protocol::{
+    ApprovalDecision, ApprovalEnvelope, ApprovalVerdict, Domain, HashValue, Object, Value,
+    approval_payload, canonical, intent_hash,
+};
+use tollgate_signer::Ed25519Signer;
+
+use crate::agent::now;
+use crate::error::CliError;
+
+fn text<'a>(o: &'a Object, name: &str) -> &'a str {
+    o.get(name).and_then(Value::as_str).unwrap_or("-")
+}
+
+fn integer(o: &Object, name: &str) -> i64 {
+    o.get(name).and_then(Value::as_safe_integer).unwrap_or(0)
+}
+
+/// One line per approval: id, status, grants of count, deadline, agent,
+/// action, resource.
+fn line(a: &Object) -> String {
+    let review = a.get("review").and_then(Value::as_object);
+    let count = review.map_or(0, |r| integer(r, "count"));
+    let deadline = review.map_or("-", |r| text(r, "deadline"));
+    format!(
+        "{}  {:<16}  {}/{}  until {}  {} {} {}",
+        text(a, "id"),
+        text(a, "status"),
+        integer(a, "grants"),
+        count,
+        deadline,
+        text(a, "agent"),
+        text(a, "action"),
+        text(a, "resource"),
+    )
+}
+
+/// `tollgate approvals list`.
+pub fn list(url: &str, status: Option<&str>, json: bool) -> Result<String, CliError> {
+    let answer = Client::new(url).approvals(status)?.ok()?;
+    if json {
+        return Ok(answer.text());
+    }
+    let v = answer.json()?;
+    let items = match v.as_object().and_then(|o| o.get("approvals")) {
+        Some(Value::Array(items)) => items.clone(),
+        _ => Vec::new(),
+    };
+    if items.is_empty() {
+        return Ok("no approvals".into());
+    }
+    Ok(items
+        .iter()
+        .filter_map(Value::as_object)
+        .map(line)
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+/// `tollgate approvals show`: the approval and the intent it is about.
+pub fn show(url: &str, id: &str) -> Result<String, CliError> {
+    Ok(Client::new(url).approval(id)?.ok()?.text())
+}
+
+/// The approval `id`, with its intent hash recomputed from its intent.
+fn fetch(client: &Client, id: &str) -> Result<(Object, HashValue), CliError> {
+    let v = client.approval(id)?.ok()?.json()?;
+    let a = v
+        .as_object()
+        .cloned()
+        .ok_or_else(|| CliError::Invalid(format!("approval {id}: not an object")))?;
+    let intent = a
+        .get("intent")
+        .ok_or_else(|| CliError::Invalid(format!("approval {id}: the gateway sent no intent")))?;
+    let computed = intent_hash(intent);
+    if computed.to_string() != text(&a, "intent_hash") {
+        return Err(CliError::Invalid(format!(
+            "approval {id}: the intent shown hashes to {computed}, and the approval names {}; not signing",
+            text(&a, "intent_hash")
+        )));
+    }
+    Ok((a, computed))
+}
+
+/// Signs an approval decision on `id` with `signer` as `reviewer` and
+/// posts it; returns the approval after it (the API's `approval`).
+pub fn post_decision(
+    client: &Client,
+    id: &str,
+    signer: &Ed25519Signer,
+    reviewer: &str,
+    reason: &str,
+    verdict: ApprovalVerdict,
+) -> Result<Object, CliError> {
+    let (approval, hash) = fetch(client, id)?;
+    let decision = ApprovalDecision {
+        approval: id.to_owned(),
+        intent_hash: hash,
+        policy_version: text(&approval, "policy_version").to_owned(),
+        reviewer: reviewer.to_owned(),
+        verdict,
+        reason: reason.to_owned(),
+        issued_at: now(),
+    };
+    let envelope = signer.envelope(Domain::Approval, approval_payload(&decision));
+    // Check it as the gateway will, so a bad reason or id fails here.
+    ApprovalEnvelope::from_value(envelope.clone())
+        .map_err(|e| CliError::Invalid(format!("the decision: {e}")))?;
+    let answer = client
+        .decide_approval(id, &canonical(&envelope))?
+        .ok()?
+        .json()?;
+    Ok(answer
+        .as_object()
+        .and_then(|o| o.get("approval"))
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default())
+}
+
+/// `tollgate approve` / `tollgate deny`: signs the decision with the
+/// reviewer's key and posts it; prints the approval's status after it.
+pub fn decide(
+    url: &str,
+    id: &str,
+    key: &Path,
+    reviewer: &str,
+    reason: &str,
+    verdict: ApprovalVerdict,
+) -> Result<String, CliError> {
+    let signer = Ed25519Signer::load(key).map_err(|e| CliError::Usage(e.to_string()))?;
+    let after = post_decision(&Client::new(url), id, &signer, reviewer, reason, verdict)?;
+    let mut out = vec![line(&after)];
+    if let Some(e) = after.get("execution").and_then(Value::as_str) {
+        out.push(format!("executed: receipt {e}"));
+    }
+    Ok(out.join("\n"))
+}
