@@ -309,7 +309,7 @@ fn approvals_chapter(
     }
 
     println!("\n7. Another large refund, 1,500.00 EUR on order o-1002: the reviewer denies it.");
-    let id = propose(&format!("denied"), "order:o-1002", 150_000, 0)?;
+    let id = propose("denied", "order:o-1002", 150_000, 0)?;
     decide(
         failures,
         &id,

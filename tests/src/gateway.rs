@@ -102,13 +102,19 @@ impl Gateway {
     }
 
     /// Kills the process and starts a new one on the same data folder.
-    pub fn restart(mut self) -> Self {
+    pub fn restart(self) -> Self {
+        self.restart_with(&[])
+    }
+
+    /// Kills the process (SIGKILL) and starts a new one on the same data
+    /// folder with `args`.
+    pub fn restart_with(mut self, args: &[&str]) -> Self {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         let seeded = self.seeded;
         drop(self);
-        let mut g = Gateway::start_in(dir, |_| {});
+        let mut g = Gateway::start_with(dir, |_| {}, args);
         g.seeded = seeded;
         g
     }

@@ -343,6 +343,9 @@ fn the_tour_completes_and_its_export_verifies() {
         "→ ESCALATE",
         "→ BLOCK",
         "was revoked",
+        "the intent is committed",
+        "the intent is denied",
+        "the intent is expired",
         "entries verified",
         "Tour complete.",
     ] {
@@ -424,8 +427,7 @@ fn the_tour_completes_and_its_export_verifies() {
         .unwrap()
         .as_object()
         .unwrap();
-    let root =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples/refunds");
+    let root = g.data().join("policies/refunds");
     for name in [
         "bundle.toml",
         "schema.cedarschema",
@@ -444,7 +446,75 @@ fn the_tour_completes_and_its_export_verifies() {
         .iter()
         .filter_map(change)
         .collect();
-    assert_eq!(after, ["delegation.register", "delegation.revoke"]);
+    assert_eq!(
+        after,
+        [
+            "delegation.register",
+            "delegation.revoke",
+            "reviewer.register"
+        ]
+    );
+    // `refs` tell each escalated intent's story: every approval receipt
+    // follows from a decision that escalated, every execution from that
+    // decision and the approvals of its quorum, for that exact intent.
+    let by_id: std::collections::BTreeMap<String, Object> = entries
+        .iter()
+        .map(|e| {
+            let r = receipt(e);
+            (r.get("receipt_id").unwrap().as_str().unwrap().to_owned(), r)
+        })
+        .collect();
+    let refs = |r: &Object| -> Vec<String> {
+        let Value::Array(v) = r.get("refs").unwrap() else {
+            panic!()
+        };
+        v.iter().map(|x| x.as_str().unwrap().to_owned()).collect()
+    };
+    let status = |r: &Object| {
+        r.get("outcome")
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .get("status")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let mut endings = Vec::new();
+    for e in &entries {
+        let r = receipt(e);
+        match r.get("kind").unwrap().as_str().unwrap() {
+            "approval" => {
+                let decision = &by_id[&refs(&r)[0]];
+                assert_eq!(status(decision), "pending_approval");
+                endings.push(status(&r));
+            }
+            "execution" => {
+                let rs = refs(&r);
+                let decision = &by_id[&rs[0]];
+                let hash = tollgate_protocol::intent_hash(decision.get("subject").unwrap());
+                assert_eq!(
+                    r.get("subject")
+                        .unwrap()
+                        .as_object()
+                        .unwrap()
+                        .get("intent_hash")
+                        .unwrap()
+                        .as_str(),
+                    Some(hash.to_string().as_str())
+                );
+                for a in &rs[1..] {
+                    assert_eq!(refs(&by_id[a]), [rs[0].clone()]);
+                }
+                assert_eq!(status(&by_id[rs.last().unwrap()]), "approved");
+                assert_eq!(status(&r), "committed");
+            }
+            _ => {}
+        }
+    }
+    endings.sort();
+    assert_eq!(endings, ["approved", "denied", "expired"]);
     for e in &entries[first_decision..] {
         let r = receipt(e);
         if r.get("kind").unwrap().as_str() == Some("decision") {

@@ -1,0 +1,132 @@
+//! A real HTTP/1.1 upstream on loopback for `http` commit targets, and
+//! the bundle edit that points the refunds action at it.
+
+use std::path::Path;
+use std::process::Command;
+
+/// What the test upstream does with a request.
+#[derive(Clone, Copy, Debug)]
+pub enum Behaviour {
+    /// Answer with this status.
+    Answer(u16),
+    /// Answer 200 after 3 s.
+    Stall,
+    /// SIGKILL this process first (the gateway), then answer 200.
+    KillFirst(u32),
+}
+
+/// A real HTTP/1.1 upstream on loopback that records the Idempotency-Key
+/// of every request.
+pub struct Upstream {
+    /// Its URL.
+    pub url: String,
+    /// The Idempotency-Key of every request, in order.
+    pub keys: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// What it does with the next request.
+    pub behaviour: std::sync::Arc<std::sync::Mutex<Behaviour>>,
+}
+
+impl Upstream {
+    /// Starts it on a free loopback port.
+    pub fn start() -> Self {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/refunds", listener.local_addr().unwrap());
+        let keys = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let behaviour = std::sync::Arc::new(std::sync::Mutex::new(Behaviour::Answer(200)));
+        let (k, b) = (keys.clone(), behaviour.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let (k, b) = (k.clone(), b.clone());
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let head_end = loop {
+                        let Ok(n) = stream.read(&mut chunk) else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                    let header = |name: &str| {
+                        head.lines().find_map(|l| {
+                            l.strip_prefix(&format!("{name}: "))
+                                .map(|v| v.trim().to_owned())
+                        })
+                    };
+                    let len: usize = header("content-length")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        let Ok(n) = stream.read(&mut chunk) else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    k.lock()
+                        .unwrap()
+                        .push(header("idempotency-key").unwrap_or_default());
+                    let behaviour = *b.lock().unwrap();
+                    let status = match behaviour {
+                        Behaviour::Answer(s) => s,
+                        Behaviour::Stall => {
+                            std::thread::sleep(std::time::Duration::from_secs(3));
+                            200
+                        }
+                        Behaviour::KillFirst(pid) => {
+                            Command::new("kill")
+                                .args(["-9", &pid.to_string()])
+                                .status()
+                                .unwrap();
+                            *b.lock().unwrap() = Behaviour::Answer(200);
+                            200
+                        }
+                    };
+                    let body = format!("{{\"refund\":\"done\",\"status\":{status}}}");
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                });
+            }
+        });
+        Upstream {
+            url,
+            keys,
+            behaviour,
+        }
+    }
+
+    /// The hash of its answer with `status`.
+    pub fn answer_hash(status: u16) -> String {
+        let body = format!("{{\"refund\":\"done\",\"status\":{status}}}");
+        tollgate_protocol::HashAlg::Sha256
+            .digest(&[body.as_bytes()])
+            .to_string()
+    }
+}
+
+/// Makes the refunds bundle of `data` commit to an `http` target.
+pub fn with_http_target(data: &Path) {
+    let p = data.join("policies/refunds/bundle.toml");
+    let text = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(
+        &p,
+        text.replace(
+            "approval = \"by_rule\"",
+            "approval = \"by_rule\"\ntarget = \"http\"",
+        ),
+    )
+    .unwrap();
+}
