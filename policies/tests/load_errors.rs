@@ -320,3 +320,41 @@ fn a_missing_file_is_named() {
         Err(Error::Io { .. })
     ));
 }
+
+/// The review table of docs/approvals.md loads as written, and its
+/// quorums apply as documented.
+#[test]
+fn the_documented_review_table_loads_and_picks_the_strictest_quorum() {
+    let mut files = Bundle::read_files(&example()).unwrap();
+    let manifest = files.get_mut("bundle.toml").unwrap();
+    *manifest = format!(
+        "{manifest}\n{}",
+        r#"[action."orders.refund".review]
+role = "refunds"
+count = 1
+deadline_seconds = 86400
+separate_issuer = true
+# Dual control above 5,000.00 EUR…
+above = [{ amount_minor = 500000, currency = "EUR", count = 2 }]
+# …and for what the large-refund rule escalates.
+rules = { "refund.large" = { count = 2, role = "refunds-lead" } }
+"#
+    );
+    let bundle = Bundle::from_files(&files).unwrap();
+    let review = &bundle.action("orders.refund").unwrap().review;
+    assert!(review.separate_issuer);
+    let q = review.quorum_for([], Some((600_000, "EUR")));
+    assert_eq!((q.role.as_str(), q.count), ("refunds", 2));
+    let q = review.quorum_for(["refund.large"], Some((600_000, "EUR")));
+    assert_eq!((q.role.as_str(), q.count), ("refunds-lead", 2));
+    let q = review.quorum_for(["refund.paid-order"], Some((1_000, "EUR")));
+    assert_eq!((q.role.as_str(), q.count), ("refunds", 1));
+    // And the bundle's canonical form (so its version) states all of it.
+    let other = {
+        let mut f = files.clone();
+        let m = f.get_mut("bundle.toml").unwrap();
+        *m = m.replace("amount_minor = 500000", "amount_minor = 500001");
+        Bundle::from_files(&f).unwrap()
+    };
+    assert_ne!(bundle.version_string(), other.version_string());
+}

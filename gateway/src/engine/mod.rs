@@ -1,5 +1,5 @@
-//! The engine: the intent flow, the registries, the commit targets and
-//! recovery, with no HTTP and no command line.
+//! The engine: the intent flow, approvals, the registries, the commit
+//! targets and recovery, with no HTTP and no command line.
 //!
 //! A [`Gateway`] owns the ledger, the signer, the clock, the commit
 //! targets and an in-memory view of the registries. The view is built from
@@ -13,7 +13,10 @@
 //! - nothing is acknowledged before its receipt is durable;
 //! - a refused intent or registry change appends nothing;
 //! - the clock is read only for the skew check, a registry receipt's
-//!   `issued_at` and the ledger's `appended_at`; never by a decision.
+//!   `issued_at`, budget windows, whether an approval's deadline has
+//!   passed and the ledger's `appended_at`; never by a decision;
+//! - an escalated intent is committed only through a [`Quorum`], which
+//!   only the approvals module makes, after checking a completed quorum.
 
 mod approvals;
 mod budget;
