@@ -11,7 +11,7 @@ use crate::encoding::{HashAlg, HashValue, Timestamp};
 use crate::error::Error;
 use crate::json::{Value, canonical};
 use crate::keys::Signature;
-use crate::members::Members;
+use crate::members::{payload_of, signed_envelope};
 use crate::wire::is_identifier;
 
 /// `type` of an approval decision payload.
@@ -80,19 +80,7 @@ impl ApprovalEnvelope {
     /// Reads an envelope. Every member must be present and well formed,
     /// and nothing the protocol does not define may appear.
     pub fn from_value(value: Value) -> Result<Self, Error> {
-        let mut env = Members::new(&value, "")?;
-        let payload = env.req("payload")?;
-        let signature = Signature::from_value(env.req("signature")?, "/signature")?;
-        env.finish()?;
-
-        let mut m = Members::new(payload, "/payload")?;
-        let ty = m.req_str("type")?;
-        if ty != APPROVAL_TYPE {
-            return Err(Error::invalid(
-                "/payload/type",
-                format!("expected {APPROVAL_TYPE:?}, found {ty:?}"),
-            ));
-        }
+        let (mut m, signature) = signed_envelope(&value, APPROVAL_TYPE)?;
         let approval = m.req_str("approval")?.to_owned();
         if !is_receipt_id(&approval) {
             return Err(Error::invalid(
@@ -154,10 +142,7 @@ impl ApprovalEnvelope {
     pub fn payload(&self) -> &Value {
         // INVARIANT: `from_value` checked that the envelope is an object
         // with a `payload` member.
-        self.value
-            .as_object()
-            .and_then(|o| o.get("payload"))
-            .unwrap_or(&Value::Null)
+        payload_of(&self.value)
     }
 }
 

@@ -4,6 +4,37 @@
 use crate::encoding::{HashValue, Timestamp};
 use crate::error::Error;
 use crate::json::{Object, Value, escape_pointer_token};
+use crate::keys::Signature;
+
+/// Reads a signed envelope `{"payload", "signature"}` (PROTOCOL §3) with
+/// nothing else in it, whose payload's `type` is `ty`: the payload's
+/// members (`type` taken) and the signature.
+pub(crate) fn signed_envelope<'a>(
+    value: &'a Value,
+    ty: &str,
+) -> Result<(Members<'a>, Signature), Error> {
+    let mut env = Members::new(value, "")?;
+    let payload = env.req("payload")?;
+    let signature = Signature::from_value(env.req("signature")?, "/signature")?;
+    env.finish()?;
+    let mut m = Members::new(payload, "/payload")?;
+    let found = m.req_str("type")?;
+    if found != ty {
+        return Err(Error::invalid(
+            "/payload/type",
+            format!("expected {ty:?}, found {found:?}"),
+        ));
+    }
+    Ok((m, signature))
+}
+
+/// The `payload` member of an envelope [`signed_envelope`] read.
+pub(crate) fn payload_of(envelope: &Value) -> &Value {
+    envelope
+        .as_object()
+        .and_then(|o| o.get("payload"))
+        .unwrap_or(&Value::Null)
+}
 
 /// Reads an object's members one by one.
 pub(crate) struct Members<'a> {

@@ -9,7 +9,7 @@ use crate::encoding::{HashAlg, HashValue, Timestamp, hex};
 use crate::error::Error;
 use crate::json::{Object, Value, member_span, without_member, write_object_except};
 use crate::keys::Signature;
-use crate::members::Members;
+use crate::members::{Members, payload_of, signed_envelope};
 
 /// `type` of an intent payload.
 pub const INTENT_TYPE: &str = "tollgate.intent/v1";
@@ -97,19 +97,7 @@ impl IntentEnvelope {
     /// Reads an envelope. Every required member must be present and well
     /// formed, and nothing the protocol does not define may appear.
     pub fn from_value(value: Value) -> Result<Self, Error> {
-        let mut env = Members::new(&value, "")?;
-        let payload = env.req("payload")?;
-        let signature = Signature::from_value(env.req("signature")?, "/signature")?;
-        env.finish()?;
-
-        let mut m = Members::new(payload, "/payload")?;
-        let ty = m.req_str("type")?;
-        if ty != INTENT_TYPE {
-            return Err(Error::invalid(
-                "/payload/type",
-                format!("expected {INTENT_TYPE:?}, found {ty:?}"),
-            ));
-        }
+        let (mut m, signature) = signed_envelope(&value, INTENT_TYPE)?;
         let checked =
             |m: &mut Members<'_>, name: &'static str, ok: fn(&str) -> bool, what: &str| {
                 let s = m.req_str(name)?;
@@ -177,10 +165,7 @@ impl IntentEnvelope {
     pub fn payload(&self) -> &Value {
         // INVARIANT: `from_value` checked that the envelope is an object
         // with a `payload` member.
-        self.value
-            .as_object()
-            .and_then(|o| o.get("payload"))
-            .unwrap_or(&Value::Null)
+        payload_of(&self.value)
     }
 }
 

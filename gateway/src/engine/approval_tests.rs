@@ -108,6 +108,24 @@ fn policy(g: &Gateway<impl tollgate_ledger::Ledger>) -> String {
     g.bundle().version_string()
 }
 
+/// Alice's grant of approval `id` of `env`, under the active policy, at T0.
+fn alice_grants(
+    g: &Gateway<impl tollgate_ledger::Ledger>,
+    id: &str,
+    env: &IntentEnvelope,
+) -> ApprovalEnvelope {
+    decision(
+        &alice(),
+        id,
+        &env.value,
+        &policy(g),
+        "rev-alice",
+        "grant",
+        T0,
+        |_| {},
+    )
+}
+
 fn status_of(line: &[u8]) -> String {
     receipt_of(line)
         .get("outcome")
@@ -164,16 +182,7 @@ async fn a_grant_commits_the_exact_intent_once_and_refs_tell_the_story() {
     let (env, id) = escalated(&w.gateway, &w.agent, "big-1", 60_000).await;
     let info = w.gateway.approval(&id, true).await.unwrap().unwrap();
     assert_eq!(info.status(), "pending_approval");
-    let d = decision(
-        &alice(),
-        &id,
-        &env.value,
-        &policy(&w.gateway),
-        "rev-alice",
-        "grant",
-        T0,
-        |_| {},
-    );
+    let d = alice_grants(&w.gateway, &id, &env);
     let done = w.gateway.decide_approval(&id, d.clone()).await.unwrap();
     assert_eq!(done.lines.len(), 2);
     assert_eq!(status_of(&done.lines[0]), "approved");
@@ -443,7 +452,7 @@ async fn every_refusal_appends_nothing() {
             ApprovalError::LacksRole { .. } => "role",
             ApprovalError::LacksAction { .. } => "action",
             ApprovalError::ReviewerIsIssuer(_) => "issuer",
-            ApprovalError::ClockSkew { .. } => "skew",
+            ApprovalError::ClockSkew(_) => "skew",
             ApprovalError::Unknown(_) => "unknown",
             other => panic!("unexpected {other:?}"),
         };
@@ -529,16 +538,7 @@ async fn a_revoked_delegation_stops_a_granted_intent() {
     with_reviewers(&w.gateway).await;
     let (env, id) = escalated(&w.gateway, &w.agent, "big-7", 60_000).await;
     w.gateway.revoke_delegation("d-1").await.unwrap();
-    let d = decision(
-        &alice(),
-        &id,
-        &env.value,
-        &policy(&w.gateway),
-        "rev-alice",
-        "grant",
-        T0,
-        |_| {},
-    );
+    let d = alice_grants(&w.gateway, &id, &env);
     let done = w.gateway.decide_approval(&id, d).await.unwrap();
     assert_eq!(status_of(&done.lines[0]), "approved");
     assert_eq!(status_of(&done.lines[1]), "not_executed");
@@ -563,16 +563,7 @@ async fn a_grant_is_charged_to_the_budget_as_it_stands_then() {
         .unwrap();
     assert_eq!(status_of(&small.line), "committed");
     let (env, id) = escalated(&w.gateway, &w.agent, "big-8", 60_000).await;
-    let d = decision(
-        &alice(),
-        &id,
-        &env.value,
-        &policy(&w.gateway),
-        "rev-alice",
-        "grant",
-        T0,
-        |_| {},
-    );
+    let d = alice_grants(&w.gateway, &id, &env);
     let done = w.gateway.decide_approval(&id, d).await.unwrap();
     let exec = receipt_of(&done.lines[1]);
     let spent = exec

@@ -577,16 +577,9 @@ impl<L: Ledger> Gateway<L> {
                 d.reviewer
             ))
         })?;
-        let now = self.clock.now();
-        let skew = (now.unix_seconds() - d.issued_at.unix_seconds()).abs();
-        if skew > self.limits.max_skew_seconds {
-            return Err(ApprovalError::ClockSkew {
-                issued_at: d.issued_at.as_str().to_owned(),
-                now: now.as_str().to_owned(),
-                skew,
-                max: self.limits.max_skew_seconds,
-            });
-        }
+        let now = self
+            .within_skew(&d.issued_at)
+            .map_err(ApprovalError::ClockSkew)?;
         // Single use, then the approval's state.
         let used = decision_hash(&envelope);
         if let Some(step) = record
@@ -904,34 +897,16 @@ impl<L: Ledger> Gateway<L> {
             .ok_or_else(|| unreadable("intent"))
             .and_then(|v| IntentEnvelope::from_value(v).map_err(|_| unreadable("intent")))?;
         let policy = text(&draft, &["policy_version"]).to_owned();
-        let url = self
-            .upstreams
-            .urls
-            .get(&envelope.intent.action)
-            .ok_or_else(|| {
-                format!(
-                    "no upstream is configured for {}: give it with --upstream",
-                    envelope.intent.action
-                )
-            })?;
         let upstream_key = identity(&envelope.intent.agent, &envelope.intent.intent_id);
-        let call = commit::http(
-            url,
-            self.upstreams.timeout,
-            policy,
-            &upstream_key,
-            &envelope,
-        )
-        .await;
-        if !call.answered {
-            return Err("the upstream did not answer the retry".into());
-        }
-        let spend = if call.outcome.status == Status::Committed {
+        let outcome = self
+            .retry_upstream(&envelope, policy, &upstream_key)
+            .await?;
+        let spend = if outcome.status == Status::Committed {
             charges
         } else {
             Vec::new()
         };
-        draft.insert("outcome", call.outcome.to_value());
+        draft.insert("outcome", outcome.to_value());
         let sealed = Value::Object(seal_receipt(draft));
         let mut completing = Append::new(approval, signature);
         completing.approval = Some(step);

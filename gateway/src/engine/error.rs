@@ -4,24 +4,30 @@
 
 use tollgate_pipeline::ShapeError;
 
+/// A signed object's `issued_at` further from the gateway's clock than
+/// allowed.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "issued_at {issued_at} is {skew} s from the gateway's clock ({now}); at most {max} s is accepted"
+)]
+pub struct Skew {
+    /// The object's `issued_at`.
+    pub issued_at: String,
+    /// The gateway's clock.
+    pub now: String,
+    /// The distance, seconds.
+    pub skew: i64,
+    /// The largest accepted, seconds.
+    pub max: i64,
+}
+
 /// Why an intent was refused before its decision was recorded. Nothing is
 /// appended for any of these.
 #[derive(Debug, thiserror::Error)]
 pub enum IntentError {
     /// `issued_at` is further from the gateway's clock than allowed.
-    #[error(
-        "issued_at {issued_at} is {skew} s from the gateway's clock ({now}); at most {max} s is accepted"
-    )]
-    ClockSkew {
-        /// The intent's `issued_at`.
-        issued_at: String,
-        /// The gateway's clock.
-        now: String,
-        /// The distance, seconds.
-        skew: i64,
-        /// The largest accepted, seconds.
-        max: i64,
-    },
+    #[error(transparent)]
+    ClockSkew(Skew),
     /// The intent is not authentically from an agent entitled to ask
     /// (PROTOCOL §3): bad signature, unknown, revoked, expired or foreign
     /// delegation, or a chain not rooted in a trusted issuer.
@@ -200,19 +206,8 @@ pub enum ApprovalError {
         expected: String,
     },
     /// The decision's `issued_at` is too far from the gateway's clock.
-    #[error(
-        "issued_at {issued_at} is {skew} s from the gateway's clock ({now}); at most {max} s is accepted"
-    )]
-    ClockSkew {
-        /// The decision's `issued_at`.
-        issued_at: String,
-        /// The gateway's clock.
-        now: String,
-        /// The distance, seconds.
-        skew: i64,
-        /// The largest accepted, seconds.
-        max: i64,
-    },
+    #[error(transparent)]
+    ClockSkew(Skew),
     /// The reviewer is not registered.
     #[error("reviewer {0} is not registered")]
     UnknownReviewer(String),

@@ -24,7 +24,9 @@ use tollgate_protocol::{
     canonical, parse, seal_receipt,
 };
 
-use super::{AuthFailure, Gateway, IntentError, Requirement, StartError, View, budget, commit};
+use super::{
+    AuthFailure, Gateway, IntentError, Requirement, Skew, StartError, View, budget, commit,
+};
 
 /// An intent's answer: its ledger entry.
 #[derive(Clone, Debug)]
@@ -230,16 +232,9 @@ impl<L: Ledger> Gateway<L> {
         idempotency_key: Option<&str>,
     ) -> Result<Submitted, IntentError> {
         let intent = &envelope.intent;
-        let now = self.clock.now();
-        let skew = (now.unix_seconds() - intent.issued_at.unix_seconds()).abs();
-        if skew > self.limits.max_skew_seconds {
-            return Err(IntentError::ClockSkew {
-                issued_at: intent.issued_at.as_str().to_owned(),
-                now: now.as_str().to_owned(),
-                skew,
-                max: self.limits.max_skew_seconds,
-            });
-        }
+        let now = self
+            .within_skew(&intent.issued_at)
+            .map_err(IntentError::ClockSkew)?;
         let view = self.view();
         if let Err(r) = delegation::check_chain(
             intent,
@@ -567,33 +562,13 @@ impl<L: Ledger> Gateway<L> {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        let url = self
-            .upstreams
-            .urls
-            .get(&envelope.intent.action)
-            .ok_or_else(|| {
-                format!(
-                    "no upstream is configured for {}: give it with --upstream",
-                    envelope.intent.action
-                )
-            })?;
-        let call = commit::http(url, self.upstreams.timeout, policy, key, &envelope).await;
-        if !call.answered {
-            let why = call
-                .outcome
-                .details
-                .get("error")
-                .and_then(Value::as_str)
-                .unwrap_or("no answer")
-                .to_owned();
-            return Err(format!("the upstream did not answer the retry: {why}"));
-        }
-        let spend = if call.outcome.status == Status::Committed {
+        let outcome = self.retry_upstream(&envelope, policy, key).await?;
+        let spend = if outcome.status == Status::Committed {
             charges
         } else {
             Vec::new()
         };
-        draft.insert("outcome", call.outcome.to_value());
+        draft.insert("outcome", outcome.to_value());
         let sealed = Value::Object(seal_receipt(draft));
         let signature = self.signer.sign_now(Domain::Receipt, &sealed);
         match self
@@ -613,6 +588,59 @@ impl<L: Ledger> Gateway<L> {
             ) => Ok(false),
             Err(e) => Err(format!("the receipt could not be appended: {e}")),
         }
+    }
+
+    /// Calls the upstream of `envelope`'s action again with the same
+    /// idempotency `key`, for a reservation a crash left: the upstream's
+    /// outcome, or why there is none (then whether it acted is unknown, and
+    /// the reservation stays).
+    pub(super) async fn retry_upstream(
+        &self,
+        envelope: &IntentEnvelope,
+        policy: String,
+        key: &str,
+    ) -> Result<tollgate_protocol::Outcome, String> {
+        let url = self
+            .upstreams
+            .urls
+            .get(&envelope.intent.action)
+            .ok_or_else(|| {
+                format!(
+                    "no upstream is configured for {}: give it with --upstream",
+                    envelope.intent.action
+                )
+            })?;
+        let call = commit::http(url, self.upstreams.timeout, policy, key, envelope).await;
+        if !call.answered {
+            let why = call
+                .outcome
+                .details
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("no answer")
+                .to_owned();
+            return Err(format!("the upstream did not answer the retry: {why}"));
+        }
+        Ok(call.outcome)
+    }
+
+    /// The gateway's clock, if `issued_at` is within
+    /// [`super::Limits::max_skew_seconds`] of it.
+    pub(super) fn within_skew(
+        &self,
+        issued_at: &tollgate_protocol::Timestamp,
+    ) -> Result<tollgate_protocol::Timestamp, Skew> {
+        let now = self.clock.now();
+        let skew = (now.unix_seconds() - issued_at.unix_seconds()).abs();
+        if skew > self.limits.max_skew_seconds {
+            return Err(Skew {
+                issued_at: issued_at.as_str().to_owned(),
+                now: now.as_str().to_owned(),
+                skew,
+                max: self.limits.max_skew_seconds,
+            });
+        }
+        Ok(now)
     }
 
     /// Reservations that could not be finished, as last reported.

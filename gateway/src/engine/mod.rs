@@ -37,7 +37,7 @@ use tollgate_signer::Ed25519Signer;
 use crate::observe::Metrics;
 
 pub use approvals::{ApprovalInfo, Decided, IntentState, MAX_LISTED, Quorum, Requirement};
-pub use error::{ApprovalError, AuthFailure, IntentError, RegistryError, StartError};
+pub use error::{ApprovalError, AuthFailure, IntentError, RegistryError, Skew, StartError};
 pub use intents::{Recovery, Submitted, Unfinished, identity};
 pub use registry::{Changed, DelegationInfo, PolicyList, ReviewerInfo};
 

@@ -434,7 +434,7 @@ async fn the_skew_check_reads_the_injected_clock() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, IntentError::ClockSkew { skew: 3600, .. }),
+        matches!(err, IntentError::ClockSkew(super::Skew { skew: 3600, .. })),
         "{err}"
     );
     w.clock.set("2026-11-22T10:04:00Z");

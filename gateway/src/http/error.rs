@@ -202,7 +202,7 @@ impl ApiError {
                 e.pointer().map(str::to_owned),
             ),
             Self::Intent(e) => match e {
-                IntentError::ClockSkew { .. } => (
+                IntentError::ClockSkew(_) => (
                     S::UNPROCESSABLE_ENTITY,
                     "clock-skew",
                     Some("/payload/issued_at".into()),
@@ -306,7 +306,7 @@ impl ApiError {
                         "approval-policy-mismatch",
                         p("/payload/policy_version"),
                     ),
-                    ApprovalError::ClockSkew { .. } => (
+                    ApprovalError::ClockSkew(_) => (
                         S::UNPROCESSABLE_ENTITY,
                         "clock-skew",
                         p("/payload/issued_at"),
