@@ -444,6 +444,14 @@ pub trait Ledger: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<ApprovalRecord>, Error>> + Send;
 
+    /// Open approvals whose deadline is at or before `now` (seconds since
+    /// the epoch), earliest deadline first, up to `limit`.
+    fn approvals_due(
+        &self,
+        now: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<ApprovalRecord>, Error>> + Send;
+
     /// Amounts committed per delegation, currency and window, summed, for
     /// every window that has not ended at `now` (seconds since the epoch).
     fn spending(&self, now: i64) -> impl Future<Output = Result<Vec<Spend>, Error>> + Send;

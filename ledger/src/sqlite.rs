@@ -162,6 +162,7 @@ const SCHEMA: &[&str] = &[
         decision_hash TEXT UNIQUE,
         UNIQUE (approval, reviewer)
     ) STRICT",
+    "CREATE INDEX IF NOT EXISTS approvals_by_deadline ON approvals (deadline)",
     "CREATE UNIQUE INDEX IF NOT EXISTS approval_ends_once ON approval_steps (approval)
         WHERE status <> 'pending_approval'",
     "CREATE TRIGGER IF NOT EXISTS approval_step_of_open BEFORE INSERT ON approval_steps
@@ -519,6 +520,21 @@ impl Ledger for SqliteLedger {
             None => Ok(None),
             Some(r) => Ok(self.with_steps(vec![r]).await?.pop()),
         }
+    }
+
+    async fn approvals_due(&self, now: i64, limit: u32) -> Result<Vec<ApprovalRecord>, Error> {
+        let rows = sqlx::query(
+            "SELECT id, seq, deadline, body FROM approvals a WHERE deadline <= ?
+               AND NOT EXISTS (SELECT 1 FROM approval_steps s
+                               WHERE s.approval = a.id AND s.status <> 'pending_approval')
+             ORDER BY deadline, seq LIMIT ?",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.inner.readers)
+        .await
+        .map_err(db)?;
+        self.with_steps(rows).await
     }
 
     async fn approvals(

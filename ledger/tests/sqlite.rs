@@ -524,6 +524,8 @@ async fn approval_rows_are_written_with_their_receipts_and_the_tables_enforce_th
         .unwrap();
     let head = ledger.head().await.unwrap().seq;
     let refused = |e: Error| matches!(e, Error::ApprovalConflict(_));
+    assert!(ledger.approvals_due(999, 10).await.unwrap().is_empty());
+    assert_eq!(ledger.approvals_due(1_000, 10).await.unwrap().len(), 1);
 
     // Unknown approval, opened twice: refused, nothing appended.
     let e = ledger
@@ -614,6 +616,7 @@ async fn approval_rows_are_written_with_their_receipts_and_the_tables_enforce_th
         ["r1", "r2"]
     );
     assert!(ledger.approvals(true, 0, 10).await.unwrap().is_empty());
+    assert!(ledger.approvals_due(5_000, 10).await.unwrap().is_empty());
     assert_eq!(ledger.approvals(false, 0, 10).await.unwrap().len(), 1);
     assert_eq!(ledger.head().await.unwrap().seq, head + 3);
 }

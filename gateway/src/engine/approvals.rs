@@ -942,30 +942,30 @@ impl<L: Ledger> Gateway<L> {
         let now = self.clock.now().unix_seconds();
         let pending = self.ledger.pending().await.map_err(internal)?;
         let mut ended = 0;
-        let mut after = 0;
+        // Each pass ends what it can; an approval left (its execution
+        // being finished) is skipped, so a page of only those ends the loop.
         loop {
             let page = self
                 .ledger
-                .approvals(true, after, MAX_LISTED)
+                .approvals_due(now, MAX_LISTED)
                 .await
                 .map_err(internal)?;
-            let Some(last) = page.last() else { break };
-            after = last.seq;
             let full = page.len() == MAX_LISTED as usize;
+            let mut progressed = false;
             for record in page {
-                if record.deadline > now
-                    || pending.iter().any(|(k, _)| *k == execution_key(&record.id))
-                {
+                if pending.iter().any(|(k, _)| *k == execution_key(&record.id)) {
                     continue;
                 }
                 let body = body_of(&record)?;
-                let deadline = Timestamp::from_unix(record.deadline, 0);
-                let deadline_text = budget::seconds(record.deadline);
+                let deadline = budget::seconds(record.deadline);
                 let mut subject = Object::new();
                 subject.insert("approval", record.id.as_str().into());
-                subject.insert("expired_at", deadline_text.as_str().into());
+                subject.insert("expired_at", deadline.as_str().into());
+                // The deadline exactly as the decision's outcome states it.
+                let issued_at = Timestamp::parse(&deadline)
+                    .unwrap_or_else(|| Timestamp::from_unix(record.deadline, 0));
                 let receipt = Receipt::approval(
-                    Timestamp::parse(&deadline_text).unwrap_or(deadline),
+                    issued_at,
                     text(&body, &["policy_version"]).to_owned(),
                     Value::Object(subject),
                     Outcome::new(Status::Expired),
@@ -985,12 +985,15 @@ impl<L: Ledger> Gateway<L> {
                     decision_hash: None,
                 });
                 match self.ledger.append_unit(vec![append]).await {
-                    Ok(_) => ended += 1,
+                    Ok(_) => {
+                        ended += 1;
+                        progressed = true;
+                    }
                     Err(tollgate_ledger::Error::ApprovalConflict(_)) => {}
                     Err(e) => return Err(internal(e)),
                 }
             }
-            if !full {
+            if !full || !progressed {
                 break;
             }
         }

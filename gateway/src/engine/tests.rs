@@ -103,6 +103,14 @@ impl Ledger for Faulty {
         self.read_check()?;
         self.inner.approval(id).await
     }
+    async fn approvals_due(
+        &self,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<ApprovalRecord>, LedgerError> {
+        self.read_check()?;
+        self.inner.approvals_due(now, limit).await
+    }
     async fn approvals(
         &self,
         open_only: bool,
