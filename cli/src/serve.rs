@@ -38,6 +38,7 @@ pub fn serve(args: ServeArgs) -> Result<String, CliError> {
         max_body: args.max_body,
         read_token: args.read_token.clone(),
         body_timeout: std::time::Duration::from_millis(args.body_timeout_ms),
+        webhooks: webhook_settings(&args)?,
     };
     let connections = http::Connections {
         max: args.max_connections,
@@ -72,6 +73,7 @@ pub fn serve(args: ServeArgs) -> Result<String, CliError> {
         }
         app.gateway
             .spawn_recovery(std::time::Duration::from_secs(RECOVERY_RETRY_SECONDS));
+        app.gateway.spawn_webhooks();
         app.gateway
             .spawn_expiry(std::time::Duration::from_millis(args.expiry_interval_ms));
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -86,4 +88,28 @@ pub fn serve(args: ServeArgs) -> Result<String, CliError> {
             .map_err(usage)?;
         Ok("stopped".to_owned())
     })
+}
+
+/// The webhook settings from the flags.
+fn webhook_settings(
+    args: &ServeArgs,
+) -> Result<tollgate_gateway::engine::webhooks::WebhookSettings, CliError> {
+    let mut w = tollgate_gateway::engine::webhooks::WebhookSettings {
+        allow_private: args.webhook_allow_private,
+        timeout: std::time::Duration::from_millis(args.webhook_timeout_ms),
+        ..Default::default()
+    };
+    if !args.webhook_retry_schedule_ms.is_empty() {
+        if args.webhook_retry_schedule_ms.len() > 32 {
+            return Err(CliError::Usage(
+                "--webhook-retry-schedule-ms: at most 32 attempts".into(),
+            ));
+        }
+        w.schedule = args
+            .webhook_retry_schedule_ms
+            .iter()
+            .map(|ms| std::time::Duration::from_millis(*ms))
+            .collect();
+    }
+    Ok(w)
 }

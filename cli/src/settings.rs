@@ -81,6 +81,23 @@ pub struct ServeArgs {
     /// Listen on a non-loopback address without TLS anyway.
     #[arg(long, env = "TOLLGATE_ALLOW_INSECURE_HTTP")]
     pub allow_insecure_http: bool,
+    /// Let webhook endpoints resolve to loopback, private or link-local
+    /// addresses (refused by default: an endpoint must not turn the
+    /// gateway against its own network).
+    #[arg(long, env = "TOLLGATE_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: bool,
+    /// Timeout of one webhook delivery attempt, milliseconds.
+    #[arg(long, env = "TOLLGATE_WEBHOOK_TIMEOUT_MS", default_value_t = limits::DEFAULT_WEBHOOK_TIMEOUT_MS)]
+    pub webhook_timeout_ms: u64,
+    /// The delay before each webhook attempt, milliseconds, comma-separated
+    /// (one attempt each; default: at once, 5 s, 5 min, 30 min, 2 h, 5 h,
+    /// 10 h, 14 h, 20 h, 24 h).
+    #[arg(
+        long,
+        env = "TOLLGATE_WEBHOOK_RETRY_SCHEDULE_MS",
+        value_delimiter = ','
+    )]
+    pub webhook_retry_schedule_ms: Vec<u64>,
 }
 
 /// Settings a config file may hold.
@@ -99,6 +116,9 @@ struct ConfigFile {
     upstream: Option<std::collections::BTreeMap<String, String>>,
     upstream_timeout_ms: Option<u64>,
     expiry_interval_ms: Option<u64>,
+    webhook_allow_private: Option<bool>,
+    webhook_timeout_ms: Option<u64>,
+    webhook_retry_schedule_ms: Option<Vec<u64>>,
     allow_insecure_http: Option<bool>,
     demo: Option<bool>,
     read_token: Option<String>,
@@ -149,6 +169,9 @@ pub fn apply_config(args: &mut ServeArgs, matches: &clap::ArgMatches) -> Result<
     take!(tls_key);
     take!(upstream_timeout_ms);
     take!(expiry_interval_ms);
+    take!(webhook_allow_private);
+    take!(webhook_timeout_ms);
+    take!(webhook_retry_schedule_ms);
     take!(allow_insecure_http);
     take!(demo);
     take!(read_token);

@@ -124,6 +124,8 @@ pub struct Settings {
     pub read_token: Option<String>,
     /// Time to receive a request body.
     pub body_timeout: std::time::Duration,
+    /// How webhooks are delivered.
+    pub webhooks: engine::webhooks::WebhookSettings,
 }
 
 /// Creates what is missing in the data folder, opens the ledger, and
@@ -159,6 +161,7 @@ pub async fn open(
             clock: Arc::new(SystemClock),
             limits: settings.limits,
             upstreams: settings.upstreams,
+            webhooks: settings.webhooks,
         },
         move || datadir::seed(&data_dir, seed_policy.as_deref()).map_err(|e| e.to_string()),
         policy,

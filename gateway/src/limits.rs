@@ -53,3 +53,20 @@ pub const MAX_WAIT_SECONDS: u64 = 60;
 /// Default interval of the approval expiry sweeper, milliseconds
 /// (`--expiry-interval-ms`).
 pub const DEFAULT_EXPIRY_INTERVAL_MS: u64 = 1_000;
+/// Default timeout of one webhook delivery attempt, milliseconds
+/// (`--webhook-timeout-ms`).
+pub const DEFAULT_WEBHOOK_TIMEOUT_MS: u64 = 15_000;
+/// How often an idle webhook worker looks for new events, milliseconds.
+pub const WEBHOOK_POLL_MS: u64 = 100;
+/// How long a rotated-out webhook secret keeps signing, seconds.
+pub const WEBHOOK_ROTATION_OVERLAP_SECONDS: i64 = 24 * 3600;
+/// Outbox events a webhook worker reads at once (its memory bound).
+pub const WEBHOOK_PAGE: u32 = 256;
+/// Webhook deliveries in flight at once for an endpoint that takes them
+/// out of order.
+pub const WEBHOOK_PARALLEL: usize = 16;
+/// Largest receipt included in an event, bytes; a larger one is fetched by
+/// id.
+pub const MAX_EVENT_RECEIPT: usize = 64 * 1024;
+/// Longest `Retry-After` a webhook consumer can ask for, seconds.
+pub const MAX_WEBHOOK_RETRY_AFTER: u64 = 24 * 3600;

@@ -44,12 +44,17 @@
 //! contiguous entries in one transaction, all durable or none (the approval
 //! that completes a quorum and the execution it causes).
 //!
+//! The webhook outbox is written the same way: each entry's events (see
+//! [`event_types`]) in the entry's transaction. Endpoints and their
+//! delivery state live in the same store ([`WebhookOp`]).
+//!
 //! Not here: signing (the caller passes a signed receipt), deciding what a
 //! change or an approval means (the gateway's engine), PostgreSQL (a later
 //! implementation of the same trait).
 
 #![forbid(unsafe_code)]
 
+mod outbox;
 mod sqlite;
 
 use std::future::Future;
@@ -59,6 +64,7 @@ use std::collections::BTreeSet;
 pub use tollgate_protocol::Clock;
 use tollgate_protocol::{Failure, HashAlg, HashValue, LedgerEntry, Signature, Timestamp, Value};
 
+pub use outbox::{AttemptRow, EVENT_TYPES, EndpointRow, OutboxEvent, WebhookOp, event_types};
 pub use sqlite::{AppendStats, SqliteLedger, SqliteOptions};
 
 /// Errors of `tollgate-ledger`.
@@ -451,6 +457,49 @@ pub trait Ledger: Send + Sync + 'static {
         now: i64,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<ApprovalRecord>, Error>> + Send;
+
+    /// Up to `limit` outbox events after event `after`, in order.
+    fn outbox_after(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<OutboxEvent>, Error>> + Send;
+
+    /// The number of the last outbox event (0 if there is none).
+    fn outbox_last(&self) -> impl Future<Output = Result<u64, Error>> + Send;
+
+    /// Outbox event `id`.
+    fn outbox_event(
+        &self,
+        id: u64,
+    ) -> impl Future<Output = Result<Option<OutboxEvent>, Error>> + Send;
+
+    /// The first outbox event about entry `seq` or a later one.
+    fn outbox_first_from(
+        &self,
+        seq: u64,
+    ) -> impl Future<Output = Result<Option<u64>, Error>> + Send;
+
+    /// Every webhook endpoint, by id.
+    fn webhook_endpoints(&self) -> impl Future<Output = Result<Vec<EndpointRow>, Error>> + Send;
+
+    /// Applies webhook state changes, all in one transaction.
+    fn webhook_write(&self, ops: Vec<WebhookOp>) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Up to `limit` attempts to `endpoint` of events from `from_event` on,
+    /// in order of event and attempt.
+    fn webhook_attempts(
+        &self,
+        endpoint: &str,
+        from_event: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<AttemptRow>, Error>> + Send;
+
+    /// Redeliveries asked for `endpoint`, oldest event first.
+    fn webhook_redeliveries(
+        &self,
+        endpoint: &str,
+    ) -> impl Future<Output = Result<Vec<u64>, Error>> + Send;
 
     /// Amounts committed per delegation, currency and window, summed, for
     /// every window that has not ended at `now` (seconds since the epoch).

@@ -31,8 +31,9 @@ use tollgate_protocol::{
 };
 
 use crate::{
-    Append, ApprovalRecord, ApprovalRow, ApprovalStep, CheckReport, Clock, Error, Head, Ledger,
-    RegistryAppend, RegistryChange, RegistryState, Spend, SystemClock,
+    Append, ApprovalRecord, ApprovalRow, ApprovalStep, AttemptRow, CheckReport, Clock, EndpointRow,
+    Error, Head, Ledger, OutboxEvent, RegistryAppend, RegistryChange, RegistryState, Spend,
+    SystemClock, WebhookOp, event_types,
 };
 
 const SCHEMA: &[&str] = &[
@@ -170,6 +171,41 @@ const SCHEMA: &[&str] = &[
           OR EXISTS (SELECT 1 FROM approval_steps
                      WHERE approval = NEW.approval AND status <> 'pending_approval')
         BEGIN SELECT RAISE(ABORT, 'approval conflict: the approval is unknown or has ended'); END",
+    "CREATE TABLE IF NOT EXISTS outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        seq INTEGER NOT NULL REFERENCES entries (seq),
+        type TEXT NOT NULL
+    ) STRICT",
+    "CREATE INDEX IF NOT EXISTS outbox_by_seq ON outbox (seq)",
+    "CREATE TRIGGER IF NOT EXISTS outbox_update BEFORE UPDATE ON outbox
+        BEGIN SELECT RAISE(ABORT, 'outbox rows are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS outbox_delete BEFORE DELETE ON outbox
+        BEGIN SELECT RAISE(ABORT, 'outbox rows are append-only'); END",
+    "CREATE TABLE IF NOT EXISTS webhook_endpoints (
+        id TEXT PRIMARY KEY NOT NULL,
+        config BLOB NOT NULL,
+        secrets BLOB NOT NULL,
+        enabled INTEGER NOT NULL CHECK (enabled IN (0, 1)),
+        disabled_reason TEXT,
+        cursor INTEGER NOT NULL CHECK (cursor >= 0)
+    ) STRICT",
+    "CREATE TABLE IF NOT EXISTS webhook_attempts (
+        endpoint TEXT NOT NULL REFERENCES webhook_endpoints (id),
+        event INTEGER NOT NULL,
+        n INTEGER NOT NULL CHECK (n >= 1),
+        at TEXT NOT NULL,
+        status INTEGER,
+        error TEXT,
+        outcome TEXT NOT NULL CHECK (outcome IN ('delivered', 'retry', 'failed')),
+        PRIMARY KEY (endpoint, event, n)
+    ) STRICT",
+    "CREATE TRIGGER IF NOT EXISTS webhook_attempts_update BEFORE UPDATE ON webhook_attempts
+        BEGIN SELECT RAISE(ABORT, 'attempts are append-only'); END",
+    "CREATE TABLE IF NOT EXISTS webhook_redeliveries (
+        endpoint TEXT NOT NULL REFERENCES webhook_endpoints (id),
+        event INTEGER NOT NULL,
+        PRIMARY KEY (endpoint, event)
+    ) STRICT",
     "CREATE TRIGGER IF NOT EXISTS approvals_update BEFORE UPDATE ON approvals
         BEGIN SELECT RAISE(ABORT, 'approval rows are append-only'); END",
     "CREATE TRIGGER IF NOT EXISTS approvals_delete BEFORE DELETE ON approvals
@@ -225,6 +261,10 @@ enum Job {
         reply: oneshot::Sender<Result<(), Error>>,
     },
     Probe {
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Webhook {
+        ops: Vec<WebhookOp>,
         reply: oneshot::Sender<Result<(), Error>>,
     },
 }
@@ -522,6 +562,113 @@ impl Ledger for SqliteLedger {
         }
     }
 
+    async fn outbox_after(&self, after: u64, limit: u32) -> Result<Vec<OutboxEvent>, Error> {
+        let rows = sqlx::query("SELECT id, seq, type FROM outbox WHERE id > ? ORDER BY id LIMIT ?")
+            .bind(i64::try_from(after).unwrap_or(i64::MAX))
+            .bind(limit)
+            .fetch_all(&self.inner.readers)
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(outbox_row).collect())
+    }
+
+    async fn outbox_last(&self) -> Result<u64, Error> {
+        let id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM outbox")
+            .fetch_one(&self.inner.readers)
+            .await
+            .map_err(db)?;
+        Ok(id as u64)
+    }
+
+    async fn outbox_event(&self, id: u64) -> Result<Option<OutboxEvent>, Error> {
+        let row = sqlx::query("SELECT id, seq, type FROM outbox WHERE id = ?")
+            .bind(i64::try_from(id).unwrap_or(i64::MAX))
+            .fetch_optional(&self.inner.readers)
+            .await
+            .map_err(db)?;
+        Ok(row.as_ref().map(outbox_row))
+    }
+
+    async fn outbox_first_from(&self, seq: u64) -> Result<Option<u64>, Error> {
+        let id: Option<i64> = sqlx::query_scalar("SELECT MIN(id) FROM outbox WHERE seq >= ?")
+            .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+            .fetch_one(&self.inner.readers)
+            .await
+            .map_err(db)?;
+        Ok(id.map(|i| i as u64))
+    }
+
+    async fn webhook_endpoints(&self) -> Result<Vec<EndpointRow>, Error> {
+        let rows = sqlx::query(
+            "SELECT id, config, secrets, enabled, disabled_reason, cursor FROM webhook_endpoints ORDER BY id",
+        )
+        .fetch_all(&self.inner.readers)
+        .await
+        .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| EndpointRow {
+                id: r.get(0),
+                config: r.get(1),
+                secrets: r.get(2),
+                enabled: r.get::<i64, _>(3) == 1,
+                disabled_reason: r.get(4),
+                cursor: r.get::<i64, _>(5) as u64,
+            })
+            .collect())
+    }
+
+    async fn webhook_write(&self, ops: Vec<WebhookOp>) -> Result<(), Error> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .queue
+            .send(Job::Webhook { ops, reply })
+            .await
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    async fn webhook_attempts(
+        &self,
+        endpoint: &str,
+        from_event: u64,
+        limit: u32,
+    ) -> Result<Vec<AttemptRow>, Error> {
+        let rows = sqlx::query(
+            "SELECT endpoint, event, n, at, status, error, outcome FROM webhook_attempts
+             WHERE endpoint = ? AND event >= ? ORDER BY event, n LIMIT ?",
+        )
+        .bind(endpoint)
+        .bind(i64::try_from(from_event).unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(&self.inner.readers)
+        .await
+        .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| AttemptRow {
+                endpoint: r.get(0),
+                event: r.get::<i64, _>(1) as u64,
+                n: r.get::<i64, _>(2) as u32,
+                at: r.get(3),
+                status: r.get::<Option<i64>, _>(4).map(|s| s as u16),
+                error: r.get(5),
+                outcome: r.get(6),
+            })
+            .collect())
+    }
+
+    async fn webhook_redeliveries(&self, endpoint: &str) -> Result<Vec<u64>, Error> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT event FROM webhook_redeliveries WHERE endpoint = ? ORDER BY event",
+        )
+        .bind(endpoint)
+        .fetch_all(&self.inner.readers)
+        .await
+        .map_err(db)?;
+        Ok(ids.into_iter().map(|i| i as u64).collect())
+    }
+
     async fn approvals_due(&self, now: i64, limit: u32) -> Result<Vec<ApprovalRecord>, Error> {
         let rows = sqlx::query(
             "SELECT id, seq, deadline, body FROM approvals a WHERE deadline <= ?
@@ -800,6 +947,14 @@ impl SqliteLedger {
     }
 }
 
+fn outbox_row(r: &sqlx::sqlite::SqliteRow) -> OutboxEvent {
+    OutboxEvent {
+        id: r.get::<i64, _>(0) as u64,
+        seq: r.get::<i64, _>(1) as u64,
+        event_type: r.get(2),
+    }
+}
+
 async fn read_head<'e>(exec: impl sqlx::SqliteExecutor<'e>, alg: HashAlg) -> Result<Head, Error> {
     let row = sqlx::query("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1")
         .fetch_optional(exec)
@@ -909,6 +1064,100 @@ async fn apply_change(
     })
 }
 
+/// Inserts outbox rows `(seq, type)` in order, in few statements.
+async fn insert_events(
+    conn: &mut SqliteConnection,
+    events: &[(i64, Vec<&'static str>)],
+) -> Result<(), Error> {
+    let rows: Vec<(i64, &str)> = events
+        .iter()
+        .flat_map(|(seq, types)| types.iter().map(move |t| (*seq, *t)))
+        .collect();
+    let mut done = 0;
+    while done < rows.len() {
+        let n = [64, 16, 4, 1]
+            .into_iter()
+            .find(|n| *n <= rows.len() - done)
+            .unwrap_or(1);
+        let mut sql = String::from("INSERT INTO outbox (seq, type) VALUES (?, ?)");
+        for _ in 1..n {
+            sql.push_str(", (?, ?)");
+        }
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (seq, t) in &rows[done..done + n] {
+            q = q.bind(*seq).bind(*t);
+        }
+        q.execute(&mut *conn).await.map_err(db)?;
+        done += n;
+    }
+    Ok(())
+}
+
+/// Applies one webhook state change.
+async fn apply_webhook(conn: &mut SqliteConnection, op: &WebhookOp) -> Result<(), Error> {
+    let q = match op {
+        WebhookOp::Put {
+            id,
+            config,
+            secrets,
+            cursor,
+        } => sqlx::query(
+            "INSERT INTO webhook_endpoints (id, config, secrets, enabled, cursor) VALUES (?, ?, ?, 1, ?)
+             ON CONFLICT (id) DO UPDATE SET config = excluded.config, secrets = excluded.secrets",
+        )
+        .bind(id.as_str())
+        .bind(config.as_slice())
+        .bind(secrets.as_slice())
+        .bind(i64::try_from(*cursor).unwrap_or(i64::MAX)),
+        WebhookOp::SetEnabled {
+            id,
+            enabled,
+            reason,
+        } => sqlx::query("UPDATE webhook_endpoints SET enabled = ?, disabled_reason = ? WHERE id = ?")
+            .bind(i64::from(*enabled))
+            .bind(reason.as_deref())
+            .bind(id.as_str()),
+        WebhookOp::SetSecrets { id, secrets } => {
+            sqlx::query("UPDATE webhook_endpoints SET secrets = ? WHERE id = ?")
+                .bind(secrets.as_slice())
+                .bind(id.as_str())
+        }
+        WebhookOp::SetCursor { id, cursor } => {
+            sqlx::query("UPDATE webhook_endpoints SET cursor = ? WHERE id = ?")
+                .bind(i64::try_from(*cursor).unwrap_or(i64::MAX))
+                .bind(id.as_str())
+        }
+        WebhookOp::AdvanceCursor { id, from, to } => {
+            sqlx::query("UPDATE webhook_endpoints SET cursor = ? WHERE id = ? AND cursor = ?")
+                .bind(i64::try_from(*to).unwrap_or(i64::MAX))
+                .bind(id.as_str())
+                .bind(i64::try_from(*from).unwrap_or(i64::MAX))
+        }
+        WebhookOp::Attempt(a) => sqlx::query(
+            "INSERT OR IGNORE INTO webhook_attempts (endpoint, event, n, at, status, error, outcome)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(a.endpoint.as_str())
+        .bind(i64::try_from(a.event).unwrap_or(i64::MAX))
+        .bind(i64::from(a.n))
+        .bind(a.at.as_str())
+        .bind(a.status.map(i64::from))
+        .bind(a.error.as_deref())
+        .bind(a.outcome.as_str()),
+        WebhookOp::Redeliver { endpoint, event } => sqlx::query(
+            "INSERT OR IGNORE INTO webhook_redeliveries (endpoint, event) VALUES (?, ?)",
+        )
+        .bind(endpoint.as_str())
+        .bind(i64::try_from(*event).unwrap_or(i64::MAX)),
+        WebhookOp::Redelivered { endpoint, event } => {
+            sqlx::query("DELETE FROM webhook_redeliveries WHERE endpoint = ? AND event = ?")
+                .bind(endpoint.as_str())
+                .bind(i64::try_from(*event).unwrap_or(i64::MAX))
+        }
+    };
+    q.execute(conn).await.map(|_| ()).map_err(db)
+}
+
 /// Writes an approval row with the entry at `seq`; a refusal by the
 /// tables' rules is an [`Error::ApprovalConflict`] naming what was refused.
 async fn insert_approval(
@@ -1005,6 +1254,9 @@ impl Writer {
                     Job::Registry { items, seed, reply } => {
                         let _ = reply.send(self.registry(items, seed).await);
                     }
+                    Job::Webhook { ops, reply } => {
+                        let _ = reply.send(self.webhook(&ops).await);
+                    }
                 }
             }
             if !group.is_empty() {
@@ -1100,6 +1352,7 @@ impl Writer {
                     }
                 })?;
             apply_change(&mut self.conn, seq, &item.change).await?;
+            insert_events(&mut self.conn, &[(seq, event_types(entry.receipt()))]).await?;
             head = Head {
                 seq: entry.seq,
                 hash: entry.hash,
@@ -1107,6 +1360,20 @@ impl Writer {
             entries.push(entry);
         }
         Ok(entries)
+    }
+
+    /// Webhook state changes, in one transaction.
+    async fn webhook(&mut self, ops: &[WebhookOp]) -> Result<(), Error> {
+        self.begin().await?;
+        let mut result = Ok(());
+        for op in ops {
+            result = apply_webhook(&mut self.conn, op).await;
+            if result.is_err() {
+                break;
+            }
+        }
+        self.finish(result.is_ok()).await?;
+        result
     }
 
     /// A durable write of the probe row, in a transaction of its own.
@@ -1304,6 +1571,12 @@ impl Writer {
             }
             done += n;
         }
+        // The webhook outbox: each entry's events, with it.
+        let events: Vec<(i64, Vec<&'static str>)> = entries
+            .iter()
+            .map(|e| (e.seq as i64, event_types(e.receipt())))
+            .collect();
+        insert_events(&mut self.conn, &events).await?;
         // Spending against budgets, with the entries that committed it.
         for (req, entry) in batch.iter().zip(&entries) {
             if let Some(row) = &req.append.approval {

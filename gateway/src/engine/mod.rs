@@ -24,6 +24,7 @@ mod commit;
 mod error;
 mod intents;
 mod registry;
+pub mod webhooks;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -105,6 +106,8 @@ pub struct Parts<L> {
     pub limits: Limits,
     /// Upstreams of `http` targets.
     pub upstreams: Upstreams,
+    /// How webhooks are delivered.
+    pub webhooks: webhooks::WebhookSettings,
 }
 
 /// The registries as the engine reads them: built from the ledger,
@@ -160,6 +163,11 @@ pub struct Gateway<L: Ledger> {
     approval_changed: tokio::sync::Notify,
     /// Bundles of published, non-active versions that approvals needed.
     bundles: Mutex<BTreeMap<String, Arc<Bundle>>>,
+    /// How webhooks are delivered.
+    webhooks: webhooks::WebhookSettings,
+    /// Woken when an endpoint is added, enabled or disabled, or a
+    /// redelivery is asked for.
+    webhook_changed: tokio::sync::Notify,
     metrics: Metrics,
 }
 
@@ -207,6 +215,8 @@ impl<L: Ledger> Gateway<L> {
             approving: tokio::sync::Mutex::new(()),
             approval_changed: tokio::sync::Notify::new(),
             bundles: Mutex::new(BTreeMap::new()),
+            webhooks: parts.webhooks,
+            webhook_changed: tokio::sync::Notify::new(),
             metrics: Metrics::default(),
         };
         if let Some(files) = policy {

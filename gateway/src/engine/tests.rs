@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tollgate_ledger::{
-    Append, AppendStats, ApprovalRecord, Error as LedgerError, Head, Ledger, RegistryAppend,
-    RegistryState, Spend, SqliteLedger, SqliteOptions,
+    Append, AppendStats, ApprovalRecord, AttemptRow, EndpointRow, Error as LedgerError, Head,
+    Ledger, OutboxEvent, RegistryAppend, RegistryState, Spend, SqliteLedger, SqliteOptions,
+    WebhookOp,
 };
 use tollgate_protocol::{
     Clock, Domain, HashAlg, IntentEnvelope, LedgerEntry, Object, Signature, Timestamp, Value,
@@ -119,6 +120,45 @@ impl Ledger for Faulty {
     ) -> Result<Vec<ApprovalRecord>, LedgerError> {
         self.read_check()?;
         self.inner.approvals(open_only, after_seq, limit).await
+    }
+    async fn outbox_after(&self, after: u64, limit: u32) -> Result<Vec<OutboxEvent>, LedgerError> {
+        self.read_check()?;
+        self.inner.outbox_after(after, limit).await
+    }
+    async fn outbox_last(&self) -> Result<u64, LedgerError> {
+        self.read_check()?;
+        self.inner.outbox_last().await
+    }
+    async fn outbox_event(&self, id: u64) -> Result<Option<OutboxEvent>, LedgerError> {
+        self.read_check()?;
+        self.inner.outbox_event(id).await
+    }
+    async fn outbox_first_from(&self, seq: u64) -> Result<Option<u64>, LedgerError> {
+        self.read_check()?;
+        self.inner.outbox_first_from(seq).await
+    }
+    async fn webhook_endpoints(&self) -> Result<Vec<EndpointRow>, LedgerError> {
+        self.read_check()?;
+        self.inner.webhook_endpoints().await
+    }
+    async fn webhook_write(&self, ops: Vec<WebhookOp>) -> Result<(), LedgerError> {
+        self.write_check()?;
+        self.inner.webhook_write(ops).await
+    }
+    async fn webhook_attempts(
+        &self,
+        endpoint: &str,
+        from_event: u64,
+        limit: u32,
+    ) -> Result<Vec<AttemptRow>, LedgerError> {
+        self.read_check()?;
+        self.inner
+            .webhook_attempts(endpoint, from_event, limit)
+            .await
+    }
+    async fn webhook_redeliveries(&self, endpoint: &str) -> Result<Vec<u64>, LedgerError> {
+        self.read_check()?;
+        self.inner.webhook_redeliveries(endpoint).await
     }
     async fn spending(&self, now: i64) -> Result<Vec<Spend>, LedgerError> {
         self.read_check()?;
@@ -276,6 +316,7 @@ pub(crate) async fn open_with(
             clock,
             limits: Limits::default(),
             upstreams,
+            webhooks: Default::default(),
         },
         move || Ok(seed),
         None,
@@ -371,6 +412,7 @@ async fn a_first_start_imports_the_seed_then_never_reads_it_again() {
             clock: w.clock.clone(),
             limits: Limits::default(),
             upstreams: Upstreams::default(),
+            webhooks: Default::default(),
         },
         || -> Result<Seed, String> { panic!("the seed must not be read again") },
         None,

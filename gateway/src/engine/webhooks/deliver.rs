@@ -1,0 +1,529 @@
+//! The delivery workers: one per enabled endpoint, started and stopped by
+//! a supervisor as endpoints change.
+//!
+//! A worker reads a page of the outbox after its endpoint's cursor, sends
+//! each event the endpoint subscribed to (in order, or up to
+//! [`WEBHOOK_PARALLEL`] at once), retries each on the schedule, then writes
+//! the attempts and moves the cursor in one transaction, only if nobody
+//! moved it meanwhile. A failed attempt is written at once, so retries are
+//! visible while they wait. A 410 disables the endpoint. Redirects are
+//! failures. Only the page in hand is in memory.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use tollgate_ledger::{AttemptRow, EndpointRow, Ledger, OutboxEvent, WebhookOp};
+use tollgate_protocol::{LedgerEntry, Object, Value, canonical, parse};
+
+use super::{Endpoint, Secret, endpoint_of, secrets_of, target};
+use crate::engine::Gateway;
+use crate::limits::{MAX_EVENT_RECEIPT, MAX_WEBHOOK_RETRY_AFTER, WEBHOOK_PAGE, WEBHOOK_PARALLEL};
+
+/// The body of the event `event` about `entry`: canonical JSON
+/// `{"type", "timestamp", "data"}`, the same bytes on every attempt.
+/// `timestamp` is the entry's `appended_at`; `data` names the entry (`seq`,
+/// `receipt_id`, `kind`) and summarizes the receipt, and holds the whole
+/// receipt when `include_receipt` and it is at most
+/// [`MAX_EVENT_RECEIPT`] bytes.
+pub fn event_body(event: &OutboxEvent, entry: &LedgerEntry, include_receipt: bool) -> Vec<u8> {
+    let receipt = entry.receipt();
+    let at = |path: &[&str]| -> Option<Value> {
+        path.iter()
+            .try_fold(receipt, |v, k| v.as_object()?.get(k))
+            .cloned()
+    };
+    let mut data = Object::new();
+    data.insert(
+        "seq",
+        Value::integer(entry.seq as i64).unwrap_or(Value::Null),
+    );
+    for (name, path) in [
+        ("receipt_id", &["receipt_id"][..]),
+        ("kind", &["kind"]),
+        ("issued_at", &["issued_at"]),
+        ("policy_version", &["policy_version"]),
+        ("status", &["outcome", "status"]),
+    ] {
+        if let Some(v) = at(path) {
+            data.insert(name, v);
+        }
+    }
+    let kind = at(&["kind"]);
+    match kind.as_ref().and_then(Value::as_str) {
+        Some("decision") => {
+            for (name, path) in [
+                ("agent", &["subject", "payload", "agent"][..]),
+                ("intent_id", &["subject", "payload", "intent_id"]),
+                ("action", &["subject", "payload", "action"]),
+                ("resource", &["subject", "payload", "resource"]),
+                ("verdict", &["decision", "verdict"]),
+            ] {
+                if let Some(v) = at(path) {
+                    data.insert(name, v);
+                }
+            }
+            if event.event_type == "approval.opened" {
+                if let Some(id) = at(&["receipt_id"]) {
+                    data.insert("approval", id);
+                }
+                if let Some(r) = at(&["outcome", "review"]) {
+                    data.insert("review", r);
+                }
+            }
+        }
+        Some("approval") | Some("execution") => {
+            if let Some(Value::Array(refs)) = at(&["refs"])
+                && let Some(first) = refs.first()
+            {
+                data.insert("approval", first.clone());
+            }
+            for (name, path) in [
+                ("reviewer", &["subject", "payload", "reviewer"][..]),
+                ("verdict", &["subject", "payload", "verdict"]),
+                ("intent_hash", &["subject", "intent_hash"]),
+            ] {
+                if let Some(v) = at(path) {
+                    data.insert(name, v);
+                }
+            }
+        }
+        Some("registry") => {
+            if let Some(v) = at(&["subject", "change"]) {
+                data.insert("change", v);
+            }
+        }
+        _ => {}
+    }
+    if include_receipt && canonical(receipt).len() <= MAX_EVENT_RECEIPT {
+        data.insert("receipt", receipt.clone());
+    }
+    let mut o = Object::new();
+    o.insert("type", event.event_type.as_str().into());
+    o.insert("timestamp", entry.appended_at.as_str().into());
+    o.insert("data", Value::Object(data));
+    canonical(&Value::Object(o))
+}
+
+/// What one attempt came to.
+struct Answer {
+    status: Option<u16>,
+    error: Option<String>,
+    retry_after: Option<u64>,
+}
+
+fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .timeout_global(Some(timeout))
+        .user_agent("tollgate-webhooks")
+        .build()
+        .into()
+}
+
+async fn post(
+    agent: ureq::Agent,
+    url: String,
+    headers: [(String, String); 3],
+    body: Vec<u8>,
+) -> Answer {
+    let sent = tokio::task::spawn_blocking(move || {
+        let mut req = agent.post(&url).header("content-type", "application/json");
+        for (k, v) in &headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let mut resp = req.send(&body[..])?;
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        // Read (and drop) a bounded answer so the connection can be reused.
+        let _ = resp.body_mut().with_config().limit(64 * 1024).read_to_vec();
+        Ok::<_, ureq::Error>((resp.status().as_u16(), retry_after))
+    })
+    .await;
+    match sent {
+        Ok(Ok((status, retry_after))) => Answer {
+            status: Some(status),
+            error: (!(200..300).contains(&status)).then(|| match status {
+                300..=399 => format!("HTTP {status}: redirects are not followed"),
+                _ => format!("HTTP {status}"),
+            }),
+            retry_after,
+        },
+        Ok(Err(e)) => Answer {
+            status: None,
+            error: Some(match e {
+                ureq::Error::Timeout(_) => "timed out".to_owned(),
+                other => other.to_string(),
+            }),
+            retry_after: None,
+        },
+        Err(e) => Answer {
+            status: None,
+            error: Some(format!("aborted: {e}")),
+            retry_after: None,
+        },
+    }
+}
+
+/// ±10 % of `d`: retries of many endpoints do not fall on one instant.
+fn jitter(d: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    if getrandom::fill(&mut b).is_err() || d.is_zero() {
+        return d;
+    }
+    let r = f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX); // 0..=1
+    d.mul_f64(0.9 + 0.2 * r)
+}
+
+/// How an event's delivery ended.
+enum Ending {
+    Delivered,
+    Failed,
+    /// The endpoint answered 410: it is disabled.
+    Gone,
+    /// The gateway is gone.
+    Stopped,
+}
+
+struct Job {
+    endpoint: Endpoint,
+    secrets: Vec<Secret>,
+    agent: ureq::Agent,
+}
+
+/// Sends `event` until it is delivered or its schedule is spent; each
+/// failed attempt is written at once, the successful one returned to be
+/// written with the cursor.
+async fn deliver_one<L: Ledger>(
+    weak: &Weak<Gateway<L>>,
+    job: &Job,
+    event: &OutboxEvent,
+    body: Vec<u8>,
+    first_n: u32,
+) -> (Ending, Option<AttemptRow>) {
+    let webhook_id = format!("evt_{}", event.id);
+    let mut n = first_n;
+    let mut attempt = 0usize;
+    loop {
+        let Some(g) = weak.upgrade() else {
+            return (Ending::Stopped, None);
+        };
+        let schedule = g.webhooks.schedule.clone();
+        let now = g.clock.now();
+        let ts = now.unix_seconds();
+        let signatures: Vec<String> = job
+            .secrets
+            .iter()
+            .filter(|s| s.until.is_none_or(|u| u > ts))
+            .map(|s| s.key.sign(&webhook_id, ts, &body))
+            .collect();
+        drop(g);
+        let headers = [
+            ("webhook-id".to_owned(), webhook_id.clone()),
+            ("webhook-timestamp".to_owned(), ts.to_string()),
+            ("webhook-signature".to_owned(), signatures.join(" ")),
+        ];
+        let answer = post(
+            job.agent.clone(),
+            job.endpoint.url.clone(),
+            headers,
+            body.clone(),
+        )
+        .await;
+        let delivered = answer.status.is_some_and(|s| (200..300).contains(&s));
+        let gone = answer.status == Some(410);
+        let last = attempt + 1 >= schedule.len();
+        let outcome = if delivered {
+            "delivered"
+        } else if gone || last {
+            "failed"
+        } else {
+            "retry"
+        };
+        let row = AttemptRow {
+            endpoint: job.endpoint.id.clone(),
+            event: event.id,
+            n,
+            at: now.as_str().to_owned(),
+            status: answer.status,
+            error: answer.error.clone(),
+            outcome: outcome.to_owned(),
+        };
+        if delivered {
+            return (Ending::Delivered, Some(row));
+        }
+        let Some(g) = weak.upgrade() else {
+            return (Ending::Stopped, None);
+        };
+        let mut ops = vec![WebhookOp::Attempt(row)];
+        if gone {
+            ops.push(WebhookOp::SetEnabled {
+                id: job.endpoint.id.clone(),
+                enabled: false,
+                reason: Some(format!(
+                    "the endpoint answered 410 Gone to {webhook_id} at {now}"
+                )),
+            });
+        }
+        // If this write fails the attempt is not recorded; the event is
+        // still delivered or retried, and the cursor says what was done.
+        let _ = g.ledger.webhook_write(ops).await;
+        drop(g);
+        if gone {
+            return (Ending::Gone, None);
+        }
+        if last {
+            return (Ending::Failed, None);
+        }
+        attempt += 1;
+        n += 1;
+        let scheduled = jitter(schedule[attempt]);
+        let asked = answer
+            .retry_after
+            .map(|s| Duration::from_secs(s.min(MAX_WEBHOOK_RETRY_AFTER)))
+            .unwrap_or_default();
+        tokio::time::sleep(scheduled.max(asked)).await;
+    }
+}
+
+/// The entries of `events`, by seq.
+async fn entries_of<L: Ledger>(
+    g: &Gateway<L>,
+    events: &[OutboxEvent],
+) -> Result<BTreeMap<u64, LedgerEntry>, String> {
+    let (Some(first), Some(last)) = (events.first(), events.last()) else {
+        return Ok(BTreeMap::new());
+    };
+    let count = u32::try_from(last.seq - first.seq + 1).unwrap_or(u32::MAX);
+    let lines = g
+        .ledger
+        .lines(first.seq, count)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = BTreeMap::new();
+    for (i, line) in lines.iter().enumerate() {
+        let v = parse(line).map_err(|e| e.to_string())?;
+        let e = LedgerEntry::from_value(v).map_err(|e| e.to_string())?;
+        out.insert(first.seq + i as u64, e);
+    }
+    Ok(out)
+}
+
+/// Attempt numbers already used, by event, from `from` on.
+async fn used_attempts<L: Ledger>(g: &Gateway<L>, endpoint: &str, from: u64) -> BTreeMap<u64, u32> {
+    let mut out = BTreeMap::new();
+    if let Ok(rows) = g.ledger.webhook_attempts(endpoint, from, 100_000).await {
+        for r in rows {
+            let e = out.entry(r.event).or_insert(0);
+            *e = (*e).max(r.n);
+        }
+    }
+    out
+}
+
+enum Step {
+    /// Work was done; look again at once.
+    Busy,
+    /// Nothing to send.
+    Idle,
+    /// The endpoint is disabled or gone, or the gateway is.
+    Stop,
+}
+
+/// One page of work for endpoint `id`: redeliveries asked for, then the
+/// events after the cursor.
+async fn page<L: Ledger>(weak: &Weak<Gateway<L>>, id: &str) -> Step {
+    let Some(g) = weak.upgrade() else {
+        return Step::Stop;
+    };
+    let row: EndpointRow = match g.ledger.webhook_endpoints().await {
+        Ok(rows) => match rows.into_iter().find(|r| r.id == id) {
+            Some(r) => r,
+            None => return Step::Stop,
+        },
+        Err(_) => return Step::Idle,
+    };
+    if !row.enabled {
+        return Step::Stop;
+    }
+    let (Ok(endpoint), Ok(secrets)) = (endpoint_of(&row), secrets_of(&row)) else {
+        return Step::Stop;
+    };
+    // The URL is checked again: what a name resolves to can change.
+    if let Err(e) = target::check(&endpoint.url, g.webhooks.allow_private) {
+        if matches!(e, target::TargetError::Private(_)) {
+            let _ = g
+                .ledger
+                .webhook_write(vec![WebhookOp::SetEnabled {
+                    id: id.to_owned(),
+                    enabled: false,
+                    reason: Some(e.to_string()),
+                }])
+                .await;
+            return Step::Stop;
+        }
+        return Step::Idle;
+    }
+    let job = Job {
+        agent: agent(g.webhooks.timeout),
+        endpoint,
+        secrets,
+    };
+    // Redeliveries first, one at a time.
+    if let Ok(asked) = g.ledger.webhook_redeliveries(id).await
+        && let Some(event_id) = asked.first().copied()
+    {
+        let event = g.ledger.outbox_event(event_id).await.ok().flatten();
+        let Some(event) = event else {
+            let _ = g
+                .ledger
+                .webhook_write(vec![WebhookOp::Redelivered {
+                    endpoint: id.to_owned(),
+                    event: event_id,
+                }])
+                .await;
+            return Step::Busy;
+        };
+        let entries = entries_of(&g, std::slice::from_ref(&event))
+            .await
+            .unwrap_or_default();
+        let Some(entry) = entries.get(&event.seq) else {
+            return Step::Idle;
+        };
+        let body = event_body(&event, entry, job.endpoint.include_receipt);
+        let n = used_attempts(&g, id, event.id)
+            .await
+            .get(&event.id)
+            .copied()
+            .unwrap_or(0)
+            + 1;
+        drop(g);
+        let (ending, row) = deliver_one(weak, &job, &event, body, n).await;
+        let Some(g) = weak.upgrade() else {
+            return Step::Stop;
+        };
+        let mut ops: Vec<WebhookOp> = row.into_iter().map(WebhookOp::Attempt).collect();
+        ops.push(WebhookOp::Redelivered {
+            endpoint: id.to_owned(),
+            event: event.id,
+        });
+        let _ = g.ledger.webhook_write(ops).await;
+        return match ending {
+            Ending::Gone | Ending::Stopped => Step::Stop,
+            _ => Step::Busy,
+        };
+    }
+    let events = match g.ledger.outbox_after(row.cursor, WEBHOOK_PAGE).await {
+        Ok(e) => e,
+        Err(_) => return Step::Idle,
+    };
+    let Some(last) = events.last().map(|e| e.id) else {
+        return Step::Idle;
+    };
+    let wanted: Vec<OutboxEvent> = events
+        .into_iter()
+        .filter(|e| job.endpoint.wants(&e.event_type))
+        .collect();
+    let entries = match entries_of(&g, &wanted).await {
+        Ok(e) => e,
+        Err(_) => return Step::Idle,
+    };
+    let used = match wanted.first() {
+        Some(first) => used_attempts(&g, id, first.id).await,
+        None => BTreeMap::new(),
+    };
+    drop(g);
+    let work: Vec<(OutboxEvent, Vec<u8>, u32)> = wanted
+        .into_iter()
+        .filter_map(|e| {
+            let body = event_body(&e, entries.get(&e.seq)?, job.endpoint.include_receipt);
+            let n = used.get(&e.id).copied().unwrap_or(0) + 1;
+            Some((e, body, n))
+        })
+        .collect();
+    let mut done: Vec<AttemptRow> = Vec::with_capacity(work.len());
+    let mut stop = false;
+    if job.endpoint.parallel {
+        let results: Vec<(Ending, Option<AttemptRow>)> = futures_util::stream::iter(work)
+            .map(|(e, body, n)| {
+                let job = &job;
+                async move { deliver_one(weak, job, &e, body, n).await }
+            })
+            .buffer_unordered(WEBHOOK_PARALLEL)
+            .collect()
+            .await;
+        for (ending, row) in results {
+            done.extend(row);
+            stop |= matches!(ending, Ending::Gone | Ending::Stopped);
+        }
+    } else {
+        for (e, body, n) in work {
+            let (ending, row) = deliver_one(weak, &job, &e, body, n).await;
+            done.extend(row);
+            if matches!(ending, Ending::Gone | Ending::Stopped) {
+                stop = true;
+                break;
+            }
+        }
+    }
+    let Some(g) = weak.upgrade() else {
+        return Step::Stop;
+    };
+    let mut ops: Vec<WebhookOp> = done.into_iter().map(WebhookOp::Attempt).collect();
+    if !stop {
+        ops.push(WebhookOp::AdvanceCursor {
+            id: id.to_owned(),
+            from: row.cursor,
+            to: last,
+        });
+    }
+    let _ = g.ledger.webhook_write(ops).await;
+    if stop { Step::Stop } else { Step::Busy }
+}
+
+async fn worker<L: Ledger>(weak: Weak<Gateway<L>>, id: String) {
+    loop {
+        match page(&weak, &id).await {
+            Step::Busy => {}
+            Step::Stop => return,
+            Step::Idle => {
+                let Some(g) = weak.upgrade() else {
+                    return;
+                };
+                // Woken by a change, or after the poll interval.
+                let _ = tokio::time::timeout(g.webhooks.poll, g.webhook_changed.notified()).await;
+            }
+        }
+    }
+}
+
+/// Starts the supervisor: it starts a worker for each enabled endpoint
+/// that has none, whenever endpoints change and every second.
+pub(super) fn spawn_supervisor<L: Ledger>(g: &Arc<Gateway<L>>) {
+    let weak = Arc::downgrade(g);
+    tokio::spawn(async move {
+        let mut running: BTreeMap<String, tokio::task::JoinHandle<()>> = BTreeMap::new();
+        loop {
+            let Some(g) = weak.upgrade() else {
+                return;
+            };
+            if let Ok(rows) = g.ledger.webhook_endpoints().await {
+                for r in rows.into_iter().filter(|r| r.enabled) {
+                    let alive = running.get(&r.id).is_some_and(|h| !h.is_finished());
+                    if !alive {
+                        running.insert(r.id.clone(), tokio::spawn(worker(weak.clone(), r.id)));
+                    }
+                }
+            }
+            running.retain(|_, h| !h.is_finished());
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), g.webhook_changed.notified()).await;
+        }
+    });
+}

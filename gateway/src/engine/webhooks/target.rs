@@ -1,0 +1,179 @@
+//! Where a webhook may be sent: an `http` or `https` URL with a host,
+//! whose every address is public. Loopback, private (RFC 1918, RFC 4193),
+//! link-local, shared (RFC 6598), unspecified, broadcast, multicast and
+//! documentation ranges are refused unless the gateway is told to allow
+//! them (`--webhook-allow-private`), so that an endpoint cannot turn the
+//! gateway against the network it runs in (SSRF). The check runs at
+//! registration and again before each page of deliveries.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs as _};
+
+/// Longest endpoint URL, bytes.
+pub const MAX_URL: usize = 2048;
+
+/// Why a URL is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// Not an absolute http(s) URL with a host.
+    #[error("{0}")]
+    NotAUrl(String),
+    /// It resolves to an address the gateway must not call.
+    #[error("{0}")]
+    Private(String),
+}
+
+/// Whether `ip` is an address on the public internet.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => public_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return public_v4(v4);
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00 // unique local
+                || (first & 0xffc0) == 0xfe80 // link-local
+                || v6.segments()[..2] == [0x2001, 0x0db8] // documentation
+                || v6 == Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0))
+        }
+    }
+}
+
+fn public_v4(ip: Ipv4Addr) -> bool {
+    let o = ip.octets();
+    !(ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_documentation()
+        || o[0] == 0
+        || (o[0] == 100 && (o[1] & 0xc0) == 64) // shared, RFC 6598
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
+        || o[0] >= 240)
+}
+
+/// The URL's host and port, if it is an absolute `http` or `https` URL
+/// with a host and no credentials.
+pub fn host_port(url: &str) -> Result<(String, u16), TargetError> {
+    if url.len() > MAX_URL {
+        return Err(TargetError::NotAUrl(format!(
+            "the URL is longer than {MAX_URL} bytes"
+        )));
+    }
+    let uri: ureq::http::Uri = url
+        .parse()
+        .map_err(|e| TargetError::NotAUrl(format!("{url:?} is not a URL: {e}")))?;
+    let port = match uri.scheme_str() {
+        Some("https") => 443,
+        Some("http") => 80,
+        _ => {
+            return Err(TargetError::NotAUrl(format!(
+                "{url:?}: a webhook URL is http:// or https://"
+            )));
+        }
+    };
+    let authority = uri
+        .authority()
+        .ok_or_else(|| TargetError::NotAUrl(format!("{url:?} has no host")))?;
+    if authority.as_str().contains('@') {
+        return Err(TargetError::NotAUrl(format!(
+            "{url:?}: credentials in a webhook URL are refused (the signature authenticates)"
+        )));
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    if host.is_empty() {
+        return Err(TargetError::NotAUrl(format!("{url:?} has no host")));
+    }
+    Ok((host.to_owned(), authority.port_u16().unwrap_or(port)))
+}
+
+/// Checks that `url` may be called: its form, and unless `allow_private`,
+/// that every address its host resolves to is public.
+pub fn check(url: &str, allow_private: bool) -> Result<(), TargetError> {
+    let (host, port) = host_port(url)?;
+    if allow_private {
+        return Ok(());
+    }
+    let addrs: Vec<IpAddr> = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| TargetError::NotAUrl(format!("cannot resolve {host}: {e}")))?
+        .map(|a| a.ip())
+        .collect();
+    if addrs.is_empty() {
+        return Err(TargetError::NotAUrl(format!(
+            "{host} resolves to no address"
+        )));
+    }
+    if let Some(ip) = addrs.iter().find(|ip| !is_public(**ip)) {
+        return Err(TargetError::Private(format!(
+            "{host} resolves to {ip}, a loopback, private, link-local or reserved address; the gateway calls only public addresses unless started with --webhook-allow-private"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_and_reserved_ranges_are_refused_and_public_ones_pass() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "2001:db8::1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "::ffff:1.1.1.1",
+        ] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[test]
+    fn urls_are_checked_before_any_lookup() {
+        for (url, says) in [
+            ("ftp://example.com/x", "http:// or https://"),
+            ("not a url", "is not a URL"),
+            ("https://user:pw@example.com/", "credentials"),
+            ("/relative", "http:// or https://"),
+        ] {
+            let e = check(url, false).unwrap_err().to_string();
+            assert!(e.contains(says), "{url}: {e}");
+        }
+        let e = check("http://127.0.0.1:9/hook", false).unwrap_err();
+        assert!(matches!(e, TargetError::Private(_)), "{e}");
+        assert!(check("http://127.0.0.1:9/hook", true).is_ok());
+        assert!(check("http://[::1]:9/hook", false).is_err());
+        assert_eq!(
+            host_port("https://h.example:8443/x").unwrap(),
+            ("h.example".into(), 8443)
+        );
+    }
+}
