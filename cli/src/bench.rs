@@ -22,6 +22,68 @@ pub struct BenchReport {
     pub healthz_per_s: f64,
     /// Bare Ed25519 sign + verify per second on all cores of this machine.
     pub sign_verify_per_s: f64,
+    /// With `--webhooks`: decisions per second while every event is
+    /// delivered to a local endpoint, and the events it received per
+    /// second in that time.
+    pub with_webhooks: Option<(f64, f64)>,
+}
+
+/// A local webhook endpoint: answers every POST 204, keeps connections
+/// alive, counts what it received.
+fn sink() -> Result<(String, std::sync::Arc<std::sync::atomic::AtomicU64>), CliError> {
+    use std::io::{BufRead as _, Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| CliError::Usage(format!("webhook sink: {e}")))?;
+    let url = format!(
+        "http://{}/hook",
+        listener
+            .local_addr()
+            .map_err(|e| CliError::Usage(e.to_string()))?
+    );
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let c = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let Ok(mut writer) = stream.try_clone() else {
+                    return;
+                };
+                let mut reader = std::io::BufReader::new(stream);
+                loop {
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        match reader.read_line(&mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some((k, v)) = line.split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if writer
+                        .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok((url, count))
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -84,12 +146,13 @@ pub fn bench(
     data_dir: &Path,
     concurrency: usize,
     seconds: u64,
+    webhooks: bool,
 ) -> Result<BenchReport, CliError> {
     let agent_key = Ed25519Signer::load(&data_dir.join("demo/agent.jwk"))
         .map_err(|e| CliError::Usage(format!("{e} (give the gateway's --data-dir)")))?;
     let duration = std::time::Duration::from_secs(seconds.max(1));
     // Sign the intents first: the client should cost little while timed.
-    let pool = 60_000usize;
+    let pool = if webhooks { 120_000usize } else { 60_000 };
     let run = now().unix_seconds();
     let issued = now();
     let bodies: Vec<String> = (0..pool)
@@ -116,14 +179,47 @@ pub fn bench(
     let clients: Vec<tollgate_client::Client> = (0..concurrency)
         .map(|_| tollgate_client::Client::new(url))
         .collect();
-    let (ok, bad, lat, elapsed) = load(concurrency, duration, |i| {
-        let body = bodies.get(i)?;
-        let c = &clients[i % clients.len()];
-        Some(
-            c.submit(body.as_bytes(), None)
-                .is_ok_and(|a| a.status == 200),
-        )
-    });
+    let half = if webhooks { pool / 2 } else { pool };
+    let decide = |from: usize| {
+        load(concurrency, duration, |i| {
+            let body = bodies.get(from + i).filter(|_| i < half)?;
+            let c = &clients[i % clients.len()];
+            Some(
+                c.submit(body.as_bytes(), None)
+                    .is_ok_and(|a| a.status == 200),
+            )
+        })
+    };
+    let (ok, bad, lat, elapsed) = decide(0);
+    let with_webhooks = if webhooks {
+        // The same load again, with every event delivered to a local
+        // endpoint (the gateway must allow private webhook addresses).
+        let (sink_url, received) = sink()?;
+        let token = std::fs::read_to_string(data_dir.join("admin.token"))
+            .map_err(|e| CliError::Usage(format!("admin.token: {e}")))?;
+        let admin = tollgate_client::Client::new(url).with_admin_token(&token);
+        let mut o = Object::new();
+        o.insert("url", sink_url.into());
+        o.insert("events", Value::Array(vec!["*".into()]));
+        let added = admin
+            .add_webhook(&tollgate_protocol::canonical(&Value::Object(o)))?
+            .ok()?
+            .json()?;
+        let id = added
+            .as_object()
+            .and_then(|o| o.get("endpoint"))
+            .and_then(Value::as_object)
+            .and_then(|e| e.get("id"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let (on_ok, _, _, on_elapsed) = decide(half);
+        let delivered = received.load(std::sync::atomic::Ordering::Relaxed);
+        admin.webhook_action(&id, "disable", b"{}")?.ok()?;
+        Some((on_ok as f64 / on_elapsed, delivered as f64 / on_elapsed))
+    } else {
+        None
+    };
     let health_time = std::time::Duration::from_secs((seconds / 3).max(1));
     let (health_ok, _, _, health_wall) = load(concurrency, health_time, |i| {
         let c = &clients[i % clients.len()];
@@ -153,5 +249,6 @@ pub fn bench(
         errors: bad,
         healthz_per_s: health_ok as f64 / health_wall,
         sign_verify_per_s: sv_ok as f64 / sv_wall,
+        with_webhooks,
     })
 }

@@ -17,6 +17,7 @@ mod reviewer;
 mod serve;
 mod settings;
 mod tour;
+mod webhook;
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -91,6 +92,11 @@ enum Command {
         /// Seconds of load.
         #[arg(long, default_value_t = 10)]
         duration: u64,
+        /// Run the load a second time with every event delivered to a local
+        /// webhook endpoint, and compare (the gateway must run with
+        /// --webhook-allow-private).
+        #[arg(long)]
+        webhooks: bool,
     },
     /// The ledger of a running gateway.
     #[command(subcommand)]
@@ -124,6 +130,117 @@ enum Command {
     Approve(DecideArgs),
     /// Deny an escalated intent: nothing of it will run.
     Deny(DecideArgs),
+    /// Webhook endpoints (add, list, enable, disable, rotate, deliveries,
+    /// redeliver), and `verify` for consumers.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
+}
+
+#[derive(Subcommand)]
+enum WebhookCommand {
+    /// Register an endpoint: it receives the events written from now on.
+    /// Prints it, and its secret (once) or public key.
+    Add {
+        #[command(flatten)]
+        admin: reviewer::Admin,
+        /// Where to POST events (http or https).
+        endpoint: String,
+        /// An event type or pattern: decision.passed, approval.*, * …
+        /// (repeat).
+        #[arg(long = "event", required = true)]
+        events: Vec<String>,
+        /// v1 (HMAC-SHA256, default) or v1a (Ed25519).
+        #[arg(long)]
+        scheme: Option<String>,
+        /// The signing secret (whsec_… or whsk_…); made if absent.
+        #[arg(long, env = "TOLLGATE_WEBHOOK_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        /// Deliver several events at once, out of order.
+        #[arg(long)]
+        parallel: bool,
+        /// Include each event's whole receipt (up to 64 KiB).
+        #[arg(long)]
+        include_receipt: bool,
+    },
+    /// List the endpoints.
+    List {
+        #[command(flatten)]
+        admin: reviewer::Admin,
+    },
+    /// Enable an endpoint (it resumes from where it stopped).
+    Enable {
+        #[command(flatten)]
+        admin: reviewer::Admin,
+        /// The endpoint id.
+        id: String,
+    },
+    /// Disable an endpoint.
+    Disable {
+        #[command(flatten)]
+        admin: reviewer::Admin,
+        /// The endpoint id.
+        id: String,
+    },
+    /// A new signing secret; the old one keeps signing beside it for a day.
+    Rotate {
+        #[command(flatten)]
+        admin: reviewer::Admin,
+        /// The endpoint id.
+        id: String,
+    },
+    /// An endpoint's events, their state and attempts.
+    Deliveries {
+        #[command(flatten)]
+        admin: reviewer::Admin,
+        /// The endpoint id.
+        id: String,
+        /// From this event on (evt_N).
+        #[arg(long, default_value = "1")]
+        from: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Send one event again, or every event from a ledger seq on.
+    Redeliver {
+        #[command(flatten)]
+        admin: reviewer::Admin,
+        /// The endpoint id.
+        id: String,
+        /// The event (its webhook-id, evt_N).
+        #[arg(long, conflicts_with = "from_seq")]
+        event: Option<String>,
+        /// Every event about this ledger seq or a later one.
+        #[arg(long)]
+        from_seq: Option<u64>,
+    },
+    /// Check a captured delivery: exit 0 valid, 1 invalid (with the reason).
+    Verify {
+        /// The endpoint's v1 secret (whsec_…).
+        #[arg(
+            long,
+            required_unless_present = "public_key",
+            conflicts_with = "public_key"
+        )]
+        secret: Option<String>,
+        /// The endpoint's v1a public key (whpk_…).
+        #[arg(long)]
+        public_key: Option<String>,
+        /// The webhook-id header.
+        #[arg(long)]
+        id: String,
+        /// The webhook-timestamp header.
+        #[arg(long)]
+        timestamp: String,
+        /// The webhook-signature header.
+        #[arg(long)]
+        signature: String,
+        /// Refuse a timestamp further than this from now, seconds.
+        #[arg(long)]
+        max_age_seconds: Option<i64>,
+        /// The body, exactly as received.
+        body: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -359,8 +476,9 @@ fn main() -> ExitCode {
             data_dir,
             concurrency,
             duration,
-        } => bench::bench(&url, &data_dir, concurrency, duration).map(|r| {
-            format!(
+            webhooks,
+        } => bench::bench(&url, &data_dir, concurrency, duration, webhooks).map(|r| {
+            let mut text = format!(
                 "durable decisions: {:>9.0}/s  ({} errors)\nlatency:           p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  ({concurrency} clients)\nbaseline /healthz: {:>9.0}/s\nbaseline sign+verify (all cores): {:.0}/s\nratio decisions / sign+verify: {:.2} (aim >= 0.60)",
                 r.decisions_per_s,
                 r.errors,
@@ -370,7 +488,14 @@ fn main() -> ExitCode {
                 r.healthz_per_s,
                 r.sign_verify_per_s,
                 r.decisions_per_s / r.sign_verify_per_s
-            )
+            );
+            if let Some((on, delivered)) = r.with_webhooks {
+                text.push_str(&format!(
+                    "\nwith webhooks:     {on:>9.0}/s  (every event to a local endpoint; {delivered:.0} deliveries/s)\nratio with / without webhooks: {:.2} (aim >= 0.90)",
+                    on / r.decisions_per_s
+                ));
+            }
+            text
         }),
         Command::Ledger(LedgerCommand::Export { url, out }) => {
             agent::export(&url, &out)
@@ -443,6 +568,57 @@ fn main() -> ExitCode {
         }) => reviewer::add(&admin, &id, &key, &roles, &actions),
         Command::Reviewer(ReviewerCommand::Revoke { admin, id }) => reviewer::revoke(&admin, &id),
         Command::Reviewer(ReviewerCommand::List { admin }) => reviewer::list(&admin),
+        Command::Webhook(w) => match w {
+            WebhookCommand::Add {
+                admin,
+                endpoint: url,
+                events,
+                scheme,
+                secret,
+                parallel,
+                include_receipt,
+            } => webhook::add(
+                &admin,
+                &url,
+                &events,
+                scheme.as_deref(),
+                secret.as_deref(),
+                parallel,
+                include_receipt,
+            ),
+            WebhookCommand::List { admin } => webhook::list(&admin),
+            WebhookCommand::Enable { admin, id } => webhook::action(&admin, &id, "enable"),
+            WebhookCommand::Disable { admin, id } => webhook::action(&admin, &id, "disable"),
+            WebhookCommand::Rotate { admin, id } => webhook::action(&admin, &id, "rotate"),
+            WebhookCommand::Deliveries {
+                admin,
+                id,
+                from,
+                limit,
+            } => webhook::deliveries(&admin, &id, &from, limit),
+            WebhookCommand::Redeliver {
+                admin,
+                id,
+                event,
+                from_seq,
+            } => webhook::redeliver(&admin, &id, event.as_deref(), from_seq),
+            WebhookCommand::Verify {
+                secret,
+                public_key,
+                id,
+                timestamp,
+                signature,
+                max_age_seconds,
+                body,
+            } => webhook::verify(
+                secret.or(public_key).as_deref().unwrap_or_default(),
+                &id,
+                &timestamp,
+                &signature,
+                &body,
+                max_age_seconds,
+            ),
+        },
         Command::Approvals(ApprovalsCommand::List { url, status, json }) => {
             approvals::list(&url, status.as_deref(), json)
         }
@@ -484,5 +660,14 @@ fn main() -> ExitCode {
             eprintln!("{e}");
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
     }
 }

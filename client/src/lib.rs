@@ -283,6 +283,35 @@ impl Client {
         )
     }
 
+    /// `POST /v1/admin/webhooks` with an endpoint's settings.
+    pub fn add_webhook(&self, body: &[u8]) -> Result<Answer, Error> {
+        self.post("/v1/admin/webhooks", body, &[], true)
+    }
+
+    /// `GET /v1/admin/webhooks`.
+    pub fn webhooks(&self) -> Result<Answer, Error> {
+        self.get("/v1/admin/webhooks", true)
+    }
+
+    /// `POST /v1/admin/webhooks/{id}/{action}` (`enable`, `disable`,
+    /// `rotate`, or `redeliver` with a body).
+    pub fn webhook_action(&self, id: &str, action: &str, body: &[u8]) -> Result<Answer, Error> {
+        self.post(
+            &format!("/v1/admin/webhooks/{id}/{action}"),
+            body,
+            &[],
+            true,
+        )
+    }
+
+    /// `GET /v1/admin/webhooks/{id}/deliveries?from=&limit=`.
+    pub fn webhook_deliveries(&self, id: &str, from: &str, limit: u32) -> Result<Answer, Error> {
+        self.get(
+            &format!("/v1/admin/webhooks/{id}/deliveries?from={from}&limit={limit}"),
+            true,
+        )
+    }
+
     /// `GET /v1/ledger/head`: `(seq, hash)`.
     pub fn head(&self) -> Result<(u64, String), Error> {
         let url = self.url("/v1/ledger/head");

@@ -4,6 +4,9 @@
 use std::path::Path;
 use std::process::Command;
 
+/// Requests as received: each one's head (as sent) and body.
+pub type Recorded = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// What the test upstream does with a request.
 #[derive(Clone, Copy, Debug)]
 pub enum Behaviour {
@@ -24,6 +27,8 @@ pub struct Upstream {
     pub keys: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     /// What it does with the next request.
     pub behaviour: std::sync::Arc<std::sync::Mutex<Behaviour>>,
+    /// Every request's head (as sent) and body, in order.
+    pub requests: Recorded,
 }
 
 impl Upstream {
@@ -33,12 +38,14 @@ impl Upstream {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/refunds", listener.local_addr().unwrap());
         let keys = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let r = requests.clone();
         let behaviour = std::sync::Arc::new(std::sync::Mutex::new(Behaviour::Answer(200)));
         let (k, b) = (keys.clone(), behaviour.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
-                let (k, b) = (k.clone(), b.clone());
+                let (k, b, r) = (k.clone(), b.clone(), r.clone());
                 std::thread::spawn(move || {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 4096];
@@ -76,6 +83,10 @@ impl Upstream {
                     k.lock()
                         .unwrap()
                         .push(header("idempotency-key").unwrap_or_default());
+                    r.lock().unwrap().push((
+                        String::from_utf8_lossy(&buf[..head_end]).into_owned(),
+                        buf[head_end..head_end + len].to_vec(),
+                    ));
                     let behaviour = *b.lock().unwrap();
                     let status = match behaviour {
                         Behaviour::Answer(s) => s,
@@ -105,6 +116,7 @@ impl Upstream {
             url,
             keys,
             behaviour,
+            requests,
         }
     }
 

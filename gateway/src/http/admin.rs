@@ -141,7 +141,11 @@ pub(super) async fn read_body(
 }
 
 /// The body parsed as strict I-JSON, at most `limit` bytes.
-async fn read_json<L: Ledger>(app: &App<L>, body: Body, limit: usize) -> Result<Value, ApiError> {
+pub(super) async fn read_json<L: Ledger>(
+    app: &App<L>,
+    body: Body,
+    limit: usize,
+) -> Result<Value, ApiError> {
     let body = read_body(body, limit, app.body_timeout).await?;
     parse(&body).map_err(ApiError::MalformedJson)
 }
@@ -156,7 +160,7 @@ fn string_at(v: &Value, path: &[&str]) -> String {
 }
 
 /// An answer `{name: value}`.
-fn answer(status: StatusCode, name: &str, value: impl Into<Value>) -> Response {
+pub(super) fn answer(status: StatusCode, name: &str, value: impl Into<Value>) -> Response {
     let mut o = Object::new();
     o.insert(name, value.into());
     object(status, o)

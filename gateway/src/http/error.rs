@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use tollgate_pipeline::ShapeError;
 use tollgate_protocol::{Object, Value, canonical};
 
+use crate::engine::webhooks::WebhookError;
 use crate::engine::{ApprovalError, AuthFailure, IntentError, RegistryError};
 use crate::limits::IN_FLIGHT_RETRY_AFTER;
 
@@ -101,6 +102,16 @@ pub const PROBLEM_TYPES: &[(&str, &str)] = &[
     ("approval-decision-reused", "Approval decision already used"),
     ("approval-conflict", "Approval changed concurrently"),
     ("unknown-intent", "Unknown intent"),
+    ("invalid-webhook-url", "Invalid webhook URL"),
+    (
+        "webhook-private-address",
+        "Webhook URL resolves to a private address",
+    ),
+    ("unknown-event-type", "Unknown event type"),
+    ("invalid-webhook-secret", "Invalid webhook secret"),
+    ("invalid-webhook-request", "Invalid webhook request"),
+    ("unknown-webhook", "Unknown webhook endpoint"),
+    ("unknown-event", "Unknown event"),
     ("internal", "Internal error"),
 ];
 
@@ -138,6 +149,9 @@ pub enum ApiError {
     /// intent.
     #[error(transparent)]
     Approval(#[from] ApprovalError),
+    /// The engine refused a webhook request.
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
     /// No receipt with this id.
     #[error("no receipt {0:?} in the ledger")]
     UnknownReceipt(String),
@@ -345,6 +359,34 @@ impl ApiError {
                     ApprovalError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", None),
                 }
             }
+            Self::Webhook(e) => match e {
+                WebhookError::InvalidUrl(_) => (
+                    S::UNPROCESSABLE_ENTITY,
+                    "invalid-webhook-url",
+                    Some("/url".into()),
+                ),
+                WebhookError::PrivateAddress(_) => (
+                    S::UNPROCESSABLE_ENTITY,
+                    "webhook-private-address",
+                    Some("/url".into()),
+                ),
+                WebhookError::UnknownEventType(_) => (
+                    S::UNPROCESSABLE_ENTITY,
+                    "unknown-event-type",
+                    Some("/events".into()),
+                ),
+                WebhookError::InvalidSecret(_) => (
+                    S::UNPROCESSABLE_ENTITY,
+                    "invalid-webhook-secret",
+                    Some("/secret".into()),
+                ),
+                WebhookError::InvalidRequest(_) => {
+                    (S::UNPROCESSABLE_ENTITY, "invalid-webhook-request", None)
+                }
+                WebhookError::UnknownEndpoint(_) => (S::NOT_FOUND, "unknown-webhook", None),
+                WebhookError::UnknownEvent(_) => (S::NOT_FOUND, "unknown-event", None),
+                WebhookError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", None),
+            },
             Self::UnknownReceipt(_) => (S::NOT_FOUND, "unknown-receipt", None),
             Self::InvalidQuery(_) => (S::BAD_REQUEST, "invalid-query", None),
             Self::NotReady(_) => (S::SERVICE_UNAVAILABLE, "not-ready", None),

@@ -9,6 +9,7 @@ mod approvals;
 mod error;
 mod listen;
 mod middleware;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -55,6 +56,7 @@ pub fn router<L: Ledger>(app: Arc<App<L>>) -> Router {
     Router::new()
         .merge(admin)
         .merge(approvals::router::<L>())
+        .merge(webhooks::router::<L>().layer(DefaultBodyLimit::disable()))
         .route("/v1/intents", post(post_intent::<L>))
         .route("/v1/receipts/{receipt_id}", get(get_receipt::<L>))
         .route("/v1/ledger/head", get(get_head::<L>))

@@ -694,11 +694,99 @@ async fn every_api_error_is_reached_by_a_request() {
     // registration and revocation of d-2, and those of rev-alice, and by
     // what the approvals accepted.
     seen.extend(approval_seen);
+    seen.extend(webhook_problems(&h).await);
     seen.insert(unreachable_by_request.to_owned());
     let all: BTreeSet<String> = PROBLEM_TYPES.iter().map(|(s, _)| (*s).to_owned()).collect();
     assert_eq!(seen, all, "problem types not reached by a request");
     let head = h.app.gateway.ledger().inner.head().await.unwrap().seq;
     assert_eq!(head, head0 + 7 + approvals_appended);
+}
+
+/// Reaches every problem of the webhook API; none of its requests appends
+/// to the ledger.
+async fn webhook_problems(h: &Harness) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let post = |path: &str, body: &str| {
+        let (path, body) = (path.to_owned(), body.as_bytes().to_vec());
+        async move { h.admin(Method::POST, &path, body).await }
+    };
+    // A public address literal: checked without a name lookup.
+    for (body, status, slug) in [
+        (
+            r#"{"url": "ftp://example.com/", "events": ["*"]}"#,
+            422,
+            "invalid-webhook-url",
+        ),
+        (
+            r#"{"url": "http://127.0.0.1:9/hook", "events": ["*"]}"#,
+            422,
+            "webhook-private-address",
+        ),
+        (
+            r#"{"url": "http://93.184.216.34/hook", "events": ["decision.maybe"]}"#,
+            422,
+            "unknown-event-type",
+        ),
+        (
+            r#"{"url": "http://93.184.216.34/hook", "events": ["*"], "secret": "whsec_AAAA"}"#,
+            422,
+            "invalid-webhook-secret",
+        ),
+        (
+            r#"{"url": 5, "events": ["*"]}"#,
+            422,
+            "invalid-webhook-request",
+        ),
+    ] {
+        let a = post("/v1/admin/webhooks", body).await;
+        assert_eq!(
+            a.status,
+            status,
+            "{body}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+        assert_eq!(a.problem(), slug, "{body}");
+        seen.insert(slug.to_owned());
+    }
+    let a = post("/v1/admin/webhooks/wh_nope/disable", "").await;
+    assert_eq!((a.status, a.problem().as_str()), (404, "unknown-webhook"));
+    seen.insert("unknown-webhook".into());
+    let made = post(
+        "/v1/admin/webhooks",
+        r#"{"url": "http://93.184.216.34/hook", "events": ["decision.*"]}"#,
+    )
+    .await;
+    assert_eq!(made.status, 201, "{}", String::from_utf8_lossy(&made.body));
+    let v = parse(&made.body).unwrap();
+    let o = v.as_object().unwrap();
+    assert!(
+        o.get("secret")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .starts_with("whsec_")
+    );
+    let id = o
+        .get("endpoint")
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .get("id")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let a = post(
+        &format!("/v1/admin/webhooks/{id}/redeliver"),
+        r#"{"event": "evt_999999"}"#,
+    )
+    .await;
+    assert_eq!((a.status, a.problem().as_str()), (404, "unknown-event"));
+    seen.insert("unknown-event".into());
+    // Without the admin token: nothing.
+    let a = h.call(Method::GET, "/v1/admin/webhooks", &[], vec![]).await;
+    assert_eq!((a.status, a.problem().as_str()), (401, "unauthorized"));
+    seen
 }
 
 /// Reaches every problem of the approvals API; returns the problem types

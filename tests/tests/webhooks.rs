@@ -1,0 +1,554 @@
+//! Webhooks against real consumer processes: the example consumer in
+//! `examples/webhook-consumer/` (written from the Standard Webhooks
+//! specification, checking every signature and timestamp, deduping on
+//! `webhook-id`) and a raw capture for `tollgate webhook verify`. Every
+//! event arrives and verifies; a failing consumer gets it later; 410
+//! disables; SIGKILL mid-delivery loses nothing and duplicates keep their
+//! id; redelivery from a seq resends exactly those; a consumer down under
+//! load loses nothing and the gateway's memory stays bounded.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tollgate_protocol::{Object, Value, canonical, parse};
+use tollgate_tests::bin;
+use tollgate_tests::gateway::{Gateway, intent};
+use tollgate_tests::upstream::Upstream;
+
+const FAST: &[&str] = &[
+    "--webhook-allow-private",
+    "--webhook-retry-schedule-ms",
+    "0,300,600,900",
+];
+
+/// The example consumer, as a process.
+struct Consumer {
+    child: Child,
+    out: PathBuf,
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn consumer_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/webhook-consumer/consumer.py")
+}
+
+impl Consumer {
+    fn start(key: &str, out: &Path, port: u16, extra: &[&str]) -> Self {
+        let flag = if key.starts_with("whpk_") {
+            "--public-key"
+        } else {
+            "--secret"
+        };
+        let mut child = Command::new(tollgate_tests::python())
+            .arg(consumer_script())
+            .args([flag, key, "--port", &port.to_string(), "--out"])
+            .arg(out)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), format!("listening on {port}"));
+        Consumer {
+            child,
+            out: out.to_owned(),
+        }
+    }
+
+    /// Every line it wrote: `{webhook_id, type, seq, receipt_id, duplicate}`.
+    fn events(&self) -> Vec<Object> {
+        read_events(&self.out)
+    }
+}
+
+fn read_events(out: &Path) -> Vec<Object> {
+    std::fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| parse(l.as_bytes()).unwrap().as_object().unwrap().clone())
+        .collect()
+}
+
+fn text(o: &Object, k: &str) -> String {
+    o.get(k)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Registers an endpoint; returns its id and the key consumers verify with.
+fn add(g: &Gateway, url: &str, events: &[&str], extra: &[(&str, Value)]) -> (String, String) {
+    let mut o = Object::new();
+    o.insert("url", url.into());
+    o.insert(
+        "events",
+        Value::Array(events.iter().map(|e| (*e).into()).collect()),
+    );
+    for (k, v) in extra {
+        o.insert(*k, v.clone());
+    }
+    let a = g
+        .admin()
+        .add_webhook(&canonical(&Value::Object(o)))
+        .unwrap();
+    assert_eq!(a.status, 201, "{}", a.text());
+    let v = a.json().unwrap();
+    let o = v.as_object().unwrap();
+    let id = o
+        .get("endpoint")
+        .and_then(Value::as_object)
+        .and_then(|e| e.get("id"))
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_owned();
+    let key = o
+        .get("secret")
+        .or_else(|| o.get("public_key"))
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_owned();
+    (id, key)
+}
+
+fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Submits `n` intents: most pass, every fifth escalates.
+fn submit(g: &Gateway, prefix: &str, n: usize) {
+    let agent = g.agent();
+    for i in 0..n {
+        let amount = if i % 5 == 4 { 99_000 } else { 1_000 + i as i64 };
+        let body = intent(
+            &agent,
+            &format!("{prefix}-{i}"),
+            "order:o-1001",
+            amount,
+            |_| {},
+        );
+        let (code, _, b, _) = g.post_raw("application/json", &body, None);
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&b));
+    }
+}
+
+/// The events the ledger's entries from `from_seq` on cause, `(seq, type)`,
+/// from the export and the published rules.
+fn expected(g: &Gateway, from_seq: i64) -> BTreeSet<(i64, String)> {
+    let (_, export) = g.get("/v1/ledger/export");
+    let mut out = BTreeSet::new();
+    for line in String::from_utf8(export).unwrap().lines() {
+        let e = parse(line.as_bytes()).unwrap();
+        let o = e.as_object().unwrap();
+        let seq = o.get("seq").unwrap().as_safe_integer().unwrap();
+        if seq < from_seq {
+            continue;
+        }
+        for t in tollgate_ledger::event_types(o.get("receipt").unwrap()) {
+            out.insert((seq, t.to_owned()));
+        }
+    }
+    out
+}
+
+fn delivered(c: &Consumer) -> BTreeSet<(i64, String)> {
+    c.events()
+        .iter()
+        .map(|e| {
+            (
+                e.get("seq").unwrap().as_safe_integer().unwrap(),
+                text(e, "type"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_event_arrives_signed_v1_and_v1a_and_verifies_from_the_spec() {
+    let g = Gateway::start_with(tempfile::tempdir().unwrap(), |_| {}, FAST);
+    let dir = tempfile::tempdir().unwrap();
+    let first = g.head_seq() + 1;
+    // Two endpoints, one per scheme; the consumer verifies each.
+    let v1_port = free_port();
+    let (_, secret) = add(&g, &format!("http://127.0.0.1:{v1_port}/hook"), &["*"], &[]);
+    let v1 = Consumer::start(&secret, &dir.path().join("v1.jsonl"), v1_port, &[]);
+    let v1a_port = free_port();
+    let (_, public) = add(
+        &g,
+        &format!("http://127.0.0.1:{v1a_port}/hook"),
+        &["decision.*", "approval.*"],
+        &[("scheme", "v1a".into()), ("include_receipt", true.into())],
+    );
+    assert!(public.starts_with("whpk_"), "{public}");
+    let v1a = Consumer::start(&public, &dir.path().join("v1a.jsonl"), v1a_port, &[]);
+    submit(&g, "sig", 10);
+    let want = expected(&g, first);
+    assert!(want.iter().any(|(_, t)| t == "approval.opened"));
+    assert!(want.iter().any(|(_, t)| t == "commit.committed"));
+    wait_until(
+        "every event at the v1 endpoint",
+        Duration::from_secs(20),
+        || delivered(&v1) == want,
+    );
+    let decisions: BTreeSet<_> = want
+        .iter()
+        .filter(|(_, t)| t.starts_with("decision.") || t.starts_with("approval."))
+        .cloned()
+        .collect();
+    wait_until("the v1a endpoint's events", Duration::from_secs(20), || {
+        delivered(&v1a) == decisions
+    });
+    // In ledger order, each once, each naming its receipt.
+    let seqs: Vec<i64> = v1
+        .events()
+        .iter()
+        .map(|e| e.get("seq").unwrap().as_safe_integer().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] <= w[1]), "{seqs:?}");
+    for e in v1.events() {
+        assert_eq!(e.get("duplicate"), Some(&Value::Bool(false)));
+        let (code, body) = g.get(&format!("/v1/receipts/{}", text(&e, "receipt_id")));
+        assert_eq!(code, 200);
+        let entry = parse(&body).unwrap();
+        assert_eq!(
+            entry.as_object().unwrap().get("seq"),
+            e.get("seq"),
+            "the event names its entry"
+        );
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_captured_delivery_verifies_with_the_cli_and_a_changed_one_does_not() {
+    let g = Gateway::start_with(tempfile::tempdir().unwrap(), |_| {}, FAST);
+    let up = Upstream::start();
+    let (_, secret) = add(&g, &up.url, &["decision.passed"], &[]);
+    submit(&g, "cap", 1);
+    wait_until("a delivery", Duration::from_secs(10), || {
+        !up.requests.lock().unwrap().is_empty()
+    });
+    let (head, body) = up.requests.lock().unwrap()[0].clone();
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+            .unwrap_or_else(|| panic!("no {name} in {head}"))
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("body.json");
+    std::fs::write(&file, &body).unwrap();
+    let verify = |file: &Path, id: &str| {
+        Command::new(bin("tollgate"))
+            .args(["webhook", "verify", "--secret", &secret, "--id", id])
+            .args(["--timestamp", &header("webhook-timestamp")])
+            .args(["--signature", &header("webhook-signature")])
+            .args(["--max-age-seconds", "300"])
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let id = header("webhook-id");
+    assert!(id.starts_with("evt_"), "{id}");
+    let ok = verify(&file, &id);
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("valid"));
+    // The body the gateway sent is {type, timestamp, data}.
+    let v = parse(&body).unwrap();
+    assert_eq!(
+        v.as_object().unwrap().get("type").and_then(Value::as_str),
+        Some("decision.passed")
+    );
+    // One byte changed, or another id: invalid, exit 1, with the reason.
+    let changed = dir.path().join("changed.json");
+    std::fs::write(
+        &changed,
+        String::from_utf8(body)
+            .unwrap()
+            .replace("passed", "blocked"),
+    )
+    .unwrap();
+    for (f, i) in [(&changed, id.as_str()), (&file, "evt_999")] {
+        let bad = verify(f, i);
+        assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+        assert!(
+            String::from_utf8_lossy(&bad.stderr).contains("none of the"),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn a_failing_consumer_gets_the_event_later_and_410_disables_the_endpoint() {
+    let g = Gateway::start_with(tempfile::tempdir().unwrap(), |_| {}, FAST);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (id, secret) = add(
+        &g,
+        &format!("http://127.0.0.1:{port}/hook"),
+        &["decision.passed"],
+        &[],
+    );
+    let c = Consumer::start(
+        &secret,
+        &dir.path().join("a.jsonl"),
+        port,
+        &["--fail-first", "2"],
+    );
+    submit(&g, "late", 1);
+    wait_until(
+        "the event, after two failures",
+        Duration::from_secs(10),
+        || c.events().len() == 1,
+    );
+    let d = g
+        .admin()
+        .webhook_deliveries(&id, "1", 10)
+        .unwrap()
+        .json()
+        .unwrap();
+    let Value::Array(items) = d.as_object().unwrap().get("deliveries").unwrap() else {
+        panic!()
+    };
+    let Value::Array(attempts) = items[0].as_object().unwrap().get("attempts").unwrap() else {
+        panic!()
+    };
+    let statuses: Vec<Option<i64>> = attempts
+        .iter()
+        .map(|a| {
+            a.as_object()
+                .unwrap()
+                .get("status")
+                .unwrap()
+                .as_safe_integer()
+        })
+        .collect();
+    assert_eq!(statuses, [Some(503), Some(503), Some(204)]);
+    assert_eq!(
+        items[0]
+            .as_object()
+            .unwrap()
+            .get("state")
+            .and_then(Value::as_str),
+        Some("delivered")
+    );
+    // A consumer that answers 410: the endpoint is disabled, with the reason.
+    let port = free_port();
+    let (gone_id, secret) = add(&g, &format!("http://127.0.0.1:{port}/hook"), &["*"], &[]);
+    let _gone = Consumer::start(&secret, &dir.path().join("b.jsonl"), port, &["--gone"]);
+    submit(&g, "gone", 1);
+    wait_until("the endpoint disabled", Duration::from_secs(10), || {
+        let list = g.admin().webhooks().unwrap().text();
+        let v = parse(list.as_bytes()).unwrap();
+        let Value::Array(eps) = v.as_object().unwrap().get("endpoints").unwrap().clone() else {
+            panic!()
+        };
+        eps.iter().any(|e| {
+            let o = e.as_object().unwrap();
+            text(o, "id") == gone_id
+                && o.get("enabled") == Some(&Value::Bool(false))
+                && text(o, "disabled_reason").contains("410")
+        })
+    });
+}
+
+#[test]
+fn sigkill_mid_delivery_loses_nothing_and_redelivery_from_a_seq_resends_exactly_those() {
+    let g = Gateway::start_with(tempfile::tempdir().unwrap(), |_| {}, FAST);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let first = g.head_seq() + 1;
+    let (id, secret) = add(&g, &format!("http://127.0.0.1:{port}/hook"), &["*"], &[]);
+    let c = Consumer::start(
+        &secret,
+        &dir.path().join("k.jsonl"),
+        port,
+        &["--delay-ms", "40"],
+    );
+    submit(&g, "kill", 20);
+    let want = expected(&g, first);
+    // Some, not all, delivered: then SIGKILL.
+    wait_until("the first deliveries", Duration::from_secs(10), || {
+        !c.events().is_empty()
+    });
+    assert!(
+        delivered(&c).len() < want.len(),
+        "all delivered before the kill"
+    );
+    let g = g.restart_with(FAST);
+    wait_until(
+        "every event after the restart",
+        Duration::from_secs(30),
+        || delivered(&c) == want,
+    );
+    // Duplicates, if any, carry the id of the first delivery.
+    let mut ids: BTreeMap<(i64, String), BTreeSet<String>> = BTreeMap::new();
+    for e in c.events() {
+        ids.entry((
+            e.get("seq").unwrap().as_safe_integer().unwrap(),
+            text(&e, "type"),
+        ))
+        .or_default()
+        .insert(text(&e, "webhook_id"));
+    }
+    assert!(ids.values().all(|s| s.len() == 1), "{ids:?}");
+    // Redelivery from a seq: exactly the events from there, again.
+    let before = c.events().len();
+    let from = first + 10;
+    let a = g
+        .admin()
+        .webhook_action(
+            &id,
+            "redeliver",
+            format!("{{\"from_seq\":{from}}}").as_bytes(),
+        )
+        .unwrap();
+    assert_eq!(a.status, 202, "{}", a.text());
+    let again: BTreeSet<_> = want.iter().filter(|(s, _)| *s >= from).cloned().collect();
+    wait_until("the redelivery", Duration::from_secs(20), || {
+        c.events().len() - before == again.len()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let resent: Vec<Object> = c.events()[before..].to_vec();
+    assert_eq!(resent.len(), again.len(), "nothing more");
+    let resent_set: BTreeSet<_> = resent
+        .iter()
+        .map(|e| {
+            (
+                e.get("seq").unwrap().as_safe_integer().unwrap(),
+                text(e, "type"),
+            )
+        })
+        .collect();
+    assert_eq!(resent_set, again);
+    assert!(
+        resent
+            .iter()
+            .all(|e| e.get("duplicate") == Some(&Value::Bool(true)))
+    );
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_consumer_down_under_load_loses_nothing_and_memory_stays_bounded() {
+    let slow = [
+        "--webhook-allow-private",
+        "--webhook-retry-schedule-ms",
+        "0,500,1000,2000,4000,8000,16000",
+    ];
+    let g = Gateway::start_with(tempfile::tempdir().unwrap(), |_| {}, &slow);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let first = g.head_seq() + 1;
+    let (_, secret) = add(&g, &format!("http://127.0.0.1:{port}/hook"), &["*"], &[]);
+    // Nobody listens: a warm-up, then the load, from four threads.
+    submit(&g, "warm", 50);
+    let rss_before = rss_kib(g.child.id());
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let g = &g;
+            s.spawn(move || submit(g, &format!("load{t}"), 500));
+        }
+    });
+    let rss_after = rss_kib(g.child.id());
+    let want = expected(&g, first);
+    assert!(want.len() > 2000, "{}", want.len());
+    eprintln!(
+        "gateway RSS with the consumer down: {rss_before} KiB before, {rss_after} KiB after {} events",
+        want.len()
+    );
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "memory grew by {} KiB with the consumer down",
+        rss_after - rss_before
+    );
+    // The consumer returns: the outbox drains, nothing lost.
+    let c = Consumer::start(&secret, &dir.path().join("d.jsonl"), port, &[]);
+    wait_until("the outbox to drain", Duration::from_secs(60), || {
+        delivered(&c) == want
+    });
+}
+
+#[test]
+fn bad_registrations_are_specific_errors_and_private_addresses_are_refused_by_default() {
+    let g = Gateway::start();
+    let tollgate = |args: &[&str]| {
+        Command::new(bin("tollgate"))
+            .args(["webhook", "add"])
+            .args(args)
+            .env("TOLLGATE_URL", &g.url)
+            .env("TOLLGATE_DATA_DIR", g.data())
+            .output()
+            .unwrap()
+    };
+    for (args, says) in [
+        (&["not a url", "--event", "*"][..], "invalid-webhook-url"),
+        (
+            &["http://127.0.0.1:9/hook", "--event", "*"],
+            "webhook-private-address",
+        ),
+        (
+            &["http://10.0.0.7/hook", "--event", "*"],
+            "webhook-private-address",
+        ),
+        (
+            &["http://169.254.169.254/latest", "--event", "*"],
+            "webhook-private-address",
+        ),
+        (
+            &["http://93.184.216.34/hook", "--event", "decision.approved"],
+            "unknown-event-type",
+        ),
+        (
+            &[
+                "http://93.184.216.34/hook",
+                "--event",
+                "*",
+                "--secret",
+                "whsec_c2hvcnQ=",
+            ],
+            "invalid-webhook-secret",
+        ),
+    ] {
+        let out = tollgate(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let list = g.admin().webhooks().unwrap().text();
+    assert!(list.contains("\"endpoints\":[]"), "{list}");
+}
