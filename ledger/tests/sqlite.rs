@@ -620,3 +620,63 @@ async fn approval_rows_are_written_with_their_receipts_and_the_tables_enforce_th
     assert_eq!(ledger.approvals(false, 0, 10).await.unwrap().len(), 1);
     assert_eq!(ledger.head().await.unwrap().seq, head + 3);
 }
+
+#[tokio::test]
+async fn each_entry_writes_its_events_in_its_own_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(&dir, None).await.unwrap();
+    let signer = Ed25519Signer::generate().unwrap();
+    let decision = |n: u64, verdict: &str, status: &str| {
+        let mut o = receipt(n).as_object().unwrap().clone();
+        o.remove("receipt_id");
+        let mut d = Object::new();
+        d.insert("verdict", verdict.into());
+        o.insert("decision", d.into());
+        let mut out = Object::new();
+        out.insert("status", status.into());
+        o.insert("outcome", out.into());
+        let r = Value::Object(seal_receipt(o));
+        let s = signer.sign_now(Domain::Receipt, &r);
+        (r, s)
+    };
+    let (r, s) = decision(1, "pass", "committed");
+    ledger
+        .append(r.clone(), s.clone(), Some("k1"))
+        .await
+        .unwrap();
+    let (r2, s2) = decision(2, "escalate", "pending_approval");
+    ledger.append(r2, s2, None).await.unwrap();
+    let events = ledger.outbox_after(0, 100).await.unwrap();
+    let got: Vec<(u64, &str)> = events
+        .iter()
+        .map(|e| (e.seq, e.event_type.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (1, "decision.passed"),
+            (1, "commit.committed"),
+            (2, "decision.escalated"),
+            (2, "approval.opened")
+        ]
+    );
+    assert!(events.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(ledger.outbox_last().await.unwrap(), events[3].id);
+    assert_eq!(
+        ledger.outbox_first_from(2).await.unwrap(),
+        Some(events[2].id)
+    );
+    // A refused append writes no event.
+    assert!(ledger.append(r, s, Some("k1")).await.is_err());
+    assert_eq!(ledger.outbox_after(0, 100).await.unwrap().len(), 4);
+    // And the outbox is append-only.
+    use sqlx::Connection as _;
+    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    assert!(
+        sqlx::query("DELETE FROM outbox")
+            .execute(&mut conn)
+            .await
+            .is_err()
+    );
+}

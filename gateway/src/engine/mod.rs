@@ -1,5 +1,6 @@
 //! The engine: the intent flow, approvals, the registries, the commit
-//! targets and recovery, with no HTTP and no command line.
+//! targets, recovery and webhook delivery, with no HTTP and no command
+//! line.
 //!
 //! A [`Gateway`] owns the ledger, the signer, the clock, the commit
 //! targets and an in-memory view of the registries. The view is built from
