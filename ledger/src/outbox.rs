@@ -36,7 +36,8 @@ fn text<'a>(v: &'a Value, path: &[&str]) -> &'a str {
 /// The event types a receipt causes, in order:
 /// - a decision: `decision.passed` / `decision.blocked` /
 ///   `decision.escalated` (then `approval.opened`), and
-///   `commit.committed` or `commit.failed` when its commit ran;
+///   `commit.committed` or `commit.failed` when it was committed to an
+///   `http` target;
 /// - an approval receipt (a reviewer's decision or an expiry):
 ///   `approval.decided`;
 /// - an execution: `commit.committed`, `commit.failed` or
@@ -53,10 +54,14 @@ pub fn event_types(receipt: &Value) -> Vec<&'static str> {
                 "escalate" => out.extend(["decision.escalated", "approval.opened"]),
                 _ => {}
             }
-            match status {
-                "committed" => out.push("commit.committed"),
-                "failed" => out.push("commit.failed"),
-                _ => {}
+            // A commit to a target system; with target `none` the receipt
+            // itself is the authorization, and its decision event says it.
+            if text(receipt, &["outcome", "target"]) == "http" {
+                match status {
+                    "committed" => out.push("commit.committed"),
+                    "failed" => out.push("commit.failed"),
+                    _ => {}
+                }
             }
             out
         }
@@ -195,11 +200,15 @@ mod tests {
     fn each_kind_of_receipt_causes_its_events() {
         let cases = [
             (
-                r#"{"kind":"decision","decision":{"verdict":"pass"},"outcome":{"status":"committed"}}"#,
+                r#"{"kind":"decision","decision":{"verdict":"pass"},"outcome":{"status":"committed","target":"none"}}"#,
+                vec!["decision.passed"],
+            ),
+            (
+                r#"{"kind":"decision","decision":{"verdict":"pass"},"outcome":{"status":"committed","target":"http"}}"#,
                 vec!["decision.passed", "commit.committed"],
             ),
             (
-                r#"{"kind":"decision","decision":{"verdict":"pass"},"outcome":{"status":"failed"}}"#,
+                r#"{"kind":"decision","decision":{"verdict":"pass"},"outcome":{"status":"failed","target":"http"}}"#,
                 vec!["decision.passed", "commit.failed"],
             ),
             (

@@ -634,6 +634,7 @@ async fn each_entry_writes_its_events_in_its_own_transaction() {
         o.insert("decision", d.into());
         let mut out = Object::new();
         out.insert("status", status.into());
+        out.insert("target", "http".into());
         o.insert("outcome", out.into());
         let r = Value::Object(seal_receipt(o));
         let s = signer.sign_now(Domain::Receipt, &r);

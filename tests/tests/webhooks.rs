@@ -201,7 +201,7 @@ fn every_event_arrives_signed_v1_and_v1a_and_verifies_from_the_spec() {
     submit(&g, "sig", 10);
     let want = expected(&g, first);
     assert!(want.iter().any(|(_, t)| t == "approval.opened"));
-    assert!(want.iter().any(|(_, t)| t == "commit.committed"));
+    assert!(want.iter().any(|(_, t)| t == "decision.passed"));
     wait_until(
         "every event at the v1 endpoint",
         Duration::from_secs(20),

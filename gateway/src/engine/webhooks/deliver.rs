@@ -124,18 +124,14 @@ fn agent(timeout: Duration) -> ureq::Agent {
         .into()
 }
 
-async fn post(
-    agent: ureq::Agent,
-    url: String,
-    headers: [(String, String); 3],
-    body: Vec<u8>,
-) -> Answer {
-    let sent = tokio::task::spawn_blocking(move || {
-        let mut req = agent.post(&url).header("content-type", "application/json");
-        for (k, v) in &headers {
-            req = req.header(k.as_str(), v.as_str());
+/// One POST, blocking.
+fn send(agent: &ureq::Agent, url: &str, headers: &[(&str, String); 3], body: &[u8]) -> Answer {
+    let sent = (|| {
+        let mut req = agent.post(url).header("content-type", "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, v.as_str());
         }
-        let mut resp = req.send(&body[..])?;
+        let mut resp = req.send(body)?;
         let retry_after = resp
             .headers()
             .get("retry-after")
@@ -144,10 +140,9 @@ async fn post(
         // Read (and drop) a bounded answer so the connection can be reused.
         let _ = resp.body_mut().with_config().limit(64 * 1024).read_to_vec();
         Ok::<_, ureq::Error>((resp.status().as_u16(), retry_after))
-    })
-    .await;
+    })();
     match sent {
-        Ok(Ok((status, retry_after))) => Answer {
+        Ok((status, retry_after)) => Answer {
             status: Some(status),
             error: (!(200..300).contains(&status)).then(|| match status {
                 300..=399 => format!("HTTP {status}: redirects are not followed"),
@@ -155,7 +150,7 @@ async fn post(
             }),
             retry_after,
         },
-        Ok(Err(e)) => Answer {
+        Err(e) => Answer {
             status: None,
             error: Some(match e {
                 ureq::Error::Timeout(_) => "timed out".to_owned(),
@@ -163,11 +158,71 @@ async fn post(
             }),
             retry_after: None,
         },
-        Err(e) => Answer {
-            status: None,
-            error: Some(format!("aborted: {e}")),
-            retry_after: None,
-        },
+    }
+}
+
+fn aborted(e: impl std::fmt::Display) -> Answer {
+    Answer {
+        status: None,
+        error: Some(format!("aborted: {e}")),
+        retry_after: None,
+    }
+}
+
+/// The headers of one attempt at `ts`, signed with every live secret.
+fn headers(
+    secrets: &[Secret],
+    webhook_id: &str,
+    ts: i64,
+    body: &[u8],
+) -> [(&'static str, String); 3] {
+    let signatures: Vec<String> = secrets
+        .iter()
+        .filter(|s| s.until.is_none_or(|u| u > ts))
+        .map(|s| s.key.sign(webhook_id, ts, body))
+        .collect();
+    [
+        ("webhook-id", webhook_id.to_owned()),
+        ("webhook-timestamp", ts.to_string()),
+        ("webhook-signature", signatures.join(" ")),
+    ]
+}
+
+/// Work for one endpoint: each event, its body, its attempt number.
+type Work = Vec<(OutboxEvent, Vec<u8>, u32)>;
+
+/// First attempts of a run of events, in order, in one blocking task
+/// (cheap when the consumer keeps up): stops after the first that is not
+/// delivered. Returns the work back, and each attempt's answer.
+async fn send_run(job: &Job, work: Work, ts: i64) -> (Work, Vec<Answer>) {
+    let (agent, url, secrets) = (
+        job.agent.clone(),
+        job.endpoint.url.clone(),
+        job.secrets.clone(),
+    );
+    let first = work.first().map(|(e, _, _)| e.clone());
+    let joined = tokio::task::spawn_blocking(move || {
+        let mut answers = Vec::with_capacity(work.len());
+        for (e, body, _) in &work {
+            let id = format!("evt_{}", e.id);
+            let a = send(&agent, &url, &headers(&secrets, &id, ts, body), body);
+            let ok = a.status.is_some_and(|s| (200..300).contains(&s));
+            answers.push(a);
+            if !ok {
+                break;
+            }
+        }
+        (work, answers)
+    })
+    .await;
+    match joined {
+        Ok(done) => done,
+        // The task panicked or was cancelled: the work is lost from here,
+        // and the cursor does not move, so the next page sends it again.
+        Err(e) => (
+            first.into_iter().map(|e| (e, Vec::new(), 0)).collect(),
+            vec![aborted(e)],
+        ),
     }
 }
 
@@ -206,6 +261,7 @@ async fn deliver_one<L: Ledger>(
     event: &OutboxEvent,
     body: Vec<u8>,
     first_n: u32,
+    mut first: Option<(tollgate_protocol::Timestamp, Answer)>,
 ) -> (Ending, Option<AttemptRow>) {
     let webhook_id = format!("evt_{}", event.id);
     let mut n = first_n;
@@ -215,27 +271,20 @@ async fn deliver_one<L: Ledger>(
             return (Ending::Stopped, None);
         };
         let schedule = g.webhooks.schedule.clone();
-        let now = g.clock.now();
-        let ts = now.unix_seconds();
-        let signatures: Vec<String> = job
-            .secrets
-            .iter()
-            .filter(|s| s.until.is_none_or(|u| u > ts))
-            .map(|s| s.key.sign(&webhook_id, ts, &body))
-            .collect();
+        let clock_now = g.clock.now();
         drop(g);
-        let headers = [
-            ("webhook-id".to_owned(), webhook_id.clone()),
-            ("webhook-timestamp".to_owned(), ts.to_string()),
-            ("webhook-signature".to_owned(), signatures.join(" ")),
-        ];
-        let answer = post(
-            job.agent.clone(),
-            job.endpoint.url.clone(),
-            headers,
-            body.clone(),
-        )
-        .await;
+        let (now, answer) = match first.take() {
+            Some(made) => made,
+            None => {
+                let (agent, url) = (job.agent.clone(), job.endpoint.url.clone());
+                let h = headers(&job.secrets, &webhook_id, clock_now.unix_seconds(), &body);
+                let b = body.clone();
+                let a = tokio::task::spawn_blocking(move || send(&agent, &url, &h, &b))
+                    .await
+                    .unwrap_or_else(aborted);
+                (clock_now, a)
+            }
+        };
         let delivered = answer.status.is_some_and(|s| (200..300).contains(&s));
         let gone = answer.status == Some(410);
         let last = attempt + 1 >= schedule.len();
@@ -338,7 +387,7 @@ enum Step {
 
 /// One page of work for endpoint `id`: redeliveries asked for, then the
 /// events after the cursor.
-async fn page<L: Ledger>(weak: &Weak<Gateway<L>>, id: &str) -> Step {
+async fn page<L: Ledger>(weak: &Weak<Gateway<L>>, id: &str, client: &ureq::Agent) -> Step {
     let Some(g) = weak.upgrade() else {
         return Step::Stop;
     };
@@ -371,7 +420,7 @@ async fn page<L: Ledger>(weak: &Weak<Gateway<L>>, id: &str) -> Step {
         return Step::Idle;
     }
     let job = Job {
-        agent: agent(g.webhooks.timeout),
+        agent: client.clone(),
         endpoint,
         secrets,
     };
@@ -404,7 +453,7 @@ async fn page<L: Ledger>(weak: &Weak<Gateway<L>>, id: &str) -> Step {
             .unwrap_or(0)
             + 1;
         drop(g);
-        let (ending, row) = deliver_one(weak, &job, &event, body, n).await;
+        let (ending, row) = deliver_one(weak, &job, &event, body, n, None).await;
         let Some(g) = weak.upgrade() else {
             return Step::Stop;
         };
@@ -453,7 +502,7 @@ async fn page<L: Ledger>(weak: &Weak<Gateway<L>>, id: &str) -> Step {
         let results: Vec<(Ending, Option<AttemptRow>)> = futures_util::stream::iter(work)
             .map(|(e, body, n)| {
                 let job = &job;
-                async move { deliver_one(weak, job, &e, body, n).await }
+                async move { deliver_one(weak, job, &e, body, n, None).await }
             })
             .buffer_unordered(WEBHOOK_PARALLEL)
             .collect()
@@ -463,13 +512,42 @@ async fn page<L: Ledger>(weak: &Weak<Gateway<L>>, id: &str) -> Step {
             stop |= matches!(ending, Ending::Gone | Ending::Stopped);
         }
     } else {
-        for (e, body, n) in work {
-            let (ending, row) = deliver_one(weak, &job, &e, body, n).await;
-            done.extend(row);
-            if matches!(ending, Ending::Gone | Ending::Stopped) {
-                stop = true;
-                break;
+        // In order: first attempts in runs; the first that fails is retried
+        // on its schedule before anything after it is sent.
+        let mut rest = work;
+        while !rest.is_empty() && !stop {
+            let Some(now) = weak.upgrade().map(|g| g.clock.now()) else {
+                return Step::Stop;
+            };
+            let (back, answers) = send_run(&job, rest, now.unix_seconds()).await;
+            let mut back = back.into_iter();
+            for answer in answers {
+                let Some((e, body, n)) = back.next() else {
+                    break;
+                };
+                if answer.status.is_some_and(|s| (200..300).contains(&s)) {
+                    done.push(AttemptRow {
+                        endpoint: id.to_owned(),
+                        event: e.id,
+                        n,
+                        at: now.as_str().to_owned(),
+                        status: answer.status,
+                        error: None,
+                        outcome: "delivered".into(),
+                    });
+                    continue;
+                }
+                if body.is_empty() && n == 0 {
+                    // Lost to an aborted task: sent again from the cursor.
+                    stop = true;
+                    break;
+                }
+                let (ending, row) =
+                    deliver_one(weak, &job, &e, body, n, Some((now.clone(), answer))).await;
+                done.extend(row);
+                stop = matches!(ending, Ending::Gone | Ending::Stopped);
             }
+            rest = if stop { Vec::new() } else { back.collect() };
         }
     }
     let Some(g) = weak.upgrade() else {
@@ -488,8 +566,13 @@ async fn page<L: Ledger>(weak: &Weak<Gateway<L>>, id: &str) -> Step {
 }
 
 async fn worker<L: Ledger>(weak: Weak<Gateway<L>>, id: String) {
+    // One client per worker: its connections are kept alive across pages.
+    let Some(timeout) = weak.upgrade().map(|g| g.webhooks.timeout) else {
+        return;
+    };
+    let client = agent(timeout);
     loop {
-        match page(&weak, &id).await {
+        match page(&weak, &id, &client).await {
             Step::Busy => {}
             Step::Stop => return,
             Step::Idle => {
