@@ -194,9 +194,9 @@ enum WebhookCommand {
         admin: reviewer::Admin,
         /// The endpoint id.
         id: String,
-        /// From this event on (evt_N).
-        #[arg(long, default_value = "1")]
-        from: String,
+        /// From this event on (evt_N; default: the endpoint's first).
+        #[arg(long)]
+        from: Option<String>,
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: u32,
@@ -489,10 +489,10 @@ fn main() -> ExitCode {
                 r.sign_verify_per_s,
                 r.decisions_per_s / r.sign_verify_per_s
             );
-            if let Some((on, delivered)) = r.with_webhooks {
+            if let Some((on, delivered, off)) = r.with_webhooks {
                 text.push_str(&format!(
-                    "\nwith webhooks:     {on:>9.0}/s  (every event to a local endpoint; {delivered:.0} deliveries/s)\nratio with / without webhooks: {:.2} (aim >= 0.90)",
-                    on / r.decisions_per_s
+                    "\nwith webhooks:     {on:>9.0}/s  (every event to a local endpoint; {delivered:.0} deliveries/s)\nwithout, before and after: {off:.0}/s\nratio with / without webhooks: {:.2} (aim >= 0.90)",
+                    on / off
                 ));
             }
             text
@@ -595,7 +595,7 @@ fn main() -> ExitCode {
                 id,
                 from,
                 limit,
-            } => webhook::deliveries(&admin, &id, &from, limit),
+            } => webhook::deliveries(&admin, &id, from.as_deref(), limit),
             WebhookCommand::Redeliver {
                 admin,
                 id,

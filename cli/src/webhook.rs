@@ -81,7 +81,12 @@ pub fn redeliver(
 }
 
 /// `tollgate webhook deliveries ID`.
-pub fn deliveries(admin: &Admin, id: &str, from: &str, limit: u32) -> Result<String, CliError> {
+pub fn deliveries(
+    admin: &Admin,
+    id: &str,
+    from: Option<&str>,
+    limit: u32,
+) -> Result<String, CliError> {
     Ok(admin
         .client()?
         .webhook_deliveries(id, from, limit)?

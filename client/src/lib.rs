@@ -304,10 +304,17 @@ impl Client {
         )
     }
 
-    /// `GET /v1/admin/webhooks/{id}/deliveries?from=&limit=`.
-    pub fn webhook_deliveries(&self, id: &str, from: &str, limit: u32) -> Result<Answer, Error> {
+    /// `GET /v1/admin/webhooks/{id}/deliveries?from=&limit=`; without
+    /// `from`, from the endpoint's first event.
+    pub fn webhook_deliveries(
+        &self,
+        id: &str,
+        from: Option<&str>,
+        limit: u32,
+    ) -> Result<Answer, Error> {
+        let from = from.map_or(String::new(), |f| format!("from={f}&"));
         self.get(
-            &format!("/v1/admin/webhooks/{id}/deliveries?from={from}&limit={limit}"),
+            &format!("/v1/admin/webhooks/{id}/deliveries?{from}limit={limit}"),
             true,
         )
     }

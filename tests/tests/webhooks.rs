@@ -198,6 +198,15 @@ fn every_event_arrives_signed_v1_and_v1a_and_verifies_from_the_spec() {
     );
     assert!(public.starts_with("whpk_"), "{public}");
     let v1a = Consumer::start(&public, &dir.path().join("v1a.jsonl"), v1a_port, &[]);
+    // A third takes its events out of order, several at once.
+    let par_port = free_port();
+    let (_, par_secret) = add(
+        &g,
+        &format!("http://127.0.0.1:{par_port}/hook"),
+        &["*"],
+        &[("parallel", true.into())],
+    );
+    let par = Consumer::start(&par_secret, &dir.path().join("par.jsonl"), par_port, &[]);
     submit(&g, "sig", 10);
     let want = expected(&g, first);
     assert!(want.iter().any(|(_, t)| t == "approval.opened"));
@@ -215,6 +224,11 @@ fn every_event_arrives_signed_v1_and_v1a_and_verifies_from_the_spec() {
     wait_until("the v1a endpoint's events", Duration::from_secs(20), || {
         delivered(&v1a) == decisions
     });
+    wait_until(
+        "the parallel endpoint's events",
+        Duration::from_secs(20),
+        || delivered(&par) == want,
+    );
     // In ledger order, each once, each naming its receipt.
     let seqs: Vec<i64> = v1
         .events()
@@ -327,16 +341,12 @@ fn a_failing_consumer_gets_the_event_later_and_410_disables_the_endpoint() {
         Duration::from_secs(10),
         || c.events().len() == 1,
     );
-    let d = g
-        .admin()
-        .webhook_deliveries(&id, "1", 10)
-        .unwrap()
-        .json()
-        .unwrap();
-    let Value::Array(items) = d.as_object().unwrap().get("deliveries").unwrap() else {
-        panic!()
-    };
-    let Value::Array(attempts) = items[0].as_object().unwrap().get("attempts").unwrap() else {
+    // The delivered attempt is recorded with the cursor, right after.
+    wait_until("the attempts recorded", Duration::from_secs(5), || {
+        attempts_of(&g, &id).len() == 3
+    });
+    let items = deliveries_of(&g, &id);
+    let Some(Value::Array(attempts)) = items[0].get("attempts").cloned() else {
         panic!()
     };
     let statuses: Vec<Option<i64>> = attempts
@@ -350,14 +360,7 @@ fn a_failing_consumer_gets_the_event_later_and_410_disables_the_endpoint() {
         })
         .collect();
     assert_eq!(statuses, [Some(503), Some(503), Some(204)]);
-    assert_eq!(
-        items[0]
-            .as_object()
-            .unwrap()
-            .get("state")
-            .and_then(Value::as_str),
-        Some("delivered")
-    );
+    assert_eq!(text(&items[0], "state"), "delivered");
     // A consumer that answers 410: the endpoint is disabled, with the reason.
     let port = free_port();
     let (gone_id, secret) = add(&g, &format!("http://127.0.0.1:{port}/hook"), &["*"], &[]);
@@ -376,6 +379,135 @@ fn a_failing_consumer_gets_the_event_later_and_410_disables_the_endpoint() {
                 && text(o, "disabled_reason").contains("410")
         })
     });
+}
+
+#[test]
+fn retry_after_is_honoured_the_last_failure_stays_visible_and_redirects_fail() {
+    let g = Gateway::start_with(tempfile::tempdir().unwrap(), |_| {}, FAST);
+    let dir = tempfile::tempdir().unwrap();
+    // Two 503s, the first asking for 2 s: the schedule says 300 ms.
+    let port = free_port();
+    let (id, secret) = add(
+        &g,
+        &format!("http://127.0.0.1:{port}/hook"),
+        &["decision.passed"],
+        &[],
+    );
+    let c = Consumer::start(
+        &secret,
+        &dir.path().join("r.jsonl"),
+        port,
+        &["--fail-first", "1", "--retry-after", "2"],
+    );
+    submit(&g, "ra", 1);
+    wait_until("the event", Duration::from_secs(10), || {
+        c.events().len() == 1
+    });
+    wait_until("the attempts recorded", Duration::from_secs(5), || {
+        attempts_of(&g, &id).len() == 2
+    });
+    let attempts = attempts_of(&g, &id);
+    assert_eq!(attempts.len(), 2);
+    let at = |i: usize| {
+        tollgate_protocol::Timestamp::parse(&text(&attempts[i], "at"))
+            .unwrap()
+            .unix_seconds()
+    };
+    assert!(
+        at(1) - at(0) >= 2,
+        "Retry-After: 2 was not honoured: {attempts:?}"
+    );
+    // A consumer that always fails: after the last attempt the event is
+    // failed, visible with every attempt, and the next event goes on.
+    let port = free_port();
+    let (id, secret) = add(
+        &g,
+        &format!("http://127.0.0.1:{port}/hook"),
+        &["decision.passed"],
+        &[],
+    );
+    let c = Consumer::start(
+        &secret,
+        &dir.path().join("f.jsonl"),
+        port,
+        &["--fail-first", "4"],
+    );
+    submit(&g, "fail", 2);
+    wait_until("the second event", Duration::from_secs(15), || {
+        c.events().len() == 1
+    });
+    wait_until("its attempt recorded", Duration::from_secs(5), || {
+        deliveries_of(&g, &id)
+            .get(1)
+            .is_some_and(|d| text(d, "state") == "delivered")
+    });
+    let d = deliveries_of(&g, &id);
+    assert_eq!(text(&d[0], "state"), "failed", "{d:?}");
+    let Some(Value::Array(a)) = d[0].get("attempts") else {
+        panic!()
+    };
+    let outcomes: Vec<String> = a
+        .iter()
+        .map(|x| text(x.as_object().unwrap(), "outcome"))
+        .collect();
+    assert_eq!(outcomes, ["retry", "retry", "retry", "failed"]);
+    assert_eq!(text(&d[1], "state"), "delivered");
+    // It can be sent again by hand: it arrives under the same id.
+    let evt = text(&d[0], "webhook_id");
+    let a = g
+        .admin()
+        .webhook_action(
+            &id,
+            "redeliver",
+            format!("{{\"event\":\"{evt}\"}}").as_bytes(),
+        )
+        .unwrap();
+    assert_eq!(a.status, 202, "{}", a.text());
+    wait_until("the redelivered event", Duration::from_secs(10), || {
+        c.events().len() == 2
+    });
+    assert_eq!(text(&c.events()[1], "webhook_id"), evt);
+    // A redirect is a failure, never followed.
+    let up = Upstream::start();
+    *up.behaviour.lock().unwrap() = tollgate_tests::upstream::Behaviour::Answer(307);
+    let (id, _) = add(&g, &up.url, &["decision.passed"], &[]);
+    submit(&g, "redirect", 1);
+    wait_until("four attempts", Duration::from_secs(10), || {
+        up.requests.lock().unwrap().len() == 4
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let d = deliveries_of(&g, &id);
+    assert_eq!(text(&d[0], "state"), "failed", "{d:?}");
+    assert!(
+        format!("{d:?}").contains("redirects are not followed"),
+        "{d:?}"
+    );
+}
+
+fn deliveries_of(g: &Gateway, id: &str) -> Vec<Object> {
+    let v = g
+        .admin()
+        .webhook_deliveries(id, None, 100)
+        .unwrap()
+        .json()
+        .unwrap();
+    let Some(Value::Array(items)) = v.as_object().unwrap().get("deliveries").cloned() else {
+        panic!()
+    };
+    items
+        .iter()
+        .map(|i| i.as_object().unwrap().clone())
+        .collect()
+}
+
+fn attempts_of(g: &Gateway, id: &str) -> Vec<Object> {
+    deliveries_of(g, id)
+        .iter()
+        .flat_map(|d| match d.get("attempts") {
+            Some(Value::Array(a)) => a.iter().map(|x| x.as_object().unwrap().clone()).collect(),
+            _ => Vec::new(),
+        })
+        .collect()
 }
 
 #[test]

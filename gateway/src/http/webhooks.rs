@@ -191,7 +191,7 @@ async fn deliveries<L: Ledger>(
     UrlPath(id): UrlPath<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let (mut from, mut limit) = (1u64, DEFAULT_PAGE);
+    let (mut from, mut limit) = (None, DEFAULT_PAGE);
     for pair in query
         .as_deref()
         .unwrap_or("")
@@ -202,11 +202,12 @@ async fn deliveries<L: Ledger>(
         let bad = |what: &str| ApiError::InvalidQuery(format!("{k}={v:?}: {what}"));
         match k {
             "from" => {
-                from = v
-                    .strip_prefix("evt_")
-                    .unwrap_or(v)
-                    .parse()
-                    .map_err(|_| bad("from is an event (evt_N or N)"))?
+                from = Some(
+                    v.strip_prefix("evt_")
+                        .unwrap_or(v)
+                        .parse()
+                        .map_err(|_| bad("from is an event (evt_N or N)"))?,
+                )
             }
             "limit" => {
                 limit = v

@@ -148,6 +148,8 @@ pub struct Endpoint {
     pub cursor: u64,
     /// What consumers verify with, when it is public (`whpk_…`).
     pub public_key: Option<String>,
+    /// The first event it was registered to receive.
+    pub first_event: u64,
 }
 
 impl Endpoint {
@@ -175,6 +177,10 @@ impl Endpoint {
         o.insert(
             "cursor",
             Value::integer(self.cursor as i64).unwrap_or(Value::Null),
+        );
+        o.insert(
+            "first_event",
+            Value::integer(self.first_event as i64).unwrap_or(Value::Null),
         );
         if let Some(k) = &self.public_key {
             o.insert("public_key", k.as_str().into());
@@ -282,6 +288,11 @@ pub(crate) fn endpoint_of(row: &EndpointRow) -> Result<Endpoint, WebhookError> {
         disabled_reason: row.disabled_reason.clone(),
         cursor: row.cursor,
         public_key,
+        first_event: o
+            .get("first_event")
+            .and_then(Value::as_safe_integer)
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(1),
     })
 }
 
@@ -407,6 +418,10 @@ impl<L: Ledger> Gateway<L> {
         config.insert("include_receipt", new.include_receipt.into());
         config.insert("created_at", self.clock.now().as_str().into());
         let cursor = self.ledger.outbox_last().await.map_err(internal)?;
+        config.insert(
+            "first_event",
+            Value::integer(i64::try_from(cursor + 1).unwrap_or(i64::MAX)).unwrap_or(Value::Null),
+        );
         let shown = key.verifying_text();
         let secrets = vec![Secret { key, until: None }];
         self.ledger
@@ -552,13 +567,17 @@ impl<L: Ledger> Gateway<L> {
     pub async fn webhook_deliveries(
         &self,
         id: &str,
-        from: u64,
+        from: Option<u64>,
         limit: u32,
     ) -> Result<Vec<Delivery>, WebhookError> {
         let row = self.endpoint_row(id).await?;
         let endpoint = endpoint_of(&row)?;
         let mut out = Vec::new();
-        let mut after = from.saturating_sub(1);
+        // By default, from the endpoint's first event.
+        let mut after = match from {
+            Some(f) => f.saturating_sub(1),
+            None => endpoint.first_event.saturating_sub(1),
+        };
         while out.len() < limit as usize {
             let page = self
                 .ledger
