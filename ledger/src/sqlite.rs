@@ -280,6 +280,9 @@ struct Item {
     receipt_id: String,
 }
 
+/// Webhook state changes and whom to answer once they are committed.
+type WebhookJob = (Vec<WebhookOp>, oneshot::Sender<Result<(), Error>>);
+
 /// A ledger in one SQLite file.
 #[derive(Clone)]
 pub struct SqliteLedger {
@@ -1226,22 +1229,30 @@ impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         let mut jobs = Vec::with_capacity(self.max_batch);
         while rx.recv_many(&mut jobs, self.max_batch).await > 0 {
-            // Appends are grouped; every other job commits on its own, in
-            // order with the appends around it.
+            // Appends are grouped, and webhook state changes ride in the
+            // group's transaction (they cost no commit of their own);
+            // every other job commits on its own, in order with the
+            // appends around it.
             let mut group = Vec::new();
+            let mut hooks = Vec::new();
             for job in jobs.drain(..) {
                 let job = match job {
                     Job::Append(a) => {
                         group.push(a);
                         continue;
                     }
+                    Job::Webhook { ops, reply } => {
+                        hooks.push((ops, reply));
+                        continue;
+                    }
                     other => other,
                 };
-                if !group.is_empty() {
-                    self.commit_group(std::mem::take(&mut group)).await;
+                if !group.is_empty() || !hooks.is_empty() {
+                    self.commit_group(std::mem::take(&mut group), std::mem::take(&mut hooks))
+                        .await;
                 }
                 match job {
-                    Job::Append(_) => {}
+                    Job::Append(_) | Job::Webhook { .. } => {}
                     Job::Reserve { key, body, reply } => {
                         let _ = reply.send(self.reserve(&key, &body).await);
                     }
@@ -1254,13 +1265,10 @@ impl Writer {
                     Job::Registry { items, seed, reply } => {
                         let _ = reply.send(self.registry(items, seed).await);
                     }
-                    Job::Webhook { ops, reply } => {
-                        let _ = reply.send(self.webhook(&ops).await);
-                    }
                 }
             }
-            if !group.is_empty() {
-                self.commit_group(group).await;
+            if !group.is_empty() || !hooks.is_empty() {
+                self.commit_group(group, hooks).await;
             }
         }
     }
@@ -1416,14 +1424,25 @@ impl Writer {
         t
     }
 
-    async fn commit_group(&mut self, batch: Vec<AppendRequest>) {
+    /// Commits a group of appends, with the webhook state changes `hooks`
+    /// in the same transaction. If the group fails, the appends are
+    /// answered as before and the webhook changes committed on their own.
+    async fn commit_group(&mut self, batch: Vec<AppendRequest>, hooks: Vec<WebhookJob>) {
+        if batch.is_empty() {
+            return self.commit_hooks(hooks).await;
+        }
         let at = self.stamp();
-        match self.insert_all(&batch, &at).await {
+        let ops: Vec<WebhookOp> = hooks.iter().flat_map(|(o, _)| o.iter().cloned()).collect();
+        match self.insert_all(&batch, &at, &ops).await {
             Ok(mut entries) => {
                 for req in batch {
                     let rest = entries.split_off(req.items.len());
                     let _ = req.reply.send(Ok(std::mem::replace(&mut entries, rest)));
                 }
+                for (_, reply) in hooks {
+                    let _ = reply.send(Ok(()));
+                }
+                return;
             }
             Err(
                 Error::DuplicateReceipt(_) | Error::DuplicateKey(_) | Error::ApprovalConflict(_),
@@ -1433,8 +1452,26 @@ impl Writer {
                 // the tables refuse): commit the others one by one so that
                 // only it fails.
                 for req in batch {
-                    let result = self.insert_all(std::slice::from_ref(&req), &at).await;
+                    let result = self.insert_all(std::slice::from_ref(&req), &at, &[]).await;
                     let _ = req.reply.send(result);
+                }
+            }
+            Err(e) if !ops.is_empty() => {
+                // Perhaps the webhook changes failed it: the appends again,
+                // alone.
+                let result = self.insert_all(&batch, &at, &[]).await;
+                match result {
+                    Ok(mut entries) => {
+                        for req in batch {
+                            let rest = entries.split_off(req.items.len());
+                            let _ = req.reply.send(Ok(std::mem::replace(&mut entries, rest)));
+                        }
+                    }
+                    Err(_) => {
+                        for req in batch {
+                            let _ = req.reply.send(Err(e.clone()));
+                        }
+                    }
                 }
             }
             Err(e) => {
@@ -1443,15 +1480,37 @@ impl Writer {
                 }
             }
         }
+        self.commit_hooks(hooks).await;
+    }
+
+    /// Webhook state changes in a transaction of their own.
+    async fn commit_hooks(&mut self, hooks: Vec<WebhookJob>) {
+        if hooks.is_empty() {
+            return;
+        }
+        let ops: Vec<WebhookOp> = hooks.iter().flat_map(|(o, _)| o.iter().cloned()).collect();
+        let result = self.webhook(&ops).await;
+        for (_, reply) in hooks {
+            let _ = reply.send(result.clone());
+        }
     }
 
     async fn insert_all(
         &mut self,
         batch: &[AppendRequest],
         at: &Timestamp,
+        hooks: &[WebhookOp],
     ) -> Result<Vec<LedgerEntry>, Error> {
         self.begin().await?;
-        let result = self.insert_in_tx(batch, at).await;
+        let mut result = self.insert_in_tx(batch, at).await;
+        if result.is_ok() {
+            for op in hooks {
+                if let Err(e) = apply_webhook(&mut self.conn, op).await {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
         self.end(result).await
     }
 
