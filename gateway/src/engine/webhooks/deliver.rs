@@ -191,39 +191,105 @@ fn headers(
 /// Work for one endpoint: each event, its body, its attempt number.
 type Work = Vec<(OutboxEvent, Vec<u8>, u32)>;
 
-/// First attempts of a run of events, in order, in one blocking task
-/// (cheap when the consumer keeps up): stops after the first that is not
-/// delivered. Returns the work back, and each attempt's answer.
-async fn send_run(job: &Job, work: Work, ts: i64) -> (Work, Vec<Answer>) {
-    let (agent, url, secrets) = (
-        job.agent.clone(),
-        job.endpoint.url.clone(),
-        job.secrets.clone(),
-    );
-    let first = work.first().map(|(e, _, _)| e.clone());
-    let joined = tokio::task::spawn_blocking(move || {
-        let mut answers = Vec::with_capacity(work.len());
-        for (e, body, _) in &work {
-            let id = format!("evt_{}", e.id);
-            let a = send(&agent, &url, &headers(&secrets, &id, ts, body), body);
-            let ok = a.status.is_some_and(|s| (200..300).contains(&s));
-            answers.push(a);
-            if !ok {
-                break;
-            }
-        }
-        (work, answers)
-    })
-    .await;
-    match joined {
-        Ok(done) => done,
-        // The task panicked or was cancelled: the work is lost from here,
-        // and the cursor does not move, so the next page sends it again.
-        Err(e) => (
-            first.into_iter().map(|e| (e, Vec::new(), 0)).collect(),
-            vec![aborted(e)],
-        ),
+/// What the sending thread is asked: first attempts of a run of events
+/// at `ts`, answered with the work back and each attempt's answer.
+type Run = (
+    Work,
+    i64,
+    Vec<Secret>,
+    Option<bool>,
+    tokio::sync::oneshot::Sender<(Work, Vec<Answer>)>,
+);
+
+/// The body of `event` from its entry's stored line.
+fn body_of_line(event: &OutboxEvent, line: &[u8], include_receipt: bool) -> Option<Vec<u8>> {
+    let entry = LedgerEntry::from_value(parse(line).ok()?).ok()?;
+    Some(event_body(event, &entry, include_receipt))
+}
+
+/// A worker's own sending thread. It runs at a lower CPU priority than
+/// the threads that decide (niceness [`SENDER_NICENESS`]): under full load
+/// decisions keep the cores and the outbox absorbs the difference, to
+/// drain when the load drops. Its client keeps connections alive.
+pub(super) struct Sender {
+    runs: std::sync::mpsc::Sender<Run>,
+}
+
+/// Niceness of the sending threads (0 is the decisions').
+const SENDER_NICENESS_PRIORITY: u8 = 22;
+
+impl Sender {
+    fn start(job_agent: ureq::Agent, url: String) -> Option<Self> {
+        let (runs, rx) = std::sync::mpsc::channel::<Run>();
+        std::thread::Builder::new()
+            .name("webhook-send".into())
+            .spawn(move || {
+                // Lower this thread's priority; where that is not allowed,
+                // it runs at the normal one.
+                if let Ok(p) =
+                    thread_priority::ThreadPriorityValue::try_from(SENDER_NICENESS_PRIORITY)
+                {
+                    let _ = thread_priority::set_current_thread_priority(
+                        thread_priority::ThreadPriority::Crossplatform(p),
+                    );
+                }
+                for (mut work, ts, secrets, build, reply) in rx {
+                    let mut answers = Vec::with_capacity(work.len());
+                    for (e, bytes, n) in &mut work {
+                        // Bodies are built here too, off the deciding threads.
+                        if let Some(include) = build {
+                            match body_of_line(e, bytes, include) {
+                                Some(body) => *bytes = body,
+                                None => {
+                                    // Marked as lost: the page stops here and
+                                    // the cursor does not pass it.
+                                    bytes.clear();
+                                    *n = 0;
+                                    answers.push(aborted("the entry is unreadable"));
+                                    break;
+                                }
+                            }
+                        }
+                        let id = format!("evt_{}", e.id);
+                        let a = send(&job_agent, &url, &headers(&secrets, &id, ts, bytes), bytes);
+                        let ok = a.status.is_some_and(|s| (200..300).contains(&s));
+                        answers.push(a);
+                        if !ok {
+                            break;
+                        }
+                    }
+                    let _ = reply.send((work, answers));
+                }
+            })
+            .ok()?;
+        Some(Self { runs })
     }
+}
+
+/// First attempts of a run of events, in order, on the sending thread:
+/// stops after the first that is not delivered. With `build`, each item
+/// holds its entry's line and the thread builds the body (`build` says
+/// whether to include the receipt); the items it reached come back with
+/// their bodies, the others with their lines. Returns the work back, and
+/// each attempt's answer; if the thread is gone, the first event's answer
+/// says so and the rest is dropped (the cursor does not move past it, so
+/// the next page sends it again).
+async fn send_run(job: &Job<'_>, work: Work, ts: i64, build: Option<bool>) -> (Work, Vec<Answer>) {
+    let first = work.first().map(|(e, _, _)| e.clone());
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if job
+        .sender
+        .runs
+        .send((work, ts, job.secrets.clone(), build, reply))
+        .is_ok()
+        && let Ok(done) = answer.await
+    {
+        return done;
+    }
+    (
+        first.into_iter().map(|e| (e, Vec::new(), 0)).collect(),
+        vec![aborted("the sending thread is gone")],
+    )
 }
 
 /// ±10 % of `d`: retries of many endpoints do not fall on one instant.
@@ -246,10 +312,10 @@ enum Ending {
     Stopped,
 }
 
-struct Job {
+struct Job<'a> {
     endpoint: Endpoint,
     secrets: Vec<Secret>,
-    agent: ureq::Agent,
+    sender: &'a Sender,
 }
 
 /// Sends `event` until it is delivered or its schedule is spent; each
@@ -257,7 +323,7 @@ struct Job {
 /// written with the cursor.
 async fn deliver_one<L: Ledger>(
     weak: &Weak<Gateway<L>>,
-    job: &Job,
+    job: &Job<'_>,
     event: &OutboxEvent,
     body: Vec<u8>,
     first_n: u32,
@@ -276,13 +342,12 @@ async fn deliver_one<L: Ledger>(
         let (now, answer) = match first.take() {
             Some(made) => made,
             None => {
-                let (agent, url) = (job.agent.clone(), job.endpoint.url.clone());
-                let h = headers(&job.secrets, &webhook_id, clock_now.unix_seconds(), &body);
-                let b = body.clone();
-                let a = tokio::task::spawn_blocking(move || send(&agent, &url, &h, &b))
-                    .await
-                    .unwrap_or_else(aborted);
-                (clock_now, a)
+                let one = vec![(event.clone(), body.clone(), n)];
+                let (_, mut answers) = send_run(job, one, clock_now.unix_seconds(), None).await;
+                (
+                    clock_now,
+                    answers.pop().unwrap_or_else(|| aborted("no answer")),
+                )
             }
         };
         let delivered = answer.status.is_some_and(|s| (200..300).contains(&s));
@@ -341,11 +406,11 @@ async fn deliver_one<L: Ledger>(
     }
 }
 
-/// The entries of `events`, by seq.
-async fn entries_of<L: Ledger>(
+/// The stored lines of the entries of `events`, by seq.
+async fn lines_of<L: Ledger>(
     g: &Gateway<L>,
     events: &[OutboxEvent],
-) -> Result<BTreeMap<u64, LedgerEntry>, String> {
+) -> Result<BTreeMap<u64, Vec<u8>>, String> {
     let (Some(first), Some(last)) = (events.first(), events.last()) else {
         return Ok(BTreeMap::new());
     };
@@ -355,13 +420,11 @@ async fn entries_of<L: Ledger>(
         .lines(first.seq, count)
         .await
         .map_err(|e| e.to_string())?;
-    let mut out = BTreeMap::new();
-    for (i, line) in lines.iter().enumerate() {
-        let v = parse(line).map_err(|e| e.to_string())?;
-        let e = LedgerEntry::from_value(v).map_err(|e| e.to_string())?;
-        out.insert(first.seq + i as u64, e);
-    }
-    Ok(out)
+    Ok(lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| (first.seq + i as u64, l))
+        .collect())
 }
 
 /// Attempt numbers already used, by event, from `from` on.
@@ -387,7 +450,7 @@ enum Step {
 
 /// One page of work for endpoint `id`: redeliveries asked for, then the
 /// events after the cursor.
-async fn page<L: Ledger>(weak: &Weak<Gateway<L>>, id: &str, client: &ureq::Agent) -> Step {
+async fn page<L: Ledger>(weak: &Weak<Gateway<L>>, id: &str, sender: &Sender) -> Step {
     let Some(g) = weak.upgrade() else {
         return Step::Stop;
     };
@@ -420,9 +483,9 @@ async fn page<L: Ledger>(weak: &Weak<Gateway<L>>, id: &str, client: &ureq::Agent
         return Step::Idle;
     }
     let job = Job {
-        agent: client.clone(),
         endpoint,
         secrets,
+        sender,
     };
     // Redeliveries first, one at a time.
     if let Ok(asked) = g.ledger.webhook_redeliveries(id).await
@@ -439,13 +502,15 @@ async fn page<L: Ledger>(weak: &Weak<Gateway<L>>, id: &str, client: &ureq::Agent
                 .await;
             return Step::Busy;
         };
-        let entries = entries_of(&g, std::slice::from_ref(&event))
+        let lines = lines_of(&g, std::slice::from_ref(&event))
             .await
             .unwrap_or_default();
-        let Some(entry) = entries.get(&event.seq) else {
+        let Some(body) = lines
+            .get(&event.seq)
+            .and_then(|l| body_of_line(&event, l, job.endpoint.include_receipt))
+        else {
             return Step::Idle;
         };
-        let body = event_body(&event, entry, job.endpoint.include_receipt);
         let n = used_attempts(&g, id, event.id)
             .await
             .get(&event.id)
@@ -479,7 +544,7 @@ async fn page<L: Ledger>(weak: &Weak<Gateway<L>>, id: &str, client: &ureq::Agent
         .into_iter()
         .filter(|e| job.endpoint.wants(&e.event_type))
         .collect();
-    let entries = match entries_of(&g, &wanted).await {
+    let lines = match lines_of(&g, &wanted).await {
         Ok(e) => e,
         Err(_) => return Step::Idle,
     };
@@ -488,18 +553,24 @@ async fn page<L: Ledger>(weak: &Weak<Gateway<L>>, id: &str, client: &ureq::Agent
         None => BTreeMap::new(),
     };
     drop(g);
-    let work: Vec<(OutboxEvent, Vec<u8>, u32)> = wanted
+    // Each item holds its entry's line; the body is built where it is sent.
+    let work: Work = wanted
         .into_iter()
         .filter_map(|e| {
-            let body = event_body(&e, entries.get(&e.seq)?, job.endpoint.include_receipt);
+            let line = lines.get(&e.seq)?.clone();
             let n = used.get(&e.id).copied().unwrap_or(0) + 1;
-            Some((e, body, n))
+            Some((e, line, n))
         })
         .collect();
     let mut done: Vec<AttemptRow> = Vec::with_capacity(work.len());
     let mut stop = false;
     if job.endpoint.parallel {
+        let include = job.endpoint.include_receipt;
         let results: Vec<(Ending, Option<AttemptRow>)> = futures_util::stream::iter(work)
+            .filter_map(|(e, line, n)| {
+                let body = body_of_line(&e, &line, include);
+                async move { body.map(|b| (e, b, n)) }
+            })
             .map(|(e, body, n)| {
                 let job = &job;
                 async move { deliver_one(weak, job, &e, body, n, None).await }
@@ -519,7 +590,13 @@ async fn page<L: Ledger>(weak: &Weak<Gateway<L>>, id: &str, client: &ureq::Agent
             let Some(now) = weak.upgrade().map(|g| g.clock.now()) else {
                 return Step::Stop;
             };
-            let (back, answers) = send_run(&job, rest, now.unix_seconds()).await;
+            let (back, answers) = send_run(
+                &job,
+                rest,
+                now.unix_seconds(),
+                Some(job.endpoint.include_receipt),
+            )
+            .await;
             let mut back = back.into_iter();
             for answer in answers {
                 let Some((e, body, n)) = back.next() else {
@@ -538,7 +615,8 @@ async fn page<L: Ledger>(weak: &Weak<Gateway<L>>, id: &str, client: &ureq::Agent
                     continue;
                 }
                 if body.is_empty() && n == 0 {
-                    // Lost to an aborted task: sent again from the cursor.
+                    // Lost (the sending thread is gone, or the entry could not
+                    // be read): sent again from the cursor.
                     stop = true;
                     break;
                 }
@@ -566,13 +644,24 @@ async fn page<L: Ledger>(weak: &Weak<Gateway<L>>, id: &str, client: &ureq::Agent
 }
 
 async fn worker<L: Ledger>(weak: Weak<Gateway<L>>, id: String) {
-    // One client per worker: its connections are kept alive across pages.
-    let Some(timeout) = weak.upgrade().map(|g| g.webhooks.timeout) else {
+    // One sending thread and client per worker: connections are kept
+    // alive across pages. (An endpoint's URL never changes.)
+    let Some(g) = weak.upgrade() else {
         return;
     };
-    let client = agent(timeout);
+    let (timeout, url) = match g.webhooks().await {
+        Ok(eps) => match eps.into_iter().find(|e| e.id == id) {
+            Some(e) => (g.webhooks.timeout, e.url),
+            None => return,
+        },
+        Err(_) => return,
+    };
+    drop(g);
+    let Some(sender) = Sender::start(agent(timeout), url) else {
+        return;
+    };
     loop {
-        match page(&weak, &id, &client).await {
+        match page(&weak, &id, &sender).await {
             Step::Busy => {}
             Step::Stop => return,
             Step::Idle => {
