@@ -219,51 +219,70 @@ pub(super) struct Sender {
 const SENDER_NICENESS_PRIORITY: u8 = 22;
 
 impl Sender {
-    fn start(job_agent: ureq::Agent, url: String) -> Option<Self> {
+    /// `threads` sending threads (one for an ordered endpoint) sharing one
+    /// client.
+    fn start(job_agent: ureq::Agent, url: String, threads: usize) -> Option<Self> {
         let (runs, rx) = std::sync::mpsc::channel::<Run>();
-        std::thread::Builder::new()
-            .name("webhook-send".into())
-            .spawn(move || {
-                // Lower this thread's priority; where that is not allowed,
-                // it runs at the normal one.
-                if let Ok(p) =
-                    thread_priority::ThreadPriorityValue::try_from(SENDER_NICENESS_PRIORITY)
-                {
-                    let _ = thread_priority::set_current_thread_priority(
-                        thread_priority::ThreadPriority::Crossplatform(p),
-                    );
-                }
-                for (mut work, ts, secrets, build, reply) in rx {
-                    let mut answers = Vec::with_capacity(work.len());
-                    for (e, bytes, n) in &mut work {
-                        // Bodies are built here too, off the deciding threads.
-                        if let Some(include) = build {
-                            match body_of_line(e, bytes, include) {
-                                Some(body) => *bytes = body,
-                                None => {
-                                    // Marked as lost: the page stops here and
-                                    // the cursor does not pass it.
-                                    bytes.clear();
-                                    *n = 0;
-                                    answers.push(aborted("the entry is unreadable"));
-                                    break;
-                                }
-                            }
-                        }
-                        let id = format!("evt_{}", e.id);
-                        let a = send(&job_agent, &url, &headers(&secrets, &id, ts, bytes), bytes);
-                        let ok = a.status.is_some_and(|s| (200..300).contains(&s));
-                        answers.push(a);
-                        if !ok {
-                            break;
-                        }
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        for _ in 0..threads.max(1) {
+            let (job_agent, url, rx) = (job_agent.clone(), url.clone(), rx.clone());
+            std::thread::Builder::new()
+                .name("webhook-send".into())
+                .spawn(move || {
+                    // Lower this thread's priority; where that is not
+                    // allowed, it runs at the normal one.
+                    if let Ok(p) =
+                        thread_priority::ThreadPriorityValue::try_from(SENDER_NICENESS_PRIORITY)
+                    {
+                        let _ = thread_priority::set_current_thread_priority(
+                            thread_priority::ThreadPriority::Crossplatform(p),
+                        );
                     }
-                    let _ = reply.send((work, answers));
-                }
-            })
-            .ok()?;
+                    loop {
+                        let next = match rx.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(run) = next else {
+                            return;
+                        };
+                        run_one(&job_agent, &url, run);
+                    }
+                })
+                .ok()?;
+        }
         Some(Self { runs })
     }
+}
+
+/// Sends one run (see [`send_run`]) and answers it.
+fn run_one(job_agent: &ureq::Agent, url: &str, run: Run) {
+    let (mut work, ts, secrets, build, reply) = run;
+    let mut answers = Vec::with_capacity(work.len());
+    for (e, bytes, n) in &mut work {
+        // Bodies are built here too, off the deciding threads.
+        if let Some(include) = build {
+            match body_of_line(e, bytes, include) {
+                Some(body) => *bytes = body,
+                None => {
+                    // Marked as lost: the page stops here and the cursor does
+                    // not pass it.
+                    bytes.clear();
+                    *n = 0;
+                    answers.push(aborted("the entry is unreadable"));
+                    break;
+                }
+            }
+        }
+        let id = format!("evt_{}", e.id);
+        let a = send(job_agent, url, &headers(&secrets, &id, ts, bytes), bytes);
+        let ok = a.status.is_some_and(|s| (200..300).contains(&s));
+        answers.push(a);
+        if !ok {
+            break;
+        }
+    }
+    let _ = reply.send((work, answers));
 }
 
 /// First attempts of a run of events, in order, on the sending thread:
@@ -649,15 +668,19 @@ async fn worker<L: Ledger>(weak: Weak<Gateway<L>>, id: String) {
     let Some(g) = weak.upgrade() else {
         return;
     };
-    let (timeout, url) = match g.webhooks().await {
+    let (timeout, url, threads) = match g.webhooks().await {
         Ok(eps) => match eps.into_iter().find(|e| e.id == id) {
-            Some(e) => (g.webhooks.timeout, e.url),
+            Some(e) => (
+                g.webhooks.timeout,
+                e.url,
+                if e.parallel { WEBHOOK_PARALLEL } else { 1 },
+            ),
             None => return,
         },
         Err(_) => return,
     };
     drop(g);
-    let Some(sender) = Sender::start(agent(timeout), url) else {
+    let Some(sender) = Sender::start(agent(timeout), url, threads) else {
         return;
     };
     loop {
