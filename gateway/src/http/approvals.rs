@@ -18,8 +18,8 @@ use tollgate_ledger::Ledger;
 use tollgate_protocol::{ApprovalEnvelope, MAX_INTENT_DEPTH, Object, Value, parse_with_depth};
 
 use super::admin::{ReadAuth, read_body};
-use super::{ApiError, App, essence, object};
-use crate::limits::{DEFAULT_PAGE, MAX_APPROVAL_BODY, MAX_PAGE, MAX_WAIT_SECONDS};
+use super::{ApiError, App, essence, object, page_limit};
+use crate::limits::{DEFAULT_PAGE, MAX_APPROVAL_BODY, MAX_WAIT_SECONDS};
 
 /// The routes.
 pub(super) fn router<L: Ledger>() -> Router<Arc<App<L>>> {
@@ -46,13 +46,7 @@ fn listing(query: Option<&str>) -> Result<(Option<String>, u64, u32), ApiError> 
                     .parse()
                     .map_err(|_| bad("after is the seq of the last approval seen, 0 or more"))?
             }
-            "limit" => {
-                limit = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_PAGE).contains(n))
-                    .ok_or_else(|| bad(&format!("limit is 1 to {MAX_PAGE}")))?
-            }
+            "limit" => limit = page_limit(v)?,
             _ => return Err(bad("unknown query parameter (status, after, limit)")),
         }
     }

@@ -193,6 +193,14 @@ async fn openapi() -> Response {
         .into_response()
 }
 
+/// A `limit` query value: 1 to [`MAX_PAGE`].
+pub(crate) fn page_limit(v: &str) -> Result<u32, ApiError> {
+    v.parse()
+        .ok()
+        .filter(|n| (1..=MAX_PAGE).contains(n))
+        .ok_or_else(|| ApiError::InvalidQuery(format!("limit={v:?}: limit is 1 to {MAX_PAGE}")))
+}
+
 /// `from` and `limit` of a page, each a positive integer; anything else in
 /// the query is an [`ApiError::InvalidQuery`] naming it.
 fn page(query: Option<&str>) -> Result<(u64, u32), ApiError> {
@@ -208,13 +216,7 @@ fn page(query: Option<&str>) -> Result<(u64, u32), ApiError> {
                     .filter(|n| *n >= 1)
                     .ok_or_else(|| bad("from is a seq, 1 or more"))?
             }
-            "limit" => {
-                limit = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_PAGE).contains(n))
-                    .ok_or_else(|| bad(&format!("limit is 1 to {MAX_PAGE}")))?
-            }
+            "limit" => limit = page_limit(v)?,
             _ => return Err(bad("unknown query parameter (from, limit)")),
         }
     }

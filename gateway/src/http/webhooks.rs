@@ -15,9 +15,9 @@ use tollgate_ledger::Ledger;
 use tollgate_protocol::{Object, Value};
 
 use super::admin::{AdminAuth, answer, read_json};
-use super::{ApiError, App, object};
+use super::{ApiError, App, object, page_limit};
 use crate::engine::webhooks::{NewEndpoint, Redeliver, WebhookError};
-use crate::limits::{DEFAULT_PAGE, MAX_ADMIN_TOKEN_BODY, MAX_PAGE};
+use crate::limits::{DEFAULT_PAGE, MAX_ADMIN_TOKEN_BODY};
 
 /// The routes, under `/v1/admin/webhooks`.
 pub(super) fn router<L: Ledger>() -> Router<Arc<App<L>>> {
@@ -209,13 +209,7 @@ async fn deliveries<L: Ledger>(
                         .map_err(|_| bad("from is an event (evt_N or N)"))?,
                 )
             }
-            "limit" => {
-                limit = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_PAGE).contains(n))
-                    .ok_or_else(|| bad(&format!("limit is 1 to {MAX_PAGE}")))?
-            }
+            "limit" => limit = page_limit(v)?,
             _ => return Err(bad("unknown query parameter (from, limit)")),
         }
     }
