@@ -261,7 +261,7 @@ fn free_port() -> u16 {
 fn a_captured_delivery_verifies_with_the_cli_and_a_changed_one_does_not() {
     let g = Gateway::start_with(tempfile::tempdir().unwrap(), |_| {}, FAST);
     let up = Upstream::start();
-    let (_, secret) = add(&g, &up.url, &["decision.passed"], &[]);
+    let (endpoint, secret) = add(&g, &up.url, &["decision.passed"], &[]);
     submit(&g, "cap", 1);
     wait_until("a delivery", Duration::from_secs(10), || {
         !up.requests.lock().unwrap().is_empty()
@@ -315,6 +315,52 @@ fn a_captured_delivery_verifies_with_the_cli_and_a_changed_one_does_not() {
             String::from_utf8_lossy(&bad.stderr).contains("none of the"),
             "{bad:?}"
         );
+    }
+    // A rotation: the next delivery carries two signatures, and a consumer
+    // holding either secret accepts it.
+    let rotated = g
+        .admin()
+        .webhook_action(&endpoint, "rotate", b"{}")
+        .unwrap();
+    assert_eq!(rotated.status, 200, "{}", rotated.text());
+    let fresh = rotated
+        .json()
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .get("secret")
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_owned();
+    assert_ne!(fresh, secret);
+    submit(&g, "cap2", 1);
+    wait_until("the next delivery", Duration::from_secs(10), || {
+        up.requests.lock().unwrap().len() == 2
+    });
+    let (head2, body2) = up.requests.lock().unwrap()[1].clone();
+    let header2 = |name: &str| {
+        head2
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+            .unwrap()
+    };
+    let signature = header2("webhook-signature");
+    assert_eq!(signature.matches("v1,").count(), 2, "{signature}");
+    let file2 = dir.path().join("body2.json");
+    std::fs::write(&file2, &body2).unwrap();
+    for key in [&secret, &fresh] {
+        let out = Command::new(bin("tollgate"))
+            .args(["webhook", "verify", "--secret", key])
+            .args(["--id", &header2("webhook-id")])
+            .args(["--timestamp", &header2("webhook-timestamp")])
+            .args(["--signature", &signature])
+            .arg(&file2)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
     }
 }
 
