@@ -487,7 +487,7 @@ async fn page<L: Ledger>(weak: &Weak<Gateway<L>>, id: &str, sender: &Sender) -> 
         return Step::Stop;
     };
     // The URL is checked again: what a name resolves to can change.
-    if let Err(e) = target::check(&endpoint.url, g.webhooks.allow_private) {
+    if let Err(e) = target::check_async(&endpoint.url, g.webhooks.allow_private).await {
         if matches!(e, target::TargetError::Private(_)) {
             let _ = g
                 .ledger

@@ -376,10 +376,12 @@ impl<L: Ledger> Gateway<L> {
     /// Returns it and the secret a consumer verifies with (`whsec_…`, shown
     /// once) or the public key (`whpk_…`).
     pub async fn add_webhook(&self, new: NewEndpoint) -> Result<(Endpoint, String), WebhookError> {
-        target::check(&new.url, self.webhooks.allow_private).map_err(|e| match e {
-            target::TargetError::NotAUrl(m) => WebhookError::InvalidUrl(m),
-            target::TargetError::Private(m) => WebhookError::PrivateAddress(m),
-        })?;
+        target::check_async(&new.url, self.webhooks.allow_private)
+            .await
+            .map_err(|e| match e {
+                target::TargetError::NotAUrl(m) => WebhookError::InvalidUrl(m),
+                target::TargetError::Private(m) => WebhookError::PrivateAddress(m),
+            })?;
         if new.events.is_empty() {
             return Err(WebhookError::UnknownEventType(format!(
                 "name at least one event type or pattern; the types are {}",

@@ -120,6 +120,14 @@ pub fn check(url: &str, allow_private: bool) -> Result<(), TargetError> {
     Ok(())
 }
 
+/// [`check`] off the async runtime's threads: a name lookup may block.
+pub async fn check_async(url: &str, allow_private: bool) -> Result<(), TargetError> {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || check(&url, allow_private))
+        .await
+        .unwrap_or_else(|e| Err(TargetError::NotAUrl(format!("the check was aborted: {e}"))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
