@@ -1,7 +1,343 @@
-//! The Tollgate sandbox: replay intents, or a whole ledger, against policy
-//! versions and diff the verdicts.
+//! The Tollgate sandbox: re-run decisions offline, from a ledger export
+//! alone, and compare them byte for byte.
 //!
-//! It will run the same pipeline as the gateway with a simulated target and a
-//! fixed key, so that a replayed receipt body is byte-identical on every run.
+//! Scope: [`Replay`] reads a ledger's receipts in order. Registry receipts
+//! rebuild the registries as they stood at each point (PROTOCOL §4.3):
+//! policy bundles from their `policy.publish` files (each version's hash
+//! recomputed from the files, so an altered file names another version),
+//! trusted issuers, delegation tokens and their revocations, resource
+//! attributes. Each decision receipt is then decided again by the same
+//! pure pipeline the gateway runs, from its intent, the bundle of its
+//! `policy_version` and its `inputs` (§4.2), after checking that the
+//! inputs are what the export's registries say: the delegation chain's
+//! token hashes, the resource's attributes. The `decision` member must
+//! come out byte for byte the same. This catches a gateway that signs
+//! correctly but decides wrongly, which no signature check can.
 //!
-//! It is empty until the pipeline and gateway work lands.
+//! Invariants: nothing here reads a clock, the network or a file; the same
+//! export gives the same verdict everywhere.
+
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use tollgate_pipeline::{Snapshot, decide_with_spent};
+use tollgate_policies::Bundle;
+use tollgate_policies::delegation::{MAX_CHAIN, Registry, Spent, Token};
+use tollgate_protocol::{
+    HashAlg, HashValue, IntentEnvelope, Jwk, KeySet, Object, Value, canonical,
+};
+
+/// Why a receipt does not re-decide to itself.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("seq {seq}: {reason}")]
+pub struct Mismatch {
+    /// The entry.
+    pub seq: u64,
+    /// What differs.
+    pub reason: String,
+}
+
+/// What a replay has seen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Decisions re-decided, byte for byte the same.
+    pub decisions: u64,
+    /// Registry receipts applied.
+    pub registry: u64,
+    /// Other receipts (approval, execution), read but not re-decided.
+    pub other: u64,
+}
+
+/// Re-decides a ledger's decisions from the ledger alone, in order.
+#[derive(Default)]
+pub struct Replay {
+    issuers: BTreeMap<String, Jwk>,
+    revoked_issuers: BTreeSet<String>,
+    tokens: BTreeMap<String, (Token, HashValue)>,
+    revoked: BTreeSet<String>,
+    resources: BTreeMap<String, Object>,
+    bundles: BTreeMap<String, Arc<Bundle>>,
+    /// The registries as the pipeline reads them; rebuilt after a change.
+    snapshot: Option<Arc<Snapshot>>,
+    counts: Counts,
+}
+
+fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, k| v.as_object()?.get(k))
+}
+
+fn text<'a>(v: &'a Value, path: &[&str]) -> &'a str {
+    at(v, path).and_then(Value::as_str).unwrap_or_default()
+}
+
+impl Replay {
+    /// A replay from an empty ledger.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// What it has seen so far.
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    /// Reads entry `seq`'s `receipt`, whose ledger hashes with `alg`.
+    pub fn entry(&mut self, seq: u64, alg: HashAlg, receipt: &Value) -> Result<(), Mismatch> {
+        let bad = |reason: String| Mismatch { seq, reason };
+        match text(receipt, &["kind"]) {
+            "registry" => {
+                self.registry(alg, receipt).map_err(bad)?;
+                self.counts.registry += 1;
+            }
+            "decision" => {
+                self.decision(alg, receipt).map_err(bad)?;
+                self.counts.decisions += 1;
+            }
+            _ => self.counts.other += 1,
+        }
+        Ok(())
+    }
+
+    fn registry(&mut self, alg: HashAlg, receipt: &Value) -> Result<(), String> {
+        let change = text(receipt, &["subject", "change"]);
+        let object = at(receipt, &["subject", "object"])
+            .ok_or_else(|| format!("{change}: the receipt carries no object"))?;
+        let id = || object.as_str().unwrap_or_default().to_owned();
+        match change {
+            "policy.publish" => {
+                let files: BTreeMap<String, String> = at(object, &["files"])
+                    .and_then(Value::as_object)
+                    .ok_or("policy.publish: no files")?
+                    .iter()
+                    .map(|(k, v)| {
+                        v.as_str()
+                            .map(|t| (k.to_owned(), t.to_owned()))
+                            .ok_or_else(|| format!("policy.publish: file {k} is not text"))
+                    })
+                    .collect::<Result<_, _>>()?;
+                let bundle = Bundle::from_files(&files)
+                    .map_err(|e| format!("policy.publish: the bundle does not load: {e}"))?;
+                self.bundles
+                    .insert(bundle.version_string(), Arc::new(bundle));
+            }
+            "policy.activate" | "policy.rollback" => {}
+            "issuer.register" => {
+                let jwk = Jwk::from_value(object, "/subject/object")
+                    .map_err(|e| format!("issuer.register: {e}"))?;
+                self.issuers.insert(jwk.kid.clone(), jwk);
+            }
+            "issuer.revoke" => {
+                self.revoked_issuers.insert(id());
+            }
+            "delegation.register" => {
+                let token =
+                    Token::from_value(object).map_err(|e| format!("delegation.register: {e}"))?;
+                let hash = alg.digest(&[&canonical(object)]);
+                self.tokens.insert(token.id.clone(), (token, hash));
+            }
+            "delegation.revoke" => {
+                self.revoked.insert(id());
+            }
+            "resource.put" => {
+                let resource = text(object, &["resource"]).to_owned();
+                let attributes = at(object, &["attributes"])
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .ok_or("resource.put: attributes are not an object")?;
+                self.resources.insert(resource, attributes);
+            }
+            "reviewer.register" | "reviewer.revoke" => {}
+            other => return Err(format!("unknown registry change {other:?}")),
+        }
+        self.snapshot = None;
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> Arc<Snapshot> {
+        if let Some(s) = &self.snapshot {
+            return s.clone();
+        }
+        let mut registry = Registry::default();
+        registry.tokens = self
+            .tokens
+            .iter()
+            .map(|(id, (t, _))| (id.clone(), t.clone()))
+            .collect();
+        registry.revoked = self.revoked.clone();
+        registry.issuers = KeySet::from_keys(
+            self.issuers
+                .iter()
+                .filter(|(kid, _)| !self.revoked_issuers.contains(*kid))
+                .map(|(_, k)| k.clone()),
+        )
+        .unwrap_or_default();
+        let snapshot = Arc::new(Snapshot {
+            registry: registry.prepare(),
+            resources: self.resources.clone(),
+        });
+        self.snapshot = Some(snapshot.clone());
+        snapshot
+    }
+
+    fn decision(&mut self, _alg: HashAlg, receipt: &Value) -> Result<(), String> {
+        let version = text(receipt, &["policy_version"]);
+        let bundle = self.bundles.get(version).cloned().ok_or_else(|| {
+            format!(
+                "policy {version} is not published earlier in this export (or its files were altered: their hash names another version)"
+            )
+        })?;
+        let subject = at(receipt, &["subject"]).cloned().unwrap_or(Value::Null);
+        let envelope = IntentEnvelope::from_value(subject)
+            .map_err(|e| format!("the intent is not an intent envelope: {e}"))?;
+        let intent = &envelope.intent;
+        // The inputs must be what this export's registries say.
+        let mut chain = Vec::new();
+        let mut next = Some(intent.delegation.clone());
+        while let Some(id) = next {
+            let Some((t, h)) = self.tokens.get(&id) else {
+                return Err(format!(
+                    "delegation {id} is not registered earlier in this export"
+                ));
+            };
+            if chain.len() > MAX_CHAIN {
+                return Err(format!("delegation chain of {} loops", intent.delegation));
+            }
+            chain.push(h.to_string());
+            next = t.parent.clone();
+        }
+        chain.reverse();
+        let recorded: Vec<String> = match at(receipt, &["inputs", "delegations"]) {
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            _ => Vec::new(),
+        };
+        if recorded != chain {
+            return Err(format!(
+                "inputs.delegations {recorded:?} are not the hashes of the registered chain {chain:?}"
+            ));
+        }
+        let resource = self
+            .resources
+            .get(&intent.resource)
+            .cloned()
+            .unwrap_or_default();
+        let read = at(receipt, &["inputs", "resource"])
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        if canonical(&Value::Object(read)) != canonical(&Value::Object(resource)) {
+            return Err(format!(
+                "inputs.resource is not what the export's resource.put receipts say of {}",
+                intent.resource
+            ));
+        }
+        let mut spent = Spent::new();
+        if let Some(Value::Array(items)) = at(receipt, &["inputs", "spent"]) {
+            for s in items {
+                let amount = at(s, &["amount_minor"])
+                    .and_then(Value::as_safe_integer)
+                    .ok_or("inputs.spent: amount_minor is not an integer")?;
+                spent
+                    .entry(text(s, &["delegation"]).to_owned())
+                    .or_default()
+                    .insert(text(s, &["currency"]).to_owned(), amount);
+            }
+        }
+        let snapshot = self.snapshot();
+        let decision = decide_with_spent(&bundle, &envelope, &snapshot, &spent)
+            .map_err(|e| format!("re-deciding refuses the intent: {e}"))?
+            .to_value();
+        let stated = at(receipt, &["decision"]).cloned().unwrap_or(Value::Null);
+        if canonical(&decision) != canonical(&stated) {
+            return Err(difference(&stated, &decision));
+        }
+        Ok(())
+    }
+}
+
+/// What differs between the decision a receipt states and the one
+/// re-decided: the verdict, the rules, the scores.
+fn difference(stated: &Value, again: &Value) -> String {
+    let verdict = |v: &Value| text(v, &["verdict"]).to_owned();
+    let rules = |v: &Value| -> BTreeSet<String> {
+        match at(v, &["rules"]) {
+            Some(Value::Array(rs)) => rs
+                .iter()
+                .map(|r| format!("{} ({})", text(r, &["id"]), text(r, &["effect"])))
+                .collect(),
+            _ => BTreeSet::new(),
+        }
+    };
+    let mut parts = Vec::new();
+    if verdict(stated) != verdict(again) {
+        parts.push(format!(
+            "verdict {} stated, {} re-decided",
+            verdict(stated),
+            verdict(again)
+        ));
+    }
+    let (a, b) = (rules(stated), rules(again));
+    let only_stated: Vec<&String> = a.difference(&b).collect();
+    let only_again: Vec<&String> = b.difference(&a).collect();
+    if !only_stated.is_empty() || !only_again.is_empty() {
+        parts.push(format!(
+            "rules only stated {only_stated:?}, only re-decided {only_again:?}"
+        ));
+    }
+    for key in ["scores", "composite", "critical"] {
+        let (x, y) = (at(stated, &[key]), at(again, &[key]));
+        if x.map(canonical) != y.map(canonical) {
+            parts.push(format!(
+                "{key} {} stated, {} re-decided",
+                x.map_or("none".into(), |v| String::from_utf8_lossy(&canonical(v))
+                    .into_owned()),
+                y.map_or("none".into(), |v| String::from_utf8_lossy(&canonical(v))
+                    .into_owned())
+            ));
+        }
+    }
+    if parts.is_empty() {
+        parts.push("the decision member differs (reasons or their wording)".into());
+    }
+    format!(
+        "the decision does not re-decide to itself: {}",
+        parts.join("; ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_protocol::parse;
+
+    #[test]
+    fn a_difference_names_the_verdict_the_rules_and_the_scores() {
+        let stated = parse(br#"{"verdict":"pass","rules":[{"id":"a","effect":"pass"}],"scores":{"x":1},"composite":1,"critical":[]}"#).unwrap();
+        let again = parse(br#"{"verdict":"block","rules":[{"id":"a","effect":"pass"},{"id":"b","effect":"block"}],"scores":{"x":2},"composite":1,"critical":[]}"#).unwrap();
+        let d = difference(&stated, &again);
+        assert!(d.contains("verdict pass stated, block re-decided"), "{d}");
+        assert!(d.contains("only re-decided [\"b (block)\"]"), "{d}");
+        assert!(
+            d.contains("scores {\"x\":1} stated, {\"x\":2} re-decided"),
+            "{d}"
+        );
+        assert!(!d.contains("composite"), "{d}");
+    }
+
+    #[test]
+    fn a_decision_needs_its_policy_published_first() {
+        let mut r = Replay::new();
+        let receipt =
+            parse(br#"{"kind":"decision","policy_version":"p@1.0.0+sha256:00","subject":{}}"#)
+                .unwrap();
+        let e = r.entry(3, HashAlg::Sha256, &receipt).unwrap_err();
+        assert_eq!(e.seq, 3);
+        assert!(e.reason.contains("is not published"), "{e}");
+        assert_eq!(r.counts(), Counts::default());
+    }
+}

@@ -356,15 +356,22 @@ fn the_tour_completes_and_its_export_verifies() {
     }
     let export = g.data().join("tour-export.jsonl");
     let keys = g.data().join("tour-export.jwks.json");
+    // It verifies, and every decision re-decides from the export alone.
     let v = tollgate_tests::verify_cmd(&[
         "ledger",
         export.to_str().unwrap(),
         "--keys",
         keys.to_str().unwrap(),
+        "--redecide",
     ]);
     assert_eq!(
         v.status.code(),
         Some(0),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&v.stdout).contains("decisions re-decided"),
         "{}",
         String::from_utf8_lossy(&v.stdout)
     );

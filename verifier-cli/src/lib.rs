@@ -7,6 +7,11 @@
 //! adds only the file handling and the command line; what "valid" means
 //! lives in `tollgate-protocol`, which this crate alone depends on.
 //!
+//! With `--redecide`, every decision is also decided again from the export
+//! alone and compared byte for byte ([`redecide_export`], the
+//! `tollgate-sandbox` crate's [`tollgate_sandbox::Replay`]); for that the
+//! crate depends on the pipeline and the policies as well.
+//!
 //! Exit codes of the command: 0 valid, 1 invalid, 2 usage or I/O error.
 
 #![forbid(unsafe_code)]
@@ -172,4 +177,48 @@ pub fn verify_export(
             error: ProtocolError::EmptyExport,
         })),
     }
+}
+
+/// Re-decides every decision of the export read from `input` (which must
+/// already have verified): `Ok(Ok(counts))` when each re-decides to itself,
+/// `Ok(Err(mismatch))` for the first that does not.
+pub fn redecide_export(
+    input: impl BufRead,
+    path: &Path,
+) -> Result<Result<tollgate_sandbox::Counts, tollgate_sandbox::Mismatch>, Error> {
+    let mut replay = tollgate_sandbox::Replay::new();
+    for (i, line) in input.split(b'\n').enumerate() {
+        let line = line.map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        if line.is_empty() {
+            continue;
+        }
+        let seq = i as u64 + 1;
+        let entry = match tollgate_protocol::parse(&line) {
+            Ok(v) => v,
+            Err(e) => {
+                return Ok(Err(tollgate_sandbox::Mismatch {
+                    seq,
+                    reason: e.to_string(),
+                }));
+            }
+        };
+        let o = entry.as_object();
+        let alg = o
+            .and_then(|o| o.get("hash"))
+            .and_then(tollgate_protocol::Value::as_str)
+            .and_then(HashValue::parse)
+            .map(|h| h.alg)
+            .unwrap_or_default();
+        let receipt = o
+            .and_then(|o| o.get("receipt"))
+            .cloned()
+            .unwrap_or(tollgate_protocol::Value::Null);
+        if let Err(m) = replay.entry(seq, alg, &receipt) {
+            return Ok(Err(m));
+        }
+    }
+    Ok(Ok(replay.counts()))
 }

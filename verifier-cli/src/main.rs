@@ -42,6 +42,11 @@ enum Command {
         /// entries cut off the end of an export cannot be noticed.
         #[arg(long, value_parser = parse_head)]
         head: Option<HashValue>,
+        /// Also decide every decision again from the export alone (its
+        /// policy bundles, registries and each receipt's inputs) and compare
+        /// the `decision` member byte for byte.
+        #[arg(long)]
+        redecide: bool,
     },
     /// Verify one receipt: a ledger entry (its own hash, receipt id and
     /// signature) or `{"receipt": …, "signature": …}`.
@@ -69,7 +74,8 @@ fn main() -> ExitCode {
             threads,
             head,
             json,
-        } => ledger(&export, &keys, threads, head, json),
+            redecide,
+        } => ledger(&export, &keys, threads, head, json, redecide),
         Command::Receipt { entry, keys, .. } => receipt(&entry, &keys),
     };
     match result {
@@ -141,8 +147,15 @@ fn ledger(
     threads: Option<usize>,
     head: Option<HashValue>,
     json: bool,
+    redecide: bool,
 ) -> Result<Report, Error> {
     let keys = load_keys(keys)?;
+    if redecide && export == Path::new("-") {
+        return Err(Error::Io {
+            path: export.to_owned(),
+            source: std::io::Error::other("--redecide reads the export twice: give a file"),
+        });
+    }
     let total = std::fs::metadata(export).map(|m| m.len()).unwrap_or(0);
     let show = !json && std::io::stderr().is_terminal() && total > 0;
     let started = Instant::now();
@@ -172,10 +185,27 @@ fn ledger(
         Verdict::Valid { entries, head } => {
             fields.insert("entries", int(entries));
             fields.insert("head", head.to_string().into());
-            Report::Valid {
-                sentence: format!("{entries} entries verified; head {head}"),
-                fields,
+            let mut sentence = format!("{entries} entries verified; head {head}");
+            if redecide {
+                match tollgate_verify::redecide_export(open(export)?, export)? {
+                    Ok(counts) => {
+                        fields.insert("redecided", int(counts.decisions));
+                        sentence.push_str(&format!(
+                            "; {} decisions re-decided, each byte for byte the same",
+                            counts.decisions
+                        ));
+                    }
+                    Err(m) => {
+                        fields.insert("seq", int(m.seq));
+                        fields.insert("reason", m.reason.clone().into());
+                        return Ok(Report::Invalid {
+                            sentence: m.to_string(),
+                            fields,
+                        });
+                    }
+                }
             }
+            Report::Valid { sentence, fields }
         }
         Verdict::Invalid(f) => {
             fields.insert("seq", int(f.seq));

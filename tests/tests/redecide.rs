@@ -1,0 +1,208 @@
+//! `tollgate-verify ledger --redecide`: every decision decided again from
+//! the export alone. A gateway that signs correctly but decides wrongly is
+//! caught even when every hash and signature of its ledger is valid: here
+//! a forger re-hashes and re-signs a whole altered export with a key of
+//! its own, and publishes that key.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+
+use tollgate_protocol::{
+    Domain, LedgerEntry, Object, Timestamp, Value, canonical, parse, seal_receipt,
+};
+use tollgate_signer::{Ed25519Signer, key_set};
+use tollgate_tests::gateway::{Gateway, intent};
+
+/// A live gateway's export after a pass, an escalation and a block.
+fn export() -> Vec<Value> {
+    let g = Gateway::start();
+    let agent = g.agent();
+    for (id, resource, amount) in [
+        ("r-1", "order:o-1001", 2_500),
+        ("r-2", "order:o-1002", 99_000),
+        ("r-3", "order:o-1003", 2_500),
+        ("r-4", "order:o-1001", 4_000),
+    ] {
+        let (code, _, b, _) = g.post_raw(
+            "application/json",
+            &intent(&agent, id, resource, amount, |_| {}),
+            None,
+        );
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&b));
+    }
+    let (_, bytes) = g.get("/v1/ledger/export");
+    String::from_utf8(bytes)
+        .unwrap()
+        .lines()
+        .map(|l| parse(l.as_bytes()).unwrap())
+        .collect()
+}
+
+fn kind(e: &Value) -> String {
+    member(e, &["receipt", "kind"]).as_str().unwrap().to_owned()
+}
+
+fn member<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
+    path.iter()
+        .fold(v, |v, k| v.as_object().and_then(|o| o.get(k)).unwrap())
+}
+
+/// Re-seals, re-signs (with a key of the forger's) and re-chains every
+/// entry after `edit` changed the receipts it wants; writes the export and
+/// the forger's key set into `dir`.
+fn forge(entries: &[Value], dir: &Path, edit: impl Fn(u64, &mut Object)) -> (String, String) {
+    let signer = Ed25519Signer::from_secret(&[77; 32]);
+    let mut prev =
+        tollgate_protocol::HashValue::parse(member(&entries[0], &["prev"]).as_str().unwrap())
+            .unwrap();
+    let mut out = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let seq = i as u64 + 1;
+        let mut receipt = member(e, &["receipt"]).as_object().unwrap().clone();
+        edit(seq, &mut receipt);
+        receipt.remove("receipt_id");
+        let receipt = Value::Object(seal_receipt(receipt));
+        let signature = signer.sign_now(Domain::Receipt, &receipt);
+        let at = Timestamp::parse(member(e, &["appended_at"]).as_str().unwrap()).unwrap();
+        let entry = LedgerEntry::seal(seq, prev, at, receipt, signature);
+        prev = entry.hash;
+        out.extend_from_slice(&entry.to_canonical());
+        out.push(b'\n');
+    }
+    let export = dir.join("forged.jsonl");
+    std::fs::write(&export, out).unwrap();
+    let keys = dir.join("forged.jwks.json");
+    std::fs::write(&keys, canonical(&key_set([&signer]).to_value())).unwrap();
+    (
+        export.to_str().unwrap().to_owned(),
+        keys.to_str().unwrap().to_owned(),
+    )
+}
+
+fn verify(export: &str, keys: &str, redecide: bool) -> (Option<i32>, Value) {
+    let mut args = vec!["ledger", export, "--keys", keys, "--json"];
+    if redecide {
+        args.push("--redecide");
+    }
+    let out = tollgate_tests::verify_cmd(&args);
+    let v = parse(String::from_utf8(out.stdout).unwrap().trim().as_bytes()).unwrap();
+    (out.status.code(), v)
+}
+
+#[test]
+fn an_honest_export_re_decides_byte_for_byte() {
+    let entries = export();
+    let dir = tempfile::tempdir().unwrap();
+    // Unchanged but re-signed: every decision still re-decides.
+    let (e, k) = forge(&entries, dir.path(), |_, _| {});
+    let (code, v) = verify(&e, &k, true);
+    assert_eq!(code, Some(0), "{v}");
+    let decisions = entries.iter().filter(|e| kind(e) == "decision").count();
+    assert_eq!(
+        member(&v, &["redecided"]).as_safe_integer(),
+        Some(decisions as i64)
+    );
+}
+
+#[test]
+fn an_altered_decision_resigned_with_valid_hashes_is_caught_at_its_seq() {
+    let entries = export();
+    let dir = tempfile::tempdir().unwrap();
+    let target = entries
+        .iter()
+        .position(|e| {
+            kind(e) == "decision"
+                && member(e, &["receipt", "decision", "verdict"]).as_str() == Some("block")
+        })
+        .unwrap() as u64
+        + 1;
+    // The forger turns the block into a pass, and re-signs everything.
+    let (e, k) = forge(&entries, dir.path(), |seq, r| {
+        if seq == target {
+            let mut d = r.get("decision").unwrap().as_object().unwrap().clone();
+            d.insert("verdict", "pass".into());
+            r.insert("decision", Value::Object(d));
+        }
+    });
+    let (code, v) = verify(&e, &k, false);
+    assert_eq!(code, Some(0), "every hash and signature is valid: {v}");
+    let (code, v) = verify(&e, &k, true);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(member(&v, &["seq"]).as_safe_integer(), Some(target as i64));
+    let reason = member(&v, &["reason"]).as_str().unwrap();
+    assert!(
+        reason.contains("verdict pass stated, block re-decided"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn altered_policy_files_and_altered_inputs_are_caught() {
+    let entries = export();
+    let dir = tempfile::tempdir().unwrap();
+    let first_decision = entries.iter().position(|e| kind(e) == "decision").unwrap() as u64 + 1;
+    // A policy.publish whose files were changed: its hash names another
+    // version, and the decisions name one no longer published.
+    let (e, k) = forge(&entries, dir.path(), |_, r| {
+        let is_publish = r
+            .get("subject")
+            .and_then(Value::as_object)
+            .and_then(|s| s.get("change"))
+            .and_then(Value::as_str)
+            == Some("policy.publish");
+        if is_publish {
+            let text = String::from_utf8(canonical(&Value::Object(r.clone()))).unwrap();
+            let changed = text.replace("escalate_at = 5000", "escalate_at = 9000");
+            assert_ne!(text, changed, "the example has escalate_at = 5000");
+            *r = parse(changed.as_bytes())
+                .unwrap()
+                .as_object()
+                .unwrap()
+                .clone();
+        }
+    });
+    let (code, v) = verify(&e, &k, true);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(
+        member(&v, &["seq"]).as_safe_integer(),
+        Some(first_decision as i64)
+    );
+    assert!(
+        member(&v, &["reason"])
+            .as_str()
+            .unwrap()
+            .contains("is not published"),
+        "{v}"
+    );
+    // Inputs that say another thing than the registries: an unpaid order
+    // stated as paid.
+    let target = entries
+        .iter()
+        .position(|e| {
+            kind(e) == "decision"
+                && member(e, &["receipt", "subject", "payload", "resource"]).as_str()
+                    == Some("order:o-1003")
+        })
+        .unwrap() as u64
+        + 1;
+    let (e, k) = forge(&entries, dir.path(), |seq, r| {
+        if seq == target {
+            let mut inputs = r.get("inputs").unwrap().as_object().unwrap().clone();
+            let mut res = inputs.get("resource").unwrap().as_object().unwrap().clone();
+            res.insert("status", "paid".into());
+            inputs.insert("resource", Value::Object(res));
+            r.insert("inputs", Value::Object(inputs));
+        }
+    });
+    let (code, v) = verify(&e, &k, true);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(member(&v, &["seq"]).as_safe_integer(), Some(target as i64));
+    assert!(
+        member(&v, &["reason"])
+            .as_str()
+            .unwrap()
+            .contains("inputs.resource"),
+        "{v}"
+    );
+}
