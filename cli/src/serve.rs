@@ -97,6 +97,7 @@ fn webhook_settings(
     let mut w = tollgate_gateway::engine::webhooks::WebhookSettings {
         allow_private: args.webhook_allow_private,
         timeout: std::time::Duration::from_millis(args.webhook_timeout_ms),
+        niceness: args.webhook_niceness,
         ..Default::default()
     };
     if !args.webhook_retry_schedule_ms.is_empty() {

@@ -98,6 +98,10 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub webhook_retry_schedule_ms: Vec<u64>,
+    /// CPU niceness of the webhook sending threads, 0 (as decisions) to 19:
+    /// under full load decisions keep the cores and the outbox waits.
+    #[arg(long, env = "TOLLGATE_WEBHOOK_NICENESS", default_value_t = limits::DEFAULT_WEBHOOK_NICENESS, value_parser = clap::value_parser!(u8).range(0..=19))]
+    pub webhook_niceness: u8,
 }
 
 /// Settings a config file may hold.
@@ -119,6 +123,7 @@ struct ConfigFile {
     webhook_allow_private: Option<bool>,
     webhook_timeout_ms: Option<u64>,
     webhook_retry_schedule_ms: Option<Vec<u64>>,
+    webhook_niceness: Option<u8>,
     allow_insecure_http: Option<bool>,
     demo: Option<bool>,
     read_token: Option<String>,
@@ -172,6 +177,7 @@ pub fn apply_config(args: &mut ServeArgs, matches: &clap::ArgMatches) -> Result<
     take!(webhook_allow_private);
     take!(webhook_timeout_ms);
     take!(webhook_retry_schedule_ms);
+    take!(webhook_niceness);
     take!(allow_insecure_http);
     take!(demo);
     take!(read_token);

@@ -70,3 +70,6 @@ pub const WEBHOOK_PARALLEL: usize = 16;
 pub const MAX_EVENT_RECEIPT: usize = 64 * 1024;
 /// Longest `Retry-After` a webhook consumer can ask for, seconds.
 pub const MAX_WEBHOOK_RETRY_AFTER: u64 = 24 * 3600;
+/// Default niceness of the webhook sending threads (`--webhook-niceness`):
+/// decisions run at 0.
+pub const DEFAULT_WEBHOOK_NICENESS: u8 = 10;

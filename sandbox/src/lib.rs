@@ -182,6 +182,75 @@ impl Replay {
     }
 
     fn decision(&mut self, _alg: HashAlg, receipt: &Value) -> Result<(), String> {
+        let snapshot = self.snapshot();
+        self.check(&snapshot, receipt)
+    }
+
+    /// Reads entries in order, like [`Replay::entry`], deciding the runs of
+    /// decisions between two registry changes on `threads` threads (they
+    /// read the same registries, and each is independent of the others).
+    /// A mismatch names the first bad seq.
+    pub fn run(
+        &mut self,
+        entries: &[(u64, HashAlg, Value)],
+        threads: usize,
+    ) -> Result<(), Mismatch> {
+        let mut i = 0;
+        while i < entries.len() {
+            if text(&entries[i].2, &["kind"]) != "decision" {
+                let (seq, alg, receipt) = &entries[i];
+                self.entry(*seq, *alg, receipt)?;
+                i += 1;
+                continue;
+            }
+            let end = entries[i..]
+                .iter()
+                .position(|(_, _, r)| text(r, &["kind"]) == "registry")
+                .map_or(entries.len(), |p| i + p);
+            let run = &entries[i..end];
+            let snapshot = self.snapshot();
+            let size = run.len().div_ceil(threads.max(1)).max(1);
+            let this = &*self;
+            let first_bad = std::thread::scope(|scope| {
+                let handles: Vec<_> = run
+                    .chunks(size)
+                    .map(|chunk| {
+                        let snapshot = &snapshot;
+                        scope.spawn(move || {
+                            chunk.iter().find_map(|(seq, _, receipt)| {
+                                if text(receipt, &["kind"]) != "decision" {
+                                    return None;
+                                }
+                                this.check(snapshot, receipt)
+                                    .err()
+                                    .map(|reason| Mismatch { seq: *seq, reason })
+                            })
+                        })
+                    })
+                    .collect();
+                // Chunks are in order: the first failure of the first
+                // failing chunk is the first bad seq.
+                handles
+                    .into_iter()
+                    .filter_map(|h| h.join().ok().flatten())
+                    .min_by_key(|m| m.seq)
+            });
+            if let Some(m) = first_bad {
+                return Err(m);
+            }
+            let decisions = run
+                .iter()
+                .filter(|(_, _, r)| text(r, &["kind"]) == "decision")
+                .count() as u64;
+            self.counts.decisions += decisions;
+            self.counts.other += run.len() as u64 - decisions;
+            i = end;
+        }
+        Ok(())
+    }
+
+    /// Decides `receipt`'s intent again against `snapshot` and compares.
+    fn check(&self, snapshot: &Snapshot, receipt: &Value) -> Result<(), String> {
         let version = text(receipt, &["policy_version"]);
         let bundle = self.bundles.get(version).cloned().ok_or_else(|| {
             format!(
@@ -248,8 +317,7 @@ impl Replay {
                     .insert(text(s, &["currency"]).to_owned(), amount);
             }
         }
-        let snapshot = self.snapshot();
-        let decision = decide_with_spent(&bundle, &envelope, &snapshot, &spent)
+        let decision = decide_with_spent(&bundle, &envelope, snapshot, &spent)
             .map_err(|e| format!("re-deciding refuses the intent: {e}"))?
             .to_value();
         let stated = at(receipt, &["decision"]).cloned().unwrap_or(Value::Null);

@@ -20,10 +20,14 @@ use tollgate_tests::bin;
 use tollgate_tests::gateway::{Gateway, intent};
 use tollgate_tests::upstream::Upstream;
 
+/// Loopback endpoints, a short schedule, and senders at the deciding
+/// threads' priority (a test machine runs compilers beside the gateway).
 const FAST: &[&str] = &[
     "--webhook-allow-private",
     "--webhook-retry-schedule-ms",
     "0,300,600,900",
+    "--webhook-niceness",
+    "0",
 ];
 
 /// The example consumer, as a process.
@@ -221,7 +225,7 @@ fn every_event_arrives_signed_v1_and_v1a_and_verifies_from_the_spec() {
         .filter(|(_, t)| t.starts_with("decision.") || t.starts_with("approval."))
         .cloned()
         .collect();
-    wait_until("the v1a endpoint's events", Duration::from_secs(20), || {
+    wait_until("the v1a endpoint's events", Duration::from_secs(60), || {
         delivered(&v1a) == decisions
     });
     wait_until(
@@ -609,7 +613,7 @@ fn sigkill_mid_delivery_loses_nothing_and_redelivery_from_a_seq_resends_exactly_
         .unwrap();
     assert_eq!(a.status, 202, "{}", a.text());
     let again: BTreeSet<_> = want.iter().filter(|(s, _)| *s >= from).cloned().collect();
-    wait_until("the redelivery", Duration::from_secs(20), || {
+    wait_until("the redelivery", Duration::from_secs(60), || {
         c.events().len() - before == again.len()
     });
     std::thread::sleep(Duration::from_millis(500));
@@ -643,10 +647,15 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn a_consumer_down_under_load_loses_nothing_and_memory_stays_bounded() {
+    // Retries outlast the downtime (about 90 s in all), and the attempt
+    // after the consumer returns is at most 3 s away.
+    let schedule = format!("0,500,1000{}", ",3000".repeat(29));
     let slow = [
         "--webhook-allow-private",
         "--webhook-retry-schedule-ms",
-        "0,500,1000,2000,4000,8000,16000",
+        schedule.as_str(),
+        "--webhook-niceness",
+        "0",
     ];
     let g = Gateway::start_with(tempfile::tempdir().unwrap(), |_| {}, &slow);
     let dir = tempfile::tempdir().unwrap();
@@ -659,12 +668,12 @@ fn a_consumer_down_under_load_loses_nothing_and_memory_stays_bounded() {
     std::thread::scope(|s| {
         for t in 0..4 {
             let g = &g;
-            s.spawn(move || submit(g, &format!("load{t}"), 500));
+            s.spawn(move || submit(g, &format!("load{t}"), 300));
         }
     });
     let rss_after = rss_kib(g.child.id());
     let want = expected(&g, first);
-    assert!(want.len() > 2000, "{}", want.len());
+    assert!(want.len() > 1200, "{}", want.len());
     eprintln!(
         "gateway RSS with the consumer down: {rss_before} KiB before, {rss_after} KiB after {} events",
         want.len()
@@ -676,7 +685,7 @@ fn a_consumer_down_under_load_loses_nothing_and_memory_stays_bounded() {
     );
     // The consumer returns: the outbox drains, nothing lost.
     let c = Consumer::start(&secret, &dir.path().join("d.jsonl"), port, &[]);
-    wait_until("the outbox to drain", Duration::from_secs(60), || {
+    wait_until("the outbox to drain", Duration::from_secs(120), || {
         delivered(&c) == want
     });
 }

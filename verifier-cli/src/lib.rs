@@ -180,44 +180,58 @@ pub fn verify_export(
 }
 
 /// Re-decides every decision of the export read from `input` (which must
-/// already have verified): `Ok(Ok(counts))` when each re-decides to itself,
-/// `Ok(Err(mismatch))` for the first that does not.
+/// already have verified), on `threads` threads: `Ok(Ok(counts))` when each
+/// re-decides to itself, `Ok(Err(mismatch))` for the first that does not.
 pub fn redecide_export(
     input: impl BufRead,
     path: &Path,
+    threads: Option<usize>,
 ) -> Result<Result<tollgate_sandbox::Counts, tollgate_sandbox::Mismatch>, Error> {
+    let threads = threads
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1);
     let mut replay = tollgate_sandbox::Replay::new();
-    for (i, line) in input.split(b'\n').enumerate() {
-        let line = line.map_err(|source| Error::Io {
+    let mut batch = Vec::with_capacity(BATCH_LINES);
+    let mut seq = 0u64;
+    let mut lines = input.split(b'\n');
+    loop {
+        let line = lines.next().transpose().map_err(|source| Error::Io {
             path: path.to_owned(),
             source,
         })?;
-        if line.is_empty() {
-            continue;
+        let done = line.is_none();
+        if let Some(line) = line.filter(|l| !l.is_empty()) {
+            seq += 1;
+            let entry = match tollgate_protocol::parse(&line) {
+                Ok(v) => v,
+                Err(e) => {
+                    return Ok(Err(tollgate_sandbox::Mismatch {
+                        seq,
+                        reason: e.to_string(),
+                    }));
+                }
+            };
+            let o = entry.as_object();
+            let alg = o
+                .and_then(|o| o.get("hash"))
+                .and_then(tollgate_protocol::Value::as_str)
+                .and_then(HashValue::parse)
+                .map(|h| h.alg)
+                .unwrap_or_default();
+            let receipt = o
+                .and_then(|o| o.get("receipt"))
+                .cloned()
+                .unwrap_or(tollgate_protocol::Value::Null);
+            batch.push((seq, alg, receipt));
         }
-        let seq = i as u64 + 1;
-        let entry = match tollgate_protocol::parse(&line) {
-            Ok(v) => v,
-            Err(e) => {
-                return Ok(Err(tollgate_sandbox::Mismatch {
-                    seq,
-                    reason: e.to_string(),
-                }));
+        if batch.len() >= BATCH_LINES || (done && !batch.is_empty()) {
+            if let Err(m) = replay.run(&batch, threads) {
+                return Ok(Err(m));
             }
-        };
-        let o = entry.as_object();
-        let alg = o
-            .and_then(|o| o.get("hash"))
-            .and_then(tollgate_protocol::Value::as_str)
-            .and_then(HashValue::parse)
-            .map(|h| h.alg)
-            .unwrap_or_default();
-        let receipt = o
-            .and_then(|o| o.get("receipt"))
-            .cloned()
-            .unwrap_or(tollgate_protocol::Value::Null);
-        if let Err(m) = replay.entry(seq, alg, &receipt) {
-            return Ok(Err(m));
+            batch.clear();
+        }
+        if done {
+            break;
         }
     }
     Ok(Ok(replay.counts()))

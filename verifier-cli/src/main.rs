@@ -187,7 +187,7 @@ fn ledger(
             fields.insert("head", head.to_string().into());
             let mut sentence = format!("{entries} entries verified; head {head}");
             if redecide {
-                match tollgate_verify::redecide_export(open(export)?, export)? {
+                match tollgate_verify::redecide_export(open(export)?, export, threads)? {
                     Ok(counts) => {
                         fields.insert("redecided", int(counts.decisions));
                         sentence.push_str(&format!(

@@ -208,20 +208,37 @@ fn body_of_line(event: &OutboxEvent, line: &[u8], include_receipt: bool) -> Opti
 }
 
 /// A worker's own sending thread. It runs at a lower CPU priority than
-/// the threads that decide (niceness [`SENDER_NICENESS`]): under full load
+/// the threads that decide (`--webhook-niceness`, 10 by default): under full load
 /// decisions keep the cores and the outbox absorbs the difference, to
 /// drain when the load drops. Its client keeps connections alive.
 pub(super) struct Sender {
     runs: std::sync::mpsc::Sender<Run>,
 }
 
-/// Niceness of the sending threads (0 is the decisions').
-const SENDER_NICENESS_PRIORITY: u8 = 22;
+/// Sets the calling thread's niceness to `niceness` (0 to 19; 0 leaves
+/// it alone). Where that is not allowed, it keeps the normal one.
+fn lower_priority(niceness: u8) {
+    if niceness == 0 {
+        return;
+    }
+    // The crate maps 0..=99 onto niceness 19..=-20 as
+    // `(39 * (1 - p / 99)) as i8 - 20`: take the value that gives ours.
+    let wanted = i32::from(niceness.min(19));
+    let value = (0u8..=99).find(|p| {
+        let ratio = 1f32 - f32::from(*p) / 99f32;
+        i32::from((39f32 * ratio) as i8) - 20 == wanted
+    });
+    if let Some(p) = value.and_then(|p| thread_priority::ThreadPriorityValue::try_from(p).ok()) {
+        let _ = thread_priority::set_current_thread_priority(
+            thread_priority::ThreadPriority::Crossplatform(p),
+        );
+    }
+}
 
 impl Sender {
     /// `threads` sending threads (one for an ordered endpoint) sharing one
     /// client.
-    fn start(job_agent: ureq::Agent, url: String, threads: usize) -> Option<Self> {
+    fn start(job_agent: ureq::Agent, url: String, threads: usize, niceness: u8) -> Option<Self> {
         let (runs, rx) = std::sync::mpsc::channel::<Run>();
         let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
         for _ in 0..threads.max(1) {
@@ -229,15 +246,7 @@ impl Sender {
             std::thread::Builder::new()
                 .name("webhook-send".into())
                 .spawn(move || {
-                    // Lower this thread's priority; where that is not
-                    // allowed, it runs at the normal one.
-                    if let Ok(p) =
-                        thread_priority::ThreadPriorityValue::try_from(SENDER_NICENESS_PRIORITY)
-                    {
-                        let _ = thread_priority::set_current_thread_priority(
-                            thread_priority::ThreadPriority::Crossplatform(p),
-                        );
-                    }
+                    lower_priority(niceness);
                     loop {
                         let next = match rx.lock() {
                             Ok(r) => r.recv(),
@@ -668,6 +677,7 @@ async fn worker<L: Ledger>(weak: Weak<Gateway<L>>, id: String) {
     let Some(g) = weak.upgrade() else {
         return;
     };
+    let niceness = g.webhooks.niceness;
     let (timeout, url, threads) = match g.webhooks().await {
         Ok(eps) => match eps.into_iter().find(|e| e.id == id) {
             Some(e) => (
@@ -680,7 +690,7 @@ async fn worker<L: Ledger>(weak: Weak<Gateway<L>>, id: String) {
         Err(_) => return,
     };
     drop(g);
-    let Some(sender) = Sender::start(agent(timeout), url, threads) else {
+    let Some(sender) = Sender::start(agent(timeout), url, threads, niceness) else {
         return;
     };
     loop {

@@ -50,6 +50,8 @@ pub struct WebhookSettings {
     pub poll: Duration,
     /// How long a rotated-out secret still signs, seconds.
     pub rotation_overlap_seconds: i64,
+    /// Niceness of the sending threads, 0 (as decisions) to 19.
+    pub niceness: u8,
 }
 
 /// The retry schedule of the Standard Webhooks specification: at once,
@@ -70,6 +72,7 @@ impl Default for WebhookSettings {
             timeout: Duration::from_millis(crate::limits::DEFAULT_WEBHOOK_TIMEOUT_MS),
             poll: Duration::from_millis(crate::limits::WEBHOOK_POLL_MS),
             rotation_overlap_seconds: crate::limits::WEBHOOK_ROTATION_OVERLAP_SECONDS,
+            niceness: crate::limits::DEFAULT_WEBHOOK_NICENESS,
         }
     }
 }
