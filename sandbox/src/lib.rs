@@ -14,6 +14,14 @@
 //! come out byte for byte the same. This catches a gateway that signs
 //! correctly but decides wrongly, which no signature check can.
 //!
+//! Approval and execution receipts are checked against the approvals the
+//! escalating decisions opened: each reviewer's signed decision (a
+//! registered, unrevoked reviewer who is not an agent, holding the role and
+//! the action, by the deadline, once, signed with the registered key), the
+//! status each states, expiries at the deadline, and each execution
+//! following a completed quorum of that exact intent, naming the decision
+//! and every granting approval, once.
+//!
 //! Invariants: nothing here reads a clock, the network or a file; the same
 //! export gives the same verdict everywhere.
 
@@ -46,8 +54,10 @@ pub struct Counts {
     pub decisions: u64,
     /// Registry receipts applied.
     pub registry: u64,
-    /// Other receipts (approval, execution), read but not re-decided.
-    pub other: u64,
+    /// Approval receipts checked against their approval.
+    pub approvals: u64,
+    /// Execution receipts checked against their quorum.
+    pub executions: u64,
 }
 
 /// Re-decides a ledger's decisions from the ledger alone, in order.
@@ -61,7 +71,29 @@ pub struct Replay {
     bundles: BTreeMap<String, Arc<Bundle>>,
     /// The registries as the pipeline reads them; rebuilt after a change.
     snapshot: Option<Arc<Snapshot>>,
+    reviewers: BTreeMap<String, tollgate_policies::reviewer::Reviewer>,
+    revoked_reviewers: BTreeSet<String>,
+    /// Approvals opened by escalating decisions, by the decision's id.
+    approvals: BTreeMap<String, Approval>,
     counts: Counts,
+}
+
+/// An approval as the ledger's receipts tell it.
+#[derive(Clone, Debug)]
+struct Approval {
+    intent_hash: String,
+    policy_version: String,
+    action: String,
+    agent: String,
+    role: String,
+    count: i64,
+    deadline: String,
+    /// Granting reviewers and their approval receipts, in order.
+    grants: Vec<(String, String)>,
+    reviewers: BTreeSet<String>,
+    /// `approved`, `denied` or `expired` once ended.
+    ended: Option<String>,
+    executed: bool,
 }
 
 fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
@@ -93,10 +125,203 @@ impl Replay {
             }
             "decision" => {
                 self.decision(alg, receipt).map_err(bad)?;
+                self.opened(receipt);
                 self.counts.decisions += 1;
             }
-            _ => self.counts.other += 1,
+            "approval" => {
+                self.approval(receipt).map_err(bad)?;
+                self.counts.approvals += 1;
+            }
+            "execution" => {
+                self.execution(receipt).map_err(bad)?;
+                self.counts.executions += 1;
+            }
+            other => return Err(bad(format!("unknown receipt kind {other:?}"))),
         }
+        Ok(())
+    }
+
+    /// Records the approval an escalating decision opened.
+    fn opened(&mut self, receipt: &Value) {
+        if text(receipt, &["outcome", "status"]) != "pending_approval" {
+            return;
+        }
+        let subject = at(receipt, &["subject"]).cloned().unwrap_or(Value::Null);
+        self.approvals.insert(
+            text(receipt, &["receipt_id"]).to_owned(),
+            Approval {
+                intent_hash: tollgate_protocol::intent_hash(&subject).to_string(),
+                policy_version: text(receipt, &["policy_version"]).to_owned(),
+                action: text(&subject, &["payload", "action"]).to_owned(),
+                agent: text(&subject, &["payload", "agent"]).to_owned(),
+                role: text(receipt, &["outcome", "review", "role"]).to_owned(),
+                count: at(receipt, &["outcome", "review", "count"])
+                    .and_then(Value::as_safe_integer)
+                    .unwrap_or(1),
+                deadline: text(receipt, &["outcome", "review", "deadline"]).to_owned(),
+                grants: Vec::new(),
+                reviewers: BTreeSet::new(),
+                ended: None,
+                executed: false,
+            },
+        );
+    }
+
+    /// Checks an approval receipt against its approval: a reviewer's
+    /// signed decision (registered, not revoked, not an agent, holding the
+    /// role and the action, before the deadline, once), or an expiry at
+    /// the deadline; and the status it states.
+    fn approval(&mut self, receipt: &Value) -> Result<(), String> {
+        let id = match at(receipt, &["refs"]) {
+            Some(Value::Array(refs)) if refs.len() == 1 => {
+                refs[0].as_str().unwrap_or_default().to_owned()
+            }
+            _ => return Err("an approval receipt names exactly one approval in refs".into()),
+        };
+        let issued_at = text(receipt, &["issued_at"]).to_owned();
+        let status = text(receipt, &["outcome", "status"]).to_owned();
+        let receipt_id = text(receipt, &["receipt_id"]).to_owned();
+        let subject = at(receipt, &["subject"]).cloned().unwrap_or(Value::Null);
+        let (reviewers, revoked) = (&self.reviewers, &self.revoked_reviewers);
+        let agents: BTreeSet<String> = self
+            .tokens
+            .values()
+            .flat_map(|(t, _)| [t.agent.clone(), t.agent_key.kid.clone()])
+            .collect();
+        let a = self.approvals.get_mut(&id).ok_or_else(|| {
+            format!("approval {id} was not opened by an escalating decision earlier in this export")
+        })?;
+        if let Some(ended) = &a.ended {
+            return Err(format!("approval {id} had already ended ({ended})"));
+        }
+        let deadline = tollgate_protocol::Timestamp::parse(&a.deadline)
+            .ok_or_else(|| format!("approval {id} has no readable deadline"))?;
+        if at(&subject, &["payload"]).is_none() {
+            // An expiry: at the deadline itself.
+            if status != "expired" || issued_at != a.deadline || text(&subject, &["approval"]) != id
+            {
+                return Err(format!(
+                    "an expiry of approval {id} must state status expired at its deadline {}",
+                    a.deadline
+                ));
+            }
+            a.ended = Some(status);
+            return Ok(());
+        }
+        let env = tollgate_protocol::ApprovalEnvelope::from_value(subject)
+            .map_err(|e| format!("the approval decision is malformed: {e}"))?;
+        let d = &env.decision;
+        let reviewer = reviewers.get(&d.reviewer).ok_or_else(|| {
+            format!(
+                "reviewer {} is not registered earlier in this export",
+                d.reviewer
+            )
+        })?;
+        let problem = if d.approval != id {
+            Some("the decision names another approval".to_owned())
+        } else if d.intent_hash.to_string() != a.intent_hash {
+            Some("the decision names another intent".into())
+        } else if d.policy_version != a.policy_version {
+            Some("the decision names another policy version".into())
+        } else if revoked.contains(&d.reviewer) {
+            Some(format!("reviewer {} was revoked", d.reviewer))
+        } else if d.reviewer == a.agent
+            || agents.contains(&d.reviewer)
+            || agents.contains(&reviewer.key.kid)
+        {
+            Some(format!("reviewer {} is an agent", d.reviewer))
+        } else if !reviewer.has_role(&a.role) || !reviewer.allows_action(&a.action) {
+            Some(format!(
+                "reviewer {} may not approve {} as {}",
+                d.reviewer, a.action, a.role
+            ))
+        } else if d.issued_at >= deadline {
+            Some(format!(
+                "the decision was made after the deadline {}",
+                a.deadline
+            ))
+        } else if a.reviewers.contains(&d.reviewer) {
+            Some(format!("reviewer {} decided twice", d.reviewer))
+        } else if KeySet::from_keys([reviewer.key.clone()])
+            .unwrap_or_default()
+            .verify(
+                tollgate_protocol::Domain::Approval,
+                env.payload(),
+                &env.signature,
+                &d.issued_at,
+            )
+            .is_err()
+        {
+            Some(format!(
+                "the decision is not signed by reviewer {}'s key",
+                d.reviewer
+            ))
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            return Err(format!("approval {id}: {p}"));
+        }
+        a.reviewers.insert(d.reviewer.clone());
+        let expected = match d.verdict {
+            tollgate_protocol::ApprovalVerdict::Deny => "denied",
+            tollgate_protocol::ApprovalVerdict::Grant => {
+                a.grants.push((d.reviewer.clone(), receipt_id));
+                if a.grants.len() as i64 >= a.count {
+                    "approved"
+                } else {
+                    "pending_approval"
+                }
+            }
+        };
+        if status != expected {
+            return Err(format!(
+                "approval {id}: status {status} stated, {expected} follows from its decisions"
+            ));
+        }
+        if expected != "pending_approval" {
+            a.ended = Some(expected.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Checks an execution receipt: it follows a completed quorum of that
+    /// exact intent, names its decision and every granting approval, and
+    /// is the only one.
+    fn execution(&mut self, receipt: &Value) -> Result<(), String> {
+        let refs: Vec<String> = match at(receipt, &["refs"]) {
+            Some(Value::Array(r)) => r
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let id = refs.first().cloned().unwrap_or_default();
+        let a = self
+            .approvals
+            .get_mut(&id)
+            .ok_or_else(|| format!("the execution names no approval opened earlier ({id:?})"))?;
+        if a.ended.as_deref() != Some("approved") {
+            return Err(format!(
+                "approval {id} has no completed quorum ({})",
+                a.ended.as_deref().unwrap_or("pending")
+            ));
+        }
+        if a.executed {
+            return Err(format!("approval {id} was executed twice"));
+        }
+        let grants: Vec<String> = a.grants.iter().map(|(_, r)| r.clone()).collect();
+        if refs[1..] != grants[..] {
+            return Err(format!(
+                "the execution's refs {:?} are not the quorum's approval receipts {grants:?}",
+                &refs[1..]
+            ));
+        }
+        if text(receipt, &["subject", "intent_hash"]) != a.intent_hash {
+            return Err("the execution names another intent".into());
+        }
+        a.executed = true;
         Ok(())
     }
 
@@ -148,7 +373,14 @@ impl Replay {
                     .ok_or("resource.put: attributes are not an object")?;
                 self.resources.insert(resource, attributes);
             }
-            "reviewer.register" | "reviewer.revoke" => {}
+            "reviewer.register" => {
+                let r = tollgate_policies::reviewer::Reviewer::from_value(object)
+                    .map_err(|e| format!("reviewer.register: {e}"))?;
+                self.reviewers.insert(r.id.clone(), r);
+            }
+            "reviewer.revoke" => {
+                self.revoked_reviewers.insert(id());
+            }
             other => return Err(format!("unknown registry change {other:?}")),
         }
         self.snapshot = None;
@@ -186,9 +418,9 @@ impl Replay {
         self.check(&snapshot, receipt)
     }
 
-    /// Reads entries in order, like [`Replay::entry`], deciding the runs of
-    /// decisions between two registry changes on `threads` threads (they
-    /// read the same registries, and each is independent of the others).
+    /// Reads entries in order, like [`Replay::entry`], deciding each run of
+    /// consecutive decisions on `threads` threads (they read the same
+    /// registries, and each is independent of the others).
     /// A mismatch names the first bad seq.
     pub fn run(
         &mut self,
@@ -205,7 +437,7 @@ impl Replay {
             }
             let end = entries[i..]
                 .iter()
-                .position(|(_, _, r)| text(r, &["kind"]) == "registry")
+                .position(|(_, _, r)| text(r, &["kind"]) != "decision")
                 .map_or(entries.len(), |p| i + p);
             let run = &entries[i..end];
             let snapshot = self.snapshot();
@@ -238,12 +470,10 @@ impl Replay {
             if let Some(m) = first_bad {
                 return Err(m);
             }
-            let decisions = run
-                .iter()
-                .filter(|(_, _, r)| text(r, &["kind"]) == "decision")
-                .count() as u64;
-            self.counts.decisions += decisions;
-            self.counts.other += run.len() as u64 - decisions;
+            for (_, _, receipt) in run {
+                self.opened(receipt);
+            }
+            self.counts.decisions += run.len() as u64;
             i = end;
         }
         Ok(())
@@ -407,5 +637,9 @@ mod tests {
         assert_eq!(e.seq, 3);
         assert!(e.reason.contains("is not published"), "{e}");
         assert_eq!(r.counts(), Counts::default());
+        // An execution without an approval opened before it.
+        let exec = parse(br#"{"kind":"execution","refs":["rcpt_x"],"subject":{}}"#).unwrap();
+        let e = r.entry(4, HashAlg::Sha256, &exec).unwrap_err();
+        assert!(e.reason.contains("names no approval"), "{e}");
     }
 }

@@ -206,3 +206,116 @@ fn altered_policy_files_and_altered_inputs_are_caught() {
         "{v}"
     );
 }
+
+/// A live gateway's export with an approved (and executed) escalation and
+/// a denied one.
+fn export_with_approvals() -> Vec<Value> {
+    use tollgate_protocol::{ApprovalDecision, ApprovalVerdict, approval_payload, intent_hash};
+    use tollgate_signer::Signer as _;
+    let g = Gateway::start();
+    let reviewer = Ed25519Signer::load(&g.data().join("demo/reviewer.jwk")).unwrap();
+    let mut o = Object::new();
+    o.insert("id", "rev-demo".into());
+    o.insert("key", reviewer.jwk().to_value());
+    o.insert("roles", Value::Array(vec!["approver".into()]));
+    o.insert("actions", Value::Array(vec!["orders.refund".into()]));
+    assert_eq!(
+        g.admin()
+            .register_reviewer(&canonical(&Value::Object(o)))
+            .unwrap()
+            .status,
+        201
+    );
+    let agent = g.agent();
+    for (id, verdict) in [
+        ("a-1", ApprovalVerdict::Grant),
+        ("a-2", ApprovalVerdict::Deny),
+    ] {
+        let body = intent(&agent, id, "order:o-1002", 99_000, |_| {});
+        let (code, _, entry, _) = g.post_raw("application/json", &body, None);
+        assert_eq!(code, 200);
+        let entry = parse(&entry).unwrap();
+        let approval = member(&entry, &["receipt", "receipt_id"])
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let decision = ApprovalDecision {
+            approval: approval.clone(),
+            intent_hash: intent_hash(&parse(&body).unwrap()),
+            policy_version: member(&entry, &["receipt", "policy_version"])
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            reviewer: "rev-demo".into(),
+            verdict,
+            reason: "checked".into(),
+            issued_at: Timestamp::parse(&tollgate_tests::gateway::now()).unwrap(),
+        };
+        let env = reviewer.envelope(Domain::Approval, approval_payload(&decision));
+        let agent_http: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let resp = agent_http
+            .post(&format!("{}/v1/approvals/{approval}/decisions", g.url))
+            .header("content-type", "application/json")
+            .send(&canonical(&env)[..])
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201);
+    }
+    let (_, bytes) = g.get("/v1/ledger/export");
+    String::from_utf8(bytes)
+        .unwrap()
+        .lines()
+        .map(|l| parse(l.as_bytes()).unwrap())
+        .collect()
+}
+
+#[test]
+fn approvals_and_executions_are_checked_against_their_quorum() {
+    let entries = export_with_approvals();
+    assert!(entries.iter().any(|e| kind(e) == "execution"));
+    let dir = tempfile::tempdir().unwrap();
+    let (e, k) = forge(&entries, dir.path(), |_, _| {});
+    let (code, v) = verify(&e, &k, true);
+    assert_eq!(code, Some(0), "{v}");
+    // An execution whose refs leave out the grant that completed the quorum.
+    let target = entries.iter().position(|e| kind(e) == "execution").unwrap() as u64 + 1;
+    let (e, k) = forge(&entries, dir.path(), |seq, r| {
+        if seq == target {
+            let Some(Value::Array(refs)) = r.get("refs").cloned() else {
+                panic!()
+            };
+            r.insert("refs", Value::Array(refs[..1].to_vec()));
+        }
+    });
+    let (code, v) = verify(&e, &k, true);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(member(&v, &["seq"]).as_safe_integer(), Some(target as i64));
+    assert!(
+        member(&v, &["reason"])
+            .as_str()
+            .unwrap()
+            .contains("not the quorum's approval receipts"),
+        "{v}"
+    );
+    // A denial restated as an approval.
+    let denial = entries
+        .iter()
+        .position(|e| {
+            kind(e) == "approval"
+                && member(e, &["receipt", "outcome", "status"]).as_str() == Some("denied")
+        })
+        .unwrap() as u64
+        + 1;
+    let (e, k) = forge(&entries, dir.path(), |seq, r| {
+        if seq == denial {
+            let mut o = r.get("outcome").unwrap().as_object().unwrap().clone();
+            o.insert("status", "approved".into());
+            r.insert("outcome", Value::Object(o));
+        }
+    });
+    let (code, v) = verify(&e, &k, true);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(member(&v, &["seq"]).as_safe_integer(), Some(denial as i64));
+}
