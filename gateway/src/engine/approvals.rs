@@ -825,11 +825,7 @@ impl<L: Ledger> Gateway<L> {
             }
             Ok(()) => Outcome::new(Status::Committed).with("target", "none"),
         };
-        let spend = if outcome.status == Status::Committed {
-            held.charges.clone()
-        } else {
-            Vec::new()
-        };
+        let spend = budget::spent_by(&outcome, &held.charges);
         let receipt = quorum.execution(outcome, spent)?.seal();
         let mut execution = Append::new(
             receipt.clone(),
@@ -901,11 +897,7 @@ impl<L: Ledger> Gateway<L> {
         let outcome = self
             .retry_upstream(&envelope, policy, &upstream_key)
             .await?;
-        let spend = if outcome.status == Status::Committed {
-            charges
-        } else {
-            Vec::new()
-        };
+        let spend = budget::spent_by(&outcome, &charges);
         draft.insert("outcome", outcome.to_value());
         let sealed = Value::Object(seal_receipt(draft));
         let mut completing = Append::new(approval, signature);

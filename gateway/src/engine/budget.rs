@@ -48,6 +48,17 @@ fn window_start(now: i64, length: i64) -> i64 {
     now - now.rem_euclid(length)
 }
 
+/// What a commit with `outcome` spends of its `charges`: all of them if it
+/// committed, nothing if it failed or did not run (the reservation is then
+/// released).
+pub(super) fn spent_by(outcome: &tollgate_protocol::Outcome, charges: &[Spend]) -> Vec<Spend> {
+    if outcome.status == tollgate_protocol::Status::Committed {
+        charges.to_vec()
+    } else {
+        Vec::new()
+    }
+}
+
 /// RFC 3339 at second precision (window starts, deadlines).
 pub(super) fn seconds(unix: i64) -> String {
     Timestamp::from_unix(unix, 0)

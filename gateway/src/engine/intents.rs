@@ -20,8 +20,8 @@ use tollgate_pipeline::{Decision, decide_authenticated, decide_with_spent};
 use tollgate_policies::delegation::{self, Refusal, Token};
 use tollgate_policies::{Bundle, Target};
 use tollgate_protocol::{
-    Domain, HashValue, IntentEnvelope, LedgerEntry, Object, Receipt, Status, Value, Verdict,
-    canonical, parse, seal_receipt,
+    Domain, HashValue, IntentEnvelope, LedgerEntry, Object, Receipt, Value, Verdict, canonical,
+    parse, seal_receipt,
 };
 
 use super::{
@@ -418,11 +418,7 @@ impl<L: Ledger> Gateway<L> {
         }
         let t = std::time::Instant::now();
         // Only a commit spends: a failed one releases its charges.
-        let spend = if receipt.outcome.status == Status::Committed {
-            held.charges.clone()
-        } else {
-            Vec::new()
-        };
+        let spend = budget::spent_by(&receipt.outcome, &held.charges);
         let sealed = receipt.seal();
         let signature = self.signer.sign_now(Domain::Receipt, &sealed);
         let appended = match &requirement {
@@ -563,11 +559,7 @@ impl<L: Ledger> Gateway<L> {
             .unwrap_or_default()
             .to_owned();
         let outcome = self.retry_upstream(&envelope, policy, key).await?;
-        let spend = if outcome.status == Status::Committed {
-            charges
-        } else {
-            Vec::new()
-        };
+        let spend = budget::spent_by(&outcome, &charges);
         draft.insert("outcome", outcome.to_value());
         let sealed = Value::Object(seal_receipt(draft));
         let signature = self.signer.sign_now(Domain::Receipt, &sealed);
