@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole Tollgate test suite, from a fresh clone. It installs what the
 # tests need (a Python virtual environment with the third-party libraries the
-# conformance fixtures are built with; cargo-nextest if missing), builds the
-# binaries the black-box tests drive, and runs every test.
+# conformance fixtures are built with; Debian's Chromium and ChromeDriver
+# for the browser test of the sandbox's HTML report; cargo-nextest if
+# missing), builds the binaries the black-box tests drive, and runs every
+# test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +14,13 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
 export TOLLGATE_PYTHON="$PWD/$venv/bin/python"
+
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  as_root=""
+  [ "$(id -u)" -eq 0 ] || as_root="sudo"
+  $as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest

@@ -14,6 +14,7 @@ mod files;
 mod intent;
 mod policy;
 mod reviewer;
+mod sandbox;
 mod serve;
 mod settings;
 mod tour;
@@ -134,6 +135,29 @@ enum Command {
     /// redeliver), and `verify` for consumers.
     #[command(subcommand)]
     Webhook(WebhookCommand),
+    /// What a policy would have decided: re-run a ledger's decisions, or
+    /// try them (or captured intents) under a candidate bundle and report
+    /// what changes.
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+}
+
+#[derive(Subcommand)]
+enum SandboxCommand {
+    /// Re-run every decision of an export; with --policy, also decide each
+    /// under the candidate and report every intent whose verdict changes.
+    /// Exit 0 done, 1 if the export does not re-decide to itself.
+    Replay(sandbox::ReplayArgs),
+    /// Write the registries and the policy in force at the end of an
+    /// export, for `replay --intents … --snapshot`.
+    Snapshot {
+        /// The ledger export.
+        #[arg(long)]
+        ledger: PathBuf,
+        /// Where to write it (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -497,6 +521,10 @@ fn main() -> ExitCode {
             }
             text
         }),
+        Command::Sandbox(SandboxCommand::Replay(args)) => sandbox::replay(&args),
+        Command::Sandbox(SandboxCommand::Snapshot { ledger, out }) => {
+            sandbox::snapshot(&ledger, out.as_deref())
+        }
         Command::Ledger(LedgerCommand::Export { url, out }) => {
             agent::export(&url, &out)
         }

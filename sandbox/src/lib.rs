@@ -22,13 +22,28 @@
 //! following a completed quorum of that exact intent, naming the decision
 //! and every granting approval, once.
 //!
-//! Invariants: nothing here reads a clock, the network or a file; the same
-//! export gives the same verdict everywhere.
+//! The what-if: given candidate bundles ([`Replay::what_if`]), each
+//! decision is also decided under the candidate, with the same intent and
+//! inputs, and a [`Report`] counts verdicts before and after and keeps
+//! every intent whose verdict changed with its rules and scores under
+//! both. Intents captured elsewhere are decided the same way against a
+//! stated registry snapshot ([`Replay::from_snapshot`], [`Replay::intent`]).
+//!
+//! Invariants: nothing here reads a clock, the network or a file (readers
+//! of an export are handed in); the same export gives the same verdict and
+//! the same report everywhere.
 
 #![forbid(unsafe_code)]
 
+mod export;
+mod report;
+mod snapshot;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+
+pub use export::{published, replay_export};
+pub use report::{Change, Report};
 
 use tollgate_pipeline::{Snapshot, decide_with_spent};
 use tollgate_policies::Bundle;
@@ -76,6 +91,15 @@ pub struct Replay {
     /// Approvals opened by escalating decisions, by the decision's id.
     approvals: BTreeMap<String, Approval>,
     counts: Counts,
+    /// Bundles to decide under instead of the recorded ones.
+    candidates: Vec<Arc<Bundle>>,
+    report: Report,
+    /// The version in force, as the activations tell it.
+    active: Option<String>,
+    /// Every registry change applied, in order (`{change, object}`).
+    changes: Vec<Value>,
+    /// Amounts spent, for intents decided against a snapshot.
+    spent: Spent,
 }
 
 /// An approval as the ledger's receipts tell it.
@@ -104,6 +128,22 @@ fn text<'a>(v: &'a Value, path: &[&str]) -> &'a str {
     at(v, path).and_then(Value::as_str).unwrap_or_default()
 }
 
+/// The bundle a `policy.publish` change (`{change, object: {files}}`)
+/// carries, loaded from its files.
+fn bundle_of(subject: &Value) -> Result<Bundle, String> {
+    let files: BTreeMap<String, String> = at(subject, &["object", "files"])
+        .and_then(Value::as_object)
+        .ok_or("policy.publish: no files")?
+        .iter()
+        .map(|(k, v)| {
+            v.as_str()
+                .map(|t| (k.to_owned(), t.to_owned()))
+                .ok_or_else(|| format!("policy.publish: file {k} is not text"))
+        })
+        .collect::<Result<_, _>>()?;
+    Bundle::from_files(&files).map_err(|e| format!("policy.publish: the bundle does not load: {e}"))
+}
+
 impl Replay {
     /// A replay from an empty ledger.
     pub fn new() -> Self {
@@ -115,6 +155,51 @@ impl Replay {
         self.counts
     }
 
+    /// Decides every decision under a candidate bundle too: with one
+    /// candidate, every decision; with several, each decision under the
+    /// candidate of its policy's name (a decision whose policy has none is
+    /// only re-decided).
+    pub fn what_if(mut self, candidates: Vec<Arc<Bundle>>) -> Self {
+        self.candidates = candidates;
+        self
+    }
+
+    /// Every bundle published so far, in version order.
+    pub fn published(&self) -> Vec<Arc<Bundle>> {
+        self.bundles.values().cloned().collect()
+    }
+
+    /// What the candidates changed so far.
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+
+    /// The candidate a decision under `version` is decided under.
+    fn candidate_for(&self, version: &str) -> Option<&Arc<Bundle>> {
+        match self.candidates.as_slice() {
+            [] => None,
+            [one] => Some(one),
+            many => {
+                let name = version.split('@').next().unwrap_or_default();
+                many.iter().find(|b| b.name == name)
+            }
+        }
+    }
+
+    /// Decides `envelope` under `bundle` with `snapshot` and `spent`; an
+    /// intent the bundle's contract refuses is an `invalid` verdict.
+    fn decide_under(
+        bundle: &Bundle,
+        envelope: &IntentEnvelope,
+        snapshot: &Snapshot,
+        spent: &Spent,
+    ) -> Value {
+        match decide_with_spent(bundle, envelope, snapshot, spent) {
+            Ok(d) => d.to_value(),
+            Err(e) => report::invalid(e.to_string()),
+        }
+    }
+
     /// Reads entry `seq`'s `receipt`, whose ledger hashes with `alg`.
     pub fn entry(&mut self, seq: u64, alg: HashAlg, receipt: &Value) -> Result<(), Mismatch> {
         let bad = |reason: String| Mismatch { seq, reason };
@@ -124,9 +209,9 @@ impl Replay {
                 self.counts.registry += 1;
             }
             "decision" => {
-                self.decision(alg, receipt).map_err(bad)?;
-                self.opened(receipt);
-                self.counts.decisions += 1;
+                let snapshot = self.snapshot();
+                let tried = self.check(&snapshot, receipt).map_err(bad)?;
+                self.decided(seq, receipt, tried);
             }
             "approval" => {
                 self.approval(receipt).map_err(bad)?;
@@ -332,22 +417,11 @@ impl Replay {
         let id = || object.as_str().unwrap_or_default().to_owned();
         match change {
             "policy.publish" => {
-                let files: BTreeMap<String, String> = at(object, &["files"])
-                    .and_then(Value::as_object)
-                    .ok_or("policy.publish: no files")?
-                    .iter()
-                    .map(|(k, v)| {
-                        v.as_str()
-                            .map(|t| (k.to_owned(), t.to_owned()))
-                            .ok_or_else(|| format!("policy.publish: file {k} is not text"))
-                    })
-                    .collect::<Result<_, _>>()?;
-                let bundle = Bundle::from_files(&files)
-                    .map_err(|e| format!("policy.publish: the bundle does not load: {e}"))?;
+                let bundle = bundle_of(at(receipt, &["subject"]).unwrap_or(&Value::Null))?;
                 self.bundles
                     .insert(bundle.version_string(), Arc::new(bundle));
             }
-            "policy.activate" | "policy.rollback" => {}
+            "policy.activate" | "policy.rollback" => self.active = Some(id()),
             "issuer.register" => {
                 let jwk = Jwk::from_value(object, "/subject/object")
                     .map_err(|e| format!("issuer.register: {e}"))?;
@@ -383,6 +457,8 @@ impl Replay {
             }
             other => return Err(format!("unknown registry change {other:?}")),
         }
+        self.changes
+            .push(at(receipt, &["subject"]).cloned().unwrap_or(Value::Null));
         self.snapshot = None;
         Ok(())
     }
@@ -413,9 +489,20 @@ impl Replay {
         snapshot
     }
 
-    fn decision(&mut self, _alg: HashAlg, receipt: &Value) -> Result<(), String> {
-        let snapshot = self.snapshot();
-        self.check(&snapshot, receipt)
+    /// Counts a re-decided decision, records the approval it opened and
+    /// what the candidate made of it.
+    fn decided(&mut self, seq: u64, receipt: &Value, tried: Option<(String, Value)>) {
+        self.opened(receipt);
+        self.counts.decisions += 1;
+        if let Some(after) = tried {
+            let before = at(receipt, &["decision"]).unwrap_or(&Value::Null);
+            self.report.add(
+                seq,
+                at(receipt, &["subject"]).unwrap_or(&Value::Null),
+                (text(receipt, &["policy_version"]), before),
+                (&after.0, after.1),
+            );
+        }
     }
 
     /// Reads entries in order, like [`Replay::entry`], deciding each run of
@@ -443,44 +530,55 @@ impl Replay {
             let snapshot = self.snapshot();
             let size = run.len().div_ceil(threads.max(1)).max(1);
             let this = &*self;
-            let first_bad = std::thread::scope(|scope| {
+            let outcome = std::thread::scope(|scope| {
                 let handles: Vec<_> = run
                     .chunks(size)
                     .map(|chunk| {
                         let snapshot = &snapshot;
                         scope.spawn(move || {
-                            chunk.iter().find_map(|(seq, _, receipt)| {
-                                if text(receipt, &["kind"]) != "decision" {
-                                    return None;
-                                }
-                                this.check(snapshot, receipt)
-                                    .err()
-                                    .map(|reason| Mismatch { seq: *seq, reason })
-                            })
+                            chunk
+                                .iter()
+                                .map(|(seq, _, receipt)| {
+                                    this.check(snapshot, receipt)
+                                        .map_err(|reason| Mismatch { seq: *seq, reason })
+                                })
+                                .collect::<Result<Vec<_>, Mismatch>>()
                         })
                     })
                     .collect();
                 // Chunks are in order: the first failure of the first
                 // failing chunk is the first bad seq.
-                handles
-                    .into_iter()
-                    .filter_map(|h| h.join().ok().flatten())
-                    .min_by_key(|m| m.seq)
-            });
-            if let Some(m) = first_bad {
-                return Err(m);
+                let mut tried = Vec::with_capacity(run.len());
+                for h in handles {
+                    match h.join() {
+                        Ok(Ok(t)) => tried.extend(t),
+                        Ok(Err(m)) => return Err(m),
+                        Err(_) => {
+                            return Err(Mismatch {
+                                seq: run[tried.len()].0,
+                                reason: "re-deciding panicked".into(),
+                            });
+                        }
+                    }
+                }
+                Ok(tried)
+            })?;
+            for ((seq, _, receipt), tried) in run.iter().zip(outcome) {
+                self.decided(*seq, receipt, tried);
             }
-            for (_, _, receipt) in run {
-                self.opened(receipt);
-            }
-            self.counts.decisions += run.len() as u64;
             i = end;
         }
         Ok(())
     }
 
-    /// Decides `receipt`'s intent again against `snapshot` and compares.
-    fn check(&self, snapshot: &Snapshot, receipt: &Value) -> Result<(), String> {
+    /// Decides `receipt`'s intent again against `snapshot` and compares;
+    /// then, if a candidate applies, decides it under the candidate
+    /// (its version and decision).
+    fn check(
+        &self,
+        snapshot: &Snapshot,
+        receipt: &Value,
+    ) -> Result<Option<(String, Value)>, String> {
         let version = text(receipt, &["policy_version"]);
         let bundle = self.bundles.get(version).cloned().ok_or_else(|| {
             format!(
@@ -554,7 +652,12 @@ impl Replay {
         if canonical(&decision) != canonical(&stated) {
             return Err(difference(&stated, &decision));
         }
-        Ok(())
+        Ok(self.candidate_for(version).map(|candidate| {
+            (
+                candidate.version_string(),
+                Self::decide_under(candidate, &envelope, snapshot, &spent),
+            )
+        }))
     }
 }
 

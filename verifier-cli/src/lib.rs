@@ -191,48 +191,12 @@ pub fn redecide_export(
         .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
         .unwrap_or(1);
     let mut replay = tollgate_sandbox::Replay::new();
-    let mut batch = Vec::with_capacity(BATCH_LINES);
-    let mut seq = 0u64;
-    let mut lines = input.split(b'\n');
-    loop {
-        let line = lines.next().transpose().map_err(|source| Error::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        let done = line.is_none();
-        if let Some(line) = line.filter(|l| !l.is_empty()) {
-            seq += 1;
-            let entry = match tollgate_protocol::parse(&line) {
-                Ok(v) => v,
-                Err(e) => {
-                    return Ok(Err(tollgate_sandbox::Mismatch {
-                        seq,
-                        reason: e.to_string(),
-                    }));
-                }
-            };
-            let o = entry.as_object();
-            let alg = o
-                .and_then(|o| o.get("hash"))
-                .and_then(tollgate_protocol::Value::as_str)
-                .and_then(HashValue::parse)
-                .map(|h| h.alg)
-                .unwrap_or_default();
-            let receipt = o
-                .and_then(|o| o.get("receipt"))
-                .cloned()
-                .unwrap_or(tollgate_protocol::Value::Null);
-            batch.push((seq, alg, receipt));
-        }
-        if batch.len() >= BATCH_LINES || (done && !batch.is_empty()) {
-            if let Err(m) = replay.run(&batch, threads) {
-                return Ok(Err(m));
+    let replayed =
+        tollgate_sandbox::replay_export(&mut replay, input, threads).map_err(|source| {
+            Error::Io {
+                path: path.to_owned(),
+                source,
             }
-            batch.clear();
-        }
-        if done {
-            break;
-        }
-    }
-    Ok(Ok(replay.counts()))
+        })?;
+    Ok(replayed.map(|()| replay.counts()))
 }

@@ -1,0 +1,1 @@
+//! `tollgate sandbox serve` (next).

@@ -1,0 +1,118 @@
+//! A registry snapshot: the registry changes of a ledger, in order, as one
+//! JSON document, so that intents captured elsewhere can be decided
+//! against stated registries.
+//!
+//! ```json
+//! {"type": "tollgate.snapshot/v1",
+//!  "changes": [{"change": "policy.publish", "object": {"files": {…}}}, …],
+//!  "spent": [{"delegation": "d-7", "currency": "EUR", "amount_minor": 1000}]}
+//! ```
+//!
+//! `changes` are registry receipts' subjects (PROTOCOL §4.3) applied in
+//! order; the last `policy.activate` or `policy.rollback` names the policy
+//! in force. `spent` (optional) states what each delegation's budget has
+//! spent in the window the intents fall in; without it, nothing is spent.
+
+use tollgate_protocol::{HashAlg, IntentEnvelope, Object, Value};
+
+use crate::report::int;
+use crate::{Mismatch, Replay, at, text};
+
+/// The `type` of a snapshot document.
+pub const SNAPSHOT_TYPE: &str = "tollgate.snapshot/v1";
+
+impl Replay {
+    /// The registries as they stand now, as a snapshot document.
+    pub fn snapshot_value(&self) -> Value {
+        let mut o = Object::new();
+        o.insert("type", SNAPSHOT_TYPE.into());
+        o.insert("changes", Value::Array(self.changes.clone()));
+        let spent = self
+            .spent
+            .iter()
+            .flat_map(|(delegation, by)| {
+                by.iter().map(move |(currency, amount)| {
+                    let mut s = Object::new();
+                    s.insert("delegation", delegation.clone().into());
+                    s.insert("currency", currency.clone().into());
+                    s.insert("amount_minor", int(u64::try_from(*amount).unwrap_or(0)));
+                    Value::Object(s)
+                })
+            })
+            .collect();
+        o.insert("spent", Value::Array(spent));
+        Value::Object(o)
+    }
+
+    /// The registries a snapshot document states.
+    pub fn from_snapshot(doc: &Value) -> Result<Self, String> {
+        if text(doc, &["type"]) != SNAPSHOT_TYPE {
+            return Err(format!("not a snapshot: its type is not {SNAPSHOT_TYPE:?}"));
+        }
+        let Some(Value::Array(changes)) = at(doc, &["changes"]) else {
+            return Err("a snapshot's changes must be an array".into());
+        };
+        let mut replay = Self::new();
+        for (n, change) in changes.iter().enumerate() {
+            let mut receipt = Object::new();
+            receipt.insert("subject", change.clone());
+            replay
+                .registry(HashAlg::Sha256, &Value::Object(receipt))
+                .map_err(|e| format!("changes[{n}]: {e}"))?;
+            replay.counts.registry += 1;
+        }
+        match at(doc, &["spent"]) {
+            None => {}
+            Some(Value::Array(items)) => {
+                for (n, s) in items.iter().enumerate() {
+                    let amount = at(s, &["amount_minor"])
+                        .and_then(Value::as_safe_integer)
+                        .filter(|a| *a >= 0)
+                        .ok_or_else(|| {
+                            format!("spent[{n}]: amount_minor is not a non-negative integer")
+                        })?;
+                    replay
+                        .spent
+                        .entry(text(s, &["delegation"]).to_owned())
+                        .or_default()
+                        .insert(text(s, &["currency"]).to_owned(), amount);
+                }
+            }
+            Some(_) => return Err("a snapshot's spent must be an array".into()),
+        }
+        if replay.active.is_none() {
+            return Err("the snapshot puts no policy in force (no policy.activate)".into());
+        }
+        Ok(replay)
+    }
+
+    /// Decides the intent envelope of line `line` against the registries
+    /// and the policy in force, and under the candidate if one applies
+    /// (without one, the report counts the verdicts as they are). The
+    /// agent's signature is not checked: this asks what a policy would
+    /// decide, not who sent the intent.
+    pub fn intent(&mut self, line: u64, envelope: &Value) -> Result<(), Mismatch> {
+        let bad = |reason: String| Mismatch { seq: line, reason };
+        let parsed = IntentEnvelope::from_value(envelope.clone())
+            .map_err(|e| bad(format!("not an intent envelope: {e}")))?;
+        let active = self.active.clone().unwrap_or_default();
+        let bundle = self
+            .bundles
+            .get(&active)
+            .cloned()
+            .ok_or_else(|| bad(format!("the policy in force, {active}, is not published")))?;
+        let snapshot = self.snapshot();
+        let before = Self::decide_under(&bundle, &parsed, &snapshot, &self.spent);
+        let after = match self.candidate_for(&active) {
+            Some(c) => (
+                c.version_string(),
+                Self::decide_under(c, &parsed, &snapshot, &self.spent),
+            ),
+            None => (active.clone(), before.clone()),
+        };
+        self.counts.decisions += 1;
+        self.report
+            .add(line, envelope, (&active, &before), (&after.0, after.1));
+        Ok(())
+    }
+}

@@ -1,0 +1,335 @@
+//! `tollgate sandbox`: the determinism check and the what-if over a real
+//! gateway's export, and the HTML report in a real browser.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use tollgate_protocol::{Value, parse};
+use tollgate_tests::bin;
+use tollgate_tests::browser::Browser;
+use tollgate_tests::gateway::{Gateway, intent};
+
+fn member<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
+    path.iter().fold(v, |v, k| {
+        v.as_object()
+            .and_then(|o| o.get(k))
+            .unwrap_or_else(|| panic!("no {k} in {v}"))
+    })
+}
+
+fn sandbox(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(bin("tollgate"))
+        .arg("sandbox")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// A refunds gateway's export after intents across amounts, customer tiers,
+/// order states and agent confidences; returns it with the ids of the
+/// intents that passed with a composite score of at least `threshold`.
+fn traffic(g: &Gateway, dir: &Path, threshold: i64) -> (String, BTreeSet<String>) {
+    let agent = g.agent();
+    let mut n = 0;
+    for amount in [1_000, 9_000, 25_000, 45_000, 60_000] {
+        for resource in ["order:o-1001", "order:o-1002", "order:o-1003"] {
+            for confidence in [9_500, 6_000] {
+                n += 1;
+                let body = intent(&agent, &format!("w-{n}"), resource, amount, |p| {
+                    let mut d = tollgate_protocol::Object::new();
+                    d.insert("confidence_bp", Value::integer(confidence).unwrap());
+                    p.insert("decision", d.into());
+                });
+                let (code, _, b, _) = g.post_raw("application/json", &body, None);
+                assert_eq!(code, 200, "{}", String::from_utf8_lossy(&b));
+            }
+        }
+    }
+    let (_, bytes) = g.get("/v1/ledger/export");
+    let export = dir.join("export.jsonl");
+    std::fs::write(&export, &bytes).unwrap();
+    let mut expected = BTreeSet::new();
+    let mut verdicts = BTreeSet::new();
+    for line in String::from_utf8(bytes).unwrap().lines() {
+        let e = parse(line.as_bytes()).unwrap();
+        let r = member(&e, &["receipt"]);
+        if member(r, &["kind"]).as_str() != Some("decision") {
+            continue;
+        }
+        let verdict = member(r, &["decision", "verdict"]).as_str().unwrap();
+        verdicts.insert(verdict.to_owned());
+        let composite = member(r, &["decision", "composite"])
+            .as_safe_integer()
+            .unwrap();
+        if verdict == "pass" && composite >= threshold {
+            expected.insert(
+                member(r, &["subject", "payload", "intent_id"])
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+    }
+    // The traffic has every verdict, and passes on both sides of the new
+    // threshold.
+    assert_eq!(verdicts.len(), 3, "{verdicts:?}");
+    assert!(!expected.is_empty());
+    (export.to_str().unwrap().to_owned(), expected)
+}
+
+/// The demo's refunds bundle with `escalate_at` lowered to `threshold`,
+/// as version 1.1.0.
+fn lowered(g: &Gateway, dir: &Path, threshold: i64) -> String {
+    let from = g.data().join("policies/refunds");
+    let to = dir.join("refunds-1.1.0");
+    copy_dir(&from, &to);
+    let manifest = std::fs::read_to_string(to.join("bundle.toml")).unwrap();
+    assert!(manifest.contains("escalate_at = 5000"));
+    std::fs::write(
+        to.join("bundle.toml"),
+        manifest
+            .replace("escalate_at = 5000", &format!("escalate_at = {threshold}"))
+            .replace("version = \"1.0.0\"", "version = \"1.1.0\""),
+    )
+    .unwrap();
+    to.to_str().unwrap().to_owned()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn changed_ids(report: &Value) -> BTreeSet<String> {
+    match member(report, &["report", "changes"]) {
+        Value::Array(cs) => cs
+            .iter()
+            .map(|c| member(c, &["intent_id"]).as_str().unwrap().to_owned())
+            .collect(),
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn a_lowered_escalation_threshold_reports_exactly_the_intents_it_escalates() {
+    let g = Gateway::start();
+    let dir = tempfile::tempdir().unwrap();
+    let threshold = 2_000;
+    let (export, expected) = traffic(&g, dir.path(), threshold);
+    let candidate = lowered(&g, dir.path(), threshold);
+    let html = dir.path().join("report.html");
+
+    // Without a candidate: the determinism check.
+    let (code, out, err) = sandbox(&["replay", "--ledger", &export]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("Re-decided 30 decisions"), "{out}");
+    assert!(
+        out.contains("each reproduces its receipt byte for byte"),
+        "{out}"
+    );
+
+    let (code, out, err) = sandbox(&[
+        "replay",
+        "--ledger",
+        &export,
+        "--policy",
+        &candidate,
+        "--json",
+        "--html",
+        html.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let report = parse(out.trim().as_bytes()).unwrap();
+    assert_eq!(changed_ids(&report), expected);
+    for c in match member(&report, &["report", "changes"]) {
+        Value::Array(cs) => cs.clone(),
+        _ => unreachable!(),
+    } {
+        assert_eq!(member(&c, &["before", "verdict"]).as_str(), Some("pass"));
+        assert_eq!(member(&c, &["after", "verdict"]).as_str(), Some("escalate"));
+        // Same scores, other verdict: the threshold moved, nothing else.
+        assert_eq!(
+            member(&c, &["before", "scores"]),
+            member(&c, &["after", "scores"])
+        );
+        assert!(
+            member(&c, &["policy_after"])
+                .as_str()
+                .unwrap()
+                .starts_with("refunds@1.1.0+sha256:")
+        );
+    }
+    assert_eq!(
+        member(&report, &["report", "changed"]).as_safe_integer(),
+        Some(expected.len() as i64)
+    );
+    let Value::Array(transitions) = member(&report, &["report", "transitions"]) else {
+        unreachable!()
+    };
+    let count = |moved: bool| -> i64 {
+        transitions
+            .iter()
+            .filter(|t| (member(t, &["from"]) != member(t, &["to"])) == moved)
+            .map(|t| member(t, &["count"]).as_safe_integer().unwrap())
+            .sum()
+    };
+    assert_eq!(count(true), expected.len() as i64);
+    assert_eq!(count(true) + count(false), 30);
+
+    // The terminal form names each changed intent.
+    let (code, out, _) = sandbox(&["replay", "--ledger", &export, "--policy", &candidate]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("pass → escalate"), "{out}");
+    for id in &expected {
+        assert!(out.contains(&format!("  {id}  ")), "{id} missing:\n{out}");
+    }
+
+    // The HTML report in a real browser: every changed intent is a row;
+    // filtering by verdict after and opening one intent's details work.
+    let b = Browser::start();
+    b.open(&format!("file://{}", html.display()));
+    let rows = b.eval(
+        "return [...document.querySelectorAll('tbody.change')].filter(t => !t.hidden)\
+         .map(t => t.querySelector('td code').textContent)",
+    );
+    let shown: BTreeSet<String> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(shown, expected);
+    assert_eq!(
+        b.text("#shown"),
+        format!("{0} of {0} shown", expected.len())
+    );
+    b.click("#f-after option[value=pass]");
+    assert_eq!(b.text("#shown"), format!("0 of {} shown", expected.len()));
+    b.click("#f-after option[value=escalate]");
+    assert_eq!(
+        b.text("#shown"),
+        format!("{0} of {0} shown", expected.len())
+    );
+    assert!(!b.displayed("tbody.change tr.detail"));
+    b.click("tbody.change button.toggle");
+    assert!(b.displayed("tbody.change tr.detail"));
+    let detail = b.text("tbody.change tr.detail");
+    assert!(detail.contains("refunds@1.1.0+sha256:"), "{detail}");
+    assert!(detail.contains("composite"), "{detail}");
+    assert!(detail.contains("amount"), "{detail}");
+}
+
+#[test]
+fn a_published_version_is_a_candidate_by_name_and_semver_and_bad_ones_are_named() {
+    let g = Gateway::start();
+    let dir = tempfile::tempdir().unwrap();
+    let candidate = lowered(&g, dir.path(), 2_000);
+    // Published, not activated: the what-if can name it.
+    let mut fo = tollgate_protocol::Object::new();
+    for (k, v) in tollgate_policies::Bundle::read_files(Path::new(&candidate)).unwrap() {
+        fo.insert(k, v.into());
+    }
+    let mut o = tollgate_protocol::Object::new();
+    o.insert("files", fo.into());
+    let answer = g
+        .admin()
+        .publish_policy(&tollgate_protocol::canonical(&o.into()))
+        .unwrap();
+    answer.ok().unwrap();
+    let (export, expected) = traffic(&g, dir.path(), 2_000);
+    let (code, out, err) = sandbox(&[
+        "replay",
+        "--ledger",
+        &export,
+        "--policy",
+        "refunds@1.1.0",
+        "--json",
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(
+        changed_ids(&parse(out.trim().as_bytes()).unwrap()),
+        expected
+    );
+
+    let (code, _, err) = sandbox(&["replay", "--ledger", &export, "--policy", "refunds@9.9.9"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("refunds@9.9.9: neither a bundle folder nor a version published"),
+        "{err}"
+    );
+    let (code, _, err) = sandbox(&["replay", "--ledger", "/nonexistent.jsonl"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("cannot read /nonexistent.jsonl"), "{err}");
+}
+
+#[test]
+fn captured_intents_are_decided_against_a_snapshot_of_the_export() {
+    let g = Gateway::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (export, expected) = traffic(&g, dir.path(), 2_000);
+    let candidate = lowered(&g, dir.path(), 2_000);
+    let snapshot = dir.path().join("snapshot.json");
+    let (code, out, err) = sandbox(&[
+        "snapshot",
+        "--ledger",
+        &export,
+        "--out",
+        snapshot.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    // The export's intents, as if captured in staging.
+    let intents = dir.path().join("intents.jsonl");
+    let mut lines = String::new();
+    for line in std::fs::read_to_string(&export).unwrap().lines() {
+        let e = parse(line.as_bytes()).unwrap();
+        if member(&e, &["receipt", "kind"]).as_str() == Some("decision") {
+            lines.push_str(&member(&e, &["receipt", "subject"]).to_string());
+            lines.push('\n');
+        }
+    }
+    std::fs::write(&intents, lines).unwrap();
+    let (code, out, err) = sandbox(&[
+        "replay",
+        "--intents",
+        intents.to_str().unwrap(),
+        "--snapshot",
+        snapshot.to_str().unwrap(),
+        "--policy",
+        &candidate,
+        "--json",
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let report = parse(out.trim().as_bytes()).unwrap();
+    assert_eq!(changed_ids(&report), expected);
+    assert_eq!(member(&report, &["redecided"]).as_safe_integer(), Some(30));
+
+    // A line that is not an intent is named by its number.
+    std::fs::write(&intents, "{\"payload\":{}}\n").unwrap();
+    let (code, _, err) = sandbox(&[
+        "replay",
+        "--intents",
+        intents.to_str().unwrap(),
+        "--snapshot",
+        snapshot.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("intents.jsonl:1: not an intent envelope"),
+        "{err}"
+    );
+}
