@@ -148,6 +148,10 @@ enum SandboxCommand {
     /// under the candidate and report every intent whose verdict changes.
     /// Exit 0 done, 1 if the export does not re-decide to itself.
     Replay(sandbox::ReplayArgs),
+    /// Run the whole API for integration work: fixed, published keys,
+    /// simulated targets, a throwaway ledger, and a clock that follows the
+    /// requests, so the same requests give the same receipts on every run.
+    Serve(sandbox::serve::ServeArgs),
     /// Write the registries and the policy in force at the end of an
     /// export, for `replay --intents … --snapshot`.
     Snapshot {
@@ -522,6 +526,7 @@ fn main() -> ExitCode {
             text
         }),
         Command::Sandbox(SandboxCommand::Replay(args)) => sandbox::replay(&args),
+        Command::Sandbox(SandboxCommand::Serve(args)) => sandbox::serve::serve(&args),
         Command::Sandbox(SandboxCommand::Snapshot { ledger, out }) => {
             sandbox::snapshot(&ledger, out.as_deref())
         }

@@ -34,6 +34,7 @@ pub fn serve(args: ServeArgs) -> Result<String, CliError> {
         upstreams: engine::Upstreams {
             urls: upstream_urls(&args.upstreams).map_err(usage)?,
             timeout: std::time::Duration::from_millis(args.upstream_timeout_ms),
+            simulate: false,
         },
         max_body: args.max_body,
         read_token: args.read_token.clone(),
@@ -45,19 +46,55 @@ pub fn serve(args: ServeArgs) -> Result<String, CliError> {
         header: std::time::Duration::from_millis(args.header_timeout_ms),
         handshake: std::time::Duration::from_millis(args.handshake_timeout_ms),
     };
+    let mut paths = Paths::new(&args.data_dir, args.policy, args.database, args.key);
+    paths.demo = args.demo;
+    run(Run {
+        paths,
+        settings,
+        listen: args.listen,
+        tls,
+        connections,
+        expiry_interval: std::time::Duration::from_millis(args.expiry_interval_ms),
+    })
+}
+
+/// What [`run`] serves, and how.
+pub struct Run {
+    /// The data folder and what is in it.
+    pub paths: Paths,
+    /// The gateway's settings.
+    pub settings: Settings,
+    /// Where to listen.
+    pub listen: std::net::SocketAddr,
+    /// HTTPS, if given.
+    pub tls: Option<Arc<tls::ServerConfig>>,
+    /// Connection limits.
+    pub connections: http::Connections,
+    /// How often passed approval deadlines are swept.
+    pub expiry_interval: std::time::Duration,
+}
+
+/// Opens the gateway on `r.paths` and serves until Ctrl-C.
+pub fn run(r: Run) -> Result<String, CliError> {
+    let Run {
+        paths,
+        settings,
+        listen,
+        tls,
+        connections,
+        expiry_interval,
+    } = r;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(usage)?;
     runtime.block_on(async move {
-        let mut paths = Paths::new(&args.data_dir, args.policy, args.database, args.key);
-        paths.demo = args.demo;
         let (app, created) = tollgate_gateway::open(&paths, settings)
             .await
             .map_err(usage)?;
-        let listener = tokio::net::TcpListener::bind(args.listen)
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
+            .map_err(|e| CliError::Usage(format!("cannot listen on {listen}: {e}")))?;
         let local = listener.local_addr().map_err(usage)?;
         for p in &created.made {
             println!("created {}", p.display());
@@ -68,14 +105,22 @@ pub fn serve(args: ServeArgs) -> Result<String, CliError> {
         if demo.exists() {
             println!("demo    {}", demo.display());
         }
+        if paths.sandbox {
+            println!(
+                "sandbox receipts signed by kid {} (a published test key: never trust them elsewhere); http targets simulated",
+                tollgate_signer::Ed25519Signer::from_secret(
+                    &tollgate_gateway::sandbox::secret("gateway")
+                )
+                .kid()
+            );
+        }
         for u in app.gateway.unfinished() {
             eprintln!("reservation {} not finished: {}", u.key, u.reason);
         }
         app.gateway
             .spawn_recovery(std::time::Duration::from_secs(RECOVERY_RETRY_SECONDS));
         app.gateway.spawn_webhooks();
-        app.gateway
-            .spawn_expiry(std::time::Duration::from_millis(args.expiry_interval_ms));
+        app.gateway.spawn_expiry(expiry_interval);
         let scheme = if tls.is_some() { "https" } else { "http" };
         println!("listening on {scheme}://{local}");
         let _ = std::io::stdout().flush();

@@ -14,6 +14,8 @@
 //! - [`datadir`]: the data folder: the gateway's key, its admin token, and
 //!   the seed material a first start imports into the ledger.
 //! - [`limits`]: every limit, named once.
+//! - [`sandbox`]: what makes a gateway the sandbox (fixed keys, simulated
+//!   targets, a clock that follows the requests).
 //!
 //! Dependencies point one way: `http` and `tls` use `engine`; `engine`
 //! uses the pipeline, the policies, the signer and the ledger.
@@ -25,6 +27,7 @@ pub mod engine;
 pub mod http;
 pub mod limits;
 pub mod observe;
+pub mod sandbox;
 pub mod tls;
 
 use std::collections::BTreeMap;
@@ -93,6 +96,9 @@ pub struct Paths {
     /// Whether a new data folder gets the demo issuer, agent, delegation
     /// and resources.
     pub demo: bool,
+    /// Run as the sandbox ([`sandbox`]): fixed keys and demo material,
+    /// simulated `http` targets, the sandbox clock.
+    pub sandbox: bool,
 }
 
 impl Paths {
@@ -109,6 +115,7 @@ impl Paths {
             key: key.unwrap_or_else(|| data_dir.join("gateway.jwk")),
             data_dir: data_dir.to_owned(),
             demo: false,
+            sandbox: false,
         }
     }
 }
@@ -130,6 +137,19 @@ pub struct Settings {
     pub webhooks: engine::webhooks::WebhookSettings,
 }
 
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            limits: engine::Limits::default(),
+            upstreams: engine::Upstreams::default(),
+            max_body: limits::DEFAULT_MAX_BODY,
+            read_token: None,
+            body_timeout: std::time::Duration::from_millis(limits::DEFAULT_BODY_TIMEOUT_MS),
+            webhooks: engine::webhooks::WebhookSettings::default(),
+        }
+    }
+}
+
 /// Creates what is missing in the data folder, opens the ledger, and
 /// starts the engine: on a first start the data folder's seed material is
 /// imported into the ledger as registry receipts; afterwards the ledger
@@ -146,12 +166,26 @@ pub async fn open(
             limits::MIN_READ_TOKEN
         )));
     }
-    let created = datadir::init(&paths.data_dir, paths.demo)?;
+    if paths.sandbox {
+        sandbox::init(&paths.data_dir)?;
+    }
+    let created = datadir::init(&paths.data_dir, paths.demo || paths.sandbox)?;
     let policy = match &paths.policy {
         Some(dir) => Some(tollgate_policies::Bundle::read_files(dir)?),
         None => None,
     };
-    let ledger = SqliteLedger::open(SqliteOptions::new(&paths.database)).await?;
+    let options = SqliteOptions::new(&paths.database);
+    let (ledger, clock): (_, Arc<dyn tollgate_protocol::Clock>) = if paths.sandbox {
+        let clock = sandbox::SandboxClock::default();
+        (
+            SqliteLedger::open_with_clock(options, clock.clone()).await?,
+            Arc::new(clock),
+        )
+    } else {
+        (SqliteLedger::open(options).await?, Arc::new(SystemClock))
+    };
+    let mut upstreams = settings.upstreams;
+    upstreams.simulate |= paths.sandbox;
     let signer = Ed25519Signer::load(&paths.key)?;
     let admin_token = datadir::admin_token(&paths.data_dir)?;
     let data_dir = paths.data_dir.clone();
@@ -160,9 +194,9 @@ pub async fn open(
         engine::Parts {
             ledger,
             signer,
-            clock: Arc::new(SystemClock),
+            clock,
             limits: settings.limits,
-            upstreams: settings.upstreams,
+            upstreams,
             webhooks: settings.webhooks,
         },
         move || datadir::seed(&data_dir, seed_policy.as_deref()).map_err(|e| e.to_string()),

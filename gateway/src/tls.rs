@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use crate::Error;
 
+pub use rustls::ServerConfig;
+
 /// The TLS configuration from a PEM certificate chain and private key.
 pub fn config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Error> {
     use rustls_pki_types::pem::PemObject as _;

@@ -360,6 +360,12 @@ impl Receipt {
 pub trait Clock: Send + Sync + 'static {
     /// The current time.
     fn now(&self) -> Timestamp;
+
+    /// Told the `issued_at` of each signed object the gateway receives,
+    /// before it is checked against [`Clock::now`]. A wall clock ignores
+    /// it; the sandbox's clock follows it, so that its time is a function
+    /// of the requests alone.
+    fn observe(&self, _issued_at: &Timestamp) {}
 }
 
 #[cfg(test)]

@@ -333,3 +333,230 @@ fn captured_intents_are_decided_against_a_snapshot_of_the_export() {
         "{err}"
     );
 }
+
+/// A `tollgate sandbox serve` process on a temporary data folder of its own.
+struct Sandbox {
+    child: std::process::Child,
+    client: tollgate_client::Client,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The sandbox's fixed secret called `name`, derived as documented.
+fn sandbox_secret(name: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(format!("tollgate.sandbox.{name}").as_bytes()).into()
+}
+
+impl Sandbox {
+    fn start() -> Self {
+        use std::io::BufRead as _;
+        let mut child = Command::new(bin("tollgate"))
+            .args(["sandbox", "serve", "--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = loop {
+            let line = lines.next().expect("sandbox exited").unwrap();
+            if let Some(u) = line.strip_prefix("listening on ") {
+                break u.to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        let token = tollgate_protocol::b64(&sandbox_secret("admin"));
+        Sandbox {
+            child,
+            client: tollgate_client::Client::new(&url).with_admin_token(&token),
+        }
+    }
+}
+
+/// A signed intent with a stated `issued_at`, by the sandbox's agent.
+fn sandbox_intent(id: &str, resource: &str, amount: i64, at: &str) -> Vec<u8> {
+    let agent = tollgate_signer::Ed25519Signer::from_secret(&sandbox_secret("agent"));
+    intent(&agent, id, resource, amount, |p| {
+        p.insert("issued_at", at.into());
+    })
+}
+
+/// One integration session against a fresh sandbox: a pass, an
+/// escalation, a block, a retry, a reviewer and their approval, a new
+/// policy whose target is `http` (simulated), and one more pass. Returns
+/// the export and the published key set.
+fn session() -> (Vec<u8>, Vec<u8>) {
+    use tollgate_protocol::{
+        ApprovalDecision, ApprovalVerdict, Domain, Object, Timestamp, approval_payload, canonical,
+    };
+    use tollgate_signer::Signer as _;
+    let s = Sandbox::start();
+    let c = &s.client;
+    let first = sandbox_intent("s-1", "order:o-1001", 2_500, "2026-03-02T09:00:00Z");
+    for (body, status) in [
+        (first.clone(), "committed"),
+        (
+            sandbox_intent("s-2", "order:o-1002", 60_000, "2026-03-02T09:00:10Z"),
+            "pending_approval",
+        ),
+        (
+            sandbox_intent("s-3", "order:o-1003", 2_500, "2026-03-02T09:00:20Z"),
+            "not_executed",
+        ),
+        // A retry gets the stored answer; nothing is appended.
+        (first, "committed"),
+    ] {
+        let a = c.submit(&body, None).unwrap().ok().unwrap();
+        let e = a.json().unwrap();
+        assert_eq!(
+            member(&e, &["receipt", "outcome", "status"]).as_str(),
+            Some(status)
+        );
+    }
+    // The reviewer (the sandbox's fixed reviewer key) approves s-2.
+    let reviewer = tollgate_signer::Ed25519Signer::from_secret(&sandbox_secret("reviewer"));
+    let mut o = Object::new();
+    o.insert("id", "rev-1".into());
+    o.insert("key", reviewer.jwk().to_value());
+    o.insert("roles", Value::Array(vec!["approver".into()]));
+    o.insert("actions", Value::Array(vec!["orders.refund".into()]));
+    c.register_reviewer(&canonical(&Value::Object(o)))
+        .unwrap()
+        .ok()
+        .unwrap();
+    let pending = c
+        .approvals(Some("pending_approval"))
+        .unwrap()
+        .json()
+        .unwrap();
+    let approval = match member(&pending, &["approvals"]) {
+        Value::Array(a) => a[0].clone(),
+        other => panic!("{other}"),
+    };
+    let id = member(&approval, &["id"]).as_str().unwrap().to_owned();
+    let decision = ApprovalDecision {
+        approval: id.clone(),
+        intent_hash: tollgate_protocol::HashValue::parse(
+            member(&approval, &["intent_hash"]).as_str().unwrap(),
+        )
+        .unwrap(),
+        policy_version: member(&approval, &["policy_version"])
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        reviewer: "rev-1".into(),
+        verdict: ApprovalVerdict::Grant,
+        reason: "checked with the customer".into(),
+        issued_at: Timestamp::parse("2026-03-02T09:01:00Z").unwrap(),
+    };
+    c.decide_approval(
+        &id,
+        &canonical(&reviewer.envelope(Domain::Approval, approval_payload(&decision))),
+    )
+    .unwrap()
+    .ok()
+    .unwrap();
+    // A new policy version whose action commits to an http target.
+    let mut files = Object::new();
+    for (path, text) in tollgate_policies::Bundle::read_files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples/refunds"),
+    )
+    .unwrap()
+    {
+        let text = if path == "bundle.toml" {
+            text.replace(
+                "approval = \"by_rule\"",
+                "approval = \"by_rule\"\ntarget = \"http\"",
+            )
+            .replace("version = \"1.0.0\"", "version = \"1.1.0\"")
+        } else {
+            text
+        };
+        files.insert(path, text.into());
+    }
+    let mut body = Object::new();
+    body.insert("files", files.into());
+    let published = c
+        .publish_policy(&canonical(&Value::Object(body)))
+        .unwrap()
+        .ok()
+        .unwrap()
+        .json()
+        .unwrap();
+    let version = member(&published, &["published"])
+        .as_str()
+        .unwrap()
+        .to_owned();
+    c.activate_policy(&version).unwrap().ok().unwrap();
+    let a = c
+        .submit(
+            &sandbox_intent("s-4", "order:o-1001", 2_500, "2026-03-02T09:02:00Z"),
+            None,
+        )
+        .unwrap()
+        .ok()
+        .unwrap();
+    let e = a.json().unwrap();
+    let outcome = member(&e, &["receipt", "outcome"]);
+    assert_eq!(member(outcome, &["target"]).as_str(), Some("http"));
+    assert_eq!(member(outcome, &["simulated"]), &Value::Bool(true));
+    assert_eq!(member(outcome, &["status"]).as_str(), Some("committed"));
+    (c.export().unwrap(), c.jwks().unwrap())
+}
+
+#[test]
+fn two_sandbox_runs_fed_the_same_requests_write_identical_ledgers() {
+    let (first, keys) = session();
+    let (second, keys_again) = session();
+    assert_eq!(keys, keys_again);
+    // The published key is the documented one.
+    let gateway = tollgate_signer::Ed25519Signer::from_secret(&sandbox_secret("gateway"));
+    assert!(
+        String::from_utf8_lossy(&keys).contains(gateway.kid()),
+        "{}",
+        String::from_utf8_lossy(&keys)
+    );
+    let lines = |b: &[u8]| -> Vec<String> {
+        String::from_utf8(b.to_vec())
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let (a, b) = (lines(&first), lines(&second));
+    let kinds: Vec<String> = a
+        .iter()
+        .map(|l| {
+            member(&parse(l.as_bytes()).unwrap(), &["receipt", "kind"])
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    for k in ["registry", "decision", "approval", "execution"] {
+        assert!(kinds.iter().any(|x| x == k), "no {k} in {kinds:?}");
+    }
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        // Every receipt body, and indeed every entry: same bytes.
+        assert_eq!(x, y);
+    }
+    // And the export is a ledger an auditor verifies and re-decides.
+    let dir = tempfile::tempdir().unwrap();
+    let (e, k) = (dir.path().join("s.jsonl"), dir.path().join("s.jwks.json"));
+    std::fs::write(&e, &first).unwrap();
+    std::fs::write(&k, &keys).unwrap();
+    let out = tollgate_tests::verify_cmd(&[
+        "ledger",
+        e.to_str().unwrap(),
+        "--keys",
+        k.to_str().unwrap(),
+        "--redecide",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+}

@@ -42,7 +42,7 @@ use tollgate_protocol::{
 };
 
 use super::intents::{Held, amount_of, chain, identity, member, receipt_id_of};
-use super::{ApprovalError, Gateway, View, budget, commit};
+use super::{ApprovalError, Gateway, View, budget};
 
 /// Most approvals one listing returns.
 pub const MAX_LISTED: u32 = 500;
@@ -802,9 +802,7 @@ impl<L: Ledger> Gateway<L> {
                 .with("target", if http { "http" } else { "none" })
                 .with("reason", reason.as_str()),
             Ok(()) if http => {
-                let url = self.upstreams.urls.get(&intent.action).ok_or_else(|| {
-                    internal(format!("no upstream is configured for {}", intent.action))
-                })?;
+                let upstream = self.upstream(&intent.action).map_err(internal)?;
                 let draft = quorum_draft(&quorum, spent.clone());
                 self.ledger
                     .reserve(
@@ -813,15 +811,14 @@ impl<L: Ledger> Gateway<L> {
                     )
                     .await
                     .map_err(internal)?;
-                commit::http(
-                    url,
-                    self.upstreams.timeout,
-                    quorum.policy_version.clone(),
-                    &identity(&intent.agent, &intent.intent_id),
-                    &quorum.envelope,
-                )
-                .await
-                .outcome
+                upstream
+                    .commit(
+                        quorum.policy_version.clone(),
+                        &identity(&intent.agent, &intent.intent_id),
+                        &quorum.envelope,
+                    )
+                    .await
+                    .outcome
             }
             Ok(()) => Outcome::new(Status::Committed).with("target", "none"),
         };

@@ -35,10 +35,44 @@ pub(super) struct HttpCommit {
     pub answered: bool,
 }
 
+/// Where an `http` target's intents commit.
+pub(crate) enum Upstream<'a> {
+    /// The action's upstream URL, and the timeout of one call.
+    Url(&'a str, Duration),
+    /// The sandbox's simulated upstream: it accepts every intent with an
+    /// empty answer, and is never called.
+    Simulated,
+}
+
+impl Upstream<'_> {
+    /// Commits a passed intent here, under idempotency `key`.
+    pub(super) async fn commit(
+        self,
+        policy: String,
+        key: &str,
+        envelope: &IntentEnvelope,
+    ) -> HttpCommit {
+        match self {
+            Self::Url(url, timeout) => http(url, timeout, policy, key, envelope).await,
+            Self::Simulated => HttpCommit {
+                outcome: Outcome::new(Status::Committed)
+                    .with("target", "http")
+                    .with("simulated", true)
+                    .with(
+                        "upstream_status",
+                        Value::integer(200).unwrap_or(Value::Null),
+                    )
+                    .with("answer_hash", HashAlg::Sha256.digest(&[b""]).to_string()),
+                answered: true,
+            },
+        }
+    }
+}
+
 /// Commits a passed intent to its upstream: one POST of the intent
 /// envelope with `key`. The outcome records the upstream's status and the
 /// SHA-256 of its answer, or why there is none.
-pub(super) async fn http(
+async fn http(
     url: &str,
     timeout: Duration,
     policy: String,

@@ -395,26 +395,17 @@ impl<L: Ledger> Gateway<L> {
             .action(&intent.action)
             .is_some_and(|a| a.target == Target::Http);
         if decision.verdict == Verdict::Pass && http {
-            let Some(url) = self.upstreams.urls.get(&intent.action) else {
-                return Err(
-                    internal(format!("no upstream is configured for {}", intent.action)).into(),
-                );
-            };
+            let upstream = self.upstream(&intent.action).map_err(internal)?;
             // Durably, before any effect outside the ledger: the decision
             // itself, so that recovery records it and never decides again.
             self.ledger
                 .reserve(key, &reservation_bytes(&receipt.seal(), &held.charges))
                 .await
                 .map_err(internal)?;
-            receipt.outcome = commit::http(
-                url,
-                self.upstreams.timeout,
-                bundle.version_string(),
-                key,
-                envelope,
-            )
-            .await
-            .outcome;
+            receipt.outcome = upstream
+                .commit(bundle.version_string(), key, envelope)
+                .await
+                .outcome;
         }
         let t = std::time::Instant::now();
         // Only a commit spends: a failed one releases its charges.
@@ -592,17 +583,10 @@ impl<L: Ledger> Gateway<L> {
         policy: String,
         key: &str,
     ) -> Result<tollgate_protocol::Outcome, String> {
-        let url = self
-            .upstreams
-            .urls
-            .get(&envelope.intent.action)
-            .ok_or_else(|| {
-                format!(
-                    "no upstream is configured for {}: give it with --upstream",
-                    envelope.intent.action
-                )
-            })?;
-        let call = commit::http(url, self.upstreams.timeout, policy, key, envelope).await;
+        let call = self
+            .upstream(&envelope.intent.action)?
+            .commit(policy, key, envelope)
+            .await;
         if !call.answered {
             let why = call
                 .outcome
@@ -617,11 +601,13 @@ impl<L: Ledger> Gateway<L> {
     }
 
     /// The gateway's clock, if `issued_at` is within
-    /// [`super::Limits::max_skew_seconds`] of it.
+    /// [`super::Limits::max_skew_seconds`] of it. The clock is told of
+    /// `issued_at` first ([`tollgate_protocol::Clock::observe`]).
     pub(super) fn within_skew(
         &self,
         issued_at: &tollgate_protocol::Timestamp,
     ) -> Result<tollgate_protocol::Timestamp, Skew> {
+        self.clock.observe(issued_at);
         let now = self.clock.now();
         let skew = (now.unix_seconds() - issued_at.unix_seconds()).abs();
         if skew > self.limits.max_skew_seconds {

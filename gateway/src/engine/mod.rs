@@ -67,6 +67,9 @@ pub struct Upstreams {
     pub urls: BTreeMap<String, String>,
     /// Timeout of one upstream call.
     pub timeout: std::time::Duration,
+    /// Commit `http` targets to a simulated upstream that accepts every
+    /// intent and is never called (the sandbox): no URL is needed.
+    pub simulate: bool,
 }
 
 impl Default for Upstreams {
@@ -74,6 +77,7 @@ impl Default for Upstreams {
         Self {
             urls: BTreeMap::new(),
             timeout: std::time::Duration::from_millis(crate::limits::DEFAULT_UPSTREAM_TIMEOUT_MS),
+            simulate: false,
         }
     }
 }
@@ -293,9 +297,27 @@ impl<L: Ledger> Gateway<L> {
         &*self.clock
     }
 
+    /// Where a passed intent of `action` commits: its upstream, or in the
+    /// sandbox the simulated one.
+    pub(crate) fn upstream(&self, action: &str) -> Result<commit::Upstream<'_>, String> {
+        if self.upstreams.simulate {
+            return Ok(commit::Upstream::Simulated);
+        }
+        self.upstreams
+            .urls
+            .get(action)
+            .map(|url| commit::Upstream::Url(url, self.upstreams.timeout))
+            .ok_or_else(|| {
+                format!("no upstream is configured for {action}: give it with --upstream")
+            })
+    }
+
     /// The first action of `bundle` that commits to an `http` target with
     /// no upstream configured.
     fn missing_upstream(&self, bundle: &Bundle) -> Option<String> {
+        if self.upstreams.simulate {
+            return None;
+        }
         bundle
             .action_names()
             .find(|a| {
