@@ -90,6 +90,11 @@ impl Object {
         }
     }
 
+    /// The member named `name`, to change in place.
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut Value> {
+        self.position(name).ok().map(|i| &mut self.members[i].1)
+    }
+
     /// Removes member `name` and returns its value.
     pub fn remove(&mut self, name: &str) -> Option<Value> {
         self.position(name).ok().map(|i| self.members.remove(i).1)

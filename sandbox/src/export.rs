@@ -51,7 +51,7 @@ pub fn replay_export(
             batch.push((seq, alg, receipt));
         }
         if batch.len() >= BATCH || (done && !batch.is_empty()) {
-            if let Err(m) = replay.run(&batch, threads) {
+            if let Err(m) = replay.run(&mut batch, threads) {
                 return Ok(Err(m));
             }
             batch.clear();

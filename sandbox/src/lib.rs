@@ -48,9 +48,7 @@ pub use report::{Change, Report};
 use tollgate_pipeline::{Snapshot, decide_with_spent};
 use tollgate_policies::Bundle;
 use tollgate_policies::delegation::{MAX_CHAIN, Registry, Spent, Token};
-use tollgate_protocol::{
-    HashAlg, HashValue, IntentEnvelope, Jwk, KeySet, Object, Value, canonical,
-};
+use tollgate_protocol::{HashAlg, IntentEnvelope, Jwk, KeySet, Object, Value, canonical};
 
 /// Why a receipt does not re-decide to itself.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -80,7 +78,8 @@ pub struct Counts {
 pub struct Replay {
     issuers: BTreeMap<String, Jwk>,
     revoked_issuers: BTreeSet<String>,
-    tokens: BTreeMap<String, (Token, HashValue)>,
+    /// Registered tokens, with the hash of each (as `inputs` names it).
+    tokens: BTreeMap<String, (Token, String)>,
     revoked: BTreeSet<String>,
     resources: BTreeMap<String, Object>,
     bundles: BTreeMap<String, Arc<Bundle>>,
@@ -210,8 +209,9 @@ impl Replay {
             }
             "decision" => {
                 let snapshot = self.snapshot();
-                let tried = self.check(&snapshot, receipt).map_err(bad)?;
-                self.decided(seq, receipt, tried);
+                let mut receipt = receipt.clone();
+                let tried = self.check(&snapshot, &mut receipt).map_err(bad)?;
+                self.decided(seq, &receipt, tried);
             }
             "approval" => {
                 self.approval(receipt).map_err(bad)?;
@@ -433,7 +433,7 @@ impl Replay {
             "delegation.register" => {
                 let token =
                     Token::from_value(object).map_err(|e| format!("delegation.register: {e}"))?;
-                let hash = alg.digest(&[&canonical(object)]);
+                let hash = alg.digest(&[&canonical(object)]).to_string();
                 self.tokens.insert(token.id.clone(), (token, hash));
             }
             "delegation.revoke" => {
@@ -509,9 +509,11 @@ impl Replay {
     /// consecutive decisions on `threads` threads (they read the same
     /// registries, and each is independent of the others).
     /// A mismatch names the first bad seq.
+    /// Each decision's `subject` is taken out while it is decided and put
+    /// back, so the entries read the same afterwards.
     pub fn run(
         &mut self,
-        entries: &[(u64, HashAlg, Value)],
+        entries: &mut [(u64, HashAlg, Value)],
         threads: usize,
     ) -> Result<(), Mismatch> {
         let mut i = 0;
@@ -526,36 +528,39 @@ impl Replay {
                 .iter()
                 .position(|(_, _, r)| text(r, &["kind"]) != "decision")
                 .map_or(entries.len(), |p| i + p);
-            let run = &entries[i..end];
+            let run = &mut entries[i..end];
             let snapshot = self.snapshot();
             let size = run.len().div_ceil(threads.max(1)).max(1);
             let this = &*self;
-            let outcome = std::thread::scope(|scope| {
-                let handles: Vec<_> = run
-                    .chunks(size)
-                    .map(|chunk| {
-                        let snapshot = &snapshot;
-                        scope.spawn(move || {
-                            chunk
-                                .iter()
-                                .map(|(seq, _, receipt)| {
-                                    this.check(snapshot, receipt)
-                                        .map_err(|reason| Mismatch { seq: *seq, reason })
-                                })
-                                .collect::<Result<Vec<_>, Mismatch>>()
-                        })
+            let snapshot = &snapshot;
+            let (first, len) = (run[0].0, run.len());
+            let check = move |chunk: &mut [(u64, HashAlg, Value)]| {
+                chunk
+                    .iter_mut()
+                    .map(|(seq, _, receipt)| {
+                        this.check(snapshot, receipt)
+                            .map_err(|reason| Mismatch { seq: *seq, reason })
                     })
-                    .collect();
+                    .collect::<Result<Vec<_>, Mismatch>>()
+            };
+            let outcome = std::thread::scope(|scope| {
+                // The first chunk on this thread, the others beside it.
+                let mut chunks = run.chunks_mut(size);
+                let head = chunks.next();
+                let handles: Vec<_> = chunks.map(|c| scope.spawn(move || check(c))).collect();
                 // Chunks are in order: the first failure of the first
                 // failing chunk is the first bad seq.
-                let mut tried = Vec::with_capacity(run.len());
+                let mut tried = Vec::with_capacity(len);
+                if let Some(head) = head {
+                    tried.extend(check(head)?);
+                }
                 for h in handles {
                     match h.join() {
                         Ok(Ok(t)) => tried.extend(t),
                         Ok(Err(m)) => return Err(m),
                         Err(_) => {
                             return Err(Mismatch {
-                                seq: run[tried.len()].0,
+                                seq: first + tried.len() as u64,
                                 reason: "re-deciding panicked".into(),
                             });
                         }
@@ -574,26 +579,51 @@ impl Replay {
     /// Decides `receipt`'s intent again against `snapshot` and compares;
     /// then, if a candidate applies, decides it under the candidate
     /// (its version and decision).
+    ///
+    /// The receipt's `subject` is moved into the intent envelope while it
+    /// is decided, and back afterwards: nothing is copied.
     fn check(
         &self,
         snapshot: &Snapshot,
+        receipt: &mut Value,
+    ) -> Result<Option<(String, Value)>, String> {
+        let subject = match receipt {
+            Value::Object(o) => o
+                .get_mut("subject")
+                .map(|slot| std::mem::replace(slot, Value::Null)),
+            _ => None,
+        }
+        .ok_or("the decision receipt has no subject")?;
+        let envelope = IntentEnvelope::from_value(subject)
+            .map_err(|e| format!("the intent is not an intent envelope: {e}"))?;
+        let result = self.check_envelope(snapshot, receipt, &envelope);
+        if let Value::Object(o) = receipt
+            && let Some(slot) = o.get_mut("subject")
+        {
+            *slot = envelope.value;
+        }
+        result
+    }
+
+    fn check_envelope(
+        &self,
+        snapshot: &Snapshot,
         receipt: &Value,
+        envelope: &IntentEnvelope,
     ) -> Result<Option<(String, Value)>, String> {
         let version = text(receipt, &["policy_version"]);
-        let bundle = self.bundles.get(version).cloned().ok_or_else(|| {
+        let bundle = self.bundles.get(version).ok_or_else(|| {
             format!(
                 "policy {version} is not published earlier in this export (or its files were altered: their hash names another version)"
             )
         })?;
-        let subject = at(receipt, &["subject"]).cloned().unwrap_or(Value::Null);
-        let envelope = IntentEnvelope::from_value(subject)
-            .map_err(|e| format!("the intent is not an intent envelope: {e}"))?;
         let intent = &envelope.intent;
-        // The inputs must be what this export's registries say.
-        let mut chain = Vec::new();
-        let mut next = Some(intent.delegation.clone());
+        // The inputs must be what this export's registries say: the
+        // delegation chain's token hashes, root first.
+        let mut chain: Vec<&str> = Vec::with_capacity(2);
+        let mut next = Some(&intent.delegation);
         while let Some(id) = next {
-            let Some((t, h)) = self.tokens.get(&id) else {
+            let Some((t, h)) = self.tokens.get(id) else {
                 return Err(format!(
                     "delegation {id} is not registered earlier in this export"
                 ));
@@ -601,33 +631,33 @@ impl Replay {
             if chain.len() > MAX_CHAIN {
                 return Err(format!("delegation chain of {} loops", intent.delegation));
             }
-            chain.push(h.to_string());
-            next = t.parent.clone();
+            chain.push(h);
+            next = t.parent.as_ref();
         }
         chain.reverse();
-        let recorded: Vec<String> = match at(receipt, &["inputs", "delegations"]) {
-            Some(Value::Array(items)) => items
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect(),
-            _ => Vec::new(),
+        let recorded = match at(receipt, &["inputs", "delegations"]) {
+            Some(Value::Array(items)) => items.as_slice(),
+            _ => &[],
         };
-        if recorded != chain {
+        if recorded.len() != chain.len()
+            || recorded
+                .iter()
+                .zip(&chain)
+                .any(|(r, c)| r.as_str() != Some(*c))
+        {
             return Err(format!(
-                "inputs.delegations {recorded:?} are not the hashes of the registered chain {chain:?}"
+                "inputs.delegations {} are not the hashes of the registered chain {chain:?}",
+                Value::Array(recorded.to_vec())
             ));
         }
-        let resource = self
-            .resources
-            .get(&intent.resource)
-            .cloned()
-            .unwrap_or_default();
+        let empty = Object::new();
+        let resource = self.resources.get(&intent.resource).unwrap_or(&empty);
         let read = at(receipt, &["inputs", "resource"])
             .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
-        if canonical(&Value::Object(read)) != canonical(&Value::Object(resource)) {
+            .unwrap_or(&empty);
+        // Objects keep their members in canonical order: equal objects
+        // are equal canonical bytes.
+        if read != resource {
             return Err(format!(
                 "inputs.resource is not what the export's resource.put receipts say of {}",
                 intent.resource
@@ -645,17 +675,17 @@ impl Replay {
                     .insert(text(s, &["currency"]).to_owned(), amount);
             }
         }
-        let decision = decide_with_spent(&bundle, &envelope, snapshot, &spent)
+        let decision = decide_with_spent(bundle, envelope, snapshot, &spent)
             .map_err(|e| format!("re-deciding refuses the intent: {e}"))?
             .to_value();
-        let stated = at(receipt, &["decision"]).cloned().unwrap_or(Value::Null);
-        if canonical(&decision) != canonical(&stated) {
-            return Err(difference(&stated, &decision));
+        let stated = at(receipt, &["decision"]).unwrap_or(&Value::Null);
+        if decision != *stated && canonical(&decision) != canonical(stated) {
+            return Err(difference(stated, &decision));
         }
         Ok(self.candidate_for(version).map(|candidate| {
             (
                 candidate.version_string(),
-                Self::decide_under(candidate, &envelope, snapshot, &spent),
+                Self::decide_under(candidate, envelope, snapshot, &spent),
             )
         }))
     }

@@ -14,7 +14,8 @@
 //! - the intent signature check alone, for scale;
 //! - re-decision from receipts (`tollgate-verify --redecide`'s path,
 //!   `tollgate_sandbox::Replay`) on the same intents' decision receipts,
-//!   one thread, against the pipeline's rate on the same intents.
+//!   one thread, against the pipeline on the same intents, the two timed
+//!   in alternating rounds.
 
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -308,7 +309,7 @@ fn main() {
         setup.push(registry("resource.put", Value::Object(o)));
     }
     let token_hash = alg.digest(&[&tollgate_protocol::canonical(&token_envelope)]);
-    let receipts: Vec<(u64, tollgate_protocol::HashAlg, Value)> = (0..n)
+    let mut receipts: Vec<(u64, tollgate_protocol::HashAlg, Value)> = (0..n)
         .map(|k| {
             let e = &intents[k % intents.len()];
             let d = decide_authenticated(&bundle, e, &snap).unwrap();
@@ -332,16 +333,26 @@ fn main() {
         })
         .collect();
     let mut replay = tollgate_sandbox::Replay::new();
-    let setup: Vec<_> = setup
+    let mut setup: Vec<_> = setup
         .into_iter()
         .enumerate()
         .map(|(i, r)| (i as u64 + 1, alg, r))
         .collect();
-    replay.run(&setup, 1).unwrap();
-    let redecided = best(rounds, || {
-        replay.run(&receipts, 1).unwrap();
-    });
-    let redecided = rate(n, redecided);
+    replay.run(&mut setup, 1).unwrap();
+    // The pipeline and the re-decision in alternating rounds, so that a
+    // noisy neighbour weighs on both alike; the best round of each.
+    let (mut pipeline_best, mut redecide_best) = (Duration::MAX, Duration::MAX);
+    for _ in 0..rounds.max(6) {
+        let t = Instant::now();
+        for k in 0..n {
+            black_box(decide_authenticated(&bundle, &intents[k % intents.len()], &snap).unwrap());
+        }
+        pipeline_best = pipeline_best.min(t.elapsed());
+        let t = Instant::now();
+        replay.run(&mut receipts, 1).unwrap();
+        redecide_best = redecide_best.min(t.elapsed());
+    }
+    let (redecided, pipeline_alongside) = (rate(n, redecide_best), rate(n, pipeline_best));
     let (bare, ours, signed, sig_only) = (
         rate(n, bare),
         rate(n, ours),
@@ -368,7 +379,7 @@ fn main() {
         "re-decision from receipts (tollgate-verify --redecide): {redecided:>7.0} decisions/s"
     );
     println!(
-        "ratio to the pipeline on the same intents: {:.2} (aim >= 0.70)",
-        redecided / ours
+        "pipeline on the same intents, in alternating rounds:    {pipeline_alongside:>7.0} decisions/s"
     );
+    println!("ratio: {:.2} (aim >= 0.70)", redecided / pipeline_alongside);
 }
