@@ -587,6 +587,7 @@ impl Replay {
         snapshot: &Snapshot,
         receipt: &mut Value,
     ) -> Result<Option<(String, Value)>, String> {
+        let bundle = self.bundle_of(text(receipt, &["policy_version"]))?;
         let subject = match receipt {
             Value::Object(o) => o
                 .get_mut("subject")
@@ -596,7 +597,7 @@ impl Replay {
         .ok_or("the decision receipt has no subject")?;
         let envelope = IntentEnvelope::from_value(subject)
             .map_err(|e| format!("the intent is not an intent envelope: {e}"))?;
-        let result = self.check_envelope(snapshot, receipt, &envelope);
+        let result = self.check_envelope(snapshot, receipt, bundle, &envelope);
         if let Value::Object(o) = receipt
             && let Some(slot) = o.get_mut("subject")
         {
@@ -605,18 +606,23 @@ impl Replay {
         result
     }
 
+    /// The bundle of a published `version`.
+    fn bundle_of(&self, version: &str) -> Result<&Bundle, String> {
+        self.bundles.get(version).map(|b| &**b).ok_or_else(|| {
+            format!(
+                "policy {version} is not published earlier in this export (or its files were altered: their hash names another version)"
+            )
+        })
+    }
+
     fn check_envelope(
         &self,
         snapshot: &Snapshot,
         receipt: &Value,
+        bundle: &Bundle,
         envelope: &IntentEnvelope,
     ) -> Result<Option<(String, Value)>, String> {
         let version = text(receipt, &["policy_version"]);
-        let bundle = self.bundles.get(version).ok_or_else(|| {
-            format!(
-                "policy {version} is not published earlier in this export (or its files were altered: their hash names another version)"
-            )
-        })?;
         let intent = &envelope.intent;
         // The inputs must be what this export's registries say: the
         // delegation chain's token hashes, root first.

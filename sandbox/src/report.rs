@@ -181,3 +181,61 @@ pub(crate) fn invalid(reason: String) -> Value {
     o.insert("scores", Value::Object(Object::new()));
     Value::Object(o)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_protocol::parse;
+
+    fn decision(verdict: &str, composite: i64) -> Value {
+        parse(format!(r#"{{"verdict":"{verdict}","rules":[],"scores":{{}},"composite":{composite},"critical":[]}}"#).as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn only_a_changed_verdict_is_a_change_and_every_decision_is_counted() {
+        let envelope = parse(br#"{"payload":{"intent_id":"i-1","agent":"a","action":"orders.refund","resource":"order:o-1","params":{"amount_minor":5}}}"#).unwrap();
+        let mut r = Report::default();
+        r.add(
+            4,
+            &envelope,
+            ("p@1", &decision("pass", 10)),
+            ("p@2", decision("pass", 10)),
+        );
+        r.add(
+            5,
+            &envelope,
+            ("p@1", &decision("pass", 10)),
+            ("p@2", decision("pass", 20)),
+        );
+        r.add(
+            6,
+            &envelope,
+            ("p@1", &decision("pass", 10)),
+            ("p@2", decision("escalate", 10)),
+        );
+        r.add(
+            7,
+            &envelope,
+            ("p@1", &decision("block", 10)),
+            ("p@2", invalid("no".into())),
+        );
+        assert_eq!(r.decisions, 4);
+        assert_eq!(r.reworded, 1);
+        assert_eq!(r.changed(), 2);
+        assert_eq!(r.transitions[&("pass".into(), "pass".into())], 2);
+        assert_eq!(r.transitions[&("pass".into(), "escalate".into())], 1);
+        assert_eq!(r.transitions[&("block".into(), "invalid".into())], 1);
+        let c = &r.changes[0];
+        assert_eq!(
+            (c.seq, c.intent_id.as_str(), c.verdict_after()),
+            (6, "i-1", "escalate")
+        );
+        assert_eq!(r.changes[1].verdict_after(), "invalid");
+        let v = r.to_value().to_string();
+        assert!(v.contains(r#""changed":2"#), "{v}");
+        assert!(
+            v.contains(r#"{"count":1,"from":"pass","to":"escalate"}"#),
+            "{v}"
+        );
+    }
+}

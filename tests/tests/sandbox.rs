@@ -560,3 +560,53 @@ fn two_sandbox_runs_fed_the_same_requests_write_identical_ledgers() {
     ]);
     assert!(out.status.success(), "{out:?}");
 }
+
+#[test]
+fn an_export_that_does_not_re_decide_to_itself_is_refused_at_its_seq() {
+    let g = Gateway::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (export, _) = traffic(&g, dir.path(), 2_000);
+    // Turn the first block into a pass (no signature is checked here: the
+    // decision itself no longer follows from its inputs).
+    let text = std::fs::read_to_string(&export).unwrap();
+    let (seq, line) = text
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.contains(r#""verdict":"block""#))
+        .unwrap();
+    let altered = text.replacen(
+        line,
+        &line.replacen(r#""verdict":"block""#, r#""verdict":"pass""#, 1),
+        1,
+    );
+    std::fs::write(&export, altered).unwrap();
+    let (code, out, err) = sandbox(&["replay", "--ledger", &export]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains(&format!("seq {}: the decision does not re-decide to itself: verdict pass stated, block re-decided", seq + 1)),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_sandbox_never_serves_a_gateway_folder_nor_beyond_loopback() {
+    let mut g = Gateway::start();
+    g.child.kill().unwrap();
+    g.child.wait().unwrap();
+    let data = g.data();
+    let out = Command::new(bin("tollgate"))
+        .args(["sandbox", "serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not the sandbox's key"), "{err}");
+    let out = Command::new(bin("tollgate"))
+        .args(["sandbox", "serve", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("loopback only"), "{err}");
+}
