@@ -15,17 +15,22 @@ const BATCH: usize = 8192;
 /// Replays every entry of the export read from `input`, in batches, on
 /// `threads` threads: `Ok(Err(mismatch))` for the first entry that does
 /// not re-decide to itself (or is not an entry), `Err` if reading fails.
+/// `progress` is told the bytes read and the entries replayed after each
+/// batch.
 pub fn replay_export(
     replay: &mut Replay,
     input: impl BufRead,
     threads: usize,
+    mut progress: impl FnMut(u64, u64),
 ) -> std::io::Result<Result<(), Mismatch>> {
     let mut batch = Vec::with_capacity(BATCH);
     let mut seq = 0u64;
+    let mut bytes = 0u64;
     let mut lines = input.split(b'\n');
     loop {
         let line = lines.next().transpose()?;
         let done = line.is_none();
+        bytes += line.as_ref().map_or(0, |l| l.len() as u64 + 1);
         if let Some(line) = line.filter(|l| !l.is_empty()) {
             seq += 1;
             let entry = match parse(&line) {
@@ -55,6 +60,7 @@ pub fn replay_export(
                 return Ok(Err(m));
             }
             batch.clear();
+            progress(bytes, seq);
         }
         if done {
             return Ok(Ok(()));

@@ -182,21 +182,24 @@ pub fn verify_export(
 /// Re-decides every decision of the export read from `input` (which must
 /// already have verified), on `threads` threads: `Ok(Ok(counts))` when each
 /// re-decides to itself, `Ok(Err(mismatch))` for the first that does not.
+/// `progress` is told how far it got, as [`verify_export`]'s is.
 pub fn redecide_export(
     input: impl BufRead,
     path: &Path,
     threads: Option<usize>,
+    mut progress: impl FnMut(Progress),
 ) -> Result<Result<tollgate_sandbox::Counts, tollgate_sandbox::Mismatch>, Error> {
     let threads = threads
         .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
         .unwrap_or(1);
     let mut replay = tollgate_sandbox::Replay::new();
     let replayed =
-        tollgate_sandbox::replay_export(&mut replay, input, threads).map_err(|source| {
-            Error::Io {
-                path: path.to_owned(),
-                source,
-            }
+        tollgate_sandbox::replay_export(&mut replay, input, threads, |bytes, entries| {
+            progress(Progress { bytes, entries })
+        })
+        .map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
         })?;
     Ok(replayed.map(|()| replay.counts()))
 }

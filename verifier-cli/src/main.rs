@@ -141,6 +141,29 @@ fn parse_head(s: &str) -> Result<HashValue, String> {
     })
 }
 
+/// A progress bar on standard error, if `show`: how much of `total` bytes
+/// was read, entries `done` so far, and their rate.
+fn bar(show: bool, total: u64, done: &'static str) -> impl FnMut(Progress) {
+    let started = Instant::now();
+    let mut last = Instant::now();
+    move |p: Progress| {
+        if show && last.elapsed() >= Duration::from_millis(200) {
+            last = Instant::now();
+            let rate = p.entries as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            let pct = p.bytes.saturating_mul(100) / total.max(1);
+            let width = 30usize;
+            let filled = (pct as usize * width / 100).min(width);
+            eprint!(
+                "\r[{}{}] {pct:>3}%  {} entries {done}  {rate:.0}/s ",
+                "#".repeat(filled),
+                " ".repeat(width - filled),
+                p.entries
+            );
+            let _ = std::io::stderr().flush();
+        }
+    }
+}
+
 fn ledger(
     export: &Path,
     keys: &Path,
@@ -158,27 +181,16 @@ fn ledger(
     }
     let total = std::fs::metadata(export).map(|m| m.len()).unwrap_or(0);
     let show = !json && std::io::stderr().is_terminal() && total > 0;
-    let started = Instant::now();
-    let mut last = Instant::now();
-    let progress = |p: Progress| {
-        if show && last.elapsed() >= Duration::from_millis(200) {
-            last = Instant::now();
-            let rate = p.entries as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            let pct = p.bytes.saturating_mul(100) / total.max(1);
-            let width = 30usize;
-            let filled = (pct as usize * width / 100).min(width);
-            eprint!(
-                "\r[{}{}] {pct:>3}%  {} entries  {rate:.0}/s ",
-                "#".repeat(filled),
-                " ".repeat(width - filled),
-                p.entries
-            );
-            let _ = std::io::stderr().flush();
-        }
-    };
-    let verdict = verify_export(open(export)?, export, &keys, threads, head, progress)?;
+    let verdict = verify_export(
+        open(export)?,
+        export,
+        &keys,
+        threads,
+        head,
+        bar(show, total, "verified"),
+    )?;
     if show {
-        eprint!("\r{}\r", " ".repeat(72));
+        eprint!("\r{}\r", " ".repeat(80));
     }
     let mut fields = Object::new();
     Ok(match verdict {
@@ -187,7 +199,16 @@ fn ledger(
             fields.insert("head", head.to_string().into());
             let mut sentence = format!("{entries} entries verified; head {head}");
             if redecide {
-                match tollgate_verify::redecide_export(open(export)?, export, threads)? {
+                let redecided = tollgate_verify::redecide_export(
+                    open(export)?,
+                    export,
+                    threads,
+                    bar(show, total, "re-decided"),
+                )?;
+                if show {
+                    eprint!("\r{}\r", " ".repeat(80));
+                }
+                match redecided {
                     Ok(counts) => {
                         fields.insert("redecided", int(counts.decisions));
                         sentence.push_str(&format!(

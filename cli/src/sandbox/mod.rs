@@ -137,7 +137,7 @@ pub fn replay(args: &ReplayArgs) -> Result<String, CliError> {
                     .map_err(|m| CliError::Invalid(format!("{}: {m}", ledger.display())))
             })?;
             let mut replay = Replay::new().what_if(found);
-            tollgate_sandbox::replay_export(&mut replay, open(ledger)?, threads)
+            tollgate_sandbox::replay_export(&mut replay, open(ledger)?, threads, |_, _| {})
                 .map_err(io_error(ledger))?
                 .map_err(|m| {
                     CliError::Invalid(format!(
@@ -223,7 +223,7 @@ pub fn replay(args: &ReplayArgs) -> Result<String, CliError> {
 pub fn snapshot(ledger: &Path, out: Option<&Path>) -> Result<String, CliError> {
     let mut replay = Replay::new();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    tollgate_sandbox::replay_export(&mut replay, open(ledger)?, threads)
+    tollgate_sandbox::replay_export(&mut replay, open(ledger)?, threads, |_, _| {})
         .map_err(io_error(ledger))?
         .map_err(|m| CliError::Invalid(format!("{}: {m}", ledger.display())))?;
     let doc = replay.snapshot_value().to_string();
