@@ -65,6 +65,19 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Copies the folder `from`, with everything in it, to `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
 /// Runs `tollgate-verify` with `args`.
 pub fn verify_cmd(args: &[&str]) -> Output {
     Command::new(bin("tollgate-verify"))

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use tollgate_protocol::{Value, parse};
-use tollgate_tests::bin;
+use tollgate_tests::{bin, copy_dir};
 
 fn tollgate(args: &[&str]) -> Output {
     Command::new(bin("tollgate")).args(args).output().unwrap()
@@ -91,18 +91,6 @@ fn invalid_bundles_and_failing_cases_exit_1_with_file_and_line() {
         p(&tmp.path().join("nope")),
     ]));
     assert_eq!(code, 2, "{err}");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 #[test]

@@ -8,9 +8,9 @@ use std::path::Path;
 use std::process::Command;
 
 use tollgate_protocol::{Value, parse};
-use tollgate_tests::bin;
 use tollgate_tests::browser::Browser;
 use tollgate_tests::gateway::{Gateway, intent};
+use tollgate_tests::{bin, copy_dir};
 
 fn member<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
     path.iter().fold(v, |v, k| {
@@ -101,18 +101,6 @@ fn lowered(g: &Gateway, dir: &Path, threshold: i64) -> String {
     )
     .unwrap();
     to.to_str().unwrap().to_owned()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 fn changed_ids(report: &Value) -> BTreeSet<String> {
