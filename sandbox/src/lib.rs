@@ -158,8 +158,10 @@ impl Replay {
     /// candidate, every decision; with several, each decision under the
     /// candidate of its policy's name (a decision whose policy has none is
     /// only re-decided).
-    pub fn what_if(mut self, candidates: Vec<Arc<Bundle>>) -> Self {
+    /// The report keeps the first `limit` changed intents in detail.
+    pub fn what_if(mut self, candidates: Vec<Arc<Bundle>>, limit: usize) -> Self {
         self.candidates = candidates;
+        self.report = Report::with_limit(limit);
         self
     }
 

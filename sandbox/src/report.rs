@@ -73,16 +73,28 @@ pub struct Report {
     pub transitions: BTreeMap<(String, String), u64>,
     /// Decisions whose verdict stayed but whose rules or scores moved.
     pub reworded: u64,
-    /// Every intent whose verdict changed, in ledger order.
+    /// The intents whose verdict changed, in ledger order: the first
+    /// [`Report::limit`] of them ([`Report::changed`] counts them all).
     pub changes: Vec<Change>,
+    /// How many changed intents are kept in `changes`.
+    pub limit: usize,
+    changed: u64,
     /// (recorded version, candidate version) pairs that were compared.
     pub policies: BTreeSet<(String, String)>,
 }
 
 impl Report {
-    /// Intents whose verdict changed.
+    /// A report that keeps the first `limit` changed intents in detail.
+    pub fn with_limit(limit: usize) -> Self {
+        Self {
+            limit,
+            ..Self::default()
+        }
+    }
+
+    /// Intents whose verdict changed, all of them.
     pub fn changed(&self) -> u64 {
-        self.changes.len() as u64
+        self.changed
     }
 
     /// Adds one decision run under a candidate.
@@ -107,6 +119,10 @@ impl Report {
             }
             return;
         }
+        self.changed += 1;
+        if self.changes.len() >= self.limit {
+            return;
+        }
         let payload = at(envelope, &["payload"]).unwrap_or(&Value::Null);
         self.changes.push(Change {
             seq,
@@ -124,12 +140,14 @@ impl Report {
 
     /// The report as a JSON object: `decisions`, `changed`, `reworded`,
     /// `transitions` (`[{from, to, count}]`), `policies`
-    /// (`[{before, after}]`) and `changes`.
+    /// (`[{before, after}]`) and `changes` (the first `limit`; `listed`
+    /// says how many).
     pub fn to_value(&self) -> Value {
         let mut o = Object::new();
         o.insert("decisions", int(self.decisions));
         o.insert("changed", int(self.changed()));
         o.insert("reworded", int(self.reworded));
+        o.insert("listed", int(self.changes.len() as u64));
         o.insert(
             "transitions",
             Value::Array(
@@ -194,7 +212,7 @@ mod tests {
     #[test]
     fn only_a_changed_verdict_is_a_change_and_every_decision_is_counted() {
         let envelope = parse(br#"{"payload":{"intent_id":"i-1","agent":"a","action":"orders.refund","resource":"order:o-1","params":{"amount_minor":5}}}"#).unwrap();
-        let mut r = Report::default();
+        let mut r = Report::with_limit(1);
         r.add(
             4,
             &envelope,
@@ -230,9 +248,11 @@ mod tests {
             (c.seq, c.intent_id.as_str(), c.verdict_after()),
             (6, "i-1", "escalate")
         );
-        assert_eq!(r.changes[1].verdict_after(), "invalid");
+        // Counted, not kept: the limit is one.
+        assert_eq!(r.changes.len(), 1);
         let v = r.to_value().to_string();
         assert!(v.contains(r#""changed":2"#), "{v}");
+        assert!(v.contains(r#""listed":1"#), "{v}");
         assert!(
             v.contains(r#"{"count":1,"from":"pass","to":"escalate"}"#),
             "{v}"

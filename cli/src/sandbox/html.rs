@@ -204,6 +204,13 @@ pub fn page(report: &Report, source: &str, intents: bool) -> String {
         report.changed(),
         report.reworded
     );
+    if (report.changes.len() as u64) < report.changed() {
+        let _ = write!(
+            s,
+            "<p class=\"muted\">The first {} are listed (--max-changes).</p>",
+            report.changes.len()
+        );
+    }
     let (verdicts, actions) = super::facets(&report.changes);
     s.push_str("<h2>Changed intents</h2><div class=\"filters\">");
     s.push_str(&options("f-before", "before", &verdicts));

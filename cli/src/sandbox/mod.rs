@@ -50,7 +50,14 @@ pub struct ReplayArgs {
     /// Threads re-deciding (default: every core).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Keep at most this many changed intents in detail for --json and
+    /// --html (every change is counted; the terminal lists the first 20).
+    #[arg(long, default_value_t = 10_000)]
+    pub max_changes: usize,
 }
+
+/// Changed intents the terminal form lists.
+const TERMINAL_CHANGES: usize = 20;
 
 fn open(path: &Path) -> Result<std::io::BufReader<std::fs::File>, CliError> {
     std::fs::File::open(path)
@@ -136,7 +143,7 @@ pub fn replay(args: &ReplayArgs) -> Result<String, CliError> {
                     .map(|bs| bs.into_iter().map(Arc::new).collect())
                     .map_err(|m| CliError::Invalid(format!("{}: {m}", ledger.display())))
             })?;
-            let mut replay = Replay::new().what_if(found);
+            let mut replay = Replay::new().what_if(found, args.max_changes);
             tollgate_sandbox::replay_export(&mut replay, open(ledger)?, threads, |_, _| {})
                 .map_err(io_error(ledger))?
                 .map_err(|m| {
@@ -152,7 +159,7 @@ pub fn replay(args: &ReplayArgs) -> Result<String, CliError> {
             let base = Replay::from_snapshot(&doc)
                 .map_err(|e| CliError::Invalid(format!("{}: {e}", snapshot.display())))?;
             let found = candidates(&args.policies, || Ok(base.published()))?;
-            let mut replay = base.what_if(found);
+            let mut replay = base.what_if(found, args.max_changes);
             for (n, line) in open(intents)?.split(b'\n').enumerate() {
                 let line = line.map_err(io_error(intents))?;
                 if line.iter().all(u8::is_ascii_whitespace) {
@@ -269,7 +276,7 @@ fn text(report: &Report) -> String {
             String::new()
         }
     );
-    for c in &report.changes {
+    for c in report.changes.iter().take(TERMINAL_CHANGES) {
         let _ = writeln!(
             out,
             "\n  seq {}  {}  {} {}  by {}",
@@ -277,6 +284,14 @@ fn text(report: &Report) -> String {
         );
         let _ = writeln!(out, "    before  {}", outcome_line(&c.before));
         let _ = writeln!(out, "    after   {}", outcome_line(&c.after));
+    }
+    let listed = report.changes.len().min(TERMINAL_CHANGES) as u64;
+    if report.changed() > listed {
+        let _ = writeln!(
+            out,
+            "\n  … and {} more (--json or --html lists up to --max-changes of them)",
+            report.changed() - listed
+        );
     }
     out
 }
