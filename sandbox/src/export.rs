@@ -95,7 +95,7 @@ pub fn published(input: impl BufRead) -> std::io::Result<Result<Vec<Bundle>, Mis
         if text(&subject, &["change"]) != "policy.publish" {
             continue;
         }
-        match crate::bundle_of(&subject) {
+        match crate::published_bundle(&subject) {
             Ok(b) => bundles.push(b),
             Err(e) => return Ok(Err(bad(e))),
         }

@@ -129,7 +129,7 @@ fn text<'a>(v: &'a Value, path: &[&str]) -> &'a str {
 
 /// The bundle a `policy.publish` change (`{change, object: {files}}`)
 /// carries, loaded from its files.
-fn bundle_of(subject: &Value) -> Result<Bundle, String> {
+fn published_bundle(subject: &Value) -> Result<Bundle, String> {
     let files: BTreeMap<String, String> = at(subject, &["object", "files"])
         .and_then(Value::as_object)
         .ok_or("policy.publish: no files")?
@@ -157,8 +157,8 @@ impl Replay {
     /// Decides every decision under a candidate bundle too: with one
     /// candidate, every decision; with several, each decision under the
     /// candidate of its policy's name (a decision whose policy has none is
-    /// only re-decided).
-    /// The report keeps the first `limit` changed intents in detail.
+    /// only re-decided). The report keeps the first `limit` changed
+    /// intents in detail.
     pub fn what_if(mut self, candidates: Vec<Arc<Bundle>>, limit: usize) -> Self {
         self.candidates = candidates;
         self.report = Report::with_limit(limit);
@@ -419,7 +419,7 @@ impl Replay {
         let id = || object.as_str().unwrap_or_default().to_owned();
         match change {
             "policy.publish" => {
-                let bundle = bundle_of(at(receipt, &["subject"]).unwrap_or(&Value::Null))?;
+                let bundle = published_bundle(at(receipt, &["subject"]).unwrap_or(&Value::Null))?;
                 self.bundles
                     .insert(bundle.version_string(), Arc::new(bundle));
             }
