@@ -55,6 +55,8 @@
 #![forbid(unsafe_code)]
 
 mod outbox;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod sqlite;
 
 use std::future::Future;
@@ -405,6 +407,33 @@ impl RegistryState {
         stack
     }
 }
+
+/// The hash algorithm of a ledger whose metadata records `existing` (if
+/// it was created) when `wanted` is asked for: the recorded one, which a
+/// request for another refuses; for a new ledger, the one asked for or
+/// the default. Every backend settles it by this rule.
+pub(crate) fn settle_hash_alg(
+    existing: Option<&str>,
+    wanted: Option<HashAlg>,
+) -> Result<HashAlg, Error> {
+    let Some(name) = existing else {
+        return Ok(wanted.unwrap_or_default());
+    };
+    let existing: HashAlg = name.parse().map_err(|_| Error::Corrupt {
+        seq: 0,
+        reason: format!("unknown hash algorithm {name:?} in ledger_meta"),
+    })?;
+    match wanted {
+        Some(requested) if requested != existing => Err(Error::HashAlgMismatch {
+            existing,
+            requested,
+        }),
+        _ => Ok(existing),
+    }
+}
+
+/// The format a ledger store records in its metadata.
+pub(crate) const FORMAT: &str = "tollgate-ledger/1";
 
 /// An append-only, hash-chained store of signed receipts.
 pub trait Ledger: Send + Sync + 'static {

@@ -32,7 +32,7 @@ use tollgate_protocol::{
 
 use crate::{
     Append, ApprovalRecord, ApprovalRow, ApprovalStep, AttemptRow, CheckReport, Clock, EndpointRow,
-    Error, Head, Ledger, OutboxEvent, RegistryAppend, RegistryChange, RegistryState, Spend,
+    Error, FORMAT, Head, Ledger, OutboxEvent, RegistryAppend, RegistryChange, RegistryState, Spend,
     SystemClock, WebhookOp, event_types,
 };
 
@@ -216,8 +216,6 @@ const SCHEMA: &[&str] = &[
         BEGIN SELECT RAISE(ABORT, 'approval rows are append-only'); END",
 ];
 
-const FORMAT: &str = "tollgate-ledger/1";
-
 /// How to open a SQLite ledger.
 #[derive(Clone, Debug)]
 pub struct SqliteOptions {
@@ -383,35 +381,17 @@ impl SqliteLedger {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db)?;
-        let alg = match existing {
-            Some(name) => {
-                let existing: HashAlg = name.parse().map_err(|_| Error::Corrupt {
-                    seq: 0,
-                    reason: format!("unknown hash algorithm {name:?} in ledger_meta"),
-                })?;
-                if let Some(requested) = wanted
-                    && requested != existing
-                {
-                    return Err(Error::HashAlgMismatch {
-                        existing,
-                        requested,
-                    });
-                }
-                existing
-            }
-            None => {
-                let alg = wanted.unwrap_or_default();
-                sqlx::query(
-                    "INSERT INTO ledger_meta (key, value) VALUES ('hash_alg', ?), ('format', ?)",
-                )
-                .bind(alg.name())
-                .bind(FORMAT)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-                alg
-            }
-        };
+        let alg = crate::settle_hash_alg(existing.as_deref(), wanted)?;
+        if existing.is_none() {
+            sqlx::query(
+                "INSERT INTO ledger_meta (key, value) VALUES ('hash_alg', ?), ('format', ?)",
+            )
+            .bind(alg.name())
+            .bind(FORMAT)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
         tx.commit().await.map_err(db)?;
         Ok(alg)
     }

@@ -15,6 +15,7 @@
 
 pub mod browser;
 pub mod gateway;
+pub mod postgres;
 pub mod upstream;
 
 use std::path::{Path, PathBuf};
