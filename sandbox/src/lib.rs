@@ -78,8 +78,8 @@ pub struct Counts {
 pub struct Replay {
     issuers: BTreeMap<String, Jwk>,
     revoked_issuers: BTreeSet<String>,
-    /// Registered tokens, with the hash of each (as `inputs` names it).
-    tokens: BTreeMap<String, (Token, String)>,
+    /// Registered tokens by id.
+    tokens: BTreeMap<String, Registered>,
     revoked: BTreeSet<String>,
     resources: BTreeMap<String, Object>,
     bundles: BTreeMap<String, Arc<Bundle>>,
@@ -99,6 +99,17 @@ pub struct Replay {
     changes: Vec<Value>,
     /// Amounts spent, for intents decided against a snapshot.
     spent: Spent,
+    /// Whether each decision's intent must carry its agent's signature.
+    intent_signatures: bool,
+}
+
+/// A registered delegation token.
+struct Registered {
+    token: Token,
+    /// Its hash, as `inputs.delegations` names it.
+    hash: String,
+    /// Its agent's key, which signs the intents made under it.
+    agent_key: KeySet,
 }
 
 /// An approval as the ledger's receipts tell it.
@@ -162,6 +173,14 @@ impl Replay {
     pub fn what_if(mut self, candidates: Vec<Arc<Bundle>>, limit: usize) -> Self {
         self.candidates = candidates;
         self.report = Report::with_limit(limit);
+        self
+    }
+
+    /// Also checks that each decision's intent is signed by the agent key
+    /// its delegation names, valid at its `issued_at` (the auditor's
+    /// re-decision does; a what-if asks only what a policy decides).
+    pub fn with_intent_signatures(mut self) -> Self {
+        self.intent_signatures = true;
         self
     }
 
@@ -273,7 +292,7 @@ impl Replay {
         let agents: BTreeSet<String> = self
             .tokens
             .values()
-            .flat_map(|(t, _)| [t.agent.clone(), t.agent_key.kid.clone()])
+            .flat_map(|r| [r.token.agent.clone(), r.token.agent_key.kid.clone()])
             .collect();
         let a = self.approvals.get_mut(&id).ok_or_else(|| {
             format!("approval {id} was not opened by an escalating decision earlier in this export")
@@ -436,7 +455,15 @@ impl Replay {
                 let token =
                     Token::from_value(object).map_err(|e| format!("delegation.register: {e}"))?;
                 let hash = alg.digest(&[&canonical(object)]).to_string();
-                self.tokens.insert(token.id.clone(), (token, hash));
+                let agent_key = KeySet::from_keys([token.agent_key.clone()]).unwrap_or_default();
+                self.tokens.insert(
+                    token.id.clone(),
+                    Registered {
+                        token,
+                        hash,
+                        agent_key,
+                    },
+                );
             }
             "delegation.revoke" => {
                 self.revoked.insert(id());
@@ -473,7 +500,7 @@ impl Replay {
         registry.tokens = self
             .tokens
             .iter()
-            .map(|(id, (t, _))| (id.clone(), t.clone()))
+            .map(|(id, r)| (id.clone(), r.token.clone()))
             .collect();
         registry.revoked = self.revoked.clone();
         registry.issuers = KeySet::from_keys(
@@ -631,7 +658,10 @@ impl Replay {
         let mut chain: Vec<&str> = Vec::with_capacity(2);
         let mut next = Some(&intent.delegation);
         while let Some(id) = next {
-            let Some((t, h)) = self.tokens.get(id) else {
+            let Some(Registered {
+                token: t, hash: h, ..
+            }) = self.tokens.get(id)
+            else {
                 return Err(format!(
                     "delegation {id} is not registered earlier in this export"
                 ));
@@ -643,6 +673,20 @@ impl Replay {
             next = t.parent.as_ref();
         }
         chain.reverse();
+        if self.intent_signatures
+            && let Some(r) = self.tokens.get(&intent.delegation)
+            && let Err(e) = r.agent_key.verify(
+                tollgate_protocol::Domain::Intent,
+                envelope.payload(),
+                &envelope.signature,
+                &intent.issued_at,
+            )
+        {
+            return Err(format!(
+                "the intent is not signed by the key delegation {} names for agent {}: {e}",
+                intent.delegation, r.token.agent
+            ));
+        }
         let recorded = match at(receipt, &["inputs", "delegations"]) {
             Some(Value::Array(items)) => items.as_slice(),
             _ => &[],

@@ -138,6 +138,40 @@ fn an_altered_decision_resigned_with_valid_hashes_is_caught_at_its_seq() {
 }
 
 #[test]
+fn an_intent_the_agent_did_not_sign_is_caught_though_it_decides_the_same() {
+    let entries = export();
+    let dir = tempfile::tempdir().unwrap();
+    let target = entries.iter().position(|e| kind(e) == "decision").unwrap() as u64 + 1;
+    // The forger keeps the intent and its decision, but the signature is
+    // by a key of its own, not the agent's: the gateway accepted an intent
+    // its agent never sent.
+    let stranger = Ed25519Signer::from_secret(&[5; 32]);
+    let (e, k) = forge(&entries, dir.path(), |seq, r| {
+        if seq == target {
+            let mut subject = r.get("subject").unwrap().as_object().unwrap().clone();
+            let payload = subject.get("payload").unwrap().clone();
+            subject.insert(
+                "signature",
+                stranger.sign_now(Domain::Intent, &payload).to_value(),
+            );
+            r.insert("subject", Value::Object(subject));
+        }
+    });
+    let (code, v) = verify(&e, &k, false);
+    assert_eq!(code, Some(0), "every hash and signature is valid: {v}");
+    let (code, v) = verify(&e, &k, true);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(member(&v, &["seq"]).as_safe_integer(), Some(target as i64));
+    let reason = member(&v, &["reason"]).as_str().unwrap();
+    assert!(
+        reason.contains(
+            "the intent is not signed by the key delegation dlg_demo names for agent agent-demo"
+        ),
+        "{reason}"
+    );
+}
+
+#[test]
 fn altered_policy_files_and_altered_inputs_are_caught() {
     let entries = export();
     let dir = tempfile::tempdir().unwrap();

@@ -192,7 +192,7 @@ pub fn redecide_export(
     let threads = threads
         .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
         .unwrap_or(1);
-    let mut replay = tollgate_sandbox::Replay::new();
+    let mut replay = tollgate_sandbox::Replay::new().with_intent_signatures();
     let replayed =
         tollgate_sandbox::replay_export(&mut replay, input, threads, |bytes, entries| {
             progress(Progress { bytes, entries })
