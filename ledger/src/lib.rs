@@ -432,6 +432,20 @@ pub(crate) fn settle_hash_alg(
     }
 }
 
+/// The entry stored at `seq` as the line `line`.
+pub(crate) fn decode(seq: u64, line: &[u8]) -> Result<tollgate_protocol::LedgerEntry, Error> {
+    let corrupt = |reason: String| Error::Corrupt { seq, reason };
+    let value = tollgate_protocol::parse(line).map_err(|e| corrupt(e.to_string()))?;
+    tollgate_protocol::LedgerEntry::from_value(value).map_err(|e| corrupt(e.to_string()))
+}
+
+/// Whether `e` is a unique-constraint violation that names `column` (both
+/// backends name the column, or a constraint named after it).
+pub(crate) fn unique_violation(e: &sqlx::Error, column: &str) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation() && d.message().contains(column))
+}
+
 /// The format a ledger store records in its metadata.
 pub(crate) const FORMAT: &str = "tollgate-ledger/1";
 

@@ -27,13 +27,13 @@ use sqlx::{Connection as _, Row as _};
 use tokio::sync::{mpsc, oneshot};
 use tollgate_protocol::{
     ChainVerifier, HashAlg, HashValue, KeySet, LedgerEntry, Signature, Timestamp, Value,
-    check_receipt, parse,
+    check_receipt,
 };
 
 use crate::{
     Append, ApprovalRecord, ApprovalRow, ApprovalStep, AttemptRow, CheckReport, Clock, EndpointRow,
     Error, FORMAT, Head, Ledger, OutboxEvent, RegistryAppend, RegistryChange, RegistryState, Spend,
-    SystemClock, WebhookOp, event_types,
+    SystemClock, WebhookOp, decode, event_types, unique_violation,
 };
 
 const SCHEMA: &[&str] = &[
@@ -476,12 +476,6 @@ impl SqliteLedger {
         }
         Ok(next - 1)
     }
-}
-
-fn decode(seq: u64, line: &[u8]) -> Result<LedgerEntry, Error> {
-    let corrupt = |reason: String| Error::Corrupt { seq, reason };
-    let value = parse(line).map_err(|e| corrupt(e.to_string()))?;
-    LedgerEntry::from_value(value).map_err(|e| corrupt(e.to_string()))
 }
 
 impl Ledger for SqliteLedger {
@@ -967,11 +961,6 @@ pub struct AppendStats {
     pub groups: u64,
     /// Entries appended.
     pub appends: u64,
-}
-
-fn unique_violation(e: &sqlx::Error, column: &str) -> bool {
-    e.as_database_error()
-        .is_some_and(|d| d.is_unique_violation() && d.message().contains(column))
 }
 
 /// Writes one registry change's rows; a refusal by the tables' rules is a

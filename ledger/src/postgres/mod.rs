@@ -4,13 +4,22 @@
 //! Scope of this module so far: opening a database (the schema applied
 //! once, under an advisory lock, however many instances start together;
 //! the hash algorithm and format recorded at creation and checked at every
-//! open) and reading the chain head. Appending, group commit per instance
-//! and the rest of [`crate::Ledger`] build on the one `chain_head` row that
-//! every instance locks (`SELECT … FOR UPDATE`) in the transaction that
-//! appends a group: that lock is what keeps one chain, gap-free, across
-//! instances.
+//! open); appending, with group commit per instance ([`writer`]): each
+//! group's transaction locks the one `chain_head` row, which is what keeps
+//! one chain, gap-free, across instances; and reading entries back. The
+//! rest of [`crate::Ledger`] (registries, reservations, approvals' reads,
+//! the outbox's reads, webhooks) is still to come.
 
 mod schema;
+mod writer;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{mpsc, oneshot};
+use tollgate_protocol::{LedgerEntry, check_receipt};
+
+use crate::{Append, AppendStats, Clock, SystemClock, decode};
 
 use sqlx::Row as _;
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -35,6 +44,8 @@ pub struct PgOptions {
     /// How long to wait for a connection before the open (or a request)
     /// fails.
     pub connect_timeout: std::time::Duration,
+    /// Most appends one group commits.
+    pub max_batch: usize,
 }
 
 impl PgOptions {
@@ -45,22 +56,38 @@ impl PgOptions {
             hash_alg: None,
             max_connections: 8,
             connect_timeout: std::time::Duration::from_secs(10),
+            max_batch: 256,
         }
     }
 }
 
 /// A ledger in a PostgreSQL database, shared by every instance that opens
 /// it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PgLedger {
     pool: PgPool,
     alg: HashAlg,
+    queue: mpsc::Sender<writer::Request>,
+    stats: Arc<writer::Counters>,
+}
+
+impl std::fmt::Debug for PgLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgLedger")
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PgLedger {
     /// Connects, applies the schema if needed and settles the hash
-    /// algorithm.
+    /// algorithm; `appended_at` comes from the system clock.
     pub async fn open(options: PgOptions) -> Result<Self, Error> {
+        Self::open_with_clock(options, SystemClock).await
+    }
+
+    /// [`PgLedger::open`] with `appended_at` from `clock`.
+    pub async fn open_with_clock(options: PgOptions, clock: impl Clock) -> Result<Self, Error> {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.connect_timeout)
@@ -101,7 +128,95 @@ impl PgLedger {
                 .map_err(db)?;
         }
         tx.commit().await.map_err(db)?;
-        Ok(Self { pool, alg })
+        let max_batch = options.max_batch.max(1);
+        let (queue, rx) = mpsc::channel(max_batch * 4);
+        let stats = Arc::new(writer::Counters::default());
+        tokio::spawn(
+            writer::Writer {
+                pool: pool.clone(),
+                clock: Box::new(clock),
+                max_batch,
+                stats: stats.clone(),
+            }
+            .run(rx),
+        );
+        Ok(Self {
+            pool,
+            alg,
+            queue,
+            stats,
+        })
+    }
+
+    /// Appends receipts as one unit: contiguous entries in one
+    /// transaction, each with what it records, all durable or none.
+    pub async fn append_unit(&self, items: Vec<Append>) -> Result<Vec<LedgerEntry>, Error> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let items = items
+            .into_iter()
+            .map(|append| {
+                let info = check_receipt(&append.receipt, "")
+                    .map_err(|e| Error::NotAReceipt(e.to_string()))?;
+                Ok(writer::Item {
+                    append,
+                    receipt_id: info.receipt_id,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(writer::Request { items, reply })
+            .await
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    /// The entry at `seq`.
+    pub async fn get(&self, seq: u64) -> Result<Option<LedgerEntry>, Error> {
+        let line: Option<Vec<u8>> = sqlx::query_scalar("SELECT line FROM entries WHERE seq = $1")
+            .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        line.map(|l| decode(seq, &l)).transpose()
+    }
+
+    /// Up to `limit` export lines from `from` on, in order.
+    pub async fn lines(&self, from: u64, limit: u32) -> Result<Vec<Vec<u8>>, Error> {
+        sqlx::query_scalar("SELECT line FROM entries WHERE seq >= $1 ORDER BY seq LIMIT $2")
+            .bind(i64::try_from(from.max(1)).unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)
+    }
+
+    /// The stored line appended with this idempotency key.
+    pub async fn line_by_idempotency_key(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        sqlx::query_scalar("SELECT line FROM entries WHERE idempotency_key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)
+    }
+
+    /// The stored line of the entry holding receipt `receipt_id`.
+    pub async fn line_by_receipt_id(&self, receipt_id: &str) -> Result<Option<Vec<u8>>, Error> {
+        sqlx::query_scalar("SELECT line FROM entries WHERE receipt_id = $1")
+            .bind(receipt_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)
+    }
+
+    /// This instance's group-commit counters.
+    pub fn stats(&self) -> AppendStats {
+        AppendStats {
+            groups: self.stats.groups.load(Ordering::Relaxed),
+            appends: self.stats.appends.load(Ordering::Relaxed),
+        }
     }
 
     /// The hash algorithm of this ledger.

@@ -23,7 +23,8 @@ pub(crate) const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS chain_head (
         id SMALLINT PRIMARY KEY CHECK (id = 1),
         seq BIGINT NOT NULL CHECK (seq >= 0),
-        hash TEXT NOT NULL
+        hash TEXT NOT NULL,
+        appended_at TEXT
     )",
     "CREATE TABLE IF NOT EXISTS entries (
         seq BIGINT PRIMARY KEY CHECK (seq >= 1),
