@@ -177,10 +177,13 @@ pub async fn open(
     let options = SqliteOptions::new(&paths.database);
     let (ledger, clock): (_, Arc<dyn tollgate_protocol::Clock>) = if paths.sandbox {
         let clock = sandbox::SandboxClock::default();
-        (
-            SqliteLedger::open_with_clock(options, clock.clone()).await?,
-            Arc::new(clock),
-        )
+        let ledger = SqliteLedger::open_with_clock(options, clock.clone()).await?;
+        // A kept sandbox goes on from where its ledger stopped.
+        let head = tollgate_ledger::Ledger::head(&ledger).await?;
+        if let Some(last) = tollgate_ledger::Ledger::get(&ledger, head.seq).await? {
+            tollgate_protocol::Clock::observe(&clock, &last.appended_at);
+        }
+        (ledger, Arc::new(clock))
     } else {
         (SqliteLedger::open(options).await?, Arc::new(SystemClock))
     };

@@ -343,9 +343,18 @@ fn sandbox_secret(name: &str) -> [u8; 32] {
 
 impl Sandbox {
     fn start() -> Self {
+        Self::start_in(None)
+    }
+
+    /// A sandbox keeping its files in `dir`, if given.
+    fn start_in(dir: Option<&Path>) -> Self {
         use std::io::BufRead as _;
-        let mut child = Command::new(bin("tollgate"))
-            .args(["sandbox", "serve", "--listen", "127.0.0.1:0"])
+        let mut cmd = Command::new(bin("tollgate"));
+        cmd.args(["sandbox", "serve", "--listen", "127.0.0.1:0"]);
+        if let Some(d) = dir {
+            cmd.arg("--data-dir").arg(d);
+        }
+        let mut child = cmd
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -597,4 +606,52 @@ fn the_sandbox_never_serves_a_gateway_folder_nor_beyond_loopback() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("loopback only"), "{err}");
+}
+
+#[test]
+fn a_kept_sandbox_restarted_goes_on_from_its_ledgers_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("sandbox");
+    let s = Sandbox::start_in(Some(&data));
+    s.client
+        .submit(
+            &sandbox_intent("k-1", "order:o-1001", 2_500, "2026-05-01T12:00:00Z"),
+            None,
+        )
+        .unwrap()
+        .ok()
+        .unwrap();
+    drop(s);
+    let s = Sandbox::start_in(Some(&data));
+    // A registry change right after the restart: its time is the ledger's,
+    // not the sandbox clock's start.
+    let c = &s.client;
+    let reviewer = tollgate_signer::Ed25519Signer::from_secret(&sandbox_secret("reviewer"));
+    let mut o = tollgate_protocol::Object::new();
+    o.insert("id", "rev-9".into());
+    o.insert("key", tollgate_signer::Signer::jwk(&reviewer).to_value());
+    o.insert("roles", Value::Array(vec!["approver".into()]));
+    o.insert("actions", Value::Array(vec!["orders.refund".into()]));
+    c.register_reviewer(&tollgate_protocol::canonical(&Value::Object(o)))
+        .unwrap()
+        .ok()
+        .unwrap();
+    let export = String::from_utf8(c.export().unwrap()).unwrap();
+    let last = parse(export.lines().last().unwrap().as_bytes()).unwrap();
+    assert_eq!(
+        member(&last, &["receipt", "issued_at"]).as_str().unwrap()[..19],
+        *"2026-05-01T12:00:00"
+    );
+    let times: Vec<String> = export
+        .lines()
+        .map(|l| {
+            member(&parse(l.as_bytes()).unwrap(), &["appended_at"])
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted, "appended_at never goes back");
 }
