@@ -57,6 +57,7 @@
 mod outbox;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod reads;
 mod sqlite;
 
 use std::future::Future;

@@ -30,9 +30,10 @@ use tollgate_protocol::{
     check_receipt,
 };
 
+use crate::reads;
 use crate::{
-    Append, ApprovalRecord, ApprovalRow, ApprovalStep, AttemptRow, CheckReport, Clock, EndpointRow,
-    Error, FORMAT, Head, Ledger, OutboxEvent, RegistryAppend, RegistryChange, RegistryState, Spend,
+    Append, ApprovalRecord, ApprovalRow, AttemptRow, CheckReport, Clock, EndpointRow, Error,
+    FORMAT, Head, Ledger, OutboxEvent, RegistryAppend, RegistryChange, RegistryState, Spend,
     SystemClock, WebhookOp, decode, event_types, unique_violation,
 };
 
@@ -528,71 +529,27 @@ impl Ledger for SqliteLedger {
     }
 
     async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, Error> {
-        let row = sqlx::query("SELECT id, seq, deadline, body FROM approvals WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.inner.readers)
-            .await
-            .map_err(db)?;
-        match row {
-            None => Ok(None),
-            Some(r) => Ok(self.with_steps(vec![r]).await?.pop()),
-        }
+        reads::sqlite::approval(&self.inner.readers, id).await
     }
 
     async fn outbox_after(&self, after: u64, limit: u32) -> Result<Vec<OutboxEvent>, Error> {
-        let rows = sqlx::query("SELECT id, seq, type FROM outbox WHERE id > ? ORDER BY id LIMIT ?")
-            .bind(i64::try_from(after).unwrap_or(i64::MAX))
-            .bind(limit)
-            .fetch_all(&self.inner.readers)
-            .await
-            .map_err(db)?;
-        Ok(rows.iter().map(outbox_row).collect())
+        reads::sqlite::outbox_after(&self.inner.readers, after, limit).await
     }
 
     async fn outbox_last(&self) -> Result<u64, Error> {
-        let id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM outbox")
-            .fetch_one(&self.inner.readers)
-            .await
-            .map_err(db)?;
-        Ok(id as u64)
+        reads::sqlite::outbox_last(&self.inner.readers).await
     }
 
     async fn outbox_event(&self, id: u64) -> Result<Option<OutboxEvent>, Error> {
-        let row = sqlx::query("SELECT id, seq, type FROM outbox WHERE id = ?")
-            .bind(i64::try_from(id).unwrap_or(i64::MAX))
-            .fetch_optional(&self.inner.readers)
-            .await
-            .map_err(db)?;
-        Ok(row.as_ref().map(outbox_row))
+        reads::sqlite::outbox_event(&self.inner.readers, id).await
     }
 
     async fn outbox_first_from(&self, seq: u64) -> Result<Option<u64>, Error> {
-        let id: Option<i64> = sqlx::query_scalar("SELECT MIN(id) FROM outbox WHERE seq >= ?")
-            .bind(i64::try_from(seq).unwrap_or(i64::MAX))
-            .fetch_one(&self.inner.readers)
-            .await
-            .map_err(db)?;
-        Ok(id.map(|i| i as u64))
+        reads::sqlite::outbox_first_from(&self.inner.readers, seq).await
     }
 
     async fn webhook_endpoints(&self) -> Result<Vec<EndpointRow>, Error> {
-        let rows = sqlx::query(
-            "SELECT id, config, secrets, enabled, disabled_reason, cursor FROM webhook_endpoints ORDER BY id",
-        )
-        .fetch_all(&self.inner.readers)
-        .await
-        .map_err(db)?;
-        Ok(rows
-            .iter()
-            .map(|r| EndpointRow {
-                id: r.get(0),
-                config: r.get(1),
-                secrets: r.get(2),
-                enabled: r.get::<i64, _>(3) == 1,
-                disabled_reason: r.get(4),
-                cursor: r.get::<i64, _>(5) as u64,
-            })
-            .collect())
+        reads::sqlite::webhook_endpoints(&self.inner.readers).await
     }
 
     async fn webhook_write(&self, ops: Vec<WebhookOp>) -> Result<(), Error> {
@@ -611,54 +568,15 @@ impl Ledger for SqliteLedger {
         from_event: u64,
         limit: u32,
     ) -> Result<Vec<AttemptRow>, Error> {
-        let rows = sqlx::query(
-            "SELECT endpoint, event, n, at, status, error, outcome FROM webhook_attempts
-             WHERE endpoint = ? AND event >= ? ORDER BY event, n LIMIT ?",
-        )
-        .bind(endpoint)
-        .bind(i64::try_from(from_event).unwrap_or(i64::MAX))
-        .bind(limit)
-        .fetch_all(&self.inner.readers)
-        .await
-        .map_err(db)?;
-        Ok(rows
-            .iter()
-            .map(|r| AttemptRow {
-                endpoint: r.get(0),
-                event: r.get::<i64, _>(1) as u64,
-                n: r.get::<i64, _>(2) as u32,
-                at: r.get(3),
-                status: r.get::<Option<i64>, _>(4).map(|s| s as u16),
-                error: r.get(5),
-                outcome: r.get(6),
-            })
-            .collect())
+        reads::sqlite::webhook_attempts(&self.inner.readers, endpoint, from_event, limit).await
     }
 
     async fn webhook_redeliveries(&self, endpoint: &str) -> Result<Vec<u64>, Error> {
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT event FROM webhook_redeliveries WHERE endpoint = ? ORDER BY event",
-        )
-        .bind(endpoint)
-        .fetch_all(&self.inner.readers)
-        .await
-        .map_err(db)?;
-        Ok(ids.into_iter().map(|i| i as u64).collect())
+        reads::sqlite::webhook_redeliveries(&self.inner.readers, endpoint).await
     }
 
     async fn approvals_due(&self, now: i64, limit: u32) -> Result<Vec<ApprovalRecord>, Error> {
-        let rows = sqlx::query(
-            "SELECT id, seq, deadline, body FROM approvals a WHERE deadline <= ?
-               AND NOT EXISTS (SELECT 1 FROM approval_steps s
-                               WHERE s.approval = a.id AND s.status <> 'pending_approval')
-             ORDER BY deadline, seq LIMIT ?",
-        )
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.inner.readers)
-        .await
-        .map_err(db)?;
-        self.with_steps(rows).await
+        reads::sqlite::approvals_due(&self.inner.readers, now, limit).await
     }
 
     async fn approvals(
@@ -667,82 +585,37 @@ impl Ledger for SqliteLedger {
         after_seq: u64,
         limit: u32,
     ) -> Result<Vec<ApprovalRecord>, Error> {
-        let sql = if open_only {
-            "SELECT id, seq, deadline, body FROM approvals a WHERE seq > ?
-               AND NOT EXISTS (SELECT 1 FROM approval_steps s
-                               WHERE s.approval = a.id AND s.status <> 'pending_approval')
-             ORDER BY seq LIMIT ?"
-        } else {
-            "SELECT id, seq, deadline, body FROM approvals WHERE seq > ? ORDER BY seq LIMIT ?"
-        };
-        let rows = sqlx::query(sql)
-            .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
-            .bind(limit)
-            .fetch_all(&self.inner.readers)
-            .await
-            .map_err(db)?;
-        self.with_steps(rows).await
+        reads::sqlite::approvals(&self.inner.readers, open_only, after_seq, limit).await
     }
 
     async fn spending(&self, now: i64) -> Result<Vec<Spend>, Error> {
-        let rows = sqlx::query(
-            "SELECT delegation, currency, window_start, window_seconds, SUM(amount_minor)
-             FROM spend WHERE window_start + window_seconds > ?
-             GROUP BY delegation, currency, window_start, window_seconds
-             ORDER BY delegation, currency, window_start",
-        )
-        .bind(now)
-        .fetch_all(&self.inner.readers)
-        .await
-        .map_err(db)?;
-        Ok(rows
-            .iter()
-            .map(|r| Spend {
-                delegation: r.get(0),
-                currency: r.get(1),
-                window_start: r.get(2),
-                window_seconds: r.get(3),
-                amount_minor: r.get(4),
-            })
-            .collect())
+        reads::sqlite::spending(&self.inner.readers, now).await
     }
 
     async fn get(&self, seq: u64) -> Result<Option<LedgerEntry>, Error> {
-        let Ok(key) = i64::try_from(seq) else {
-            return Ok(None);
-        };
-        let line: Option<Vec<u8>> = sqlx::query_scalar("SELECT line FROM entries WHERE seq = ?")
-            .bind(key)
-            .fetch_optional(&self.inner.readers)
-            .await
-            .map_err(db)?;
-        line.map(|l| decode(seq, &l)).transpose()
+        reads::sqlite::get(&self.inner.readers, seq).await
     }
 
     async fn line_by_idempotency_key(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        sqlx::query_scalar("SELECT line FROM entries WHERE idempotency_key = ?")
-            .bind(key)
-            .fetch_optional(&self.inner.readers)
-            .await
-            .map_err(db)
+        reads::sqlite::line_by(
+            &self.inner.readers,
+            reads::sqlite::Column::IdempotencyKey,
+            key,
+        )
+        .await
     }
 
     async fn line_by_receipt_id(&self, receipt_id: &str) -> Result<Option<Vec<u8>>, Error> {
-        sqlx::query_scalar("SELECT line FROM entries WHERE receipt_id = ?")
-            .bind(receipt_id)
-            .fetch_optional(&self.inner.readers)
-            .await
-            .map_err(db)
+        reads::sqlite::line_by(
+            &self.inner.readers,
+            reads::sqlite::Column::ReceiptId,
+            receipt_id,
+        )
+        .await
     }
 
     async fn get_by_receipt_id(&self, receipt_id: &str) -> Result<Option<LedgerEntry>, Error> {
-        let row = sqlx::query("SELECT seq, line FROM entries WHERE receipt_id = ?")
-            .bind(receipt_id)
-            .fetch_optional(&self.inner.readers)
-            .await
-            .map_err(db)?;
-        row.map(|r| decode(r.get::<i64, _>(0) as u64, &r.get::<Vec<u8>, _>(1)))
-            .transpose()
+        reads::sqlite::get_by_receipt_id(&self.inner.readers, receipt_id).await
     }
 
     async fn head(&self) -> Result<Head, Error> {
@@ -750,13 +623,7 @@ impl Ledger for SqliteLedger {
     }
 
     async fn lines(&self, from: u64, limit: u32) -> Result<Vec<Vec<u8>>, Error> {
-        let from = i64::try_from(from.max(1)).unwrap_or(i64::MAX);
-        sqlx::query_scalar("SELECT line FROM entries WHERE seq >= ? ORDER BY seq LIMIT ?")
-            .bind(from)
-            .bind(limit)
-            .fetch_all(&self.inner.readers)
-            .await
-            .map_err(db)
+        reads::sqlite::lines(&self.inner.readers, from, limit).await
     }
 
     fn hash_alg(&self) -> HashAlg {
@@ -781,50 +648,7 @@ impl Ledger for SqliteLedger {
     }
 
     async fn registry(&self) -> Result<RegistryState, Error> {
-        let pool = &self.inner.readers;
-        let pairs = |sql: &'static str| async move {
-            sqlx::query(sql)
-                .fetch_all(pool)
-                .await
-                .map_err(db)
-                .map(|rows| {
-                    rows.iter()
-                        .map(|r| (r.get::<String, _>(0), r.get::<Vec<u8>, _>(1)))
-                        .collect::<Vec<_>>()
-                })
-        };
-        let ids = |sql: &'static str| async move {
-            sqlx::query_scalar::<_, String>(sql)
-                .fetch_all(pool)
-                .await
-                .map_err(db)
-                .map(|v| v.into_iter().collect::<std::collections::BTreeSet<_>>())
-        };
-        let seeded: Option<String> =
-            sqlx::query_scalar("SELECT value FROM ledger_meta WHERE key = 'seeded'")
-                .fetch_optional(pool)
-                .await
-                .map_err(db)?;
-        let history = sqlx::query("SELECT change, version FROM reg_policy_history ORDER BY seq")
-            .fetch_all(pool)
-            .await
-            .map_err(db)?
-            .iter()
-            .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
-            .collect();
-        Ok(RegistryState {
-            seeded: seeded.is_some(),
-            issuers: pairs("SELECT kid, jwk FROM reg_issuers ORDER BY kid").await?,
-            revoked_issuers: ids("SELECT kid FROM reg_issuer_revocations").await?,
-            delegations: pairs("SELECT id, token FROM reg_delegations ORDER BY id").await?,
-            revoked_delegations: ids("SELECT id FROM reg_delegation_revocations").await?,
-            reviewers: pairs("SELECT id, reviewer FROM reg_reviewers ORDER BY id").await?,
-            revoked_reviewers: ids("SELECT id FROM reg_reviewer_revocations").await?,
-            resources: pairs("SELECT resource, attributes FROM reg_resources ORDER BY resource")
-                .await?,
-            policies: pairs("SELECT version, files FROM reg_policies ORDER BY version").await?,
-            policy_history: history,
-        })
+        reads::sqlite::registry(&self.inner.readers).await
     }
 
     async fn reserve(&self, key: &str, body: &[u8]) -> Result<(), Error> {
@@ -865,15 +689,7 @@ impl Ledger for SqliteLedger {
     }
 
     async fn pending(&self) -> Result<Vec<(String, Vec<u8>)>, Error> {
-        let rows =
-            sqlx::query("SELECT idempotency_key, body FROM pending ORDER BY idempotency_key")
-                .fetch_all(&self.inner.readers)
-                .await
-                .map_err(db)?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get::<String, _>(0), r.get::<Vec<u8>, _>(1)))
-            .collect())
+        reads::sqlite::pending(&self.inner.readers).await
     }
 
     fn stats(&self) -> AppendStats {
@@ -881,54 +697,6 @@ impl Ledger for SqliteLedger {
             groups: self.inner.stats.groups.load(Ordering::Relaxed),
             appends: self.inner.stats.appends.load(Ordering::Relaxed),
         }
-    }
-}
-
-impl SqliteLedger {
-    /// Approval rows `(id, seq, deadline, body)` with their steps.
-    async fn with_steps(
-        &self,
-        rows: Vec<sqlx::sqlite::SqliteRow>,
-    ) -> Result<Vec<ApprovalRecord>, Error> {
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let id: String = r.get(0);
-            let steps = sqlx::query(
-                "SELECT s.seq, e.receipt_id, s.reviewer, s.verdict, s.status, s.decision_hash
-                 FROM approval_steps s JOIN entries e ON e.seq = s.seq
-                 WHERE s.approval = ? ORDER BY s.seq",
-            )
-            .bind(&id)
-            .fetch_all(&self.inner.readers)
-            .await
-            .map_err(db)?
-            .iter()
-            .map(|s| ApprovalStep {
-                seq: s.get::<i64, _>(0) as u64,
-                receipt_id: s.get(1),
-                reviewer: s.get(2),
-                verdict: s.get(3),
-                status: s.get(4),
-                decision_hash: s.get(5),
-            })
-            .collect();
-            out.push(ApprovalRecord {
-                id,
-                seq: r.get::<i64, _>(1) as u64,
-                deadline: r.get(2),
-                body: r.get(3),
-                steps,
-            });
-        }
-        Ok(out)
-    }
-}
-
-fn outbox_row(r: &sqlx::sqlite::SqliteRow) -> OutboxEvent {
-    OutboxEvent {
-        id: r.get::<i64, _>(0) as u64,
-        seq: r.get::<i64, _>(1) as u64,
-        event_type: r.get(2),
     }
 }
 
