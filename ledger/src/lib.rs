@@ -59,6 +59,7 @@ mod outbox;
 pub mod postgres;
 mod reads;
 mod sqlite;
+mod writes;
 
 use std::future::Future;
 
@@ -440,6 +441,49 @@ pub(crate) fn decode(seq: u64, line: &[u8]) -> Result<tollgate_protocol::LedgerE
     tollgate_protocol::LedgerEntry::from_value(value).map_err(|e| corrupt(e.to_string()))
 }
 
+/// A receipt to append, with its id read once.
+pub(crate) struct Item {
+    pub append: Append,
+    pub receipt_id: String,
+}
+
+/// `items` with their receipt ids, each checked to be a receipt.
+pub(crate) fn checked(items: Vec<Append>) -> Result<Vec<Item>, Error> {
+    items
+        .into_iter()
+        .map(|append| {
+            let info = tollgate_protocol::check_receipt(&append.receipt, "")
+                .map_err(|e| Error::NotAReceipt(e.to_string()))?;
+            Ok(Item {
+                append,
+                receipt_id: info.receipt_id,
+            })
+        })
+        .collect()
+}
+
+/// What a refused insert of `items`' entries was: a receipt or key
+/// already stored (named when `items` is one, else the caller retries one
+/// by one to find it), or a database error.
+pub(crate) fn insert_error(e: sqlx::Error, items: &[&Item]) -> Error {
+    let one = items.len() == 1;
+    if unique_violation(&e, "receipt_id") {
+        Error::DuplicateReceipt(if one {
+            items[0].receipt_id.clone()
+        } else {
+            String::new()
+        })
+    } else if unique_violation(&e, "idempotency_key") {
+        Error::DuplicateKey(if one {
+            items[0].append.idempotency_key.clone().unwrap_or_default()
+        } else {
+            String::new()
+        })
+    } else {
+        Error::Database(e.to_string())
+    }
+}
+
 /// Whether `e` is a unique-constraint violation that names `column` (both
 /// backends name the column, or a constraint named after it).
 pub(crate) fn unique_violation(e: &sqlx::Error, column: &str) -> bool {
@@ -460,7 +504,9 @@ pub trait Ledger: Send + Sync + 'static {
         receipt: Value,
         signature: Signature,
         idempotency_key: Option<&str>,
-    ) -> impl Future<Output = Result<LedgerEntry, Error>> + Send;
+    ) -> impl Future<Output = Result<LedgerEntry, Error>> + Send {
+        self.append_spending(receipt, signature, idempotency_key, Vec::new())
+    }
 
     /// [`Ledger::append`], recording `spend` against budgets in the same
     /// transaction as the entry: both are durable, or neither.
@@ -470,7 +516,15 @@ pub trait Ledger: Send + Sync + 'static {
         signature: Signature,
         idempotency_key: Option<&str>,
         spend: Vec<Spend>,
-    ) -> impl Future<Output = Result<LedgerEntry, Error>> + Send;
+    ) -> impl Future<Output = Result<LedgerEntry, Error>> + Send {
+        let mut append = Append::new(receipt, signature);
+        append.idempotency_key = idempotency_key.map(str::to_owned);
+        append.spend = spend;
+        async move {
+            let mut entries = self.append_unit(vec![append]).await?;
+            entries.pop().ok_or(Error::Closed)
+        }
+    }
 
     /// Appends receipts as one unit: contiguous entries in one
     /// transaction, each with what it records, all durable or none.

@@ -26,15 +26,15 @@ use sqlx::sqlite::{
 use sqlx::{Connection as _, Row as _};
 use tokio::sync::{mpsc, oneshot};
 use tollgate_protocol::{
-    ChainVerifier, HashAlg, HashValue, KeySet, LedgerEntry, Signature, Timestamp, Value,
-    check_receipt,
+    ChainVerifier, HashAlg, HashValue, KeySet, LedgerEntry, Timestamp, Value, check_receipt,
 };
 
 use crate::reads;
+use crate::writes::sqlite::{apply_change, apply_webhook, insert_events, insert_recorded};
 use crate::{
-    Append, ApprovalRecord, ApprovalRow, AttemptRow, CheckReport, Clock, EndpointRow, Error,
-    FORMAT, Head, Ledger, OutboxEvent, RegistryAppend, RegistryChange, RegistryState, Spend,
-    SystemClock, WebhookOp, decode, event_types, unique_violation,
+    Append, ApprovalRecord, AttemptRow, CheckReport, Clock, EndpointRow, Error, FORMAT, Head, Item,
+    Ledger, OutboxEvent, RegistryAppend, RegistryState, Spend, SystemClock, WebhookOp, decode,
+    event_types, insert_error, unique_violation,
 };
 
 const SCHEMA: &[&str] = &[
@@ -274,11 +274,6 @@ struct AppendRequest {
     reply: oneshot::Sender<Result<Vec<LedgerEntry>, Error>>,
 }
 
-struct Item {
-    append: Append,
-    receipt_id: String,
-}
-
 /// Webhook state changes and whom to answer once they are committed.
 type WebhookJob = (Vec<WebhookOp>, oneshot::Sender<Result<(), Error>>);
 
@@ -480,45 +475,11 @@ impl SqliteLedger {
 }
 
 impl Ledger for SqliteLedger {
-    async fn append(
-        &self,
-        receipt: Value,
-        signature: Signature,
-        idempotency_key: Option<&str>,
-    ) -> Result<LedgerEntry, Error> {
-        self.append_spending(receipt, signature, idempotency_key, Vec::new())
-            .await
-    }
-
-    async fn append_spending(
-        &self,
-        receipt: Value,
-        signature: Signature,
-        idempotency_key: Option<&str>,
-        spend: Vec<Spend>,
-    ) -> Result<LedgerEntry, Error> {
-        let mut append = Append::new(receipt, signature);
-        append.idempotency_key = idempotency_key.map(str::to_owned);
-        append.spend = spend;
-        let mut entries = self.append_unit(vec![append]).await?;
-        entries.pop().ok_or(Error::Closed)
-    }
-
     async fn append_unit(&self, items: Vec<Append>) -> Result<Vec<LedgerEntry>, Error> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let items = items
-            .into_iter()
-            .map(|append| {
-                let info = check_receipt(&append.receipt, "")
-                    .map_err(|e| Error::NotAReceipt(e.to_string()))?;
-                Ok(Item {
-                    append,
-                    receipt_id: info.receipt_id,
-                })
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
+        let items = crate::checked(items)?;
         let (reply, answer) = oneshot::channel();
         self.inner
             .queue
@@ -729,224 +690,6 @@ pub struct AppendStats {
     pub groups: u64,
     /// Entries appended.
     pub appends: u64,
-}
-
-/// Writes one registry change's rows; a refusal by the tables' rules is a
-/// [`Error::RegistryConflict`] naming what was refused.
-async fn apply_change(
-    conn: &mut SqliteConnection,
-    seq: i64,
-    change: &RegistryChange,
-) -> Result<(), Error> {
-    let q = match change {
-        RegistryChange::IssuerRegister { kid, jwk } => {
-            sqlx::query("INSERT INTO reg_issuers (kid, jwk, seq) VALUES (?, ?, ?)")
-                .bind(kid.as_str())
-                .bind(jwk.as_slice())
-        }
-        RegistryChange::IssuerRevoke { kid } => {
-            sqlx::query("INSERT INTO reg_issuer_revocations (kid, seq) VALUES (?, ?)")
-                .bind(kid.as_str())
-        }
-        RegistryChange::DelegationRegister { id, token } => {
-            sqlx::query("INSERT INTO reg_delegations (id, token, seq) VALUES (?, ?, ?)")
-                .bind(id.as_str())
-                .bind(token.as_slice())
-        }
-        RegistryChange::DelegationRevoke { id } => {
-            sqlx::query("INSERT INTO reg_delegation_revocations (id, seq) VALUES (?, ?)")
-                .bind(id.as_str())
-        }
-        RegistryChange::ReviewerRegister { id, reviewer } => {
-            sqlx::query("INSERT INTO reg_reviewers (id, reviewer, seq) VALUES (?, ?, ?)")
-                .bind(id.as_str())
-                .bind(reviewer.as_slice())
-        }
-        RegistryChange::ReviewerRevoke { id } => {
-            sqlx::query("INSERT INTO reg_reviewer_revocations (id, seq) VALUES (?, ?)")
-                .bind(id.as_str())
-        }
-        RegistryChange::ResourcePut {
-            resource,
-            attributes,
-        } => sqlx::query(
-            "INSERT INTO reg_resources (resource, attributes, seq) VALUES (?, ?, ?)
-                 ON CONFLICT (resource) DO UPDATE SET attributes = excluded.attributes, seq = excluded.seq",
-        )
-        .bind(resource.as_str())
-        .bind(attributes.as_slice()),
-        RegistryChange::PolicyPublish { version, files } => {
-            sqlx::query("INSERT INTO reg_policies (version, files, seq) VALUES (?, ?, ?)")
-                .bind(version.as_str())
-                .bind(files.as_slice())
-        }
-        RegistryChange::PolicyActivate { version } | RegistryChange::PolicyRollback { version } => {
-            sqlx::query("INSERT INTO reg_policy_history (change, version, seq) VALUES (?, ?, ?)")
-                .bind(change.name())
-                .bind(version.as_str())
-        }
-    };
-    q.bind(seq).execute(conn).await.map(|_| ()).map_err(|e| {
-        let conflict = e.as_database_error().is_some_and(|d| {
-            d.is_unique_violation() || d.message().starts_with("registry conflict")
-        });
-        if conflict {
-            Error::RegistryConflict(format!(
-                "{}: {}",
-                change.name(),
-                e.as_database_error()
-                    .map(|d| d.message().to_owned())
-                    .unwrap_or_default()
-            ))
-        } else {
-            db(e)
-        }
-    })
-}
-
-/// Inserts outbox rows `(seq, type)` in order, in few statements.
-async fn insert_events(
-    conn: &mut SqliteConnection,
-    events: &[(i64, Vec<&'static str>)],
-) -> Result<(), Error> {
-    let rows: Vec<(i64, &str)> = events
-        .iter()
-        .flat_map(|(seq, types)| types.iter().map(move |t| (*seq, *t)))
-        .collect();
-    let mut done = 0;
-    while done < rows.len() {
-        let n = [64, 16, 4, 1]
-            .into_iter()
-            .find(|n| *n <= rows.len() - done)
-            .unwrap_or(1);
-        let mut sql = String::from("INSERT INTO outbox (seq, type) VALUES (?, ?)");
-        for _ in 1..n {
-            sql.push_str(", (?, ?)");
-        }
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (seq, t) in &rows[done..done + n] {
-            q = q.bind(*seq).bind(*t);
-        }
-        q.execute(&mut *conn).await.map_err(db)?;
-        done += n;
-    }
-    Ok(())
-}
-
-/// Applies one webhook state change.
-async fn apply_webhook(conn: &mut SqliteConnection, op: &WebhookOp) -> Result<(), Error> {
-    let q = match op {
-        WebhookOp::Put {
-            id,
-            config,
-            secrets,
-            cursor,
-        } => sqlx::query(
-            "INSERT INTO webhook_endpoints (id, config, secrets, enabled, cursor) VALUES (?, ?, ?, 1, ?)
-             ON CONFLICT (id) DO UPDATE SET config = excluded.config, secrets = excluded.secrets",
-        )
-        .bind(id.as_str())
-        .bind(config.as_slice())
-        .bind(secrets.as_slice())
-        .bind(i64::try_from(*cursor).unwrap_or(i64::MAX)),
-        WebhookOp::SetEnabled {
-            id,
-            enabled,
-            reason,
-        } => sqlx::query("UPDATE webhook_endpoints SET enabled = ?, disabled_reason = ? WHERE id = ?")
-            .bind(i64::from(*enabled))
-            .bind(reason.as_deref())
-            .bind(id.as_str()),
-        WebhookOp::SetSecrets { id, secrets } => {
-            sqlx::query("UPDATE webhook_endpoints SET secrets = ? WHERE id = ?")
-                .bind(secrets.as_slice())
-                .bind(id.as_str())
-        }
-        WebhookOp::SetCursor { id, cursor } => {
-            sqlx::query("UPDATE webhook_endpoints SET cursor = ? WHERE id = ?")
-                .bind(i64::try_from(*cursor).unwrap_or(i64::MAX))
-                .bind(id.as_str())
-        }
-        WebhookOp::AdvanceCursor { id, from, to } => {
-            sqlx::query("UPDATE webhook_endpoints SET cursor = ? WHERE id = ? AND cursor = ?")
-                .bind(i64::try_from(*to).unwrap_or(i64::MAX))
-                .bind(id.as_str())
-                .bind(i64::try_from(*from).unwrap_or(i64::MAX))
-        }
-        WebhookOp::Attempt(a) => sqlx::query(
-            "INSERT OR IGNORE INTO webhook_attempts (endpoint, event, n, at, status, error, outcome)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(a.endpoint.as_str())
-        .bind(i64::try_from(a.event).unwrap_or(i64::MAX))
-        .bind(i64::from(a.n))
-        .bind(a.at.as_str())
-        .bind(a.status.map(i64::from))
-        .bind(a.error.as_deref())
-        .bind(a.outcome.as_str()),
-        WebhookOp::Redeliver { endpoint, event } => sqlx::query(
-            "INSERT OR IGNORE INTO webhook_redeliveries (endpoint, event) VALUES (?, ?)",
-        )
-        .bind(endpoint.as_str())
-        .bind(i64::try_from(*event).unwrap_or(i64::MAX)),
-        WebhookOp::Redelivered { endpoint, event } => {
-            sqlx::query("DELETE FROM webhook_redeliveries WHERE endpoint = ? AND event = ?")
-                .bind(endpoint.as_str())
-                .bind(i64::try_from(*event).unwrap_or(i64::MAX))
-        }
-    };
-    q.execute(conn).await.map(|_| ()).map_err(db)
-}
-
-/// Writes an approval row with the entry at `seq`; a refusal by the
-/// tables' rules is an [`Error::ApprovalConflict`] naming what was refused.
-async fn insert_approval(
-    conn: &mut SqliteConnection,
-    seq: i64,
-    row: &ApprovalRow,
-) -> Result<(), Error> {
-    let q = match row {
-        ApprovalRow::Open { id, deadline, body } => {
-            sqlx::query("INSERT INTO approvals (id, seq, deadline, body) VALUES (?, ?, ?, ?)")
-                .bind(id.as_str())
-                .bind(seq)
-                .bind(*deadline)
-                .bind(body.as_slice())
-        }
-        ApprovalRow::Step {
-            approval,
-            reviewer,
-            verdict,
-            status,
-            decision_hash,
-        } => sqlx::query(
-            "INSERT INTO approval_steps (seq, approval, reviewer, verdict, status, decision_hash)
-                 VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(seq)
-        .bind(approval.as_str())
-        .bind(reviewer.as_deref())
-        .bind(verdict.as_str())
-        .bind(status.as_str())
-        .bind(decision_hash.as_deref()),
-    };
-    q.execute(conn).await.map(|_| ()).map_err(|e| {
-        let Some(d) = e.as_database_error() else {
-            return db(e);
-        };
-        let m = d.message();
-        if m.contains("decision_hash") {
-            Error::ApprovalConflict("this signed decision was already used".into())
-        } else if m.contains("approval_steps.reviewer") {
-            Error::ApprovalConflict("this reviewer already decided on this approval".into())
-        } else if m.contains("approvals.id") {
-            Error::ApprovalConflict("the approval is already open".into())
-        } else if d.is_unique_violation() || m.starts_with("approval conflict") {
-            Error::ApprovalConflict("the approval is unknown or has ended".into())
-        } else {
-            db(e)
-        }
-    })
 }
 
 struct Writer {
@@ -1338,62 +1081,13 @@ impl Writer {
                     .bind(batch[i].append.idempotency_key.as_deref());
             }
             if let Err(e) = q.execute(&mut self.conn).await {
-                let unique = |column: &str| {
-                    e.as_database_error()
-                        .is_some_and(|d| d.is_unique_violation() && d.message().contains(column))
-                };
                 // With several rows the culprit is not known: the caller
                 // retries one by one, where it is.
-                let one = n == 1;
-                return Err(if unique("receipt_id") {
-                    Error::DuplicateReceipt(if one {
-                        batch[done].receipt_id.clone()
-                    } else {
-                        String::new()
-                    })
-                } else if unique("idempotency_key") {
-                    Error::DuplicateKey(if one {
-                        batch[done]
-                            .append
-                            .idempotency_key
-                            .clone()
-                            .unwrap_or_default()
-                    } else {
-                        String::new()
-                    })
-                } else {
-                    db(e)
-                });
+                return Err(insert_error(e, &batch[done..done + n]));
             }
             done += n;
         }
-        // The webhook outbox: each entry's events, with it.
-        let events: Vec<(i64, Vec<&'static str>)> = entries
-            .iter()
-            .map(|e| (e.seq as i64, event_types(e.receipt())))
-            .collect();
-        insert_events(&mut self.conn, &events).await?;
-        // Spending against budgets, with the entries that committed it.
-        for (req, entry) in batch.iter().zip(&entries) {
-            if let Some(row) = &req.append.approval {
-                insert_approval(&mut self.conn, entry.seq as i64, row).await?;
-            }
-            for sp in &req.append.spend {
-                sqlx::query(
-                    "INSERT INTO spend (seq, delegation, currency, window_start, window_seconds, amount_minor)
-                     VALUES (?, ?, ?, ?, ?, ?)",
-                )
-                .bind(entry.seq as i64)
-                .bind(&sp.delegation)
-                .bind(&sp.currency)
-                .bind(sp.window_start)
-                .bind(sp.window_seconds)
-                .bind(sp.amount_minor)
-                .execute(&mut self.conn)
-                .await
-                .map_err(db)?;
-            }
-        }
+        insert_recorded(&mut self.conn, &batch, &entries).await?;
         // Clear the reservations this group fulfils (few: only keys that
         // were reserved).
         self.clearing.clear();

@@ -14,6 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod browser;
+pub mod conformance;
 pub mod gateway;
 pub mod postgres;
 pub mod upstream;

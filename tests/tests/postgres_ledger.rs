@@ -6,8 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use sqlx::Connection as _;
-use tollgate_ledger::Error;
 use tollgate_ledger::postgres::{PgLedger, PgOptions};
+use tollgate_ledger::{Error, Ledger as _};
 use tollgate_protocol::HashAlg;
 use tollgate_tests::postgres::Postgres;
 
@@ -193,7 +193,7 @@ async fn three_instances_appending_at_once_write_one_gap_free_chain() {
     );
     // Group commit: each instance committed fewer transactions than
     // entries.
-    let stats: Vec<_> = instances.iter().map(PgLedger::stats).collect();
+    let stats: Vec<_> = instances.iter().map(|l| l.stats()).collect();
     assert_eq!(stats.iter().map(|s| s.appends).sum::<u64>(), 960);
     assert!(
         stats.iter().any(|s| s.groups < s.appends),

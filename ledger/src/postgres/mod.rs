@@ -6,9 +6,10 @@
 //! the hash algorithm and format recorded at creation and checked at every
 //! open); appending, with group commit per instance ([`writer`]): each
 //! group's transaction locks the one `chain_head` row, which is what keeps
-//! one chain, gap-free, across instances; and reading entries back. The
-//! rest of [`crate::Ledger`] (registries, reservations, approvals' reads,
-//! the outbox's reads, webhooks) is still to come.
+//! one chain, gap-free, across instances; registry appends take the same
+//! lock in a transaction of their own. Reads and the rows written with
+//! entries are the SQLite ledger's, shared ([`crate::reads`],
+//! [`crate::writes`]).
 
 mod schema;
 mod writer;
@@ -19,7 +20,13 @@ use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot};
 use tollgate_protocol::{LedgerEntry, check_receipt};
 
-use crate::{Append, AppendStats, Clock, SystemClock, decode};
+use crate::reads::postgres as reads;
+use crate::writes::postgres::{apply_change, apply_webhook, insert_events};
+use crate::{
+    Append, AppendStats, ApprovalRecord, AttemptRow, Clock, EndpointRow, Ledger, OutboxEvent,
+    RegistryAppend, RegistryState, Spend, SystemClock, WebhookOp, event_types, unique_violation,
+};
+use tollgate_protocol::Value;
 
 use sqlx::Row as _;
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -69,6 +76,7 @@ pub struct PgLedger {
     alg: HashAlg,
     queue: mpsc::Sender<writer::Request>,
     stats: Arc<writer::Counters>,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for PgLedger {
@@ -131,10 +139,11 @@ impl PgLedger {
         let max_batch = options.max_batch.max(1);
         let (queue, rx) = mpsc::channel(max_batch * 4);
         let stats = Arc::new(writer::Counters::default());
+        let clock: Arc<dyn Clock> = Arc::new(clock);
         tokio::spawn(
             writer::Writer {
                 pool: pool.clone(),
-                clock: Box::new(clock),
+                clock: clock.clone(),
                 max_batch,
                 stats: stats.clone(),
             }
@@ -145,26 +154,17 @@ impl PgLedger {
             alg,
             queue,
             stats,
+            clock,
         })
     }
+}
 
-    /// Appends receipts as one unit: contiguous entries in one
-    /// transaction, each with what it records, all durable or none.
-    pub async fn append_unit(&self, items: Vec<Append>) -> Result<Vec<LedgerEntry>, Error> {
+impl Ledger for PgLedger {
+    async fn append_unit(&self, items: Vec<Append>) -> Result<Vec<LedgerEntry>, Error> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let items = items
-            .into_iter()
-            .map(|append| {
-                let info = check_receipt(&append.receipt, "")
-                    .map_err(|e| Error::NotAReceipt(e.to_string()))?;
-                Ok(writer::Item {
-                    append,
-                    receipt_id: info.receipt_id,
-                })
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
+        let items = crate::checked(items)?;
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(writer::Request { items, reply })
@@ -173,59 +173,86 @@ impl PgLedger {
         answer.await.map_err(|_| Error::Closed)?
     }
 
-    /// The entry at `seq`.
-    pub async fn get(&self, seq: u64) -> Result<Option<LedgerEntry>, Error> {
-        let line: Option<Vec<u8>> = sqlx::query_scalar("SELECT line FROM entries WHERE seq = $1")
-            .bind(i64::try_from(seq).unwrap_or(i64::MAX))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
-        line.map(|l| decode(seq, &l)).transpose()
+    async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, Error> {
+        reads::approval(&self.pool, id).await
     }
 
-    /// Up to `limit` export lines from `from` on, in order.
-    pub async fn lines(&self, from: u64, limit: u32) -> Result<Vec<Vec<u8>>, Error> {
-        sqlx::query_scalar("SELECT line FROM entries WHERE seq >= $1 ORDER BY seq LIMIT $2")
-            .bind(i64::try_from(from.max(1)).unwrap_or(i64::MAX))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)
+    async fn approvals(
+        &self,
+        open_only: bool,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<ApprovalRecord>, Error> {
+        reads::approvals(&self.pool, open_only, after_seq, limit).await
     }
 
-    /// The stored line appended with this idempotency key.
-    pub async fn line_by_idempotency_key(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        sqlx::query_scalar("SELECT line FROM entries WHERE idempotency_key = $1")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)
+    async fn approvals_due(&self, now: i64, limit: u32) -> Result<Vec<ApprovalRecord>, Error> {
+        reads::approvals_due(&self.pool, now, limit).await
     }
 
-    /// The stored line of the entry holding receipt `receipt_id`.
-    pub async fn line_by_receipt_id(&self, receipt_id: &str) -> Result<Option<Vec<u8>>, Error> {
-        sqlx::query_scalar("SELECT line FROM entries WHERE receipt_id = $1")
-            .bind(receipt_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)
+    async fn outbox_after(&self, after: u64, limit: u32) -> Result<Vec<OutboxEvent>, Error> {
+        reads::outbox_after(&self.pool, after, limit).await
     }
 
-    /// This instance's group-commit counters.
-    pub fn stats(&self) -> AppendStats {
-        AppendStats {
-            groups: self.stats.groups.load(Ordering::Relaxed),
-            appends: self.stats.appends.load(Ordering::Relaxed),
+    async fn outbox_last(&self) -> Result<u64, Error> {
+        reads::outbox_last(&self.pool).await
+    }
+
+    async fn outbox_event(&self, id: u64) -> Result<Option<OutboxEvent>, Error> {
+        reads::outbox_event(&self.pool, id).await
+    }
+
+    async fn outbox_first_from(&self, seq: u64) -> Result<Option<u64>, Error> {
+        reads::outbox_first_from(&self.pool, seq).await
+    }
+
+    async fn webhook_endpoints(&self) -> Result<Vec<EndpointRow>, Error> {
+        reads::webhook_endpoints(&self.pool).await
+    }
+
+    async fn webhook_write(&self, ops: Vec<WebhookOp>) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        for op in &ops {
+            apply_webhook(&mut tx, op).await?;
         }
+        tx.commit().await.map_err(db)
     }
 
-    /// The hash algorithm of this ledger.
-    pub fn hash_alg(&self) -> HashAlg {
-        self.alg
+    async fn webhook_attempts(
+        &self,
+        endpoint: &str,
+        from_event: u64,
+        limit: u32,
+    ) -> Result<Vec<AttemptRow>, Error> {
+        reads::webhook_attempts(&self.pool, endpoint, from_event, limit).await
+    }
+
+    async fn webhook_redeliveries(&self, endpoint: &str) -> Result<Vec<u64>, Error> {
+        reads::webhook_redeliveries(&self.pool, endpoint).await
+    }
+
+    async fn spending(&self, now: i64) -> Result<Vec<Spend>, Error> {
+        reads::spending(&self.pool, now).await
+    }
+
+    async fn line_by_idempotency_key(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        reads::line_by(&self.pool, reads::Column::IdempotencyKey, key).await
+    }
+
+    async fn line_by_receipt_id(&self, receipt_id: &str) -> Result<Option<Vec<u8>>, Error> {
+        reads::line_by(&self.pool, reads::Column::ReceiptId, receipt_id).await
+    }
+
+    async fn get(&self, seq: u64) -> Result<Option<LedgerEntry>, Error> {
+        reads::get(&self.pool, seq).await
+    }
+
+    async fn get_by_receipt_id(&self, receipt_id: &str) -> Result<Option<LedgerEntry>, Error> {
+        reads::get_by_receipt_id(&self.pool, receipt_id).await
     }
 
     /// The current head, as every instance sees it.
-    pub async fn head(&self) -> Result<Head, Error> {
+    async fn head(&self) -> Result<Head, Error> {
         let row = sqlx::query("SELECT seq, hash FROM chain_head WHERE id = 1")
             .fetch_one(&self.pool)
             .await
@@ -239,5 +266,123 @@ impl PgLedger {
                 reason: format!("the chain head's hash {hash:?} is not a hash value"),
             })?,
         })
+    }
+
+    async fn lines(&self, from: u64, limit: u32) -> Result<Vec<Vec<u8>>, Error> {
+        reads::lines(&self.pool, from, limit).await
+    }
+
+    fn hash_alg(&self) -> HashAlg {
+        self.alg
+    }
+
+    /// One transaction, holding the chain head as a group does: the
+    /// registry receipts' entries and their changes, and with `seed` the
+    /// mark that the first-start import is done (which only one instance
+    /// can make).
+    async fn append_registry(
+        &self,
+        items: Vec<RegistryAppend>,
+        seed: bool,
+    ) -> Result<Vec<LedgerEntry>, Error> {
+        for item in &items {
+            check_receipt(&item.receipt, "").map_err(|e| Error::NotAReceipt(e.to_string()))?;
+        }
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let (mut seq, mut prev, at) = writer::lock_head(&mut tx, &*self.clock).await?;
+        if seed {
+            let marked = sqlx::query(
+                "INSERT INTO ledger_meta (key, value) VALUES ('seeded', '1') ON CONFLICT DO NOTHING",
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            if marked.rows_affected() == 0 {
+                return Err(Error::AlreadySeeded);
+            }
+        }
+        let mut entries = Vec::with_capacity(items.len());
+        for item in items {
+            seq += 1;
+            let receipt_id = item
+                .receipt
+                .as_object()
+                .and_then(|o| o.get("receipt_id"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let entry = LedgerEntry::seal(seq, prev, at.clone(), item.receipt, item.signature);
+            sqlx::query(
+                "INSERT INTO entries (seq, receipt_id, hash, line) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(seq as i64)
+            .bind(&receipt_id)
+            .bind(entry.hash.to_string())
+            .bind(entry.to_canonical())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if unique_violation(&e, "receipt_id") {
+                    Error::DuplicateReceipt(receipt_id.clone())
+                } else {
+                    db(e)
+                }
+            })?;
+            apply_change(&mut tx, seq as i64, &item.change).await?;
+            insert_events(&mut tx, &[(seq as i64, event_types(entry.receipt()))]).await?;
+            prev = entry.hash;
+            entries.push(entry);
+        }
+        writer::set_head(&mut tx, seq, prev, &at).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(entries)
+    }
+
+    async fn registry(&self) -> Result<RegistryState, Error> {
+        reads::registry(&self.pool).await
+    }
+
+    async fn reserve(&self, key: &str, body: &[u8]) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO pending (idempotency_key, body) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(key)
+        .bind(body)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(db)
+    }
+
+    async fn release(&self, key: &str) -> Result<(), Error> {
+        sqlx::query("DELETE FROM pending WHERE idempotency_key = $1")
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(db)
+    }
+
+    async fn pending(&self) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        reads::pending(&self.pool).await
+    }
+
+    async fn probe(&self) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO ledger_meta (key, value) VALUES ('probe', $1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(self.clock.now().as_str())
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(db)
+    }
+
+    fn stats(&self) -> AppendStats {
+        AppendStats {
+            groups: self.stats.groups.load(Ordering::Relaxed),
+            appends: self.stats.appends.load(Ordering::Relaxed),
+        }
     }
 }

@@ -104,16 +104,16 @@ pub(crate) const SCHEMA: &[&str] = &[
         id TEXT PRIMARY KEY,
         config BYTEA NOT NULL,
         secrets BYTEA NOT NULL,
-        enabled BOOLEAN NOT NULL,
+        enabled BIGINT NOT NULL CHECK (enabled IN (0, 1)),
         disabled_reason TEXT,
         cursor BIGINT NOT NULL CHECK (cursor >= 0)
     )",
     "CREATE TABLE IF NOT EXISTS webhook_attempts (
         endpoint TEXT NOT NULL REFERENCES webhook_endpoints (id),
         event BIGINT NOT NULL,
-        n INTEGER NOT NULL CHECK (n >= 1),
+        n BIGINT NOT NULL CHECK (n >= 1),
         at TEXT NOT NULL,
-        status INTEGER,
+        status BIGINT,
         error TEXT,
         outcome TEXT NOT NULL CHECK (outcome IN ('delivered', 'retry', 'failed')),
         PRIMARY KEY (endpoint, event, n)

@@ -1,0 +1,284 @@
+//! The writes both backends share, written once, as [`crate::reads`] is:
+//! one SQL text for SQLite and PostgreSQL (`$n` placeholders, `ON
+//! CONFLICT` clauses both understand). Each function runs inside the
+//! caller's transaction on its connection.
+
+macro_rules! shared_writes {
+    ($conn:ty) => {
+        use crate::{ApprovalRow, Error, Item, RegistryChange, WebhookOp, event_types};
+        use tollgate_protocol::LedgerEntry;
+
+        /// What a group's entries record besides themselves, with them: each
+        /// entry's outbox events, its approval row and its spending.
+        pub(crate) async fn insert_recorded(
+            conn: &mut $conn,
+            items: &[&Item],
+            entries: &[LedgerEntry],
+        ) -> Result<(), Error> {
+            let events: Vec<(i64, Vec<&'static str>)> = entries
+                .iter()
+                .map(|e| (e.seq as i64, event_types(e.receipt())))
+                .collect();
+            insert_events(&mut *conn, &events).await?;
+            for (item, entry) in items.iter().zip(entries) {
+                if let Some(row) = &item.append.approval {
+                    insert_approval(&mut *conn, entry.seq as i64, row).await?;
+                }
+                for sp in &item.append.spend {
+                    sqlx::query(
+                        "INSERT INTO spend (seq, delegation, currency, window_start, window_seconds, amount_minor)
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(entry.seq as i64)
+                    .bind(&sp.delegation)
+                    .bind(&sp.currency)
+                    .bind(sp.window_start)
+                    .bind(sp.window_seconds)
+                    .bind(sp.amount_minor)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                }
+            }
+            Ok(())
+        }
+
+        fn db(e: sqlx::Error) -> Error {
+            Error::Database(e.to_string())
+        }
+
+        /// Writes one registry change's rows; a refusal by the tables' rules is a
+        /// [`Error::RegistryConflict`] naming what was refused.
+        pub(crate) async fn apply_change(
+            conn: &mut $conn,
+            seq: i64,
+            change: &RegistryChange,
+        ) -> Result<(), Error> {
+            let q = match change {
+                RegistryChange::IssuerRegister { kid, jwk } => {
+                    sqlx::query("INSERT INTO reg_issuers (kid, jwk, seq) VALUES ($1, $2, $3)")
+                        .bind(kid.as_str())
+                        .bind(jwk.as_slice())
+                }
+                RegistryChange::IssuerRevoke { kid } => {
+                    sqlx::query("INSERT INTO reg_issuer_revocations (kid, seq) VALUES ($1, $2)")
+                        .bind(kid.as_str())
+                }
+                RegistryChange::DelegationRegister { id, token } => {
+                    sqlx::query("INSERT INTO reg_delegations (id, token, seq) VALUES ($1, $2, $3)")
+                        .bind(id.as_str())
+                        .bind(token.as_slice())
+                }
+                RegistryChange::DelegationRevoke { id } => {
+                    sqlx::query("INSERT INTO reg_delegation_revocations (id, seq) VALUES ($1, $2)")
+                        .bind(id.as_str())
+                }
+                RegistryChange::ReviewerRegister { id, reviewer } => {
+                    sqlx::query("INSERT INTO reg_reviewers (id, reviewer, seq) VALUES ($1, $2, $3)")
+                        .bind(id.as_str())
+                        .bind(reviewer.as_slice())
+                }
+                RegistryChange::ReviewerRevoke { id } => {
+                    sqlx::query("INSERT INTO reg_reviewer_revocations (id, seq) VALUES ($1, $2)")
+                        .bind(id.as_str())
+                }
+                RegistryChange::ResourcePut {
+                    resource,
+                    attributes,
+                } => sqlx::query(
+                    "INSERT INTO reg_resources (resource, attributes, seq) VALUES ($1, $2, $3)
+                         ON CONFLICT (resource) DO UPDATE SET attributes = excluded.attributes, seq = excluded.seq",
+                )
+                .bind(resource.as_str())
+                .bind(attributes.as_slice()),
+                RegistryChange::PolicyPublish { version, files } => {
+                    sqlx::query("INSERT INTO reg_policies (version, files, seq) VALUES ($1, $2, $3)")
+                        .bind(version.as_str())
+                        .bind(files.as_slice())
+                }
+                RegistryChange::PolicyActivate { version } | RegistryChange::PolicyRollback { version } => {
+                    sqlx::query("INSERT INTO reg_policy_history (change, version, seq) VALUES ($1, $2, $3)")
+                        .bind(change.name())
+                        .bind(version.as_str())
+                }
+            };
+            q.bind(seq).execute(conn).await.map(|_| ()).map_err(|e| {
+                let conflict = e.as_database_error().is_some_and(|d| {
+                    d.is_unique_violation() || d.message().starts_with("registry conflict")
+                });
+                if conflict {
+                    Error::RegistryConflict(format!(
+                        "{}: {}",
+                        change.name(),
+                        e.as_database_error()
+                            .map(|d| d.message().to_owned())
+                            .unwrap_or_default()
+                    ))
+                } else {
+                    db(e)
+                }
+            })
+        }
+
+        /// Inserts outbox rows `(seq, type)` in order, in few statements.
+        pub(crate) async fn insert_events(
+            conn: &mut $conn,
+            events: &[(i64, Vec<&'static str>)],
+        ) -> Result<(), Error> {
+            let rows: Vec<(i64, &str)> = events
+                .iter()
+                .flat_map(|(seq, types)| types.iter().map(move |t| (*seq, *t)))
+                .collect();
+            let mut done = 0;
+            while done < rows.len() {
+                let n = [64, 16, 4, 1]
+                    .into_iter()
+                    .find(|n| *n <= rows.len() - done)
+                    .unwrap_or(1);
+                let mut sql = String::from("INSERT INTO outbox (seq, type) VALUES ($1, $2)");
+                for i in 1..n {
+                    sql.push_str(&format!(", (${}, ${})", 2 * i + 1, 2 * i + 2));
+                }
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (seq, t) in &rows[done..done + n] {
+                    q = q.bind(*seq).bind(*t);
+                }
+                q.execute(&mut *conn).await.map_err(db)?;
+                done += n;
+            }
+            Ok(())
+        }
+
+        /// Applies one webhook state change.
+        pub(crate) async fn apply_webhook(conn: &mut $conn, op: &WebhookOp) -> Result<(), Error> {
+            let q = match op {
+                WebhookOp::Put {
+                    id,
+                    config,
+                    secrets,
+                    cursor,
+                } => sqlx::query(
+                    "INSERT INTO webhook_endpoints (id, config, secrets, enabled, cursor) VALUES ($1, $2, $3, 1, $4)
+                     ON CONFLICT (id) DO UPDATE SET config = excluded.config, secrets = excluded.secrets",
+                )
+                .bind(id.as_str())
+                .bind(config.as_slice())
+                .bind(secrets.as_slice())
+                .bind(i64::try_from(*cursor).unwrap_or(i64::MAX)),
+                WebhookOp::SetEnabled {
+                    id,
+                    enabled,
+                    reason,
+                } => sqlx::query("UPDATE webhook_endpoints SET enabled = $1, disabled_reason = $2 WHERE id = $3")
+                    .bind(i64::from(*enabled))
+                    .bind(reason.as_deref())
+                    .bind(id.as_str()),
+                WebhookOp::SetSecrets { id, secrets } => {
+                    sqlx::query("UPDATE webhook_endpoints SET secrets = $1 WHERE id = $2")
+                        .bind(secrets.as_slice())
+                        .bind(id.as_str())
+                }
+                WebhookOp::SetCursor { id, cursor } => {
+                    sqlx::query("UPDATE webhook_endpoints SET cursor = $1 WHERE id = $2")
+                        .bind(i64::try_from(*cursor).unwrap_or(i64::MAX))
+                        .bind(id.as_str())
+                }
+                WebhookOp::AdvanceCursor { id, from, to } => {
+                    sqlx::query("UPDATE webhook_endpoints SET cursor = $1 WHERE id = $2 AND cursor = $3")
+                        .bind(i64::try_from(*to).unwrap_or(i64::MAX))
+                        .bind(id.as_str())
+                        .bind(i64::try_from(*from).unwrap_or(i64::MAX))
+                }
+                WebhookOp::Attempt(a) => sqlx::query(
+                    "INSERT INTO webhook_attempts (endpoint, event, n, at, status, error, outcome)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                )
+                .bind(a.endpoint.as_str())
+                .bind(i64::try_from(a.event).unwrap_or(i64::MAX))
+                .bind(i64::from(a.n))
+                .bind(a.at.as_str())
+                .bind(a.status.map(i64::from))
+                .bind(a.error.as_deref())
+                .bind(a.outcome.as_str()),
+                WebhookOp::Redeliver { endpoint, event } => sqlx::query(
+                    "INSERT INTO webhook_redeliveries (endpoint, event) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                )
+                .bind(endpoint.as_str())
+                .bind(i64::try_from(*event).unwrap_or(i64::MAX)),
+                WebhookOp::Redelivered { endpoint, event } => {
+                    sqlx::query("DELETE FROM webhook_redeliveries WHERE endpoint = $1 AND event = $2")
+                        .bind(endpoint.as_str())
+                        .bind(i64::try_from(*event).unwrap_or(i64::MAX))
+                }
+            };
+            q.execute(conn).await.map(|_| ()).map_err(db)
+        }
+
+        /// Writes an approval row with the entry at `seq`; a refusal by the
+        /// tables' rules is an [`Error::ApprovalConflict`] naming what was refused.
+        pub(crate) async fn insert_approval(
+            conn: &mut $conn,
+            seq: i64,
+            row: &ApprovalRow,
+        ) -> Result<(), Error> {
+            let q = match row {
+                ApprovalRow::Open { id, deadline, body } => {
+                    sqlx::query("INSERT INTO approvals (id, seq, deadline, body) VALUES ($1, $2, $3, $4)")
+                        .bind(id.as_str())
+                        .bind(seq)
+                        .bind(*deadline)
+                        .bind(body.as_slice())
+                }
+                ApprovalRow::Step {
+                    approval,
+                    reviewer,
+                    verdict,
+                    status,
+                    decision_hash,
+                } => sqlx::query(
+                    "INSERT INTO approval_steps (seq, approval, reviewer, verdict, status, decision_hash)
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(seq)
+                .bind(approval.as_str())
+                .bind(reviewer.as_deref())
+                .bind(verdict.as_str())
+                .bind(status.as_str())
+                .bind(decision_hash.as_deref()),
+            };
+            q.execute(conn).await.map(|_| ()).map_err(|e| {
+                let Some(d) = e.as_database_error() else {
+                    return db(e);
+                };
+                let m = d.message();
+                // SQLite names the column (`approval_steps.reviewer`), PostgreSQL
+                // the constraint (`approval_steps_approval_reviewer_key`).
+                if m.contains("decision_hash") {
+                    Error::ApprovalConflict("this signed decision was already used".into())
+                } else if m.contains("approval_steps.reviewer")
+                    || m.contains("approval_steps_approval_reviewer_key")
+                {
+                    Error::ApprovalConflict("this reviewer already decided on this approval".into())
+                } else if m.contains("approvals.id") || m.contains("approvals_pkey") {
+                    Error::ApprovalConflict("the approval is already open".into())
+                } else if d.is_unique_violation() || m.starts_with("approval conflict") {
+                    Error::ApprovalConflict("the approval is unknown or has ended".into())
+                } else {
+                    db(e)
+                }
+            })
+        }
+
+    };
+}
+
+/// The shared writes on an SQLite connection.
+pub(crate) mod sqlite {
+    shared_writes!(sqlx::SqliteConnection);
+}
+
+/// The shared writes on a PostgreSQL connection.
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres {
+    shared_writes!(sqlx::PgConnection);
+}

@@ -1,0 +1,455 @@
+//! The ledger conformance suite, written once: every check runs against
+//! any [`Backend`] — the embedded SQLite ledger and the shared PostgreSQL
+//! one pass the same checks, through the [`Ledger`] trait alone.
+
+use std::future::Future;
+
+use tollgate_ledger::{
+    Append, ApprovalRow, Error, Ledger, RegistryAppend, RegistryChange, RegistryState, Spend,
+    WebhookOp,
+};
+use tollgate_protocol::{ChainVerifier, Domain, KeySet, Object, Value, seal_receipt};
+use tollgate_signer::{Ed25519Signer, key_set};
+
+/// Where a backend keeps its stores.
+pub trait Backend {
+    /// Its ledger.
+    type L: Ledger;
+    /// Makes a new, empty store and names it.
+    fn create(&mut self) -> String;
+    /// Opens (again) the store `name`.
+    fn open(&self, name: &str) -> impl Future<Output = Self::L>;
+}
+
+fn signer() -> Ed25519Signer {
+    Ed25519Signer::from_secret(&[3; 32])
+}
+
+fn signed(signer: &Ed25519Signer, n: u64) -> Append {
+    let r = crate::receipt(n);
+    let s = signer.sign_now(Domain::Receipt, &r);
+    Append::new(r, s)
+}
+
+/// Every export line of `ledger`, verified as an auditor would; their
+/// number.
+async fn verified(ledger: &impl Ledger, keys: &KeySet) -> u64 {
+    let lines = ledger.lines(1, 100_000).await.unwrap();
+    let refs: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+    let mut v = ChainVerifier::new(Some(keys));
+    v.verify_lines(&refs).unwrap();
+    v.verified()
+}
+
+/// Runs every check, each on a store of its own.
+pub async fn suite<B: Backend>(b: &mut B) {
+    registry_changes_land_with_their_receipt_or_not_at_all(b).await;
+    approval_rows_are_written_with_their_receipts_and_the_tables_enforce_the_rules(b).await;
+    each_entry_writes_its_events_with_it(b).await;
+    reservations_last_until_their_entry_is_appended(b).await;
+    spending_sums_per_window_and_webhook_state_round_trips(b).await;
+}
+
+fn registry_item(signer: &Ed25519Signer, n: u64, change: RegistryChange) -> RegistryAppend {
+    let a = signed(signer, 10_000 + n);
+    RegistryAppend {
+        receipt: a.receipt,
+        signature: a.signature,
+        change,
+    }
+}
+
+async fn registry_changes_land_with_their_receipt_or_not_at_all<B: Backend>(b: &mut B) {
+    let name = b.create();
+    let ledger = b.open(&name).await;
+    let signer = signer();
+    assert_eq!(ledger.registry().await.unwrap(), RegistryState::default());
+    let token = |id: &str| RegistryChange::DelegationRegister {
+        id: id.into(),
+        token: format!("{{\"id\":\"{id}\"}}").into_bytes(),
+    };
+    let seed = vec![
+        registry_item(
+            &signer,
+            1,
+            RegistryChange::PolicyPublish {
+                version: "p@1.0.0".into(),
+                files: b"{}".to_vec(),
+            },
+        ),
+        registry_item(
+            &signer,
+            2,
+            RegistryChange::PolicyActivate {
+                version: "p@1.0.0".into(),
+            },
+        ),
+        registry_item(&signer, 3, token("d-1")),
+    ];
+    assert_eq!(ledger.append_registry(seed, true).await.unwrap().len(), 3);
+    // The first-start import happens once.
+    let again = vec![registry_item(&signer, 4, token("d-2"))];
+    assert_eq!(
+        ledger.append_registry(again, true).await.unwrap_err(),
+        Error::AlreadySeeded
+    );
+    assert_eq!(ledger.head().await.unwrap().seq, 3);
+    let revoke = RegistryChange::DelegationRevoke { id: "d-1".into() };
+    ledger
+        .append_registry(vec![registry_item(&signer, 5, revoke)], false)
+        .await
+        .unwrap();
+    // The tables refuse, whatever the caller checked: a revoked id again,
+    // a revocation of nothing, an unpublished activation. Each leaves the
+    // ledger as it was.
+    for (n, change) in [
+        (6, token("d-1")),
+        (
+            7,
+            RegistryChange::DelegationRevoke {
+                id: "d-unknown".into(),
+            },
+        ),
+        (
+            8,
+            RegistryChange::PolicyActivate {
+                version: "p@9.9.9".into(),
+            },
+        ),
+    ] {
+        let err = ledger
+            .append_registry(vec![registry_item(&signer, n, change)], false)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::RegistryConflict(_)), "{err}");
+        assert_eq!(ledger.head().await.unwrap().seq, 4);
+    }
+    // Two changes in one call are one transaction: the second's refusal
+    // takes the first with it.
+    let pair = vec![
+        registry_item(&signer, 9, token("d-3")),
+        registry_item(&signer, 10, token("d-3")),
+    ];
+    assert!(ledger.append_registry(pair, false).await.is_err());
+    assert_eq!(ledger.head().await.unwrap().seq, 4);
+    let state = ledger.registry().await.unwrap();
+    assert!(state.seeded);
+    assert_eq!(state.delegations.len(), 1);
+    assert_eq!(
+        state.revoked_delegations.iter().collect::<Vec<_>>(),
+        ["d-1"]
+    );
+    assert_eq!(state.policy_stack(), ["p@1.0.0"]);
+    // Registry receipts are entries like any other: the chain verifies.
+    assert_eq!(verified(&ledger, &key_set([&signer])).await, 4);
+}
+
+fn step(approval: &str, reviewer: Option<&str>, status: &str, hash: Option<&str>) -> ApprovalRow {
+    ApprovalRow::Step {
+        approval: approval.into(),
+        reviewer: reviewer.map(str::to_owned),
+        verdict: if reviewer.is_some() {
+            "grant"
+        } else {
+            "expire"
+        }
+        .into(),
+        status: status.into(),
+        decision_hash: hash.map(str::to_owned),
+    }
+}
+
+fn with_row(signer: &Ed25519Signer, n: u64, row: ApprovalRow) -> Append {
+    let mut a = signed(signer, n);
+    a.approval = Some(row);
+    a
+}
+
+async fn approval_rows_are_written_with_their_receipts_and_the_tables_enforce_the_rules<
+    B: Backend,
+>(
+    b: &mut B,
+) {
+    let name = b.create();
+    let ledger = b.open(&name).await;
+    let signer = signer();
+    let open_row = ApprovalRow::Open {
+        id: "rcpt_a".into(),
+        deadline: 1_000,
+        body: b"{}".to_vec(),
+    };
+    ledger
+        .append_unit(vec![with_row(&signer, 1, open_row.clone())])
+        .await
+        .unwrap();
+    let head = ledger.head().await.unwrap().seq;
+    let refused = |e: Error| matches!(e, Error::ApprovalConflict(_));
+    assert!(ledger.approvals_due(999, 10).await.unwrap().is_empty());
+    assert_eq!(ledger.approvals_due(1_000, 10).await.unwrap().len(), 1);
+    // Unknown approval, opened twice: refused, nothing appended.
+    for (n, row, why) in [
+        (
+            2,
+            step("rcpt_b", Some("r1"), "pending_approval", Some("h1")),
+            "unknown or has ended",
+        ),
+        (3, open_row, "already open"),
+    ] {
+        let e = ledger
+            .append_unit(vec![with_row(&signer, n, row)])
+            .await
+            .unwrap_err();
+        assert!(refused(e.clone()) && e.to_string().contains(why), "{e}");
+    }
+    assert_eq!(ledger.head().await.unwrap().seq, head);
+    // One grant; the same reviewer again and the same decision again are
+    // refused, each saying why; a unit of two fails whole when its second
+    // item is refused.
+    ledger
+        .append_unit(vec![with_row(
+            &signer,
+            4,
+            step("rcpt_a", Some("r1"), "pending_approval", Some("h1")),
+        )])
+        .await
+        .unwrap();
+    for (row, why) in [
+        (
+            step("rcpt_a", Some("r1"), "approved", Some("h2")),
+            "already decided",
+        ),
+        (
+            step("rcpt_a", Some("r2"), "approved", Some("h1")),
+            "already used",
+        ),
+    ] {
+        let e = ledger
+            .append_unit(vec![with_row(&signer, 5, row)])
+            .await
+            .unwrap_err();
+        assert!(refused(e.clone()) && e.to_string().contains(why), "{e}");
+    }
+    let e = ledger
+        .append_unit(vec![
+            signed(&signer, 6),
+            with_row(
+                &signer,
+                7,
+                step("rcpt_a", Some("r1"), "approved", Some("h3")),
+            ),
+        ])
+        .await
+        .unwrap_err();
+    assert!(refused(e.clone()), "{e}");
+    assert_eq!(ledger.head().await.unwrap().seq, head + 1);
+    // The quorum completes with its execution in one unit; then nothing
+    // more: not an expiry, not another grant.
+    let entries = ledger
+        .append_unit(vec![
+            with_row(
+                &signer,
+                9,
+                step("rcpt_a", Some("r2"), "approved", Some("h4")),
+            ),
+            signed(&signer, 8),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(entries[1].seq, entries[0].seq + 1);
+    for row in [
+        step("rcpt_a", None, "expired", None),
+        step("rcpt_a", Some("r3"), "pending_approval", Some("h5")),
+    ] {
+        let e = ledger
+            .append_unit(vec![with_row(&signer, 10, row)])
+            .await
+            .unwrap_err();
+        assert!(refused(e.clone()), "{e}");
+    }
+    let record = ledger.approval("rcpt_a").await.unwrap().unwrap();
+    assert_eq!(record.status(), "approved");
+    assert_eq!(
+        record
+            .steps
+            .iter()
+            .map(|s| s.reviewer.clone().unwrap())
+            .collect::<Vec<_>>(),
+        ["r1", "r2"]
+    );
+    assert!(ledger.approvals(true, 0, 10).await.unwrap().is_empty());
+    assert!(ledger.approvals_due(5_000, 10).await.unwrap().is_empty());
+    assert_eq!(ledger.approvals(false, 0, 10).await.unwrap().len(), 1);
+    assert_eq!(ledger.head().await.unwrap().seq, head + 3);
+}
+
+async fn each_entry_writes_its_events_with_it<B: Backend>(b: &mut B) {
+    let name = b.create();
+    let ledger = b.open(&name).await;
+    let signer = signer();
+    let decision = |n: u64, verdict: &str, status: &str| {
+        let mut o = crate::receipt(n).as_object().unwrap().clone();
+        o.remove("receipt_id");
+        let mut d = Object::new();
+        d.insert("verdict", verdict.into());
+        o.insert("decision", d.into());
+        let mut out = Object::new();
+        out.insert("status", status.into());
+        out.insert("target", "http".into());
+        o.insert("outcome", out.into());
+        let r = Value::Object(seal_receipt(o));
+        let s = signer.sign_now(Domain::Receipt, &r);
+        (r, s)
+    };
+    let (r, s) = decision(1, "pass", "committed");
+    ledger
+        .append(r.clone(), s.clone(), Some("k1"))
+        .await
+        .unwrap();
+    let (r2, s2) = decision(2, "escalate", "pending_approval");
+    ledger.append(r2, s2, None).await.unwrap();
+    let events = ledger.outbox_after(0, 100).await.unwrap();
+    let got: Vec<(u64, &str)> = events
+        .iter()
+        .map(|e| (e.seq, e.event_type.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (1, "decision.passed"),
+            (1, "commit.committed"),
+            (2, "decision.escalated"),
+            (2, "approval.opened")
+        ]
+    );
+    assert!(events.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(ledger.outbox_last().await.unwrap(), events[3].id);
+    assert_eq!(
+        ledger.outbox_first_from(2).await.unwrap(),
+        Some(events[2].id)
+    );
+    assert_eq!(
+        ledger.outbox_event(events[1].id).await.unwrap().unwrap(),
+        events[1]
+    );
+    // A refused append writes no event.
+    assert!(matches!(
+        ledger.append(r, s, Some("k1")).await,
+        Err(Error::DuplicateReceipt(_) | Error::DuplicateKey(_))
+    ));
+    assert_eq!(ledger.outbox_after(0, 100).await.unwrap().len(), 4);
+}
+
+async fn reservations_last_until_their_entry_is_appended<B: Backend>(b: &mut B) {
+    let name = b.create();
+    let signer = signer();
+    {
+        let ledger = b.open(&name).await;
+        ledger.reserve("agent-7:int-1", b"body one").await.unwrap();
+        ledger.reserve("agent-7:int-2", b"body two").await.unwrap();
+        ledger.reserve("agent-7:int-1", b"ignored").await.unwrap();
+        let a = signed(&signer, 1);
+        ledger
+            .append(a.receipt, a.signature, Some("agent-7:int-2"))
+            .await
+            .unwrap();
+        ledger.probe().await.unwrap();
+    }
+    // Opened again, what was started and never recorded is listed.
+    let ledger = b.open(&name).await;
+    assert_eq!(
+        ledger.pending().await.unwrap(),
+        vec![("agent-7:int-1".to_owned(), b"body one".to_vec())]
+    );
+    ledger.release("agent-7:int-1").await.unwrap();
+    assert!(ledger.pending().await.unwrap().is_empty());
+    assert_eq!(
+        ledger
+            .line_by_idempotency_key("agent-7:int-2")
+            .await
+            .unwrap()
+            .unwrap(),
+        ledger.get(1).await.unwrap().unwrap().to_canonical()
+    );
+}
+
+async fn spending_sums_per_window_and_webhook_state_round_trips<B: Backend>(b: &mut B) {
+    let name = b.create();
+    let ledger = b.open(&name).await;
+    let signer = signer();
+    let spend = |window_start: i64, amount_minor: i64| Spend {
+        delegation: "d-1".into(),
+        currency: "EUR".into(),
+        window_start,
+        window_seconds: 100,
+        amount_minor,
+    };
+    for (n, s) in [(1, spend(0, 500)), (2, spend(0, 250)), (3, spend(100, 40))] {
+        let a = signed(&signer, n);
+        ledger
+            .append_spending(a.receipt, a.signature, None, vec![s])
+            .await
+            .unwrap();
+    }
+    // At 50 both windows are open; at 150 only the second.
+    assert_eq!(
+        ledger.spending(50).await.unwrap(),
+        vec![spend(0, 750), spend(100, 40)]
+    );
+    assert_eq!(ledger.spending(150).await.unwrap(), vec![spend(100, 40)]);
+    ledger
+        .webhook_write(vec![
+            WebhookOp::Put {
+                id: "wh_1".into(),
+                config: b"{}".to_vec(),
+                secrets: b"[]".to_vec(),
+                cursor: 3,
+            },
+            WebhookOp::Redeliver {
+                endpoint: "wh_1".into(),
+                event: 2,
+            },
+        ])
+        .await
+        .unwrap();
+    ledger
+        .webhook_write(vec![
+            WebhookOp::AdvanceCursor {
+                id: "wh_1".into(),
+                from: 3,
+                to: 5,
+            },
+            // A move from a cursor that is not current changes nothing.
+            WebhookOp::AdvanceCursor {
+                id: "wh_1".into(),
+                from: 3,
+                to: 9,
+            },
+            WebhookOp::SetEnabled {
+                id: "wh_1".into(),
+                enabled: false,
+                reason: Some("410 Gone".into()),
+            },
+        ])
+        .await
+        .unwrap();
+    let endpoints = ledger.webhook_endpoints().await.unwrap();
+    assert_eq!(endpoints.len(), 1);
+    assert_eq!(endpoints[0].cursor, 5);
+    assert!(!endpoints[0].enabled);
+    assert_eq!(endpoints[0].disabled_reason.as_deref(), Some("410 Gone"));
+    assert_eq!(ledger.webhook_redeliveries("wh_1").await.unwrap(), [2]);
+    ledger
+        .webhook_write(vec![WebhookOp::Redelivered {
+            endpoint: "wh_1".into(),
+            event: 2,
+        }])
+        .await
+        .unwrap();
+    assert!(
+        ledger
+            .webhook_redeliveries("wh_1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
