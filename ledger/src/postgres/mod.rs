@@ -1,15 +1,17 @@
 //! The shared ledger: one PostgreSQL database that several gateway
 //! instances append to.
 //!
-//! Scope of this module so far: opening a database (the schema applied
-//! once, under an advisory lock, however many instances start together;
-//! the hash algorithm and format recorded at creation and checked at every
-//! open); appending, with group commit per instance ([`writer`]): each
-//! group's transaction locks the one `chain_head` row, which is what keeps
-//! one chain, gap-free, across instances; registry appends take the same
-//! lock in a transaction of their own. Reads and the rows written with
-//! entries are the SQLite ledger's, shared ([`crate::reads`],
-//! [`crate::writes`]).
+//! Opening a database applies the schema once, under an advisory lock,
+//! however many instances start together, and records (or checks) the
+//! hash algorithm and format. Appends are grouped per instance
+//! ([`writer`]); each group's transaction locks the one `chain_head` row,
+//! which is what keeps one chain, gap-free, across instances, and registry
+//! appends take the same lock in a transaction of their own. Reads and the
+//! rows written with entries are the SQLite ledger's, shared
+//! ([`crate::reads`], [`crate::writes`]).
+//!
+//! Invariants: `chain_head` names the last entry and moves only in the
+//! transaction that appends after it; `appended_at` never goes back.
 
 mod schema;
 mod writer;
@@ -17,22 +19,18 @@ mod writer;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use sqlx::Row as _;
+use sqlx::postgres::{PgPool, PgPoolOptions};
 use tokio::sync::{mpsc, oneshot};
-use tollgate_protocol::{LedgerEntry, check_receipt};
+use tollgate_protocol::{HashAlg, HashValue, LedgerEntry, Value, check_receipt};
 
 use crate::reads::postgres as reads;
 use crate::writes::postgres::{apply_change, apply_webhook, insert_events};
 use crate::{
-    Append, AppendStats, ApprovalRecord, AttemptRow, Clock, EndpointRow, Ledger, OutboxEvent,
-    RegistryAppend, RegistryState, Spend, SystemClock, WebhookOp, event_types, unique_violation,
+    Append, AppendStats, ApprovalRecord, AttemptRow, Clock, EndpointRow, Error, FORMAT, Head,
+    Ledger, OutboxEvent, RegistryAppend, RegistryState, Spend, SystemClock, WebhookOp, event_types,
+    unique_violation,
 };
-use tollgate_protocol::Value;
-
-use sqlx::Row as _;
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use tollgate_protocol::{HashAlg, HashValue};
-
-use crate::{Error, FORMAT, Head};
 
 fn db(e: sqlx::Error) -> Error {
     Error::Database(e.to_string())
