@@ -3,7 +3,7 @@
 use std::io::Write as _;
 use std::sync::Arc;
 
-use tollgate_gateway::{Paths, Settings, engine, http, tls, upstream_urls};
+use tollgate_gateway::{Paths, Served, Settings, engine, http, tls, upstream_urls};
 
 use crate::error::CliError;
 use crate::settings::ServeArgs;
@@ -48,6 +48,7 @@ pub fn serve(args: ServeArgs) -> Result<String, CliError> {
     };
     let mut paths = Paths::new(&args.data_dir, args.policy, args.database, args.key);
     paths.demo = args.demo;
+    paths.database_url = args.database_url;
     run(Run {
         paths,
         settings,
@@ -89,18 +90,76 @@ pub fn run(r: Run) -> Result<String, CliError> {
         .build()
         .map_err(usage)?;
     runtime.block_on(async move {
-        let (app, created) = tollgate_gateway::open(&paths, settings)
+        let (served, created) = tollgate_gateway::open(&paths, settings)
             .await
             .map_err(usage)?;
+        for p in &created.made {
+            println!("created {}", p.display());
+        }
+        let place = match &paths.database_url {
+            // The address without its password.
+            Some(url) => redacted(url),
+            None => paths.database.display().to_string(),
+        };
+        let serving = Serving {
+            paths: &paths,
+            place,
+            listen,
+            tls,
+            connections,
+            expiry_interval,
+        };
+        match served {
+            Served::Sqlite(app) => serving.serve(app).await,
+            Served::Postgres(app) => serving.serve(app).await,
+        }
+    })
+}
+
+/// `postgres://user:secret@host/db` as `postgres://user:…@host/db`.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:…{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// How an opened gateway is served.
+struct Serving<'a> {
+    paths: &'a Paths,
+    place: String,
+    listen: std::net::SocketAddr,
+    tls: Option<Arc<tls::ServerConfig>>,
+    connections: http::Connections,
+    expiry_interval: std::time::Duration,
+}
+
+impl Serving<'_> {
+    /// Listens, starts the background tasks, and serves until Ctrl-C.
+    async fn serve<L: tollgate_ledger::Ledger>(
+        self,
+        app: http::App<L>,
+    ) -> Result<String, CliError> {
+        let Serving {
+            paths,
+            place,
+            listen,
+            tls,
+            connections,
+            expiry_interval,
+        } = self;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| CliError::Usage(format!("cannot listen on {listen}: {e}")))?;
         let local = listener.local_addr().map_err(usage)?;
-        for p in &created.made {
-            println!("created {}", p.display());
-        }
         println!("policy  {}", app.gateway.bundle().version_string());
-        println!("ledger  {}", paths.database.display());
+        println!("ledger  {place}");
         let demo = paths.data_dir.join("demo/README.md");
         if demo.exists() {
             println!("demo    {}", demo.display());
@@ -108,9 +167,9 @@ pub fn run(r: Run) -> Result<String, CliError> {
         if paths.sandbox {
             println!(
                 "sandbox receipts signed by kid {} (a published test key: never trust them elsewhere); http targets simulated",
-                tollgate_signer::Ed25519Signer::from_secret(
-                    &tollgate_gateway::sandbox::secret("gateway")
-                )
+                tollgate_signer::Ed25519Signer::from_secret(&tollgate_gateway::sandbox::secret(
+                    "gateway"
+                ))
                 .kid()
             );
         }
@@ -127,12 +186,11 @@ pub fn run(r: Run) -> Result<String, CliError> {
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        let app = Arc::new(app);
-        http::serve(app, listener, tls, connections, shutdown)
+        http::serve(Arc::new(app), listener, tls, connections, shutdown)
             .await
             .map_err(usage)?;
         Ok("stopped".to_owned())
-    })
+    }
 }
 
 /// The webhook settings from the flags.
@@ -158,4 +216,21 @@ fn webhook_settings(
             .collect();
     }
     Ok(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn a_database_password_is_never_printed() {
+        assert_eq!(
+            redacted("postgres://tollgate:s3cret@db.example:5432/ledger"),
+            "postgres://tollgate:…@db.example:5432/ledger"
+        );
+        assert_eq!(
+            redacted("postgres://tollgate@127.0.0.1/ledger"),
+            "postgres://tollgate@127.0.0.1/ledger"
+        );
+    }
 }

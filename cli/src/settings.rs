@@ -29,6 +29,16 @@ pub struct ServeArgs {
     /// The ledger database (default: DATA_DIR/ledger.db).
     #[arg(long, env = "TOLLGATE_DATABASE")]
     pub database: Option<PathBuf>,
+    /// A PostgreSQL ledger instead of the SQLite file:
+    /// postgres://user[:password]@host[:port]/database. The schema is
+    /// created on first use; one gateway serves a database at a time.
+    #[arg(
+        long,
+        env = "TOLLGATE_DATABASE_URL",
+        conflicts_with = "database",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
     /// The receipt-signing key (default: DATA_DIR/gateway.jwk).
     #[arg(long, env = "TOLLGATE_KEY")]
     pub key: Option<PathBuf>,
@@ -112,6 +122,7 @@ struct ConfigFile {
     listen: Option<std::net::SocketAddr>,
     policy: Option<PathBuf>,
     database: Option<PathBuf>,
+    database_url: Option<String>,
     key: Option<PathBuf>,
     max_body: Option<usize>,
     max_skew_seconds: Option<i64>,
@@ -167,6 +178,7 @@ pub fn apply_config(args: &mut ServeArgs, matches: &clap::ArgMatches) -> Result<
     take!(listen);
     take!(policy);
     take!(database);
+    take!(database_url);
     take!(key);
     take!(max_body);
     take!(max_skew_seconds);

@@ -34,6 +34,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tollgate_ledger::postgres::{PgLedger, PgOptions};
 use tollgate_ledger::{SqliteLedger, SqliteOptions, SystemClock};
 use tollgate_protocol::Value;
 use tollgate_signer::{Ed25519Signer, public_jwk};
@@ -91,6 +92,8 @@ pub struct Paths {
     pub policy: Option<PathBuf>,
     /// The ledger database.
     pub database: PathBuf,
+    /// A PostgreSQL ledger (`postgres://…`) instead of the SQLite file.
+    pub database_url: Option<String>,
     /// The receipt-signing key.
     pub key: PathBuf,
     /// Whether a new data folder gets the demo issuer, agent, delegation
@@ -112,6 +115,7 @@ impl Paths {
         Self {
             policy,
             database: database.unwrap_or_else(|| data_dir.join("ledger.db")),
+            database_url: None,
             key: key.unwrap_or_else(|| data_dir.join("gateway.jwk")),
             data_dir: data_dir.to_owned(),
             demo: false,
@@ -150,14 +154,20 @@ impl Default for Settings {
     }
 }
 
-/// Creates what is missing in the data folder, opens the ledger, and
-/// starts the engine: on a first start the data folder's seed material is
-/// imported into the ledger as registry receipts; afterwards the ledger
-/// alone decides. Returns the HTTP application and what was created.
-pub async fn open(
-    paths: &Paths,
-    settings: Settings,
-) -> Result<(http::App<SqliteLedger>, datadir::Created), Error> {
+/// A gateway ready to serve, on the ledger it was opened with.
+pub enum Served {
+    /// On the embedded SQLite ledger.
+    Sqlite(http::App<SqliteLedger>),
+    /// On a PostgreSQL ledger, as its one server.
+    Postgres(http::App<PgLedger>),
+}
+
+/// Creates what is missing in the data folder, opens the ledger (the
+/// SQLite file, or PostgreSQL with [`Paths::database_url`]), and starts the
+/// engine: on a first start the data folder's seed material is imported
+/// into the ledger as registry receipts; afterwards the ledger alone
+/// decides. Returns the gateway ready to serve and what was created.
+pub async fn open(paths: &Paths, settings: Settings) -> Result<(Served, datadir::Created), Error> {
     if let Some(t) = &settings.read_token
         && t.len() < limits::MIN_READ_TOKEN
     {
@@ -170,10 +180,18 @@ pub async fn open(
         sandbox::init(&paths.data_dir)?;
     }
     let created = datadir::init(&paths.data_dir, paths.demo || paths.sandbox)?;
-    let policy = match &paths.policy {
-        Some(dir) => Some(tollgate_policies::Bundle::read_files(dir)?),
-        None => None,
-    };
+    if let Some(url) = &paths.database_url {
+        if paths.sandbox {
+            return Err(Error::Config(
+                "the sandbox keeps a throwaway SQLite ledger; --database-url is for a gateway"
+                    .into(),
+            ));
+        }
+        let ledger = PgLedger::open(PgOptions::new(url)).await?;
+        ledger.claim_sole_server().await?;
+        let app = start(paths, settings, ledger, Arc::new(SystemClock)).await?;
+        return Ok((Served::Postgres(app), created));
+    }
     let options = SqliteOptions::new(&paths.database);
     let (ledger, clock): (_, Arc<dyn tollgate_protocol::Clock>) = if paths.sandbox {
         let clock = sandbox::SandboxClock::default();
@@ -186,6 +204,21 @@ pub async fn open(
         (ledger, Arc::new(clock))
     } else {
         (SqliteLedger::open(options).await?, Arc::new(SystemClock))
+    };
+    let app = start(paths, settings, ledger, clock).await?;
+    Ok((Served::Sqlite(app), created))
+}
+
+/// Starts the engine over `ledger` and wraps it for HTTP.
+async fn start<L: tollgate_ledger::Ledger>(
+    paths: &Paths,
+    settings: Settings,
+    ledger: L,
+    clock: Arc<dyn tollgate_protocol::Clock>,
+) -> Result<http::App<L>, Error> {
+    let policy = match &paths.policy {
+        Some(dir) => Some(tollgate_policies::Bundle::read_files(dir)?),
+        None => None,
     };
     let mut upstreams = settings.upstreams;
     upstreams.simulate |= paths.sandbox;
@@ -206,20 +239,17 @@ pub async fn open(
         policy,
     )
     .await?;
-    Ok((
-        http::App {
-            gateway: Arc::new(gateway),
-            admin_token: Some(admin_token),
-            read_token: settings.read_token,
-            body_timeout: settings.body_timeout,
-            max_body: if settings.max_body == 0 {
-                limits::DEFAULT_MAX_BODY
-            } else {
-                settings.max_body
-            },
+    Ok(http::App {
+        gateway: Arc::new(gateway),
+        admin_token: Some(admin_token),
+        read_token: settings.read_token,
+        body_timeout: settings.body_timeout,
+        max_body: if settings.max_body == 0 {
+            limits::DEFAULT_MAX_BODY
+        } else {
+            settings.max_body
         },
-        created,
-    ))
+    })
 }
 
 /// Generates an Ed25519 key, writes it to a new file `out` (mode 0600) and

@@ -80,6 +80,9 @@ pub enum Error {
     /// The writer task is gone (the ledger is shutting down).
     #[error("the ledger is closed")]
     Closed,
+    /// The store is held by another server.
+    #[error("{0}")]
+    Busy(String),
     /// A receipt with this id is already in the ledger.
     #[error("receipt {0} is already in the ledger")]
     DuplicateReceipt(String),

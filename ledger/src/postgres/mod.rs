@@ -75,6 +75,8 @@ pub struct PgLedger {
     queue: mpsc::Sender<writer::Request>,
     stats: Arc<writer::Counters>,
     clock: Arc<dyn Clock>,
+    /// The connection that holds the sole-server lock, once taken.
+    sole: Arc<tokio::sync::Mutex<Option<sqlx::pool::PoolConnection<sqlx::Postgres>>>>,
 }
 
 impl std::fmt::Debug for PgLedger {
@@ -153,7 +155,34 @@ impl PgLedger {
             queue,
             stats,
             clock,
+            sole: Arc::new(tokio::sync::Mutex::new(None)),
         })
+    }
+
+    /// Takes the lock that makes this the only gateway serving the
+    /// database, for as long as this ledger (or its process) lives; another
+    /// holder is [`Error::Busy`]. (Instances may share a database for
+    /// reading and appending; serving decisions from several needs their
+    /// registries and budgets kept fresh together, which one server keeps
+    /// by itself.)
+    pub async fn claim_sole_server(&self) -> Result<(), Error> {
+        let mut sole = self.sole.lock().await;
+        if sole.is_some() {
+            return Ok(());
+        }
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(schema::SERVER_LOCK)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db)?;
+        if !got {
+            return Err(Error::Busy(
+                "another gateway serves this database (one gateway per PostgreSQL ledger)".into(),
+            ));
+        }
+        *sole = Some(conn);
+        Ok(())
     }
 }
 

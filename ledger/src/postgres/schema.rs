@@ -14,6 +14,9 @@
 /// The key of the advisory lock held while the schema is applied.
 pub(crate) const SCHEMA_LOCK: i64 = 0x746f_6c6c_6761_7465; // "tollgate"
 
+/// The key of the session lock the one serving gateway holds.
+pub(crate) const SERVER_LOCK: i64 = 0x746f_6c6c_7365_7276; // "tollserv"
+
 /// Statements, in order; each can run again on an existing schema.
 pub(crate) const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS ledger_meta (
