@@ -29,13 +29,13 @@ use tollgate_protocol::{
     ChainVerifier, HashAlg, HashValue, KeySet, LedgerEntry, Timestamp, Value, check_receipt,
 };
 
-use crate::reads;
 use crate::writes::sqlite::{apply_change, apply_webhook, insert_events, insert_recorded};
 use crate::{
-    Append, ApprovalRecord, AttemptRow, CheckReport, Clock, EndpointRow, Error, FORMAT, Head, Item,
-    Ledger, OutboxEvent, RegistryAppend, RegistryState, Spend, SystemClock, WebhookOp, decode,
-    event_types, insert_error, unique_violation,
+    Append, ApprovalRecord, AttemptRow, CheckReport, Clock, EndpointRow, Error, Head, Item, Ledger,
+    OutboxEvent, RegistryAppend, RegistryState, Spend, SystemClock, WebhookOp, decode, event_types,
+    insert_error, unique_violation,
 };
+use crate::{reads, writes};
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS ledger_meta (
@@ -372,22 +372,7 @@ impl SqliteLedger {
         wanted: Option<HashAlg>,
     ) -> Result<HashAlg, Error> {
         let mut tx = conn.begin().await.map_err(db)?;
-        let existing: Option<String> =
-            sqlx::query_scalar("SELECT value FROM ledger_meta WHERE key = 'hash_alg'")
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?;
-        let alg = crate::settle_hash_alg(existing.as_deref(), wanted)?;
-        if existing.is_none() {
-            sqlx::query(
-                "INSERT INTO ledger_meta (key, value) VALUES ('hash_alg', ?), ('format', ?)",
-            )
-            .bind(alg.name())
-            .bind(FORMAT)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
+        let (alg, _) = writes::sqlite::init_meta(&mut tx, wanted).await?;
         tx.commit().await.map_err(db)?;
         Ok(alg)
     }

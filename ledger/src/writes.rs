@@ -8,6 +8,32 @@ macro_rules! shared_writes {
         use crate::{ApprovalRow, Error, Item, RegistryChange, WebhookOp, event_types};
         use tollgate_protocol::LedgerEntry;
 
+        /// Settles the ledger's hash algorithm ([`crate::settle_hash_alg`])
+        /// and, on a new ledger, records it with the format; the algorithm
+        /// and whether the ledger is new.
+        pub(crate) async fn init_meta(
+            conn: &mut $conn,
+            wanted: Option<tollgate_protocol::HashAlg>,
+        ) -> Result<(tollgate_protocol::HashAlg, bool), Error> {
+            let existing: Option<String> =
+                sqlx::query_scalar("SELECT value FROM ledger_meta WHERE key = 'hash_alg'")
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(db)?;
+            let alg = crate::settle_hash_alg(existing.as_deref(), wanted)?;
+            if existing.is_none() {
+                sqlx::query(
+                    "INSERT INTO ledger_meta (key, value) VALUES ('hash_alg', $1), ('format', $2)",
+                )
+                .bind(alg.name())
+                .bind(crate::FORMAT)
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
+            }
+            Ok((alg, existing.is_none()))
+        }
+
         /// What a group's entries record besides themselves, with them: each
         /// entry's outbox events, its approval row and its spending.
         pub(crate) async fn insert_recorded(

@@ -27,8 +27,8 @@ use tollgate_protocol::{HashAlg, HashValue, LedgerEntry, Value, check_receipt};
 use crate::reads::postgres as reads;
 use crate::writes::postgres::{apply_change, apply_webhook, insert_events};
 use crate::{
-    Append, AppendStats, ApprovalRecord, AttemptRow, Clock, EndpointRow, Error, FORMAT, Head,
-    Ledger, OutboxEvent, RegistryAppend, RegistryState, Spend, SystemClock, WebhookOp, event_types,
+    Append, AppendStats, ApprovalRecord, AttemptRow, Clock, EndpointRow, Error, Head, Ledger,
+    OutboxEvent, RegistryAppend, RegistryState, Spend, SystemClock, WebhookOp, event_types,
     unique_violation,
 };
 
@@ -114,21 +114,8 @@ impl PgLedger {
                 .await
                 .map_err(db)?;
         }
-        let existing: Option<String> =
-            sqlx::query_scalar("SELECT value FROM ledger_meta WHERE key = 'hash_alg'")
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?;
-        let alg = crate::settle_hash_alg(existing.as_deref(), options.hash_alg)?;
-        if existing.is_none() {
-            sqlx::query(
-                "INSERT INTO ledger_meta (key, value) VALUES ('hash_alg', $1), ('format', $2)",
-            )
-            .bind(alg.name())
-            .bind(FORMAT)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+        let (alg, new) = crate::writes::postgres::init_meta(&mut tx, options.hash_alg).await?;
+        if new {
             sqlx::query("INSERT INTO chain_head (id, seq, hash) VALUES (1, 0, $1)")
                 .bind(alg.zero().to_string())
                 .execute(&mut *tx)
