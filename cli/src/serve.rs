@@ -77,41 +77,20 @@ pub struct Run {
 
 /// Opens the gateway on `r.paths` and serves until Ctrl-C.
 pub fn run(r: Run) -> Result<String, CliError> {
-    let Run {
-        paths,
-        settings,
-        listen,
-        tls,
-        connections,
-        expiry_interval,
-    } = r;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(usage)?;
     runtime.block_on(async move {
-        let (served, created) = tollgate_gateway::open(&paths, settings)
+        let (served, created) = tollgate_gateway::open(&r.paths, r.settings.clone())
             .await
             .map_err(usage)?;
         for p in &created.made {
             println!("created {}", p.display());
         }
-        let place = match &paths.database_url {
-            // The address without its password.
-            Some(url) => redacted(url),
-            None => paths.database.display().to_string(),
-        };
-        let serving = Serving {
-            paths: &paths,
-            place,
-            listen,
-            tls,
-            connections,
-            expiry_interval,
-        };
         match served {
-            Served::Sqlite(app) => serving.serve(app).await,
-            Served::Postgres(app) => serving.serve(app).await,
+            Served::Sqlite(app) => serve_app(app, r).await,
+            Served::Postgres(app) => serve_app(app, r).await,
         }
     })
 }
@@ -130,67 +109,60 @@ fn redacted(url: &str) -> String {
     }
 }
 
-/// How an opened gateway is served.
-struct Serving<'a> {
-    paths: &'a Paths,
-    place: String,
-    listen: std::net::SocketAddr,
-    tls: Option<Arc<tls::ServerConfig>>,
-    connections: http::Connections,
-    expiry_interval: std::time::Duration,
-}
-
-impl Serving<'_> {
-    /// Listens, starts the background tasks, and serves until Ctrl-C.
-    async fn serve<L: tollgate_ledger::Ledger>(
-        self,
-        app: http::App<L>,
-    ) -> Result<String, CliError> {
-        let Serving {
-            paths,
-            place,
-            listen,
-            tls,
-            connections,
-            expiry_interval,
-        } = self;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| CliError::Usage(format!("cannot listen on {listen}: {e}")))?;
-        let local = listener.local_addr().map_err(usage)?;
-        println!("policy  {}", app.gateway.bundle().version_string());
-        println!("ledger  {place}");
-        let demo = paths.data_dir.join("demo/README.md");
-        if demo.exists() {
-            println!("demo    {}", demo.display());
-        }
-        if paths.sandbox {
-            println!(
-                "sandbox receipts signed by kid {} (a published test key: never trust them elsewhere); http targets simulated",
-                tollgate_signer::Ed25519Signer::from_secret(&tollgate_gateway::sandbox::secret(
-                    "gateway"
-                ))
-                .kid()
-            );
-        }
-        for u in app.gateway.unfinished() {
-            eprintln!("reservation {} not finished: {}", u.key, u.reason);
-        }
-        app.gateway
-            .spawn_recovery(std::time::Duration::from_secs(RECOVERY_RETRY_SECONDS));
-        app.gateway.spawn_webhooks();
-        app.gateway.spawn_expiry(expiry_interval);
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        println!("listening on {scheme}://{local}");
-        let _ = std::io::stdout().flush();
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
-        http::serve(Arc::new(app), listener, tls, connections, shutdown)
-            .await
-            .map_err(usage)?;
-        Ok("stopped".to_owned())
+/// Listens, starts the background tasks, and serves `app` until Ctrl-C.
+async fn serve_app<L: tollgate_ledger::Ledger>(
+    app: http::App<L>,
+    r: Run,
+) -> Result<String, CliError> {
+    let Run {
+        paths,
+        listen,
+        tls,
+        connections,
+        expiry_interval,
+        ..
+    } = r;
+    let place = match &paths.database_url {
+        // The address without its password.
+        Some(url) => redacted(url),
+        None => paths.database.display().to_string(),
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| CliError::Usage(format!("cannot listen on {listen}: {e}")))?;
+    let local = listener.local_addr().map_err(usage)?;
+    println!("policy  {}", app.gateway.bundle().version_string());
+    println!("ledger  {place}");
+    let demo = paths.data_dir.join("demo/README.md");
+    if demo.exists() {
+        println!("demo    {}", demo.display());
     }
+    if paths.sandbox {
+        println!(
+            "sandbox receipts signed by kid {} (a published test key: never trust them elsewhere); http targets simulated",
+            tollgate_signer::Ed25519Signer::from_secret(&tollgate_gateway::sandbox::secret(
+                "gateway"
+            ))
+            .kid()
+        );
+    }
+    for u in app.gateway.unfinished() {
+        eprintln!("reservation {} not finished: {}", u.key, u.reason);
+    }
+    app.gateway
+        .spawn_recovery(std::time::Duration::from_secs(RECOVERY_RETRY_SECONDS));
+    app.gateway.spawn_webhooks();
+    app.gateway.spawn_expiry(expiry_interval);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("listening on {scheme}://{local}");
+    let _ = std::io::stdout().flush();
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    http::serve(Arc::new(app), listener, tls, connections, shutdown)
+        .await
+        .map_err(usage)?;
+    Ok("stopped".to_owned())
 }
 
 /// The webhook settings from the flags.
