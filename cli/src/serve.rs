@@ -152,6 +152,10 @@ async fn serve_app<L: tollgate_ledger::Ledger>(
     app.gateway
         .spawn_recovery(std::time::Duration::from_secs(RECOVERY_RETRY_SECONDS));
     app.gateway.spawn_webhooks();
+    app.gateway
+        .spawn_registry_listener()
+        .await
+        .map_err(|e| CliError::Usage(format!("cannot listen for registry changes: {e}")))?;
     app.gateway.spawn_expiry(expiry_interval);
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("listening on {scheme}://{local}");

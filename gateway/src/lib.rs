@@ -158,7 +158,7 @@ impl Default for Settings {
 pub enum Served {
     /// On the embedded SQLite ledger.
     Sqlite(http::App<SqliteLedger>),
-    /// On a PostgreSQL ledger, as its one server.
+    /// On a PostgreSQL ledger, which other instances may share.
     Postgres(http::App<PgLedger>),
 }
 
@@ -188,7 +188,6 @@ pub async fn open(paths: &Paths, settings: Settings) -> Result<(Served, datadir:
             ));
         }
         let ledger = PgLedger::open(PgOptions::new(url)).await?;
-        ledger.claim_sole_server().await?;
         let app = start(paths, settings, ledger, Arc::new(SystemClock)).await?;
         return Ok((Served::Postgres(app), created));
     }

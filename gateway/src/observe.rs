@@ -74,6 +74,10 @@ pub struct Metrics {
     pub request: Histogram,
     /// Reservations recovery could not finish.
     unfinished: AtomicU64,
+    /// Decisions the ledger found stale, decided again.
+    stale: AtomicU64,
+    /// Reloads of the registries from the ledger.
+    reloads: AtomicU64,
 }
 
 impl Metrics {
@@ -87,6 +91,16 @@ impl Metrics {
     /// Sets how many reservations could not be finished.
     pub fn unfinished(&self, n: usize) {
         self.unfinished.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a decision the ledger found stale.
+    pub fn stale(&self) {
+        self.stale.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a reload of the registries.
+    pub fn reloaded(&self) {
+        self.reloads.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a decision.
@@ -130,6 +144,14 @@ impl Metrics {
                 ));
             }
         }
+        out.push_str(&format!(
+            "# HELP tollgate_stale_decisions_total Decisions refused at append as made on state another gateway had changed, and decided again.\n# TYPE tollgate_stale_decisions_total counter\ntollgate_stale_decisions_total {}\n",
+            self.stale.load(Ordering::Relaxed)
+        ));
+        out.push_str(&format!(
+            "# HELP tollgate_registry_reloads_total Reloads of the registries from the ledger.\n# TYPE tollgate_registry_reloads_total counter\ntollgate_registry_reloads_total {}\n",
+            self.reloads.load(Ordering::Relaxed)
+        ));
         out.push_str("# HELP tollgate_stage_seconds Time per stage.\n# TYPE tollgate_stage_seconds histogram\n");
         self.decide
             .render("tollgate_stage_seconds", "stage=\"decide\",", &mut out);

@@ -80,9 +80,6 @@ pub enum Error {
     /// The writer task is gone (the ledger is shutting down).
     #[error("the ledger is closed")]
     Closed,
-    /// The store is held by another server.
-    #[error("{0}")]
-    Busy(String),
     /// A receipt with this id is already in the ledger.
     #[error("receipt {0} is already in the ledger")]
     DuplicateReceipt(String),
@@ -111,6 +108,10 @@ pub enum Error {
     /// or ended approval, a reviewer's second step, a decision used twice).
     #[error("approval conflict: {0}")]
     ApprovalConflict(String),
+    /// The append (or reservation) was decided on state that has changed
+    /// since: nothing was written; read the state again and decide again.
+    #[error("stale decision: {0}")]
+    Stale(Staleness),
     /// A stored row cannot be read back as an entry.
     #[error("ledger row {seq} is corrupt: {reason}")]
     Corrupt {
@@ -253,6 +254,83 @@ pub struct Spend {
     pub amount_minor: i64,
 }
 
+/// What a decision was made on, checked by the writer in the transaction
+/// that appends it (or reserves for it), after every append before it,
+/// whichever instance made those: the registries the decision read must
+/// still be the recorded ones, and each budget it read must not have
+/// moved under it. A decision made on a view another instance has since
+/// changed is refused ([`Error::Stale`]) and appends nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Guard {
+    /// [`RegistryState::seq`] of the registries the decision read.
+    pub registry_seq: u64,
+    /// Each budget the decision read.
+    pub budgets: Vec<BudgetRead>,
+}
+
+/// One budget as a decision read it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BudgetRead {
+    /// The delegation token id.
+    pub delegation: String,
+    /// ISO-4217 currency.
+    pub currency: String,
+    /// Start of the window, seconds since the epoch.
+    pub window_start: i64,
+    /// What the decision read as spent in the window: at least what the
+    /// ledger records as committed, or the decision is stale.
+    pub spent: i64,
+    /// The budget: what is committed and held in the window, with this
+    /// decision's charge, never exceeds it.
+    pub limit: i64,
+}
+
+/// Why a guarded append was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Staleness {
+    /// A registry change was appended after the view the decision read.
+    #[error("the registries changed at seq {current}; the decision read them as of seq {seen}")]
+    Registry {
+        /// The registry seq the decision read.
+        seen: u64,
+        /// The one recorded now.
+        current: u64,
+    },
+    /// Spending was committed in a window after the decision read it.
+    #[error(
+        "{delegation} has {recorded} {currency} committed in its window; the decision read {read}"
+    )]
+    Spending {
+        /// The delegation.
+        delegation: String,
+        /// The currency.
+        currency: String,
+        /// What the decision read.
+        read: i64,
+        /// What the ledger records.
+        recorded: i64,
+    },
+    /// The charge would take the window past its budget, counting what
+    /// reservations hold (commits in flight, on any instance).
+    #[error(
+        "{delegation}'s {currency} budget of {limit} would be exceeded: {committed} committed, {held} held, {charge} charged"
+    )]
+    OverBudget {
+        /// The delegation.
+        delegation: String,
+        /// The currency.
+        currency: String,
+        /// The budget.
+        limit: i64,
+        /// Committed in the window, with earlier appends of the same group.
+        committed: i64,
+        /// Held by reservations.
+        held: i64,
+        /// This append's charge.
+        charge: i64,
+    },
+}
+
 /// An approval's row, written in the transaction of the receipt that
 /// records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -295,6 +373,9 @@ pub struct Append {
     pub spend: Vec<Spend>,
     /// An approval opened or a step of one.
     pub approval: Option<ApprovalRow>,
+    /// What the receipt's decision was made on, checked before it is
+    /// appended.
+    pub guard: Option<Guard>,
 }
 
 impl Append {
@@ -306,6 +387,7 @@ impl Append {
             idempotency_key: None,
             spend: Vec::new(),
             approval: None,
+            guard: None,
         }
     }
 }
@@ -371,6 +453,9 @@ pub struct RegistryAppend {
 /// bytes; lists are in the order of their keys.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RegistryState {
+    /// The seq of the last registry change recorded, read in the same
+    /// snapshot as the tables (0 before any).
+    pub seq: u64,
     /// Whether the first-start import was recorded.
     pub seeded: bool,
     /// Trusted issuer keys, `(kid, jwk)`, revoked ones included.
@@ -448,6 +533,37 @@ pub(crate) fn decode(seq: u64, line: &[u8]) -> Result<tollgate_protocol::LedgerE
 pub(crate) struct Item {
     pub append: Append,
     pub receipt_id: String,
+}
+
+/// One unit of a group: receipts appended together, and whom to answer.
+pub(crate) struct Request {
+    pub items: Vec<Item>,
+    pub reply: tokio::sync::oneshot::Sender<Result<Vec<LedgerEntry>, Error>>,
+}
+
+/// What the guard check reads of one unit: each receipt's guard and
+/// charges.
+pub(crate) fn guarded(req: &Request) -> Vec<(Option<&Guard>, &[Spend])> {
+    req.items
+        .iter()
+        .map(|i| (i.append.guard.as_ref(), i.append.spend.as_slice()))
+        .collect()
+}
+
+/// Answers and removes the units of `batch` that `answers` (one per unit,
+/// from the guard check) refuses.
+pub(crate) fn refuse_stale(batch: &mut Vec<Request>, answers: Vec<Option<Staleness>>) {
+    let mut answers = answers.into_iter();
+    let mut kept = Vec::with_capacity(batch.len());
+    for req in batch.drain(..) {
+        match answers.next().flatten() {
+            Some(why) => {
+                let _ = req.reply.send(Err(Error::Stale(why)));
+            }
+            None => kept.push(req),
+        }
+    }
+    *batch = kept;
 }
 
 /// `items` with their receipt ids, each checked to be a receipt.
@@ -650,6 +766,18 @@ pub trait Ledger: Send + Sync + 'static {
         &self,
         items: Vec<RegistryAppend>,
         seed: bool,
+    ) -> impl Future<Output = Result<Vec<LedgerEntry>, Error>> + Send {
+        self.append_registry_after(items, seed, None)
+    }
+
+    /// [`Ledger::append_registry`] of changes checked against the
+    /// registries as of `seen` ([`RegistryState::seq`]): refused with
+    /// [`Staleness::Registry`] if another change was recorded since.
+    fn append_registry_after(
+        &self,
+        items: Vec<RegistryAppend>,
+        seed: bool,
+        seen: Option<u64>,
     ) -> impl Future<Output = Result<Vec<LedgerEntry>, Error>> + Send;
 
     /// The registries as recorded.
@@ -658,7 +786,25 @@ pub trait Ledger: Send + Sync + 'static {
     /// Records, durably, that the request `body` with `key` is about to
     /// have effects outside the ledger (an upstream call). The record is
     /// removed in the transaction that appends the entry with that key.
-    fn reserve(&self, key: &str, body: &[u8]) -> impl Future<Output = Result<(), Error>> + Send;
+    fn reserve(&self, key: &str, body: &[u8]) -> impl Future<Output = Result<(), Error>> + Send {
+        self.reserve_holding(key, body, None, Vec::new())
+    }
+
+    /// [`Ledger::reserve`] for a decision made on `guard`, holding
+    /// `charges` against their budgets until the reservation is released
+    /// or its entry appended (which then records what it spent). The
+    /// guard is checked as an append's is, in the same order.
+    fn reserve_holding(
+        &self,
+        key: &str,
+        body: &[u8],
+        guard: Option<Guard>,
+        charges: Vec<Spend>,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// What reservations hold against budgets, by idempotency key, for
+    /// every window that has not ended at `now`.
+    fn held(&self, now: i64) -> impl Future<Output = Result<Vec<(String, Spend)>, Error>> + Send;
 
     /// Removes the reservation of `key`, if any: for one whose entry is
     /// already in the ledger (an orphan) or that was never acted on.
@@ -673,4 +819,24 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Group-commit counters since the ledger was opened.
     fn stats(&self) -> AppendStats;
+
+    /// Whether this handle may deliver webhooks now. An embedded ledger
+    /// has one server, which always may; a shared store grants a lease to
+    /// one holder at a time, which a deliverer asks for again before each
+    /// round and which passes to another when its holder goes.
+    fn delivery_lease(&self) -> impl Future<Output = Result<bool, Error>> + Send {
+        async { Ok(true) }
+    }
+
+    /// Announcements of registry changes (their seq) made through any
+    /// handle on the same store, other servers' included, or `None` where
+    /// the store has no such channel (an embedded ledger has one server,
+    /// whose own changes it knows). An announcement may be missed (a lost
+    /// connection); it only makes a reload earlier, and a guard
+    /// ([`Guard`]) catches what it missed.
+    fn registry_announcements(
+        &self,
+    ) -> impl Future<Output = Result<Option<tokio::sync::mpsc::Receiver<u64>>, Error>> + Send {
+        async { Ok(None) }
+    }
 }

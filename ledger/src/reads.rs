@@ -5,7 +5,7 @@
 //! back to integers. Each backend gets the functions for its pool type.
 
 macro_rules! shared_reads {
-    ($pool:ty, $row:ty) => {
+    ($pool:ty, $conn:ty, $row:ty, $writes:ident, $snapshot:expr) => {
         use std::collections::BTreeSet;
 
         use sqlx::Row as _;
@@ -348,55 +348,94 @@ macro_rules! shared_reads {
                 .collect())
         }
 
-        /// The registries as recorded.
+        /// What reservations hold, for every window not ended at `now`.
+        pub(crate) async fn held(pool: &$pool, now: i64) -> Result<Vec<(String, Spend)>, Error> {
+            let rows = sqlx::query(
+                "SELECT idempotency_key, delegation, currency, window_start, window_seconds, amount_minor
+                 FROM held WHERE window_start + window_seconds > $1
+                 ORDER BY idempotency_key, delegation, currency",
+            )
+            .bind(now)
+            .fetch_all(pool)
+            .await
+            .map_err(db)?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    (
+                        r.get(0),
+                        Spend {
+                            delegation: r.get(1),
+                            currency: r.get(2),
+                            window_start: r.get(3),
+                            window_seconds: r.get(4),
+                            amount_minor: r.get(5),
+                        },
+                    )
+                })
+                .collect())
+        }
+
+        async fn pairs(conn: &mut $conn, sql: &'static str) -> Result<Vec<(String, Vec<u8>)>, Error> {
+            Ok(sqlx::query(sql)
+                .fetch_all(conn)
+                .await
+                .map_err(db)?
+                .iter()
+                .map(|r| (r.get::<String, _>(0), r.get::<Vec<u8>, _>(1)))
+                .collect())
+        }
+
+        async fn ids(conn: &mut $conn, sql: &'static str) -> Result<BTreeSet<String>, Error> {
+            Ok(sqlx::query_scalar::<_, String>(sql)
+                .fetch_all(conn)
+                .await
+                .map_err(db)?
+                .into_iter()
+                .collect())
+        }
+
+        /// The registries as recorded, every table and the registry seq
+        /// read in one snapshot.
         pub(crate) async fn registry(pool: &$pool) -> Result<RegistryState, Error> {
-            let pairs = |sql: &'static str| async move {
-                sqlx::query(sql)
-                    .fetch_all(pool)
-                    .await
-                    .map_err(db)
-                    .map(|rows| {
-                        rows.iter()
-                            .map(|r| (r.get::<String, _>(0), r.get::<Vec<u8>, _>(1)))
-                            .collect::<Vec<_>>()
-                    })
-            };
-            let ids = |sql: &'static str| async move {
-                sqlx::query_scalar::<_, String>(sql)
-                    .fetch_all(pool)
-                    .await
-                    .map_err(db)
-                    .map(|v| v.into_iter().collect::<BTreeSet<_>>())
-            };
+            let mut tx = pool.begin().await.map_err(db)?;
+            if let Some(sql) = $snapshot {
+                sqlx::query(sql).execute(&mut *tx).await.map_err(db)?;
+            }
+            let c = &mut *tx;
             let seeded: Option<String> =
                 sqlx::query_scalar("SELECT value FROM ledger_meta WHERE key = 'seeded'")
-                    .fetch_optional(pool)
+                    .fetch_optional(&mut *c)
                     .await
                     .map_err(db)?;
             let history =
                 sqlx::query("SELECT change, version FROM reg_policy_history ORDER BY seq")
-                    .fetch_all(pool)
+                    .fetch_all(&mut *c)
                     .await
                     .map_err(db)?
                     .iter()
                     .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
                     .collect();
-            Ok(RegistryState {
+            let state = RegistryState {
+                seq: crate::writes::$writes::registry_seq(&mut *c).await?,
                 seeded: seeded.is_some(),
-                issuers: pairs("SELECT kid, jwk FROM reg_issuers ORDER BY kid").await?,
-                revoked_issuers: ids("SELECT kid FROM reg_issuer_revocations").await?,
-                delegations: pairs("SELECT id, token FROM reg_delegations ORDER BY id").await?,
-                revoked_delegations: ids("SELECT id FROM reg_delegation_revocations").await?,
-                reviewers: pairs("SELECT id, reviewer FROM reg_reviewers ORDER BY id").await?,
-                revoked_reviewers: ids("SELECT id FROM reg_reviewer_revocations").await?,
+                issuers: pairs(&mut *c, "SELECT kid, jwk FROM reg_issuers ORDER BY kid").await?,
+                revoked_issuers: ids(&mut *c, "SELECT kid FROM reg_issuer_revocations").await?,
+                delegations: pairs(&mut *c, "SELECT id, token FROM reg_delegations ORDER BY id").await?,
+                revoked_delegations: ids(&mut *c, "SELECT id FROM reg_delegation_revocations").await?,
+                reviewers: pairs(&mut *c, "SELECT id, reviewer FROM reg_reviewers ORDER BY id").await?,
+                revoked_reviewers: ids(&mut *c, "SELECT id FROM reg_reviewer_revocations").await?,
                 resources: pairs(
+                    &mut *c,
                     "SELECT resource, attributes FROM reg_resources ORDER BY resource",
                 )
                 .await?,
-                policies: pairs("SELECT version, files FROM reg_policies ORDER BY version")
+                policies: pairs(&mut *c, "SELECT version, files FROM reg_policies ORDER BY version")
                     .await?,
                 policy_history: history,
-            })
+            };
+            tx.commit().await.map_err(db)?;
+            Ok(state)
         }
     };
 }
@@ -413,12 +452,25 @@ pub(crate) enum Column {
 /// The shared reads over an SQLite pool.
 pub(crate) mod sqlite {
     pub(crate) use super::Column;
-    shared_reads!(sqlx::SqlitePool, sqlx::sqlite::SqliteRow);
+    // A read transaction on SQLite is a snapshot from its first read.
+    shared_reads!(
+        sqlx::SqlitePool,
+        sqlx::SqliteConnection,
+        sqlx::sqlite::SqliteRow,
+        sqlite,
+        None::<&'static str>
+    );
 }
 
 /// The shared reads over a PostgreSQL pool.
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres {
     pub(crate) use super::Column;
-    shared_reads!(sqlx::PgPool, sqlx::postgres::PgRow);
+    shared_reads!(
+        sqlx::PgPool,
+        sqlx::PgConnection,
+        sqlx::postgres::PgRow,
+        postgres,
+        Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    );
 }

@@ -31,9 +31,9 @@ use tollgate_protocol::{
 
 use crate::writes::sqlite::{apply_change, apply_webhook, insert_events, insert_recorded};
 use crate::{
-    Append, ApprovalRecord, AttemptRow, CheckReport, Clock, EndpointRow, Error, Head, Item, Ledger,
-    OutboxEvent, RegistryAppend, RegistryState, Spend, SystemClock, WebhookOp, decode, event_types,
-    insert_error, unique_violation,
+    Append, ApprovalRecord, AttemptRow, CheckReport, Clock, EndpointRow, Error, Guard, Head, Item,
+    Ledger, OutboxEvent, RegistryAppend, RegistryState, Request, Spend, Staleness, SystemClock,
+    WebhookOp, decode, event_types, insert_error, unique_violation,
 };
 use crate::{reads, writes};
 
@@ -53,6 +53,16 @@ const SCHEMA: &[&str] = &[
         idempotency_key TEXT PRIMARY KEY NOT NULL,
         body BLOB NOT NULL
     ) STRICT",
+    "CREATE TABLE IF NOT EXISTS held (
+        idempotency_key TEXT NOT NULL REFERENCES pending (idempotency_key) ON DELETE CASCADE,
+        delegation TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        window_start INTEGER NOT NULL,
+        window_seconds INTEGER NOT NULL CHECK (window_seconds > 0),
+        amount_minor INTEGER NOT NULL CHECK (amount_minor >= 0)
+    ) STRICT",
+    "CREATE INDEX IF NOT EXISTS held_window ON held (window_start, delegation, currency)",
+    "CREATE INDEX IF NOT EXISTS held_key ON held (idempotency_key)",
     "CREATE TABLE IF NOT EXISTS reg_issuers (
         kid TEXT PRIMARY KEY NOT NULL, jwk BLOB NOT NULL, seq INTEGER NOT NULL
     ) STRICT",
@@ -244,15 +254,18 @@ impl SqliteOptions {
 }
 
 enum Job {
-    Append(AppendRequest),
+    Append(Request),
     Registry {
         items: Vec<RegistryAppend>,
         seed: bool,
+        seen: Option<u64>,
         reply: oneshot::Sender<Result<Vec<LedgerEntry>, Error>>,
     },
     Reserve {
         key: String,
         body: Vec<u8>,
+        guard: Option<Guard>,
+        charges: Vec<Spend>,
         reply: oneshot::Sender<Result<(), Error>>,
     },
     Release {
@@ -266,12 +279,6 @@ enum Job {
         ops: Vec<WebhookOp>,
         reply: oneshot::Sender<Result<(), Error>>,
     },
-}
-
-/// One unit of a group: one or more receipts appended together.
-struct AppendRequest {
-    items: Vec<Item>,
-    reply: oneshot::Sender<Result<Vec<LedgerEntry>, Error>>,
 }
 
 /// Webhook state changes and whom to answer once they are committed.
@@ -468,7 +475,7 @@ impl Ledger for SqliteLedger {
         let (reply, answer) = oneshot::channel();
         self.inner
             .queue
-            .send(Job::Append(AppendRequest { items, reply }))
+            .send(Job::Append(Request { items, reply }))
             .await
             .map_err(|_| Error::Closed)?;
         answer.await.map_err(|_| Error::Closed)?
@@ -576,10 +583,11 @@ impl Ledger for SqliteLedger {
         self.inner.alg
     }
 
-    async fn append_registry(
+    async fn append_registry_after(
         &self,
         items: Vec<RegistryAppend>,
         seed: bool,
+        seen: Option<u64>,
     ) -> Result<Vec<LedgerEntry>, Error> {
         for item in &items {
             check_receipt(&item.receipt, "").map_err(|e| Error::NotAReceipt(e.to_string()))?;
@@ -587,7 +595,12 @@ impl Ledger for SqliteLedger {
         let (reply, answer) = oneshot::channel();
         self.inner
             .queue
-            .send(Job::Registry { items, seed, reply })
+            .send(Job::Registry {
+                items,
+                seed,
+                seen,
+                reply,
+            })
             .await
             .map_err(|_| Error::Closed)?;
         answer.await.map_err(|_| Error::Closed)?
@@ -597,13 +610,21 @@ impl Ledger for SqliteLedger {
         reads::sqlite::registry(&self.inner.readers).await
     }
 
-    async fn reserve(&self, key: &str, body: &[u8]) -> Result<(), Error> {
+    async fn reserve_holding(
+        &self,
+        key: &str,
+        body: &[u8],
+        guard: Option<Guard>,
+        charges: Vec<Spend>,
+    ) -> Result<(), Error> {
         let (reply, answer) = oneshot::channel();
         self.inner
             .queue
             .send(Job::Reserve {
                 key: key.to_owned(),
                 body: body.to_vec(),
+                guard,
+                charges,
                 reply,
             })
             .await
@@ -636,6 +657,10 @@ impl Ledger for SqliteLedger {
 
     async fn pending(&self) -> Result<Vec<(String, Vec<u8>)>, Error> {
         reads::sqlite::pending(&self.inner.readers).await
+    }
+
+    async fn held(&self, now: i64) -> Result<Vec<(String, Spend)>, Error> {
+        reads::sqlite::held(&self.inner.readers, now).await
     }
 
     fn stats(&self) -> AppendStats {
@@ -718,8 +743,14 @@ impl Writer {
                 }
                 match job {
                     Job::Append(_) | Job::Webhook { .. } => {}
-                    Job::Reserve { key, body, reply } => {
-                        let _ = reply.send(self.reserve(&key, &body).await);
+                    Job::Reserve {
+                        key,
+                        body,
+                        guard,
+                        charges,
+                        reply,
+                    } => {
+                        let _ = reply.send(self.reserve(&key, &body, guard, &charges).await);
                     }
                     Job::Probe { reply } => {
                         let _ = reply.send(self.probe().await);
@@ -727,8 +758,13 @@ impl Writer {
                     Job::Release { key, reply } => {
                         let _ = reply.send(self.release(&key).await);
                     }
-                    Job::Registry { items, seed, reply } => {
-                        let _ = reply.send(self.registry(items, seed).await);
+                    Job::Registry {
+                        items,
+                        seed,
+                        seen,
+                        reply,
+                    } => {
+                        let _ = reply.send(self.registry(items, seed, seen).await);
                     }
                 }
             }
@@ -748,13 +784,29 @@ impl Writer {
         Ok(())
     }
 
-    async fn reserve(&mut self, key: &str, body: &[u8]) -> Result<(), Error> {
-        sqlx::query("INSERT OR IGNORE INTO pending (idempotency_key, body) VALUES (?, ?)")
-            .bind(key)
-            .bind(body)
-            .execute(&mut self.conn)
-            .await
-            .map_err(db)?;
+    /// A reservation and its charges, in a transaction of its own, once
+    /// its guard holds.
+    async fn reserve(
+        &mut self,
+        key: &str,
+        body: &[u8],
+        guard: Option<Guard>,
+        charges: &[Spend],
+    ) -> Result<(), Error> {
+        self.begin().await?;
+        let written = async {
+            let unit = vec![(guard.as_ref(), charges)];
+            if let Some(Some(why)) = writes::sqlite::check_guards(&mut self.conn, &[unit])
+                .await?
+                .pop()
+            {
+                return Err(Error::Stale(why));
+            }
+            writes::sqlite::insert_reservation(&mut self.conn, key, body, charges).await
+        }
+        .await;
+        self.finish(written.is_ok()).await?;
+        written?;
         self.reserved.insert(key.to_owned());
         Ok(())
     }
@@ -765,10 +817,11 @@ impl Writer {
         &mut self,
         items: Vec<RegistryAppend>,
         seed: bool,
+        seen: Option<u64>,
     ) -> Result<Vec<LedgerEntry>, Error> {
         let at = self.stamp();
         self.begin().await?;
-        let result = self.registry_in_tx(items, seed, &at).await;
+        let result = self.registry_in_tx(items, seed, seen, &at).await;
         self.end(result).await
     }
 
@@ -776,8 +829,15 @@ impl Writer {
         &mut self,
         items: Vec<RegistryAppend>,
         seed: bool,
+        seen: Option<u64>,
         at: &Timestamp,
     ) -> Result<Vec<LedgerEntry>, Error> {
+        if let Some(seen) = seen {
+            let current = writes::sqlite::registry_seq(&mut self.conn).await?;
+            if current != seen {
+                return Err(Error::Stale(Staleness::Registry { seen, current }));
+            }
+        }
         if seed {
             let done: Option<String> =
                 sqlx::query_scalar("SELECT value FROM ledger_meta WHERE key = 'seeded'")
@@ -832,6 +892,7 @@ impl Writer {
             };
             entries.push(entry);
         }
+        writes::sqlite::set_registry_seq(&mut self.conn, head.seq).await?;
         Ok(entries)
     }
 
@@ -892,13 +953,13 @@ impl Writer {
     /// Commits a group of appends, with the webhook state changes `hooks`
     /// in the same transaction. If the group fails, the appends are
     /// answered as before and the webhook changes committed on their own.
-    async fn commit_group(&mut self, batch: Vec<AppendRequest>, hooks: Vec<WebhookJob>) {
+    async fn commit_group(&mut self, mut batch: Vec<Request>, hooks: Vec<WebhookJob>) {
         if batch.is_empty() {
             return self.commit_hooks(hooks).await;
         }
         let at = self.stamp();
         let ops: Vec<WebhookOp> = hooks.iter().flat_map(|(o, _)| o.iter().cloned()).collect();
-        match self.insert_all(&batch, &at, &ops).await {
+        match self.insert_all(&mut batch, &at, &ops).await {
             Ok(mut entries) => {
                 for req in batch {
                     let rest = entries.split_off(req.items.len());
@@ -917,14 +978,17 @@ impl Writer {
                 // the tables refuse): commit the others one by one so that
                 // only it fails.
                 for req in batch {
-                    let result = self.insert_all(std::slice::from_ref(&req), &at, &[]).await;
-                    let _ = req.reply.send(result);
+                    let mut one = vec![req];
+                    let result = self.insert_all(&mut one, &at, &[]).await;
+                    if let Some(req) = one.pop() {
+                        let _ = req.reply.send(result);
+                    }
                 }
             }
             Err(e) if !ops.is_empty() => {
                 // Perhaps the webhook changes failed it: the appends again,
                 // alone.
-                let result = self.insert_all(&batch, &at, &[]).await;
+                let result = self.insert_all(&mut batch, &at, &[]).await;
                 match result {
                     Ok(mut entries) => {
                         for req in batch {
@@ -960,14 +1024,25 @@ impl Writer {
         }
     }
 
+    /// Appends `batch` in one transaction with the webhook changes
+    /// `hooks`; units whose guard fails are answered and removed first.
     async fn insert_all(
         &mut self,
-        batch: &[AppendRequest],
+        batch: &mut Vec<Request>,
         at: &Timestamp,
         hooks: &[WebhookOp],
     ) -> Result<Vec<LedgerEntry>, Error> {
         self.begin().await?;
-        let mut result = self.insert_in_tx(batch, at).await;
+        let units: Vec<_> = batch.iter().map(crate::guarded).collect();
+        let answers = writes::sqlite::check_guards(&mut self.conn, &units).await;
+        drop(units);
+        let mut result = match answers {
+            Ok(answers) => {
+                crate::refuse_stale(batch, answers);
+                self.insert_in_tx(batch, at).await
+            }
+            Err(e) => Err(e),
+        };
         if result.is_ok() {
             for op in hooks {
                 if let Err(e) = apply_webhook(&mut self.conn, op).await {
@@ -1011,7 +1086,7 @@ impl Writer {
 
     async fn insert_in_tx(
         &mut self,
-        batch: &[AppendRequest],
+        batch: &[Request],
         at: &Timestamp,
     ) -> Result<Vec<LedgerEntry>, Error> {
         let batch: Vec<&Item> = batch.iter().flat_map(|r| &r.items).collect();

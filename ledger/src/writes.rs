@@ -73,6 +73,167 @@ macro_rules! shared_writes {
             Error::Database(e.to_string())
         }
 
+        /// The seq of the last registry change (0 before any).
+        pub(crate) async fn registry_seq(conn: &mut $conn) -> Result<u64, Error> {
+            let v: Option<String> =
+                sqlx::query_scalar("SELECT value FROM ledger_meta WHERE key = 'registry_seq'")
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(db)?;
+            Ok(v.and_then(|s| s.parse().ok()).unwrap_or(0))
+        }
+
+        /// Records `seq` as the last registry change, in its transaction.
+        pub(crate) async fn set_registry_seq(conn: &mut $conn, seq: u64) -> Result<(), Error> {
+            sqlx::query(
+                "INSERT INTO ledger_meta (key, value) VALUES ('registry_seq', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(seq.to_string())
+            .execute(&mut *conn)
+            .await
+            .map(|_| ())
+            .map_err(db)
+        }
+
+        /// Committed and held amounts in one budget window.
+        async fn window_sums(conn: &mut $conn, w: &(String, String, i64)) -> Result<(i64, i64), Error> {
+            let mut sums = [0i64; 2];
+            for (i, table) in ["spend", "held"].into_iter().enumerate() {
+                let sql = format!(
+                    "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM {table}
+                     WHERE window_start = $1 AND delegation = $2 AND currency = $3"
+                );
+                sums[i] = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(w.2)
+                    .bind(w.0.as_str())
+                    .bind(w.1.as_str())
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(db)?;
+            }
+            Ok((sums[0], sums[1]))
+        }
+
+        /// The guard check ([`crate::Guard`]) of a group's units, in order,
+        /// inside the group's transaction: for each unit, `None` to append
+        /// it or why it is stale. A unit refused charges nothing for the
+        /// units after it.
+        pub(crate) async fn check_guards(
+            conn: &mut $conn,
+            units: &[Vec<(Option<&crate::Guard>, &[crate::Spend])>],
+        ) -> Result<Vec<Option<crate::Staleness>>, Error> {
+            use std::collections::BTreeMap;
+            use crate::Staleness;
+            type W = (String, String, i64);
+            if units.iter().flatten().all(|(g, _)| g.is_none()) {
+                return Ok(vec![None; units.len()]);
+            }
+            let current = registry_seq(&mut *conn).await?;
+            let mut recorded: BTreeMap<W, (i64, i64)> = BTreeMap::new();
+            let mut charged: BTreeMap<W, i64> = BTreeMap::new();
+            let mut answers = Vec::with_capacity(units.len());
+            for unit in units {
+                let mut why = None;
+                let mut mine: BTreeMap<W, i64> = BTreeMap::new();
+                'unit: for (guard, charges) in unit {
+                    let Some(g) = guard else { continue };
+                    if g.registry_seq != current {
+                        why = Some(Staleness::Registry { seen: g.registry_seq, current });
+                        break;
+                    }
+                    for b in &g.budgets {
+                        let w = (b.delegation.clone(), b.currency.clone(), b.window_start);
+                        let (committed, held) = match recorded.get(&w) {
+                            Some(v) => *v,
+                            None => {
+                                let v = window_sums(&mut *conn, &w).await?;
+                                recorded.insert(w.clone(), v);
+                                v
+                            }
+                        };
+                        if b.spent < committed {
+                            why = Some(Staleness::Spending {
+                                delegation: b.delegation.clone(),
+                                currency: b.currency.clone(),
+                                read: b.spent,
+                                recorded: committed,
+                            });
+                            break 'unit;
+                        }
+                        let charge: i64 = charges
+                            .iter()
+                            .filter(|s| s.delegation == w.0 && s.currency == w.1 && s.window_start == w.2)
+                            .map(|s| s.amount_minor)
+                            .sum();
+                        let before = committed
+                            + charged.get(&w).copied().unwrap_or(0)
+                            + mine.get(&w).copied().unwrap_or(0);
+                        if charge > 0 && before.saturating_add(held).saturating_add(charge) > b.limit {
+                            why = Some(Staleness::OverBudget {
+                                delegation: b.delegation.clone(),
+                                currency: b.currency.clone(),
+                                limit: b.limit,
+                                committed: before,
+                                held,
+                                charge,
+                            });
+                            break 'unit;
+                        }
+                    }
+                    for s in charges.iter() {
+                        *mine
+                            .entry((s.delegation.clone(), s.currency.clone(), s.window_start))
+                            .or_insert(0) += s.amount_minor;
+                    }
+                }
+                if why.is_none() {
+                    for (w, n) in mine {
+                        *charged.entry(w).or_insert(0) += n;
+                    }
+                }
+                answers.push(why);
+            }
+            Ok(answers)
+        }
+
+        /// A reservation and the charges it holds.
+        pub(crate) async fn insert_reservation(
+            conn: &mut $conn,
+            key: &str,
+            body: &[u8],
+            charges: &[crate::Spend],
+        ) -> Result<(), Error> {
+            let new = sqlx::query(
+                "INSERT INTO pending (idempotency_key, body) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(key)
+            .bind(body)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?
+            .rows_affected()
+                == 1;
+            if new {
+                for s in charges {
+                    sqlx::query(
+                        "INSERT INTO held (idempotency_key, delegation, currency, window_start, window_seconds, amount_minor)
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(key)
+                    .bind(s.delegation.as_str())
+                    .bind(s.currency.as_str())
+                    .bind(s.window_start)
+                    .bind(s.window_seconds)
+                    .bind(s.amount_minor)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                }
+            }
+            Ok(())
+        }
+
         /// Writes one registry change's rows; a refusal by the tables' rules is a
         /// [`Error::RegistryConflict`] naming what was refused.
         pub(crate) async fn apply_change(

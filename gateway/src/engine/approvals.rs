@@ -31,7 +31,7 @@
 
 use std::sync::Arc;
 
-use tollgate_ledger::{Append, ApprovalRecord, ApprovalRow, Ledger, Spend};
+use tollgate_ledger::{Append, ApprovalRecord, ApprovalRow, Guard, Ledger, Spend};
 use tollgate_pipeline::Decision;
 use tollgate_policies::delegation::{self, Token};
 use tollgate_policies::{Bundle, Target};
@@ -506,7 +506,23 @@ impl<L: Ledger> Gateway<L> {
         let this = self.clone();
         tokio::spawn(async move {
             let _turn = this.approving.lock().await;
-            this.decide_locked(envelope).await
+            let mut last = ApprovalError::Contended(String::new());
+            for _ in 0..super::intents::MAX_ATTEMPTS {
+                match this.decide_locked(envelope.clone()).await {
+                    Err(ApprovalError::Contended(why)) => {
+                        // Another gateway changed what the check read:
+                        // read it again and check again.
+                        this.metrics.stale();
+                        this.refresh(this.view().registry_seq)
+                            .await
+                            .map_err(internal)?;
+                        this.reload_spending().await.map_err(internal)?;
+                        last = ApprovalError::Contended(why);
+                    }
+                    other => return other,
+                }
+            }
+            Err(last)
         })
         .await
         .map_err(internal)?
@@ -697,6 +713,10 @@ impl<L: Ledger> Gateway<L> {
             self.signer.sign_now(Domain::Receipt, &receipt),
         );
         approval.approval = Some(step);
+        approval.guard = Some(Guard {
+            registry_seq: view.registry_seq,
+            budgets: Vec::new(),
+        });
         let lines = if status == Status::Approved {
             let decision = self
                 .ledger
@@ -756,7 +776,7 @@ impl<L: Ledger> Gateway<L> {
         &self,
         view: &View,
         quorum: Quorum,
-        completing: Append,
+        mut completing: Append,
     ) -> Result<Vec<Vec<u8>>, ApprovalError> {
         let intent = &quorum.envelope.intent;
         let bundle = self.bundle_of(view, &quorum.policy_version)?;
@@ -772,12 +792,23 @@ impl<L: Ledger> Gateway<L> {
                 )),
                 None => Ok(()),
             });
+        let mut guard = Guard {
+            registry_seq: view.registry_seq,
+            budgets: Vec::new(),
+        };
+        let mut checked = false;
         let (held, spent) = {
             let mut budgets = self
                 .budgets
                 .lock()
                 .map_err(|_| internal("budget table poisoned"))?;
-            let reading = budgets.read(&chain, now.unix_seconds());
+            let mut reading = budgets.read(&chain, now.unix_seconds(), &[]);
+            // A granted execution is charged as budgets stand, never
+            // refused by them: only what it read is checked.
+            for b in &mut reading.reads {
+                b.limit = i64::MAX;
+            }
+            guard.budgets = std::mem::take(&mut reading.reads);
             let charges = match (&still, amount_of(&bundle, &quorum.envelope)) {
                 (Ok(()), Some((amount, currency))) => {
                     budget::Budgets::charges(&reading, amount, &currency)
@@ -805,12 +836,17 @@ impl<L: Ledger> Gateway<L> {
                 let upstream = self.upstream(&intent.action).map_err(internal)?;
                 let draft = quorum_draft(&quorum, spent.clone());
                 self.ledger
-                    .reserve(
+                    .reserve_holding(
                         &key,
                         &execution_record(&completing, &draft, &held.charges, &quorum.envelope),
+                        Some(guard.clone()),
+                        held.charges.clone(),
                     )
                     .await
-                    .map_err(internal)?;
+                    .map_err(conflict)?;
+                // Checked before the effect; what is appended after it is
+                // not checked again.
+                checked = true;
                 upstream
                     .commit(
                         quorum.policy_version.clone(),
@@ -830,6 +866,11 @@ impl<L: Ledger> Gateway<L> {
         );
         execution.idempotency_key = Some(key);
         execution.spend = spend.clone();
+        if checked {
+            completing.guard = None;
+        } else {
+            execution.guard = Some(guard);
+        }
         let entries = self
             .ledger
             .append_unit(vec![completing, execution])
@@ -1021,6 +1062,7 @@ fn expired(record: &ApprovalRecord) -> ApprovalError {
 fn conflict(e: tollgate_ledger::Error) -> ApprovalError {
     match e {
         tollgate_ledger::Error::ApprovalConflict(m) => ApprovalError::Conflict(m),
+        tollgate_ledger::Error::Stale(why) => ApprovalError::Contended(why.to_string()),
         other => internal(other),
     }
 }

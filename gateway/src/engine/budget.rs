@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use tollgate_ledger::Spend;
+use tollgate_ledger::{BudgetRead, Spend};
 use tollgate_policies::delegation::{Spent, Token};
 use tollgate_protocol::{Object, Timestamp, Value};
 
@@ -42,6 +42,8 @@ pub(crate) struct Reading {
     pub inputs: Vec<Value>,
     /// Each budget's current window: `(token, currency, start, length)`.
     windows: Vec<(String, String, i64, i64)>,
+    /// Each budget as read, for the ledger's guard.
+    pub reads: Vec<BudgetRead>,
 }
 
 fn window_start(now: i64, length: i64) -> i64 {
@@ -94,12 +96,14 @@ impl Budgets {
     }
 
     /// What each budget along `chain` has spent in its window holding
-    /// `now`.
-    pub(crate) fn read(&self, chain: &[&Token], now: i64) -> Reading {
+    /// `now`, counting `foreign` too: amounts other instances' commits in
+    /// flight hold, when the ledger said they matter.
+    pub(crate) fn read(&self, chain: &[&Token], now: i64, foreign: &[(String, Spend)]) -> Reading {
         let mut reading = Reading {
             spent: Spent::new(),
             inputs: Vec::new(),
             windows: Vec::new(),
+            reads: Vec::new(),
         };
         for t in chain.iter().rev() {
             let Some(length) = t.window_seconds.filter(|w| *w > 0) else {
@@ -107,7 +111,13 @@ impl Budgets {
             };
             let start = window_start(now, length);
             for currency in t.budget.keys() {
-                let amount = self.total(&(t.id.clone(), currency.clone(), start));
+                let w = (t.id.clone(), currency.clone(), start);
+                let amount = self.total(&w)
+                    + foreign
+                        .iter()
+                        .filter(|(_, s)| key(s) == w)
+                        .map(|(_, s)| s.amount_minor)
+                        .sum::<i64>();
                 reading
                     .spent
                     .entry(t.id.clone())
@@ -125,6 +135,13 @@ impl Budgets {
                 reading
                     .windows
                     .push((t.id.clone(), currency.clone(), start, length));
+                reading.reads.push(BudgetRead {
+                    delegation: t.id.clone(),
+                    currency: currency.clone(),
+                    window_start: start,
+                    spent: amount,
+                    limit: t.budget.get(currency).copied().unwrap_or(0),
+                });
             }
         }
         reading
@@ -177,6 +194,17 @@ impl Budgets {
         for s in charges {
             *self.committed.entry(key(s)).or_insert(0) += s.amount_minor;
         }
+    }
+
+    /// What the ledger records as committed, replacing the cache of it:
+    /// other instances commit to the same budgets.
+    pub(crate) fn reload(&mut self, rows: Vec<Spend>) {
+        self.committed = Self::from_ledger(rows).committed;
+    }
+
+    /// Keys of the reservations a crash left unfinished.
+    pub(crate) fn stuck_keys(&self) -> impl Iterator<Item = &String> {
+        self.stuck.keys()
     }
 
     /// The charges of reservations a crash left unfinished, replacing the

@@ -64,6 +64,13 @@ pub enum IntentError {
     /// The intent does not fit the active policy's action contract.
     #[error(transparent)]
     Shape(#[from] ShapeError),
+    /// Each decision was made on registries or spending that another
+    /// gateway changed before it could be appended, on every try: nothing
+    /// was recorded; the same intent again is decided afresh.
+    #[error(
+        "the registries or budgets kept changing while this intent was decided ({0}); try again"
+    )]
+    Contended(String),
     /// The gateway could not complete the request (storage, signing, or a
     /// broken invariant); the cause is for the log, not the caller.
     #[error("{0}")]
@@ -147,6 +154,10 @@ pub enum RegistryError {
     /// No earlier version was active.
     #[error("no earlier version was active")]
     NothingToRollBack,
+    /// Another gateway changed the registries while this change was
+    /// checked, again on each try: nothing was recorded; try again.
+    #[error("the registries kept changing while this change was checked ({0}); try again")]
+    Contended(String),
     /// The gateway could not record the change.
     #[error("{0}")]
     Internal(String),
@@ -262,6 +273,13 @@ pub enum ApprovalError {
     /// The ledger refused the step (another instance recorded one first).
     #[error("the ledger refused the decision: {0}")]
     Conflict(String),
+    /// Each try was checked on registries or spending that another
+    /// gateway changed before it could be appended: nothing was recorded;
+    /// the same signed decision again is checked afresh.
+    #[error(
+        "the registries or budgets kept changing while this decision was checked ({0}); try again"
+    )]
+    Contended(String),
     /// No intent with this agent and id was decided.
     #[error("no intent {intent_id:?} of agent {agent:?} was decided")]
     UnknownIntent {

@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use tollgate_ledger::{Append, Ledger, Spend};
+use tollgate_ledger::{Append, Guard, Ledger, Spend, Staleness};
 use tollgate_pipeline::{Decision, decide_authenticated, decide_with_spent};
 use tollgate_policies::delegation::{self, Refusal, Token};
 use tollgate_policies::{Bundle, Target};
@@ -78,7 +78,14 @@ enum Failure {
     /// The identity (or this very receipt) is already in the ledger: a
     /// replay, or a conflict.
     Duplicate,
+    /// The decision was made on registries or spending that another
+    /// instance has changed since: nothing was appended or reserved.
+    Stale(Staleness),
 }
+
+/// How many times an intent is decided again after a stale decision
+/// before the gateway gives up and says so.
+pub(super) const MAX_ATTEMPTS: usize = 4;
 
 impl From<IntentError> for Failure {
     fn from(e: IntentError) -> Self {
@@ -235,31 +242,6 @@ impl<L: Ledger> Gateway<L> {
         let now = self
             .within_skew(&intent.issued_at)
             .map_err(IntentError::ClockSkew)?;
-        let view = self.view();
-        if let Err(r) = delegation::check_chain(
-            intent,
-            Some((envelope.payload(), &envelope.signature)),
-            &view.snapshot.registry,
-        ) && let Some(kind) = authentication(&r)
-        {
-            return Err(IntentError::Unauthenticated {
-                kind,
-                reason: r.reason,
-            });
-        }
-        // Valid when the agent says it issued the intent is not enough: the
-        // chain must be valid now, by the gateway's clock.
-        for t in chain(&view, &intent.delegation) {
-            if now < t.not_before || now >= t.expires_at {
-                return Err(IntentError::Unauthenticated {
-                    kind: AuthFailure::NotValidNow,
-                    reason: format!(
-                        "delegation {} is valid from {} until {}, and the gateway's clock says {}",
-                        t.id, t.not_before, t.expires_at, now
-                    ),
-                });
-            }
-        }
         if let Some(k) = idempotency_key
             && k != intent.intent_id
         {
@@ -268,19 +250,26 @@ impl<L: Ledger> Gateway<L> {
                 intent_id: intent.intent_id.clone(),
             });
         }
+        let view = self.view();
+        authenticate(&view, &envelope, &now)?;
         let key = identity(&intent.agent, &intent.intent_id);
         // From here on nothing the caller does can stop the work half-way.
         let this = self.clone();
-        tokio::spawn(async move { this.decide_once(view, envelope, key).await })
+        tokio::spawn(async move { this.decide_current(view, envelope, key, now).await })
             .await
             .map_err(internal)?
     }
 
-    async fn decide_once(
+    /// Decides once, on the registries and spending as the ledger has them
+    /// when the decision is appended: a decision the ledger finds stale
+    /// (another instance changed what it read) appends nothing, and the
+    /// intent is authenticated and decided again on the state read anew.
+    async fn decide_current(
         &self,
-        view: Arc<View>,
+        mut view: Arc<View>,
         envelope: IntentEnvelope,
         key: String,
+        now: tollgate_protocol::Timestamp,
     ) -> Result<Submitted, IntentError> {
         {
             let mut set = self
@@ -295,6 +284,122 @@ impl<L: Ledger> Gateway<L> {
             gateway: self,
             key: key.clone(),
         };
+        let mut foreign = Vec::new();
+        let mut last = None;
+        for _ in 0..MAX_ATTEMPTS {
+            match self.decide_once(&view, &envelope, &key, &foreign).await {
+                Err(Failure::Stale(why)) => {
+                    self.metrics.stale();
+                    foreign = self.catch_up(&why).await?;
+                    last = Some(why);
+                }
+                Err(Failure::Refused(e)) => return Err(e),
+                Err(Failure::Duplicate) => {
+                    return self.replay(&key, &envelope).await?.ok_or_else(|| {
+                        internal("intent reported decided but its entry is not found")
+                    });
+                }
+                Ok(s) => return Ok(s),
+            }
+            view = self.view();
+            authenticate(&view, &envelope, &now)?;
+        }
+        Err(IntentError::Contended(
+            last.map(|w| w.to_string()).unwrap_or_default(),
+        ))
+    }
+
+    /// Brings the view and the budget cache up to the ledger after `why`;
+    /// the amounts other instances' reservations hold, when they matter
+    /// to the next decision.
+    async fn catch_up(&self, why: &Staleness) -> Result<Vec<(String, Spend)>, IntentError> {
+        match why {
+            Staleness::Registry { seen, .. } => {
+                self.refresh(*seen).await.map_err(internal)?;
+                Ok(Vec::new())
+            }
+            Staleness::Spending { .. } => {
+                self.reload_spending().await.map_err(internal)?;
+                Ok(Vec::new())
+            }
+            Staleness::OverBudget { .. } => {
+                self.reload_spending().await.map_err(internal)?;
+                let now = self.clock.now().unix_seconds();
+                let held = self.ledger.held(now).await.map_err(internal)?;
+                let (mine, stuck): (std::collections::BTreeSet<String>, Vec<String>) = (
+                    self.in_flight.lock().map(|s| s.clone()).unwrap_or_default(),
+                    self.budgets
+                        .lock()
+                        .map(|b| b.stuck_keys().cloned().collect())
+                        .unwrap_or_default(),
+                );
+                Ok(held
+                    .into_iter()
+                    .filter(|(k, _)| !mine.contains(k) && !stuck.contains(k))
+                    .collect())
+            }
+        }
+    }
+
+    /// The budget cache's record of committed amounts, read again from
+    /// the ledger.
+    pub(super) async fn reload_spending(&self) -> Result<(), tollgate_ledger::Error> {
+        let rows = self
+            .ledger
+            .spending(self.clock.now().unix_seconds())
+            .await?;
+        if let Ok(mut b) = self.budgets.lock() {
+            b.reload(rows);
+        }
+        Ok(())
+    }
+}
+
+/// Authenticates `envelope` against `view` at the gateway's clock `now`:
+/// the chain is trusted, unrevoked and valid now, and the agent signed.
+fn authenticate(
+    view: &View,
+    envelope: &IntentEnvelope,
+    now: &tollgate_protocol::Timestamp,
+) -> Result<(), IntentError> {
+    let intent = &envelope.intent;
+    {
+        if let Err(r) = delegation::check_chain(
+            intent,
+            Some((envelope.payload(), &envelope.signature)),
+            &view.snapshot.registry,
+        ) && let Some(kind) = authentication(&r)
+        {
+            return Err(IntentError::Unauthenticated {
+                kind,
+                reason: r.reason,
+            });
+        }
+        // Valid when the agent says it issued the intent is not enough: the
+        // chain must be valid now, by the gateway's clock.
+        for t in chain(view, &intent.delegation) {
+            if *now < t.not_before || *now >= t.expires_at {
+                return Err(IntentError::Unauthenticated {
+                    kind: AuthFailure::NotValidNow,
+                    reason: format!(
+                        "delegation {} is valid from {} until {}, and the gateway's clock says {}",
+                        t.id, t.not_before, t.expires_at, now
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+impl<L: Ledger> Gateway<L> {
+    async fn decide_once(
+        &self,
+        view: &View,
+        envelope: &IntentEnvelope,
+        key: &str,
+        foreign: &[(String, Spend)],
+    ) -> Result<Submitted, Failure> {
         // Before an effect outside the ledger, look the identity up (a
         // request that finished with it wrote its entry before releasing
         // it). Without one, the key's uniqueness in the ledger is the
@@ -304,20 +409,12 @@ impl<L: Ledger> Gateway<L> {
             .bundle
             .action(&envelope.intent.action)
             .is_some_and(|a| a.target == Target::Http);
-        if http && let Some(s) = self.replay(&key, &envelope).await? {
+        if http && let Some(s) = self.replay(key, envelope).await? {
             return Ok(s);
         }
-        match self.decide_and_commit(&view, &envelope, &key).await {
-            Ok((decision, entry)) => {
-                self.metrics.decision(decision.verdict.name());
-                Ok(submitted(&entry, Some(decision.verdict)))
-            }
-            Err(Failure::Refused(e)) => Err(e),
-            Err(Failure::Duplicate) => self
-                .replay(&key, &envelope)
-                .await?
-                .ok_or_else(|| internal("intent reported decided but its entry is not found")),
-        }
+        let (decision, entry) = self.decide_and_commit(view, envelope, key, foreign).await?;
+        self.metrics.decision(decision.verdict.name());
+        Ok(submitted(&entry, Some(decision.verdict)))
     }
 
     /// Decides an authenticated intent, commits it to its target, signs
@@ -327,11 +424,16 @@ impl<L: Ledger> Gateway<L> {
         view: &View,
         envelope: &IntentEnvelope,
         key: &str,
+        foreign: &[(String, Spend)],
     ) -> Result<(Decision, LedgerEntry), Failure> {
         let bundle: &Bundle = &view.bundle;
         let intent = &envelope.intent;
         let chain = chain(view, &intent.delegation);
         let t = std::time::Instant::now();
+        let mut guard = Guard {
+            registry_seq: view.registry_seq,
+            budgets: Vec::new(),
+        };
         let (decision, held, spent) = if chain.iter().any(|t| !t.budget.is_empty()) {
             // Read what is spent, decide, and reserve a pass's amount, all
             // under the budget lock.
@@ -339,7 +441,7 @@ impl<L: Ledger> Gateway<L> {
                 .budgets
                 .lock()
                 .map_err(|_| internal("budget table poisoned"))?;
-            let reading = budgets.read(&chain, self.clock.now().unix_seconds());
+            let reading = budgets.read(&chain, self.clock.now().unix_seconds(), foreign);
             let decision = decide_with_spent(bundle, envelope, &view.snapshot, &reading.spent)
                 .map_err(IntentError::Shape)?;
             let charges = match (decision.verdict, amount_of(bundle, envelope)) {
@@ -354,6 +456,7 @@ impl<L: Ledger> Gateway<L> {
                 charges,
                 committed: false,
             };
+            guard.budgets = reading.reads;
             (decision, held, reading.inputs)
         } else {
             let decision = decide_authenticated(bundle, envelope, &view.snapshot)
@@ -394,14 +497,25 @@ impl<L: Ledger> Gateway<L> {
         let http = bundle
             .action(&intent.action)
             .is_some_and(|a| a.target == Target::Http);
+        let mut guard_at_append = Some(guard);
         if decision.verdict == Verdict::Pass && http {
             let upstream = self.upstream(&intent.action).map_err(internal)?;
             // Durably, before any effect outside the ledger: the decision
             // itself, so that recovery records it and never decides again.
+            // The decision is checked against the ledger here, before the
+            // effect; the receipt appended after it is not checked again.
             self.ledger
-                .reserve(key, &reservation_bytes(&receipt.seal(), &held.charges))
+                .reserve_holding(
+                    key,
+                    &reservation_bytes(&receipt.seal(), &held.charges),
+                    guard_at_append.take(),
+                    held.charges.clone(),
+                )
                 .await
-                .map_err(internal)?;
+                .map_err(|e| match e {
+                    tollgate_ledger::Error::Stale(why) => Failure::Stale(why),
+                    e => internal(e).into(),
+                })?;
             receipt.outcome = upstream
                 .commit(bundle.version_string(), key, envelope)
                 .await
@@ -412,23 +526,22 @@ impl<L: Ledger> Gateway<L> {
         let spend = budget::spent_by(&receipt.outcome, &held.charges);
         let sealed = receipt.seal();
         let signature = self.signer.sign_now(Domain::Receipt, &sealed);
-        let appended = match &requirement {
-            Some(r) => {
-                let row = r.open_row(&receipt_id_of(&sealed), envelope, &bundle.version_string());
-                let mut append = Append::new(sealed, signature);
-                append.idempotency_key = Some(key.to_owned());
-                append.approval = Some(row);
-                self.ledger
-                    .append_unit(vec![append])
-                    .await
-                    .and_then(|mut v| v.pop().ok_or(tollgate_ledger::Error::Closed))
-            }
-            None => {
-                self.ledger
-                    .append_spending(sealed, signature, Some(key), spend.clone())
-                    .await
-            }
-        };
+        let mut append = Append::new(sealed, signature);
+        append.idempotency_key = Some(key.to_owned());
+        append.spend = spend.clone();
+        append.guard = guard_at_append;
+        if let Some(r) = &requirement {
+            append.approval = Some(r.open_row(
+                &receipt_id_of(&append.receipt),
+                envelope,
+                &bundle.version_string(),
+            ));
+        }
+        let appended = self
+            .ledger
+            .append_unit(vec![append])
+            .await
+            .and_then(|mut v| v.pop().ok_or(tollgate_ledger::Error::Closed));
         self.metrics.append.observe(t.elapsed().as_secs_f64());
         match appended {
             Ok(e) => {
@@ -441,6 +554,7 @@ impl<L: Ledger> Gateway<L> {
                 tollgate_ledger::Error::DuplicateKey(_)
                 | tollgate_ledger::Error::DuplicateReceipt(_),
             ) => Err(Failure::Duplicate),
+            Err(tollgate_ledger::Error::Stale(why)) => Err(Failure::Stale(why)),
             Err(e) => Err(internal(e).into()),
         }
     }

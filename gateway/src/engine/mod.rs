@@ -10,6 +10,17 @@
 //! Registry changes are serialized by one lock, so each is checked against
 //! the state it will apply to.
 //!
+//! Several gateways may share one ledger (PostgreSQL). Each decision and
+//! registry change carries what it read (the registry seq of its view,
+//! the spending of each budget) as a [`tollgate_ledger::Guard`], which the
+//! ledger checks in the appending transaction after every earlier append,
+//! whichever instance made it. A stale one appends nothing; the engine
+//! reads the registries or spending again and decides again. So no
+//! decision is ever recorded on a view older than the registry changes
+//! before it in the chain, and no budget is exceeded across instances,
+//! by construction; announcements of changes (LISTEN/NOTIFY) only make
+//! the reload come earlier.
+//!
 //! Invariants:
 //! - nothing is acknowledged before its receipt is durable;
 //! - a refused intent or registry change appends nothing;
@@ -140,6 +151,8 @@ pub(crate) struct View {
     pub published: BTreeMap<String, Arc<BTreeMap<String, String>>>,
     /// The activation stack; its last element is active.
     pub stack: Vec<String>,
+    /// The seq of the last registry change this view holds.
+    pub registry_seq: u64,
 }
 
 /// The gateway's engine.
@@ -154,6 +167,8 @@ pub struct Gateway<L: Ledger> {
     /// Serializes registry changes: each is checked against the state it
     /// applies to.
     registry_lock: tokio::sync::Mutex<()>,
+    /// One reload of the registries at a time.
+    refreshing: tokio::sync::Mutex<()>,
     /// Idempotency keys being decided right now.
     pub(crate) in_flight: Mutex<BTreeSet<String>>,
     /// Reservations the last recovery could not finish.
@@ -214,6 +229,7 @@ impl<L: Ledger> Gateway<L> {
             upstreams: parts.upstreams,
             view: RwLock::new(Arc::new(view)),
             registry_lock: tokio::sync::Mutex::new(()),
+            refreshing: tokio::sync::Mutex::new(()),
             in_flight: Mutex::new(BTreeSet::new()),
             unfinished: Mutex::new(Vec::new()),
             budgets: Mutex::new(budgets),
@@ -256,11 +272,52 @@ impl<L: Ledger> Gateway<L> {
         }
     }
 
+    /// Publishes `view`, unless the one in place is newer (a reload that
+    /// read the ledger before a change this instance made).
     fn set_view(&self, view: View) {
-        match self.view.write() {
-            Ok(mut v) => *v = Arc::new(view),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(view),
+        let mut v = match self.view.write() {
+            Ok(v) => v,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if view.registry_seq >= v.registry_seq {
+            *v = Arc::new(view);
         }
+    }
+
+    /// Reads the registries from the ledger again, unless the view is
+    /// already newer than `seen` (another task reloaded it).
+    pub(crate) async fn refresh(&self, seen: u64) -> Result<(), String> {
+        let _one = self.refreshing.lock().await;
+        if self.view().registry_seq > seen {
+            return Ok(());
+        }
+        let state = self.ledger.registry().await.map_err(|e| e.to_string())?;
+        let view = View::from_recorded(&state, self.ledger.hash_alg())?;
+        self.set_view(view);
+        self.metrics.reloaded();
+        Ok(())
+    }
+
+    /// Reloads the registries whenever the ledger announces a change made
+    /// by another instance, for as long as the gateway lives. Announcements
+    /// only make reloads earlier: a decision on an older view is refused at
+    /// append whether or not one arrived.
+    pub async fn spawn_registry_listener(self: &Arc<Self>) -> Result<(), StartError> {
+        let Some(mut announced) = self.ledger.registry_announcements().await? else {
+            return Ok(());
+        };
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(seq) = announced.recv().await {
+                let Some(gateway) = weak.upgrade() else {
+                    return;
+                };
+                if gateway.view().registry_seq < seq {
+                    let _ = gateway.refresh(seq.saturating_sub(1)).await;
+                }
+            }
+        });
+        Ok(())
     }
 
     /// Whether the gateway can commit now: the ledger takes a small durable

@@ -132,6 +132,7 @@ impl View {
             revoked_reviewers: state.revoked_reviewers.clone(),
             published,
             stack,
+            registry_seq: state.seq,
         };
         view.rehash(alg);
         view.prepare();
@@ -317,19 +318,49 @@ pub(super) async fn import<L: Ledger>(
 }
 
 impl<L: Ledger> Gateway<L> {
-    /// Appends one change; the view is the caller's to update after.
+    /// Appends one change checked against `view`; the seq of its entry.
+    /// The view is the caller's to update after. If another instance
+    /// changed the registries since `view`, nothing is appended: the view
+    /// is reloaded and the change is [`RegistryError::Contended`], to be
+    /// checked again ([`Gateway::retrying`]).
     async fn record(
         &self,
+        view: &View,
         change: RegistryChange,
         object: Value,
         policy: &str,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<u64, RegistryError> {
         let item = registry_item(&self.signer, &*self.clock, change, object, policy);
-        self.ledger
-            .append_registry(vec![item], false)
+        match self
+            .ledger
+            .append_registry_after(vec![item], false, Some(view.registry_seq))
             .await
-            .map(|_| ())
-            .map_err(|e| RegistryError::Internal(e.to_string()))
+        {
+            Ok(entries) => Ok(entries.last().map_or(view.registry_seq, |e| e.seq)),
+            Err(tollgate_ledger::Error::Stale(why)) => {
+                self.refresh(view.registry_seq)
+                    .await
+                    .map_err(RegistryError::Internal)?;
+                Err(RegistryError::Contended(why.to_string()))
+            }
+            Err(e) => Err(RegistryError::Internal(e.to_string())),
+        }
+    }
+
+    /// Runs a registry change until it is checked and recorded on the
+    /// current registries, or gives up after a few tries.
+    async fn retrying<T, F>(&self, mut attempt: impl FnMut() -> F) -> Result<T, RegistryError>
+    where
+        F: Future<Output = Result<T, RegistryError>>,
+    {
+        let mut last = RegistryError::Contended(String::new());
+        for _ in 0..super::intents::MAX_ATTEMPTS {
+            match attempt().await {
+                Err(e @ RegistryError::Contended(_)) => last = e,
+                other => return other,
+            }
+        }
+        Err(last)
     }
 
     /// Makes `files` the active policy: published if new, activated unless
@@ -351,6 +382,11 @@ impl<L: Ledger> Gateway<L> {
     /// agent) and be no wider than its parent. The same token again is
     /// [`Changed::Unchanged`]; a revoked id is refused.
     pub async fn register_delegation(&self, envelope: Value) -> Result<Changed, RegistryError> {
+        self.retrying(|| self.try_register_delegation(envelope.clone()))
+            .await
+    }
+
+    async fn try_register_delegation(&self, envelope: Value) -> Result<Changed, RegistryError> {
         let token = Token::from_value(&envelope)
             .map_err(|e| RegistryError::InvalidDelegation(e.to_string()))?;
         let now = self.clock.now();
@@ -386,16 +422,19 @@ impl<L: Ledger> Gateway<L> {
             return Err(RegistryError::WiderThanParent(why));
         }
         let id = token.id.clone();
-        self.record(
-            RegistryChange::DelegationRegister {
-                id: id.clone(),
-                token: bytes.clone(),
-            },
-            envelope,
-            &view.bundle.version_string(),
-        )
-        .await?;
+        let seq = self
+            .record(
+                &view,
+                RegistryChange::DelegationRegister {
+                    id: id.clone(),
+                    token: bytes.clone(),
+                },
+                envelope,
+                &view.bundle.version_string(),
+            )
+            .await?;
         let mut next = (*view).clone();
+        next.registry_seq = seq;
         let mut snapshot = (*next.snapshot).clone();
         snapshot.registry.tokens.insert(id.clone(), token);
         next.snapshot = Arc::new(snapshot);
@@ -410,6 +449,10 @@ impl<L: Ledger> Gateway<L> {
     /// Revokes a registered delegation, effective for the very next
     /// intent. Revoking it again is [`Changed::Unchanged`].
     pub async fn revoke_delegation(&self, id: &str) -> Result<Changed, RegistryError> {
+        self.retrying(|| self.try_revoke_delegation(id)).await
+    }
+
+    async fn try_revoke_delegation(&self, id: &str) -> Result<Changed, RegistryError> {
         let _lock = self.registry_lock.lock().await;
         let view = self.view();
         if !view.tokens.contains_key(id) {
@@ -418,13 +461,16 @@ impl<L: Ledger> Gateway<L> {
         if view.snapshot.registry.revoked.contains(id) {
             return Ok(Changed::Unchanged);
         }
-        self.record(
-            RegistryChange::DelegationRevoke { id: id.to_owned() },
-            id.into(),
-            &view.bundle.version_string(),
-        )
-        .await?;
+        let seq = self
+            .record(
+                &view,
+                RegistryChange::DelegationRevoke { id: id.to_owned() },
+                id.into(),
+                &view.bundle.version_string(),
+            )
+            .await?;
         let mut next = (*view).clone();
+        next.registry_seq = seq;
         let mut snapshot = (*next.snapshot).clone();
         snapshot.registry.revoked.insert(id.to_owned());
         next.snapshot = Arc::new(snapshot);
@@ -452,6 +498,11 @@ impl<L: Ledger> Gateway<L> {
     /// agent's (no agent approves, least of all its own intents); the same
     /// object again is [`Changed::Unchanged`]; a revoked id is refused.
     pub async fn register_reviewer(&self, object: Value) -> Result<Changed, RegistryError> {
+        self.retrying(|| self.try_register_reviewer(object.clone()))
+            .await
+    }
+
+    async fn try_register_reviewer(&self, object: Value) -> Result<Changed, RegistryError> {
         let reviewer = Reviewer::from_value(&object).map_err(RegistryError::InvalidReviewer)?;
         let _lock = self.registry_lock.lock().await;
         let view = self.view();
@@ -481,16 +532,19 @@ impl<L: Ledger> Gateway<L> {
             }
         }
         let id = reviewer.id.clone();
-        self.record(
-            RegistryChange::ReviewerRegister {
-                id: id.clone(),
-                reviewer: bytes,
-            },
-            object,
-            &view.bundle.version_string(),
-        )
-        .await?;
+        let seq = self
+            .record(
+                &view,
+                RegistryChange::ReviewerRegister {
+                    id: id.clone(),
+                    reviewer: bytes,
+                },
+                object,
+                &view.bundle.version_string(),
+            )
+            .await?;
         let mut next = (*view).clone();
+        next.registry_seq = seq;
         next.reviewers.insert(id, reviewer);
         self.set_view(next);
         Ok(Changed::Recorded)
@@ -499,6 +553,10 @@ impl<L: Ledger> Gateway<L> {
     /// Revokes a reviewer, effective at once. Again is
     /// [`Changed::Unchanged`].
     pub async fn revoke_reviewer(&self, id: &str) -> Result<Changed, RegistryError> {
+        self.retrying(|| self.try_revoke_reviewer(id)).await
+    }
+
+    async fn try_revoke_reviewer(&self, id: &str) -> Result<Changed, RegistryError> {
         let _lock = self.registry_lock.lock().await;
         let view = self.view();
         if !view.reviewers.contains_key(id) {
@@ -507,13 +565,16 @@ impl<L: Ledger> Gateway<L> {
         if view.revoked_reviewers.contains(id) {
             return Ok(Changed::Unchanged);
         }
-        self.record(
-            RegistryChange::ReviewerRevoke { id: id.to_owned() },
-            id.into(),
-            &view.bundle.version_string(),
-        )
-        .await?;
+        let seq = self
+            .record(
+                &view,
+                RegistryChange::ReviewerRevoke { id: id.to_owned() },
+                id.into(),
+                &view.bundle.version_string(),
+            )
+            .await?;
         let mut next = (*view).clone();
+        next.registry_seq = seq;
         next.revoked_reviewers.insert(id.to_owned());
         self.set_view(next);
         Ok(Changed::Recorded)
@@ -541,6 +602,14 @@ impl<L: Ledger> Gateway<L> {
         &self,
         files: BTreeMap<String, String>,
     ) -> Result<(String, Changed), RegistryError> {
+        self.retrying(|| self.try_publish_policy(files.clone()))
+            .await
+    }
+
+    async fn try_publish_policy(
+        &self,
+        files: BTreeMap<String, String>,
+    ) -> Result<(String, Changed), RegistryError> {
         let bundle = load_bundle(&files)?;
         let version = bundle.version_string();
         let _lock = self.registry_lock.lock().await;
@@ -551,16 +620,19 @@ impl<L: Ledger> Gateway<L> {
         let value = files_value(&files);
         let mut object = Object::new();
         object.insert("files", value.clone());
-        self.record(
-            RegistryChange::PolicyPublish {
-                version: version.clone(),
-                files: canonical(&value),
-            },
-            Value::Object(object),
-            &view.bundle.version_string(),
-        )
-        .await?;
+        let seq = self
+            .record(
+                &view,
+                RegistryChange::PolicyPublish {
+                    version: version.clone(),
+                    files: canonical(&value),
+                },
+                Value::Object(object),
+                &view.bundle.version_string(),
+            )
+            .await?;
         let mut next = (*view).clone();
+        next.registry_seq = seq;
         next.published.insert(version.clone(), Arc::new(files));
         self.set_view(next);
         Ok((version, Changed::Recorded))
@@ -569,6 +641,10 @@ impl<L: Ledger> Gateway<L> {
     /// From the very next intent, decisions use published version
     /// `version`.
     pub async fn activate_policy(&self, version: &str) -> Result<(), RegistryError> {
+        self.retrying(|| self.try_activate_policy(version)).await
+    }
+
+    async fn try_activate_policy(&self, version: &str) -> Result<(), RegistryError> {
         let _lock = self.registry_lock.lock().await;
         let view = self.view();
         let mut stack = view.stack.clone();
@@ -578,6 +654,10 @@ impl<L: Ledger> Gateway<L> {
 
     /// Back to the version active before the current one; returns it.
     pub async fn rollback_policy(&self) -> Result<String, RegistryError> {
+        self.retrying(|| self.try_rollback_policy()).await
+    }
+
+    async fn try_rollback_policy(&self) -> Result<String, RegistryError> {
         let _lock = self.registry_lock.lock().await;
         let view = self.view();
         let mut stack = view.stack.clone();
@@ -619,8 +699,9 @@ impl<L: Ledger> Gateway<L> {
             }
         };
         // The receipt names the version it puts in force.
-        self.record(change, version.into(), version).await?;
+        let seq = self.record(view, change, version.into(), version).await?;
         let mut next = view.clone();
+        next.registry_seq = seq;
         next.bundle = Arc::new(bundle);
         next.stack = stack;
         self.set_view(next);

@@ -191,21 +191,32 @@ impl Ledger for Faulty {
     fn hash_alg(&self) -> HashAlg {
         self.inner.hash_alg()
     }
-    async fn append_registry(
+    async fn append_registry_after(
         &self,
         items: Vec<RegistryAppend>,
         seed: bool,
+        seen: Option<u64>,
     ) -> Result<Vec<LedgerEntry>, LedgerError> {
         self.write_check()?;
-        self.inner.append_registry(items, seed).await
+        self.inner.append_registry_after(items, seed, seen).await
     }
     async fn registry(&self) -> Result<RegistryState, LedgerError> {
         self.read_check()?;
         self.inner.registry().await
     }
-    async fn reserve(&self, key: &str, body: &[u8]) -> Result<(), LedgerError> {
+    async fn reserve_holding(
+        &self,
+        key: &str,
+        body: &[u8],
+        guard: Option<tollgate_ledger::Guard>,
+        charges: Vec<Spend>,
+    ) -> Result<(), LedgerError> {
         self.write_check()?;
-        self.inner.reserve(key, body).await
+        self.inner.reserve_holding(key, body, guard, charges).await
+    }
+    async fn held(&self, now: i64) -> Result<Vec<(String, Spend)>, LedgerError> {
+        self.read_check()?;
+        self.inner.held(now).await
     }
     async fn release(&self, key: &str) -> Result<(), LedgerError> {
         self.write_check()?;

@@ -250,6 +250,7 @@ impl ApiError {
                     };
                     (S::UNPROCESSABLE_ENTITY, slug, Some(s.pointer().to_owned()))
                 }
+                IntentError::Contended(_) => (S::SERVICE_UNAVAILABLE, "contended", None),
                 IntentError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", None),
             },
             Self::Registry(e) => match e {
@@ -291,6 +292,7 @@ impl ApiError {
                     (S::UNPROCESSABLE_ENTITY, "missing-upstream", None)
                 }
                 RegistryError::NothingToRollBack => (S::CONFLICT, "nothing-to-roll-back", None),
+                RegistryError::Contended(_) => (S::SERVICE_UNAVAILABLE, "contended", None),
                 RegistryError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", None),
             },
             Self::InvalidApproval(e) => (
@@ -356,6 +358,7 @@ impl ApiError {
                     ApprovalError::Reused { .. } => (S::CONFLICT, "approval-decision-reused", None),
                     ApprovalError::Conflict(_) => (S::CONFLICT, "approval-conflict", None),
                     ApprovalError::UnknownIntent { .. } => (S::NOT_FOUND, "unknown-intent", None),
+                    ApprovalError::Contended(_) => (S::SERVICE_UNAVAILABLE, "contended", None),
                     ApprovalError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", None),
                 }
             }
@@ -438,7 +441,9 @@ impl IntoResponse for ApiError {
             .into_response();
         if matches!(
             self,
-            Self::Intent(IntentError::InFlight(_)) | Self::Approval(ApprovalError::Executing(_))
+            Self::Intent(IntentError::InFlight(_) | IntentError::Contended(_))
+                | Self::Registry(RegistryError::Contended(_))
+                | Self::Approval(ApprovalError::Executing(_) | ApprovalError::Contended(_))
         ) {
             r.headers_mut().insert(
                 header::RETRY_AFTER,

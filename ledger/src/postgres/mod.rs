@@ -25,12 +25,19 @@ use tokio::sync::{mpsc, oneshot};
 use tollgate_protocol::{HashAlg, HashValue, LedgerEntry, Value, check_receipt};
 
 use crate::reads::postgres as reads;
-use crate::writes::postgres::{apply_change, apply_webhook, insert_events};
-use crate::{
-    Append, AppendStats, ApprovalRecord, AttemptRow, Clock, EndpointRow, Error, Head, Ledger,
-    OutboxEvent, RegistryAppend, RegistryState, Spend, SystemClock, WebhookOp, event_types,
-    unique_violation,
+use crate::writes::postgres::{
+    apply_change, apply_webhook, check_guards, insert_events, insert_reservation, registry_seq,
+    set_registry_seq,
 };
+use crate::{
+    Append, AppendStats, ApprovalRecord, AttemptRow, Clock, EndpointRow, Error, Guard, Head,
+    Ledger, OutboxEvent, RegistryAppend, RegistryState, Spend, Staleness, SystemClock, WebhookOp,
+    event_types, unique_violation,
+};
+
+/// The channel on which each registry change is announced (its seq), in
+/// the change's transaction: listeners hear of it once it is committed.
+pub const REGISTRY_CHANNEL: &str = "tollgate_registry";
 
 fn db(e: sqlx::Error) -> Error {
     Error::Database(e.to_string())
@@ -72,11 +79,13 @@ impl PgOptions {
 pub struct PgLedger {
     pool: PgPool,
     alg: HashAlg,
-    queue: mpsc::Sender<writer::Request>,
+    queue: mpsc::Sender<crate::Request>,
     stats: Arc<writer::Counters>,
     clock: Arc<dyn Clock>,
     /// The connection that holds the sole-server lock, once taken.
-    sole: Arc<tokio::sync::Mutex<Option<sqlx::pool::PoolConnection<sqlx::Postgres>>>>,
+    /// The connection holding the webhook delivery lease, when this
+    /// instance holds it.
+    lease: Arc<tokio::sync::Mutex<Option<sqlx::pool::PoolConnection<sqlx::Postgres>>>>,
 }
 
 impl std::fmt::Debug for PgLedger {
@@ -142,34 +151,8 @@ impl PgLedger {
             queue,
             stats,
             clock,
-            sole: Arc::new(tokio::sync::Mutex::new(None)),
+            lease: Arc::new(tokio::sync::Mutex::new(None)),
         })
-    }
-
-    /// Takes the lock that makes this the only gateway serving the
-    /// database, for as long as this ledger (or its process) lives; another
-    /// holder is [`Error::Busy`]. (Instances may share a database for
-    /// reading and appending; serving decisions from several needs their
-    /// registries and budgets kept fresh together, which one server keeps
-    /// by itself.)
-    pub async fn claim_sole_server(&self) -> Result<(), Error> {
-        let mut sole = self.sole.lock().await;
-        if sole.is_some() {
-            return Ok(());
-        }
-        let mut conn = self.pool.acquire().await.map_err(db)?;
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(schema::SERVER_LOCK)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(db)?;
-        if !got {
-            return Err(Error::Busy(
-                "another gateway serves this database (one gateway per PostgreSQL ledger)".into(),
-            ));
-        }
-        *sole = Some(conn);
-        Ok(())
     }
 }
 
@@ -181,7 +164,7 @@ impl Ledger for PgLedger {
         let items = crate::checked(items)?;
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(writer::Request { items, reply })
+            .send(crate::Request { items, reply })
             .await
             .map_err(|_| Error::Closed)?;
         answer.await.map_err(|_| Error::Closed)?
@@ -294,16 +277,23 @@ impl Ledger for PgLedger {
     /// registry receipts' entries and their changes, and with `seed` the
     /// mark that the first-start import is done (which only one instance
     /// can make).
-    async fn append_registry(
+    async fn append_registry_after(
         &self,
         items: Vec<RegistryAppend>,
         seed: bool,
+        seen: Option<u64>,
     ) -> Result<Vec<LedgerEntry>, Error> {
         for item in &items {
             check_receipt(&item.receipt, "").map_err(|e| Error::NotAReceipt(e.to_string()))?;
         }
         let mut tx = self.pool.begin().await.map_err(db)?;
         let (mut seq, mut prev, at) = writer::lock_head(&mut tx, &*self.clock).await?;
+        if let Some(seen) = seen {
+            let current = registry_seq(&mut tx).await?;
+            if current != seen {
+                return Err(Error::Stale(Staleness::Registry { seen, current }));
+            }
+        }
         if seed {
             let marked = sqlx::query(
                 "INSERT INTO ledger_meta (key, value) VALUES ('seeded', '1') ON CONFLICT DO NOTHING",
@@ -348,6 +338,15 @@ impl Ledger for PgLedger {
             entries.push(entry);
         }
         writer::set_head(&mut tx, seq, prev, &at).await?;
+        set_registry_seq(&mut tx, seq).await?;
+        // Every instance listening reloads its registries now, not at its
+        // next stale decision.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(REGISTRY_CHANNEL)
+            .bind(seq.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(entries)
     }
@@ -356,16 +355,28 @@ impl Ledger for PgLedger {
         reads::registry(&self.pool).await
     }
 
-    async fn reserve(&self, key: &str, body: &[u8]) -> Result<(), Error> {
-        sqlx::query(
-            "INSERT INTO pending (idempotency_key, body) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(key)
-        .bind(body)
-        .execute(&self.pool)
-        .await
-        .map(|_| ())
-        .map_err(db)
+    async fn reserve_holding(
+        &self,
+        key: &str,
+        body: &[u8],
+        guard: Option<Guard>,
+        charges: Vec<Spend>,
+    ) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        if guard.is_some() {
+            // Checked in order with every instance's appends.
+            writer::lock_head(&mut tx, &*self.clock).await?;
+            let unit = vec![(guard.as_ref(), charges.as_slice())];
+            if let Some(Some(why)) = check_guards(&mut tx, &[unit]).await?.pop() {
+                return Err(Error::Stale(why));
+            }
+        }
+        insert_reservation(&mut tx, key, body, &charges).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn held(&self, now: i64) -> Result<Vec<(String, Spend)>, Error> {
+        reads::held(&self.pool, now).await
     }
 
     async fn release(&self, key: &str) -> Result<(), Error> {
@@ -398,5 +409,51 @@ impl Ledger for PgLedger {
             groups: self.stats.groups.load(Ordering::Relaxed),
             appends: self.stats.appends.load(Ordering::Relaxed),
         }
+    }
+
+    /// The lease is a session advisory lock: held by one instance's
+    /// connection at a time, released by PostgreSQL when that connection
+    /// ends (the instance stopped or was killed), then taken by the next
+    /// instance that asks.
+    async fn delivery_lease(&self) -> Result<bool, Error> {
+        let mut lease = self.lease.lock().await;
+        if let Some(conn) = lease.as_mut() {
+            // Still ours while the connection lives.
+            if sqlx::query("SELECT 1").execute(&mut **conn).await.is_ok() {
+                return Ok(true);
+            }
+            *lease = None;
+        }
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(schema::DELIVERY_LOCK)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db)?;
+        if got {
+            *lease = Some(conn);
+        }
+        Ok(got)
+    }
+
+    async fn registry_announcements(&self) -> Result<Option<mpsc::Receiver<u64>>, Error> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool)
+            .await
+            .map_err(db)?;
+        listener.listen(REGISTRY_CHANNEL).await.map_err(db)?;
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            // `recv` reconnects after a lost connection; what was announced
+            // meanwhile is missed, which the guards make harmless.
+            while let Ok(n) = listener.recv().await {
+                let Ok(seq) = n.payload().parse::<u64>() else {
+                    continue;
+                };
+                if tx.send(seq).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Some(rx))
     }
 }

@@ -14,8 +14,9 @@
 /// The key of the advisory lock held while the schema is applied.
 pub(crate) const SCHEMA_LOCK: i64 = 0x746f_6c6c_6761_7465; // "tollgate"
 
-/// The key of the session lock the one serving gateway holds.
-pub(crate) const SERVER_LOCK: i64 = 0x746f_6c6c_7365_7276; // "tollserv"
+/// The key of the session lock held by the one instance that delivers
+/// webhooks.
+pub(crate) const DELIVERY_LOCK: i64 = 0x746f_6c6c_686f_6f6b; // "tollhook"
 
 /// Statements, in order; each can run again on an existing schema.
 pub(crate) const SCHEMA: &[&str] = &[
@@ -40,6 +41,16 @@ pub(crate) const SCHEMA: &[&str] = &[
         idempotency_key TEXT PRIMARY KEY,
         body BYTEA NOT NULL
     )",
+    "CREATE TABLE IF NOT EXISTS held (
+        idempotency_key TEXT NOT NULL REFERENCES pending (idempotency_key) ON DELETE CASCADE,
+        delegation TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        window_start BIGINT NOT NULL,
+        window_seconds BIGINT NOT NULL CHECK (window_seconds > 0),
+        amount_minor BIGINT NOT NULL CHECK (amount_minor >= 0)
+    )",
+    "CREATE INDEX IF NOT EXISTS held_window ON held (window_start, delegation, currency)",
+    "CREATE INDEX IF NOT EXISTS held_key ON held (idempotency_key)",
     "CREATE TABLE IF NOT EXISTS reg_issuers (
         kid TEXT PRIMARY KEY, jwk BYTEA NOT NULL, seq BIGINT NOT NULL
     )",

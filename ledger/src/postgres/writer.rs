@@ -11,18 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sqlx::Row as _;
 use sqlx::postgres::{PgConnection, PgPool};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tollgate_protocol::{HashValue, LedgerEntry, Timestamp};
 
 use super::db;
-use crate::writes::postgres::insert_recorded;
-use crate::{Clock, Error, Item, insert_error};
-
-/// One unit of a group: one or more receipts appended together.
-pub(super) struct Request {
-    pub items: Vec<Item>,
-    pub reply: oneshot::Sender<Result<Vec<LedgerEntry>, Error>>,
-}
+use crate::writes::postgres::{check_guards, insert_recorded};
+use crate::{Clock, Error, Item, Request, insert_error, refuse_stale};
 
 /// Groups and entries committed by this instance.
 #[derive(Default)]
@@ -49,8 +43,8 @@ impl Writer {
     /// Commits a group; if one unit of it is refused (a receipt or key
     /// already stored, or an approval row the tables refuse), the others
     /// are committed one by one so that only it fails.
-    async fn commit_group(&self, batch: Vec<Request>) {
-        match self.insert_all(&batch).await {
+    async fn commit_group(&self, mut batch: Vec<Request>) {
+        match self.insert_all(&mut batch).await {
             Ok(mut entries) => {
                 for req in batch {
                     let rest = entries.split_off(req.items.len());
@@ -61,8 +55,11 @@ impl Writer {
                 Error::DuplicateReceipt(_) | Error::DuplicateKey(_) | Error::ApprovalConflict(_),
             ) if batch.len() > 1 => {
                 for req in batch {
-                    let result = self.insert_all(std::slice::from_ref(&req)).await;
-                    let _ = req.reply.send(result);
+                    let mut one = vec![req];
+                    let result = self.insert_all(&mut one).await;
+                    if let Some(req) = one.pop() {
+                        let _ = req.reply.send(result);
+                    }
                 }
             }
             Err(e) => {
@@ -73,10 +70,19 @@ impl Writer {
         }
     }
 
-    async fn insert_all(&self, batch: &[Request]) -> Result<Vec<LedgerEntry>, Error> {
-        let items: Vec<&Item> = batch.iter().flat_map(|r| &r.items).collect();
+    /// Appends `batch` in one transaction, under the chain head; units
+    /// whose guard fails there are answered and removed first.
+    async fn insert_all(&self, batch: &mut Vec<Request>) -> Result<Vec<LedgerEntry>, Error> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let (mut seq, mut prev, at) = lock_head(&mut tx, &*self.clock).await?;
+        let units: Vec<_> = batch.iter().map(crate::guarded).collect();
+        let answers = check_guards(&mut tx, &units).await?;
+        drop(units);
+        refuse_stale(batch, answers);
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let items: Vec<&Item> = batch.iter().flat_map(|r| &r.items).collect();
         let mut entries = Vec::with_capacity(items.len());
         for item in &items {
             seq += 1;

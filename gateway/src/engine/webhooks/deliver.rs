@@ -708,8 +708,10 @@ async fn worker<L: Ledger>(weak: Weak<Gateway<L>>, id: String) {
     }
 }
 
-/// Starts the supervisor: it starts a worker for each enabled endpoint
-/// that has none, whenever endpoints change and every second.
+/// Starts the supervisor: while this instance holds the ledger's delivery
+/// lease ([`tollgate_ledger::Ledger::delivery_lease`]), it starts a worker
+/// for each enabled endpoint that has none, whenever endpoints change and
+/// every second.
 pub(super) fn spawn_supervisor<L: Ledger>(g: &Arc<Gateway<L>>) {
     let weak = Arc::downgrade(g);
     tokio::spawn(async move {
@@ -718,7 +720,13 @@ pub(super) fn spawn_supervisor<L: Ledger>(g: &Arc<Gateway<L>>) {
             let Some(g) = weak.upgrade() else {
                 return;
             };
-            if let Ok(rows) = g.ledger.webhook_endpoints().await {
+            // One deliverer per ledger: an instance without the lease
+            // stops its workers and asks again next round.
+            if !g.ledger.delivery_lease().await.unwrap_or(false) {
+                for (_, h) in std::mem::take(&mut running) {
+                    h.abort();
+                }
+            } else if let Ok(rows) = g.ledger.webhook_endpoints().await {
                 for r in rows.into_iter().filter(|r| r.enabled) {
                     let alive = running.get(&r.id).is_some_and(|h| !h.is_finished());
                     if !alive {
