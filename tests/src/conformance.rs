@@ -5,8 +5,8 @@
 use std::future::Future;
 
 use tollgate_ledger::{
-    Append, ApprovalRow, Error, Ledger, RegistryAppend, RegistryChange, RegistryState, Spend,
-    WebhookOp,
+    Append, ApprovalRow, BudgetRead, Error, Guard, Ledger, RegistryAppend, RegistryChange,
+    RegistryState, Spend, Staleness, WebhookOp,
 };
 use tollgate_protocol::{ChainVerifier, Domain, KeySet, Object, Value, seal_receipt};
 use tollgate_signer::{Ed25519Signer, key_set};
@@ -48,6 +48,8 @@ pub async fn suite<B: Backend>(b: &mut B) {
     each_entry_writes_its_events_with_it(b).await;
     reservations_last_until_their_entry_is_appended(b).await;
     spending_sums_per_window_and_webhook_state_round_trips(b).await;
+    guards_refuse_decisions_made_on_state_changed_since(b).await;
+    a_budget_holds_under_racing_appends_through_two_handles(b).await;
 }
 
 fn registry_item(signer: &Ed25519Signer, n: u64, change: RegistryChange) -> RegistryAppend {
@@ -452,4 +454,244 @@ async fn spending_sums_per_window_and_webhook_state_round_trips<B: Backend>(b: &
             .unwrap()
             .is_empty()
     );
+}
+
+/// A window that has not ended for a century.
+const LONG: i64 = 3_155_760_000;
+
+fn charge(amount_minor: i64) -> Spend {
+    Spend {
+        delegation: "d-1".into(),
+        currency: "EUR".into(),
+        window_start: 0,
+        window_seconds: LONG,
+        amount_minor,
+    }
+}
+
+fn read(spent: i64) -> BudgetRead {
+    BudgetRead {
+        delegation: "d-1".into(),
+        currency: "EUR".into(),
+        window_start: 0,
+        spent,
+        limit: 1000,
+    }
+}
+
+fn guarded(
+    signer: &Ed25519Signer,
+    n: u64,
+    registry_seq: u64,
+    budgets: Vec<BudgetRead>,
+    spend: Vec<Spend>,
+) -> Append {
+    let mut a = signed(signer, n);
+    a.guard = Some(Guard {
+        registry_seq,
+        budgets,
+    });
+    a.spend = spend;
+    a
+}
+
+/// Seconds since the epoch, for listing open windows.
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The guard (what a decision read) is checked in the appending
+/// transaction, across two handles on one store as across two servers.
+async fn guards_refuse_decisions_made_on_state_changed_since<B: Backend>(b: &mut B) {
+    let name = b.create();
+    let one = b.open(&name).await;
+    let two = b.open(&name).await;
+    let signer = signer();
+    let publish = |n: u64, v: &str| {
+        registry_item(
+            &signer,
+            n,
+            RegistryChange::PolicyPublish {
+                version: v.into(),
+                files: b"{}".to_vec(),
+            },
+        )
+    };
+    one.append_registry(vec![publish(1, "p@1.0.0")], true)
+        .await
+        .unwrap();
+    assert_eq!(two.registry().await.unwrap().seq, 1);
+    two.append_unit(vec![guarded(&signer, 2, 1, vec![], vec![])])
+        .await
+        .unwrap();
+    // A registry change through the other handle, checked against the
+    // current view: recorded, and the registry seq moves to it.
+    one.append_registry_after(vec![publish(3, "p@1.1.0")], false, Some(1))
+        .await
+        .unwrap();
+    assert_eq!(two.registry().await.unwrap().seq, 3);
+    // A decision on the old view appends nothing.
+    let head = two.head().await.unwrap();
+    assert_eq!(
+        two.append_unit(vec![guarded(&signer, 4, 1, vec![], vec![])])
+            .await
+            .unwrap_err(),
+        Error::Stale(Staleness::Registry {
+            seen: 1,
+            current: 3
+        })
+    );
+    // Nor does a registry change checked against it.
+    assert!(matches!(
+        two.append_registry_after(vec![publish(5, "p@2.0.0")], false, Some(1))
+            .await
+            .unwrap_err(),
+        Error::Stale(Staleness::Registry { seen: 1, .. })
+    ));
+    assert_eq!(two.head().await.unwrap(), head);
+    assert_eq!(two.registry().await.unwrap().policies.len(), 2);
+
+    // Budgets: 1000 EUR for d-1. 600 committed by a decision that read 0.
+    one.append_unit(vec![guarded(&signer, 6, 3, vec![read(0)], vec![charge(600)])])
+        .await
+        .unwrap();
+    // A decision that read 0 did not see them.
+    assert_eq!(
+        two.append_unit(vec![guarded(&signer, 7, 3, vec![read(0)], vec![])])
+            .await
+            .unwrap_err(),
+        Error::Stale(Staleness::Spending {
+            delegation: "d-1".into(),
+            currency: "EUR".into(),
+            read: 0,
+            recorded: 600
+        })
+    );
+    // One that saw them may not charge past the budget.
+    assert_eq!(
+        two.append_unit(vec![guarded(&signer, 8, 3, vec![read(600)], vec![charge(401)])])
+            .await
+            .unwrap_err(),
+        Error::Stale(Staleness::OverBudget {
+            delegation: "d-1".into(),
+            currency: "EUR".into(),
+            limit: 1000,
+            committed: 600,
+            held: 0,
+            charge: 401
+        })
+    );
+    // A reservation holds 300, seen through the other handle; what it
+    // holds counts against every later charge.
+    one.reserve_holding(
+        "agent-1/k-1",
+        b"draft",
+        Some(Guard {
+            registry_seq: 3,
+            budgets: vec![read(600)],
+        }),
+        vec![charge(300)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        two.held(now()).await.unwrap(),
+        vec![("agent-1/k-1".to_owned(), charge(300))]
+    );
+    two.append_unit(vec![guarded(&signer, 9, 3, vec![read(600)], vec![charge(100)])])
+        .await
+        .unwrap();
+    assert!(matches!(
+        two.append_unit(vec![guarded(&signer, 10, 3, vec![read(700)], vec![charge(1)])])
+            .await
+            .unwrap_err(),
+        Error::Stale(Staleness::OverBudget {
+            committed: 700,
+            held: 300,
+            ..
+        })
+    ));
+    // A reservation over the budget is refused as well, and holds nothing.
+    assert!(matches!(
+        two.reserve_holding(
+            "agent-1/k-2",
+            b"draft",
+            Some(Guard {
+                registry_seq: 3,
+                budgets: vec![read(700)],
+            }),
+            vec![charge(1)],
+        )
+        .await
+        .unwrap_err(),
+        Error::Stale(Staleness::OverBudget { .. })
+    ));
+    assert_eq!(two.pending().await.unwrap().len(), 1);
+    // The reservation's entry (checked when it was reserved, not again)
+    // turns the hold into spending, in one transaction.
+    let mut done = signed(&signer, 11);
+    done.idempotency_key = Some("agent-1/k-1".into());
+    done.spend = vec![charge(300)];
+    one.append_unit(vec![done]).await.unwrap();
+    assert!(two.held(now()).await.unwrap().is_empty());
+    assert_eq!(two.spending(now()).await.unwrap(), vec![charge(1000)]);
+    // A released reservation holds nothing.
+    two.reserve_holding("agent-1/k-3", b"draft", None, vec![charge(7)])
+        .await
+        .unwrap();
+    assert_eq!(one.held(now()).await.unwrap().len(), 1);
+    one.release("agent-1/k-3").await.unwrap();
+    assert!(two.held(now()).await.unwrap().is_empty());
+    let keys = key_set([&signer]);
+    assert_eq!(verified(&one, &keys).await, 6);
+}
+
+/// 24 tasks over two handles race to charge 100 each against a budget of
+/// 1000, each reading the spending, charging, and on a stale answer
+/// reading again: exactly 10 commit, and the budget is never exceeded.
+async fn a_budget_holds_under_racing_appends_through_two_handles<B: Backend>(b: &mut B) {
+    let name = b.create();
+    let one = std::sync::Arc::new(b.open(&name).await);
+    let two = std::sync::Arc::new(b.open(&name).await);
+    let signer = signer();
+    let mut tasks = Vec::new();
+    for n in 0..24u64 {
+        let signer = self::signer();
+        let (one, two) = (one.clone(), two.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..100 {
+                let spent = |rows: Vec<Spend>| rows.first().map_or(0, |s| s.amount_minor);
+                let seen = if n % 2 == 0 {
+                    spent(one.spending(now()).await.unwrap())
+                } else {
+                    spent(two.spending(now()).await.unwrap())
+                };
+                if seen + 100 > 1000 {
+                    return false;
+                }
+                let a = guarded(&signer, 100 + n, 0, vec![read(seen)], vec![charge(100)]);
+                let r = if n % 2 == 0 {
+                    one.append_unit(vec![a]).await
+                } else {
+                    two.append_unit(vec![a]).await
+                };
+                match r {
+                    Ok(_) => return true,
+                    Err(Error::Stale(_)) => continue,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            panic!("task {n} never got an answer that was not stale");
+        }));
+    }
+    let mut committed = 0;
+    for t in tasks {
+        committed += usize::from(t.await.unwrap());
+    }
+    assert_eq!(committed, 10);
+    assert_eq!(one.spending(now()).await.unwrap(), vec![charge(1000)]);
+    assert_eq!(verified(&*two, &key_set([&signer])).await, 10);
 }
