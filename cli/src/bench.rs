@@ -142,12 +142,16 @@ fn load(
 /// the same run: the server's `/healthz` rate and the machine's bare
 /// Ed25519 sign-plus-verify rate.
 pub fn bench(
-    url: &str,
+    urls: &[String],
     data_dir: &Path,
     concurrency: usize,
     seconds: u64,
     webhooks: bool,
+    acks: Option<&Path>,
 ) -> Result<BenchReport, CliError> {
+    let url = urls
+        .first()
+        .ok_or_else(|| CliError::Usage("--url: give at least one gateway".into()))?;
     let agent_key = Ed25519Signer::load(&data_dir.join("demo/agent.jwk"))
         .map_err(|e| CliError::Usage(format!("{e} (give the gateway's --data-dir)")))?;
     let duration = std::time::Duration::from_secs(seconds.max(1));
@@ -176,21 +180,38 @@ pub fn bench(
             env.to_string()
         })
         .collect();
-    let clients: Vec<tollgate_client::Client> = (0..concurrency)
-        .map(|_| tollgate_client::Client::new(url))
+    let clients: Vec<tollgate_client::Client> = (0..concurrency.max(1))
+        .map(|i| tollgate_client::Client::new(&urls[i % urls.len()]))
         .collect();
+    let acked = std::sync::Mutex::new(Vec::new());
     let half = if webhooks { pool / 3 } else { pool };
     let decide = |from: usize| {
         load(concurrency, duration, |i| {
             let body = bodies.get(from + i).filter(|_| i < half)?;
             let c = &clients[i % clients.len()];
-            Some(
-                c.submit(body.as_bytes(), None)
-                    .is_ok_and(|a| a.status == 200),
-            )
+            match c.submit(body.as_bytes(), None) {
+                Ok(a) if a.status == 200 => {
+                    if acks.is_some()
+                        && let Ok(mut v) = acked.lock()
+                    {
+                        v.push(a.body);
+                    }
+                    Some(true)
+                }
+                _ => Some(false),
+            }
         })
     };
     let (ok, bad, lat, elapsed) = decide(0);
+    if let Some(path) = acks {
+        let mut out = Vec::new();
+        for line in acked.lock().map(|v| v.clone()).unwrap_or_default() {
+            out.extend_from_slice(line.trim_ascii_end());
+            out.push(b'\n');
+        }
+        std::fs::write(path, out)
+            .map_err(|e| CliError::Usage(format!("--acks {}: {e}", path.display())))?;
+    }
     let with_webhooks = if webhooks {
         // The same load again, with every event delivered to a local
         // endpoint (the gateway must allow private webhook addresses).

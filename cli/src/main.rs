@@ -81,9 +81,10 @@ enum Command {
     },
     /// Load a running gateway: decisions/s and latency, with baselines.
     Bench {
-        /// The gateway.
+        /// The gateway; repeat for several instances sharing one ledger
+        /// (clients are spread over them in turn).
         #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
-        url: String,
+        url: Vec<String>,
         /// The running gateway's data folder (for the demo agent key).
         #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "tollgate-data")]
         data_dir: PathBuf,
@@ -98,6 +99,10 @@ enum Command {
         /// --webhook-allow-private).
         #[arg(long)]
         webhooks: bool,
+        /// Write every acknowledged decision (each 200 answer's ledger
+        /// entry, one per line) to this file, to check against an export.
+        #[arg(long)]
+        acks: Option<PathBuf>,
     },
     /// The ledger of a running gateway.
     #[command(subcommand)]
@@ -505,7 +510,16 @@ fn main() -> ExitCode {
             concurrency,
             duration,
             webhooks,
-        } => bench::bench(&url, &data_dir, concurrency, duration, webhooks).map(|r| {
+            acks,
+        } => bench::bench(
+            &url,
+            &data_dir,
+            concurrency,
+            duration,
+            webhooks,
+            acks.as_deref(),
+        )
+        .map(|r| {
             let mut text = format!(
                 "durable decisions: {:>9.0}/s  ({} errors)\nlatency:           p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  ({concurrency} clients)\nbaseline /healthz: {:>9.0}/s\nbaseline sign+verify (all cores): {:.0}/s\nratio decisions / sign+verify: {:.2} (aim >= 0.60)",
                 r.decisions_per_s,

@@ -783,6 +783,9 @@ pub trait Ledger: Send + Sync + 'static {
     /// The registries as recorded.
     fn registry(&self) -> impl Future<Output = Result<RegistryState, Error>> + Send;
 
+    /// [`RegistryState::seq`] alone: the seq of the last registry change.
+    fn registry_seq(&self) -> impl Future<Output = Result<u64, Error>> + Send;
+
     /// Records, durably, that the request `body` with `key` is about to
     /// have effects outside the ledger (an upstream call). The record is
     /// removed in the transaction that appends the entry with that key.

@@ -395,6 +395,12 @@ macro_rules! shared_reads {
                 .collect())
         }
 
+        /// The seq of the last registry change.
+        pub(crate) async fn registry_seq(pool: &$pool) -> Result<u64, Error> {
+            let mut conn = pool.acquire().await.map_err(db)?;
+            crate::writes::$writes::registry_seq(&mut conn).await
+        }
+
         /// The registries as recorded, every table and the registry seq
         /// read in one snapshot.
         pub(crate) async fn registry(pool: &$pool) -> Result<RegistryState, Error> {

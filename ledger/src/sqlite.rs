@@ -606,6 +606,10 @@ impl Ledger for SqliteLedger {
         answer.await.map_err(|_| Error::Closed)?
     }
 
+    async fn registry_seq(&self) -> Result<u64, Error> {
+        reads::sqlite::registry_seq(&self.inner.readers).await
+    }
+
     async fn registry(&self) -> Result<RegistryState, Error> {
         reads::sqlite::registry(&self.inner.readers).await
     }

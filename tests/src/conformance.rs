@@ -555,9 +555,15 @@ async fn guards_refuse_decisions_made_on_state_changed_since<B: Backend>(b: &mut
     assert_eq!(two.registry().await.unwrap().policies.len(), 2);
 
     // Budgets: 1000 EUR for d-1. 600 committed by a decision that read 0.
-    one.append_unit(vec![guarded(&signer, 6, 3, vec![read(0)], vec![charge(600)])])
-        .await
-        .unwrap();
+    one.append_unit(vec![guarded(
+        &signer,
+        6,
+        3,
+        vec![read(0)],
+        vec![charge(600)],
+    )])
+    .await
+    .unwrap();
     // A decision that read 0 did not see them.
     assert_eq!(
         two.append_unit(vec![guarded(&signer, 7, 3, vec![read(0)], vec![])])
@@ -572,9 +578,15 @@ async fn guards_refuse_decisions_made_on_state_changed_since<B: Backend>(b: &mut
     );
     // One that saw them may not charge past the budget.
     assert_eq!(
-        two.append_unit(vec![guarded(&signer, 8, 3, vec![read(600)], vec![charge(401)])])
-            .await
-            .unwrap_err(),
+        two.append_unit(vec![guarded(
+            &signer,
+            8,
+            3,
+            vec![read(600)],
+            vec![charge(401)]
+        )])
+        .await
+        .unwrap_err(),
         Error::Stale(Staleness::OverBudget {
             delegation: "d-1".into(),
             currency: "EUR".into(),
@@ -601,13 +613,25 @@ async fn guards_refuse_decisions_made_on_state_changed_since<B: Backend>(b: &mut
         two.held(now()).await.unwrap(),
         vec![("agent-1/k-1".to_owned(), charge(300))]
     );
-    two.append_unit(vec![guarded(&signer, 9, 3, vec![read(600)], vec![charge(100)])])
-        .await
-        .unwrap();
+    two.append_unit(vec![guarded(
+        &signer,
+        9,
+        3,
+        vec![read(600)],
+        vec![charge(100)],
+    )])
+    .await
+    .unwrap();
     assert!(matches!(
-        two.append_unit(vec![guarded(&signer, 10, 3, vec![read(700)], vec![charge(1)])])
-            .await
-            .unwrap_err(),
+        two.append_unit(vec![guarded(
+            &signer,
+            10,
+            3,
+            vec![read(700)],
+            vec![charge(1)]
+        )])
+        .await
+        .unwrap_err(),
         Error::Stale(Staleness::OverBudget {
             committed: 700,
             held: 300,

@@ -1,11 +1,9 @@
 //! `tollgate serve --database-url`: the gateway on a PostgreSQL ledger (a
 //! throwaway cluster this test starts): decisions, an export that verifies
-//! and re-decides, exactly once across a SIGKILL, and one server per
-//! database.
+//! and re-decides, exactly once across a SIGKILL. (Several gateways on
+//! one database: `postgres_instances.rs`.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-use std::process::Command;
 
 use tollgate_protocol::parse;
 use tollgate_tests::gateway::{Gateway, intent, verdict_of};
@@ -35,21 +33,6 @@ fn a_gateway_serves_from_postgresql_alone_and_survives_sigkill() {
         verdicts.push(verdict_of(&entry));
     }
     assert_eq!(verdicts, ["pass", "escalate", "block"]);
-
-    // One gateway per database: a second one is refused, clearly.
-    let other = tempfile::tempdir().unwrap();
-    let out = Command::new(bin("tollgate"))
-        .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(other.path())
-        .args(args)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("another gateway serves this database"),
-        "{err}"
-    );
 
     // SIGKILL, then a new process on the same database: nothing seeded
     // again, the retry gets the stored answer, the next intent follows.

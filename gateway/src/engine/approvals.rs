@@ -507,8 +507,22 @@ impl<L: Ledger> Gateway<L> {
         tokio::spawn(async move {
             let _turn = this.approving.lock().await;
             let mut last = ApprovalError::Contended(String::new());
+            let mut caught_up = false;
             for _ in 0..super::intents::MAX_ATTEMPTS {
+                let seen = this.view().registry_seq;
                 match this.decide_locked(envelope.clone()).await {
+                    // A reviewer registered through another gateway may be
+                    // newer than this view: read it again, once.
+                    Err(ApprovalError::UnknownReviewer(r)) if !caught_up => {
+                        caught_up = true;
+                        let newer = this
+                            .catch_up_registry(seen)
+                            .await
+                            .map_err(|e| internal(e.to_string()))?;
+                        if !newer {
+                            return Err(ApprovalError::UnknownReviewer(r));
+                        }
+                    }
                     Err(ApprovalError::Contended(why)) => {
                         // Another gateway changed what the check read:
                         // read it again and check again.

@@ -250,8 +250,26 @@ impl<L: Ledger> Gateway<L> {
                 intent_id: intent.intent_id.clone(),
             });
         }
-        let view = self.view();
-        authenticate(&view, &envelope, &now)?;
+        let mut view = self.view();
+        if let Err(e) = authenticate(&view, &envelope, &now) {
+            // A delegation or issuer registered through another gateway
+            // may be newer than this view: read it again, once, if the
+            // ledger has changes this view lacks. (A revocation needs no
+            // such look: a decision on a view without it is refused at
+            // append.)
+            if !matches!(
+                e,
+                IntentError::Unauthenticated {
+                    kind: AuthFailure::UnknownDelegation | AuthFailure::UntrustedDelegation,
+                    ..
+                }
+            ) || !self.catch_up_registry(view.registry_seq).await?
+            {
+                return Err(e);
+            }
+            view = self.view();
+            authenticate(&view, &envelope, &now)?;
+        }
         let key = identity(&intent.agent, &intent.intent_id);
         // From here on nothing the caller does can stop the work half-way.
         let this = self.clone();
@@ -339,6 +357,16 @@ impl<L: Ledger> Gateway<L> {
                     .collect())
             }
         }
+    }
+
+    /// Reloads the view if the ledger holds registry changes after
+    /// `seen`; whether it did.
+    pub(super) async fn catch_up_registry(&self, seen: u64) -> Result<bool, IntentError> {
+        if self.ledger.registry_seq().await.map_err(internal)? <= seen {
+            return Ok(false);
+        }
+        self.refresh(seen).await.map_err(internal)?;
+        Ok(true)
     }
 
     /// The budget cache's record of committed amounts, read again from

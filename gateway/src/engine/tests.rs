@@ -200,6 +200,10 @@ impl Ledger for Faulty {
         self.write_check()?;
         self.inner.append_registry_after(items, seed, seen).await
     }
+    async fn registry_seq(&self) -> Result<u64, LedgerError> {
+        self.read_check()?;
+        self.inner.registry_seq().await
+    }
     async fn registry(&self) -> Result<RegistryState, LedgerError> {
         self.read_check()?;
         self.inner.registry().await

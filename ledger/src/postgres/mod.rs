@@ -351,6 +351,10 @@ impl Ledger for PgLedger {
         Ok(entries)
     }
 
+    async fn registry_seq(&self) -> Result<u64, Error> {
+        reads::registry_seq(&self.pool).await
+    }
+
     async fn registry(&self) -> Result<RegistryState, Error> {
         reads::registry(&self.pool).await
     }

@@ -1,0 +1,221 @@
+//! Three `tollgate serve` processes on one PostgreSQL ledger (a throwaway
+//! cluster this test starts), loaded by `tollgate bench` spread over all
+//! three, one of them killed with SIGKILL mid-load; then a revocation made
+//! through one instance and refused by the others on their next request,
+//! and a budget raced by 32 concurrent intents over the three.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tollgate_protocol::{Object, Value, parse};
+use tollgate_tests::gateway::{Gateway, intent, verdict_of};
+use tollgate_tests::postgres::Postgres;
+use tollgate_tests::{bin, verify_cmd};
+
+/// A gateway process started by hand, killed when dropped.
+struct Instance {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn instance(data: &std::path::Path, args: &[&str]) -> Instance {
+    let (child, url) = Gateway::spawn(data, args);
+    Instance { child, url }
+}
+
+fn post(url: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let a = tollgate_client::Client::new(url)
+        .submit(body, None)
+        .unwrap();
+    (a.status, a.body)
+}
+
+fn receipt_id(line: &[u8]) -> String {
+    let v = parse(line).unwrap();
+    v.as_object()
+        .and_then(|o| o.get("receipt"))
+        .and_then(Value::as_object)
+        .and_then(|r| r.get("receipt_id"))
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_owned()
+}
+
+/// The export of `g`, verified (and every decision re-decided) by the
+/// auditor's tool with the key set the gateway publishes; its lines.
+fn verified_export(g: &Gateway, dir: &std::path::Path) -> Vec<Vec<u8>> {
+    let (export, keys) = (dir.join("e.jsonl"), dir.join("k.json"));
+    let body = g.get("/v1/ledger/export").1;
+    std::fs::write(&export, &body).unwrap();
+    std::fs::write(&keys, g.get("/.well-known/jwks.json").1).unwrap();
+    let out = verify_cmd(&[
+        "ledger",
+        export.to_str().unwrap(),
+        "--keys",
+        keys.to_str().unwrap(),
+        "--redecide",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    body.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+#[test]
+fn three_gateways_share_one_ledger_through_a_sigkill_a_revocation_and_a_raced_budget() {
+    let pg = Postgres::start();
+    let url = pg.database("shared");
+    let args = ["--database-url", url.as_str()];
+    // The first start seeds the ledger; the others find it seeded. All
+    // three sign with the data folder's key.
+    let a = Gateway::start_with(tempfile::tempdir().unwrap(), |_| {}, &args);
+    let data = a.data();
+    let mut b = instance(&data, &args);
+    let c = instance(&data, &args);
+    let work = tempfile::tempdir().unwrap();
+
+    // Load over all three; one is killed two seconds in.
+    let acks = work.path().join("acks.jsonl");
+    let bench = Command::new(bin("tollgate"))
+        .args(["bench", "--url", &a.url, "--url", &b.url, "--url", &c.url])
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--concurrency", "12", "--duration", "6", "--acks"])
+        .arg(&acks)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    b.child.kill().unwrap();
+    b.child.wait().unwrap();
+    let out = bench.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    // The export verifies (gap-free, one chain, every decision re-decided
+    // from it alone), and holds every acknowledged receipt exactly once.
+    let lines = verified_export(&a, work.path());
+    let mut count: BTreeMap<&[u8], usize> = BTreeMap::new();
+    for l in &lines {
+        *count.entry(l.as_slice()).or_insert(0) += 1;
+    }
+    let acked: Vec<Vec<u8>> = std::fs::read(&acks)
+        .unwrap()
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    assert!(acked.len() > 100, "{} acknowledged", acked.len());
+    for line in &acked {
+        assert_eq!(
+            count.get(line.as_slice()),
+            Some(&1),
+            "acknowledged entry {} is not in the export exactly once",
+            receipt_id(line)
+        );
+    }
+    let ids: std::collections::BTreeSet<String> = lines.iter().map(|l| receipt_id(l)).collect();
+    assert_eq!(ids.len(), lines.len());
+
+    // The killed instance comes back on the same ledger.
+    let b = instance(&data, &args);
+    let agent = a.agent();
+    let key = tollgate_signer::Signer::jwk(&agent).to_value();
+
+    // A delegation registered through A is usable at once through C.
+    let token = a.delegation("dlg_shared", "agent-demo", key.clone(), |_| {});
+    assert_eq!(a.admin().register_delegation(&token).unwrap().status, 201);
+    let under = |id: &str, delegation: &str, amount: i64| {
+        intent(&agent, id, "order:o-1001", amount, |p| {
+            p.insert("delegation", delegation.into());
+        })
+    };
+    let (code, body) = post(&c.url, &under("shared-1", "dlg_shared", 2_500));
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(verdict_of(&body), "pass");
+
+    // Revoked through A: refused by B and by C on their next request.
+    let admin = a.admin();
+    assert_eq!(admin.revoke_delegation("dlg_shared").unwrap().status, 200);
+    for (n, other) in [&b.url, &c.url].into_iter().enumerate() {
+        let (code, body) = post(other, &under(&format!("shared-r{n}"), "dlg_shared", 2_500));
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(code, 403, "{text}");
+        assert!(text.contains("revoked-delegation"), "{text}");
+    }
+
+    // A budget of 800.00 EUR, 32 concurrent refunds of 40.00 EUR spread
+    // over the three: exactly 20 commit, whichever instance decided them;
+    // the others escalate. A 503 (the state kept changing) is retried
+    // with the same signed intent, as a client would.
+    let token = a.delegation("dlg_raced", "agent-demo", key, |p| {
+        let mut budget = Object::new();
+        budget.insert("EUR", Value::integer(80_000).unwrap());
+        p.insert("budget", budget.into());
+        p.insert("window_seconds", Value::integer(315_360_000).unwrap());
+    });
+    assert_eq!(a.admin().register_delegation(&token).unwrap().status, 201);
+    let urls = [a.url.clone(), b.url.clone(), c.url.clone()];
+    let bodies: Vec<Vec<u8>> = (0..32)
+        .map(|i| under(&format!("raced-{i}"), "dlg_raced", 4_000))
+        .collect();
+    let verdicts: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                let url = &urls[i % 3];
+                s.spawn(move || {
+                    for _ in 0..20 {
+                        let (code, answer) = post(url, body);
+                        match code {
+                            200 => return verdict_of(&answer),
+                            503 => std::thread::sleep(Duration::from_millis(50)),
+                            _ => panic!("{code}: {}", String::from_utf8_lossy(&answer)),
+                        }
+                    }
+                    panic!("still contended after 20 tries");
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let passed = verdicts.iter().filter(|v| *v == "pass").count();
+    assert_eq!(passed, 20, "{verdicts:?}");
+    assert_eq!(verdicts.len() - passed, 12);
+    assert!(verdicts.iter().all(|v| v == "pass" || v == "escalate"));
+
+    // And the whole ledger still verifies and re-decides.
+    let lines = verified_export(&a, work.path());
+    let committed: i64 = lines
+        .iter()
+        .filter_map(|l| {
+            let v = parse(l).unwrap();
+            let r = v.as_object()?.get("receipt")?.as_object()?.clone();
+            let subject = r.get("subject")?.as_object()?;
+            let payload = subject.get("payload")?.as_object()?;
+            (payload.get("delegation")?.as_str()? == "dlg_raced"
+                && r.get("outcome")?.as_object()?.get("status")?.as_str()? == "committed")
+                .then(|| {
+                    payload
+                        .get("params")?
+                        .as_object()?
+                        .get("amount_minor")?
+                        .as_safe_integer()
+                })
+                .flatten()
+        })
+        .sum();
+    assert_eq!(committed, 80_000);
+}
