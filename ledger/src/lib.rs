@@ -44,13 +44,21 @@
 //! contiguous entries in one transaction, all durable or none (the approval
 //! that completes a quorum and the execution it causes).
 //!
+//! Decisions may be guarded ([`Guard`]): the writer checks, in the
+//! appending transaction and after every earlier append, that the
+//! registries the decision read are still the recorded ones and that the
+//! budgets it read have not moved under it, and refuses a stale one
+//! ([`Error::Stale`]) without writing anything. Reservations hold their
+//! budget charges until their entry is appended or they are released. This
+//! is what lets several servers share one store (PostgreSQL).
+//!
 //! The webhook outbox is written the same way: each entry's events (see
 //! [`event_types`]) in the entry's transaction. Endpoints and their
 //! delivery state live in the same store ([`WebhookOp`]).
 //!
 //! Not here: signing (the caller passes a signed receipt), deciding what a
-//! change or an approval means (the gateway's engine), PostgreSQL (a later
-//! implementation of the same trait).
+//! change or an approval means (the gateway's engine). The PostgreSQL
+//! implementation of the same trait is [`postgres`] (feature `postgres`).
 
 #![forbid(unsafe_code)]
 

@@ -8,10 +8,15 @@
 //! which is what keeps one chain, gap-free, across instances, and registry
 //! appends take the same lock in a transaction of their own. Reads and the
 //! rows written with entries are the SQLite ledger's, shared
-//! ([`crate::reads`], [`crate::writes`]).
+//! ([`crate::reads`], [`crate::writes`]). Guards ([`crate::Guard`]) are
+//! checked under the chain-head lock, so in the order of the chain, after
+//! every append before them whichever instance made it. Registry changes
+//! are announced on [`REGISTRY_CHANNEL`] in their transaction; one
+//! instance at a time holds the webhook delivery lease.
 //!
 //! Invariants: `chain_head` names the last entry and moves only in the
-//! transaction that appends after it; `appended_at` never goes back.
+//! transaction that appends after it; `appended_at` never goes back; the
+//! recorded registry seq names the last registry entry.
 
 mod schema;
 mod writer;
@@ -82,7 +87,6 @@ pub struct PgLedger {
     queue: mpsc::Sender<crate::Request>,
     stats: Arc<writer::Counters>,
     clock: Arc<dyn Clock>,
-    /// The connection that holds the sole-server lock, once taken.
     /// The connection holding the webhook delivery lease, when this
     /// instance holds it.
     lease: Arc<tokio::sync::Mutex<Option<sqlx::pool::PoolConnection<sqlx::Postgres>>>>,
