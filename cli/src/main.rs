@@ -403,6 +403,19 @@ enum PolicyCommand {
 
 #[derive(Subcommand)]
 enum LedgerCommand {
+    /// Copy an embedded (SQLite) ledger into a new PostgreSQL database,
+    /// everything in one transaction, then check the copy against the
+    /// source entry by entry. Stop the gateway first.
+    Copy {
+        /// The SQLite ledger: `sqlite:PATH` or a path (a data folder's
+        /// `ledger.db`).
+        #[arg(long)]
+        from: String,
+        /// The PostgreSQL database, `postgres://…`: new, or created by
+        /// the gateway and never used.
+        #[arg(long)]
+        to: String,
+    },
     /// Download the export (JSON Lines) and the key set (OUT.jwks.json).
     Export {
         /// The gateway.
@@ -547,6 +560,7 @@ fn main() -> ExitCode {
         Command::Ledger(LedgerCommand::Export { url, out }) => {
             agent::export(&url, &out)
         }
+        Command::Ledger(LedgerCommand::Copy { from, to }) => serve::copy(&from, &to),
         Command::Keygen { out } => tollgate_gateway::keygen(&out)
             .map(|jwk| jwk.to_string())
             .map_err(|e| CliError::Usage(e.to_string())),

@@ -109,6 +109,37 @@ fn redacted(url: &str) -> String {
     }
 }
 
+/// `tollgate ledger copy`: the SQLite ledger `from` into the PostgreSQL
+/// database `to`, checked.
+pub fn copy(from: &str, to: &str) -> Result<String, CliError> {
+    let path = std::path::Path::new(from.strip_prefix("sqlite:").unwrap_or(from));
+    if !(to.starts_with("postgres://") || to.starts_with("postgresql://")) {
+        return Err(CliError::Usage(format!(
+            "--to {}: a PostgreSQL URL (postgres://…)",
+            redacted(to)
+        )));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(usage)?;
+    let copied = runtime
+        .block_on(tollgate_ledger::postgres::copy_sqlite(
+            path,
+            tollgate_ledger::postgres::PgOptions::new(to),
+        ))
+        .map_err(|e| CliError::Invalid(format!("{} → {}: {e}", path.display(), redacted(to))))?;
+    Ok(format!(
+        "copied {} entries ({} rows) from {} to {}\nchecked: every entry byte for byte, the chain, the registries, spending, reservations, approvals and webhook state\nhead {} {}",
+        copied.entries,
+        copied.rows,
+        path.display(),
+        redacted(to),
+        copied.entries,
+        copied.head
+    ))
+}
+
 /// Listens, starts the background tasks, and serves `app` until Ctrl-C.
 async fn serve_app<L: tollgate_ledger::Ledger>(
     app: http::App<L>,

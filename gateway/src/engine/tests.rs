@@ -47,6 +47,9 @@ pub(crate) struct Faulty {
     /// Append units are refused as an approval conflict (another instance
     /// recorded a step first).
     pub(crate) approval_conflict: Arc<AtomicBool>,
+    /// Guarded appends are refused as stale (another instance changed the
+    /// registries, every time).
+    pub(crate) stale: Arc<AtomicBool>,
 }
 
 impl Faulty {
@@ -93,6 +96,12 @@ impl Ledger for Faulty {
     }
     async fn append_unit(&self, items: Vec<Append>) -> Result<Vec<LedgerEntry>, LedgerError> {
         self.write_check()?;
+        if self.stale.load(Ordering::SeqCst) && items.iter().any(|i| i.guard.is_some()) {
+            return Err(LedgerError::Stale(tollgate_ledger::Staleness::Registry {
+                seen: 0,
+                current: 1,
+            }));
+        }
         if self.approval_conflict.load(Ordering::SeqCst) {
             return Err(LedgerError::ApprovalConflict(
                 "the approval is unknown or has ended (injected)".into(),
@@ -323,6 +332,7 @@ pub(crate) async fn open_with(
         fail_writes: Arc::default(),
         fail_reads: Arc::default(),
         approval_conflict: Arc::default(),
+        stale: Arc::default(),
     };
     let gateway = Gateway::open(
         Parts {
@@ -422,6 +432,7 @@ async fn a_first_start_imports_the_seed_then_never_reads_it_again() {
                 fail_writes: Arc::default(),
                 fail_reads: Arc::default(),
                 approval_conflict: Arc::default(),
+                stale: Arc::default(),
             },
             signer: Ed25519Signer::from_secret(&[1; 32]),
             clock: w.clock.clone(),

@@ -38,6 +38,7 @@ pub const PROBLEM_TYPES: &[(&str, &str)] = &[
         "Idempotency-Key is not the intent id",
     ),
     ("in-flight", "Request in flight"),
+    ("contended", "State changed concurrently"),
     ("idempotency-conflict", "Idempotency key reused"),
     ("unknown-action", "Unknown action"),
     ("invalid-params", "Params do not fit the action's schema"),

@@ -643,6 +643,23 @@ async fn every_api_error_is_reached_by_a_request() {
         "missing-upstream",
     );
 
+    // Another gateway changes what each try read, every time: nothing is
+    // recorded, and the client is told to try again.
+    h.ledger.stale.store(true, Ordering::SeqCst);
+    let head = h.ledger.inner.head().await.unwrap();
+    let contended = h
+        .intent(
+            h.signed(|p| {
+                p.insert("intent_id", "i-contended".into());
+            }),
+            None,
+        )
+        .await;
+    expect(&contended, 503, "contended");
+    assert_eq!(contended.headers.get("retry-after").unwrap(), "1");
+    assert_eq!(h.ledger.inner.head().await.unwrap(), head);
+    h.ledger.stale.store(false, Ordering::SeqCst);
+
     // Storage failures: a generic 500 (the cause is logged, never sent),
     // and an honest readiness probe.
     h.ledger.fail_writes.store(true, Ordering::SeqCst);

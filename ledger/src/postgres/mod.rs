@@ -18,8 +18,11 @@
 //! transaction that appends after it; `appended_at` never goes back; the
 //! recorded registry seq names the last registry entry.
 
+mod copy;
 mod schema;
 mod writer;
+
+pub use copy::{Copied, copy_sqlite};
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
