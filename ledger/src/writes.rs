@@ -36,6 +36,7 @@ macro_rules! shared_writes {
 
         /// What a group's entries record besides themselves, with them: each
         /// entry's outbox events, its approval row and its spending.
+        #[allow(dead_code)]
         pub(crate) async fn insert_recorded(
             conn: &mut $conn,
             items: &[&Item],
@@ -46,6 +47,15 @@ macro_rules! shared_writes {
                 .map(|e| (e.seq as i64, event_types(e.receipt())))
                 .collect();
             insert_events(&mut *conn, &events).await?;
+            insert_rows(conn, items, entries).await
+        }
+
+        /// Each entry's approval row and spending, with it.
+        pub(crate) async fn insert_rows(
+            conn: &mut $conn,
+            items: &[&Item],
+            entries: &[LedgerEntry],
+        ) -> Result<(), Error> {
             for (item, entry) in items.iter().zip(entries) {
                 if let Some(row) = &item.append.approval {
                     insert_approval(&mut *conn, entry.seq as i64, row).await?;

@@ -260,3 +260,61 @@ async fn a_duplicate_receipt_or_key_fails_alone_across_instances() {
     assert_eq!(b.head().await.unwrap().seq, 6);
     assert!(b.get(7).await.unwrap().is_none());
 }
+
+/// One instance at a time delivers webhooks: the lease is held by one
+/// handle, refused to another, and passes on when its holder goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delivery_lease_has_one_holder_and_passes_on_when_it_goes() {
+    let pg = Postgres::start();
+    let url = pg.database("lease");
+    let one = PgLedger::open(PgOptions::new(&url)).await.unwrap();
+    let two = PgLedger::open(PgOptions::new(&url)).await.unwrap();
+    assert!(one.delivery_lease().await.unwrap());
+    assert!(!two.delivery_lease().await.unwrap());
+    // Asked again, the holder keeps it; the other still may not.
+    assert!(one.delivery_lease().await.unwrap());
+    assert!(!two.delivery_lease().await.unwrap());
+    drop(one);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !two.delivery_lease().await.unwrap() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease never passed on"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// A registry change through one handle is announced to another, with
+/// its seq, once committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_changes_are_announced_to_other_instances() {
+    let pg = Postgres::start();
+    let url = pg.database("announce");
+    let one = PgLedger::open(PgOptions::new(&url)).await.unwrap();
+    let two = PgLedger::open(PgOptions::new(&url)).await.unwrap();
+    let mut heard = two.registry_announcements().await.unwrap().unwrap();
+    let signer = tollgate_signer::Ed25519Signer::from_secret(&[5; 32]);
+    // An ordinary entry first: not announced.
+    one.append_unit(vec![append(&signer, 1)]).await.unwrap();
+    let a = append(&signer, 2);
+    one.append_registry(
+        vec![tollgate_ledger::RegistryAppend {
+            receipt: a.receipt,
+            signature: a.signature,
+            change: tollgate_ledger::RegistryChange::PolicyPublish {
+                version: "p@1.0.0".into(),
+                files: b"{}".to_vec(),
+            },
+        }],
+        false,
+    )
+    .await
+    .unwrap();
+    let seq = tokio::time::timeout(std::time::Duration::from_secs(10), heard.recv())
+        .await
+        .expect("no announcement")
+        .unwrap();
+    assert_eq!(seq, 2);
+    assert_eq!(two.registry().await.unwrap().seq, 2);
+}

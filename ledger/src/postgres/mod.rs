@@ -92,7 +92,7 @@ pub struct PgLedger {
     clock: Arc<dyn Clock>,
     /// The connection holding the webhook delivery lease, when this
     /// instance holds it.
-    lease: Arc<tokio::sync::Mutex<Option<sqlx::pool::PoolConnection<sqlx::Postgres>>>>,
+    lease: Arc<tokio::sync::Mutex<Option<sqlx::PgConnection>>>,
 }
 
 impl std::fmt::Debug for PgLedger {
@@ -430,7 +430,7 @@ impl Ledger for PgLedger {
         let mut lease = self.lease.lock().await;
         if let Some(conn) = lease.as_mut() {
             // Still ours while the connection lives.
-            if sqlx::query("SELECT 1").execute(&mut **conn).await.is_ok() {
+            if sqlx::query("SELECT 1").execute(&mut *conn).await.is_ok() {
                 return Ok(true);
             }
             *lease = None;
@@ -442,7 +442,9 @@ impl Ledger for PgLedger {
             .await
             .map_err(db)?;
         if got {
-            *lease = Some(conn);
+            // Held on a connection of its own, outside the pool: dropping
+            // it ends the session, and so the lease.
+            *lease = Some(conn.detach());
         }
         Ok(got)
     }

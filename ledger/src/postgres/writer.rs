@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tollgate_protocol::{HashValue, LedgerEntry, Timestamp};
 
 use super::db;
-use crate::writes::postgres::{check_guards, insert_recorded};
+use crate::writes::postgres::{check_guards, insert_rows};
 use crate::{Clock, Error, Item, Request, insert_error, refuse_stale};
 
 /// Groups and entries committed by this instance.
@@ -132,7 +132,28 @@ impl Writer {
             // retries one by one, where it is.
             return Err(insert_error(e, &items));
         }
-        insert_recorded(&mut tx, &items, &entries).await?;
+        // The group's outbox events in one statement.
+        let (seqs, types): (Vec<i64>, Vec<&str>) = entries
+            .iter()
+            .flat_map(|e| {
+                crate::event_types(e.receipt())
+                    .into_iter()
+                    .map(move |t| (e.seq as i64, t))
+            })
+            .unzip();
+        if !seqs.is_empty() {
+            sqlx::query(
+                "INSERT INTO outbox (seq, type)
+             SELECT s, t FROM UNNEST($1::BIGINT[], $2::TEXT[]) WITH ORDINALITY AS u (s, t, n)
+             ORDER BY n",
+            )
+            .bind(seqs)
+            .bind(types)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        insert_rows(&mut tx, &items, &entries).await?;
         // The reservations this group fulfils, whichever instance made
         // them.
         let keys: Vec<String> = items
