@@ -77,12 +77,33 @@ fn three_gateways_share_one_ledger_through_a_sigkill_a_revocation_and_a_raced_bu
     let pg = Postgres::start();
     let url = pg.database("shared");
     let args = ["--database-url", url.as_str()];
-    // The first start seeds the ledger; the others find it seeded. All
-    // three sign with the data folder's key.
-    let a = Gateway::start_with(tempfile::tempdir().unwrap(), |_| {}, &args);
-    let data = a.data();
-    let mut b = instance(&data, &args);
-    let c = instance(&data, &args);
+    // All three start at once on an empty database: one seeds it, the
+    // others find it seeded. All sign with the data folder's key.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(bin("tollgate"))
+        .args(["init", "--demo", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut started: Vec<(Child, String)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| Gateway::spawn(&data, &args)))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let (child, url) = started.remove(0);
+    let a = Gateway {
+        child,
+        url,
+        dir,
+        seeded: 0,
+    };
+    let mut instances = started
+        .into_iter()
+        .map(|(child, url)| Instance { child, url });
+    let (mut b, c) = (instances.next().unwrap(), instances.next().unwrap());
     let work = tempfile::tempdir().unwrap();
 
     // Load over all three; one is killed two seconds in.
@@ -218,4 +239,20 @@ fn three_gateways_share_one_ledger_through_a_sigkill_a_revocation_and_a_raced_bu
         })
         .sum();
     assert_eq!(committed, 80_000);
+    // Seeded once, though three started together.
+    let publishes = lines
+        .iter()
+        .filter(|l| {
+            let v = parse(l).unwrap();
+            v.as_object()
+                .and_then(|o| o.get("receipt"))
+                .and_then(Value::as_object)
+                .and_then(|r| r.get("subject"))
+                .and_then(Value::as_object)
+                .and_then(|s| s.get("change"))
+                .and_then(Value::as_str)
+                == Some("policy.publish")
+        })
+        .count();
+    assert_eq!(publishes, 1);
 }

@@ -208,7 +208,11 @@ impl<L: Ledger> Gateway<L> {
         let mut recorded = parts.ledger.registry().await?;
         if !recorded.seeded {
             let seed = seed().map_err(StartError::Seed)?;
-            registry::import(&parts.ledger, &parts.signer, &*parts.clock, seed).await?;
+            match registry::import(&parts.ledger, &parts.signer, &*parts.clock, seed).await {
+                // Another instance sharing the ledger seeded it first.
+                Ok(()) | Err(StartError::Ledger(tollgate_ledger::Error::AlreadySeeded)) => {}
+                Err(e) => return Err(e),
+            }
             recorded = parts.ledger.registry().await?;
         }
         let view = View::from_recorded(&recorded, parts.ledger.hash_alg())
