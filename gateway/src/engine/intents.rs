@@ -391,30 +391,28 @@ fn authenticate(
     now: &tollgate_protocol::Timestamp,
 ) -> Result<(), IntentError> {
     let intent = &envelope.intent;
+    if let Err(r) = delegation::check_chain(
+        intent,
+        Some((envelope.payload(), &envelope.signature)),
+        &view.snapshot.registry,
+    ) && let Some(kind) = authentication(&r)
     {
-        if let Err(r) = delegation::check_chain(
-            intent,
-            Some((envelope.payload(), &envelope.signature)),
-            &view.snapshot.registry,
-        ) && let Some(kind) = authentication(&r)
-        {
+        return Err(IntentError::Unauthenticated {
+            kind,
+            reason: r.reason,
+        });
+    }
+    // Valid when the agent says it issued the intent is not enough: the
+    // chain must be valid now, by the gateway's clock.
+    for t in chain(view, &intent.delegation) {
+        if *now < t.not_before || *now >= t.expires_at {
             return Err(IntentError::Unauthenticated {
-                kind,
-                reason: r.reason,
+                kind: AuthFailure::NotValidNow,
+                reason: format!(
+                    "delegation {} is valid from {} until {}, and the gateway's clock says {}",
+                    t.id, t.not_before, t.expires_at, now
+                ),
             });
-        }
-        // Valid when the agent says it issued the intent is not enough: the
-        // chain must be valid now, by the gateway's clock.
-        for t in chain(view, &intent.delegation) {
-            if *now < t.not_before || *now >= t.expires_at {
-                return Err(IntentError::Unauthenticated {
-                    kind: AuthFailure::NotValidNow,
-                    reason: format!(
-                        "delegation {} is valid from {} until {}, and the gateway's clock says {}",
-                        t.id, t.not_before, t.expires_at, now
-                    ),
-                });
-            }
         }
     }
     Ok(())
