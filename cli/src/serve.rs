@@ -49,6 +49,7 @@ pub fn serve(args: ServeArgs) -> Result<String, CliError> {
     let mut paths = Paths::new(&args.data_dir, args.policy, args.database, args.key);
     paths.demo = args.demo;
     paths.database_url = args.database_url;
+    paths.signers = args.signers;
     run(Run {
         paths,
         settings,

@@ -31,7 +31,7 @@ pub struct ServeArgs {
     pub database: Option<PathBuf>,
     /// A PostgreSQL ledger instead of the SQLite file:
     /// postgres://user[:password]@host[:port]/database. The schema is
-    /// created on first use; one gateway serves a database at a time.
+    /// created on first use; several gateways may share one database.
     #[arg(
         long,
         env = "TOLLGATE_DATABASE_URL",
@@ -42,6 +42,19 @@ pub struct ServeArgs {
     /// The receipt-signing key (default: DATA_DIR/gateway.jwk).
     #[arg(long, env = "TOLLGATE_KEY")]
     pub key: Option<PathBuf>,
+    /// A receipt-signing key instead of --key: file:PATH or kms:KEY_ID
+    /// (a build with the kms feature; AWS settings from the AWS_*
+    /// environment variables), then optionally ,nbf=T and ,exp=T (RFC
+    /// 3339 or seconds since the epoch). Repeat for a rotation (';'
+    /// between them in the environment): each receipt is signed by the
+    /// newest key whose window holds its issued_at.
+    #[arg(
+        long = "signer",
+        env = "TOLLGATE_SIGNERS",
+        value_delimiter = ';',
+        conflicts_with = "key"
+    )]
+    pub signers: Vec<String>,
     /// Largest intent body, bytes.
     #[arg(long, env = "TOLLGATE_MAX_BODY", default_value_t = limits::DEFAULT_MAX_BODY)]
     pub max_body: usize,
@@ -124,6 +137,7 @@ struct ConfigFile {
     database: Option<PathBuf>,
     database_url: Option<String>,
     key: Option<PathBuf>,
+    signers: Option<Vec<String>>,
     max_body: Option<usize>,
     max_skew_seconds: Option<i64>,
     tls_cert: Option<PathBuf>,
@@ -180,6 +194,7 @@ pub fn apply_config(args: &mut ServeArgs, matches: &clap::ArgMatches) -> Result<
     take!(database);
     take!(database_url);
     take!(key);
+    take!(signers);
     take!(max_body);
     take!(max_skew_seconds);
     take!(tls_cert);

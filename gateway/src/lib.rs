@@ -37,7 +37,7 @@ use std::sync::Arc;
 use tollgate_ledger::postgres::{PgLedger, PgOptions};
 use tollgate_ledger::{SqliteLedger, SqliteOptions, SystemClock};
 use tollgate_protocol::Value;
-use tollgate_signer::{Ed25519Signer, public_jwk};
+use tollgate_signer::{AnySigner, Ed25519Signer, Keyring, public_jwk};
 
 /// Errors of `tollgate-gateway` at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +96,9 @@ pub struct Paths {
     pub database_url: Option<String>,
     /// The receipt-signing key.
     pub key: PathBuf,
+    /// Receipt-signing keys as `--signer` specs ([`keyring`]); empty:
+    /// `key` alone.
+    pub signers: Vec<String>,
     /// Whether a new data folder gets the demo issuer, agent, delegation
     /// and resources.
     pub demo: bool,
@@ -117,6 +120,7 @@ impl Paths {
             database: database.unwrap_or_else(|| data_dir.join("ledger.db")),
             database_url: None,
             key: key.unwrap_or_else(|| data_dir.join("gateway.jwk")),
+            signers: Vec::new(),
             data_dir: data_dir.to_owned(),
             demo: false,
             sandbox: false,
@@ -221,7 +225,7 @@ async fn start<L: tollgate_ledger::Ledger>(
     };
     let mut upstreams = settings.upstreams;
     upstreams.simulate |= paths.sandbox;
-    let signer = Ed25519Signer::load(&paths.key)?;
+    let signer = keyring(&paths.signers, &paths.key).await?;
     let admin_token = datadir::admin_token(&paths.data_dir)?;
     let data_dir = paths.data_dir.clone();
     let seed_policy = paths.policy.clone();
@@ -249,6 +253,67 @@ async fn start<L: tollgate_ledger::Ledger>(
             settings.max_body
         },
     })
+}
+
+/// The gateway's signing keys from `--signer` specs, or the key file
+/// `key` alone when there are none. A spec is `file:PATH` or
+/// `kms:KEY_ID` (a KMS key id, ARN or alias; feature `kms`, settings from
+/// the AWS environment variables), then optionally `,nbf=T` and `,exp=T`
+/// (RFC 3339 or seconds since the epoch): the window of `issued_at` the
+/// key signs, published with it. The newest key whose window holds a
+/// receipt's `issued_at` signs it.
+pub async fn keyring(specs: &[String], key: &Path) -> Result<Keyring, Error> {
+    if specs.is_empty() {
+        return Ok(Ed25519Signer::load(key)?.into());
+    }
+    let mut keys = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let bad = |why: &str| Error::Config(format!("--signer {spec:?}: {why}"));
+        let mut parts = spec.split(',');
+        let head = parts.next().unwrap_or_default();
+        let (mut nbf, mut exp) = (None, None);
+        for p in parts {
+            let (name, value) = p
+                .split_once('=')
+                .ok_or_else(|| bad("expected nbf=T or exp=T after the key"))?;
+            let t = value
+                .parse::<i64>()
+                .ok()
+                .or_else(|| tollgate_protocol::Timestamp::parse(value).map(|t| t.unix_seconds()))
+                .ok_or_else(|| {
+                    bad("a time is RFC 3339 (2026-12-01T00:00:00Z) or seconds since the epoch")
+                })?;
+            match name {
+                "nbf" => nbf = Some(t),
+                "exp" => exp = Some(t),
+                _ => return Err(bad("expected nbf=T or exp=T after the key")),
+            }
+        }
+        let signer = if let Some(path) = head.strip_prefix("file:") {
+            AnySigner::File(Ed25519Signer::load(Path::new(path))?)
+        } else if let Some(id) = head.strip_prefix("kms:") {
+            kms_signer(id).await.map_err(|e| bad(&e.to_string()))?
+        } else {
+            return Err(bad("a signer is file:PATH or kms:KEY_ID"));
+        };
+        keys.push((signer, nbf, exp));
+    }
+    Ok(Keyring::new(keys)?)
+}
+
+#[cfg(feature = "kms")]
+async fn kms_signer(id: &str) -> Result<AnySigner, tollgate_signer::Error> {
+    let settings = tollgate_signer::kms::KmsSettings::from_env()?;
+    Ok(AnySigner::Kms(
+        tollgate_signer::kms::KmsSigner::connect(id, &settings).await?,
+    ))
+}
+
+#[cfg(not(feature = "kms"))]
+async fn kms_signer(_id: &str) -> Result<AnySigner, tollgate_signer::Error> {
+    Err(tollgate_signer::Error::Remote(
+        "this gateway was built without KMS signing (build it with the cargo feature kms)".into(),
+    ))
 }
 
 /// Generates an Ed25519 key, writes it to a new file `out` (mode 0600) and

@@ -1,13 +1,14 @@
 //! Tollgate signers: whatever holds a private key and signs protocol objects.
 //!
 //! Scope: the [`Signer`] trait; [`Ed25519Signer`], the default, backed by a
-//! key file; and the JWK Set of a signer's public keys (PROTOCOL §2.1).
+//! key file; with the cargo feature `kms`, [`kms::KmsSigner`], a key held in
+//! AWS KMS; the [`Keyring`] of a gateway's keys with their validity windows
+//! (rotation); and the JWK Set of public keys (PROTOCOL §2.1).
 //! Signing always covers [`signed_message`]: a domain tag, a line feed and
 //! the canonical bytes of the object (PROTOCOL §2.3).
 //!
 //! Not here: verification (that is `tollgate-protocol`, so that auditors
-//! need no private-key code), and remote KMS signing, which arrives behind a
-//! cargo feature.
+//! need no private-key code).
 //!
 //! Key file format: a private JWK (RFC 8037) as a JSON object with `kty`
 //! `OKP`, `crv` `Ed25519`, `x`, `d` and `kid` (the RFC 7638 thumbprint of
@@ -15,6 +16,9 @@
 //! Loading checks that `x` and `kid` belong to `d`.
 
 #![forbid(unsafe_code)]
+
+#[cfg(feature = "kms")]
+pub mod kms;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -53,6 +57,10 @@ pub enum Error {
     /// A remote signer refused or failed.
     #[error("signing failed: {0}")]
     Remote(String),
+    /// The set of signing keys is unusable (none, a duplicate, a bad
+    /// window), or no key may sign a given `issued_at`.
+    #[error("signing keys: {0}")]
+    Keyring(String),
 }
 
 /// Something that signs protocol objects with one key.
@@ -211,6 +219,129 @@ impl Signer for Ed25519Signer {
     }
 }
 
+/// One receipt-signing key: a key file, or (feature `kms`) a key held in
+/// AWS KMS.
+#[derive(Debug)]
+pub enum AnySigner {
+    /// An Ed25519 key in memory.
+    File(Ed25519Signer),
+    /// A key held in KMS.
+    #[cfg(feature = "kms")]
+    Kms(kms::KmsSigner),
+}
+
+impl AnySigner {
+    /// The public key.
+    pub fn jwk(&self) -> &Jwk {
+        match self {
+            Self::File(s) => &s.jwk,
+            #[cfg(feature = "kms")]
+            Self::Kms(s) => s.jwk(),
+        }
+    }
+
+    /// Signs `body` in `domain`.
+    pub async fn sign(&self, domain: Domain, body: &Value) -> Result<Signature, Error> {
+        match self {
+            Self::File(s) => Ok(s.sign_now(domain, body)),
+            #[cfg(feature = "kms")]
+            Self::Kms(s) => s.sign(domain, body).await,
+        }
+    }
+}
+
+/// A gateway's receipt-signing keys, each with the window of `issued_at`
+/// it signs (PROTOCOL §2.1 `nbf`/`exp`, published with the key). A receipt
+/// is signed by the key whose window holds its `issued_at`, the newest
+/// (latest `nbf`) when several do: a rotation is a new key with an `nbf`,
+/// the old one given the same instant as `exp`. The choice depends on the
+/// receipt alone, never on a clock, so a verifier holding the key set
+/// checks it the same way.
+pub struct Keyring {
+    keys: Vec<(AnySigner, Jwk)>,
+    set: KeySet,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.keys.iter().map(|(_, j)| &j.kid))
+            .finish()
+    }
+}
+
+impl From<Ed25519Signer> for Keyring {
+    fn from(signer: Ed25519Signer) -> Self {
+        let jwk = signer.jwk.clone();
+        Self {
+            set: KeySet::from_keys([jwk.clone()]).unwrap_or_default(),
+            keys: vec![(AnySigner::File(signer), jwk)],
+        }
+    }
+}
+
+impl Keyring {
+    /// The keys, each with its window (`nbf`, `exp`: seconds; `None`
+    /// keeps the key's own). Refused: no key, the same key twice, a
+    /// window that ends before it starts.
+    pub fn new(keys: Vec<(AnySigner, Option<i64>, Option<i64>)>) -> Result<Self, Error> {
+        if keys.is_empty() {
+            return Err(Error::Keyring("no signing key".into()));
+        }
+        let mut out: Vec<(AnySigner, Jwk)> = Vec::with_capacity(keys.len());
+        for (signer, nbf, exp) in keys {
+            let mut jwk = signer.jwk().clone();
+            jwk.nbf = nbf.or(jwk.nbf);
+            jwk.exp = exp.or(jwk.exp);
+            if let (Some(n), Some(e)) = (jwk.nbf, jwk.exp)
+                && e <= n
+            {
+                return Err(Error::Keyring(format!(
+                    "key {}: exp {e} is not after nbf {n}",
+                    jwk.kid
+                )));
+            }
+            if out.iter().any(|(_, j)| j.kid == jwk.kid) {
+                return Err(Error::Keyring(format!("key {} is given twice", jwk.kid)));
+            }
+            out.push((signer, jwk));
+        }
+        let set = KeySet::from_keys(out.iter().map(|(_, j)| j.clone()))
+            .ok_or_else(|| Error::Keyring("the keys do not form a key set".into()))?;
+        Ok(Self { keys: out, set })
+    }
+
+    /// The published key set: every key, with its window.
+    pub fn key_set(&self) -> &KeySet {
+        &self.set
+    }
+
+    /// The key that signs what is issued at `at`, with its published JWK.
+    pub fn signer_at(
+        &self,
+        at: &tollgate_protocol::Timestamp,
+    ) -> Result<(&AnySigner, &Jwk), Error> {
+        self.keys
+            .iter()
+            .filter(|(_, j)| j.admits(at))
+            .max_by_key(|(_, j)| j.nbf.unwrap_or(i64::MIN))
+            .map(|(s, j)| (s, j))
+            .ok_or_else(|| Error::Keyring(format!("no signing key's window holds {}", at.as_str())))
+    }
+
+    /// Signs a receipt (or any object with an `issued_at`) in `domain`
+    /// with the key for its `issued_at`.
+    pub async fn sign(&self, domain: Domain, body: &Value) -> Result<Signature, Error> {
+        let at = body
+            .as_object()
+            .and_then(|o| o.get("issued_at"))
+            .and_then(Value::as_str)
+            .and_then(tollgate_protocol::Timestamp::parse)
+            .ok_or_else(|| Error::Keyring("the object to sign has no issued_at".into()))?;
+        self.signer_at(&at)?.0.sign(domain, body).await
+    }
+}
+
 /// The JWK Set publishing the public keys of `signers`.
 pub fn key_set<'a, S: Signer + 'a>(signers: impl IntoIterator<Item = &'a S>) -> KeySet {
     let keys: Vec<Jwk> = signers.into_iter().map(|s| s.jwk().clone()).collect();
@@ -238,6 +369,46 @@ pub fn public_jwk<S: Signer>(signer: &S) -> Object {
 mod tests {
     use super::*;
     use tollgate_protocol::Timestamp;
+
+    #[test]
+    fn the_newest_key_whose_window_holds_issued_at_signs() {
+        let old = Ed25519Signer::from_secret(&[1; 32]);
+        let new = Ed25519Signer::from_secret(&[2; 32]);
+        let (old_kid, new_kid) = (old.kid().to_owned(), new.kid().to_owned());
+        let ring = Keyring::new(vec![
+            (AnySigner::File(old), None, Some(2_000)),
+            (AnySigner::File(new), Some(1_000), None),
+        ])
+        .unwrap();
+        let at = |s: i64| Timestamp::from_unix(s, 0);
+        // Before the new key's nbf only the old one may sign; in the
+        // overlap the newer one does; from the old one's exp the new one.
+        assert_eq!(ring.signer_at(&at(500)).unwrap().1.kid, old_kid);
+        assert_eq!(ring.signer_at(&at(1_500)).unwrap().1.kid, new_kid);
+        assert_eq!(ring.signer_at(&at(2_000)).unwrap().1.kid, new_kid);
+        // Published with their windows.
+        let set = ring.key_set();
+        assert_eq!(set.get(&old_kid).unwrap().exp, Some(2_000));
+        assert_eq!(set.get(&new_kid).unwrap().nbf, Some(1_000));
+        // A gap is an error, not another key.
+        let gap = Keyring::new(vec![(
+            AnySigner::File(Ed25519Signer::from_secret(&[3; 32])),
+            Some(1_000),
+            None,
+        )])
+        .unwrap();
+        assert!(
+            gap.signer_at(&at(999))
+                .unwrap_err()
+                .to_string()
+                .contains("no signing key")
+        );
+        // Refused sets.
+        let twice = || AnySigner::File(Ed25519Signer::from_secret(&[4; 32]));
+        assert!(Keyring::new(vec![(twice(), None, None), (twice(), None, None)]).is_err());
+        assert!(Keyring::new(vec![(twice(), Some(5), Some(5))]).is_err());
+        assert!(Keyring::new(Vec::new()).is_err());
+    }
 
     // RFC 8032 §7.1, TEST 1.
     const SECRET: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";

@@ -73,6 +73,11 @@ impl Gateway {
 
     /// Spawns `tollgate serve` on `data` and waits until it listens.
     pub fn spawn(data: &Path, args: &[&str]) -> (Child, String) {
+        Self::spawn_env(data, args, &[])
+    }
+
+    /// [`Gateway::spawn`] with more environment variables.
+    pub fn spawn_env(data: &Path, args: &[&str], env: &[(&str, String)]) -> (Child, String) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -82,6 +87,7 @@ impl Gateway {
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

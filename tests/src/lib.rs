@@ -16,6 +16,7 @@
 pub mod browser;
 pub mod conformance;
 pub mod gateway;
+pub mod kms;
 pub mod postgres;
 pub mod upstream;
 

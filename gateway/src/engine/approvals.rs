@@ -722,10 +722,12 @@ impl<L: Ledger> Gateway<L> {
             status: status.name().to_owned(),
             decision_hash: Some(used),
         };
-        let mut approval = Append::new(
-            receipt.clone(),
-            self.signer.sign_now(Domain::Receipt, &receipt),
-        );
+        let signature = self
+            .signer
+            .sign(Domain::Receipt, &receipt)
+            .await
+            .map_err(internal)?;
+        let mut approval = Append::new(receipt.clone(), signature);
         approval.approval = Some(step);
         approval.guard = Some(Guard {
             registry_seq: view.registry_seq,
@@ -874,10 +876,12 @@ impl<L: Ledger> Gateway<L> {
         };
         let spend = budget::spent_by(&outcome, &held.charges);
         let receipt = quorum.execution(outcome, spent)?.seal();
-        let mut execution = Append::new(
-            receipt.clone(),
-            self.signer.sign_now(Domain::Receipt, &receipt),
-        );
+        let signature = self
+            .signer
+            .sign(Domain::Receipt, &receipt)
+            .await
+            .map_err(internal)?;
+        let mut execution = Append::new(receipt, signature);
         execution.idempotency_key = Some(key);
         execution.spend = spend.clone();
         if checked {
@@ -954,10 +958,12 @@ impl<L: Ledger> Gateway<L> {
         let sealed = Value::Object(seal_receipt(draft));
         let mut completing = Append::new(approval, signature);
         completing.approval = Some(step);
-        let mut execution = Append::new(
-            sealed.clone(),
-            self.signer.sign_now(Domain::Receipt, &sealed),
-        );
+        let signature = self
+            .signer
+            .sign(Domain::Receipt, &sealed)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut execution = Append::new(sealed, signature);
         execution.idempotency_key = Some(key.to_owned());
         execution.spend = spend.clone();
         match self.ledger.append_unit(vec![completing, execution]).await {
@@ -1017,10 +1023,12 @@ impl<L: Ledger> Gateway<L> {
                 )
                 .map_err(internal)?
                 .seal();
-                let mut append = Append::new(
-                    receipt.clone(),
-                    self.signer.sign_now(Domain::Receipt, &receipt),
-                );
+                let signature = self
+                    .signer
+                    .sign(Domain::Receipt, &receipt)
+                    .await
+                    .map_err(internal)?;
+                let mut append = Append::new(receipt, signature);
                 append.approval = Some(ApprovalRow::Step {
                     approval: record.id.clone(),
                     reviewer: None,

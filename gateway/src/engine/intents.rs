@@ -551,7 +551,11 @@ impl<L: Ledger> Gateway<L> {
         // Only a commit spends: a failed one releases its charges.
         let spend = budget::spent_by(&receipt.outcome, &held.charges);
         let sealed = receipt.seal();
-        let signature = self.signer.sign_now(Domain::Receipt, &sealed);
+        let signature = self
+            .signer
+            .sign(Domain::Receipt, &sealed)
+            .await
+            .map_err(internal)?;
         let mut append = Append::new(sealed, signature);
         append.idempotency_key = Some(key.to_owned());
         append.spend = spend.clone();
@@ -693,7 +697,11 @@ impl<L: Ledger> Gateway<L> {
         let spend = budget::spent_by(&outcome, &charges);
         draft.insert("outcome", outcome.to_value());
         let sealed = Value::Object(seal_receipt(draft));
-        let signature = self.signer.sign_now(Domain::Receipt, &sealed);
+        let signature = self
+            .signer
+            .sign(Domain::Receipt, &sealed)
+            .await
+            .map_err(|e| e.to_string())?;
         match self
             .ledger
             .append_spending(sealed, signature, Some(key), spend.clone())

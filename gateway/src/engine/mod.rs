@@ -45,7 +45,7 @@ use tollgate_ledger::Ledger;
 use tollgate_pipeline::Snapshot;
 use tollgate_policies::Bundle;
 use tollgate_protocol::{Clock, HashValue, Jwk, KeySet, Object, Value};
-use tollgate_signer::Ed25519Signer;
+use tollgate_signer::Keyring;
 
 use crate::observe::Metrics;
 
@@ -115,7 +115,7 @@ pub struct Parts<L> {
     /// The ledger.
     pub ledger: L,
     /// The receipt-signing key.
-    pub signer: Ed25519Signer,
+    pub signer: Keyring,
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// Limits.
@@ -158,7 +158,7 @@ pub(crate) struct View {
 /// The gateway's engine.
 pub struct Gateway<L: Ledger> {
     ledger: L,
-    signer: Ed25519Signer,
+    signer: Keyring,
     keys: KeySet,
     clock: Arc<dyn Clock>,
     limits: Limits,
@@ -223,7 +223,7 @@ impl<L: Ledger> Gateway<L> {
                 .spending(parts.clock.now().unix_seconds())
                 .await?,
         );
-        let keys = tollgate_signer::key_set([&parts.signer]);
+        let keys = parts.signer.key_set().clone();
         let gateway = Self {
             ledger: parts.ledger,
             keys,

@@ -14,7 +14,7 @@ use tollgate_policies::reviewer::Reviewer;
 use tollgate_protocol::{
     Clock, Domain, HashAlg, Jwk, KeySet, Object, Receipt, Value, canonical, parse,
 };
-use tollgate_signer::Ed25519Signer;
+use tollgate_signer::Keyring;
 
 use super::{Gateway, RegistryError, Seed, StartError, View};
 use crate::limits::{MAX_BUNDLE_FILES, MAX_BUNDLE_PATH};
@@ -216,20 +216,20 @@ pub(crate) fn load_bundle(files: &BTreeMap<String, String>) -> Result<Bundle, Re
 }
 
 /// A signed registry receipt of `change` to `object`, under `policy`.
-fn registry_item(
-    signer: &Ed25519Signer,
+async fn registry_item(
+    signer: &Keyring,
     clock: &dyn Clock,
     change: RegistryChange,
     object: Value,
     policy: &str,
-) -> RegistryAppend {
+) -> Result<RegistryAppend, tollgate_signer::Error> {
     let receipt = Receipt::registry(clock.now(), policy.to_owned(), change.name(), object).seal();
-    let signature = signer.sign_now(Domain::Receipt, &receipt);
-    RegistryAppend {
+    let signature = signer.sign(Domain::Receipt, &receipt).await?;
+    Ok(RegistryAppend {
         receipt,
         signature,
         change,
-    }
+    })
 }
 
 /// The first-start import: every seed object as a registry receipt, in one
@@ -237,11 +237,14 @@ fn registry_item(
 /// the version in force.
 pub(super) async fn import<L: Ledger>(
     ledger: &L,
-    signer: &Ed25519Signer,
+    signer: &Keyring,
     clock: &dyn Clock,
     seed: Seed,
 ) -> Result<(), StartError> {
-    let item = |change, object, policy: &str| registry_item(signer, clock, change, object, policy);
+    // Each change with its object and the version its receipt names;
+    // signed once the list is made.
+    let item =
+        |change: RegistryChange, object: Value, policy: &str| (change, object, policy.to_owned());
     let bundle = load_bundle(&seed.policy).map_err(|e| StartError::Seed(e.to_string()))?;
     let version = bundle.version_string();
     let mut object = Object::new();
@@ -313,7 +316,15 @@ pub(super) async fn import<L: Ledger>(
             &version,
         ));
     }
-    ledger.append_registry(items, true).await?;
+    let mut signed = Vec::with_capacity(items.len());
+    for (change, object, policy) in items {
+        signed.push(
+            registry_item(signer, clock, change, object, &policy)
+                .await
+                .map_err(|e| StartError::Seed(format!("signing the seed's receipts: {e}")))?,
+        );
+    }
+    ledger.append_registry(signed, true).await?;
     Ok(())
 }
 
@@ -330,7 +341,9 @@ impl<L: Ledger> Gateway<L> {
         object: Value,
         policy: &str,
     ) -> Result<u64, RegistryError> {
-        let item = registry_item(&self.signer, &*self.clock, change, object, policy);
+        let item = registry_item(&self.signer, &*self.clock, change, object, policy)
+            .await
+            .map_err(|e| RegistryError::Internal(e.to_string()))?;
         match self
             .ledger
             .append_registry_after(vec![item], false, Some(view.registry_seq))

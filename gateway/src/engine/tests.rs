@@ -337,7 +337,7 @@ pub(crate) async fn open_with(
     let gateway = Gateway::open(
         Parts {
             ledger: ledger.clone(),
-            signer: Ed25519Signer::from_secret(&[1; 32]),
+            signer: Ed25519Signer::from_secret(&[1; 32]).into(),
             clock,
             limits: Limits::default(),
             upstreams,
@@ -434,7 +434,7 @@ async fn a_first_start_imports_the_seed_then_never_reads_it_again() {
                 approval_conflict: Arc::default(),
                 stale: Arc::default(),
             },
-            signer: Ed25519Signer::from_secret(&[1; 32]),
+            signer: Ed25519Signer::from_secret(&[1; 32]).into(),
             clock: w.clock.clone(),
             limits: Limits::default(),
             upstreams: Upstreams::default(),

@@ -1,0 +1,124 @@
+//! Receipts signed in AWS KMS, against a KMS emulator this test starts
+//! (moto, which has P-256 keys but no Ed25519: the Ed25519 request and
+//! response shapes are covered in `signer/tests/kms_ed25519.rs`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+
+use tollgate_protocol::{Timestamp, Value, parse};
+use tollgate_tests::gateway::{Gateway, intent, verdict_of};
+use tollgate_tests::kms::Moto;
+use tollgate_tests::{bin, verify_cmd};
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn member<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
+    path.iter()
+        .fold(v, |v, k| v.as_object().unwrap().get(k).unwrap())
+}
+
+/// A rotation: the gateway's Ed25519 key file signs what is issued before
+/// an instant, a KMS P-256 key what is issued from it on. The ledger holds
+/// both kinds of signature and verifies with the key set the gateway
+/// publishes, with each key's window.
+#[test]
+fn a_rotation_from_a_key_file_to_a_kms_key_verifies_with_the_published_key_set() {
+    let moto = Moto::start();
+    let key_id = moto.create_key("ECC_NIST_P256");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(bin("tollgate"))
+        .args(["init", "--demo", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let t = unix_now() + 60;
+    let file = format!("file:{},exp={t}", data.join("gateway.jwk").display());
+    let kms = format!("kms:{key_id},nbf={t}");
+    let (child, url) =
+        Gateway::spawn_env(&data, &["--signer", &file, "--signer", &kms], &moto.env());
+    let g = Gateway {
+        child,
+        url,
+        dir,
+        seeded: 0,
+    };
+    let agent = g.agent();
+    let later = Timestamp::from_unix(t + 30, 0);
+    let mut algs = Vec::new();
+    for body in [
+        intent(&agent, "kms-1", "order:o-1001", 2_500, |_| {}),
+        intent(&agent, "kms-2", "order:o-1002", 2_500, |p| {
+            p.insert("issued_at", later.as_str().into());
+        }),
+    ] {
+        let (code, _, entry, _) = g.post_raw("application/json", &body, None);
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&entry));
+        assert_eq!(verdict_of(&entry), "pass");
+        let e = parse(&entry).unwrap();
+        algs.push(
+            member(&e, &["signature", "alg"])
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(algs, ["EdDSA", "ES256"]);
+
+    // The published key set: both keys, each with its window.
+    let jwks = parse(&g.get("/.well-known/jwks.json").1).unwrap();
+    let keys = member(&jwks, &["keys"]);
+    let Value::Array(keys) = keys else {
+        panic!("keys is not an array")
+    };
+    assert_eq!(keys.len(), 2);
+    let window = |kty: &str| {
+        let k = keys
+            .iter()
+            .find(|k| member(k, &["kty"]).as_str() == Some(kty))
+            .unwrap()
+            .as_object()
+            .unwrap();
+        (
+            k.get("nbf").and_then(Value::as_safe_integer),
+            k.get("exp").and_then(Value::as_safe_integer),
+        )
+    };
+    assert_eq!(window("OKP"), (None, Some(t)));
+    assert_eq!(window("EC"), (Some(t), None));
+
+    // The whole ledger verifies, and re-decides, with that key set.
+    let work = tempfile::tempdir().unwrap();
+    let (export, jwks_file) = (work.path().join("e.jsonl"), work.path().join("k.json"));
+    std::fs::write(&export, g.get("/v1/ledger/export").1).unwrap();
+    std::fs::write(&jwks_file, g.get("/.well-known/jwks.json").1).unwrap();
+    let out = verify_cmd(&[
+        "ledger",
+        export.to_str().unwrap(),
+        "--keys",
+        jwks_file.to_str().unwrap(),
+        "--redecide",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+
+    // A KMS key that does not exist: the gateway does not start, and says
+    // which key and what KMS answered; no other key is used instead.
+    let out = Command::new(bin("tollgate"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .args(["--signer", "kms:no-such-key"])
+        .envs(moto.env())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-such-key"), "{err}");
+    assert!(err.contains("NotFoundException"), "{err}");
+}
