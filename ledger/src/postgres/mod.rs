@@ -149,6 +149,7 @@ impl PgLedger {
                 clock: clock.clone(),
                 max_batch,
                 stats: stats.clone(),
+                last: None,
             }
             .run(rx),
         );

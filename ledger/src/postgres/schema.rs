@@ -137,6 +137,36 @@ pub(crate) const SCHEMA: &[&str] = &[
         event BIGINT NOT NULL,
         PRIMARY KEY (endpoint, event)
     )",
+    // A whole group of plain appends in one round trip: under the chain
+    // head's row lock, if the head is still the one the writer chained
+    // from (and the registries the one the group's decisions read), the
+    // entries, their outbox events, the reservations they fulfil and the
+    // new head. Otherwise nothing, and -1 (the head moved) or -2 (the
+    // registries changed): the writer then takes the general path.
+    "CREATE OR REPLACE FUNCTION tollgate_append(
+        head_seq BIGINT, head_hash TEXT, registry BIGINT,
+        seqs BIGINT[], ids TEXT[], hashes TEXT[], lines BYTEA[], keys TEXT[],
+        ev_seqs BIGINT[], ev_types TEXT[], last_hash TEXT, at TEXT
+     ) RETURNS BIGINT LANGUAGE plpgsql AS $$
+     DECLARE cur_seq BIGINT; cur_hash TEXT; cur_registry TEXT;
+     BEGIN
+       SELECT seq, hash INTO cur_seq, cur_hash FROM chain_head WHERE id = 1 FOR UPDATE;
+       IF cur_seq <> head_seq OR cur_hash <> head_hash THEN RETURN -1; END IF;
+       IF registry IS NOT NULL THEN
+         SELECT value INTO cur_registry FROM ledger_meta WHERE key = 'registry_seq';
+         IF COALESCE(cur_registry, '0') <> registry::TEXT THEN RETURN -2; END IF;
+       END IF;
+       INSERT INTO entries (seq, receipt_id, hash, line, idempotency_key)
+         SELECT * FROM UNNEST(seqs, ids, hashes, lines, keys);
+       INSERT INTO outbox (seq, type)
+         SELECT s, t FROM UNNEST(ev_seqs, ev_types) WITH ORDINALITY AS u (s, t, n) ORDER BY n;
+       IF EXISTS (SELECT 1 FROM UNNEST(keys) AS k WHERE k IS NOT NULL) THEN
+         DELETE FROM pending WHERE idempotency_key = ANY(keys);
+       END IF;
+       UPDATE chain_head SET seq = head_seq + cardinality(seqs), hash = last_hash, appended_at = at
+         WHERE id = 1;
+       RETURN head_seq + cardinality(seqs);
+     END $$",
     // One function refuses a change with the message it is given.
     "CREATE OR REPLACE FUNCTION tollgate_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
      BEGIN RAISE EXCEPTION '%', TG_ARGV[0]; END $$",

@@ -30,10 +30,13 @@ pub(super) struct Writer {
     pub clock: Arc<dyn Clock>,
     pub max_batch: usize,
     pub stats: Arc<Counters>,
+    /// The head after this instance's last group, and its time: where the
+    /// next group is chained from if no other instance appended since.
+    pub last: Option<(u64, HashValue, Timestamp)>,
 }
 
 impl Writer {
-    pub async fn run(self, mut rx: mpsc::Receiver<Request>) {
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
         let mut batch = Vec::with_capacity(self.max_batch);
         while rx.recv_many(&mut batch, self.max_batch).await > 0 {
             self.commit_group(std::mem::take(&mut batch)).await;
@@ -43,7 +46,7 @@ impl Writer {
     /// Commits a group; if one unit of it is refused (a receipt or key
     /// already stored, or an approval row the tables refuse), the others
     /// are committed one by one so that only it fails.
-    async fn commit_group(&self, mut batch: Vec<Request>) {
+    async fn commit_group(&mut self, mut batch: Vec<Request>) {
         match self.insert_all(&mut batch).await {
             Ok(mut entries) => {
                 for req in batch {
@@ -71,8 +74,136 @@ impl Writer {
     }
 
     /// Appends `batch` in one transaction, under the chain head; units
-    /// whose guard fails there are answered and removed first.
-    async fn insert_all(&self, batch: &mut Vec<Request>) -> Result<Vec<LedgerEntry>, Error> {
+    /// whose guard fails there are answered and removed first. A group of
+    /// plain appends chained from this instance's last head goes in one
+    /// round trip ([`Writer::append_fast`]); anything else, or a head
+    /// another instance moved, takes the general path.
+    async fn insert_all(&mut self, batch: &mut Vec<Request>) -> Result<Vec<LedgerEntry>, Error> {
+        if let Some(entries) = self.append_fast(batch).await? {
+            return Ok(entries);
+        }
+        let result = self.insert_general(batch).await;
+        if result.is_err() {
+            self.last = None;
+        }
+        result
+    }
+
+    /// The registry seq every guard of `batch` read, if the group can take
+    /// the one-round-trip path: no spending, approval rows or budget
+    /// guards, and one registry seq among its guards. `Some(None)`: no
+    /// guard at all.
+    fn plain(batch: &[Request]) -> Option<Option<u64>> {
+        let mut registry = None;
+        for item in batch.iter().flat_map(|r| &r.items) {
+            let a = &item.append;
+            if !a.spend.is_empty() || a.approval.is_some() {
+                return None;
+            }
+            if let Some(g) = &a.guard {
+                if !g.budgets.is_empty() || registry.is_some_and(|r| r != g.registry_seq) {
+                    return None;
+                }
+                registry = Some(g.registry_seq);
+            }
+        }
+        Some(registry)
+    }
+
+    /// The group in one statement (`tollgate_append`), chained from this
+    /// instance's last head; `None` if it cannot go that way (then
+    /// nothing was written).
+    async fn append_fast(&mut self, batch: &[Request]) -> Result<Option<Vec<LedgerEntry>>, Error> {
+        let (Some((head_seq, head_hash, last_at)), Some(registry)) =
+            (self.last.clone(), Self::plain(batch))
+        else {
+            return Ok(None);
+        };
+        let items: Vec<&Item> = batch.iter().flat_map(|r| &r.items).collect();
+        let now = self.clock.now();
+        let at = if last_at > now { last_at } else { now };
+        let (mut seq, mut prev) = (head_seq, head_hash);
+        let mut entries = Vec::with_capacity(items.len());
+        for item in &items {
+            seq += 1;
+            let entry = LedgerEntry::seal(
+                seq,
+                prev,
+                at.clone(),
+                item.append.receipt.clone(),
+                item.append.signature.clone(),
+            );
+            prev = entry.hash;
+            entries.push(entry);
+        }
+        let (ev_seqs, ev_types): (Vec<i64>, Vec<&str>) = entries
+            .iter()
+            .flat_map(|e| {
+                crate::event_types(e.receipt())
+                    .into_iter()
+                    .map(move |t| (e.seq as i64, t))
+            })
+            .unzip();
+        let done: i64 = sqlx::query_scalar(
+            "SELECT tollgate_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(head_seq as i64)
+        .bind(head_hash.to_string())
+        .bind(registry.map(|r| r as i64))
+        .bind(entries.iter().map(|e| e.seq as i64).collect::<Vec<_>>())
+        .bind(
+            items
+                .iter()
+                .map(|i| i.receipt_id.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.hash.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            entries
+                .iter()
+                .map(LedgerEntry::to_canonical)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            items
+                .iter()
+                .map(|i| i.append.idempotency_key.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(ev_seqs)
+        .bind(ev_types)
+        .bind(prev.to_string())
+        .bind(at.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| {
+            self.last = None;
+            insert_error(e, &items)
+        })?;
+        if done != seq as i64 {
+            // Another instance appended (or changed the registries) since.
+            self.last = None;
+            return Ok(None);
+        }
+        self.last = Some((seq, prev, at));
+        self.stats.groups.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .appends
+            .fetch_add(entries.len() as u64, Ordering::Relaxed);
+        Ok(Some(entries))
+    }
+
+    /// The general path: lock the head, check guards, write everything
+    /// the group records, move the head, in one transaction.
+    async fn insert_general(
+        &mut self,
+        batch: &mut Vec<Request>,
+    ) -> Result<Vec<LedgerEntry>, Error> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let (mut seq, mut prev, at) = lock_head(&mut tx, &*self.clock).await?;
         let units: Vec<_> = batch.iter().map(crate::guarded).collect();
@@ -169,6 +300,7 @@ impl Writer {
         }
         set_head(&mut tx, seq, prev, &at).await?;
         tx.commit().await.map_err(db)?;
+        self.last = Some((seq, prev, at));
         self.stats.groups.fetch_add(1, Ordering::Relaxed);
         self.stats
             .appends
