@@ -3,7 +3,8 @@
 //! decisions/s of 1, 2 and 3 gateway instances sharing one database.
 //!
 //! `cargo bench -p tollgate-tests --bench postgres` (add `-- --quick` for a
-//! short run). It starts a throwaway cluster from Debian's `postgresql`
+//! short run, `-- --appends-only` to skip the gateways, e.g. under a
+//! profiler). It starts a throwaway cluster from Debian's `postgresql`
 //! binaries, as the tests do, with its default durability (`fsync` and
 //! `synchronous_commit` on). Figures are ratios to the baseline, because
 //! these machines are shared and noisy; absolute rates are printed for
@@ -165,9 +166,11 @@ fn decisions(pg: &Postgres, instances: usize, seconds: u64) -> (f64, String) {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let (n, seconds) = if quick { (4_000, 3) } else { (20_000, 8) };
+    let (n, seconds) = if quick { (20_000, 3) } else { (100_000, 8) };
     // The gateway binary of this very source, release profile.
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // (With the features the workspace build gives it, so that this build
+    // and `cargo bench`'s own do not undo each other.)
     let built = Command::new(cargo)
         .args([
             "build",
@@ -175,6 +178,8 @@ fn main() {
             "--quiet",
             "-p",
             "tollgate-cli",
+            "--features",
+            "kms",
             "--bin",
             "tollgate",
         ])
@@ -220,6 +225,9 @@ fn main() {
         );
     }
     drop(rt);
+    if std::env::args().any(|a| a == "--appends-only") {
+        return;
+    }
     println!();
     let mut first = 0.0;
     for instances in [1, 2, 3] {
