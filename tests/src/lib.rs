@@ -89,6 +89,32 @@ pub fn verify_cmd(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Asserts that the export `export` verifies, every decision re-deciding,
+/// with the key set `jwks`, by `tollgate-verify` as an auditor runs it
+/// (both written to files in a temporary folder first); its lines.
+pub fn assert_export_verifies(export: &[u8], jwks: &[u8]) -> Vec<Vec<u8>> {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, k) = (
+        dir.path().join("export.jsonl"),
+        dir.path().join("jwks.json"),
+    );
+    std::fs::write(&e, export).unwrap();
+    std::fs::write(&k, jwks).unwrap();
+    let out = verify_cmd(&[
+        "ledger",
+        e.to_str().unwrap(),
+        "--keys",
+        k.to_str().unwrap(),
+        "--redecide",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    export
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
 /// The Python interpreter with the fixture packages.
 pub fn python() -> String {
     std::env::var("TOLLGATE_PYTHON").unwrap_or_else(|_| "python3".into())

@@ -9,7 +9,7 @@ use std::process::Command;
 use tollgate_protocol::{Timestamp, Value, parse};
 use tollgate_tests::gateway::{Gateway, intent, verdict_of};
 use tollgate_tests::kms::Moto;
-use tollgate_tests::{bin, verify_cmd};
+use tollgate_tests::{assert_export_verifies, bin};
 
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
@@ -95,18 +95,10 @@ fn a_rotation_from_a_key_file_to_a_kms_key_verifies_with_the_published_key_set()
     assert_eq!(window("EC"), (Some(t), None));
 
     // The whole ledger verifies, and re-decides, with that key set.
-    let work = tempfile::tempdir().unwrap();
-    let (export, jwks_file) = (work.path().join("e.jsonl"), work.path().join("k.json"));
-    std::fs::write(&export, g.get("/v1/ledger/export").1).unwrap();
-    std::fs::write(&jwks_file, g.get("/.well-known/jwks.json").1).unwrap();
-    let out = verify_cmd(&[
-        "ledger",
-        export.to_str().unwrap(),
-        "--keys",
-        jwks_file.to_str().unwrap(),
-        "--redecide",
-    ]);
-    assert!(out.status.success(), "{out:?}");
+    assert_export_verifies(
+        &g.get("/v1/ledger/export").1,
+        &g.get("/.well-known/jwks.json").1,
+    );
 
     // A KMS key that does not exist: the gateway does not start, and says
     // which key and what KMS answered; no other key is used instead.

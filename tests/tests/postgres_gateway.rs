@@ -10,7 +10,7 @@ use tollgate_protocol::parse;
 use tollgate_tests::gateway::{Gateway, intent, verdict_of};
 use tollgate_tests::postgres::Postgres;
 
-use tollgate_tests::{bin, verify_cmd};
+use tollgate_tests::{assert_export_verifies, bin, verify_cmd};
 
 #[test]
 fn a_gateway_serves_from_postgresql_alone_and_survives_sigkill() {
@@ -162,22 +162,10 @@ fn an_embedded_ledger_moves_to_postgresql_and_the_gateway_goes_on_from_it() {
         after.iter().filter(|b| **b == b'\n').count() as i64,
         head + 1
     );
-    let dir = tempfile::tempdir().unwrap();
-    let (export, keys) = (dir.path().join("e.jsonl"), dir.path().join("k.json"));
-    std::fs::write(&export, &after).unwrap();
-    std::fs::write(
-        &keys,
-        client.get("/.well-known/jwks.json", false).unwrap().body,
-    )
-    .unwrap();
-    let out = verify_cmd(&[
-        "ledger",
-        export.to_str().unwrap(),
-        "--keys",
-        keys.to_str().unwrap(),
-        "--redecide",
-    ]);
-    assert!(out.status.success(), "{out:?}");
+    assert_export_verifies(
+        &after,
+        &client.get("/.well-known/jwks.json", false).unwrap().body,
+    );
 }
 
 /// A process killed when dropped.

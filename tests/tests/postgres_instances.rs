@@ -13,7 +13,7 @@ use std::time::Duration;
 use tollgate_protocol::{Object, Value, parse};
 use tollgate_tests::gateway::{Gateway, intent, verdict_of};
 use tollgate_tests::postgres::Postgres;
-use tollgate_tests::{bin, verify_cmd};
+use tollgate_tests::{assert_export_verifies, bin};
 
 /// A gateway process started by hand, killed when dropped.
 struct Instance {
@@ -53,23 +53,11 @@ fn receipt_id(line: &[u8]) -> String {
 
 /// The export of `g`, verified (and every decision re-decided) by the
 /// auditor's tool with the key set the gateway publishes; its lines.
-fn verified_export(g: &Gateway, dir: &std::path::Path) -> Vec<Vec<u8>> {
-    let (export, keys) = (dir.join("e.jsonl"), dir.join("k.json"));
-    let body = g.get("/v1/ledger/export").1;
-    std::fs::write(&export, &body).unwrap();
-    std::fs::write(&keys, g.get("/.well-known/jwks.json").1).unwrap();
-    let out = verify_cmd(&[
-        "ledger",
-        export.to_str().unwrap(),
-        "--keys",
-        keys.to_str().unwrap(),
-        "--redecide",
-    ]);
-    assert!(out.status.success(), "{out:?}");
-    body.split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect()
+fn verified_export(g: &Gateway) -> Vec<Vec<u8>> {
+    assert_export_verifies(
+        &g.get("/v1/ledger/export").1,
+        &g.get("/.well-known/jwks.json").1,
+    )
 }
 
 #[test]
@@ -126,7 +114,7 @@ fn three_gateways_share_one_ledger_through_a_sigkill_a_revocation_and_a_raced_bu
 
     // The export verifies (gap-free, one chain, every decision re-decided
     // from it alone), and holds every acknowledged receipt exactly once.
-    let lines = verified_export(&a, work.path());
+    let lines = verified_export(&a);
     let mut count: BTreeMap<&[u8], usize> = BTreeMap::new();
     for l in &lines {
         *count.entry(l.as_slice()).or_insert(0) += 1;
@@ -218,7 +206,7 @@ fn three_gateways_share_one_ledger_through_a_sigkill_a_revocation_and_a_raced_bu
     assert!(verdicts.iter().all(|v| v == "pass" || v == "escalate"));
 
     // And the whole ledger still verifies and re-decides.
-    let lines = verified_export(&a, work.path());
+    let lines = verified_export(&a);
     let committed: i64 = lines
         .iter()
         .filter_map(|l| {

@@ -122,59 +122,20 @@ impl Writer {
         let items: Vec<&Item> = batch.iter().flat_map(|r| &r.items).collect();
         let now = self.clock.now();
         let at = if last_at > now { last_at } else { now };
-        let (mut seq, mut prev) = (head_seq, head_hash);
-        let mut entries = Vec::with_capacity(items.len());
-        for item in &items {
-            seq += 1;
-            let entry = LedgerEntry::seal(
-                seq,
-                prev,
-                at.clone(),
-                item.append.receipt.clone(),
-                item.append.signature.clone(),
-            );
-            prev = entry.hash;
-            entries.push(entry);
-        }
-        let (ev_seqs, ev_types): (Vec<i64>, Vec<&str>) = entries
-            .iter()
-            .flat_map(|e| {
-                crate::event_types(e.receipt())
-                    .into_iter()
-                    .map(move |t| (e.seq as i64, t))
-            })
-            .unzip();
+        let g = Chained::new(&items, head_seq, head_hash, &at);
+        let (seq, prev) = (head_seq + g.entries.len() as u64, g.last);
+        let (ev_seqs, ev_types) = events(&g.entries);
         let done: i64 = sqlx::query_scalar(
             "SELECT tollgate_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(head_seq as i64)
         .bind(head_hash.to_string())
         .bind(registry.map(|r| r as i64))
-        .bind(entries.iter().map(|e| e.seq as i64).collect::<Vec<_>>())
-        .bind(
-            items
-                .iter()
-                .map(|i| i.receipt_id.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            entries
-                .iter()
-                .map(|e| e.hash.to_string())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            entries
-                .iter()
-                .map(LedgerEntry::to_canonical)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            items
-                .iter()
-                .map(|i| i.append.idempotency_key.clone())
-                .collect::<Vec<_>>(),
-        )
+        .bind(g.seqs)
+        .bind(g.ids)
+        .bind(g.hashes)
+        .bind(g.lines)
+        .bind(g.keys)
         .bind(ev_seqs)
         .bind(ev_types)
         .bind(prev.to_string())
@@ -194,8 +155,8 @@ impl Writer {
         self.stats.groups.fetch_add(1, Ordering::Relaxed);
         self.stats
             .appends
-            .fetch_add(entries.len() as u64, Ordering::Relaxed);
-        Ok(Some(entries))
+            .fetch_add(g.entries.len() as u64, Ordering::Relaxed);
+        Ok(Some(g.entries))
     }
 
     /// The general path: lock the head, check guards, write everything
@@ -205,7 +166,7 @@ impl Writer {
         batch: &mut Vec<Request>,
     ) -> Result<Vec<LedgerEntry>, Error> {
         let mut tx = self.pool.begin().await.map_err(db)?;
-        let (mut seq, mut prev, at) = lock_head(&mut tx, &*self.clock).await?;
+        let (head_seq, head_hash, at) = lock_head(&mut tx, &*self.clock).await?;
         let units: Vec<_> = batch.iter().map(crate::guarded).collect();
         let answers = check_guards(&mut tx, &units).await?;
         drop(units);
@@ -214,64 +175,27 @@ impl Writer {
             return Ok(Vec::new());
         }
         let items: Vec<&Item> = batch.iter().flat_map(|r| &r.items).collect();
-        let mut entries = Vec::with_capacity(items.len());
-        for item in &items {
-            seq += 1;
-            let entry = LedgerEntry::seal(
-                seq,
-                prev,
-                at.clone(),
-                item.append.receipt.clone(),
-                item.append.signature.clone(),
-            );
-            prev = entry.hash;
-            entries.push(entry);
-        }
+        let g = Chained::new(&items, head_seq, head_hash, &at);
+        let (seq, prev) = (head_seq + g.entries.len() as u64, g.last);
         let inserted = sqlx::query(
             "INSERT INTO entries (seq, receipt_id, hash, line, idempotency_key)
              SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::BYTEA[], $5::TEXT[])",
         )
-        .bind(entries.iter().map(|e| e.seq as i64).collect::<Vec<_>>())
-        .bind(
-            items
-                .iter()
-                .map(|i| i.receipt_id.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            entries
-                .iter()
-                .map(|e| e.hash.to_string())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            entries
-                .iter()
-                .map(LedgerEntry::to_canonical)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            items
-                .iter()
-                .map(|i| i.append.idempotency_key.clone())
-                .collect::<Vec<_>>(),
-        )
+        .bind(g.seqs)
+        .bind(g.ids)
+        .bind(g.hashes)
+        .bind(g.lines)
+        .bind(g.keys)
         .execute(&mut *tx)
         .await;
+        let entries = g.entries;
         if let Err(e) = inserted {
             // With several rows the culprit is not known: the caller
             // retries one by one, where it is.
             return Err(insert_error(e, &items));
         }
         // The group's outbox events in one statement.
-        let (seqs, types): (Vec<i64>, Vec<&str>) = entries
-            .iter()
-            .flat_map(|e| {
-                crate::event_types(e.receipt())
-                    .into_iter()
-                    .map(move |t| (e.seq as i64, t))
-            })
-            .unzip();
+        let (seqs, types) = events(&entries);
         if !seqs.is_empty() {
             sqlx::query(
                 "INSERT INTO outbox (seq, type)
@@ -307,6 +231,64 @@ impl Writer {
             .fetch_add(entries.len() as u64, Ordering::Relaxed);
         Ok(entries)
     }
+}
+
+/// A group's entries chained from a head, and the columns of their rows.
+struct Chained {
+    entries: Vec<LedgerEntry>,
+    /// The last entry's hash: the new head's.
+    last: HashValue,
+    seqs: Vec<i64>,
+    ids: Vec<String>,
+    hashes: Vec<String>,
+    lines: Vec<Vec<u8>>,
+    keys: Vec<Option<String>>,
+}
+
+impl Chained {
+    /// `items` as entries after `seq` (whose hash is `prev`), stamped `at`.
+    fn new(items: &[&Item], mut seq: u64, mut prev: HashValue, at: &Timestamp) -> Self {
+        let mut g = Self {
+            entries: Vec::with_capacity(items.len()),
+            last: prev,
+            seqs: Vec::with_capacity(items.len()),
+            ids: Vec::with_capacity(items.len()),
+            hashes: Vec::with_capacity(items.len()),
+            lines: Vec::with_capacity(items.len()),
+            keys: Vec::with_capacity(items.len()),
+        };
+        for item in items {
+            seq += 1;
+            let entry = LedgerEntry::seal(
+                seq,
+                prev,
+                at.clone(),
+                item.append.receipt.clone(),
+                item.append.signature.clone(),
+            );
+            prev = entry.hash;
+            g.seqs.push(seq as i64);
+            g.ids.push(item.receipt_id.clone());
+            g.hashes.push(entry.hash.to_string());
+            g.lines.push(entry.to_canonical());
+            g.keys.push(item.append.idempotency_key.clone());
+            g.entries.push(entry);
+        }
+        g.last = prev;
+        g
+    }
+}
+
+/// Each entry's outbox events, as `(seq, type)` columns in order.
+fn events(entries: &[LedgerEntry]) -> (Vec<i64>, Vec<&'static str>) {
+    entries
+        .iter()
+        .flat_map(|e| {
+            crate::event_types(e.receipt())
+                .into_iter()
+                .map(move |t| (e.seq as i64, t))
+        })
+        .unzip()
 }
 
 /// Locks the chain head for this transaction (every other instance's
