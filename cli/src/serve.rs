@@ -189,6 +189,9 @@ async fn serve_app<L: tollgate_ledger::Ledger>(
         .await
         .map_err(|e| CliError::Usage(format!("cannot listen for registry changes: {e}")))?;
     app.gateway.spawn_expiry(expiry_interval);
+    app.gateway.spawn_tree(std::time::Duration::from_millis(
+        tollgate_gateway::limits::TREE_GROW_INTERVAL_MS,
+    ));
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("listening on {scheme}://{local}");
     let _ = std::io::stdout().flush();

@@ -31,6 +31,8 @@ pub const MAX_PAGE: u32 = 1_000;
 pub const EXPORT_PAGE: u32 = 1_000;
 /// `Retry-After` seconds of a 409 for a request still in flight.
 pub const IN_FLIGHT_RETRY_AFTER: u32 = 1;
+/// How often the ledger's Merkle tree is grown over new entries, ms.
+pub const TREE_GROW_INTERVAL_MS: u64 = 500;
 /// How long `/readyz` waits for the ledger's probe commit, milliseconds.
 pub const READY_TIMEOUT_MS: u64 = 2_000;
 /// Shortest `--read-token`, characters.

@@ -56,6 +56,11 @@
 //! [`event_types`]) in the entry's transaction. Endpoints and their
 //! delivery state live in the same store ([`WebhookOp`]).
 //!
+//! The Merkle tree over the entries (PROTOCOL §6.1) is kept in the same
+//! store ([`tree`]): grown after the entries it covers are durable, in
+//! transactions of its own that hold only if no other server grew it
+//! first, so it never covers an entry that is not durable.
+//!
 //! Not here: signing (the caller passes a signed receipt), deciding what a
 //! change or an approval means (the gateway's engine). The PostgreSQL
 //! implementation of the same trait is [`postgres`] (feature `postgres`).
@@ -67,6 +72,7 @@ mod outbox;
 pub mod postgres;
 mod reads;
 mod sqlite;
+pub mod tree;
 mod writes;
 
 use std::future::Future;
@@ -830,6 +836,26 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Group-commit counters since the ledger was opened.
     fn stats(&self) -> AppendStats;
+
+    /// The number of entries the stored Merkle tree covers ([`tree`]).
+    fn tree_size(&self) -> impl Future<Output = Result<u64, Error>> + Send;
+
+    /// The stored tree hashes at `indexes` (the tlog stored-hash order),
+    /// in that order; missing ones are left out.
+    fn tree_hashes(
+        &self,
+        indexes: &[u64],
+    ) -> impl Future<Output = Result<Vec<[u8; 32]>, Error>> + Send;
+
+    /// Records `hashes`, which grow the tree from `from` entries to `to`,
+    /// with the new size, in one transaction, if the tree still covers
+    /// `from` entries; whether it did (another server may have grown it).
+    fn extend_tree(
+        &self,
+        from: u64,
+        to: u64,
+        hashes: Vec<(u64, [u8; 32])>,
+    ) -> impl Future<Output = Result<bool, Error>> + Send;
 
     /// Whether this handle may deliver webhooks now. An embedded ledger
     /// has one server, which always may; a shared store grants a lease to

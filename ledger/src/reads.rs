@@ -395,6 +395,43 @@ macro_rules! shared_reads {
                 .collect())
         }
 
+        /// The number of entries the stored tree covers.
+        pub(crate) async fn tree_size(pool: &$pool) -> Result<u64, Error> {
+            let v: Option<String> =
+                sqlx::query_scalar("SELECT value FROM ledger_meta WHERE key = 'tree_size'")
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(db)?;
+            Ok(v.and_then(|s| s.parse().ok()).unwrap_or(0))
+        }
+
+        /// The stored tree hashes at `indexes`, in that order; missing
+        /// ones left out.
+        pub(crate) async fn tree_hashes(pool: &$pool, indexes: &[u64]) -> Result<Vec<[u8; 32]>, Error> {
+            let mut found = std::collections::BTreeMap::new();
+            for chunk in indexes.chunks(256) {
+                let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+                let sql = format!(
+                    "SELECT idx, hash FROM tree_hashes WHERE idx IN ({})",
+                    list.join(", ")
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for i in chunk {
+                    q = q.bind(int(*i));
+                }
+                for r in q.fetch_all(pool).await.map_err(db)? {
+                    let bytes: Vec<u8> = r.get(1);
+                    if let Ok(h) = <[u8; 32]>::try_from(bytes.as_slice()) {
+                        found.insert(r.get::<i64, _>(0), h);
+                    }
+                }
+            }
+            Ok(indexes
+                .iter()
+                .filter_map(|i| found.get(&int(*i)).copied())
+                .collect())
+        }
+
         /// The seq of the last registry change.
         pub(crate) async fn registry_seq(pool: &$pool) -> Result<u64, Error> {
             let mut conn = pool.acquire().await.map_err(db)?;

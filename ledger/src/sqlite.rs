@@ -114,6 +114,14 @@ const SCHEMA: &[&str] = &[
         amount_minor INTEGER NOT NULL CHECK (amount_minor >= 0)
     ) STRICT",
     "CREATE INDEX IF NOT EXISTS spend_window ON spend (window_start, delegation, currency)",
+    "CREATE TABLE IF NOT EXISTS tree_hashes (
+        idx INTEGER PRIMARY KEY NOT NULL CHECK (idx >= 0),
+        hash BLOB NOT NULL CHECK (length(hash) = 32)
+    ) STRICT",
+    "CREATE TRIGGER IF NOT EXISTS tree_hashes_update BEFORE UPDATE ON tree_hashes
+        BEGIN SELECT RAISE(ABORT, 'tree hashes are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS tree_hashes_delete BEFORE DELETE ON tree_hashes
+        BEGIN SELECT RAISE(ABORT, 'tree hashes are append-only'); END",
     "CREATE TRIGGER IF NOT EXISTS spend_update BEFORE UPDATE ON spend
         BEGIN SELECT RAISE(ABORT, 'spending rows are append-only'); END",
     "CREATE TRIGGER IF NOT EXISTS spend_delete BEFORE DELETE ON spend
@@ -274,6 +282,12 @@ enum Job {
     },
     Probe {
         reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Tree {
+        from: u64,
+        to: u64,
+        hashes: Vec<(u64, [u8; 32])>,
+        reply: oneshot::Sender<Result<bool, Error>>,
     },
     Webhook {
         ops: Vec<WebhookOp>,
@@ -667,6 +681,34 @@ impl Ledger for SqliteLedger {
         reads::sqlite::held(&self.inner.readers, now).await
     }
 
+    async fn tree_size(&self) -> Result<u64, Error> {
+        reads::sqlite::tree_size(&self.inner.readers).await
+    }
+
+    async fn tree_hashes(&self, indexes: &[u64]) -> Result<Vec<[u8; 32]>, Error> {
+        reads::sqlite::tree_hashes(&self.inner.readers, indexes).await
+    }
+
+    async fn extend_tree(
+        &self,
+        from: u64,
+        to: u64,
+        hashes: Vec<(u64, [u8; 32])>,
+    ) -> Result<bool, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .queue
+            .send(Job::Tree {
+                from,
+                to,
+                hashes,
+                reply,
+            })
+            .await
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
     fn stats(&self) -> AppendStats {
         AppendStats {
             groups: self.inner.stats.groups.load(Ordering::Relaxed),
@@ -758,6 +800,14 @@ impl Writer {
                     }
                     Job::Probe { reply } => {
                         let _ = reply.send(self.probe().await);
+                    }
+                    Job::Tree {
+                        from,
+                        to,
+                        hashes,
+                        reply,
+                    } => {
+                        let _ = reply.send(self.tree(from, to, &hashes).await);
                     }
                     Job::Release { key, reply } => {
                         let _ = reply.send(self.release(&key).await);
@@ -912,6 +962,19 @@ impl Writer {
         }
         self.finish(result.is_ok()).await?;
         result
+    }
+
+    /// Hashes that grow the tree, in a transaction of its own.
+    async fn tree(
+        &mut self,
+        from: u64,
+        to: u64,
+        hashes: &[(u64, [u8; 32])],
+    ) -> Result<bool, Error> {
+        self.begin().await?;
+        let written = writes::sqlite::extend_tree(&mut self.conn, from, to, hashes).await;
+        self.finish(written.is_ok()).await?;
+        written
     }
 
     /// A durable write of the probe row, in a transaction of its own.

@@ -207,6 +207,51 @@ macro_rules! shared_writes {
             Ok(answers)
         }
 
+        /// Hashes that grow the tree from `from` entries to `to`, with the
+        /// new size, if the recorded size is still `from`; whether it was.
+        pub(crate) async fn extend_tree(
+            conn: &mut $conn,
+            from: u64,
+            to: u64,
+            hashes: &[(u64, [u8; 32])],
+        ) -> Result<bool, Error> {
+            let size: Option<String> =
+                sqlx::query_scalar("SELECT value FROM ledger_meta WHERE key = 'tree_size'")
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(db)?;
+            if size.and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) != from {
+                return Ok(false);
+            }
+            for chunk in hashes.chunks(256) {
+                let mut sql = String::from("INSERT INTO tree_hashes (idx, hash) VALUES ");
+                for i in 0..chunk.len() {
+                    sql.push_str(&format!(
+                        "{}(${}, ${})",
+                        if i == 0 { "" } else { ", " },
+                        2 * i + 1,
+                        2 * i + 2
+                    ));
+                }
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (idx, hash) in chunk {
+                    q = q
+                        .bind(i64::try_from(*idx).unwrap_or(i64::MAX))
+                        .bind(hash.as_slice());
+                }
+                q.execute(&mut *conn).await.map_err(db)?;
+            }
+            sqlx::query(
+                "INSERT INTO ledger_meta (key, value) VALUES ('tree_size', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(to.to_string())
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+            Ok(true)
+        }
+
         /// A reservation and the charges it holds.
         pub(crate) async fn insert_reservation(
             conn: &mut $conn,

@@ -50,6 +50,7 @@ pub async fn suite<B: Backend>(b: &mut B) {
     spending_sums_per_window_and_webhook_state_round_trips(b).await;
     guards_refuse_decisions_made_on_state_changed_since(b).await;
     a_budget_holds_under_racing_appends_through_two_handles(b).await;
+    the_tree_covers_durable_entries_and_its_roots_are_rfc_6962(b).await;
 }
 
 fn registry_item(signer: &Ed25519Signer, n: u64, change: RegistryChange) -> RegistryAppend {
@@ -718,4 +719,85 @@ async fn a_budget_holds_under_racing_appends_through_two_handles<B: Backend>(b: 
     assert_eq!(committed, 10);
     assert_eq!(one.spending(now()).await.unwrap(), vec![charge(1000)]);
     assert_eq!(verified(&*two, &key_set([&signer])).await, 10);
+}
+
+/// RFC 6962 §2.1's Merkle Tree Hash, written from the RFC alone.
+fn mth(leaves: &[Vec<u8>]) -> [u8; 32] {
+    use sha2::Digest as _;
+    match leaves.len() {
+        0 => sha2::Sha256::digest(b"").into(),
+        1 => {
+            let mut h = sha2::Sha256::new();
+            h.update([0u8]);
+            h.update(&leaves[0]);
+            h.finalize().into()
+        }
+        n => {
+            let mut k = 1;
+            while k * 2 < n {
+                k *= 2;
+            }
+            let mut h = sha2::Sha256::new();
+            h.update([1u8]);
+            h.update(mth(&leaves[..k]));
+            h.update(mth(&leaves[k..]));
+            h.finalize().into()
+        }
+    }
+}
+
+/// The stored tree grows only over durable entries, two servers growing
+/// it at once agree, and every root is RFC 6962's over the export lines.
+async fn the_tree_covers_durable_entries_and_its_roots_are_rfc_6962<B: Backend>(b: &mut B) {
+    let name = b.create();
+    let one = b.open(&name).await;
+    let two = b.open(&name).await;
+    let signer = signer();
+    let mut n = 0;
+    for unit in [1usize, 2, 5, 1, 13, 7, 32, 9] {
+        let items = (0..unit)
+            .map(|_| {
+                n += 1;
+                signed(&signer, 500 + n)
+            })
+            .collect();
+        one.append_unit(items).await.unwrap();
+    }
+    assert_eq!(one.tree_size().await.unwrap(), 0);
+    assert!(tollgate_ledger::tree::root(&one, 1).await.is_err());
+    // Both grow it at once: one transaction wins, the other finds it grown.
+    let (a, b2) = tokio::join!(
+        tollgate_ledger::tree::grow(&one),
+        tollgate_ledger::tree::grow(&two)
+    );
+    assert_eq!((a.unwrap(), b2.unwrap()), (70, 70));
+    let lines = one.lines(1, 1000).await.unwrap();
+    for size in 0..=70usize {
+        assert_eq!(
+            tollgate_ledger::tree::root(&two, size as u64)
+                .await
+                .unwrap(),
+            mth(&lines[..size]),
+            "root of {size}"
+        );
+    }
+    // More entries: the tree grows over them, earlier roots unchanged.
+    for i in 0..5 {
+        one.append_unit(vec![signed(&signer, 900 + i)])
+            .await
+            .unwrap();
+    }
+    assert_eq!(tollgate_ledger::tree::grow(&two).await.unwrap(), 75);
+    let lines = one.lines(1, 1000).await.unwrap();
+    for size in [1usize, 64, 70, 71, 75] {
+        assert_eq!(
+            tollgate_ledger::tree::root(&one, size as u64)
+                .await
+                .unwrap(),
+            mth(&lines[..size])
+        );
+    }
+    // A grower that read a stale size records nothing.
+    assert!(!one.extend_tree(70, 71, vec![(0, [0; 32])]).await.unwrap());
+    assert_eq!(one.tree_size().await.unwrap(), 75);
 }

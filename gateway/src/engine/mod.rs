@@ -302,6 +302,23 @@ impl<L: Ledger> Gateway<L> {
         Ok(())
     }
 
+    /// Grows the ledger's Merkle tree (PROTOCOL §6) over entries once
+    /// they are durable, every `every`, for as long as the gateway lives.
+    pub fn spawn_tree(self: &Arc<Self>, every: std::time::Duration) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(gateway) = weak.upgrade() else {
+                    return;
+                };
+                // A failure is tried again next time; the tree never runs
+                // ahead of durable entries.
+                let _ = tollgate_ledger::tree::grow(&gateway.ledger).await;
+            }
+        });
+    }
+
     /// Reloads the registries whenever the ledger announces a change made
     /// by another instance, for as long as the gateway lives. Announcements
     /// only make reloads earlier: a decision on an older view is refused at

@@ -231,6 +231,23 @@ impl Ledger for Faulty {
         self.read_check()?;
         self.inner.held(now).await
     }
+    async fn tree_size(&self) -> Result<u64, LedgerError> {
+        self.read_check()?;
+        self.inner.tree_size().await
+    }
+    async fn tree_hashes(&self, indexes: &[u64]) -> Result<Vec<[u8; 32]>, LedgerError> {
+        self.read_check()?;
+        self.inner.tree_hashes(indexes).await
+    }
+    async fn extend_tree(
+        &self,
+        from: u64,
+        to: u64,
+        hashes: Vec<(u64, [u8; 32])>,
+    ) -> Result<bool, LedgerError> {
+        self.write_check()?;
+        self.inner.extend_tree(from, to, hashes).await
+    }
     async fn release(&self, key: &str) -> Result<(), LedgerError> {
         self.write_check()?;
         self.inner.release(key).await

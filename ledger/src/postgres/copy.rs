@@ -22,6 +22,7 @@ use crate::{Error, Ledger, SqliteLedger, SqliteOptions};
 /// rows refer to).
 const TABLES: &[&str] = &[
     "entries",
+    "tree_hashes",
     "pending",
     "held",
     "reg_issuers",

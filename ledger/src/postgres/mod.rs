@@ -391,6 +391,31 @@ impl Ledger for PgLedger {
         reads::held(&self.pool, now).await
     }
 
+    async fn tree_size(&self) -> Result<u64, Error> {
+        reads::tree_size(&self.pool).await
+    }
+
+    async fn tree_hashes(&self, indexes: &[u64]) -> Result<Vec<[u8; 32]>, Error> {
+        reads::tree_hashes(&self.pool, indexes).await
+    }
+
+    async fn extend_tree(
+        &self,
+        from: u64,
+        to: u64,
+        hashes: Vec<(u64, [u8; 32])>,
+    ) -> Result<bool, Error> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(schema::TREE_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let grown = crate::writes::postgres::extend_tree(&mut tx, from, to, &hashes).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(grown)
+    }
+
     async fn release(&self, key: &str) -> Result<(), Error> {
         sqlx::query("DELETE FROM pending WHERE idempotency_key = $1")
             .bind(key)

@@ -14,6 +14,9 @@
 /// The key of the advisory lock held while the schema is applied.
 pub(crate) const SCHEMA_LOCK: i64 = 0x746f_6c6c_6761_7465; // "tollgate"
 
+/// The key of the transaction lock held while the tree is grown.
+pub(crate) const TREE_LOCK: i64 = 0x746f_6c6c_7472_6565; // "tolltree"
+
 /// The key of the session lock held by the one instance that delivers
 /// webhooks.
 pub(crate) const DELIVERY_LOCK: i64 = 0x746f_6c6c_686f_6f6b; // "tollhook"
@@ -89,6 +92,10 @@ pub(crate) const SCHEMA: &[&str] = &[
         amount_minor BIGINT NOT NULL CHECK (amount_minor >= 0)
     )",
     "CREATE INDEX IF NOT EXISTS spend_window ON spend (window_start, delegation, currency)",
+    "CREATE TABLE IF NOT EXISTS tree_hashes (
+        idx BIGINT PRIMARY KEY CHECK (idx >= 0),
+        hash BYTEA NOT NULL CHECK (length(hash) = 32)
+    )",
     "CREATE TABLE IF NOT EXISTS approvals (
         id TEXT PRIMARY KEY,
         seq BIGINT NOT NULL UNIQUE REFERENCES entries (seq),
@@ -264,6 +271,11 @@ pub(crate) const APPEND_ONLY: &[(&str, &str, &str)] = &[
         "registry rows are append-only",
     ),
     ("spend", "UPDATE OR DELETE", "spending rows are append-only"),
+    (
+        "tree_hashes",
+        "UPDATE OR DELETE",
+        "tree hashes are append-only",
+    ),
     (
         "approvals",
         "UPDATE OR DELETE",
