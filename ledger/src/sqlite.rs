@@ -480,19 +480,31 @@ impl SqliteLedger {
     }
 }
 
+impl SqliteLedger {
+    /// Hands the writer the job `make` builds around its reply channel, and
+    /// waits for the answer.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Job,
+    ) -> Result<T, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .queue
+            .send(make(reply))
+            .await
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+}
+
 impl Ledger for SqliteLedger {
     async fn append_unit(&self, items: Vec<Append>) -> Result<Vec<LedgerEntry>, Error> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
         let items = crate::checked(items)?;
-        let (reply, answer) = oneshot::channel();
-        self.inner
-            .queue
-            .send(Job::Append(Request { items, reply }))
+        self.ask(|reply| Job::Append(Request { items, reply }))
             .await
-            .map_err(|_| Error::Closed)?;
-        answer.await.map_err(|_| Error::Closed)?
     }
 
     async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, Error> {
@@ -520,13 +532,7 @@ impl Ledger for SqliteLedger {
     }
 
     async fn webhook_write(&self, ops: Vec<WebhookOp>) -> Result<(), Error> {
-        let (reply, answer) = oneshot::channel();
-        self.inner
-            .queue
-            .send(Job::Webhook { ops, reply })
-            .await
-            .map_err(|_| Error::Closed)?;
-        answer.await.map_err(|_| Error::Closed)?
+        self.ask(|reply| Job::Webhook { ops, reply }).await
     }
 
     async fn webhook_attempts(
@@ -606,18 +612,13 @@ impl Ledger for SqliteLedger {
         for item in &items {
             check_receipt(&item.receipt, "").map_err(|e| Error::NotAReceipt(e.to_string()))?;
         }
-        let (reply, answer) = oneshot::channel();
-        self.inner
-            .queue
-            .send(Job::Registry {
-                items,
-                seed,
-                seen,
-                reply,
-            })
-            .await
-            .map_err(|_| Error::Closed)?;
-        answer.await.map_err(|_| Error::Closed)?
+        self.ask(|reply| Job::Registry {
+            items,
+            seed,
+            seen,
+            reply,
+        })
+        .await
     }
 
     async fn registry_seq(&self) -> Result<u64, Error> {
@@ -635,42 +636,26 @@ impl Ledger for SqliteLedger {
         guard: Option<Guard>,
         charges: Vec<Spend>,
     ) -> Result<(), Error> {
-        let (reply, answer) = oneshot::channel();
-        self.inner
-            .queue
-            .send(Job::Reserve {
-                key: key.to_owned(),
-                body: body.to_vec(),
-                guard,
-                charges,
-                reply,
-            })
-            .await
-            .map_err(|_| Error::Closed)?;
-        answer.await.map_err(|_| Error::Closed)?
+        self.ask(|reply| Job::Reserve {
+            key: key.to_owned(),
+            body: body.to_vec(),
+            guard,
+            charges,
+            reply,
+        })
+        .await
     }
 
     async fn release(&self, key: &str) -> Result<(), Error> {
-        let (reply, answer) = oneshot::channel();
-        self.inner
-            .queue
-            .send(Job::Release {
-                key: key.to_owned(),
-                reply,
-            })
-            .await
-            .map_err(|_| Error::Closed)?;
-        answer.await.map_err(|_| Error::Closed)?
+        self.ask(|reply| Job::Release {
+            key: key.to_owned(),
+            reply,
+        })
+        .await
     }
 
     async fn probe(&self) -> Result<(), Error> {
-        let (reply, answer) = oneshot::channel();
-        self.inner
-            .queue
-            .send(Job::Probe { reply })
-            .await
-            .map_err(|_| Error::Closed)?;
-        answer.await.map_err(|_| Error::Closed)?
+        self.ask(|reply| Job::Probe { reply }).await
     }
 
     async fn pending(&self) -> Result<Vec<(String, Vec<u8>)>, Error> {
@@ -695,18 +680,13 @@ impl Ledger for SqliteLedger {
         to: u64,
         hashes: Vec<(u64, [u8; 32])>,
     ) -> Result<bool, Error> {
-        let (reply, answer) = oneshot::channel();
-        self.inner
-            .queue
-            .send(Job::Tree {
-                from,
-                to,
-                hashes,
-                reply,
-            })
-            .await
-            .map_err(|_| Error::Closed)?;
-        answer.await.map_err(|_| Error::Closed)?
+        self.ask(|reply| Job::Tree {
+            from,
+            to,
+            hashes,
+            reply,
+        })
+        .await
     }
 
     fn stats(&self) -> AppendStats {

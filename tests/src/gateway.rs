@@ -47,13 +47,7 @@ impl Gateway {
     pub fn start_with(dir: tempfile::TempDir, prepare: impl FnOnce(&Path), args: &[&str]) -> Self {
         let data = dir.path().join("data");
         if !data.exists() {
-            // The seed material, which the first `serve` imports.
-            let out = Command::new(bin("tollgate"))
-                .args(["init", "--demo", "--data-dir"])
-                .arg(&data)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{out:?}");
+            init_demo(&data);
         }
         prepare(&data);
         let (child, url) = Self::spawn(&data, args);
@@ -242,6 +236,17 @@ impl Gateway {
             .as_safe_integer()
             .unwrap()
     }
+}
+
+/// Makes a demo data folder at `data` with `tollgate init --demo`: the
+/// seed material a first `serve` imports.
+pub fn init_demo(data: &Path) {
+    let out = Command::new(bin("tollgate"))
+        .args(["init", "--demo", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
 }
 
 /// The current time at second precision.

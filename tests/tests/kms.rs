@@ -7,7 +7,7 @@
 use std::process::Command;
 
 use tollgate_protocol::{Timestamp, Value, parse};
-use tollgate_tests::gateway::{Gateway, intent, verdict_of};
+use tollgate_tests::gateway::{Gateway, init_demo, intent, verdict_of};
 use tollgate_tests::kms::Moto;
 use tollgate_tests::{assert_export_verifies, bin};
 
@@ -33,12 +33,7 @@ fn a_rotation_from_a_key_file_to_a_kms_key_verifies_with_the_published_key_set()
     let key_id = moto.create_key("ECC_NIST_P256");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let out = Command::new(bin("tollgate"))
-        .args(["init", "--demo", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    init_demo(&data);
     let t = unix_now() + 60;
     let file = format!("file:{},exp={t}", data.join("gateway.jwk").display());
     let kms = format!("kms:{key_id},nbf={t}");

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tollgate_protocol::{Object, Value, parse};
-use tollgate_tests::gateway::{Gateway, intent, verdict_of};
+use tollgate_tests::gateway::{Gateway, init_demo, intent, verdict_of};
 use tollgate_tests::postgres::Postgres;
 use tollgate_tests::{assert_export_verifies, bin};
 
@@ -69,12 +69,7 @@ fn three_gateways_share_one_ledger_through_a_sigkill_a_revocation_and_a_raced_bu
     // others find it seeded. All sign with the data folder's key.
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let out = Command::new(bin("tollgate"))
-        .args(["init", "--demo", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    init_demo(&data);
     let mut started: Vec<(Child, String)> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..3)
             .map(|_| s.spawn(|| Gateway::spawn(&data, &args)))

@@ -1059,17 +1059,10 @@ impl<L: Ledger> Gateway<L> {
     /// Runs [`Gateway::expire_due`] every `every`, for as long as the
     /// gateway lives.
     pub fn spawn_expiry(self: &Arc<Self>, every: std::time::Duration) {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let Some(gateway) = weak.upgrade() else {
-                    return;
-                };
-                // A failure (a locked ledger) is retried on the next tick;
-                // the readiness probe reports a ledger that cannot commit.
-                let _ = gateway.expire_due().await;
-            }
+        // A failure (a locked ledger) is retried on the next tick; the
+        // readiness probe reports a ledger that cannot commit.
+        self.spawn_every(every, |g| async move {
+            let _ = g.expire_due().await;
         });
     }
 }

@@ -780,16 +780,9 @@ impl<L: Ledger> Gateway<L> {
     /// Retries unfinished reservations every `every`, for as long as the
     /// gateway lives.
     pub fn spawn_recovery(self: &Arc<Self>, every: std::time::Duration) {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let Some(gateway) = weak.upgrade() else {
-                    return;
-                };
-                if !gateway.unfinished().is_empty() {
-                    let _ = gateway.recover().await;
-                }
+        self.spawn_every(every, |g| async move {
+            if !g.unfinished().is_empty() {
+                let _ = g.recover().await;
             }
         });
     }

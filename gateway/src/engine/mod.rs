@@ -305,6 +305,20 @@ impl<L: Ledger> Gateway<L> {
     /// Grows the ledger's Merkle tree (PROTOCOL §6) over entries once
     /// they are durable, every `every`, for as long as the gateway lives.
     pub fn spawn_tree(self: &Arc<Self>, every: std::time::Duration) {
+        // A failure is tried again next time; the tree never runs ahead of
+        // durable entries.
+        self.spawn_every(every, |g| async move {
+            let _ = tollgate_ledger::tree::grow(&g.ledger).await;
+        });
+    }
+
+    /// Runs `tick` every `every`, for as long as the gateway lives (the
+    /// task holds it only while a tick runs).
+    pub(crate) fn spawn_every<F, Fut>(self: &Arc<Self>, every: std::time::Duration, tick: F)
+    where
+        F: Fn(Arc<Self>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
@@ -312,9 +326,7 @@ impl<L: Ledger> Gateway<L> {
                 let Some(gateway) = weak.upgrade() else {
                     return;
                 };
-                // A failure is tried again next time; the tree never runs
-                // ahead of durable entries.
-                let _ = tollgate_ledger::tree::grow(&gateway.ledger).await;
+                tick(gateway).await;
             }
         });
     }
