@@ -8,6 +8,7 @@
 mod agent;
 mod approvals;
 mod bench;
+mod checkpoint;
 mod delegation;
 mod error;
 mod files;
@@ -107,6 +108,13 @@ enum Command {
     /// The ledger of a running gateway.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Checkpoints of the ledger (signed tree heads).
+    #[command(subcommand)]
+    Checkpoint(CheckpointCommand),
+    /// A transparency-log witness: cosigns a log's checkpoints only while
+    /// the log grows append-only.
+    #[command(subcommand)]
+    Witness(WitnessCommand),
     /// Generate an Ed25519 signing key into a new file (mode 0600) and
     /// print its public JWK.
     Keygen {
@@ -402,6 +410,64 @@ enum PolicyCommand {
 }
 
 #[derive(Subcommand)]
+enum CheckpointCommand {
+    /// Print the checkpoint verifier key (ORIGIN+ID+KEY) of a gateway's
+    /// ledger, for auditors and witnesses: the data folder's checkpoint
+    /// key under the origin the ledger recorded at its creation.
+    Key {
+        /// The data folder.
+        #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "tollgate-data")]
+        data_dir: PathBuf,
+        /// The checkpoint key (default: DATA_DIR/checkpoint.jwk).
+        #[arg(long, env = "TOLLGATE_CHECKPOINT_KEY")]
+        key: Option<PathBuf>,
+        /// The SQLite ledger (default: DATA_DIR/ledger.db).
+        #[arg(long, env = "TOLLGATE_DATABASE")]
+        database: Option<PathBuf>,
+        /// A PostgreSQL ledger instead.
+        #[arg(
+            long,
+            env = "TOLLGATE_DATABASE_URL",
+            conflicts_with = "database",
+            hide_env_values = true
+        )]
+        database_url: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum WitnessCommand {
+    /// Generate a witness key into a new file (mode 0600) and print its
+    /// verifier key (NAME+ID+KEY, cosignature type 0x04).
+    Key {
+        /// Where to write the private key.
+        #[arg(long)]
+        out: PathBuf,
+        /// The witness's name, a schema-less URL (e.g. witness.example.com/w1).
+        #[arg(long)]
+        name: String,
+    },
+    /// Serve POST /add-checkpoint (c2sp.org/tlog-witness).
+    Serve {
+        /// The witness key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The witness's name (as given to `witness key`).
+        #[arg(long)]
+        name: String,
+        /// A log's checkpoint verifier key (ORIGIN+ID+KEY); repeat.
+        #[arg(long = "log", required = true)]
+        logs: Vec<String>,
+        /// The state file: what was last cosigned for each log.
+        #[arg(long)]
+        state: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
 enum LedgerCommand {
     /// Copy an embedded (SQLite) ledger into a new PostgreSQL database,
     /// everything in one transaction, then check the copy against the
@@ -561,6 +627,25 @@ fn main() -> ExitCode {
             agent::export(&url, &out)
         }
         Command::Ledger(LedgerCommand::Copy { from, to }) => serve::copy(&from, &to),
+        Command::Checkpoint(CheckpointCommand::Key {
+            data_dir,
+            key,
+            database,
+            database_url,
+        }) => checkpoint::checkpoint_key(
+            &data_dir,
+            key.as_deref(),
+            database.as_deref(),
+            database_url.as_deref(),
+        ),
+        Command::Witness(WitnessCommand::Key { out, name }) => checkpoint::witness_key(&out, &name),
+        Command::Witness(WitnessCommand::Serve {
+            key,
+            name,
+            logs,
+            state,
+            listen,
+        }) => checkpoint::witness_serve(&key, &name, &logs, state, listen),
         Command::Keygen { out } => tollgate_gateway::keygen(&out)
             .map(|jwk| jwk.to_string())
             .map_err(|e| CliError::Usage(e.to_string())),

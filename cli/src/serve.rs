@@ -50,6 +50,14 @@ pub fn serve(args: ServeArgs) -> Result<String, CliError> {
     paths.demo = args.demo;
     paths.database_url = args.database_url;
     paths.signers = args.signers;
+    let checkpoints = Checkpoints {
+        origin: args.origin,
+        key: args.checkpoint_key,
+        interval: std::time::Duration::from_millis(args.checkpoint_interval_ms),
+        entries: args.checkpoint_entries,
+        witnesses: args.witnesses,
+        witness_timeout: std::time::Duration::from_millis(args.witness_timeout_ms),
+    };
     run(Run {
         paths,
         settings,
@@ -57,7 +65,91 @@ pub fn serve(args: ServeArgs) -> Result<String, CliError> {
         tls,
         connections,
         expiry_interval: std::time::Duration::from_millis(args.expiry_interval_ms),
+        checkpoints,
     })
+}
+
+/// How checkpoints are made (PROTOCOL §6).
+pub struct Checkpoints {
+    /// The origin to record on a new ledger (and to insist on).
+    pub origin: Option<String>,
+    /// The checkpoint key file (default: DATA_DIR/checkpoint.jwk).
+    pub key: Option<std::path::PathBuf>,
+    /// At most one per this long...
+    pub interval: std::time::Duration,
+    /// ...unless this many entries arrived.
+    pub entries: u64,
+    /// Witnesses, each "VKEY URL".
+    pub witnesses: Vec<String>,
+    /// Time a witness has to answer.
+    pub witness_timeout: std::time::Duration,
+}
+
+impl Default for Checkpoints {
+    fn default() -> Self {
+        use tollgate_gateway::limits;
+        Self {
+            origin: None,
+            key: None,
+            interval: std::time::Duration::from_millis(limits::DEFAULT_CHECKPOINT_INTERVAL_MS),
+            entries: limits::DEFAULT_CHECKPOINT_ENTRIES,
+            witnesses: Vec::new(),
+            witness_timeout: std::time::Duration::from_millis(limits::DEFAULT_WITNESS_TIMEOUT_MS),
+        }
+    }
+}
+
+impl Checkpoints {
+    /// The gateway's checkpoint settings, the key read from its file.
+    fn settings(
+        &self,
+        data_dir: &std::path::Path,
+    ) -> Result<tollgate_gateway::checkpoints::CheckpointSettings, CliError> {
+        use tollgate_gateway::checkpoints::{CheckpointSettings, WitnessSetting};
+        let path = self
+            .key
+            .clone()
+            .unwrap_or_else(|| data_dir.join("checkpoint.jwk"));
+        let key = tollgate_signer::Ed25519Signer::load(&path).map_err(usage)?;
+        let default_origin = format!("tollgate/{}", &key.kid()[..16.min(key.kid().len())]);
+        let witnesses = self
+            .witnesses
+            .iter()
+            .map(|w| {
+                let (vkey, url) = w.trim().split_once(' ').ok_or_else(|| {
+                    CliError::Usage(format!(
+                        "--witness {w:?}: a verifier key and a URL, separated by a space"
+                    ))
+                })?;
+                let key = tollgate_protocol::checkpoint::VerifierKey::parse(vkey)
+                    .map_err(|e| CliError::Usage(format!("--witness: {e}")))?;
+                if key.kind != tollgate_protocol::checkpoint::NOTE_COSIGNATURE {
+                    return Err(CliError::Usage(format!(
+                        "--witness: {vkey} is not a witness cosigning key (type 0x04)"
+                    )));
+                }
+                let url = url.trim();
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(CliError::Usage(format!(
+                        "--witness: {url:?} is not an http(s) URL"
+                    )));
+                }
+                Ok(WitnessSetting {
+                    url: url.to_owned(),
+                    key,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(CheckpointSettings {
+            key,
+            origin_explicit: self.origin.is_some(),
+            origin: self.origin.clone().unwrap_or(default_origin),
+            interval: self.interval,
+            entries: self.entries,
+            witnesses,
+            witness_timeout: self.witness_timeout,
+        })
+    }
 }
 
 /// What [`run`] serves, and how.
@@ -74,6 +166,8 @@ pub struct Run {
     pub connections: http::Connections,
     /// How often passed approval deadlines are swept.
     pub expiry_interval: std::time::Duration,
+    /// How checkpoints are made.
+    pub checkpoints: Checkpoints,
 }
 
 /// Opens the gateway on `r.paths` and serves until Ctrl-C.
@@ -152,8 +246,14 @@ async fn serve_app<L: tollgate_ledger::Ledger>(
         tls,
         connections,
         expiry_interval,
+        checkpoints,
         ..
     } = r;
+    let checkpointer = app
+        .gateway
+        .enable_checkpoints(checkpoints.settings(&paths.data_dir)?)
+        .await
+        .map_err(usage)?;
     let place = match &paths.database_url {
         // The address without its password.
         Some(url) => redacted(url),
@@ -165,6 +265,7 @@ async fn serve_app<L: tollgate_ledger::Ledger>(
     let local = listener.local_addr().map_err(usage)?;
     println!("policy  {}", app.gateway.bundle().version_string());
     println!("ledger  {place}");
+    println!("checkpoints {}", checkpointer.verifier_key());
     let demo = paths.data_dir.join("demo/README.md");
     if demo.exists() {
         println!("demo    {}", demo.display());

@@ -125,6 +125,30 @@ pub struct ServeArgs {
     /// under full load decisions keep the cores and the outbox waits.
     #[arg(long, env = "TOLLGATE_WEBHOOK_NICENESS", default_value_t = limits::DEFAULT_WEBHOOK_NICENESS, value_parser = clap::value_parser!(u8).range(0..=19))]
     pub webhook_niceness: u8,
+    /// The ledger's origin, the name its checkpoints carry (e.g.
+    /// gateway.example.com/refunds-prod). Recorded when the ledger is
+    /// created and kept after; a different value is refused. Default on a
+    /// new ledger: tollgate/ and the start of the gateway key's kid.
+    #[arg(long, env = "TOLLGATE_ORIGIN")]
+    pub origin: Option<String>,
+    /// The checkpoint-signing key, Ed25519 (default:
+    /// DATA_DIR/checkpoint.jwk).
+    #[arg(long, env = "TOLLGATE_CHECKPOINT_KEY")]
+    pub checkpoint_key: Option<PathBuf>,
+    /// At most one checkpoint per this many milliseconds...
+    #[arg(long, env = "TOLLGATE_CHECKPOINT_INTERVAL_MS", default_value_t = limits::DEFAULT_CHECKPOINT_INTERVAL_MS, value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
+    pub checkpoint_interval_ms: u64,
+    /// ...unless this many entries arrived since the latest checkpoint.
+    #[arg(long, env = "TOLLGATE_CHECKPOINT_ENTRIES", default_value_t = limits::DEFAULT_CHECKPOINT_ENTRIES, value_parser = clap::value_parser!(u64).range(1..))]
+    pub checkpoint_entries: u64,
+    /// A witness to cosign checkpoints: its verifier key and its URL
+    /// prefix, separated by a space ("NAME+ID+KEY https://w.example/").
+    /// Repeat for several (';' between them in the environment).
+    #[arg(long = "witness", env = "TOLLGATE_WITNESSES", value_delimiter = ';')]
+    pub witnesses: Vec<String>,
+    /// Time a witness has to answer, milliseconds.
+    #[arg(long, env = "TOLLGATE_WITNESS_TIMEOUT_MS", default_value_t = limits::DEFAULT_WITNESS_TIMEOUT_MS)]
+    pub witness_timeout_ms: u64,
 }
 
 /// Settings a config file may hold.
@@ -156,6 +180,12 @@ struct ConfigFile {
     header_timeout_ms: Option<u64>,
     body_timeout_ms: Option<u64>,
     handshake_timeout_ms: Option<u64>,
+    origin: Option<String>,
+    checkpoint_key: Option<PathBuf>,
+    checkpoint_interval_ms: Option<u64>,
+    checkpoint_entries: Option<u64>,
+    witnesses: Option<Vec<String>>,
+    witness_timeout_ms: Option<u64>,
 }
 
 /// Fills every setting that neither a flag nor the environment gave from
@@ -212,6 +242,12 @@ pub fn apply_config(args: &mut ServeArgs, matches: &clap::ArgMatches) -> Result<
     take!(header_timeout_ms);
     take!(body_timeout_ms);
     take!(handshake_timeout_ms);
+    take!(origin);
+    take!(checkpoint_key);
+    take!(checkpoint_interval_ms);
+    take!(checkpoint_entries);
+    take!(witnesses);
+    take!(witness_timeout_ms);
     if unset("upstreams")
         && let Some(map) = file.upstream
     {

@@ -5,6 +5,7 @@
 //! tollgate-data/
 //!   ledger.db              the ledger (SQLite): entries AND registries
 //!   gateway.jwk            the receipt-signing key (mode 0600)
+//!   checkpoint.jwk         the checkpoint-signing key (mode 0600)
 //!   admin.token            bearer token of the registry API (mode 0600)
 //!   issuers.json           seed: JWK Set of keys trusted to issue delegations
 //!   policies/refunds/      seed: the first active policy bundle
@@ -147,6 +148,7 @@ pub fn init(dir: &Path, demo: bool) -> Result<Created, Error> {
     let mut created = Created::default();
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     key(&dir.join("gateway.jwk"), &mut created)?;
+    key(&dir.join("checkpoint.jwk"), &mut created)?;
     let token_path = dir.join("admin.token");
     if !token_path.exists() {
         let mut secret = [0u8; 32];

@@ -22,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod checkpoints;
 pub mod datadir;
 pub mod engine;
 pub mod http;
@@ -29,6 +30,7 @@ pub mod limits;
 pub mod observe;
 pub mod sandbox;
 pub mod tls;
+pub mod witness;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -33,6 +33,12 @@ pub const EXPORT_PAGE: u32 = 1_000;
 pub const IN_FLIGHT_RETRY_AFTER: u32 = 1;
 /// How often the ledger's Merkle tree is grown over new entries, ms.
 pub const TREE_GROW_INTERVAL_MS: u64 = 500;
+/// Default: at most one checkpoint per this many milliseconds...
+pub const DEFAULT_CHECKPOINT_INTERVAL_MS: u64 = 1_000;
+/// ...unless this many entries arrived since the latest.
+pub const DEFAULT_CHECKPOINT_ENTRIES: u64 = 4_096;
+/// Default time a witness has to answer, milliseconds.
+pub const DEFAULT_WITNESS_TIMEOUT_MS: u64 = 5_000;
 /// How long `/readyz` waits for the ledger's probe commit, milliseconds.
 pub const READY_TIMEOUT_MS: u64 = 2_000;
 /// Shortest `--read-token`, characters.

@@ -75,6 +75,7 @@ pub fn init(dir: &Path) -> Result<(), Error> {
     std::fs::create_dir_all(dir.join("demo")).map_err(|e| Error::io(dir, e))?;
     for (name, path) in [
         ("gateway", "gateway.jwk"),
+        ("checkpoint", "checkpoint.jwk"),
         ("issuer", "demo/issuer.jwk"),
         ("agent", "demo/agent.jwk"),
         ("reviewer", "demo/reviewer.jwk"),

@@ -91,6 +91,10 @@ pub enum Error {
     /// The database refused or failed; the message is the driver's.
     #[error("ledger database error: {0}")]
     Database(String),
+    /// A tree size, entry or proof the stored tree cannot answer for (a
+    /// size it does not cover yet, an entry past the size).
+    #[error("tree: {0}")]
+    OutOfTree(String),
     /// The writer task is gone (the ledger is shutting down).
     #[error("the ledger is closed")]
     Closed,
@@ -855,6 +859,25 @@ pub trait Ledger: Send + Sync + 'static {
         from: u64,
         to: u64,
         hashes: Vec<(u64, [u8; 32])>,
+    ) -> impl Future<Output = Result<bool, Error>> + Send;
+
+    /// The ledger's origin, the name its checkpoints carry (PROTOCOL §6.2):
+    /// the one recorded at its creation, or `proposed`, recorded now, if
+    /// none is (with `None`, only read).
+    fn origin(
+        &self,
+        proposed: Option<&str>,
+    ) -> impl Future<Output = Result<Option<String>, Error>> + Send;
+
+    /// The latest recorded checkpoint: its size and signed note.
+    fn checkpoint(&self) -> impl Future<Output = Result<Option<(u64, String)>, Error>> + Send;
+
+    /// Records `note`, a signed checkpoint of `size` entries, if `size` is
+    /// larger than every recorded checkpoint's; whether it was.
+    fn put_checkpoint(
+        &self,
+        size: u64,
+        note: String,
     ) -> impl Future<Output = Result<bool, Error>> + Send;
 
     /// Whether this handle may deliver webhooks now. An embedded ledger

@@ -395,6 +395,16 @@ macro_rules! shared_reads {
                 .collect())
         }
 
+        /// The latest recorded checkpoint: its size and signed note.
+        pub(crate) async fn checkpoint(pool: &$pool) -> Result<Option<(u64, String)>, Error> {
+            let row: Option<(i64, String)> =
+                sqlx::query_as("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(db)?;
+            Ok(row.map(|(s, n)| (s.max(0) as u64, n)))
+        }
+
         /// The number of entries the stored tree covers.
         pub(crate) async fn tree_size(pool: &$pool) -> Result<u64, Error> {
             let v: Option<String> =

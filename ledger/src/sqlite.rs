@@ -118,6 +118,14 @@ const SCHEMA: &[&str] = &[
         idx INTEGER PRIMARY KEY NOT NULL CHECK (idx >= 0),
         hash BLOB NOT NULL CHECK (length(hash) = 32)
     ) STRICT",
+    "CREATE TABLE IF NOT EXISTS checkpoints (
+        size INTEGER PRIMARY KEY NOT NULL CHECK (size >= 0),
+        note TEXT NOT NULL
+    ) STRICT",
+    "CREATE TRIGGER IF NOT EXISTS checkpoints_update BEFORE UPDATE ON checkpoints
+        BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS checkpoints_delete BEFORE DELETE ON checkpoints
+        BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END",
     "CREATE TRIGGER IF NOT EXISTS tree_hashes_update BEFORE UPDATE ON tree_hashes
         BEGIN SELECT RAISE(ABORT, 'tree hashes are append-only'); END",
     "CREATE TRIGGER IF NOT EXISTS tree_hashes_delete BEFORE DELETE ON tree_hashes
@@ -292,6 +300,15 @@ enum Job {
     Webhook {
         ops: Vec<WebhookOp>,
         reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Origin {
+        proposed: Option<String>,
+        reply: oneshot::Sender<Result<Option<String>, Error>>,
+    },
+    Checkpoint {
+        size: u64,
+        note: String,
+        reply: oneshot::Sender<Result<bool, Error>>,
     },
 }
 
@@ -689,6 +706,20 @@ impl Ledger for SqliteLedger {
         .await
     }
 
+    async fn origin(&self, proposed: Option<&str>) -> Result<Option<String>, Error> {
+        let proposed = proposed.map(str::to_owned);
+        self.ask(|reply| Job::Origin { proposed, reply }).await
+    }
+
+    async fn checkpoint(&self) -> Result<Option<(u64, String)>, Error> {
+        reads::sqlite::checkpoint(&self.inner.readers).await
+    }
+
+    async fn put_checkpoint(&self, size: u64, note: String) -> Result<bool, Error> {
+        self.ask(|reply| Job::Checkpoint { size, note, reply })
+            .await
+    }
+
     fn stats(&self) -> AppendStats {
         AppendStats {
             groups: self.inner.stats.groups.load(Ordering::Relaxed),
@@ -788,6 +819,12 @@ impl Writer {
                         reply,
                     } => {
                         let _ = reply.send(self.tree(from, to, &hashes).await);
+                    }
+                    Job::Origin { proposed, reply } => {
+                        let _ = reply.send(self.origin(proposed.as_deref()).await);
+                    }
+                    Job::Checkpoint { size, note, reply } => {
+                        let _ = reply.send(self.checkpoint(size, &note).await);
                     }
                     Job::Release { key, reply } => {
                         let _ = reply.send(self.release(&key).await);
@@ -953,6 +990,23 @@ impl Writer {
     ) -> Result<bool, Error> {
         self.begin().await?;
         let written = writes::sqlite::extend_tree(&mut self.conn, from, to, hashes).await;
+        self.finish(written.is_ok()).await?;
+        written
+    }
+
+    /// The ledger's origin, recorded if it has none, in a transaction of
+    /// its own.
+    async fn origin(&mut self, proposed: Option<&str>) -> Result<Option<String>, Error> {
+        self.begin().await?;
+        let written = writes::sqlite::origin(&mut self.conn, proposed).await;
+        self.finish(written.is_ok()).await?;
+        written
+    }
+
+    /// A checkpoint, in a transaction of its own.
+    async fn checkpoint(&mut self, size: u64, note: &str) -> Result<bool, Error> {
+        self.begin().await?;
+        let written = writes::sqlite::put_checkpoint(&mut self.conn, size, note).await;
         self.finish(written.is_ok()).await?;
         written
     }

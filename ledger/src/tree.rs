@@ -129,10 +129,221 @@ pub async fn root<L: Ledger>(ledger: &L, size: u64) -> Result<[u8; 32], Error> {
         .map_err(math)
 }
 
+/// Answers the tree math with zeros, noting what it asks for: the
+/// indexes a proof needs, before they are read from the store.
+#[derive(Default)]
+struct Asked(std::sync::Mutex<Vec<u64>>);
+
+impl HashReader for Asked {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+        if let Ok(mut asked) = self.0.lock() {
+            asked.extend_from_slice(indexes);
+        }
+        Ok(vec![Hash([0; 32]); indexes.len()])
+    }
+}
+
+impl Asked {
+    fn take(self) -> Vec<u64> {
+        self.0.into_inner().unwrap_or_default()
+    }
+}
+
+/// Runs `prove` twice: once to learn the hashes it reads, then over
+/// those hashes fetched from the store.
+async fn prove<L: Ledger, T>(
+    ledger: &L,
+    prove: impl Fn(&dyn HashReaderDyn) -> Result<T, tlog_tiles::Error>,
+) -> Result<T, Error> {
+    let asked = Asked::default();
+    prove(&asked).map_err(math)?;
+    let mut known = BTreeMap::new();
+    fetch(ledger, asked.take(), &mut known).await?;
+    prove(&Known(&known)).map_err(math)
+}
+
+/// `HashReader` as a trait object (its methods are object-safe).
+trait HashReaderDyn {
+    fn read(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error>;
+}
+
+impl<R: HashReader> HashReaderDyn for R {
+    fn read(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+        self.read_hashes(indexes)
+    }
+}
+
+struct Dyn<'a>(&'a dyn HashReaderDyn);
+
+impl HashReader for Dyn<'_> {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+        self.0.read(indexes)
+    }
+}
+
+async fn covered<L: Ledger>(ledger: &L, size: u64) -> Result<(), Error> {
+    let stored = ledger.tree_size().await?;
+    if size > stored {
+        return Err(Error::OutOfTree(format!(
+            "the tree covers {stored} entries, not {size}"
+        )));
+    }
+    Ok(())
+}
+
+/// The RFC 6962 inclusion proof of entry `seq` (leaf `seq - 1`) in the
+/// tree of the first `size` entries.
+pub async fn inclusion<L: Ledger>(ledger: &L, seq: u64, size: u64) -> Result<Vec<[u8; 32]>, Error> {
+    if seq == 0 || seq > size {
+        return Err(Error::OutOfTree(format!(
+            "entry {seq} is not in a tree of {size} entries"
+        )));
+    }
+    covered(ledger, size).await?;
+    let proof = prove(ledger, |r| tlog_tiles::prove_record(size, seq - 1, &Dyn(r))).await?;
+    Ok(proof.into_iter().map(|h| h.0).collect())
+}
+
+/// The RFC 6962 consistency proof from the tree of the first `old`
+/// entries to that of the first `new` (empty when `old` is 0 or `new`).
+pub async fn consistency<L: Ledger>(
+    ledger: &L,
+    old: u64,
+    new: u64,
+) -> Result<Vec<[u8; 32]>, Error> {
+    if old > new {
+        return Err(Error::OutOfTree(format!(
+            "no consistency proof from {old} entries to fewer ({new})"
+        )));
+    }
+    covered(ledger, new).await?;
+    if old == 0 || old == new {
+        return Ok(Vec::new());
+    }
+    let proof = prove(ledger, |r| tlog_tiles::prove_tree(new, old, &Dyn(r))).await?;
+    Ok(proof.into_iter().map(|h| h.0).collect())
+}
+
+/// A tile of c2sp.org/tlog-tiles (height 8): its level, index and width
+/// (256 for a full tile).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TilePath {
+    /// The level, 0 for leaf hashes.
+    pub level: u8,
+    /// The index within the level.
+    pub index: u64,
+    /// How many hashes it holds.
+    pub width: u32,
+}
+
+impl TilePath {
+    /// Parses `<L>/<N>[.p/<W>]` (what follows `tile/`), in the exact
+    /// form the spec gives: no leading zeros, three-digit groups of `N`
+    /// with `x` before all but the last, `W` in 1..=255.
+    pub fn parse(path: &str) -> Option<Self> {
+        let canonical = |s: &str| s.parse::<u64>().ok().filter(|n| n.to_string() == s);
+        let (level, rest) = path.split_once('/')?;
+        let level = u8::try_from(canonical(level)?).ok().filter(|l| *l < 64)?;
+        let (groups, width) = match rest.split_once(".p/") {
+            Some((g, w)) => {
+                let w = u32::try_from(canonical(w)?)
+                    .ok()
+                    .filter(|w| (1..256).contains(w))?;
+                (g, w)
+            }
+            None => (rest, 256),
+        };
+        let parts: Vec<&str> = groups.split('/').collect();
+        let mut index = 0u64;
+        for (i, part) in parts.iter().enumerate() {
+            let digits = if i + 1 < parts.len() {
+                part.strip_prefix('x')?
+            } else {
+                part
+            };
+            if digits.len() != 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            index = index.checked_mul(1000)?.checked_add(digits.parse().ok()?)?;
+        }
+        let tile = Self {
+            level,
+            index,
+            width,
+        };
+        (tile.path() == path).then_some(tile)
+    }
+
+    /// `<L>/<N>[.p/<W>]`.
+    pub fn path(&self) -> String {
+        let mut n = self.index;
+        let mut groups = format!("{:03}", n % 1000);
+        while n >= 1000 {
+            n /= 1000;
+            groups = format!("x{:03}/{groups}", n % 1000);
+        }
+        if self.width == 256 {
+            format!("{}/{groups}", self.level)
+        } else {
+            format!("{}/{groups}.p/{}", self.level, self.width)
+        }
+    }
+
+    /// How many entries a tree needs for this tile to exist in it.
+    fn needs(&self) -> Option<u64> {
+        let start = self
+            .index
+            .checked_mul(256)?
+            .checked_add(u64::from(self.width))?;
+        start.checked_mul(1u64.checked_shl(8 * u32::from(self.level))?)
+    }
+}
+
+/// The bytes of tile `tile` if the tree of the first `size` entries (which
+/// the stored tree must cover) holds it: its hashes, 32 bytes each.
+pub async fn tile<L: Ledger>(
+    ledger: &L,
+    tile: TilePath,
+    size: u64,
+) -> Result<Option<Vec<u8>>, Error> {
+    if tile.needs().is_none_or(|n| n > size) {
+        return Ok(None);
+    }
+    covered(ledger, size).await?;
+    let t = tlog_tiles::Tile::new(8, tile.level, tile.index, tile.width, false);
+    prove(ledger, |r| t.read_data(&Dyn(r))).await.map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn tile_paths_parse_only_in_their_exact_form() {
+        for (path, level, index, width) in [
+            ("0/000", 0, 0, 256),
+            ("1/x001/x234/067", 1, 1_234_067, 256),
+            ("0/001.p/17", 0, 1, 17),
+        ] {
+            let t = TilePath::parse(path).unwrap();
+            assert_eq!((t.level, t.index, t.width), (level, index, width), "{path}");
+            assert_eq!(t.path(), path);
+        }
+        for bad in [
+            "00/000",
+            "0/0",
+            "0/x000/001",
+            "0/001.p/0",
+            "0/001.p/256",
+            "64/000",
+            "0/001/002",
+        ] {
+            assert!(TilePath::parse(bad).is_none(), "{bad}");
+        }
+        assert_eq!(TilePath::parse("0/000.p/3").unwrap().needs(), Some(3));
+        assert_eq!(TilePath::parse("1/000.p/1").unwrap().needs(), Some(256));
+    }
 
     #[test]
     fn the_frontier_is_one_subtree_per_set_bit() {

@@ -252,6 +252,51 @@ macro_rules! shared_writes {
             Ok(true)
         }
 
+        /// The ledger's origin: the recorded one, or `proposed`, recorded
+        /// now, on a ledger that has none.
+        pub(crate) async fn origin(
+            conn: &mut $conn,
+            proposed: Option<&str>,
+        ) -> Result<Option<String>, Error> {
+            if let Some(proposed) = proposed {
+                sqlx::query(
+                    "INSERT INTO ledger_meta (key, value) VALUES ('origin', $1) ON CONFLICT (key) DO NOTHING",
+                )
+                .bind(proposed)
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
+            }
+            sqlx::query_scalar("SELECT value FROM ledger_meta WHERE key = 'origin'")
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db)
+        }
+
+        /// Records a checkpoint of `size` entries if it is larger than every
+        /// recorded one; whether it was.
+        pub(crate) async fn put_checkpoint(
+            conn: &mut $conn,
+            size: u64,
+            note: &str,
+        ) -> Result<bool, Error> {
+            let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(size) FROM checkpoints")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db)?;
+            let size = i64::try_from(size).map_err(|_| Error::Database("checkpoint size".into()))?;
+            if latest.is_some_and(|l| l >= size) {
+                return Ok(false);
+            }
+            sqlx::query("INSERT INTO checkpoints (size, note) VALUES ($1, $2)")
+                .bind(size)
+                .bind(note)
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
+            Ok(true)
+        }
+
         /// A reservation and the charges it holds.
         pub(crate) async fn insert_reservation(
             conn: &mut $conn,

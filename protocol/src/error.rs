@@ -172,6 +172,16 @@ pub enum Error {
         /// The key it claims.
         kid: String,
     },
+
+    /// A signed note, a checkpoint or a note verifier key that is
+    /// malformed or whose signatures do not hold (PROTOCOL §6).
+    #[error("{0}")]
+    Note(String),
+
+    /// A Merkle inclusion or consistency proof that does not hold, or a
+    /// tree that does not match a checkpoint (PROTOCOL §6).
+    #[error("{0}")]
+    Proof(String),
 }
 
 fn pointer_or_root(pointer: &str) -> String {

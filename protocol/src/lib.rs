@@ -15,6 +15,9 @@
 //! - receipts as typed documents ([`Receipt`]: the kinds, the outcome each
 //!   may state, `refs` and decision `inputs`, §4.1–§4.2) and the
 //!   [`Verdict`] they carry;
+//! - checkpoints (§6): the RFC 6962 tree, inclusion and consistency
+//!   proof checks, C2SP signed notes, checkpoints and witness
+//!   cosignatures ([`checkpoint`]);
 //! - the [`Clock`] trait that the edges read time through (this crate
 //!   never reads a clock itself).
 //!
@@ -31,6 +34,7 @@
 #![forbid(unsafe_code)]
 
 mod approval;
+pub mod checkpoint;
 mod encoding;
 mod error;
 pub mod json;

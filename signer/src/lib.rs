@@ -121,6 +121,17 @@ impl Ed25519Signer {
         }
     }
 
+    /// An Ed25519 signature of `msg` as it is, in no domain: for formats
+    /// with their own framing (a C2SP signed note, PROTOCOL §6.3).
+    pub fn sign_raw(&self, msg: &[u8]) -> [u8; 64] {
+        self.key.sign(msg).to_bytes()
+    }
+
+    /// The 32 bytes of the public key.
+    pub fn public_bytes(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
+    }
+
     /// `{"payload": payload, "signature": …}`: the envelope in which intents,
     /// delegation tokens and approval decisions travel (PROTOCOL §3),
     /// signed in `domain`.

@@ -57,5 +57,6 @@ pub fn serve(args: &ServeArgs) -> Result<String, CliError> {
         expiry_interval: std::time::Duration::from_millis(
             tollgate_gateway::limits::DEFAULT_EXPIRY_INTERVAL_MS,
         ),
+        checkpoints: crate::serve::Checkpoints::default(),
     })
 }

@@ -189,6 +189,8 @@ pub struct Gateway<L: Ledger> {
     /// redelivery is asked for.
     webhook_changed: tokio::sync::Notify,
     metrics: Metrics,
+    /// Makes the ledger's checkpoints, once enabled.
+    checkpointer: std::sync::OnceLock<Arc<crate::checkpoints::Checkpointer>>,
 }
 
 impl<L: Ledger> Gateway<L> {
@@ -243,6 +245,7 @@ impl<L: Ledger> Gateway<L> {
             webhooks: parts.webhooks,
             webhook_changed: tokio::sync::Notify::new(),
             metrics: Metrics::default(),
+            checkpointer: std::sync::OnceLock::new(),
         };
         if let Some(files) = policy {
             gateway
@@ -303,13 +306,33 @@ impl<L: Ledger> Gateway<L> {
     }
 
     /// Grows the ledger's Merkle tree (PROTOCOL §6) over entries once
-    /// they are durable, every `every`, for as long as the gateway lives.
+    /// they are durable, every `every`, for as long as the gateway lives,
+    /// and makes checkpoints of it when they are enabled and due.
     pub fn spawn_tree(self: &Arc<Self>, every: std::time::Duration) {
         // A failure is tried again next time; the tree never runs ahead of
         // durable entries.
         self.spawn_every(every, |g| async move {
-            let _ = tollgate_ledger::tree::grow(&g.ledger).await;
+            if tollgate_ledger::tree::grow(&g.ledger).await.is_ok() {
+                if let Some(c) = g.checkpointer.get() {
+                    let _ = c.tick(&g.ledger).await;
+                }
+            }
         });
+    }
+
+    /// Enables checkpoints: settles the ledger's origin and keeps the
+    /// checkpoint key; [`Gateway::spawn_tree`] then makes them.
+    pub async fn enable_checkpoints(
+        &self,
+        settings: crate::checkpoints::CheckpointSettings,
+    ) -> Result<Arc<crate::checkpoints::Checkpointer>, crate::checkpoints::CheckpointError> {
+        let c = Arc::new(crate::checkpoints::Checkpointer::open(&self.ledger, settings).await?);
+        Ok(self.checkpointer.get_or_init(|| c).clone())
+    }
+
+    /// What makes the checkpoints, if they are enabled.
+    pub fn checkpointer(&self) -> Option<&Arc<crate::checkpoints::Checkpointer>> {
+        self.checkpointer.get()
     }
 
     /// Runs `tick` every `every`, for as long as the gateway lives (the

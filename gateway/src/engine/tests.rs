@@ -231,6 +231,18 @@ impl Ledger for Faulty {
         self.read_check()?;
         self.inner.held(now).await
     }
+    async fn origin(&self, proposed: Option<&str>) -> Result<Option<String>, LedgerError> {
+        self.write_check()?;
+        self.inner.origin(proposed).await
+    }
+    async fn checkpoint(&self) -> Result<Option<(u64, String)>, LedgerError> {
+        self.read_check()?;
+        self.inner.checkpoint().await
+    }
+    async fn put_checkpoint(&self, size: u64, note: String) -> Result<bool, LedgerError> {
+        self.write_check()?;
+        self.inner.put_checkpoint(size, note).await
+    }
     async fn tree_size(&self) -> Result<u64, LedgerError> {
         self.read_check()?;
         self.inner.tree_size().await

@@ -8,6 +8,7 @@ mod admin;
 mod approvals;
 mod error;
 mod listen;
+mod log;
 mod middleware;
 mod webhooks;
 
@@ -56,6 +57,7 @@ pub fn router<L: Ledger>(app: Arc<App<L>>) -> Router {
     Router::new()
         .merge(admin)
         .merge(approvals::router::<L>())
+        .merge(log::router::<L>())
         .merge(webhooks::router::<L>().layer(DefaultBodyLimit::disable()))
         .route("/v1/intents", post(post_intent::<L>))
         .route("/v1/receipts/{receipt_id}", get(get_receipt::<L>))

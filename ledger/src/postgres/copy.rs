@@ -23,6 +23,7 @@ use crate::{Error, Ledger, SqliteLedger, SqliteOptions};
 const TABLES: &[&str] = &[
     "entries",
     "tree_hashes",
+    "checkpoints",
     "pending",
     "held",
     "reg_issuers",

@@ -416,6 +416,29 @@ impl Ledger for PgLedger {
         Ok(grown)
     }
 
+    async fn origin(&self, proposed: Option<&str>) -> Result<Option<String>, Error> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let origin = crate::writes::postgres::origin(&mut tx, proposed).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(origin)
+    }
+
+    async fn checkpoint(&self) -> Result<Option<(u64, String)>, Error> {
+        reads::checkpoint(&self.pool).await
+    }
+
+    async fn put_checkpoint(&self, size: u64, note: String) -> Result<bool, Error> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(schema::TREE_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let put = crate::writes::postgres::put_checkpoint(&mut tx, size, &note).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(put)
+    }
+
     async fn release(&self, key: &str) -> Result<(), Error> {
         sqlx::query("DELETE FROM pending WHERE idempotency_key = $1")
             .bind(key)

@@ -96,6 +96,10 @@ pub(crate) const SCHEMA: &[&str] = &[
         idx BIGINT PRIMARY KEY CHECK (idx >= 0),
         hash BYTEA NOT NULL CHECK (length(hash) = 32)
     )",
+    "CREATE TABLE IF NOT EXISTS checkpoints (
+        size BIGINT PRIMARY KEY CHECK (size >= 0),
+        note TEXT NOT NULL
+    )",
     "CREATE TABLE IF NOT EXISTS approvals (
         id TEXT PRIMARY KEY,
         seq BIGINT NOT NULL UNIQUE REFERENCES entries (seq),
@@ -275,6 +279,11 @@ pub(crate) const APPEND_ONLY: &[(&str, &str, &str)] = &[
         "tree_hashes",
         "UPDATE OR DELETE",
         "tree hashes are append-only",
+    ),
+    (
+        "checkpoints",
+        "UPDATE OR DELETE",
+        "checkpoints are append-only",
     ),
     (
         "approvals",

@@ -1,0 +1,113 @@
+//! `tollgate checkpoint key` and `tollgate witness key|serve`: the
+//! checkpoint verifier key of a ledger, and a C2SP `tlog-witness` server.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tollgate_gateway::witness::{Witness, verifier_key};
+use tollgate_ledger::Ledger;
+use tollgate_protocol::checkpoint::{NOTE_ED25519, VerifierKey};
+use tollgate_signer::Ed25519Signer;
+
+use crate::error::CliError;
+
+fn usage(e: impl std::fmt::Display) -> CliError {
+    CliError::Usage(e.to_string())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(usage)
+}
+
+/// The checkpoint verifier key of the ledger in `data_dir` (or at
+/// `database_url`): its recorded origin with the data folder's
+/// checkpoint key. A ledger that never served has no origin yet.
+pub fn checkpoint_key(
+    data_dir: &Path,
+    key: Option<&Path>,
+    database: Option<&Path>,
+    database_url: Option<&str>,
+) -> Result<String, CliError> {
+    let key_path = key.map_or_else(|| data_dir.join("checkpoint.jwk"), Path::to_owned);
+    let key = Ed25519Signer::load(&key_path).map_err(usage)?;
+    let origin = runtime()?.block_on(async {
+        match database_url {
+            Some(url) => {
+                let l = tollgate_ledger::postgres::PgLedger::open(
+                    tollgate_ledger::postgres::PgOptions::new(url),
+                )
+                .await
+                .map_err(usage)?;
+                recorded_origin(&l).await
+            }
+            None => {
+                let path = database.map_or_else(|| data_dir.join("ledger.db"), Path::to_owned);
+                if !path.exists() {
+                    return Err(CliError::Usage(format!(
+                        "{}: no ledger (start the gateway once: its origin is chosen then)",
+                        path.display()
+                    )));
+                }
+                let l =
+                    tollgate_ledger::SqliteLedger::open(tollgate_ledger::SqliteOptions::new(&path))
+                        .await
+                        .map_err(usage)?;
+                recorded_origin(&l).await
+            }
+        }
+    })?;
+    let vkey = VerifierKey::new(&origin, NOTE_ED25519, key.public_bytes()).map_err(usage)?;
+    Ok(vkey.to_string())
+}
+
+async fn recorded_origin<L: Ledger>(l: &L) -> Result<String, CliError> {
+    l.origin(None).await.map_err(usage)?.ok_or_else(|| {
+        CliError::Usage(
+            "the ledger has no origin yet: start the gateway once (--origin chooses it)".into(),
+        )
+    })
+}
+
+/// `tollgate witness key`: a new witness key in `out`; its verifier key.
+pub fn witness_key(out: &Path, name: &str) -> Result<String, CliError> {
+    let key = Ed25519Signer::generate().map_err(usage)?;
+    let vkey = verifier_key(name, &key).map_err(usage)?;
+    key.save(out).map_err(usage)?;
+    Ok(vkey.to_string())
+}
+
+/// `tollgate witness serve`.
+pub fn witness_serve(
+    key: &Path,
+    name: &str,
+    logs: &[String],
+    state: PathBuf,
+    listen: std::net::SocketAddr,
+) -> Result<String, CliError> {
+    let key = Ed25519Signer::load(key).map_err(usage)?;
+    let logs = logs
+        .iter()
+        .map(|l| VerifierKey::parse(l).map_err(|e| CliError::Usage(format!("--log: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let witness = Arc::new(Witness::open(name, key, logs, state).map_err(usage)?);
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| CliError::Usage(format!("cannot listen on {listen}: {e}")))?;
+        let local = listener.local_addr().map_err(usage)?;
+        println!("witness {}", witness.verifier_key());
+        println!("listening on http://{local}");
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        axum::serve(listener, tollgate_gateway::witness::router(witness))
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .map_err(usage)?;
+        Ok("stopped".to_owned())
+    })
+}

@@ -1,0 +1,290 @@
+//! Signed checkpoints of the ledger (PROTOCOL §6): made from the stored
+//! tree, which covers only durable entries, so a checkpoint never names an
+//! entry that is not durable; cosigned by the configured witnesses (C2SP
+//! `tlog-witness`) when they answer; recorded in the ledger, where every
+//! server sharing it reads the latest.
+//!
+//! A checkpoint is made when the tree has grown past the latest one and
+//! either the interval has passed since this server made one or the
+//! entries threshold is reached. A witness that is down or refuses costs
+//! only its cosignature on this checkpoint; the next one asks it again.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tollgate_ledger::{Ledger, tree};
+use tollgate_protocol::checkpoint::{
+    Checkpoint, NOTE_ED25519, Note, NoteSignature, VerifierKey, hash_b64,
+};
+use tollgate_protocol::{Value, parse};
+use tollgate_signer::Ed25519Signer;
+
+/// A witness the gateway asks to cosign its checkpoints.
+#[derive(Clone, Debug)]
+pub struct WitnessSetting {
+    /// Its submission prefix: `add-checkpoint` is posted under it.
+    pub url: String,
+    /// Its cosigning key (type 0x04).
+    pub key: VerifierKey,
+}
+
+/// How checkpoints are made.
+#[derive(Debug)]
+pub struct CheckpointSettings {
+    /// The checkpoint key (Ed25519).
+    pub key: Ed25519Signer,
+    /// The origin to record if the ledger has none yet.
+    pub origin: String,
+    /// Whether `origin` was asked for explicitly: then a ledger recorded
+    /// under another origin is refused rather than kept.
+    pub origin_explicit: bool,
+    /// At most one checkpoint per this much time...
+    pub interval: Duration,
+    /// ...unless this many entries arrived since the latest.
+    pub entries: u64,
+    /// Witnesses to ask for cosignatures.
+    pub witnesses: Vec<WitnessSetting>,
+    /// Time a witness has to answer.
+    pub witness_timeout: Duration,
+}
+
+struct Witness {
+    setting: WitnessSetting,
+    /// The size it last cosigned, as far as this server knows.
+    cosigned: Mutex<u64>,
+}
+
+/// Makes and publishes checkpoints for one ledger.
+pub struct Checkpointer {
+    key: Ed25519Signer,
+    vkey: VerifierKey,
+    interval: Duration,
+    entries: u64,
+    witnesses: Vec<Witness>,
+    timeout: Duration,
+    last: Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for Checkpointer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpointer")
+            .field("key", &self.vkey.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why checkpoints cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The ledger failed.
+    #[error(transparent)]
+    Ledger(#[from] tollgate_ledger::Error),
+    /// The origin setting is unusable or contradicts the ledger's.
+    #[error("{0}")]
+    Origin(String),
+}
+
+impl Checkpointer {
+    /// Settles the ledger's origin (recorded at its first start, kept
+    /// after) and prepares the checkpoint key under it.
+    pub async fn open<L: Ledger>(
+        ledger: &L,
+        settings: CheckpointSettings,
+    ) -> Result<Self, CheckpointError> {
+        let bad = |e: tollgate_protocol::Error| CheckpointError::Origin(format!("origin: {e}"));
+        VerifierKey::new(&settings.origin, NOTE_ED25519, settings.key.public_bytes())
+            .map_err(bad)?;
+        let origin = ledger
+            .origin(Some(&settings.origin))
+            .await?
+            .ok_or_else(|| CheckpointError::Origin("the ledger recorded no origin".into()))?;
+        if settings.origin_explicit && origin != settings.origin {
+            return Err(CheckpointError::Origin(format!(
+                "the ledger's origin is {origin:?}, chosen at its creation; it cannot become {:?}",
+                settings.origin
+            )));
+        }
+        let vkey =
+            VerifierKey::new(&origin, NOTE_ED25519, settings.key.public_bytes()).map_err(bad)?;
+        Ok(Self {
+            key: settings.key,
+            vkey,
+            interval: settings.interval,
+            entries: settings.entries.max(1),
+            witnesses: settings
+                .witnesses
+                .into_iter()
+                .map(|setting| Witness {
+                    setting,
+                    cosigned: Mutex::new(0),
+                })
+                .collect(),
+            timeout: settings.witness_timeout,
+            last: Mutex::new(None),
+        })
+    }
+
+    /// The note verifier key of the checkpoints (`origin+id+key`).
+    pub fn verifier_key(&self) -> &VerifierKey {
+        &self.vkey
+    }
+
+    /// The ledger's origin.
+    pub fn origin(&self) -> &str {
+        &self.vkey.name
+    }
+
+    /// Makes a checkpoint of the stored tree if one is due; its size.
+    pub async fn tick<L: Ledger>(&self, ledger: &L) -> Result<Option<u64>, tollgate_ledger::Error> {
+        let size = ledger.tree_size().await?;
+        let latest = ledger.checkpoint().await?.map_or(0, |(s, _)| s);
+        if size <= latest {
+            return Ok(None);
+        }
+        let due = self
+            .last
+            .lock()
+            .map(|l| l.is_none_or(|t| t.elapsed() >= self.interval))
+            .unwrap_or(true);
+        if !due && size - latest < self.entries {
+            return Ok(None);
+        }
+        let made = self.make(ledger, size).await?;
+        if let Ok(mut l) = self.last.lock() {
+            *l = Some(Instant::now());
+        }
+        Ok(made.then_some(size))
+    }
+
+    /// Signs the checkpoint of the first `size` entries, gathers the
+    /// witnesses' cosignatures and records it unless a larger one is
+    /// recorded already; whether it was recorded.
+    pub async fn make<L: Ledger>(
+        &self,
+        ledger: &L,
+        size: u64,
+    ) -> Result<bool, tollgate_ledger::Error> {
+        let note = self.sign(ledger, size).await?;
+        let mut cosigned = note.clone();
+        for w in &self.witnesses {
+            cosigned
+                .signatures
+                .extend(self.cosign(ledger, w, size, &note).await);
+        }
+        ledger.put_checkpoint(size, cosigned.to_text()).await
+    }
+
+    /// The checkpoint of the first `size` entries, signed by the log key
+    /// only.
+    pub async fn sign<L: Ledger>(
+        &self,
+        ledger: &L,
+        size: u64,
+    ) -> Result<Note, tollgate_ledger::Error> {
+        let root = tree::root(ledger, size).await?;
+        let head = if size == 0 {
+            ledger.hash_alg().zero().to_string()
+        } else {
+            let lines = ledger.lines(size, 1).await?;
+            let corrupt = || tollgate_ledger::Error::Corrupt {
+                seq: size,
+                reason: "the entry has no hash".into(),
+            };
+            let line = lines.first().ok_or_else(corrupt)?;
+            match parse(line).ok() {
+                Some(Value::Object(o)) => o
+                    .get("hash")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or_else(corrupt)?,
+                _ => return Err(corrupt()),
+            }
+        };
+        let text = Checkpoint {
+            origin: self.vkey.name.clone(),
+            size,
+            root,
+            head,
+        }
+        .text();
+        let sig = self.key.sign_raw(text.as_bytes());
+        Ok(Note {
+            text,
+            signatures: vec![NoteSignature {
+                name: self.vkey.name.clone(),
+                key_id: self.vkey.id(),
+                bytes: sig.to_vec(),
+            }],
+        })
+    }
+
+    /// Asks `w` to cosign `note` (of `size` entries): its valid
+    /// cosignatures, none if it is down or refuses.
+    async fn cosign<L: Ledger>(
+        &self,
+        ledger: &L,
+        w: &Witness,
+        size: u64,
+        note: &Note,
+    ) -> Vec<NoteSignature> {
+        let mut old = w.cosigned.lock().map(|c| *c).unwrap_or(0);
+        // Twice at most: the second time from the size the witness says
+        // it holds (a 409), which this server may not have known.
+        for _ in 0..2 {
+            if old > size {
+                return Vec::new();
+            }
+            let Ok(proof) = tree::consistency(ledger, old, size).await else {
+                return Vec::new();
+            };
+            let mut body = format!("old {old}\n");
+            for h in &proof {
+                body.push_str(&hash_b64(h));
+                body.push('\n');
+            }
+            body.push('\n');
+            body.push_str(&note.to_text());
+            let url = format!("{}/add-checkpoint", w.setting.url.trim_end_matches('/'));
+            let timeout = self.timeout;
+            let answer = tokio::task::spawn_blocking(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(timeout))
+                    .build()
+                    .into();
+                let mut resp = agent.post(&url).send(body.as_bytes())?;
+                let status = resp.status().as_u16();
+                let text = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(64 * 1024)
+                    .read_to_string()?;
+                Ok::<_, ureq::Error>((status, text))
+            })
+            .await;
+            match answer {
+                Ok(Ok((200, text))) => {
+                    let sigs: Vec<NoteSignature> = text
+                        .lines()
+                        .filter_map(|l| NoteSignature::parse_line(l).ok())
+                        .filter(|s| {
+                            w.setting.key.claims(s) && w.setting.key.verify(&note.text, s).is_ok()
+                        })
+                        .collect();
+                    if !sigs.is_empty() {
+                        if let Ok(mut c) = w.cosigned.lock() {
+                            *c = size;
+                        }
+                    }
+                    return sigs;
+                }
+                Ok(Ok((409, text))) => match text.trim_end().parse::<u64>() {
+                    Ok(theirs) if theirs != old => old = theirs,
+                    _ => return Vec::new(),
+                },
+                _ => return Vec::new(),
+            }
+        }
+        Vec::new()
+    }
+}
