@@ -271,10 +271,10 @@ impl Checkpointer {
                             w.setting.key.claims(s) && w.setting.key.verify(&note.text, s).is_ok()
                         })
                         .collect();
-                    if !sigs.is_empty() {
-                        if let Ok(mut c) = w.cosigned.lock() {
-                            *c = size;
-                        }
+                    if !sigs.is_empty()
+                        && let Ok(mut c) = w.cosigned.lock()
+                    {
+                        *c = size;
                     }
                     return sigs;
                 }

@@ -410,10 +410,9 @@ impl VerifierKey {
     /// Parses `name+hex id+base64`.
     pub fn parse(s: &str) -> Result<Self, Error> {
         let s = s.trim_end_matches('\n');
-        let mut parts = s.split('+');
-        let (Some(name), Some(id), Some(key), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        // The name holds no '+'; the base64 key may.
+        let mut parts = s.splitn(3, '+');
+        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(note(format!("{s:?} is not a verifier key (name+id+key)")));
         };
         let raw = STANDARD
@@ -584,10 +583,9 @@ impl Checkpoint {
             if let Some(h) = line
                 .strip_prefix(HEAD_LINE)
                 .and_then(|r| r.strip_prefix(' '))
+                && head.replace(h.to_owned()).is_some()
             {
-                if head.replace(h.to_owned()).is_some() {
-                    return Err(note("the checkpoint holds two tollgate-head lines"));
-                }
+                return Err(note("the checkpoint holds two tollgate-head lines"));
             }
         }
         let head = head.ok_or_else(|| note("the checkpoint has no tollgate-head line"))?;
@@ -875,6 +873,12 @@ mod tests {
             assert!(e.to_string().contains(want), "{k:?}: {e}");
         }
         let (_, vk) = log_key();
+        // Keys whose base64 holds a '+' parse too.
+        for seed in 0..64u8 {
+            let pk = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]).verifying_key();
+            let k = VerifierKey::new("example.com/log", NOTE_ED25519, pk.to_bytes()).unwrap();
+            assert_eq!(VerifierKey::parse(&k.to_string()).unwrap(), k);
+        }
         let wrong_id = vk.to_string().replacen('+', "+0", 1);
         assert!(VerifierKey::parse(&wrong_id).is_err());
         for (text, want) in [

@@ -167,6 +167,7 @@ fn bench_verify(n: u64, rounds: usize) -> (f64, f64) {
             &keys,
             Some(threads),
             None,
+            None,
             |_| {},
         )
         .unwrap();

@@ -407,7 +407,7 @@ fn tamper() -> impl Strategy<Value = Tamper> {
 }
 
 fn verdict(bytes: &[u8], keys: &KeySet) -> Verdict {
-    verify_export(bytes, Path::new("mem"), keys, Some(2), None, |_| {}).unwrap()
+    verify_export(bytes, Path::new("mem"), keys, Some(2), None, None, |_| {}).unwrap()
 }
 
 proptest! {

@@ -19,7 +19,10 @@
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
-use tollgate_protocol::{ChainVerifier, Error as ProtocolError, Failure, HashValue, KeySet};
+use tollgate_protocol::checkpoint::{Checkpoint, TreeBuilder, hash_b64};
+use tollgate_protocol::{
+    ChainVerifier, Error as ProtocolError, Failure, HashValue, KeySet, Value, parse,
+};
 
 /// Errors of `tollgate-verify` that are not a verdict on the data: the
 /// input could not be read at all (exit code 2).
@@ -40,6 +43,15 @@ pub enum Error {
         path: PathBuf,
         /// What is wrong.
         source: ProtocolError,
+    },
+    /// A checkpoint, verifier key or proof file that cannot be used (a
+    /// verdict on a checkpoint's signatures is [`Verdict::Invalid`]).
+    #[error("{path}: {reason}")]
+    Input {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
     },
 }
 
@@ -89,14 +101,22 @@ const BATCH_LINES: usize = 8192;
 /// e.g. `GET /v1/ledger/head`), the export is valid only if one of its
 /// entries has that hash: a chain cut short at a line boundary is otherwise
 /// a valid, shorter chain.
+///
+/// With `checkpoint` (whose signatures the caller checked), the export is
+/// valid only if it has at least the checkpoint's `N` entries, the first
+/// `N` hash to its root, and entry `N`'s hash is its `tollgate-head`
+/// (PROTOCOL §6.5): a cut, or a history rewritten and re-signed, fails.
 pub fn verify_export(
     mut input: impl BufRead,
     path: &Path,
     keys: &KeySet,
     threads: Option<usize>,
     expected_head: Option<HashValue>,
+    checkpoint: Option<&Checkpoint>,
     mut progress: impl FnMut(Progress),
 ) -> Result<Verdict, Error> {
+    let mut tree = TreeBuilder::new();
+    let mut tree_checked = checkpoint.is_none_or(|c| c.size == 0);
     let mut verifier = ChainVerifier::new(Some(keys));
     if let Some(n) = threads {
         verifier = verifier.with_threads(n);
@@ -147,6 +167,18 @@ pub fn verify_export(
         if let Err(f) = verifier.verify_lines(&lines[..complete]) {
             return Ok(Verdict::Invalid(f));
         }
+        if let Some(c) = checkpoint.filter(|_| !tree_checked) {
+            for line in &lines[..complete] {
+                tree.push(line);
+                if tree.size() == c.size {
+                    if let Some(f) = against(c, &tree, line) {
+                        return Ok(Verdict::Invalid(f));
+                    }
+                    tree_checked = true;
+                    break;
+                }
+            }
+        }
         if truncated {
             return Ok(Verdict::Invalid(Failure {
                 seq: verifier.next_seq(),
@@ -157,6 +189,16 @@ pub fn verify_export(
             bytes,
             entries: verifier.verified(),
         });
+    }
+    if let Some(c) = checkpoint.filter(|_| !tree_checked) {
+        return Ok(Verdict::Invalid(Failure {
+            seq: verifier.next_seq(),
+            error: ProtocolError::Proof(format!(
+                "the export ends after {} entries, but the checkpoint commits to {}: entries were cut off",
+                verifier.verified(),
+                c.size
+            )),
+        }));
     }
     match verifier.head() {
         Some(_) if expected_head.is_some() && verifier.watched().is_none() => {
@@ -177,6 +219,39 @@ pub fn verify_export(
             error: ProtocolError::EmptyExport,
         })),
     }
+}
+
+/// Entry `N` (its export `line`) and the tree of the first `N` against the
+/// checkpoint of size `N`: the failure, if they differ.
+fn against(c: &Checkpoint, tree: &TreeBuilder, line: &[u8]) -> Option<Failure> {
+    let fail = |msg: String| {
+        Some(Failure {
+            seq: c.size,
+            error: ProtocolError::Proof(msg),
+        })
+    };
+    let root = tree.root();
+    if root != c.root {
+        return fail(format!(
+            "the first {} entries hash to root {}, not the checkpoint's {}: the history differs from the one the checkpoint commits to",
+            c.size,
+            hash_b64(&root),
+            hash_b64(&c.root)
+        ));
+    }
+    let hash = match parse(line) {
+        Ok(Value::Object(o)) => o.get("hash").and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    };
+    if hash.as_deref() != Some(c.head.as_str()) {
+        return fail(format!(
+            "entry {}'s hash is {}, but the checkpoint's tollgate-head is {}",
+            c.size,
+            hash.unwrap_or_default(),
+            c.head
+        ));
+    }
+    None
 }
 
 /// Re-decides every decision of the export read from `input` (which must

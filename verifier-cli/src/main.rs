@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use tollgate_protocol::{HashValue, Object, Value, parse, verify_signed_receipt};
+use tollgate_protocol::checkpoint::{
+    TreeHash, VerifiedCheckpoint, VerifierKey, leaf_hash, parse_hash_b64, verify_checkpoint,
+    verify_consistency, verify_inclusion,
+};
+use tollgate_protocol::{HashValue, Object, Value, canonical, parse, verify_signed_receipt};
 use tollgate_verify::{Error, Progress, Verdict, load_keys, verify_export};
 
 /// Verify Tollgate ledger exports and receipts offline.
@@ -47,6 +51,53 @@ enum Command {
         /// the `decision` member byte for byte.
         #[arg(long)]
         redecide: bool,
+        #[command(flatten)]
+        checkpoint: CheckpointArgs,
+    },
+    /// Verify that one ledger entry is in the ledger: its RFC 6962
+    /// inclusion proof (`GET /v1/proofs/inclusion?seq=N`) against a
+    /// signed checkpoint.
+    Inclusion {
+        /// The entry (an export line, or the entry as JSON), or `-`.
+        entry: PathBuf,
+        /// The proof: `{"seq": …, "size": …, "proof": [base64, …]}`.
+        #[arg(long)]
+        proof: PathBuf,
+        /// The gateway's JWK Set: also check the receipt's signature.
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        #[command(flatten)]
+        checkpoint: CheckpointArgs,
+        /// Print one JSON object instead of a sentence.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify that the ledger only grew between two signed checkpoints:
+    /// the RFC 6962 consistency proof (`GET
+    /// /v1/proofs/consistency?from=M&to=N`). Two checkpoints of one size
+    /// with different roots are a fork.
+    Consistency {
+        /// The older checkpoint.
+        old: PathBuf,
+        /// The newer checkpoint.
+        new: PathBuf,
+        /// The proof: `{"from": …, "to": …, "proof": [base64, …]}` (not
+        /// needed when both checkpoints have the same size).
+        #[arg(long)]
+        proof: Option<PathBuf>,
+        /// The checkpoint verifier key (ORIGIN+ID+KEY, or a file holding it).
+        #[arg(long)]
+        checkpoint_key: String,
+        /// A witness's verifier key (NAME+ID+KEY, or a file); repeat.
+        #[arg(long = "witness-key")]
+        witness_keys: Vec<String>,
+        /// How many of the witness keys must have cosigned each checkpoint
+        /// (default: all of them).
+        #[arg(long)]
+        witness_quorum: Option<usize>,
+        /// Print one JSON object instead of a sentence.
+        #[arg(long)]
+        json: bool,
     },
     /// Verify one receipt: a ledger entry (its own hash, receipt id and
     /// signature) or `{"receipt": …, "signature": …}`.
@@ -62,10 +113,82 @@ enum Command {
     },
 }
 
+/// A signed checkpoint and the keys that must have signed it.
+#[derive(clap::Args)]
+struct CheckpointArgs {
+    /// A signed checkpoint (`GET /log/checkpoint`): the export must hold
+    /// at least its N entries, the first N must hash to its root, and
+    /// entry N's hash must be its tollgate-head line.
+    #[arg(long, requires = "checkpoint_key")]
+    checkpoint: Option<PathBuf>,
+    /// The checkpoint verifier key (ORIGIN+ID+KEY, or a file holding it),
+    /// obtained out of band (`tollgate checkpoint key`).
+    #[arg(long)]
+    checkpoint_key: Option<String>,
+    /// A witness's verifier key (NAME+ID+KEY, or a file holding it);
+    /// repeat for several.
+    #[arg(long = "witness-key")]
+    witness_keys: Vec<String>,
+    /// How many of the witness keys must have cosigned the checkpoint
+    /// (default: all of them).
+    #[arg(long)]
+    witness_quorum: Option<usize>,
+}
+
+/// A verifier key given inline or as a file holding it.
+fn vkey(s: &str) -> Result<VerifierKey, Error> {
+    let text = if Path::new(s).is_file() {
+        std::fs::read_to_string(s).map_err(|source| Error::Io {
+            path: s.into(),
+            source,
+        })?
+    } else {
+        s.to_owned()
+    };
+    VerifierKey::parse(text.trim()).map_err(|e| Error::Input {
+        path: s.into(),
+        reason: e.to_string(),
+    })
+}
+
+/// Reads and checks a signed checkpoint: `Err` when it cannot be read,
+/// `Ok(Err(reason))` when its signatures do not hold.
+fn load_checkpoint(
+    path: &Path,
+    key: &str,
+    witnesses: &[String],
+    quorum: Option<usize>,
+) -> Result<Result<VerifiedCheckpoint, String>, Error> {
+    let key = vkey(key)?;
+    let witnesses = witnesses
+        .iter()
+        .map(|w| vkey(w))
+        .collect::<Result<Vec<_>, _>>()?;
+    let quorum = quorum.unwrap_or(witnesses.len());
+    if quorum > witnesses.len() {
+        return Err(Error::Input {
+            path: path.to_owned(),
+            reason: format!(
+                "--witness-quorum {quorum} with {} witness keys",
+                witnesses.len()
+            ),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(verify_checkpoint(&bytes, &key, &witnesses, quorum)
+        .map_err(|e| format!("checkpoint {}: {e}", path.display())))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = match &cli.command {
-        Command::Ledger { json, .. } | Command::Receipt { json, .. } => *json,
+        Command::Ledger { json, .. }
+        | Command::Receipt { json, .. }
+        | Command::Inclusion { json, .. }
+        | Command::Consistency { json, .. } => *json,
     };
     let result = match cli.command {
         Command::Ledger {
@@ -75,8 +198,32 @@ fn main() -> ExitCode {
             head,
             json,
             redecide,
-        } => ledger(&export, &keys, threads, head, json, redecide),
+            checkpoint,
+        } => ledger(&export, &keys, threads, head, json, redecide, &checkpoint),
         Command::Receipt { entry, keys, .. } => receipt(&entry, &keys),
+        Command::Inclusion {
+            entry,
+            proof,
+            keys,
+            checkpoint,
+            ..
+        } => inclusion(&entry, &proof, keys.as_deref(), &checkpoint),
+        Command::Consistency {
+            old,
+            new,
+            proof,
+            checkpoint_key,
+            witness_keys,
+            witness_quorum,
+            ..
+        } => consistency(
+            &old,
+            &new,
+            proof.as_deref(),
+            &checkpoint_key,
+            &witness_keys,
+            witness_quorum,
+        ),
     };
     match result {
         Ok(Report::Valid { sentence, fields }) => {
@@ -171,8 +318,21 @@ fn ledger(
     head: Option<HashValue>,
     json: bool,
     redecide: bool,
+    checkpoint: &CheckpointArgs,
 ) -> Result<Report, Error> {
     let keys = load_keys(keys)?;
+    let checkpoint = match (&checkpoint.checkpoint, &checkpoint.checkpoint_key) {
+        (Some(path), Some(key)) => match load_checkpoint(
+            path,
+            key,
+            &checkpoint.witness_keys,
+            checkpoint.witness_quorum,
+        )? {
+            Ok(c) => Some(c),
+            Err(reason) => return Ok(invalid(reason)),
+        },
+        _ => None,
+    };
     if redecide && export == Path::new("-") {
         return Err(Error::Io {
             path: export.to_owned(),
@@ -187,6 +347,7 @@ fn ledger(
         &keys,
         threads,
         head,
+        checkpoint.as_ref().map(|c| &c.checkpoint),
         bar(show, total, "verified"),
     )?;
     if show {
@@ -198,6 +359,15 @@ fn ledger(
             fields.insert("entries", int(entries));
             fields.insert("head", head.to_string().into());
             let mut sentence = format!("{entries} entries verified; head {head}");
+            if let Some(c) = &checkpoint {
+                fields.insert("checkpoint_size", int(c.checkpoint.size));
+                sentence.push_str(&format!(
+                    "; the first {} match the checkpoint of {}{}",
+                    c.checkpoint.size,
+                    c.checkpoint.origin,
+                    cosigned_by(c)
+                ));
+            }
             if redecide {
                 let redecided = tollgate_verify::redecide_export(
                     open(export)?,
@@ -267,5 +437,178 @@ fn receipt(entry: &Path, keys: &Path) -> Result<Report, Error> {
                 fields,
             }
         }
+    })
+}
+
+fn invalid(reason: String) -> Report {
+    let mut fields = Object::new();
+    fields.insert("reason", reason.clone().into());
+    Report::Invalid {
+        sentence: reason,
+        fields,
+    }
+}
+
+fn cosigned_by(c: &VerifiedCheckpoint) -> String {
+    if c.witnesses.is_empty() {
+        return String::new();
+    }
+    let names: Vec<&str> = c.witnesses.iter().map(|(n, _)| n.as_str()).collect();
+    format!(", cosigned by {}", names.join(", "))
+}
+
+fn read_all(path: &Path) -> Result<Vec<u8>, Error> {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut open(path)?, &mut bytes).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(bytes)
+}
+
+/// A proof file: the named sizes and the proof's hashes.
+fn load_proof(path: &Path, names: [&str; 2]) -> Result<([u64; 2], Vec<TreeHash>), Error> {
+    let bad = |reason: String| Error::Input {
+        path: path.to_owned(),
+        reason,
+    };
+    let v = parse(&read_all(path)?).map_err(|e| bad(e.to_string()))?;
+    let Value::Object(o) = v else {
+        return Err(bad("not a JSON object".into()));
+    };
+    let mut sizes = [0u64; 2];
+    for (i, name) in names.iter().enumerate() {
+        sizes[i] = o
+            .get(name)
+            .and_then(Value::as_safe_integer)
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| bad(format!("no integer member {name:?}")))?;
+    }
+    let proof = match o.get("proof") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|h| {
+                h.as_str()
+                    .ok_or_else(|| bad("proof members are base64 strings".into()))
+                    .and_then(|s| parse_hash_b64(s).map_err(|e| bad(e.to_string())))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => return Err(bad("no array member \"proof\"".into())),
+    };
+    Ok((sizes, proof))
+}
+
+fn inclusion(
+    entry: &Path,
+    proof: &Path,
+    keys: Option<&Path>,
+    checkpoint: &CheckpointArgs,
+) -> Result<Report, Error> {
+    let (Some(cp_path), Some(cp_key)) = (&checkpoint.checkpoint, &checkpoint.checkpoint_key) else {
+        return Err(Error::Input {
+            path: entry.to_owned(),
+            reason: "--checkpoint and --checkpoint-key are required".into(),
+        });
+    };
+    let c = match load_checkpoint(
+        cp_path,
+        cp_key,
+        &checkpoint.witness_keys,
+        checkpoint.witness_quorum,
+    )? {
+        Ok(c) => c,
+        Err(reason) => return Ok(invalid(reason)),
+    };
+    let ([seq, size], path) = load_proof(proof, ["seq", "size"])?;
+    let value = match parse(&read_all(entry)?) {
+        Ok(v) => v,
+        Err(e) => return Ok(invalid(format!("entry {}: {e}", entry.display()))),
+    };
+    let entry_seq = value
+        .as_object()
+        .and_then(|o| o.get("seq"))
+        .and_then(Value::as_safe_integer);
+    if entry_seq != Some(seq as i64) {
+        return Ok(invalid(format!(
+            "the proof is for entry {seq}, the entry's seq is {}",
+            entry_seq.map_or("missing".into(), |s| s.to_string())
+        )));
+    }
+    if size != c.checkpoint.size {
+        return Ok(invalid(format!(
+            "the proof is against a tree of {size} entries, the checkpoint's has {}",
+            c.checkpoint.size
+        )));
+    }
+    if let Some(keys) = keys {
+        let keys = load_keys(keys)?;
+        if let Err(e) = verify_signed_receipt(value.clone(), &keys) {
+            return Ok(invalid(format!("entry {seq}: {e}")));
+        }
+    }
+    let leaf = leaf_hash(&canonical(&value));
+    if let Err(e) = verify_inclusion(seq - 1, size, &leaf, &path, &c.checkpoint.root) {
+        return Ok(invalid(format!("entry {seq}: {e}")));
+    }
+    let mut fields = Object::new();
+    fields.insert("seq", int(seq));
+    fields.insert("size", int(size));
+    Ok(Report::Valid {
+        sentence: format!(
+            "entry {seq} is in the ledger {} of {size} entries{}",
+            c.checkpoint.origin,
+            cosigned_by(&c)
+        ),
+        fields,
+    })
+}
+
+fn consistency(
+    old: &Path,
+    new: &Path,
+    proof: Option<&Path>,
+    key: &str,
+    witnesses: &[String],
+    quorum: Option<usize>,
+) -> Result<Report, Error> {
+    let mut both = Vec::new();
+    for p in [old, new] {
+        match load_checkpoint(p, key, witnesses, quorum)? {
+            Ok(c) => both.push(c),
+            Err(reason) => return Ok(invalid(reason)),
+        }
+    }
+    let (a, b) = (&both[0].checkpoint, &both[1].checkpoint);
+    let path = match proof {
+        Some(p) => {
+            let ([from, to], path) = load_proof(p, ["from", "to"])?;
+            if (from, to) != (a.size, b.size) {
+                return Ok(invalid(format!(
+                    "the proof is from {from} to {to} entries; the checkpoints have {} and {}",
+                    a.size, b.size
+                )));
+            }
+            path
+        }
+        None if a.size == b.size => Vec::new(),
+        None => {
+            return Err(Error::Input {
+                path: new.to_owned(),
+                reason: "--proof is required between checkpoints of different sizes".into(),
+            });
+        }
+    };
+    if let Err(e) = verify_consistency(a.size, b.size, &a.root, &b.root, &path) {
+        return Ok(invalid(e.to_string()));
+    }
+    let mut fields = Object::new();
+    fields.insert("from", int(a.size));
+    fields.insert("to", int(b.size));
+    Ok(Report::Valid {
+        sentence: format!(
+            "the ledger {} of {} entries extends the one of {} entries",
+            b.origin, b.size, a.size
+        ),
+        fields,
     })
 }

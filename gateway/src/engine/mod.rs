@@ -312,10 +312,10 @@ impl<L: Ledger> Gateway<L> {
         // A failure is tried again next time; the tree never runs ahead of
         // durable entries.
         self.spawn_every(every, |g| async move {
-            if tollgate_ledger::tree::grow(&g.ledger).await.is_ok() {
-                if let Some(c) = g.checkpointer.get() {
-                    let _ = c.tick(&g.ledger).await;
-                }
+            if tollgate_ledger::tree::grow(&g.ledger).await.is_ok()
+                && let Some(c) = g.checkpointer.get()
+            {
+                let _ = c.tick(&g.ledger).await;
             }
         });
     }
