@@ -149,16 +149,22 @@ impl Asked {
     }
 }
 
-/// Runs `prove` twice: once to learn the hashes it reads, then over
-/// those hashes fetched from the store.
+/// Runs `prove` over the tree of `size` entries twice: once to learn the
+/// hashes it reads, then over those hashes fetched from the store. A tree
+/// the store does not cover yet lacks some of them: then it says so
+/// (the stored size is read only then, keeping a proof to one query).
 async fn prove<L: Ledger, T>(
     ledger: &L,
+    size: u64,
     prove: impl Fn(&dyn HashReaderDyn) -> Result<T, tlog_tiles::Error>,
 ) -> Result<T, Error> {
     let asked = Asked::default();
     prove(&asked).map_err(math)?;
     let mut known = BTreeMap::new();
-    fetch(ledger, asked.take(), &mut known).await?;
+    if let Err(e) = fetch(ledger, asked.take(), &mut known).await {
+        covered(ledger, size).await?;
+        return Err(e);
+    }
     prove(&Known(&known)).map_err(math)
 }
 
@@ -199,8 +205,10 @@ pub async fn inclusion<L: Ledger>(ledger: &L, seq: u64, size: u64) -> Result<Vec
             "entry {seq} is not in a tree of {size} entries"
         )));
     }
-    covered(ledger, size).await?;
-    let proof = prove(ledger, |r| tlog_tiles::prove_record(size, seq - 1, &Dyn(r))).await?;
+    let proof = prove(ledger, size, |r| {
+        tlog_tiles::prove_record(size, seq - 1, &Dyn(r))
+    })
+    .await?;
     Ok(proof.into_iter().map(|h| h.0).collect())
 }
 
@@ -216,11 +224,11 @@ pub async fn consistency<L: Ledger>(
             "no consistency proof from {old} entries to fewer ({new})"
         )));
     }
-    covered(ledger, new).await?;
     if old == 0 || old == new {
+        covered(ledger, new).await?;
         return Ok(Vec::new());
     }
-    let proof = prove(ledger, |r| tlog_tiles::prove_tree(new, old, &Dyn(r))).await?;
+    let proof = prove(ledger, new, |r| tlog_tiles::prove_tree(new, old, &Dyn(r))).await?;
     Ok(proof.into_iter().map(|h| h.0).collect())
 }
 
@@ -309,9 +317,10 @@ pub async fn tile<L: Ledger>(
     if tile.needs().is_none_or(|n| n > size) {
         return Ok(None);
     }
-    covered(ledger, size).await?;
     let t = tlog_tiles::Tile::new(8, tile.level, tile.index, tile.width, false);
-    prove(ledger, |r| t.read_data(&Dyn(r))).await.map(Some)
+    prove(ledger, size, |r| t.read_data(&Dyn(r)))
+        .await
+        .map(Some)
 }
 
 #[cfg(test)]

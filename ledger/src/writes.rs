@@ -223,23 +223,27 @@ macro_rules! shared_writes {
             if size.and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) != from {
                 return Ok(false);
             }
-            for chunk in hashes.chunks(256) {
-                let mut sql = String::from("INSERT INTO tree_hashes (idx, hash) VALUES ");
-                for i in 0..chunk.len() {
-                    sql.push_str(&format!(
-                        "{}(${}, ${})",
-                        if i == 0 { "" } else { ", " },
-                        2 * i + 1,
-                        2 * i + 2
+            // Growing the tree adds a contiguous run of stored indexes (the
+            // tlog layout stores each leaf's hashes after the previous
+            // leaf's): one statement splits one blob into its rows, instead
+            // of binding two parameters per row.
+            if let Some(&(first, _)) = hashes.first() {
+                if hashes.iter().enumerate().any(|(i, (idx, _))| *idx != first + i as u64) {
+                    return Err(Error::Database(
+                        "tree: the hashes to record are not one contiguous run".into(),
                     ));
                 }
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for (idx, hash) in chunk {
-                    q = q
-                        .bind(i64::try_from(*idx).unwrap_or(i64::MAX))
-                        .bind(hash.as_slice());
-                }
-                q.execute(&mut *conn).await.map_err(db)?;
+                let blob: Vec<u8> = hashes.iter().flat_map(|(_, h)| *h).collect();
+                sqlx::query(
+                    "WITH RECURSIVE r(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM r WHERE i + 1 < $3)
+                     INSERT INTO tree_hashes (idx, hash) SELECT $1 + i, substr($2, i * 32 + 1, 32) FROM r",
+                )
+                .bind(i64::try_from(first).unwrap_or(i64::MAX))
+                .bind(blob)
+                .bind(hashes.len() as i64)
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
             }
             sqlx::query(
                 "INSERT INTO ledger_meta (key, value) VALUES ('tree_size', $1)

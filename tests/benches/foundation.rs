@@ -13,6 +13,12 @@
 //! 2. `tollgate-verify` entries/s over an export against bare Ed25519 batch
 //!    verification of the same signatures over prepared messages, both on
 //!    all cores.
+//! 3. Appends/s with checkpoints on (the gateway's tree and checkpoint
+//!    task at its default cadence, running beside the appenders) against
+//!    off, alternating runs on fresh ledgers, best of each.
+//! 4. Proofs served/s (inclusion and consistency, from the stored tree of
+//!    a ledger, 8 concurrent readers) against reading one entry by seq,
+//!    the lookup a receipt answer costs.
 
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -21,7 +27,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sqlx::Connection as _;
-use tollgate_ledger::{Ledger, SqliteLedger, SqliteOptions};
+use tollgate_gateway::checkpoints::{CheckpointSettings, Checkpointer};
+use tollgate_gateway::limits;
+use tollgate_ledger::{Ledger, SqliteLedger, SqliteOptions, tree};
 use tollgate_protocol::{
     Domain, HashAlg, LedgerEntry, PublicKey, Signature, Value, check_receipt, parse, signed_message,
 };
@@ -131,6 +139,162 @@ async fn bench_appends(n: usize, dir: &Path) -> (f64, f64, f64) {
     (rate(n, ledger_time), rate(n, bare_time), group)
 }
 
+fn signed_receipts(n: usize) -> Vec<(Value, Signature)> {
+    let signer = Ed25519Signer::generate().unwrap();
+    (0..n as u64)
+        .map(|i| {
+            let r = receipt(i);
+            let s = signer.sign_now(Domain::Receipt, &r);
+            (r, s)
+        })
+        .collect()
+}
+
+/// Appends `signed` from [`CONCURRENCY`] tasks into a new ledger in `dir`,
+/// with the gateway's tree-and-checkpoint task beside them if
+/// `checkpoints`; appends/s.
+async fn appends_with(signed: Vec<(Value, Signature)>, dir: &Path, checkpoints: bool) -> f64 {
+    let n = signed.len();
+    let ledger = SqliteLedger::open(SqliteOptions::new(dir.join("ledger.db")))
+        .await
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let task = checkpoints.then(|| {
+        let ledger = ledger.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let c = Checkpointer::open(
+                &ledger,
+                CheckpointSettings {
+                    key: Ed25519Signer::generate().unwrap(),
+                    origin: "bench.example/log".into(),
+                    origin_explicit: false,
+                    interval: Duration::from_millis(limits::DEFAULT_CHECKPOINT_INTERVAL_MS),
+                    entries: limits::DEFAULT_CHECKPOINT_ENTRIES,
+                    witnesses: Vec::new(),
+                    witness_timeout: Duration::from_secs(1),
+                },
+            )
+            .await
+            .unwrap();
+            let mut made = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(limits::TREE_GROW_INTERVAL_MS)).await;
+                tree::grow(&ledger).await.unwrap();
+                made += u64::from(c.tick(&ledger).await.unwrap().is_some());
+            }
+            made
+        })
+    });
+    let mut chunks: Vec<Vec<(Value, Signature)>> = (0..CONCURRENCY).map(|_| Vec::new()).collect();
+    for (i, item) in signed.into_iter().enumerate() {
+        chunks[i % CONCURRENCY].push(item);
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = chunks
+        .into_iter()
+        .map(|chunk| {
+            let ledger = ledger.clone();
+            tokio::spawn(async move {
+                for (r, s) in chunk {
+                    ledger.append(r, s, None).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(t) = task {
+        let made = t.await.unwrap();
+        assert!(
+            made > 0 || elapsed < Duration::from_secs(1),
+            "no checkpoint was made"
+        );
+    }
+    rate(n, elapsed)
+}
+
+async fn bench_checkpoints(n: usize, rounds: usize, dir: &Path) -> (f64, f64) {
+    let (mut on, mut off) = (0f64, 0f64);
+    for round in 0..rounds {
+        for checkpoints in [false, true] {
+            let d = dir.join(format!("cp-{round}-{checkpoints}"));
+            std::fs::create_dir_all(&d).unwrap();
+            let r = appends_with(signed_receipts(n), &d, checkpoints).await;
+            if checkpoints {
+                on = on.max(r);
+            } else {
+                off = off.max(r);
+            }
+        }
+    }
+    (on, off)
+}
+
+/// Proofs/s and entry reads/s over a ledger of `n` entries.
+async fn bench_proofs(n: usize, dir: &Path) -> (f64, f64, f64, f64) {
+    let ledger = SqliteLedger::open(SqliteOptions::new(dir.join("proofs.db")))
+        .await
+        .unwrap();
+    for chunk in signed_receipts(n).chunks(1024) {
+        let units: Vec<_> = chunk
+            .iter()
+            .cloned()
+            .map(|(r, s)| {
+                let l = ledger.clone();
+                tokio::spawn(async move { l.append(r, s, None).await.unwrap() })
+            })
+            .collect();
+        for u in units {
+            u.await.unwrap();
+        }
+    }
+    let started = Instant::now();
+    tree::grow(&ledger).await.unwrap();
+    let grown = rate(n, started.elapsed());
+    let size = n as u64;
+    let per_task = 2_000u64;
+    let run = |kind: u8| {
+        let ledger = ledger.clone();
+        async move {
+            let started = Instant::now();
+            let tasks: Vec<_> = (0..8u64)
+                .map(|t| {
+                    let ledger = ledger.clone();
+                    tokio::spawn(async move {
+                        for i in 0..per_task {
+                            // Spread over the tree, deterministically.
+                            let seq = 1 + (t * 7919 + i * 104_729) % size;
+                            match kind {
+                                0 => {
+                                    tree::inclusion(&ledger, seq, size).await.unwrap();
+                                }
+                                1 => {
+                                    tree::consistency(&ledger, seq, size).await.unwrap();
+                                }
+                                _ => {
+                                    ledger.get(seq).await.unwrap().unwrap();
+                                }
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            rate((8 * per_task) as usize, started.elapsed())
+        }
+    };
+    let inclusion = run(0).await;
+    let consistency = run(1).await;
+    let lookup = run(2).await;
+    (inclusion, consistency, lookup, grown)
+}
+
 fn bench_verify(n: u64, rounds: usize) -> (f64, f64) {
     let signer = Ed25519Signer::generate().unwrap();
     let lines = chain(&signer, n, HashAlg::Sha256);
@@ -215,6 +379,10 @@ fn main() {
         .build()
         .unwrap();
     let (ours, bare, group) = rt.block_on(bench_appends(appends, dir.path()));
+    // Long enough for the checkpoint task to run many times per run.
+    let cp_appends = if quick { 12_000 } else { 60_000 };
+    let (cp_on, cp_off) = rt.block_on(bench_checkpoints(cp_appends, rounds.max(2), dir.path()));
+    let (inclusion, consistency, lookup, grown) = rt.block_on(bench_proofs(appends, dir.path()));
     drop(rt);
     println!(
         "tollgate foundation benchmark ({} cores)",
@@ -231,4 +399,18 @@ fn main() {
     println!("tollgate-verify, export of {entries} entries:     {ours:>10.0} entries/s");
     println!("bare Ed25519 batch verify, same signatures:     {bare:>10.0} signatures/s");
     println!("ratio: {:.2} (aim >= 0.80)", ours / bare);
+    println!();
+    println!("appends ({cp_appends}), checkpoints on (default cadence): {cp_on:>10.0} appends/s");
+    println!("appends, checkpoints off:                       {cp_off:>10.0} appends/s");
+    println!("ratio: {:.2} (aim >= 0.90)", cp_on / cp_off);
+    println!("(the tree alone grows over a ledger at {grown:.0} entries/s)");
+    println!();
+    println!("inclusion proofs, tree of {appends}, 8 readers: {inclusion:>10.0} proofs/s");
+    println!("consistency proofs, same tree:                  {consistency:>10.0} proofs/s");
+    println!("entry read by seq, same ledger (baseline):      {lookup:>10.0} reads/s");
+    println!(
+        "ratios: inclusion {:.2}, consistency {:.2}",
+        inclusion / lookup,
+        consistency / lookup
+    );
 }

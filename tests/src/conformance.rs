@@ -51,6 +51,7 @@ pub async fn suite<B: Backend>(b: &mut B) {
     guards_refuse_decisions_made_on_state_changed_since(b).await;
     a_budget_holds_under_racing_appends_through_two_handles(b).await;
     the_tree_covers_durable_entries_and_its_roots_are_rfc_6962(b).await;
+    the_origin_is_recorded_once_and_checkpoints_only_grow(b).await;
 }
 
 fn registry_item(signer: &Ed25519Signer, n: u64, change: RegistryChange) -> RegistryAppend {
@@ -800,4 +801,31 @@ async fn the_tree_covers_durable_entries_and_its_roots_are_rfc_6962<B: Backend>(
     // A grower that read a stale size records nothing.
     assert!(!one.extend_tree(70, 71, vec![(0, [0; 32])]).await.unwrap());
     assert_eq!(one.tree_size().await.unwrap(), 75);
+}
+
+async fn the_origin_is_recorded_once_and_checkpoints_only_grow<B: Backend>(b: &mut B) {
+    let name = b.create();
+    let one = b.open(&name).await;
+    let two = b.open(&name).await;
+    // Read alone, nothing is recorded; the first proposal is kept.
+    assert_eq!(one.origin(None).await.unwrap(), None);
+    let (a, c) = tokio::join!(
+        one.origin(Some("example.com/a")),
+        two.origin(Some("example.com/b"))
+    );
+    let (a, c) = (a.unwrap().unwrap(), c.unwrap().unwrap());
+    assert_eq!(a, c, "two servers starting at once agree on one origin");
+    assert_eq!(two.origin(None).await.unwrap(), Some(a.clone()));
+    assert_eq!(one.origin(Some("example.com/z")).await.unwrap(), Some(a));
+
+    assert_eq!(one.checkpoint().await.unwrap(), None);
+    assert!(one.put_checkpoint(5, "five".into()).await.unwrap());
+    // A checkpoint no larger than the latest is not recorded.
+    assert!(!two.put_checkpoint(5, "other five".into()).await.unwrap());
+    assert!(!two.put_checkpoint(3, "three".into()).await.unwrap());
+    assert!(two.put_checkpoint(8, "eight".into()).await.unwrap());
+    assert_eq!(
+        one.checkpoint().await.unwrap(),
+        Some((8, "eight".to_owned()))
+    );
 }
