@@ -27,40 +27,57 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 /// checkpoint key. A ledger that never served has no origin yet.
 pub fn checkpoint_key(
     data_dir: &Path,
-    key: Option<&Path>,
+    key: Option<&str>,
     database: Option<&Path>,
     database_url: Option<&str>,
 ) -> Result<String, CliError> {
-    let key_path = key.map_or_else(|| data_dir.join("checkpoint.jwk"), Path::to_owned);
-    let key = Ed25519Signer::load(&key_path).map_err(usage)?;
-    let origin = runtime()?.block_on(async {
-        match database_url {
-            Some(url) => {
-                let l = tollgate_ledger::postgres::PgLedger::open(
-                    tollgate_ledger::postgres::PgOptions::new(url),
-                )
+    let spec = key.map_or_else(
+        || data_dir.join("checkpoint.jwk").display().to_string(),
+        str::to_owned,
+    );
+    let (public, origin) = runtime()?.block_on(async {
+        let signer = tollgate_gateway::checkpoint_signer(&spec)
+            .await
+            .map_err(usage)?;
+        let public = signer
+            .ed25519_public()
+            .ok_or_else(|| CliError::Usage(format!("{spec}: not an Ed25519 key")))?;
+        let origin = recorded(database, database_url, data_dir).await?;
+        Ok::<_, CliError>((public, origin))
+    })?;
+    let vkey = VerifierKey::new(&origin, NOTE_ED25519, public).map_err(usage)?;
+    Ok(vkey.to_string())
+}
+
+/// The origin the ledger recorded.
+async fn recorded(
+    database: Option<&Path>,
+    database_url: Option<&str>,
+    data_dir: &Path,
+) -> Result<String, CliError> {
+    match database_url {
+        Some(url) => {
+            let l = tollgate_ledger::postgres::PgLedger::open(
+                tollgate_ledger::postgres::PgOptions::new(url),
+            )
+            .await
+            .map_err(usage)?;
+            recorded_origin(&l).await
+        }
+        None => {
+            let path = database.map_or_else(|| data_dir.join("ledger.db"), Path::to_owned);
+            if !path.exists() {
+                return Err(CliError::Usage(format!(
+                    "{}: no ledger (start the gateway once: its origin is chosen then)",
+                    path.display()
+                )));
+            }
+            let l = tollgate_ledger::SqliteLedger::open(tollgate_ledger::SqliteOptions::new(&path))
                 .await
                 .map_err(usage)?;
-                recorded_origin(&l).await
-            }
-            None => {
-                let path = database.map_or_else(|| data_dir.join("ledger.db"), Path::to_owned);
-                if !path.exists() {
-                    return Err(CliError::Usage(format!(
-                        "{}: no ledger (start the gateway once: its origin is chosen then)",
-                        path.display()
-                    )));
-                }
-                let l =
-                    tollgate_ledger::SqliteLedger::open(tollgate_ledger::SqliteOptions::new(&path))
-                        .await
-                        .map_err(usage)?;
-                recorded_origin(&l).await
-            }
+            recorded_origin(&l).await
         }
-    })?;
-    let vkey = VerifierKey::new(&origin, NOTE_ED25519, key.public_bytes()).map_err(usage)?;
-    Ok(vkey.to_string())
+    }
 }
 
 async fn recorded_origin<L: Ledger>(l: &L) -> Result<String, CliError> {

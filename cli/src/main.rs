@@ -418,9 +418,10 @@ enum CheckpointCommand {
         /// The data folder.
         #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "tollgate-data")]
         data_dir: PathBuf,
-        /// The checkpoint key (default: DATA_DIR/checkpoint.jwk).
+        /// The checkpoint key: a file or kms:KEY_ID (default:
+        /// DATA_DIR/checkpoint.jwk).
         #[arg(long, env = "TOLLGATE_CHECKPOINT_KEY")]
-        key: Option<PathBuf>,
+        key: Option<String>,
         /// The SQLite ledger (default: DATA_DIR/ledger.db).
         #[arg(long, env = "TOLLGATE_DATABASE")]
         database: Option<PathBuf>,

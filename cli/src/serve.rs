@@ -73,8 +73,9 @@ pub fn serve(args: ServeArgs) -> Result<String, CliError> {
 pub struct Checkpoints {
     /// The origin to record on a new ledger (and to insist on).
     pub origin: Option<String>,
-    /// The checkpoint key file (default: DATA_DIR/checkpoint.jwk).
-    pub key: Option<std::path::PathBuf>,
+    /// The checkpoint key: a file or kms:KEY_ID (default:
+    /// DATA_DIR/checkpoint.jwk).
+    pub key: Option<String>,
     /// At most one per this long...
     pub interval: std::time::Duration,
     /// ...unless this many entries arrived.
@@ -100,18 +101,22 @@ impl Default for Checkpoints {
 }
 
 impl Checkpoints {
-    /// The gateway's checkpoint settings, the key read from its file.
-    fn settings(
+    /// The gateway's checkpoint settings, with the key loaded (or, in KMS,
+    /// reached).
+    async fn settings(
         &self,
         data_dir: &std::path::Path,
     ) -> Result<tollgate_gateway::checkpoints::CheckpointSettings, CliError> {
         use tollgate_gateway::checkpoints::{CheckpointSettings, WitnessSetting};
-        let path = self
+        let spec = self
             .key
             .clone()
-            .unwrap_or_else(|| data_dir.join("checkpoint.jwk"));
-        let key = tollgate_signer::Ed25519Signer::load(&path).map_err(usage)?;
-        let default_origin = format!("tollgate/{}", &key.kid()[..16.min(key.kid().len())]);
+            .unwrap_or_else(|| data_dir.join("checkpoint.jwk").display().to_string());
+        let key = tollgate_gateway::checkpoint_signer(&spec)
+            .await
+            .map_err(usage)?;
+        let kid = &key.jwk().kid;
+        let default_origin = format!("tollgate/{}", &kid[..16.min(kid.len())]);
         let witnesses = self
             .witnesses
             .iter()
@@ -251,7 +256,7 @@ async fn serve_app<L: tollgate_ledger::Ledger>(
     } = r;
     let checkpointer = app
         .gateway
-        .enable_checkpoints(checkpoints.settings(&paths.data_dir)?)
+        .enable_checkpoints(checkpoints.settings(&paths.data_dir).await?)
         .await
         .map_err(usage)?;
     let place = match &paths.database_url {

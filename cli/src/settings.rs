@@ -131,10 +131,11 @@ pub struct ServeArgs {
     /// new ledger: tollgate/ and the start of the gateway key's kid.
     #[arg(long, env = "TOLLGATE_ORIGIN")]
     pub origin: Option<String>,
-    /// The checkpoint-signing key, Ed25519 (default:
-    /// DATA_DIR/checkpoint.jwk).
+    /// The checkpoint-signing key, Ed25519: a key file (PATH or
+    /// file:PATH) or kms:KEY_ID, an ECC_NIST_EDWARDS25519 key in AWS KMS (a
+    /// build with the kms feature). Default: DATA_DIR/checkpoint.jwk.
     #[arg(long, env = "TOLLGATE_CHECKPOINT_KEY")]
-    pub checkpoint_key: Option<PathBuf>,
+    pub checkpoint_key: Option<String>,
     /// At most one checkpoint per this many milliseconds...
     #[arg(long, env = "TOLLGATE_CHECKPOINT_INTERVAL_MS", default_value_t = limits::DEFAULT_CHECKPOINT_INTERVAL_MS, value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
     pub checkpoint_interval_ms: u64,
@@ -181,7 +182,7 @@ struct ConfigFile {
     body_timeout_ms: Option<u64>,
     handshake_timeout_ms: Option<u64>,
     origin: Option<String>,
-    checkpoint_key: Option<PathBuf>,
+    checkpoint_key: Option<String>,
     checkpoint_interval_ms: Option<u64>,
     checkpoint_entries: Option<u64>,
     witnesses: Option<Vec<String>>,

@@ -17,7 +17,7 @@ use tollgate_protocol::checkpoint::{
     Checkpoint, NOTE_ED25519, Note, NoteSignature, VerifierKey, hash_b64,
 };
 use tollgate_protocol::{Value, parse};
-use tollgate_signer::Ed25519Signer;
+use tollgate_signer::AnySigner;
 
 /// A witness the gateway asks to cosign its checkpoints.
 #[derive(Clone, Debug)]
@@ -31,8 +31,8 @@ pub struct WitnessSetting {
 /// How checkpoints are made.
 #[derive(Debug)]
 pub struct CheckpointSettings {
-    /// The checkpoint key (Ed25519).
-    pub key: Ed25519Signer,
+    /// The checkpoint key (Ed25519: a key file or a KMS key).
+    pub key: AnySigner,
     /// The origin to record if the ledger has none yet.
     pub origin: String,
     /// Whether `origin` was asked for explicitly: then a ledger recorded
@@ -56,7 +56,7 @@ struct Witness {
 
 /// Makes and publishes checkpoints for one ledger.
 pub struct Checkpointer {
-    key: Ed25519Signer,
+    key: AnySigner,
     vkey: VerifierKey,
     interval: Duration,
     entries: u64,
@@ -79,9 +79,13 @@ pub enum CheckpointError {
     /// The ledger failed.
     #[error(transparent)]
     Ledger(#[from] tollgate_ledger::Error),
-    /// The origin setting is unusable or contradicts the ledger's.
+    /// The origin setting is unusable or contradicts the ledger's, or the
+    /// key is not an Ed25519 key.
     #[error("{0}")]
     Origin(String),
+    /// The key could not sign (a KMS error).
+    #[error("checkpoint key: {0}")]
+    Sign(#[from] tollgate_signer::Error),
 }
 
 impl Checkpointer {
@@ -92,8 +96,12 @@ impl Checkpointer {
         settings: CheckpointSettings,
     ) -> Result<Self, CheckpointError> {
         let bad = |e: tollgate_protocol::Error| CheckpointError::Origin(format!("origin: {e}"));
-        VerifierKey::new(&settings.origin, NOTE_ED25519, settings.key.public_bytes())
-            .map_err(bad)?;
+        let public = settings.key.ed25519_public().ok_or_else(|| {
+            CheckpointError::Origin(
+                "the checkpoint key must be an Ed25519 key (C2SP signed notes)".into(),
+            )
+        })?;
+        VerifierKey::new(&settings.origin, NOTE_ED25519, public).map_err(bad)?;
         let origin = ledger
             .origin(Some(&settings.origin))
             .await?
@@ -104,8 +112,7 @@ impl Checkpointer {
                 settings.origin
             )));
         }
-        let vkey =
-            VerifierKey::new(&origin, NOTE_ED25519, settings.key.public_bytes()).map_err(bad)?;
+        let vkey = VerifierKey::new(&origin, NOTE_ED25519, public).map_err(bad)?;
         Ok(Self {
             key: settings.key,
             vkey,
@@ -135,7 +142,7 @@ impl Checkpointer {
     }
 
     /// Makes a checkpoint of the stored tree if one is due; its size.
-    pub async fn tick<L: Ledger>(&self, ledger: &L) -> Result<Option<u64>, tollgate_ledger::Error> {
+    pub async fn tick<L: Ledger>(&self, ledger: &L) -> Result<Option<u64>, CheckpointError> {
         let size = ledger.tree_size().await?;
         let latest = ledger.checkpoint().await?.map_or(0, |(s, _)| s);
         if size <= latest {
@@ -159,11 +166,7 @@ impl Checkpointer {
     /// Signs the checkpoint of the first `size` entries, gathers the
     /// witnesses' cosignatures and records it unless a larger one is
     /// recorded already; whether it was recorded.
-    pub async fn make<L: Ledger>(
-        &self,
-        ledger: &L,
-        size: u64,
-    ) -> Result<bool, tollgate_ledger::Error> {
+    pub async fn make<L: Ledger>(&self, ledger: &L, size: u64) -> Result<bool, CheckpointError> {
         let note = self.sign(ledger, size).await?;
         let mut cosigned = note.clone();
         for w in &self.witnesses {
@@ -171,16 +174,12 @@ impl Checkpointer {
                 .signatures
                 .extend(self.cosign(ledger, w, size, &note).await);
         }
-        ledger.put_checkpoint(size, cosigned.to_text()).await
+        Ok(ledger.put_checkpoint(size, cosigned.to_text()).await?)
     }
 
     /// The checkpoint of the first `size` entries, signed by the log key
     /// only.
-    pub async fn sign<L: Ledger>(
-        &self,
-        ledger: &L,
-        size: u64,
-    ) -> Result<Note, tollgate_ledger::Error> {
+    pub async fn sign<L: Ledger>(&self, ledger: &L, size: u64) -> Result<Note, CheckpointError> {
         let root = tree::root(ledger, size).await?;
         let head = if size == 0 {
             ledger.hash_alg().zero().to_string()
@@ -197,7 +196,7 @@ impl Checkpointer {
                     .and_then(Value::as_str)
                     .map(str::to_owned)
                     .ok_or_else(corrupt)?,
-                _ => return Err(corrupt()),
+                _ => return Err(corrupt().into()),
             }
         };
         let text = Checkpoint {
@@ -207,7 +206,7 @@ impl Checkpointer {
             head,
         }
         .text();
-        let sig = self.key.sign_raw(text.as_bytes());
+        let sig = self.key.sign_ed25519_raw(text.as_bytes()).await?;
         Ok(Note {
             text,
             signatures: vec![NoteSignature {

@@ -303,6 +303,26 @@ pub async fn keyring(specs: &[String], key: &Path) -> Result<Keyring, Error> {
     Ok(Keyring::new(keys)?)
 }
 
+/// The checkpoint key from its setting: a key file (`PATH` or
+/// `file:PATH`) or `kms:KEY_ID`, an Ed25519 key held in AWS KMS (a build
+/// with the feature `kms`).
+pub async fn checkpoint_signer(spec: &str) -> Result<AnySigner, Error> {
+    let signer = match spec.strip_prefix("kms:") {
+        Some(id) => kms_signer(id)
+            .await
+            .map_err(|e| Error::Config(format!("--checkpoint-key {spec}: {e}")))?,
+        None => AnySigner::File(Ed25519Signer::load(Path::new(
+            spec.strip_prefix("file:").unwrap_or(spec),
+        ))?),
+    };
+    if signer.ed25519_public().is_none() {
+        return Err(Error::Config(format!(
+            "--checkpoint-key {spec}: not an Ed25519 key (checkpoints are C2SP signed notes, Ed25519)"
+        )));
+    }
+    Ok(signer)
+}
+
 #[cfg(feature = "kms")]
 async fn kms_signer(id: &str) -> Result<AnySigner, tollgate_signer::Error> {
     let settings = tollgate_signer::kms::KmsSettings::from_env()?;

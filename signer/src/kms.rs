@@ -271,48 +271,7 @@ impl KmsSigner {
     pub async fn sign(&self, domain: Domain, body: &Value) -> Result<Signature, Error> {
         let msg = signed_message(domain, body);
         let alg = self.jwk.key.alg();
-        let request = self.client.sign().key_id(&self.key_id);
-        let request = match alg {
-            // The message itself when KMS takes it, else its digest: the
-            // same signature either way.
-            Alg::ES256 if msg.len() <= MAX_RAW_MESSAGE => request
-                .message(Blob::new(msg.clone()))
-                .message_type(MessageType::Raw)
-                .signing_algorithm(SigningAlgorithmSpec::EcdsaSha256),
-            Alg::ES256 => request
-                .message(Blob::new(sha2::Sha256::digest(&msg).to_vec()))
-                .message_type(MessageType::Digest)
-                .signing_algorithm(SigningAlgorithmSpec::EcdsaSha256),
-            Alg::EdDSA => {
-                if msg.len() > MAX_RAW_MESSAGE {
-                    return Err(remote(
-                        &self.key_id,
-                        "cannot sign",
-                        format!(
-                            "the message is {} bytes, and KMS signs Ed25519 messages of at most {MAX_RAW_MESSAGE}",
-                            msg.len()
-                        ),
-                    ));
-                }
-                request
-                    .message(Blob::new(msg.clone()))
-                    .message_type(MessageType::Raw)
-                    .signing_algorithm(SigningAlgorithmSpec::Ed25519Sha512)
-            }
-        };
-        let answer = request
-            .send()
-            .await
-            .map_err(|e| remote(&self.key_id, "signing", describe(&e)))?;
-        let returned = answer
-            .signature()
-            .ok_or_else(|| remote(&self.key_id, "signing", "KMS returned no signature"))?;
-        let sig = match alg {
-            Alg::ES256 => ecdsa_raw(returned.as_ref())
-                .map_err(|e| remote(&self.key_id, "signing", e))?
-                .to_vec(),
-            Alg::EdDSA => returned.as_ref().to_vec(),
-        };
+        let sig = self.sign_message(&msg).await?;
         let signature = Signature {
             alg,
             kid: self.jwk.kid.clone(),
@@ -334,6 +293,93 @@ impl KmsSigner {
             )
         })?;
         Ok(signature)
+    }
+
+    /// The key's Ed25519 public key, if it is an Ed25519 key.
+    pub fn ed25519_public(&self) -> Option<[u8; 32]> {
+        match &self.jwk.key {
+            PublicKey::Ed25519(k) => Some(k.to_bytes()),
+            _ => None,
+        }
+    }
+
+    /// Signs `msg` as it is, in no domain, with an Ed25519 key: for formats
+    /// with their own framing (a checkpoint's signed note, PROTOCOL §6.3).
+    /// The signature is checked against the key's public key before it is
+    /// returned.
+    pub async fn sign_ed25519_raw(&self, msg: &[u8]) -> Result<[u8; 64], Error> {
+        let Some(public) = self.ed25519_public() else {
+            return Err(remote(
+                &self.key_id,
+                "cannot sign",
+                "the key is not an Ed25519 key (ECC_NIST_EDWARDS25519)",
+            ));
+        };
+        let sig = self.sign_message(msg).await?;
+        let sig: [u8; 64] = sig.try_into().map_err(|_| {
+            remote(
+                &self.key_id,
+                "signing",
+                "KMS returned a signature of the wrong length",
+            )
+        })?;
+        let verified = ed25519_dalek::VerifyingKey::from_bytes(&public)
+            .and_then(|k| k.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&sig)));
+        verified.map_err(|_| {
+            remote(
+                &self.key_id,
+                "signing",
+                "KMS's signature does not verify with the key's published public key",
+            )
+        })?;
+        Ok(sig)
+    }
+
+    /// The raw signature of `msg` (r || s for ES256), as KMS makes it.
+    async fn sign_message(&self, msg: &[u8]) -> Result<Vec<u8>, Error> {
+        let alg = self.jwk.key.alg();
+        let request = self.client.sign().key_id(&self.key_id);
+        let request = match alg {
+            // The message itself when KMS takes it, else its digest: the
+            // same signature either way.
+            Alg::ES256 if msg.len() <= MAX_RAW_MESSAGE => request
+                .message(Blob::new(msg.to_vec()))
+                .message_type(MessageType::Raw)
+                .signing_algorithm(SigningAlgorithmSpec::EcdsaSha256),
+            Alg::ES256 => request
+                .message(Blob::new(sha2::Sha256::digest(msg).to_vec()))
+                .message_type(MessageType::Digest)
+                .signing_algorithm(SigningAlgorithmSpec::EcdsaSha256),
+            Alg::EdDSA => {
+                if msg.len() > MAX_RAW_MESSAGE {
+                    return Err(remote(
+                        &self.key_id,
+                        "cannot sign",
+                        format!(
+                            "the message is {} bytes, and KMS signs Ed25519 messages of at most {MAX_RAW_MESSAGE}",
+                            msg.len()
+                        ),
+                    ));
+                }
+                request
+                    .message(Blob::new(msg.to_vec()))
+                    .message_type(MessageType::Raw)
+                    .signing_algorithm(SigningAlgorithmSpec::Ed25519Sha512)
+            }
+        };
+        let answer = request
+            .send()
+            .await
+            .map_err(|e| remote(&self.key_id, "signing", describe(&e)))?;
+        let returned = answer
+            .signature()
+            .ok_or_else(|| remote(&self.key_id, "signing", "KMS returned no signature"))?;
+        match alg {
+            Alg::ES256 => Ok(ecdsa_raw(returned.as_ref())
+                .map_err(|e| remote(&self.key_id, "signing", e))?
+                .to_vec()),
+            Alg::EdDSA => Ok(returned.as_ref().to_vec()),
+        }
     }
 
     /// The public key, as published.

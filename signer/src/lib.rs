@@ -230,8 +230,8 @@ impl Signer for Ed25519Signer {
     }
 }
 
-/// One receipt-signing key: a key file, or (feature `kms`) a key held in
-/// AWS KMS.
+/// One signing key: a key file, or (feature `kms`) a key held in AWS KMS.
+/// It signs receipts, or (an Ed25519 key) checkpoints.
 #[derive(Debug)]
 pub enum AnySigner {
     /// An Ed25519 key in memory.
@@ -257,6 +257,25 @@ impl AnySigner {
             Self::File(s) => Ok(s.sign_now(domain, body)),
             #[cfg(feature = "kms")]
             Self::Kms(s) => s.sign(domain, body).await,
+        }
+    }
+
+    /// The Ed25519 public key, if the key is one.
+    pub fn ed25519_public(&self) -> Option<[u8; 32]> {
+        match self {
+            Self::File(s) => Some(s.public_bytes()),
+            #[cfg(feature = "kms")]
+            Self::Kms(s) => s.ed25519_public(),
+        }
+    }
+
+    /// Signs `msg` as it is, in no domain, with an Ed25519 key: a
+    /// checkpoint's signed note (PROTOCOL §6.3).
+    pub async fn sign_ed25519_raw(&self, msg: &[u8]) -> Result<[u8; 64], Error> {
+        match self {
+            Self::File(s) => Ok(s.sign_raw(msg)),
+            #[cfg(feature = "kms")]
+            Self::Kms(s) => s.sign_ed25519_raw(msg).await,
         }
     }
 }

@@ -222,3 +222,33 @@ async fn ed25519_keys_sign_raw_messages_and_what_kms_returns_is_checked() {
     assert!(text.contains("alias/tollgate-receipts"), "{text}");
     assert!(text.contains("ThrottlingException"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ed25519_key_signs_a_checkpoint_note_as_it_is() {
+    let state = Arc::new(Endpoint::default());
+    let url = serve(state.clone());
+    let signer = KmsSigner::connect("alias/tollgate-checkpoints", &settings(url))
+        .await
+        .unwrap();
+    let local = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    assert_eq!(
+        signer.ed25519_public(),
+        Some(local.verifying_key().to_bytes())
+    );
+    let text = b"gateway.example/log\n3\nCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=\ntollgate-head sha256:00\n";
+    let sig = signer.sign_ed25519_raw(text).await.unwrap();
+    // Ed25519 is deterministic: the very signature the key makes locally
+    // over the text itself, with no domain prefix.
+    assert_eq!(sig, local.sign(text).to_bytes());
+    {
+        let seen = state.requests.lock().unwrap();
+        let (_, sign) = seen.last().unwrap();
+        let message = base64::engine::general_purpose::STANDARD
+            .decode(sign["Message"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(message, text);
+    }
+    state.wrong_key.store(true, Ordering::SeqCst);
+    let e = signer.sign_ed25519_raw(text).await.unwrap_err();
+    assert!(e.to_string().contains("does not verify"), "{e}");
+}

@@ -166,7 +166,7 @@ async fn appends_with(signed: Vec<(Value, Signature)>, dir: &Path, checkpoints: 
             let c = Checkpointer::open(
                 &ledger,
                 CheckpointSettings {
-                    key: Ed25519Signer::generate().unwrap(),
+                    key: tollgate_signer::AnySigner::File(Ed25519Signer::generate().unwrap()),
                     origin: "bench.example/log".into(),
                     origin_explicit: false,
                     interval: Duration::from_millis(limits::DEFAULT_CHECKPOINT_INTERVAL_MS),

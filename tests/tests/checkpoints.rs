@@ -84,7 +84,7 @@ async fn checkpoints_proofs_and_tiles_of_every_size_to_300_verify_independently(
     let c = Checkpointer::open(
         &ledger,
         CheckpointSettings {
-            key,
+            key: tollgate_signer::AnySigner::File(key),
             origin: "example.com/refunds-test".into(),
             origin_explicit: true,
             interval: std::time::Duration::from_millis(10),
@@ -143,7 +143,7 @@ async fn checkpoints_proofs_and_tiles_of_every_size_to_300_verify_independently(
     let other = Checkpointer::open(
         &ledger,
         CheckpointSettings {
-            key: Ed25519Signer::from_secret(&[6; 32]),
+            key: tollgate_signer::AnySigner::File(Ed25519Signer::from_secret(&[6; 32])),
             origin: "example.com/another".into(),
             origin_explicit: true,
             interval: std::time::Duration::from_millis(10),

@@ -108,4 +108,26 @@ fn a_rotation_from_a_key_file_to_a_kms_key_verifies_with_the_published_key_set()
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no-such-key"), "{err}");
     assert!(err.contains("NotFoundException"), "{err}");
+
+    // A checkpoint key must be Ed25519 (signed notes): a P-256 KMS key is
+    // refused at start, by name.
+    drop(g);
+    let other = dir_with_demo();
+    let out = Command::new(bin("tollgate"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(other.path().join("data"))
+        .args(["--checkpoint-key", &format!("kms:{key_id}")])
+        .envs(moto.env())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not an Ed25519 key"), "{err}");
+    assert!(err.contains(&key_id), "{err}");
+}
+
+fn dir_with_demo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    init_demo(&dir.path().join("data"));
+    dir
 }
