@@ -209,6 +209,9 @@ pub fn tour(url: &str, data_dir: &Path) -> Result<String, CliError> {
         Err(f) => failures.push(format!("the export does not verify: {f}")),
     }
     println!("  {}", said.replace('\n', "\n  "));
+    if let Err(e) = checkpoint_chapter(&client, &lines) {
+        failures.push(e);
+    }
     if failures.is_empty() {
         Ok("\nTour complete.".into())
     } else {
@@ -321,5 +324,88 @@ fn approvals_chapter(
     println!("\n8. A third, proposed 2.5 minutes ago, is never reviewed: its deadline passes.");
     propose("expired", "order:o-1001", 120_000, 150)?;
     story(failures, &format!("tour-{run}-expired"), "expired")?;
+    Ok(())
+}
+
+/// Chapter 10: the export against the gateway's latest signed checkpoint
+/// (waiting for one that covers it), and one entry's inclusion proof.
+fn checkpoint_chapter(client: &Client, lines: &[&[u8]]) -> Result<(), String> {
+    use tollgate_protocol::checkpoint::{
+        TreeBuilder, VerifierKey, hash_b64, leaf_hash, parse_hash_b64, verify_checkpoint,
+        verify_inclusion,
+    };
+    println!(
+        "\n10. Check the export against the gateway's signed checkpoint (an auditor gets its key out of band; here it is read from the gateway)."
+    );
+    let get = |path: &str| {
+        client
+            .get(path, false)
+            .and_then(|a| a.ok())
+            .map_err(|e| format!("{path}: {e}"))
+    };
+    let key = VerifierKey::parse(&get("/.well-known/tollgate-checkpoint-key")?.text())
+        .map_err(|e| format!("checkpoint key: {e}"))?;
+    let exported = lines.len() as u64;
+    let mut checkpoint = None;
+    for _ in 0..100 {
+        if let Ok(a) = client.get("/log/checkpoint", false)
+            && a.status == 200
+        {
+            let v = verify_checkpoint(&a.body, &key, &[], 0)
+                .map_err(|e| format!("the checkpoint does not verify: {e}"))?;
+            if v.checkpoint.size >= exported {
+                checkpoint = Some(v.checkpoint);
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let c = checkpoint.ok_or("no checkpoint covered the export within 10 s")?;
+    // The checkpoint may cover entries made after the export: check the
+    // ones both hold, against a checkpoint of exactly that size's proof.
+    let n = c.size.min(exported);
+    let mut tree = TreeBuilder::new();
+    for l in &lines[..n as usize] {
+        tree.push(l);
+    }
+    if n == c.size && tree.root() != c.root {
+        return Err(format!(
+            "the export's first {n} entries hash to {}, not the checkpoint's root",
+            hash_b64(&tree.root())
+        ));
+    }
+    let proof = get(&format!("/v1/proofs/inclusion?seq={n}&size={}", c.size))?
+        .json()
+        .map_err(|e| e.to_string())?;
+    let path: Vec<[u8; 32]> = field(&proof, &["proof"])
+        .and_then(|p| match p {
+            Value::Array(a) => a
+                .iter()
+                .map(|h| h.as_str().and_then(|s| parse_hash_b64(s).ok()))
+                .collect::<Option<Vec<_>>>(),
+            _ => None,
+        })
+        .ok_or("the inclusion proof is malformed")?;
+    verify_inclusion(
+        n - 1,
+        c.size,
+        &leaf_hash(lines[n as usize - 1]),
+        &path,
+        &c.root,
+    )
+    .map_err(|e| format!("entry {n}'s inclusion proof: {e}"))?;
+    println!(
+        "  → checkpoint of {} entries signed by {}; entry {n}'s inclusion proof leads to its root{}",
+        c.size,
+        key.name,
+        if n == c.size {
+            ", and the export's entries hash to it"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "  (tollgate-verify ledger … --checkpoint FILE --checkpoint-key KEY does the same offline)"
+    );
     Ok(())
 }

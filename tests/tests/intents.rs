@@ -347,6 +347,7 @@ fn the_tour_completes_and_its_export_verifies() {
         "the intent is denied",
         "the intent is expired",
         "entries verified",
+        "inclusion proof leads to its root, and the export's entries hash to it",
         "Tour complete.",
     ] {
         assert!(
