@@ -350,6 +350,9 @@ impl Note {
             .ok_or_else(|| note("the note has no blank line before its signatures"))?;
         let text = &s[..=split];
         let sigs = &s[split + 2..];
+        if sigs.is_empty() {
+            return Err(note("the note carries no signature lines"));
+        }
         let Some(sigs) = sigs.strip_suffix('\n') else {
             return Err(note("the note does not end with a newline"));
         };
@@ -856,6 +859,7 @@ mod tests {
     fn malformed_notes_and_keys_are_refused_with_a_reason() {
         for (bytes, want) in [
             ("a\n1\n", "blank line"),
+            ("a\n1\n\n", "no signature lines"),
             ("a\n\n\u{2014} k AAAA\n", "too short"),
             ("a\n\n- k AAAAAAA=\n", "does not start"),
             ("a\n\n\u{2014} k AAAAAAA=", "newline"),

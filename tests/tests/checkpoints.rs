@@ -393,6 +393,29 @@ fn a_cut_a_rewrite_and_a_fork_are_caught_by_the_verifier_and_the_witness() {
     assert_eq!(code, 0, "{said}");
     assert!(said.contains("cosigned by witness.test/w1"), "{said}");
 
+    // Usage errors (exit 2) and a checkpoint that is not one (exit 1).
+    let (code, said) = verify(
+        &full[..4]
+            .iter()
+            .chain(&full[6..8])
+            .copied()
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(code, 2, "a key without a checkpoint: {said}");
+    assert!(said.contains("give --checkpoint too"), "{said}");
+    let mut bad_key = full;
+    bad_key[7] = "gateway.test/refunds+00000000+AQ==";
+    let (code, said) = verify(&bad_key);
+    assert_eq!(code, 2, "{said}");
+    assert!(said.contains("32-byte"), "{said}");
+    std::fs::write(w.join("garbled.cp"), new.replacen('\n', "\n\u{7}", 1)).unwrap();
+    let garbled = p("garbled.cp");
+    let mut bad_cp = full;
+    bad_cp[5] = &garbled;
+    let (code, said) = verify(&bad_cp);
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("control character"), "{said}");
+
     // Inclusion of one receipt, and consistency between the checkpoints,
     // from the gateway's proof endpoints.
     let seq = old_size - 2;
@@ -658,16 +681,27 @@ fn a_cut_a_rewrite_and_a_fork_are_caught_by_the_verifier_and_the_witness() {
 }
 
 #[test]
-fn the_log_endpoints_refuse_bad_queries_with_a_problem() {
+fn the_log_endpoints_refuse_bad_queries_with_a_problem_and_a_down_witness_costs_its_cosignature_only()
+ {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, wvkey) = witness_key(tmp.path());
+    // Nothing listens there.
+    let down = format!("{wvkey} http://127.0.0.1:9");
     let g = Gateway::start_with(
         tempfile::tempdir().unwrap(),
         |_| {},
-        &["--checkpoint-interval-ms", "20"],
+        &["--checkpoint-interval-ms", "20", "--witness", &down],
     );
     submit(&g, &g.agent(), 0, 2);
     let cp = settled_checkpoint(&g);
     let size = g.head_seq();
     assert!(cp.starts_with("tollgate/"), "{cp}");
+    let note = Note::parse(cp.as_bytes()).unwrap();
+    assert_eq!(
+        note.signatures.len(),
+        1,
+        "only the log's own signature: {cp}"
+    );
     for (path, code, want) in [
         ("/v1/proofs/inclusion?seq=0", 400, "seq=0"),
         ("/v1/proofs/inclusion", 400, "seq is required"),
@@ -695,4 +729,45 @@ fn the_log_endpoints_refuse_bad_queries_with_a_problem() {
     }
     let (code, _) = g.get(&format!("/v1/proofs/inclusion?seq={size}"));
     assert_eq!(code, 200);
+
+    // The origin was chosen when the ledger was made: another is refused
+    // at start, as is a witness setting that is not one.
+    // Stopped, its data folder kept.
+    let mut g = g;
+    let _ = g.child.kill();
+    let _ = g.child.wait();
+    let kept = std::mem::replace(&mut g.dir, tempfile::tempdir().unwrap());
+    drop(g);
+    let data = kept.path().join("data");
+    let ftp = format!("{wvkey} ftp://witness.example/");
+    for (args, want) in [
+        (
+            vec!["--origin", "other.example/log"],
+            "chosen at its creation",
+        ),
+        (vec!["--witness", "not-a-key"], "a verifier key and a URL"),
+        (vec!["--witness", &ftp], "not an http(s) URL"),
+    ] {
+        let mut child = Command::new(bin("tollgate"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // It must stop by itself; a gateway that started anyway is a failure.
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > std::time::Duration::from_secs(30) {
+                let _ = child.kill();
+                panic!("{args:?}: the gateway started");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
 }

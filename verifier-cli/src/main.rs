@@ -321,6 +321,15 @@ fn ledger(
     checkpoint: &CheckpointArgs,
 ) -> Result<Report, Error> {
     let keys = load_keys(keys)?;
+    if checkpoint.checkpoint.is_none()
+        && (checkpoint.checkpoint_key.is_some() || !checkpoint.witness_keys.is_empty())
+    {
+        return Err(Error::Input {
+            path: export.to_owned(),
+            reason: "--checkpoint-key and --witness-key check a checkpoint: give --checkpoint too"
+                .into(),
+        });
+    }
     let checkpoint = match (&checkpoint.checkpoint, &checkpoint.checkpoint_key) {
         (Some(path), Some(key)) => match load_checkpoint(
             path,
