@@ -54,6 +54,18 @@ struct Witness {
     cosigned: Mutex<u64>,
 }
 
+/// A checkpoint this server signed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Made {
+    /// Its size.
+    pub size: u64,
+    /// Whether it was recorded (not, if another server recorded a larger
+    /// one meanwhile).
+    pub recorded: bool,
+    /// The witnesses that did not cosign it, by name.
+    pub missing: Vec<String>,
+}
+
 /// Makes and publishes checkpoints for one ledger.
 pub struct Checkpointer {
     key: AnySigner,
@@ -141,8 +153,8 @@ impl Checkpointer {
         &self.vkey.name
     }
 
-    /// Makes a checkpoint of the stored tree if one is due; its size.
-    pub async fn tick<L: Ledger>(&self, ledger: &L) -> Result<Option<u64>, CheckpointError> {
+    /// Makes a checkpoint of the stored tree if one is due.
+    pub async fn tick<L: Ledger>(&self, ledger: &L) -> Result<Option<Made>, CheckpointError> {
         let size = ledger.tree_size().await?;
         let latest = ledger.checkpoint().await?.map_or(0, |(s, _)| s);
         if size <= latest {
@@ -160,21 +172,29 @@ impl Checkpointer {
         if let Ok(mut l) = self.last.lock() {
             *l = Some(Instant::now());
         }
-        Ok(made.then_some(size))
+        Ok(Some(made))
     }
 
     /// Signs the checkpoint of the first `size` entries, gathers the
     /// witnesses' cosignatures and records it unless a larger one is
-    /// recorded already; whether it was recorded.
-    pub async fn make<L: Ledger>(&self, ledger: &L, size: u64) -> Result<bool, CheckpointError> {
+    /// recorded already.
+    pub async fn make<L: Ledger>(&self, ledger: &L, size: u64) -> Result<Made, CheckpointError> {
         let note = self.sign(ledger, size).await?;
         let mut cosigned = note.clone();
+        let mut missing = Vec::new();
         for w in &self.witnesses {
-            cosigned
-                .signatures
-                .extend(self.cosign(ledger, w, size, &note).await);
+            let sigs = self.cosign(ledger, w, size, &note).await;
+            if sigs.is_empty() {
+                missing.push(w.setting.key.name.clone());
+            }
+            cosigned.signatures.extend(sigs);
         }
-        Ok(ledger.put_checkpoint(size, cosigned.to_text()).await?)
+        let recorded = ledger.put_checkpoint(size, cosigned.to_text()).await?;
+        Ok(Made {
+            size,
+            recorded,
+            missing,
+        })
     }
 
     /// The checkpoint of the first `size` entries, signed by the log key

@@ -78,6 +78,12 @@ pub struct Metrics {
     stale: AtomicU64,
     /// Reloads of the registries from the ledger.
     reloads: AtomicU64,
+    /// Size of the last checkpoint this server made.
+    checkpoint_size: AtomicU64,
+    /// Checkpoints that could not be made (a ledger or key failure).
+    checkpoint_failures: AtomicU64,
+    /// Cosignatures a configured witness did not give.
+    cosignatures_missed: AtomicU64,
 }
 
 impl Metrics {
@@ -101,6 +107,18 @@ impl Metrics {
     /// Counts a reload of the registries.
     pub fn reloaded(&self) {
         self.reloads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a checkpoint made, and the witnesses that did not cosign it.
+    pub fn checkpoint(&self, size: u64, missed: usize) {
+        self.checkpoint_size.store(size, Ordering::Relaxed);
+        self.cosignatures_missed
+            .fetch_add(missed as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a checkpoint that could not be made.
+    pub fn checkpoint_failed(&self) {
+        self.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a decision.
@@ -165,6 +183,14 @@ impl Metrics {
              # HELP tollgate_ledger_appends_total Entries appended; divided by groups, the mean batch size.\n# TYPE tollgate_ledger_appends_total counter\ntollgate_ledger_appends_total {appends}\n\
              # HELP tollgate_reservations_unfinished Upstream commits a crash left that recovery could not finish yet.\n# TYPE tollgate_reservations_unfinished gauge\ntollgate_reservations_unfinished {}\n",
             self.unfinished.load(Ordering::Relaxed)
+        ));
+        out.push_str(&format!(
+            "# HELP tollgate_checkpoint_size Entries covered by the last checkpoint this server signed.\n# TYPE tollgate_checkpoint_size gauge\ntollgate_checkpoint_size {}\n\
+             # HELP tollgate_checkpoint_failures_total Checkpoints that could not be made (ledger or key failure).\n# TYPE tollgate_checkpoint_failures_total counter\ntollgate_checkpoint_failures_total {}\n\
+             # HELP tollgate_witness_cosignatures_missed_total Cosignatures a configured witness did not give (down, slow, or refusing).\n# TYPE tollgate_witness_cosignatures_missed_total counter\ntollgate_witness_cosignatures_missed_total {}\n",
+            self.checkpoint_size.load(Ordering::Relaxed),
+            self.checkpoint_failures.load(Ordering::Relaxed),
+            self.cosignatures_missed.load(Ordering::Relaxed)
         ));
         out
     }
@@ -263,6 +289,23 @@ impl LogLine {
         );
         eprintln!("{}", Value::Object(o));
     }
+}
+
+/// Writes a record of a background task's event to standard error, in the
+/// format of the request log: `what` and its fields.
+pub fn event(time: &str, what: &str, fields: &[(&str, String)]) {
+    if std::io::stderr().is_terminal() {
+        let rest: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        eprintln!("{time} {what} {}", rest.join(" "));
+        return;
+    }
+    let mut o = Object::new();
+    o.insert("time", time.into());
+    o.insert("event", what.into());
+    for (k, v) in fields {
+        o.insert(*k, v.clone().into());
+    }
+    eprintln!("{}", Value::Object(o));
 }
 
 #[cfg(test)]

@@ -43,18 +43,8 @@ fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
-async fn bench_appends(n: usize, dir: &Path) -> (f64, f64, f64) {
-    let signer = Ed25519Signer::generate().unwrap();
-    let signed: Vec<(Value, Signature)> = (0..n as u64)
-        .map(|i| {
-            let r = receipt(i);
-            let s = signer.sign_now(Domain::Receipt, &r);
-            (r, s)
-        })
-        .collect();
-    let ledger = SqliteLedger::open(SqliteOptions::new(dir.join("ledger.db")))
-        .await
-        .unwrap();
+/// Appends `signed` from [`CONCURRENCY`] tasks; how long it took.
+async fn append_concurrently(ledger: &SqliteLedger, signed: Vec<(Value, Signature)>) -> Duration {
     let mut chunks: Vec<Vec<(Value, Signature)>> = (0..CONCURRENCY).map(|_| Vec::new()).collect();
     for (i, item) in signed.into_iter().enumerate() {
         chunks[i % CONCURRENCY].push(item);
@@ -74,7 +64,15 @@ async fn bench_appends(n: usize, dir: &Path) -> (f64, f64, f64) {
     for t in tasks {
         t.await.unwrap();
     }
-    let ledger_time = started.elapsed();
+    started.elapsed()
+}
+
+async fn bench_appends(n: usize, dir: &Path) -> (f64, f64, f64) {
+    let signed = signed_receipts(n);
+    let ledger = SqliteLedger::open(SqliteOptions::new(dir.join("ledger.db")))
+        .await
+        .unwrap();
+    let ledger_time = append_concurrently(&ledger, signed).await;
     let stats = ledger.stats();
     let group = stats.appends as f64 / stats.groups.max(1) as f64;
 
@@ -186,26 +184,7 @@ async fn appends_with(signed: Vec<(Value, Signature)>, dir: &Path, checkpoints: 
             made
         })
     });
-    let mut chunks: Vec<Vec<(Value, Signature)>> = (0..CONCURRENCY).map(|_| Vec::new()).collect();
-    for (i, item) in signed.into_iter().enumerate() {
-        chunks[i % CONCURRENCY].push(item);
-    }
-    let started = Instant::now();
-    let tasks: Vec<_> = chunks
-        .into_iter()
-        .map(|chunk| {
-            let ledger = ledger.clone();
-            tokio::spawn(async move {
-                for (r, s) in chunk {
-                    ledger.append(r, s, None).await.unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let elapsed = started.elapsed();
+    let elapsed = append_concurrently(&ledger, signed).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(t) = task {
         let made = t.await.unwrap();

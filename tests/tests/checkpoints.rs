@@ -67,6 +67,19 @@ fn probes(n: u64) -> BTreeSet<u64> {
     s
 }
 
+/// Checkpoints under `origin`, asked for explicitly, made at once.
+fn settings(key: Ed25519Signer, origin: &str) -> CheckpointSettings {
+    CheckpointSettings {
+        key: tollgate_signer::AnySigner::File(key),
+        origin: origin.into(),
+        origin_explicit: true,
+        interval: std::time::Duration::from_millis(10),
+        entries: 1,
+        witnesses: Vec::new(),
+        witness_timeout: std::time::Duration::from_secs(1),
+    }
+}
+
 #[tokio::test]
 async fn checkpoints_proofs_and_tiles_of_every_size_to_300_verify_independently() {
     let dir = tempfile::tempdir().unwrap();
@@ -81,20 +94,9 @@ async fn checkpoints_proofs_and_tiles_of_every_size_to_300_verify_independently(
     }
     assert_eq!(tree::grow(&ledger).await.unwrap(), 300);
     let key = Ed25519Signer::from_secret(&[6; 32]);
-    let c = Checkpointer::open(
-        &ledger,
-        CheckpointSettings {
-            key: tollgate_signer::AnySigner::File(key),
-            origin: "example.com/refunds-test".into(),
-            origin_explicit: true,
-            interval: std::time::Duration::from_millis(10),
-            entries: 1,
-            witnesses: Vec::new(),
-            witness_timeout: std::time::Duration::from_secs(1),
-        },
-    )
-    .await
-    .unwrap();
+    let c = Checkpointer::open(&ledger, settings(key, "example.com/refunds-test"))
+        .await
+        .unwrap();
 
     let export = dir.path().join("export.jsonl");
     let mut bytes = Vec::new();
@@ -142,15 +144,7 @@ async fn checkpoints_proofs_and_tiles_of_every_size_to_300_verify_independently(
     // The origin is the one recorded at creation: another is refused.
     let other = Checkpointer::open(
         &ledger,
-        CheckpointSettings {
-            key: tollgate_signer::AnySigner::File(Ed25519Signer::from_secret(&[6; 32])),
-            origin: "example.com/another".into(),
-            origin_explicit: true,
-            interval: std::time::Duration::from_millis(10),
-            entries: 1,
-            witnesses: Vec::new(),
-            witness_timeout: std::time::Duration::from_secs(1),
-        },
+        settings(Ed25519Signer::from_secret(&[6; 32]), "example.com/another"),
     )
     .await
     .unwrap_err();
@@ -702,6 +696,21 @@ fn the_log_endpoints_refuse_bad_queries_with_a_problem_and_a_down_witness_costs_
         1,
         "only the log's own signature: {cp}"
     );
+    // Operators see it: a metric and a log record.
+    let metrics = get_text(&g, "/metrics");
+    let missed = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tollgate_witness_cosignatures_missed_total "))
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
+    assert!(missed >= 1, "{metrics}");
+    assert!(
+        metrics.contains(&format!("tollgate_checkpoint_size {size}")),
+        "{metrics}"
+    );
+    let log = std::fs::read_to_string(g.dir.path().join("gateway.log")).unwrap();
+    assert!(log.contains("checkpoint_not_cosigned"), "{log}");
     for (path, code, want) in [
         ("/v1/proofs/inclusion?seq=0", 400, "seq=0"),
         ("/v1/proofs/inclusion", 400, "seq is required"),

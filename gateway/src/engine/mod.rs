@@ -315,7 +315,28 @@ impl<L: Ledger> Gateway<L> {
             if tollgate_ledger::tree::grow(&g.ledger).await.is_ok()
                 && let Some(c) = g.checkpointer.get()
             {
-                let _ = c.tick(&g.ledger).await;
+                let now = g.clock.now();
+                match c.tick(&g.ledger).await {
+                    Ok(Some(made)) => {
+                        g.metrics.checkpoint(made.size, made.missing.len());
+                        for w in &made.missing {
+                            crate::observe::event(
+                                now.as_str(),
+                                "checkpoint_not_cosigned",
+                                &[("size", made.size.to_string()), ("witness", w.clone())],
+                            );
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        g.metrics.checkpoint_failed();
+                        crate::observe::event(
+                            now.as_str(),
+                            "checkpoint_failed",
+                            &[("error", e.to_string())],
+                        );
+                    }
+                }
             }
         });
     }

@@ -104,6 +104,18 @@ impl std::fmt::Debug for PgLedger {
 }
 
 impl PgLedger {
+    /// A transaction holding the tree lock: the tree and the checkpoints
+    /// change under it, one server at a time.
+    async fn tree_transaction(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, Error> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(schema::TREE_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        Ok(tx)
+    }
+
     /// Connects, applies the schema if needed and settles the hash
     /// algorithm; `appended_at` comes from the system clock.
     pub async fn open(options: PgOptions) -> Result<Self, Error> {
@@ -405,12 +417,7 @@ impl Ledger for PgLedger {
         to: u64,
         hashes: Vec<(u64, [u8; 32])>,
     ) -> Result<bool, Error> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(schema::TREE_LOCK)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+        let mut tx = self.tree_transaction().await?;
         let grown = crate::writes::postgres::extend_tree(&mut tx, from, to, &hashes).await?;
         tx.commit().await.map_err(db)?;
         Ok(grown)
@@ -428,12 +435,7 @@ impl Ledger for PgLedger {
     }
 
     async fn put_checkpoint(&self, size: u64, note: String) -> Result<bool, Error> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(schema::TREE_LOCK)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+        let mut tx = self.tree_transaction().await?;
         let put = crate::writes::postgres::put_checkpoint(&mut tx, size, &note).await?;
         tx.commit().await.map_err(db)?;
         Ok(put)
