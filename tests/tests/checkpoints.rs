@@ -613,6 +613,47 @@ fn a_cut_a_rewrite_and_a_fork_are_caught_by_the_verifier_and_the_witness() {
     let (code, said) = post(&add, &format!("old 0\n\n{fork}"));
     assert_eq!((code, said.trim()), (409, size.to_string().as_str()));
 
+    // The cut history's checkpoint (one entry fewer, signed by the same
+    // key): the ledger would have shrunk, which the witness refuses.
+    let cut_cp = {
+        let mut t = TreeBuilder::new();
+        let mut head = String::new();
+        for l in export[..cut_len]
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+        {
+            t.push(l);
+            head = parse(l)
+                .unwrap()
+                .as_object()
+                .unwrap()
+                .get("hash")
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned();
+        }
+        let text = Checkpoint {
+            origin: "gateway.test/refunds".into(),
+            size: t.size(),
+            root: t.root(),
+            head,
+        }
+        .text();
+        Note {
+            signatures: vec![NoteSignature {
+                name: vk.name.clone(),
+                key_id: vk.id(),
+                bytes: ckey.sign_raw(text.as_bytes()).to_vec(),
+            }],
+            text,
+        }
+        .to_text()
+    };
+    let (code, said) = post(&add, &format!("old {size}\n\n{cut_cp}"));
+    assert_eq!(code, 400, "{said}");
+    assert!(said.contains("larger than the checkpoint's"), "{said}");
+
     // The fork grown by one entry, with a proof from the fork's own tree:
     // not consistent with what the witness cosigned.
     let grown = {
