@@ -89,20 +89,26 @@ pub async fn grow<L: Ledger>(ledger: &L) -> Result<u64, Error> {
                 u32::try_from((head - size).min(STEP)).unwrap_or(u32::MAX),
             )
             .await?;
-        let mut added = Vec::new();
-        for (i, line) in lines.iter().enumerate() {
-            let n = size + i as u64;
-            let hashes = tlog_tiles::stored_hashes(n, line, &Known(&known)).map_err(math)?;
-            let start = tlog_tiles::stored_hash_index(0, n);
-            for (k, h) in hashes.into_iter().enumerate() {
-                known.insert(start + k as u64, h);
-                added.push((start + k as u64, h.0));
+        let count = lines.len() as u64;
+        // Hashing thousands of entries is CPU work: off the async workers,
+        // so that requests are not held up behind it.
+        let added = tokio::task::spawn_blocking(move || {
+            let mut added = Vec::new();
+            for (i, line) in lines.iter().enumerate() {
+                let n = size + i as u64;
+                let hashes = tlog_tiles::stored_hashes(n, line, &Known(&known)).map_err(math)?;
+                let start = tlog_tiles::stored_hash_index(0, n);
+                for (k, h) in hashes.into_iter().enumerate() {
+                    known.insert(start + k as u64, h);
+                    added.push((start + k as u64, h.0));
+                }
             }
-        }
+            Ok::<_, Error>(added)
+        })
+        .await
+        .map_err(|e| Error::Database(format!("tree: {e}")))??;
         // Another server may have grown it meanwhile: then read again.
-        ledger
-            .extend_tree(size, size + lines.len() as u64, added)
-            .await?;
+        ledger.extend_tree(size, size + count, added).await?;
     }
 }
 
