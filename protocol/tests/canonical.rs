@@ -1,5 +1,6 @@
-//! RFC 8785 conformance: the RFC's own test vectors, and properties of the
-//! canonical form over arbitrary values.
+//! RFC 8785 conformance: the RFC's own test vectors, properties of the
+//! canonical form over arbitrary values, and a second implementation
+//! (`serde_json_canonicalizer`) as a differential oracle.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -126,8 +127,38 @@ fn scrambled(v: &Value, out: &mut String) {
     }
 }
 
+#[test]
+fn member_names_sort_by_their_raw_form_not_their_escaped_one() {
+    // '"' (U+0022) sorts before '#' (U+0023), though its escape '\"' would
+    // not (RFC 8785 §3.2.3: names are compared unescaped).
+    let v = parse(br##"{"#":1,"\"":2}"##).unwrap();
+    assert_eq!(canonical(&v), br##"{"\"":2,"#":1}"##);
+}
+
+/// The same value as `serde_json` holds it, built member by member (never
+/// through our own text).
+fn to_serde(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Null => serde_json::Value::Null,
+        Value::Bool(b) => serde_json::Value::Bool(*b),
+        Value::Number(n) => serde_json::Value::Number(serde_json::Number::from_f64(*n).unwrap()),
+        Value::String(s) => serde_json::Value::String(s.clone()),
+        Value::Array(a) => serde_json::Value::Array(a.iter().map(to_serde).collect()),
+        Value::Object(o) => {
+            serde_json::Value::Object(o.iter().map(|(k, v)| (k.to_owned(), to_serde(v))).collect())
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn our_canonical_bytes_are_another_implementations(v in arb_value()) {
+        let ours = String::from_utf8(canonical(&v)).unwrap();
+        let theirs = String::from_utf8(serde_json_canonicalizer::to_vec(&to_serde(&v)).unwrap()).unwrap();
+        prop_assert_eq!(ours, theirs);
+    }
 
     #[test]
     fn canonical_form_is_idempotent(v in arb_value()) {
