@@ -148,11 +148,6 @@ impl Checkpointer {
         &self.vkey
     }
 
-    /// The ledger's origin.
-    pub fn origin(&self) -> &str {
-        &self.vkey.name
-    }
-
     /// Makes a checkpoint of the stored tree if one is due.
     pub async fn tick<L: Ledger>(&self, ledger: &L) -> Result<Option<Made>, CheckpointError> {
         let size = ledger.tree_size().await?;

@@ -162,34 +162,30 @@ impl Asked {
 async fn prove<L: Ledger, T>(
     ledger: &L,
     size: u64,
-    prove: impl Fn(&dyn HashReaderDyn) -> Result<T, tlog_tiles::Error>,
+    prove: impl Fn(&Pass<'_>) -> Result<T, tlog_tiles::Error>,
 ) -> Result<T, Error> {
     let asked = Asked::default();
-    prove(&asked).map_err(math)?;
+    prove(&Pass::Asking(&asked)).map_err(math)?;
     let mut known = BTreeMap::new();
     if let Err(e) = fetch(ledger, asked.take(), &mut known).await {
         covered(ledger, size).await?;
         return Err(e);
     }
-    prove(&Known(&known)).map_err(math)
+    prove(&Pass::Reading(Known(&known))).map_err(math)
 }
 
-/// `HashReader` as a trait object (its methods are object-safe).
-trait HashReaderDyn {
-    fn read(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error>;
+/// The reader of each of [`prove`]'s two passes.
+enum Pass<'a> {
+    Asking(&'a Asked),
+    Reading(Known<'a>),
 }
 
-impl<R: HashReader> HashReaderDyn for R {
-    fn read(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
-        self.read_hashes(indexes)
-    }
-}
-
-struct Dyn<'a>(&'a dyn HashReaderDyn);
-
-impl HashReader for Dyn<'_> {
+impl HashReader for Pass<'_> {
     fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
-        self.0.read(indexes)
+        match self {
+            Self::Asking(a) => a.read_hashes(indexes),
+            Self::Reading(k) => k.read_hashes(indexes),
+        }
     }
 }
 
@@ -211,10 +207,7 @@ pub async fn inclusion<L: Ledger>(ledger: &L, seq: u64, size: u64) -> Result<Vec
             "entry {seq} is not in a tree of {size} entries"
         )));
     }
-    let proof = prove(ledger, size, |r| {
-        tlog_tiles::prove_record(size, seq - 1, &Dyn(r))
-    })
-    .await?;
+    let proof = prove(ledger, size, |r| tlog_tiles::prove_record(size, seq - 1, r)).await?;
     Ok(proof.into_iter().map(|h| h.0).collect())
 }
 
@@ -234,7 +227,7 @@ pub async fn consistency<L: Ledger>(
         covered(ledger, new).await?;
         return Ok(Vec::new());
     }
-    let proof = prove(ledger, new, |r| tlog_tiles::prove_tree(new, old, &Dyn(r))).await?;
+    let proof = prove(ledger, new, |r| tlog_tiles::prove_tree(new, old, r)).await?;
     Ok(proof.into_iter().map(|h| h.0).collect())
 }
 
@@ -324,9 +317,7 @@ pub async fn tile<L: Ledger>(
         return Ok(None);
     }
     let t = tlog_tiles::Tile::new(8, tile.level, tile.index, tile.width, false);
-    prove(ledger, size, |r| t.read_data(&Dyn(r)))
-        .await
-        .map(Some)
+    prove(ledger, size, |r| t.read_data(r)).await.map(Some)
 }
 
 #[cfg(test)]

@@ -298,6 +298,50 @@ fn rewrite(
     out
 }
 
+/// The checkpoint of the entries in `export` (plus a leaf `extra`, which
+/// is no entry), signed with `key` under `vk`'s name: what an insider
+/// holding the checkpoint key could publish.
+fn signed_checkpoint(
+    export: &[u8],
+    extra: Option<&[u8]>,
+    key: &Ed25519Signer,
+    vk: &VerifierKey,
+) -> String {
+    let mut t = TreeBuilder::new();
+    let mut head = String::new();
+    for l in export.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        t.push(l);
+        let e = parse(l).unwrap();
+        head = e
+            .as_object()
+            .unwrap()
+            .get("hash")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned();
+    }
+    if let Some(x) = extra {
+        t.push(x);
+    }
+    let text = Checkpoint {
+        origin: vk.name.clone(),
+        size: t.size(),
+        root: t.root(),
+        head,
+    }
+    .text();
+    Note {
+        signatures: vec![NoteSignature {
+            name: vk.name.clone(),
+            key_id: vk.id(),
+            bytes: key.sign_raw(text.as_bytes()).to_vec(),
+        }],
+        text,
+    }
+    .to_text()
+}
+
 fn verify(args: &[&str]) -> (i32, String) {
     let out = verify_cmd(args);
     (
@@ -535,40 +579,9 @@ fn a_cut_a_rewrite_and_a_fork_are_caught_by_the_verifier_and_the_witness() {
     // 3. A fork: the rewritten history's checkpoint of the same size,
     // signed with the gateway's own checkpoint key.
     let ckey = Ed25519Signer::load(&g.data().join("checkpoint.jwk")).unwrap();
-    let fork_text = {
-        let mut t = TreeBuilder::new();
-        let mut head = String::new();
-        for l in changed.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            t.push(l);
-            head = parse(l)
-                .unwrap()
-                .as_object()
-                .unwrap()
-                .get("hash")
-                .unwrap()
-                .as_str()
-                .unwrap()
-                .to_owned();
-        }
-        Checkpoint {
-            origin: "gateway.test/refunds".into(),
-            size: t.size(),
-            root: t.root(),
-            head,
-        }
-        .text()
-    };
     let vk = VerifierKey::parse(&vkey).unwrap();
     assert_eq!(vk.kind, NOTE_ED25519);
-    let fork = Note {
-        signatures: vec![NoteSignature {
-            name: vk.name.clone(),
-            key_id: vk.id(),
-            bytes: ckey.sign_raw(fork_text.as_bytes()).to_vec(),
-        }],
-        text: fork_text,
-    }
-    .to_text();
+    let fork = signed_checkpoint(&changed, None, &ckey, &vk);
     std::fs::write(w.join("fork.cp"), &fork).unwrap();
     // Signed by the right key, it checks out alone and against its own
     // history...
@@ -615,77 +628,16 @@ fn a_cut_a_rewrite_and_a_fork_are_caught_by_the_verifier_and_the_witness() {
 
     // The cut history's checkpoint (one entry fewer, signed by the same
     // key): the ledger would have shrunk, which the witness refuses.
-    let cut_cp = {
-        let mut t = TreeBuilder::new();
-        let mut head = String::new();
-        for l in export[..cut_len]
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-        {
-            t.push(l);
-            head = parse(l)
-                .unwrap()
-                .as_object()
-                .unwrap()
-                .get("hash")
-                .unwrap()
-                .as_str()
-                .unwrap()
-                .to_owned();
-        }
-        let text = Checkpoint {
-            origin: "gateway.test/refunds".into(),
-            size: t.size(),
-            root: t.root(),
-            head,
-        }
-        .text();
-        Note {
-            signatures: vec![NoteSignature {
-                name: vk.name.clone(),
-                key_id: vk.id(),
-                bytes: ckey.sign_raw(text.as_bytes()).to_vec(),
-            }],
-            text,
-        }
-        .to_text()
-    };
+    let cut_cp = signed_checkpoint(&export[..cut_len], None, &ckey, &vk);
     let (code, said) = post(&add, &format!("old {size}\n\n{cut_cp}"));
     assert_eq!(code, 400, "{said}");
     assert!(said.contains("larger than the checkpoint's"), "{said}");
 
     // The fork grown by one entry, with a proof from the fork's own tree:
     // not consistent with what the witness cosigned.
-    let grown = {
-        let mut t = TreeBuilder::new();
-        let lines: Vec<&[u8]> = changed
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .collect();
-        for l in &lines {
-            t.push(l);
-        }
-        t.push(b"one more");
-        let text = Checkpoint {
-            origin: "gateway.test/refunds".into(),
-            size: t.size(),
-            root: t.root(),
-            head: "sha256:00".into(),
-        }
-        .text();
-        Note {
-            signatures: vec![NoteSignature {
-                name: vk.name.clone(),
-                key_id: vk.id(),
-                bytes: ckey.sign_raw(text.as_bytes()).to_vec(),
-            }],
-            text,
-        }
-        .to_text()
-    };
-    // For a power-of-two-free size the proof is at least the old root's
-    // sibling path; any path from the forked tree fails against the root
-    // the witness holds.
+    let grown = signed_checkpoint(&changed, Some(b"one more"), &ckey, &vk);
+    // No proof can lead from the root the witness holds to the fork's; a
+    // made-up one is refused as any would be.
     let (code, said) = post(
         &add,
         &format!("old {size}\n{}\n\n{grown}", hash_b64(&[7; 32])),
