@@ -559,6 +559,11 @@ enum DelegationCommand {
     },
 }
 
+/// jemalloc: under load it beat the system allocator and mimalloc on the
+/// gateway benchmark (docs/performance.md).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     use clap::{CommandFactory as _, FromArgMatches as _};
     let matches = Cli::command().get_matches();

@@ -625,7 +625,7 @@ fn cedar_request(
     scores: &BTreeMap<String, i64>,
     composite: i64,
     delegation: Vec<(String, RestrictedExpression)>,
-) -> Result<(Request, Entities), FiredRule> {
+) -> Result<(Request, std::sync::Arc<Entities>), FiredRule> {
     let fail = |what: &str, e: String| {
         block(
             "pipeline.request",
@@ -651,25 +651,29 @@ fn cedar_request(
     let principal = uid("Agent", intent.agent)?;
     let action = uid("Action", intent.action)?;
     let resource_uid = uid(rtype, rid)?;
-    // Attribute order does not matter to Cedar; the map is only a carrier.
-    let attrs: HashMap<String, RestrictedExpression> = resource
-        .iter()
-        .filter_map(|(k, v)| Some((k.to_owned(), restricted(v)?)))
-        .collect();
-    let entity = Entity::new(resource_uid.clone(), attrs, HashSet::new()).map_err(|e| {
-        fail(
-            &format!("resource {} cannot be built", intent.resource),
-            e.to_string(),
-        )
-    })?;
-    let entities = Entities::from_entities([entity], Some(bundle.cedar_schema())).map_err(|e| {
-        fail(
-            &format!(
-                "resource {} does not fit the policy's schema",
-                intent.resource
-            ),
-            e.to_string(),
-        )
+    // Built once per bundle and resource: nothing in it depends on the
+    // intent beyond which resource it names.
+    let entities = bundle.resource_entities(intent.resource, resource, |schema| {
+        // Attribute order does not matter to Cedar; the map is only a carrier.
+        let attrs: HashMap<String, RestrictedExpression> = resource
+            .iter()
+            .filter_map(|(k, v)| Some((k.to_owned(), restricted(v)?)))
+            .collect();
+        let entity = Entity::new(resource_uid.clone(), attrs, HashSet::new()).map_err(|e| {
+            fail(
+                &format!("resource {} cannot be built", intent.resource),
+                e.to_string(),
+            )
+        })?;
+        Entities::from_entities([entity], Some(schema)).map_err(|e| {
+            fail(
+                &format!(
+                    "resource {} does not fit the policy's schema",
+                    intent.resource
+                ),
+                e.to_string(),
+            )
+        })
     })?;
     let mut ctx: Vec<(String, RestrictedExpression)> = Vec::with_capacity(5);
     if let Some(p) = restricted_record(intent.params) {

@@ -426,7 +426,18 @@ pub struct Bundle {
     entity_types: BTreeMap<String, cedar_policy::EntityTypeName>,
     /// The bundle's test cases.
     pub tests: Vec<TestCase>,
+    /// Cedar entities of resources, built against this bundle's schema
+    /// once per resource and attributes ([`Bundle::resource_entities`]).
+    entities: std::sync::Mutex<EntityMemo>,
 }
+
+/// Built resource entities by resource, with the attributes they were
+/// built from.
+type EntityMemo = BTreeMap<String, (Object, std::sync::Arc<cedar_policy::Entities>)>;
+
+/// Most resources whose entities a bundle keeps; past it the memo starts
+/// again empty (a cache: decisions never depend on it).
+const ENTITY_MEMO_MAX: usize = 16_384;
 
 fn is_bundle_name(s: &str) -> bool {
     (1..=64).contains(&s.len())
@@ -1087,6 +1098,7 @@ impl Bundle {
             escalate,
             canonical: canonical_value,
             tests,
+            entities: std::sync::Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -1123,6 +1135,33 @@ impl Bundle {
     /// The Cedar schema.
     pub fn cedar_schema(&self) -> &Schema {
         &self.schema
+    }
+
+    /// The Cedar entities of `resource` with attributes `attrs`, made by
+    /// `build` against this bundle's schema. Built once per resource and
+    /// attributes and kept with the bundle: what a decision reads is the
+    /// same whether it was built now or before (a resource whose
+    /// attributes changed is built again). Errors are not kept.
+    pub fn resource_entities<E>(
+        &self,
+        resource: &str,
+        attrs: &Object,
+        build: impl FnOnce(&Schema) -> Result<cedar_policy::Entities, E>,
+    ) -> Result<std::sync::Arc<cedar_policy::Entities>, E> {
+        if let Ok(memo) = self.entities.lock()
+            && let Some((built_from, entities)) = memo.get(resource)
+            && built_from == attrs
+        {
+            return Ok(entities.clone());
+        }
+        let entities = std::sync::Arc::new(build(&self.schema)?);
+        if let Ok(mut memo) = self.entities.lock() {
+            if memo.len() >= ENTITY_MEMO_MAX {
+                memo.clear();
+            }
+            memo.insert(resource.to_owned(), (attrs.clone(), entities.clone()));
+        }
+        Ok(entities)
     }
 
     /// Evaluates the boundary rules.

@@ -345,6 +345,10 @@ impl JwkKey for Ed25519Signer {
     }
 }
 
+/// The binaries' allocator, so that the figures are theirs.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (appends, entries, rounds) = if quick {

@@ -73,6 +73,10 @@ fn alternate(rounds: usize, n: usize, mut f: impl FnMut(), mut g: impl FnMut()) 
     (rate(n, best_f), rate(n, best_g))
 }
 
+/// The binaries' allocator, so that the figures are theirs.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (n, rounds) = if quick { (2_000, 2) } else { (20_000, 5) };

@@ -164,6 +164,10 @@ fn decisions(pg: &Postgres, instances: usize, seconds: u64) -> (f64, String) {
     (rate, latency)
 }
 
+/// The binaries' allocator, so that the figures are theirs.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (n, seconds) = if quick { (20_000, 3) } else { (100_000, 8) };

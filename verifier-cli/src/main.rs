@@ -182,6 +182,10 @@ fn load_checkpoint(
         .map_err(|e| format!("checkpoint {}: {e}", path.display())))
 }
 
+/// jemalloc, as the gateway (docs/performance.md).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = match &cli.command {
