@@ -26,6 +26,90 @@ pub struct BenchReport {
     /// delivered to a local endpoint, the events it received per second in
     /// that time, and the mean rate of the phases without, before and after.
     pub with_webhooks: Option<(f64, f64, f64)>,
+    /// The CPUs the load generator was pinned to, if it was.
+    pub client_cpus: Option<String>,
+}
+
+/// `count` intents of the demo agent, signed, one envelope per element:
+/// refunds of order o-1001 under the demo delegation, each its own
+/// intent id, issued now.
+pub fn signed_intents(agent_key: &Ed25519Signer, count: usize) -> Vec<String> {
+    let run = now().unix_seconds();
+    let issued = now();
+    (0..count)
+        .map(|i| {
+            let mut p = Object::new();
+            p.insert("type", tollgate_protocol::INTENT_TYPE.into());
+            p.insert("intent_id", format!("bench-{run}-{i}").into());
+            p.insert("agent", "agent-demo".into());
+            p.insert("delegation", "dlg_demo".into());
+            p.insert("action", "orders.refund".into());
+            p.insert("resource", "order:o-1001".into());
+            let mut params = Object::new();
+            params.insert(
+                "amount_minor",
+                Value::integer(100 + (i % 5000) as i64).unwrap_or(Value::Null),
+            );
+            params.insert("currency", "EUR".into());
+            p.insert("params", params.into());
+            p.insert("issued_at", issued.as_str().into());
+            agent_key
+                .envelope(Domain::Intent, Value::Object(p))
+                .to_string()
+        })
+        .collect()
+}
+
+/// `tollgate bench --write-intents FILE`: signed intents of the demo agent,
+/// one per line, for another load generator (wrk, see
+/// `scripts/wrk-intents.lua`).
+pub fn write_intents(data_dir: &Path, count: usize, out: &Path) -> Result<String, CliError> {
+    let agent_key = Ed25519Signer::load(&data_dir.join("demo/agent.jwk"))
+        .map_err(|e| CliError::Usage(format!("{e} (give the gateway's --data-dir)")))?;
+    let mut text = signed_intents(&agent_key, count).join("\n");
+    text.push('\n');
+    std::fs::write(out, text)
+        .map_err(|e| CliError::Usage(format!("--write-intents {}: {e}", out.display())))?;
+    Ok(format!(
+        "{count} signed intents written to {}",
+        out.display()
+    ))
+}
+
+/// Runs `taskset ARGS…` for `--client-cpus CPUS` (a list as `taskset`
+/// reads it: `1`, `0,2`, `2-3`); `-a -p -c CPUS PID` pins every thread
+/// this process has and will have.
+fn taskset(cpus: &str, args: &[&str]) -> Result<(), CliError> {
+    let status = std::process::Command::new("taskset")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map_err(|e| CliError::Usage(format!("--client-cpus: taskset: {e}")))?;
+    if !status.success() {
+        return Err(CliError::Usage(format!(
+            "--client-cpus {cpus}: taskset could not pin the load generator ({status})"
+        )));
+    }
+    Ok(())
+}
+
+/// Bare Ed25519 sign + verify of a receipt-sized message per second, on
+/// every core of this machine.
+fn sign_verify_rate() -> f64 {
+    let msg = vec![b'x'; 1200];
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let signer = Ed25519Signer::from_secret(&[7; 32]);
+    let keys =
+        tollgate_protocol::KeySet::from_keys([tollgate_signer::Signer::jwk(&signer).clone()])
+            .unwrap_or_default();
+    let body = Value::String(String::from_utf8_lossy(&msg).into_owned());
+    let at = now();
+    let (ok, _, _, wall) = load(cores, std::time::Duration::from_secs(2), |_| {
+        let sig = signer.sign_now(Domain::Receipt, &body);
+        Some(keys.verify(Domain::Receipt, &body, &sig, &at).is_ok())
+    });
+    ok as f64 / wall
 }
 
 /// A local webhook endpoint: answers every POST 204, keeps connections
@@ -148,6 +232,7 @@ pub fn bench(
     seconds: u64,
     webhooks: bool,
     acks: Option<&Path>,
+    client_cpus: Option<&str>,
 ) -> Result<BenchReport, CliError> {
     let url = urls
         .first()
@@ -155,31 +240,19 @@ pub fn bench(
     let agent_key = Ed25519Signer::load(&data_dir.join("demo/agent.jwk"))
         .map_err(|e| CliError::Usage(format!("{e} (give the gateway's --data-dir)")))?;
     let duration = std::time::Duration::from_secs(seconds.max(1));
+    // The baseline first, on every core, before any pinning (whose CPU
+    // list is checked before anything runs).
+    if let Some(cpus) = client_cpus {
+        taskset(cpus, &["-c", cpus, "true"])?;
+    }
+    let sign_verify_per_s = sign_verify_rate();
+    if let Some(cpus) = client_cpus {
+        let pid = std::process::id().to_string();
+        taskset(cpus, &["-a", "-p", "-c", cpus, &pid])?;
+    }
     // Sign the intents first: the client should cost little while timed.
     let pool = if webhooks { 180_000usize } else { 60_000 };
-    let run = now().unix_seconds();
-    let issued = now();
-    let bodies: Vec<String> = (0..pool)
-        .map(|i| {
-            let mut p = Object::new();
-            p.insert("type", tollgate_protocol::INTENT_TYPE.into());
-            p.insert("intent_id", format!("bench-{run}-{i}").into());
-            p.insert("agent", "agent-demo".into());
-            p.insert("delegation", "dlg_demo".into());
-            p.insert("action", "orders.refund".into());
-            p.insert("resource", "order:o-1001".into());
-            let mut params = Object::new();
-            params.insert(
-                "amount_minor",
-                Value::integer(100 + (i % 5000) as i64).unwrap_or(Value::Null),
-            );
-            params.insert("currency", "EUR".into());
-            p.insert("params", params.into());
-            p.insert("issued_at", issued.as_str().into());
-            let env = agent_key.envelope(Domain::Intent, Value::Object(p));
-            env.to_string()
-        })
-        .collect();
+    let bodies = signed_intents(&agent_key, pool);
     let clients: Vec<tollgate_client::Client> = (0..concurrency.max(1))
         .map(|i| tollgate_client::Client::new(&urls[i % urls.len()]))
         .collect();
@@ -255,20 +328,6 @@ pub fn bench(
         let c = &clients[i % clients.len()];
         Some(c.get("/healthz", false).is_ok_and(|a| a.status == 200))
     });
-    // Bare sign + verify of a receipt-sized message, all cores.
-    let msg = vec![b'x'; 1200];
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let signer = Ed25519Signer::from_secret(&[7; 32]);
-    let keys =
-        tollgate_protocol::KeySet::from_keys([tollgate_signer::Signer::jwk(&signer).clone()])
-            .unwrap_or_default();
-    let body = Value::String(String::from_utf8_lossy(&msg).into_owned());
-    let at = now();
-    let sv_time = std::time::Duration::from_secs(2);
-    let (sv_ok, _, _, sv_wall) = load(cores, sv_time, |_| {
-        let sig = signer.sign_now(Domain::Receipt, &body);
-        Some(keys.verify(Domain::Receipt, &body, &sig, &at).is_ok())
-    });
     Ok(BenchReport {
         decisions_per_s: ok as f64 / elapsed,
         latency_us: (
@@ -278,7 +337,8 @@ pub fn bench(
         ),
         errors: bad,
         healthz_per_s: health_ok as f64 / health_wall,
-        sign_verify_per_s: sv_ok as f64 / sv_wall,
+        sign_verify_per_s,
+        client_cpus: client_cpus.map(str::to_owned),
         with_webhooks,
     })
 }

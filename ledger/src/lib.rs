@@ -394,6 +394,11 @@ pub struct Append {
     /// What the receipt's decision was made on, checked before it is
     /// appended.
     pub guard: Option<Guard>,
+    /// The receipt's canonical bytes, when it came sealed with them
+    /// ([`Append::sealed`]): its entry embeds them instead of writing the
+    /// receipt out again.
+    // INVARIANT: the canonical form of `receipt`.
+    canonical: Option<Vec<u8>>,
 }
 
 impl Append {
@@ -406,6 +411,31 @@ impl Append {
             spend: Vec::new(),
             approval: None,
             guard: None,
+            canonical: None,
+        }
+    }
+
+    /// [`Append::new`] for a receipt sealed with its canonical bytes.
+    pub fn sealed(receipt: tollgate_protocol::SealedReceipt, signature: Signature) -> Self {
+        let (receipt, canonical) = receipt.into_parts();
+        Self {
+            canonical: Some(canonical),
+            ..Self::new(receipt, signature)
+        }
+    }
+
+    /// The entry of this receipt at `seq` after `prev`.
+    pub(crate) fn entry(&self, seq: u64, prev: HashValue, at: Timestamp) -> LedgerEntry {
+        match &self.canonical {
+            Some(bytes) => LedgerEntry::seal_canonical(
+                seq,
+                prev,
+                at,
+                self.receipt.clone(),
+                bytes,
+                self.signature.clone(),
+            ),
+            None => LedgerEntry::seal(seq, prev, at, self.receipt.clone(), self.signature.clone()),
         }
     }
 }
@@ -589,8 +619,13 @@ pub(crate) fn checked(items: Vec<Append>) -> Result<Vec<Item>, Error> {
     items
         .into_iter()
         .map(|append| {
-            let info = tollgate_protocol::check_receipt(&append.receipt, "")
-                .map_err(|e| Error::NotAReceipt(e.to_string()))?;
+            let info = match &append.canonical {
+                Some(bytes) => {
+                    tollgate_protocol::check_receipt_canonical(&append.receipt, bytes, None, "")
+                }
+                None => tollgate_protocol::check_receipt(&append.receipt, ""),
+            }
+            .map_err(|e| Error::NotAReceipt(e.to_string()))?;
             Ok(Item {
                 append,
                 receipt_id: info.receipt_id,

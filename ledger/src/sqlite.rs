@@ -1195,13 +1195,7 @@ impl Writer {
         let mut entries = Vec::with_capacity(batch.len());
         let mut rows = Vec::with_capacity(batch.len());
         for req in &batch {
-            let entry = LedgerEntry::seal(
-                head.seq + 1,
-                head.hash,
-                at.clone(),
-                req.append.receipt.clone(),
-                req.append.signature.clone(),
-            );
+            let entry = req.append.entry(head.seq + 1, head.hash, at.clone());
             rows.push((
                 entry.seq as i64,
                 entry.hash.to_string(),

@@ -232,3 +232,33 @@ unknown_resources = \"allow\"",
         d.rules
     );
 }
+
+/// A bundle keeps each resource's Cedar entities once built; a resource
+/// whose attributes change is decided on its new attributes, with the same
+/// bundle, and again on the old ones when they come back.
+#[test]
+fn a_resource_decided_again_after_its_attributes_change_reads_the_new_ones() {
+    let w = world();
+    let refund = intent(&w.agent, |_| {});
+    let paid = snapshot(vec![standard()]);
+    let mut unpaid = snapshot(vec![standard()]);
+    unpaid.resources.insert(
+        "order:o-1001".into(),
+        obj(r#"{"status":"unpaid","customer_tier":"gold"}"#),
+    );
+    let fired = |s: &Snapshot| {
+        let d = decide(&w.bundle, &refund, s).unwrap();
+        let unpaid_rule = d.rules.iter().find(|r| r.id == "refund.unpaid-order");
+        (d.verdict, unpaid_rule.map(|r| r.reason.clone()))
+    };
+    for _ in 0..2 {
+        assert_eq!(fired(&paid), (Verdict::Pass, None));
+        assert_eq!(
+            fired(&unpaid),
+            (
+                Verdict::Block,
+                Some("order order:o-1001 is unpaid: only paid orders can be refunded".to_owned())
+            )
+        );
+    }
+}

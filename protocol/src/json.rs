@@ -252,6 +252,31 @@ pub fn write_object_except(obj: &Object, skip: &str, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
+/// Appends the canonical bytes of `obj` to `out`, all members included;
+/// where member `name` stands in `out`, if it is there.
+pub fn write_object_with_span(obj: &Object, name: &str, out: &mut Vec<u8>) -> Option<MemberSpan> {
+    let mut span = None;
+    out.push(b'{');
+    for (i, (k, v)) in obj.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let start = out.len();
+        write_string(k, out);
+        out.push(b':');
+        let value = out.len();
+        write_canonical(v, out);
+        if k == name {
+            span = Some(MemberSpan {
+                member: start..out.len(),
+                value: value..out.len(),
+            });
+        }
+    }
+    out.push(b'}');
+    span
+}
+
 /// ECMAScript `Number.prototype.toString` of a finite double
 /// (RFC 8785 §3.2.2.3).
 fn write_number(n: f64, out: &mut Vec<u8>) {
@@ -264,7 +289,7 @@ fn write_number(n: f64, out: &mut Vec<u8>) {
     out.extend_from_slice(buf.format_finite(n).as_bytes());
 }
 
-fn write_string(s: &str, out: &mut Vec<u8>) {
+pub(crate) fn write_string(s: &str, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = s.as_bytes();

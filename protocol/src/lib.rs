@@ -56,7 +56,8 @@ pub use json::{
     without_member,
 };
 pub use keys::{
-    Alg, Domain, Jwk, KeySet, PreparedSignature, PublicKey, Signature, signed_message, verify_many,
+    Alg, Domain, Jwk, KeySet, PreparedSignature, PublicKey, Signature, signed_message,
+    signed_message_canonical, verify_many,
 };
 pub use receipt::{
     Clock, Inputs, Outcome, OutcomeNotAllowed, Receipt, ReceiptKind, Status, Verdict,
@@ -64,6 +65,6 @@ pub use receipt::{
 pub use verify::{ChainVerifier, Failure, verify_entry, verify_signed_receipt};
 pub use wire::{
     CHAIN_TAG, INTENT_TYPE, Intent, IntentEnvelope, LedgerEntry, MAX_INTENT_DEPTH, RECEIPT_ID_TAG,
-    RECEIPT_TYPE, ReceiptInfo, check_receipt, entry_hash, is_action, is_identifier, is_resource,
-    receipt_id, seal_receipt,
+    RECEIPT_TYPE, ReceiptInfo, SealedReceipt, check_receipt, check_receipt_canonical, entry_hash,
+    is_action, is_identifier, is_resource, receipt_id, seal_receipt,
 };

@@ -9,7 +9,7 @@
 
 use crate::encoding::{HashValue, Timestamp};
 use crate::json::{Object, Value};
-use crate::wire::{RECEIPT_TYPE, seal_receipt};
+use crate::wire::RECEIPT_TYPE;
 
 /// A verdict, and the effect of one rule: the three values PROTOCOL §4
 /// allows in `decision.verdict`. Ordered by severity, so the most severe
@@ -333,6 +333,11 @@ impl Receipt {
 
     /// The wire form, with its `receipt_id` set.
     pub fn seal(&self) -> Value {
+        self.sealed().into_parts().0
+    }
+
+    /// The wire form with its `receipt_id` set, and its canonical bytes.
+    pub fn sealed(&self) -> crate::SealedReceipt {
         let mut r = Object::new();
         r.insert("type", RECEIPT_TYPE.into());
         r.insert("kind", self.kind.name().into());
@@ -350,7 +355,7 @@ impl Receipt {
         if let Some(i) = &self.inputs {
             r.insert("inputs", i.clone());
         }
-        Value::Object(seal_receipt(r))
+        crate::SealedReceipt::new(r)
     }
 }
 

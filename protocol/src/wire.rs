@@ -7,7 +7,10 @@
 
 use crate::encoding::{HashAlg, HashValue, Timestamp, hex};
 use crate::error::Error;
-use crate::json::{Object, Value, member_span, without_member, write_object_except};
+use crate::json::{
+    Object, Value, member_span, without_member, write_canonical, write_object_except,
+    write_object_with_span, write_string,
+};
 use crate::keys::Signature;
 use crate::members::{Members, payload_of, signed_envelope};
 
@@ -196,6 +199,71 @@ pub fn seal_receipt(mut body: Object) -> Object {
     body
 }
 
+/// A sealed receipt and its canonical bytes, written once: its id is
+/// hashed from them, its signature's message is made of them and its ledger
+/// line embeds them, and none of these writes the receipt out again.
+#[derive(Clone, Debug)]
+pub struct SealedReceipt {
+    // INVARIANT: `canonical` is the canonical form of `value`, an object
+    // whose `receipt_id` is the hash of the rest.
+    value: Value,
+    canonical: Vec<u8>,
+}
+
+/// What a receipt id looks like before it is known: `rcpt_` and 32 hex
+/// digits, as long as every id, so that the bytes around it stay put.
+const ID_PLACEHOLDER: &str = "rcpt_00000000000000000000000000000000";
+
+impl SealedReceipt {
+    /// Sets `body`'s `receipt_id` to the hash of the rest ([`seal_receipt`])
+    /// and keeps the canonical bytes it was hashed from.
+    pub fn new(mut body: Object) -> Self {
+        body.insert("receipt_id", ID_PLACEHOLDER.into());
+        let mut canonical = Vec::with_capacity(1024);
+        let Some(span) = write_object_with_span(&body, "receipt_id", &mut canonical) else {
+            // Unreachable: the member was just inserted.
+            let value = Value::Object(seal_receipt(body));
+            let canonical = crate::json::canonical(&value);
+            return Self { value, canonical };
+        };
+        let [a, b] = without_member(&canonical, &span);
+        let digest = HashAlg::Sha256.digest(&[RECEIPT_ID_TAG.as_bytes(), b"\n", a, b]);
+        let id = format!("rcpt_{}", &hex(&digest.bytes[..16]));
+        // The value is the quoted id: same length as the placeholder, and
+        // an id has nothing to escape.
+        canonical[span.value.start + 1..span.value.end - 1].copy_from_slice(id.as_bytes());
+        body.insert("receipt_id", id.into());
+        Self {
+            value: Value::Object(body),
+            canonical,
+        }
+    }
+
+    /// The receipt.
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
+
+    /// Its canonical bytes.
+    pub fn canonical(&self) -> &[u8] {
+        &self.canonical
+    }
+
+    /// Its id.
+    pub fn receipt_id(&self) -> &str {
+        self.value
+            .as_object()
+            .and_then(|o| o.get("receipt_id"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+
+    /// The receipt and its canonical bytes.
+    pub fn into_parts(self) -> (Value, Vec<u8>) {
+        (self.value, self.canonical)
+    }
+}
+
 /// What a verifier reads from a receipt.
 #[derive(Clone, Debug)]
 pub struct ReceiptInfo {
@@ -312,21 +380,44 @@ impl LedgerEntry {
         receipt: Value,
         signature: Signature,
     ) -> Self {
-        let mut value = Object::new();
+        let bytes = crate::json::canonical(&receipt);
+        Self::seal_canonical(seq, prev, appended_at, receipt, &bytes, signature)
+    }
+
+    /// [`LedgerEntry::seal`] for a receipt whose canonical bytes are at
+    /// hand (a [`SealedReceipt`]'s): they are embedded as they are, not
+    /// written again. `receipt_canonical` must be `receipt`'s canonical
+    /// form.
+    pub fn seal_canonical(
+        seq: u64,
+        prev: HashValue,
+        appended_at: Timestamp,
+        receipt: Value,
+        receipt_canonical: &[u8],
+        signature: Signature,
+    ) -> Self {
+        let signature_value = signature.to_value();
+        let prev_text = prev.to_string();
+        // The entry without `hash`, its members in canonical order
+        // (appended_at, prev, receipt, seq, signature).
+        let mut body = Vec::with_capacity(receipt_canonical.len() + 320);
+        body.extend_from_slice(b"{\"appended_at\":");
+        write_string(appended_at.as_str(), &mut body);
+        body.extend_from_slice(b",\"prev\":");
+        write_string(&prev_text, &mut body);
+        body.extend_from_slice(b",\"receipt\":");
+        body.extend_from_slice(receipt_canonical);
+        body.extend_from_slice(b",\"seq\":");
         // INVARIANT: seq stays below 2^53 for any ledger that could exist.
-        value.insert("seq", Value::Number(seq as f64));
-        value.insert("prev", prev.to_string().into());
-        value.insert("appended_at", appended_at.as_str().into());
-        value.insert("receipt", receipt);
-        value.insert("signature", signature.to_value());
-        // Serialize once: the bytes hashed are the entry without `hash`;
-        // in canonical order `hash` comes right after `appended_at` (the
-        // other members are prev, receipt, seq, signature), so the line is
-        // those bytes with the member spliced in there.
-        let mut body = Vec::with_capacity(1024);
-        write_object_except(&value, "", &mut body);
+        let seq_value = Value::Number(seq as f64);
+        write_canonical(&seq_value, &mut body);
+        body.extend_from_slice(b",\"signature\":");
+        write_canonical(&signature_value, &mut body);
+        body.push(b'}');
         let hash = prev.alg.digest(&[CHAIN_TAG.as_bytes(), b"\n", &body]);
         let hash_text = hash.to_string();
+        // In canonical order `hash` comes right after `appended_at`, so the
+        // line is those bytes with the member spliced in there.
         // `{"appended_at":"<timestamp>",`: a timestamp has nothing to escape.
         let split = "{\"appended_at\":\"".len() + appended_at.as_str().len() + 2;
         let mut line = Vec::with_capacity(body.len() + hash_text.len() + 10);
@@ -335,6 +426,12 @@ impl LedgerEntry {
         line.extend_from_slice(hash_text.as_bytes());
         line.extend_from_slice(b"\",");
         line.extend_from_slice(&body[split..]);
+        let mut value = Object::new();
+        value.insert("seq", seq_value);
+        value.insert("prev", prev_text.into());
+        value.insert("appended_at", appended_at.as_str().into());
+        value.insert("receipt", receipt);
+        value.insert("signature", signature_value);
         value.insert("hash", hash_text.into());
         Self {
             seq,

@@ -5,7 +5,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use proptest::prelude::*;
-use tollgate_protocol::{Object, Value, canonical, parse, parse_canonical, validate_canonical};
+use tollgate_protocol::{
+    Alg, Domain, HashAlg, LedgerEntry, Object, SealedReceipt, Signature, Timestamp, Value,
+    canonical, entry_hash, parse, parse_canonical, seal_receipt, signed_message,
+    signed_message_canonical, validate_canonical,
+};
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/rfc8785");
 
@@ -219,5 +223,37 @@ proptest! {
         if let Ok(v) = parse(&bytes) {
             prop_assert_eq!(parse(&canonical(&v)).unwrap(), v);
         }
+    }
+
+    #[test]
+    fn a_receipt_written_once_is_the_receipt_written_out(
+        body in prop::collection::vec(("[a-z_\"#\u{e9}\u{1F600}]{0,6}", arb_value()), 0..8),
+        seq in 1u64..(1u64 << 53),
+        at_secs in 0i64..4_000_000_000,
+        sig in prop::collection::vec(any::<u8>(), 64),
+    ) {
+        // The bytes a sealed receipt keeps, and the ledger line built from
+        // them, are exactly what writing the values out gives; the id, the
+        // signed message and the entry hash made from them agree.
+        let mut o = Object::new();
+        for (k, v) in body {
+            o.insert(&k, v);
+        }
+        let sealed = SealedReceipt::new(o.clone());
+        prop_assert_eq!(sealed.value(), &Value::Object(seal_receipt(o)));
+        prop_assert_eq!(sealed.canonical().to_vec(), canonical(sealed.value()));
+        prop_assert_eq!(
+            signed_message_canonical(Domain::Receipt, sealed.canonical()),
+            signed_message(Domain::Receipt, sealed.value())
+        );
+        let signature = Signature { alg: Alg::EdDSA, kid: "k".into(), sig };
+        let prev = HashAlg::Sha256.digest(&[b"x"]);
+        let at = Timestamp::from_unix(at_secs, 0);
+        let (value, bytes) = sealed.into_parts();
+        let once = LedgerEntry::seal_canonical(seq, prev, at.clone(), value.clone(), &bytes, signature.clone());
+        let written = LedgerEntry::seal(seq, prev, at, value, signature);
+        prop_assert_eq!(once.to_canonical(), canonical(&Value::Object(once.as_object().clone())));
+        prop_assert_eq!(once.to_canonical(), written.to_canonical());
+        prop_assert_eq!(once.hash, entry_hash(HashAlg::Sha256, once.as_object()));
     }
 }

@@ -27,7 +27,9 @@ use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{KeySpec, KeyUsageType, MessageType, SigningAlgorithmSpec};
 use sha2::Digest as _;
-use tollgate_protocol::{Alg, Domain, Jwk, KeySet, PublicKey, Signature, Value, signed_message};
+use tollgate_protocol::{
+    Alg, Domain, Jwk, KeySet, PublicKey, Signature, Value, signed_message, signed_message_canonical,
+};
 
 use crate::Error;
 
@@ -269,7 +271,21 @@ impl KmsSigner {
     /// Signs `body` in `domain` with the KMS key; the signature is checked
     /// against the published key before it is returned.
     pub async fn sign(&self, domain: Domain, body: &Value) -> Result<Signature, Error> {
-        let msg = signed_message(domain, body);
+        self.sign_message_checked(signed_message(domain, body))
+            .await
+    }
+
+    /// [`KmsSigner::sign`] of a body given as its canonical bytes.
+    pub async fn sign_canonical(
+        &self,
+        domain: Domain,
+        canonical_body: &[u8],
+    ) -> Result<Signature, Error> {
+        self.sign_message_checked(signed_message_canonical(domain, canonical_body))
+            .await
+    }
+
+    async fn sign_message_checked(&self, msg: Vec<u8>) -> Result<Signature, Error> {
         let alg = self.jwk.key.alg();
         let sig = self.sign_message(&msg).await?;
         let signature = Signature {
@@ -279,12 +295,14 @@ impl KmsSigner {
         };
         // The key set holds this key alone, without a window: any instant
         // checks the signature itself.
-        let checked = self.keys.verify(
-            domain,
-            body,
-            &signature,
-            &tollgate_protocol::Timestamp::from_unix(0, 0),
-        );
+        let checked = self
+            .keys
+            .prepare_message(
+                msg,
+                &signature,
+                &tollgate_protocol::Timestamp::from_unix(0, 0),
+            )
+            .and_then(|p| p.verify());
         checked.map_err(|e| {
             remote(
                 &self.key_id,

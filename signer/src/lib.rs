@@ -121,6 +121,16 @@ impl Ed25519Signer {
         }
     }
 
+    /// [`Ed25519Signer::sign_now`] of a body given as its canonical bytes.
+    pub fn sign_canonical(&self, domain: Domain, canonical_body: &[u8]) -> Signature {
+        let msg = tollgate_protocol::signed_message_canonical(domain, canonical_body);
+        Signature {
+            alg: Alg::EdDSA,
+            kid: self.jwk.kid.clone(),
+            sig: self.key.sign(&msg).to_bytes().to_vec(),
+        }
+    }
+
     /// An Ed25519 signature of `msg` as it is, in no domain: for formats
     /// with their own framing (a C2SP signed note, PROTOCOL §6.3).
     pub fn sign_raw(&self, msg: &[u8]) -> [u8; 64] {
@@ -260,6 +270,19 @@ impl AnySigner {
         }
     }
 
+    /// [`AnySigner::sign`] of a body given as its canonical bytes.
+    pub async fn sign_canonical(
+        &self,
+        domain: Domain,
+        canonical_body: &[u8],
+    ) -> Result<Signature, Error> {
+        match self {
+            Self::File(s) => Ok(s.sign_canonical(domain, canonical_body)),
+            #[cfg(feature = "kms")]
+            Self::Kms(s) => s.sign_canonical(domain, canonical_body).await,
+        }
+    }
+
     /// The Ed25519 public key, if the key is one.
     pub fn ed25519_public(&self) -> Option<[u8; 32]> {
         match self {
@@ -369,6 +392,26 @@ impl Keyring {
             .and_then(tollgate_protocol::Timestamp::parse)
             .ok_or_else(|| Error::Keyring("the object to sign has no issued_at".into()))?;
         self.signer_at(&at)?.0.sign(domain, body).await
+    }
+
+    /// Signs a sealed receipt, by the key whose window holds its
+    /// `issued_at`, over the canonical bytes it keeps.
+    pub async fn sign_sealed(
+        &self,
+        domain: Domain,
+        sealed: &tollgate_protocol::SealedReceipt,
+    ) -> Result<Signature, Error> {
+        let at = sealed
+            .value()
+            .as_object()
+            .and_then(|o| o.get("issued_at"))
+            .and_then(Value::as_str)
+            .and_then(tollgate_protocol::Timestamp::parse)
+            .ok_or_else(|| Error::Keyring("the object to sign has no issued_at".into()))?;
+        self.signer_at(&at)?
+            .0
+            .sign_canonical(domain, sealed.canonical())
+            .await
     }
 }
 

@@ -550,13 +550,15 @@ impl<L: Ledger> Gateway<L> {
         let t = std::time::Instant::now();
         // Only a commit spends: a failed one releases its charges.
         let spend = budget::spent_by(&receipt.outcome, &held.charges);
-        let sealed = receipt.seal();
+        // Written out once: the id, the signed message and the ledger
+        // line all come from these bytes.
+        let sealed = receipt.sealed();
         let signature = self
             .signer
-            .sign(Domain::Receipt, &sealed)
+            .sign_sealed(Domain::Receipt, &sealed)
             .await
             .map_err(internal)?;
-        let mut append = Append::new(sealed, signature);
+        let mut append = Append::sealed(sealed, signature);
         append.idempotency_key = Some(key.to_owned());
         append.spend = spend.clone();
         append.guard = guard_at_append;

@@ -259,13 +259,7 @@ impl Chained {
         };
         for item in items {
             seq += 1;
-            let entry = LedgerEntry::seal(
-                seq,
-                prev,
-                at.clone(),
-                item.append.receipt.clone(),
-                item.append.signature.clone(),
-            );
+            let entry = item.append.entry(seq, prev, at.clone());
             prev = entry.hash;
             g.seqs.push(seq as i64);
             g.ids.push(item.receipt_id.clone());

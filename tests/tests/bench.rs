@@ -1,0 +1,81 @@
+//! `tollgate bench` as a user runs it: the intents it writes for another
+//! load generator are the demo agent's, each decided once; its settings
+//! are checked before any load.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use tollgate_tests::bin;
+use tollgate_tests::gateway::{Gateway, receipt_member};
+
+#[test]
+fn written_intents_are_each_decided_once_by_a_gateway() {
+    let g = Gateway::start();
+    let file = g.dir.path().join("intents.txt");
+    let out = Command::new(bin("tollgate"))
+        .args(["bench", "--count", "40", "--write-intents"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(g.data())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("40 signed intents written to {}", file.display())
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 40);
+    let mut receipts = BTreeSet::new();
+    for line in &lines {
+        let (status, _, body, replayed) = g.post_raw("application/json", line.as_bytes(), None);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        assert!(!replayed);
+        let id = receipt_member(&body, &["receipt_id"]);
+        assert!(receipts.insert(id.as_str().unwrap().to_owned()));
+    }
+    // The same file again decides nothing new: each is its first answer.
+    let (status, _, _, replayed) = g.post_raw("application/json", lines[7].as_bytes(), None);
+    assert_eq!((status, replayed), (200, true));
+    assert_eq!(g.head_seq(), g.seeded + 40);
+}
+
+#[test]
+fn a_pinning_taskset_refuses_is_said_before_any_load() {
+    let g = Gateway::start();
+    let out = Command::new(bin("tollgate"))
+        .args(["bench", "--duration", "1", "--client-cpus", "no-such-cpu"])
+        .args(["--url", &g.url])
+        .arg("--data-dir")
+        .arg(g.data())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--client-cpus no-such-cpu: taskset could not pin the load generator"),
+        "{err}"
+    );
+    assert_eq!(g.head_seq(), g.seeded, "nothing was submitted");
+}
+
+#[test]
+fn writing_intents_without_the_demo_agent_names_the_data_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin("tollgate"))
+        .args(["bench", "--write-intents"])
+        .arg(dir.path().join("i.txt"))
+        .arg("--data-dir")
+        .arg(dir.path().join("nowhere"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("give the gateway's --data-dir"),
+        "{out:?}"
+    );
+    assert!(!dir.path().join("i.txt").exists());
+}
