@@ -7,8 +7,8 @@
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use tollgate_tests::bin;
 use tollgate_tests::gateway::{Gateway, receipt_member};
+use tollgate_tests::{bin, python};
 
 #[test]
 fn written_intents_are_each_decided_once_by_a_gateway() {
@@ -41,6 +41,63 @@ fn written_intents_are_each_decided_once_by_a_gateway() {
     let (status, _, _, replayed) = g.post_raw("application/json", lines[7].as_bytes(), None);
     assert_eq!((status, replayed), (200, true));
     assert_eq!(g.head_seq(), g.seeded + 40);
+
+    // The ledger verifies with a checker written from the protocol alone
+    // (the same check as the benchmark's 100k-entry export), and the
+    // checker refuses the export with one receipt's amount changed.
+    let export = g.dir.path().join("export.jsonl");
+    let out = Command::new(bin("tollgate"))
+        .args(["ledger", "export", "--url", &g.url, "--out"])
+        .arg(&export)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let keys = g.dir.path().join("export.jwks.json");
+    let check = |path: &std::path::Path| {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/check_export.py");
+        let out = Command::new(python())
+            .arg(script)
+            .arg(path)
+            .arg(&keys)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), said)
+    };
+    let (code, said) = check(&export);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.starts_with(&format!("valid: {} entries, head sha256:", g.seeded + 40)),
+        "{said}"
+    );
+    let text = std::fs::read_to_string(&export).unwrap();
+    let target = g.seeded as usize + 8;
+    let doctored: String = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let l = if i + 1 == target {
+                l.replacen("\"amount_minor\":", "\"amount_minor\":9", 1)
+            } else {
+                l.to_owned()
+            };
+            l + "\n"
+        })
+        .collect();
+    let changed = g.dir.path().join("changed.jsonl");
+    std::fs::write(&changed, doctored).unwrap();
+    let (code, said) = check(&changed);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.starts_with(&format!("invalid at seq {target}: hash is")),
+        "{said}"
+    );
 }
 
 #[test]
