@@ -29,12 +29,13 @@ use std::time::{Duration, Instant};
 use sqlx::Connection as _;
 use tollgate_gateway::checkpoints::{CheckpointSettings, Checkpointer};
 use tollgate_gateway::limits;
-use tollgate_ledger::{Ledger, SqliteLedger, SqliteOptions, tree};
+use tollgate_ledger::{Append, Ledger, SqliteLedger, SqliteOptions, tree};
 use tollgate_protocol::{
-    Domain, HashAlg, LedgerEntry, PublicKey, Signature, Value, check_receipt, parse, signed_message,
+    Domain, HashAlg, LedgerEntry, PublicKey, SealedReceipt, Signature, check_receipt, parse,
+    signed_message,
 };
 use tollgate_signer::{Ed25519Signer, key_set};
-use tollgate_tests::{chain, export_bytes, receipt};
+use tollgate_tests::{chain, export_bytes, sealed_receipt};
 use tollgate_verify::{Verdict, verify_export};
 
 const CONCURRENCY: usize = 64;
@@ -44,8 +45,12 @@ fn rate(n: usize, d: Duration) -> f64 {
 }
 
 /// Appends `signed` from [`CONCURRENCY`] tasks; how long it took.
-async fn append_concurrently(ledger: &SqliteLedger, signed: Vec<(Value, Signature)>) -> Duration {
-    let mut chunks: Vec<Vec<(Value, Signature)>> = (0..CONCURRENCY).map(|_| Vec::new()).collect();
+async fn append_concurrently(
+    ledger: &SqliteLedger,
+    signed: Vec<(SealedReceipt, Signature)>,
+) -> Duration {
+    let mut chunks: Vec<Vec<(SealedReceipt, Signature)>> =
+        (0..CONCURRENCY).map(|_| Vec::new()).collect();
     for (i, item) in signed.into_iter().enumerate() {
         chunks[i % CONCURRENCY].push(item);
     }
@@ -56,7 +61,10 @@ async fn append_concurrently(ledger: &SqliteLedger, signed: Vec<(Value, Signatur
             let ledger = ledger.clone();
             tokio::spawn(async move {
                 for (r, s) in chunk {
-                    ledger.append(r, s, None).await.unwrap();
+                    ledger
+                        .append_unit(vec![Append::sealed(r, s)])
+                        .await
+                        .unwrap();
                 }
             })
         })
@@ -137,12 +145,14 @@ async fn bench_appends(n: usize, dir: &Path) -> (f64, f64, f64) {
     (rate(n, ledger_time), rate(n, bare_time), group)
 }
 
-fn signed_receipts(n: usize) -> Vec<(Value, Signature)> {
+/// Receipts sealed with their canonical bytes and signed over them, as
+/// the gateway appends them.
+fn signed_receipts(n: usize) -> Vec<(SealedReceipt, Signature)> {
     let signer = Ed25519Signer::generate().unwrap();
     (0..n as u64)
         .map(|i| {
-            let r = receipt(i);
-            let s = signer.sign_now(Domain::Receipt, &r);
+            let r = sealed_receipt(i);
+            let s = signer.sign_canonical(Domain::Receipt, r.canonical());
             (r, s)
         })
         .collect()
@@ -151,7 +161,11 @@ fn signed_receipts(n: usize) -> Vec<(Value, Signature)> {
 /// Appends `signed` from [`CONCURRENCY`] tasks into a new ledger in `dir`,
 /// with the gateway's tree-and-checkpoint task beside them if
 /// `checkpoints`; appends/s.
-async fn appends_with(signed: Vec<(Value, Signature)>, dir: &Path, checkpoints: bool) -> f64 {
+async fn appends_with(
+    signed: Vec<(SealedReceipt, Signature)>,
+    dir: &Path,
+    checkpoints: bool,
+) -> f64 {
     let n = signed.len();
     let ledger = SqliteLedger::open(SqliteOptions::new(dir.join("ledger.db")))
         .await
@@ -224,7 +238,9 @@ async fn bench_proofs(n: usize, dir: &Path) -> (f64, f64, f64, f64) {
             .cloned()
             .map(|(r, s)| {
                 let l = ledger.clone();
-                tokio::spawn(async move { l.append(r, s, None).await.unwrap() })
+                tokio::spawn(
+                    async move { l.append_unit(vec![Append::sealed(r, s)]).await.unwrap() },
+                )
             })
             .collect();
         for u in units {

@@ -23,7 +23,7 @@ pub mod upstream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use tollgate_protocol::{Domain, HashAlg, LedgerEntry, Object, Timestamp, Value, seal_receipt};
+use tollgate_protocol::{Domain, HashAlg, LedgerEntry, Object, Timestamp, Value};
 use tollgate_signer::Ed25519Signer;
 
 /// The directory holding the workspace's built binaries.
@@ -146,6 +146,11 @@ pub fn python_export(dir: &Path, name: &str, extra: &[&str]) -> (PathBuf, PathBu
 
 /// A receipt body numbered `n`, sealed with its id.
 pub fn receipt(n: u64) -> Value {
+    sealed_receipt(n).into_parts().0
+}
+
+/// [`receipt`] with its canonical bytes, as the gateway seals one.
+pub fn sealed_receipt(n: u64) -> tollgate_protocol::SealedReceipt {
     let mut o = Object::new();
     o.insert("type", "tollgate.receipt/v1".into());
     o.insert("kind", "decision".into());
@@ -160,7 +165,7 @@ pub fn receipt(n: u64) -> Value {
     subject.insert("params", Value::Number(0.1 * n as f64));
     subject.insert("note", "r\u{e9}sum\u{e9} \u{1f680}".into());
     o.insert("subject", Value::Object(subject));
-    Value::Object(seal_receipt(o))
+    tollgate_protocol::SealedReceipt::new(o)
 }
 
 /// A signed chain of `n` entries built in memory, as export lines.
