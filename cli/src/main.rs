@@ -60,15 +60,27 @@ enum Command {
         #[arg(long)]
         demo: bool,
     },
-    /// Sign an intent with an agent key and submit it; print the receipt.
+    /// Sign an intent with an agent key (or take one signed already) and
+    /// submit it; print the ledger entry of its receipt. Exit status by
+    /// verdict: 0 pass, 3 escalate, 4 block (1 a refusal, 2 a usage or
+    /// connection error).
     Submit {
         /// The gateway, e.g. http://127.0.0.1:8080.
         #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
         url: String,
-        /// The agent's key file.
+        /// The agent's key file (to sign a payload; not needed for an
+        /// envelope).
         #[arg(long)]
-        key: PathBuf,
-        /// The intent payload; `issued_at` is filled in if missing or "NOW".
+        key: Option<PathBuf>,
+        /// Keep the signed envelope in this file: the first run signs and
+        /// writes it before sending; a later run with the same file (a
+        /// retry after a timeout) sends it again and gets the stored
+        /// answer.
+        #[arg(long, value_name = "FILE")]
+        envelope: Option<PathBuf>,
+        /// The intent payload (`issued_at` filled in when missing or
+        /// "NOW"), or a signed envelope {"payload", "signature"}, sent as
+        /// it is.
         intent: PathBuf,
     },
     /// A narrated walk through a running gateway with its demo material.
@@ -376,7 +388,8 @@ enum ReviewerCommand {
 
 #[derive(Subcommand)]
 enum IntentCommand {
-    /// Wrap an intent payload in an envelope signed by the agent's key.
+    /// Wrap an intent payload in an envelope signed by the agent's key;
+    /// `issued_at` is filled in when missing or "NOW".
     Sign {
         /// The agent's key file.
         #[arg(long)]
@@ -404,7 +417,9 @@ enum PolicyCommand {
         /// The bundle folder.
         dir: PathBuf,
     },
-    /// Decide one signed intent; print the decision as canonical JSON.
+    /// Decide one signed intent; print the decision as canonical JSON
+    /// (explained first, on a terminal). Exit status by verdict: 0 pass,
+    /// 3 escalate, 4 block.
     Eval {
         /// The bundle folder.
         #[arg(long)]
@@ -496,7 +511,9 @@ enum LedgerCommand {
         #[arg(long)]
         to: String,
     },
-    /// Download the export (JSON Lines) and the key set (OUT.jwks.json).
+    /// Download the export (JSON Lines) and the key set beside it: OUT
+    /// with its extension replaced by .jwks.json (export.jsonl →
+    /// export.jwks.json).
     Export {
         /// The gateway.
         #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
@@ -584,6 +601,8 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
+    // Set by the commands that report a verdict: their exit status.
+    let mut verdict: Option<tollgate_protocol::Verdict> = None;
     let result = match cli.command {
         Command::Serve(mut args) => {
             let sub = matches.subcommand_matches("serve").cloned().unwrap_or_default();
@@ -600,7 +619,17 @@ fn main() -> ExitCode {
                     .join("\n")
             })
             .map_err(|e| CliError::Usage(e.to_string())),
-        Command::Submit { url, key, intent } => agent::submit(&url, &key, &intent),
+        Command::Submit {
+            url,
+            key,
+            envelope,
+            intent,
+        } => agent::submit(&url, key.as_deref(), &intent, envelope.as_deref()).map(
+            |(text, v)| {
+                verdict = v;
+                text
+            },
+        ),
         Command::Tour { url, data_dir } => tour::tour(&url, &data_dir),
         Command::Bench {
             data_dir,
@@ -697,7 +726,11 @@ fn main() -> ExitCode {
             delegation.as_deref(),
             snapshot.as_deref(),
             std::io::stdout().is_terminal(),
-        ),
+        )
+        .map(|(text, v)| {
+            verdict = Some(v);
+            text
+        }),
         Command::Delegation(DelegationCommand::Issue(args)) => {
             let IssueArgs {
                 key,
@@ -840,7 +873,7 @@ fn main() -> ExitCode {
                     eprintln!("cannot write the output: {e}");
                     ExitCode::from(2)
                 }
-                _ => ExitCode::SUCCESS,
+                _ => ExitCode::from(verdict.map_or(0, |v| v.exit_code())),
             }
         }
         Err(e) => {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use tollgate_pipeline::{Snapshot, decide, run_case};
 use tollgate_policies::delegation::Token;
-use tollgate_protocol::{IntentEnvelope, KeySet, Value};
+use tollgate_protocol::{IntentEnvelope, KeySet, Value, Verdict};
 
 use crate::error::CliError;
 use crate::files::{load_bundle, read, read_json};
@@ -141,7 +141,7 @@ pub fn policy_eval(
     delegation: Option<&Path>,
     snapshot: Option<&Path>,
     explain: bool,
-) -> Result<String, CliError> {
+) -> Result<(String, Verdict), CliError> {
     let bundle = load_bundle(dir)?;
     let bytes = read(intent)?;
     let value = tollgate_protocol::parse_with_depth(&bytes, tollgate_protocol::MAX_INTENT_DEPTH)
@@ -153,7 +153,7 @@ pub fn policy_eval(
         .map_err(|e| CliError::Invalid(format!("{}: {} ({e})", intent.display(), e.pointer())))?;
     let json = decision.to_value().to_string();
     if !explain {
-        return Ok(json);
+        return Ok((json, decision.verdict));
     }
     let mut lines = vec![format!(
         "{} {} on {}: {}  (policy {})",
@@ -188,5 +188,5 @@ pub fn policy_eval(
         lines.push(format!("  critical: {}", decision.critical.join(", ")));
     }
     lines.push(json);
-    Ok(lines.join("\n"))
+    Ok((lines.join("\n"), decision.verdict))
 }

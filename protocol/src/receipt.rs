@@ -34,6 +34,23 @@ impl Verdict {
             Self::Block => "block",
         }
     }
+
+    /// The verdict named `pass`, `escalate` or `block`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Pass, Self::Escalate, Self::Block]
+            .into_iter()
+            .find(|v| v.name() == name)
+    }
+
+    /// The exit status of a command that reports a verdict: 0 pass,
+    /// 3 escalate, 4 block (1 and 2 are the commands' errors).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::Pass => 0,
+            Self::Escalate => 3,
+            Self::Block => 4,
+        }
+    }
 }
 
 /// `kind` of a receipt (PROTOCOL §4.1).

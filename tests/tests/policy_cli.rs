@@ -305,7 +305,8 @@ fn issue_inspect_sign_and_evaluate() {
         ])
     };
     let (code, out, err) = text(&eval(&signed));
-    assert_eq!(code, 0, "{err}");
+    // Exit status by verdict: 3 is escalate.
+    assert_eq!(code, 3, "{err}");
     // Not a terminal: exactly one line of canonical JSON.
     let decision = parse(out.trim_end().as_bytes()).unwrap();
     assert_eq!(
@@ -335,7 +336,7 @@ fn issue_inspect_sign_and_evaluate() {
     )
     .unwrap();
     let (code, out, _) = text(&eval(&tampered));
-    assert_eq!(code, 0);
+    assert_eq!(code, 4, "block");
     assert!(
         out.contains(r#""id":"intent.signature""#) && out.contains(r#""verdict":"block""#),
         "{out}"
@@ -394,7 +395,7 @@ fn issue_inspect_sign_and_evaluate() {
             .replace("AMOUNT", "2500"),
     );
     let (code, out, err) = text(&eval(&signed));
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 4, "{err}");
     assert!(out.contains(r#""verdict":"block""#), "{out}");
     assert!(out.contains("resource order:O-1001 is not known"), "{out}");
 }
