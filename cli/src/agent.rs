@@ -20,16 +20,19 @@ pub fn now() -> Timestamp {
     SystemClock.now()
 }
 
-/// Sets a payload's `issued_at` to the current time when it is missing or
-/// `"NOW"`; whether it did.
-pub fn fill_issued_at(payload: &mut Object) -> bool {
-    let fill = payload
+/// Whether a payload asks for the current time: its `issued_at` is
+/// missing or `"NOW"`.
+fn asks_for_now(payload: &Object) -> bool {
+    payload
         .get("issued_at")
-        .is_none_or(|v| v.as_str() == Some("NOW"));
-    if fill {
+        .is_none_or(|v| v.as_str() == Some("NOW"))
+}
+
+/// Sets a payload's `issued_at` to the current time when it asks for it.
+pub fn fill_issued_at(payload: &mut Object) {
+    if asks_for_now(payload) {
         payload.insert("issued_at", now().as_str().into());
     }
-    fill
 }
 
 /// What `tollgate submit` was given: a payload to sign, or an envelope
@@ -81,9 +84,7 @@ fn envelope(
         // The kept envelope must be of this payload (its time aside, when
         // this one asks for the current time).
         let mut expected = payload.clone();
-        if expected
-            .get("issued_at")
-            .is_none_or(|v| v.as_str() == Some("NOW"))
+        if asks_for_now(&expected)
             && let Some(at) = stored
                 .payload()
                 .as_object()
