@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+mod admin;
 mod agent;
 mod approvals;
 mod bench;
@@ -148,10 +149,12 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Policy bundles: validate, version, test, evaluate.
+    /// Policy bundles: validate, version, test and evaluate here; publish,
+    /// activate, roll back and list on a running gateway.
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// Delegation tokens: issue and inspect.
+    /// Delegation tokens: issue and inspect here; register, revoke and
+    /// list on a running gateway.
     #[command(subcommand)]
     Delegation(DelegationCommand),
     /// Intents: sign one as an agent would.
@@ -208,7 +211,7 @@ enum WebhookCommand {
     /// Prints it, and its secret (once) or public key.
     Add {
         #[command(flatten)]
-        admin: reviewer::Admin,
+        admin: admin::Admin,
         /// Where to POST events (http or https).
         endpoint: String,
         /// An event type or pattern: decision.passed, approval.*, * …
@@ -231,33 +234,33 @@ enum WebhookCommand {
     /// List the endpoints.
     List {
         #[command(flatten)]
-        admin: reviewer::Admin,
+        admin: admin::Admin,
     },
     /// Enable an endpoint (it resumes from where it stopped).
     Enable {
         #[command(flatten)]
-        admin: reviewer::Admin,
+        admin: admin::Admin,
         /// The endpoint id.
         id: String,
     },
     /// Disable an endpoint.
     Disable {
         #[command(flatten)]
-        admin: reviewer::Admin,
+        admin: admin::Admin,
         /// The endpoint id.
         id: String,
     },
     /// A new signing secret; the old one keeps signing beside it for a day.
     Rotate {
         #[command(flatten)]
-        admin: reviewer::Admin,
+        admin: admin::Admin,
         /// The endpoint id.
         id: String,
     },
     /// An endpoint's events, their state and attempts.
     Deliveries {
         #[command(flatten)]
-        admin: reviewer::Admin,
+        admin: admin::Admin,
         /// The endpoint id.
         id: String,
         /// From this event on (evt_N; default: the endpoint's first).
@@ -270,7 +273,7 @@ enum WebhookCommand {
     /// Send one event again, or every event from a ledger seq on.
     Redeliver {
         #[command(flatten)]
-        admin: reviewer::Admin,
+        admin: admin::Admin,
         /// The endpoint id.
         id: String,
         /// The event (its webhook-id, evt_N).
@@ -357,7 +360,7 @@ enum ReviewerCommand {
     /// may approve. Its id and key may not be an agent's.
     Add {
         #[command(flatten)]
-        admin: reviewer::Admin,
+        admin: admin::Admin,
         /// The reviewer id.
         #[arg(long)]
         id: String,
@@ -375,14 +378,14 @@ enum ReviewerCommand {
     /// Revoke a reviewer, at once; a revoked id stays revoked.
     Revoke {
         #[command(flatten)]
-        admin: reviewer::Admin,
+        admin: admin::Admin,
         /// The reviewer id.
         id: String,
     },
     /// List the registered reviewers.
     List {
         #[command(flatten)]
-        admin: reviewer::Admin,
+        admin: admin::Admin,
     },
 }
 
@@ -416,6 +419,33 @@ enum PolicyCommand {
     Test {
         /// The bundle folder.
         dir: PathBuf,
+    },
+    /// Publish a bundle folder to a running gateway (checked here first;
+    /// not activated). A `policy.publish` receipt.
+    Publish {
+        #[command(flatten)]
+        admin: admin::Admin,
+        /// The bundle folder.
+        dir: PathBuf,
+    },
+    /// Activate a published version: name@semver+sha256:…, or name@semver
+    /// when one published version has it. A `policy.activate` receipt.
+    Activate {
+        #[command(flatten)]
+        admin: admin::Admin,
+        /// The version.
+        version: String,
+    },
+    /// Return to the version active before the current one. A
+    /// `policy.rollback` receipt.
+    Rollback {
+        #[command(flatten)]
+        admin: admin::Admin,
+    },
+    /// The published versions and the active one.
+    List {
+        #[command(flatten)]
+        admin: admin::Admin,
     },
     /// Decide one signed intent; print the decision as canonical JSON
     /// (explained first, on a terminal). Exit status by verdict: 0 pass,
@@ -576,6 +606,27 @@ struct IssueArgs {
 enum DelegationCommand {
     /// Sign a delegation token for an agent's key and print it.
     Issue(Box<IssueArgs>),
+    /// Register a signed token with a running gateway (a
+    /// `delegation.register` receipt); its agent may act at once.
+    Register {
+        #[command(flatten)]
+        admin: admin::Admin,
+        /// The token file (a signed envelope, as `delegation issue` writes).
+        file: PathBuf,
+    },
+    /// Revoke a delegation at once, and with it every token under it (a
+    /// `delegation.revoke` receipt); a revoked id stays revoked.
+    Revoke {
+        #[command(flatten)]
+        admin: admin::Admin,
+        /// The delegation id.
+        id: String,
+    },
+    /// The registered delegations.
+    List {
+        #[command(flatten)]
+        admin: admin::Admin,
+    },
     /// Show a token's bounds and chain, and check its signatures.
     Inspect {
         /// The token file.
@@ -713,6 +764,19 @@ fn main() -> ExitCode {
             .map(|jwk| jwk.to_string())
             .map_err(|e| CliError::Usage(e.to_string())),
         Command::Policy(PolicyCommand::Validate { dir }) => policy::policy_validate(&dir),
+        Command::Policy(PolicyCommand::Publish { admin, dir }) => admin::publish(&admin, &dir),
+        Command::Policy(PolicyCommand::Activate { admin, version }) => {
+            admin::activate(&admin, &version)
+        }
+        Command::Policy(PolicyCommand::Rollback { admin }) => admin::rollback(&admin),
+        Command::Policy(PolicyCommand::List { admin }) => admin::list_policies(&admin),
+        Command::Delegation(DelegationCommand::Register { admin, file }) => {
+            admin::register_delegation(&admin, &file)
+        }
+        Command::Delegation(DelegationCommand::Revoke { admin, id }) => {
+            admin::revoke_delegation(&admin, &id)
+        }
+        Command::Delegation(DelegationCommand::List { admin }) => admin::list_delegations(&admin),
         Command::Policy(PolicyCommand::Version { dir }) => policy::policy_version(&dir),
         Command::Policy(PolicyCommand::Test { dir }) => policy::policy_test(&dir),
         Command::Policy(PolicyCommand::Eval {

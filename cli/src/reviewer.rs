@@ -2,46 +2,13 @@
 //! grant or deny escalated intents, through the registry API. Each change
 //! is a `reviewer.register` / `reviewer.revoke` receipt in the ledger.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use tollgate_client::Client;
 use tollgate_protocol::{Jwk, Object, Value, canonical};
 
+use crate::admin::Admin;
 use crate::error::CliError;
 use crate::files::read_json;
-
-/// How to reach the registry API as an administrator.
-#[derive(clap::Args)]
-pub struct Admin {
-    /// The gateway.
-    #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
-    pub url: String,
-    /// The admin token (default: read from DATA_DIR/admin.token).
-    #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
-    /// The gateway's data folder, for its admin.token.
-    #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "tollgate-data")]
-    pub data_dir: PathBuf,
-}
-
-impl Admin {
-    /// A client holding the admin token.
-    pub fn client(&self) -> Result<Client, CliError> {
-        let token = match &self.admin_token {
-            Some(t) => t.clone(),
-            None => {
-                let path = self.data_dir.join("admin.token");
-                std::fs::read_to_string(&path).map_err(|e| {
-                    CliError::Usage(format!(
-                        "{}: {e} (give --admin-token or --data-dir)",
-                        path.display()
-                    ))
-                })?
-            }
-        };
-        Ok(Client::new(&self.url).with_admin_token(&token))
-    }
-}
 
 /// The public JWK in `path` (a public JWK, or a key file whose private part
 /// is dropped here and never sent).

@@ -7,8 +7,8 @@ use std::path::Path;
 use tollgate_gateway::engine::webhooks::sign::VerifyingKey;
 use tollgate_protocol::{Object, Value, canonical};
 
+use crate::admin::Admin;
 use crate::error::CliError;
-use crate::reviewer::Admin;
 
 /// `tollgate webhook add`.
 pub fn add(

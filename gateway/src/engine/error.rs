@@ -148,6 +148,10 @@ pub enum RegistryError {
     /// No published policy has this version.
     #[error("{0} is not published")]
     UnknownPolicy(String),
+    /// `name@semver` names several published versions (their hashes
+    /// differ): the full version is needed.
+    #[error("{0} names {1}: give the full version")]
+    AmbiguousPolicy(String, String),
     /// The policy commits to an `http` target the gateway has no upstream for.
     #[error("action {0} commits to an http target, and the gateway has no upstream for it")]
     MissingUpstream(String),

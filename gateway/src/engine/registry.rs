@@ -653,16 +653,18 @@ impl<L: Ledger> Gateway<L> {
 
     /// From the very next intent, decisions use published version
     /// `version`.
-    pub async fn activate_policy(&self, version: &str) -> Result<(), RegistryError> {
+    pub async fn activate_policy(&self, version: &str) -> Result<String, RegistryError> {
         self.retrying(|| self.try_activate_policy(version)).await
     }
 
-    async fn try_activate_policy(&self, version: &str) -> Result<(), RegistryError> {
+    async fn try_activate_policy(&self, version: &str) -> Result<String, RegistryError> {
         let _lock = self.registry_lock.lock().await;
         let view = self.view();
+        let version = published_version(&view, version)?;
         let mut stack = view.stack.clone();
-        stack.push(version.to_owned());
-        self.switch(&view, version, stack, false).await
+        stack.push(version.clone());
+        self.switch(&view, &version, stack, false).await?;
+        Ok(version)
     }
 
     /// Back to the version active before the current one; returns it.
@@ -728,5 +730,32 @@ impl<L: Ledger> Gateway<L> {
             active: view.bundle.version_string(),
             published: view.published.keys().cloned().collect(),
         }
+    }
+}
+
+/// The full version `asked` names among the published ones: itself when it
+/// has its hash (`name@semver+sha256:…`); else the one published version
+/// of that `name@semver`, if exactly one is.
+fn published_version(view: &View, asked: &str) -> Result<String, RegistryError> {
+    if asked.contains('+') {
+        return Ok(asked.to_owned());
+    }
+    let prefix = format!("{asked}+");
+    let matching: Vec<&String> = view
+        .published
+        .keys()
+        .filter(|v| v.starts_with(&prefix))
+        .collect();
+    match matching.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(RegistryError::UnknownPolicy(asked.to_owned())),
+        several => Err(RegistryError::AmbiguousPolicy(
+            asked.to_owned(),
+            several
+                .iter()
+                .map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(" and "),
+        )),
     }
 }

@@ -300,7 +300,9 @@ async fn publish<L: Ledger>(
     ))
 }
 
-/// `POST /v1/admin/policies/activate` with `{"version": "…"}`.
+/// `POST /v1/admin/policies/activate` with `{"version": "…"}`: the full
+/// version, or `name@semver` when one published version has it. The answer
+/// names the full version activated.
 async fn activate<L: Ledger>(
     _: AdminAuth,
     State(app): State<Arc<App<L>>>,
@@ -314,8 +316,8 @@ async fn activate<L: Ledger>(
             detail: "expected {\"version\": \"name@semver+sha256:…\"}".into(),
             pointer: "/version",
         })?;
-    app.gateway.activate_policy(&version).await?;
-    Ok(answer(StatusCode::OK, "active", version))
+    let active = app.gateway.activate_policy(&version).await?;
+    Ok(answer(StatusCode::OK, "active", active))
 }
 
 /// `POST /v1/admin/policies/rollback`: back to the version active before.

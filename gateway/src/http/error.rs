@@ -289,6 +289,11 @@ impl ApiError {
                 RegistryError::UnknownPolicy(_) => {
                     (S::NOT_FOUND, "unknown-policy", Some("/version".into()))
                 }
+                RegistryError::AmbiguousPolicy(..) => (
+                    S::CONFLICT,
+                    "ambiguous-policy-version",
+                    Some("/version".into()),
+                ),
                 RegistryError::MissingUpstream(_) => {
                     (S::UNPROCESSABLE_ENTITY, "missing-upstream", None)
                 }

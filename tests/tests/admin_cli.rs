@@ -1,0 +1,218 @@
+//! The registry API through the CLI, as an operator uses it on a running
+//! gateway: a bundle is published, activated by `name@semver`, used and
+//! rolled back; a delegation is issued, registered, used and revoked;
+//! every step is a registry receipt in the export. A wrong admin token
+//! changes nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tollgate_protocol::{Value, parse};
+use tollgate_tests::bin;
+use tollgate_tests::gateway::{Gateway, intent, receipt_member};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(bin("tollgate")).args(args).output().unwrap()
+}
+
+fn stdout_json(o: &Output) -> Value {
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    parse(&o.stdout).unwrap()
+}
+
+fn field<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v.as_object().unwrap().get(name).unwrap()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// The refunds example as version `version`, described as `description`
+/// (which is content: another description, another hash).
+fn refunds(dir: &Path, name: &str, version: &str, description: &str) -> PathBuf {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples/refunds");
+    let to = dir.join(name);
+    copy_dir(&example, &to);
+    let toml = std::fs::read_to_string(to.join("bundle.toml")).unwrap();
+    std::fs::write(
+        to.join("bundle.toml"),
+        toml.replace("version = \"1.0.0\"", &format!("version = \"{version}\""))
+            .replace(
+                "description = \"Refunds of customer orders by support agents\"",
+                &format!("description = \"{description}\""),
+            ),
+    )
+    .unwrap();
+    to
+}
+
+/// The registry changes recorded after the gateway's seeding, in order.
+fn changes(g: &Gateway) -> Vec<String> {
+    let (status, body) = g.get("/v1/ledger/export");
+    assert_eq!(status, 200);
+    body.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .skip(g.seeded as usize)
+        .filter_map(|l| {
+            let kind = receipt_member(l, &["kind"]);
+            (kind == Value::from("registry")).then(|| {
+                receipt_member(l, &["subject", "change"])
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn a_bundle_is_published_activated_by_name_used_and_rolled_back() {
+    let g = Gateway::start();
+    let data = g.data();
+    let data = data.to_str().unwrap();
+    let admin = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--url", &g.url, "--data-dir", data]);
+        run(&all)
+    };
+    let before = stdout_json(&admin(&["policy", "list"]));
+    let seed_version = field(&before, "active").as_str().unwrap().to_owned();
+
+    let v11 = refunds(g.dir.path(), "v11", "1.1.0", "Refunds");
+    let published = stdout_json(&admin(&["policy", "publish", v11.to_str().unwrap()]));
+    let full = field(&published, "published").as_str().unwrap().to_owned();
+    assert!(full.starts_with("refunds@1.1.0+sha256:"), "{full}");
+
+    // Activated by name@semver: the answer names the full version.
+    let active = stdout_json(&admin(&["policy", "activate", "refunds@1.1.0"]));
+    assert_eq!(field(&active, "active"), &Value::from(full.as_str()));
+    let agent = g.agent();
+    let (status, _, entry, _) = g.post_raw(
+        "application/json",
+        &intent(&agent, "admin-cli-1", "order:o-1001", 2500, |_| {}),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        receipt_member(&entry, &["policy_version"]),
+        Value::from(full.as_str())
+    );
+    let list = stdout_json(&admin(&["policy", "list"]));
+    assert_eq!(field(&list, "active"), &Value::from(full.as_str()));
+
+    // Another bundle under the same name@semver: the short form is
+    // ambiguous now, and says which versions it could mean.
+    let other = refunds(g.dir.path(), "v11b", "1.1.0", "Refunds, another build");
+    let other_full = stdout_json(&admin(&["policy", "publish", other.to_str().unwrap()]));
+    let other_full = field(&other_full, "published").as_str().unwrap().to_owned();
+    assert_ne!(other_full, full);
+    let ambiguous = admin(&["policy", "activate", "refunds@1.1.0"]);
+    assert_eq!(ambiguous.status.code(), Some(1), "{ambiguous:?}");
+    let err = String::from_utf8_lossy(&ambiguous.stderr);
+    assert!(
+        err.contains("ambiguous-policy-version")
+            && err.contains(&full)
+            && err.contains(&other_full),
+        "{err}"
+    );
+    // An unknown one is named.
+    let unknown = admin(&["policy", "activate", "refunds@9.9.9"]);
+    assert_eq!(unknown.status.code(), Some(1), "{unknown:?}");
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown-policy"));
+
+    // Back to the version before.
+    let back = stdout_json(&admin(&["policy", "rollback"]));
+    assert_eq!(field(&back, "active"), &Value::from(seed_version.as_str()));
+
+    // A wrong admin token changes nothing.
+    let mut wrong = vec![
+        "policy",
+        "rollback",
+        "--admin-token",
+        "not-the-token-not-the-token-00",
+    ];
+    wrong.extend_from_slice(&["--url", &g.url]);
+    let refused = run(&wrong);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("unauthorized"));
+
+    assert_eq!(
+        changes(&g),
+        [
+            "policy.publish",
+            "policy.activate",
+            "policy.publish",
+            "policy.rollback"
+        ]
+    );
+}
+
+#[test]
+fn a_delegation_is_issued_registered_used_and_revoked() {
+    let g = Gateway::start();
+    let data = g.data();
+    let d = data.to_str().unwrap();
+    let admin = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--url", &g.url, "--data-dir", d]);
+        run(&all)
+    };
+    let token = g.dir.path().join("dlg_cli.json");
+    let issued = run(&[
+        "delegation",
+        "issue",
+        "--key",
+        data.join("demo/issuer.jwk").to_str().unwrap(),
+        "--issuer",
+        "demo issuer",
+        "--id",
+        "dlg_cli",
+        "--agent",
+        "agent-demo",
+        "--agent-key",
+        data.join("demo/agent.pub.json").to_str().unwrap(),
+        "--action",
+        "orders.refund",
+        "--resource",
+        "order:*",
+        "--not-before",
+        "2026-01-01T00:00:00Z",
+        "--expires-at",
+        "2030-01-01T00:00:00Z",
+        "--out",
+        token.to_str().unwrap(),
+    ]);
+    assert_eq!(issued.status.code(), Some(0), "{issued:?}");
+    let registered = admin(&["delegation", "register", token.to_str().unwrap()]);
+    assert_eq!(registered.status.code(), Some(0), "{registered:?}");
+    let listed = String::from_utf8(admin(&["delegation", "list"]).stdout).unwrap();
+    assert!(listed.contains("\"dlg_cli\""), "{listed}");
+
+    let agent = g.agent();
+    let under = |id: &str| {
+        intent(&agent, id, "order:o-1001", 2500, |p| {
+            p.insert("delegation", "dlg_cli".into());
+        })
+    };
+    let (status, _, _, _) = g.post_raw("application/json", &under("cli-dlg-1"), None);
+    assert_eq!(status, 200);
+
+    let revoked = admin(&["delegation", "revoke", "dlg_cli"]);
+    assert_eq!(revoked.status.code(), Some(0), "{revoked:?}");
+    let (status, _, body, _) = g.post_raw("application/json", &under("cli-dlg-2"), None);
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("revoked-delegation"));
+    assert_eq!(changes(&g), ["delegation.register", "delegation.revoke"]);
+}
