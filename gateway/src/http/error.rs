@@ -67,6 +67,7 @@ pub const PROBLEM_TYPES: &[(&str, &str)] = &[
     ("invalid-bundle", "Invalid bundle"),
     ("invalid-request", "Invalid request"),
     ("unknown-policy", "Unknown policy version"),
+    ("ambiguous-policy-version", "Ambiguous policy version"),
     ("missing-upstream", "No upstream for an http target"),
     ("nothing-to-roll-back", "Nothing to roll back"),
     ("invalid-approval-decision", "Invalid approval decision"),
