@@ -895,7 +895,8 @@ impl<L: Ledger> Gateway<L> {
             .await
             .map_err(conflict)?;
         if !spend.is_empty() {
-            held.commit();
+            // The execution, which records the spending, is the last entry.
+            held.commit(entries.last().map_or(0, |e| e.seq));
         }
         Ok(entries.iter().map(|e| e.to_canonical()).collect())
     }
@@ -967,9 +968,11 @@ impl<L: Ledger> Gateway<L> {
         execution.idempotency_key = Some(key.to_owned());
         execution.spend = spend.clone();
         match self.ledger.append_unit(vec![completing, execution]).await {
-            Ok(_) => {
-                if let Ok(mut b) = self.budgets.lock() {
-                    b.add_committed(&spend);
+            Ok(entries) => {
+                if let Ok(mut b) = self.budgets.lock()
+                    && let Some(e) = entries.last()
+                {
+                    b.add_committed(&spend, e.seq);
                 }
                 self.approval_changed.notify_waiters();
                 Ok(true)

@@ -28,6 +28,10 @@ type Window = (String, String, i64);
 #[derive(Debug, Default)]
 pub(crate) struct Budgets {
     committed: BTreeMap<Window, i64>,
+    /// The ledger seq through which `committed` was last read from the
+    /// ledger: a charge committed at or before it is in `committed`
+    /// already, and must not be added again.
+    loaded_through: u64,
     reserved: BTreeMap<Window, i64>,
     /// Charges of reservations a crash left unfinished, by key: they may
     /// have been committed upstream, so they count until finished.
@@ -183,23 +187,38 @@ impl Budgets {
         }
     }
 
-    /// Reserved `charges` are committed: their receipt is durable.
-    pub(crate) fn commit(&mut self, charges: &[Spend]) {
+    /// Reserved `charges` are committed: their receipt is durable, at
+    /// ledger `seq`.
+    pub(crate) fn commit(&mut self, charges: &[Spend], seq: u64) {
         self.release(charges);
-        self.add_committed(charges);
+        self.add_committed(charges, seq);
     }
 
-    /// Committed `charges` that were never reserved here (recovery).
-    pub(crate) fn add_committed(&mut self, charges: &[Spend]) {
+    /// Committed `charges`, at ledger `seq`, that were never reserved here
+    /// (recovery, executions). A reload that read the ledger through `seq`
+    /// or later counts them already.
+    pub(crate) fn add_committed(&mut self, charges: &[Spend], seq: u64) {
+        if seq <= self.loaded_through {
+            return;
+        }
         for s in charges {
             *self.committed.entry(key(s)).or_insert(0) += s.amount_minor;
         }
     }
 
-    /// What the ledger records as committed, replacing the cache of it:
-    /// other instances commit to the same budgets.
-    pub(crate) fn reload(&mut self, rows: Vec<Spend>) {
+    /// What the ledger records as committed, replacing the cache of it
+    /// (other instances commit to the same budgets): `rows`, read from the
+    /// ledger, and `through`, a ledger seq read after them. An entry
+    /// appended between the two reads is then taken as counted though it
+    /// is not: the cache errs low, never high, and the ledger's guard
+    /// refuses a decision that read low ([`tollgate_ledger::Staleness`]),
+    /// which reloads again. A reload older than the last one is ignored.
+    pub(crate) fn reload(&mut self, rows: Vec<Spend>, through: u64) {
+        if through < self.loaded_through {
+            return;
+        }
         self.committed = Self::from_ledger(rows).committed;
+        self.loaded_through = through;
     }
 
     /// Keys of the reservations a crash left unfinished.
@@ -266,6 +285,48 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// Found under load: a reload that read the ledger after a pass's
+    /// entry was appended, but before the pass moved its reservation to
+    /// committed, counted that pass twice, and a later pass within the
+    /// budget escalated. A charge is added only if the reload did not
+    /// read it.
+    #[test]
+    fn regression_a_reload_between_append_and_commit_counts_the_charge_once() {
+        let s = Spend {
+            delegation: "d".into(),
+            currency: "EUR".into(),
+            window_start: 0,
+            window_seconds: 60,
+            amount_minor: 700,
+        };
+        let w = key(&s);
+        let one = std::slice::from_ref(&s);
+        let mut b = Budgets::from_ledger(Vec::new());
+        b.reserve(one);
+        // Appended at seq 5; the reload reads it (rows, then head 5).
+        b.reload(vec![s.clone()], 5);
+        assert_eq!(
+            b.total(&w),
+            1400,
+            "reserved and read: counted twice until committed"
+        );
+        b.commit(one, 5);
+        assert_eq!(b.total(&w), 700);
+        // A later commit, after that reload, is added.
+        b.reserve(one);
+        b.commit(one, 6);
+        assert_eq!(b.total(&w), 1400);
+        // A reload older than the last is ignored; a newer one replaces.
+        b.reload(Vec::new(), 4);
+        assert_eq!(b.total(&w), 1400);
+        b.reload(vec![s.clone()], 7);
+        assert_eq!(b.total(&w), 700);
+        b.add_committed(one, 7);
+        assert_eq!(b.total(&w), 700);
+        b.add_committed(one, 8);
+        assert_eq!(b.total(&w), 1400);
+    }
+
     #[test]
     fn windows_are_fixed_and_aligned_to_the_epoch() {
         assert_eq!(window_start(86_400 * 3 + 5, 86_400), 86_400 * 3);
@@ -291,7 +352,7 @@ mod tests {
         b.release(std::slice::from_ref(&s));
         assert_eq!(b.total(&w), 400);
         b.reserve(std::slice::from_ref(&s));
-        b.commit(std::slice::from_ref(&s));
+        b.commit(std::slice::from_ref(&s), 1);
         assert_eq!(b.total(&w), 800);
         b.set_stuck([("k".to_owned(), vec![s.clone()])].into());
         assert_eq!(b.total(&w), 1200);

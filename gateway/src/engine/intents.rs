@@ -200,9 +200,10 @@ pub(super) struct Held<'a> {
 }
 
 impl Held<'_> {
-    pub(super) fn commit(mut self) {
+    /// The charges are committed, by the entry at ledger `seq`.
+    pub(super) fn commit(mut self, seq: u64) {
         if let Ok(mut b) = self.budgets.lock() {
-            b.commit(&self.charges);
+            b.commit(&self.charges, seq);
         }
         self.committed = true;
     }
@@ -376,8 +377,10 @@ impl<L: Ledger> Gateway<L> {
             .ledger
             .spending(self.clock.now().unix_seconds())
             .await?;
+        // Read after the rows: see `Budgets::reload` for why not before.
+        let through = self.ledger.head().await?.seq;
         if let Ok(mut b) = self.budgets.lock() {
-            b.reload(rows);
+            b.reload(rows, through);
         }
         Ok(())
     }
@@ -578,7 +581,7 @@ impl<L: Ledger> Gateway<L> {
         match appended {
             Ok(e) => {
                 if !spend.is_empty() {
-                    held.commit();
+                    held.commit(e.seq);
                 }
                 Ok((decision, e))
             }
@@ -709,9 +712,9 @@ impl<L: Ledger> Gateway<L> {
             .append_spending(sealed, signature, Some(key), spend.clone())
             .await
         {
-            Ok(_) => {
+            Ok(entry) => {
                 if let Ok(mut b) = self.budgets.lock() {
-                    b.add_committed(&spend);
+                    b.add_committed(&spend, entry.seq);
                 }
                 Ok(true)
             }

@@ -642,6 +642,18 @@ async fn every_api_error_is_reached_by_a_request() {
         422,
         "missing-upstream",
     );
+    // That bundle and the active one are both refunds@1.0.0: the short
+    // form names two versions.
+    expect(
+        &h.admin(
+            Method::POST,
+            "/v1/admin/policies/activate",
+            b"{\"version\":\"refunds@1.0.0\"}".to_vec(),
+        )
+        .await,
+        409,
+        "ambiguous-policy-version",
+    );
 
     // Another gateway changes what each try read, every time: nothing is
     // recorded, and the client is told to try again.
