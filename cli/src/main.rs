@@ -17,6 +17,7 @@ mod intent;
 mod policy;
 mod reviewer;
 mod sandbox;
+mod scaffold;
 mod serve;
 mod settings;
 mod tour;
@@ -149,7 +150,7 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Policy bundles: validate, version, test and evaluate here; publish,
+    /// Policy bundles: init, validate, version, test and evaluate here; publish,
     /// activate, roll back and list on a running gateway.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -404,6 +405,19 @@ enum IntentCommand {
 
 #[derive(Subcommand)]
 enum PolicyCommand {
+    /// Make a new bundle folder that validates and whose test cases pass,
+    /// commented: the folder's name is the bundle's.
+    Init {
+        /// The new folder.
+        dir: PathBuf,
+        /// An action agents may ask for, e.g. deploys.create (repeat).
+        #[arg(long = "action", required = true)]
+        actions: Vec<String>,
+        /// The Cedar entity type of the resources the actions act on
+        /// (intents name them TYPE:ID).
+        #[arg(long, default_value = "item")]
+        resource_type: String,
+    },
     /// Load and check a bundle; print its version, or every problem with
     /// its file and line.
     Validate {
@@ -763,6 +777,11 @@ fn main() -> ExitCode {
         Command::Keygen { out } => tollgate_gateway::keygen(&out)
             .map(|jwk| jwk.to_string())
             .map_err(|e| CliError::Usage(e.to_string())),
+        Command::Policy(PolicyCommand::Init {
+            dir,
+            actions,
+            resource_type,
+        }) => scaffold::init(&dir, &actions, &resource_type),
         Command::Policy(PolicyCommand::Validate { dir }) => policy::policy_validate(&dir),
         Command::Policy(PolicyCommand::Publish { admin, dir }) => admin::publish(&admin, &dir),
         Command::Policy(PolicyCommand::Activate { admin, version }) => {

@@ -216,3 +216,117 @@ fn a_delegation_is_issued_registered_used_and_revoked() {
     assert!(String::from_utf8_lossy(&body).contains("revoked-delegation"));
     assert_eq!(changes(&g), ["delegation.register", "delegation.revoke"]);
 }
+
+/// A new policy from nothing, through the CLI only: scaffolded, published,
+/// activated by name, given a delegation, used by an agent, rolled back;
+/// each step a receipt.
+#[test]
+fn a_scaffolded_bundle_is_published_used_and_rolled_back() {
+    let g = Gateway::start_in(tempfile::tempdir().unwrap(), |data| {
+        // The registry's resources are seeded from this file on the
+        // first start.
+        let path = data.join("resources.json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text.replacen('{', r#"{"service:api":{"status":"active"},"#, 1);
+        std::fs::write(&path, text).unwrap();
+    });
+    let data = g.data();
+    let d = data.to_str().unwrap();
+    let admin = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--url", &g.url, "--data-dir", d]);
+        run(&all)
+    };
+    let bundle = g.dir.path().join("deploy-guard");
+    let b = bundle.to_str().unwrap();
+    let made = run(&[
+        "policy",
+        "init",
+        b,
+        "--action",
+        "deploys.create",
+        "--resource-type",
+        "service",
+    ]);
+    assert_eq!(made.status.code(), Some(0), "{made:?}");
+    let tested = run(&["policy", "test", b]);
+    assert_eq!(tested.status.code(), Some(0), "{tested:?}");
+    let full = stdout_json(&admin(&["policy", "publish", b]));
+    let full = field(&full, "published").as_str().unwrap().to_owned();
+    assert!(full.starts_with("deploy-guard@0.1.0+sha256:"), "{full}");
+    stdout_json(&admin(&["policy", "activate", "deploy-guard@0.1.0"]));
+
+    let token = g.dir.path().join("dlg_deploy.json");
+    let issued = run(&[
+        "delegation",
+        "issue",
+        "--key",
+        data.join("demo/issuer.jwk").to_str().unwrap(),
+        "--issuer",
+        "demo issuer",
+        "--id",
+        "dlg_deploy",
+        "--agent",
+        "agent-demo",
+        "--agent-key",
+        data.join("demo/agent.pub.json").to_str().unwrap(),
+        "--action",
+        "deploys.create",
+        "--resource",
+        "service:*",
+        "--not-before",
+        "2026-01-01T00:00:00Z",
+        "--expires-at",
+        "2030-01-01T00:00:00Z",
+        "--out",
+        token.to_str().unwrap(),
+    ]);
+    assert_eq!(issued.status.code(), Some(0), "{issued:?}");
+    let registered = admin(&["delegation", "register", token.to_str().unwrap()]);
+    assert_eq!(registered.status.code(), Some(0), "{registered:?}");
+
+    let intent = g.dir.path().join("deploy.json");
+    std::fs::write(
+        &intent,
+        r#"{"type":"tollgate.intent/v1","intent_id":"deploy-1","agent":"agent-demo",
+            "delegation":"dlg_deploy","action":"deploys.create","resource":"service:api",
+            "params":{"note":"release 42"},"issued_at":"NOW","decision":{"confidence_bp":9000}}"#,
+    )
+    .unwrap();
+    let submitted = run(&[
+        "submit",
+        "--url",
+        &g.url,
+        "--key",
+        data.join("demo/agent.jwk").to_str().unwrap(),
+        intent.to_str().unwrap(),
+    ]);
+    assert_eq!(submitted.status.code(), Some(0), "{submitted:?}");
+    assert_eq!(
+        receipt_member(&submitted.stdout, &["policy_version"]),
+        Value::from(full.as_str())
+    );
+    let rules = receipt_member(&submitted.stdout, &["decision", "rules"]);
+    assert!(
+        format!("{rules}").contains("deploys.create.active"),
+        "{rules}"
+    );
+
+    let back = stdout_json(&admin(&["policy", "rollback"]));
+    assert!(
+        field(&back, "active")
+            .as_str()
+            .unwrap()
+            .starts_with("refunds@"),
+        "{back}"
+    );
+    assert_eq!(
+        changes(&g),
+        [
+            "policy.publish",
+            "policy.activate",
+            "delegation.register",
+            "policy.rollback"
+        ]
+    );
+}

@@ -399,3 +399,72 @@ fn issue_inspect_sign_and_evaluate() {
     assert!(out.contains(r#""verdict":"block""#), "{out}");
     assert!(out.contains("resource order:O-1001 is not known"), "{out}");
 }
+
+/// `policy init` writes a new folder that validates and passes its cases,
+/// or nothing at all: an existing folder, a bad name, a bad action or a
+/// Cedar keyword as resource type is refused, naming it, with no folder
+/// (or half-made one) left behind.
+#[test]
+fn init_makes_a_bundle_that_passes_its_own_cases_or_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("ops-guard");
+    let made = tollgate(&[
+        "policy",
+        "init",
+        p(&dir),
+        "--action",
+        "tickets.close",
+        "--action",
+        "tickets.reopen",
+    ]);
+    assert_eq!(made.status.code(), Some(0), "{made:?}");
+    let (code, out, err) = text(&tollgate(&["policy", "test", p(&dir)]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.trim_end().ends_with("3 passed, 0 failed"), "{out}");
+    let (code, out, _) = text(&tollgate(&["policy", "validate", p(&dir)]));
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("valid: ops-guard@0.1.0+sha256:")
+            && out.contains("(2 actions, 3 test cases)"),
+        "{out}"
+    );
+    let schema = std::fs::read_to_string(dir.join("schema.cedarschema")).unwrap();
+    assert!(schema.contains("action \"tickets.reopen\""), "{schema}");
+
+    let refused = |args: &[&str], says: &str| {
+        let (code, _, err) = text(&tollgate(args));
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    };
+    refused(
+        &["policy", "init", p(&dir), "--action", "tickets.close"],
+        "exists already",
+    );
+    let bad = d.path().join("Bad_Name");
+    refused(
+        &["policy", "init", p(&bad), "--action", "tickets.close"],
+        "lowercase letters, digits and '-'",
+    );
+    let other = d.path().join("other");
+    refused(
+        &["policy", "init", p(&other), "--action", "close"],
+        "two or more dotted lowercase segments",
+    );
+    refused(
+        &[
+            "policy",
+            "init",
+            p(&other),
+            "--action",
+            "tickets.close",
+            "--resource-type",
+            "resource",
+        ],
+        "not a Cedar keyword",
+    );
+    let left: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["ops-guard"]);
+}
