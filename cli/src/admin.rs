@@ -2,16 +2,18 @@
 //! reach it (`--url`, the admin token from `--admin-token`,
 //! `TOLLGATE_ADMIN_TOKEN` or the data folder), and `tollgate policy
 //! publish | activate | rollback | list` and `tollgate delegation register
-//! | revoke | list`. Each change is a registry receipt in the ledger.
+//! | revoke | list`, `tollgate issuer add | revoke | list` and `tollgate
+//! resource put | get | list`. Each change is a registry receipt in the
+//! ledger.
 
 use std::path::{Path, PathBuf};
 
 use tollgate_client::Client;
 use tollgate_policies::Bundle;
-use tollgate_protocol::{Object, Value, canonical};
+use tollgate_protocol::{Jwk, Object, Value, canonical};
 
 use crate::error::CliError;
-use crate::files::{load_bundle, read};
+use crate::files::{load_bundle, read, read_json};
 
 /// How to reach the registry API as an administrator.
 #[derive(clap::Args)]
@@ -96,4 +98,66 @@ pub fn revoke_delegation(admin: &Admin, id: &str) -> Result<String, CliError> {
 /// `tollgate delegation list`.
 pub fn list_delegations(admin: &Admin) -> Result<String, CliError> {
     Ok(admin.client()?.delegations()?.ok()?.text())
+}
+
+/// The public JWK in `path` (a public JWK, or a key file whose private part
+/// is dropped here and never sent).
+pub fn public_key(path: &Path) -> Result<Value, CliError> {
+    let mut o = read_json(path)?
+        .as_object()
+        .cloned()
+        .ok_or_else(|| CliError::Invalid(format!("{}: not a JWK", path.display())))?;
+    o.remove("d");
+    let jwk = Jwk::from_value(&Value::Object(o), "")
+        .map_err(|e| CliError::Invalid(format!("{}: {e}", path.display())))?;
+    Ok(jwk.to_value())
+}
+
+/// `tollgate issuer add KEY`: trust an issuer's public key (only the
+/// public part of a key file is sent).
+pub fn add_issuer(admin: &Admin, key: &Path) -> Result<String, CliError> {
+    let jwk = canonical(&public_key(key)?);
+    Ok(admin.client()?.register_issuer(&jwk)?.ok()?.text())
+}
+
+/// `tollgate issuer revoke KID`.
+pub fn revoke_issuer(admin: &Admin, kid: &str) -> Result<String, CliError> {
+    Ok(admin.client()?.revoke_issuer(kid)?.ok()?.text())
+}
+
+/// `tollgate issuer list`.
+pub fn list_issuers(admin: &Admin) -> Result<String, CliError> {
+    Ok(admin.client()?.issuers()?.ok()?.text())
+}
+
+/// `tollgate resource put RESOURCE ATTRIBUTES`: `ATTRIBUTES` is a JSON
+/// object, inline or `@FILE`.
+pub fn put_resource(admin: &Admin, resource: &str, attributes: &str) -> Result<String, CliError> {
+    let attrs = match attributes.strip_prefix('@') {
+        Some(file) => read_json(Path::new(file))?,
+        None => tollgate_protocol::parse(attributes.as_bytes())
+            .map_err(|e| CliError::Invalid(format!("the attributes: {e}")))?,
+    };
+    let mut o = Object::new();
+    o.insert("resource", resource.into());
+    o.insert("attributes", attrs);
+    let body = canonical(&Value::Object(o));
+    Ok(admin.client()?.put_resource(&body)?.ok()?.text())
+}
+
+/// `tollgate resource get RESOURCE`: its attributes, or exit 1 when it is
+/// not registered.
+pub fn get_resource(admin: &Admin, resource: &str) -> Result<String, CliError> {
+    let all = admin.client()?.resources()?.ok()?.json()?;
+    all.as_object()
+        .and_then(|o| o.get("resources"))
+        .and_then(Value::as_object)
+        .and_then(|r| r.get(resource))
+        .map(ToString::to_string)
+        .ok_or_else(|| CliError::Invalid(format!("resource {resource} is not registered")))
+}
+
+/// `tollgate resource list`.
+pub fn list_resources(admin: &Admin) -> Result<String, CliError> {
+    Ok(admin.client()?.resources()?.ok()?.text())
 }

@@ -158,6 +158,14 @@ enum Command {
     /// list on a running gateway.
     #[command(subcommand)]
     Delegation(DelegationCommand),
+    /// Trusted issuers of delegation tokens, on a running gateway: add,
+    /// revoke, list (each change a receipt).
+    #[command(subcommand)]
+    Issuer(IssuerCommand),
+    /// Resources' attributes, which rules read, on a running gateway: put,
+    /// get, list (each change a receipt).
+    #[command(subcommand)]
+    Resource(ResourceCommand),
     /// Intents: sign one as an agent would.
     #[command(subcommand)]
     Intent(IntentCommand),
@@ -384,6 +392,58 @@ enum ReviewerCommand {
         id: String,
     },
     /// List the registered reviewers.
+    List {
+        #[command(flatten)]
+        admin: admin::Admin,
+    },
+}
+
+#[derive(Subcommand)]
+enum IssuerCommand {
+    /// Trust an issuer's public key: tokens it signs may be registered and
+    /// used from the very next request.
+    Add {
+        #[command(flatten)]
+        admin: admin::Admin,
+        /// The issuer's public JWK (or its key file: only the public part
+        /// is sent).
+        key: PathBuf,
+    },
+    /// Stop trusting an issuer key at once (tokens rooted in it stop
+    /// working); a revoked key stays revoked.
+    Revoke {
+        #[command(flatten)]
+        admin: admin::Admin,
+        /// The key's kid.
+        kid: String,
+    },
+    /// The issuer keys, each with whether it is revoked.
+    List {
+        #[command(flatten)]
+        admin: admin::Admin,
+    },
+}
+
+#[derive(Subcommand)]
+enum ResourceCommand {
+    /// Set a resource's attributes, replacing any before; decisions read
+    /// them from the very next request.
+    Put {
+        #[command(flatten)]
+        admin: admin::Admin,
+        /// The resource, type:id.
+        resource: String,
+        /// The attributes: a JSON object, or @FILE.
+        attributes: String,
+    },
+    /// A resource's attributes (exit 1 if it is not registered).
+    Get {
+        #[command(flatten)]
+        admin: admin::Admin,
+        /// The resource, type:id.
+        resource: String,
+    },
+    /// Every resource and its attributes.
     List {
         #[command(flatten)]
         admin: admin::Admin,
@@ -784,6 +844,20 @@ fn main() -> ExitCode {
         }) => scaffold::init(&dir, &actions, &resource_type),
         Command::Policy(PolicyCommand::Validate { dir }) => policy::policy_validate(&dir),
         Command::Policy(PolicyCommand::Publish { admin, dir }) => admin::publish(&admin, &dir),
+        Command::Issuer(IssuerCommand::Add { admin, key }) => admin::add_issuer(&admin, &key),
+        Command::Issuer(IssuerCommand::Revoke { admin, kid }) => {
+            admin::revoke_issuer(&admin, &kid)
+        }
+        Command::Issuer(IssuerCommand::List { admin }) => admin::list_issuers(&admin),
+        Command::Resource(ResourceCommand::Put {
+            admin,
+            resource,
+            attributes,
+        }) => admin::put_resource(&admin, &resource, &attributes),
+        Command::Resource(ResourceCommand::Get { admin, resource }) => {
+            admin::get_resource(&admin, &resource)
+        }
+        Command::Resource(ResourceCommand::List { admin }) => admin::list_resources(&admin),
         Command::Policy(PolicyCommand::Activate { admin, version }) => {
             admin::activate(&admin, &version)
         }

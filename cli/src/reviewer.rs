@@ -4,24 +4,10 @@
 
 use std::path::Path;
 
-use tollgate_protocol::{Jwk, Object, Value, canonical};
+use tollgate_protocol::{Object, Value, canonical};
 
-use crate::admin::Admin;
+use crate::admin::{Admin, public_key};
 use crate::error::CliError;
-use crate::files::read_json;
-
-/// The public JWK in `path` (a public JWK, or a key file whose private part
-/// is dropped here and never sent).
-fn public_key(path: &Path) -> Result<Value, CliError> {
-    let mut o = read_json(path)?
-        .as_object()
-        .cloned()
-        .ok_or_else(|| CliError::Invalid(format!("{}: not a JWK", path.display())))?;
-    o.remove("d");
-    let jwk = Jwk::from_value(&Value::Object(o), "")
-        .map_err(|e| CliError::Invalid(format!("{}: {e}", path.display())))?;
-    Ok(jwk.to_value())
-}
 
 /// `tollgate reviewer add`.
 pub fn add(

@@ -383,6 +383,31 @@ impl Client {
         self.get("/v1/admin/reviewers", true)
     }
 
+    /// `POST /v1/admin/issuers` with an issuer's public JWK.
+    pub fn register_issuer(&self, jwk: &[u8]) -> Result<Answer, Error> {
+        self.post("/v1/admin/issuers", jwk, &[], true)
+    }
+
+    /// `POST /v1/admin/issuers/{kid}/revoke`.
+    pub fn revoke_issuer(&self, kid: &str) -> Result<Answer, Error> {
+        self.post(&format!("/v1/admin/issuers/{kid}/revoke"), b"", &[], true)
+    }
+
+    /// `GET /v1/admin/issuers`.
+    pub fn issuers(&self) -> Result<Answer, Error> {
+        self.get("/v1/admin/issuers", true)
+    }
+
+    /// `POST /v1/admin/resources` with `{"resource", "attributes"}`.
+    pub fn put_resource(&self, body: &[u8]) -> Result<Answer, Error> {
+        self.post("/v1/admin/resources", body, &[], true)
+    }
+
+    /// `GET /v1/admin/resources`.
+    pub fn resources(&self) -> Result<Answer, Error> {
+        self.get("/v1/admin/resources", true)
+    }
+
     /// `POST /v1/admin/policies` with `{"files": {path: text}}`.
     pub fn publish_policy(&self, body: &[u8]) -> Result<Answer, Error> {
         self.post("/v1/admin/policies", body, &[], true)

@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 
 use tollgate_protocol::{Value, parse};
 use tollgate_tests::bin;
-use tollgate_tests::gateway::{Gateway, intent, receipt_member};
+use tollgate_tests::gateway::{Gateway, intent, receipt_member, verdict_of};
 
 fn run(args: &[&str]) -> Output {
     Command::new(bin("tollgate")).args(args).output().unwrap()
@@ -327,6 +327,120 @@ fn a_scaffolded_bundle_is_published_used_and_rolled_back() {
             "policy.activate",
             "delegation.register",
             "policy.rollback"
+        ]
+    );
+}
+
+/// Issuers and resources without hand-edited files: an issuer key trusted
+/// through the CLI signs a delegation that then works, a resource's new
+/// attributes decide the next intent, and a revoked issuer's tokens stop
+/// working at once; each change a receipt.
+#[test]
+fn issuers_and_resources_are_managed_through_the_registry() {
+    let g = Gateway::start();
+    let data = g.data();
+    let d = data.to_str().unwrap();
+    let admin = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--url", &g.url, "--data-dir", d]);
+        run(&all)
+    };
+    let key = g.dir.path().join("new-issuer.jwk");
+    let made = run(&["keygen", "--out", key.to_str().unwrap()]);
+    assert_eq!(made.status.code(), Some(0), "{made:?}");
+    let added = stdout_json(&admin(&["issuer", "add", key.to_str().unwrap()]));
+    let kid = field(&added, "registered").as_str().unwrap().to_owned();
+    let listed = String::from_utf8(admin(&["issuer", "list"]).stdout).unwrap();
+    assert!(listed.contains(&kid), "{listed}");
+    assert!(
+        !listed.contains("\"d\""),
+        "no private part is ever sent: {listed}"
+    );
+
+    let token = g.dir.path().join("dlg_new.json");
+    let issued = run(&[
+        "delegation",
+        "issue",
+        "--key",
+        key.to_str().unwrap(),
+        "--issuer",
+        "new issuer",
+        "--id",
+        "dlg_new",
+        "--agent",
+        "agent-demo",
+        "--agent-key",
+        data.join("demo/agent.pub.json").to_str().unwrap(),
+        "--action",
+        "orders.refund",
+        "--resource",
+        "order:*",
+        "--not-before",
+        "2026-01-01T00:00:00Z",
+        "--expires-at",
+        "2030-01-01T00:00:00Z",
+        "--out",
+        token.to_str().unwrap(),
+    ]);
+    assert_eq!(issued.status.code(), Some(0), "{issued:?}");
+    let registered = admin(&["delegation", "register", token.to_str().unwrap()]);
+    assert_eq!(registered.status.code(), Some(0), "{registered:?}");
+    let agent = g.agent();
+    let under_new = |id: &str| {
+        intent(&agent, id, "order:o-1002", 2500, |p| {
+            p.insert("delegation", "dlg_new".into());
+        })
+    };
+    let (status, _, body, _) = g.post_raw("application/json", &under_new("iss-1"), None);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+
+    // New attributes decide the very next intent.
+    let put = admin(&[
+        "resource",
+        "put",
+        "order:o-1001",
+        r#"{"status":"unpaid","customer_tier":"gold"}"#,
+    ]);
+    assert_eq!(put.status.code(), Some(0), "{put:?}");
+    let got = admin(&["resource", "get", "order:o-1001"]);
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout).trim(),
+        r#"{"customer_tier":"gold","status":"unpaid"}"#
+    );
+    let missing = admin(&["resource", "get", "order:nope"]);
+    assert_eq!(missing.status.code(), Some(1), "{missing:?}");
+    let (status, _, body, _) = g.post_raw(
+        "application/json",
+        &intent(&agent, "res-1", "order:o-1001", 2500, |_| {}),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(verdict_of(&body), "block");
+    assert_eq!(
+        receipt_member(&body, &["inputs", "resource", "status"]),
+        Value::from("unpaid")
+    );
+    let bad = admin(&["resource", "put", "no-colon", "{}"]);
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid-resource"));
+
+    // Revoked: its tokens stop working at once.
+    let revoked = admin(&["issuer", "revoke", &kid]);
+    assert_eq!(revoked.status.code(), Some(0), "{revoked:?}");
+    let (status, _, body, _) = g.post_raw("application/json", &under_new("iss-2"), None);
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("untrusted-delegation"));
+    let again = admin(&["issuer", "add", key.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(1), "{again:?}");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("revoked-issuer"));
+
+    assert_eq!(
+        changes(&g),
+        [
+            "issuer.register",
+            "delegation.register",
+            "resource.put",
+            "issuer.revoke"
         ]
     );
 }

@@ -127,6 +127,18 @@ pub enum RegistryError {
     /// Another token is registered under this id.
     #[error("another delegation token is registered as {0}")]
     DelegationExists(String),
+    /// The body is not an issuer's public key.
+    #[error("{0}")]
+    InvalidIssuer(String),
+    /// No issuer key with this kid is registered.
+    #[error("issuer key {0} is not registered")]
+    UnknownIssuer(String),
+    /// The issuer key was revoked; a revoked key stays revoked.
+    #[error("issuer key {0} was revoked; a revoked key cannot be trusted again")]
+    RevokedIssuer(String),
+    /// The resource id or its attributes are malformed.
+    #[error("{0}")]
+    InvalidResource(String),
     /// The body is not a reviewer object.
     #[error("{0}")]
     InvalidReviewer(String),

@@ -593,6 +593,144 @@ impl<L: Ledger> Gateway<L> {
         Ok(Changed::Recorded)
     }
 
+    /// Trusts an issuer's public key (a JWK; a private part is refused):
+    /// delegation tokens it signs may be registered and used from the very
+    /// next request. The same key again is [`Changed::Unchanged`]; a
+    /// revoked key is refused.
+    pub async fn register_issuer(&self, jwk: Value) -> Result<Changed, RegistryError> {
+        self.retrying(|| self.try_register_issuer(jwk.clone()))
+            .await
+    }
+
+    async fn try_register_issuer(&self, jwk: Value) -> Result<Changed, RegistryError> {
+        if jwk.as_object().is_some_and(|o| o.get("d").is_some()) {
+            return Err(RegistryError::InvalidIssuer(
+                "the key holds a private part (\"d\"): send the public key only".into(),
+            ));
+        }
+        let jwk =
+            Jwk::from_value(&jwk, "").map_err(|e| RegistryError::InvalidIssuer(e.to_string()))?;
+        let _lock = self.registry_lock.lock().await;
+        let view = self.view();
+        if view.revoked_issuers.contains(&jwk.kid) {
+            return Err(RegistryError::RevokedIssuer(jwk.kid));
+        }
+        if view.issuers.contains_key(&jwk.kid) {
+            // A kid is the key's thumbprint: the same kid is the same key.
+            return Ok(Changed::Unchanged);
+        }
+        let public = jwk.to_value();
+        self.record(
+            &view,
+            RegistryChange::IssuerRegister {
+                kid: jwk.kid.clone(),
+                jwk: canonical(&public),
+            },
+            public,
+            &view.bundle.version_string(),
+        )
+        .await?;
+        self.refresh(view.registry_seq)
+            .await
+            .map_err(RegistryError::Internal)?;
+        Ok(Changed::Recorded)
+    }
+
+    /// Stops trusting an issuer key, at once: tokens rooted in it are no
+    /// longer trusted. Again is [`Changed::Unchanged`].
+    pub async fn revoke_issuer(&self, kid: &str) -> Result<Changed, RegistryError> {
+        self.retrying(|| self.try_revoke_issuer(kid)).await
+    }
+
+    async fn try_revoke_issuer(&self, kid: &str) -> Result<Changed, RegistryError> {
+        let _lock = self.registry_lock.lock().await;
+        let view = self.view();
+        if !view.issuers.contains_key(kid) {
+            return Err(RegistryError::UnknownIssuer(kid.to_owned()));
+        }
+        if view.revoked_issuers.contains(kid) {
+            return Ok(Changed::Unchanged);
+        }
+        self.record(
+            &view,
+            RegistryChange::IssuerRevoke {
+                kid: kid.to_owned(),
+            },
+            kid.into(),
+            &view.bundle.version_string(),
+        )
+        .await?;
+        self.refresh(view.registry_seq)
+            .await
+            .map_err(RegistryError::Internal)?;
+        Ok(Changed::Recorded)
+    }
+
+    /// The issuer keys, each with whether it is revoked.
+    pub fn issuers(&self) -> Vec<(Jwk, bool)> {
+        let view = self.view();
+        view.issuers
+            .values()
+            .map(|k| (k.clone(), view.revoked_issuers.contains(&k.kid)))
+            .collect()
+    }
+
+    /// Sets a resource's attributes (`type:id`, an object), replacing any
+    /// before, from the very next decision. The same attributes again are
+    /// [`Changed::Unchanged`].
+    pub async fn put_resource(
+        &self,
+        resource: &str,
+        attributes: Value,
+    ) -> Result<Changed, RegistryError> {
+        self.retrying(|| self.try_put_resource(resource, attributes.clone()))
+            .await
+    }
+
+    async fn try_put_resource(
+        &self,
+        resource: &str,
+        attributes: Value,
+    ) -> Result<Changed, RegistryError> {
+        if !tollgate_protocol::is_resource(resource) {
+            return Err(RegistryError::InvalidResource(format!(
+                "{resource:?} is not a resource: type:id, as intents name them"
+            )));
+        }
+        let Value::Object(attrs) = attributes else {
+            return Err(RegistryError::InvalidResource(
+                "a resource's attributes are a JSON object".into(),
+            ));
+        };
+        let _lock = self.registry_lock.lock().await;
+        let view = self.view();
+        if view.snapshot.resources.get(resource) == Some(&attrs) {
+            return Ok(Changed::Unchanged);
+        }
+        let mut o = Object::new();
+        o.insert("resource", resource.into());
+        o.insert("attributes", Value::Object(attrs.clone()));
+        self.record(
+            &view,
+            RegistryChange::ResourcePut {
+                resource: resource.to_owned(),
+                attributes: canonical(&Value::Object(attrs)),
+            },
+            Value::Object(o),
+            &view.bundle.version_string(),
+        )
+        .await?;
+        self.refresh(view.registry_seq)
+            .await
+            .map_err(RegistryError::Internal)?;
+        Ok(Changed::Recorded)
+    }
+
+    /// The registered resources and their attributes.
+    pub fn resources(&self) -> BTreeMap<String, Object> {
+        self.view().snapshot.resources.clone()
+    }
+
     /// Every registered reviewer.
     pub fn reviewers(&self) -> Vec<ReviewerInfo> {
         let view = self.view();

@@ -105,6 +105,106 @@ pub(super) fn router<L: Ledger>() -> Router<Arc<App<L>>> {
             "/v1/admin/reservations",
             axum::routing::get(reservations::<L>),
         )
+        .route(
+            "/v1/admin/issuers",
+            post(register_issuer::<L>).get(issuers::<L>),
+        )
+        .route("/v1/admin/issuers/{kid}/revoke", post(revoke_issuer::<L>))
+        .route(
+            "/v1/admin/resources",
+            post(put_resource::<L>).get(resources::<L>),
+        )
+}
+
+/// `POST /v1/admin/issuers` with an issuer's public JWK: trusted from the
+/// very next request (an `issuer.register` receipt).
+async fn register_issuer<L: Ledger>(
+    _: AdminAuth,
+    State(app): State<Arc<App<L>>>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let value = read_json(&app, body, MAX_ADMIN_TOKEN_BODY).await?;
+    let changed = app.gateway.register_issuer(value.clone()).await?;
+    // Registered (or already): the kid is the key's, checked.
+    let kid = tollgate_protocol::Jwk::from_value(&value, "")
+        .map(|k| k.kid)
+        .unwrap_or_default();
+    Ok(answer(
+        status(changed, StatusCode::CREATED),
+        "registered",
+        kid,
+    ))
+}
+
+/// `POST /v1/admin/issuers/{kid}/revoke` (an `issuer.revoke` receipt).
+async fn revoke_issuer<L: Ledger>(
+    _: AdminAuth,
+    State(app): State<Arc<App<L>>>,
+    UrlPath(kid): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    app.gateway.revoke_issuer(&kid).await?;
+    Ok(answer(StatusCode::OK, "revoked", kid))
+}
+
+/// `GET /v1/admin/issuers`: each key with whether it is revoked.
+async fn issuers<L: Ledger>(
+    _: AdminAuth,
+    State(app): State<Arc<App<L>>>,
+) -> Result<Response, ApiError> {
+    let items: Vec<Value> = app
+        .gateway
+        .issuers()
+        .into_iter()
+        .map(|(jwk, revoked)| {
+            let mut o = Object::new();
+            o.insert("key", jwk.to_value());
+            o.insert("revoked", revoked.into());
+            Value::Object(o)
+        })
+        .collect();
+    Ok(answer(StatusCode::OK, "issuers", Value::Array(items)))
+}
+
+/// `POST /v1/admin/resources` with `{"resource": "type:id", "attributes":
+/// {…}}`: the attributes decisions read from the very next request (a
+/// `resource.put` receipt).
+async fn put_resource<L: Ledger>(
+    _: AdminAuth,
+    State(app): State<Arc<App<L>>>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let value = read_json(&app, body, MAX_ADMIN_BODY).await?;
+    let o = value.as_object();
+    let (Some(resource), Some(attributes)) = (
+        o.and_then(|o| o.get("resource")).and_then(Value::as_str),
+        o.and_then(|o| o.get("attributes")),
+    ) else {
+        return Err(ApiError::InvalidRequest {
+            detail: "expected {\"resource\": \"type:id\", \"attributes\": {…}}".into(),
+            pointer: "/resource",
+        });
+    };
+    let changed = app
+        .gateway
+        .put_resource(resource, attributes.clone())
+        .await?;
+    Ok(answer(
+        status(changed, StatusCode::CREATED),
+        "put",
+        resource,
+    ))
+}
+
+/// `GET /v1/admin/resources`: every resource and its attributes.
+async fn resources<L: Ledger>(
+    _: AdminAuth,
+    State(app): State<Arc<App<L>>>,
+) -> Result<Response, ApiError> {
+    let mut o = Object::new();
+    for (k, v) in app.gateway.resources() {
+        o.insert(&k, Value::Object(v));
+    }
+    Ok(answer(StatusCode::OK, "resources", Value::Object(o)))
 }
 
 /// `GET /v1/admin/reservations`: upstream commits a crash left that

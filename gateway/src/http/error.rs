@@ -59,6 +59,10 @@ pub const PROBLEM_TYPES: &[(&str, &str)] = &[
     ("expired-delegation", "Delegation expired"),
     ("wider-than-parent", "Delegation wider than its parent"),
     ("delegation-exists", "Delegation id taken"),
+    ("invalid-issuer", "Invalid issuer key"),
+    ("unknown-issuer", "Unknown issuer key"),
+    ("revoked-issuer", "Issuer key revoked"),
+    ("invalid-resource", "Invalid resource"),
     ("invalid-reviewer", "Invalid reviewer"),
     ("reviewer-is-agent", "An agent cannot be a reviewer"),
     ("unknown-reviewer", "Unknown reviewer"),
@@ -273,6 +277,14 @@ impl ApiError {
                 RegistryError::UnknownDelegation(_) => (S::NOT_FOUND, "unknown-delegation", None),
                 RegistryError::RevokedDelegation(_) => (S::CONFLICT, "revoked-delegation", None),
                 RegistryError::DelegationExists(_) => (S::CONFLICT, "delegation-exists", None),
+                RegistryError::InvalidIssuer(_) => {
+                    (S::UNPROCESSABLE_ENTITY, "invalid-issuer", None)
+                }
+                RegistryError::UnknownIssuer(_) => (S::NOT_FOUND, "unknown-issuer", None),
+                RegistryError::RevokedIssuer(_) => (S::CONFLICT, "revoked-issuer", None),
+                RegistryError::InvalidResource(_) => {
+                    (S::UNPROCESSABLE_ENTITY, "invalid-resource", None)
+                }
                 RegistryError::InvalidReviewer(_) => {
                     (S::UNPROCESSABLE_ENTITY, "invalid-reviewer", None)
                 }

@@ -654,6 +654,53 @@ async fn every_api_error_is_reached_by_a_request() {
         409,
         "ambiguous-policy-version",
     );
+    // Issuer keys and resources.
+    expect(
+        &h.admin(
+            Method::POST,
+            "/v1/admin/issuers",
+            b"{\"kty\":\"OKP\"}".to_vec(),
+        )
+        .await,
+        422,
+        "invalid-issuer",
+    );
+    expect(
+        &h.admin(Method::POST, "/v1/admin/issuers/nope/revoke", vec![])
+            .await,
+        404,
+        "unknown-issuer",
+    );
+    let issuer = tollgate_signer::Ed25519Signer::from_secret(&[9; 32]);
+    let issuer_key = canonical(&tollgate_signer::Signer::jwk(&issuer).to_value());
+    let kid = tollgate_signer::Signer::jwk(&issuer).kid.clone();
+    let r = h
+        .admin(Method::POST, "/v1/admin/issuers", issuer_key.clone())
+        .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let r = h
+        .admin(
+            Method::POST,
+            &format!("/v1/admin/issuers/{kid}/revoke"),
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    expect(
+        &h.admin(Method::POST, "/v1/admin/issuers", issuer_key).await,
+        409,
+        "revoked-issuer",
+    );
+    expect(
+        &h.admin(
+            Method::POST,
+            "/v1/admin/resources",
+            b"{\"resource\":\"no-colon\",\"attributes\":{}}".to_vec(),
+        )
+        .await,
+        422,
+        "invalid-resource",
+    );
 
     // Another gateway changes what each try read, every time: nothing is
     // recorded, and the client is told to try again.
@@ -720,15 +767,15 @@ async fn every_api_error_is_reached_by_a_request() {
 
     // Every problem type was reached; and refused requests wrote nothing:
     // the head moved only by the two intents, the publication, the
-    // registration and revocation of d-2, and those of rev-alice, and by
-    // what the approvals accepted.
+    // registration and revocation of d-2, and those of rev-alice and of
+    // the issuer key, and by what the approvals accepted.
     seen.extend(approval_seen);
     seen.extend(webhook_problems(&h).await);
     seen.insert(unreachable_by_request.to_owned());
     let all: BTreeSet<String> = PROBLEM_TYPES.iter().map(|(s, _)| (*s).to_owned()).collect();
     assert_eq!(seen, all, "problem types not reached by a request");
     let head = h.app.gateway.ledger().inner.head().await.unwrap().seq;
-    assert_eq!(head, head0 + 7 + approvals_appended);
+    assert_eq!(head, head0 + 9 + approvals_appended);
 }
 
 /// Reaches every problem of the webhook API; none of its requests appends
