@@ -763,12 +763,19 @@ pub fn run_case(bundle: &Bundle, case: &TestCase) -> Result<Decision, String> {
     let mut want: Vec<&str> = case.rules.iter().map(String::as_str).collect();
     want.sort_unstable();
     if decision.verdict.name() != case.expect || got != want {
+        // Each rule that fired, with its reason: what to fix is in them.
+        let reasons: Vec<String> = decision
+            .rules
+            .iter()
+            .map(|r| format!("\n      {} {}: {}", r.effect.name(), r.id, r.reason))
+            .collect();
         return Err(format!(
-            "expected {} with rules [{}], got {} with rules [{}]",
+            "expected {} with rules [{}], got {} with rules [{}]{}",
             case.expect,
             want.join(", "),
             decision.verdict.name(),
-            got.join(", ")
+            got.join(", "),
+            reasons.concat()
         ));
     }
     Ok(decision)
