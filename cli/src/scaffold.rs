@@ -208,12 +208,7 @@ pub fn init(dir: &Path, actions: &[String], resource_type: &str) -> Result<Strin
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let name_ok = (1..=64).contains(&name.len())
-        && name.as_bytes()[0].is_ascii_lowercase()
-        && name
-            .bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
-    if !name_ok {
+    if !tollgate_policies::is_bundle_name(&name) {
         return Err(CliError::Usage(format!(
             "{}: a bundle's name (its folder's) is lowercase letters, digits and '-', starting with a letter",
             dir.display()

@@ -439,7 +439,9 @@ type EntityMemo = BTreeMap<String, (Object, std::sync::Arc<cedar_policy::Entitie
 /// again empty (a cache: decisions never depend on it).
 const ENTITY_MEMO_MAX: usize = 16_384;
 
-fn is_bundle_name(s: &str) -> bool {
+/// Whether `s` may name a bundle: 1–64 of `[a-z0-9-]`, starting with a
+/// letter.
+pub fn is_bundle_name(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.as_bytes()[0].is_ascii_lowercase()
         && s.bytes()

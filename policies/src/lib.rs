@@ -34,7 +34,7 @@ use std::fmt;
 
 pub use bundle::{
     Above, Action, Approval, Bundle, CedarType, Quorum, Review, Risk, Target, TestCase,
-    UnknownResources,
+    UnknownResources, is_bundle_name,
 };
 pub use convert::{from_json, to_cedar_json, to_json};
 pub use rules::{FiredRule, RuleOutcome, RuleSetKind, Verdict};

@@ -249,15 +249,6 @@ impl SealedReceipt {
         &self.canonical
     }
 
-    /// Its id.
-    pub fn receipt_id(&self) -> &str {
-        self.value
-            .as_object()
-            .and_then(|o| o.get("receipt_id"))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-    }
-
     /// The receipt and its canonical bytes.
     pub fn into_parts(self) -> (Value, Vec<u8>) {
         (self.value, self.canonical)

@@ -58,6 +58,44 @@ fn refunds(dir: &Path, name: &str, version: &str, description: &str) -> PathBuf 
     to
 }
 
+/// Issues delegation `id` for the demo agent with `tollgate delegation
+/// issue`, signed by the issuer key in `key`, into `out`.
+fn issue_delegation(
+    data: &Path,
+    key: &Path,
+    issuer: &str,
+    id: &str,
+    action: &str,
+    resource: &str,
+    out: &Path,
+) {
+    let issued = run(&[
+        "delegation",
+        "issue",
+        "--key",
+        key.to_str().unwrap(),
+        "--issuer",
+        issuer,
+        "--id",
+        id,
+        "--agent",
+        "agent-demo",
+        "--agent-key",
+        data.join("demo/agent.pub.json").to_str().unwrap(),
+        "--action",
+        action,
+        "--resource",
+        resource,
+        "--not-before",
+        "2026-01-01T00:00:00Z",
+        "--expires-at",
+        "2030-01-01T00:00:00Z",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(issued.status.code(), Some(0), "{issued:?}");
+}
+
 /// The registry changes recorded after the gateway's seeding, in order.
 fn changes(g: &Gateway) -> Vec<String> {
     let (status, body) = g.get("/v1/ledger/export");
@@ -170,31 +208,15 @@ fn a_delegation_is_issued_registered_used_and_revoked() {
         run(&all)
     };
     let token = g.dir.path().join("dlg_cli.json");
-    let issued = run(&[
-        "delegation",
-        "issue",
-        "--key",
-        data.join("demo/issuer.jwk").to_str().unwrap(),
-        "--issuer",
+    issue_delegation(
+        &data,
+        &data.join("demo/issuer.jwk"),
         "demo issuer",
-        "--id",
         "dlg_cli",
-        "--agent",
-        "agent-demo",
-        "--agent-key",
-        data.join("demo/agent.pub.json").to_str().unwrap(),
-        "--action",
         "orders.refund",
-        "--resource",
         "order:*",
-        "--not-before",
-        "2026-01-01T00:00:00Z",
-        "--expires-at",
-        "2030-01-01T00:00:00Z",
-        "--out",
-        token.to_str().unwrap(),
-    ]);
-    assert_eq!(issued.status.code(), Some(0), "{issued:?}");
+        &token,
+    );
     let registered = admin(&["delegation", "register", token.to_str().unwrap()]);
     assert_eq!(registered.status.code(), Some(0), "{registered:?}");
     let listed = String::from_utf8(admin(&["delegation", "list"]).stdout).unwrap();
@@ -257,31 +279,15 @@ fn a_scaffolded_bundle_is_published_used_and_rolled_back() {
     stdout_json(&admin(&["policy", "activate", "deploy-guard@0.1.0"]));
 
     let token = g.dir.path().join("dlg_deploy.json");
-    let issued = run(&[
-        "delegation",
-        "issue",
-        "--key",
-        data.join("demo/issuer.jwk").to_str().unwrap(),
-        "--issuer",
+    issue_delegation(
+        &data,
+        &data.join("demo/issuer.jwk"),
         "demo issuer",
-        "--id",
         "dlg_deploy",
-        "--agent",
-        "agent-demo",
-        "--agent-key",
-        data.join("demo/agent.pub.json").to_str().unwrap(),
-        "--action",
         "deploys.create",
-        "--resource",
         "service:*",
-        "--not-before",
-        "2026-01-01T00:00:00Z",
-        "--expires-at",
-        "2030-01-01T00:00:00Z",
-        "--out",
-        token.to_str().unwrap(),
-    ]);
-    assert_eq!(issued.status.code(), Some(0), "{issued:?}");
+        &token,
+    );
     let registered = admin(&["delegation", "register", token.to_str().unwrap()]);
     assert_eq!(registered.status.code(), Some(0), "{registered:?}");
 
@@ -358,31 +364,15 @@ fn issuers_and_resources_are_managed_through_the_registry() {
     );
 
     let token = g.dir.path().join("dlg_new.json");
-    let issued = run(&[
-        "delegation",
-        "issue",
-        "--key",
-        key.to_str().unwrap(),
-        "--issuer",
+    issue_delegation(
+        &data,
+        &key,
         "new issuer",
-        "--id",
         "dlg_new",
-        "--agent",
-        "agent-demo",
-        "--agent-key",
-        data.join("demo/agent.pub.json").to_str().unwrap(),
-        "--action",
         "orders.refund",
-        "--resource",
         "order:*",
-        "--not-before",
-        "2026-01-01T00:00:00Z",
-        "--expires-at",
-        "2030-01-01T00:00:00Z",
-        "--out",
-        token.to_str().unwrap(),
-    ]);
-    assert_eq!(issued.status.code(), Some(0), "{issued:?}");
+        &token,
+    );
     let registered = admin(&["delegation", "register", token.to_str().unwrap()]);
     assert_eq!(registered.status.code(), Some(0), "{registered:?}");
     let agent = g.agent();

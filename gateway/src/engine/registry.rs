@@ -360,6 +360,22 @@ impl<L: Ledger> Gateway<L> {
         }
     }
 
+    /// [`Gateway::record`] under the active policy, then the view read
+    /// again from the ledger, which now holds the change.
+    async fn record_and_reload(
+        &self,
+        view: &View,
+        change: RegistryChange,
+        object: Value,
+    ) -> Result<Changed, RegistryError> {
+        self.record(view, change, object, &view.bundle.version_string())
+            .await?;
+        self.refresh(view.registry_seq)
+            .await
+            .map_err(RegistryError::Internal)?;
+        Ok(Changed::Recorded)
+    }
+
     /// Runs a registry change until it is checked and recorded on the
     /// current registries, or gives up after a few tries.
     async fn retrying<T, F>(&self, mut attempt: impl FnMut() -> F) -> Result<T, RegistryError>
@@ -620,20 +636,15 @@ impl<L: Ledger> Gateway<L> {
             return Ok(Changed::Unchanged);
         }
         let public = jwk.to_value();
-        self.record(
+        self.record_and_reload(
             &view,
             RegistryChange::IssuerRegister {
                 kid: jwk.kid.clone(),
                 jwk: canonical(&public),
             },
             public,
-            &view.bundle.version_string(),
         )
-        .await?;
-        self.refresh(view.registry_seq)
-            .await
-            .map_err(RegistryError::Internal)?;
-        Ok(Changed::Recorded)
+        .await
     }
 
     /// Stops trusting an issuer key, at once: tokens rooted in it are no
@@ -651,19 +662,14 @@ impl<L: Ledger> Gateway<L> {
         if view.revoked_issuers.contains(kid) {
             return Ok(Changed::Unchanged);
         }
-        self.record(
+        self.record_and_reload(
             &view,
             RegistryChange::IssuerRevoke {
                 kid: kid.to_owned(),
             },
             kid.into(),
-            &view.bundle.version_string(),
         )
-        .await?;
-        self.refresh(view.registry_seq)
-            .await
-            .map_err(RegistryError::Internal)?;
-        Ok(Changed::Recorded)
+        .await
     }
 
     /// The issuer keys, each with whether it is revoked.
@@ -710,20 +716,15 @@ impl<L: Ledger> Gateway<L> {
         let mut o = Object::new();
         o.insert("resource", resource.into());
         o.insert("attributes", Value::Object(attrs.clone()));
-        self.record(
+        self.record_and_reload(
             &view,
             RegistryChange::ResourcePut {
                 resource: resource.to_owned(),
                 attributes: canonical(&Value::Object(attrs)),
             },
             Value::Object(o),
-            &view.bundle.version_string(),
         )
-        .await?;
-        self.refresh(view.registry_seq)
-            .await
-            .map_err(RegistryError::Internal)?;
-        Ok(Changed::Recorded)
+        .await
     }
 
     /// The registered resources and their attributes.
