@@ -69,7 +69,7 @@ pub fn serve(args: ServeArgs) -> Result<String, CliError> {
     })
 }
 
-/// How checkpoints are made (PROTOCOL §6).
+/// How checkpoints are made (spec §6).
 pub struct Checkpoints {
     /// The origin to record on a new ledger (and to insist on).
     pub origin: Option<String>,

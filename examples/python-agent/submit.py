@@ -69,7 +69,8 @@ def envelope(args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--url", default="http://127.0.0.1:8080")
+    ap.add_argument("--url", default=os.environ.get("TOLLGATE_URL", "http://127.0.0.1:8080"),
+                    help="the gateway (default: $TOLLGATE_URL, else http://127.0.0.1:8080)")
     ap.add_argument("--key", required=True)
     ap.add_argument("--envelope")
     ap.add_argument("intent")

@@ -1,4 +1,4 @@
-//! Signed checkpoints of the ledger (PROTOCOL §6): made from the stored
+//! Signed checkpoints of the ledger (spec §6): made from the stored
 //! tree, which covers only durable entries, so a checkpoint never names an
 //! entry that is not durable; cosigned by the configured witnesses (C2SP
 //! `tlog-witness`) when they answer; recorded in the ledger, where every

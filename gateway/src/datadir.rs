@@ -16,7 +16,7 @@
 //! ```
 //!
 //! Seed files are read once, on the first start of a ledger, and imported
-//! as registry receipts (PROTOCOL §4.3). After that the ledger alone is
+//! as registry receipts (spec §4.3). After that the ledger alone is
 //! the registries' state: editing, deleting or corrupting a seed file
 //! changes nothing; changes go through the registry API.
 

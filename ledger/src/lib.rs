@@ -1,4 +1,4 @@
-//! The Tollgate ledger: append-only, hash-chained, durable (PROTOCOL §5).
+//! The Tollgate ledger: append-only, hash-chained, durable (spec §5).
 //!
 //! Scope: the [`Ledger`] trait and its embedded implementation,
 //! [`SqliteLedger`]. An append computes `seq`, `prev` and `hash`, and
@@ -23,7 +23,7 @@
 //! finds its entry, and one that does not can be sure no entry has it.
 //!
 //! The ledger is also the one source of truth for the registries
-//! (PROTOCOL §4.3): trusted issuers, delegation tokens and their
+//! (spec §4.3): trusted issuers, delegation tokens and their
 //! revocations, resource attributes, policy bundles (every file) and the
 //! active policy with its history live in tables of the same store, and
 //! each [`RegistryChange`] is written by the one writer in the same
@@ -31,7 +31,7 @@
 //! durable or neither is. The tables refuse what the registries forbid
 //! (re-registering a revoked id) on their own, whatever the caller checked.
 //!
-//! Approvals (PROTOCOL §4.1) are rows of the same store, written with the
+//! Approvals (spec §4.2) are rows of the same store, written with the
 //! receipts that record them and never updated: an approval is opened by
 //! the escalating decision's entry ([`ApprovalRow::Open`]), and each
 //! accepted reviewer decision or expiry adds a step with its `approval`
@@ -56,7 +56,7 @@
 //! [`event_types`]) in the entry's transaction. Endpoints and their
 //! delivery state live in the same store ([`WebhookOp`]).
 //!
-//! The Merkle tree over the entries (PROTOCOL §6.1) is kept in the same
+//! The Merkle tree over the entries (spec §6.1) is kept in the same
 //! store ([`tree`]): grown after the entries it covers are durable, in
 //! transactions of its own that hold only if no other server grew it
 //! first, so it never covers an entry that is not durable.
@@ -371,7 +371,7 @@ pub enum ApprovalRow {
         reviewer: Option<String>,
         /// `grant`, `deny` or `expire`.
         verdict: String,
-        /// The approval's status after this step (PROTOCOL §4.1).
+        /// The approval's status after this step (spec §4.2).
         status: String,
         /// The hash of the signed decision envelope, `None` for an expiry.
         decision_hash: Option<String>,
@@ -896,7 +896,7 @@ pub trait Ledger: Send + Sync + 'static {
         hashes: Vec<(u64, [u8; 32])>,
     ) -> impl Future<Output = Result<bool, Error>> + Send;
 
-    /// The ledger's origin, the name its checkpoints carry (PROTOCOL §6.2):
+    /// The ledger's origin, the name its checkpoints carry (spec §6.2):
     /// the one recorded at its creation, or `proposed`, recorded now, if
     /// none is (with `None`, only read).
     fn origin(

@@ -475,7 +475,7 @@ impl SqliteLedger {
         })
     }
 
-    /// Writes the export (JSON Lines, PROTOCOL §5) of entries `1..=head` to
+    /// Writes the export (JSON Lines, spec §5) of entries `1..=head` to
     /// `out`, page by page, and returns how many entries it wrote.
     pub async fn export_to(&self, out: &mut impl std::io::Write) -> Result<u64, Error> {
         let head = self.head().await?.seq;

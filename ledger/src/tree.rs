@@ -1,4 +1,4 @@
-//! The Merkle tree over a ledger's entries (PROTOCOL §6.1): RFC 6962 with
+//! The Merkle tree over a ledger's entries (spec §6.1): RFC 6962 with
 //! SHA-256, leaf `n` the canonical bytes of entry `n`, kept in the store
 //! beside the entries in the stored-hash layout of c2sp.org/tlog-tiles
 //! (the tree math is the `tlog_tiles` crate's, a port of Go's

@@ -4,7 +4,7 @@
 //! (the policy bundle, the delegation registry, the resource's
 //! attributes): no I/O, no clock, no randomness, no floating point and no
 //! hash-map iteration order. The same inputs give the same [`Decision`],
-//! byte for byte, on any machine (PROTOCOL §4, "Determinism").
+//! byte for byte, on any machine (spec §4.7).
 //!
 //! Stages:
 //! 1. [`shape`]: the action is known to the bundle; `params` fit the
@@ -284,7 +284,7 @@ pub fn decide_authenticated(
 
 /// [`decide_authenticated`] with the amounts already spent per budget
 /// given apart from the snapshot's registry: what the gateway read from its
-/// ledger for this decision (PROTOCOL §4.2 `inputs.spent`).
+/// ledger for this decision (spec §4.6 `inputs.spent`).
 pub fn decide_with_spent(
     bundle: &Bundle,
     envelope: &IntentEnvelope,

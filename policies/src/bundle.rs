@@ -1109,7 +1109,7 @@ impl Bundle {
         self.hash
     }
 
-    /// `name@semver+sha256:…` (PROTOCOL §4).
+    /// `name@semver+sha256:…` (spec §4.1).
     pub fn version_string(&self) -> String {
         format!("{}@{}+{}", self.name, self.version, self.hash)
     }

@@ -1,7 +1,7 @@
 //! Delegation tokens: what an agent may do, signed by whoever may grant it.
 //!
 //! A token is an envelope `{"payload": P, "signature": SIG}` signed in the
-//! `tollgate.delegation.v1` domain (PROTOCOL §2.3). Its payload:
+//! `tollgate.delegation.v1` domain (spec §2.3). Its payload:
 //!
 //! | member | meaning |
 //! | --- | --- |

@@ -5,7 +5,7 @@
 //!   ([`Bundle::load`]): a manifest, action contracts with JSON Schema
 //!   (2020-12) `params`, Cedar boundary and escalation rules validated
 //!   strictly against a Cedar schema, scoring tables, and test cases;
-//! - the content-addressed version `name@semver+sha256:…` (PROTOCOL §4):
+//! - the content-addressed version `name@semver+sha256:…` (spec §4.1):
 //!   the hash of the bundle's canonical JSON form, which does not depend on
 //!   file order, whitespace or comments, and changes with any edit that can
 //!   change a decision or a reason;

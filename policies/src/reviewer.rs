@@ -1,4 +1,4 @@
-//! Reviewers: the people who grant or deny escalated intents (PROTOCOL §3,
+//! Reviewers: the people who grant or deny escalated intents (spec §3,
 //! approval decisions). A reviewer is a registry object, entered into the
 //! ledger in full by a `reviewer.register` receipt:
 //!

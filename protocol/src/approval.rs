@@ -1,4 +1,4 @@
-//! Approval decisions and the intent hash (PROTOCOL §3).
+//! Approval decisions and the intent hash (spec §3).
 //!
 //! An approval decision is a reviewer's signed `grant` or `deny` of one
 //! escalated intent: it names the approval (the escalating decision

@@ -1,4 +1,4 @@
-//! Checkpoints (PROTOCOL §6): the RFC 6962 tree over a ledger's entries,
+//! Checkpoints (spec §6): the RFC 6962 tree over a ledger's entries,
 //! its inclusion and consistency proofs, and the signed checkpoints that
 //! commit to it — C2SP `signed-note`, `tlog-checkpoint` with the
 //! `tollgate-head` line, and `tlog-cosignature` witness cosignatures.
@@ -16,7 +16,7 @@ use crate::Error;
 /// A SHA-256 tree hash.
 pub type TreeHash = [u8; 32];
 
-/// The extension line naming entry `N`'s chain hash (PROTOCOL §6.2).
+/// The extension line naming entry `N`'s chain hash (spec §6.3).
 pub const HEAD_LINE: &str = "tollgate-head";
 
 /// Signature type of an Ed25519 note signature (the log's key).
@@ -526,7 +526,7 @@ pub fn cosigned_message(ts: u64, text: &str) -> String {
     format!("{COSIGNATURE_HEADER}\ntime {ts}\n{text}")
 }
 
-/// A checkpoint's text (PROTOCOL §6.2).
+/// A checkpoint's text (spec §6.3).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
     /// The ledger's name.

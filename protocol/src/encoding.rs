@@ -1,4 +1,4 @@
-//! Hash values (PROTOCOL §1.6), base64url (§1.4) and timestamps (§1.5).
+//! Hash values (spec §1.6), base64url (§1.4) and timestamps (§1.5).
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -50,7 +50,7 @@ impl HashAlg {
         HashValue { alg: self, bytes }
     }
 
-    /// `H(0)`: this algorithm with 32 zero bytes (PROTOCOL §5).
+    /// `H(0)`: this algorithm with 32 zero bytes (spec §5).
     pub fn zero(self) -> HashValue {
         HashValue {
             alg: self,
@@ -152,7 +152,7 @@ pub fn b64_decode(s: &str) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(s).ok()
 }
 
-/// An RFC 3339 UTC timestamp as PROTOCOL §1.5 restricts it. It keeps the
+/// An RFC 3339 UTC timestamp as spec §1.5 restricts it. It keeps the
 /// text it was written as and compares as an instant.
 #[derive(Clone, Debug)]
 pub struct Timestamp {

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-/// What is wrong with a JSON text (PROTOCOL §1.1).
+/// What is wrong with a JSON text (spec §1.1).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JsonProblem {
     /// The input holds no value at all.
@@ -70,7 +70,7 @@ impl fmt::Display for JsonProblem {
 /// Errors of `tollgate-protocol`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// The bytes are not I-JSON as PROTOCOL §1.1 requires.
+    /// The bytes are not I-JSON as spec §1.1 requires.
     #[error("{problem} at {} (byte {offset})", pointer_or_root(.pointer))]
     Json {
         /// What is wrong.
@@ -174,12 +174,12 @@ pub enum Error {
     },
 
     /// A signed note, a checkpoint or a note verifier key that is
-    /// malformed or whose signatures do not hold (PROTOCOL §6).
+    /// malformed or whose signatures do not hold (spec §6).
     #[error("{0}")]
     Note(String),
 
     /// A Merkle inclusion or consistency proof that does not hold, or a
-    /// tree that does not match a checkpoint (PROTOCOL §6).
+    /// tree that does not match a checkpoint (spec §6).
     #[error("{0}")]
     Proof(String),
 }

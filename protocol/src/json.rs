@@ -1,5 +1,5 @@
-//! The JSON data model of the protocol, its strict parser (PROTOCOL §1.1) and
-//! its RFC 8785 canonical serialization (PROTOCOL §1.3).
+//! The JSON data model of the protocol, its strict parser (spec §1.1) and
+//! its RFC 8785 canonical serialization (spec §1.3).
 //!
 //! Numbers are IEEE-754 doubles, as I-JSON says they are: a value parsed here
 //! and written back out canonically is exactly what any other RFC 8785
@@ -12,7 +12,7 @@ use std::fmt;
 
 use crate::error::{Error, JsonProblem};
 
-/// Nesting limit for every protocol object (PROTOCOL §1.1).
+/// Nesting limit for every protocol object (spec §1.1).
 pub const MAX_DEPTH: usize = 64;
 
 /// Largest integer magnitude allowed in protocol-defined members: 2^53 − 1.
@@ -134,7 +134,7 @@ impl Value {
     }
 
     /// The integer this number is, if it is one within ±(2^53−1)
-    /// (PROTOCOL §1.2).
+    /// (spec §1.2).
     pub fn as_safe_integer(&self) -> Option<i64> {
         match *self {
             Value::Number(n) if n.fract() == 0.0 && n.abs() <= MAX_SAFE_INTEGER as f64 => {
@@ -472,7 +472,7 @@ fn skip_value(b: &[u8], mut i: usize) -> Option<usize> {
 }
 
 // ---------------------------------------------------------------------------
-// Strict parser (PROTOCOL §1.1)
+// Strict parser (spec §1.1)
 // ---------------------------------------------------------------------------
 
 /// Parses `input` as one I-JSON value, nested at most [`MAX_DEPTH`] levels.

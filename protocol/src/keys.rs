@@ -1,4 +1,4 @@
-//! Public keys, JWK Sets, thumbprints and signatures (PROTOCOL §2).
+//! Public keys, JWK Sets, thumbprints and signatures (spec §2).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::json::{Object, Value, canonical, parse, write_canonical};
 use crate::members::Members;
 
-/// The kinds of signed object, each with its domain tag (PROTOCOL §2.3).
+/// The kinds of signed object, each with its domain tag (spec §2.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Domain {
     /// A receipt: `tollgate.receipt.v1`.
@@ -394,7 +394,7 @@ impl KeySet {
         Some(set)
     }
 
-    /// Parses a JWK Set document strictly (PROTOCOL §1.1 and §2.1).
+    /// Parses a JWK Set document strictly (spec §1.1 and §2.1).
     pub fn parse(bytes: &[u8]) -> Result<Self, Error> {
         let v = parse(bytes)?;
         let mut m = Members::new(&v, "")?;

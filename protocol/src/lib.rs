@@ -1,4 +1,5 @@
-//! The Tollgate wire contract, in code: `spec/PROTOCOL.md` version 1.
+//! The Tollgate wire contract, in code: the Tollgate protocol, version 1.1
+//! (`docs/spec.md`; section numbers below are its).
 //!
 //! Scope:
 //! - strict I-JSON parsing (§1.1): duplicate names at any depth, invalid

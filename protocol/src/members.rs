@@ -6,7 +6,7 @@ use crate::error::Error;
 use crate::json::{Object, Value, escape_pointer_token};
 use crate::keys::Signature;
 
-/// Reads a signed envelope `{"payload", "signature"}` (PROTOCOL §3) with
+/// Reads a signed envelope `{"payload", "signature"}` (spec §3) with
 /// nothing else in it, whose payload's `type` is `ty`: the payload's
 /// members (`type` taken) and the signature.
 pub(crate) fn signed_envelope<'a>(

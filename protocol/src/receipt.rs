@@ -1,4 +1,4 @@
-//! Receipts as typed documents (PROTOCOL §4): the four kinds, the outcome
+//! Receipts as typed documents (spec §4): the four kinds, the outcome
 //! each kind may state (§4.1), `refs`, and the decision `inputs` (§4.2).
 //!
 //! A [`Receipt`] is built in one place by whoever decides, and turned into
@@ -11,7 +11,7 @@ use crate::encoding::{HashValue, Timestamp};
 use crate::json::{Object, Value};
 use crate::wire::RECEIPT_TYPE;
 
-/// A verdict, and the effect of one rule: the three values PROTOCOL §4
+/// A verdict, and the effect of one rule: the three values spec §4.5
 /// allows in `decision.verdict`. Ordered by severity, so the most severe
 /// of several is their maximum: `Pass < Escalate < Block`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -53,7 +53,7 @@ impl Verdict {
     }
 }
 
-/// `kind` of a receipt (PROTOCOL §4.1).
+/// `kind` of a receipt (spec §4.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReceiptKind {
     /// Caused by an intent.
@@ -79,7 +79,7 @@ impl ReceiptKind {
     }
 }
 
-/// `outcome.status` (PROTOCOL §4.1). Which statuses a kind may state is
+/// `outcome.status` (spec §4.2). Which statuses a kind may state is
 /// checked by [`Receipt::new`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
@@ -115,7 +115,7 @@ impl Status {
         }
     }
 
-    /// Whether a receipt of `kind` may state this status (PROTOCOL §4.1).
+    /// Whether a receipt of `kind` may state this status (spec §4.2).
     pub fn allowed_for(self, kind: ReceiptKind) -> bool {
         use Status::*;
         match kind {
@@ -163,7 +163,7 @@ impl Outcome {
     }
 }
 
-/// A decision's `inputs` (PROTOCOL §4.2): what it read besides the intent
+/// A decision's `inputs` (spec §4.6): what it read besides the intent
 /// and the policy.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Inputs {
@@ -196,7 +196,7 @@ impl Inputs {
     }
 }
 
-/// A receipt before it is sealed: every member of PROTOCOL §4 but
+/// A receipt before it is sealed: every member of spec §4.1 but
 /// `receipt_id`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Receipt {
@@ -230,7 +230,7 @@ pub struct OutcomeNotAllowed {
 }
 
 impl Receipt {
-    /// A receipt of `kind` with `outcome`, checked against PROTOCOL §4.1.
+    /// A receipt of `kind` with `outcome`, checked against spec §4.2.
     pub fn new(
         kind: ReceiptKind,
         issued_at: Timestamp,
@@ -326,7 +326,7 @@ impl Receipt {
         Ok(r)
     }
 
-    /// The registry receipt of `change` to `object` (PROTOCOL §4.3).
+    /// The registry receipt of `change` to `object` (spec §4.3).
     pub fn registry(
         issued_at: Timestamp,
         policy_version: String,

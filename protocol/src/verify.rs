@@ -1,4 +1,4 @@
-//! Verification of a ledger, line by line, as PROTOCOL §5 lists it.
+//! Verification of a ledger, line by line, as spec §5 lists it.
 //!
 //! For each line, in this order: strict I-JSON, canonical form, the entry's
 //! members, `seq` contiguity, `prev` linkage, `hash`, `receipt_id`, and the

@@ -1,4 +1,4 @@
-//! The wire types: intent envelopes (PROTOCOL §3), receipts (§4) and ledger
+//! The wire types: intent envelopes (spec §3), receipts (§4) and ledger
 //! entries (§5).
 //!
 //! Each type is read from a parsed [`Value`] with precise errors, and keeps
@@ -22,7 +22,7 @@ pub const RECEIPT_TYPE: &str = "tollgate.receipt/v1";
 pub const RECEIPT_ID_TAG: &str = "tollgate.receipt-id.v1";
 /// Domain tag of ledger entry hashes.
 pub const CHAIN_TAG: &str = "tollgate.chain.v1";
-/// Nesting limit the gateway applies to intent envelopes (PROTOCOL §1.1).
+/// Nesting limit the gateway applies to intent envelopes (spec §1.1).
 pub const MAX_INTENT_DEPTH: usize = 32;
 
 fn is_id_char(c: u8) -> bool {
@@ -62,7 +62,7 @@ pub fn is_resource(s: &str) -> bool {
         && is_identifier(id)
 }
 
-/// The members of an intent payload (PROTOCOL §3).
+/// The members of an intent payload (spec §3).
 #[derive(Clone, Debug)]
 pub struct Intent {
     /// Unique per agent; the default idempotency key.
@@ -182,7 +182,7 @@ fn read_trace(v: &Value) -> Result<Object, Error> {
 }
 
 /// The receipt id of a receipt body, ignoring any `receipt_id` member it
-/// has (PROTOCOL §4).
+/// has (spec §4.4).
 pub fn receipt_id(body: &Object) -> String {
     let mut bytes = Vec::with_capacity(1024);
     bytes.extend_from_slice(RECEIPT_ID_TAG.as_bytes());
@@ -331,7 +331,7 @@ fn receipt_fields(receipt: &Value, pointer: &str) -> Result<ReceiptInfo, Error> 
 }
 
 /// `H(n)` of an entry object: `alg` over the chain tag, a line feed and the
-/// canonical entry without its `hash` member (PROTOCOL §5).
+/// canonical entry without its `hash` member (spec §5).
 pub fn entry_hash(alg: HashAlg, entry: &Object) -> HashValue {
     let mut bytes = Vec::with_capacity(1024);
     bytes.extend_from_slice(CHAIN_TAG.as_bytes());
@@ -340,7 +340,7 @@ pub fn entry_hash(alg: HashAlg, entry: &Object) -> HashValue {
     alg.digest(&[&bytes])
 }
 
-/// One ledger entry (PROTOCOL §5): its members read, and the whole entry
+/// One ledger entry (spec §5): its members read, and the whole entry
 /// value kept for writing out.
 #[derive(Clone, Debug)]
 pub struct LedgerEntry {
@@ -461,7 +461,7 @@ impl LedgerEntry {
         out
     }
 
-    /// Reads an entry; members other than the six of PROTOCOL §5 are
+    /// Reads an entry; members other than the six of spec §5 are
     /// errors. Nothing is recomputed here.
     pub fn from_value(v: Value) -> Result<Self, Error> {
         let mut m = Members::new(&v, "")?;

@@ -2,7 +2,7 @@
 //! alone, and compare them byte for byte.
 //!
 //! Scope: [`Replay`] reads a ledger's receipts in order. Registry receipts
-//! rebuild the registries as they stood at each point (PROTOCOL §4.3):
+//! rebuild the registries as they stood at each point (spec §4.3):
 //! policy bundles from their `policy.publish` files (each version's hash
 //! recomputed from the files, so an altered file names another version),
 //! trusted issuers, delegation tokens and their revocations, resource

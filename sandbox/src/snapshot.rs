@@ -8,7 +8,7 @@
 //!  "spent": [{"delegation": "d-7", "currency": "EUR", "amount_minor": 1000}]}
 //! ```
 //!
-//! `changes` are registry receipts' subjects (PROTOCOL §4.3) applied in
+//! `changes` are registry receipts' subjects (spec §4.3) applied in
 //! order; the last `policy.activate` or `policy.rollback` names the policy
 //! in force. `spent` (optional) states what each delegation's budget has
 //! spent in the window the intents fall in; without it, nothing is spent.

@@ -322,7 +322,7 @@ impl KmsSigner {
     }
 
     /// Signs `msg` as it is, in no domain, with an Ed25519 key: for formats
-    /// with their own framing (a checkpoint's signed note, PROTOCOL §6.3).
+    /// with their own framing (a checkpoint's signed note, spec §6.4).
     /// The signature is checked against the key's public key before it is
     /// returned.
     pub async fn sign_ed25519_raw(&self, msg: &[u8]) -> Result<[u8; 64], Error> {

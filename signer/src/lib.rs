@@ -3,9 +3,9 @@
 //! Scope: the [`Signer`] trait; [`Ed25519Signer`], the default, backed by a
 //! key file; with the cargo feature `kms`, [`kms::KmsSigner`], a key held in
 //! AWS KMS; the [`Keyring`] of a gateway's keys with their validity windows
-//! (rotation); and the JWK Set of public keys (PROTOCOL §2.1).
+//! (rotation); and the JWK Set of public keys (spec §2.1).
 //! Signing always covers [`signed_message`]: a domain tag, a line feed and
-//! the canonical bytes of the object (PROTOCOL §2.3).
+//! the canonical bytes of the object (spec §2.3).
 //!
 //! Not here: verification (that is `tollgate-protocol`, so that auditors
 //! need no private-key code).
@@ -132,7 +132,7 @@ impl Ed25519Signer {
     }
 
     /// An Ed25519 signature of `msg` as it is, in no domain: for formats
-    /// with their own framing (a C2SP signed note, PROTOCOL §6.3).
+    /// with their own framing (a C2SP signed note, spec §6.4).
     pub fn sign_raw(&self, msg: &[u8]) -> [u8; 64] {
         self.key.sign(msg).to_bytes()
     }
@@ -143,7 +143,7 @@ impl Ed25519Signer {
     }
 
     /// `{"payload": payload, "signature": …}`: the envelope in which intents,
-    /// delegation tokens and approval decisions travel (PROTOCOL §3),
+    /// delegation tokens and approval decisions travel (spec §3),
     /// signed in `domain`.
     pub fn envelope(&self, domain: Domain, payload: Value) -> Value {
         let signature = self.sign_now(domain, &payload).to_value();
@@ -293,7 +293,7 @@ impl AnySigner {
     }
 
     /// Signs `msg` as it is, in no domain, with an Ed25519 key: a
-    /// checkpoint's signed note (PROTOCOL §6.3).
+    /// checkpoint's signed note (spec §6.4).
     pub async fn sign_ed25519_raw(&self, msg: &[u8]) -> Result<[u8; 64], Error> {
         match self {
             Self::File(s) => Ok(s.sign_raw(msg)),
@@ -304,7 +304,7 @@ impl AnySigner {
 }
 
 /// A gateway's receipt-signing keys, each with the window of `issued_at`
-/// it signs (PROTOCOL §2.1 `nbf`/`exp`, published with the key). A receipt
+/// it signs (spec §2.1 `nbf`/`exp`, published with the key). A receipt
 /// is signed by the key whose window holds its `issued_at`, the newest
 /// (latest `nbf`) when several do: a rotation is a new key with an `nbf`,
 /// the old one given the same instant as `exp`. The choice depends on the

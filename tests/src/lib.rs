@@ -121,7 +121,7 @@ pub fn python() -> String {
 }
 
 /// Builds an export and key set with `tests/fixtures/make_export.py`, which
-/// implements PROTOCOL.md with third-party libraries only.
+/// implements docs/spec.md with third-party libraries only.
 pub fn python_export(dir: &Path, name: &str, extra: &[&str]) -> (PathBuf, PathBuf) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/make_export.py");
     let out = dir.join(format!("{name}.jsonl"));

@@ -1,4 +1,4 @@
-//! Checkpoints, proofs and witnesses (PROTOCOL §6), black-box: the
+//! Checkpoints, proofs and witnesses (spec §6), black-box: the
 //! gateway's checkpoints, proofs and tiles checked by an implementation
 //! written from RFC 6962 and the C2SP specs alone
 //! (`tests/fixtures/check_checkpoints.py`); a cut export, a rewritten and

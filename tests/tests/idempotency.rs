@@ -161,7 +161,7 @@ fn regression_a_replay_after_a_policy_activation_gets_its_first_answer() {
 }
 
 /// An ES256 key and two signatures of `message`: the low-S form and its
-/// high-S twin `(r, n - s)`, which verifies just as well (PROTOCOL §2.2
+/// high-S twin `(r, n - s)`, which verifies just as well (spec §2.2
 /// does not require low S). Made with `cryptography`, from the spec.
 fn es256_twins(message: &[u8]) -> (tollgate_protocol::Value, String, String) {
     let script = r#"

@@ -1,5 +1,5 @@
 //! `tollgate-verify` as an auditor runs it: on exports this project did not
-//! write (built from PROTOCOL.md with third-party libraries), on tampered
+//! write (built from docs/spec.md with third-party libraries), on tampered
 //! copies of them, and on bad input.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

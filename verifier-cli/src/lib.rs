@@ -1,5 +1,5 @@
 //! `tollgate-verify`: offline verification of Tollgate ledger exports and
-//! receipts, for auditors (PROTOCOL §5).
+//! receipts, for auditors (spec §5).
 //!
 //! Scope: reading an export (JSON Lines) as a stream, in batches that are
 //! checked on every core ([`tollgate_protocol::ChainVerifier`] does the
@@ -105,7 +105,7 @@ const BATCH_LINES: usize = 8192;
 /// With `checkpoint` (whose signatures the caller checked), the export is
 /// valid only if it has at least the checkpoint's `N` entries, the first
 /// `N` hash to its root, and entry `N`'s hash is its `tollgate-head`
-/// (PROTOCOL §6.5): a cut, or a history rewritten and re-signed, fails.
+/// (spec §6.7): a cut, or a history rewritten and re-signed, fails.
 pub fn verify_export(
     mut input: impl BufRead,
     path: &Path,

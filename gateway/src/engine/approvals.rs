@@ -1,4 +1,4 @@
-//! Approvals (PROTOCOL §3, §4.1): an escalated intent runs only when
+//! Approvals (spec §3.5, §4.2): an escalated intent runs only when
 //! enough authorized humans granted that exact intent, and never twice.
 //!
 //! An escalating decision opens an approval named by its receipt id, bound

@@ -42,7 +42,7 @@ pub(crate) struct Budgets {
 pub(crate) struct Reading {
     /// For the pipeline.
     pub spent: Spent,
-    /// For the receipt's `inputs.spent` (PROTOCOL §4.2).
+    /// For the receipt's `inputs.spent` (spec §4.6).
     pub inputs: Vec<Value>,
     /// Each budget's current window: `(token, currency, start, length)`.
     windows: Vec<(String, String, i64, i64)>,

@@ -29,7 +29,7 @@ pub enum IntentError {
     #[error(transparent)]
     ClockSkew(Skew),
     /// The intent is not authentically from an agent entitled to ask
-    /// (PROTOCOL §3): bad signature, unknown, revoked, expired or foreign
+    /// (spec §3): bad signature, unknown, revoked, expired or foreign
     /// delegation, or a chain not rooted in a trusted issuer.
     #[error("{reason}")]
     Unauthenticated {

@@ -2,7 +2,7 @@
 //! delegation chain and the intent's signature), exactly-once identity,
 //! the pure pipeline, the commit, signing and the durable append.
 //!
-//! Exactly once (PROTOCOL §3): `(agent, intent_id)` is decided once, ever.
+//! Exactly once (spec §3): `(agent, intent_id)` is decided once, ever.
 //! It is the ledger's idempotency key for the decision, stored with the
 //! entry in the same transaction and unique. The `Idempotency-Key` header
 //! may only repeat the intent id. The same payload again, under any header
@@ -64,7 +64,7 @@ pub struct Unfinished {
 }
 
 /// The exactly-once identity of an intent: `agent/intent_id`. Both are
-/// identifiers (`[A-Za-z0-9._:-]`, PROTOCOL §3), which never hold a `/`,
+/// identifiers (`[A-Za-z0-9._:-]`, spec §3), which never hold a `/`,
 /// so the pair is unambiguous: agent `a:b` with intent `c` never meets
 /// agent `a` with intent `b:c`. It is the ledger's idempotency key of the
 /// decision and the upstream's `Idempotency-Key`.

@@ -6,7 +6,7 @@
 //! targets and an in-memory view of the registries. The view is built from
 //! the ledger at start ([`Gateway::open`]) and replaced whole after each
 //! registry change, once that change's receipt is durable: the ledger is
-//! the one source of truth (PROTOCOL §4.3), the view only a cache of it.
+//! the one source of truth (spec §4.3), the view only a cache of it.
 //! Registry changes are serialized by one lock, so each is checked against
 //! the state it will apply to.
 //!
@@ -94,7 +94,7 @@ impl Default for Upstreams {
 }
 
 /// What a first start imports into an empty ledger, each as a registry
-/// receipt (PROTOCOL §4.3), before any decision. Read from the data
+/// receipt (spec §4.3), before any decision. Read from the data
 /// folder by the caller, and only when the ledger asks for it.
 #[derive(Clone, Debug, Default)]
 pub struct Seed {
@@ -305,7 +305,7 @@ impl<L: Ledger> Gateway<L> {
         Ok(())
     }
 
-    /// Grows the ledger's Merkle tree (PROTOCOL §6) over entries once
+    /// Grows the ledger's Merkle tree (spec §6) over entries once
     /// they are durable, every `every`, for as long as the gateway lives,
     /// and makes checkpoints of it when they are enabled and due.
     pub fn spawn_tree(self: &Arc<Self>, every: std::time::Duration) {

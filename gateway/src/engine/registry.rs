@@ -1,4 +1,4 @@
-//! Registry changes (PROTOCOL §4.3): each is checked against the current
+//! Registry changes (spec §4.3): each is checked against the current
 //! registries under the registry lock, recorded as a `registry` receipt
 //! whose change the ledger applies in the same transaction, and only then
 //! published to the in-memory view.

@@ -807,7 +807,7 @@ async fn a_budget_holds_across_intents_restarts_and_windows() {
     }
     let names: Vec<&str> = verdicts.iter().map(|v| v.0.as_str()).collect();
     assert_eq!(names, ["pass", "pass", "escalate", "escalate"]);
-    // What each decision read is in its receipt (PROTOCOL 4.2).
+    // What each decision read is in its receipt (spec §4.6).
     let spent_of = |v: &Value| {
         let Value::Array(items) = v else { panic!() };
         let o = items[0].as_object().unwrap();

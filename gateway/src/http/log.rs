@@ -1,4 +1,4 @@
-//! The transparency-log API (PROTOCOL §6): the latest signed checkpoint
+//! The transparency-log API (spec §6): the latest signed checkpoint
 //! and the tree's tiles (c2sp.org/tlog-tiles, under `/log/`), inclusion
 //! and consistency proofs, and the checkpoint verifier key.
 //!
