@@ -262,3 +262,56 @@ fn a_resource_decided_again_after_its_attributes_change_reads_the_new_ones() {
         );
     }
 }
+
+/// When a forbid blocks, every rule that matched is in the decision: the
+/// permit that matched too (effect pass), not only the forbid Cedar names;
+/// a permit that did not match is not.
+#[test]
+fn a_blocked_intent_lists_every_rule_that_matched() {
+    let w = world();
+    let src =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies/examples/refunds");
+    let mut files = tollgate_policies::Bundle::read_files(&src).unwrap();
+    files.get_mut("boundary.cedar").unwrap().push_str(
+        r#"
+@id("refund.gold-frozen")
+@reason("refunds for {resource.customer_tier} customers are frozen")
+forbid (principal, action == Action::"orders.refund", resource is order)
+when { resource.customer_tier == "gold" };
+
+@id("refund.silver-only")
+@reason("silver customers may be refunded")
+permit (principal, action == Action::"orders.refund", resource is order)
+when { resource.customer_tier == "silver" };
+"#,
+    );
+    let bundle = tollgate_policies::Bundle::from_files(&files).unwrap();
+    let d = decide(
+        &bundle,
+        &intent(&w.agent, |_| {}),
+        &snapshot(vec![standard()]),
+    )
+    .unwrap();
+    assert_eq!(d.verdict, Verdict::Block);
+    let rules: Vec<(&str, Verdict, &str)> = d
+        .rules
+        .iter()
+        .filter(|r| r.id.starts_with("refund."))
+        .map(|r| (r.id.as_str(), r.effect, r.reason.as_str()))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            (
+                "refund.gold-frozen",
+                Verdict::Block,
+                "refunds for gold customers are frozen"
+            ),
+            (
+                "refund.paid-order",
+                Verdict::Pass,
+                "order order:o-1001 is paid, so it may be refunded"
+            ),
+        ]
+    );
+}

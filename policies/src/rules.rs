@@ -77,6 +77,9 @@ struct RuleMeta {
 pub(crate) struct RuleSet {
     kind: RuleSetKind,
     set: PolicySet,
+    /// The `permit` rules alone: when a `forbid` decides, Cedar names only
+    /// the forbids, and these say which permits matched too.
+    permits: PolicySet,
     meta: BTreeMap<String, RuleMeta>,
 }
 
@@ -153,6 +156,7 @@ impl RuleSet {
             });
         };
         let mut set = PolicySet::new();
+        let mut permits = PolicySet::new();
         let mut meta = BTreeMap::new();
         let mut starts: BTreeMap<String, usize> = BTreeMap::new();
         for (n, (start, src)) in split_policies(text).into_iter().enumerate() {
@@ -225,6 +229,11 @@ impl RuleSet {
                 }
             };
             let policy = policy.new_id(PolicyId::new(&id));
+            if policy.effect() == Effect::Permit {
+                // INVARIANT: ids are unique (checked above), so adding to
+                // the permits alone cannot fail where adding to all did not.
+                let _ = permits.add(policy.clone());
+            }
             if let Err(e) = set.add(policy) {
                 problem(start, format!("rule {id:?}: {e}"));
                 continue;
@@ -251,7 +260,12 @@ impl RuleSet {
                 );
             }
         }
-        Self { kind, set, meta }
+        Self {
+            kind,
+            set,
+            permits,
+            meta,
+        }
     }
 
     /// The rules in Cedar's JSON form, by id: what the bundle hash covers.
@@ -337,8 +351,24 @@ impl RuleSet {
             }
             (RuleSetKind::Boundary, Decision::Deny) => {
                 // `reason` lists the forbids that matched; none means no
-                // permit matched.
+                // permit matched. When a forbid decides, the permits that
+                // matched are listed as well (with their own effect), so
+                // the answer shows everything that applied, not only what
+                // won.
                 fired.extend(matched.iter().map(|id| self.fire(id, Verdict::Block, vars)));
+                if !matched.is_empty() {
+                    let permits = AUTHORIZER.get_or_init(Authorizer::new).is_authorized(
+                        request,
+                        &self.permits,
+                        entities,
+                    );
+                    fired.extend(
+                        permits
+                            .diagnostics()
+                            .reason()
+                            .map(|id| self.fire(&id.to_string(), Verdict::Pass, vars)),
+                    );
+                }
                 if matched.is_empty() && fired.is_empty() {
                     fired.push(FiredRule {
                         id: "boundary.no_permit".into(),
