@@ -194,6 +194,15 @@ expect = "block"
 rules = ["{id}.inactive"]
 intent = {{ agent = "agent-1", action = "{first}", resource = "{resource_type}:r-2", confidence_bp = 9000, params = {{}} }}
 resource = {{ status = "retired" }}
+
+# An intent whose params do not fit params/{first}.json is refused before
+# any decision (a 422 to the agent, no receipt). `error` is text the
+# message must contain.
+[[case]]
+name = "params outside the schema are refused before any decision"
+expect = "shape_error"
+error = "params do not fit the schema of {first}"
+intent = {{ agent = "agent-1", action = "{first}", resource = "{resource_type}:r-1", params = {{ colour = "red" }} }}
 "#
         ),
     ));

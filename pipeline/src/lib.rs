@@ -707,8 +707,9 @@ fn cedar_request(
     Ok((request, entities))
 }
 
-/// Runs one of a bundle's test cases; the error says what differed.
-pub fn run_case(bundle: &Bundle, case: &TestCase) -> Result<Decision, String> {
+/// Runs one of a bundle's test cases; the error says what differed. A case
+/// that expects a shape error, and gets it, has no decision (`None`).
+pub fn run_case(bundle: &Bundle, case: &TestCase) -> Result<Option<Decision>, String> {
     let to_value = |t: &toml::Table| -> Result<Value, String> {
         let json = serde_json::to_value(t).map_err(|e| e.to_string())?;
         from_json(&json).ok_or_else(|| "a number out of range".to_owned())
@@ -726,15 +727,35 @@ pub fn run_case(bundle: &Bundle, case: &TestCase) -> Result<Decision, String> {
         None => &empty,
         Some(_) => return Err("intent.params must be a table".into()),
     };
-    let confidence = match o.get("confidence_bp") {
-        None => None,
-        Some(v) => Some(
-            v.as_safe_integer()
-                .ok_or("intent.confidence_bp must be an integer")?,
-        ),
-    };
     let action = s("action")?;
-    let contract = shape_parts(bundle, action, params).map_err(|e| format!("shape: {e}"))?;
+    let shaped = shape_parts(bundle, action, params).and_then(|contract| {
+        let confidence = match o.get("confidence_bp") {
+            None => None,
+            Some(v) => Some(
+                v.as_safe_integer()
+                    .filter(|c| (0..=10_000).contains(c))
+                    .ok_or_else(|| ShapeError::Confidence(v.to_string()))?,
+            ),
+        };
+        Ok((contract, confidence))
+    });
+    let expects_shape_error = case.expect == tollgate_policies::SHAPE_ERROR;
+    let (contract, confidence) = match (shaped, expects_shape_error) {
+        (Ok(c), false) => c,
+        (Err(e), false) => return Err(format!("refused before any decision: {e}")),
+        (Err(e), true) => {
+            let message = e.to_string();
+            return match &case.error {
+                Some(want) if !message.contains(want.as_str()) => Err(format!(
+                    "expected a shape error containing {want:?}, got: {message}"
+                )),
+                _ => Ok(None),
+            };
+        }
+        (Ok(_), true) => {
+            return Err("expected a shape error, but the intent fits the action's contract".into());
+        }
+    };
     let view = IntentView {
         intent_id: o.get("intent_id").and_then(Value::as_str).unwrap_or("test"),
         agent: s("agent")?,
@@ -778,5 +799,5 @@ pub fn run_case(bundle: &Bundle, case: &TestCase) -> Result<Decision, String> {
             reasons.concat()
         ));
     }
-    Ok(decision)
+    Ok(Some(decision))
 }

@@ -20,7 +20,8 @@ fn cases_pass(name: &str, at_least: usize) {
     let mut verdicts = std::collections::BTreeSet::new();
     for case in &bundle.tests {
         match run_case(&bundle, case) {
-            Ok(d) => verdicts.insert(d.verdict),
+            Ok(Some(d)) => verdicts.insert(d.verdict),
+            Ok(None) => false,
             Err(e) => panic!("{} ({}): {e}", case.name, case.location),
         };
     }
@@ -35,4 +36,65 @@ fn refunds_cases_pass() {
 #[test]
 fn support_ops_cases_pass() {
     cases_pass("support-ops", 9);
+}
+
+/// A case that expects a shape error holds only when the intent is refused
+/// before any decision with the error text it names.
+#[test]
+fn a_shape_error_case_holds_only_for_that_error() {
+    let src = example("refunds");
+    let mut files = Bundle::read_files(&src).unwrap();
+    let cases = files.get_mut("tests/cases.toml").unwrap();
+    cases.push_str(
+        r#"
+[[case]]
+name = "wrong text"
+expect = "shape_error"
+error = "/payload/params/currency"
+intent = { agent = "agent-7", action = "orders.refund", resource = "order:o-1001", params = { amount_minor = 999.5, currency = "EUR" } }
+
+[[case]]
+name = "fits"
+expect = "shape_error"
+intent = { agent = "agent-7", action = "orders.refund", resource = "order:o-1001", params = { amount_minor = 999, currency = "EUR" } }
+
+[[case]]
+name = "unknown action"
+expect = "shape_error"
+error = "unknown action \"orders.delete\""
+intent = { agent = "agent-7", action = "orders.delete", resource = "order:o-1001", params = {} }
+
+[[case]]
+name = "refused, but a verdict was expected"
+expect = "pass"
+rules = ["refund.paid-order"]
+intent = { agent = "agent-7", action = "orders.refund", resource = "order:o-1001", confidence_bp = 10001, params = { amount_minor = 999, currency = "EUR" } }
+resource = { status = "paid", customer_tier = "gold" }
+"#,
+    );
+    let bundle = Bundle::from_files(&files).unwrap();
+    let outcome = |name: &str| {
+        let case = bundle.tests.iter().find(|c| c.name == name).unwrap();
+        run_case(&bundle, case).map(|d| d.map(|d| d.verdict))
+    };
+    assert_eq!(
+        outcome("an amount with a fraction is refused before any decision"),
+        Ok(None)
+    );
+    let wrong = outcome("wrong text").unwrap_err();
+    assert!(
+        wrong.starts_with("expected a shape error containing \"/payload/params/currency\", got: ")
+            && wrong.contains("/payload/params/amount_minor"),
+        "{wrong}"
+    );
+    assert_eq!(
+        outcome("fits"),
+        Err("expected a shape error, but the intent fits the action's contract".into())
+    );
+    assert_eq!(outcome("unknown action"), Ok(None));
+    let refused = outcome("refused, but a verdict was expected").unwrap_err();
+    assert_eq!(
+        refused,
+        "refused before any decision: /payload/decision/confidence_bp: 10001 is not an integer within 0–10000 bp"
+    );
 }

@@ -379,11 +379,16 @@ impl Action {
 pub struct TestCase {
     /// What it shows.
     pub name: String,
-    /// `pass`, `block` or `escalate`.
+    /// `pass`, `block` or `escalate`; or `shape_error`: the intent is
+    /// refused before any decision (unknown action, params that do not fit
+    /// the schema, a non-integer amount, …).
     pub expect: String,
     /// The rule ids expected to fire, exactly (order does not matter).
     #[serde(default)]
     pub rules: Vec<String>,
+    /// With `expect = "shape_error"`: text the error must contain.
+    #[serde(default)]
+    pub error: Option<String>,
     /// The intent payload's members (unsigned: cases test the policy, not
     /// signatures).
     pub intent: toml::Table,
@@ -397,6 +402,9 @@ pub struct TestCase {
     #[serde(skip)]
     pub location: String,
 }
+
+/// A test case's `expect` for an intent refused before any decision.
+pub const SHAPE_ERROR: &str = "shape_error";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1326,12 +1334,31 @@ fn load_tests(r: &mut Reader<'_>) -> Vec<TestCase> {
                     let line = line_of(&text, c.span().start);
                     let mut case = c.into_inner();
                     case.location = format!("{name}:{line}");
-                    if !matches!(case.expect.as_str(), "pass" | "block" | "escalate") {
+                    let shape = case.expect == SHAPE_ERROR;
+                    if !shape && !matches!(case.expect.as_str(), "pass" | "block" | "escalate") {
                         r.problem(
                             &name,
                             Some(line),
                             format!(
-                                "case {:?}: expect must be pass, block or escalate",
+                                "case {:?}: expect must be pass, block, escalate or {SHAPE_ERROR}",
+                                case.name
+                            ),
+                        );
+                    } else if shape && !case.rules.is_empty() {
+                        r.problem(
+                            &name,
+                            Some(line),
+                            format!(
+                                "case {:?}: a {SHAPE_ERROR} case fires no rules: leave out `rules`",
+                                case.name
+                            ),
+                        );
+                    } else if !shape && case.error.is_some() {
+                        r.problem(
+                            &name,
+                            Some(line),
+                            format!(
+                                "case {:?}: `error` is for expect = \"{SHAPE_ERROR}\" only",
                                 case.name
                             ),
                         );

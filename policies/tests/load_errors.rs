@@ -291,7 +291,19 @@ fn each_load_error_is_reported_with_file_and_line() {
             "tests/cases.toml",
             "expect = \"pass\"",
             "expect = \"allow\"",
-            "tests/cases.toml:1: case \"a small refund of a paid order passes\": expect must be pass, block or escalate",
+            "tests/cases.toml:1: case \"a small refund of a paid order passes\": expect must be pass, block, escalate or shape_error",
+        ),
+        (
+            "tests/cases.toml",
+            "expect = \"pass\"",
+            "expect = \"shape_error\"",
+            "tests/cases.toml:1: case \"a small refund of a paid order passes\": a shape_error case fires no rules: leave out `rules`",
+        ),
+        (
+            "tests/cases.toml",
+            "expect = \"pass\"",
+            "expect = \"pass\"\nerror = \"x\"",
+            "tests/cases.toml:1: case \"a small refund of a paid order passes\": `error` is for expect = \"shape_error\" only",
         ),
     ];
     for (file, old, new, expected) in cases {

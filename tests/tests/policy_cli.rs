@@ -86,8 +86,8 @@ fn invalid_bundles_and_failing_cases_exit_1_with_file_and_line() {
         out.contains("FAIL  a small refund of a paid order passes (tests/cases.toml:1): expected block with rules [refund.paid-order], got pass with rules [refund.paid-order]\n      pass refund.paid-order: order order:o-1001 is paid, so it may be refunded"),
         "{out}"
     );
-    assert!(out.trim_end().ends_with("6 passed, 1 failed"), "{out}");
-    assert_eq!(err.trim_end(), "1 of 7 cases failed");
+    assert!(out.trim_end().ends_with("7 passed, 1 failed"), "{out}");
+    assert_eq!(err.trim_end(), "1 of 8 cases failed");
     let (code, _, err) = text(&tollgate(&[
         "policy",
         "validate",
@@ -423,12 +423,12 @@ fn init_makes_a_bundle_that_passes_its_own_cases_or_nothing() {
     assert_eq!(made.status.code(), Some(0), "{made:?}");
     let (code, out, err) = text(&tollgate(&["policy", "test", p(&dir)]));
     assert_eq!(code, 0, "{err}");
-    assert!(out.trim_end().ends_with("3 passed, 0 failed"), "{out}");
+    assert!(out.trim_end().ends_with("4 passed, 0 failed"), "{out}");
     let (code, out, _) = text(&tollgate(&["policy", "validate", p(&dir)]));
     assert_eq!(code, 0);
     assert!(
         out.starts_with("valid: ops-guard@0.1.0+sha256:")
-            && out.contains("(2 actions, 3 test cases)"),
+            && out.contains("(2 actions, 4 test cases)"),
         "{out}"
     );
     let schema = std::fs::read_to_string(dir.join("schema.cedarschema")).unwrap();
