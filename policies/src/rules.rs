@@ -366,7 +366,7 @@ impl RuleSet {
                         permits
                             .diagnostics()
                             .reason()
-                            .map(|id| self.fire(&id.to_string(), Verdict::Pass, vars)),
+                            .map(|id| self.fire(id.as_ref(), Verdict::Pass, vars)),
                     );
                 }
                 if matched.is_empty() && fired.is_empty() {
