@@ -160,11 +160,12 @@ fn policy_versions_are_published_activated_and_rolled_back() {
         (verdict_of(&e), policy_of(&e)),
         ("escalate".to_owned(), v100)
     );
-    // An invalid bundle is refused with its problems, and changes nothing.
+    // An invalid bundle is refused with every problem, each with its file
+    // and line in `errors`, and changes nothing.
     let head = g.head_seq();
     files.insert(
         "escalate.cedar",
-        "permit (principal, action, resource);".into(),
+        "permit (principal, action, resource);\npermit (principal, action, resource);".into(),
     );
     let mut body = Object::new();
     body.insert("files", files.into());
@@ -174,11 +175,21 @@ fn policy_versions_are_published_activated_and_rolled_back() {
         .send(Value::Object(body).to_string())
         .unwrap();
     assert_eq!(resp.status().as_u16(), 422);
+    let problem =
+        tollgate_protocol::parse(resp.body_mut().read_to_string().unwrap().as_bytes()).unwrap();
+    let problem = problem.as_object().unwrap();
     assert!(
-        resp.body_mut()
-            .read_to_string()
+        problem
+            .get("detail")
             .unwrap()
-            .contains("escalate.cedar:1: rule has no @id")
+            .as_str()
+            .unwrap()
+            .contains("escalate.cedar:1: rule has no @id"),
+        "{problem:?}"
+    );
+    assert_eq!(
+        problem.get("errors").unwrap().to_string(),
+        r#"[{"file":"escalate.cedar","line":1,"message":"rule has no @id(\"…\") annotation"},{"file":"escalate.cedar","line":2,"message":"rule has no @id(\"…\") annotation"}]"#
     );
     assert_eq!(g.head_seq(), head);
     // publish, activate and rollback each left a registry receipt.
@@ -215,6 +226,16 @@ fn regression_policy_file_names_are_checked_before_any_write() {
             text.contains("urn:tollgate:problem:invalid-bundle"),
             "{text}"
         );
+        // The bad name is the problem's file.
+        let problem = tollgate_protocol::parse(text.as_bytes()).unwrap();
+        let errors = problem
+            .as_object()
+            .unwrap()
+            .get("errors")
+            .unwrap()
+            .to_string();
+        assert!(errors.contains("\"file\":\""), "{errors}");
+        assert!(errors.contains("each file is a relative path"), "{errors}");
     }
     let leftovers: Vec<_> = std::fs::read_dir(g.data().join("policies"))
         .unwrap()

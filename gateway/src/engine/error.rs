@@ -154,9 +154,10 @@ pub enum RegistryError {
     /// Another reviewer object is registered under this id.
     #[error("another reviewer is registered as {0}")]
     ReviewerExists(String),
-    /// The bundle's files are malformed or the bundle does not validate.
-    #[error("{0}")]
-    InvalidBundle(String),
+    /// The bundle's files are malformed or the bundle does not validate:
+    /// every problem found, each with its file and line where known.
+    #[error("invalid bundle: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    InvalidBundle(Vec<tollgate_policies::Problem>),
     /// No published policy has this version.
     #[error("{0} is not published")]
     UnknownPolicy(String),

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use tollgate_ledger::{Ledger, RegistryAppend, RegistryChange, RegistryState};
 use tollgate_pipeline::Snapshot;
-use tollgate_policies::Bundle;
 use tollgate_policies::delegation::{Registry, Token};
 use tollgate_policies::reviewer::Reviewer;
+use tollgate_policies::{Bundle, Error as PolicyError, Problem};
 use tollgate_protocol::{
     Clock, Domain, HashAlg, Jwk, KeySet, Object, Receipt, Value, canonical, parse,
 };
@@ -201,18 +201,39 @@ fn plain_path(path: &str) -> bool {
 
 /// Checks a bundle's file names, then loads it.
 pub(crate) fn load_bundle(files: &BTreeMap<String, String>) -> Result<Bundle, RegistryError> {
+    let problem = |file: &str, message: String| Problem {
+        file: file.to_owned(),
+        line: None,
+        message,
+    };
     if files.len() > MAX_BUNDLE_FILES {
-        return Err(RegistryError::InvalidBundle(format!(
-            "{} files; a bundle has at most {MAX_BUNDLE_FILES}",
-            files.len()
-        )));
+        return Err(RegistryError::InvalidBundle(vec![problem(
+            "",
+            format!(
+                "{} files; a bundle has at most {MAX_BUNDLE_FILES}",
+                files.len()
+            ),
+        )]));
     }
-    if let Some(bad) = files.keys().find(|p| !plain_path(p)) {
-        return Err(RegistryError::InvalidBundle(format!(
-            "{bad:?}: each file is a relative path of letters, digits, '.', '_', '-' and '/'"
-        )));
+    let bad: Vec<Problem> = files
+        .keys()
+        .filter(|p| !plain_path(p))
+        .map(|p| {
+            problem(
+                p,
+                "each file is a relative path of letters, digits, '.', '_', '-' and '/'".into(),
+            )
+        })
+        .collect();
+    if !bad.is_empty() {
+        return Err(RegistryError::InvalidBundle(bad));
     }
-    Bundle::from_files(files).map_err(|e| RegistryError::InvalidBundle(e.to_string()))
+    Bundle::from_files(files).map_err(|e| {
+        RegistryError::InvalidBundle(match e {
+            PolicyError::Bundle(problems) => problems,
+            other => vec![problem("", other.to_string())],
+        })
+    })
 }
 
 /// A signed registry receipt of `change` to `object`, under `policy`.

@@ -429,6 +429,28 @@ impl ApiError {
     }
 }
 
+/// A bundle's problems as the `errors` member of an `invalid-bundle`
+/// problem document: `[{"file", "line", "message"}]`, `file` left out
+/// for a problem of the whole bundle and `line` where it is not known.
+fn bundle_problems(problems: &[tollgate_policies::Problem]) -> Value {
+    Value::Array(
+        problems
+            .iter()
+            .map(|p| {
+                let mut e = Object::new();
+                if !p.file.is_empty() {
+                    e.insert("file", p.file.clone().into());
+                }
+                if let Some(line) = p.line.and_then(|l| i64::try_from(l).ok()) {
+                    e.insert("line", Value::integer(line).unwrap_or(Value::Null));
+                }
+                e.insert("message", p.message.clone().into());
+                Value::Object(e)
+            })
+            .collect(),
+    )
+}
+
 fn title(slug: &str) -> &'static str {
     PROBLEM_TYPES
         .iter()
@@ -449,6 +471,9 @@ impl IntoResponse for ApiError {
         o.insert("detail", detail.into());
         if let Some(p) = pointer {
             o.insert("pointer", p.into());
+        }
+        if let Self::Registry(RegistryError::InvalidBundle(problems)) = &self {
+            o.insert("errors", bundle_problems(problems));
         }
         let mut body = canonical(&Value::Object(o));
         body.push(b'\n');
