@@ -88,6 +88,15 @@ type Delegation = {{
 type Scores = {{
   confidence: Long,
 }};
+
+// The intent's issued_at in the bundle's time zone (UTC unless bundle.toml
+// sets time_zone), e.g. `context.time.weekday == "friday"`.
+type Time = {{
+  date: String,
+  weekday: String,
+  hour: Long,
+  minute: Long,
+}};
 "#
     );
     for a in actions {
@@ -104,6 +113,7 @@ action "{a}" appliesTo {{
     scores: Scores,
     composite: Long,
     confidence_bp?: Long,
+    time: Time,
   }},
 }};
 "#

@@ -33,7 +33,8 @@ use cedar_policy::{
 };
 use tollgate_policies::delegation::{self, Bounds, Registry};
 use tollgate_policies::{
-    Action, Approval, Bundle, CedarType, FiredRule, TestCase, UnknownResources, Vars, from_json,
+    Action, Approval, Bundle, CedarType, FiredRule, LocalTime, TestCase, UnknownResources, Vars,
+    from_json,
 };
 pub use tollgate_protocol::Verdict;
 use tollgate_protocol::{IntentEnvelope, Object, Value};
@@ -188,6 +189,8 @@ pub struct IntentView<'a> {
     pub params: &'a Object,
     /// The agent's stated confidence, bp.
     pub confidence_bp: Option<i64>,
+    /// The intent's `issued_at` in the bundle's time zone.
+    pub time: LocalTime,
 }
 
 fn confidence_of(decision: Option<&Object>) -> Result<Option<i64>, ShapeError> {
@@ -367,6 +370,7 @@ fn decide_spent(
         resource: &i.resource,
         params: &i.params,
         confidence_bp: confidence_of(i.decision.as_ref())?,
+        time: bundle.time_zone.local(&i.issued_at),
     };
     let empty = Object::new();
     let known = snapshot.resources.get(&i.resource);
@@ -455,7 +459,7 @@ pub fn evaluate(
     let (scores, composite, critical) =
         match bundle
             .scoring
-            .score(intent.params, resource, intent.confidence_bp)
+            .score(intent.params, resource, intent.confidence_bp, &intent.time)
         {
             Ok(s) => {
                 fired.extend(s.fired);
@@ -479,6 +483,11 @@ pub fn evaluate(
     vars.insert("intent_id".into(), intent.intent_id.to_owned());
     vars.insert("delegation".into(), bounds.id.clone());
     vars.insert("composite".into(), composite.to_string());
+    for f in tollgate_policies::when::TIME_FIELDS {
+        if let Some(v) = intent.time.field(f) {
+            vars.insert(format!("time.{f}"), v);
+        }
+    }
     flatten("params", intent.params, &mut vars);
     flatten("resource", resource, &mut vars);
     for (k, v) in &scores {
@@ -700,12 +709,32 @@ fn cedar_request(
     if let Some(c) = intent.confidence_bp {
         ctx.push(("confidence_bp".into(), RestrictedExpression::new_long(c)));
     }
+    let t = &intent.time;
+    ctx.push((
+        "time".into(),
+        record(vec![
+            (
+                "date".into(),
+                RestrictedExpression::new_string(t.date.clone()),
+            ),
+            (
+                "weekday".into(),
+                RestrictedExpression::new_string(t.weekday.to_owned()),
+            ),
+            ("hour".into(), RestrictedExpression::new_long(t.hour)),
+            ("minute".into(), RestrictedExpression::new_long(t.minute)),
+        ])?,
+    ));
     let context = Context::from_pairs(ctx)
         .map_err(|e| fail("the request context cannot be built", e.to_string()))?;
     let request = Request::new(principal, action, resource_uid, context, None)
         .map_err(|e| fail("the request cannot be built", e.to_string()))?;
     Ok((request, entities))
 }
+
+/// The `issued_at` of a test case's intent that gives none: a Thursday,
+/// at midnight UTC.
+pub const DEFAULT_CASE_TIME: &str = "2026-01-01T00:00:00Z";
 
 /// Runs one of a bundle's test cases; the error says what differed. A case
 /// that expects a shape error, and gets it, has no decision (`None`).
@@ -756,6 +785,15 @@ pub fn run_case(bundle: &Bundle, case: &TestCase) -> Result<Option<Decision>, St
             return Err("expected a shape error, but the intent fits the action's contract".into());
         }
     };
+    let issued_at = match o.get("issued_at") {
+        None => DEFAULT_CASE_TIME,
+        Some(v) => v
+            .as_str()
+            .ok_or("intent.issued_at must be an RFC 3339 UTC timestamp string")?,
+    };
+    let issued_at = tollgate_protocol::Timestamp::parse(issued_at).ok_or_else(|| {
+        format!("intent.issued_at {issued_at:?} is not an RFC 3339 UTC timestamp (…Z)")
+    })?;
     let view = IntentView {
         intent_id: o.get("intent_id").and_then(Value::as_str).unwrap_or("test"),
         agent: s("agent")?,
@@ -763,6 +801,7 @@ pub fn run_case(bundle: &Bundle, case: &TestCase) -> Result<Option<Decision>, St
         resource: s("resource")?,
         params,
         confidence_bp: confidence,
+        time: bundle.time_zone.local(&issued_at),
     };
     let bounds = match &case.delegation {
         Some(t) => Bounds::from_value(&to_value(t)?)?,

@@ -38,6 +38,11 @@ fn support_ops_cases_pass() {
     cases_pass("support-ops", 9);
 }
 
+#[test]
+fn deploys_cases_pass() {
+    cases_pass("deploys", 7);
+}
+
 /// A case that expects a shape error holds only when the intent is refused
 /// before any decision with the error text it names.
 #[test]

@@ -12,10 +12,16 @@ use proptest::prelude::*;
 use tollgate_pipeline::{IntentView, Verdict, decide, evaluate};
 use tollgate_policies::Bundle;
 use tollgate_policies::delegation::Bounds;
+use tollgate_policies::{LocalTime, TimeZone};
 use tollgate_protocol::{IntentEnvelope, Object, Value, canonical, parse};
 
 /// Writes `v` as JSON with every object's members in reverse order and
 /// spaces around, a different text of the same value.
+/// A weekday noon, UTC.
+fn noon() -> LocalTime {
+    TimeZone::UTC.local(&tollgate_protocol::Timestamp::parse("2026-11-25T12:00:00Z").unwrap())
+}
+
 fn reversed(v: &Value, out: &mut String) {
     match v {
         Value::Object(o) => {
@@ -217,6 +223,7 @@ fn verdict_for(
         resource: "order:o-1",
         params: &params,
         confidence_bp: Some(confidence),
+        time: noon(),
     };
     let bounds = Bounds {
         id: "dlg_7".into(),
@@ -423,7 +430,7 @@ proptest! {
         let mut resource = Object::new();
         if let Some(s) = &status { resource.insert("status", s.clone()); }
         if let Some(t) = &tier_v { resource.insert("customer_tier", t.clone()); }
-        let view = IntentView { intent_id: "i", agent: "agent-7", action: "orders.refund", resource: "order:o-1", params: &params, confidence_bp: Some(9000) };
+        let view = IntentView { intent_id: "i", agent: "agent-7", action: "orders.refund", resource: "order:o-1", params: &params, confidence_bp: Some(9000), time: noon() };
         let d = evaluate(&w.bundle, contract, &view, &Bounds::default(), &resource, None);
         let well_formed = status.as_ref().and_then(Value::as_str).is_some()
             && tier_v.as_ref().and_then(Value::as_str).is_some()

@@ -23,6 +23,7 @@ use crate::convert::{from_json, to_json};
 use crate::delegation::check_action_pattern;
 use crate::rules::{RuleSet, RuleSetKind};
 use crate::scoring::{Scoring, ScoringToml};
+use crate::when::{TIME_FIELDS, TimeZone};
 use crate::{Error, Problem, line_of};
 
 #[derive(Debug, Deserialize)]
@@ -40,6 +41,8 @@ struct ManifestToml {
     name: Spanned<String>,
     version: Spanned<String>,
     description: String,
+    /// The zone rules read the intent's time in (`UTC` or `+HH:MM`).
+    time_zone: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -422,6 +425,8 @@ pub struct Bundle {
     pub version: String,
     /// The manifest's description.
     pub description: String,
+    /// The zone the rules read the intent's time in.
+    pub time_zone: TimeZone,
     hash: HashValue,
     actions: BTreeMap<String, Action>,
     /// The scoring table.
@@ -704,6 +709,17 @@ impl Bundle {
                 format!("version {version:?} is not MAJOR.MINOR.PATCH[-prerelease] (no +build: '+' starts the hash)"),
             );
         }
+        let time_zone = match &manifest.time_zone {
+            None => TimeZone::UTC,
+            Some(z) => TimeZone::parse(z.get_ref()).unwrap_or_else(|e| {
+                r.problem(
+                    "bundle.toml",
+                    Some(line_of(&manifest_text, z.span().start)),
+                    e,
+                );
+                TimeZone::UTC
+            }),
+        };
 
         // Action contracts.
         let schema_actions: Vec<String> = schema
@@ -1077,6 +1093,10 @@ impl Bundle {
         manifest_json.insert("name", name.clone().into());
         manifest_json.insert("version", version.clone().into());
         manifest_json.insert("description", manifest.description.clone().into());
+        // Only when set: bundles without one keep their versions.
+        if time_zone != TimeZone::UTC {
+            manifest_json.insert("time_zone", time_zone.name().into());
+        }
         let mut whole = Object::new();
         whole.insert("format", "tollgate.bundle/v1".into());
         whole.insert("manifest", manifest_json.into());
@@ -1100,6 +1120,7 @@ impl Bundle {
             name,
             version,
             description: manifest.description,
+            time_zone,
             hash,
             actions,
             scoring,
@@ -1306,6 +1327,9 @@ fn check_placeholders(
                 )),
                 ("score", Some(d)) if !dimensions.contains(d) => {
                     Some(format!("no scoring dimension is {d:?}"))
+                }
+                ("time", f) if !f.is_some_and(|f| TIME_FIELDS.contains(&f)) => {
+                    Some(format!("the intent's time has {}", TIME_FIELDS.join(", ")))
                 }
                 _ => None,
             };

@@ -9,6 +9,9 @@
 //!   the hash of the bundle's canonical JSON form, which does not depend on
 //!   file order, whitespace or comments, and changes with any edit that can
 //!   change a decision or a reason;
+//! - the intent's time as rules read it ([`when`]): its `issued_at` in the
+//!   bundle's time zone, a fixed offset, so that it never depends on a
+//!   clock or on a time-zone database;
 //! - delegation tokens (signed JSON, `tollgate.delegation.v1`) and the
 //!   checks of one intent against a chain of them ([`delegation`]).
 //!
@@ -29,6 +32,7 @@ pub mod reviewer;
 mod rules;
 mod scoring;
 mod template;
+pub mod when;
 
 use std::fmt;
 
@@ -40,6 +44,7 @@ pub use convert::{from_json, to_cedar_json, to_json};
 pub use rules::{FiredRule, RuleOutcome, RuleSetKind, Verdict};
 pub use scoring::{DimensionScore, Scores, Scoring};
 pub use template::Vars;
+pub use when::{LocalTime, TimeZone};
 
 /// One problem found in a bundle, with where it is.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,8 +1,10 @@
 //! Multi-dimensional risk scoring, in integer basis points.
 //!
 //! Each dimension scores 0–10000 bp from the intent: integer bands over a
-//! param, a lookup table over a param or a resource attribute, or the
-//! agent's stated confidence (`10000 − confidence_bp`). The composite is
+//! param, a lookup table over a param or a resource attribute, a table
+//! over several sources at once (params, resource attributes, the intent's
+//! time; integers read through bands), or the agent's stated confidence
+//! (`10000 − confidence_bp`). The composite is
 //! `floor(Σ score × weight / 10000)`, weights summing to exactly 10000.
 //! The composite escalates at `escalate_at` and blocks at `block_at`; a
 //! dimension marked critical escalates or blocks on its own when its score
@@ -18,7 +20,11 @@ use tollgate_protocol::{Object, Value};
 use toml::Spanned;
 
 use crate::rules::{FiredRule, Verdict};
+use crate::when::{LocalTime, TIME_FIELDS};
 use crate::{Problem, line_of};
+
+/// Most sources one table reads.
+const MAX_TABLE_KEYS: usize = 4;
 
 pub(crate) const MAX_BP: i64 = 10_000;
 
@@ -39,7 +45,55 @@ struct DimensionToml {
     critical: Option<CriticalToml>,
     bands: Option<BandsToml>,
     lookup: Option<LookupToml>,
+    table: Option<TableToml>,
     confidence: Option<ConfidenceToml>,
+}
+
+/// `table = { keys = [KEY, …], scores = { LABEL = { LABEL = SCORE } }, default = SCORE }`:
+/// one label per key, the scores nested in the keys' order.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TableToml {
+    keys: Vec<KeyToml>,
+    scores: ScoreTree,
+    default: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyToml {
+    param: Option<String>,
+    resource_attr: Option<String>,
+    time: Option<String>,
+    /// `[limit, label]` pairs: an integer below `limit` reads as `label`;
+    /// limits ascending; the first that fits wins.
+    bands: Option<Vec<(i64, String)>>,
+    /// The label of an integer no band fits.
+    otherwise: Option<String>,
+}
+
+/// A table's scores: nested by label, one level per key.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(untagged)]
+enum ScoreTree {
+    Score(i64),
+    Next(BTreeMap<String, ScoreTree>),
+}
+
+/// Where one key of a table reads.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+enum KeySource {
+    Param(String),
+    ResourceAttr(String),
+    Time(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+struct Key {
+    source: KeySource,
+    /// Bands over an integer, and the label beyond them.
+    bands: Option<(Vec<(i64, String)>, String)>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,6 +145,11 @@ enum Source {
     LookupResource {
         attribute: String,
         table: BTreeMap<String, i64>,
+        default: i64,
+    },
+    Table {
+        keys: Vec<Key>,
+        scores: ScoreTree,
         default: i64,
     },
     Confidence {
@@ -211,12 +270,15 @@ impl Scoring {
             let sources = [
                 d.bands.is_some(),
                 d.lookup.is_some(),
+                d.table.is_some(),
                 d.confidence.is_some(),
             ];
             if sources.iter().filter(|s| **s).count() != 1 {
                 problem(
                     at,
-                    format!("dimension {id:?} needs exactly one of bands, lookup or confidence"),
+                    format!(
+                        "dimension {id:?} needs exactly one of bands, lookup, table or confidence"
+                    ),
                 );
                 continue;
             }
@@ -267,6 +329,14 @@ impl Scoring {
                                 "dimension {id:?}: lookup needs exactly one of param or resource_attr"
                             ),
                         );
+                        continue;
+                    }
+                }
+            } else if let Some(t) = d.table {
+                match table(t) {
+                    Ok(source) => source,
+                    Err(why) => {
+                        problem(at, format!("dimension {id:?}: table: {why}"));
                         continue;
                     }
                 }
@@ -327,9 +397,16 @@ impl Scoring {
 
     /// The params each dimension reads as integers.
     pub fn integer_params(&self) -> impl Iterator<Item = &str> {
-        self.dimensions.iter().filter_map(|d| match &d.source {
-            Source::Bands { param, .. } => Some(param.as_str()),
-            _ => None,
+        self.dimensions.iter().flat_map(|d| match &d.source {
+            Source::Bands { param, .. } => vec![param.as_str()],
+            Source::Table { keys, .. } => keys
+                .iter()
+                .filter_map(|k| match (&k.source, &k.bands) {
+                    (KeySource::Param(p), Some(_)) => Some(p.as_str()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
         })
     }
 
@@ -342,6 +419,7 @@ impl Scoring {
         params: &Object,
         resource: &Object,
         confidence_bp: Option<i64>,
+        time: &LocalTime,
     ) -> Result<Scores, FiredRule> {
         let mut dimensions = Vec::with_capacity(self.dimensions.len());
         let mut composite: i64 = 0;
@@ -384,6 +462,11 @@ impl Scoring {
                     table,
                     default,
                 } => lookup(resource.get(attribute), table, *default),
+                Source::Table {
+                    keys,
+                    scores,
+                    default,
+                } => table_score(keys, scores, *default, params, resource, time).map_err(&fail)?,
                 Source::Confidence { missing } => match confidence_bp {
                     Some(c) if in_bp(c) => MAX_BP - c,
                     Some(c) => {
@@ -461,4 +544,185 @@ fn lookup(v: Option<&Value>, table: &BTreeMap<String, i64>, default: i64) -> i64
         Some(other) => other.to_string(),
     };
     table.get(&key).copied().unwrap_or(default)
+}
+
+/// A table's score for one intent: the score at its labels' path, or the
+/// default when a source is missing or a path is not in the table.
+fn table_score(
+    keys: &[Key],
+    scores: &ScoreTree,
+    default: i64,
+    params: &Object,
+    resource: &Object,
+    time: &LocalTime,
+) -> Result<i64, String> {
+    let mut node = scores;
+    for key in keys {
+        let Some(label) = key.label(params, resource, time)? else {
+            return Ok(default);
+        };
+        match node {
+            ScoreTree::Next(next) => match next.get(&label) {
+                Some(n) => node = n,
+                None => return Ok(default),
+            },
+            // INVARIANT: checked at load to nest one level per key.
+            ScoreTree::Score(_) => return Ok(default),
+        }
+    }
+    Ok(match node {
+        ScoreTree::Score(s) => *s,
+        ScoreTree::Next(_) => default,
+    })
+}
+
+/// Checks a table read from `bundle.toml` and builds its source.
+fn table(t: TableToml) -> Result<Source, String> {
+    if t.keys.is_empty() || t.keys.len() > MAX_TABLE_KEYS {
+        return Err(format!(
+            "{} keys; a table reads 1 to {MAX_TABLE_KEYS}",
+            t.keys.len()
+        ));
+    }
+    if !in_bp(t.default) {
+        return Err(format!(
+            "default score {} is not within 0–10000 bp",
+            t.default
+        ));
+    }
+    let mut keys = Vec::with_capacity(t.keys.len());
+    for (n, k) in t.keys.into_iter().enumerate() {
+        let n = n + 1;
+        let source = match (k.param, k.resource_attr, k.time) {
+            (Some(p), None, None) => KeySource::Param(p),
+            (None, Some(a), None) => KeySource::ResourceAttr(a),
+            (None, None, Some(f)) if TIME_FIELDS.contains(&f.as_str()) => KeySource::Time(f),
+            (None, None, Some(f)) => {
+                return Err(format!(
+                    "key {n}: time {f:?} is not one of {}",
+                    TIME_FIELDS.join(", ")
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "key {n} needs exactly one of param, resource_attr or time"
+                ));
+            }
+        };
+        let bands = match (k.bands, k.otherwise) {
+            (Some(b), Some(o)) => {
+                if b.windows(2).any(|w| w[0].0 >= w[1].0) {
+                    return Err(format!("key {n}: band limits must be strictly ascending"));
+                }
+                Some((b, o))
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(format!(
+                    "key {n}: bands need `otherwise`, the label beyond the last"
+                ));
+            }
+            (None, Some(_)) => return Err(format!("key {n}: `otherwise` goes with bands")),
+        };
+        keys.push(Key { source, bands });
+    }
+    check_tree(&t.scores, &keys, &mut Vec::new())?;
+    Ok(Source::Table {
+        keys,
+        scores: t.scores,
+        default: t.default,
+    })
+}
+
+/// Every path of `tree` has one label per key (a band key's labels only
+/// from its bands) and ends in a score within 0–10000 bp.
+fn check_tree(tree: &ScoreTree, keys: &[Key], path: &mut Vec<String>) -> Result<(), String> {
+    let at = |path: &[String]| {
+        if path.is_empty() {
+            "scores".to_owned()
+        } else {
+            format!("scores.{}", path.join("."))
+        }
+    };
+    match (tree, keys.split_first()) {
+        (ScoreTree::Score(s), None) if in_bp(*s) => Ok(()),
+        (ScoreTree::Score(s), None) => Err(format!("{}: {s} is not within 0–10000 bp", at(path))),
+        (ScoreTree::Score(_), Some(_)) => Err(format!(
+            "{}: a score where labels of {} more key{} are expected",
+            at(path),
+            keys.len(),
+            if keys.len() == 1 { "" } else { "s" }
+        )),
+        (ScoreTree::Next(_), None) => Err(format!(
+            "{}: labels nest deeper than the table's keys",
+            at(path)
+        )),
+        (ScoreTree::Next(next), Some((key, rest))) => {
+            for (label, sub) in next {
+                if let Some((bands, otherwise)) = &key.bands
+                    && label != otherwise
+                    && !bands.iter().any(|(_, l)| l == label)
+                {
+                    let mut known: Vec<&str> = bands.iter().map(|(_, l)| l.as_str()).collect();
+                    known.push(otherwise);
+                    return Err(format!(
+                        "{}: {label:?} is not a label of that key's bands ({})",
+                        at(path),
+                        known.join(", ")
+                    ));
+                }
+                path.push(label.clone());
+                check_tree(sub, rest, path)?;
+                path.pop();
+            }
+            Ok(())
+        }
+    }
+}
+
+impl Key {
+    /// This key's label for one intent; `None` when its source is missing
+    /// (the table's default applies). An integer read through bands that is
+    /// not an integer fails the dimension.
+    fn label(
+        &self,
+        params: &Object,
+        resource: &Object,
+        time: &LocalTime,
+    ) -> Result<Option<String>, String> {
+        let (value, what) = match &self.source {
+            KeySource::Param(p) => (params.get(p).cloned(), format!("param {p}")),
+            KeySource::ResourceAttr(a) => {
+                (resource.get(a).cloned(), format!("resource attribute {a}"))
+            }
+            KeySource::Time(f) => {
+                let v = match time.integer(f) {
+                    Some(n) => Value::integer(n),
+                    None => time.field(f).map(Value::from),
+                };
+                (v, format!("time.{f}"))
+            }
+        };
+        let Some(value) = value.filter(|v| !matches!(v, Value::Null)) else {
+            return Ok(None);
+        };
+        match &self.bands {
+            None => Ok(Some(match value {
+                Value::String(s) => s,
+                other => other.to_string(),
+            })),
+            Some((bands, otherwise)) => {
+                let n = value
+                    .as_safe_integer()
+                    .ok_or_else(|| format!("{what} is {value}, not an integer"))?;
+                Ok(Some(
+                    bands
+                        .iter()
+                        .find(|(limit, _)| n < *limit)
+                        .map_or(otherwise, |(_, l)| l)
+                        .clone(),
+                ))
+            }
+        }
+    }
 }

@@ -5,7 +5,9 @@
 //! (dots go deeper), `resource.<attribute>`, `delegation`,
 //! `delegation.per_intent`, `delegation.budget_remaining`, `amount`,
 //! `currency`, `money` (the amount in the currency's units, `999.00 EUR`),
-//! `score.<dimension>`, `composite`. `{{` and `}}` are literal
+//! `score.<dimension>`, `composite`, `time.date`, `time.weekday`,
+//! `time.hour`, `time.minute` (the intent's `issued_at` in the bundle's
+//! time zone). `{{` and `}}` are literal
 //! braces.
 
 use std::collections::BTreeMap;
@@ -25,6 +27,7 @@ const ROOTS: &[&str] = &[
     "currency",
     "score",
     "composite",
+    "time",
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,7 +145,7 @@ mod tests {
     fn bad_templates_are_refused() {
         assert_eq!(
             Template::parse("x {prams.a}").unwrap_err(),
-            "unknown placeholder {prams.a} (known: agent, action, resource, intent_id, params, delegation, amount, money, currency, score, composite)"
+            "unknown placeholder {prams.a} (known: agent, action, resource, intent_id, params, delegation, amount, money, currency, score, composite, time)"
         );
         assert_eq!(
             Template::parse("x {agent").unwrap_err(),
