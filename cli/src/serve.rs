@@ -35,6 +35,10 @@ pub fn serve(args: ServeArgs) -> Result<String, CliError> {
             urls: upstream_urls(&args.upstreams).map_err(usage)?,
             timeout: std::time::Duration::from_millis(args.upstream_timeout_ms),
             simulate: false,
+            lookups: engine::resources::Lookups::parse(
+                args.resource_lookups.iter().map(String::as_str),
+            )
+            .map_err(usage)?,
         },
         max_body: args.max_body,
         read_token: args.read_token.clone(),

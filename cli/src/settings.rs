@@ -71,7 +71,18 @@ pub struct ServeArgs {
     /// comma-separated in the environment).
     #[arg(long = "upstream", env = "TOLLGATE_UPSTREAMS", value_delimiter = ',')]
     pub upstreams: Vec<String>,
-    /// Timeout of one upstream call, milliseconds.
+    /// A resource type whose attributes are looked up at the target,
+    /// TYPE=URL with {id} in the URL, e.g.
+    /// order=https://orders.internal/attributes/{id} (repeat, or
+    /// comma-separated in the environment). Other types read the registry.
+    #[arg(
+        long = "resource-lookup",
+        env = "TOLLGATE_RESOURCE_LOOKUPS",
+        value_delimiter = ','
+    )]
+    pub resource_lookups: Vec<String>,
+    /// Timeout of one upstream call (and of one resource lookup),
+    /// milliseconds.
     #[arg(long, env = "TOLLGATE_UPSTREAM_TIMEOUT_MS", default_value_t = limits::DEFAULT_UPSTREAM_TIMEOUT_MS)]
     pub upstream_timeout_ms: u64,
     /// How often approvals past their deadline are ended as expired,
@@ -168,6 +179,7 @@ struct ConfigFile {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     upstream: Option<std::collections::BTreeMap<String, String>>,
+    resource_lookup: Option<std::collections::BTreeMap<String, String>>,
     upstream_timeout_ms: Option<u64>,
     expiry_interval_ms: Option<u64>,
     webhook_allow_private: Option<bool>,
@@ -253,6 +265,11 @@ pub fn apply_config(args: &mut ServeArgs, matches: &clap::ArgMatches) -> Result<
         && let Some(map) = file.upstream
     {
         args.upstreams = map.into_iter().map(|(a, u)| format!("{a}={u}")).collect();
+    }
+    if unset("resource_lookups")
+        && let Some(map) = file.resource_lookup
+    {
+        args.resource_lookups = map.into_iter().map(|(t, u)| format!("{t}={u}")).collect();
     }
     Ok(())
 }

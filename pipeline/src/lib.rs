@@ -297,6 +297,19 @@ pub fn decide_with_spent(
     decide_spent(bundle, envelope, snapshot, false, spent)
 }
 
+/// [`decide_with_spent`] with the resource's attributes given apart from
+/// the snapshot's registry: as a resource provider at the target answered
+/// (`None`: it does not know the resource).
+pub fn decide_with_resource(
+    bundle: &Bundle,
+    envelope: &IntentEnvelope,
+    snapshot: &Snapshot,
+    spent: &delegation::Spent,
+    resource: Option<&Object>,
+) -> Result<Decision, ShapeError> {
+    decide_all(bundle, envelope, snapshot, false, spent, resource)
+}
+
 fn decide_inner(
     bundle: &Bundle,
     envelope: &IntentEnvelope,
@@ -318,6 +331,25 @@ fn decide_spent(
     snapshot: &Snapshot,
     verify_signature: bool,
     spent: &delegation::Spent,
+) -> Result<Decision, ShapeError> {
+    let resource = snapshot.resources.get(&envelope.intent.resource);
+    decide_all(
+        bundle,
+        envelope,
+        snapshot,
+        verify_signature,
+        spent,
+        resource,
+    )
+}
+
+fn decide_all(
+    bundle: &Bundle,
+    envelope: &IntentEnvelope,
+    snapshot: &Snapshot,
+    verify_signature: bool,
+    spent: &delegation::Spent,
+    known: Option<&Object>,
 ) -> Result<Decision, ShapeError> {
     let contract = shape(bundle, envelope)?;
     let i = &envelope.intent;
@@ -373,7 +405,6 @@ fn decide_spent(
         time: bundle.time_zone.local(&i.issued_at),
     };
     let empty = Object::new();
-    let known = snapshot.resources.get(&i.resource);
     let resource = known.unwrap_or(&empty);
     // A resource the registry does not know is blocked, unless the
     // contract allows it: rules that test attributes must never see an

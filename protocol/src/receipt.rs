@@ -175,6 +175,9 @@ pub struct Inputs {
     /// For each budget checked: `{"delegation", "window_start",
     /// "amount_minor", "currency"}`.
     pub spent: Vec<Value>,
+    /// When the attributes were looked up at the target rather than read
+    /// from the registry: `{"url", "status", "answer_hash"}`.
+    pub resource_lookup: Option<Object>,
 }
 
 impl Inputs {
@@ -191,6 +194,9 @@ impl Inputs {
             ),
         );
         o.insert("resource", Value::Object(self.resource.clone()));
+        if let Some(l) = &self.resource_lookup {
+            o.insert("resource_lookup", Value::Object(l.clone()));
+        }
         o.insert("spent", Value::Array(self.spent.clone()));
         Value::Object(o)
     }

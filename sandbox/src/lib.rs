@@ -45,7 +45,7 @@ use std::sync::Arc;
 pub use export::{published, replay_export};
 pub use report::{Change, Report};
 
-use tollgate_pipeline::{Snapshot, decide_with_spent};
+use tollgate_pipeline::{Snapshot, decide_with_resource};
 use tollgate_policies::Bundle;
 use tollgate_policies::delegation::{MAX_CHAIN, Registry, Spent, Token};
 use tollgate_protocol::{HashAlg, IntentEnvelope, Jwk, KeySet, Object, Value, canonical};
@@ -213,8 +213,9 @@ impl Replay {
         envelope: &IntentEnvelope,
         snapshot: &Snapshot,
         spent: &Spent,
+        resource: Option<&Object>,
     ) -> Value {
-        match decide_with_spent(bundle, envelope, snapshot, spent) {
+        match decide_with_resource(bundle, envelope, snapshot, spent, resource) {
             Ok(d) => d.to_value(),
             Err(e) => report::invalid(e.to_string()),
         }
@@ -703,18 +704,39 @@ impl Replay {
             ));
         }
         let empty = Object::new();
-        let resource = self.resources.get(&intent.resource).unwrap_or(&empty);
         let read = at(receipt, &["inputs", "resource"])
             .and_then(Value::as_object)
             .unwrap_or(&empty);
-        // Objects keep their members in canonical order: equal objects
-        // are equal canonical bytes.
-        if read != resource {
-            return Err(format!(
-                "inputs.resource is not what the export's resource.put receipts say of {}",
-                intent.resource
-            ));
-        }
+        // Attributes looked up at the target are what the receipt says it
+        // read (with the lookup's URL, status and answer hash); the
+        // registry's must be what the export's resource.put receipts say.
+        let looked_up = at(receipt, &["inputs", "resource_lookup"]);
+        let resource = match looked_up {
+            Some(l) => {
+                let status = at(l, &["status"]).and_then(Value::as_safe_integer);
+                match status {
+                    Some(200) => Some(read),
+                    Some(404) if read.is_empty() => None,
+                    _ => {
+                        return Err(format!(
+                            "inputs.resource_lookup {l} is not a 200 with the attributes or a 404 with none"
+                        ));
+                    }
+                }
+            }
+            None => {
+                let registered = self.resources.get(&intent.resource);
+                // Objects keep their members in canonical order: equal
+                // objects are equal canonical bytes.
+                if read != registered.unwrap_or(&empty) {
+                    return Err(format!(
+                        "inputs.resource is not what the export's resource.put receipts say of {}",
+                        intent.resource
+                    ));
+                }
+                registered
+            }
+        };
         let mut spent = Spent::new();
         if let Some(Value::Array(items)) = at(receipt, &["inputs", "spent"]) {
             for s in items {
@@ -727,7 +749,7 @@ impl Replay {
                     .insert(text(s, &["currency"]).to_owned(), amount);
             }
         }
-        let decision = decide_with_spent(bundle, envelope, snapshot, &spent)
+        let decision = decide_with_resource(bundle, envelope, snapshot, &spent, resource)
             .map_err(|e| format!("re-deciding refuses the intent: {e}"))?
             .to_value();
         let stated = at(receipt, &["decision"]).unwrap_or(&Value::Null);
@@ -737,7 +759,7 @@ impl Replay {
         Ok(self.candidate_for(version).map(|candidate| {
             (
                 candidate.version_string(),
-                Self::decide_under(candidate, envelope, snapshot, &spent),
+                Self::decide_under(candidate, envelope, snapshot, &spent, resource),
             )
         }))
     }

@@ -102,11 +102,12 @@ impl Replay {
             .cloned()
             .ok_or_else(|| bad(format!("the policy in force, {active}, is not published")))?;
         let snapshot = self.snapshot();
-        let before = Self::decide_under(&bundle, &parsed, &snapshot, &self.spent);
+        let resource = snapshot.resources.get(&parsed.intent.resource);
+        let before = Self::decide_under(&bundle, &parsed, &snapshot, &self.spent, resource);
         let after = match self.candidate_for(&active) {
             Some(c) => (
                 c.version_string(),
-                Self::decide_under(c, &parsed, &snapshot, &self.spent),
+                Self::decide_under(c, &parsed, &snapshot, &self.spent, resource),
             ),
             None => (active.clone(), before.clone()),
         };

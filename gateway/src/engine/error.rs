@@ -71,6 +71,12 @@ pub enum IntentError {
         "the registries or budgets kept changing while this intent was decided ({0}); try again"
     )]
     Contended(String),
+    /// The resource's attributes are looked up at the target, and the
+    /// lookup failed: nothing was decided or recorded; try again.
+    #[error(
+        "the attributes of the intent's resource cannot be read: {0}; nothing was decided, try again"
+    )]
+    ResourceUnavailable(String),
     /// The gateway could not complete the request (storage, signing, or a
     /// broken invariant); the cause is for the log, not the caller.
     #[error("{0}")]

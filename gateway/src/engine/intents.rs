@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use tollgate_ledger::{Append, Guard, Ledger, Spend, Staleness};
-use tollgate_pipeline::{Decision, decide_authenticated, decide_with_spent};
+use tollgate_pipeline::{Decision, decide_with_resource};
 use tollgate_policies::delegation::{self, Refusal, Token};
 use tollgate_policies::{Bundle, Target};
 use tollgate_protocol::{
@@ -26,6 +26,7 @@ use tollgate_protocol::{
 
 use super::{
     AuthFailure, Gateway, IntentError, Requirement, Skew, StartError, View, budget, commit,
+    resources,
 };
 
 /// An intent's answer: its ledger entry.
@@ -438,10 +439,25 @@ impl<L: Ledger> Gateway<L> {
             .bundle
             .action(&envelope.intent.action)
             .is_some_and(|a| a.target == Target::Http);
-        if http && let Some(s) = self.replay(key, envelope).await? {
+        // A resource looked up at the target is read before the decision,
+        // outside every lock; a replay answers first, without a lookup.
+        let lookup = self.upstreams.lookups.url_for(&envelope.intent.resource);
+        if (http || lookup.is_some())
+            && let Some(s) = self.replay(key, envelope).await?
+        {
             return Ok(s);
         }
-        let (decision, entry) = self.decide_and_commit(view, envelope, key, foreign).await?;
+        let read = match lookup {
+            Some(url) => Some(
+                resources::look_up(url, self.upstreams.timeout, &envelope.intent.intent_id)
+                    .await
+                    .map_err(IntentError::ResourceUnavailable)?,
+            ),
+            None => None,
+        };
+        let (decision, entry) = self
+            .decide_and_commit(view, envelope, key, foreign, read)
+            .await?;
         self.metrics.decision(decision.verdict.name());
         Ok(submitted(&entry, Some(decision.verdict)))
     }
@@ -454,8 +470,20 @@ impl<L: Ledger> Gateway<L> {
         envelope: &IntentEnvelope,
         key: &str,
         foreign: &[(String, Spend)],
+        read: Option<resources::Read>,
     ) -> Result<(Decision, LedgerEntry), Failure> {
         let bundle: &Bundle = &view.bundle;
+        // The resource's attributes: as looked up, or from the registry.
+        let (attributes, lookup_record) = match read {
+            Some(r) => (r.attributes, Some(r.record)),
+            None => (
+                view.snapshot
+                    .resources
+                    .get(&envelope.intent.resource)
+                    .cloned(),
+                None,
+            ),
+        };
         let intent = &envelope.intent;
         let chain = chain(view, &intent.delegation);
         let t = std::time::Instant::now();
@@ -471,8 +499,14 @@ impl<L: Ledger> Gateway<L> {
                 .lock()
                 .map_err(|_| internal("budget table poisoned"))?;
             let reading = budgets.read(&chain, self.clock.now().unix_seconds(), foreign);
-            let decision = decide_with_spent(bundle, envelope, &view.snapshot, &reading.spent)
-                .map_err(IntentError::Shape)?;
+            let decision = decide_with_resource(
+                bundle,
+                envelope,
+                &view.snapshot,
+                &reading.spent,
+                attributes.as_ref(),
+            )
+            .map_err(IntentError::Shape)?;
             let charges = match (decision.verdict, amount_of(bundle, envelope)) {
                 (Verdict::Pass, Some((amount, currency))) => {
                     budget::Budgets::charges(&reading, amount, &currency)
@@ -488,8 +522,14 @@ impl<L: Ledger> Gateway<L> {
             guard.budgets = reading.reads;
             (decision, held, reading.inputs)
         } else {
-            let decision = decide_authenticated(bundle, envelope, &view.snapshot)
-                .map_err(IntentError::Shape)?;
+            let decision = decide_with_resource(
+                bundle,
+                envelope,
+                &view.snapshot,
+                &view.snapshot.registry.spent,
+                attributes.as_ref(),
+            )
+            .map_err(IntentError::Shape)?;
             let held = Held {
                 budgets: &self.budgets,
                 charges: Vec::new(),
@@ -500,13 +540,9 @@ impl<L: Ledger> Gateway<L> {
         self.metrics.decide.observe(t.elapsed().as_secs_f64());
         let inputs = tollgate_protocol::Inputs {
             delegations: chain_hashes(view, &chain),
-            resource: view
-                .snapshot
-                .resources
-                .get(&intent.resource)
-                .cloned()
-                .unwrap_or_else(Object::new),
+            resource: attributes.unwrap_or_else(Object::new),
             spent,
+            resource_lookup: lookup_record,
         };
         // An escalation opens an approval, with what it needs.
         let requirement = if decision.verdict == Verdict::Escalate {

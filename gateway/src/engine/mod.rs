@@ -36,6 +36,7 @@ mod commit;
 mod error;
 mod intents;
 mod registry;
+pub mod resources;
 pub mod webhooks;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -81,6 +82,9 @@ pub struct Upstreams {
     /// Commit `http` targets to a simulated upstream that accepts every
     /// intent and is never called (the sandbox): no URL is needed.
     pub simulate: bool,
+    /// Resource types whose attributes are looked up at the target rather
+    /// than read from the registry (within `timeout`).
+    pub lookups: resources::Lookups,
 }
 
 impl Default for Upstreams {
@@ -89,6 +93,7 @@ impl Default for Upstreams {
             urls: BTreeMap::new(),
             timeout: std::time::Duration::from_millis(crate::limits::DEFAULT_UPSTREAM_TIMEOUT_MS),
             simulate: false,
+            lookups: resources::Lookups::default(),
         }
     }
 }

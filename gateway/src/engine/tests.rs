@@ -386,13 +386,18 @@ pub(crate) async fn world() -> World {
 
 /// A world whose seed `edit` may change first.
 pub(crate) async fn world_with(edit: impl FnOnce(&mut Seed)) -> World {
+    world_upstreams(edit, Upstreams::default()).await
+}
+
+/// [`world_with`], with `upstreams` (and resource lookups).
+pub(crate) async fn world_upstreams(edit: impl FnOnce(&mut Seed), upstreams: Upstreams) -> World {
     let dir = tempfile::tempdir().unwrap();
     let clock = FakeClock::at(T0);
     let issuer = Ed25519Signer::from_secret(&[2; 32]);
     let agent = Ed25519Signer::from_secret(&[3; 32]);
     let mut seed = seed(&issuer, &agent);
     edit(&mut seed);
-    let (ledger, gateway) = open_in(&dir, clock.clone(), seed).await;
+    let (ledger, gateway) = open_with(&dir, clock.clone(), seed, upstreams).await;
     World {
         _dir: dir,
         ledger,

@@ -39,6 +39,7 @@ pub const PROBLEM_TYPES: &[(&str, &str)] = &[
     ),
     ("in-flight", "Request in flight"),
     ("contended", "State changed concurrently"),
+    ("resource-unavailable", "Resource attributes unavailable"),
     ("idempotency-conflict", "Idempotency key reused"),
     ("unknown-action", "Unknown action"),
     ("invalid-params", "Params do not fit the action's schema"),
@@ -257,6 +258,11 @@ impl ApiError {
                     (S::UNPROCESSABLE_ENTITY, slug, Some(s.pointer().to_owned()))
                 }
                 IntentError::Contended(_) => (S::SERVICE_UNAVAILABLE, "contended", None),
+                IntentError::ResourceUnavailable(_) => (
+                    S::SERVICE_UNAVAILABLE,
+                    "resource-unavailable",
+                    Some("/payload/resource".into()),
+                ),
                 IntentError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", None),
             },
             Self::Registry(e) => match e {
@@ -485,8 +491,11 @@ impl IntoResponse for ApiError {
             .into_response();
         if matches!(
             self,
-            Self::Intent(IntentError::InFlight(_) | IntentError::Contended(_))
-                | Self::Registry(RegistryError::Contended(_))
+            Self::Intent(
+                IntentError::InFlight(_)
+                    | IntentError::Contended(_)
+                    | IntentError::ResourceUnavailable(_)
+            ) | Self::Registry(RegistryError::Contended(_))
                 | Self::Approval(ApprovalError::Executing(_) | ApprovalError::Contended(_))
         ) {
             r.headers_mut().insert(

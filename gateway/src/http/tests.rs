@@ -15,7 +15,8 @@ use tollgate_protocol::{Domain, Object, Value, canonical, parse};
 use tower::ServiceExt as _;
 
 use super::{App, OPENAPI, PROBLEM_PREFIX, PROBLEM_TYPES, router};
-use crate::engine::tests::{Faulty, T0, World, intent, token, world_with};
+use crate::engine::Upstreams;
+use crate::engine::tests::{Faulty, T0, World, intent, token, world_upstreams};
 
 const ADMIN: &str = "0123456789abcdef0123456789abcdef";
 
@@ -65,7 +66,11 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
-    let w: World = world_with(|_| {}).await;
+    harness_with(Upstreams::default()).await
+}
+
+async fn harness_with(upstreams: Upstreams) -> Harness {
+    let w: World = world_upstreams(|_| {}, upstreams).await;
     Harness {
         app: Arc::new(App {
             gateway: w.gateway,
@@ -718,6 +723,22 @@ async fn every_api_error_is_reached_by_a_request() {
     assert_eq!(contended.headers.get("retry-after").unwrap(), "1");
     assert_eq!(h.ledger.inner.head().await.unwrap(), head);
     h.ledger.stale.store(false, Ordering::SeqCst);
+
+    // The resource's attributes are looked up at a target that does not
+    // answer: nothing is decided, and the client is told to try again.
+    let looking = harness_with(Upstreams {
+        lookups: crate::engine::resources::Lookups::parse([
+            "order=http://127.0.0.1:9/attributes/{id}",
+        ])
+        .unwrap(),
+        ..Upstreams::default()
+    })
+    .await;
+    let head = looking.ledger.inner.head().await.unwrap();
+    let unavailable = looking.intent(looking.signed(|_| {}), None).await;
+    expect(&unavailable, 503, "resource-unavailable");
+    assert_eq!(unavailable.headers.get("retry-after").unwrap(), "1");
+    assert_eq!(looking.ledger.inner.head().await.unwrap(), head);
 
     // Storage failures: a generic 500 (the cause is logged, never sent),
     // and an honest readiness probe.

@@ -1,0 +1,197 @@
+//! Resource providers: where a decision reads the attributes of the
+//! intent's resource.
+//!
+//! Two providers. The registry, the default: the attributes the ledger's
+//! `resource.put` receipts set. And, for a resource type the gateway is
+//! configured to look up (`--resource-lookup TYPE=URL`), the target
+//! system itself: one `GET` of the URL with `{id}` replaced by the
+//! resource's id, before the decision. A `200` with a JSON object is the
+//! attributes; a `404` means the target does not know the resource (the
+//! contract's `unknown_resources` then applies, as for the registry).
+//! Anything else (no answer in time, another status, a body that is not
+//! an I-JSON object) refuses the intent with `503 resource-unavailable`
+//! and records nothing: the intent is not decided, so the agent's retry
+//! is decided afresh rather than blocked forever by an outage.
+//!
+//! Invariant: what a lookup read is in the receipt, `inputs.resource` (the
+//! attributes exactly as the rules read them) and `inputs.resource_lookup`
+//! (`{"url", "status", "answer_hash"}`), so the decision can be re-run
+//! from the receipt alone.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tollgate_protocol::{HashAlg, Object, Value};
+
+use crate::limits::MAX_UPSTREAM_ANSWER;
+
+/// The placeholder a lookup URL must hold once.
+pub const ID_PLACEHOLDER: &str = "{id}";
+
+/// Resource types whose attributes are looked up at the target, by type.
+#[derive(Clone, Debug, Default)]
+pub struct Lookups {
+    urls: BTreeMap<String, String>,
+}
+
+impl Lookups {
+    /// Reads `TYPE=URL` pairs; the URL is `http://` or `https://` and
+    /// holds `{id}` exactly once.
+    pub fn parse<'a>(pairs: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        let mut urls = BTreeMap::new();
+        for pair in pairs {
+            let (ty, url) = pair.split_once('=').ok_or_else(|| {
+                format!("resource lookup {pair:?}: expected TYPE=URL, e.g. order=https://orders.internal/attributes/{{id}}")
+            })?;
+            let ty = ty.trim();
+            let url = url.trim();
+            let type_ok = ty.as_bytes().first().is_some_and(u8::is_ascii_lowercase)
+                && ty
+                    .bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_');
+            if !type_ok {
+                return Err(format!(
+                    "resource lookup {pair:?}: {ty:?} is not a resource type ([a-z][a-z0-9_]*)"
+                ));
+            }
+            if !(url.starts_with("http://") || url.starts_with("https://"))
+                || url.matches(ID_PLACEHOLDER).count() != 1
+            {
+                return Err(format!(
+                    "resource lookup {pair:?}: the URL must be http:// or https:// and hold {ID_PLACEHOLDER} exactly once"
+                ));
+            }
+            if urls.insert(ty.to_owned(), url.to_owned()).is_some() {
+                return Err(format!("resource lookup: type {ty:?} is given twice"));
+            }
+        }
+        Ok(Self { urls })
+    }
+
+    /// The URL to look `resource` (`type:id`) up at, if its type has one.
+    pub fn url_for(&self, resource: &str) -> Option<String> {
+        let (ty, id) = resource.split_once(':')?;
+        let template = self.urls.get(ty)?;
+        Some(template.replace(ID_PLACEHOLDER, &percent_encode(id)))
+    }
+
+    /// Whether no type is looked up.
+    pub fn is_empty(&self) -> bool {
+        self.urls.is_empty()
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters (ids
+/// are `[A-Za-z0-9._:-]`, so only `:` changes).
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// What one lookup read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Read {
+    /// The attributes; `None` when the target does not know the resource.
+    pub attributes: Option<Object>,
+    /// `inputs.resource_lookup`: `{"url", "status", "answer_hash"}`.
+    pub record: Object,
+}
+
+/// Looks one resource up: `GET url` within `timeout`. The error says why
+/// the attributes could not be read.
+pub async fn look_up(url: String, timeout: Duration, intent_id: &str) -> Result<Read, String> {
+    let intent_id = intent_id.to_owned();
+    let target = url.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .build()
+            .into();
+        let mut resp = agent
+            .get(&target)
+            .header("accept", "application/json")
+            .header("tollgate-intent-id", &intent_id)
+            .call()?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_UPSTREAM_ANSWER)
+            .read_to_vec()?;
+        Ok::<_, ureq::Error>((status, bytes))
+    })
+    .await
+    .map_err(|e| format!("the lookup at {url} was aborted: {e}"))?;
+    let (status, bytes) = answer.map_err(|e| match e {
+        ureq::Error::Timeout(_) => format!("{url} did not answer within {timeout:?}"),
+        other => format!("{url} cannot be reached: {other}"),
+    })?;
+    let attributes = match status {
+        200 => match tollgate_protocol::parse(&bytes) {
+            Ok(Value::Object(o)) => Some(o),
+            Ok(other) => {
+                return Err(format!(
+                    "{url} answered {}, not a JSON object of attributes",
+                    other.type_name()
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "{url} answered 200 with a body that is not I-JSON: {e}"
+                ));
+            }
+        },
+        404 => None,
+        other => return Err(format!("{url} answered {other}")),
+    };
+    let mut record = Object::new();
+    record.insert("url", url.into());
+    record.insert(
+        "status",
+        Value::integer(i64::from(status)).unwrap_or(Value::Null),
+    );
+    record.insert(
+        "answer_hash",
+        HashAlg::Sha256.digest(&[&bytes]).to_string().into(),
+    );
+    Ok(Read { attributes, record })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups_are_read_and_checked() {
+        let l = Lookups::parse(["order=https://orders.internal/attributes/{id}"]).unwrap();
+        assert_eq!(
+            l.url_for("order:o-1001").as_deref(),
+            Some("https://orders.internal/attributes/o-1001")
+        );
+        assert_eq!(
+            l.url_for("order:a:b").as_deref(),
+            Some("https://orders.internal/attributes/a%3Ab")
+        );
+        assert_eq!(l.url_for("ticket:t-1"), None);
+        for (bad, why) in [
+            ("order", "expected TYPE=URL"),
+            ("Order=https://x/{id}", "is not a resource type"),
+            ("order=https://x/", "hold {id} exactly once"),
+            ("order=https://x/{id}/{id}", "hold {id} exactly once"),
+            ("order=ftp://x/{id}", "http:// or https://"),
+        ] {
+            let e = Lookups::parse([bad]).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let twice = Lookups::parse(["order=http://a/{id}", "order=http://b/{id}"]).unwrap_err();
+        assert!(twice.contains("given twice"), "{twice}");
+    }
+}

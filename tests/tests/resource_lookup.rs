@@ -1,0 +1,261 @@
+//! Resource attributes looked up at the target (`--resource-lookup
+//! TYPE=URL`), against a real HTTP server: the decision reads what the
+//! target answers (not the registry), the receipt records it and the
+//! lookup, an outage refuses the intent without deciding it (so a retry is
+//! decided afresh), a replay never looks up again, and the export
+//! re-decides offline from the receipts alone.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::sync::{Arc, Mutex};
+
+use tollgate_protocol::{HashAlg, Value, parse};
+use tollgate_tests::gateway::{Gateway, intent, receipt_member, verdict_of};
+use tollgate_tests::{assert_export_verifies, verify_cmd};
+
+/// What the attribute server answers for a path: status, body, delay.
+type Routes = Arc<Mutex<BTreeMap<String, (u16, String, u64)>>>;
+
+/// A real HTTP/1.1 server on loopback answering `GET /attributes/<id>`
+/// from `routes` (404 for any other path), counting requests by path.
+struct Attributes {
+    base: String,
+    routes: Routes,
+    hits: Arc<Mutex<Vec<String>>>,
+}
+
+impl Attributes {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let routes: Routes = Arc::default();
+        let hits: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (r, h) = (routes.clone(), hits.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let (r, h) = (r.clone(), h.clone());
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&buf).into_owned();
+                    let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                    h.lock().unwrap().push(path.clone());
+                    let (status, body, delay) = r.lock().unwrap().get(&path).cloned().unwrap_or((
+                        404,
+                        "{\"error\":\"no such order\"}".into(),
+                        0,
+                    ));
+                    std::thread::sleep(std::time::Duration::from_millis(delay));
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                });
+            }
+        });
+        Attributes { base, routes, hits }
+    }
+
+    fn set(&self, id: &str, status: u16, body: &str, delay: u64) {
+        self.routes.lock().unwrap().insert(
+            format!("/attributes/{id}"),
+            (status, body.to_owned(), delay),
+        );
+    }
+
+    fn hits(&self, id: &str) -> usize {
+        let path = format!("/attributes/{id}");
+        self.hits
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| **p == path)
+            .count()
+    }
+}
+
+fn problem_type(body: &[u8]) -> String {
+    let v = parse(body).unwrap();
+    v.as_object()
+        .unwrap()
+        .get("type")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn attributes_looked_up_at_the_target_decide_and_are_recorded() {
+    let attrs = Attributes::start();
+    // The registry (demo seed) says o-1001 is paid; the target says it is
+    // refunded already: the target is the one the decision reads.
+    let refunded = r#"{"customer_tier":"gold","status":"refunded"}"#;
+    attrs.set("o-1001", 200, refunded, 0);
+    attrs.set(
+        "o-2002",
+        200,
+        r#"{"status":"paid","customer_tier":"silver"}"#,
+        0,
+    );
+    let lookup = format!("order={}/attributes/{{id}}", attrs.base);
+    let g = Gateway::start_with(
+        tempfile::tempdir().unwrap(),
+        |_| {},
+        &["--resource-lookup", &lookup, "--upstream-timeout-ms", "700"],
+    );
+    let agent = g.agent();
+
+    let first = intent(&agent, "look-1", "order:o-1001", 2500, |_| {});
+    let (code, _, entry, _) = g.post_raw("application/json", &first, None);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&entry));
+    assert_eq!(verdict_of(&entry), "block");
+    assert_eq!(
+        receipt_member(&entry, &["inputs", "resource"]).to_string(),
+        refunded
+    );
+    let record = receipt_member(&entry, &["inputs", "resource_lookup"]);
+    assert_eq!(
+        record.to_string(),
+        format!(
+            r#"{{"answer_hash":"{}","status":200,"url":"{}/attributes/o-1001"}}"#,
+            HashAlg::Sha256.digest(&[refunded.as_bytes()]),
+            attrs.base
+        )
+    );
+    let rules = receipt_member(&entry, &["decision", "rules"]).to_string();
+    assert!(rules.contains("order order:o-1001 is refunded"), "{rules}");
+    assert_eq!(attrs.hits("o-1001"), 1);
+
+    // A replay answers the stored entry and never looks up again.
+    let (code, _, again, replayed) = g.post_raw("application/json", &first, None);
+    assert_eq!((code, replayed), (200, true));
+    assert_eq!(again, entry);
+    assert_eq!(attrs.hits("o-1001"), 1);
+
+    // A resource only the target knows passes on its attributes.
+    let (code, _, entry, _) = g.post_raw(
+        "application/json",
+        &intent(&agent, "look-2", "order:o-2002", 2500, |_| {}),
+        None,
+    );
+    assert_eq!(code, 200);
+    assert_eq!(verdict_of(&entry), "pass");
+
+    // 404: the target does not know it; the contract blocks unknown
+    // resources, and the receipt says what was read.
+    let (code, _, entry, _) = g.post_raw(
+        "application/json",
+        &intent(&agent, "look-3", "order:o-9999", 2500, |_| {}),
+        None,
+    );
+    assert_eq!(code, 200);
+    assert_eq!(verdict_of(&entry), "block");
+    assert_eq!(
+        receipt_member(&entry, &["inputs", "resource"]).to_string(),
+        "{}"
+    );
+    assert_eq!(
+        receipt_member(&entry, &["inputs", "resource_lookup", "status"]),
+        Value::integer(404).unwrap()
+    );
+    let rules = receipt_member(&entry, &["decision", "rules"]).to_string();
+    assert!(rules.contains("resource.unknown"), "{rules}");
+
+    // The target fails (500, a body that is not an object, too slow):
+    // 503 resource-unavailable with Retry-After, nothing appended, and
+    // the intent stays undecided.
+    let head = g.head_seq();
+    let down = intent(&agent, "look-4", "order:o-3003", 2500, |_| {});
+    for (status, body, delay) in [
+        (500, "{}", 0),
+        (200, "[1,2]", 0),
+        (200, "{\"status\":\"paid\",\"status\":\"x\"}", 0),
+        (200, "{\"status\":\"paid\"}", 1500),
+    ] {
+        attrs.set("o-3003", status, body, delay);
+        let (code, ct, answer, _) = g.post_raw("application/json", &down, None);
+        assert_eq!(
+            code,
+            503,
+            "{status} {body}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        assert_eq!(ct, "application/problem+json");
+        assert_eq!(
+            problem_type(&answer),
+            "urn:tollgate:problem:resource-unavailable"
+        );
+        assert_eq!(g.head_seq(), head, "{status} {body}");
+    }
+    // Once the target answers, the same signed intent is decided.
+    attrs.set(
+        "o-3003",
+        200,
+        r#"{"status":"paid","customer_tier":"gold"}"#,
+        0,
+    );
+    let (code, _, entry, replayed) = g.post_raw("application/json", &down, None);
+    assert_eq!(
+        (code, replayed),
+        (200, false),
+        "{}",
+        String::from_utf8_lossy(&entry)
+    );
+    assert_eq!(verdict_of(&entry), "pass");
+
+    // The export re-decides offline, from the receipts alone.
+    let (_, export) = g.get("/v1/ledger/export");
+    let (_, jwks) = g.get("/.well-known/jwks.json");
+    assert_export_verifies(&export, &jwks);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("export.jsonl"), &export).unwrap();
+    std::fs::write(dir.path().join("jwks.json"), &jwks).unwrap();
+    let out = verify_cmd(&[
+        "ledger",
+        dir.path().join("export.jsonl").to_str().unwrap(),
+        "--keys",
+        dir.path().join("jwks.json").to_str().unwrap(),
+        "--redecide",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("decisions re-decided, each byte for byte the same"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_bad_lookup_setting_stops_the_start_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    tollgate_tests::gateway::init_demo(&data);
+    let out = std::process::Command::new(tollgate_tests::bin("tollgate"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .args([
+            "--resource-lookup",
+            "order=https://orders.internal/attributes",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("hold {id} exactly once"), "{err}");
+}
