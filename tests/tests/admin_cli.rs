@@ -239,19 +239,14 @@ fn a_delegation_is_issued_registered_used_and_revoked() {
     assert_eq!(changes(&g), ["delegation.register", "delegation.revoke"]);
 }
 
-/// A new policy from nothing, through the CLI only: scaffolded, published,
-/// activated by name, given a delegation, used by an agent, rolled back;
-/// each step a receipt.
+/// A new policy from nothing, through the CLI only (no file of the data
+/// folder edited): scaffolded, published, activated by name; an issuer
+/// trusted, a delegation it signs registered, a resource's attributes put;
+/// used by an agent; rolled back. Each step is a receipt in the exported
+/// ledger, which verifies.
 #[test]
 fn a_scaffolded_bundle_is_published_used_and_rolled_back() {
-    let g = Gateway::start_in(tempfile::tempdir().unwrap(), |data| {
-        // The registry's resources are seeded from this file on the
-        // first start.
-        let path = data.join("resources.json");
-        let text = std::fs::read_to_string(&path).unwrap();
-        let text = text.replacen('{', r#"{"service:api":{"status":"active"},"#, 1);
-        std::fs::write(&path, text).unwrap();
-    });
+    let g = Gateway::start();
     let data = g.data();
     let d = data.to_str().unwrap();
     let admin = |args: &[&str]| {
@@ -278,11 +273,16 @@ fn a_scaffolded_bundle_is_published_used_and_rolled_back() {
     assert!(full.starts_with("deploy-guard@0.1.0+sha256:"), "{full}");
     stdout_json(&admin(&["policy", "activate", "deploy-guard@0.1.0"]));
 
+    // A platform team's own issuer key, trusted through the CLI.
+    let issuer = g.dir.path().join("platform-issuer.jwk");
+    let made = run(&["keygen", "--out", issuer.to_str().unwrap()]);
+    assert_eq!(made.status.code(), Some(0), "{made:?}");
+    stdout_json(&admin(&["issuer", "add", issuer.to_str().unwrap()]));
     let token = g.dir.path().join("dlg_deploy.json");
     issue_delegation(
         &data,
-        &data.join("demo/issuer.jwk"),
-        "demo issuer",
+        &issuer,
+        "platform",
         "dlg_deploy",
         "deploys.create",
         "service:*",
@@ -290,6 +290,8 @@ fn a_scaffolded_bundle_is_published_used_and_rolled_back() {
     );
     let registered = admin(&["delegation", "register", token.to_str().unwrap()]);
     assert_eq!(registered.status.code(), Some(0), "{registered:?}");
+    let put = admin(&["resource", "put", "service:api", r#"{"status":"active"}"#]);
+    assert_eq!(put.status.code(), Some(0), "{put:?}");
 
     let intent = g.dir.path().join("deploy.json");
     std::fs::write(
@@ -331,10 +333,41 @@ fn a_scaffolded_bundle_is_published_used_and_rolled_back() {
         [
             "policy.publish",
             "policy.activate",
+            "issuer.register",
             "delegation.register",
+            "resource.put",
             "policy.rollback"
         ]
     );
+
+    // The export, through the CLI, holds every step and verifies; the
+    // decision is re-decided from it alone.
+    let export = g.dir.path().join("export.jsonl");
+    let exported = run(&[
+        "ledger",
+        "export",
+        "--url",
+        &g.url,
+        "--out",
+        export.to_str().unwrap(),
+    ]);
+    assert_eq!(exported.status.code(), Some(0), "{exported:?}");
+    let text = std::fs::read_to_string(&export).unwrap();
+    let decision = text
+        .lines()
+        .find(|l| l.contains("\"intent_id\":\"deploy-1\""))
+        .unwrap();
+    assert_eq!(
+        receipt_member(decision.as_bytes(), &["policy_version"]),
+        Value::from(full.as_str())
+    );
+    let verified = std::process::Command::new(tollgate_tests::bin("tollgate-verify"))
+        .args(["ledger", export.to_str().unwrap(), "--keys"])
+        .arg(export.with_extension("jwks.json"))
+        .arg("--redecide")
+        .output()
+        .unwrap();
+    assert_eq!(verified.status.code(), Some(0), "{verified:?}");
 }
 
 /// Issuers and resources without hand-edited files: an issuer key trusted

@@ -172,6 +172,25 @@ fn attributes_looked_up_at_the_target_decide_and_are_recorded() {
     let rules = receipt_member(&entry, &["decision", "rules"]).to_string();
     assert!(rules.contains("resource.unknown"), "{rules}");
 
+    // A resource id of dots cannot climb out of the lookup's path: the
+    // target is asked for /attributes/%2E%2E, never for /.
+    let (code, _, entry, _) = g.post_raw(
+        "application/json",
+        &intent(&agent, "look-dots", "order:..", 2500, |_| {}),
+        None,
+    );
+    assert_eq!(code, 200);
+    assert_eq!(verdict_of(&entry), "block");
+    assert_eq!(attrs.hits("%2E%2E"), 1);
+    assert!(
+        !attrs
+            .hits
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|p| p == "/" || p == "/attributes")
+    );
+
     // The target fails (500, a body that is not an object, too slow):
     // 503 resource-unavailable with Retry-After, nothing appended, and
     // the intent stays undecided.

@@ -81,12 +81,14 @@ impl Lookups {
     }
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters (ids
-/// are `[A-Za-z0-9._:-]`, so only `:` changes).
+/// Percent-encodes everything but letters, digits, `-` and `_` (ids are
+/// `[A-Za-z0-9._:-]`). `.` is encoded too, so that an agent naming a
+/// resource `order:..` cannot make the lookup a dot-segment that climbs
+/// out of the configured path.
 fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_') {
             out.push(char::from(b));
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -179,6 +181,15 @@ mod tests {
         assert_eq!(
             l.url_for("order:a:b").as_deref(),
             Some("https://orders.internal/attributes/a%3Ab")
+        );
+        // No dot-segment reaches the target: `..` cannot climb the path.
+        assert_eq!(
+            l.url_for("order:..").as_deref(),
+            Some("https://orders.internal/attributes/%2E%2E")
+        );
+        assert_eq!(
+            l.url_for("order:o-1.5").as_deref(),
+            Some("https://orders.internal/attributes/o-1%2E5")
         );
         assert_eq!(l.url_for("ticket:t-1"), None);
         for (bad, why) in [
