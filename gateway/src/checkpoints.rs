@@ -261,11 +261,7 @@ impl Checkpointer {
             let url = format!("{}/add-checkpoint", w.setting.url.trim_end_matches('/'));
             let timeout = self.timeout;
             let answer = tokio::task::spawn_blocking(move || {
-                let agent: ureq::Agent = ureq::Agent::config_builder()
-                    .http_status_as_error(false)
-                    .timeout_global(Some(timeout))
-                    .build()
-                    .into();
+                let agent = crate::outbound::agent(timeout, "tollgate");
                 let mut resp = agent.post(&url).send(body.as_bytes())?;
                 let status = resp.status().as_u16();
                 let text = resp

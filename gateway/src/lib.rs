@@ -28,6 +28,7 @@ pub mod engine;
 pub mod http;
 pub mod limits;
 pub mod observe;
+mod outbound;
 pub mod sandbox;
 pub mod tls;
 pub mod witness;

@@ -406,9 +406,10 @@ fn decide_all(
     };
     let empty = Object::new();
     let resource = known.unwrap_or(&empty);
-    // A resource the registry does not know is blocked, unless the
-    // contract allows it: rules that test attributes must never see an
-    // entity without them (`has` would be false, and a forbid would vanish).
+    // A resource nobody knows (the registry, or the target asked) is
+    // blocked, unless the contract allows it: rules that test attributes
+    // must never see an entity without them (`has` would be false, and a
+    // forbid would vanish).
     let refusal = refusal.or_else(|| {
         (known.is_none() && contract.unknown_resources == UnknownResources::Block).then(|| {
             FiredRule {

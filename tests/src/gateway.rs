@@ -348,3 +348,17 @@ pub fn receipt_member(entry: &[u8], path: &[&str]) -> Value {
     }
     v
 }
+
+/// The problem type of a problem document, without its
+/// `urn:tollgate:problem:` prefix.
+pub fn problem_slug(body: &[u8]) -> String {
+    let v = parse(body).unwrap();
+    v.as_object()
+        .unwrap()
+        .get("type")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .trim_start_matches("urn:tollgate:problem:")
+        .to_owned()
+}

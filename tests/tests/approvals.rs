@@ -15,6 +15,7 @@ use tollgate_protocol::{
 };
 use tollgate_signer::{Ed25519Signer, Signer as _};
 use tollgate_tests::bin;
+use tollgate_tests::gateway::problem_slug as problem;
 use tollgate_tests::gateway::{Gateway, intent, now, outcome_of, receipt_member};
 use tollgate_tests::upstream::{Behaviour, Upstream, with_http_target};
 
@@ -34,18 +35,6 @@ fn post_decision(g: &Gateway, id: &str, body: &[u8]) -> (u16, Vec<u8>) {
         .unwrap();
     let status = resp.status().as_u16();
     (status, resp.body_mut().read_to_vec().unwrap())
-}
-
-fn problem(body: &[u8]) -> String {
-    let v = parse(body).unwrap();
-    v.as_object()
-        .unwrap()
-        .get("type")
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .trim_start_matches("urn:tollgate:problem:")
-        .to_owned()
 }
 
 fn member<'a>(v: &'a Value, path: &[&str]) -> &'a Value {

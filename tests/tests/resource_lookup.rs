@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::sync::{Arc, Mutex};
 
-use tollgate_protocol::{HashAlg, Value, parse};
-use tollgate_tests::gateway::{Gateway, intent, receipt_member, verdict_of};
+use tollgate_protocol::{HashAlg, Value};
+use tollgate_tests::gateway::{Gateway, intent, problem_slug, receipt_member, verdict_of};
 use tollgate_tests::{assert_export_verifies, verify_cmd};
 
 /// What the attribute server answers for a path: status, body, delay.
@@ -82,17 +82,6 @@ impl Attributes {
             .filter(|p| **p == path)
             .count()
     }
-}
-
-fn problem_type(body: &[u8]) -> String {
-    let v = parse(body).unwrap();
-    v.as_object()
-        .unwrap()
-        .get("type")
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 #[test]
@@ -211,10 +200,7 @@ fn attributes_looked_up_at_the_target_decide_and_are_recorded() {
             String::from_utf8_lossy(&answer)
         );
         assert_eq!(ct, "application/problem+json");
-        assert_eq!(
-            problem_type(&answer),
-            "urn:tollgate:problem:resource-unavailable"
-        );
+        assert_eq!(problem_slug(&answer), "resource-unavailable");
         assert_eq!(g.head_seq(), head, "{status} {body}");
     }
     // Once the target answers, the same signed intent is decided.

@@ -86,11 +86,7 @@ async fn http(
         envelope.intent.intent_id.clone(),
     );
     let answer = tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(timeout))
-            .build()
-            .into();
+        let agent = crate::outbound::agent(timeout, "tollgate");
         let mut resp = agent
             .post(&url)
             .header("content-type", "application/json")

@@ -112,11 +112,7 @@ pub async fn look_up(url: String, timeout: Duration, intent_id: &str) -> Result<
     let intent_id = intent_id.to_owned();
     let target = url.clone();
     let answer = tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(timeout))
-            .build()
-            .into();
+        let agent = crate::outbound::agent(timeout, "tollgate");
         let mut resp = agent
             .get(&target)
             .header("accept", "application/json")

@@ -114,14 +114,7 @@ struct Answer {
 }
 
 fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .max_redirects_will_error(false)
-        .timeout_global(Some(timeout))
-        .user_agent("tollgate-webhooks")
-        .build()
-        .into()
+    crate::outbound::agent(timeout, "tollgate-webhooks")
 }
 
 /// One POST, blocking.
