@@ -741,22 +741,24 @@ fn cedar_request(
     if let Some(c) = intent.confidence_bp {
         ctx.push(("confidence_bp".into(), RestrictedExpression::new_long(c)));
     }
-    let t = &intent.time;
-    ctx.push((
-        "time".into(),
-        record(vec![
-            (
-                "date".into(),
-                RestrictedExpression::new_string(t.date.clone()),
-            ),
-            (
-                "weekday".into(),
-                RestrictedExpression::new_string(t.weekday.to_owned()),
-            ),
-            ("hour".into(), RestrictedExpression::new_long(t.hour)),
-            ("minute".into(), RestrictedExpression::new_long(t.minute)),
-        ])?,
-    ));
+    if bundle.rules_read_time() {
+        let t = &intent.time;
+        ctx.push((
+            "time".into(),
+            record(vec![
+                (
+                    "date".into(),
+                    RestrictedExpression::new_string(t.date.clone()),
+                ),
+                (
+                    "weekday".into(),
+                    RestrictedExpression::new_string(t.weekday.to_owned()),
+                ),
+                ("hour".into(), RestrictedExpression::new_long(t.hour)),
+                ("minute".into(), RestrictedExpression::new_long(t.minute)),
+            ])?,
+        ));
+    }
     let context = Context::from_pairs(ctx)
         .map_err(|e| fail("the request context cannot be built", e.to_string()))?;
     let request = Request::new(principal, action, resource_uid, context, None)

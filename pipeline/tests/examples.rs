@@ -41,6 +41,9 @@ fn support_ops_cases_pass() {
 #[test]
 fn deploys_cases_pass() {
     cases_pass("deploys", 7);
+    // Only bundles whose rules name the time get it in their context.
+    assert!(Bundle::load(&example("deploys")).unwrap().rules_read_time());
+    assert!(!Bundle::load(&example("refunds")).unwrap().rules_read_time());
 }
 
 /// A case that expects a shape error holds only when the intent is refused

@@ -435,6 +435,8 @@ pub struct Bundle {
     pub(crate) boundary: RuleSet,
     pub(crate) escalate: RuleSet,
     canonical: Value,
+    /// Whether a rule names `time` (so the request context carries it).
+    rules_read_time: bool,
     /// The schema's entity types by name, parsed once.
     entity_types: BTreeMap<String, cedar_policy::EntityTypeName>,
     /// The bundle's test cases.
@@ -1107,8 +1109,14 @@ impl Bundle {
             json_part(serde_json::to_value(&scoring).unwrap_or_default()),
         );
         whole.insert("cedar_schema", json_part(schema_json));
-        whole.insert("boundary", json_part(boundary.canonical_json()));
-        whole.insert("escalate", json_part(escalate.canonical_json()));
+        let (boundary_json, escalate_json) = (boundary.canonical_json(), escalate.canonical_json());
+        // Conservative: any mention of "time" in a rule, as an attribute
+        // or a string, counts as reading it.
+        let rules_read_time = [&boundary_json, &escalate_json]
+            .iter()
+            .any(|j| j.to_string().contains("\"time\""));
+        whole.insert("boundary", json_part(boundary_json));
+        whole.insert("escalate", json_part(escalate_json));
         let canonical_value = Value::Object(whole);
         let hash = HashAlg::Sha256.digest(&[b"tollgate.bundle.v1\n", &canonical(&canonical_value)]);
         let entity_types = schema
@@ -1128,9 +1136,18 @@ impl Bundle {
             boundary,
             escalate,
             canonical: canonical_value,
+            rules_read_time,
             tests,
             entities: std::sync::Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// Whether any rule may read `context.time`. The request context
+    /// carries the intent's time only then: rules of bundles that never
+    /// name it see exactly the context they were written for, and
+    /// decisions do not pay for it.
+    pub fn rules_read_time(&self) -> bool {
+        self.rules_read_time
     }
 
     /// The hash of the canonical bundle.
