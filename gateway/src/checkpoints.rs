@@ -260,18 +260,13 @@ impl Checkpointer {
             body.push_str(&note.to_text());
             let url = format!("{}/add-checkpoint", w.setting.url.trim_end_matches('/'));
             let timeout = self.timeout;
-            let answer = tokio::task::spawn_blocking(move || {
-                let agent = crate::outbound::agent(timeout, "tollgate");
-                let mut resp = agent.post(&url).send(body.as_bytes())?;
-                let status = resp.status().as_u16();
-                let text = resp
-                    .body_mut()
-                    .with_config()
-                    .limit(64 * 1024)
-                    .read_to_string()?;
-                Ok::<_, ureq::Error>((status, text))
+            let answer = crate::outbound::exchange(timeout, 64 * 1024, move |agent| {
+                agent.post(&url).send(body.as_bytes())
             })
             .await;
+            // A body that is not UTF-8 holds no signature line, and no size.
+            let answer =
+                answer.map(|a| a.map(|(s, b)| (s, String::from_utf8_lossy(&b).into_owned())));
             match answer {
                 Ok(Ok((200, text))) => {
                     let sigs: Vec<NoteSignature> = text

@@ -18,3 +18,23 @@ pub(crate) fn agent(timeout: Duration, user_agent: &str) -> ureq::Agent {
         .build()
         .into()
 }
+
+/// One call on a blocking thread, within `timeout`: `send` makes the
+/// request with the client it is given; the answer is its status and at
+/// most `limit` bytes of its body. The outer error is a call that was
+/// aborted (its task panicked or was cancelled).
+pub(crate) async fn exchange(
+    timeout: Duration,
+    limit: u64,
+    send: impl FnOnce(&ureq::Agent) -> Result<ureq::http::Response<ureq::Body>, ureq::Error>
+    + Send
+    + 'static,
+) -> Result<Result<(u16, Vec<u8>), ureq::Error>, tokio::task::JoinError> {
+    tokio::task::spawn_blocking(move || {
+        let mut resp = send(&agent(timeout, "tollgate"))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.body_mut().with_config().limit(limit).read_to_vec()?;
+        Ok((status, bytes))
+    })
+    .await
+}

@@ -515,9 +515,11 @@ pub fn evaluate(
     vars.insert("intent_id".into(), intent.intent_id.to_owned());
     vars.insert("delegation".into(), bounds.id.clone());
     vars.insert("composite".into(), composite.to_string());
-    for f in tollgate_policies::when::TIME_FIELDS {
-        if let Some(v) = intent.time.field(f) {
-            vars.insert(format!("time.{f}"), v);
+    if bundle.rules_read_time() {
+        for f in tollgate_policies::when::TIME_FIELDS {
+            if let Some(v) = intent.time.field(f) {
+                vars.insert(format!("time.{f}"), v);
+            }
         }
     }
     flatten("params", intent.params, &mut vars);

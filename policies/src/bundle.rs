@@ -1111,10 +1111,14 @@ impl Bundle {
         whole.insert("cedar_schema", json_part(schema_json));
         let (boundary_json, escalate_json) = (boundary.canonical_json(), escalate.canonical_json());
         // Conservative: any mention of "time" in a rule, as an attribute
-        // or a string, counts as reading it.
+        // or a string, or a {time.…} placeholder counts as reading it.
         let rules_read_time = [&boundary_json, &escalate_json]
             .iter()
-            .any(|j| j.to_string().contains("\"time\""));
+            .any(|j| j.to_string().contains("\"time\""))
+            || [&boundary, &escalate]
+                .iter()
+                .flat_map(|set| set.placeholders())
+                .any(|(_, _, _, name)| name.starts_with("time."));
         whole.insert("boundary", json_part(boundary_json));
         whole.insert("escalate", json_part(escalate_json));
         let canonical_value = Value::Object(whole);
@@ -1142,10 +1146,11 @@ impl Bundle {
         })
     }
 
-    /// Whether any rule may read `context.time`. The request context
-    /// carries the intent's time only then: rules of bundles that never
-    /// name it see exactly the context they were written for, and
-    /// decisions do not pay for it.
+    /// Whether any rule may read the intent's time (`context.time`, or
+    /// `{time.…}` in a reason). The request context and the reasons'
+    /// values carry it only then: rules of bundles that never name it see
+    /// exactly the context they were written for, and decisions do not
+    /// pay for it.
     pub fn rules_read_time(&self) -> bool {
         self.rules_read_time
     }

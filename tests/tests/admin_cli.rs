@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use tollgate_protocol::{Value, parse};
-use tollgate_tests::bin;
 use tollgate_tests::gateway::{Gateway, intent, receipt_member, verdict_of};
+use tollgate_tests::{bin, copy_dir};
 
 fn run(args: &[&str]) -> Output {
     Command::new(bin("tollgate")).args(args).output().unwrap()
@@ -26,17 +26,12 @@ fn field<'a>(v: &'a Value, name: &str) -> &'a Value {
     v.as_object().unwrap().get(name).unwrap()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
+/// Runs an admin command against `g` (its URL, its data folder's token).
+fn admin_on(g: &Gateway, args: &[&str]) -> Output {
+    let data = g.data();
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--url", &g.url, "--data-dir", data.to_str().unwrap()]);
+    run(&all)
 }
 
 /// The refunds example as version `version`, described as `description`
@@ -118,13 +113,7 @@ fn changes(g: &Gateway) -> Vec<String> {
 #[test]
 fn a_bundle_is_published_activated_by_name_used_and_rolled_back() {
     let g = Gateway::start();
-    let data = g.data();
-    let data = data.to_str().unwrap();
-    let admin = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend_from_slice(&["--url", &g.url, "--data-dir", data]);
-        run(&all)
-    };
+    let admin = |args: &[&str]| admin_on(&g, args);
     let before = stdout_json(&admin(&["policy", "list"]));
     let seed_version = field(&before, "active").as_str().unwrap().to_owned();
 
@@ -201,12 +190,7 @@ fn a_bundle_is_published_activated_by_name_used_and_rolled_back() {
 fn a_delegation_is_issued_registered_used_and_revoked() {
     let g = Gateway::start();
     let data = g.data();
-    let d = data.to_str().unwrap();
-    let admin = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend_from_slice(&["--url", &g.url, "--data-dir", d]);
-        run(&all)
-    };
+    let admin = |args: &[&str]| admin_on(&g, args);
     let token = g.dir.path().join("dlg_cli.json");
     issue_delegation(
         &data,
@@ -248,12 +232,7 @@ fn a_delegation_is_issued_registered_used_and_revoked() {
 fn a_scaffolded_bundle_is_published_used_and_rolled_back() {
     let g = Gateway::start();
     let data = g.data();
-    let d = data.to_str().unwrap();
-    let admin = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend_from_slice(&["--url", &g.url, "--data-dir", d]);
-        run(&all)
-    };
+    let admin = |args: &[&str]| admin_on(&g, args);
     let bundle = g.dir.path().join("deploy-guard");
     let b = bundle.to_str().unwrap();
     let made = run(&[
@@ -378,12 +357,7 @@ fn a_scaffolded_bundle_is_published_used_and_rolled_back() {
 fn issuers_and_resources_are_managed_through_the_registry() {
     let g = Gateway::start();
     let data = g.data();
-    let d = data.to_str().unwrap();
-    let admin = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend_from_slice(&["--url", &g.url, "--data-dir", d]);
-        run(&all)
-    };
+    let admin = |args: &[&str]| admin_on(&g, args);
     let key = g.dir.path().join("new-issuer.jwk");
     let made = run(&["keygen", "--out", key.to_str().unwrap()]);
     assert_eq!(made.status.code(), Some(0), "{made:?}");

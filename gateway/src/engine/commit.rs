@@ -85,22 +85,14 @@ async fn http(
         key.to_owned(),
         envelope.intent.intent_id.clone(),
     );
-    let answer = tokio::task::spawn_blocking(move || {
-        let agent = crate::outbound::agent(timeout, "tollgate");
-        let mut resp = agent
+    let answer = crate::outbound::exchange(timeout, MAX_UPSTREAM_ANSWER, move |agent| {
+        agent
             .post(&url)
             .header("content-type", "application/json")
             .header("idempotency-key", &key)
             .header("tollgate-intent-id", &intent_id)
             .header("tollgate-policy-version", &policy)
-            .send(&body[..])?;
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_UPSTREAM_ANSWER)
-            .read_to_vec()?;
-        Ok::<_, ureq::Error>((status, bytes))
+            .send(&body[..])
     })
     .await;
     let answered = matches!(answer, Ok(Ok(_)));

@@ -111,20 +111,12 @@ pub struct Read {
 pub async fn look_up(url: String, timeout: Duration, intent_id: &str) -> Result<Read, String> {
     let intent_id = intent_id.to_owned();
     let target = url.clone();
-    let answer = tokio::task::spawn_blocking(move || {
-        let agent = crate::outbound::agent(timeout, "tollgate");
-        let mut resp = agent
+    let answer = crate::outbound::exchange(timeout, MAX_UPSTREAM_ANSWER, move |agent| {
+        agent
             .get(&target)
             .header("accept", "application/json")
             .header("tollgate-intent-id", &intent_id)
-            .call()?;
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_UPSTREAM_ANSWER)
-            .read_to_vec()?;
-        Ok::<_, ureq::Error>((status, bytes))
+            .call()
     })
     .await
     .map_err(|e| format!("the lookup at {url} was aborted: {e}"))?;
