@@ -54,6 +54,13 @@ pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 10_000;
 /// Default time to finish a TLS handshake, milliseconds
 /// (`--handshake-timeout-ms`).
 pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// Longest a closing connection keeps reading (and discarding) what the
+/// client still sends after the last answer, milliseconds: the answer is
+/// not lost to a reset, and a trickling client cannot hold the slot.
+pub const LINGER_TOTAL_MS: u64 = 30_000;
+/// A closing connection stops waiting after this much silence from the
+/// client, milliseconds.
+pub const LINGER_IDLE_MS: u64 = 5_000;
 /// Largest approval decision body, bytes.
 pub const MAX_APPROVAL_BODY: usize = 16 * 1024;
 /// Longest `?wait=` of `GET /v1/intents/{agent}/{intent_id}`, seconds.

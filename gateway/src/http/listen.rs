@@ -11,6 +11,17 @@
 //!   handlers apply it).
 //! - A failed accept (out of descriptors, say) backs off, doubling from
 //!   10 ms to 1 s, instead of spinning.
+//! - A connection closes gracefully ("lingering close", as nginx does):
+//!   after the last answer is written the server sends FIN, then reads and
+//!   discards whatever the client still sends, until the client closes,
+//!   is silent for [`crate::limits::LINGER_IDLE_MS`] or
+//!   [`crate::limits::LINGER_TOTAL_MS`] have passed. Closing a socket with
+//!   unread bytes in it makes the kernel send a reset, and a reset can
+//!   destroy an answer the client has not read yet: a 401 or 413 written
+//!   before a large body was read would reach a client that sends its
+//!   whole body before reading (Python's `urllib`, most scripts) as
+//!   "connection reset" instead. A client that trickles bytes holds its
+//!   connection slot no longer than the total bound.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,19 +104,22 @@ pub async fn serve<L: Ledger>(
                 .header_read_timeout(limits.header);
             match acceptor {
                 None => {
+                    let mut tcp = tcp;
                     let _ = http
-                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                        .serve_connection(hyper_util::rt::TokioIo::new(&mut tcp), service)
                         .await;
+                    linger(&mut tcp).await;
                 }
                 Some(acceptor) => {
-                    let Ok(Ok(stream)) =
+                    let Ok(Ok(mut stream)) =
                         tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await
                     else {
                         return;
                     };
                     let _ = http
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .serve_connection(hyper_util::rt::TokioIo::new(&mut stream), service)
                         .await;
+                    linger(&mut stream).await;
                 }
             }
         });
@@ -114,4 +128,31 @@ pub async fn serve<L: Ledger>(
     let all = u32::try_from(limits.max.max(1)).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(all)).await;
     Ok(())
+}
+
+/// Closes a connection gracefully: FIN after everything written, then
+/// reads and discards what the client still sends, within the linger
+/// bounds (module doc).
+async fn linger<S>(stream: &mut S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use crate::limits::{LINGER_IDLE_MS, LINGER_TOTAL_MS};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Flushes what is left and sends FIN (a TLS stream sends close_notify
+    // first). An error here means the peer is gone: nothing to wait for.
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut sink = vec![0u8; 64 * 1024];
+        let idle = Duration::from_millis(LINGER_IDLE_MS);
+        // Ends at the client's FIN (0), an error, or silence.
+        while let Ok(Ok(n)) = tokio::time::timeout(idle, stream.read(&mut sink)).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(LINGER_TOTAL_MS), drain).await;
 }
