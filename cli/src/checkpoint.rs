@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tollgate_gateway::witness::{Witness, verifier_key};
 use tollgate_ledger::Ledger;
 use tollgate_protocol::checkpoint::{NOTE_ED25519, VerifierKey};
 use tollgate_signer::Ed25519Signer;
+use tollgate_witness::{Witness, verifier_key};
 
 use crate::error::CliError;
 
@@ -119,10 +119,7 @@ pub fn witness_serve(
         println!("listening on http://{local}");
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
-        axum::serve(listener, tollgate_gateway::witness::router(witness))
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
+        tollgate_witness::serve(witness, listener, tollgate_gateway::service::signals())
             .await
             .map_err(usage)?;
         Ok("stopped".to_owned())

@@ -729,9 +729,25 @@ fn main() -> ExitCode {
     // Set by the commands that report a verdict: their exit status.
     let mut verdict: Option<tollgate_protocol::Verdict> = None;
     let result = match cli.command {
-        Command::Serve(mut args) => {
+        Command::Serve(args) => {
             let sub = matches.subcommand_matches("serve").cloned().unwrap_or_default();
-            settings::apply_config(&mut args, &sub).and_then(|()| serve::serve(*args))
+            settings::config_flags(&args, &sub)
+                .and_then(|file| {
+                    if file.is_empty() {
+                        return Ok(*args);
+                    }
+                    // The command line again, with the file's settings
+                    // after it, through the one parser.
+                    let again = Cli::command()
+                        .try_get_matches_from(std::env::args_os().chain(file))
+                        .map_err(|e| CliError::Usage(e.to_string()))?;
+                    match Cli::from_arg_matches(&again).map(|c| c.command) {
+                        Ok(Command::Serve(args)) => Ok(*args),
+                        Ok(_) => Err(CliError::Usage("serve: the command changed".into())),
+                        Err(e) => Err(CliError::Usage(e.to_string())),
+                    }
+                })
+                .and_then(serve::serve)
         }
         Command::Init { data_dir, demo } => tollgate_gateway::datadir::init(&data_dir, demo)
             .map(|created| {

@@ -163,113 +163,109 @@ pub struct ServeArgs {
     pub witness_timeout_ms: u64,
 }
 
-/// Settings a config file may hold.
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ConfigFile {
-    data_dir: Option<PathBuf>,
-    listen: Option<std::net::SocketAddr>,
-    policy: Option<PathBuf>,
-    database: Option<PathBuf>,
-    database_url: Option<String>,
-    key: Option<PathBuf>,
-    signers: Option<Vec<String>>,
-    max_body: Option<usize>,
-    max_skew_seconds: Option<i64>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    upstream: Option<std::collections::BTreeMap<String, String>>,
-    resource_lookup: Option<std::collections::BTreeMap<String, String>>,
-    upstream_timeout_ms: Option<u64>,
-    expiry_interval_ms: Option<u64>,
-    webhook_allow_private: Option<bool>,
-    webhook_timeout_ms: Option<u64>,
-    webhook_retry_schedule_ms: Option<Vec<u64>>,
-    webhook_niceness: Option<u8>,
-    allow_insecure_http: Option<bool>,
-    demo: Option<bool>,
-    read_token: Option<String>,
-    max_connections: Option<usize>,
-    header_timeout_ms: Option<u64>,
-    body_timeout_ms: Option<u64>,
-    handshake_timeout_ms: Option<u64>,
-    origin: Option<String>,
-    checkpoint_key: Option<String>,
-    checkpoint_interval_ms: Option<u64>,
-    checkpoint_entries: Option<u64>,
-    witnesses: Option<Vec<String>>,
-    witness_timeout_ms: Option<u64>,
-}
-
-/// Fills every setting that neither a flag nor the environment gave from
-/// the config file, if there is one.
-pub fn apply_config(args: &mut ServeArgs, matches: &clap::ArgMatches) -> Result<(), CliError> {
+/// The flags that stand for a config file's settings, for those that
+/// neither a flag nor the environment gave: `name = value` becomes
+/// `--name=value` (`_` for `-`; an array repeats the flag; a table, as
+/// `upstream` and `resource_lookup`, gives `--name=KEY=VALUE` per entry;
+/// `true` gives a switch, `false` nothing). Each is checked by the same
+/// parser as the flag it stands for, so a file obeys every rule a flag
+/// does; a bad one is named with its file and line. Every setting is
+/// declared once, on [`ServeArgs`].
+pub fn config_flags(
+    args: &ServeArgs,
+    matches: &clap::ArgMatches,
+) -> Result<Vec<std::ffi::OsString>, CliError> {
+    use clap::Args as _;
     let Some(path) = &args.config else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
-    let file: ConfigFile = toml::from_str(&text).map_err(|e| {
+    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| {
         let line = e
             .span()
-            .map(|s| text[..s.start].matches('\n').count() + 1)
-            .map_or(String::new(), |l| format!(":{l}"));
+            .map_or(String::new(), |s| format!(":{}", line_of(s.start)));
         CliError::Usage(format!("{}{line}: {}", path.display(), e.message()))
     })?;
-    let unset = |id: &str| {
-        !matches!(
+    // Where a key is written, for messages: the first line that sets it.
+    let line = |key: &str| {
+        let mut offset = 0;
+        for l in text.split_inclusive('\n') {
+            let t = l.trim_start().trim_start_matches('"');
+            if t.starts_with(key) || t.starts_with(&format!("[{key}]")) {
+                return format!(":{}", line_of(offset));
+            }
+            offset += l.len();
+        }
+        String::new()
+    };
+    let command = ServeArgs::augment_args(clap::Command::new("serve"));
+    let mut flags = Vec::new();
+    for (key, value) in &table {
+        let here = format!("{}{}", path.display(), line(key));
+        let arg = command
+            .get_arguments()
+            .find(|a| {
+                a.get_id() != "config"
+                    && (a.get_id() == key.as_str()
+                        || a.get_long().is_some_and(|l| l.replace('-', "_") == *key))
+            })
+            .ok_or_else(|| CliError::Usage(format!("{here}: unknown setting `{key}`")))?;
+        let id = arg.get_id().as_str();
+        if matches!(
             matches.value_source(id),
             Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
-        )
-    };
-    macro_rules! take {
-        ($field:ident) => {
-            if unset(stringify!($field))
-                && let Some(v) = file.$field
-            {
-                args.$field = v.into();
-            }
+        ) {
+            continue;
+        }
+        let long = arg.get_long().unwrap_or(id);
+        let switch = matches!(arg.get_action(), clap::ArgAction::SetTrue);
+        let mut these = Vec::new();
+        let scalar = |v: &toml::Value| match v {
+            toml::Value::String(s) => Some(s.clone()),
+            toml::Value::Integer(n) => Some(n.to_string()),
+            _ => None,
         };
+        let wrong = |what: &str| CliError::Usage(format!("{here}: `{key}`: {what}"));
+        match value {
+            toml::Value::Boolean(b) if switch => {
+                if *b {
+                    these.push(format!("--{long}"));
+                }
+            }
+            _ if switch => return Err(wrong("true or false")),
+            toml::Value::Array(items) => {
+                for item in items {
+                    let v = scalar(item).ok_or_else(|| wrong("a list of strings or integers"))?;
+                    these.push(format!("--{long}={v}"));
+                }
+            }
+            toml::Value::Table(entries) => {
+                for (k, item) in entries {
+                    let v = scalar(item).ok_or_else(|| wrong("a table of strings"))?;
+                    these.push(format!("--{long}={k}={v}"));
+                }
+            }
+            v => {
+                let v = scalar(v).ok_or_else(|| wrong("a string or an integer"))?;
+                these.push(format!("--{long}={v}"));
+            }
+        }
+        // Checked alone first, so a bad value is named where it is written.
+        command
+            .clone()
+            .try_get_matches_from(std::iter::once("serve".to_owned()).chain(these.iter().cloned()))
+            .map_err(|e| {
+                let said = e.to_string();
+                let first = said
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_start_matches("error: ");
+                CliError::Usage(format!("{here}: `{key}`: {first}"))
+            })?;
+        flags.extend(these.into_iter().map(Into::into));
     }
-    take!(data_dir);
-    take!(listen);
-    take!(policy);
-    take!(database);
-    take!(database_url);
-    take!(key);
-    take!(signers);
-    take!(max_body);
-    take!(max_skew_seconds);
-    take!(tls_cert);
-    take!(tls_key);
-    take!(upstream_timeout_ms);
-    take!(expiry_interval_ms);
-    take!(webhook_allow_private);
-    take!(webhook_timeout_ms);
-    take!(webhook_retry_schedule_ms);
-    take!(webhook_niceness);
-    take!(allow_insecure_http);
-    take!(demo);
-    take!(read_token);
-    take!(max_connections);
-    take!(header_timeout_ms);
-    take!(body_timeout_ms);
-    take!(handshake_timeout_ms);
-    take!(origin);
-    take!(checkpoint_key);
-    take!(checkpoint_interval_ms);
-    take!(checkpoint_entries);
-    take!(witnesses);
-    take!(witness_timeout_ms);
-    if unset("upstreams")
-        && let Some(map) = file.upstream
-    {
-        args.upstreams = map.into_iter().map(|(a, u)| format!("{a}={u}")).collect();
-    }
-    if unset("resource_lookups")
-        && let Some(map) = file.resource_lookup
-    {
-        args.resource_lookups = map.into_iter().map(|(t, u)| format!("{t}={u}")).collect();
-    }
-    Ok(())
+    Ok(flags)
 }

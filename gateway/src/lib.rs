@@ -16,6 +16,8 @@
 //! - [`limits`]: every limit, named once.
 //! - [`sandbox`]: what makes a gateway the sandbox (fixed keys, simulated
 //!   targets, a clock that follows the requests).
+//! - [`service`]: a gateway as a running service: start, background tasks
+//!   with handles, graceful stop.
 //!
 //! Dependencies point one way: `http` and `tls` use `engine`; `engine`
 //! uses the pipeline, the policies, the signer and the ledger.
@@ -30,8 +32,8 @@ pub mod limits;
 pub mod observe;
 mod outbound;
 pub mod sandbox;
+pub mod service;
 pub mod tls;
-pub mod witness;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -255,6 +257,7 @@ async fn start<L: tollgate_ledger::Ledger>(
         } else {
             settings.max_body
         },
+        drain: http::Drain::default(),
     })
 }
 

@@ -61,6 +61,14 @@ pub const LINGER_TOTAL_MS: u64 = 30_000;
 /// A closing connection stops waiting after this much silence from the
 /// client, milliseconds.
 pub const LINGER_IDLE_MS: u64 = 5_000;
+/// On a graceful stop, longest the requests in progress are given to
+/// finish (new ones are answered 503 meanwhile), milliseconds.
+pub const SHUTDOWN_DRAIN_MS: u64 = 7_000;
+/// Then, longest open connections are given to close, milliseconds.
+pub const SHUTDOWN_CLOSE_MS: u64 = 1_000;
+/// Then, longest the engine's own tasks (a decision whose client went
+/// away, a background pass) are given to end, milliseconds.
+pub const SHUTDOWN_TASKS_MS: u64 = 1_000;
 /// Largest approval decision body, bytes.
 pub const MAX_APPROVAL_BODY: usize = 16 * 1024;
 /// Longest `?wait=` of `GET /v1/intents/{agent}/{intent_id}`, seconds.

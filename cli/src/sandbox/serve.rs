@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use tollgate_gateway::{Paths, Settings, http};
 
 use crate::error::CliError;
-use crate::serve::{Run, run};
+use crate::serve::run;
+use tollgate_gateway::service::ServiceConfig;
 
 /// What `tollgate sandbox serve` is given.
 #[derive(clap::Args)]
@@ -26,7 +27,7 @@ pub struct ServeArgs {
     pub policy: Option<PathBuf>,
 }
 
-/// Serves the sandbox until Ctrl-C.
+/// Serves the sandbox until SIGTERM or SIGINT.
 pub fn serve(args: &ServeArgs) -> Result<String, CliError> {
     if !args.listen.ip().is_loopback() {
         return Err(CliError::Usage(format!(
@@ -48,7 +49,7 @@ pub fn serve(args: &ServeArgs) -> Result<String, CliError> {
     let mut settings = Settings::default();
     // Integration work delivers webhooks to local consumers.
     settings.webhooks.allow_private = true;
-    run(Run {
+    run(ServiceConfig {
         paths,
         settings,
         listen: args.listen,
@@ -57,6 +58,6 @@ pub fn serve(args: &ServeArgs) -> Result<String, CliError> {
         expiry_interval: std::time::Duration::from_millis(
             tollgate_gateway::limits::DEFAULT_EXPIRY_INTERVAL_MS,
         ),
-        checkpoints: crate::serve::Checkpoints::default(),
+        checkpoints: tollgate_gateway::service::Checkpoints::default(),
     })
 }

@@ -483,7 +483,9 @@ impl<L: Ledger> Gateway<L> {
             let changed = self.approval_changed.notified();
             let state = self.intent_state(agent, intent_id).await?;
             let pending = state.as_ref().is_some_and(|s| !s.is_final());
-            if !pending || tokio::time::Instant::now() >= until {
+            // A stopping gateway answers what it has: the caller asks again
+            // of whichever instance is up.
+            if !pending || tokio::time::Instant::now() >= until || self.stopping() {
                 return Ok(state);
             }
             let _ = tokio::time::timeout_at(until, changed).await;
@@ -504,7 +506,7 @@ impl<L: Ledger> Gateway<L> {
             });
         }
         let this = self.clone();
-        tokio::spawn(async move {
+        self.run_detached(async move {
             let _turn = this.approving.lock().await;
             let mut last = ApprovalError::Contended(String::new());
             let mut caught_up = false;

@@ -275,7 +275,7 @@ impl<L: Ledger> Gateway<L> {
         let key = identity(&intent.agent, &intent.intent_id);
         // From here on nothing the caller does can stop the work half-way.
         let this = self.clone();
-        tokio::spawn(async move { this.decide_current(view, envelope, key, now).await })
+        self.run_detached(async move { this.decide_current(view, envelope, key, now).await })
             .await
             .map_err(internal)?
     }

@@ -196,6 +196,12 @@ pub struct Gateway<L: Ledger> {
     metrics: Metrics,
     /// Makes the ledger's checkpoints, once enabled.
     checkpointer: std::sync::OnceLock<Arc<crate::checkpoints::Checkpointer>>,
+    /// Every task the engine starts (decisions, approval steps, background
+    /// loops): a graceful stop waits for them.
+    tasks: tokio_util::task::TaskTracker,
+    /// Cancelled when the gateway stops: background loops end at their
+    /// next turn, long-polls answer what they have.
+    stop: tokio_util::sync::CancellationToken,
 }
 
 impl<L: Ledger> Gateway<L> {
@@ -251,6 +257,8 @@ impl<L: Ledger> Gateway<L> {
             webhook_changed: tokio::sync::Notify::new(),
             metrics: Metrics::default(),
             checkpointer: std::sync::OnceLock::new(),
+            tasks: tokio_util::task::TaskTracker::new(),
+            stop: tokio_util::sync::CancellationToken::new(),
         };
         if let Some(files) = policy {
             gateway
@@ -361,23 +369,67 @@ impl<L: Ledger> Gateway<L> {
         self.checkpointer.get()
     }
 
-    /// Runs `tick` every `every`, for as long as the gateway lives (the
-    /// task holds it only while a tick runs).
+    /// Runs `tick` every `every`, until the gateway stops or is dropped
+    /// (the task holds it only while a tick runs; a tick under way when
+    /// the stop comes runs to its end).
     pub(crate) fn spawn_every<F, Fut>(self: &Arc<Self>, every: std::time::Duration, tick: F)
     where
         F: Fn(Arc<Self>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send,
     {
         let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
             loop {
-                tokio::time::sleep(every).await;
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(every) => {}
+                }
                 let Some(gateway) = weak.upgrade() else {
                     return;
                 };
                 tick(gateway).await;
             }
         });
+    }
+
+    /// Runs `work` to its end in a task of its own, whoever still waits
+    /// for it (a client that disconnects cannot stop a commit half-way);
+    /// a graceful stop waits for it.
+    pub(crate) async fn run_detached<T, F>(&self, work: F) -> Result<T, tokio::task::JoinError>
+    where
+        F: std::future::Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.tasks.spawn(work).await
+    }
+
+    /// Whether the gateway is stopping.
+    pub fn stopping(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
+    /// Begins a stop: background loops end at their next turn and
+    /// long-polls answer what they have. Decisions and approval steps
+    /// still run (callers stop sending them first).
+    pub fn stop(&self) {
+        self.stop.cancel();
+        self.approval_changed.notify_waiters();
+        self.webhook_changed.notify_waiters();
+    }
+
+    /// Ends a stop: waits until every task the engine started (decisions
+    /// and approval steps in flight, background passes) has ended, or
+    /// `grace` has passed. Returns how many were still running then (0 for
+    /// a clean stop).
+    pub async fn stopped(&self, grace: std::time::Duration) -> usize {
+        self.stop();
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait()).await.is_ok() {
+            0
+        } else {
+            self.tasks.len()
+        }
     }
 
     /// Reloads the registries whenever the ledger announces a change made
@@ -389,8 +441,16 @@ impl<L: Ledger> Gateway<L> {
             return Ok(());
         };
         let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            while let Some(seq) = announced.recv().await {
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            loop {
+                let seq = tokio::select! {
+                    () = stop.cancelled() => return,
+                    seq = announced.recv() => match seq {
+                        Some(seq) => seq,
+                        None => return,
+                    },
+                };
                 let Some(gateway) = weak.upgrade() else {
                     return;
                 };

@@ -55,6 +55,7 @@ pub const PROBLEM_TYPES: &[(&str, &str)] = &[
     ("unknown-receipt", "Unknown receipt"),
     ("invalid-query", "Invalid query"),
     ("not-ready", "Not ready"),
+    ("shutting-down", "Gateway shutting down"),
     ("unauthorized", "Bearer token required"),
     ("invalid-delegation", "Invalid delegation token"),
     ("expired-delegation", "Delegation expired"),
@@ -168,6 +169,12 @@ pub enum ApiError {
     /// The ledger cannot commit now.
     #[error("{0}")]
     NotReady(String),
+    /// The gateway is stopping: requests already in progress finish, new
+    /// ones are refused before anything is read or decided.
+    #[error(
+        "the gateway is shutting down: nothing was read or decided; send the request again (to another instance, or once this one is back)"
+    )]
+    ShuttingDown,
     /// The admin token is missing or wrong.
     #[error("the registry API takes the bearer token in DATA_DIR/admin.token")]
     Unauthorized,
@@ -418,6 +425,7 @@ impl ApiError {
             Self::UnknownReceipt(_) => (S::NOT_FOUND, "unknown-receipt", None),
             Self::InvalidQuery(_) => (S::BAD_REQUEST, "invalid-query", None),
             Self::NotReady(_) => (S::SERVICE_UNAVAILABLE, "not-ready", None),
+            Self::ShuttingDown => (S::SERVICE_UNAVAILABLE, "shutting-down", None),
             Self::Unauthorized | Self::ReadUnauthorized => (S::UNAUTHORIZED, "unauthorized", None),
             Self::InvalidRequest { pointer, .. } => (
                 S::UNPROCESSABLE_ENTITY,
@@ -502,6 +510,14 @@ impl IntoResponse for ApiError {
                 header::RETRY_AFTER,
                 HeaderValue::from(IN_FLIGHT_RETRY_AFTER),
             );
+        }
+        if matches!(self, Self::ShuttingDown) {
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(IN_FLIGHT_RETRY_AFTER),
+            );
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             r.extensions_mut().insert(InternalCause(self.to_string()));

@@ -26,7 +26,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tollgate_ledger::Ledger;
 
 use super::{App, router};
@@ -56,8 +56,19 @@ impl Default for Connections {
 }
 
 /// Serves `app` on `listener` (HTTPS when `tls` is given) until `shutdown`
-/// resolves; then stops accepting and gives open connections up to five
-/// seconds to finish.
+/// resolves, then stops gracefully:
+///
+/// 1. *drain*: the engine is told to stop (long-polls answer now,
+///    background loops end) and every new request is answered `503
+///    shutting-down` with `Retry-After` and `Connection: close`, while the
+///    requests already in progress run to their answers; this lasts until
+///    none is left or [`crate::limits::SHUTDOWN_DRAIN_MS`] have passed;
+/// 2. *close*: the listener closes, and every open connection is closed
+///    once its current answer is written, within
+///    [`crate::limits::SHUTDOWN_CLOSE_MS`].
+///
+/// The engine's own tasks are waited for by the caller
+/// ([`crate::engine::Gateway::stopped`]).
 pub async fn serve<L: Ledger>(
     app: Arc<App<L>>,
     listener: tokio::net::TcpListener,
@@ -65,37 +76,16 @@ pub async fn serve<L: Ledger>(
     limits: Connections,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let service = router(app);
+    use crate::limits::{SHUTDOWN_CLOSE_MS, SHUTDOWN_DRAIN_MS};
+    let service = router(app.clone());
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.max.max(1)));
-    let mut shutdown = std::pin::pin!(shutdown);
+    let closing = tokio_util::sync::CancellationToken::new();
     let mut backoff = Duration::from_millis(10);
-    loop {
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let tcp = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => {
-                    backoff = Duration::from_millis(10);
-                    tcp
-                }
-                Err(_) => {
-                    drop(permit);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
+    let spawn = |(tcp, permit): (tokio::net::TcpStream, OwnedSemaphorePermit)| {
         let service = service.clone();
         let acceptor = acceptor.clone();
+        let closing = closing.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let service = hyper_util::service::TowerToHyperService::new(service);
@@ -105,9 +95,9 @@ pub async fn serve<L: Ledger>(
             match acceptor {
                 None => {
                     let mut tcp = tcp;
-                    let _ = http
-                        .serve_connection(hyper_util::rt::TokioIo::new(&mut tcp), service)
-                        .await;
+                    let conn =
+                        http.serve_connection(hyper_util::rt::TokioIo::new(&mut tcp), service);
+                    until_closed(conn, &closing).await;
                     linger(&mut tcp).await;
                 }
                 Some(acceptor) => {
@@ -116,18 +106,96 @@ pub async fn serve<L: Ledger>(
                     else {
                         return;
                     };
-                    let _ = http
-                        .serve_connection(hyper_util::rt::TokioIo::new(&mut stream), service)
-                        .await;
+                    let conn =
+                        http.serve_connection(hyper_util::rt::TokioIo::new(&mut stream), service);
+                    until_closed(conn, &closing).await;
                     linger(&mut stream).await;
                 }
             }
         });
+    };
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            c = accept(&listener, &slots, &mut backoff) => spawn(c),
+        }
     }
-    // Let open connections finish, for a while.
+    // Drain: new connections are still accepted, and their requests told
+    // 503 (a refusal with an answer beats a reset), until every request in
+    // progress has its answer.
+    app.drain.begin();
+    app.gateway.stop();
+    let deadline = tokio::time::sleep(Duration::from_millis(SHUTDOWN_DRAIN_MS));
+    let mut deadline = std::pin::pin!(deadline);
+    loop {
+        tokio::select! {
+            () = &mut deadline => break,
+            () = app.drain.idle() => break,
+            c = accept(&listener, &slots, &mut backoff) => spawn(c),
+        }
+    }
+    // Close: no new connections; open ones end after their current answer.
+    drop(listener);
+    closing.cancel();
     let all = u32::try_from(limits.max.max(1)).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(all)).await;
+    let _ = tokio::time::timeout(
+        Duration::from_millis(SHUTDOWN_CLOSE_MS),
+        slots.acquire_many(all),
+    )
+    .await;
     Ok(())
+}
+
+/// The next connection, with its slot. A failed accept (out of
+/// descriptors, say) backs off, doubling from 10 ms to 1 s, instead of
+/// spinning.
+async fn accept(
+    listener: &tokio::net::TcpListener,
+    slots: &Arc<Semaphore>,
+    backoff: &mut Duration,
+) -> (tokio::net::TcpStream, OwnedSemaphorePermit) {
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            // INVARIANT: the semaphore is never closed.
+            std::future::pending::<()>().await;
+            continue;
+        };
+        match listener.accept().await {
+            Ok((tcp, _)) => {
+                *backoff = Duration::from_millis(10);
+                let _ = tcp.set_nodelay(true);
+                return (tcp, permit);
+            }
+            Err(_) => {
+                drop(permit);
+                tokio::time::sleep(*backoff).await;
+                *backoff = (*backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Serves one connection until it ends, or until `closing`: then it ends
+/// after the answer in progress (an idle keep-alive connection at once).
+async fn until_closed<I, S>(
+    conn: hyper::server::conn::http1::Connection<I, S>,
+    closing: &tokio_util::sync::CancellationToken,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = closing.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }
 
 /// Closes a connection gracefully: FIN after everything written, then

@@ -68,7 +68,15 @@ pub(super) async fn observe<L: Ledger>(
             .get("traceparent")
             .and_then(|v| v.to_str().ok()),
     );
-    let mut response = next.run(req).await;
+    // A stopping service answers new requests 503 (liveness still 200);
+    // the requests already in progress finish.
+    let guard = app.drain.enter();
+    let mut response = match guard {
+        Some(_) => next.run(req).await,
+        None if route == "healthz" => next.run(req).await,
+        None => axum::response::IntoResponse::into_response(super::ApiError::ShuttingDown),
+    };
+    drop(guard);
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     let metrics = app.gateway.metrics();

@@ -44,6 +44,63 @@ pub struct App<L: Ledger> {
     pub max_body: usize,
     /// Time to receive a request body.
     pub body_timeout: std::time::Duration,
+    /// Requests in progress, and whether the service is stopping.
+    pub drain: Drain,
+}
+
+/// Requests in progress, and whether the service is stopping: once it is,
+/// every new request is answered `503 shutting-down` (see
+/// [`serve`]).
+#[derive(Debug, Default)]
+pub struct Drain {
+    stopping: std::sync::atomic::AtomicBool,
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// A request in progress; dropped when its answer is made.
+pub(crate) struct InProgress<'a>(&'a Drain);
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drain {
+    /// From now on, new requests are refused.
+    pub fn begin(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether new requests are refused.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Counts a request in, unless the service is stopping. (Counted
+    /// first, then checked: a stop that began meanwhile either sees this
+    /// request or this request sees the stop.)
+    pub(crate) fn enter(&self) -> Option<InProgress<'_>> {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let guard = InProgress(self);
+        (!self.stopping()).then_some(guard)
+    }
+
+    /// Requests in progress now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Resolves once no request is in progress.
+    pub async fn idle(&self) {
+        while self.in_flight() > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
 }
 
 /// The OpenAPI document of this service.

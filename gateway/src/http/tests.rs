@@ -78,6 +78,7 @@ async fn harness_with(upstreams: Upstreams) -> Harness {
             read_token: None,
             max_body: 4096,
             body_timeout: std::time::Duration::from_millis(300),
+            drain: crate::http::Drain::default(),
         }),
         ledger: w.ledger,
         agent: w.agent,
@@ -792,6 +793,19 @@ async fn every_api_error_is_reached_by_a_request() {
     // the issuer key, and by what the approvals accepted.
     seen.extend(approval_seen);
     seen.extend(webhook_problems(&h).await);
+    // Last, a stopping service: new requests are refused with an answer
+    // (liveness still answers), and nothing is read or decided.
+    h.app.drain.begin();
+    let a = h.intent(h.signed(|_| {}), None).await;
+    assert_eq!((a.status, a.problem().as_str()), (503, "shutting-down"));
+    seen.insert("shutting-down".to_owned());
+    assert_eq!(a.headers.get("retry-after").unwrap(), "1");
+    assert_eq!(a.headers.get("connection").unwrap(), "close");
+    assert_eq!(
+        h.call(Method::GET, "/healthz", &[], vec![]).await.status,
+        200
+    );
+    assert_eq!(h.app.drain.in_flight(), 0);
     seen.insert(unreachable_by_request.to_owned());
     let all: BTreeSet<String> = PROBLEM_TYPES.iter().map(|(s, _)| (*s).to_owned()).collect();
     assert_eq!(seen, all, "problem types not reached by a request");

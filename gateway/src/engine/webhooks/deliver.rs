@@ -707,11 +707,20 @@ async fn worker<L: Ledger>(weak: Weak<Gateway<L>>, id: String) {
 /// every second.
 pub(super) fn spawn_supervisor<L: Ledger>(g: &Arc<Gateway<L>>) {
     let weak = Arc::downgrade(g);
-    tokio::spawn(async move {
+    let stop = g.stop.clone();
+    g.tasks.spawn(async move {
         let mut running: BTreeMap<String, tokio::task::JoinHandle<()>> = BTreeMap::new();
         loop {
-            let Some(g) = weak.upgrade() else {
-                return;
+            // A stopping gateway ends its workers: an event whose delivery
+            // was cut short is delivered again (at least once).
+            let g = match weak.upgrade() {
+                Some(g) if !stop.is_cancelled() => g,
+                _ => {
+                    for (_, h) in running {
+                        h.abort();
+                    }
+                    return;
+                }
             };
             // One deliverer per ledger: an instance without the lease
             // stops its workers and asks again next round.

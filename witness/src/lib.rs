@@ -9,6 +9,12 @@
 //! old size and recording the new one happen under one lock. So a witness
 //! killed at any instant and restarted never cosigns a checkpoint
 //! inconsistent with one it cosigned before.
+//!
+//! Scope: the witness's HTTP API (`POST /add-checkpoint`) and [`serve`],
+//! which runs it until told to stop. It does not find logs, fetch
+//! checkpoints or gossip: logs post to it (the gateway's `--witness`).
+
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +34,18 @@ use tollgate_signer::Ed25519Signer;
 
 /// Most consistency proof lines a request may carry.
 const MAX_PROOF_LINES: usize = 63;
+
+/// Serves `witness` on `listener` until `shutdown` resolves, then lets
+/// requests in progress finish.
+pub async fn serve(
+    witness: Arc<Witness>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(witness))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
 
 /// Why the witness cannot start.
 #[derive(Debug, thiserror::Error)]
