@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tollgate_ledger::Ledger;
+use tollgate_ledger::prelude::*;
 use tollgate_protocol::checkpoint::{NOTE_ED25519, VerifierKey};
 use tollgate_signer::Ed25519Signer;
 use tollgate_witness::{Witness, verifier_key};

@@ -14,8 +14,11 @@ written and flushed before the 2xx. A redelivered id is answered 2xx again
 and recorded with "duplicate": true, never processed twice.
 
 The options after --out make it misbehave on purpose, for tests: answer
-503 (with Retry-After) to the first N deliveries, 410 Gone to all, or wait
-before answering.
+503 (with Retry-After) to the first N deliveries, 410 Gone to all, wait
+before answering, hold deliveries after the first N until a file exists, or
+stay down (its port taken, connections refused) until a file exists. With
+--port 0 it takes a free port and prints it; --key-file lets a test start
+it before the endpoint (and so its key) exists.
 """
 
 import argparse
@@ -23,6 +26,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import sys
 import threading
 import time
@@ -35,17 +39,38 @@ class Invalid(Exception):
     pass
 
 
+def parse_key(text):
+    """A `whsec_` secret or a `whpk_` public key, ready to verify with."""
+    if text.startswith("whsec_"):
+        return ("v1", base64.b64decode(text[len("whsec_"):]))
+    if not text.startswith("whpk_"):
+        raise ValueError("a key is whsec_ or whpk_, and base64")
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    raw = base64.b64decode(text[len("whpk_"):])
+    return ("v1a", Ed25519PublicKey.from_public_bytes(raw))
+
+
 def load_key(args):
     if args.secret:
         if not args.secret.startswith("whsec_"):
             sys.exit("--secret is whsec_ and base64")
-        return ("v1", base64.b64decode(args.secret[len("whsec_"):]))
-    if not args.public_key.startswith("whpk_"):
-        sys.exit("--public-key is whpk_ and base64")
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+        return parse_key(args.secret)
+    if args.public_key:
+        if not args.public_key.startswith("whpk_"):
+            sys.exit("--public-key is whpk_ and base64")
+        return parse_key(args.public_key)
+    return None
 
-    raw = base64.b64decode(args.public_key[len("whpk_"):])
-    return ("v1a", Ed25519PublicKey.from_public_bytes(raw))
+
+def wait_for_file(path, seconds):
+    """Whether `path` exists within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def verify(key, msg_id, timestamp, body, header):
@@ -86,17 +111,36 @@ def main():
     k = p.add_mutually_exclusive_group(required=True)
     k.add_argument("--secret", help="the endpoint's v1 secret, whsec_...")
     k.add_argument("--public-key", help="the endpoint's v1a public key, whpk_...")
+    k.add_argument("--key-file", help="a file holding the secret or public key, read at the first "
+                   "delivery (waiting for it to appear)")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--out", required=True, help="JSON Lines of accepted events")
     p.add_argument("--fail-first", type=int, default=0, help="answer 503 to the first N deliveries")
     p.add_argument("--retry-after", type=int, default=0, help="with --fail-first: the Retry-After seconds")
     p.add_argument("--gone", action="store_true", help="answer 410 Gone to every delivery")
     p.add_argument("--delay-ms", type=int, default=0, help="wait before answering")
+    p.add_argument("--hold-after", type=int, default=-1,
+                   help="once N deliveries are recorded, hold each further one (unanswered) "
+                   "until the --release file exists; --release + '.held' shows one is held")
+    p.add_argument("--release", help="with --hold-after: the file that releases held deliveries")
+    p.add_argument("--listen-when", help="take the port at once (printing 'bound to PORT') but "
+                   "listen only once this file exists: until then connections are refused, "
+                   "as to a consumer that is down")
     args = p.parse_args()
-    key = load_key(args)
+    if args.hold_after >= 0 and not args.release:
+        sys.exit("--hold-after needs --release")
+    keys = {"key": load_key(args)}
     lock = threading.Lock()
     seen = set()
-    counter = {"requests": 0}
+    counter = {"requests": 0, "recorded": 0}
+
+    def key():
+        with lock:
+            if keys["key"] is None and wait_for_file(args.key_file, 60):
+                with open(args.key_file, encoding="utf-8") as f:
+                    keys["key"] = parse_key(f.read().strip())
+            return keys["key"]
+
     # What was processed before a restart stays processed.
     try:
         with open(args.out, encoding="utf-8") as f:
@@ -122,6 +166,12 @@ def main():
                 n = counter["requests"]
             if args.delay_ms:
                 time.sleep(args.delay_ms / 1000)
+            if args.hold_after >= 0:
+                with lock:
+                    hold = counter["recorded"] >= args.hold_after
+                if hold and not os.path.exists(args.release):
+                    open(args.release + ".held", "w").close()
+                    wait_for_file(args.release, 3600)
             if args.gone:
                 return self.answer(410)
             if n <= args.fail_first:
@@ -129,16 +179,17 @@ def main():
                 return self.answer(503, headers)
             msg_id = self.headers.get("webhook-id")
             try:
-                verify(key, msg_id, self.headers.get("webhook-timestamp"), body,
+                verify(key(), msg_id, self.headers.get("webhook-timestamp"), body,
                        self.headers.get("webhook-signature"))
                 event = json.loads(body)
-            except (Invalid, ValueError) as e:
+            except (Invalid, ValueError, TypeError) as e:
                 sys.stderr.write(f"refused {msg_id}: {e}\n")
                 return self.answer(400)
             data = event.get("data", {})
             with lock:
                 duplicate = msg_id in seen
                 seen.add(msg_id)
+                counter["recorded"] += 1
                 out.write(json.dumps({
                     "webhook_id": msg_id,
                     "type": event.get("type"),
@@ -152,8 +203,18 @@ def main():
         def log_message(self, *a):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    print(f"listening on {server.server_address[1]}", flush=True)
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler, bind_and_activate=False)
+    server.server_bind()
+    port = server.server_address[1]
+    if args.listen_when:
+        # Bound, not listening: the port is ours, and connections to it
+        # are refused until the file appears.
+        print(f"bound to {port}", flush=True)
+        wait_for_file(args.listen_when, 24 * 3600)
+        server.server_activate()
+    else:
+        server.server_activate()
+        print(f"listening on {port}", flush=True)
     server.serve_forever()
 
 

@@ -205,8 +205,8 @@ pub async fn open(paths: &Paths, settings: Settings) -> Result<(Served, datadir:
         let clock = sandbox::SandboxClock::default();
         let ledger = SqliteLedger::open_with_clock(options, clock.clone()).await?;
         // A kept sandbox goes on from where its ledger stopped.
-        let head = tollgate_ledger::Ledger::head(&ledger).await?;
-        if let Some(last) = tollgate_ledger::Ledger::get(&ledger, head.seq).await? {
+        let head = tollgate_ledger::Chain::head(&ledger).await?;
+        if let Some(last) = tollgate_ledger::Chain::get(&ledger, head.seq).await? {
             tollgate_protocol::Clock::observe(&clock, &last.appended_at);
         }
         (ledger, Arc::new(clock))

@@ -40,7 +40,7 @@
 //! unknown approval, a step after the one that ended it, a second step by
 //! the same reviewer, and the same signed decision twice.
 //!
-//! Several receipts can be appended as one unit ([`Ledger::append_unit`]):
+//! Several receipts can be appended as one unit ([`Chain::append_unit`]):
 //! contiguous entries in one transaction, all durable or none (the approval
 //! that completes a quorum and the execution it causes).
 //!
@@ -67,6 +67,8 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(any(test, feature = "testing"))]
+pub mod hooked;
 mod outbox;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -239,20 +241,26 @@ pub enum RegistryChange {
 }
 
 impl RegistryChange {
+    /// The change, as its receipt's `subject.change` names it.
+    pub fn kind(&self) -> tollgate_protocol::Change {
+        use tollgate_protocol::Change;
+        match self {
+            Self::IssuerRegister { .. } => Change::IssuerRegister,
+            Self::IssuerRevoke { .. } => Change::IssuerRevoke,
+            Self::DelegationRegister { .. } => Change::DelegationRegister,
+            Self::DelegationRevoke { .. } => Change::DelegationRevoke,
+            Self::ReviewerRegister { .. } => Change::ReviewerRegister,
+            Self::ReviewerRevoke { .. } => Change::ReviewerRevoke,
+            Self::ResourcePut { .. } => Change::ResourcePut,
+            Self::PolicyPublish { .. } => Change::PolicyPublish,
+            Self::PolicyActivate { .. } => Change::PolicyActivate,
+            Self::PolicyRollback { .. } => Change::PolicyRollback,
+        }
+    }
+
     /// The change's name in its receipt (`subject.change`).
     pub fn name(&self) -> &'static str {
-        match self {
-            Self::IssuerRegister { .. } => "issuer.register",
-            Self::IssuerRevoke { .. } => "issuer.revoke",
-            Self::DelegationRegister { .. } => "delegation.register",
-            Self::DelegationRevoke { .. } => "delegation.revoke",
-            Self::ReviewerRegister { .. } => "reviewer.register",
-            Self::ReviewerRevoke { .. } => "reviewer.revoke",
-            Self::ResourcePut { .. } => "resource.put",
-            Self::PolicyPublish { .. } => "policy.publish",
-            Self::PolicyActivate { .. } => "policy.activate",
-            Self::PolicyRollback { .. } => "policy.rollback",
-        }
+        self.kind().name()
     }
 }
 
@@ -666,8 +674,10 @@ pub(crate) fn unique_violation(e: &sqlx::Error, column: &str) -> bool {
 /// The format a ledger store records in its metadata.
 pub(crate) const FORMAT: &str = "tollgate-ledger/1";
 
-/// An append-only, hash-chained store of signed receipts.
-pub trait Ledger: Send + Sync + 'static {
+/// The chain of entries: appends (each with what it records, in one
+/// transaction), reads by seq, receipt id or idempotency key, the head,
+/// export lines, and the writer's health.
+pub trait Chain: Send + Sync + 'static {
     /// Appends a signed receipt and returns its entry once it is durable.
     /// An idempotency key, if given, is stored with the entry in the same
     /// transaction and must be new.
@@ -680,7 +690,7 @@ pub trait Ledger: Send + Sync + 'static {
         self.append_spending(receipt, signature, idempotency_key, Vec::new())
     }
 
-    /// [`Ledger::append`], recording `spend` against budgets in the same
+    /// [`Chain::append`], recording `spend` against budgets in the same
     /// transaction as the entry: both are durable, or neither.
     fn append_spending(
         &self,
@@ -705,6 +715,97 @@ pub trait Ledger: Send + Sync + 'static {
         items: Vec<Append>,
     ) -> impl Future<Output = Result<Vec<LedgerEntry>, Error>> + Send;
 
+    /// The stored line (canonical entry bytes) appended with this
+    /// idempotency key.
+    fn line_by_idempotency_key(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, Error>> + Send;
+
+    /// The stored line of the entry holding receipt `receipt_id`.
+    fn line_by_receipt_id(
+        &self,
+        receipt_id: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, Error>> + Send;
+
+    /// The entry at `seq`.
+    fn get(&self, seq: u64) -> impl Future<Output = Result<Option<LedgerEntry>, Error>> + Send;
+
+    /// The entry holding receipt `receipt_id`.
+    fn get_by_receipt_id(
+        &self,
+        receipt_id: &str,
+    ) -> impl Future<Output = Result<Option<LedgerEntry>, Error>> + Send;
+
+    /// The current head.
+    fn head(&self) -> impl Future<Output = Result<Head, Error>> + Send;
+
+    /// Up to `limit` export lines (canonical entry bytes, no newline) from
+    /// `from` on, in order.
+    fn lines(
+        &self,
+        from: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Vec<u8>>, Error>> + Send;
+
+    /// The hash algorithm of this ledger.
+    fn hash_alg(&self) -> HashAlg;
+
+    /// Whether the ledger can commit now: a small durable write through
+    /// the writer (a locked database or a full disk fails it).
+    fn probe(&self) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Group-commit counters since the ledger was opened.
+    fn stats(&self) -> AppendStats;
+}
+
+/// The registries (spec §4.3): registry receipts appended with the
+/// changes they record, the state they add up to, and announcements of
+/// changes made through other handles.
+pub trait RegistryStore: Send + Sync + 'static {
+    /// Appends `registry` receipts and applies their changes, all in one
+    /// transaction, and returns their entries once durable. With `seed`,
+    /// the transaction also records that the first-start import is done,
+    /// and fails with [`Error::AlreadySeeded`] if it was.
+    fn append_registry(
+        &self,
+        items: Vec<RegistryAppend>,
+        seed: bool,
+    ) -> impl Future<Output = Result<Vec<LedgerEntry>, Error>> + Send {
+        self.append_registry_after(items, seed, None)
+    }
+
+    /// [`RegistryStore::append_registry`] of changes checked against the
+    /// registries as of `seen` ([`RegistryState::seq`]): refused with
+    /// [`Staleness::Registry`] if another change was recorded since.
+    fn append_registry_after(
+        &self,
+        items: Vec<RegistryAppend>,
+        seed: bool,
+        seen: Option<u64>,
+    ) -> impl Future<Output = Result<Vec<LedgerEntry>, Error>> + Send;
+
+    /// The registries as recorded.
+    fn registry(&self) -> impl Future<Output = Result<RegistryState, Error>> + Send;
+
+    /// [`RegistryState::seq`] alone: the seq of the last registry change.
+    fn registry_seq(&self) -> impl Future<Output = Result<u64, Error>> + Send;
+
+    /// Announcements of registry changes (their seq) made through any
+    /// handle on the same store, other servers' included, or `None` where
+    /// the store has no such channel (an embedded ledger has one server,
+    /// whose own changes it knows). An announcement may be missed (a lost
+    /// connection); it only makes a reload earlier, and a guard
+    /// ([`Guard`]) catches what it missed.
+    fn registry_announcements(
+        &self,
+    ) -> impl Future<Output = Result<Option<tokio::sync::mpsc::Receiver<u64>>, Error>> + Send {
+        async { Ok(None) }
+    }
+}
+
+/// Approvals (spec §4.2), as their receipts recorded them.
+pub trait ApprovalStore: Send + Sync + 'static {
     /// The approval `id`, with its steps.
     fn approval(
         &self,
@@ -727,7 +828,49 @@ pub trait Ledger: Send + Sync + 'static {
         now: i64,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<ApprovalRecord>, Error>> + Send;
+}
 
+/// Budgets: amounts committed per delegation window, and reservations
+/// made before an effect outside the ledger (an upstream call).
+pub trait SpendingStore: Send + Sync + 'static {
+    /// Amounts committed per delegation, currency and window, summed, for
+    /// every window that has not ended at `now` (seconds since the epoch).
+    fn spending(&self, now: i64) -> impl Future<Output = Result<Vec<Spend>, Error>> + Send;
+
+    /// Records, durably, that the request `body` with `key` is about to
+    /// have effects outside the ledger (an upstream call). The record is
+    /// removed in the transaction that appends the entry with that key.
+    fn reserve(&self, key: &str, body: &[u8]) -> impl Future<Output = Result<(), Error>> + Send {
+        self.reserve_holding(key, body, None, Vec::new())
+    }
+
+    /// [`SpendingStore::reserve`] for a decision made on `guard`, holding
+    /// `charges` against their budgets until the reservation is released
+    /// or its entry appended (which then records what it spent). The
+    /// guard is checked as an append's is, in the same order.
+    fn reserve_holding(
+        &self,
+        key: &str,
+        body: &[u8],
+        guard: Option<Guard>,
+        charges: Vec<Spend>,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// What reservations hold against budgets, by idempotency key, for
+    /// every window that has not ended at `now`.
+    fn held(&self, now: i64) -> impl Future<Output = Result<Vec<(String, Spend)>, Error>> + Send;
+
+    /// Removes the reservation of `key`, if any: for one whose entry is
+    /// already in the ledger (an orphan) or that was never acted on.
+    fn release(&self, key: &str) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Reservations without their entry, oldest key first.
+    fn pending(&self) -> impl Future<Output = Result<Vec<(String, Vec<u8>)>, Error>> + Send;
+}
+
+/// The webhook outbox, endpoints and delivery attempts, and who may
+/// deliver.
+pub trait OutboxStore: Send + Sync + 'static {
     /// Up to `limit` outbox events after event `after`, in order.
     fn outbox_after(
         &self,
@@ -771,111 +914,18 @@ pub trait Ledger: Send + Sync + 'static {
         endpoint: &str,
     ) -> impl Future<Output = Result<Vec<u64>, Error>> + Send;
 
-    /// Amounts committed per delegation, currency and window, summed, for
-    /// every window that has not ended at `now` (seconds since the epoch).
-    fn spending(&self, now: i64) -> impl Future<Output = Result<Vec<Spend>, Error>> + Send;
-
-    /// The stored line (canonical entry bytes) appended with this
-    /// idempotency key.
-    fn line_by_idempotency_key(
-        &self,
-        key: &str,
-    ) -> impl Future<Output = Result<Option<Vec<u8>>, Error>> + Send;
-
-    /// The stored line of the entry holding receipt `receipt_id`.
-    fn line_by_receipt_id(
-        &self,
-        receipt_id: &str,
-    ) -> impl Future<Output = Result<Option<Vec<u8>>, Error>> + Send;
-
-    /// The entry at `seq`.
-    fn get(&self, seq: u64) -> impl Future<Output = Result<Option<LedgerEntry>, Error>> + Send;
-
-    /// The entry holding receipt `receipt_id`.
-    fn get_by_receipt_id(
-        &self,
-        receipt_id: &str,
-    ) -> impl Future<Output = Result<Option<LedgerEntry>, Error>> + Send;
-
-    /// The current head.
-    fn head(&self) -> impl Future<Output = Result<Head, Error>> + Send;
-
-    /// Up to `limit` export lines (canonical entry bytes, no newline) from
-    /// `from` on, in order.
-    fn lines(
-        &self,
-        from: u64,
-        limit: u32,
-    ) -> impl Future<Output = Result<Vec<Vec<u8>>, Error>> + Send;
-
-    /// The hash algorithm of this ledger.
-    fn hash_alg(&self) -> HashAlg;
-
-    /// Appends `registry` receipts and applies their changes, all in one
-    /// transaction, and returns their entries once durable. With `seed`,
-    /// the transaction also records that the first-start import is done,
-    /// and fails with [`Error::AlreadySeeded`] if it was.
-    fn append_registry(
-        &self,
-        items: Vec<RegistryAppend>,
-        seed: bool,
-    ) -> impl Future<Output = Result<Vec<LedgerEntry>, Error>> + Send {
-        self.append_registry_after(items, seed, None)
+    /// Whether this handle may deliver webhooks now. An embedded ledger
+    /// has one server, which always may; a shared store grants a lease to
+    /// one holder at a time, which a deliverer asks for again before each
+    /// round and which passes to another when its holder goes.
+    fn delivery_lease(&self) -> impl Future<Output = Result<bool, Error>> + Send {
+        async { Ok(true) }
     }
+}
 
-    /// [`Ledger::append_registry`] of changes checked against the
-    /// registries as of `seen` ([`RegistryState::seq`]): refused with
-    /// [`Staleness::Registry`] if another change was recorded since.
-    fn append_registry_after(
-        &self,
-        items: Vec<RegistryAppend>,
-        seed: bool,
-        seen: Option<u64>,
-    ) -> impl Future<Output = Result<Vec<LedgerEntry>, Error>> + Send;
-
-    /// The registries as recorded.
-    fn registry(&self) -> impl Future<Output = Result<RegistryState, Error>> + Send;
-
-    /// [`RegistryState::seq`] alone: the seq of the last registry change.
-    fn registry_seq(&self) -> impl Future<Output = Result<u64, Error>> + Send;
-
-    /// Records, durably, that the request `body` with `key` is about to
-    /// have effects outside the ledger (an upstream call). The record is
-    /// removed in the transaction that appends the entry with that key.
-    fn reserve(&self, key: &str, body: &[u8]) -> impl Future<Output = Result<(), Error>> + Send {
-        self.reserve_holding(key, body, None, Vec::new())
-    }
-
-    /// [`Ledger::reserve`] for a decision made on `guard`, holding
-    /// `charges` against their budgets until the reservation is released
-    /// or its entry appended (which then records what it spent). The
-    /// guard is checked as an append's is, in the same order.
-    fn reserve_holding(
-        &self,
-        key: &str,
-        body: &[u8],
-        guard: Option<Guard>,
-        charges: Vec<Spend>,
-    ) -> impl Future<Output = Result<(), Error>> + Send;
-
-    /// What reservations hold against budgets, by idempotency key, for
-    /// every window that has not ended at `now`.
-    fn held(&self, now: i64) -> impl Future<Output = Result<Vec<(String, Spend)>, Error>> + Send;
-
-    /// Removes the reservation of `key`, if any: for one whose entry is
-    /// already in the ledger (an orphan) or that was never acted on.
-    fn release(&self, key: &str) -> impl Future<Output = Result<(), Error>> + Send;
-
-    /// Reservations without their entry, oldest key first.
-    fn pending(&self) -> impl Future<Output = Result<Vec<(String, Vec<u8>)>, Error>> + Send;
-
-    /// Whether the ledger can commit now: a small durable write through
-    /// the writer (a locked database or a full disk fails it).
-    fn probe(&self) -> impl Future<Output = Result<(), Error>> + Send;
-
-    /// Group-commit counters since the ledger was opened.
-    fn stats(&self) -> AppendStats;
-
+/// The Merkle tree over the entries (spec §6), the ledger's origin and its
+/// checkpoints.
+pub trait TreeStore: Send + Sync + 'static {
     /// The number of entries the stored Merkle tree covers ([`tree`]).
     fn tree_size(&self) -> impl Future<Output = Result<u64, Error>> + Send;
 
@@ -914,24 +964,28 @@ pub trait Ledger: Send + Sync + 'static {
         size: u64,
         note: String,
     ) -> impl Future<Output = Result<bool, Error>> + Send;
+}
 
-    /// Whether this handle may deliver webhooks now. An embedded ledger
-    /// has one server, which always may; a shared store grants a lease to
-    /// one holder at a time, which a deliverer asks for again before each
-    /// round and which passes to another when its holder goes.
-    fn delivery_lease(&self) -> impl Future<Output = Result<bool, Error>> + Send {
-        async { Ok(true) }
-    }
+/// An append-only, hash-chained store of signed receipts: every store of
+/// an aggregate the ledger keeps, on one database, changed together by the
+/// transactions that append receipts. Implemented for every type that
+/// implements each store; code that needs one aggregate asks for its trait
+/// alone.
+pub trait Ledger:
+    Chain + RegistryStore + ApprovalStore + SpendingStore + OutboxStore + TreeStore
+{
+}
 
-    /// Announcements of registry changes (their seq) made through any
-    /// handle on the same store, other servers' included, or `None` where
-    /// the store has no such channel (an embedded ledger has one server,
-    /// whose own changes it knows). An announcement may be missed (a lost
-    /// connection); it only makes a reload earlier, and a guard
-    /// ([`Guard`]) catches what it missed.
-    fn registry_announcements(
-        &self,
-    ) -> impl Future<Output = Result<Option<tokio::sync::mpsc::Receiver<u64>>, Error>> + Send {
-        async { Ok(None) }
-    }
+/// The store traits, for calling them on a concrete ledger
+/// (`use tollgate_ledger::prelude::*;`).
+pub mod prelude {
+    pub use crate::{
+        ApprovalStore as _, Chain as _, Ledger, OutboxStore as _, RegistryStore as _,
+        SpendingStore as _, TreeStore as _,
+    };
+}
+
+impl<T> Ledger for T where
+    T: Chain + RegistryStore + ApprovalStore + SpendingStore + OutboxStore + TreeStore
+{
 }

@@ -31,9 +31,10 @@ use tollgate_protocol::{
 
 use crate::writes::sqlite::{apply_change, apply_webhook, insert_events, insert_recorded};
 use crate::{
-    Append, ApprovalRecord, AttemptRow, CheckReport, Clock, EndpointRow, Error, Guard, Head, Item,
-    Ledger, OutboxEvent, RegistryAppend, RegistryState, Request, Spend, Staleness, SystemClock,
-    WebhookOp, decode, event_types, insert_error, unique_violation,
+    Append, ApprovalRecord, ApprovalStore, AttemptRow, Chain, CheckReport, Clock, EndpointRow,
+    Error, Guard, Head, Item, OutboxEvent, OutboxStore, RegistryAppend, RegistryState,
+    RegistryStore, Request, Spend, SpendingStore, Staleness, SystemClock, TreeStore, WebhookOp,
+    decode, event_types, insert_error, unique_violation,
 };
 use crate::{reads, writes};
 
@@ -514,7 +515,7 @@ impl SqliteLedger {
     }
 }
 
-impl Ledger for SqliteLedger {
+impl Chain for SqliteLedger {
     async fn append_unit(&self, items: Vec<Append>) -> Result<Vec<LedgerEntry>, Error> {
         if items.is_empty() {
             return Ok(Vec::new());
@@ -522,64 +523,6 @@ impl Ledger for SqliteLedger {
         let items = crate::checked(items)?;
         self.ask(|reply| Job::Append(Request { items, reply }))
             .await
-    }
-
-    async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, Error> {
-        reads::sqlite::approval(&self.inner.readers, id).await
-    }
-
-    async fn outbox_after(&self, after: u64, limit: u32) -> Result<Vec<OutboxEvent>, Error> {
-        reads::sqlite::outbox_after(&self.inner.readers, after, limit).await
-    }
-
-    async fn outbox_last(&self) -> Result<u64, Error> {
-        reads::sqlite::outbox_last(&self.inner.readers).await
-    }
-
-    async fn outbox_event(&self, id: u64) -> Result<Option<OutboxEvent>, Error> {
-        reads::sqlite::outbox_event(&self.inner.readers, id).await
-    }
-
-    async fn outbox_first_from(&self, seq: u64) -> Result<Option<u64>, Error> {
-        reads::sqlite::outbox_first_from(&self.inner.readers, seq).await
-    }
-
-    async fn webhook_endpoints(&self) -> Result<Vec<EndpointRow>, Error> {
-        reads::sqlite::webhook_endpoints(&self.inner.readers).await
-    }
-
-    async fn webhook_write(&self, ops: Vec<WebhookOp>) -> Result<(), Error> {
-        self.ask(|reply| Job::Webhook { ops, reply }).await
-    }
-
-    async fn webhook_attempts(
-        &self,
-        endpoint: &str,
-        from_event: u64,
-        limit: u32,
-    ) -> Result<Vec<AttemptRow>, Error> {
-        reads::sqlite::webhook_attempts(&self.inner.readers, endpoint, from_event, limit).await
-    }
-
-    async fn webhook_redeliveries(&self, endpoint: &str) -> Result<Vec<u64>, Error> {
-        reads::sqlite::webhook_redeliveries(&self.inner.readers, endpoint).await
-    }
-
-    async fn approvals_due(&self, now: i64, limit: u32) -> Result<Vec<ApprovalRecord>, Error> {
-        reads::sqlite::approvals_due(&self.inner.readers, now, limit).await
-    }
-
-    async fn approvals(
-        &self,
-        open_only: bool,
-        after_seq: u64,
-        limit: u32,
-    ) -> Result<Vec<ApprovalRecord>, Error> {
-        reads::sqlite::approvals(&self.inner.readers, open_only, after_seq, limit).await
-    }
-
-    async fn spending(&self, now: i64) -> Result<Vec<Spend>, Error> {
-        reads::sqlite::spending(&self.inner.readers, now).await
     }
 
     async fn get(&self, seq: u64) -> Result<Option<LedgerEntry>, Error> {
@@ -620,6 +563,19 @@ impl Ledger for SqliteLedger {
         self.inner.alg
     }
 
+    async fn probe(&self) -> Result<(), Error> {
+        self.ask(|reply| Job::Probe { reply }).await
+    }
+
+    fn stats(&self) -> AppendStats {
+        AppendStats {
+            groups: self.inner.stats.groups.load(Ordering::Relaxed),
+            appends: self.inner.stats.appends.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl RegistryStore for SqliteLedger {
     async fn append_registry_after(
         &self,
         items: Vec<RegistryAppend>,
@@ -644,6 +600,31 @@ impl Ledger for SqliteLedger {
 
     async fn registry(&self) -> Result<RegistryState, Error> {
         reads::sqlite::registry(&self.inner.readers).await
+    }
+}
+
+impl ApprovalStore for SqliteLedger {
+    async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, Error> {
+        reads::sqlite::approval(&self.inner.readers, id).await
+    }
+
+    async fn approvals_due(&self, now: i64, limit: u32) -> Result<Vec<ApprovalRecord>, Error> {
+        reads::sqlite::approvals_due(&self.inner.readers, now, limit).await
+    }
+
+    async fn approvals(
+        &self,
+        open_only: bool,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<ApprovalRecord>, Error> {
+        reads::sqlite::approvals(&self.inner.readers, open_only, after_seq, limit).await
+    }
+}
+
+impl SpendingStore for SqliteLedger {
+    async fn spending(&self, now: i64) -> Result<Vec<Spend>, Error> {
+        reads::sqlite::spending(&self.inner.readers, now).await
     }
 
     async fn reserve_holding(
@@ -671,10 +652,6 @@ impl Ledger for SqliteLedger {
         .await
     }
 
-    async fn probe(&self) -> Result<(), Error> {
-        self.ask(|reply| Job::Probe { reply }).await
-    }
-
     async fn pending(&self) -> Result<Vec<(String, Vec<u8>)>, Error> {
         reads::sqlite::pending(&self.inner.readers).await
     }
@@ -682,7 +659,48 @@ impl Ledger for SqliteLedger {
     async fn held(&self, now: i64) -> Result<Vec<(String, Spend)>, Error> {
         reads::sqlite::held(&self.inner.readers, now).await
     }
+}
 
+impl OutboxStore for SqliteLedger {
+    async fn outbox_after(&self, after: u64, limit: u32) -> Result<Vec<OutboxEvent>, Error> {
+        reads::sqlite::outbox_after(&self.inner.readers, after, limit).await
+    }
+
+    async fn outbox_last(&self) -> Result<u64, Error> {
+        reads::sqlite::outbox_last(&self.inner.readers).await
+    }
+
+    async fn outbox_event(&self, id: u64) -> Result<Option<OutboxEvent>, Error> {
+        reads::sqlite::outbox_event(&self.inner.readers, id).await
+    }
+
+    async fn outbox_first_from(&self, seq: u64) -> Result<Option<u64>, Error> {
+        reads::sqlite::outbox_first_from(&self.inner.readers, seq).await
+    }
+
+    async fn webhook_endpoints(&self) -> Result<Vec<EndpointRow>, Error> {
+        reads::sqlite::webhook_endpoints(&self.inner.readers).await
+    }
+
+    async fn webhook_write(&self, ops: Vec<WebhookOp>) -> Result<(), Error> {
+        self.ask(|reply| Job::Webhook { ops, reply }).await
+    }
+
+    async fn webhook_attempts(
+        &self,
+        endpoint: &str,
+        from_event: u64,
+        limit: u32,
+    ) -> Result<Vec<AttemptRow>, Error> {
+        reads::sqlite::webhook_attempts(&self.inner.readers, endpoint, from_event, limit).await
+    }
+
+    async fn webhook_redeliveries(&self, endpoint: &str) -> Result<Vec<u64>, Error> {
+        reads::sqlite::webhook_redeliveries(&self.inner.readers, endpoint).await
+    }
+}
+
+impl TreeStore for SqliteLedger {
     async fn tree_size(&self) -> Result<u64, Error> {
         reads::sqlite::tree_size(&self.inner.readers).await
     }
@@ -718,13 +736,6 @@ impl Ledger for SqliteLedger {
     async fn put_checkpoint(&self, size: u64, note: String) -> Result<bool, Error> {
         self.ask(|reply| Job::Checkpoint { size, note, reply })
             .await
-    }
-
-    fn stats(&self) -> AppendStats {
-        AppendStats {
-            groups: self.inner.stats.groups.load(Ordering::Relaxed),
-            appends: self.inner.stats.appends.load(Ordering::Relaxed),
-        }
     }
 }
 

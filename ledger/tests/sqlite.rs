@@ -1,12 +1,13 @@
 //! The SQLite ledger through its public API, on real database files: what
 //! is particular to SQLite (files, tampering with them, restarts). What
 //! every ledger must do is the conformance suite both backends run
-//! (`tests/tests/ledger_conformance.rs`).
+//! (`tests/tests/blackbox/ledger_conformance.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use proptest::prelude::*;
-use tollgate_ledger::{Error, Ledger, RegistryState, SqliteLedger, SqliteOptions};
+use tollgate_ledger::prelude::*;
+use tollgate_ledger::{Error, RegistryState, SqliteLedger, SqliteOptions};
 use tollgate_protocol::{
     ChainVerifier, Domain, HashAlg, KeySet, Object, Signature, Value, parse, seal_receipt,
 };

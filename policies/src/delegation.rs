@@ -436,6 +436,25 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// The registered chain under `leaf`: the leaf, its parent, and so on
+    /// to the root, as far as the tokens are registered (at most
+    /// [`MAX_CHAIN`] + 1, stopping at a loop).
+    pub fn chain(&self, leaf: &str) -> Vec<&Token> {
+        let mut out: Vec<&Token> = Vec::new();
+        let mut next = Some(leaf);
+        while let Some(id) = next {
+            if out.len() > MAX_CHAIN || out.iter().any(|t| t.id == id) {
+                break;
+            }
+            let Some(t) = self.tokens.get(id) else {
+                break;
+            };
+            out.push(t);
+            next = t.parent.as_deref();
+        }
+        out
+    }
+
     /// Verifies every token's signature once (by a trusted issuer, or by
     /// its parent's agent key) and keeps the verdicts, so that decisions
     /// do not verify them again. Call after the registry is filled.

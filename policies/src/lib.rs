@@ -13,7 +13,11 @@
 //!   bundle's time zone, a fixed offset, so that it never depends on a
 //!   clock or on a time-zone database;
 //! - delegation tokens (signed JSON, `tollgate.delegation.v1`) and the
-//!   checks of one intent against a chain of them ([`delegation`]).
+//!   checks of one intent against a chain of them ([`delegation`]);
+//! - the approval rule ([`approval`]): who may decide on an escalated
+//!   intent, what makes a quorum and which status each decision leads
+//!   to, one function that the gateway decides with and re-decision
+//!   checks with.
 //!
 //! Every problem in a bundle is found when it is loaded, never at request
 //! time, and each is reported with its file and line.
@@ -24,6 +28,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod approval;
 mod bundle;
 mod convert;
 pub mod delegation;

@@ -44,6 +44,13 @@ impl ApprovalVerdict {
             Self::Deny => "deny",
         }
     }
+
+    /// The verdict named `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Grant, Self::Deny]
+            .into_iter()
+            .find(|v| v.name() == name)
+    }
 }
 
 /// The members of an approval decision payload.

@@ -42,6 +42,7 @@ pub mod json;
 mod keys;
 mod members;
 mod receipt;
+mod registry;
 mod verify;
 mod wire;
 
@@ -63,6 +64,7 @@ pub use keys::{
 pub use receipt::{
     Clock, Inputs, Outcome, OutcomeNotAllowed, Receipt, ReceiptKind, Status, Verdict,
 };
+pub use registry::{Change, RegistrySubject};
 pub use verify::{ChainVerifier, Failure, verify_entry, verify_signed_receipt};
 pub use wire::{
     CHAIN_TAG, INTENT_TYPE, Intent, IntentEnvelope, LedgerEntry, MAX_INTENT_DEPTH, RECEIPT_ID_TAG,

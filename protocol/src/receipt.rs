@@ -77,6 +77,18 @@ impl ReceiptKind {
             Self::Registry => "registry",
         }
     }
+
+    /// The kind named `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            Self::Decision,
+            Self::Approval,
+            Self::Execution,
+            Self::Registry,
+        ]
+        .into_iter()
+        .find(|k| k.name() == name)
+    }
 }
 
 /// `outcome.status` (spec §4.2). Which statuses a kind may state is
@@ -113,6 +125,22 @@ impl Status {
             Self::Denied => "denied",
             Self::Expired => "expired",
         }
+    }
+
+    /// The status named `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        use Status::*;
+        [
+            Committed,
+            Failed,
+            NotExecuted,
+            PendingApproval,
+            Approved,
+            Denied,
+            Expired,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
     }
 
     /// Whether a receipt of `kind` may state this status (spec §4.2).
@@ -336,11 +364,11 @@ impl Receipt {
     pub fn registry(
         issued_at: Timestamp,
         policy_version: String,
-        change: &str,
+        change: crate::Change,
         object: Value,
     ) -> Self {
         let mut subject = Object::new();
-        subject.insert("change", change.into());
+        subject.insert("change", change.name().into());
         subject.insert("object", object);
         Self {
             kind: ReceiptKind::Registry,

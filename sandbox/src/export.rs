@@ -92,7 +92,9 @@ pub fn published(input: impl BufRead) -> std::io::Result<Result<Vec<Bundle>, Mis
             .and_then(|r| r.get("subject"))
             .cloned()
             .unwrap_or(Value::Null);
-        if text(&subject, &["change"]) != "policy.publish" {
+        if tollgate_protocol::Change::from_name(text(&subject, &["change"]))
+            != Some(tollgate_protocol::Change::PolicyPublish)
+        {
             continue;
         }
         match crate::published_bundle(&subject) {

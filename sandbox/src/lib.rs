@@ -47,8 +47,12 @@ pub use report::{Change, Report};
 
 use tollgate_pipeline::{Snapshot, decide_with_resource};
 use tollgate_policies::Bundle;
+use tollgate_policies::approval;
 use tollgate_policies::delegation::{MAX_CHAIN, Registry, Spent, Token};
-use tollgate_protocol::{HashAlg, IntentEnvelope, Jwk, KeySet, Object, Value, canonical};
+use tollgate_protocol::{
+    Change as RegistryChange, HashAlg, IntentEnvelope, Jwk, KeySet, Object, ReceiptKind,
+    RegistrySubject, Status, Value, canonical,
+};
 
 /// Why a receipt does not re-decide to itself.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -115,23 +119,18 @@ struct Registered {
 /// An approval as the ledger's receipts tell it.
 #[derive(Clone, Debug)]
 struct Approval {
-    intent_hash: String,
-    policy_version: String,
-    action: String,
-    agent: String,
-    role: String,
-    count: i64,
-    deadline: String,
-    /// Granting reviewers and their approval receipts, in order.
-    grants: Vec<(String, String)>,
-    reviewers: BTreeSet<String>,
-    /// `approved`, `denied` or `expired` once ended.
-    ended: Option<String>,
+    opened: approval::Opened,
+    progress: approval::Progress,
     executed: bool,
 }
 
 fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
     path.iter().try_fold(v, |v, k| v.as_object()?.get(k))
+}
+
+/// Whether `receipt` is a decision receipt.
+fn is_decision(receipt: &Value) -> bool {
+    ReceiptKind::from_name(text(receipt, &["kind"])) == Some(ReceiptKind::Decision)
 }
 
 fn text<'a>(v: &'a Value, path: &[&str]) -> &'a str {
@@ -224,60 +223,49 @@ impl Replay {
     /// Reads entry `seq`'s `receipt`, whose ledger hashes with `alg`.
     pub fn entry(&mut self, seq: u64, alg: HashAlg, receipt: &Value) -> Result<(), Mismatch> {
         let bad = |reason: String| Mismatch { seq, reason };
-        match text(receipt, &["kind"]) {
-            "registry" => {
+        let kind = text(receipt, &["kind"]);
+        match ReceiptKind::from_name(kind) {
+            Some(ReceiptKind::Registry) => {
                 self.registry(alg, receipt).map_err(bad)?;
                 self.counts.registry += 1;
             }
-            "decision" => {
+            Some(ReceiptKind::Decision) => {
                 let snapshot = self.snapshot();
                 let mut receipt = receipt.clone();
                 let tried = self.check(&snapshot, &mut receipt).map_err(bad)?;
                 self.decided(seq, &receipt, tried);
             }
-            "approval" => {
+            Some(ReceiptKind::Approval) => {
                 self.approval(receipt).map_err(bad)?;
                 self.counts.approvals += 1;
             }
-            "execution" => {
+            Some(ReceiptKind::Execution) => {
                 self.execution(receipt).map_err(bad)?;
                 self.counts.executions += 1;
             }
-            other => return Err(bad(format!("unknown receipt kind {other:?}"))),
+            None => return Err(bad(format!("unknown receipt kind {kind:?}"))),
         }
         Ok(())
     }
 
     /// Records the approval an escalating decision opened.
     fn opened(&mut self, receipt: &Value) {
-        if text(receipt, &["outcome", "status"]) != "pending_approval" {
-            return;
+        if let Some(opened) = approval::Opened::from_decision(receipt) {
+            self.approvals.insert(
+                opened.id.clone(),
+                Approval {
+                    opened,
+                    progress: approval::Progress::default(),
+                    executed: false,
+                },
+            );
         }
-        let subject = at(receipt, &["subject"]).cloned().unwrap_or(Value::Null);
-        self.approvals.insert(
-            text(receipt, &["receipt_id"]).to_owned(),
-            Approval {
-                intent_hash: tollgate_protocol::intent_hash(&subject).to_string(),
-                policy_version: text(receipt, &["policy_version"]).to_owned(),
-                action: text(&subject, &["payload", "action"]).to_owned(),
-                agent: text(&subject, &["payload", "agent"]).to_owned(),
-                role: text(receipt, &["outcome", "review", "role"]).to_owned(),
-                count: at(receipt, &["outcome", "review", "count"])
-                    .and_then(Value::as_safe_integer)
-                    .unwrap_or(1),
-                deadline: text(receipt, &["outcome", "review", "deadline"]).to_owned(),
-                grants: Vec::new(),
-                reviewers: BTreeSet::new(),
-                ended: None,
-                executed: false,
-            },
-        );
     }
 
-    /// Checks an approval receipt against its approval: a reviewer's
-    /// signed decision (registered, not revoked, not an agent, holding the
-    /// role and the action, before the deadline, once), or an expiry at
-    /// the deadline; and the status it states.
+    /// Checks an approval receipt against its approval with the approval
+    /// rule the gateway decides by ([`approval::check`], at the decision's
+    /// own `issued_at`), or as an expiry at the deadline; and the status
+    /// it states.
     fn approval(&mut self, receipt: &Value) -> Result<(), String> {
         let id = match at(receipt, &["refs"]) {
             Some(Value::Array(refs)) if refs.len() == 1 => {
@@ -285,116 +273,54 @@ impl Replay {
             }
             _ => return Err("an approval receipt names exactly one approval in refs".into()),
         };
-        let issued_at = text(receipt, &["issued_at"]).to_owned();
-        let status = text(receipt, &["outcome", "status"]).to_owned();
+        let issued_at = tollgate_protocol::Timestamp::parse(text(receipt, &["issued_at"]))
+            .ok_or("an approval receipt has an RFC 3339 issued_at")?;
+        let stated = text(receipt, &["outcome", "status"]);
+        let stated =
+            Status::from_name(stated).ok_or_else(|| format!("unknown status {stated:?}"))?;
         let receipt_id = text(receipt, &["receipt_id"]).to_owned();
         let subject = at(receipt, &["subject"]).cloned().unwrap_or(Value::Null);
-        let (reviewers, revoked) = (&self.reviewers, &self.revoked_reviewers);
-        let agents: BTreeSet<String> = self
-            .tokens
-            .values()
-            .flat_map(|r| [r.token.agent.clone(), r.token.agent_key.kid.clone()])
-            .collect();
+        let delegations = self.snapshot();
         let a = self.approvals.get_mut(&id).ok_or_else(|| {
             format!("approval {id} was not opened by an escalating decision earlier in this export")
         })?;
-        if let Some(ended) = &a.ended {
-            return Err(format!("approval {id} had already ended ({ended})"));
-        }
-        let deadline = tollgate_protocol::Timestamp::parse(&a.deadline)
-            .ok_or_else(|| format!("approval {id} has no readable deadline"))?;
         if at(&subject, &["payload"]).is_none() {
             // An expiry: at the deadline itself.
-            if status != "expired" || issued_at != a.deadline || text(&subject, &["approval"]) != id
-            {
+            approval::check_expiry(&a.opened, &a.progress, &issued_at)?;
+            if stated != Status::Expired || text(&subject, &["approval"]) != id {
                 return Err(format!(
-                    "an expiry of approval {id} must state status expired at its deadline {}",
-                    a.deadline
+                    "an expiry of approval {id} states status expired and names the approval"
                 ));
             }
-            a.ended = Some(status);
+            a.progress.ended = Some(Status::Expired);
             return Ok(());
         }
         let env = tollgate_protocol::ApprovalEnvelope::from_value(subject)
             .map_err(|e| format!("the approval decision is malformed: {e}"))?;
+        let parties = approval::Parties {
+            reviewers: &self.reviewers,
+            revoked_reviewers: &self.revoked_reviewers,
+            delegations: &delegations.registry,
+        };
         let d = &env.decision;
-        let reviewer = reviewers.get(&d.reviewer).ok_or_else(|| {
-            format!(
-                "reviewer {} is not registered earlier in this export",
-                d.reviewer
-            )
-        })?;
-        let problem = if d.approval != id {
-            Some("the decision names another approval".to_owned())
-        } else if d.intent_hash.to_string() != a.intent_hash {
-            Some("the decision names another intent".into())
-        } else if d.policy_version != a.policy_version {
-            Some("the decision names another policy version".into())
-        } else if revoked.contains(&d.reviewer) {
-            Some(format!("reviewer {} was revoked", d.reviewer))
-        } else if d.reviewer == a.agent
-            || agents.contains(&d.reviewer)
-            || agents.contains(&reviewer.key.kid)
-        {
-            Some(format!("reviewer {} is an agent", d.reviewer))
-        } else if !reviewer.has_role(&a.role) || !reviewer.allows_action(&a.action) {
-            Some(format!(
-                "reviewer {} may not approve {} as {}",
-                d.reviewer, a.action, a.role
-            ))
-        } else if d.issued_at >= deadline {
-            Some(format!(
-                "the decision was made after the deadline {}",
-                a.deadline
-            ))
-        } else if a.reviewers.contains(&d.reviewer) {
-            Some(format!("reviewer {} decided twice", d.reviewer))
-        } else if KeySet::from_keys([reviewer.key.clone()])
-            .unwrap_or_default()
-            .verify(
-                tollgate_protocol::Domain::Approval,
-                env.payload(),
-                &env.signature,
-                &d.issued_at,
-            )
-            .is_err()
-        {
-            Some(format!(
-                "the decision is not signed by reviewer {}'s key",
-                d.reviewer
-            ))
-        } else {
-            None
-        };
-        if let Some(p) = problem {
-            return Err(format!("approval {id}: {p}"));
-        }
-        a.reviewers.insert(d.reviewer.clone());
-        let expected = match d.verdict {
-            tollgate_protocol::ApprovalVerdict::Deny => "denied",
-            tollgate_protocol::ApprovalVerdict::Grant => {
-                a.grants.push((d.reviewer.clone(), receipt_id));
-                if a.grants.len() as i64 >= a.count {
-                    "approved"
-                } else {
-                    "pending_approval"
-                }
-            }
-        };
-        if status != expected {
+        approval::check(&a.opened, &a.progress, &parties, &env, &d.issued_at)
+            .map_err(|e| format!("approval {id}: {e}"))?;
+        let follows = a
+            .progress
+            .record(&a.opened, &d.reviewer, d.verdict, &receipt_id);
+        if stated != follows {
             return Err(format!(
-                "approval {id}: status {status} stated, {expected} follows from its decisions"
+                "approval {id}: status {} stated, {} follows from its decisions",
+                stated.name(),
+                follows.name()
             ));
-        }
-        if expected != "pending_approval" {
-            a.ended = Some(expected.to_owned());
         }
         Ok(())
     }
 
     /// Checks an execution receipt: it follows a completed quorum of that
-    /// exact intent, names its decision and every granting approval, and
-    /// is the only one.
+    /// exact intent, names its approval and every granting approval
+    /// ([`approval::execution_refs`]), and is the only one.
     fn execution(&mut self, receipt: &Value) -> Result<(), String> {
         let refs: Vec<String> = match at(receipt, &["refs"]) {
             Some(Value::Array(r)) => r
@@ -409,23 +335,22 @@ impl Replay {
             .approvals
             .get_mut(&id)
             .ok_or_else(|| format!("the execution names no approval opened earlier ({id:?})"))?;
-        if a.ended.as_deref() != Some("approved") {
+        if a.progress.ended != Some(Status::Approved) {
             return Err(format!(
                 "approval {id} has no completed quorum ({})",
-                a.ended.as_deref().unwrap_or("pending")
+                a.progress.status().name()
             ));
         }
         if a.executed {
             return Err(format!("approval {id} was executed twice"));
         }
-        let grants: Vec<String> = a.grants.iter().map(|(_, r)| r.clone()).collect();
-        if refs[1..] != grants[..] {
+        let expected = approval::execution_refs(&a.opened, &a.progress);
+        if refs != expected {
             return Err(format!(
-                "the execution's refs {:?} are not the quorum's approval receipts {grants:?}",
-                &refs[1..]
+                "the execution's refs {refs:?} are not the quorum's approval receipts {expected:?}"
             ));
         }
-        if text(receipt, &["subject", "intent_hash"]) != a.intent_hash {
+        if text(receipt, &["subject", "intent_hash"]) != a.opened.intent_hash {
             return Err("the execution names another intent".into());
         }
         a.executed = true;
@@ -433,28 +358,29 @@ impl Replay {
     }
 
     fn registry(&mut self, alg: HashAlg, receipt: &Value) -> Result<(), String> {
-        let change = text(receipt, &["subject", "change"]);
-        let object = at(receipt, &["subject", "object"])
-            .ok_or_else(|| format!("{change}: the receipt carries no object"))?;
+        let subject = RegistrySubject::of(receipt)?;
+        let change = subject.change;
+        let object = &subject.object;
         let id = || object.as_str().unwrap_or_default().to_owned();
+        let what = |e: &dyn std::fmt::Display| format!("{}: {e}", change.name());
         match change {
-            "policy.publish" => {
-                let bundle = published_bundle(at(receipt, &["subject"]).unwrap_or(&Value::Null))?;
+            RegistryChange::PolicyPublish => {
+                let bundle = published_bundle(&subject.to_value())?;
                 self.bundles
                     .insert(bundle.version_string(), Arc::new(bundle));
             }
-            "policy.activate" | "policy.rollback" => self.active = Some(id()),
-            "issuer.register" => {
-                let jwk = Jwk::from_value(object, "/subject/object")
-                    .map_err(|e| format!("issuer.register: {e}"))?;
+            RegistryChange::PolicyActivate | RegistryChange::PolicyRollback => {
+                self.active = Some(id())
+            }
+            RegistryChange::IssuerRegister => {
+                let jwk = Jwk::from_value(object, "/subject/object").map_err(|e| what(&e))?;
                 self.issuers.insert(jwk.kid.clone(), jwk);
             }
-            "issuer.revoke" => {
+            RegistryChange::IssuerRevoke => {
                 self.revoked_issuers.insert(id());
             }
-            "delegation.register" => {
-                let token =
-                    Token::from_value(object).map_err(|e| format!("delegation.register: {e}"))?;
+            RegistryChange::DelegationRegister => {
+                let token = Token::from_value(object).map_err(|e| what(&e))?;
                 let hash = alg.digest(&[&canonical(object)]).to_string();
                 let agent_key = KeySet::from_keys([token.agent_key.clone()]).unwrap_or_default();
                 self.tokens.insert(
@@ -466,29 +392,27 @@ impl Replay {
                     },
                 );
             }
-            "delegation.revoke" => {
+            RegistryChange::DelegationRevoke => {
                 self.revoked.insert(id());
             }
-            "resource.put" => {
+            RegistryChange::ResourcePut => {
                 let resource = text(object, &["resource"]).to_owned();
                 let attributes = at(object, &["attributes"])
                     .and_then(Value::as_object)
                     .cloned()
-                    .ok_or("resource.put: attributes are not an object")?;
+                    .ok_or_else(|| what(&"attributes are not an object"))?;
                 self.resources.insert(resource, attributes);
             }
-            "reviewer.register" => {
+            RegistryChange::ReviewerRegister => {
                 let r = tollgate_policies::reviewer::Reviewer::from_value(object)
-                    .map_err(|e| format!("reviewer.register: {e}"))?;
+                    .map_err(|e| what(&e))?;
                 self.reviewers.insert(r.id.clone(), r);
             }
-            "reviewer.revoke" => {
+            RegistryChange::ReviewerRevoke => {
                 self.revoked_reviewers.insert(id());
             }
-            other => return Err(format!("unknown registry change {other:?}")),
         }
-        self.changes
-            .push(at(receipt, &["subject"]).cloned().unwrap_or(Value::Null));
+        self.changes.push(subject.to_value());
         self.snapshot = None;
         Ok(())
     }
@@ -548,7 +472,7 @@ impl Replay {
     ) -> Result<(), Mismatch> {
         let mut i = 0;
         while i < entries.len() {
-            if text(&entries[i].2, &["kind"]) != "decision" {
+            if !is_decision(&entries[i].2) {
                 let (seq, alg, receipt) = &entries[i];
                 self.entry(*seq, *alg, receipt)?;
                 i += 1;
@@ -556,7 +480,7 @@ impl Replay {
             }
             let end = entries[i..]
                 .iter()
-                .position(|(_, _, r)| text(r, &["kind"]) != "decision")
+                .position(|(_, _, r)| !is_decision(r))
                 .map_or(entries.len(), |p| i + p);
             let run = &mut entries[i..end];
             let snapshot = self.snapshot();

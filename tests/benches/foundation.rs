@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 use sqlx::Connection as _;
 use tollgate_gateway::checkpoints::{CheckpointSettings, Checkpointer};
 use tollgate_gateway::limits;
-use tollgate_ledger::{Append, Ledger, SqliteLedger, SqliteOptions, tree};
+use tollgate_ledger::prelude::*;
+use tollgate_ledger::{Append, SqliteLedger, SqliteOptions, tree};
 use tollgate_protocol::{
     Domain, HashAlg, LedgerEntry, PublicKey, SealedReceipt, Signature, check_receipt, parse,
     signed_message,

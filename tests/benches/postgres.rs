@@ -29,8 +29,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::Connection as _;
-use tollgate_ledger::Ledger;
 use tollgate_ledger::postgres::{PgLedger, PgOptions};
+use tollgate_ledger::prelude::*;
 use tollgate_protocol::{Domain, LedgerEntry, Signature, Value, check_receipt, parse};
 use tollgate_signer::Ed25519Signer;
 use tollgate_tests::gateway::Gateway;

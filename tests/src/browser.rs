@@ -2,6 +2,7 @@
 //! Debian's ChromeDriver (`chromium-driver`; `scripts/test.sh` installs
 //! both). Plain HTTP and JSON: no browser automation library.
 
+use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -41,19 +42,45 @@ impl Browser {
             .unwrap_or_else(|_| "/usr/bin/chromedriver".into());
         let chromium =
             std::env::var("TOLLGATE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let driver = Command::new(&driver_path)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
+        // Port 0: it takes a free port and says which ("ChromeDriver was
+        // started successfully on port N."), so no other process can take
+        // it first.
+        let mut driver = Command::new(&driver_path)
+            .arg("--port=0")
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("{driver_path}: {e} (install Debian's chromium and chromium-driver)")
             });
+        let stdout = driver.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Read on a thread, which keeps reading so it never blocks on a
+        // full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut said = Vec::new();
+        let port: u16 = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = rx.recv_timeout(left) else {
+                let _ = driver.kill();
+                let _ = driver.wait();
+                panic!("chromedriver did not say its port: {}", said.join("\n"));
+            };
+            if let Some(p) = line
+                .split("started successfully on port ")
+                .nth(1)
+                .and_then(|p| p.trim().trim_end_matches('.').parse().ok())
+            {
+                break p;
+            }
+            said.push(line);
+        };
         let base = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

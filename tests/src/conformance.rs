@@ -4,6 +4,7 @@
 
 use std::future::Future;
 
+use tollgate_ledger::prelude::*;
 use tollgate_ledger::{
     Append, ApprovalRow, BudgetRead, Error, Guard, Ledger, RegistryAppend, RegistryChange,
     RegistryState, Spend, Staleness, WebhookOp,
@@ -41,15 +42,47 @@ async fn verified(ledger: &impl Ledger, keys: &KeySet) -> u64 {
     v.verified()
 }
 
-/// Runs every check, each on a store of its own.
+/// Runs every check, each on a store of its own: the suite of each store
+/// trait in turn.
 pub async fn suite<B: Backend>(b: &mut B) {
-    registry_changes_land_with_their_receipt_or_not_at_all(b).await;
-    approval_rows_are_written_with_their_receipts_and_the_tables_enforce_the_rules(b).await;
-    each_entry_writes_its_events_with_it(b).await;
-    reservations_last_until_their_entry_is_appended(b).await;
-    spending_sums_per_window_and_webhook_state_round_trips(b).await;
+    chain(b).await;
+    registry_store(b).await;
+    approval_store(b).await;
+    spending_store(b).await;
+    outbox_store(b).await;
+    tree_store(b).await;
+}
+
+/// [`tollgate_ledger::Chain`]: entries, with what each records, and the
+/// guards checked when they are appended.
+pub async fn chain<B: Backend>(b: &mut B) {
     guards_refuse_decisions_made_on_state_changed_since(b).await;
+}
+
+/// [`tollgate_ledger::RegistryStore`].
+pub async fn registry_store<B: Backend>(b: &mut B) {
+    registry_changes_land_with_their_receipt_or_not_at_all(b).await;
+}
+
+/// [`tollgate_ledger::ApprovalStore`].
+pub async fn approval_store<B: Backend>(b: &mut B) {
+    approval_rows_are_written_with_their_receipts_and_the_tables_enforce_the_rules(b).await;
+}
+
+/// [`tollgate_ledger::SpendingStore`].
+pub async fn spending_store<B: Backend>(b: &mut B) {
+    reservations_last_until_their_entry_is_appended(b).await;
     a_budget_holds_under_racing_appends_through_two_handles(b).await;
+}
+
+/// [`tollgate_ledger::OutboxStore`].
+pub async fn outbox_store<B: Backend>(b: &mut B) {
+    each_entry_writes_its_events_with_it(b).await;
+    spending_sums_per_window_and_webhook_state_round_trips(b).await;
+}
+
+/// [`tollgate_ledger::TreeStore`].
+pub async fn tree_store<B: Backend>(b: &mut B) {
     the_tree_covers_durable_entries_and_its_roots_are_rfc_6962(b).await;
     the_origin_is_recorded_once_and_checkpoints_only_grow(b).await;
 }

@@ -1,8 +1,9 @@
 //! A KMS emulator for one test: the moto server (PyPI `moto[server]`,
 //! installed by `scripts/test.sh` into the tests' virtual environment) on
-//! a free loopback port, stopped when dropped, and its keys made through
-//! boto3 as an operator would with the AWS CLI.
+//! a loopback port it chooses, stopped when dropped, and its keys made
+//! through boto3 as an operator would with the AWS CLI.
 
+use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,32 +27,48 @@ impl Drop for Moto {
 pub const REGION: &str = "us-east-1";
 
 impl Moto {
-    /// Starts the emulator and waits until it answers.
+    /// Starts the emulator on port 0 (it takes a free one and says which:
+    /// no other process can take it first) and waits until it answers.
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(python())
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
+        let mut child = Command::new(python())
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", "0"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start moto with {}: {e}", python()));
-        let moto = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
+        // Its log (on stderr) names the address: " * Running on http://…".
+        // Read on a thread, which keeps reading so it never blocks on a
+        // full pipe.
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut said = Vec::new();
+        let url = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = rx.recv_timeout(left) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("moto did not say where it listens: {}", said.join("\n"));
+            };
+            if let Some(at) = line.find("http://127.0.0.1:") {
+                let url: String = line[at..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != '\u{1b}')
+                    .collect();
+                break url.trim_end_matches('/').to_owned();
+            }
+            said.push(line);
         };
+        let moto = Self { child, url };
+        let addr = moto.url.trim_start_matches("http://").to_owned();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect(&addr).is_err() {
             assert!(Instant::now() < deadline, "moto did not start");
             std::thread::sleep(Duration::from_millis(100));
         }

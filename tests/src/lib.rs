@@ -1,6 +1,6 @@
 //! Black-box tests of Tollgate: real processes, real files, real databases.
 //!
-//! This library holds what the tests in `tests/tests/` share: where the
+//! This library holds what the tests in `tests/tests/blackbox/` share: where the
 //! workspace's binaries are, how to run the spec-only fixture generator,
 //! and a quick way to build a signed chain in memory. The binaries under
 //! `src/bin/` are helpers the tests drive (the crash test's appender).
@@ -191,4 +191,18 @@ pub fn export_bytes(lines: &[Vec<u8>]) -> Vec<u8> {
         out.push(b'\n');
     }
     out
+}
+
+/// Asks `ok` every 50 ms until it holds; panics naming `what` once `limit`
+/// has passed without it. For what happens in another process (or thread)
+/// at its own pace: a generous `limit` costs nothing when things go well.
+pub fn wait_until(what: &str, limit: std::time::Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

@@ -80,7 +80,7 @@ impl Postgres {
     pub fn start() -> Self {
         let bin = bin_dir();
         let root = is_root();
-        let dir = tempfile::tempdir().unwrap();
+        let mut dir = tempfile::tempdir().unwrap();
         if root {
             let status = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -102,46 +102,83 @@ impl Postgres {
             .output()
             .unwrap();
         assert!(out.status.success(), "initdb: {out:?}");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        let child = command(&bin.join("postgres"), root)
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-k"])
-            .arg(dir.path())
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "max_connections=200",
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let pg = Postgres { child, dir, port };
+        // PostgreSQL cannot take port 0 and say which it got: it is given
+        // a free one, which another process may take first. Then it stops
+        // at once, saying so, and is started again on another.
+        for attempt in 1..=5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+            let child = command(&bin.join("postgres"), root)
+                .arg("-D")
+                .arg(&data)
+                .args(["-p", &port.to_string(), "-k"])
+                .arg(dir.path())
+                .args([
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "max_connections=200",
+                ])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            let mut pg = Postgres { child, dir, port };
+            if pg.wait_ready(&bin, &data) {
+                return pg;
+            }
+            let log = std::fs::read_to_string(pg.dir.path().join("server.log")).unwrap_or_default();
+            assert!(
+                attempt < 5 && log.contains("could not bind"),
+                "PostgreSQL did not start: {log}"
+            );
+            // Taken meanwhile: the folder is kept for the next try.
+            let _ = pg.child.wait();
+            dir = std::mem::replace(&mut pg.dir, tempfile::tempdir().unwrap());
+        }
+        unreachable!("the last attempt either started or failed")
+    }
+
+    /// Waits until this server (not another on its port) accepts
+    /// connections: true, or false if it stopped first.
+    fn wait_ready(&mut self, bin: &Path, data: &Path) -> bool {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let ready = Command::new(bin.join("pg_isready"))
-                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "tollgate"])
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            // postmaster.pid: line 4 the port, line 8 the status.
+            let pid = std::fs::read_to_string(data.join("postmaster.pid")).unwrap_or_default();
+            let lines: Vec<&str> = pid.lines().collect();
+            let ours = lines.get(3).map(|l| l.trim()) == Some(&self.port.to_string())
+                && lines.get(7).map(|l| l.trim()) == Some("ready");
+            let ready = ours
+                && Command::new(bin.join("pg_isready"))
+                    .args([
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        &self.port.to_string(),
+                        "-U",
+                        "tollgate",
+                    ])
+                    .stdout(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
             if ready {
-                break;
+                return true;
             }
             assert!(
                 Instant::now() < deadline,
                 "PostgreSQL did not start: {}",
-                std::fs::read_to_string(pg.dir.path().join("server.log")).unwrap_or_default()
+                std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        pg
     }
 
     /// A new, empty database on this cluster; its URL.

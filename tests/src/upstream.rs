@@ -12,8 +12,8 @@ pub type Recorded = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
 pub enum Behaviour {
     /// Answer with this status.
     Answer(u16),
-    /// Answer 200 after 3 s.
-    Stall,
+    /// Answer 200 after this long.
+    Stall(std::time::Duration),
     /// SIGKILL this process first (the gateway), then answer 200.
     KillFirst(u32),
 }
@@ -90,8 +90,8 @@ impl Upstream {
                     let behaviour = *b.lock().unwrap();
                     let status = match behaviour {
                         Behaviour::Answer(s) => s,
-                        Behaviour::Stall => {
-                            std::thread::sleep(std::time::Duration::from_secs(3));
+                        Behaviour::Stall(d) => {
+                            std::thread::sleep(d);
                             200
                         }
                         Behaviour::KillFirst(pid) => {

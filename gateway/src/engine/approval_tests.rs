@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use tollgate_ledger::Ledger as _;
+use tollgate_ledger::prelude::*;
 use tollgate_protocol::{
     ApprovalEnvelope, Domain, IntentEnvelope, Object, Timestamp, Value, intent_hash,
 };

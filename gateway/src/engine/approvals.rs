@@ -33,12 +33,12 @@ use std::sync::Arc;
 
 use tollgate_ledger::{Append, ApprovalRecord, ApprovalRow, Guard, Ledger, Spend};
 use tollgate_pipeline::Decision;
-use tollgate_policies::delegation::{self, Token};
+use tollgate_policies::approval as rule;
+use tollgate_policies::delegation;
 use tollgate_policies::{Bundle, Target};
 use tollgate_protocol::{
-    ApprovalEnvelope, ApprovalVerdict, Domain, HashAlg, HashValue, IntentEnvelope, KeySet, Object,
-    Outcome, Receipt, Status, Timestamp, Value, Verdict, canonical, intent_hash, parse,
-    seal_receipt,
+    ApprovalEnvelope, ApprovalVerdict, Domain, HashAlg, HashValue, IntentEnvelope, Object, Outcome,
+    Receipt, Status, Timestamp, Value, Verdict, canonical, intent_hash, parse, seal_receipt,
 };
 
 use super::intents::{Held, amount_of, chain, identity, member, receipt_id_of};
@@ -299,12 +299,54 @@ fn text<'a>(o: &'a Object, path: &[&str]) -> &'a str {
     v.and_then(Value::as_str).unwrap_or_default()
 }
 
-fn count_of(o: &Object) -> i64 {
-    o.get("review")
-        .and_then(Value::as_object)
-        .and_then(|r| r.get("count"))
-        .and_then(Value::as_safe_integer)
-        .unwrap_or(1)
+/// The approval as the rule reads it, from its recorded body.
+fn opened_of(record: &ApprovalRecord) -> Result<rule::Opened, ApprovalError> {
+    parse(&record.body)
+        .ok()
+        .and_then(|body| rule::Opened::from_body(&record.id, &body))
+        .ok_or_else(|| internal(format!("approval {} has an unreadable body", record.id)))
+}
+
+/// How far the approval has come, from its recorded steps.
+fn progress_of(record: &ApprovalRecord) -> rule::Progress {
+    let mut p = rule::Progress::default();
+    for step in &record.steps {
+        if let Some(reviewer) = &step.reviewer {
+            p.decided.insert(reviewer.clone());
+            if step.verdict == ApprovalVerdict::Grant.name() {
+                p.grants.push((reviewer.clone(), step.receipt_id.clone()));
+            }
+        }
+    }
+    p.ended = Status::from_name(record.status()).filter(|s| *s != Status::PendingApproval);
+    p
+}
+
+impl From<rule::Refusal> for ApprovalError {
+    fn from(r: rule::Refusal) -> Self {
+        use rule::Refusal as R;
+        match r {
+            R::OtherApproval { given, expected } => Self::IdMismatch {
+                path: expected,
+                payload: given,
+            },
+            R::ReviewerIsAgent(m) => Self::ReviewerIsAgent(m),
+            R::UnknownReviewer(r) => Self::UnknownReviewer(r),
+            R::RevokedReviewer(r) => Self::RevokedReviewer(r),
+            R::BadSignature(m) => Self::BadSignature(m),
+            R::Ended { id, status } => Self::Ended {
+                id,
+                status: status.name().to_owned(),
+            },
+            R::Expired { id, deadline } => Self::Expired { id, deadline },
+            R::IntentMismatch { given, expected } => Self::IntentMismatch { given, expected },
+            R::PolicyMismatch { given, expected } => Self::PolicyMismatch { given, expected },
+            R::LacksRole { reviewer, role } => Self::LacksRole { reviewer, role },
+            R::LacksAction { reviewer, action } => Self::LacksAction { reviewer, action },
+            R::ReviewerIsIssuer(r) => Self::ReviewerIsIssuer(r),
+            R::AlreadyDecided { reviewer, id } => Self::AlreadyDecided { reviewer, id },
+        }
+    }
 }
 
 /// The hash that makes a signed decision single-use: of its payload, so
@@ -550,69 +592,15 @@ impl<L: Ledger> Gateway<L> {
         let Some(record) = self.ledger.approval(id).await.map_err(internal)? else {
             return Err(ApprovalError::Unknown(id.to_owned()));
         };
-        let body = body_of(&record)?;
+        let opened = opened_of(&record)?;
+        let progress = progress_of(&record);
         let view = self.view();
-        let registry = &view.snapshot.registry;
-
-        // Who signs: never an agent, by id or by key.
-        let signed_by_agent = registry
-            .tokens
-            .values()
-            .find(|t| t.agent_key.kid == envelope.signature.kid);
-        if d.reviewer == text(&body, &["agent"])
-            || registry.tokens.values().any(|t| t.agent == d.reviewer)
-        {
-            return Err(ApprovalError::ReviewerIsAgent(format!(
-                "{} is an agent's id; an agent never approves",
-                d.reviewer
-            )));
-        }
-        if let Some(t) = signed_by_agent {
-            return Err(ApprovalError::ReviewerIsAgent(format!(
-                "the decision is signed by key {}, the agent key of delegation {}; an agent never approves",
-                envelope.signature.kid, t.id
-            )));
-        }
-        let Some(reviewer) = view.reviewers.get(&d.reviewer) else {
-            return Err(ApprovalError::UnknownReviewer(d.reviewer.clone()));
-        };
-        if registry
-            .tokens
-            .values()
-            .any(|t| t.agent_key.kid == reviewer.key.kid)
-        {
-            return Err(ApprovalError::ReviewerIsAgent(format!(
-                "reviewer {}'s key is an agent's key; an agent never approves",
-                d.reviewer
-            )));
-        }
-        if view.revoked_reviewers.contains(&d.reviewer) {
-            return Err(ApprovalError::RevokedReviewer(d.reviewer.clone()));
-        }
-        // The reviewer's registered key signed exactly this decision.
-        let keys = KeySet::from_keys([reviewer.key.clone()]).unwrap_or_default();
-        if envelope.signature.kid != reviewer.key.kid {
-            return Err(ApprovalError::BadSignature(format!(
-                "the decision is signed by key {}, not by reviewer {}'s registered key {}",
-                envelope.signature.kid, d.reviewer, reviewer.key.kid
-            )));
-        }
-        keys.verify(
-            Domain::Approval,
-            envelope.payload(),
-            &envelope.signature,
-            &d.issued_at,
-        )
-        .map_err(|e| {
-            ApprovalError::BadSignature(format!(
-                "the decision's signature does not verify with reviewer {}'s key: {e}",
-                d.reviewer
-            ))
-        })?;
+        // What only a live gateway knows, first: the decision's time
+        // against the clock, and whether this signed decision, or the
+        // approval's execution, is already in the ledger's hands.
         let now = self
             .within_skew(&d.issued_at)
             .map_err(ApprovalError::ClockSkew)?;
-        // Single use, then the approval's state.
         let used = decision_hash(&envelope);
         if let Some(step) = record
             .steps
@@ -623,86 +611,24 @@ impl<L: Ledger> Gateway<L> {
                 receipt_id: step.receipt_id.clone(),
             });
         }
-        match record.status() {
-            "pending_approval" => {}
-            "expired" => return Err(expired(&record)),
-            status => {
-                return Err(ApprovalError::Ended {
-                    id: id.to_owned(),
-                    status: status.to_owned(),
-                });
+        if progress.ended.is_none() {
+            let pending = self.ledger.pending().await.map_err(internal)?;
+            if pending.iter().any(|(k, _)| *k == execution_key(id)) {
+                return Err(ApprovalError::Executing(id.to_owned()));
             }
         }
-        let pending = self.ledger.pending().await.map_err(internal)?;
-        if pending.iter().any(|(k, _)| *k == execution_key(id)) {
-            return Err(ApprovalError::Executing(id.to_owned()));
-        }
-        if now.unix_seconds() >= record.deadline || d.issued_at.unix_seconds() >= record.deadline {
-            return Err(expired(&record));
-        }
-        // This exact intent, under this policy version.
-        if d.intent_hash.to_string() != text(&body, &["intent_hash"]) {
-            return Err(ApprovalError::IntentMismatch {
-                given: d.intent_hash.to_string(),
-                expected: text(&body, &["intent_hash"]).to_owned(),
-            });
-        }
-        if d.policy_version != text(&body, &["policy_version"]) {
-            return Err(ApprovalError::PolicyMismatch {
-                given: d.policy_version.clone(),
-                expected: text(&body, &["policy_version"]).to_owned(),
-            });
-        }
-        // Authorized for this approval.
-        let role = text(&body, &["review", "role"]);
-        if !reviewer.has_role(role) {
-            return Err(ApprovalError::LacksRole {
-                reviewer: d.reviewer.clone(),
-                role: role.to_owned(),
-            });
-        }
-        let action = text(&body, &["action"]);
-        if !reviewer.allows_action(action) {
-            return Err(ApprovalError::LacksAction {
-                reviewer: d.reviewer.clone(),
-                action: action.to_owned(),
-            });
-        }
-        let separate = body
-            .get("review")
-            .and_then(Value::as_object)
-            .and_then(|r| r.get("separate_issuer"))
-            .is_some_and(|v| *v == Value::Bool(true));
-        if separate {
-            let issuers = issuers_of(&view, text(&body, &["delegation"]));
-            if issuers
-                .iter()
-                .any(|(name, kid)| *name == d.reviewer || *kid == reviewer.key.kid)
-            {
-                return Err(ApprovalError::ReviewerIsIssuer(d.reviewer.clone()));
-            }
-        }
-        if record
-            .steps
-            .iter()
-            .any(|s| s.reviewer.as_deref() == Some(d.reviewer.as_str()))
-        {
-            return Err(ApprovalError::AlreadyDecided {
-                reviewer: d.reviewer.clone(),
-                id: id.to_owned(),
-            });
-        }
+        // Then the approval rule, the one re-decision checks with.
+        let parties = rule::Parties {
+            reviewers: &view.reviewers,
+            revoked_reviewers: &view.revoked_reviewers,
+            delegations: &view.snapshot.registry,
+        };
+        let status = rule::check(&opened, &progress, &parties, &envelope, &now)?;
 
         // Accepted: the approval receipt, and with the last grant the
         // execution.
-        let grants = record.steps.iter().filter(|s| s.verdict == "grant").count() as i64
-            + i64::from(d.verdict == ApprovalVerdict::Grant);
-        let needed = count_of(&body);
-        let status = match d.verdict {
-            ApprovalVerdict::Deny => Status::Denied,
-            ApprovalVerdict::Grant if grants >= needed => Status::Approved,
-            ApprovalVerdict::Grant => Status::PendingApproval,
-        };
+        let grants = progress.grants.len() as i64 + i64::from(d.verdict == ApprovalVerdict::Grant);
+        let needed = opened.count;
         let outcome = Outcome::new(status)
             .with("reviewer", d.reviewer.as_str())
             .with("verdict", d.verdict.name())
@@ -746,15 +672,10 @@ impl<L: Ledger> Gateway<L> {
                 .cloned()
                 .ok_or_else(|| internal("the escalating decision has no subject"))?;
             let intent = IntentEnvelope::from_value(subject).map_err(internal)?;
-            let mut refs = vec![id.to_owned()];
-            refs.extend(
-                record
-                    .steps
-                    .iter()
-                    .filter(|s| s.verdict == "grant")
-                    .map(|s| s.receipt_id.clone()),
-            );
-            refs.push(receipt_id_of(&receipt));
+            // The quorum's refs, this completing grant's receipt last.
+            let mut done = progress.clone();
+            done.record(&opened, &d.reviewer, d.verdict, &receipt_id_of(&receipt));
+            let refs = rule::execution_refs(&opened, &done);
             let quorum = Quorum {
                 approval: id.to_owned(),
                 intent_hash: intent_hash(&intent.value),
@@ -1072,28 +993,12 @@ impl<L: Ledger> Gateway<L> {
     }
 }
 
-fn expired(record: &ApprovalRecord) -> ApprovalError {
-    ApprovalError::Expired {
-        id: record.id.clone(),
-        deadline: budget::seconds(record.deadline),
-    }
-}
-
 fn conflict(e: tollgate_ledger::Error) -> ApprovalError {
     match e {
         tollgate_ledger::Error::ApprovalConflict(m) => ApprovalError::Conflict(m),
         tollgate_ledger::Error::Stale(why) => ApprovalError::Contended(why.to_string()),
         other => internal(other),
     }
-}
-
-/// The issuers of the chain under `leaf`: each token's `issuer` and the
-/// kid of the key that signed it.
-fn issuers_of(view: &View, leaf: &str) -> Vec<(String, String)> {
-    chain(view, leaf)
-        .iter()
-        .map(|t: &&Token| (t.issuer.clone(), t.signature.kid.clone()))
-        .collect()
 }
 
 /// The execution receipt without its outcome (and id), as a reservation

@@ -153,20 +153,7 @@ pub(super) fn member<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
 
 /// The delegation chain's tokens, leaf first (as far as it is registered).
 pub(super) fn chain<'a>(view: &'a View, leaf: &str) -> Vec<&'a Token> {
-    let tokens = &view.snapshot.registry.tokens;
-    let mut out: Vec<&Token> = Vec::new();
-    let mut next = Some(leaf);
-    while let Some(id) = next {
-        if out.len() > delegation::MAX_CHAIN || out.iter().any(|t| t.id == id) {
-            break;
-        }
-        let Some(t) = tokens.get(id) else {
-            break;
-        };
-        out.push(t);
-        next = t.parent.as_deref();
-    }
-    out
+    view.snapshot.registry.chain(leaf)
 }
 
 /// The hashes of the chain's token envelopes, root first.

@@ -244,7 +244,7 @@ async fn registry_item(
     object: Value,
     policy: &str,
 ) -> Result<RegistryAppend, tollgate_signer::Error> {
-    let receipt = Receipt::registry(clock.now(), policy.to_owned(), change.name(), object).seal();
+    let receipt = Receipt::registry(clock.now(), policy.to_owned(), change.kind(), object).seal();
     let signature = signer.sign(Domain::Receipt, &receipt).await?;
     Ok(RegistryAppend {
         receipt,

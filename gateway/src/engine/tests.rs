@@ -6,14 +6,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tollgate_ledger::{
-    Append, AppendStats, ApprovalRecord, AttemptRow, EndpointRow, Error as LedgerError, Head,
-    Ledger, OutboxEvent, RegistryAppend, RegistryState, Spend, SqliteLedger, SqliteOptions,
-    WebhookOp,
-};
+use tollgate_ledger::hooked::{Hooked, Hooks};
+use tollgate_ledger::prelude::*;
+use tollgate_ledger::{Append, Error as LedgerError, SqliteLedger, SqliteOptions};
 use tollgate_protocol::{
-    Clock, Domain, HashAlg, IntentEnvelope, LedgerEntry, Object, Signature, Timestamp, Value,
-    Verdict, parse,
+    Clock, Domain, HashAlg, IntentEnvelope, Object, Timestamp, Value, Verdict, parse,
 };
 use tollgate_signer::{Ed25519Signer, Signer as _};
 
@@ -39,9 +36,11 @@ impl Clock for FakeClock {
 }
 
 /// A SQLite ledger whose writes or reads fail on demand.
-#[derive(Clone)]
-pub(crate) struct Faulty {
-    pub(crate) inner: SqliteLedger,
+pub(crate) type Faulty = Hooked<SqliteLedger, Faults>;
+
+/// The failures a [`Faulty`] ledger is told to inject.
+#[derive(Clone, Default)]
+pub(crate) struct Faults {
     pub(crate) fail_writes: Arc<AtomicBool>,
     pub(crate) fail_reads: Arc<AtomicBool>,
     /// Append units are refused as an approval conflict (another instance
@@ -52,16 +51,8 @@ pub(crate) struct Faulty {
     pub(crate) stale: Arc<AtomicBool>,
 }
 
-impl Faulty {
-    fn write_check(&self) -> Result<(), LedgerError> {
-        if self.fail_writes.load(Ordering::SeqCst) {
-            Err(LedgerError::Database("disk I/O error (injected)".into()))
-        } else {
-            Ok(())
-        }
-    }
-
-    fn read_check(&self) -> Result<(), LedgerError> {
+impl Hooks for Faults {
+    fn read(&self) -> Result<(), LedgerError> {
         if self.fail_reads.load(Ordering::SeqCst) {
             Err(LedgerError::Database(
                 "database is locked (injected)".into(),
@@ -70,32 +61,17 @@ impl Faulty {
             Ok(())
         }
     }
-}
 
-impl Ledger for Faulty {
-    async fn append(
-        &self,
-        receipt: Value,
-        signature: Signature,
-        key: Option<&str>,
-    ) -> Result<LedgerEntry, LedgerError> {
-        self.write_check()?;
-        self.inner.append(receipt, signature, key).await
+    fn write(&self) -> Result<(), LedgerError> {
+        if self.fail_writes.load(Ordering::SeqCst) {
+            Err(LedgerError::Database("disk I/O error (injected)".into()))
+        } else {
+            Ok(())
+        }
     }
-    async fn append_spending(
-        &self,
-        receipt: Value,
-        signature: Signature,
-        key: Option<&str>,
-        spend: Vec<Spend>,
-    ) -> Result<LedgerEntry, LedgerError> {
-        self.write_check()?;
-        self.inner
-            .append_spending(receipt, signature, key, spend)
-            .await
-    }
-    async fn append_unit(&self, items: Vec<Append>) -> Result<Vec<LedgerEntry>, LedgerError> {
-        self.write_check()?;
+
+    fn append(&self, items: &[Append]) -> Result<(), LedgerError> {
+        self.write()?;
         if self.stale.load(Ordering::SeqCst) && items.iter().any(|i| i.guard.is_some()) {
             return Err(LedgerError::Stale(tollgate_ledger::Staleness::Registry {
                 seen: 0,
@@ -107,173 +83,7 @@ impl Ledger for Faulty {
                 "the approval is unknown or has ended (injected)".into(),
             ));
         }
-        self.inner.append_unit(items).await
-    }
-    async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, LedgerError> {
-        self.read_check()?;
-        self.inner.approval(id).await
-    }
-    async fn approvals_due(
-        &self,
-        now: i64,
-        limit: u32,
-    ) -> Result<Vec<ApprovalRecord>, LedgerError> {
-        self.read_check()?;
-        self.inner.approvals_due(now, limit).await
-    }
-    async fn approvals(
-        &self,
-        open_only: bool,
-        after_seq: u64,
-        limit: u32,
-    ) -> Result<Vec<ApprovalRecord>, LedgerError> {
-        self.read_check()?;
-        self.inner.approvals(open_only, after_seq, limit).await
-    }
-    async fn outbox_after(&self, after: u64, limit: u32) -> Result<Vec<OutboxEvent>, LedgerError> {
-        self.read_check()?;
-        self.inner.outbox_after(after, limit).await
-    }
-    async fn outbox_last(&self) -> Result<u64, LedgerError> {
-        self.read_check()?;
-        self.inner.outbox_last().await
-    }
-    async fn outbox_event(&self, id: u64) -> Result<Option<OutboxEvent>, LedgerError> {
-        self.read_check()?;
-        self.inner.outbox_event(id).await
-    }
-    async fn outbox_first_from(&self, seq: u64) -> Result<Option<u64>, LedgerError> {
-        self.read_check()?;
-        self.inner.outbox_first_from(seq).await
-    }
-    async fn webhook_endpoints(&self) -> Result<Vec<EndpointRow>, LedgerError> {
-        self.read_check()?;
-        self.inner.webhook_endpoints().await
-    }
-    async fn webhook_write(&self, ops: Vec<WebhookOp>) -> Result<(), LedgerError> {
-        self.write_check()?;
-        self.inner.webhook_write(ops).await
-    }
-    async fn webhook_attempts(
-        &self,
-        endpoint: &str,
-        from_event: u64,
-        limit: u32,
-    ) -> Result<Vec<AttemptRow>, LedgerError> {
-        self.read_check()?;
-        self.inner
-            .webhook_attempts(endpoint, from_event, limit)
-            .await
-    }
-    async fn webhook_redeliveries(&self, endpoint: &str) -> Result<Vec<u64>, LedgerError> {
-        self.read_check()?;
-        self.inner.webhook_redeliveries(endpoint).await
-    }
-    async fn spending(&self, now: i64) -> Result<Vec<Spend>, LedgerError> {
-        self.read_check()?;
-        self.inner.spending(now).await
-    }
-    async fn line_by_idempotency_key(&self, key: &str) -> Result<Option<Vec<u8>>, LedgerError> {
-        self.read_check()?;
-        self.inner.line_by_idempotency_key(key).await
-    }
-    async fn line_by_receipt_id(&self, id: &str) -> Result<Option<Vec<u8>>, LedgerError> {
-        self.read_check()?;
-        self.inner.line_by_receipt_id(id).await
-    }
-    async fn get(&self, seq: u64) -> Result<Option<LedgerEntry>, LedgerError> {
-        self.read_check()?;
-        self.inner.get(seq).await
-    }
-    async fn get_by_receipt_id(&self, id: &str) -> Result<Option<LedgerEntry>, LedgerError> {
-        self.read_check()?;
-        self.inner.get_by_receipt_id(id).await
-    }
-    async fn head(&self) -> Result<Head, LedgerError> {
-        self.read_check()?;
-        self.inner.head().await
-    }
-    async fn lines(&self, from: u64, limit: u32) -> Result<Vec<Vec<u8>>, LedgerError> {
-        self.read_check()?;
-        self.inner.lines(from, limit).await
-    }
-    fn hash_alg(&self) -> HashAlg {
-        self.inner.hash_alg()
-    }
-    async fn append_registry_after(
-        &self,
-        items: Vec<RegistryAppend>,
-        seed: bool,
-        seen: Option<u64>,
-    ) -> Result<Vec<LedgerEntry>, LedgerError> {
-        self.write_check()?;
-        self.inner.append_registry_after(items, seed, seen).await
-    }
-    async fn registry_seq(&self) -> Result<u64, LedgerError> {
-        self.read_check()?;
-        self.inner.registry_seq().await
-    }
-    async fn registry(&self) -> Result<RegistryState, LedgerError> {
-        self.read_check()?;
-        self.inner.registry().await
-    }
-    async fn reserve_holding(
-        &self,
-        key: &str,
-        body: &[u8],
-        guard: Option<tollgate_ledger::Guard>,
-        charges: Vec<Spend>,
-    ) -> Result<(), LedgerError> {
-        self.write_check()?;
-        self.inner.reserve_holding(key, body, guard, charges).await
-    }
-    async fn held(&self, now: i64) -> Result<Vec<(String, Spend)>, LedgerError> {
-        self.read_check()?;
-        self.inner.held(now).await
-    }
-    async fn origin(&self, proposed: Option<&str>) -> Result<Option<String>, LedgerError> {
-        self.write_check()?;
-        self.inner.origin(proposed).await
-    }
-    async fn checkpoint(&self) -> Result<Option<(u64, String)>, LedgerError> {
-        self.read_check()?;
-        self.inner.checkpoint().await
-    }
-    async fn put_checkpoint(&self, size: u64, note: String) -> Result<bool, LedgerError> {
-        self.write_check()?;
-        self.inner.put_checkpoint(size, note).await
-    }
-    async fn tree_size(&self) -> Result<u64, LedgerError> {
-        self.read_check()?;
-        self.inner.tree_size().await
-    }
-    async fn tree_hashes(&self, indexes: &[u64]) -> Result<Vec<[u8; 32]>, LedgerError> {
-        self.read_check()?;
-        self.inner.tree_hashes(indexes).await
-    }
-    async fn extend_tree(
-        &self,
-        from: u64,
-        to: u64,
-        hashes: Vec<(u64, [u8; 32])>,
-    ) -> Result<bool, LedgerError> {
-        self.write_check()?;
-        self.inner.extend_tree(from, to, hashes).await
-    }
-    async fn release(&self, key: &str) -> Result<(), LedgerError> {
-        self.write_check()?;
-        self.inner.release(key).await
-    }
-    async fn pending(&self) -> Result<Vec<(String, Vec<u8>)>, LedgerError> {
-        self.read_check()?;
-        self.inner.pending().await
-    }
-    async fn probe(&self) -> Result<(), LedgerError> {
-        self.write_check()?;
-        self.inner.probe().await
-    }
-    fn stats(&self) -> AppendStats {
-        self.inner.stats()
+        Ok(())
     }
 }
 
@@ -354,14 +164,11 @@ pub(crate) async fn open_with(
     seed: Seed,
     upstreams: Upstreams,
 ) -> (Faulty, Gateway<Faulty>) {
-    let ledger = Faulty {
+    let ledger = Hooked {
         inner: SqliteLedger::open(SqliteOptions::new(dir.path().join("ledger.db")))
             .await
             .unwrap(),
-        fail_writes: Arc::default(),
-        fail_reads: Arc::default(),
-        approval_conflict: Arc::default(),
-        stale: Arc::default(),
+        hooks: Faults::default(),
     };
     let gateway = Gateway::open(
         Parts {
@@ -461,12 +268,9 @@ async fn a_first_start_imports_the_seed_then_never_reads_it_again() {
     drop(w.gateway);
     let (_, again) = Gateway::open(
         Parts {
-            ledger: Faulty {
+            ledger: Hooked {
                 inner: w.ledger.inner.clone(),
-                fail_writes: Arc::default(),
-                fail_reads: Arc::default(),
-                approval_conflict: Arc::default(),
-                stale: Arc::default(),
+                hooks: Faults::default(),
             },
             signer: Ed25519Signer::from_secret(&[1; 32]).into(),
             clock: w.clock.clone(),
@@ -560,7 +364,7 @@ async fn the_skew_check_reads_the_injected_clock() {
 async fn a_storage_error_at_any_step_appends_nothing_and_never_passes() {
     let w = world().await;
     let before = head(&w).await;
-    w.ledger.fail_writes.store(true, Ordering::SeqCst);
+    w.ledger.hooks.fail_writes.store(true, Ordering::SeqCst);
     // The append of a decision.
     let err = w
         .gateway
@@ -592,7 +396,7 @@ async fn a_storage_error_at_any_step_appends_nothing_and_never_passes() {
         assert!(matches!(e, RegistryError::Internal(_)), "{e}");
     }
     assert!(matches!(errors[3], RegistryError::NothingToRollBack));
-    w.ledger.fail_writes.store(false, Ordering::SeqCst);
+    w.ledger.hooks.fail_writes.store(false, Ordering::SeqCst);
     assert_eq!(head(&w).await, before, "nothing appended");
     // Nothing applied either: the view still agrees with the ledger.
     assert_eq!(w.gateway.delegations().len(), 1);
@@ -600,17 +404,17 @@ async fn a_storage_error_at_any_step_appends_nothing_and_never_passes() {
     assert_eq!(w.gateway.policies().published.len(), 1);
 
     // A failing read where the flow needs one: an error, not a pass.
-    w.ledger.fail_reads.store(true, Ordering::SeqCst);
+    w.ledger.hooks.fail_reads.store(true, Ordering::SeqCst);
     let dup = intent(&w.agent, "i-2", "order:o-1", 2500, T0);
-    w.ledger.fail_reads.store(false, Ordering::SeqCst);
+    w.ledger.hooks.fail_reads.store(false, Ordering::SeqCst);
     w.gateway.submit(dup.clone(), None).await.unwrap();
     let n = head(&w).await;
     // The same intent again: its entry exists, and reading it fails: the
     // caller gets an error, and nothing new is written.
-    w.ledger.fail_reads.store(true, Ordering::SeqCst);
+    w.ledger.hooks.fail_reads.store(true, Ordering::SeqCst);
     let err = w.gateway.submit(dup, None).await.unwrap_err();
     assert!(matches!(err, IntentError::Internal(_)), "{err}");
-    w.ledger.fail_reads.store(false, Ordering::SeqCst);
+    w.ledger.hooks.fail_reads.store(false, Ordering::SeqCst);
     assert_eq!(head(&w).await, n);
 }
 
@@ -674,7 +478,10 @@ async fn an_http_target_is_never_called_when_the_ledger_cannot_reserve_or_read()
     let (ledger, gateway) = open_with(&dir, FakeClock::at(T0), seed, upstreams).await;
     let gateway = Arc::new(gateway);
     let before = ledger.inner.head().await.unwrap().seq;
-    for (fail, id) in [(&ledger.fail_writes, "i-1"), (&ledger.fail_reads, "i-2")] {
+    for (fail, id) in [
+        (&ledger.hooks.fail_writes, "i-1"),
+        (&ledger.hooks.fail_reads, "i-2"),
+    ] {
         fail.store(true, Ordering::SeqCst);
         let err = gateway
             .submit(intent(&agent, id, "order:o-1", 2500, T0), None)

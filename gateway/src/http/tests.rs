@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use axum::body::Body;
 use axum::http::{Method, Request};
-use tollgate_ledger::Ledger as _;
+use tollgate_ledger::prelude::*;
 use tollgate_protocol::{Domain, Object, Value, canonical, parse};
 use tower::ServiceExt as _;
 
@@ -710,7 +710,7 @@ async fn every_api_error_is_reached_by_a_request() {
 
     // Another gateway changes what each try read, every time: nothing is
     // recorded, and the client is told to try again.
-    h.ledger.stale.store(true, Ordering::SeqCst);
+    h.ledger.hooks.stale.store(true, Ordering::SeqCst);
     let head = h.ledger.inner.head().await.unwrap();
     let contended = h
         .intent(
@@ -723,7 +723,7 @@ async fn every_api_error_is_reached_by_a_request() {
     expect(&contended, 503, "contended");
     assert_eq!(contended.headers.get("retry-after").unwrap(), "1");
     assert_eq!(h.ledger.inner.head().await.unwrap(), head);
-    h.ledger.stale.store(false, Ordering::SeqCst);
+    h.ledger.hooks.stale.store(false, Ordering::SeqCst);
 
     // The resource's attributes are looked up at a target that does not
     // answer: nothing is decided, and the client is told to try again.
@@ -743,7 +743,7 @@ async fn every_api_error_is_reached_by_a_request() {
 
     // Storage failures: a generic 500 (the cause is logged, never sent),
     // and an honest readiness probe.
-    h.ledger.fail_writes.store(true, Ordering::SeqCst);
+    h.ledger.hooks.fail_writes.store(true, Ordering::SeqCst);
     let failed = h
         .intent(
             h.signed(|p| {
@@ -764,14 +764,14 @@ async fn every_api_error_is_reached_by_a_request() {
         503,
         "not-ready",
     );
-    h.ledger.fail_writes.store(false, Ordering::SeqCst);
-    h.ledger.fail_reads.store(true, Ordering::SeqCst);
+    h.ledger.hooks.fail_writes.store(false, Ordering::SeqCst);
+    h.ledger.hooks.fail_reads.store(true, Ordering::SeqCst);
     expect(
         &h.call(Method::GET, "/v1/ledger/head", &[], vec![]).await,
         500,
         "internal",
     );
-    h.ledger.fail_reads.store(false, Ordering::SeqCst);
+    h.ledger.hooks.fail_reads.store(false, Ordering::SeqCst);
     assert_eq!(
         h.call(Method::GET, "/readyz", &[], vec![]).await.status,
         200
@@ -1110,13 +1110,19 @@ async fn approval_problems(h: &Harness) -> (BTreeSet<String>, u64) {
         "reviewer-is-issuer",
     );
     // A ledger that refuses the step (another instance was first).
-    h.ledger.approval_conflict.store(true, Ordering::SeqCst);
+    h.ledger
+        .hooks
+        .approval_conflict
+        .store(true, Ordering::SeqCst);
     expect(
         &post(id, &d(&alice(), "rev-ann")).await,
         409,
         "approval-conflict",
     );
-    h.ledger.approval_conflict.store(false, Ordering::SeqCst);
+    h.ledger
+        .hooks
+        .approval_conflict
+        .store(false, Ordering::SeqCst);
     // One grant of two; the same reviewer again; the same decision again.
     let first = d(&alice(), "rev-ann");
     let a = post(id, &first).await;

@@ -16,7 +16,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use tollgate_protocol::{ChainVerifier, HashValue, Timestamp};
 
 use super::{PgLedger, PgOptions, db};
-use crate::{Error, Ledger, SqliteLedger, SqliteOptions};
+use crate::prelude::*;
+use crate::{Error, SqliteLedger, SqliteOptions};
 
 /// Tables in the order their rows may be inserted (each after those its
 /// rows refer to).

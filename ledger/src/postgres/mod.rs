@@ -38,9 +38,10 @@ use crate::writes::postgres::{
     set_registry_seq,
 };
 use crate::{
-    Append, AppendStats, ApprovalRecord, AttemptRow, Clock, EndpointRow, Error, Guard, Head,
-    Ledger, OutboxEvent, RegistryAppend, RegistryState, Spend, Staleness, SystemClock, WebhookOp,
-    event_types, unique_violation,
+    Append, AppendStats, ApprovalRecord, ApprovalStore, AttemptRow, Chain, Clock, EndpointRow,
+    Error, Guard, Head, OutboxEvent, OutboxStore, RegistryAppend, RegistryState, RegistryStore,
+    Spend, SpendingStore, Staleness, SystemClock, TreeStore, WebhookOp, event_types,
+    unique_violation,
 };
 
 /// The channel on which each registry change is announced (its seq), in
@@ -176,7 +177,7 @@ impl PgLedger {
     }
 }
 
-impl Ledger for PgLedger {
+impl Chain for PgLedger {
     async fn append_unit(&self, items: Vec<Append>) -> Result<Vec<LedgerEntry>, Error> {
         if items.is_empty() {
             return Ok(Vec::new());
@@ -188,68 +189,6 @@ impl Ledger for PgLedger {
             .await
             .map_err(|_| Error::Closed)?;
         answer.await.map_err(|_| Error::Closed)?
-    }
-
-    async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, Error> {
-        reads::approval(&self.pool, id).await
-    }
-
-    async fn approvals(
-        &self,
-        open_only: bool,
-        after_seq: u64,
-        limit: u32,
-    ) -> Result<Vec<ApprovalRecord>, Error> {
-        reads::approvals(&self.pool, open_only, after_seq, limit).await
-    }
-
-    async fn approvals_due(&self, now: i64, limit: u32) -> Result<Vec<ApprovalRecord>, Error> {
-        reads::approvals_due(&self.pool, now, limit).await
-    }
-
-    async fn outbox_after(&self, after: u64, limit: u32) -> Result<Vec<OutboxEvent>, Error> {
-        reads::outbox_after(&self.pool, after, limit).await
-    }
-
-    async fn outbox_last(&self) -> Result<u64, Error> {
-        reads::outbox_last(&self.pool).await
-    }
-
-    async fn outbox_event(&self, id: u64) -> Result<Option<OutboxEvent>, Error> {
-        reads::outbox_event(&self.pool, id).await
-    }
-
-    async fn outbox_first_from(&self, seq: u64) -> Result<Option<u64>, Error> {
-        reads::outbox_first_from(&self.pool, seq).await
-    }
-
-    async fn webhook_endpoints(&self) -> Result<Vec<EndpointRow>, Error> {
-        reads::webhook_endpoints(&self.pool).await
-    }
-
-    async fn webhook_write(&self, ops: Vec<WebhookOp>) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        for op in &ops {
-            apply_webhook(&mut tx, op).await?;
-        }
-        tx.commit().await.map_err(db)
-    }
-
-    async fn webhook_attempts(
-        &self,
-        endpoint: &str,
-        from_event: u64,
-        limit: u32,
-    ) -> Result<Vec<AttemptRow>, Error> {
-        reads::webhook_attempts(&self.pool, endpoint, from_event, limit).await
-    }
-
-    async fn webhook_redeliveries(&self, endpoint: &str) -> Result<Vec<u64>, Error> {
-        reads::webhook_redeliveries(&self.pool, endpoint).await
-    }
-
-    async fn spending(&self, now: i64) -> Result<Vec<Spend>, Error> {
-        reads::spending(&self.pool, now).await
     }
 
     async fn line_by_idempotency_key(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
@@ -293,6 +232,27 @@ impl Ledger for PgLedger {
         self.alg
     }
 
+    async fn probe(&self) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO ledger_meta (key, value) VALUES ('probe', $1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(self.clock.now().as_str())
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(db)
+    }
+
+    fn stats(&self) -> AppendStats {
+        AppendStats {
+            groups: self.stats.groups.load(Ordering::Relaxed),
+            appends: self.stats.appends.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl RegistryStore for PgLedger {
     /// One transaction, holding the chain head as a group does: the
     /// registry receipts' entries and their changes, and with `seed` the
     /// mark that the first-start import is done (which only one instance
@@ -379,6 +339,52 @@ impl Ledger for PgLedger {
         reads::registry(&self.pool).await
     }
 
+    async fn registry_announcements(&self) -> Result<Option<mpsc::Receiver<u64>>, Error> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool)
+            .await
+            .map_err(db)?;
+        listener.listen(REGISTRY_CHANNEL).await.map_err(db)?;
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            // `recv` reconnects after a lost connection; what was announced
+            // meanwhile is missed, which the guards make harmless.
+            while let Ok(n) = listener.recv().await {
+                let Ok(seq) = n.payload().parse::<u64>() else {
+                    continue;
+                };
+                if tx.send(seq).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Some(rx))
+    }
+}
+
+impl ApprovalStore for PgLedger {
+    async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, Error> {
+        reads::approval(&self.pool, id).await
+    }
+
+    async fn approvals(
+        &self,
+        open_only: bool,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<ApprovalRecord>, Error> {
+        reads::approvals(&self.pool, open_only, after_seq, limit).await
+    }
+
+    async fn approvals_due(&self, now: i64, limit: u32) -> Result<Vec<ApprovalRecord>, Error> {
+        reads::approvals_due(&self.pool, now, limit).await
+    }
+}
+
+impl SpendingStore for PgLedger {
+    async fn spending(&self, now: i64) -> Result<Vec<Spend>, Error> {
+        reads::spending(&self.pool, now).await
+    }
+
     async fn reserve_holding(
         &self,
         key: &str,
@@ -403,6 +409,91 @@ impl Ledger for PgLedger {
         reads::held(&self.pool, now).await
     }
 
+    async fn release(&self, key: &str) -> Result<(), Error> {
+        sqlx::query("DELETE FROM pending WHERE idempotency_key = $1")
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(db)
+    }
+
+    async fn pending(&self) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        reads::pending(&self.pool).await
+    }
+}
+
+impl OutboxStore for PgLedger {
+    async fn outbox_after(&self, after: u64, limit: u32) -> Result<Vec<OutboxEvent>, Error> {
+        reads::outbox_after(&self.pool, after, limit).await
+    }
+
+    async fn outbox_last(&self) -> Result<u64, Error> {
+        reads::outbox_last(&self.pool).await
+    }
+
+    async fn outbox_event(&self, id: u64) -> Result<Option<OutboxEvent>, Error> {
+        reads::outbox_event(&self.pool, id).await
+    }
+
+    async fn outbox_first_from(&self, seq: u64) -> Result<Option<u64>, Error> {
+        reads::outbox_first_from(&self.pool, seq).await
+    }
+
+    async fn webhook_endpoints(&self) -> Result<Vec<EndpointRow>, Error> {
+        reads::webhook_endpoints(&self.pool).await
+    }
+
+    async fn webhook_write(&self, ops: Vec<WebhookOp>) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        for op in &ops {
+            apply_webhook(&mut tx, op).await?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn webhook_attempts(
+        &self,
+        endpoint: &str,
+        from_event: u64,
+        limit: u32,
+    ) -> Result<Vec<AttemptRow>, Error> {
+        reads::webhook_attempts(&self.pool, endpoint, from_event, limit).await
+    }
+
+    async fn webhook_redeliveries(&self, endpoint: &str) -> Result<Vec<u64>, Error> {
+        reads::webhook_redeliveries(&self.pool, endpoint).await
+    }
+
+    /// The lease is a session advisory lock: held by one instance's
+    /// connection at a time, released by PostgreSQL when that connection
+    /// ends (the instance stopped or was killed), then taken by the next
+    /// instance that asks.
+    async fn delivery_lease(&self) -> Result<bool, Error> {
+        let mut lease = self.lease.lock().await;
+        if let Some(conn) = lease.as_mut() {
+            // Still ours while the connection lives.
+            if sqlx::query("SELECT 1").execute(&mut *conn).await.is_ok() {
+                return Ok(true);
+            }
+            *lease = None;
+        }
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(schema::DELIVERY_LOCK)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db)?;
+        if got {
+            // Held on a connection of its own, outside the pool: dropping
+            // it ends the session, and so the lease.
+            *lease = Some(conn.detach());
+        }
+        Ok(got)
+    }
+}
+
+impl TreeStore for PgLedger {
     async fn tree_size(&self) -> Result<u64, Error> {
         reads::tree_size(&self.pool).await
     }
@@ -439,85 +530,5 @@ impl Ledger for PgLedger {
         let put = crate::writes::postgres::put_checkpoint(&mut tx, size, &note).await?;
         tx.commit().await.map_err(db)?;
         Ok(put)
-    }
-
-    async fn release(&self, key: &str) -> Result<(), Error> {
-        sqlx::query("DELETE FROM pending WHERE idempotency_key = $1")
-            .bind(key)
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(db)
-    }
-
-    async fn pending(&self) -> Result<Vec<(String, Vec<u8>)>, Error> {
-        reads::pending(&self.pool).await
-    }
-
-    async fn probe(&self) -> Result<(), Error> {
-        sqlx::query(
-            "INSERT INTO ledger_meta (key, value) VALUES ('probe', $1)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        )
-        .bind(self.clock.now().as_str())
-        .execute(&self.pool)
-        .await
-        .map(|_| ())
-        .map_err(db)
-    }
-
-    fn stats(&self) -> AppendStats {
-        AppendStats {
-            groups: self.stats.groups.load(Ordering::Relaxed),
-            appends: self.stats.appends.load(Ordering::Relaxed),
-        }
-    }
-
-    /// The lease is a session advisory lock: held by one instance's
-    /// connection at a time, released by PostgreSQL when that connection
-    /// ends (the instance stopped or was killed), then taken by the next
-    /// instance that asks.
-    async fn delivery_lease(&self) -> Result<bool, Error> {
-        let mut lease = self.lease.lock().await;
-        if let Some(conn) = lease.as_mut() {
-            // Still ours while the connection lives.
-            if sqlx::query("SELECT 1").execute(&mut *conn).await.is_ok() {
-                return Ok(true);
-            }
-            *lease = None;
-        }
-        let mut conn = self.pool.acquire().await.map_err(db)?;
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(schema::DELIVERY_LOCK)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(db)?;
-        if got {
-            // Held on a connection of its own, outside the pool: dropping
-            // it ends the session, and so the lease.
-            *lease = Some(conn.detach());
-        }
-        Ok(got)
-    }
-
-    async fn registry_announcements(&self) -> Result<Option<mpsc::Receiver<u64>>, Error> {
-        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool)
-            .await
-            .map_err(db)?;
-        listener.listen(REGISTRY_CHANNEL).await.map_err(db)?;
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(async move {
-            // `recv` reconnects after a lost connection; what was announced
-            // meanwhile is missed, which the guards make harmless.
-            while let Ok(n) = listener.recv().await {
-                let Ok(seq) = n.payload().parse::<u64>() else {
-                    continue;
-                };
-                if tx.send(seq).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(Some(rx))
     }
 }

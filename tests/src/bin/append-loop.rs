@@ -11,7 +11,8 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tollgate_ledger::{Ledger, SqliteLedger, SqliteOptions};
+use tollgate_ledger::prelude::*;
+use tollgate_ledger::{SqliteLedger, SqliteOptions};
 use tollgate_protocol::{Domain, Object, Value, seal_receipt};
 use tollgate_signer::Ed25519Signer;
 

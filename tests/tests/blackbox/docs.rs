@@ -21,8 +21,6 @@
 //! fixtures and the docs names a section of docs/spec.md, and that the
 //! independent fixtures cite the sections they implement.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

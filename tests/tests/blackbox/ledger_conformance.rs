@@ -2,8 +2,6 @@
 //! conformance`): the embedded SQLite ledger on files, the PostgreSQL one
 //! on a real server (a throwaway cluster this test starts).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use tollgate_ledger::postgres::{PgLedger, PgOptions};
 use tollgate_ledger::{SqliteLedger, SqliteOptions};
 use tollgate_tests::conformance::{Backend, suite};

@@ -2,8 +2,6 @@
 //! as policy authors and issuers run them: real binary, real files, exit
 //! codes and output.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

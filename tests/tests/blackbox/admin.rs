@@ -1,8 +1,6 @@
 //! The registry API: the admin token, delegations, policy versions; the
 //! ledger as the registries' one source of truth.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use tollgate_protocol::{Object, Value, canonical, parse};
 use tollgate_tests::gateway::{Gateway, intent, receipt_member, verdict_of};
 
@@ -370,10 +368,13 @@ fn data_folder_files_after_the_first_start_change_no_decision() {
 #[test]
 fn regression_an_expired_delegation_is_refused_by_the_gateways_clock() {
     let g = Gateway::start();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let unix_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    let now = unix_now();
     let at = |s: i64| {
         tollgate_protocol::Timestamp::from_unix(s, 0)
             .as_str()
@@ -387,11 +388,19 @@ fn regression_an_expired_delegation_is_refused_by_the_gateways_clock() {
     let a = admin.register_delegation(&old).unwrap();
     assert_eq!(a.status, 422, "{}", a.text());
     assert_eq!(a.problem_type().as_deref(), Some("expired-delegation"));
+    // Valid long enough to be registered on a busy machine...
+    let expires = unix_now() + 10;
     let brief = g.delegation("dlg_brief", "agent-demo", key, |p| {
-        p.insert("expires_at", at(now + 2).into());
+        p.insert("expires_at", at(expires).into());
     });
-    assert_eq!(admin.register_delegation(&brief).unwrap().status, 201);
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    let a = admin.register_delegation(&brief).unwrap();
+    assert_eq!(a.status, 201, "{}", a.text());
+    // ...then used once the clock is past its expiry by a second or more.
+    tollgate_tests::wait_until(
+        "the delegation's expiry",
+        std::time::Duration::from_secs(60),
+        || unix_now() > expires,
+    );
     let before = g.written();
     let body = intent(&g.agent(), "late-1", "order:o-1001", 100, |p| {
         p.insert("delegation", "dlg_brief".into());

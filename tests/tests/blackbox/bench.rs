@@ -2,8 +2,6 @@
 //! load generator are the demo agent's, each decided once; its settings
 //! are checked before any load.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::BTreeSet;
 use std::process::Command;
 

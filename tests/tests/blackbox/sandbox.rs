@@ -1,8 +1,6 @@
 //! `tollgate sandbox`: the determinism check and the what-if over a real
 //! gateway's export, and the HTML report in a real browser.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;

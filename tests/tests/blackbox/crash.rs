@@ -8,14 +8,13 @@
 //! level down (the fsync of `synchronous=FULL`), which a test on one
 //! machine cannot cut.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::io::BufRead as _;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use tollgate_ledger::{Ledger, SqliteLedger, SqliteOptions};
+use tollgate_ledger::prelude::*;
+use tollgate_ledger::{SqliteLedger, SqliteOptions};
 use tollgate_signer::{Ed25519Signer, key_set};
 use tollgate_tests::bin;
 

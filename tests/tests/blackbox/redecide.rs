@@ -4,8 +4,6 @@
 //! a forger re-hashes and re-signs a whole altered export with a key of
 //! its own, and publishes that key.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::path::Path;
 
 use tollgate_protocol::{

@@ -2,8 +2,6 @@
 //! write (built from docs/spec.md with third-party libraries), on tampered
 //! copies of them, and on bad input.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::path::Path;
 
 use proptest::prelude::*;

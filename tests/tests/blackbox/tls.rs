@@ -1,7 +1,5 @@
 //! HTTPS with a test CA, and the plain-HTTP non-loopback refusal.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -4,8 +4,6 @@
 //! every step is a registry receipt in the export. A wrong admin token
 //! changes nothing.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

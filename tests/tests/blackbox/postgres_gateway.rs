@@ -3,8 +3,6 @@
 //! and re-decides, exactly once across a SIGKILL. (Several gateways on
 //! one database: `postgres_instances.rs`.)
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::process::Command;
 use tollgate_protocol::parse;
 use tollgate_tests::gateway::{Gateway, intent, verdict_of};

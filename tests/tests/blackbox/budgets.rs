@@ -1,8 +1,6 @@
 //! Budgets over real HTTP: spending per window is enforced, for a token and
 //! its ancestors, under concurrency, and after a restart.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use tollgate_protocol::{Domain, Object, Value, canonical, parse};
 use tollgate_tests::gateway::{Gateway, intent, verdict_of};
 

@@ -1,8 +1,6 @@
 //! Intents over real HTTP: every verdict, every bad input, the tour, metrics
 //! and logs, a SIGKILL under load, the config file, and an API fuzz run.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -549,13 +547,18 @@ fn acknowledged_receipts_survive_sigkill_under_load() {
     let mut g = Gateway::start();
     let agent = g.agent();
     let mut acked: Vec<(String, Vec<u8>)> = Vec::new();
+    // Each round kills the gateway once this many receipts were
+    // acknowledged in it (more each round: the kill lands at another
+    // point of the load), however fast the machine is.
+    let at_least = |round: usize| 4 + 4 * round;
     for round in 0..3 {
         let stop = std::sync::atomic::AtomicBool::new(false);
+        let count = std::sync::atomic::AtomicUsize::new(0);
         let url = g.url.clone();
         let got: Vec<(String, Vec<u8>)> = std::thread::scope(|s| {
             let workers: Vec<_> = (0..8)
                 .map(|w| {
-                    let (url, agent, stop) = (&url, &agent, &stop);
+                    let (url, agent, stop, count) = (&url, &agent, &stop, &count);
                     s.spawn(move || {
                         let mut mine = Vec::new();
                         for i in 0.. {
@@ -597,13 +600,18 @@ fn acknowledged_receipts_survive_sigkill_under_load() {
                             });
                             if let Some(rid) = rid {
                                 mine.push((rid, entry));
+                                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             }
                         }
                         mine
                     })
                 })
                 .collect();
-            std::thread::sleep(std::time::Duration::from_millis(300 + 200 * round));
+            tollgate_tests::wait_until(
+                &format!("{} acknowledgements in round {round}", at_least(round)),
+                std::time::Duration::from_secs(60),
+                || count.load(std::sync::atomic::Ordering::SeqCst) >= at_least(round),
+            );
             g.child.kill().unwrap(); // SIGKILL, mid-load
             g.child.wait().unwrap();
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -636,7 +644,12 @@ fn acknowledged_receipts_survive_sigkill_under_load() {
         let mut v = ChainVerifier::new(Some(&ks));
         v.verify_lines(&lines).unwrap();
     }
-    assert!(acked.len() >= 10, "only {} acknowledged", acked.len());
+    let least: usize = (0..3).map(at_least).sum();
+    assert!(
+        acked.len() >= least,
+        "only {} acknowledged, {least} seen before the kills",
+        acked.len()
+    );
 }
 
 #[test]
@@ -777,9 +790,30 @@ fn a_config_file_sets_what_flags_and_environment_do_not() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.starts_with(&format!("{cfg}:2: unknown field `listen_on`")),
+        err.starts_with(&format!("{cfg}:2: unknown setting `listen_on`")),
         "{err}"
     );
+    // A value is held to its flag's rules, and named where it is written.
+    for (text, said) in [
+        (
+            "max_body = 300\nexpiry_interval_ms = 1\n",
+            ":2: `expiry_interval_ms`: invalid value '1'",
+        ),
+        ("demo = \"yes\"\n", ":1: `demo`: true or false"),
+        (
+            "[upstream]\n\"orders.refund\" = 5.5\n",
+            ":1: `upstream`: a table of strings",
+        ),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        let out = Command::new(bin("tollgate"))
+            .args(["serve", "--config", &cfg])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with(&format!("{cfg}{said}")), "{text}: {err}");
+    }
 }
 
 /// Found by the outside review: receipts (which hold params) could be read
@@ -836,7 +870,7 @@ fn regression_readiness_means_the_ledger_can_commit() {
     let mut holder = std::process::Command::new(tollgate_tests::python())
         .args([
             "-c",
-            "import sqlite3, sys, time\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\ntime.sleep(30)",
+            "import sqlite3, sys, time\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\ntime.sleep(120)",
             db.to_str().unwrap(),
         ])
         .stdout(std::process::Stdio::piped())
@@ -851,17 +885,26 @@ fn regression_readiness_means_the_ledger_can_commit() {
     assert_eq!(line.trim(), "locked");
     let started = std::time::Instant::now();
     let (code, body) = g.get("/readyz");
+    let waited = started.elapsed();
     let _ = holder.kill();
     let _ = holder.wait();
-    assert_eq!(code, 503, "{}", String::from_utf8_lossy(&body));
-    assert!(String::from_utf8_lossy(&body).contains("not-ready"));
-    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(code, 503, "{text}");
+    assert!(text.contains("not-ready"), "{text}");
+    assert!(
+        text.contains("ledger"),
+        "the reason names the ledger: {text}"
+    );
+    // The probe gives up after its own timeout (2 s), long before the lock
+    // is let go (2 minutes): the bound leaves room for a loaded machine.
+    assert!(
+        waited < std::time::Duration::from_secs(20),
+        "answered after {waited:?}"
+    );
     // Once the lock is gone, ready again (the probe queued behind it drains).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while g.get("/readyz").0 != 200 {
-        assert!(std::time::Instant::now() < deadline, "never ready again");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    tollgate_tests::wait_until("ready again", std::time::Duration::from_secs(60), || {
+        g.get("/readyz").0 == 200
+    });
 }
 
 /// Found by the outside review: slow connections held the listener (no
@@ -869,10 +912,12 @@ fn regression_readiness_means_the_ledger_can_commit() {
 #[test]
 fn regression_slow_clients_cannot_stall_the_listener() {
     use std::io::{Read as _, Write as _};
+    // The slow ones time out after 25 s, so an answer that waits for them
+    // is told apart from a prompt one however loaded the machine is.
     let g = Gateway::start_with(
         tempfile::tempdir().unwrap(),
         |_| {},
-        &["--header-timeout-ms", "1500", "--body-timeout-ms", "1000"],
+        &["--header-timeout-ms", "25000", "--body-timeout-ms", "1000"],
     );
     let addr = g.url.trim_start_matches("http://").to_owned();
     // 300 connections that send half a header and stop.
@@ -893,17 +938,23 @@ fn regression_slow_clients_cannot_stall_the_listener() {
     );
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
     assert!(
-        started.elapsed() < std::time::Duration::from_secs(1),
-        "answered in {:?}",
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "answered in {:?}, not before the slow clients' header timeout",
         started.elapsed()
     );
-    // The slow ones are closed once their header time is up.
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    // The slow ones are closed once their header time is up: each gets a
+    // 408 or the end of the stream, none stays open.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
     for mut s in slow {
-        s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        s.set_read_timeout(Some(left.max(std::time::Duration::from_millis(1))))
             .unwrap();
         let mut buf = [0u8; 512];
-        let n = s.read(&mut buf).unwrap_or(0);
+        let n = match s.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+            Err(e) => panic!("a slow connection is still open: {e}"),
+        };
         let text = String::from_utf8_lossy(&buf[..n]);
         assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
     }
@@ -913,7 +964,7 @@ fn regression_slow_clients_cannot_stall_the_listener() {
         b"POST /v1/intents HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
     )
     .unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
         .unwrap();
     let mut answer = Vec::new();
     let _ = s.read_to_end(&mut answer);

@@ -1,8 +1,6 @@
 //! Exactly once: replays, conflicts, concurrent duplicates, one intent
 //! under two keys.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use tollgate_tests::gateway::{Gateway, intent};
 
 #[test]

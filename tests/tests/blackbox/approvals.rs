@@ -4,8 +4,6 @@
 //! CLI a reviewer uses, long-polling agents, racing reviewers, and
 //! pending approvals that outlive a SIGKILL.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::path::Path;
 use std::process::Command;
 
@@ -383,7 +381,7 @@ fn a_reviewer_approves_and_denies_with_the_cli_and_an_agent_long_polls() {
     let waiter = std::thread::spawn(move || {
         let started = std::time::Instant::now();
         let mut resp = http()
-            .get(&format!("{url}/v1/intents/agent-demo/cli-1?wait=30"))
+            .get(&format!("{url}/v1/intents/agent-demo/cli-1?wait=60"))
             .call()
             .unwrap();
         (started.elapsed(), resp.body_mut().read_to_vec().unwrap())
@@ -404,9 +402,10 @@ fn a_reviewer_approves_and_denies_with_the_cli_and_an_agent_long_polls() {
         "{said}"
     );
     let (waited, body) = waiter.join().unwrap();
+    // Woken by the decision, not by the end of the poll's own 60 s.
     assert!(
-        waited < std::time::Duration::from_secs(20),
-        "the long poll did not wake"
+        waited < std::time::Duration::from_secs(50),
+        "the long poll did not wake: {waited:?}"
     );
     assert_eq!(
         member(&parse(&body).unwrap(), &["status"]).as_str(),
@@ -557,7 +556,7 @@ fn pending_approvals_survive_sigkill_and_expire_after_the_restart() {
         .as_str()
         .unwrap()
         .to_owned();
-    let (_, state) = g.get("/v1/intents/agent-demo/kill-1?wait=20");
+    let (_, state) = g.get("/v1/intents/agent-demo/kill-1?wait=60");
     let state = parse(&state).unwrap();
     assert_eq!(member(&state, &["status"]).as_str(), Some("expired"));
     let Value::Array(story) = member(&state, &["receipts"]) else {

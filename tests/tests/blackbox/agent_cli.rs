@@ -3,8 +3,6 @@
 //! stored answer, an envelope signed elsewhere is sent as it is, and the
 //! exit status says the verdict.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -1,0 +1,740 @@
+//! The approval rule (spec §3.5, §4.2), defined once: who may decide on
+//! an approval, what a decision must name, when an approval has ended,
+//! what makes a quorum, and which status each decision leads to. The
+//! gateway checks every reviewer's decision with [`check`] before it
+//! records it; re-decision checks every recorded decision, expiry and
+//! execution with the same functions, so the two cannot disagree.
+//!
+//! Pure: no clock (the caller says at what time the decision is taken:
+//! the gateway its clock, re-decision the decision's own `issued_at`), no
+//! I/O, no ledger. What only a live gateway can know (a signed decision
+//! used before, an execution in flight, the clock's skew) is the
+//! gateway's to check besides.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tollgate_protocol::{
+    ApprovalEnvelope, ApprovalVerdict, Domain, KeySet, Status, Timestamp, Value,
+};
+
+use crate::delegation::{self, Token};
+use crate::reviewer::Reviewer;
+
+/// An approval as the escalating decision opened it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Opened {
+    /// Its id: the escalating decision's receipt id.
+    pub id: String,
+    /// The escalated intent's hash (`sha256:…`).
+    pub intent_hash: String,
+    /// The escalating receipt's policy version.
+    pub policy_version: String,
+    /// The intent's agent.
+    pub agent: String,
+    /// The intent's action.
+    pub action: String,
+    /// The intent's delegation.
+    pub delegation: String,
+    /// The role each reviewer must hold.
+    pub role: String,
+    /// How many distinct reviewers must grant.
+    pub count: i64,
+    /// The deadline.
+    pub deadline: Timestamp,
+    /// Whether the issuers of the delegation chain may not decide.
+    pub separate_issuer: bool,
+}
+
+impl Opened {
+    /// The approval an escalating decision receipt opened: `None` unless
+    /// its outcome is `pending_approval` with a readable `review`.
+    pub fn from_decision(receipt: &Value) -> Option<Self> {
+        let at = |path: &[&str]| path.iter().try_fold(receipt, |v, k| v.as_object()?.get(k));
+        let text = |path: &[&str]| at(path).and_then(Value::as_str).map(str::to_owned);
+        if text(&["outcome", "status"])? != Status::PendingApproval.name() {
+            return None;
+        }
+        let subject = at(&["subject"])?;
+        let payload = |k: &str| {
+            subject
+                .as_object()?
+                .get("payload")?
+                .as_object()?
+                .get(k)?
+                .as_str()
+                .map(str::to_owned)
+        };
+        let review = at(&["outcome", "review"])?;
+        Some(Self {
+            id: text(&["receipt_id"])?,
+            intent_hash: tollgate_protocol::intent_hash(subject).to_string(),
+            policy_version: text(&["policy_version"])?,
+            agent: payload("agent")?,
+            action: payload("action")?,
+            delegation: payload("delegation")?,
+            ..Self::review(review)?
+        })
+    }
+
+    /// The approval recorded as `body` (the object the gateway's store
+    /// keeps: `{agent, action, delegation, intent_hash, policy_version,
+    /// review}`), with id `id`.
+    pub fn from_body(id: &str, body: &Value) -> Option<Self> {
+        let o = body.as_object()?;
+        let text = |k: &str| o.get(k).and_then(Value::as_str).map(str::to_owned);
+        Some(Self {
+            id: id.to_owned(),
+            intent_hash: text("intent_hash")?,
+            policy_version: text("policy_version")?,
+            agent: text("agent")?,
+            action: text("action")?,
+            delegation: text("delegation")?,
+            ..Self::review(o.get("review")?)?
+        })
+    }
+
+    /// The requirement part of an approval, from its `review` object
+    /// `{role, count, deadline, separate_issuer?}`.
+    fn review(review: &Value) -> Option<Self> {
+        let r = review.as_object()?;
+        Some(Self {
+            id: String::new(),
+            intent_hash: String::new(),
+            policy_version: String::new(),
+            agent: String::new(),
+            action: String::new(),
+            delegation: String::new(),
+            role: r.get("role")?.as_str()?.to_owned(),
+            count: r.get("count").and_then(Value::as_safe_integer).unwrap_or(1),
+            deadline: Timestamp::parse(r.get("deadline")?.as_str()?)?,
+            separate_issuer: r.get("separate_issuer") == Some(&Value::Bool(true)),
+        })
+    }
+}
+
+/// How far an approval has come: its steps so far, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Granting reviewers and their approval receipts' ids, in order.
+    pub grants: Vec<(String, String)>,
+    /// Every reviewer who decided.
+    pub decided: BTreeSet<String>,
+    /// How it ended: `approved`, `denied` or `expired`.
+    pub ended: Option<Status>,
+}
+
+impl Progress {
+    /// The status now.
+    pub fn status(&self) -> Status {
+        self.ended.unwrap_or(Status::PendingApproval)
+    }
+
+    /// Records a decision [`check`] accepted, recorded in approval
+    /// receipt `receipt_id`; returns the status it led to.
+    pub fn record(
+        &mut self,
+        approval: &Opened,
+        reviewer: &str,
+        verdict: ApprovalVerdict,
+        receipt_id: &str,
+    ) -> Status {
+        let status = status_after(approval, self, verdict);
+        self.decided.insert(reviewer.to_owned());
+        if verdict == ApprovalVerdict::Grant {
+            self.grants
+                .push((reviewer.to_owned(), receipt_id.to_owned()));
+        }
+        if status != Status::PendingApproval {
+            self.ended = Some(status);
+        }
+        status
+    }
+}
+
+/// The registries a decision is checked against, as they stand when it
+/// is taken.
+#[derive(Clone, Copy, Debug)]
+pub struct Parties<'a> {
+    /// Reviewers by id, revoked ones included.
+    pub reviewers: &'a BTreeMap<String, Reviewer>,
+    /// Revoked reviewer ids.
+    pub revoked_reviewers: &'a BTreeSet<String>,
+    /// Delegation tokens (whose agents never decide).
+    pub delegations: &'a delegation::Registry,
+}
+
+/// Why a reviewer's decision is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The decision names another approval.
+    #[error("the decision names approval {given}, not {expected}")]
+    OtherApproval {
+        /// Named in the decision.
+        given: String,
+        /// The approval decided on.
+        expected: String,
+    },
+    /// An agent (by id or by key) tried to decide.
+    #[error("{0}")]
+    ReviewerIsAgent(String),
+    /// No reviewer has this id.
+    #[error("reviewer {0} is not registered")]
+    UnknownReviewer(String),
+    /// The reviewer was revoked.
+    #[error("reviewer {0} is revoked")]
+    RevokedReviewer(String),
+    /// Not signed by the reviewer's registered key.
+    #[error("{0}")]
+    BadSignature(String),
+    /// The approval has ended.
+    #[error("approval {id} has ended: {}", status.name())]
+    Ended {
+        /// The approval.
+        id: String,
+        /// How it ended.
+        status: Status,
+    },
+    /// The deadline passed before the decision was taken.
+    #[error("approval {id} expired at {deadline}")]
+    Expired {
+        /// The approval.
+        id: String,
+        /// Its deadline.
+        deadline: String,
+    },
+    /// The decision names another intent.
+    #[error("the decision names intent {given}; the approval is for {expected}")]
+    IntentMismatch {
+        /// Named in the decision.
+        given: String,
+        /// The approval's.
+        expected: String,
+    },
+    /// The decision names another policy version.
+    #[error("the decision names policy {given}; the approval is under {expected}")]
+    PolicyMismatch {
+        /// Named in the decision.
+        given: String,
+        /// The approval's.
+        expected: String,
+    },
+    /// The reviewer lacks the role the approval requires.
+    #[error("reviewer {reviewer} lacks the role {role}")]
+    LacksRole {
+        /// The reviewer.
+        reviewer: String,
+        /// The role required.
+        role: String,
+    },
+    /// The reviewer may not approve this action.
+    #[error("reviewer {reviewer} may not approve {action}")]
+    LacksAction {
+        /// The reviewer.
+        reviewer: String,
+        /// The action.
+        action: String,
+    },
+    /// An issuer of the intent's delegation chain, where the bundle asks
+    /// for separation.
+    #[error("reviewer {0} issued a delegation of this intent's chain and may not approve it")]
+    ReviewerIsIssuer(String),
+    /// The reviewer decided on this approval before.
+    #[error("reviewer {reviewer} already decided on approval {id}")]
+    AlreadyDecided {
+        /// The reviewer.
+        reviewer: String,
+        /// The approval.
+        id: String,
+    },
+}
+
+/// Checks `envelope`, a reviewer's signed decision on `approval` (which
+/// has come as far as `progress`), against `parties` at time `at`;
+/// returns the status the approval has once it is recorded. Checked in
+/// order: who signs (never an agent, by id or key; a registered, unrevoked
+/// reviewer's key over exactly this payload), that the approval is still
+/// open and its deadline has passed neither at `at` nor at the decision's
+/// `issued_at`, that it names this approval, intent and policy version,
+/// that the reviewer holds the role and may approve the action, is no
+/// issuer of the chain where separation is asked, and has not decided on
+/// it before.
+pub fn check(
+    approval: &Opened,
+    progress: &Progress,
+    parties: &Parties<'_>,
+    envelope: &ApprovalEnvelope,
+    at: &Timestamp,
+) -> Result<Status, Refusal> {
+    let d = &envelope.decision;
+    if d.approval != approval.id {
+        return Err(Refusal::OtherApproval {
+            given: d.approval.clone(),
+            expected: approval.id.clone(),
+        });
+    }
+    let tokens = &parties.delegations.tokens;
+    // Who signs: never an agent, by id or by key.
+    if d.reviewer == approval.agent || tokens.values().any(|t| t.agent == d.reviewer) {
+        return Err(Refusal::ReviewerIsAgent(format!(
+            "{} is an agent's id; an agent never approves",
+            d.reviewer
+        )));
+    }
+    if let Some(t) = tokens
+        .values()
+        .find(|t| t.agent_key.kid == envelope.signature.kid)
+    {
+        return Err(Refusal::ReviewerIsAgent(format!(
+            "the decision is signed by key {}, the agent key of delegation {}; an agent never approves",
+            envelope.signature.kid, t.id
+        )));
+    }
+    let Some(reviewer) = parties.reviewers.get(&d.reviewer) else {
+        return Err(Refusal::UnknownReviewer(d.reviewer.clone()));
+    };
+    if tokens.values().any(|t| t.agent_key.kid == reviewer.key.kid) {
+        return Err(Refusal::ReviewerIsAgent(format!(
+            "reviewer {}'s key is an agent's key; an agent never approves",
+            d.reviewer
+        )));
+    }
+    if parties.revoked_reviewers.contains(&d.reviewer) {
+        return Err(Refusal::RevokedReviewer(d.reviewer.clone()));
+    }
+    // The reviewer's registered key signed exactly this decision.
+    if envelope.signature.kid != reviewer.key.kid {
+        return Err(Refusal::BadSignature(format!(
+            "the decision is signed by key {}, not by reviewer {}'s registered key {}",
+            envelope.signature.kid, d.reviewer, reviewer.key.kid
+        )));
+    }
+    KeySet::from_keys([reviewer.key.clone()])
+        .unwrap_or_default()
+        .verify(
+            Domain::Approval,
+            envelope.payload(),
+            &envelope.signature,
+            &d.issued_at,
+        )
+        .map_err(|e| {
+            Refusal::BadSignature(format!(
+                "the decision's signature does not verify with reviewer {}'s key: {e}",
+                d.reviewer
+            ))
+        })?;
+    // Still open, and in time.
+    match progress.ended {
+        None => {}
+        Some(Status::Expired) => return Err(expired(approval)),
+        Some(status) => {
+            return Err(Refusal::Ended {
+                id: approval.id.clone(),
+                status,
+            });
+        }
+    }
+    if *at >= approval.deadline || d.issued_at >= approval.deadline {
+        return Err(expired(approval));
+    }
+    // This exact intent, under this policy version.
+    if d.intent_hash.to_string() != approval.intent_hash {
+        return Err(Refusal::IntentMismatch {
+            given: d.intent_hash.to_string(),
+            expected: approval.intent_hash.clone(),
+        });
+    }
+    if d.policy_version != approval.policy_version {
+        return Err(Refusal::PolicyMismatch {
+            given: d.policy_version.clone(),
+            expected: approval.policy_version.clone(),
+        });
+    }
+    // Authorized for this approval.
+    if !reviewer.has_role(&approval.role) {
+        return Err(Refusal::LacksRole {
+            reviewer: d.reviewer.clone(),
+            role: approval.role.clone(),
+        });
+    }
+    if !reviewer.allows_action(&approval.action) {
+        return Err(Refusal::LacksAction {
+            reviewer: d.reviewer.clone(),
+            action: approval.action.clone(),
+        });
+    }
+    if approval.separate_issuer
+        && issuers_of(parties.delegations, &approval.delegation)
+            .iter()
+            .any(|(name, kid)| *name == d.reviewer || *kid == reviewer.key.kid)
+    {
+        return Err(Refusal::ReviewerIsIssuer(d.reviewer.clone()));
+    }
+    if progress.decided.contains(&d.reviewer) {
+        return Err(Refusal::AlreadyDecided {
+            reviewer: d.reviewer.clone(),
+            id: approval.id.clone(),
+        });
+    }
+    Ok(status_after(approval, progress, d.verdict))
+}
+
+/// The status an approval has after one more accepted decision with
+/// `verdict`: a denial ends it, the grant that reaches the count
+/// approves it, any other grant leaves it pending.
+pub fn status_after(approval: &Opened, progress: &Progress, verdict: ApprovalVerdict) -> Status {
+    match verdict {
+        ApprovalVerdict::Deny => Status::Denied,
+        ApprovalVerdict::Grant if progress.grants.len() as i64 + 1 >= approval.count => {
+            Status::Approved
+        }
+        ApprovalVerdict::Grant => Status::PendingApproval,
+    }
+}
+
+/// Whether an expiry of `approval` recorded at `issued_at` is one: the
+/// approval is still open and the expiry is dated at its deadline.
+pub fn check_expiry(
+    approval: &Opened,
+    progress: &Progress,
+    issued_at: &Timestamp,
+) -> Result<(), String> {
+    if let Some(status) = progress.ended {
+        return Err(format!(
+            "approval {} had already ended ({})",
+            approval.id,
+            status.name()
+        ));
+    }
+    if *issued_at != approval.deadline {
+        return Err(format!(
+            "an expiry of approval {} is dated at its deadline {}, not {}",
+            approval.id, approval.deadline, issued_at
+        ));
+    }
+    Ok(())
+}
+
+/// The `refs` of the execution a completed quorum leads to: the approval,
+/// then every granting approval receipt, in order.
+pub fn execution_refs(approval: &Opened, progress: &Progress) -> Vec<String> {
+    std::iter::once(approval.id.clone())
+        .chain(progress.grants.iter().map(|(_, r)| r.clone()))
+        .collect()
+}
+
+/// The issuers of the chain under `leaf`: each token's `issuer` and the
+/// kid of the key that signed it, leaf first.
+pub fn issuers_of(registry: &delegation::Registry, leaf: &str) -> Vec<(String, String)> {
+    registry
+        .chain(leaf)
+        .iter()
+        .map(|t: &&Token| (t.issuer.clone(), t.signature.kid.clone()))
+        .collect()
+}
+
+fn expired(approval: &Opened) -> Refusal {
+    Refusal::Expired {
+        id: approval.id.clone(),
+        deadline: approval.deadline.as_str().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use super::*;
+    use tollgate_protocol::{ApprovalDecision, HashValue, Object, approval_payload, parse};
+    use tollgate_signer::{Ed25519Signer, Signer as _};
+
+    const T0: &str = "2026-11-22T10:00:00Z";
+
+    struct World {
+        opened: Opened,
+        reviewers: BTreeMap<String, Reviewer>,
+        revoked: BTreeSet<String>,
+        registry: delegation::Registry,
+        alice: Ed25519Signer,
+        bob: Ed25519Signer,
+        issuer: Ed25519Signer,
+        agent: Ed25519Signer,
+    }
+
+    fn reviewer(id: &str, key: &Ed25519Signer) -> Reviewer {
+        let mut o = Object::new();
+        o.insert("id", id.into());
+        o.insert("key", key.jwk().to_value());
+        o.insert("roles", Value::Array(vec!["approver".into()]));
+        o.insert("actions", Value::Array(vec!["orders.*".into()]));
+        Reviewer::from_value(&Value::Object(o)).unwrap()
+    }
+
+    fn world() -> World {
+        let (alice, bob) = (
+            Ed25519Signer::from_secret(&[1; 32]),
+            Ed25519Signer::from_secret(&[2; 32]),
+        );
+        let issuer = Ed25519Signer::from_secret(&[3; 32]);
+        let agent = Ed25519Signer::from_secret(&[4; 32]);
+        let payload = parse(
+            br#"{"type":"tollgate.delegation/v1","id":"d-1","issuer":"rev-issuer","agent":"agent-7",
+                "actions":["orders.refund"],"resources":["order:*"],
+                "not_before":"2026-11-01T00:00:00Z","expires_at":"2026-12-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        let mut p = payload.as_object().unwrap().clone();
+        p.insert("agent_key", agent.jwk().to_value());
+        let payload = Value::Object(p);
+        let token =
+            delegation::Token::from_value(&issuer.envelope(Domain::Delegation, payload)).unwrap();
+        let mut registry = delegation::Registry::default();
+        registry.tokens.insert("d-1".into(), token);
+        let reviewers = [
+            ("rev-alice", &alice),
+            ("rev-bob", &bob),
+            ("rev-issuer", &issuer),
+        ]
+        .into_iter()
+        .map(|(id, k)| (id.to_owned(), reviewer(id, k)))
+        .collect();
+        World {
+            opened: Opened {
+                id: format!("rcpt_{}", "a".repeat(32)),
+                intent_hash: HashValue {
+                    alg: tollgate_protocol::HashAlg::Sha256,
+                    bytes: [7; 32],
+                }
+                .to_string(),
+                policy_version: "refunds@1.0.0+sha256:00".into(),
+                agent: "agent-7".into(),
+                action: "orders.refund".into(),
+                delegation: "d-1".into(),
+                role: "approver".into(),
+                count: 2,
+                deadline: Timestamp::parse("2026-11-23T10:00:00Z").unwrap(),
+                separate_issuer: true,
+            },
+            reviewers,
+            revoked: BTreeSet::new(),
+            registry,
+            alice,
+            bob,
+            issuer,
+            agent,
+        }
+    }
+
+    impl World {
+        fn parties(&self) -> Parties<'_> {
+            Parties {
+                reviewers: &self.reviewers,
+                revoked_reviewers: &self.revoked,
+                delegations: &self.registry,
+            }
+        }
+
+        fn decision(
+            &self,
+            key: &Ed25519Signer,
+            reviewer: &str,
+            verdict: ApprovalVerdict,
+            edit: impl FnOnce(&mut ApprovalDecision),
+        ) -> ApprovalEnvelope {
+            let mut d = ApprovalDecision {
+                approval: self.opened.id.clone(),
+                intent_hash: HashValue {
+                    alg: tollgate_protocol::HashAlg::Sha256,
+                    bytes: [7; 32],
+                },
+                policy_version: self.opened.policy_version.clone(),
+                reviewer: reviewer.into(),
+                verdict,
+                reason: "checked".into(),
+                issued_at: Timestamp::parse(T0).unwrap(),
+            };
+            edit(&mut d);
+            ApprovalEnvelope::from_value(key.envelope(Domain::Approval, approval_payload(&d)))
+                .unwrap()
+        }
+
+        fn check(&self, progress: &Progress, env: &ApprovalEnvelope) -> Result<Status, Refusal> {
+            check(
+                &self.opened,
+                progress,
+                &self.parties(),
+                env,
+                &Timestamp::parse(T0).unwrap(),
+            )
+        }
+    }
+
+    #[test]
+    fn two_grants_approve_and_a_denial_ends_it() {
+        let w = world();
+        let mut p = Progress::default();
+        let a = w.decision(&w.alice, "rev-alice", ApprovalVerdict::Grant, |_| {});
+        assert_eq!(w.check(&p, &a), Ok(Status::PendingApproval));
+        assert_eq!(
+            p.record(&w.opened, "rev-alice", ApprovalVerdict::Grant, "rcpt_1"),
+            Status::PendingApproval
+        );
+        // The same reviewer again does not count twice.
+        assert!(matches!(
+            w.check(&p, &a),
+            Err(Refusal::AlreadyDecided { .. })
+        ));
+        let b = w.decision(&w.bob, "rev-bob", ApprovalVerdict::Grant, |_| {});
+        assert_eq!(w.check(&p, &b), Ok(Status::Approved));
+        assert_eq!(
+            p.record(&w.opened, "rev-bob", ApprovalVerdict::Grant, "rcpt_2"),
+            Status::Approved
+        );
+        assert_eq!(
+            execution_refs(&w.opened, &p),
+            [w.opened.id.as_str(), "rcpt_1", "rcpt_2"]
+        );
+        // Ended: nothing more is accepted.
+        let late = w.decision(&w.bob, "rev-bob", ApprovalVerdict::Deny, |_| {});
+        assert!(matches!(
+            w.check(&p, &late),
+            Err(Refusal::Ended {
+                status: Status::Approved,
+                ..
+            })
+        ));
+        let mut q = Progress::default();
+        let deny = w.decision(&w.alice, "rev-alice", ApprovalVerdict::Deny, |_| {});
+        assert_eq!(w.check(&q, &deny), Ok(Status::Denied));
+        q.record(&w.opened, "rev-alice", ApprovalVerdict::Deny, "rcpt_3");
+        assert_eq!(q.ended, Some(Status::Denied));
+    }
+
+    #[test]
+    fn each_refusal_is_reached() {
+        let w = world();
+        let p = Progress::default();
+        let grant = ApprovalVerdict::Grant;
+        let refused = |env: ApprovalEnvelope| w.check(&p, &env).unwrap_err();
+        assert!(matches!(
+            refused(w.decision(&w.alice, "rev-alice", grant, |d| d.approval =
+                format!("rcpt_{}", "b".repeat(32)))),
+            Refusal::OtherApproval { .. }
+        ));
+        assert!(matches!(
+            refused(w.decision(&w.alice, "agent-7", grant, |_| {})),
+            Refusal::ReviewerIsAgent(_)
+        ));
+        assert!(matches!(
+            refused(w.decision(&w.agent, "rev-alice", grant, |_| {})),
+            Refusal::ReviewerIsAgent(_)
+        ));
+        assert!(matches!(
+            refused(w.decision(&w.alice, "rev-nobody", grant, |_| {})),
+            Refusal::UnknownReviewer(_)
+        ));
+        assert!(matches!(
+            refused(w.decision(&w.bob, "rev-alice", grant, |_| {})),
+            Refusal::BadSignature(_)
+        ));
+        assert!(matches!(
+            refused(w.decision(&w.alice, "rev-alice", grant, |d| {
+                d.issued_at = Timestamp::parse("2026-11-23T10:00:00Z").unwrap()
+            })),
+            Refusal::Expired { .. }
+        ));
+        assert!(matches!(
+            refused(w.decision(&w.alice, "rev-alice", grant, |d| {
+                d.intent_hash = HashValue {
+                    alg: tollgate_protocol::HashAlg::Sha256,
+                    bytes: [8; 32],
+                }
+            })),
+            Refusal::IntentMismatch { .. }
+        ));
+        assert!(matches!(
+            refused(w.decision(&w.alice, "rev-alice", grant, |d| {
+                d.policy_version = "refunds@2.0.0+sha256:00".into()
+            })),
+            Refusal::PolicyMismatch { .. }
+        ));
+        // The delegation's issuer, where duties are separated.
+        assert_eq!(
+            refused(w.decision(&w.issuer, "rev-issuer", grant, |_| {})),
+            Refusal::ReviewerIsIssuer("rev-issuer".into())
+        );
+        let mut open = world();
+        open.opened.separate_issuer = false;
+        let env = open.decision(&open.issuer, "rev-issuer", grant, |_| {});
+        assert_eq!(open.check(&p, &env), Ok(Status::PendingApproval));
+        // A role or an action the reviewer lacks; a revoked reviewer.
+        let mut other = world();
+        other.opened.role = "director".into();
+        let env = other.decision(&other.alice, "rev-alice", grant, |_| {});
+        assert!(matches!(
+            other.check(&p, &env),
+            Err(Refusal::LacksRole { .. })
+        ));
+        other.opened.role = "approver".into();
+        other.opened.action = "vms.delete".into();
+        assert!(matches!(
+            other.check(&p, &env),
+            Err(Refusal::LacksAction { .. })
+        ));
+        other.revoked.insert("rev-alice".into());
+        assert!(matches!(
+            other.check(&p, &env),
+            Err(Refusal::RevokedReviewer(_))
+        ));
+        // Past the deadline by the checker's clock.
+        let env = w.decision(&w.alice, "rev-alice", grant, |_| {});
+        let late = Timestamp::parse("2026-11-23T10:00:00Z").unwrap();
+        assert!(matches!(
+            check(&w.opened, &p, &w.parties(), &env, &late),
+            Err(Refusal::Expired { .. })
+        ));
+    }
+
+    #[test]
+    fn an_expiry_is_dated_at_the_deadline_of_an_open_approval() {
+        let w = world();
+        let mut p = Progress::default();
+        assert!(check_expiry(&w.opened, &p, &w.opened.deadline).is_ok());
+        let early = Timestamp::parse(T0).unwrap();
+        assert!(check_expiry(&w.opened, &p, &early).is_err());
+        p.ended = Some(Status::Denied);
+        assert!(check_expiry(&w.opened, &p, &w.opened.deadline).is_err());
+    }
+
+    proptest::proptest! {
+        /// Whatever the order of grants and denials, the approval is
+        /// approved exactly when `count` distinct grants came before any
+        /// denial, and ends at its first denial.
+        #[test]
+        fn the_status_follows_from_the_decisions(
+            count in 1i64..4,
+            verdicts in proptest::collection::vec(proptest::bool::ANY, 0..6),
+        ) {
+            let mut w = world();
+            w.opened.count = count;
+            let mut p = Progress::default();
+            let mut grants = 0;
+            for (i, grant) in verdicts.iter().enumerate() {
+                if p.ended.is_some() {
+                    break;
+                }
+                let verdict = if *grant { ApprovalVerdict::Grant } else { ApprovalVerdict::Deny };
+                let status = p.record(&w.opened, &format!("r{i}"), verdict, &format!("rcpt_{i}"));
+                grants += i64::from(*grant);
+                let expected = if !grant {
+                    Status::Denied
+                } else if grants >= count {
+                    Status::Approved
+                } else {
+                    Status::PendingApproval
+                };
+                proptest::prop_assert_eq!(status, expected);
+            }
+            proptest::prop_assert_eq!(p.grants.len() as i64, grants);
+        }
+    }
+}

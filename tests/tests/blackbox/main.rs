@@ -1,0 +1,31 @@
+//! The black-box tests: real `tollgate` processes, real HTTP, real
+//! SQLite and PostgreSQL, a real browser. One test binary, one module a
+//! topic, so the whole tree is linked once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod admin;
+mod admin_cli;
+mod agent_cli;
+mod approvals;
+mod bench;
+mod budgets;
+mod checkpoints;
+mod crash;
+mod docs;
+mod http_targets;
+mod idempotency;
+mod intents;
+mod kms;
+mod ledger_conformance;
+mod lifecycle;
+mod policy_cli;
+mod postgres_gateway;
+mod postgres_instances;
+mod postgres_ledger;
+mod redecide;
+mod resource_lookup;
+mod sandbox;
+mod tls;
+mod verifier;
+mod webhooks;
