@@ -137,11 +137,36 @@ impl PgLedger {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-        for stmt in schema::statements() {
-            sqlx::query(sqlx::AssertSqlSafe(stmt))
-                .execute(&mut *tx)
+        // The schema is applied only where this version of it is not
+        // recorded yet: replacing a trigger locks its table, and instances
+        // already appending hold locks on the tables in another order, so
+        // DDL on a live ledger could deadlock a start.
+        let statements = schema::statements();
+        let marker = schema::marker(&statements);
+        let meta: bool = sqlx::query_scalar("SELECT to_regclass('ledger_meta') IS NOT NULL")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+        let current: bool = meta
+            && sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM ledger_meta WHERE key = $1)")
+                .bind(&marker)
+                .fetch_one(&mut *tx)
                 .await
                 .map_err(db)?;
+        if !current {
+            for stmt in statements {
+                sqlx::query(sqlx::AssertSqlSafe(stmt))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+            sqlx::query(
+                "INSERT INTO ledger_meta (key, value) VALUES ($1, 'applied') ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(&marker)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         }
         let (alg, new) = crate::writes::postgres::init_meta(&mut tx, options.hash_alg).await?;
         if new {

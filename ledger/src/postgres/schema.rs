@@ -1,7 +1,9 @@
 //! The PostgreSQL ledger's schema: the same tables and rules as the
 //! SQLite ledger's, with PostgreSQL's types and trigger functions, plus the
 //! one row every instance locks to append (`chain_head`). Applied at start
-//! under an advisory lock, so instances starting together apply it once.
+//! under an advisory lock, so instances starting together apply it once,
+//! and only where its version is not recorded yet ([`marker`]): DDL on a
+//! ledger that other instances are appending to could deadlock.
 //!
 //! The rules the triggers enforce, whoever connects: entries, registry
 //! rows, spending, approvals and the outbox are append-only; a revoked
@@ -311,6 +313,17 @@ pub(crate) const RULED: &[&str] = &[
 ];
 
 /// Every statement that makes the schema, triggers included, in order.
+/// The `ledger_meta` key that records that `statements` were applied:
+/// `schema:` and the SHA-256 of the statements. A start that finds it
+/// runs no DDL.
+pub(crate) fn marker(statements: &[String]) -> String {
+    let joined = statements.join("\n;\n");
+    format!(
+        "schema:{}",
+        tollgate_protocol::HashAlg::Sha256.digest(&[joined.as_bytes()])
+    )
+}
+
 pub(crate) fn statements() -> Vec<String> {
     let mut all: Vec<String> = SCHEMA.iter().map(|s| (*s).to_owned()).collect();
     for (table, events, message) in APPEND_ONLY {

@@ -317,3 +317,43 @@ async fn registry_changes_are_announced_to_other_instances() {
     assert_eq!(seq, 2);
     assert_eq!(two.registry().await.unwrap().seq, 2);
 }
+
+/// Found while making the tests deterministic: a gateway starting while
+/// another instance appended could die with "deadlock detected", because
+/// every start replaced the tables' triggers. A start now runs no DDL on a
+/// ledger whose schema version is recorded; twenty starts during a stream
+/// of appends all open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_starts_during_appends_run_no_ddl_and_never_deadlock() {
+    let pg = Postgres::start();
+    let url = pg.database("live");
+    let live = PgLedger::open(PgOptions::new(&url)).await.unwrap();
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let markers: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ledger_meta WHERE key LIKE 'schema:%'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(markers, 1, "the applied schema's version is recorded once");
+    let writer = {
+        let live = live.clone();
+        tokio::spawn(async move {
+            let signer = tollgate_signer::Ed25519Signer::from_secret(&[9; 32]);
+            for n in 0..400u64 {
+                live.append_unit(vec![append(&signer, n)]).await.unwrap();
+            }
+        })
+    };
+    for _ in 0..20 {
+        let l = PgLedger::open(PgOptions::new(&url)).await.unwrap();
+        l.head().await.unwrap();
+    }
+    writer.await.unwrap();
+    assert_eq!(live.head().await.unwrap().seq, 400);
+    let markers: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ledger_meta WHERE key LIKE 'schema:%'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(markers, 1);
+}
