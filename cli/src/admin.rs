@@ -9,24 +9,66 @@
 use std::path::{Path, PathBuf};
 
 use tollgate_client::Client;
+use tollgate_gateway::datadir::Layout;
 use tollgate_policies::Bundle;
 use tollgate_protocol::{Jwk, Object, Value, canonical};
 
 use crate::error::CliError;
 use crate::files::{load_bundle, read, read_json};
 
+/// `--url`: the gateway a command talks to. Declared here once; every
+/// command that reaches a gateway flattens it.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Url {
+    /// The gateway's URL (`bench` takes it again for each instance sharing
+    /// one ledger).
+    #[arg(
+        long = "url",
+        env = "TOLLGATE_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub urls: Vec<String>,
+}
+
+impl Url {
+    /// The one gateway of a command that talks to one.
+    pub fn one(&self) -> Result<&str, CliError> {
+        match self.urls.as_slice() {
+            [one] => Ok(one),
+            _ => Err(CliError::Usage(
+                "--url: this command talks to one gateway".into(),
+            )),
+        }
+    }
+}
+
+/// `--data-dir`: the gateway's data folder. Declared here once; every
+/// command that reads one flattens it, and finds its files through
+/// [`tollgate_gateway::datadir::Layout`].
+#[derive(clap::Args, Clone, Debug)]
+pub struct DataDir {
+    /// The gateway's data folder.
+    #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "tollgate-data")]
+    pub data_dir: PathBuf,
+}
+
+impl DataDir {
+    /// Where its files are.
+    pub fn layout(&self) -> Layout {
+        Layout::new(&self.data_dir)
+    }
+}
+
 /// How to reach the registry API as an administrator.
 #[derive(clap::Args)]
 pub struct Admin {
-    /// The gateway.
-    #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
-    pub url: String,
+    #[command(flatten)]
+    pub url: Url,
     /// The admin token (default: read from DATA_DIR/admin.token).
     #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
-    /// The gateway's data folder, for its admin.token.
-    #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "tollgate-data")]
-    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub data: DataDir,
 }
 
 impl Admin {
@@ -35,7 +77,7 @@ impl Admin {
         let token = match &self.admin_token {
             Some(t) => t.clone(),
             None => {
-                let path = self.data_dir.join("admin.token");
+                let path = self.data.layout().admin_token();
                 std::fs::read_to_string(&path).map_err(|e| {
                     CliError::Usage(format!(
                         "{}: {e} (give --admin-token or --data-dir)",
@@ -44,7 +86,7 @@ impl Admin {
                 })?
             }
         };
-        Ok(Client::new(&self.url).with_admin_token(&token))
+        Ok(Client::new(self.url.one()?).with_admin_token(&token))
     }
 }
 

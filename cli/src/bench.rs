@@ -2,6 +2,7 @@
 //! from the same run.
 
 use std::path::Path;
+use tollgate_gateway::datadir::Layout;
 
 use tollgate_protocol::{Domain, Object, Value};
 use tollgate_signer::Ed25519Signer;
@@ -63,8 +64,8 @@ pub fn signed_intents(agent_key: &Ed25519Signer, count: usize) -> Vec<String> {
 /// `tollgate bench --write-intents FILE`: signed intents of the demo agent,
 /// one per line, for another load generator (wrk, see
 /// `scripts/wrk-intents.lua`).
-pub fn write_intents(data_dir: &Path, count: usize, out: &Path) -> Result<String, CliError> {
-    let agent_key = Ed25519Signer::load(&data_dir.join("demo/agent.jwk"))
+pub fn write_intents(data: &Layout, count: usize, out: &Path) -> Result<String, CliError> {
+    let agent_key = Ed25519Signer::load(&data.demo("agent.jwk"))
         .map_err(|e| CliError::Usage(format!("{e} (give the gateway's --data-dir)")))?;
     let mut text = signed_intents(&agent_key, count).join("\n");
     text.push('\n');
@@ -227,7 +228,7 @@ fn load(
 /// Ed25519 sign-plus-verify rate.
 pub fn bench(
     urls: &[String],
-    data_dir: &Path,
+    data: &Layout,
     concurrency: usize,
     seconds: u64,
     webhooks: bool,
@@ -237,7 +238,7 @@ pub fn bench(
     let url = urls
         .first()
         .ok_or_else(|| CliError::Usage("--url: give at least one gateway".into()))?;
-    let agent_key = Ed25519Signer::load(&data_dir.join("demo/agent.jwk"))
+    let agent_key = Ed25519Signer::load(&data.demo("agent.jwk"))
         .map_err(|e| CliError::Usage(format!("{e} (give the gateway's --data-dir)")))?;
     let duration = std::time::Duration::from_secs(seconds.max(1));
     // The baseline first, on every core, before any pinning (whose CPU
@@ -289,7 +290,7 @@ pub fn bench(
         // The same load again, with every event delivered to a local
         // endpoint (the gateway must allow private webhook addresses).
         let (sink_url, received) = sink()?;
-        let token = std::fs::read_to_string(data_dir.join("admin.token"))
+        let token = std::fs::read_to_string(data.admin_token())
             .map_err(|e| CliError::Usage(format!("admin.token: {e}")))?;
         let admin = tollgate_client::Client::new(url).with_admin_token(&token);
         let mut o = Object::new();

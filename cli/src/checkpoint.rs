@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tollgate_gateway::datadir::Layout;
 
 use tollgate_ledger::prelude::*;
 use tollgate_protocol::checkpoint::{NOTE_ED25519, VerifierKey};
@@ -26,13 +27,13 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 /// `database_url`): its recorded origin with the data folder's
 /// checkpoint key. A ledger that never served has no origin yet.
 pub fn checkpoint_key(
-    data_dir: &Path,
+    data: &Layout,
     key: Option<&str>,
     database: Option<&Path>,
     database_url: Option<&str>,
 ) -> Result<String, CliError> {
     let spec = key.map_or_else(
-        || data_dir.join("checkpoint.jwk").display().to_string(),
+        || data.checkpoint_key().display().to_string(),
         str::to_owned,
     );
     let (public, origin) = runtime()?.block_on(async {
@@ -42,7 +43,7 @@ pub fn checkpoint_key(
         let public = signer
             .ed25519_public()
             .ok_or_else(|| CliError::Usage(format!("{spec}: not an Ed25519 key")))?;
-        let origin = recorded(database, database_url, data_dir).await?;
+        let origin = recorded(database, database_url, data).await?;
         Ok::<_, CliError>((public, origin))
     })?;
     let vkey = VerifierKey::new(&origin, NOTE_ED25519, public).map_err(usage)?;
@@ -53,7 +54,7 @@ pub fn checkpoint_key(
 async fn recorded(
     database: Option<&Path>,
     database_url: Option<&str>,
-    data_dir: &Path,
+    data: &Layout,
 ) -> Result<String, CliError> {
     match database_url {
         Some(url) => {
@@ -65,7 +66,7 @@ async fn recorded(
             recorded_origin(&l).await
         }
         None => {
-            let path = database.map_or_else(|| data_dir.join("ledger.db"), Path::to_owned);
+            let path = database.map_or_else(|| data.ledger(), Path::to_owned);
             if !path.exists() {
                 return Err(CliError::Usage(format!(
                     "{}: no ledger (start the gateway once: its origin is chosen then)",

@@ -54,9 +54,8 @@ enum Command {
     /// The first `serve` imports it into the ledger; after that, only the
     /// registry API changes what the gateway trusts.
     Init {
-        /// The data folder.
-        #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "tollgate-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data_dir: admin::DataDir,
         /// Make the demo issuer (trusted), agent, delegation and resources
         /// too. Never for production.
         #[arg(long)]
@@ -67,9 +66,8 @@ enum Command {
     /// verdict: 0 pass, 3 escalate, 4 block (1 a refusal, 2 a usage or
     /// connection error).
     Submit {
-        /// The gateway, e.g. http://127.0.0.1:8080.
-        #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
-        url: String,
+        #[command(flatten)]
+        url: admin::Url,
         /// The agent's key file (to sign a payload; not needed for an
         /// envelope).
         #[arg(long)]
@@ -87,22 +85,17 @@ enum Command {
     },
     /// A narrated walk through a running gateway with its demo material.
     Tour {
-        /// The gateway.
-        #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
-        url: String,
-        /// The running gateway's data folder (for the demo keys).
-        #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "tollgate-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        url: admin::Url,
+        #[command(flatten)]
+        data_dir: admin::DataDir,
     },
     /// Load a running gateway: decisions/s and latency, with baselines.
     Bench {
-        /// The gateway; repeat for several instances sharing one ledger
-        /// (clients are spread over them in turn).
-        #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
-        url: Vec<String>,
-        /// The running gateway's data folder (for the demo agent key).
-        #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "tollgate-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        url: admin::Url,
+        #[command(flatten)]
+        data_dir: admin::DataDir,
         /// Concurrent clients.
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
@@ -323,9 +316,8 @@ enum WebhookCommand {
 
 #[derive(clap::Args)]
 struct DecideArgs {
-    /// The gateway.
-    #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
-    url: String,
+    #[command(flatten)]
+    url: admin::Url,
     /// The approval id (the escalating decision's receipt id).
     id: String,
     /// The reviewer's key file.
@@ -343,9 +335,8 @@ struct DecideArgs {
 enum ApprovalsCommand {
     /// List approvals, oldest first.
     List {
-        /// The gateway.
-        #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
-        url: String,
+        #[command(flatten)]
+        url: admin::Url,
         /// Only these: pending_approval, approved, denied or expired.
         #[arg(long)]
         status: Option<String>,
@@ -355,9 +346,8 @@ enum ApprovalsCommand {
     },
     /// Show one approval and the intent it is about (JSON).
     Show {
-        /// The gateway.
-        #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
-        url: String,
+        #[command(flatten)]
+        url: admin::Url,
         /// The approval id.
         id: String,
     },
@@ -547,9 +537,8 @@ enum CheckpointCommand {
     /// ledger, for auditors and witnesses: the data folder's checkpoint
     /// key under the origin the ledger recorded at its creation.
     Key {
-        /// The data folder.
-        #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "tollgate-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data_dir: admin::DataDir,
         /// The checkpoint key: a file or kms:KEY_ID (default:
         /// DATA_DIR/checkpoint.jwk).
         #[arg(long, env = "TOLLGATE_CHECKPOINT_KEY")]
@@ -619,9 +608,8 @@ enum LedgerCommand {
     /// with its extension replaced by .jwks.json (export.jsonl →
     /// export.jwks.json).
     Export {
-        /// The gateway.
-        #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
-        url: String,
+        #[command(flatten)]
+        url: admin::Url,
         /// Where to write the export.
         #[arg(long)]
         out: PathBuf,
@@ -749,13 +737,16 @@ fn main() -> ExitCode {
                 })
                 .and_then(serve::serve)
         }
-        Command::Init { data_dir, demo } => tollgate_gateway::datadir::init(&data_dir, demo)
+        Command::Init { data_dir, demo } => tollgate_gateway::datadir::init(&data_dir.data_dir, demo)
             .map(|created| {
                 created
                     .made
                     .iter()
                     .map(|p| format!("created {}", p.display()))
-                    .chain(std::iter::once(format!("ready: {}", data_dir.display())))
+                    .chain(std::iter::once(format!(
+                        "ready: {}",
+                        data_dir.data_dir.display()
+                    )))
                     .collect::<Vec<_>>()
                     .join("\n")
             })
@@ -765,19 +756,22 @@ fn main() -> ExitCode {
             key,
             envelope,
             intent,
-        } => agent::submit(&url, key.as_deref(), &intent, envelope.as_deref()).map(
-            |(text, v)| {
+        } => url
+            .one()
+            .and_then(|u| agent::submit(u, key.as_deref(), &intent, envelope.as_deref()))
+            .map(|(text, v)| {
                 verdict = v;
                 text
-            },
-        ),
-        Command::Tour { url, data_dir } => tour::tour(&url, &data_dir),
+            }),
+        Command::Tour { url, data_dir } => url
+            .one()
+            .and_then(|u| tour::tour(u, &data_dir.layout())),
         Command::Bench {
             data_dir,
             write_intents: Some(out),
             count,
             ..
-        } => bench::write_intents(&data_dir, count, &out),
+        } => bench::write_intents(&data_dir.layout(), count, &out),
         Command::Bench {
             url,
             data_dir,
@@ -789,8 +783,8 @@ fn main() -> ExitCode {
             write_intents: None,
             count: _,
         } => bench::bench(
-            &url,
-            &data_dir,
+            &url.urls,
+            &data_dir.layout(),
             concurrency,
             duration,
             webhooks,
@@ -828,7 +822,7 @@ fn main() -> ExitCode {
             sandbox::snapshot(&ledger, out.as_deref())
         }
         Command::Ledger(LedgerCommand::Export { url, out }) => {
-            agent::export(&url, &out)
+            url.one().and_then(|u| agent::export(u, &out))
         }
         Command::Ledger(LedgerCommand::Copy { from, to }) => serve::copy(&from, &to),
         Command::Checkpoint(CheckpointCommand::Key {
@@ -837,7 +831,7 @@ fn main() -> ExitCode {
             database,
             database_url,
         }) => checkpoint::checkpoint_key(
-            &data_dir,
+            &data_dir.layout(),
             key.as_deref(),
             database.as_deref(),
             database_url.as_deref(),
@@ -1005,26 +999,32 @@ fn main() -> ExitCode {
                 max_age_seconds,
             ),
         },
-        Command::Approvals(ApprovalsCommand::List { url, status, json }) => {
-            approvals::list(&url, status.as_deref(), json)
+        Command::Approvals(ApprovalsCommand::List { url, status, json }) => url
+            .one()
+            .and_then(|u| approvals::list(u, status.as_deref(), json)),
+        Command::Approvals(ApprovalsCommand::Show { url, id }) => {
+            url.one().and_then(|u| approvals::show(u, &id))
         }
-        Command::Approvals(ApprovalsCommand::Show { url, id }) => approvals::show(&url, &id),
-        Command::Approve(a) => approvals::decide(
-            &a.url,
-            &a.id,
-            &a.key,
-            &a.reviewer,
-            &a.reason,
-            tollgate_protocol::ApprovalVerdict::Grant,
-        ),
-        Command::Deny(a) => approvals::decide(
-            &a.url,
-            &a.id,
-            &a.key,
-            &a.reviewer,
-            &a.reason,
-            tollgate_protocol::ApprovalVerdict::Deny,
-        ),
+        Command::Approve(a) => a.url.one().and_then(|u| {
+            approvals::decide(
+                u,
+                &a.id,
+                &a.key,
+                &a.reviewer,
+                &a.reason,
+                tollgate_protocol::ApprovalVerdict::Grant,
+            )
+        }),
+        Command::Deny(a) => a.url.one().and_then(|u| {
+            approvals::decide(
+                u,
+                &a.id,
+                &a.key,
+                &a.reviewer,
+                &a.reason,
+                tollgate_protocol::ApprovalVerdict::Deny,
+            )
+        }),
         Command::Intent(IntentCommand::Sign { key, payload }) => {
             intent::intent_sign(&key, &payload)
         }

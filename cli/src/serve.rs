@@ -48,7 +48,12 @@ pub fn serve(args: ServeArgs) -> Result<String, CliError> {
         header: std::time::Duration::from_millis(args.header_timeout_ms),
         handshake: std::time::Duration::from_millis(args.handshake_timeout_ms),
     };
-    let mut paths = Paths::new(&args.data_dir, args.policy, args.database, args.key);
+    let mut paths = Paths::new(
+        &args.data_dir.data_dir,
+        args.policy,
+        args.database,
+        args.key,
+    );
     paths.demo = args.demo;
     paths.database_url = args.database_url;
     paths.signers = args.signers;

@@ -14,9 +14,8 @@ pub struct ServeArgs {
     /// variables override it.
     #[arg(long, env = "TOLLGATE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// The data folder.
-    #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "tollgate-data")]
-    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub data_dir: crate::admin::DataDir,
     /// Address to listen on.
     #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,

@@ -1,7 +1,7 @@
 //! `tollgate tour`: a narrated walk through a running gateway, with the
 //! demo material of its data folder.
 
-use std::path::Path;
+use tollgate_gateway::datadir::Layout;
 
 use tollgate_client::Client;
 use tollgate_protocol::{ApprovalVerdict, Domain, Object, Value};
@@ -17,17 +17,16 @@ fn field<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
 
 /// `tollgate tour`: a narrated walk through a running gateway, with the
 /// demo material of its data folder.
-pub fn tour(url: &str, data_dir: &Path) -> Result<String, CliError> {
-    let demo = data_dir.join("demo");
-    let agent_key = Ed25519Signer::load(&demo.join("agent.jwk")).map_err(|e| {
+pub fn tour(url: &str, data: &Layout) -> Result<String, CliError> {
+    let agent_key = Ed25519Signer::load(&data.demo("agent.jwk")).map_err(|e| {
         CliError::Usage(format!(
             "{e} (run the tour with the data folder of the running gateway: --data-dir)"
         ))
     })?;
-    let issuer = Ed25519Signer::load(&demo.join("issuer.jwk"))
+    let issuer = Ed25519Signer::load(&data.demo("issuer.jwk"))
         .map_err(|e| CliError::Usage(e.to_string()))?;
-    let admin_token = std::fs::read_to_string(data_dir.join("admin.token"))
-        .map_err(|e| CliError::Usage(format!("{}: {e}", data_dir.join("admin.token").display())))?;
+    let admin_token = std::fs::read_to_string(data.admin_token())
+        .map_err(|e| CliError::Usage(format!("{}: {e}", data.admin_token().display())))?;
     let client = Client::new(url).with_admin_token(&admin_token);
     let run = now().unix_seconds();
     let mut failures = Vec::new();
@@ -161,7 +160,7 @@ pub fn tour(url: &str, data_dir: &Path) -> Result<String, CliError> {
 
     approvals_chapter(
         &client,
-        &demo,
+        data,
         &mut failures,
         large,
         &|n, resource, amount, ago| {
@@ -186,7 +185,7 @@ pub fn tour(url: &str, data_dir: &Path) -> Result<String, CliError> {
     )?;
 
     // The auditor's view.
-    let out = data_dir.join("tour-export.jsonl");
+    let out = data.root().join("tour-export.jsonl");
     println!("\n9. Export the ledger and verify it offline, as an auditor would.");
     let said = export(url, &out)?;
     let bytes = std::fs::read(&out).map_err(|e| CliError::Usage(e.to_string()))?;
@@ -228,13 +227,13 @@ type Propose<'a> = dyn Fn(&str, &str, i64, i64) -> Result<String, CliError> + 'a
 /// third expire; each step is a receipt whose `refs` tell the story.
 fn approvals_chapter(
     client: &Client,
-    demo: &Path,
+    data: &Layout,
     failures: &mut Vec<String>,
     large: Option<String>,
     propose: &Propose<'_>,
     run: i64,
 ) -> Result<(), CliError> {
-    let key_path = demo.join("reviewer.jwk");
+    let key_path = data.demo("reviewer.jwk");
     if !key_path.exists() {
         Ed25519Signer::generate()
             .and_then(|k| k.save(&key_path))

@@ -31,6 +31,78 @@ use tollgate_signer::{Ed25519Signer, Signer as _};
 use crate::Error;
 use crate::engine::Seed;
 
+/// Where each file of a data folder is: the one place its layout is
+/// written down (the module doc draws it). Every command and the gateway
+/// find their files through it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    /// The data folder at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The folder itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The SQLite ledger.
+    pub fn ledger(&self) -> PathBuf {
+        self.root.join("ledger.db")
+    }
+
+    /// The receipt-signing key.
+    pub fn gateway_key(&self) -> PathBuf {
+        self.root.join("gateway.jwk")
+    }
+
+    /// The checkpoint-signing key.
+    pub fn checkpoint_key(&self) -> PathBuf {
+        self.root.join("checkpoint.jwk")
+    }
+
+    /// The registry API's bearer token.
+    pub fn admin_token(&self) -> PathBuf {
+        self.root.join("admin.token")
+    }
+
+    /// Seed: the first active policy bundle.
+    pub fn seed_policy(&self) -> PathBuf {
+        self.root.join("policies/refunds")
+    }
+
+    /// Seed: the JWK Set of keys trusted to issue delegations.
+    pub fn seed_issuers(&self) -> PathBuf {
+        self.root.join("issuers.json")
+    }
+
+    /// Seed: the folder of delegation tokens to register.
+    pub fn seed_delegations(&self) -> PathBuf {
+        self.root.join("delegations")
+    }
+
+    /// Seed: delegation ids to revoke.
+    pub fn seed_revoked(&self) -> PathBuf {
+        self.root.join("revoked.json")
+    }
+
+    /// Seed: resource attributes.
+    pub fn seed_resources(&self) -> PathBuf {
+        self.root.join("resources.json")
+    }
+
+    /// A file of the demo material (`demo/NAME`): `issuer.jwk`,
+    /// `agent.jwk`, `reviewer.jwk`, `agent.pub.json`, `delegation.json`,
+    /// `intent.json`, `README.md`.
+    pub fn demo(&self, name: &str) -> PathBuf {
+        self.root.join("demo").join(name)
+    }
+}
+
 /// The refunds example, built into the binary so that `tollgate serve`
 /// works from any folder.
 const REFUNDS: &[(&str, &str)] = &[
@@ -146,10 +218,11 @@ fn key(path: &Path, created: &mut Created) -> Result<Ed25519Signer, Error> {
 /// Existing files are left alone.
 pub fn init(dir: &Path, demo: bool) -> Result<Created, Error> {
     let mut created = Created::default();
+    let at = Layout::new(dir);
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    key(&dir.join("gateway.jwk"), &mut created)?;
-    key(&dir.join("checkpoint.jwk"), &mut created)?;
-    let token_path = dir.join("admin.token");
+    key(&at.gateway_key(), &mut created)?;
+    key(&at.checkpoint_key(), &mut created)?;
+    let token_path = at.admin_token();
     if !token_path.exists() {
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).map_err(|e| Error::Config(format!("no randomness: {e}")))?;
@@ -174,32 +247,28 @@ pub fn init(dir: &Path, demo: bool) -> Result<Created, Error> {
         } else {
             (*text).to_owned()
         };
-        write_new(
-            &dir.join("policies/refunds").join(name),
-            &text,
-            &mut created,
-        )?;
+        write_new(&at.seed_policy().join(name), &text, &mut created)?;
     }
     if !demo {
         return Ok(created);
     }
-    let issuer = key(&dir.join("demo/issuer.jwk"), &mut created)?;
-    let agent = key(&dir.join("demo/agent.jwk"), &mut created)?;
-    key(&dir.join("demo/reviewer.jwk"), &mut created)?;
+    let issuer = key(&at.demo("issuer.jwk"), &mut created)?;
+    let agent = key(&at.demo("agent.jwk"), &mut created)?;
+    key(&at.demo("reviewer.jwk"), &mut created)?;
     let mut issuers = Object::new();
     issuers.insert("keys", Value::Array(vec![issuer.jwk().to_value()]));
     write_new(
-        &dir.join("issuers.json"),
+        &at.seed_issuers(),
         &format!("{}\n", Value::Object(issuers)),
         &mut created,
     )?;
     write_new(
-        &dir.join("demo/agent.pub.json"),
+        &at.demo("agent.pub.json"),
         &format!("{}\n", agent.jwk().to_value()),
         &mut created,
     )?;
 
-    let delegation = dir.join("demo/delegation.json");
+    let delegation = at.demo("delegation.json");
     if !delegation.exists() {
         let mut p = Object::new();
         p.insert("type", tollgate_policies::delegation::TOKEN_TYPE.into());
@@ -217,11 +286,15 @@ pub fn init(dir: &Path, demo: bool) -> Result<Created, Error> {
         let env = issuer.envelope(Domain::Delegation, Value::Object(p));
         let text = format!("{}\n", env);
         write_new(&delegation, &text, &mut created)?;
-        write_new(&dir.join("delegations/dlg_demo.json"), &text, &mut created)?;
+        write_new(
+            &at.seed_delegations().join("dlg_demo.json"),
+            &text,
+            &mut created,
+        )?;
     }
-    write_new(&dir.join("revoked.json"), "[]\n", &mut created)?;
+    write_new(&at.seed_revoked(), "[]\n", &mut created)?;
     write_new(
-        &dir.join("resources.json"),
+        &at.seed_resources(),
         concat!(
             "{\"order:o-1001\":{\"status\":\"paid\",\"customer_tier\":\"gold\"},",
             "\"order:o-1002\":{\"status\":\"paid\",\"customer_tier\":\"silver\"},",
@@ -230,7 +303,7 @@ pub fn init(dir: &Path, demo: bool) -> Result<Created, Error> {
         &mut created,
     )?;
     write_new(
-        &dir.join("demo/intent.json"),
+        &at.demo("intent.json"),
         concat!(
             "{\"type\":\"tollgate.intent/v1\",\"intent_id\":\"demo-1\",\"agent\":\"agent-demo\",",
             "\"delegation\":\"dlg_demo\",\"action\":\"orders.refund\",\"resource\":\"order:o-1001\",",
@@ -238,7 +311,7 @@ pub fn init(dir: &Path, demo: bool) -> Result<Created, Error> {
         ),
         &mut created,
     )?;
-    write_new(&dir.join("demo/README.md"), DEMO_README, &mut created)?;
+    write_new(&at.demo("README.md"), DEMO_README, &mut created)?;
     Ok(created)
 }
 
@@ -250,7 +323,7 @@ pub const MIN_ADMIN_TOKEN_BYTES: usize = 32;
 /// refuses to start (an empty or short file would open the admin API to
 /// anyone who guesses it).
 pub fn admin_token(dir: &Path) -> Result<String, Error> {
-    let path = dir.join("admin.token");
+    let path = Layout::new(dir).admin_token();
     let token = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     let token = token.trim().to_owned();
     let bytes = tollgate_protocol::b64_decode(&token).map_or(0, |b| b.len());
@@ -274,9 +347,10 @@ fn read_json(path: &Path) -> Result<Value, Error> {
 /// `DIR/policies/refunds`), trusted issuers, delegation tokens,
 /// revocations and resource attributes.
 pub fn seed(dir: &Path, policy: Option<&Path>) -> Result<Seed, Error> {
-    let default_policy = dir.join("policies/refunds");
+    let at = Layout::new(dir);
+    let default_policy = at.seed_policy();
     let policy = Bundle::read_files(policy.unwrap_or(&default_policy))?;
-    let issuers_path = dir.join("issuers.json");
+    let issuers_path = at.seed_issuers();
     let issuers = if issuers_path.exists() {
         let bytes = std::fs::read(&issuers_path).map_err(|e| Error::io(&issuers_path, e))?;
         let set = KeySet::parse(&bytes).map_err(|e| Error::file(&issuers_path, e))?;
@@ -291,7 +365,7 @@ pub fn seed(dir: &Path, policy: Option<&Path>) -> Result<Seed, Error> {
         Vec::new()
     };
     let mut delegations = Vec::new();
-    let tokens = dir.join("delegations");
+    let tokens = at.seed_delegations();
     if let Ok(entries) = std::fs::read_dir(&tokens) {
         let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
         files.sort();
@@ -303,7 +377,7 @@ pub fn seed(dir: &Path, policy: Option<&Path>) -> Result<Seed, Error> {
         }
     }
     let mut revoked = Vec::new();
-    let revoked_path = dir.join("revoked.json");
+    let revoked_path = at.seed_revoked();
     if revoked_path.exists() {
         let Value::Array(ids) = read_json(&revoked_path)? else {
             return Err(Error::file(
@@ -318,7 +392,7 @@ pub fn seed(dir: &Path, policy: Option<&Path>) -> Result<Seed, Error> {
             .collect();
     }
     let mut resources = BTreeMap::new();
-    let resources_path = dir.join("resources.json");
+    let resources_path = at.seed_resources();
     if resources_path.exists() {
         let Value::Object(o) = read_json(&resources_path)? else {
             return Err(Error::file(

@@ -24,7 +24,6 @@
 
 #![forbid(unsafe_code)]
 
-pub mod checkpoints;
 pub mod datadir;
 pub mod engine;
 pub mod http;
@@ -34,6 +33,9 @@ mod outbound;
 pub mod sandbox;
 pub mod service;
 pub mod tls;
+
+/// The ledger's checkpoints (spec §6), made by the engine.
+pub use engine::checkpoints;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -120,11 +122,12 @@ impl Paths {
         database: Option<PathBuf>,
         key: Option<PathBuf>,
     ) -> Self {
+        let at = datadir::Layout::new(data_dir);
         Self {
             policy,
-            database: database.unwrap_or_else(|| data_dir.join("ledger.db")),
+            database: database.unwrap_or_else(|| at.ledger()),
             database_url: None,
-            key: key.unwrap_or_else(|| data_dir.join("gateway.jwk")),
+            key: key.unwrap_or_else(|| at.gateway_key()),
             signers: Vec::new(),
             data_dir: data_dir.to_owned(),
             demo: false,
@@ -248,7 +251,7 @@ async fn start<L: tollgate_ledger::Ledger>(
     )
     .await?;
     Ok(http::App {
-        gateway: Arc::new(gateway),
+        gateway,
         admin_token: Some(admin_token),
         read_token: settings.read_token,
         body_timeout: settings.body_timeout,

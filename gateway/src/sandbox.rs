@@ -61,7 +61,8 @@ pub fn secret(name: &str) -> [u8; 32] {
 /// receipt key is not the sandbox's is refused: it belongs to a real
 /// gateway.
 pub fn init(dir: &Path) -> Result<(), Error> {
-    let gateway = dir.join("gateway.jwk");
+    let at = crate::datadir::Layout::new(dir);
+    let gateway = at.gateway_key();
     if gateway.exists() {
         let found = Ed25519Signer::load(&gateway)?;
         if found.kid() != Ed25519Signer::from_secret(&secret("gateway")).kid() {
@@ -72,17 +73,17 @@ pub fn init(dir: &Path) -> Result<(), Error> {
         }
         return Ok(());
     }
-    std::fs::create_dir_all(dir.join("demo")).map_err(|e| Error::io(dir, e))?;
+    std::fs::create_dir_all(at.demo("")).map_err(|e| Error::io(dir, e))?;
     for (name, path) in [
-        ("gateway", "gateway.jwk"),
-        ("checkpoint", "checkpoint.jwk"),
-        ("issuer", "demo/issuer.jwk"),
-        ("agent", "demo/agent.jwk"),
-        ("reviewer", "demo/reviewer.jwk"),
+        ("gateway", at.gateway_key()),
+        ("checkpoint", at.checkpoint_key()),
+        ("issuer", at.demo("issuer.jwk")),
+        ("agent", at.demo("agent.jwk")),
+        ("reviewer", at.demo("reviewer.jwk")),
     ] {
-        Ed25519Signer::from_secret(&secret(name)).save(&dir.join(path))?;
+        Ed25519Signer::from_secret(&secret(name)).save(&path)?;
     }
-    let token = dir.join("admin.token");
+    let token = at.admin_token();
     std::fs::write(
         &token,
         format!("{}\n", tollgate_protocol::b64(&secret("admin"))),

@@ -32,8 +32,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tollgate_ledger::Ledger;
 
-use crate::checkpoints::{CheckpointSettings, WitnessSetting};
 use crate::engine::Unfinished;
+use crate::engine::checkpoints::{CheckpointSettings, WitnessSetting};
 use crate::{Error, Paths, Served, Settings, http, limits, tls};
 
 /// How often unfinished reservations are retried.
@@ -74,10 +74,12 @@ impl Checkpoints {
     /// The engine's checkpoint settings, with the key loaded (or, in KMS,
     /// reached) and the witnesses parsed.
     async fn settings(&self, data_dir: &std::path::Path) -> Result<CheckpointSettings, Error> {
-        let spec = self
-            .key
-            .clone()
-            .unwrap_or_else(|| data_dir.join("checkpoint.jwk").display().to_string());
+        let spec = self.key.clone().unwrap_or_else(|| {
+            crate::datadir::Layout::new(data_dir)
+                .checkpoint_key()
+                .display()
+                .to_string()
+        });
         let key = crate::checkpoint_signer(&spec).await?;
         let kid = &key.jwk().kid;
         let default_origin = format!("tollgate/{}", &kid[..16.min(kid.len())]);
@@ -270,6 +272,7 @@ async fn start_app<L: Ledger>(
     } = config;
     let gateway = app.gateway.clone();
     let checkpointer = gateway
+        .checkpoints()
         .enable_checkpoints(checkpoints.settings(&paths.data_dir).await?)
         .await
         .map_err(|e| Error::Config(e.to_string()))?;
@@ -279,15 +282,20 @@ async fn start_app<L: Ledger>(
     let local = listener
         .local_addr()
         .map_err(|e| Error::Config(format!("cannot listen on {listen}: {e}")))?;
-    gateway.spawn_recovery(Duration::from_secs(RECOVERY_RETRY_SECONDS));
-    gateway.spawn_webhooks();
     gateway
+        .intents()
+        .spawn_recovery(Duration::from_secs(RECOVERY_RETRY_SECONDS));
+    gateway.webhooks().spawn_webhooks();
+    gateway
+        .registry()
         .spawn_registry_listener()
         .await
         .map_err(|e| Error::Config(format!("cannot listen for registry changes: {e}")))?;
-    gateway.spawn_expiry(expiry_interval);
-    gateway.spawn_tree(Duration::from_millis(limits::TREE_GROW_INTERVAL_MS));
-    let demo = paths.data_dir.join("demo/README.md");
+    gateway.approvals().spawn_expiry(expiry_interval);
+    gateway
+        .checkpoints()
+        .spawn_tree(Duration::from_millis(limits::TREE_GROW_INTERVAL_MS));
+    let demo = crate::datadir::Layout::new(&paths.data_dir).demo("README.md");
     let started = Started {
         created,
         policy: gateway.bundle().version_string(),
@@ -302,7 +310,7 @@ async fn start_app<L: Ledger>(
                 .kid()
                 .to_owned()
         }),
-        unfinished: gateway.unfinished(),
+        unfinished: gateway.intents().unfinished(),
         url: format!("{}://{local}", if tls.is_some() { "https" } else { "http" }),
     };
     let stop = CancellationToken::new();

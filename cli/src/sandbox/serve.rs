@@ -17,10 +17,12 @@ pub struct ServeArgs {
     /// public).
     #[arg(long, default_value = "127.0.0.1:8090")]
     pub listen: std::net::SocketAddr,
-    /// Keep the sandbox's data folder (keys, demo material, ledger) here,
-    /// new or a sandbox's; default: a temporary folder removed at exit.
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
+    /// Keep the sandbox's data folder (keys, demo material, ledger) in
+    /// DIR, new or a sandbox's; default: a temporary folder removed at
+    /// exit. (Not `--data-dir`: a sandbox never takes a gateway's data
+    /// folder, nor `TOLLGATE_DATA_DIR`.)
+    #[arg(long, value_name = "DIR")]
+    pub keep: Option<PathBuf>,
     /// A policy bundle folder to put in force (default: the demo refunds
     /// policy).
     #[arg(long)]
@@ -36,7 +38,7 @@ pub fn serve(args: &ServeArgs) -> Result<String, CliError> {
         )));
     }
     let temp;
-    let data_dir = match &args.data_dir {
+    let data_dir = match &args.keep {
         Some(d) => d.clone(),
         None => {
             temp = tempfile::tempdir()

@@ -72,9 +72,10 @@ pub(crate) fn bob() -> Ed25519Signer {
 }
 
 /// Registers reviewers alice and bob (role `approver`, any refund).
-pub(crate) async fn with_reviewers<L: tollgate_ledger::Ledger>(g: &Gateway<L>) {
+pub(crate) async fn with_reviewers<L: tollgate_ledger::Ledger>(g: &Arc<Gateway<L>>) {
     for (key, id) in [(alice(), "rev-alice"), (bob(), "rev-bob")] {
-        g.register_reviewer(reviewer_object(&key, id, &["approver"], &["orders.*"]))
+        g.registry()
+            .register_reviewer(reviewer_object(&key, id, &["approver"], &["orders.*"]))
             .await
             .unwrap();
     }
@@ -89,7 +90,7 @@ pub(crate) async fn escalated<L: tollgate_ledger::Ledger>(
     amount: i64,
 ) -> (IntentEnvelope, String) {
     let env = intent(agent, id, "order:o-1", amount, T0);
-    let s = g.submit(env.clone(), None).await.unwrap();
+    let s = g.intents().submit(env.clone(), None).await.unwrap();
     let r = receipt_of(&s.line);
     assert_eq!(
         r.get("outcome")
@@ -171,7 +172,7 @@ async fn world_needing_with(
         clock,
         issuer,
         agent,
-        gateway: Arc::new(gateway),
+        gateway,
     }
 }
 
@@ -180,10 +181,21 @@ async fn a_grant_commits_the_exact_intent_once_and_refs_tell_the_story() {
     let w = world_needing(1, "").await;
     with_reviewers(&w.gateway).await;
     let (env, id) = escalated(&w.gateway, &w.agent, "big-1", 60_000).await;
-    let info = w.gateway.approval(&id, true).await.unwrap().unwrap();
+    let info = w
+        .gateway
+        .approvals()
+        .approval(&id, true)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(info.status(), "pending_approval");
     let d = alice_grants(&w.gateway, &id, &env);
-    let done = w.gateway.decide_approval(&id, d.clone()).await.unwrap();
+    let done = w
+        .gateway
+        .approvals()
+        .decide_approval(&id, d.clone())
+        .await
+        .unwrap();
     assert_eq!(done.lines.len(), 2);
     assert_eq!(status_of(&done.lines[0]), "approved");
     assert_eq!(status_of(&done.lines[1]), "committed");
@@ -210,14 +222,19 @@ async fn a_grant_commits_the_exact_intent_once_and_refs_tell_the_story() {
     // The same decision again, or the same intent again: nothing more.
     let h = head(&w).await;
     assert!(matches!(
-        w.gateway.decide_approval(&id, d).await.unwrap_err(),
+        w.gateway
+            .approvals()
+            .decide_approval(&id, d)
+            .await
+            .unwrap_err(),
         ApprovalError::Reused { .. }
     ));
-    let again = w.gateway.submit(env, None).await.unwrap();
+    let again = w.gateway.intents().submit(env, None).await.unwrap();
     assert!(again.replayed);
     assert_eq!(head(&w).await, h);
     let state = w
         .gateway
+        .approvals()
         .intent_state("agent-1", "big-1")
         .await
         .unwrap()
@@ -242,7 +259,12 @@ async fn dual_control_needs_two_distinct_reviewers_and_a_denial_ends_it() {
         T0,
         |_| {},
     );
-    let done = w.gateway.decide_approval(&id, first).await.unwrap();
+    let done = w
+        .gateway
+        .approvals()
+        .decide_approval(&id, first)
+        .await
+        .unwrap();
     assert_eq!(done.lines.len(), 1);
     assert_eq!(status_of(&done.lines[0]), "pending_approval");
     // Alice again, with another reason: refused, she counts once.
@@ -259,11 +281,20 @@ async fn dual_control_needs_two_distinct_reviewers_and_a_denial_ends_it() {
         },
     );
     assert!(matches!(
-        w.gateway.decide_approval(&id, again).await.unwrap_err(),
+        w.gateway
+            .approvals()
+            .decide_approval(&id, again)
+            .await
+            .unwrap_err(),
         ApprovalError::AlreadyDecided { .. }
     ));
     let second = decision(&bob(), &id, &env.value, &p, "rev-bob", "grant", T0, |_| {});
-    let done = w.gateway.decide_approval(&id, second).await.unwrap();
+    let done = w
+        .gateway
+        .approvals()
+        .decide_approval(&id, second)
+        .await
+        .unwrap();
     assert_eq!(done.lines.len(), 2);
     let exec = receipt_of(&done.lines[1]);
     assert_eq!(exec.get("refs").unwrap().as_array_ref().unwrap().len(), 3);
@@ -271,7 +302,12 @@ async fn dual_control_needs_two_distinct_reviewers_and_a_denial_ends_it() {
     // A denial by one ends another approval; nothing commits.
     let (env, id) = escalated(&w.gateway, &w.agent, "big-3", 70_000).await;
     let deny = decision(&bob(), &id, &env.value, &p, "rev-bob", "deny", T0, |_| {});
-    let done = w.gateway.decide_approval(&id, deny).await.unwrap();
+    let done = w
+        .gateway
+        .approvals()
+        .decide_approval(&id, deny)
+        .await
+        .unwrap();
     assert_eq!(status_of(&done.lines[0]), "denied");
     let late = decision(
         &alice(),
@@ -284,11 +320,16 @@ async fn dual_control_needs_two_distinct_reviewers_and_a_denial_ends_it() {
         |_| {},
     );
     assert!(matches!(
-        w.gateway.decide_approval(&id, late).await.unwrap_err(),
+        w.gateway
+            .approvals()
+            .decide_approval(&id, late)
+            .await
+            .unwrap_err(),
         ApprovalError::Ended { .. }
     ));
     let state = w
         .gateway
+        .approvals()
         .intent_state("agent-1", "big-3")
         .await
         .unwrap()
@@ -304,36 +345,40 @@ async fn every_refusal_appends_nothing() {
     let g = &w.gateway;
     // Reviewers that must be refused for who they are.
     let carol = Ed25519Signer::from_secret(&[23; 32]);
-    g.register_reviewer(reviewer_object(
-        &carol,
-        "rev-carol",
-        &["auditor"],
-        &["orders.*"],
-    ))
-    .await
-    .unwrap();
-    let dave = Ed25519Signer::from_secret(&[24; 32]);
-    g.register_reviewer(reviewer_object(
-        &dave,
-        "rev-dave",
-        &["approver"],
-        &["payments.*"],
-    ))
-    .await
-    .unwrap();
-    let erin = Ed25519Signer::from_secret(&[25; 32]);
-    g.register_reviewer(reviewer_object(&erin, "rev-erin", &["approver"], &["*"]))
+    g.registry()
+        .register_reviewer(reviewer_object(
+            &carol,
+            "rev-carol",
+            &["auditor"],
+            &["orders.*"],
+        ))
         .await
         .unwrap();
-    g.revoke_reviewer("rev-erin").await.unwrap();
-    g.register_reviewer(reviewer_object(
-        &w.issuer,
-        "rev-issuer",
-        &["approver"],
-        &["*"],
-    ))
-    .await
-    .unwrap();
+    let dave = Ed25519Signer::from_secret(&[24; 32]);
+    g.registry()
+        .register_reviewer(reviewer_object(
+            &dave,
+            "rev-dave",
+            &["approver"],
+            &["payments.*"],
+        ))
+        .await
+        .unwrap();
+    let erin = Ed25519Signer::from_secret(&[25; 32]);
+    g.registry()
+        .register_reviewer(reviewer_object(&erin, "rev-erin", &["approver"], &["*"]))
+        .await
+        .unwrap();
+    g.registry().revoke_reviewer("rev-erin").await.unwrap();
+    g.registry()
+        .register_reviewer(reviewer_object(
+            &w.issuer,
+            "rev-issuer",
+            &["approver"],
+            &["*"],
+        ))
+        .await
+        .unwrap();
     let (env, id) = escalated(g, &w.agent, "big-4", 60_000).await;
     let (other, _) = escalated(g, &w.agent, "big-5", 61_000).await;
     let h = head(&w).await;
@@ -441,7 +486,7 @@ async fn every_refusal_appends_nothing() {
     ];
     for (d, want) in cases {
         let target = d.decision.approval.clone();
-        let e = g.decide_approval(&target, d).await.unwrap_err();
+        let e = g.approvals().decide_approval(&target, d).await.unwrap_err();
         let got = match &e {
             ApprovalError::ReviewerIsAgent(_) => "agent",
             ApprovalError::UnknownReviewer(_) => "unknown-reviewer",
@@ -460,17 +505,23 @@ async fn every_refusal_appends_nothing() {
     }
     // The path must name the decision's approval.
     assert!(matches!(
-        g.decide_approval(
-            "rcpt_00000000000000000000000000000000",
-            ok(&alice(), "rev-alice")
-        )
-        .await
-        .unwrap_err(),
+        g.approvals()
+            .decide_approval(
+                "rcpt_00000000000000000000000000000000",
+                ok(&alice(), "rev-alice")
+            )
+            .await
+            .unwrap_err(),
         ApprovalError::IdMismatch { .. }
     ));
     assert_eq!(head(&w).await, h, "a refusal appended");
     assert_eq!(
-        g.approval(&id, false).await.unwrap().unwrap().status(),
+        g.approvals()
+            .approval(&id, false)
+            .await
+            .unwrap()
+            .unwrap()
+            .status(),
         "pending_approval"
     );
 }
@@ -483,7 +534,7 @@ async fn a_deadline_ends_an_approval_at_the_deadline_even_across_a_restart() {
     let (env, id) = escalated(&w.gateway, &w.agent, "big-6", 60_000).await;
     // Before the deadline nothing happens.
     w.clock.set("2026-11-22T10:59:59Z");
-    assert_eq!(w.gateway.expire_due().await.unwrap(), 0);
+    assert_eq!(w.gateway.approvals().expire_due().await.unwrap(), 0);
     // After it, a decision is refused even before the sweeper runs.
     w.clock.set("2026-11-22T11:00:00Z");
     let late = decision(
@@ -497,7 +548,11 @@ async fn a_deadline_ends_an_approval_at_the_deadline_even_across_a_restart() {
         |_| {},
     );
     assert!(matches!(
-        w.gateway.decide_approval(&id, late).await.unwrap_err(),
+        w.gateway
+            .approvals()
+            .decide_approval(&id, late)
+            .await
+            .unwrap_err(),
         ApprovalError::Expired { .. }
     ));
     // A restart: the gateway reopens the same ledger and expires it at once.
@@ -522,14 +577,19 @@ async fn a_deadline_ends_an_approval_at_the_deadline_even_across_a_restart() {
         &Value::Array(vec![id.as_str().into()])
     );
     assert_eq!(
-        g.intent_state("agent-1", "big-6")
+        g.approvals()
+            .intent_state("agent-1", "big-6")
             .await
             .unwrap()
             .unwrap()
             .status,
         "expired"
     );
-    assert_eq!(g.expire_due().await.unwrap(), 0, "expired twice");
+    assert_eq!(
+        g.approvals().expire_due().await.unwrap(),
+        0,
+        "expired twice"
+    );
 }
 
 #[tokio::test]
@@ -537,9 +597,9 @@ async fn a_revoked_delegation_stops_a_granted_intent() {
     let w = world_needing(1, "").await;
     with_reviewers(&w.gateway).await;
     let (env, id) = escalated(&w.gateway, &w.agent, "big-7", 60_000).await;
-    w.gateway.revoke_delegation("d-1").await.unwrap();
+    w.gateway.registry().revoke_delegation("d-1").await.unwrap();
     let d = alice_grants(&w.gateway, &id, &env);
-    let done = w.gateway.decide_approval(&id, d).await.unwrap();
+    let done = w.gateway.approvals().decide_approval(&id, d).await.unwrap();
     assert_eq!(status_of(&done.lines[0]), "approved");
     assert_eq!(status_of(&done.lines[1]), "not_executed");
 }
@@ -558,13 +618,14 @@ async fn a_grant_is_charged_to_the_budget_as_it_stands_then() {
     with_reviewers(&w.gateway).await;
     let small = w
         .gateway
+        .intents()
         .submit(intent(&w.agent, "small-1", "order:o-1", 10_000, T0), None)
         .await
         .unwrap();
     assert_eq!(status_of(&small.line), "committed");
     let (env, id) = escalated(&w.gateway, &w.agent, "big-8", 60_000).await;
     let d = alice_grants(&w.gateway, &id, &env);
-    let done = w.gateway.decide_approval(&id, d).await.unwrap();
+    let done = w.gateway.approvals().decide_approval(&id, d).await.unwrap();
     let exec = receipt_of(&done.lines[1]);
     let spent = exec
         .get("inputs")
@@ -588,6 +649,7 @@ async fn a_grant_is_charged_to_the_budget_as_it_stands_then() {
     // the budget has 30,000 left.
     let next = w
         .gateway
+        .intents()
         .submit(intent(&w.agent, "small-2", "order:o-1", 40_000, T0), None)
         .await
         .unwrap();
@@ -647,9 +709,10 @@ async fn run(steps: Vec<Step>) {
     };
     let clock = FakeClock::at(T0);
     let (_, g) = open_in(&dir, clock.clone(), make_seed()).await;
-    let mut g = Arc::new(g);
+    let mut g = g;
     for (k, n) in reviewers.iter().zip(names) {
-        g.register_reviewer(reviewer_object(k, n, &["approver"], &["orders.*"]))
+        g.registry()
+            .register_reviewer(reviewer_object(k, n, &["approver"], &["orders.*"]))
             .await
             .unwrap();
     }
@@ -661,7 +724,7 @@ async fn run(steps: Vec<Step>) {
             Step::Submit(n) => {
                 let amount = if n % 2 == 0 { 60_000 } else { 70_000 };
                 let env = intent(&agent, &format!("p-{n}"), "order:o-1", amount, &at(now));
-                match g.submit(env.clone(), None).await {
+                match g.intents().submit(env.clone(), None).await {
                     Ok(sub) => {
                         submitted
                             .entry(n)
@@ -690,19 +753,19 @@ async fn run(steps: Vec<Step>) {
                     &at(now),
                     |_| {},
                 );
-                let _ = g.decide_approval(id, d).await;
+                let _ = g.approvals().decide_approval(id, d).await;
             }
             Step::Advance(m) => {
                 now += i64::from(m) * 60;
                 clock.set(&at(now));
             }
             Step::Sweep => {
-                g.expire_due().await.unwrap();
+                g.approvals().expire_due().await.unwrap();
             }
             Step::Restart => {
                 drop(g);
                 let (_, reopened) = open_in(&dir, clock.clone(), make_seed()).await;
-                g = Arc::new(reopened);
+                g = reopened;
             }
         }
     }

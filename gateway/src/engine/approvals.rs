@@ -42,7 +42,26 @@ use tollgate_protocol::{
 };
 
 use super::intents::{Held, amount_of, chain, identity, member, receipt_id_of};
-use super::{ApprovalError, Gateway, View, budget};
+use super::{ApprovalError, Approvals, View, budget};
+
+/// Approvals' own state: nothing outside this module opens it.
+#[derive(Default)]
+pub(super) struct State {
+    /// Serializes decisions on approvals and their expiry.
+    approving: tokio::sync::Mutex<()>,
+    /// Woken after each approval step, for waiting readers.
+    changed: tokio::sync::Notify,
+    /// Bundles of published, non-active versions that approvals needed.
+    bundles: std::sync::Mutex<std::collections::BTreeMap<String, Arc<Bundle>>>,
+}
+
+impl State {
+    /// Wakes every reader waiting for a step (a stopping gateway answers
+    /// them now).
+    pub(super) fn wake(&self) {
+        self.changed.notify_waiters();
+    }
+}
 
 /// Most approvals one listing returns.
 pub const MAX_LISTED: u32 = 500;
@@ -360,7 +379,7 @@ fn decision_hash(envelope: &ApprovalEnvelope) -> String {
         .to_string()
 }
 
-impl<L: Ledger> Gateway<L> {
+impl<L: Ledger> Approvals<'_, L> {
     /// The approval `id`, with its intent when `with_intent`.
     pub async fn approval(
         &self,
@@ -408,7 +427,7 @@ impl<L: Ledger> Gateway<L> {
 
     /// Approvals in ledger order after the decision at `after_seq`, up to
     /// `limit`, with `status` if given.
-    pub async fn approvals(
+    pub async fn list(
         &self,
         status: Option<&str>,
         after_seq: u64,
@@ -522,12 +541,12 @@ impl<L: Ledger> Gateway<L> {
     ) -> Result<Option<IntentState>, ApprovalError> {
         let until = tokio::time::Instant::now() + wait;
         loop {
-            let changed = self.approval_changed.notified();
+            let changed = self.approval_state.changed.notified();
             let state = self.intent_state(agent, intent_id).await?;
             let pending = state.as_ref().is_some_and(|s| !s.is_final());
             // A stopping gateway answers what it has: the caller asks again
             // of whichever instance is up.
-            if !pending || tokio::time::Instant::now() >= until || self.stopping() {
+            if !pending || tokio::time::Instant::now() >= until || self.stop.is_cancelled() {
                 return Ok(state);
             }
             let _ = tokio::time::timeout_at(until, changed).await;
@@ -537,7 +556,7 @@ impl<L: Ledger> Gateway<L> {
     /// Checks and records a reviewer's approval decision on approval `id`.
     /// Runs to the end in a task of its own, whoever is still listening.
     pub async fn decide_approval(
-        self: &Arc<Self>,
+        &self,
         id: &str,
         envelope: ApprovalEnvelope,
     ) -> Result<Decided, ApprovalError> {
@@ -547,14 +566,14 @@ impl<L: Ledger> Gateway<L> {
                 payload: envelope.decision.approval.clone(),
             });
         }
-        let this = self.clone();
+        let this = Arc::clone(self.0);
         self.run_detached(async move {
-            let _turn = this.approving.lock().await;
+            let _turn = this.approval_state.approving.lock().await;
             let mut last = ApprovalError::Contended(String::new());
             let mut caught_up = false;
             for _ in 0..super::intents::MAX_ATTEMPTS {
                 let seen = this.view().registry_seq;
-                match this.decide_locked(envelope.clone()).await {
+                match this.approvals().decide_locked(envelope.clone()).await {
                     // A reviewer registered through another gateway may be
                     // newer than this view: read it again, once.
                     Err(ApprovalError::UnknownReviewer(r)) if !caught_up => {
@@ -624,7 +643,6 @@ impl<L: Ledger> Gateway<L> {
             delegations: &view.snapshot.registry,
         };
         let status = rule::check(&opened, &progress, &parties, &envelope, &now)?;
-
         // Accepted: the approval receipt, and with the last grant the
         // execution.
         let grants = progress.grants.len() as i64 + i64::from(d.verdict == ApprovalVerdict::Grant);
@@ -694,7 +712,7 @@ impl<L: Ledger> Gateway<L> {
                 .map(|e| e.to_canonical())
                 .collect()
         };
-        self.approval_changed.notify_waiters();
+        self.approval_state.changed.notify_waiters();
         let info = self
             .approval(id, false)
             .await?
@@ -831,6 +849,7 @@ impl<L: Ledger> Gateway<L> {
             return Ok(view.bundle.clone());
         }
         let mut cache = self
+            .approval_state
             .bundles
             .lock()
             .map_err(|_| internal("bundle cache poisoned"))?;
@@ -875,6 +894,7 @@ impl<L: Ledger> Gateway<L> {
         let policy = text(&draft, &["policy_version"]).to_owned();
         let upstream_key = identity(&envelope.intent.agent, &envelope.intent.intent_id);
         let outcome = self
+            .intents()
             .retry_upstream(&envelope, policy, &upstream_key)
             .await?;
         let spend = budget::spent_by(&outcome, &charges);
@@ -897,7 +917,7 @@ impl<L: Ledger> Gateway<L> {
                 {
                     b.add_committed(&spend, e.seq);
                 }
-                self.approval_changed.notify_waiters();
+                self.approval_state.changed.notify_waiters();
                 Ok(true)
             }
             Err(
@@ -914,7 +934,7 @@ impl<L: Ledger> Gateway<L> {
     /// `issued_at` is the deadline. Returns how many it ended. An approval
     /// whose quorum is being executed is left alone.
     pub async fn expire_due(&self) -> Result<usize, ApprovalError> {
-        let _turn = self.approving.lock().await;
+        let _turn = self.approval_state.approving.lock().await;
         let now = self.clock.now().unix_seconds();
         let pending = self.ledger.pending().await.map_err(internal)?;
         let mut ended = 0;
@@ -976,7 +996,7 @@ impl<L: Ledger> Gateway<L> {
             }
         }
         if ended > 0 {
-            self.approval_changed.notify_waiters();
+            self.approval_state.changed.notify_waiters();
             self.metrics.approval("expired", ended as u64);
         }
         Ok(ended)
@@ -984,11 +1004,11 @@ impl<L: Ledger> Gateway<L> {
 
     /// Runs [`Gateway::expire_due`] every `every`, for as long as the
     /// gateway lives.
-    pub fn spawn_expiry(self: &Arc<Self>, every: std::time::Duration) {
+    pub fn spawn_expiry(&self, every: std::time::Duration) {
         // A failure (a locked ledger) is retried on the next tick; the
         // readiness probe reports a ledger that cannot commit.
         self.spawn_every(every, |g| async move {
-            let _ = g.expire_due().await;
+            let _ = g.approvals().expire_due().await;
         });
     }
 }

@@ -25,8 +25,8 @@ use tollgate_protocol::{
 };
 
 use super::{
-    AuthFailure, Gateway, IntentError, Requirement, Skew, StartError, View, budget, commit,
-    resources,
+    AuthFailure, Gateway, IntentError, Intents, Requirement, Skew, StartError, View, budget,
+    commit, resources,
 };
 
 /// An intent's answer: its ledger entry.
@@ -53,6 +53,15 @@ pub struct Recovery {
     /// Reservations that could not be finished, and why. They stay, are
     /// reported, and are retried; they never block a start.
     pub unfinished: Vec<Unfinished>,
+}
+
+/// The intent flow's own state: nothing outside this module opens it.
+#[derive(Default)]
+pub(super) struct State {
+    /// Idempotency keys being decided right now.
+    in_flight: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Reservations the last recovery could not finish.
+    unfinished: std::sync::Mutex<Vec<Unfinished>>,
 }
 
 /// A reservation that could not be finished.
@@ -123,7 +132,7 @@ struct InFlight<'a, L: Ledger> {
 
 impl<L: Ledger> Drop for InFlight<'_, L> {
     fn drop(&mut self) {
-        if let Ok(mut set) = self.gateway.in_flight.lock() {
+        if let Ok(mut set) = self.gateway.intent_state.in_flight.lock() {
             set.remove(&self.key);
         }
     }
@@ -217,13 +226,26 @@ pub(super) fn amount_of(bundle: &Bundle, envelope: &IntentEnvelope) -> Option<(i
     ))
 }
 
-impl<L: Ledger> Gateway<L> {
+impl<L: Ledger> Intents<'_, L> {
+    /// Marks `key` as being decided elsewhere (`on`), or not: for tests
+    /// of the in-flight refusal.
+    #[cfg(test)]
+    pub(crate) fn mark_in_flight(&self, key: &str, on: bool) {
+        if let Ok(mut set) = self.intent_state.in_flight.lock() {
+            if on {
+                set.insert(key.to_owned());
+            } else {
+                set.remove(key);
+            }
+        }
+    }
+
     /// Decides an intent envelope, commits it to its target, signs the
     /// receipt and appends it; returns the entry once it is durable.
     /// `idempotency_key` is the caller's `Idempotency-Key`, which may only
     /// repeat the intent id. The same payload again gets the stored entry.
     pub async fn submit(
-        self: &Arc<Self>,
+        &self,
         envelope: IntentEnvelope,
         idempotency_key: Option<&str>,
     ) -> Result<Submitted, IntentError> {
@@ -261,10 +283,14 @@ impl<L: Ledger> Gateway<L> {
         }
         let key = identity(&intent.agent, &intent.intent_id);
         // From here on nothing the caller does can stop the work half-way.
-        let this = self.clone();
-        self.run_detached(async move { this.decide_current(view, envelope, key, now).await })
-            .await
-            .map_err(internal)?
+        let this = Arc::clone(self.0);
+        self.run_detached(async move {
+            this.intents()
+                .decide_current(view, envelope, key, now)
+                .await
+        })
+        .await
+        .map_err(internal)?
     }
 
     /// Decides once, on the registries and spending as the ledger has them
@@ -280,6 +306,7 @@ impl<L: Ledger> Gateway<L> {
     ) -> Result<Submitted, IntentError> {
         {
             let mut set = self
+                .intent_state
                 .in_flight
                 .lock()
                 .map_err(|_| internal("in-flight table poisoned"))?;
@@ -334,7 +361,11 @@ impl<L: Ledger> Gateway<L> {
                 let now = self.clock.now().unix_seconds();
                 let held = self.ledger.held(now).await.map_err(internal)?;
                 let (mine, stuck): (std::collections::BTreeSet<String>, Vec<String>) = (
-                    self.in_flight.lock().map(|s| s.clone()).unwrap_or_default(),
+                    self.intent_state
+                        .in_flight
+                        .lock()
+                        .map(|s| s.clone())
+                        .unwrap_or_default(),
                     self.budgets
                         .lock()
                         .map(|b| b.stuck_keys().cloned().collect())
@@ -347,7 +378,9 @@ impl<L: Ledger> Gateway<L> {
             }
         }
     }
+}
 
+impl<L: Ledger> Gateway<L> {
     /// Reloads the view if the ledger holds registry changes after
     /// `seen`; whether it did.
     pub(super) async fn catch_up_registry(&self, seen: u64) -> Result<bool, IntentError> {
@@ -409,7 +442,7 @@ fn authenticate(
     Ok(())
 }
 
-impl<L: Ledger> Gateway<L> {
+impl<L: Ledger> Intents<'_, L> {
     async fn decide_once(
         &self,
         view: &View,
@@ -689,7 +722,7 @@ impl<L: Ledger> Gateway<L> {
             b.set_stuck(stuck);
         }
         self.metrics.unfinished(report.unfinished.len());
-        if let Ok(mut u) = self.unfinished.lock() {
+        if let Ok(mut u) = self.intent_state.unfinished.lock() {
             u.clone_from(&report.unfinished);
         }
         Ok(report)
@@ -700,7 +733,7 @@ impl<L: Ledger> Gateway<L> {
     async fn finish(&self, key: &str, body: &[u8]) -> Result<bool, String> {
         let record = parse(body).map_err(|e| format!("the stored decision is unreadable: {e}"))?;
         if member(&record, &["intent"]).is_some() {
-            return self.finish_execution(key, &record).await;
+            return self.approvals().finish_execution(key, &record).await;
         }
         let Some(Value::Object(mut draft)) = member(&record, &["draft"]).cloned() else {
             return Err(
@@ -776,6 +809,27 @@ impl<L: Ledger> Gateway<L> {
         Ok(call.outcome)
     }
 
+    /// Reservations that could not be finished, as last reported.
+    pub fn unfinished(&self) -> Vec<Unfinished> {
+        self.intent_state
+            .unfinished
+            .lock()
+            .map(|u| u.clone())
+            .unwrap_or_default()
+    }
+
+    /// Retries unfinished reservations every `every`, for as long as the
+    /// gateway lives.
+    pub fn spawn_recovery(&self, every: std::time::Duration) {
+        self.spawn_every(every, |g| async move {
+            if !g.intents().unfinished().is_empty() {
+                let _ = g.intents().recover().await;
+            }
+        });
+    }
+}
+
+impl<L: Ledger> Gateway<L> {
     /// The gateway's clock, if `issued_at` is within
     /// [`super::Limits::max_skew_seconds`] of it. The clock is told of
     /// `issued_at` first ([`tollgate_protocol::Clock::observe`]).
@@ -795,23 +849,5 @@ impl<L: Ledger> Gateway<L> {
             });
         }
         Ok(now)
-    }
-
-    /// Reservations that could not be finished, as last reported.
-    pub fn unfinished(&self) -> Vec<Unfinished> {
-        self.unfinished
-            .lock()
-            .map(|u| u.clone())
-            .unwrap_or_default()
-    }
-
-    /// Retries unfinished reservations every `every`, for as long as the
-    /// gateway lives.
-    pub fn spawn_recovery(self: &Arc<Self>, every: std::time::Duration) {
-        self.spawn_every(every, |g| async move {
-            if !g.unfinished().is_empty() {
-                let _ = g.recover().await;
-            }
-        });
     }
 }

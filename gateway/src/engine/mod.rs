@@ -32,6 +32,7 @@
 
 mod approvals;
 mod budget;
+pub mod checkpoints;
 mod commit;
 mod error;
 mod intents;
@@ -85,6 +86,25 @@ pub struct Upstreams {
     /// Resource types whose attributes are looked up at the target rather
     /// than read from the registry (within `timeout`).
     pub lookups: resources::Lookups,
+}
+
+impl Upstreams {
+    /// The first action of `bundle` that commits to an `http` target with
+    /// no upstream configured.
+    pub(crate) fn missing(&self, bundle: &Bundle) -> Option<String> {
+        if self.simulate {
+            return None;
+        }
+        bundle
+            .action_names()
+            .find(|a| {
+                bundle
+                    .action(a)
+                    .is_some_and(|c| c.target == tollgate_policies::Target::Http)
+                    && !self.urls.contains_key(*a)
+            })
+            .map(str::to_owned)
+    }
 }
 
 impl Default for Upstreams {
@@ -160,6 +180,60 @@ pub(crate) struct View {
     pub registry_seq: u64,
 }
 
+/// One aggregate of the engine, reached from the gateway: a handle that
+/// borrows it ([`Gateway::intents`] and the others).
+macro_rules! aggregate {
+    ($(#[$doc:meta])* $name:ident, $accessor:ident) => {
+        $(#[$doc])*
+        pub struct $name<'a, L: Ledger>(&'a Arc<Gateway<L>>);
+
+        impl<L: Ledger> std::ops::Deref for $name<'_, L> {
+            type Target = Arc<Gateway<L>>;
+            fn deref(&self) -> &Self::Target {
+                self.0
+            }
+        }
+
+        impl<L: Ledger> Gateway<L> {
+            $(#[$doc])*
+            pub fn $accessor(self: &Arc<Self>) -> $name<'_, L> {
+                $name(self)
+            }
+        }
+    };
+}
+
+aggregate!(
+    /// The intent flow: submissions, replays, recovery of reservations.
+    Intents,
+    intents
+);
+aggregate!(
+    /// Approvals: reviewers' decisions, executions, expiry.
+    Approvals,
+    approvals
+);
+aggregate!(
+    /// The registries: issuers, delegations, reviewers, resources.
+    Registry,
+    registry
+);
+aggregate!(
+    /// Policy versions: publish, activate, roll back.
+    Policies,
+    policies
+);
+aggregate!(
+    /// Webhook endpoints and their deliveries.
+    Webhooks,
+    webhooks
+);
+aggregate!(
+    /// The ledger's Merkle tree and its checkpoints.
+    Checkpoints,
+    checkpoints
+);
+
 /// The gateway's engine.
 pub struct Gateway<L: Ledger> {
     ledger: L,
@@ -169,33 +243,23 @@ pub struct Gateway<L: Ledger> {
     limits: Limits,
     upstreams: Upstreams,
     view: RwLock<Arc<View>>,
-    /// Serializes registry changes: each is checked against the state it
-    /// applies to.
-    registry_lock: tokio::sync::Mutex<()>,
+    /// The registries' own state (their lock).
+    registry_state: registry::State,
     /// One reload of the registries at a time.
     refreshing: tokio::sync::Mutex<()>,
-    /// Idempotency keys being decided right now.
-    pub(crate) in_flight: Mutex<BTreeSet<String>>,
-    /// Reservations the last recovery could not finish.
-    unfinished: Mutex<Vec<Unfinished>>,
+    /// The intent flow's own state (what is in flight, what recovery left).
+    intent_state: intents::State,
     /// Spending per budget window: the ledger's record and what is in
     /// flight. Deciding a budgeted intent and reserving its amount happen
     /// under this lock.
     budgets: Mutex<budget::Budgets>,
-    /// Serializes decisions on approvals and their expiry.
-    approving: tokio::sync::Mutex<()>,
-    /// Woken after each approval step, for waiting readers.
-    approval_changed: tokio::sync::Notify,
-    /// Bundles of published, non-active versions that approvals needed.
-    bundles: Mutex<BTreeMap<String, Arc<Bundle>>>,
-    /// How webhooks are delivered.
-    webhooks: webhooks::WebhookSettings,
-    /// Woken when an endpoint is added, enabled or disabled, or a
-    /// redelivery is asked for.
-    webhook_changed: tokio::sync::Notify,
+    /// Approvals' own state (their lock, their waiters, bundles kept).
+    approval_state: approvals::State,
+    /// Webhook delivery's own state (settings, its waiters).
+    webhook_state: webhooks::State,
     metrics: Metrics,
     /// Makes the ledger's checkpoints, once enabled.
-    checkpointer: std::sync::OnceLock<Arc<crate::checkpoints::Checkpointer>>,
+    checkpointer: std::sync::OnceLock<Arc<checkpoints::Checkpointer>>,
     /// Every task the engine starts (decisions, approval steps, background
     /// loops): a graceful stop waits for them.
     tasks: tokio_util::task::TaskTracker,
@@ -217,7 +281,7 @@ impl<L: Ledger> Gateway<L> {
         parts: Parts<L>,
         seed: impl FnOnce() -> Result<Seed, String>,
         policy: Option<BTreeMap<String, String>>,
-    ) -> Result<Self, StartError> {
+    ) -> Result<Arc<Self>, StartError> {
         let mut recorded = parts.ledger.registry().await?;
         if !recorded.seeded {
             let seed = seed().map_err(StartError::Seed)?;
@@ -237,7 +301,7 @@ impl<L: Ledger> Gateway<L> {
                 .await?,
         );
         let keys = parts.signer.key_set().clone();
-        let gateway = Self {
+        let gateway = Arc::new(Self {
             ledger: parts.ledger,
             keys,
             signer: parts.signer,
@@ -245,35 +309,33 @@ impl<L: Ledger> Gateway<L> {
             limits: parts.limits,
             upstreams: parts.upstreams,
             view: RwLock::new(Arc::new(view)),
-            registry_lock: tokio::sync::Mutex::new(()),
+            registry_state: registry::State::default(),
             refreshing: tokio::sync::Mutex::new(()),
-            in_flight: Mutex::new(BTreeSet::new()),
-            unfinished: Mutex::new(Vec::new()),
+            intent_state: intents::State::default(),
             budgets: Mutex::new(budgets),
-            approving: tokio::sync::Mutex::new(()),
-            approval_changed: tokio::sync::Notify::new(),
-            bundles: Mutex::new(BTreeMap::new()),
-            webhooks: parts.webhooks,
-            webhook_changed: tokio::sync::Notify::new(),
+            approval_state: approvals::State::default(),
+            webhook_state: webhooks::State::new(parts.webhooks),
             metrics: Metrics::default(),
             checkpointer: std::sync::OnceLock::new(),
             tasks: tokio_util::task::TaskTracker::new(),
             stop: tokio_util::sync::CancellationToken::new(),
-        };
+        });
         if let Some(files) = policy {
             gateway
+                .policies()
                 .use_policy(files)
                 .await
                 .map_err(|e| StartError::Config(format!("--policy: {e}")))?;
         }
-        if let Some(action) = gateway.missing_upstream(&gateway.bundle()) {
+        if let Some(action) = gateway.upstreams.missing(&gateway.bundle()) {
             return Err(StartError::Config(format!(
                 "action {action} commits to an http target: give its upstream with --upstream {action}=URL"
             )));
         }
-        gateway.recover().await?;
+        gateway.intents().recover().await?;
         // Deadlines that passed while the gateway was down end now.
         gateway
+            .approvals()
             .expire_due()
             .await
             .map_err(|e| StartError::Recovery(e.to_string()))?;
@@ -318,57 +380,6 @@ impl<L: Ledger> Gateway<L> {
         Ok(())
     }
 
-    /// Grows the ledger's Merkle tree (spec §6) over entries once
-    /// they are durable, every `every`, for as long as the gateway lives,
-    /// and makes checkpoints of it when they are enabled and due.
-    pub fn spawn_tree(self: &Arc<Self>, every: std::time::Duration) {
-        // A failure is tried again next time; the tree never runs ahead of
-        // durable entries.
-        self.spawn_every(every, |g| async move {
-            if tollgate_ledger::tree::grow(&g.ledger).await.is_ok()
-                && let Some(c) = g.checkpointer.get()
-            {
-                let now = g.clock.now();
-                match c.tick(&g.ledger).await {
-                    Ok(Some(made)) => {
-                        g.metrics.checkpoint(made.size, made.missing.len());
-                        for w in &made.missing {
-                            crate::observe::event(
-                                now.as_str(),
-                                "checkpoint_not_cosigned",
-                                &[("size", made.size.to_string()), ("witness", w.clone())],
-                            );
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        g.metrics.checkpoint_failed();
-                        crate::observe::event(
-                            now.as_str(),
-                            "checkpoint_failed",
-                            &[("error", e.to_string())],
-                        );
-                    }
-                }
-            }
-        });
-    }
-
-    /// Enables checkpoints: settles the ledger's origin and keeps the
-    /// checkpoint key; [`Gateway::spawn_tree`] then makes them.
-    pub async fn enable_checkpoints(
-        &self,
-        settings: crate::checkpoints::CheckpointSettings,
-    ) -> Result<Arc<crate::checkpoints::Checkpointer>, crate::checkpoints::CheckpointError> {
-        let c = Arc::new(crate::checkpoints::Checkpointer::open(&self.ledger, settings).await?);
-        Ok(self.checkpointer.get_or_init(|| c).clone())
-    }
-
-    /// What makes the checkpoints, if they are enabled.
-    pub fn checkpointer(&self) -> Option<&Arc<crate::checkpoints::Checkpointer>> {
-        self.checkpointer.get()
-    }
-
     /// Runs `tick` every `every`, until the gateway stops or is dropped
     /// (the task holds it only while a tick runs; a tick under way when
     /// the stop comes runs to its end).
@@ -404,18 +415,13 @@ impl<L: Ledger> Gateway<L> {
         self.tasks.spawn(work).await
     }
 
-    /// Whether the gateway is stopping.
-    pub fn stopping(&self) -> bool {
-        self.stop.is_cancelled()
-    }
-
     /// Begins a stop: background loops end at their next turn and
     /// long-polls answer what they have. Decisions and approval steps
     /// still run (callers stop sending them first).
     pub fn stop(&self) {
         self.stop.cancel();
-        self.approval_changed.notify_waiters();
-        self.webhook_changed.notify_waiters();
+        self.approval_state.wake();
+        self.webhook_state.wake();
     }
 
     /// Ends a stop: waits until every task the engine started (decisions
@@ -430,36 +436,6 @@ impl<L: Ledger> Gateway<L> {
         } else {
             self.tasks.len()
         }
-    }
-
-    /// Reloads the registries whenever the ledger announces a change made
-    /// by another instance, for as long as the gateway lives. Announcements
-    /// only make reloads earlier: a decision on an older view is refused at
-    /// append whether or not one arrived.
-    pub async fn spawn_registry_listener(self: &Arc<Self>) -> Result<(), StartError> {
-        let Some(mut announced) = self.ledger.registry_announcements().await? else {
-            return Ok(());
-        };
-        let weak = Arc::downgrade(self);
-        let stop = self.stop.clone();
-        self.tasks.spawn(async move {
-            loop {
-                let seq = tokio::select! {
-                    () = stop.cancelled() => return,
-                    seq = announced.recv() => match seq {
-                        Some(seq) => seq,
-                        None => return,
-                    },
-                };
-                let Some(gateway) = weak.upgrade() else {
-                    return;
-                };
-                if gateway.view().registry_seq < seq {
-                    let _ = gateway.refresh(seq.saturating_sub(1)).await;
-                }
-            }
-        });
-        Ok(())
     }
 
     /// Whether the gateway can commit now: the ledger takes a small durable
@@ -509,23 +485,6 @@ impl<L: Ledger> Gateway<L> {
             .ok_or_else(|| {
                 format!("no upstream is configured for {action}: give it with --upstream")
             })
-    }
-
-    /// The first action of `bundle` that commits to an `http` target with
-    /// no upstream configured.
-    fn missing_upstream(&self, bundle: &Bundle) -> Option<String> {
-        if self.upstreams.simulate {
-            return None;
-        }
-        bundle
-            .action_names()
-            .find(|a| {
-                bundle
-                    .action(a)
-                    .is_some_and(|c| c.target == tollgate_policies::Target::Http)
-                    && !self.upstreams.urls.contains_key(*a)
-            })
-            .map(str::to_owned)
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tollgate_ledger::{Ledger, RegistryAppend, RegistryChange, RegistryState};
 use tollgate_pipeline::Snapshot;
-use tollgate_policies::delegation::{Registry, Token};
+use tollgate_policies::delegation::Token;
 use tollgate_policies::reviewer::Reviewer;
 use tollgate_policies::{Bundle, Error as PolicyError, Problem};
 use tollgate_protocol::{
@@ -16,8 +16,16 @@ use tollgate_protocol::{
 };
 use tollgate_signer::Keyring;
 
-use super::{Gateway, RegistryError, Seed, StartError, View};
+use super::{Policies, Registry, RegistryError, Seed, StartError, View};
 use crate::limits::{MAX_BUNDLE_FILES, MAX_BUNDLE_PATH};
+
+/// The registries' own state: nothing outside this module opens it.
+#[derive(Default)]
+pub(super) struct State {
+    /// Serializes registry changes: each is checked against the state it
+    /// applies to.
+    lock: tokio::sync::Mutex<()>,
+}
 
 /// Whether a registry call changed anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,7 +124,7 @@ impl View {
         let mut view = Self {
             bundle: Arc::new(bundle),
             snapshot: Arc::new({
-                let mut registry = Registry::default();
+                let mut registry = tollgate_policies::delegation::Registry::default();
                 registry.tokens = parsed;
                 registry.revoked = state.revoked_delegations.clone();
                 Snapshot {
@@ -349,7 +357,7 @@ pub(super) async fn import<L: Ledger>(
     Ok(())
 }
 
-impl<L: Ledger> Gateway<L> {
+impl<L: Ledger> Registry<'_, L> {
     /// Appends one change checked against `view`; the seq of its entry.
     /// The view is the caller's to update after. If another instance
     /// changed the registries since `view`, nothing is appended: the view
@@ -413,20 +421,6 @@ impl<L: Ledger> Gateway<L> {
         Err(last)
     }
 
-    /// Makes `files` the active policy: published if new, activated unless
-    /// active already.
-    pub(super) async fn use_policy(
-        &self,
-        files: BTreeMap<String, String>,
-    ) -> Result<(), RegistryError> {
-        let version = load_bundle(&files)?.version_string();
-        self.publish_policy(files).await?;
-        if self.bundle().version_string() != version {
-            self.activate_policy(&version).await?;
-        }
-        Ok(())
-    }
-
     /// Registers a delegation token envelope. It must parse, be trusted as
     /// things stand (signed by an issuer, or by its registered parent's
     /// agent) and be no wider than its parent. The same token again is
@@ -447,7 +441,7 @@ impl<L: Ledger> Gateway<L> {
                 now: now.as_str().to_owned(),
             });
         }
-        let _lock = self.registry_lock.lock().await;
+        let _lock = self.registry_state.lock.lock().await;
         let view = self.view();
         let registry = &view.snapshot.registry;
         if registry.revoked.contains(&token.id) {
@@ -503,7 +497,7 @@ impl<L: Ledger> Gateway<L> {
     }
 
     async fn try_revoke_delegation(&self, id: &str) -> Result<Changed, RegistryError> {
-        let _lock = self.registry_lock.lock().await;
+        let _lock = self.registry_state.lock.lock().await;
         let view = self.view();
         if !view.tokens.contains_key(id) {
             return Err(RegistryError::UnknownDelegation(id.to_owned()));
@@ -554,7 +548,7 @@ impl<L: Ledger> Gateway<L> {
 
     async fn try_register_reviewer(&self, object: Value) -> Result<Changed, RegistryError> {
         let reviewer = Reviewer::from_value(&object).map_err(RegistryError::InvalidReviewer)?;
-        let _lock = self.registry_lock.lock().await;
+        let _lock = self.registry_state.lock.lock().await;
         let view = self.view();
         if view.revoked_reviewers.contains(&reviewer.id) {
             return Err(RegistryError::RevokedReviewer(reviewer.id));
@@ -607,7 +601,7 @@ impl<L: Ledger> Gateway<L> {
     }
 
     async fn try_revoke_reviewer(&self, id: &str) -> Result<Changed, RegistryError> {
-        let _lock = self.registry_lock.lock().await;
+        let _lock = self.registry_state.lock.lock().await;
         let view = self.view();
         if !view.reviewers.contains_key(id) {
             return Err(RegistryError::UnknownReviewer(id.to_owned()));
@@ -647,7 +641,7 @@ impl<L: Ledger> Gateway<L> {
         }
         let jwk =
             Jwk::from_value(&jwk, "").map_err(|e| RegistryError::InvalidIssuer(e.to_string()))?;
-        let _lock = self.registry_lock.lock().await;
+        let _lock = self.registry_state.lock.lock().await;
         let view = self.view();
         if view.revoked_issuers.contains(&jwk.kid) {
             return Err(RegistryError::RevokedIssuer(jwk.kid));
@@ -675,7 +669,7 @@ impl<L: Ledger> Gateway<L> {
     }
 
     async fn try_revoke_issuer(&self, kid: &str) -> Result<Changed, RegistryError> {
-        let _lock = self.registry_lock.lock().await;
+        let _lock = self.registry_state.lock.lock().await;
         let view = self.view();
         if !view.issuers.contains_key(kid) {
             return Err(RegistryError::UnknownIssuer(kid.to_owned()));
@@ -729,7 +723,7 @@ impl<L: Ledger> Gateway<L> {
                 "a resource's attributes are a JSON object".into(),
             ));
         };
-        let _lock = self.registry_lock.lock().await;
+        let _lock = self.registry_state.lock.lock().await;
         let view = self.view();
         if view.snapshot.resources.get(resource) == Some(&attrs) {
             return Ok(Changed::Unchanged);
@@ -767,6 +761,22 @@ impl<L: Ledger> Gateway<L> {
             })
             .collect()
     }
+}
+
+impl<L: Ledger> Policies<'_, L> {
+    /// Makes `files` the active policy: published if new, activated unless
+    /// active already.
+    pub(super) async fn use_policy(
+        &self,
+        files: BTreeMap<String, String>,
+    ) -> Result<(), RegistryError> {
+        let version = load_bundle(&files)?.version_string();
+        self.publish_policy(files).await?;
+        if self.bundle().version_string() != version {
+            self.activate_policy(&version).await?;
+        }
+        Ok(())
+    }
 
     /// Publishes a bundle (every file by relative path) without activating
     /// it; returns its version. Publishing a published version again is
@@ -775,7 +785,8 @@ impl<L: Ledger> Gateway<L> {
         &self,
         files: BTreeMap<String, String>,
     ) -> Result<(String, Changed), RegistryError> {
-        self.retrying(|| self.try_publish_policy(files.clone()))
+        self.registry()
+            .retrying(|| self.try_publish_policy(files.clone()))
             .await
     }
 
@@ -785,7 +796,7 @@ impl<L: Ledger> Gateway<L> {
     ) -> Result<(String, Changed), RegistryError> {
         let bundle = load_bundle(&files)?;
         let version = bundle.version_string();
-        let _lock = self.registry_lock.lock().await;
+        let _lock = self.registry_state.lock.lock().await;
         let view = self.view();
         if view.published.contains_key(&version) {
             return Ok((version, Changed::Unchanged));
@@ -794,6 +805,7 @@ impl<L: Ledger> Gateway<L> {
         let mut object = Object::new();
         object.insert("files", value.clone());
         let seq = self
+            .registry()
             .record(
                 &view,
                 RegistryChange::PolicyPublish {
@@ -814,11 +826,13 @@ impl<L: Ledger> Gateway<L> {
     /// From the very next intent, decisions use published version
     /// `version`.
     pub async fn activate_policy(&self, version: &str) -> Result<String, RegistryError> {
-        self.retrying(|| self.try_activate_policy(version)).await
+        self.registry()
+            .retrying(|| self.try_activate_policy(version))
+            .await
     }
 
     async fn try_activate_policy(&self, version: &str) -> Result<String, RegistryError> {
-        let _lock = self.registry_lock.lock().await;
+        let _lock = self.registry_state.lock.lock().await;
         let view = self.view();
         let version = published_version(&view, version)?;
         let mut stack = view.stack.clone();
@@ -829,11 +843,13 @@ impl<L: Ledger> Gateway<L> {
 
     /// Back to the version active before the current one; returns it.
     pub async fn rollback_policy(&self) -> Result<String, RegistryError> {
-        self.retrying(|| self.try_rollback_policy()).await
+        self.registry()
+            .retrying(|| self.try_rollback_policy())
+            .await
     }
 
     async fn try_rollback_policy(&self) -> Result<String, RegistryError> {
-        let _lock = self.registry_lock.lock().await;
+        let _lock = self.registry_state.lock.lock().await;
         let view = self.view();
         let mut stack = view.stack.clone();
         if stack.len() < 2 {
@@ -861,7 +877,7 @@ impl<L: Ledger> Gateway<L> {
             .ok_or_else(|| RegistryError::UnknownPolicy(version.to_owned()))?;
         let bundle = Bundle::from_files(files)
             .map_err(|e| RegistryError::Internal(format!("published {version}: {e}")))?;
-        if let Some(action) = self.missing_upstream(&bundle) {
+        if let Some(action) = self.upstreams.missing(&bundle) {
             return Err(RegistryError::MissingUpstream(action));
         }
         let change = if rollback {
@@ -874,7 +890,10 @@ impl<L: Ledger> Gateway<L> {
             }
         };
         // The receipt names the version it puts in force.
-        let seq = self.record(view, change, version.into(), version).await?;
+        let seq = self
+            .registry()
+            .record(view, change, version.into(), version)
+            .await?;
         let mut next = view.clone();
         next.registry_seq = seq;
         next.bundle = Arc::new(bundle);
@@ -884,7 +903,7 @@ impl<L: Ledger> Gateway<L> {
     }
 
     /// The published versions and the active one.
-    pub fn policies(&self) -> PolicyList {
+    pub fn list(&self) -> PolicyList {
         let view = self.view();
         PolicyList {
             active: view.bundle.version_string(),
@@ -917,5 +936,37 @@ fn published_version(view: &View, asked: &str) -> Result<String, RegistryError> 
                 .collect::<Vec<_>>()
                 .join(" and "),
         )),
+    }
+}
+
+impl<L: Ledger> Registry<'_, L> {
+    /// Reloads the registries whenever the ledger announces a change made
+    /// by another instance, for as long as the gateway lives. Announcements
+    /// only make reloads earlier: a decision on an older view is refused at
+    /// append whether or not one arrived.
+    pub async fn spawn_registry_listener(&self) -> Result<(), StartError> {
+        let Some(mut announced) = self.ledger.registry_announcements().await? else {
+            return Ok(());
+        };
+        let weak = Arc::downgrade(self);
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            loop {
+                let seq = tokio::select! {
+                    () = stop.cancelled() => return,
+                    seq = announced.recv() => match seq {
+                        Some(seq) => seq,
+                        None => return,
+                    },
+                };
+                let Some(gateway) = weak.upgrade() else {
+                    return;
+                };
+                if gateway.view().registry_seq < seq {
+                    let _ = gateway.refresh(seq.saturating_sub(1)).await;
+                }
+            }
+        });
+        Ok(())
     }
 }

@@ -154,7 +154,7 @@ pub(crate) async fn open_in(
     dir: &tempfile::TempDir,
     clock: Arc<FakeClock>,
     seed: Seed,
-) -> (Faulty, Gateway<Faulty>) {
+) -> (Faulty, Arc<Gateway<Faulty>>) {
     open_with(dir, clock, seed, Upstreams::default()).await
 }
 
@@ -163,7 +163,7 @@ pub(crate) async fn open_with(
     clock: Arc<FakeClock>,
     seed: Seed,
     upstreams: Upstreams,
-) -> (Faulty, Gateway<Faulty>) {
+) -> (Faulty, Arc<Gateway<Faulty>>) {
     let ledger = Hooked {
         inner: SqliteLedger::open(SqliteOptions::new(dir.path().join("ledger.db")))
             .await
@@ -211,7 +211,7 @@ pub(crate) async fn world_upstreams(edit: impl FnOnce(&mut Seed), upstreams: Ups
         clock,
         issuer,
         agent,
-        gateway: Arc::new(gateway),
+        gateway,
     }
 }
 
@@ -284,7 +284,7 @@ async fn a_first_start_imports_the_seed_then_never_reads_it_again() {
     .await
     .map(|g| ((), g))
     .unwrap();
-    assert_eq!(again.delegations().len(), 1);
+    assert_eq!(again.registry().delegations().len(), 1);
     drop(dir);
 }
 
@@ -293,6 +293,7 @@ async fn decisions_carry_their_inputs_and_registry_receipts_the_fake_clock() {
     let w = world().await;
     let s = w
         .gateway
+        .intents()
         .submit(intent(&w.agent, "i-1", "order:o-1", 2500, T0), None)
         .await
         .unwrap();
@@ -320,6 +321,7 @@ async fn decisions_carry_their_inputs_and_registry_receipts_the_fake_clock() {
     let id = "d-2";
     assert_eq!(
         w.gateway
+            .registry()
             .register_delegation(token(&w.issuer, &w.agent, id))
             .await
             .unwrap(),
@@ -344,6 +346,7 @@ async fn the_skew_check_reads_the_injected_clock() {
     w.clock.set("2026-11-22T11:00:00Z");
     let err = w
         .gateway
+        .intents()
         .submit(intent(&w.agent, "i-1", "order:o-1", 2500, T0), None)
         .await
         .unwrap_err();
@@ -354,6 +357,7 @@ async fn the_skew_check_reads_the_injected_clock() {
     w.clock.set("2026-11-22T10:04:00Z");
     assert!(
         w.gateway
+            .intents()
             .submit(intent(&w.agent, "i-1", "order:o-1", 2500, T0), None)
             .await
             .is_ok()
@@ -368,6 +372,7 @@ async fn a_storage_error_at_any_step_appends_nothing_and_never_passes() {
     // The append of a decision.
     let err = w
         .gateway
+        .intents()
         .submit(intent(&w.agent, "i-1", "order:o-1", 2500, T0), None)
         .await
         .unwrap_err();
@@ -375,11 +380,17 @@ async fn a_storage_error_at_any_step_appends_nothing_and_never_passes() {
     // Every registry change.
     let errors = [
         w.gateway
+            .registry()
             .register_delegation(token(&w.issuer, &w.agent, "d-2"))
             .await
             .unwrap_err(),
-        w.gateway.revoke_delegation("d-1").await.unwrap_err(),
         w.gateway
+            .registry()
+            .revoke_delegation("d-1")
+            .await
+            .unwrap_err(),
+        w.gateway
+            .policies()
             .publish_policy({
                 let mut f = refunds();
                 f.insert(
@@ -390,7 +401,7 @@ async fn a_storage_error_at_any_step_appends_nothing_and_never_passes() {
             })
             .await
             .unwrap_err(),
-        w.gateway.rollback_policy().await.unwrap_err(),
+        w.gateway.policies().rollback_policy().await.unwrap_err(),
     ];
     for e in &errors[..3] {
         assert!(matches!(e, RegistryError::Internal(_)), "{e}");
@@ -399,20 +410,20 @@ async fn a_storage_error_at_any_step_appends_nothing_and_never_passes() {
     w.ledger.hooks.fail_writes.store(false, Ordering::SeqCst);
     assert_eq!(head(&w).await, before, "nothing appended");
     // Nothing applied either: the view still agrees with the ledger.
-    assert_eq!(w.gateway.delegations().len(), 1);
-    assert!(!w.gateway.delegations()[0].revoked);
-    assert_eq!(w.gateway.policies().published.len(), 1);
+    assert_eq!(w.gateway.registry().delegations().len(), 1);
+    assert!(!w.gateway.registry().delegations()[0].revoked);
+    assert_eq!(w.gateway.policies().list().published.len(), 1);
 
     // A failing read where the flow needs one: an error, not a pass.
     w.ledger.hooks.fail_reads.store(true, Ordering::SeqCst);
     let dup = intent(&w.agent, "i-2", "order:o-1", 2500, T0);
     w.ledger.hooks.fail_reads.store(false, Ordering::SeqCst);
-    w.gateway.submit(dup.clone(), None).await.unwrap();
+    w.gateway.intents().submit(dup.clone(), None).await.unwrap();
     let n = head(&w).await;
     // The same intent again: its entry exists, and reading it fails: the
     // caller gets an error, and nothing new is written.
     w.ledger.hooks.fail_reads.store(true, Ordering::SeqCst);
-    let err = w.gateway.submit(dup, None).await.unwrap_err();
+    let err = w.gateway.intents().submit(dup, None).await.unwrap_err();
     assert!(matches!(err, IntentError::Internal(_)), "{err}");
     w.ledger.hooks.fail_reads.store(false, Ordering::SeqCst);
     assert_eq!(head(&w).await, n);
@@ -424,6 +435,7 @@ async fn a_revoked_id_stays_revoked_and_revocations_race_safely() {
     let ids: Vec<String> = (0..30).map(|i| format!("d-r{i}")).collect();
     for id in &ids {
         w.gateway
+            .registry()
             .register_delegation(token(&w.issuer, &w.agent, id))
             .await
             .unwrap();
@@ -435,7 +447,7 @@ async fn a_revoked_id_stays_revoked_and_revocations_race_safely() {
     for id in ids.iter().chain(ids.iter()) {
         let (w, id) = (w.clone(), id.clone());
         tasks.push(tokio::spawn(async move {
-            w.gateway.revoke_delegation(&id).await
+            w.gateway.registry().revoke_delegation(&id).await
         }));
     }
     let mut recorded = 0;
@@ -451,6 +463,7 @@ async fn a_revoked_id_stays_revoked_and_revocations_race_safely() {
     // Registering a revoked id again is refused, by the engine.
     let err = w
         .gateway
+        .registry()
         .register_delegation(token(&w.issuer, &w.agent, "d-r0"))
         .await
         .unwrap_err();
@@ -476,7 +489,6 @@ async fn an_http_target_is_never_called_when_the_ledger_cannot_reserve_or_read()
     let mut upstreams = Upstreams::default();
     upstreams.urls.insert("orders.refund".into(), url);
     let (ledger, gateway) = open_with(&dir, FakeClock::at(T0), seed, upstreams).await;
-    let gateway = Arc::new(gateway);
     let before = ledger.inner.head().await.unwrap().seq;
     for (fail, id) in [
         (&ledger.hooks.fail_writes, "i-1"),
@@ -484,6 +496,7 @@ async fn an_http_target_is_never_called_when_the_ledger_cannot_reserve_or_read()
     ] {
         fail.store(true, Ordering::SeqCst);
         let err = gateway
+            .intents()
             .submit(intent(&agent, id, "order:o-1", 2500, T0), None)
             .await
             .unwrap_err();
@@ -508,6 +521,7 @@ async fn recovery_clears_orphans_and_reports_what_it_cannot_finish_without_stopp
     // An orphan: the entry of its key is in the ledger already.
     let s = w
         .gateway
+        .intents()
         .submit(intent(&w.agent, "i-1", "order:o-1", 2500, T0), None)
         .await
         .unwrap();
@@ -539,13 +553,13 @@ async fn recovery_clears_orphans_and_reports_what_it_cannot_finish_without_stopp
         .await
         .unwrap();
     let before = head(&w).await;
-    let report = w.gateway.recover().await.unwrap();
+    let report = w.gateway.intents().recover().await.unwrap();
     assert_eq!((report.finished, report.released), (0, 1));
     let keys: Vec<&str> = report.unfinished.iter().map(|u| u.key.as_str()).collect();
     assert_eq!(keys, ["agent-1/i-2", "agent-1/old"]);
     assert!(report.unfinished[0].reason.contains("no upstream"));
     assert!(report.unfinished[1].reason.contains("no decision"));
-    assert_eq!(w.gateway.unfinished(), report.unfinished);
+    assert_eq!(w.gateway.intents().unfinished(), report.unfinished);
     assert_eq!(head(&w).await, before, "nothing appended, nothing decided");
     let pending: Vec<String> = w
         .ledger
@@ -563,7 +577,7 @@ async fn recovery_clears_orphans_and_reports_what_it_cannot_finish_without_stopp
     );
     // And a gateway opened on this ledger starts all the same.
     let (_, again) = open_in(&w._dir, w.clock.clone(), Seed::default()).await;
-    assert_eq!(again.unfinished().len(), 2);
+    assert_eq!(again.intents().unfinished().len(), 2);
 }
 
 fn budget_of(p: &mut Object, eur: i64, window: i64) {
@@ -609,6 +623,7 @@ async fn a_budget_holds_across_intents_restarts_and_windows() {
     for i in 0..4 {
         let s = w
             .gateway
+            .intents()
             .submit(
                 intent(&w.agent, &format!("b-{i}"), "order:o-1", 4000, T0),
                 None,
@@ -636,6 +651,7 @@ async fn a_budget_holds_across_intents_restarts_and_windows() {
     // The reason quotes what is left.
     let third = w
         .gateway
+        .intents()
         .submit(intent(&w.agent, "b-2", "order:o-1", 4000, T0), None)
         .await
         .unwrap();
@@ -648,11 +664,13 @@ async fn a_budget_holds_across_intents_restarts_and_windows() {
     let (_, again) = open_in(&w._dir, w.clock.clone(), Seed::default()).await;
     let again = Arc::new(again);
     let s = again
+        .intents()
         .submit(intent(&w.agent, "b-9", "order:o-1", 2500, T0), None)
         .await
         .unwrap();
     assert_eq!(verdict_and_inputs(&s).0, "escalate");
     let s = again
+        .intents()
         .submit(intent(&w.agent, "b-10", "order:o-1", 2000, T0), None)
         .await
         .unwrap();
@@ -660,6 +678,7 @@ async fn a_budget_holds_across_intents_restarts_and_windows() {
     // The next window starts afresh.
     w.clock.set("2026-11-23T00:00:01Z");
     let s = again
+        .intents()
         .submit(
             intent(&w.agent, "b-11", "order:o-1", 4000, "2026-11-23T00:00:01Z"),
             None,
@@ -707,6 +726,7 @@ async fn concurrent_intents_never_spend_more_than_the_budget_and_children_count_
     };
     let err = w
         .gateway
+        .registry()
         .register_delegation(child("d-short", 1))
         .await
         .unwrap_err();
@@ -716,6 +736,7 @@ async fn concurrent_intents_never_spend_more_than_the_budget_and_children_count_
         "{err}"
     );
     w.gateway
+        .registry()
         .register_delegation(child("d-child", 86_400))
         .await
         .unwrap();
@@ -740,7 +761,7 @@ async fn concurrent_intents_never_spend_more_than_the_budget_and_children_count_
                     IntentEnvelope::from_value(w2.agent.envelope(Domain::Intent, Value::Object(p)))
                         .unwrap();
             }
-            w2.gateway.submit(env, None).await.unwrap()
+            w2.gateway.intents().submit(env, None).await.unwrap()
         }));
     }
     let mut passed = 0;
@@ -779,6 +800,7 @@ async fn an_escalation_names_who_must_review_it_and_by_when() {
     .await;
     let s = w
         .gateway
+        .intents()
         .submit(intent(&w.agent, "big", "order:o-1", 99_900, T0), None)
         .await
         .unwrap();
@@ -800,6 +822,7 @@ async fn an_escalation_names_who_must_review_it_and_by_when() {
     // A pass names no review.
     let s = w
         .gateway
+        .intents()
         .submit(intent(&w.agent, "small", "order:o-1", 2500, T0), None)
         .await
         .unwrap();

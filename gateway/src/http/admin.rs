@@ -124,7 +124,11 @@ async fn register_issuer<L: Ledger>(
     body: Body,
 ) -> Result<Response, ApiError> {
     let value = read_json(&app, body, MAX_ADMIN_TOKEN_BODY).await?;
-    let changed = app.gateway.register_issuer(value.clone()).await?;
+    let changed = app
+        .gateway
+        .registry()
+        .register_issuer(value.clone())
+        .await?;
     // Registered (or already): the kid is the key's, checked.
     let kid = tollgate_protocol::Jwk::from_value(&value, "")
         .map(|k| k.kid)
@@ -142,7 +146,7 @@ async fn revoke_issuer<L: Ledger>(
     State(app): State<Arc<App<L>>>,
     UrlPath(kid): UrlPath<String>,
 ) -> Result<Response, ApiError> {
-    app.gateway.revoke_issuer(&kid).await?;
+    app.gateway.registry().revoke_issuer(&kid).await?;
     Ok(answer(StatusCode::OK, "revoked", kid))
 }
 
@@ -153,6 +157,7 @@ async fn issuers<L: Ledger>(
 ) -> Result<Response, ApiError> {
     let items: Vec<Value> = app
         .gateway
+        .registry()
         .issuers()
         .into_iter()
         .map(|(jwk, revoked)| {
@@ -186,6 +191,7 @@ async fn put_resource<L: Ledger>(
     };
     let changed = app
         .gateway
+        .registry()
         .put_resource(resource, attributes.clone())
         .await?;
     Ok(answer(
@@ -201,7 +207,7 @@ async fn resources<L: Ledger>(
     State(app): State<Arc<App<L>>>,
 ) -> Result<Response, ApiError> {
     let mut o = Object::new();
-    for (k, v) in app.gateway.resources() {
+    for (k, v) in app.gateway.registry().resources() {
         o.insert(&k, Value::Object(v));
     }
     Ok(answer(StatusCode::OK, "resources", Value::Object(o)))
@@ -215,6 +221,7 @@ async fn reservations<L: Ledger>(
 ) -> Result<Response, ApiError> {
     let items = app
         .gateway
+        .intents()
         .unfinished()
         .into_iter()
         .map(|u| {
@@ -281,7 +288,7 @@ async fn register<L: Ledger>(
 ) -> Result<Response, ApiError> {
     let value = read_json(&app, body, MAX_ADMIN_TOKEN_BODY).await?;
     let id = string_at(&value, &["payload", "id"]);
-    let changed = app.gateway.register_delegation(value).await?;
+    let changed = app.gateway.registry().register_delegation(value).await?;
     Ok(answer(
         status(changed, StatusCode::CREATED),
         "registered",
@@ -294,7 +301,7 @@ async fn revoke<L: Ledger>(
     State(app): State<Arc<App<L>>>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
-    app.gateway.revoke_delegation(&id).await?;
+    app.gateway.registry().revoke_delegation(&id).await?;
     Ok(answer(StatusCode::OK, "revoked", id))
 }
 
@@ -304,6 +311,7 @@ async fn list<L: Ledger>(
 ) -> Result<Response, ApiError> {
     let items = app
         .gateway
+        .registry()
         .delegations()
         .into_iter()
         .map(|d| {
@@ -326,7 +334,7 @@ async fn register_reviewer<L: Ledger>(
 ) -> Result<Response, ApiError> {
     let value = read_json(&app, body, MAX_ADMIN_TOKEN_BODY).await?;
     let id = string_at(&value, &["id"]);
-    let changed = app.gateway.register_reviewer(value).await?;
+    let changed = app.gateway.registry().register_reviewer(value).await?;
     Ok(answer(
         status(changed, StatusCode::CREATED),
         "registered",
@@ -340,7 +348,7 @@ async fn revoke_reviewer<L: Ledger>(
     State(app): State<Arc<App<L>>>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
-    app.gateway.revoke_reviewer(&id).await?;
+    app.gateway.registry().revoke_reviewer(&id).await?;
     Ok(answer(StatusCode::OK, "revoked", id))
 }
 
@@ -352,6 +360,7 @@ async fn reviewers<L: Ledger>(
     let strs = |v: Vec<String>| Value::Array(v.into_iter().map(Into::into).collect());
     let items = app
         .gateway
+        .registry()
         .reviewers()
         .into_iter()
         .map(|r| {
@@ -392,7 +401,7 @@ async fn publish<L: Ledger>(
         })?;
         map.insert(path.to_owned(), text.to_owned());
     }
-    let (version, changed) = app.gateway.publish_policy(map).await?;
+    let (version, changed) = app.gateway.policies().publish_policy(map).await?;
     Ok(answer(
         status(changed, StatusCode::CREATED),
         "published",
@@ -416,7 +425,7 @@ async fn activate<L: Ledger>(
             detail: "expected {\"version\": \"name@semver+sha256:…\"}".into(),
             pointer: "/version",
         })?;
-    let active = app.gateway.activate_policy(&version).await?;
+    let active = app.gateway.policies().activate_policy(&version).await?;
     Ok(answer(StatusCode::OK, "active", active))
 }
 
@@ -425,7 +434,7 @@ async fn rollback<L: Ledger>(
     _: AdminAuth,
     State(app): State<Arc<App<L>>>,
 ) -> Result<Response, ApiError> {
-    let version = app.gateway.rollback_policy().await?;
+    let version = app.gateway.policies().rollback_policy().await?;
     Ok(answer(StatusCode::OK, "active", version))
 }
 
@@ -434,7 +443,7 @@ async fn policies<L: Ledger>(
     _: AdminAuth,
     State(app): State<Arc<App<L>>>,
 ) -> Result<Response, ApiError> {
-    let list = app.gateway.policies();
+    let list = app.gateway.policies().list();
     let mut o = Object::new();
     o.insert("active", list.active.into());
     o.insert(

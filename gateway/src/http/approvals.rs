@@ -61,7 +61,8 @@ async fn list<L: Ledger>(
     let (status, after, limit) = listing(query.as_deref())?;
     let found = app
         .gateway
-        .approvals(status.as_deref(), after, limit)
+        .approvals()
+        .list(status.as_deref(), after, limit)
         .await?;
     let mut o = Object::new();
     if let Some(last) = found.last() {
@@ -82,7 +83,7 @@ async fn show<L: Ledger>(
     State(app): State<Arc<App<L>>>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
-    match app.gateway.approval(&id, true).await? {
+    match app.gateway.approvals().approval(&id, true).await? {
         Some(a) => match a.to_value() {
             Value::Object(o) => Ok(object(StatusCode::OK, o)),
             _ => Err(ApiError::internal("an approval is an object")),
@@ -104,7 +105,11 @@ async fn decide<L: Ledger>(
     let bytes = read_body(body, MAX_APPROVAL_BODY, app.body_timeout).await?;
     let value = parse_with_depth(&bytes, MAX_INTENT_DEPTH).map_err(ApiError::MalformedJson)?;
     let envelope = ApprovalEnvelope::from_value(value).map_err(ApiError::InvalidApproval)?;
-    let decided = app.gateway.decide_approval(&id, envelope).await?;
+    let decided = app
+        .gateway
+        .approvals()
+        .decide_approval(&id, envelope)
+        .await?;
     let mut body = b"{\"approval\":".to_vec();
     body.extend_from_slice(&tollgate_protocol::canonical(&decided.approval.to_value()));
     body.extend_from_slice(b",\"entries\":[");
@@ -151,6 +156,7 @@ async fn intent<L: Ledger>(
     }
     let state = app
         .gateway
+        .approvals()
         .wait_intent_state(&agent, &intent_id, std::time::Duration::from_secs(wait))
         .await?;
     match state.map(|s| s.to_value(&agent, &intent_id)) {

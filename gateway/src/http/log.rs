@@ -37,7 +37,10 @@ fn disabled() -> ApiError {
 
 /// The latest checkpoint's size and note; 404 before the first.
 async fn latest<L: Ledger>(app: &App<L>) -> Result<(u64, String), ApiError> {
-    app.gateway.checkpointer().ok_or_else(disabled)?;
+    app.gateway
+        .checkpoints()
+        .checkpointer()
+        .ok_or_else(disabled)?;
     app.gateway
         .ledger()
         .checkpoint()
@@ -63,7 +66,11 @@ async fn checkpoint<L: Ledger>(
 }
 
 async fn key<L: Ledger>(State(app): State<Arc<App<L>>>) -> Result<Response, ApiError> {
-    let c = app.gateway.checkpointer().ok_or_else(disabled)?;
+    let c = app
+        .gateway
+        .checkpoints()
+        .checkpointer()
+        .ok_or_else(disabled)?;
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

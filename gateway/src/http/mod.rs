@@ -189,7 +189,7 @@ async fn post_intent<L: Ledger>(
                 .map_err(|_| ApiError::Intent(crate::engine::IntentError::InvalidIdempotencyKey))?,
         ),
     };
-    let answer = match app.gateway.submit(envelope, key).await {
+    let answer = match app.gateway.intents().submit(envelope, key).await {
         Ok(s) => s,
         Err(e) => {
             let mut r = ApiError::from(e).into_response();

@@ -283,10 +283,8 @@ async fn every_api_error_is_reached_by_a_request() {
     // In flight: the key is being decided by someone else.
     h.app
         .gateway
-        .in_flight
-        .lock()
-        .unwrap()
-        .insert(crate::engine::identity("agent-1", "i-9"));
+        .intents()
+        .mark_in_flight(&crate::engine::identity("agent-1", "i-9"), true);
     let busy = h
         .intent(
             h.signed(|p| {
@@ -297,7 +295,10 @@ async fn every_api_error_is_reached_by_a_request() {
         .await;
     expect(&busy, 409, "in-flight");
     assert_eq!(busy.headers.get("retry-after").unwrap(), "1");
-    h.app.gateway.in_flight.lock().unwrap().clear();
+    h.app
+        .gateway
+        .intents()
+        .mark_in_flight(&crate::engine::identity("agent-1", "i-9"), false);
     let first = h
         .intent(
             h.signed(|p| {
@@ -935,12 +936,13 @@ async fn approval_problems(h: &Harness) -> (BTreeSet<String>, u64) {
             "*",
         ),
     ] {
-        g.register_reviewer(reviewer_object(&key, id, &[roles], &[actions]))
+        g.registry()
+            .register_reviewer(reviewer_object(&key, id, &[roles], &[actions]))
             .await
             .unwrap();
         appended += 1;
     }
-    g.revoke_reviewer("rev-erin").await.unwrap();
+    g.registry().revoke_reviewer("rev-erin").await.unwrap();
     appended += 1;
     // Dual control and separation of duties, in a new active version.
     let mut files = crate::engine::tests::refunds();
@@ -949,8 +951,8 @@ async fn approval_problems(h: &Harness) -> (BTreeSet<String>, u64) {
         "approval = \"by_rule\"",
         "approval = \"by_rule\"\nreview = { count = 2, separate_issuer = true }",
     );
-    let (version, _) = g.publish_policy(files).await.unwrap();
-    g.activate_policy(&version).await.unwrap();
+    let (version, _) = g.policies().publish_policy(files).await.unwrap();
+    g.policies().activate_policy(&version).await.unwrap();
     appended += 2;
     let policy = g.bundle().version_string();
     let escalate = |n: &str| {

@@ -101,7 +101,11 @@ async fn add<L: Ledger>(
     body: Body,
 ) -> Result<Response, ApiError> {
     let value = read_json(&app, body, MAX_ADMIN_TOKEN_BODY).await?;
-    let (endpoint, shown) = app.gateway.add_webhook(new_endpoint(&value)?).await?;
+    let (endpoint, shown) = app
+        .gateway
+        .webhooks()
+        .add_webhook(new_endpoint(&value)?)
+        .await?;
     let mut o = Object::new();
     o.insert("endpoint", endpoint.to_value());
     key_member(&mut o, shown);
@@ -112,7 +116,7 @@ async fn list<L: Ledger>(
     _: AdminAuth,
     State(app): State<Arc<App<L>>>,
 ) -> Result<Response, ApiError> {
-    let items = app.gateway.webhooks().await?;
+    let items = app.gateway.webhooks().list().await?;
     Ok(answer(
         StatusCode::OK,
         "endpoints",
@@ -125,7 +129,11 @@ async fn enable<L: Ledger>(
     State(app): State<Arc<App<L>>>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
-    let e = app.gateway.set_webhook_enabled(&id, true).await?;
+    let e = app
+        .gateway
+        .webhooks()
+        .set_webhook_enabled(&id, true)
+        .await?;
     Ok(answer(StatusCode::OK, "endpoint", e.to_value()))
 }
 
@@ -134,7 +142,11 @@ async fn disable<L: Ledger>(
     State(app): State<Arc<App<L>>>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
-    let e = app.gateway.set_webhook_enabled(&id, false).await?;
+    let e = app
+        .gateway
+        .webhooks()
+        .set_webhook_enabled(&id, false)
+        .await?;
     Ok(answer(StatusCode::OK, "endpoint", e.to_value()))
 }
 
@@ -143,7 +155,7 @@ async fn rotate<L: Ledger>(
     State(app): State<Arc<App<L>>>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
-    let shown = app.gateway.rotate_webhook(&id).await?;
+    let shown = app.gateway.webhooks().rotate_webhook(&id).await?;
     let mut o = Object::new();
     o.insert("id", id.into());
     key_member(&mut o, shown);
@@ -177,7 +189,7 @@ async fn redeliver<L: Ledger>(
             ));
         }
     };
-    let n = app.gateway.redeliver_webhook(&id, what).await?;
+    let n = app.gateway.webhooks().redeliver_webhook(&id, what).await?;
     Ok(answer(
         StatusCode::ACCEPTED,
         "redelivering",
@@ -213,7 +225,11 @@ async fn deliveries<L: Ledger>(
             _ => return Err(bad("unknown query parameter (from, limit)")),
         }
     }
-    let items = app.gateway.webhook_deliveries(&id, from, limit).await?;
+    let items = app
+        .gateway
+        .webhooks()
+        .webhook_deliveries(&id, from, limit)
+        .await?;
     Ok(answer(
         StatusCode::OK,
         "deliveries",

@@ -350,7 +350,7 @@ impl Sandbox {
         let mut cmd = Command::new(bin("tollgate"));
         cmd.args(["sandbox", "serve", "--listen", "127.0.0.1:0"]);
         if let Some(d) = dir {
-            cmd.arg("--data-dir").arg(d);
+            cmd.arg("--keep").arg(d);
         }
         let mut child = cmd
             .stdout(std::process::Stdio::piped())
@@ -590,7 +590,7 @@ fn the_sandbox_never_serves_a_gateway_folder_nor_beyond_loopback() {
     g.child.wait().unwrap();
     let data = g.data();
     let out = Command::new(bin("tollgate"))
-        .args(["sandbox", "serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["sandbox", "serve", "--listen", "127.0.0.1:0", "--keep"])
         .arg(&data)
         .output()
         .unwrap();

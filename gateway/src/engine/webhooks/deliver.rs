@@ -357,7 +357,7 @@ async fn deliver_one<L: Ledger>(
         let Some(g) = weak.upgrade() else {
             return (Ending::Stopped, None);
         };
-        let schedule = g.webhooks.schedule.clone();
+        let schedule = g.webhook_state.settings.schedule.clone();
         let clock_now = g.clock.now();
         drop(g);
         let (now, answer) = match first.take() {
@@ -489,7 +489,8 @@ async fn page<L: Ledger>(weak: &Weak<Gateway<L>>, id: &str, sender: &Sender) -> 
         return Step::Stop;
     };
     // The URL is checked again: what a name resolves to can change.
-    if let Err(e) = target::check_async(&endpoint.url, g.webhooks.allow_private).await {
+    if let Err(e) = target::check_async(&endpoint.url, g.webhook_state.settings.allow_private).await
+    {
         if matches!(e, target::TargetError::Private(_)) {
             let _ = g
                 .ledger
@@ -670,11 +671,11 @@ async fn worker<L: Ledger>(weak: Weak<Gateway<L>>, id: String) {
     let Some(g) = weak.upgrade() else {
         return;
     };
-    let niceness = g.webhooks.niceness;
-    let (timeout, url, threads) = match g.webhooks().await {
+    let niceness = g.webhook_state.settings.niceness;
+    let (timeout, url, threads) = match g.webhooks().list().await {
         Ok(eps) => match eps.into_iter().find(|e| e.id == id) {
             Some(e) => (
-                g.webhooks.timeout,
+                g.webhook_state.settings.timeout,
                 e.url,
                 if e.parallel { WEBHOOK_PARALLEL } else { 1 },
             ),
@@ -695,7 +696,11 @@ async fn worker<L: Ledger>(weak: Weak<Gateway<L>>, id: String) {
                     return;
                 };
                 // Woken by a change, or after the poll interval.
-                let _ = tokio::time::timeout(g.webhooks.poll, g.webhook_changed.notified()).await;
+                let _ = tokio::time::timeout(
+                    g.webhook_state.settings.poll,
+                    g.webhook_state.changed.notified(),
+                )
+                .await;
             }
         }
     }
@@ -738,7 +743,8 @@ pub(super) fn spawn_supervisor<L: Ledger>(g: &Arc<Gateway<L>>) {
             }
             running.retain(|_, h| !h.is_finished());
             let _ =
-                tokio::time::timeout(Duration::from_secs(1), g.webhook_changed.notified()).await;
+                tokio::time::timeout(Duration::from_secs(1), g.webhook_state.changed.notified())
+                    .await;
         }
     });
 }

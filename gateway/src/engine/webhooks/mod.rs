@@ -24,16 +24,38 @@ mod deliver;
 pub mod sign;
 pub mod target;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tollgate_ledger::{AttemptRow, EVENT_TYPES, EndpointRow, Ledger, OutboxEvent, WebhookOp};
 use tollgate_protocol::{Object, Value, canonical, parse};
 
 use self::sign::SigningKey;
-use super::Gateway;
+use super::Webhooks;
 
 pub use deliver::event_body;
+
+/// Webhook delivery's own state: nothing outside this module opens it.
+pub(in crate::engine) struct State {
+    /// How webhooks are delivered.
+    settings: WebhookSettings,
+    /// Woken when an endpoint is added, enabled or disabled, or a
+    /// redelivery is asked for.
+    changed: tokio::sync::Notify,
+}
+
+impl State {
+    pub(in crate::engine) fn new(settings: WebhookSettings) -> Self {
+        Self {
+            settings,
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Wakes the deliverers (a stopping gateway ends them).
+    pub(in crate::engine) fn wake(&self) {
+        self.changed.notify_waiters();
+    }
+}
 
 /// How webhooks are delivered.
 #[derive(Clone, Debug)]
@@ -364,7 +386,7 @@ fn random_id() -> Result<String, WebhookError> {
     ))
 }
 
-impl<L: Ledger> Gateway<L> {
+impl<L: Ledger> Webhooks<'_, L> {
     async fn endpoint_row(&self, id: &str) -> Result<EndpointRow, WebhookError> {
         self.ledger
             .webhook_endpoints()
@@ -379,7 +401,7 @@ impl<L: Ledger> Gateway<L> {
     /// Returns it and the secret a consumer verifies with (`whsec_…`, shown
     /// once) or the public key (`whpk_…`).
     pub async fn add_webhook(&self, new: NewEndpoint) -> Result<(Endpoint, String), WebhookError> {
-        target::check_async(&new.url, self.webhooks.allow_private)
+        target::check_async(&new.url, self.webhook_state.settings.allow_private)
             .await
             .map_err(|e| match e {
                 target::TargetError::NotAUrl(m) => WebhookError::InvalidUrl(m),
@@ -439,12 +461,12 @@ impl<L: Ledger> Gateway<L> {
             .await
             .map_err(internal)?;
         let row = self.endpoint_row(&id).await?;
-        self.webhook_changed.notify_waiters();
+        self.webhook_state.changed.notify_waiters();
         Ok((endpoint_of(&row)?, shown))
     }
 
     /// Every endpoint.
-    pub async fn webhooks(&self) -> Result<Vec<Endpoint>, WebhookError> {
+    pub async fn list(&self) -> Result<Vec<Endpoint>, WebhookError> {
         self.ledger
             .webhook_endpoints()
             .await
@@ -469,7 +491,7 @@ impl<L: Ledger> Gateway<L> {
             }])
             .await
             .map_err(internal)?;
-        self.webhook_changed.notify_waiters();
+        self.webhook_state.changed.notify_waiters();
         endpoint_of(&self.endpoint_row(id).await?)
     }
 
@@ -481,7 +503,7 @@ impl<L: Ledger> Gateway<L> {
         let row = self.endpoint_row(id).await?;
         let endpoint = endpoint_of(&row)?;
         let now = self.clock.now().unix_seconds();
-        let until = now + self.webhooks.rotation_overlap_seconds;
+        let until = now + self.webhook_state.settings.rotation_overlap_seconds;
         let mut secrets: Vec<Secret> = secrets_of(&row)?
             .into_iter()
             .filter(|s| s.until.is_none_or(|u| u > now))
@@ -527,7 +549,7 @@ impl<L: Ledger> Gateway<L> {
                     }])
                     .await
                     .map_err(internal)?;
-                self.webhook_changed.notify_waiters();
+                self.webhook_state.changed.notify_waiters();
                 Ok(1)
             }
             Redeliver::FromSeq(seq) => {
@@ -561,7 +583,7 @@ impl<L: Ledger> Gateway<L> {
                     }])
                     .await
                     .map_err(internal)?;
-                self.webhook_changed.notify_waiters();
+                self.webhook_state.changed.notify_waiters();
                 Ok(count)
             }
         }
@@ -634,13 +656,13 @@ impl<L: Ledger> Gateway<L> {
     /// Starts delivering: one worker per enabled endpoint, started and
     /// stopped as endpoints are added, enabled and disabled, for as long as
     /// the gateway lives.
-    pub fn spawn_webhooks(self: &Arc<Self>) {
+    pub fn spawn_webhooks(&self) {
         deliver::spawn_supervisor(self);
     }
 
     /// The webhook settings.
     pub fn webhook_settings(&self) -> &WebhookSettings {
-        &self.webhooks
+        &self.webhook_state.settings
     }
 }
 

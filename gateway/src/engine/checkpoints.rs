@@ -9,7 +9,7 @@
 //! entries threshold is reached. A witness that is down or refuses costs
 //! only its cosignature on this checkpoint; the next one asks it again.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tollgate_ledger::{Ledger, tree};
@@ -18,6 +18,8 @@ use tollgate_protocol::checkpoint::{
 };
 use tollgate_protocol::{Value, parse};
 use tollgate_signer::AnySigner;
+
+use super::Checkpoints;
 
 /// A witness the gateway asks to cosign its checkpoints.
 #[derive(Clone, Debug)]
@@ -291,5 +293,58 @@ impl Checkpointer {
             }
         }
         Vec::new()
+    }
+}
+
+impl<L: Ledger> Checkpoints<'_, L> {
+    /// Grows the ledger's Merkle tree (spec §6) over entries once
+    /// they are durable, every `every`, for as long as the gateway lives,
+    /// and makes checkpoints of it when they are enabled and due.
+    pub fn spawn_tree(&self, every: std::time::Duration) {
+        // A failure is tried again next time; the tree never runs ahead of
+        // durable entries.
+        self.spawn_every(every, |g| async move {
+            if tollgate_ledger::tree::grow(&g.ledger).await.is_ok()
+                && let Some(c) = g.checkpointer.get()
+            {
+                let now = g.clock.now();
+                match c.tick(&g.ledger).await {
+                    Ok(Some(made)) => {
+                        g.metrics.checkpoint(made.size, made.missing.len());
+                        for w in &made.missing {
+                            crate::observe::event(
+                                now.as_str(),
+                                "checkpoint_not_cosigned",
+                                &[("size", made.size.to_string()), ("witness", w.clone())],
+                            );
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        g.metrics.checkpoint_failed();
+                        crate::observe::event(
+                            now.as_str(),
+                            "checkpoint_failed",
+                            &[("error", e.to_string())],
+                        );
+                    }
+                }
+            }
+        });
+    }
+
+    /// Enables checkpoints: settles the ledger's origin and keeps the
+    /// checkpoint key; [`Gateway::spawn_tree`] then makes them.
+    pub async fn enable_checkpoints(
+        &self,
+        settings: CheckpointSettings,
+    ) -> Result<Arc<Checkpointer>, CheckpointError> {
+        let c = Arc::new(Checkpointer::open(&self.ledger, settings).await?);
+        Ok(self.checkpointer.get_or_init(|| c).clone())
+    }
+
+    /// What makes the checkpoints, if they are enabled.
+    pub fn checkpointer(&self) -> Option<Arc<Checkpointer>> {
+        self.checkpointer.get().cloned()
     }
 }
