@@ -3,7 +3,7 @@
 use std::io::Write as _;
 
 use tollgate_gateway::service::{self, Checkpoints, Service, ServiceConfig, redacted};
-use tollgate_gateway::{Paths, Settings, engine, http, tls, upstream_urls};
+use tollgate_gateway::{Paths, Settings, engine, http, tls};
 
 use crate::error::CliError;
 use crate::settings::ServeArgs;
@@ -30,13 +30,10 @@ pub fn serve(args: ServeArgs) -> Result<String, CliError> {
             max_skew_seconds: args.max_skew_seconds,
         },
         upstreams: engine::Upstreams {
-            urls: upstream_urls(&args.upstreams).map_err(usage)?,
+            urls: engine::Upstreams::urls_of(&args.upstreams).map_err(usage)?,
             timeout: std::time::Duration::from_millis(args.upstream_timeout_ms),
             simulate: false,
-            lookups: engine::resources::Lookups::parse(
-                args.resource_lookups.iter().map(String::as_str),
-            )
-            .map_err(usage)?,
+            lookups: engine::resources::Lookups::new(&args.resource_lookups).map_err(usage)?,
         },
         max_body: args.max_body,
         read_token: args.read_token.clone(),

@@ -53,7 +53,7 @@ pub struct ServeArgs {
         value_delimiter = ';',
         conflicts_with = "key"
     )]
-    pub signers: Vec<String>,
+    pub signers: Vec<tollgate_gateway::SignerSpec>,
     /// Largest intent body, bytes.
     #[arg(long, env = "TOLLGATE_MAX_BODY", default_value_t = limits::DEFAULT_MAX_BODY)]
     pub max_body: usize,
@@ -69,7 +69,7 @@ pub struct ServeArgs {
     /// Upstream of an action with an http target, ACTION=URL (repeat, or
     /// comma-separated in the environment).
     #[arg(long = "upstream", env = "TOLLGATE_UPSTREAMS", value_delimiter = ',')]
-    pub upstreams: Vec<String>,
+    pub upstreams: Vec<tollgate_gateway::engine::UpstreamSetting>,
     /// A resource type whose attributes are looked up at the target,
     /// TYPE=URL with {id} in the URL, e.g.
     /// order=https://orders.internal/attributes/{id} (repeat, or
@@ -79,7 +79,7 @@ pub struct ServeArgs {
         env = "TOLLGATE_RESOURCE_LOOKUPS",
         value_delimiter = ','
     )]
-    pub resource_lookups: Vec<String>,
+    pub resource_lookups: Vec<tollgate_gateway::engine::resources::Lookup>,
     /// Timeout of one upstream call (and of one resource lookup),
     /// milliseconds.
     #[arg(long, env = "TOLLGATE_UPSTREAM_TIMEOUT_MS", default_value_t = limits::DEFAULT_UPSTREAM_TIMEOUT_MS)]
@@ -156,7 +156,7 @@ pub struct ServeArgs {
     /// prefix, separated by a space ("NAME+ID+KEY https://w.example/").
     /// Repeat for several (';' between them in the environment).
     #[arg(long = "witness", env = "TOLLGATE_WITNESSES", value_delimiter = ';')]
-    pub witnesses: Vec<String>,
+    pub witnesses: Vec<tollgate_gateway::checkpoints::WitnessSetting>,
     /// Time a witness has to answer, milliseconds.
     #[arg(long, env = "TOLLGATE_WITNESS_TIMEOUT_MS", default_value_t = limits::DEFAULT_WITNESS_TIMEOUT_MS)]
     pub witness_timeout_ms: u64,

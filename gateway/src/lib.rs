@@ -37,7 +37,6 @@ pub mod tls;
 /// The ledger's checkpoints (spec §6), made by the engine.
 pub use engine::checkpoints;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -103,9 +102,8 @@ pub struct Paths {
     pub database_url: Option<String>,
     /// The receipt-signing key.
     pub key: PathBuf,
-    /// Receipt-signing keys as `--signer` specs ([`keyring`]); empty:
-    /// `key` alone.
-    pub signers: Vec<String>,
+    /// Receipt-signing keys ([`keyring`]); empty: `key` alone.
+    pub signers: Vec<SignerSpec>,
     /// Whether a new data folder gets the demo issuer, agent, delegation
     /// and resources.
     pub demo: bool,
@@ -264,20 +262,33 @@ async fn start<L: tollgate_ledger::Ledger>(
     })
 }
 
-/// The gateway's signing keys from `--signer` specs, or the key file
-/// `key` alone when there are none. A spec is `file:PATH` or
-/// `kms:KEY_ID` (a KMS key id, ARN or alias; feature `kms`, settings from
-/// the AWS environment variables), then optionally `,nbf=T` and `,exp=T`
-/// (RFC 3339 or seconds since the epoch): the window of `issued_at` the
-/// key signs, published with it. The newest key whose window holds a
-/// receipt's `issued_at` signs it.
-pub async fn keyring(specs: &[String], key: &Path) -> Result<Keyring, Error> {
-    if specs.is_empty() {
-        return Ok(Ed25519Signer::load(key)?.into());
-    }
-    let mut keys = Vec::with_capacity(specs.len());
-    for spec in specs {
-        let bad = |why: &str| Error::Config(format!("--signer {spec:?}: {why}"));
+/// Where a receipt-signing key is held.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    /// An Ed25519 key file.
+    File(PathBuf),
+    /// A key in AWS KMS: its id, ARN or alias (feature `kms`).
+    Kms(String),
+}
+
+/// A `--signer` setting: `file:PATH` or `kms:KEY_ID`, then optionally
+/// `,nbf=T` and `,exp=T` (RFC 3339 or seconds since the epoch), the
+/// window of `issued_at` the key signs, published with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignerSpec {
+    /// Where the key is.
+    pub source: KeySource,
+    /// Signs receipts issued from then on.
+    pub nbf: Option<i64>,
+    /// Signs receipts issued until then.
+    pub exp: Option<i64>,
+}
+
+impl std::str::FromStr for SignerSpec {
+    type Err = Error;
+
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| Error::Config(why.to_owned());
         let mut parts = spec.split(',');
         let head = parts.next().unwrap_or_default();
         let (mut nbf, mut exp) = (None, None);
@@ -298,14 +309,33 @@ pub async fn keyring(specs: &[String], key: &Path) -> Result<Keyring, Error> {
                 _ => return Err(bad("expected nbf=T or exp=T after the key")),
             }
         }
-        let signer = if let Some(path) = head.strip_prefix("file:") {
-            AnySigner::File(Ed25519Signer::load(Path::new(path))?)
+        let source = if let Some(path) = head.strip_prefix("file:") {
+            KeySource::File(PathBuf::from(path))
         } else if let Some(id) = head.strip_prefix("kms:") {
-            kms_signer(id).await.map_err(|e| bad(&e.to_string()))?
+            KeySource::Kms(id.to_owned())
         } else {
             return Err(bad("a signer is file:PATH or kms:KEY_ID"));
         };
-        keys.push((signer, nbf, exp));
+        Ok(Self { source, nbf, exp })
+    }
+}
+
+/// The gateway's signing keys from `--signer` settings, or the key file
+/// `key` alone when there are none. The newest key whose window holds a
+/// receipt's `issued_at` signs it.
+pub async fn keyring(specs: &[SignerSpec], key: &Path) -> Result<Keyring, Error> {
+    if specs.is_empty() {
+        return Ok(Ed25519Signer::load(key)?.into());
+    }
+    let mut keys = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let signer = match &spec.source {
+            KeySource::File(path) => AnySigner::File(Ed25519Signer::load(path)?),
+            KeySource::Kms(id) => kms_signer(id)
+                .await
+                .map_err(|e| Error::Config(format!("--signer kms:{id}: {e}")))?,
+        };
+        keys.push((signer, spec.nbf, spec.exp));
     }
     Ok(Keyring::new(keys)?)
 }
@@ -351,17 +381,6 @@ pub fn keygen(out: &Path) -> Result<Value, Error> {
     let signer = Ed25519Signer::generate()?;
     signer.save(out)?;
     Ok(Value::Object(public_jwk(&signer)))
-}
-
-/// The upstream URLs from `ACTION=URL` arguments.
-pub fn upstream_urls(args: &[String]) -> Result<BTreeMap<String, String>, Error> {
-    args.iter()
-        .map(|u| {
-            u.split_once('=')
-                .map(|(a, url)| (a.to_owned(), url.to_owned()))
-                .ok_or_else(|| Error::Config(format!("--upstream {u:?}: expected ACTION=URL")))
-        })
-        .collect()
 }
 
 #[cfg(test)]

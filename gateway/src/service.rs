@@ -51,8 +51,8 @@ pub struct Checkpoints {
     pub interval: Duration,
     /// ...unless this many entries arrived.
     pub entries: u64,
-    /// Witnesses, each "VKEY URL".
-    pub witnesses: Vec<String>,
+    /// Witnesses.
+    pub witnesses: Vec<WitnessSetting>,
     /// Time a witness has to answer.
     pub witness_timeout: Duration,
 }
@@ -83,47 +83,16 @@ impl Checkpoints {
         let key = crate::checkpoint_signer(&spec).await?;
         let kid = &key.jwk().kid;
         let default_origin = format!("tollgate/{}", &kid[..16.min(kid.len())]);
-        let witnesses = self
-            .witnesses
-            .iter()
-            .map(|w| witness(w))
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(CheckpointSettings {
             key,
             origin_explicit: self.origin.is_some(),
             origin: self.origin.clone().unwrap_or(default_origin),
             interval: self.interval,
             entries: self.entries,
-            witnesses,
+            witnesses: self.witnesses.clone(),
             witness_timeout: self.witness_timeout,
         })
     }
-}
-
-/// One `--witness` setting, "VKEY URL".
-fn witness(w: &str) -> Result<WitnessSetting, Error> {
-    let (vkey, url) = w.trim().split_once(' ').ok_or_else(|| {
-        Error::Config(format!(
-            "--witness {w:?}: a verifier key and a URL, separated by a space"
-        ))
-    })?;
-    let key = tollgate_protocol::checkpoint::VerifierKey::parse(vkey)
-        .map_err(|e| Error::Config(format!("--witness: {e}")))?;
-    if key.kind != tollgate_protocol::checkpoint::NOTE_COSIGNATURE {
-        return Err(Error::Config(format!(
-            "--witness: {vkey} is not a witness cosigning key (type 0x04)"
-        )));
-    }
-    let url = url.trim();
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(Error::Config(format!(
-            "--witness: {url:?} is not an http(s) URL"
-        )));
-    }
-    Ok(WitnessSetting {
-        url: url.to_owned(),
-        key,
-    })
 }
 
 /// Everything a service is started with.

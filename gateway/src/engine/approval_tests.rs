@@ -337,13 +337,11 @@ async fn dual_control_needs_two_distinct_reviewers_and_a_denial_ends_it() {
     assert_eq!(state.status, "denied");
 }
 
-#[tokio::test]
-async fn every_refusal_appends_nothing() {
-    let w = world_needing(1, ", separate_issuer = true").await;
-    with_reviewers(&w.gateway).await;
-    let p = policy(&w.gateway);
+/// Reviewers that must be refused for who they are: carol (an auditor),
+/// dave (payments only), erin (revoked), and the issuer's key as
+/// rev-issuer. Returns the keys of carol, dave and erin.
+async fn register_refused_reviewers(w: &World) -> (Ed25519Signer, Ed25519Signer, Ed25519Signer) {
     let g = &w.gateway;
-    // Reviewers that must be refused for who they are.
     let carol = Ed25519Signer::from_secret(&[23; 32]);
     g.registry()
         .register_reviewer(reviewer_object(
@@ -379,18 +377,27 @@ async fn every_refusal_appends_nothing() {
         ))
         .await
         .unwrap();
-    let (env, id) = escalated(g, &w.agent, "big-4", 60_000).await;
-    let (other, _) = escalated(g, &w.agent, "big-5", 61_000).await;
-    let h = head(&w).await;
-    let ok = |k: &Ed25519Signer, r: &str| decision(k, &id, &env.value, &p, r, "grant", T0, |_| {});
-    let cases: Vec<(ApprovalEnvelope, &str)> = vec![
+    (carol, dave, erin)
+}
+
+/// One decision on approval `id` of `env` for each refusal, with the
+/// refusal it must meet (named as [`refusal_of`] names it).
+fn refused_decisions(
+    w: &World,
+    p: &str,
+    (env, id): (&IntentEnvelope, &str),
+    other: &IntentEnvelope,
+    (carol, dave, erin): &(Ed25519Signer, Ed25519Signer, Ed25519Signer),
+) -> Vec<(ApprovalEnvelope, &'static str)> {
+    let ok = |k: &Ed25519Signer, r: &str| decision(k, id, &env.value, p, r, "grant", T0, |_| {});
+    vec![
         // The agent's own key, or the agent's id.
         (
             decision(
                 &w.agent,
-                &id,
+                id,
                 &env.value,
-                &p,
+                p,
                 "rev-alice",
                 "grant",
                 T0,
@@ -399,20 +406,11 @@ async fn every_refusal_appends_nothing() {
             "agent",
         ),
         (
-            decision(
-                &alice(),
-                &id,
-                &env.value,
-                &p,
-                "agent-1",
-                "grant",
-                T0,
-                |_| {},
-            ),
+            decision(&alice(), id, &env.value, p, "agent-1", "grant", T0, |_| {}),
             "agent",
         ),
         (ok(&alice(), "rev-nobody"), "unknown-reviewer"),
-        (ok(&erin, "rev-erin"), "revoked"),
+        (ok(erin, "rev-erin"), "revoked"),
         (ok(&bob(), "rev-alice"), "signature"),
         (
             {
@@ -431,9 +429,9 @@ async fn every_refusal_appends_nothing() {
         (
             decision(
                 &alice(),
-                &id,
+                id,
                 &other.value,
-                &p,
+                p,
                 "rev-alice",
                 "grant",
                 T0,
@@ -444,7 +442,7 @@ async fn every_refusal_appends_nothing() {
         (
             decision(
                 &alice(),
-                &id,
+                id,
                 &env.value,
                 "refunds@9.9.9+sha256:0000000000000000000000000000000000000000000000000000000000000000",
                 "rev-alice",
@@ -454,15 +452,15 @@ async fn every_refusal_appends_nothing() {
             ),
             "policy",
         ),
-        (ok(&carol, "rev-carol"), "role"),
-        (ok(&dave, "rev-dave"), "action"),
+        (ok(carol, "rev-carol"), "role"),
+        (ok(dave, "rev-dave"), "action"),
         (ok(&w.issuer, "rev-issuer"), "issuer"),
         (
             decision(
                 &alice(),
-                &id,
+                id,
                 &env.value,
-                &p,
+                p,
                 "rev-alice",
                 "grant",
                 "2026-11-22T11:00:00Z",
@@ -475,7 +473,7 @@ async fn every_refusal_appends_nothing() {
                 &alice(),
                 "rcpt_00000000000000000000000000000000",
                 &env.value,
-                &p,
+                p,
                 "rev-alice",
                 "grant",
                 T0,
@@ -483,32 +481,48 @@ async fn every_refusal_appends_nothing() {
             ),
             "unknown",
         ),
-    ];
+    ]
+}
+
+fn refusal_of(e: &ApprovalError) -> &'static str {
+    match e {
+        ApprovalError::ReviewerIsAgent(_) => "agent",
+        ApprovalError::UnknownReviewer(_) => "unknown-reviewer",
+        ApprovalError::RevokedReviewer(_) => "revoked",
+        ApprovalError::BadSignature(_) => "signature",
+        ApprovalError::IntentMismatch { .. } => "intent",
+        ApprovalError::PolicyMismatch { .. } => "policy",
+        ApprovalError::LacksRole { .. } => "role",
+        ApprovalError::LacksAction { .. } => "action",
+        ApprovalError::ReviewerIsIssuer(_) => "issuer",
+        ApprovalError::ClockSkew(_) => "skew",
+        ApprovalError::Unknown(_) => "unknown",
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn every_refusal_appends_nothing() {
+    let w = world_needing(1, ", separate_issuer = true").await;
+    with_reviewers(&w.gateway).await;
+    let p = policy(&w.gateway);
+    let g = &w.gateway;
+    let refused = register_refused_reviewers(&w).await;
+    let (env, id) = escalated(g, &w.agent, "big-4", 60_000).await;
+    let (other, _) = escalated(g, &w.agent, "big-5", 61_000).await;
+    let h = head(&w).await;
+    let cases = refused_decisions(&w, &p, (&env, &id), &other, &refused);
     for (d, want) in cases {
         let target = d.decision.approval.clone();
         let e = g.approvals().decide_approval(&target, d).await.unwrap_err();
-        let got = match &e {
-            ApprovalError::ReviewerIsAgent(_) => "agent",
-            ApprovalError::UnknownReviewer(_) => "unknown-reviewer",
-            ApprovalError::RevokedReviewer(_) => "revoked",
-            ApprovalError::BadSignature(_) => "signature",
-            ApprovalError::IntentMismatch { .. } => "intent",
-            ApprovalError::PolicyMismatch { .. } => "policy",
-            ApprovalError::LacksRole { .. } => "role",
-            ApprovalError::LacksAction { .. } => "action",
-            ApprovalError::ReviewerIsIssuer(_) => "issuer",
-            ApprovalError::ClockSkew(_) => "skew",
-            ApprovalError::Unknown(_) => "unknown",
-            other => panic!("unexpected {other:?}"),
-        };
-        assert_eq!(got, want, "{e}");
+        assert_eq!(refusal_of(&e), want, "{e}");
     }
     // The path must name the decision's approval.
     assert!(matches!(
         g.approvals()
             .decide_approval(
                 "rcpt_00000000000000000000000000000000",
-                ok(&alice(), "rev-alice")
+                alice_grants(g, &id, &env)
             )
             .await
             .unwrap_err(),

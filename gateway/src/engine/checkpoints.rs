@@ -30,6 +30,34 @@ pub struct WitnessSetting {
     pub key: VerifierKey,
 }
 
+impl std::str::FromStr for WitnessSetting {
+    type Err = crate::Error;
+
+    /// A `--witness` setting: its verifier key and its URL prefix,
+    /// separated by a space ("NAME+ID+KEY https://w.example/").
+    fn from_str(w: &str) -> Result<Self, Self::Err> {
+        let bad = crate::Error::Config;
+        let (vkey, url) = w
+            .trim()
+            .split_once(' ')
+            .ok_or_else(|| bad("a verifier key and a URL, separated by a space".into()))?;
+        let key = VerifierKey::parse(vkey).map_err(|e| bad(e.to_string()))?;
+        if key.kind != tollgate_protocol::checkpoint::NOTE_COSIGNATURE {
+            return Err(bad(format!(
+                "{vkey} is not a witness cosigning key (type 0x04)"
+            )));
+        }
+        let url = url.trim();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(bad(format!("{url:?} is not an http(s) URL")));
+        }
+        Ok(Self {
+            url: url.to_owned(),
+            key,
+        })
+    }
+}
+
 /// How checkpoints are made.
 #[derive(Debug)]
 pub struct CheckpointSettings {

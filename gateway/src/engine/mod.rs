@@ -88,7 +88,53 @@ pub struct Upstreams {
     pub lookups: resources::Lookups,
 }
 
+/// An `--upstream` setting: the URL an action with an `http` target
+/// commits to ("ACTION=URL").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamSetting {
+    /// The action.
+    pub action: String,
+    /// Its upstream URL.
+    pub url: String,
+}
+
+impl std::str::FromStr for UpstreamSetting {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| crate::Error::Config(why.to_owned());
+        let (action, url) = s
+            .split_once('=')
+            .ok_or_else(|| bad("expected ACTION=URL"))?;
+        if !tollgate_protocol::is_action(action) {
+            return Err(bad("the action is not an action name (e.g. orders.refund)"));
+        }
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(bad("the URL is http:// or https://"));
+        }
+        Ok(Self {
+            action: action.to_owned(),
+            url: url.to_owned(),
+        })
+    }
+}
+
 impl Upstreams {
+    /// The upstream of each action in `settings`; an action given twice
+    /// is refused.
+    pub fn urls_of(settings: &[UpstreamSetting]) -> Result<BTreeMap<String, String>, crate::Error> {
+        let mut urls = BTreeMap::new();
+        for u in settings {
+            if urls.insert(u.action.clone(), u.url.clone()).is_some() {
+                return Err(crate::Error::Config(format!(
+                    "--upstream: action {} is given twice",
+                    u.action
+                )));
+            }
+        }
+        Ok(urls)
+    }
+
     /// The first action of `bundle` that commits to an `http` target with
     /// no upstream configured.
     pub(crate) fn missing(&self, bundle: &Bundle) -> Option<String> {

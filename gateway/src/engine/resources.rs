@@ -34,35 +34,71 @@ pub struct Lookups {
     urls: BTreeMap<String, String>,
 }
 
+/// A `--resource-lookup` setting: a resource type whose attributes are
+/// looked up at a URL holding `{id}` ("TYPE=URL").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lookup {
+    /// The resource type.
+    pub resource_type: String,
+    /// The URL, `http://` or `https://`, holding `{id}` once.
+    pub url: String,
+}
+
+impl std::str::FromStr for Lookup {
+    type Err = crate::Error;
+
+    fn from_str(pair: &str) -> Result<Self, Self::Err> {
+        let bad = crate::Error::Config;
+        let (ty, url) = pair.split_once('=').ok_or_else(|| {
+            bad("expected TYPE=URL, e.g. order=https://orders.internal/attributes/{id}".into())
+        })?;
+        let ty = ty.trim();
+        let url = url.trim();
+        let type_ok = ty.as_bytes().first().is_some_and(u8::is_ascii_lowercase)
+            && ty
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_');
+        if !type_ok {
+            return Err(bad(format!(
+                "{ty:?} is not a resource type ([a-z][a-z0-9_]*)"
+            )));
+        }
+        if !(url.starts_with("http://") || url.starts_with("https://"))
+            || url.matches(ID_PLACEHOLDER).count() != 1
+        {
+            return Err(bad(format!(
+                "the URL must be http:// or https:// and hold {ID_PLACEHOLDER} exactly once"
+            )));
+        }
+        Ok(Self {
+            resource_type: ty.to_owned(),
+            url: url.to_owned(),
+        })
+    }
+}
+
 impl Lookups {
-    /// Reads `TYPE=URL` pairs; the URL is `http://` or `https://` and
-    /// holds `{id}` exactly once.
-    pub fn parse<'a>(pairs: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+    /// Reads `TYPE=URL` pairs ([`Lookup`]).
+    pub fn parse<'a>(pairs: impl IntoIterator<Item = &'a str>) -> Result<Self, crate::Error> {
+        let settings = pairs
+            .into_iter()
+            .map(str::parse)
+            .collect::<Result<Vec<Lookup>, _>>()?;
+        Self::new(&settings)
+    }
+
+    /// The lookups of `settings`; a type given twice is refused.
+    pub fn new(settings: &[Lookup]) -> Result<Self, crate::Error> {
         let mut urls = BTreeMap::new();
-        for pair in pairs {
-            let (ty, url) = pair.split_once('=').ok_or_else(|| {
-                format!("resource lookup {pair:?}: expected TYPE=URL, e.g. order=https://orders.internal/attributes/{{id}}")
-            })?;
-            let ty = ty.trim();
-            let url = url.trim();
-            let type_ok = ty.as_bytes().first().is_some_and(u8::is_ascii_lowercase)
-                && ty
-                    .bytes()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_');
-            if !type_ok {
-                return Err(format!(
-                    "resource lookup {pair:?}: {ty:?} is not a resource type ([a-z][a-z0-9_]*)"
-                ));
-            }
-            if !(url.starts_with("http://") || url.starts_with("https://"))
-                || url.matches(ID_PLACEHOLDER).count() != 1
+        for l in settings {
+            if urls
+                .insert(l.resource_type.clone(), l.url.clone())
+                .is_some()
             {
-                return Err(format!(
-                    "resource lookup {pair:?}: the URL must be http:// or https:// and hold {ID_PLACEHOLDER} exactly once"
-                ));
-            }
-            if urls.insert(ty.to_owned(), url.to_owned()).is_some() {
-                return Err(format!("resource lookup: type {ty:?} is given twice"));
+                return Err(crate::Error::Config(format!(
+                    "resource lookup: type {:?} is given twice",
+                    l.resource_type
+                )));
             }
         }
         Ok(Self { urls })
@@ -188,9 +224,9 @@ mod tests {
             ("order=ftp://x/{id}", "http:// or https://"),
         ] {
             let e = Lookups::parse([bad]).unwrap_err();
-            assert!(e.contains(why), "{bad}: {e}");
+            assert!(e.to_string().contains(why), "{bad}: {e}");
         }
         let twice = Lookups::parse(["order=http://a/{id}", "order=http://b/{id}"]).unwrap_err();
-        assert!(twice.contains("given twice"), "{twice}");
+        assert!(twice.to_string().contains("given twice"), "{twice}");
     }
 }

@@ -150,23 +150,75 @@ fn params(json: &str) -> Value {
     parse(json.as_bytes()).unwrap()
 }
 
+/// Asserts the answer is the problem `slug` with `status`, and records
+/// the problem type as reached.
+fn reached(seen: &mut BTreeSet<String>, a: &Answer, status: u16, slug: &str) {
+    assert_eq!(
+        a.status,
+        status,
+        "{slug}: {}",
+        String::from_utf8_lossy(&a.body)
+    );
+    assert_eq!(a.problem(), slug);
+    seen.insert(slug.to_owned());
+}
+
 #[tokio::test]
 async fn every_api_error_is_reached_by_a_request() {
     let h = harness().await;
     let mut seen = BTreeSet::new();
-    let mut expect = |a: &Answer, status: u16, slug: &str| {
-        assert_eq!(
-            a.status,
-            status,
-            "{slug}: {}",
-            String::from_utf8_lossy(&a.body)
-        );
-        assert_eq!(a.problem(), slug);
-        seen.insert(slug.to_owned());
-    };
     let head0 = h.app.gateway.ledger().inner.head().await.unwrap().seq;
 
-    // Routing, media type, size, JSON, envelope shape.
+    routing_and_shape_problems(&h, &mut seen).await;
+    signature_delegation_and_idempotency_key_problems(&h, &mut seen).await;
+    let unreachable_by_request = decided_once_and_param_problems(&h, &mut seen).await;
+    read_and_delegation_registration_problems(&h, &mut seen).await;
+    revoked_and_not_yet_valid_delegation_problems(&h, &mut seen).await;
+    policy_request_and_reviewer_problems(&h, &mut seen).await;
+    policy_activation_problems(&h, &mut seen).await;
+    issuer_and_resource_problems(&h, &mut seen).await;
+    contended_and_unavailable_problems(&h, &mut seen).await;
+    storage_failure_problems(&h, &mut seen).await;
+
+    // Approvals: every refusal of a reviewer's decision.
+    let head1 = h.app.gateway.ledger().inner.head().await.unwrap().seq;
+    let (approval_seen, approvals_appended) = approval_problems(&h).await;
+    let head2 = h.app.gateway.ledger().inner.head().await.unwrap().seq;
+    assert_eq!(
+        head2 - head1,
+        approvals_appended,
+        "a refused decision appended"
+    );
+
+    // Every problem type was reached; and refused requests wrote nothing:
+    // the head moved only by the two intents, the publication, the
+    // registration and revocation of d-2, and those of rev-alice and of
+    // the issuer key, and by what the approvals accepted.
+    seen.extend(approval_seen);
+    seen.extend(webhook_problems(&h).await);
+    // Last, a stopping service: new requests are refused with an answer
+    // (liveness still answers), and nothing is read or decided.
+    h.app.drain.begin();
+    let a = h.intent(h.signed(|_| {}), None).await;
+    assert_eq!((a.status, a.problem().as_str()), (503, "shutting-down"));
+    seen.insert("shutting-down".to_owned());
+    assert_eq!(a.headers.get("retry-after").unwrap(), "1");
+    assert_eq!(a.headers.get("connection").unwrap(), "close");
+    assert_eq!(
+        h.call(Method::GET, "/healthz", &[], vec![]).await.status,
+        200
+    );
+    assert_eq!(h.app.drain.in_flight(), 0);
+    seen.insert(unreachable_by_request.to_owned());
+    let all: BTreeSet<String> = PROBLEM_TYPES.iter().map(|(s, _)| (*s).to_owned()).collect();
+    assert_eq!(seen, all, "problem types not reached by a request");
+    let head = h.app.gateway.ledger().inner.head().await.unwrap().seq;
+    assert_eq!(head, head0 + 9 + approvals_appended);
+}
+
+/// Routing, media type, size, JSON, envelope shape.
+async fn routing_and_shape_problems(h: &Harness, seen: &mut BTreeSet<String>) {
+    let mut expect = |a: &Answer, status: u16, slug: &str| reached(seen, a, status, slug);
     expect(
         &h.call(Method::GET, "/nope", &[], vec![]).await,
         404,
@@ -225,8 +277,15 @@ async fn every_api_error_is_reached_by_a_request() {
         "malformed-json",
     );
     expect(&h.intent(b"{}".to_vec(), None).await, 422, "invalid-intent");
+}
 
-    // The engine's refusals of an intent.
+/// The engine's refusals of an intent: clock, signature, delegation,
+/// idempotency key, a key in flight.
+async fn signature_delegation_and_idempotency_key_problems(
+    h: &Harness,
+    seen: &mut BTreeSet<String>,
+) {
+    let mut expect = |a: &Answer, status: u16, slug: &str| reached(seen, a, status, slug);
     let far = h.signed(|p| {
         p.insert("issued_at", "2026-11-22T12:00:00Z".into());
     });
@@ -299,6 +358,13 @@ async fn every_api_error_is_reached_by_a_request() {
         .gateway
         .intents()
         .mark_in_flight(&crate::engine::identity("agent-1", "i-9"), false);
+}
+
+/// The engine's refusals of an intent: an intent id decided once, ever;
+/// actions, params and confidence. Returns the one problem type no request
+/// reaches, checked through its mapping.
+async fn decided_once_and_param_problems(h: &Harness, seen: &mut BTreeSet<String>) -> &'static str {
+    let mut expect = |a: &Answer, status: u16, slug: &str| reached(seen, a, status, slug);
     let first = h
         .intent(
             h.signed(|p| {
@@ -368,7 +434,14 @@ async fn every_api_error_is_reached_by_a_request() {
             "unrepresentable-param",
         );
     }
+    unreachable_by_request
+}
 
+/// Reads, and the refusals of a delegation's registration.
+async fn read_and_delegation_registration_problems(h: &Harness, seen: &mut BTreeSet<String>) {
+    let mut expect = |a: &Answer, status: u16, slug: &str| reached(seen, a, status, slug);
+    // The stranger of the intent refusals: a key no issuer trusts.
+    let stranger = tollgate_signer::Ed25519Signer::from_secret(&[9; 32]);
     // Reads.
     expect(
         &h.call(Method::GET, "/v1/receipts/rcpt_nope", &[], vec![])
@@ -467,6 +540,13 @@ async fn every_api_error_is_reached_by_a_request() {
         404,
         "unknown-delegation",
     );
+}
+
+/// A revoked delegation is refused when registered again and when an
+/// intent is made under it; one not yet valid, when an intent is made.
+/// Appends the registration and the revocation of d-2.
+async fn revoked_and_not_yet_valid_delegation_problems(h: &Harness, seen: &mut BTreeSet<String>) {
+    let mut expect = |a: &Answer, status: u16, slug: &str| reached(seen, a, status, slug);
     let d2 = canonical(&token(&h.issuer, &h.agent, "d-2"));
     assert_eq!(
         h.admin(Method::POST, "/v1/admin/delegations", d2.clone())
@@ -508,6 +588,12 @@ async fn every_api_error_is_reached_by_a_request() {
     h.clock.set("2019-12-31T23:59:00Z");
     expect(&h.intent(old, None).await, 403, "delegation-not-valid-now");
     h.clock.set(T0);
+}
+
+/// Policy requests that name nothing valid; reviewers. Appends the
+/// registration and the revocation of rev-alice.
+async fn policy_request_and_reviewer_problems(h: &Harness, seen: &mut BTreeSet<String>) {
+    let mut expect = |a: &Answer, status: u16, slug: &str| reached(seen, a, status, slug);
     expect(
         &h.admin(
             Method::POST,
@@ -600,6 +686,13 @@ async fn every_api_error_is_reached_by_a_request() {
         409,
         "revoked-reviewer",
     );
+}
+
+/// Rollback with nothing to roll back; activation of a bundle with no
+/// upstream for its target, and of a short version naming two. Appends the
+/// publication.
+async fn policy_activation_problems(h: &Harness, seen: &mut BTreeSet<String>) {
+    let mut expect = |a: &Answer, status: u16, slug: &str| reached(seen, a, status, slug);
     expect(
         &h.admin(Method::POST, "/v1/admin/policies/rollback", vec![])
             .await,
@@ -661,6 +754,12 @@ async fn every_api_error_is_reached_by_a_request() {
         409,
         "ambiguous-policy-version",
     );
+}
+
+/// Issuer keys and resources. Appends the registration and the revocation
+/// of the issuer key.
+async fn issuer_and_resource_problems(h: &Harness, seen: &mut BTreeSet<String>) {
+    let mut expect = |a: &Answer, status: u16, slug: &str| reached(seen, a, status, slug);
     // Issuer keys and resources.
     expect(
         &h.admin(
@@ -708,7 +807,12 @@ async fn every_api_error_is_reached_by_a_request() {
         422,
         "invalid-resource",
     );
+}
 
+/// A contended ledger and a resource lookup that does not answer: nothing
+/// is recorded, and the client is told to try again.
+async fn contended_and_unavailable_problems(h: &Harness, seen: &mut BTreeSet<String>) {
+    let mut expect = |a: &Answer, status: u16, slug: &str| reached(seen, a, status, slug);
     // Another gateway changes what each try read, every time: nothing is
     // recorded, and the client is told to try again.
     h.ledger.hooks.stale.store(true, Ordering::SeqCst);
@@ -741,9 +845,12 @@ async fn every_api_error_is_reached_by_a_request() {
     expect(&unavailable, 503, "resource-unavailable");
     assert_eq!(unavailable.headers.get("retry-after").unwrap(), "1");
     assert_eq!(looking.ledger.inner.head().await.unwrap(), head);
+}
 
-    // Storage failures: a generic 500 (the cause is logged, never sent),
-    // and an honest readiness probe.
+/// Storage failures: a generic 500 (the cause is logged, never sent), and
+/// an honest readiness probe.
+async fn storage_failure_problems(h: &Harness, seen: &mut BTreeSet<String>) {
+    let mut expect = |a: &Answer, status: u16, slug: &str| reached(seen, a, status, slug);
     h.ledger.hooks.fail_writes.store(true, Ordering::SeqCst);
     let failed = h
         .intent(
@@ -777,41 +884,6 @@ async fn every_api_error_is_reached_by_a_request() {
         h.call(Method::GET, "/readyz", &[], vec![]).await.status,
         200
     );
-
-    // Approvals: every refusal of a reviewer's decision.
-    let head1 = h.app.gateway.ledger().inner.head().await.unwrap().seq;
-    let (approval_seen, approvals_appended) = approval_problems(&h).await;
-    let head2 = h.app.gateway.ledger().inner.head().await.unwrap().seq;
-    assert_eq!(
-        head2 - head1,
-        approvals_appended,
-        "a refused decision appended"
-    );
-
-    // Every problem type was reached; and refused requests wrote nothing:
-    // the head moved only by the two intents, the publication, the
-    // registration and revocation of d-2, and those of rev-alice and of
-    // the issuer key, and by what the approvals accepted.
-    seen.extend(approval_seen);
-    seen.extend(webhook_problems(&h).await);
-    // Last, a stopping service: new requests are refused with an answer
-    // (liveness still answers), and nothing is read or decided.
-    h.app.drain.begin();
-    let a = h.intent(h.signed(|_| {}), None).await;
-    assert_eq!((a.status, a.problem().as_str()), (503, "shutting-down"));
-    seen.insert("shutting-down".to_owned());
-    assert_eq!(a.headers.get("retry-after").unwrap(), "1");
-    assert_eq!(a.headers.get("connection").unwrap(), "close");
-    assert_eq!(
-        h.call(Method::GET, "/healthz", &[], vec![]).await.status,
-        200
-    );
-    assert_eq!(h.app.drain.in_flight(), 0);
-    seen.insert(unreachable_by_request.to_owned());
-    let all: BTreeSet<String> = PROBLEM_TYPES.iter().map(|(s, _)| (*s).to_owned()).collect();
-    assert_eq!(seen, all, "problem types not reached by a request");
-    let head = h.app.gateway.ledger().inner.head().await.unwrap().seq;
-    assert_eq!(head, head0 + 9 + approvals_appended);
 }
 
 /// Reaches every problem of the webhook API; none of its requests appends
