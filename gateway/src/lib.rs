@@ -2,10 +2,12 @@
 //! signs and records, and the HTTP(S) service in front of it.
 //!
 //! Modules:
-//! - [`engine`]: the intent flow, approvals, the registries, the commit
-//!   targets, recovery and webhook delivery. It knows nothing of HTTP
-//!   serving or the command line (its outbound calls, to upstreams and
-//!   webhook endpoints, are plain HTTP clients).
+//! - [`engine`]: a shared core (ledger, signer, clock, the registries'
+//!   view, metrics, the task tracker) and one handle per aggregate: the
+//!   intent flow, approvals, the registries, policy versions, webhook
+//!   delivery, checkpoints. It knows nothing of HTTP serving or the command
+//!   line (its outbound calls, to upstreams, lookups, witnesses and webhook
+//!   endpoints, are plain HTTP clients).
 //! - [`http`]: the router, the admin-auth extractor, the middleware that
 //!   gives every route a request id, trace id, metrics and a log line, and
 //!   [`http::ApiError`], the one place where statuses and problem types

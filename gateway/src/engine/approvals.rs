@@ -21,7 +21,7 @@
 //! `approval` and `execution` receipts are appended as one unit.
 //!
 //! A deadline that passes ends the approval as `expired`, with `issued_at`
-//! the deadline itself, written by a sweeper ([`Gateway::expire_due`])
+//! the deadline itself, written by a sweeper ([`Approvals::expire_due`])
 //! whether or not anyone asks, and after a restart as well.
 //!
 //! Invariants: decisions on approvals are serialized by one lock (the
@@ -531,7 +531,7 @@ impl<L: Ledger> Approvals<'_, L> {
         Ok(Some(state))
     }
 
-    /// [`Gateway::intent_state`], waiting up to `wait` for a pending
+    /// [`Approvals::intent_state`], waiting up to `wait` for a pending
     /// intent to be decided by its reviewers.
     pub async fn wait_intent_state(
         &self,
@@ -1002,7 +1002,7 @@ impl<L: Ledger> Approvals<'_, L> {
         Ok(ended)
     }
 
-    /// Runs [`Gateway::expire_due`] every `every`, for as long as the
+    /// Runs [`Approvals::expire_due`] every `every`, for as long as the
     /// gateway lives.
     pub fn spawn_expiry(&self, every: std::time::Duration) {
         // A failure (a locked ledger) is retried on the next tick; the

@@ -362,7 +362,7 @@ impl<L: Ledger> Checkpoints<'_, L> {
     }
 
     /// Enables checkpoints: settles the ledger's origin and keeps the
-    /// checkpoint key; [`Gateway::spawn_tree`] then makes them.
+    /// checkpoint key; [`Checkpoints::spawn_tree`] then makes them.
     pub async fn enable_checkpoints(
         &self,
         settings: CheckpointSettings,

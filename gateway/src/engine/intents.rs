@@ -82,7 +82,7 @@ pub fn identity(agent: &str, intent_id: &str) -> String {
     format!("{agent}/{intent_id}")
 }
 
-/// Why [`Gateway::decide_and_commit`] did not append.
+/// Why [`Intents::decide_and_commit`] did not append.
 enum Failure {
     Refused(IntentError),
     /// The identity (or this very receipt) is already in the ledger: a

@@ -3,7 +3,13 @@
 //! line.
 //!
 //! A [`Gateway`] owns the ledger, the signer, the clock, the commit
-//! targets and an in-memory view of the registries. The view is built from
+//! targets and an in-memory view of the registries: the core every
+//! aggregate shares. Each aggregate is a module with a handle that borrows
+//! the gateway ([`Gateway::intents`], [`Gateway::approvals`],
+//! [`Gateway::registry`], [`Gateway::policies`], [`Gateway::webhooks`],
+//! [`Gateway::checkpoints`]) and a `State` of its own (its locks, its
+//! waiters) that no other module opens; what one aggregate asks of
+//! another goes through that one's handle. The view is built from
 //! the ledger at start ([`Gateway::open`]) and replaced whole after each
 //! registry change, once that change's receipt is durable: the ledger is
 //! the one source of truth (spec §4.3), the view only a cache of it.
@@ -321,7 +327,7 @@ impl<L: Ledger> Gateway<L> {
     /// called, and nothing outside the ledger is read. With `policy`, that
     /// bundle is published (if new) and activated unless it is active
     /// already. Then reservations left by a crash are finished; one that
-    /// cannot be is reported ([`Gateway::unfinished`]) and never stops the
+    /// cannot be is reported ([`Intents::unfinished`]) and never stops the
     /// start.
     pub async fn open(
         parts: Parts<L>,

@@ -362,7 +362,7 @@ impl<L: Ledger> Registry<'_, L> {
     /// The view is the caller's to update after. If another instance
     /// changed the registries since `view`, nothing is appended: the view
     /// is reloaded and the change is [`RegistryError::Contended`], to be
-    /// checked again ([`Gateway::retrying`]).
+    /// checked again ([`Registry::retrying`]).
     async fn record(
         &self,
         view: &View,
@@ -389,7 +389,7 @@ impl<L: Ledger> Registry<'_, L> {
         }
     }
 
-    /// [`Gateway::record`] under the active policy, then the view read
+    /// [`Registry::record`] under the active policy, then the view read
     /// again from the ledger, which now holds the change.
     async fn record_and_reload(
         &self,
