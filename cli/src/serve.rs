@@ -82,7 +82,14 @@ pub fn run(r: ServiceConfig) -> Result<String, CliError> {
         .map_err(usage)?;
     runtime.block_on(async move {
         let sandbox = r.paths.sandbox;
-        let running = Service::start(r).await.map_err(usage)?;
+        // A signal during the start (recovery finishing reservations, a
+        // database that does not answer) stops it: what it left is
+        // finished by the next start, as after a crash.
+        let mut signal = Box::pin(service::signals());
+        let running = tokio::select! {
+            started = Service::start(r) => started.map_err(usage)?,
+            () = &mut signal => return Ok("stopped during the start".to_owned()),
+        };
         let s = running.started();
         for p in &s.created {
             println!("created {}", p.display());
@@ -103,7 +110,7 @@ pub fn run(r: ServiceConfig) -> Result<String, CliError> {
         }
         println!("listening on {}", s.url);
         let _ = std::io::stdout().flush();
-        running.stop_on(service::signals());
+        running.stop_on(signal);
         let stopped = running.stopped().await.map_err(usage)?;
         if stopped.requests_cut > 0 || stopped.tasks_cut > 0 {
             eprintln!(

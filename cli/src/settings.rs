@@ -55,10 +55,10 @@ pub struct ServeArgs {
     )]
     pub signers: Vec<tollgate_gateway::SignerSpec>,
     /// Largest intent body, bytes.
-    #[arg(long, env = "TOLLGATE_MAX_BODY", default_value_t = limits::DEFAULT_MAX_BODY)]
+    #[arg(long, env = "TOLLGATE_MAX_BODY", default_value_t = limits::DEFAULT_MAX_BODY, value_parser = positive)]
     pub max_body: usize,
     /// Largest distance between an intent's issued_at and this clock, seconds.
-    #[arg(long, env = "TOLLGATE_MAX_SKEW_SECONDS", default_value_t = limits::DEFAULT_MAX_SKEW_SECONDS)]
+    #[arg(long, env = "TOLLGATE_MAX_SKEW_SECONDS", default_value_t = limits::DEFAULT_MAX_SKEW_SECONDS, value_parser = clap::value_parser!(i64).range(0..=86_400))]
     pub max_skew_seconds: i64,
     /// TLS certificate chain (PEM); with --tls-key, serve HTTPS.
     #[arg(long, env = "TOLLGATE_TLS_CERT", requires = "tls_key")]
@@ -82,24 +82,24 @@ pub struct ServeArgs {
     pub resource_lookups: Vec<tollgate_gateway::engine::resources::Lookup>,
     /// Timeout of one upstream call (and of one resource lookup),
     /// milliseconds.
-    #[arg(long, env = "TOLLGATE_UPSTREAM_TIMEOUT_MS", default_value_t = limits::DEFAULT_UPSTREAM_TIMEOUT_MS)]
+    #[arg(long, env = "TOLLGATE_UPSTREAM_TIMEOUT_MS", default_value_t = limits::DEFAULT_UPSTREAM_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub upstream_timeout_ms: u64,
     /// How often approvals past their deadline are ended as expired,
     /// milliseconds.
     #[arg(long, env = "TOLLGATE_EXPIRY_INTERVAL_MS", default_value_t = limits::DEFAULT_EXPIRY_INTERVAL_MS, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub expiry_interval_ms: u64,
     /// Most connections served at once; more wait in the kernel's backlog.
-    #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS", default_value_t = limits::DEFAULT_MAX_CONNECTIONS)]
+    #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS", default_value_t = limits::DEFAULT_MAX_CONNECTIONS, value_parser = positive)]
     pub max_connections: usize,
     /// Time to receive a request's header (and to keep an idle
     /// connection), milliseconds.
-    #[arg(long, env = "TOLLGATE_HEADER_TIMEOUT_MS", default_value_t = limits::DEFAULT_HEADER_TIMEOUT_MS)]
+    #[arg(long, env = "TOLLGATE_HEADER_TIMEOUT_MS", default_value_t = limits::DEFAULT_HEADER_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub header_timeout_ms: u64,
     /// Time to receive a request's body, milliseconds.
-    #[arg(long, env = "TOLLGATE_BODY_TIMEOUT_MS", default_value_t = limits::DEFAULT_BODY_TIMEOUT_MS)]
+    #[arg(long, env = "TOLLGATE_BODY_TIMEOUT_MS", default_value_t = limits::DEFAULT_BODY_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub body_timeout_ms: u64,
     /// Time to finish a TLS handshake, milliseconds.
-    #[arg(long, env = "TOLLGATE_HANDSHAKE_TIMEOUT_MS", default_value_t = limits::DEFAULT_HANDSHAKE_TIMEOUT_MS)]
+    #[arg(long, env = "TOLLGATE_HANDSHAKE_TIMEOUT_MS", default_value_t = limits::DEFAULT_HANDSHAKE_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub handshake_timeout_ms: u64,
     /// A bearer token the ledger and receipt API (receipts, head, entries,
     /// export) require; the admin token is accepted too. Without it they
@@ -120,7 +120,7 @@ pub struct ServeArgs {
     #[arg(long, env = "TOLLGATE_WEBHOOK_ALLOW_PRIVATE")]
     pub webhook_allow_private: bool,
     /// Timeout of one webhook delivery attempt, milliseconds.
-    #[arg(long, env = "TOLLGATE_WEBHOOK_TIMEOUT_MS", default_value_t = limits::DEFAULT_WEBHOOK_TIMEOUT_MS)]
+    #[arg(long, env = "TOLLGATE_WEBHOOK_TIMEOUT_MS", default_value_t = limits::DEFAULT_WEBHOOK_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub webhook_timeout_ms: u64,
     /// The delay before each webhook attempt, milliseconds, comma-separated
     /// (one attempt each; default: at once, 5 s, 5 min, 30 min, 2 h, 5 h,
@@ -158,8 +158,16 @@ pub struct ServeArgs {
     #[arg(long = "witness", env = "TOLLGATE_WITNESSES", value_delimiter = ';')]
     pub witnesses: Vec<tollgate_gateway::checkpoints::WitnessSetting>,
     /// Time a witness has to answer, milliseconds.
-    #[arg(long, env = "TOLLGATE_WITNESS_TIMEOUT_MS", default_value_t = limits::DEFAULT_WITNESS_TIMEOUT_MS)]
+    #[arg(long, env = "TOLLGATE_WITNESS_TIMEOUT_MS", default_value_t = limits::DEFAULT_WITNESS_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub witness_timeout_ms: u64,
+}
+
+/// A count or size of at least 1.
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?} is not a whole number of at least 1")),
+    }
 }
 
 /// The flags that stand for a config file's settings, for those that
@@ -220,6 +228,7 @@ pub fn config_flags(
         }
         let long = arg.get_long().unwrap_or(id);
         let switch = matches!(arg.get_action(), clap::ArgAction::SetTrue);
+        let many = matches!(arg.get_action(), clap::ArgAction::Append);
         let mut these = Vec::new();
         let scalar = |v: &toml::Value| match v {
             toml::Value::String(s) => Some(s.clone()),
@@ -234,6 +243,9 @@ pub fn config_flags(
                 }
             }
             _ if switch => return Err(wrong("true or false")),
+            toml::Value::Array(_) | toml::Value::Table(_) if !many => {
+                return Err(wrong("one value, not a list or a table"));
+            }
             toml::Value::Array(items) => {
                 for item in items {
                     let v = scalar(item).ok_or_else(|| wrong("a list of strings or integers"))?;

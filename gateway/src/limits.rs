@@ -64,6 +64,13 @@ pub const LINGER_IDLE_MS: u64 = 5_000;
 /// On a graceful stop, longest the requests in progress are given to
 /// finish (new ones are answered 503 meanwhile), milliseconds.
 pub const SHUTDOWN_DRAIN_MS: u64 = 7_000;
+/// `Retry-After` seconds of a `503 shutting-down`: longer than the quiet
+/// period, so that a client that honours it finds the stop over (another
+/// instance, or this one back) rather than a listener closing under it.
+pub const SHUTDOWN_RETRY_AFTER: u32 = 5;
+/// The drain ends early once no request is in progress and none has
+/// arrived for this long, milliseconds.
+pub const SHUTDOWN_QUIET_MS: u64 = 500;
 /// Then, longest open connections are given to close, milliseconds.
 pub const SHUTDOWN_CLOSE_MS: u64 = 1_000;
 /// Then, longest the engine's own tasks (a decision whose client went

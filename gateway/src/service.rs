@@ -293,10 +293,12 @@ async fn start_app<L: Ledger>(
             until.cancelled().await;
         })
         .await;
-        let requests_cut = served.drain.in_flight();
         let tasks_cut = gateway
             .stopped(Duration::from_millis(limits::SHUTDOWN_TASKS_MS))
             .await;
+        // Counted once the engine's tasks had their time too: a request
+        // whose decision finished then got its answer.
+        let requests_cut = served.drain.in_flight();
         Stopped {
             requests_cut,
             tasks_cut,

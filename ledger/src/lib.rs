@@ -82,7 +82,9 @@ use std::future::Future;
 use std::collections::BTreeSet;
 
 pub use tollgate_protocol::Clock;
-use tollgate_protocol::{Failure, HashAlg, HashValue, LedgerEntry, Signature, Timestamp, Value};
+use tollgate_protocol::{
+    Failure, HashAlg, HashValue, LedgerEntry, Signature, Status, Timestamp, Value,
+};
 
 pub use outbox::{AttemptRow, EVENT_TYPES, EndpointRow, OutboxEvent, WebhookOp, event_types};
 pub use sqlite::{AppendStats, SqliteLedger, SqliteOptions};
@@ -377,13 +379,52 @@ pub enum ApprovalRow {
         approval: String,
         /// The reviewer, or `None` for an expiry.
         reviewer: Option<String>,
-        /// `grant`, `deny` or `expire`.
-        verdict: String,
+        /// What the step is.
+        verdict: StepVerdict,
         /// The approval's status after this step (spec §4.2).
-        status: String,
+        status: Status,
         /// The hash of the signed decision envelope, `None` for an expiry.
         decision_hash: Option<String>,
     },
+}
+
+/// What one step of an approval is: a reviewer's grant or denial, or the
+/// expiry at the deadline. Stored by its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepVerdict {
+    /// A reviewer granted.
+    Grant,
+    /// A reviewer denied.
+    Deny,
+    /// The deadline passed.
+    Expire,
+}
+
+impl StepVerdict {
+    /// The stored name: `grant`, `deny` or `expire`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Grant => "grant",
+            Self::Deny => "deny",
+            Self::Expire => "expire",
+        }
+    }
+
+    /// The verdict stored as `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Grant, Self::Deny, Self::Expire]
+            .into_iter()
+            .find(|v| v.name() == name)
+    }
+}
+
+impl From<tollgate_protocol::ApprovalVerdict> for StepVerdict {
+    fn from(v: tollgate_protocol::ApprovalVerdict) -> Self {
+        match v {
+            tollgate_protocol::ApprovalVerdict::Grant => Self::Grant,
+            tollgate_protocol::ApprovalVerdict::Deny => Self::Deny,
+        }
+    }
 }
 
 /// One receipt of an append unit and what it records besides its entry.
@@ -472,25 +513,25 @@ pub struct ApprovalStep {
     pub receipt_id: String,
     /// The reviewer, `None` for an expiry.
     pub reviewer: Option<String>,
-    /// `grant`, `deny` or `expire`.
-    pub verdict: String,
+    /// What the step is.
+    pub verdict: StepVerdict,
     /// The status after it.
-    pub status: String,
+    pub status: Status,
     /// The signed decision's hash, `None` for an expiry.
     pub decision_hash: Option<String>,
 }
 
 impl ApprovalRecord {
     /// The status: the last step's, or `pending_approval`.
-    pub fn status(&self) -> &str {
+    pub fn status(&self) -> Status {
         self.steps
             .last()
-            .map_or("pending_approval", |s| s.status.as_str())
+            .map_or(Status::PendingApproval, |s| s.status)
     }
 
     /// Whether it has ended (approved, denied or expired).
     pub fn ended(&self) -> bool {
-        self.status() != "pending_approval"
+        self.status() != Status::PendingApproval
     }
 }
 
@@ -532,7 +573,7 @@ pub struct RegistryState {
     pub policies: Vec<(String, Vec<u8>)>,
     /// Activations and rollbacks in ledger order, `(change, version)`:
     /// the active version and the rollback stack follow from them.
-    pub policy_history: Vec<(String, String)>,
+    pub policy_history: Vec<(tollgate_protocol::Change, String)>,
 }
 
 impl RegistryState {
@@ -541,7 +582,7 @@ impl RegistryState {
     pub fn policy_stack(&self) -> Vec<String> {
         let mut stack: Vec<String> = Vec::new();
         for (change, version) in &self.policy_history {
-            if change == "policy.rollback" {
+            if *change == tollgate_protocol::Change::PolicyRollback {
                 stack.pop();
                 if stack.last() != Some(version) {
                     stack.push(version.clone());

@@ -9,11 +9,11 @@ macro_rules! shared_reads {
         use std::collections::BTreeSet;
 
         use sqlx::Row as _;
-        use tollgate_protocol::LedgerEntry;
+        use tollgate_protocol::{LedgerEntry, Status};
 
         use crate::{
             ApprovalRecord, ApprovalStep, AttemptRow, EndpointRow, Error, OutboxEvent,
-            RegistryState, Spend, decode,
+            RegistryState, Spend, StepVerdict, decode,
         };
 
         fn db(e: sqlx::Error) -> Error {
@@ -99,15 +99,25 @@ macro_rules! shared_reads {
                 .await
                 .map_err(db)?
                 .iter()
-                .map(|s| ApprovalStep {
-                    seq: s.get::<i64, _>(0) as u64,
-                    receipt_id: s.get(1),
-                    reviewer: s.get(2),
-                    verdict: s.get(3),
-                    status: s.get(4),
-                    decision_hash: s.get(5),
+                .map(|s| {
+                    let seq = s.get::<i64, _>(0) as u64;
+                    let (verdict, status): (String, String) = (s.get(3), s.get(4));
+                    let corrupt = |what: &str, name: &str| Error::Corrupt {
+                        seq,
+                        reason: format!("approval step {what} {name:?} is not one"),
+                    };
+                    Ok(ApprovalStep {
+                        seq,
+                        receipt_id: s.get(1),
+                        reviewer: s.get(2),
+                        verdict: StepVerdict::from_name(&verdict)
+                            .ok_or_else(|| corrupt("verdict", &verdict))?,
+                        status: Status::from_name(&status)
+                            .ok_or_else(|| corrupt("status", &status))?,
+                        decision_hash: s.get(5),
+                    })
                 })
-                .collect();
+                .collect::<Result<Vec<_>, Error>>()?;
                 out.push(ApprovalRecord {
                     id,
                     seq: r.get::<i64, _>(1) as u64,
@@ -467,8 +477,23 @@ macro_rules! shared_reads {
                     .await
                     .map_err(db)?
                     .iter()
-                    .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
-                    .collect();
+                    .map(|r| {
+                        let change: String = r.get(0);
+                        let change = tollgate_protocol::Change::from_name(&change)
+                            .filter(|c| {
+                                matches!(
+                                    c,
+                                    tollgate_protocol::Change::PolicyActivate
+                                        | tollgate_protocol::Change::PolicyRollback
+                                )
+                            })
+                            .ok_or_else(|| Error::Corrupt {
+                                seq: 0,
+                                reason: format!("policy history holds change {change:?}"),
+                            })?;
+                        Ok((change, r.get::<String, _>(1)))
+                    })
+                    .collect::<Result<Vec<_>, Error>>()?;
             let state = RegistryState {
                 seq: crate::writes::$writes::registry_seq(&mut *c).await?,
                 seeded: seeded.is_some(),

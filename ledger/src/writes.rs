@@ -533,8 +533,8 @@ macro_rules! shared_writes {
                 .bind(seq)
                 .bind(approval.as_str())
                 .bind(reviewer.as_deref())
-                .bind(verdict.as_str())
-                .bind(status.as_str())
+                .bind(verdict.name())
+                .bind(status.name())
                 .bind(decision_hash.as_deref()),
             };
             q.execute(conn).await.map(|_| ()).map_err(|e| {

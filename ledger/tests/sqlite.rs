@@ -362,7 +362,12 @@ fn the_policy_stack_follows_activations_and_rollbacks() {
             ("policy.activate", "d"),
         ]
         .iter()
-        .map(|(c, v)| ((*c).to_owned(), (*v).to_owned()))
+        .map(|(c, v)| {
+            (
+                tollgate_protocol::Change::from_name(c).unwrap(),
+                (*v).to_owned(),
+            )
+        })
         .collect(),
         ..RegistryState::default()
     };

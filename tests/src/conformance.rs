@@ -186,12 +186,11 @@ fn step(approval: &str, reviewer: Option<&str>, status: &str, hash: Option<&str>
         approval: approval.into(),
         reviewer: reviewer.map(str::to_owned),
         verdict: if reviewer.is_some() {
-            "grant"
+            tollgate_ledger::StepVerdict::Grant
         } else {
-            "expire"
-        }
-        .into(),
-        status: status.into(),
+            tollgate_ledger::StepVerdict::Expire
+        },
+        status: tollgate_protocol::Status::from_name(status).unwrap(),
         decision_hash: hash.map(str::to_owned),
     }
 }
@@ -304,7 +303,7 @@ async fn approval_rows_are_written_with_their_receipts_and_the_tables_enforce_th
         assert!(refused(e.clone()), "{e}");
     }
     let record = ledger.approval("rcpt_a").await.unwrap().unwrap();
-    assert_eq!(record.status(), "approved");
+    assert_eq!(record.status(), tollgate_protocol::Status::Approved);
     assert_eq!(
         record
             .steps

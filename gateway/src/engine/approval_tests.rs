@@ -10,7 +10,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use tollgate_ledger::prelude::*;
 use tollgate_protocol::{
-    ApprovalEnvelope, Domain, IntentEnvelope, Object, Timestamp, Value, intent_hash,
+    ApprovalEnvelope, Domain, IntentEnvelope, Object, Status, Timestamp, Value, intent_hash,
 };
 use tollgate_signer::{Ed25519Signer, Signer as _};
 
@@ -188,7 +188,7 @@ async fn a_grant_commits_the_exact_intent_once_and_refs_tell_the_story() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(info.status(), "pending_approval");
+    assert_eq!(info.status(), Status::PendingApproval);
     let d = alice_grants(&w.gateway, &id, &env);
     let done = w
         .gateway
@@ -239,7 +239,7 @@ async fn a_grant_commits_the_exact_intent_once_and_refs_tell_the_story() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(state.status, "committed");
+    assert_eq!(state.status, Status::Committed);
     assert_eq!(state.receipts.len(), 3);
 }
 
@@ -334,7 +334,7 @@ async fn dual_control_needs_two_distinct_reviewers_and_a_denial_ends_it() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(state.status, "denied");
+    assert_eq!(state.status, Status::Denied);
 }
 
 /// Reviewers that must be refused for who they are: carol (an auditor),
@@ -536,7 +536,7 @@ async fn every_refusal_appends_nothing() {
             .unwrap()
             .unwrap()
             .status(),
-        "pending_approval"
+        Status::PendingApproval
     );
 }
 
@@ -575,7 +575,7 @@ async fn a_deadline_ends_an_approval_at_the_deadline_even_across_a_restart() {
     let clock = FakeClock::at("2026-11-22T12:30:00Z");
     let (ledger, g) = open_in(&dir, clock, seed(&w.issuer, &w.agent)).await;
     let record = ledger.approval(&id).await.unwrap().unwrap();
-    assert_eq!(record.status(), "expired");
+    assert_eq!(record.status(), Status::Expired);
     let line = ledger
         .line_by_receipt_id(&record.steps[0].receipt_id)
         .await
@@ -597,7 +597,7 @@ async fn a_deadline_ends_an_approval_at_the_deadline_even_across_a_restart() {
             .unwrap()
             .unwrap()
             .status,
-        "expired"
+        Status::Expired
     );
     assert_eq!(
         g.approvals().expire_due().await.unwrap(),

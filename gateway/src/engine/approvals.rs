@@ -31,7 +31,7 @@
 
 use std::sync::Arc;
 
-use tollgate_ledger::{Append, ApprovalRecord, ApprovalRow, Guard, Ledger, Spend};
+use tollgate_ledger::{Append, ApprovalRecord, ApprovalRow, Guard, Ledger, Spend, StepVerdict};
 use tollgate_pipeline::Decision;
 use tollgate_policies::approval as rule;
 use tollgate_policies::delegation;
@@ -196,7 +196,7 @@ pub struct ApprovalInfo {
 
 impl ApprovalInfo {
     /// The status: `pending_approval`, `approved`, `denied` or `expired`.
-    pub fn status(&self) -> &str {
+    pub fn status(&self) -> Status {
         self.record.status()
     }
 
@@ -204,7 +204,7 @@ impl ApprovalInfo {
     pub fn to_value(&self) -> Value {
         let mut o = self.body.clone();
         o.insert("id", self.record.id.as_str().into());
-        o.insert("status", self.status().into());
+        o.insert("status", self.status().name().into());
         o.insert(
             "decision_seq",
             Value::integer(self.record.seq as i64).unwrap_or(Value::Null),
@@ -213,7 +213,7 @@ impl ApprovalInfo {
             .record
             .steps
             .iter()
-            .filter(|s| s.verdict == "grant")
+            .filter(|s| s.verdict == StepVerdict::Grant)
             .count();
         o.insert(
             "grants",
@@ -227,8 +227,8 @@ impl ApprovalInfo {
                 "reviewer",
                 s.reviewer.as_deref().map_or(Value::Null, Value::from),
             );
-            st.insert("verdict", s.verdict.as_str().into());
-            st.insert("status", s.status.as_str().into());
+            st.insert("verdict", s.verdict.name().into());
+            st.insert("status", s.status.name().into());
             Value::Object(st)
         });
         o.insert("steps", Value::Array(steps.collect()));
@@ -257,7 +257,7 @@ pub struct Decided {
 pub struct IntentState {
     /// `committed`, `failed`, `not_executed`, `pending_approval`,
     /// `denied` or `expired`.
-    pub status: String,
+    pub status: Status,
     /// The decision receipt's id.
     pub decision: String,
     /// The receipt ids of its story in ledger order: the decision, each
@@ -272,7 +272,7 @@ pub struct IntentState {
 impl IntentState {
     /// Whether nothing more will happen to it.
     pub fn is_final(&self) -> bool {
-        self.status != "pending_approval"
+        self.status != Status::PendingApproval
     }
 
     /// The JSON answer.
@@ -280,7 +280,7 @@ impl IntentState {
         let mut o = Object::new();
         o.insert("agent", agent.into());
         o.insert("intent_id", intent_id.into());
-        o.insert("status", self.status.as_str().into());
+        o.insert("status", self.status.name().into());
         o.insert("decision", self.decision.as_str().into());
         o.insert(
             "receipts",
@@ -301,6 +301,14 @@ fn internal(e: impl std::fmt::Display) -> ApprovalError {
 fn execution_key(approval: &str) -> String {
     // No `/`: never an intent identity (`agent/intent_id`).
     format!("execution:{approval}")
+}
+
+/// The status an outcome states.
+fn status_of(outcome: &Value) -> Result<Status, ApprovalError> {
+    member(outcome, &["status"])
+        .and_then(Value::as_str)
+        .and_then(Status::from_name)
+        .ok_or_else(|| internal("a recorded outcome states no known status"))
 }
 
 fn body_of(record: &ApprovalRecord) -> Result<Object, ApprovalError> {
@@ -332,12 +340,12 @@ fn progress_of(record: &ApprovalRecord) -> rule::Progress {
     for step in &record.steps {
         if let Some(reviewer) = &step.reviewer {
             p.decided.insert(reviewer.clone());
-            if step.verdict == ApprovalVerdict::Grant.name() {
+            if step.verdict == StepVerdict::Grant {
                 p.grants.push((reviewer.clone(), step.receipt_id.clone()));
             }
         }
     }
-    p.ended = Status::from_name(record.status()).filter(|s| *s != Status::PendingApproval);
+    p.ended = Some(record.status()).filter(|s| *s != Status::PendingApproval);
     p
 }
 
@@ -398,7 +406,7 @@ impl<L: Ledger> Approvals<'_, L> {
         with_intent: bool,
     ) -> Result<ApprovalInfo, ApprovalError> {
         let body = body_of(&record)?;
-        let execution = if record.status() == "approved" {
+        let execution = if record.status() == Status::Approved {
             self.ledger
                 .line_by_idempotency_key(&execution_key(&record.id))
                 .await
@@ -429,11 +437,11 @@ impl<L: Ledger> Approvals<'_, L> {
     /// `limit`, with `status` if given.
     pub async fn list(
         &self,
-        status: Option<&str>,
+        status: Option<Status>,
         after_seq: u64,
         limit: u32,
     ) -> Result<Vec<ApprovalInfo>, ApprovalError> {
-        let open_only = status == Some("pending_approval");
+        let open_only = status == Some(Status::PendingApproval);
         let mut out = Vec::new();
         let mut after = after_seq;
         while out.len() < limit as usize {
@@ -477,10 +485,7 @@ impl<L: Ledger> Approvals<'_, L> {
         let outcome = member(&receipt, &["outcome"])
             .cloned()
             .unwrap_or(Value::Null);
-        let status = member(&outcome, &["status"])
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+        let status = status_of(&outcome)?;
         let mut state = IntentState {
             status,
             decision: decision.clone(),
@@ -488,7 +493,7 @@ impl<L: Ledger> Approvals<'_, L> {
             approval: None,
             outcome,
         };
-        if state.status != "pending_approval" {
+        if state.status != Status::PendingApproval {
             return Ok(Some(state));
         }
         let Some(info) = self.approval(&decision, false).await? else {
@@ -497,7 +502,7 @@ impl<L: Ledger> Approvals<'_, L> {
         state
             .receipts
             .extend(info.record.steps.iter().map(|s| s.receipt_id.clone()));
-        state.status = info.status().to_owned();
+        state.status = info.status();
         if let Some(exec) = &info.execution {
             let line = self
                 .ledger
@@ -509,10 +514,7 @@ impl<L: Ledger> Approvals<'_, L> {
             state.outcome = member(&v, &["receipt", "outcome"])
                 .cloned()
                 .unwrap_or(Value::Null);
-            state.status = member(&state.outcome, &["status"])
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
+            state.status = status_of(&state.outcome)?;
             state.receipts.push(exec.clone());
         } else if let Some(last) = info.record.steps.last() {
             let line = self
@@ -664,8 +666,8 @@ impl<L: Ledger> Approvals<'_, L> {
         let step = ApprovalRow::Step {
             approval: id.to_owned(),
             reviewer: Some(d.reviewer.clone()),
-            verdict: d.verdict.name().to_owned(),
-            status: status.name().to_owned(),
+            verdict: d.verdict.into(),
+            status,
             decision_hash: Some(used),
         };
         let signature = self
@@ -978,8 +980,8 @@ impl<L: Ledger> Approvals<'_, L> {
                 append.approval = Some(ApprovalRow::Step {
                     approval: record.id.clone(),
                     reviewer: None,
-                    verdict: "expire".into(),
-                    status: Status::Expired.name().into(),
+                    verdict: StepVerdict::Expire,
+                    status: Status::Expired,
                     decision_hash: None,
                 });
                 match self.ledger.append_unit(vec![append]).await {
@@ -1067,8 +1069,8 @@ fn execution_record(
             "reviewer",
             reviewer.as_deref().map_or(Value::Null, Value::from),
         );
-        s.insert("verdict", verdict.as_str().into());
-        s.insert("status", status.as_str().into());
+        s.insert("verdict", verdict.name().into());
+        s.insert("status", status.name().into());
         s.insert(
             "decision_hash",
             decision_hash.as_deref().map_or(Value::Null, Value::from),
@@ -1088,8 +1090,8 @@ fn step_from(v: &Value) -> Option<ApprovalRow> {
     Some(ApprovalRow::Step {
         approval: s("approval")?,
         reviewer: s("reviewer"),
-        verdict: s("verdict")?,
-        status: s("status")?,
+        verdict: StepVerdict::from_name(&s("verdict")?)?,
+        status: Status::from_name(&s("status")?)?,
         decision_hash: s("decision_hash"),
     })
 }

@@ -241,6 +241,11 @@ pub(super) async fn read_body(
     limit: usize,
     within: std::time::Duration,
 ) -> Result<Bytes, ApiError> {
+    // A declared length over the limit is refused before anything is
+    // read (and before a `100 Continue` invites the body).
+    if axum::body::HttpBody::size_hint(&body).lower() > limit as u64 {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
     tokio::time::timeout(within, axum::body::to_bytes(body, limit))
         .await
         .map_err(|_| ApiError::RequestTimeout(within.as_millis()))?

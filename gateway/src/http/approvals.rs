@@ -15,7 +15,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use tollgate_ledger::Ledger;
-use tollgate_protocol::{ApprovalEnvelope, MAX_INTENT_DEPTH, Object, Value, parse_with_depth};
+use tollgate_protocol::{
+    ApprovalEnvelope, MAX_INTENT_DEPTH, Object, Status, Value, parse_with_depth,
+};
 
 use super::admin::{ReadAuth, read_body};
 use super::{ApiError, App, essence, object, page_limit};
@@ -30,17 +32,31 @@ pub(super) fn router<L: Ledger>() -> Router<Arc<App<L>>> {
         .route("/v1/intents/{agent}/{intent_id}", get(intent::<L>))
 }
 
-const STATUSES: [&str; 4] = ["pending_approval", "approved", "denied", "expired"];
+/// The statuses an approval can have.
+const STATUSES: [Status; 4] = [
+    Status::PendingApproval,
+    Status::Approved,
+    Status::Denied,
+    Status::Expired,
+];
 
 /// `status`, `after` and `limit` of a listing.
-fn listing(query: Option<&str>) -> Result<(Option<String>, u64, u32), ApiError> {
+fn listing(query: Option<&str>) -> Result<(Option<Status>, u64, u32), ApiError> {
     let (mut status, mut after, mut limit) = (None, 0u64, DEFAULT_PAGE);
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let bad = |what: &str| ApiError::InvalidQuery(format!("{k}={v:?}: {what}"));
         match k {
-            "status" if STATUSES.contains(&v) => status = Some(v.to_owned()),
-            "status" => return Err(bad(&format!("status is one of {}", STATUSES.join(", ")))),
+            "status" => {
+                status = Some(
+                    Status::from_name(v)
+                        .filter(|s| STATUSES.contains(s))
+                        .ok_or_else(|| {
+                            let names: Vec<&str> = STATUSES.iter().map(|s| s.name()).collect();
+                            bad(&format!("status is one of {}", names.join(", ")))
+                        })?,
+                )
+            }
             "after" => {
                 after = v
                     .parse()
@@ -59,11 +75,7 @@ async fn list<L: Ledger>(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let (status, after, limit) = listing(query.as_deref())?;
-    let found = app
-        .gateway
-        .approvals()
-        .list(status.as_deref(), after, limit)
-        .await?;
+    let found = app.gateway.approvals().list(status, after, limit).await?;
     let mut o = Object::new();
     if let Some(last) = found.last() {
         o.insert(

@@ -17,6 +17,7 @@ pub const PROBLEM_PREFIX: &str = "urn:tollgate:problem:";
 /// document's `Problem.type` lists the same, and a test keeps them equal.
 pub const PROBLEM_TYPES: &[(&str, &str)] = &[
     ("not-found", "Not found"),
+    ("method-not-allowed", "Method not allowed"),
     ("unsupported-media-type", "Unsupported media type"),
     ("payload-too-large", "Payload too large"),
     ("request-timeout", "Request body too slow"),
@@ -169,6 +170,10 @@ pub enum ApiError {
     /// The ledger cannot commit now.
     #[error("{0}")]
     NotReady(String),
+    /// The route exists, the method does not (its `Allow` header lists
+    /// those that do).
+    #[error("this resource does not take that method; the Allow header lists those it takes")]
+    MethodNotAllowed,
     /// The gateway is stopping: requests already in progress finish, new
     /// ones are refused before anything is read or decided.
     #[error(
@@ -426,6 +431,7 @@ impl ApiError {
             Self::InvalidQuery(_) => (S::BAD_REQUEST, "invalid-query", None),
             Self::NotReady(_) => (S::SERVICE_UNAVAILABLE, "not-ready", None),
             Self::ShuttingDown => (S::SERVICE_UNAVAILABLE, "shutting-down", None),
+            Self::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method-not-allowed", None),
             Self::Unauthorized | Self::ReadUnauthorized => (S::UNAUTHORIZED, "unauthorized", None),
             Self::InvalidRequest { pointer, .. } => (
                 S::UNPROCESSABLE_ENTITY,
@@ -514,7 +520,7 @@ impl IntoResponse for ApiError {
         if matches!(self, Self::ShuttingDown) {
             r.headers_mut().insert(
                 header::RETRY_AFTER,
-                HeaderValue::from(IN_FLIGHT_RETRY_AFTER),
+                HeaderValue::from(crate::limits::SHUTDOWN_RETRY_AFTER),
             );
             r.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -62,7 +62,9 @@ impl Default for Connections {
 ///    background loops end) and every new request is answered `503
 ///    shutting-down` with `Retry-After` and `Connection: close`, while the
 ///    requests already in progress run to their answers; this lasts until
-///    none is left or [`crate::limits::SHUTDOWN_DRAIN_MS`] have passed;
+///    none is left and none has arrived for
+///    [`crate::limits::SHUTDOWN_QUIET_MS`], or
+///    [`crate::limits::SHUTDOWN_DRAIN_MS`] have passed;
 /// 2. *close*: the listener closes, and every open connection is closed
 ///    once its current answer is written, within
 ///    [`crate::limits::SHUTDOWN_CLOSE_MS`].
@@ -76,7 +78,7 @@ pub async fn serve<L: Ledger>(
     limits: Connections,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use crate::limits::{SHUTDOWN_CLOSE_MS, SHUTDOWN_DRAIN_MS};
+    use crate::limits::{SHUTDOWN_CLOSE_MS, SHUTDOWN_DRAIN_MS, SHUTDOWN_QUIET_MS};
     let service = router(app.clone());
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.max.max(1)));
@@ -131,11 +133,25 @@ pub async fn serve<L: Ledger>(
     loop {
         tokio::select! {
             () = &mut deadline => break,
-            () = app.drain.idle() => break,
+            () = app.drain.quiet(Duration::from_millis(SHUTDOWN_QUIET_MS)) => break,
             c = accept(&listener, &slots, &mut backoff) => spawn(c),
         }
     }
     // Close: no new connections; open ones end after their current answer.
+    // Connections the kernel already queued are taken (and answered 503)
+    // first: closing a listener with a queue resets them.
+    loop {
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            break;
+        };
+        match futures_util::FutureExt::now_or_never(listener.accept()) {
+            Some(Ok((tcp, _))) => {
+                let _ = tcp.set_nodelay(true);
+                spawn((tcp, permit));
+            }
+            _ => break,
+        }
+    }
     drop(listener);
     closing.cancel();
     let all = u32::try_from(limits.max.max(1)).unwrap_or(u32::MAX);

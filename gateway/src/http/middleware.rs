@@ -68,6 +68,15 @@ pub(super) async fn observe<L: Ledger>(
             .get("traceparent")
             .and_then(|v| v.to_str().ok()),
     );
+    // A refusal may leave the request's body unread: the connection then
+    // closes after the answer, and says so.
+    let has_body = req
+        .headers()
+        .contains_key(axum::http::header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
     // A stopping service answers new requests 503 (liveness still 200);
     // the requests already in progress finish.
     let guard = app.drain.enter();
@@ -77,6 +86,12 @@ pub(super) async fn observe<L: Ledger>(
         None => axum::response::IntoResponse::into_response(super::ApiError::ShuttingDown),
     };
     drop(guard);
+    if has_body && response.status().as_u16() >= 400 {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            HeaderValue::from_static("close"),
+        );
+    }
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     let metrics = app.gateway.metrics();

@@ -55,6 +55,8 @@ pub struct App<L: Ledger> {
 pub struct Drain {
     stopping: std::sync::atomic::AtomicBool,
     in_flight: std::sync::atomic::AtomicUsize,
+    /// Requests that ever arrived (answered or refused).
+    arrivals: std::sync::atomic::AtomicU64,
 }
 
 /// A request in progress; dropped when its answer is made.
@@ -86,6 +88,8 @@ impl Drain {
     pub(crate) fn enter(&self) -> Option<InProgress<'_>> {
         self.in_flight
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.arrivals
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let guard = InProgress(self);
         (!self.stopping()).then_some(guard)
     }
@@ -95,10 +99,18 @@ impl Drain {
         self.in_flight.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Resolves once no request is in progress.
-    pub async fn idle(&self) {
-        while self.in_flight() > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    /// Resolves once no request is in progress and none has arrived for
+    /// `quiet`: clients that were still sending on open connections have
+    /// had their `503` (and its `Connection: close`) by then, so closing
+    /// those connections cuts no request that was on its way.
+    pub async fn quiet(&self, quiet: std::time::Duration) {
+        use std::sync::atomic::Ordering::SeqCst;
+        loop {
+            let seen = self.arrivals.load(SeqCst);
+            tokio::time::sleep(quiet).await;
+            if self.in_flight() == 0 && self.arrivals.load(SeqCst) == seen {
+                return;
+            }
         }
     }
 }
@@ -127,6 +139,7 @@ pub fn router<L: Ledger>(app: Arc<App<L>>) -> Router {
         .route("/metrics", get(metrics::<L>))
         .route("/openapi.json", get(openapi))
         .fallback(|| async { ApiError::NotFound("no such resource".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             middleware::observe::<L>,
@@ -170,11 +183,7 @@ async fn post_intent<L: Ledger>(
     if essence != "application/json" {
         return Err(ApiError::UnsupportedMediaType(media));
     }
-    let bytes: Bytes =
-        tokio::time::timeout(app.body_timeout, axum::body::to_bytes(body, app.max_body))
-            .await
-            .map_err(|_| ApiError::RequestTimeout(app.body_timeout.as_millis()))?
-            .map_err(|_| ApiError::PayloadTooLarge(app.max_body))?;
+    let bytes: Bytes = admin::read_body(body, app.max_body, app.body_timeout).await?;
     let value = parse_with_depth(&bytes, MAX_INTENT_DEPTH).map_err(ApiError::MalformedJson)?;
     let envelope = IntentEnvelope::from_value(value).map_err(ApiError::InvalidIntent)?;
     let mut fields = LogFields {

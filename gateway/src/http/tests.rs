@@ -202,7 +202,7 @@ async fn every_api_error_is_reached_by_a_request() {
     let a = h.intent(h.signed(|_| {}), None).await;
     assert_eq!((a.status, a.problem().as_str()), (503, "shutting-down"));
     seen.insert("shutting-down".to_owned());
-    assert_eq!(a.headers.get("retry-after").unwrap(), "1");
+    assert_eq!(a.headers.get("retry-after").unwrap(), "5");
     assert_eq!(a.headers.get("connection").unwrap(), "close");
     assert_eq!(
         h.call(Method::GET, "/healthz", &[], vec![]).await.status,
@@ -224,6 +224,26 @@ async fn routing_and_shape_problems(h: &Harness, seen: &mut BTreeSet<String>) {
         404,
         "not-found",
     );
+    // A route that exists, under a method it does not take: the problem,
+    // and the methods it takes.
+    let a = h.call(Method::DELETE, "/v1/intents", &[], vec![]).await;
+    expect(&a, 405, "method-not-allowed");
+    assert_eq!(a.headers.get("allow").unwrap(), "POST");
+    // A declared length over the limit: refused before anything is read,
+    // and the connection closes.
+    let a = h
+        .call(
+            Method::POST,
+            "/v1/intents",
+            &[
+                ("content-type", "application/json"),
+                ("content-length", "999999"),
+            ],
+            vec![b' '; 999_999],
+        )
+        .await;
+    expect(&a, 413, "payload-too-large");
+    assert_eq!(a.headers.get("connection").unwrap(), "close");
     let a = h
         .call(
             Method::POST,

@@ -133,8 +133,44 @@ fn dual_control(data: &Path) {
     std::fs::write(&p, out.join("\n") + "\n").unwrap();
 }
 
-#[test]
-fn every_refusal_is_its_own_problem_appends_nothing_and_commits_nothing() {
+/// A gateway under dual control, committing to an upstream; reviewers
+/// registered (erin's revoked; the issuer's key as rev-issuer); two
+/// intents escalated, dual-1 (`id`, `env`) and dual-2 (`other`).
+struct DualControl {
+    // Fields drop in order: the gateway before its upstream.
+    g: Gateway,
+    up: Upstream,
+    alice: Ed25519Signer,
+    bob: Ed25519Signer,
+    carol: Ed25519Signer,
+    dave: Ed25519Signer,
+    erin: Ed25519Signer,
+    issuer: Ed25519Signer,
+    agent: Ed25519Signer,
+    env: Value,
+    id: String,
+    other: Value,
+    hash: HashValue,
+    policy: String,
+}
+
+impl DualControl {
+    /// `reviewer`'s grant of dual-1, signed with `key`, now.
+    fn sign<'a>(&'a self, key: &'a Ed25519Signer, reviewer: &'a str) -> Sign<'a> {
+        Sign {
+            key,
+            approval: &self.id,
+            hash: self.hash,
+            policy: self.policy.clone(),
+            reviewer,
+            verdict: ApprovalVerdict::Grant,
+            reason: "checked the order".into(),
+            issued_at: now(),
+        }
+    }
+}
+
+fn dual_control_with_reviewers_and_two_escalations() -> DualControl {
     let up = Upstream::start();
     let target = format!("orders.refund={}", up.url);
     let g = Gateway::start_with(
@@ -176,16 +212,30 @@ fn every_refusal_is_its_own_problem_appends_nothing_and_commits_nothing() {
     let (other, _) = escalate(&g, "dual-2", 88_800, |_| {});
     let hash = intent_hash(&env);
     let policy = policy_of(&g, &id);
-    let sign = |key, reviewer| Sign {
-        key,
-        approval: &id,
+    DualControl {
+        g,
+        up,
+        alice,
+        bob,
+        carol,
+        dave,
+        erin,
+        issuer,
+        agent,
+        env,
+        id,
+        other,
         hash,
-        policy: policy.clone(),
-        reviewer,
-        verdict: ApprovalVerdict::Grant,
-        reason: "checked the order".into(),
-        issued_at: now(),
-    };
+        policy,
+    }
+}
+
+/// Every refusal of a reviewer's decision is its own problem, and none
+/// appends. Returns how many entries were written before.
+fn every_refusal_is_its_own_problem_and_appends_nothing(s: &DualControl) -> i64 {
+    let (g, id, other, policy) = (&s.g, &s.id, &s.other, &s.policy);
+    let (alice, bob, carol, dave, erin) = (&s.alice, &s.bob, &s.carol, &s.dave, &s.erin);
+    let (issuer, agent) = (&s.issuer, &s.agent);
     let before = g.written();
     let ghost = "rcpt_00000000000000000000000000000000";
     let cases: Vec<(String, Vec<u8>, u16, &str)> = vec![
@@ -196,37 +246,37 @@ fn every_refusal_is_its_own_problem_appends_nothing_and_commits_nothing() {
             "invalid-approval-decision",
         ),
         (id.clone(), b"{\"payload\":".to_vec(), 400, "malformed-json"),
-        (ghost.into(), Sign { approval: ghost, ..sign(&alice, "rev-alice") }.bytes(), 404, "unknown-approval"),
-        (ghost.into(), sign(&alice, "rev-alice").bytes(), 422, "approval-id-mismatch"),
-        (id.clone(), sign(&agent, "rev-alice").bytes(), 403, "reviewer-is-agent"),
-        (id.clone(), sign(&alice, "agent-demo").bytes(), 403, "reviewer-is-agent"),
-        (id.clone(), sign(&alice, "rev-nobody").bytes(), 403, "unknown-reviewer"),
-        (id.clone(), sign(&erin, "rev-erin").bytes(), 403, "revoked-reviewer"),
-        (id.clone(), sign(&bob, "rev-alice").bytes(), 401, "approval-bad-signature"),
+        (ghost.into(), Sign { approval: ghost, ..s.sign(alice, "rev-alice") }.bytes(), 404, "unknown-approval"),
+        (ghost.into(), s.sign(alice, "rev-alice").bytes(), 422, "approval-id-mismatch"),
+        (id.clone(), s.sign(agent, "rev-alice").bytes(), 403, "reviewer-is-agent"),
+        (id.clone(), s.sign(alice, "agent-demo").bytes(), 403, "reviewer-is-agent"),
+        (id.clone(), s.sign(alice, "rev-nobody").bytes(), 403, "unknown-reviewer"),
+        (id.clone(), s.sign(erin, "rev-erin").bytes(), 403, "revoked-reviewer"),
+        (id.clone(), s.sign(bob, "rev-alice").bytes(), 401, "approval-bad-signature"),
         (
             id.clone(),
-            Sign { hash: intent_hash(&other), ..sign(&alice, "rev-alice") }.bytes(),
+            Sign { hash: intent_hash(other), ..s.sign(alice, "rev-alice") }.bytes(),
             422,
             "approval-intent-mismatch",
         ),
         (
             id.clone(),
-            Sign { policy: policy.replace("refunds@1.0.0", "refunds@1.0.1"), ..sign(&alice, "rev-alice") }.bytes(),
+            Sign { policy: policy.replace("refunds@1.0.0", "refunds@1.0.1"), ..s.sign(alice, "rev-alice") }.bytes(),
             422,
             "approval-policy-mismatch",
         ),
         (
             id.clone(),
-            Sign { issued_at: "2020-01-01T00:00:00Z".into(), ..sign(&alice, "rev-alice") }.bytes(),
+            Sign { issued_at: "2020-01-01T00:00:00Z".into(), ..s.sign(alice, "rev-alice") }.bytes(),
             422,
             "clock-skew",
         ),
-        (id.clone(), sign(&carol, "rev-carol").bytes(), 403, "reviewer-lacks-role"),
-        (id.clone(), sign(&dave, "rev-dave").bytes(), 403, "reviewer-lacks-action"),
-        (id.clone(), sign(&issuer, "rev-issuer").bytes(), 403, "reviewer-is-issuer"),
+        (id.clone(), s.sign(carol, "rev-carol").bytes(), 403, "reviewer-lacks-role"),
+        (id.clone(), s.sign(dave, "rev-dave").bytes(), 403, "reviewer-lacks-action"),
+        (id.clone(), s.sign(issuer, "rev-issuer").bytes(), 403, "reviewer-is-issuer"),
     ];
     for (path, body, status, slug) in &cases {
-        let (code, answer) = post_decision(&g, path, body);
+        let (code, answer) = post_decision(g, path, body);
         assert_eq!(
             (code, problem(&answer)),
             (*status, (*slug).to_owned()),
@@ -235,7 +285,7 @@ fn every_refusal_is_its_own_problem_appends_nothing_and_commits_nothing() {
         );
     }
     // A tampered signature: the payload changed after signing.
-    let mut tampered = parse(&sign(&alice, "rev-alice").bytes()).unwrap();
+    let mut tampered = parse(&s.sign(alice, "rev-alice").bytes()).unwrap();
     if let Value::Object(o) = &mut tampered
         && let Some(Value::Object(p)) = o.get("payload").cloned().as_ref()
     {
@@ -243,17 +293,22 @@ fn every_refusal_is_its_own_problem_appends_nothing_and_commits_nothing() {
         p.insert("reason", "something else".into());
         o.insert("payload", p.into());
     }
-    let (code, answer) = post_decision(&g, &id, &canonical(&tampered));
+    let (code, answer) = post_decision(g, id, &canonical(&tampered));
     assert_eq!(
         (code, problem(&answer).as_str()),
         (401, "approval-bad-signature")
     );
     assert_eq!(g.written(), before, "a refused decision appended");
+    before
+}
 
-    // Dual control: one grant is not enough; the same reviewer twice, or
-    // the same decision twice, never counts twice.
-    let first = sign(&alice, "rev-alice").bytes();
-    let (code, answer) = post_decision(&g, &id, &first);
+/// Dual control: one grant is not enough; the same reviewer twice, or the
+/// same decision twice, never counts twice. Only the one grant appends to
+/// the `before` entries.
+fn one_grant_is_not_a_quorum_and_counts_once(s: &DualControl, before: i64) {
+    let (g, up, id) = (&s.g, &s.up, &s.id);
+    let first = s.sign(&s.alice, "rev-alice").bytes();
+    let (code, answer) = post_decision(g, id, &first);
     assert_eq!(code, 201, "{}", String::from_utf8_lossy(&answer));
     let after = parse(&answer).unwrap();
     assert_eq!(
@@ -266,24 +321,28 @@ fn every_refusal_is_its_own_problem_appends_nothing_and_commits_nothing() {
     );
     let again = Sign {
         reason: "still fine".into(),
-        ..sign(&alice, "rev-alice")
+        ..s.sign(&s.alice, "rev-alice")
     }
     .bytes();
-    let (code, answer) = post_decision(&g, &id, &again);
+    let (code, answer) = post_decision(g, id, &again);
     assert_eq!(
         (code, problem(&answer).as_str()),
         (409, "reviewer-already-decided")
     );
-    let (code, answer) = post_decision(&g, &id, &first);
+    let (code, answer) = post_decision(g, id, &first);
     assert_eq!(
         (code, problem(&answer).as_str()),
         (409, "approval-decision-reused")
     );
     assert_eq!(g.written(), before + 1);
+}
 
-    // The second reviewer completes the quorum: the exact intent is
-    // committed upstream once, and the execution names every step.
-    let (code, answer) = post_decision(&g, &id, &sign(&bob, "rev-bob").bytes());
+/// The second reviewer completes the quorum: the exact intent is committed
+/// upstream once, and the execution names every step; nothing more,
+/// whoever asks.
+fn the_second_grant_commits_the_exact_intent_once(s: &DualControl) {
+    let (g, up, id) = (&s.g, &s.up, &s.id);
+    let (code, answer) = post_decision(g, id, &s.sign(&s.bob, "rev-bob").bytes());
     assert_eq!(code, 201, "{}", String::from_utf8_lossy(&answer));
     let done = parse(&answer).unwrap();
     let Value::Array(entries) = member(&done, &["entries"]) else {
@@ -307,9 +366,9 @@ fn every_refusal_is_its_own_problem_appends_nothing_and_commits_nothing() {
     assert_eq!(refs[0].as_str(), Some(id.as_str()));
     assert_eq!(*up.keys.lock().unwrap(), ["agent-demo/dual-1"]);
     // Nothing more, whoever asks.
-    let late = post_decision(&g, &id, &sign(&carol, "rev-carol").bytes());
+    let late = post_decision(g, id, &s.sign(&s.carol, "rev-carol").bytes());
     assert_eq!((late.0, problem(&late.1).as_str()), (409, "approval-ended"));
-    let (code, _, entry, replayed) = g.post_raw("application/json", &canonical(&env), None);
+    let (code, _, entry, replayed) = g.post_raw("application/json", &canonical(&s.env), None);
     assert_eq!((code, replayed), (200, true));
     assert_eq!(
         outcome_of(&entry).get("status").and_then(Value::as_str),
@@ -324,16 +383,19 @@ fn every_refusal_is_its_own_problem_appends_nothing_and_commits_nothing() {
         panic!()
     };
     assert_eq!(story.len(), 4, "decision, two approvals, execution");
+}
 
-    // A denial ends the other; nothing runs.
-    let other_id = receipt_of_intent(&g, "dual-2");
+/// A denial ends the other; nothing runs.
+fn a_denial_ends_the_other_and_nothing_runs(s: &DualControl) {
+    let (g, up, other) = (&s.g, &s.up, &s.other);
+    let other_id = receipt_of_intent(g, "dual-2");
     let deny = Sign {
         approval: &other_id,
-        hash: intent_hash(&other),
+        hash: intent_hash(other),
         verdict: ApprovalVerdict::Deny,
-        ..sign(&bob, "rev-bob")
+        ..s.sign(&s.bob, "rev-bob")
     };
-    let (code, answer) = post_decision(&g, &other_id, &deny.bytes());
+    let (code, answer) = post_decision(g, &other_id, &deny.bytes());
     assert_eq!(code, 201, "{}", String::from_utf8_lossy(&answer));
     assert_eq!(
         member(&parse(&answer).unwrap(), &["approval", "status"]).as_str(),
@@ -342,6 +404,15 @@ fn every_refusal_is_its_own_problem_appends_nothing_and_commits_nothing() {
     let (_, list) = g.get("/v1/approvals?status=denied");
     assert!(String::from_utf8_lossy(&list).contains(&other_id));
     assert_eq!(up.keys.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn every_refusal_is_its_own_problem_appends_nothing_and_commits_nothing() {
+    let s = dual_control_with_reviewers_and_two_escalations();
+    let before = every_refusal_is_its_own_problem_and_appends_nothing(&s);
+    one_grant_is_not_a_quorum_and_counts_once(&s, before);
+    the_second_grant_commits_the_exact_intent_once(&s);
+    a_denial_ends_the_other_and_nothing_runs(&s);
 }
 
 fn receipt_of_intent(g: &Gateway, intent_id: &str) -> String {

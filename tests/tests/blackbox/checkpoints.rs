@@ -371,8 +371,55 @@ fn verify(args: &[&str]) -> (i32, String) {
     )
 }
 
-#[test]
-fn a_cut_a_rewrite_and_a_fork_are_caught_by_the_verifier_and_the_witness() {
+/// A gateway whose checkpoints a witness cosigns; two settled checkpoints
+/// of its ledger (`old.cp`, `new.cp`), its export and its keys, written to
+/// a folder of their own.
+struct Cosigned {
+    // Fields drop in order: the witness, then the gateway, then the folder.
+    witness: WitnessProcess,
+    g: Gateway,
+    agent: Ed25519Signer,
+    wkey_file: PathBuf,
+    wvkey: String,
+    vkey: String,
+    state: PathBuf,
+    new: String,
+    old_size: u64,
+    size: u64,
+    export: Vec<u8>,
+    /// `export.jsonl`, `jwks.json` and `new.cp` in the folder.
+    files: [String; 3],
+    tmp: tempfile::TempDir,
+}
+
+impl Cosigned {
+    fn w(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    fn p(&self, n: &str) -> String {
+        self.w().join(n).display().to_string()
+    }
+
+    /// The whole export against the cosigned checkpoint.
+    fn full(&self) -> [&str; 10] {
+        let [export, jwks, new] = &self.files;
+        [
+            "ledger",
+            export,
+            "--keys",
+            jwks,
+            "--checkpoint",
+            new,
+            "--checkpoint-key",
+            &self.vkey,
+            "--witness-key",
+            &self.wvkey,
+        ]
+    }
+}
+
+fn cosigned_gateway_and_witness() -> Cosigned {
     let tmp = tempfile::tempdir().unwrap();
     let w = tmp.path();
     let (wkey_file, wvkey) = witness_key(w);
@@ -401,7 +448,7 @@ fn a_cut_a_rewrite_and_a_fork_are_caught_by_the_verifier_and_the_witness() {
     );
     assert!(vkey.starts_with("gateway.test/refunds+"), "{vkey}");
     let state = w.join("witness-state.json");
-    let mut witness = start_witness(&wkey_file, &vkey, &state, "127.0.0.1:0");
+    let witness = start_witness(&wkey_file, &vkey, &state, "127.0.0.1:0");
     let witness_arg = format!("{wvkey} {}", witness.url);
     // The witness answers however busy the machine is: a slow answer must
     // not cost the checkpoints below their cosignature.
@@ -434,20 +481,28 @@ fn a_cut_a_rewrite_and_a_fork_are_caught_by_the_verifier_and_the_witness() {
         std::fs::write(w.join(name), bytes).unwrap();
     }
     let p = |n: &str| w.join(n).display().to_string();
+    Cosigned {
+        witness,
+        g,
+        agent,
+        wkey_file,
+        wvkey,
+        vkey,
+        state,
+        new,
+        old_size,
+        size,
+        files: [p("export.jsonl"), p("jwks.json"), p("new.cp")],
+        export,
+        tmp,
+    }
+}
 
-    // The whole export against the cosigned checkpoint.
-    let full = [
-        "ledger",
-        &p("export.jsonl"),
-        "--keys",
-        &p("jwks.json"),
-        "--checkpoint",
-        &p("new.cp"),
-        "--checkpoint-key",
-        &vkey,
-        "--witness-key",
-        &wvkey,
-    ];
+/// The whole export verifies against the cosigned checkpoint; usage errors
+/// (exit 2) and a checkpoint that is not one (exit 1) are refused.
+fn the_whole_export_verifies_and_bad_arguments_are_refused(s: &Cosigned) {
+    let (w, full) = (s.w(), s.full());
+    let p = |n: &str| s.p(n);
     let (code, said) = verify(&full);
     assert_eq!(code, 0, "{said}");
     assert!(said.contains("cosigned by witness.test/w1"), "{said}");
@@ -467,18 +522,25 @@ fn a_cut_a_rewrite_and_a_fork_are_caught_by_the_verifier_and_the_witness() {
     let (code, said) = verify(&bad_key);
     assert_eq!(code, 2, "{said}");
     assert!(said.contains("32-byte"), "{said}");
-    std::fs::write(w.join("garbled.cp"), new.replacen('\n', "\n\u{7}", 1)).unwrap();
+    std::fs::write(w.join("garbled.cp"), s.new.replacen('\n', "\n\u{7}", 1)).unwrap();
     let garbled = p("garbled.cp");
     let mut bad_cp = full;
     bad_cp[5] = &garbled;
     let (code, said) = verify(&bad_cp);
     assert_eq!(code, 1, "{said}");
     assert!(said.contains("control character"), "{said}");
+}
 
-    // Inclusion of one receipt, and consistency between the checkpoints,
-    // from the gateway's proof endpoints.
+/// Inclusion of one receipt, and consistency between the checkpoints, from
+/// the gateway's proof endpoints: checked by the verifier, and the same
+/// checkpoint, proofs and tiles checked independently.
+fn the_proofs_verify_and_check_out_independently(s: &Cosigned) {
+    let (g, w) = (&s.g, s.w());
+    let p = |n: &str| s.p(n);
+    let (vkey, wvkey) = (&s.vkey, &s.wvkey);
+    let (old_size, size, new, export) = (s.old_size, s.size, &s.new, &s.export);
     let seq = old_size - 2;
-    let proof = get_text(&g, &format!("/v1/proofs/inclusion?seq={seq}&size={size}"));
+    let proof = get_text(g, &format!("/v1/proofs/inclusion?seq={seq}&size={size}"));
     std::fs::write(w.join("incl.json"), &proof).unwrap();
     let entry = export
         .split(|b| *b == b'\n')
@@ -496,13 +558,13 @@ fn a_cut_a_rewrite_and_a_fork_are_caught_by_the_verifier_and_the_witness() {
         "--checkpoint",
         &p("new.cp"),
         "--checkpoint-key",
-        &vkey,
+        vkey,
         "--witness-key",
-        &wvkey,
+        wvkey,
     ]);
     assert_eq!(code, 0, "{said}");
     let cons = get_text(
-        &g,
+        g,
         &format!("/v1/proofs/consistency?from={old_size}&to={size}"),
     );
     std::fs::write(w.join("cons.json"), &cons).unwrap();
@@ -513,9 +575,9 @@ fn a_cut_a_rewrite_and_a_fork_are_caught_by_the_verifier_and_the_witness() {
         "--proof",
         &p("cons.json"),
         "--checkpoint-key",
-        &vkey,
+        vkey,
         "--witness-key",
-        &wvkey,
+        wvkey,
     ]);
     assert_eq!(code, 0, "{said}");
 
@@ -561,7 +623,15 @@ fn a_cut_a_rewrite_and_a_fork_are_caught_by_the_verifier_and_the_witness() {
     case.insert("tile_size", int(size));
     let said = independent_check(w, Value::Object(case));
     assert!(said.starts_with("ok: 1 checkpoints"), "{said}");
+}
 
+/// An export cut by one entry, and one rewritten and re-signed with the
+/// gateway's own key, are caught against the checkpoint. Returns the cut's
+/// length and the rewritten export.
+fn a_cut_and_a_rewrite_are_caught(s: &Cosigned) -> (usize, Vec<u8>) {
+    let (g, w, full) = (&s.g, s.w(), s.full());
+    let p = |n: &str| s.p(n);
+    let export = &s.export;
     // 1. Cut by one entry: a valid chain, but shorter than the checkpoint.
     let cut_len = export.len()
         - 1
@@ -584,7 +654,7 @@ fn a_cut_a_rewrite_and_a_fork_are_caught_by_the_verifier_and_the_witness() {
     // 2. One entry changed, everything after re-hashed and re-signed with
     // the gateway's own key: every signature holds, the tree does not.
     let gateway_key = Ed25519Signer::load(&g.data().join("gateway.jwk")).unwrap();
-    let changed = rewrite(&export, 4, &gateway_key, |r| {
+    let changed = rewrite(export, 4, &gateway_key, |r| {
         r.insert("issued_at", "2026-01-01T00:00:00Z".into());
     });
     std::fs::write(w.join("rewritten.jsonl"), &changed).unwrap();
@@ -596,13 +666,24 @@ fn a_cut_a_rewrite_and_a_fork_are_caught_by_the_verifier_and_the_witness() {
     let (code, said) = verify(&rw);
     assert_eq!(code, 1, "{said}");
     assert!(said.contains("hash to root"), "{said}");
+    (cut_len, changed)
+}
 
-    // 3. A fork: the rewritten history's checkpoint of the same size,
-    // signed with the gateway's own checkpoint key.
+/// A fork (the rewritten history's checkpoint of the same size, signed
+/// with the gateway's own checkpoint key) is caught by the verifier.
+/// Returns the fork, the checkpoint key and its verifier key.
+fn a_fork_is_caught_by_the_verifier(
+    s: &Cosigned,
+    changed: &[u8],
+) -> (String, Ed25519Signer, VerifierKey) {
+    let (g, w, full) = (&s.g, s.w(), s.full());
+    let p = |n: &str| s.p(n);
+    let vkey = &s.vkey;
+    let rewritten = p("rewritten.jsonl");
     let ckey = Ed25519Signer::load(&g.data().join("checkpoint.jwk")).unwrap();
-    let vk = VerifierKey::parse(&vkey).unwrap();
+    let vk = VerifierKey::parse(vkey).unwrap();
     assert_eq!(vk.kind, NOTE_ED25519);
-    let fork = signed_checkpoint(&changed, None, &ckey, &vk);
+    let fork = signed_checkpoint(changed, None, &ckey, &vk);
     std::fs::write(w.join("fork.cp"), &fork).unwrap();
     // Signed by the right key, it checks out alone and against its own
     // history...
@@ -618,7 +699,7 @@ fn a_cut_a_rewrite_and_a_fork_are_caught_by_the_verifier_and_the_witness() {
         &p("new.cp"),
         &fork_path,
         "--checkpoint-key",
-        &vkey,
+        vkey,
     ]);
     assert_eq!(code, 1, "{said}");
     assert!(said.contains("forked"), "{said}");
@@ -629,17 +710,27 @@ fn a_cut_a_rewrite_and_a_fork_are_caught_by_the_verifier_and_the_witness() {
     let (code, said) = verify(&fork_quorum);
     assert_eq!(code, 1, "{said}");
     assert!(said.contains("witness.test/w1"), "{said}");
+    (fork, ckey, vk)
+}
 
-    // The witness refuses to cosign it, says why, and still does after a
-    // SIGKILL and a restart.
-    let add = format!("{}/add-checkpoint", witness.url);
+/// The witness refuses to cosign the fork, says why, and still does after
+/// a SIGKILL and a restart; it refuses the cut history's checkpoint and a
+/// made-up proof to the grown fork.
+fn the_witness_refuses_the_fork_even_after_a_restart(
+    s: &mut Cosigned,
+    (fork, ckey, vk): &(String, Ed25519Signer, VerifierKey),
+    cut_len: usize,
+    changed: &[u8],
+) {
+    let (size, export) = (s.size, &s.export);
+    let add = format!("{}/add-checkpoint", s.witness.url);
     let (code, said) = post(&add, &format!("old {size}\n\n{fork}"));
     assert_eq!(code, 409, "{said}");
     assert!(said.contains("forked"), "{said}");
-    let _ = witness.child.kill();
-    let _ = witness.child.wait();
-    let addr = witness.url.trim_start_matches("http://").to_owned();
-    witness = start_witness(&wkey_file, &vkey, &state, &addr);
+    let _ = s.witness.child.kill();
+    let _ = s.witness.child.wait();
+    let addr = s.witness.url.trim_start_matches("http://").to_owned();
+    s.witness = start_witness(&s.wkey_file, &s.vkey, &s.state, &addr);
     let (code, said) = post(&add, &format!("old {size}\n\n{fork}"));
     assert_eq!(code, 409, "after a restart: {said}");
     assert!(said.contains("forked"), "{said}");
@@ -649,14 +740,14 @@ fn a_cut_a_rewrite_and_a_fork_are_caught_by_the_verifier_and_the_witness() {
 
     // The cut history's checkpoint (one entry fewer, signed by the same
     // key): the ledger would have shrunk, which the witness refuses.
-    let cut_cp = signed_checkpoint(&export[..cut_len], None, &ckey, &vk);
+    let cut_cp = signed_checkpoint(&export[..cut_len], None, ckey, vk);
     let (code, said) = post(&add, &format!("old {size}\n\n{cut_cp}"));
     assert_eq!(code, 400, "{said}");
     assert!(said.contains("larger than the checkpoint's"), "{said}");
 
     // The fork grown by one entry, with a proof from the fork's own tree:
     // not consistent with what the witness cosigned.
-    let grown = signed_checkpoint(&changed, Some(b"one more"), &ckey, &vk);
+    let grown = signed_checkpoint(changed, Some(b"one more"), ckey, vk);
     // No proof can lead from the root the witness holds to the fork's; a
     // made-up one is refused as any would be.
     let (code, said) = post(
@@ -664,13 +755,18 @@ fn a_cut_a_rewrite_and_a_fork_are_caught_by_the_verifier_and_the_witness() {
         &format!("old {size}\n{}\n\n{grown}", hash_b64(&[7; 32])),
     );
     assert_eq!(code, 422, "{said}");
+}
 
-    // The gateway goes on: new entries, a new checkpoint the restarted
-    // witness cosigns.
-    submit(&g, &agent, 11, 3);
-    let latest = settled_checkpoint_signed(&g, 2);
+/// The gateway goes on: new entries, a new checkpoint the restarted witness
+/// cosigns.
+fn the_gateway_goes_on_and_the_restarted_witness_cosigns(s: &Cosigned) {
+    let (g, w, agent) = (&s.g, s.w(), &s.agent);
+    let p = |n: &str| s.p(n);
+    let (vkey, wvkey) = (&s.vkey, &s.wvkey);
+    submit(g, agent, 11, 3);
+    let latest = settled_checkpoint_signed(g, 2);
     std::fs::write(w.join("latest.cp"), &latest).unwrap();
-    let export = get_text(&g, "/v1/ledger/export");
+    let export = get_text(g, "/v1/ledger/export");
     std::fs::write(w.join("export2.jsonl"), &export).unwrap();
     let (code, said) = verify(&[
         "ledger",
@@ -680,12 +776,22 @@ fn a_cut_a_rewrite_and_a_fork_are_caught_by_the_verifier_and_the_witness() {
         "--checkpoint",
         &p("latest.cp"),
         "--checkpoint-key",
-        &vkey,
+        vkey,
         "--witness-key",
-        &wvkey,
+        wvkey,
     ]);
     assert_eq!(code, 0, "{said}");
-    drop(witness);
+}
+
+#[test]
+fn a_cut_a_rewrite_and_a_fork_are_caught_by_the_verifier_and_the_witness() {
+    let mut s = cosigned_gateway_and_witness();
+    the_whole_export_verifies_and_bad_arguments_are_refused(&s);
+    the_proofs_verify_and_check_out_independently(&s);
+    let (cut_len, changed) = a_cut_and_a_rewrite_are_caught(&s);
+    let fork = a_fork_is_caught_by_the_verifier(&s, &changed);
+    the_witness_refuses_the_fork_even_after_a_restart(&mut s, &fork, cut_len, &changed);
+    the_gateway_goes_on_and_the_restarted_witness_cosigns(&s);
 }
 
 #[test]

@@ -95,9 +95,13 @@ fn every_verdict_path_gets_a_durable_verifiable_receipt() {
     assert_eq!(g.written(), 3);
 }
 
-#[test]
-fn bad_input_is_a_specific_problem_and_changes_nothing() {
-    let g = Gateway::start_in(tempfile::tempdir().unwrap(), |data| {
+/// name, content type, body, status, problem slug, pointer
+type Case<'a> = (&'a str, &'a str, Vec<u8>, u16, &'a str, Option<&'a str>);
+
+/// A gateway whose data folder also holds dlg_old, an expired delegation
+/// for the demo agent by the demo issuer.
+fn gateway_with_an_expired_delegation() -> Gateway {
+    Gateway::start_in(tempfile::tempdir().unwrap(), |data| {
         // An expired delegation for the demo agent, by the demo issuer.
         let issuer = Ed25519Signer::load(&data.join("demo/issuer.jwk")).unwrap();
         let text = std::fs::read_to_string(data.join("demo/delegation.json")).unwrap();
@@ -124,26 +128,22 @@ fn bad_input_is_a_specific_problem_and_changes_nothing() {
             Value::Object(e).to_string(),
         )
         .unwrap();
-    });
-    let agent = g.agent();
-    let stranger = Ed25519Signer::from_secret(&[9; 32]);
-    let good = intent(&agent, "ok-1", "order:o-1001", 2500, |_| {});
-    let good_text = String::from_utf8(good.clone()).unwrap();
+    })
+}
+
+/// Bodies refused before any intent is read: JSON, size, media type, the
+/// envelope's shape. `good` is a good intent; `deep_pointer` points into
+/// the nesting too deep.
+fn unreadable_bodies<'a>(good: &[u8], deep_pointer: &'a str) -> Vec<Case<'a>> {
+    let good_text = String::from_utf8(good.to_vec()).unwrap();
     let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
-    let deep_pointer = "/0".repeat(32);
-    let mut tampered = good_text
-        .replacen("\"amount_minor\":2500", "\"amount_minor\":2501", 1)
-        .into_bytes();
-    tampered.shrink_to_fit();
     let no_sig = {
-        let v = parse(&good).unwrap();
+        let v = parse(good).unwrap();
         let mut o = v.as_object().unwrap().clone();
         o.remove("signature");
         canonical(&Value::Object(o))
     };
-    /// name, content type, body, status, problem slug, pointer
-    type Case<'a> = (&'a str, &'a str, Vec<u8>, u16, &'a str, Option<&'a str>);
-    let cases: Vec<Case> = vec![
+    vec![
         (
             "malformed JSON",
             "application/json",
@@ -174,7 +174,7 @@ fn bad_input_is_a_specific_problem_and_changes_nothing() {
             deep.into_bytes(),
             400,
             "malformed-json",
-            Some(deep_pointer.as_str()),
+            Some(deep_pointer),
         ),
         (
             "body too large",
@@ -187,7 +187,7 @@ fn bad_input_is_a_specific_problem_and_changes_nothing() {
         (
             "wrong content type",
             "text/plain",
-            good.clone(),
+            good.to_vec(),
             415,
             "unsupported-media-type",
             None,
@@ -210,6 +210,19 @@ fn bad_input_is_a_specific_problem_and_changes_nothing() {
             "invalid-intent",
             Some("/signature"),
         ),
+    ]
+}
+
+/// Intents refused by the engine: signature, delegation, clock, params,
+/// action. `good` is a good intent of `agent`.
+fn refused_intents(agent: &Ed25519Signer, good: &[u8]) -> Vec<Case<'static>> {
+    let stranger = Ed25519Signer::from_secret(&[9; 32]);
+    let good_text = String::from_utf8(good.to_vec()).unwrap();
+    let mut tampered = good_text
+        .replacen("\"amount_minor\":2500", "\"amount_minor\":2501", 1)
+        .into_bytes();
+    tampered.shrink_to_fit();
+    vec![
         (
             "bad signature",
             "application/json",
@@ -229,7 +242,7 @@ fn bad_input_is_a_specific_problem_and_changes_nothing() {
         (
             "unknown delegation",
             "application/json",
-            intent(&agent, "u-1", "order:o-1001", 2500, |p| {
+            intent(agent, "u-1", "order:o-1001", 2500, |p| {
                 p.insert("delegation", "dlg_nope".into());
             }),
             403,
@@ -239,7 +252,7 @@ fn bad_input_is_a_specific_problem_and_changes_nothing() {
         (
             "expired delegation",
             "application/json",
-            intent(&agent, "e-1", "order:o-1001", 2500, |p| {
+            intent(agent, "e-1", "order:o-1001", 2500, |p| {
                 p.insert("delegation", "dlg_old".into());
             }),
             403,
@@ -249,7 +262,7 @@ fn bad_input_is_a_specific_problem_and_changes_nothing() {
         (
             "issued_at far from the clock",
             "application/json",
-            intent(&agent, "t-1", "order:o-1001", 2500, |p| {
+            intent(agent, "t-1", "order:o-1001", 2500, |p| {
                 p.insert("issued_at", "2020-01-01T00:00:00Z".into());
             }),
             422,
@@ -259,7 +272,7 @@ fn bad_input_is_a_specific_problem_and_changes_nothing() {
         (
             "float amount",
             "application/json",
-            intent(&agent, "f-1", "order:o-1001", 2500, |p| {
+            intent(agent, "f-1", "order:o-1001", 2500, |p| {
                 p.insert(
                     "params",
                     Value::Object(
@@ -278,47 +291,89 @@ fn bad_input_is_a_specific_problem_and_changes_nothing() {
         (
             "unknown action",
             "application/json",
-            intent(&agent, "a-1", "order:o-1001", 2500, |p| {
+            intent(agent, "a-1", "order:o-1001", 2500, |p| {
                 p.insert("action", "orders.cancel".into());
             }),
             422,
             "unknown-action",
             Some("/payload/action"),
         ),
-    ];
-    for (name, ct, body, status, slug, pointer) in cases {
-        let (code, got_ct, problem, _) = g.post_raw(ct, &body, None);
-        let text = String::from_utf8_lossy(&problem);
-        assert_eq!(code, status, "{name}: {text}");
-        assert_eq!(got_ct, "application/problem+json", "{name}");
-        let p = parse(&problem).unwrap();
-        let o = p.as_object().unwrap();
-        assert_eq!(
-            o.get("type").unwrap().as_str(),
-            Some(format!("urn:tollgate:problem:{slug}").as_str()),
-            "{name}: {text}"
-        );
-        assert_eq!(
-            o.get("status").unwrap().as_safe_integer(),
-            Some(i64::from(status))
-        );
-        assert!(!o.get("detail").unwrap().as_str().unwrap().is_empty());
-        assert_eq!(
-            o.get("pointer").and_then(Value::as_str),
-            pointer,
-            "{name}: {text}"
-        );
-        assert!(!text.contains("panicked") && !text.contains("backtrace"));
-        assert_eq!(g.written(), 0, "{name}: nothing written");
+    ]
+}
+
+/// The case is refused with its problem, and nothing is written.
+fn assert_refused_and_nothing_written(g: &Gateway, (name, ct, body, status, slug, pointer): Case) {
+    let (code, got_ct, problem, _) = g.post_raw(ct, &body, None);
+    let text = String::from_utf8_lossy(&problem);
+    assert_eq!(code, status, "{name}: {text}");
+    assert_eq!(got_ct, "application/problem+json", "{name}");
+    let p = parse(&problem).unwrap();
+    let o = p.as_object().unwrap();
+    assert_eq!(
+        o.get("type").unwrap().as_str(),
+        Some(format!("urn:tollgate:problem:{slug}").as_str()),
+        "{name}: {text}"
+    );
+    assert_eq!(
+        o.get("status").unwrap().as_safe_integer(),
+        Some(i64::from(status))
+    );
+    assert!(!o.get("detail").unwrap().as_str().unwrap().is_empty());
+    assert_eq!(
+        o.get("pointer").and_then(Value::as_str),
+        pointer,
+        "{name}: {text}"
+    );
+    assert!(!text.contains("panicked") && !text.contains("backtrace"));
+    assert_eq!(g.written(), 0, "{name}: nothing written");
+}
+
+#[test]
+fn bad_input_is_a_specific_problem_and_changes_nothing() {
+    let g = gateway_with_an_expired_delegation();
+    let agent = g.agent();
+    let good = intent(&agent, "ok-1", "order:o-1001", 2500, |_| {});
+    let deep_pointer = "/0".repeat(32);
+    for case in unreadable_bodies(&good, &deep_pointer)
+        .into_iter()
+        .chain(refused_intents(&agent, &good))
+    {
+        assert_refused_and_nothing_written(&g, case);
     }
     // And then a good one still works.
     let (code, _, _, _) = g.post_raw("application/json", &good, None);
     assert_eq!(code, 200);
 }
 
-#[test]
-fn the_tour_completes_and_its_export_verifies() {
-    let g = Gateway::start();
+/// The receipt of ledger entry `e`.
+fn receipt_object(e: &Value) -> Object {
+    e.as_object()
+        .unwrap()
+        .get("receipt")
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .clone()
+}
+
+/// The change a registry receipt records; `None` for any other receipt.
+fn registry_change(e: &Value) -> Option<String> {
+    let r = receipt_object(e);
+    (r.get("kind").unwrap().as_str().unwrap() == "registry").then(|| {
+        r.get("subject")
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .get("change")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned()
+    })
+}
+
+/// Runs `tollgate tour` against `g`: it exits 0 and tells every step.
+fn run_the_tour(g: &Gateway) {
     let out = Command::new(bin("tollgate"))
         .args([
             "tour",
@@ -353,59 +408,23 @@ fn the_tour_completes_and_its_export_verifies() {
             "{expected:?} missing from:\n{said}"
         );
     }
-    let export = g.data().join("tour-export.jsonl");
-    let keys = g.data().join("tour-export.jwks.json");
-    // It verifies, and every decision re-decides from the export alone.
-    let v = tollgate_tests::verify_cmd(&[
-        "ledger",
-        export.to_str().unwrap(),
-        "--keys",
-        keys.to_str().unwrap(),
-        "--redecide",
-    ]);
-    assert_eq!(
-        v.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&v.stdout)
-    );
-    assert!(
-        String::from_utf8_lossy(&v.stdout).contains("decisions re-decided"),
-        "{}",
-        String::from_utf8_lossy(&v.stdout)
-    );
-    // Every change to the registry is a receipt too, and the seed material
-    // of the first start (the policy with every file, the issuer, the
-    // delegation, the resources) is in the ledger before the first decision.
-    let text = std::fs::read_to_string(&export).unwrap();
-    let entries: Vec<Value> = text.lines().map(|l| parse(l.as_bytes()).unwrap()).collect();
-    let receipt = |e: &Value| {
-        e.as_object()
-            .unwrap()
-            .get("receipt")
-            .unwrap()
-            .as_object()
-            .unwrap()
-            .clone()
-    };
-    let change = |e: &Value| {
-        let r = receipt(e);
-        (r.get("kind").unwrap().as_str().unwrap() == "registry").then(|| {
-            r.get("subject")
-                .unwrap()
-                .as_object()
-                .unwrap()
-                .get("change")
-                .unwrap()
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-    };
-    let first_decision = entries.iter().position(|e| change(e).is_none()).unwrap();
+}
+
+/// Every change to the registry is a receipt too, and the seed material
+/// of the first start (the policy with every file, the issuer, the
+/// delegation, the resources) is in the ledger before the first decision.
+/// Returns the index of the first decision.
+fn the_registry_changes_are_receipts_and_the_seed_comes_first(
+    g: &Gateway,
+    entries: &[Value],
+) -> usize {
+    let first_decision = entries
+        .iter()
+        .position(|e| registry_change(e).is_none())
+        .unwrap();
     let seeded: Vec<String> = entries[..first_decision]
         .iter()
-        .filter_map(change)
+        .filter_map(registry_change)
         .collect();
     assert_eq!(
         seeded,
@@ -419,7 +438,7 @@ fn the_tour_completes_and_its_export_verifies() {
             "resource.put"
         ]
     );
-    let bundle = receipt(&entries[0]);
+    let bundle = receipt_object(&entries[0]);
     let files = bundle
         .get("subject")
         .unwrap()
@@ -450,7 +469,7 @@ fn the_tour_completes_and_its_export_verifies() {
     }
     let after: Vec<String> = entries[first_decision..]
         .iter()
-        .filter_map(change)
+        .filter_map(registry_change)
         .collect();
     assert_eq!(
         after,
@@ -460,13 +479,17 @@ fn the_tour_completes_and_its_export_verifies() {
             "reviewer.register"
         ]
     );
-    // `refs` tell each escalated intent's story: every approval receipt
-    // follows from a decision that escalated, every execution from that
-    // decision and the approvals of its quorum, for that exact intent.
+    first_decision
+}
+
+/// `refs` tell each escalated intent's story: every approval receipt
+/// follows from a decision that escalated, every execution from that
+/// decision and the approvals of its quorum, for that exact intent.
+fn refs_tell_each_escalated_intents_story(entries: &[Value]) {
     let by_id: std::collections::BTreeMap<String, Object> = entries
         .iter()
         .map(|e| {
-            let r = receipt(e);
+            let r = receipt_object(e);
             (r.get("receipt_id").unwrap().as_str().unwrap().to_owned(), r)
         })
         .collect();
@@ -488,8 +511,8 @@ fn the_tour_completes_and_its_export_verifies() {
             .to_owned()
     };
     let mut endings = Vec::new();
-    for e in &entries {
-        let r = receipt(e);
+    for e in entries {
+        let r = receipt_object(e);
         match r.get("kind").unwrap().as_str().unwrap() {
             "approval" => {
                 let decision = &by_id[&refs(&r)[0]];
@@ -521,8 +544,13 @@ fn the_tour_completes_and_its_export_verifies() {
     }
     endings.sort();
     assert_eq!(endings, ["approved", "denied", "expired"]);
-    for e in &entries[first_decision..] {
-        let r = receipt(e);
+}
+
+/// Each decision after the seed records its one delegation by hash, and
+/// the resource's attributes.
+fn each_decision_records_its_delegation_and_resource(entries: &[Value]) {
+    for e in entries {
+        let r = receipt_object(e);
         if r.get("kind").unwrap().as_str() == Some("decision") {
             let inputs = r.get("inputs").unwrap().as_object().unwrap();
             let chain = inputs.get("delegations").unwrap();
@@ -540,6 +568,41 @@ fn the_tour_completes_and_its_export_verifies() {
             );
         }
     }
+}
+
+#[test]
+fn the_tour_completes_and_its_export_verifies() {
+    let g = Gateway::start();
+    run_the_tour(&g);
+    let export = g.data().join("tour-export.jsonl");
+    let keys = g.data().join("tour-export.jwks.json");
+    // It verifies, and every decision re-decides from the export alone.
+    let v = tollgate_tests::verify_cmd(&[
+        "ledger",
+        export.to_str().unwrap(),
+        "--keys",
+        keys.to_str().unwrap(),
+        "--redecide",
+    ]);
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&v.stdout).contains("decisions re-decided"),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+    // Every change to the registry is a receipt too, and what the seed
+    // wrote comes first; the escalated intents' stories; the inputs of each
+    // decision.
+    let text = std::fs::read_to_string(&export).unwrap();
+    let entries: Vec<Value> = text.lines().map(|l| parse(l.as_bytes()).unwrap()).collect();
+    let first_decision = the_registry_changes_are_receipts_and_the_seed_comes_first(&g, &entries);
+    refs_tell_each_escalated_intents_story(&entries);
+    each_decision_records_its_delegation_and_resource(&entries[first_decision..]);
 }
 
 #[test]
@@ -800,6 +863,18 @@ fn a_config_file_sets_what_flags_and_environment_do_not() {
             ":2: `expiry_interval_ms`: invalid value '1'",
         ),
         ("demo = \"yes\"\n", ":1: `demo`: true or false"),
+        (
+            "[read_token]\nabcdefghijabcdefghijabcdefghij12 = \"xyz\"\n",
+            ":1: `read_token`: one value, not a list or a table",
+        ),
+        (
+            "max_body = [100]\n",
+            ":1: `max_body`: one value, not a list or a table",
+        ),
+        (
+            "max_connections = 0\n",
+            ":1: `max_connections`: invalid value '0'",
+        ),
         (
             "[upstream]\n\"orders.refund\" = 5.5\n",
             ":1: `upstream`: a table of strings",

@@ -94,8 +94,43 @@ fn invalid_bundles_and_failing_cases_exit_1_with_file_and_line() {
     assert_eq!(code, 2, "{err}");
 }
 
-#[test]
-fn issue_inspect_sign_and_evaluate() {
+/// Three keys (issuer, agent, sub), the issuer's trusted as
+/// `issuers.json`, and delegation dlg_7 from the issuer to the agent, issued
+/// and inspected, in a folder of their own.
+struct Issued {
+    tmp: tempfile::TempDir,
+    issuer_pub: String,
+    dlg: PathBuf,
+}
+
+impl Issued {
+    fn d(&self) -> &Path {
+        self.tmp.path()
+    }
+}
+
+/// `delegation issue` for agent-7 on any order, in November 2026, plus
+/// `extra`.
+fn issue(extra: &[&str]) -> Output {
+    let mut args = vec![
+        "delegation",
+        "issue",
+        "--issuer",
+        "acme",
+        "--agent",
+        "agent-7",
+        "--resource",
+        "order:*",
+        "--not-before",
+        "2026-11-01T00:00:00Z",
+        "--expires-at",
+        "2026-12-01T00:00:00Z",
+    ];
+    args.extend_from_slice(extra);
+    tollgate(&args)
+}
+
+fn issued() -> Issued {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let keygen = |name: &str| {
@@ -112,24 +147,6 @@ fn issue_inspect_sign_and_evaluate() {
         format!("{{\"keys\":[{}]}}", issuer_pub.trim()),
     )
     .unwrap();
-    let issue = |extra: &[&str]| {
-        let mut args = vec![
-            "delegation",
-            "issue",
-            "--issuer",
-            "acme",
-            "--agent",
-            "agent-7",
-            "--resource",
-            "order:*",
-            "--not-before",
-            "2026-11-01T00:00:00Z",
-            "--expires-at",
-            "2026-12-01T00:00:00Z",
-        ];
-        args.extend_from_slice(extra);
-        tollgate(&args)
-    };
     let dlg = d.join("dlg_7.json");
     let o = issue(&[
         "--key",
@@ -164,6 +181,17 @@ fn issue_inspect_sign_and_evaluate() {
         out.contains("signature: signed by trusted issuer key"),
         "{out}"
     );
+    Issued {
+        tmp,
+        issuer_pub,
+        dlg,
+    }
+}
+
+#[test]
+fn issue_inspect_and_narrow_a_delegation() {
+    let s = issued();
+    let (d, dlg) = (s.d(), &s.dlg);
 
     // A child from the agent to a sub-agent: narrower is fine...
     let child = d.join("child.json");
@@ -179,7 +207,7 @@ fn issue_inspect_sign_and_evaluate() {
         "--per-intent",
         "EUR=5000",
         "--parent",
-        p(&dlg),
+        p(dlg),
         "--out",
         p(&child),
     ]);
@@ -194,7 +222,7 @@ fn issue_inspect_sign_and_evaluate() {
         "inspect",
         p(&child),
         "--parent",
-        p(&dlg),
+        p(dlg),
         "--issuers",
         p(&d.join("issuers.json")),
     ]));
@@ -216,7 +244,7 @@ fn issue_inspect_sign_and_evaluate() {
         "--per-intent",
         "EUR=5000",
         "--parent",
-        p(&dlg),
+        p(dlg),
     ]);
     let (code, _, err) = text(&o);
     assert_eq!(code, 1);
@@ -242,7 +270,7 @@ fn issue_inspect_sign_and_evaluate() {
         "--window-seconds",
         "86400",
         "--parent",
-        p(&dlg),
+        p(dlg),
     ]);
     let (code, _, err) = text(&o);
     assert_eq!(code, 1, "{err}");
@@ -255,23 +283,63 @@ fn issue_inspect_sign_and_evaluate() {
     let (code, _, err) = text(&tollgate(&[
         "delegation",
         "inspect",
-        p(&dlg),
+        p(dlg),
         "--issuers",
         p(&d.join("other.json")),
     ]));
     assert_eq!(code, 1);
     assert!(err.contains("NOT VALID: signature by key"), "{err}");
+}
+
+/// The payload of intent int-1: a refund of 999.00 EUR under dlg_7.
+const INTENT: &str = r#"{"type":"tollgate.intent/v1","intent_id":"int-1","agent":"agent-7","delegation":"dlg_7",
+            "action":"orders.refund","resource":"order:o-1001",
+            "params":{"amount_minor":99900,"currency":"EUR"},
+            "issued_at":"2026-11-22T10:00:00Z","decision":{"confidence_bp":9000}}"#;
+
+/// Writes the snapshot `policy eval` decides against: the issuer's key and
+/// a paid order o-1001 of a gold customer.
+fn snapshot(s: &Issued) -> PathBuf {
+    let (d, issuer_pub) = (s.d(), &s.issuer_pub);
+    let snapshot = d.join("snapshot.json");
+    std::fs::write(
+        &snapshot,
+        format!(
+            r#"{{"issuers":{{"keys":[{}]}},"resources":{{"order:o-1001":{{"status":"paid","customer_tier":"gold"}}}}}}"#,
+            issuer_pub.trim()
+        ),
+    )
+    .unwrap();
+    snapshot
+}
+
+/// `policy eval` of `intent` under the refunds example, dlg_7 and
+/// `snapshot`.
+fn policy_eval(s: &Issued, snapshot: &Path, intent: &Path) -> Output {
+    tollgate(&[
+        "policy",
+        "eval",
+        "--policy",
+        p(&example("refunds")),
+        "--intent",
+        p(intent),
+        "--delegation",
+        p(&s.dlg),
+        "--snapshot",
+        p(snapshot),
+    ])
+}
+
+#[test]
+fn sign_and_evaluate_an_intent_and_a_tampered_one() {
+    let s = issued();
+    let d = s.d();
+    let snapshot = snapshot(&s);
+    let eval = |intent: &Path| policy_eval(&s, &snapshot, intent);
 
     // Sign an intent and evaluate it.
     let payload = d.join("intent.json");
-    std::fs::write(
-        &payload,
-        r#"{"type":"tollgate.intent/v1","intent_id":"int-1","agent":"agent-7","delegation":"dlg_7",
-            "action":"orders.refund","resource":"order:o-1001",
-            "params":{"amount_minor":99900,"currency":"EUR"},
-            "issued_at":"2026-11-22T10:00:00Z","decision":{"confidence_bp":9000}}"#,
-    )
-    .unwrap();
+    std::fs::write(&payload, INTENT).unwrap();
     let o = tollgate(&[
         "intent",
         "sign",
@@ -282,29 +350,6 @@ fn issue_inspect_sign_and_evaluate() {
     assert_eq!(o.status.code(), Some(0));
     let signed = d.join("signed.json");
     std::fs::write(&signed, &o.stdout).unwrap();
-    let snapshot = d.join("snapshot.json");
-    std::fs::write(
-        &snapshot,
-        format!(
-            r#"{{"issuers":{{"keys":[{}]}},"resources":{{"order:o-1001":{{"status":"paid","customer_tier":"gold"}}}}}}"#,
-            issuer_pub.trim()
-        ),
-    )
-    .unwrap();
-    let eval = |intent: &Path| {
-        tollgate(&[
-            "policy",
-            "eval",
-            "--policy",
-            p(&example("refunds")),
-            "--intent",
-            p(intent),
-            "--delegation",
-            p(&dlg),
-            "--snapshot",
-            p(&snapshot),
-        ])
-    };
     let (code, out, err) = text(&eval(&signed));
     // Exit status by verdict: 3 is escalate.
     assert_eq!(code, 3, "{err}");
@@ -342,15 +387,19 @@ fn issue_inspect_sign_and_evaluate() {
         out.contains(r#""id":"intent.signature""#) && out.contains(r#""verdict":"block""#),
         "{out}"
     );
+}
+
+#[test]
+fn evaluating_a_float_a_huge_amount_or_an_unknown_resource_is_refused() {
+    let s = issued();
+    let d = s.d();
+    let snapshot = snapshot(&s);
+    let eval = |intent: &Path| policy_eval(&s, &snapshot, intent);
+    let payload = d.join("intent.json");
+    let signed = d.join("signed.json");
 
     // A float amount is a specific error (exit 1), not a decision.
-    std::fs::write(
-        &payload,
-        std::fs::read_to_string(&payload)
-            .unwrap()
-            .replace("99900", "999.5"),
-    )
-    .unwrap();
+    std::fs::write(&payload, INTENT.replace("99900", "999.5")).unwrap();
     let o = tollgate(&[
         "intent",
         "sign",

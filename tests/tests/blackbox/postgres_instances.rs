@@ -5,6 +5,7 @@
 //! and a budget raced by 32 concurrent intents over the three.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -76,19 +77,29 @@ fn verified_export(g: &Gateway) -> Vec<Vec<u8>> {
     )
 }
 
-#[test]
-fn three_gateways_share_one_ledger_through_a_sigkill_a_revocation_and_a_raced_budget() {
-    let pg = Postgres::start();
-    let url = pg.database("shared");
-    let args = ["--database-url", url.as_str()];
-    // All three start at once on an empty database: one seeds it, the
-    // others find it seeded. All sign with the data folder's key.
+/// The signed intent `id` of the demo agent under `delegation`: a refund
+/// of `amount` on order o-1001.
+fn intent_under(
+    agent: &tollgate_signer::Ed25519Signer,
+    id: &str,
+    delegation: &str,
+    amount: i64,
+) -> Vec<u8> {
+    intent(agent, id, "order:o-1001", amount, |p| {
+        p.insert("delegation", delegation.into());
+    })
+}
+
+/// All three start at once on an empty database: one seeds it, the others
+/// find it seeded. All sign with the data folder's key, which is returned
+/// with them.
+fn three_gateways_started_at_once(args: &[&str]) -> (Gateway, Instance, Instance, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     init_demo(&data);
     let mut started: Vec<(Child, String)> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..3)
-            .map(|_| s.spawn(|| Gateway::spawn(&data, &args)))
+            .map(|_| s.spawn(|| Gateway::spawn(&data, args)))
             .collect();
         let joined: Vec<_> = hs.into_iter().map(|h| h.join()).collect();
         // One that did not start fails the test; the others must not
@@ -112,7 +123,18 @@ fn three_gateways_share_one_ledger_through_a_sigkill_a_revocation_and_a_raced_bu
     let mut instances = started
         .into_iter()
         .map(|(child, url)| Instance { child, url });
-    let (mut b, c) = (instances.next().unwrap(), instances.next().unwrap());
+    let (b, c) = (instances.next().unwrap(), instances.next().unwrap());
+    (a, b, c, data)
+}
+
+/// Load over all three; `b` is killed with SIGKILL mid-load. The export
+/// verifies and holds every acknowledged receipt exactly once.
+fn a_load_over_all_three_keeps_every_acknowledged_receipt_through_a_sigkill(
+    a: &Gateway,
+    b: &mut Instance,
+    c: &Instance,
+    data: &Path,
+) {
     let work = tempfile::tempdir().unwrap();
 
     // Load over all three; one is killed once each has answered this
@@ -123,7 +145,7 @@ fn three_gateways_share_one_ledger_through_a_sigkill_a_revocation_and_a_raced_bu
     let bench = Command::new(bin("tollgate"))
         .args(["bench", "--url", &a.url, "--url", &b.url, "--url", &c.url])
         .arg("--data-dir")
-        .arg(&data)
+        .arg(data)
         .args(["--concurrency", "12", "--duration", "20", "--acks"])
         .arg(&acks)
         .stdout(Stdio::piped())
@@ -154,7 +176,7 @@ fn three_gateways_share_one_ledger_through_a_sigkill_a_revocation_and_a_raced_bu
 
     // The export verifies (gap-free, one chain, every decision re-decided
     // from it alone), and holds every acknowledged receipt exactly once.
-    let lines = verified_export(&a);
+    let lines = verified_export(a);
     let mut count: BTreeMap<&[u8], usize> = BTreeMap::new();
     for l in &lines {
         *count.entry(l.as_slice()).or_insert(0) += 1;
@@ -182,20 +204,21 @@ fn three_gateways_share_one_ledger_through_a_sigkill_a_revocation_and_a_raced_bu
     }
     let ids: std::collections::BTreeSet<String> = lines.iter().map(|l| receipt_id(l)).collect();
     assert_eq!(ids.len(), lines.len());
+}
 
-    // The killed instance comes back on the same ledger.
-    let b = instance(&data, &args);
+/// A delegation registered through A is usable at once through C; revoked
+/// through A, it is refused by B and by C on their next request.
+fn a_revocation_through_one_instance_is_refused_by_the_others(
+    a: &Gateway,
+    b: &Instance,
+    c: &Instance,
+) {
     let agent = a.agent();
     let key = tollgate_signer::Signer::jwk(&agent).to_value();
-
-    // A delegation registered through A is usable at once through C.
-    let token = a.delegation("dlg_shared", "agent-demo", key.clone(), |_| {});
+    let under =
+        |id: &str, delegation: &str, amount: i64| intent_under(&agent, id, delegation, amount);
+    let token = a.delegation("dlg_shared", "agent-demo", key, |_| {});
     assert_eq!(a.admin().register_delegation(&token).unwrap().status, 201);
-    let under = |id: &str, delegation: &str, amount: i64| {
-        intent(&agent, id, "order:o-1001", amount, |p| {
-            p.insert("delegation", delegation.into());
-        })
-    };
     let (code, body) = post(&c.url, &under("shared-1", "dlg_shared", 2_500));
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(verdict_of(&body), "pass");
@@ -209,11 +232,21 @@ fn three_gateways_share_one_ledger_through_a_sigkill_a_revocation_and_a_raced_bu
         assert_eq!(code, 403, "{text}");
         assert!(text.contains("revoked-delegation"), "{text}");
     }
+}
 
-    // A budget of 800.00 EUR, 32 concurrent refunds of 40.00 EUR spread
-    // over the three: exactly 20 commit, whichever instance decided them;
-    // the others escalate. A 503 (the state kept changing) is retried
-    // with the same signed intent, as a client would.
+/// A budget of 800.00 EUR, 32 concurrent refunds of 40.00 EUR spread over
+/// the three: exactly 20 commit, whichever instance decided them; the
+/// others escalate. A 503 (the state kept changing) is retried with the
+/// same signed intent, as a client would.
+fn a_budget_raced_over_three_instances_commits_exactly_its_amount(
+    a: &Gateway,
+    b: &Instance,
+    c: &Instance,
+) {
+    let agent = a.agent();
+    let key = tollgate_signer::Signer::jwk(&agent).to_value();
+    let under =
+        |id: &str, delegation: &str, amount: i64| intent_under(&agent, id, delegation, amount);
     let token = a.delegation("dlg_raced", "agent-demo", key, |p| {
         let mut budget = Object::new();
         budget.insert("EUR", Value::integer(80_000).unwrap());
@@ -251,9 +284,13 @@ fn three_gateways_share_one_ledger_through_a_sigkill_a_revocation_and_a_raced_bu
     assert_eq!(passed, 20, "{verdicts:?}");
     assert_eq!(verdicts.len() - passed, 12);
     assert!(verdicts.iter().all(|v| v == "pass" || v == "escalate"));
+}
 
-    // And the whole ledger still verifies and re-decides.
-    let lines = verified_export(&a);
+/// The whole ledger still verifies and re-decides, the raced budget is
+/// spent exactly, and the ledger was seeded once though three started
+/// together.
+fn the_ledger_verifies_holds_the_budget_and_was_seeded_once(a: &Gateway) {
+    let lines = verified_export(a);
     let committed: i64 = lines
         .iter()
         .filter_map(|l| {
@@ -290,4 +327,19 @@ fn three_gateways_share_one_ledger_through_a_sigkill_a_revocation_and_a_raced_bu
         })
         .count();
     assert_eq!(publishes, 1);
+}
+
+#[test]
+fn three_gateways_share_one_ledger_through_a_sigkill_a_revocation_and_a_raced_budget() {
+    let pg = Postgres::start();
+    let url = pg.database("shared");
+    let args = ["--database-url", url.as_str()];
+    let (a, mut b, c, data) = three_gateways_started_at_once(&args);
+    a_load_over_all_three_keeps_every_acknowledged_receipt_through_a_sigkill(&a, &mut b, &c, &data);
+    // The killed instance comes back on the same ledger.
+    let b = instance(&data, &args);
+    a_revocation_through_one_instance_is_refused_by_the_others(&a, &b, &c);
+    a_budget_raced_over_three_instances_commits_exactly_its_amount(&a, &b, &c);
+    // And the whole ledger still verifies and re-decides.
+    the_ledger_verifies_holds_the_budget_and_was_seeded_once(&a);
 }

@@ -82,34 +82,33 @@ impl Attributes {
     }
 }
 
-#[test]
-fn attributes_looked_up_at_the_target_decide_and_are_recorded() {
-    let attrs = Attributes::start();
-    // The registry (demo seed) says o-1001 is paid; the target says it is
-    // refunded already: the target is the one the decision reads.
-    let refunded = r#"{"customer_tier":"gold","status":"refunded"}"#;
-    attrs.set("o-1001", 200, refunded, 0);
-    attrs.set(
-        "o-2002",
-        200,
-        r#"{"status":"paid","customer_tier":"silver"}"#,
-        0,
-    );
+/// A gateway looking up orders' attributes at `attrs`.
+fn gateway_looking_up_at(attrs: &Attributes) -> Gateway {
     let lookup = format!("order={}/attributes/{{id}}", attrs.base);
-    let g = Gateway::start_with(
+    Gateway::start_with(
         tempfile::tempdir().unwrap(),
         |_| {},
         // Long enough for every lookup that must succeed on a busy
-        // machine; the deliberately slow one below is far slower.
+        // machine; the deliberately slow one (a failing target) is far
+        // slower.
         &[
             "--resource-lookup",
             &lookup,
             "--upstream-timeout-ms",
             "5000",
         ],
-    );
-    let agent = g.agent();
+    )
+}
 
+/// The target's attributes of o-1001 (`refunded`) decide, not the
+/// registry's; the receipt records them and the lookup; a replay answers
+/// the stored entry and never looks up again.
+fn the_target_decides_and_is_recorded_and_a_replay_does_not_look_up(
+    g: &Gateway,
+    attrs: &Attributes,
+    refunded: &str,
+) {
+    let agent = g.agent();
     let first = intent(&agent, "look-1", "order:o-1001", 2500, |_| {});
     let (code, _, entry, _) = g.post_raw("application/json", &first, None);
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&entry));
@@ -136,7 +135,12 @@ fn attributes_looked_up_at_the_target_decide_and_are_recorded() {
     assert_eq!((code, replayed), (200, true));
     assert_eq!(again, entry);
     assert_eq!(attrs.hits("o-1001"), 1);
+}
 
+/// A resource only the target knows passes; one it does not know is
+/// blocked as unknown; an id of dots cannot climb out of the lookup's path.
+fn resources_known_only_unknown_or_dotted_at_the_target(g: &Gateway, attrs: &Attributes) {
+    let agent = g.agent();
     // A resource only the target knows passes on its attributes.
     let (code, _, entry, _) = g.post_raw(
         "application/json",
@@ -184,7 +188,13 @@ fn attributes_looked_up_at_the_target_decide_and_are_recorded() {
             .iter()
             .any(|p| p == "/" || p == "/attributes")
     );
+}
 
+/// The target fails (500, a body that is not an object, too slow): 503
+/// resource-unavailable with Retry-After, nothing appended, and the intent
+/// stays undecided; once the target answers, it is decided.
+fn a_failing_target_leaves_the_intent_undecided_until_it_answers(g: &Gateway, attrs: &Attributes) {
+    let agent = g.agent();
     // The target fails (500, a body that is not an object, too slow):
     // 503 resource-unavailable with Retry-After, nothing appended, and
     // the intent stays undecided.
@@ -223,8 +233,10 @@ fn attributes_looked_up_at_the_target_decide_and_are_recorded() {
         String::from_utf8_lossy(&entry)
     );
     assert_eq!(verdict_of(&entry), "pass");
+}
 
-    // The export re-decides offline, from the receipts alone.
+/// The export re-decides offline, from the receipts alone.
+fn the_export_redecides_offline(g: &Gateway) {
     let (_, export) = g.get("/v1/ledger/export");
     let (_, jwks) = g.get("/.well-known/jwks.json");
     assert_export_verifies(&export, &jwks);
@@ -249,6 +261,27 @@ fn attributes_looked_up_at_the_target_decide_and_are_recorded() {
         text.contains("decisions re-decided, each byte for byte the same"),
         "{text}"
     );
+}
+
+#[test]
+fn attributes_looked_up_at_the_target_decide_and_are_recorded() {
+    let attrs = Attributes::start();
+    // The registry (demo seed) says o-1001 is paid; the target says it is
+    // refunded already: the target is the one the decision reads.
+    let refunded = r#"{"customer_tier":"gold","status":"refunded"}"#;
+    attrs.set("o-1001", 200, refunded, 0);
+    attrs.set(
+        "o-2002",
+        200,
+        r#"{"status":"paid","customer_tier":"silver"}"#,
+        0,
+    );
+    let g = gateway_looking_up_at(&attrs);
+    the_target_decides_and_is_recorded_and_a_replay_does_not_look_up(&g, &attrs, refunded);
+    resources_known_only_unknown_or_dotted_at_the_target(&g, &attrs);
+    a_failing_target_leaves_the_intent_undecided_until_it_answers(&g, &attrs);
+    // The export, with every receipt above, re-decides offline.
+    the_export_redecides_offline(&g);
 }
 
 #[test]
