@@ -4,6 +4,7 @@
 use std::path::Path;
 use tollgate_gateway::datadir::Layout;
 
+use tollgate_protocol::build::IntentPayload;
 use tollgate_protocol::{Domain, Object, Value};
 use tollgate_signer::Ed25519Signer;
 
@@ -39,24 +40,17 @@ pub fn signed_intents(agent_key: &Ed25519Signer, count: usize) -> Vec<String> {
     let issued = now();
     (0..count)
         .map(|i| {
-            let mut p = Object::new();
-            p.insert("type", tollgate_protocol::INTENT_TYPE.into());
-            p.insert("intent_id", format!("bench-{run}-{i}").into());
-            p.insert("agent", "agent-demo".into());
-            p.insert("delegation", "dlg_demo".into());
-            p.insert("action", "orders.refund".into());
-            p.insert("resource", "order:o-1001".into());
-            let mut params = Object::new();
-            params.insert(
-                "amount_minor",
-                Value::integer(100 + (i % 5000) as i64).unwrap_or(Value::Null),
-            );
-            params.insert("currency", "EUR".into());
-            p.insert("params", params.into());
-            p.insert("issued_at", issued.as_str().into());
-            agent_key
-                .envelope(Domain::Intent, Value::Object(p))
-                .to_string()
+            let p = IntentPayload::new(
+                "agent-demo",
+                &format!("bench-{run}-{i}"),
+                "dlg_demo",
+                "orders.refund",
+                "order:o-1001",
+            )
+            .amount(100 + (i % 5000) as i64, "EUR")
+            .issued_at(&issued)
+            .into_value();
+            agent_key.envelope(Domain::Intent, p).to_string()
         })
         .collect()
 }

@@ -4,6 +4,7 @@
 use tollgate_gateway::datadir::Layout;
 
 use tollgate_client::Client;
+use tollgate_protocol::build::IntentPayload;
 use tollgate_protocol::{ApprovalVerdict, Domain, Object, Value};
 use tollgate_signer::Ed25519Signer;
 
@@ -31,25 +32,21 @@ pub fn tour(url: &str, data: &Layout) -> Result<String, CliError> {
     let run = now().unix_seconds();
     let mut failures = Vec::new();
     let intent = |n: &str, delegation: &str, resource: &str, amount: i64| {
-        let mut p = Object::new();
-        p.insert("type", tollgate_protocol::INTENT_TYPE.into());
-        p.insert("intent_id", format!("tour-{run}-{n}").into());
-        p.insert("agent", "agent-demo".into());
-        p.insert("delegation", delegation.into());
-        p.insert("action", "orders.refund".into());
-        p.insert("resource", resource.into());
-        let mut params = Object::new();
-        params.insert(
-            "amount_minor",
-            Value::integer(amount).unwrap_or(Value::Null),
-        );
-        params.insert("currency", "EUR".into());
-        p.insert("params", params.into());
-        let mut d = Object::new();
-        d.insert("confidence_bp", Value::Number(9000.0));
-        p.insert("decision", d.into());
-        p.insert("issued_at", now().as_str().into());
-        p
+        let payload = IntentPayload::new(
+            "agent-demo",
+            &format!("tour-{run}-{n}"),
+            delegation,
+            "orders.refund",
+            resource,
+        )
+        .amount(amount, "EUR")
+        .confidence_bp(9000)
+        .issued_at(&now())
+        .into_value();
+        match payload {
+            Value::Object(o) => o,
+            _ => Object::new(),
+        }
     };
     let step = |failures: &mut Vec<String>,
                 title: &str,

@@ -270,20 +270,19 @@ pub fn init(dir: &Path, demo: bool) -> Result<Created, Error> {
 
     let delegation = at.demo("delegation.json");
     if !delegation.exists() {
-        let mut p = Object::new();
-        p.insert("type", tollgate_policies::delegation::TOKEN_TYPE.into());
-        p.insert("id", "dlg_demo".into());
-        p.insert("issuer", "demo issuer".into());
-        p.insert("agent", "agent-demo".into());
-        p.insert("agent_key", agent.jwk().to_value());
-        p.insert("actions", Value::Array(vec!["orders.refund".into()]));
-        p.insert("resources", Value::Array(vec!["order:*".into()]));
-        let mut limit = Object::new();
-        limit.insert("EUR", Value::Number(100_000.0));
-        p.insert("per_intent", limit.into());
-        p.insert("not_before", "2020-01-01T00:00:00Z".into());
-        p.insert("expires_at", "2100-01-01T00:00:00Z".into());
-        let env = issuer.envelope(Domain::Delegation, Value::Object(p));
+        let p = tollgate_protocol::build::TokenPayload::new(
+            "dlg_demo",
+            "demo issuer",
+            "agent-demo",
+            agent.jwk().to_value(),
+            "2020-01-01T00:00:00Z",
+            "2100-01-01T00:00:00Z",
+        )
+        .actions(&["orders.refund"])
+        .resources(&["order:*"])
+        .per_intent("EUR", 100_000)
+        .into_value();
+        let env = issuer.envelope(Domain::Delegation, p);
         let text = format!("{}\n", env);
         write_new(&delegation, &text, &mut created)?;
         write_new(

@@ -37,7 +37,7 @@ use crate::Error;
 use crate::rules::{FiredRule, Verdict};
 
 /// `type` of a delegation token payload.
-pub const TOKEN_TYPE: &str = "tollgate.delegation/v1";
+pub use tollgate_protocol::build::TOKEN_TYPE;
 
 /// Longest chain of parents followed.
 pub const MAX_CHAIN: usize = 8;

@@ -35,6 +35,7 @@
 #![forbid(unsafe_code)]
 
 mod approval;
+pub mod build;
 pub mod checkpoint;
 mod encoding;
 mod error;

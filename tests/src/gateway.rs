@@ -6,6 +6,7 @@ use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use tollgate_protocol::build::{IntentPayload, TokenPayload};
 use tollgate_protocol::{Domain, KeySet, Object, Timestamp, Value, canonical, parse};
 use tollgate_signer::Ed25519Signer;
 
@@ -210,16 +211,20 @@ impl Gateway {
         edit: impl FnOnce(&mut Object),
     ) -> Vec<u8> {
         let issuer = Ed25519Signer::load(&self.data().join("demo/issuer.jwk")).unwrap();
-        let mut p = Object::new();
-        p.insert("type", "tollgate.delegation/v1".into());
-        p.insert("id", id.into());
-        p.insert("issuer", "demo issuer".into());
-        p.insert("agent", agent.into());
-        p.insert("agent_key", agent_key);
-        p.insert("actions", Value::Array(vec!["orders.refund".into()]));
-        p.insert("resources", Value::Array(vec!["order:*".into()]));
-        p.insert("not_before", "2020-01-01T00:00:00Z".into());
-        p.insert("expires_at", "2100-01-01T00:00:00Z".into());
+        let mut p = TokenPayload::new(
+            id,
+            "demo issuer",
+            agent,
+            agent_key,
+            "2020-01-01T00:00:00Z",
+            "2100-01-01T00:00:00Z",
+        )
+        .actions(&["orders.refund"])
+        .resources(&["order:*"])
+        .into_value()
+        .as_object()
+        .unwrap()
+        .clone();
         edit(&mut p);
         canonical(&issuer.envelope(Domain::Delegation, Value::Object(p)))
     }
@@ -267,20 +272,14 @@ pub fn intent(
     amount: i64,
     edit: impl FnOnce(&mut Object),
 ) -> Vec<u8> {
-    let mut p = parse(
-        br#"{"type":"tollgate.intent/v1","agent":"agent-demo","delegation":"dlg_demo","action":"orders.refund",
-            "params":{"currency":"EUR"},"decision":{"confidence_bp":9000}}"#,
-    )
-    .unwrap()
-    .as_object()
-    .unwrap()
-    .clone();
-    p.insert("intent_id", id.into());
-    p.insert("resource", resource.into());
-    p.insert("issued_at", now().into());
-    let mut params = p.get("params").unwrap().as_object().unwrap().clone();
-    params.insert("amount_minor", Value::integer(amount).unwrap());
-    p.insert("params", params.into());
+    let mut p = IntentPayload::new("agent-demo", id, "dlg_demo", "orders.refund", resource)
+        .amount(amount, "EUR")
+        .confidence_bp(9000)
+        .member("issued_at", now())
+        .into_value()
+        .as_object()
+        .unwrap()
+        .clone();
     edit(&mut p);
     let payload = Value::Object(p);
     let mut env = Object::new();

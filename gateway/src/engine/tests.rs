@@ -109,19 +109,21 @@ pub(crate) fn token_with(
     id: &str,
     edit: impl FnOnce(&mut Object),
 ) -> Value {
-    let mut p = Object::new();
-    p.insert("type", "tollgate.delegation/v1".into());
-    p.insert("id", id.into());
-    p.insert("issuer", "test issuer".into());
-    p.insert("agent", "agent-1".into());
-    p.insert("agent_key", agent.jwk().to_value());
-    p.insert("actions", Value::Array(vec!["orders.refund".into()]));
-    p.insert("resources", Value::Array(vec!["order:*".into()]));
-    let mut limit = Object::new();
-    limit.insert("EUR", Value::integer(100_000).unwrap());
-    p.insert("per_intent", limit.into());
-    p.insert("not_before", "2020-01-01T00:00:00Z".into());
-    p.insert("expires_at", "2100-01-01T00:00:00Z".into());
+    let mut p = tollgate_protocol::build::TokenPayload::new(
+        id,
+        "test issuer",
+        "agent-1",
+        agent.jwk().to_value(),
+        "2020-01-01T00:00:00Z",
+        "2100-01-01T00:00:00Z",
+    )
+    .actions(&["orders.refund"])
+    .resources(&["order:*"])
+    .per_intent("EUR", 100_000)
+    .into_value()
+    .as_object()
+    .unwrap()
+    .clone();
     edit(&mut p);
     issuer.envelope(Domain::Delegation, Value::Object(p))
 }
@@ -222,22 +224,18 @@ pub(crate) fn intent(
     amount: i64,
     at: &str,
 ) -> IntentEnvelope {
-    let mut p = Object::new();
-    p.insert("type", "tollgate.intent/v1".into());
-    p.insert("intent_id", id.into());
-    p.insert("agent", "agent-1".into());
-    p.insert("delegation", "d-1".into());
-    p.insert("action", "orders.refund".into());
-    p.insert("resource", resource.into());
-    let mut params = Object::new();
-    params.insert("amount_minor", Value::integer(amount).unwrap());
-    params.insert("currency", "EUR".into());
-    p.insert("params", params.into());
-    let mut d = Object::new();
-    d.insert("confidence_bp", Value::integer(9000).unwrap());
-    p.insert("decision", d.into());
-    p.insert("issued_at", at.into());
-    IntentEnvelope::from_value(agent.envelope(Domain::Intent, Value::Object(p))).unwrap()
+    let p = tollgate_protocol::build::IntentPayload::new(
+        "agent-1",
+        id,
+        "d-1",
+        "orders.refund",
+        resource,
+    )
+    .amount(amount, "EUR")
+    .confidence_bp(9000)
+    .member("issued_at", at)
+    .into_value();
+    IntentEnvelope::from_value(agent.envelope(Domain::Intent, p)).unwrap()
 }
 
 pub(crate) async fn head(w: &World) -> u64 {
