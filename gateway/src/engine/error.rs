@@ -336,3 +336,23 @@ pub enum StartError {
     #[error("recovery: {0}")]
     Recovery(String),
 }
+
+/// Why an operation of the engine's core failed: reading the registries
+/// again, the readiness probe, finding a commit's upstream. Each aggregate
+/// turns it into its own error (an internal one: nothing was appended).
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The ledger could not be read or written.
+    #[error("the ledger cannot be read or commit: {0}")]
+    Ledger(#[from] tollgate_ledger::Error),
+    /// The registries as recorded cannot be read into a view (a stored
+    /// object no longer parses).
+    #[error("the registries as recorded cannot be read: {0}")]
+    Registry(String),
+    /// The ledger took no probe commit in time.
+    #[error("the ledger did not commit a probe within {0} ms (locked, or its disk is stalled)")]
+    ProbeTimeout(u128),
+    /// An action commits to an `http` target and has no upstream.
+    #[error("no upstream is configured for {0}: give it with --upstream")]
+    NoUpstream(String),
+}

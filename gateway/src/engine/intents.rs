@@ -793,7 +793,8 @@ impl<L: Ledger> Intents<'_, L> {
         key: &str,
     ) -> Result<tollgate_protocol::Outcome, String> {
         let call = self
-            .upstream(&envelope.intent.action)?
+            .upstream(&envelope.intent.action)
+            .map_err(|e| e.to_string())?
             .commit(policy, key, envelope)
             .await;
         if !call.answered {

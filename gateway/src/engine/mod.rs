@@ -58,7 +58,9 @@ use tollgate_signer::Keyring;
 use crate::observe::Metrics;
 
 pub use approvals::{ApprovalInfo, Decided, IntentState, MAX_LISTED, Quorum, Requirement};
-pub use error::{ApprovalError, AuthFailure, IntentError, RegistryError, Skew, StartError};
+pub use error::{
+    ApprovalError, AuthFailure, CoreError, IntentError, RegistryError, Skew, StartError,
+};
 pub use intents::{Recovery, Submitted, Unfinished, identity};
 pub use registry::{Changed, DelegationInfo, PolicyList, ReviewerInfo};
 
@@ -420,13 +422,14 @@ impl<L: Ledger> Gateway<L> {
 
     /// Reads the registries from the ledger again, unless the view is
     /// already newer than `seen` (another task reloaded it).
-    pub(crate) async fn refresh(&self, seen: u64) -> Result<(), String> {
+    pub(crate) async fn refresh(&self, seen: u64) -> Result<(), CoreError> {
         let _one = self.refreshing.lock().await;
         if self.view().registry_seq > seen {
             return Ok(());
         }
-        let state = self.ledger.registry().await.map_err(|e| e.to_string())?;
-        let view = View::from_recorded(&state, self.ledger.hash_alg())?;
+        let state = self.ledger.registry().await?;
+        let view =
+            View::from_recorded(&state, self.ledger.hash_alg()).map_err(CoreError::Registry)?;
         self.set_view(view);
         self.metrics.reloaded();
         Ok(())
@@ -492,15 +495,11 @@ impl<L: Ledger> Gateway<L> {
 
     /// Whether the gateway can commit now: the ledger takes a small durable
     /// write within [`crate::limits::READY_TIMEOUT_MS`].
-    pub async fn ready(&self) -> Result<(), String> {
+    pub async fn ready(&self) -> Result<(), CoreError> {
         let limit = std::time::Duration::from_millis(crate::limits::READY_TIMEOUT_MS);
         match tokio::time::timeout(limit, self.ledger.probe()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("the ledger cannot commit: {e}")),
-            Err(_) => Err(format!(
-                "the ledger did not commit a probe within {} ms (locked, or its disk is stalled)",
-                limit.as_millis()
-            )),
+            Ok(result) => Ok(result?),
+            Err(_) => Err(CoreError::ProbeTimeout(limit.as_millis())),
         }
     }
 
@@ -526,7 +525,7 @@ impl<L: Ledger> Gateway<L> {
 
     /// Where a passed intent of `action` commits: its upstream, or in the
     /// sandbox the simulated one.
-    pub(crate) fn upstream(&self, action: &str) -> Result<commit::Upstream<'_>, String> {
+    pub(crate) fn upstream(&self, action: &str) -> Result<commit::Upstream<'_>, CoreError> {
         if self.upstreams.simulate {
             return Ok(commit::Upstream::Simulated);
         }
@@ -534,9 +533,7 @@ impl<L: Ledger> Gateway<L> {
             .urls
             .get(action)
             .map(|url| commit::Upstream::Url(url, self.upstreams.timeout))
-            .ok_or_else(|| {
-                format!("no upstream is configured for {action}: give it with --upstream")
-            })
+            .ok_or_else(|| CoreError::NoUpstream(action.to_owned()))
     }
 }
 

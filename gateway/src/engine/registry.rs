@@ -382,7 +382,7 @@ impl<L: Ledger> Registry<'_, L> {
             Err(tollgate_ledger::Error::Stale(why)) => {
                 self.refresh(view.registry_seq)
                     .await
-                    .map_err(RegistryError::Internal)?;
+                    .map_err(|e| RegistryError::Internal(e.to_string()))?;
                 Err(RegistryError::Contended(why.to_string()))
             }
             Err(e) => Err(RegistryError::Internal(e.to_string())),
@@ -401,7 +401,7 @@ impl<L: Ledger> Registry<'_, L> {
             .await?;
         self.refresh(view.registry_seq)
             .await
-            .map_err(RegistryError::Internal)?;
+            .map_err(|e| RegistryError::Internal(e.to_string()))?;
         Ok(Changed::Recorded)
     }
 

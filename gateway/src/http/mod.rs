@@ -381,7 +381,10 @@ async fn metrics<L: Ledger>(State(app): State<Arc<App<L>>>) -> Response {
 }
 
 async fn readyz<L: Ledger>(State(app): State<Arc<App<L>>>) -> Result<Response, ApiError> {
-    app.gateway.ready().await.map_err(ApiError::NotReady)?;
+    app.gateway
+        .ready()
+        .await
+        .map_err(|e| ApiError::NotReady(e.to_string()))?;
     Ok((StatusCode::OK, "ready\n").into_response())
 }
 
