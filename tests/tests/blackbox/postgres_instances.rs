@@ -146,7 +146,7 @@ fn a_load_over_all_three_keeps_every_acknowledged_receipt_through_a_sigkill(
         .args(["bench", "--url", &a.url, "--url", &b.url, "--url", &c.url])
         .arg("--data-dir")
         .arg(data)
-        .args(["--concurrency", "12", "--duration", "20", "--acks"])
+        .args(["--concurrency", "12", "--duration", "12", "--acks"])
         .arg(&acks)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
