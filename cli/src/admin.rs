@@ -24,6 +24,7 @@ pub struct Url {
     /// one ledger).
     #[arg(
         long = "url",
+        value_name = "URL",
         env = "TOLLGATE_URL",
         default_value = "http://127.0.0.1:8080"
     )]
