@@ -81,7 +81,6 @@ pub fn run(r: ServiceConfig) -> Result<String, CliError> {
         .build()
         .map_err(usage)?;
     runtime.block_on(async move {
-        let sandbox = r.paths.sandbox;
         // A signal during the start (recovery finishing reservations, a
         // database that does not answer) stops it: what it left is
         // finished by the next start, as after a crash.
@@ -100,7 +99,7 @@ pub fn run(r: ServiceConfig) -> Result<String, CliError> {
         if let Some(demo) = &s.demo {
             println!("demo    {}", demo.display());
         }
-        if let (true, Some(kid)) = (sandbox, &s.sandbox_kid) {
+        if let Some(kid) = &s.sandbox_kid {
             println!(
                 "sandbox receipts signed by kid {kid} (a published test key: never trust them elsewhere); http targets simulated"
             );
