@@ -3,8 +3,8 @@
 
 use std::path::Path;
 use tollgate_gateway::datadir::Layout;
+use tollgate_gateway::demo;
 
-use tollgate_protocol::build::IntentPayload;
 use tollgate_protocol::{Domain, Object, Value};
 use tollgate_signer::Ed25519Signer;
 
@@ -40,14 +40,11 @@ pub fn signed_intents(agent_key: &Ed25519Signer, count: usize) -> Vec<String> {
     let issued = now();
     (0..count)
         .map(|i| {
-            let p = IntentPayload::new(
-                "agent-demo",
+            let p = demo::intent(
                 &format!("bench-{run}-{i}"),
-                "dlg_demo",
-                "orders.refund",
-                "order:o-1001",
+                demo::PAID,
+                100 + (i % 5000) as i64,
             )
-            .amount(100 + (i % 5000) as i64, "EUR")
             .issued_at(&issued)
             .into_value();
             agent_key.envelope(Domain::Intent, p).to_string()

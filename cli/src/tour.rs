@@ -2,9 +2,9 @@
 //! demo material of its data folder.
 
 use tollgate_gateway::datadir::Layout;
+use tollgate_gateway::demo;
 
 use tollgate_client::Client;
-use tollgate_protocol::build::IntentPayload;
 use tollgate_protocol::{ApprovalVerdict, Domain, Object, Value};
 use tollgate_signer::Ed25519Signer;
 
@@ -32,17 +32,10 @@ pub fn tour(url: &str, data: &Layout) -> Result<String, CliError> {
     let run = now().unix_seconds();
     let mut failures = Vec::new();
     let intent = |n: &str, delegation: &str, resource: &str, amount: i64| {
-        let payload = IntentPayload::new(
-            "agent-demo",
-            &format!("tour-{run}-{n}"),
-            delegation,
-            "orders.refund",
-            resource,
-        )
-        .amount(amount, "EUR")
-        .confidence_bp(9000)
-        .issued_at(&now())
-        .into_value();
+        let payload = demo::intent(&format!("tour-{run}-{n}"), resource, amount)
+            .member("delegation", delegation)
+            .issued_at(&now())
+            .into_value();
         match payload {
             Value::Object(o) => o,
             _ => Object::new(),
@@ -100,38 +93,28 @@ pub fn tour(url: &str, data: &Layout) -> Result<String, CliError> {
     step(
         &mut failures,
         "1. A small refund of a paid order: 25.00 EUR on order o-1001.",
-        intent("small", "dlg_demo", "order:o-1001", 2500),
+        intent("small", demo::DELEGATION, demo::PAID, 2500),
         "pass",
     )?;
     let large = step(
         &mut failures,
         "2. A large refund: 999.00 EUR on order o-1002 waits for a reviewer.",
-        intent("large", "dlg_demo", "order:o-1002", 99_900),
+        intent("large", demo::DELEGATION, demo::PAID_SILVER, 99_900),
         "escalate",
     )?;
     step(
         &mut failures,
         "3. A refund of an unpaid order (o-1003) is blocked.",
-        intent("unpaid", "dlg_demo", "order:o-1003", 2500),
+        intent("unpaid", demo::DELEGATION, demo::UNPAID, 2500),
         "block",
     )?;
 
     // A fresh delegation, registered, used, revoked, refused.
     let id = format!("dlg_tour_{run}");
-    let mut p = Object::new();
-    p.insert("type", tollgate_policies::delegation::TOKEN_TYPE.into());
-    p.insert("id", id.clone().into());
-    p.insert("issuer", "demo issuer".into());
-    p.insert("agent", "agent-demo".into());
-    p.insert(
-        "agent_key",
-        tollgate_signer::Signer::jwk(&agent_key).to_value(),
-    );
-    p.insert("actions", Value::Array(vec!["orders.refund".into()]));
-    p.insert("resources", Value::Array(vec!["order:o-1001".into()]));
-    p.insert("not_before", "2020-01-01T00:00:00Z".into());
-    p.insert("expires_at", "2100-01-01T00:00:00Z".into());
-    let env = issuer.envelope(Domain::Delegation, Value::Object(p));
+    let p = demo::token(&id, tollgate_signer::Signer::jwk(&agent_key).to_value())
+        .resources(&[demo::PAID])
+        .into_value();
+    let env = issuer.envelope(Domain::Delegation, p);
     println!("\n4. The issuer registers delegation {id} (order o-1001 only), then revokes it.");
     let expect = |failures: &mut Vec<String>, what: &str, got: tollgate_client::Answer, want| {
         if got.status != want {
@@ -143,7 +126,7 @@ pub fn tour(url: &str, data: &Layout) -> Result<String, CliError> {
     step(
         &mut failures,
         "   Under the new delegation, 10.00 EUR on o-1001:",
-        intent("fresh", &id, "order:o-1001", 1000),
+        intent("fresh", &id, demo::PAID, 1000),
         "pass",
     )?;
     let got = client.revoke_delegation(&id)?;
@@ -151,7 +134,7 @@ pub fn tour(url: &str, data: &Layout) -> Result<String, CliError> {
     step(
         &mut failures,
         "   Revoked; the very next intent under it:",
-        intent("revoked", &id, "order:o-1001", 1000),
+        intent("revoked", &id, demo::PAID, 1000),
         "refused",
     )?;
 
@@ -161,7 +144,7 @@ pub fn tour(url: &str, data: &Layout) -> Result<String, CliError> {
         &mut failures,
         large,
         &|n, resource, amount, ago| {
-            let mut p = intent(n, "dlg_demo", resource, amount);
+            let mut p = intent(n, demo::DELEGATION, resource, amount);
             p.insert(
                 "issued_at",
                 tollgate_protocol::Timestamp::from_unix(now().unix_seconds() - ago, 0)

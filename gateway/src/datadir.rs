@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::collections::BTreeMap;
 
 use tollgate_policies::Bundle;
-use tollgate_protocol::{Domain, KeySet, Object, Value, parse};
+use tollgate_protocol::{KeySet, Object, Value, parse};
 use tollgate_signer::{Ed25519Signer, Signer as _};
 
 use crate::Error;
@@ -270,35 +270,24 @@ pub fn init(dir: &Path, demo: bool) -> Result<Created, Error> {
 
     let delegation = at.demo("delegation.json");
     if !delegation.exists() {
-        let p = tollgate_protocol::build::TokenPayload::new(
-            "dlg_demo",
-            "demo issuer",
-            "agent-demo",
-            agent.jwk().to_value(),
-            "2020-01-01T00:00:00Z",
-            "2100-01-01T00:00:00Z",
-        )
-        .actions(&["orders.refund"])
-        .resources(&["order:*"])
-        .per_intent("EUR", 100_000)
-        .into_value();
-        let env = issuer.envelope(Domain::Delegation, p);
+        let env = crate::demo::delegation(&issuer, &agent);
         let text = format!("{}\n", env);
         write_new(&delegation, &text, &mut created)?;
         write_new(
-            &at.seed_delegations().join("dlg_demo.json"),
+            &at.seed_delegations()
+                .join(format!("{}.json", crate::demo::DELEGATION)),
             &text,
             &mut created,
         )?;
     }
     write_new(&at.seed_revoked(), "[]\n", &mut created)?;
+    let mut resources = Object::new();
+    for (id, attrs) in crate::demo::resources() {
+        resources.insert(&id, Value::Object(attrs));
+    }
     write_new(
         &at.seed_resources(),
-        concat!(
-            "{\"order:o-1001\":{\"status\":\"paid\",\"customer_tier\":\"gold\"},",
-            "\"order:o-1002\":{\"status\":\"paid\",\"customer_tier\":\"silver\"},",
-            "\"order:o-1003\":{\"status\":\"unpaid\",\"customer_tier\":\"gold\"}}\n"
-        ),
+        &format!("{}\n", Value::Object(resources)),
         &mut created,
     )?;
     write_new(

@@ -18,6 +18,8 @@
 //! - [`limits`]: every limit, named once.
 //! - [`sandbox`]: what makes a gateway the sandbox (fixed keys, simulated
 //!   targets, a clock that follows the requests).
+//! - [`demo`]: the demo world (issuer, agent, delegation, orders) that
+//!   `init --demo`, the tour, the benchmark and the tests share.
 //! - [`service`]: a gateway as a running service: start, background tasks
 //!   with handles, graceful stop.
 //!
@@ -27,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 pub mod datadir;
+pub mod demo;
 pub mod engine;
 pub mod http;
 pub mod limits;

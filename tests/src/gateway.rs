@@ -6,7 +6,8 @@ use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use tollgate_protocol::build::{IntentPayload, TokenPayload};
+use tollgate_gateway::demo;
+use tollgate_protocol::build::TokenPayload;
 use tollgate_protocol::{Domain, KeySet, Object, Timestamp, Value, canonical, parse};
 use tollgate_signer::Ed25519Signer;
 
@@ -213,13 +214,13 @@ impl Gateway {
         let issuer = Ed25519Signer::load(&self.data().join("demo/issuer.jwk")).unwrap();
         let mut p = TokenPayload::new(
             id,
-            "demo issuer",
+            demo::ISSUER,
             agent,
             agent_key,
             "2020-01-01T00:00:00Z",
             "2100-01-01T00:00:00Z",
         )
-        .actions(&["orders.refund"])
+        .actions(&[demo::ACTION])
         .resources(&["order:*"])
         .into_value()
         .as_object()
@@ -272,9 +273,7 @@ pub fn intent(
     amount: i64,
     edit: impl FnOnce(&mut Object),
 ) -> Vec<u8> {
-    let mut p = IntentPayload::new("agent-demo", id, "dlg_demo", "orders.refund", resource)
-        .amount(amount, "EUR")
-        .confidence_bp(9000)
+    let mut p = demo::intent(id, resource, amount)
         .member("issued_at", now())
         .into_value()
         .as_object()

@@ -89,7 +89,7 @@ pub(crate) async fn escalated<L: tollgate_ledger::Ledger>(
     id: &str,
     amount: i64,
 ) -> (IntentEnvelope, String) {
-    let env = intent(agent, id, "order:o-1", amount, T0);
+    let env = intent(agent, id, "order:o-1001", amount, T0);
     let s = g.intents().submit(env.clone(), None).await.unwrap();
     let r = receipt_of(&s.line);
     assert_eq!(
@@ -235,7 +235,7 @@ async fn a_grant_commits_the_exact_intent_once_and_refs_tell_the_story() {
     let state = w
         .gateway
         .approvals()
-        .intent_state("agent-1", "big-1")
+        .intent_state("agent-demo", "big-1")
         .await
         .unwrap()
         .unwrap();
@@ -330,7 +330,7 @@ async fn dual_control_needs_two_distinct_reviewers_and_a_denial_ends_it() {
     let state = w
         .gateway
         .approvals()
-        .intent_state("agent-1", "big-3")
+        .intent_state("agent-demo", "big-3")
         .await
         .unwrap()
         .unwrap();
@@ -406,7 +406,16 @@ fn refused_decisions(
             "agent",
         ),
         (
-            decision(&alice(), id, &env.value, p, "agent-1", "grant", T0, |_| {}),
+            decision(
+                &alice(),
+                id,
+                &env.value,
+                p,
+                "agent-demo",
+                "grant",
+                T0,
+                |_| {},
+            ),
             "agent",
         ),
         (ok(&alice(), "rev-nobody"), "unknown-reviewer"),
@@ -592,7 +601,7 @@ async fn a_deadline_ends_an_approval_at_the_deadline_even_across_a_restart() {
     );
     assert_eq!(
         g.approvals()
-            .intent_state("agent-1", "big-6")
+            .intent_state("agent-demo", "big-6")
             .await
             .unwrap()
             .unwrap()
@@ -611,7 +620,11 @@ async fn a_revoked_delegation_stops_a_granted_intent() {
     let w = world_needing(1, "").await;
     with_reviewers(&w.gateway).await;
     let (env, id) = escalated(&w.gateway, &w.agent, "big-7", 60_000).await;
-    w.gateway.registry().revoke_delegation("d-1").await.unwrap();
+    w.gateway
+        .registry()
+        .revoke_delegation("dlg_demo")
+        .await
+        .unwrap();
     let d = alice_grants(&w.gateway, &id, &env);
     let done = w.gateway.approvals().decide_approval(&id, d).await.unwrap();
     assert_eq!(status_of(&done.lines[0]), "approved");
@@ -621,7 +634,7 @@ async fn a_revoked_delegation_stops_a_granted_intent() {
 #[tokio::test]
 async fn a_grant_is_charged_to_the_budget_as_it_stands_then() {
     let w = world_needing_with(1, "", |seed, issuer, agent| {
-        seed.delegations = vec![super::tests::token_with(issuer, agent, "d-1", |p| {
+        seed.delegations = vec![super::tests::token_with(issuer, agent, "dlg_demo", |p| {
             let mut b = Object::new();
             b.insert("EUR", Value::integer(100_000).unwrap());
             p.insert("budget", b.into());
@@ -633,7 +646,10 @@ async fn a_grant_is_charged_to_the_budget_as_it_stands_then() {
     let small = w
         .gateway
         .intents()
-        .submit(intent(&w.agent, "small-1", "order:o-1", 10_000, T0), None)
+        .submit(
+            intent(&w.agent, "small-1", "order:o-1001", 10_000, T0),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(status_of(&small.line), "committed");
@@ -664,7 +680,10 @@ async fn a_grant_is_charged_to_the_budget_as_it_stands_then() {
     let next = w
         .gateway
         .intents()
-        .submit(intent(&w.agent, "small-2", "order:o-1", 40_000, T0), None)
+        .submit(
+            intent(&w.agent, "small-2", "order:o-1001", 40_000, T0),
+            None,
+        )
         .await
         .unwrap();
     let r = receipt_of(&next.line);
@@ -737,7 +756,7 @@ async fn run(steps: Vec<Step>) {
         match s {
             Step::Submit(n) => {
                 let amount = if n % 2 == 0 { 60_000 } else { 70_000 };
-                let env = intent(&agent, &format!("p-{n}"), "order:o-1", amount, &at(now));
+                let env = intent(&agent, &format!("p-{n}"), "order:o-1001", amount, &at(now));
                 match g.intents().submit(env.clone(), None).await {
                     Ok(sub) => {
                         submitted

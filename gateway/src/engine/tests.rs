@@ -102,28 +102,19 @@ pub(crate) fn token(issuer: &Ed25519Signer, agent: &Ed25519Signer, id: &str) -> 
     token_with(issuer, agent, id, |_| {})
 }
 
-/// [`token`], with `edit` applied to the payload before it is signed.
+/// The demo delegation's shape under `id`, with `edit` applied to the
+/// payload before it is signed.
 pub(crate) fn token_with(
     issuer: &Ed25519Signer,
     agent: &Ed25519Signer,
     id: &str,
     edit: impl FnOnce(&mut Object),
 ) -> Value {
-    let mut p = tollgate_protocol::build::TokenPayload::new(
-        id,
-        "test issuer",
-        "agent-1",
-        agent.jwk().to_value(),
-        "2020-01-01T00:00:00Z",
-        "2100-01-01T00:00:00Z",
-    )
-    .actions(&["orders.refund"])
-    .resources(&["order:*"])
-    .per_intent("EUR", 100_000)
-    .into_value()
-    .as_object()
-    .unwrap()
-    .clone();
+    let mut p = crate::demo::token(id, agent.jwk().to_value())
+        .into_value()
+        .as_object()
+        .unwrap()
+        .clone();
     edit(&mut p);
     issuer.envelope(Domain::Delegation, Value::Object(p))
 }
@@ -135,21 +126,9 @@ pub(crate) fn refunds() -> std::collections::BTreeMap<String, String> {
     .unwrap()
 }
 
+/// The demo world under the example refunds policy.
 pub(crate) fn seed(issuer: &Ed25519Signer, agent: &Ed25519Signer) -> Seed {
-    let mut resources = std::collections::BTreeMap::new();
-    for (id, status) in [("order:o-1", "paid"), ("order:o-3", "unpaid")] {
-        let mut o = Object::new();
-        o.insert("status", status.into());
-        o.insert("customer_tier", "gold".into());
-        resources.insert(id.to_owned(), o);
-    }
-    Seed {
-        policy: refunds(),
-        issuers: vec![issuer.jwk().to_value()],
-        delegations: vec![token(issuer, agent, "d-1")],
-        revoked: Vec::new(),
-        resources,
-    }
+    crate::demo::seed(refunds(), issuer, agent)
 }
 
 pub(crate) async fn open_in(
@@ -224,17 +203,9 @@ pub(crate) fn intent(
     amount: i64,
     at: &str,
 ) -> IntentEnvelope {
-    let p = tollgate_protocol::build::IntentPayload::new(
-        "agent-1",
-        id,
-        "d-1",
-        "orders.refund",
-        resource,
-    )
-    .amount(amount, "EUR")
-    .confidence_bp(9000)
-    .member("issued_at", at)
-    .into_value();
+    let p = crate::demo::intent(id, resource, amount)
+        .member("issued_at", at)
+        .into_value();
     IntentEnvelope::from_value(agent.envelope(Domain::Intent, p)).unwrap()
 }
 
@@ -257,8 +228,8 @@ pub(crate) fn receipt_of(line: &[u8]) -> Object {
 #[tokio::test]
 async fn a_first_start_imports_the_seed_then_never_reads_it_again() {
     let w = world().await;
-    // policy.publish, policy.activate, issuer, delegation, two resources.
-    assert_eq!(head(&w).await, 6);
+    // policy.publish, policy.activate, issuer, delegation, three resources.
+    assert_eq!(head(&w).await, 7);
     let state = w.ledger.inner.registry().await.unwrap();
     assert!(state.seeded);
     // Reopened with a seed that would panic if read: the ledger decides.
@@ -292,13 +263,13 @@ async fn decisions_carry_their_inputs_and_registry_receipts_the_fake_clock() {
     let s = w
         .gateway
         .intents()
-        .submit(intent(&w.agent, "i-1", "order:o-1", 2500, T0), None)
+        .submit(intent(&w.agent, "i-1", "order:o-1001", 2500, T0), None)
         .await
         .unwrap();
     assert_eq!(s.verdict, Some(Verdict::Pass));
     let r = receipt_of(&s.line);
     let inputs = r.get("inputs").unwrap().as_object().unwrap();
-    let token_bytes = tollgate_protocol::canonical(&token(&w.issuer, &w.agent, "d-1"));
+    let token_bytes = tollgate_protocol::canonical(&token(&w.issuer, &w.agent, "dlg_demo"));
     let expected = HashAlg::Sha256.digest(&[&token_bytes]).to_string();
     assert_eq!(
         inputs.get("delegations").unwrap(),
@@ -345,7 +316,7 @@ async fn the_skew_check_reads_the_injected_clock() {
     let err = w
         .gateway
         .intents()
-        .submit(intent(&w.agent, "i-1", "order:o-1", 2500, T0), None)
+        .submit(intent(&w.agent, "i-1", "order:o-1001", 2500, T0), None)
         .await
         .unwrap_err();
     assert!(
@@ -356,7 +327,7 @@ async fn the_skew_check_reads_the_injected_clock() {
     assert!(
         w.gateway
             .intents()
-            .submit(intent(&w.agent, "i-1", "order:o-1", 2500, T0), None)
+            .submit(intent(&w.agent, "i-1", "order:o-1001", 2500, T0), None)
             .await
             .is_ok()
     );
@@ -371,7 +342,7 @@ async fn a_storage_error_at_any_step_appends_nothing_and_never_passes() {
     let err = w
         .gateway
         .intents()
-        .submit(intent(&w.agent, "i-1", "order:o-1", 2500, T0), None)
+        .submit(intent(&w.agent, "i-1", "order:o-1001", 2500, T0), None)
         .await
         .unwrap_err();
     assert!(matches!(err, IntentError::Internal(_)), "{err}");
@@ -384,7 +355,7 @@ async fn a_storage_error_at_any_step_appends_nothing_and_never_passes() {
             .unwrap_err(),
         w.gateway
             .registry()
-            .revoke_delegation("d-1")
+            .revoke_delegation("dlg_demo")
             .await
             .unwrap_err(),
         w.gateway
@@ -414,7 +385,7 @@ async fn a_storage_error_at_any_step_appends_nothing_and_never_passes() {
 
     // A failing read where the flow needs one: an error, not a pass.
     w.ledger.hooks.fail_reads.store(true, Ordering::SeqCst);
-    let dup = intent(&w.agent, "i-2", "order:o-1", 2500, T0);
+    let dup = intent(&w.agent, "i-2", "order:o-1001", 2500, T0);
     w.ledger.hooks.fail_reads.store(false, Ordering::SeqCst);
     w.gateway.intents().submit(dup.clone(), None).await.unwrap();
     let n = head(&w).await;
@@ -495,7 +466,7 @@ async fn an_http_target_is_never_called_when_the_ledger_cannot_reserve_or_read()
         fail.store(true, Ordering::SeqCst);
         let err = gateway
             .intents()
-            .submit(intent(&agent, id, "order:o-1", 2500, T0), None)
+            .submit(intent(&agent, id, "order:o-1001", 2500, T0), None)
             .await
             .unwrap_err();
         fail.store(false, Ordering::SeqCst);
@@ -520,16 +491,16 @@ async fn recovery_clears_orphans_and_reports_what_it_cannot_finish_without_stopp
     let s = w
         .gateway
         .intents()
-        .submit(intent(&w.agent, "i-1", "order:o-1", 2500, T0), None)
+        .submit(intent(&w.agent, "i-1", "order:o-1001", 2500, T0), None)
         .await
         .unwrap();
     assert!(!s.replayed);
-    let decided = identity("agent-1", "i-1");
+    let decided = identity("agent-demo", "i-1");
     w.ledger.inner.reserve(&decided, b"{}").await.unwrap();
     // One left by an older version: an envelope, no decision.
     w.ledger
         .inner
-        .reserve("agent-1/old", b"{\"payload\":{},\"signature\":{}}")
+        .reserve("agent-demo/old", b"{\"payload\":{},\"signature\":{}}")
         .await
         .unwrap();
     // One whose action has no upstream configured any more.
@@ -537,7 +508,7 @@ async fn recovery_clears_orphans_and_reports_what_it_cannot_finish_without_stopp
     draft.insert("decision", Object::new().into());
     draft.insert(
         "subject",
-        intent(&w.agent, "i-2", "order:o-1", 2500, T0).value,
+        intent(&w.agent, "i-2", "order:o-1001", 2500, T0).value,
     );
     let mut record = Object::new();
     record.insert("draft", Value::Object(draft));
@@ -545,7 +516,7 @@ async fn recovery_clears_orphans_and_reports_what_it_cannot_finish_without_stopp
     w.ledger
         .inner
         .reserve(
-            "agent-1/i-2",
+            "agent-demo/i-2",
             &tollgate_protocol::canonical(&Value::Object(record)),
         )
         .await
@@ -554,7 +525,7 @@ async fn recovery_clears_orphans_and_reports_what_it_cannot_finish_without_stopp
     let report = w.gateway.intents().recover().await.unwrap();
     assert_eq!((report.finished, report.released), (0, 1));
     let keys: Vec<&str> = report.unfinished.iter().map(|u| u.key.as_str()).collect();
-    assert_eq!(keys, ["agent-1/i-2", "agent-1/old"]);
+    assert_eq!(keys, ["agent-demo/i-2", "agent-demo/old"]);
     assert!(report.unfinished[0].reason.contains("no upstream"));
     assert!(report.unfinished[1].reason.contains("no decision"));
     assert_eq!(w.gateway.intents().unfinished(), report.unfinished);
@@ -570,7 +541,7 @@ async fn recovery_clears_orphans_and_reports_what_it_cannot_finish_without_stopp
         .collect();
     assert_eq!(
         pending,
-        ["agent-1/i-2", "agent-1/old"],
+        ["agent-demo/i-2", "agent-demo/old"],
         "the orphan is gone"
     );
     // And a gateway opened on this ledger starts all the same.
@@ -612,7 +583,7 @@ async fn a_budget_holds_across_intents_restarts_and_windows() {
     let issuer = Ed25519Signer::from_secret(&[2; 32]);
     let agent = Ed25519Signer::from_secret(&[3; 32]);
     let w = world_with(|s| {
-        s.delegations = vec![token_with(&issuer, &agent, "d-1", |p| {
+        s.delegations = vec![token_with(&issuer, &agent, "dlg_demo", |p| {
             budget_of(p, 10_000, 86_400)
         })];
     })
@@ -623,7 +594,7 @@ async fn a_budget_holds_across_intents_restarts_and_windows() {
             .gateway
             .intents()
             .submit(
-                intent(&w.agent, &format!("b-{i}"), "order:o-1", 4000, T0),
+                intent(&w.agent, &format!("b-{i}"), "order:o-1001", 4000, T0),
                 None,
             )
             .await
@@ -636,7 +607,10 @@ async fn a_budget_holds_across_intents_restarts_and_windows() {
     let spent_of = |v: &Value| {
         let Value::Array(items) = v else { panic!() };
         let o = items[0].as_object().unwrap();
-        assert_eq!(o.get("delegation").and_then(Value::as_str), Some("d-1"));
+        assert_eq!(
+            o.get("delegation").and_then(Value::as_str),
+            Some("dlg_demo")
+        );
         assert_eq!(o.get("currency").and_then(Value::as_str), Some("EUR"));
         assert_eq!(
             o.get("window_start").and_then(Value::as_str),
@@ -650,12 +624,12 @@ async fn a_budget_holds_across_intents_restarts_and_windows() {
     let third = w
         .gateway
         .intents()
-        .submit(intent(&w.agent, "b-2", "order:o-1", 4000, T0), None)
+        .submit(intent(&w.agent, "b-2", "order:o-1001", 4000, T0), None)
         .await
         .unwrap();
     let text = String::from_utf8(third.line).unwrap();
     assert!(
-        text.contains("the 20.00 EUR left in the budget of delegation d-1"),
+        text.contains("the 20.00 EUR left in the budget of delegation dlg_demo"),
         "{text}"
     );
     // A gateway opened again on the same ledger reads the same spending.
@@ -663,13 +637,13 @@ async fn a_budget_holds_across_intents_restarts_and_windows() {
     let again = Arc::new(again);
     let s = again
         .intents()
-        .submit(intent(&w.agent, "b-9", "order:o-1", 2500, T0), None)
+        .submit(intent(&w.agent, "b-9", "order:o-1001", 2500, T0), None)
         .await
         .unwrap();
     assert_eq!(verdict_and_inputs(&s).0, "escalate");
     let s = again
         .intents()
-        .submit(intent(&w.agent, "b-10", "order:o-1", 2000, T0), None)
+        .submit(intent(&w.agent, "b-10", "order:o-1001", 2000, T0), None)
         .await
         .unwrap();
     assert_eq!(verdict_and_inputs(&s).0, "pass");
@@ -678,7 +652,13 @@ async fn a_budget_holds_across_intents_restarts_and_windows() {
     let s = again
         .intents()
         .submit(
-            intent(&w.agent, "b-11", "order:o-1", 4000, "2026-11-23T00:00:01Z"),
+            intent(
+                &w.agent,
+                "b-11",
+                "order:o-1001",
+                4000,
+                "2026-11-23T00:00:01Z",
+            ),
             None,
         )
         .await
@@ -705,7 +685,7 @@ async fn concurrent_intents_never_spend_more_than_the_budget_and_children_count_
     let agent = Ed25519Signer::from_secret(&[3; 32]);
     let w = Arc::new(
         world_with(|s| {
-            s.delegations = vec![token_with(&issuer, &agent, "d-1", |p| {
+            s.delegations = vec![token_with(&issuer, &agent, "dlg_demo", |p| {
                 budget_of(p, 10_000, 86_400)
             })];
         })
@@ -716,7 +696,7 @@ async fn concurrent_intents_never_spend_more_than_the_budget_and_children_count_
     let child = |id: &str, window: i64| {
         let mut t = token_with(&issuer, &agent, id, |p| {
             budget_of(p, 10_000, window);
-            p.insert("parent", "d-1".into());
+            p.insert("parent", "dlg_demo".into());
         });
         let payload = t.as_object().unwrap().get("payload").unwrap().clone();
         t = agent.envelope(Domain::Delegation, payload);
@@ -742,7 +722,7 @@ async fn concurrent_intents_never_spend_more_than_the_budget_and_children_count_
     for i in 0..32 {
         let (w2, id) = (w.clone(), format!("c-{i}"));
         tasks.push(tokio::spawn(async move {
-            let mut env = intent(&w2.agent, &id, "order:o-1", 700, T0);
+            let mut env = intent(&w2.agent, &id, "order:o-1001", 700, T0);
             if i % 2 == 1 {
                 // Half of them under the child.
                 let mut p = env
@@ -780,7 +760,7 @@ async fn concurrent_intents_never_spend_more_than_the_budget_and_children_count_
         .await
         .unwrap()
         .iter()
-        .filter(|s| s.delegation == "d-1")
+        .filter(|s| s.delegation == "dlg_demo")
         .map(|s| s.amount_minor)
         .sum();
     assert_eq!(total, 9800);
@@ -799,7 +779,7 @@ async fn an_escalation_names_who_must_review_it_and_by_when() {
     let s = w
         .gateway
         .intents()
-        .submit(intent(&w.agent, "big", "order:o-1", 99_900, T0), None)
+        .submit(intent(&w.agent, "big", "order:o-1001", 99_900, T0), None)
         .await
         .unwrap();
     assert_eq!(s.verdict, Some(Verdict::Escalate));
@@ -821,7 +801,7 @@ async fn an_escalation_names_who_must_review_it_and_by_when() {
     let s = w
         .gateway
         .intents()
-        .submit(intent(&w.agent, "small", "order:o-1", 2500, T0), None)
+        .submit(intent(&w.agent, "small", "order:o-1001", 2500, T0), None)
         .await
         .unwrap();
     assert!(

@@ -132,7 +132,7 @@ impl Harness {
     }
 
     fn signed(&self, edit: impl FnOnce(&mut Object)) -> Vec<u8> {
-        let env = intent(&self.agent, "i-1", "order:o-1", 2500, T0).value;
+        let env = intent(&self.agent, "i-1", "order:o-1001", 2500, T0).value;
         let mut payload = env
             .as_object()
             .unwrap()
@@ -363,7 +363,7 @@ async fn signature_delegation_and_idempotency_key_problems(
     h.app
         .gateway
         .intents()
-        .mark_in_flight(&crate::engine::identity("agent-1", "i-9"), true);
+        .mark_in_flight(&crate::engine::identity("agent-demo", "i-9"), true);
     let busy = h
         .intent(
             h.signed(|p| {
@@ -377,7 +377,7 @@ async fn signature_delegation_and_idempotency_key_problems(
     h.app
         .gateway
         .intents()
-        .mark_in_flight(&crate::engine::identity("agent-1", "i-9"), false);
+        .mark_in_flight(&crate::engine::identity("agent-demo", "i-9"), false);
 }
 
 /// The engine's refusals of an intent: an intent id decided once, ever;
@@ -517,7 +517,7 @@ async fn read_and_delegation_registration_problems(h: &Harness, seen: &mut BTree
         .as_object()
         .unwrap()
         .clone();
-    wide.insert("parent", "d-1".into());
+    wide.insert("parent", "dlg_demo".into());
     wide.insert("actions", Value::Array(vec!["*".into()]));
     let wide = canonical(&h.agent.envelope(Domain::Delegation, Value::Object(wide)));
     expect(
@@ -525,7 +525,7 @@ async fn read_and_delegation_registration_problems(h: &Harness, seen: &mut BTree
         422,
         "wider-than-parent",
     );
-    let mut other = token(&h.issuer, &h.agent, "d-1")
+    let mut other = token(&h.issuer, &h.agent, "dlg_demo")
         .as_object()
         .unwrap()
         .get("payload")
@@ -533,7 +533,7 @@ async fn read_and_delegation_registration_problems(h: &Harness, seen: &mut BTree
         .as_object()
         .unwrap()
         .clone();
-    other.insert("resources", Value::Array(vec!["order:o-1".into()]));
+    other.insert("resources", Value::Array(vec!["order:o-1001".into()]));
     let other = canonical(&h.issuer.envelope(Domain::Delegation, Value::Object(other)));
     expect(
         &h.admin(Method::POST, "/v1/admin/delegations", other).await,
@@ -883,7 +883,11 @@ async fn storage_failure_problems(h: &Harness, seen: &mut BTreeSet<String>) {
     expect(&failed, 500, "internal");
     assert!(!failed.detail().contains("injected"), "{}", failed.detail());
     let failed = h
-        .admin(Method::POST, "/v1/admin/delegations/d-1/revoke", vec![])
+        .admin(
+            Method::POST,
+            "/v1/admin/delegations/dlg_demo/revoke",
+            vec![],
+        )
         .await;
     expect(&failed, 500, "internal");
     // Ready means able to commit, not only to read.
@@ -1255,7 +1259,7 @@ async fn approval_problems(h: &Harness) -> (BTreeSet<String>, u64) {
     expect(&post(&ids[1], &late).await, 409, "approval-expired");
     h.clock.set(T0);
     expect(
-        &h.call(Method::GET, "/v1/intents/agent-1/nope", &[], vec![])
+        &h.call(Method::GET, "/v1/intents/agent-demo/nope", &[], vec![])
             .await,
         404,
         "unknown-intent",
@@ -1268,7 +1272,7 @@ async fn approval_problems(h: &Harness) -> (BTreeSet<String>, u64) {
     );
     // The listing and the intent's state tell the same story.
     let state = h
-        .call(Method::GET, "/v1/intents/agent-1/esc-1", &[], vec![])
+        .call(Method::GET, "/v1/intents/agent-demo/esc-1", &[], vec![])
         .await;
     let v = parse(&state.body).unwrap();
     assert_eq!(
