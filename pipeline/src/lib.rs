@@ -840,7 +840,7 @@ pub fn run_case(bundle: &Bundle, case: &TestCase) -> Result<Option<Decision>, St
         time: bundle.time_zone.local(&issued_at),
     };
     let bounds = match &case.delegation {
-        Some(t) => Bounds::from_value(&to_value(t)?)?,
+        Some(t) => Bounds::from_value(&to_value(t)?).map_err(|e| e.to_string())?,
         None => Bounds {
             id: "test-delegation".into(),
             ..Bounds::default()

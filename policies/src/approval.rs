@@ -397,19 +397,19 @@ pub fn check_expiry(
     approval: &Opened,
     progress: &Progress,
     issued_at: &Timestamp,
-) -> Result<(), String> {
+) -> Result<(), crate::Error> {
     if let Some(status) = progress.ended {
-        return Err(format!(
-            "approval {} had already ended ({})",
-            approval.id,
-            status.name()
-        ));
+        return Err(crate::Error::ExpiryAfterEnd {
+            id: approval.id.clone(),
+            status,
+        });
     }
     if *issued_at != approval.deadline {
-        return Err(format!(
-            "an expiry of approval {} is dated at its deadline {}, not {}",
-            approval.id, approval.deadline, issued_at
-        ));
+        return Err(crate::Error::ExpiryNotAtDeadline {
+            id: approval.id.clone(),
+            deadline: approval.deadline.to_string(),
+            issued_at: issued_at.to_string(),
+        });
     }
     Ok(())
 }

@@ -717,7 +717,7 @@ impl Bundle {
                 r.problem(
                     "bundle.toml",
                     Some(line_of(&manifest_text, z.span().start)),
-                    e,
+                    e.to_string(),
                 );
                 TimeZone::UTC
             }),

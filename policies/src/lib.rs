@@ -89,6 +89,156 @@ pub enum Error {
     /// [`delegation::Refusal`]).
     #[error("invalid delegation token: {0}")]
     Token(String),
+
+    /// An action allowlist pattern with a wildcard that is neither the
+    /// whole pattern nor its last segment.
+    #[error("{0:?}: a wildcard may only be the whole pattern or its last segment (\"prefix.*\")")]
+    MidWildcard(String),
+    /// An action allowlist pattern that is not an action name, `prefix.*`
+    /// or `*`.
+    #[error("{0:?} is not an action name, \"prefix.*\" or \"*\"")]
+    ActionPattern(String),
+    /// A resource allowlist pattern that is not `type:id`, `type:*` or `*`.
+    #[error("{0:?} is not \"type:id\", \"type:*\" or \"*\" (a wildcard may not stand mid-string)")]
+    ResourcePattern(String),
+
+    /// A reviewer that is not a JSON object.
+    #[error("a reviewer is a JSON object {{id, key, roles, actions}}")]
+    NotAReviewer,
+    /// A member of a reviewer object that is missing, unknown or malformed.
+    #[error("{pointer}: {reason}")]
+    Reviewer {
+        /// JSON Pointer of the member.
+        pointer: String,
+        /// What is wrong, quoting the value where that helps.
+        reason: String,
+    },
+    /// A reviewer's `key` that is not a public JWK.
+    #[error(transparent)]
+    ReviewerKey(tollgate_protocol::Error),
+
+    /// A test case's `delegation` that is not a table.
+    #[error("delegation must be a table")]
+    BoundsNotATable,
+    /// A test case's `delegation` with a key other than `id`,
+    /// `per_intent` and `budget_remaining`.
+    #[error("delegation: unknown key {0:?}")]
+    BoundsUnknownKey(String),
+
+    /// A `time_zone` that is not `UTC` or a fixed offset within ±14:00.
+    #[error(
+        "time_zone {0:?} is not \"UTC\" or a fixed offset such as \"+01:00\" or \"-05:30\" (within ±14:00; named zones are not accepted: their rules change over the years, and a decision must not)"
+    )]
+    TimeZone(String),
+
+    /// A reason or remediation template with a character a placeholder
+    /// name cannot hold (the name read so far is carried).
+    #[error("unexpected {found:?} in placeholder {{{name}")]
+    PlaceholderCharacter {
+        /// The character.
+        found: char,
+        /// The name before it.
+        name: String,
+    },
+    /// A template whose placeholder is not closed.
+    #[error("unclosed placeholder {{{0}")]
+    UnclosedPlaceholder(String),
+    /// A template naming a placeholder no intent has.
+    #[error("unknown placeholder {{{0}}} (known: {known})", known = template::ROOTS.join(", "))]
+    UnknownPlaceholder(String),
+    /// A template with a `}` that closes nothing.
+    #[error("unmatched '}}' (write '}}}}' for a brace)")]
+    UnmatchedBrace,
+
+    /// A scoring table with no keys or too many.
+    #[error("{0} keys; a table reads 1 to {max}", max = scoring::MAX_TABLE_KEYS)]
+    TableKeyCount(usize),
+    /// A scoring table whose default score is not within 0–10000 bp.
+    #[error("default score {0} is not within 0–10000 bp")]
+    TableDefault(i64),
+    /// A scoring table key (1-based) reading a time field that does not
+    /// exist.
+    #[error("key {key}: time {field:?} is not one of {known}", known = when::TIME_FIELDS.join(", "))]
+    TableTimeField {
+        /// The key, 1-based.
+        key: usize,
+        /// The field named.
+        field: String,
+    },
+    /// A scoring table key (1-based) that does not name exactly one
+    /// source.
+    #[error("key {0} needs exactly one of param, resource_attr or time")]
+    TableKeySource(usize),
+    /// A scoring table key (1-based) whose band limits do not ascend.
+    #[error("key {0}: band limits must be strictly ascending")]
+    TableBandOrder(usize),
+    /// A scoring table key (1-based) with bands and no `otherwise`.
+    #[error("key {0}: bands need `otherwise`, the label beyond the last")]
+    TableNoOtherwise(usize),
+    /// A scoring table key (1-based) with `otherwise` and no bands.
+    #[error("key {0}: `otherwise` goes with bands")]
+    TableOtherwiseAlone(usize),
+    /// A score in a scoring table that is not within 0–10000 bp.
+    #[error("{at}: {score} is not within 0–10000 bp")]
+    TableScore {
+        /// Where in the table (`scores.…`).
+        at: String,
+        /// The score.
+        score: i64,
+    },
+    /// A score in a scoring table where labels of more keys are expected.
+    #[error("{at}: a score where labels of {more} more key{} are expected", plural(.more))]
+    TableTooShallow {
+        /// Where in the table (`scores.…`).
+        at: String,
+        /// How many keys' labels are missing.
+        more: usize,
+    },
+    /// Labels in a scoring table deeper than its keys.
+    #[error("{0}: labels nest deeper than the table's keys")]
+    TableTooDeep(String),
+    /// A label in a scoring table that is not one of its key's bands.
+    #[error("{at}: {label:?} is not a label of that key's bands ({known})")]
+    TableLabel {
+        /// Where in the table (`scores.…`).
+        at: String,
+        /// The label.
+        label: String,
+        /// The key's labels, comma-separated.
+        known: String,
+    },
+    /// A value a scoring table reads through bands that is not an integer
+    /// (at decision time: the dimension fails).
+    #[error("{what} is {value}, not an integer")]
+    NotAnInteger {
+        /// What was read (`param amount_minor`, `time.hour`, …).
+        what: String,
+        /// The value, as JSON.
+        value: String,
+    },
+
+    /// An expiry of an approval that had already ended.
+    #[error("approval {id} had already ended ({})", .status.name())]
+    ExpiryAfterEnd {
+        /// The approval.
+        id: String,
+        /// How it ended.
+        status: tollgate_protocol::Status,
+    },
+    /// An expiry of an approval dated elsewhere than at its deadline.
+    #[error("an expiry of approval {id} is dated at its deadline {deadline}, not {issued_at}")]
+    ExpiryNotAtDeadline {
+        /// The approval.
+        id: String,
+        /// Its deadline.
+        deadline: String,
+        /// The expiry's `issued_at`.
+        issued_at: String,
+    },
+}
+
+fn plural(n: &usize) -> &'static str {
+    if *n == 1 { "" } else { "s" }
 }
 
 fn join(problems: &[Problem]) -> String {

@@ -14,6 +14,7 @@
 
 use tollgate_protocol::{Jwk, Value, is_identifier};
 
+use crate::Error;
 use crate::delegation::{action_matches, check_action_pattern};
 
 /// A registered reviewer.
@@ -33,47 +34,53 @@ pub struct Reviewer {
 
 impl Reviewer {
     /// Reads and checks a reviewer object; the error says what is wrong.
-    pub fn from_value(v: &Value) -> Result<Self, String> {
-        let o = v
-            .as_object()
-            .ok_or("a reviewer is a JSON object {id, key, roles, actions}")?;
+    pub fn from_value(v: &Value) -> Result<Self, Error> {
+        let bad = |pointer: &str, reason: String| Error::Reviewer {
+            pointer: pointer.to_owned(),
+            reason,
+        };
+        let o = v.as_object().ok_or(Error::NotAReviewer)?;
         for (k, _) in o.iter() {
             if !matches!(k, "id" | "key" | "roles" | "actions") {
-                return Err(format!("/{k}: unknown member (id, key, roles, actions)"));
+                return Err(bad(
+                    &format!("/{k}"),
+                    "unknown member (id, key, roles, actions)".into(),
+                ));
             }
         }
         let id = o
             .get("id")
             .and_then(Value::as_str)
             .filter(|s| is_identifier(s))
-            .ok_or("/id: 1–128 of [A-Za-z0-9._:-]")?
+            .ok_or_else(|| bad("/id", "1–128 of [A-Za-z0-9._:-]".into()))?
             .to_owned();
         let key_value = o
             .get("key")
-            .ok_or("/key: the reviewer's public JWK is required")?;
-        let key = Jwk::from_value(key_value, "/key").map_err(|e| e.to_string())?;
-        let strings = |name: &str| -> Result<Vec<String>, String> {
+            .ok_or_else(|| bad("/key", "the reviewer's public JWK is required".into()))?;
+        let key = Jwk::from_value(key_value, "/key").map_err(Error::ReviewerKey)?;
+        let strings = |name: &str| -> Result<Vec<String>, Error> {
+            let pointer = format!("/{name}");
             match o.get(name) {
                 Some(Value::Array(items)) if !items.is_empty() => items
                     .iter()
                     .map(|i| {
                         i.as_str()
                             .map(str::to_owned)
-                            .ok_or_else(|| format!("/{name}: strings only"))
+                            .ok_or_else(|| bad(&pointer, "strings only".into()))
                     })
                     .collect(),
-                _ => Err(format!("/{name}: a non-empty array of strings")),
+                _ => Err(bad(&pointer, "a non-empty array of strings".into())),
             }
         };
         let mut roles = strings("roles")?;
-        if let Some(bad) = roles.iter().find(|r| !is_identifier(r)) {
-            return Err(format!("/roles: {bad:?} is not an identifier"));
+        if let Some(r) = roles.iter().find(|r| !is_identifier(r)) {
+            return Err(bad("/roles", format!("{r:?} is not an identifier")));
         }
         roles.sort();
         roles.dedup();
         let actions = strings("actions")?;
         for a in &actions {
-            check_action_pattern(a).map_err(|e| format!("/actions: {e}"))?;
+            check_action_pattern(a).map_err(|e| bad("/actions", e.to_string()))?;
         }
         Ok(Self {
             id,
@@ -105,6 +112,7 @@ mod tests {
 
     fn reviewer(json: &str) -> Result<Reviewer, String> {
         Reviewer::from_value(&parse(json.replace("KEY", KEY).as_bytes()).unwrap())
+            .map_err(|e| e.to_string())
     }
 
     #[test]

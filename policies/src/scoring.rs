@@ -21,10 +21,10 @@ use toml::Spanned;
 
 use crate::rules::{FiredRule, Verdict};
 use crate::when::{LocalTime, TIME_FIELDS};
-use crate::{Problem, line_of};
+use crate::{Error, Problem, line_of};
 
 /// Most sources one table reads.
-const MAX_TABLE_KEYS: usize = 4;
+pub(crate) const MAX_TABLE_KEYS: usize = 4;
 
 pub(crate) const MAX_BP: i64 = 10_000;
 
@@ -466,7 +466,8 @@ impl Scoring {
                     keys,
                     scores,
                     default,
-                } => table_score(keys, scores, *default, params, resource, time).map_err(&fail)?,
+                } => table_score(keys, scores, *default, params, resource, time)
+                    .map_err(|e| fail(e.to_string()))?,
                 Source::Confidence { missing } => match confidence_bp {
                     Some(c) if in_bp(c) => MAX_BP - c,
                     Some(c) => {
@@ -555,7 +556,7 @@ fn table_score(
     params: &Object,
     resource: &Object,
     time: &LocalTime,
-) -> Result<i64, String> {
+) -> Result<i64, Error> {
     let mut node = scores;
     for key in keys {
         let Some(label) = key.label(params, resource, time)? else {
@@ -577,18 +578,12 @@ fn table_score(
 }
 
 /// Checks a table read from `bundle.toml` and builds its source.
-fn table(t: TableToml) -> Result<Source, String> {
+fn table(t: TableToml) -> Result<Source, Error> {
     if t.keys.is_empty() || t.keys.len() > MAX_TABLE_KEYS {
-        return Err(format!(
-            "{} keys; a table reads 1 to {MAX_TABLE_KEYS}",
-            t.keys.len()
-        ));
+        return Err(Error::TableKeyCount(t.keys.len()));
     }
     if !in_bp(t.default) {
-        return Err(format!(
-            "default score {} is not within 0–10000 bp",
-            t.default
-        ));
+        return Err(Error::TableDefault(t.default));
     }
     let mut keys = Vec::with_capacity(t.keys.len());
     for (n, k) in t.keys.into_iter().enumerate() {
@@ -597,32 +592,21 @@ fn table(t: TableToml) -> Result<Source, String> {
             (Some(p), None, None) => KeySource::Param(p),
             (None, Some(a), None) => KeySource::ResourceAttr(a),
             (None, None, Some(f)) if TIME_FIELDS.contains(&f.as_str()) => KeySource::Time(f),
-            (None, None, Some(f)) => {
-                return Err(format!(
-                    "key {n}: time {f:?} is not one of {}",
-                    TIME_FIELDS.join(", ")
-                ));
+            (None, None, Some(field)) => {
+                return Err(Error::TableTimeField { key: n, field });
             }
-            _ => {
-                return Err(format!(
-                    "key {n} needs exactly one of param, resource_attr or time"
-                ));
-            }
+            _ => return Err(Error::TableKeySource(n)),
         };
         let bands = match (k.bands, k.otherwise) {
             (Some(b), Some(o)) => {
                 if b.windows(2).any(|w| w[0].0 >= w[1].0) {
-                    return Err(format!("key {n}: band limits must be strictly ascending"));
+                    return Err(Error::TableBandOrder(n));
                 }
                 Some((b, o))
             }
             (None, None) => None,
-            (Some(_), None) => {
-                return Err(format!(
-                    "key {n}: bands need `otherwise`, the label beyond the last"
-                ));
-            }
-            (None, Some(_)) => return Err(format!("key {n}: `otherwise` goes with bands")),
+            (Some(_), None) => return Err(Error::TableNoOtherwise(n)),
+            (None, Some(_)) => return Err(Error::TableOtherwiseAlone(n)),
         };
         keys.push(Key { source, bands });
     }
@@ -636,7 +620,7 @@ fn table(t: TableToml) -> Result<Source, String> {
 
 /// Every path of `tree` has one label per key (a band key's labels only
 /// from its bands) and ends in a score within 0–10000 bp.
-fn check_tree(tree: &ScoreTree, keys: &[Key], path: &mut Vec<String>) -> Result<(), String> {
+fn check_tree(tree: &ScoreTree, keys: &[Key], path: &mut Vec<String>) -> Result<(), Error> {
     let at = |path: &[String]| {
         if path.is_empty() {
             "scores".to_owned()
@@ -646,17 +630,15 @@ fn check_tree(tree: &ScoreTree, keys: &[Key], path: &mut Vec<String>) -> Result<
     };
     match (tree, keys.split_first()) {
         (ScoreTree::Score(s), None) if in_bp(*s) => Ok(()),
-        (ScoreTree::Score(s), None) => Err(format!("{}: {s} is not within 0–10000 bp", at(path))),
-        (ScoreTree::Score(_), Some(_)) => Err(format!(
-            "{}: a score where labels of {} more key{} are expected",
-            at(path),
-            keys.len(),
-            if keys.len() == 1 { "" } else { "s" }
-        )),
-        (ScoreTree::Next(_), None) => Err(format!(
-            "{}: labels nest deeper than the table's keys",
-            at(path)
-        )),
+        (ScoreTree::Score(s), None) => Err(Error::TableScore {
+            at: at(path),
+            score: *s,
+        }),
+        (ScoreTree::Score(_), Some(_)) => Err(Error::TableTooShallow {
+            at: at(path),
+            more: keys.len(),
+        }),
+        (ScoreTree::Next(_), None) => Err(Error::TableTooDeep(at(path))),
         (ScoreTree::Next(next), Some((key, rest))) => {
             for (label, sub) in next {
                 if let Some((bands, otherwise)) = &key.bands
@@ -665,11 +647,11 @@ fn check_tree(tree: &ScoreTree, keys: &[Key], path: &mut Vec<String>) -> Result<
                 {
                     let mut known: Vec<&str> = bands.iter().map(|(_, l)| l.as_str()).collect();
                     known.push(otherwise);
-                    return Err(format!(
-                        "{}: {label:?} is not a label of that key's bands ({})",
-                        at(path),
-                        known.join(", ")
-                    ));
+                    return Err(Error::TableLabel {
+                        at: at(path),
+                        label: label.clone(),
+                        known: known.join(", "),
+                    });
                 }
                 path.push(label.clone());
                 check_tree(sub, rest, path)?;
@@ -689,7 +671,7 @@ impl Key {
         params: &Object,
         resource: &Object,
         time: &LocalTime,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, Error> {
         let (value, what) = match &self.source {
             KeySource::Param(p) => (params.get(p).cloned(), format!("param {p}")),
             KeySource::ResourceAttr(a) => {
@@ -712,9 +694,10 @@ impl Key {
                 other => other.to_string(),
             })),
             Some((bands, otherwise)) => {
-                let n = value
-                    .as_safe_integer()
-                    .ok_or_else(|| format!("{what} is {value}, not an integer"))?;
+                let n = value.as_safe_integer().ok_or_else(|| Error::NotAnInteger {
+                    what,
+                    value: value.to_string(),
+                })?;
                 Ok(Some(
                     bands
                         .iter()

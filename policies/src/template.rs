@@ -12,10 +12,12 @@
 
 use std::collections::BTreeMap;
 
+use crate::Error;
+
 /// Values for placeholders, by name.
 pub type Vars = BTreeMap<String, String>;
 
-const ROOTS: &[&str] = &[
+pub(crate) const ROOTS: &[&str] = &[
     "agent",
     "action",
     "resource",
@@ -44,7 +46,7 @@ pub struct Template {
 
 impl Template {
     /// Parses `text`; the error says what is wrong.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, Error> {
         let mut pieces = Vec::new();
         let mut buf = String::new();
         let mut chars = text.chars().peekable();
@@ -66,25 +68,22 @@ impl Template {
                             Some(c) if c.is_ascii_alphanumeric() || c == '_' || c == '.' => {
                                 name.push(c);
                             }
-                            Some(c) => {
-                                return Err(format!("unexpected {c:?} in placeholder {{{name}"));
+                            Some(found) => {
+                                return Err(Error::PlaceholderCharacter { found, name });
                             }
-                            None => return Err(format!("unclosed placeholder {{{name}")),
+                            None => return Err(Error::UnclosedPlaceholder(name)),
                         }
                     }
                     let root = name.split('.').next().unwrap_or_default();
                     if !ROOTS.contains(&root) || name.ends_with('.') || name.contains("..") {
-                        return Err(format!(
-                            "unknown placeholder {{{name}}} (known: {})",
-                            ROOTS.join(", ")
-                        ));
+                        return Err(Error::UnknownPlaceholder(name));
                     }
                     if !buf.is_empty() {
                         pieces.push(Piece::Text(std::mem::take(&mut buf)));
                     }
                     pieces.push(Piece::Var(name));
                 }
-                '}' => return Err("unmatched '}' (write '}}' for a brace)".into()),
+                '}' => return Err(Error::UnmatchedBrace),
                 c => buf.push(c),
             }
         }
@@ -144,19 +143,19 @@ mod tests {
     #[test]
     fn bad_templates_are_refused() {
         assert_eq!(
-            Template::parse("x {prams.a}").unwrap_err(),
+            Template::parse("x {prams.a}").unwrap_err().to_string(),
             "unknown placeholder {prams.a} (known: agent, action, resource, intent_id, params, delegation, amount, money, currency, score, composite, time)"
         );
         assert_eq!(
-            Template::parse("x {agent").unwrap_err(),
+            Template::parse("x {agent").unwrap_err().to_string(),
             "unclosed placeholder {agent"
         );
         assert_eq!(
-            Template::parse("x }").unwrap_err(),
+            Template::parse("x }").unwrap_err().to_string(),
             "unmatched '}' (write '}}' for a brace)"
         );
         assert_eq!(
-            Template::parse("{a b}").unwrap_err(),
+            Template::parse("{a b}").unwrap_err().to_string(),
             "unexpected ' ' in placeholder {a"
         );
     }

@@ -10,6 +10,8 @@
 use serde::Serialize;
 use tollgate_protocol::Timestamp;
 
+use crate::Error;
+
 /// Weekday names, Sunday first, as rules read them.
 pub const WEEKDAYS: [&str; 7] = [
     "sunday",
@@ -42,12 +44,8 @@ impl TimeZone {
     pub const UTC: Self = Self { offset_minutes: 0 };
 
     /// Reads `UTC`, or an offset `+HH:MM` / `-HH:MM` within ±14:00.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let bad = || {
-            format!(
-                "time_zone {s:?} is not \"UTC\" or a fixed offset such as \"+01:00\" or \"-05:30\" (within ±14:00; named zones are not accepted: their rules change over the years, and a decision must not)"
-            )
-        };
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        let bad = || Error::TimeZone(s.to_owned());
         if s == "UTC" {
             return Ok(Self::UTC);
         }
@@ -225,7 +223,7 @@ mod tests {
             "",
             "utc",
         ] {
-            let e = TimeZone::parse(bad).unwrap_err();
+            let e = TimeZone::parse(bad).unwrap_err().to_string();
             assert!(e.starts_with(&format!("time_zone {bad:?} is not")), "{e}");
         }
     }

@@ -182,6 +182,24 @@ pub enum Error {
     /// tree that does not match a checkpoint (spec §6).
     #[error("{0}")]
     Proof(String),
+
+    /// A `registry` receipt without a subject object (spec §4.3).
+    #[error("a registry receipt has a subject object")]
+    NoRegistrySubject,
+
+    /// A `registry` receipt's subject that does not name its change.
+    #[error("a registry receipt's subject names its change")]
+    NoRegistryChange,
+
+    /// A `registry` receipt's subject names a change spec §4.3 does not
+    /// list.
+    #[error("unknown registry change {0:?}")]
+    UnknownRegistryChange(String),
+
+    /// A `registry` receipt's subject without the object its change
+    /// changes (the change's name is carried).
+    #[error("{0}: the receipt carries no object")]
+    NoRegistryObject(&'static str),
 }
 
 fn pointer_or_root(pointer: &str) -> String {

@@ -1,7 +1,7 @@
 //! Registry changes (spec §4.3): what a `registry` receipt records, by
 //! name, and its subject read back.
 
-use crate::{Value, json::Object};
+use crate::{Error, Value, json::Object};
 
 /// A registry change, as `subject.change` names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -78,22 +78,22 @@ pub struct RegistrySubject {
 impl RegistrySubject {
     /// The subject of `receipt`, a `registry` receipt; the error says what
     /// is missing or unknown.
-    pub fn of(receipt: &Value) -> Result<Self, String> {
+    pub fn of(receipt: &Value) -> Result<Self, Error> {
         let subject = receipt
             .as_object()
             .and_then(|r| r.get("subject"))
             .and_then(Value::as_object)
-            .ok_or("a registry receipt has a subject object")?;
+            .ok_or(Error::NoRegistrySubject)?;
         let name = subject
             .get("change")
             .and_then(Value::as_str)
-            .ok_or("a registry receipt's subject names its change")?;
+            .ok_or(Error::NoRegistryChange)?;
         let change =
-            Change::from_name(name).ok_or_else(|| format!("unknown registry change {name:?}"))?;
+            Change::from_name(name).ok_or_else(|| Error::UnknownRegistryChange(name.to_owned()))?;
         let object = subject
             .get("object")
             .cloned()
-            .ok_or_else(|| format!("{name}: the receipt carries no object"))?;
+            .ok_or(Error::NoRegistryObject(change.name()))?;
         Ok(Self { change, object })
     }
 

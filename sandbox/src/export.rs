@@ -99,7 +99,7 @@ pub fn published(input: impl BufRead) -> std::io::Result<Result<Vec<Bundle>, Mis
         }
         match crate::published_bundle(&subject) {
             Ok(b) => bundles.push(b),
-            Err(e) => return Ok(Err(bad(e))),
+            Err(e) => return Ok(Err(bad(e.to_string()))),
         }
     }
     Ok(Ok(bundles))

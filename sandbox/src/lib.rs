@@ -35,6 +35,7 @@
 
 #![forbid(unsafe_code)]
 
+mod error;
 mod export;
 mod report;
 mod snapshot;
@@ -42,6 +43,7 @@ mod snapshot;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+pub use error::Error;
 pub use export::{published, replay_export};
 pub use report::{Change, Report};
 
@@ -139,18 +141,18 @@ fn text<'a>(v: &'a Value, path: &[&str]) -> &'a str {
 
 /// The bundle a `policy.publish` change (`{change, object: {files}}`)
 /// carries, loaded from its files.
-fn published_bundle(subject: &Value) -> Result<Bundle, String> {
+fn published_bundle(subject: &Value) -> Result<Bundle, Error> {
     let files: BTreeMap<String, String> = at(subject, &["object", "files"])
         .and_then(Value::as_object)
-        .ok_or("policy.publish: no files")?
+        .ok_or(Error::NoFiles)?
         .iter()
         .map(|(k, v)| {
             v.as_str()
                 .map(|t| (k.to_owned(), t.to_owned()))
-                .ok_or_else(|| format!("policy.publish: file {k} is not text"))
+                .ok_or_else(|| Error::FileNotText(k.to_owned()))
         })
         .collect::<Result<_, _>>()?;
-    Bundle::from_files(&files).map_err(|e| format!("policy.publish: the bundle does not load: {e}"))
+    Bundle::from_files(&files).map_err(Error::Bundle)
 }
 
 impl Replay {
@@ -222,7 +224,10 @@ impl Replay {
 
     /// Reads entry `seq`'s `receipt`, whose ledger hashes with `alg`.
     pub fn entry(&mut self, seq: u64, alg: HashAlg, receipt: &Value) -> Result<(), Mismatch> {
-        let bad = |reason: String| Mismatch { seq, reason };
+        let bad = |e: Error| Mismatch {
+            seq,
+            reason: e.to_string(),
+        };
         let kind = text(receipt, &["kind"]);
         match ReceiptKind::from_name(kind) {
             Some(ReceiptKind::Registry) => {
@@ -243,7 +248,7 @@ impl Replay {
                 self.execution(receipt).map_err(bad)?;
                 self.counts.executions += 1;
             }
-            None => return Err(bad(format!("unknown receipt kind {kind:?}"))),
+            None => return Err(bad(Error::UnknownKind(kind.to_owned()))),
         }
         Ok(())
     }
@@ -266,54 +271,54 @@ impl Replay {
     /// rule the gateway decides by ([`approval::check`], at the decision's
     /// own `issued_at`), or as an expiry at the deadline; and the status
     /// it states.
-    fn approval(&mut self, receipt: &Value) -> Result<(), String> {
+    fn approval(&mut self, receipt: &Value) -> Result<(), Error> {
         let id = match at(receipt, &["refs"]) {
             Some(Value::Array(refs)) if refs.len() == 1 => {
                 refs[0].as_str().unwrap_or_default().to_owned()
             }
-            _ => return Err("an approval receipt names exactly one approval in refs".into()),
+            _ => return Err(Error::ApprovalRefs),
         };
         let issued_at = tollgate_protocol::Timestamp::parse(text(receipt, &["issued_at"]))
-            .ok_or("an approval receipt has an RFC 3339 issued_at")?;
+            .ok_or(Error::ApprovalIssuedAt)?;
         let stated = text(receipt, &["outcome", "status"]);
         let stated =
-            Status::from_name(stated).ok_or_else(|| format!("unknown status {stated:?}"))?;
+            Status::from_name(stated).ok_or_else(|| Error::UnknownStatus(stated.to_owned()))?;
         let receipt_id = text(receipt, &["receipt_id"]).to_owned();
         let subject = at(receipt, &["subject"]).cloned().unwrap_or(Value::Null);
         let delegations = self.snapshot();
-        let a = self.approvals.get_mut(&id).ok_or_else(|| {
-            format!("approval {id} was not opened by an escalating decision earlier in this export")
-        })?;
+        let Some(a) = self.approvals.get_mut(&id) else {
+            return Err(Error::NotOpened(id));
+        };
         if at(&subject, &["payload"]).is_none() {
             // An expiry: at the deadline itself.
-            approval::check_expiry(&a.opened, &a.progress, &issued_at)?;
+            approval::check_expiry(&a.opened, &a.progress, &issued_at).map_err(Error::Expiry)?;
             if stated != Status::Expired || text(&subject, &["approval"]) != id {
-                return Err(format!(
-                    "an expiry of approval {id} states status expired and names the approval"
-                ));
+                return Err(Error::ExpiryStatus(id));
             }
             a.progress.ended = Some(Status::Expired);
             return Ok(());
         }
         let env = tollgate_protocol::ApprovalEnvelope::from_value(subject)
-            .map_err(|e| format!("the approval decision is malformed: {e}"))?;
+            .map_err(Error::ApprovalDecision)?;
         let parties = approval::Parties {
             reviewers: &self.reviewers,
             revoked_reviewers: &self.revoked_reviewers,
             delegations: &delegations.registry,
         };
         let d = &env.decision;
-        approval::check(&a.opened, &a.progress, &parties, &env, &d.issued_at)
-            .map_err(|e| format!("approval {id}: {e}"))?;
+        if let Err(refusal) = approval::check(&a.opened, &a.progress, &parties, &env, &d.issued_at)
+        {
+            return Err(Error::Refused { id, refusal });
+        }
         let follows = a
             .progress
             .record(&a.opened, &d.reviewer, d.verdict, &receipt_id);
         if stated != follows {
-            return Err(format!(
-                "approval {id}: status {} stated, {} follows from its decisions",
-                stated.name(),
-                follows.name()
-            ));
+            return Err(Error::StatusDiffers {
+                id,
+                stated,
+                follows,
+            });
         }
         Ok(())
     }
@@ -321,7 +326,7 @@ impl Replay {
     /// Checks an execution receipt: it follows a completed quorum of that
     /// exact intent, names its approval and every granting approval
     /// ([`approval::execution_refs`]), and is the only one.
-    fn execution(&mut self, receipt: &Value) -> Result<(), String> {
+    fn execution(&mut self, receipt: &Value) -> Result<(), Error> {
         let refs: Vec<String> = match at(receipt, &["refs"]) {
             Some(Value::Array(r)) => r
                 .iter()
@@ -331,38 +336,34 @@ impl Replay {
             _ => Vec::new(),
         };
         let id = refs.first().cloned().unwrap_or_default();
-        let a = self
-            .approvals
-            .get_mut(&id)
-            .ok_or_else(|| format!("the execution names no approval opened earlier ({id:?})"))?;
+        let Some(a) = self.approvals.get_mut(&id) else {
+            return Err(Error::NoApproval(id));
+        };
         if a.progress.ended != Some(Status::Approved) {
-            return Err(format!(
-                "approval {id} has no completed quorum ({})",
-                a.progress.status().name()
-            ));
+            return Err(Error::NoQuorum {
+                id,
+                status: a.progress.status(),
+            });
         }
         if a.executed {
-            return Err(format!("approval {id} was executed twice"));
+            return Err(Error::ExecutedTwice(id));
         }
         let expected = approval::execution_refs(&a.opened, &a.progress);
         if refs != expected {
-            return Err(format!(
-                "the execution's refs {refs:?} are not the quorum's approval receipts {expected:?}"
-            ));
+            return Err(Error::ExecutionRefs { refs, expected });
         }
         if text(receipt, &["subject", "intent_hash"]) != a.opened.intent_hash {
-            return Err("the execution names another intent".into());
+            return Err(Error::ExecutionIntent);
         }
         a.executed = true;
         Ok(())
     }
 
-    fn registry(&mut self, alg: HashAlg, receipt: &Value) -> Result<(), String> {
-        let subject = RegistrySubject::of(receipt)?;
+    fn registry(&mut self, alg: HashAlg, receipt: &Value) -> Result<(), Error> {
+        let subject = RegistrySubject::of(receipt).map_err(Error::Subject)?;
         let change = subject.change;
         let object = &subject.object;
         let id = || object.as_str().unwrap_or_default().to_owned();
-        let what = |e: &dyn std::fmt::Display| format!("{}: {e}", change.name());
         match change {
             RegistryChange::PolicyPublish => {
                 let bundle = published_bundle(&subject.to_value())?;
@@ -373,14 +374,14 @@ impl Replay {
                 self.active = Some(id())
             }
             RegistryChange::IssuerRegister => {
-                let jwk = Jwk::from_value(object, "/subject/object").map_err(|e| what(&e))?;
+                let jwk = Jwk::from_value(object, "/subject/object").map_err(Error::Issuer)?;
                 self.issuers.insert(jwk.kid.clone(), jwk);
             }
             RegistryChange::IssuerRevoke => {
                 self.revoked_issuers.insert(id());
             }
             RegistryChange::DelegationRegister => {
-                let token = Token::from_value(object).map_err(|e| what(&e))?;
+                let token = Token::from_value(object).map_err(Error::Token)?;
                 let hash = alg.digest(&[&canonical(object)]).to_string();
                 let agent_key = KeySet::from_keys([token.agent_key.clone()]).unwrap_or_default();
                 self.tokens.insert(
@@ -400,12 +401,12 @@ impl Replay {
                 let attributes = at(object, &["attributes"])
                     .and_then(Value::as_object)
                     .cloned()
-                    .ok_or_else(|| what(&"attributes are not an object"))?;
+                    .ok_or(Error::Attributes)?;
                 self.resources.insert(resource, attributes);
             }
             RegistryChange::ReviewerRegister => {
                 let r = tollgate_policies::reviewer::Reviewer::from_value(object)
-                    .map_err(|e| what(&e))?;
+                    .map_err(Error::Reviewer)?;
                 self.reviewers.insert(r.id.clone(), r);
             }
             RegistryChange::ReviewerRevoke => {
@@ -492,8 +493,10 @@ impl Replay {
                 chunk
                     .iter_mut()
                     .map(|(seq, _, receipt)| {
-                        this.check(snapshot, receipt)
-                            .map_err(|reason| Mismatch { seq: *seq, reason })
+                        this.check(snapshot, receipt).map_err(|e| Mismatch {
+                            seq: *seq,
+                            reason: e.to_string(),
+                        })
                     })
                     .collect::<Result<Vec<_>, Mismatch>>()
             };
@@ -515,7 +518,7 @@ impl Replay {
                         Err(_) => {
                             return Err(Mismatch {
                                 seq: first + tried.len() as u64,
-                                reason: "re-deciding panicked".into(),
+                                reason: Error::Panicked.to_string(),
                             });
                         }
                     }
@@ -540,7 +543,7 @@ impl Replay {
         &self,
         snapshot: &Snapshot,
         receipt: &mut Value,
-    ) -> Result<Option<(String, Value)>, String> {
+    ) -> Result<Option<(String, Value)>, Error> {
         let bundle = self.bundle_of(text(receipt, &["policy_version"]))?;
         let subject = match receipt {
             Value::Object(o) => o
@@ -548,9 +551,8 @@ impl Replay {
                 .map(|slot| std::mem::replace(slot, Value::Null)),
             _ => None,
         }
-        .ok_or("the decision receipt has no subject")?;
-        let envelope = IntentEnvelope::from_value(subject)
-            .map_err(|e| format!("the intent is not an intent envelope: {e}"))?;
+        .ok_or(Error::NoSubject)?;
+        let envelope = IntentEnvelope::from_value(subject).map_err(Error::NotAnIntent)?;
         let result = self.check_envelope(snapshot, receipt, bundle, &envelope);
         if let Value::Object(o) = receipt
             && let Some(slot) = o.get_mut("subject")
@@ -561,12 +563,11 @@ impl Replay {
     }
 
     /// The bundle of a published `version`.
-    fn bundle_of(&self, version: &str) -> Result<&Bundle, String> {
-        self.bundles.get(version).map(|b| &**b).ok_or_else(|| {
-            format!(
-                "policy {version} is not published earlier in this export (or its files were altered: their hash names another version)"
-            )
-        })
+    fn bundle_of(&self, version: &str) -> Result<&Bundle, Error> {
+        self.bundles
+            .get(version)
+            .map(|b| &**b)
+            .ok_or_else(|| Error::Unpublished(version.to_owned()))
     }
 
     fn check_envelope(
@@ -575,7 +576,7 @@ impl Replay {
         receipt: &Value,
         bundle: &Bundle,
         envelope: &IntentEnvelope,
-    ) -> Result<Option<(String, Value)>, String> {
+    ) -> Result<Option<(String, Value)>, Error> {
         let version = text(receipt, &["policy_version"]);
         let intent = &envelope.intent;
         // The inputs must be what this export's registries say: the
@@ -587,12 +588,10 @@ impl Replay {
                 token: t, hash: h, ..
             }) = self.tokens.get(id)
             else {
-                return Err(format!(
-                    "delegation {id} is not registered earlier in this export"
-                ));
+                return Err(Error::UnknownDelegation(id.clone()));
             };
             if chain.len() > MAX_CHAIN {
-                return Err(format!("delegation chain of {} loops", intent.delegation));
+                return Err(Error::ChainLoops(intent.delegation.clone()));
             }
             chain.push(h);
             next = t.parent.as_ref();
@@ -607,10 +606,11 @@ impl Replay {
                 &intent.issued_at,
             )
         {
-            return Err(format!(
-                "the intent is not signed by the key delegation {} names for agent {}: {e}",
-                intent.delegation, r.token.agent
-            ));
+            return Err(Error::IntentSignature {
+                delegation: intent.delegation.clone(),
+                agent: r.token.agent.clone(),
+                source: Box::new(e),
+            });
         }
         let recorded = match at(receipt, &["inputs", "delegations"]) {
             Some(Value::Array(items)) => items.as_slice(),
@@ -622,10 +622,10 @@ impl Replay {
                 .zip(&chain)
                 .any(|(r, c)| r.as_str() != Some(*c))
         {
-            return Err(format!(
-                "inputs.delegations {} are not the hashes of the registered chain {chain:?}",
-                Value::Array(recorded.to_vec())
-            ));
+            return Err(Error::ChainHashes {
+                recorded: Value::Array(recorded.to_vec()),
+                chain: chain.iter().map(|h| (*h).to_owned()).collect(),
+            });
         }
         let empty = Object::new();
         let read = at(receipt, &["inputs", "resource"])
@@ -641,11 +641,7 @@ impl Replay {
                 match status {
                     Some(200) => Some(read),
                     Some(404) if read.is_empty() => None,
-                    _ => {
-                        return Err(format!(
-                            "inputs.resource_lookup {l} is not a 200 with the attributes or a 404 with none"
-                        ));
-                    }
+                    _ => return Err(Error::LookupRecord(l.clone())),
                 }
             }
             None => {
@@ -653,10 +649,7 @@ impl Replay {
                 // Objects keep their members in canonical order: equal
                 // objects are equal canonical bytes.
                 if read != registered.unwrap_or(&empty) {
-                    return Err(format!(
-                        "inputs.resource is not what the export's resource.put receipts say of {}",
-                        intent.resource
-                    ));
+                    return Err(Error::ResourceAttributes(intent.resource.clone()));
                 }
                 registered
             }
@@ -666,7 +659,7 @@ impl Replay {
             for s in items {
                 let amount = at(s, &["amount_minor"])
                     .and_then(Value::as_safe_integer)
-                    .ok_or("inputs.spent: amount_minor is not an integer")?;
+                    .ok_or(Error::SpentAmount)?;
                 spent
                     .entry(text(s, &["delegation"]).to_owned())
                     .or_default()
@@ -674,11 +667,11 @@ impl Replay {
             }
         }
         let decision = decide_with_resource(bundle, envelope, snapshot, &spent, resource)
-            .map_err(|e| format!("re-deciding refuses the intent: {e}"))?
+            .map_err(Error::Shape)?
             .to_value();
         let stated = at(receipt, &["decision"]).unwrap_or(&Value::Null);
         if decision != *stated && canonical(&decision) != canonical(stated) {
-            return Err(difference(stated, &decision));
+            return Err(Error::Differs(difference(stated, &decision)));
         }
         Ok(self.candidate_for(version).map(|candidate| {
             (
@@ -690,7 +683,7 @@ impl Replay {
 }
 
 /// What differs between the decision a receipt states and the one
-/// re-decided: the verdict, the rules, the scores.
+/// re-decided: the verdict, the rules, the scores (`; `-separated).
 fn difference(stated: &Value, again: &Value) -> String {
     let verdict = |v: &Value| text(v, &["verdict"]).to_owned();
     let rules = |v: &Value| -> BTreeSet<String> {
@@ -733,10 +726,7 @@ fn difference(stated: &Value, again: &Value) -> String {
     if parts.is_empty() {
         parts.push("the decision member differs (reasons or their wording)".into());
     }
-    format!(
-        "the decision does not re-decide to itself: {}",
-        parts.join("; ")
-    )
+    parts.join("; ")
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@
 use tollgate_protocol::{HashAlg, IntentEnvelope, Object, Value};
 
 use crate::report::int;
-use crate::{Mismatch, Replay, at, text};
+use crate::{Error, Mismatch, Replay, at, text};
 
 /// The `type` of a snapshot document.
 pub const SNAPSHOT_TYPE: &str = "tollgate.snapshot/v1";
@@ -45,12 +45,12 @@ impl Replay {
     }
 
     /// The registries a snapshot document states.
-    pub fn from_snapshot(doc: &Value) -> Result<Self, String> {
+    pub fn from_snapshot(doc: &Value) -> Result<Self, Error> {
         if text(doc, &["type"]) != SNAPSHOT_TYPE {
-            return Err(format!("not a snapshot: its type is not {SNAPSHOT_TYPE:?}"));
+            return Err(Error::NotASnapshot);
         }
         let Some(Value::Array(changes)) = at(doc, &["changes"]) else {
-            return Err("a snapshot's changes must be an array".into());
+            return Err(Error::SnapshotChanges);
         };
         let mut replay = Self::new();
         for (n, change) in changes.iter().enumerate() {
@@ -58,7 +58,10 @@ impl Replay {
             receipt.insert("subject", change.clone());
             replay
                 .registry(HashAlg::Sha256, &Value::Object(receipt))
-                .map_err(|e| format!("changes[{n}]: {e}"))?;
+                .map_err(|e| Error::Change {
+                    n,
+                    source: Box::new(e),
+                })?;
             replay.counts.registry += 1;
         }
         match at(doc, &["spent"]) {
@@ -68,9 +71,7 @@ impl Replay {
                     let amount = at(s, &["amount_minor"])
                         .and_then(Value::as_safe_integer)
                         .filter(|a| *a >= 0)
-                        .ok_or_else(|| {
-                            format!("spent[{n}]: amount_minor is not a non-negative integer")
-                        })?;
+                        .ok_or(Error::SpentItem(n))?;
                     replay
                         .spent
                         .entry(text(s, &["delegation"]).to_owned())
@@ -78,10 +79,10 @@ impl Replay {
                         .insert(text(s, &["currency"]).to_owned(), amount);
                 }
             }
-            Some(_) => return Err("a snapshot's spent must be an array".into()),
+            Some(_) => return Err(Error::SnapshotSpent),
         }
         if replay.active.is_none() {
-            return Err("the snapshot puts no policy in force (no policy.activate)".into());
+            return Err(Error::NoPolicyInForce);
         }
         Ok(replay)
     }
@@ -92,15 +93,18 @@ impl Replay {
     /// agent's signature is not checked: this asks what a policy would
     /// decide, not who sent the intent.
     pub fn intent(&mut self, line: u64, envelope: &Value) -> Result<(), Mismatch> {
-        let bad = |reason: String| Mismatch { seq: line, reason };
-        let parsed = IntentEnvelope::from_value(envelope.clone())
-            .map_err(|e| bad(format!("not an intent envelope: {e}")))?;
+        let bad = |e: Error| Mismatch {
+            seq: line,
+            reason: e.to_string(),
+        };
+        let parsed =
+            IntentEnvelope::from_value(envelope.clone()).map_err(|e| bad(Error::IntentLine(e)))?;
         let active = self.active.clone().unwrap_or_default();
         let bundle = self
             .bundles
             .get(&active)
             .cloned()
-            .ok_or_else(|| bad(format!("the policy in force, {active}, is not published")))?;
+            .ok_or_else(|| bad(Error::PolicyInForce(active.clone())))?;
         let snapshot = self.snapshot();
         let resource = snapshot.resources.get(&parsed.intent.resource);
         let before = Self::decide_under(&bundle, &parsed, &snapshot, &self.spent, resource);

@@ -133,29 +133,33 @@ where
 }
 
 /// The public key in a DER SubjectPublicKeyInfo of `spec`.
-pub fn public_key_of(spec: &KeySpec, der: &[u8]) -> Result<PublicKey, String> {
+pub fn public_key_of(spec: &KeySpec, der: &[u8]) -> Result<PublicKey, Error> {
     match spec {
         KeySpec::EccNistP256 => {
             let point = der
                 .strip_prefix(&P256_SPKI[..])
                 .filter(|p| p.len() == 65)
-                .ok_or("not a P-256 SubjectPublicKeyInfo")?;
+                .ok_or(Error::NotSpki("a P-256"))?;
             p256::ecdsa::VerifyingKey::from_sec1_bytes(point)
                 .map(PublicKey::P256)
-                .map_err(|e| format!("not a P-256 point: {e}"))
+                .map_err(|e| Error::BadPublicKey {
+                    what: "a P-256 point",
+                    reason: e.to_string(),
+                })
         }
         KeySpec::EccNistEdwards25519 => {
             let raw: [u8; 32] = der
                 .strip_prefix(&ED25519_SPKI[..])
                 .and_then(|k| k.try_into().ok())
-                .ok_or("not an Ed25519 SubjectPublicKeyInfo")?;
+                .ok_or(Error::NotSpki("an Ed25519"))?;
             ed25519_dalek::VerifyingKey::from_bytes(&raw)
                 .map(PublicKey::Ed25519)
-                .map_err(|e| format!("not an Ed25519 key: {e}"))
+                .map_err(|e| Error::BadPublicKey {
+                    what: "an Ed25519 key",
+                    reason: e.to_string(),
+                })
         }
-        other => Err(format!(
-            "key spec {other} cannot sign receipts (use ECC_NIST_P256 or ECC_NIST_EDWARDS25519)"
-        )),
+        other => Err(Error::UnsupportedKeySpec(other.to_string())),
     }
 }
 
@@ -425,6 +429,7 @@ mod tests {
         assert!(
             public_key_of(&KeySpec::Rsa2048, &der)
                 .unwrap_err()
+                .to_string()
                 .contains("cannot sign receipts")
         );
         // r with a leading zero (its high bit set), s short.

@@ -61,6 +61,22 @@ pub enum Error {
     /// window), or no key may sign a given `issued_at`.
     #[error("signing keys: {0}")]
     Keyring(String),
+    /// A DER SubjectPublicKeyInfo (a remote signer's public key) that is
+    /// not of the layout its algorithm's keys have; the algorithm is
+    /// carried with its article (`a P-256`, `an Ed25519`).
+    #[error("not {0} SubjectPublicKeyInfo")]
+    NotSpki(&'static str),
+    /// A public key whose bytes are not a key of its algorithm.
+    #[error("not {what}: {reason}")]
+    BadPublicKey {
+        /// What it should be (`a P-256 point`, `an Ed25519 key`).
+        what: &'static str,
+        /// Why it is not.
+        reason: String,
+    },
+    /// A remote key of a spec that cannot sign receipts.
+    #[error("key spec {0} cannot sign receipts (use ECC_NIST_P256 or ECC_NIST_EDWARDS25519)")]
+    UnsupportedKeySpec(String),
 }
 
 /// Something that signs protocol objects with one key.
@@ -196,28 +212,33 @@ impl Ed25519Signer {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_jwk_bytes(&bytes).map_err(|reason| Error::BadKeyFile {
-            path: path.to_owned(),
-            reason,
-        })
+        Self::from_jwk_bytes(path, &bytes)
     }
 
-    fn from_jwk_bytes(bytes: &[u8]) -> Result<Self, String> {
-        let v = parse(bytes).map_err(|e| e.to_string())?;
-        let Value::Object(mut o) = v else {
-            return Err("expected a JSON object".into());
+    /// The key in `bytes`, the content of the key file `path`.
+    fn from_jwk_bytes(path: &Path, bytes: &[u8]) -> Result<Self, Error> {
+        let bad = |reason: String| Error::BadKeyFile {
+            path: path.to_owned(),
+            reason,
         };
-        let d = o.remove("d").ok_or("no private member \"d\"")?;
+        let v = parse(bytes).map_err(|e| bad(e.to_string()))?;
+        let Value::Object(mut o) = v else {
+            return Err(bad("expected a JSON object".into()));
+        };
+        let d = o
+            .remove("d")
+            .ok_or_else(|| bad("no private member \"d\"".into()))?;
         let secret: [u8; 32] = d
             .as_str()
             .and_then(b64_decode)
             .and_then(|b| b.try_into().ok())
-            .ok_or("\"d\" is not 32 bytes of unpadded base64url")?;
+            .ok_or_else(|| bad("\"d\" is not 32 bytes of unpadded base64url".into()))?;
         let signer = Self::from_secret(&secret);
         // The public part must be this key's: same x, same kid.
-        let public = Jwk::from_value(&Value::Object(o.clone()), "").map_err(|e| e.to_string())?;
+        let public =
+            Jwk::from_value(&Value::Object(o.clone()), "").map_err(|e| bad(e.to_string()))?;
         if public.key != signer.jwk.key {
-            return Err("\"x\" is not the public key of \"d\"".into());
+            return Err(bad("\"x\" is not the public key of \"d\"".into()));
         }
         Ok(Self {
             jwk: Jwk {

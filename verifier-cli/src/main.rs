@@ -151,14 +151,25 @@ fn vkey(s: &str) -> Result<VerifierKey, Error> {
     })
 }
 
+/// A checkpoint whose signatures do not hold: a verdict on the data
+/// (invalid, exit 1), not a failure to read it.
+#[derive(Debug, thiserror::Error)]
+#[error("checkpoint {}: {source}", .path.display())]
+struct BadCheckpoint {
+    /// The checkpoint file.
+    path: PathBuf,
+    /// Why it does not verify.
+    source: tollgate_protocol::Error,
+}
+
 /// Reads and checks a signed checkpoint: `Err` when it cannot be read,
-/// `Ok(Err(reason))` when its signatures do not hold.
+/// `Ok(Err(bad))` when its signatures do not hold.
 fn load_checkpoint(
     path: &Path,
     key: &str,
     witnesses: &[String],
     quorum: Option<usize>,
-) -> Result<Result<VerifiedCheckpoint, String>, Error> {
+) -> Result<Result<VerifiedCheckpoint, BadCheckpoint>, Error> {
     let key = vkey(key)?;
     let witnesses = witnesses
         .iter()
@@ -178,8 +189,12 @@ fn load_checkpoint(
         path: path.to_owned(),
         source,
     })?;
-    Ok(verify_checkpoint(&bytes, &key, &witnesses, quorum)
-        .map_err(|e| format!("checkpoint {}: {e}", path.display())))
+    Ok(
+        verify_checkpoint(&bytes, &key, &witnesses, quorum).map_err(|source| BadCheckpoint {
+            path: path.to_owned(),
+            source,
+        }),
+    )
 }
 
 /// jemalloc, as the gateway (docs/performance.md).
@@ -342,7 +357,7 @@ fn ledger(
             checkpoint.witness_quorum,
         )? {
             Ok(c) => Some(c),
-            Err(reason) => return Ok(invalid(reason)),
+            Err(bad) => return Ok(invalid(bad.to_string())),
         },
         _ => None,
     };
@@ -530,7 +545,7 @@ fn inclusion(
         checkpoint.witness_quorum,
     )? {
         Ok(c) => c,
-        Err(reason) => return Ok(invalid(reason)),
+        Err(bad) => return Ok(invalid(bad.to_string())),
     };
     let ([seq, size], path) = load_proof(proof, ["seq", "size"])?;
     let value = match parse(&read_all(entry)?) {
@@ -588,7 +603,7 @@ fn consistency(
     for p in [old, new] {
         match load_checkpoint(p, key, witnesses, quorum)? {
             Ok(c) => both.push(c),
-            Err(reason) => return Ok(invalid(reason)),
+            Err(bad) => return Ok(invalid(bad.to_string())),
         }
     }
     let (a, b) = (&both[0].checkpoint, &both[1].checkpoint);

@@ -42,7 +42,7 @@ use tollgate_protocol::{
 };
 
 use super::intents::{Held, amount_of, chain, identity, member, receipt_id_of};
-use super::{ApprovalError, Approvals, View, budget};
+use super::{ApprovalError, Approvals, CoreError, View, budget};
 
 /// Approvals' own state: nothing outside this module opens it.
 #[derive(Default)]
@@ -871,8 +871,12 @@ impl<L: Ledger> Approvals<'_, L> {
     /// the upstream is called again with the same idempotency key, and the
     /// stored approval receipt and the execution receipt with the
     /// upstream's answer are appended. `Ok(false)` if they already were.
-    pub(super) async fn finish_execution(&self, key: &str, record: &Value) -> Result<bool, String> {
-        let unreadable = |what: &str| format!("the stored execution's {what} is unreadable");
+    pub(super) async fn finish_execution(
+        &self,
+        key: &str,
+        record: &Value,
+    ) -> Result<bool, CoreError> {
+        let unreadable = CoreError::StoredExecution;
         let approval = member(record, &["approval"])
             .cloned()
             .ok_or_else(|| unreadable("approval"))?;
@@ -908,7 +912,7 @@ impl<L: Ledger> Approvals<'_, L> {
             .signer
             .sign(Domain::Receipt, &sealed)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(CoreError::Sign)?;
         let mut execution = Append::new(sealed, signature);
         execution.idempotency_key = Some(key.to_owned());
         execution.spend = spend.clone();
@@ -927,7 +931,7 @@ impl<L: Ledger> Approvals<'_, L> {
                 | tollgate_ledger::Error::DuplicateReceipt(_)
                 | tollgate_ledger::Error::ApprovalConflict(_),
             ) => Ok(false),
-            Err(e) => Err(format!("the receipts could not be appended: {e}")),
+            Err(e) => Err(CoreError::ExecutionNotAppended(e)),
         }
     }
 

@@ -3,6 +3,10 @@
 //! each variant to a status and a problem type in one place.
 
 use tollgate_pipeline::ShapeError;
+use tollgate_policies::Error as PolicyError;
+use tollgate_protocol::Error as ProtocolError;
+
+use super::resources::LookupError;
 
 /// A signed object's `issued_at` further from the gateway's clock than
 /// allowed.
@@ -76,7 +80,7 @@ pub enum IntentError {
     #[error(
         "the attributes of the intent's resource cannot be read: {0}; nothing was decided, try again"
     )]
-    ResourceUnavailable(String),
+    ResourceUnavailable(LookupError),
     /// The gateway could not complete the request (storage, signing, or a
     /// broken invariant); the cause is for the log, not the caller.
     #[error("{0}")]
@@ -147,7 +151,7 @@ pub enum RegistryError {
     InvalidResource(String),
     /// The body is not a reviewer object.
     #[error("{0}")]
-    InvalidReviewer(String),
+    InvalidReviewer(PolicyError),
     /// The reviewer's id or key is an agent's: an agent never approves.
     #[error("{0}")]
     ReviewerIsAgent(String),
@@ -328,7 +332,7 @@ pub enum StartError {
     /// The recorded registries cannot be loaded (a bundle that no longer
     /// loads, a token that no longer parses).
     #[error("recorded registries: {0}")]
-    Registry(String),
+    Registry(RecordedError),
     /// The settings do not fit the active policy.
     #[error("{0}")]
     Config(String),
@@ -338,8 +342,10 @@ pub enum StartError {
 }
 
 /// Why an operation of the engine's core failed: reading the registries
-/// again, the readiness probe, finding a commit's upstream. Each aggregate
-/// turns it into its own error (an internal one: nothing was appended).
+/// again, the readiness probe, finding a commit's upstream, finishing a
+/// reservation a crash left. Each aggregate turns it into its own error
+/// (an internal one: nothing was appended); recovery reports it as the
+/// reason a reservation stays unfinished.
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
     /// The ledger could not be read or written.
@@ -348,11 +354,117 @@ pub enum CoreError {
     /// The registries as recorded cannot be read into a view (a stored
     /// object no longer parses).
     #[error("the registries as recorded cannot be read: {0}")]
-    Registry(String),
+    Registry(RecordedError),
     /// The ledger took no probe commit in time.
     #[error("the ledger did not commit a probe within {0} ms (locked, or its disk is stalled)")]
     ProbeTimeout(u128),
     /// An action commits to an `http` target and has no upstream.
     #[error("no upstream is configured for {0}: give it with --upstream")]
     NoUpstream(String),
+    /// A reservation's stored decision is not JSON.
+    #[error("the stored decision is unreadable: {0}")]
+    StoredDecision(ProtocolError),
+    /// A reservation that holds no decision (an older version wrote it).
+    #[error("the reservation holds no decision (written by an older version); finish it by hand")]
+    NoStoredDecision,
+    /// A reservation's stored budget charges are unreadable.
+    #[error("the stored budget charges are unreadable")]
+    StoredCharges,
+    /// A reservation's stored decision has no subject.
+    #[error("the stored decision has no subject")]
+    NoStoredSubject,
+    /// A reservation's stored intent is not an intent envelope.
+    #[error("the stored intent is unreadable: {0}")]
+    StoredIntent(ProtocolError),
+    /// A member of a stored execution (`approval`, `signature`, `step`,
+    /// `draft`, `charges`, `intent`) is missing or unreadable.
+    #[error("the stored execution's {0} is unreadable")]
+    StoredExecution(&'static str),
+    /// The upstream did not answer a retried call: whether it acted is
+    /// unknown.
+    #[error("the upstream did not answer the retry: {0}")]
+    NoRetryAnswer(String),
+    /// The receipt finishing a reservation could not be signed.
+    #[error(transparent)]
+    Sign(tollgate_signer::Error),
+    /// The receipt finishing a reservation could not be appended.
+    #[error("the receipt could not be appended: {0}")]
+    NotAppended(tollgate_ledger::Error),
+    /// The approval and execution receipts finishing an execution could
+    /// not be appended.
+    #[error("the receipts could not be appended: {0}")]
+    ExecutionNotAppended(tollgate_ledger::Error),
+}
+
+/// Why the registries as recorded in the ledger cannot be read into a
+/// view: a stored object that no longer parses, or a policy stack that
+/// names no published bundle.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordedError {
+    /// An issuer key that is not JSON or not a public JWK.
+    #[error("issuer {kid}: {source}")]
+    Issuer {
+        /// The key's kid.
+        kid: String,
+        /// Why.
+        source: ProtocolError,
+    },
+    /// A delegation token that is not JSON.
+    #[error("delegation {id}: {source}")]
+    DelegationJson {
+        /// The token id.
+        id: String,
+        /// Why.
+        source: ProtocolError,
+    },
+    /// A delegation token that does not read as one.
+    #[error("delegation {id}: {source}")]
+    Delegation {
+        /// The token id.
+        id: String,
+        /// Why.
+        source: PolicyError,
+    },
+    /// A resource whose attributes are not a JSON object.
+    #[error("resource {0}: attributes are not an object")]
+    Resource(String),
+    /// A reviewer that is not JSON.
+    #[error("reviewer {id}: {source}")]
+    ReviewerJson {
+        /// The reviewer id.
+        id: String,
+        /// Why.
+        source: ProtocolError,
+    },
+    /// A reviewer object that does not read as one.
+    #[error("reviewer {id}: {source}")]
+    Reviewer {
+        /// The reviewer id.
+        id: String,
+        /// Why.
+        source: PolicyError,
+    },
+    /// A published bundle's files that are not JSON.
+    #[error(transparent)]
+    FilesJson(ProtocolError),
+    /// A published bundle's files that are not an object.
+    #[error("bundle files are not an object")]
+    FilesNotAnObject,
+    /// A published bundle's file that is not text.
+    #[error("bundle file {0} is not text")]
+    FileNotText(String),
+    /// No policy version was ever activated.
+    #[error("no policy version was ever activated")]
+    NeverActivated,
+    /// The active policy version is not published.
+    #[error("active policy {0} is not published")]
+    ActiveUnpublished(String),
+    /// The active policy's bundle no longer loads.
+    #[error("policy {version}: {source}")]
+    ActiveBundle {
+        /// The active version.
+        version: String,
+        /// Why it does not load.
+        source: PolicyError,
+    },
 }

@@ -25,8 +25,8 @@ use tollgate_protocol::{
 };
 
 use super::{
-    AuthFailure, Gateway, IntentError, Intents, Requirement, Skew, StartError, View, budget,
-    commit, resources,
+    AuthFailure, CoreError, Gateway, IntentError, Intents, Requirement, Skew, StartError, View,
+    budget, commit, resources,
 };
 
 /// An intent's answer: its ledger entry.
@@ -708,13 +708,16 @@ impl<L: Ledger> Intents<'_, L> {
                     self.ledger.release(&key).await?;
                     report.released += 1;
                 }
-                Err(reason) => {
+                Err(e) => {
                     let charges = parse(&body)
                         .ok()
                         .and_then(|v| budget::charges_from(member(&v, &["charges"])))
                         .unwrap_or_default();
                     stuck.insert(key.clone(), charges);
-                    report.unfinished.push(Unfinished { key, reason });
+                    report.unfinished.push(Unfinished {
+                        key,
+                        reason: e.to_string(),
+                    });
                 }
             }
         }
@@ -730,25 +733,21 @@ impl<L: Ledger> Intents<'_, L> {
 
     /// Finishes one reservation; `Ok(false)` if its entry turned out to
     /// exist already.
-    async fn finish(&self, key: &str, body: &[u8]) -> Result<bool, String> {
-        let record = parse(body).map_err(|e| format!("the stored decision is unreadable: {e}"))?;
+    async fn finish(&self, key: &str, body: &[u8]) -> Result<bool, CoreError> {
+        let record = parse(body).map_err(CoreError::StoredDecision)?;
         if member(&record, &["intent"]).is_some() {
             return self.approvals().finish_execution(key, &record).await;
         }
         let Some(Value::Object(mut draft)) = member(&record, &["draft"]).cloned() else {
-            return Err(
-                "the reservation holds no decision (written by an older version); finish it by hand"
-                    .into(),
-            );
+            return Err(CoreError::NoStoredDecision);
         };
-        let charges = budget::charges_from(member(&record, &["charges"]))
-            .ok_or("the stored budget charges are unreadable")?;
+        let charges =
+            budget::charges_from(member(&record, &["charges"])).ok_or(CoreError::StoredCharges)?;
         let subject = draft
             .get("subject")
             .cloned()
-            .ok_or("the stored decision has no subject")?;
-        let envelope = IntentEnvelope::from_value(subject)
-            .map_err(|e| format!("the stored intent is unreadable: {e}"))?;
+            .ok_or(CoreError::NoStoredSubject)?;
+        let envelope = IntentEnvelope::from_value(subject).map_err(CoreError::StoredIntent)?;
         let policy = draft
             .get("policy_version")
             .and_then(Value::as_str)
@@ -762,7 +761,7 @@ impl<L: Ledger> Intents<'_, L> {
             .signer
             .sign(Domain::Receipt, &sealed)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(CoreError::Sign)?;
         match self
             .ledger
             .append_spending(sealed, signature, Some(key), spend.clone())
@@ -778,7 +777,7 @@ impl<L: Ledger> Intents<'_, L> {
                 tollgate_ledger::Error::DuplicateKey(_)
                 | tollgate_ledger::Error::DuplicateReceipt(_),
             ) => Ok(false),
-            Err(e) => Err(format!("the receipt could not be appended: {e}")),
+            Err(e) => Err(CoreError::NotAppended(e)),
         }
     }
 
@@ -791,10 +790,9 @@ impl<L: Ledger> Intents<'_, L> {
         envelope: &IntentEnvelope,
         policy: String,
         key: &str,
-    ) -> Result<tollgate_protocol::Outcome, String> {
+    ) -> Result<tollgate_protocol::Outcome, CoreError> {
         let call = self
-            .upstream(&envelope.intent.action)
-            .map_err(|e| e.to_string())?
+            .upstream(&envelope.intent.action)?
             .commit(policy, key, envelope)
             .await;
         if !call.answered {
@@ -805,7 +803,7 @@ impl<L: Ledger> Intents<'_, L> {
                 .and_then(Value::as_str)
                 .unwrap_or("no answer")
                 .to_owned();
-            return Err(format!("the upstream did not answer the retry: {why}"));
+            return Err(CoreError::NoRetryAnswer(why));
         }
         Ok(call.outcome)
     }

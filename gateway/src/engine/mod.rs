@@ -59,7 +59,8 @@ use crate::observe::Metrics;
 
 pub use approvals::{ApprovalInfo, Decided, IntentState, MAX_LISTED, Quorum, Requirement};
 pub use error::{
-    ApprovalError, AuthFailure, CoreError, IntentError, RegistryError, Skew, StartError,
+    ApprovalError, AuthFailure, CoreError, IntentError, RecordedError, RegistryError, Skew,
+    StartError,
 };
 pub use intents::{Recovery, Submitted, Unfinished, identity};
 pub use registry::{Changed, DelegationInfo, PolicyList, ReviewerInfo};

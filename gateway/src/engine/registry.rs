@@ -16,7 +16,7 @@ use tollgate_protocol::{
 };
 use tollgate_signer::Keyring;
 
-use super::{Policies, Registry, RegistryError, Seed, StartError, View};
+use super::{Policies, RecordedError, Registry, RegistryError, Seed, StartError, View};
 use crate::limits::{MAX_BUNDLE_FILES, MAX_BUNDLE_PATH};
 
 /// The registries' own state: nothing outside this module opens it.
@@ -75,21 +75,31 @@ pub struct PolicyList {
 
 impl View {
     /// The view of the registries as recorded in the ledger.
-    pub(crate) fn from_recorded(state: &RegistryState, alg: HashAlg) -> Result<Self, String> {
+    pub(crate) fn from_recorded(
+        state: &RegistryState,
+        alg: HashAlg,
+    ) -> Result<Self, RecordedError> {
         let mut issuers = BTreeMap::new();
         for (kid, bytes) in &state.issuers {
             let jwk = parse(bytes)
                 .and_then(|v| Jwk::from_value(&v, ""))
-                .map_err(|e| format!("issuer {kid}: {e}"))?;
+                .map_err(|source| RecordedError::Issuer {
+                    kid: kid.clone(),
+                    source,
+                })?;
             issuers.insert(kid.clone(), jwk);
         }
         let mut tokens = BTreeMap::new();
         let mut parsed = BTreeMap::new();
         for (id, bytes) in &state.delegations {
-            let t = parse(bytes)
-                .map_err(|e| e.to_string())
-                .and_then(|v| Token::from_value(&v).map_err(|e| e.to_string()))
-                .map_err(|e| format!("delegation {id}: {e}"))?;
+            let v = parse(bytes).map_err(|source| RecordedError::DelegationJson {
+                id: id.clone(),
+                source,
+            })?;
+            let t = Token::from_value(&v).map_err(|source| RecordedError::Delegation {
+                id: id.clone(),
+                source,
+            })?;
             parsed.insert(id.clone(), t);
             tokens.insert(id.clone(), bytes.clone());
         }
@@ -98,15 +108,19 @@ impl View {
             let attrs = parse(bytes)
                 .ok()
                 .and_then(|v| v.as_object().cloned())
-                .ok_or_else(|| format!("resource {r}: attributes are not an object"))?;
+                .ok_or_else(|| RecordedError::Resource(r.clone()))?;
             resources.insert(r.clone(), attrs);
         }
         let mut reviewers = BTreeMap::new();
         for (id, bytes) in &state.reviewers {
-            let r = parse(bytes)
-                .map_err(|e| e.to_string())
-                .and_then(|v| Reviewer::from_value(&v))
-                .map_err(|e| format!("reviewer {id}: {e}"))?;
+            let v = parse(bytes).map_err(|source| RecordedError::ReviewerJson {
+                id: id.clone(),
+                source,
+            })?;
+            let r = Reviewer::from_value(&v).map_err(|source| RecordedError::Reviewer {
+                id: id.clone(),
+                source,
+            })?;
             reviewers.insert(id.clone(), r);
         }
         let mut published = BTreeMap::new();
@@ -114,13 +128,14 @@ impl View {
             published.insert(version.clone(), Arc::new(files_of(bytes)?));
         }
         let stack = state.policy_stack();
-        let active = stack
-            .last()
-            .ok_or_else(|| "no policy version was ever activated".to_owned())?;
+        let active = stack.last().ok_or(RecordedError::NeverActivated)?;
         let files = published
             .get(active)
-            .ok_or_else(|| format!("active policy {active} is not published"))?;
-        let bundle = Bundle::from_files(files).map_err(|e| format!("policy {active}: {e}"))?;
+            .ok_or_else(|| RecordedError::ActiveUnpublished(active.clone()))?;
+        let bundle = Bundle::from_files(files).map_err(|source| RecordedError::ActiveBundle {
+            version: active.clone(),
+            source,
+        })?;
         let mut view = Self {
             bundle: Arc::new(bundle),
             snapshot: Arc::new({
@@ -171,16 +186,14 @@ impl View {
 }
 
 /// A bundle's files from the canonical bytes of `{path: text}`.
-fn files_of(bytes: &[u8]) -> Result<BTreeMap<String, String>, String> {
-    let v = parse(bytes).map_err(|e| e.to_string())?;
-    let o = v
-        .as_object()
-        .ok_or_else(|| "bundle files are not an object".to_owned())?;
+fn files_of(bytes: &[u8]) -> Result<BTreeMap<String, String>, RecordedError> {
+    let v = parse(bytes).map_err(RecordedError::FilesJson)?;
+    let o = v.as_object().ok_or(RecordedError::FilesNotAnObject)?;
     o.iter()
         .map(|(k, v)| {
             v.as_str()
                 .map(|t| (k.to_owned(), t.to_owned()))
-                .ok_or_else(|| format!("bundle file {k} is not text"))
+                .ok_or_else(|| RecordedError::FileNotText(k.to_owned()))
         })
         .collect()
 }

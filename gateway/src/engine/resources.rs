@@ -142,9 +142,63 @@ pub struct Read {
     pub record: Object,
 }
 
+/// Why a resource's attributes could not be read at the target: the
+/// intent is refused with `503 resource-unavailable`, nothing recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// The lookup's task was aborted (it panicked or was cancelled).
+    #[error("the lookup at {url} was aborted: {source}")]
+    Aborted {
+        /// The URL looked up.
+        url: String,
+        /// Why.
+        source: tokio::task::JoinError,
+    },
+    /// The target did not answer in time.
+    #[error("{url} did not answer within {timeout:?}")]
+    Timeout {
+        /// The URL looked up.
+        url: String,
+        /// The time allowed.
+        timeout: Duration,
+    },
+    /// The target cannot be reached, or its answer not read.
+    #[error("{url} cannot be reached: {source}")]
+    Unreachable {
+        /// The URL looked up.
+        url: String,
+        /// Why.
+        source: ureq::Error,
+    },
+    /// The target answered 200 with JSON that is not an object.
+    #[error("{url} answered {found}, not a JSON object of attributes")]
+    NotAnObject {
+        /// The URL looked up.
+        url: String,
+        /// The JSON type it answered.
+        found: &'static str,
+    },
+    /// The target answered 200 with a body that is not I-JSON.
+    #[error("{url} answered 200 with a body that is not I-JSON: {source}")]
+    NotIJson {
+        /// The URL looked up.
+        url: String,
+        /// Why.
+        source: tollgate_protocol::Error,
+    },
+    /// The target answered another status than 200 or 404.
+    #[error("{url} answered {status}")]
+    Status {
+        /// The URL looked up.
+        url: String,
+        /// Its status.
+        status: u16,
+    },
+}
+
 /// Looks one resource up: `GET url` within `timeout`. The error says why
 /// the attributes could not be read.
-pub async fn look_up(url: String, timeout: Duration, intent_id: &str) -> Result<Read, String> {
+pub async fn look_up(url: String, timeout: Duration, intent_id: &str) -> Result<Read, LookupError> {
     let intent_id = intent_id.to_owned();
     let target = url.clone();
     let answer = crate::outbound::exchange(timeout, MAX_UPSTREAM_ANSWER, move |agent| {
@@ -155,28 +209,33 @@ pub async fn look_up(url: String, timeout: Duration, intent_id: &str) -> Result<
             .call()
     })
     .await
-    .map_err(|e| format!("the lookup at {url} was aborted: {e}"))?;
+    .map_err(|source| LookupError::Aborted {
+        url: url.clone(),
+        source,
+    })?;
     let (status, bytes) = answer.map_err(|e| match e {
-        ureq::Error::Timeout(_) => format!("{url} did not answer within {timeout:?}"),
-        other => format!("{url} cannot be reached: {other}"),
+        ureq::Error::Timeout(_) => LookupError::Timeout {
+            url: url.clone(),
+            timeout,
+        },
+        source => LookupError::Unreachable {
+            url: url.clone(),
+            source,
+        },
     })?;
     let attributes = match status {
         200 => match tollgate_protocol::parse(&bytes) {
             Ok(Value::Object(o)) => Some(o),
             Ok(other) => {
-                return Err(format!(
-                    "{url} answered {}, not a JSON object of attributes",
-                    other.type_name()
-                ));
+                return Err(LookupError::NotAnObject {
+                    url,
+                    found: other.type_name(),
+                });
             }
-            Err(e) => {
-                return Err(format!(
-                    "{url} answered 200 with a body that is not I-JSON: {e}"
-                ));
-            }
+            Err(source) => return Err(LookupError::NotIJson { url, source }),
         },
         404 => None,
-        other => return Err(format!("{url} answered {other}")),
+        status => return Err(LookupError::Status { url, status }),
     };
     let mut record = Object::new();
     record.insert("url", url.into());

@@ -431,16 +431,12 @@ async fn deliver_one<L: Ledger>(
 async fn lines_of<L: Ledger>(
     g: &Gateway<L>,
     events: &[OutboxEvent],
-) -> Result<BTreeMap<u64, Vec<u8>>, String> {
+) -> Result<BTreeMap<u64, Vec<u8>>, tollgate_ledger::Error> {
     let (Some(first), Some(last)) = (events.first(), events.last()) else {
         return Ok(BTreeMap::new());
     };
     let count = u32::try_from(last.seq - first.seq + 1).unwrap_or(u32::MAX);
-    let lines = g
-        .ledger
-        .lines(first.seq, count)
-        .await
-        .map_err(|e| e.to_string())?;
+    let lines = g.ledger.lines(first.seq, count).await?;
     Ok(lines
         .into_iter()
         .enumerate()
