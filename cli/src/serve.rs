@@ -104,6 +104,13 @@ pub fn run(r: ServiceConfig) -> Result<String, CliError> {
                 "sandbox receipts signed by kid {kid} (a published test key: never trust them elsewhere); http targets simulated"
             );
         }
+        match s.descriptors {
+            Some(fds) => println!(
+                "connections at most {} (file descriptor limit {fds})",
+                s.connections
+            ),
+            None => println!("connections at most {}", s.connections),
+        }
         for u in &s.unfinished {
             eprintln!("reservation {} not finished: {}", u.key, u.reason);
         }

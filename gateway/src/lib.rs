@@ -264,6 +264,8 @@ async fn start<L: tollgate_ledger::Ledger>(
             settings.max_body
         },
         drain: http::Drain::default(),
+        waits: http::Waits::default(),
+        slots: Default::default(),
     })
 }
 

@@ -80,6 +80,17 @@ pub const SHUTDOWN_TASKS_MS: u64 = 1_000;
 pub const MAX_APPROVAL_BODY: usize = 16 * 1024;
 /// Longest `?wait=` of `GET /v1/intents/{agent}/{intent_id}`, seconds.
 pub const MAX_WAIT_SECONDS: u64 = 60;
+/// Most long-polls (`?wait=`) one client address may hold at once; the
+/// gateway's total is a quarter of its connections.
+pub const MAX_WAITS_PER_ADDRESS: usize = 16;
+/// `Retry-After` seconds of a long-poll refused for its bound.
+pub const WAITS_RETRY_AFTER: u32 = 5;
+/// File descriptors kept back from connections: the ledger, logs, key
+/// files, outbound calls (targets, webhooks, lookups, witnesses).
+pub const RESERVED_DESCRIPTORS: u64 = 128;
+/// Fewest connections the descriptor limit must leave room for, or the
+/// gateway refuses to start.
+pub const MIN_CONNECTIONS: usize = 16;
 /// Default interval of the approval expiry sweeper, milliseconds
 /// (`--expiry-interval-ms`).
 pub const DEFAULT_EXPIRY_INTERVAL_MS: u64 = 1_000;

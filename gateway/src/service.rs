@@ -128,6 +128,10 @@ pub struct Started {
     pub demo: Option<PathBuf>,
     /// In the sandbox, the kid of its published receipt key.
     pub sandbox_kid: Option<String>,
+    /// Most connections served at once, fitted to the descriptor limit.
+    pub connections: usize,
+    /// The process's file descriptor limit, where the system states one.
+    pub descriptors: Option<u64>,
     /// Reservations the start's recovery could not finish.
     pub unfinished: Vec<Unfinished>,
     /// The base URL it listens on.
@@ -226,7 +230,7 @@ pub async fn signals() {
 }
 
 async fn start_app<L: Ledger>(
-    app: http::App<L>,
+    mut app: http::App<L>,
     config: ServiceConfig,
     created: Vec<PathBuf>,
 ) -> Result<Running, Error> {
@@ -239,6 +243,8 @@ async fn start_app<L: Ledger>(
         checkpoints,
         ..
     } = config;
+    let (connections, descriptors) = connections.fit_to_descriptors()?;
+    app.waits = http::Waits::for_connections(connections.max);
     let gateway = app.gateway.clone();
     let checkpointer = gateway
         .checkpoints()
@@ -280,6 +286,8 @@ async fn start_app<L: Ledger>(
                 .to_owned()
         }),
         unfinished: gateway.intents().unfinished(),
+        connections: connections.max,
+        descriptors,
         url: format!("{}://{local}", if tls.is_some() { "https" } else { "http" }),
     };
     let stop = CancellationToken::new();

@@ -74,12 +74,46 @@ impl Gateway {
 
     /// [`Gateway::spawn`] with more environment variables.
     pub fn spawn_env(data: &Path, args: &[&str], env: &[(&str, String)]) -> (Child, String) {
+        let (child, url, _) = Self::spawn_in(Command::new(bin("tollgate")), data, args, env);
+        (child, url)
+    }
+
+    /// Starts on a fresh demo data folder with `args`, the process under a
+    /// file descriptor limit of `nofile` (soft and hard, as `ulimit -n`
+    /// sets it); also returns what it printed before it listened.
+    pub fn start_with_nofile(nofile: u32, args: &[&str]) -> (Self, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        init_demo(&data);
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+            .arg(bin("tollgate"));
+        let (child, url, printed) = Self::spawn_in(sh, &data, args, &[]);
+        let mut g = Gateway {
+            child,
+            url,
+            dir,
+            seeded: 0,
+        };
+        g.seeded = g.head_seq();
+        (g, printed)
+    }
+
+    /// Runs `command serve` on `data` and waits until it listens; returns
+    /// the process, its URL and the lines it printed before.
+    fn spawn_in(
+        mut command: Command,
+        data: &Path,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> (Child, String, Vec<String>) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(data.with_file_name("gateway.log"))
             .unwrap();
-        let mut child = Command::new(bin("tollgate"))
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
             .args(args)
@@ -89,6 +123,7 @@ impl Gateway {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut printed = Vec::new();
         let url = loop {
             let line = lines
                 .next()
@@ -97,10 +132,11 @@ impl Gateway {
             if let Some(addr) = line.strip_prefix("listening on ") {
                 break addr.to_owned();
             }
+            printed.push(line);
         };
         // Keep draining stdout so the gateway never blocks on it.
         std::thread::spawn(move || for _ in lines {});
-        (child, url)
+        (child, url, printed)
     }
 
     /// Kills the process and starts a new one on the same data folder.

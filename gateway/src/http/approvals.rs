@@ -138,6 +138,7 @@ async fn decide<L: Ledger>(
 async fn intent<L: Ledger>(
     _: ReadAuth,
     State(app): State<Arc<App<L>>>,
+    peer: Option<axum::Extension<super::Peer>>,
     UrlPath((agent, intent_id)): UrlPath<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -166,6 +167,15 @@ async fn intent<L: Ledger>(
             }
         }
     }
+    let _waiting = if wait > 0 {
+        let peer = peer.map(|axum::Extension(super::Peer(ip))| ip);
+        Some(app.waits.enter(peer).map_err(|refused| match refused {
+            super::waits::Refused::Address(n) => ApiError::TooManyWaits(n),
+            super::waits::Refused::Total(n) => ApiError::WaitsFull(n),
+        })?)
+    } else {
+        None
+    };
     let state = app
         .gateway
         .approvals()

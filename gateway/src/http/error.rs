@@ -57,6 +57,8 @@ pub const PROBLEM_TYPES: &[(&str, &str)] = &[
     ("invalid-query", "Invalid query"),
     ("not-ready", "Not ready"),
     ("shutting-down", "Gateway shutting down"),
+    ("too-many-waits", "Too many waits from this address"),
+    ("waits-full", "No room to wait"),
     ("unauthorized", "Bearer token required"),
     ("invalid-delegation", "Invalid delegation token"),
     ("expired-delegation", "Delegation expired"),
@@ -180,6 +182,16 @@ pub enum ApiError {
         "the gateway is shutting down: nothing was read or decided; send the request again (to another instance, or once this one is back)"
     )]
     ShuttingDown,
+    /// The client's address already holds its share of long-polls.
+    #[error(
+        "this address already waits on {0} intents, the most one address may; ask without wait, or once one of those has answered"
+    )]
+    TooManyWaits(usize),
+    /// The gateway already holds its total of long-polls.
+    #[error(
+        "the gateway already holds {0} waiting requests, the most it keeps; ask without wait, or again after Retry-After"
+    )]
+    WaitsFull(usize),
     /// The admin token is missing or wrong.
     #[error("the registry API takes the bearer token in DATA_DIR/admin.token")]
     Unauthorized,
@@ -431,6 +443,8 @@ impl ApiError {
             Self::InvalidQuery(_) => (S::BAD_REQUEST, "invalid-query", None),
             Self::NotReady(_) => (S::SERVICE_UNAVAILABLE, "not-ready", None),
             Self::ShuttingDown => (S::SERVICE_UNAVAILABLE, "shutting-down", None),
+            Self::TooManyWaits(_) => (S::TOO_MANY_REQUESTS, "too-many-waits", None),
+            Self::WaitsFull(_) => (S::SERVICE_UNAVAILABLE, "waits-full", None),
             Self::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method-not-allowed", None),
             Self::Unauthorized | Self::ReadUnauthorized => (S::UNAUTHORIZED, "unauthorized", None),
             Self::InvalidRequest { pointer, .. } => (
@@ -515,6 +529,12 @@ impl IntoResponse for ApiError {
             r.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(IN_FLIGHT_RETRY_AFTER),
+            );
+        }
+        if matches!(self, Self::TooManyWaits(_) | Self::WaitsFull(_)) {
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(crate::limits::WAITS_RETRY_AFTER),
             );
         }
         if matches!(self, Self::ShuttingDown) {

@@ -1,8 +1,11 @@
 //! The accept loop, for HTTP and HTTPS alike: what a slow or hostile
 //! client can hold is bounded.
 //!
-//! - At most [`Connections::max`] connections are served at once; beyond
-//!   that, new ones wait in the kernel's backlog until one closes.
+//! - At most [`Connections::max`] connections are served at once. When
+//!   all are taken, a newcomer takes the slot of the connection doing
+//!   nothing the longest (closing, idle, or still sending its header; see
+//!   [`super::slots`]); only while every connection has a request in
+//!   progress do new ones wait in the kernel's backlog.
 //! - A TLS handshake must finish within [`Connections::handshake`].
 //! - A request's header must arrive within [`Connections::header`] of the
 //!   moment the server starts waiting for it — which is also how long an
@@ -26,10 +29,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tollgate_ledger::Ledger;
 
-use super::{App, router};
+use super::slots::{BusyBody, Slot, Slots};
+use super::{App, Peer, router};
 
 /// Bounds on connections.
 #[derive(Clone, Copy, Debug)]
@@ -52,6 +55,50 @@ impl Default for Connections {
             header: Duration::from_millis(DEFAULT_HEADER_TIMEOUT_MS),
             handshake: Duration::from_millis(DEFAULT_HANDSHAKE_TIMEOUT_MS),
         }
+    }
+}
+
+impl Connections {
+    /// These bounds fitted to the process's file descriptor limit: the
+    /// soft limit is raised to the hard one where the system allows, and
+    /// [`Connections::max`] lowered to what the limit leaves after
+    /// [`crate::limits::RESERVED_DESCRIPTORS`] (a listener that accepts
+    /// more connections than it has descriptors for fails every accept and
+    /// every outbound call alike). Returns the fitted bounds and the
+    /// descriptor limit; refuses a limit that leaves fewer than
+    /// [`crate::limits::MIN_CONNECTIONS`].
+    pub fn fit_to_descriptors(self) -> Result<(Self, Option<u64>), crate::Error> {
+        use crate::limits::{MIN_CONNECTIONS, RESERVED_DESCRIPTORS};
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let mut limit = getrlimit(Resource::Nofile);
+        if let (Some(soft), hard) = (limit.current, limit.maximum) {
+            let want = hard.unwrap_or(u64::MAX).min(1 << 20);
+            if want > soft {
+                let raised = rustix::process::Rlimit {
+                    current: Some(want),
+                    maximum: hard,
+                };
+                if setrlimit(Resource::Nofile, raised).is_ok() {
+                    limit = getrlimit(Resource::Nofile);
+                }
+            }
+        }
+        let Some(soft) = limit.current else {
+            return Ok((self, None));
+        };
+        let room = usize::try_from(soft.saturating_sub(RESERVED_DESCRIPTORS)).unwrap_or(usize::MAX);
+        if room < MIN_CONNECTIONS {
+            return Err(crate::Error::Config(format!(
+                "the file descriptor limit ({soft}) leaves room for {room} connections once {RESERVED_DESCRIPTORS} are kept for the ledger and outbound calls; at least {MIN_CONNECTIONS} are needed: raise it (ulimit -n)"
+            )));
+        }
+        Ok((
+            Self {
+                max: self.max.min(room),
+                ..self
+            },
+            Some(soft),
+        ))
     }
 }
 
@@ -79,41 +126,65 @@ pub async fn serve<L: Ledger>(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use crate::limits::{SHUTDOWN_CLOSE_MS, SHUTDOWN_DRAIN_MS, SHUTDOWN_QUIET_MS};
-    let service = router(app.clone());
+    let router = router(app.clone());
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let slots = Arc::new(Semaphore::new(limits.max.max(1)));
+    let slots = Slots::new(limits.max);
+    let _ = app.slots.0.set(slots.clone());
     let closing = tokio_util::sync::CancellationToken::new();
     let mut backoff = Duration::from_millis(10);
-    let spawn = |(tcp, permit): (tokio::net::TcpStream, OwnedSemaphorePermit)| {
-        let service = service.clone();
+    let spawn = |(tcp, peer, slot): (tokio::net::TcpStream, std::net::SocketAddr, Slot)| {
+        let router = router.clone();
         let acceptor = acceptor.clone();
         let closing = closing.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            let service = hyper_util::service::TowerToHyperService::new(service);
+            let activity = slot.activity.clone();
+            // Each request is marked busy from its head to its answer's
+            // last byte, and carries the peer's address.
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+                let busy = activity.busy();
+                req.extensions_mut().insert(Peer(peer.ip()));
+                let answer =
+                    tower::ServiceExt::oneshot(router.clone(), req.map(axum::body::Body::new));
+                async move {
+                    let r = answer.await?;
+                    Ok::<_, std::convert::Infallible>(r.map(|b| BusyBody::new(b, busy)))
+                }
+            });
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(limits.header);
-            match acceptor {
-                None => {
-                    let mut tcp = tcp;
-                    let conn =
-                        http.serve_connection(hyper_util::rt::TokioIo::new(&mut tcp), service);
-                    until_closed(conn, &closing).await;
-                    linger(&mut tcp).await;
+            let cut = slot.cut.clone();
+            let served = async {
+                match acceptor {
+                    None => {
+                        let mut tcp = tcp;
+                        let conn =
+                            http.serve_connection(hyper_util::rt::TokioIo::new(&mut tcp), service);
+                        until_closed(conn, &closing).await;
+                        slot.activity.closing();
+                        linger(&mut tcp).await;
+                    }
+                    Some(acceptor) => {
+                        let Ok(Ok(mut stream)) =
+                            tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await
+                        else {
+                            return;
+                        };
+                        let conn = http
+                            .serve_connection(hyper_util::rt::TokioIo::new(&mut stream), service);
+                        until_closed(conn, &closing).await;
+                        slot.activity.closing();
+                        linger(&mut stream).await;
+                    }
                 }
-                Some(acceptor) => {
-                    let Ok(Ok(mut stream)) =
-                        tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await
-                    else {
-                        return;
-                    };
-                    let conn =
-                        http.serve_connection(hyper_util::rt::TokioIo::new(&mut stream), service);
-                    until_closed(conn, &closing).await;
-                    linger(&mut stream).await;
-                }
+            };
+            // Cut to make room: the connection is dropped where it stands
+            // (it had no request in progress).
+            tokio::select! {
+                () = served => {}
+                () = cut.cancelled() => {}
             }
+            drop(slot);
         });
     };
     let mut shutdown = std::pin::pin!(shutdown);
@@ -141,24 +212,24 @@ pub async fn serve<L: Ledger>(
     // Connections the kernel already queued are taken (and answered 503)
     // first: closing a listener with a queue resets them.
     loop {
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
+        let Some(slot) = slots.try_take() else {
             break;
         };
         match futures_util::FutureExt::now_or_never(listener.accept()) {
-            Some(Ok((tcp, _))) => {
+            Some(Ok((tcp, peer))) => {
                 let _ = tcp.set_nodelay(true);
-                spawn((tcp, permit));
+                spawn((tcp, peer, slot));
             }
             _ => break,
         }
     }
     drop(listener);
     closing.cancel();
-    let all = u32::try_from(limits.max.max(1)).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(
-        Duration::from_millis(SHUTDOWN_CLOSE_MS),
-        slots.acquire_many(all),
-    )
+    let _ = tokio::time::timeout(Duration::from_millis(SHUTDOWN_CLOSE_MS), async {
+        while slots.held() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
     .await;
     Ok(())
 }
@@ -168,23 +239,26 @@ pub async fn serve<L: Ledger>(
 /// spinning.
 async fn accept(
     listener: &tokio::net::TcpListener,
-    slots: &Arc<Semaphore>,
+    slots: &Arc<Slots>,
     backoff: &mut Duration,
-) -> (tokio::net::TcpStream, OwnedSemaphorePermit) {
+) -> (tokio::net::TcpStream, std::net::SocketAddr, Slot) {
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            // INVARIANT: the semaphore is never closed.
-            std::future::pending::<()>().await;
-            continue;
-        };
+        // Accepts only when a slot can be had, so that a listener whose
+        // every connection is at work leaves newcomers in the backlog; the
+        // slot is taken after the accept, so that nobody is cut for a
+        // connection that has not come.
+        slots.ready().await;
         match listener.accept().await {
-            Ok((tcp, _)) => {
+            Ok((tcp, peer)) => {
                 *backoff = Duration::from_millis(10);
                 let _ = tcp.set_nodelay(true);
-                return (tcp, permit);
+                let slot = match slots.try_take() {
+                    Some(slot) => slot,
+                    None => slots.take().await,
+                };
+                return (tcp, peer, slot);
             }
             Err(_) => {
-                drop(permit);
                 tokio::time::sleep(*backoff).await;
                 *backoff = (*backoff * 2).min(Duration::from_secs(1));
             }

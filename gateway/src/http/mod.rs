@@ -10,6 +10,8 @@ mod error;
 mod listen;
 mod log;
 mod middleware;
+mod slots;
+mod waits;
 mod webhooks;
 
 use std::sync::Arc;
@@ -31,6 +33,12 @@ use crate::limits::{DEFAULT_PAGE, EXPORT_PAGE, MAX_PAGE};
 pub use error::{ApiError, InternalCause, PROBLEM_PREFIX, PROBLEM_TYPES};
 pub use listen::{Connections, serve};
 pub use middleware::LogFields;
+pub use waits::Waits;
+
+/// The address a request came from (set by the listener; absent in
+/// requests served without one, which count as one unknown address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer(pub std::net::IpAddr);
 
 /// What the HTTP layer holds: the engine and its own settings.
 pub struct App<L: Ledger> {
@@ -46,7 +54,16 @@ pub struct App<L: Ledger> {
     pub body_timeout: std::time::Duration,
     /// Requests in progress, and whether the service is stopping.
     pub drain: Drain,
+    /// Long-polls waiting now, bounded per address and in total.
+    pub waits: Waits,
+    /// The listener's connection slots, once it serves (for `/metrics`).
+    pub slots: Listening,
 }
+
+/// The connection slots of the listener serving an [`App`], once it
+/// serves.
+#[derive(Default)]
+pub struct Listening(std::sync::OnceLock<Arc<slots::Slots>>);
 
 /// Requests in progress, and whether the service is stopping: once it is,
 /// every new request is answered `503 shutting-down` (see
@@ -370,12 +387,26 @@ async fn metrics<L: Ledger>(State(app): State<Arc<App<L>>>) -> Response {
     let ledger = app.gateway.ledger();
     let head = ledger.head().await.map(|h| h.seq).unwrap_or(0);
     let stats = ledger.stats();
+    let mut text = app
+        .gateway
+        .metrics()
+        .render(head, stats.groups, stats.appends);
+    if let Some(slots) = app.slots.0.get() {
+        text.push_str(&format!(
+            "# HELP tollgate_connections Connections holding a slot.\n# TYPE tollgate_connections gauge\ntollgate_connections {}\n\
+             # HELP tollgate_connections_cut_total Connections without a request in progress cut to make room for a new one.\n# TYPE tollgate_connections_cut_total counter\ntollgate_connections_cut_total {}\n",
+            slots.held(),
+            slots.cut()
+        ));
+    }
+    text.push_str(&format!(
+        "# HELP tollgate_waits Long-polls waiting.\n# TYPE tollgate_waits gauge\ntollgate_waits {}\n",
+        app.waits.waiting()
+    ));
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.gateway
-            .metrics()
-            .render(head, stats.groups, stats.appends),
+        text,
     )
         .into_response()
 }

@@ -79,6 +79,8 @@ async fn harness_with(upstreams: Upstreams) -> Harness {
             max_body: 4096,
             body_timeout: std::time::Duration::from_millis(300),
             drain: crate::http::Drain::default(),
+            waits: crate::http::Waits::new(2, 3),
+            slots: Default::default(),
         }),
         ledger: w.ledger,
         agent: w.agent,
@@ -1264,6 +1266,35 @@ async fn approval_problems(h: &Harness) -> (BTreeSet<String>, u64) {
         404,
         "unknown-intent",
     );
+    // Long-polls: this (address-less) client's share is 2, the total 3.
+    let mine = [
+        h.app.waits.enter(None).unwrap(),
+        h.app.waits.enter(None).unwrap(),
+    ];
+    let waiting = h
+        .call(
+            Method::GET,
+            "/v1/intents/agent-demo/esc-1?wait=1",
+            &[],
+            vec![],
+        )
+        .await;
+    expect(&waiting, 429, "too-many-waits");
+    assert_eq!(waiting.headers.get("retry-after").unwrap(), "5");
+    let other = h.app.waits.enter(Some([10, 0, 0, 9].into())).unwrap();
+    expect(
+        &h.call(
+            Method::GET,
+            "/v1/intents/agent-demo/esc-1?wait=1",
+            &[],
+            vec![],
+        )
+        .await,
+        503,
+        "waits-full",
+    );
+    drop((mine, other));
+    assert_eq!(h.app.waits.waiting(), 0);
     expect(
         &h.call(Method::GET, "/v1/approvals?status=maybe", &[], vec![])
             .await,

@@ -1,0 +1,163 @@
+//! Nobody can fill the listener: connections that do nothing are cut for
+//! newcomers, long-polls are bounded per address and in total, and the
+//! number of connections follows the descriptor limit.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use tollgate_tests::gateway::{Gateway, intent, verdict_of};
+
+/// Well under the slow clients' 60 s (long-polls) or 12 s (header
+/// timeout) that an answer waiting for them would take, and well over
+/// what a loaded machine needs for one intent.
+const PROMPT: Duration = Duration::from_secs(3);
+
+fn connect(g: &Gateway) -> TcpStream {
+    TcpStream::connect(g.url.trim_start_matches("http://")).unwrap()
+}
+
+/// An intent and `/healthz`, each answered within [`PROMPT`].
+fn answers_promptly(g: &Gateway, id: &str) {
+    let started = Instant::now();
+    assert_eq!(g.get("/healthz").0, 200);
+    let (code, _, body, _) = g.post_raw(
+        "application/json",
+        &intent(&g.agent(), id, "order:o-1001", 100, |_| {}),
+        None,
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(verdict_of(&body), "pass");
+    assert!(
+        started.elapsed() < PROMPT,
+        "answered in {:?}: the listener made them wait",
+        started.elapsed()
+    );
+}
+
+/// What each socket has been answered so far: the status line's code, or
+/// 0 for a connection closed without an answer; `None` while it waits.
+fn answered(socks: &mut [TcpStream], seen: &mut [Option<u16>]) {
+    for (s, seen) in socks.iter_mut().zip(seen.iter_mut()) {
+        if seen.is_some() {
+            continue;
+        }
+        let mut buf = [0u8; 1024];
+        match s.read(&mut buf) {
+            Ok(0) => *seen = Some(0),
+            Ok(n) => {
+                let text = String::from_utf8_lossy(&buf[..n]);
+                *seen = Some(text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(1));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => *seen = Some(0),
+        }
+    }
+}
+
+/// Found by the outside review: 1,100 unauthenticated long-polls
+/// (`?wait=60`) held every connection slot for a minute, and intents
+/// timed out.
+#[test]
+fn regression_long_polls_cannot_fill_the_listener() {
+    let g = Gateway::start();
+    let (code, _, body, _) = g.post_raw(
+        "application/json",
+        &intent(&g.agent(), "esc-1", "order:o-1002", 99_900, |_| {}),
+        None,
+    );
+    assert_eq!(code, 200);
+    assert_eq!(verdict_of(&body), "escalate");
+    let mut polls: Vec<TcpStream> = (0..1_100)
+        .map(|_| {
+            let mut s = connect(&g);
+            s.write_all(b"GET /v1/intents/agent-demo/esc-1?wait=60 HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    // One address may hold 16 waits: every other poll is refused at once
+    // (429 with Retry-After), or, once refused and idle, cut for a newer
+    // connection.
+    let mut seen = vec![None; polls.len()];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.iter().filter(|s| s.is_none()).count() > 16 && Instant::now() < deadline {
+        answered(&mut polls, &mut seen);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let waiting = seen.iter().filter(|s| s.is_none()).count();
+    assert_eq!(waiting, 16, "long-polls still waiting");
+    assert!(
+        seen.iter().all(|s| matches!(s, None | Some(429 | 0))),
+        "{seen:?}"
+    );
+    assert!(seen.iter().filter(|s| **s == Some(429)).count() >= 1_000);
+    answers_promptly(&g, "during-polls");
+    // The 16 that wait were not cut: they still wait.
+    answered(&mut polls, &mut seen);
+    assert_eq!(seen.iter().filter(|s| s.is_none()).count(), 16);
+    let metrics = String::from_utf8(g.get("/metrics").1).unwrap();
+    assert!(metrics.contains("\ntollgate_waits 16\n"), "{metrics}");
+}
+
+/// Found by the outside review: 300 slow sockets against a gateway limited
+/// to 256 file descriptors stalled `/healthz` and intents (the listener
+/// allowed 1,024 connections whatever the limit, and accepts failed).
+#[test]
+fn regression_slow_sockets_cannot_starve_a_gateway_short_of_descriptors() {
+    let (g, printed) = Gateway::start_with_nofile(256, &["--header-timeout-ms", "12000"]);
+    assert!(
+        printed
+            .iter()
+            .any(|l| l == "connections at most 128 (file descriptor limit 256)"),
+        "{printed:?}"
+    );
+    // 300 connections that send half a header and stop.
+    let slow: Vec<TcpStream> = (0..300)
+        .map(|_| {
+            let mut s = connect(&g);
+            s.write_all(b"POST /v1/intents HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    answers_promptly(&g, "during-slow-1");
+    answers_promptly(&g, "during-slow-2");
+    let metrics = String::from_utf8(g.get("/metrics").1).unwrap();
+    let cut: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tollgate_connections_cut_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        cut >= 172,
+        "{cut} connections cut for 300 slow ones in 128 slots"
+    );
+    drop(slow);
+}
+
+/// A descriptor limit that leaves no room for connections is refused at
+/// the start, with the way out.
+#[test]
+fn a_descriptor_limit_too_small_is_refused_at_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    tollgate_tests::gateway::init_demo(&data);
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 100 && exec \"$0\" \"$@\"")
+        .arg(tollgate_tests::bin("tollgate"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the file descriptor limit (100) leaves room for 0 connections"),
+        "{err}"
+    );
+    assert!(err.contains("ulimit -n"), "{err}");
+}
