@@ -772,25 +772,65 @@ fn cedar_request(
 /// at midnight UTC.
 pub const DEFAULT_CASE_TIME: &str = "2026-01-01T00:00:00Z";
 
+/// How a bundle's test case failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CaseFailure {
+    /// The case itself cannot be run (what is wrong with it).
+    #[error("{0}")]
+    BadCase(String),
+    /// The intent was refused before any decision, and the case expected
+    /// a decision.
+    #[error("refused before any decision: {0}")]
+    Refused(ShapeError),
+    /// A shape error came, not the one the case names.
+    #[error("expected a shape error containing {want:?}, got: {got}")]
+    OtherShapeError {
+        /// What the case expects the error to contain.
+        want: String,
+        /// The error's text.
+        got: String,
+    },
+    /// The case expects a shape error; the intent fits.
+    #[error("expected a shape error, but the intent fits the action's contract")]
+    NoShapeError,
+    /// The decision differs from the case's.
+    #[error("expected {expect} with rules [{want}], got {verdict} with rules [{got}]{reasons}")]
+    Differs {
+        /// The verdict the case expects.
+        expect: String,
+        /// The rules it expects, comma-separated.
+        want: String,
+        /// The verdict made.
+        verdict: &'static str,
+        /// The rules that fired, comma-separated.
+        got: String,
+        /// Each rule that fired with its reason, one indented line each.
+        reasons: String,
+    },
+}
+
 /// Runs one of a bundle's test cases; the error says what differed. A case
 /// that expects a shape error, and gets it, has no decision (`None`).
-pub fn run_case(bundle: &Bundle, case: &TestCase) -> Result<Option<Decision>, String> {
-    let to_value = |t: &toml::Table| -> Result<Value, String> {
-        let json = serde_json::to_value(t).map_err(|e| e.to_string())?;
-        from_json(&json).ok_or_else(|| "a number out of range".to_owned())
+pub fn run_case(bundle: &Bundle, case: &TestCase) -> Result<Option<Decision>, CaseFailure> {
+    let bad = |why: &str| CaseFailure::BadCase(why.to_owned());
+    let to_value = |t: &toml::Table| -> Result<Value, CaseFailure> {
+        let json = serde_json::to_value(t).map_err(|e| CaseFailure::BadCase(e.to_string()))?;
+        from_json(&json).ok_or_else(|| bad("a number out of range"))
     };
     let intent = to_value(&case.intent)?;
-    let o = intent.as_object().ok_or("intent must be a table")?;
-    let s = |k: &str| -> Result<&str, String> {
+    let o = intent
+        .as_object()
+        .ok_or_else(|| bad("intent must be a table"))?;
+    let s = |k: &str| -> Result<&str, CaseFailure> {
         o.get(k)
             .and_then(Value::as_str)
-            .ok_or_else(|| format!("intent.{k} is missing or not a string"))
+            .ok_or_else(|| CaseFailure::BadCase(format!("intent.{k} is missing or not a string")))
     };
     let empty = Object::new();
     let params = match o.get("params") {
         Some(Value::Object(p)) => p,
         None => &empty,
-        Some(_) => return Err("intent.params must be a table".into()),
+        Some(_) => return Err(bad("intent.params must be a table")),
     };
     let action = s("action")?;
     let shaped = shape_parts(bundle, action, params).and_then(|contract| {
@@ -807,28 +847,31 @@ pub fn run_case(bundle: &Bundle, case: &TestCase) -> Result<Option<Decision>, St
     let expects_shape_error = case.expect == tollgate_policies::SHAPE_ERROR;
     let (contract, confidence) = match (shaped, expects_shape_error) {
         (Ok(c), false) => c,
-        (Err(e), false) => return Err(format!("refused before any decision: {e}")),
+        (Err(e), false) => return Err(CaseFailure::Refused(e)),
         (Err(e), true) => {
             let message = e.to_string();
             return match &case.error {
-                Some(want) if !message.contains(want.as_str()) => Err(format!(
-                    "expected a shape error containing {want:?}, got: {message}"
-                )),
+                Some(want) if !message.contains(want.as_str()) => {
+                    Err(CaseFailure::OtherShapeError {
+                        want: want.clone(),
+                        got: message,
+                    })
+                }
                 _ => Ok(None),
             };
         }
-        (Ok(_), true) => {
-            return Err("expected a shape error, but the intent fits the action's contract".into());
-        }
+        (Ok(_), true) => return Err(CaseFailure::NoShapeError),
     };
     let issued_at = match o.get("issued_at") {
         None => DEFAULT_CASE_TIME,
         Some(v) => v
             .as_str()
-            .ok_or("intent.issued_at must be an RFC 3339 UTC timestamp string")?,
+            .ok_or_else(|| bad("intent.issued_at must be an RFC 3339 UTC timestamp string"))?,
     };
     let issued_at = tollgate_protocol::Timestamp::parse(issued_at).ok_or_else(|| {
-        format!("intent.issued_at {issued_at:?} is not an RFC 3339 UTC timestamp (…Z)")
+        CaseFailure::BadCase(format!(
+            "intent.issued_at {issued_at:?} is not an RFC 3339 UTC timestamp (…Z)"
+        ))
     })?;
     let view = IntentView {
         intent_id: o.get("intent_id").and_then(Value::as_str).unwrap_or("test"),
@@ -840,7 +883,9 @@ pub fn run_case(bundle: &Bundle, case: &TestCase) -> Result<Option<Decision>, St
         time: bundle.time_zone.local(&issued_at),
     };
     let bounds = match &case.delegation {
-        Some(t) => Bounds::from_value(&to_value(t)?).map_err(|e| e.to_string())?,
+        Some(t) => {
+            Bounds::from_value(&to_value(t)?).map_err(|e| CaseFailure::BadCase(e.to_string()))?
+        }
         None => Bounds {
             id: "test-delegation".into(),
             ..Bounds::default()
@@ -865,14 +910,13 @@ pub fn run_case(bundle: &Bundle, case: &TestCase) -> Result<Option<Decision>, St
             .iter()
             .map(|r| format!("\n      {} {}: {}", r.effect.name(), r.id, r.reason))
             .collect();
-        return Err(format!(
-            "expected {} with rules [{}], got {} with rules [{}]{}",
-            case.expect,
-            want.join(", "),
-            decision.verdict.name(),
-            got.join(", "),
-            reasons.concat()
-        ));
+        return Err(CaseFailure::Differs {
+            expect: case.expect.clone(),
+            want: want.join(", "),
+            verdict: decision.verdict.name(),
+            got: got.join(", "),
+            reasons: reasons.concat(),
+        });
     }
     Ok(Some(decision))
 }

@@ -83,7 +83,9 @@ resource = { status = "paid", customer_tier = "gold" }
     let bundle = Bundle::from_files(&files).unwrap();
     let outcome = |name: &str| {
         let case = bundle.tests.iter().find(|c| c.name == name).unwrap();
-        run_case(&bundle, case).map(|d| d.map(|d| d.verdict))
+        run_case(&bundle, case)
+            .map(|d| d.map(|d| d.verdict))
+            .map_err(|e| e.to_string())
     };
     assert_eq!(
         outcome("an amount with a fraction is refused before any decision"),
