@@ -249,7 +249,7 @@ async fn start<L: tollgate_ledger::Ledger>(
             upstreams,
             webhooks: settings.webhooks,
         },
-        move || datadir::seed(&data_dir, seed_policy.as_deref()).map_err(|e| e.to_string()),
+        move || datadir::seed(&data_dir, seed_policy.as_deref()),
         policy,
     )
     .await?;

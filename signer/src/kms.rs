@@ -163,8 +163,9 @@ pub fn public_key_of(spec: &KeySpec, der: &[u8]) -> Result<PublicKey, Error> {
     }
 }
 
-/// The 64-byte `r‖s` form of a DER ECDSA-Sig-Value.
-pub fn ecdsa_raw(der: &[u8]) -> Result<[u8; 64], String> {
+/// The 64-byte `r‖s` form of a DER ECDSA-Sig-Value; `None` if `der` is
+/// not one.
+pub fn ecdsa_raw(der: &[u8]) -> Option<[u8; 64]> {
     fn integer(b: &[u8]) -> Option<(&[u8], &[u8])> {
         let (&tag, rest) = b.split_first()?;
         let (&len, rest) = rest.split_first()?;
@@ -174,16 +175,15 @@ pub fn ecdsa_raw(der: &[u8]) -> Result<[u8; 64], String> {
         }
         Some(rest.split_at(len))
     }
-    let bad = || "not a DER ECDSA signature".to_owned();
-    let (&tag, rest) = der.split_first().ok_or_else(bad)?;
-    let (&len, body) = rest.split_first().ok_or_else(bad)?;
+    let (&tag, rest) = der.split_first()?;
+    let (&len, body) = rest.split_first()?;
     if tag != 0x30 || usize::from(len) != body.len() {
-        return Err(bad());
+        return None;
     }
-    let (r, rest) = integer(body).ok_or_else(bad)?;
-    let (s, rest) = integer(rest).ok_or_else(bad)?;
+    let (r, rest) = integer(body)?;
+    let (s, rest) = integer(rest)?;
     if !rest.is_empty() {
-        return Err(bad());
+        return None;
     }
     let mut out = [0u8; 64];
     for (i, n) in [r, s].into_iter().enumerate() {
@@ -192,11 +192,11 @@ pub fn ecdsa_raw(der: &[u8]) -> Result<[u8; 64], String> {
             n => n,
         };
         if n.len() > 32 {
-            return Err(bad());
+            return None;
         }
         out[i * 32 + 32 - n.len()..(i + 1) * 32].copy_from_slice(n);
     }
-    Ok(out)
+    Some(out)
 }
 
 impl KmsSigner {
@@ -398,7 +398,7 @@ impl KmsSigner {
             .ok_or_else(|| remote(&self.key_id, "signing", "KMS returned no signature"))?;
         match alg {
             Alg::ES256 => Ok(ecdsa_raw(returned.as_ref())
-                .map_err(|e| remote(&self.key_id, "signing", e))?
+                .ok_or_else(|| remote(&self.key_id, "signing", "not a DER ECDSA signature"))?
                 .to_vec()),
             Alg::EdDSA => Ok(returned.as_ref().to_vec()),
         }
@@ -441,7 +441,7 @@ mod tests {
         assert_eq!(&raw[..32], &[0x80; 32]);
         assert_eq!(&raw[32..62], &[0; 30]);
         assert_eq!(&raw[62..], &[1, 2]);
-        assert!(ecdsa_raw(&sig[..sig.len() - 1]).is_err());
-        assert!(ecdsa_raw(&[0x30, 0x00]).is_err());
+        assert!(ecdsa_raw(&sig[..sig.len() - 1]).is_none());
+        assert!(ecdsa_raw(&[0x30, 0x00]).is_none());
     }
 }

@@ -332,14 +332,14 @@ impl<L: Ledger> Gateway<L> {
     /// already. Then reservations left by a crash are finished; one that
     /// cannot be is reported ([`Intents::unfinished`]) and never stops the
     /// start.
-    pub async fn open(
+    pub async fn open<E: std::fmt::Display>(
         parts: Parts<L>,
-        seed: impl FnOnce() -> Result<Seed, String>,
+        seed: impl FnOnce() -> Result<Seed, E>,
         policy: Option<BTreeMap<String, String>>,
     ) -> Result<Arc<Self>, StartError> {
         let mut recorded = parts.ledger.registry().await?;
         if !recorded.seeded {
-            let seed = seed().map_err(StartError::Seed)?;
+            let seed = seed().map_err(|e| StartError::Seed(e.to_string()))?;
             match registry::import(&parts.ledger, &parts.signer, &*parts.clock, seed).await {
                 // Another instance sharing the ledger seeded it first.
                 Ok(()) | Err(StartError::Ledger(tollgate_ledger::Error::AlreadySeeded)) => {}

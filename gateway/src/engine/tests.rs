@@ -160,7 +160,7 @@ pub(crate) async fn open_with(
             upstreams,
             webhooks: Default::default(),
         },
-        move || Ok(seed),
+        move || Ok::<_, crate::Error>(seed),
         None,
     )
     .await
@@ -247,7 +247,7 @@ async fn a_first_start_imports_the_seed_then_never_reads_it_again() {
             upstreams: Upstreams::default(),
             webhooks: Default::default(),
         },
-        || -> Result<Seed, String> { panic!("the seed must not be read again") },
+        || -> Result<Seed, crate::Error> { panic!("the seed must not be read again") },
         None,
     )
     .await
