@@ -32,9 +32,9 @@ use cedar_policy::{
     Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
 };
 use tollgate_policies::delegation::{self, Bounds, Registry};
+use tollgate_policies::typing::{CedarTy, Mismatch};
 use tollgate_policies::{
-    Action, Approval, Bundle, CedarType, FiredRule, LocalTime, TestCase, UnknownResources, Vars,
-    from_json,
+    Action, Approval, Bundle, FiredRule, LocalTime, TestCase, UnknownResources, Vars, from_json,
 };
 pub use tollgate_protocol::Verdict;
 use tollgate_protocol::{IntentEnvelope, Object, Value};
@@ -75,19 +75,21 @@ pub enum ShapeError {
     /// `decision.confidence_bp` is not an integer within 0–10000.
     #[error("/payload/decision/confidence_bp: {0} is not an integer within 0–10000 bp")]
     Confidence(String),
-    /// A param the Cedar schema declares cannot reach the rules exactly (a
-    /// number beyond ±(2^53−1) or with a fraction for a `Long`, a null, a
-    /// value of another type): it is refused, never silently left out.
+    /// A param the Cedar schema declares cannot reach the rules as its
+    /// declared type (a number beyond ±(2^53−1) or with a fraction for a
+    /// `Long`, a null, a string for a `Set<Long>`, an `ipaddr` Cedar does
+    /// not accept, …): it is refused, never silently left out.
+    #[error("{0}")]
+    Unrepresentable(Mismatch),
+    /// The param holding an amount of money is below zero.
     #[error(
-        "{pointer}: {found} cannot be given to the rules as the {cedar} the policy declares (a Long is an integer within ±9007199254740991; nulls and other types are refused)"
+        "{pointer}: {found} is below zero; an amount of money is a non-negative integer of minor units"
     )]
-    Unrepresentable {
+    NegativeAmount {
         /// Where.
         pointer: String,
         /// What was there.
         found: String,
-        /// The declared Cedar type.
-        cedar: String,
     },
 }
 
@@ -107,7 +109,8 @@ impl ShapeError {
             Self::Params { problems, .. } => {
                 problems.first().map_or("/payload/params", |p| p.0.as_str())
             }
-            Self::NotAnInteger { pointer, .. } | Self::Unrepresentable { pointer, .. } => pointer,
+            Self::NotAnInteger { pointer, .. } | Self::NegativeAmount { pointer, .. } => pointer,
+            Self::Unrepresentable(m) => &m.pointer,
             Self::Confidence(_) => "/payload/decision/confidence_bp",
         }
     }
@@ -240,16 +243,10 @@ fn shape_parts<'b>(
                 .collect(),
         });
     }
-    for (name, ty) in &contract.cedar_params {
-        if let Some(v) = params.get(name)
-            && !representable(v, *ty)
-        {
-            return Err(ShapeError::Unrepresentable {
-                pointer: format!("/payload/params/{name}"),
-                found: v.to_string(),
-                cedar: format!("{ty:?}"),
-            });
-        }
+    if let Some((CedarTy::Record(declared), _)) = contract.context.attrs.get("params") {
+        declared
+            .convert(params, "/payload/params")
+            .map_err(ShapeError::Unrepresentable)?;
     }
     let amount = contract.amount.as_ref().map(|(p, _)| p.as_str());
     for p in bundle.scoring.integer_params().chain(amount) {
@@ -261,6 +258,15 @@ fn shape_parts<'b>(
                 found: v.to_string(),
             });
         }
+    }
+    if let Some(p) = amount
+        && let Some(v) = params.get(p)
+        && v.as_safe_integer().is_some_and(|n| n < 0)
+    {
+        return Err(ShapeError::NegativeAmount {
+            pointer: format!("/payload/params/{p}"),
+            found: v.to_string(),
+        });
     }
     Ok(contract)
 }
@@ -527,10 +533,9 @@ pub fn evaluate(
     for (k, v) in &scores {
         vars.insert(format!("score.{k}"), v.to_string());
     }
-    let mut delegation_ctx: Vec<(String, RestrictedExpression)> = vec![(
-        "id".into(),
-        RestrictedExpression::new_string(bounds.id.clone()),
-    )];
+    let int = |n: i64| Value::integer(n).unwrap_or(Value::Null);
+    let mut delegation_ctx = Object::new();
+    delegation_ctx.insert("id", bounds.id.clone().into());
     if let Some((value, currency)) = &amount {
         vars.insert("amount".into(), value.to_string());
         vars.insert("currency".into(), currency.clone());
@@ -540,23 +545,44 @@ pub fn evaluate(
         );
         if let Some(l) = bounds.per_intent.get(currency) {
             vars.insert("delegation.per_intent".into(), l.to_string());
-            delegation_ctx.push(("per_intent".into(), RestrictedExpression::new_long(*l)));
+            delegation_ctx.insert("per_intent", int(*l));
         }
         if let Some(l) = bounds.budget_remaining.get(currency) {
             vars.insert("delegation.budget_remaining".into(), l.to_string());
-            delegation_ctx.push((
-                "budget_remaining".into(),
-                RestrictedExpression::new_long(*l),
-            ));
+            delegation_ctx.insert("budget_remaining", int(*l));
         }
     }
+    // What Tollgate gives the rules; the schema's declared context picks
+    // and types it (`cedar_request`).
+    let mut context = Object::new();
+    context.insert("params", Value::Object(intent.params.clone()));
+    context.insert("delegation", Value::Object(delegation_ctx));
+    let mut score_values = Object::new();
+    for (k, v) in &scores {
+        score_values.insert(k.clone(), int(*v));
+    }
+    context.insert("scores", Value::Object(score_values));
+    context.insert("composite", int(composite));
+    if let Some(c) = intent.confidence_bp {
+        context.insert("confidence_bp", int(c));
+    }
+    let t = &intent.time;
+    let mut time = Object::new();
+    time.insert("date", t.date.clone().into());
+    time.insert("weekday", t.weekday.into());
+    time.insert("hour", int(t.hour));
+    time.insert("minute", int(t.minute));
+    context.insert("time", Value::Object(time));
 
     // Boundary and escalation rules.
-    match cedar_request(bundle, intent, resource, &scores, composite, delegation_ctx) {
+    match cedar_request(bundle, contract, intent, resource, &context) {
         Ok((request, entities)) => {
             fired.extend(bundle.boundary(&request, &entities, &vars).fired);
             fired.extend(bundle.escalation(&request, &entities, &vars).fired);
         }
+        // An unknown resource is blocked already, and has no attributes to
+        // build an entity of: one reason, not two.
+        Err(_) if fired.iter().any(|r| r.id == "resource.unknown") => {}
         Err(rule) => fired.push(rule),
     }
 
@@ -601,50 +627,6 @@ pub fn evaluate(
     }
 }
 
-/// Whether `v` reaches Cedar exactly as a value of type `ty`: nothing in it
-/// would be left out by [`restricted`].
-fn representable(v: &Value, ty: CedarType) -> bool {
-    fn any(v: &Value) -> bool {
-        match v {
-            Value::Null => false,
-            Value::Number(_) => v.as_safe_integer().is_some(),
-            Value::Array(items) => items.iter().all(any),
-            Value::Object(o) => o.iter().all(|(_, v)| any(v)),
-            Value::Bool(_) | Value::String(_) => true,
-        }
-    }
-    match ty {
-        CedarType::Long => v.as_safe_integer().is_some(),
-        CedarType::String => matches!(v, Value::String(_)),
-        CedarType::Bool => matches!(v, Value::Bool(_)),
-        CedarType::Set => matches!(v, Value::Array(_)) && any(v),
-        CedarType::Record => matches!(v, Value::Object(_)) && any(v),
-        CedarType::Other => any(v),
-    }
-}
-
-/// A value as a Cedar restricted expression. Cedar has no null and no
-/// fractions: members or items holding `null` or a non-integral number are
-/// left out (a rule that reads one then fails, and fails closed).
-fn restricted(v: &Value) -> Option<RestrictedExpression> {
-    Some(match v {
-        Value::Null => return None,
-        Value::Bool(b) => RestrictedExpression::new_bool(*b),
-        Value::Number(_) => RestrictedExpression::new_long(v.as_safe_integer()?),
-        Value::String(s) => RestrictedExpression::new_string(s.clone()),
-        Value::Array(items) => RestrictedExpression::new_set(items.iter().filter_map(restricted)),
-        Value::Object(o) => restricted_record(o)?,
-    })
-}
-
-fn restricted_record(o: &Object) -> Option<RestrictedExpression> {
-    RestrictedExpression::new_record(
-        o.iter()
-            .filter_map(|(k, v)| Some((k.to_owned(), restricted(v)?))),
-    )
-    .ok()
-}
-
 /// `Agent` and `Action`, parsed once.
 fn fixed_type(name: &'static str) -> Option<EntityTypeName> {
     static TYPES: std::sync::OnceLock<(Option<EntityTypeName>, Option<EntityTypeName>)> =
@@ -661,13 +643,18 @@ fn fixed_type(name: &'static str) -> Option<EntityTypeName> {
     }
 }
 
+/// The Cedar request and entities of an intent: the principal, action and
+/// resource, the resource's attributes and the `context` members the
+/// action's schema declares, each converted to its declared type
+/// ([`tollgate_policies::typing`]), and the whole validated against the
+/// schema (the action's `appliesTo` included). What does not convert or
+/// validate blocks the intent, naming why; nothing is left out.
 fn cedar_request(
     bundle: &Bundle,
+    contract: &Action,
     intent: &IntentView<'_>,
     resource: &Object,
-    scores: &BTreeMap<String, i64>,
-    composite: i64,
-    delegation: Vec<(String, RestrictedExpression)>,
+    context: &Object,
 ) -> Result<(Request, std::sync::Arc<Entities>), FiredRule> {
     let fail = |what: &str, e: String| {
         block(
@@ -697,11 +684,25 @@ fn cedar_request(
     // Built once per bundle and resource: nothing in it depends on the
     // intent beyond which resource it names.
     let entities = bundle.resource_entities(intent.resource, resource, |schema| {
+        let declared = bundle.typing().entities.get(rtype);
+        let pairs = match declared {
+            Some(record) => record.members(resource, "").map_err(|m| {
+                block(
+                    "resource.attribute",
+                    format!(
+                        "resource {} attribute {}: {} cannot be given to the rules as the {} the policy declares{}, so the intent is blocked",
+                        intent.resource,
+                        m.pointer.trim_start_matches('/'),
+                        m.found,
+                        m.want,
+                        m.why
+                    ),
+                )
+            })?,
+            None => Vec::new(),
+        };
         // Attribute order does not matter to Cedar; the map is only a carrier.
-        let attrs: HashMap<String, RestrictedExpression> = resource
-            .iter()
-            .filter_map(|(k, v)| Some((k.to_owned(), restricted(v)?)))
-            .collect();
+        let attrs: HashMap<String, RestrictedExpression> = pairs.into_iter().collect();
         let entity = Entity::new(resource_uid.clone(), attrs, HashSet::new()).map_err(|e| {
             fail(
                 &format!("resource {} cannot be built", intent.resource),
@@ -718,53 +719,27 @@ fn cedar_request(
             )
         })
     })?;
-    let mut ctx: Vec<(String, RestrictedExpression)> = Vec::with_capacity(5);
-    if let Some(p) = restricted_record(intent.params) {
-        ctx.push(("params".into(), p));
-    }
-    let record = |pairs: Vec<(String, RestrictedExpression)>| {
-        RestrictedExpression::new_record(pairs)
-            .map_err(|e| fail("the request context cannot be built", e.to_string()))
-    };
-    ctx.push(("delegation".into(), record(delegation)?));
-    ctx.push((
-        "scores".into(),
-        record(
-            scores
-                .iter()
-                .map(|(k, v)| (k.clone(), RestrictedExpression::new_long(*v)))
-                .collect(),
-        )?,
-    ));
-    ctx.push((
-        "composite".into(),
-        RestrictedExpression::new_long(composite),
-    ));
-    if let Some(c) = intent.confidence_bp {
-        ctx.push(("confidence_bp".into(), RestrictedExpression::new_long(c)));
-    }
-    if bundle.rules_read_time() {
-        let t = &intent.time;
-        ctx.push((
-            "time".into(),
-            record(vec![
-                (
-                    "date".into(),
-                    RestrictedExpression::new_string(t.date.clone()),
-                ),
-                (
-                    "weekday".into(),
-                    RestrictedExpression::new_string(t.weekday.to_owned()),
-                ),
-                ("hour".into(), RestrictedExpression::new_long(t.hour)),
-                ("minute".into(), RestrictedExpression::new_long(t.minute)),
-            ])?,
-        ));
-    }
-    let context = Context::from_pairs(ctx)
+    let pairs = contract.context.members(context, "/context").map_err(|m| {
+        fail(
+            "the request context does not fit the policy's schema",
+            m.to_string(),
+        )
+    })?;
+    let context = Context::from_pairs(pairs)
         .map_err(|e| fail("the request context cannot be built", e.to_string()))?;
-    let request = Request::new(principal, action, resource_uid, context, None)
-        .map_err(|e| fail("the request cannot be built", e.to_string()))?;
+    let request = Request::new(
+        principal,
+        action,
+        resource_uid,
+        context,
+        Some(bundle.cedar_schema()),
+    )
+    .map_err(|e| {
+        fail(
+            "the request does not fit the policy's schema",
+            e.to_string(),
+        )
+    })?;
     Ok((request, entities))
 }
 

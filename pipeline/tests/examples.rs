@@ -108,3 +108,98 @@ resource = { status = "paid", customer_tier = "gold" }
         "refused before any decision: /payload/decision/confidence_bp: 10001 is not an integer within 0–10000 bp"
     );
 }
+
+fn payments() -> std::collections::BTreeMap<String, String> {
+    Bundle::read_files(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/payments"))
+        .unwrap()
+}
+
+/// Values reach the rules as the types the schema declares, or are
+/// refused naming where they are: entity ids, addresses, sets, resource
+/// attributes, money below zero, formats, `appliesTo` (the bundle's cases
+/// say what its author meant).
+#[test]
+fn the_typed_bundles_cases_pass() {
+    let bundle = Bundle::from_files(&payments()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(bundle.tests.len() >= 11);
+    for case in &bundle.tests {
+        if let Err(e) = run_case(&bundle, case) {
+            panic!("{} ({}): {e}", case.name, case.location);
+        }
+    }
+}
+
+fn refused(edit: impl FnOnce(&mut std::collections::BTreeMap<String, String>)) -> String {
+    let mut files = payments();
+    edit(&mut files);
+    match Bundle::from_files(&files) {
+        Ok(_) => panic!("the bundle loaded"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A schema that declares the context otherwise than Tollgate gives it
+/// would make a rule silently never true (`context.time.hour == "23"`):
+/// it is refused at load, naming file and line.
+#[test]
+fn a_context_the_schema_misdeclares_is_refused_at_load() {
+    let schema = |files: &mut std::collections::BTreeMap<String, String>, from: &str, to: &str| {
+        let s = files.get_mut("schema.cedarschema").unwrap();
+        assert!(s.contains(from));
+        *s = s.replacen(from, to, 1);
+    };
+    let e = refused(|f| {
+        schema(
+            f,
+            "composite: Long,\n    confidence_bp?: Long,",
+            "composite: String,\n    confidence_bp?: Long,\n    time: { hour: String },\n    weather: String,",
+        )
+    });
+    assert!(e.contains("schema.cedarschema:21: action \"payments.send\": context.composite is String, but Tollgate gives a Long"), "{e}");
+    assert!(
+        e.contains("context.time.hour is String, but Tollgate gives a Long"),
+        "{e}"
+    );
+    assert!(
+        e.contains("context.weather is not something Tollgate gives the rules"),
+        "{e}"
+    );
+    let e = refused(|f| schema(f, "confidence_bp?: Long", "confidence_bp: Long"));
+    assert!(
+        e.contains("context.confidence_bp is declared required, but an intent may have none"),
+        "{e}"
+    );
+    let e = refused(|f| schema(f, "scores: { confidence: Long }", "scores: { risk: Long }"));
+    assert!(
+        e.contains("context.scores.risk is not a scoring dimension (confidence)"),
+        "{e}"
+    );
+}
+
+/// Requests name actions and entity types without a namespace, so a
+/// namespaced declaration would never match a rule: refused at load.
+#[test]
+fn namespaced_declarations_are_refused_at_load() {
+    let e = refused(|f| {
+        let s = f.get_mut("schema.cedarschema").unwrap();
+        s.push_str("namespace Billing {\n  entity invoice;\n}\n");
+    });
+    assert!(
+        e.contains("namespace Billing: declare actions and entity types without a namespace"),
+        "{e}"
+    );
+}
+
+/// A `format` the validator does not know would accept anything: refused
+/// at load.
+#[test]
+fn an_unknown_format_is_refused_at_load() {
+    let e = refused(|f| {
+        let s = f.get_mut("params/payments.send.json").unwrap();
+        *s = s.replacen("\"format\": \"email\"", "\"format\": \"iban\"", 1);
+    });
+    assert!(
+        e.contains("params/payments.send.json") && e.contains("iban"),
+        "{e}"
+    );
+}

@@ -23,6 +23,7 @@ use crate::convert::{from_json, to_json};
 use crate::delegation::check_action_pattern;
 use crate::rules::{RuleSet, RuleSetKind};
 use crate::scoring::{Scoring, ScoringToml};
+use crate::typing::{CedarTy, Record, Typing};
 use crate::when::{TIME_FIELDS, TimeZone};
 use crate::{Error, Problem, line_of};
 
@@ -231,50 +232,15 @@ pub enum Approval {
     ByRule,
 }
 
-/// A Cedar attribute type, as far as a param's value must match it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CedarType {
-    /// `Long`: an integer within ±(2^53−1).
-    Long,
-    /// `String`.
-    String,
-    /// `Bool`.
-    Bool,
-    /// `Set<…>`.
-    Set,
-    /// A record.
-    Record,
-    /// An entity or common type.
-    Other,
-}
-
-impl CedarType {
-    fn of(t: &serde_json::Value) -> Self {
-        let name = |n: &str| match n.trim_start_matches("__cedar::") {
-            "Long" => Self::Long,
-            "String" => Self::String,
-            "Bool" | "Boolean" => Self::Bool,
-            _ => Self::Other,
-        };
-        match t.get("type").and_then(|v| v.as_str()) {
-            Some("EntityOrCommon") => name(t.get("name").and_then(|v| v.as_str()).unwrap_or("")),
-            Some("Set") => Self::Set,
-            Some("Record") => Self::Record,
-            Some(other) => name(other),
-            None => Self::Other,
-        }
-    }
-
-    /// The JSON Schema `type` that matches, if one does.
-    fn json_type(self) -> Option<&'static str> {
-        match self {
-            Self::Long => Some("integer"),
-            Self::String => Some("string"),
-            Self::Bool => Some("boolean"),
-            Self::Set => Some("array"),
-            Self::Record => Some("object"),
-            Self::Other => None,
-        }
+/// The JSON Schema `type` a param of Cedar type `ty` must have: an entity
+/// or an extension value is given as a string.
+fn json_type(ty: &CedarTy) -> &'static str {
+    match ty {
+        CedarTy::Long => "integer",
+        CedarTy::String | CedarTy::Entity(_) | CedarTy::Extension(_) => "string",
+        CedarTy::Bool => "boolean",
+        CedarTy::Set(_) => "array",
+        CedarTy::Record(_) => "object",
     }
 }
 
@@ -309,29 +275,128 @@ fn json_type_of(prop: &Object) -> Option<&'static str> {
 
 /// The params attributes the Cedar schema declares for `action`: name, type
 /// and whether required.
-fn cedar_params(schema_json: &serde_json::Value, action: &str) -> Vec<(String, CedarType, bool)> {
-    let Some(namespaces) = schema_json.as_object() else {
-        return Vec::new();
+fn cedar_params(typing: &Typing, action: &str) -> Vec<(String, CedarTy, bool)> {
+    match typing
+        .contexts
+        .get(action)
+        .and_then(|c| c.attrs.get("params"))
+    {
+        Some((CedarTy::Record(r), _)) => r
+            .attrs
+            .iter()
+            .map(|(k, (t, req))| (k.clone(), t.clone(), *req))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// What Tollgate gives the rules in `context`, by member: its type, and
+/// whether it may be absent from an intent's context (so that the schema
+/// must declare it optional).
+fn provided_context(member: &str) -> Option<(CedarTy, bool)> {
+    let record = |attrs: &[(&str, CedarTy, bool)]| {
+        CedarTy::Record(Record {
+            attrs: attrs
+                .iter()
+                .map(|(k, t, absent)| ((*k).to_owned(), (t.clone(), *absent)))
+                .collect(),
+        })
     };
-    namespaces
-        .values()
-        .filter_map(|ns| {
-            ns.get("actions")?
-                .get(action)?
-                .get("appliesTo")?
-                .get("context")?
-                .get("attributes")?
-                .get("params")?
-                .get("attributes")?
-                .as_object()
-        })
-        .flat_map(|attrs| {
-            attrs.iter().map(|(k, t)| {
-                let required = t.get("required").and_then(|r| r.as_bool()).unwrap_or(true);
-                (k.clone(), CedarType::of(t), required)
-            })
-        })
-        .collect()
+    Some(match member {
+        "delegation" => (
+            record(&[
+                ("id", CedarTy::String, false),
+                ("per_intent", CedarTy::Long, true),
+                ("budget_remaining", CedarTy::Long, true),
+            ]),
+            false,
+        ),
+        "composite" => (CedarTy::Long, false),
+        "confidence_bp" => (CedarTy::Long, true),
+        "time" => (
+            record(&[
+                ("date", CedarTy::String, false),
+                ("weekday", CedarTy::String, false),
+                ("hour", CedarTy::Long, false),
+                ("minute", CedarTy::Long, false),
+            ]),
+            false,
+        ),
+        _ => return None,
+    })
+}
+
+/// The problems with what the schema declares in `action`'s context
+/// against what Tollgate gives the rules (`params`, `delegation`,
+/// `scores`, `composite`, `confidence_bp`, `time`): an undeclared member,
+/// another type, or a member declared required that an intent may lack;
+/// each with the context member it is about.
+fn context_problems(context: &Record, dimensions: &[&str]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (name, (ty, required)) in &context.attrs {
+        let what = format!("context.{name}");
+        let mut found = Vec::new();
+        match name.as_str() {
+            "params" => {
+                if !matches!(ty, CedarTy::Record(_)) {
+                    found.push(format!("{what} is {ty}; the params are a record"));
+                }
+            }
+            "scores" => match ty {
+                CedarTy::Record(r) => {
+                    for (d, (t, _)) in &r.attrs {
+                        if !dimensions.contains(&d.as_str()) {
+                            found.push(format!(
+                                "{what}.{d} is not a scoring dimension ({})",
+                                dimensions.join(", ")
+                            ));
+                        } else if *t != CedarTy::Long {
+                            found.push(format!("{what}.{d} is {t}; a score is a Long (bp)"));
+                        }
+                    }
+                }
+                other => found.push(format!(
+                    "{what} is {other}; the scores are a record of Longs"
+                )),
+            },
+            _ => match provided_context(name) {
+                None => found.push(format!(
+                    "{what} is not something Tollgate gives the rules (params, delegation, scores, composite, confidence_bp, time)"
+                )),
+                Some((CedarTy::Record(given), _)) => match ty {
+                    CedarTy::Record(declared) => {
+                        for (k, (t, req)) in &declared.attrs {
+                            match given.attrs.get(k) {
+                                None => found.push(format!(
+                                    "{what}.{k} is not something Tollgate gives the rules ({})",
+                                    given.attrs.keys().cloned().collect::<Vec<_>>().join(", ")
+                                )),
+                                Some((g, _)) if g != t => found.push(format!(
+                                    "{what}.{k} is {t}, but Tollgate gives a {g}"
+                                )),
+                                Some((_, may_lack)) if *may_lack && *req => found.push(format!(
+                                    "{what}.{k} is declared required, but an intent may have none: declare it optional ({k}?)"
+                                )),
+                                _ => {}
+                            }
+                        }
+                    }
+                    other => found.push(format!("{what} is {other}, but Tollgate gives a record")),
+                },
+                Some((given, may_lack)) => {
+                    if *ty != given {
+                        found.push(format!("{what} is {ty}, but Tollgate gives a {given}"));
+                    } else if may_lack && *required {
+                        found.push(format!(
+                            "{what} is declared required, but an intent may have none: declare it optional ({name}?)"
+                        ));
+                    }
+                }
+            },
+        }
+        out.extend(found.into_iter().map(|m| (name.clone(), m)));
+    }
+    out
 }
 
 /// An action contract.
@@ -354,9 +419,9 @@ pub struct Action {
     pub unknown_resources: UnknownResources,
     /// Who must review its escalated intents, and by when.
     pub review: Review,
-    /// The params the Cedar schema declares for this action, with their
-    /// Cedar types: each must reach the rules exactly.
-    pub cedar_params: BTreeMap<String, CedarType>,
+    /// The `context` the Cedar schema declares for this action: what the
+    /// rules read, each member converted to its declared type.
+    pub context: Record,
     params_schema: jsonschema::Validator,
     params_value: Value,
 }
@@ -437,6 +502,7 @@ pub struct Bundle {
     canonical: Value,
     /// Whether a rule names `time` (so the request context carries it).
     rules_read_time: bool,
+    typing: Typing,
     /// The schema's entity types by name, parsed once.
     entity_types: BTreeMap<String, cedar_policy::EntityTypeName>,
     /// The bundle's test cases.
@@ -666,6 +732,27 @@ impl Bundle {
                 (None, serde_json::Value::Null)
             }
         };
+        // Only the empty namespace: requests name `Action::"…"` and entity
+        // types without one, so a namespaced declaration would never match.
+        if let Some(namespaces) = schema_json.as_object() {
+            for ns in namespaces.keys().filter(|k| !k.is_empty()) {
+                let line = schema_text
+                    .find(&format!("namespace {ns}"))
+                    .map(|o| line_of(&schema_text, o));
+                r.problem(
+                    "schema.cedarschema",
+                    line,
+                    format!("namespace {ns}: declare actions and entity types without a namespace (intents name them unqualified)"),
+                );
+            }
+        }
+        let typing = match Typing::from_schema_json(&schema_json) {
+            Ok(t) => t,
+            Err(e) => {
+                r.problem("schema.cedarschema", None, format!("Cedar schema: {e}"));
+                Typing::default()
+            }
+        };
         let mut ids = BTreeMap::new();
         let boundary_text = r.read("boundary.cedar", true).unwrap_or_default();
         let boundary = RuleSet::load(
@@ -762,7 +849,7 @@ impl Bundle {
             };
             // The params JSON Schema and the Cedar schema must agree: a
             // param the rules read must reach them exactly as declared.
-            let declared = cedar_params(&schema_json, &action_name);
+            let declared = cedar_params(&typing, &action_name);
             let props = params_value
                 .as_object()
                 .and_then(|o| o.get("properties"))
@@ -778,16 +865,16 @@ impl Bundle {
                     .and_then(Value::as_object)
                     .and_then(json_type_of);
                 let file = a.params.as_str();
-                match (ty.json_type(), json_ty) {
+                match (json_type(ty), json_ty) {
                     (_, None) => r.problem(
                         file,
                         None,
                         format!("param {name:?} is declared in schema.cedarschema (action {action_name:?}) but has no \"type\" (or one-typed \"enum\") here"),
                     ),
-                    (Some(want), Some(got)) if want != got => r.problem(
+                    (want, Some(got)) if want != got => r.problem(
                         file,
                         None,
-                        format!("param {name:?} is {got:?} here but {ty:?} in schema.cedarschema (action {action_name:?}); they must agree ({ty:?} is {want:?})"),
+                        format!("param {name:?} is {got:?} here but {ty} in schema.cedarschema (action {action_name:?}); they must agree ({ty} is {want:?})"),
                     ),
                     _ => {}
                 }
@@ -941,8 +1028,11 @@ impl Bundle {
                 }
                 review
             };
-            let cedar_params: BTreeMap<String, CedarType> =
-                declared.into_iter().map(|(n, t, _)| (n, t)).collect();
+            let context = typing
+                .contexts
+                .get(&action_name)
+                .cloned()
+                .unwrap_or_default();
             if let Some(amount) = &a.amount {
                 let props = params_value
                     .as_object()
@@ -1031,7 +1121,7 @@ impl Bundle {
                     target: a.target,
                     unknown_resources: a.unknown_resources,
                     review,
-                    cedar_params,
+                    context,
                     params_schema: validator,
                     params_value,
                 },
@@ -1072,6 +1162,23 @@ impl Bundle {
             }
         }
 
+        let dimensions: Vec<&str> = scoring.dimension_ids().collect();
+        for (name, action) in &actions {
+            let declared = schema_text.find(&format!("\"{name}\"")).unwrap_or(0);
+            for (member, why) in context_problems(&action.context, &dimensions) {
+                // The member's line in the action's declaration, else the
+                // action's.
+                let at = schema_text[declared..]
+                    .find(member.as_str())
+                    .map_or(declared, |o| declared + o);
+                let line = Some(line_of(&schema_text, at));
+                r.problem(
+                    "schema.cedarschema",
+                    line,
+                    format!("action {name:?}: {why}"),
+                );
+            }
+        }
         check_placeholders(
             &mut r,
             [("boundary.cedar", &boundary), ("escalate.cedar", &escalate)],
@@ -1141,16 +1248,20 @@ impl Bundle {
             escalate,
             canonical: canonical_value,
             rules_read_time,
+            typing,
             tests,
             entities: std::sync::Mutex::new(BTreeMap::new()),
         })
     }
 
+    /// The types the Cedar schema declares: each action's context and
+    /// each entity type's attributes, which values are converted to.
+    pub fn typing(&self) -> &Typing {
+        &self.typing
+    }
+
     /// Whether any rule may read the intent's time (`context.time`, or
-    /// `{time.…}` in a reason). The request context and the reasons'
-    /// values carry it only then: rules of bundles that never name it see
-    /// exactly the context they were written for, and decisions do not
-    /// pay for it.
+    /// `{time.…}` in a reason): the reasons' values carry it only then.
     pub fn rules_read_time(&self) -> bool {
         self.rules_read_time
     }
@@ -1288,7 +1399,14 @@ fn load_params_schema(
         );
         return None;
     }
-    match jsonschema::draft202012::new(&to_json(&value)) {
+    // `format` is asserted (a value that is not an email is refused), and a
+    // format the validator does not know is refused at load rather than
+    // silently accepting anything.
+    match jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .should_ignore_unknown_formats(false)
+        .build(&to_json(&value))
+    {
         Ok(v) => Some((v, value)),
         Err(e) => {
             r.problem(

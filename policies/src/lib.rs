@@ -37,13 +37,14 @@ pub mod reviewer;
 mod rules;
 mod scoring;
 mod template;
+pub mod typing;
 pub mod when;
 
 use std::fmt;
 
 pub use bundle::{
-    Above, Action, Approval, Bundle, CedarType, Quorum, Review, Risk, SHAPE_ERROR, Target,
-    TestCase, UnknownResources, is_bundle_name,
+    Above, Action, Approval, Bundle, Quorum, Review, Risk, SHAPE_ERROR, Target, TestCase,
+    UnknownResources, is_bundle_name,
 };
 pub use convert::{from_json, to_cedar_json, to_json};
 pub use rules::{FiredRule, RuleOutcome, RuleSetKind, Verdict};

@@ -274,10 +274,12 @@ impl ApiError {
                 IntentError::Shape(s) => {
                     let slug = match s {
                         ShapeError::UnknownAction { .. } => "unknown-action",
-                        ShapeError::Params { .. } => "invalid-params",
+                        ShapeError::Params { .. } | ShapeError::NegativeAmount { .. } => {
+                            "invalid-params"
+                        }
                         ShapeError::NotAnInteger { .. } => "not-an-integer",
                         ShapeError::Confidence(_) => "invalid-confidence",
-                        ShapeError::Unrepresentable { .. } => "unrepresentable-param",
+                        ShapeError::Unrepresentable(_) => "unrepresentable-param",
                     };
                     (S::UNPROCESSABLE_ENTITY, slug, Some(s.pointer().to_owned()))
                 }
