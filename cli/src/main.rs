@@ -524,8 +524,9 @@ enum PolicyCommand {
         /// A delegation token to add to the snapshot's.
         #[arg(long)]
         delegation: Option<PathBuf>,
-        /// Registries and resources: {"delegations", "revoked", "spent",
-        /// "resources", "issuers"}.
+        /// Registries and resources: what `tollgate sandbox snapshot`
+        /// writes, or {"delegations", "revoked", "spent", "resources",
+        /// "issuers"} by hand.
         #[arg(long)]
         snapshot: Option<PathBuf>,
     },

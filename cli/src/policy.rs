@@ -74,14 +74,21 @@ pub fn policy_test(dir: &Path) -> Result<String, CliError> {
     Ok(text)
 }
 
-/// Reads a snapshot file: `{"delegations": [token…], "revoked": [id…],
-/// "spent": {id: {currency: amount}}, "resources": {"type:id": {…}},
-/// "issuers": JWKS}`, every member optional.
+/// Reads a snapshot file: what `tollgate sandbox snapshot` writes
+/// (`{"type": "tollgate.snapshot/v1", "changes", "spent"}`), or one written
+/// by hand: `{"delegations": [token…], "revoked": [id…], "spent": {id:
+/// {currency: amount}}, "resources": {"type:id": {…}}, "issuers": JWKS}`,
+/// every member optional.
 fn load_snapshot(path: Option<&Path>, extra_token: Option<&Path>) -> Result<Snapshot, CliError> {
     let mut snap = Snapshot::default();
     if let Some(path) = path {
         let v = read_json(path)?;
         let invalid = |m: String| CliError::Invalid(format!("{}: {m}", path.display()));
+        if v.as_object().is_some_and(|o| o.get("type").is_some()) {
+            snap = tollgate_sandbox::Replay::pipeline_snapshot(&v)
+                .map_err(|e| invalid(e.to_string()))?;
+            return with_token(snap, extra_token);
+        }
         let o = v
             .as_object()
             .ok_or_else(|| invalid("a snapshot is a JSON object".into()))?;
@@ -135,6 +142,11 @@ fn load_snapshot(path: Option<&Path>, extra_token: Option<&Path>) -> Result<Snap
                 .map_err(|e| invalid(format!("/issuers: {e}")))?;
         }
     }
+    with_token(snap, extra_token)
+}
+
+/// `snap` with the delegation token in `extra_token`, if given.
+fn with_token(mut snap: Snapshot, extra_token: Option<&Path>) -> Result<Snapshot, CliError> {
     if let Some(path) = extra_token {
         let t = Token::from_value(&read_json(path)?)
             .map_err(|e| CliError::Invalid(format!("{}: {e}", path.display())))?;

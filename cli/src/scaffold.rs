@@ -61,11 +61,12 @@ escalate_at = 5000
 block_at = 9500
 
 # How sure the agent says it is: 10000 - decision.confidence_bp, or
-# `missing` when it does not say.
+# `missing` when it does not say (below `escalate_at`: an agent that does
+# not state a confidence is not escalated for that alone).
 [[scoring.dimension]]
 id = "confidence"
 weight = 10000
-confidence = { missing = 5000 }
+confidence = { missing = 3000 }
 "#,
     );
     out.push(("bundle.toml".to_owned(), toml));
@@ -183,6 +184,13 @@ when {{ context has confidence_bp && context.confidence_bp < 5000 }};
         format!(
             r#"# Test cases: `tollgate policy test` decides each intent and compares
 # the verdict and the rules that fired. Add one for every rule you write.
+
+[[case]]
+name = "an intent on an active resource passes, with no confidence stated"
+expect = "pass"
+rules = ["{id}.active"]
+intent = {{ agent = "agent-1", action = "{first}", resource = "{resource_type}:r-1", params = {{ note = "routine" }} }}
+resource = {{ status = "active" }}
 
 [[case]]
 name = "a sure agent on an active resource passes"

@@ -37,7 +37,7 @@ use tollgate_policies::{
     Action, Approval, Bundle, FiredRule, LocalTime, TestCase, UnknownResources, Vars, from_json,
 };
 pub use tollgate_protocol::Verdict;
-use tollgate_protocol::{IntentEnvelope, Object, Value};
+use tollgate_protocol::{IntentEnvelope, Object, Timestamp, Value};
 
 /// Why an intent is refused before any decision: it is malformed for the
 /// policy (a client error; no receipt).
@@ -192,7 +192,8 @@ pub struct IntentView<'a> {
     pub params: &'a Object,
     /// The agent's stated confidence, bp.
     pub confidence_bp: Option<i64>,
-    /// The intent's `issued_at` in the bundle's time zone.
+    /// The time rules read (the gateway's clock at the decision), in the
+    /// bundle's time zone.
     pub time: LocalTime,
 }
 
@@ -304,16 +305,20 @@ pub fn decide_with_spent(
 }
 
 /// [`decide_with_spent`] with the resource's attributes given apart from
-/// the snapshot's registry: as a resource provider at the target answered
-/// (`None`: it does not know the resource).
+/// the snapshot's registry (as a resource provider at the target answered;
+/// `None`: it does not know the resource), and the time rules read: the
+/// gateway's clock at the decision, which its receipt records as
+/// `inputs.time` (spec §4.6). The gateway and re-decision decide with this
+/// function.
 pub fn decide_with_resource(
     bundle: &Bundle,
     envelope: &IntentEnvelope,
     snapshot: &Snapshot,
     spent: &delegation::Spent,
     resource: Option<&Object>,
+    time: &Timestamp,
 ) -> Result<Decision, ShapeError> {
-    decide_all(bundle, envelope, snapshot, false, spent, resource)
+    decide_all(bundle, envelope, snapshot, false, spent, resource, time)
 }
 
 fn decide_inner(
@@ -339,6 +344,8 @@ fn decide_spent(
     spent: &delegation::Spent,
 ) -> Result<Decision, ShapeError> {
     let resource = snapshot.resources.get(&envelope.intent.resource);
+    // Without a clock (tests, `policy eval`), the intent's own time stands
+    // for the decision's.
     decide_all(
         bundle,
         envelope,
@@ -346,6 +353,7 @@ fn decide_spent(
         verify_signature,
         spent,
         resource,
+        &envelope.intent.issued_at,
     )
 }
 
@@ -356,6 +364,7 @@ fn decide_all(
     verify_signature: bool,
     spent: &delegation::Spent,
     known: Option<&Object>,
+    time: &Timestamp,
 ) -> Result<Decision, ShapeError> {
     let contract = shape(bundle, envelope)?;
     let i = &envelope.intent;
@@ -408,7 +417,7 @@ fn decide_all(
         resource: &i.resource,
         params: &i.params,
         confidence_bp: confidence_of(i.decision.as_ref())?,
-        time: bundle.time_zone.local(&i.issued_at),
+        time: bundle.time_zone.local(time),
     };
     let empty = Object::new();
     let resource = known.unwrap_or(&empty);

@@ -1260,10 +1260,39 @@ impl Bundle {
         &self.typing
     }
 
-    /// Whether any rule may read the intent's time (`context.time`, or
-    /// `{time.…}` in a reason): the reasons' values carry it only then.
+    /// Whether `attrs` can reach the rules as the attributes the schema
+    /// declares for `resource`'s entity type (`type:id`): the first that
+    /// cannot, named by its JSON Pointer below the attributes. A type the
+    /// schema does not declare has no attributes the rules can read.
+    pub fn check_resource(
+        &self,
+        resource: &str,
+        attrs: &Object,
+    ) -> Result<(), crate::typing::Mismatch> {
+        let ty = resource.split_once(':').map_or(resource, |(t, _)| t);
+        match self.typing.entities.get(ty) {
+            Some(record) => record.members(attrs, "").map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether any rule may read the time (`context.time`, or `{time.…}`
+    /// in a reason): the reasons' values carry it only then.
     pub fn rules_read_time(&self) -> bool {
         self.rules_read_time
+    }
+
+    /// Whether a decision under this bundle can depend on the time: a rule,
+    /// a reason, a scoring table or a declared context reads it. The time
+    /// is then the gateway's clock at the decision, recorded in the
+    /// receipt (`inputs.time`, spec §4.6), never the agent's `issued_at`.
+    pub fn reads_time(&self) -> bool {
+        self.rules_read_time
+            || self.scoring.reads_time()
+            || self
+                .actions
+                .values()
+                .any(|a| a.context.attrs.contains_key("time"))
     }
 
     /// The hash of the canonical bundle.

@@ -395,6 +395,16 @@ impl Scoring {
         self.dimensions.iter().map(|d| d.id.as_str())
     }
 
+    /// Whether a dimension reads the time (a table key on `time.…`).
+    pub fn reads_time(&self) -> bool {
+        self.dimensions.iter().any(|d| match &d.source {
+            Source::Table { keys, .. } => {
+                keys.iter().any(|k| matches!(k.source, KeySource::Time(_)))
+            }
+            _ => false,
+        })
+    }
+
     /// The params each dimension reads as integers.
     pub fn integer_params(&self) -> impl Iterator<Item = &str> {
         self.dimensions.iter().flat_map(|d| match &d.source {

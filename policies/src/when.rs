@@ -113,13 +113,14 @@ pub struct LocalTime {
 }
 
 impl LocalTime {
-    /// A member by name (one of [`TIME_FIELDS`]), as text.
+    /// A member by name (one of [`TIME_FIELDS`]), as text: `hour` and
+    /// `minute` in two digits (`09`, `05`), as a clock shows them.
     pub fn field(&self, name: &str) -> Option<String> {
         match name {
             "date" => Some(self.date.clone()),
             "weekday" => Some(self.weekday.to_owned()),
-            "hour" => Some(self.hour.to_string()),
-            "minute" => Some(self.minute.to_string()),
+            "hour" => Some(format!("{:02}", self.hour)),
+            "minute" => Some(format!("{:02}", self.minute)),
             _ => None,
         }
     }

@@ -220,6 +220,16 @@ impl Timestamp {
         self.secs
     }
 
+    /// The timestamp of a whole second since the epoch, written without a
+    /// fraction (`2026-12-07T08:42:08Z`).
+    pub fn from_unix_seconds(secs: i64) -> Self {
+        let t = Self::from_unix(secs, 0);
+        Self {
+            text: t.text.replace(".000000000Z", "Z"),
+            ..t
+        }
+    }
+
     /// The timestamp of a point in time given as seconds and nanoseconds
     /// since the epoch, written with nanosecond precision.
     pub fn from_unix(secs: i64, nanos: u32) -> Self {

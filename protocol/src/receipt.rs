@@ -206,6 +206,9 @@ pub struct Inputs {
     /// When the attributes were looked up at the target rather than read
     /// from the registry: `{"url", "status", "answer_hash"}`.
     pub resource_lookup: Option<Object>,
+    /// The time rules read, when the policy reads one: the gateway's clock
+    /// at the decision, whole seconds (never the agent's `issued_at`).
+    pub time: Option<Timestamp>,
 }
 
 impl Inputs {
@@ -226,6 +229,9 @@ impl Inputs {
             o.insert("resource_lookup", Value::Object(l.clone()));
         }
         o.insert("spent", Value::Array(self.spent.clone()));
+        if let Some(t) = &self.time {
+            o.insert("time", t.as_str().into());
+        }
         Value::Object(o)
     }
 }

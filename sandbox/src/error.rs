@@ -12,6 +12,10 @@ use crate::snapshot::SNAPSHOT_TYPE;
 /// Errors of `tollgate-sandbox`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A decision's `inputs.time` that is not a whole-second RFC 3339 UTC
+    /// timestamp (`…T08:42:08Z`).
+    #[error("inputs.time {0} is not a whole-second RFC 3339 UTC timestamp (…T08:42:08Z)")]
+    InputTime(Value),
     /// A receipt whose `kind` spec §4 does not define.
     #[error("unknown receipt kind {0:?}")]
     UnknownKind(String),

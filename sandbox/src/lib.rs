@@ -53,7 +53,7 @@ use tollgate_policies::approval;
 use tollgate_policies::delegation::{MAX_CHAIN, Registry, Spent, Token};
 use tollgate_protocol::{
     Change as RegistryChange, HashAlg, IntentEnvelope, Jwk, KeySet, Object, ReceiptKind,
-    RegistrySubject, Status, Value, canonical,
+    RegistrySubject, Status, Timestamp, Value, canonical,
 };
 
 /// Why a receipt does not re-decide to itself.
@@ -215,8 +215,9 @@ impl Replay {
         snapshot: &Snapshot,
         spent: &Spent,
         resource: Option<&Object>,
+        time: &Timestamp,
     ) -> Value {
-        match decide_with_resource(bundle, envelope, snapshot, spent, resource) {
+        match decide_with_resource(bundle, envelope, snapshot, spent, resource, time) {
             Ok(d) => d.to_value(),
             Err(e) => report::invalid(e.to_string()),
         }
@@ -666,7 +667,18 @@ impl Replay {
                     .insert(text(s, &["currency"]).to_owned(), amount);
             }
         }
-        let decision = decide_with_resource(bundle, envelope, snapshot, &spent, resource)
+        // The time rules read: the gateway's clock as the receipt records
+        // it; a decision without one (made before receipts recorded it)
+        // read the intent's `issued_at`.
+        let time = match at(receipt, &["inputs", "time"]) {
+            None => intent.issued_at.clone(),
+            Some(t) => t
+                .as_str()
+                .and_then(Timestamp::parse)
+                .filter(|t| Timestamp::from_unix_seconds(t.unix_seconds()).as_str() == t.as_str())
+                .ok_or_else(|| Error::InputTime(t.clone()))?,
+        };
+        let decision = decide_with_resource(bundle, envelope, snapshot, &spent, resource, &time)
             .map_err(Error::Shape)?
             .to_value();
         let stated = at(receipt, &["decision"]).unwrap_or(&Value::Null);
@@ -676,7 +688,7 @@ impl Replay {
         Ok(self.candidate_for(version).map(|candidate| {
             (
                 candidate.version_string(),
-                Self::decide_under(candidate, envelope, snapshot, &spent, resource),
+                Self::decide_under(candidate, envelope, snapshot, &spent, resource, &time),
             )
         }))
     }

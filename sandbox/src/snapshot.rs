@@ -44,6 +44,16 @@ impl Replay {
         Value::Object(o)
     }
 
+    /// The registries and spending a snapshot document states, as the
+    /// pipeline reads them (`tollgate policy eval --snapshot`).
+    pub fn pipeline_snapshot(doc: &Value) -> Result<tollgate_pipeline::Snapshot, Error> {
+        let mut replay = Self::from_snapshot(doc)?;
+        let mut snapshot = (*replay.snapshot()).clone();
+        snapshot.registry.spent = replay.spent.clone();
+        snapshot.registry = snapshot.registry.prepare();
+        Ok(snapshot)
+    }
+
     /// The registries a snapshot document states.
     pub fn from_snapshot(doc: &Value) -> Result<Self, Error> {
         if text(doc, &["type"]) != SNAPSHOT_TYPE {
@@ -107,11 +117,14 @@ impl Replay {
             .ok_or_else(|| bad(Error::PolicyInForce(active.clone())))?;
         let snapshot = self.snapshot();
         let resource = snapshot.resources.get(&parsed.intent.resource);
-        let before = Self::decide_under(&bundle, &parsed, &snapshot, &self.spent, resource);
+        // No gateway decided these: the intent's own time stands for the
+        // clock a gateway would have read.
+        let time = parsed.intent.issued_at.clone();
+        let before = Self::decide_under(&bundle, &parsed, &snapshot, &self.spent, resource, &time);
         let after = match self.candidate_for(&active) {
             Some(c) => (
                 c.version_string(),
-                Self::decide_under(c, &parsed, &snapshot, &self.spent, resource),
+                Self::decide_under(c, &parsed, &snapshot, &self.spent, resource, &time),
             ),
             None => (active.clone(), before.clone()),
         };

@@ -67,9 +67,7 @@ pub(super) fn spent_by(outcome: &tollgate_protocol::Outcome, charges: &[Spend]) 
 
 /// RFC 3339 at second precision (window starts, deadlines).
 pub(super) fn seconds(unix: i64) -> String {
-    Timestamp::from_unix(unix, 0)
-        .as_str()
-        .replace(".000000000Z", "Z")
+    Timestamp::from_unix_seconds(unix).as_str().to_owned()
 }
 
 fn key(s: &Spend) -> Window {

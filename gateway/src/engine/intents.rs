@@ -20,8 +20,8 @@ use tollgate_pipeline::{Decision, decide_with_resource};
 use tollgate_policies::delegation::{self, Refusal, Token};
 use tollgate_policies::{Bundle, Target};
 use tollgate_protocol::{
-    Domain, HashValue, IntentEnvelope, LedgerEntry, Object, Receipt, Value, Verdict, canonical,
-    parse, seal_receipt,
+    Domain, HashValue, IntentEnvelope, LedgerEntry, Object, Receipt, Timestamp, Value, Verdict,
+    canonical, parse, seal_receipt,
 };
 
 use super::{
@@ -468,11 +468,25 @@ impl<L: Ledger> Intents<'_, L> {
             return Ok(s);
         }
         let read = match lookup {
-            Some(url) => Some(
-                resources::look_up(url, self.upstreams.timeout, &envelope.intent.intent_id)
-                    .await
-                    .map_err(IntentError::ResourceUnavailable)?,
-            ),
+            Some(url) => {
+                let read = resources::look_up(
+                    url.clone(),
+                    self.upstreams.timeout,
+                    &envelope.intent.intent_id,
+                )
+                .await
+                .map_err(IntentError::ResourceUnavailable)?;
+                if let Some(attrs) = &read.attributes
+                    && let Err(mismatch) =
+                        view.bundle.check_resource(&envelope.intent.resource, attrs)
+                {
+                    return Err(IntentError::ResourceUnavailable(
+                        resources::LookupError::Mistyped { url, mismatch },
+                    )
+                    .into());
+                }
+                Some(read)
+            }
             None => None,
         };
         let (decision, entry) = self
@@ -511,6 +525,10 @@ impl<L: Ledger> Intents<'_, L> {
             registry_seq: view.registry_seq,
             budgets: Vec::new(),
         };
+        // The time rules read, and budget windows follow: the gateway's
+        // clock, once, in whole seconds (recorded as `inputs.time` when the
+        // policy reads it), never the agent's `issued_at`.
+        let now = Timestamp::from_unix_seconds(self.clock.now().unix_seconds());
         let (decision, held, spent) = if chain.iter().any(|t| !t.budget.is_empty()) {
             // Read what is spent, decide, and reserve a pass's amount, all
             // under the budget lock.
@@ -518,13 +536,14 @@ impl<L: Ledger> Intents<'_, L> {
                 .budgets
                 .lock()
                 .map_err(|_| internal("budget table poisoned"))?;
-            let reading = budgets.read(&chain, self.clock.now().unix_seconds(), foreign);
+            let reading = budgets.read(&chain, now.unix_seconds(), foreign);
             let decision = decide_with_resource(
                 bundle,
                 envelope,
                 &view.snapshot,
                 &reading.spent,
                 attributes.as_ref(),
+                &now,
             )
             .map_err(IntentError::Shape)?;
             let charges = match (decision.verdict, amount_of(bundle, envelope)) {
@@ -548,6 +567,7 @@ impl<L: Ledger> Intents<'_, L> {
                 &view.snapshot,
                 &view.snapshot.registry.spent,
                 attributes.as_ref(),
+                &now,
             )
             .map_err(IntentError::Shape)?;
             let held = Held {
@@ -563,6 +583,7 @@ impl<L: Ledger> Intents<'_, L> {
             resource: attributes.unwrap_or_else(Object::new),
             spent,
             resource_lookup: lookup_record,
+            time: bundle.reads_time().then_some(now),
         };
         // An escalation opens an approval, with what it needs.
         let requirement = if decision.verdict == Verdict::Escalate {

@@ -738,6 +738,18 @@ impl<L: Ledger> Registry<'_, L> {
         };
         let _lock = self.registry_state.lock.lock().await;
         let view = self.view();
+        // Attributes the rules could not read as declared would be left
+        // out of a decision (a `has` test false, a forbid skipped).
+        if let Err(m) = view.bundle.check_resource(resource, &attrs) {
+            return Err(RegistryError::InvalidResource(format!(
+                "attribute {}: {} cannot be given to the rules as the {} that policy {} declares{}",
+                m.pointer.trim_start_matches('/'),
+                m.found,
+                m.want,
+                view.bundle.version_string(),
+                m.why
+            )));
+        }
         if view.snapshot.resources.get(resource) == Some(&attrs) {
             return Ok(Changed::Unchanged);
         }

@@ -186,6 +186,15 @@ pub enum LookupError {
         /// Why.
         source: tollgate_protocol::Error,
     },
+    /// The target answered attributes the active policy's schema cannot
+    /// give the rules as declared.
+    #[error("{url} answered attribute {}: {} cannot be given to the rules as the {} the policy declares{}", .mismatch.pointer.trim_start_matches('/'), .mismatch.found, .mismatch.want, .mismatch.why)]
+    Mistyped {
+        /// The URL looked up.
+        url: String,
+        /// The first attribute that does not fit.
+        mismatch: tollgate_policies::typing::Mismatch,
+    },
     /// The target answered another status than 200 or 404.
     #[error("{url} answered {status}")]
     Status {

@@ -643,3 +643,38 @@ for size in (100 << 10, 1 << 20, 10 << 20):
         }
     }
 }
+
+/// Found by the rule hunt: a resource attribute the schema types `String`
+/// (or `Long`) put as a float, a number or null was dropped before the
+/// rules saw it, so `resource has …` was false and a forbid never fired.
+/// Now it is refused where it enters, naming the attribute; the registry
+/// is unchanged.
+#[test]
+fn regression_resource_attributes_the_rules_cannot_read_are_refused_at_put() {
+    let g = Gateway::start();
+    let admin = g.admin();
+    let before = g.head_seq();
+    for (attrs, named) in [
+        (
+            r#"{"status":"paid","customer_tier":1.5}"#,
+            "attribute customer_tier: 1.5",
+        ),
+        (
+            r#"{"status":null,"customer_tier":"gold"}"#,
+            "attribute status: null",
+        ),
+        (r#"{"customer_tier":"gold"}"#, "attribute status: nothing"),
+    ] {
+        let body = format!(r#"{{"resource":"order:o-77","attributes":{attrs}}}"#);
+        let a = admin.put_resource(body.as_bytes()).unwrap();
+        let text = String::from_utf8_lossy(&a.body).into_owned();
+        assert_eq!(a.status, 422, "{text}");
+        assert!(text.contains("invalid-resource"), "{text}");
+        assert!(text.contains(named) && text.contains("refunds@"), "{text}");
+    }
+    assert_eq!(g.head_seq(), before, "nothing recorded");
+    let ok = admin
+        .put_resource(br#"{"resource":"order:o-77","attributes":{"status":"paid","customer_tier":"gold","note":null}}"#)
+        .unwrap();
+    assert_eq!(ok.status, 201, "{}", String::from_utf8_lossy(&ok.body));
+}

@@ -26,6 +26,7 @@ mod postgres_instances;
 mod postgres_ledger;
 mod redecide;
 mod resource_lookup;
+mod rules;
 mod sandbox;
 mod tls;
 mod verifier;

@@ -470,12 +470,12 @@ fn init_makes_a_bundle_that_passes_its_own_cases_or_nothing() {
     assert_eq!(made.status.code(), Some(0), "{made:?}");
     let (code, out, err) = text(&tollgate(&["policy", "test", p(&dir)]));
     assert_eq!(code, 0, "{err}");
-    assert!(out.trim_end().ends_with("4 passed, 0 failed"), "{out}");
+    assert!(out.trim_end().ends_with("5 passed, 0 failed"), "{out}");
     let (code, out, _) = text(&tollgate(&["policy", "validate", p(&dir)]));
     assert_eq!(code, 0);
     assert!(
         out.starts_with("valid: ops-guard@0.1.0+sha256:")
-            && out.contains("(2 actions, 4 test cases)"),
+            && out.contains("(2 actions, 5 test cases)"),
         "{out}"
     );
     let schema = std::fs::read_to_string(dir.join("schema.cedarschema")).unwrap();

@@ -204,6 +204,10 @@ fn a_failing_target_leaves_the_intent_undecided_until_it_answers(g: &Gateway, at
         (500, "{}", 0),
         (200, "[1,2]", 0),
         (200, "{\"status\":\"paid\",\"status\":\"x\"}", 0),
+        // Attributes the policy's schema cannot give the rules as declared
+        // (found by the rule hunt: they were dropped, and a forbid with
+        // them).
+        (200, "{\"status\":\"paid\",\"customer_tier\":7}", 0),
         (200, "{\"status\":\"paid\"}", 30_000),
     ] {
         attrs.set("o-3003", status, body, delay);

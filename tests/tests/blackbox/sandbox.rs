@@ -288,7 +288,33 @@ fn captured_intents_are_decided_against_a_snapshot_of_the_export() {
             lines.push('\n');
         }
     }
-    std::fs::write(&intents, lines).unwrap();
+    std::fs::write(&intents, &lines).unwrap();
+    // The same snapshot is what `policy eval` reads: one format for both.
+    let first = lines.lines().next().unwrap();
+    let intent = dir.path().join("intent.json");
+    std::fs::write(&intent, first).unwrap();
+    let eval = std::process::Command::new(tollgate_tests::bin("tollgate"))
+        .args(["policy", "eval", "--policy"])
+        .arg(g.data().join("policies/refunds"))
+        .arg("--intent")
+        .arg(&intent)
+        .arg("--snapshot")
+        .arg(&snapshot)
+        .output()
+        .unwrap();
+    let decided = parse(String::from_utf8_lossy(&eval.stdout).trim().as_bytes())
+        .unwrap_or_else(|e| panic!("{e}: {eval:?}"));
+    let recorded = std::fs::read_to_string(&export)
+        .unwrap()
+        .lines()
+        .map(|l| parse(l.as_bytes()).unwrap())
+        .find(|e| member(e, &["receipt", "subject"]).to_string() == first)
+        .unwrap();
+    assert_eq!(
+        member(&decided, &["verdict"]),
+        member(&recorded, &["receipt", "decision", "verdict"]),
+        "{eval:?}"
+    );
     let (code, out, err) = sandbox(&[
         "replay",
         "--intents",
