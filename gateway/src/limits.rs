@@ -54,6 +54,9 @@ pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 10_000;
 /// Default time to finish a TLS handshake, milliseconds
 /// (`--handshake-timeout-ms`).
 pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// An answer that makes no write progress for this long is dropped (a
+/// client that stopped reading), milliseconds.
+pub const SEND_TIMEOUT_MS: u64 = 30_000;
 /// Longest a closing connection keeps reading (and discarding) what the
 /// client still sends after the last answer, milliseconds: the answer is
 /// not lost to a reset, and a trickling client cannot hold the slot.

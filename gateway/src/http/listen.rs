@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use tollgate_ledger::Ledger;
 
-use super::slots::{BusyBody, Slot, Slots};
+use super::slots::{AnswerBody, ReceivedBody, Slot, Slots, Tracked};
 use super::{App, Peer, router};
 
 /// Bounds on connections.
@@ -135,33 +135,38 @@ pub async fn serve<L: Ledger>(
     let spawn = |(tcp, peer, slot): (tokio::net::TcpStream, std::net::SocketAddr, Slot)| {
         let router = router.clone();
         let acceptor = acceptor.clone();
-        let closing = closing.clone();
+        // Closes this connection gracefully: on a stop, or when a cut found
+        // it protected (it ends after the answer in progress).
+        let stop = closing.child_token();
         tokio::spawn(async move {
             let activity = slot.activity.clone();
-            // Each request is marked busy from its head to its answer's
-            // last byte, and carries the peer's address.
+            // Each request marks its connection's phase (slots module doc)
+            // and carries the peer's address.
+            let phases = activity.clone();
             let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
-                let busy = activity.busy();
+                let a = phases.clone();
+                a.request(hyper::body::Body::is_end_stream(req.body()));
                 req.extensions_mut().insert(Peer(peer.ip()));
-                let answer =
-                    tower::ServiceExt::oneshot(router.clone(), req.map(axum::body::Body::new));
+                let req = req.map(|b| axum::body::Body::new(ReceivedBody::new(b, a.clone())));
+                let answer = tower::ServiceExt::oneshot(router.clone(), req);
                 async move {
                     let r = answer.await?;
-                    Ok::<_, std::convert::Infallible>(r.map(|b| BusyBody::new(b, busy)))
+                    a.answering();
+                    Ok::<_, std::convert::Infallible>(r.map(|b| AnswerBody::new(b, a)))
                 }
             });
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(limits.header);
-            let cut = slot.cut.clone();
+            let tcp = Tracked::new(tcp, activity.clone());
             let served = async {
                 match acceptor {
                     None => {
                         let mut tcp = tcp;
                         let conn =
                             http.serve_connection(hyper_util::rt::TokioIo::new(&mut tcp), service);
-                        until_closed(conn, &closing).await;
-                        slot.activity.closing();
+                        until_closed(conn, &stop).await;
+                        activity.closing();
                         linger(&mut tcp).await;
                     }
                     Some(acceptor) => {
@@ -172,17 +177,36 @@ pub async fn serve<L: Ledger>(
                         };
                         let conn = http
                             .serve_connection(hyper_util::rt::TokioIo::new(&mut stream), service);
-                        until_closed(conn, &closing).await;
-                        slot.activity.closing();
+                        until_closed(conn, &stop).await;
+                        activity.closing();
                         linger(&mut stream).await;
                     }
                 }
             };
-            // Cut to make room: the connection is dropped where it stands
-            // (it had no request in progress).
-            tokio::select! {
-                () = served => {}
-                () = cut.cancelled() => {}
+            let mut served = std::pin::pin!(served);
+            let mut watch = tokio::time::interval(Duration::from_millis(500));
+            let mut cut_seen = false;
+            loop {
+                tokio::select! {
+                    () = &mut served => break,
+                    () = slot.cut.cancelled(), if !cut_seen => {
+                        cut_seen = true;
+                        // Chosen to make room. Dropped where it stands if it
+                        // still may be; a request that became whole
+                        // meanwhile is answered first, then it closes.
+                        if slot.activity.cuttable() {
+                            break;
+                        }
+                        stop.cancel();
+                    }
+                    _ = watch.tick() => {
+                        // A reader that stopped reading cannot hold the
+                        // connection and its buffers.
+                        if slot.activity.send_stalled(crate::limits::SEND_TIMEOUT_MS) {
+                            break;
+                        }
+                    }
+                }
             }
             drop(slot);
         });

@@ -42,6 +42,8 @@ pub fn route_name(path: &str) -> &'static str {
         "/metrics" => "metrics",
         "/openapi.json" => "openapi",
         p if p.starts_with("/v1/receipts/") => "receipts",
+        p if p.starts_with("/v1/intents/") => "intent_state",
+        p if p == "/v1/approvals" || p.starts_with("/v1/approvals/") => "approvals",
         p if p.starts_with("/v1/admin/") => "admin",
         _ => "other",
     }

@@ -1,29 +1,60 @@
-//! Connection slots, and whom to shed when they are all taken.
+//! Connection slots, what each connection is doing, and whom to cut when
+//! they are all taken.
 //!
-//! A full listener does not make the newcomer wait behind connections that
-//! are doing nothing: when every slot is taken, the connection that has
-//! waited longest without a request in progress is cut to make room —
-//! one closing after its last answer first, then the one idle (or still
-//! sending its header) the longest. Only when every connection has a
-//! request in progress does the newcomer wait for a slot. A flood of
-//! sockets that connect and send nothing, or trickle a header, or sit idle
-//! after an answer, therefore cannot keep health checks and intents out.
+//! Every connection is in one phase:
 //!
-//! Invariants: at most `max` connections hold a slot, plus those cut and
-//! not yet torn down (each ends at its next poll); a connection with a
-//! request in progress (from its head to its answer's last byte) is never
-//! cut.
+//! - *idle*: between requests (or before the first, a TLS handshake
+//!   included);
+//! - *receiving*: a request's head has been read, its body is still
+//!   coming;
+//! - *deciding*: the whole request is in, the handler runs;
+//! - *answering*: the answer is being written, until its last byte is
+//!   handed to the kernel.
+//!
+//! and has a *last progress*: the last moment a byte was read from it or
+//! written to it.
+//!
+//! When every slot is taken, a newcomer takes the slot of the connection
+//! whose last progress is the oldest among those that can be cut: idle and
+//! receiving connections (cutting one loses no decision: the request is not
+//! whole yet), and answering ones whose writes have stalled for
+//! [`SEND_STALL_MS`] (a reader that does not read). A connection that is
+//! deciding, or answering with progress, is never cut: an answer to a
+//! decided intent is not lost to make room. Only when no connection can be
+//! cut does a newcomer wait in the backlog. A connection closing after its
+//! last answer goes first.
+//!
+//! The cut is confirmed by the connection's own task: if it became
+//! protected meanwhile (its request just completed), it is not dropped; it
+//! finishes the answer in progress and then closes.
+//!
+//! Apart from the slots, an answer that makes no write progress for
+//! [`crate::limits::SEND_TIMEOUT_MS`] is dropped (a reader that stopped
+//! reading cannot hold a connection and its buffers forever).
+//!
+//! Invariant: at most `max` connections hold a slot, plus those being cut
+//! and not yet torn down.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+/// Under pressure, an answer whose writes made no progress for this long
+/// may be cut for a newcomer, milliseconds.
+pub const SEND_STALL_MS: u64 = 2_000;
+
+const IDLE: u8 = 0;
+const RECEIVING: u8 = 1;
+const DECIDING: u8 = 2;
+const ANSWERING: u8 = 3;
 
 /// The slots of one listener.
 pub(super) struct Slots {
@@ -31,7 +62,7 @@ pub(super) struct Slots {
     epoch: Instant,
     table: Mutex<Table>,
     /// Told when a slot may have become available (a connection ended, or
-    /// one finished a request).
+    /// one became cuttable).
     freed: Arc<Notify>,
 }
 
@@ -48,14 +79,17 @@ struct Held {
     cut: CancellationToken,
 }
 
-/// What a connection is doing, as the shedding choice reads it.
+/// What a connection is doing, as the choice of whom to cut reads it.
 #[derive(Debug)]
 pub(super) struct Activity {
-    /// Requests in progress (head read, answer not yet fully written).
-    busy: AtomicUsize,
-    /// Milliseconds since the listener's epoch at which the connection
-    /// last became idle (opened, or finished an answer).
-    idle_since: AtomicU64,
+    phase: AtomicU8,
+    /// Milliseconds since the listener's epoch of the last byte read or
+    /// written.
+    progress: AtomicU64,
+    /// Bytes written that the last flush has not confirmed.
+    unflushed: AtomicBool,
+    /// The answer's body has been produced to its end.
+    body_done: AtomicBool,
     /// The connection is closing (lingering after its last answer).
     closing: AtomicBool,
     epoch: Instant,
@@ -67,27 +101,78 @@ impl Activity {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Marks a request in progress until the returned guard drops.
-    pub(super) fn busy(self: &Arc<Self>) -> Busy {
-        self.busy.fetch_add(1, Ordering::SeqCst);
-        Busy(self.clone())
+    fn progressed(&self) {
+        self.progress.store(self.now(), Ordering::SeqCst);
+    }
+
+    /// A request's head was read; `whole` if it has no body to wait for.
+    pub(super) fn request(&self, whole: bool) {
+        self.body_done.store(false, Ordering::SeqCst);
+        self.phase
+            .store(if whole { DECIDING } else { RECEIVING }, Ordering::SeqCst);
+    }
+
+    /// The request's body is in.
+    pub(super) fn received(&self) {
+        let _ =
+            self.phase
+                .compare_exchange(RECEIVING, DECIDING, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// The handler answered; the answer is being written.
+    pub(super) fn answering(&self) {
+        self.phase.store(ANSWERING, Ordering::SeqCst);
+    }
+
+    /// The answer's body has been produced to its end. Its last bytes may
+    /// still sit in the server's buffer: they count as unflushed until the
+    /// next flush of the stream, which hands them to the kernel.
+    fn answered(&self) {
+        self.unflushed.store(true, Ordering::SeqCst);
+        self.body_done.store(true, Ordering::SeqCst);
     }
 
     /// Marks the connection as closing: first to be cut.
     pub(super) fn closing(&self) {
         self.closing.store(true, Ordering::SeqCst);
+        self.freed.notify_one();
     }
-}
 
-/// A request in progress on a connection.
-#[derive(Debug)]
-pub(super) struct Busy(Arc<Activity>);
+    /// Whether the answer in progress is fully handed to the kernel.
+    fn answered_and_flushed(&self) -> bool {
+        self.body_done.load(Ordering::SeqCst) && !self.unflushed.load(Ordering::SeqCst)
+    }
 
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.idle_since.store(self.0.now(), Ordering::SeqCst);
-        self.0.busy.fetch_sub(1, Ordering::SeqCst);
-        self.0.freed.notify_one();
+    /// When the connection may be cut now, its rank (lower goes first):
+    /// closing ones, then by oldest progress; `None` when it is protected.
+    fn rank(&self, now: u64) -> Option<(bool, u64)> {
+        let progress = self.progress.load(Ordering::SeqCst);
+        let closing = self.closing.load(Ordering::SeqCst);
+        let cuttable = closing
+            || match self.phase.load(Ordering::SeqCst) {
+                IDLE | RECEIVING => true,
+                ANSWERING => {
+                    self.answered_and_flushed() || now.saturating_sub(progress) >= SEND_STALL_MS
+                }
+                _ => false,
+            };
+        cuttable.then_some((!closing, progress))
+    }
+
+    /// Whether an answer in progress has made no write progress for
+    /// `timeout_ms`.
+    pub(super) fn send_stalled(&self, timeout_ms: u64) -> bool {
+        self.phase.load(Ordering::SeqCst) == ANSWERING
+            && !self.answered_and_flushed()
+            && self
+                .now()
+                .saturating_sub(self.progress.load(Ordering::SeqCst))
+                >= timeout_ms
+    }
+
+    /// Whether the connection may be cut now.
+    pub(super) fn cuttable(&self) -> bool {
+        self.rank(self.now()).is_some()
     }
 }
 
@@ -97,7 +182,7 @@ pub(super) struct Slot {
     id: u64,
     /// What the connection is doing.
     pub(super) activity: Arc<Activity>,
-    /// Cancelled when the connection is cut to make room.
+    /// Cancelled when the connection is chosen to be cut for a newcomer.
     pub(super) cut: CancellationToken,
 }
 
@@ -126,55 +211,56 @@ impl Slots {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A slot for a new connection: a free one, or one made by cutting
-    /// the connection idle the longest (module doc); waits only while
-    /// every connection has a request in progress.
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Waits until [`Slots::try_take`] would succeed: a slot is free, or a
+    /// connection could be cut. (A stalled answer becomes cuttable with
+    /// time alone, so the wait also looks again every
+    /// [`SEND_STALL_MS`].)
+    pub(super) async fn ready(&self) {
+        loop {
+            let freed = self.freed.notified();
+            {
+                let t = self.lock();
+                if t.held.len() < self.max || Self::victim(&t, self.now()).is_some() {
+                    return;
+                }
+            }
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_millis(SEND_STALL_MS), freed).await;
+        }
+    }
+
+    /// The connection to cut for room (module doc).
+    fn victim(t: &Table, now: u64) -> Option<u64> {
+        t.held
+            .iter()
+            .filter_map(|(id, h)| Some((h.activity.rank(now)?, *id)))
+            .min()
+            .map(|(_, id)| id)
+    }
+
+    /// A slot for a new connection: a free one, or one made by cutting a
+    /// connection (module doc); waits while none can be cut.
     pub(super) async fn take(self: &Arc<Self>) -> Slot {
         loop {
             let freed = self.freed.notified();
             if let Some(slot) = self.try_take() {
                 return slot;
             }
-            freed.await;
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_millis(SEND_STALL_MS), freed).await;
         }
-    }
-
-    /// Waits until [`Slots::try_take`] would succeed: a slot is free, or a
-    /// connection without a request in progress could be cut.
-    pub(super) async fn ready(&self) {
-        loop {
-            let freed = self.freed.notified();
-            {
-                let t = self.lock();
-                if t.held.len() < self.max || Self::victim(&t).is_some() {
-                    return;
-                }
-            }
-            freed.await;
-        }
-    }
-
-    /// The connection to cut for room: no request in progress; closing
-    /// ones first, then the one idle the longest.
-    fn victim(t: &Table) -> Option<u64> {
-        t.held
-            .iter()
-            .filter(|(_, h)| h.activity.busy.load(Ordering::SeqCst) == 0)
-            .min_by_key(|(id, h)| {
-                (
-                    !h.activity.closing.load(Ordering::SeqCst),
-                    h.activity.idle_since.load(Ordering::SeqCst),
-                    **id,
-                )
-            })
-            .map(|(id, _)| *id)
     }
 
     /// [`Slots::take`] without waiting.
     pub(super) fn try_take(self: &Arc<Self>) -> Option<Slot> {
+        let now = self.now();
         let mut t = self.lock();
         if t.held.len() >= self.max {
-            let victim = Self::victim(&t)?;
+            let victim = Self::victim(&t, now)?;
             if let Some(h) = t.held.remove(&victim) {
                 h.cut.cancel();
                 t.cut += 1;
@@ -183,13 +269,14 @@ impl Slots {
         let id = t.next;
         t.next += 1;
         let activity = Arc::new(Activity {
-            busy: AtomicUsize::new(0),
-            idle_since: AtomicU64::new(0),
+            phase: AtomicU8::new(IDLE),
+            progress: AtomicU64::new(now),
+            unflushed: AtomicBool::new(false),
+            body_done: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             epoch: self.epoch,
             freed: self.freed.clone(),
         });
-        activity.idle_since.store(activity.now(), Ordering::SeqCst);
         let cut = CancellationToken::new();
         t.held.insert(
             id,
@@ -217,23 +304,148 @@ impl Slots {
     }
 }
 
-/// A response body that keeps its connection busy until its last byte is
-/// written (a streamed export is work in progress, not idleness).
-pub(super) struct BusyBody<B> {
-    inner: B,
-    busy: Option<Busy>,
+/// A connection's stream, noting every byte read or written as progress
+/// (TLS handshakes included: the TLS layer sits above it).
+pub(super) struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
 }
 
-impl<B> BusyBody<B> {
-    pub(super) fn new(inner: B, busy: Busy) -> Self {
+impl<S> Tracked<S> {
+    pub(super) fn new(inner: S, activity: Arc<Activity>) -> Self {
+        Self { inner, activity }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.progressed();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled
+            && n > 0
+        {
+            self.activity.unflushed.store(true, Ordering::SeqCst);
+            self.activity.progressed();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = polled
+            && n > 0
+        {
+            self.activity.unflushed.store(true, Ordering::SeqCst);
+            self.activity.progressed();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        if matches!(polled, Poll::Ready(Ok(()))) {
+            self.activity.unflushed.store(false, Ordering::SeqCst);
+            self.activity.freed.notify_one();
+        }
+        polled
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A request body that marks its connection *deciding* once it is whole.
+pub(super) struct ReceivedBody<B> {
+    inner: B,
+    activity: Arc<Activity>,
+}
+
+impl<B> ReceivedBody<B> {
+    pub(super) fn new(inner: B, activity: Arc<Activity>) -> Self {
+        Self { inner, activity }
+    }
+}
+
+impl<B: Body + Unpin> Body for ReceivedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.activity.received();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// An answer's body that tells its connection when it has been produced
+/// to its end.
+pub(super) struct AnswerBody<B> {
+    inner: B,
+    activity: Option<Arc<Activity>>,
+}
+
+impl<B> AnswerBody<B> {
+    pub(super) fn new(inner: B, activity: Arc<Activity>) -> Self {
         Self {
             inner,
-            busy: Some(busy),
+            activity: Some(activity),
+        }
+    }
+
+    fn done(&mut self) {
+        if let Some(a) = self.activity.take() {
+            a.answered();
         }
     }
 }
 
-impl<B: Body + Unpin> Body for BusyBody<B> {
+impl<B> Drop for AnswerBody<B> {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+impl<B: Body + Unpin> Body for AnswerBody<B> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -243,7 +455,7 @@ impl<B: Body + Unpin> Body for BusyBody<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
-            self.busy = None;
+            self.done();
         }
         polled
     }
@@ -263,30 +475,63 @@ mod tests {
 
     use super::*;
 
+    fn aged(slots: &Arc<Slots>) -> Slot {
+        let s = slots.try_take().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        s
+    }
+
     #[test]
-    fn a_full_table_cuts_the_closing_then_the_longest_idle_never_the_busy() {
+    fn a_full_table_cuts_the_least_recently_progressing_never_a_decision() {
         let slots = Slots::new(3);
-        let a = slots.try_take().unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        let b = slots.try_take().unwrap();
-        let c = slots.try_take().unwrap();
-        let _busy_a = a.activity.busy();
-        // Full: a is busy, b idle longest → b is cut.
+        let a = aged(&slots);
+        let b = aged(&slots);
+        let c = aged(&slots);
+        // a decides (protected); b has made progress since c.
+        a.activity.request(true);
+        b.activity.progressed();
         let d = slots.try_take().unwrap();
-        assert!(b.cut.is_cancelled() && !a.cut.is_cancelled() && !c.cut.is_cancelled());
-        assert_eq!(slots.held(), 3);
-        // A closing connection goes before any idle one.
+        assert!(c.cut.is_cancelled(), "c progressed least recently");
+        assert!(!a.cut.is_cancelled() && !b.cut.is_cancelled());
+        // A closing connection goes before any other.
         d.activity.closing();
-        let _e = slots.try_take().unwrap();
-        assert!(d.cut.is_cancelled() && !c.cut.is_cancelled());
-        // Everyone busy: nobody is cut, the newcomer waits.
-        let _busy_c = c.activity.busy();
-        let _busy_e = _e.activity.busy();
+        let e = slots.try_take().unwrap();
+        assert!(d.cut.is_cancelled() && !b.cut.is_cancelled());
+        // A body still coming may be cut; once whole, it may not.
+        b.activity.request(false);
+        e.activity.request(false);
+        e.activity.received();
+        let f = slots.try_take().unwrap();
+        assert!(b.cut.is_cancelled() && !e.cut.is_cancelled());
+        // Everyone deciding or answering with progress: nobody is cut.
+        f.activity.request(true);
+        e.activity.answering();
         assert!(slots.try_take().is_none());
-        assert_eq!(slots.cut(), 2);
-        // A slot freed by a connection ending is taken without a cut.
-        drop(c);
-        assert!(slots.try_take().is_some());
-        assert_eq!(slots.cut(), 2);
+        assert_eq!(slots.cut(), 3);
+        // An answer produced to its end is protected until flushed, then
+        // idle again.
+        e.activity.answered();
+        assert!(!e.activity.cuttable());
+        e.activity.unflushed.store(false, Ordering::SeqCst);
+        assert!(e.activity.cuttable());
+        drop(slots.try_take().unwrap());
+        assert!(e.cut.is_cancelled());
+    }
+
+    #[test]
+    fn an_answer_with_unflushed_bytes_is_protected_until_it_stalls() {
+        let slots = Slots::new(1);
+        let a = slots.try_take().unwrap();
+        a.activity.request(true);
+        a.activity.answering();
+        a.activity.answered();
+        a.activity.unflushed.store(true, Ordering::SeqCst);
+        a.activity.progressed();
+        assert!(!a.activity.cuttable(), "written, not yet flushed");
+        assert!(!a.activity.send_stalled(SEND_STALL_MS));
+        // Pretend the last progress was long ago.
+        a.activity.progress.store(0, Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(a.activity.send_stalled(1));
     }
 }

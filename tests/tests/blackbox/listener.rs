@@ -161,3 +161,135 @@ fn a_descriptor_limit_too_small_is_refused_at_the_start() {
     );
     assert!(err.contains("ulimit -n"), "{err}");
 }
+
+/// Fills the ledger with `n` decided intents of the demo agent, through
+/// four clients.
+fn fill(g: &Gateway, n: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("intents.txt");
+    let out = std::process::Command::new(tollgate_tests::bin("tollgate"))
+        .args(["bench", "--count", &n.to_string(), "--write-intents"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(g.data())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    std::thread::scope(|s| {
+        for part in lines.chunks(n.div_ceil(4)) {
+            let client = tollgate_client::Client::new(&g.url);
+            s.spawn(move || {
+                for l in part {
+                    assert_eq!(client.submit(l.as_bytes(), None).unwrap().status, 200);
+                }
+            });
+        }
+    });
+}
+
+/// Found by the outside review: clients that asked for the export and
+/// never read it held every slot for as long as they liked (an answer in
+/// progress was never cut, and had no write timeout).
+#[test]
+fn regression_readers_that_stop_reading_cannot_hold_the_listener() {
+    let g = Gateway::start_with(
+        tempfile::tempdir().unwrap(),
+        |_| {},
+        &["--max-connections", "16"],
+    );
+    // An export larger than the socket buffers between the two ends.
+    fill(&g, 1_500);
+    let export = g.get("/v1/ledger/export").1.len();
+    assert!(export > 1_000_000, "export of {export} bytes");
+    // 20 clients ask for it and never read: every slot is taken by a
+    // stalled answer.
+    let stalled: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = connect(&g);
+            s.write_all(b"GET /v1/ledger/export HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    // Their writes stall for longer than a stalled answer is kept under
+    // pressure (2 s).
+    std::thread::sleep(Duration::from_secs(3));
+    answers_promptly(&g, "during-stalled-1");
+    answers_promptly(&g, "during-stalled-2");
+    drop(stalled);
+}
+
+/// Found by the outside review: 150 connections sending their bodies a
+/// byte at a time starved intents for seconds at a time, and intents
+/// decided meanwhile lost their answers (their connection was cut while
+/// deciding or before its answer was flushed).
+#[test]
+fn regression_slow_bodies_neither_starve_intents_nor_cost_them_their_answers() {
+    let g = Gateway::start_with(
+        tempfile::tempdir().unwrap(),
+        |_| {},
+        &["--max-connections", "20"],
+    );
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        // 60 slow bodies, each reopened when cut: a byte every 100 ms.
+        for _ in 0..60 {
+            s.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let Ok(mut c) = TcpStream::connect(g.url.trim_start_matches("http://")) else {
+                        continue;
+                    };
+                    let head = b"POST /v1/intents HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 60000\r\n\r\n";
+                    if c.write_all(head).is_err() {
+                        continue;
+                    }
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst)
+                        && c.write_all(b" ").is_ok()
+                    {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        // Two agents, 40 intents each, one connection per intent: every
+        // intent is answered (none cut after its decision), promptly.
+        let agents: Vec<_> = (0..2)
+            .map(|a| {
+                let (g, answered) = (&g, &answered);
+                s.spawn(move || {
+                    for i in 0..40 {
+                        let started = Instant::now();
+                        let (code, _, body, _) = g.post_raw(
+                            "application/json",
+                            &intent(
+                                &g.agent(),
+                                &format!("slow-{a}-{i}"),
+                                "order:o-1001",
+                                100,
+                                |_| {},
+                            ),
+                            None,
+                        );
+                        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+                        assert!(
+                            started.elapsed() < PROMPT,
+                            "answered in {:?}",
+                            started.elapsed()
+                        );
+                        answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        for a in agents {
+            let r = a.join();
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            r.unwrap();
+        }
+    });
+    assert_eq!(answered.into_inner(), 80);
+}
