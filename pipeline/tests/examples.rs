@@ -203,3 +203,50 @@ fn an_unknown_format_is_refused_at_load() {
         "{e}"
     );
 }
+
+/// Found by the rule hunt: rules that could never apply loaded and
+/// silently never fired — `has` on an attribute the schema does not
+/// declare, and schema features no request carries (entity parents,
+/// tags, attributes of `Agent`, another principal type).
+#[test]
+fn rules_and_schemas_that_could_never_apply_are_refused_at_load() {
+    let boundary = |extra: &'static str| {
+        move |f: &mut std::collections::BTreeMap<String, String>| {
+            f.get_mut("boundary.cedar").unwrap().push_str(extra);
+        }
+    };
+    let e = refused(boundary(
+        "\n@id(\"payments.no-note\")\n@reason(\"no notes\")\nforbid (principal, action == Action::\"payments.send\", resource)\nwhen { context.params has note };\n",
+    ));
+    assert!(
+        e.contains("rule \"payments.no-note\" can never apply"),
+        "{e}"
+    );
+    let schema = |from: &'static str, to: &'static str| {
+        move |f: &mut std::collections::BTreeMap<String, String>| {
+            let s = f.get_mut("schema.cedarschema").unwrap();
+            assert!(s.contains(from), "{from}");
+            *s = s.replacen(from, to, 1);
+        }
+    };
+    let e = refused(schema(
+        "entity account;",
+        "entity bank;\nentity account in [bank];",
+    ));
+    assert!(
+        e.contains("entity account: parents (`in [...]`) are never given"),
+        "{e}"
+    );
+    let e = refused(schema("entity Agent;", "entity Agent = { role?: String };"));
+    assert!(
+        e.contains("entity Agent: the principal carries no attributes"),
+        "{e}"
+    );
+    let e = refused(schema("entity account;", "entity account tags String;"));
+    assert!(e.contains("entity account: tags are never given"), "{e}");
+    let e = refused(schema(
+        "principal: [Agent],\n  resource: [account]",
+        "principal: [account],\n  resource: [account]",
+    ));
+    assert!(e.contains("its principal must be [Agent]"), "{e}");
+}

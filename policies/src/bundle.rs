@@ -290,6 +290,66 @@ fn cedar_params(typing: &Typing, action: &str) -> Vec<(String, CedarTy, bool)> {
     }
 }
 
+/// What a schema declares that no request ever carries, so that a rule
+/// reading it could never be true (or never false): entity parents (`in
+/// [T]`, the request's entities have none), tags, attributes of `Agent`
+/// (the principal carries none), action groups, and principals other than
+/// `Agent`. Each with the line of its declaration.
+fn unfilled_schema_features(
+    schema_json: &serde_json::Value,
+    text: &str,
+) -> Vec<(Option<usize>, String)> {
+    let line = |needle: &str| text.find(needle).map(|o| line_of(text, o));
+    let mut out = Vec::new();
+    let Some(ns) = schema_json.get("") else {
+        return out;
+    };
+    if let Some(types) = ns.get("entityTypes").and_then(|t| t.as_object()) {
+        for (name, t) in types {
+            let at = line(&format!("entity {name}"));
+            let parents = t
+                .get("memberOfTypes")
+                .and_then(|m| m.as_array())
+                .is_some_and(|m| !m.is_empty());
+            if parents {
+                out.push((at, format!("entity {name}: parents (`in [...]`) are never given with a request, so `in` tests on them would always be false; declare it without")));
+            }
+            if t.get("tags").is_some() {
+                out.push((at, format!("entity {name}: tags are never given with a request, so `hasTag` would always be false; use attributes")));
+            }
+            let attrs = t
+                .get("shape")
+                .and_then(|s| s.get("attributes"))
+                .and_then(|a| a.as_object())
+                .is_some_and(|a| !a.is_empty());
+            if name == "Agent" && attrs {
+                out.push((at, "entity Agent: the principal carries no attributes (an agent is its name); declare `entity Agent;` and read what the rules need from the intent".to_owned()));
+            }
+        }
+    }
+    if let Some(actions) = ns.get("actions").and_then(|a| a.as_object()) {
+        for (name, a) in actions {
+            let at = line(&format!("\"{name}\""));
+            if a.get("memberOf")
+                .and_then(|m| m.as_array())
+                .is_some_and(|m| !m.is_empty())
+            {
+                out.push((at, format!("action {name:?}: action groups are never given with a request, so `action in` a group would always be false; name the actions")));
+            }
+            let principals: Vec<&str> = a
+                .get("appliesTo")
+                .and_then(|t| t.get("principalTypes"))
+                .and_then(|p| p.as_array())
+                .map(|p| p.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            if principals != ["Agent"] {
+                out.push((at, format!("action {name:?}: its principal must be [Agent], the type of every intent's principal (declared: {principals:?})")));
+            }
+        }
+    }
+    out
+}
+
 /// What Tollgate gives the rules in `context`, by member: its type, and
 /// whether it may be absent from an intent's context (so that the schema
 /// must declare it optional).
@@ -745,6 +805,9 @@ impl Bundle {
                     format!("namespace {ns}: declare actions and entity types without a namespace (intents name them unqualified)"),
                 );
             }
+        }
+        for (line_of_decl, why) in unfilled_schema_features(&schema_json, &schema_text) {
+            r.problem("schema.cedarschema", line_of_decl, why);
         }
         let typing = match Typing::from_schema_json(&schema_json) {
             Ok(t) => t,

@@ -259,6 +259,20 @@ impl RuleSet {
                     format!("rule {id:?} does not validate against schema.cedarschema: {e}"),
                 );
             }
+            // Cedar's warnings name rules that can never apply (`has` on an
+            // attribute the schema does not declare, `resource is T` for
+            // an action that does not apply to T, `when { false }`): a
+            // forbid that silently never fires. They are errors here.
+            for w in result.validation_warnings() {
+                let id = w.policy_id().to_string();
+                let at = starts.get(&id).copied().unwrap_or(0);
+                problem(
+                    at,
+                    format!(
+                        "rule {id:?} can never apply as schema.cedarschema declares things: {w}"
+                    ),
+                );
+            }
         }
         Self {
             kind,

@@ -8,8 +8,10 @@
 //! - `Long`: a JSON integer within ±(2^53−1); `String`; `Bool`.
 //! - An entity type: a string, the entity's id (`"treasury"` for
 //!   `account::"treasury"`).
-//! - `ipaddr`, `decimal`, `datetime`, `duration`: a string Cedar's
-//!   constructor of that name accepts (`"10.0.0.1"`, `"12.50"`, …).
+//! - `ipaddr`: one IP address as a string, read in one form (an
+//!   IPv4-mapped IPv6 address is its IPv4 address; a range is refused);
+//!   `decimal`, `datetime`, `duration`: a string Cedar's constructor of
+//!   that name accepts (`"12.50"`, …).
 //! - `Set<T>`: an array whose every item converts to `T`.
 //! - A record: an object; each declared attribute converts to its type,
 //!   a required one must be present, and members it does not declare are
@@ -163,6 +165,24 @@ impl CedarTy {
                 Ok(RestrictedExpression::new_entity_uid(
                     EntityUid::from_type_name_and_id(t, EntityId::new(id)),
                 ))
+            }
+            (Self::Extension(Extension::Ip), Value::String(s)) => {
+                // One host, in one form: `ip("10.6.6.6/31")` is a range that
+                // `== ip("10.6.6.6")` never matches, and `::ffff:a06:606`
+                // is 10.6.6.6 written another way.
+                let addr: std::net::IpAddr = s.parse().map_err(|_| Mismatch {
+                    why: format!(
+                        "; {s:?} is not one IP address (ranges and other forms are refused)"
+                    ),
+                    ..bad()
+                })?;
+                let addr = match addr {
+                    std::net::IpAddr::V6(v6) => v6
+                        .to_ipv4_mapped()
+                        .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+                    v4 => v4,
+                };
+                Ok(RestrictedExpression::new_ip(addr.to_string()))
             }
             (Self::Extension(e), Value::String(s)) => {
                 let expr = e.expression(s);
@@ -414,6 +434,10 @@ mod tests {
                 "/params/limit",
             ),
             (r#"{"dest":"t","ids":[],"src":null}"#, "/params/src"),
+            (
+                r#"{"dest":"t","ids":[],"src":"10.6.6.6/31"}"#,
+                "/params/src",
+            ),
             (r#"{"ids":[]}"#, "/params/dest"),
         ] {
             let e = params
