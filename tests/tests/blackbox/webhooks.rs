@@ -741,3 +741,42 @@ fn bad_registrations_are_specific_errors_and_private_addresses_are_refused_by_de
     let list = g.admin().webhooks().unwrap().text();
     assert!(list.contains("\"endpoints\":[]"), "{list}");
 }
+
+/// Addresses that embed a loopback or private IPv4 address (NAT64, 6to4,
+/// Teredo, IPv4-compatible and -mapped) and special-purpose blocks
+/// (site-local, discard-only, benchmarking, the 6to4 relay anycast) are
+/// refused like the plain ones, each with the block and RFC that reserve
+/// it; a public address behind the NAT64 prefix is not.
+#[test]
+fn addresses_embedding_private_ipv4_and_special_purpose_blocks_are_refused() {
+    let g = Gateway::start();
+    // A port something listens on, so that only the address is refused.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    for (host, says) in [
+        ("[64:ff9b::7f00:1]", "embeds 127.0.0.1"),
+        ("[64:ff9b:1::a00:1]", "RFC 8215"),
+        ("[::ffff:127.0.0.1]", "embeds 127.0.0.1"),
+        ("[::127.0.0.1]", "IPv4-compatible"),
+        ("[2002:7f00:1::1]", "6to4"),
+        ("[2001:0:4136:e378:8000:63bf:80ff:fffe]", "Teredo"),
+        ("[fec0::1]", "RFC 3879"),
+        ("[100::1]", "RFC 6666"),
+        ("198.18.0.1", "RFC 2544"),
+        ("192.88.99.1", "RFC 7526"),
+        ("localhost", "loopback"),
+    ] {
+        let url = format!("http://{host}:{port}/hook");
+        let body = format!(r#"{{"url":"{url}","events":["*"]}}"#);
+        let a = g.admin().add_webhook(body.as_bytes()).unwrap();
+        let text = a.text();
+        assert_eq!(a.status, 422, "{url}: {text}");
+        assert!(text.contains("webhook-private-address"), "{url}: {text}");
+        assert!(text.contains(says), "{url}: {text}");
+    }
+    let list = g.admin().webhooks().unwrap().text();
+    assert!(list.contains("\"endpoints\":[]"), "{list}");
+    // A public IPv4 address behind the NAT64 prefix is an ordinary address.
+    let body = br#"{"url":"http://[64:ff9b::5db8:d822]/hook","events":["*"]}"#;
+    assert_eq!(g.admin().add_webhook(body).unwrap().status, 201);
+}
