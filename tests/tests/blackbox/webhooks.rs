@@ -780,3 +780,51 @@ fn addresses_embedding_private_ipv4_and_special_purpose_blocks_are_refused() {
     let body = br#"{"url":"http://[64:ff9b::5db8:d822]/hook","events":["*"]}"#;
     assert_eq!(g.admin().add_webhook(body).unwrap().status, 201);
 }
+
+/// A delivery signed with the endpoint's own secret but captured and
+/// replayed later is refused by `tollgate webhook verify` by default, as
+/// the Standard Webhooks libraries refuse it (older than 5 minutes, or
+/// more than 5 minutes ahead); `--max-age-seconds 0` accepts an old one,
+/// never one from the future.
+#[test]
+fn regression_webhook_verify_refuses_stale_and_future_timestamps_by_default() {
+    use tollgate_gateway::engine::webhooks::sign::SigningKey;
+    let key = SigningKey::generate("v1").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body.json");
+    std::fs::write(
+        &body,
+        br#"{"data":{},"timestamp":"x","type":"decision.passed"}"#,
+    )
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let verify = |ts: i64, extra: &[&str]| {
+        let sig = key.sign("evt_1", ts, &std::fs::read(&body).unwrap());
+        Command::new(bin("tollgate"))
+            .args(["webhook", "verify", "--secret", &key.to_text()])
+            .args(["--id", "evt_1", "--timestamp", &ts.to_string()])
+            .args(["--signature", &sig])
+            .args(extra)
+            .arg(&body)
+            .output()
+            .unwrap()
+    };
+    let ok = verify(now, &[]);
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    for (ts, extra, says) in [
+        (now - 3600, &[][..], "s old, more than 300 s"),
+        (now - 90, &["--max-age-seconds", "60"][..], "more than 60 s"),
+        (now + 3600, &[][..], "in the future"),
+        (now + 3600, &["--max-age-seconds", "0"][..], "in the future"),
+    ] {
+        let bad = verify(ts, extra);
+        assert_eq!(bad.status.code(), Some(1), "{ts} {extra:?}: {bad:?}");
+        let err = String::from_utf8_lossy(&bad.stderr);
+        assert!(err.contains(says), "{ts} {extra:?}: {err}");
+    }
+    let old = verify(now - 3600, &["--max-age-seconds", "0"]);
+    assert_eq!(old.status.code(), Some(0), "{old:?}");
+}
