@@ -44,6 +44,7 @@ mod keys;
 mod members;
 mod receipt;
 mod registry;
+mod rules;
 mod verify;
 mod wire;
 

@@ -3,7 +3,8 @@
 //!
 //! Scope: reading an export (JSON Lines) as a stream, in batches that are
 //! checked on every core ([`tollgate_protocol::ChainVerifier`] does the
-//! checking), and reporting the first bad `seq` with its reason. This crate
+//! checking: the chain, and the receipt rules of spec §5.4 checks 10 to
+//! 14), and reporting the first bad `seq` with its reason. This crate
 //! adds only the file handling and the command line; what "valid" means
 //! lives in `tollgate-protocol`, which this crate alone depends on.
 //!
@@ -117,7 +118,7 @@ pub fn verify_export(
 ) -> Result<Verdict, Error> {
     let mut tree = TreeBuilder::new();
     let mut tree_checked = checkpoint.is_none_or(|c| c.size == 0);
-    let mut verifier = ChainVerifier::new(Some(keys));
+    let mut verifier = ChainVerifier::new(Some(keys)).with_receipt_rules();
     if let Some(n) = threads {
         verifier = verifier.with_threads(n);
     }

@@ -315,6 +315,9 @@ fn bar(show: bool, total: u64, done: &'static str) -> impl FnMut(Progress) {
     }
 }
 
+/// What an export checked against itself alone cannot show.
+const UNANCHORED: &str = "note: without --checkpoint or --head the export is checked against itself only: entries cut from its end, and entries deleted anywhere with the chain rebuilt after them (which needs no key), cannot be detected";
+
 fn ledger(
     export: &Path,
     keys: &Path,
@@ -354,6 +357,7 @@ fn ledger(
     }
     let total = std::fs::metadata(export).map(|m| m.len()).unwrap_or(0);
     let show = !json && std::io::stderr().is_terminal() && total > 0;
+    let unanchored = head.is_none() && checkpoint.is_none();
     let verdict = verify_export(
         open(export)?,
         export,
@@ -372,6 +376,9 @@ fn ledger(
             fields.insert("entries", int(entries));
             fields.insert("head", head.to_string().into());
             let mut sentence = format!("{entries} entries verified; head {head}");
+            if unanchored {
+                eprintln!("{UNANCHORED}");
+            }
             if let Some(c) = &checkpoint {
                 fields.insert("checkpoint_size", int(c.checkpoint.size));
                 sentence.push_str(&format!(
