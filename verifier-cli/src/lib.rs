@@ -366,6 +366,13 @@ fn parted(
             seq: f.seq,
             error: ProtocolError::Proof(format!("{} ({why})", f.error)),
         },
+        (None, None) => Failure {
+            seq: f.seq,
+            error: ProtocolError::Proof(format!(
+                "{}; the log's level-0 tiles would name the first seq where the histories part",
+                f.error
+            )),
+        },
         _ => f,
     }
 }
