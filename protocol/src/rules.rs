@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use crate::encoding::{HashAlg, Timestamp};
 use crate::error::Error;
 use crate::json::{Value, parse};
-use crate::receipt::{ReceiptKind, Status};
+use crate::receipt::{ReceiptKind, Status, Verdict};
 
 /// What one receipt says that the checks across entries need.
 #[derive(Debug)]
@@ -177,17 +177,14 @@ fn decision(v: &Value, issued_at: &Timestamp, status: Status) -> Result<Kind, Er
         ));
     }
     let verdict = string(v, &["receipt", "decision", "verdict"], "decision.verdict")?;
-    let allowed: &[Status] = match verdict {
-        "pass" => &[Status::Committed, Status::Failed],
-        "block" => &[Status::NotExecuted],
-        "escalate" => &[Status::PendingApproval],
-        other => {
-            return Err(Error::invalid(
+    let allowed = Verdict::from_name(verdict)
+        .ok_or_else(|| {
+            Error::invalid(
                 "/receipt/decision/verdict",
-                format!("{other:?} is not pass, block or escalate (spec §4.5)"),
-            ));
-        }
-    };
+                format!("{verdict:?} is not pass, block or escalate (spec §4.5)"),
+            )
+        })?
+        .outcomes();
     if !allowed.contains(&status) {
         let names: Vec<&str> = allowed.iter().map(|s| s.name()).collect();
         return Err(Error::invalid(
