@@ -306,9 +306,11 @@ enum WebhookCommand {
         /// The webhook-signature header.
         #[arg(long)]
         signature: String,
-        /// Refuse a timestamp further than this from now, seconds.
-        #[arg(long)]
-        max_age_seconds: Option<i64>,
+        /// Refuse a timestamp older than this, seconds (0: any age). A
+        /// timestamp more than 300 s in the future is refused whatever this
+        /// says.
+        #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+        max_age_seconds: u64,
         /// The body, exactly as received.
         body: PathBuf,
     },

@@ -136,9 +136,10 @@ pub struct ServeArgs {
     #[arg(long, env = "TOLLGATE_WEBHOOK_NICENESS", default_value_t = limits::DEFAULT_WEBHOOK_NICENESS, value_parser = clap::value_parser!(u8).range(0..=19))]
     pub webhook_niceness: u8,
     /// The ledger's origin, the name its checkpoints carry (e.g.
-    /// gateway.example.com/refunds-prod). Recorded when the ledger is
-    /// created and kept after; a different value is refused. Default on a
-    /// new ledger: tollgate/ and the start of the gateway key's kid.
+    /// gateway.example.com/refunds-prod; no space, no +). Recorded when the
+    /// ledger is created and kept after; a different value is refused.
+    /// Default on a new ledger: tollgate/ and the first 16 characters of
+    /// the checkpoint key's kid (spec §6.2).
     #[arg(long, env = "TOLLGATE_ORIGIN")]
     pub origin: Option<String>,
     /// The checkpoint-signing key, Ed25519: a key file (PATH or

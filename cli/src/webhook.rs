@@ -94,31 +94,46 @@ pub fn deliveries(
         .text())
 }
 
+/// How far in the future a `webhook-timestamp` may be (clock skew),
+/// seconds, as the Standard Webhooks libraries allow.
+pub const MAX_FUTURE_SECONDS: i64 = 300;
+
 /// `tollgate webhook verify`: checks a captured delivery. `Ok` names the
 /// scheme that verified; an invalid delivery is [`CliError::Invalid`]
-/// with the reason.
+/// with the reason. A timestamp older than `max_age_seconds` (0: any age)
+/// or more than [`MAX_FUTURE_SECONDS`] ahead of this machine's clock is
+/// refused, as the Standard Webhooks libraries refuse it: a captured
+/// delivery replayed later is not fresh.
 pub fn verify(
     key: &str,
     id: &str,
     timestamp: &str,
     signature: &str,
     body: &Path,
-    max_age_seconds: Option<i64>,
+    max_age_seconds: u64,
 ) -> Result<String, CliError> {
     let key = VerifyingKey::parse(key).map_err(|e| CliError::Usage(e.to_string()))?;
     let bytes = std::fs::read(body)
         .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", body.display())))?;
     key.verify(id, timestamp, &bytes, signature)
         .map_err(|e| CliError::Invalid(format!("invalid: {e}")))?;
-    if let Some(max) = max_age_seconds {
-        let ts: i64 = timestamp.parse().unwrap_or(i64::MIN);
-        let now = crate::agent::now().unix_seconds();
-        if (now - ts).abs() > max {
-            return Err(CliError::Invalid(format!(
-                "invalid: webhook-timestamp {timestamp} is {} s from now, more than {max} s",
-                (now - ts).abs()
-            )));
-        }
+    let ts: i64 = timestamp.parse().map_err(|_| {
+        CliError::Invalid(format!(
+            "invalid: webhook-timestamp {timestamp:?} is not whole seconds since the epoch"
+        ))
+    })?;
+    let now = crate::agent::now().unix_seconds();
+    let age = i128::from(now) - i128::from(ts);
+    if age < -i128::from(MAX_FUTURE_SECONDS) {
+        return Err(CliError::Invalid(format!(
+            "invalid: webhook-timestamp {timestamp} is {} s in the future, more than {MAX_FUTURE_SECONDS} s",
+            -age
+        )));
+    }
+    if max_age_seconds > 0 && age > i128::from(max_age_seconds) {
+        return Err(CliError::Invalid(format!(
+            "invalid: webhook-timestamp {timestamp} is {age} s old, more than {max_age_seconds} s (--max-age-seconds 0 accepts any age)"
+        )));
     }
     Ok(format!("valid: webhook {id}, signed at {timestamp}"))
 }

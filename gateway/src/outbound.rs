@@ -4,11 +4,32 @@
 //! Invariants: every status is an answer, never an error; redirects are
 //! not followed (a 3xx is the answer, so only the configured URL is ever
 //! called); one timeout bounds the whole call, connection included.
+//!
+//! A call made on someone else's behalf (a webhook endpoint, whose URL an
+//! admin registers) goes through [`guarded_agent`]: its name is resolved
+//! once per connection, every address it resolves to is checked against
+//! [`addresses`], and the connection is made only to those checked
+//! addresses, so a name cannot resolve to a public address for the check
+//! and to a private one for the connection (DNS rebinding). The calls the
+//! operator configures (upstreams, resource lookups, witnesses) reach the
+//! operator's own network by design and are not restricted.
 
+mod addresses;
+
+use std::net::SocketAddr;
 use std::time::Duration;
+
+pub use addresses::Refusal;
+pub(crate) use addresses::refusal;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 /// A client for calls bounded by `timeout`, naming itself `user_agent`.
 pub(crate) fn agent(timeout: Duration, user_agent: &str) -> ureq::Agent {
+    config(timeout, user_agent).into()
+}
+
+fn config(timeout: Duration, user_agent: &str) -> ureq::config::Config {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
@@ -16,7 +37,84 @@ pub(crate) fn agent(timeout: Duration, user_agent: &str) -> ureq::Agent {
         .timeout_global(Some(timeout))
         .user_agent(user_agent)
         .build()
-        .into()
+}
+
+/// [`agent`], connecting only to public addresses unless `allow_private`:
+/// a name resolving to any refused address is not called at all, and the
+/// call fails with an I/O error holding a [`Refused`] ([`refused`] finds
+/// it).
+pub(crate) fn guarded_agent(
+    timeout: Duration,
+    user_agent: &str,
+    allow_private: bool,
+) -> ureq::Agent {
+    ureq::Agent::with_parts(
+        config(timeout, user_agent),
+        DefaultConnector::default(),
+        Guard { allow_private },
+    )
+}
+
+/// A call refused because its host resolves to an address the gateway
+/// must not call.
+#[derive(Debug, thiserror::Error)]
+#[error("{host} resolves to {why}")]
+pub struct Refused {
+    host: String,
+    why: Refusal,
+}
+
+/// The [`Refused`] inside a failed call, if that is why it failed.
+pub(crate) fn refused(e: &ureq::Error) -> Option<&Refused> {
+    match e {
+        ureq::Error::Io(io) => io.get_ref()?.downcast_ref::<Refused>(),
+        _ => None,
+    }
+}
+
+/// Resolves as ureq does, then checks every address (the connection is
+/// made only to the addresses returned here).
+#[derive(Debug)]
+struct Guard {
+    allow_private: bool,
+}
+
+impl Resolver for Guard {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let addrs = DefaultResolver::default().resolve(uri, config, timeout)?;
+        // A proxy the operator configured is the operator's to trust; with
+        // one, the target's name is resolved by the proxy.
+        let is_proxy = config
+            .proxy()
+            .is_some_and(|p| Some(p.host()) == uri.host() && Some(p.port()) == uri.port_u16());
+        if self.allow_private || is_proxy {
+            return Ok(addrs);
+        }
+        check(uri.host().unwrap_or_default(), &addrs)?;
+        Ok(addrs)
+    }
+}
+
+/// Checks every address `host` resolved to.
+pub(crate) fn check(host: &str, addrs: &[SocketAddr]) -> Result<(), ureq::Error> {
+    match addrs.iter().find_map(|a| refusal(a.ip())) {
+        None => Ok(()),
+        Some(why) => Err(ureq::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            Refused {
+                host: host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned(),
+                why,
+            },
+        ))),
+    }
 }
 
 /// One call on a blocking thread, within `timeout`: `send` makes the
@@ -37,4 +135,40 @@ pub(crate) async fn exchange(
         Ok((status, bytes))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A name resolving to loopback is never connected to: the listener
+    /// sees no connection, and the error says why.
+    #[test]
+    fn the_guarded_client_connects_only_to_addresses_it_checked() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        for url in [
+            format!("http://localhost:{port}/hook"),
+            format!("http://127.0.0.1:{port}/hook"),
+            format!("http://[::ffff:127.0.0.1]:{port}/hook"),
+        ] {
+            let agent = guarded_agent(Duration::from_secs(5), "test", false);
+            let e = agent.post(&url).send(&b"{}"[..]).unwrap_err();
+            let r = refused(&e).unwrap_or_else(|| panic!("{url}: {e}"));
+            assert!(r.to_string().contains("loopback"), "{r}");
+            assert_eq!(
+                listener.accept().map(|_| ()).unwrap_err().kind(),
+                std::io::ErrorKind::WouldBlock,
+                "{url} was connected to"
+            );
+        }
+        // Allowed, it connects (and the listener never answers: the
+        // connection is what matters).
+        let agent = guarded_agent(Duration::from_millis(300), "test", true);
+        let url = format!("http://127.0.0.1:{port}/hook");
+        let e = agent.post(&url).send(&b"{}"[..]).unwrap_err();
+        assert!(refused(&e).is_none(), "{e}");
+        assert!(listener.accept().is_ok(), "no connection was made");
+    }
 }

@@ -203,7 +203,7 @@ pub enum Refusal {
         deadline: String,
     },
     /// The decision names another intent.
-    #[error("the decision names intent {given}; the approval is for {expected}")]
+    #[error("the decision names intent {given}, which is not the intent this approval is about")]
     IntentMismatch {
         /// Named in the decision.
         given: String,
@@ -211,7 +211,9 @@ pub enum Refusal {
         expected: String,
     },
     /// The decision names another policy version.
-    #[error("the decision names policy {given}; the approval is under {expected}")]
+    #[error(
+        "the decision names policy {given}, which is not the version the intent was escalated under"
+    )]
     PolicyMismatch {
         /// Named in the decision.
         given: String,
@@ -254,10 +256,11 @@ pub enum Refusal {
 /// order: who signs (never an agent, by id or key; a registered, unrevoked
 /// reviewer's key over exactly this payload), that the approval is still
 /// open and its deadline has passed neither at `at` nor at the decision's
-/// `issued_at`, that it names this approval, intent and policy version,
-/// that the reviewer holds the role and may approve the action, is no
-/// issuer of the chain where separation is asked, and has not decided on
-/// it before.
+/// `issued_at`, that the reviewer holds the role and may approve the
+/// action and is no issuer of the chain where separation is asked, that
+/// it names this approval's intent and policy version, and that the
+/// reviewer has not decided on it before. No refusal quotes the intent
+/// hash or policy version the approval is about.
 pub fn check(
     approval: &Opened,
     progress: &Progress,
@@ -336,19 +339,6 @@ pub fn check(
     if *at >= approval.deadline || d.issued_at >= approval.deadline {
         return Err(expired(approval));
     }
-    // This exact intent, under this policy version.
-    if d.intent_hash.to_string() != approval.intent_hash {
-        return Err(Refusal::IntentMismatch {
-            given: d.intent_hash.to_string(),
-            expected: approval.intent_hash.clone(),
-        });
-    }
-    if d.policy_version != approval.policy_version {
-        return Err(Refusal::PolicyMismatch {
-            given: d.policy_version.clone(),
-            expected: approval.policy_version.clone(),
-        });
-    }
     // Authorized for this approval.
     if !reviewer.has_role(&approval.role) {
         return Err(Refusal::LacksRole {
@@ -368,6 +358,21 @@ pub fn check(
             .any(|(name, kid)| *name == d.reviewer || *kid == reviewer.key.kid)
     {
         return Err(Refusal::ReviewerIsIssuer(d.reviewer.clone()));
+    }
+    // This exact intent, under this policy version: checked once the
+    // reviewer is known to be authorized for this approval, so that a
+    // refusal tells nobody else what it is about.
+    if d.intent_hash.to_string() != approval.intent_hash {
+        return Err(Refusal::IntentMismatch {
+            given: d.intent_hash.to_string(),
+            expected: approval.intent_hash.clone(),
+        });
+    }
+    if d.policy_version != approval.policy_version {
+        return Err(Refusal::PolicyMismatch {
+            given: d.policy_version.clone(),
+            expected: approval.policy_version.clone(),
+        });
     }
     if progress.decided.contains(&d.reviewer) {
         return Err(Refusal::AlreadyDecided {

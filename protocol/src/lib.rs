@@ -12,7 +12,9 @@
 //!   checks over domain-tagged messages (§2);
 //! - the wire types: intent envelopes and approval decisions with the
 //!   intent hash that binds them (§3), receipts (§4), ledger entries
-//!   (§5), and the line-by-line ledger verification of §5;
+//!   (§5), and the line-by-line ledger verification of §5.4 (the chain,
+//!   and with [`ChainVerifier::with_receipt_rules`] the receipt rules an
+//!   export alone can show broken);
 //! - receipts as typed documents ([`Receipt`]: the kinds, the outcome each
 //!   may state, `refs` and decision `inputs`, §4.1–§4.2) and the
 //!   [`Verdict`] they carry;
@@ -44,6 +46,7 @@ mod keys;
 mod members;
 mod receipt;
 mod registry;
+mod rules;
 mod verify;
 mod wire;
 

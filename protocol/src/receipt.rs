@@ -42,6 +42,18 @@ impl Verdict {
             .find(|v| v.name() == name)
     }
 
+    /// The outcome statuses a decision with this verdict may state (spec
+    /// §4.2, §5.4 check 11): a pass is committed or failed, a block is
+    /// never carried out, an escalation waits for its reviewers. The one
+    /// rule both [`Receipt::decision`] and the verifier apply.
+    pub fn outcomes(self) -> &'static [Status] {
+        match self {
+            Self::Pass => &[Status::Committed, Status::Failed],
+            Self::Block => &[Status::NotExecuted],
+            Self::Escalate => &[Status::PendingApproval],
+        }
+    }
+
     /// The exit status of a command that reports a verdict: 0 pass,
     /// 3 escalate, 4 block (1 and 2 are the commands' errors).
     pub fn exit_code(self) -> u8 {
@@ -306,6 +318,23 @@ impl Receipt {
         outcome: Outcome,
         inputs: Inputs,
     ) -> Result<Self, OutcomeNotAllowed> {
+        let verdict = decision
+            .as_object()
+            .and_then(|d| d.get("verdict"))
+            .and_then(Value::as_str)
+            .and_then(Verdict::from_name);
+        if let Some(v) = verdict
+            && !v.outcomes().contains(&outcome.status)
+        {
+            return Err(OutcomeNotAllowed {
+                kind: match v {
+                    Verdict::Pass => "decision with verdict pass",
+                    Verdict::Block => "decision with verdict block",
+                    Verdict::Escalate => "decision with verdict escalate",
+                },
+                status: outcome.status.name(),
+            });
+        }
         let mut r = Self::new(
             ReceiptKind::Decision,
             issued_at,
@@ -480,5 +509,28 @@ mod tests {
         assert!(Status::Approved.allowed_for(ReceiptKind::Approval));
         assert!(!Status::Approved.allowed_for(ReceiptKind::Decision));
         assert!(Verdict::Block > Verdict::Escalate && Verdict::Escalate > Verdict::Pass);
+    }
+
+    #[test]
+    fn a_decision_states_only_the_outcomes_its_verdict_allows() {
+        for (verdict, status, ok) in [
+            ("block", Status::Committed, false),
+            ("block", Status::NotExecuted, true),
+            ("escalate", Status::Committed, false),
+            ("pass", Status::PendingApproval, false),
+            ("pass", Status::Failed, true),
+        ] {
+            let mut d = Object::new();
+            d.insert("verdict", verdict.into());
+            let r = Receipt::decision(
+                at(),
+                String::new(),
+                Value::Object(Object::new()),
+                Value::Object(d),
+                Outcome::new(status),
+                Inputs::default(),
+            );
+            assert_eq!(r.is_ok(), ok, "{verdict} {}", status.name());
+        }
     }
 }

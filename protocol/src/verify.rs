@@ -6,6 +6,12 @@
 //! receipt's `issued_at`. The first failure, by `seq`, is reported with its
 //! reason.
 //!
+//! With [`ChainVerifier::with_receipt_rules`], the receipts are also held
+//! to the rules of spec §3.2, §4.2 and §5.1 that an export alone can show
+//! broken (see the `rules` module): one decision per `(agent, intent_id)`,
+//! each `issued_at` as its kind defines it, outcomes that follow from
+//! verdicts, `appended_at` in time order.
+//!
 //! Everything but the linkage is independent per line, so a batch of lines
 //! is checked on several threads (Ed25519 signatures in batches) and only
 //! then walked in order.
@@ -22,6 +28,7 @@ use crate::keys::{
     Domain, KeySet, PreparedSignature, Signature, signed_message_canonical, verify_many,
 };
 use crate::members::Members;
+use crate::rules::{Facts, Seen, facts};
 use crate::wire::{CHAIN_TAG, LedgerEntry, check_receipt, check_receipt_canonical};
 
 /// Why a ledger does not verify: the first bad entry and the reason.
@@ -51,6 +58,8 @@ struct Checked {
     own: Result<(), Error>,
     /// Key lookup, window and signature.
     sig: Result<(), Error>,
+    /// What the receipt rules need, when they are checked.
+    facts: Option<Result<Facts, Error>>,
 }
 
 /// Checks a stream of ledger entries given in order, in batches.
@@ -61,6 +70,7 @@ pub struct ChainVerifier<'k> {
     next: u64,
     head: Option<HashValue>,
     watch: Option<(HashValue, Option<u64>)>,
+    rules: Option<Box<Seen>>,
 }
 
 /// How many signatures go into one batch verification.
@@ -77,7 +87,17 @@ impl<'k> ChainVerifier<'k> {
             next: 1,
             head: None,
             watch: None,
+            rules: None,
         }
+    }
+
+    /// Also holds every receipt to the rules of spec §3.2, §4.2 and §5.1
+    /// that an export alone can show broken (spec §5.4, checks 10 to 14).
+    /// A ledger store checking its own chain leaves them out; an auditor
+    /// checks them.
+    pub fn with_receipt_rules(mut self) -> Self {
+        self.rules = Some(Box::default());
+        self
     }
 
     /// Notes the seq of the entry whose hash is `hash`, if one verifies:
@@ -115,15 +135,16 @@ impl<'k> ChainVerifier<'k> {
 
     /// Checks the next `lines` (each an entry's bytes, without newline).
     pub fn verify_lines(&mut self, lines: &[&[u8]]) -> Result<(), Failure> {
+        let rules = self.rules.is_some();
         let results = if self.threads <= 1 || lines.len() < 2 * SIG_BATCH {
-            check_lines(lines, self.keys)
+            check_lines(lines, self.keys, rules)
         } else {
             let per = lines.len().div_ceil(self.threads);
             let keys = self.keys;
             std::thread::scope(|s| {
                 let handles: Vec<_> = lines
                     .chunks(per)
-                    .map(|part| s.spawn(move || check_lines(part, keys)))
+                    .map(|part| s.spawn(move || check_lines(part, keys, rules)))
                     .collect();
                 let mut all = Vec::with_capacity(lines.len());
                 for h in handles {
@@ -162,6 +183,9 @@ impl<'k> ChainVerifier<'k> {
         }
         c.own.map_err(fail)?;
         c.sig.map_err(fail)?;
+        if let (Some(seen), Some(f)) = (&mut self.rules, c.facts) {
+            f.and_then(|f| seen.next(seq, f)).map_err(fail)?;
+        }
         if let Some((h, found @ None)) = &mut self.watch
             && *h == c.hash
         {
@@ -173,7 +197,7 @@ impl<'k> ChainVerifier<'k> {
     }
 }
 
-fn check_lines(lines: &[&[u8]], keys: Option<&KeySet>) -> Vec<Result<Checked, Error>> {
+fn check_lines(lines: &[&[u8]], keys: Option<&KeySet>, rules: bool) -> Vec<Result<Checked, Error>> {
     let mut out = Vec::with_capacity(lines.len());
     let mut pending: Vec<PreparedSignature> = Vec::with_capacity(SIG_BATCH);
     let mut pending_at: Vec<usize> = Vec::with_capacity(SIG_BATCH);
@@ -192,7 +216,7 @@ fn check_lines(lines: &[&[u8]], keys: Option<&KeySet>) -> Vec<Result<Checked, Er
         pending.clear();
     };
     for line in lines {
-        match check_line(line, keys) {
+        match check_line(line, keys, rules) {
             Ok((checked, prepared)) => {
                 if let Some(p) = prepared {
                     pending_at.push(out.len());
@@ -220,6 +244,7 @@ fn check_lines(lines: &[&[u8]], keys: Option<&KeySet>) -> Vec<Result<Checked, Er
 fn check_line(
     line: &[u8],
     keys: Option<&KeySet>,
+    rules: bool,
 ) -> Result<(Checked, Option<PreparedSignature>), Error> {
     let spans = validate_canonical_spans(line, 2)?;
     if line.first() != Some(&b'{') {
@@ -303,6 +328,21 @@ fn check_line(
             .map(|p| prepared = Some(p)),
         _ => Ok(()),
     };
+    let facts = match (&info, rules) {
+        (Ok(info), true) => Some(facts(
+            entry.appended_at.clone(),
+            info.receipt_id.clone(),
+            info.issued_at.clone(),
+            entry
+                .receipt()
+                .as_object()
+                .and_then(|r| r.get("kind"))
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+            receipt_bytes,
+        )),
+        _ => None,
+    };
     if own.is_ok()
         && let Err(e) = info
     {
@@ -316,6 +356,7 @@ fn check_line(
             hash: entry.hash,
             own,
             sig,
+            facts,
         },
         prepared,
     ))

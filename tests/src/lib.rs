@@ -168,12 +168,43 @@ pub fn sealed_receipt(n: u64) -> tollgate_protocol::SealedReceipt {
     tollgate_protocol::SealedReceipt::new(o)
 }
 
+/// A `resource.put` registry receipt `n`, sealed (a kind whose content
+/// no verifier rule reads beyond its type and kind).
+pub fn registry_receipt(n: u64) -> Value {
+    let mut o = Object::new();
+    o.insert("type", "tollgate.receipt/v1".into());
+    o.insert("kind", "registry".into());
+    o.insert("issued_at", "2026-11-22T10:00:00Z".into());
+    o.insert(
+        "policy_version",
+        "refunds@1.0.0+sha256:9f2c4e1d3b5a79685746352413021f0e9d8c7b6a5f4e3d2c1b0a998877665544"
+            .into(),
+    );
+    let mut object = Object::new();
+    object.insert("resource", format!("order:o-{n}").into());
+    let mut attributes = Object::new();
+    attributes.insert("params", Value::Number(0.1 * n as f64));
+    attributes.insert("note", "r\u{e9}sum\u{e9} \u{1f680}".into());
+    object.insert("attributes", Value::Object(attributes));
+    let mut subject = Object::new();
+    subject.insert("change", "resource.put".into());
+    subject.insert("object", Value::Object(object));
+    o.insert("subject", Value::Object(subject));
+    o.insert("outcome", {
+        let mut out = Object::new();
+        out.insert("status", "committed".into());
+        Value::Object(out)
+    });
+    o.insert("refs", Value::Array(Vec::new()));
+    tollgate_protocol::SealedReceipt::new(o).into_parts().0
+}
+
 /// A signed chain of `n` entries built in memory, as export lines.
 pub fn chain(signer: &Ed25519Signer, n: u64, alg: HashAlg) -> Vec<Vec<u8>> {
     let mut prev = alg.zero();
     (1..=n)
         .map(|seq| {
-            let r = receipt(seq);
+            let r = registry_receipt(seq);
             let sig = signer.sign_now(Domain::Receipt, &r);
             let at = Timestamp::from_unix(1_795_341_600 + seq as i64, 0);
             let e = LedgerEntry::seal(seq, prev, at, r, sig);

@@ -3,7 +3,8 @@
 //!
 //! Scope: reading an export (JSON Lines) as a stream, in batches that are
 //! checked on every core ([`tollgate_protocol::ChainVerifier`] does the
-//! checking), and reporting the first bad `seq` with its reason. This crate
+//! checking: the chain, and the receipt rules of spec §5.4 checks 10 to
+//! 14), and reporting the first bad `seq` with its reason. This crate
 //! adds only the file handling and the command line; what "valid" means
 //! lives in `tollgate-protocol`, which this crate alone depends on.
 //!
@@ -19,7 +20,7 @@
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
-use tollgate_protocol::checkpoint::{Checkpoint, TreeBuilder, hash_b64};
+use tollgate_protocol::checkpoint::{Checkpoint, TreeBuilder, TreeHash, hash_b64, leaf_hash};
 use tollgate_protocol::{
     ChainVerifier, Error as ProtocolError, Failure, HashValue, KeySet, Value, parse,
 };
@@ -107,17 +108,50 @@ const BATCH_LINES: usize = 8192;
 /// `N` hash to its root, and entry `N`'s hash is its `tollgate-head`
 /// (spec §6.7): a cut, or a history rewritten and re-signed, fails.
 pub fn verify_export(
-    mut input: impl BufRead,
+    input: impl BufRead,
     path: &Path,
     keys: &KeySet,
     threads: Option<usize>,
     expected_head: Option<HashValue>,
     checkpoint: Option<&Checkpoint>,
+    progress: impl FnMut(Progress),
+) -> Result<Verdict, Error> {
+    verify_export_with_tiles(
+        input,
+        path,
+        keys,
+        threads,
+        expected_head,
+        checkpoint.map(|c| (c, None)),
+        progress,
+    )
+}
+
+/// [`verify_export`] against a checkpoint and, optionally, the log's
+/// level-0 tiles: when the export's first `N` entries are not the history
+/// the checkpoint commits to, the failure names the first seq where the
+/// two differ (the tiles are used only if they hash to the checkpoint's
+/// root, so they need not be trusted).
+pub fn verify_export_with_tiles(
+    mut input: impl BufRead,
+    path: &Path,
+    keys: &KeySet,
+    threads: Option<usize>,
+    expected_head: Option<HashValue>,
+    anchor: Option<(&Checkpoint, Option<&Tiles>)>,
     mut progress: impl FnMut(Progress),
 ) -> Result<Verdict, Error> {
+    let checkpoint = anchor.map(|(c, _)| c);
+    // The leaf hashes of the checkpoint's history, if tiles were given and
+    // they hash to its root; otherwise why not.
+    let leaves: Option<Result<Vec<TreeHash>, String>> = match anchor {
+        Some((c, Some(tiles))) => Some(tiles.leaves(c)?),
+        _ => None,
+    };
+    let mut first_difference: Option<(u64, TreeHash, TreeHash)> = None;
     let mut tree = TreeBuilder::new();
     let mut tree_checked = checkpoint.is_none_or(|c| c.size == 0);
-    let mut verifier = ChainVerifier::new(Some(keys));
+    let mut verifier = ChainVerifier::new(Some(keys)).with_receipt_rules();
     if let Some(n) = threads {
         verifier = verifier.with_threads(n);
     }
@@ -169,10 +203,19 @@ pub fn verify_export(
         }
         if let Some(c) = checkpoint.filter(|_| !tree_checked) {
             for line in &lines[..complete] {
+                if let Some(Ok(leaves)) = &leaves
+                    && first_difference.is_none()
+                {
+                    let i = tree.size();
+                    let ours = leaf_hash(line);
+                    if let Some(theirs) = leaves.get(i as usize).filter(|t| **t != ours) {
+                        first_difference = Some((i + 1, ours, *theirs));
+                    }
+                }
                 tree.push(line);
                 if tree.size() == c.size {
                     if let Some(f) = against(c, &tree, line) {
-                        return Ok(Verdict::Invalid(f));
+                        return Ok(Verdict::Invalid(parted(f, first_difference, &leaves)));
                     }
                     tree_checked = true;
                     break;
@@ -191,14 +234,15 @@ pub fn verify_export(
         });
     }
     if let Some(c) = checkpoint.filter(|_| !tree_checked) {
-        return Ok(Verdict::Invalid(Failure {
+        let cut = Failure {
             seq: verifier.next_seq(),
             error: ProtocolError::Proof(format!(
                 "the export ends after {} entries, but the checkpoint commits to {}: entries were cut off",
                 verifier.verified(),
                 c.size
             )),
-        }));
+        };
+        return Ok(Verdict::Invalid(parted(cut, first_difference, &leaves)));
     }
     match verifier.head() {
         Some(_) if expected_head.is_some() && verifier.watched().is_none() => {
@@ -218,6 +262,118 @@ pub fn verify_export(
             seq: 1,
             error: ProtocolError::EmptyExport,
         })),
+    }
+}
+
+/// The level-0 tiles of a log (C2SP `tlog-tiles`), in a folder holding a
+/// copy of the log's `/log/tile/` tree (`0/000`, `0/001.p/17`, …): the
+/// leaf hash of every entry a checkpoint commits to.
+#[derive(Clone, Debug)]
+pub struct Tiles {
+    dir: PathBuf,
+}
+
+/// Leaves per tile (height 8).
+const TILE_WIDTH: u64 = 256;
+
+/// A tile index as C2SP writes it in a path: groups of three digits, all
+/// but the last prefixed with `x` (1234067 is `x001/x234/067`).
+fn tile_index(mut n: u64) -> String {
+    let mut groups = vec![format!("{:03}", n % 1000)];
+    n /= 1000;
+    while n > 0 {
+        groups.push(format!("x{:03}", n % 1000));
+        n /= 1000;
+    }
+    groups.reverse();
+    groups.join("/")
+}
+
+impl Tiles {
+    /// The tiles in `dir`.
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// The leaf hashes of the first `c.size` entries, if they hash to the
+    /// checkpoint's root (`Err` says why they cannot be used). A missing
+    /// or short tile is an [`Error::Input`].
+    fn leaves(&self, c: &Checkpoint) -> Result<Result<Vec<TreeHash>, String>, Error> {
+        let mut leaves = Vec::new();
+        let mut k = 0;
+        while (leaves.len() as u64) < c.size {
+            let width = (c.size - k * TILE_WIDTH).min(TILE_WIDTH);
+            let full = self.dir.join("0").join(tile_index(k));
+            let partial = PathBuf::from(format!("{}.p/{width}", full.display()));
+            let file = if width < TILE_WIDTH && partial.is_file() {
+                partial
+            } else {
+                full
+            };
+            let bytes = std::fs::read(&file).map_err(|source| Error::Io {
+                path: file.clone(),
+                source,
+            })?;
+            if (bytes.len() as u64) < width * 32 {
+                return Err(Error::Input {
+                    path: file,
+                    reason: format!("a tile of {width} leaves holds {} bytes", bytes.len()),
+                });
+            }
+            for h in bytes.chunks_exact(32).take(width as usize) {
+                let mut leaf = [0u8; 32];
+                leaf.copy_from_slice(h);
+                leaves.push(leaf);
+            }
+            k += 1;
+        }
+        let mut tree = TreeBuilder::new();
+        for l in &leaves {
+            tree.push_hash(*l);
+        }
+        Ok(if tree.root() == c.root {
+            Ok(leaves)
+        } else {
+            Err(format!(
+                "the tiles in {} do not hash to the checkpoint's root, so they cannot say where",
+                self.dir.display()
+            ))
+        })
+    }
+}
+
+/// A checkpoint failure, placed at the first seq where the export and the
+/// history the checkpoint commits to (its tiles) differ, when the tiles
+/// say.
+fn parted(
+    f: Failure,
+    first_difference: Option<(u64, TreeHash, TreeHash)>,
+    leaves: &Option<Result<Vec<TreeHash>, String>>,
+) -> Failure {
+    match (first_difference, leaves) {
+        (Some((seq, ours, theirs)), _) => Failure {
+            seq,
+            error: ProtocolError::Proof(format!(
+                "entry {seq} is not the one the checkpoint commits to: its leaf hash is {}, the log's tile holds {}; the histories differ from seq {seq} on ({})",
+                hash_b64(&ours),
+                hash_b64(&theirs),
+                f.error
+            )),
+        },
+        (None, Some(Err(why))) => Failure {
+            seq: f.seq,
+            error: ProtocolError::Proof(format!("{} ({why})", f.error)),
+        },
+        (None, None) => Failure {
+            seq: f.seq,
+            error: ProtocolError::Proof(format!(
+                "{}; the log's level-0 tiles would name the first seq where the histories part",
+                f.error
+            )),
+        },
+        _ => f,
     }
 }
 

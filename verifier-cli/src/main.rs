@@ -13,7 +13,7 @@ use tollgate_protocol::checkpoint::{
     verify_consistency, verify_inclusion,
 };
 use tollgate_protocol::{HashValue, Object, Value, canonical, parse, verify_signed_receipt};
-use tollgate_verify::{Error, Progress, Verdict, load_keys, verify_export};
+use tollgate_verify::{Error, Progress, Verdict, load_keys};
 
 /// Verify Tollgate ledger exports and receipts offline.
 ///
@@ -133,6 +133,12 @@ struct CheckpointArgs {
     /// (default: all of them).
     #[arg(long)]
     witness_quorum: Option<usize>,
+    /// A copy of the log's level-0 tiles (`GET /log/tile/0/…`, kept as
+    /// DIR/0/000, DIR/0/001.p/17, …): when the export is not the history
+    /// the checkpoint commits to, the first seq where they differ is named.
+    /// Used only if they hash to the checkpoint's root.
+    #[arg(long, value_name = "DIR", requires = "checkpoint")]
+    tiles: Option<PathBuf>,
 }
 
 /// A verifier key given inline or as a file holding it.
@@ -330,6 +336,9 @@ fn bar(show: bool, total: u64, done: &'static str) -> impl FnMut(Progress) {
     }
 }
 
+/// What an export checked against itself alone cannot show.
+const UNANCHORED: &str = "note: without --checkpoint or --head the export is checked against itself only: entries cut from its end, and entries deleted anywhere with the chain rebuilt after them (which needs no key), cannot be detected";
+
 fn ledger(
     export: &Path,
     keys: &Path,
@@ -349,6 +358,7 @@ fn ledger(
                 .into(),
         });
     }
+    let tile_dir = checkpoint.tiles.as_deref();
     let checkpoint = match (&checkpoint.checkpoint, &checkpoint.checkpoint_key) {
         (Some(path), Some(key)) => match load_checkpoint(
             path,
@@ -369,13 +379,15 @@ fn ledger(
     }
     let total = std::fs::metadata(export).map(|m| m.len()).unwrap_or(0);
     let show = !json && std::io::stderr().is_terminal() && total > 0;
-    let verdict = verify_export(
+    let unanchored = head.is_none() && checkpoint.is_none();
+    let tiles = tile_dir.map(tollgate_verify::Tiles::new);
+    let verdict = tollgate_verify::verify_export_with_tiles(
         open(export)?,
         export,
         &keys,
         threads,
         head,
-        checkpoint.as_ref().map(|c| &c.checkpoint),
+        checkpoint.as_ref().map(|c| (&c.checkpoint, tiles.as_ref())),
         bar(show, total, "verified"),
     )?;
     if show {
@@ -387,6 +399,9 @@ fn ledger(
             fields.insert("entries", int(entries));
             fields.insert("head", head.to_string().into());
             let mut sentence = format!("{entries} entries verified; head {head}");
+            if unanchored {
+                eprintln!("{UNANCHORED}");
+            }
             if let Some(c) = &checkpoint {
                 fields.insert("checkpoint_size", int(c.checkpoint.size));
                 sentence.push_str(&format!(

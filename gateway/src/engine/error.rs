@@ -228,7 +228,7 @@ pub enum ApprovalError {
     #[error("approval {0}'s quorum is complete and its execution is being finished")]
     Executing(String),
     /// The decision names another intent.
-    #[error("the decision is about intent {given}, and the approval about {expected}")]
+    #[error("the decision names intent {given}, which is not the intent this approval is about")]
     IntentMismatch {
         /// The decision's intent hash.
         given: String,
@@ -236,7 +236,9 @@ pub enum ApprovalError {
         expected: String,
     },
     /// The decision names another policy version.
-    #[error("the decision names policy {given}, and the intent was escalated under {expected}")]
+    #[error(
+        "the decision names policy {given}, which is not the version the intent was escalated under"
+    )]
     PolicyMismatch {
         /// The decision's.
         given: String,

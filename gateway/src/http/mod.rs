@@ -383,7 +383,7 @@ async fn get_jwks<L: Ledger>(State(app): State<Arc<App<L>>>) -> Response {
     r
 }
 
-async fn metrics<L: Ledger>(State(app): State<Arc<App<L>>>) -> Response {
+async fn metrics<L: Ledger>(_: admin::ReadAuth, State(app): State<Arc<App<L>>>) -> Response {
     let ledger = app.gateway.ledger();
     let head = ledger.head().await.map(|h| h.seq).unwrap_or(0);
     let stats = ledger.stats();

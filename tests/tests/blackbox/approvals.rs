@@ -661,3 +661,73 @@ fn pending_approvals_survive_sigkill_and_expire_after_the_restart() {
         String::from_utf8_lossy(&v.stdout)
     );
 }
+
+/// A refused decision never tells its sender which intent hash or policy
+/// version the approval is about: not to a reviewer without the role,
+/// nor to one with a bad signature, nor in a mismatch's own detail.
+#[test]
+fn regression_refusals_never_reveal_the_intent_hash_or_policy_version() {
+    let s = dual_control_with_reviewers_and_two_escalations();
+    let (hash, policy) = (s.hash.to_string(), s.policy.clone());
+    let wrong_hash = intent_hash(&s.other);
+    let wrong_policy = policy.replace("refunds@1.0.0", "refunds@1.0.1");
+    let before = s.g.written();
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            Sign {
+                hash: wrong_hash,
+                ..s.sign(&s.carol, "rev-carol")
+            }
+            .bytes(),
+            "reviewer-lacks-role",
+        ),
+        (
+            Sign {
+                policy: wrong_policy.clone(),
+                ..s.sign(&s.carol, "rev-carol")
+            }
+            .bytes(),
+            "reviewer-lacks-role",
+        ),
+        (
+            Sign {
+                hash: wrong_hash,
+                ..s.sign(&s.dave, "rev-dave")
+            }
+            .bytes(),
+            "reviewer-lacks-action",
+        ),
+        (
+            Sign {
+                hash: wrong_hash,
+                ..s.sign(&s.bob, "rev-alice")
+            }
+            .bytes(),
+            "approval-bad-signature",
+        ),
+        (
+            Sign {
+                hash: wrong_hash,
+                ..s.sign(&s.alice, "rev-alice")
+            }
+            .bytes(),
+            "approval-intent-mismatch",
+        ),
+        (
+            Sign {
+                policy: wrong_policy,
+                ..s.sign(&s.alice, "rev-alice")
+            }
+            .bytes(),
+            "approval-policy-mismatch",
+        ),
+    ];
+    for (body, slug) in &cases {
+        let (_, answer) = post_decision(&s.g, &s.id, body);
+        let text = String::from_utf8_lossy(&answer);
+        assert_eq!(problem(&answer), *slug, "{text}");
+        assert!(!text.contains(&hash), "the intent hash leaked: {text}");
+        assert!(!text.contains(&policy), "the policy version leaked: {text}");
+    }
+    assert_eq!(s.g.written(), before, "a refusal appended");
+}

@@ -669,6 +669,99 @@ fn a_cut_and_a_rewrite_are_caught(s: &Cosigned) -> (usize, Vec<u8>) {
     (cut_len, changed)
 }
 
+/// With the log's level-0 tiles, a rewrite and a deletion re-chained after
+/// it (which needs no key) are named at the first seq where they part from
+/// the history the checkpoint commits to; tiles that do not hash to its
+/// root are not believed.
+fn the_log_tiles_name_the_first_seq_where_histories_part(s: &Cosigned, changed: &[u8]) {
+    let (g, w, full) = (&s.g, s.w(), s.full());
+    let tiles = w.join("tiles");
+    let mut k = 0;
+    while k * 256 < s.size {
+        let width = (s.size - k * 256).min(256);
+        let name = format!(
+            "0/{k:03}{}",
+            if width < 256 {
+                format!(".p/{width}")
+            } else {
+                String::new()
+            }
+        );
+        let (code, tile) = g.get(&format!("/log/tile/{name}"));
+        assert_eq!(code, 200, "{name}");
+        std::fs::create_dir_all(tiles.join(&name).parent().unwrap()).unwrap();
+        std::fs::write(tiles.join(&name), tile).unwrap();
+        k += 1;
+    }
+    // Entry 3 deleted, the chain rebuilt after it with the receipts and
+    // signatures as they were.
+    let mut lines: Vec<Vec<u8>> = s
+        .export
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    lines.remove(2);
+    let mut prev = tollgate_protocol::HashAlg::Sha256.zero();
+    let mut deleted = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let e = LedgerEntry::from_value(parse(l).unwrap()).unwrap();
+        let n = LedgerEntry::seal(
+            i as u64 + 1,
+            prev,
+            e.appended_at.clone(),
+            e.receipt().clone(),
+            e.signature.clone(),
+        );
+        prev = n.hash;
+        deleted.extend_from_slice(&n.to_canonical());
+        deleted.push(b'\n');
+    }
+    let tile_dir = tiles.display().to_string();
+    for (name, bytes, seq) in [
+        ("rewritten.jsonl", changed, 4),
+        ("deleted.jsonl", &deleted[..], 3),
+    ] {
+        std::fs::write(w.join(name), bytes).unwrap();
+        let path = s.p(name);
+        let mut args = full.to_vec();
+        args[1] = &path;
+        args.extend(["--tiles", &tile_dir]);
+        let (code, said) = verify(&args);
+        assert_eq!(code, 1, "{said}");
+        assert!(
+            said.contains(&format!("the histories differ from seq {seq} on")),
+            "{name}: {said}"
+        );
+        assert!(
+            said.starts_with(&format!("invalid: seq {seq}: ")),
+            "{name}: {said}"
+        );
+    }
+    // Tiles of another history are not believed.
+    let first = tiles.join(format!(
+        "0/000{}",
+        if s.size < 256 {
+            format!(".p/{}", s.size)
+        } else {
+            String::new()
+        }
+    ));
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&first, bytes).unwrap();
+    let path = s.p("rewritten.jsonl");
+    let mut args = full.to_vec();
+    args[1] = &path;
+    args.extend(["--tiles", &tile_dir]);
+    let (code, said) = verify(&args);
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("do not hash to the checkpoint's root"),
+        "{said}"
+    );
+}
+
 /// A fork (the rewritten history's checkpoint of the same size, signed
 /// with the gateway's own checkpoint key) is caught by the verifier.
 /// Returns the fork, the checkpoint key and its verifier key.
@@ -789,6 +882,7 @@ fn a_cut_a_rewrite_and_a_fork_are_caught_by_the_verifier_and_the_witness() {
     the_whole_export_verifies_and_bad_arguments_are_refused(&s);
     the_proofs_verify_and_check_out_independently(&s);
     let (cut_len, changed) = a_cut_and_a_rewrite_are_caught(&s);
+    the_log_tiles_name_the_first_seq_where_histories_part(&s, &changed);
     let fork = a_fork_is_caught_by_the_verifier(&s, &changed);
     the_witness_refuses_the_fork_even_after_a_restart(&mut s, &fork, cut_len, &changed);
     the_gateway_goes_on_and_the_restarted_witness_cosigns(&s);

@@ -13,6 +13,7 @@ mod budgets;
 mod checkpoints;
 mod crash;
 mod docs;
+mod doctored;
 mod http_targets;
 mod idempotency;
 mod intents;

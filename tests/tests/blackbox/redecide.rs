@@ -115,12 +115,16 @@ fn an_altered_decision_resigned_with_valid_hashes_is_caught_at_its_seq() {
         })
         .unwrap() as u64
         + 1;
-    // The forger turns the block into a pass, and re-signs everything.
+    // The forger turns the block into a committed pass (verdict and
+    // outcome agreeing), and re-signs everything.
     let (e, k) = forge(&entries, dir.path(), |seq, r| {
         if seq == target {
             let mut d = r.get("decision").unwrap().as_object().unwrap().clone();
             d.insert("verdict", "pass".into());
             r.insert("decision", Value::Object(d));
+            let mut o = r.get("outcome").unwrap().as_object().unwrap().clone();
+            o.insert("status", "committed".into());
+            r.insert("outcome", Value::Object(o));
         }
     });
     let (code, v) = verify(&e, &k, false);
@@ -311,7 +315,8 @@ fn approvals_and_executions_are_checked_against_their_quorum() {
     let (e, k) = forge(&entries, dir.path(), |_, _| {});
     let (code, v) = verify(&e, &k, true);
     assert_eq!(code, Some(0), "{v}");
-    // An execution whose refs leave out the grant that completed the quorum.
+    // An execution whose refs leave out the grant that completed the
+    // quorum: it follows no approval, which the chain check sees alone.
     let target = entries.iter().position(|e| kind(e) == "execution").unwrap() as u64 + 1;
     let (e, k) = forge(&entries, dir.path(), |seq, r| {
         if seq == target {
@@ -321,6 +326,26 @@ fn approvals_and_executions_are_checked_against_their_quorum() {
             r.insert("refs", Value::Array(refs[..1].to_vec()));
         }
     });
+    let (code, v) = verify(&e, &k, false);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(member(&v, &["seq"]).as_safe_integer(), Some(target as i64));
+    let reason = member(&v, &["reason"]).as_str().unwrap();
+    assert!(
+        reason.contains("is no approval receipt earlier"),
+        "{reason}"
+    );
+    // One that names the completing grant twice: only re-deciding the
+    // quorum sees it.
+    let (e, k) = forge(&entries, dir.path(), |seq, r| {
+        if seq == target {
+            let Some(Value::Array(refs)) = r.get("refs").cloned() else {
+                panic!()
+            };
+            let last = refs.last().unwrap().clone();
+            r.insert("refs", Value::Array([refs, vec![last]].concat()));
+        }
+    });
+    assert_eq!(verify(&e, &k, false).0, Some(0));
     let (code, v) = verify(&e, &k, true);
     assert_eq!(code, Some(1), "{v}");
     assert_eq!(member(&v, &["seq"]).as_safe_integer(), Some(target as i64));

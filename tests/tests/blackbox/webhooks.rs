@@ -741,3 +741,90 @@ fn bad_registrations_are_specific_errors_and_private_addresses_are_refused_by_de
     let list = g.admin().webhooks().unwrap().text();
     assert!(list.contains("\"endpoints\":[]"), "{list}");
 }
+
+/// Addresses that embed a loopback or private IPv4 address (NAT64, 6to4,
+/// Teredo, IPv4-compatible and -mapped) and special-purpose blocks
+/// (site-local, discard-only, benchmarking, the 6to4 relay anycast) are
+/// refused like the plain ones, each with the block and RFC that reserve
+/// it; a public address behind the NAT64 prefix is not.
+#[test]
+fn addresses_embedding_private_ipv4_and_special_purpose_blocks_are_refused() {
+    let g = Gateway::start();
+    // A port something listens on, so that only the address is refused.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    for (host, says) in [
+        ("[64:ff9b::7f00:1]", "embeds 127.0.0.1"),
+        ("[64:ff9b:1::a00:1]", "RFC 8215"),
+        ("[::ffff:127.0.0.1]", "embeds 127.0.0.1"),
+        ("[::127.0.0.1]", "IPv4-compatible"),
+        ("[2002:7f00:1::1]", "6to4"),
+        ("[2001:0:4136:e378:8000:63bf:80ff:fffe]", "Teredo"),
+        ("[fec0::1]", "RFC 3879"),
+        ("[100::1]", "RFC 6666"),
+        ("198.18.0.1", "RFC 2544"),
+        ("192.88.99.1", "RFC 7526"),
+        ("localhost", "loopback"),
+    ] {
+        let url = format!("http://{host}:{port}/hook");
+        let body = format!(r#"{{"url":"{url}","events":["*"]}}"#);
+        let a = g.admin().add_webhook(body.as_bytes()).unwrap();
+        let text = a.text();
+        assert_eq!(a.status, 422, "{url}: {text}");
+        assert!(text.contains("webhook-private-address"), "{url}: {text}");
+        assert!(text.contains(says), "{url}: {text}");
+    }
+    let list = g.admin().webhooks().unwrap().text();
+    assert!(list.contains("\"endpoints\":[]"), "{list}");
+    // A public IPv4 address behind the NAT64 prefix is an ordinary address.
+    let body = br#"{"url":"http://[64:ff9b::5db8:d822]/hook","events":["*"]}"#;
+    assert_eq!(g.admin().add_webhook(body).unwrap().status, 201);
+}
+
+/// A delivery signed with the endpoint's own secret but captured and
+/// replayed later is refused by `tollgate webhook verify` by default, as
+/// the Standard Webhooks libraries refuse it (older than 5 minutes, or
+/// more than 5 minutes ahead); `--max-age-seconds 0` accepts an old one,
+/// never one from the future.
+#[test]
+fn regression_webhook_verify_refuses_stale_and_future_timestamps_by_default() {
+    use tollgate_gateway::engine::webhooks::sign::SigningKey;
+    let key = SigningKey::generate("v1").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body.json");
+    std::fs::write(
+        &body,
+        br#"{"data":{},"timestamp":"x","type":"decision.passed"}"#,
+    )
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let verify = |ts: i64, extra: &[&str]| {
+        let sig = key.sign("evt_1", ts, &std::fs::read(&body).unwrap());
+        Command::new(bin("tollgate"))
+            .args(["webhook", "verify", "--secret", &key.to_text()])
+            .args(["--id", "evt_1", "--timestamp", &ts.to_string()])
+            .args(["--signature", &sig])
+            .args(extra)
+            .arg(&body)
+            .output()
+            .unwrap()
+    };
+    let ok = verify(now, &[]);
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    for (ts, extra, says) in [
+        (now - 3600, &[][..], "s old, more than 300 s"),
+        (now - 90, &["--max-age-seconds", "60"][..], "more than 60 s"),
+        (now + 3600, &[][..], "in the future"),
+        (now + 3600, &["--max-age-seconds", "0"][..], "in the future"),
+    ] {
+        let bad = verify(ts, extra);
+        assert_eq!(bad.status.code(), Some(1), "{ts} {extra:?}: {bad:?}");
+        let err = String::from_utf8_lossy(&bad.stderr);
+        assert!(err.contains(says), "{ts} {extra:?}: {err}");
+    }
+    let old = verify(now - 3600, &["--max-age-seconds", "0"]);
+    assert_eq!(old.status.code(), Some(0), "{old:?}");
+}

@@ -17,7 +17,7 @@ use futures_util::StreamExt as _;
 use tollgate_ledger::{AttemptRow, EndpointRow, Ledger, OutboxEvent, WebhookOp};
 use tollgate_protocol::{LedgerEntry, Object, Value, canonical, parse};
 
-use super::{Endpoint, Secret, endpoint_of, secrets_of, target};
+use super::{Endpoint, Secret, endpoint_of, secrets_of};
 use crate::engine::Gateway;
 use crate::limits::{MAX_EVENT_RECEIPT, MAX_WEBHOOK_RETRY_AFTER, WEBHOOK_PAGE, WEBHOOK_PARALLEL};
 
@@ -111,10 +111,15 @@ struct Answer {
     status: Option<u16>,
     error: Option<String>,
     retry_after: Option<u64>,
+    /// The endpoint's name resolved to an address the gateway must not
+    /// call: nothing was sent.
+    refused: bool,
 }
 
-fn agent(timeout: Duration) -> ureq::Agent {
-    crate::outbound::agent(timeout, "tollgate-webhooks")
+/// The sending client: it connects only to addresses it checked (unless
+/// `allow_private`).
+fn agent(timeout: Duration, allow_private: bool) -> ureq::Agent {
+    crate::outbound::guarded_agent(timeout, "tollgate-webhooks", allow_private)
 }
 
 /// One POST, blocking.
@@ -142,12 +147,19 @@ fn send(agent: &ureq::Agent, url: &str, headers: &[(&str, String); 3], body: &[u
                 _ => format!("HTTP {status}"),
             }),
             retry_after,
+            refused: false,
         },
         Err(e) => Answer {
             status: None,
+            refused: crate::outbound::refused(&e).is_some(),
             error: Some(match e {
                 ureq::Error::Timeout(_) => "timed out".to_owned(),
-                other => other.to_string(),
+                ref other => match crate::outbound::refused(other) {
+                    Some(r) => format!(
+                        "{r}; the gateway calls only public addresses unless started with --webhook-allow-private"
+                    ),
+                    None => other.to_string(),
+                },
             }),
             retry_after: None,
         },
@@ -159,6 +171,7 @@ fn aborted(e: impl std::fmt::Display) -> Answer {
         status: None,
         error: Some(format!("aborted: {e}")),
         retry_after: None,
+        refused: false,
     }
 }
 
@@ -373,10 +386,11 @@ async fn deliver_one<L: Ledger>(
         };
         let delivered = answer.status.is_some_and(|s| (200..300).contains(&s));
         let gone = answer.status == Some(410);
+        let refused = answer.refused;
         let last = attempt + 1 >= schedule.len();
         let outcome = if delivered {
             "delivered"
-        } else if gone || last {
+        } else if gone || refused || last {
             "failed"
         } else {
             "retry"
@@ -405,12 +419,18 @@ async fn deliver_one<L: Ledger>(
                     "the endpoint answered 410 Gone to {webhook_id} at {now}"
                 )),
             });
+        } else if refused {
+            ops.push(WebhookOp::SetEnabled {
+                id: job.endpoint.id.clone(),
+                enabled: false,
+                reason: answer.error.clone(),
+            });
         }
         // If this write fails the attempt is not recorded; the event is
         // still delivered or retried, and the cursor says what was done.
         let _ = g.ledger.webhook_write(ops).await;
         drop(g);
-        if gone {
+        if gone || refused {
             return (Ending::Gone, None);
         }
         if last {
@@ -484,22 +504,9 @@ async fn page<L: Ledger>(weak: &Weak<Gateway<L>>, id: &str, sender: &Sender) -> 
     let (Ok(endpoint), Ok(secrets)) = (endpoint_of(&row), secrets_of(&row)) else {
         return Step::Stop;
     };
-    // The URL is checked again: what a name resolves to can change.
-    if let Err(e) = target::check_async(&endpoint.url, g.webhook_state.settings.allow_private).await
-    {
-        if matches!(e, target::TargetError::Private(_)) {
-            let _ = g
-                .ledger
-                .webhook_write(vec![WebhookOp::SetEnabled {
-                    id: id.to_owned(),
-                    enabled: false,
-                    reason: Some(e.to_string()),
-                }])
-                .await;
-            return Step::Stop;
-        }
-        return Step::Idle;
-    }
+    // What the name resolves to is checked by the sending client, on each
+    // connection it makes (nothing is looked up while there is nothing to
+    // send); an address it refuses disables the endpoint.
     let job = Job {
         endpoint,
         secrets,
@@ -668,6 +675,7 @@ async fn worker<L: Ledger>(weak: Weak<Gateway<L>>, id: String) {
         return;
     };
     let niceness = g.webhook_state.settings.niceness;
+    let allow_private = g.webhook_state.settings.allow_private;
     let (timeout, url, threads) = match g.webhooks().list().await {
         Ok(eps) => match eps.into_iter().find(|e| e.id == id) {
             Some(e) => (
@@ -680,7 +688,7 @@ async fn worker<L: Ledger>(weak: Weak<Gateway<L>>, id: String) {
         Err(_) => return,
     };
     drop(g);
-    let Some(sender) = Sender::start(agent(timeout), url, threads, niceness) else {
+    let Some(sender) = Sender::start(agent(timeout, allow_private), url, threads, niceness) else {
         return;
     };
     loop {

@@ -1,12 +1,14 @@
 //! Where a webhook may be sent: an `http` or `https` URL with a host,
-//! whose every address is public. Loopback, private (RFC 1918, RFC 4193),
-//! link-local, shared (RFC 6598), unspecified, broadcast, multicast and
-//! documentation ranges are refused unless the gateway is told to allow
-//! them (`--webhook-allow-private`), so that an endpoint cannot turn the
-//! gateway against the network it runs in (SSRF). The check runs at
-//! registration and again before each page of deliveries.
+//! whose every address is public. Every block of the IANA special-purpose
+//! address registries (loopback, private, link-local, shared, benchmarking,
+//! documentation, …), multicast, and IPv6 addresses embedding a refused
+//! IPv4 address are refused unless the gateway is told to allow them
+//! (`--webhook-allow-private`), so that an endpoint cannot turn the gateway
+//! against the network it runs in (SSRF). The check runs at registration
+//! here, and on every connection of a delivery in the sending client
+//! itself, which connects only to the addresses it checked.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs as _};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs as _};
 
 /// Longest endpoint URL, bytes.
 pub const MAX_URL: usize = 2048;
@@ -22,39 +24,11 @@ pub enum TargetError {
     Private(String),
 }
 
-/// Whether `ip` is an address on the public internet.
+/// Whether `ip` is an address on the public internet (no row of the
+/// special-purpose address registries; see the gateway's `outbound`
+/// module).
 pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => public_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return public_v4(v4);
-            }
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00 // unique local
-                || (first & 0xffc0) == 0xfe80 // link-local
-                || v6.segments()[..2] == [0x2001, 0x0db8] // documentation
-                || v6 == Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0))
-        }
-    }
-}
-
-fn public_v4(ip: Ipv4Addr) -> bool {
-    let o = ip.octets();
-    !(ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || ip.is_documentation()
-        || o[0] == 0
-        || (o[0] == 100 && (o[1] & 0xc0) == 64) // shared, RFC 6598
-        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
-        || o[0] >= 240)
+    crate::outbound::refusal(ip).is_none()
 }
 
 /// The URL's host and port, if it is an absolute `http` or `https` URL
@@ -102,22 +76,21 @@ pub fn check(url: &str, allow_private: bool) -> Result<(), TargetError> {
     if allow_private {
         return Ok(());
     }
-    let addrs: Vec<IpAddr> = (host.as_str(), port)
+    let addrs: Vec<SocketAddr> = (host.as_str(), port)
         .to_socket_addrs()
         .map_err(|e| TargetError::NotAUrl(format!("cannot resolve {host}: {e}")))?
-        .map(|a| a.ip())
         .collect();
     if addrs.is_empty() {
         return Err(TargetError::NotAUrl(format!(
             "{host} resolves to no address"
         )));
     }
-    if let Some(ip) = addrs.iter().find(|ip| !is_public(**ip)) {
-        return Err(TargetError::Private(format!(
-            "{host} resolves to {ip}, a loopback, private, link-local or reserved address; the gateway calls only public addresses unless started with --webhook-allow-private"
-        )));
-    }
-    Ok(())
+    crate::outbound::check(&host, &addrs).map_err(|e| {
+        let why = crate::outbound::refused(&e).map_or_else(|| e.to_string(), ToString::to_string);
+        TargetError::Private(format!(
+            "{why}; the gateway calls only public addresses unless started with --webhook-allow-private"
+        ))
+    })
 }
 
 /// [`check`] off the async runtime's threads: a name lookup may block.
