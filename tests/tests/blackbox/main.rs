@@ -19,6 +19,7 @@ mod intents;
 mod kms;
 mod ledger_conformance;
 mod lifecycle;
+mod outcomes;
 mod policy_cli;
 mod postgres_gateway;
 mod postgres_instances;
