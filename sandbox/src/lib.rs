@@ -356,7 +356,7 @@ impl Replay {
         if !Status::from_name(stated).is_some_and(|s| s.allowed_for(ReceiptKind::Reconciliation)) {
             return Err(format!("a reconciliation cannot state status {stated:?}"));
         }
-        let (hash, version) = self.unknown.remove(&of).ok_or_else(|| {
+        let (hash, version) = self.unknown.get(&of).ok_or_else(|| {
             format!(
                 "the reconciliation names {of:?}, not an earlier unknown outcome left to reconcile"
             )
@@ -369,6 +369,7 @@ impl Replay {
                 "the reconciliation of {of} states another policy version"
             ));
         }
+        self.unknown.remove(&of);
         Ok(())
     }
 
@@ -833,5 +834,49 @@ mod tests {
         let exec = parse(br#"{"kind":"execution","refs":["rcpt_x"],"subject":{}}"#).unwrap();
         let e = r.entry(4, HashAlg::Sha256, &exec).unwrap_err();
         assert!(e.reason.contains("names no approval"), "{e}");
+    }
+
+    #[test]
+    fn a_reconciliation_ends_one_earlier_unknown_outcome_of_its_intent_once() {
+        let rec = |refs: &str, status: &str, hash: &str, version: &str| {
+            parse(format!(
+                r#"{{"kind":"reconciliation","refs":{refs},"policy_version":"{version}","subject":{{"intent_hash":"{hash}"}},"outcome":{{"status":"{status}"}}}}"#
+            ).as_bytes())
+            .unwrap()
+        };
+        let good = rec(r#"["rcpt_u"]"#, "committed", "sha256:aa", "p@1");
+        // Nothing unknown before it.
+        let mut r = Replay::new();
+        let e = r.entry(1, HashAlg::Sha256, &good).unwrap_err();
+        assert!(e.reason.contains("not an earlier unknown"), "{e}");
+        // As `decided` notes an unknown decision.
+        let unknown = parse(
+            br#"{"kind":"decision","receipt_id":"rcpt_u","policy_version":"p@1","outcome":{"status":"unknown"}}"#,
+        )
+        .unwrap();
+        r.note_unknown(&unknown, "sha256:aa".into());
+        for (bad, why) in [
+            (rec("[]", "committed", "sha256:aa", "p@1"), "exactly one"),
+            (
+                rec(r#"["rcpt_u"]"#, "unknown", "sha256:aa", "p@1"),
+                "cannot state",
+            ),
+            (
+                rec(r#"["rcpt_u"]"#, "committed", "sha256:bb", "p@1"),
+                "another intent",
+            ),
+            (
+                rec(r#"["rcpt_u"]"#, "failed", "sha256:aa", "p@2"),
+                "another policy",
+            ),
+        ] {
+            let e = r.reconciliation(&bad).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+        r.entry(2, HashAlg::Sha256, &good).unwrap();
+        assert_eq!(r.counts().reconciliations, 1);
+        // Once.
+        let e = r.entry(3, HashAlg::Sha256, &good).unwrap_err();
+        assert!(e.reason.contains("not an earlier unknown"), "{e}");
     }
 }

@@ -7,11 +7,22 @@
 //! entry in the same transaction and unique. The `Idempotency-Key` header
 //! may only repeat the intent id. The same payload again, under any header
 //! or signature encoding and whatever policy is active now, gets the
-//! stored entry; another payload under a decided id is a conflict.
+//! stored entry, at any age (the look-up comes before a refusal by the
+//! clock or by the delegation as it stands now); another payload under a
+//! decided id is a conflict.
 //!
 //! Everything after authentication runs in a task of its own, so that a
 //! client that goes away cannot cancel a commit half-way: reserve, call the
 //! upstream, append, run to the end whoever is still listening.
+//!
+//! Outcomes: a commit's outcome is what the upstream did. One that may
+//! have reached it without an answer is `unknown`: its receipt opens a
+//! reservation, in its transaction, that keeps the budget charges held,
+//! and the reconciler ([`Intents::spawn_recovery`], and
+//! [`Intents::recover`] at start) sends the intent again with the same
+//! idempotency key until the upstream answers, then appends a
+//! `reconciliation` receipt that spends or releases them and ends the
+//! reservation.
 
 use std::sync::Arc;
 
@@ -46,7 +57,8 @@ pub struct Submitted {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recovery {
     /// Reservations finished: the upstream answered the retry, and the
-    /// receipt of the stored decision with that answer was appended.
+    /// receipt of the stored decision with that answer was appended (or,
+    /// for an `unknown` outcome, its `reconciliation` receipt).
     pub finished: usize,
     /// Orphans cleared: their entry was already in the ledger.
     pub released: usize,
