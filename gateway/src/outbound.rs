@@ -98,9 +98,23 @@ pub(crate) async fn deliver(
     + Send
     + 'static,
 ) -> Delivery {
+    // Resolving and connecting get most of the timeout each, so that a
+    // connection never made ends as such (nothing sent), not as the whole
+    // call's timeout (which may have come after sending).
+    let before_sending = timeout.saturating_mul(9) / 10;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .timeout_global(Some(timeout))
+        .timeout_resolve(Some(before_sending))
+        .timeout_connect(Some(before_sending))
+        .user_agent("tollgate")
+        .build()
+        .into();
     let call = tokio::task::spawn_blocking(move || {
         use std::io::Read as _;
-        let mut resp = match send(&agent(timeout, "tollgate")) {
+        let mut resp = match send(&agent) {
             Ok(r) => r,
             Err(e) if never_sent(&e) => return Delivery::NotSent(e.to_string()),
             Err(e) => return Delivery::NoAnswer(e.to_string()),

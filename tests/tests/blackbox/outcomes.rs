@@ -186,3 +186,29 @@ fn wait_final(g: &Gateway, id: &str) -> Object {
     });
     last
 }
+
+/// `failed` is for a target that said so, or a request that never left:
+/// a refused connection is `failed` and charges nothing.
+#[test]
+fn a_request_that_never_left_is_failed_and_uncharged() {
+    let up = Upstream::start();
+    let g = gateway(&up, "10000");
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let target = format!("orders.refund=http://{closed}/refunds");
+    let g = g.restart_with(&["--upstream", &target]);
+    let o = outcome_of(&refund(&g, "gone-1", "order:o-1001", 4_000));
+    assert_eq!(status(&o), "failed", "{o:?}");
+    assert!(
+        o.get("error")
+            .and_then(Value::as_str)
+            .unwrap()
+            .starts_with("upstream unreachable"),
+        "{o:?}"
+    );
+    assert_eq!(spent_before(&refund(&g, "gone-2", "order:o-1003", 100)), 0);
+    let (_, reservations) = g.get("/v1/admin/reservations");
+    assert_eq!(reservations, b"{\"unfinished\":[]}\n");
+}
