@@ -9,15 +9,14 @@ use tollgate_protocol::{Object, Value, canonical, parse};
 use tollgate_tests::gateway::{Gateway, intent, outcome_of, receipt_member};
 use tollgate_tests::upstream::{Behaviour, Upstream, with_http_target};
 
-/// A gateway whose refunds commit to `up`, with `timeout_ms` per call, and
-/// a delegation `dlg_budget` of 100.00 EUR a day for the demo agent.
-fn gateway(up: &Upstream, timeout_ms: &str) -> Gateway {
+/// A gateway whose refunds commit to `up`, with `timeout_ms` per call and
+/// `extra` arguments, and a delegation `dlg_budget` of 100.00 EUR a day
+/// for the demo agent.
+fn gateway(up: &Upstream, timeout_ms: &str, extra: &[&str]) -> Gateway {
     let target = format!("orders.refund={}", up.url);
-    let g = Gateway::start_with(
-        tempfile::tempdir().unwrap(),
-        with_http_target,
-        &["--upstream", &target, "--upstream-timeout-ms", timeout_ms],
-    );
+    let mut args = vec!["--upstream", &target, "--upstream-timeout-ms", timeout_ms];
+    args.extend_from_slice(extra);
+    let g = Gateway::start_with(tempfile::tempdir().unwrap(), with_http_target, &args);
     let key = tollgate_signer::Signer::jwk(&g.agent()).to_value();
     let token = g.delegation("dlg_budget", "agent-demo", key, |p| {
         let mut b = Object::new();
@@ -65,7 +64,7 @@ fn status(o: &Object) -> &str {
 #[test]
 fn regression_a_2xx_with_a_large_answer_is_committed_and_charged() {
     let up = Upstream::start();
-    let g = gateway(&up, "10000");
+    let g = gateway(&up, "10000", &[]);
     *up.behaviour.lock().unwrap() = Behaviour::Large(2 << 20);
     let entry = refund(&g, "big-1", "order:o-1001", 4_000);
     let o = outcome_of(&entry);
@@ -104,8 +103,20 @@ fn regression_a_2xx_with_a_large_answer_is_committed_and_charged() {
 /// agent retried under a new id and the target acted twice.
 #[test]
 fn regression_no_answer_after_sending_is_unknown_charged_and_reconciled() {
+    unknown_charged_and_reconciled(&[]);
+}
+
+/// The same on a PostgreSQL ledger.
+#[test]
+fn no_answer_after_sending_is_unknown_charged_and_reconciled_on_postgresql() {
+    let pg = tollgate_tests::postgres::Postgres::start();
+    let url = pg.database("outcomes");
+    unknown_charged_and_reconciled(&["--database-url", &url]);
+}
+
+fn unknown_charged_and_reconciled(extra: &[&str]) {
     let up = Upstream::start();
-    let g = gateway(&up, "2000");
+    let g = gateway(&up, "2000", extra);
     // The target acts on the first request and answers after the
     // gateway gave up; a retry with the same key waits for it, then
     // answers without acting again.
@@ -168,7 +179,9 @@ fn regression_no_answer_after_sending_is_unknown_charged_and_reconciled() {
     tollgate_tests::assert_export_verifies(&export, &jwks);
     // After a restart, from the ledger alone.
     let target = format!("orders.refund={}", up.url);
-    let g = g.restart_with(&["--upstream", &target]);
+    let mut args = vec!["--upstream", &target];
+    args.extend_from_slice(extra);
+    let g = g.restart_with(&args);
     assert_eq!(
         spent_before(&refund(&g, "slow-4", "order:o-1003", 100)),
         4_000
@@ -192,7 +205,7 @@ fn wait_final(g: &Gateway, id: &str) -> Object {
 #[test]
 fn a_request_that_never_left_is_failed_and_uncharged() {
     let up = Upstream::start();
-    let g = gateway(&up, "10000");
+    let g = gateway(&up, "10000", &[]);
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
