@@ -266,7 +266,7 @@ fn regression_a_kept_envelope_resent_after_max_skew_gets_its_answer() {
     let g = tollgate_tests::gateway::Gateway::start_with(
         tempfile::tempdir().unwrap(),
         |_| {},
-        &["--max-skew-seconds", "2"],
+        &["--max-skew-seconds", "3"],
     );
     let agent = g.agent();
     let body = intent(&agent, "late-1", "order:o-1001", 2500, |_| {});
@@ -278,7 +278,7 @@ fn regression_a_kept_envelope_resent_after_max_skew_gets_its_answer() {
     tollgate_tests::wait_until(
         "max-skew to pass",
         std::time::Duration::from_secs(30),
-        || issued.elapsed() > std::time::Duration::from_secs(4),
+        || issued.elapsed() > std::time::Duration::from_secs(5),
     );
     let (c2, _, again, replayed) = g.post_raw("application/json", &body, None);
     assert_eq!(
