@@ -3,7 +3,10 @@
 //!
 //! Invariants: every status is an answer, never an error; redirects are
 //! not followed (a 3xx is the answer, so only the configured URL is ever
-//! called); one timeout bounds the whole call, connection included.
+//! called); one timeout bounds the whole call, connection included. A
+//! call that may act on the other side ([`deliver`]) tells a request that
+//! never left from one that may have arrived without an answer, and reads
+//! at most its limit of an answer's body without refusing the answer.
 
 use std::time::Duration;
 
