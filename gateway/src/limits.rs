@@ -11,6 +11,12 @@ pub const DEFAULT_MAX_SKEW_SECONDS: i64 = 300;
 pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 5_000;
 /// Largest upstream answer read, bytes; the receipt records its hash.
 pub const MAX_UPSTREAM_ANSWER: u64 = 1 << 20;
+/// The first wait before an unfinished reservation (a commit whose
+/// outcome is unknown, or one a crash interrupted) is tried again; each
+/// failed try doubles it.
+pub const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest wait between two tries of an unfinished reservation.
+pub const RETRY_LONGEST: std::time::Duration = std::time::Duration::from_secs(60);
 /// Longest `Idempotency-Key` header, characters.
 pub const MAX_IDEMPOTENCY_KEY: usize = 256;
 /// Longest `X-Request-Id` header honoured, characters.

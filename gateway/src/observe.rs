@@ -181,7 +181,7 @@ impl Metrics {
             "# HELP tollgate_ledger_head Sequence number of the last ledger entry.\n# TYPE tollgate_ledger_head gauge\ntollgate_ledger_head {head}\n\
              # HELP tollgate_ledger_append_groups_total Write transactions committed (group commit).\n# TYPE tollgate_ledger_append_groups_total counter\ntollgate_ledger_append_groups_total {groups}\n\
              # HELP tollgate_ledger_appends_total Entries appended; divided by groups, the mean batch size.\n# TYPE tollgate_ledger_appends_total counter\ntollgate_ledger_appends_total {appends}\n\
-             # HELP tollgate_reservations_unfinished Upstream commits a crash left that recovery could not finish yet.\n# TYPE tollgate_reservations_unfinished gauge\ntollgate_reservations_unfinished {}\n",
+             # HELP tollgate_reservations_unfinished Upstream commits not finished yet: left by a crash, or waiting for an unknown outcome to be reconciled.\n# TYPE tollgate_reservations_unfinished gauge\ntollgate_reservations_unfinished {}\n",
             self.unfinished.load(Ordering::Relaxed)
         ));
         out.push_str(&format!(

@@ -36,8 +36,9 @@ use crate::engine::Unfinished;
 use crate::engine::checkpoints::{CheckpointSettings, WitnessSetting};
 use crate::{Error, Paths, Served, Settings, http, limits, tls};
 
-/// How often unfinished reservations are retried.
-const RECOVERY_RETRY_SECONDS: u64 = 30;
+/// How often unfinished reservations are looked at; each is retried when
+/// its backoff is over ([`limits::RETRY_FIRST`]).
+const RECOVERY_RETRY_SECONDS: u64 = 1;
 
 /// How checkpoints are made (spec §6), as given.
 #[derive(Clone, Debug)]

@@ -427,6 +427,18 @@ impl From<tollgate_protocol::ApprovalVerdict> for StepVerdict {
     }
 }
 
+/// A reservation ([`SpendingStore::reserve_holding`]) written in the
+/// transaction of an entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    /// Its idempotency key: the key of the entry that will end it.
+    pub key: String,
+    /// What it keeps.
+    pub body: Vec<u8>,
+    /// The charges it holds against budgets until it ends.
+    pub charges: Vec<Spend>,
+}
+
 /// One receipt of an append unit and what it records besides its entry.
 #[derive(Clone, Debug)]
 pub struct Append {
@@ -443,6 +455,9 @@ pub struct Append {
     /// What the receipt's decision was made on, checked before it is
     /// appended.
     pub guard: Option<Guard>,
+    /// A reservation opened with the entry: its effect outside the ledger
+    /// is still to be learnt (a commit whose outcome is unknown).
+    pub reserve: Option<Reservation>,
     /// The receipt's canonical bytes, when it came sealed with them
     /// ([`Append::sealed`]): its entry embeds them instead of writing the
     /// receipt out again.
@@ -460,6 +475,7 @@ impl Append {
             spend: Vec::new(),
             approval: None,
             guard: None,
+            reserve: None,
             canonical: None,
         }
     }

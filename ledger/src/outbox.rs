@@ -22,6 +22,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "approval.decided",
     "commit.committed",
     "commit.failed",
+    "commit.unknown",
     "commit.not_executed",
     "registry.changed",
 ];
@@ -36,12 +37,13 @@ fn text<'a>(v: &'a Value, path: &[&str]) -> &'a str {
 /// The event types a receipt causes, in order:
 /// - a decision: `decision.passed` / `decision.blocked` /
 ///   `decision.escalated` (then `approval.opened`), and
-///   `commit.committed` or `commit.failed` when it was committed to an
-///   `http` target;
+///   `commit.committed`, `commit.failed` or `commit.unknown` when it was
+///   committed to an `http` target;
 /// - an approval receipt (a reviewer's decision or an expiry):
 ///   `approval.decided`;
-/// - an execution: `commit.committed`, `commit.failed` or
-///   `commit.not_executed`;
+/// - an execution: `commit.committed`, `commit.failed`,
+///   `commit.unknown` or `commit.not_executed`;
+/// - a reconciliation: `commit.committed` or `commit.failed`;
 /// - a registry change: `registry.changed`.
 pub fn event_types(receipt: &Value) -> Vec<&'static str> {
     let status = text(receipt, &["outcome", "status"]);
@@ -60,6 +62,7 @@ pub fn event_types(receipt: &Value) -> Vec<&'static str> {
                 match status {
                     "committed" => out.push("commit.committed"),
                     "failed" => out.push("commit.failed"),
+                    "unknown" => out.push("commit.unknown"),
                     _ => {}
                 }
             }
@@ -69,7 +72,12 @@ pub fn event_types(receipt: &Value) -> Vec<&'static str> {
         "execution" => match status {
             "committed" => vec!["commit.committed"],
             "failed" => vec!["commit.failed"],
+            "unknown" => vec!["commit.unknown"],
             _ => vec!["commit.not_executed"],
+        },
+        "reconciliation" => match status {
+            "committed" => vec!["commit.committed"],
+            _ => vec!["commit.failed"],
         },
         "registry" => vec!["registry.changed"],
         _ => Vec::new(),
@@ -226,6 +234,14 @@ mod tests {
             (
                 r#"{"kind":"execution","outcome":{"status":"not_executed"}}"#,
                 vec!["commit.not_executed"],
+            ),
+            (
+                r#"{"kind":"decision","decision":{"verdict":"pass"},"outcome":{"status":"unknown","target":"http"}}"#,
+                vec!["decision.passed", "commit.unknown"],
+            ),
+            (
+                r#"{"kind":"reconciliation","outcome":{"status":"committed"}}"#,
+                vec!["commit.committed"],
             ),
             (
                 r#"{"kind":"registry","outcome":{"status":"committed"}}"#,

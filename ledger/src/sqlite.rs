@@ -388,6 +388,7 @@ impl SqliteLedger {
         let writer = Writer {
             reserved,
             clearing: Vec::new(),
+            opening: Vec::new(),
             stats: stats.clone(),
             conn: writer,
             alg,
@@ -776,6 +777,8 @@ struct Writer {
     reserved: std::collections::BTreeSet<String>,
     /// Reservations the open transaction clears.
     clearing: Vec<String>,
+    /// Reservations the open transaction opens with its entries.
+    opening: Vec<String>,
     conn: SqliteConnection,
     alg: HashAlg,
     clock: Box<dyn Clock>,
@@ -1182,12 +1185,14 @@ impl Writer {
         result: Result<Vec<LedgerEntry>, Error>,
     ) -> Result<Vec<LedgerEntry>, Error> {
         let cleared = std::mem::take(&mut self.clearing);
+        let opened = std::mem::take(&mut self.opening);
         self.finish(result.is_ok()).await?;
         if let Ok(entries) = &result {
-            // Only a committed group cleared its reservations.
+            // Only a committed group cleared or opened its reservations.
             for key in cleared {
                 self.reserved.remove(&key);
             }
+            self.reserved.extend(opened);
             self.stats.groups.fetch_add(1, Ordering::Relaxed);
             self.stats
                 .appends
@@ -1269,6 +1274,12 @@ impl Writer {
                 self.clearing.push(key.clone());
             }
         }
+        self.opening.clear();
+        self.opening.extend(
+            batch
+                .iter()
+                .filter_map(|req| req.append.reserve.as_ref().map(|r| r.key.clone())),
+        );
         Ok(entries)
     }
 }

@@ -50,7 +50,8 @@ macro_rules! shared_writes {
             insert_rows(conn, items, entries).await
         }
 
-        /// Each entry's approval row and spending, with it.
+        /// Each entry's approval row, spending and the reservation it
+        /// opens, with it.
         pub(crate) async fn insert_rows(
             conn: &mut $conn,
             items: &[&Item],
@@ -59,6 +60,9 @@ macro_rules! shared_writes {
             for (item, entry) in items.iter().zip(entries) {
                 if let Some(row) = &item.append.approval {
                     insert_approval(&mut *conn, entry.seq as i64, row).await?;
+                }
+                if let Some(r) = &item.append.reserve {
+                    insert_reservation(&mut *conn, &r.key, &r.body, &r.charges).await?;
                 }
                 for sp in &item.append.spend {
                     sqlx::query(

@@ -632,8 +632,23 @@ impl Bounds {
     }
 }
 
+/// Checks that `leaf`'s agent key signed the intent `envelope`, whatever
+/// the token's validity now (a decided intent's answer is its agent's at
+/// any age).
+pub fn verify_intent(
+    leaf: &Token,
+    envelope: &tollgate_protocol::IntentEnvelope,
+) -> Result<(), Refusal> {
+    verify_intent_signature(
+        leaf,
+        &envelope.intent,
+        envelope.payload(),
+        &envelope.signature,
+    )
+}
+
 /// Checks that `leaf`'s agent key signed the intent.
-fn verify_intent(
+fn verify_intent_signature(
     leaf: &Token,
     intent: &tollgate_protocol::Intent,
     payload: &Value,
@@ -813,7 +828,7 @@ pub fn check_chain_spent(
         ));
     }
     if let Some((payload, intent_signature)) = signed {
-        verify_intent(leaf, intent, payload, intent_signature)?;
+        verify_intent_signature(leaf, intent, payload, intent_signature)?;
     }
     for t in &chain {
         if !t.allows_action(&intent.action) {

@@ -76,6 +76,8 @@ pub enum ReceiptKind {
     Execution,
     /// Caused by a registry change.
     Registry,
+    /// The final outcome of a commit whose outcome was `unknown`.
+    Reconciliation,
 }
 
 impl ReceiptKind {
@@ -87,6 +89,7 @@ impl ReceiptKind {
             Self::Approval => "approval",
             Self::Execution => "execution",
             Self::Registry => "registry",
+            Self::Reconciliation => "reconciliation",
         }
     }
 
@@ -97,6 +100,7 @@ impl ReceiptKind {
             Self::Approval,
             Self::Execution,
             Self::Registry,
+            Self::Reconciliation,
         ]
         .into_iter()
         .find(|k| k.name() == name)
@@ -110,8 +114,13 @@ pub enum Status {
     /// The commit ran and succeeded (or, with target `none`, the receipt
     /// is the authorization).
     Committed,
-    /// The commit ran and failed.
+    /// The commit ran and failed: the target said so, or the request
+    /// never left the gateway.
     Failed,
+    /// The request may have reached the target, and no answer came:
+    /// whether it acted is not known yet. A `reconciliation` receipt
+    /// records what it did.
+    Unknown,
     /// Nothing ran (blocked, denied).
     NotExecuted,
     /// Waiting for reviewers.
@@ -131,6 +140,7 @@ impl Status {
         match self {
             Self::Committed => "committed",
             Self::Failed => "failed",
+            Self::Unknown => "unknown",
             Self::NotExecuted => "not_executed",
             Self::PendingApproval => "pending_approval",
             Self::Approved => "approved",
@@ -145,6 +155,7 @@ impl Status {
         [
             Committed,
             Failed,
+            Unknown,
             NotExecuted,
             PendingApproval,
             Approved,
@@ -160,11 +171,15 @@ impl Status {
         use Status::*;
         match kind {
             ReceiptKind::Decision => {
-                matches!(self, Committed | Failed | NotExecuted | PendingApproval)
+                matches!(
+                    self,
+                    Committed | Failed | Unknown | NotExecuted | PendingApproval
+                )
             }
             ReceiptKind::Approval => matches!(self, PendingApproval | Approved | Denied | Expired),
-            ReceiptKind::Execution => matches!(self, Committed | Failed | NotExecuted),
+            ReceiptKind::Execution => matches!(self, Committed | Failed | Unknown | NotExecuted),
             ReceiptKind::Registry => matches!(self, Committed),
+            ReceiptKind::Reconciliation => matches!(self, Committed | Failed),
         }
     }
 }
@@ -395,6 +410,30 @@ impl Receipt {
         Ok(r)
     }
 
+    /// The `reconciliation` receipt of the intent `intent_hash`: the final
+    /// `outcome` of the commit that receipt `of` (a decision or an
+    /// execution) recorded as `unknown`, as the target answered at
+    /// `issued_at`, under that receipt's `policy_version`.
+    pub fn reconciliation(
+        issued_at: Timestamp,
+        policy_version: String,
+        intent_hash: &HashValue,
+        outcome: Outcome,
+        of: &str,
+    ) -> Result<Self, OutcomeNotAllowed> {
+        let mut subject = Object::new();
+        subject.insert("intent_hash", intent_hash.to_string().into());
+        let mut r = Self::new(
+            ReceiptKind::Reconciliation,
+            issued_at,
+            policy_version,
+            Value::Object(subject),
+            outcome,
+        )?;
+        r.refs = vec![of.to_owned()];
+        Ok(r)
+    }
+
     /// The registry receipt of `change` to `object` (spec §4.3).
     pub fn registry(
         issued_at: Timestamp,
@@ -508,6 +547,14 @@ mod tests {
         );
         assert!(Status::Approved.allowed_for(ReceiptKind::Approval));
         assert!(!Status::Approved.allowed_for(ReceiptKind::Decision));
+        assert!(Status::Unknown.allowed_for(ReceiptKind::Decision));
+        assert!(Status::Unknown.allowed_for(ReceiptKind::Execution));
+        assert!(!Status::Unknown.allowed_for(ReceiptKind::Reconciliation));
+        assert_eq!(Status::from_name("unknown"), Some(Status::Unknown));
+        assert_eq!(
+            ReceiptKind::from_name("reconciliation"),
+            Some(ReceiptKind::Reconciliation)
+        );
         assert!(Verdict::Block > Verdict::Escalate && Verdict::Escalate > Verdict::Pass);
     }
 

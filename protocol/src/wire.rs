@@ -315,10 +315,10 @@ fn receipt_fields(receipt: &Value, pointer: &str) -> Result<ReceiptInfo, Error> 
         ));
     }
     let kind = m.req_str("kind")?;
-    if !matches!(kind, "decision" | "approval" | "execution" | "registry") {
+    if crate::ReceiptKind::from_name(kind).is_none() {
         return Err(Error::invalid(
             m.child("kind"),
-            format!("{kind:?} is not decision, approval, execution or registry"),
+            format!("{kind:?} is not decision, approval, execution, reconciliation or registry"),
         ));
     }
     let receipt_id = m.req_str("receipt_id")?.to_owned();

@@ -12,6 +12,10 @@ use crate::snapshot::SNAPSHOT_TYPE;
 /// Errors of `tollgate-sandbox`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A `reconciliation` receipt that does not end one earlier unknown
+    /// outcome of its intent (why).
+    #[error("{0}")]
+    Reconciliation(String),
     /// A decision's `inputs.time` that is not a whole-second RFC 3339 UTC
     /// timestamp (`…T08:42:08Z`).
     #[error("inputs.time {0} is not a whole-second RFC 3339 UTC timestamp (…T08:42:08Z)")]

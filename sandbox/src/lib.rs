@@ -20,7 +20,9 @@
 //! the action, by the deadline, once, signed with the registered key), the
 //! status each states, expiries at the deadline, and each execution
 //! following a completed quorum of that exact intent, naming the decision
-//! and every granting approval, once.
+//! and every granting approval, once. A reconciliation receipt must end
+//! the `unknown` outcome of one earlier decision or execution of the same
+//! intent and policy version, once, with `committed` or `failed`.
 //!
 //! The what-if: given candidate bundles ([`Replay::what_if`]), each
 //! decision is also decided under the candidate, with the same intent and
@@ -77,6 +79,9 @@ pub struct Counts {
     pub approvals: u64,
     /// Execution receipts checked against their quorum.
     pub executions: u64,
+    /// Reconciliation receipts checked against the unknown outcome each
+    /// ends.
+    pub reconciliations: u64,
 }
 
 /// Re-decides a ledger's decisions from the ledger alone, in order.
@@ -95,6 +100,9 @@ pub struct Replay {
     revoked_reviewers: BTreeSet<String>,
     /// Approvals opened by escalating decisions, by the decision's id.
     approvals: BTreeMap<String, Approval>,
+    /// Receipts whose outcome is `unknown` and not reconciled yet, by id:
+    /// their intent hash and policy version.
+    unknown: BTreeMap<String, (String, String)>,
     counts: Counts,
     /// Bundles to decide under instead of the recorded ones.
     candidates: Vec<Arc<Bundle>>,
@@ -249,6 +257,11 @@ impl Replay {
                 self.execution(receipt).map_err(bad)?;
                 self.counts.executions += 1;
             }
+            Some(ReceiptKind::Reconciliation) => {
+                self.reconciliation(receipt)
+                    .map_err(|r| bad(Error::Reconciliation(r)))?;
+                self.counts.reconciliations += 1;
+            }
             None => return Err(bad(Error::UnknownKind(kind.to_owned()))),
         }
         Ok(())
@@ -324,6 +337,49 @@ impl Replay {
         Ok(())
     }
 
+    /// Notes a decision or execution receipt whose outcome is `unknown`:
+    /// a later reconciliation may end it, once.
+    fn note_unknown(&mut self, receipt: &Value, intent_hash: String) {
+        if text(receipt, &["outcome", "status"]) == Status::Unknown.name() {
+            self.unknown.insert(
+                text(receipt, &["receipt_id"]).to_owned(),
+                (intent_hash, text(receipt, &["policy_version"]).to_owned()),
+            );
+        }
+    }
+
+    /// Checks a reconciliation receipt: it names one earlier decision or
+    /// execution whose outcome was `unknown` and not reconciled before,
+    /// of the same intent and policy version, and states what a target
+    /// can answer (`committed` or `failed`).
+    fn reconciliation(&mut self, receipt: &Value) -> Result<(), String> {
+        let of = match at(receipt, &["refs"]) {
+            Some(Value::Array(refs)) if refs.len() == 1 => {
+                refs[0].as_str().unwrap_or_default().to_owned()
+            }
+            _ => return Err("a reconciliation names exactly one receipt in refs".into()),
+        };
+        let stated = text(receipt, &["outcome", "status"]);
+        if !Status::from_name(stated).is_some_and(|s| s.allowed_for(ReceiptKind::Reconciliation)) {
+            return Err(format!("a reconciliation cannot state status {stated:?}"));
+        }
+        let (hash, version) = self.unknown.get(&of).ok_or_else(|| {
+            format!(
+                "the reconciliation names {of:?}, not an earlier unknown outcome left to reconcile"
+            )
+        })?;
+        if text(receipt, &["subject", "intent_hash"]) != hash {
+            return Err(format!("the reconciliation of {of} names another intent"));
+        }
+        if text(receipt, &["policy_version"]) != version {
+            return Err(format!(
+                "the reconciliation of {of} states another policy version"
+            ));
+        }
+        self.unknown.remove(&of);
+        Ok(())
+    }
+
     /// Checks an execution receipt: it follows a completed quorum of that
     /// exact intent, names its approval and every granting approval
     /// ([`approval::execution_refs`]), and is the only one.
@@ -357,6 +413,8 @@ impl Replay {
             return Err(Error::ExecutionIntent);
         }
         a.executed = true;
+        let hash = a.opened.intent_hash.clone();
+        self.note_unknown(receipt, hash);
         Ok(())
     }
 
@@ -449,6 +507,11 @@ impl Replay {
     /// what the candidate made of it.
     fn decided(&mut self, seq: u64, receipt: &Value, tried: Option<(String, Value)>) {
         self.opened(receipt);
+        if text(receipt, &["outcome", "status"]) == Status::Unknown.name() {
+            let subject = at(receipt, &["subject"]).unwrap_or(&Value::Null);
+            let hash = tollgate_protocol::intent_hash(subject).to_string();
+            self.note_unknown(receipt, hash);
+        }
         self.counts.decisions += 1;
         if let Some(after) = tried {
             let before = at(receipt, &["decision"]).unwrap_or(&Value::Null);
@@ -774,5 +837,49 @@ mod tests {
         let exec = parse(br#"{"kind":"execution","refs":["rcpt_x"],"subject":{}}"#).unwrap();
         let e = r.entry(4, HashAlg::Sha256, &exec).unwrap_err();
         assert!(e.reason.contains("names no approval"), "{e}");
+    }
+
+    #[test]
+    fn a_reconciliation_ends_one_earlier_unknown_outcome_of_its_intent_once() {
+        let rec = |refs: &str, status: &str, hash: &str, version: &str| {
+            parse(format!(
+                r#"{{"kind":"reconciliation","refs":{refs},"policy_version":"{version}","subject":{{"intent_hash":"{hash}"}},"outcome":{{"status":"{status}"}}}}"#
+            ).as_bytes())
+            .unwrap()
+        };
+        let good = rec(r#"["rcpt_u"]"#, "committed", "sha256:aa", "p@1");
+        // Nothing unknown before it.
+        let mut r = Replay::new();
+        let e = r.entry(1, HashAlg::Sha256, &good).unwrap_err();
+        assert!(e.reason.contains("not an earlier unknown"), "{e}");
+        // As `decided` notes an unknown decision.
+        let unknown = parse(
+            br#"{"kind":"decision","receipt_id":"rcpt_u","policy_version":"p@1","outcome":{"status":"unknown"}}"#,
+        )
+        .unwrap();
+        r.note_unknown(&unknown, "sha256:aa".into());
+        for (bad, why) in [
+            (rec("[]", "committed", "sha256:aa", "p@1"), "exactly one"),
+            (
+                rec(r#"["rcpt_u"]"#, "unknown", "sha256:aa", "p@1"),
+                "cannot state",
+            ),
+            (
+                rec(r#"["rcpt_u"]"#, "committed", "sha256:bb", "p@1"),
+                "another intent",
+            ),
+            (
+                rec(r#"["rcpt_u"]"#, "failed", "sha256:aa", "p@2"),
+                "another policy",
+            ),
+        ] {
+            let e = r.reconciliation(&bad).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+        r.entry(2, HashAlg::Sha256, &good).unwrap();
+        assert_eq!(r.counts().reconciliations, 1);
+        // Once.
+        let e = r.entry(3, HashAlg::Sha256, &good).unwrap_err();
+        assert!(e.reason.contains("not an earlier unknown"), "{e}");
     }
 }

@@ -72,6 +72,7 @@ pub async fn approval_store<B: Backend>(b: &mut B) {
 /// [`tollgate_ledger::SpendingStore`].
 pub async fn spending_store<B: Backend>(b: &mut B) {
     reservations_last_until_their_entry_is_appended(b).await;
+    an_entry_opens_a_reservation_that_the_entry_of_its_key_ends(b).await;
     a_budget_holds_under_racing_appends_through_two_handles(b).await;
 }
 
@@ -406,6 +407,45 @@ async fn reservations_last_until_their_entry_is_appended<B: Backend>(b: &mut B) 
             .unwrap(),
         ledger.get(1).await.unwrap().unwrap().to_canonical()
     );
+}
+
+/// An entry may open a reservation in its own transaction (a commit whose
+/// outcome is unknown): it holds its charges, for every handle, until the
+/// entry of its key is appended.
+async fn an_entry_opens_a_reservation_that_the_entry_of_its_key_ends<B: Backend>(b: &mut B) {
+    let name = b.create();
+    let signer = signer();
+    let one = b.open(&name).await;
+    let two = b.open(&name).await;
+    for n in [1, 3] {
+        let key = format!("reconcile:r-{n}");
+        let mut a = signed(&signer, n);
+        a.reserve = Some(tollgate_ledger::Reservation {
+            key: key.clone(),
+            body: b"what to resend".to_vec(),
+            charges: vec![charge(40)],
+        });
+        one.append_unit(vec![a]).await.unwrap();
+        assert_eq!(
+            one.pending().await.unwrap(),
+            vec![(key.clone(), b"what to resend".to_vec())]
+        );
+        assert_eq!(
+            two.held(now()).await.unwrap(),
+            vec![(key.clone(), charge(40))]
+        );
+        let mut end = signed(&signer, n + 1);
+        end.idempotency_key = Some(key.clone());
+        end.spend = vec![charge(40)];
+        one.append_unit(vec![end]).await.unwrap();
+        assert!(
+            two.pending().await.unwrap().is_empty(),
+            "ended by {}",
+            n + 1
+        );
+        assert!(two.held(now()).await.unwrap().is_empty());
+    }
+    assert_eq!(one.spending(now()).await.unwrap(), vec![charge(80)]);
 }
 
 async fn spending_sums_per_window_and_webhook_state_round_trips<B: Backend>(b: &mut B) {

@@ -16,6 +16,12 @@ pub enum Behaviour {
     Stall(std::time::Duration),
     /// SIGKILL this process first (the gateway), then answer 200.
     KillFirst(u32),
+    /// Answer 200 with a body of this many bytes.
+    Large(usize),
+    /// Act on a key's first request and answer 200 after this long; a
+    /// request that repeats a key waits for the first to finish and
+    /// answers 200 without acting again (an idempotent target).
+    StallFirst(std::time::Duration),
 }
 
 /// A real HTTP/1.1 upstream on loopback that records the Idempotency-Key
@@ -29,6 +35,8 @@ pub struct Upstream {
     pub behaviour: std::sync::Arc<std::sync::Mutex<Behaviour>>,
     /// Every request's head (as sent) and body, in order.
     pub requests: Recorded,
+    /// The keys it acted on: each key once, when first seen.
+    pub acted: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Upstream {
@@ -42,10 +50,13 @@ impl Upstream {
         let r = requests.clone();
         let behaviour = std::sync::Arc::new(std::sync::Mutex::new(Behaviour::Answer(200)));
         let (k, b) = (keys.clone(), behaviour.clone());
+        let acted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (a, d) = (acted.clone(), answered.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
-                let (k, b, r) = (k.clone(), b.clone(), r.clone());
+                let (k, b, r, a, d) = (k.clone(), b.clone(), r.clone(), a.clone(), d.clone());
                 std::thread::spawn(move || {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 4096];
@@ -80,15 +91,37 @@ impl Upstream {
                         }
                         buf.extend_from_slice(&chunk[..n]);
                     }
-                    k.lock()
-                        .unwrap()
-                        .push(header("idempotency-key").unwrap_or_default());
+                    let key = header("idempotency-key").unwrap_or_default();
+                    k.lock().unwrap().push(key.clone());
+                    let first = {
+                        let mut acted = a.lock().unwrap();
+                        let first = !acted.contains(&key);
+                        if first {
+                            acted.push(key.clone());
+                        }
+                        first
+                    };
                     r.lock().unwrap().push((
                         String::from_utf8_lossy(&buf[..head_end]).into_owned(),
                         buf[head_end..head_end + len].to_vec(),
                     ));
                     let behaviour = *b.lock().unwrap();
+                    let mut body = None;
                     let status = match behaviour {
+                        Behaviour::Large(n) => {
+                            body = Some("x".repeat(n));
+                            200
+                        }
+                        Behaviour::StallFirst(d) if first => {
+                            std::thread::sleep(d);
+                            200
+                        }
+                        Behaviour::StallFirst(_) => {
+                            while !d.lock().unwrap().contains(&key) {
+                                std::thread::sleep(std::time::Duration::from_millis(20));
+                            }
+                            200
+                        }
                         Behaviour::Answer(s) => s,
                         Behaviour::Stall(d) => {
                             std::thread::sleep(d);
@@ -103,7 +136,11 @@ impl Upstream {
                             200
                         }
                     };
-                    let body = format!("{{\"refund\":\"done\",\"status\":{status}}}");
+                    let body = body
+                        .unwrap_or_else(|| format!("{{\"refund\":\"done\",\"status\":{status}}}"));
+                    if first {
+                        d.lock().unwrap().push(key);
+                    }
                     let _ = write!(
                         stream,
                         "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -117,6 +154,7 @@ impl Upstream {
             keys,
             behaviour,
             requests,
+            acted,
         }
     }
 

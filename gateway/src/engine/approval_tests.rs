@@ -906,3 +906,102 @@ impl ArrayRef for Value {
         }
     }
 }
+
+/// An upstream on loopback that reads each request and answers 200 only
+/// once `answer` is set; a request before that gets no answer at all.
+fn silent_upstream(answer: Arc<std::sync::atomic::AtomicBool>) -> String {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/refund", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                let _ = stream.read(&mut buf);
+                if answer.load(std::sync::atomic::Ordering::SeqCst) {
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    );
+                } else {
+                    // Holds the request unanswered until the caller gives up.
+                    let _ = stream.read(&mut buf);
+                }
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn an_execution_without_an_answer_is_unknown_until_reconciled() {
+    let answer = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut upstreams = super::Upstreams::default();
+    upstreams
+        .urls
+        .insert("orders.refund".into(), silent_upstream(answer.clone()));
+    upstreams.timeout = std::time::Duration::from_millis(500);
+    let w = super::tests::world_upstreams(
+        |seed| {
+            let toml = seed.policy.get_mut("bundle.toml").unwrap();
+            *toml = toml.replace(
+                "approval = \"by_rule\"",
+                "approval = \"by_rule\"\ntarget = \"http\"\nreview = { count = 1, deadline_seconds = 3600 }",
+            );
+        },
+        upstreams,
+    )
+    .await;
+    with_reviewers(&w.gateway).await;
+    let (env, id) = escalated(&w.gateway, &w.agent, "big-u", 60_000).await;
+    let done = w
+        .gateway
+        .approvals()
+        .decide_approval(&id, alice_grants(&w.gateway, &id, &env))
+        .await
+        .unwrap();
+    assert_eq!(status_of(&done.lines[1]), "unknown");
+    let exec = receipt_of(&done.lines[1]);
+    let exec_id = exec.get("receipt_id").unwrap().as_str().unwrap().to_owned();
+    let intents = w.gateway.intents();
+    let state = || async {
+        w.gateway
+            .approvals()
+            .intent_state("agent-demo", "big-u")
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(state().await.status, Status::Unknown);
+    assert!(!state().await.is_final());
+    assert_eq!(intents.unfinished().len(), 1);
+    // Still no answer: it stays, listed.
+    let report = intents.recover().await.unwrap();
+    assert_eq!(report.unfinished.len(), 1, "{report:?}");
+    // The upstream answers: the reconciliation names the execution.
+    answer.store(true, std::sync::atomic::Ordering::SeqCst);
+    let report = intents.recover().await.unwrap();
+    assert_eq!(
+        (report.finished, report.unfinished.len()),
+        (1, 0),
+        "{report:?}"
+    );
+    let s = state().await;
+    assert_eq!(s.status, Status::Committed);
+    assert_eq!(s.receipts.len(), 4);
+    let line = w
+        .ledger
+        .line_by_receipt_id(&s.receipts[3])
+        .await
+        .unwrap()
+        .unwrap();
+    let rec = receipt_of(&line);
+    assert_eq!(rec.get("kind").unwrap().as_str(), Some("reconciliation"));
+    assert_eq!(
+        rec.get("refs").unwrap(),
+        &Value::Array(vec![exec_id.into()])
+    );
+    assert!(intents.unfinished().is_empty());
+    assert!(w.ledger.pending().await.unwrap().is_empty());
+}

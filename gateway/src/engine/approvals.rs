@@ -41,7 +41,9 @@ use tollgate_protocol::{
     Receipt, Status, Timestamp, Value, Verdict, canonical, intent_hash, parse, seal_receipt,
 };
 
-use super::intents::{Held, amount_of, chain, identity, member, receipt_id_of};
+use super::intents::{
+    Held, amount_of, chain, identity, member, receipt_id_of, reconciliation, reconciliation_key,
+};
 use super::{ApprovalError, Approvals, CoreError, View, budget};
 
 /// Approvals' own state: nothing outside this module opens it.
@@ -255,24 +257,26 @@ pub struct Decided {
 /// Where an intent stands.
 #[derive(Clone, Debug)]
 pub struct IntentState {
-    /// `committed`, `failed`, `not_executed`, `pending_approval`,
-    /// `denied` or `expired`.
+    /// `committed`, `failed`, `unknown` (the target has not answered
+    /// yet), `not_executed`, `pending_approval`, `denied` or `expired`.
     pub status: Status,
     /// The decision receipt's id.
     pub decision: String,
     /// The receipt ids of its story in ledger order: the decision, each
-    /// approval receipt, the execution.
+    /// approval receipt, the execution, the reconciliation.
     pub receipts: Vec<String>,
     /// The approval, if it escalated.
     pub approval: Option<ApprovalInfo>,
-    /// The last outcome recorded (decision's, or execution's).
+    /// The last outcome recorded (decision's, execution's, or
+    /// reconciliation's).
     pub outcome: Value,
 }
 
 impl IntentState {
-    /// Whether nothing more will happen to it.
+    /// Whether nothing more will happen to it: neither waiting for
+    /// reviewers nor for the target's answer.
     pub fn is_final(&self) -> bool {
-        self.status != Status::PendingApproval
+        !matches!(self.status, Status::PendingApproval | Status::Unknown)
     }
 
     /// The JSON answer.
@@ -493,6 +497,9 @@ impl<L: Ledger> Approvals<'_, L> {
             approval: None,
             outcome,
         };
+        if state.status == Status::Unknown {
+            self.reconciled(&mut state, &decision).await?;
+        }
         if state.status != Status::PendingApproval {
             return Ok(Some(state));
         }
@@ -516,6 +523,9 @@ impl<L: Ledger> Approvals<'_, L> {
                 .unwrap_or(Value::Null);
             state.status = status_of(&state.outcome)?;
             state.receipts.push(exec.clone());
+            if state.status == Status::Unknown {
+                self.reconciled(&mut state, exec).await?;
+            }
         } else if let Some(last) = info.record.steps.last() {
             let line = self
                 .ledger
@@ -531,6 +541,27 @@ impl<L: Ledger> Approvals<'_, L> {
         }
         state.approval = Some(info);
         Ok(Some(state))
+    }
+
+    /// `state` with the reconciliation of receipt `of`'s unknown outcome,
+    /// once there is one: its outcome, and its receipt last.
+    async fn reconciled(&self, state: &mut IntentState, of: &str) -> Result<(), ApprovalError> {
+        let Some(line) = self
+            .ledger
+            .line_by_idempotency_key(&reconciliation_key(of))
+            .await
+            .map_err(internal)?
+        else {
+            return Ok(());
+        };
+        let v = parse(&line).map_err(internal)?;
+        let receipt = member(&v, &["receipt"]).cloned().unwrap_or(Value::Null);
+        state.outcome = member(&receipt, &["outcome"])
+            .cloned()
+            .unwrap_or(Value::Null);
+        state.status = status_of(&state.outcome)?;
+        state.receipts.push(receipt_id_of(&receipt));
+        Ok(())
     }
 
     /// [`Approvals::intent_state`], waiting up to `wait` for a pending
@@ -818,6 +849,8 @@ impl<L: Ledger> Approvals<'_, L> {
             Ok(()) => Outcome::new(Status::Committed).with("target", "none"),
         };
         let spend = budget::spent_by(&outcome, &held.charges);
+        let unknown = outcome.status == Status::Unknown;
+        let (envelope, policy) = (quorum.envelope.clone(), quorum.policy_version.clone());
         let receipt = quorum.execution(outcome, spent)?.seal();
         let signature = self
             .signer
@@ -827,6 +860,18 @@ impl<L: Ledger> Approvals<'_, L> {
         let mut execution = Append::new(receipt, signature);
         execution.idempotency_key = Some(key);
         execution.spend = spend.clone();
+        // An unknown outcome stays charged, held by the reservation that
+        // waits for its reconciliation.
+        let reservation = unknown.then(|| {
+            reconciliation(
+                &receipt_id_of(&execution.receipt),
+                &envelope,
+                &policy,
+                &identity(&envelope.intent.agent, &envelope.intent.intent_id),
+                &held.charges,
+            )
+        });
+        execution.reserve = reservation.clone();
         if checked {
             completing.guard = None;
         } else {
@@ -837,7 +882,9 @@ impl<L: Ledger> Approvals<'_, L> {
             .append_unit(vec![completing, execution])
             .await
             .map_err(conflict)?;
-        if !spend.is_empty() {
+        if let Some(r) = &reservation {
+            self.intents().awaiting(r, held);
+        } else if !spend.is_empty() {
             // The execution, which records the spending, is the last entry.
             held.commit(entries.last().map_or(0, |e| e.seq));
         }

@@ -8,7 +8,10 @@
 //! passed intent reserves its amount the moment it is decided, before its
 //! commit, and the reservation becomes spending once its receipt is
 //! durable with outcome `committed`, or is released (blocked, escalated,
-//! failed, or not appended). Amounts are recorded in the ledger in the
+//! failed, or not appended). A commit whose outcome is `unknown` stays
+//! charged, held by the reservation its receipt opens, until its
+//! reconciliation says what the target did: spending if it committed,
+//! released if it failed. Amounts are recorded in the ledger in the
 //! transaction of the receipt that committed them ([`Spend`]); this map is
 //! a cache of that record plus the reservations in flight, rebuilt from
 //! the ledger at start.
@@ -33,8 +36,9 @@ pub(crate) struct Budgets {
     /// already, and must not be added again.
     loaded_through: u64,
     reserved: BTreeMap<Window, i64>,
-    /// Charges of reservations a crash left unfinished, by key: they may
-    /// have been committed upstream, so they count until finished.
+    /// Charges of reservations a crash left unfinished, or that wait for
+    /// the reconciliation of an `unknown` outcome, by key: they may have
+    /// been committed upstream, so they count until finished.
     stuck: BTreeMap<String, Vec<Spend>>,
 }
 
@@ -219,15 +223,34 @@ impl Budgets {
         self.loaded_through = through;
     }
 
+    /// Reserved `charges` stay held, under the reservation `key` that waits
+    /// for an `unknown` outcome's reconciliation.
+    pub(crate) fn hold_unknown(&mut self, charges: &[Spend], key: &str) {
+        self.release(charges);
+        if !charges.is_empty() {
+            self.stuck.insert(key.to_owned(), charges.to_vec());
+        }
+    }
+
+    /// `charges` are held under reservation `key` (unfinished), in place
+    /// of what it held before.
+    pub(crate) fn hold(&mut self, key: &str, charges: Vec<Spend>) {
+        if charges.is_empty() {
+            self.stuck.remove(key);
+        } else {
+            self.stuck.insert(key.to_owned(), charges);
+        }
+    }
+
+    /// The charges held under reservation `key` are finished: no longer
+    /// held (what they committed is added by [`Budgets::add_committed`]).
+    pub(crate) fn unhold(&mut self, key: &str) {
+        self.stuck.remove(key);
+    }
+
     /// Keys of the reservations a crash left unfinished.
     pub(crate) fn stuck_keys(&self) -> impl Iterator<Item = &String> {
         self.stuck.keys()
-    }
-
-    /// The charges of reservations a crash left unfinished, replacing the
-    /// previous list.
-    pub(crate) fn set_stuck(&mut self, stuck: BTreeMap<String, Vec<Spend>>) {
-        self.stuck = stuck;
     }
 }
 
@@ -352,9 +375,15 @@ mod tests {
         b.reserve(std::slice::from_ref(&s));
         b.commit(std::slice::from_ref(&s), 1);
         assert_eq!(b.total(&w), 800);
-        b.set_stuck([("k".to_owned(), vec![s.clone()])].into());
+        b.hold("k", vec![s.clone()]);
         assert_eq!(b.total(&w), 1200);
-        b.set_stuck(BTreeMap::new());
+        b.unhold("k");
+        assert_eq!(b.total(&w), 800);
+        // An unknown outcome: reserved, then held until reconciled.
+        b.reserve(std::slice::from_ref(&s));
+        b.hold_unknown(std::slice::from_ref(&s), "reconcile:r");
+        assert_eq!(b.total(&w), 1200);
+        b.unhold("reconcile:r");
         assert_eq!(b.total(&w), 800);
         assert_eq!(
             charges_from(Some(&charges_value(std::slice::from_ref(&s)))),

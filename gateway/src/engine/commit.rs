@@ -9,6 +9,7 @@ use tollgate_protocol::{HashAlg, IntentEnvelope, Outcome, Status, Value, Verdict
 
 use super::Requirement;
 use crate::limits::MAX_UPSTREAM_ANSWER;
+use crate::outbound::Delivery;
 
 /// The outcome of an intent whose target is `none`, or that did not pass.
 /// An escalation's names who must review it and by when
@@ -62,7 +63,8 @@ impl Upstream<'_> {
                         "upstream_status",
                         Value::integer(200).unwrap_or(Value::Null),
                     )
-                    .with("answer_hash", HashAlg::Sha256.digest(&[b""]).to_string()),
+                    .with("answer_hash", HashAlg::Sha256.digest(&[b""]).to_string())
+                    .with("answer_length", Value::integer(0).unwrap_or(Value::Null)),
                 answered: true,
             },
         }
@@ -70,8 +72,12 @@ impl Upstream<'_> {
 }
 
 /// Commits a passed intent to its upstream: one POST of the intent
-/// envelope with `key`. The outcome records the upstream's status and the
-/// SHA-256 of its answer, or why there is none.
+/// envelope with `key`. The outcome is what the upstream did: `committed`
+/// for a 2xx whatever its body, `failed` for another status or a request
+/// that never left, `unknown` when the request may have reached it and no
+/// answer came. An answer records its status and the SHA-256 and length
+/// of its body as read (at most [`MAX_UPSTREAM_ANSWER`] bytes, and
+/// `answer_truncated` when it went on); no answer records why.
 async fn http(
     url: &str,
     timeout: Duration,
@@ -85,7 +91,7 @@ async fn http(
         key.to_owned(),
         envelope.intent.intent_id.clone(),
     );
-    let answer = crate::outbound::exchange(timeout, MAX_UPSTREAM_ANSWER, move |agent| {
+    let delivery = crate::outbound::deliver(timeout, MAX_UPSTREAM_ANSWER, move |agent| {
         agent
             .post(&url)
             .header("content-type", "application/json")
@@ -95,11 +101,15 @@ async fn http(
             .send(&body[..])
     })
     .await;
-    let answered = matches!(answer, Ok(Ok(_)));
-    let outcome = match answer {
-        Ok(Ok((status, bytes))) => {
+    let answered = matches!(delivery, Delivery::Answered { .. });
+    let outcome = match delivery {
+        Delivery::Answered {
+            status,
+            body,
+            complete,
+        } => {
             let ok = (200..300).contains(&status);
-            Outcome::new(if ok {
+            let outcome = Outcome::new(if ok {
                 Status::Committed
             } else {
                 Status::Failed
@@ -109,20 +119,24 @@ async fn http(
                 "upstream_status",
                 Value::integer(i64::from(status)).unwrap_or(Value::Null),
             )
-            .with("answer_hash", HashAlg::Sha256.digest(&[&bytes]).to_string())
+            .with("answer_hash", HashAlg::Sha256.digest(&[&body]).to_string())
+            .with(
+                "answer_length",
+                Value::integer(i64::try_from(body.len()).unwrap_or(i64::MAX))
+                    .unwrap_or(Value::Null),
+            );
+            if complete {
+                outcome
+            } else {
+                outcome.with("answer_truncated", true)
+            }
         }
-        Ok(Err(e)) => {
-            let why = match e {
-                ureq::Error::Timeout(_) => "upstream timed out".to_owned(),
-                other => format!("upstream unreachable: {other}"),
-            };
-            Outcome::new(Status::Failed)
-                .with("target", "http")
-                .with("error", why)
-        }
-        Err(e) => Outcome::new(Status::Failed)
+        Delivery::NotSent(why) => Outcome::new(Status::Failed)
             .with("target", "http")
-            .with("error", format!("upstream call aborted: {e}")),
+            .with("error", format!("upstream unreachable: {why}")),
+        Delivery::NoAnswer(why) => Outcome::new(Status::Unknown)
+            .with("target", "http")
+            .with("error", format!("no answer from the upstream: {why}")),
     };
     HttpCommit { outcome, answered }
 }

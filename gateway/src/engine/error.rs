@@ -382,6 +382,9 @@ pub enum CoreError {
     /// `draft`, `charges`, `intent`) is missing or unreadable.
     #[error("the stored execution's {0} is unreadable")]
     StoredExecution(&'static str),
+    /// A stored reconciliation that cannot be read or sealed (what).
+    #[error("{0}")]
+    Unreconciled(String),
     /// The upstream did not answer a retried call: whether it acted is
     /// unknown.
     #[error("the upstream did not answer the retry: {0}")]

@@ -7,21 +7,32 @@
 //! entry in the same transaction and unique. The `Idempotency-Key` header
 //! may only repeat the intent id. The same payload again, under any header
 //! or signature encoding and whatever policy is active now, gets the
-//! stored entry; another payload under a decided id is a conflict.
+//! stored entry, at any age (the look-up comes before a refusal by the
+//! clock or by the delegation as it stands now); another payload under a
+//! decided id is a conflict.
 //!
 //! Everything after authentication runs in a task of its own, so that a
 //! client that goes away cannot cancel a commit half-way: reserve, call the
 //! upstream, append, run to the end whoever is still listening.
+//!
+//! Outcomes: a commit's outcome is what the upstream did. One that may
+//! have reached it without an answer is `unknown`: its receipt opens a
+//! reservation, in its transaction, that keeps the budget charges held,
+//! and the reconciler ([`Intents::spawn_recovery`], and
+//! [`Intents::recover`] at start) sends the intent again with the same
+//! idempotency key until the upstream answers, then appends a
+//! `reconciliation` receipt that spends or releases them and ends the
+//! reservation.
 
 use std::sync::Arc;
 
-use tollgate_ledger::{Append, Guard, Ledger, Spend, Staleness};
+use tollgate_ledger::{Append, Guard, Ledger, Reservation, Spend, Staleness};
 use tollgate_pipeline::{Decision, decide_with_resource};
 use tollgate_policies::delegation::{self, Refusal, Token};
 use tollgate_policies::{Bundle, Target};
 use tollgate_protocol::{
-    Domain, HashValue, IntentEnvelope, LedgerEntry, Object, Receipt, Timestamp, Value, Verdict,
-    canonical, parse, seal_receipt,
+    Domain, HashValue, IntentEnvelope, LedgerEntry, Object, Receipt, Status, Timestamp, Value,
+    Verdict, canonical, intent_hash, parse, seal_receipt,
 };
 
 use super::{
@@ -46,7 +57,8 @@ pub struct Submitted {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recovery {
     /// Reservations finished: the upstream answered the retry, and the
-    /// receipt of the stored decision with that answer was appended.
+    /// receipt of the stored decision with that answer was appended (or,
+    /// for an `unknown` outcome, its `reconciliation` receipt).
     pub finished: usize,
     /// Orphans cleared: their entry was already in the ledger.
     pub released: usize,
@@ -60,8 +72,20 @@ pub struct Recovery {
 pub(super) struct State {
     /// Idempotency keys being decided right now.
     in_flight: std::sync::Mutex<std::collections::BTreeSet<String>>,
-    /// Reservations the last recovery could not finish.
+    /// Reservations not finished yet: those recovery could not finish, and
+    /// those that wait for an `unknown` outcome's reconciliation.
     unfinished: std::sync::Mutex<Vec<Unfinished>>,
+    /// Each unfinished reservation's failed tries, and when it is next due.
+    retry: std::sync::Mutex<std::collections::BTreeMap<String, (u32, tokio::time::Instant)>>,
+}
+
+/// The wait before the try after `failed` failed tries: doubling from
+/// [`RETRY_FIRST`](crate::limits::RETRY_FIRST), at most
+/// [`RETRY_LONGEST`](crate::limits::RETRY_LONGEST).
+fn backoff(failed: u32) -> std::time::Duration {
+    crate::limits::RETRY_FIRST
+        .saturating_mul(1u32 << failed.min(16))
+        .min(crate::limits::RETRY_LONGEST)
 }
 
 /// A reservation that could not be finished.
@@ -204,6 +228,44 @@ impl Held<'_> {
         }
         self.committed = true;
     }
+
+    /// The charges stay held by reservation `key`, until it is reconciled.
+    fn keep(mut self, key: &str) {
+        if let Ok(mut b) = self.budgets.lock() {
+            b.hold_unknown(&self.charges, key);
+        }
+        self.committed = true;
+    }
+}
+
+/// The key of the reservation that waits for the reconciliation of
+/// receipt `of`, whose outcome is `unknown`; also the idempotency key of
+/// the `reconciliation` receipt that ends it.
+pub(super) fn reconciliation_key(of: &str) -> String {
+    format!("reconcile:{of}")
+}
+
+/// The reservation an `unknown` outcome's receipt `of` opens: what it
+/// takes to send the intent `envelope` again with the upstream's
+/// idempotency key `upstream_key`, and the `charges` it holds.
+pub(super) fn reconciliation(
+    of: &str,
+    envelope: &IntentEnvelope,
+    policy_version: &str,
+    upstream_key: &str,
+    charges: &[Spend],
+) -> Reservation {
+    let mut o = Object::new();
+    o.insert("reconcile", of.into());
+    o.insert("intent", envelope.value.clone());
+    o.insert("policy_version", policy_version.into());
+    o.insert("upstream_key", upstream_key.into());
+    o.insert("charges", budget::charges_value(charges));
+    Reservation {
+        key: reconciliation_key(of),
+        body: canonical(&Value::Object(o)),
+        charges: charges.to_vec(),
+    }
 }
 
 impl Drop for Held<'_> {
@@ -250,9 +312,6 @@ impl<L: Ledger> Intents<'_, L> {
         idempotency_key: Option<&str>,
     ) -> Result<Submitted, IntentError> {
         let intent = &envelope.intent;
-        let now = self
-            .within_skew(&intent.issued_at)
-            .map_err(IntentError::ClockSkew)?;
         if let Some(k) = idempotency_key
             && k != intent.intent_id
         {
@@ -261,8 +320,28 @@ impl<L: Ledger> Intents<'_, L> {
                 intent_id: intent.intent_id.clone(),
             });
         }
+        let key = identity(&intent.agent, &intent.intent_id);
+        let now = match self.within_skew(&intent.issued_at) {
+            Ok(now) => now,
+            Err(skew) => {
+                return self
+                    .late(&key, &envelope, IntentError::ClockSkew(skew))
+                    .await;
+            }
+        };
         let mut view = self.view();
         if let Err(e) = authenticate(&view, &envelope, &now) {
+            // A delegation that expired or was revoked since the intent
+            // was decided still lets its agent learn the answer.
+            if matches!(
+                e,
+                IntentError::Unauthenticated {
+                    kind: AuthFailure::NotValidNow | AuthFailure::RevokedDelegation,
+                    ..
+                }
+            ) {
+                return self.late(&key, &envelope, e).await;
+            }
             // A delegation or issuer registered through another gateway
             // may be newer than this view: read it again, once, if the
             // ledger has changes this view lacks. (A revocation needs no
@@ -281,7 +360,6 @@ impl<L: Ledger> Intents<'_, L> {
             view = self.view();
             authenticate(&view, &envelope, &now)?;
         }
-        let key = identity(&intent.agent, &intent.intent_id);
         // From here on nothing the caller does can stop the work half-way.
         let this = Arc::clone(self.0);
         self.run_detached(async move {
@@ -291,6 +369,43 @@ impl<L: Ledger> Intents<'_, L> {
         })
         .await
         .map_err(internal)?
+    }
+
+    /// The answer to an intent refused by the clock or by its delegation
+    /// as it stands now (`refusal`): a decided intent keeps its answer at
+    /// any age. The same payload, signed by the key its delegation names,
+    /// gets the stored entry; another payload under the decided id is a
+    /// conflict; one still being decided here is in flight. Only an intent
+    /// never decided gets `refusal`.
+    async fn late(
+        &self,
+        key: &str,
+        envelope: &IntentEnvelope,
+        refusal: IntentError,
+    ) -> Result<Submitted, IntentError> {
+        let Some(stored) = self.replay(key, envelope).await? else {
+            let in_flight = self
+                .intent_state
+                .in_flight
+                .lock()
+                .map(|s| s.contains(key))
+                .unwrap_or(false);
+            return Err(if in_flight {
+                IntentError::InFlight(envelope.intent.intent_id.clone())
+            } else {
+                refusal
+            });
+        };
+        let view = self.view();
+        let leaf = chain(&view, &envelope.intent.delegation).first().copied();
+        match leaf.map(|t| delegation::verify_intent(t, envelope)) {
+            Some(Ok(())) => Ok(stored),
+            Some(Err(r)) => Err(IntentError::Unauthenticated {
+                kind: AuthFailure::BadSignature,
+                reason: r.reason,
+            }),
+            None => Err(refusal),
+        }
     }
 
     /// Decides once, on the registries and spending as the ledger has them
@@ -628,7 +743,8 @@ impl<L: Ledger> Intents<'_, L> {
                 .outcome;
         }
         let t = std::time::Instant::now();
-        // Only a commit spends: a failed one releases its charges.
+        // Only a commit spends: a failed one releases its charges, an
+        // unknown one keeps them held until it is reconciled.
         let spend = budget::spent_by(&receipt.outcome, &held.charges);
         // Written out once: the id, the signed message and the ledger
         // line all come from these bytes.
@@ -642,6 +758,16 @@ impl<L: Ledger> Intents<'_, L> {
         append.idempotency_key = Some(key.to_owned());
         append.spend = spend.clone();
         append.guard = guard_at_append;
+        let unknown = (receipt.outcome.status == Status::Unknown).then(|| {
+            reconciliation(
+                &receipt_id_of(&append.receipt),
+                envelope,
+                &bundle.version_string(),
+                key,
+                &held.charges,
+            )
+        });
+        append.reserve = unknown.clone();
         if let Some(r) = &requirement {
             append.approval = Some(r.open_row(
                 &receipt_id_of(&append.receipt),
@@ -657,7 +783,9 @@ impl<L: Ledger> Intents<'_, L> {
         self.metrics.append.observe(t.elapsed().as_secs_f64());
         match appended {
             Ok(e) => {
-                if !spend.is_empty() {
+                if let Some(r) = &unknown {
+                    self.awaiting(r, held);
+                } else if !spend.is_empty() {
                     held.commit(e.seq);
                 }
                 Ok((decision, e))
@@ -706,50 +834,191 @@ impl<L: Ledger> Intents<'_, L> {
         }))
     }
 
-    /// Finishes what a crash interrupted. For each reservation without its
-    /// entry, the stored decision's intent is sent to its upstream again
-    /// with the same idempotency key (the upstream sees a retry, never a
-    /// new request), and the receipt of that decision with the upstream's
-    /// answer is appended. Orphans (their entry exists) are cleared. One
-    /// that cannot be finished (no answer, no upstream configured, no
-    /// decision stored) stays, is reported, and is tried again later.
+    /// Finishes what a crash interrupted, and reconciles what is unknown.
+    /// For each reservation without its entry, the stored decision's intent
+    /// is sent to its upstream again with the same idempotency key (the
+    /// upstream sees a retry, never a new request), and the receipt of that
+    /// decision with the upstream's answer is appended; for each that waits
+    /// for an `unknown` outcome, the `reconciliation` receipt with it.
+    /// Orphans (their entry exists) are cleared. One that cannot be
+    /// finished (no answer, no upstream configured, no decision stored)
+    /// stays, is reported, and is tried again later, with backoff.
     pub async fn recover(&self) -> Result<Recovery, StartError> {
+        self.recover_where(|_| true).await
+    }
+
+    /// [`Intents::recover`] of the reservations `due` names; the others
+    /// are left as they are.
+    async fn recover_where(&self, due: impl Fn(&str) -> bool) -> Result<Recovery, StartError> {
+        // Listed before the reservations are read: a key listed after
+        // (a new unknown outcome) is left to the next pass.
+        let listed: std::collections::BTreeSet<String> =
+            self.unfinished().into_iter().map(|u| u.key).collect();
         let pending = self.ledger.pending().await?;
         let mut report = Recovery::default();
-        let mut stuck = std::collections::BTreeMap::new();
+        // What this pass learnt, by key: still held (with its charges and
+        // why), or done.
+        let mut learnt: std::collections::BTreeMap<String, Option<(Vec<Spend>, String)>> =
+            listed.iter().map(|k| (k.clone(), None)).collect();
         for (key, body) in pending {
+            if !due(&key) {
+                learnt.remove(&key);
+                continue;
+            }
             if self.ledger.line_by_idempotency_key(&key).await?.is_some() {
                 self.ledger.release(&key).await?;
                 report.released += 1;
+                learnt.insert(key, None);
                 continue;
             }
-            match self.finish(&key, &body).await {
-                Ok(true) => report.finished += 1,
+            let record = parse(&body).ok();
+            let reconciling = record
+                .as_ref()
+                .is_some_and(|r| member(r, &["reconcile"]).is_some());
+            let done = match &record {
+                Some(r) if reconciling => self.reconcile(&key, r).await,
+                _ => self.finish(&key, &body).await,
+            };
+            match done {
+                Ok(true) => {
+                    report.finished += 1;
+                    learnt.insert(key, None);
+                }
                 Ok(false) => {
                     self.ledger.release(&key).await?;
                     report.released += 1;
+                    learnt.insert(key, None);
                 }
                 Err(e) => {
-                    let charges = parse(&body)
-                        .ok()
-                        .and_then(|v| budget::charges_from(member(&v, &["charges"])))
+                    let reason = e.to_string();
+                    let charges = record
+                        .as_ref()
+                        .and_then(|v| budget::charges_from(member(v, &["charges"])))
                         .unwrap_or_default();
-                    stuck.insert(key.clone(), charges);
                     report.unfinished.push(Unfinished {
-                        key,
-                        reason: e.to_string(),
+                        key: key.clone(),
+                        reason: reason.clone(),
                     });
+                    learnt.insert(key, Some((charges, reason)));
                 }
             }
         }
-        if let Ok(mut b) = self.budgets.lock() {
-            b.set_stuck(stuck);
-        }
-        self.metrics.unfinished(report.unfinished.len());
-        if let Ok(mut u) = self.intent_state.unfinished.lock() {
-            u.clone_from(&report.unfinished);
-        }
+        self.learn(learnt);
+        self.metrics.unfinished(self.unfinished().len());
         Ok(report)
+    }
+
+    /// Records what a recovery pass learnt: each key still held (its
+    /// charges count, it is listed and retried after a longer wait) or
+    /// done. Keys the pass did not look at stay as they are.
+    fn learn(&self, learnt: std::collections::BTreeMap<String, Option<(Vec<Spend>, String)>>) {
+        let (Ok(mut budgets), Ok(mut unfinished), Ok(mut retry)) = (
+            self.budgets.lock(),
+            self.intent_state.unfinished.lock(),
+            self.intent_state.retry.lock(),
+        ) else {
+            return;
+        };
+        let now = tokio::time::Instant::now();
+        unfinished.retain(|u| !learnt.contains_key(&u.key));
+        for (key, state) in learnt {
+            match state {
+                Some((charges, reason)) => {
+                    budgets.hold(&key, charges);
+                    let tries = retry.get(&key).map_or(0, |(n, _)| n + 1);
+                    retry.insert(key.clone(), (tries, now + backoff(tries)));
+                    unfinished.push(Unfinished { key, reason });
+                }
+                None => {
+                    budgets.unhold(&key);
+                    retry.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// An `unknown` outcome's receipt is durable: its charges stay held by
+    /// reservation `r`, which the reconciler tries after a first wait.
+    pub(super) fn awaiting(&self, r: &Reservation, held: Held<'_>) {
+        held.keep(&r.key);
+        if let (Ok(mut unfinished), Ok(mut retry)) = (
+            self.intent_state.unfinished.lock(),
+            self.intent_state.retry.lock(),
+        ) {
+            retry.insert(r.key.clone(), (0, tokio::time::Instant::now() + backoff(0)));
+            unfinished.push(Unfinished {
+                key: r.key.clone(),
+                reason: "the upstream did not answer: its outcome is unknown".into(),
+            });
+            self.metrics.unfinished(unfinished.len());
+        }
+    }
+
+    /// Reconciles the `unknown` outcome a reservation of `key` waits for:
+    /// the intent of `record` is sent again with its upstream idempotency
+    /// key, and its answer appended as a `reconciliation` receipt
+    /// referencing the receipt that recorded `unknown`, with the budget
+    /// charges it spends if it committed. `Ok(false)` if that was done
+    /// already; an error (the reservation stays) if nothing answered.
+    async fn reconcile(&self, key: &str, record: &Value) -> Result<bool, CoreError> {
+        let unreadable = |what: &str| {
+            CoreError::Unreconciled(format!("the stored reconciliation's {what} is unreadable"))
+        };
+        let text = |name: &str| {
+            member(record, &[name])
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| unreadable(name))
+        };
+        let (of, policy, upstream_key) = (
+            text("reconcile")?,
+            text("policy_version")?,
+            text("upstream_key")?,
+        );
+        let envelope = member(record, &["intent"])
+            .cloned()
+            .ok_or_else(|| unreadable("intent"))
+            .and_then(|v| IntentEnvelope::from_value(v).map_err(|_| unreadable("intent")))?;
+        let charges = budget::charges_from(member(record, &["charges"]))
+            .ok_or_else(|| unreadable("charges"))?;
+        let outcome = self
+            .retry_upstream(&envelope, policy.clone(), &upstream_key)
+            .await?;
+        let spend = budget::spent_by(&outcome, &charges);
+        let sealed = Receipt::reconciliation(
+            self.clock.now(),
+            policy,
+            &intent_hash(&envelope.value),
+            outcome,
+            &of,
+        )
+        .map_err(|e| CoreError::Unreconciled(e.to_string()))?
+        .sealed();
+        let signature = self
+            .signer
+            .sign_sealed(Domain::Receipt, &sealed)
+            .await
+            .map_err(CoreError::Sign)?;
+        let mut append = Append::sealed(sealed, signature);
+        append.idempotency_key = Some(key.to_owned());
+        append.spend = spend.clone();
+        match self.ledger.append_unit(vec![append]).await {
+            Ok(entries) => {
+                if let Ok(mut b) = self.budgets.lock() {
+                    b.unhold(key);
+                    if let Some(e) = entries.last() {
+                        b.add_committed(&spend, e.seq);
+                    }
+                }
+                self.approval_state.wake();
+                Ok(true)
+            }
+            Err(
+                tollgate_ledger::Error::DuplicateKey(_)
+                | tollgate_ledger::Error::DuplicateReceipt(_),
+            ) => Ok(false),
+            Err(e) => Err(CoreError::NotAppended(e)),
+        }
     }
 
     /// Finishes one reservation; `Ok(false)` if its entry turned out to
@@ -838,12 +1107,30 @@ impl<L: Ledger> Intents<'_, L> {
             .unwrap_or_default()
     }
 
-    /// Retries unfinished reservations every `every`, for as long as the
-    /// gateway lives.
+    /// Looks every `every` for unfinished reservations whose wait is
+    /// over, and retries them, for as long as the gateway lives. Each
+    /// failed try doubles the wait before the next, from
+    /// [`RETRY_FIRST`](crate::limits::RETRY_FIRST) to
+    /// [`RETRY_LONGEST`](crate::limits::RETRY_LONGEST).
     pub fn spawn_recovery(&self, every: std::time::Duration) {
         self.spawn_every(every, |g| async move {
-            if !g.intents().unfinished().is_empty() {
-                let _ = g.intents().recover().await;
+            let intents = g.intents();
+            let listed: std::collections::BTreeSet<String> =
+                intents.unfinished().into_iter().map(|u| u.key).collect();
+            if listed.is_empty() {
+                return;
+            }
+            let now = tokio::time::Instant::now();
+            let retry = intents
+                .intent_state
+                .retry
+                .lock()
+                .map(|r| r.clone())
+                .unwrap_or_default();
+            let due =
+                |key: &str| listed.contains(key) && retry.get(key).is_none_or(|(_, at)| *at <= now);
+            if listed.iter().any(|k| due(k)) {
+                let _ = intents.recover_where(due).await;
             }
         });
     }

@@ -213,8 +213,9 @@ async fn resources<L: Ledger>(
     Ok(answer(StatusCode::OK, "resources", Value::Object(o)))
 }
 
-/// `GET /v1/admin/reservations`: upstream commits a crash left that
-/// recovery could not finish, and why.
+/// `GET /v1/admin/reservations`: upstream commits not finished yet (left
+/// by a crash, or waiting for an unknown outcome's reconciliation), and
+/// why.
 async fn reservations<L: Ledger>(
     _: AdminAuth,
     State(app): State<Arc<App<L>>>,

@@ -175,3 +175,45 @@ fn the_python_agent_example_signs_submits_and_retries() {
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert_eq!(verdict_of(&out.stdout), "escalate");
 }
+
+/// The Python agent honours `Retry-After`: its intent, in flight when it
+/// sends it (the upstream is slow), gets `409 in-flight`; it sends the
+/// same bytes again after the wait and gets the one entry.
+#[test]
+fn the_python_agent_example_retries_an_intent_in_flight() {
+    use tollgate_tests::upstream::{Behaviour, Upstream, with_http_target};
+    let up = Upstream::start();
+    let target = format!("orders.refund={}", up.url);
+    let g = Gateway::start_with(
+        tempfile::tempdir().unwrap(),
+        with_http_target,
+        &["--upstream", &target, "--upstream-timeout-ms", "30000"],
+    );
+    *up.behaviour.lock().unwrap() = Behaviour::Stall(std::time::Duration::from_secs(3));
+    let body = tollgate_tests::gateway::intent(&g.agent(), "py-busy", "order:o-1001", 2500, |_| {});
+    let kept = g.dir.path().join("busy.envelope.json");
+    std::fs::write(&kept, &body).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python-agent/submit.py");
+    std::thread::scope(|s| {
+        let first = s.spawn(|| g.post_raw("application/json", &body, None));
+        tollgate_tests::wait_until(
+            "the upstream called",
+            std::time::Duration::from_secs(30),
+            || !up.keys.lock().unwrap().is_empty(),
+        );
+        let out = Command::new(tollgate_tests::python())
+            .arg(&script)
+            .args(["--url", &g.url, "--key"])
+            .arg(g.data().join("demo/agent.jwk"))
+            .arg("--envelope")
+            .arg(&kept)
+            .arg("unused.json")
+            .output()
+            .unwrap();
+        let (code, _, entry, _) = first.join().unwrap();
+        assert_eq!(code, 200);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        assert_eq!(out.stdout.strip_suffix(b"\n").unwrap(), entry);
+    });
+    assert_eq!(up.keys.lock().unwrap().len(), 1, "one upstream call");
+}

@@ -256,3 +256,64 @@ fn regression_a_reencoded_signature_is_the_same_intent() {
     assert_eq!(second, first);
     assert_eq!(g.written(), head);
 }
+
+/// Found by the outside attack: a kept envelope sent again more than
+/// `--max-skew-seconds` after it was decided got 422 `clock-skew` instead
+/// of its answer, and signing it anew got 409: an agent down for a while
+/// could never learn its outcome.
+#[test]
+fn regression_a_kept_envelope_resent_after_max_skew_gets_its_answer() {
+    let g = tollgate_tests::gateway::Gateway::start_with(
+        tempfile::tempdir().unwrap(),
+        |_| {},
+        &["--max-skew-seconds", "3"],
+    );
+    let agent = g.agent();
+    let body = intent(&agent, "late-1", "order:o-1001", 2500, |_| {});
+    let (c1, _, first, _) = g.post_raw("application/json", &body, None);
+    assert_eq!(c1, 200, "{}", String::from_utf8_lossy(&first));
+    // An intent never decided, issued as long ago, is still refused.
+    let never = intent(&agent, "late-2", "order:o-1001", 2500, |_| {});
+    let issued = std::time::Instant::now();
+    tollgate_tests::wait_until(
+        "max-skew to pass",
+        std::time::Duration::from_secs(30),
+        || issued.elapsed() > std::time::Duration::from_secs(5),
+    );
+    let (c2, _, again, replayed) = g.post_raw("application/json", &body, None);
+    assert_eq!(
+        (c2, replayed),
+        (200, true),
+        "{}",
+        String::from_utf8_lossy(&again)
+    );
+    assert_eq!(again, first, "the stored answer, byte for byte");
+    let (c3, _, problem, _) = g.post_raw("application/json", &never, None);
+    assert_eq!(c3, 422);
+    assert_eq!(
+        tollgate_tests::gateway::problem_slug(&problem),
+        "clock-skew"
+    );
+    // Another payload under the decided id is still a conflict.
+    let other = intent(&agent, "late-1", "order:o-1001", 2600, |_| {});
+    let (c4, _, problem, _) = g.post_raw("application/json", &other, None);
+    assert_eq!(c4, 409);
+    assert_eq!(
+        tollgate_tests::gateway::problem_slug(&problem),
+        "idempotency-conflict"
+    );
+    // The same payload with a signature that does not verify gets nothing.
+    let mut forged = tollgate_protocol::parse(&body).unwrap();
+    if let tollgate_protocol::Value::Object(o) = &mut forged
+        && let Some(tollgate_protocol::Value::Object(sig)) = o.get_mut("signature")
+    {
+        sig.insert("sig", "A".repeat(86).into());
+    }
+    let (c5, _, problem, _) = g.post_raw(
+        "application/json",
+        &tollgate_protocol::canonical(&forged),
+        None,
+    );
+    assert_eq!(c5, 401, "{}", String::from_utf8_lossy(&problem));
+    assert_eq!(g.written(), 1);
+}

@@ -21,6 +21,7 @@ mod kms;
 mod ledger_conformance;
 mod lifecycle;
 mod listener;
+mod outcomes;
 mod policy_cli;
 mod postgres_gateway;
 mod postgres_instances;

@@ -89,6 +89,16 @@ pub fn event_body(event: &OutboxEvent, entry: &LedgerEntry, include_receipt: boo
                 }
             }
         }
+        Some("reconciliation") => {
+            if let Some(Value::Array(refs)) = at(&["refs"])
+                && let Some(first) = refs.first()
+            {
+                data.insert("reconciles", first.clone());
+            }
+            if let Some(v) = at(&["subject", "intent_hash"]) {
+                data.insert("intent_hash", v);
+            }
+        }
         Some("registry") => {
             if let Some(v) = at(&["subject", "change"]) {
                 data.insert("change", v);
