@@ -194,6 +194,21 @@ const SCHEMA: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS approvals_by_deadline ON approvals (deadline)",
     "CREATE UNIQUE INDEX IF NOT EXISTS approval_ends_once ON approval_steps (approval)
         WHERE status <> 'pending_approval'",
+    "CREATE TABLE IF NOT EXISTS approval_withdrawals (
+        step INTEGER PRIMARY KEY NOT NULL REFERENCES approval_steps (seq),
+        seq INTEGER NOT NULL REFERENCES entries (seq)
+    ) STRICT",
+    "CREATE TRIGGER IF NOT EXISTS approval_withdrawals_update BEFORE UPDATE ON approval_withdrawals
+        BEGIN SELECT RAISE(ABORT, 'approval rows are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS approval_withdrawals_delete BEFORE DELETE ON approval_withdrawals
+        BEGIN SELECT RAISE(ABORT, 'approval rows are append-only'); END",
+    "CREATE TABLE IF NOT EXISTS reg_reviewer_keys (
+        kid TEXT PRIMARY KEY NOT NULL, id TEXT NOT NULL UNIQUE, seq INTEGER NOT NULL
+    ) STRICT",
+    "CREATE TRIGGER IF NOT EXISTS reg_reviewer_keys_update BEFORE UPDATE ON reg_reviewer_keys
+        BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS reg_reviewer_keys_delete BEFORE DELETE ON reg_reviewer_keys
+        BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
     "CREATE TRIGGER IF NOT EXISTS approval_step_of_open BEFORE INSERT ON approval_steps
         WHEN NOT EXISTS (SELECT 1 FROM approvals WHERE id = NEW.approval)
           OR EXISTS (SELECT 1 FROM approval_steps
@@ -412,6 +427,7 @@ impl SqliteLedger {
     ) -> Result<HashAlg, Error> {
         let mut tx = conn.begin().await.map_err(db)?;
         let (alg, _) = writes::sqlite::init_meta(&mut tx, wanted).await?;
+        writes::sqlite::backfill_reviewer_keys(&mut tx).await?;
         tx.commit().await.map_err(db)?;
         Ok(alg)
     }
@@ -877,7 +893,11 @@ impl Writer {
     ) -> Result<(), Error> {
         self.begin().await?;
         let written = async {
-            let unit = vec![(guard.as_ref(), charges)];
+            let unit = vec![crate::Guarded {
+                guard: guard.as_ref(),
+                charges,
+                step_of: None,
+            }];
             if let Some(Some(why)) = writes::sqlite::check_guards(&mut self.conn, &[unit])
                 .await?
                 .pop()

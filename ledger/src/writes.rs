@@ -83,6 +83,13 @@ macro_rules! shared_writes {
             Error::Database(e.to_string())
         }
 
+        /// The `kid` of a stored reviewer object's key.
+        fn reviewer_kid(bytes: &[u8]) -> Option<String> {
+            let v = tollgate_protocol::parse(bytes).ok()?;
+            let key = v.as_object()?.get("key")?;
+            tollgate_protocol::Jwk::from_value(key, "/key").ok().map(|k| k.kid)
+        }
+
         /// The seq of the last registry change (0 before any).
         pub(crate) async fn registry_seq(conn: &mut $conn) -> Result<u64, Error> {
             let v: Option<String> =
@@ -131,26 +138,50 @@ macro_rules! shared_writes {
         /// units after it.
         pub(crate) async fn check_guards(
             conn: &mut $conn,
-            units: &[Vec<(Option<&crate::Guard>, &[crate::Spend])>],
+            units: &[Vec<crate::Guarded<'_>>],
         ) -> Result<Vec<Option<crate::Staleness>>, Error> {
             use std::collections::BTreeMap;
             use crate::Staleness;
             type W = (String, String, i64);
-            if units.iter().flatten().all(|(g, _)| g.is_none()) {
+            if units.iter().flatten().all(|g| g.guard.is_none()) {
                 return Ok(vec![None; units.len()]);
             }
             let current = registry_seq(&mut *conn).await?;
             let mut recorded: BTreeMap<W, (i64, i64)> = BTreeMap::new();
             let mut charged: BTreeMap<W, i64> = BTreeMap::new();
+            // Steps per approval: recorded, then added by earlier units.
+            let mut steps: BTreeMap<String, u64> = BTreeMap::new();
             let mut answers = Vec::with_capacity(units.len());
             for unit in units {
                 let mut why = None;
                 let mut mine: BTreeMap<W, i64> = BTreeMap::new();
-                'unit: for (guard, charges) in unit {
+                'unit: for crate::Guarded { guard, charges, .. } in unit {
                     let Some(g) = guard else { continue };
                     if g.registry_seq != current {
                         why = Some(Staleness::Registry { seen: g.registry_seq, current });
                         break;
+                    }
+                    if let Some(read) = &g.approval {
+                        let now = match steps.get(&read.approval) {
+                            Some(n) => *n,
+                            None => {
+                                let n = approval_steps(&mut *conn, &read.approval).await?;
+                                steps.insert(read.approval.clone(), n);
+                                n
+                            }
+                        };
+                        if now != read.steps {
+                            why = Some(Staleness::Approval {
+                                approval: read.approval.clone(),
+                                seen: read.steps,
+                                recorded: now,
+                            });
+                            break;
+                        }
+                        if reserved(&mut *conn, &crate::execution_key(&read.approval)).await? {
+                            why = Some(Staleness::Executing(read.approval.clone()));
+                            break;
+                        }
                     }
                     for b in &g.budgets {
                         let w = (b.delegation.clone(), b.currency.clone(), b.window_start);
@@ -201,10 +232,110 @@ macro_rules! shared_writes {
                     for (w, n) in mine {
                         *charged.entry(w).or_insert(0) += n;
                     }
+                    for approval in unit.iter().filter_map(|g| g.step_of) {
+                        let n = match steps.get(approval) {
+                            Some(n) => *n,
+                            None => approval_steps(&mut *conn, approval).await?,
+                        };
+                        steps.insert(approval.to_owned(), n + 1);
+                    }
                 }
                 answers.push(why);
             }
             Ok(answers)
+        }
+
+        /// How many steps approval `id` has recorded.
+        async fn approval_steps(conn: &mut $conn, id: &str) -> Result<u64, Error> {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM approval_steps WHERE approval = $1")
+                .bind(id)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        }
+
+        /// Whether a reservation of `key` is held.
+        async fn reserved(conn: &mut $conn, key: &str) -> Result<bool, Error> {
+            let found: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM pending WHERE idempotency_key = $1")
+                    .bind(key)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(db)?;
+            Ok(found.is_some())
+        }
+
+        /// What a reviewer's revocation does to the approvals, in its
+        /// transaction: refused while any approval's execution is reserved
+        /// (the quorum it completes may count this reviewer); else every
+        /// grant of the reviewer on an approval still pending is withdrawn,
+        /// recorded against the revocation's entry at `seq`.
+        async fn withdraw_grants(conn: &mut $conn, seq: i64, reviewer: &str) -> Result<(), Error> {
+            let executing: Option<String> = sqlx::query_scalar(
+                "SELECT idempotency_key FROM pending WHERE idempotency_key LIKE $1
+                 ORDER BY idempotency_key LIMIT 1",
+            )
+            .bind(format!("{}%", crate::EXECUTION_KEY_PREFIX))
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db)?;
+            if let Some(key) = executing {
+                let approval = key
+                    .strip_prefix(crate::EXECUTION_KEY_PREFIX)
+                    .unwrap_or(&key)
+                    .to_owned();
+                return Err(Error::Stale(crate::Staleness::Executing(approval)));
+            }
+            sqlx::query(
+                "INSERT INTO approval_withdrawals (step, seq)
+                 SELECT s.seq, $1 FROM approval_steps s
+                 WHERE s.reviewer = $2 AND s.verdict = 'grant'
+                   AND NOT EXISTS (SELECT 1 FROM approval_steps e
+                                   WHERE e.approval = s.approval AND e.status <> 'pending_approval')",
+            )
+            .bind(seq)
+            .bind(reviewer)
+            .execute(&mut *conn)
+            .await
+            .map(|_| ())
+            .map_err(db)
+        }
+
+        /// Records the key of every registered reviewer that has no key row
+        /// (a ledger written before keys were recorded), in one
+        /// transaction of its own; of two ids with one key, the first
+        /// registered keeps it.
+        pub(crate) async fn backfill_reviewer_keys(conn: &mut $conn) -> Result<(), Error> {
+            use sqlx::Row as _;
+            let rows = sqlx::query(
+                "SELECT r.id, r.reviewer, r.seq FROM reg_reviewers r
+                 WHERE NOT EXISTS (SELECT 1 FROM reg_reviewer_keys k WHERE k.id = r.id)
+                 ORDER BY r.seq",
+            )
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+            for r in rows {
+                let (id, bytes, seq): (String, Vec<u8>, i64) = (r.get(0), r.get(1), r.get(2));
+                let Some(kid) = reviewer_kid(&bytes) else {
+                    return Err(Error::Corrupt {
+                        seq: u64::try_from(seq).unwrap_or(0),
+                        reason: format!("reviewer {id} has no readable key"),
+                    });
+                };
+                sqlx::query(
+                    "INSERT INTO reg_reviewer_keys (kid, id, seq) VALUES ($1, $2, $3)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(kid)
+                .bind(&id)
+                .bind(seq)
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
+            }
+            Ok(())
         }
 
         /// Hashes that grow the tree from `from` entries to `to`, with the
@@ -364,12 +495,30 @@ macro_rules! shared_writes {
                     sqlx::query("INSERT INTO reg_delegation_revocations (id, seq) VALUES ($1, $2)")
                         .bind(id.as_str())
                 }
-                RegistryChange::ReviewerRegister { id, reviewer } => {
+                RegistryChange::ReviewerRegister { id, kid, reviewer } => {
+                    let key = sqlx::query(
+                        "INSERT INTO reg_reviewer_keys (kid, id, seq) VALUES ($1, $2, $3)",
+                    )
+                    .bind(kid.as_str())
+                    .bind(id.as_str())
+                    .bind(seq)
+                    .execute(&mut *conn)
+                    .await;
+                    if let Err(e) = key {
+                        return Err(if e.as_database_error().is_some_and(|d| d.is_unique_violation()) {
+                            Error::RegistryConflict(format!(
+                                "reviewer.register: key {kid} is another reviewer's"
+                            ))
+                        } else {
+                            db(e)
+                        });
+                    }
                     sqlx::query("INSERT INTO reg_reviewers (id, reviewer, seq) VALUES ($1, $2, $3)")
                         .bind(id.as_str())
                         .bind(reviewer.as_slice())
                 }
                 RegistryChange::ReviewerRevoke { id } => {
+                    withdraw_grants(&mut *conn, seq, id).await?;
                     sqlx::query("INSERT INTO reg_reviewer_revocations (id, seq) VALUES ($1, $2)")
                         .bind(id.as_str())
                 }

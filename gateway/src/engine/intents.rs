@@ -356,6 +356,8 @@ impl<L: Ledger> Intents<'_, L> {
                 self.reload_spending().await.map_err(internal)?;
                 Ok(Vec::new())
             }
+            // An intent reads no approval.
+            Staleness::Approval { .. } | Staleness::Executing(_) => Ok(Vec::new()),
             Staleness::OverBudget { .. } => {
                 self.reload_spending().await.map_err(internal)?;
                 let now = self.clock.now().unix_seconds();
@@ -510,6 +512,7 @@ impl<L: Ledger> Intents<'_, L> {
         let mut guard = Guard {
             registry_seq: view.registry_seq,
             budgets: Vec::new(),
+            approval: None,
         };
         let (decision, held, spent) = if chain.iter().any(|t| !t.budget.is_empty()) {
             // Read what is spent, decide, and reserve a pass's amount, all
