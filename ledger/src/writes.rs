@@ -257,8 +257,8 @@ macro_rules! shared_writes {
 
         /// Whether a reservation of `key` is held.
         async fn reserved(conn: &mut $conn, key: &str) -> Result<bool, Error> {
-            let found: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM pending WHERE idempotency_key = $1")
+            let found: Option<String> =
+                sqlx::query_scalar("SELECT idempotency_key FROM pending WHERE idempotency_key = $1")
                     .bind(key)
                     .fetch_optional(&mut *conn)
                     .await

@@ -318,6 +318,15 @@ impl Replay {
                 follows.name()
             ));
         }
+        // The grants that count, withdrawn ones left out.
+        let grants = a.progress.grants.len() as i64;
+        let stated_grants = at(receipt, &["outcome", "grants"]).and_then(Value::as_safe_integer);
+        if stated_grants != Some(grants) {
+            return Err(format!(
+                "approval {id}: {} grants stated, {grants} count",
+                stated_grants.map_or_else(|| "no".to_owned(), |g| g.to_string())
+            ));
+        }
         Ok(())
     }
 
