@@ -40,9 +40,9 @@
 //! unknown approval, a step after the one that ended it, a second step by
 //! the same reviewer, and the same signed decision twice. A
 //! `reviewer.revoke` withdraws, in its own transaction, every grant of that
-//! reviewer on an approval still pending (and is refused while an
-//! approval's execution is reserved); a reviewer's key is registered
-//! under one id only, revoked or not.
+//! reviewer on an approval still pending (and is refused while the
+//! execution of a quorum the reviewer is part of is reserved); a
+//! reviewer's key is registered under one id only, revoked or not.
 //!
 //! Several receipts can be appended as one unit ([`Chain::append_unit`]):
 //! contiguous entries in one transaction, all durable or none (the approval
@@ -302,8 +302,10 @@ pub struct Guard {
     /// Each budget the decision read.
     pub budgets: Vec<BudgetRead>,
     /// The approval whose recorded steps the decision read, if it read
-    /// one: refused if another step was recorded since, or if the
-    /// approval's execution is reserved ([`execution_key`]).
+    /// one: refused if another step was recorded since, or while a
+    /// reservation made on that approval is held. A reservation made with
+    /// one marks the approval's execution as under way until its entry is
+    /// appended.
     pub approval: Option<ApprovalRead>,
 }
 
@@ -314,17 +316,11 @@ pub struct ApprovalRead {
     pub approval: String,
     /// How many steps it had recorded ([`ApprovalRecord::steps`]).
     pub steps: u64,
+    /// The reviewer whose step the decision adds (`None` for an expiry):
+    /// while a reservation made on this read is held, that reviewer is
+    /// not revoked.
+    pub reviewer: Option<String>,
 }
-
-/// The idempotency key of the execution of approval `approval`: its
-/// reservation while the upstream is called, then its `execution` entry.
-/// No `/`, so never an intent's identity (`agent/intent_id`).
-pub fn execution_key(approval: &str) -> String {
-    format!("{EXECUTION_KEY_PREFIX}{approval}")
-}
-
-/// What every [`execution_key`] starts with.
-pub const EXECUTION_KEY_PREFIX: &str = "execution:";
 
 /// One budget as a decision read it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -399,7 +395,8 @@ pub enum Staleness {
         recorded: u64,
     },
     /// The approval's quorum is complete and its execution reserved: no
-    /// other step, and no revocation of a reviewer, until it is appended.
+    /// other step, and no revocation of a reviewer of that quorum, until
+    /// it is appended.
     #[error("the execution of approval {0} is under way")]
     Executing(String),
 }

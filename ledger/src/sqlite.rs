@@ -64,6 +64,13 @@ const SCHEMA: &[&str] = &[
     ) STRICT",
     "CREATE INDEX IF NOT EXISTS held_window ON held (window_start, delegation, currency)",
     "CREATE INDEX IF NOT EXISTS held_key ON held (idempotency_key)",
+    "CREATE TABLE IF NOT EXISTS pending_approvals (
+        idempotency_key TEXT PRIMARY KEY NOT NULL
+            REFERENCES pending (idempotency_key) ON DELETE CASCADE,
+        approval TEXT NOT NULL,
+        reviewer TEXT
+    ) STRICT",
+    "CREATE INDEX IF NOT EXISTS pending_approvals_by_approval ON pending_approvals (approval)",
     "CREATE TABLE IF NOT EXISTS reg_issuers (
         kid TEXT PRIMARY KEY NOT NULL, jwk BLOB NOT NULL, seq INTEGER NOT NULL
     ) STRICT",
@@ -904,7 +911,8 @@ impl Writer {
             {
                 return Err(Error::Stale(why));
             }
-            writes::sqlite::insert_reservation(&mut self.conn, key, body, charges).await
+            let approval = guard.as_ref().and_then(|g| g.approval.as_ref());
+            writes::sqlite::insert_reservation(&mut self.conn, key, body, charges, approval).await
         }
         .await;
         self.finish(written.is_ok()).await?;

@@ -178,7 +178,7 @@ macro_rules! shared_writes {
                             });
                             break;
                         }
-                        if reserved(&mut *conn, &crate::execution_key(&read.approval)).await? {
+                        if executing(&mut *conn, &read.approval).await? {
                             why = Some(Staleness::Executing(read.approval.clone()));
                             break;
                         }
@@ -255,11 +255,12 @@ macro_rules! shared_writes {
             Ok(u64::try_from(n).unwrap_or(0))
         }
 
-        /// Whether a reservation of `key` is held.
-        async fn reserved(conn: &mut $conn, key: &str) -> Result<bool, Error> {
+        /// Whether a reservation made on approval `id` is held: its
+        /// execution is under way.
+        async fn executing(conn: &mut $conn, id: &str) -> Result<bool, Error> {
             let found: Option<String> =
-                sqlx::query_scalar("SELECT idempotency_key FROM pending WHERE idempotency_key = $1")
-                    .bind(key)
+                sqlx::query_scalar("SELECT idempotency_key FROM pending_approvals WHERE approval = $1")
+                    .bind(id)
                     .fetch_optional(&mut *conn)
                     .await
                     .map_err(db)?;
@@ -267,24 +268,25 @@ macro_rules! shared_writes {
         }
 
         /// What a reviewer's revocation does to the approvals, in its
-        /// transaction: refused while any approval's execution is reserved
-        /// (the quorum it completes may count this reviewer); else every
-        /// grant of the reviewer on an approval still pending is withdrawn,
-        /// recorded against the revocation's entry at `seq`.
+        /// transaction: refused while the execution of a quorum the
+        /// reviewer is part of (by an earlier grant, or by the completing
+        /// one) is reserved; else every grant of the reviewer on an
+        /// approval still pending is withdrawn, recorded against the
+        /// revocation's entry at `seq`.
         async fn withdraw_grants(conn: &mut $conn, seq: i64, reviewer: &str) -> Result<(), Error> {
             let executing: Option<String> = sqlx::query_scalar(
-                "SELECT idempotency_key FROM pending WHERE idempotency_key LIKE $1
-                 ORDER BY idempotency_key LIMIT 1",
+                "SELECT p.approval FROM pending_approvals p
+                 WHERE p.reviewer = $1
+                    OR EXISTS (SELECT 1 FROM approval_steps s
+                               WHERE s.approval = p.approval AND s.reviewer = $1
+                                 AND s.verdict = 'grant')
+                 ORDER BY p.approval LIMIT 1",
             )
-            .bind(format!("{}%", crate::EXECUTION_KEY_PREFIX))
+            .bind(reviewer)
             .fetch_optional(&mut *conn)
             .await
             .map_err(db)?;
-            if let Some(key) = executing {
-                let approval = key
-                    .strip_prefix(crate::EXECUTION_KEY_PREFIX)
-                    .unwrap_or(&key)
-                    .to_owned();
+            if let Some(approval) = executing {
                 return Err(Error::Stale(crate::Staleness::Executing(approval)));
             }
             sqlx::query(
@@ -432,12 +434,15 @@ macro_rules! shared_writes {
             Ok(true)
         }
 
-        /// A reservation and the charges it holds.
+        /// A reservation, the charges it holds and, for one made on an
+        /// approval (`approval`), that the approval's execution is under
+        /// way.
         pub(crate) async fn insert_reservation(
             conn: &mut $conn,
             key: &str,
             body: &[u8],
             charges: &[crate::Spend],
+            approval: Option<&crate::ApprovalRead>,
         ) -> Result<(), Error> {
             let new = sqlx::query(
                 "INSERT INTO pending (idempotency_key, body) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -449,6 +454,17 @@ macro_rules! shared_writes {
             .map_err(db)?
             .rows_affected()
                 == 1;
+            if let (true, Some(a)) = (new, approval) {
+                sqlx::query(
+                    "INSERT INTO pending_approvals (idempotency_key, approval, reviewer) VALUES ($1, $2, $3)",
+                )
+                .bind(key)
+                .bind(a.approval.as_str())
+                .bind(a.reviewer.as_deref())
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
+            }
             if new {
                 for s in charges {
                     sqlx::query(

@@ -338,6 +338,7 @@ fn guarded_step(
         approval: Some(tollgate_ledger::ApprovalRead {
             approval: approval.clone(),
             steps,
+            reviewer: None,
         }),
     });
     a
@@ -409,11 +410,12 @@ async fn steps_of_one_approval_are_serialized_by_the_steps_they_read<B: Backend>
         approval: Some(tollgate_ledger::ApprovalRead {
             approval: "rcpt_a".into(),
             steps,
+            reviewer: Some("r4".into()),
         }),
     };
-    let key = tollgate_ledger::execution_key("rcpt_a");
+    let key = "execution:rcpt_a";
     ledger
-        .reserve_holding(&key, b"{}", Some(read(2)), Vec::new())
+        .reserve_holding(key, b"{}", Some(read(2)), Vec::new())
         .await
         .unwrap();
     let e = ledger
@@ -431,7 +433,7 @@ async fn steps_of_one_approval_are_serialized_by_the_steps_they_read<B: Backend>
         "{e}"
     );
     let e = ledger
-        .reserve_holding(&key, b"{}", Some(read(2)), Vec::new())
+        .reserve_holding(key, b"{}", Some(read(2)), Vec::new())
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Stale(Staleness::Executing(_))), "{e}");
@@ -443,7 +445,7 @@ async fn steps_of_one_approval_are_serialized_by_the_steps_they_read<B: Backend>
     );
     done.idempotency_key = None;
     let mut exec = signed(&signer, 7);
-    exec.idempotency_key = Some(key.clone());
+    exec.idempotency_key = Some(key.into());
     ledger.append_unit(vec![done, exec]).await.unwrap();
     assert!(ledger.pending().await.unwrap().is_empty());
     assert_eq!(
@@ -546,23 +548,60 @@ async fn a_revocation_withdraws_pending_grants_and_a_key_is_one_reviewers<B: Bac
         .await
         .unwrap_err();
     assert!(conflict(e.clone()), "{e}");
-    // No revocation while an approval's execution is reserved: it could
-    // count the reviewer.
-    let key = tollgate_ledger::execution_key("rcpt_a");
-    ledger.reserve(&key, b"{}").await.unwrap();
-    let head = ledger.head().await.unwrap().seq;
-    let e = ledger
-        .append_registry(vec![revoke(6, "r2")], false)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&e, Error::Stale(Staleness::Executing(a)) if a == "rcpt_a"),
-        "{e}"
-    );
-    assert_eq!(ledger.head().await.unwrap().seq, head);
-    ledger.release(&key).await.unwrap();
+    // While the execution of c's quorum (r2's grant, r4's completing one)
+    // is reserved, neither r2 nor r4 is revoked; r5, in no such quorum, is.
+    for (n, id, kid) in [(8, "r4", "k4"), (9, "r5", "k5")] {
+        ledger
+            .append_registry(vec![register(n, id, kid)], false)
+            .await
+            .unwrap();
+    }
+    let open = ApprovalRow::Open {
+        id: "rcpt_c".into(),
+        deadline: 1_000,
+        body: b"{}".to_vec(),
+    };
     ledger
-        .append_registry(vec![revoke(7, "r2")], false)
+        .append_unit(vec![with_row(&signer, 40, open)])
+        .await
+        .unwrap();
+    let r2 = step("rcpt_c", Some("r2"), "pending_approval", Some("c-r2"));
+    ledger
+        .append_unit(vec![with_row(&signer, 41, r2)])
+        .await
+        .unwrap();
+    let on_c = Guard {
+        registry_seq: ledger.registry_seq().await.unwrap(),
+        budgets: Vec::new(),
+        approval: Some(tollgate_ledger::ApprovalRead {
+            approval: "rcpt_c".into(),
+            steps: 1,
+            reviewer: Some("r4".into()),
+        }),
+    };
+    ledger
+        .reserve_holding("execution:rcpt_c", b"{}", Some(on_c), Vec::new())
+        .await
+        .unwrap();
+    let head = ledger.head().await.unwrap().seq;
+    for (n, id) in [(12, "r2"), (13, "r4")] {
+        let e = ledger
+            .append_registry(vec![revoke(n, id)], false)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::Stale(Staleness::Executing(a)) if a == "rcpt_c"),
+            "{id}: {e}"
+        );
+    }
+    assert_eq!(ledger.head().await.unwrap().seq, head);
+    ledger
+        .append_registry(vec![revoke(14, "r5")], false)
+        .await
+        .unwrap();
+    ledger.release("execution:rcpt_c").await.unwrap();
+    ledger
+        .append_registry(vec![revoke(15, "r2")], false)
         .await
         .unwrap();
 }

@@ -41,8 +41,7 @@
 use std::sync::Arc;
 
 use tollgate_ledger::{
-    Append, ApprovalRead, ApprovalRecord, ApprovalRow, Guard, Ledger, Spend, Staleness,
-    StepVerdict, execution_key,
+    Append, ApprovalRead, ApprovalRecord, ApprovalRow, Guard, Ledger, Spend, Staleness, StepVerdict,
 };
 use tollgate_pipeline::Decision;
 use tollgate_policies::approval as rule;
@@ -313,6 +312,11 @@ impl IntentState {
 
 fn internal(e: impl std::fmt::Display) -> ApprovalError {
     ApprovalError::Internal(e.to_string())
+}
+
+fn execution_key(approval: &str) -> String {
+    // No `/`: never an intent identity (`agent/intent_id`).
+    format!("execution:{approval}")
 }
 
 /// The status an outcome states.
@@ -698,6 +702,7 @@ impl<L: Ledger> Approvals<'_, L> {
         let read = ApprovalRead {
             approval: id.to_owned(),
             steps: record.steps.len() as u64,
+            reviewer: Some(d.reviewer.clone()),
         };
         approval.guard = Some(Guard {
             registry_seq: view.registry_seq,
@@ -1017,6 +1022,7 @@ impl<L: Ledger> Approvals<'_, L> {
                     approval: Some(ApprovalRead {
                         approval: record.id.clone(),
                         steps: record.steps.len() as u64,
+                        reviewer: None,
                     }),
                 });
                 match self.ledger.append_unit(vec![append]).await {

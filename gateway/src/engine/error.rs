@@ -171,9 +171,9 @@ pub enum RegistryError {
         /// The reviewer it is registered to.
         holder: String,
     },
-    /// A reviewer's revocation while an approval's execution is under way
-    /// (its quorum may count the reviewer): nothing recorded; try again
-    /// once it is appended.
+    /// A reviewer's revocation while the execution of a quorum they are
+    /// part of is under way: nothing recorded; try again once it is
+    /// appended.
     #[error("the execution of approval {0} is under way; revoke again once it is recorded")]
     ApprovalExecuting(String),
     /// The bundle's files are malformed or the bundle does not validate:

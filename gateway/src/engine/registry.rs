@@ -610,9 +610,9 @@ impl<L: Ledger> Registry<'_, L> {
 
     /// Revokes a reviewer, effective at once: the ledger withdraws, in the
     /// revocation's transaction, the reviewer's grants on every approval
-    /// still pending. Refused while an approval's execution is under way
-    /// ([`RegistryError::ApprovalExecuting`]). Again is
-    /// [`Changed::Unchanged`].
+    /// still pending. Refused while the execution of a quorum the reviewer
+    /// is part of is under way ([`RegistryError::ApprovalExecuting`]).
+    /// Again is [`Changed::Unchanged`].
     pub async fn revoke_reviewer(&self, id: &str) -> Result<Changed, RegistryError> {
         self.retrying(|| self.try_revoke_reviewer(id)).await
     }

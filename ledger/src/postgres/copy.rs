@@ -27,6 +27,7 @@ const TABLES: &[&str] = &[
     "checkpoints",
     "pending",
     "held",
+    "pending_approvals",
     "reg_issuers",
     "reg_issuer_revocations",
     "reg_delegations",

@@ -432,7 +432,8 @@ impl SpendingStore for PgLedger {
                 return Err(Error::Stale(why));
             }
         }
-        insert_reservation(&mut tx, key, body, &charges).await?;
+        let approval = guard.as_ref().and_then(|g| g.approval.as_ref());
+        insert_reservation(&mut tx, key, body, &charges, approval).await?;
         tx.commit().await.map_err(db)
     }
 

@@ -56,6 +56,13 @@ pub(crate) const SCHEMA: &[&str] = &[
     )",
     "CREATE INDEX IF NOT EXISTS held_window ON held (window_start, delegation, currency)",
     "CREATE INDEX IF NOT EXISTS held_key ON held (idempotency_key)",
+    "CREATE TABLE IF NOT EXISTS pending_approvals (
+        idempotency_key TEXT PRIMARY KEY
+            REFERENCES pending (idempotency_key) ON DELETE CASCADE,
+        approval TEXT NOT NULL,
+        reviewer TEXT
+    )",
+    "CREATE INDEX IF NOT EXISTS pending_approvals_by_approval ON pending_approvals (approval)",
     "CREATE TABLE IF NOT EXISTS reg_issuers (
         kid TEXT PRIMARY KEY, jwk BYTEA NOT NULL, seq BIGINT NOT NULL
     )",
