@@ -159,6 +159,57 @@ fn revoking_a_reviewer_withdraws_their_pending_grants() {
     export_redecides(&g);
 }
 
+/// While the execution of a quorum is under way (the upstream stalls),
+/// neither reviewer of that quorum is revoked (`approval-executing`): the
+/// completing receipt, appended after the upstream answers, must count
+/// them. A reviewer outside it is revoked at once; once the execution is
+/// recorded, so are they.
+#[test]
+fn a_reviewer_of_a_quorum_being_executed_is_revoked_once_it_is_recorded() {
+    let (g, up) = dual_gateway(&[]);
+    let keys: Vec<Ed25519Signer> = (0..3u8)
+        .map(|i| Ed25519Signer::from_secret(&[91 + i; 32]))
+        .collect();
+    let ids = ["rev-a", "rev-b", "rev-c"];
+    for (k, id) in keys.iter().zip(ids) {
+        add_reviewer(&g, k, id, &["refunds"], &["orders.*"]);
+    }
+    let (env, id) = escalate(&g, "executing-1", 99_900, |_| {});
+    let first = grant(&g, &keys[0], "rev-a", &id, &env);
+    assert_eq!(post_decision(&g, &id, &first).0, 201);
+    *up.behaviour.lock().unwrap() =
+        tollgate_tests::upstream::Behaviour::Stall(std::time::Duration::from_secs(5));
+    let completing = grant(&g, &keys[1], "rev-b", &id, &env);
+    std::thread::scope(|s| {
+        let done = s.spawn(|| post_decision(&g, &id, &completing));
+        tollgate_tests::wait_until(
+            "the upstream is called",
+            std::time::Duration::from_secs(30),
+            || !up.keys.lock().unwrap().is_empty(),
+        );
+        for reviewer in ["rev-a", "rev-b"] {
+            let a = g.admin().revoke_reviewer(reviewer).unwrap();
+            assert_eq!(
+                (a.status, a.problem_type().as_deref()),
+                (409, Some("approval-executing")),
+                "{reviewer}: {}",
+                a.text()
+            );
+        }
+        assert_eq!(g.admin().revoke_reviewer("rev-c").unwrap().status, 200);
+        let (code, body) = done.join().unwrap();
+        assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    });
+    for reviewer in ["rev-a", "rev-b"] {
+        assert_eq!(g.admin().revoke_reviewer(reviewer).unwrap().status, 200);
+    }
+    assert_eq!(
+        member(&approval(&g, &id), &["status"]).as_str(),
+        Some("approved")
+    );
+    export_redecides(&g);
+}
+
 /// A second `tollgate serve` on the same data folder and ledger, killed
 /// when dropped.
 struct Second {
