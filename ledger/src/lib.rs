@@ -42,7 +42,10 @@
 //! `reviewer.revoke` withdraws, in its own transaction, every grant of that
 //! reviewer on an approval still pending (and is refused while the
 //! execution of a quorum the reviewer is part of is reserved); a
-//! reviewer's key is registered under one id only, revoked or not.
+//! reviewer's key is registered under one id only, revoked or not. A store
+//! written before keys and withdrawals were recorded gains both when it
+//! is opened: each registered reviewer's key (the first id keeps a key two
+//! ids share) and the withdrawals its revocations imply.
 //!
 //! Several receipts can be appended as one unit ([`Chain::append_unit`]):
 //! contiguous entries in one transaction, all durable or none (the approval

@@ -434,7 +434,7 @@ impl SqliteLedger {
     ) -> Result<HashAlg, Error> {
         let mut tx = conn.begin().await.map_err(db)?;
         let (alg, _) = writes::sqlite::init_meta(&mut tx, wanted).await?;
-        writes::sqlite::backfill_reviewer_keys(&mut tx).await?;
+        writes::sqlite::backfill(&mut tx).await?;
         tx.commit().await.map_err(db)?;
         Ok(alg)
     }

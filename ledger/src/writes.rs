@@ -304,11 +304,31 @@ macro_rules! shared_writes {
             .map_err(db)
         }
 
-        /// Records the key of every registered reviewer that has no key row
-        /// (a ledger written before keys were recorded), in one
-        /// transaction of its own; of two ids with one key, the first
-        /// registered keeps it.
-        pub(crate) async fn backfill_reviewer_keys(conn: &mut $conn) -> Result<(), Error> {
+        /// What a ledger written before reviewer keys and withdrawals were
+        /// recorded lacks, in the caller's transaction: the key of every
+        /// registered reviewer that has no key row (of two ids with one
+        /// key, the first registered keeps it), and the withdrawal of every
+        /// grant whose reviewer was revoked while its approval was pending.
+        /// Idempotent: on a ledger that records both, it adds nothing.
+        pub(crate) async fn backfill(conn: &mut $conn) -> Result<(), Error> {
+            backfill_reviewer_keys(&mut *conn).await?;
+            sqlx::query(
+                "INSERT INTO approval_withdrawals (step, seq)
+                 SELECT s.seq, r.seq FROM approval_steps s
+                 JOIN reg_reviewer_revocations r ON r.id = s.reviewer
+                 WHERE s.verdict = 'grant' AND s.seq < r.seq
+                   AND NOT EXISTS (SELECT 1 FROM approval_steps e
+                                   WHERE e.approval = s.approval AND e.seq < r.seq
+                                     AND e.status <> 'pending_approval')
+                 ON CONFLICT DO NOTHING",
+            )
+            .execute(&mut *conn)
+            .await
+            .map(|_| ())
+            .map_err(db)
+        }
+
+        async fn backfill_reviewer_keys(conn: &mut $conn) -> Result<(), Error> {
             use sqlx::Row as _;
             let rows = sqlx::query(
                 "SELECT r.id, r.reviewer, r.seq FROM reg_reviewers r

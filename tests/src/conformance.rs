@@ -69,6 +69,7 @@ pub async fn approval_store<B: Backend>(b: &mut B) {
     approval_rows_are_written_with_their_receipts_and_the_tables_enforce_the_rules(b).await;
     steps_of_one_approval_are_serialized_by_the_steps_they_read(b).await;
     a_revocation_withdraws_pending_grants_and_a_key_is_one_reviewers(b).await;
+    a_revocation_waits_for_the_execution_of_a_quorum_the_reviewer_is_in(b).await;
 }
 
 /// [`tollgate_ledger::SpendingStore`].
@@ -460,37 +461,39 @@ async fn steps_of_one_approval_are_serialized_by_the_steps_they_read<B: Backend>
     );
 }
 
+fn register(signer: &Ed25519Signer, n: u64, id: &str, kid: &str) -> RegistryAppend {
+    registry_item(
+        signer,
+        n,
+        RegistryChange::ReviewerRegister {
+            id: id.into(),
+            kid: kid.into(),
+            reviewer: format!("{{\"id\":\"{id}\"}}").into_bytes(),
+        },
+    )
+}
+
+fn revoke(signer: &Ed25519Signer, n: u64, id: &str) -> RegistryAppend {
+    registry_item(signer, n, RegistryChange::ReviewerRevoke { id: id.into() })
+}
+
 async fn a_revocation_withdraws_pending_grants_and_a_key_is_one_reviewers<B: Backend>(b: &mut B) {
     let name = b.create();
     let ledger = b.open(&name).await;
     let signer = signer();
-    let register = |n: u64, id: &str, kid: &str| {
-        registry_item(
-            &signer,
-            n,
-            RegistryChange::ReviewerRegister {
-                id: id.into(),
-                kid: kid.into(),
-                reviewer: format!("{{\"id\":\"{id}\"}}").into_bytes(),
-            },
-        )
-    };
-    let revoke = |n: u64, id: &str| {
-        registry_item(&signer, n, RegistryChange::ReviewerRevoke { id: id.into() })
-    };
     let conflict = |e: Error| matches!(e, Error::RegistryConflict(_));
     ledger
-        .append_registry(vec![register(1, "r1", "k1")], false)
+        .append_registry(vec![register(&signer, 1, "r1", "k1")], false)
         .await
         .unwrap();
     // A second id for a registered key is refused by the tables.
     let e = ledger
-        .append_registry(vec![register(2, "r2", "k1")], false)
+        .append_registry(vec![register(&signer, 2, "r2", "k1")], false)
         .await
         .unwrap_err();
     assert!(conflict(e.clone()), "{e}");
     ledger
-        .append_registry(vec![register(3, "r2", "k2")], false)
+        .append_registry(vec![register(&signer, 3, "r2", "k2")], false)
         .await
         .unwrap();
     // r1 grants on a and b; b then ends with r2's grant.
@@ -525,7 +528,7 @@ async fn a_revocation_withdraws_pending_grants_and_a_key_is_one_reviewers<B: Bac
     // Revoking r1 withdraws its grant on a (pending), not on b (ended),
     // in the revocation's transaction.
     let entries = ledger
-        .append_registry(vec![revoke(4, "r1")], false)
+        .append_registry(vec![revoke(&signer, 4, "r1")], false)
         .await
         .unwrap();
     let revocation = entries[0]
@@ -544,15 +547,31 @@ async fn a_revocation_withdraws_pending_grants_and_a_key_is_one_reviewers<B: Bac
     assert!(b_steps.iter().all(|s| s.withdrawn_by.is_none()));
     // A revoked reviewer's key stays theirs.
     let e = ledger
-        .append_registry(vec![register(5, "r3", "k1")], false)
+        .append_registry(vec![register(&signer, 5, "r3", "k1")], false)
         .await
         .unwrap_err();
     assert!(conflict(e.clone()), "{e}");
+    // Opened again, the ledger finds every withdrawal recorded (what it
+    // adds to a ledger written before withdrawals were is what the
+    // revocations withdrew): none more, none less.
+    let before = withdrawals(&ledger, &["rcpt_a", "rcpt_b"]).await;
+    assert_eq!(before[0], [Some(revocation.clone())]);
+    drop(ledger);
+    let again = b.open(&name).await;
+    assert_eq!(withdrawals(&again, &["rcpt_a", "rcpt_b"]).await, before);
+}
+
+async fn a_revocation_waits_for_the_execution_of_a_quorum_the_reviewer_is_in<B: Backend>(
+    b: &mut B,
+) {
+    let name = b.create();
+    let ledger = b.open(&name).await;
+    let signer = signer();
     // While the execution of c's quorum (r2's grant, r4's completing one)
     // is reserved, neither r2 nor r4 is revoked; r5, in no such quorum, is.
-    for (n, id, kid) in [(8, "r4", "k4"), (9, "r5", "k5")] {
+    for (n, id, kid) in [(3, "r2", "k2"), (8, "r4", "k4"), (9, "r5", "k5")] {
         ledger
-            .append_registry(vec![register(n, id, kid)], false)
+            .append_registry(vec![register(&signer, n, id, kid)], false)
             .await
             .unwrap();
     }
@@ -586,7 +605,7 @@ async fn a_revocation_withdraws_pending_grants_and_a_key_is_one_reviewers<B: Bac
     let head = ledger.head().await.unwrap().seq;
     for (n, id) in [(12, "r2"), (13, "r4")] {
         let e = ledger
-            .append_registry(vec![revoke(n, id)], false)
+            .append_registry(vec![revoke(&signer, n, id)], false)
             .await
             .unwrap_err();
         assert!(
@@ -596,14 +615,24 @@ async fn a_revocation_withdraws_pending_grants_and_a_key_is_one_reviewers<B: Bac
     }
     assert_eq!(ledger.head().await.unwrap().seq, head);
     ledger
-        .append_registry(vec![revoke(14, "r5")], false)
+        .append_registry(vec![revoke(&signer, 14, "r5")], false)
         .await
         .unwrap();
     ledger.release("execution:rcpt_c").await.unwrap();
     ledger
-        .append_registry(vec![revoke(15, "r2")], false)
+        .append_registry(vec![revoke(&signer, 15, "r2")], false)
         .await
         .unwrap();
+}
+
+/// Each step of each approval: the revocation that withdrew it, if any.
+async fn withdrawals(ledger: &impl Ledger, ids: &[&str]) -> Vec<Vec<Option<String>>> {
+    let mut out = Vec::new();
+    for id in ids {
+        let steps = ledger.approval(id).await.unwrap().unwrap().steps;
+        out.push(steps.into_iter().map(|s| s.withdrawn_by).collect());
+    }
+    out
 }
 
 async fn each_entry_writes_its_events_with_it<B: Backend>(b: &mut B) {

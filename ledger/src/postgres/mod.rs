@@ -167,8 +167,9 @@ impl PgLedger {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-            // A ledger written before reviewer keys were recorded.
-            crate::writes::postgres::backfill_reviewer_keys(&mut tx).await?;
+            // A ledger written before reviewer keys and withdrawals were
+            // recorded.
+            crate::writes::postgres::backfill(&mut tx).await?;
         }
         let (alg, new) = crate::writes::postgres::init_meta(&mut tx, options.hash_alg).await?;
         if new {
