@@ -178,7 +178,7 @@ fn a_reviewer_of_a_quorum_being_executed_is_revoked_once_it_is_recorded() {
     let first = grant(&g, &keys[0], "rev-a", &id, &env);
     assert_eq!(post_decision(&g, &id, &first).0, 201);
     *up.behaviour.lock().unwrap() =
-        tollgate_tests::upstream::Behaviour::Stall(std::time::Duration::from_secs(5));
+        tollgate_tests::upstream::Behaviour::Stall(std::time::Duration::from_secs(10));
     let completing = grant(&g, &keys[1], "rev-b", &id, &env);
     std::thread::scope(|s| {
         let done = s.spawn(|| post_decision(&g, &id, &completing));
