@@ -38,7 +38,14 @@
 //! receipt ([`ApprovalRow::Step`]). An approval's status is derived from
 //! its steps. The tables refuse, whatever the caller checked, a step for an
 //! unknown approval, a step after the one that ended it, a second step by
-//! the same reviewer, and the same signed decision twice.
+//! the same reviewer, and the same signed decision twice. A
+//! `reviewer.revoke` withdraws, in its own transaction, every grant of that
+//! reviewer on an approval still pending (and is refused while the
+//! execution of a quorum the reviewer is part of is reserved); a
+//! reviewer's key is registered under one id only, revoked or not. A store
+//! written before keys and withdrawals were recorded gains both when it
+//! is opened: each registered reviewer's key (the first id keeps a key two
+//! ids share) and the withdrawals its revocations imply.
 //!
 //! Several receipts can be appended as one unit ([`Chain::append_unit`]):
 //! contiguous entries in one transaction, all durable or none (the approval
@@ -47,7 +54,8 @@
 //! Decisions may be guarded ([`Guard`]): the writer checks, in the
 //! appending transaction and after every earlier append, that the
 //! registries the decision read are still the recorded ones and that the
-//! budgets it read have not moved under it, and refuses a stale one
+//! budgets it read have not moved under it, that the approval it decided
+//! on has the steps it read and no execution reserved, and refuses a stale one
 //! ([`Error::Stale`]) without writing anything. Reservations hold their
 //! budget charges until their entry is appended or they are released. This
 //! is what lets several servers share one store (PostgreSQL).
@@ -208,6 +216,8 @@ pub enum RegistryChange {
     ReviewerRegister {
         /// The reviewer id.
         id: String,
+        /// Its key's thumbprint (`kid`): one reviewer's only.
+        kid: String,
         /// The object.
         reviewer: Vec<u8>,
     },
@@ -294,6 +304,25 @@ pub struct Guard {
     pub registry_seq: u64,
     /// Each budget the decision read.
     pub budgets: Vec<BudgetRead>,
+    /// The approval whose recorded steps the decision read, if it read
+    /// one: refused if another step was recorded since, or while a
+    /// reservation made on that approval is held. A reservation made with
+    /// one marks the approval's execution as under way until its entry is
+    /// appended.
+    pub approval: Option<ApprovalRead>,
+}
+
+/// An approval as a decision on it read it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApprovalRead {
+    /// The approval's id.
+    pub approval: String,
+    /// How many steps it had recorded ([`ApprovalRecord::steps`]).
+    pub steps: u64,
+    /// The reviewer whose step the decision adds (`None` for an expiry):
+    /// while a reservation made on this read is held, that reviewer is
+    /// not revoked.
+    pub reviewer: Option<String>,
 }
 
 /// One budget as a decision read it.
@@ -357,6 +386,22 @@ pub enum Staleness {
         /// This append's charge.
         charge: i64,
     },
+    /// Another step of the approval was recorded after the decision read
+    /// it: the decision is taken again on what that step recorded.
+    #[error("approval {approval} has {recorded} steps recorded; the decision read {seen}")]
+    Approval {
+        /// The approval.
+        approval: String,
+        /// The steps the decision read.
+        seen: u64,
+        /// The steps recorded now.
+        recorded: u64,
+    },
+    /// The approval's quorum is complete and its execution reserved: no
+    /// other step, and no revocation of a reviewer of that quorum, until
+    /// it is appended.
+    #[error("the execution of approval {0} is under way")]
+    Executing(String),
 }
 
 /// An approval's row, written in the transaction of the receipt that
@@ -535,6 +580,9 @@ pub struct ApprovalStep {
     pub status: Status,
     /// The signed decision's hash, `None` for an expiry.
     pub decision_hash: Option<String>,
+    /// For a grant withdrawn by its reviewer's revocation while the
+    /// approval was pending: the `reviewer.revoke` receipt's id.
+    pub withdrawn_by: Option<String>,
 }
 
 impl ApprovalRecord {
@@ -654,13 +702,31 @@ pub(crate) struct Request {
     pub reply: tokio::sync::oneshot::Sender<Result<Vec<LedgerEntry>, Error>>,
 }
 
-/// What the guard check reads of one unit: each receipt's guard and
-/// charges.
-pub(crate) fn guarded(req: &Request) -> Vec<(Option<&Guard>, &[Spend])> {
+/// What the guard check reads of one unit: each receipt's guard,
+/// charges and approval step.
+pub(crate) fn guarded(req: &Request) -> Vec<Guarded<'_>> {
     req.items
         .iter()
-        .map(|i| (i.append.guard.as_ref(), i.append.spend.as_slice()))
+        .map(|i| Guarded {
+            guard: i.append.guard.as_ref(),
+            charges: i.append.spend.as_slice(),
+            step_of: match &i.append.approval {
+                Some(ApprovalRow::Step { approval, .. }) => Some(approval.as_str()),
+                _ => None,
+            },
+        })
         .collect()
+}
+
+/// What the guard check reads of one receipt of a unit.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Guarded<'a> {
+    /// What its decision was made on.
+    pub guard: Option<&'a Guard>,
+    /// What it charges.
+    pub charges: &'a [Spend],
+    /// The approval it adds a step to.
+    pub step_of: Option<&'a str>,
 }
 
 /// Answers and removes the units of `batch` that `answers` (one per unit,

@@ -90,8 +90,11 @@ macro_rules! shared_reads {
             for r in rows {
                 let id: String = r.get(0);
                 let steps = sqlx::query(
-                    "SELECT s.seq, e.receipt_id, s.reviewer, s.verdict, s.status, s.decision_hash
+                    "SELECT s.seq, e.receipt_id, s.reviewer, s.verdict, s.status, s.decision_hash,
+                            we.receipt_id
                      FROM approval_steps s JOIN entries e ON e.seq = s.seq
+                     LEFT JOIN approval_withdrawals w ON w.step = s.seq
+                     LEFT JOIN entries we ON we.seq = w.seq
                      WHERE s.approval = $1 ORDER BY s.seq",
                 )
                 .bind(&id)
@@ -115,6 +118,7 @@ macro_rules! shared_reads {
                         status: Status::from_name(&status)
                             .ok_or_else(|| corrupt("status", &status))?,
                         decision_hash: s.get(5),
+                        withdrawn_by: s.get(6),
                     })
                 })
                 .collect::<Result<Vec<_>, Error>>()?;

@@ -64,6 +64,13 @@ const SCHEMA: &[&str] = &[
     ) STRICT",
     "CREATE INDEX IF NOT EXISTS held_window ON held (window_start, delegation, currency)",
     "CREATE INDEX IF NOT EXISTS held_key ON held (idempotency_key)",
+    "CREATE TABLE IF NOT EXISTS pending_approvals (
+        idempotency_key TEXT PRIMARY KEY NOT NULL
+            REFERENCES pending (idempotency_key) ON DELETE CASCADE,
+        approval TEXT NOT NULL,
+        reviewer TEXT
+    ) STRICT",
+    "CREATE INDEX IF NOT EXISTS pending_approvals_by_approval ON pending_approvals (approval)",
     "CREATE TABLE IF NOT EXISTS reg_issuers (
         kid TEXT PRIMARY KEY NOT NULL, jwk BLOB NOT NULL, seq INTEGER NOT NULL
     ) STRICT",
@@ -194,6 +201,21 @@ const SCHEMA: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS approvals_by_deadline ON approvals (deadline)",
     "CREATE UNIQUE INDEX IF NOT EXISTS approval_ends_once ON approval_steps (approval)
         WHERE status <> 'pending_approval'",
+    "CREATE TABLE IF NOT EXISTS approval_withdrawals (
+        step INTEGER PRIMARY KEY NOT NULL REFERENCES approval_steps (seq),
+        seq INTEGER NOT NULL REFERENCES entries (seq)
+    ) STRICT",
+    "CREATE TRIGGER IF NOT EXISTS approval_withdrawals_update BEFORE UPDATE ON approval_withdrawals
+        BEGIN SELECT RAISE(ABORT, 'approval rows are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS approval_withdrawals_delete BEFORE DELETE ON approval_withdrawals
+        BEGIN SELECT RAISE(ABORT, 'approval rows are append-only'); END",
+    "CREATE TABLE IF NOT EXISTS reg_reviewer_keys (
+        kid TEXT PRIMARY KEY NOT NULL, id TEXT NOT NULL UNIQUE, seq INTEGER NOT NULL
+    ) STRICT",
+    "CREATE TRIGGER IF NOT EXISTS reg_reviewer_keys_update BEFORE UPDATE ON reg_reviewer_keys
+        BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS reg_reviewer_keys_delete BEFORE DELETE ON reg_reviewer_keys
+        BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
     "CREATE TRIGGER IF NOT EXISTS approval_step_of_open BEFORE INSERT ON approval_steps
         WHEN NOT EXISTS (SELECT 1 FROM approvals WHERE id = NEW.approval)
           OR EXISTS (SELECT 1 FROM approval_steps
@@ -413,6 +435,7 @@ impl SqliteLedger {
     ) -> Result<HashAlg, Error> {
         let mut tx = conn.begin().await.map_err(db)?;
         let (alg, _) = writes::sqlite::init_meta(&mut tx, wanted).await?;
+        writes::sqlite::backfill(&mut tx).await?;
         tx.commit().await.map_err(db)?;
         Ok(alg)
     }
@@ -880,14 +903,19 @@ impl Writer {
     ) -> Result<(), Error> {
         self.begin().await?;
         let written = async {
-            let unit = vec![(guard.as_ref(), charges)];
+            let unit = vec![crate::Guarded {
+                guard: guard.as_ref(),
+                charges,
+                step_of: None,
+            }];
             if let Some(Some(why)) = writes::sqlite::check_guards(&mut self.conn, &[unit])
                 .await?
                 .pop()
             {
                 return Err(Error::Stale(why));
             }
-            writes::sqlite::insert_reservation(&mut self.conn, key, body, charges).await
+            let approval = guard.as_ref().and_then(|g| g.approval.as_ref());
+            writes::sqlite::insert_reservation(&mut self.conn, key, body, charges, approval).await
         }
         .await;
         self.finish(written.is_ok()).await?;

@@ -62,7 +62,7 @@ macro_rules! shared_writes {
                     insert_approval(&mut *conn, entry.seq as i64, row).await?;
                 }
                 if let Some(r) = &item.append.reserve {
-                    insert_reservation(&mut *conn, &r.key, &r.body, &r.charges).await?;
+                    insert_reservation(&mut *conn, &r.key, &r.body, &r.charges, None).await?;
                 }
                 for sp in &item.append.spend {
                     sqlx::query(
@@ -85,6 +85,13 @@ macro_rules! shared_writes {
 
         fn db(e: sqlx::Error) -> Error {
             Error::Database(e.to_string())
+        }
+
+        /// The `kid` of a stored reviewer object's key.
+        fn reviewer_kid(bytes: &[u8]) -> Option<String> {
+            let v = tollgate_protocol::parse(bytes).ok()?;
+            let key = v.as_object()?.get("key")?;
+            tollgate_protocol::Jwk::from_value(key, "/key").ok().map(|k| k.kid)
         }
 
         /// The seq of the last registry change (0 before any).
@@ -135,26 +142,50 @@ macro_rules! shared_writes {
         /// units after it.
         pub(crate) async fn check_guards(
             conn: &mut $conn,
-            units: &[Vec<(Option<&crate::Guard>, &[crate::Spend])>],
+            units: &[Vec<crate::Guarded<'_>>],
         ) -> Result<Vec<Option<crate::Staleness>>, Error> {
             use std::collections::BTreeMap;
             use crate::Staleness;
             type W = (String, String, i64);
-            if units.iter().flatten().all(|(g, _)| g.is_none()) {
+            if units.iter().flatten().all(|g| g.guard.is_none()) {
                 return Ok(vec![None; units.len()]);
             }
             let current = registry_seq(&mut *conn).await?;
             let mut recorded: BTreeMap<W, (i64, i64)> = BTreeMap::new();
             let mut charged: BTreeMap<W, i64> = BTreeMap::new();
+            // Steps per approval: recorded, then added by earlier units.
+            let mut steps: BTreeMap<String, u64> = BTreeMap::new();
             let mut answers = Vec::with_capacity(units.len());
             for unit in units {
                 let mut why = None;
                 let mut mine: BTreeMap<W, i64> = BTreeMap::new();
-                'unit: for (guard, charges) in unit {
+                'unit: for crate::Guarded { guard, charges, .. } in unit {
                     let Some(g) = guard else { continue };
                     if g.registry_seq != current {
                         why = Some(Staleness::Registry { seen: g.registry_seq, current });
                         break;
+                    }
+                    if let Some(read) = &g.approval {
+                        let now = match steps.get(&read.approval) {
+                            Some(n) => *n,
+                            None => {
+                                let n = approval_steps(&mut *conn, &read.approval).await?;
+                                steps.insert(read.approval.clone(), n);
+                                n
+                            }
+                        };
+                        if now != read.steps {
+                            why = Some(Staleness::Approval {
+                                approval: read.approval.clone(),
+                                seen: read.steps,
+                                recorded: now,
+                            });
+                            break;
+                        }
+                        if executing(&mut *conn, &read.approval).await? {
+                            why = Some(Staleness::Executing(read.approval.clone()));
+                            break;
+                        }
                     }
                     for b in &g.budgets {
                         let w = (b.delegation.clone(), b.currency.clone(), b.window_start);
@@ -205,10 +236,132 @@ macro_rules! shared_writes {
                     for (w, n) in mine {
                         *charged.entry(w).or_insert(0) += n;
                     }
+                    for approval in unit.iter().filter_map(|g| g.step_of) {
+                        let n = match steps.get(approval) {
+                            Some(n) => *n,
+                            None => approval_steps(&mut *conn, approval).await?,
+                        };
+                        steps.insert(approval.to_owned(), n + 1);
+                    }
                 }
                 answers.push(why);
             }
             Ok(answers)
+        }
+
+        /// How many steps approval `id` has recorded.
+        async fn approval_steps(conn: &mut $conn, id: &str) -> Result<u64, Error> {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM approval_steps WHERE approval = $1")
+                .bind(id)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        }
+
+        /// Whether a reservation made on approval `id` is held: its
+        /// execution is under way.
+        async fn executing(conn: &mut $conn, id: &str) -> Result<bool, Error> {
+            let found: Option<String> =
+                sqlx::query_scalar("SELECT idempotency_key FROM pending_approvals WHERE approval = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(db)?;
+            Ok(found.is_some())
+        }
+
+        /// What a reviewer's revocation does to the approvals, in its
+        /// transaction: refused while the execution of a quorum the
+        /// reviewer is part of (by an earlier grant, or by the completing
+        /// one) is reserved; else every grant of the reviewer on an
+        /// approval still pending is withdrawn, recorded against the
+        /// revocation's entry at `seq`.
+        async fn withdraw_grants(conn: &mut $conn, seq: i64, reviewer: &str) -> Result<(), Error> {
+            let executing: Option<String> = sqlx::query_scalar(
+                "SELECT p.approval FROM pending_approvals p
+                 WHERE p.reviewer = $1
+                    OR EXISTS (SELECT 1 FROM approval_steps s
+                               WHERE s.approval = p.approval AND s.reviewer = $1
+                                 AND s.verdict = 'grant')
+                 ORDER BY p.approval LIMIT 1",
+            )
+            .bind(reviewer)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db)?;
+            if let Some(approval) = executing {
+                return Err(Error::Stale(crate::Staleness::Executing(approval)));
+            }
+            sqlx::query(
+                "INSERT INTO approval_withdrawals (step, seq)
+                 SELECT s.seq, $1 FROM approval_steps s
+                 WHERE s.reviewer = $2 AND s.verdict = 'grant'
+                   AND NOT EXISTS (SELECT 1 FROM approval_steps e
+                                   WHERE e.approval = s.approval AND e.status <> 'pending_approval')",
+            )
+            .bind(seq)
+            .bind(reviewer)
+            .execute(&mut *conn)
+            .await
+            .map(|_| ())
+            .map_err(db)
+        }
+
+        /// What a ledger written before reviewer keys and withdrawals were
+        /// recorded lacks, in the caller's transaction: the key of every
+        /// registered reviewer that has no key row (of two ids with one
+        /// key, the first registered keeps it), and the withdrawal of every
+        /// grant whose reviewer was revoked while its approval was pending.
+        /// Idempotent: on a ledger that records both, it adds nothing.
+        pub(crate) async fn backfill(conn: &mut $conn) -> Result<(), Error> {
+            backfill_reviewer_keys(&mut *conn).await?;
+            sqlx::query(
+                "INSERT INTO approval_withdrawals (step, seq)
+                 SELECT s.seq, r.seq FROM approval_steps s
+                 JOIN reg_reviewer_revocations r ON r.id = s.reviewer
+                 WHERE s.verdict = 'grant' AND s.seq < r.seq
+                   AND NOT EXISTS (SELECT 1 FROM approval_steps e
+                                   WHERE e.approval = s.approval AND e.seq < r.seq
+                                     AND e.status <> 'pending_approval')
+                 ON CONFLICT DO NOTHING",
+            )
+            .execute(&mut *conn)
+            .await
+            .map(|_| ())
+            .map_err(db)
+        }
+
+        async fn backfill_reviewer_keys(conn: &mut $conn) -> Result<(), Error> {
+            use sqlx::Row as _;
+            let rows = sqlx::query(
+                "SELECT r.id, r.reviewer, r.seq FROM reg_reviewers r
+                 WHERE NOT EXISTS (SELECT 1 FROM reg_reviewer_keys k WHERE k.id = r.id)
+                 ORDER BY r.seq",
+            )
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+            for r in rows {
+                let (id, bytes, seq): (String, Vec<u8>, i64) = (r.get(0), r.get(1), r.get(2));
+                let Some(kid) = reviewer_kid(&bytes) else {
+                    return Err(Error::Corrupt {
+                        seq: u64::try_from(seq).unwrap_or(0),
+                        reason: format!("reviewer {id} has no readable key"),
+                    });
+                };
+                sqlx::query(
+                    "INSERT INTO reg_reviewer_keys (kid, id, seq) VALUES ($1, $2, $3)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(kid)
+                .bind(&id)
+                .bind(seq)
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
+            }
+            Ok(())
         }
 
         /// Hashes that grow the tree from `from` entries to `to`, with the
@@ -305,12 +458,15 @@ macro_rules! shared_writes {
             Ok(true)
         }
 
-        /// A reservation and the charges it holds.
+        /// A reservation, the charges it holds and, for one made on an
+        /// approval (`approval`), that the approval's execution is under
+        /// way.
         pub(crate) async fn insert_reservation(
             conn: &mut $conn,
             key: &str,
             body: &[u8],
             charges: &[crate::Spend],
+            approval: Option<&crate::ApprovalRead>,
         ) -> Result<(), Error> {
             let new = sqlx::query(
                 "INSERT INTO pending (idempotency_key, body) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -322,6 +478,17 @@ macro_rules! shared_writes {
             .map_err(db)?
             .rows_affected()
                 == 1;
+            if let (true, Some(a)) = (new, approval) {
+                sqlx::query(
+                    "INSERT INTO pending_approvals (idempotency_key, approval, reviewer) VALUES ($1, $2, $3)",
+                )
+                .bind(key)
+                .bind(a.approval.as_str())
+                .bind(a.reviewer.as_deref())
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
+            }
             if new {
                 for s in charges {
                     sqlx::query(
@@ -368,12 +535,30 @@ macro_rules! shared_writes {
                     sqlx::query("INSERT INTO reg_delegation_revocations (id, seq) VALUES ($1, $2)")
                         .bind(id.as_str())
                 }
-                RegistryChange::ReviewerRegister { id, reviewer } => {
+                RegistryChange::ReviewerRegister { id, kid, reviewer } => {
+                    let key = sqlx::query(
+                        "INSERT INTO reg_reviewer_keys (kid, id, seq) VALUES ($1, $2, $3)",
+                    )
+                    .bind(kid.as_str())
+                    .bind(id.as_str())
+                    .bind(seq)
+                    .execute(&mut *conn)
+                    .await;
+                    if let Err(e) = key {
+                        return Err(if e.as_database_error().is_some_and(|d| d.is_unique_violation()) {
+                            Error::RegistryConflict(format!(
+                                "reviewer.register: key {kid} is another reviewer's"
+                            ))
+                        } else {
+                            db(e)
+                        });
+                    }
                     sqlx::query("INSERT INTO reg_reviewers (id, reviewer, seq) VALUES ($1, $2, $3)")
                         .bind(id.as_str())
                         .bind(reviewer.as_slice())
                 }
                 RegistryChange::ReviewerRevoke { id } => {
+                    withdraw_grants(&mut *conn, seq, id).await?;
                     sqlx::query("INSERT INTO reg_reviewer_revocations (id, seq) VALUES ($1, $2)")
                         .bind(id.as_str())
                 }

@@ -1,6 +1,9 @@
 //! The approval rule (spec §3.5, §4.2), defined once: who may decide on
 //! an approval, what a decision must name, when an approval has ended,
-//! what makes a quorum, and which status each decision leads to. The
+//! what makes a quorum (distinct reviewers with distinct keys, none
+//! revoked while the approval was pending: a revocation withdraws the
+//! reviewer's grants, [`Progress::withdraw`]), and which status each
+//! decision leads to. The
 //! gateway checks every reviewer's decision with [`check`] before it
 //! records it; re-decision checks every recorded decision, expiry and
 //! execution with the same functions, so the two cannot disagree.
@@ -115,7 +118,8 @@ impl Opened {
 /// How far an approval has come: its steps so far, in order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Progress {
-    /// Granting reviewers and their approval receipts' ids, in order.
+    /// Granting reviewers and their approval receipts' ids, in order;
+    /// withdrawn grants ([`Progress::withdraw`]) left out.
     pub grants: Vec<(String, String)>,
     /// Every reviewer who decided.
     pub decided: BTreeSet<String>,
@@ -148,6 +152,18 @@ impl Progress {
             self.ended = Some(status);
         }
         status
+    }
+
+    /// Withdraws `reviewer`'s grant, as their revocation does while the
+    /// approval is pending: it no longer counts towards the quorum (the
+    /// reviewer, revoked, decides no more). Whether there was one.
+    pub fn withdraw(&mut self, reviewer: &str) -> bool {
+        if self.ended.is_some() {
+            return false;
+        }
+        let before = self.grants.len();
+        self.grants.retain(|(r, _)| r != reviewer);
+        self.grants.len() != before
     }
 }
 
@@ -245,6 +261,17 @@ pub enum Refusal {
     AlreadyDecided {
         /// The reviewer.
         reviewer: String,
+        /// The approval.
+        id: String,
+    },
+    /// The reviewer's key decided on this approval before, under another
+    /// reviewer id (a ledger written before a key was one reviewer's).
+    #[error("key {kid} already decided on approval {id} as reviewer {other}")]
+    KeyAlreadyDecided {
+        /// The key's thumbprint.
+        kid: String,
+        /// The reviewer id it decided as.
+        other: String,
         /// The approval.
         id: String,
     },
@@ -377,6 +404,19 @@ pub fn check(
     if progress.decided.contains(&d.reviewer) {
         return Err(Refusal::AlreadyDecided {
             reviewer: d.reviewer.clone(),
+            id: approval.id.clone(),
+        });
+    }
+    // A quorum counts people: distinct keys as well as distinct ids.
+    if let Some(other) = progress.decided.iter().find(|r| {
+        parties
+            .reviewers
+            .get(*r)
+            .is_some_and(|o| o.key.kid == reviewer.key.kid)
+    }) {
+        return Err(Refusal::KeyAlreadyDecided {
+            kid: reviewer.key.kid.clone(),
+            other: other.clone(),
             id: approval.id.clone(),
         });
     }
@@ -697,6 +737,41 @@ mod tests {
             check(&w.opened, &p, &w.parties(), &env, &late),
             Err(Refusal::Expired { .. })
         ));
+    }
+
+    #[test]
+    fn one_key_under_two_ids_counts_once() {
+        let mut w = world();
+        // rev-alice2: alice's key under a second id.
+        w.reviewers
+            .insert("rev-alice2".into(), reviewer("rev-alice2", &w.alice));
+        let mut p = Progress::default();
+        let a = w.decision(&w.alice, "rev-alice", ApprovalVerdict::Grant, |_| {});
+        assert_eq!(w.check(&p, &a), Ok(Status::PendingApproval));
+        p.record(&w.opened, "rev-alice", ApprovalVerdict::Grant, "rcpt_1");
+        let twin = w.decision(&w.alice, "rev-alice2", ApprovalVerdict::Grant, |_| {});
+        assert!(matches!(
+            w.check(&p, &twin),
+            Err(Refusal::KeyAlreadyDecided { ref other, .. }) if other == "rev-alice"
+        ));
+    }
+
+    #[test]
+    fn a_revocation_withdraws_a_pending_grant() {
+        let w = world();
+        let mut p = Progress::default();
+        p.record(&w.opened, "rev-alice", ApprovalVerdict::Grant, "rcpt_1");
+        assert!(p.withdraw("rev-alice"));
+        assert!(p.grants.is_empty() && !p.withdraw("rev-alice"));
+        // Bob's grant is then one of two: the approval stays pending.
+        let b = w.decision(&w.bob, "rev-bob", ApprovalVerdict::Grant, |_| {});
+        assert_eq!(w.check(&p, &b), Ok(Status::PendingApproval));
+        // An ended approval keeps its grants.
+        let mut done = Progress::default();
+        done.record(&w.opened, "rev-alice", ApprovalVerdict::Grant, "rcpt_1");
+        done.record(&w.opened, "rev-bob", ApprovalVerdict::Grant, "rcpt_2");
+        assert!(!done.withdraw("rev-alice"));
+        assert_eq!(execution_refs(&w.opened, &done).len(), 3);
     }
 
     #[test]

@@ -11,6 +11,12 @@
 //! reviewer's approval decisions; `roles` are what approval requirements
 //! name; `actions` are the action patterns (exact, `prefix.*` or `*`) the
 //! reviewer may approve. Unknown members are refused.
+//!
+//! A reviewer is a key: one key (by its RFC 7638 thumbprint, the `kid`)
+//! belongs to one reviewer id, for good ([`key_holder`]). A second id for a
+//! registered key, live or revoked, is refused, so that one person with
+//! one key can never count twice towards a quorum, nor keep deciding
+//! under another id after a revocation.
 
 use tollgate_protocol::{Jwk, Value, is_identifier};
 
@@ -102,6 +108,18 @@ impl Reviewer {
     }
 }
 
+/// The reviewer among `registered` (revoked ones included) other than
+/// `candidate` whose key is `candidate`'s: a key belongs to one reviewer,
+/// so `candidate` may not be registered if there is one.
+pub fn key_holder<'a>(
+    registered: impl IntoIterator<Item = &'a Reviewer>,
+    candidate: &Reviewer,
+) -> Option<&'a Reviewer> {
+    registered
+        .into_iter()
+        .find(|r| r.id != candidate.id && r.key.kid == candidate.key.kid)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -146,5 +164,14 @@ mod tests {
             let e = reviewer(json).unwrap_err();
             assert!(e.starts_with(why), "{json}: {e}");
         }
+    }
+
+    #[test]
+    fn a_key_belongs_to_one_reviewer() {
+        let a = reviewer(r#"{"id":"rev-a","key":KEY,"roles":["r"],"actions":["*"]}"#).unwrap();
+        let b = reviewer(r#"{"id":"rev-b","key":KEY,"roles":["s"],"actions":["*"]}"#).unwrap();
+        assert_eq!(key_holder([&a], &b).map(|r| r.id.as_str()), Some("rev-a"));
+        // The same reviewer again is not another holder.
+        assert!(key_holder([&a], &a).is_none());
     }
 }

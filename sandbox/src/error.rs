@@ -12,6 +12,25 @@ use crate::snapshot::SNAPSHOT_TYPE;
 /// Errors of `tollgate-sandbox`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// An approval receipt whose `grants` is not the number of grants that
+    /// count (withdrawn ones left out).
+    #[error("approval {id}: {} grants stated, {count} count", .stated.map_or_else(|| "no".to_owned(), |g| g.to_string()))]
+    GrantsDiffer {
+        /// The approval.
+        id: String,
+        /// What the receipt states.
+        stated: Option<i64>,
+        /// What counts.
+        count: i64,
+    },
+    /// A reviewer registered with a key another reviewer holds.
+    #[error("key {kid} is registered to reviewer {holder} already; a key belongs to one reviewer")]
+    KeyRegistered {
+        /// The key's thumbprint.
+        kid: String,
+        /// The reviewer holding it.
+        holder: String,
+    },
     /// A `reconciliation` receipt that does not end one earlier unknown
     /// outcome of its intent (why).
     #[error("{0}")]

@@ -17,12 +17,16 @@
 //! Approval and execution receipts are checked against the approvals the
 //! escalating decisions opened: each reviewer's signed decision (a
 //! registered, unrevoked reviewer who is not an agent, holding the role and
-//! the action, by the deadline, once, signed with the registered key), the
-//! status each states, expiries at the deadline, and each execution
-//! following a completed quorum of that exact intent, naming the decision
-//! and every granting approval, once. A reconciliation receipt must end
-//! the `unknown` outcome of one earlier decision or execution of the same
-//! intent and policy version, once, with `committed` or `failed`.
+//! the action, by the deadline, once per reviewer and once per key, signed
+//! with the registered key), the status and grants each states, expiries
+//! at the deadline, and each execution following a completed quorum of
+//! that exact intent, naming the decision and every granting approval that
+//! counts, once. A reviewer's key is registered under one id only, and a
+//! `reviewer.revoke` withdraws that reviewer's grants from every approval
+//! still pending: they count no more towards its quorum. A reconciliation
+//! receipt must end the `unknown` outcome of one earlier decision or
+//! execution of the same intent and policy version, once, with `committed`
+//! or `failed`.
 //!
 //! The what-if: given candidate bundles ([`Replay::what_if`]), each
 //! decision is also decided under the candidate, with the same intent and
@@ -334,6 +338,12 @@ impl Replay {
                 follows,
             });
         }
+        // The grants that count, withdrawn ones left out.
+        let count = a.progress.grants.len() as i64;
+        let stated = at(receipt, &["outcome", "grants"]).and_then(Value::as_safe_integer);
+        if stated != Some(count) {
+            return Err(Error::GrantsDiffer { id, stated, count });
+        }
         Ok(())
     }
 
@@ -466,10 +476,24 @@ impl Replay {
             RegistryChange::ReviewerRegister => {
                 let r = tollgate_policies::reviewer::Reviewer::from_value(object)
                     .map_err(Error::Reviewer)?;
+                if let Some(holder) =
+                    tollgate_policies::reviewer::key_holder(self.reviewers.values(), &r)
+                {
+                    return Err(Error::KeyRegistered {
+                        kid: r.key.kid.clone(),
+                        holder: holder.id.clone(),
+                    });
+                }
                 self.reviewers.insert(r.id.clone(), r);
             }
             RegistryChange::ReviewerRevoke => {
-                self.revoked_reviewers.insert(id());
+                // Every grant of the reviewer on an approval still pending
+                // is withdrawn with the revocation.
+                let id = id();
+                for a in self.approvals.values_mut() {
+                    a.progress.withdraw(&id);
+                }
+                self.revoked_reviewers.insert(id);
             }
         }
         self.changes.push(subject.to_value());
@@ -833,6 +857,14 @@ mod tests {
         assert_eq!(e.seq, 3);
         assert!(e.reason.contains("is not published"), "{e}");
         assert_eq!(r.counts(), Counts::default());
+        // One key under two reviewer ids: the second registration is not one.
+        let key = r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"}"#;
+        let register = |id: &str| {
+            parse(format!(r#"{{"kind":"registry","subject":{{"change":"reviewer.register","object":{{"id":"{id}","key":{key},"roles":["r"],"actions":["*"]}}}}}}"#).as_bytes()).unwrap()
+        };
+        r.entry(1, HashAlg::Sha256, &register("rev-a")).unwrap();
+        let e = r.entry(2, HashAlg::Sha256, &register("rev-b")).unwrap_err();
+        assert!(e.reason.contains("registered to reviewer rev-a"), "{e}");
         // An execution without an approval opened before it.
         let exec = parse(br#"{"kind":"execution","refs":["rcpt_x"],"subject":{}}"#).unwrap();
         let e = r.entry(4, HashAlg::Sha256, &exec).unwrap_err();

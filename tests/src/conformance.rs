@@ -67,6 +67,9 @@ pub async fn registry_store<B: Backend>(b: &mut B) {
 /// [`tollgate_ledger::ApprovalStore`].
 pub async fn approval_store<B: Backend>(b: &mut B) {
     approval_rows_are_written_with_their_receipts_and_the_tables_enforce_the_rules(b).await;
+    steps_of_one_approval_are_serialized_by_the_steps_they_read(b).await;
+    a_revocation_withdraws_pending_grants_and_a_key_is_one_reviewers(b).await;
+    a_revocation_waits_for_the_execution_of_a_quorum_the_reviewer_is_in(b).await;
 }
 
 /// [`tollgate_ledger::SpendingStore`].
@@ -319,6 +322,320 @@ async fn approval_rows_are_written_with_their_receipts_and_the_tables_enforce_th
     assert_eq!(ledger.head().await.unwrap().seq, head + 3);
 }
 
+/// `n`'s step on `approval`, decided on `steps` recorded steps.
+fn guarded_step(
+    signer: &Ed25519Signer,
+    n: u64,
+    registry_seq: u64,
+    row: ApprovalRow,
+    steps: u64,
+) -> Append {
+    let ApprovalRow::Step { approval, .. } = &row else {
+        panic!("a step")
+    };
+    let mut a = with_row(signer, n, row.clone());
+    a.guard = Some(Guard {
+        registry_seq,
+        budgets: Vec::new(),
+        approval: Some(tollgate_ledger::ApprovalRead {
+            approval: approval.clone(),
+            steps,
+            reviewer: None,
+        }),
+    });
+    a
+}
+
+async fn steps_of_one_approval_are_serialized_by_the_steps_they_read<B: Backend>(b: &mut B) {
+    let name = b.create();
+    let ledger = b.open(&name).await;
+    let signer = signer();
+    let open = ApprovalRow::Open {
+        id: "rcpt_a".into(),
+        deadline: 1_000,
+        body: b"{}".to_vec(),
+    };
+    ledger
+        .append_unit(vec![with_row(&signer, 1, open)])
+        .await
+        .unwrap();
+    // Two grants decided on no step race: one is appended, the other is
+    // stale (whether they meet in one group or not).
+    let grant = |n: u64, r: &str| {
+        let row = step("rcpt_a", Some(r), "pending_approval", Some(r));
+        guarded_step(&signer, n, 0, row, 0)
+    };
+    let (x, y) = tokio::join!(
+        ledger.append_unit(vec![grant(2, "r1")]),
+        ledger.append_unit(vec![grant(3, "r2")])
+    );
+    let stale = |e: &Error| {
+        matches!(
+            e,
+            Error::Stale(Staleness::Approval {
+                seen: 0,
+                recorded: 1,
+                ..
+            })
+        )
+    };
+    assert!(
+        x.is_ok() != y.is_ok() && [&x, &y].iter().all(|r| r.as_ref().err().is_none_or(stale)),
+        "{x:?} {y:?}"
+    );
+    assert_eq!(
+        ledger
+            .approval("rcpt_a")
+            .await
+            .unwrap()
+            .unwrap()
+            .steps
+            .len(),
+        1
+    );
+    // Decided again on one step, it is appended.
+    ledger
+        .append_unit(vec![guarded_step(
+            &signer,
+            4,
+            0,
+            step("rcpt_a", Some("r3"), "pending_approval", Some("r3")),
+            1,
+        )])
+        .await
+        .unwrap();
+    // While the approval's execution is reserved, no step is appended on
+    // what it read, and a reservation of it again is refused.
+    let read = |steps| Guard {
+        registry_seq: 0,
+        budgets: Vec::new(),
+        approval: Some(tollgate_ledger::ApprovalRead {
+            approval: "rcpt_a".into(),
+            steps,
+            reviewer: Some("r4".into()),
+        }),
+    };
+    let key = "execution:rcpt_a";
+    ledger
+        .reserve_holding(key, b"{}", Some(read(2)), Vec::new())
+        .await
+        .unwrap();
+    let e = ledger
+        .append_unit(vec![guarded_step(
+            &signer,
+            5,
+            0,
+            step("rcpt_a", Some("r4"), "approved", Some("r4")),
+            2,
+        )])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Stale(Staleness::Executing(a)) if a == "rcpt_a"),
+        "{e}"
+    );
+    let e = ledger
+        .reserve_holding(key, b"{}", Some(read(2)), Vec::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Stale(Staleness::Executing(_))), "{e}");
+    // The completing unit after the reservation is not checked again.
+    let mut done = with_row(
+        &signer,
+        6,
+        step("rcpt_a", Some("r5"), "approved", Some("r5")),
+    );
+    done.idempotency_key = None;
+    let mut exec = signed(&signer, 7);
+    exec.idempotency_key = Some(key.into());
+    ledger.append_unit(vec![done, exec]).await.unwrap();
+    assert!(ledger.pending().await.unwrap().is_empty());
+    assert_eq!(
+        ledger
+            .approval("rcpt_a")
+            .await
+            .unwrap()
+            .unwrap()
+            .steps
+            .len(),
+        3
+    );
+}
+
+fn register(signer: &Ed25519Signer, n: u64, id: &str, kid: &str) -> RegistryAppend {
+    registry_item(
+        signer,
+        n,
+        RegistryChange::ReviewerRegister {
+            id: id.into(),
+            kid: kid.into(),
+            reviewer: format!("{{\"id\":\"{id}\"}}").into_bytes(),
+        },
+    )
+}
+
+fn revoke(signer: &Ed25519Signer, n: u64, id: &str) -> RegistryAppend {
+    registry_item(signer, n, RegistryChange::ReviewerRevoke { id: id.into() })
+}
+
+async fn a_revocation_withdraws_pending_grants_and_a_key_is_one_reviewers<B: Backend>(b: &mut B) {
+    let name = b.create();
+    let ledger = b.open(&name).await;
+    let signer = signer();
+    let conflict = |e: Error| matches!(e, Error::RegistryConflict(_));
+    ledger
+        .append_registry(vec![register(&signer, 1, "r1", "k1")], false)
+        .await
+        .unwrap();
+    // A second id for a registered key is refused by the tables.
+    let e = ledger
+        .append_registry(vec![register(&signer, 2, "r2", "k1")], false)
+        .await
+        .unwrap_err();
+    assert!(conflict(e.clone()), "{e}");
+    ledger
+        .append_registry(vec![register(&signer, 3, "r2", "k2")], false)
+        .await
+        .unwrap();
+    // r1 grants on a and b; b then ends with r2's grant.
+    for (n, id) in [(10, "rcpt_a"), (11, "rcpt_b")] {
+        let open = ApprovalRow::Open {
+            id: id.into(),
+            deadline: 1_000,
+            body: b"{}".to_vec(),
+        };
+        ledger
+            .append_unit(vec![with_row(&signer, n, open)])
+            .await
+            .unwrap();
+        let h = format!("{id}-r1");
+        ledger
+            .append_unit(vec![with_row(
+                &signer,
+                n + 10,
+                step(id, Some("r1"), "pending_approval", Some(&h)),
+            )])
+            .await
+            .unwrap();
+    }
+    ledger
+        .append_unit(vec![with_row(
+            &signer,
+            30,
+            step("rcpt_b", Some("r2"), "approved", Some("b-r2")),
+        )])
+        .await
+        .unwrap();
+    // Revoking r1 withdraws its grant on a (pending), not on b (ended),
+    // in the revocation's transaction.
+    let entries = ledger
+        .append_registry(vec![revoke(&signer, 4, "r1")], false)
+        .await
+        .unwrap();
+    let revocation = entries[0]
+        .receipt()
+        .as_object()
+        .and_then(|o| o.get("receipt_id"))
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_owned();
+    let a = ledger.approval("rcpt_a").await.unwrap().unwrap();
+    assert_eq!(
+        a.steps[0].withdrawn_by.as_deref(),
+        Some(revocation.as_str())
+    );
+    let b_steps = ledger.approval("rcpt_b").await.unwrap().unwrap().steps;
+    assert!(b_steps.iter().all(|s| s.withdrawn_by.is_none()));
+    // A revoked reviewer's key stays theirs.
+    let e = ledger
+        .append_registry(vec![register(&signer, 5, "r3", "k1")], false)
+        .await
+        .unwrap_err();
+    assert!(conflict(e.clone()), "{e}");
+    // Opened again, the ledger finds every withdrawal recorded (what it
+    // adds to a ledger written before withdrawals were is what the
+    // revocations withdrew): none more, none less.
+    let before = withdrawals(&ledger, &["rcpt_a", "rcpt_b"]).await;
+    assert_eq!(before[0], [Some(revocation.clone())]);
+    drop(ledger);
+    let again = b.open(&name).await;
+    assert_eq!(withdrawals(&again, &["rcpt_a", "rcpt_b"]).await, before);
+}
+
+async fn a_revocation_waits_for_the_execution_of_a_quorum_the_reviewer_is_in<B: Backend>(
+    b: &mut B,
+) {
+    let name = b.create();
+    let ledger = b.open(&name).await;
+    let signer = signer();
+    // While the execution of c's quorum (r2's grant, r4's completing one)
+    // is reserved, neither r2 nor r4 is revoked; r5, in no such quorum, is.
+    for (n, id, kid) in [(3, "r2", "k2"), (8, "r4", "k4"), (9, "r5", "k5")] {
+        ledger
+            .append_registry(vec![register(&signer, n, id, kid)], false)
+            .await
+            .unwrap();
+    }
+    let open = ApprovalRow::Open {
+        id: "rcpt_c".into(),
+        deadline: 1_000,
+        body: b"{}".to_vec(),
+    };
+    ledger
+        .append_unit(vec![with_row(&signer, 40, open)])
+        .await
+        .unwrap();
+    let r2 = step("rcpt_c", Some("r2"), "pending_approval", Some("c-r2"));
+    ledger
+        .append_unit(vec![with_row(&signer, 41, r2)])
+        .await
+        .unwrap();
+    let on_c = Guard {
+        registry_seq: ledger.registry_seq().await.unwrap(),
+        budgets: Vec::new(),
+        approval: Some(tollgate_ledger::ApprovalRead {
+            approval: "rcpt_c".into(),
+            steps: 1,
+            reviewer: Some("r4".into()),
+        }),
+    };
+    ledger
+        .reserve_holding("execution:rcpt_c", b"{}", Some(on_c), Vec::new())
+        .await
+        .unwrap();
+    let head = ledger.head().await.unwrap().seq;
+    for (n, id) in [(12, "r2"), (13, "r4")] {
+        let e = ledger
+            .append_registry(vec![revoke(&signer, n, id)], false)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::Stale(Staleness::Executing(a)) if a == "rcpt_c"),
+            "{id}: {e}"
+        );
+    }
+    assert_eq!(ledger.head().await.unwrap().seq, head);
+    ledger
+        .append_registry(vec![revoke(&signer, 14, "r5")], false)
+        .await
+        .unwrap();
+    ledger.release("execution:rcpt_c").await.unwrap();
+    ledger
+        .append_registry(vec![revoke(&signer, 15, "r2")], false)
+        .await
+        .unwrap();
+}
+
+/// Each step of each approval: the revocation that withdrew it, if any.
+async fn withdrawals(ledger: &impl Ledger, ids: &[&str]) -> Vec<Vec<Option<String>>> {
+    let mut out = Vec::new();
+    for id in ids {
+        let steps = ledger.approval(id).await.unwrap().unwrap().steps;
+        out.push(steps.into_iter().map(|s| s.withdrawn_by).collect());
+    }
+    out
+}
+
 async fn each_entry_writes_its_events_with_it<B: Backend>(b: &mut B) {
     let name = b.create();
     let ledger = b.open(&name).await;
@@ -564,6 +881,7 @@ fn guarded(
     a.guard = Some(Guard {
         registry_seq,
         budgets,
+        approval: None,
     });
     a.spend = spend;
     a
@@ -678,6 +996,7 @@ async fn guards_refuse_decisions_made_on_state_changed_since<B: Backend>(b: &mut
         Some(Guard {
             registry_seq: 3,
             budgets: vec![read(600)],
+            approval: None,
         }),
         vec![charge(300)],
     )
@@ -720,6 +1039,7 @@ async fn guards_refuse_decisions_made_on_state_changed_since<B: Backend>(b: &mut
             Some(Guard {
                 registry_seq: 3,
                 budgets: vec![read(700)],
+                approval: None,
             }),
             vec![charge(1)],
         )

@@ -24,14 +24,25 @@
 //! the deadline itself, written by a sweeper ([`Approvals::expire_due`])
 //! whether or not anyone asks, and after a restart as well.
 //!
-//! Invariants: decisions on approvals are serialized by one lock (the
-//! sweeper takes it too), and the ledger's tables refuse a second ending,
-//! a reviewer's second step and a reused decision whatever this module
-//! checked; a refused decision appends nothing.
+//! A reviewer's revocation withdraws their grants from every approval
+//! still pending (the ledger records it in the revocation's transaction);
+//! a withdrawn grant no longer counts, here or in re-decision.
+//!
+//! Invariants: decisions on one approval are serialized by the ledger:
+//! each step is appended with the number of steps it was decided on
+//! ([`ApprovalRead`]), and one decided on fewer than are recorded, or
+//! while the approval's execution is reserved, is refused and decided
+//! again on what the other recorded, whichever gateway recorded it. A
+//! lock serializes this gateway's own decisions and its sweeper (an
+//! optimisation: fewer retries). The ledger's tables refuse a second
+//! ending, a reviewer's second step and a reused decision whatever this
+//! module checked; a refused decision appends nothing.
 
 use std::sync::Arc;
 
-use tollgate_ledger::{Append, ApprovalRecord, ApprovalRow, Guard, Ledger, Spend, StepVerdict};
+use tollgate_ledger::{
+    Append, ApprovalRead, ApprovalRecord, ApprovalRow, Guard, Ledger, Spend, Staleness, StepVerdict,
+};
 use tollgate_pipeline::Decision;
 use tollgate_policies::approval as rule;
 use tollgate_policies::delegation;
@@ -156,6 +167,8 @@ impl Requirement {
 /// receipt ([`Quorum::execution`]).
 #[derive(Debug)]
 pub struct Quorum {
+    /// The approval's steps as the completing decision read them.
+    read: ApprovalRead,
     approval: String,
     envelope: IntentEnvelope,
     intent_hash: HashValue,
@@ -215,7 +228,7 @@ impl ApprovalInfo {
             .record
             .steps
             .iter()
-            .filter(|s| s.verdict == StepVerdict::Grant)
+            .filter(|s| s.verdict == StepVerdict::Grant && s.withdrawn_by.is_none())
             .count();
         o.insert(
             "grants",
@@ -231,6 +244,9 @@ impl ApprovalInfo {
             );
             st.insert("verdict", s.verdict.name().into());
             st.insert("status", s.status.name().into());
+            if let Some(r) = &s.withdrawn_by {
+                st.insert("withdrawn_by", r.as_str().into());
+            }
             Value::Object(st)
         });
         o.insert("steps", Value::Array(steps.collect()));
@@ -338,13 +354,16 @@ fn opened_of(record: &ApprovalRecord) -> Result<rule::Opened, ApprovalError> {
         .ok_or_else(|| internal(format!("approval {} has an unreadable body", record.id)))
 }
 
-/// How far the approval has come, from its recorded steps.
+/// How far the approval has come, from its recorded steps (what
+/// [`rule::Progress::record`] and [`rule::Progress::withdraw`] made of
+/// them).
 fn progress_of(record: &ApprovalRecord) -> rule::Progress {
     let mut p = rule::Progress::default();
     for step in &record.steps {
         if let Some(reviewer) = &step.reviewer {
             p.decided.insert(reviewer.clone());
-            if step.verdict == StepVerdict::Grant {
+            // A grant its reviewer's revocation withdrew counts no more.
+            if step.verdict == StepVerdict::Grant && step.withdrawn_by.is_none() {
                 p.grants.push((reviewer.clone(), step.receipt_id.clone()));
             }
         }
@@ -376,6 +395,7 @@ impl From<rule::Refusal> for ApprovalError {
             R::LacksAction { reviewer, action } => Self::LacksAction { reviewer, action },
             R::ReviewerIsIssuer(r) => Self::ReviewerIsIssuer(r),
             R::AlreadyDecided { reviewer, id } => Self::AlreadyDecided { reviewer, id },
+            R::KeyAlreadyDecided { kid, other, id } => Self::KeyAlreadyDecided { kid, other, id },
         }
     }
 }
@@ -708,9 +728,17 @@ impl<L: Ledger> Approvals<'_, L> {
             .map_err(internal)?;
         let mut approval = Append::new(receipt.clone(), signature);
         approval.approval = Some(step);
+        // Decided on these steps: another recorded first (through any
+        // gateway) makes it stale, and it is decided again on that.
+        let read = ApprovalRead {
+            approval: id.to_owned(),
+            steps: record.steps.len() as u64,
+            reviewer: Some(d.reviewer.clone()),
+        };
         approval.guard = Some(Guard {
             registry_seq: view.registry_seq,
             budgets: Vec::new(),
+            approval: Some(read.clone()),
         });
         let lines = if status == Status::Approved {
             let decision = self
@@ -728,6 +756,7 @@ impl<L: Ledger> Approvals<'_, L> {
             done.record(&opened, &d.reviewer, d.verdict, &receipt_id_of(&receipt));
             let refs = rule::execution_refs(&opened, &done);
             let quorum = Quorum {
+                read,
                 approval: id.to_owned(),
                 intent_hash: intent_hash(&intent.value),
                 envelope: intent,
@@ -785,6 +814,7 @@ impl<L: Ledger> Approvals<'_, L> {
         let mut guard = Guard {
             registry_seq: view.registry_seq,
             budgets: Vec::new(),
+            approval: Some(quorum.read.clone()),
         };
         let mut checked = false;
         let (held, spent) = {
@@ -1035,12 +1065,26 @@ impl<L: Ledger> Approvals<'_, L> {
                     status: Status::Expired,
                     decision_hash: None,
                 });
+                // Not over a step or an execution another gateway recorded
+                // meanwhile: the next sweep sees it.
+                append.guard = Some(Guard {
+                    registry_seq: self.view().registry_seq,
+                    budgets: Vec::new(),
+                    approval: Some(ApprovalRead {
+                        approval: record.id.clone(),
+                        steps: record.steps.len() as u64,
+                        reviewer: None,
+                    }),
+                });
                 match self.ledger.append_unit(vec![append]).await {
                     Ok(_) => {
                         ended += 1;
                         progressed = true;
                     }
-                    Err(tollgate_ledger::Error::ApprovalConflict(_)) => {}
+                    Err(
+                        tollgate_ledger::Error::ApprovalConflict(_)
+                        | tollgate_ledger::Error::Stale(_),
+                    ) => {}
                     Err(e) => return Err(internal(e)),
                 }
             }
@@ -1069,6 +1113,7 @@ impl<L: Ledger> Approvals<'_, L> {
 fn conflict(e: tollgate_ledger::Error) -> ApprovalError {
     match e {
         tollgate_ledger::Error::ApprovalConflict(m) => ApprovalError::Conflict(m),
+        tollgate_ledger::Error::Stale(Staleness::Executing(id)) => ApprovalError::Executing(id),
         tollgate_ledger::Error::Stale(why) => ApprovalError::Contended(why.to_string()),
         other => internal(other),
     }

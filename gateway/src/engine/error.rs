@@ -164,6 +164,22 @@ pub enum RegistryError {
     /// Another reviewer object is registered under this id.
     #[error("another reviewer is registered as {0}")]
     ReviewerExists(String),
+    /// The reviewer's key is registered (live or revoked) to another
+    /// reviewer: a key belongs to one reviewer.
+    #[error(
+        "key {kid} is registered to reviewer {holder}; a key belongs to one reviewer, revoked or not"
+    )]
+    ReviewerKeyRegistered {
+        /// The key's thumbprint.
+        kid: String,
+        /// The reviewer it is registered to.
+        holder: String,
+    },
+    /// A reviewer's revocation while the execution of a quorum they are
+    /// part of is under way: nothing recorded; try again once it is
+    /// appended.
+    #[error("the execution of approval {0} is under way; revoke again once it is recorded")]
+    ApprovalExecuting(String),
     /// The bundle's files are malformed or the bundle does not validate:
     /// every problem found, each with its file and line where known.
     #[error("invalid bundle: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
@@ -288,6 +304,17 @@ pub enum ApprovalError {
     AlreadyDecided {
         /// The reviewer.
         reviewer: String,
+        /// The approval.
+        id: String,
+    },
+    /// The reviewer's key decided on this approval already, under another
+    /// reviewer id.
+    #[error("key {kid} already decided on approval {id} as reviewer {other}; each key counts once")]
+    KeyAlreadyDecided {
+        /// The key's thumbprint.
+        kid: String,
+        /// The reviewer id it decided as.
+        other: String,
         /// The approval.
         id: String,
     },

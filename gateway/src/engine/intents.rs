@@ -471,6 +471,8 @@ impl<L: Ledger> Intents<'_, L> {
                 self.reload_spending().await.map_err(internal)?;
                 Ok(Vec::new())
             }
+            // An intent reads no approval.
+            Staleness::Approval { .. } | Staleness::Executing(_) => Ok(Vec::new()),
             Staleness::OverBudget { .. } => {
                 self.reload_spending().await.map_err(internal)?;
                 let now = self.clock.now().unix_seconds();
@@ -639,6 +641,7 @@ impl<L: Ledger> Intents<'_, L> {
         let mut guard = Guard {
             registry_seq: view.registry_seq,
             budgets: Vec::new(),
+            approval: None,
         };
         // The time rules read, and budget windows follow: the gateway's
         // clock, once, in whole seconds (recorded as `inputs.time` when the

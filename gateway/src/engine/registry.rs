@@ -392,6 +392,9 @@ impl<L: Ledger> Registry<'_, L> {
             .await
         {
             Ok(entries) => Ok(entries.last().map_or(view.registry_seq, |e| e.seq)),
+            Err(tollgate_ledger::Error::Stale(tollgate_ledger::Staleness::Executing(approval))) => {
+                Err(RegistryError::ApprovalExecuting(approval))
+            }
             Err(tollgate_ledger::Error::Stale(why)) => {
                 self.refresh(view.registry_seq)
                     .await
@@ -552,8 +555,10 @@ impl<L: Ledger> Registry<'_, L> {
     }
 
     /// Registers a reviewer object. Its id and its key must not be an
-    /// agent's (no agent approves, least of all its own intents); the same
-    /// object again is [`Changed::Unchanged`]; a revoked id is refused.
+    /// agent's (no agent approves, least of all its own intents), and its
+    /// key no other reviewer's, revoked or not (a reviewer is a key); the
+    /// same object again is [`Changed::Unchanged`]; a revoked id is
+    /// refused.
     pub async fn register_reviewer(&self, object: Value) -> Result<Changed, RegistryError> {
         self.retrying(|| self.try_register_reviewer(object.clone()))
             .await
@@ -573,6 +578,14 @@ impl<L: Ledger> Registry<'_, L> {
             } else {
                 Err(RegistryError::ReviewerExists(reviewer.id))
             };
+        }
+        if let Some(holder) =
+            tollgate_policies::reviewer::key_holder(view.reviewers.values(), &reviewer)
+        {
+            return Err(RegistryError::ReviewerKeyRegistered {
+                kid: reviewer.key.kid.clone(),
+                holder: holder.id.clone(),
+            });
         }
         for t in view.snapshot.registry.tokens.values() {
             if t.agent == reviewer.id {
@@ -594,6 +607,7 @@ impl<L: Ledger> Registry<'_, L> {
                 &view,
                 RegistryChange::ReviewerRegister {
                     id: id.clone(),
+                    kid: reviewer.key.kid.clone(),
                     reviewer: bytes,
                 },
                 object,
@@ -607,8 +621,11 @@ impl<L: Ledger> Registry<'_, L> {
         Ok(Changed::Recorded)
     }
 
-    /// Revokes a reviewer, effective at once. Again is
-    /// [`Changed::Unchanged`].
+    /// Revokes a reviewer, effective at once: the ledger withdraws, in the
+    /// revocation's transaction, the reviewer's grants on every approval
+    /// still pending. Refused while the execution of a quorum the reviewer
+    /// is part of is under way ([`RegistryError::ApprovalExecuting`]).
+    /// Again is [`Changed::Unchanged`].
     pub async fn revoke_reviewer(&self, id: &str) -> Result<Changed, RegistryError> {
         self.retrying(|| self.try_revoke_reviewer(id)).await
     }

@@ -73,6 +73,10 @@ pub const PROBLEM_TYPES: &[(&str, &str)] = &[
     ("unknown-reviewer", "Unknown reviewer"),
     ("revoked-reviewer", "Reviewer revoked"),
     ("reviewer-exists", "Reviewer id taken"),
+    (
+        "reviewer-key-registered",
+        "Key registered to another reviewer",
+    ),
     ("invalid-bundle", "Invalid bundle"),
     ("invalid-request", "Invalid request"),
     ("unknown-policy", "Unknown policy version"),
@@ -326,6 +330,10 @@ impl ApiError {
                 RegistryError::UnknownReviewer(_) => (S::NOT_FOUND, "unknown-reviewer", None),
                 RegistryError::RevokedReviewer(_) => (S::CONFLICT, "revoked-reviewer", None),
                 RegistryError::ReviewerExists(_) => (S::CONFLICT, "reviewer-exists", None),
+                RegistryError::ReviewerKeyRegistered { .. } => {
+                    (S::CONFLICT, "reviewer-key-registered", Some("/key".into()))
+                }
+                RegistryError::ApprovalExecuting(_) => (S::CONFLICT, "approval-executing", None),
                 RegistryError::InvalidBundle(_) => (
                     S::UNPROCESSABLE_ENTITY,
                     "invalid-bundle",
@@ -406,6 +414,9 @@ impl ApiError {
                         "reviewer-already-decided",
                         p("/payload/reviewer"),
                     ),
+                    ApprovalError::KeyAlreadyDecided { .. } => {
+                        (S::CONFLICT, "reviewer-already-decided", p("/signature/kid"))
+                    }
                     ApprovalError::Reused { .. } => (S::CONFLICT, "approval-decision-reused", None),
                     ApprovalError::Conflict(_) => (S::CONFLICT, "approval-conflict", None),
                     ApprovalError::UnknownIntent { .. } => (S::NOT_FOUND, "unknown-intent", None),
@@ -525,7 +536,7 @@ impl IntoResponse for ApiError {
                 IntentError::InFlight(_)
                     | IntentError::Contended(_)
                     | IntentError::ResourceUnavailable(_)
-            ) | Self::Registry(RegistryError::Contended(_))
+            ) | Self::Registry(RegistryError::Contended(_) | RegistryError::ApprovalExecuting(_))
                 | Self::Approval(ApprovalError::Executing(_) | ApprovalError::Contended(_))
         ) {
             r.headers_mut().insert(

@@ -708,6 +708,17 @@ async fn policy_request_and_reviewer_problems(h: &Harness, seen: &mut BTreeSet<S
         409,
         "revoked-reviewer",
     );
+    // A key is one reviewer's, revoked or not.
+    expect(
+        &h.admin(
+            Method::POST,
+            "/v1/admin/reviewers",
+            reviewer("rev-alice-2", &alice, "refunds"),
+        )
+        .await,
+        409,
+        "reviewer-key-registered",
+    );
 }
 
 /// Rollback with nothing to roll back; activation of a bundle with no

@@ -167,6 +167,9 @@ impl PgLedger {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
+            // A ledger written before reviewer keys and withdrawals were
+            // recorded.
+            crate::writes::postgres::backfill(&mut tx).await?;
         }
         let (alg, new) = crate::writes::postgres::init_meta(&mut tx, options.hash_alg).await?;
         if new {
@@ -421,12 +424,17 @@ impl SpendingStore for PgLedger {
         if guard.is_some() {
             // Checked in order with every instance's appends.
             writer::lock_head(&mut tx, &*self.clock).await?;
-            let unit = vec![(guard.as_ref(), charges.as_slice())];
+            let unit = vec![crate::Guarded {
+                guard: guard.as_ref(),
+                charges: charges.as_slice(),
+                step_of: None,
+            }];
             if let Some(Some(why)) = check_guards(&mut tx, &[unit]).await?.pop() {
                 return Err(Error::Stale(why));
             }
         }
-        insert_reservation(&mut tx, key, body, &charges).await?;
+        let approval = guard.as_ref().and_then(|g| g.approval.as_ref());
+        insert_reservation(&mut tx, key, body, &charges, approval).await?;
         tx.commit().await.map_err(db)
     }
 

@@ -56,6 +56,13 @@ pub(crate) const SCHEMA: &[&str] = &[
     )",
     "CREATE INDEX IF NOT EXISTS held_window ON held (window_start, delegation, currency)",
     "CREATE INDEX IF NOT EXISTS held_key ON held (idempotency_key)",
+    "CREATE TABLE IF NOT EXISTS pending_approvals (
+        idempotency_key TEXT PRIMARY KEY
+            REFERENCES pending (idempotency_key) ON DELETE CASCADE,
+        approval TEXT NOT NULL,
+        reviewer TEXT
+    )",
+    "CREATE INDEX IF NOT EXISTS pending_approvals_by_approval ON pending_approvals (approval)",
     "CREATE TABLE IF NOT EXISTS reg_issuers (
         kid TEXT PRIMARY KEY, jwk BYTEA NOT NULL, seq BIGINT NOT NULL
     )",
@@ -121,6 +128,13 @@ pub(crate) const SCHEMA: &[&str] = &[
     )",
     "CREATE UNIQUE INDEX IF NOT EXISTS approval_ends_once ON approval_steps (approval)
         WHERE status <> 'pending_approval'",
+    "CREATE TABLE IF NOT EXISTS approval_withdrawals (
+        step BIGINT PRIMARY KEY REFERENCES approval_steps (seq),
+        seq BIGINT NOT NULL REFERENCES entries (seq)
+    )",
+    "CREATE TABLE IF NOT EXISTS reg_reviewer_keys (
+        kid TEXT PRIMARY KEY, id TEXT NOT NULL UNIQUE, seq BIGINT NOT NULL
+    )",
     "CREATE TABLE IF NOT EXISTS outbox (
         id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         seq BIGINT NOT NULL REFERENCES entries (seq),
@@ -296,6 +310,16 @@ pub(crate) const APPEND_ONLY: &[(&str, &str, &str)] = &[
         "approval_steps",
         "UPDATE OR DELETE",
         "approval rows are append-only",
+    ),
+    (
+        "approval_withdrawals",
+        "UPDATE OR DELETE",
+        "approval rows are append-only",
+    ),
+    (
+        "reg_reviewer_keys",
+        "UPDATE OR DELETE",
+        "registry rows are append-only",
     ),
     ("outbox", "UPDATE OR DELETE", "outbox rows are append-only"),
     ("webhook_attempts", "UPDATE", "attempts are append-only"),

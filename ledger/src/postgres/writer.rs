@@ -91,8 +91,8 @@ impl Writer {
 
     /// The registry seq every guard of `batch` read, if the group can take
     /// the one-round-trip path: no spending, approval rows, reservations
-    /// opened or budget guards, and one registry seq among its guards.
-    /// `Some(None)`: no guard at all.
+    /// opened, budget or approval guards, and one registry seq among its
+    /// guards. `Some(None)`: no guard at all.
     fn plain(batch: &[Request]) -> Option<Option<u64>> {
         let mut registry = None;
         for item in batch.iter().flat_map(|r| &r.items) {
@@ -101,7 +101,10 @@ impl Writer {
                 return None;
             }
             if let Some(g) = &a.guard {
-                if !g.budgets.is_empty() || registry.is_some_and(|r| r != g.registry_seq) {
+                if !g.budgets.is_empty()
+                    || g.approval.is_some()
+                    || registry.is_some_and(|r| r != g.registry_seq)
+                {
                     return None;
                 }
                 registry = Some(g.registry_seq);

@@ -17,7 +17,7 @@ use tollgate_tests::gateway::problem_slug as problem;
 use tollgate_tests::gateway::{Gateway, intent, now, outcome_of, receipt_member};
 use tollgate_tests::upstream::{Behaviour, Upstream, with_http_target};
 
-fn http() -> ureq::Agent {
+pub(crate) fn http() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
@@ -25,9 +25,14 @@ fn http() -> ureq::Agent {
 }
 
 /// `POST /v1/approvals/{id}/decisions`: status and body.
-fn post_decision(g: &Gateway, id: &str, body: &[u8]) -> (u16, Vec<u8>) {
+pub(crate) fn post_decision(g: &Gateway, id: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    post_decision_to(&g.url, id, body)
+}
+
+/// [`post_decision`] to the gateway at `url`.
+pub(crate) fn post_decision_to(url: &str, id: &str, body: &[u8]) -> (u16, Vec<u8>) {
     let mut resp = http()
-        .post(&format!("{}/v1/approvals/{id}/decisions", g.url))
+        .post(&format!("{url}/v1/approvals/{id}/decisions"))
         .header("content-type", "application/json")
         .send(body)
         .unwrap();
@@ -35,7 +40,7 @@ fn post_decision(g: &Gateway, id: &str, body: &[u8]) -> (u16, Vec<u8>) {
     (status, resp.body_mut().read_to_vec().unwrap())
 }
 
-fn member<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
+pub(crate) fn member<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
     path.iter().fold(v, |v, k| {
         v.as_object()
             .and_then(|o| o.get(k))
@@ -44,7 +49,13 @@ fn member<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
 }
 
 /// Registers a reviewer through the registry API.
-fn add_reviewer(g: &Gateway, key: &Ed25519Signer, id: &str, roles: &[&str], actions: &[&str]) {
+pub(crate) fn add_reviewer(
+    g: &Gateway,
+    key: &Ed25519Signer,
+    id: &str,
+    roles: &[&str],
+    actions: &[&str],
+) {
     let mut o = Object::new();
     o.insert("id", id.into());
     o.insert("key", key.jwk().to_value());
@@ -64,7 +75,12 @@ fn add_reviewer(g: &Gateway, key: &Ed25519Signer, id: &str, roles: &[&str], acti
 }
 
 /// Submits an intent that escalates; returns its envelope and approval id.
-fn escalate(g: &Gateway, id: &str, amount: i64, edit: impl FnOnce(&mut Object)) -> (Value, String) {
+pub(crate) fn escalate(
+    g: &Gateway,
+    id: &str,
+    amount: i64,
+    edit: impl FnOnce(&mut Object),
+) -> (Value, String) {
     let body = intent(&g.agent(), id, "order:o-1002", amount, edit);
     let (code, _, entry, _) = g.post_raw("application/json", &body, None);
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&entry));
@@ -79,19 +95,19 @@ fn escalate(g: &Gateway, id: &str, amount: i64, edit: impl FnOnce(&mut Object)) 
     (parse(&body).unwrap(), rid)
 }
 
-struct Sign<'a> {
-    key: &'a Ed25519Signer,
-    approval: &'a str,
-    hash: HashValue,
-    policy: String,
-    reviewer: &'a str,
-    verdict: ApprovalVerdict,
-    reason: String,
-    issued_at: String,
+pub(crate) struct Sign<'a> {
+    pub(crate) key: &'a Ed25519Signer,
+    pub(crate) approval: &'a str,
+    pub(crate) hash: HashValue,
+    pub(crate) policy: String,
+    pub(crate) reviewer: &'a str,
+    pub(crate) verdict: ApprovalVerdict,
+    pub(crate) reason: String,
+    pub(crate) issued_at: String,
 }
 
 impl Sign<'_> {
-    fn bytes(&self) -> Vec<u8> {
+    pub(crate) fn bytes(&self) -> Vec<u8> {
         let d = ApprovalDecision {
             approval: self.approval.to_owned(),
             intent_hash: self.hash,
@@ -105,7 +121,7 @@ impl Sign<'_> {
     }
 }
 
-fn policy_of(g: &Gateway, approval: &str) -> String {
+pub(crate) fn policy_of(g: &Gateway, approval: &str) -> String {
     let (_, body) = g.get(&format!("/v1/approvals/{approval}"));
     member(&parse(&body).unwrap(), &["policy_version"])
         .as_str()
@@ -115,7 +131,7 @@ fn policy_of(g: &Gateway, approval: &str) -> String {
 
 /// The refunds bundle needing two reviewers of role `refunds`, with
 /// separation of duties.
-fn dual_control(data: &Path) {
+pub(crate) fn dual_control(data: &Path) {
     with_http_target(data);
     let p = data.join("policies/refunds/bundle.toml");
     let text = std::fs::read_to_string(&p).unwrap();

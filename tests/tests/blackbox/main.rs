@@ -8,6 +8,7 @@ mod admin;
 mod admin_cli;
 mod agent_cli;
 mod approvals;
+mod approvals_quorum;
 mod bench;
 mod budgets;
 mod checkpoints;

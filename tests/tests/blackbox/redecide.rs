@@ -376,3 +376,117 @@ fn approvals_and_executions_are_checked_against_their_quorum() {
     assert_eq!(code, Some(1), "{v}");
     assert_eq!(member(&v, &["seq"]).as_safe_integer(), Some(denial as i64));
 }
+
+/// A live dual-control gateway's export: rev-a and rev-b grant, the intent
+/// is executed, then rev-a is revoked; and rev-a's key.
+fn export_with_a_quorum_and_a_revocation() -> (Vec<Value>, Ed25519Signer) {
+    use crate::approvals::{Sign, add_reviewer, dual_control, escalate, policy_of, post_decision};
+    use tollgate_protocol::{ApprovalVerdict, intent_hash};
+    let up = tollgate_tests::upstream::Upstream::start();
+    let target = format!("orders.refund={}", up.url);
+    let g = Gateway::start_with(
+        tempfile::tempdir().unwrap(),
+        dual_control,
+        &["--upstream", &target],
+    );
+    let keys = [81u8, 82].map(|i| Ed25519Signer::from_secret(&[i; 32]));
+    add_reviewer(&g, &keys[0], "rev-a", &["refunds"], &["orders.*"]);
+    add_reviewer(&g, &keys[1], "rev-b", &["refunds"], &["orders.*"]);
+    let (env, id) = escalate(&g, "w-1", 99_900, |_| {});
+    for (key, reviewer) in keys.iter().zip(["rev-a", "rev-b"]) {
+        let body = Sign {
+            key,
+            approval: &id,
+            hash: intent_hash(&env),
+            policy: policy_of(&g, &id),
+            reviewer,
+            verdict: ApprovalVerdict::Grant,
+            reason: "checked".into(),
+            issued_at: tollgate_tests::gateway::now(),
+        }
+        .bytes();
+        assert_eq!(post_decision(&g, &id, &body).0, 201);
+    }
+    assert_eq!(g.admin().revoke_reviewer("rev-a").unwrap().status, 200);
+    let (_, bytes) = g.get("/v1/ledger/export");
+    let entries = String::from_utf8(bytes)
+        .unwrap()
+        .lines()
+        .map(|l| parse(l.as_bytes()).unwrap())
+        .collect();
+    let [a, _] = keys;
+    (entries, a)
+}
+
+/// Re-decision counts each key once and no withdrawn grant: a ledger
+/// whose revocation of rev-a comes before rev-b's grant, yet states that
+/// grant completing the quorum, is invalid at that grant; and one that
+/// registers rev-a's key again as rev-b is invalid at that registration.
+#[test]
+fn a_withdrawn_grant_and_a_key_under_two_ids_are_caught() {
+    use tollgate_signer::Signer as _;
+    let entries = export_with_a_quorum_and_a_revocation();
+    let (entries, a_key) = entries;
+    let dir = tempfile::tempdir().unwrap();
+    let (e, k) = forge(&entries, dir.path(), |_, _| {});
+    assert_eq!(verify(&e, &k, true).0, Some(0));
+    let approvals: Vec<usize> = (0..entries.len())
+        .filter(|i| kind(&entries[*i]) == "approval")
+        .collect();
+    // The revocation (the last entry) moved to just after rev-a's grant.
+    let mut moved = entries.clone();
+    let revocation = moved.pop().unwrap();
+    moved.insert(approvals[0] + 1, revocation);
+    let (e, k) = forge(&moved, dir.path(), |_, _| {});
+    let (code, v) = verify(&e, &k, true);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(
+        member(&v, &["seq"]).as_safe_integer(),
+        Some(approvals[1] as i64 + 2),
+        "{v}"
+    );
+    assert!(
+        member(&v, &["reason"])
+            .as_str()
+            .unwrap()
+            .contains("follows"),
+        "{v}"
+    );
+    // rev-b registered with rev-a's key.
+    let registration = entries
+        .iter()
+        .position(|e| {
+            member(e, &["receipt", "kind"]).as_str() == Some("registry")
+                && at(e, &["receipt", "subject", "object", "id"]) == Some("rev-b")
+        })
+        .unwrap() as u64
+        + 1;
+    let (e, k) = forge(&entries, dir.path(), |seq, r| {
+        if seq == registration {
+            let mut subject = r.get("subject").unwrap().as_object().unwrap().clone();
+            let mut object = subject.get("object").unwrap().as_object().unwrap().clone();
+            object.insert("key", a_key.jwk().to_value());
+            subject.insert("object", Value::Object(object));
+            r.insert("subject", Value::Object(subject));
+        }
+    });
+    let (code, v) = verify(&e, &k, true);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(
+        member(&v, &["seq"]).as_safe_integer(),
+        Some(registration as i64)
+    );
+    assert!(
+        member(&v, &["reason"])
+            .as_str()
+            .unwrap()
+            .contains("registered to reviewer rev-a"),
+        "{v}"
+    );
+}
+
+fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter()
+        .try_fold(v, |v, k| v.as_object()?.get(k))
+        .and_then(Value::as_str)
+}
