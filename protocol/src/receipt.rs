@@ -43,12 +43,13 @@ impl Verdict {
     }
 
     /// The outcome statuses a decision with this verdict may state (spec
-    /// §4.2, §5.4 check 11): a pass is committed or failed, a block is
-    /// never carried out, an escalation waits for its reviewers. The one
+    /// §4.2, §5.4 check 11): a pass is committed, failed or unknown (no
+    /// answer after sending, reconciled later), a block is never carried
+    /// out, an escalation waits for its reviewers. The one
     /// rule both [`Receipt::decision`] and the verifier apply.
     pub fn outcomes(self) -> &'static [Status] {
         match self {
-            Self::Pass => &[Status::Committed, Status::Failed],
+            Self::Pass => &[Status::Committed, Status::Failed, Status::Unknown],
             Self::Block => &[Status::NotExecuted],
             Self::Escalate => &[Status::PendingApproval],
         }

@@ -11,14 +11,18 @@
 //! - *answering*: the answer is being written, until its last byte is
 //!   handed to the kernel.
 //!
-//! and has a *last progress*: the last moment a byte was read from it or
-//! written to it.
+//! since a moment: when it became idle (opened, or its last answer was
+//! flushed) or began receiving its request; and a *last progress*: the
+//! last moment a byte was read from it or written to it.
 //!
 //! When every slot is taken, a newcomer takes the slot of the connection
-//! whose last progress is the oldest among those that can be cut: idle and
-//! receiving connections (cutting one loses no decision: the request is not
-//! whole yet), and answering ones whose writes have stalled for
-//! [`SEND_STALL_MS`] (a reader that does not read). A connection that is
+//! that has waited the longest among those that can be cut: idle and
+//! receiving connections by how long they have been so (cutting one loses
+//! no decision: the request is not whole yet; a body trickled a byte at a
+//! time is old however often its bytes come, a request just sent is
+//! young), and answering ones whose writes have stalled for
+//! [`SEND_STALL_MS`], by their last progress (a reader that does not
+//! read). A connection that is
 //! deciding, or answering with progress, is never cut: an answer to a
 //! decided intent is not lost to make room. Only when no connection can be
 //! cut does a newcomer wait in the backlog. A connection closing after its
@@ -86,6 +90,9 @@ pub(super) struct Activity {
     /// Milliseconds since the listener's epoch of the last byte read or
     /// written.
     progress: AtomicU64,
+    /// Milliseconds since the listener's epoch at which the connection
+    /// became idle or began receiving its request.
+    since: AtomicU64,
     /// Bytes written that the last flush has not confirmed.
     unflushed: AtomicBool,
     /// The answer's body has been produced to its end.
@@ -107,6 +114,7 @@ impl Activity {
 
     /// A request's head was read; `whole` if it has no body to wait for.
     pub(super) fn request(&self, whole: bool) {
+        self.since.store(self.now(), Ordering::SeqCst);
         self.body_done.store(false, Ordering::SeqCst);
         self.phase
             .store(if whole { DECIDING } else { RECEIVING }, Ordering::SeqCst);
@@ -144,19 +152,20 @@ impl Activity {
     }
 
     /// When the connection may be cut now, its rank (lower goes first):
-    /// closing ones, then by oldest progress; `None` when it is protected.
+    /// closing ones, then by how long they have waited; `None` when it is
+    /// protected.
     fn rank(&self, now: u64) -> Option<(bool, u64)> {
-        let progress = self.progress.load(Ordering::SeqCst);
         let closing = self.closing.load(Ordering::SeqCst);
-        let cuttable = closing
-            || match self.phase.load(Ordering::SeqCst) {
-                IDLE | RECEIVING => true,
-                ANSWERING => {
-                    self.answered_and_flushed() || now.saturating_sub(progress) >= SEND_STALL_MS
-                }
-                _ => false,
-            };
-        cuttable.then_some((!closing, progress))
+        let since = self.since.load(Ordering::SeqCst);
+        let progress = self.progress.load(Ordering::SeqCst);
+        let waited = match self.phase.load(Ordering::SeqCst) {
+            _ if closing => Some(since),
+            IDLE | RECEIVING => Some(since),
+            ANSWERING if self.answered_and_flushed() => Some(since),
+            ANSWERING if now.saturating_sub(progress) >= SEND_STALL_MS => Some(progress),
+            _ => None,
+        };
+        waited.map(|w| (!closing, w))
     }
 
     /// Whether an answer in progress has made no write progress for
@@ -271,6 +280,7 @@ impl Slots {
         let activity = Arc::new(Activity {
             phase: AtomicU8::new(IDLE),
             progress: AtomicU64::new(now),
+            since: AtomicU64::new(now),
             unflushed: AtomicBool::new(false),
             body_done: AtomicBool::new(false),
             closing: AtomicBool::new(false),
@@ -370,8 +380,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let polled = Pin::new(&mut self.inner).poll_flush(cx);
         if matches!(polled, Poll::Ready(Ok(()))) {
-            self.activity.unflushed.store(false, Ordering::SeqCst);
-            self.activity.freed.notify_one();
+            let a = &self.activity;
+            if a.unflushed.swap(false, Ordering::SeqCst) && a.body_done.load(Ordering::SeqCst) {
+                // The answer is out: idle from now.
+                a.since.store(a.now(), Ordering::SeqCst);
+            }
+            a.freed.notify_one();
         }
         polled
     }
@@ -487,22 +501,23 @@ mod tests {
         let a = aged(&slots);
         let b = aged(&slots);
         let c = aged(&slots);
-        // a decides (protected); b has made progress since c.
+        // a decides (protected); b idle the longest, whatever bytes it
+        // trickles.
         a.activity.request(true);
         b.activity.progressed();
         let d = slots.try_take().unwrap();
-        assert!(c.cut.is_cancelled(), "c progressed least recently");
-        assert!(!a.cut.is_cancelled() && !b.cut.is_cancelled());
+        assert!(b.cut.is_cancelled(), "b waited longest");
+        assert!(!a.cut.is_cancelled() && !c.cut.is_cancelled());
         // A closing connection goes before any other.
         d.activity.closing();
         let e = slots.try_take().unwrap();
-        assert!(d.cut.is_cancelled() && !b.cut.is_cancelled());
+        assert!(d.cut.is_cancelled() && !c.cut.is_cancelled());
         // A body still coming may be cut; once whole, it may not.
-        b.activity.request(false);
+        c.activity.request(false);
         e.activity.request(false);
         e.activity.received();
         let f = slots.try_take().unwrap();
-        assert!(b.cut.is_cancelled() && !e.cut.is_cancelled());
+        assert!(c.cut.is_cancelled() && !e.cut.is_cancelled());
         // Everyone deciding or answering with progress: nobody is cut.
         f.activity.request(true);
         e.activity.answering();

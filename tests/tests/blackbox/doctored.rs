@@ -207,7 +207,7 @@ fn regression_doctored_ledgers_resigned_with_the_gateways_key_are_refused_precis
                 d[pass].signature = None;
             }),
             pass,
-            "\"refund\" is not decision, approval, execution or registry".into(),
+            "\"refund\" is not decision, approval, execution, reconciliation or registry".into(),
         ),
     ];
     for (what, edit, index, says) in cases {

@@ -55,6 +55,9 @@ fn forge(entries: &[Value], dir: &Path, edit: impl Fn(u64, &mut Object)) -> (Str
         tollgate_protocol::HashValue::parse(member(&entries[0], &["prev"]).as_str().unwrap())
             .unwrap();
     let mut out = Vec::new();
+    // Entries moved by a forgery keep appended_at in order (spec §5.1), so
+    // that only what re-deciding checks can catch them.
+    let mut last_at = String::new();
     for (i, e) in entries.iter().enumerate() {
         let seq = i as u64 + 1;
         let mut receipt = member(e, &["receipt"]).as_object().unwrap().clone();
@@ -62,7 +65,12 @@ fn forge(entries: &[Value], dir: &Path, edit: impl Fn(u64, &mut Object)) -> (Str
         receipt.remove("receipt_id");
         let receipt = Value::Object(seal_receipt(receipt));
         let signature = signer.sign_now(Domain::Receipt, &receipt);
-        let at = Timestamp::parse(member(e, &["appended_at"]).as_str().unwrap()).unwrap();
+        let mut at_text = member(e, &["appended_at"]).as_str().unwrap().to_owned();
+        if at_text < last_at {
+            at_text = last_at.clone();
+        }
+        last_at = at_text.clone();
+        let at = Timestamp::parse(&at_text).unwrap();
         let entry = LedgerEntry::seal(seq, prev, at, receipt, signature);
         prev = entry.hash;
         out.extend_from_slice(&entry.to_canonical());
