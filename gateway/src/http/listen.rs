@@ -236,11 +236,11 @@ pub async fn serve<L: Ledger>(
     // Connections the kernel already queued are taken (and answered 503)
     // first: closing a listener with a queue resets them.
     loop {
-        let Some(slot) = slots.try_take() else {
-            break;
-        };
         match futures_util::FutureExt::now_or_never(listener.accept()) {
             Some(Ok((tcp, peer))) => {
+                let Some(slot) = slots.try_take(peer.ip()) else {
+                    break;
+                };
                 let _ = tcp.set_nodelay(true);
                 spawn((tcp, peer, slot));
             }
@@ -276,9 +276,9 @@ async fn accept(
             Ok((tcp, peer)) => {
                 *backoff = Duration::from_millis(10);
                 let _ = tcp.set_nodelay(true);
-                let slot = match slots.try_take() {
+                let slot = match slots.try_take(peer.ip()) {
                     Some(slot) => slot,
-                    None => slots.take().await,
+                    None => slots.take(peer.ip()).await,
                 };
                 return (tcp, peer, slot);
             }

@@ -15,14 +15,17 @@
 //! flushed) or began receiving its request; and a *last progress*: the
 //! last moment a byte was read from it or written to it.
 //!
-//! When every slot is taken, a newcomer takes the slot of the connection
-//! that has waited the longest among those that can be cut: idle and
+//! When every slot is taken, a newcomer takes the slot of a connection
+//! that can be cut — of the client address holding the most slots first
+//! (a flood from one address is cut before a lone agent), and among those
+//! the one that has waited the longest: idle and
 //! receiving connections by how long they have been so (cutting one loses
 //! no decision: the request is not whole yet; a body trickled a byte at a
 //! time is old however often its bytes come, a request just sent is
 //! young), and answering ones whose writes have stalled for
 //! [`SEND_STALL_MS`], by their last progress (a reader that does not
-//! read). A connection that is
+//! read), or that have been answering for [`LONG_ANSWER_MS`] (a large
+//! export: read-only, and resumed with `from=`). A connection that is
 //! deciding, or answering with progress, is never cut: an answer to a
 //! decided intent is not lost to make room. Only when no connection can be
 //! cut does a newcomer wait in the backlog. A connection closing after its
@@ -54,6 +57,10 @@ use tokio_util::sync::CancellationToken;
 /// Under pressure, an answer whose writes made no progress for this long
 /// may be cut for a newcomer, milliseconds.
 pub const SEND_STALL_MS: u64 = 2_000;
+/// Under pressure, an answer still being written after this long (a large
+/// export read steadily) may be cut for a newcomer, milliseconds. An
+/// intent's answer is written at once: it is never this long.
+pub const LONG_ANSWER_MS: u64 = 2_000;
 
 const IDLE: u8 = 0;
 const RECEIVING: u8 = 1;
@@ -81,6 +88,7 @@ struct Table {
 struct Held {
     activity: Arc<Activity>,
     cut: CancellationToken,
+    peer: std::net::IpAddr,
 }
 
 /// What a connection is doing, as the choice of whom to cut reads it.
@@ -93,6 +101,8 @@ pub(super) struct Activity {
     /// Milliseconds since the listener's epoch at which the connection
     /// became idle or began receiving its request.
     since: AtomicU64,
+    /// Milliseconds since the listener's epoch at which its answer began.
+    answer_since: AtomicU64,
     /// Bytes written that the last flush has not confirmed.
     unflushed: AtomicBool,
     /// The answer's body has been produced to its end.
@@ -129,6 +139,7 @@ impl Activity {
 
     /// The handler answered; the answer is being written.
     pub(super) fn answering(&self) {
+        self.answer_since.store(self.now(), Ordering::SeqCst);
         self.phase.store(ANSWERING, Ordering::SeqCst);
     }
 
@@ -163,6 +174,12 @@ impl Activity {
             IDLE | RECEIVING => Some(since),
             ANSWERING if self.answered_and_flushed() => Some(since),
             ANSWERING if now.saturating_sub(progress) >= SEND_STALL_MS => Some(progress),
+            // A long answer (an export, pages pipelined) is read-only and
+            // resumable: past its first seconds it may go for a newcomer.
+            ANSWERING => {
+                let began = self.answer_since.load(Ordering::SeqCst);
+                (now.saturating_sub(began) >= LONG_ANSWER_MS).then_some(began)
+            }
             _ => None,
         };
         waited.map(|w| (!closing, w))
@@ -242,21 +259,38 @@ impl Slots {
         }
     }
 
-    /// The connection to cut for room (module doc).
+    /// The connection to cut for room (module doc): among those that may
+    /// be cut, closing ones first, then those of the address holding the
+    /// most slots, then the one that has waited longest.
     fn victim(t: &Table, now: u64) -> Option<u64> {
-        t.held
+        let cuttable: Vec<(u64, std::net::IpAddr, (bool, u64))> = t
+            .held
             .iter()
-            .filter_map(|(id, h)| Some((h.activity.rank(now)?, *id)))
-            .min()
-            .map(|(_, id)| id)
+            .filter_map(|(id, h)| Some((*id, h.peer, h.activity.rank(now)?)))
+            .collect();
+        let mut share: BTreeMap<std::net::IpAddr, usize> = BTreeMap::new();
+        for h in t.held.values() {
+            *share.entry(h.peer).or_default() += 1;
+        }
+        cuttable
+            .into_iter()
+            .min_by_key(|(id, peer, (open, waited))| {
+                (
+                    *open,
+                    std::cmp::Reverse(share.get(peer).copied().unwrap_or(0)),
+                    *waited,
+                    *id,
+                )
+            })
+            .map(|(id, _, _)| id)
     }
 
     /// A slot for a new connection: a free one, or one made by cutting a
     /// connection (module doc); waits while none can be cut.
-    pub(super) async fn take(self: &Arc<Self>) -> Slot {
+    pub(super) async fn take(self: &Arc<Self>, peer: std::net::IpAddr) -> Slot {
         loop {
             let freed = self.freed.notified();
-            if let Some(slot) = self.try_take() {
+            if let Some(slot) = self.try_take(peer) {
                 return slot;
             }
             let _ =
@@ -265,7 +299,7 @@ impl Slots {
     }
 
     /// [`Slots::take`] without waiting.
-    pub(super) fn try_take(self: &Arc<Self>) -> Option<Slot> {
+    pub(super) fn try_take(self: &Arc<Self>, peer: std::net::IpAddr) -> Option<Slot> {
         let now = self.now();
         let mut t = self.lock();
         if t.held.len() >= self.max {
@@ -281,6 +315,7 @@ impl Slots {
             phase: AtomicU8::new(IDLE),
             progress: AtomicU64::new(now),
             since: AtomicU64::new(now),
+            answer_since: AtomicU64::new(now),
             unflushed: AtomicBool::new(false),
             body_done: AtomicBool::new(false),
             closing: AtomicBool::new(false),
@@ -293,6 +328,7 @@ impl Slots {
             Held {
                 activity: activity.clone(),
                 cut: cut.clone(),
+                peer,
             },
         );
         Some(Slot {
@@ -489,8 +525,10 @@ mod tests {
 
     use super::*;
 
+    const LOCAL: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     fn aged(slots: &Arc<Slots>) -> Slot {
-        let s = slots.try_take().unwrap();
+        let s = slots.try_take(LOCAL).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(3));
         s
     }
@@ -505,23 +543,23 @@ mod tests {
         // trickles.
         a.activity.request(true);
         b.activity.progressed();
-        let d = slots.try_take().unwrap();
+        let d = slots.try_take(LOCAL).unwrap();
         assert!(b.cut.is_cancelled(), "b waited longest");
         assert!(!a.cut.is_cancelled() && !c.cut.is_cancelled());
         // A closing connection goes before any other.
         d.activity.closing();
-        let e = slots.try_take().unwrap();
+        let e = slots.try_take(LOCAL).unwrap();
         assert!(d.cut.is_cancelled() && !c.cut.is_cancelled());
         // A body still coming may be cut; once whole, it may not.
         c.activity.request(false);
         e.activity.request(false);
         e.activity.received();
-        let f = slots.try_take().unwrap();
+        let f = slots.try_take(LOCAL).unwrap();
         assert!(c.cut.is_cancelled() && !e.cut.is_cancelled());
         // Everyone deciding or answering with progress: nobody is cut.
         f.activity.request(true);
         e.activity.answering();
-        assert!(slots.try_take().is_none());
+        assert!(slots.try_take(LOCAL).is_none());
         assert_eq!(slots.cut(), 3);
         // An answer produced to its end is protected until flushed, then
         // idle again.
@@ -529,14 +567,27 @@ mod tests {
         assert!(!e.activity.cuttable());
         e.activity.unflushed.store(false, Ordering::SeqCst);
         assert!(e.activity.cuttable());
-        drop(slots.try_take().unwrap());
+        drop(slots.try_take(LOCAL).unwrap());
         assert!(e.cut.is_cancelled());
+    }
+
+    #[test]
+    fn the_address_holding_the_most_slots_is_cut_first() {
+        let slots = Slots::new(3);
+        let other: std::net::IpAddr = [10, 0, 0, 7].into();
+        let lone = aged(&slots);
+        let _lone = slots.try_take(other).unwrap();
+        let flood = slots.try_take(other).unwrap();
+        // `lone` waited longest, but `other` holds two slots.
+        let _new = slots.try_take(LOCAL).unwrap();
+        assert!(!lone.cut.is_cancelled());
+        assert!(_lone.cut.is_cancelled() && !flood.cut.is_cancelled());
     }
 
     #[test]
     fn an_answer_with_unflushed_bytes_is_protected_until_it_stalls() {
         let slots = Slots::new(1);
-        let a = slots.try_take().unwrap();
+        let a = slots.try_take(LOCAL).unwrap();
         a.activity.request(true);
         a.activity.answering();
         a.activity.answered();
