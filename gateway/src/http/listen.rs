@@ -235,17 +235,12 @@ pub async fn serve<L: Ledger>(
     // Close: no new connections; open ones end after their current answer.
     // Connections the kernel already queued are taken (and answered 503)
     // first: closing a listener with a queue resets them.
-    loop {
-        match futures_util::FutureExt::now_or_never(listener.accept()) {
-            Some(Ok((tcp, peer))) => {
-                let Some(slot) = slots.try_take(peer.ip()) else {
-                    break;
-                };
-                let _ = tcp.set_nodelay(true);
-                spawn((tcp, peer, slot));
-            }
-            _ => break,
-        }
+    while let Some(Ok((tcp, peer))) = futures_util::FutureExt::now_or_never(listener.accept()) {
+        let Some(slot) = slots.try_take(peer.ip()) else {
+            break;
+        };
+        let _ = tcp.set_nodelay(true);
+        spawn((tcp, peer, slot));
     }
     drop(listener);
     closing.cancel();
