@@ -24,12 +24,17 @@
 //! time is old however often its bytes come, a request just sent is
 //! young), and answering ones whose writes have stalled for
 //! [`SEND_STALL_MS`], by their last progress (a reader that does not
-//! read), or that have been answering for [`LONG_ANSWER_MS`] (a large
-//! export: read-only, and resumed with `from=`). A connection that is
+//! read), or that have been answering for [`LONG_ANSWER_MS`] or have
+//! written [`BULK_BYTES`] (large exports or pages, pipelined or not:
+//! read-only, and resumed with `from=`). A connection that is
 //! deciding, or answering with progress, is never cut: an answer to a
 //! decided intent is not lost to make room. Only when no connection can be
 //! cut does a newcomer wait in the backlog. A connection closing after its
 //! last answer goes first.
+//!
+//! A connection idle or receiving for less than [`GRACE_MS`] is not cut:
+//! a client has that long to send its request, however fast newcomers
+//! arrive.
 //!
 //! The cut is confirmed by the connection's own task: if it became
 //! protected meanwhile (its request just completed), it is not dropped; it
@@ -61,6 +66,14 @@ pub const SEND_STALL_MS: u64 = 2_000;
 /// export read steadily) may be cut for a newcomer, milliseconds. An
 /// intent's answer is written at once: it is never this long.
 pub const LONG_ANSWER_MS: u64 = 2_000;
+/// A connection idle or receiving for less than this is not cut, so that a
+/// client can send its request before a flood of newcomers takes its slot,
+/// milliseconds. It bounds how fast a flood can rotate through the slots.
+pub const GRACE_MS: u64 = 250;
+/// Under pressure, an answer in progress on a connection that has written
+/// this much in its life (exports or pages, pipelined one after another)
+/// may be cut for a newcomer, bytes. Intents' answers are a few KiB.
+pub const BULK_BYTES: u64 = 1 << 20;
 
 const IDLE: u8 = 0;
 const RECEIVING: u8 = 1;
@@ -70,6 +83,8 @@ const ANSWERING: u8 = 3;
 /// The slots of one listener.
 pub(super) struct Slots {
     max: usize,
+    /// [`GRACE_MS`], or less in tests.
+    grace: u64,
     epoch: Instant,
     table: Mutex<Table>,
     /// Told when a slot may have become available (a connection ended, or
@@ -103,6 +118,8 @@ pub(super) struct Activity {
     since: AtomicU64,
     /// Milliseconds since the listener's epoch at which its answer began.
     answer_since: AtomicU64,
+    /// Bytes written over the connection's life.
+    written: AtomicU64,
     /// Bytes written that the last flush has not confirmed.
     unflushed: AtomicBool,
     /// The answer's body has been produced to its end.
@@ -120,6 +137,13 @@ impl Activity {
 
     fn progressed(&self) {
         self.progress.store(self.now(), Ordering::SeqCst);
+    }
+
+    fn wrote(&self, n: usize) {
+        self.written
+            .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::SeqCst);
+        self.unflushed.store(true, Ordering::SeqCst);
+        self.progressed();
     }
 
     /// A request's head was read; `whole` if it has no body to wait for.
@@ -178,7 +202,9 @@ impl Activity {
             // resumable: past its first seconds it may go for a newcomer.
             ANSWERING => {
                 let began = self.answer_since.load(Ordering::SeqCst);
-                (now.saturating_sub(began) >= LONG_ANSWER_MS).then_some(began)
+                (now.saturating_sub(began) >= LONG_ANSWER_MS
+                    || self.written.load(Ordering::SeqCst) >= BULK_BYTES)
+                    .then_some(began)
             }
             _ => None,
         };
@@ -221,8 +247,13 @@ impl Drop for Slot {
 
 impl Slots {
     pub(super) fn new(max: usize) -> Arc<Self> {
+        Self::with_grace(max, GRACE_MS)
+    }
+
+    fn with_grace(max: usize, grace: u64) -> Arc<Self> {
         Arc::new(Self {
             max: max.max(1),
+            grace,
             epoch: Instant::now(),
             table: Mutex::new(Table::default()),
             freed: Arc::new(Notify::new()),
@@ -242,15 +273,14 @@ impl Slots {
     }
 
     /// Waits until [`Slots::try_take`] would succeed: a slot is free, or a
-    /// connection could be cut. (A stalled answer becomes cuttable with
-    /// time alone, so the wait also looks again every
-    /// [`SEND_STALL_MS`].)
+    /// connection could be cut. (Connections become cuttable with time
+    /// alone, so the wait also looks again every [`GRACE_MS`].)
     pub(super) async fn ready(&self) {
         loop {
             let freed = self.freed.notified();
             {
                 let t = self.lock();
-                if t.held.len() < self.max || Self::victim(&t, self.now()).is_some() {
+                if t.held.len() < self.max || Self::victim(&t, self.now(), self.grace).is_some() {
                     return;
                 }
             }
@@ -262,11 +292,12 @@ impl Slots {
     /// The connection to cut for room (module doc): among those that may
     /// be cut, closing ones first, then those of the address holding the
     /// most slots, then the one that has waited longest.
-    fn victim(t: &Table, now: u64) -> Option<u64> {
+    fn victim(t: &Table, now: u64, grace: u64) -> Option<u64> {
         let cuttable: Vec<(u64, std::net::IpAddr, (bool, u64))> = t
             .held
             .iter()
             .filter_map(|(id, h)| Some((*id, h.peer, h.activity.rank(now)?)))
+            .filter(|(_, _, (open, waited))| !*open || now.saturating_sub(*waited) >= grace)
             .collect();
         let mut share: BTreeMap<std::net::IpAddr, usize> = BTreeMap::new();
         for h in t.held.values() {
@@ -303,7 +334,7 @@ impl Slots {
         let now = self.now();
         let mut t = self.lock();
         if t.held.len() >= self.max {
-            let victim = Self::victim(&t, now)?;
+            let victim = Self::victim(&t, now, self.grace)?;
             if let Some(h) = t.held.remove(&victim) {
                 h.cut.cancel();
                 t.cut += 1;
@@ -316,6 +347,7 @@ impl Slots {
             progress: AtomicU64::new(now),
             since: AtomicU64::new(now),
             answer_since: AtomicU64::new(now),
+            written: AtomicU64::new(0),
             unflushed: AtomicBool::new(false),
             body_done: AtomicBool::new(false),
             closing: AtomicBool::new(false),
@@ -388,8 +420,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         if let Poll::Ready(Ok(n)) = polled
             && n > 0
         {
-            self.activity.unflushed.store(true, Ordering::SeqCst);
-            self.activity.progressed();
+            self.activity.wrote(n);
         }
         polled
     }
@@ -403,8 +434,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         if let Poll::Ready(Ok(n)) = polled
             && n > 0
         {
-            self.activity.unflushed.store(true, Ordering::SeqCst);
-            self.activity.progressed();
+            self.activity.wrote(n);
         }
         polled
     }
@@ -534,8 +564,8 @@ mod tests {
     }
 
     #[test]
-    fn a_full_table_cuts_the_least_recently_progressing_never_a_decision() {
-        let slots = Slots::new(3);
+    fn a_full_table_cuts_the_one_waiting_longest_never_a_decision() {
+        let slots = Slots::with_grace(3, 0);
         let a = aged(&slots);
         let b = aged(&slots);
         let c = aged(&slots);
@@ -573,7 +603,7 @@ mod tests {
 
     #[test]
     fn the_address_holding_the_most_slots_is_cut_first() {
-        let slots = Slots::new(3);
+        let slots = Slots::with_grace(3, 0);
         let other: std::net::IpAddr = [10, 0, 0, 7].into();
         let lone = aged(&slots);
         let _lone = slots.try_take(other).unwrap();
@@ -585,8 +615,19 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_younger_than_the_grace_is_not_cut() {
+        let slots = Slots::with_grace(1, 60_000);
+        let young = slots.try_take(LOCAL).unwrap();
+        assert!(slots.try_take(LOCAL).is_none());
+        // Closing, it goes at once.
+        young.activity.closing();
+        assert!(slots.try_take(LOCAL).is_some());
+        assert!(young.cut.is_cancelled());
+    }
+
+    #[test]
     fn an_answer_with_unflushed_bytes_is_protected_until_it_stalls() {
-        let slots = Slots::new(1);
+        let slots = Slots::with_grace(1, 0);
         let a = slots.try_take(LOCAL).unwrap();
         a.activity.request(true);
         a.activity.answering();
