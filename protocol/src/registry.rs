@@ -284,13 +284,35 @@ mod tests {
     fn webhook_changes_follow_the_endpoint_set() {
         let mut set = WebhookEndpoints::default();
         let v = |s: &str| parse(s.as_bytes()).unwrap();
-        let add = v(r#"{"id":"wh_1","url":"https://x.example/h","events":["*"],"scheme":"v1","secret_hash":"sha256:00"}"#);
+        let add = v(
+            r#"{"id":"wh_1","url":"https://x.example/h","events":["*"],"scheme":"v1","secret_hash":"sha256:00"}"#,
+        );
         for (change, object, why) in [
-            (Change::WebhookDisable, r#"{"id":"wh_1","reason":"r"}"#, "no endpoint wh_1"),
-            (Change::WebhookRotate, r#"{"id":"wh_1","secret_hash":"sha256:01"}"#, "no endpoint wh_1"),
-            (Change::WebhookAdd, r#"{"id":"wh_1","url":"https://x.example/h","events":["*"],"scheme":"v1","secret_hash":"sha256:00","secret":"whsec_x"}"#, "member \"secret\""),
-            (Change::WebhookAdd, r#"{"id":"wh_1","url":"https://x.example/h","events":[],"scheme":"v1","secret_hash":"sha256:00"}"#, "non-empty"),
-            (Change::WebhookAdd, r#"{"id":"wh_1","url":"https://x.example/h","events":["*"],"scheme":"v1"}"#, "no secret_hash"),
+            (
+                Change::WebhookDisable,
+                r#"{"id":"wh_1","reason":"r"}"#,
+                "no endpoint wh_1",
+            ),
+            (
+                Change::WebhookRotate,
+                r#"{"id":"wh_1","secret_hash":"sha256:01"}"#,
+                "no endpoint wh_1",
+            ),
+            (
+                Change::WebhookAdd,
+                r#"{"id":"wh_1","url":"https://x.example/h","events":["*"],"scheme":"v1","secret_hash":"sha256:00","secret":"whsec_x"}"#,
+                "member \"secret\"",
+            ),
+            (
+                Change::WebhookAdd,
+                r#"{"id":"wh_1","url":"https://x.example/h","events":[],"scheme":"v1","secret_hash":"sha256:00"}"#,
+                "non-empty",
+            ),
+            (
+                Change::WebhookAdd,
+                r#"{"id":"wh_1","url":"https://x.example/h","events":["*"],"scheme":"v1"}"#,
+                "no secret_hash",
+            ),
         ] {
             let e = set.apply(change, &v(object)).unwrap_err().to_string();
             assert!(e.contains(why), "{e}");
@@ -298,13 +320,28 @@ mod tests {
         set.apply(Change::WebhookAdd, &add).unwrap();
         let e = set.apply(Change::WebhookAdd, &add).unwrap_err().to_string();
         assert!(e.contains("exists already"), "{e}");
-        let e = set.apply(Change::WebhookEnable, &v(r#"{"id":"wh_1"}"#)).unwrap_err().to_string();
+        let e = set
+            .apply(Change::WebhookEnable, &v(r#"{"id":"wh_1"}"#))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("enabled already"), "{e}");
-        set.apply(Change::WebhookDisable, &v(r#"{"id":"wh_1","reason":"r"}"#)).unwrap();
-        set.apply(Change::WebhookEnable, &v(r#"{"id":"wh_1"}"#)).unwrap();
-        let e = set.apply(Change::WebhookRotate, &v(r#"{"id":"wh_1","public_key":"whpk_x"}"#)).unwrap_err().to_string();
+        set.apply(Change::WebhookDisable, &v(r#"{"id":"wh_1","reason":"r"}"#))
+            .unwrap();
+        set.apply(Change::WebhookEnable, &v(r#"{"id":"wh_1"}"#))
+            .unwrap();
+        let e = set
+            .apply(
+                Change::WebhookRotate,
+                &v(r#"{"id":"wh_1","public_key":"whpk_x"}"#),
+            )
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no secret_hash"), "{e}");
-        set.apply(Change::WebhookRotate, &v(r#"{"id":"wh_1","secret_hash":"sha256:01"}"#)).unwrap();
+        set.apply(
+            Change::WebhookRotate,
+            &v(r#"{"id":"wh_1","secret_hash":"sha256:01"}"#),
+        )
+        .unwrap();
         assert!(set.endpoints()["wh_1"].enabled);
     }
 

@@ -887,33 +887,64 @@ mod tests {
     #[test]
     fn inconsistent_webhook_changes_are_refused() {
         let change = |name: &str, object: &str| {
-            parse(format!(r#"{{"kind":"registry","subject":{{"change":"{name}","object":{object}}}}}"#).as_bytes())
-                .unwrap()
+            parse(
+                format!(
+                    r#"{{"kind":"registry","subject":{{"change":"{name}","object":{object}}}}}"#
+                )
+                .as_bytes(),
+            )
+            .unwrap()
         };
         let mut r = Replay::new();
         // A disable of an endpoint no receipt added.
         let e = r
-            .entry(1, HashAlg::Sha256, &change("webhook.disable", r#"{"id":"wh_1","reason":"gone"}"#))
+            .entry(
+                1,
+                HashAlg::Sha256,
+                &change("webhook.disable", r#"{"id":"wh_1","reason":"gone"}"#),
+            )
             .unwrap_err();
-        assert!(e.reason.contains("webhook.disable: no endpoint wh_1"), "{e}");
+        assert!(
+            e.reason.contains("webhook.disable: no endpoint wh_1"),
+            "{e}"
+        );
         let add = r#"{"id":"wh_1","url":"https://x.example/h","events":["*"],"scheme":"v1","secret_hash":"sha256:00"}"#;
-        r.entry(2, HashAlg::Sha256, &change("webhook.add", add)).unwrap();
+        r.entry(2, HashAlg::Sha256, &change("webhook.add", add))
+            .unwrap();
         assert_eq!(r.counts().registry, 1);
         // A secret in the receipt, an enable of an enabled endpoint, a
         // second add of the same id, a rotation to a key of another scheme.
         for (name, object, why) in [
-            ("webhook.rotate", r#"{"id":"wh_1","secret":"whsec_x","secret_hash":"sha256:01"}"#, "member \"secret\""),
+            (
+                "webhook.rotate",
+                r#"{"id":"wh_1","secret":"whsec_x","secret_hash":"sha256:01"}"#,
+                "member \"secret\"",
+            ),
             ("webhook.enable", r#"{"id":"wh_1"}"#, "enabled already"),
             ("webhook.add", add, "exists already"),
-            ("webhook.rotate", r#"{"id":"wh_1","public_key":"whpk_x"}"#, "no secret_hash"),
+            (
+                "webhook.rotate",
+                r#"{"id":"wh_1","public_key":"whpk_x"}"#,
+                "no secret_hash",
+            ),
         ] {
-            let e = r.entry(3, HashAlg::Sha256, &change(name, object)).unwrap_err();
+            let e = r
+                .entry(3, HashAlg::Sha256, &change(name, object))
+                .unwrap_err();
             assert!(e.reason.contains(why), "{name}: {e}");
         }
-        r.entry(3, HashAlg::Sha256, &change("webhook.disable", r#"{"id":"wh_1","reason":"r"}"#))
-            .unwrap();
+        r.entry(
+            3,
+            HashAlg::Sha256,
+            &change("webhook.disable", r#"{"id":"wh_1","reason":"r"}"#),
+        )
+        .unwrap();
         let e = r
-            .entry(4, HashAlg::Sha256, &change("webhook.disable", r#"{"id":"wh_1","reason":"r"}"#))
+            .entry(
+                4,
+                HashAlg::Sha256,
+                &change("webhook.disable", r#"{"id":"wh_1","reason":"r"}"#),
+            )
             .unwrap_err();
         assert!(e.reason.contains("disabled already"), "{e}");
     }
