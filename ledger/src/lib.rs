@@ -62,7 +62,9 @@
 //!
 //! The webhook outbox is written the same way: each entry's events (see
 //! [`event_types`]) in the entry's transaction. Endpoints and their
-//! delivery state live in the same store ([`WebhookOp`]).
+//! delivery state live in the same store ([`WebhookOp`]); an endpoint
+//! changes only with the `registry` receipt recording the change
+//! ([`RegistryChange::WebhookAdd`] and the others).
 //!
 //! The Merkle tree over the entries (spec §6.1) is kept in the same
 //! store ([`tree`]): grown after the entries it covers are durable, in

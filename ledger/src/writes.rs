@@ -696,32 +696,6 @@ macro_rules! shared_writes {
         /// Applies one webhook state change.
         pub(crate) async fn apply_webhook(conn: &mut $conn, op: &WebhookOp) -> Result<(), Error> {
             let q = match op {
-                WebhookOp::Put {
-                    id,
-                    config,
-                    secrets,
-                    cursor,
-                } => sqlx::query(
-                    "INSERT INTO webhook_endpoints (id, config, secrets, enabled, cursor) VALUES ($1, $2, $3, 1, $4)
-                     ON CONFLICT (id) DO UPDATE SET config = excluded.config, secrets = excluded.secrets",
-                )
-                .bind(id.as_str())
-                .bind(config.as_slice())
-                .bind(secrets.as_slice())
-                .bind(i64::try_from(*cursor).unwrap_or(i64::MAX)),
-                WebhookOp::SetEnabled {
-                    id,
-                    enabled,
-                    reason,
-                } => sqlx::query("UPDATE webhook_endpoints SET enabled = $1, disabled_reason = $2 WHERE id = $3")
-                    .bind(i64::from(*enabled))
-                    .bind(reason.as_deref())
-                    .bind(id.as_str()),
-                WebhookOp::SetSecrets { id, secrets } => {
-                    sqlx::query("UPDATE webhook_endpoints SET secrets = $1 WHERE id = $2")
-                        .bind(secrets.as_slice())
-                        .bind(id.as_str())
-                }
                 WebhookOp::SetCursor { id, cursor } => {
                     sqlx::query("UPDATE webhook_endpoints SET cursor = $1 WHERE id = $2")
                         .bind(i64::try_from(*cursor).unwrap_or(i64::MAX))
