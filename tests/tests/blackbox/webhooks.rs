@@ -934,3 +934,72 @@ fn every_endpoint_change_is_a_registry_receipt_without_the_secret() {
     }
     tollgate_tests::assert_export_verifies(&export, &g.get("/.well-known/jwks.json").1);
 }
+
+/// Endpoints a ledger held before their changes were receipts: the
+/// gateway records each once at its start (`webhook.add`, and
+/// `webhook.disable` for a disabled one), without the secret, and later
+/// changes to them re-decide.
+#[test]
+fn endpoints_stored_before_their_receipts_are_recorded_once_at_start() {
+    let mut g = Gateway::start_with(tempfile::tempdir().unwrap(), |_| {}, FAST);
+    let _ = g.child.kill();
+    let _ = g.child.wait();
+    let dir = std::mem::replace(&mut g.dir, tempfile::tempdir().unwrap());
+    drop(g);
+    let secret = "whsec_BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=".to_owned();
+    let config = |url: &str| {
+        format!(
+            r#"{{"events":["approval.decided"],"first_event":1,"include_receipt":false,"parallel":false,"scheme":"v1","url":"{url}"}}"#
+        )
+    };
+    let secrets = format!(r#"[{{"secret":"{secret}","until":null}}]"#);
+    let rows = [
+        ("wh_old_on", config("http://127.0.0.1:9/on"), 1, ""),
+        (
+            "wh_old_off",
+            config("http://127.0.0.1:9/off"),
+            0,
+            "410 Gone",
+        ),
+    ];
+    for (id, config, enabled, reason) in rows {
+        let script = "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\nc.execute('INSERT INTO webhook_endpoints (id, config, secrets, enabled, disabled_reason, cursor) VALUES (?, ?, ?, ?, ?, 0)', (sys.argv[2], sys.argv[3].encode(), sys.argv[4].encode(), int(sys.argv[5]), sys.argv[6] or None))\nc.commit()";
+        let out = Command::new(tollgate_tests::python())
+            .args(["-c", script])
+            .arg(dir.path().join("data/ledger.db"))
+            .args([id, &config, &secrets, &enabled.to_string(), reason])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let g = Gateway::start_with(dir, |_| {}, FAST);
+    let a = g
+        .admin()
+        .webhook_action("wh_old_on", "disable", b"")
+        .unwrap();
+    assert_eq!(a.status, 200, "{}", a.text());
+    // Again after a restart: recorded once.
+    let g = g.restart_with(FAST);
+    let export = g.get("/v1/ledger/export").1;
+    let names: Vec<(String, String)> = webhook_changes(&export)
+        .into_iter()
+        .map(|(c, o)| (c, text(&o, "id")))
+        .collect();
+    let n = |c: &str, id: &str| (c.to_owned(), id.to_owned());
+    assert_eq!(
+        names,
+        [
+            n("webhook.add", "wh_old_off"),
+            n("webhook.disable", "wh_old_off"),
+            n("webhook.add", "wh_old_on"),
+            n("webhook.disable", "wh_old_on"),
+        ]
+    );
+    let material = secret.strip_prefix("whsec_").unwrap();
+    assert!(
+        !String::from_utf8(export.clone())
+            .unwrap()
+            .contains(material)
+    );
+    tollgate_tests::assert_export_verifies(&export, &g.get("/.well-known/jwks.json").1);
+}
