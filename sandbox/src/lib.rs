@@ -28,6 +28,13 @@
 //! execution of the same intent and policy version, once, with `committed`
 //! or `failed`.
 //!
+//! Webhook endpoint changes (`webhook.add`, `webhook.enable`,
+//! `webhook.disable`, `webhook.rotate`) decide nothing; they are followed
+//! as the endpoint set they make, and one that does not fit it (a change to
+//! an endpoint never added, an enable of an enabled one, a key of another
+//! scheme, a secret in the object) is refused, by the rule the gateway
+//! checks them with ([`tollgate_protocol::WebhookEndpoints`]).
+//!
 //! The what-if: given candidate bundles ([`Replay::what_if`]), each
 //! decision is also decided under the candidate, with the same intent and
 //! inputs, and a [`Report`] counts verdicts before and after and keeps
