@@ -621,8 +621,9 @@ macro_rules! shared_writes {
             })
         }
 
-        /// The statement of a `webhook.*` change to the endpoint table, which
-        /// changes exactly one row; `None` for other changes.
+        /// Writes a `webhook.*` change to the endpoint table and returns how
+        /// many rows it changed (one, unless the endpoint is not there);
+        /// `None` for other changes.
         async fn webhook_change(
             conn: &mut $conn,
             change: &RegistryChange,

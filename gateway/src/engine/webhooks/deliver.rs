@@ -438,9 +438,9 @@ async fn deliver_one<L: Ledger>(
             None
         };
         if let Some(reason) = reason {
-            // A `webhook.disable` receipt; if it cannot be recorded the
-            // worker stops all the same, and the endpoint stays enabled
-            // in the ledger until it is disabled again or restarted.
+            // A `webhook.disable` receipt. If it cannot be recorded, the
+            // endpoint stays enabled, as the ledger says, and a later
+            // delivery to it fails and tries again.
             let _ = g
                 .webhooks()
                 .set_enabled(&job.endpoint.id, false, Some(reason))
