@@ -62,7 +62,9 @@
 //!
 //! The webhook outbox is written the same way: each entry's events (see
 //! [`event_types`]) in the entry's transaction. Endpoints and their
-//! delivery state live in the same store ([`WebhookOp`]).
+//! delivery state live in the same store ([`WebhookOp`]); an endpoint
+//! changes only with the `registry` receipt recording the change
+//! ([`RegistryChange::WebhookAdd`] and the others).
 //!
 //! The Merkle tree over the entries (spec §6.1) is kept in the same
 //! store ([`tree`]): grown after the entries it covers are durable, in
@@ -250,6 +252,44 @@ pub enum RegistryChange {
         /// The version now active.
         version: String,
     },
+    /// `webhook.add`: a new webhook endpoint, enabled.
+    WebhookAdd {
+        /// Its id.
+        id: String,
+        /// Its settings (the gateway's canonical JSON).
+        config: Vec<u8>,
+        /// Its signing secrets (the gateway's canonical JSON).
+        secrets: Vec<u8>,
+        /// Where its cursor starts.
+        cursor: u64,
+    },
+    /// `webhook.add` of an endpoint the store held before endpoint changes
+    /// were receipts: its settings replaced, nothing else.
+    WebhookAdopt {
+        /// Its id.
+        id: String,
+        /// Its settings.
+        config: Vec<u8>,
+    },
+    /// `webhook.enable`.
+    WebhookEnable {
+        /// The endpoint.
+        id: String,
+    },
+    /// `webhook.disable`.
+    WebhookDisable {
+        /// The endpoint.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// `webhook.rotate`: an endpoint's secrets replaced.
+    WebhookRotate {
+        /// The endpoint.
+        id: String,
+        /// Its secrets.
+        secrets: Vec<u8>,
+    },
 }
 
 impl RegistryChange {
@@ -267,6 +307,10 @@ impl RegistryChange {
             Self::PolicyPublish { .. } => Change::PolicyPublish,
             Self::PolicyActivate { .. } => Change::PolicyActivate,
             Self::PolicyRollback { .. } => Change::PolicyRollback,
+            Self::WebhookAdd { .. } | Self::WebhookAdopt { .. } => Change::WebhookAdd,
+            Self::WebhookEnable { .. } => Change::WebhookEnable,
+            Self::WebhookDisable { .. } => Change::WebhookDisable,
+            Self::WebhookRotate { .. } => Change::WebhookRotate,
         }
     }
 

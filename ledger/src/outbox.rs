@@ -132,37 +132,12 @@ pub struct AttemptRow {
     pub outcome: String,
 }
 
-/// A change to the webhook state, applied by the writer; several are
-/// applied in one transaction.
+/// A change to webhook delivery state, applied by the writer; several
+/// are applied in one transaction. The endpoints themselves change only
+/// with the `registry` receipt that records the change
+/// ([`crate::RegistryChange::WebhookAdd`] and the others).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WebhookOp {
-    /// Adds an endpoint (or replaces its settings and secrets).
-    Put {
-        /// Its id.
-        id: String,
-        /// Its settings.
-        config: Vec<u8>,
-        /// Its secrets.
-        secrets: Vec<u8>,
-        /// Where its cursor starts.
-        cursor: u64,
-    },
-    /// Enables or disables an endpoint.
-    SetEnabled {
-        /// The endpoint.
-        id: String,
-        /// Enabled or not.
-        enabled: bool,
-        /// Why it was disabled.
-        reason: Option<String>,
-    },
-    /// Replaces an endpoint's secrets (rotation).
-    SetSecrets {
-        /// The endpoint.
-        id: String,
-        /// The secrets.
-        secrets: Vec<u8>,
-    },
     /// Moves an endpoint's cursor (forward as events are handled, back to
     /// redeliver from an event on).
     SetCursor {

@@ -516,6 +516,22 @@ macro_rules! shared_writes {
             seq: i64,
             change: &RegistryChange,
         ) -> Result<(), Error> {
+            if let Some(done) = webhook_change(&mut *conn, change).await {
+                let done = done.map_err(|e| {
+                    if e.as_database_error().is_some_and(|d| d.is_unique_violation()) {
+                        Error::RegistryConflict(format!("{}: the endpoint exists", change.name()))
+                    } else {
+                        db(e)
+                    }
+                })?;
+                if done != 1 {
+                    return Err(Error::RegistryConflict(format!(
+                        "{}: no such endpoint",
+                        change.name()
+                    )));
+                }
+                return Ok(());
+            }
             let q = match change {
                 RegistryChange::IssuerRegister { kid, jwk } => {
                     sqlx::query("INSERT INTO reg_issuers (kid, jwk, seq) VALUES ($1, $2, $3)")
@@ -581,6 +597,11 @@ macro_rules! shared_writes {
                         .bind(change.name())
                         .bind(version.as_str())
                 }
+                RegistryChange::WebhookAdd { .. }
+                | RegistryChange::WebhookAdopt { .. }
+                | RegistryChange::WebhookEnable { .. }
+                | RegistryChange::WebhookDisable { .. }
+                | RegistryChange::WebhookRotate { .. } => return Ok(()),
             };
             q.bind(seq).execute(conn).await.map(|_| ()).map_err(|e| {
                 let conflict = e.as_database_error().is_some_and(|d| {
@@ -598,6 +619,50 @@ macro_rules! shared_writes {
                     db(e)
                 }
             })
+        }
+
+        /// Writes a `webhook.*` change to the endpoint table and returns how
+        /// many rows it changed (one, unless the endpoint is not there);
+        /// `None` for other changes.
+        async fn webhook_change(
+            conn: &mut $conn,
+            change: &RegistryChange,
+        ) -> Option<Result<u64, sqlx::Error>> {
+            let q = match change {
+                RegistryChange::WebhookAdd {
+                    id,
+                    config,
+                    secrets,
+                    cursor,
+                } => sqlx::query(
+                    "INSERT INTO webhook_endpoints (id, config, secrets, enabled, cursor) VALUES ($1, $2, $3, 1, $4)",
+                )
+                .bind(id.as_str())
+                .bind(config.as_slice())
+                .bind(secrets.as_slice())
+                .bind(i64::try_from(*cursor).unwrap_or(i64::MAX)),
+                RegistryChange::WebhookAdopt { id, config } => {
+                    sqlx::query("UPDATE webhook_endpoints SET config = $1 WHERE id = $2")
+                        .bind(config.as_slice())
+                        .bind(id.as_str())
+                }
+                RegistryChange::WebhookEnable { id } => sqlx::query(
+                    "UPDATE webhook_endpoints SET enabled = 1, disabled_reason = NULL WHERE id = $1",
+                )
+                .bind(id.as_str()),
+                RegistryChange::WebhookDisable { id, reason } => sqlx::query(
+                    "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = $1 WHERE id = $2",
+                )
+                .bind(reason.as_str())
+                .bind(id.as_str()),
+                RegistryChange::WebhookRotate { id, secrets } => {
+                    sqlx::query("UPDATE webhook_endpoints SET secrets = $1 WHERE id = $2")
+                        .bind(secrets.as_slice())
+                        .bind(id.as_str())
+                }
+                _ => return None,
+            };
+            Some(q.execute(conn).await.map(|r| r.rows_affected()))
         }
 
         /// Inserts outbox rows `(seq, type)` in order, in few statements.
@@ -632,32 +697,6 @@ macro_rules! shared_writes {
         /// Applies one webhook state change.
         pub(crate) async fn apply_webhook(conn: &mut $conn, op: &WebhookOp) -> Result<(), Error> {
             let q = match op {
-                WebhookOp::Put {
-                    id,
-                    config,
-                    secrets,
-                    cursor,
-                } => sqlx::query(
-                    "INSERT INTO webhook_endpoints (id, config, secrets, enabled, cursor) VALUES ($1, $2, $3, 1, $4)
-                     ON CONFLICT (id) DO UPDATE SET config = excluded.config, secrets = excluded.secrets",
-                )
-                .bind(id.as_str())
-                .bind(config.as_slice())
-                .bind(secrets.as_slice())
-                .bind(i64::try_from(*cursor).unwrap_or(i64::MAX)),
-                WebhookOp::SetEnabled {
-                    id,
-                    enabled,
-                    reason,
-                } => sqlx::query("UPDATE webhook_endpoints SET enabled = $1, disabled_reason = $2 WHERE id = $3")
-                    .bind(i64::from(*enabled))
-                    .bind(reason.as_deref())
-                    .bind(id.as_str()),
-                WebhookOp::SetSecrets { id, secrets } => {
-                    sqlx::query("UPDATE webhook_endpoints SET secrets = $1 WHERE id = $2")
-                        .bind(secrets.as_slice())
-                        .bind(id.as_str())
-                }
                 WebhookOp::SetCursor { id, cursor } => {
                     sqlx::query("UPDATE webhook_endpoints SET cursor = $1 WHERE id = $2")
                         .bind(i64::try_from(*cursor).unwrap_or(i64::MAX))

@@ -200,6 +200,16 @@ pub enum Error {
     /// changes (the change's name is carried).
     #[error("{0}: the receipt carries no object")]
     NoRegistryObject(&'static str),
+
+    /// A `webhook.*` registry change the endpoint set refuses (spec §4.3):
+    /// the change's name, and why.
+    #[error("{change}: {reason}")]
+    WebhookChange {
+        /// The change.
+        change: &'static str,
+        /// Why it is refused.
+        reason: String,
+    },
 }
 
 fn pointer_or_root(pointer: &str) -> String {

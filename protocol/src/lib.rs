@@ -68,7 +68,9 @@ pub use keys::{
 pub use receipt::{
     Clock, Inputs, Outcome, OutcomeNotAllowed, Receipt, ReceiptKind, Status, Verdict,
 };
-pub use registry::{Change, RegistrySubject};
+pub use registry::{
+    Change, RegistrySubject, WebhookEndpoint, WebhookEndpoints, webhook_secret_hash,
+};
 pub use verify::{ChainVerifier, Failure, verify_entry, verify_signed_receipt};
 pub use wire::{
     CHAIN_TAG, INTENT_TYPE, Intent, IntentEnvelope, LedgerEntry, MAX_INTENT_DEPTH, RECEIPT_ID_TAG,

@@ -1,7 +1,9 @@
 //! Registry changes (spec §4.3): what a `registry` receipt records, by
 //! name, and its subject read back.
 
-use crate::{Error, Value, json::Object};
+use std::collections::BTreeMap;
+
+use crate::{Error, HashAlg, Value, json::Object};
 
 /// A registry change, as `subject.change` names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -27,11 +29,21 @@ pub enum Change {
     PolicyActivate,
     /// `policy.rollback` (the object is the version now active).
     PolicyRollback,
+    /// `webhook.add`: a webhook endpoint registered (the object is
+    /// [`WebhookEndpoints`]' add object, never its secret).
+    WebhookAdd,
+    /// `webhook.enable` (the object is `{id}`).
+    WebhookEnable,
+    /// `webhook.disable` (the object is `{id, reason}`).
+    WebhookDisable,
+    /// `webhook.rotate`: a new signing key for an endpoint (the object is
+    /// `{id}` with the new key's `secret_hash` or `public_key`).
+    WebhookRotate,
 }
 
 impl Change {
     /// Every change, in the order of spec §4.3's list.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 14] = [
         Self::IssuerRegister,
         Self::IssuerRevoke,
         Self::DelegationRegister,
@@ -42,6 +54,10 @@ impl Change {
         Self::PolicyPublish,
         Self::PolicyActivate,
         Self::PolicyRollback,
+        Self::WebhookAdd,
+        Self::WebhookEnable,
+        Self::WebhookDisable,
+        Self::WebhookRotate,
     ];
 
     /// The wire name.
@@ -57,6 +73,10 @@ impl Change {
             Self::PolicyPublish => "policy.publish",
             Self::PolicyActivate => "policy.activate",
             Self::PolicyRollback => "policy.rollback",
+            Self::WebhookAdd => "webhook.add",
+            Self::WebhookEnable => "webhook.enable",
+            Self::WebhookDisable => "webhook.disable",
+            Self::WebhookRotate => "webhook.rotate",
         }
     }
 
@@ -106,9 +126,224 @@ impl RegistrySubject {
     }
 }
 
+/// The fingerprint a `registry` receipt records of a symmetric webhook
+/// signing secret (its text, `whsec_…`): `sha256:<hex>` of that text.
+pub fn webhook_secret_hash(secret: &str) -> String {
+    HashAlg::Sha256.digest(&[secret.as_bytes()]).to_string()
+}
+
+/// A webhook endpoint as the `webhook.*` registry receipts tell it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookEndpoint {
+    /// `v1` (HMAC-SHA256) or `v1a` (Ed25519).
+    pub scheme: String,
+    /// Whether it receives events.
+    pub enabled: bool,
+}
+
+/// The webhook endpoint set the `webhook.*` registry changes add up to,
+/// and the rule each change obeys (spec §4.3): `webhook.add` names a new
+/// id, with its URL, a non-empty event filter, its scheme and what
+/// verifies its signatures (a `secret_hash` for `v1`, a `public_key` for
+/// `v1a`; a secret itself is never recorded); `webhook.enable` and
+/// `webhook.disable` name a known endpoint not already so;
+/// `webhook.rotate` names a known endpoint and a new key of its scheme.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WebhookEndpoints {
+    endpoints: BTreeMap<String, WebhookEndpoint>,
+}
+
+impl WebhookEndpoints {
+    /// The endpoints, by id.
+    pub fn endpoints(&self) -> &BTreeMap<String, WebhookEndpoint> {
+        &self.endpoints
+    }
+
+    /// Sets an endpoint as it stands (the gateway's stored state, to check
+    /// a change against).
+    pub fn insert(&mut self, id: String, endpoint: WebhookEndpoint) {
+        self.endpoints.insert(id, endpoint);
+    }
+
+    /// Applies `change` to `object` if it is a webhook change, or refuses
+    /// it ([`Error::WebhookChange`]) with nothing changed. Other changes
+    /// are left alone.
+    pub fn apply(&mut self, change: Change, object: &Value) -> Result<(), Error> {
+        let refuse = |reason: String| Error::WebhookChange {
+            change: change.name(),
+            reason,
+        };
+        let allowed: &[&str] = match change {
+            Change::WebhookAdd => &[
+                "id",
+                "url",
+                "events",
+                "scheme",
+                "parallel",
+                "include_receipt",
+                "secret_hash",
+                "public_key",
+            ],
+            Change::WebhookEnable => &["id"],
+            Change::WebhookDisable => &["id", "reason"],
+            Change::WebhookRotate => &["id", "secret_hash", "public_key"],
+            _ => return Ok(()),
+        };
+        let o = object
+            .as_object()
+            .ok_or_else(|| refuse("the object is not a JSON object".into()))?;
+        if let Some((k, _)) = o.iter().find(|(k, _)| !allowed.contains(k)) {
+            return Err(refuse(format!("member {k:?} is not one of {allowed:?}")));
+        }
+        let text = |k: &str| {
+            o.get(k)
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| refuse(format!("no {k}")))
+        };
+        let id = text("id")?.to_owned();
+        // The key member of `scheme`, present, and the other absent.
+        let key = |scheme: &str| -> Result<(), Error> {
+            let (want, other) = if scheme == "v1a" {
+                ("public_key", "secret_hash")
+            } else {
+                ("secret_hash", "public_key")
+            };
+            text(want)?;
+            if o.get(other).is_some() {
+                return Err(refuse(format!("a {scheme} endpoint has no {other}")));
+            }
+            Ok(())
+        };
+        match change {
+            Change::WebhookAdd => {
+                if self.endpoints.contains_key(&id) {
+                    return Err(refuse(format!("endpoint {id} exists already")));
+                }
+                text("url")?;
+                let events_ok = matches!(o.get("events"),
+                    Some(Value::Array(a)) if !a.is_empty() && a.iter().all(|e| e.as_str().is_some()));
+                if !events_ok {
+                    return Err(refuse(
+                        "events is a non-empty list of event types or patterns".into(),
+                    ));
+                }
+                for flag in ["parallel", "include_receipt"] {
+                    if o.get(flag).is_some_and(|v| !matches!(v, Value::Bool(_))) {
+                        return Err(refuse(format!("{flag} is true or false")));
+                    }
+                }
+                let scheme = text("scheme")?;
+                if !matches!(scheme, "v1" | "v1a") {
+                    return Err(refuse(format!("unknown scheme {scheme:?}")));
+                }
+                key(scheme)?;
+                self.endpoints.insert(
+                    id,
+                    WebhookEndpoint {
+                        scheme: scheme.to_owned(),
+                        enabled: true,
+                    },
+                );
+            }
+            Change::WebhookEnable | Change::WebhookDisable => {
+                let enable = change == Change::WebhookEnable;
+                let e = self
+                    .endpoints
+                    .get_mut(&id)
+                    .ok_or_else(|| refuse(format!("no endpoint {id}")))?;
+                if e.enabled == enable {
+                    return Err(refuse(format!(
+                        "endpoint {id} is {} already",
+                        if enable { "enabled" } else { "disabled" }
+                    )));
+                }
+                if !enable {
+                    text("reason")?;
+                }
+                e.enabled = enable;
+            }
+            _ => {
+                let e = self
+                    .endpoints
+                    .get(&id)
+                    .ok_or_else(|| refuse(format!("no endpoint {id}")))?;
+                key(&e.scheme)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parse;
+
+    #[test]
+    fn webhook_changes_follow_the_endpoint_set() {
+        let mut set = WebhookEndpoints::default();
+        let v = |s: &str| parse(s.as_bytes()).unwrap();
+        let add = v(
+            r#"{"id":"wh_1","url":"https://x.example/h","events":["*"],"scheme":"v1","secret_hash":"sha256:00"}"#,
+        );
+        for (change, object, why) in [
+            (
+                Change::WebhookDisable,
+                r#"{"id":"wh_1","reason":"r"}"#,
+                "no endpoint wh_1",
+            ),
+            (
+                Change::WebhookRotate,
+                r#"{"id":"wh_1","secret_hash":"sha256:01"}"#,
+                "no endpoint wh_1",
+            ),
+            (
+                Change::WebhookAdd,
+                r#"{"id":"wh_1","url":"https://x.example/h","events":["*"],"scheme":"v1","secret_hash":"sha256:00","secret":"whsec_x"}"#,
+                "member \"secret\"",
+            ),
+            (
+                Change::WebhookAdd,
+                r#"{"id":"wh_1","url":"https://x.example/h","events":[],"scheme":"v1","secret_hash":"sha256:00"}"#,
+                "non-empty",
+            ),
+            (
+                Change::WebhookAdd,
+                r#"{"id":"wh_1","url":"https://x.example/h","events":["*"],"scheme":"v1"}"#,
+                "no secret_hash",
+            ),
+        ] {
+            let e = set.apply(change, &v(object)).unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+        }
+        set.apply(Change::WebhookAdd, &add).unwrap();
+        let e = set.apply(Change::WebhookAdd, &add).unwrap_err().to_string();
+        assert!(e.contains("exists already"), "{e}");
+        let e = set
+            .apply(Change::WebhookEnable, &v(r#"{"id":"wh_1"}"#))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("enabled already"), "{e}");
+        set.apply(Change::WebhookDisable, &v(r#"{"id":"wh_1","reason":"r"}"#))
+            .unwrap();
+        set.apply(Change::WebhookEnable, &v(r#"{"id":"wh_1"}"#))
+            .unwrap();
+        let e = set
+            .apply(
+                Change::WebhookRotate,
+                &v(r#"{"id":"wh_1","public_key":"whpk_x"}"#),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no secret_hash"), "{e}");
+        set.apply(
+            Change::WebhookRotate,
+            &v(r#"{"id":"wh_1","secret_hash":"sha256:01"}"#),
+        )
+        .unwrap();
+        assert!(set.endpoints()["wh_1"].enabled);
+    }
 
     #[test]
     fn every_change_reads_back_from_its_name() {

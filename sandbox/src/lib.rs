@@ -28,6 +28,13 @@
 //! execution of the same intent and policy version, once, with `committed`
 //! or `failed`.
 //!
+//! Webhook endpoint changes (`webhook.add`, `webhook.enable`,
+//! `webhook.disable`, `webhook.rotate`) decide nothing; they are followed
+//! as the endpoint set they make, and one that does not fit it (a change to
+//! an endpoint never added, an enable of an enabled one, a key of another
+//! scheme, a secret in the object) is refused, by the rule the gateway
+//! checks them with ([`tollgate_protocol::WebhookEndpoints`]).
+//!
 //! The what-if: given candidate bundles ([`Replay::what_if`]), each
 //! decision is also decided under the candidate, with the same intent and
 //! inputs, and a [`Report`] counts verdicts before and after and keeps
@@ -59,7 +66,7 @@ use tollgate_policies::approval;
 use tollgate_policies::delegation::{MAX_CHAIN, Registry, Spent, Token};
 use tollgate_protocol::{
     Change as RegistryChange, HashAlg, IntentEnvelope, Jwk, KeySet, Object, ReceiptKind,
-    RegistrySubject, Status, Timestamp, Value, canonical,
+    RegistrySubject, Status, Timestamp, Value, WebhookEndpoints, canonical,
 };
 
 /// Why a receipt does not re-decide to itself.
@@ -115,6 +122,8 @@ pub struct Replay {
     active: Option<String>,
     /// Every registry change applied, in order (`{change, object}`).
     changes: Vec<Value>,
+    /// The webhook endpoints, as the `webhook.*` changes tell them.
+    webhooks: WebhookEndpoints,
     /// Amounts spent, for intents decided against a snapshot.
     spent: Spent,
     /// Whether each decision's intent must carry its agent's signature.
@@ -495,6 +504,17 @@ impl Replay {
                 }
                 self.revoked_reviewers.insert(id);
             }
+            RegistryChange::WebhookAdd
+            | RegistryChange::WebhookEnable
+            | RegistryChange::WebhookDisable
+            | RegistryChange::WebhookRotate => {
+                // Who receives the ledger's events; no decision reads it.
+                self.webhooks
+                    .apply(change, object)
+                    .map_err(Error::Subject)?;
+                self.changes.push(subject.to_value());
+                return Ok(());
+            }
         }
         self.changes.push(subject.to_value());
         self.snapshot = None;
@@ -869,6 +889,71 @@ mod tests {
         let exec = parse(br#"{"kind":"execution","refs":["rcpt_x"],"subject":{}}"#).unwrap();
         let e = r.entry(4, HashAlg::Sha256, &exec).unwrap_err();
         assert!(e.reason.contains("names no approval"), "{e}");
+    }
+
+    #[test]
+    fn inconsistent_webhook_changes_are_refused() {
+        let change = |name: &str, object: &str| {
+            parse(
+                format!(
+                    r#"{{"kind":"registry","subject":{{"change":"{name}","object":{object}}}}}"#
+                )
+                .as_bytes(),
+            )
+            .unwrap()
+        };
+        let mut r = Replay::new();
+        // A disable of an endpoint no receipt added.
+        let e = r
+            .entry(
+                1,
+                HashAlg::Sha256,
+                &change("webhook.disable", r#"{"id":"wh_1","reason":"gone"}"#),
+            )
+            .unwrap_err();
+        assert!(
+            e.reason.contains("webhook.disable: no endpoint wh_1"),
+            "{e}"
+        );
+        let add = r#"{"id":"wh_1","url":"https://x.example/h","events":["*"],"scheme":"v1","secret_hash":"sha256:00"}"#;
+        r.entry(2, HashAlg::Sha256, &change("webhook.add", add))
+            .unwrap();
+        assert_eq!(r.counts().registry, 1);
+        // A secret in the receipt, an enable of an enabled endpoint, a
+        // second add of the same id, a rotation to a key of another scheme.
+        for (name, object, why) in [
+            (
+                "webhook.rotate",
+                r#"{"id":"wh_1","secret":"whsec_x","secret_hash":"sha256:01"}"#,
+                "member \"secret\"",
+            ),
+            ("webhook.enable", r#"{"id":"wh_1"}"#, "enabled already"),
+            ("webhook.add", add, "exists already"),
+            (
+                "webhook.rotate",
+                r#"{"id":"wh_1","public_key":"whpk_x"}"#,
+                "no secret_hash",
+            ),
+        ] {
+            let e = r
+                .entry(3, HashAlg::Sha256, &change(name, object))
+                .unwrap_err();
+            assert!(e.reason.contains(why), "{name}: {e}");
+        }
+        r.entry(
+            3,
+            HashAlg::Sha256,
+            &change("webhook.disable", r#"{"id":"wh_1","reason":"r"}"#),
+        )
+        .unwrap();
+        let e = r
+            .entry(
+                4,
+                HashAlg::Sha256,
+                &change("webhook.disable", r#"{"id":"wh_1","reason":"r"}"#),
+            )
+            .unwrap_err();
+        assert!(e.reason.contains("disabled already"), "{e}");
     }
 
     #[test]

@@ -789,19 +789,39 @@ async fn spending_sums_per_window_and_webhook_state_round_trips<B: Backend>(b: &
         vec![spend(0, 750), spend(100, 40)]
     );
     assert_eq!(ledger.spending(150).await.unwrap(), vec![spend(100, 40)]);
-    ledger
-        .webhook_write(vec![
-            WebhookOp::Put {
+    // An endpoint changes with its registry receipt, and only if it is
+    // there to change.
+    let disable = |n| {
+        registry_item(
+            &signer,
+            n,
+            RegistryChange::WebhookDisable {
                 id: "wh_1".into(),
-                config: b"{}".to_vec(),
-                secrets: b"[]".to_vec(),
-                cursor: 3,
+                reason: "410 Gone".into(),
             },
-            WebhookOp::Redeliver {
-                endpoint: "wh_1".into(),
-                event: 2,
-            },
-        ])
+        )
+    };
+    let head = ledger.head().await.unwrap();
+    assert!(matches!(
+        ledger.append_registry(vec![disable(1)], false).await,
+        Err(tollgate_ledger::Error::RegistryConflict(_))
+    ));
+    assert_eq!(ledger.head().await.unwrap(), head);
+    let add = RegistryChange::WebhookAdd {
+        id: "wh_1".into(),
+        config: b"{}".to_vec(),
+        secrets: b"[]".to_vec(),
+        cursor: 3,
+    };
+    ledger
+        .append_registry(vec![registry_item(&signer, 2, add)], false)
+        .await
+        .unwrap();
+    ledger
+        .webhook_write(vec![WebhookOp::Redeliver {
+            endpoint: "wh_1".into(),
+            event: 2,
+        }])
         .await
         .unwrap();
     ledger
@@ -817,12 +837,11 @@ async fn spending_sums_per_window_and_webhook_state_round_trips<B: Backend>(b: &
                 from: 3,
                 to: 9,
             },
-            WebhookOp::SetEnabled {
-                id: "wh_1".into(),
-                enabled: false,
-                reason: Some("410 Gone".into()),
-            },
         ])
+        .await
+        .unwrap();
+    ledger
+        .append_registry(vec![disable(3)], false)
         .await
         .unwrap();
     let endpoints = ledger.webhook_endpoints().await.unwrap();

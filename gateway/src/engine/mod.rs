@@ -388,6 +388,12 @@ impl<L: Ledger> Gateway<L> {
             )));
         }
         gateway.intents().recover().await?;
+        // Endpoints stored before their changes were receipts are recorded.
+        gateway
+            .webhooks()
+            .adopt_webhooks()
+            .await
+            .map_err(|e| StartError::Recovery(e.to_string()))?;
         // Deadlines that passed while the gateway was down end now.
         gateway
             .approvals()

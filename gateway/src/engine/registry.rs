@@ -24,7 +24,7 @@ use crate::limits::{MAX_BUNDLE_FILES, MAX_BUNDLE_PATH};
 pub(super) struct State {
     /// Serializes registry changes: each is checked against the state it
     /// applies to.
-    lock: tokio::sync::Mutex<()>,
+    pub(super) lock: tokio::sync::Mutex<()>,
 }
 
 /// Whether a registry call changed anything.
@@ -383,12 +383,27 @@ impl<L: Ledger> Registry<'_, L> {
         object: Value,
         policy: &str,
     ) -> Result<u64, RegistryError> {
-        let item = registry_item(&self.signer, &*self.clock, change, object, policy)
-            .await
-            .map_err(|e| RegistryError::Internal(e.to_string()))?;
+        self.record_all(view, vec![(change, object)], policy).await
+    }
+
+    /// [`Registry::record`] of several changes, in one transaction.
+    pub(super) async fn record_all(
+        &self,
+        view: &View,
+        changes: Vec<(RegistryChange, Value)>,
+        policy: &str,
+    ) -> Result<u64, RegistryError> {
+        let mut items = Vec::with_capacity(changes.len());
+        for (change, object) in changes {
+            items.push(
+                registry_item(&self.signer, &*self.clock, change, object, policy)
+                    .await
+                    .map_err(|e| RegistryError::Internal(e.to_string()))?,
+            );
+        }
         match self
             .ledger
-            .append_registry_after(vec![item], false, Some(view.registry_seq))
+            .append_registry_after(items, false, Some(view.registry_seq))
             .await
         {
             Ok(entries) => Ok(entries.last().map_or(view.registry_seq, |e| e.seq)),

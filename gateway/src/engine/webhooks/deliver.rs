@@ -420,25 +420,32 @@ async fn deliver_one<L: Ledger>(
         let Some(g) = weak.upgrade() else {
             return (Ending::Stopped, None);
         };
-        let mut ops = vec![WebhookOp::Attempt(row)];
-        if gone {
-            ops.push(WebhookOp::SetEnabled {
-                id: job.endpoint.id.clone(),
-                enabled: false,
-                reason: Some(format!(
-                    "the endpoint answered 410 Gone to {webhook_id} at {now}"
-                )),
-            });
-        } else if refused {
-            ops.push(WebhookOp::SetEnabled {
-                id: job.endpoint.id.clone(),
-                enabled: false,
-                reason: answer.error.clone(),
-            });
-        }
         // If this write fails the attempt is not recorded; the event is
         // still delivered or retried, and the cursor says what was done.
-        let _ = g.ledger.webhook_write(ops).await;
+        let _ = g.ledger.webhook_write(vec![WebhookOp::Attempt(row)]).await;
+        let reason = if gone {
+            Some(format!(
+                "the endpoint answered 410 Gone to {webhook_id} at {now}"
+            ))
+        } else if refused {
+            Some(
+                answer
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| format!("the endpoint refused {webhook_id} at {now}")),
+            )
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            // A `webhook.disable` receipt. If it cannot be recorded, the
+            // endpoint stays enabled, as the ledger says, and a later
+            // delivery to it fails and tries again.
+            let _ = g
+                .webhooks()
+                .set_enabled(&job.endpoint.id, false, Some(reason))
+                .await;
+        }
         drop(g);
         if gone || refused {
             return (Ending::Gone, None);

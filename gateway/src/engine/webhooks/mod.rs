@@ -18,7 +18,13 @@
 //! was delivered or its last retry failed (then it stays visible as
 //! failed, and can be redelivered).
 //!
-//! Endpoints and their delivery state never influence a receipt.
+//! Endpoints never influence a decision. Every change to the endpoint set
+//! (added, enabled, disabled, by an administrator or by delivery, a key
+//! rotated) is a `registry` receipt (spec §4.3, `webhook.*`), appended in
+//! the transaction that changes the endpoint table, so that the ledger
+//! tells who receives its events; a receipt never holds a secret, only its
+//! hash (`v1`) or the public key (`v1a`). Delivery state (cursors,
+//! attempts) is not recorded.
 
 mod deliver;
 pub mod sign;
@@ -26,11 +32,74 @@ pub mod target;
 
 use std::time::Duration;
 
-use tollgate_ledger::{AttemptRow, EVENT_TYPES, EndpointRow, Ledger, OutboxEvent, WebhookOp};
-use tollgate_protocol::{Object, Value, canonical, parse};
+use tollgate_ledger::{
+    AttemptRow, EVENT_TYPES, EndpointRow, Ledger, OutboxEvent, RegistryChange, WebhookOp,
+};
+use tollgate_protocol::{
+    Object, Value, WebhookEndpoint, WebhookEndpoints, canonical, parse, webhook_secret_hash,
+};
 
 use self::sign::SigningKey;
-use super::Webhooks;
+use super::{RegistryError, Webhooks};
+
+/// The settings member marking an endpoint whose registration is a
+/// `webhook.add` receipt.
+const RECORDED: &str = "recorded";
+
+/// What a `registry` receipt records of a signing key: the hash of a
+/// symmetric secret, or the public key.
+fn key_member(o: &mut Object, key: &SigningKey) {
+    if key.scheme() == "v1a" {
+        o.insert("public_key", key.verifying_text().into());
+    } else {
+        o.insert("secret_hash", webhook_secret_hash(&key.to_text()).into());
+    }
+}
+
+/// `{id}`, a webhook change's object.
+fn id_object(id: &str) -> Object {
+    let mut o = Object::new();
+    o.insert("id", id.into());
+    o
+}
+
+/// The `webhook.add` object of an endpoint (never its secret).
+fn add_object(id: &str, config: &Object, key: &SigningKey) -> Value {
+    let mut o = id_object(id);
+    for k in ["url", "events", "scheme", "parallel", "include_receipt"] {
+        if let Some(v) = config.get(k) {
+            o.insert(k, v.clone());
+        }
+    }
+    key_member(&mut o, key);
+    Value::Object(o)
+}
+
+/// The endpoint set as the ledger's receipts recorded it: the stored
+/// endpoints whose registration is a receipt.
+fn recorded_set(rows: &[EndpointRow]) -> Result<WebhookEndpoints, WebhookError> {
+    let mut set = WebhookEndpoints::default();
+    for row in rows {
+        let config = parse(&row.config).map_err(internal)?;
+        let Some(o) = config.as_object() else {
+            return Err(internal("stored endpoint config"));
+        };
+        if o.get(RECORDED) == Some(&Value::Bool(true)) {
+            set.insert(
+                row.id.clone(),
+                WebhookEndpoint {
+                    scheme: o
+                        .get("scheme")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    enabled: row.enabled,
+                },
+            );
+        }
+    }
+    Ok(set)
+}
 
 pub use deliver::event_body;
 
@@ -397,9 +466,98 @@ impl<L: Ledger> Webhooks<'_, L> {
             .ok_or_else(|| WebhookError::UnknownEndpoint(id.to_owned()))
     }
 
-    /// Registers an endpoint; it receives the events written from now on.
-    /// Returns it and the secret a consumer verifies with (`whsec_…`, shown
-    /// once) or the public key (`whpk_…`).
+    /// Records endpoint changes as `registry` receipts, the store changing
+    /// the endpoint table in their transaction. `plan` makes the changes
+    /// from the endpoints as stored, under the registry lock; each is
+    /// checked against the recorded endpoint set (the rule re-decision
+    /// applies). No change is no receipt. Retried if another instance
+    /// changed the registries meanwhile.
+    async fn record_endpoints<T>(
+        &self,
+        mut plan: impl FnMut(&[EndpointRow]) -> Result<(Vec<(RegistryChange, Value)>, T), WebhookError>,
+    ) -> Result<T, WebhookError> {
+        let mut last = String::new();
+        for _ in 0..super::intents::MAX_ATTEMPTS {
+            let _lock = self.registry_state.lock.lock().await;
+            let view = self.view();
+            let rows = self.ledger.webhook_endpoints().await.map_err(internal)?;
+            let (changes, out) = plan(&rows)?;
+            if changes.is_empty() {
+                return Ok(out);
+            }
+            let mut set = recorded_set(&rows)?;
+            for (change, object) in &changes {
+                set.apply(change.kind(), object).map_err(internal)?;
+            }
+            let policy = view.bundle.version_string();
+            match self.registry().record_all(&view, changes, &policy).await {
+                Ok(seq) => {
+                    let mut next = (*view).clone();
+                    next.registry_seq = seq;
+                    self.set_view(next);
+                    self.webhook_state.changed.notify_waiters();
+                    return Ok(out);
+                }
+                Err(RegistryError::Contended(why)) => last = why,
+                Err(e) => return Err(internal(e)),
+            }
+        }
+        Err(internal(format!(
+            "the registries kept changing under the endpoint change: {last}"
+        )))
+    }
+
+    /// Records, once, the endpoints stored before endpoint changes were
+    /// receipts: a `webhook.add` for each (and a `webhook.disable` if it is
+    /// disabled), so that later changes to them follow a recorded one.
+    pub async fn adopt_webhooks(&self) -> Result<(), WebhookError> {
+        self.record_endpoints(|rows| {
+            let mut changes = Vec::new();
+            for row in rows {
+                let config = parse(&row.config).map_err(internal)?;
+                let Some(mut o) = config.as_object().cloned() else {
+                    return Err(internal("stored endpoint config"));
+                };
+                if o.get(RECORDED) == Some(&Value::Bool(true)) {
+                    continue;
+                }
+                let Some(key) = secrets_of(row)?.pop().map(|s| s.key) else {
+                    return Err(internal("a stored endpoint without a secret"));
+                };
+                let object = add_object(&row.id, &o, &key);
+                o.insert(RECORDED, true.into());
+                changes.push((
+                    RegistryChange::WebhookAdopt {
+                        id: row.id.clone(),
+                        config: canonical(&Value::Object(o)),
+                    },
+                    object,
+                ));
+                if !row.enabled {
+                    let reason = row
+                        .disabled_reason
+                        .clone()
+                        .filter(|r| !r.is_empty())
+                        .unwrap_or_else(|| "disabled".to_owned());
+                    let mut d = id_object(&row.id);
+                    d.insert("reason", reason.as_str().into());
+                    changes.push((
+                        RegistryChange::WebhookDisable {
+                            id: row.id.clone(),
+                            reason,
+                        },
+                        Value::Object(d),
+                    ));
+                }
+            }
+            Ok((changes, ()))
+        })
+        .await
+    }
+
+    /// Registers an endpoint; it receives the events written from its
+    /// `webhook.add` receipt on. Returns it and the secret a consumer
+    /// verifies with (`whsec_…`, shown once) or the public key (`whpk_…`).
     pub async fn add_webhook(&self, new: NewEndpoint) -> Result<(Endpoint, String), WebhookError> {
         target::check_async(&new.url, self.webhook_state.settings.allow_private)
             .await
@@ -444,24 +602,27 @@ impl<L: Ledger> Webhooks<'_, L> {
         config.insert("parallel", new.parallel.into());
         config.insert("include_receipt", new.include_receipt.into());
         config.insert("created_at", self.clock.now().as_str().into());
+        config.insert(RECORDED, true.into());
         let cursor = self.ledger.outbox_last().await.map_err(internal)?;
         config.insert(
             "first_event",
             Value::integer(i64::try_from(cursor + 1).unwrap_or(i64::MAX)).unwrap_or(Value::Null),
         );
         let shown = key.verifying_text();
-        let secrets = vec![Secret { key, until: None }];
-        self.ledger
-            .webhook_write(vec![WebhookOp::Put {
+        let object = add_object(&id, &config, &key);
+        let secrets = secrets_value(&[Secret { key, until: None }]);
+        let config = canonical(&Value::Object(config));
+        self.record_endpoints(|_| {
+            let change = RegistryChange::WebhookAdd {
                 id: id.clone(),
-                config: canonical(&Value::Object(config)),
-                secrets: secrets_value(&secrets),
+                config: config.clone(),
+                secrets: secrets.clone(),
                 cursor,
-            }])
-            .await
-            .map_err(internal)?;
+            };
+            Ok((vec![(change, object.clone())], ()))
+        })
+        .await?;
         let row = self.endpoint_row(&id).await?;
-        self.webhook_state.changed.notify_waiters();
         Ok((endpoint_of(&row)?, shown))
     }
 
@@ -476,23 +637,51 @@ impl<L: Ledger> Webhooks<'_, L> {
             .collect()
     }
 
-    /// Enables or disables an endpoint.
+    /// Enables or disables an endpoint (by an administrator). Already so
+    /// records nothing.
     pub async fn set_webhook_enabled(
         &self,
         id: &str,
         enabled: bool,
     ) -> Result<Endpoint, WebhookError> {
-        self.endpoint_row(id).await?;
-        self.ledger
-            .webhook_write(vec![WebhookOp::SetEnabled {
-                id: id.to_owned(),
-                enabled,
-                reason: (!enabled).then(|| "disabled by an administrator".to_owned()),
-            }])
-            .await
-            .map_err(internal)?;
-        self.webhook_state.changed.notify_waiters();
+        let reason = (!enabled).then(|| "disabled by an administrator".to_owned());
+        self.set_enabled(id, enabled, reason).await?;
         endpoint_of(&self.endpoint_row(id).await?)
+    }
+
+    /// Enables an endpoint, or disables it for `reason`, as a
+    /// `webhook.enable` / `webhook.disable` receipt.
+    pub(crate) async fn set_enabled(
+        &self,
+        id: &str,
+        enabled: bool,
+        reason: Option<String>,
+    ) -> Result<(), WebhookError> {
+        self.record_endpoints(|rows| {
+            let row = rows
+                .iter()
+                .find(|r| r.id == id)
+                .ok_or_else(|| WebhookError::UnknownEndpoint(id.to_owned()))?;
+            if row.enabled == enabled {
+                return Ok((Vec::new(), ()));
+            }
+            let mut o = id_object(id);
+            let change = if enabled {
+                RegistryChange::WebhookEnable { id: id.to_owned() }
+            } else {
+                let reason = reason
+                    .clone()
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or_else(|| "disabled".to_owned());
+                o.insert("reason", reason.as_str().into());
+                RegistryChange::WebhookDisable {
+                    id: id.to_owned(),
+                    reason,
+                }
+            };
+            Ok((vec![(change, Value::Object(o))], ()))
+        })
+        .await
     }
 
     /// A new signing secret for an endpoint; the ones before it keep
@@ -500,29 +689,38 @@ impl<L: Ledger> Webhooks<'_, L> {
     /// switch without missing a delivery. Returns what consumers verify
     /// with.
     pub async fn rotate_webhook(&self, id: &str) -> Result<String, WebhookError> {
-        let row = self.endpoint_row(id).await?;
-        let endpoint = endpoint_of(&row)?;
-        let now = self.clock.now().unix_seconds();
-        let until = now + self.webhook_state.settings.rotation_overlap_seconds;
-        let mut secrets: Vec<Secret> = secrets_of(&row)?
-            .into_iter()
-            .filter(|s| s.until.is_none_or(|u| u > now))
-            .map(|s| Secret {
-                until: Some(s.until.map_or(until, |u| u.min(until))),
-                ..s
-            })
-            .collect();
-        let key = SigningKey::generate(&endpoint.scheme)
+        let scheme = endpoint_of(&self.endpoint_row(id).await?)?.scheme;
+        let key = SigningKey::generate(&scheme)
             .map_err(|e| WebhookError::InvalidSecret(e.to_string()))?;
         let shown = key.verifying_text();
-        secrets.push(Secret { key, until: None });
-        self.ledger
-            .webhook_write(vec![WebhookOp::SetSecrets {
+        let now = self.clock.now().unix_seconds();
+        let until = now + self.webhook_state.settings.rotation_overlap_seconds;
+        self.record_endpoints(|rows| {
+            let row = rows
+                .iter()
+                .find(|r| r.id == id)
+                .ok_or_else(|| WebhookError::UnknownEndpoint(id.to_owned()))?;
+            let mut secrets: Vec<Secret> = secrets_of(row)?
+                .into_iter()
+                .filter(|s| s.until.is_none_or(|u| u > now))
+                .map(|s| Secret {
+                    until: Some(s.until.map_or(until, |u| u.min(until))),
+                    ..s
+                })
+                .collect();
+            secrets.push(Secret {
+                key: key.clone(),
+                until: None,
+            });
+            let mut o = id_object(id);
+            key_member(&mut o, &key);
+            let change = RegistryChange::WebhookRotate {
                 id: id.to_owned(),
                 secrets: secrets_value(&secrets),
-            }])
-            .await
-            .map_err(internal)?;
+            };
+            Ok((vec![(change, Value::Object(o))], ()))
+        })
+        .await?;
         Ok(shown)
     }
 
