@@ -59,6 +59,7 @@ pub const PROBLEM_TYPES: &[(&str, &str)] = &[
     ("shutting-down", "Gateway shutting down"),
     ("too-many-waits", "Too many waits from this address"),
     ("waits-full", "No room to wait"),
+    ("too-many-connections", "Too many connections"),
     ("unauthorized", "Bearer token required"),
     ("invalid-delegation", "Invalid delegation token"),
     ("expired-delegation", "Delegation expired"),

@@ -273,6 +273,14 @@ async fn accept(
                 let _ = tcp.set_nodelay(true);
                 let slot = match slots.try_take(peer.ip()) {
                     Some(slot) => slot,
+                    // An address that already holds connections, in a
+                    // listener with none to spare for it, is told at once
+                    // rather than queued ahead of everyone else.
+                    None if slots.held_by(peer.ip()) >= 2 => {
+                        refuse_busy(&tcp);
+                        slots.refused_one();
+                        continue;
+                    }
                     None => slots.take(peer.ip()).await,
                 };
                 return (tcp, peer, slot);
@@ -283,6 +291,21 @@ async fn accept(
             }
         }
     }
+}
+
+/// Answers a connection the listener has no room for, without reading it:
+/// `503 too-many-connections` with `Retry-After: 1`, then it is closed.
+fn refuse_busy(tcp: &tokio::net::TcpStream) {
+    const BODY: &str = concat!(
+        "{\"detail\":\"every connection slot is taken and this address already holds connections; use one of them, or retry after Retry-After\",",
+        "\"status\":503,\"title\":\"Too many connections\",",
+        "\"type\":\"urn:tollgate:problem:too-many-connections\"}\n"
+    );
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tcp.try_write(answer.as_bytes());
 }
 
 /// Serves one connection until it ends, or until `closing`: then it ends

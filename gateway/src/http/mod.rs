@@ -394,9 +394,11 @@ async fn metrics<L: Ledger>(_: admin::ReadAuth, State(app): State<Arc<App<L>>>) 
     if let Some(slots) = app.slots.0.get() {
         text.push_str(&format!(
             "# HELP tollgate_connections Connections holding a slot.\n# TYPE tollgate_connections gauge\ntollgate_connections {}\n\
-             # HELP tollgate_connections_cut_total Connections without a request in progress cut to make room for a new one.\n# TYPE tollgate_connections_cut_total counter\ntollgate_connections_cut_total {}\n",
+             # HELP tollgate_connections_cut_total Connections without a request in progress cut to make room for a new one.\n# TYPE tollgate_connections_cut_total counter\ntollgate_connections_cut_total {}\n\
+             # HELP tollgate_connections_refused_total Newcomers answered 503 too-many-connections (their address held connections, and none could be cut for them).\n# TYPE tollgate_connections_refused_total counter\ntollgate_connections_refused_total {}\n",
             slots.held(),
-            slots.cut()
+            slots.cut(),
+            slots.refused()
         ));
     }
     text.push_str(&format!(

@@ -98,6 +98,8 @@ struct Table {
     held: BTreeMap<u64, Held>,
     /// Connections cut to make room, ever.
     cut: u64,
+    /// Newcomers answered `503 too-many-connections`, ever.
+    refused: u64,
 }
 
 struct Held {
@@ -272,48 +274,47 @@ impl Slots {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Waits until [`Slots::try_take`] would succeed: a slot is free, or a
-    /// connection could be cut. (Connections become cuttable with time
+    /// Waits until a newcomer could be admitted: a slot is free, or a
+    /// connection could be cut (for some newcomer: a young one only for a
+    /// newcomer from a lighter address). (Connections become cuttable with time
     /// alone, so the wait also looks again every [`GRACE_MS`].)
     pub(super) async fn ready(&self) {
         loop {
             let freed = self.freed.notified();
             {
                 let t = self.lock();
-                if t.held.len() < self.max || Self::victim(&t, self.now(), self.grace).is_some() {
+                // Any connection that may be cut for some newcomer: a young
+                // one may be, for a newcomer from a lighter address.
+                if t.held.len() < self.max || Self::victim(&t, self.now(), 0, None).is_some() {
                     return;
                 }
             }
-            let _ =
-                tokio::time::timeout(std::time::Duration::from_millis(SEND_STALL_MS), freed).await;
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(GRACE_MS), freed).await;
         }
     }
 
-    /// The connection to cut for room (module doc): among those that may
-    /// be cut, closing ones first, then those of the address holding the
-    /// most slots, then the one that has waited longest.
-    fn victim(t: &Table, now: u64, grace: u64) -> Option<u64> {
-        let cuttable: Vec<(u64, std::net::IpAddr, (bool, u64))> = t
-            .held
-            .iter()
-            .filter_map(|(id, h)| Some((*id, h.peer, h.activity.rank(now)?)))
-            .filter(|(_, _, (open, waited))| !*open || now.saturating_sub(*waited) >= grace)
-            .collect();
+    fn victim(t: &Table, now: u64, grace: u64, newcomer: Option<std::net::IpAddr>) -> Option<u64> {
         let mut share: BTreeMap<std::net::IpAddr, usize> = BTreeMap::new();
         for h in t.held.values() {
             *share.entry(h.peer).or_default() += 1;
         }
-        cuttable
-            .into_iter()
+        let of = |peer: &std::net::IpAddr| share.get(peer).copied().unwrap_or(0);
+        let mine = newcomer.map_or(usize::MAX, |p| of(&p));
+        t.held
+            .iter()
+            .filter_map(|(id, h)| Some((*id, h.peer, h.activity.rank(now)?)))
+            .filter(|(_, peer, (open, waited))| {
+                !*open || now.saturating_sub(*waited) >= grace || of(peer) >= mine.saturating_add(2)
+            })
             .min_by_key(|(id, peer, (open, waited))| {
-                (
-                    *open,
-                    std::cmp::Reverse(share.get(peer).copied().unwrap_or(0)),
-                    *waited,
-                    *id,
-                )
+                (*open, std::cmp::Reverse(of(peer)), *waited, *id)
             })
             .map(|(id, _, _)| id)
+    }
+
+    /// Slots held by connections from `peer`.
+    pub(super) fn held_by(&self, peer: std::net::IpAddr) -> usize {
+        self.lock().held.values().filter(|h| h.peer == peer).count()
     }
 
     /// A slot for a new connection: a free one, or one made by cutting a
@@ -324,8 +325,7 @@ impl Slots {
             if let Some(slot) = self.try_take(peer) {
                 return slot;
             }
-            let _ =
-                tokio::time::timeout(std::time::Duration::from_millis(SEND_STALL_MS), freed).await;
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(GRACE_MS), freed).await;
         }
     }
 
@@ -334,7 +334,7 @@ impl Slots {
         let now = self.now();
         let mut t = self.lock();
         if t.held.len() >= self.max {
-            let victim = Self::victim(&t, now, self.grace)?;
+            let victim = Self::victim(&t, now, self.grace, Some(peer))?;
             if let Some(h) = t.held.remove(&victim) {
                 h.cut.cancel();
                 t.cut += 1;
@@ -379,6 +379,16 @@ impl Slots {
     /// Connections cut to make room since the listener started.
     pub(super) fn cut(&self) -> u64 {
         self.lock().cut
+    }
+
+    /// Counts a newcomer refused for want of room.
+    pub(super) fn refused_one(&self) {
+        self.lock().refused += 1;
+    }
+
+    /// Newcomers refused for want of room since the listener started.
+    pub(super) fn refused(&self) -> u64 {
+        self.lock().refused
     }
 }
 
@@ -615,10 +625,28 @@ mod tests {
     }
 
     #[test]
+    fn a_floods_young_connections_give_way_to_a_lone_client() {
+        let slots = Slots::with_grace(3, 60_000);
+        let flood: std::net::IpAddr = [10, 0, 0, 9].into();
+        let f: Vec<Slot> = (0..3).map(|_| slots.try_take(flood).unwrap()).collect();
+        // The flood may not rotate its own young connections.
+        assert!(slots.try_take(flood).is_none());
+        // A lone client takes one of them.
+        let lone = slots.try_take(LOCAL).unwrap();
+        assert_eq!(f.iter().filter(|s| s.cut.is_cancelled()).count(), 1);
+        // and the flood (2 slots) cannot take the lone client's (1).
+        assert!(slots.try_take(flood).is_none());
+        assert!(!lone.cut.is_cancelled());
+    }
+
+    #[test]
     fn a_connection_younger_than_the_grace_is_not_cut() {
         let slots = Slots::with_grace(1, 60_000);
         let young = slots.try_take(LOCAL).unwrap();
         assert!(slots.try_take(LOCAL).is_none());
+        // A newcomer from another address may not cut it either (one slot
+        // against none is not two more).
+        assert!(slots.try_take([10, 0, 0, 1].into()).is_none());
         // Closing, it goes at once.
         young.activity.closing();
         assert!(slots.try_take(LOCAL).is_some());
