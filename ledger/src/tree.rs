@@ -207,6 +207,9 @@ pub async fn inclusion<L: Ledger>(ledger: &L, seq: u64, size: u64) -> Result<Vec
             "entry {seq} is not in a tree of {size} entries"
         )));
     }
+    // Beyond the stored tree the proof's index arithmetic would overflow:
+    // refused first.
+    covered(ledger, size).await?;
     let proof = prove(ledger, size, |r| tlog_tiles::prove_record(size, seq - 1, r)).await?;
     Ok(proof.into_iter().map(|h| h.0).collect())
 }
@@ -223,8 +226,10 @@ pub async fn consistency<L: Ledger>(
             "no consistency proof from {old} entries to fewer ({new})"
         )));
     }
+    // Beyond the stored tree the proof's index arithmetic would overflow:
+    // refused first.
+    covered(ledger, new).await?;
     if old == 0 || old == new {
-        covered(ledger, new).await?;
         return Ok(Vec::new());
     }
     let proof = prove(ledger, new, |r| tlog_tiles::prove_tree(new, old, r)).await?;

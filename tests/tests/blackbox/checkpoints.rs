@@ -993,3 +993,26 @@ fn the_log_endpoints_refuse_bad_queries_with_a_problem_and_a_down_witness_costs_
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+/// Found by the API fuzz run: a proof asked for a tree larger than 2^63
+/// entries overflowed the proof's index arithmetic and closed the
+/// connection without an answer. A size beyond the stored tree is refused
+/// first, as any size beyond it is.
+#[test]
+fn regression_proofs_of_trees_beyond_the_stored_one_are_refused_not_dropped() {
+    let g = Gateway::start();
+    for path in [
+        "/v1/proofs/consistency?from=1&to=9223372036854775810",
+        "/v1/proofs/consistency?from=2&to=18446744073709551615",
+        "/v1/proofs/inclusion?seq=1&size=9223372036854775810",
+    ] {
+        let (code, body) = g.get(path);
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(code, 404, "{path}: {text}");
+        assert!(
+            text.contains("urn:tollgate:problem:not-found"),
+            "{path}: {text}"
+        );
+    }
+    assert_eq!(g.get("/healthz").0, 200);
+}
