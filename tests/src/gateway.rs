@@ -11,7 +11,7 @@ use tollgate_protocol::build::TokenPayload;
 use tollgate_protocol::{Domain, KeySet, Object, Timestamp, Value, canonical, parse};
 use tollgate_signer::Ed25519Signer;
 
-use crate::bin;
+use crate::{assert_export_verifies, bin, verify_cmd};
 
 /// A running `tollgate serve` on a fresh data folder.
 pub struct Gateway {
@@ -264,6 +264,35 @@ impl Gateway {
         .clone();
         edit(&mut p);
         canonical(&issuer.envelope(Domain::Delegation, Value::Object(p)))
+    }
+
+    /// The export verifies and re-decides offline, from the receipts
+    /// alone (`tollgate-verify ledger --redecide`, exit 0).
+    pub fn assert_export_redecides(&self) {
+        let (_, export) = self.get("/v1/ledger/export");
+        let (_, jwks) = self.get("/.well-known/jwks.json");
+        assert_export_verifies(&export, &jwks);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("export.jsonl"), &export).unwrap();
+        std::fs::write(dir.path().join("jwks.json"), &jwks).unwrap();
+        let out = verify_cmd(&[
+            "ledger",
+            dir.path().join("export.jsonl").to_str().unwrap(),
+            "--keys",
+            dir.path().join("jwks.json").to_str().unwrap(),
+            "--redecide",
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("decisions re-decided, each byte for byte the same"),
+            "{text}"
+        );
     }
 
     /// The ledger head's seq.

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 
 use tollgate_protocol::{HashAlg, Value};
 use tollgate_tests::gateway::{Gateway, intent, problem_slug, receipt_member, verdict_of};
-use tollgate_tests::{assert_export_verifies, verify_cmd};
 
 /// What the attribute server answers for a path: status, body, delay.
 type Routes = Arc<Mutex<BTreeMap<String, (u16, String, u64)>>>;
@@ -239,34 +238,6 @@ fn a_failing_target_leaves_the_intent_undecided_until_it_answers(g: &Gateway, at
     assert_eq!(verdict_of(&entry), "pass");
 }
 
-/// The export re-decides offline, from the receipts alone.
-fn the_export_redecides_offline(g: &Gateway) {
-    let (_, export) = g.get("/v1/ledger/export");
-    let (_, jwks) = g.get("/.well-known/jwks.json");
-    assert_export_verifies(&export, &jwks);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("export.jsonl"), &export).unwrap();
-    std::fs::write(dir.path().join("jwks.json"), &jwks).unwrap();
-    let out = verify_cmd(&[
-        "ledger",
-        dir.path().join("export.jsonl").to_str().unwrap(),
-        "--keys",
-        dir.path().join("jwks.json").to_str().unwrap(),
-        "--redecide",
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        text.contains("decisions re-decided, each byte for byte the same"),
-        "{text}"
-    );
-}
-
 #[test]
 fn attributes_looked_up_at_the_target_decide_and_are_recorded() {
     let attrs = Attributes::start();
@@ -285,7 +256,7 @@ fn attributes_looked_up_at_the_target_decide_and_are_recorded() {
     resources_known_only_unknown_or_dotted_at_the_target(&g, &attrs);
     a_failing_target_leaves_the_intent_undecided_until_it_answers(&g, &attrs);
     // The export, with every receipt above, re-decides offline.
-    the_export_redecides_offline(&g);
+    g.assert_export_redecides();
 }
 
 #[test]

@@ -5,7 +5,6 @@ use std::path::Path;
 
 use tollgate_protocol::{Timestamp, Value};
 use tollgate_tests::gateway::{Gateway, intent, receipt_member, verdict_of};
-use tollgate_tests::verify_cmd;
 
 /// Adds `context.time` to the demo policy's schema and `rule` to its
 /// boundary rules.
@@ -83,23 +82,5 @@ fn regression_rules_read_the_gateways_clock_not_the_agents_issued_at() {
     );
     assert!((t.unix_seconds() - now).abs() < 120, "{time}");
     // The export re-decides with the recorded time.
-    let dir = tempfile::tempdir().unwrap();
-    let export = dir.path().join("export.jsonl");
-    let jwks = dir.path().join("jwks.json");
-    std::fs::write(&export, g.get("/v1/ledger/export").1).unwrap();
-    std::fs::write(&jwks, g.get("/.well-known/jwks.json").1).unwrap();
-    let out = verify_cmd(&[
-        "ledger",
-        export.to_str().unwrap(),
-        "--keys",
-        jwks.to_str().unwrap(),
-        "--redecide",
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    g.assert_export_redecides();
 }
