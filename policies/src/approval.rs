@@ -98,7 +98,7 @@ impl Opened {
 
     /// The requirement part of an approval, from its `review` object
     /// `{role, count, deadline, separate_issuer?}`.
-    fn review(review: &Value) -> Option<Self> {
+    pub(crate) fn review(review: &Value) -> Option<Self> {
         let r = review.as_object()?;
         Some(Self {
             id: String::new(),
@@ -112,6 +112,110 @@ impl Opened {
             deadline: Timestamp::parse(r.get("deadline")?.as_str()?)?,
             separate_issuer: r.get("separate_issuer") == Some(&Value::Bool(true)),
         })
+    }
+}
+
+/// What an escalated intent needs, as a policy version states it: the
+/// quorum (role, count, whether the chain's issuers are excluded) and the
+/// deadline. Defined once: the gateway opens approvals with it and
+/// re-decision checks the `review` each escalation states against it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Requirement {
+    /// The role each reviewer must hold.
+    pub role: String,
+    /// How many distinct reviewers must grant.
+    pub count: i64,
+    /// The deadline.
+    pub deadline: Timestamp,
+    /// Whether the issuers of the delegation chain may not approve.
+    pub separate_issuer: bool,
+}
+
+impl Requirement {
+    /// What `bundle` asks of `intent`, escalated by the escalating rules
+    /// `fired` at `decided_at` (the gateway's clock at the decision): the
+    /// quorum of [`crate::Review::quorum_for`] and a deadline
+    /// `deadline_seconds` after the earlier of `decided_at` and the
+    /// intent's `issued_at`, in whole seconds. The agent chooses its
+    /// `issued_at` within the gateway's skew: dated back, it only shortens
+    /// its own deadline; dated forward, it cannot stretch it. `None` for
+    /// an action the bundle does not define.
+    pub fn of<'a>(
+        bundle: &crate::Bundle,
+        intent: &tollgate_protocol::Intent,
+        fired: impl IntoIterator<Item = &'a str>,
+        decided_at: &Timestamp,
+    ) -> Option<Self> {
+        let contract = bundle.action(&intent.action)?;
+        let review = &contract.review;
+        let amount = contract.amount_of(&intent.params);
+        let quorum = review.quorum_for(fired, amount.as_ref().map(|(m, c)| (*m, c.as_str())));
+        let from = decided_at
+            .unix_seconds()
+            .min(intent.issued_at.unix_seconds());
+        Some(Self {
+            role: quorum.role,
+            count: quorum.count,
+            deadline: Timestamp::from_unix_seconds(from.saturating_add(review.deadline_seconds)),
+            separate_issuer: review.separate_issuer,
+        })
+    }
+
+    /// The `review` object an escalation's outcome states: `{role, count,
+    /// deadline, separate_issuer?}`.
+    pub fn to_value(&self) -> Value {
+        let mut o = tollgate_protocol::Object::new();
+        o.insert("role", self.role.as_str().into());
+        o.insert("count", Value::integer(self.count).unwrap_or(Value::Null));
+        o.insert("deadline", self.deadline.as_str().into());
+        if self.separate_issuer {
+            o.insert("separate_issuer", true.into());
+        }
+        Value::Object(o)
+    }
+
+    /// The requirement part of a `review` object, the deadline aside.
+    pub fn from_value(review: &Value) -> Option<Self> {
+        let o = Opened::review(review)?;
+        Some(Self {
+            role: o.role,
+            count: o.count,
+            deadline: o.deadline,
+            separate_issuer: o.separate_issuer,
+        })
+    }
+
+    /// The grants of `progress` that meet this requirement, in order: each
+    /// by a reviewer registered and unrevoked in `parties`, holding the
+    /// role, allowed the approval's action, and, where asked, no issuer of
+    /// its delegation chain. This is how an approval granted under one
+    /// policy version is counted against the review a later version asks
+    /// when the intent is decided again at its execution.
+    pub fn counting<'p>(
+        &self,
+        approval: &Opened,
+        progress: &'p Progress,
+        parties: &Parties<'_>,
+    ) -> Vec<&'p (String, String)> {
+        let issuers = if self.separate_issuer {
+            issuers_of(parties.delegations, &approval.delegation)
+        } else {
+            Vec::new()
+        };
+        progress
+            .grants
+            .iter()
+            .filter(|(id, _)| {
+                parties.reviewers.get(id).is_some_and(|r| {
+                    !parties.revoked_reviewers.contains(id)
+                        && r.has_role(&self.role)
+                        && r.allows_action(&approval.action)
+                        && !issuers
+                            .iter()
+                            .any(|(name, kid)| name == id || *kid == r.key.kid)
+                })
+            })
+            .collect()
     }
 }
 
@@ -152,6 +256,15 @@ impl Progress {
             self.ended = Some(status);
         }
         status
+    }
+
+    /// Opens the approval again after a grant that completed its quorum,
+    /// when the intent, decided again at its execution, needs a review
+    /// the grants so far do not meet: it waits for more grants.
+    pub fn reopen(&mut self) {
+        if self.ended == Some(Status::Approved) {
+            self.ended = None;
+        }
     }
 
     /// Withdraws `reviewer`'s grant, as their revocation does while the

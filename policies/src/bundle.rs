@@ -487,6 +487,17 @@ pub struct Action {
 }
 
 impl Action {
+    /// The amount (minor units) and currency an intent with `params`
+    /// moves, when the action moves money (its `amount` setting) and both
+    /// params are there with their types.
+    pub fn amount_of(&self, params: &Object) -> Option<(i64, String)> {
+        let (amount, currency) = self.amount.as_ref()?;
+        Some((
+            params.get(amount)?.as_safe_integer()?,
+            params.get(currency)?.as_str()?.to_owned(),
+        ))
+    }
+
     /// Checks `params` against the action's JSON Schema; each problem is
     /// `(JSON Pointer relative to params, message)`.
     pub fn check_params(&self, params: &Object) -> Vec<(String, String)> {

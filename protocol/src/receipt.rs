@@ -276,14 +276,17 @@ pub struct Receipt {
     pub policy_version: String,
     /// `subject`.
     pub subject: Value,
-    /// `decision`, for a decision receipt.
+    /// `decision`, for a decision receipt; for an execution receipt (and
+    /// an approval receipt whose grant met a review the intent no longer
+    /// needed), the intent decided again at the grant.
     pub decision: Option<Value>,
     /// `outcome`.
     pub outcome: Outcome,
     /// `refs`: receipt ids this one follows from.
     pub refs: Vec<String>,
     /// `inputs`: for a decision receipt its [`Inputs`]; for an execution
-    /// receipt `{"spent": [...]}`, the budgets as they stood at the grant.
+    /// receipt the [`Inputs`] of the intent decided again at the grant
+    /// (before version 1.3 `{"spent": [...]}` alone).
     pub inputs: Option<Value>,
 }
 
@@ -384,19 +387,27 @@ impl Receipt {
         Ok(r)
     }
 
-    /// The `execution` receipt of the intent `intent_hash`, whose quorum
-    /// `refs` (the decision receipt, then every approval receipt of the
-    /// quorum) completed at `issued_at`; `spent` as in [`Inputs::spent`].
+    /// The `execution` receipt of the intent `intent_hash`, escalated
+    /// under `escalated_under`, whose quorum `refs` (the decision receipt,
+    /// then every approval receipt of the quorum) completed at
+    /// `issued_at`. The intent was decided again then, under
+    /// `policy_version` (the version in force at the execution): `decision`
+    /// is that decision (`None` when the version's contract refused the
+    /// intent's shape) and `inputs` what it read (spec §4.2).
+    #[allow(clippy::too_many_arguments)]
     pub fn execution(
         issued_at: Timestamp,
         policy_version: String,
         intent_hash: &HashValue,
+        escalated_under: &str,
+        decision: Option<Value>,
         outcome: Outcome,
         refs: Vec<String>,
-        spent: Vec<Value>,
+        inputs: Value,
     ) -> Result<Self, OutcomeNotAllowed> {
         let mut subject = Object::new();
         subject.insert("intent_hash", intent_hash.to_string().into());
+        subject.insert("escalated_under", escalated_under.into());
         let mut r = Self::new(
             ReceiptKind::Execution,
             issued_at,
@@ -404,10 +415,9 @@ impl Receipt {
             Value::Object(subject),
             outcome,
         )?;
+        r.decision = decision;
         r.refs = refs;
-        let mut inputs = Object::new();
-        inputs.insert("spent", Value::Array(spent));
-        r.inputs = Some(Value::Object(inputs));
+        r.inputs = Some(inputs);
         Ok(r)
     }
 

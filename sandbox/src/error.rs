@@ -139,6 +139,27 @@ pub enum Error {
     /// An execution naming another intent than its approval's.
     #[error("the execution names another intent")]
     ExecutionIntent,
+    /// An execution whose `subject.escalated_under` is not the version the
+    /// intent was escalated under.
+    #[error("the execution states it was escalated under {stated:?}, and the approval was opened under {opened:?}")]
+    EscalatedUnder {
+        /// What the execution states.
+        stated: String,
+        /// The approval's.
+        opened: String,
+    },
+    /// An execution or waiting grant whose decision again does not allow
+    /// what it records (why).
+    #[error("{0}")]
+    Again(String),
+    /// An escalation whose `outcome.review` is not what its policy asks.
+    #[error("the escalation states review {stated}, and its policy asks {asked}")]
+    Review {
+        /// What the receipt states.
+        stated: Value,
+        /// What the policy asks.
+        asked: Value,
+    },
 
     /// A decision under a policy version not published earlier.
     #[error(

@@ -145,6 +145,30 @@ struct Approval {
     opened: approval::Opened,
     progress: approval::Progress,
     executed: bool,
+    /// The escalated intent's envelope.
+    intent: Value,
+}
+
+/// A decision made again from a receipt's intent and inputs.
+struct Redecided {
+    /// The decision, byte for byte the receipt's.
+    decision: Value,
+    /// The time it read.
+    time: Timestamp,
+    /// The candidate's version and decision, if one applies.
+    tried: Option<(String, Value)>,
+}
+
+/// The escalating rules' ids of a `decision` member.
+fn escalating_rules(decision: &Value) -> Vec<&str> {
+    match at(decision, &["rules"]) {
+        Some(Value::Array(rules)) => rules
+            .iter()
+            .filter(|r| text(r, &["effect"]) == "escalate")
+            .map(|r| text(r, &["id"]))
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
@@ -289,6 +313,7 @@ impl Replay {
                     opened,
                     progress: approval::Progress::default(),
                     executed: false,
+                    intent: at(receipt, &["subject"]).cloned().unwrap_or(Value::Null),
                 },
             );
         }
@@ -340,20 +365,87 @@ impl Replay {
         let follows = a
             .progress
             .record(&a.opened, &d.reviewer, d.verdict, &receipt_id);
-        if stated != follows {
+        // The grants that count, withdrawn ones left out.
+        let mut count = a.progress.grants.len() as i64;
+        if follows == Status::Approved && stated == Status::PendingApproval {
+            // The grant completed the quorum, and the intent decided again
+            // under the policy then in force asks a review the grants do
+            // not meet: the approval waits for more.
+            let (opened, progress, intent) =
+                (a.opened.clone(), a.progress.clone(), a.intent.clone());
+            count = self.waiting(receipt, &opened, &progress, intent, &delegations, &parties)?;
+            if let Some(a) = self.approvals.get_mut(&id) {
+                a.progress.reopen();
+            }
+        } else if stated != follows {
             return Err(Error::StatusDiffers {
                 id,
                 stated,
                 follows,
             });
         }
-        // The grants that count, withdrawn ones left out.
-        let count = a.progress.grants.len() as i64;
         let stated = at(receipt, &["outcome", "grants"]).and_then(Value::as_safe_integer);
         if stated != Some(count) {
             return Err(Error::GrantsDiffer { id, stated, count });
         }
         Ok(())
+    }
+
+    /// Checks an approval receipt whose grant completed the quorum while
+    /// the policy in force asked more (spec §4.2): the intent decided again
+    /// from the receipt's `inputs` under `outcome.requirement`'s version is
+    /// the receipt's `decision`, escalates, asks that requirement, and the
+    /// grants so far meet it fewer times than it asks. Returns how many
+    /// meet it.
+    fn waiting(
+        &self,
+        receipt: &Value,
+        opened: &approval::Opened,
+        progress: &approval::Progress,
+        intent: Value,
+        snapshot: &Snapshot,
+        parties: &approval::Parties<'_>,
+    ) -> Result<i64, Error> {
+        let stated = at(receipt, &["outcome", "requirement"]).ok_or_else(|| {
+            Error::Again(
+                "a grant that completes the quorum and leaves the approval pending states the requirement it waits for".into(),
+            )
+        })?;
+        let version = text(stated, &["policy_version"]);
+        let bundle = self.bundle_of(version)?;
+        let envelope = IntentEnvelope::from_value(intent).map_err(Error::NotAnIntent)?;
+        let again = self.check_envelope(snapshot, receipt, bundle, &envelope)?;
+        if text(&again.decision, &["verdict"]) != "escalate" {
+            return Err(Error::Again(format!(
+                "the grant leaves the approval pending, and the intent decided again under {version} does not escalate"
+            )));
+        }
+        let asked = approval::Requirement::of(
+            bundle,
+            &envelope.intent,
+            escalating_rules(&again.decision),
+            &again.time,
+        )
+        .ok_or_else(|| Error::Again(format!("{version} does not define the intent's action")))?;
+        let mut expected = asked.to_value();
+        if let Value::Object(o) = &mut expected {
+            o.remove("deadline");
+            o.insert("policy_version", version.into());
+        }
+        if canonical(stated) != canonical(&expected) {
+            return Err(Error::Review {
+                stated: stated.clone(),
+                asked: expected,
+            });
+        }
+        let meet = asked.counting(opened, progress, parties).len() as i64;
+        if meet >= asked.count {
+            return Err(Error::Again(format!(
+                "the grants meet the review {version} asks ({meet} of {}), and the approval was left pending",
+                asked.count
+            )));
+        }
+        Ok(meet)
     }
 
     /// Notes a decision or execution receipt whose outcome is `unknown`:
@@ -431,10 +523,84 @@ impl Replay {
         if text(receipt, &["subject", "intent_hash"]) != a.opened.intent_hash {
             return Err(Error::ExecutionIntent);
         }
-        a.executed = true;
-        let hash = a.opened.intent_hash.clone();
-        self.note_unknown(receipt, hash);
+        let (opened, progress, intent) = (a.opened.clone(), a.progress.clone(), a.intent.clone());
+        // Since version 1.3 an execution records the intent decided again
+        // under the policy in force then.
+        if let Some(under) = at(receipt, &["subject", "escalated_under"]) {
+            if under.as_str() != Some(opened.policy_version.as_str()) {
+                return Err(Error::EscalatedUnder {
+                    stated: under.as_str().unwrap_or_default().to_owned(),
+                    opened: opened.policy_version.clone(),
+                });
+            }
+            self.executed_again(receipt, &opened, &progress, intent)?;
+        }
+        if let Some(a) = self.approvals.get_mut(&id) {
+            a.executed = true;
+        }
+        self.note_unknown(receipt, opened.intent_hash);
         Ok(())
+    }
+
+    /// Checks what an execution records of the intent decided again at
+    /// the grant: its `decision` is what the policy it names decides from
+    /// its `inputs` (none when that policy's contract refuses the intent's
+    /// shape, and then nothing ran); a block ran nothing; an escalation ran
+    /// only if the grants meet the review it asks.
+    fn executed_again(
+        &mut self,
+        receipt: &Value,
+        opened: &approval::Opened,
+        progress: &approval::Progress,
+        intent: Value,
+    ) -> Result<(), Error> {
+        let version = text(receipt, &["policy_version"]).to_owned();
+        let status = text(receipt, &["outcome", "status"]);
+        let snapshot = self.snapshot();
+        let bundle = self.bundle_of(&version)?;
+        let envelope = IntentEnvelope::from_value(intent).map_err(Error::NotAnIntent)?;
+        if at(receipt, &["decision"]).is_none() {
+            return match tollgate_pipeline::shape(bundle, &envelope) {
+                Err(_) if status == Status::NotExecuted.name() => Ok(()),
+                Err(_) => Err(Error::Again(format!(
+                    "{version} refuses the intent's shape, and the execution states {status}"
+                ))),
+                Ok(_) => Err(Error::Again(format!(
+                    "the execution states no decision, and {version} decides the intent"
+                ))),
+            };
+        }
+        let again = self.check_envelope(&snapshot, receipt, bundle, &envelope)?;
+        match text(&again.decision, &["verdict"]) {
+            "block" if status != Status::NotExecuted.name() => Err(Error::Again(format!(
+                "{version} blocks the intent at the execution, and the execution states {status}"
+            ))),
+            "escalate" if status != Status::NotExecuted.name() => {
+                let asked = approval::Requirement::of(
+                    bundle,
+                    &envelope.intent,
+                    escalating_rules(&again.decision),
+                    &again.time,
+                )
+                .ok_or_else(|| {
+                    Error::Again(format!("{version} does not define the intent's action"))
+                })?;
+                let parties = approval::Parties {
+                    reviewers: &self.reviewers,
+                    revoked_reviewers: &self.revoked_reviewers,
+                    delegations: &snapshot.registry,
+                };
+                let meet = asked.counting(opened, progress, &parties).len() as i64;
+                if meet < asked.count {
+                    return Err(Error::Again(format!(
+                        "{version} escalates the intent at the execution and asks {} grants of role {}; {meet} meet it, and the execution states {status}",
+                        asked.count, asked.role
+                    )));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     fn registry(&mut self, alg: HashAlg, receipt: &Value) -> Result<(), Error> {
@@ -661,13 +827,49 @@ impl Replay {
         }
         .ok_or(Error::NoSubject)?;
         let envelope = IntentEnvelope::from_value(subject).map_err(Error::NotAnIntent)?;
-        let result = self.check_envelope(snapshot, receipt, bundle, &envelope);
+        let result = self
+            .check_envelope(snapshot, receipt, bundle, &envelope)
+            .and_then(|again| {
+                Self::check_review(receipt, bundle, &envelope, &again)?;
+                Ok(again.tried)
+            });
         if let Value::Object(o) = receipt
             && let Some(slot) = o.get_mut("subject")
         {
             *slot = envelope.value;
         }
         result
+    }
+
+    /// An escalation's `outcome.review` must be what its policy asks
+    /// ([`approval::Requirement::of`]): the quorum of the rules that fired
+    /// and the amount, and the deadline counted from the earlier of the
+    /// time the decision read (`inputs.time`, the gateway's clock) and the
+    /// intent's `issued_at`.
+    fn check_review(
+        receipt: &Value,
+        bundle: &Bundle,
+        envelope: &IntentEnvelope,
+        again: &Redecided,
+    ) -> Result<(), Error> {
+        let Some(stated) = at(receipt, &["outcome", "review"]) else {
+            return Ok(());
+        };
+        let asked = approval::Requirement::of(
+            bundle,
+            &envelope.intent,
+            escalating_rules(&again.decision),
+            &again.time,
+        )
+        .map(|r| r.to_value())
+        .unwrap_or(Value::Null);
+        if canonical(stated) != canonical(&asked) {
+            return Err(Error::Review {
+                stated: stated.clone(),
+                asked,
+            });
+        }
+        Ok(())
     }
 
     /// The bundle of a published `version`.
@@ -678,13 +880,16 @@ impl Replay {
             .ok_or_else(|| Error::Unpublished(version.to_owned()))
     }
 
+    /// Decides `envelope` again under `bundle` from `receipt`'s `inputs`,
+    /// after checking they are what this export's registries say, and
+    /// requires the receipt's `decision`, byte for byte.
     fn check_envelope(
         &self,
         snapshot: &Snapshot,
         receipt: &Value,
         bundle: &Bundle,
         envelope: &IntentEnvelope,
-    ) -> Result<Option<(String, Value)>, Error> {
+    ) -> Result<Redecided, Error> {
         let version = text(receipt, &["policy_version"]);
         let intent = &envelope.intent;
         // The inputs must be what this export's registries say: the
@@ -792,12 +997,17 @@ impl Replay {
         if decision != *stated && canonical(&decision) != canonical(stated) {
             return Err(Error::Differs(difference(stated, &decision)));
         }
-        Ok(self.candidate_for(version).map(|candidate| {
+        let tried = self.candidate_for(version).map(|candidate| {
             (
                 candidate.version_string(),
                 Self::decide_under(candidate, envelope, snapshot, &spent, resource, &time),
             )
-        }))
+        });
+        Ok(Redecided {
+            decision,
+            time,
+            tried,
+        })
     }
 }
 

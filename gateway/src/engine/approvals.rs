@@ -43,7 +43,7 @@ use std::sync::Arc;
 use tollgate_ledger::{
     Append, ApprovalRead, ApprovalRecord, ApprovalRow, Guard, Ledger, Spend, Staleness, StepVerdict,
 };
-use tollgate_pipeline::Decision;
+use tollgate_pipeline::{Decision, decide_with_resource};
 use tollgate_policies::approval as rule;
 use tollgate_policies::delegation;
 use tollgate_policies::{Bundle, Target};
@@ -53,7 +53,8 @@ use tollgate_protocol::{
 };
 
 use super::intents::{
-    Held, amount_of, chain, identity, member, receipt_id_of, reconciliation, reconciliation_key,
+    Held, amount_of, chain, chain_hashes, identity, member, receipt_id_of, reconciliation,
+    reconciliation_key,
 };
 use super::{ApprovalError, Approvals, CoreError, View, budget};
 
@@ -79,84 +80,52 @@ impl State {
 /// Most approvals one listing returns.
 pub const MAX_LISTED: u32 = 500;
 
-/// What an escalated intent needs: the quorum and the deadline, from the
-/// escalating policy version. Deterministic: the deadline is counted from
-/// the intent's `issued_at`, never from a clock.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Requirement {
-    /// The role each reviewer must hold.
-    pub role: String,
-    /// How many distinct reviewers must grant.
-    pub count: i64,
-    /// The deadline, seconds since the epoch.
-    pub deadline: i64,
-    /// Whether the issuers of the delegation chain may not approve.
-    pub separate_issuer: bool,
+/// What an escalated intent needs (spec §4.2): the approval rule's
+/// [`rule::Requirement`], defined once in the policies crate.
+pub use rule::Requirement;
+
+/// The requirement of an escalated `decision` on `envelope` under
+/// `bundle`, decided at `decided_at`; `None` for an action the bundle does
+/// not define.
+pub(super) fn requirement_of(
+    bundle: &Bundle,
+    decision: &Decision,
+    envelope: &IntentEnvelope,
+    decided_at: &Timestamp,
+) -> Option<Requirement> {
+    let fired = decision
+        .rules
+        .iter()
+        .filter(|r| r.effect == Verdict::Escalate)
+        .map(|r| r.id.as_str());
+    Requirement::of(bundle, &envelope.intent, fired, decided_at)
 }
 
-impl Requirement {
-    /// The requirement of an escalated `decision` on `envelope` under
-    /// `bundle`; `None` for an action the bundle does not define.
-    pub(super) fn of(
-        bundle: &Bundle,
-        decision: &Decision,
-        envelope: &IntentEnvelope,
-    ) -> Option<Self> {
-        let contract = bundle.action(&envelope.intent.action)?;
-        let review = &contract.review;
-        let fired = decision
-            .rules
-            .iter()
-            .filter(|r| r.effect == Verdict::Escalate)
-            .map(|r| r.id.as_str());
-        let amount = amount_of(bundle, envelope);
-        let quorum = review.quorum_for(fired, amount.as_ref().map(|(m, c)| (*m, c.as_str())));
-        Some(Self {
-            role: quorum.role,
-            count: quorum.count,
-            deadline: envelope.intent.issued_at.unix_seconds() + review.deadline_seconds,
-            separate_issuer: review.separate_issuer,
-        })
-    }
-
-    /// The decision receipt's `outcome.review`.
-    pub(super) fn to_value(&self) -> Value {
-        let mut o = Object::new();
-        o.insert("role", self.role.as_str().into());
-        o.insert("count", Value::integer(self.count).unwrap_or(Value::Null));
-        o.insert("deadline", budget::seconds(self.deadline).into());
-        if self.separate_issuer {
-            o.insert("separate_issuer", true.into());
-        }
-        Value::Object(o)
-    }
-
-    /// The row that opens approval `id` (the decision's receipt id), with
-    /// what the checks of later decisions read.
-    pub(super) fn open_row(
-        &self,
-        id: &str,
-        envelope: &IntentEnvelope,
-        policy: &str,
-    ) -> ApprovalRow {
-        let i = &envelope.intent;
-        let mut o = Object::new();
-        o.insert("agent", i.agent.as_str().into());
-        o.insert("intent_id", i.intent_id.as_str().into());
-        o.insert("action", i.action.as_str().into());
-        o.insert("resource", i.resource.as_str().into());
-        o.insert("delegation", i.delegation.as_str().into());
-        o.insert(
-            "intent_hash",
-            intent_hash(&envelope.value).to_string().into(),
-        );
-        o.insert("policy_version", policy.into());
-        o.insert("review", self.to_value());
-        ApprovalRow::Open {
-            id: id.to_owned(),
-            deadline: self.deadline,
-            body: canonical(&Value::Object(o)),
-        }
+/// The row that opens approval `id` (the decision's receipt id) with
+/// `requirement`, with what the checks of later decisions read.
+pub(super) fn open_row(
+    requirement: &Requirement,
+    id: &str,
+    envelope: &IntentEnvelope,
+    policy: &str,
+) -> ApprovalRow {
+    let i = &envelope.intent;
+    let mut o = Object::new();
+    o.insert("agent", i.agent.as_str().into());
+    o.insert("intent_id", i.intent_id.as_str().into());
+    o.insert("action", i.action.as_str().into());
+    o.insert("resource", i.resource.as_str().into());
+    o.insert("delegation", i.delegation.as_str().into());
+    o.insert(
+        "intent_hash",
+        intent_hash(&envelope.value).to_string().into(),
+    );
+    o.insert("policy_version", policy.into());
+    o.insert("review", requirement.to_value());
+    ApprovalRow::Open {
+        id: id.to_owned(),
+        deadline: requirement.deadline.unix_seconds(),
+        body: canonical(&Value::Object(o)),
     }
 }
 
@@ -180,20 +149,83 @@ pub struct Quorum {
 }
 
 impl Quorum {
-    /// The `execution` receipt of this quorum, with `outcome` and the
-    /// budgets as they stood (`spent`). Consumes the quorum: one quorum,
-    /// one execution.
-    fn execution(self, outcome: Outcome, spent: Vec<Value>) -> Result<Receipt, ApprovalError> {
+    /// The `execution` receipt of this quorum, with `outcome`, recording
+    /// the intent decided again (`again`): its version, decision and
+    /// inputs. Consumes the quorum: one quorum, one execution.
+    fn execution(self, outcome: Outcome, again: &Again) -> Result<Receipt, ApprovalError> {
         Receipt::execution(
             self.issued_at,
-            self.policy_version,
+            again.bundle.version_string(),
             &self.intent_hash,
+            &self.policy_version,
+            again.decided.as_ref().map(Decision::to_value),
             outcome,
             self.refs,
-            spent,
+            again.inputs.to_value(),
         )
         .map_err(internal)
     }
+}
+
+/// The intent of a completed quorum decided again at its execution.
+struct Again {
+    /// The policy in force at the execution.
+    bundle: Arc<Bundle>,
+    /// Its decision; `None` when its contract refused the intent's shape.
+    decided: Option<Decision>,
+    /// What the decision read.
+    inputs: tollgate_protocol::Inputs,
+    /// The budgets as read, for the charges.
+    reading: budget::Reading,
+    /// The budgets as read, for the ledger's guard.
+    reads: Vec<tollgate_ledger::BudgetRead>,
+    /// What it comes to for the approval.
+    course: Course,
+}
+
+/// What the intent decided again at its execution comes to.
+enum Course {
+    /// It runs.
+    Execute,
+    /// It does not run (`not_executed`), for this reason.
+    Refuse(String),
+    /// The policy in force asks a review the grants so far do not meet
+    /// (`counting` of them meet it): the approval waits for more grants.
+    Wait {
+        requirement: Requirement,
+        counting: i64,
+    },
+}
+
+impl Again {
+    /// The review it waits for, how many grants meet it, under which
+    /// version.
+    fn waiting(&self) -> Option<(&Requirement, i64, String)> {
+        match &self.course {
+            Course::Wait {
+                requirement,
+                counting,
+            } => Some((requirement, *counting, self.bundle.version_string())),
+            _ => None,
+        }
+    }
+}
+
+/// The `requirement` member of an approval receipt whose grant completed
+/// the quorum it was opened with while the policy in force, `version`,
+/// asks more: `{policy_version, role, count, separate_issuer?}`.
+fn waiting_value(requirement: &Requirement, version: &str) -> Value {
+    let mut o = Object::new();
+    o.insert("policy_version", version.into());
+    o.insert("role", requirement.role.as_str().into());
+    o.insert(
+        "count",
+        Value::integer(requirement.count).unwrap_or(Value::Null),
+    );
+    if requirement.separate_issuer {
+        o.insert("separate_issuer", true.into());
+    }
+    Value::Object(o)
 }
 
 /// An approval as the API shows it.
@@ -695,25 +727,64 @@ impl<L: Ledger> Approvals<'_, L> {
             revoked_reviewers: &view.revoked_reviewers,
             delegations: &view.snapshot.registry,
         };
-        let status = rule::check(&opened, &progress, &parties, &envelope, &now)?;
-        // Accepted: the approval receipt, and with the last grant the
-        // execution.
+        let mut status = rule::check(&opened, &progress, &parties, &envelope, &now)?;
+        // A grant that completes the quorum: the intent is decided again,
+        // under the policy in force now and at this time (spec §4.2).
+        let mut again = None;
+        if status == Status::Approved {
+            let decision = self
+                .ledger
+                .get(record.seq)
+                .await
+                .map_err(internal)?
+                .ok_or_else(|| internal("the escalating decision is not in the ledger"))?;
+            let subject = member(decision.receipt(), &["subject"])
+                .cloned()
+                .ok_or_else(|| internal("the escalating decision has no subject"))?;
+            let intent = IntentEnvelope::from_value(subject).map_err(internal)?;
+            let mut done = progress.clone();
+            done.record(&opened, &d.reviewer, d.verdict, "");
+            let a = self
+                .decide_again(&view, &intent, &opened, &done, &parties)
+                .await?;
+            if matches!(a.course, Course::Wait { .. }) {
+                status = Status::PendingApproval;
+            }
+            again = Some((a, intent, done));
+        }
+        // Accepted: the approval receipt, and with the grant that
+        // completes the quorum the execution.
         let grants = progress.grants.len() as i64 + i64::from(d.verdict == ApprovalVerdict::Grant);
-        let needed = opened.count;
-        let outcome = Outcome::new(status)
+        let mut outcome = Outcome::new(status)
             .with("reviewer", d.reviewer.as_str())
             .with("verdict", d.verdict.name())
             .with("grants", Value::integer(grants).unwrap_or(Value::Null))
-            .with("count", Value::integer(needed).unwrap_or(Value::Null));
-        let receipt = Receipt::approval(
+            .with("count", Value::integer(opened.count).unwrap_or(Value::Null));
+        if let Some((requirement, counting, version)) =
+            again.as_ref().and_then(|(a, ..)| a.waiting())
+        {
+            // What the policy in force asks now, and how many of the
+            // grants so far meet it.
+            outcome = Outcome::new(status)
+                .with("reviewer", d.reviewer.as_str())
+                .with("verdict", d.verdict.name())
+                .with("grants", Value::integer(counting).unwrap_or(Value::Null))
+                .with("count", Value::integer(requirement.count).unwrap_or(Value::Null))
+                .with("requirement", waiting_value(requirement, &version));
+        }
+        let mut receipt = Receipt::approval(
             d.issued_at.clone(),
             d.policy_version.clone(),
             envelope.value.clone(),
             outcome,
             id,
         )
-        .map_err(internal)?
-        .seal();
+        .map_err(internal)?;
+        if let Some((a, ..)) = again.as_ref().filter(|(a, ..)| a.waiting().is_some()) {
+            receipt.decision = a.decided.as_ref().map(Decision::to_value);
+            receipt.inputs = Some(a.inputs.to_value());
+        }
+        let receipt = receipt.seal();
         let step = ApprovalRow::Step {
             approval: id.to_owned(),
             reviewer: Some(d.reviewer.clone()),
@@ -735,44 +806,45 @@ impl<L: Ledger> Approvals<'_, L> {
             steps: record.steps.len() as u64,
             reviewer: Some(d.reviewer.clone()),
         };
-        approval.guard = Some(Guard {
+        let mut guard = Guard {
             registry_seq: view.registry_seq,
             budgets: Vec::new(),
             approval: Some(read.clone()),
-        });
-        let lines = if status == Status::Approved {
-            let decision = self
-                .ledger
-                .get(record.seq)
-                .await
-                .map_err(internal)?
-                .ok_or_else(|| internal("the escalating decision is not in the ledger"))?;
-            let subject = member(decision.receipt(), &["subject"])
-                .cloned()
-                .ok_or_else(|| internal("the escalating decision has no subject"))?;
-            let intent = IntentEnvelope::from_value(subject).map_err(internal)?;
-            // The quorum's refs, this completing grant's receipt last.
-            let mut done = progress.clone();
-            done.record(&opened, &d.reviewer, d.verdict, &receipt_id_of(&receipt));
-            let refs = rule::execution_refs(&opened, &done);
-            let quorum = Quorum {
-                read,
-                approval: id.to_owned(),
-                intent_hash: intent_hash(&intent.value),
-                envelope: intent,
-                policy_version: d.policy_version.clone(),
-                refs,
-                issued_at: d.issued_at.clone(),
-            };
-            self.execute(&view, quorum, approval).await?
-        } else {
-            self.ledger
-                .append_unit(vec![approval])
-                .await
-                .map_err(conflict)?
-                .iter()
-                .map(|e| e.to_canonical())
-                .collect()
+        };
+        let lines = match again {
+            Some((again, intent, mut done)) if status == Status::Approved => {
+                // The quorum's refs, this completing grant's receipt last.
+                if let Some(last) = done.grants.last_mut() {
+                    last.1 = receipt_id_of(&receipt);
+                }
+                let refs = rule::execution_refs(&opened, &done);
+                let quorum = Quorum {
+                    read,
+                    approval: id.to_owned(),
+                    intent_hash: intent_hash(&intent.value),
+                    envelope: intent,
+                    policy_version: d.policy_version.clone(),
+                    refs,
+                    issued_at: d.issued_at.clone(),
+                };
+                approval.guard = Some(guard);
+                self.execute(&view, quorum, approval, again).await?
+            }
+            again => {
+                // A decision that waits for more grants read the budgets
+                // too: changed since, it is decided again.
+                if let Some((a, ..)) = again {
+                    guard.budgets = a.reads;
+                }
+                approval.guard = Some(guard);
+                self.ledger
+                    .append_unit(vec![approval])
+                    .await
+                    .map_err(conflict)?
+                    .iter()
+                    .map(|e| e.to_canonical())
+                    .collect()
+            }
         };
         self.approval_state.changed.notify_waiters();
         let info = self
@@ -786,19 +858,112 @@ impl<L: Ledger> Approvals<'_, L> {
         })
     }
 
+    /// Decides the intent of a completed quorum again (spec §4.2): under
+    /// the policy in force now, with the registries, the resource's
+    /// attributes and the budgets as they stand, at the gateway's clock.
+    /// What that decision comes to for the approval is its [`Course`]: a
+    /// pass executes; a block refuses the execution naming its rules; an
+    /// escalation executes if the grants so far (`done`, the completing
+    /// one included) meet the review it asks, else the approval waits for
+    /// more.
+    async fn decide_again(
+        &self,
+        view: &View,
+        envelope: &IntentEnvelope,
+        opened: &rule::Opened,
+        done: &rule::Progress,
+        parties: &rule::Parties<'_>,
+    ) -> Result<Again, ApprovalError> {
+        let bundle = view.bundle.clone();
+        let version = bundle.version_string();
+        let intent = &envelope.intent;
+        let now = Timestamp::from_unix_seconds(self.clock.now().unix_seconds());
+        let read = self
+            .intents()
+            .read_resource(&bundle, envelope)
+            .await
+            .map_err(ApprovalError::ResourceUnavailable)?;
+        let (attributes, lookup) = match read {
+            Some(r) => (r.attributes, Some(r.record)),
+            None => (view.snapshot.resources.get(&intent.resource).cloned(), None),
+        };
+        let chain = chain(view, &intent.delegation);
+        let reading = self
+            .budgets
+            .lock()
+            .map_err(|_| internal("budget table poisoned"))?
+            .read(&chain, now.unix_seconds(), &[]);
+        let decided = decide_with_resource(
+            &bundle,
+            envelope,
+            &view.snapshot,
+            &reading.spent,
+            attributes.as_ref(),
+            &now,
+        );
+        let course = match &decided {
+            Err(e) => Course::Refuse(format!(
+                "the policy in force at the execution, {version}, refuses the intent: {e}"
+            )),
+            Ok(d) => match d.verdict {
+                Verdict::Pass => Course::Execute,
+                Verdict::Block => Course::Refuse(format!(
+                    "the policy in force at the execution, {version}, blocks the intent: {}",
+                    d.rules
+                        .iter()
+                        .filter(|r| r.effect == Verdict::Block)
+                        .map(|r| format!("{}: {}", r.id, r.reason))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )),
+                Verdict::Escalate => {
+                    let requirement = requirement_of(&bundle, d, envelope, &now)
+                        .ok_or_else(|| internal("an escalated action has no contract"))?;
+                    let counting = requirement.counting(opened, done, parties).len() as i64;
+                    if counting >= requirement.count {
+                        Course::Execute
+                    } else {
+                        Course::Wait {
+                            requirement,
+                            counting,
+                        }
+                    }
+                }
+            },
+        };
+        let escalates = matches!(&decided, Ok(d) if d.verdict == Verdict::Escalate);
+        let inputs = tollgate_protocol::Inputs {
+            delegations: chain_hashes(view, &chain),
+            resource: attributes.unwrap_or_default(),
+            spent: reading.inputs.clone(),
+            resource_lookup: lookup,
+            time: (decided.is_ok() && (bundle.reads_time() || escalates)).then_some(now),
+        };
+        Ok(Again {
+            bundle,
+            decided: decided.ok(),
+            inputs,
+            reads: reading.reads.clone(),
+            reading,
+            course,
+        })
+    }
+
     /// Commits the intent of a completed quorum, exactly once, and appends
     /// the completing `approval` receipt and the `execution` receipt as one
-    /// unit. The delegation chain must still hold at the gateway's clock
-    /// (not revoked, not expired) or nothing runs; the amount is charged
-    /// to the budgets as they stand now, recorded as `inputs.spent`.
+    /// unit, as the intent decided again (`again`) allows. The delegation
+    /// chain must still hold at the gateway's clock (not revoked, not
+    /// expired) or nothing runs; the amount is charged to the budgets as
+    /// they stand now, recorded as `inputs.spent`.
     async fn execute(
         &self,
         view: &View,
         quorum: Quorum,
         mut completing: Append,
+        again: Again,
     ) -> Result<Vec<Vec<u8>>, ApprovalError> {
         let intent = &quorum.envelope.intent;
-        let bundle = self.bundle_of(view, &quorum.policy_version)?;
+        let bundle = again.bundle.clone();
         let key = execution_key(&quorum.approval);
         let now = self.clock.now();
         let chain = chain(view, &intent.delegation);
@@ -810,51 +975,58 @@ impl<L: Ledger> Approvals<'_, L> {
                     t.id, t.not_before, t.expires_at
                 )),
                 None => Ok(()),
+            })
+            .and_then(|()| match &again.course {
+                Course::Refuse(reason) => Err(reason.clone()),
+                _ => Ok(()),
             });
-        let mut guard = Guard {
+        let mut guard = completing.guard.take().unwrap_or(Guard {
             registry_seq: view.registry_seq,
             budgets: Vec::new(),
             approval: Some(quorum.read.clone()),
-        };
+        });
+        // A granted execution is charged as budgets stand, never refused
+        // by them (the decision again read them: an intent beyond its
+        // budget escalates, and the grants decide): only what it read is
+        // checked.
+        guard.budgets = again.reads.clone();
+        for b in &mut guard.budgets {
+            b.limit = i64::MAX;
+        }
         let mut checked = false;
-        let (held, spent) = {
+        let held = {
             let mut budgets = self
                 .budgets
                 .lock()
                 .map_err(|_| internal("budget table poisoned"))?;
-            let mut reading = budgets.read(&chain, now.unix_seconds(), &[]);
-            // A granted execution is charged as budgets stand, never
-            // refused by them: only what it read is checked.
-            for b in &mut reading.reads {
-                b.limit = i64::MAX;
-            }
-            guard.budgets = std::mem::take(&mut reading.reads);
             let charges = match (&still, amount_of(&bundle, &quorum.envelope)) {
                 (Ok(()), Some((amount, currency))) => {
-                    budget::Budgets::charges(&reading, amount, &currency)
+                    budget::Budgets::charges(&again.reading, amount, &currency)
                 }
                 _ => Vec::new(),
             };
             budgets.reserve(&charges);
-            (
-                Held {
-                    budgets: &self.budgets,
-                    charges,
-                    committed: false,
-                },
-                reading.inputs,
-            )
+            Held {
+                budgets: &self.budgets,
+                charges,
+                committed: false,
+            }
         };
+        // The target: the contract in force's, or, when it no longer
+        // defines the action, the escalating one's.
+        let escalating = self.bundle_of(view, &quorum.policy_version).ok();
         let http = bundle
             .action(&intent.action)
+            .or_else(|| escalating.as_ref().and_then(|b| b.action(&intent.action)))
             .is_some_and(|a| a.target == Target::Http);
+        let version = bundle.version_string();
         let outcome = match &still {
             Err(reason) => Outcome::new(Status::NotExecuted)
                 .with("target", if http { "http" } else { "none" })
                 .with("reason", reason.as_str()),
             Ok(()) if http => {
                 let upstream = self.upstream(&intent.action).map_err(internal)?;
-                let draft = quorum_draft(&quorum, spent.clone());
+                let draft = quorum_draft(&quorum, &again);
                 self.ledger
                     .reserve_holding(
                         &key,
@@ -869,7 +1041,7 @@ impl<L: Ledger> Approvals<'_, L> {
                 checked = true;
                 upstream
                     .commit(
-                        quorum.policy_version.clone(),
+                        version.clone(),
                         &identity(&intent.agent, &intent.intent_id),
                         &quorum.envelope,
                     )
@@ -880,8 +1052,8 @@ impl<L: Ledger> Approvals<'_, L> {
         };
         let spend = budget::spent_by(&outcome, &held.charges);
         let unknown = outcome.status == Status::Unknown;
-        let (envelope, policy) = (quorum.envelope.clone(), quorum.policy_version.clone());
-        let receipt = quorum.execution(outcome, spent)?.seal();
+        let envelope = quorum.envelope.clone();
+        let receipt = quorum.execution(outcome, &again)?.seal();
         let signature = self
             .signer
             .sign(Domain::Receipt, &receipt)
@@ -896,15 +1068,13 @@ impl<L: Ledger> Approvals<'_, L> {
             reconciliation(
                 &receipt_id_of(&execution.receipt),
                 &envelope,
-                &policy,
+                &version,
                 &identity(&envelope.intent.agent, &envelope.intent.intent_id),
                 &held.charges,
             )
         });
         execution.reserve = reservation.clone();
-        if checked {
-            completing.guard = None;
-        } else {
+        if !checked {
             execution.guard = Some(guard);
         }
         let entries = self
@@ -1121,14 +1291,16 @@ fn conflict(e: tollgate_ledger::Error) -> ApprovalError {
 
 /// The execution receipt without its outcome (and id), as a reservation
 /// keeps it.
-fn quorum_draft(q: &Quorum, spent: Vec<Value>) -> Object {
+fn quorum_draft(q: &Quorum, again: &Again) -> Object {
     let sealed = Receipt::execution(
         q.issued_at.clone(),
-        q.policy_version.clone(),
+        again.bundle.version_string(),
         &q.intent_hash,
+        &q.policy_version,
+        again.decided.as_ref().map(Decision::to_value),
         Outcome::new(Status::NotExecuted),
         q.refs.clone(),
-        spent,
+        again.inputs.to_value(),
     )
     .map(|r| r.seal())
     .unwrap_or(Value::Null);

@@ -326,6 +326,13 @@ pub enum ApprovalError {
         /// The approval receipt that recorded it.
         receipt_id: String,
     },
+    /// The grant completed the quorum, and the attributes of the intent's
+    /// resource, which the intent decided again at its execution reads,
+    /// cannot be looked up: nothing was recorded, send it again.
+    #[error(
+        "the intent is decided again at its execution, and the attributes of its resource cannot be read: {0}; nothing was recorded, send the decision again"
+    )]
+    ResourceUnavailable(LookupError),
     /// The ledger refused the step (another instance recorded one first).
     #[error("the ledger refused the decision: {0}")]
     Conflict(String),

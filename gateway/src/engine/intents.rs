@@ -36,7 +36,7 @@ use tollgate_protocol::{
 };
 
 use super::{
-    AuthFailure, CoreError, Gateway, IntentError, Intents, Requirement, Skew, StartError, View,
+    AuthFailure, CoreError, Gateway, IntentError, Intents, Skew, StartError, View,
     budget, commit, resources,
 };
 
@@ -190,7 +190,7 @@ pub(super) fn chain<'a>(view: &'a View, leaf: &str) -> Vec<&'a Token> {
 }
 
 /// The hashes of the chain's token envelopes, root first.
-fn chain_hashes(view: &View, chain: &[&Token]) -> Vec<HashValue> {
+pub(super) fn chain_hashes(view: &View, chain: &[&Token]) -> Vec<HashValue> {
     chain
         .iter()
         .rev()
@@ -280,12 +280,9 @@ impl Drop for Held<'_> {
 
 /// The amount and currency of an intent whose action moves money.
 pub(super) fn amount_of(bundle: &Bundle, envelope: &IntentEnvelope) -> Option<(i64, String)> {
-    let (amount, currency) = bundle.action(&envelope.intent.action)?.amount.as_ref()?;
-    let params = &envelope.intent.params;
-    Some((
-        params.get(amount)?.as_safe_integer()?,
-        params.get(currency)?.as_str()?.to_owned(),
-    ))
+    bundle
+        .action(&envelope.intent.action)?
+        .amount_of(&envelope.intent.params)
 }
 
 impl<L: Ledger> Intents<'_, L> {
@@ -584,33 +581,42 @@ impl<L: Ledger> Intents<'_, L> {
         {
             return Ok(s);
         }
-        let read = match lookup {
-            Some(url) => {
-                let read = resources::look_up(
-                    url.clone(),
-                    self.upstreams.timeout,
-                    &envelope.intent.intent_id,
-                )
-                .await
-                .map_err(IntentError::ResourceUnavailable)?;
-                if let Some(attrs) = &read.attributes
-                    && let Err(mismatch) =
-                        view.bundle.check_resource(&envelope.intent.resource, attrs)
-                {
-                    return Err(IntentError::ResourceUnavailable(
-                        resources::LookupError::Mistyped { url, mismatch },
-                    )
-                    .into());
-                }
-                Some(read)
-            }
-            None => None,
-        };
+        let read = self
+            .read_resource(&view.bundle, envelope)
+            .await
+            .map_err(IntentError::ResourceUnavailable)?;
         let (decision, entry) = self
             .decide_and_commit(view, envelope, key, foreign, read)
             .await?;
         self.metrics.decision(decision.verdict.name());
         Ok(submitted(&entry, Some(decision.verdict)))
+    }
+
+    /// The attributes of `envelope`'s resource looked up at the target,
+    /// when a resource provider is configured for it (`None` otherwise:
+    /// the registry's are read), each checked against `bundle`'s entity
+    /// schema: a value the schema's type cannot hold makes the lookup
+    /// fail, never a silently dropped attribute.
+    pub(super) async fn read_resource(
+        &self,
+        bundle: &Bundle,
+        envelope: &IntentEnvelope,
+    ) -> Result<Option<resources::Read>, resources::LookupError> {
+        let Some(url) = self.upstreams.lookups.url_for(&envelope.intent.resource) else {
+            return Ok(None);
+        };
+        let read = resources::look_up(
+            url.clone(),
+            self.upstreams.timeout,
+            &envelope.intent.intent_id,
+        )
+        .await?;
+        if let Some(attrs) = &read.attributes
+            && let Err(mismatch) = bundle.check_resource(&envelope.intent.resource, attrs)
+        {
+            return Err(resources::LookupError::Mistyped { url, mismatch });
+        }
+        Ok(Some(read))
     }
 
     /// Decides an authenticated intent, commits it to its target, signs
@@ -701,11 +707,13 @@ impl<L: Ledger> Intents<'_, L> {
             resource: attributes.unwrap_or_else(Object::new),
             spent,
             resource_lookup: lookup_record,
-            time: bundle.reads_time().then_some(now),
+            // Recorded when the policy reads the time, and for an
+            // escalation, whose deadline counts from it.
+            time: (bundle.reads_time() || decision.verdict == Verdict::Escalate).then(|| now.clone()),
         };
         // An escalation opens an approval, with what it needs.
         let requirement = if decision.verdict == Verdict::Escalate {
-            Requirement::of(bundle, &decision, envelope)
+            super::approvals::requirement_of(bundle, &decision, envelope, &now)
         } else {
             None
         };
@@ -772,7 +780,8 @@ impl<L: Ledger> Intents<'_, L> {
         });
         append.reserve = unknown.clone();
         if let Some(r) = &requirement {
-            append.approval = Some(r.open_row(
+            append.approval = Some(super::approvals::open_row(
+                r,
                 &receipt_id_of(&append.receipt),
                 envelope,
                 &bundle.version_string(),

@@ -422,6 +422,9 @@ impl ApiError {
                     ApprovalError::Conflict(_) => (S::CONFLICT, "approval-conflict", None),
                     ApprovalError::UnknownIntent { .. } => (S::NOT_FOUND, "unknown-intent", None),
                     ApprovalError::Contended(_) => (S::SERVICE_UNAVAILABLE, "contended", None),
+                    ApprovalError::ResourceUnavailable(_) => {
+                        (S::SERVICE_UNAVAILABLE, "resource-unavailable", None)
+                    }
                     ApprovalError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", None),
                 }
             }
@@ -538,7 +541,11 @@ impl IntoResponse for ApiError {
                     | IntentError::Contended(_)
                     | IntentError::ResourceUnavailable(_)
             ) | Self::Registry(RegistryError::Contended(_) | RegistryError::ApprovalExecuting(_))
-                | Self::Approval(ApprovalError::Executing(_) | ApprovalError::Contended(_))
+                | Self::Approval(
+                    ApprovalError::Executing(_)
+                        | ApprovalError::Contended(_)
+                        | ApprovalError::ResourceUnavailable(_)
+                )
         ) {
             r.headers_mut().insert(
                 header::RETRY_AFTER,
