@@ -141,10 +141,32 @@ pub fn decide(
     verdict: ApprovalVerdict,
 ) -> Result<String, CliError> {
     let signer = Ed25519Signer::load(key).map_err(|e| CliError::Usage(e.to_string()))?;
-    let after = post_decision(&Client::new(url), id, &signer, reviewer, reason, verdict)?;
-    let mut out = vec![line(&after)];
+    let client = Client::new(url);
+    let (before, _) = fetch(&client, id)?;
+    let (signed, in_force) = (
+        text(&before, "policy_version"),
+        text(&before, "policy_in_force"),
+    );
+    let mut out = vec![format!(
+        "signing under policy {signed}, the version the intent was escalated under"
+    )];
+    if in_force != signed {
+        eprintln!(
+            "warning: the policy in force now is {in_force}, not {signed}; when the quorum completes the intent is decided again under {in_force}, and runs only if it allows it"
+        );
+    }
+    let after = post_decision(&client, id, &signer, reviewer, reason, verdict)?;
+    out.push(line(&after));
     if let Some(e) = after.get("execution").and_then(Value::as_str) {
         out.push(format!("executed: receipt {e}"));
+    }
+    if let Some(w) = after.get("waiting_for").and_then(Value::as_object) {
+        out.push(format!(
+            "still pending: decided again under {}, the intent needs {} grants of role {}",
+            text(w, "policy_version"),
+            integer(w, "count"),
+            text(w, "role")
+        ));
     }
     Ok(out.join("\n"))
 }

@@ -141,7 +141,9 @@ pub enum Error {
     ExecutionIntent,
     /// An execution whose `subject.escalated_under` is not the version the
     /// intent was escalated under.
-    #[error("the execution states it was escalated under {stated:?}, and the approval was opened under {opened:?}")]
+    #[error(
+        "the execution states it was escalated under {stated:?}, and the approval was opened under {opened:?}"
+    )]
     EscalatedUnder {
         /// What the execution states.
         stated: String,

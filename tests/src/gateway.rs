@@ -266,6 +266,49 @@ impl Gateway {
         canonical(&issuer.envelope(Domain::Delegation, Value::Object(p)))
     }
 
+    /// Publishes a version of the demo's refunds policy (its files in
+    /// this gateway's data folder) with `edit` applied to its files (path
+    /// to text) and `version` in its manifest, and activates it; returns
+    /// the version string now in force.
+    pub fn activate_refunds_variant(
+        &self,
+        version: &str,
+        edit: impl FnOnce(&mut std::collections::BTreeMap<String, String>),
+    ) -> String {
+        let mut files =
+            tollgate_policies::Bundle::read_files(&self.data().join("policies/refunds")).unwrap();
+        let toml = files.get_mut("bundle.toml").unwrap();
+        *toml = toml.replacen(
+            "version = \"1.0.0\"",
+            &format!("version = \"{version}\""),
+            1,
+        );
+        edit(&mut files);
+        let mut fo = Object::new();
+        for (k, v) in files {
+            fo.insert(k, v.into());
+        }
+        let mut o = Object::new();
+        o.insert("files", fo.into());
+        let admin = self.admin();
+        let published = admin
+            .publish_policy(&canonical(&Value::Object(o)))
+            .unwrap()
+            .ok()
+            .unwrap()
+            .json()
+            .unwrap();
+        let full = published
+            .as_object()
+            .and_then(|o| o.get("published"))
+            .and_then(Value::as_str)
+            .unwrap()
+            .to_owned();
+        let a = admin.activate_policy(&full).unwrap();
+        assert_eq!(a.status, 200, "{}", a.text());
+        full
+    }
+
     /// The export verifies and re-decides offline, from the receipts
     /// alone (`tollgate-verify ledger --redecide`, exit 0).
     pub fn assert_export_redecides(&self) {

@@ -239,6 +239,13 @@ pub struct ApprovalInfo {
     pub execution: Option<String>,
     /// The intent envelope, when asked for.
     pub intent: Option<Value>,
+    /// The policy version in force now: the one the intent is decided
+    /// again under when its quorum completes.
+    pub in_force: String,
+    /// While pending after a grant that completed the quorum it was opened
+    /// with: the review the policy in force asks instead (the completing
+    /// approval receipt's `outcome.requirement`).
+    pub waiting_for: Option<Value>,
 }
 
 impl ApprovalInfo {
@@ -287,6 +294,10 @@ impl ApprovalInfo {
         }
         if let Some(i) = &self.intent {
             o.insert("intent", i.clone());
+        }
+        o.insert("policy_in_force", self.in_force.as_str().into());
+        if let Some(w) = &self.waiting_for {
+            o.insert("waiting_for", w.clone());
         }
         Value::Object(o)
     }
@@ -481,11 +492,26 @@ impl<L: Ledger> Approvals<'_, L> {
         } else {
             None
         };
+        let waiting_for = match record.steps.last() {
+            Some(step)
+                if record.status() == Status::PendingApproval
+                    && step.verdict == StepVerdict::Grant =>
+            {
+                self.ledger
+                    .get(step.seq)
+                    .await
+                    .map_err(internal)?
+                    .and_then(|e| member(e.receipt(), &["outcome", "requirement"]).cloned())
+            }
+            _ => None,
+        };
         Ok(ApprovalInfo {
             record,
             body,
             execution,
             intent,
+            in_force: self.view().bundle.version_string(),
+            waiting_for,
         })
     }
 
@@ -769,7 +795,10 @@ impl<L: Ledger> Approvals<'_, L> {
                 .with("reviewer", d.reviewer.as_str())
                 .with("verdict", d.verdict.name())
                 .with("grants", Value::integer(counting).unwrap_or(Value::Null))
-                .with("count", Value::integer(requirement.count).unwrap_or(Value::Null))
+                .with(
+                    "count",
+                    Value::integer(requirement.count).unwrap_or(Value::Null),
+                )
                 .with("requirement", waiting_value(requirement, &version));
         }
         let mut receipt = Receipt::approval(

@@ -36,8 +36,8 @@ use tollgate_protocol::{
 };
 
 use super::{
-    AuthFailure, CoreError, Gateway, IntentError, Intents, Skew, StartError, View,
-    budget, commit, resources,
+    AuthFailure, CoreError, Gateway, IntentError, Intents, Skew, StartError, View, budget, commit,
+    resources,
 };
 
 /// An intent's answer: its ledger entry.
@@ -709,7 +709,8 @@ impl<L: Ledger> Intents<'_, L> {
             resource_lookup: lookup_record,
             // Recorded when the policy reads the time, and for an
             // escalation, whose deadline counts from it.
-            time: (bundle.reads_time() || decision.verdict == Verdict::Escalate).then(|| now.clone()),
+            time: (bundle.reads_time() || decision.verdict == Verdict::Escalate)
+                .then(|| now.clone()),
         };
         // An escalation opens an approval, with what it needs.
         let requirement = if decision.verdict == Verdict::Escalate {

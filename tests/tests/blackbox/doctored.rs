@@ -16,10 +16,10 @@ use tollgate_tests::{export_bytes, verify_cmd};
 /// An entry taken apart: its `appended_at`, its receipt, and its
 /// signature (`None` once the receipt was edited: it is signed again).
 #[derive(Clone)]
-struct Doc {
-    appended_at: Timestamp,
-    receipt: Object,
-    signature: Option<Signature>,
+pub(crate) struct Doc {
+    pub(crate) appended_at: Timestamp,
+    pub(crate) receipt: Object,
+    pub(crate) signature: Option<Signature>,
 }
 
 /// A gateway's ledger after a pass (`d-pass`), a block (`d-block`) and an
@@ -53,7 +53,7 @@ fn ledger(dir: &Path) -> (Vec<Doc>, PathBuf, Ed25519Signer) {
 
 /// The export of `docs`: edited receipts re-sealed and re-signed with
 /// `key`, the chain rebuilt.
-fn rebuild(docs: &[Doc], key: &Ed25519Signer) -> Vec<u8> {
+pub(crate) fn rebuild(docs: &[Doc], key: &Ed25519Signer) -> Vec<u8> {
     let mut prev = HashAlg::Sha256.zero();
     let lines: Vec<Vec<u8>> = docs
         .iter()
@@ -77,7 +77,7 @@ fn rebuild(docs: &[Doc], key: &Ed25519Signer) -> Vec<u8> {
     export_bytes(&lines)
 }
 
-fn at_mut<'a>(o: &'a mut Object, path: &[&str]) -> &'a mut Value {
+pub(crate) fn at_mut<'a>(o: &'a mut Object, path: &[&str]) -> &'a mut Value {
     let (last, parents) = path.split_last().unwrap();
     let parent = parents.iter().fold(o, |o, k| match o.get_mut(k) {
         Some(Value::Object(inner)) => inner,
@@ -86,7 +86,7 @@ fn at_mut<'a>(o: &'a mut Object, path: &[&str]) -> &'a mut Value {
     parent.get_mut(last).unwrap()
 }
 
-fn get(o: &Object, path: &[&str]) -> Value {
+pub(crate) fn get(o: &Object, path: &[&str]) -> Value {
     let mut v = Value::Object(o.clone());
     for k in path {
         v = v
@@ -106,7 +106,12 @@ fn decision_of(docs: &[Doc], id: &str) -> usize {
 }
 
 /// Runs the verifier on `export`; its exit code, stdout and stderr.
-fn verify(dir: &Path, export: &[u8], keys: &Path, extra: &[&str]) -> (i32, String, String) {
+pub(crate) fn verify(
+    dir: &Path,
+    export: &[u8],
+    keys: &Path,
+    extra: &[&str],
+) -> (i32, String, String) {
     let path = dir.join("doctored.jsonl");
     std::fs::write(&path, export).unwrap();
     let mut args = vec![

@@ -31,6 +31,7 @@ mod redecide;
 mod resource_lookup;
 mod rules;
 mod sandbox;
+mod tightened;
 mod tls;
 mod verifier;
 mod webhooks;

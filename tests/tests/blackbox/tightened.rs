@@ -1,0 +1,225 @@
+//! Approvals under a policy since tightened, against a real gateway: an
+//! intent escalated under one version and granted after a stricter one is
+//! in force is decided again at its execution, under the version then in
+//! force and at that time (spec §4.2). A block refuses the execution
+//! naming the rule; a review the grants do not meet keeps the approval
+//! pending until they do; the CLI says which version it signs and warns
+//! when another is in force; re-decision checks all of it, and refuses an
+//! export doctored to run what the policy in force blocked.
+
+use std::process::Command;
+
+use tollgate_protocol::{ApprovalVerdict, LedgerEntry, Value, intent_hash, parse};
+use tollgate_signer::Ed25519Signer;
+use tollgate_tests::bin;
+use tollgate_tests::gateway::Gateway;
+
+use crate::approvals::{Sign, add_reviewer, escalate, member, policy_of, post_decision};
+use crate::doctored::{Doc, at_mut, get, rebuild, verify};
+
+/// The demo's refunds policy at `version`: refunds above 998.50 EUR are
+/// forbidden, and an escalation needs two approvers.
+fn tightened(g: &Gateway, version: &str) -> String {
+    g.activate_refunds_variant(version, |files| {
+        let boundary = files.get_mut("boundary.cedar").unwrap();
+        boundary.push_str(
+            "\n@id(\"refund.ceiling\")\n@reason(\"refunds above 998.50 EUR are forbidden\")\n\
+             forbid (principal, action == Action::\"orders.refund\", resource)\n\
+             when { context.params.amount_minor > 99850 };\n",
+        );
+        let toml = files.get_mut("bundle.toml").unwrap();
+        *toml = toml.replace(
+            "review = { role = \"approver\", count = 1, deadline_seconds = 120 }",
+            "review = { role = \"approver\", count = 2, deadline_seconds = 120 }",
+        );
+        assert!(toml.contains("count = 2"), "{toml}");
+    })
+}
+
+fn state(g: &Gateway, intent_id: &str) -> Value {
+    parse(&g.get(&format!("/v1/intents/agent-demo/{intent_id}")).1).unwrap()
+}
+
+/// The receipt of the entry whose receipt id is `id`.
+fn receipt(g: &Gateway, id: &str) -> Value {
+    let (_, export) = g.get("/v1/ledger/export");
+    export
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| LedgerEntry::from_value(parse(l).unwrap()).unwrap())
+        .map(|e| e.receipt().clone())
+        .find(|r| member(r, &["receipt_id"]).as_str() == Some(id))
+        .unwrap_or_else(|| panic!("no receipt {id}"))
+}
+
+#[test]
+fn regression_an_approval_granted_after_the_policy_tightened_runs_only_as_the_policy_in_force_allows()
+ {
+    let g = Gateway::start();
+    let key = g.data().join("demo/reviewer.jwk");
+    let alice = Ed25519Signer::load(&key).unwrap();
+    let bob = Ed25519Signer::from_secret(&[42; 32]);
+    add_reviewer(&g, &alice, "rev-demo", &["approver"], &["orders.refund"]);
+    add_reviewer(&g, &bob, "rev-bob", &["approver"], &["orders.refund"]);
+    // Escalated under the demo's version, which one approver completes.
+    let (_, blocked) = escalate(&g, "tight-block", 99_900, |_| {});
+    let (waits_env, waits) = escalate(&g, "tight-wait", 99_800, |_| {});
+    let escalated_under = policy_of(&g, &blocked);
+    let in_force = tightened(&g, "1.1.0");
+    assert_ne!(in_force, escalated_under);
+
+    // The reviewer's CLI signs the escalating version, says so, and warns
+    // that another is in force.
+    let out = Command::new(bin("tollgate"))
+        .args(["approve", &blocked, "--key", key.to_str().unwrap()])
+        .args(["--reason", "checked"])
+        .env("TOLLGATE_URL", &g.url)
+        .env("TOLLGATE_REVIEWER", "rev-demo")
+        .output()
+        .unwrap();
+    let (said, warned) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{said}{warned}");
+    assert!(
+        said.contains(&format!("signing under policy {escalated_under}")),
+        "{said}"
+    );
+    assert!(
+        warned.contains("warning") && warned.contains(&in_force),
+        "{warned}"
+    );
+    // The quorum it was opened with is complete, and the policy in force
+    // blocks the intent: nothing runs, and the execution names the rule
+    // and records both versions.
+    let s = state(&g, "tight-block");
+    assert_eq!(
+        member(&s, &["status"]).as_str(),
+        Some("not_executed"),
+        "{s}"
+    );
+    let Value::Array(story) = member(&s, &["receipts"]) else {
+        panic!("{s}")
+    };
+    let execution = receipt(&g, story.last().unwrap().as_str().unwrap());
+    assert_eq!(member(&execution, &["kind"]).as_str(), Some("execution"));
+    assert_eq!(
+        member(&execution, &["policy_version"]).as_str(),
+        Some(in_force.as_str())
+    );
+    assert_eq!(
+        member(&execution, &["subject", "escalated_under"]).as_str(),
+        Some(escalated_under.as_str())
+    );
+    assert_eq!(
+        member(&execution, &["decision", "verdict"]).as_str(),
+        Some("block")
+    );
+    let reason = member(&execution, &["outcome", "reason"]).as_str().unwrap();
+    assert!(reason.contains("refund.ceiling"), "{reason}");
+
+    // Escalated again under the version in force, which asks two
+    // approvers: one grant completes the old quorum, not the new one.
+    let grant = |key: &Ed25519Signer, reviewer: &str| {
+        Sign {
+            key,
+            approval: &waits,
+            hash: intent_hash(&waits_env),
+            policy: escalated_under.clone(),
+            reviewer,
+            verdict: ApprovalVerdict::Grant,
+            reason: "fine".into(),
+            issued_at: tollgate_tests::gateway::now(),
+        }
+        .bytes()
+    };
+    let before = g.written();
+    let (code, body) = post_decision(&g, &waits, &grant(&alice, "rev-demo"));
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        g.written(),
+        before + 1,
+        "the approval receipt, no execution"
+    );
+    let approval = member(&parse(&body).unwrap(), &["approval"]).clone();
+    assert_eq!(
+        member(&approval, &["status"]).as_str(),
+        Some("pending_approval")
+    );
+    assert_eq!(
+        member(&approval, &["waiting_for", "count"]).as_safe_integer(),
+        Some(2)
+    );
+    assert_eq!(
+        member(&approval, &["waiting_for", "policy_version"]).as_str(),
+        Some(in_force.as_str())
+    );
+    assert_eq!(
+        member(&state(&g, "tight-wait"), &["status"]).as_str(),
+        Some("pending_approval")
+    );
+    // The second approver meets it: the intent runs.
+    let (code, body) = post_decision(&g, &waits, &grant(&bob, "rev-bob"));
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    let s = state(&g, "tight-wait");
+    assert_eq!(member(&s, &["status"]).as_str(), Some("committed"), "{s}");
+    let Value::Array(story) = member(&s, &["receipts"]) else {
+        panic!("{s}")
+    };
+    assert_eq!(story.len(), 4, "decision, two grants, execution: {s}");
+    let execution = receipt(&g, story.last().unwrap().as_str().unwrap());
+    assert_eq!(
+        member(&execution, &["decision", "verdict"]).as_str(),
+        Some("escalate")
+    );
+    let Value::Array(refs) = member(&execution, &["refs"]) else {
+        panic!()
+    };
+    assert_eq!(refs.len(), 3, "the decision and both grants");
+
+    // Everything above re-decides offline from the export alone.
+    g.assert_export_redecides();
+
+    // Doctored to have run what the policy in force blocked, re-sealed and
+    // re-signed with the gateway's own key: re-decision refuses it.
+    let (_, export) = g.get("/v1/ledger/export");
+    let mut docs: Vec<Doc> = export
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let e = LedgerEntry::from_value(parse(l).unwrap()).unwrap();
+            Doc {
+                appended_at: e.appended_at.clone(),
+                receipt: e.receipt().as_object().unwrap().clone(),
+                signature: Some(e.signature.clone()),
+            }
+        })
+        .collect();
+    let blocked_execution = docs
+        .iter()
+        .position(|d| {
+            get(&d.receipt, &["kind"]).as_str() == Some("execution")
+                && get(&d.receipt, &["decision", "verdict"]).as_str() == Some("block")
+        })
+        .unwrap();
+    let d = &mut docs[blocked_execution];
+    let mut committed = tollgate_protocol::Object::new();
+    committed.insert("status", "committed".into());
+    committed.insert("target", "none".into());
+    *at_mut(&mut d.receipt, &["outcome"]) = Value::Object(committed);
+    d.signature = None;
+    // Later receipts name this one by id only through the intent state,
+    // not in refs: the rest of the chain stands as it is.
+    let gateway_key = Ed25519Signer::load(&g.data().join("gateway.jwk")).unwrap();
+    let doctored = rebuild(&docs, &gateway_key);
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("jwks.json");
+    std::fs::write(&keys, g.get("/.well-known/jwks.json").1).unwrap();
+    let (code, out, err) = verify(dir.path(), &doctored, &keys, &["--redecide"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("blocks the intent at the execution"),
+        "{out}{err}"
+    );
+}
