@@ -111,18 +111,28 @@ pub fn publish(admin: &Admin, dir: &Path) -> Result<String, CliError> {
     Ok(answer.text())
 }
 
-/// `tollgate policy activate VERSION` (`name@semver+sha256:…`, or
-/// `name@semver` when one published version has it).
-pub fn activate(admin: &Admin, version: &str) -> Result<String, CliError> {
-    Ok(admin.client()?.activate_policy(version)?.ok()?.text())
+/// `tollgate policy activate VERSION [--force]` (`name@semver+sha256:…`,
+/// or `name@semver` when one published version has it).
+pub fn activate(admin: &Admin, version: &str, force: bool) -> Result<String, CliError> {
+    Ok(admin
+        .client()?
+        .activate_policy_forced(version, force)?
+        .ok()?
+        .text())
 }
 
-/// `tollgate policy rollback`: back to the version active before.
-pub fn rollback(admin: &Admin) -> Result<String, CliError> {
-    Ok(admin.client()?.rollback_policy()?.ok()?.text())
+/// `tollgate policy rollback [NAME] [--force]`: bundle NAME back to its
+/// version in force before.
+pub fn rollback(admin: &Admin, name: &str, force: bool) -> Result<String, CliError> {
+    Ok(admin.client()?.rollback_policy(name, force)?.ok()?.text())
 }
 
-/// `tollgate policy list`: the published versions and the active one.
+/// `tollgate policy deactivate NAME [--force]`.
+pub fn deactivate(admin: &Admin, name: &str, force: bool) -> Result<String, CliError> {
+    Ok(admin.client()?.deactivate_policy(name, force)?.ok()?.text())
+}
+
+/// `tollgate policy list`: each bundle's versions and the one in force.
 pub fn list_policies(admin: &Admin) -> Result<String, CliError> {
     Ok(admin.client()?.policies()?.ok()?.text())
 }

@@ -494,21 +494,46 @@ enum PolicyCommand {
         /// The bundle folder.
         dir: PathBuf,
     },
-    /// Activate a published version: name@semver+sha256:…, or name@semver
-    /// when one published version has it. A `policy.activate` receipt.
+    /// Put a published version in force for its bundle name:
+    /// name@semver+sha256:…, or name@semver when one published version has
+    /// it. Other bundles stay as they are; an action another bundle in
+    /// force declares is refused (409). A `policy.activate` receipt.
     Activate {
         #[command(flatten)]
         admin: admin::Admin,
         /// The version.
         version: String,
+        /// Even if actions the bundle no longer declares have pending
+        /// approvals or unfinished commits.
+        #[arg(long)]
+        force: bool,
     },
-    /// Return to the version active before the current one. A
+    /// Return bundle NAME to its version in force before the current one
+    /// (NAME may be left out when one bundle is in force). A
     /// `policy.rollback` receipt.
     Rollback {
         #[command(flatten)]
         admin: admin::Admin,
+        /// The bundle name.
+        name: Option<String>,
+        /// Even if it strands pending approvals or unfinished commits.
+        #[arg(long)]
+        force: bool,
     },
-    /// The published versions and the active one.
+    /// Stop bundle NAME: the actions it governed are refused until a
+    /// bundle declaring them is activated. A `policy.deactivate` receipt.
+    Deactivate {
+        #[command(flatten)]
+        admin: admin::Admin,
+        /// The bundle name.
+        name: String,
+        /// Even if its actions have pending approvals or unfinished
+        /// commits (they end not_executed when granted; commits finish as
+        /// decided).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Each bundle's published versions and the one in force.
     List {
         #[command(flatten)]
         admin: admin::Admin,
@@ -871,10 +896,17 @@ fn main() -> ExitCode {
             admin::get_resource(&admin, &resource)
         }
         Command::Resource(ResourceCommand::List { admin }) => admin::list_resources(&admin),
-        Command::Policy(PolicyCommand::Activate { admin, version }) => {
-            admin::activate(&admin, &version)
+        Command::Policy(PolicyCommand::Activate {
+            admin,
+            version,
+            force,
+        }) => admin::activate(&admin, &version, force),
+        Command::Policy(PolicyCommand::Rollback { admin, name, force }) => {
+            admin::rollback(&admin, name.as_deref().unwrap_or(""), force)
         }
-        Command::Policy(PolicyCommand::Rollback { admin }) => admin::rollback(&admin),
+        Command::Policy(PolicyCommand::Deactivate { admin, name, force }) => {
+            admin::deactivate(&admin, &name, force)
+        }
         Command::Policy(PolicyCommand::List { admin }) => admin::list_policies(&admin),
         Command::Delegation(DelegationCommand::Register { admin, file }) => {
             admin::register_delegation(&admin, &file)

@@ -413,21 +413,49 @@ impl Client {
         self.post("/v1/admin/policies", body, &[], true)
     }
 
-    /// `POST /v1/admin/policies/activate`.
+    /// `POST /v1/admin/policies/activate`: `version` in force for its
+    /// bundle name (`force`: even if it strands pending work).
     pub fn activate_policy(&self, version: &str) -> Result<Answer, Error> {
+        self.policy_change("activate", "version", version, false)
+    }
+
+    /// [`Client::activate_policy`] with `force`.
+    pub fn activate_policy_forced(&self, version: &str, force: bool) -> Result<Answer, Error> {
+        self.policy_change("activate", "version", version, force)
+    }
+
+    /// `POST /v1/admin/policies/rollback`: bundle `name` (empty: the one
+    /// bundle in force) back to its version before.
+    pub fn rollback_policy(&self, name: &str, force: bool) -> Result<Answer, Error> {
+        self.policy_change("rollback", "name", name, force)
+    }
+
+    /// `POST /v1/admin/policies/deactivate`: nothing in force for bundle
+    /// `name`.
+    pub fn deactivate_policy(&self, name: &str, force: bool) -> Result<Answer, Error> {
+        self.policy_change("deactivate", "name", name, force)
+    }
+
+    fn policy_change(
+        &self,
+        what: &str,
+        key: &str,
+        value: &str,
+        force: bool,
+    ) -> Result<Answer, Error> {
         let mut o = tollgate_protocol::Object::new();
-        o.insert("version", version.into());
+        if !value.is_empty() {
+            o.insert(key, value.into());
+        }
+        if force {
+            o.insert("force", true.into());
+        }
         self.post(
-            "/v1/admin/policies/activate",
+            &format!("/v1/admin/policies/{what}"),
             Value::Object(o).to_string().as_bytes(),
             &[],
             true,
         )
-    }
-
-    /// `POST /v1/admin/policies/rollback`.
-    pub fn rollback_policy(&self) -> Result<Answer, Error> {
-        self.post("/v1/admin/policies/rollback", b"", &[], true)
     }
 
     /// `GET /v1/admin/policies`.

@@ -274,7 +274,7 @@ async fn start_app<L: Ledger>(
     let demo = crate::datadir::Layout::new(&paths.data_dir).demo("README.md");
     let started = Started {
         created,
-        policy: gateway.bundle().version_string(),
+        policy: gateway.domains().versions(),
         ledger: match &paths.database_url {
             Some(url) => redacted(url),
             None => paths.database.display().to_string(),

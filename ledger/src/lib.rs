@@ -247,9 +247,14 @@ pub enum RegistryChange {
         /// The version now active.
         version: String,
     },
-    /// `policy.rollback`: pops the history back to `version`.
+    /// `policy.rollback`: its name's history back to `version`.
     PolicyRollback {
         /// The version now active.
+        version: String,
+    },
+    /// `policy.deactivate`: nothing in force for `version`'s name.
+    PolicyDeactivate {
+        /// The version that stops being in force.
         version: String,
     },
     /// `webhook.add`: a new webhook endpoint, enabled.
@@ -307,6 +312,7 @@ impl RegistryChange {
             Self::PolicyPublish { .. } => Change::PolicyPublish,
             Self::PolicyActivate { .. } => Change::PolicyActivate,
             Self::PolicyRollback { .. } => Change::PolicyRollback,
+            Self::PolicyDeactivate { .. } => Change::PolicyDeactivate,
             Self::WebhookAdd { .. } | Self::WebhookAdopt { .. } => Change::WebhookAdd,
             Self::WebhookEnable { .. } => Change::WebhookEnable,
             Self::WebhookDisable { .. } => Change::WebhookDisable,
@@ -679,27 +685,44 @@ pub struct RegistryState {
     pub resources: Vec<(String, Vec<u8>)>,
     /// Published policy bundles, `(version, files)`.
     pub policies: Vec<(String, Vec<u8>)>,
-    /// Activations and rollbacks in ledger order, `(change, version)`:
-    /// the active version and the rollback stack follow from them.
+    /// Activations, rollbacks and deactivations in ledger order,
+    /// `(change, version)`: the versions in force follow from them.
     pub policy_history: Vec<(tollgate_protocol::Change, String)>,
+    /// Whether the history was written by bundle name (any policy change
+    /// recorded since policy domains); `false` for a ledger written when
+    /// one policy was active at a time, or with no policy change yet.
+    pub policy_domains: bool,
 }
 
 impl RegistryState {
-    /// The activation stack after replaying the history: its last element
-    /// is the active version.
-    pub fn policy_stack(&self) -> Vec<String> {
-        let mut stack: Vec<String> = Vec::new();
+    /// The versions in force, by bundle name, after the history
+    /// ([`tollgate_protocol::PolicyDomains`]).
+    pub fn policy_domains(&self) -> tollgate_protocol::PolicyDomains {
+        let mut domains = tollgate_protocol::PolicyDomains::default();
         for (change, version) in &self.policy_history {
-            if *change == tollgate_protocol::Change::PolicyRollback {
-                stack.pop();
-                if stack.last() != Some(version) {
-                    stack.push(version.clone());
-                }
-            } else {
-                stack.push(version.clone());
-            }
+            domains.apply(*change, version);
         }
-        stack
+        domains
+    }
+
+    /// For a ledger written when one policy was active at a time
+    /// (`!policy_domains`): the versions the history by name leaves in
+    /// force that were not (every name but the last change's). A gateway
+    /// opening such a ledger deactivates them, once, so that its single
+    /// active policy becomes one active domain.
+    pub fn replaced_policies(&self) -> Vec<String> {
+        if self.policy_domains {
+            return Vec::new();
+        }
+        let Some((_, last)) = self.policy_history.last() else {
+            return Vec::new();
+        };
+        let kept = tollgate_protocol::policy_name(last);
+        self.policy_domains()
+            .active()
+            .filter(|v| tollgate_protocol::policy_name(v) != kept)
+            .map(str::to_owned)
+            .collect()
     }
 }
 

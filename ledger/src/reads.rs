@@ -475,6 +475,11 @@ macro_rules! shared_reads {
                     .fetch_optional(&mut *c)
                     .await
                     .map_err(db)?;
+            let model: Option<String> =
+                sqlx::query_scalar("SELECT value FROM ledger_meta WHERE key = 'policy_model'")
+                    .fetch_optional(&mut *c)
+                    .await
+                    .map_err(db)?;
             let history =
                 sqlx::query("SELECT change, version FROM reg_policy_history ORDER BY seq")
                     .fetch_all(&mut *c)
@@ -489,6 +494,7 @@ macro_rules! shared_reads {
                                     c,
                                     tollgate_protocol::Change::PolicyActivate
                                         | tollgate_protocol::Change::PolicyRollback
+                                        | tollgate_protocol::Change::PolicyDeactivate
                                 )
                             })
                             .ok_or_else(|| Error::Corrupt {
@@ -501,6 +507,7 @@ macro_rules! shared_reads {
             let state = RegistryState {
                 seq: crate::writes::$writes::registry_seq(&mut *c).await?,
                 seeded: seeded.is_some(),
+                policy_domains: model.is_some(),
                 issuers: pairs(&mut *c, "SELECT kid, jwk FROM reg_issuers ORDER BY kid").await?,
                 revoked_issuers: ids(&mut *c, "SELECT kid FROM reg_issuer_revocations").await?,
                 delegations: pairs(&mut *c, "SELECT id, token FROM reg_delegations ORDER BY id").await?,

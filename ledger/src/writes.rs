@@ -516,6 +516,22 @@ macro_rules! shared_writes {
             seq: i64,
             change: &RegistryChange,
         ) -> Result<(), Error> {
+            if matches!(
+                change,
+                RegistryChange::PolicyActivate { .. }
+                    | RegistryChange::PolicyRollback { .. }
+                    | RegistryChange::PolicyDeactivate { .. }
+            ) {
+                // The history is read by bundle name from here on
+                // (RegistryState::policy_domains).
+                sqlx::query(
+                    "INSERT INTO ledger_meta (key, value) VALUES ('policy_model', 'domains')
+                         ON CONFLICT (key) DO NOTHING",
+                )
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
+            }
             if let Some(done) = webhook_change(&mut *conn, change).await {
                 let done = done.map_err(|e| {
                     if e.as_database_error().is_some_and(|d| d.is_unique_violation()) {
@@ -592,7 +608,9 @@ macro_rules! shared_writes {
                         .bind(version.as_str())
                         .bind(files.as_slice())
                 }
-                RegistryChange::PolicyActivate { version } | RegistryChange::PolicyRollback { version } => {
+                RegistryChange::PolicyActivate { version }
+                | RegistryChange::PolicyRollback { version }
+                | RegistryChange::PolicyDeactivate { version } => {
                     sqlx::query("INSERT INTO reg_policy_history (change, version, seq) VALUES ($1, $2, $3)")
                         .bind(change.name())
                         .bind(version.as_str())

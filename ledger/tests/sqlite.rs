@@ -352,26 +352,40 @@ async fn idempotency_keys_are_stored_with_their_entry_and_unique() {
 }
 
 #[test]
-fn the_policy_stack_follows_activations_and_rollbacks() {
+fn the_policy_history_is_read_by_bundle_name_and_an_old_single_policy_ledger_is_upgraded() {
+    let history = |rows: &[(&str, &str)]| -> Vec<(tollgate_protocol::Change, String)> {
+        rows.iter()
+            .map(|(c, v)| {
+                (
+                    tollgate_protocol::Change::from_name(c).unwrap(),
+                    (*v).to_owned(),
+                )
+            })
+            .collect()
+    };
+    let rows = [
+        ("policy.activate", "a@1"),
+        ("policy.activate", "a@2"),
+        ("policy.activate", "b@1"),
+        ("policy.rollback", "a@1"),
+        ("policy.activate", "c@1"),
+    ];
     let state = RegistryState {
-        policy_history: [
-            ("policy.activate", "a"),
-            ("policy.activate", "b"),
-            ("policy.activate", "c"),
-            ("policy.rollback", "b"),
-            ("policy.activate", "d"),
-        ]
-        .iter()
-        .map(|(c, v)| {
-            (
-                tollgate_protocol::Change::from_name(c).unwrap(),
-                (*v).to_owned(),
-            )
-        })
-        .collect(),
+        policy_history: history(&rows),
+        policy_domains: true,
         ..RegistryState::default()
     };
-    assert_eq!(state.policy_stack(), ["a", "b", "d"]);
+    assert_eq!(
+        state.policy_domains().active().collect::<Vec<_>>(),
+        ["a@1", "b@1", "c@1"]
+    );
+    assert!(state.replaced_policies().is_empty());
+    // Written when one policy was active at a time: c@1 replaced the others.
+    let old = RegistryState {
+        policy_domains: false,
+        ..state
+    };
+    assert_eq!(old.replaced_policies(), ["a@1", "b@1"]);
 }
 
 #[tokio::test]

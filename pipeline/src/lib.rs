@@ -53,6 +53,16 @@ pub enum ShapeError {
         /// The actions it defines.
         known: String,
     },
+    /// No bundle in force declares the action.
+    #[error(
+        "unknown action {action:?}: no active policy governs it; the active policies are {active}"
+    )]
+    Ungoverned {
+        /// The action asked for.
+        action: String,
+        /// The versions in force.
+        active: String,
+    },
     /// `params` do not fit the action's JSON Schema.
     #[error("params do not fit the schema of {action}: {}", describe(.problems))]
     Params {
@@ -105,7 +115,7 @@ impl ShapeError {
     /// The JSON Pointer of the first offending member.
     pub fn pointer(&self) -> &str {
         match self {
-            Self::UnknownAction { .. } => "/payload/action",
+            Self::UnknownAction { .. } | Self::Ungoverned { .. } => "/payload/action",
             Self::Params { problems, .. } => {
                 problems.first().map_or("/payload/params", |p| p.0.as_str())
             }
@@ -270,6 +280,22 @@ fn shape_parts<'b>(
         });
     }
     Ok(contract)
+}
+
+/// The bundle of `domains` that governs `envelope`'s action: the one
+/// every decision on it is made by (the gateway's, re-decision's), or
+/// [`ShapeError::Ungoverned`] naming the bundles in force.
+pub fn governing<'d>(
+    domains: &'d tollgate_policies::Domains,
+    envelope: &IntentEnvelope,
+) -> Result<&'d std::sync::Arc<Bundle>, ShapeError> {
+    let action = &envelope.intent.action;
+    domains
+        .governing(action)
+        .ok_or_else(|| ShapeError::Ungoverned {
+            action: action.clone(),
+            active: domains.versions(),
+        })
 }
 
 /// The whole pipeline for a signed intent, its signature included.

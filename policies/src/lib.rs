@@ -32,6 +32,7 @@ pub mod approval;
 mod bundle;
 mod convert;
 pub mod delegation;
+mod domains;
 pub mod money;
 pub mod reviewer;
 mod rules;
@@ -47,6 +48,7 @@ pub use bundle::{
     UnknownResources, is_bundle_name,
 };
 pub use convert::{from_json, to_cedar_json, to_json};
+pub use domains::Domains;
 pub use rules::{FiredRule, RuleOutcome, RuleSetKind, Verdict};
 pub use scoring::{DimensionScore, Scores, Scoring};
 pub use template::Vars;
@@ -75,6 +77,18 @@ impl fmt::Display for Problem {
 /// Errors of `tollgate-policies`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Two bundles in force would govern the same action.
+    #[error(
+        "bundles {first} and {second} both declare action {action:?}; an action is governed by one active bundle"
+    )]
+    Overlap {
+        /// The action.
+        action: String,
+        /// The bundle in force that declares it.
+        first: String,
+        /// The bundle that would declare it too.
+        second: String,
+    },
     /// The bundle is invalid; every problem found is listed.
     #[error("invalid bundle: {}", join(.0))]
     Bundle(Vec<Problem>),

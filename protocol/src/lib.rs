@@ -69,7 +69,8 @@ pub use receipt::{
     Clock, Inputs, Outcome, OutcomeNotAllowed, Receipt, ReceiptKind, Status, Verdict,
 };
 pub use registry::{
-    Change, RegistrySubject, WebhookEndpoint, WebhookEndpoints, webhook_secret_hash,
+    Change, PolicyDomains, RegistrySubject, WebhookEndpoint, WebhookEndpoints, policy_name,
+    webhook_secret_hash,
 };
 pub use verify::{ChainVerifier, Failure, verify_entry, verify_signed_receipt};
 pub use wire::{

@@ -29,6 +29,9 @@ pub enum Change {
     PolicyActivate,
     /// `policy.rollback` (the object is the version now active).
     PolicyRollback,
+    /// `policy.deactivate` (the object is the version that stops being in
+    /// force: its bundle then governs nothing).
+    PolicyDeactivate,
     /// `webhook.add`: a webhook endpoint registered (the object is
     /// [`WebhookEndpoints`]' add object, never its secret).
     WebhookAdd,
@@ -43,7 +46,7 @@ pub enum Change {
 
 impl Change {
     /// Every change, in the order of spec §4.3's list.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::IssuerRegister,
         Self::IssuerRevoke,
         Self::DelegationRegister,
@@ -54,6 +57,7 @@ impl Change {
         Self::PolicyPublish,
         Self::PolicyActivate,
         Self::PolicyRollback,
+        Self::PolicyDeactivate,
         Self::WebhookAdd,
         Self::WebhookEnable,
         Self::WebhookDisable,
@@ -73,6 +77,7 @@ impl Change {
             Self::PolicyPublish => "policy.publish",
             Self::PolicyActivate => "policy.activate",
             Self::PolicyRollback => "policy.rollback",
+            Self::PolicyDeactivate => "policy.deactivate",
             Self::WebhookAdd => "webhook.add",
             Self::WebhookEnable => "webhook.enable",
             Self::WebhookDisable => "webhook.disable",
@@ -83,6 +88,74 @@ impl Change {
     /// The change named `name`.
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+/// The bundle name of a policy version `name@semver+sha256:…`.
+pub fn policy_name(version: &str) -> &str {
+    version.split_once('@').map_or(version, |(name, _)| name)
+}
+
+/// The policy versions in force, one per bundle name (spec §4.3): a fold
+/// over the ledger's `policy.activate`, `policy.rollback` and
+/// `policy.deactivate` changes in ledger order. Each name has its own
+/// history: activating a version of one bundle touches no other, and a
+/// rollback returns one name to its previous version. Defined once: the
+/// gateway's store and re-decision both fold with it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyDomains {
+    /// Each name's activations, the last in force; an empty history is a
+    /// name nothing is in force for.
+    histories: BTreeMap<String, Vec<String>>,
+}
+
+impl PolicyDomains {
+    /// Applies one change to `version`; other changes are ignored.
+    /// `policy.activate` puts `version` in force for its name;
+    /// `policy.rollback` leaves the name's current version and puts
+    /// `version` (the previous one) in force; `policy.deactivate` ends the
+    /// name's history: nothing is in force for it.
+    pub fn apply(&mut self, change: Change, version: &str) {
+        let history = self
+            .histories
+            .entry(policy_name(version).to_owned())
+            .or_default();
+        match change {
+            Change::PolicyActivate => history.push(version.to_owned()),
+            Change::PolicyRollback => {
+                history.pop();
+                if history.last().map(String::as_str) != Some(version) {
+                    history.push(version.to_owned());
+                }
+            }
+            Change::PolicyDeactivate => history.clear(),
+            _ => {}
+        }
+    }
+
+    /// The versions in force, by name order.
+    pub fn active(&self) -> impl Iterator<Item = &str> {
+        self.histories
+            .values()
+            .filter_map(|h| h.last().map(String::as_str))
+    }
+
+    /// The version in force for bundle `name`.
+    pub fn version_of(&self, name: &str) -> Option<&str> {
+        self.histories
+            .get(name)
+            .and_then(|h| h.last())
+            .map(String::as_str)
+    }
+
+    /// The version a rollback of `name` returns to: the one in force
+    /// before its current one.
+    pub fn previous(&self, name: &str) -> Option<&str> {
+        let h = self.histories.get(name)?;
+        h.len()
+            .checked_sub(2)
+            .and_then(|i| h.get(i))
+            .map(String::as_str)
     }
 }
 
@@ -279,6 +352,32 @@ impl WebhookEndpoints {
 mod tests {
     use super::*;
     use crate::parse;
+
+    #[test]
+    fn each_bundle_name_has_its_own_history() {
+        let mut d = PolicyDomains::default();
+        d.apply(Change::PolicyActivate, "refunds@1.0.0+sha256:a");
+        d.apply(Change::PolicyActivate, "deploys@0.1.0+sha256:b");
+        d.apply(Change::PolicyActivate, "refunds@1.1.0+sha256:c");
+        // Registry changes other than the policy's own touch nothing.
+        d.apply(Change::ResourcePut, "refunds@9.9.9+sha256:z");
+        assert_eq!(
+            d.active().collect::<Vec<_>>(),
+            ["deploys@0.1.0+sha256:b", "refunds@1.1.0+sha256:c"]
+        );
+        assert_eq!(d.previous("refunds"), Some("refunds@1.0.0+sha256:a"));
+        assert_eq!(d.previous("deploys"), None);
+        // A rollback of one name leaves the other as it was.
+        d.apply(Change::PolicyRollback, "refunds@1.0.0+sha256:a");
+        assert_eq!(d.version_of("refunds"), Some("refunds@1.0.0+sha256:a"));
+        assert_eq!(d.version_of("deploys"), Some("deploys@0.1.0+sha256:b"));
+        // A deactivation ends the name's history.
+        d.apply(Change::PolicyDeactivate, "deploys@0.1.0+sha256:b");
+        assert_eq!(d.version_of("deploys"), None);
+        assert_eq!(d.previous("deploys"), None);
+        assert_eq!(d.active().collect::<Vec<_>>(), ["refunds@1.0.0+sha256:a"]);
+        assert_eq!(policy_name("refunds@1.0.0+sha256:a"), "refunds");
+    }
 
     #[test]
     fn webhook_changes_follow_the_endpoint_set() {

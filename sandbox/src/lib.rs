@@ -65,8 +65,8 @@ use tollgate_policies::Bundle;
 use tollgate_policies::approval;
 use tollgate_policies::delegation::{MAX_CHAIN, Registry, Spent, Token};
 use tollgate_protocol::{
-    Change as RegistryChange, HashAlg, IntentEnvelope, Jwk, KeySet, Object, ReceiptKind,
-    RegistrySubject, Status, Timestamp, Value, WebhookEndpoints, canonical,
+    Change as RegistryChange, HashAlg, IntentEnvelope, Jwk, KeySet, Object, PolicyDomains,
+    ReceiptKind, RegistrySubject, Status, Timestamp, Value, WebhookEndpoints, canonical,
 };
 
 /// Why a receipt does not re-decide to itself.
@@ -118,8 +118,15 @@ pub struct Replay {
     /// Bundles to decide under instead of the recorded ones.
     candidates: Vec<Arc<Bundle>>,
     report: Report,
-    /// The version in force, as the activations tell it.
-    active: Option<String>,
+    /// The versions in force, by bundle name, as the activations tell it.
+    history: PolicyDomains,
+    /// The bundles in force, rebuilt after each policy change (`None`
+    /// while they overlap, which only a ledger written when one policy
+    /// was active at a time can hold).
+    domains: Option<tollgate_policies::Domains>,
+    /// Whether decisions of actions no candidate declares are replayed
+    /// too, under the bundles in force ([`Replay::all`]).
+    all: bool,
     /// Every registry change applied, in order (`{change, object}`).
     changes: Vec<Value>,
     /// The webhook endpoints, as the `webhook.*` changes tell them.
@@ -211,14 +218,22 @@ impl Replay {
         self.counts
     }
 
-    /// Decides every decision under a candidate bundle too: with one
-    /// candidate, every decision; with several, each decision under the
-    /// candidate of its policy's name (a decision whose policy has none is
-    /// only re-decided). The report keeps the first `limit` changed
-    /// intents in detail.
+    /// Decides decisions under candidate bundles too: each decision of an
+    /// action a candidate declares, under that candidate (the one of the
+    /// decision's bundle name first); decisions of other actions are only
+    /// re-decided. The report keeps the first `limit` changed intents in
+    /// detail and counts per bundle.
     pub fn what_if(mut self, candidates: Vec<Arc<Bundle>>, limit: usize) -> Self {
         self.candidates = candidates;
         self.report = Report::with_limit(limit);
+        self
+    }
+
+    /// With [`Replay::what_if`]: every decision is also decided under the
+    /// bundles in force at its point in the ledger with the candidates
+    /// swapped in, so the report covers all of them.
+    pub fn all(mut self) -> Self {
+        self.all = true;
         self
     }
 
@@ -240,16 +255,40 @@ impl Replay {
         &self.report
     }
 
-    /// The candidate a decision under `version` is decided under.
-    fn candidate_for(&self, version: &str) -> Option<&Arc<Bundle>> {
-        match self.candidates.as_slice() {
-            [] => None,
-            [one] => Some(one),
-            many => {
-                let name = version.split('@').next().unwrap_or_default();
-                many.iter().find(|b| b.name == name)
-            }
-        }
+    /// The bundle a decision of `action` (recorded under `version`) is
+    /// tried under: the candidate of its bundle name if it declares the
+    /// action, else another candidate that declares it; with
+    /// [`Replay::all`], else the bundle in force that governs the action.
+    fn candidate_for(&self, version: &str, action: &str) -> Option<Arc<Bundle>> {
+        let name = tollgate_protocol::policy_name(version);
+        let declares = |b: &&Arc<Bundle>| b.action(action).is_some();
+        self.candidates
+            .iter()
+            .filter(declares)
+            .find(|b| b.name == name)
+            .or_else(|| self.candidates.iter().find(declares))
+            .cloned()
+            .or_else(|| {
+                (self.all && !self.candidates.is_empty())
+                    .then(|| self.in_force().ok())
+                    .flatten()
+                    .and_then(|d| d.governing(action).cloned())
+            })
+    }
+
+    /// The bundles in force now.
+    fn in_force(&self) -> Result<tollgate_policies::Domains, Error> {
+        let bundles = self
+            .history
+            .active()
+            .map(|v| {
+                self.bundles
+                    .get(v)
+                    .cloned()
+                    .ok_or_else(|| Error::Unpublished(v.to_owned()))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        tollgate_policies::Domains::of(bundles).map_err(Error::Bundle)
     }
 
     /// Decides `envelope` under `bundle` with `snapshot` and `spent`; an
@@ -557,8 +596,33 @@ impl Replay {
         let version = text(receipt, &["policy_version"]).to_owned();
         let status = text(receipt, &["outcome", "status"]);
         let snapshot = self.snapshot();
-        let bundle = self.bundle_of(&version)?;
         let envelope = IntentEnvelope::from_value(intent).map_err(Error::NotAnIntent)?;
+        let in_force = self.in_force()?;
+        if at(receipt, &["decision"]).is_none() && !self.bundles.contains_key(&version) {
+            // No bundle in force governed the action: the version names
+            // the bundles in force, and none of them declares it.
+            return match in_force.governing(&envelope.intent.action) {
+                None if version == in_force.versions() && status == Status::NotExecuted.name() => {
+                    Ok(())
+                }
+                _ => Err(Error::Again(format!(
+                    "the execution states no bundle in force ({version}) governed the intent, and {} did, or it states {status}",
+                    in_force.versions()
+                ))),
+            };
+        }
+        // The bundle that decided again governs the action at that point.
+        if in_force
+            .governing(&envelope.intent.action)
+            .is_none_or(|b| b.version_string() != version)
+        {
+            return Err(Error::Again(format!(
+                "the execution is decided under {version}, which does not govern {} among the bundles in force ({})",
+                envelope.intent.action,
+                in_force.versions()
+            )));
+        }
+        let bundle = self.bundle_of(&version)?;
         if at(receipt, &["decision"]).is_none() {
             return match tollgate_pipeline::shape(bundle, &envelope) {
                 Err(_) if status == Status::NotExecuted.name() => Ok(()),
@@ -614,8 +678,11 @@ impl Replay {
                 self.bundles
                     .insert(bundle.version_string(), Arc::new(bundle));
             }
-            RegistryChange::PolicyActivate | RegistryChange::PolicyRollback => {
-                self.active = Some(id())
+            RegistryChange::PolicyActivate
+            | RegistryChange::PolicyRollback
+            | RegistryChange::PolicyDeactivate => {
+                self.history.apply(change, &id());
+                self.domains = self.in_force().ok();
             }
             RegistryChange::IssuerRegister => {
                 let jwk = Jwk::from_value(object, "/subject/object").map_err(Error::Issuer)?;
@@ -818,7 +885,21 @@ impl Replay {
         snapshot: &Snapshot,
         receipt: &mut Value,
     ) -> Result<Option<(String, Value)>, Error> {
-        let bundle = self.bundle_of(text(receipt, &["policy_version"]))?;
+        let version = text(receipt, &["policy_version"]);
+        let bundle = self.bundle_of(version)?;
+        // Decided by the bundle in force that governs the action.
+        let action = text(receipt, &["subject", "payload", "action"]);
+        if let Some(d) = &self.domains
+            && d.governing(action)
+                .is_none_or(|b| b.version_string() != version)
+        {
+            return Err(Error::Again(format!(
+                "decided under {version}, and among the bundles in force ({}) {} governs {action}",
+                d.versions(),
+                d.governing(action)
+                    .map_or_else(|| "none".to_owned(), |b| b.version_string())
+            )));
+        }
         let subject = match receipt {
             Value::Object(o) => o
                 .get_mut("subject")
@@ -997,12 +1078,14 @@ impl Replay {
         if decision != *stated && canonical(&decision) != canonical(stated) {
             return Err(Error::Differs(difference(stated, &decision)));
         }
-        let tried = self.candidate_for(version).map(|candidate| {
-            (
-                candidate.version_string(),
-                Self::decide_under(candidate, envelope, snapshot, &spent, resource, &time),
-            )
-        });
+        let tried = self
+            .candidate_for(version, &intent.action)
+            .map(|candidate| {
+                (
+                    candidate.version_string(),
+                    Self::decide_under(&candidate, envelope, snapshot, &spent, resource, &time),
+                )
+            });
         Ok(Redecided {
             decision,
             time,

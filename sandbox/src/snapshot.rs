@@ -9,8 +9,9 @@
 //! ```
 //!
 //! `changes` are registry receipts' subjects (spec §4.3) applied in
-//! order; the last `policy.activate` or `policy.rollback` names the policy
-//! in force. `spent` (optional) states what each delegation's budget has
+//! order; the `policy.activate`, `policy.rollback` and
+//! `policy.deactivate` changes say which bundles are in force, each
+//! governing the actions it declares. `spent` (optional) states what each delegation's budget has
 //! spent in the window the intents fall in; without it, nothing is spent.
 
 use tollgate_protocol::{HashAlg, IntentEnvelope, Object, Value};
@@ -91,7 +92,7 @@ impl Replay {
             }
             Some(_) => return Err(Error::SnapshotSpent),
         }
-        if replay.active.is_none() {
+        if replay.history.active().next().is_none() {
             return Err(Error::NoPolicyInForce);
         }
         Ok(replay)
@@ -109,22 +110,25 @@ impl Replay {
         };
         let parsed =
             IntentEnvelope::from_value(envelope.clone()).map_err(|e| bad(Error::IntentLine(e)))?;
-        let active = self.active.clone().unwrap_or_default();
-        let bundle = self
-            .bundles
-            .get(&active)
-            .cloned()
-            .ok_or_else(|| bad(Error::PolicyInForce(active.clone())))?;
+        let in_force = self.in_force().map_err(bad)?;
+        let Ok(bundle) = tollgate_pipeline::governing(&in_force, &parsed).cloned() else {
+            return Err(bad(Error::PolicyInForce(format!(
+                "{} governs no action {}",
+                in_force.versions(),
+                parsed.intent.action
+            ))));
+        };
+        let active = bundle.version_string();
         let snapshot = self.snapshot();
         let resource = snapshot.resources.get(&parsed.intent.resource);
         // No gateway decided these: the intent's own time stands for the
         // clock a gateway would have read.
         let time = parsed.intent.issued_at.clone();
         let before = Self::decide_under(&bundle, &parsed, &snapshot, &self.spent, resource, &time);
-        let after = match self.candidate_for(&active) {
+        let after = match self.candidate_for(&active, &parsed.intent.action) {
             Some(c) => (
                 c.version_string(),
-                Self::decide_under(c, &parsed, &snapshot, &self.spent, resource, &time),
+                Self::decide_under(&c, &parsed, &snapshot, &self.spent, resource, &time),
             ),
             None => (active.clone(), before.clone()),
         };

@@ -180,7 +180,14 @@ async fn registry_changes_land_with_their_receipt_or_not_at_all<B: Backend>(b: &
         state.revoked_delegations.iter().collect::<Vec<_>>(),
         ["d-1"]
     );
-    assert_eq!(state.policy_stack(), ["p@1.0.0"]);
+    assert_eq!(
+        state.policy_domains().active().collect::<Vec<_>>(),
+        ["p@1.0.0"]
+    );
+    assert!(
+        state.policy_domains,
+        "a policy change marks the history by name"
+    );
     // Registry receipts are entries like any other: the chain verifies.
     assert_eq!(verified(&ledger, &key_set([&signer])).await, 4);
 }

@@ -106,7 +106,7 @@ pub(crate) async fn escalated<L: tollgate_ledger::Ledger>(
 }
 
 fn policy(g: &Gateway<impl tollgate_ledger::Ledger>) -> String {
-    g.bundle().version_string()
+    g.governing("orders.refund").unwrap().version_string()
 }
 
 /// Alice's grant of approval `id` of `env`, under the active policy, at T0.
@@ -749,7 +749,7 @@ async fn run(steps: Vec<Step>) {
             .await
             .unwrap();
     }
-    let policy = g.bundle().version_string();
+    let policy = g.governing("orders.refund").unwrap().version_string();
     // intent number -> (envelope, approval id)
     let mut submitted: BTreeMap<u8, (IntentEnvelope, Option<String>)> = BTreeMap::new();
     for s in steps {

@@ -155,7 +155,7 @@ impl Quorum {
     fn execution(self, outcome: Outcome, again: &Again) -> Result<Receipt, ApprovalError> {
         Receipt::execution(
             self.issued_at,
-            again.bundle.version_string(),
+            again.version.clone(),
             &self.intent_hash,
             &self.policy_version,
             again.decided.as_ref().map(Decision::to_value),
@@ -169,14 +169,17 @@ impl Quorum {
 
 /// The intent of a completed quorum decided again at its execution.
 struct Again {
-    /// The policy in force at the execution.
-    bundle: Arc<Bundle>,
+    /// The bundle in force that governs the action at the execution; none
+    /// may.
+    bundle: Option<Arc<Bundle>>,
+    /// Its version; without one, the versions in force.
+    version: String,
     /// Its decision; `None` when its contract refused the intent's shape.
     decided: Option<Decision>,
     /// What the decision read.
     inputs: tollgate_protocol::Inputs,
     /// The budgets as read, for the charges.
-    reading: budget::Reading,
+    reading: Option<budget::Reading>,
     /// The budgets as read, for the ledger's guard.
     reads: Vec<tollgate_ledger::BudgetRead>,
     /// What it comes to for the approval.
@@ -205,7 +208,7 @@ impl Again {
             Course::Wait {
                 requirement,
                 counting,
-            } => Some((requirement, *counting, self.bundle.version_string())),
+            } => Some((requirement, *counting, self.version.clone())),
             _ => None,
         }
     }
@@ -505,14 +508,25 @@ impl<L: Ledger> Approvals<'_, L> {
             }
             _ => None,
         };
+        let in_force = self.in_force(&body);
         Ok(ApprovalInfo {
             record,
             body,
             execution,
             intent,
-            in_force: self.view().bundle.version_string(),
+            in_force,
             waiting_for,
         })
+    }
+
+    /// The version in force that governs the action of the approval
+    /// `body` was opened with (`none` when no bundle in force does): the
+    /// one its intent is decided again under when its quorum completes.
+    fn in_force(&self, body: &Object) -> String {
+        self.view()
+            .domains
+            .governing(text(body, &["action"]))
+            .map_or_else(|| "none".to_owned(), |b| b.version_string())
     }
 
     /// Approvals in ledger order after the decision at `after_seq`, up to
@@ -903,10 +917,33 @@ impl<L: Ledger> Approvals<'_, L> {
         done: &rule::Progress,
         parties: &rule::Parties<'_>,
     ) -> Result<Again, ApprovalError> {
-        let bundle = view.bundle.clone();
-        let version = bundle.version_string();
         let intent = &envelope.intent;
         let now = Timestamp::from_unix_seconds(self.clock.now().unix_seconds());
+        // The bundle in force that governs the action now; none may.
+        let bundle = match tollgate_pipeline::governing(&view.domains, envelope) {
+            Ok(b) => b.clone(),
+            Err(e) => {
+                let version = view.domains.versions();
+                return Ok(Again {
+                    bundle: None,
+                    version: version.clone(),
+                    decided: None,
+                    inputs: tollgate_protocol::Inputs {
+                        delegations: chain_hashes(view, &chain(view, &intent.delegation)),
+                        resource: Object::new(),
+                        spent: Vec::new(),
+                        resource_lookup: None,
+                        time: None,
+                    },
+                    reading: None,
+                    reads: Vec::new(),
+                    course: Course::Refuse(format!(
+                        "no policy in force at the execution governs the intent: {e}"
+                    )),
+                });
+            }
+        };
+        let version = bundle.version_string();
         let read = self
             .intents()
             .read_resource(&bundle, envelope)
@@ -969,11 +1006,12 @@ impl<L: Ledger> Approvals<'_, L> {
             time: (decided.is_ok() && (bundle.reads_time() || escalates)).then_some(now),
         };
         Ok(Again {
-            bundle,
+            bundle: Some(bundle),
+            version,
             decided: decided.ok(),
             inputs,
             reads: reading.reads.clone(),
-            reading,
+            reading: Some(reading),
             course,
         })
     }
@@ -992,7 +1030,6 @@ impl<L: Ledger> Approvals<'_, L> {
         again: Again,
     ) -> Result<Vec<Vec<u8>>, ApprovalError> {
         let intent = &quorum.envelope.intent;
-        let bundle = again.bundle.clone();
         let key = execution_key(&quorum.approval);
         let now = self.clock.now();
         let chain = chain(view, &intent.delegation);
@@ -1028,9 +1065,13 @@ impl<L: Ledger> Approvals<'_, L> {
                 .budgets
                 .lock()
                 .map_err(|_| internal("budget table poisoned"))?;
-            let charges = match (&still, amount_of(&bundle, &quorum.envelope)) {
-                (Ok(()), Some((amount, currency))) => {
-                    budget::Budgets::charges(&again.reading, amount, &currency)
+            let amount = again
+                .bundle
+                .as_ref()
+                .and_then(|b| amount_of(b, &quorum.envelope));
+            let charges = match (&still, amount, &again.reading) {
+                (Ok(()), Some((amount, currency)), Some(reading)) => {
+                    budget::Budgets::charges(reading, amount, &currency)
                 }
                 _ => Vec::new(),
             };
@@ -1044,11 +1085,13 @@ impl<L: Ledger> Approvals<'_, L> {
         // The target: the contract in force's, or, when it no longer
         // defines the action, the escalating one's.
         let escalating = self.bundle_of(view, &quorum.policy_version).ok();
-        let http = bundle
-            .action(&intent.action)
+        let http = again
+            .bundle
+            .as_ref()
+            .and_then(|b| b.action(&intent.action))
             .or_else(|| escalating.as_ref().and_then(|b| b.action(&intent.action)))
             .is_some_and(|a| a.target == Target::Http);
-        let version = bundle.version_string();
+        let version = again.version.clone();
         let outcome = match &still {
             Err(reason) => Outcome::new(Status::NotExecuted)
                 .with("target", if http { "http" } else { "none" })
@@ -1123,8 +1166,12 @@ impl<L: Ledger> Approvals<'_, L> {
     /// The bundle of `version`: the active one, or a published one loaded
     /// once and kept.
     fn bundle_of(&self, view: &View, version: &str) -> Result<Arc<Bundle>, ApprovalError> {
-        if view.bundle.version_string() == version {
-            return Ok(view.bundle.clone());
+        if let Some(b) = view
+            .domains
+            .bundles()
+            .find(|b| b.version_string() == version)
+        {
+            return Ok(b.clone());
         }
         let mut cache = self
             .approval_state
@@ -1323,7 +1370,7 @@ fn conflict(e: tollgate_ledger::Error) -> ApprovalError {
 fn quorum_draft(q: &Quorum, again: &Again) -> Object {
     let sealed = Receipt::execution(
         q.issued_at.clone(),
-        again.bundle.version_string(),
+        again.version.clone(),
         &q.intent_hash,
         &q.policy_version,
         again.decided.as_ref().map(Decision::to_value),

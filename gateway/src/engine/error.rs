@@ -194,9 +194,32 @@ pub enum RegistryError {
     /// The policy commits to an `http` target the gateway has no upstream for.
     #[error("action {0} commits to an http target, and the gateway has no upstream for it")]
     MissingUpstream(String),
-    /// No earlier version was active.
-    #[error("no earlier version was active")]
-    NothingToRollBack,
+    /// No earlier version of the bundle was active.
+    #[error(
+        "no earlier version of {0} was in force; nothing to roll back to (deactivate it instead)"
+    )]
+    NothingToRollBack(String),
+    /// Nothing is in force for the bundle name.
+    #[error("no version of {0} is in force")]
+    NotActive(String),
+    /// Two bundles in force would govern one action.
+    #[error("{0}")]
+    Overlap(PolicyError),
+    /// The change would leave actions with approvals still pending or
+    /// commits not finished without a bundle to govern them; `force`
+    /// makes it anyway.
+    #[error(
+        "{change} would leave {what} without a policy to govern them: {}; force it to go ahead (pending approvals then end not_executed when granted, unfinished commits finish as decided)",
+        .actions.join(", ")
+    )]
+    Stranded {
+        /// The change asked.
+        change: String,
+        /// What is pending (`pending approvals`, `unfinished commits`).
+        what: String,
+        /// The actions.
+        actions: Vec<String>,
+    },
     /// Another gateway changed the registries while this change was
     /// checked, again on each try: nothing was recorded; try again.
     #[error("the registries kept changing while this change was checked ({0}); try again")]
@@ -492,9 +515,6 @@ pub enum RecordedError {
     /// A published bundle's file that is not text.
     #[error("bundle file {0} is not text")]
     FileNotText(String),
-    /// No policy version was ever activated.
-    #[error("no policy version was ever activated")]
-    NeverActivated,
     /// The active policy version is not published.
     #[error("active policy {0} is not published")]
     ActiveUnpublished(String),

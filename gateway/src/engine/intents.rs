@@ -569,8 +569,11 @@ impl<L: Ledger> Intents<'_, L> {
         // it). Without one, the key's uniqueness in the ledger is the
         // check: a duplicate turns into the replay below, and the common
         // case costs no look-up.
-        let http = view
-            .bundle
+        // The one bundle in force that governs the action decides it.
+        let bundle = tollgate_pipeline::governing(&view.domains, envelope)
+            .map_err(IntentError::Shape)?
+            .clone();
+        let http = bundle
             .action(&envelope.intent.action)
             .is_some_and(|a| a.target == Target::Http);
         // A resource looked up at the target is read before the decision,
@@ -582,11 +585,11 @@ impl<L: Ledger> Intents<'_, L> {
             return Ok(s);
         }
         let read = self
-            .read_resource(&view.bundle, envelope)
+            .read_resource(&bundle, envelope)
             .await
             .map_err(IntentError::ResourceUnavailable)?;
         let (decision, entry) = self
-            .decide_and_commit(view, envelope, key, foreign, read)
+            .decide_and_commit(view, &bundle, envelope, key, foreign, read)
             .await?;
         self.metrics.decision(decision.verdict.name());
         Ok(submitted(&entry, Some(decision.verdict)))
@@ -624,12 +627,12 @@ impl<L: Ledger> Intents<'_, L> {
     async fn decide_and_commit(
         &self,
         view: &View,
+        bundle: &Bundle,
         envelope: &IntentEnvelope,
         key: &str,
         foreign: &[(String, Spend)],
         read: Option<resources::Read>,
     ) -> Result<(Decision, LedgerEntry), Failure> {
-        let bundle: &Bundle = &view.bundle;
         // The resource's attributes: as looked up, or from the registry.
         let (attributes, lookup_record) = match read {
             Some(r) => (r.attributes, Some(r.record)),

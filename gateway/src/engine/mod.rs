@@ -210,8 +210,8 @@ pub struct Parts<L> {
 /// replaced whole on change, never edited in place.
 #[derive(Clone, Debug)]
 pub(crate) struct View {
-    /// The active policy.
-    pub bundle: Arc<Bundle>,
+    /// The bundles in force, each governing the actions it declares.
+    pub domains: tollgate_policies::Domains,
     /// Delegations, revocations, trusted issuers and resources, as the
     /// pipeline reads them.
     pub snapshot: Arc<Snapshot>,
@@ -229,8 +229,8 @@ pub(crate) struct View {
     pub revoked_reviewers: BTreeSet<String>,
     /// Published bundles' files by version.
     pub published: BTreeMap<String, Arc<BTreeMap<String, String>>>,
-    /// The activation stack; its last element is active.
-    pub stack: Vec<String>,
+    /// Each bundle name's activations (the ledger's policy history).
+    pub history: tollgate_protocol::PolicyDomains,
     /// The seq of the last registry change this view holds.
     pub registry_seq: u64,
 }
@@ -375,6 +375,13 @@ impl<L: Ledger> Gateway<L> {
             tasks: tokio_util::task::TaskTracker::new(),
             stop: tokio_util::sync::CancellationToken::new(),
         });
+        // A ledger written when one policy was active at a time: the
+        // versions it had replaced stop being in force, once.
+        gateway
+            .policies()
+            .upgrade_history()
+            .await
+            .map_err(|e| StartError::Recovery(e.to_string()))?;
         if let Some(files) = policy {
             gateway
                 .policies()
@@ -382,10 +389,12 @@ impl<L: Ledger> Gateway<L> {
                 .await
                 .map_err(|e| StartError::Config(format!("--policy: {e}")))?;
         }
-        if let Some(action) = gateway.upstreams.missing(&gateway.bundle()) {
-            return Err(StartError::Config(format!(
-                "action {action} commits to an http target: give its upstream with --upstream {action}=URL"
-            )));
+        for bundle in gateway.view().domains.bundles() {
+            if let Some(action) = gateway.upstreams.missing(bundle) {
+                return Err(StartError::Config(format!(
+                    "action {action} commits to an http target: give its upstream with --upstream {action}=URL"
+                )));
+            }
         }
         gateway.intents().recover().await?;
         // Endpoints stored before their changes were receipts are recorded.
@@ -403,9 +412,14 @@ impl<L: Ledger> Gateway<L> {
         Ok(gateway)
     }
 
-    /// The active policy.
-    pub fn bundle(&self) -> Arc<Bundle> {
-        self.view().bundle.clone()
+    /// The bundles in force.
+    pub fn domains(&self) -> tollgate_policies::Domains {
+        self.view().domains.clone()
+    }
+
+    /// The bundle in force that governs `action`.
+    pub fn governing(&self, action: &str) -> Option<Arc<Bundle>> {
+        self.view().domains.governing(action).cloned()
     }
 
     pub(crate) fn view(&self) -> Arc<View> {

@@ -64,11 +64,11 @@ pub struct ReviewerInfo {
     pub revoked: bool,
 }
 
-/// The published policy versions and the active one.
+/// The published policy versions and the ones in force.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicyList {
-    /// The active version.
-    pub active: String,
+    /// The versions in force, one per bundle name, by name.
+    pub active: Vec<String>,
     /// Every published version, sorted.
     pub published: Vec<String>,
 }
@@ -127,17 +127,27 @@ impl View {
         for (version, bytes) in &state.policies {
             published.insert(version.clone(), Arc::new(files_of(bytes)?));
         }
-        let stack = state.policy_stack();
-        let active = stack.last().ok_or(RecordedError::NeverActivated)?;
-        let files = published
-            .get(active)
-            .ok_or_else(|| RecordedError::ActiveUnpublished(active.clone()))?;
-        let bundle = Bundle::from_files(files).map_err(|source| RecordedError::ActiveBundle {
-            version: active.clone(),
-            source,
+        let history = state.policy_domains();
+        let mut in_force = Vec::new();
+        for version in history.active() {
+            let files = published
+                .get(version)
+                .ok_or_else(|| RecordedError::ActiveUnpublished(version.to_owned()))?;
+            let bundle =
+                Bundle::from_files(files).map_err(|source| RecordedError::ActiveBundle {
+                    version: version.to_owned(),
+                    source,
+                })?;
+            in_force.push(Arc::new(bundle));
+        }
+        let domains = tollgate_policies::Domains::of(in_force).map_err(|source| {
+            RecordedError::ActiveBundle {
+                version: history.active().collect::<Vec<_>>().join(", "),
+                source,
+            }
         })?;
         let mut view = Self {
-            bundle: Arc::new(bundle),
+            domains,
             snapshot: Arc::new({
                 let mut registry = tollgate_policies::delegation::Registry::default();
                 registry.tokens = parsed;
@@ -154,7 +164,7 @@ impl View {
             reviewers,
             revoked_reviewers: state.revoked_reviewers.clone(),
             published,
-            stack,
+            history,
             registry_seq: state.seq,
         };
         view.rehash(alg);
@@ -428,7 +438,7 @@ impl<L: Ledger> Registry<'_, L> {
         change: RegistryChange,
         object: Value,
     ) -> Result<Changed, RegistryError> {
-        self.record(view, change, object, &view.bundle.version_string())
+        self.record(view, change, object, &view.domains.versions())
             .await?;
         self.refresh(view.registry_seq)
             .await
@@ -505,7 +515,7 @@ impl<L: Ledger> Registry<'_, L> {
                     token: bytes.clone(),
                 },
                 envelope,
-                &view.bundle.version_string(),
+                &view.domains.versions(),
             )
             .await?;
         let mut next = (*view).clone();
@@ -541,7 +551,7 @@ impl<L: Ledger> Registry<'_, L> {
                 &view,
                 RegistryChange::DelegationRevoke { id: id.to_owned() },
                 id.into(),
-                &view.bundle.version_string(),
+                &view.domains.versions(),
             )
             .await?;
         let mut next = (*view).clone();
@@ -626,7 +636,7 @@ impl<L: Ledger> Registry<'_, L> {
                     reviewer: bytes,
                 },
                 object,
-                &view.bundle.version_string(),
+                &view.domains.versions(),
             )
             .await?;
         let mut next = (*view).clone();
@@ -659,7 +669,7 @@ impl<L: Ledger> Registry<'_, L> {
                 &view,
                 RegistryChange::ReviewerRevoke { id: id.to_owned() },
                 id.into(),
-                &view.bundle.version_string(),
+                &view.domains.versions(),
             )
             .await?;
         let mut next = (*view).clone();
@@ -772,15 +782,18 @@ impl<L: Ledger> Registry<'_, L> {
         let view = self.view();
         // Attributes the rules could not read as declared would be left
         // out of a decision (a `has` test false, a forbid skipped).
-        if let Err(m) = view.bundle.check_resource(resource, &attrs) {
-            return Err(RegistryError::InvalidResource(format!(
-                "attribute {}: {} cannot be given to the rules as the {} that policy {} declares{}",
-                m.pointer.trim_start_matches('/'),
-                m.found,
-                m.want,
-                view.bundle.version_string(),
-                m.why
-            )));
+        // Every bundle in force that declares the resource's type reads it.
+        for bundle in view.domains.bundles() {
+            if let Err(m) = bundle.check_resource(resource, &attrs) {
+                return Err(RegistryError::InvalidResource(format!(
+                    "attribute {}: {} cannot be given to the rules as the {} that policy {} declares{}",
+                    m.pointer.trim_start_matches('/'),
+                    m.found,
+                    m.want,
+                    bundle.version_string(),
+                    m.why
+                )));
+            }
         }
         if view.snapshot.resources.get(resource) == Some(&attrs) {
             return Ok(Changed::Unchanged);
@@ -821,17 +834,56 @@ impl<L: Ledger> Registry<'_, L> {
 }
 
 impl<L: Ledger> Policies<'_, L> {
-    /// Makes `files` the active policy: published if new, activated unless
-    /// active already.
+    /// Puts `files` in force for its bundle name: published if new,
+    /// activated unless in force already.
     pub(super) async fn use_policy(
         &self,
         files: BTreeMap<String, String>,
     ) -> Result<(), RegistryError> {
-        let version = load_bundle(&files)?.version_string();
+        let bundle = load_bundle(&files)?;
+        let version = bundle.version_string();
         self.publish_policy(files).await?;
-        if self.bundle().version_string() != version {
-            self.activate_policy(&version).await?;
+        if self.view().history.version_of(&bundle.name) != Some(version.as_str()) {
+            self.activate_policy(&version, false).await?;
         }
+        Ok(())
+    }
+
+    /// A ledger written when one policy was active at a time keeps, read
+    /// by bundle name, the versions it had replaced in force: each is
+    /// deactivated now, once (a `policy.deactivate` receipt each, in one
+    /// transaction), so that its single active policy becomes one domain.
+    pub(super) async fn upgrade_history(&self) -> Result<(), RegistryError> {
+        let state = self
+            .ledger
+            .registry()
+            .await
+            .map_err(|e| RegistryError::Internal(e.to_string()))?;
+        let replaced = state.replaced_policies();
+        if replaced.is_empty() {
+            return Ok(());
+        }
+        let _lock = self.registry_state.lock.lock().await;
+        let mut view = (*self.view()).clone();
+        for version in replaced {
+            let name = tollgate_protocol::policy_name(&version).to_owned();
+            let seq = self
+                .registry()
+                .record(
+                    &view,
+                    RegistryChange::PolicyDeactivate {
+                        version: version.clone(),
+                    },
+                    version.as_str().into(),
+                    &version,
+                )
+                .await?;
+            view.registry_seq = seq;
+            view.domains = view.domains.without(&name);
+            view.history
+                .apply(tollgate_protocol::Change::PolicyDeactivate, &version);
+        }
+        self.set_view(view);
         Ok(())
     }
 
@@ -870,7 +922,7 @@ impl<L: Ledger> Policies<'_, L> {
                     files: canonical(&value),
                 },
                 Value::Object(object),
-                &view.bundle.version_string(),
+                &version,
             )
             .await?;
         let mut next = (*view).clone();
@@ -880,54 +932,116 @@ impl<L: Ledger> Policies<'_, L> {
         Ok((version, Changed::Recorded))
     }
 
-    /// From the very next intent, decisions use published version
-    /// `version`.
-    pub async fn activate_policy(&self, version: &str) -> Result<String, RegistryError> {
+    /// From the very next intent, published version `version` governs the
+    /// actions it declares, in place of its bundle name's version in force
+    /// (if any); other bundles are untouched. Refused if a bundle of
+    /// another name in force declares one of its actions, and, unless
+    /// `force`, if an action its name governed and it does not would be
+    /// left with pending approvals or unfinished commits.
+    pub async fn activate_policy(
+        &self,
+        version: &str,
+        force: bool,
+    ) -> Result<String, RegistryError> {
         self.registry()
-            .retrying(|| self.try_activate_policy(version))
+            .retrying(|| self.try_activate_policy(version, force))
             .await
     }
 
-    async fn try_activate_policy(&self, version: &str) -> Result<String, RegistryError> {
+    async fn try_activate_policy(
+        &self,
+        version: &str,
+        force: bool,
+    ) -> Result<String, RegistryError> {
         let _lock = self.registry_state.lock.lock().await;
         let view = self.view();
         let version = published_version(&view, version)?;
-        let mut stack = view.stack.clone();
-        stack.push(version.clone());
-        self.switch(&view, &version, stack, false).await?;
+        let bundle = self.published_bundle(&view, &version)?;
+        let next = view.domains.with(bundle).map_err(RegistryError::Overlap)?;
+        self.switch(
+            &view,
+            tollgate_protocol::Change::PolicyActivate,
+            &version,
+            next,
+            force,
+        )
+        .await?;
         Ok(version)
     }
 
-    /// Back to the version active before the current one; returns it.
-    pub async fn rollback_policy(&self) -> Result<String, RegistryError> {
+    /// Back to the version of bundle `name` in force before its current
+    /// one; returns it. Other bundles are untouched.
+    pub async fn rollback_policy(&self, name: &str, force: bool) -> Result<String, RegistryError> {
         self.registry()
-            .retrying(|| self.try_rollback_policy())
+            .retrying(|| self.try_rollback_policy(name, force))
             .await
     }
 
-    async fn try_rollback_policy(&self) -> Result<String, RegistryError> {
+    async fn try_rollback_policy(&self, name: &str, force: bool) -> Result<String, RegistryError> {
         let _lock = self.registry_state.lock.lock().await;
         let view = self.view();
-        let mut stack = view.stack.clone();
-        if stack.len() < 2 {
-            return Err(RegistryError::NothingToRollBack);
+        if view.history.version_of(name).is_none() {
+            return Err(RegistryError::NotActive(name.to_owned()));
         }
-        stack.pop();
-        let previous = stack
-            .last()
-            .cloned()
-            .ok_or(RegistryError::NothingToRollBack)?;
-        self.switch(&view, &previous, stack, true).await?;
+        let previous = view
+            .history
+            .previous(name)
+            .ok_or_else(|| RegistryError::NothingToRollBack(name.to_owned()))?
+            .to_owned();
+        let bundle = self.published_bundle(&view, &previous)?;
+        let next = view.domains.with(bundle).map_err(RegistryError::Overlap)?;
+        self.switch(
+            &view,
+            tollgate_protocol::Change::PolicyRollback,
+            &previous,
+            next,
+            force,
+        )
+        .await?;
         Ok(previous)
     }
 
-    async fn switch(
+    /// Nothing in force for bundle `name` from the very next intent: the
+    /// actions it governed are refused until a bundle declaring them is
+    /// activated. Returns the version that stopped. Unless `force`,
+    /// refused if those actions have pending approvals or unfinished
+    /// commits.
+    pub async fn deactivate_policy(
         &self,
-        view: &View,
-        version: &str,
-        stack: Vec<String>,
-        rollback: bool,
-    ) -> Result<(), RegistryError> {
+        name: &str,
+        force: bool,
+    ) -> Result<String, RegistryError> {
+        self.registry()
+            .retrying(|| self.try_deactivate_policy(name, force))
+            .await
+    }
+
+    async fn try_deactivate_policy(
+        &self,
+        name: &str,
+        force: bool,
+    ) -> Result<String, RegistryError> {
+        let _lock = self.registry_state.lock.lock().await;
+        let view = self.view();
+        let version = view
+            .history
+            .version_of(name)
+            .ok_or_else(|| RegistryError::NotActive(name.to_owned()))?
+            .to_owned();
+        let next = view.domains.without(name);
+        self.switch(
+            &view,
+            tollgate_protocol::Change::PolicyDeactivate,
+            &version,
+            next,
+            force,
+        )
+        .await?;
+        Ok(version)
+    }
+
+    /// The bundle of published `version`.
+    fn published_bundle(&self, view: &View, version: &str) -> Result<Arc<Bundle>, RegistryError> {
         let files = view
             .published
             .get(version)
@@ -937,33 +1051,133 @@ impl<L: Ledger> Policies<'_, L> {
         if let Some(action) = self.upstreams.missing(&bundle) {
             return Err(RegistryError::MissingUpstream(action));
         }
-        let change = if rollback {
-            RegistryChange::PolicyRollback {
-                version: version.to_owned(),
+        Ok(Arc::new(bundle))
+    }
+
+    /// The actions `view` governs that `next` does not, which have pending
+    /// approvals or unfinished commits: what a change to `next` would
+    /// leave without a policy.
+    async fn stranded(
+        &self,
+        view: &View,
+        next: &tollgate_policies::Domains,
+    ) -> Result<Option<(String, Vec<String>)>, RegistryError> {
+        let dropped: BTreeSet<&str> = view
+            .domains
+            .bundles()
+            .flat_map(|b| b.action_names())
+            .filter(|a| next.governing(a).is_none())
+            .collect();
+        if dropped.is_empty() {
+            return Ok(None);
+        }
+        let internal = |e: tollgate_ledger::Error| RegistryError::Internal(e.to_string());
+        let mut pending = BTreeSet::new();
+        let mut after = 0;
+        loop {
+            let page = self
+                .ledger
+                .approvals(true, after, super::MAX_LISTED)
+                .await
+                .map_err(internal)?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for record in &page {
+                if record.status() != tollgate_protocol::Status::PendingApproval {
+                    continue;
+                }
+                let action = parse(&record.body).ok().and_then(|b| {
+                    b.as_object()
+                        .and_then(|o| o.get("action"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                });
+                if let Some(a) = action.filter(|a| dropped.contains(a.as_str())) {
+                    pending.insert(a);
+                }
             }
-        } else {
-            RegistryChange::PolicyActivate {
-                version: version.to_owned(),
+            if page.len() < super::MAX_LISTED as usize {
+                break;
             }
+        }
+        if !pending.is_empty() {
+            return Ok(Some((
+                "pending approvals".into(),
+                pending.into_iter().collect(),
+            )));
+        }
+        let mut unfinished = BTreeSet::new();
+        for (_, body) in self.ledger.pending().await.map_err(internal)? {
+            let Ok(v) = parse(&body) else { continue };
+            let action = [
+                &["draft", "subject", "payload", "action"][..],
+                &["intent", "payload", "action"][..],
+            ]
+            .iter()
+            .find_map(|path| {
+                path.iter()
+                    .try_fold(&v, |v, k| v.as_object()?.get(k))
+                    .and_then(Value::as_str)
+            });
+            if let Some(a) = action.filter(|a| dropped.contains(a)) {
+                unfinished.insert(a.to_owned());
+            }
+        }
+        if !unfinished.is_empty() {
+            return Ok(Some((
+                "unfinished commits".into(),
+                unfinished.into_iter().collect(),
+            )));
+        }
+        Ok(None)
+    }
+
+    /// Records `change` of `version` (its receipt names the version it
+    /// concerns) and puts `next` in force.
+    async fn switch(
+        &self,
+        view: &View,
+        change: tollgate_protocol::Change,
+        version: &str,
+        next: tollgate_policies::Domains,
+        force: bool,
+    ) -> Result<(), RegistryError> {
+        if !force && let Some((what, actions)) = self.stranded(view, &next).await? {
+            return Err(RegistryError::Stranded {
+                change: format!("{} {version}", change.name()),
+                what,
+                actions,
+            });
+        }
+        let version = version.to_owned();
+        let recorded = match change {
+            tollgate_protocol::Change::PolicyRollback => RegistryChange::PolicyRollback {
+                version: version.clone(),
+            },
+            tollgate_protocol::Change::PolicyDeactivate => RegistryChange::PolicyDeactivate {
+                version: version.clone(),
+            },
+            _ => RegistryChange::PolicyActivate {
+                version: version.clone(),
+            },
         };
-        // The receipt names the version it puts in force.
         let seq = self
             .registry()
-            .record(view, change, version.into(), version)
+            .record(view, recorded, version.as_str().into(), &version)
             .await?;
-        let mut next = view.clone();
-        next.registry_seq = seq;
-        next.bundle = Arc::new(bundle);
-        next.stack = stack;
-        self.set_view(next);
+        let mut updated = view.clone();
+        updated.registry_seq = seq;
+        updated.domains = next;
+        updated.history.apply(change, &version);
+        self.set_view(updated);
         Ok(())
     }
 
-    /// The published versions and the active one.
+    /// The published versions and the ones in force.
     pub fn list(&self) -> PolicyList {
         let view = self.view();
         PolicyList {
-            active: view.bundle.version_string(),
+            active: view.history.active().map(str::to_owned).collect(),
             published: view.published.keys().cloned().collect(),
         }
     }

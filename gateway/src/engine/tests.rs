@@ -370,12 +370,16 @@ async fn a_storage_error_at_any_step_appends_nothing_and_never_passes() {
             })
             .await
             .unwrap_err(),
-        w.gateway.policies().rollback_policy().await.unwrap_err(),
+        w.gateway
+            .policies()
+            .rollback_policy("refunds", false)
+            .await
+            .unwrap_err(),
     ];
     for e in &errors[..3] {
         assert!(matches!(e, RegistryError::Internal(_)), "{e}");
     }
-    assert!(matches!(errors[3], RegistryError::NothingToRollBack));
+    assert!(matches!(errors[3], RegistryError::NothingToRollBack(_)));
     w.ledger.hooks.fail_writes.store(false, Ordering::SeqCst);
     assert_eq!(head(&w).await, before, "nothing appended");
     // Nothing applied either: the view still agrees with the ledger.

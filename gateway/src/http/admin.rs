@@ -93,6 +93,7 @@ pub(super) fn router<L: Ledger>() -> Router<Arc<App<L>>> {
         .route("/v1/admin/policies", post(publish::<L>).get(policies::<L>))
         .route("/v1/admin/policies/activate", post(activate::<L>))
         .route("/v1/admin/policies/rollback", post(rollback::<L>))
+        .route("/v1/admin/policies/deactivate", post(deactivate::<L>))
         .route(
             "/v1/admin/reviewers",
             post(register_reviewer::<L>).get(reviewers::<L>),
@@ -415,43 +416,171 @@ async fn publish<L: Ledger>(
     ))
 }
 
-/// `POST /v1/admin/policies/activate` with `{"version": "…"}`: the full
-/// version, or `name@semver` when one published version has it. The answer
+/// A policy change's body: `{"version"?, "name"?, "force"?}` (an empty
+/// body is `{}`).
+struct PolicyChange {
+    version: Option<String>,
+    name: Option<String>,
+    force: bool,
+}
+
+async fn policy_change(body: Body, app: &App<impl Ledger>) -> Result<PolicyChange, ApiError> {
+    let body = read_body(body, MAX_ADMIN_TOKEN_BODY, app.body_timeout).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(PolicyChange {
+            version: None,
+            name: None,
+            force: false,
+        });
+    }
+    let invalid = |detail: &str, pointer: &'static str| ApiError::InvalidRequest {
+        detail: detail.to_owned(),
+        pointer,
+    };
+    let v = parse(&body).map_err(|e| invalid(&e.to_string(), ""))?;
+    let o = v
+        .as_object()
+        .ok_or_else(|| invalid("expected a JSON object", ""))?;
+    for (k, _) in o.iter() {
+        if !matches!(k, "version" | "name" | "force") {
+            return Err(invalid(
+                &format!("unknown member {k:?}: a policy change has version, name and force"),
+                "",
+            ));
+        }
+    }
+    let text = |k: &str, pointer: &'static str| match o.get(k) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(invalid(&format!("{k} is a string"), pointer)),
+    };
+    let force = match o.get("force") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(invalid("force is true or false", "/force")),
+    };
+    Ok(PolicyChange {
+        version: text("version", "/version")?,
+        name: text("name", "/name")?,
+        force,
+    })
+}
+
+/// The bundle name a change names, or the one bundle in force.
+fn name_of<L: Ledger>(app: &App<L>, change: &PolicyChange) -> Result<String, ApiError> {
+    if let Some(n) = &change.name {
+        return Ok(n.clone());
+    }
+    let active = app.gateway.policies().list().active;
+    match active.as_slice() {
+        [one] => Ok(tollgate_protocol::policy_name(one).to_owned()),
+        _ => Err(ApiError::InvalidRequest {
+            detail: format!(
+                "name the bundle: {{\"name\": \"…\"}}; in force: {}",
+                active.join(", ")
+            ),
+            pointer: "/name",
+        }),
+    }
+}
+
+/// `POST /v1/admin/policies/activate` with `{"version": "…", "force"?}`:
+/// the full version, or `name@semver` when one published version has it,
+/// in force for its bundle name; other bundles are untouched. The answer
 /// names the full version activated.
 async fn activate<L: Ledger>(
     _: AdminAuth,
     State(app): State<Arc<App<L>>>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = read_body(body, MAX_ADMIN_TOKEN_BODY, app.body_timeout).await?;
-    let version = parse(&body)
-        .ok()
-        .and_then(|v| v.as_object()?.get("version")?.as_str().map(str::to_owned))
-        .ok_or_else(|| ApiError::InvalidRequest {
-            detail: "expected {\"version\": \"name@semver+sha256:…\"}".into(),
-            pointer: "/version",
-        })?;
-    let active = app.gateway.policies().activate_policy(&version).await?;
+    let change = policy_change(body, &app).await?;
+    let version = change.version.ok_or_else(|| ApiError::InvalidRequest {
+        detail: "expected {\"version\": \"name@semver+sha256:…\"}".into(),
+        pointer: "/version",
+    })?;
+    let active = app
+        .gateway
+        .policies()
+        .activate_policy(&version, change.force)
+        .await?;
     Ok(answer(StatusCode::OK, "active", active))
 }
 
-/// `POST /v1/admin/policies/rollback`: back to the version active before.
+/// `POST /v1/admin/policies/rollback` with `{"name"?, "force"?}`: bundle
+/// `name` (or the one bundle in force) back to its version in force
+/// before.
 async fn rollback<L: Ledger>(
     _: AdminAuth,
     State(app): State<Arc<App<L>>>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let version = app.gateway.policies().rollback_policy().await?;
+    let change = policy_change(body, &app).await?;
+    let name = name_of(&app, &change)?;
+    let version = app
+        .gateway
+        .policies()
+        .rollback_policy(&name, change.force)
+        .await?;
     Ok(answer(StatusCode::OK, "active", version))
 }
 
-/// `GET /v1/admin/policies`: published versions and the active one.
+/// `POST /v1/admin/policies/deactivate` with `{"name", "force"?}`:
+/// nothing in force for bundle `name`.
+async fn deactivate<L: Ledger>(
+    _: AdminAuth,
+    State(app): State<Arc<App<L>>>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let change = policy_change(body, &app).await?;
+    let name = change
+        .name
+        .clone()
+        .ok_or_else(|| ApiError::InvalidRequest {
+            detail: "expected {\"name\": \"bundle name\"}".into(),
+            pointer: "/name",
+        })?;
+    let version = app
+        .gateway
+        .policies()
+        .deactivate_policy(&name, change.force)
+        .await?;
+    Ok(answer(StatusCode::OK, "deactivated", version))
+}
+
+/// `GET /v1/admin/policies`: the versions in force, each bundle's
+/// versions, every published version.
 async fn policies<L: Ledger>(
     _: AdminAuth,
     State(app): State<Arc<App<L>>>,
 ) -> Result<Response, ApiError> {
     let list = app.gateway.policies().list();
+    let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for v in &list.published {
+        names
+            .entry(tollgate_protocol::policy_name(v).to_owned())
+            .or_default()
+            .push(v.clone());
+    }
+    let bundles = names.into_iter().map(|(name, versions)| {
+        let mut b = Object::new();
+        let active = list
+            .active
+            .iter()
+            .find(|a| tollgate_protocol::policy_name(a) == name);
+        b.insert("name", name.as_str().into());
+        b.insert("active", active.map_or(Value::Null, |a| a.as_str().into()));
+        b.insert(
+            "versions",
+            Value::Array(versions.into_iter().map(Into::into).collect()),
+        );
+        Value::Object(b)
+    });
     let mut o = Object::new();
-    o.insert("active", list.active.into());
+    o.insert(
+        "active",
+        Value::Array(list.active.iter().map(|a| a.as_str().into()).collect()),
+    );
+    o.insert("bundles", Value::Array(bundles.collect()));
     o.insert(
         "published",
         Value::Array(list.published.into_iter().map(Into::into).collect()),

@@ -278,7 +278,9 @@ impl ApiError {
                 IntentError::IdempotencyConflict(_) => (S::CONFLICT, "idempotency-conflict", None),
                 IntentError::Shape(s) => {
                     let slug = match s {
-                        ShapeError::UnknownAction { .. } => "unknown-action",
+                        ShapeError::UnknownAction { .. } | ShapeError::Ungoverned { .. } => {
+                            "unknown-action"
+                        }
                         ShapeError::Params { .. } | ShapeError::NegativeAmount { .. } => {
                             "invalid-params"
                         }
@@ -351,7 +353,10 @@ impl ApiError {
                 RegistryError::MissingUpstream(_) => {
                     (S::UNPROCESSABLE_ENTITY, "missing-upstream", None)
                 }
-                RegistryError::NothingToRollBack => (S::CONFLICT, "nothing-to-roll-back", None),
+                RegistryError::NothingToRollBack(_) => (S::CONFLICT, "nothing-to-roll-back", None),
+                RegistryError::NotActive(_) => (S::CONFLICT, "policy-not-active", None),
+                RegistryError::Overlap(_) => (S::CONFLICT, "policy-overlap", None),
+                RegistryError::Stranded { .. } => (S::CONFLICT, "policy-in-use", None),
                 RegistryError::Contended(_) => (S::SERVICE_UNAVAILABLE, "contended", None),
                 RegistryError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", None),
             },

@@ -1064,9 +1064,9 @@ async fn approval_problems(h: &Harness) -> (BTreeSet<String>, u64) {
         "approval = \"by_rule\"\nreview = { count = 2, separate_issuer = true }",
     );
     let (version, _) = g.policies().publish_policy(files).await.unwrap();
-    g.policies().activate_policy(&version).await.unwrap();
+    g.policies().activate_policy(&version, false).await.unwrap();
     appended += 2;
-    let policy = g.bundle().version_string();
+    let policy = g.governing("orders.refund").unwrap().version_string();
     let escalate = |n: &str| {
         let body = h.signed(|p| {
             p.insert("intent_id", n.into());

@@ -113,7 +113,10 @@ fn a_bundle_is_published_activated_by_name_used_and_rolled_back() {
     let g = Gateway::start();
     let admin = |args: &[&str]| admin_on(&g, args);
     let before = stdout_json(&admin(&["policy", "list"]));
-    let seed_version = field(&before, "active").as_str().unwrap().to_owned();
+    let Value::Array(in_force) = field(&before, "active") else {
+        panic!("{before}")
+    };
+    let seed_version = in_force[0].as_str().unwrap().to_owned();
 
     let v11 = refunds(g.dir.path(), "v11", "1.1.0", "Refunds");
     let published = stdout_json(&admin(&["policy", "publish", v11.to_str().unwrap()]));
@@ -135,7 +138,10 @@ fn a_bundle_is_published_activated_by_name_used_and_rolled_back() {
         Value::from(full.as_str())
     );
     let list = stdout_json(&admin(&["policy", "list"]));
-    assert_eq!(field(&list, "active"), &Value::from(full.as_str()));
+    assert_eq!(
+        field(&list, "active"),
+        &Value::Array(vec![full.as_str().into()])
+    );
 
     // Another bundle under the same name@semver: the short form is
     // ambiguous now, and says which versions it could mean.
@@ -297,13 +303,24 @@ fn a_scaffolded_bundle_is_published_used_and_rolled_back() {
         "{rules}"
     );
 
-    let back = stdout_json(&admin(&["policy", "rollback"]));
+    // Two bundles in force: a rollback names one, and deploy-guard has no
+    // earlier version; deactivating it leaves refunds in force.
+    let unnamed = admin(&["policy", "rollback"]);
+    assert_eq!(unnamed.status.code(), Some(1), "{unnamed:?}");
+    assert!(String::from_utf8_lossy(&unnamed.stderr).contains("name the bundle"));
+    let first = admin(&["policy", "rollback", "deploy-guard"]);
+    assert_eq!(first.status.code(), Some(1), "{first:?}");
+    assert!(String::from_utf8_lossy(&first.stderr).contains("nothing-to-roll-back"));
+    let stopped = stdout_json(&admin(&["policy", "deactivate", "deploy-guard"]));
+    assert_eq!(field(&stopped, "deactivated"), &Value::from(full.as_str()));
+    let list = stdout_json(&admin(&["policy", "list"]));
+    let Value::Array(in_force) = field(&list, "active") else {
+        panic!("{list}")
+    };
+    assert_eq!(in_force.len(), 1, "{list}");
     assert!(
-        field(&back, "active")
-            .as_str()
-            .unwrap()
-            .starts_with("refunds@"),
-        "{back}"
+        in_force[0].as_str().unwrap().starts_with("refunds@"),
+        "{list}"
     );
     assert_eq!(
         changes(&g),
@@ -313,7 +330,7 @@ fn a_scaffolded_bundle_is_published_used_and_rolled_back() {
             "issuer.register",
             "delegation.register",
             "resource.put",
-            "policy.rollback"
+            "policy.deactivate"
         ]
     );
 

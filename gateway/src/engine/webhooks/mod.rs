@@ -489,7 +489,7 @@ impl<L: Ledger> Webhooks<'_, L> {
             for (change, object) in &changes {
                 set.apply(change.kind(), object).map_err(internal)?;
             }
-            let policy = view.bundle.version_string();
+            let policy = view.domains.versions();
             match self.registry().record_all(&view, changes, &policy).await {
                 Ok(seq) => {
                     let mut next = (*view).clone();
