@@ -598,17 +598,18 @@ impl Replay {
         let snapshot = self.snapshot();
         let envelope = IntentEnvelope::from_value(intent).map_err(Error::NotAnIntent)?;
         let in_force = self.in_force()?;
-        if at(receipt, &["decision"]).is_none() && !self.bundles.contains_key(&version) {
+        if at(receipt, &["decision"]).is_none()
+            && in_force.governing(&envelope.intent.action).is_none()
+        {
             // No bundle in force governed the action: the version names
-            // the bundles in force, and none of them declares it.
-            return match in_force.governing(&envelope.intent.action) {
-                None if version == in_force.versions() && status == Status::NotExecuted.name() => {
-                    Ok(())
-                }
-                _ => Err(Error::Again(format!(
-                    "the execution states no bundle in force ({version}) governed the intent, and {} did, or it states {status}",
+            // the bundles in force, none of which declares it.
+            return if version == in_force.versions() && status == Status::NotExecuted.name() {
+                Ok(())
+            } else {
+                Err(Error::Again(format!(
+                    "no bundle in force ({}) governs the intent at the execution, which states {version} and {status}",
                     in_force.versions()
-                ))),
+                )))
             };
         }
         // The bundle that decided again governs the action at that point.

@@ -15,6 +15,7 @@ mod checkpoints;
 mod crash;
 mod docs;
 mod doctored;
+mod domains;
 mod http_targets;
 mod idempotency;
 mod intents;

@@ -1,0 +1,286 @@
+//! Policy domains against a real gateway: bundles in force side by side,
+//! each deciding the actions it declares; activation, rollback and
+//! deactivation per bundle name; overlaps and stranded approvals refused
+//! with nothing recorded; a ledger written when one policy was active at a
+//! time upgraded on start. Every export re-decides offline.
+
+use std::path::Path;
+use std::process::Command;
+
+use tollgate_protocol::{Object, Value, canonical, parse};
+use tollgate_signer::{Ed25519Signer, Signer as _};
+use tollgate_tests::bin;
+use tollgate_tests::gateway::{Gateway, intent, problem_slug, receipt_member};
+
+use crate::approvals::{Sign, add_reviewer, escalate, member, policy_of, post_decision};
+
+/// `tollgate ARGS` against `g` with its admin token; exit code, stdout,
+/// stderr.
+fn admin(g: &Gateway, args: &[&str]) -> (i32, String, String) {
+    let token = std::fs::read_to_string(g.data().join("admin.token")).unwrap();
+    let out = Command::new(bin("tollgate"))
+        .args(args)
+        .args(["--url", &g.url, "--admin-token", token.trim()])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The scaffolded deploy-guard bundle in `dir`, published and activated;
+/// a delegation for deploys and the resource it acts on registered.
+fn with_deploys(g: &Gateway, dir: &Path) -> String {
+    let b = dir.join("deploy-guard");
+    let out = Command::new(bin("tollgate"))
+        .args(["policy", "init", b.to_str().unwrap()])
+        .args(["--action", "deploys.create", "--resource-type", "service"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (code, published, err) = admin(g, &["policy", "publish", b.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let version = member(&parse(published.trim().as_bytes()).unwrap(), &["published"])
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, _, err) = admin(g, &["policy", "activate", &version]);
+    assert_eq!(code, 0, "{err}");
+    let token = g.delegation(
+        "dlg_deploys",
+        "agent-demo",
+        g.agent().jwk().to_value(),
+        |p| {
+            p.insert("actions", Value::Array(vec!["deploys.create".into()]));
+            p.insert("resources", Value::Array(vec!["service:*".into()]));
+        },
+    );
+    let a = g.admin().register_delegation(&token).unwrap();
+    assert_eq!(a.status, 201, "{}", a.text());
+    let (code, _, err) = admin(
+        g,
+        &["resource", "put", "service:api", r#"{"status":"active"}"#],
+    );
+    assert_eq!(code, 0, "{err}");
+    version
+}
+
+/// A deploy of service:api under dlg_deploys; the answer's entry.
+fn deploy(g: &Gateway, id: &str) -> Vec<u8> {
+    let body = intent(&g.agent(), id, "service:api", 0, |p| {
+        p.insert("action", "deploys.create".into());
+        p.insert("delegation", "dlg_deploys".into());
+        let mut params = Object::new();
+        params.insert("note", "release 42".into());
+        p.insert("params", Value::Object(params));
+        let mut d = Object::new();
+        d.insert("confidence_bp", Value::integer(9000).unwrap());
+        p.insert("decision", Value::Object(d));
+    });
+    let (code, _, entry, _) = g.post_raw("application/json", &body, None);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&entry));
+    entry
+}
+
+fn refund(g: &Gateway, id: &str) -> Vec<u8> {
+    let body = intent(&g.agent(), id, "order:o-1001", 2500, |_| {});
+    let (code, _, entry, _) = g.post_raw("application/json", &body, None);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&entry));
+    entry
+}
+
+fn version_of(entry: &[u8]) -> String {
+    receipt_member(entry, &["policy_version"])
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn bundles_in_force_side_by_side_each_decide_change_and_stop_on_their_own() {
+    let g = Gateway::start();
+    let dir = tempfile::tempdir().unwrap();
+    let refunds_v1 = version_of(&refund(&g, "dom-r0"));
+    let deploys = with_deploys(&g, dir.path());
+
+    // Each intent is decided by the bundle that governs its action.
+    let d1 = deploy(&g, "dom-d1");
+    assert_eq!(version_of(&d1), deploys);
+    assert_eq!(
+        receipt_member(&d1, &["decision", "verdict"]).as_str(),
+        Some("pass")
+    );
+    assert_eq!(version_of(&refund(&g, "dom-r1")), refunds_v1);
+
+    // A new refunds version leaves deploys' decisions as they were.
+    let refunds_v2 = g.activate_refunds_variant("1.1.0", |_| {});
+    assert_eq!(version_of(&refund(&g, "dom-r2")), refunds_v2);
+    let d2 = deploy(&g, "dom-d2");
+    assert_eq!(version_of(&d2), deploys);
+    assert_eq!(
+        canonical(&receipt_member(&d2, &["decision"])),
+        canonical(&receipt_member(&d1, &["decision"]))
+    );
+
+    // A rollback of refunds touches refunds alone.
+    let (code, back, err) = admin(&g, &["policy", "rollback", "refunds"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(back.contains(&refunds_v1), "{back}");
+    assert_eq!(version_of(&refund(&g, "dom-r3")), refunds_v1);
+    assert_eq!(version_of(&deploy(&g, "dom-d3")), deploys);
+
+    // A bundle of another name declaring orders.refund overlaps: refused,
+    // naming both and the action, with nothing recorded.
+    let before = g.written();
+    let mut files =
+        tollgate_policies::Bundle::read_files(&g.data().join("policies/refunds")).unwrap();
+    let toml = files.get_mut("bundle.toml").unwrap();
+    *toml = toml.replacen("name = \"refunds\"", "name = \"refunds-copy\"", 1);
+    let mut fo = Object::new();
+    for (k, v) in files {
+        fo.insert(k, v.into());
+    }
+    let mut o = Object::new();
+    o.insert("files", fo.into());
+    let published = g
+        .admin()
+        .publish_policy(&canonical(&Value::Object(o)))
+        .unwrap();
+    assert_eq!(published.status, 201, "{}", published.text());
+    let copy = member(&published.json().unwrap(), &["published"])
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before_overlap = g.written();
+    let refused = g.admin().activate_policy(&copy).unwrap();
+    assert_eq!(refused.status, 409, "{}", refused.text());
+    let text = refused.text();
+    assert!(
+        problem_slug(text.as_bytes()) == "policy-overlap"
+            && text.contains(&copy)
+            && text.contains(&refunds_v1)
+            && text.contains("orders.refund"),
+        "{text}"
+    );
+    assert_eq!(g.written(), before_overlap, "nothing recorded");
+    assert_eq!(before_overlap, before + 1, "the publish alone");
+
+    // An action nobody governs is refused, naming the bundles in force.
+    let body = intent(&g.agent(), "dom-vm", "order:o-1001", 100, |p| {
+        p.insert("action", "vms.create".into());
+    });
+    let (code, _, answer, _) = g.post_raw("application/json", &body, None);
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(code, 422, "{answer}");
+    assert!(
+        answer.contains("unknown-action")
+            && answer.contains(&refunds_v1)
+            && answer.contains(&deploys),
+        "{answer}"
+    );
+
+    // Deactivating refunds while a refund waits for a reviewer is refused
+    // unless forced; forced, the granted refund does not run.
+    let reviewer = Ed25519Signer::load(&g.data().join("demo/reviewer.jwk")).unwrap();
+    add_reviewer(&g, &reviewer, "rev-demo", &["approver"], &["orders.refund"]);
+    let (env, waiting) = escalate(&g, "dom-wait", 99_900, |_| {});
+    let before = g.written();
+    let (code, _, err) = admin(&g, &["policy", "deactivate", "refunds"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("policy-in-use") && err.contains("orders.refund"),
+        "{err}"
+    );
+    assert_eq!(g.written(), before, "nothing recorded");
+    let (code, _, err) = admin(&g, &["policy", "deactivate", "refunds", "--force"]);
+    assert_eq!(code, 0, "{err}");
+    let body = intent(&g.agent(), "dom-r4", "order:o-1001", 2500, |_| {});
+    let (code, _, answer, _) = g.post_raw("application/json", &body, None);
+    assert_eq!(code, 422, "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(version_of(&deploy(&g, "dom-d4")), deploys);
+    let grant = Sign {
+        key: &reviewer,
+        approval: &waiting,
+        hash: tollgate_protocol::intent_hash(&env),
+        policy: policy_of(&g, &waiting),
+        reviewer: "rev-demo",
+        verdict: tollgate_protocol::ApprovalVerdict::Grant,
+        reason: "fine".into(),
+        issued_at: tollgate_tests::gateway::now(),
+    }
+    .bytes();
+    let (code, body) = post_decision(&g, &waiting, &grant);
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    let (_, state) = g.get("/v1/intents/agent-demo/dom-wait");
+    let state = parse(&state).unwrap();
+    assert_eq!(member(&state, &["status"]).as_str(), Some("not_executed"));
+    let reason = member(&state, &["outcome", "reason"]).as_str().unwrap();
+    assert!(reason.contains("no policy in force"), "{reason}");
+
+    g.assert_export_redecides();
+}
+
+#[test]
+fn a_ledger_written_with_one_active_policy_becomes_one_domain() {
+    // Written by a gateway of the version before policy domains: the demo,
+    // its tour, then deploy-guard activated, which replaced refunds.
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/legacy-single-policy");
+    let data = dir.path().join("data");
+    copy_dir(&fixture, &data);
+    let g = Gateway::start_with(dir, |_| {}, &[]);
+    // Refunds, replaced in that ledger, is no longer in force: one
+    // policy.deactivate receipt says so.
+    let list = g.admin().policies().unwrap().json().unwrap();
+    let Value::Array(active) = member(&list, &["active"]) else {
+        panic!("{list}")
+    };
+    assert_eq!(active.len(), 1, "{list}");
+    assert!(
+        active[0]
+            .as_str()
+            .unwrap()
+            .starts_with("deploy-guard@0.1.0+"),
+        "{list}"
+    );
+    let (_, export) = g.get("/v1/ledger/export");
+    let last = export
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .next_back()
+        .unwrap();
+    assert_eq!(
+        receipt_member(last, &["subject", "change"]).as_str(),
+        Some("policy.deactivate")
+    );
+    assert!(
+        receipt_member(last, &["subject", "object"])
+            .as_str()
+            .unwrap()
+            .starts_with("refunds@1.0.0+")
+    );
+    let body = intent(&g.agent(), "after-upgrade", "order:o-1001", 2500, |_| {});
+    let (code, _, answer, _) = g.post_raw("application/json", &body, None);
+    assert_eq!(code, 422, "{}", String::from_utf8_lossy(&answer));
+    // Once: a restart records nothing more.
+    let head = g.head_seq();
+    let g = g.restart();
+    assert_eq!(g.head_seq(), head);
+    // The old decisions and the upgrade re-decide offline.
+    g.assert_export_redecides();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
