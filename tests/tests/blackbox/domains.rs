@@ -248,8 +248,7 @@ fn a_ledger_written_with_one_active_policy_becomes_one_domain() {
     let (_, export) = g.get("/v1/ledger/export");
     let last = export
         .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .next_back()
+        .rfind(|l| !l.is_empty())
         .unwrap();
     assert_eq!(
         receipt_member(last, &["subject", "change"]).as_str(),
