@@ -81,6 +81,8 @@ pub struct Report {
     changed: u64,
     /// (recorded version, candidate version) pairs that were compared.
     pub policies: BTreeSet<(String, String)>,
+    /// Per bundle name (of the version tried): decisions tried, changed.
+    pub bundles: std::collections::BTreeMap<String, (u64, u64)>,
 }
 
 impl Report {
@@ -113,6 +115,12 @@ impl Report {
             .or_default() += 1;
         self.policies
             .insert((policy_before.to_owned(), policy_after.to_owned()));
+        let bundle = self
+            .bundles
+            .entry(tollgate_protocol::policy_name(policy_after).to_owned())
+            .or_default();
+        bundle.0 += 1;
+        bundle.1 += u64::from(from != to);
         if from == to {
             if tollgate_protocol::canonical(before) != tollgate_protocol::canonical(&after) {
                 self.reworded += 1;
@@ -173,6 +181,21 @@ impl Report {
                         p.insert("before", b.clone().into());
                         p.insert("after", a.clone().into());
                         Value::Object(p)
+                    })
+                    .collect(),
+            ),
+        );
+        o.insert(
+            "bundles",
+            Value::Array(
+                self.bundles
+                    .iter()
+                    .map(|(name, (decisions, changed))| {
+                        let mut b = Object::new();
+                        b.insert("name", name.as_str().into());
+                        b.insert("decisions", int(*decisions));
+                        b.insert("changed", int(*changed));
+                        Value::Object(b)
                     })
                     .collect(),
             ),

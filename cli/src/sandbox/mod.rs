@@ -36,11 +36,17 @@ pub struct ReplayArgs {
     #[arg(long, requires = "intents")]
     pub snapshot: Option<PathBuf>,
     /// A candidate: a bundle folder, or a version published in the export
-    /// or snapshot (name@semver, or in full). Repeat for several bundles:
-    /// each decision is then tried under the candidate of its policy's
-    /// name.
+    /// or snapshot (name@semver, or in full). It is tried against the
+    /// decisions of the actions it declares only. Repeat for several
+    /// bundles: each decision is then tried under the candidate that
+    /// declares its action (the one of its policy's name first).
     #[arg(long = "policy", value_name = "DIR|VERSION")]
     pub policies: Vec<String>,
+    /// With --policy: replay every decision, each under the bundle in
+    /// force that governed its action then, with the candidates swapped in
+    /// for theirs.
+    #[arg(long, requires = "policies")]
+    pub all: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -144,6 +150,9 @@ pub fn replay(args: &ReplayArgs) -> Result<String, CliError> {
                     .map_err(|m| CliError::Invalid(format!("{}: {m}", ledger.display())))
             })?;
             let mut replay = Replay::new().what_if(found, args.max_changes);
+            if args.all {
+                replay = replay.all();
+            }
             tollgate_sandbox::replay_export(&mut replay, open(ledger)?, threads, |_, _| {})
                 .map_err(io_error(ledger))?
                 .map_err(|m| {
@@ -160,6 +169,9 @@ pub fn replay(args: &ReplayArgs) -> Result<String, CliError> {
                 .map_err(|e| CliError::Invalid(format!("{}: {e}", snapshot.display())))?;
             let found = candidates(&args.policies, || Ok(base.published()))?;
             let mut replay = base.what_if(found, args.max_changes);
+            if args.all {
+                replay = replay.all();
+            }
             for (n, line) in open(intents)?.split(b'\n').enumerate() {
                 let line = line.map_err(io_error(intents))?;
                 if line.iter().all(u8::is_ascii_whitespace) {

@@ -283,3 +283,67 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn a_candidate_for_one_bundle_is_tried_on_its_own_actions_only() {
+    let g = Gateway::start();
+    let dir = tempfile::tempdir().unwrap();
+    refund(&g, "sb-r1");
+    refund(&g, "sb-r2");
+    with_deploys(&g, dir.path());
+    deploy(&g, "sb-d1");
+    let export = dir.path().join("export.jsonl");
+    std::fs::write(&export, g.get("/v1/ledger/export").1).unwrap();
+    // A candidate refunds version with a lower automatic limit.
+    let candidate = dir.path().join("refunds-candidate");
+    copy_dir(&g.data().join("policies/refunds"), &candidate);
+    let toml = candidate.join("bundle.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replacen("version = \"1.0.0\"", "version = \"1.2.0\"", 1),
+    )
+    .unwrap();
+    let replay = |extra: &[&str]| {
+        let out = Command::new(bin("tollgate"))
+            .args(["sandbox", "replay", "--ledger", export.to_str().unwrap()])
+            .args(["--policy", candidate.to_str().unwrap(), "--json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        member(&parse(&out.stdout).unwrap(), &["report"]).clone()
+    };
+    let bundles = |report: &Value| -> Vec<(String, i64)> {
+        let Value::Array(b) = member(report, &["bundles"]) else {
+            panic!("{report}")
+        };
+        b.iter()
+            .map(|b| {
+                (
+                    member(b, &["name"]).as_str().unwrap().to_owned(),
+                    member(b, &["decisions"]).as_safe_integer().unwrap(),
+                )
+            })
+            .collect()
+    };
+    // The two refunds only; the deploy is not the candidate's.
+    let own = replay(&[]);
+    assert_eq!(
+        member(&own, &["decisions"]).as_safe_integer(),
+        Some(2),
+        "{own}"
+    );
+    assert_eq!(bundles(&own), [("refunds".to_owned(), 2)]);
+    // --all: every decision, the deploy under the bundle that governs it.
+    let all = replay(&["--all"]);
+    assert_eq!(
+        member(&all, &["decisions"]).as_safe_integer(),
+        Some(3),
+        "{all}"
+    );
+    assert_eq!(
+        bundles(&all),
+        [("deploy-guard".to_owned(), 1), ("refunds".to_owned(), 2)]
+    );
+}
