@@ -46,6 +46,10 @@ pub struct Opened {
     pub deadline: Timestamp,
     /// Whether the issuers of the delegation chain may not decide.
     pub separate_issuer: bool,
+    /// When the gateway escalated the intent (the escalating decision's
+    /// `inputs.time`; unknown for a decision made before receipts recorded
+    /// it): no reviewer decides before it.
+    pub escalated_at: Option<Timestamp>,
 }
 
 impl Opened {
@@ -75,6 +79,9 @@ impl Opened {
             agent: payload("agent")?,
             action: payload("action")?,
             delegation: payload("delegation")?,
+            escalated_at: at(&["inputs", "time"])
+                .and_then(Value::as_str)
+                .and_then(Timestamp::parse),
             ..Self::review(review)?
         })
     }
@@ -92,6 +99,7 @@ impl Opened {
             agent: text("agent")?,
             action: text("action")?,
             delegation: text("delegation")?,
+            escalated_at: text("escalated_at").and_then(|t| Timestamp::parse(&t)),
             ..Self::review(o.get("review")?)?
         })
     }
@@ -111,6 +119,7 @@ impl Opened {
             count: r.get("count").and_then(Value::as_safe_integer).unwrap_or(1),
             deadline: Timestamp::parse(r.get("deadline")?.as_str()?)?,
             separate_issuer: r.get("separate_issuer") == Some(&Value::Bool(true)),
+            escalated_at: None,
         })
     }
 }
@@ -323,6 +332,14 @@ pub enum Refusal {
         /// How it ended.
         status: Status,
     },
+    /// The decision is dated before the intent was escalated.
+    #[error("the decision is dated {issued_at}, before the intent was escalated at {escalated_at}")]
+    BeforeEscalation {
+        /// The decision's `issued_at`.
+        issued_at: String,
+        /// When the intent was escalated.
+        escalated_at: String,
+    },
     /// The deadline passed before the decision was taken.
     #[error("approval {id} expired at {deadline}")]
     Expired {
@@ -478,6 +495,14 @@ pub fn check(
     }
     if *at >= approval.deadline || d.issued_at >= approval.deadline {
         return Err(expired(approval));
+    }
+    if let Some(escalated_at) = &approval.escalated_at
+        && d.issued_at < *escalated_at
+    {
+        return Err(Refusal::BeforeEscalation {
+            issued_at: d.issued_at.to_string(),
+            escalated_at: escalated_at.to_string(),
+        });
     }
     // Authorized for this approval.
     if !reviewer.has_role(&approval.role) {
@@ -671,6 +696,7 @@ mod tests {
                 count: 2,
                 deadline: Timestamp::parse("2026-11-23T10:00:00Z").unwrap(),
                 separate_issuer: true,
+                escalated_at: Timestamp::parse(T0),
             },
             reviewers,
             revoked: BTreeSet::new(),
@@ -799,6 +825,12 @@ mod tests {
                 d.issued_at = Timestamp::parse("2026-11-23T10:00:00Z").unwrap()
             })),
             Refusal::Expired { .. }
+        ));
+        assert!(matches!(
+            refused(w.decision(&w.alice, "rev-alice", grant, |d| {
+                d.issued_at = Timestamp::parse("2026-11-22T09:59:59Z").unwrap()
+            })),
+            Refusal::BeforeEscalation { .. }
         ));
         assert!(matches!(
             refused(w.decision(&w.alice, "rev-alice", grant, |d| {

@@ -112,8 +112,8 @@ pub struct Replay {
     /// Approvals opened by escalating decisions, by the decision's id.
     approvals: BTreeMap<String, Approval>,
     /// Receipts whose outcome is `unknown` and not reconciled yet, by id:
-    /// their intent hash and policy version.
-    unknown: BTreeMap<String, (String, String)>,
+    /// their intent hash, policy version and the charges a commit makes.
+    unknown: BTreeMap<String, (String, String, Charges)>,
     counts: Counts,
     /// Bundles to decide under instead of the recorded ones.
     candidates: Vec<Arc<Bundle>>,
@@ -124,6 +124,12 @@ pub struct Replay {
     /// while they overlap, which only a ledger written when one policy
     /// was active at a time can hold).
     domains: Option<tollgate_policies::Domains>,
+    /// Whether a receipt of version 1.3's forms was read: executions of
+    /// the earlier form are refused after it.
+    since_1_3: bool,
+    /// Amounts committed so far per budget window, as the export records
+    /// them: what any later decision must have read as spent, at least.
+    committed: BTreeMap<(String, String, String), i64>,
     /// Whether decisions of actions no candidate declares are replayed
     /// too, under the bundles in force ([`Replay::all`]).
     all: bool,
@@ -154,6 +160,14 @@ struct Approval {
     executed: bool,
     /// The escalated intent's envelope.
     intent: Value,
+    /// The escalating decision's `inputs.time`: a decision the gateway
+    /// took since version 1.3, whose execution must be of 1.3's form and
+    /// decided no earlier.
+    escalated_at: Option<Timestamp>,
+    /// What the completing grant stated of a review the intent, decided
+    /// again, asked instead of the one it was opened with:
+    /// (`outcome.requirement`, `outcome.grants`).
+    met: Option<(Value, i64)>,
 }
 
 /// A decision made again from a receipt's intent and inputs.
@@ -176,6 +190,59 @@ fn escalating_rules(decision: &Value) -> Vec<&str> {
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// What committing an intent charges: its amount to each budget window
+/// its receipt read (`inputs.spent` entries of its currency).
+#[derive(Clone, Debug, Default)]
+struct Charges {
+    windows: Vec<(String, String, String)>,
+    amount: i64,
+}
+
+impl Charges {
+    /// The charges of `receipt`'s intent (`intent`) under `bundle`.
+    fn of(receipt: &Value, intent: &Value, bundle: Option<&Bundle>) -> Self {
+        let payload = at(intent, &["payload"]).unwrap_or(&Value::Null);
+        let amount = bundle
+            .and_then(|b| b.action(text(payload, &["action"])))
+            .and_then(|a| {
+                a.amount_of(
+                    at(payload, &["params"])
+                        .and_then(Value::as_object)
+                        .unwrap_or(&Object::new()),
+                )
+            });
+        let Some((amount, currency)) = amount else {
+            return Self::default();
+        };
+        Self {
+            windows: spent_windows(receipt)
+                .filter(|(_, c, _, _)| *c == currency)
+                .map(|(d, c, w, _)| (d, c, w))
+                .collect(),
+            amount,
+        }
+    }
+}
+
+/// `inputs.spent` of `receipt`: (delegation, currency, window_start,
+/// amount_minor).
+fn spent_windows(
+    receipt: &Value,
+) -> impl Iterator<Item = (String, String, String, Option<i64>)> + '_ {
+    let items = match at(receipt, &["inputs", "spent"]) {
+        Some(Value::Array(items)) => items.as_slice(),
+        _ => &[],
+    };
+    items.iter().map(|s| {
+        (
+            text(s, &["delegation"]).to_owned(),
+            text(s, &["currency"]).to_owned(),
+            text(s, &["window_start"]).to_owned(),
+            at(s, &["amount_minor"]).and_then(Value::as_safe_integer),
+        )
+    })
 }
 
 fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
@@ -323,6 +390,7 @@ impl Replay {
                 let snapshot = self.snapshot();
                 let mut receipt = receipt.clone();
                 let tried = self.check(&snapshot, &mut receipt).map_err(bad)?;
+                self.check_spent(&receipt).map_err(bad)?;
                 self.decided(seq, &receipt, tried);
             }
             Some(ReceiptKind::Approval) => {
@@ -353,6 +421,10 @@ impl Replay {
                     progress: approval::Progress::default(),
                     executed: false,
                     intent: at(receipt, &["subject"]).cloned().unwrap_or(Value::Null),
+                    escalated_at: at(receipt, &["inputs", "time"])
+                        .and_then(Value::as_str)
+                        .and_then(Timestamp::parse),
+                    met: None,
                 },
             );
         }
@@ -412,6 +484,7 @@ impl Replay {
             // not meet: the approval waits for more.
             let (opened, progress, intent) =
                 (a.opened.clone(), a.progress.clone(), a.intent.clone());
+            self.since_1_3 = true;
             count = self.waiting(receipt, &opened, &progress, intent, &delegations, &parties)?;
             if let Some(a) = self.approvals.get_mut(&id) {
                 a.progress.reopen();
@@ -422,6 +495,18 @@ impl Replay {
                 stated,
                 follows,
             });
+        } else if let (Status::Approved, Some(requirement)) =
+            (stated, at(receipt, &["outcome", "requirement"]))
+        {
+            // The grant completes a review the intent, decided again, asked
+            // instead of the one it was opened with: the execution that
+            // follows shows which, and how many grants met it.
+            self.since_1_3 = true;
+            let grants = at(receipt, &["outcome", "grants"]).and_then(Value::as_safe_integer);
+            if let Some(a) = self.approvals.get_mut(&id) {
+                a.met = Some((requirement.clone(), grants.unwrap_or(-1)));
+            }
+            return Ok(());
         }
         let stated = at(receipt, &["outcome", "grants"]).and_then(Value::as_safe_integer);
         if stated != Some(count) {
@@ -477,6 +562,7 @@ impl Replay {
                 asked: expected,
             });
         }
+        self.check_spent(receipt)?;
         let meet = asked.counting(opened, progress, parties).len() as i64;
         if meet >= asked.count {
             return Err(Error::Again(format!(
@@ -488,14 +574,50 @@ impl Replay {
     }
 
     /// Notes a decision or execution receipt whose outcome is `unknown`:
-    /// a later reconciliation may end it, once.
-    fn note_unknown(&mut self, receipt: &Value, intent_hash: String) {
-        if text(receipt, &["outcome", "status"]) == Status::Unknown.name() {
+    /// a later reconciliation may end it, once. One whose outcome is
+    /// `committed` adds its charges to what its budget windows committed.
+    fn note_unknown(&mut self, receipt: &Value, intent_hash: String, charges: Charges) {
+        let status = text(receipt, &["outcome", "status"]);
+        if status == Status::Unknown.name() {
             self.unknown.insert(
                 text(receipt, &["receipt_id"]).to_owned(),
-                (intent_hash, text(receipt, &["policy_version"]).to_owned()),
+                (
+                    intent_hash,
+                    text(receipt, &["policy_version"]).to_owned(),
+                    charges,
+                ),
             );
+        } else if status == Status::Committed.name() {
+            self.commit(&charges);
         }
+    }
+
+    fn commit(&mut self, charges: &Charges) {
+        for w in &charges.windows {
+            let total = self.committed.entry(w.clone()).or_default();
+            *total = total.saturating_add(charges.amount);
+        }
+    }
+
+    /// Each budget window `receipt` read as spent holds at least what the
+    /// export says was committed in it before: a decision reads committed
+    /// and in-flight amounts, and one appended after its reading makes it
+    /// stale.
+    fn check_spent(&self, receipt: &Value) -> Result<(), Error> {
+        for (delegation, currency, window, amount) in spent_windows(receipt) {
+            let committed = self
+                .committed
+                .get(&(delegation.clone(), currency.clone(), window.clone()))
+                .copied()
+                .unwrap_or(0);
+            if amount.is_none_or(|a| a < committed) {
+                return Err(Error::Again(format!(
+                    "inputs.spent states {} {currency} spent by delegation {delegation} in the window from {window}, and the export records {committed} committed in it before",
+                    amount.map_or_else(|| "no amount".to_owned(), |a| a.to_string())
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Checks a reconciliation receipt: it names one earlier decision or
@@ -513,7 +635,7 @@ impl Replay {
         if !Status::from_name(stated).is_some_and(|s| s.allowed_for(ReceiptKind::Reconciliation)) {
             return Err(format!("a reconciliation cannot state status {stated:?}"));
         }
-        let (hash, version) = self.unknown.get(&of).ok_or_else(|| {
+        let (hash, version, charges) = self.unknown.get(&of).ok_or_else(|| {
             format!(
                 "the reconciliation names {of:?}, not an earlier unknown outcome left to reconcile"
             )
@@ -525,6 +647,10 @@ impl Replay {
             return Err(format!(
                 "the reconciliation of {of} states another policy version"
             ));
+        }
+        if stated == Status::Committed.name() {
+            let charges = charges.clone();
+            self.commit(&charges);
         }
         self.unknown.remove(&of);
         Ok(())
@@ -562,48 +688,98 @@ impl Replay {
         if text(receipt, &["subject", "intent_hash"]) != a.opened.intent_hash {
             return Err(Error::ExecutionIntent);
         }
-        let (opened, progress, intent) = (a.opened.clone(), a.progress.clone(), a.intent.clone());
+        let a = a.clone();
         // Since version 1.3 an execution records the intent decided again
         // under the policy in force then.
-        if let Some(under) = at(receipt, &["subject", "escalated_under"]) {
-            if under.as_str() != Some(opened.policy_version.as_str()) {
+        let charges = if let Some(under) = at(receipt, &["subject", "escalated_under"]) {
+            if under.as_str() != Some(a.opened.policy_version.as_str()) {
                 return Err(Error::EscalatedUnder {
                     stated: under.as_str().unwrap_or_default().to_owned(),
-                    opened: opened.policy_version.clone(),
+                    opened: a.opened.policy_version.clone(),
                 });
             }
-            self.executed_again(receipt, &opened, &progress, intent)?;
-        }
+            self.since_1_3 = true;
+            self.executed_again(receipt, &a)?;
+            let bundle = self
+                .bundles
+                .get(text(receipt, &["policy_version"]))
+                .cloned();
+            Charges::of(receipt, &a.intent, bundle.as_deref())
+        } else {
+            if self.since_1_3 || a.escalated_at.is_some() {
+                return Err(Error::Again(
+                    "an execution without the intent decided again (escalated_under, decision, inputs), after receipts of version 1.3 or of an escalation made since".into(),
+                ));
+            }
+            if text(receipt, &["policy_version"]) != a.opened.policy_version {
+                return Err(Error::Again(
+                    "an execution of the earlier form states the version its intent was escalated under".into(),
+                ));
+            }
+            self.check_spent(receipt)?;
+            let bundle = self.bundles.get(&a.opened.policy_version).cloned();
+            Charges::of(receipt, &a.intent, bundle.as_deref())
+        };
         if let Some(a) = self.approvals.get_mut(&id) {
             a.executed = true;
         }
-        self.note_unknown(receipt, opened.intent_hash);
+        self.note_unknown(receipt, a.opened.intent_hash, charges);
         Ok(())
     }
 
     /// Checks what an execution records of the intent decided again at
-    /// the grant: its `decision` is what the policy it names decides from
-    /// its `inputs` (none when that policy's contract refuses the intent's
-    /// shape, and then nothing ran); a block ran nothing; an escalation ran
-    /// only if the grants meet the review it asks.
-    fn executed_again(
-        &mut self,
-        receipt: &Value,
-        opened: &approval::Opened,
-        progress: &approval::Progress,
-        intent: Value,
-    ) -> Result<(), Error> {
+    /// the grant: its time (`inputs.time`, never before the escalation);
+    /// its `decision`, what the bundle then governing the action decides
+    /// from its `inputs` (none when no bundle governs it or its contract
+    /// refuses the intent's shape, and then nothing ran); what it read as
+    /// spent, no less than the export had committed; a block ran nothing;
+    /// an escalation ran only if the grants meet the review it asks, as
+    /// the completing grant states; nothing ran on a delegation chain not
+    /// valid at its time.
+    fn executed_again(&mut self, receipt: &Value, a: &Approval) -> Result<(), Error> {
         let version = text(receipt, &["policy_version"]).to_owned();
         let status = text(receipt, &["outcome", "status"]);
+        let ran = status != Status::NotExecuted.name();
+        let time = at(receipt, &["inputs", "time"])
+            .and_then(Value::as_str)
+            .and_then(Timestamp::parse)
+            .ok_or_else(|| {
+                Error::Again("an execution of version 1.3 records the time it was decided again (inputs.time)".into())
+            })?;
+        if a.escalated_at.as_ref().is_some_and(|e| time < *e) {
+            return Err(Error::Again(format!(
+                "the execution is decided again at {time}, before the escalation it follows"
+            )));
+        }
         let snapshot = self.snapshot();
-        let envelope = IntentEnvelope::from_value(intent).map_err(Error::NotAnIntent)?;
+        let envelope = IntentEnvelope::from_value(a.intent.clone()).map_err(Error::NotAnIntent)?;
+        // Nothing runs on a chain that is not valid at the execution.
+        if ran {
+            let mut next = Some(envelope.intent.delegation.as_str());
+            let mut seen = 0;
+            while let Some(id) = next {
+                let Some(r) = self.tokens.get(id) else { break };
+                let t = &r.token;
+                if time < t.not_before || time >= t.expires_at {
+                    return Err(Error::Again(format!(
+                        "delegation {id} is valid from {} until {}, and the execution at {time} states {status}",
+                        t.not_before, t.expires_at
+                    )));
+                }
+                seen += 1;
+                if seen > MAX_CHAIN {
+                    break;
+                }
+                next = t.parent.as_deref();
+            }
+        }
         let in_force = self.in_force()?;
         if at(receipt, &["decision"]).is_none()
             && in_force.governing(&envelope.intent.action).is_none()
         {
             // No bundle in force governed the action: the version names
             // the bundles in force, none of which declares it.
-            return if version == in_force.versions() && status == Status::NotExecuted.name() {
+            return if version == in_force.versions() && !ran {
                 Ok(())
             } else {
                 Err(Error::Again(format!(
@@ -626,7 +802,7 @@ impl Replay {
         let bundle = self.bundle_of(&version)?;
         if at(receipt, &["decision"]).is_none() {
             return match tollgate_pipeline::shape(bundle, &envelope) {
-                Err(_) if status == Status::NotExecuted.name() => Ok(()),
+                Err(_) if !ran => Ok(()),
                 Err(_) => Err(Error::Again(format!(
                     "{version} refuses the intent's shape, and the execution states {status}"
                 ))),
@@ -636,11 +812,18 @@ impl Replay {
             };
         }
         let again = self.check_envelope(&snapshot, receipt, bundle, &envelope)?;
-        match text(&again.decision, &["verdict"]) {
-            "block" if status != Status::NotExecuted.name() => Err(Error::Again(format!(
+        self.check_spent(receipt)?;
+        let verdict = text(&again.decision, &["verdict"]);
+        if verdict != "escalate" && a.met.is_some() {
+            return Err(Error::Again(format!(
+                "the completing grant states a review the intent asked again, and {version} does not escalate it"
+            )));
+        }
+        match verdict {
+            "block" if ran => Err(Error::Again(format!(
                 "{version} blocks the intent at the execution, and the execution states {status}"
             ))),
-            "escalate" if status != Status::NotExecuted.name() => {
+            "escalate" if ran => {
                 let asked = approval::Requirement::of(
                     bundle,
                     &envelope.intent,
@@ -655,14 +838,28 @@ impl Replay {
                     revoked_reviewers: &self.revoked_reviewers,
                     delegations: &snapshot.registry,
                 };
-                let meet = asked.counting(opened, progress, &parties).len() as i64;
+                let meet = asked.counting(&a.opened, &a.progress, &parties).len() as i64;
                 if meet < asked.count {
                     return Err(Error::Again(format!(
                         "{version} escalates the intent at the execution and asks {} grants of role {}; {meet} meet it, and the execution states {status}",
                         asked.count, asked.role
                     )));
                 }
-                Ok(())
+                let mut expected = asked.to_value();
+                if let Value::Object(o) = &mut expected {
+                    o.remove("deadline");
+                    o.insert("policy_version", version.as_str().into());
+                }
+                match &a.met {
+                    Some((stated, grants))
+                        if canonical(stated) == canonical(&expected) && *grants == meet =>
+                    {
+                        Ok(())
+                    }
+                    _ => Err(Error::Again(format!(
+                        "the completing grant does not state the review {version} asks ({expected}) and the {meet} grants that meet it"
+                    ))),
+                }
             }
             _ => Ok(()),
         }
@@ -785,11 +982,14 @@ impl Replay {
     /// what the candidate made of it.
     fn decided(&mut self, seq: u64, receipt: &Value, tried: Option<(String, Value)>) {
         self.opened(receipt);
-        if text(receipt, &["outcome", "status"]) == Status::Unknown.name() {
-            let subject = at(receipt, &["subject"]).unwrap_or(&Value::Null);
-            let hash = tollgate_protocol::intent_hash(subject).to_string();
-            self.note_unknown(receipt, hash);
-        }
+        let subject = at(receipt, &["subject"]).unwrap_or(&Value::Null);
+        let hash = tollgate_protocol::intent_hash(subject).to_string();
+        let bundle = self
+            .bundles
+            .get(text(receipt, &["policy_version"]))
+            .cloned();
+        let charges = Charges::of(receipt, subject, bundle.as_deref());
+        self.note_unknown(receipt, hash, charges);
         self.counts.decisions += 1;
         if let Some(after) = tried {
             let before = at(receipt, &["decision"]).unwrap_or(&Value::Null);
@@ -867,7 +1067,13 @@ impl Replay {
                 }
                 Ok(tried)
             })?;
+            // In ledger order: what each read as spent against what the
+            // decisions before it committed, then what it commits.
             for ((seq, _, receipt), tried) in run.iter().zip(outcome) {
+                self.check_spent(receipt).map_err(|e| Mismatch {
+                    seq: *seq,
+                    reason: e.to_string(),
+                })?;
                 self.decided(*seq, receipt, tried);
             }
             i = end;
@@ -1268,7 +1474,7 @@ mod tests {
             br#"{"kind":"decision","receipt_id":"rcpt_u","policy_version":"p@1","outcome":{"status":"unknown"}}"#,
         )
         .unwrap();
-        r.note_unknown(&unknown, "sha256:aa".into());
+        r.note_unknown(&unknown, "sha256:aa".into(), Charges::default());
         for (bad, why) in [
             (rec("[]", "committed", "sha256:aa", "p@1"), "exactly one"),
             (

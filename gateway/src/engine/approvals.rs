@@ -108,9 +108,11 @@ pub(super) fn open_row(
     id: &str,
     envelope: &IntentEnvelope,
     policy: &str,
+    escalated_at: &Timestamp,
 ) -> ApprovalRow {
     let i = &envelope.intent;
     let mut o = Object::new();
+    o.insert("escalated_at", escalated_at.as_str().into());
     o.insert("agent", i.agent.as_str().into());
     o.insert("intent_id", i.intent_id.as_str().into());
     o.insert("action", i.action.as_str().into());
@@ -188,8 +190,9 @@ struct Again {
 
 /// What the intent decided again at its execution comes to.
 enum Course {
-    /// It runs.
-    Execute,
+    /// It runs; when it escalates, the review it asks and how many grants
+    /// meet it.
+    Execute(Option<(Requirement, i64)>),
     /// It does not run (`not_executed`), for this reason.
     Refuse(String),
     /// The policy in force asks a review the grants so far do not meet
@@ -206,6 +209,20 @@ impl Again {
     fn waiting(&self) -> Option<(&Requirement, i64, String)> {
         match &self.course {
             Course::Wait {
+                requirement,
+                counting,
+            } => Some((requirement, *counting, self.version.clone())),
+            _ => None,
+        }
+    }
+
+    /// The review it asks, how many grants meet it and under which
+    /// version, whether it runs or waits: what the completing grant's
+    /// receipt states.
+    fn review(&self) -> Option<(&Requirement, i64, String)> {
+        match &self.course {
+            Course::Execute(Some((requirement, counting)))
+            | Course::Wait {
                 requirement,
                 counting,
             } => Some((requirement, *counting, self.version.clone())),
@@ -435,6 +452,13 @@ impl From<rule::Refusal> for ApprovalError {
                 status: status.name().to_owned(),
             },
             R::Expired { id, deadline } => Self::Expired { id, deadline },
+            R::BeforeEscalation {
+                issued_at,
+                escalated_at,
+            } => Self::BeforeEscalation {
+                issued_at,
+                escalated_at,
+            },
             R::IntentMismatch { given, expected } => Self::IntentMismatch { given, expected },
             R::PolicyMismatch { given, expected } => Self::PolicyMismatch { given, expected },
             R::LacksRole { reviewer, role } => Self::LacksRole { reviewer, role },
@@ -801,7 +825,7 @@ impl<L: Ledger> Approvals<'_, L> {
             .with("grants", Value::integer(grants).unwrap_or(Value::Null))
             .with("count", Value::integer(opened.count).unwrap_or(Value::Null));
         if let Some((requirement, counting, version)) =
-            again.as_ref().and_then(|(a, ..)| a.waiting())
+            again.as_ref().and_then(|(a, ..)| a.review())
         {
             // What the policy in force asks now, and how many of the
             // grants so far meet it.
@@ -933,7 +957,7 @@ impl<L: Ledger> Approvals<'_, L> {
                         resource: Object::new(),
                         spent: Vec::new(),
                         resource_lookup: None,
-                        time: None,
+                        time: Some(now),
                     },
                     reading: None,
                     reads: Vec::new(),
@@ -972,7 +996,7 @@ impl<L: Ledger> Approvals<'_, L> {
                 "the policy in force at the execution, {version}, refuses the intent: {e}"
             )),
             Ok(d) => match d.verdict {
-                Verdict::Pass => Course::Execute,
+                Verdict::Pass => Course::Execute(None),
                 Verdict::Block => Course::Refuse(format!(
                     "the policy in force at the execution, {version}, blocks the intent: {}",
                     d.rules
@@ -987,7 +1011,7 @@ impl<L: Ledger> Approvals<'_, L> {
                         .ok_or_else(|| internal("an escalated action has no contract"))?;
                     let counting = requirement.counting(opened, done, parties).len() as i64;
                     if counting >= requirement.count {
-                        Course::Execute
+                        Course::Execute(Some((requirement, counting)))
                     } else {
                         Course::Wait {
                             requirement,
@@ -997,13 +1021,14 @@ impl<L: Ledger> Approvals<'_, L> {
                 }
             },
         };
-        let escalates = matches!(&decided, Ok(d) if d.verdict == Verdict::Escalate);
         let inputs = tollgate_protocol::Inputs {
             delegations: chain_hashes(view, &chain),
             resource: attributes.unwrap_or_default(),
             spent: reading.inputs.clone(),
             resource_lookup: lookup,
-            time: (decided.is_ok() && (bundle.reads_time() || escalates)).then_some(now),
+            // An execution is decided at the gateway's clock, always
+            // recorded: what the delegation's validity is checked at.
+            time: Some(now),
         };
         Ok(Again {
             bundle: Some(bundle),

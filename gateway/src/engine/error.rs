@@ -266,6 +266,16 @@ pub enum ApprovalError {
     /// finished.
     #[error("approval {0}'s quorum is complete and its execution is being finished")]
     Executing(String),
+    /// The decision is dated before the intent was escalated.
+    #[error(
+        "the decision is dated {issued_at}, before the intent was escalated at {escalated_at}; a reviewer decides on what was escalated"
+    )]
+    BeforeEscalation {
+        /// The decision's `issued_at`.
+        issued_at: String,
+        /// When the gateway escalated the intent.
+        escalated_at: String,
+    },
     /// The decision names another intent.
     #[error("the decision names intent {given}, which is not the intent this approval is about")]
     IntentMismatch {

@@ -789,6 +789,7 @@ impl<L: Ledger> Intents<'_, L> {
                 &receipt_id_of(&append.receipt),
                 envelope,
                 &bundle.version_string(),
+                &now,
             ));
         }
         let appended = self

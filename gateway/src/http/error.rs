@@ -376,6 +376,11 @@ impl ApiError {
                     ),
                     ApprovalError::Ended { .. } => (S::CONFLICT, "approval-ended", None),
                     ApprovalError::Expired { .. } => (S::CONFLICT, "approval-expired", None),
+                    ApprovalError::BeforeEscalation { .. } => (
+                        S::UNPROCESSABLE_ENTITY,
+                        "approval-before-escalation",
+                        Some("/payload/issued_at".into()),
+                    ),
                     ApprovalError::Executing(_) => (S::CONFLICT, "approval-executing", None),
                     ApprovalError::IntentMismatch { .. } => (
                         S::UNPROCESSABLE_ENTITY,

@@ -10,7 +10,7 @@
 use std::process::Command;
 
 use tollgate_protocol::{ApprovalVerdict, LedgerEntry, Value, intent_hash, parse};
-use tollgate_signer::Ed25519Signer;
+use tollgate_signer::{Ed25519Signer, Signer as _};
 use tollgate_tests::bin;
 use tollgate_tests::gateway::Gateway;
 
@@ -221,5 +221,165 @@ fn regression_an_approval_granted_after_the_policy_tightened_runs_only_as_the_po
     assert!(
         format!("{out}{err}").contains("blocks the intent at the execution"),
         "{out}{err}"
+    );
+}
+
+/// The export's entries taken apart, to be doctored.
+fn docs_of(export: &[u8]) -> Vec<Doc> {
+    export
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let e = LedgerEntry::from_value(parse(l).unwrap()).unwrap();
+            Doc {
+                appended_at: e.appended_at.clone(),
+                receipt: e.receipt().as_object().unwrap().clone(),
+                signature: Some(e.signature.clone()),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn regression_forged_executions_and_spending_resigned_with_the_gateways_key_are_refused() {
+    let g = Gateway::start();
+    let key = g.data().join("demo/reviewer.jwk");
+    let alice = Ed25519Signer::load(&key).unwrap();
+    add_reviewer(&g, &alice, "rev-demo", &["approver"], &["orders.refund"]);
+    let token = g.delegation(
+        "dlg_budget",
+        "agent-demo",
+        g.agent().jwk().to_value(),
+        |p| {
+            let mut budget = tollgate_protocol::Object::new();
+            budget.insert("EUR", Value::integer(1_000_000).unwrap());
+            p.insert("budget", Value::Object(budget));
+            p.insert("window_seconds", Value::integer(86_400).unwrap());
+        },
+    );
+    assert_eq!(g.admin().register_delegation(&token).unwrap().status, 201);
+    let under_budget = |p: &mut tollgate_protocol::Object| {
+        p.insert("delegation", "dlg_budget".into());
+    };
+    for id in ["forge-r1", "forge-r2"] {
+        let body =
+            tollgate_tests::gateway::intent(&g.agent(), id, "order:o-1001", 2500, under_budget);
+        let (code, _, entry, _) = g.post_raw("application/json", &body, None);
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&entry));
+    }
+    let (_, blocked) = escalate(&g, "forge-e1", 99_900, under_budget);
+    let escalated_under = policy_of(&g, &blocked);
+    tightened(&g, "1.1.0");
+    let out = Command::new(bin("tollgate"))
+        .args(["approve", &blocked, "--key", key.to_str().unwrap()])
+        .args(["--reason", "checked"])
+        .env("TOLLGATE_URL", &g.url)
+        .env("TOLLGATE_REVIEWER", "rev-demo")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    g.assert_export_redecides();
+
+    let (_, export) = g.get("/v1/ledger/export");
+    let docs = docs_of(&export);
+    let execution = docs
+        .iter()
+        .position(|d| get(&d.receipt, &["kind"]).as_str() == Some("execution"))
+        .unwrap();
+    let escalation = docs
+        .iter()
+        .position(|d| {
+            get(&d.receipt, &["subject", "payload", "intent_id"]).as_str() == Some("forge-e1")
+        })
+        .unwrap();
+    let second = docs
+        .iter()
+        .position(|d| {
+            get(&d.receipt, &["subject", "payload", "intent_id"]).as_str() == Some("forge-r2")
+        })
+        .unwrap();
+    let committed = || {
+        let mut o = tollgate_protocol::Object::new();
+        o.insert("status", "committed".into());
+        o.insert("target", "none".into());
+        Value::Object(o)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("jwks.json");
+    std::fs::write(&keys, g.get("/.well-known/jwks.json").1).unwrap();
+    let gateway_key = Ed25519Signer::load(&g.data().join("gateway.jwk")).unwrap();
+    let forged = |edit: &dyn Fn(&mut Vec<Doc>), expect: &str| {
+        let mut d = docs.clone();
+        edit(&mut d);
+        let (code, out, err) = verify(
+            dir.path(),
+            &rebuild(&d, &gateway_key),
+            &keys,
+            &["--redecide"],
+        );
+        assert_ne!(code, 0, "{expect}: {out}{err}");
+        assert!(
+            format!("{out}{err}").contains(expect),
+            "{expect}: {out}{err}"
+        );
+    };
+    // Run under the version it was escalated under, which no longer
+    // governed the action.
+    forged(
+        &|d| {
+            let decision = get(&d[escalation].receipt, &["decision"]);
+            let r = &mut d[execution];
+            *at_mut(&mut r.receipt, &["policy_version"]) = escalated_under.as_str().into();
+            *at_mut(&mut r.receipt, &["decision"]) = decision;
+            *at_mut(&mut r.receipt, &["outcome"]) = committed();
+            r.signature = None;
+        },
+        "does not govern",
+    );
+    // Restated in the form executions had before the intent was decided
+    // again.
+    forged(
+        &|d| {
+            let r = &mut d[execution];
+            r.receipt.remove("decision");
+            *at_mut(&mut r.receipt, &["policy_version"]) = escalated_under.as_str().into();
+            let Value::Object(subject) = at_mut(&mut r.receipt, &["subject"]) else {
+                panic!()
+            };
+            subject.remove("escalated_under");
+            let mut inputs = tollgate_protocol::Object::new();
+            inputs.insert("spent", Value::Array(Vec::new()));
+            *at_mut(&mut r.receipt, &["inputs"]) = Value::Object(inputs);
+            *at_mut(&mut r.receipt, &["outcome"]) = committed();
+            r.signature = None;
+        },
+        "without the intent decided again",
+    );
+    // The execution's time taken out (the rules would read the agent's).
+    forged(
+        &|d| {
+            let r = &mut d[execution];
+            let Value::Object(inputs) = at_mut(&mut r.receipt, &["inputs"]) else {
+                panic!()
+            };
+            inputs.remove("time");
+            r.signature = None;
+        },
+        "records the time",
+    );
+    // The first refund's spending hidden from the second's decision.
+    forged(
+        &|d| {
+            let r = &mut d[second];
+            let Value::Array(spent) = at_mut(&mut r.receipt, &["inputs", "spent"]) else {
+                panic!()
+            };
+            let Value::Object(first) = &mut spent[0] else {
+                panic!()
+            };
+            first.insert("amount_minor", Value::integer(0).unwrap());
+            r.signature = None;
+        },
+        "committed in it before",
     );
 }
