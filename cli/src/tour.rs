@@ -45,7 +45,7 @@ pub fn tour(url: &str, data: &Layout) -> Result<String, CliError> {
                 title: &str,
                 payload: Object,
                 want: &str|
-     -> Result<Option<String>, CliError> {
+     -> Result<Option<(String, String)>, CliError> {
         println!("\n{title}");
         let env = agent_key.envelope(Domain::Intent, Value::Object(payload));
         let got = client.submit(env.to_string().as_bytes(), None)?;
@@ -61,8 +61,12 @@ pub fn tour(url: &str, data: &Layout) -> Result<String, CliError> {
             let seq = field(&answer, &["seq"])
                 .map(ToString::to_string)
                 .unwrap_or_default();
+            let policy = field(&answer, &["receipt", "policy_version"])
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            let name = policy.split('@').next().unwrap_or(policy);
             println!(
-                "  → {} (receipt {rid}, ledger seq {seq})",
+                "  → {} (receipt {rid}, ledger seq {seq}, decided by the {name} policy)",
                 verdict.to_uppercase()
             );
             if let Some(Value::Array(rules)) = field(&answer, &["receipt", "decision", "rules"]) {
@@ -77,7 +81,7 @@ pub fn tour(url: &str, data: &Layout) -> Result<String, CliError> {
             if verdict != want {
                 failures.push(format!("{title}: expected {want}, got {verdict}"));
             }
-            return Ok(Some(rid.to_owned()));
+            return Ok(Some((rid.to_owned(), policy.to_owned())));
         } else {
             let detail = field(&answer, &["detail"])
                 .and_then(Value::as_str)
@@ -138,11 +142,39 @@ pub fn tour(url: &str, data: &Layout) -> Result<String, CliError> {
         "refused",
     )?;
 
+    // A second domain: deploys, governed by their own policy.
+    let deploy = demo::deploy(&format!("tour-{run}-deploy"), demo::STAGING, "2.4.1", 2)
+        .issued_at(&now())
+        .into_value();
+    let deploy = match deploy {
+        Value::Object(o) => o,
+        _ => Object::new(),
+    };
+    let decided = step(
+        &mut failures,
+        "5. A deploy of service:api to staging (2 replicas), under delegation dlg_deploys: the deploys policy governs deploys.create and decides it, beside refunds.",
+        deploy,
+        "pass",
+    )?;
+    if let Some((_, policy)) = decided
+        && !policy.starts_with("deploys@")
+    {
+        failures.push(format!(
+            "the deploy was decided by {policy}, not by the deploys policy"
+        ));
+    }
+    step(
+        &mut failures,
+        "   Refunds keep their own policy: 12.00 EUR on o-1001:",
+        intent("after-deploy", demo::DELEGATION, demo::PAID, 1200),
+        "pass",
+    )?;
+
     approvals_chapter(
         &client,
         data,
         &mut failures,
-        large,
+        large.map(|(rid, _)| rid),
         &|n, resource, amount, ago| {
             let mut p = intent(n, demo::DELEGATION, resource, amount);
             p.insert(

@@ -9,6 +9,8 @@
 //!   admin.token            bearer token of the registry API (mode 0600)
 //!   issuers.json           seed: JWK Set of keys trusted to issue delegations
 //!   policies/refunds/      seed: the first active policy bundle
+//!   policies/NAME/         seed: further bundles in force beside it (the
+//!                          demo's deploys)
 //!   delegations/*.json     seed: delegation tokens to register
 //!   revoked.json           seed: delegation ids to revoke
 //!   resources.json         seed: resource attributes the policy reads
@@ -75,6 +77,11 @@ impl Layout {
         self.root.join("policies/refunds")
     }
 
+    /// Seed: the policy bundles, one folder each.
+    pub fn policies(&self) -> PathBuf {
+        self.root.join("policies")
+    }
+
     /// Seed: the JWK Set of keys trusted to issue delegations.
     pub fn seed_issuers(&self) -> PathBuf {
         self.root.join("issuers.json")
@@ -129,6 +136,34 @@ const REFUNDS: &[(&str, &str)] = &[
     (
         "tests/cases.toml",
         include_str!("../../policies/examples/refunds/tests/cases.toml"),
+    ),
+];
+
+/// The deploys example, seeded beside refunds in a demo data folder.
+const DEPLOYS: &[(&str, &str)] = &[
+    (
+        "bundle.toml",
+        include_str!("../../policies/examples/deploys/bundle.toml"),
+    ),
+    (
+        "schema.cedarschema",
+        include_str!("../../policies/examples/deploys/schema.cedarschema"),
+    ),
+    (
+        "boundary.cedar",
+        include_str!("../../policies/examples/deploys/boundary.cedar"),
+    ),
+    (
+        "escalate.cedar",
+        include_str!("../../policies/examples/deploys/escalate.cedar"),
+    ),
+    (
+        "params/deploys.create.json",
+        include_str!("../../policies/examples/deploys/params/deploys.create.json"),
+    ),
+    (
+        "tests/cases.toml",
+        include_str!("../../policies/examples/deploys/tests/cases.toml"),
     ),
 ];
 
@@ -252,6 +287,13 @@ pub fn init(dir: &Path, demo: bool) -> Result<Created, Error> {
     if !demo {
         return Ok(created);
     }
+    for (name, text) in DEPLOYS {
+        write_new(
+            &at.policies().join("deploys").join(name),
+            text,
+            &mut created,
+        )?;
+    }
     let issuer = key(&at.demo("issuer.jwk"), &mut created)?;
     let agent = key(&at.demo("agent.jwk"), &mut created)?;
     key(&at.demo("reviewer.jwk"), &mut created)?;
@@ -280,9 +322,19 @@ pub fn init(dir: &Path, demo: bool) -> Result<Created, Error> {
             &mut created,
         )?;
     }
+    let deploys = at
+        .seed_delegations()
+        .join(format!("{}.json", crate::demo::DEPLOYS_DELEGATION));
+    if !deploys.exists() {
+        let env = crate::demo::deploys_delegation(&issuer, &agent);
+        write_new(&deploys, &format!("{}\n", env), &mut created)?;
+    }
     write_new(&at.seed_revoked(), "[]\n", &mut created)?;
     let mut resources = Object::new();
-    for (id, attrs) in crate::demo::resources() {
+    for (id, attrs) in crate::demo::resources()
+        .into_iter()
+        .chain(crate::demo::services())
+    {
         resources.insert(&id, Value::Object(attrs));
     }
     write_new(
@@ -336,8 +388,27 @@ fn read_json(path: &Path) -> Result<Value, Error> {
 /// revocations and resource attributes.
 pub fn seed(dir: &Path, policy: Option<&Path>) -> Result<Seed, Error> {
     let at = Layout::new(dir);
-    let default_policy = at.seed_policy();
-    let policy = Bundle::read_files(policy.unwrap_or(&default_policy))?;
+    // The given bundle; else every bundle folder under policies/, the
+    // refunds one first.
+    let (policy, also) = match policy {
+        Some(p) => (Bundle::read_files(p)?, Vec::new()),
+        None => {
+            let default_policy = at.seed_policy();
+            let mut also = Vec::new();
+            if let Ok(entries) = std::fs::read_dir(at.policies()) {
+                let mut dirs: Vec<PathBuf> = entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir() && *p != default_policy)
+                    .collect();
+                dirs.sort();
+                for d in dirs {
+                    also.push(Bundle::read_files(&d)?);
+                }
+            }
+            (Bundle::read_files(&default_policy)?, also)
+        }
+    };
     let issuers_path = at.seed_issuers();
     let issuers = if issuers_path.exists() {
         let bytes = std::fs::read(&issuers_path).map_err(|e| Error::io(&issuers_path, e))?;
@@ -397,6 +468,7 @@ pub fn seed(dir: &Path, policy: Option<&Path>) -> Result<Seed, Error> {
     }
     Ok(Seed {
         policy,
+        also,
         issuers,
         delegations,
         revoked,

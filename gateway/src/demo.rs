@@ -1,6 +1,7 @@
-//! The demo world, defined once: one issuer, one agent (`agent-demo`), one
-//! delegation (`dlg_demo`: refunds of any order, at most 1,000.00 EUR an
-//! intent) and three orders. `tollgate init --demo` writes it as seed
+//! The demo world, defined once: one issuer, one agent (`agent-demo`), two
+//! delegations (`dlg_demo`: refunds of any order, at most 1,000.00 EUR an
+//! intent; `dlg_deploys`: deploys of any service), three orders and two
+//! services, governed side by side by the refunds and deploys policies. `tollgate init --demo` writes it as seed
 //! material, the tour and the benchmark act in it, and the engine's, the
 //! HTTP layer's and the black-box tests start from it, so a change to the
 //! demo is a change to every fixture at once.
@@ -30,6 +31,14 @@ pub const PAID: &str = "order:o-1001";
 pub const PAID_SILVER: &str = "order:o-1002";
 /// An unpaid order: the demo policy blocks refunds of it.
 pub const UNPAID: &str = "order:o-1003";
+/// The demo's deploy delegation.
+pub const DEPLOYS_DELEGATION: &str = "dlg_deploys";
+/// The action the deploys policy governs.
+pub const DEPLOY_ACTION: &str = "deploys.create";
+/// A service in staging.
+pub const STAGING: &str = "service:api";
+/// A service in production.
+pub const PRODUCTION: &str = "service:checkout";
 /// The demo delegation's ceiling per intent, in minor units of EUR.
 pub const PER_INTENT_MINOR: i64 = 100_000;
 
@@ -67,6 +76,43 @@ pub fn intent(id: &str, resource: &str, amount_minor: i64) -> IntentPayload {
         .confidence_bp(9000)
 }
 
+/// The demo deploy delegation, signed by `issuer` for `agent`'s key:
+/// deploys of any service.
+pub fn deploys_delegation(issuer: &Ed25519Signer, agent: &impl Signer) -> Value {
+    let payload = TokenPayload::new(
+        DEPLOYS_DELEGATION,
+        ISSUER,
+        AGENT,
+        agent.jwk().to_value(),
+        "2020-01-01T00:00:00Z",
+        "2100-01-01T00:00:00Z",
+    )
+    .actions(&[DEPLOY_ACTION])
+    .resources(&["service:*"]);
+    issuer.envelope(Domain::Delegation, payload.into_value())
+}
+
+/// An intent payload of the demo agent under the deploy delegation: a
+/// deploy of `version` with `replicas` to `resource`, confidence 0.9.
+pub fn deploy(id: &str, resource: &str, version: &str, replicas: i64) -> IntentPayload {
+    IntentPayload::new(AGENT, id, DEPLOYS_DELEGATION, DEPLOY_ACTION, resource)
+        .param("version", version)
+        .param("replicas", Value::integer(replicas).unwrap_or(Value::Null))
+        .confidence_bp(9000)
+}
+
+/// The demo services' attributes, by resource id.
+pub fn services() -> BTreeMap<String, Object> {
+    [(STAGING, "staging"), (PRODUCTION, "production")]
+        .into_iter()
+        .map(|(id, env)| {
+            let mut o = Object::new();
+            o.insert("environment", env.into());
+            (id.to_owned(), o)
+        })
+        .collect()
+}
+
 /// The demo orders' attributes, by resource id.
 pub fn resources() -> BTreeMap<String, Object> {
     [
@@ -89,6 +135,7 @@ pub fn resources() -> BTreeMap<String, Object> {
 pub fn seed(policy: BTreeMap<String, String>, issuer: &Ed25519Signer, agent: &impl Signer) -> Seed {
     Seed {
         policy,
+        also: Vec::new(),
         issuers: vec![issuer.jwk().to_value()],
         delegations: vec![delegation(issuer, agent)],
         revoked: Vec::new(),

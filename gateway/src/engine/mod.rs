@@ -180,6 +180,8 @@ impl Default for Upstreams {
 pub struct Seed {
     /// The policy bundle's files, by relative path; it becomes active.
     pub policy: BTreeMap<String, String>,
+    /// Further bundles in force beside it, each governing its own actions.
+    pub also: Vec<BTreeMap<String, String>>,
     /// Trusted issuer keys (public JWKs).
     pub issuers: Vec<Value>,
     /// Delegation token envelopes.

@@ -297,27 +297,39 @@ pub(super) async fn import<L: Ledger>(
     // signed once the list is made.
     let item =
         |change: RegistryChange, object: Value, policy: &str| (change, object, policy.to_owned());
-    let bundle = load_bundle(&seed.policy).map_err(|e| StartError::Seed(e.to_string()))?;
-    let version = bundle.version_string();
-    let mut object = Object::new();
-    object.insert("files", files_value(&seed.policy));
-    let mut items = vec![
-        item(
+    // Every seed bundle published and activated, in name order; none may
+    // declare another's action.
+    let mut bundles = Vec::new();
+    for files in std::iter::once(&seed.policy).chain(&seed.also) {
+        let bundle = load_bundle(files).map_err(|e| StartError::Seed(e.to_string()))?;
+        bundles.push((Arc::new(bundle), files));
+    }
+    bundles.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    let domains = tollgate_policies::Domains::of(bundles.iter().map(|(b, _)| b.clone()))
+        .map_err(|e| StartError::Seed(e.to_string()))?;
+    let mut items = Vec::new();
+    for (bundle, files) in &bundles {
+        let version = bundle.version_string();
+        let mut object = Object::new();
+        object.insert("files", files_value(files));
+        items.push(item(
             RegistryChange::PolicyPublish {
                 version: version.clone(),
-                files: canonical(&files_value(&seed.policy)),
+                files: canonical(&files_value(files)),
             },
             Value::Object(object),
             &version,
-        ),
-        item(
+        ));
+        items.push(item(
             RegistryChange::PolicyActivate {
                 version: version.clone(),
             },
             version.as_str().into(),
             &version,
-        ),
-    ];
+        ));
+    }
+    // The other receipts name the versions in force.
+    let version = domains.versions();
     for issuer in &seed.issuers {
         let jwk = Jwk::from_value(issuer, "").map_err(|e| StartError::Seed(e.to_string()))?;
         let public = jwk.to_value();

@@ -145,7 +145,7 @@ fn policy_versions_are_published_activated_and_rolled_back() {
     let mut resp = a
         .post(&format!("{}/v1/admin/policies/rollback", g.url))
         .header("authorization", &format!("Bearer {}", token.trim()))
-        .send("")
+        .send(r#"{"name":"refunds"}"#)
         .unwrap();
     assert_eq!(
         resp.status().as_u16(),

@@ -116,7 +116,18 @@ fn a_bundle_is_published_activated_by_name_used_and_rolled_back() {
     let Value::Array(in_force) = field(&before, "active") else {
         panic!("{before}")
     };
-    let seed_version = in_force[0].as_str().unwrap().to_owned();
+    let seed_version = in_force
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|v| v.starts_with("refunds@"))
+        .unwrap()
+        .to_owned();
+    let deploys = in_force
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|v| v.starts_with("deploys@"))
+        .unwrap()
+        .to_owned();
 
     let v11 = refunds(g.dir.path(), "v11", "1.1.0", "Refunds");
     let published = stdout_json(&admin(&["policy", "publish", v11.to_str().unwrap()]));
@@ -138,9 +149,10 @@ fn a_bundle_is_published_activated_by_name_used_and_rolled_back() {
         Value::from(full.as_str())
     );
     let list = stdout_json(&admin(&["policy", "list"]));
+    // Refunds changed; deploys, beside it, did not.
     assert_eq!(
         field(&list, "active"),
-        &Value::Array(vec![full.as_str().into()])
+        &Value::Array(vec![deploys.as_str().into(), full.as_str().into()])
     );
 
     // Another bundle under the same name@semver: the short form is
@@ -164,7 +176,7 @@ fn a_bundle_is_published_activated_by_name_used_and_rolled_back() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown-policy"));
 
     // Back to the version before.
-    let back = stdout_json(&admin(&["policy", "rollback"]));
+    let back = stdout_json(&admin(&["policy", "rollback", "refunds"]));
     assert_eq!(field(&back, "active"), &Value::from(seed_version.as_str()));
 
     // A wrong admin token changes nothing.
@@ -244,9 +256,9 @@ fn a_scaffolded_bundle_is_published_used_and_rolled_back() {
         "init",
         b,
         "--action",
-        "deploys.create",
+        "rollouts.create",
         "--resource-type",
-        "service",
+        "app",
     ]);
     assert_eq!(made.status.code(), Some(0), "{made:?}");
     let tested = run(&["policy", "test", b]);
@@ -261,26 +273,26 @@ fn a_scaffolded_bundle_is_published_used_and_rolled_back() {
     let made = run(&["keygen", "--out", issuer.to_str().unwrap()]);
     assert_eq!(made.status.code(), Some(0), "{made:?}");
     stdout_json(&admin(&["issuer", "add", issuer.to_str().unwrap()]));
-    let token = g.dir.path().join("dlg_deploy.json");
+    let token = g.dir.path().join("dlg_rollout.json");
     issue_delegation(
         &data,
         &issuer,
         "platform",
-        "dlg_deploy",
-        "deploys.create",
-        "service:*",
+        "dlg_rollout",
+        "rollouts.create",
+        "app:*",
         &token,
     );
     let registered = admin(&["delegation", "register", token.to_str().unwrap()]);
     assert_eq!(registered.status.code(), Some(0), "{registered:?}");
-    let put = admin(&["resource", "put", "service:api", r#"{"status":"active"}"#]);
+    let put = admin(&["resource", "put", "app:api", r#"{"status":"active"}"#]);
     assert_eq!(put.status.code(), Some(0), "{put:?}");
 
     let intent = g.dir.path().join("deploy.json");
     std::fs::write(
         &intent,
         r#"{"type":"tollgate.intent/v1","intent_id":"deploy-1","agent":"agent-demo",
-            "delegation":"dlg_deploy","action":"deploys.create","resource":"service:api",
+            "delegation":"dlg_rollout","action":"rollouts.create","resource":"app:api",
             "params":{"note":"release 42"},"issued_at":"NOW","decision":{"confidence_bp":9000}}"#,
     )
     .unwrap();
@@ -299,7 +311,7 @@ fn a_scaffolded_bundle_is_published_used_and_rolled_back() {
     );
     let rules = receipt_member(&submitted.stdout, &["decision", "rules"]);
     assert!(
-        format!("{rules}").contains("deploys.create.active"),
+        format!("{rules}").contains("rollouts.create.active"),
         "{rules}"
     );
 
@@ -317,11 +329,11 @@ fn a_scaffolded_bundle_is_published_used_and_rolled_back() {
     let Value::Array(in_force) = field(&list, "active") else {
         panic!("{list}")
     };
-    assert_eq!(in_force.len(), 1, "{list}");
-    assert!(
-        in_force[0].as_str().unwrap().starts_with("refunds@"),
-        "{list}"
-    );
+    let names: Vec<&str> = in_force
+        .iter()
+        .map(|v| v.as_str().unwrap().split('@').next().unwrap())
+        .collect();
+    assert_eq!(names, ["deploys", "refunds"], "{list}");
     assert_eq!(
         changes(&g),
         [

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use tollgate_protocol::{Object, Value, canonical, parse};
-use tollgate_signer::{Ed25519Signer, Signer as _};
+use tollgate_signer::Ed25519Signer;
 use tollgate_tests::bin;
 use tollgate_tests::gateway::{Gateway, intent, problem_slug, receipt_member};
 
@@ -30,55 +30,16 @@ fn admin(g: &Gateway, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// The scaffolded deploy-guard bundle in `dir`, published and activated;
-/// a delegation for deploys and the resource it acts on registered.
-fn with_deploys(g: &Gateway, dir: &Path) -> String {
-    let b = dir.join("deploy-guard");
-    let out = Command::new(bin("tollgate"))
-        .args(["policy", "init", b.to_str().unwrap()])
-        .args(["--action", "deploys.create", "--resource-type", "service"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let (code, published, err) = admin(g, &["policy", "publish", b.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
-    let version = member(&parse(published.trim().as_bytes()).unwrap(), &["published"])
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (code, _, err) = admin(g, &["policy", "activate", &version]);
-    assert_eq!(code, 0, "{err}");
-    let token = g.delegation(
-        "dlg_deploys",
-        "agent-demo",
-        g.agent().jwk().to_value(),
-        |p| {
-            p.insert("actions", Value::Array(vec!["deploys.create".into()]));
-            p.insert("resources", Value::Array(vec!["service:*".into()]));
-        },
-    );
-    let a = g.admin().register_delegation(&token).unwrap();
-    assert_eq!(a.status, 201, "{}", a.text());
-    let (code, _, err) = admin(
-        g,
-        &["resource", "put", "service:api", r#"{"status":"active"}"#],
-    );
-    assert_eq!(code, 0, "{err}");
-    version
-}
-
-/// A deploy of service:api under dlg_deploys; the answer's entry.
+/// A deploy of service:api (staging) under the demo's dlg_deploys; the
+/// answer's entry.
 fn deploy(g: &Gateway, id: &str) -> Vec<u8> {
-    let body = intent(&g.agent(), id, "service:api", 0, |p| {
-        p.insert("action", "deploys.create".into());
-        p.insert("delegation", "dlg_deploys".into());
-        let mut params = Object::new();
-        params.insert("note", "release 42".into());
-        p.insert("params", Value::Object(params));
-        let mut d = Object::new();
-        d.insert("confidence_bp", Value::integer(9000).unwrap());
-        p.insert("decision", Value::Object(d));
-    });
+    let payload = tollgate_gateway::demo::deploy(id, tollgate_gateway::demo::STAGING, "2.4.1", 2)
+        .issued_at(&tollgate_protocol::Timestamp::parse(&tollgate_tests::gateway::now()).unwrap())
+        .into_value();
+    let body = canonical(
+        &g.agent()
+            .envelope(tollgate_protocol::Domain::Intent, payload),
+    );
     let (code, _, entry, _) = g.post_raw("application/json", &body, None);
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&entry));
     entry
@@ -100,14 +61,15 @@ fn version_of(entry: &[u8]) -> String {
 
 #[test]
 fn bundles_in_force_side_by_side_each_decide_change_and_stop_on_their_own() {
+    // The demo: refunds and deploys in force side by side.
     let g = Gateway::start();
-    let dir = tempfile::tempdir().unwrap();
     let refunds_v1 = version_of(&refund(&g, "dom-r0"));
-    let deploys = with_deploys(&g, dir.path());
 
     // Each intent is decided by the bundle that governs its action.
     let d1 = deploy(&g, "dom-d1");
-    assert_eq!(version_of(&d1), deploys);
+    let deploys = version_of(&d1);
+    assert!(deploys.starts_with("deploys@1.0.0+"), "{deploys}");
+    assert!(refunds_v1.starts_with("refunds@1.0.0+"), "{refunds_v1}");
     assert_eq!(
         receipt_member(&d1, &["decision", "verdict"]).as_str(),
         Some("pass")
@@ -290,7 +252,6 @@ fn a_candidate_for_one_bundle_is_tried_on_its_own_actions_only() {
     let dir = tempfile::tempdir().unwrap();
     refund(&g, "sb-r1");
     refund(&g, "sb-r2");
-    with_deploys(&g, dir.path());
     deploy(&g, "sb-d1");
     let export = dir.path().join("export.jsonl");
     std::fs::write(&export, g.get("/v1/ledger/export").1).unwrap();
@@ -344,6 +305,6 @@ fn a_candidate_for_one_bundle_is_tried_on_its_own_actions_only() {
     );
     assert_eq!(
         bundles(&all),
-        [("deploy-guard".to_owned(), 1), ("refunds".to_owned(), 2)]
+        [("deploys".to_owned(), 1), ("refunds".to_owned(), 2)]
     );
 }
