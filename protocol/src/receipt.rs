@@ -237,6 +237,12 @@ pub struct Inputs {
     /// The time rules read, when the policy reads one: the gateway's clock
     /// at the decision, whole seconds (never the agent's `issued_at`).
     pub time: Option<Timestamp>,
+    /// For a receipt appended after its commit's effect (a passed intent
+    /// with an `http` target, or such an execution): the ledger seq of the
+    /// newest registry receipt the decision read. Registry changes may be
+    /// appended between the decision and its receipt; it is re-decided
+    /// against the registries as they stood after that entry.
+    pub registry: Option<u64>,
 }
 
 impl Inputs {
@@ -259,6 +265,12 @@ impl Inputs {
         o.insert("spent", Value::Array(self.spent.clone()));
         if let Some(t) = &self.time {
             o.insert("time", t.as_str().into());
+        }
+        if let Some(seq) = self.registry {
+            o.insert(
+                "registry",
+                Value::integer(i64::try_from(seq).unwrap_or(i64::MAX)).unwrap_or(Value::Null),
+            );
         }
         Value::Object(o)
     }

@@ -112,14 +112,19 @@ pub struct Replay {
     /// Approvals opened by escalating decisions, by the decision's id.
     approvals: BTreeMap<String, Approval>,
     /// Receipts whose outcome is `unknown` and not reconciled yet, by id:
-    /// their intent hash, policy version and the charges a commit makes.
-    unknown: BTreeMap<String, (String, String, Charges)>,
+    /// their intent hash and policy version.
+    unknown: BTreeMap<String, (String, String)>,
     counts: Counts,
     /// Bundles to decide under instead of the recorded ones.
     candidates: Vec<Arc<Bundle>>,
     report: Report,
     /// The versions in force, by bundle name, as the activations tell it.
     history: PolicyDomains,
+    /// The registries as they stood after each of the latest
+    /// [`POSITIONS`] registry receipts, by the receipt's seq: what a
+    /// receipt appended after its commit's effect (`inputs.registry`) is
+    /// re-decided against.
+    positions: BTreeMap<u64, Position>,
     /// The bundles in force, rebuilt after each policy change (`None`
     /// while they overlap, which only a ledger written when one policy
     /// was active at a time can hold).
@@ -127,9 +132,6 @@ pub struct Replay {
     /// Whether a receipt of version 1.3's forms was read: executions of
     /// the earlier form are refused after it.
     since_1_3: bool,
-    /// Amounts committed so far per budget window, as the export records
-    /// them: what any later decision must have read as spent, at least.
-    committed: BTreeMap<(String, String, String), i64>,
     /// Whether decisions of actions no candidate declares are replayed
     /// too, under the bundles in force ([`Replay::all`]).
     all: bool,
@@ -141,6 +143,17 @@ pub struct Replay {
     spent: Spent,
     /// Whether each decision's intent must carry its agent's signature.
     intent_signatures: bool,
+}
+
+/// Registry positions kept for receipts appended after their commit's
+/// effect: one whose position is older is refused.
+pub const POSITIONS: usize = 256;
+
+/// The registries as they stood at one position of the ledger.
+#[derive(Clone)]
+struct Position {
+    snapshot: Arc<Snapshot>,
+    domains: Option<tollgate_policies::Domains>,
 }
 
 /// A registered delegation token.
@@ -190,59 +203,6 @@ fn escalating_rules(decision: &Value) -> Vec<&str> {
             .collect(),
         _ => Vec::new(),
     }
-}
-
-/// What committing an intent charges: its amount to each budget window
-/// its receipt read (`inputs.spent` entries of its currency).
-#[derive(Clone, Debug, Default)]
-struct Charges {
-    windows: Vec<(String, String, String)>,
-    amount: i64,
-}
-
-impl Charges {
-    /// The charges of `receipt`'s intent (`intent`) under `bundle`.
-    fn of(receipt: &Value, intent: &Value, bundle: Option<&Bundle>) -> Self {
-        let payload = at(intent, &["payload"]).unwrap_or(&Value::Null);
-        let amount = bundle
-            .and_then(|b| b.action(text(payload, &["action"])))
-            .and_then(|a| {
-                a.amount_of(
-                    at(payload, &["params"])
-                        .and_then(Value::as_object)
-                        .unwrap_or(&Object::new()),
-                )
-            });
-        let Some((amount, currency)) = amount else {
-            return Self::default();
-        };
-        Self {
-            windows: spent_windows(receipt)
-                .filter(|(_, c, _, _)| *c == currency)
-                .map(|(d, c, w, _)| (d, c, w))
-                .collect(),
-            amount,
-        }
-    }
-}
-
-/// `inputs.spent` of `receipt`: (delegation, currency, window_start,
-/// amount_minor).
-fn spent_windows(
-    receipt: &Value,
-) -> impl Iterator<Item = (String, String, String, Option<i64>)> + '_ {
-    let items = match at(receipt, &["inputs", "spent"]) {
-        Some(Value::Array(items)) => items.as_slice(),
-        _ => &[],
-    };
-    items.iter().map(|s| {
-        (
-            text(s, &["delegation"]).to_owned(),
-            text(s, &["currency"]).to_owned(),
-            text(s, &["window_start"]).to_owned(),
-            at(s, &["amount_minor"]).and_then(Value::as_safe_integer),
-        )
-    })
 }
 
 fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
@@ -385,12 +345,19 @@ impl Replay {
             Some(ReceiptKind::Registry) => {
                 self.registry(alg, receipt).map_err(bad)?;
                 self.counts.registry += 1;
+                let position = Position {
+                    snapshot: self.snapshot(),
+                    domains: self.domains.clone(),
+                };
+                self.positions.insert(seq, position);
+                while self.positions.len() > POSITIONS {
+                    self.positions.pop_first();
+                }
             }
             Some(ReceiptKind::Decision) => {
                 let snapshot = self.snapshot();
                 let mut receipt = receipt.clone();
                 let tried = self.check(&snapshot, &mut receipt).map_err(bad)?;
-                self.check_spent(&receipt).map_err(bad)?;
                 self.decided(seq, &receipt, tried);
             }
             Some(ReceiptKind::Approval) => {
@@ -562,7 +529,6 @@ impl Replay {
                 asked: expected,
             });
         }
-        self.check_spent(receipt)?;
         let meet = asked.counting(opened, progress, parties).len() as i64;
         if meet >= asked.count {
             return Err(Error::Again(format!(
@@ -574,50 +540,14 @@ impl Replay {
     }
 
     /// Notes a decision or execution receipt whose outcome is `unknown`:
-    /// a later reconciliation may end it, once. One whose outcome is
-    /// `committed` adds its charges to what its budget windows committed.
-    fn note_unknown(&mut self, receipt: &Value, intent_hash: String, charges: Charges) {
-        let status = text(receipt, &["outcome", "status"]);
-        if status == Status::Unknown.name() {
+    /// a later reconciliation may end it, once.
+    fn note_unknown(&mut self, receipt: &Value, intent_hash: String) {
+        if text(receipt, &["outcome", "status"]) == Status::Unknown.name() {
             self.unknown.insert(
                 text(receipt, &["receipt_id"]).to_owned(),
-                (
-                    intent_hash,
-                    text(receipt, &["policy_version"]).to_owned(),
-                    charges,
-                ),
+                (intent_hash, text(receipt, &["policy_version"]).to_owned()),
             );
-        } else if status == Status::Committed.name() {
-            self.commit(&charges);
         }
-    }
-
-    fn commit(&mut self, charges: &Charges) {
-        for w in &charges.windows {
-            let total = self.committed.entry(w.clone()).or_default();
-            *total = total.saturating_add(charges.amount);
-        }
-    }
-
-    /// Each budget window `receipt` read as spent holds at least what the
-    /// export says was committed in it before: a decision reads committed
-    /// and in-flight amounts, and one appended after its reading makes it
-    /// stale.
-    fn check_spent(&self, receipt: &Value) -> Result<(), Error> {
-        for (delegation, currency, window, amount) in spent_windows(receipt) {
-            let committed = self
-                .committed
-                .get(&(delegation.clone(), currency.clone(), window.clone()))
-                .copied()
-                .unwrap_or(0);
-            if amount.is_none_or(|a| a < committed) {
-                return Err(Error::Again(format!(
-                    "inputs.spent states {} {currency} spent by delegation {delegation} in the window from {window}, and the export records {committed} committed in it before",
-                    amount.map_or_else(|| "no amount".to_owned(), |a| a.to_string())
-                )));
-            }
-        }
-        Ok(())
     }
 
     /// Checks a reconciliation receipt: it names one earlier decision or
@@ -635,7 +565,7 @@ impl Replay {
         if !Status::from_name(stated).is_some_and(|s| s.allowed_for(ReceiptKind::Reconciliation)) {
             return Err(format!("a reconciliation cannot state status {stated:?}"));
         }
-        let (hash, version, charges) = self.unknown.get(&of).ok_or_else(|| {
+        let (hash, version) = self.unknown.get(&of).ok_or_else(|| {
             format!(
                 "the reconciliation names {of:?}, not an earlier unknown outcome left to reconcile"
             )
@@ -647,10 +577,6 @@ impl Replay {
             return Err(format!(
                 "the reconciliation of {of} states another policy version"
             ));
-        }
-        if stated == Status::Committed.name() {
-            let charges = charges.clone();
-            self.commit(&charges);
         }
         self.unknown.remove(&of);
         Ok(())
@@ -691,7 +617,7 @@ impl Replay {
         let a = a.clone();
         // Since version 1.3 an execution records the intent decided again
         // under the policy in force then.
-        let charges = if let Some(under) = at(receipt, &["subject", "escalated_under"]) {
+        if let Some(under) = at(receipt, &["subject", "escalated_under"]) {
             if under.as_str() != Some(a.opened.policy_version.as_str()) {
                 return Err(Error::EscalatedUnder {
                     stated: under.as_str().unwrap_or_default().to_owned(),
@@ -700,11 +626,6 @@ impl Replay {
             }
             self.since_1_3 = true;
             self.executed_again(receipt, &a)?;
-            let bundle = self
-                .bundles
-                .get(text(receipt, &["policy_version"]))
-                .cloned();
-            Charges::of(receipt, &a.intent, bundle.as_deref())
         } else {
             if self.since_1_3 || a.escalated_at.is_some() {
                 return Err(Error::Again(
@@ -716,14 +637,11 @@ impl Replay {
                     "an execution of the earlier form states the version its intent was escalated under".into(),
                 ));
             }
-            self.check_spent(receipt)?;
-            let bundle = self.bundles.get(&a.opened.policy_version).cloned();
-            Charges::of(receipt, &a.intent, bundle.as_deref())
-        };
+        }
         if let Some(a) = self.approvals.get_mut(&id) {
             a.executed = true;
         }
-        self.note_unknown(receipt, a.opened.intent_hash, charges);
+        self.note_unknown(receipt, a.opened.intent_hash);
         Ok(())
     }
 
@@ -731,11 +649,10 @@ impl Replay {
     /// the grant: its time (`inputs.time`, never before the escalation);
     /// its `decision`, what the bundle then governing the action decides
     /// from its `inputs` (none when no bundle governs it or its contract
-    /// refuses the intent's shape, and then nothing ran); what it read as
-    /// spent, no less than the export had committed; a block ran nothing;
-    /// an escalation ran only if the grants meet the review it asks, as
-    /// the completing grant states; nothing ran on a delegation chain not
-    /// valid at its time.
+    /// refuses the intent's shape, and then nothing ran); a block ran
+    /// nothing; an escalation ran only if the grants meet the review it
+    /// asks, as the completing grant states; nothing ran on a delegation
+    /// chain not valid at its time.
     fn executed_again(&mut self, receipt: &Value, a: &Approval) -> Result<(), Error> {
         let version = text(receipt, &["policy_version"]).to_owned();
         let status = text(receipt, &["outcome", "status"]);
@@ -751,7 +668,13 @@ impl Replay {
                 "the execution is decided again at {time}, before the escalation it follows"
             )));
         }
-        let snapshot = self.snapshot();
+        // Appended after its commit's effect: decided on the registries at
+        // the position it read.
+        let position = self.position_of(receipt)?;
+        let snapshot = match &position {
+            Some(p) => p.snapshot.clone(),
+            None => self.snapshot(),
+        };
         let envelope = IntentEnvelope::from_value(a.intent.clone()).map_err(Error::NotAnIntent)?;
         // Nothing runs on a chain that is not valid at the execution.
         if ran {
@@ -773,7 +696,10 @@ impl Replay {
                 next = t.parent.as_deref();
             }
         }
-        let in_force = self.in_force()?;
+        let in_force = match position.map(|p| p.domains) {
+            Some(Some(d)) => d,
+            _ => self.in_force()?,
+        };
         if at(receipt, &["decision"]).is_none()
             && in_force.governing(&envelope.intent.action).is_none()
         {
@@ -812,7 +738,6 @@ impl Replay {
             };
         }
         let again = self.check_envelope(&snapshot, receipt, bundle, &envelope)?;
-        self.check_spent(receipt)?;
         let verdict = text(&again.decision, &["verdict"]);
         if verdict != "escalate" && a.met.is_some() {
             return Err(Error::Again(format!(
@@ -879,7 +804,54 @@ impl Replay {
             RegistryChange::PolicyActivate
             | RegistryChange::PolicyRollback
             | RegistryChange::PolicyDeactivate => {
-                self.history.apply(change, &id());
+                // Only what the gateway accepts: a published version, one
+                // bundle per action, a rollback to the name's previous
+                // version, a deactivation of the version in force; and the
+                // receipt names the version it concerns.
+                let version = id();
+                if at(receipt, &["policy_version"]).is_some()
+                    && text(receipt, &["policy_version"]) != version
+                {
+                    return Err(Error::Again(format!(
+                        "{} of {version} states policy_version {}",
+                        change.name(),
+                        text(receipt, &["policy_version"])
+                    )));
+                }
+                let name = tollgate_protocol::policy_name(&version);
+                let bad =
+                    |why: String| Err(Error::Again(format!("{} {version}: {why}", change.name())));
+                match change {
+                    RegistryChange::PolicyDeactivate => {
+                        if self.history.version_of(name) != Some(version.as_str()) {
+                            return bad(format!(
+                                "{name} has {} in force",
+                                self.history.version_of(name).unwrap_or("nothing")
+                            ));
+                        }
+                    }
+                    _ => {
+                        if change == RegistryChange::PolicyRollback
+                            && self.history.previous(name) != Some(version.as_str())
+                        {
+                            return bad(format!(
+                                "the version of {name} in force before its current one is {}",
+                                self.history.previous(name).unwrap_or("none")
+                            ));
+                        }
+                        let bundle = self
+                            .bundles
+                            .get(&version)
+                            .cloned()
+                            .ok_or_else(|| Error::Unpublished(version.clone()))?;
+                        if let Some(d) = &self.domains {
+                            d.with(bundle).map_err(|e| {
+                                Error::Again(format!("{} {version}: {e}", change.name()))
+                            })?;
+                        }
+                    }
+                }
+                self.history.apply(change, &version);
                 self.domains = self.in_force().ok();
             }
             RegistryChange::IssuerRegister => {
@@ -982,14 +954,11 @@ impl Replay {
     /// what the candidate made of it.
     fn decided(&mut self, seq: u64, receipt: &Value, tried: Option<(String, Value)>) {
         self.opened(receipt);
-        let subject = at(receipt, &["subject"]).unwrap_or(&Value::Null);
-        let hash = tollgate_protocol::intent_hash(subject).to_string();
-        let bundle = self
-            .bundles
-            .get(text(receipt, &["policy_version"]))
-            .cloned();
-        let charges = Charges::of(receipt, subject, bundle.as_deref());
-        self.note_unknown(receipt, hash, charges);
+        if text(receipt, &["outcome", "status"]) == Status::Unknown.name() {
+            let subject = at(receipt, &["subject"]).unwrap_or(&Value::Null);
+            let hash = tollgate_protocol::intent_hash(subject).to_string();
+            self.note_unknown(receipt, hash);
+        }
         self.counts.decisions += 1;
         if let Some(after) = tried {
             let before = at(receipt, &["decision"]).unwrap_or(&Value::Null);
@@ -1067,13 +1036,7 @@ impl Replay {
                 }
                 Ok(tried)
             })?;
-            // In ledger order: what each read as spent against what the
-            // decisions before it committed, then what it commits.
             for ((seq, _, receipt), tried) in run.iter().zip(outcome) {
-                self.check_spent(receipt).map_err(|e| Mismatch {
-                    seq: *seq,
-                    reason: e.to_string(),
-                })?;
                 self.decided(*seq, receipt, tried);
             }
             i = end;
@@ -1094,9 +1057,16 @@ impl Replay {
     ) -> Result<Option<(String, Value)>, Error> {
         let version = text(receipt, &["policy_version"]);
         let bundle = self.bundle_of(version)?;
+        // Appended after its commit's effect: decided on the registries at
+        // the position it read.
+        let position = self.position_of(receipt)?;
+        let (snapshot, domains) = match &position {
+            Some(p) => (&*p.snapshot, &p.domains),
+            None => (snapshot, &self.domains),
+        };
         // Decided by the bundle in force that governs the action.
         let action = text(receipt, &["subject", "payload", "action"]);
-        if let Some(d) = &self.domains
+        if let Some(d) = domains
             && d.governing(action)
                 .is_none_or(|b| b.version_string() != version)
         {
@@ -1127,6 +1097,24 @@ impl Replay {
             *slot = envelope.value;
         }
         result
+    }
+
+    /// The registries at the position `receipt` read (`inputs.registry`),
+    /// for a receipt appended after its commit's effect; `None` without
+    /// one (it was decided on the registries as its entry finds them).
+    fn position_of(&self, receipt: &Value) -> Result<Option<Position>, Error> {
+        let Some(r) = at(receipt, &["inputs", "registry"]) else {
+            return Ok(None);
+        };
+        let seq = r
+            .as_safe_integer()
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| Error::Again(format!("inputs.registry {r} is not a ledger seq")))?;
+        self.positions.get(&seq).cloned().map(Some).ok_or_else(|| {
+            Error::Again(format!(
+                "inputs.registry {seq} is not one of the last {POSITIONS} registry receipts before this entry"
+            ))
+        })
     }
 
     /// An escalation's `outcome.review` must be what its policy asks
@@ -1187,7 +1175,10 @@ impl Replay {
         while let Some(id) = next {
             let Some(Registered {
                 token: t, hash: h, ..
-            }) = self.tokens.get(id)
+            }) = self
+                .tokens
+                .get(id)
+                .filter(|_| snapshot.registry.tokens.contains_key(id))
             else {
                 return Err(Error::UnknownDelegation(id.clone()));
             };
@@ -1246,7 +1237,7 @@ impl Replay {
                 }
             }
             None => {
-                let registered = self.resources.get(&intent.resource);
+                let registered = snapshot.resources.get(&intent.resource);
                 // Objects keep their members in canonical order: equal
                 // objects are equal canonical bytes.
                 if read != registered.unwrap_or(&empty) {
@@ -1474,7 +1465,7 @@ mod tests {
             br#"{"kind":"decision","receipt_id":"rcpt_u","policy_version":"p@1","outcome":{"status":"unknown"}}"#,
         )
         .unwrap();
-        r.note_unknown(&unknown, "sha256:aa".into(), Charges::default());
+        r.note_unknown(&unknown, "sha256:aa".into());
         for (bad, why) in [
             (rec("[]", "committed", "sha256:aa", "p@1"), "exactly one"),
             (

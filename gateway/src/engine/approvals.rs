@@ -958,6 +958,7 @@ impl<L: Ledger> Approvals<'_, L> {
                         spent: Vec::new(),
                         resource_lookup: None,
                         time: Some(now),
+                        registry: None,
                     },
                     reading: None,
                     reads: Vec::new(),
@@ -1029,6 +1030,14 @@ impl<L: Ledger> Approvals<'_, L> {
             // An execution is decided at the gateway's clock, always
             // recorded: what the delegation's validity is checked at.
             time: Some(now),
+            // One that runs at an http target is appended after the
+            // effect, when the registries may have changed since: the
+            // position it read.
+            registry: (matches!(course, Course::Execute(_))
+                && bundle
+                    .action(&intent.action)
+                    .is_some_and(|a| a.target == Target::Http))
+            .then_some(view.registry_seq),
         };
         Ok(Again {
             bundle: Some(bundle),

@@ -714,6 +714,13 @@ impl<L: Ledger> Intents<'_, L> {
             // escalation, whose deadline counts from it.
             time: (bundle.reads_time() || decision.verdict == Verdict::Escalate)
                 .then(|| now.clone()),
+            // Its receipt is appended after the commit's effect, when the
+            // registries may have changed since: the position it read.
+            registry: (decision.verdict == Verdict::Pass
+                && bundle
+                    .action(&envelope.intent.action)
+                    .is_some_and(|a| a.target == Target::Http))
+            .then_some(view.registry_seq),
         };
         // An escalation opens an approval, with what it needs.
         let requirement = if decision.verdict == Verdict::Escalate {

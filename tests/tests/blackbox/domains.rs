@@ -308,3 +308,158 @@ fn a_candidate_for_one_bundle_is_tried_on_its_own_actions_only() {
         [("deploys".to_owned(), 1), ("refunds".to_owned(), 2)]
     );
 }
+
+#[test]
+fn regression_registry_changes_during_a_commit_in_flight_leave_an_export_that_re_decides() {
+    use tollgate_tests::upstream::{Behaviour, Upstream, with_http_target};
+    let up = Upstream::start();
+    let target = format!("orders.refund={}", up.url);
+    let g = Gateway::start_with(
+        tempfile::tempdir().unwrap(),
+        with_http_target,
+        &["--upstream", target.as_str()],
+    );
+    let before = version_of(&refund(&g, "fly-0"));
+    // The target takes its time; meanwhile a new refunds version, a
+    // resource change and a revocation are recorded.
+    *up.behaviour.lock().unwrap() = Behaviour::Stall(std::time::Duration::from_secs(3));
+    let body = intent(&g.agent(), "fly-1", "order:o-1001", 2500, |_| {});
+    let url = g.url.clone();
+    let slow = std::thread::spawn(move || {
+        let mut r = crate::approvals::http()
+            .post(&format!("{url}/v1/intents"))
+            .header("content-type", "application/json")
+            .send(&body[..])
+            .unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_vec().unwrap())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let after = g.activate_refunds_variant("1.1.0", |_| {});
+    let (code, _, err) = admin(
+        &g,
+        &[
+            "resource",
+            "put",
+            "order:o-1001",
+            r#"{"status":"refunded","customer_tier":"gold"}"#,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    *up.behaviour.lock().unwrap() = Behaviour::Answer(200);
+    let (code, entry) = slow.join().unwrap();
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&entry));
+    // Decided, and committed, under what it read: the version and the
+    // order's status before the changes appended ahead of its receipt.
+    assert_eq!(version_of(&entry), before);
+    assert_ne!(before, after);
+    assert!(
+        receipt_member(&entry, &["inputs", "registry"])
+            .as_safe_integer()
+            .is_some()
+    );
+    assert_eq!(
+        receipt_member(&entry, &["outcome", "status"]).as_str(),
+        Some("committed")
+    );
+    g.assert_export_redecides();
+}
+
+#[test]
+fn regression_forged_activation_histories_are_refused_at_their_seq() {
+    use crate::doctored::{Doc, at_mut, get, rebuild, verify};
+    use tollgate_protocol::LedgerEntry;
+    let g = Gateway::start();
+    refund(&g, "hist-r1");
+    // A copy of refunds under another name: published, never activated
+    // (the gateway refuses it: it declares orders.refund too).
+    let mut files =
+        tollgate_policies::Bundle::read_files(&g.data().join("policies/refunds")).unwrap();
+    let toml = files.get_mut("bundle.toml").unwrap();
+    *toml = toml.replacen("name = \"refunds\"", "name = \"refunds-copy\"", 1);
+    let mut fo = Object::new();
+    for (k, v) in files {
+        fo.insert(k, v.into());
+    }
+    let mut o = Object::new();
+    o.insert("files", fo.into());
+    let published = g
+        .admin()
+        .publish_policy(&canonical(&Value::Object(o)))
+        .unwrap();
+    let copy = member(&published.json().unwrap(), &["published"])
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(g.admin().activate_policy(&copy).unwrap().status, 409);
+    refund(&g, "hist-r2");
+    g.assert_export_redecides();
+
+    let (_, export) = g.get("/v1/ledger/export");
+    let docs: Vec<Doc> = export
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let e = LedgerEntry::from_value(parse(l).unwrap()).unwrap();
+            Doc {
+                appended_at: e.appended_at.clone(),
+                receipt: e.receipt().as_object().unwrap().clone(),
+                signature: Some(e.signature.clone()),
+            }
+        })
+        .collect();
+    let publish = docs
+        .iter()
+        .position(|d| {
+            get(&d.receipt, &["subject", "object", "files"]) != Value::Null
+                && get(&d.receipt, &["policy_version"]).as_str() == Some(copy.as_str())
+        })
+        .unwrap();
+    let refunds = docs
+        .iter()
+        .find_map(|d| {
+            let v = get(&d.receipt, &["subject", "object"]);
+            (get(&d.receipt, &["subject", "change"]).as_str() == Some("policy.activate")
+                && v.as_str().is_some_and(|v| v.starts_with("refunds@")))
+            .then(|| v.as_str().unwrap().to_owned())
+        })
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("jwks.json");
+    std::fs::write(&keys, g.get("/.well-known/jwks.json").1).unwrap();
+    let key = Ed25519Signer::load(&g.data().join("gateway.jwk")).unwrap();
+    // A policy change the gateway would have refused, inserted after the
+    // copy's publication, re-signed with the gateway's own key.
+    let forged = |change: &str, version: &str, expect: &str| {
+        let mut d = docs.clone();
+        let mut r = d[publish].clone();
+        let mut subject = Object::new();
+        subject.insert("change", change.into());
+        subject.insert("object", version.into());
+        *at_mut(&mut r.receipt, &["subject"]) = Value::Object(subject);
+        *at_mut(&mut r.receipt, &["policy_version"]) = version.into();
+        r.signature = None;
+        d.insert(publish + 1, r);
+        let (code, out, err) = verify(dir.path(), &rebuild(&d, &key), &keys, &["--redecide"]);
+        assert_ne!(code, 0, "{change} {version}: {out}{err}");
+        let said = format!("{out}{err}");
+        assert!(
+            said.contains(expect) && said.contains(&format!("seq {}", publish + 2)),
+            "{change} {version}: {said}"
+        );
+    };
+    forged(
+        "policy.activate",
+        &copy,
+        "both declare action \"orders.refund\"",
+    );
+    forged(
+        "policy.deactivate",
+        &copy,
+        "refunds-copy has nothing in force",
+    );
+    forged(
+        "policy.rollback",
+        &refunds,
+        "before its current one is none",
+    );
+}

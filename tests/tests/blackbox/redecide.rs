@@ -208,9 +208,20 @@ fn altered_policy_files_and_altered_inputs_are_caught() {
     });
     let (code, v) = verify(&e, &k, true);
     assert_eq!(code, Some(1), "{v}");
+    // Caught at the first activation of a version the altered files no
+    // longer make, before any decision under it.
+    let first_activation = entries
+        .iter()
+        .position(|e| {
+            kind(e) == "registry"
+                && member(e, &["receipt", "subject", "change"]).as_str() == Some("policy.activate")
+        })
+        .unwrap() as i64
+        + 1;
+    assert!(first_activation < first_decision as i64);
     assert_eq!(
         member(&v, &["seq"]).as_safe_integer(),
-        Some(first_decision as i64)
+        Some(first_activation)
     );
     assert!(
         member(&v, &["reason"])
