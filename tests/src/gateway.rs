@@ -268,9 +268,9 @@ impl Gateway {
 
     /// Publishes a version of the demo's refunds policy (its files in
     /// this gateway's data folder) with `edit` applied to its files (path
-    /// to text) and `version` in its manifest, and activates it; returns
-    /// the version string now in force.
-    pub fn activate_refunds_variant(
+    /// to text) and `version` in its manifest, without activating it;
+    /// returns the version published.
+    pub fn publish_refunds_variant(
         &self,
         version: &str,
         edit: impl FnOnce(&mut std::collections::BTreeMap<String, String>),
@@ -290,21 +290,31 @@ impl Gateway {
         }
         let mut o = Object::new();
         o.insert("files", fo.into());
-        let admin = self.admin();
-        let published = admin
+        let published = self
+            .admin()
             .publish_policy(&canonical(&Value::Object(o)))
             .unwrap()
             .ok()
             .unwrap()
             .json()
             .unwrap();
-        let full = published
+        published
             .as_object()
             .and_then(|o| o.get("published"))
             .and_then(Value::as_str)
             .unwrap()
-            .to_owned();
-        let a = admin.activate_policy(&full).unwrap();
+            .to_owned()
+    }
+
+    /// [`Gateway::publish_refunds_variant`], then activated; returns the
+    /// version now in force.
+    pub fn activate_refunds_variant(
+        &self,
+        version: &str,
+        edit: impl FnOnce(&mut std::collections::BTreeMap<String, String>),
+    ) -> String {
+        let full = self.publish_refunds_variant(version, edit);
+        let a = self.admin().activate_policy(&full).unwrap();
         assert_eq!(a.status, 200, "{}", a.text());
         full
     }

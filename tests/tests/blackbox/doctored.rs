@@ -33,11 +33,16 @@ fn ledger(dir: &Path) -> (Vec<Doc>, PathBuf, Ed25519Signer) {
     }
     let keys = dir.join("jwks.json");
     std::fs::write(&keys, g.get("/.well-known/jwks.json").1).unwrap();
-    let export = g.get("/v1/ledger/export").1;
-    let docs = export
-        .strip_suffix(b"\n")
-        .unwrap()
+    let docs = docs_of(&g.get("/v1/ledger/export").1);
+    let key = Ed25519Signer::load(&g.data().join("gateway.jwk")).unwrap();
+    (docs, keys, key)
+}
+
+/// An export's entries taken apart, to be doctored.
+pub(crate) fn docs_of(export: &[u8]) -> Vec<Doc> {
+    export
         .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
         .map(|l| {
             let e = LedgerEntry::from_value(parse(l).unwrap()).unwrap();
             Doc {
@@ -46,9 +51,7 @@ fn ledger(dir: &Path) -> (Vec<Doc>, PathBuf, Ed25519Signer) {
                 signature: Some(e.signature.clone()),
             }
         })
-        .collect();
-    let key = Ed25519Signer::load(&g.data().join("gateway.jwk")).unwrap();
-    (docs, keys, key)
+        .collect()
 }
 
 /// The export of `docs`: edited receipts re-sealed and re-signed with

@@ -52,6 +52,15 @@ fn refund(g: &Gateway, id: &str) -> Vec<u8> {
     entry
 }
 
+/// The demo's refunds bundle published under the name refunds-copy: it
+/// declares orders.refund as refunds does. Its version.
+fn publish_copy(g: &Gateway) -> String {
+    g.publish_refunds_variant("1.0.0", |files| {
+        let toml = files.get_mut("bundle.toml").unwrap();
+        *toml = toml.replacen("name = \"refunds\"", "name = \"refunds-copy\"", 1);
+    })
+}
+
 fn version_of(entry: &[u8]) -> String {
     receipt_member(entry, &["policy_version"])
         .as_str()
@@ -96,25 +105,7 @@ fn bundles_in_force_side_by_side_each_decide_change_and_stop_on_their_own() {
     // A bundle of another name declaring orders.refund overlaps: refused,
     // naming both and the action, with nothing recorded.
     let before = g.written();
-    let mut files =
-        tollgate_policies::Bundle::read_files(&g.data().join("policies/refunds")).unwrap();
-    let toml = files.get_mut("bundle.toml").unwrap();
-    *toml = toml.replacen("name = \"refunds\"", "name = \"refunds-copy\"", 1);
-    let mut fo = Object::new();
-    for (k, v) in files {
-        fo.insert(k, v.into());
-    }
-    let mut o = Object::new();
-    o.insert("files", fo.into());
-    let published = g
-        .admin()
-        .publish_policy(&canonical(&Value::Object(o)))
-        .unwrap();
-    assert_eq!(published.status, 201, "{}", published.text());
-    let copy = member(&published.json().unwrap(), &["published"])
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let copy = publish_copy(&g);
     let before_overlap = g.written();
     let refused = g.admin().activate_policy(&copy).unwrap();
     assert_eq!(refused.status, 409, "{}", refused.text());
@@ -366,47 +357,18 @@ fn regression_registry_changes_during_a_commit_in_flight_leave_an_export_that_re
 
 #[test]
 fn regression_forged_activation_histories_are_refused_at_their_seq() {
-    use crate::doctored::{Doc, at_mut, get, rebuild, verify};
-    use tollgate_protocol::LedgerEntry;
+    use crate::doctored::{at_mut, docs_of, get, rebuild, verify};
     let g = Gateway::start();
     refund(&g, "hist-r1");
     // A copy of refunds under another name: published, never activated
     // (the gateway refuses it: it declares orders.refund too).
-    let mut files =
-        tollgate_policies::Bundle::read_files(&g.data().join("policies/refunds")).unwrap();
-    let toml = files.get_mut("bundle.toml").unwrap();
-    *toml = toml.replacen("name = \"refunds\"", "name = \"refunds-copy\"", 1);
-    let mut fo = Object::new();
-    for (k, v) in files {
-        fo.insert(k, v.into());
-    }
-    let mut o = Object::new();
-    o.insert("files", fo.into());
-    let published = g
-        .admin()
-        .publish_policy(&canonical(&Value::Object(o)))
-        .unwrap();
-    let copy = member(&published.json().unwrap(), &["published"])
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let copy = publish_copy(&g);
     assert_eq!(g.admin().activate_policy(&copy).unwrap().status, 409);
     refund(&g, "hist-r2");
     g.assert_export_redecides();
 
     let (_, export) = g.get("/v1/ledger/export");
-    let docs: Vec<Doc> = export
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let e = LedgerEntry::from_value(parse(l).unwrap()).unwrap();
-            Doc {
-                appended_at: e.appended_at.clone(),
-                receipt: e.receipt().as_object().unwrap().clone(),
-                signature: Some(e.signature.clone()),
-            }
-        })
-        .collect();
+    let docs = docs_of(&export);
     let publish = docs
         .iter()
         .position(|d| {

@@ -15,7 +15,7 @@ use tollgate_tests::bin;
 use tollgate_tests::gateway::Gateway;
 
 use crate::approvals::{Sign, add_reviewer, escalate, member, policy_of, post_decision};
-use crate::doctored::{Doc, at_mut, get, rebuild, verify};
+use crate::doctored::{Doc, at_mut, docs_of, get, rebuild, verify};
 
 /// The demo's refunds policy at `version`: refunds above 998.50 EUR are
 /// forbidden, and an escalation needs two approvers.
@@ -184,18 +184,7 @@ fn regression_an_approval_granted_after_the_policy_tightened_runs_only_as_the_po
     // Doctored to have run what the policy in force blocked, re-sealed and
     // re-signed with the gateway's own key: re-decision refuses it.
     let (_, export) = g.get("/v1/ledger/export");
-    let mut docs: Vec<Doc> = export
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let e = LedgerEntry::from_value(parse(l).unwrap()).unwrap();
-            Doc {
-                appended_at: e.appended_at.clone(),
-                receipt: e.receipt().as_object().unwrap().clone(),
-                signature: Some(e.signature.clone()),
-            }
-        })
-        .collect();
+    let mut docs = docs_of(&export);
     let blocked_execution = docs
         .iter()
         .position(|d| {
@@ -222,22 +211,6 @@ fn regression_an_approval_granted_after_the_policy_tightened_runs_only_as_the_po
         format!("{out}{err}").contains("blocks the intent at the execution"),
         "{out}{err}"
     );
-}
-
-/// The export's entries taken apart, to be doctored.
-fn docs_of(export: &[u8]) -> Vec<Doc> {
-    export
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let e = LedgerEntry::from_value(parse(l).unwrap()).unwrap();
-            Doc {
-                appended_at: e.appended_at.clone(),
-                receipt: e.receipt().as_object().unwrap().clone(),
-                signature: Some(e.signature.clone()),
-            }
-        })
-        .collect()
 }
 
 #[test]
