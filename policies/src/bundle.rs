@@ -34,6 +34,9 @@ struct BundleToml {
     #[serde(default)]
     action: BTreeMap<String, Spanned<ActionToml>>,
     scoring: ScoringToml,
+    /// Resource types modelled as state machines.
+    #[serde(default)]
+    entity: BTreeMap<String, Spanned<crate::entity::EntityToml>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -581,6 +584,8 @@ pub struct Bundle {
     /// Cedar entities of resources, built against this bundle's schema
     /// once per resource and attributes ([`Bundle::resource_entities`]).
     entities: std::sync::Mutex<EntityMemo>,
+    /// Resource types modelled as state machines, by type.
+    models: BTreeMap<String, crate::entity::Model>,
 }
 
 /// Built resource entities by resource, with the attributes they were
@@ -1261,6 +1266,88 @@ impl Bundle {
             &scoring,
         );
 
+        // Entity models: each resource type a declared entity type whose
+        // Cedar attributes carry the state and every modelled attribute,
+        // so rules read them as the model keeps them.
+        let params_of = |action: &str| -> Option<BTreeMap<String, crate::entity::Ty>> {
+            let a = actions.get(action)?;
+            let props = a
+                .params_value
+                .as_object()
+                .and_then(|o| o.get("properties"))
+                .and_then(Value::as_object);
+            Some(
+                props
+                    .map(|o| {
+                        o.iter()
+                            .filter_map(|(k, v)| {
+                                let ty = match v.as_object().and_then(json_type_of) {
+                                    Some("integer") => crate::entity::Ty::Integer,
+                                    Some("string") => crate::entity::Ty::String,
+                                    _ => return None,
+                                };
+                                Some((k.to_owned(), ty))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            )
+        };
+        let entity_lines: BTreeMap<String, usize> = parsed
+            .entity
+            .iter()
+            .map(|(k, v)| (k.clone(), line_of(&manifest_text, v.span().start)))
+            .collect();
+        let (models, entity_problems) =
+            crate::entity::load_all(&manifest_text, parsed.entity, &params_of);
+        for (line, m) in entity_problems {
+            r.problem("bundle.toml", Some(line), m);
+        }
+        for (ty, model) in &models {
+            let line = entity_lines.get(ty).copied();
+            let Some(record) = typing.entities.get(ty) else {
+                r.problem(
+                    "bundle.toml",
+                    line,
+                    format!("entity {ty}: schema.cedarschema declares no entity type {ty}"),
+                );
+                continue;
+            };
+            let want = std::iter::once(("state".to_owned(), CedarTy::String)).chain(
+                model.attributes.iter().map(|(a, t)| {
+                    (
+                        a.clone(),
+                        match t {
+                            crate::entity::Ty::Integer => CedarTy::Long,
+                            crate::entity::Ty::String => CedarTy::String,
+                        },
+                    )
+                }),
+            );
+            for (attr, cedar) in want {
+                match record.attrs.get(&attr) {
+                    Some((declared, true)) if *declared == cedar => {}
+                    Some((declared, required)) => r.problem(
+                        "schema.cedarschema",
+                        None,
+                        format!(
+                            "entity {ty}: attribute {attr} is {}{declared} here and {cedar} in its model (bundle.toml line {}); declare it `{attr}: {cedar}`",
+                            if *required { "" } else { "optional " },
+                            line.unwrap_or(0)
+                        ),
+                    ),
+                    None => r.problem(
+                        "schema.cedarschema",
+                        None,
+                        format!(
+                            "entity {ty}: declare `{attr}: {cedar}`, which its model (bundle.toml line {}) keeps",
+                            line.unwrap_or(0)
+                        ),
+                    ),
+                }
+            }
+        }
+
         let tests = load_tests(&mut r);
 
         if !r.problems.is_empty() {
@@ -1302,6 +1389,19 @@ impl Bundle {
                 .any(|(_, _, _, name)| name.starts_with("time."));
         whole.insert("boundary", json_part(boundary_json));
         whole.insert("escalate", json_part(escalate_json));
+        // Only when there are: bundles without models keep their versions.
+        if !models.is_empty() {
+            whole.insert(
+                "entities",
+                Value::Object({
+                    let mut o = Object::new();
+                    for (k, m) in &models {
+                        o.insert(k.clone(), m.to_value());
+                    }
+                    o
+                }),
+            );
+        }
         let canonical_value = Value::Object(whole);
         let hash = HashAlg::Sha256.digest(&[b"tollgate.bundle.v1\n", &canonical(&canonical_value)]);
         let entity_types = schema
@@ -1325,7 +1425,13 @@ impl Bundle {
             typing,
             tests,
             entities: std::sync::Mutex::new(BTreeMap::new()),
+            models,
         })
+    }
+
+    /// The state machine this bundle models resource type `ty` with.
+    pub fn model(&self, ty: &str) -> Option<&crate::entity::Model> {
+        self.models.get(ty)
     }
 
     /// The types the Cedar schema declares: each action's context and

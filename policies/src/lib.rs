@@ -33,6 +33,7 @@ mod bundle;
 mod convert;
 pub mod delegation;
 mod domains;
+pub mod entity;
 pub mod money;
 pub mod reviewer;
 mod rules;

@@ -458,3 +458,97 @@ rules = { "refund.large" = { count = 2, role = "refunds-lead" } }
     };
     assert_ne!(bundle.version_string(), other.version_string());
 }
+
+/// The refunds example with orders modelled as a state machine (the
+/// schema declaring what the model keeps).
+fn with_order_model(dir: &Path, model: &str, schema_attrs: &str) {
+    copy_dir(&example(), dir);
+    let toml = dir.join("bundle.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(&toml, format!("{text}\n{model}")).unwrap();
+    let schema = dir.join("schema.cedarschema");
+    let text = std::fs::read_to_string(&schema).unwrap();
+    std::fs::write(
+        &schema,
+        text.replacen(
+            "  customer_tier: String,\n",
+            &format!("  customer_tier: String,\n{schema_attrs}"),
+            1,
+        ),
+    )
+    .unwrap();
+}
+
+const ORDER_MODEL: &str = r#"[entity.order]
+states = ["pending", "paid", "partially_refunded", "refunded"]
+initial = "pending"
+attributes = { paid_minor = "integer", refunded_minor = "integer" }
+
+[entity.order.event."order.paid"]
+from = ["pending"]
+to = "paid"
+set = { paid_minor = "data.amount_minor" }
+
+[entity.order.action."orders.refund"]
+allowed_in = ["paid", "partially_refunded"]
+set = { refunded_minor = "refunded_minor + params.amount_minor" }
+to = [{ when = "refunded_minor >= paid_minor", state = "refunded" }, { state = "partially_refunded" }]
+"#;
+
+#[test]
+fn an_entity_model_loads_changes_the_version_and_its_errors_name_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    with_order_model(
+        dir.path(),
+        ORDER_MODEL,
+        "  state: String,\n  paid_minor: Long,\n  refunded_minor: Long,\n",
+    );
+    let bundle = Bundle::load(dir.path()).unwrap();
+    let model = bundle.model("order").expect("orders are modelled");
+    assert_eq!(model.initial, "pending");
+    assert!(model.actions.contains_key("orders.refund"));
+    // The model is part of what the version hashes.
+    assert_ne!(
+        bundle.version_string(),
+        Bundle::load(&example()).unwrap().version_string()
+    );
+
+    // The schema must declare what the model keeps, as the rules read it.
+    let dir = tempfile::tempdir().unwrap();
+    with_order_model(
+        dir.path(),
+        ORDER_MODEL,
+        "  state: String,\n  paid_minor: String,\n",
+    );
+    let problems = match Bundle::load(dir.path()) {
+        Err(Error::Bundle(p)) => p.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        other => panic!("{:?}", other.map(|b| b.version_string())),
+    };
+    let joined = problems.join("\n");
+    assert!(
+        joined.contains("entity order: attribute paid_minor is String here and Long in its model")
+            && joined.contains("entity order: declare `refunded_minor: Long`"),
+        "{joined}"
+    );
+
+    // A model error names bundle.toml and the line of its table.
+    let dir = tempfile::tempdir().unwrap();
+    let model = ORDER_MODEL.replace("initial = \"pending\"", "initial = \"lost\"");
+    with_order_model(
+        dir.path(),
+        &model,
+        "  state: String,\n  paid_minor: Long,\n  refunded_minor: Long,\n",
+    );
+    let text = std::fs::read_to_string(dir.path().join("bundle.toml")).unwrap();
+    let line = text.lines().position(|l| l == "[entity.order]").unwrap() + 1;
+    let problems = match Bundle::load(dir.path()) {
+        Err(Error::Bundle(p)) => p.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        other => panic!("{:?}", other.map(|b| b.version_string())),
+    };
+    assert_eq!(
+        problems,
+        [format!(
+            "bundle.toml:{line}: entity order: initial state \"lost\" is not one of its states"
+        )]
+    );
+}
