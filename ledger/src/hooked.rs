@@ -227,6 +227,18 @@ impl<L: OutboxStore, H: Hooks> OutboxStore for Hooked<L, H> {
     }
 }
 
+impl<L: crate::EntityStore, H: Hooks> crate::EntityStore for Hooked<L, H> {
+    async fn entity(&self, resource: &str) -> Result<Option<crate::EntityRecord>, Error> {
+        self.hooks.read()?;
+        self.inner.entity(resource).await
+    }
+
+    async fn entity_history(&self, resource: &str) -> Result<Vec<(u64, u64)>, Error> {
+        self.hooks.read()?;
+        self.inner.entity_history(resource).await
+    }
+}
+
 impl<L: TreeStore, H: Hooks> TreeStore for Hooked<L, H> {
     async fn tree_size(&self) -> Result<u64, Error> {
         self.hooks.read()?;

@@ -395,6 +395,16 @@ pub struct BudgetRead {
 /// Why a guarded append was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Staleness {
+    /// The entity changed since the version the decision read.
+    #[error("{resource} is at version {current}; the decision read version {read}")]
+    Entity {
+        /// The entity.
+        resource: String,
+        /// The version the decision read.
+        read: u64,
+        /// The version recorded now.
+        current: u64,
+    },
     /// A registry change was appended after the view the decision read.
     #[error("the registries changed at seq {current}; the decision read them as of seq {seen}")]
     Registry {
@@ -553,6 +563,9 @@ pub struct Append {
     /// A reservation opened with the entry: its effect outside the ledger
     /// is still to be learnt (a commit whose outcome is unknown).
     pub reserve: Option<Reservation>,
+    /// The entity the receipt's change leaves, written with it if the
+    /// entity is still at the version the change read.
+    pub entity: Option<EntityWrite>,
     /// The receipt's canonical bytes, when it came sealed with them
     /// ([`Append::sealed`]): its entry embeds them instead of writing the
     /// receipt out again.
@@ -571,6 +584,7 @@ impl Append {
             approval: None,
             guard: None,
             reserve: None,
+            entity: None,
             canonical: None,
         }
     }
@@ -781,6 +795,7 @@ pub(crate) fn guarded(req: &Request) -> Vec<Guarded<'_>> {
                 Some(ApprovalRow::Step { approval, .. }) => Some(approval.as_str()),
                 _ => None,
             },
+            entity: i.append.entity.as_ref(),
         })
         .collect()
 }
@@ -794,6 +809,8 @@ pub(crate) struct Guarded<'a> {
     pub charges: &'a [Spend],
     /// The approval it adds a step to.
     pub step_of: Option<&'a str>,
+    /// The entity it changes.
+    pub entity: Option<&'a EntityWrite>,
 }
 
 /// Answers and removes the units of `batch` that `answers` (one per unit,
@@ -1113,6 +1130,50 @@ pub trait OutboxStore: Send + Sync + 'static {
     }
 }
 
+/// An entity written with an entry (spec §4.8): what a committed decision,
+/// an event or a resource put leaves it as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntityWrite {
+    /// The entity, `type:id`.
+    pub resource: String,
+    /// The version the change read (`0`: no entity was recorded). The
+    /// entry is refused ([`Staleness::Entity`]) unless the entity is still
+    /// at it; the entity's version becomes `read + 1`.
+    pub read: u64,
+    /// Its attributes after the change, the state among them (canonical
+    /// JSON).
+    pub attributes: Vec<u8>,
+}
+
+/// An entity as recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntityRecord {
+    /// The entity, `type:id`.
+    pub resource: String,
+    /// Its attributes, the state among them (canonical JSON).
+    pub attributes: Vec<u8>,
+    /// How many changes it has undergone.
+    pub version: u64,
+    /// The entry of its last change.
+    pub seq: u64,
+}
+
+/// Entities: the state of each resource a bundle models, changed only with
+/// the entry that records the change, one version at a time.
+pub trait EntityStore: Send + Sync + 'static {
+    /// The entity `resource` as recorded, if any change was.
+    fn entity(
+        &self,
+        resource: &str,
+    ) -> impl Future<Output = Result<Option<EntityRecord>, Error>> + Send;
+
+    /// The entries that changed `resource`, `(version, seq)`, oldest first.
+    fn entity_history(
+        &self,
+        resource: &str,
+    ) -> impl Future<Output = Result<Vec<(u64, u64)>, Error>> + Send;
+}
+
 /// The Merkle tree over the entries (spec §6), the ledger's origin and its
 /// checkpoints.
 pub trait TreeStore: Send + Sync + 'static {
@@ -1162,7 +1223,7 @@ pub trait TreeStore: Send + Sync + 'static {
 /// implements each store; code that needs one aggregate asks for its trait
 /// alone.
 pub trait Ledger:
-    Chain + RegistryStore + ApprovalStore + SpendingStore + OutboxStore + TreeStore
+    Chain + RegistryStore + ApprovalStore + SpendingStore + OutboxStore + TreeStore + EntityStore
 {
 }
 
@@ -1170,12 +1231,18 @@ pub trait Ledger:
 /// (`use tollgate_ledger::prelude::*;`).
 pub mod prelude {
     pub use crate::{
-        ApprovalStore as _, Chain as _, Ledger, OutboxStore as _, RegistryStore as _,
-        SpendingStore as _, TreeStore as _,
+        ApprovalStore as _, Chain as _, EntityStore as _, Ledger, OutboxStore as _,
+        RegistryStore as _, SpendingStore as _, TreeStore as _,
     };
 }
 
 impl<T> Ledger for T where
-    T: Chain + RegistryStore + ApprovalStore + SpendingStore + OutboxStore + TreeStore
+    T: Chain
+        + RegistryStore
+        + ApprovalStore
+        + SpendingStore
+        + OutboxStore
+        + TreeStore
+        + EntityStore
 {
 }

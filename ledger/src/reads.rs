@@ -419,6 +419,48 @@ macro_rules! shared_reads {
             Ok(row.map(|(s, n)| (s.max(0) as u64, n)))
         }
 
+        /// Entity `resource` as recorded.
+        pub(crate) async fn entity(
+            pool: &$pool,
+            resource: &str,
+        ) -> Result<Option<crate::EntityRecord>, Error> {
+            let row = sqlx::query(
+                "SELECT attributes, version, seq FROM entities WHERE resource = $1",
+            )
+            .bind(resource)
+            .fetch_optional(pool)
+            .await
+            .map_err(db)?;
+            Ok(row.map(|r| crate::EntityRecord {
+                resource: resource.to_owned(),
+                attributes: r.get::<Vec<u8>, _>(0),
+                version: u64::try_from(r.get::<i64, _>(1)).unwrap_or(0),
+                seq: u64::try_from(r.get::<i64, _>(2)).unwrap_or(0),
+            }))
+        }
+
+        /// The entries that changed entity `resource`, `(version, seq)`.
+        pub(crate) async fn entity_history(
+            pool: &$pool,
+            resource: &str,
+        ) -> Result<Vec<(u64, u64)>, Error> {
+            Ok(sqlx::query(
+                "SELECT version, seq FROM entity_changes WHERE resource = $1 ORDER BY version",
+            )
+            .bind(resource)
+            .fetch_all(pool)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| {
+                (
+                    u64::try_from(r.get::<i64, _>(0)).unwrap_or(0),
+                    u64::try_from(r.get::<i64, _>(1)).unwrap_or(0),
+                )
+            })
+            .collect())
+        }
+
         /// The number of entries the stored tree covers.
         pub(crate) async fn tree_size(pool: &$pool) -> Result<u64, Error> {
             let v: Option<String> =

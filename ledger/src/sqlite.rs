@@ -209,6 +209,22 @@ const SCHEMA: &[&str] = &[
         BEGIN SELECT RAISE(ABORT, 'approval rows are append-only'); END",
     "CREATE TRIGGER IF NOT EXISTS approval_withdrawals_delete BEFORE DELETE ON approval_withdrawals
         BEGIN SELECT RAISE(ABORT, 'approval rows are append-only'); END",
+    "CREATE TABLE IF NOT EXISTS entities (
+        resource TEXT PRIMARY KEY NOT NULL,
+        attributes BLOB NOT NULL,
+        version INTEGER NOT NULL CHECK (version > 0),
+        seq INTEGER NOT NULL REFERENCES entries (seq)
+    ) STRICT",
+    "CREATE TABLE IF NOT EXISTS entity_changes (
+        resource TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        seq INTEGER NOT NULL REFERENCES entries (seq),
+        PRIMARY KEY (resource, version)
+    ) STRICT",
+    "CREATE TRIGGER IF NOT EXISTS entity_changes_update BEFORE UPDATE ON entity_changes
+        BEGIN SELECT RAISE(ABORT, 'entity changes are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS entity_changes_delete BEFORE DELETE ON entity_changes
+        BEGIN SELECT RAISE(ABORT, 'entity changes are append-only'); END",
     "CREATE TABLE IF NOT EXISTS reg_reviewer_keys (
         kid TEXT PRIMARY KEY NOT NULL, id TEXT NOT NULL UNIQUE, seq INTEGER NOT NULL
     ) STRICT",
@@ -724,6 +740,16 @@ impl OutboxStore for SqliteLedger {
     }
 }
 
+impl crate::EntityStore for SqliteLedger {
+    async fn entity(&self, resource: &str) -> Result<Option<crate::EntityRecord>, Error> {
+        reads::sqlite::entity(&self.inner.readers, resource).await
+    }
+
+    async fn entity_history(&self, resource: &str) -> Result<Vec<(u64, u64)>, Error> {
+        reads::sqlite::entity_history(&self.inner.readers, resource).await
+    }
+}
+
 impl TreeStore for SqliteLedger {
     async fn tree_size(&self) -> Result<u64, Error> {
         reads::sqlite::tree_size(&self.inner.readers).await
@@ -907,6 +933,7 @@ impl Writer {
                 guard: guard.as_ref(),
                 charges,
                 step_of: None,
+                entity: None,
             }];
             if let Some(Some(why)) = writes::sqlite::check_guards(&mut self.conn, &[unit])
                 .await?

@@ -64,6 +64,28 @@ macro_rules! shared_writes {
                 if let Some(r) = &item.append.reserve {
                     insert_reservation(&mut *conn, &r.key, &r.body, &r.charges, None).await?;
                 }
+                if let Some(e) = &item.append.entity {
+                    let version = e.read as i64 + 1;
+                    sqlx::query(
+                        "INSERT INTO entities (resource, attributes, version, seq) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (resource) DO UPDATE SET attributes = excluded.attributes,
+                             version = excluded.version, seq = excluded.seq",
+                    )
+                    .bind(e.resource.as_str())
+                    .bind(e.attributes.as_slice())
+                    .bind(version)
+                    .bind(entry.seq as i64)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                    sqlx::query("INSERT INTO entity_changes (resource, version, seq) VALUES ($1, $2, $3)")
+                        .bind(e.resource.as_str())
+                        .bind(version)
+                        .bind(entry.seq as i64)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db)?;
+                }
                 for sp in &item.append.spend {
                     sqlx::query(
                         "INSERT INTO spend (seq, delegation, currency, window_start, window_seconds, amount_minor)
@@ -147,10 +169,16 @@ macro_rules! shared_writes {
             use std::collections::BTreeMap;
             use crate::Staleness;
             type W = (String, String, i64);
-            if units.iter().flatten().all(|g| g.guard.is_none()) {
+            if units
+                .iter()
+                .flatten()
+                .all(|g| g.guard.is_none() && g.entity.is_none())
+            {
                 return Ok(vec![None; units.len()]);
             }
             let current = registry_seq(&mut *conn).await?;
+            // Each entity's version: recorded, then as earlier units leave it.
+            let mut versions: BTreeMap<String, u64> = BTreeMap::new();
             let mut recorded: BTreeMap<W, (i64, i64)> = BTreeMap::new();
             let mut charged: BTreeMap<W, i64> = BTreeMap::new();
             // Steps per approval: recorded, then added by earlier units.
@@ -159,7 +187,24 @@ macro_rules! shared_writes {
             for unit in units {
                 let mut why = None;
                 let mut mine: BTreeMap<W, i64> = BTreeMap::new();
-                'unit: for crate::Guarded { guard, charges, .. } in unit {
+                // Entity versions as this unit's earlier changes leave them.
+                let mut local: BTreeMap<String, u64> = BTreeMap::new();
+                'unit: for crate::Guarded { guard, charges, entity, .. } in unit {
+                    if let Some(e) = entity {
+                        let now = match local.get(&e.resource).or(versions.get(&e.resource)) {
+                            Some(v) => *v,
+                            None => entity_version(&mut *conn, &e.resource).await?,
+                        };
+                        if now != e.read {
+                            why = Some(Staleness::Entity {
+                                resource: e.resource.clone(),
+                                read: e.read,
+                                current: now,
+                            });
+                            break;
+                        }
+                        local.insert(e.resource.clone(), e.read + 1);
+                    }
                     let Some(g) = guard else { continue };
                     if g.registry_seq != current {
                         why = Some(Staleness::Registry { seen: g.registry_seq, current });
@@ -236,6 +281,7 @@ macro_rules! shared_writes {
                     for (w, n) in mine {
                         *charged.entry(w).or_insert(0) += n;
                     }
+                    versions.extend(local);
                     for approval in unit.iter().filter_map(|g| g.step_of) {
                         let n = match steps.get(approval) {
                             Some(n) => *n,
@@ -247,6 +293,16 @@ macro_rules! shared_writes {
                 answers.push(why);
             }
             Ok(answers)
+        }
+
+        /// The version of entity `resource` (0 when none is recorded).
+        async fn entity_version(conn: &mut $conn, resource: &str) -> Result<u64, Error> {
+            let v: Option<i64> = sqlx::query_scalar("SELECT version FROM entities WHERE resource = $1")
+                .bind(resource)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db)?;
+            Ok(v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
         }
 
         /// How many steps approval `id` has recorded.

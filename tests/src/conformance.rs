@@ -51,6 +51,12 @@ pub async fn suite<B: Backend>(b: &mut B) {
     spending_store(b).await;
     outbox_store(b).await;
     tree_store(b).await;
+    entity_store(b).await;
+}
+
+/// [`tollgate_ledger::EntityStore`].
+pub async fn entity_store<B: Backend>(b: &mut B) {
+    an_entity_changes_one_version_at_a_time_with_its_entry(b).await;
 }
 
 /// [`tollgate_ledger::Chain`]: entries, with what each records, and the
@@ -89,6 +95,74 @@ pub async fn outbox_store<B: Backend>(b: &mut B) {
 pub async fn tree_store<B: Backend>(b: &mut B) {
     the_tree_covers_durable_entries_and_its_roots_are_rfc_6962(b).await;
     the_origin_is_recorded_once_and_checkpoints_only_grow(b).await;
+}
+
+/// Two handles on one store; changes to order:o-1 with their entries:
+/// each appended only if the entity is at the version it read, its
+/// version then one more; a stale one appends nothing, whichever handle
+/// wrote first; the history lists each change's entry.
+async fn an_entity_changes_one_version_at_a_time_with_its_entry<B: Backend>(b: &mut B) {
+    let name = b.create();
+    let one = b.open(&name).await;
+    let two = b.open(&name).await;
+    let signer = signer();
+    let change = |n: u64, read: u64, state: &str| {
+        let mut a = signed(&signer, n);
+        a.entity = Some(tollgate_ledger::EntityWrite {
+            resource: "order:o-1".into(),
+            read,
+            attributes: format!(r#"{{"state":"{state}"}}"#).into_bytes(),
+        });
+        a
+    };
+    assert_eq!(one.entity("order:o-1").await.unwrap(), None);
+    let first = one.append_unit(vec![change(1, 0, "paid")]).await.unwrap();
+    let e = two.entity("order:o-1").await.unwrap().unwrap();
+    assert_eq!(
+        (e.version, e.seq, e.attributes.as_slice()),
+        (1, first[0].seq, &br#"{"state":"paid"}"#[..])
+    );
+    // Both read version 1; the first to append wins.
+    let second = two
+        .append_unit(vec![change(2, 1, "partially_refunded")])
+        .await
+        .unwrap();
+    let head = one.head().await.unwrap();
+    assert_eq!(
+        one.append_unit(vec![change(3, 1, "refunded")])
+            .await
+            .unwrap_err(),
+        Error::Stale(Staleness::Entity {
+            resource: "order:o-1".into(),
+            read: 1,
+            current: 2
+        })
+    );
+    assert_eq!(one.head().await.unwrap(), head, "nothing appended");
+    // Two changes in one unit read versions in turn; a unit whose second
+    // change read a stale version appends neither.
+    assert!(matches!(
+        one.append_unit(vec![change(4, 2, "refunded"), change(5, 2, "refunded")])
+            .await
+            .unwrap_err(),
+        Error::Stale(Staleness::Entity {
+            read: 2,
+            current: 3,
+            ..
+        })
+    ));
+    assert_eq!(one.head().await.unwrap(), head, "nothing appended");
+    let third = one
+        .append_unit(vec![change(6, 2, "refunded")])
+        .await
+        .unwrap();
+    let e = one.entity("order:o-1").await.unwrap().unwrap();
+    assert_eq!((e.version, e.seq), (3, third[0].seq));
+    assert_eq!(
+        two.entity_history("order:o-1").await.unwrap(),
+        [(1, first[0].seq), (2, second[0].seq), (3, third[0].seq)]
+    );
+    assert!(two.entity_history("order:o-2").await.unwrap().is_empty());
 }
 
 fn registry_item(signer: &Ed25519Signer, n: u64, change: RegistryChange) -> RegistryAppend {

@@ -468,8 +468,11 @@ impl<L: Ledger> Intents<'_, L> {
                 self.reload_spending().await.map_err(internal)?;
                 Ok(Vec::new())
             }
-            // An intent reads no approval.
-            Staleness::Approval { .. } | Staleness::Executing(_) => Ok(Vec::new()),
+            // An intent reads no approval; an entity is read afresh by the
+            // next decision.
+            Staleness::Approval { .. } | Staleness::Executing(_) | Staleness::Entity { .. } => {
+                Ok(Vec::new())
+            }
             Staleness::OverBudget { .. } => {
                 self.reload_spending().await.map_err(internal)?;
                 let now = self.clock.now().unix_seconds();

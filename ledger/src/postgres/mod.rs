@@ -428,6 +428,7 @@ impl SpendingStore for PgLedger {
                 guard: guard.as_ref(),
                 charges: charges.as_slice(),
                 step_of: None,
+                entity: None,
             }];
             if let Some(Some(why)) = check_guards(&mut tx, &[unit]).await?.pop() {
                 return Err(Error::Stale(why));
@@ -523,6 +524,16 @@ impl OutboxStore for PgLedger {
             *lease = Some(conn.detach());
         }
         Ok(got)
+    }
+}
+
+impl crate::EntityStore for PgLedger {
+    async fn entity(&self, resource: &str) -> Result<Option<crate::EntityRecord>, Error> {
+        reads::entity(&self.pool, resource).await
+    }
+
+    async fn entity_history(&self, resource: &str) -> Result<Vec<(u64, u64)>, Error> {
+        reads::entity_history(&self.pool, resource).await
     }
 }
 

@@ -132,6 +132,18 @@ pub(crate) const SCHEMA: &[&str] = &[
         step BIGINT PRIMARY KEY REFERENCES approval_steps (seq),
         seq BIGINT NOT NULL REFERENCES entries (seq)
     )",
+    "CREATE TABLE IF NOT EXISTS entities (
+        resource TEXT PRIMARY KEY,
+        attributes BYTEA NOT NULL,
+        version BIGINT NOT NULL CHECK (version > 0),
+        seq BIGINT NOT NULL REFERENCES entries (seq)
+    )",
+    "CREATE TABLE IF NOT EXISTS entity_changes (
+        resource TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        seq BIGINT NOT NULL REFERENCES entries (seq),
+        PRIMARY KEY (resource, version)
+    )",
     "CREATE TABLE IF NOT EXISTS reg_reviewer_keys (
         kid TEXT PRIMARY KEY, id TEXT NOT NULL UNIQUE, seq BIGINT NOT NULL
     )",
@@ -315,6 +327,11 @@ pub(crate) const APPEND_ONLY: &[(&str, &str, &str)] = &[
         "approval_withdrawals",
         "UPDATE OR DELETE",
         "approval rows are append-only",
+    ),
+    (
+        "entity_changes",
+        "UPDATE OR DELETE",
+        "entity changes are append-only",
     ),
     (
         "reg_reviewer_keys",
