@@ -496,6 +496,33 @@ fn block(id: &str, reason: String) -> FiredRule {
     }
 }
 
+/// Why committing the intent would not be a transition of the entity its
+/// resource is, under the bundle's model of the resource's type: the
+/// action not allowed in its state (`entity.state`), or the transition
+/// failing (`entity.transition`: an overflow, a value of another type, no
+/// state). `None` for a type the bundle does not model.
+fn entity_refusal(
+    bundle: &Bundle,
+    intent: &IntentView<'_>,
+    resource: &Object,
+) -> Option<FiredRule> {
+    let ty = intent.resource.split_once(':').map(|(t, _)| t)?;
+    let model = bundle.model(ty)?;
+    let r = model
+        .commit_attributes(intent.action, resource, 0, intent.params)
+        .err()?;
+    Some(FiredRule {
+        id: if matches!(r, tollgate_policies::entity::Refusal::NotAllowed { .. }) {
+            "entity.state".into()
+        } else {
+            "entity.transition".into()
+        },
+        effect: Verdict::Block,
+        reason: format!("{}: {r}", intent.resource),
+        remediation: None,
+    })
+}
+
 /// Stages 2–4 on an intent that has passed [`shape`]: bounds from its
 /// delegation (already checked), the resource's attributes, and any rule
 /// that already fired (a delegation refusal).
@@ -507,6 +534,10 @@ pub fn evaluate(
     resource: &Object,
     already: Option<FiredRule>,
 ) -> Decision {
+    // A modelled resource: the action must be allowed in the entity's
+    // state, and its transition must hold (no overflow, values of their
+    // types); else it is blocked by state.
+    let already = already.or_else(|| entity_refusal(bundle, intent, resource));
     let mut fired: Vec<FiredRule> = already.into_iter().collect();
     let amount = contract.amount.as_ref().and_then(|(a, c)| {
         Some((

@@ -250,3 +250,20 @@ fn rules_and_schemas_that_could_never_apply_are_refused_at_load() {
     ));
     assert!(e.contains("its principal must be [Agent]"), "{e}");
 }
+
+/// Orders as a state machine: the cases of the orders bundle say what its
+/// model allows in each state, and a rule reading the state.
+#[test]
+fn the_entity_bundles_cases_pass() {
+    let files =
+        Bundle::read_files(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/bundles/orders"))
+            .unwrap();
+    let bundle = Bundle::from_files(&files).unwrap_or_else(|e| panic!("{e}"));
+    assert!(bundle.model("order").is_some());
+    assert_eq!(bundle.tests.len(), 6);
+    for case in &bundle.tests {
+        if let Err(e) = run_case(&bundle, case) {
+            panic!("{} ({}): {e}", case.name, case.location);
+        }
+    }
+}

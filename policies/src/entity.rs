@@ -205,6 +205,38 @@ pub struct Entity {
     pub version: u64,
 }
 
+impl Entity {
+    /// The entity of a resource whose attributes (its state among them,
+    /// as `state`) are `attributes`, at `version`, under `model`: every
+    /// attribute the model declares and the resource lacks at its default.
+    /// `None` without a `state` that is one of the model's states.
+    pub fn from_attributes(model: &Model, attributes: &Object, version: u64) -> Option<Self> {
+        let state = attributes.get("state")?.as_str()?.to_owned();
+        if !model.states.contains(&state) {
+            return None;
+        }
+        let mut attrs = attributes.clone();
+        attrs.remove("state");
+        for (k, t) in &model.attributes {
+            if attrs.get(k).is_none() {
+                attrs.insert(k.clone(), t.default_value());
+            }
+        }
+        Some(Self {
+            state,
+            attributes: attrs,
+            version,
+        })
+    }
+
+    /// Its attributes as rules read them: the state as `state`.
+    pub fn to_attributes(&self) -> Object {
+        let mut o = self.attributes.clone();
+        o.insert("state", self.state.as_str().into());
+        o
+    }
+}
+
 /// Why a transition is refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -246,6 +278,9 @@ pub enum Refusal {
     /// An integer beyond ±(2^53−1) or an overflow.
     #[error("{0} overflows")]
     Overflow(String),
+    /// The resource's attributes hold no state of the model.
+    #[error("its attributes hold no state of the model (state {0})")]
+    NoState(String),
 }
 
 /// An object of `pairs`.
@@ -596,6 +631,27 @@ impl Model {
             }),
             _ => Ok(()),
         }
+    }
+
+    /// The attributes a resource with `attributes` (at `version`) has
+    /// after `action` is committed on it with `params`, or why it cannot
+    /// be: the whole transition, as the gateway writes it and re-decision
+    /// checks it.
+    pub fn commit_attributes(
+        &self,
+        action: &str,
+        attributes: &Object,
+        version: u64,
+        params: &Object,
+    ) -> Result<Object, Refusal> {
+        let entity = Entity::from_attributes(self, attributes, version).ok_or_else(|| {
+            Refusal::NoState(
+                attributes
+                    .get("state")
+                    .map_or_else(|| "missing".to_owned(), ToString::to_string),
+            )
+        })?;
+        Ok(self.commit(action, &entity, params)?.to_attributes())
     }
 
     /// The entity after `action` is committed on it with `params`:
