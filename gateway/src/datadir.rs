@@ -260,11 +260,17 @@ pub fn init(dir: &Path, demo: bool) -> Result<Created, Error> {
     let token_path = at.admin_token();
     if !token_path.exists() {
         let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret).map_err(|e| Error::Config(format!("no randomness: {e}")))?;
-        write_private(
-            &token_path,
-            &format!("{}\n", tollgate_protocol::b64(&secret)),
-        )?;
+        // Never starting with '-', which a command line would read as an
+        // option (`--admin-token -0Ay…`).
+        let token = loop {
+            getrandom::fill(&mut secret)
+                .map_err(|e| Error::Config(format!("no randomness: {e}")))?;
+            let t = tollgate_protocol::b64(&secret);
+            if !t.starts_with('-') {
+                break t;
+            }
+        };
+        write_private(&token_path, &format!("{token}\n"))?;
         created.made.push(token_path);
     }
     for (name, text) in REFUNDS {

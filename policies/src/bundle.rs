@@ -1305,6 +1305,21 @@ impl Bundle {
         }
         for (ty, model) in &models {
             let line = entity_lines.get(ty).copied();
+            // An entity changes with the receipt of its commit; a commit at
+            // an http target lands after the effect, which this version
+            // does not hold entities across.
+            for action in model.actions.keys() {
+                if actions
+                    .get(action)
+                    .is_some_and(|a| a.target == Target::Http)
+                {
+                    r.problem(
+                        "bundle.toml",
+                        line,
+                        format!("entity {ty}: action {action} commits to an http target; an entity model governs actions whose target is none"),
+                    );
+                }
+            }
             let Some(record) = typing.entities.get(ty) else {
                 r.problem(
                     "bundle.toml",

@@ -228,6 +228,10 @@ pub struct Inputs {
     pub delegations: Vec<HashValue>,
     /// The resource's attributes exactly as the rules read them.
     pub resource: Object,
+    /// For a resource its policy models as a state machine: the version
+    /// of the entity the decision read (`0`: no change recorded yet, the
+    /// registry's attributes).
+    pub resource_version: Option<u64>,
     /// For each budget checked: `{"delegation", "window_start",
     /// "amount_minor", "currency"}`.
     pub spent: Vec<Value>,
@@ -259,6 +263,12 @@ impl Inputs {
             ),
         );
         o.insert("resource", Value::Object(self.resource.clone()));
+        if let Some(v) = self.resource_version {
+            o.insert(
+                "resource_version",
+                Value::integer(i64::try_from(v).unwrap_or(i64::MAX)).unwrap_or(Value::Null),
+            );
+        }
         if let Some(l) = &self.resource_lookup {
             o.insert("resource_lookup", Value::Object(l.clone()));
         }

@@ -120,6 +120,9 @@ pub struct Replay {
     report: Report,
     /// The versions in force, by bundle name, as the activations tell it.
     history: PolicyDomains,
+    /// Entities as the export's committed transitions leave them: their
+    /// attributes (the state among them) and version, by resource.
+    entities: BTreeMap<String, (Object, u64)>,
     /// The registries as they stood after each of the latest
     /// [`POSITIONS`] registry receipts, by the receipt's seq: what a
     /// receipt appended after its commit's effect (`inputs.registry`) is
@@ -132,6 +135,8 @@ pub struct Replay {
     /// Whether a receipt of version 1.3's forms was read: executions of
     /// the earlier form are refused after it.
     since_1_3: bool,
+    /// The gateway's `--max-skew-seconds`, when not the default.
+    max_skew: Option<i64>,
     /// Whether decisions of actions no candidate declares are replayed
     /// too, under the bundles in force ([`Replay::all`]).
     all: bool,
@@ -147,13 +152,22 @@ pub struct Replay {
 
 /// Registry positions kept for receipts appended after their commit's
 /// effect: one whose position is older is refused.
-pub const POSITIONS: usize = 256;
+pub const POSITIONS: usize = 1024;
+
+/// The gateway's default `--max-skew-seconds`: how far the time a decision
+/// records may be from the time its signed input (an intent, an approval
+/// decision) states, and a decision's clock from the clock of a registry
+/// change made after it on another instance.
+pub const MAX_SKEW_SECONDS: i64 = 300;
 
 /// The registries as they stood at one position of the ledger.
 #[derive(Clone)]
 struct Position {
     snapshot: Arc<Snapshot>,
     domains: Option<tollgate_policies::Domains>,
+    /// The registry receipt's `issued_at`: the gateway's clock at the
+    /// change.
+    issued_at: Option<Timestamp>,
 }
 
 /// A registered delegation token.
@@ -212,6 +226,9 @@ fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
 /// Whether `receipt` is a decision receipt.
 fn is_decision(receipt: &Value) -> bool {
     ReceiptKind::from_name(text(receipt, &["kind"])) == Some(ReceiptKind::Decision)
+        // A decision on an entity reads what the one before it left: one
+        // at a time, in order.
+        && at(receipt, &["inputs", "resource_version"]).is_none()
 }
 
 fn text<'a>(v: &'a Value, path: &[&str]) -> &'a str {
@@ -261,6 +278,13 @@ impl Replay {
     /// swapped in, so the report covers all of them.
     pub fn all(mut self) -> Self {
         self.all = true;
+        self
+    }
+
+    /// Bounds recorded times by `seconds`, the `--max-skew-seconds` the
+    /// gateway ran with ([`MAX_SKEW_SECONDS`] by default).
+    pub fn with_max_skew(mut self, seconds: i64) -> Self {
+        self.max_skew = Some(seconds);
         self
     }
 
@@ -348,6 +372,7 @@ impl Replay {
                 let position = Position {
                     snapshot: self.snapshot(),
                     domains: self.domains.clone(),
+                    issued_at: Timestamp::parse(text(receipt, &["issued_at"])),
                 };
                 self.positions.insert(seq, position);
                 while self.positions.len() > POSITIONS {
@@ -539,6 +564,38 @@ impl Replay {
         Ok(meet)
     }
 
+    /// Applies the transition a committed decision or execution made to
+    /// its entity (one that states the version it read), under the model
+    /// of the bundle that decided it.
+    fn transition(&mut self, receipt: &Value, intent: &Value) {
+        let Some(version) = at(receipt, &["inputs", "resource_version"])
+            .and_then(Value::as_safe_integer)
+            .and_then(|v| u64::try_from(v).ok())
+        else {
+            return;
+        };
+        if text(receipt, &["outcome", "status"]) != Status::Committed.name() {
+            return;
+        }
+        let payload = at(intent, &["payload"]).unwrap_or(&Value::Null);
+        let resource = text(payload, &["resource"]).to_owned();
+        let model = self
+            .bundles
+            .get(text(receipt, &["policy_version"]))
+            .and_then(|b| {
+                b.model(resource.split_once(':').map_or("", |(t, _)| t))
+                    .cloned()
+            });
+        let read = at(receipt, &["inputs", "resource"]).and_then(Value::as_object);
+        let params = at(payload, &["params"]).and_then(Value::as_object);
+        if let (Some(m), Some(read), Some(params)) = (model, read, params)
+            && let Ok(after) =
+                m.commit_attributes(text(payload, &["action"]), read, version, params)
+        {
+            self.entities.insert(resource, (after, version + 1));
+        }
+    }
+
     /// Notes a decision or execution receipt whose outcome is `unknown`:
     /// a later reconciliation may end it, once.
     fn note_unknown(&mut self, receipt: &Value, intent_hash: String) {
@@ -626,6 +683,7 @@ impl Replay {
             }
             self.since_1_3 = true;
             self.executed_again(receipt, &a)?;
+            self.transition(receipt, &a.intent);
         } else {
             if self.since_1_3 || a.escalated_at.is_some() {
                 return Err(Error::Again(
@@ -726,6 +784,7 @@ impl Replay {
             )));
         }
         let bundle = self.bundle_of(&version)?;
+        self.check_time(receipt, bundle, &envelope.intent.action)?;
         if at(receipt, &["decision"]).is_none() {
             return match tollgate_pipeline::shape(bundle, &envelope) {
                 Err(_) if !ran => Ok(()),
@@ -954,6 +1013,8 @@ impl Replay {
     /// what the candidate made of it.
     fn decided(&mut self, seq: u64, receipt: &Value, tried: Option<(String, Value)>) {
         self.opened(receipt);
+        let subject = at(receipt, &["subject"]).cloned().unwrap_or(Value::Null);
+        self.transition(receipt, &subject);
         if text(receipt, &["outcome", "status"]) == Status::Unknown.name() {
             let subject = at(receipt, &["subject"]).unwrap_or(&Value::Null);
             let hash = tollgate_protocol::intent_hash(subject).to_string();
@@ -1057,6 +1118,11 @@ impl Replay {
     ) -> Result<Option<(String, Value)>, Error> {
         let version = text(receipt, &["policy_version"]);
         let bundle = self.bundle_of(version)?;
+        self.check_time(
+            receipt,
+            bundle,
+            text(receipt, &["subject", "payload", "action"]),
+        )?;
         // Appended after its commit's effect: decided on the registries at
         // the position it read.
         let position = self.position_of(receipt)?;
@@ -1110,11 +1176,68 @@ impl Replay {
             .as_safe_integer()
             .and_then(|n| u64::try_from(n).ok())
             .ok_or_else(|| Error::Again(format!("inputs.registry {r} is not a ledger seq")))?;
-        self.positions.get(&seq).cloned().map(Some).ok_or_else(|| {
+        let position = self.positions.get(&seq).cloned().ok_or_else(|| {
             Error::Again(format!(
                 "inputs.registry {seq} is not one of the last {POSITIONS} registry receipts before this entry"
             ))
-        })
+        })?;
+        // Decided before the next registry change was made: its time is
+        // not later than that change's (give or take the instances'
+        // clocks).
+        let time = at(receipt, &["inputs", "time"])
+            .and_then(Value::as_str)
+            .and_then(Timestamp::parse)
+            .ok_or_else(|| {
+                Error::Again(
+                    "a receipt that records the registry position it read records its time (inputs.time)"
+                        .into(),
+                )
+            })?;
+        if let Some((next, p)) = self.positions.range(seq + 1..).next()
+            && let Some(changed) = &p.issued_at
+            && time.unix_seconds() > changed.unix_seconds() + self.skew()
+        {
+            return Err(Error::Again(format!(
+                "the decision read the registries at seq {seq} at {time}, and the change at seq {next} was made at {changed}, before it"
+            )));
+        }
+        Ok(Some(position))
+    }
+
+    fn skew(&self) -> i64 {
+        self.max_skew.unwrap_or(MAX_SKEW_SECONDS)
+    }
+
+    /// The time `receipt` records (`inputs.time`) is within the skew of
+    /// the time its signed input states (its `issued_at`: the intent's, or
+    /// the completing approval decision's); a registry position
+    /// (`inputs.registry`) only on a receipt whose action commits at an
+    /// http target, the only receipts appended after their effect.
+    fn check_time(&self, receipt: &Value, bundle: &Bundle, action: &str) -> Result<(), Error> {
+        if at(receipt, &["inputs", "registry"]).is_some()
+            && !bundle
+                .action(action)
+                .is_some_and(|a| a.target == tollgate_policies::Target::Http)
+        {
+            return Err(Error::Again(format!(
+                "inputs.registry on a receipt of {action}, which commits at target none and is appended with its decision"
+            )));
+        }
+        let (Some(time), Some(issued)) = (
+            at(receipt, &["inputs", "time"])
+                .and_then(Value::as_str)
+                .and_then(Timestamp::parse),
+            Timestamp::parse(text(receipt, &["issued_at"])),
+        ) else {
+            return Ok(());
+        };
+        if (time.unix_seconds() - issued.unix_seconds()).abs() > self.skew() {
+            return Err(Error::Again(format!(
+                "inputs.time {time} is more than {} s from the receipt's issued_at {issued}",
+                self.skew()
+            )));
+        }
+        Ok(())
     }
 
     /// An escalation's `outcome.review` must be what its policy asks
@@ -1237,7 +1360,25 @@ impl Replay {
                 }
             }
             None => {
-                let registered = snapshot.resources.get(&intent.resource);
+                // An entity: what the export's transitions left it as, at
+                // that version; before any, the registry's attributes.
+                let (registered, version) = match self.entities.get(&intent.resource) {
+                    Some((attrs, v)) => (Some(attrs), *v),
+                    None => (snapshot.resources.get(&intent.resource), 0),
+                };
+                if let Some(stated) = at(receipt, &["inputs", "resource_version"]) {
+                    if stated.as_safe_integer() != i64::try_from(version).ok() {
+                        return Err(Error::Again(format!(
+                            "the decision read {} at version {stated}, and the export leaves it at version {version}",
+                            intent.resource
+                        )));
+                    }
+                } else if self.entities.contains_key(&intent.resource) {
+                    return Err(Error::Again(format!(
+                        "{} is an entity at version {version}, and the decision states no version it read",
+                        intent.resource
+                    )));
+                }
                 // Objects keep their members in canonical order: equal
                 // objects are equal canonical bytes.
                 if read != registered.unwrap_or(&empty) {

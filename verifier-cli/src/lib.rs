@@ -418,12 +418,16 @@ pub fn redecide_export(
     input: impl BufRead,
     path: &Path,
     threads: Option<usize>,
+    max_skew: Option<i64>,
     mut progress: impl FnMut(Progress),
 ) -> Result<Result<tollgate_sandbox::Counts, tollgate_sandbox::Mismatch>, Error> {
     let threads = threads
         .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
         .unwrap_or(1);
     let mut replay = tollgate_sandbox::Replay::new().with_intent_signatures();
+    if let Some(s) = max_skew {
+        replay = replay.with_max_skew(s);
+    }
     let replayed =
         tollgate_sandbox::replay_export(&mut replay, input, threads, |bytes, entries| {
             progress(Progress { bytes, entries })

@@ -51,6 +51,11 @@ enum Command {
         /// the `decision` member byte for byte.
         #[arg(long)]
         redecide: bool,
+        /// With --redecide: the gateway's --max-skew-seconds (default 300),
+        /// which bounds how far a recorded time may be from the time its
+        /// signed input states.
+        #[arg(long, value_name = "SECONDS")]
+        max_skew_seconds: Option<i64>,
         #[command(flatten)]
         checkpoint: CheckpointArgs,
     },
@@ -223,8 +228,17 @@ fn main() -> ExitCode {
             head,
             json,
             redecide,
+            max_skew_seconds,
             checkpoint,
-        } => ledger(&export, &keys, threads, head, json, redecide, &checkpoint),
+        } => ledger(
+            &export,
+            &keys,
+            threads,
+            head,
+            json,
+            (redecide, max_skew_seconds),
+            &checkpoint,
+        ),
         Command::Receipt { entry, keys, .. } => receipt(&entry, &keys),
         Command::Inclusion {
             entry,
@@ -345,7 +359,7 @@ fn ledger(
     threads: Option<usize>,
     head: Option<HashValue>,
     json: bool,
-    redecide: bool,
+    (redecide, max_skew): (bool, Option<i64>),
     checkpoint: &CheckpointArgs,
 ) -> Result<Report, Error> {
     let keys = load_keys(keys)?;
@@ -416,6 +430,7 @@ fn ledger(
                     open(export)?,
                     export,
                     threads,
+                    max_skew,
                     bar(show, total, "re-decided"),
                 )?;
                 if show {

@@ -178,6 +178,8 @@ struct Again {
     version: String,
     /// Its decision; `None` when its contract refused the intent's shape.
     decided: Option<Decision>,
+    /// What running it does to its entity.
+    entity: Option<tollgate_ledger::EntityWrite>,
     /// What the decision read.
     inputs: tollgate_protocol::Inputs,
     /// The budgets as read, for the charges.
@@ -952,8 +954,10 @@ impl<L: Ledger> Approvals<'_, L> {
                     bundle: None,
                     version: version.clone(),
                     decided: None,
+                    entity: None,
                     inputs: tollgate_protocol::Inputs {
                         delegations: chain_hashes(view, &chain(view, &intent.delegation)),
+                        resource_version: None,
                         resource: Object::new(),
                         spent: Vec::new(),
                         resource_lookup: None,
@@ -974,10 +978,36 @@ impl<L: Ledger> Approvals<'_, L> {
             .read_resource(&bundle, envelope)
             .await
             .map_err(ApprovalError::ResourceUnavailable)?;
-        let (attributes, lookup) = match read {
+        let (mut attributes, mut lookup) = match read {
             Some(r) => (r.attributes, Some(r.record)),
             None => (view.snapshot.resources.get(&intent.resource).cloned(), None),
         };
+        // A modelled resource is read as its entity, when it has one.
+        let model = intent
+            .resource
+            .split_once(':')
+            .and_then(|(ty, _)| bundle.model(ty));
+        let mut entity_version = None;
+        if model.is_some() {
+            entity_version = Some(0);
+            if let Some(rec) = self
+                .ledger
+                .entity(&intent.resource)
+                .await
+                .map_err(internal)?
+            {
+                attributes = Some(
+                    parse(&rec.attributes)
+                        .ok()
+                        .and_then(|v| v.as_object().cloned())
+                        .ok_or_else(|| {
+                            internal(format!("entity {} is unreadable", intent.resource))
+                        })?,
+                );
+                lookup = None;
+                entity_version = Some(rec.version);
+            }
+        }
         let chain = chain(view, &intent.delegation);
         let reading = self
             .budgets
@@ -1022,8 +1052,22 @@ impl<L: Ledger> Approvals<'_, L> {
                 }
             },
         };
+        // What running it does to the entity, written with the execution
+        // if the entity is still at the version read.
+        let entity = match (model, entity_version, &attributes, &course) {
+            (Some(m), Some(v), Some(attrs), Course::Execute(_)) => m
+                .commit_attributes(&intent.action, attrs, v, &intent.params)
+                .ok()
+                .map(|after| tollgate_ledger::EntityWrite {
+                    resource: intent.resource.clone(),
+                    read: v,
+                    attributes: canonical(&Value::Object(after)),
+                }),
+            _ => None,
+        };
         let inputs = tollgate_protocol::Inputs {
             delegations: chain_hashes(view, &chain),
+            resource_version: entity_version,
             resource: attributes.unwrap_or_default(),
             spent: reading.inputs.clone(),
             resource_lookup: lookup,
@@ -1043,6 +1087,7 @@ impl<L: Ledger> Approvals<'_, L> {
             bundle: Some(bundle),
             version,
             decided: decided.ok(),
+            entity,
             inputs,
             reads: reading.reads.clone(),
             reading: Some(reading),
@@ -1165,9 +1210,20 @@ impl<L: Ledger> Approvals<'_, L> {
             .sign(Domain::Receipt, &receipt)
             .await
             .map_err(internal)?;
+        let committed = receipt
+            .as_object()
+            .and_then(|o| o.get("outcome"))
+            .and_then(|o| o.as_object())
+            .and_then(|o| o.get("status"))
+            .and_then(Value::as_str)
+            == Some(Status::Committed.name());
         let mut execution = Append::new(receipt, signature);
         execution.idempotency_key = Some(key);
         execution.spend = spend.clone();
+        // Only a committed execution changes its entity.
+        if committed {
+            execution.entity = again.entity.clone();
+        }
         // An unknown outcome stays charged, held by the reservation that
         // waits for its reconciliation.
         let reservation = unknown.then(|| {

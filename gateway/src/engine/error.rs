@@ -194,6 +194,17 @@ pub enum RegistryError {
     /// The policy commits to an `http` target the gateway has no upstream for.
     #[error("action {0} commits to an http target, and the gateway has no upstream for it")]
     MissingUpstream(String),
+    /// The resource is an entity its policy's model keeps: its attributes
+    /// change by transitions only.
+    #[error(
+        "{resource} is an entity at version {version}, changed by its policy's transitions (committed actions, events) only"
+    )]
+    EntityManaged {
+        /// The resource.
+        resource: String,
+        /// Its version.
+        version: u64,
+    },
     /// No earlier version of the bundle was active.
     #[error(
         "no earlier version of {0} was in force; nothing to roll back to (deactivate it instead)"

@@ -637,7 +637,7 @@ impl<L: Ledger> Intents<'_, L> {
         read: Option<resources::Read>,
     ) -> Result<(Decision, LedgerEntry), Failure> {
         // The resource's attributes: as looked up, or from the registry.
-        let (attributes, lookup_record) = match read {
+        let (mut attributes, mut lookup_record) = match read {
             Some(r) => (r.attributes, Some(r.record)),
             None => (
                 view.snapshot
@@ -647,7 +647,31 @@ impl<L: Ledger> Intents<'_, L> {
                 None,
             ),
         };
+        // A modelled resource is read as its entity, when it has one: the
+        // state its last change left, at the version the decision reads.
         let intent = &envelope.intent;
+        let model = intent
+            .resource
+            .split_once(':')
+            .and_then(|(ty, _)| bundle.model(ty));
+        let mut entity_version = None;
+        if model.is_some() {
+            entity_version = Some(0);
+            if let Some(rec) = self
+                .ledger
+                .entity(&intent.resource)
+                .await
+                .map_err(internal)?
+            {
+                let attrs = tollgate_protocol::parse(&rec.attributes)
+                    .ok()
+                    .and_then(|v| v.as_object().cloned())
+                    .ok_or_else(|| internal(format!("entity {} is unreadable", intent.resource)))?;
+                attributes = Some(attrs);
+                lookup_record = None;
+                entity_version = Some(rec.version);
+            }
+        }
         let chain = chain(view, &intent.delegation);
         let t = std::time::Instant::now();
         let mut guard = Guard {
@@ -708,22 +732,39 @@ impl<L: Ledger> Intents<'_, L> {
             (decision, held, Vec::new())
         };
         self.metrics.decide.observe(t.elapsed().as_secs_f64());
+        // What committing it does to the entity, written with its receipt
+        // if the entity is still at the version read.
+        let entity_write = match (model, entity_version, &attributes) {
+            (Some(m), Some(v), Some(attrs)) if decision.verdict == Verdict::Pass => m
+                .commit_attributes(&intent.action, attrs, v, &intent.params)
+                .ok()
+                .map(|after| tollgate_ledger::EntityWrite {
+                    resource: intent.resource.clone(),
+                    read: v,
+                    attributes: tollgate_protocol::canonical(&Value::Object(after)),
+                }),
+            _ => None,
+        };
+        let appended_after_effect = decision.verdict == Verdict::Pass
+            && bundle
+                .action(&envelope.intent.action)
+                .is_some_and(|a| a.target == Target::Http);
         let inputs = tollgate_protocol::Inputs {
             delegations: chain_hashes(view, &chain),
+            resource_version: entity_version,
             resource: attributes.unwrap_or_else(Object::new),
             spent,
             resource_lookup: lookup_record,
-            // Recorded when the policy reads the time, and for an
-            // escalation, whose deadline counts from it.
-            time: (bundle.reads_time() || decision.verdict == Verdict::Escalate)
+            // Recorded when the policy reads the time, for an escalation,
+            // whose deadline counts from it, and for a receipt appended
+            // after its commit's effect, whose registry position it bounds.
+            time: (bundle.reads_time()
+                || decision.verdict == Verdict::Escalate
+                || appended_after_effect)
                 .then(|| now.clone()),
             // Its receipt is appended after the commit's effect, when the
             // registries may have changed since: the position it read.
-            registry: (decision.verdict == Verdict::Pass
-                && bundle
-                    .action(&envelope.intent.action)
-                    .is_some_and(|a| a.target == Target::Http))
-            .then_some(view.registry_seq),
+            registry: appended_after_effect.then_some(view.registry_seq),
         };
         // An escalation opens an approval, with what it needs.
         let requirement = if decision.verdict == Verdict::Escalate {
@@ -793,6 +834,10 @@ impl<L: Ledger> Intents<'_, L> {
             )
         });
         append.reserve = unknown.clone();
+        // Only a committed intent changes its entity.
+        if receipt.outcome.status == Status::Committed {
+            append.entity = entity_write;
+        }
         if let Some(r) = &requirement {
             append.approval = Some(super::approvals::open_row(
                 r,

@@ -807,6 +807,19 @@ impl<L: Ledger> Registry<'_, L> {
                 )));
             }
         }
+        // An entity is changed by its model's transitions alone, once it
+        // has one: its registry attributes no longer reach any decision.
+        if let Some(rec) = self
+            .ledger
+            .entity(resource)
+            .await
+            .map_err(|e| RegistryError::Internal(e.to_string()))?
+        {
+            return Err(RegistryError::EntityManaged {
+                resource: resource.to_owned(),
+                version: rec.version,
+            });
+        }
         if view.snapshot.resources.get(resource) == Some(&attrs) {
             return Ok(Changed::Unchanged);
         }

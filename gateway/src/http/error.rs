@@ -355,6 +355,9 @@ impl ApiError {
                 }
                 RegistryError::NothingToRollBack(_) => (S::CONFLICT, "nothing-to-roll-back", None),
                 RegistryError::NotActive(_) => (S::CONFLICT, "policy-not-active", None),
+                RegistryError::EntityManaged { .. } => {
+                    (S::CONFLICT, "entity-managed", Some("/resource".into()))
+                }
                 RegistryError::Overlap(_) => (S::CONFLICT, "policy-overlap", None),
                 RegistryError::Stranded { .. } => (S::CONFLICT, "policy-in-use", None),
                 RegistryError::Contended(_) => (S::SERVICE_UNAVAILABLE, "contended", None),

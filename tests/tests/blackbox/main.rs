@@ -16,6 +16,7 @@ mod crash;
 mod docs;
 mod doctored;
 mod domains;
+mod entities;
 mod http_targets;
 mod idempotency;
 mod intents;

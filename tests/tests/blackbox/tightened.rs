@@ -322,6 +322,42 @@ fn regression_forged_executions_and_spending_resigned_with_the_gateways_key_are_
         },
         "without the intent decided again",
     );
+    // A registry position on a decision appended with its decision (target
+    // none): it would let it be re-decided on registries since replaced.
+    let refund = docs
+        .iter()
+        .position(|d| {
+            get(&d.receipt, &["subject", "payload", "intent_id"]).as_str() == Some("forge-r2")
+        })
+        .unwrap();
+    forged(
+        &|d| {
+            let r = &mut d[refund];
+            let issued = get(&r.receipt, &["issued_at"]);
+            let Value::Object(inputs) = at_mut(&mut r.receipt, &["inputs"]) else {
+                panic!()
+            };
+            inputs.insert("registry", Value::integer(2).unwrap());
+            inputs.insert("time", issued);
+            r.signature = None;
+        },
+        "commits at target none",
+    );
+    // The execution's time moved a day away from the approval that made it.
+    forged(
+        &|d| {
+            let r = &mut d[execution];
+            let t = tollgate_protocol::Timestamp::parse(
+                get(&r.receipt, &["issued_at"]).as_str().unwrap(),
+            )
+            .unwrap();
+            let day_later =
+                tollgate_protocol::Timestamp::from_unix_seconds(t.unix_seconds() + 86_400);
+            *at_mut(&mut r.receipt, &["inputs", "time"]) = day_later.as_str().into();
+            r.signature = None;
+        },
+        "more than 300 s from the receipt's issued_at",
+    );
     // The execution's time taken out (the rules would read the agent's).
     forged(
         &|d| {

@@ -1,0 +1,191 @@
+//! Entities against a real gateway: a bundle that models orders as a state
+//! machine; what a committed refund changes, the next decision reads, so a
+//! refund repeated or raced is blocked by state; the entity's versions
+//! guard each change; the export re-decides, and one doctored to read a
+//! stale version is refused.
+
+use tollgate_protocol::{Object, Value, canonical};
+use tollgate_signer::Ed25519Signer;
+use tollgate_tests::gateway::{Gateway, intent, outcome_of, receipt_member, verdict_of};
+
+use crate::doctored::{at_mut, docs_of, get, rebuild, verify};
+
+/// The demo's refunds policy with orders modelled: refunds allowed while
+/// paid or partially refunded, adding up, refunded once all is.
+fn modelled(g: &Gateway) -> String {
+    g.activate_refunds_variant("1.2.0", |files| {
+        let toml = files.get_mut("bundle.toml").unwrap();
+        toml.push_str(
+            r#"
+[entity.order]
+states = ["pending", "paid", "partially_refunded", "refunded"]
+initial = "pending"
+attributes = { paid_minor = "integer", refunded_minor = "integer" }
+
+[entity.order.action."orders.refund"]
+allowed_in = ["paid", "partially_refunded"]
+set = { refunded_minor = "refunded_minor + params.amount_minor" }
+to = [{ when = "refunded_minor >= paid_minor", state = "refunded" }, { state = "partially_refunded" }]
+"#,
+        );
+        let schema = files.get_mut("schema.cedarschema").unwrap();
+        *schema = schema.replacen(
+            "  customer_tier: String,\n",
+            "  customer_tier: String,\n  state: String,\n  paid_minor: Long,\n  refunded_minor: Long,\n",
+            1,
+        );
+    })
+}
+
+fn put_order(g: &Gateway, id: &str, paid: i64) -> u16 {
+    let mut attrs = Object::new();
+    attrs.insert("status", "paid".into());
+    attrs.insert("customer_tier", "gold".into());
+    attrs.insert("state", "paid".into());
+    attrs.insert("paid_minor", Value::integer(paid).unwrap());
+    attrs.insert("refunded_minor", Value::integer(0).unwrap());
+    let mut o = Object::new();
+    o.insert("resource", id.into());
+    o.insert("attributes", Value::Object(attrs));
+    g.admin()
+        .put_resource(&canonical(&Value::Object(o)))
+        .unwrap()
+        .status
+}
+
+fn refund(g: &Gateway, id: &str, order: &str, amount: i64) -> Vec<u8> {
+    let body = intent(&g.agent(), id, order, amount, |_| {});
+    let (code, _, entry, _) = g.post_raw("application/json", &body, None);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&entry));
+    entry
+}
+
+fn rule_ids(entry: &[u8]) -> Vec<String> {
+    let Value::Array(rules) = receipt_member(entry, &["decision", "rules"]) else {
+        panic!()
+    };
+    rules
+        .iter()
+        .map(|r| {
+            r.as_object()
+                .unwrap()
+                .get("id")
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn a_refund_repeated_or_raced_is_blocked_by_the_state_its_commit_left() {
+    let g = Gateway::start();
+    modelled(&g);
+    assert_eq!(put_order(&g, "order:o-9", 10_000), 201);
+    // A partial refund, then the rest: the order moves on each time.
+    let first = refund(&g, "ent-1", "order:o-9", 2_500);
+    assert_eq!(verdict_of(&first), "pass");
+    assert_eq!(
+        receipt_member(&first, &["inputs", "resource_version"]).as_safe_integer(),
+        Some(0)
+    );
+    let second = refund(&g, "ent-2", "order:o-9", 7_500);
+    assert_eq!(verdict_of(&second), "pass");
+    assert_eq!(
+        receipt_member(&second, &["inputs", "resource", "state"]).as_str(),
+        Some("partially_refunded")
+    );
+    assert_eq!(
+        receipt_member(&second, &["inputs", "resource_version"]).as_safe_integer(),
+        Some(1)
+    );
+    // Refunded in full: the same refund again is blocked by state.
+    let third = refund(&g, "ent-3", "order:o-9", 100);
+    assert_eq!(verdict_of(&third), "block");
+    assert!(
+        rule_ids(&third).contains(&"entity.state".to_owned()),
+        "{:?}",
+        rule_ids(&third)
+    );
+    assert_eq!(
+        receipt_member(&third, &["inputs", "resource", "state"]).as_str(),
+        Some("refunded")
+    );
+    assert_eq!(
+        outcome_of(&third).get("status").and_then(Value::as_str),
+        Some("not_executed")
+    );
+    // Its attributes change by transitions only.
+    assert_eq!(put_order(&g, "order:o-9", 1), 409);
+
+    // Sixteen full refunds of one paid order at once: exactly one commits,
+    // the others read the state it left and are blocked by it.
+    assert_eq!(put_order(&g, "order:o-10", 10_000), 201);
+    let url = g.url.clone();
+    let agent_key = g.data().join("demo/agent.jwk");
+    let answers: Vec<Vec<u8>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|n| {
+                let (url, agent_key) = (url.clone(), agent_key.clone());
+                s.spawn(move || {
+                    let agent = Ed25519Signer::load(&agent_key).unwrap();
+                    let body = intent(&agent, &format!("race-{n}"), "order:o-10", 10_000, |_| {});
+                    let mut r = crate::approvals::http()
+                        .post(&format!("{url}/v1/intents"))
+                        .header("content-type", "application/json")
+                        .send(&body[..])
+                        .unwrap();
+                    assert_eq!(r.status().as_u16(), 200);
+                    r.body_mut().read_to_vec().unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let committed = answers
+        .iter()
+        .filter(|a| outcome_of(a).get("status").and_then(Value::as_str) == Some("committed"))
+        .count();
+    assert_eq!(committed, 1, "exactly one of sixteen commits");
+    assert!(
+        answers.iter().all(|a| {
+            verdict_of(a) == "pass" || rule_ids(a).contains(&"entity.state".to_owned())
+        })
+    );
+
+    // The export re-decides: every entity rebuilt from it alone.
+    g.assert_export_redecides();
+
+    // A decision doctored to read a stale version of the order, re-signed
+    // with the gateway's key, is refused.
+    let docs = docs_of(&g.get("/v1/ledger/export").1);
+    let second = docs
+        .iter()
+        .position(|d| {
+            get(&d.receipt, &["subject", "payload", "intent_id"]).as_str() == Some("ent-2")
+        })
+        .unwrap();
+    let mut d = docs.clone();
+    let first = d
+        .iter()
+        .position(|d| {
+            get(&d.receipt, &["subject", "payload", "intent_id"]).as_str() == Some("ent-1")
+        })
+        .unwrap();
+    let stale_resource = get(&d[first].receipt, &["inputs", "resource"]);
+    let r = &mut d[second];
+    *at_mut(&mut r.receipt, &["inputs", "resource_version"]) = Value::integer(0).unwrap();
+    *at_mut(&mut r.receipt, &["inputs", "resource"]) = stale_resource;
+    r.signature = None;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("jwks.json");
+    std::fs::write(&keys, g.get("/.well-known/jwks.json").1).unwrap();
+    let key = Ed25519Signer::load(&g.data().join("gateway.jwk")).unwrap();
+    let (code, out, err) = verify(dir.path(), &rebuild(&d, &key), &keys, &["--redecide"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("the export leaves it at version 1"),
+        "{out}{err}"
+    );
+}
