@@ -11,7 +11,7 @@ use tollgate_protocol::build::TokenPayload;
 use tollgate_protocol::{Domain, KeySet, Object, Timestamp, Value, canonical, parse};
 use tollgate_signer::Ed25519Signer;
 
-use crate::{assert_export_verifies, bin, verify_cmd};
+use crate::{assert_export_verifies_with, bin, verify_cmd};
 
 /// A running `tollgate serve` on a fresh data folder.
 pub struct Gateway {
@@ -322,19 +322,32 @@ impl Gateway {
     /// The export verifies and re-decides offline, from the receipts
     /// alone (`tollgate-verify ledger --redecide`, exit 0).
     pub fn assert_export_redecides(&self) {
+        self.assert_export_redecides_with(&[]);
+    }
+
+    /// [`Gateway::assert_export_redecides`] with more `tollgate-verify
+    /// ledger` arguments (a gateway run with `--max-skew-seconds N` is
+    /// verified with the same).
+    pub fn assert_export_redecides_with(&self, extra: &[&str]) {
         let (_, export) = self.get("/v1/ledger/export");
         let (_, jwks) = self.get("/.well-known/jwks.json");
-        assert_export_verifies(&export, &jwks);
+        assert_export_verifies_with(&export, &jwks, extra);
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("export.jsonl"), &export).unwrap();
         std::fs::write(dir.path().join("jwks.json"), &jwks).unwrap();
-        let out = verify_cmd(&[
+        let (export_path, jwks_path) = (
+            dir.path().join("export.jsonl"),
+            dir.path().join("jwks.json"),
+        );
+        let mut args = vec![
             "ledger",
-            dir.path().join("export.jsonl").to_str().unwrap(),
+            export_path.to_str().unwrap(),
             "--keys",
-            dir.path().join("jwks.json").to_str().unwrap(),
+            jwks_path.to_str().unwrap(),
             "--redecide",
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let out = verify_cmd(&args);
         let text = String::from_utf8_lossy(&out.stdout);
         assert_eq!(
             out.status.code(),

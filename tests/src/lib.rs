@@ -93,6 +93,11 @@ pub fn verify_cmd(args: &[&str]) -> Output {
 /// with the key set `jwks`, by `tollgate-verify` as an auditor runs it
 /// (both written to files in a temporary folder first); its lines.
 pub fn assert_export_verifies(export: &[u8], jwks: &[u8]) -> Vec<Vec<u8>> {
+    assert_export_verifies_with(export, jwks, &[])
+}
+
+/// [`assert_export_verifies`] with more `tollgate-verify ledger` arguments.
+pub fn assert_export_verifies_with(export: &[u8], jwks: &[u8], extra: &[&str]) -> Vec<Vec<u8>> {
     let dir = tempfile::tempdir().unwrap();
     let (e, k) = (
         dir.path().join("export.jsonl"),
@@ -100,13 +105,15 @@ pub fn assert_export_verifies(export: &[u8], jwks: &[u8]) -> Vec<Vec<u8>> {
     );
     std::fs::write(&e, export).unwrap();
     std::fs::write(&k, jwks).unwrap();
-    let out = verify_cmd(&[
+    let mut args = vec![
         "ledger",
         e.to_str().unwrap(),
         "--keys",
         k.to_str().unwrap(),
         "--redecide",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let out = verify_cmd(&args);
     assert!(out.status.success(), "{out:?}");
     export
         .split(|b| *b == b'\n')
