@@ -84,6 +84,14 @@ pub const PROBLEM_TYPES: &[(&str, &str)] = &[
     ("ambiguous-policy-version", "Ambiguous policy version"),
     ("missing-upstream", "No upstream for an http target"),
     ("nothing-to-roll-back", "Nothing to roll back"),
+    ("policy-not-active", "Policy not active"),
+    ("policy-overlap", "Policies overlap"),
+    ("policy-in-use", "Policy in use"),
+    ("entity-managed", "Entity managed by its model"),
+    (
+        "approval-before-escalation",
+        "Approval dated before the escalation",
+    ),
     ("invalid-approval-decision", "Invalid approval decision"),
     ("unknown-approval", "Unknown approval"),
     (

@@ -193,7 +193,7 @@ async fn every_api_error_is_reached_by_a_request() {
     );
 
     // Every problem type was reached; and refused requests wrote nothing:
-    // the head moved only by the two intents, the publication, the
+    // the head moved only by the two intents, the two publications, the
     // registration and revocation of d-2, and those of rev-alice and of
     // the issuer key, and by what the approvals accepted.
     seen.extend(approval_seen);
@@ -215,10 +215,13 @@ async fn every_api_error_is_reached_by_a_request() {
     // Answered by the listener before any request is read
     // (`listener.rs::a_flood_from_one_address_cannot_queue_ahead_of_a_lone_client`).
     seen.insert("too-many-connections".to_owned());
+    // Needs an entity with a transition
+    // (`entities.rs::a_refund_repeated_or_raced_is_blocked_by_the_state_its_commit_left`).
+    seen.insert("entity-managed".to_owned());
     let all: BTreeSet<String> = PROBLEM_TYPES.iter().map(|(s, _)| (*s).to_owned()).collect();
     assert_eq!(seen, all, "problem types not reached by a request");
     let head = h.app.gateway.ledger().inner.head().await.unwrap().seq;
-    assert_eq!(head, head0 + 10 + approvals_appended);
+    assert_eq!(head, head0 + 11 + approvals_appended);
 }
 
 /// Routing, media type, size, JSON, envelope shape.
@@ -735,6 +738,56 @@ async fn policy_activation_problems(h: &Harness, seen: &mut BTreeSet<String>) {
         409,
         "nothing-to-roll-back",
     );
+    expect(
+        &h.admin(
+            Method::POST,
+            "/v1/admin/policies/deactivate",
+            br#"{"name":"vm-guard"}"#.to_vec(),
+        )
+        .await,
+        409,
+        "policy-not-active",
+    );
+    // A bundle of another name declaring orders.refund: published, its
+    // activation refused.
+    let mut copy = Object::new();
+    for (k, v) in crate::engine::tests::refunds() {
+        let v = if k == "bundle.toml" {
+            v.replacen("name = \"refunds\"", "name = \"refunds-copy\"", 1)
+        } else {
+            v
+        };
+        copy.insert(k, v.into());
+    }
+    let mut body = Object::new();
+    body.insert("files", copy.into());
+    let published = h
+        .admin(
+            Method::POST,
+            "/v1/admin/policies",
+            canonical(&Value::Object(body)),
+        )
+        .await;
+    assert_eq!(published.status, 201);
+    let copy_version = parse(&published.body)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .get("published")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned();
+    expect(
+        &h.admin(
+            Method::POST,
+            "/v1/admin/policies/activate",
+            format!("{{\"version\":\"{copy_version}\"}}").into_bytes(),
+        )
+        .await,
+        409,
+        "policy-overlap",
+    );
     // A bundle whose action commits to an http target this gateway has no
     // upstream for: published, but not activated.
     let mut files = Object::new();
@@ -1121,6 +1174,36 @@ async fn approval_problems(h: &Harness) -> (BTreeSet<String>, u64) {
         )
         .await;
     expect(&bad, 422, "invalid-approval-decision");
+    // Dated before the intent was escalated (at T0).
+    expect(
+        &post(
+            id,
+            &decision(
+                &alice(),
+                id,
+                env,
+                &policy,
+                "rev-ann",
+                "grant",
+                "2026-11-22T09:59:50Z",
+                |_| {},
+            ),
+        )
+        .await,
+        422,
+        "approval-before-escalation",
+    );
+    // Refunds has pending approvals: it is not stopped unless forced.
+    expect(
+        &h.admin(
+            Method::POST,
+            "/v1/admin/policies/deactivate",
+            br#"{"name":"refunds"}"#.to_vec(),
+        )
+        .await,
+        409,
+        "policy-in-use",
+    );
     let ghost = "rcpt_00000000000000000000000000000000";
     expect(
         &post(
