@@ -11,6 +11,7 @@ mod approvals;
 mod bench;
 mod checkpoint;
 mod delegation;
+mod entity;
 mod error;
 mod files;
 mod intent;
@@ -159,6 +160,10 @@ enum Command {
     /// get, list (each change a receipt).
     #[command(subcommand)]
     Resource(ResourceCommand),
+    /// Entities, the resources a policy models as state machines, on a
+    /// running gateway: show one, or its history of transitions.
+    #[command(subcommand)]
+    Entity(EntityCommand),
     /// Intents: sign one as an agent would.
     #[command(subcommand)]
     Intent(IntentCommand),
@@ -439,6 +444,31 @@ enum ResourceCommand {
     List {
         #[command(flatten)]
         admin: admin::Admin,
+    },
+}
+
+#[derive(Subcommand)]
+enum EntityCommand {
+    /// A resource as decisions read it now: state, attributes, version.
+    Show {
+        #[command(flatten)]
+        url: admin::Url,
+        /// The resource, type:id.
+        resource: String,
+        /// Print the gateway's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The receipts of its transitions, oldest first: version, seq, time,
+    /// kind, the intent's action and id.
+    History {
+        #[command(flatten)]
+        url: admin::Url,
+        /// The resource, type:id.
+        resource: String,
+        /// Print the gateway's JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -1037,6 +1067,16 @@ fn main() -> ExitCode {
         Command::Approvals(ApprovalsCommand::List { url, status, json }) => url
             .one()
             .and_then(|u| approvals::list(u, status.as_deref(), json)),
+        Command::Entity(EntityCommand::Show {
+            url,
+            resource,
+            json,
+        }) => url.one().and_then(|u| entity::show(u, &resource, json)),
+        Command::Entity(EntityCommand::History {
+            url,
+            resource,
+            json,
+        }) => url.one().and_then(|u| entity::history(u, &resource, json)),
         Command::Approvals(ApprovalsCommand::Show { url, id }) => {
             url.one().and_then(|u| approvals::show(u, &id))
         }

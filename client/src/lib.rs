@@ -403,6 +403,18 @@ impl Client {
         self.post("/v1/admin/resources", body, &[], true)
     }
 
+    /// `GET /v1/entities/{type}/{id}` of `resource` (`type:id`).
+    pub fn entity(&self, resource: &str) -> Result<Answer, Error> {
+        let (ty, id) = resource.split_once(':').unwrap_or((resource, ""));
+        self.get(&format!("/v1/entities/{ty}/{id}"), false)
+    }
+
+    /// `GET /v1/entities/{type}/{id}/history` of `resource`.
+    pub fn entity_history(&self, resource: &str) -> Result<Answer, Error> {
+        let (ty, id) = resource.split_once(':').unwrap_or((resource, ""));
+        self.get(&format!("/v1/entities/{ty}/{id}/history"), false)
+    }
+
     /// `GET /v1/admin/resources`.
     pub fn resources(&self) -> Result<Answer, Error> {
         self.get("/v1/admin/resources", true)

@@ -414,6 +414,11 @@ impl<L: Ledger> Gateway<L> {
         Ok(gateway)
     }
 
+    /// The registered attributes of `resource`, if any.
+    pub fn resource_attributes(&self, resource: &str) -> Option<Object> {
+        self.view().snapshot.resources.get(resource).cloned()
+    }
+
     /// The bundles in force.
     pub fn domains(&self) -> tollgate_policies::Domains {
         self.view().domains.clone()

@@ -54,6 +54,7 @@ pub const PROBLEM_TYPES: &[(&str, &str)] = &[
         "A param cannot reach the rules as declared",
     ),
     ("unknown-receipt", "Unknown receipt"),
+    ("unknown-entity", "Unknown entity"),
     ("invalid-query", "Invalid query"),
     ("not-ready", "Not ready"),
     ("shutting-down", "Gateway shutting down"),
@@ -179,6 +180,9 @@ pub enum ApiError {
     /// No receipt with this id.
     #[error("no receipt {0:?} in the ledger")]
     UnknownReceipt(String),
+    /// No entity and no registered attributes for this resource.
+    #[error("no resource {0} is known: no transition recorded and no attributes registered")]
+    UnknownEntity(String),
     /// A query parameter that is unknown or out of range.
     #[error("{0}")]
     InvalidQuery(String),
@@ -478,6 +482,7 @@ impl ApiError {
                 WebhookError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", None),
             },
             Self::UnknownReceipt(_) => (S::NOT_FOUND, "unknown-receipt", None),
+            Self::UnknownEntity(_) => (S::NOT_FOUND, "unknown-entity", None),
             Self::InvalidQuery(_) => (S::BAD_REQUEST, "invalid-query", None),
             Self::NotReady(_) => (S::SERVICE_UNAVAILABLE, "not-ready", None),
             Self::ShuttingDown => (S::SERVICE_UNAVAILABLE, "shutting-down", None),

@@ -147,6 +147,11 @@ pub fn router<L: Ledger>(app: Arc<App<L>>) -> Router {
         .merge(webhooks::router::<L>().layer(DefaultBodyLimit::disable()))
         .route("/v1/intents", post(post_intent::<L>))
         .route("/v1/receipts/{receipt_id}", get(get_receipt::<L>))
+        .route("/v1/entities/{ty}/{id}", get(get_entity::<L>))
+        .route(
+            "/v1/entities/{ty}/{id}/history",
+            get(get_entity_history::<L>),
+        )
         .route("/v1/ledger/head", get(get_head::<L>))
         .route("/v1/ledger/entries", get(get_entries::<L>))
         .route("/v1/ledger/export", get(get_export::<L>))
@@ -251,6 +256,90 @@ async fn get_receipt<L: Ledger>(
         Some(line) => Ok(json(StatusCode::OK, line)),
         None => Err(ApiError::UnknownReceipt(id)),
     }
+}
+
+/// `GET /v1/entities/{type}/{id}`: the resource as decisions read it now:
+/// its entity's attributes (the state among them), version and the entry
+/// of its last transition; before any transition, the registry's
+/// attributes at version 0.
+async fn get_entity<L: Ledger>(
+    _: admin::ReadAuth,
+    State(app): State<Arc<App<L>>>,
+    UrlPath((ty, id)): UrlPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let resource = format!("{ty}:{id}");
+    let mut o = Object::new();
+    o.insert("resource", resource.as_str().into());
+    let int = |n: u64| Value::integer(i64::try_from(n).unwrap_or(i64::MAX)).unwrap_or(Value::Null);
+    match app
+        .gateway
+        .ledger()
+        .entity(&resource)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        Some(rec) => {
+            let attributes =
+                tollgate_protocol::parse(&rec.attributes).map_err(ApiError::internal)?;
+            o.insert("attributes", attributes);
+            o.insert("version", int(rec.version));
+            o.insert("seq", int(rec.seq));
+        }
+        None => match app.gateway.resource_attributes(&resource) {
+            Some(attrs) => {
+                o.insert("attributes", Value::Object(attrs));
+                o.insert("version", int(0));
+            }
+            None => return Err(ApiError::UnknownEntity(resource)),
+        },
+    }
+    Ok(object(StatusCode::OK, o))
+}
+
+/// `GET /v1/entities/{type}/{id}/history`: the receipts of its
+/// transitions, oldest first: `{"resource", "changes": [{"version", "seq",
+/// "receipt_id"}]}`.
+async fn get_entity_history<L: Ledger>(
+    _: admin::ReadAuth,
+    State(app): State<Arc<App<L>>>,
+    UrlPath((ty, id)): UrlPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let resource = format!("{ty}:{id}");
+    let ledger = app.gateway.ledger();
+    let history = ledger
+        .entity_history(&resource)
+        .await
+        .map_err(ApiError::internal)?;
+    if history.is_empty() && app.gateway.resource_attributes(&resource).is_none() {
+        return Err(ApiError::UnknownEntity(resource));
+    }
+    let mut changes = Vec::with_capacity(history.len());
+    for (version, seq) in history {
+        let entry = ledger
+            .get(seq)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::internal(format!("entry {seq} is missing")))?;
+        let mut c = Object::new();
+        let int =
+            |n: u64| Value::integer(i64::try_from(n).unwrap_or(i64::MAX)).unwrap_or(Value::Null);
+        c.insert("version", int(version));
+        c.insert("seq", int(seq));
+        c.insert(
+            "receipt_id",
+            entry
+                .receipt()
+                .as_object()
+                .and_then(|r| r.get("receipt_id"))
+                .cloned()
+                .unwrap_or(Value::Null),
+        );
+        changes.push(Value::Object(c));
+    }
+    let mut o = Object::new();
+    o.insert("resource", resource.as_str().into());
+    o.insert("changes", Value::Array(changes));
+    Ok(object(StatusCode::OK, o))
 }
 
 async fn get_head<L: Ledger>(

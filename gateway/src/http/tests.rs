@@ -478,6 +478,23 @@ async fn read_and_delegation_registration_problems(h: &Harness, seen: &mut BTree
         "unknown-receipt",
     );
     expect(
+        &h.call(Method::GET, "/v1/entities/order/o-nope", &[], vec![])
+            .await,
+        404,
+        "unknown-entity",
+    );
+    // A registered order, before any transition: its attributes, version 0.
+    let known = h
+        .call(Method::GET, "/v1/entities/order/o-1001", &[], vec![])
+        .await;
+    assert_eq!(
+        known.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&known.body)
+    );
+    assert!(String::from_utf8_lossy(&known.body).contains(r#""version":0"#));
+    expect(
         &h.call(Method::GET, "/v1/ledger/entries?limit=0", &[], vec![])
             .await,
         400,

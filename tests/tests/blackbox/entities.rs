@@ -117,6 +117,33 @@ fn a_refund_repeated_or_raced_is_blocked_by_the_state_its_commit_left() {
         outcome_of(&third).get("status").and_then(Value::as_str),
         Some("not_executed")
     );
+    // What the gateway says of it, and its story, through the CLI.
+    let tollgate = |args: &[&str]| {
+        let out = std::process::Command::new(tollgate_tests::bin("tollgate"))
+            .args(args)
+            .args(["--url", &g.url])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shown = tollgate(&["entity", "show", "order:o-9"]);
+    assert!(
+        shown.contains("order:o-9  state refunded  version 2")
+            && shown.contains("refunded_minor: 10000"),
+        "{shown}"
+    );
+    let story = tollgate(&["entity", "history", "order:o-9"]);
+    assert!(
+        story.contains("2 transitions")
+            && story.contains("v1  seq")
+            && story.contains("(ent-1)")
+            && story.contains("(ent-2)")
+            && !story.contains("(ent-3)"),
+        "{story}"
+    );
+    let (code, missing) = g.get("/v1/entities/order/o-none");
+    assert_eq!(code, 404, "{}", String::from_utf8_lossy(&missing));
     // Its attributes change by transitions only.
     let (status, body) = put_order(&g, "order:o-9", 1);
     assert_eq!(status, 409, "{body}");
