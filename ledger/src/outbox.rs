@@ -25,6 +25,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "commit.unknown",
     "commit.not_executed",
     "registry.changed",
+    "entity.changed",
 ];
 
 fn text<'a>(v: &'a Value, path: &[&str]) -> &'a str {
@@ -44,8 +45,25 @@ fn text<'a>(v: &'a Value, path: &[&str]) -> &'a str {
 /// - an execution: `commit.committed`, `commit.failed`,
 ///   `commit.unknown` or `commit.not_executed`;
 /// - a reconciliation: `commit.committed` or `commit.failed`;
-/// - a registry change: `registry.changed`.
+/// - a registry change: `registry.changed`;
+/// - and last, a committed decision or execution on an entity (one that
+///   records the version it read): `entity.changed`.
 pub fn event_types(receipt: &Value) -> Vec<&'static str> {
+    let mut out = kind_events(receipt);
+    let on_entity = ["inputs", "resource_version"]
+        .iter()
+        .try_fold(receipt, |v, k| v.as_object()?.get(k))
+        .is_some();
+    if on_entity
+        && text(receipt, &["outcome", "status"]) == "committed"
+        && matches!(text(receipt, &["kind"]), "decision" | "execution")
+    {
+        out.push("entity.changed");
+    }
+    out
+}
+
+fn kind_events(receipt: &Value) -> Vec<&'static str> {
     let status = text(receipt, &["outcome", "status"]);
     match text(receipt, &["kind"]) {
         "decision" => {
@@ -221,6 +239,14 @@ mod tests {
             (
                 r#"{"kind":"registry","outcome":{"status":"committed"}}"#,
                 vec!["registry.changed"],
+            ),
+            (
+                r#"{"kind":"decision","decision":{"verdict":"pass"},"outcome":{"status":"committed","target":"none"},"inputs":{"resource_version":3}}"#,
+                vec!["decision.passed", "entity.changed"],
+            ),
+            (
+                r#"{"kind":"decision","decision":{"verdict":"block"},"outcome":{"status":"not_executed","target":"none"},"inputs":{"resource_version":3}}"#,
+                vec!["decision.blocked"],
             ),
         ];
         for (receipt, want) in cases {

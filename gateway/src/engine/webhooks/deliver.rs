@@ -106,6 +106,17 @@ pub fn event_body(event: &OutboxEvent, entry: &LedgerEntry, include_receipt: boo
         }
         _ => {}
     }
+    if event.event_type == "entity.changed"
+        && let Some(Value::Number(_)) = at(&["inputs", "resource_version"])
+    {
+        // The entity and the version its change read (it is now one more).
+        if let Some(r) = at(&["inputs", "resource", "state"]) {
+            data.insert("state_before", r);
+        }
+        if let Some(v) = at(&["inputs", "resource_version"]) {
+            data.insert("version_read", v);
+        }
+    }
     if include_receipt && canonical(receipt).len() <= MAX_EVENT_RECEIPT {
         data.insert("receipt", receipt.clone());
     }
