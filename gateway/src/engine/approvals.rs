@@ -983,31 +983,10 @@ impl<L: Ledger> Approvals<'_, L> {
             None => (view.snapshot.resources.get(&intent.resource).cloned(), None),
         };
         // A modelled resource is read as its entity, when it has one.
-        let model = intent
-            .resource
-            .split_once(':')
-            .and_then(|(ty, _)| bundle.model(ty));
-        let mut entity_version = None;
-        if model.is_some() {
-            entity_version = Some(0);
-            if let Some(rec) = self
-                .ledger
-                .entity(&intent.resource)
-                .await
-                .map_err(internal)?
-            {
-                attributes = Some(
-                    parse(&rec.attributes)
-                        .ok()
-                        .and_then(|v| v.as_object().cloned())
-                        .ok_or_else(|| {
-                            internal(format!("entity {} is unreadable", intent.resource))
-                        })?,
-                );
-                lookup = None;
-                entity_version = Some(rec.version);
-            }
-        }
+        let entity_read = self
+            .read_entity(&bundle, intent, &mut attributes, &mut lookup)
+            .await
+            .map_err(internal)?;
         let chain = chain(view, &intent.delegation);
         let reading = self
             .budgets
@@ -1054,20 +1033,13 @@ impl<L: Ledger> Approvals<'_, L> {
         };
         // What running it does to the entity, written with the execution
         // if the entity is still at the version read.
-        let entity = match (model, entity_version, &attributes, &course) {
-            (Some(m), Some(v), Some(attrs), Course::Execute(_)) => m
-                .commit_attributes(&intent.action, attrs, v, &intent.params)
-                .ok()
-                .map(|after| tollgate_ledger::EntityWrite {
-                    resource: intent.resource.clone(),
-                    read: v,
-                    attributes: canonical(&Value::Object(after)),
-                }),
+        let entity = match (&entity_read, &attributes, &course) {
+            (Some(e), Some(attrs), Course::Execute(_)) => e.write(intent, attrs),
             _ => None,
         };
         let inputs = tollgate_protocol::Inputs {
             delegations: chain_hashes(view, &chain),
-            resource_version: entity_version,
+            resource_version: entity_read.as_ref().map(|e| e.version),
             resource: attributes.unwrap_or_default(),
             spent: reading.inputs.clone(),
             resource_lookup: lookup,

@@ -650,28 +650,10 @@ impl<L: Ledger> Intents<'_, L> {
         // A modelled resource is read as its entity, when it has one: the
         // state its last change left, at the version the decision reads.
         let intent = &envelope.intent;
-        let model = intent
-            .resource
-            .split_once(':')
-            .and_then(|(ty, _)| bundle.model(ty));
-        let mut entity_version = None;
-        if model.is_some() {
-            entity_version = Some(0);
-            if let Some(rec) = self
-                .ledger
-                .entity(&intent.resource)
-                .await
-                .map_err(internal)?
-            {
-                let attrs = tollgate_protocol::parse(&rec.attributes)
-                    .ok()
-                    .and_then(|v| v.as_object().cloned())
-                    .ok_or_else(|| internal(format!("entity {} is unreadable", intent.resource)))?;
-                attributes = Some(attrs);
-                lookup_record = None;
-                entity_version = Some(rec.version);
-            }
-        }
+        let entity = self
+            .read_entity(bundle, intent, &mut attributes, &mut lookup_record)
+            .await
+            .map_err(internal)?;
         let chain = chain(view, &intent.delegation);
         let t = std::time::Instant::now();
         let mut guard = Guard {
@@ -734,15 +716,8 @@ impl<L: Ledger> Intents<'_, L> {
         self.metrics.decide.observe(t.elapsed().as_secs_f64());
         // What committing it does to the entity, written with its receipt
         // if the entity is still at the version read.
-        let entity_write = match (model, entity_version, &attributes) {
-            (Some(m), Some(v), Some(attrs)) if decision.verdict == Verdict::Pass => m
-                .commit_attributes(&intent.action, attrs, v, &intent.params)
-                .ok()
-                .map(|after| tollgate_ledger::EntityWrite {
-                    resource: intent.resource.clone(),
-                    read: v,
-                    attributes: tollgate_protocol::canonical(&Value::Object(after)),
-                }),
+        let entity_write = match (&entity, &attributes) {
+            (Some(e), Some(attrs)) if decision.verdict == Verdict::Pass => e.write(intent, attrs),
             _ => None,
         };
         let appended_after_effect = decision.verdict == Verdict::Pass
@@ -751,7 +726,7 @@ impl<L: Ledger> Intents<'_, L> {
                 .is_some_and(|a| a.target == Target::Http);
         let inputs = tollgate_protocol::Inputs {
             delegations: chain_hashes(view, &chain),
-            resource_version: entity_version,
+            resource_version: entity.as_ref().map(|e| e.version),
             resource: attributes.unwrap_or_else(Object::new),
             spent,
             resource_lookup: lookup_record,

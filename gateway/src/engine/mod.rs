@@ -40,6 +40,7 @@ mod approvals;
 mod budget;
 pub mod checkpoints;
 mod commit;
+mod entities;
 mod error;
 mod intents;
 mod registry;

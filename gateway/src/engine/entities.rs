@@ -1,0 +1,74 @@
+//! Entities (spec §4.8): what a decision on a resource its policy models
+//! reads of it, and what a committed decision or execution writes with its
+//! receipt. One reading and one writing for the intent path and the
+//! execution of an approved intent alike; the store checks the version read
+//! at append ([`tollgate_ledger::Staleness::Entity`]).
+
+use tollgate_ledger::{EntityWrite, Ledger};
+use tollgate_policies::Bundle;
+use tollgate_policies::entity::Model;
+use tollgate_protocol::{Intent, Object, Value, canonical, parse};
+
+use super::Gateway;
+
+/// What a decision read of its resource's entity: the model of its type
+/// and the version read (`0`: no transition recorded, the registry's
+/// attributes).
+pub(super) struct EntityRead<'b> {
+    model: &'b Model,
+    /// The version read.
+    pub version: u64,
+}
+
+impl EntityRead<'_> {
+    /// The entity write of committing `intent` on `attributes` (as read):
+    /// `None` if the transition does not hold (the decision blocked it).
+    pub(super) fn write(&self, intent: &Intent, attributes: &Object) -> Option<EntityWrite> {
+        let after = self
+            .model
+            .commit_attributes(&intent.action, attributes, self.version, &intent.params)
+            .ok()?;
+        Some(EntityWrite {
+            resource: intent.resource.clone(),
+            read: self.version,
+            attributes: canonical(&Value::Object(after)),
+        })
+    }
+}
+
+impl<L: Ledger> Gateway<L> {
+    /// For a resource `bundle` models, reads its entity: the attributes
+    /// its last transition left replace `attributes` (and the lookup that
+    /// found them, `lookup`); `None` for a type it does not model.
+    pub(super) async fn read_entity<'b>(
+        &self,
+        bundle: &'b Bundle,
+        intent: &Intent,
+        attributes: &mut Option<Object>,
+        lookup: &mut Option<Object>,
+    ) -> Result<Option<EntityRead<'b>>, String> {
+        let Some(model) = intent
+            .resource
+            .split_once(':')
+            .and_then(|(ty, _)| bundle.model(ty))
+        else {
+            return Ok(None);
+        };
+        let mut version = 0;
+        if let Some(rec) = self
+            .ledger
+            .entity(&intent.resource)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            let attrs = parse(&rec.attributes)
+                .ok()
+                .and_then(|v| v.as_object().cloned())
+                .ok_or_else(|| format!("entity {} is unreadable", intent.resource))?;
+            *attributes = Some(attrs);
+            *lookup = None;
+            version = rec.version;
+        }
+        Ok(Some(EntityRead { model, version }))
+    }
+}
