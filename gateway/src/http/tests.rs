@@ -744,6 +744,35 @@ async fn policy_request_and_reviewer_problems(h: &Harness, seen: &mut BTreeSet<S
     );
 }
 
+/// Publishes the refunds example with `edit` applied to its manifest
+/// through the API; the version published.
+async fn publish_refunds_edited(h: &Harness, edit: impl Fn(&str) -> String) -> String {
+    let mut files = Object::new();
+    for (k, v) in crate::engine::tests::refunds() {
+        let v = if k == "bundle.toml" { edit(&v) } else { v };
+        files.insert(k, v.into());
+    }
+    let mut body = Object::new();
+    body.insert("files", files.into());
+    let published = h
+        .admin(
+            Method::POST,
+            "/v1/admin/policies",
+            canonical(&Value::Object(body)),
+        )
+        .await;
+    assert_eq!(published.status, 201);
+    parse(&published.body)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .get("published")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// Rollback with nothing to roll back; activation of a bundle with no
 /// upstream for its target, and of a short version naming two. Appends the
 /// publication.
@@ -767,34 +796,10 @@ async fn policy_activation_problems(h: &Harness, seen: &mut BTreeSet<String>) {
     );
     // A bundle of another name declaring orders.refund: published, its
     // activation refused.
-    let mut copy = Object::new();
-    for (k, v) in crate::engine::tests::refunds() {
-        let v = if k == "bundle.toml" {
-            v.replacen("name = \"refunds\"", "name = \"refunds-copy\"", 1)
-        } else {
-            v
-        };
-        copy.insert(k, v.into());
-    }
-    let mut body = Object::new();
-    body.insert("files", copy.into());
-    let published = h
-        .admin(
-            Method::POST,
-            "/v1/admin/policies",
-            canonical(&Value::Object(body)),
-        )
-        .await;
-    assert_eq!(published.status, 201);
-    let copy_version = parse(&published.body)
-        .unwrap()
-        .as_object()
-        .unwrap()
-        .get("published")
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let copy_version = publish_refunds_edited(h, |toml| {
+        toml.replacen("name = \"refunds\"", "name = \"refunds-copy\"", 1)
+    })
+    .await;
     expect(
         &h.admin(
             Method::POST,
@@ -807,35 +812,14 @@ async fn policy_activation_problems(h: &Harness, seen: &mut BTreeSet<String>) {
     );
     // A bundle whose action commits to an http target this gateway has no
     // upstream for: published, but not activated.
-    let mut files = Object::new();
-    for (k, v) in crate::engine::tests::refunds() {
-        let v = if k == "bundle.toml" {
-            v.replace(
-                "approval = \"by_rule\"",
-                "approval = \"by_rule\"\ntarget = \"http\"",
-            )
-        } else {
-            v
-        };
-        files.insert(k, v.into());
-    }
-    let mut body = Object::new();
-    body.insert("files", files.into());
-    let published = h
-        .admin(
-            Method::POST,
-            "/v1/admin/policies",
-            canonical(&Value::Object(body)),
+    let version: Value = publish_refunds_edited(h, |toml| {
+        toml.replace(
+            "approval = \"by_rule\"",
+            "approval = \"by_rule\"\ntarget = \"http\"",
         )
-        .await;
-    assert_eq!(published.status, 201);
-    let version = parse(&published.body)
-        .unwrap()
-        .as_object()
-        .unwrap()
-        .get("published")
-        .unwrap()
-        .clone();
+    })
+    .await
+    .into();
     let mut activate = Object::new();
     activate.insert("version", version);
     expect(
