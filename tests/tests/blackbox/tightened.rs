@@ -36,6 +36,17 @@ fn tightened(g: &Gateway, version: &str) -> String {
     })
 }
 
+/// `tollgate approve APPROVAL` as rev-demo, signing with `key`.
+fn approve_as_rev_demo(g: &Gateway, approval: &str, key: &std::path::Path) -> std::process::Output {
+    Command::new(bin("tollgate"))
+        .args(["approve", approval, "--key", key.to_str().unwrap()])
+        .args(["--reason", "checked"])
+        .env("TOLLGATE_URL", &g.url)
+        .env("TOLLGATE_REVIEWER", "rev-demo")
+        .output()
+        .unwrap()
+}
+
 fn state(g: &Gateway, intent_id: &str) -> Value {
     parse(&g.get(&format!("/v1/intents/agent-demo/{intent_id}")).1).unwrap()
 }
@@ -70,13 +81,7 @@ fn regression_an_approval_granted_after_the_policy_tightened_runs_only_as_the_po
 
     // The reviewer's CLI signs the escalating version, says so, and warns
     // that another is in force.
-    let out = Command::new(bin("tollgate"))
-        .args(["approve", &blocked, "--key", key.to_str().unwrap()])
-        .args(["--reason", "checked"])
-        .env("TOLLGATE_URL", &g.url)
-        .env("TOLLGATE_REVIEWER", "rev-demo")
-        .output()
-        .unwrap();
+    let out = approve_as_rev_demo(&g, &blocked, &key);
     let (said, warned) = (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -243,13 +248,7 @@ fn regression_forged_executions_and_spending_resigned_with_the_gateways_key_are_
     let (_, blocked) = escalate(&g, "forge-e1", 99_900, under_budget);
     let escalated_under = policy_of(&g, &blocked);
     tightened(&g, "1.1.0");
-    let out = Command::new(bin("tollgate"))
-        .args(["approve", &blocked, "--key", key.to_str().unwrap()])
-        .args(["--reason", "checked"])
-        .env("TOLLGATE_URL", &g.url)
-        .env("TOLLGATE_REVIEWER", "rev-demo")
-        .output()
-        .unwrap();
+    let out = approve_as_rev_demo(&g, &blocked, &key);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     g.assert_export_redecides();
 
