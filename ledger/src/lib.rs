@@ -228,6 +228,18 @@ pub enum RegistryChange {
         /// The reviewer id.
         id: String,
     },
+    /// `source.register`: an event source object.
+    SourceRegister {
+        /// The source id.
+        id: String,
+        /// The object.
+        source: Vec<u8>,
+    },
+    /// `source.revoke`.
+    SourceRevoke {
+        /// The source id.
+        id: String,
+    },
     /// `resource.put`: a resource's attributes, replacing any before.
     ResourcePut {
         /// `type:id`.
@@ -308,6 +320,8 @@ impl RegistryChange {
             Self::DelegationRevoke { .. } => Change::DelegationRevoke,
             Self::ReviewerRegister { .. } => Change::ReviewerRegister,
             Self::ReviewerRevoke { .. } => Change::ReviewerRevoke,
+            Self::SourceRegister { .. } => Change::SourceRegister,
+            Self::SourceRevoke { .. } => Change::SourceRevoke,
             Self::ResourcePut { .. } => Change::ResourcePut,
             Self::PolicyPublish { .. } => Change::PolicyPublish,
             Self::PolicyActivate { .. } => Change::PolicyActivate,
@@ -695,6 +709,10 @@ pub struct RegistryState {
     pub reviewers: Vec<(String, Vec<u8>)>,
     /// Revoked reviewer ids.
     pub revoked_reviewers: BTreeSet<String>,
+    /// Event sources, `(id, object)`, revoked ones included.
+    pub sources: Vec<(String, Vec<u8>)>,
+    /// Revoked event source ids.
+    pub revoked_sources: BTreeSet<String>,
     /// Resource attributes, `(resource, attributes)`.
     pub resources: Vec<(String, Vec<u8>)>,
     /// Published policy bundles, `(version, files)`.

@@ -56,7 +56,7 @@ pub fn event_types(receipt: &Value) -> Vec<&'static str> {
         .is_some();
     if on_entity
         && text(receipt, &["outcome", "status"]) == "committed"
-        && matches!(text(receipt, &["kind"]), "decision" | "execution")
+        && matches!(text(receipt, &["kind"]), "decision" | "execution" | "event")
     {
         out.push("entity.changed");
     }

@@ -556,6 +556,8 @@ macro_rules! shared_reads {
                 revoked_delegations: ids(&mut *c, "SELECT id FROM reg_delegation_revocations").await?,
                 reviewers: pairs(&mut *c, "SELECT id, reviewer FROM reg_reviewers ORDER BY id").await?,
                 revoked_reviewers: ids(&mut *c, "SELECT id FROM reg_reviewer_revocations").await?,
+                sources: pairs(&mut *c, "SELECT id, source FROM reg_sources ORDER BY id").await?,
+                revoked_sources: ids(&mut *c, "SELECT id FROM reg_source_revocations").await?,
                 resources: pairs(
                     &mut *c,
                     "SELECT resource, attributes FROM reg_resources ORDER BY resource",

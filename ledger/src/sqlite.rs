@@ -103,6 +103,26 @@ const SCHEMA: &[&str] = &[
         BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
     "CREATE TRIGGER IF NOT EXISTS reg_reviewer_revocations_delete BEFORE DELETE ON reg_reviewer_revocations
         BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
+    "CREATE TABLE IF NOT EXISTS reg_sources (
+        id TEXT PRIMARY KEY NOT NULL, source BLOB NOT NULL, seq INTEGER NOT NULL
+    ) STRICT",
+    "CREATE TABLE IF NOT EXISTS reg_source_revocations (
+        id TEXT PRIMARY KEY NOT NULL, seq INTEGER NOT NULL
+    ) STRICT",
+    "CREATE TRIGGER IF NOT EXISTS reg_source_not_revoked BEFORE INSERT ON reg_sources
+        WHEN EXISTS (SELECT 1 FROM reg_source_revocations WHERE id = NEW.id)
+        BEGIN SELECT RAISE(ABORT, 'registry conflict: event source was revoked'); END",
+    "CREATE TRIGGER IF NOT EXISTS reg_source_revocation_of_known BEFORE INSERT ON reg_source_revocations
+        WHEN NOT EXISTS (SELECT 1 FROM reg_sources WHERE id = NEW.id)
+        BEGIN SELECT RAISE(ABORT, 'registry conflict: event source is not registered'); END",
+    "CREATE TRIGGER IF NOT EXISTS reg_sources_update BEFORE UPDATE ON reg_sources
+        BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS reg_sources_delete BEFORE DELETE ON reg_sources
+        BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS reg_source_revocations_update BEFORE UPDATE ON reg_source_revocations
+        BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS reg_source_revocations_delete BEFORE DELETE ON reg_source_revocations
+        BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
     "CREATE TABLE IF NOT EXISTS reg_resources (
         resource TEXT PRIMARY KEY NOT NULL, attributes BLOB NOT NULL, seq INTEGER NOT NULL
     ) STRICT",

@@ -650,6 +650,15 @@ macro_rules! shared_writes {
                     sqlx::query("INSERT INTO reg_reviewer_revocations (id, seq) VALUES ($1, $2)")
                         .bind(id.as_str())
                 }
+                RegistryChange::SourceRegister { id, source } => {
+                    sqlx::query("INSERT INTO reg_sources (id, source, seq) VALUES ($1, $2, $3)")
+                        .bind(id.as_str())
+                        .bind(source.as_slice())
+                }
+                RegistryChange::SourceRevoke { id } => {
+                    sqlx::query("INSERT INTO reg_source_revocations (id, seq) VALUES ($1, $2)")
+                        .bind(id.as_str())
+                }
                 RegistryChange::ResourcePut {
                     resource,
                     attributes,

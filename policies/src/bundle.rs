@@ -1449,6 +1449,11 @@ impl Bundle {
         self.models.get(ty)
     }
 
+    /// The resource types this bundle models, in name order.
+    pub fn modelled_types(&self) -> impl Iterator<Item = &str> {
+        self.models.keys().map(String::as_str)
+    }
+
     /// The types the Cedar schema declares: each action's context and
     /// each entity type's attributes, which values are converted to.
     pub fn typing(&self) -> &Typing {

@@ -16,6 +16,8 @@ pub struct Domains {
     bundles: BTreeMap<String, Arc<Bundle>>,
     /// Each declared action's bundle name.
     governs: BTreeMap<String, String>,
+    /// Each modelled entity type's bundle name.
+    models: BTreeMap<String, String>,
 }
 
 impl Domains {
@@ -30,7 +32,8 @@ impl Domains {
     /// This set with `bundle` in force for its name (replacing the
     /// version in force for it, if any): refused with
     /// [`Error::Overlap`] if a bundle of another name declares one of its
-    /// actions.
+    /// actions, [`Error::ModelOverlap`] if one models one of its entity
+    /// types.
     pub fn with(&self, bundle: Arc<Bundle>) -> Result<Self, Error> {
         let mut next = self.without(&bundle.name);
         for action in bundle.action_names() {
@@ -42,8 +45,20 @@ impl Domains {
                 });
             }
         }
+        for ty in bundle.modelled_types() {
+            if let Some(other) = next.models.get(ty) {
+                return Err(Error::ModelOverlap {
+                    ty: ty.to_owned(),
+                    first: next.bundles[other].version_string(),
+                    second: bundle.version_string(),
+                });
+            }
+        }
         for action in bundle.action_names() {
             next.governs.insert(action.to_owned(), bundle.name.clone());
+        }
+        for ty in bundle.modelled_types() {
+            next.models.insert(ty.to_owned(), bundle.name.clone());
         }
         next.bundles.insert(bundle.name.clone(), bundle);
         Ok(next)
@@ -54,7 +69,14 @@ impl Domains {
         let mut next = self.clone();
         next.bundles.remove(name);
         next.governs.retain(|_, n| n != name);
+        next.models.retain(|_, n| n != name);
         next
+    }
+
+    /// The bundle in force that models entity type `ty`, if one does:
+    /// the model an event on such an entity moves it by.
+    pub fn modelling(&self, ty: &str) -> Option<&Arc<Bundle>> {
+        self.models.get(ty).and_then(|n| self.bundles.get(n))
     }
 
     /// The bundle that governs `action`, if one in force declares it.

@@ -235,6 +235,24 @@ impl Entity {
         o.insert("state", self.state.as_str().into());
         o
     }
+
+    /// `outcome.entity` of the receipt whose change left it so (spec
+    /// §4.8): `{"attributes", "version"}`, the attributes with the state.
+    pub fn to_outcome(&self) -> Value {
+        outcome_value(&self.to_attributes(), self.version)
+    }
+}
+
+/// `outcome.entity` of a receipt whose change left an entity with
+/// `attributes` (the state among them) at `version`.
+pub fn outcome_value(attributes: &Object, version: u64) -> Value {
+    let mut o = Object::new();
+    o.insert("attributes", Value::Object(attributes.clone()));
+    o.insert(
+        "version",
+        Value::integer(i64::try_from(version).unwrap_or(i64::MAX)).unwrap_or(Value::Null),
+    );
+    Value::Object(o)
 }
 
 /// Why a transition is refused.
@@ -605,6 +623,18 @@ impl Model {
             events,
             actions: effects,
         })
+    }
+
+    /// The entity a resource with no recorded transition is, at version
+    /// 0: its registered attributes (`resource.put`) when it has some
+    /// (`None` if they hold no state of the model), else the initial
+    /// entity. What an event on it reads; defined once for the gateway and
+    /// re-decision.
+    pub fn unrecorded(&self, registered: Option<&Object>) -> Option<Entity> {
+        match registered {
+            Some(attrs) => Entity::from_attributes(self, attrs, 0),
+            None => Some(self.initial()),
+        }
     }
 
     /// A new entity: the initial state, every attribute at `0` or `""`.

@@ -38,6 +38,7 @@ pub mod money;
 pub mod reviewer;
 mod rules;
 mod scoring;
+pub mod source;
 mod template;
 pub mod typing;
 pub mod when;
@@ -90,6 +91,18 @@ pub enum Error {
         /// The bundle that would declare it too.
         second: String,
     },
+    /// Two bundles in force would model one resource type.
+    #[error(
+        "bundles {first} and {second} both model entity type {ty:?}; an entity is modelled by one active bundle"
+    )]
+    ModelOverlap {
+        /// The type.
+        ty: String,
+        /// The bundle in force that models it.
+        first: String,
+        /// The bundle that would model it too.
+        second: String,
+    },
     /// The bundle is invalid; every problem found is listed.
     #[error("invalid bundle: {}", join(.0))]
     Bundle(Vec<Problem>),
@@ -118,6 +131,17 @@ pub enum Error {
     #[error("{0:?} is not \"type:id\", \"type:*\" or \"*\" (a wildcard may not stand mid-string)")]
     ResourcePattern(String),
 
+    /// An event source object is malformed.
+    #[error("event source {pointer}: {reason}")]
+    Source {
+        /// JSON Pointer of the member at fault.
+        pointer: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An event source's key is not a usable public JWK.
+    #[error("event source key: {0}")]
+    SourceKey(tollgate_protocol::Error),
     /// A reviewer that is not a JSON object.
     #[error("a reviewer is a JSON object {{id, key, roles, actions}}")]
     NotAReviewer,

@@ -21,6 +21,8 @@ pub enum Domain {
     Delegation,
     /// An approval decision: `tollgate.approval.v1`.
     Approval,
+    /// An event from a system of record: `tollgate.event.v1`.
+    Event,
 }
 
 impl Domain {
@@ -31,6 +33,7 @@ impl Domain {
             Self::Intent => "tollgate.intent.v1",
             Self::Delegation => "tollgate.delegation.v1",
             Self::Approval => "tollgate.approval.v1",
+            Self::Event => "tollgate.event.v1",
         }
     }
 }

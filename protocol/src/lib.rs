@@ -41,6 +41,7 @@ pub mod build;
 pub mod checkpoint;
 mod encoding;
 mod error;
+mod event;
 pub mod json;
 mod keys;
 mod members;
@@ -56,6 +57,7 @@ pub use approval::{
 };
 pub use encoding::{HashAlg, HashValue, Timestamp, b64, b64_decode, hex};
 pub use error::{Error, JsonProblem};
+pub use event::{EVENT_TYPE, Event, EventEnvelope, event_payload};
 pub use json::{
     MAX_DEPTH, MemberSpan, NestedSpan, Object, Value, canonical, member_span, members, parse,
     parse_canonical, parse_with_depth, validate_canonical, validate_canonical_spans,

@@ -79,6 +79,8 @@ pub enum ReceiptKind {
     Registry,
     /// The final outcome of a commit whose outcome was `unknown`.
     Reconciliation,
+    /// Caused by an event from a registered source: an entity moved.
+    Event,
 }
 
 impl ReceiptKind {
@@ -91,6 +93,7 @@ impl ReceiptKind {
             Self::Execution => "execution",
             Self::Registry => "registry",
             Self::Reconciliation => "reconciliation",
+            Self::Event => "event",
         }
     }
 
@@ -102,6 +105,7 @@ impl ReceiptKind {
             Self::Execution,
             Self::Registry,
             Self::Reconciliation,
+            Self::Event,
         ]
         .into_iter()
         .find(|k| k.name() == name)
@@ -181,6 +185,7 @@ impl Status {
             ReceiptKind::Execution => matches!(self, Committed | Failed | Unknown | NotExecuted),
             ReceiptKind::Registry => matches!(self, Committed),
             ReceiptKind::Reconciliation => matches!(self, Committed | Failed),
+            ReceiptKind::Event => matches!(self, Committed),
         }
     }
 }

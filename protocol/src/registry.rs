@@ -39,6 +39,11 @@ pub enum Change {
     WebhookEnable,
     /// `webhook.disable` (the object is `{id, reason}`).
     WebhookDisable,
+    /// `source.register`: a system of record that may send events (the
+    /// object is the source object).
+    SourceRegister,
+    /// `source.revoke` (the object is the source id).
+    SourceRevoke,
     /// `webhook.rotate`: a new signing key for an endpoint (the object is
     /// `{id}` with the new key's `secret_hash` or `public_key`).
     WebhookRotate,
@@ -46,7 +51,7 @@ pub enum Change {
 
 impl Change {
     /// Every change, in the order of spec §4.3's list.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 17] = [
         Self::IssuerRegister,
         Self::IssuerRevoke,
         Self::DelegationRegister,
@@ -62,6 +67,8 @@ impl Change {
         Self::WebhookEnable,
         Self::WebhookDisable,
         Self::WebhookRotate,
+        Self::SourceRegister,
+        Self::SourceRevoke,
     ];
 
     /// The wire name.
@@ -82,6 +89,8 @@ impl Change {
             Self::WebhookEnable => "webhook.enable",
             Self::WebhookDisable => "webhook.disable",
             Self::WebhookRotate => "webhook.rotate",
+            Self::SourceRegister => "source.register",
+            Self::SourceRevoke => "source.revoke",
         }
     }
 

@@ -55,6 +55,12 @@ pub(crate) enum Kind {
         /// The last of `refs`: the approval that completed the quorum.
         completing: String,
     },
+    Event {
+        /// A digest of `(source, event_id)`.
+        pair: [u8; 16],
+        source: String,
+        event_id: String,
+    },
     Registry,
 }
 
@@ -111,6 +117,7 @@ pub(crate) fn facts(
         "decision" => ReceiptKind::Decision,
         "approval" => ReceiptKind::Approval,
         "execution" => ReceiptKind::Execution,
+        "event" => ReceiptKind::Event,
         _ => {
             return Ok(Facts {
                 appended_at,
@@ -139,6 +146,7 @@ pub(crate) fn facts(
     let kind = match kind {
         ReceiptKind::Decision => decision(&v, &issued_at, status)?,
         ReceiptKind::Approval => approval(&v, &issued_at, status)?,
+        ReceiptKind::Event => event(&v, &issued_at)?,
         _ => {
             let r = refs(&v)?;
             let (Some(first), Some(last)) = (r.first(), r.last()) else {
@@ -221,6 +229,31 @@ fn decision(v: &Value, issued_at: &Timestamp, status: Status) -> Result<Kind, Er
     })
 }
 
+fn event(v: &Value, issued_at: &Timestamp) -> Result<Kind, Error> {
+    let payload = ["receipt", "subject", "payload"];
+    let field = |name: &'static str| [payload[0], payload[1], payload[2], name];
+    let source = string(v, &field("source"), "the event's source")?;
+    let event_id = string(v, &field("event_id"), "the event's event_id")?;
+    let event_at = string(v, &field("issued_at"), "the event's issued_at")?;
+    if issued_at.as_str() != event_at {
+        return Err(Error::invalid(
+            "/receipt/issued_at",
+            format!(
+                "{} is not the event's issued_at {event_at}: an event receipt is issued at its event's time, exactly as written (spec §4.2)",
+                issued_at.as_str()
+            ),
+        ));
+    }
+    let digest = HashAlg::Sha256.digest(&[source.as_bytes(), b"\n", event_id.as_bytes()]);
+    let mut pair = [0u8; 16];
+    pair.copy_from_slice(&digest.bytes[..16]);
+    Ok(Kind::Event {
+        pair,
+        source: source.to_owned(),
+        event_id: event_id.to_owned(),
+    })
+}
+
 fn approval(v: &Value, issued_at: &Timestamp, status: Status) -> Result<Kind, Error> {
     let r = refs(v)?;
     let [approval] = r.as_slice() else {
@@ -283,6 +316,8 @@ pub(crate) struct Seen {
     escalations: HashMap<String, Timestamp>,
     /// Approval receipts, by receipt id: their `issued_at`.
     approvals: HashMap<String, Timestamp>,
+    /// `(source, event_id)` digests, with the seq of their event receipt.
+    events: HashMap<[u8; 16], u64>,
 }
 
 impl Seen {
@@ -367,6 +402,21 @@ impl Seen {
                         ),
                     ));
                 }
+            }
+            Kind::Event {
+                pair,
+                source,
+                event_id,
+            } => {
+                if let Some(first) = self.events.get(pair) {
+                    return Err(Error::invalid(
+                        "/receipt/subject/payload/event_id",
+                        format!(
+                            "a second receipt of source {source:?}'s event {event_id:?}, first applied at seq {first}: an event is applied once, ever (spec §3.6)"
+                        ),
+                    ));
+                }
+                self.events.insert(*pair, seq);
             }
             Kind::Registry => {}
         }

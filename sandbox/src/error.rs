@@ -67,6 +67,13 @@ pub enum Error {
     /// A `reviewer.register` object that is not a reviewer.
     #[error("reviewer.register: {0}")]
     Reviewer(tollgate_policies::Error),
+    /// A `source.register` or `source.revoke` the gateway refuses.
+    #[error("{0}")]
+    SourceChange(String),
+    /// An `event` receipt that does not follow from its event and the
+    /// entity as the export leaves it (why).
+    #[error("{0}")]
+    Event(String),
 
     /// An approval receipt whose `refs` do not name exactly one approval.
     #[error("an approval receipt names exactly one approval in refs")]

@@ -93,6 +93,8 @@ pub struct Counts {
     /// Reconciliation receipts checked against the unknown outcome each
     /// ends.
     pub reconciliations: u64,
+    /// Event receipts checked against their source and entity.
+    pub events: u64,
 }
 
 /// Re-decides a ledger's decisions from the ledger alone, in order.
@@ -109,6 +111,8 @@ pub struct Replay {
     snapshot: Option<Arc<Snapshot>>,
     reviewers: BTreeMap<String, tollgate_policies::reviewer::Reviewer>,
     revoked_reviewers: BTreeSet<String>,
+    sources: BTreeMap<String, tollgate_policies::source::Source>,
+    revoked_sources: BTreeSet<String>,
     /// Approvals opened by escalating decisions, by the decision's id.
     approvals: BTreeMap<String, Approval>,
     /// Receipts whose outcome is `unknown` and not reconciled yet, by id:
@@ -383,7 +387,7 @@ impl Replay {
                 let snapshot = self.snapshot();
                 let mut receipt = receipt.clone();
                 let tried = self.check(&snapshot, &mut receipt).map_err(bad)?;
-                self.decided(seq, &receipt, tried);
+                self.decided(seq, &receipt, tried)?;
             }
             Some(ReceiptKind::Approval) => {
                 self.approval(receipt).map_err(bad)?;
@@ -397,6 +401,10 @@ impl Replay {
                 self.reconciliation(receipt)
                     .map_err(|r| bad(Error::Reconciliation(r)))?;
                 self.counts.reconciliations += 1;
+            }
+            Some(ReceiptKind::Event) => {
+                self.event(receipt).map_err(|r| bad(Error::Event(r)))?;
+                self.counts.events += 1;
             }
             None => return Err(bad(Error::UnknownKind(kind.to_owned()))),
         }
@@ -566,16 +574,17 @@ impl Replay {
 
     /// Applies the transition a committed decision or execution made to
     /// its entity (one that states the version it read), under the model
-    /// of the bundle that decided it.
-    fn transition(&mut self, receipt: &Value, intent: &Value) {
+    /// of the bundle that decided it; its `outcome.entity` must be what
+    /// the transition makes of the entity.
+    fn transition(&mut self, receipt: &Value, intent: &Value) -> Result<(), Error> {
         let Some(version) = at(receipt, &["inputs", "resource_version"])
             .and_then(Value::as_safe_integer)
             .and_then(|v| u64::try_from(v).ok())
         else {
-            return;
+            return Ok(());
         };
         if text(receipt, &["outcome", "status"]) != Status::Committed.name() {
-            return;
+            return Ok(());
         }
         let payload = at(intent, &["payload"]).unwrap_or(&Value::Null);
         let resource = text(payload, &["resource"]).to_owned();
@@ -588,12 +597,98 @@ impl Replay {
             });
         let read = at(receipt, &["inputs", "resource"]).and_then(Value::as_object);
         let params = at(payload, &["params"]).and_then(Value::as_object);
-        if let (Some(m), Some(read), Some(params)) = (model, read, params)
-            && let Ok(after) =
-                m.commit_attributes(text(payload, &["action"]), read, version, params)
-        {
-            self.entities.insert(resource, (after, version + 1));
+        let after = match (model, read, params) {
+            (Some(m), Some(read), Some(params)) => m
+                .commit_attributes(text(payload, &["action"]), read, version, params)
+                .map_err(|r| {
+                    Error::Again(format!(
+                        "the committed transition of {resource} does not hold: {r}"
+                    ))
+                })?,
+            _ => {
+                return Err(Error::Again(format!(
+                    "{resource} states the version it read, and its policy does not model it"
+                )));
+            }
+        };
+        let expected = tollgate_policies::entity::outcome_value(&after, version + 1);
+        if at(receipt, &["outcome", "entity"]) != Some(&expected) {
+            return Err(Error::Again(format!(
+                "outcome.entity is not what committing {} makes of {resource} at version {version}",
+                text(payload, &["action"])
+            )));
         }
+        self.entities.insert(resource, (after, version + 1));
+        Ok(())
+    }
+
+    /// Checks an `event` receipt (spec §4.2, §4.8): its source was
+    /// registered, unrevoked and allowed to send it, and signed it; the
+    /// bundle in force that models its entity's type applied it
+    /// (`policy_version`) to the entity as the export leaves it
+    /// (`inputs.resource`, `inputs.resource_version`), and `outcome.entity`
+    /// is what the event made of it. The entity then is that.
+    fn event(&mut self, receipt: &Value) -> Result<(), String> {
+        let subject = at(receipt, &["subject"]).cloned().unwrap_or(Value::Null);
+        let envelope = tollgate_protocol::EventEnvelope::from_value(subject)
+            .map_err(|e| format!("the event: {e}"))?;
+        tollgate_policies::source::check(&self.sources, &self.revoked_sources, &envelope)
+            .map_err(|e| e.to_string())?;
+        let e = &envelope.event;
+        let ty = e.entity_type();
+        let domains = self.in_force().map_err(|e| e.to_string())?;
+        let bundle = domains
+            .modelling(ty)
+            .ok_or_else(|| format!("no bundle in force models {ty}"))?;
+        if text(receipt, &["policy_version"]) != bundle.version_string() {
+            return Err(format!(
+                "the event was applied under {}, and {} models {ty} at that point",
+                text(receipt, &["policy_version"]),
+                bundle.version_string()
+            ));
+        }
+        let model = bundle
+            .model(ty)
+            .ok_or_else(|| format!("{} does not model {ty}", bundle.version_string()))?;
+        let (read, version) = match self.entities.get(&e.resource) {
+            Some((attrs, v)) => (attrs.clone(), *v),
+            None => {
+                let registered = self.resources.get(&e.resource);
+                match (registered, model.unrecorded(registered)) {
+                    (None, Some(initial)) => (initial.to_attributes(), 0),
+                    _ => (registered.cloned().unwrap_or_default(), 0),
+                }
+            }
+        };
+        let stated_version =
+            at(receipt, &["inputs", "resource_version"]).and_then(Value::as_safe_integer);
+        if stated_version != i64::try_from(version).ok() {
+            return Err(format!(
+                "the event read {} at version {}, and the export leaves it at version {version}",
+                e.resource,
+                stated_version.map_or_else(|| "none".to_owned(), |v| v.to_string())
+            ));
+        }
+        if at(receipt, &["inputs", "resource"]).and_then(Value::as_object) != Some(&read) {
+            return Err(format!(
+                "the event's inputs.resource is not {} as the export leaves it",
+                e.resource
+            ));
+        }
+        let entity = tollgate_policies::entity::Entity::from_attributes(model, &read, version)
+            .ok_or_else(|| format!("{} holds no state of the model", e.resource))?;
+        let after = model
+            .event(&e.event, &entity, &e.data)
+            .map_err(|r| format!("the event cannot happen: {r}"))?;
+        if at(receipt, &["outcome", "entity"]) != Some(&after.to_outcome()) {
+            return Err(format!(
+                "outcome.entity is not what {} makes of {} at version {version}",
+                e.event, e.resource
+            ));
+        }
+        self.entities
+            .insert(e.resource.clone(), (after.to_attributes(), after.version));
+        Ok(())
     }
 
     /// Notes a decision or execution receipt whose outcome is `unknown`:
@@ -683,7 +778,7 @@ impl Replay {
             }
             self.since_1_3 = true;
             self.executed_again(receipt, &a)?;
-            self.transition(receipt, &a.intent);
+            self.transition(receipt, &a.intent)?;
         } else {
             if self.since_1_3 || a.escalated_at.is_some() {
                 return Err(Error::Again(
@@ -966,6 +1061,32 @@ impl Replay {
                 }
                 self.revoked_reviewers.insert(id);
             }
+            RegistryChange::SourceRegister => {
+                let src = tollgate_policies::source::Source::from_value(object)
+                    .map_err(|e| Error::SourceChange(format!("source.register: {e}")))?;
+                if self.revoked_sources.contains(&src.id) {
+                    return Err(Error::SourceChange(format!(
+                        "source.register: {} was revoked; a revoked id is never registered again",
+                        src.id
+                    )));
+                }
+                if self.sources.contains_key(&src.id) {
+                    return Err(Error::SourceChange(format!(
+                        "source.register: {} is registered already",
+                        src.id
+                    )));
+                }
+                self.sources.insert(src.id.clone(), src);
+            }
+            RegistryChange::SourceRevoke => {
+                let id = id();
+                if !self.sources.contains_key(&id) || self.revoked_sources.contains(&id) {
+                    return Err(Error::SourceChange(format!(
+                        "source.revoke: {id} is not a registered, unrevoked source"
+                    )));
+                }
+                self.revoked_sources.insert(id);
+            }
             RegistryChange::WebhookAdd
             | RegistryChange::WebhookEnable
             | RegistryChange::WebhookDisable
@@ -1011,10 +1132,18 @@ impl Replay {
 
     /// Counts a re-decided decision, records the approval it opened and
     /// what the candidate made of it.
-    fn decided(&mut self, seq: u64, receipt: &Value, tried: Option<(String, Value)>) {
+    fn decided(
+        &mut self,
+        seq: u64,
+        receipt: &Value,
+        tried: Option<(String, Value)>,
+    ) -> Result<(), Mismatch> {
         self.opened(receipt);
         let subject = at(receipt, &["subject"]).cloned().unwrap_or(Value::Null);
-        self.transition(receipt, &subject);
+        self.transition(receipt, &subject).map_err(|e| Mismatch {
+            seq,
+            reason: e.to_string(),
+        })?;
         if text(receipt, &["outcome", "status"]) == Status::Unknown.name() {
             let subject = at(receipt, &["subject"]).unwrap_or(&Value::Null);
             let hash = tollgate_protocol::intent_hash(subject).to_string();
@@ -1030,6 +1159,7 @@ impl Replay {
                 (&after.0, after.1),
             );
         }
+        Ok(())
     }
 
     /// Reads entries in order, like [`Replay::entry`], deciding each run of
@@ -1098,7 +1228,7 @@ impl Replay {
                 Ok(tried)
             })?;
             for ((seq, _, receipt), tried) in run.iter().zip(outcome) {
-                self.decided(*seq, receipt, tried);
+                self.decided(*seq, receipt, tried)?;
             }
             i = end;
         }

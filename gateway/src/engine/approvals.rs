@@ -179,7 +179,7 @@ struct Again {
     /// Its decision; `None` when its contract refused the intent's shape.
     decided: Option<Decision>,
     /// What running it does to its entity.
-    entity: Option<tollgate_ledger::EntityWrite>,
+    entity: Option<super::entities::EntityChange>,
     /// What the decision read.
     inputs: tollgate_protocol::Inputs,
     /// The budgets as read, for the charges.
@@ -1173,6 +1173,12 @@ impl<L: Ledger> Approvals<'_, L> {
             }
             Ok(()) => Outcome::new(Status::Committed).with("target", "none"),
         };
+        // Only a committed execution changes its entity, and says how.
+        let mut outcome = outcome;
+        let entity_write = match &again.entity {
+            Some(c) if outcome.status == Status::Committed => Some(c.record(&mut outcome)),
+            _ => None,
+        };
         let spend = budget::spent_by(&outcome, &held.charges);
         let unknown = outcome.status == Status::Unknown;
         let envelope = quorum.envelope.clone();
@@ -1182,20 +1188,10 @@ impl<L: Ledger> Approvals<'_, L> {
             .sign(Domain::Receipt, &receipt)
             .await
             .map_err(internal)?;
-        let committed = receipt
-            .as_object()
-            .and_then(|o| o.get("outcome"))
-            .and_then(|o| o.as_object())
-            .and_then(|o| o.get("status"))
-            .and_then(Value::as_str)
-            == Some(Status::Committed.name());
         let mut execution = Append::new(receipt, signature);
         execution.idempotency_key = Some(key);
         execution.spend = spend.clone();
-        // Only a committed execution changes its entity.
-        if committed {
-            execution.entity = again.entity.clone();
-        }
+        execution.entity = entity_write;
         // An unknown outcome stays charged, held by the reservation that
         // waits for its reconciliation.
         let reservation = unknown.then(|| {

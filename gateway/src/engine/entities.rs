@@ -6,7 +6,7 @@
 
 use tollgate_ledger::{EntityWrite, Ledger};
 use tollgate_policies::Bundle;
-use tollgate_policies::entity::Model;
+use tollgate_policies::entity::{Model, outcome_value};
 use tollgate_protocol::{Intent, Object, Value, canonical, parse};
 
 use super::Gateway;
@@ -23,16 +23,38 @@ pub(super) struct EntityRead<'b> {
 impl EntityRead<'_> {
     /// The entity write of committing `intent` on `attributes` (as read):
     /// `None` if the transition does not hold (the decision blocked it).
-    pub(super) fn write(&self, intent: &Intent, attributes: &Object) -> Option<EntityWrite> {
+    pub(super) fn write(&self, intent: &Intent, attributes: &Object) -> Option<EntityChange> {
         let after = self
             .model
             .commit_attributes(&intent.action, attributes, self.version, &intent.params)
             .ok()?;
-        Some(EntityWrite {
-            resource: intent.resource.clone(),
-            read: self.version,
-            attributes: canonical(&Value::Object(after)),
+        Some(EntityChange {
+            outcome: outcome_value(&after, self.version + 1),
+            write: EntityWrite {
+                resource: intent.resource.clone(),
+                read: self.version,
+                attributes: canonical(&Value::Object(after)),
+            },
         })
+    }
+}
+
+/// What committing a decision or execution does to its entity.
+#[derive(Clone, Debug)]
+pub(super) struct EntityChange {
+    /// Written with the receipt, if the entity is still at the version
+    /// read.
+    pub write: EntityWrite,
+    /// The receipt's `outcome.entity`.
+    pub outcome: Value,
+}
+
+impl EntityChange {
+    /// `outcome` with the change, once the commit is known to be
+    /// committed; the write to append with it.
+    pub(super) fn record(&self, outcome: &mut tollgate_protocol::Outcome) -> EntityWrite {
+        outcome.details.insert("entity", self.outcome.clone());
+        self.write.clone()
     }
 }
 

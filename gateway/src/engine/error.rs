@@ -175,6 +175,18 @@ pub enum RegistryError {
         /// The reviewer it is registered to.
         holder: String,
     },
+    /// The body is not an event source object.
+    #[error("{0}")]
+    InvalidSource(PolicyError),
+    /// No event source with this id is registered.
+    #[error("event source {0} is not registered")]
+    UnknownSource(String),
+    /// The event source was revoked; a revoked id stays revoked.
+    #[error("event source {0} was revoked; a revoked id cannot be registered again")]
+    RevokedSource(String),
+    /// Another source object is registered under this id.
+    #[error("another event source is registered as {0}")]
+    SourceExists(String),
     /// A reviewer's revocation while the execution of a quorum they are
     /// part of is under way: nothing recorded; try again once it is
     /// appended.
@@ -526,6 +538,14 @@ pub enum RecordedError {
         id: String,
         /// Why.
         source: PolicyError,
+    },
+    /// An event source that does not read as one.
+    #[error("event source {id}: {reason}")]
+    Source {
+        /// The source id.
+        id: String,
+        /// Why.
+        reason: String,
     },
     /// A published bundle's files that are not JSON.
     #[error(transparent)]

@@ -783,6 +783,13 @@ impl<L: Ledger> Intents<'_, L> {
                 .await
                 .outcome;
         }
+        // Only a committed intent changes its entity, and says how.
+        let entity_write = match &entity_write {
+            Some(c) if receipt.outcome.status == Status::Committed => {
+                Some(c.record(&mut receipt.outcome))
+            }
+            _ => None,
+        };
         let t = std::time::Instant::now();
         // Only a commit spends: a failed one releases its charges, an
         // unknown one keeps them held until it is reconciled.
@@ -809,10 +816,7 @@ impl<L: Ledger> Intents<'_, L> {
             )
         });
         append.reserve = unknown.clone();
-        // Only a committed intent changes its entity.
-        if receipt.outcome.status == Status::Committed {
-            append.entity = entity_write;
-        }
+        append.entity = entity_write;
         if let Some(r) = &requirement {
             append.approval = Some(super::approvals::open_row(
                 r,

@@ -42,6 +42,7 @@ pub mod checkpoints;
 mod commit;
 mod entities;
 mod error;
+mod events;
 mod intents;
 mod registry;
 pub mod resources;
@@ -63,8 +64,9 @@ pub use error::{
     ApprovalError, AuthFailure, CoreError, IntentError, RecordedError, RegistryError, Skew,
     StartError,
 };
+pub use events::EventError;
 pub use intents::{Recovery, Submitted, Unfinished, identity};
-pub use registry::{Changed, DelegationInfo, PolicyList, ReviewerInfo};
+pub use registry::{Changed, DelegationInfo, PolicyList, ReviewerInfo, SourceInfo};
 
 /// Limits of the intent flow.
 #[derive(Clone, Debug)]
@@ -230,6 +232,10 @@ pub(crate) struct View {
     pub reviewers: BTreeMap<String, tollgate_policies::reviewer::Reviewer>,
     /// Revoked reviewer ids.
     pub revoked_reviewers: BTreeSet<String>,
+    /// Event sources by id, revoked ones included.
+    pub sources: BTreeMap<String, tollgate_policies::source::Source>,
+    /// Revoked event source ids.
+    pub revoked_sources: BTreeSet<String>,
     /// Published bundles' files by version.
     pub published: BTreeMap<String, Arc<BTreeMap<String, String>>>,
     /// Each bundle name's activations (the ledger's policy history).

@@ -10,6 +10,7 @@ use tollgate_ledger::{Ledger, RegistryAppend, RegistryChange, RegistryState};
 use tollgate_pipeline::Snapshot;
 use tollgate_policies::delegation::Token;
 use tollgate_policies::reviewer::Reviewer;
+use tollgate_policies::source::Source;
 use tollgate_policies::{Bundle, Error as PolicyError, Problem};
 use tollgate_protocol::{
     Clock, Domain, HashAlg, Jwk, KeySet, Object, Receipt, Value, canonical, parse,
@@ -60,6 +61,21 @@ pub struct ReviewerInfo {
     pub roles: Vec<String>,
     /// Action patterns it may approve.
     pub actions: Vec<String>,
+    /// Whether it is revoked.
+    pub revoked: bool,
+}
+
+/// A registered event source, as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceInfo {
+    /// Source id.
+    pub id: String,
+    /// Its key's `kid`.
+    pub kid: String,
+    /// Entity types it may send events about.
+    pub types: Vec<String>,
+    /// Event name patterns it may send.
+    pub events: Vec<String>,
     /// Whether it is revoked.
     pub revoked: bool,
 }
@@ -123,6 +139,17 @@ impl View {
             })?;
             reviewers.insert(id.clone(), r);
         }
+        let mut sources = BTreeMap::new();
+        for (id, bytes) in &state.sources {
+            let s = parse(bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|v| Source::from_value(&v).map_err(|e| e.to_string()))
+                .map_err(|reason| RecordedError::Source {
+                    id: id.clone(),
+                    reason,
+                })?;
+            sources.insert(id.clone(), s);
+        }
         let mut published = BTreeMap::new();
         for (version, bytes) in &state.policies {
             published.insert(version.clone(), Arc::new(files_of(bytes)?));
@@ -163,6 +190,8 @@ impl View {
             tokens,
             reviewers,
             revoked_reviewers: state.revoked_reviewers.clone(),
+            sources,
+            revoked_sources: state.revoked_sources.clone(),
             published,
             history,
             registry_seq: state.seq,
@@ -689,6 +718,95 @@ impl<L: Ledger> Registry<'_, L> {
         next.revoked_reviewers.insert(id.to_owned());
         self.set_view(next);
         Ok(Changed::Recorded)
+    }
+
+    /// Registers an event source (a `source.register` receipt): its
+    /// events are accepted from the very next request. The same object
+    /// again is [`Changed::Unchanged`]; another object under a registered
+    /// id, or a revoked id, is refused.
+    pub async fn register_source(&self, object: Value) -> Result<Changed, RegistryError> {
+        self.retrying(|| self.try_register_source(object.clone()))
+            .await
+    }
+
+    async fn try_register_source(&self, object: Value) -> Result<Changed, RegistryError> {
+        let source = Source::from_value(&object).map_err(RegistryError::InvalidSource)?;
+        let _lock = self.registry_state.lock.lock().await;
+        let view = self.view();
+        if view.revoked_sources.contains(&source.id) {
+            return Err(RegistryError::RevokedSource(source.id));
+        }
+        let bytes = canonical(&object);
+        if let Some(existing) = view.sources.get(&source.id) {
+            return if canonical(&existing.value) == bytes {
+                Ok(Changed::Unchanged)
+            } else {
+                Err(RegistryError::SourceExists(source.id))
+            };
+        }
+        let id = source.id.clone();
+        let seq = self
+            .record(
+                &view,
+                RegistryChange::SourceRegister {
+                    id: id.clone(),
+                    source: bytes,
+                },
+                object,
+                &view.domains.versions(),
+            )
+            .await?;
+        let mut next = (*view).clone();
+        next.registry_seq = seq;
+        next.sources.insert(id, source);
+        self.set_view(next);
+        Ok(Changed::Recorded)
+    }
+
+    /// Revokes an event source, effective at once: its events are refused
+    /// from the next request (those applied before stay). Again is
+    /// [`Changed::Unchanged`].
+    pub async fn revoke_source(&self, id: &str) -> Result<Changed, RegistryError> {
+        self.retrying(|| self.try_revoke_source(id)).await
+    }
+
+    async fn try_revoke_source(&self, id: &str) -> Result<Changed, RegistryError> {
+        let _lock = self.registry_state.lock.lock().await;
+        let view = self.view();
+        if !view.sources.contains_key(id) {
+            return Err(RegistryError::UnknownSource(id.to_owned()));
+        }
+        if view.revoked_sources.contains(id) {
+            return Ok(Changed::Unchanged);
+        }
+        let seq = self
+            .record(
+                &view,
+                RegistryChange::SourceRevoke { id: id.to_owned() },
+                id.into(),
+                &view.domains.versions(),
+            )
+            .await?;
+        let mut next = (*view).clone();
+        next.registry_seq = seq;
+        next.revoked_sources.insert(id.to_owned());
+        self.set_view(next);
+        Ok(Changed::Recorded)
+    }
+
+    /// The registered event sources, revoked ones included, by id.
+    pub fn sources(&self) -> Vec<SourceInfo> {
+        let view = self.view();
+        view.sources
+            .values()
+            .map(|s| SourceInfo {
+                id: s.id.clone(),
+                kid: s.key.kid.clone(),
+                types: s.types.clone(),
+                events: s.events.clone(),
+                revoked: view.revoked_sources.contains(&s.id),
+            })
+            .collect()
     }
 
     /// Trusts an issuer's public key (a JWK; a private part is refused):

@@ -103,6 +103,11 @@ pub(super) fn router<L: Ledger>() -> Router<Arc<App<L>>> {
             post(revoke_reviewer::<L>),
         )
         .route(
+            "/v1/admin/sources",
+            post(register_source::<L>).get(sources::<L>),
+        )
+        .route("/v1/admin/sources/{id}/revoke", post(revoke_source::<L>))
+        .route(
             "/v1/admin/reservations",
             axum::routing::get(reservations::<L>),
         )
@@ -381,6 +386,57 @@ async fn reviewers<L: Ledger>(
         })
         .collect();
     Ok(answer(StatusCode::OK, "reviewers", Value::Array(items)))
+}
+
+/// `POST /v1/admin/sources` with an event source object: its events are
+/// accepted from the very next request (a `source.register` receipt).
+async fn register_source<L: Ledger>(
+    _: AdminAuth,
+    State(app): State<Arc<App<L>>>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let value = read_json(&app, body, MAX_ADMIN_TOKEN_BODY).await?;
+    let id = string_at(&value, &["id"]);
+    let changed = app.gateway.registry().register_source(value).await?;
+    Ok(answer(
+        status(changed, StatusCode::CREATED),
+        "registered",
+        id,
+    ))
+}
+
+/// `POST /v1/admin/sources/{id}/revoke`.
+async fn revoke_source<L: Ledger>(
+    _: AdminAuth,
+    State(app): State<Arc<App<L>>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    app.gateway.registry().revoke_source(&id).await?;
+    Ok(answer(StatusCode::OK, "revoked", id))
+}
+
+/// `GET /v1/admin/sources`.
+async fn sources<L: Ledger>(
+    _: AdminAuth,
+    State(app): State<Arc<App<L>>>,
+) -> Result<Response, ApiError> {
+    let strs = |v: Vec<String>| Value::Array(v.into_iter().map(Into::into).collect());
+    let items = app
+        .gateway
+        .registry()
+        .sources()
+        .into_iter()
+        .map(|s| {
+            let mut o = Object::new();
+            o.insert("id", s.id.into());
+            o.insert("kid", s.kid.into());
+            o.insert("types", strs(s.types));
+            o.insert("events", strs(s.events));
+            o.insert("revoked", s.revoked.into());
+            Value::Object(o)
+        })
+        .collect();
+    Ok(answer(StatusCode::OK, "sources", Value::Array(items)))
 }
 
 /// `POST /v1/admin/policies`: `{"files": {"bundle.toml": "…", …}}`, every

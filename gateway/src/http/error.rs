@@ -7,7 +7,7 @@ use tollgate_pipeline::ShapeError;
 use tollgate_protocol::{Object, Value, canonical};
 
 use crate::engine::webhooks::WebhookError;
-use crate::engine::{ApprovalError, AuthFailure, IntentError, RegistryError};
+use crate::engine::{ApprovalError, AuthFailure, EventError, IntentError, RegistryError};
 use crate::limits::IN_FLIGHT_RETRY_AFTER;
 
 /// The prefix of every problem type.
@@ -79,6 +79,23 @@ pub const PROBLEM_TYPES: &[(&str, &str)] = &[
         "reviewer-key-registered",
         "Key registered to another reviewer",
     ),
+    ("invalid-source", "Invalid event source"),
+    ("unknown-source", "Unknown event source"),
+    ("revoked-source", "Event source revoked"),
+    ("source-exists", "Event source id taken"),
+    ("invalid-event", "Invalid event"),
+    ("event-bad-signature", "Event signature not valid"),
+    ("event-not-allowed", "Event source may not send this event"),
+    ("unmodelled-entity", "No policy in force models the entity"),
+    (
+        "unknown-entity-event",
+        "The entity's model has no such event",
+    ),
+    (
+        "illegal-transition",
+        "Event not allowed in the entity's state",
+    ),
+    ("event-conflict", "Event id reused"),
     ("invalid-bundle", "Invalid bundle"),
     ("invalid-request", "Invalid request"),
     ("unknown-policy", "Unknown policy version"),
@@ -164,6 +181,12 @@ pub enum ApiError {
     /// The engine refused the intent.
     #[error(transparent)]
     Intent(#[from] IntentError),
+    /// The event envelope is malformed.
+    #[error("{0}")]
+    InvalidEvent(tollgate_protocol::Error),
+    /// The engine refused the event.
+    #[error(transparent)]
+    Event(#[from] EventError),
     /// The engine refused a registry change.
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -263,6 +286,50 @@ impl ApiError {
                 "invalid-intent",
                 e.pointer().map(str::to_owned),
             ),
+            Self::InvalidEvent(e) => (
+                S::UNPROCESSABLE_ENTITY,
+                "invalid-event",
+                e.pointer().map(str::to_owned),
+            ),
+            Self::Event(e) => match e {
+                EventError::ClockSkew(_) => (
+                    S::UNPROCESSABLE_ENTITY,
+                    "clock-skew",
+                    Some("/payload/issued_at".into()),
+                ),
+                EventError::Source(r) => {
+                    use tollgate_policies::source::Refusal as R;
+                    let (status, slug) = match r {
+                        R::UnknownSource(_) => (S::FORBIDDEN, "unknown-source"),
+                        R::RevokedSource(_) => (S::FORBIDDEN, "revoked-source"),
+                        R::BadSignature(_) => (S::UNAUTHORIZED, "event-bad-signature"),
+                        R::NotAllowed { .. } => (S::FORBIDDEN, "event-not-allowed"),
+                    };
+                    (status, slug, Some("/payload/source".into()))
+                }
+                EventError::Unmodelled { .. } => (
+                    S::UNPROCESSABLE_ENTITY,
+                    "unmodelled-entity",
+                    Some("/payload/resource".into()),
+                ),
+                EventError::UnknownEvent { .. } => (
+                    S::UNPROCESSABLE_ENTITY,
+                    "unknown-entity-event",
+                    Some("/payload/event".into()),
+                ),
+                EventError::Illegal { .. } => (
+                    S::CONFLICT,
+                    "illegal-transition",
+                    Some("/payload/event".into()),
+                ),
+                EventError::Conflict { .. } => (
+                    S::CONFLICT,
+                    "event-conflict",
+                    Some("/payload/event_id".into()),
+                ),
+                EventError::Contended(_) => (S::SERVICE_UNAVAILABLE, "contended", None),
+                EventError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", None),
+            },
             Self::Intent(e) => match e {
                 IntentError::ClockSkew(_) => (
                     S::UNPROCESSABLE_ENTITY,
@@ -348,6 +415,12 @@ impl ApiError {
                 RegistryError::ReviewerKeyRegistered { .. } => {
                     (S::CONFLICT, "reviewer-key-registered", Some("/key".into()))
                 }
+                RegistryError::InvalidSource(_) => {
+                    (S::UNPROCESSABLE_ENTITY, "invalid-source", None)
+                }
+                RegistryError::UnknownSource(_) => (S::NOT_FOUND, "unknown-source", None),
+                RegistryError::RevokedSource(_) => (S::CONFLICT, "revoked-source", None),
+                RegistryError::SourceExists(_) => (S::CONFLICT, "source-exists", None),
                 RegistryError::ApprovalExecuting(_) => (S::CONFLICT, "approval-executing", None),
                 RegistryError::InvalidBundle(_) => (
                     S::UNPROCESSABLE_ENTITY,
@@ -566,7 +639,8 @@ impl IntoResponse for ApiError {
                 IntentError::InFlight(_)
                     | IntentError::Contended(_)
                     | IntentError::ResourceUnavailable(_)
-            ) | Self::Registry(RegistryError::Contended(_) | RegistryError::ApprovalExecuting(_))
+            ) | Self::Event(EventError::Contended(_))
+                | Self::Registry(RegistryError::Contended(_) | RegistryError::ApprovalExecuting(_))
                 | Self::Approval(
                     ApprovalError::Executing(_)
                         | ApprovalError::Contended(_)

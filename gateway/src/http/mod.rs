@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tollgate_ledger::Ledger;
 use tollgate_protocol::{
-    IntentEnvelope, MAX_INTENT_DEPTH, Object, Value, canonical, parse_with_depth,
+    EventEnvelope, IntentEnvelope, MAX_INTENT_DEPTH, Object, Value, canonical, parse_with_depth,
 };
 
 use crate::engine::Gateway;
@@ -146,6 +146,7 @@ pub fn router<L: Ledger>(app: Arc<App<L>>) -> Router {
         .merge(log::router::<L>())
         .merge(webhooks::router::<L>().layer(DefaultBodyLimit::disable()))
         .route("/v1/intents", post(post_intent::<L>))
+        .route("/v1/events", post(post_event::<L>))
         .route("/v1/receipts/{receipt_id}", get(get_receipt::<L>))
         .route("/v1/entities/{ty}/{id}", get(get_entity::<L>))
         .route(
@@ -238,6 +239,34 @@ async fn post_intent<L: Ledger>(
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     r.extensions_mut().insert(fields);
+    Ok(r)
+}
+
+/// `POST /v1/events`: a signed event from a registered source (spec
+/// §3.6). `200` with the `event` receipt's entry once it is durable, or
+/// the first entry of the same event sent before
+/// (`Idempotent-Replayed: true`).
+async fn post_event<L: Ledger>(
+    State(app): State<Arc<App<L>>>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let (media, essence) = essence(&parts.headers);
+    if essence != "application/json" {
+        return Err(ApiError::UnsupportedMediaType(media));
+    }
+    let bytes: Bytes = admin::read_body(body, app.max_body, app.body_timeout).await?;
+    let value = parse_with_depth(&bytes, MAX_INTENT_DEPTH).map_err(ApiError::MalformedJson)?;
+    let envelope = EventEnvelope::from_value(value).map_err(ApiError::InvalidEvent)?;
+    let answer = app.gateway.submit_event(envelope).await?;
+    let mut r = json(StatusCode::OK, answer.line);
+    if let Ok(v) = HeaderValue::from_str(&answer.receipt_id) {
+        r.headers_mut().insert("tollgate-receipt-id", v);
+    }
+    if answer.replayed {
+        r.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
     Ok(r)
 }
 

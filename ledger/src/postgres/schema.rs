@@ -81,6 +81,12 @@ pub(crate) const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS reg_reviewer_revocations (
         id TEXT PRIMARY KEY, seq BIGINT NOT NULL
     )",
+    "CREATE TABLE IF NOT EXISTS reg_sources (
+        id TEXT PRIMARY KEY, source BYTEA NOT NULL, seq BIGINT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS reg_source_revocations (
+        id TEXT PRIMARY KEY, seq BIGINT NOT NULL
+    )",
     "CREATE TABLE IF NOT EXISTS reg_resources (
         resource TEXT PRIMARY KEY, attributes BYTEA NOT NULL, seq BIGINT NOT NULL
     )",
@@ -236,6 +242,14 @@ pub(crate) const SCHEMA: &[&str] = &[
          IF NOT EXISTS (SELECT 1 FROM reg_reviewers WHERE id = NEW.id) THEN
            RAISE EXCEPTION 'registry conflict: reviewer is not registered';
          END IF;
+       WHEN 'reg_sources' THEN
+         IF EXISTS (SELECT 1 FROM reg_source_revocations WHERE id = NEW.id) THEN
+           RAISE EXCEPTION 'registry conflict: event source was revoked';
+         END IF;
+       WHEN 'reg_source_revocations' THEN
+         IF NOT EXISTS (SELECT 1 FROM reg_sources WHERE id = NEW.id) THEN
+           RAISE EXCEPTION 'registry conflict: event source is not registered';
+         END IF;
        WHEN 'reg_policy_history' THEN
          IF NOT EXISTS (SELECT 1 FROM reg_policies WHERE version = NEW.version) THEN
            RAISE EXCEPTION 'registry conflict: policy version is not published';
@@ -289,6 +303,16 @@ pub(crate) const APPEND_ONLY: &[(&str, &str, &str)] = &[
     ),
     (
         "reg_reviewer_revocations",
+        "UPDATE OR DELETE",
+        "registry rows are append-only",
+    ),
+    (
+        "reg_sources",
+        "UPDATE OR DELETE",
+        "registry rows are append-only",
+    ),
+    (
+        "reg_source_revocations",
         "UPDATE OR DELETE",
         "registry rows are append-only",
     ),
@@ -349,6 +373,8 @@ pub(crate) const RULED: &[&str] = &[
     "reg_delegation_revocations",
     "reg_reviewers",
     "reg_reviewer_revocations",
+    "reg_sources",
+    "reg_source_revocations",
     "reg_policy_history",
     "approval_steps",
 ];
