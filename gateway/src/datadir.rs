@@ -14,6 +14,7 @@
 //!   delegations/*.json     seed: delegation tokens to register
 //!   revoked.json           seed: delegation ids to revoke
 //!   resources.json         seed: resource attributes the policy reads
+//!   sources/*.json         seed: event sources to register
 //!   demo/                  a demo issuer, agent, delegation and README
 //! ```
 //!
@@ -102,6 +103,11 @@ impl Layout {
         self.root.join("resources.json")
     }
 
+    /// `sources/`: event source objects to register (seed).
+    pub fn seed_sources(&self) -> PathBuf {
+        self.root.join("sources")
+    }
+
     /// A file of the demo material (`demo/NAME`): `issuer.jwk`,
     /// `agent.jwk`, `reviewer.jwk`, `agent.pub.json`, `delegation.json`,
     /// `intent.json`, `README.md`.
@@ -188,12 +194,21 @@ Tollgate, never for production.
 
   Demo refunds wait two minutes for a reviewer (`review` in
   `../policies/refunds/bundle.toml`).
+- `orders-service.jwk`: the key of the demo order service, event source
+  `orders-service` (registered on the first start from `../sources/`). It
+  tells the gateway that an order was paid, shipped or cancelled:
+
+      tollgate event send --key orders-service.jwk event.json
+
+  where `event.json` is `{\"source\": \"orders-service\", \"event_id\": \"e-1\",
+  \"resource\": \"order:o-1002\", \"event\": \"order.shipped\", \"data\": {}}`.
 - `intent.json`: an intent payload to sign and submit:
 
       tollgate submit --url http://127.0.0.1:8080 --key agent.jwk intent.json
 
-Orders `o-1001` and `o-1002` are paid, `o-1003` is not (see
-`../resources.json`). These files are seed material: after the first
+Orders `o-1001`, `o-1002` and `o-1004` are paid, `o-1003` is pending (see
+`../resources.json`); the gateway keeps each order's state, and
+`tollgate entity show order:o-1001` shows it. These files are seed material: after the first
 start the ledger alone holds what the gateway trusts, and changes go
 through the registry API.
 ";
@@ -303,6 +318,13 @@ pub fn init(dir: &Path, demo: bool) -> Result<Created, Error> {
     let issuer = key(&at.demo("issuer.jwk"), &mut created)?;
     let agent = key(&at.demo("agent.jwk"), &mut created)?;
     key(&at.demo("reviewer.jwk"), &mut created)?;
+    let orders = key(&at.demo("orders-service.jwk"), &mut created)?;
+    write_new(
+        &at.seed_sources()
+            .join(format!("{}.json", crate::demo::ORDER_SERVICE)),
+        &format!("{}\n", crate::demo::order_service(&orders)),
+        &mut created,
+    )?;
     let mut issuers = Object::new();
     issuers.insert("keys", Value::Array(vec![issuer.jwk().to_value()]));
     write_new(
@@ -472,6 +494,17 @@ pub fn seed(dir: &Path, policy: Option<&Path>) -> Result<Seed, Error> {
             resources.insert(k.to_owned(), attrs.clone());
         }
     }
+    let mut sources = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(at.seed_sources()) {
+        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        files.sort();
+        for f in files
+            .into_iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "json"))
+        {
+            sources.push(read_json(&f)?);
+        }
+    }
     Ok(Seed {
         policy,
         also,
@@ -479,5 +512,6 @@ pub fn seed(dir: &Path, policy: Option<&Path>) -> Result<Seed, Error> {
         delegations,
         revoked,
         resources,
+        sources,
     })
 }

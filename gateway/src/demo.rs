@@ -25,12 +25,17 @@ pub const DELEGATION: &str = "dlg_demo";
 pub const ISSUER: &str = "demo issuer";
 /// The one action the demo delegation grants.
 pub const ACTION: &str = "orders.refund";
-/// A paid order of a gold customer.
+/// A paid order of a gold customer (a large one: 50,000.00 EUR).
 pub const PAID: &str = "order:o-1001";
-/// A paid order of a silver customer.
+/// A paid order of a silver customer (1,200.00 EUR).
 pub const PAID_SILVER: &str = "order:o-1002";
 /// An unpaid order: the demo policy blocks refunds of it.
 pub const UNPAID: &str = "order:o-1003";
+/// A paid order of 120.00 EUR: the tour refunds it in two parts.
+pub const SMALL: &str = "order:o-1004";
+/// The demo's order service: the event source that tells the gateway of
+/// payments, shipments and cancellations.
+pub const ORDER_SERVICE: &str = "orders-service";
 /// The demo's deploy delegation.
 pub const DEPLOYS_DELEGATION: &str = "dlg_deploys";
 /// The action the deploys policy governs.
@@ -113,21 +118,36 @@ pub fn services() -> BTreeMap<String, Object> {
         .collect()
 }
 
-/// The demo orders' attributes, by resource id.
+/// The demo orders' attributes, by resource id: their state, customer
+/// tier, and what was paid and refunded (minor units of EUR).
 pub fn resources() -> BTreeMap<String, Object> {
     [
-        (PAID, "paid", "gold"),
-        (PAID_SILVER, "paid", "silver"),
-        (UNPAID, "unpaid", "gold"),
+        (PAID, "paid", "gold", 5_000_000),
+        (PAID_SILVER, "paid", "silver", 120_000),
+        (UNPAID, "pending", "gold", 0),
+        (SMALL, "paid", "silver", 12_000),
     ]
     .into_iter()
-    .map(|(id, status, tier)| {
+    .map(|(id, state, tier, paid)| {
         let mut o = Object::new();
-        o.insert("status", status.into());
+        o.insert("state", state.into());
         o.insert("customer_tier", tier.into());
+        o.insert("paid_minor", Value::integer(paid).unwrap_or(Value::Null));
+        o.insert("refunded_minor", Value::integer(0).unwrap_or(Value::Null));
         (id.to_owned(), o)
     })
     .collect()
+}
+
+/// The demo order service as an event source for `key`: events about
+/// orders (payments, shipments, cancellations).
+pub fn order_service(key: &impl Signer) -> Value {
+    let mut o = Object::new();
+    o.insert("id", ORDER_SERVICE.into());
+    o.insert("key", key.jwk().to_value());
+    o.insert("types", Value::Array(vec!["order".into()]));
+    o.insert("events", Value::Array(vec!["order.*".into()]));
+    Value::Object(o)
 }
 
 /// The demo seed under `policy` (a bundle's files): `issuer` trusted, the
@@ -140,6 +160,7 @@ pub fn seed(policy: BTreeMap<String, String>, issuer: &Ed25519Signer, agent: &im
         delegations: vec![delegation(issuer, agent)],
         revoked: Vec::new(),
         resources: resources(),
+        sources: Vec::new(),
     }
 }
 
@@ -160,10 +181,10 @@ mod tests {
         assert_eq!(p.get("agent").and_then(Value::as_str), Some(AGENT));
         assert_eq!(p.get("actions"), Some(&Value::Array(vec![ACTION.into()])));
         let r = resources();
-        assert_eq!(r.len(), 3);
+        assert_eq!(r.len(), 4);
         assert_eq!(
-            r[UNPAID].get("status").and_then(Value::as_str),
-            Some("unpaid")
+            r[UNPAID].get("state").and_then(Value::as_str),
+            Some("pending")
         );
     }
 }

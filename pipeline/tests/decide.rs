@@ -244,7 +244,7 @@ fn a_resource_decided_again_after_its_attributes_change_reads_the_new_ones() {
     let mut unpaid = snapshot(vec![standard()]);
     unpaid.resources.insert(
         "order:o-1001".into(),
-        obj(r#"{"status":"unpaid","customer_tier":"gold"}"#),
+        obj(r#"{"state":"pending","customer_tier":"gold","paid_minor":0,"refunded_minor":0}"#),
     );
     let fired = |s: &Snapshot| {
         let d = decide(&w.bundle, &refund, s).unwrap();
@@ -257,7 +257,7 @@ fn a_resource_decided_again_after_its_attributes_change_reads_the_new_ones() {
             fired(&unpaid),
             (
                 Verdict::Block,
-                Some("order order:o-1001 is unpaid: only paid orders can be refunded".to_owned())
+                Some("order order:o-1001 is pending: only paid orders not refunded in full can be refunded".to_owned())
             )
         );
     }

@@ -77,7 +77,7 @@ name = "refused, but a verdict was expected"
 expect = "pass"
 rules = ["refund.paid-order"]
 intent = { agent = "agent-7", action = "orders.refund", resource = "order:o-1001", confidence_bp = 10001, params = { amount_minor = 999, currency = "EUR" } }
-resource = { status = "paid", customer_tier = "gold" }
+resource = { state = "paid", customer_tier = "gold", paid_minor = 5000000, refunded_minor = 0 }
 "#,
     );
     let bundle = Bundle::from_files(&files).unwrap();

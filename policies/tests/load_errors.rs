@@ -309,20 +309,20 @@ const CEDAR_ERRORS: &[Case] = &[
     ),
     (
         "boundary.cedar",
-        "@reason(\"order {resource} is paid, so it may be refunded\")",
+        "@reason(\"order {resource} is {resource.state}, so it may be refunded\")",
         "",
         "boundary.cedar:3: rule \"refund.paid-order\" has no @reason(\"…\") annotation",
     ),
     (
         "boundary.cedar",
-        "@reason(\"order {resource} is paid, so it may be refunded\")",
+        "@reason(\"order {resource} is {resource.state}, so it may be refunded\")",
         "@reason(\"ok\")\n@owner(\"me\")",
         "boundary.cedar:3: rule \"refund.paid-order\": unknown annotation @owner",
     ),
     (
         "boundary.cedar",
-        "resource.status == \"paid\"",
-        "resource.colour == \"paid\"",
+        "contains(resource.state)",
+        "contains(resource.colour)",
         "boundary.cedar:6: rule \"refund.paid-order\" does not validate against schema.cedarschema: for policy `refund.paid-order`, attribute `colour` on entity type `order` not found",
     ),
     (
@@ -353,7 +353,7 @@ const CEDAR_ERRORS: &[Case] = &[
     ),
     (
         "boundary.cedar",
-        "{resource.status}: only",
+        "{resource.state}: only",
         "{resource.frozn}: only",
         "boundary.cedar:8: rule \"refund.unpaid-order\": @reason: unknown placeholder {resource.frozn}: no entity type in schema.cedarschema has an attribute \"frozn\"",
     ),
@@ -463,15 +463,19 @@ rules = { "refund.large" = { count = 2, role = "refunds-lead" } }
 /// schema declaring what the model keeps).
 fn with_order_model(dir: &Path, model: &str, schema_attrs: &str) {
     copy_dir(&example(), dir);
+    // The example's own model replaced by `model`.
     let toml = dir.join("bundle.toml");
     let text = std::fs::read_to_string(&toml).unwrap();
+    let text = &text[..text.find("# Orders as a state machine").unwrap()];
     std::fs::write(&toml, format!("{text}\n{model}")).unwrap();
     let schema = dir.join("schema.cedarschema");
     let text = std::fs::read_to_string(&schema).unwrap();
+    let declared = "  state: String,\n  customer_tier: String,\n  paid_minor: Long,\n  refunded_minor: Long,\n";
+    assert!(text.contains(declared));
     std::fs::write(
         &schema,
         text.replacen(
-            "  customer_tier: String,\n",
+            declared,
             &format!("  customer_tier: String,\n{schema_attrs}"),
             1,
         ),

@@ -1480,6 +1480,7 @@ impl Replay {
         // read (with the lookup's URL, status and answer hash); the
         // registry's must be what the export's resource.put receipts say.
         let looked_up = at(receipt, &["inputs", "resource_lookup"]);
+        let unrecorded;
         let resource = match looked_up {
             Some(l) => {
                 let status = at(l, &["status"]).and_then(Value::as_safe_integer);
@@ -1492,9 +1493,25 @@ impl Replay {
             None => {
                 // An entity: what the export's transitions left it as, at
                 // that version; before any, the registry's attributes.
+                let model = intent
+                    .resource
+                    .split_once(':')
+                    .and_then(|(ty, _)| bundle.model(ty));
                 let (registered, version) = match self.entities.get(&intent.resource) {
                     Some((attrs, v)) => (Some(attrs), *v),
-                    None => (snapshot.resources.get(&intent.resource), 0),
+                    None => {
+                        let put = snapshot.resources.get(&intent.resource);
+                        // A modelled resource with no transition yet is
+                        // the entity its registered attributes make (or
+                        // the initial one), as the gateway reads it.
+                        match model.and_then(|m| m.unrecorded(put)) {
+                            Some(e) if at(receipt, &["inputs", "resource_version"]).is_some() => {
+                                unrecorded = e.to_attributes();
+                                (Some(&unrecorded), 0)
+                            }
+                            _ => (put, 0),
+                        }
+                    }
                 };
                 if let Some(stated) = at(receipt, &["inputs", "resource_version"]) {
                     if stated.as_safe_integer() != i64::try_from(version).ok() {

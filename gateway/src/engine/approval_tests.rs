@@ -945,9 +945,9 @@ async fn an_execution_without_an_answer_is_unknown_until_reconciled() {
     let w = super::tests::world_upstreams(
         |seed| {
             let toml = seed.policy.get_mut("bundle.toml").unwrap();
-            *toml = toml.replace(
-                "approval = \"by_rule\"",
-                "approval = \"by_rule\"\ntarget = \"http\"\nreview = { count = 1, deadline_seconds = 3600 }",
+            *toml = super::tests::at_http_target(
+                toml,
+                "\nreview = { count = 1, deadline_seconds = 3600 }",
             );
         },
         upstreams,

@@ -4,6 +4,9 @@
 //! execution of an approved intent alike; the store checks the version read
 //! at append ([`tollgate_ledger::Staleness::Entity`]).
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
 use tollgate_ledger::{EntityWrite, Ledger};
 use tollgate_policies::Bundle;
 use tollgate_policies::entity::{Model, outcome_value};
@@ -90,7 +93,60 @@ impl<L: Ledger> Gateway<L> {
             *attributes = Some(attrs);
             *lookup = None;
             version = rec.version;
+        } else if lookup.is_none()
+            && let Some(entity) = model.unrecorded(attributes.as_ref())
+        {
+            // No transition yet: the entity its registered attributes
+            // make, every declared attribute present (or, with none
+            // registered, the initial entity).
+            *attributes = Some(entity.to_attributes());
         }
         Ok(Some(EntityRead { model, version }))
+    }
+}
+
+/// Most entities whose locks are kept; past it, those nobody holds are
+/// dropped.
+const MAX_LOCKS: usize = 4096;
+
+/// One decision or event at a time per entity on this instance: the
+/// others wait for it instead of reading the version it is about to
+/// replace and being refused at append. Across instances the store's
+/// guard decides ([`tollgate_ledger::Staleness::Entity`]); this only
+/// spares the retries.
+#[derive(Default)]
+pub(super) struct EntityLocks(Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl EntityLocks {
+    /// Waits for `resource`'s turn.
+    pub(super) async fn lock(&self, resource: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut map = match self.0.lock() {
+                Ok(m) => m,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if map.len() >= MAX_LOCKS {
+                map.retain(|_, l| Arc::strong_count(l) > 1);
+            }
+            map.entry(resource.to_owned()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+}
+
+impl<L: Ledger> Gateway<L> {
+    /// `resource`'s turn, when a bundle in force in `view` models its
+    /// type.
+    pub(super) async fn entity_turn(
+        &self,
+        view: &super::View,
+        resource: &str,
+    ) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        let ty = resource.split_once(':').map_or("", |(t, _)| t);
+        if view.domains.modelling(ty).is_some() {
+            Some(self.entity_locks.lock(resource).await)
+        } else {
+            None
+        }
     }
 }

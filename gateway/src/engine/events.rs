@@ -137,6 +137,7 @@ impl<L: Ledger> Gateway<L> {
         envelope: EventEnvelope,
         key: String,
     ) -> Result<Submitted, EventError> {
+        let _turn = self.entity_turn(&view, &envelope.event.resource).await;
         let mut last = None;
         for _ in 0..MAX_ATTEMPTS {
             match self.apply_once(&view, &envelope, &key).await {

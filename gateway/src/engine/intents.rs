@@ -430,6 +430,8 @@ impl<L: Ledger> Intents<'_, L> {
             gateway: self,
             key: key.clone(),
         };
+        // A modelled resource: one decision at a time on this instance.
+        let _turn = self.entity_turn(&view, &envelope.intent.resource).await;
         let mut foreign = Vec::new();
         let mut last = None;
         for _ in 0..MAX_ATTEMPTS {

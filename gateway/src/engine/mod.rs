@@ -193,6 +193,8 @@ pub struct Seed {
     pub revoked: Vec<String>,
     /// Resource attributes by resource.
     pub resources: BTreeMap<String, Object>,
+    /// Event source objects.
+    pub sources: Vec<Value>,
 }
 
 /// The parts a gateway is made of.
@@ -313,6 +315,8 @@ pub struct Gateway<L: Ledger> {
     refreshing: tokio::sync::Mutex<()>,
     /// The intent flow's own state (what is in flight, what recovery left).
     intent_state: intents::State,
+    /// One decision or event at a time per entity on this instance.
+    entity_locks: entities::EntityLocks,
     /// Spending per budget window: the ledger's record and what is in
     /// flight. Deciding a budgeted intent and reserving its amount happen
     /// under this lock.
@@ -376,6 +380,7 @@ impl<L: Ledger> Gateway<L> {
             registry_state: registry::State::default(),
             refreshing: tokio::sync::Mutex::new(()),
             intent_state: intents::State::default(),
+            entity_locks: entities::EntityLocks::default(),
             budgets: Mutex::new(budgets),
             approval_state: approvals::State::default(),
             webhook_state: webhooks::State::new(parts.webhooks),

@@ -409,6 +409,24 @@ pub(super) async fn import<L: Ledger>(
             &version,
         ));
     }
+    let mut sources = BTreeSet::new();
+    for object in &seed.sources {
+        let s = Source::from_value(object).map_err(|e| StartError::Seed(e.to_string()))?;
+        if !sources.insert(s.id.clone()) {
+            return Err(StartError::Seed(format!(
+                "event source {} appears twice",
+                s.id
+            )));
+        }
+        items.push(item(
+            RegistryChange::SourceRegister {
+                id: s.id.clone(),
+                source: canonical(object),
+            },
+            object.clone(),
+            &version,
+        ));
+    }
     let mut signed = Vec::with_capacity(items.len());
     for (change, object, policy) in items {
         signed.push(

@@ -126,6 +126,20 @@ pub(crate) fn refunds() -> std::collections::BTreeMap<String, String> {
     .unwrap()
 }
 
+/// The refunds policy's `bundle.toml` committing to an `http` target with
+/// `manifest` after its approval line: its orders are then resources the
+/// registry keeps (a model governs actions at target `none` only).
+pub(crate) fn at_http_target(toml: &str, manifest: &str) -> String {
+    let toml = match toml.find("# Orders as a state machine") {
+        Some(i) => &toml[..i],
+        None => toml,
+    };
+    toml.replace(
+        "approval = \"by_rule\"",
+        &format!("approval = \"by_rule\"\ntarget = \"http\"{manifest}"),
+    )
+}
+
 /// The demo world under the example refunds policy.
 pub(crate) fn seed(issuer: &Ed25519Signer, agent: &Ed25519Signer) -> Seed {
     crate::demo::seed(refunds(), issuer, agent)
@@ -228,8 +242,8 @@ pub(crate) fn receipt_of(line: &[u8]) -> Object {
 #[tokio::test]
 async fn a_first_start_imports_the_seed_then_never_reads_it_again() {
     let w = world().await;
-    // policy.publish, policy.activate, issuer, delegation, three resources.
-    assert_eq!(head(&w).await, 7);
+    // policy.publish, policy.activate, issuer, delegation, four orders.
+    assert_eq!(head(&w).await, 8);
     let state = w.ledger.inner.registry().await.unwrap();
     assert!(state.seeded);
     // Reopened with a seed that would panic if read: the ledger decides.
@@ -281,7 +295,7 @@ async fn decisions_carry_their_inputs_and_registry_receipts_the_fake_clock() {
             .unwrap()
             .as_object()
             .unwrap()
-            .get("status")
+            .get("state")
             .and_then(Value::as_str),
         Some("paid")
     );
@@ -455,10 +469,7 @@ async fn an_http_target_is_never_called_when_the_ledger_cannot_reserve_or_read()
     let agent = Ed25519Signer::from_secret(&[3; 32]);
     let mut seed = seed(&issuer, &agent);
     let toml = seed.policy.get_mut("bundle.toml").unwrap();
-    *toml = toml.replace(
-        "approval = \"by_rule\"",
-        "approval = \"by_rule\"\ntarget = \"http\"",
-    );
+    *toml = at_http_target(toml, "");
     let mut upstreams = Upstreams::default();
     upstreams.urls.insert("orders.refund".into(), url);
     let (ledger, gateway) = open_with(&dir, FakeClock::at(T0), seed, upstreams).await;

@@ -179,6 +179,7 @@ async fn every_api_error_is_reached_by_a_request() {
     policy_request_and_reviewer_problems(&h, &mut seen).await;
     policy_activation_problems(&h, &mut seen).await;
     issuer_and_resource_problems(&h, &mut seen).await;
+    event_and_source_problems(&h, &mut seen).await;
     contended_and_unavailable_problems(&h, &mut seen).await;
     storage_failure_problems(&h, &mut seen).await;
 
@@ -221,7 +222,9 @@ async fn every_api_error_is_reached_by_a_request() {
     let all: BTreeSet<String> = PROBLEM_TYPES.iter().map(|(s, _)| (*s).to_owned()).collect();
     assert_eq!(seen, all, "problem types not reached by a request");
     let head = h.app.gateway.ledger().inner.head().await.unwrap().seq;
-    assert_eq!(head, head0 + 11 + approvals_appended);
+    // And by the event source's registration and revocation and the one
+    // event applied.
+    assert_eq!(head, head0 + 14 + approvals_appended);
 }
 
 /// Routing, media type, size, JSON, envelope shape.
@@ -485,7 +488,7 @@ async fn read_and_delegation_registration_problems(h: &Harness, seen: &mut BTree
     );
     // A registered order, before any transition: its attributes, version 0.
     let known = h
-        .call(Method::GET, "/v1/entities/order/o-1001", &[], vec![])
+        .call(Method::GET, "/v1/entities/order/o-1003", &[], vec![])
         .await;
     assert_eq!(
         known.status,
@@ -812,14 +815,10 @@ async fn policy_activation_problems(h: &Harness, seen: &mut BTreeSet<String>) {
     );
     // A bundle whose action commits to an http target this gateway has no
     // upstream for: published, but not activated.
-    let version: Value = publish_refunds_edited(h, |toml| {
-        toml.replace(
-            "approval = \"by_rule\"",
-            "approval = \"by_rule\"\ntarget = \"http\"",
-        )
-    })
-    .await
-    .into();
+    let version: Value =
+        publish_refunds_edited(h, |toml| crate::engine::tests::at_http_target(&toml, ""))
+            .await
+            .into();
     let mut activate = Object::new();
     activate.insert("version", version);
     expect(
@@ -848,6 +847,198 @@ async fn policy_activation_problems(h: &Harness, seen: &mut BTreeSet<String>) {
 
 /// Issuer keys and resources. Appends the registration and the revocation
 /// of the issuer key.
+/// Event sources and the events they send: every refusal, each with
+/// nothing written; one source registered, one event applied, the source
+/// revoked (three entries).
+async fn event_and_source_problems(h: &Harness, seen: &mut BTreeSet<String>) {
+    use tollgate_protocol::{Event, event_payload};
+    use tollgate_signer::{Ed25519Signer, Signer as _};
+    let mut expect = |a: &Answer, status: u16, slug: &str| reached(seen, a, status, slug);
+    let key = Ed25519Signer::from_secret(&[41; 32]);
+    let source = |events: &[&str]| {
+        let mut o = Object::new();
+        o.insert("id", "orders-service".into());
+        o.insert("key", key.jwk().to_value());
+        o.insert(
+            "types",
+            Value::Array(vec!["order".into(), "service".into()]),
+        );
+        o.insert(
+            "events",
+            Value::Array(events.iter().map(|e| (*e).into()).collect()),
+        );
+        canonical(&Value::Object(o))
+    };
+    let good = source(&["order.shipped", "order.paid", "order.lost"]);
+    expect(
+        &h.admin(Method::POST, "/v1/admin/sources", source(&[]))
+            .await,
+        422,
+        "invalid-source",
+    );
+    let r = h
+        .admin(Method::POST, "/v1/admin/sources", good.clone())
+        .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    expect(
+        &h.admin(Method::POST, "/v1/admin/sources", source(&["order.*"]))
+            .await,
+        409,
+        "source-exists",
+    );
+    expect(
+        &h.admin(Method::POST, "/v1/admin/sources/nobody/revoke", vec![])
+            .await,
+        404,
+        "unknown-source",
+    );
+    let now = tollgate_protocol::Clock::now(&*h.clock);
+    let event = |id: &str, source: &str, resource: &str, name: &str| Event {
+        source: source.into(),
+        event_id: id.into(),
+        resource: resource.into(),
+        event: name.into(),
+        data: Object::new(),
+        issued_at: now.clone(),
+    };
+    let send = |by: &Ed25519Signer, e: Event| {
+        let body = canonical(&by.envelope(Domain::Event, event_payload(&e)));
+        async move {
+            h.call(
+                Method::POST,
+                "/v1/events",
+                &[("content-type", "application/json")],
+                body,
+            )
+            .await
+        }
+    };
+    let before = h.app.gateway.ledger().inner.head().await.unwrap().seq;
+    expect(
+        &h.call(
+            Method::POST,
+            "/v1/events",
+            &[("content-type", "application/json")],
+            b"{\"payload\":{\"type\":\"tollgate.event/v1\"},\"signature\":{\"alg\":\"EdDSA\",\"kid\":\"k\",\"sig\":\"AA\"}}".to_vec(),
+        )
+        .await,
+        422,
+        "invalid-event",
+    );
+    expect(
+        &send(
+            &key,
+            event("e-1", "billing", "order:o-1002", "order.shipped"),
+        )
+        .await,
+        403,
+        "unknown-source",
+    );
+    let stranger = Ed25519Signer::from_secret(&[42; 32]);
+    expect(
+        &send(
+            &stranger,
+            event("e-1", "orders-service", "order:o-1002", "order.shipped"),
+        )
+        .await,
+        401,
+        "event-bad-signature",
+    );
+    expect(
+        &send(
+            &key,
+            event("e-1", "orders-service", "order:o-1002", "order.cancelled"),
+        )
+        .await,
+        403,
+        "event-not-allowed",
+    );
+    expect(
+        &send(
+            &key,
+            event("e-1", "orders-service", "service:api", "order.shipped"),
+        )
+        .await,
+        422,
+        "unmodelled-entity",
+    );
+    expect(
+        &send(
+            &key,
+            event("e-1", "orders-service", "order:o-1002", "order.lost"),
+        )
+        .await,
+        422,
+        "unknown-entity-event",
+    );
+    // o-1001 is paid (and refunded in part): it cannot be paid again.
+    let illegal = send(
+        &key,
+        event("e-1", "orders-service", "order:o-1001", "order.paid"),
+    )
+    .await;
+    expect(&illegal, 409, "illegal-transition");
+    assert!(
+        illegal
+            .detail()
+            .contains("event order.paid cannot happen while the entity is")
+            && illegal.detail().contains("(it can from pending)"),
+        "{}",
+        illegal.detail()
+    );
+    let head = h.app.gateway.ledger().inner.head().await.unwrap().seq;
+    assert_eq!(head, before, "a refused event appended");
+    let shipped = send(
+        &key,
+        event("e-1", "orders-service", "order:o-1002", "order.shipped"),
+    )
+    .await;
+    assert_eq!(
+        shipped.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&shipped.body)
+    );
+    let again = send(
+        &key,
+        event("e-1", "orders-service", "order:o-1002", "order.shipped"),
+    )
+    .await;
+    assert_eq!((again.status, again.body), (200, shipped.body));
+    assert_eq!(again.headers.get("idempotent-replayed").unwrap(), "true");
+    expect(
+        &send(
+            &key,
+            event("e-1", "orders-service", "order:o-1001", "order.shipped"),
+        )
+        .await,
+        409,
+        "event-conflict",
+    );
+    let r = h
+        .admin(
+            Method::POST,
+            "/v1/admin/sources/orders-service/revoke",
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    expect(
+        &send(
+            &key,
+            event("e-2", "orders-service", "order:o-1001", "order.shipped"),
+        )
+        .await,
+        403,
+        "revoked-source",
+    );
+    expect(
+        &h.admin(Method::POST, "/v1/admin/sources", good).await,
+        409,
+        "revoked-source",
+    );
+}
+
 async fn issuer_and_resource_problems(h: &Harness, seen: &mut BTreeSet<String>) {
     let mut expect = |a: &Answer, status: u16, slug: &str| reached(seen, a, status, slug);
     // Issuer keys and resources.

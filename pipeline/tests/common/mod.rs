@@ -104,7 +104,7 @@ pub fn snapshot(tokens: Vec<Token>) -> Snapshot {
     s.registry.issuers = key_set([&w.issuer]);
     s.resources.insert(
         "order:o-1001".into(),
-        obj(r#"{"status":"paid","customer_tier":"gold"}"#),
+        obj(r#"{"state":"paid","customer_tier":"gold","paid_minor":5000000,"refunded_minor":0}"#),
     );
     s
 }
