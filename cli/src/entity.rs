@@ -44,7 +44,8 @@ pub fn show(url: &str, resource: &str, json: bool) -> Result<String, CliError> {
 }
 
 /// `tollgate entity history TYPE:ID`: one line per transition, with the
-/// receipt, its intent's action and id, and the state it left.
+/// receipt, what made it (an intent's action and id, an event's name,
+/// source and id, or the execution of an approval) and the state it left.
 pub fn history(url: &str, resource: &str, json: bool) -> Result<String, CliError> {
     let client = Client::new(url);
     let answer = client.entity_history(resource)?.ok()?;
@@ -52,12 +53,10 @@ pub fn history(url: &str, resource: &str, json: bool) -> Result<String, CliError
         return Ok(answer.text());
     }
     let v = answer.json()?;
-    let Some(Value::Array(changes)) = field(&v, &["changes"]) else {
-        return Ok(format!("{resource}: no transition recorded"));
+    let changes = match field(&v, &["changes"]) {
+        Some(Value::Array(c)) if !c.is_empty() => c,
+        _ => return Ok(format!("{resource}: no transition recorded")),
     };
-    if changes.is_empty() {
-        return Ok(format!("{resource}: no transition recorded"));
-    }
     let mut out = vec![format!("{resource}: {} transitions", changes.len())];
     for c in changes {
         let receipt_id = text(c, &["receipt_id"]);
@@ -65,8 +64,32 @@ pub fn history(url: &str, resource: &str, json: bool) -> Result<String, CliError
         let entry = parse(receipt.as_bytes())
             .map_err(|e| CliError::Invalid(format!("receipt {receipt_id}: {e}")))?;
         let r = field(&entry, &["receipt"]).unwrap_or(&Value::Null);
+        let cause = match text(r, &["kind"]) {
+            "event" => format!(
+                "event {} ({}/{})",
+                text(r, &["subject", "payload", "event"]),
+                text(r, &["subject", "payload", "source"]),
+                text(r, &["subject", "payload", "event_id"]),
+            ),
+            "execution" => format!(
+                "execution (approval {})",
+                match field(r, &["refs"]) {
+                    Some(Value::Array(refs)) => refs
+                        .first()
+                        .and_then(Value::as_str)
+                        .unwrap_or("-")
+                        .to_owned(),
+                    _ => "-".to_owned(),
+                }
+            ),
+            kind => format!(
+                "{kind} {} ({})",
+                text(r, &["subject", "payload", "action"]),
+                text(r, &["subject", "payload", "intent_id"]),
+            ),
+        };
         out.push(format!(
-            "  v{}  seq {}  {}  {} {} ({})  {}",
+            "  v{}  seq {}  {}  {cause}  -> {}  {}",
             field(c, &["version"])
                 .and_then(Value::as_safe_integer)
                 .unwrap_or(0),
@@ -74,9 +97,7 @@ pub fn history(url: &str, resource: &str, json: bool) -> Result<String, CliError
                 .and_then(Value::as_safe_integer)
                 .unwrap_or(0),
             text(r, &["issued_at"]),
-            text(r, &["kind"]),
-            text(r, &["subject", "payload", "action"]),
-            text(r, &["subject", "payload", "intent_id"]),
+            text(r, &["outcome", "entity", "attributes", "state"]),
             receipt_id,
         ));
     }

@@ -17,6 +17,7 @@ mod files;
 mod intent;
 mod policy;
 mod reviewer;
+mod source;
 mod sandbox;
 mod scaffold;
 mod serve;
@@ -171,6 +172,14 @@ enum Command {
     /// (through the registry API; each change is a receipt).
     #[command(subcommand)]
     Reviewer(ReviewerCommand),
+    /// Event sources, the systems of record whose signed events move
+    /// entities: add, revoke, list (through the registry API; each change
+    /// is a receipt).
+    #[command(subcommand)]
+    Source(SourceCommand),
+    /// Events: send one as a system of record would.
+    #[command(subcommand)]
+    Event(EventCommand),
     /// Escalated intents waiting for reviewers, and decided ones.
     #[command(subcommand)]
     Approvals(ApprovalsCommand),
@@ -392,6 +401,60 @@ enum ReviewerCommand {
     List {
         #[command(flatten)]
         admin: admin::Admin,
+    },
+}
+
+#[derive(Subcommand)]
+enum SourceCommand {
+    /// Register an event source: its id, public key, the entity types it
+    /// may send events about and the events it may send.
+    Add {
+        #[command(flatten)]
+        admin: admin::Admin,
+        /// The source id, e.g. orders-service.
+        #[arg(long)]
+        id: String,
+        /// The source's public JWK (or its key file: only the public part
+        /// is sent).
+        #[arg(long)]
+        key: PathBuf,
+        /// An entity type it may send events about, or * (repeat).
+        #[arg(long = "type", required = true)]
+        types: Vec<String>,
+        /// An event it may send: exact, prefix.*, or * (repeat).
+        #[arg(long = "event", required = true)]
+        events: Vec<String>,
+    },
+    /// Revoke an event source, at once; a revoked id stays revoked.
+    Revoke {
+        #[command(flatten)]
+        admin: admin::Admin,
+        /// The source id.
+        id: String,
+    },
+    /// List the registered event sources.
+    List {
+        #[command(flatten)]
+        admin: admin::Admin,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventCommand {
+    /// Sign an event with a source's key (here; the key is never sent) and
+    /// post it; print the ledger entry of its `event` receipt. The same
+    /// event again gets the same entry.
+    Send {
+        #[command(flatten)]
+        url: admin::Url,
+        /// The source's key file (to sign a payload; not needed for an
+        /// envelope).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// The event payload {source, event_id, resource, event, data}
+        /// (`type` and `issued_at` filled in when missing), or a signed
+        /// envelope {"payload", "signature"}, sent as it is.
+        event: PathBuf,
     },
 }
 
@@ -1013,6 +1076,18 @@ fn main() -> ExitCode {
         }) => reviewer::add(&admin, &id, &key, &roles, &actions),
         Command::Reviewer(ReviewerCommand::Revoke { admin, id }) => reviewer::revoke(&admin, &id),
         Command::Reviewer(ReviewerCommand::List { admin }) => reviewer::list(&admin),
+        Command::Source(SourceCommand::Add {
+            admin,
+            id,
+            key,
+            types,
+            events,
+        }) => source::add(&admin, &id, &key, &types, &events),
+        Command::Source(SourceCommand::Revoke { admin, id }) => source::revoke(&admin, &id),
+        Command::Source(SourceCommand::List { admin }) => source::list(&admin),
+        Command::Event(EventCommand::Send { url, key, event }) => url
+            .one()
+            .and_then(|u| source::send(u, key.as_deref(), &event)),
         Command::Webhook(w) => match w {
             WebhookCommand::Add {
                 admin,

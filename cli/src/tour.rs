@@ -196,9 +196,13 @@ pub fn tour(url: &str, data: &Layout) -> Result<String, CliError> {
         run,
     )?;
 
+    entities_chapter(&client, data, &mut failures, run, &mut |failures, title, n, order, amount, want| {
+        step(failures, title, intent(n, demo::DELEGATION, order, amount), want).map(|_| ())
+    })?;
+
     // The auditor's view.
     let out = data.root().join("tour-export.jsonl");
-    println!("\n9. Export the ledger and verify it offline, as an auditor would.");
+    println!("\n10. Export the ledger and verify it offline, as an auditor would.");
     let said = export(url, &out)?;
     let bytes = std::fs::read(&out).map_err(|e| CliError::Usage(e.to_string()))?;
     let keys_bytes = std::fs::read(out.with_extension("jwks.json"))
@@ -228,6 +232,132 @@ pub fn tour(url: &str, data: &Layout) -> Result<String, CliError> {
     } else {
         Err(CliError::Invalid(format!("tour: {}", failures.join("; "))))
     }
+}
+
+/// Submits a refund intent of the tour's: `(title, name, order,
+/// amount_minor, the verdict wanted)`.
+type Refund<'a> =
+    dyn FnMut(&mut Vec<String>, &str, &str, &str, i64, &str) -> Result<(), CliError> + 'a;
+
+/// Chapter 9: orders are entities the gateway keeps. The order service
+/// (an event source) tells it of a new paid order; a partial refund moves
+/// it to partially refunded, the rest to refunded, and a third refund is
+/// blocked by that state; a shipped order's refund waits for a reviewer;
+/// an event the order's state does not allow is refused; the order's
+/// history tells the story.
+fn entities_chapter(
+    client: &Client,
+    data: &Layout,
+    failures: &mut Vec<String>,
+    run: i64,
+    refund: &mut Refund<'_>,
+) -> Result<(), CliError> {
+    let key = Ed25519Signer::load(&data.demo("orders-service.jwk"))
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let order = format!("order:o-tour-{run}");
+    let shipped = format!("order:o-tour-{run}-s");
+    let send = |failures: &mut Vec<String>,
+                n: &str,
+                resource: &str,
+                event: &str,
+                data: Object,
+                want: u16|
+     -> Result<(), CliError> {
+        let e = tollgate_protocol::Event {
+            source: demo::ORDER_SERVICE.into(),
+            event_id: format!("tour-{run}-{n}"),
+            resource: resource.into(),
+            event: event.into(),
+            data,
+            issued_at: now(),
+        };
+        let env = key.envelope(Domain::Event, tollgate_protocol::event_payload(&e));
+        let got = client.send_event(env.to_string().as_bytes())?;
+        let answer = got.json()?;
+        if got.status == 200 {
+            println!(
+                "  → {event} on {resource}: {} at version {} (receipt {})",
+                field(&answer, &["receipt", "outcome", "entity", "attributes", "state"])
+                    .and_then(Value::as_str)
+                    .unwrap_or("?"),
+                field(&answer, &["receipt", "outcome", "entity", "version"])
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                field(&answer, &["receipt", "receipt_id"])
+                    .and_then(Value::as_str)
+                    .unwrap_or("?"),
+            );
+        } else {
+            println!(
+                "  → {event} on {resource} refused, HTTP {}: {}",
+                got.status,
+                field(&answer, &["detail"])
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+            );
+        }
+        if got.status != want {
+            failures.push(format!(
+                "event {event} on {resource}: expected HTTP {want}, got {}",
+                got.status
+            ));
+        }
+        Ok(())
+    };
+    let paid = |tier: &str| {
+        let mut d = Object::new();
+        d.insert("amount_minor", Value::integer(12_000).unwrap_or(Value::Null));
+        d.insert("customer_tier", tier.into());
+        d
+    };
+    println!(
+        "\n9. Orders are entities the gateway keeps. The order service (event source {}) says order {order} was paid, 120.00 EUR.",
+        demo::ORDER_SERVICE
+    );
+    send(failures, "paid", &order, "order.paid", paid("gold"), 200)?;
+    refund(
+        failures,
+        "   A partial refund, 40.00 EUR: the order becomes partially refunded.",
+        "part-1",
+        &order,
+        4_000,
+        "pass",
+    )?;
+    refund(
+        failures,
+        "   The rest, 80.00 EUR: the order becomes refunded.",
+        "part-2",
+        &order,
+        8_000,
+        "pass",
+    )?;
+    refund(
+        failures,
+        "   A third refund, 5.00 EUR, however it is asked: blocked by the state the others left.",
+        "part-3",
+        &order,
+        500,
+        "block",
+    )?;
+    println!("   The order service says the refunded order was paid again: its model does not allow it.");
+    send(failures, "paid-again", &order, "order.paid", paid("gold"), 409)?;
+    println!("   Another order, {shipped}, paid and then shipped:");
+    send(failures, "s-paid", &shipped, "order.paid", paid("silver"), 200)?;
+    send(failures, "s-shipped", &shipped, "order.shipped", Object::new(), 200)?;
+    refund(
+        failures,
+        "   A refund of the shipped order, 30.00 EUR, waits for a reviewer.",
+        "shipped",
+        &shipped,
+        3_000,
+        "escalate",
+    )?;
+    println!("   tollgate entity history {order}:");
+    match crate::entity::history(client.base(), &order, false) {
+        Ok(story) => println!("  {}", story.replace('\n', "\n  ")),
+        Err(e) => failures.push(format!("the history of {order}: {e}")),
+    }
+    Ok(())
 }
 
 /// Submits a refund intent `(name, resource, amount_minor, seconds ago)`
@@ -263,6 +393,7 @@ fn approvals_chapter(
     );
     match (got.status, got.problem_type().as_deref()) {
         (201, _) => println!("  → rev-demo registered (a reviewer.register receipt)"),
+        (200, _) => println!("  → rev-demo is registered already"),
         (409, Some("reviewer-exists")) => println!("  → rev-demo is registered already"),
         (status, _) => failures.push(format!(
             "registering rev-demo: HTTP {status}: {}",
@@ -340,7 +471,7 @@ fn approvals_chapter(
     Ok(())
 }
 
-/// Chapter 10: the export against the gateway's latest signed checkpoint
+/// Chapter 11: the export against the gateway's latest signed checkpoint
 /// (waiting for one that covers it), and one entry's inclusion proof.
 fn checkpoint_chapter(client: &Client, lines: &[&[u8]]) -> Result<(), String> {
     use tollgate_protocol::checkpoint::{
@@ -348,7 +479,7 @@ fn checkpoint_chapter(client: &Client, lines: &[&[u8]]) -> Result<(), String> {
         verify_inclusion,
     };
     println!(
-        "\n10. Check the export against the gateway's signed checkpoint (an auditor gets its key out of band; here it is read from the gateway)."
+        "\n11. Check the export against the gateway's signed checkpoint (an auditor gets its key out of band; here it is read from the gateway)."
     );
     let get = |path: &str| {
         client

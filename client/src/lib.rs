@@ -245,6 +245,26 @@ impl Client {
         self.post("/v1/intents", envelope, &headers, false)
     }
 
+    /// `POST /v1/events` with a signed event envelope.
+    pub fn send_event(&self, envelope: &[u8]) -> Result<Answer, Error> {
+        self.post("/v1/events", envelope, &[], false)
+    }
+
+    /// `POST /v1/admin/sources` with an event source object.
+    pub fn register_source(&self, source: &[u8]) -> Result<Answer, Error> {
+        self.post("/v1/admin/sources", source, &[], true)
+    }
+
+    /// `POST /v1/admin/sources/{id}/revoke`.
+    pub fn revoke_source(&self, id: &str) -> Result<Answer, Error> {
+        self.post(&format!("/v1/admin/sources/{id}/revoke"), b"", &[], true)
+    }
+
+    /// `GET /v1/admin/sources`.
+    pub fn sources(&self) -> Result<Answer, Error> {
+        self.get("/v1/admin/sources", true)
+    }
+
     /// `GET /v1/receipts/{id}`.
     pub fn receipt(&self, receipt_id: &str) -> Result<Answer, Error> {
         self.get(&format!("/v1/receipts/{receipt_id}"), false)

@@ -27,7 +27,7 @@ pub const ISSUER: &str = "demo issuer";
 pub const ACTION: &str = "orders.refund";
 /// A paid order of a gold customer (a large one: 50,000.00 EUR).
 pub const PAID: &str = "order:o-1001";
-/// A paid order of a silver customer (1,200.00 EUR).
+/// A paid order of a silver customer (a large one too: 50,000.00 EUR).
 pub const PAID_SILVER: &str = "order:o-1002";
 /// An unpaid order: the demo policy blocks refunds of it.
 pub const UNPAID: &str = "order:o-1003";
@@ -123,7 +123,7 @@ pub fn services() -> BTreeMap<String, Object> {
 pub fn resources() -> BTreeMap<String, Object> {
     [
         (PAID, "paid", "gold", 5_000_000),
-        (PAID_SILVER, "paid", "silver", 120_000),
+        (PAID_SILVER, "paid", "silver", 5_000_000),
         (UNPAID, "pending", "gold", 0),
         (SMALL, "paid", "silver", 12_000),
     ]

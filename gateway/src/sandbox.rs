@@ -51,7 +51,7 @@ impl Clock for SandboxClock {
 
 /// The fixed secret of the sandbox key or token called `name`: SHA-256 of
 /// `tollgate.sandbox.` and the name (`gateway`, `issuer`, `agent`,
-/// `reviewer`, `admin`). Public by design.
+/// `reviewer`, `orders-service`, `admin`). Public by design.
 pub fn secret(name: &str) -> [u8; 32] {
     sha2::Sha256::digest(format!("tollgate.sandbox.{name}").as_bytes()).into()
 }
@@ -80,6 +80,7 @@ pub fn init(dir: &Path) -> Result<(), Error> {
         ("issuer", at.demo("issuer.jwk")),
         ("agent", at.demo("agent.jwk")),
         ("reviewer", at.demo("reviewer.jwk")),
+        ("orders-service", at.demo("orders-service.jwk")),
     ] {
         Ed25519Signer::from_secret(&secret(name)).save(&path)?;
     }

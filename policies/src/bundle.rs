@@ -1449,6 +1449,20 @@ impl Bundle {
         self.models.get(ty)
     }
 
+    /// `attrs` of `resource` as a decision reads them before the entity
+    /// has any transition: for a type this bundle models, the entity they
+    /// make, every declared attribute present
+    /// ([`crate::entity::Model::unrecorded`]); `attrs` as they are for a
+    /// type it does not model, or when they hold no state of the model
+    /// (the decision then blocks with `entity.transition`).
+    pub fn as_read(&self, resource: &str, attrs: &Object) -> Object {
+        resource
+            .split_once(':')
+            .and_then(|(ty, _)| self.model(ty))
+            .and_then(|m| m.unrecorded(Some(attrs)))
+            .map_or_else(|| attrs.clone(), |e| e.to_attributes())
+    }
+
     /// The resource types this bundle models, in name order.
     pub fn modelled_types(&self) -> impl Iterator<Item = &str> {
         self.models.keys().map(String::as_str)

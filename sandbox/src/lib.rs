@@ -1497,34 +1497,40 @@ impl Replay {
                     .resource
                     .split_once(':')
                     .and_then(|(ty, _)| bundle.model(ty));
-                let (registered, version) = match self.entities.get(&intent.resource) {
-                    Some((attrs, v)) => (Some(attrs), *v),
-                    None => {
-                        let put = snapshot.resources.get(&intent.resource);
-                        // A modelled resource with no transition yet is
-                        // the entity its registered attributes make (or
-                        // the initial one), as the gateway reads it.
-                        match model.and_then(|m| m.unrecorded(put)) {
-                            Some(e) if at(receipt, &["inputs", "resource_version"]).is_some() => {
-                                unrecorded = e.to_attributes();
-                                (Some(&unrecorded), 0)
-                            }
-                            _ => (put, 0),
+                // A resource its bundle models is read as its entity: what
+                // the export's transitions left it as, at that version;
+                // before any, the entity its registered attributes make.
+                // Another bundle reads the registry's attributes.
+                let put = snapshot.resources.get(&intent.resource);
+                let (registered, version) = match (model, self.entities.get(&intent.resource)) {
+                    (Some(_), Some((attrs, v))) => (Some(attrs), Some(*v)),
+                    (Some(m), None) => match put.and_then(|p| m.unrecorded(Some(p))) {
+                        Some(e) => {
+                            unrecorded = e.to_attributes();
+                            (Some(&unrecorded), Some(0))
                         }
-                    }
+                        None => (put, Some(0)),
+                    },
+                    (None, _) => (put, None),
                 };
-                if let Some(stated) = at(receipt, &["inputs", "resource_version"]) {
-                    if stated.as_safe_integer() != i64::try_from(version).ok() {
-                        return Err(Error::Again(format!(
-                            "the decision read {} at version {stated}, and the export leaves it at version {version}",
+                let stated = at(receipt, &["inputs", "resource_version"]);
+                if stated.and_then(Value::as_safe_integer)
+                    != version.and_then(|v| i64::try_from(v).ok())
+                {
+                    return Err(Error::Again(match (stated, version) {
+                        (Some(s), Some(v)) => format!(
+                            "the decision read {} at version {s}, and the export leaves it at version {v}",
                             intent.resource
-                        )));
-                    }
-                } else if self.entities.contains_key(&intent.resource) {
-                    return Err(Error::Again(format!(
-                        "{} is an entity at version {version}, and the decision states no version it read",
-                        intent.resource
-                    )));
+                        ),
+                        (None, Some(v)) => format!(
+                            "{} is an entity its policy models, at version {v}, and the decision states no version it read",
+                            intent.resource
+                        ),
+                        _ => format!(
+                            "the decision states a version of {}, and its policy does not model it",
+                            intent.resource
+                        ),
+                    }));
                 }
                 // Objects keep their members in canonical order: equal
                 // objects are equal canonical bytes.

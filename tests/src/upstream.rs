@@ -167,22 +167,23 @@ impl Upstream {
     }
 }
 
+/// The refunds policy's `bundle.toml` (`toml`) committing to an `http`
+/// target. A model governs actions committed at target `none` only: its
+/// orders are then resources whose attributes the registry keeps.
+pub fn at_http_target(toml: &str) -> String {
+    let toml = match toml.find("# Orders as a state machine") {
+        Some(i) => &toml[..i],
+        None => toml,
+    };
+    toml.replace(
+        "approval = \"by_rule\"",
+        "approval = \"by_rule\"\ntarget = \"http\"",
+    )
+}
+
 /// Makes the refunds bundle of `data` commit to an `http` target.
 pub fn with_http_target(data: &Path) {
     let p = data.join("policies/refunds/bundle.toml");
     let text = std::fs::read_to_string(&p).unwrap();
-    // A model governs actions committed at target `none` only: the
-    // orders are then resources whose attributes the registry keeps.
-    let text = match text.find("# Orders as a state machine") {
-        Some(i) => &text[..i],
-        None => &text,
-    };
-    std::fs::write(
-        &p,
-        text.replace(
-            "approval = \"by_rule\"",
-            "approval = \"by_rule\"\ntarget = \"http\"",
-        ),
-    )
-    .unwrap();
+    std::fs::write(&p, at_http_target(&text)).unwrap();
 }

@@ -443,6 +443,13 @@ fn ledger(
                             "; {} decisions re-decided, each byte for byte the same",
                             counts.decisions
                         ));
+                        if counts.events > 0 {
+                            fields.insert("events", int(counts.events));
+                            sentence.push_str(&format!(
+                                "; {} events applied as their entities' models say",
+                                counts.events
+                            ));
+                        }
                     }
                     Err(m) => {
                         fields.insert("seq", int(m.seq));

@@ -94,11 +94,13 @@ impl<L: Ledger> Gateway<L> {
             *lookup = None;
             version = rec.version;
         } else if lookup.is_none()
-            && let Some(entity) = model.unrecorded(attributes.as_ref())
+            && let Some(registered) = attributes.as_ref()
+            && let Some(entity) = model.unrecorded(Some(registered))
         {
             // No transition yet: the entity its registered attributes
-            // make, every declared attribute present (or, with none
-            // registered, the initial entity).
+            // make, every declared attribute present. Looked-up attributes
+            // are read so already (`Bundle::as_read`); a resource nobody
+            // registered and no event moved stays unknown to decisions.
             *attributes = Some(entity.to_attributes());
         }
         Ok(Some(EntityRead { model, version }))

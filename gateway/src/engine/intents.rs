@@ -619,10 +619,12 @@ impl<L: Ledger> Intents<'_, L> {
             &envelope.intent.intent_id,
         )
         .await?;
-        if let Some(attrs) = &read.attributes
-            && let Err(mismatch) = bundle.check_resource(&envelope.intent.resource, attrs)
-        {
-            return Err(resources::LookupError::Mistyped { url, mismatch });
+        let mut read = read;
+        if let Some(attrs) = &mut read.attributes {
+            *attrs = bundle.as_read(&envelope.intent.resource, attrs);
+            if let Err(mismatch) = bundle.check_resource(&envelope.intent.resource, attrs) {
+                return Err(resources::LookupError::Mistyped { url, mismatch });
+            }
         }
         Ok(Some(read))
     }

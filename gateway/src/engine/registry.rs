@@ -932,7 +932,20 @@ impl<L: Ledger> Registry<'_, L> {
         // out of a decision (a `has` test false, a forbid skipped).
         // Every bundle in force that declares the resource's type reads it.
         for bundle in view.domains.bundles() {
-            if let Err(m) = bundle.check_resource(resource, &attrs) {
+            // A modelled type is read as the entity the attributes make.
+            if let Some(m) = resource
+                .split_once(':')
+                .and_then(|(ty, _)| bundle.model(ty))
+                && m.unrecorded(Some(&attrs)).is_none()
+            {
+                return Err(RegistryError::InvalidResource(format!(
+                    "policy {} models {} as an entity: its attributes need a state, one of {}",
+                    bundle.version_string(),
+                    resource.split_once(':').map_or("", |(t, _)| t),
+                    m.states.join(", ")
+                )));
+            }
+            if let Err(m) = bundle.check_resource(resource, &bundle.as_read(resource, &attrs)) {
                 return Err(RegistryError::InvalidResource(format!(
                     "attribute {}: {} cannot be given to the rules as the {} that policy {} declares{}",
                     m.pointer.trim_start_matches('/'),

@@ -358,8 +358,14 @@ fn data_folder_files_after_the_first_start_change_no_decision() {
     let g = g.restart();
     let paid_after = decide(&g, "b-1", "order:o-1001");
     let unpaid_after = decide(&g, "b-2", "order:o-1003");
-    assert_eq!(paid_after, paid, "same verdict, policy and inputs");
-    assert_eq!(unpaid_after, unpaid);
+    // The paid order as its first refund left it, in the ledger.
+    let read = String::from_utf8(paid_after.2.clone()).unwrap();
+    assert_eq!((&paid_after.0, &paid_after.1), (&paid.0, &paid.1));
+    assert!(
+        read.contains(r#""refunded_minor":2500"#) && read.contains(r#""resource_version":1"#),
+        "{read}"
+    );
+    assert_eq!(unpaid_after, unpaid, "same verdict, policy and inputs");
 }
 
 /// Found by the outside review: a token expired a minute ago still worked
@@ -656,14 +662,22 @@ fn regression_resource_attributes_the_rules_cannot_read_are_refused_at_put() {
     let before = g.head_seq();
     for (attrs, named) in [
         (
-            r#"{"status":"paid","customer_tier":1.5}"#,
+            r#"{"state":"paid","customer_tier":1.5}"#,
             "attribute customer_tier: 1.5",
         ),
         (
-            r#"{"status":null,"customer_tier":"gold"}"#,
-            "attribute status: null",
+            r#"{"state":"paid","customer_tier":"gold","paid_minor":"lots"}"#,
+            "cannot be given to the rules as the Long",
         ),
-        (r#"{"customer_tier":"gold"}"#, "attribute status: nothing"),
+        // Orders are modelled: their attributes need a state of the model.
+        (
+            r#"{"state":null,"customer_tier":"gold"}"#,
+            "its attributes need a state, one of pending, paid",
+        ),
+        (
+            r#"{"customer_tier":"gold"}"#,
+            "its attributes need a state, one of pending, paid",
+        ),
     ] {
         let body = format!(r#"{{"resource":"order:o-77","attributes":{attrs}}}"#);
         let a = admin.put_resource(body.as_bytes()).unwrap();
@@ -674,7 +688,7 @@ fn regression_resource_attributes_the_rules_cannot_read_are_refused_at_put() {
     }
     assert_eq!(g.head_seq(), before, "nothing recorded");
     let ok = admin
-        .put_resource(br#"{"resource":"order:o-77","attributes":{"status":"paid","customer_tier":"gold","note":null}}"#)
+        .put_resource(br#"{"resource":"order:o-77","attributes":{"state":"paid","customer_tier":"gold","note":null}}"#)
         .unwrap();
     assert_eq!(ok.status, 201, "{}", String::from_utf8_lossy(&ok.body));
 }

@@ -422,27 +422,27 @@ fn issuers_and_resources_are_managed_through_the_registry() {
     let put = admin(&[
         "resource",
         "put",
-        "order:o-1001",
-        r#"{"status":"unpaid","customer_tier":"gold"}"#,
+        "order:o-1003",
+        r#"{"state":"cancelled","customer_tier":"gold"}"#,
     ]);
     assert_eq!(put.status.code(), Some(0), "{put:?}");
-    let got = admin(&["resource", "get", "order:o-1001"]);
+    let got = admin(&["resource", "get", "order:o-1003"]);
     assert_eq!(
         String::from_utf8_lossy(&got.stdout).trim(),
-        r#"{"customer_tier":"gold","status":"unpaid"}"#
+        r#"{"customer_tier":"gold","state":"cancelled"}"#
     );
     let missing = admin(&["resource", "get", "order:nope"]);
     assert_eq!(missing.status.code(), Some(1), "{missing:?}");
     let (status, _, body, _) = g.post_raw(
         "application/json",
-        &intent(&agent, "res-1", "order:o-1001", 2500, |_| {}),
+        &intent(&agent, "res-1", "order:o-1003", 2500, |_| {}),
         None,
     );
     assert_eq!(status, 200);
     assert_eq!(verdict_of(&body), "block");
     assert_eq!(
-        receipt_member(&body, &["inputs", "resource", "status"]),
-        Value::from("unpaid")
+        receipt_member(&body, &["inputs", "resource", "state"]),
+        Value::from("cancelled")
     );
     let bad = admin(&["resource", "put", "no-colon", "{}"]);
     assert_eq!(bad.status.code(), Some(1), "{bad:?}");

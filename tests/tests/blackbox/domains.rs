@@ -332,7 +332,7 @@ fn regression_registry_changes_during_a_commit_in_flight_leave_an_export_that_re
             "resource",
             "put",
             "order:o-1001",
-            r#"{"status":"refunded","customer_tier":"gold"}"#,
+            r#"{"state":"refunded","customer_tier":"gold","paid_minor":5000000,"refunded_minor":5000000}"#,
         ],
     );
     assert_eq!(code, 0, "{err}");
@@ -340,7 +340,7 @@ fn regression_registry_changes_during_a_commit_in_flight_leave_an_export_that_re
     let (code, entry) = slow.join().unwrap();
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&entry));
     // Decided, and committed, under what it read: the version and the
-    // order's status before the changes appended ahead of its receipt.
+    // order's state before the changes appended ahead of its receipt.
     assert_eq!(version_of(&entry), before);
     assert_ne!(before, after);
     assert!(

@@ -1,8 +1,10 @@
-//! Entities against a real gateway: a bundle that models orders as a state
-//! machine; what a committed refund changes, the next decision reads, so a
-//! refund repeated or raced is blocked by state; the entity's versions
-//! guard each change; the export re-decides, and one doctored to read a
-//! stale version is refused.
+//! Entities against a real gateway: the demo's refunds policy models
+//! orders as a state machine; what a committed refund changes, the next
+//! decision reads, so a refund repeated or raced is blocked by state; the
+//! entity's versions guard each change; events from the order service move
+//! orders, once each, and illegal or unauthorised ones are refused with
+//! nothing recorded; the export re-decides, and one doctored to read a
+//! stale version or to state another change is refused.
 
 use tollgate_protocol::{Object, Value, canonical};
 use tollgate_signer::Ed25519Signer;
@@ -10,36 +12,8 @@ use tollgate_tests::gateway::{Gateway, intent, outcome_of, receipt_member, verdi
 
 use crate::doctored::{at_mut, docs_of, get, rebuild, verify};
 
-/// The demo's refunds policy with orders modelled: refunds allowed while
-/// paid or partially refunded, adding up, refunded once all is.
-fn modelled(g: &Gateway) -> String {
-    g.activate_refunds_variant("1.2.0", |files| {
-        let toml = files.get_mut("bundle.toml").unwrap();
-        toml.push_str(
-            r#"
-[entity.order]
-states = ["pending", "paid", "partially_refunded", "refunded"]
-initial = "pending"
-attributes = { paid_minor = "integer", refunded_minor = "integer" }
-
-[entity.order.action."orders.refund"]
-allowed_in = ["paid", "partially_refunded"]
-set = { refunded_minor = "refunded_minor + params.amount_minor" }
-to = [{ when = "refunded_minor >= paid_minor", state = "refunded" }, { state = "partially_refunded" }]
-"#,
-        );
-        let schema = files.get_mut("schema.cedarschema").unwrap();
-        *schema = schema.replacen(
-            "  customer_tier: String,\n",
-            "  customer_tier: String,\n  state: String,\n  paid_minor: Long,\n  refunded_minor: Long,\n",
-            1,
-        );
-    })
-}
-
 fn put_order(g: &Gateway, id: &str, paid: i64) -> (u16, String) {
     let mut attrs = Object::new();
-    attrs.insert("status", "paid".into());
     attrs.insert("customer_tier", "gold".into());
     attrs.insert("state", "paid".into());
     attrs.insert("paid_minor", Value::integer(paid).unwrap());
@@ -82,7 +56,6 @@ fn rule_ids(entry: &[u8]) -> Vec<String> {
 #[test]
 fn a_refund_repeated_or_raced_is_blocked_by_the_state_its_commit_left() {
     let g = Gateway::start();
-    modelled(&g);
     assert_eq!(put_order(&g, "order:o-9", 10_000).0, 201);
     // A partial refund, then the rest: the order moves on each time.
     let first = refund(&g, "ent-1", "order:o-9", 2_500);

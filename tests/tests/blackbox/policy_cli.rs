@@ -84,8 +84,8 @@ fn invalid_bundles_and_failing_cases_exit_1_with_file_and_line() {
         out.contains("FAIL  a small refund of a paid order passes (tests/cases.toml:1): expected block with rules [refund.paid-order], got pass with rules [refund.paid-order]\n      pass refund.paid-order: order order:o-1001 is paid, so it may be refunded"),
         "{out}"
     );
-    assert!(out.trim_end().ends_with("7 passed, 1 failed"), "{out}");
-    assert_eq!(err.trim_end(), "1 of 8 cases failed");
+    assert!(out.trim_end().ends_with("10 passed, 1 failed"), "{out}");
+    assert_eq!(err.trim_end(), "1 of 11 cases failed");
     let (code, _, err) = text(&tollgate(&[
         "policy",
         "validate",
@@ -305,7 +305,7 @@ fn snapshot(s: &Issued) -> PathBuf {
     std::fs::write(
         &snapshot,
         format!(
-            r#"{{"issuers":{{"keys":[{}]}},"resources":{{"order:o-1001":{{"status":"paid","customer_tier":"gold"}}}}}}"#,
+            r#"{{"issuers":{{"keys":[{}]}},"resources":{{"order:o-1001":{{"state":"paid","customer_tier":"gold","paid_minor":5000000,"refunded_minor":0}}}}}}"#,
             issuer_pub.trim()
         ),
     )

@@ -202,12 +202,12 @@ fn a_failing_target_leaves_the_intent_undecided_until_it_answers(g: &Gateway, at
     for (status, body, delay) in [
         (500, "{}", 0),
         (200, "[1,2]", 0),
-        (200, "{\"status\":\"paid\",\"status\":\"x\"}", 0),
+        (200, "{\"state\":\"paid\",\"state\":\"x\"}", 0),
         // Attributes the policy's schema cannot give the rules as declared
         // (found by the rule hunt: they were dropped, and a forbid with
         // them).
-        (200, "{\"status\":\"paid\",\"customer_tier\":7}", 0),
-        (200, "{\"status\":\"paid\"}", 30_000),
+        (200, "{\"state\":\"paid\",\"customer_tier\":7}", 0),
+        (200, "{\"state\":\"paid\"}", 30_000),
     ] {
         attrs.set("o-3003", status, body, delay);
         let (code, ct, answer, _) = g.post_raw("application/json", &down, None);
@@ -225,7 +225,7 @@ fn a_failing_target_leaves_the_intent_undecided_until_it_answers(g: &Gateway, at
     attrs.set(
         "o-3003",
         200,
-        r#"{"status":"paid","customer_tier":"gold"}"#,
+        r#"{"state":"paid","customer_tier":"gold","paid_minor":500000}"#,
         0,
     );
     let (code, _, entry, replayed) = g.post_raw("application/json", &down, None);
@@ -243,12 +243,12 @@ fn attributes_looked_up_at_the_target_decide_and_are_recorded() {
     let attrs = Attributes::start();
     // The registry (demo seed) says o-1001 is paid; the target says it is
     // refunded already: the target is the one the decision reads.
-    let refunded = r#"{"customer_tier":"gold","status":"refunded"}"#;
+    let refunded = r#"{"customer_tier":"gold","paid_minor":12000,"refunded_minor":12000,"state":"refunded"}"#;
     attrs.set("o-1001", 200, refunded, 0);
     attrs.set(
         "o-2002",
         200,
-        r#"{"status":"paid","customer_tier":"silver"}"#,
+        r#"{"state":"paid","customer_tier":"silver","paid_minor":500000}"#,
         0,
     );
     let g = gateway_looking_up_at(&attrs);

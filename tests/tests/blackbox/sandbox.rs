@@ -490,11 +490,8 @@ fn session() -> (Vec<u8>, Vec<u8>) {
     .unwrap()
     {
         let text = if path == "bundle.toml" {
-            text.replace(
-                "approval = \"by_rule\"",
-                "approval = \"by_rule\"\ntarget = \"http\"",
-            )
-            .replace("version = \"1.0.0\"", "version = \"1.1.0\"")
+            tollgate_tests::upstream::at_http_target(&text)
+                .replace("version = \"1.0.0\"", "version = \"1.1.0\"")
         } else {
             text
         };
