@@ -17,11 +17,11 @@ mod files;
 mod intent;
 mod policy;
 mod reviewer;
-mod source;
 mod sandbox;
 mod scaffold;
 mod serve;
 mod settings;
+mod source;
 mod tour;
 mod webhook;
 

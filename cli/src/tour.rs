@@ -196,9 +196,21 @@ pub fn tour(url: &str, data: &Layout) -> Result<String, CliError> {
         run,
     )?;
 
-    entities_chapter(&client, data, &mut failures, run, &mut |failures, title, n, order, amount, want| {
-        step(failures, title, intent(n, demo::DELEGATION, order, amount), want).map(|_| ())
-    })?;
+    entities_chapter(
+        &client,
+        data,
+        &mut failures,
+        run,
+        &mut |failures, title, n, order, amount, want| {
+            step(
+                failures,
+                title,
+                intent(n, demo::DELEGATION, order, amount),
+                want,
+            )
+            .map(|_| ())
+        },
+    )?;
 
     // The auditor's view.
     let out = data.root().join("tour-export.jsonl");
@@ -277,9 +289,12 @@ fn entities_chapter(
         if got.status == 200 {
             println!(
                 "  → {event} on {resource}: {} at version {} (receipt {})",
-                field(&answer, &["receipt", "outcome", "entity", "attributes", "state"])
-                    .and_then(Value::as_str)
-                    .unwrap_or("?"),
+                field(
+                    &answer,
+                    &["receipt", "outcome", "entity", "attributes", "state"]
+                )
+                .and_then(Value::as_str)
+                .unwrap_or("?"),
                 field(&answer, &["receipt", "outcome", "entity", "version"])
                     .map(ToString::to_string)
                     .unwrap_or_default(),
@@ -306,7 +321,10 @@ fn entities_chapter(
     };
     let paid = |tier: &str| {
         let mut d = Object::new();
-        d.insert("amount_minor", Value::integer(12_000).unwrap_or(Value::Null));
+        d.insert(
+            "amount_minor",
+            Value::integer(12_000).unwrap_or(Value::Null),
+        );
         d.insert("customer_tier", tier.into());
         d
     };
@@ -339,11 +357,34 @@ fn entities_chapter(
         500,
         "block",
     )?;
-    println!("   The order service says the refunded order was paid again: its model does not allow it.");
-    send(failures, "paid-again", &order, "order.paid", paid("gold"), 409)?;
+    println!(
+        "   The order service says the refunded order was paid again: its model does not allow it."
+    );
+    send(
+        failures,
+        "paid-again",
+        &order,
+        "order.paid",
+        paid("gold"),
+        409,
+    )?;
     println!("   Another order, {shipped}, paid and then shipped:");
-    send(failures, "s-paid", &shipped, "order.paid", paid("silver"), 200)?;
-    send(failures, "s-shipped", &shipped, "order.shipped", Object::new(), 200)?;
+    send(
+        failures,
+        "s-paid",
+        &shipped,
+        "order.paid",
+        paid("silver"),
+        200,
+    )?;
+    send(
+        failures,
+        "s-shipped",
+        &shipped,
+        "order.shipped",
+        Object::new(),
+        200,
+    )?;
     refund(
         failures,
         "   A refund of the shipped order, 30.00 EUR, waits for a reviewer.",

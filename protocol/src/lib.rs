@@ -1,4 +1,4 @@
-//! The Tollgate wire contract, in code: the Tollgate protocol, version 1.1
+//! The Tollgate wire contract, in code: the Tollgate protocol, version 1.4
 //! (`docs/spec.md`; section numbers below are its).
 //!
 //! Scope:

@@ -243,7 +243,8 @@ fn attributes_looked_up_at_the_target_decide_and_are_recorded() {
     let attrs = Attributes::start();
     // The registry (demo seed) says o-1001 is paid; the target says it is
     // refunded already: the target is the one the decision reads.
-    let refunded = r#"{"customer_tier":"gold","paid_minor":12000,"refunded_minor":12000,"state":"refunded"}"#;
+    let refunded =
+        r#"{"customer_tier":"gold","paid_minor":12000,"refunded_minor":12000,"state":"refunded"}"#;
     attrs.set("o-1001", 200, refunded, 0);
     attrs.set(
         "o-2002",
