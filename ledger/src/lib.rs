@@ -374,6 +374,18 @@ pub struct Guard {
     /// one marks the approval's execution as under way until its entry is
     /// appended.
     pub approval: Option<ApprovalRead>,
+    /// The entity the decision read, at the version it read: refused if
+    /// the entity moved since (whether or not this receipt moves it).
+    pub entity: Option<EntitySeen>,
+}
+
+/// An entity as a decision read it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntitySeen {
+    /// `type:id`.
+    pub resource: String,
+    /// The version read (`0`: no transition recorded).
+    pub version: u64,
 }
 
 /// An approval as a decision on it read it.

@@ -190,6 +190,22 @@ macro_rules! shared_writes {
                 // Entity versions as this unit's earlier changes leave them.
                 let mut local: BTreeMap<String, u64> = BTreeMap::new();
                 'unit: for crate::Guarded { guard, charges, entity, .. } in unit {
+                    // The entity the decision read, before any change of this
+                    // unit's own.
+                    if let Some(seen) = guard.as_ref().and_then(|g| g.entity.as_ref()) {
+                        let now = match local.get(&seen.resource).or(versions.get(&seen.resource)) {
+                            Some(v) => *v,
+                            None => entity_version(&mut *conn, &seen.resource).await?,
+                        };
+                        if now != seen.version {
+                            why = Some(Staleness::Entity {
+                                resource: seen.resource.clone(),
+                                read: seen.version,
+                                current: now,
+                            });
+                            break;
+                        }
+                    }
                     if let Some(e) = entity {
                         let now = match local.get(&e.resource).or(versions.get(&e.resource)) {
                             Some(v) => *v,

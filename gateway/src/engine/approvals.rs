@@ -879,6 +879,7 @@ impl<L: Ledger> Approvals<'_, L> {
             registry_seq: view.registry_seq,
             budgets: Vec::new(),
             approval: Some(read.clone()),
+            entity: None,
         };
         let lines = match again {
             Some((again, intent, mut done)) if status == Status::Approved => {
@@ -902,8 +903,16 @@ impl<L: Ledger> Approvals<'_, L> {
             again => {
                 // A decision that waits for more grants read the budgets
                 // too: changed since, it is decided again.
-                if let Some((a, ..)) = again {
+                if let Some((a, intent, _)) = again {
                     guard.budgets = a.reads;
+                    // And the entity, when its policy models it.
+                    guard.entity =
+                        a.inputs
+                            .resource_version
+                            .map(|version| tollgate_ledger::EntitySeen {
+                                resource: intent.intent.resource.clone(),
+                                version,
+                            });
                 }
                 approval.guard = Some(guard);
                 self.ledger
@@ -1101,7 +1110,16 @@ impl<L: Ledger> Approvals<'_, L> {
             registry_seq: view.registry_seq,
             budgets: Vec::new(),
             approval: Some(quorum.read.clone()),
+            entity: None,
         });
+        // The entity the intent, decided again, read.
+        guard.entity = again
+            .inputs
+            .resource_version
+            .map(|version| tollgate_ledger::EntitySeen {
+                resource: intent.resource.clone(),
+                version,
+            });
         // A granted execution is charged as budgets stand, never refused
         // by them (the decision again read them: an intent beyond its
         // budget escalates, and the grants decide): only what it read is
@@ -1379,6 +1397,7 @@ impl<L: Ledger> Approvals<'_, L> {
                         steps: record.steps.len() as u64,
                         reviewer: None,
                     }),
+                    entity: None,
                 });
                 match self.ledger.append_unit(vec![append]).await {
                     Ok(_) => {

@@ -664,6 +664,12 @@ impl<L: Ledger> Intents<'_, L> {
             registry_seq: view.registry_seq,
             budgets: Vec::new(),
             approval: None,
+            // Whatever the decision, it read this version: appended only
+            // if the entity is still at it.
+            entity: entity.as_ref().map(|e| tollgate_ledger::EntitySeen {
+                resource: intent.resource.clone(),
+                version: e.version,
+            }),
         };
         // The time rules read, and budget windows follow: the gateway's
         // clock, once, in whole seconds (recorded as `inputs.time` when the

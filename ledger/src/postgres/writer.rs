@@ -91,18 +91,23 @@ impl Writer {
 
     /// The registry seq every guard of `batch` read, if the group can take
     /// the one-round-trip path: no spending, approval rows, reservations
-    /// opened, budget or approval guards, and one registry seq among its
-    /// guards. `Some(None)`: no guard at all.
+    /// opened, entities changed, budget, approval or entity guards, and one
+    /// registry seq among its guards. `Some(None)`: no guard at all.
     fn plain(batch: &[Request]) -> Option<Option<u64>> {
         let mut registry = None;
         for item in batch.iter().flat_map(|r| &r.items) {
             let a = &item.append;
-            if !a.spend.is_empty() || a.approval.is_some() || a.reserve.is_some() {
+            if !a.spend.is_empty()
+                || a.approval.is_some()
+                || a.reserve.is_some()
+                || a.entity.is_some()
+            {
                 return None;
             }
             if let Some(g) = &a.guard {
                 if !g.budgets.is_empty()
                     || g.approval.is_some()
+                    || g.entity.is_some()
                     || registry.is_some_and(|r| r != g.registry_seq)
                 {
                     return None;

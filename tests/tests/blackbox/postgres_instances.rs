@@ -2,7 +2,8 @@
 //! cluster this test starts), loaded by `tollgate bench` spread over all
 //! three, one of them killed with SIGKILL mid-load; then a revocation made
 //! through one instance and refused by the others on their next request,
-//! and a budget raced by 32 concurrent intents over the three.
+//! a budget raced by 32 concurrent intents over the three, and one order
+//! raced by 16 full refunds over the three.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -286,6 +287,72 @@ fn a_budget_raced_over_three_instances_commits_exactly_its_amount(
     assert!(verdicts.iter().all(|v| v == "pass" || v == "escalate"));
 }
 
+/// Sixteen full refunds of one paid order (o-1004, 120.00 EUR), spread
+/// over the three instances at once: exactly one commits; every other one
+/// is blocked by the state it left, or was decided again after reading a
+/// version another instance had replaced (retried on 503). The order is
+/// refunded once, at version 1.
+fn an_order_raced_over_three_instances_is_refunded_once(a: &Gateway, b: &Instance, c: &Instance) {
+    let agent = a.agent();
+    let urls = [a.url.clone(), b.url.clone(), c.url.clone()];
+    let bodies: Vec<Vec<u8>> = (0..16)
+        .map(|i| {
+            intent(
+                &agent,
+                &format!("order-race-{i}"),
+                "order:o-1004",
+                12_000,
+                |_| {},
+            )
+        })
+        .collect();
+    let answers: Vec<Vec<u8>> = std::thread::scope(|s| {
+        let handles: Vec<_> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                let url = &urls[i % 3];
+                s.spawn(move || {
+                    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                    while std::time::Instant::now() < deadline {
+                        let (code, answer) = post(url, body);
+                        match code {
+                            200 => return answer,
+                            503 => std::thread::sleep(Duration::from_millis(50)),
+                            _ => panic!("{code}: {}", String::from_utf8_lossy(&answer)),
+                        }
+                    }
+                    panic!("still contended after 60 s of tries");
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let outcome = |a: &[u8]| {
+        tollgate_tests::gateway::outcome_of(a)
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let committed = answers.iter().filter(|a| outcome(a) == "committed").count();
+    assert_eq!(committed, 1, "exactly one of sixteen commits");
+    for a in answers.iter().filter(|a| outcome(a) != "committed") {
+        assert_eq!(verdict_of(a), "block");
+        let text = String::from_utf8_lossy(a);
+        assert!(text.contains("entity.state"), "{text}");
+    }
+    let (code, entity) = a.get("/v1/entities/order/o-1004");
+    assert_eq!(code, 200);
+    let text = String::from_utf8_lossy(&entity);
+    assert!(
+        text.contains(r#""refunded_minor":12000"#)
+            && text.contains(r#""state":"refunded""#)
+            && text.contains(r#""version":1"#),
+        "{text}"
+    );
+}
+
 /// The whole ledger still verifies and re-decides, the raced budget is
 /// spent exactly, and the ledger was seeded once though three started
 /// together.
@@ -331,7 +398,8 @@ fn the_ledger_verifies_holds_the_budget_and_was_seeded_once(a: &Gateway) {
 }
 
 #[test]
-fn three_gateways_share_one_ledger_through_a_sigkill_a_revocation_and_a_raced_budget() {
+fn three_gateways_share_one_ledger_through_a_sigkill_a_revocation_a_raced_budget_and_a_raced_order()
+{
     let pg = Postgres::start();
     let url = pg.database("shared");
     let args = ["--database-url", url.as_str()];
@@ -341,6 +409,8 @@ fn three_gateways_share_one_ledger_through_a_sigkill_a_revocation_and_a_raced_bu
     let b = instance(&data, &args);
     a_revocation_through_one_instance_is_refused_by_the_others(&a, &b, &c);
     a_budget_raced_over_three_instances_commits_exactly_its_amount(&a, &b, &c);
-    // And the whole ledger still verifies and re-decides.
+    an_order_raced_over_three_instances_is_refunded_once(&a, &b, &c);
+    // And the whole ledger still verifies and re-decides, every order
+    // rebuilt from it.
     the_ledger_verifies_holds_the_budget_and_was_seeded_once(&a);
 }
