@@ -195,3 +195,261 @@ fn a_refund_repeated_or_raced_is_blocked_by_the_state_its_commit_left() {
         "{out}{err}"
     );
 }
+
+/// Runs `tollgate ARGS --url URL` (with the admin token from the data
+/// folder when `admin`): exit code, standard output, standard error.
+fn cli(g: &Gateway, args: &[&str], admin: bool) -> (i32, String, String) {
+    let mut c = std::process::Command::new(tollgate_tests::bin("tollgate"));
+    c.args(args).args(["--url", &g.url]);
+    if admin {
+        c.arg("--data-dir").arg(g.data());
+    }
+    let out = c.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `tollgate event send --key orders-service.jwk FILE` with `payload`
+/// written to a file of its own.
+fn send_event(
+    g: &Gateway,
+    dir: &std::path::Path,
+    name: &str,
+    payload: &str,
+) -> (i32, String, String) {
+    let file = dir.join(format!("{name}.json"));
+    std::fs::write(&file, payload).unwrap();
+    let key = g.data().join("demo/orders-service.jwk");
+    cli(
+        g,
+        &[
+            "event",
+            "send",
+            "--key",
+            key.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ],
+        false,
+    )
+}
+
+fn event_json(id: &str, resource: &str, event: &str, data: &str, at: &str) -> String {
+    format!(
+        r#"{{"source":"orders-service","event_id":"{id}","resource":"{resource}","event":"{event}","data":{data},"issued_at":"{at}"}}"#
+    )
+}
+
+#[test]
+fn events_from_the_order_service_move_orders_once_and_refusals_record_nothing() {
+    let g = Gateway::start();
+    let dir = tempfile::tempdir().unwrap();
+    let at = tollgate_tests::gateway::now();
+    // A new order comes into being with its first event: pending, then paid.
+    let paid = event_json(
+        "evt-1",
+        "order:o-77",
+        "order.paid",
+        r#"{"amount_minor":12000,"customer_tier":"gold"}"#,
+        &at,
+    );
+    let (code, first, err) = send_event(&g, dir.path(), "paid", &paid);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        receipt_member(first.as_bytes(), &["kind"]).as_str(),
+        Some("event")
+    );
+    assert_eq!(
+        receipt_member(first.as_bytes(), &["inputs", "resource", "state"]).as_str(),
+        Some("pending")
+    );
+    assert_eq!(
+        receipt_member(first.as_bytes(), &["outcome", "entity"]).to_string(),
+        r#"{"attributes":{"customer_tier":"gold","paid_minor":12000,"refunded_minor":0,"state":"paid"},"version":1}"#
+    );
+    // The same event again, in a file of its own: the same entry, nothing
+    // new recorded.
+    let head = g.head_seq();
+    let (code, again, err) = send_event(&g, dir.path(), "paid-again", &paid);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(again, first);
+    assert_eq!(g.head_seq(), head);
+    // Another payload under that event id is refused.
+    let (code, _, err) = send_event(
+        &g,
+        dir.path(),
+        "conflict",
+        &event_json("evt-1", "order:o-77", "order.shipped", "{}", &at),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("event-conflict"), "{err}");
+    // Refunds read what the event made: the paid order refunds.
+    let refunded = refund(&g, "ev-r1", "order:o-77", 12_000);
+    assert_eq!(verdict_of(&refunded), "pass");
+    // Refused, each with nothing recorded: an event its state does not
+    // allow, a source nobody registered, a payload signed by another key.
+    let head = g.head_seq();
+    let (code, _, err) = send_event(
+        &g,
+        dir.path(),
+        "illegal",
+        &event_json("evt-2", "order:o-77", "order.shipped", "{}", &at),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("illegal-transition")
+            && err.contains("event order.shipped cannot happen while the entity is refunded"),
+        "{err}"
+    );
+    let (code, _, err) = send_event(
+        &g,
+        dir.path(),
+        "unknown-source",
+        &event_json("evt-3", "order:o-1002", "order.shipped", "{}", &at)
+            .replace("orders-service", "billing"),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("unknown-source"), "{err}");
+    let (code, _, err) = send_event(
+        &g,
+        dir.path(),
+        "bad-data",
+        &event_json(
+            "evt-4",
+            "order:o-78",
+            "order.paid",
+            r#"{"amount_minor":"lots","customer_tier":"gold"}"#,
+            &at,
+        ),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("illegal-transition"), "{err}");
+    assert_eq!(g.head_seq(), head, "a refused event recorded something");
+    // A shipped order: its refund waits for a reviewer.
+    let (code, _, err) = send_event(
+        &g,
+        dir.path(),
+        "shipped",
+        &event_json("evt-5", "order:o-1002", "order.shipped", "{}", &at),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        verdict_of(&refund(&g, "ev-r2", "order:o-1002", 1_000)),
+        "escalate"
+    );
+    // Revoked: its new events are refused, its old one still answers.
+    let (code, listed, err) = cli(&g, &["source", "list"], true);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        listed.contains(r#""id":"orders-service""#) && listed.contains(r#""revoked":false"#),
+        "{listed}"
+    );
+    let (code, _, err) = cli(&g, &["source", "revoke", "orders-service"], true);
+    assert_eq!(code, 0, "{err}");
+    let head = g.head_seq();
+    let (code, _, err) = send_event(
+        &g,
+        dir.path(),
+        "revoked",
+        &event_json("evt-6", "order:o-1001", "order.shipped", "{}", &at),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("revoked-source"), "{err}");
+    assert_eq!(g.head_seq(), head);
+    let (code, again, err) = send_event(&g, dir.path(), "paid-after", &paid);
+    assert_eq!((code, again.as_str()), (0, first.as_str()), "{err}");
+
+    // The history the gateway tells is the one the export implies: every
+    // receipt that states a change of o-77, in ledger order, and its state
+    // now is the last one's.
+    let export = g.get("/v1/ledger/export").1;
+    let implied: Vec<(String, i64)> = docs_of(&export)
+        .iter()
+        .filter(|d| {
+            let r = &d.receipt;
+            let resource = get(r, &["subject", "payload", "resource"]);
+            resource.as_str() == Some("order:o-77")
+                && !matches!(get(r, &["outcome", "entity"]), Value::Null)
+        })
+        .map(|d| {
+            (
+                get(&d.receipt, &["receipt_id"])
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+                get(&d.receipt, &["outcome", "entity", "version"])
+                    .as_safe_integer()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let (code, history) = g.get("/v1/entities/order/o-77/history");
+    assert_eq!(code, 200);
+    let told: Vec<(String, i64)> = match tollgate_protocol::parse(&history)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .get("changes")
+    {
+        Some(Value::Array(changes)) => changes
+            .iter()
+            .map(|c| {
+                (
+                    get(c.as_object().unwrap(), &["receipt_id"])
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                    get(c.as_object().unwrap(), &["version"])
+                        .as_safe_integer()
+                        .unwrap(),
+                )
+            })
+            .collect(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(told, implied);
+    assert_eq!(told.len(), 2, "the payment and the refund");
+    let (_, story, _) = cli(&g, &["entity", "history", "order:o-77"], false);
+    assert!(
+        story.contains("event order.paid (orders-service/evt-1)  -> paid")
+            && story.contains("decision orders.refund (ev-r1)  -> refunded"),
+        "{story}"
+    );
+
+    // The export re-decides: every order rebuilt from it, every event
+    // checked against its source.
+    g.assert_export_redecides();
+
+    // An event receipt doctored to state another change, re-signed with
+    // the gateway's key, is caught; so is one doctored to come from a
+    // source nobody registered.
+    let key = Ed25519Signer::load(&g.data().join("gateway.jwk")).unwrap();
+    let keys = dir.path().join("jwks.json");
+    std::fs::write(&keys, g.get("/.well-known/jwks.json").1).unwrap();
+    let docs = docs_of(&export);
+    let paid_at = docs
+        .iter()
+        .position(|d| get(&d.receipt, &["kind"]).as_str() == Some("event"))
+        .unwrap();
+    for (path, value, caught) in [
+        (
+            &["outcome", "entity", "attributes", "paid_minor"][..],
+            Value::integer(99_999).unwrap(),
+            "outcome.entity is not what order.paid makes of order:o-77",
+        ),
+        (
+            &["subject", "payload", "source"][..],
+            Value::from("billing"),
+            "event source \"billing\" is not registered",
+        ),
+    ] {
+        let mut d = docs.clone();
+        *at_mut(&mut d[paid_at].receipt, path) = value;
+        d[paid_at].signature = None;
+        let (code, out, err) = verify(dir.path(), &rebuild(&d, &key), &keys, &["--redecide"]);
+        assert_ne!(code, 0, "{out}{err}");
+        assert!(format!("{out}{err}").contains(caught), "{out}{err}");
+    }
+}
