@@ -562,6 +562,11 @@ enum PolicyCommand {
         /// (intents name them TYPE:ID).
         #[arg(long, default_value = "item")]
         resource_type: String,
+        /// Model the resource type as a state machine the gateway keeps
+        /// (active, suspended, retired), moved by events and read by the
+        /// rules as `state`.
+        #[arg(long)]
+        entity: bool,
     },
     /// Load and check a bundle; print its version, or every problem with
     /// its file and line.
@@ -972,7 +977,8 @@ fn main() -> ExitCode {
             dir,
             actions,
             resource_type,
-        }) => scaffold::init(&dir, &actions, &resource_type),
+            entity,
+        }) => scaffold::init(&dir, &actions, &resource_type, entity),
         Command::Policy(PolicyCommand::Validate { dir }) => policy::policy_validate(&dir),
         Command::Policy(PolicyCommand::Publish { admin, dir }) => admin::publish(&admin, &dir),
         Command::Issuer(IssuerCommand::Add { admin, key }) => admin::add_issuer(&admin, &key),

@@ -13,9 +13,18 @@ use crate::error::CliError;
 use crate::files::load_bundle;
 
 /// The files of a new bundle `name` with `actions` on resources of Cedar
-/// entity type `resource_type`, by relative path.
-fn files(name: &str, actions: &[String], resource_type: &str) -> Vec<(String, String)> {
+/// entity type `resource_type`, by relative path; with `entity`, the type
+/// modelled as a state machine the gateway keeps.
+fn files(
+    name: &str,
+    actions: &[String],
+    resource_type: &str,
+    entity: bool,
+) -> Vec<(String, String)> {
     let first = &actions[0];
+    // What the rules read of a resource: its `status` in the registry, or
+    // the `state` its model keeps.
+    let attr = if entity { "state" } else { "status" };
     let mut out = Vec::new();
     let mut toml = format!(
         r#"# {name}: what agents may do, and when a person must look first.
@@ -69,6 +78,41 @@ weight = 10000
 confidence = { missing = 3000 }
 "#,
     );
+    if entity {
+        let t = resource_type;
+        toml.push_str(&format!(
+            r#"
+# {t} as a state machine the gateway keeps (docs/policies.md, Entities):
+# rules read its `state`; a registered event source (tollgate source add)
+# moves it with the events below; each action is allowed in the states
+# `allowed_in` names. Add `attributes`, `set` and `to` to keep more: e.g.
+# what an action adds up, and the state it moves the resource to.
+[entity.{t}]
+states = ["active", "suspended", "retired"]
+initial = "active"
+
+[entity.{t}.event."{t}.suspended"]
+from = ["active"]
+to = "suspended"
+
+[entity.{t}.event."{t}.resumed"]
+from = ["suspended"]
+to = "active"
+
+[entity.{t}.event."{t}.retired"]
+from = ["active", "suspended"]
+to = "retired"
+"#
+        ));
+        for a in actions {
+            toml.push_str(&format!(
+                r#"
+[entity.{t}.action."{a}"]
+allowed_in = ["active"]
+"#
+            ));
+        }
+    }
     out.push(("bundle.toml".to_owned(), toml));
 
     let mut schema = format!(
@@ -77,7 +121,7 @@ confidence = { missing = 3000 }
 // holds for it. `context` is built by Tollgate for every intent.
 entity Agent;
 entity {resource_type} = {{
-  status: String,
+  {attr}: String,
 }};
 
 type Delegation = {{
@@ -134,13 +178,13 @@ action "{a}" appliesTo {{
 @id("{id}.active")
 @reason("{{resource}} is active, so {a} may act on it")
 permit (principal is Agent, action == Action::"{a}", resource is {resource_type})
-when {{ resource.status == "active" }};
+when {{ resource.{attr} == "active" }};
 
 @id("{id}.inactive")
-@reason("{{resource}} is {{resource.status}}: {a} acts on active ones only")
-@remediation("act on a resource whose status is active")
+@reason("{{resource}} is {{resource.{attr}}}: {a} acts on active ones only")
+@remediation("act on a resource whose {attr} is active")
 forbid (principal, action == Action::"{a}", resource is {resource_type})
-when {{ resource.status != "active" }};
+when {{ resource.{attr} != "active" }};
 "#
         ));
     }
@@ -179,6 +223,17 @@ when {{ context has confidence_bp && context.confidence_bp < 5000 }};
     }
 
     let id = first;
+    // A modelled resource that is not active is also refused by its model.
+    let mut blocked = vec![format!("{id}.inactive")];
+    if entity {
+        blocked.push("entity.state".to_owned());
+    }
+    blocked.sort();
+    let blocked = blocked
+        .iter()
+        .map(|r| format!("{r:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     out.push((
         "tests/cases.toml".to_owned(),
         format!(
@@ -190,28 +245,28 @@ name = "an intent on an active resource passes, with no confidence stated"
 expect = "pass"
 rules = ["{id}.active"]
 intent = {{ agent = "agent-1", action = "{first}", resource = "{resource_type}:r-1", params = {{ note = "routine" }} }}
-resource = {{ status = "active" }}
+resource = {{ {attr} = "active" }}
 
 [[case]]
 name = "a sure agent on an active resource passes"
 expect = "pass"
 rules = ["{id}.active"]
 intent = {{ agent = "agent-1", action = "{first}", resource = "{resource_type}:r-1", confidence_bp = 9000, params = {{ note = "routine" }} }}
-resource = {{ status = "active" }}
+resource = {{ {attr} = "active" }}
 
 [[case]]
 name = "an unsure agent waits for a reviewer"
 expect = "escalate"
 rules = ["{id}.active", "{id}.unsure", "scoring.composite"]
 intent = {{ agent = "agent-1", action = "{first}", resource = "{resource_type}:r-1", confidence_bp = 4000, params = {{}} }}
-resource = {{ status = "active" }}
+resource = {{ {attr} = "active" }}
 
 [[case]]
 name = "an inactive resource is blocked"
 expect = "block"
-rules = ["{id}.inactive"]
+rules = [{blocked}]
 intent = {{ agent = "agent-1", action = "{first}", resource = "{resource_type}:r-2", confidence_bp = 9000, params = {{}} }}
-resource = {{ status = "retired" }}
+resource = {{ {attr} = "retired" }}
 
 # An intent whose params do not fit params/{first}.json is refused before
 # any decision (a 422 to the agent, no receipt). `error` is text the
@@ -230,7 +285,12 @@ intent = {{ agent = "agent-1", action = "{first}", resource = "{resource_type}:r
 /// `tollgate policy init`: writes the new bundle `dir` (its folder name is
 /// the bundle's name), checks that it validates and its cases pass, and
 /// says what to do next.
-pub fn init(dir: &Path, actions: &[String], resource_type: &str) -> Result<String, CliError> {
+pub fn init(
+    dir: &Path,
+    actions: &[String],
+    resource_type: &str,
+    entity: bool,
+) -> Result<String, CliError> {
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -265,6 +325,15 @@ pub fn init(dir: &Path, actions: &[String], resource_type: &str) -> Result<Strin
             "--resource-type {resource_type:?}: a Cedar entity type name (letters, digits, '_'), not a Cedar keyword"
         )));
     }
+    if entity
+        && !resource_type
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+    {
+        return Err(CliError::Usage(format!(
+            "--resource-type {resource_type:?} with --entity: a modelled type is lowercase letters, digits and '_', starting with a letter"
+        )));
+    }
     if dir.exists() {
         return Err(CliError::Usage(format!(
             "{} exists already; init writes a new folder only",
@@ -278,7 +347,7 @@ pub fn init(dir: &Path, actions: &[String], resource_type: &str) -> Result<Strin
     let aside = parent.join(format!(".{name}.init"));
     let io = |p: &Path, e: std::io::Error| CliError::Usage(format!("{}: {e}", p.display()));
     let _ = std::fs::remove_dir_all(&aside);
-    for (path, text) in files(&name, actions, resource_type) {
+    for (path, text) in files(&name, actions, resource_type, entity) {
         let target = aside.join(&path);
         if let Some(p) = target.parent() {
             std::fs::create_dir_all(p).map_err(|e| io(p, e))?;

@@ -512,9 +512,53 @@ fn init_makes_a_bundle_that_passes_its_own_cases_or_nothing() {
         ],
         "not a Cedar keyword",
     );
+    refused(
+        &[
+            "policy",
+            "init",
+            p(&other),
+            "--action",
+            "tickets.close",
+            "--resource-type",
+            "Ticket",
+            "--entity",
+        ],
+        "a modelled type is lowercase",
+    );
     let left: Vec<_> = std::fs::read_dir(d.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(left, ["ops-guard"]);
+
+    // With --entity, the resource type is a state machine the gateway
+    // keeps: the rules read its state, events move it, and the model
+    // refuses an action on one that is not active.
+    let modelled = d.path().join("ticket-guard");
+    let made = tollgate(&[
+        "policy",
+        "init",
+        p(&modelled),
+        "--action",
+        "tickets.close",
+        "--resource-type",
+        "ticket",
+        "--entity",
+    ]);
+    assert_eq!(made.status.code(), Some(0), "{made:?}");
+    let (code, out, err) = text(&tollgate(&["policy", "test", p(&modelled)]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.trim_end().ends_with("5 passed, 0 failed"), "{out}");
+    let toml = std::fs::read_to_string(modelled.join("bundle.toml")).unwrap();
+    assert!(
+        toml.contains("[entity.ticket]")
+            && toml.contains("[entity.ticket.event.\"ticket.suspended\"]")
+            && toml.contains("[entity.ticket.action.\"tickets.close\"]"),
+        "{toml}"
+    );
+    let cases = std::fs::read_to_string(modelled.join("tests/cases.toml")).unwrap();
+    assert!(
+        cases.contains(r#"rules = ["entity.state", "tickets.close.inactive"]"#),
+        "{cases}"
+    );
 }
