@@ -184,9 +184,10 @@ pub enum ApiError {
     /// The event envelope is malformed.
     #[error("{0}")]
     InvalidEvent(tollgate_protocol::Error),
-    /// The engine refused the event.
+    /// The engine refused the event (boxed: its refusals carry their
+    /// values).
     #[error(transparent)]
-    Event(#[from] EventError),
+    Event(Box<EventError>),
     /// The engine refused a registry change.
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -254,6 +255,12 @@ pub enum ApiError {
     Internal(String),
 }
 
+impl From<EventError> for ApiError {
+    fn from(e: EventError) -> Self {
+        Self::Event(Box::new(e))
+    }
+}
+
 /// Set on a 500 response so that the log middleware can log the cause
 /// with the request id.
 #[derive(Clone, Debug)]
@@ -291,7 +298,7 @@ impl ApiError {
                 "invalid-event",
                 e.pointer().map(str::to_owned),
             ),
-            Self::Event(e) => match e {
+            Self::Event(e) => match &**e {
                 EventError::ClockSkew(_) => (
                     S::UNPROCESSABLE_ENTITY,
                     "clock-skew",
@@ -639,14 +646,21 @@ impl IntoResponse for ApiError {
                 IntentError::InFlight(_)
                     | IntentError::Contended(_)
                     | IntentError::ResourceUnavailable(_)
-            ) | Self::Event(EventError::Contended(_))
-                | Self::Registry(RegistryError::Contended(_) | RegistryError::ApprovalExecuting(_))
+            ) | Self::Registry(RegistryError::Contended(_) | RegistryError::ApprovalExecuting(_))
                 | Self::Approval(
                     ApprovalError::Executing(_)
                         | ApprovalError::Contended(_)
                         | ApprovalError::ResourceUnavailable(_)
                 )
         ) {
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(IN_FLIGHT_RETRY_AFTER),
+            );
+        }
+        if let Self::Event(e) = &self
+            && matches!(**e, EventError::Contended(_))
+        {
             r.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(IN_FLIGHT_RETRY_AFTER),

@@ -816,7 +816,7 @@ async fn policy_activation_problems(h: &Harness, seen: &mut BTreeSet<String>) {
     // A bundle whose action commits to an http target this gateway has no
     // upstream for: published, but not activated.
     let version: Value =
-        publish_refunds_edited(h, |toml| crate::engine::tests::at_http_target(&toml, ""))
+        publish_refunds_edited(h, |toml| crate::engine::tests::at_http_target(toml, ""))
             .await
             .into();
     let mut activate = Object::new();
