@@ -47,7 +47,8 @@ fn text<'a>(v: &'a Value, path: &[&str]) -> &'a str {
 /// - a reconciliation: `commit.committed` or `commit.failed`;
 /// - a registry change: `registry.changed`;
 /// - and last, a committed decision or execution on an entity (one that
-///   records the version it read): `entity.changed`.
+///   records the version it read), and every event receipt:
+///   `entity.changed`.
 pub fn event_types(receipt: &Value) -> Vec<&'static str> {
     let mut out = kind_events(receipt);
     let on_entity = ["inputs", "resource_version"]
@@ -247,6 +248,10 @@ mod tests {
             (
                 r#"{"kind":"decision","decision":{"verdict":"block"},"outcome":{"status":"not_executed","target":"none"},"inputs":{"resource_version":3}}"#,
                 vec!["decision.blocked"],
+            ),
+            (
+                r#"{"kind":"event","outcome":{"status":"committed"},"inputs":{"resource_version":0}}"#,
+                vec!["entity.changed"],
             ),
         ];
         for (receipt, want) in cases {

@@ -104,6 +104,18 @@ pub fn event_body(event: &OutboxEvent, entry: &LedgerEntry, include_receipt: boo
                 data.insert("change", v);
             }
         }
+        Some("event") => {
+            for (name, path) in [
+                ("source", &["subject", "payload", "source"][..]),
+                ("event_id", &["subject", "payload", "event_id"]),
+                ("event", &["subject", "payload", "event"]),
+                ("resource", &["subject", "payload", "resource"]),
+            ] {
+                if let Some(v) = at(path) {
+                    data.insert(name, v);
+                }
+            }
+        }
         _ => {}
     }
     if event.event_type == "entity.changed"
@@ -115,6 +127,9 @@ pub fn event_body(event: &OutboxEvent, entry: &LedgerEntry, include_receipt: boo
         }
         if let Some(v) = at(&["inputs", "resource_version"]) {
             data.insert("version_read", v);
+        }
+        if let Some(state) = at(&["outcome", "entity", "attributes", "state"]) {
+            data.insert("state", state);
         }
     }
     if include_receipt && canonical(receipt).len() <= MAX_EVENT_RECEIPT {
@@ -779,4 +794,52 @@ pub(super) fn spawn_supervisor<L: Ledger>(g: &Arc<Gateway<L>>) {
                     .await;
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use tollgate_protocol::{Alg, HashAlg, Signature, Timestamp};
+
+    /// An event receipt's `entity.changed` says which source's event moved
+    /// which entity, from what state to what.
+    #[test]
+    fn an_event_that_moved_an_entity_is_summarized() {
+        let receipt = parse(
+            br#"{"kind":"event","receipt_id":"rcpt_00000000000000000000000000000001","subject":{"payload":{"data":{},"event":"order.shipped","event_id":"e-1","resource":"order:o-1","source":"orders-service"}},"inputs":{"resource":{"state":"paid"},"resource_version":2},"outcome":{"entity":{"attributes":{"state":"shipped"},"version":3},"status":"committed"}}"#,
+        )
+        .unwrap();
+        assert_eq!(tollgate_ledger::event_types(&receipt), ["entity.changed"]);
+        let entry = LedgerEntry::seal(
+            7,
+            HashAlg::Sha256.digest(&[b"prev"]),
+            Timestamp::parse("2026-12-07T10:00:00Z").unwrap(),
+            receipt,
+            Signature {
+                alg: Alg::EdDSA,
+                kid: "k".into(),
+                sig: vec![0; 64],
+            },
+        );
+        let event = OutboxEvent {
+            id: 1,
+            seq: 7,
+            event_type: "entity.changed".into(),
+        };
+        let body = parse(&event_body(&event, &entry, false)).unwrap();
+        let data = body.as_object().unwrap().get("data").unwrap().to_string();
+        for member in [
+            r#""source":"orders-service""#,
+            r#""event_id":"e-1""#,
+            r#""event":"order.shipped""#,
+            r#""resource":"order:o-1""#,
+            r#""state_before":"paid""#,
+            r#""state":"shipped""#,
+            r#""version_read":2"#,
+        ] {
+            assert!(data.contains(member), "{member} in {data}");
+        }
+    }
 }
