@@ -138,6 +138,11 @@ impl<L: Ledger> Gateway<L> {
         key: String,
     ) -> Result<Submitted, EventError> {
         let _turn = self.entity_turn(&view, &envelope.event.resource).await;
+        // The same event may have been applied while this one waited for
+        // its turn.
+        if let Some(stored) = self.stored_event(&key, &envelope).await? {
+            return Ok(stored);
+        }
         let mut last = None;
         for _ in 0..MAX_ATTEMPTS {
             match self.apply_once(&view, &envelope, &key).await {
@@ -145,8 +150,21 @@ impl<L: Ledger> Gateway<L> {
                     self.refresh(seen).await.map_err(internal)?;
                     last = Some("the registries changed".to_owned());
                 }
-                Err(Err(why)) => last = Some(why.to_string()),
-                Err(Ok(refused)) => return Err(refused),
+                Err(Err(why)) => {
+                    // Another instance may have applied this very event.
+                    if let Some(stored) = self.stored_event(&key, &envelope).await? {
+                        return Ok(stored);
+                    }
+                    last = Some(why.to_string());
+                }
+                Err(Ok(refused)) => {
+                    // Refused on the state another copy of this event just
+                    // left: that copy's answer is the answer.
+                    return match self.stored_event(&key, &envelope).await? {
+                        Some(stored) => Ok(stored),
+                        None => Err(refused),
+                    };
+                }
                 Ok(None) => {
                     return self.stored_event(&key, &envelope).await?.ok_or_else(|| {
                         internal("event reported applied but its entry is not found")

@@ -431,6 +431,20 @@ impl<L: Ledger> Gateway<L> {
         self.view().snapshot.resources.get(resource).cloned()
     }
 
+    /// The registered attributes of `resource` as a decision reads them
+    /// before its entity has a transition: for a type a bundle in force
+    /// models, the entity they make, every attribute the model declares
+    /// present ([`tollgate_policies::Bundle::as_read`]).
+    pub fn resource_as_read(&self, resource: &str) -> Option<Object> {
+        let view = self.view();
+        let attrs = view.snapshot.resources.get(resource)?;
+        let ty = resource.split_once(':').map_or("", |(t, _)| t);
+        Some(match view.domains.modelling(ty) {
+            Some(b) => b.as_read(resource, attrs),
+            None => attrs.clone(),
+        })
+    }
+
     /// The bundles in force.
     pub fn domains(&self) -> tollgate_policies::Domains {
         self.view().domains.clone()

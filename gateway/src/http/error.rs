@@ -163,8 +163,8 @@ pub enum ApiError {
     /// No route matches, or the registry API is not enabled.
     #[error("{0}")]
     NotFound(String),
-    /// An intent that is not `application/json`.
-    #[error("intents are application/json, not {0:?}")]
+    /// A body that is not `application/json`.
+    #[error("the body must be application/json, not {0:?}")]
     UnsupportedMediaType(String),
     /// A body over the route's limit.
     #[error("a request body here may be at most {0} bytes")]

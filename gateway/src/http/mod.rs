@@ -314,7 +314,7 @@ async fn get_entity<L: Ledger>(
             o.insert("version", int(rec.version));
             o.insert("seq", int(rec.seq));
         }
-        None => match app.gateway.resource_attributes(&resource) {
+        None => match app.gateway.resource_as_read(&resource) {
             Some(attrs) => {
                 o.insert("attributes", Value::Object(attrs));
                 o.insert("version", int(0));

@@ -453,3 +453,72 @@ fn events_from_the_order_service_move_orders_once_and_refusals_record_nothing() 
         assert!(format!("{out}{err}").contains(caught), "{out}{err}");
     }
 }
+
+/// Found by the outside review: copies of one event sent at once (an order
+/// service retrying a slow `order.paid`) were answered 409
+/// illegal-transition, refused on the state the first copy had just left;
+/// and payloads racing under one event id were refused as illegal, not as
+/// a reused id. Every copy gets the first copy's entry; a rival payload
+/// gets event-conflict; one event is recorded.
+#[test]
+fn regression_copies_of_an_event_sent_at_once_all_get_its_entry() {
+    use tollgate_protocol::{Domain, Event, Timestamp, event_payload};
+    let g = Gateway::start();
+    let key = Ed25519Signer::load(&g.data().join("demo/orders-service.jwk")).unwrap();
+    let now = Timestamp::parse(&tollgate_tests::gateway::now()).unwrap();
+    let signed = |id: &str, resource: &str, amount: i64| {
+        let mut data = Object::new();
+        data.insert("amount_minor", Value::integer(amount).unwrap());
+        data.insert("customer_tier", "gold".into());
+        let e = Event {
+            source: "orders-service".into(),
+            event_id: id.into(),
+            resource: resource.into(),
+            event: "order.paid".into(),
+            data,
+            issued_at: now.clone(),
+        };
+        canonical(&key.envelope(Domain::Event, event_payload(&e)))
+    };
+    let post_all = |bodies: Vec<Vec<u8>>| -> Vec<(u16, Vec<u8>)> {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = bodies
+                .into_iter()
+                .map(|body| {
+                    let url = g.url.clone();
+                    s.spawn(move || {
+                        let mut r = crate::approvals::http()
+                            .post(&format!("{url}/v1/events"))
+                            .header("content-type", "application/json")
+                            .send(&body[..])
+                            .unwrap();
+                        (r.status().as_u16(), r.body_mut().read_to_vec().unwrap())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    };
+    let head = g.head_seq();
+    let answers = post_all(vec![signed("dup-1", "order:o-901", 10_000); 12]);
+    for (code, body) in &answers {
+        assert_eq!(*code, 200, "{}", String::from_utf8_lossy(body));
+        assert_eq!(body, &answers[0].1);
+    }
+    assert_eq!(g.head_seq(), head + 1, "one event recorded");
+    // Rival payloads under one id: one applies, the others are a reused id.
+    let answers = post_all(
+        (0..8)
+            .map(|n| signed("dup-2", "order:o-902", 10_000 + n))
+            .collect(),
+    );
+    let applied = answers.iter().filter(|(code, _)| *code == 200).count();
+    assert_eq!(applied, 1, "{answers:?}");
+    for (code, body) in answers.iter().filter(|(code, _)| *code != 200) {
+        let text = String::from_utf8_lossy(body);
+        assert_eq!(*code, 409, "{text}");
+        assert!(text.contains("event-conflict"), "{text}");
+    }
+    assert_eq!(g.head_seq(), head + 2);
+    g.assert_export_redecides();
+}

@@ -412,7 +412,8 @@ fn run_the_tour(g: &Gateway) {
 
 /// Every change to the registry is a receipt too, and the seed material
 /// of the first start (the policy with every file, the issuer, the
-/// delegation, the resources) is in the ledger before the first decision.
+/// delegation, the resources, the event source) is in the ledger before
+/// the first decision.
 /// Returns the index of the first decision.
 fn the_registry_changes_are_receipts_and_the_seed_comes_first(
     g: &Gateway,
@@ -437,11 +438,15 @@ fn the_registry_changes_are_receipts_and_the_seed_comes_first(
             "issuer.register",
             "delegation.register",
             "delegation.register",
+            // Four orders and two services.
             "resource.put",
             "resource.put",
             "resource.put",
             "resource.put",
-            "resource.put"
+            "resource.put",
+            "resource.put",
+            // The demo order service.
+            "source.register"
         ]
     );
     let bundle = receipt_object(&entries[2]);
@@ -563,12 +568,14 @@ fn each_decision_records_its_delegation_and_resource(entries: &[Value]) {
             let Value::Array(chain) = chain else { panic!() };
             assert_eq!(chain.len(), 1);
             assert!(chain[0].as_str().unwrap().starts_with("sha256:"));
-            // An order's status, a service's environment.
+            // An order's state (the entity, at the version the decision
+            // read), a service's environment.
             let resource = inputs.get("resource").unwrap().as_object().unwrap();
-            assert!(
-                resource.get("status").is_some() || resource.get("environment").is_some(),
-                "{r:?}"
-            );
+            let order = resource.get("state").is_some()
+                && inputs
+                    .get("resource_version")
+                    .is_some_and(|v| v.as_safe_integer().is_some());
+            assert!(order || resource.get("environment").is_some(), "{r:?}");
         }
     }
 }
