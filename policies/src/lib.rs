@@ -34,6 +34,7 @@ mod convert;
 pub mod delegation;
 mod domains;
 pub mod entity;
+mod keyed;
 pub mod money;
 pub mod reviewer;
 mod rules;

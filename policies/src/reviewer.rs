@@ -22,6 +22,7 @@ use tollgate_protocol::{Jwk, Value, is_identifier};
 
 use crate::Error;
 use crate::delegation::{action_matches, check_action_pattern};
+use crate::keyed::Keyed;
 
 /// A registered reviewer.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,43 +42,14 @@ pub struct Reviewer {
 impl Reviewer {
     /// Reads and checks a reviewer object; the error says what is wrong.
     pub fn from_value(v: &Value) -> Result<Self, Error> {
-        let bad = |pointer: &str, reason: String| Error::Reviewer {
-            pointer: pointer.to_owned(),
-            reason,
-        };
         let o = v.as_object().ok_or(Error::NotAReviewer)?;
-        for (k, _) in o.iter() {
-            if !matches!(k, "id" | "key" | "roles" | "actions") {
-                return Err(bad(
-                    &format!("/{k}"),
-                    "unknown member (id, key, roles, actions)".into(),
-                ));
-            }
-        }
-        let id = o
-            .get("id")
-            .and_then(Value::as_str)
-            .filter(|s| is_identifier(s))
-            .ok_or_else(|| bad("/id", "1–128 of [A-Za-z0-9._:-]".into()))?
-            .to_owned();
-        let key_value = o
-            .get("key")
-            .ok_or_else(|| bad("/key", "the reviewer's public JWK is required".into()))?;
-        let key = Jwk::from_value(key_value, "/key").map_err(Error::ReviewerKey)?;
-        let strings = |name: &str| -> Result<Vec<String>, Error> {
-            let pointer = format!("/{name}");
-            match o.get(name) {
-                Some(Value::Array(items)) if !items.is_empty() => items
-                    .iter()
-                    .map(|i| {
-                        i.as_str()
-                            .map(str::to_owned)
-                            .ok_or_else(|| bad(&pointer, "strings only".into()))
-                    })
-                    .collect(),
-                _ => Err(bad(&pointer, "a non-empty array of strings".into())),
-            }
-        };
+        let m = Keyed::new(o, &["id", "key", "roles", "actions"], |pointer, reason| {
+            Error::Reviewer { pointer, reason }
+        })?;
+        let id = m.id()?;
+        let key = m.key("reviewer", Error::ReviewerKey)?;
+        let bad = |pointer: &str, reason: String| m.bad(pointer, reason);
+        let strings = |name: &str| m.strings(name);
         let mut roles = strings("roles")?;
         if let Some(r) = roles.iter().find(|r| !is_identifier(r)) {
             return Err(bad("/roles", format!("{r:?} is not an identifier")));

@@ -20,10 +20,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tollgate_protocol::{Domain, EventEnvelope, Jwk, KeySet, Value, is_identifier};
+use tollgate_protocol::{Domain, EventEnvelope, Jwk, KeySet, Value};
 
 use crate::Error;
 use crate::delegation::{action_matches, check_action_pattern};
+use crate::keyed::Keyed;
 
 /// A registered event source.
 #[derive(Clone, Debug, PartialEq)]
@@ -73,45 +74,15 @@ pub enum Refusal {
 impl Source {
     /// Reads and checks a source object; the error says what is wrong.
     pub fn from_value(v: &Value) -> Result<Self, Error> {
-        let bad = |pointer: &str, reason: String| Error::Source {
-            pointer: pointer.to_owned(),
-            reason,
-        };
+        let bad = |pointer: String, reason: String| Error::Source { pointer, reason };
         let o = v
             .as_object()
-            .ok_or_else(|| bad("", "an event source is an object".into()))?;
-        for (k, _) in o.iter() {
-            if !matches!(k, "id" | "key" | "types" | "events") {
-                return Err(bad(
-                    &format!("/{k}"),
-                    "unknown member (id, key, types, events)".into(),
-                ));
-            }
-        }
-        let id = o
-            .get("id")
-            .and_then(Value::as_str)
-            .filter(|s| is_identifier(s))
-            .ok_or_else(|| bad("/id", "1–128 of [A-Za-z0-9._:-]".into()))?
-            .to_owned();
-        let key_value = o
-            .get("key")
-            .ok_or_else(|| bad("/key", "the source's public JWK is required".into()))?;
-        let key = Jwk::from_value(key_value, "/key").map_err(Error::SourceKey)?;
-        let strings = |name: &str| -> Result<Vec<String>, Error> {
-            let pointer = format!("/{name}");
-            match o.get(name) {
-                Some(Value::Array(items)) if !items.is_empty() => items
-                    .iter()
-                    .map(|i| {
-                        i.as_str()
-                            .map(str::to_owned)
-                            .ok_or_else(|| bad(&pointer, "strings only".into()))
-                    })
-                    .collect(),
-                _ => Err(bad(&pointer, "a non-empty array of strings".into())),
-            }
-        };
+            .ok_or_else(|| bad(String::new(), "an event source is an object".into()))?;
+        let m = Keyed::new(o, &["id", "key", "types", "events"], bad)?;
+        let id = m.id()?;
+        let key = m.key("source", Error::SourceKey)?;
+        let bad = |pointer: &str, reason: String| m.bad(pointer, reason);
+        let strings = |name: &str| m.strings(name);
         let types = strings("types")?;
         if let Some(t) = types.iter().find(|t| *t != "*" && !is_type(t)) {
             return Err(bad(

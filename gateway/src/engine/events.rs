@@ -23,7 +23,7 @@ use tollgate_protocol::{
     parse,
 };
 
-use super::intents::{MAX_ATTEMPTS, Submitted};
+use super::intents::{Conflict, MAX_ATTEMPTS, Submitted};
 use super::{Gateway, Skew, View};
 
 /// Why an event was refused. Nothing is appended for any of these.
@@ -317,31 +317,20 @@ impl<L: Ledger> Gateway<L> {
         key: &str,
         envelope: &EventEnvelope,
     ) -> Result<Option<Submitted>, EventError> {
-        let Some(line) = self
-            .ledger
-            .line_by_idempotency_key(key)
+        let stored = match self
+            .stored_answer(key, envelope.payload())
             .await
             .map_err(internal)?
-        else {
-            return Ok(None);
+        {
+            None => return Ok(None),
+            Some(Ok(stored)) => stored,
+            Some(Err(Conflict)) => {
+                return Err(EventError::Conflict {
+                    source_id: envelope.event.source.clone(),
+                    event_id: envelope.event.event_id.clone(),
+                });
+            }
         };
-        let stored = parse(&line).map_err(internal)?;
-        let receipt = stored
-            .as_object()
-            .and_then(|o| o.get("receipt"))
-            .ok_or_else(|| internal("stored entry without a receipt"))?;
-        let same = receipt
-            .as_object()
-            .and_then(|r| r.get("subject"))
-            .and_then(Value::as_object)
-            .and_then(|s| s.get("payload"))
-            .is_some_and(|p| canonical(p) == canonical(envelope.payload()));
-        if !same {
-            return Err(EventError::Conflict {
-                source_id: envelope.event.source.clone(),
-                event_id: envelope.event.event_id.clone(),
-            });
-        }
         let view = self.view();
         let e = &envelope.event;
         let key_of = view
@@ -362,12 +351,7 @@ impl<L: Ledger> Gateway<L> {
                     e.source
                 )))
             })?;
-        Ok(Some(Submitted {
-            line,
-            receipt_id: super::intents::receipt_id_of(receipt),
-            verdict: None,
-            replayed: true,
-        }))
+        Ok(Some(stored))
     }
 }
 

@@ -106,6 +106,41 @@ pub fn identity(agent: &str, intent_id: &str) -> String {
     format!("{agent}/{intent_id}")
 }
 
+/// Another payload is recorded under the idempotency key asked.
+pub(super) struct Conflict;
+
+impl<L: Ledger> Gateway<L> {
+    /// The entry the ledger holds under idempotency key `key` for a signed
+    /// object whose payload is `payload` (an intent's, an event's): `None`
+    /// if it holds none, the entry (as a replay) if its receipt's subject
+    /// has the same payload, whatever its signature's encoding, or a
+    /// [`Conflict`] if another.
+    pub(super) async fn stored_answer(
+        &self,
+        key: &str,
+        payload: &Value,
+    ) -> Result<Option<Result<Submitted, Conflict>>, tollgate_ledger::Error> {
+        let Some(line) = self.ledger.line_by_idempotency_key(key).await? else {
+            return Ok(None);
+        };
+        let stored = parse(&line).map_err(|e| tollgate_ledger::Error::Database(e.to_string()))?;
+        let same = member(&stored, &["receipt", "subject", "payload"])
+            .is_some_and(|p| canonical(p) == canonical(payload));
+        if !same {
+            return Ok(Some(Err(Conflict)));
+        }
+        let receipt_id = member(&stored, &["receipt"])
+            .map(receipt_id_of)
+            .unwrap_or_default();
+        Ok(Some(Ok(Submitted {
+            line,
+            receipt_id,
+            verdict: None,
+            replayed: true,
+        })))
+    }
+}
+
 /// Why [`Intents::decide_and_commit`] did not append.
 enum Failure {
     Refused(IntentError),
@@ -868,31 +903,17 @@ impl<L: Ledger> Intents<'_, L> {
         key: &str,
         envelope: &IntentEnvelope,
     ) -> Result<Option<Submitted>, IntentError> {
-        let Some(line) = self
-            .ledger
-            .line_by_idempotency_key(key)
+        match self
+            .stored_answer(key, envelope.payload())
             .await
             .map_err(internal)?
-        else {
-            return Ok(None);
-        };
-        let stored = parse(&line).map_err(internal)?;
-        let same = member(&stored, &["receipt", "subject", "payload"])
-            .is_some_and(|p| canonical(p) == canonical(envelope.payload()));
-        if !same {
-            return Err(IntentError::IdempotencyConflict(
+        {
+            None => Ok(None),
+            Some(Ok(stored)) => Ok(Some(stored)),
+            Some(Err(Conflict)) => Err(IntentError::IdempotencyConflict(
                 envelope.intent.intent_id.clone(),
-            ));
+            )),
         }
-        let receipt_id = member(&stored, &["receipt"])
-            .map(receipt_id_of)
-            .unwrap_or_default();
-        Ok(Some(Submitted {
-            line,
-            receipt_id,
-            verdict: None,
-            replayed: true,
-        }))
     }
 
     /// Finishes what a crash interrupted, and reconciles what is unknown.

@@ -197,10 +197,13 @@ fn essence(headers: &axum::http::HeaderMap) -> (String, String) {
     (media, essence)
 }
 
-async fn post_intent<L: Ledger>(
-    State(app): State<Arc<App<L>>>,
+/// A signed envelope's body: `application/json`, within the body limit
+/// and timeout, strict I-JSON no deeper than intents may be; the request's
+/// headers with it.
+async fn read_envelope<L: Ledger>(
+    app: &App<L>,
     req: Request,
-) -> Result<Response, ApiError> {
+) -> Result<(axum::http::request::Parts, Value), ApiError> {
     let (parts, body) = req.into_parts();
     let (media, essence) = essence(&parts.headers);
     if essence != "application/json" {
@@ -208,6 +211,28 @@ async fn post_intent<L: Ledger>(
     }
     let bytes: Bytes = admin::read_body(body, app.max_body, app.body_timeout).await?;
     let value = parse_with_depth(&bytes, MAX_INTENT_DEPTH).map_err(ApiError::MalformedJson)?;
+    Ok((parts, value))
+}
+
+/// `200` with a ledger entry: its receipt id in `Tollgate-Receipt-Id`, and
+/// `Idempotent-Replayed: true` when it is a stored answer given again.
+fn entry_answer(answer: crate::engine::Submitted) -> Response {
+    let mut r = json(StatusCode::OK, answer.line);
+    if let Ok(v) = HeaderValue::from_str(&answer.receipt_id) {
+        r.headers_mut().insert("tollgate-receipt-id", v);
+    }
+    if answer.replayed {
+        r.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    r
+}
+
+async fn post_intent<L: Ledger>(
+    State(app): State<Arc<App<L>>>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let (parts, value) = read_envelope(&app, req).await?;
     let envelope = IntentEnvelope::from_value(value).map_err(ApiError::InvalidIntent)?;
     let mut fields = LogFields {
         agent: Some(envelope.intent.agent.clone()),
@@ -230,14 +255,7 @@ async fn post_intent<L: Ledger>(
         }
     };
     fields.verdict = answer.verdict.map(|v| v.name());
-    let mut r = json(StatusCode::OK, answer.line);
-    if let Ok(v) = HeaderValue::from_str(&answer.receipt_id) {
-        r.headers_mut().insert("tollgate-receipt-id", v);
-    }
-    if answer.replayed {
-        r.headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
+    let mut r = entry_answer(answer);
     r.extensions_mut().insert(fields);
     Ok(r)
 }
@@ -250,24 +268,9 @@ async fn post_event<L: Ledger>(
     State(app): State<Arc<App<L>>>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let (parts, body) = req.into_parts();
-    let (media, essence) = essence(&parts.headers);
-    if essence != "application/json" {
-        return Err(ApiError::UnsupportedMediaType(media));
-    }
-    let bytes: Bytes = admin::read_body(body, app.max_body, app.body_timeout).await?;
-    let value = parse_with_depth(&bytes, MAX_INTENT_DEPTH).map_err(ApiError::MalformedJson)?;
+    let (_, value) = read_envelope(&app, req).await?;
     let envelope = EventEnvelope::from_value(value).map_err(ApiError::InvalidEvent)?;
-    let answer = app.gateway.submit_event(envelope).await?;
-    let mut r = json(StatusCode::OK, answer.line);
-    if let Ok(v) = HeaderValue::from_str(&answer.receipt_id) {
-        r.headers_mut().insert("tollgate-receipt-id", v);
-    }
-    if answer.replayed {
-        r.headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    Ok(r)
+    Ok(entry_answer(app.gateway.submit_event(envelope).await?))
 }
 
 async fn get_receipt<L: Ledger>(
