@@ -33,23 +33,58 @@ pub struct BenchReport {
 }
 
 /// `count` intents of the demo agent, signed, one envelope per element:
-/// refunds of order o-1001 under the demo delegation, each its own
-/// intent id, issued now.
-pub fn signed_intents(agent_key: &Ed25519Signer, count: usize) -> Vec<String> {
+/// refunds under the demo delegation, each its own intent id, issued now,
+/// spread over `orders` in turn.
+pub fn signed_intents(agent_key: &Ed25519Signer, count: usize, orders: &[String]) -> Vec<String> {
     let run = now().unix_seconds();
     let issued = now();
     (0..count)
         .map(|i| {
-            let p = demo::intent(
-                &format!("bench-{run}-{i}"),
-                demo::PAID,
-                100 + (i % 5000) as i64,
-            )
-            .issued_at(&issued)
-            .into_value();
+            let order = orders
+                .get(i % orders.len().max(1))
+                .map_or(demo::PAID, String::as_str);
+            let p = demo::intent(&format!("bench-{run}-{i}"), order, 100 + (i % 5000) as i64)
+                .issued_at(&issued)
+                .into_value();
             agent_key.envelope(Domain::Intent, p).to_string()
         })
         .collect()
+}
+
+/// Orders for the load to refund, so that concurrent refunds seldom meet
+/// on one order (refunds of one order are decided one at a time: each
+/// reads what the one before it left): `count` new orders, each paid
+/// 10,000,000.00 EUR by an `order.paid` event of the demo order service.
+/// Without its key (a data folder made without `--demo`), the demo's
+/// order o-1001 alone.
+fn paid_orders(url: &str, data: &Layout, count: usize) -> Result<Vec<String>, CliError> {
+    let Ok(key) = Ed25519Signer::load(&data.demo("orders-service.jwk")) else {
+        return Ok(vec![demo::PAID.to_owned()]);
+    };
+    let client = tollgate_client::Client::new(url);
+    let run = now().unix_seconds();
+    let mut orders = Vec::with_capacity(count);
+    for k in 0..count {
+        let order = format!("order:o-bench-{run}-{k}");
+        let mut d = Object::new();
+        d.insert(
+            "amount_minor",
+            Value::integer(1_000_000_000).unwrap_or(Value::Null),
+        );
+        d.insert("customer_tier", "gold".into());
+        let e = tollgate_protocol::Event {
+            source: demo::ORDER_SERVICE.into(),
+            event_id: format!("bench-{run}-{k}"),
+            resource: order.clone(),
+            event: "order.paid".into(),
+            data: d,
+            issued_at: now(),
+        };
+        let env = key.envelope(Domain::Event, tollgate_protocol::event_payload(&e));
+        client.send_event(env.to_string().as_bytes())?.ok()?;
+        orders.push(order);
+    }
+    Ok(orders)
 }
 
 /// `tollgate bench --write-intents FILE`: signed intents of the demo agent,
@@ -58,7 +93,7 @@ pub fn signed_intents(agent_key: &Ed25519Signer, count: usize) -> Vec<String> {
 pub fn write_intents(data: &Layout, count: usize, out: &Path) -> Result<String, CliError> {
     let agent_key = Ed25519Signer::load(&data.demo("agent.jwk"))
         .map_err(|e| CliError::Usage(format!("{e} (give the gateway's --data-dir)")))?;
-    let mut text = signed_intents(&agent_key, count).join("\n");
+    let mut text = signed_intents(&agent_key, count, &[demo::PAID.to_owned()]).join("\n");
     text.push('\n');
     std::fs::write(out, text)
         .map_err(|e| CliError::Usage(format!("--write-intents {}: {e}", out.display())))?;
@@ -244,7 +279,8 @@ pub fn bench(
     }
     // Sign the intents first: the client should cost little while timed.
     let pool = if webhooks { 180_000usize } else { 60_000 };
-    let bodies = signed_intents(&agent_key, pool);
+    let orders = paid_orders(url, data, (concurrency * 4).clamp(1, 1024))?;
+    let bodies = signed_intents(&agent_key, pool, &orders);
     let clients: Vec<tollgate_client::Client> = (0..concurrency.max(1))
         .map(|i| tollgate_client::Client::new(&urls[i % urls.len()]))
         .collect();

@@ -76,7 +76,8 @@ fn a_gateway_serves_from_postgresql_alone_and_survives_sigkill() {
 }
 
 /// `tollgate ledger copy`: a gateway's SQLite ledger moved into a new
-/// PostgreSQL database, checked; a gateway on the copy goes on from it.
+/// PostgreSQL database, checked; a gateway on the copy goes on from it,
+/// its entities as the ledger left them.
 #[test]
 fn an_embedded_ledger_moves_to_postgresql_and_the_gateway_goes_on_from_it() {
     let pg = Postgres::start();
@@ -150,6 +151,12 @@ fn an_embedded_ledger_moves_to_postgresql_and_the_gateway_goes_on_from_it() {
     let a = client.submit(&first, None).unwrap();
     assert_eq!(a.status, 200);
     assert!(a.replayed);
+    // The order as its three refunds left it: entities move with the copy.
+    let order = client.entity("order:o-1001").unwrap().text();
+    assert!(
+        order.contains(r#""refunded_minor":10500"#) && order.contains(r#""version":3"#),
+        "{order}"
+    );
     let a = client.submit(&budgeted("mv-5"), None).unwrap();
     assert_eq!(a.status, 200);
     // 2 × 40.00 of 100.00 spent before the move: 40.00 more escalates.
