@@ -146,11 +146,26 @@ pub struct Token {
     pub expires_at: Timestamp,
     /// The parent token's id.
     pub parent: Option<String>,
+    /// What the agent may lease (`leases`): `None`, nothing.
+    pub leases: Option<LeaseBounds>,
     /// The payload as signed.
     pub payload: Value,
     /// The signature over it.
     pub signature: Signature,
 }
+
+/// A token's `leases`: the predicates an agent may declare and the
+/// resource patterns it may declare them on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseBounds {
+    /// `reads`, `writes`, `exclusive`.
+    pub predicates: Vec<String>,
+    /// `type:id`, `type:*` or `*`.
+    pub resources: Vec<String>,
+}
+
+/// The lease predicates a token may name.
+pub const LEASE_PREDICATES: [&str; 3] = ["reads", "writes", "exclusive"];
 
 fn err(m: impl Into<String>) -> Error {
     Error::Token(m.into())
@@ -218,6 +233,7 @@ impl Token {
             "not_before",
             "expires_at",
             "parent",
+            "leases",
         ];
         if let Some((k, _)) = p.iter().find(|(k, _)| !KNOWN.contains(k)) {
             return Err(err(format!("/payload/{k}: unexpected member")));
@@ -292,7 +308,52 @@ impl Token {
                     .to_owned(),
             ),
         };
+        let leases =
+            match p.get("leases") {
+                None => None,
+                Some(v) => {
+                    let o = v.as_object().ok_or_else(|| {
+                        err("/payload/leases must be an object {\"predicates\", \"resources\"}")
+                    })?;
+                    if let Some((k, _)) = o
+                        .iter()
+                        .find(|(k, _)| !matches!(*k, "predicates" | "resources"))
+                    {
+                        return Err(err(format!("/payload/leases/{k}: unexpected member")));
+                    }
+                    let strings =
+                        |name: &str, ok: &dyn Fn(&str) -> bool, what: &str| {
+                            let Some(Value::Array(items)) = o.get(name) else {
+                                return Err(err(format!(
+                                    "/payload/leases/{name}: missing or not an array"
+                                )));
+                            };
+                            items
+                                .iter()
+                                .enumerate()
+                                .map(|(i, it)| {
+                                    it.as_str().filter(|s| ok(s)).map(str::to_owned).ok_or_else(
+                                        || err(format!("/payload/leases/{name}/{i}: not {what}")),
+                                    )
+                                })
+                                .collect::<Result<Vec<_>, _>>()
+                        };
+                    Some(LeaseBounds {
+                        predicates: strings(
+                            "predicates",
+                            &|s| LEASE_PREDICATES.contains(&s),
+                            "reads, writes or exclusive",
+                        )?,
+                        resources: strings(
+                            "resources",
+                            &|s| check_resource_pattern(s).is_ok(),
+                            "\"type:id\", \"type:*\" or \"*\"",
+                        )?,
+                    })
+                }
+            };
         Ok(Self {
+            leases,
             issuer: string("issuer")?.to_owned(),
             agent_key: Jwk::from_value(
                 p.get("agent_key")
@@ -343,8 +404,38 @@ impl Token {
         self.resources.iter().any(|p| resource_matches(p, resource))
     }
 
+    /// Whether this token lets its agent declare `predicate` on the
+    /// resource pattern `resource` in a lease request.
+    pub fn allows_lease(&self, predicate: &str, resource: &str) -> bool {
+        self.leases.as_ref().is_some_and(|l| {
+            l.predicates.iter().any(|p| p == predicate)
+                && l.resources.iter().any(|p| pattern_within(resource, p))
+        })
+    }
+
     /// Why this token is wider than `parent`, if it is.
     pub fn wider_than(&self, parent: &Token) -> Option<String> {
+        if let Some(mine) = &self.leases {
+            let Some(theirs) = &parent.leases else {
+                return Some("it allows leases, and the parent allows none".into());
+            };
+            if let Some(p) = mine
+                .predicates
+                .iter()
+                .find(|p| !theirs.predicates.contains(p))
+            {
+                return Some(format!("lease predicate {p:?} is not among the parent's"));
+            }
+            if let Some(r) = mine
+                .resources
+                .iter()
+                .find(|r| !theirs.resources.iter().any(|p| pattern_within(r, p)))
+            {
+                return Some(format!(
+                    "lease resource {r:?} is not within the parent's lease resources"
+                ));
+            }
+        }
         for a in &self.actions {
             if !parent.actions.iter().any(|p| pattern_within(a, p)) {
                 return Some(format!("action {a:?} is not within the parent's actions"));
@@ -893,6 +984,102 @@ pub fn check_chain_spent(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A token envelope (unsigned: structure only) with `leases`.
+    fn leasing(id: &str, parent: Option<&str>, leases: Option<&str>) -> Result<Token, String> {
+        let mut p = tollgate_protocol::build::TokenPayload::new(
+            id,
+            "issuer",
+            "agent-1",
+            tollgate_protocol::parse(
+                br#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"}"#,
+            )
+            .unwrap(),
+            "2020-01-01T00:00:00Z",
+            "2100-01-01T00:00:00Z",
+        )
+        .actions(&["deploys.*"])
+        .resources(&["service:*"]);
+        if let Some(parent) = parent {
+            p = p.member("parent", parent);
+        }
+        if let Some(l) = leases {
+            p = p.member("leases", tollgate_protocol::parse(l.as_bytes()).unwrap());
+        }
+        let mut env = Object::new();
+        env.insert("payload", p.into_value());
+        env.insert(
+            "signature",
+            tollgate_protocol::parse(format!(r#"{{"alg":"EdDSA","kid":"k","sig":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}}"#).as_bytes()).unwrap(),
+        );
+        Token::from_value(&Value::Object(env)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_token_bounds_what_its_agent_may_lease_and_a_child_only_narrows() {
+        let parent = leasing(
+            "p",
+            None,
+            Some(r#"{"predicates":["reads","writes"],"resources":["service:*"]}"#),
+        )
+        .unwrap();
+        assert!(parent.allows_lease("writes", "service:api"));
+        assert!(parent.allows_lease("reads", "service:*"));
+        assert!(!parent.allows_lease("exclusive", "service:api"));
+        assert!(!parent.allows_lease("writes", "db:main"));
+        assert!(!parent.allows_lease("writes", "*"));
+        let none = leasing("n", None, None).unwrap();
+        assert!(!none.allows_lease("reads", "service:api"));
+        let child = |l: Option<&str>| leasing("c", Some("p"), l).unwrap().wider_than(&parent);
+        assert_eq!(
+            child(Some(
+                r#"{"predicates":["reads"],"resources":["service:api"]}"#
+            )),
+            None
+        );
+        assert_eq!(child(None), None);
+        assert!(
+            child(Some(
+                r#"{"predicates":["exclusive"],"resources":["service:api"]}"#
+            ))
+            .unwrap()
+            .contains("lease predicate \"exclusive\"")
+        );
+        assert!(
+            child(Some(r#"{"predicates":["reads"],"resources":["*"]}"#))
+                .unwrap()
+                .contains("lease resource \"*\"")
+        );
+        assert!(
+            leasing(
+                "c",
+                Some("n"),
+                Some(r#"{"predicates":["reads"],"resources":["service:api"]}"#)
+            )
+            .unwrap()
+            .wider_than(&none)
+            .unwrap()
+            .contains("the parent allows none")
+        );
+        for (bad, pointer) in [
+            (
+                r#"{"predicates":["owns"],"resources":["*"]}"#,
+                "/payload/leases/predicates/0",
+            ),
+            (
+                r#"{"predicates":["reads"],"resources":["se*:x"]}"#,
+                "/payload/leases/resources/0",
+            ),
+            (r#"{"predicates":["reads"]}"#, "/payload/leases/resources"),
+            (
+                r#"{"predicates":["reads"],"resources":["*"],"ttl":1}"#,
+                "/payload/leases/ttl",
+            ),
+        ] {
+            let e = leasing("x", None, Some(bad)).unwrap_err();
+            assert!(e.contains(pointer), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn action_patterns() {
