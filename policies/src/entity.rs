@@ -83,6 +83,10 @@ pub(crate) struct EntityToml {
     initial: String,
     #[serde(default)]
     attributes: BTreeMap<String, Ty>,
+    /// The least value of integer attributes: a transition that would
+    /// leave one below it does not hold.
+    #[serde(default)]
+    min: BTreeMap<String, i64>,
     #[serde(default)]
     event: BTreeMap<String, EventToml>,
     #[serde(default)]
@@ -188,6 +192,8 @@ pub struct Model {
     pub initial: String,
     /// Its attributes and their types.
     pub attributes: BTreeMap<String, Ty>,
+    /// The least value of some integer attributes.
+    pub min: BTreeMap<String, i64>,
     /// Its events, by name.
     pub events: BTreeMap<String, EventModel>,
     /// What committing each action does, by action name.
@@ -292,6 +298,16 @@ pub enum Refusal {
         attribute: String,
         /// Its type.
         want: &'static str,
+    },
+    /// An integer attribute below its `min`.
+    #[error("{attribute} would be {value}, below its min {min}")]
+    Below {
+        /// The attribute.
+        attribute: String,
+        /// The value it would have.
+        value: i64,
+        /// Its least value.
+        min: i64,
     },
     /// An integer beyond ±(2^53−1) or an overflow.
     #[error("{0} overflows")]
@@ -498,6 +514,15 @@ impl Model {
                 t.initial
             ));
         }
+        for (a, m) in &t.min {
+            if t.attributes.get(a) != Some(&Ty::Integer) {
+                p(format!(
+                    "min names {a:?}, which is not an integer attribute"
+                ));
+            } else if Value::integer(*m).is_none() {
+                p(format!("min of {a:?} is beyond ±(2^53−1)"));
+            }
+        }
         for a in t.attributes.keys() {
             if !is_name(a) || a == "state" {
                 p(format!(
@@ -620,6 +645,7 @@ impl Model {
             states: t.states,
             initial: t.initial,
             attributes: t.attributes,
+            min: t.min,
             events,
             actions: effects,
         })
@@ -751,7 +777,26 @@ impl Model {
             let v = eval(e, &entity.attributes, params, data, attr, want)?;
             out.insert(attr, v);
         }
+        self.check_min(&out)?;
         Ok(out)
+    }
+
+    /// Whether `attributes` keep every integer attribute at or above its
+    /// `min`: what a transition must leave, and what a registered entity
+    /// must start from.
+    pub fn check_min(&self, attributes: &Object) -> Result<(), Refusal> {
+        for (attr, min) in &self.min {
+            if let Some(v) = attributes.get(attr).and_then(Value::as_safe_integer)
+                && v < *min
+            {
+                return Err(Refusal::Below {
+                    attribute: attr.clone(),
+                    value: v,
+                    min: *min,
+                });
+            }
+        }
+        Ok(())
     }
 
     fn holds(&self, c: &Cond, attrs: &Object, params: &Object) -> Result<bool, Refusal> {
@@ -795,6 +840,17 @@ impl Model {
                     .map(|(k, t)| (k.clone(), Value::from(t.name()))),
             )),
         );
+        // Only when set: models without it keep their versions.
+        if !self.min.is_empty() {
+            o.insert(
+                "min",
+                Value::Object(object_of(
+                    self.min
+                        .iter()
+                        .map(|(k, m)| (k.clone(), Value::integer(*m).unwrap_or(Value::Null))),
+                )),
+            );
+        }
         let mut events = Object::new();
         for (name, e) in &self.events {
             let mut eo = Object::new();
@@ -1042,6 +1098,48 @@ to = [{ when = "refunded_minor >= paid_minor", state = "refunded" }, { state = "
             "[event.\"order.z\"]\nfrom = [\"paid\"]\nto = \"paid\"\nset = { paid_minor = \"params.amount_minor\" }\n",
             "is not an integer or string param",
         );
+        bad(
+            "initial = \"pending\"\nmin = { currency = 0 }",
+            "",
+            "min names \"currency\", which is not an integer attribute",
+        );
+    }
+
+    /// Found by the outside review: a source could pay an order a negative
+    /// amount. A `min` refuses any transition that would leave an integer
+    /// attribute below it, and is part of the model's canonical form.
+    #[test]
+    fn a_transition_below_an_attributes_min_does_not_hold() {
+        let text = ORDER.replace(
+            "initial = \"pending\"",
+            "initial = \"pending\"\nmin = { paid_minor = 0, refunded_minor = 0 }",
+        );
+        let t: EntityToml = toml::from_str(&text).unwrap();
+        let m = Model::load("order", t, &|a| {
+            (a == "orders.refund").then(refund_params).flatten()
+        })
+        .unwrap();
+        let paid = |n: i64| {
+            m.event(
+                "order.paid",
+                &m.initial(),
+                &obj(&[("amount_minor", int(n)), ("currency", "EUR".into())]),
+            )
+        };
+        assert_eq!(
+            paid(-5).unwrap_err(),
+            Refusal::Below {
+                attribute: "paid_minor".into(),
+                value: -5,
+                min: 0
+            }
+        );
+        assert!(paid(0).is_ok());
+        let mut registered = m.initial().to_attributes();
+        registered.insert("refunded_minor", int(-1));
+        assert!(m.check_min(&registered).is_err());
+        assert_ne!(m.to_value(), order().to_value());
+        assert!(order().to_value().as_object().unwrap().get("min").is_none());
     }
 
     #[test]

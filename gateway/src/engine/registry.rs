@@ -933,9 +933,20 @@ impl<L: Ledger> Registry<'_, L> {
         // Every bundle in force that declares the resource's type reads it.
         for bundle in view.domains.bundles() {
             // A modelled type is read as the entity the attributes make.
-            if let Some(m) = resource
+            let model = resource
                 .split_once(':')
-                .and_then(|(ty, _)| bundle.model(ty))
+                .and_then(|(ty, _)| bundle.model(ty));
+            if let Some(m) = model
+                && let Some(Err(below)) = m
+                    .unrecorded(Some(&attrs))
+                    .map(|e| m.check_min(&e.attributes))
+            {
+                return Err(RegistryError::InvalidResource(format!(
+                    "policy {} models {resource} as an entity: {below}",
+                    bundle.version_string()
+                )));
+            }
+            if let Some(m) = model
                 && m.unrecorded(Some(&attrs)).is_none()
             {
                 return Err(RegistryError::InvalidResource(format!(

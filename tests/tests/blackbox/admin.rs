@@ -678,6 +678,11 @@ fn regression_resource_attributes_the_rules_cannot_read_are_refused_at_put() {
             r#"{"customer_tier":"gold"}"#,
             "its attributes need a state, one of pending, paid",
         ),
+        // Found by the outside review: an order refunded below nothing.
+        (
+            r#"{"state":"paid","paid_minor":0,"refunded_minor":-100000}"#,
+            "refunded_minor would be -100000, below its min 0",
+        ),
     ] {
         let body = format!(r#"{{"resource":"order:o-77","attributes":{attrs}}}"#);
         let a = admin.put_resource(body.as_bytes()).unwrap();

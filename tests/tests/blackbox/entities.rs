@@ -326,6 +326,25 @@ fn events_from_the_order_service_move_orders_once_and_refusals_record_nothing() 
     );
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("illegal-transition"), "{err}");
+    // Found by the outside review: an order paid a negative amount.
+    let (code, _, err) = send_event(
+        &g,
+        dir.path(),
+        "negative",
+        &event_json(
+            "evt-4b",
+            "order:o-79",
+            "order.paid",
+            r#"{"amount_minor":-5,"customer_tier":"gold"}"#,
+            &at,
+        ),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("illegal-transition")
+            && err.contains("paid_minor would be -5, below its min 0"),
+        "{err}"
+    );
     assert_eq!(g.head_seq(), head, "a refused event recorded something");
     // A shipped order: its refund waits for a reviewer.
     let (code, _, err) = send_event(
