@@ -1010,7 +1010,7 @@ mod tests {
         env.insert("payload", p.into_value());
         env.insert(
             "signature",
-            tollgate_protocol::parse(format!(r#"{{"alg":"EdDSA","kid":"k","sig":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}}"#).as_bytes()).unwrap(),
+            tollgate_protocol::parse(br#"{"alg":"EdDSA","kid":"k","sig":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#).unwrap(),
         );
         Token::from_value(&Value::Object(env)).map_err(|e| e.to_string())
     }
