@@ -23,6 +23,8 @@ pub enum Domain {
     Approval,
     /// An event from a system of record: `tollgate.event.v1`.
     Event,
+    /// A lease request: `tollgate.lease.v1`.
+    Lease,
 }
 
 impl Domain {
@@ -34,6 +36,7 @@ impl Domain {
             Self::Delegation => "tollgate.delegation.v1",
             Self::Approval => "tollgate.approval.v1",
             Self::Event => "tollgate.event.v1",
+            Self::Lease => "tollgate.lease.v1",
         }
     }
 }

@@ -44,6 +44,7 @@ mod error;
 mod event;
 pub mod json;
 mod keys;
+mod lease;
 mod members;
 mod receipt;
 mod registry;
@@ -66,6 +67,10 @@ pub use json::{
 pub use keys::{
     Alg, Domain, Jwk, KeySet, PreparedSignature, PublicKey, Signature, signed_message,
     signed_message_canonical, verify_many,
+};
+pub use lease::{
+    LEASE_TYPE, LeaseEnvelope, LeaseOp, LeaseRequest, MAX_LEASE_TRIPLES, MAX_LEASE_TTL_SECONDS,
+    lease_payload,
 };
 pub use receipt::{
     Clock, Inputs, Outcome, OutcomeNotAllowed, Receipt, ReceiptKind, Status, Verdict,
