@@ -724,6 +724,10 @@ impl Model {
         let Some(e) = self.actions.get(action) else {
             return Ok(entity.clone());
         };
+        // What it starts from must keep the minimums too: attributes a
+        // lookup returned, or put while no bundle modelled the type, are
+        // not checked anywhere else.
+        self.check_min(&entity.attributes)?;
         let mut next = entity.clone();
         next.attributes = self.apply(&e.set, entity, Some(params), None)?;
         let state =
@@ -749,6 +753,7 @@ impl Model {
             .events
             .get(name)
             .ok_or_else(|| Refusal::UnknownEvent(name.to_owned()))?;
+        self.check_min(&entity.attributes)?;
         if !e.from.contains(&entity.state) {
             return Err(Refusal::IllegalEvent {
                 event: name.to_owned(),
@@ -1138,6 +1143,29 @@ to = [{ when = "refunded_minor >= paid_minor", state = "refunded" }, { state = "
         let mut registered = m.initial().to_attributes();
         registered.insert("refunded_minor", int(-1));
         assert!(m.check_min(&registered).is_err());
+        // Found by the second outside review: an entity that starts below
+        // a min (its attributes looked up at the target, or put while no
+        // bundle modelled the type) moves by no transition, so a refund
+        // cannot go past what was paid on the strength of a negative
+        // refunded amount.
+        registered.insert("state", "paid".into());
+        registered.insert("paid_minor", int(500));
+        registered.insert("refunded_minor", int(-400));
+        let refund = obj(&[("amount_minor", int(600)), ("currency", "EUR".into())]);
+        assert_eq!(
+            m.commit_attributes("orders.refund", &registered, 0, &refund)
+                .unwrap_err(),
+            Refusal::Below {
+                attribute: "refunded_minor".into(),
+                value: -400,
+                min: 0
+            }
+        );
+        let below = Entity::from_attributes(&m, &registered, 0).unwrap();
+        assert!(matches!(
+            m.event("order.shipped", &below, &Object::new()),
+            Err(Refusal::Below { .. })
+        ));
         assert_ne!(m.to_value(), order().to_value());
         assert!(order().to_value().as_object().unwrap().get("min").is_none());
     }

@@ -278,3 +278,36 @@ fn a_bad_lookup_setting_stops_the_start_with_its_reason() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("hold {id} exactly once"), "{err}");
 }
+
+/// Found by the second outside review: attributes a lookup returns are
+/// the entity a decision reads before its first transition, and were
+/// never held to the model's `min`: a refund of 6.00 on an order paid 5.00
+/// passed on the strength of a refunded amount of -4.00. A transition from
+/// attributes below a min does not hold.
+#[test]
+fn regression_looked_up_attributes_below_a_min_move_nothing() {
+    let attrs = Attributes::start();
+    attrs.set(
+        "o-neg",
+        200,
+        r#"{"customer_tier":"gold","paid_minor":500,"refunded_minor":-400,"state":"paid"}"#,
+        0,
+    );
+    let g = gateway_looking_up_at(&attrs);
+    let body = intent(&g.agent(), "neg-1", "order:o-neg", 600, |_| {});
+    let (code, _, entry, _) = g.post_raw("application/json", &body, None);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&entry));
+    assert_eq!(verdict_of(&entry), "block");
+    let rules = receipt_member(&entry, &["decision", "rules"]).to_string();
+    assert!(
+        rules.contains("entity.transition")
+            && rules.contains("refunded_minor would be -400, below its min 0"),
+        "{rules}"
+    );
+    let (code, _) = g.get("/v1/entities/order/o-neg/history");
+    assert_eq!(
+        code, 404,
+        "nothing moved, and the registry does not know it"
+    );
+    g.assert_export_redecides();
+}
