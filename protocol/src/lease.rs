@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::json::{Object, Value};
 use crate::keys::Signature;
 use crate::members::{payload_of, signed_envelope};
-use crate::wire::is_identifier;
+use crate::wire::{is_identifier, is_resource, is_resource_type};
 
 /// `type` of a lease request payload.
 pub const LEASE_TYPE: &str = "tollgate.lease/v1";
@@ -80,20 +80,9 @@ pub struct LeaseEnvelope {
 
 const PREDICATES: [&str; 3] = ["reads", "writes", "exclusive"];
 
-/// Whether `s` is `*`, `type:*` or `type:id` (a type of `[a-z][a-z0-9_]*`).
+/// Whether `s` is `*`, `type:*` or `type:id`.
 fn is_resource_pattern(s: &str) -> bool {
-    if s == "*" {
-        return true;
-    }
-    let Some((ty, id)) = s.split_once(':') else {
-        return false;
-    };
-    let t = ty.as_bytes();
-    !t.is_empty()
-        && t[0].is_ascii_lowercase()
-        && t.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
-        && (id == "*" || is_identifier(id))
+    s == "*" || s.strip_suffix(":*").is_some_and(is_resource_type) || is_resource(s)
 }
 
 impl LeaseEnvelope {

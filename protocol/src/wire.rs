@@ -51,15 +51,17 @@ pub fn is_action(s: &str) -> bool {
 /// Whether `s` is `<type>:<id>`: a type of `[a-z][a-z0-9_]*` and an
 /// identifier (1–128 of `[A-Za-z0-9._:-]`).
 pub fn is_resource(s: &str) -> bool {
-    let Some((ty, id)) = s.split_once(':') else {
-        return false;
-    };
-    let t = ty.as_bytes();
+    s.split_once(':')
+        .is_some_and(|(ty, id)| is_resource_type(ty) && is_identifier(id))
+}
+
+/// Whether `t` is a resource type: `[a-z][a-z0-9_]*`.
+pub(crate) fn is_resource_type(t: &str) -> bool {
+    let t = t.as_bytes();
     !t.is_empty()
         && t[0].is_ascii_lowercase()
         && t.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
-        && is_identifier(id)
 }
 
 /// The members of an intent payload (spec §3).
