@@ -242,17 +242,19 @@ impl Entity {
         o
     }
 
-    /// `outcome.entity` of the receipt whose change left it so (spec
-    /// §4.8): `{"attributes", "version"}`, the attributes with the state.
-    pub fn to_outcome(&self) -> Value {
-        outcome_value(&self.to_attributes(), self.version)
+    /// `outcome.entity` of the receipt whose change left resource
+    /// `resource` so (spec §4.2): `{"resource", "attributes", "version"}`,
+    /// the attributes with the state.
+    pub fn to_outcome(&self, resource: &str) -> Value {
+        outcome_value(resource, &self.to_attributes(), self.version)
     }
 }
 
-/// `outcome.entity` of a receipt whose change left an entity with
+/// `outcome.entity` of a receipt whose change left entity `resource` with
 /// `attributes` (the state among them) at `version`.
-pub fn outcome_value(attributes: &Object, version: u64) -> Value {
+pub fn outcome_value(resource: &str, attributes: &Object, version: u64) -> Value {
     let mut o = Object::new();
+    o.insert("resource", resource.into());
     o.insert("attributes", Value::Object(attributes.clone()));
     o.insert(
         "version",

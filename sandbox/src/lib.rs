@@ -611,7 +611,7 @@ impl Replay {
                 )));
             }
         };
-        let expected = tollgate_policies::entity::outcome_value(&after, version + 1);
+        let expected = tollgate_policies::entity::outcome_value(&resource, &after, version + 1);
         if at(receipt, &["outcome", "entity"]) != Some(&expected) {
             return Err(Error::Again(format!(
                 "outcome.entity is not what committing {} makes of {resource} at version {version}",
@@ -680,7 +680,7 @@ impl Replay {
         let after = model
             .event(&e.event, &entity, &e.data)
             .map_err(|r| format!("the event cannot happen: {r}"))?;
-        if at(receipt, &["outcome", "entity"]) != Some(&after.to_outcome()) {
+        if at(receipt, &["outcome", "entity"]) != Some(&after.to_outcome(&e.resource)) {
             return Err(format!(
                 "outcome.entity is not what {} makes of {} at version {version}",
                 e.event, e.resource

@@ -32,7 +32,7 @@ impl EntityRead<'_> {
             .commit_attributes(&intent.action, attributes, self.version, &intent.params)
             .ok()?;
         Some(EntityChange {
-            outcome: outcome_value(&after, self.version + 1),
+            outcome: outcome_value(&intent.resource, &after, self.version + 1),
             write: EntityWrite {
                 resource: intent.resource.clone(),
                 read: self.version,

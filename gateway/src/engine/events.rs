@@ -234,7 +234,10 @@ impl<L: Ledger> Gateway<L> {
             e.issued_at.clone(),
             bundle.version_string(),
             envelope.value.clone(),
-            Outcome::new(Status::Committed).with("entity", outcome_value(&after, read.version + 1)),
+            Outcome::new(Status::Committed).with(
+                "entity",
+                outcome_value(&e.resource, &after, read.version + 1),
+            ),
         )
         .map_err(|e| Ok(internal(e)))?;
         receipt.inputs = Some(Value::Object(inputs));

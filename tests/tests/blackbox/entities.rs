@@ -267,7 +267,7 @@ fn events_from_the_order_service_move_orders_once_and_refusals_record_nothing() 
     );
     assert_eq!(
         receipt_member(first.as_bytes(), &["outcome", "entity"]).to_string(),
-        r#"{"attributes":{"customer_tier":"gold","paid_minor":12000,"refunded_minor":0,"state":"paid"},"version":1}"#
+        r#"{"attributes":{"customer_tier":"gold","paid_minor":12000,"refunded_minor":0,"state":"paid"},"resource":"order:o-77","version":1}"#
     );
     // The same event again, in a file of its own: the same entry, nothing
     // new recorded.

@@ -131,6 +131,9 @@ pub fn event_body(event: &OutboxEvent, entry: &LedgerEntry, include_receipt: boo
         if let Some(state) = at(&["outcome", "entity", "attributes", "state"]) {
             data.insert("state", state);
         }
+        if let Some(resource) = at(&["outcome", "entity", "resource"]) {
+            data.insert("resource", resource);
+        }
     }
     if include_receipt && canonical(receipt).len() <= MAX_EVENT_RECEIPT {
         data.insert("receipt", receipt.clone());
@@ -830,6 +833,28 @@ mod tests {
         };
         let body = parse(&event_body(&event, &entry, false)).unwrap();
         let data = body.as_object().unwrap().get("data").unwrap().to_string();
+        // An execution's subject names no resource: its outcome does.
+        let execution = parse(
+            br#"{"kind":"execution","receipt_id":"rcpt_00000000000000000000000000000002","refs":["rcpt_00000000000000000000000000000003"],"subject":{"intent_hash":"sha256:00"},"inputs":{"resource":{"state":"shipped"},"resource_version":3},"outcome":{"entity":{"attributes":{"state":"refunded"},"resource":"order:o-1","version":4},"status":"committed","target":"none"}}"#,
+        )
+        .unwrap();
+        let executed = LedgerEntry::seal(
+            8,
+            HashAlg::Sha256.digest(&[b"prev"]),
+            Timestamp::parse("2026-12-07T10:00:01Z").unwrap(),
+            execution,
+            Signature {
+                alg: Alg::EdDSA,
+                kid: "k".into(),
+                sig: vec![0; 64],
+            },
+        );
+        let body = parse(&event_body(&event, &executed, false)).unwrap();
+        let said = body.as_object().unwrap().get("data").unwrap().to_string();
+        assert!(
+            said.contains(r#""resource":"order:o-1""#) && said.contains(r#""state":"refunded""#),
+            "{said}"
+        );
         for member in [
             r#""source":"orders-service""#,
             r#""event_id":"e-1""#,
