@@ -78,6 +78,35 @@ fn verified_export(g: &Gateway) -> Vec<Vec<u8>> {
     )
 }
 
+/// Posts every one of `bodies` at once, each to one of `urls` in turn,
+/// again after each 503 (a decision made on state another instance had
+/// changed, decided again) for at most a minute; their 200 answers, in
+/// the order of `bodies`.
+fn all_at_once(urls: &[String], bodies: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                let url = &urls[i % urls.len()];
+                s.spawn(move || {
+                    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                    while std::time::Instant::now() < deadline {
+                        let (code, answer) = post(url, body);
+                        match code {
+                            200 => return answer,
+                            503 => std::thread::sleep(Duration::from_millis(50)),
+                            _ => panic!("{code}: {}", String::from_utf8_lossy(&answer)),
+                        }
+                    }
+                    panic!("still contended after 60 s of tries");
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
 /// The signed intent `id` of the demo agent under `delegation`: a refund
 /// of `amount` on order o-1001.
 fn intent_under(
@@ -259,28 +288,10 @@ fn a_budget_raced_over_three_instances_commits_exactly_its_amount(
     let bodies: Vec<Vec<u8>> = (0..32)
         .map(|i| under(&format!("raced-{i}"), "dlg_raced", 4_000))
         .collect();
-    let verdicts: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = bodies
-            .iter()
-            .enumerate()
-            .map(|(i, body)| {
-                let url = &urls[i % 3];
-                s.spawn(move || {
-                    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-                    while std::time::Instant::now() < deadline {
-                        let (code, answer) = post(url, body);
-                        match code {
-                            200 => return verdict_of(&answer),
-                            503 => std::thread::sleep(Duration::from_millis(50)),
-                            _ => panic!("{code}: {}", String::from_utf8_lossy(&answer)),
-                        }
-                    }
-                    panic!("still contended after 60 s of tries");
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let verdicts: Vec<String> = all_at_once(&urls, &bodies)
+        .iter()
+        .map(|a| verdict_of(a))
+        .collect();
     let passed = verdicts.iter().filter(|v| *v == "pass").count();
     assert_eq!(passed, 20, "{verdicts:?}");
     assert_eq!(verdicts.len() - passed, 12);
@@ -306,28 +317,7 @@ fn an_order_raced_over_three_instances_is_refunded_once(a: &Gateway, b: &Instanc
             )
         })
         .collect();
-    let answers: Vec<Vec<u8>> = std::thread::scope(|s| {
-        let handles: Vec<_> = bodies
-            .iter()
-            .enumerate()
-            .map(|(i, body)| {
-                let url = &urls[i % 3];
-                s.spawn(move || {
-                    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-                    while std::time::Instant::now() < deadline {
-                        let (code, answer) = post(url, body);
-                        match code {
-                            200 => return answer,
-                            503 => std::thread::sleep(Duration::from_millis(50)),
-                            _ => panic!("{code}: {}", String::from_utf8_lossy(&answer)),
-                        }
-                    }
-                    panic!("still contended after 60 s of tries");
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let answers = all_at_once(&urls, &bodies);
     let outcome = |a: &[u8]| {
         tollgate_tests::gateway::outcome_of(a)
             .get("status")
