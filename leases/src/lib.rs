@@ -21,6 +21,12 @@
 //! release or expire, and no one waits for someone younger: no cycle of
 //! waits, so no deadlock.
 //!
+//! [`fold`] is the lease state as the ledger records it: the changes its
+//! `lease` receipts (and `lease.pause`/`lease.resume` registry changes)
+//! make, each applied with the outcome it must state, so the gateway that
+//! writes a receipt and the verifier that re-decides it compute it with
+//! the same function.
+//!
 //! Invariants: no I/O, no clock (time is an argument, whole seconds since
 //! the epoch), no randomness, no hash-map order (every collection is
 //! ordered); the same state, request and time give the same verdict,
@@ -30,6 +36,8 @@
 //! request.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+pub mod fold;
 
 /// What an agent declares it will do to a resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -139,13 +147,16 @@ impl Triple {
 }
 
 /// A request's priority: its intent timestamp (microseconds since the
-/// epoch), the agent breaking ties. Smaller is older, and older wins.
+/// epoch), the agent then the request's id breaking ties. Smaller is
+/// older, and older wins.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Priority {
     /// When the agent's attempt began, microseconds since the epoch.
     pub at_micros: i64,
     /// The agent, for ties.
     pub agent: String,
+    /// The request's id, for an agent's own ties.
+    pub request: String,
 }
 
 /// A lease request.
@@ -196,6 +207,11 @@ pub struct Lease {
 pub struct Waiter {
     /// The request.
     pub request: Request,
+    /// When it stops waiting unless its agent heartbeats it (exclusive:
+    /// waiting while `now < expires_at`), seconds since the epoch. A
+    /// waiter nobody heartbeats must not hold younger requests back
+    /// forever.
+    pub expires_at: i64,
 }
 
 /// The kernel's verdict on a request.
@@ -262,9 +278,21 @@ pub enum Error {
     NotGrantable(String, &'static str),
 }
 
+/// What [`State::expire`] removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lapsed {
+    /// Leases not heartbeated in time.
+    pub leases: Vec<Lease>,
+    /// Waiting requests not heartbeated in time.
+    pub waiters: Vec<Waiter>,
+}
+
 /// The leases held, the requests waiting, what is paused.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
+    /// The latest time any change was made at: a change's time is never
+    /// earlier (the gateway takes the later of its clock and this).
+    pub clock: i64,
     /// Leases by id (lapsed ones until [`State::expire`] removes them).
     pub leases: BTreeMap<String, Lease>,
     /// Waiting requests by priority, oldest first.
@@ -309,6 +337,7 @@ pub fn decide(state: &State, request: &Request, now: i64) -> Verdict {
     // An older waiter it conflicts with goes first: it dies too.
     if let Some((_, w)) = state.waiters.iter().find(|(p, w)| {
         **p < request.priority
+            && w.expires_at > now
             && w.request.id != request.id
             && request.conflicts_with(&w.request.agent, &w.request.triples)
     }) {
@@ -351,14 +380,21 @@ impl State {
         Ok(self.leases.entry(lease).or_insert(l))
     }
 
-    /// Records `request` as waiting (after a [`Verdict::Wait`]).
-    pub fn wait(&mut self, request: &Request) {
+    /// Records `request` as waiting (after a [`Verdict::Wait`]) from
+    /// `now`, for its lifetime unless heartbeated.
+    pub fn wait(&mut self, request: &Request, now: i64) {
         self.waiters.insert(
             request.priority.clone(),
             Waiter {
                 request: request.clone(),
+                expires_at: now.saturating_add(request.ttl_seconds),
             },
         );
+    }
+
+    /// The waiter whose request is `id`.
+    pub fn waiter(&self, id: &str) -> Option<&Waiter> {
+        self.waiters.values().find(|w| w.request.id == id)
     }
 
     /// Stops `request` waiting (its agent gave up, or it was granted).
@@ -388,34 +424,128 @@ impl State {
         Ok(l)
     }
 
-    /// Extends `agent`'s live lease `id` to `now + ttl`; returns the new
-    /// expiry. A lapsed lease cannot be revived.
+    fn waiting_mut(
+        &mut self,
+        id: &str,
+        agent: &str,
+        now: i64,
+    ) -> Option<Result<&mut Waiter, Error>> {
+        let w = self
+            .waiters
+            .values_mut()
+            .find(|w| w.request.id == id && w.expires_at > now)?;
+        if w.request.agent != agent {
+            return Some(Err(Error::NotHolder {
+                lease: id.to_owned(),
+                holder: w.request.agent.clone(),
+                agent: agent.to_owned(),
+            }));
+        }
+        Some(Ok(w))
+    }
+
+    /// Extends `agent`'s live lease `id` (or its waiting request `id`) to
+    /// `now + ttl`; returns the new expiry. A lapsed lease cannot be
+    /// revived.
     pub fn heartbeat(&mut self, id: &str, agent: &str, now: i64) -> Result<i64, Error> {
+        if let Some(w) = self.waiting_mut(id, agent, now) {
+            let w = w?;
+            w.expires_at = w.expires_at.max(now.saturating_add(w.request.ttl_seconds));
+            return Ok(w.expires_at);
+        }
         let l = self.live_mut(id, agent, now)?;
         l.expires_at = l.expires_at.max(now.saturating_add(l.ttl_seconds));
         Ok(l.expires_at)
     }
 
-    /// Ends `agent`'s live lease `id`.
-    pub fn release(&mut self, id: &str, agent: &str, now: i64) -> Result<Lease, Error> {
+    /// Ends `agent`'s live lease `id`, or withdraws its waiting request
+    /// `id` (`Ok(None)`).
+    pub fn release(&mut self, id: &str, agent: &str, now: i64) -> Result<Option<Lease>, Error> {
+        if let Some(w) = self.waiting_mut(id, agent, now) {
+            let p = w?.request.priority.clone();
+            self.waiters.remove(&p);
+            return Ok(None);
+        }
         self.live_mut(id, agent, now)?;
         self.leases
             .remove(id)
+            .map(Some)
             .ok_or_else(|| Error::UnknownLease(id.to_owned()))
     }
 
-    /// Removes the leases lapsed at `now`; returns them, by id.
-    pub fn expire(&mut self, now: i64) -> Vec<Lease> {
+    /// Removes the leases and waiting requests lapsed at `now`; returns
+    /// them, each in the order of its ids (leases) or priorities
+    /// (waiters).
+    pub fn expire(&mut self, now: i64) -> Lapsed {
         let lapsed: Vec<String> = self
             .leases
             .values()
             .filter(|l| l.expires_at <= now)
             .map(|l| l.id.clone())
             .collect();
-        lapsed
+        let leases = lapsed
             .iter()
             .filter_map(|id| self.leases.remove(id))
-            .collect()
+            .collect();
+        let gone: Vec<Priority> = self
+            .waiters
+            .iter()
+            .filter(|(_, w)| w.expires_at <= now)
+            .map(|(p, _)| p.clone())
+            .collect();
+        let waiters = gone.iter().filter_map(|p| self.waiters.remove(p)).collect();
+        Lapsed { leases, waiters }
+    }
+
+    /// Grants, oldest first, every waiting request the kernel would grant
+    /// at `now`; returns the leases granted. After a release or an expiry,
+    /// this is what frees the waiters.
+    pub fn promote(&mut self, now: i64) -> Vec<Lease> {
+        let mut granted = Vec::new();
+        let waiting: Vec<Request> = self
+            .waiters
+            .values()
+            .filter(|w| w.expires_at > now)
+            .map(|w| w.request.clone())
+            .collect();
+        for r in waiting {
+            if let Ok(l) = self.grant(&r, now) {
+                granted.push(l.clone());
+            }
+        }
+        granted
+    }
+
+    /// Whether some waiting request would be granted at `now`.
+    pub fn promotable(&self, now: i64) -> bool {
+        self.waiters.values().any(|w| {
+            w.expires_at > now && matches!(decide(self, &w.request, now), Verdict::Granted { .. })
+        })
+    }
+
+    /// Whether some lease or waiting request has lapsed at `now`.
+    pub fn lapsed(&self, now: i64) -> bool {
+        self.leases.values().any(|l| l.expires_at <= now)
+            || self.waiters.values().any(|w| w.expires_at <= now)
+    }
+
+    /// The earliest expiry of a lease or a waiting request.
+    pub fn next_expiry(&self) -> Option<i64> {
+        self.leases
+            .values()
+            .map(|l| l.expires_at)
+            .chain(self.waiters.values().map(|w| w.expires_at))
+            .min()
+    }
+
+    /// The leases, lapsed or not, whose triples name a pattern that covers
+    /// `resource` (`type:id`): what an intent on it reads. Lapsed leases
+    /// count until [`State::expire`] removes them.
+    pub fn covering<'a>(&'a self, resource: &'a str) -> impl Iterator<Item = &'a Lease> + 'a {
+        let r = Pattern::Exact(resource.to_owned());
+        self.leases
+            .values()
+            .filter(move |l| l.triples.iter().any(|t| t.resource.overlaps(&r)))
     }
 
     /// The live leases at `now` that another agent than `agent` holds and

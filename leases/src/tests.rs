@@ -18,6 +18,7 @@ fn request(id: &str, agent: &str, at: i64, triples: Vec<Triple>) -> Request {
         priority: Priority {
             at_micros: at,
             agent: agent.into(),
+            request: id.into(),
         },
         triples,
         ttl_seconds: 30,
@@ -99,7 +100,7 @@ fn wait_die_in_the_order_of_the_timestamps() {
             holders: vec!["l-1".into()]
         }
     );
-    s.wait(&old);
+    s.wait(&old, 1);
     // A younger newcomer may not overtake the waiter.
     let newcomer = request(
         "l-4",
@@ -177,7 +178,7 @@ fn a_lease_lapses_without_a_heartbeat_and_a_heartbeat_extends_it() {
         s.heartbeat("l-1", "a", 50),
         Err(Error::UnknownLease("l-1".into()))
     );
-    assert_eq!(s.expire(50).len(), 1);
+    assert_eq!(s.expire(50).leases.len(), 1);
     assert!(s.leases.is_empty());
 }
 
@@ -231,6 +232,7 @@ fn run(ops: &[Op]) -> (State, i64, Vec<Request>) {
                     priority: Priority {
                         at_micros: *at,
                         agent,
+                        request: format!("l-{n}"),
                     },
                     triples: triples
                         .iter()
@@ -242,7 +244,7 @@ fn run(ops: &[Op]) -> (State, i64, Vec<Request>) {
                     Verdict::Granted { .. } => {
                         s.grant(&r, now).unwrap();
                     }
-                    Verdict::Wait { .. } if !s.waiters.contains_key(&r.priority) => s.wait(&r),
+                    Verdict::Wait { .. } if !s.waiters.contains_key(&r.priority) => s.wait(&r, now),
                     _ => {}
                 }
                 asked.push(r);
@@ -262,6 +264,10 @@ fn run(ops: &[Op]) -> (State, i64, Vec<Request>) {
                 s.expire(now);
             }
         }
+        // As the gateway does after every change: free the waiters that
+        // can go, and none is left that could.
+        s.promote(now);
+        assert!(!s.promotable(now), "a grantable waiter is left waiting");
         assert_safe(&s, now);
     }
     (s, now, asked)
@@ -299,9 +305,13 @@ proptest! {
         release in any::<bool>(),
     ) {
         let (mut s, mut now, _) = run(&ops);
-        let Some((_, oldest)) = s.waiters.iter().next().map(|(p, w)| (p.clone(), w.request.clone())) else {
+        let Some((p, oldest)) = s.waiters.iter().next().map(|(p, w)| (p.clone(), w.request.clone())) else {
             return Ok(());
         };
+        // Its agent keeps it waiting (heartbeats).
+        if let Some(w) = s.waiters.get_mut(&p) {
+            w.expires_at = i64::MAX;
+        }
         if release {
             for l in s.leases.values().cloned().collect::<Vec<_>>() {
                 let _ = s.release(&l.id, &l.agent, now);
@@ -312,7 +322,9 @@ proptest! {
         }
         let granted = matches!(decide(&s, &oldest, now), Verdict::Granted { .. });
         prop_assert!(granted, "the oldest waiter is not granted");
-        prop_assert!(s.grant(&oldest, now).is_ok());
+        s.promote(now);
+        prop_assert!(s.leases.contains_key(&oldest.id), "promote left the oldest waiter waiting");
+        prop_assert!(!s.waiters.contains_key(&p));
     }
 
     /// Determinism: the same state, request and time give the same
@@ -339,6 +351,7 @@ proptest! {
                 let mut r = r.clone();
                 r.priority.at_micros += d;
                 r.id = format!("{}-shifted", r.id);
+                r.priority.request = r.id.clone();
                 r
             };
             match decide(&s, r, now) {
@@ -354,4 +367,78 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_waiter_is_granted_when_freed_and_lapses_unless_heartbeated() {
+    let mut s = State::default();
+    let young = request(
+        "l-1",
+        "deploy",
+        100,
+        vec![triple(Predicate::Exclusive, "svc:api")],
+    );
+    s.grant(&young, 0).unwrap();
+    let old = request(
+        "l-2",
+        "migrate",
+        50,
+        vec![triple(Predicate::Writes, "svc:api")],
+    );
+    assert!(matches!(decide(&s, &old, 1), Verdict::Wait { .. }));
+    s.wait(&old, 1);
+    assert_eq!(s.waiter("l-2").unwrap().expires_at, 31);
+    // Nothing to promote while the holder holds.
+    assert!(s.promote(2).is_empty());
+    // Its agent keeps it waiting; another agent may not.
+    assert!(matches!(
+        s.heartbeat("l-2", "deploy", 20),
+        Err(Error::NotHolder { .. })
+    ));
+    assert_eq!(s.heartbeat("l-2", "migrate", 20).unwrap(), 50);
+    assert_eq!(s.release("l-1", "deploy", 21).unwrap().unwrap().id, "l-1");
+    assert!(s.promotable(21));
+    let granted = s.promote(21);
+    assert_eq!(granted.len(), 1);
+    assert_eq!((granted[0].id.as_str(), granted[0].expires_at), ("l-2", 51));
+    assert!(s.waiters.is_empty());
+
+    // A waiter nobody heartbeats lapses, and stops holding younger
+    // requests back.
+    let holder = request("l-3", "a", 10, vec![triple(Predicate::Exclusive, "db:x")]);
+    let older = request("l-4", "b", 5, vec![triple(Predicate::Exclusive, "db:x")]);
+    let younger = request("l-5", "c", 20, vec![triple(Predicate::Exclusive, "db:x")]);
+    s.grant(&holder, 100).unwrap();
+    s.wait(&older, 100);
+    s.heartbeat("l-3", "a", 125).unwrap();
+    assert!(matches!(decide(&s, &younger, 129), Verdict::Die { .. }));
+    let lapsed = s.expire(130);
+    assert_eq!(lapsed.waiters.len(), 1);
+    // The first grant lapsed long ago; the heartbeated holder stays.
+    assert_eq!(lapsed.leases.len(), 1);
+    assert_eq!(lapsed.leases[0].id, "l-2");
+    assert!(s.leases.contains_key("l-3"));
+    // Withdrawing a waiting request.
+    s.wait(&older, 131);
+    assert_eq!(s.release("l-4", "b", 132), Ok(None));
+    assert!(s.waiters.is_empty());
+}
+
+#[test]
+fn an_intent_reads_the_leases_that_cover_its_resource() {
+    let mut s = State::default();
+    s.grant(
+        &request("l-1", "a", 1, vec![triple(Predicate::Reads, "svc:*")]),
+        0,
+    )
+    .unwrap();
+    s.grant(
+        &request("l-2", "b", 2, vec![triple(Predicate::Reads, "db:x")]),
+        0,
+    )
+    .unwrap();
+    let ids = |r: &str| s.covering(r).map(|l| l.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids("svc:api"), ["l-1"]);
+    assert_eq!(ids("db:x"), ["l-2"]);
+    assert!(ids("db:y").is_empty());
 }

@@ -220,6 +220,13 @@ impl Timestamp {
         self.secs
     }
 
+    /// Microseconds since 1970-01-01T00:00:00Z (a finer fraction is cut).
+    pub fn unix_micros(&self) -> i64 {
+        self.secs
+            .saturating_mul(1_000_000)
+            .saturating_add(i64::from(self.nanos / 1000))
+    }
+
     /// The timestamp of a whole second since the epoch, written without a
     /// fraction (`2026-12-07T08:42:08Z`).
     pub fn from_unix_seconds(secs: i64) -> Self {

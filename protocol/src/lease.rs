@@ -80,8 +80,9 @@ pub struct LeaseEnvelope {
 
 const PREDICATES: [&str; 3] = ["reads", "writes", "exclusive"];
 
-/// Whether `s` is `*`, `type:*` or `type:id`.
-fn is_resource_pattern(s: &str) -> bool {
+/// Whether `s` is `*`, `type:*` or `type:id`, each part of its
+/// alphabet (§3.2).
+pub fn is_resource_pattern(s: &str) -> bool {
     s == "*" || s.strip_suffix(":*").is_some_and(is_resource_type) || is_resource(s)
 }
 

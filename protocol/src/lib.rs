@@ -70,7 +70,7 @@ pub use keys::{
 };
 pub use lease::{
     LEASE_TYPE, LeaseEnvelope, LeaseOp, LeaseRequest, MAX_LEASE_TRIPLES, MAX_LEASE_TTL_SECONDS,
-    lease_payload,
+    is_resource_pattern, lease_payload,
 };
 pub use receipt::{
     Clock, Inputs, Outcome, OutcomeNotAllowed, Receipt, ReceiptKind, Status, Verdict,
