@@ -112,6 +112,11 @@ impl<L: RegistryStore, H: Hooks> RegistryStore for Hooked<L, H> {
         self.inner.registry_seq().await
     }
 
+    async fn lease(&self, id: &str) -> Result<Option<crate::LeaseRecord>, Error> {
+        self.hooks.read()?;
+        self.inner.lease(id).await
+    }
+
     async fn registry_announcements(
         &self,
     ) -> Result<Option<tokio::sync::mpsc::Receiver<u64>>, Error> {

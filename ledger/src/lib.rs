@@ -307,13 +307,53 @@ pub enum RegistryChange {
         /// Its secrets.
         secrets: Vec<u8>,
     },
+    /// A `lease` receipt's change (spec §4.9), or with `pause` a
+    /// `lease.pause` or `lease.resume` registry receipt's: the lease state
+    /// after it, kept whole, and the lease it concerns.
+    Lease {
+        /// `lease.pause` or `lease.resume`; `None` for a `lease` receipt.
+        pause: Option<tollgate_protocol::Change>,
+        /// The lease state after the change (canonical JSON).
+        state: Vec<u8>,
+        /// The lease the receipt concerns.
+        mark: Option<LeaseMark>,
+    },
+}
+
+/// A lease a `lease` receipt concerns, recorded with it: lease ids are
+/// unique, ever, and an agent's requests on a lease are answered once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseMark {
+    /// The lease.
+    pub lease: String,
+    /// Its agent.
+    pub agent: String,
+    /// For an agent's request: the hash of its payload's canonical bytes,
+    /// and its `issued_at` as written.
+    pub request: Option<(String, String)>,
+}
+
+/// A lease as recorded: whose it is and its latest receipt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseRecord {
+    /// The lease.
+    pub lease: String,
+    /// Its agent.
+    pub agent: String,
+    /// The seq of the latest receipt that concerns it.
+    pub seq: u64,
+    /// The latest agent's request on it: its payload's hash and its
+    /// `issued_at`.
+    pub request: Option<(String, String)>,
 }
 
 impl RegistryChange {
-    /// The change, as its receipt's `subject.change` names it.
-    pub fn kind(&self) -> tollgate_protocol::Change {
+    /// The change, as its receipt's `subject.change` names it; `None` for
+    /// a `lease` receipt's, which is no registry change.
+    pub fn kind(&self) -> Option<tollgate_protocol::Change> {
         use tollgate_protocol::Change;
-        match self {
+        Some(match self {
+            Self::Lease { pause, .. } => return *pause,
             Self::IssuerRegister { .. } => Change::IssuerRegister,
             Self::IssuerRevoke { .. } => Change::IssuerRevoke,
             Self::DelegationRegister { .. } => Change::DelegationRegister,
@@ -331,12 +371,12 @@ impl RegistryChange {
             Self::WebhookEnable { .. } => Change::WebhookEnable,
             Self::WebhookDisable { .. } => Change::WebhookDisable,
             Self::WebhookRotate { .. } => Change::WebhookRotate,
-        }
+        })
     }
 
-    /// The change's name in its receipt (`subject.change`).
+    /// The change's name in its receipt (`subject.change`), or `lease`.
     pub fn name(&self) -> &'static str {
-        self.kind().name()
+        self.kind().map_or("lease", tollgate_protocol::Change::name)
     }
 }
 
@@ -705,7 +745,9 @@ pub struct RegistryAppend {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RegistryState {
     /// The seq of the last registry change recorded, read in the same
-    /// snapshot as the tables (0 before any).
+    /// snapshot as the tables (0 before any). Lease changes count: a
+    /// decision reads the leases with the registries, and is guarded by
+    /// them alike.
     pub seq: u64,
     /// Whether the first-start import was recorded.
     pub seeded: bool,
@@ -732,6 +774,9 @@ pub struct RegistryState {
     /// Activations, rollbacks and deactivations in ledger order,
     /// `(change, version)`: the versions in force follow from them.
     pub policy_history: Vec<(tollgate_protocol::Change, String)>,
+    /// The lease state (spec §4.9) as the last lease change left it
+    /// (canonical JSON), if any was recorded.
+    pub leases: Option<Vec<u8>>,
     /// Whether the history was written by bundle name (any policy change
     /// recorded since policy domains); `false` for a ledger written when
     /// one policy was active at a time, or with no policy change yet.
@@ -1027,6 +1072,9 @@ pub trait RegistryStore: Send + Sync + 'static {
 
     /// [`RegistryState::seq`] alone: the seq of the last registry change.
     fn registry_seq(&self) -> impl Future<Output = Result<u64, Error>> + Send;
+
+    /// The lease `id` as recorded, if a receipt ever concerned it.
+    fn lease(&self, id: &str) -> impl Future<Output = Result<Option<LeaseRecord>, Error>> + Send;
 
     /// Announcements of registry changes (their seq) made through any
     /// handle on the same store, other servers' included, or `None` where

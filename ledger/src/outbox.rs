@@ -26,6 +26,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "commit.not_executed",
     "registry.changed",
     "entity.changed",
+    "lease.changed",
 ];
 
 fn text<'a>(v: &'a Value, path: &[&str]) -> &'a str {
@@ -46,6 +47,8 @@ fn text<'a>(v: &'a Value, path: &[&str]) -> &'a str {
 ///   `commit.unknown` or `commit.not_executed`;
 /// - a reconciliation: `commit.committed` or `commit.failed`;
 /// - a registry change: `registry.changed`;
+/// - a lease receipt (a verdict, a heartbeat, a release, an expiry, a
+///   waiter granted): `lease.changed`;
 /// - and last, a committed decision or execution on an entity (one that
 ///   records the version it read), and every event receipt:
 ///   `entity.changed`.
@@ -99,6 +102,7 @@ fn kind_events(receipt: &Value) -> Vec<&'static str> {
             _ => vec!["commit.failed"],
         },
         "registry" => vec!["registry.changed"],
+        "lease" => vec!["lease.changed"],
         _ => Vec::new(),
     }
 }

@@ -504,6 +504,27 @@ macro_rules! shared_reads {
             crate::writes::$writes::registry_seq(&mut conn).await
         }
 
+        /// The lease `id` as recorded.
+        pub(crate) async fn lease(pool: &$pool, id: &str) -> Result<Option<crate::LeaseRecord>, Error> {
+            let row = sqlx::query(
+                "SELECT lease, agent, seq, request_hash, issued_at FROM leases WHERE lease = $1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .map_err(db)?;
+            Ok(row.map(|r| {
+                let hash: Option<String> = r.get(3);
+                let at: Option<String> = r.get(4);
+                crate::LeaseRecord {
+                    lease: r.get(0),
+                    agent: r.get(1),
+                    seq: u64::try_from(r.get::<i64, _>(2)).unwrap_or(0),
+                    request: hash.zip(at),
+                }
+            }))
+        }
+
         /// The registries as recorded, every table and the registry seq
         /// read in one snapshot.
         pub(crate) async fn registry(pool: &$pool) -> Result<RegistryState, Error> {
@@ -546,7 +567,13 @@ macro_rules! shared_reads {
                         Ok((change, r.get::<String, _>(1)))
                     })
                     .collect::<Result<Vec<_>, Error>>()?;
+            let leases: Option<String> =
+                sqlx::query_scalar("SELECT value FROM ledger_meta WHERE key = 'leases'")
+                    .fetch_optional(&mut *c)
+                    .await
+                    .map_err(db)?;
             let state = RegistryState {
+                leases: leases.map(String::into_bytes),
                 seq: crate::writes::$writes::registry_seq(&mut *c).await?,
                 seeded: seeded.is_some(),
                 policy_domains: model.is_some(),

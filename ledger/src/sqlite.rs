@@ -103,6 +103,10 @@ const SCHEMA: &[&str] = &[
         BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
     "CREATE TRIGGER IF NOT EXISTS reg_reviewer_revocations_delete BEFORE DELETE ON reg_reviewer_revocations
         BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
+    "CREATE TABLE IF NOT EXISTS leases (
+        lease TEXT PRIMARY KEY NOT NULL, agent TEXT NOT NULL, seq INTEGER NOT NULL,
+        request_hash TEXT, issued_at TEXT
+    ) STRICT",
     "CREATE TABLE IF NOT EXISTS reg_sources (
         id TEXT PRIMARY KEY NOT NULL, source BLOB NOT NULL, seq INTEGER NOT NULL
     ) STRICT",
@@ -656,6 +660,10 @@ impl RegistryStore for SqliteLedger {
 
     async fn registry_seq(&self) -> Result<u64, Error> {
         reads::sqlite::registry_seq(&self.inner.readers).await
+    }
+
+    async fn lease(&self, id: &str) -> Result<Option<crate::LeaseRecord>, Error> {
+        reads::sqlite::lease(&self.inner.readers, id).await
     }
 
     async fn registry(&self) -> Result<RegistryState, Error> {

@@ -105,6 +105,53 @@ macro_rules! shared_writes {
             Ok(())
         }
 
+        /// The lease state after a lease change, and the lease it
+        /// concerns: a new lease id is its agent's for ever.
+        async fn apply_lease(
+            conn: &mut $conn,
+            seq: i64,
+            state: &[u8],
+            mark: Option<&crate::LeaseMark>,
+        ) -> Result<(), Error> {
+            let text = std::str::from_utf8(state)
+                .map_err(|_| Error::RegistryConflict("lease: the state is not UTF-8".into()))?;
+            sqlx::query(
+                "INSERT INTO ledger_meta (key, value) VALUES ('leases', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(text)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+            let Some(m) = mark else { return Ok(()) };
+            let (hash, at) = match &m.request {
+                Some((h, a)) => (Some(h.as_str()), Some(a.as_str())),
+                None => (None, None),
+            };
+            let done = sqlx::query(
+                "INSERT INTO leases (lease, agent, seq, request_hash, issued_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (lease) DO UPDATE SET seq = excluded.seq,
+                     request_hash = COALESCE(excluded.request_hash, leases.request_hash),
+                     issued_at = COALESCE(excluded.issued_at, leases.issued_at)
+                 WHERE leases.agent = excluded.agent",
+            )
+            .bind(m.lease.as_str())
+            .bind(m.agent.as_str())
+            .bind(seq)
+            .bind(hash)
+            .bind(at)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+            if done.rows_affected() != 1 {
+                return Err(Error::RegistryConflict(format!(
+                    "lease: {} is another agent's",
+                    m.lease
+                )));
+            }
+            Ok(())
+        }
+
         fn db(e: sqlx::Error) -> Error {
             Error::Database(e.to_string())
         }
@@ -620,7 +667,11 @@ macro_rules! shared_writes {
                 }
                 return Ok(());
             }
+            if let RegistryChange::Lease { state, mark, .. } = change {
+                return apply_lease(conn, seq, state, mark.as_ref()).await;
+            }
             let q = match change {
+                RegistryChange::Lease { .. } => return Ok(()),
                 RegistryChange::IssuerRegister { kid, jwk } => {
                     sqlx::query("INSERT INTO reg_issuers (kid, jwk, seq) VALUES ($1, $2, $3)")
                         .bind(kid.as_str())

@@ -81,6 +81,8 @@ pub enum ReceiptKind {
     Reconciliation,
     /// Caused by an event from a registered source: an entity moved.
     Event,
+    /// A lease request's verdict, or a lease's expiry or grant (§4.9).
+    Lease,
 }
 
 impl ReceiptKind {
@@ -94,6 +96,7 @@ impl ReceiptKind {
             Self::Registry => "registry",
             Self::Reconciliation => "reconciliation",
             Self::Event => "event",
+            Self::Lease => "lease",
         }
     }
 
@@ -106,6 +109,7 @@ impl ReceiptKind {
             Self::Registry,
             Self::Reconciliation,
             Self::Event,
+            Self::Lease,
         ]
         .into_iter()
         .find(|k| k.name() == name)
@@ -134,8 +138,22 @@ pub enum Status {
     Approved,
     /// A reviewer denied.
     Denied,
-    /// The deadline passed.
+    /// The deadline passed (an approval), or a lease or waiting request
+    /// lapsed without a heartbeat.
     Expired,
+    /// A lease granted.
+    Granted,
+    /// A lease request waits for younger holders.
+    Waiting,
+    /// A lease request met an older holder or waiter: it must come back
+    /// with a new timestamp.
+    Died,
+    /// A lease request of a paused agent or on a paused resource.
+    Paused,
+    /// A lease (or a waiting request) heartbeated.
+    Extended,
+    /// A lease released (or a waiting request withdrawn).
+    Released,
 }
 
 impl Status {
@@ -151,6 +169,12 @@ impl Status {
             Self::Approved => "approved",
             Self::Denied => "denied",
             Self::Expired => "expired",
+            Self::Granted => "granted",
+            Self::Waiting => "waiting",
+            Self::Died => "died",
+            Self::Paused => "paused",
+            Self::Extended => "extended",
+            Self::Released => "released",
         }
     }
 
@@ -166,6 +190,12 @@ impl Status {
             Approved,
             Denied,
             Expired,
+            Granted,
+            Waiting,
+            Died,
+            Paused,
+            Extended,
+            Released,
         ]
         .into_iter()
         .find(|s| s.name() == name)
@@ -186,6 +216,10 @@ impl Status {
             ReceiptKind::Registry => matches!(self, Committed),
             ReceiptKind::Reconciliation => matches!(self, Committed | Failed),
             ReceiptKind::Event => matches!(self, Committed),
+            ReceiptKind::Lease => matches!(
+                self,
+                Granted | Waiting | Died | Paused | Extended | Released | Expired
+            ),
         }
     }
 }

@@ -47,11 +47,16 @@ pub enum Change {
     /// `webhook.rotate`: a new signing key for an endpoint (the object is
     /// `{id}` with the new key's `secret_hash` or `public_key`).
     WebhookRotate,
+    /// `lease.pause`: an agent's or a resource pattern's lease requests
+    /// answered `paused` (the object is `{agent}` or `{resource}`).
+    LeasePause,
+    /// `lease.resume`: the pause ended (the object is as the pause's).
+    LeaseResume,
 }
 
 impl Change {
     /// Every change, in the order of spec §4.3's list.
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 19] = [
         Self::IssuerRegister,
         Self::IssuerRevoke,
         Self::DelegationRegister,
@@ -69,6 +74,8 @@ impl Change {
         Self::WebhookRotate,
         Self::SourceRegister,
         Self::SourceRevoke,
+        Self::LeasePause,
+        Self::LeaseResume,
     ];
 
     /// The wire name.
@@ -91,6 +98,8 @@ impl Change {
             Self::WebhookRotate => "webhook.rotate",
             Self::SourceRegister => "source.register",
             Self::SourceRevoke => "source.revoke",
+            Self::LeasePause => "lease.pause",
+            Self::LeaseResume => "lease.resume",
         }
     }
 

@@ -118,6 +118,7 @@ pub(crate) fn facts(
         "approval" => ReceiptKind::Approval,
         "execution" => ReceiptKind::Execution,
         "event" => ReceiptKind::Event,
+        "lease" => ReceiptKind::Lease,
         _ => {
             return Ok(Facts {
                 appended_at,
@@ -147,6 +148,7 @@ pub(crate) fn facts(
         ReceiptKind::Decision => decision(&v, &issued_at, status)?,
         ReceiptKind::Approval => approval(&v, &issued_at, status)?,
         ReceiptKind::Event => event(&v, &issued_at)?,
+        ReceiptKind::Lease => lease(&v, &issued_at)?,
         _ => {
             let r = refs(&v)?;
             let (Some(first), Some(last)) = (r.first(), r.last()) else {
@@ -252,6 +254,52 @@ fn event(v: &Value, issued_at: &Timestamp) -> Result<Kind, Error> {
         source: source.to_owned(),
         event_id: event_id.to_owned(),
     })
+}
+
+/// A lease receipt is issued at its request's `issued_at`, its expiry's
+/// `expired_at` or its grant's `granted_at`, exactly as written; only a
+/// grant of a waiting request refs a receipt (the one that made it wait).
+fn lease(v: &Value, issued_at: &Timestamp) -> Result<Kind, Error> {
+    let subject = ["receipt", "subject"];
+    let (stated, what, refs_wanted) = if at(v, &["receipt", "subject", "payload"]).is_some() {
+        (
+            string(v, &["receipt", "subject", "payload", "issued_at"], "the request's issued_at")?,
+            "its request's issued_at",
+            0,
+        )
+    } else if at(v, &["receipt", "subject", "expired_at"]).is_some() {
+        (
+            string(v, &[subject[0], subject[1], "expired_at"], "expired_at")?,
+            "its expired_at",
+            0,
+        )
+    } else {
+        (
+            string(v, &[subject[0], subject[1], "granted_at"], "granted_at")?,
+            "its granted_at",
+            1,
+        )
+    };
+    if issued_at.as_str() != stated {
+        return Err(Error::invalid(
+            "/receipt/issued_at",
+            format!(
+                "{} is not {what} {stated}: a lease receipt is issued at the time its subject states, exactly as written (spec §4.2)",
+                issued_at.as_str()
+            ),
+        ));
+    }
+    let r = refs(v)?;
+    if r.len() != refs_wanted {
+        return Err(Error::invalid(
+            "/receipt/refs",
+            format!(
+                "a lease receipt refs {refs_wanted} receipts here (the grant of a waiting request refs the receipt that made it wait, spec §4.2), not {}",
+                r.len()
+            ),
+        ));
+    }
+    Ok(Kind::Registry)
 }
 
 fn approval(v: &Value, issued_at: &Timestamp, status: Status) -> Result<Kind, Error> {

@@ -303,9 +303,15 @@ async fn registry_item(
     change: RegistryChange,
     object: Value,
     policy: &str,
-) -> Result<RegistryAppend, tollgate_signer::Error> {
-    let receipt = Receipt::registry(clock.now(), policy.to_owned(), change.kind(), object).seal();
-    let signature = signer.sign(Domain::Receipt, &receipt).await?;
+) -> Result<RegistryAppend, String> {
+    let kind = change
+        .kind()
+        .ok_or_else(|| format!("{} is no registry change", change.name()))?;
+    let receipt = Receipt::registry(clock.now(), policy.to_owned(), kind, object).seal();
+    let signature = signer
+        .sign(Domain::Receipt, &receipt)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(RegistryAppend {
         receipt,
         signature,

@@ -37,6 +37,7 @@ const TABLES: &[&str] = &[
     "reg_reviewer_revocations",
     "reg_sources",
     "reg_source_revocations",
+    "leases",
     "reg_resources",
     "reg_policies",
     "reg_policy_history",

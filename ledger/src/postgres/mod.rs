@@ -363,6 +363,10 @@ impl RegistryStore for PgLedger {
         reads::registry_seq(&self.pool).await
     }
 
+    async fn lease(&self, id: &str) -> Result<Option<crate::LeaseRecord>, Error> {
+        reads::lease(&self.pool, id).await
+    }
+
     async fn registry(&self) -> Result<RegistryState, Error> {
         reads::registry(&self.pool).await
     }

@@ -81,6 +81,10 @@ pub(crate) const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS reg_reviewer_revocations (
         id TEXT PRIMARY KEY, seq BIGINT NOT NULL
     )",
+    "CREATE TABLE IF NOT EXISTS leases (
+        lease TEXT PRIMARY KEY, agent TEXT NOT NULL, seq BIGINT NOT NULL,
+        request_hash TEXT, issued_at TEXT
+    )",
     "CREATE TABLE IF NOT EXISTS reg_sources (
         id TEXT PRIMARY KEY, source BYTEA NOT NULL, seq BIGINT NOT NULL
     )",

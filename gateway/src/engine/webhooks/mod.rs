@@ -487,7 +487,9 @@ impl<L: Ledger> Webhooks<'_, L> {
             }
             let mut set = recorded_set(&rows)?;
             for (change, object) in &changes {
-                set.apply(change.kind(), object).map_err(internal)?;
+                if let Some(kind) = change.kind() {
+                    set.apply(kind, object).map_err(internal)?;
+                }
             }
             let policy = view.domains.versions();
             match self.registry().record_all(&view, changes, &policy).await {
