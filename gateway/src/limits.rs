@@ -37,6 +37,9 @@ pub const MAX_PAGE: u32 = 1_000;
 pub const EXPORT_PAGE: u32 = 1_000;
 /// `Retry-After` seconds of a 409 for a request still in flight.
 pub const IN_FLIGHT_RETRY_AFTER: u32 = 1;
+/// How often lapsed leases are expired (and the waiters they free
+/// granted), ms: a lease blocks others at most this long past its expiry.
+pub const LEASE_SWEEP_INTERVAL_MS: u64 = 500;
 /// How often the ledger's Merkle tree is grown over new entries, ms.
 pub const TREE_GROW_INTERVAL_MS: u64 = 500;
 /// Default: at most one checkpoint per this many milliseconds...

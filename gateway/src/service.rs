@@ -268,6 +268,7 @@ async fn start_app<L: Ledger>(
         .await
         .map_err(|e| Error::Config(format!("cannot listen for registry changes: {e}")))?;
     gateway.approvals().spawn_expiry(expiry_interval);
+    gateway.spawn_lease_sweeper(Duration::from_millis(limits::LEASE_SWEEP_INTERVAL_MS));
     gateway
         .checkpoints()
         .spawn_tree(Duration::from_millis(limits::TREE_GROW_INTERVAL_MS));

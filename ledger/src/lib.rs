@@ -342,9 +342,9 @@ pub struct LeaseRecord {
     pub agent: String,
     /// The seq of the latest receipt that concerns it.
     pub seq: u64,
-    /// The latest agent's request on it: its payload's hash and its
-    /// `issued_at`.
-    pub request: Option<(String, String)>,
+    /// The latest agent's request on it: its payload's hash, its
+    /// `issued_at`, and the seq of its receipt.
+    pub request: Option<(String, String, u64)>,
 }
 
 impl RegistryChange {

@@ -507,7 +507,7 @@ macro_rules! shared_reads {
         /// The lease `id` as recorded.
         pub(crate) async fn lease(pool: &$pool, id: &str) -> Result<Option<crate::LeaseRecord>, Error> {
             let row = sqlx::query(
-                "SELECT lease, agent, seq, request_hash, issued_at FROM leases WHERE lease = $1",
+                "SELECT lease, agent, seq, request_hash, issued_at, request_seq FROM leases WHERE lease = $1",
             )
             .bind(id)
             .fetch_optional(pool)
@@ -516,11 +516,15 @@ macro_rules! shared_reads {
             Ok(row.map(|r| {
                 let hash: Option<String> = r.get(3);
                 let at: Option<String> = r.get(4);
+                let request_seq: Option<i64> = r.get(5);
                 crate::LeaseRecord {
                     lease: r.get(0),
                     agent: r.get(1),
                     seq: u64::try_from(r.get::<i64, _>(2)).unwrap_or(0),
-                    request: hash.zip(at),
+                    request: hash
+                        .zip(at)
+                        .zip(request_seq)
+                        .map(|((h, a), s)| (h, a, u64::try_from(s).unwrap_or(0))),
                 }
             }))
         }

@@ -129,10 +129,12 @@ macro_rules! shared_writes {
                 None => (None, None),
             };
             let done = sqlx::query(
-                "INSERT INTO leases (lease, agent, seq, request_hash, issued_at) VALUES ($1, $2, $3, $4, $5)
+                "INSERT INTO leases (lease, agent, seq, request_hash, issued_at, request_seq)
+                 VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (lease) DO UPDATE SET seq = excluded.seq,
                      request_hash = COALESCE(excluded.request_hash, leases.request_hash),
-                     issued_at = COALESCE(excluded.issued_at, leases.issued_at)
+                     issued_at = COALESCE(excluded.issued_at, leases.issued_at),
+                     request_seq = COALESCE(excluded.request_seq, leases.request_seq)
                  WHERE leases.agent = excluded.agent",
             )
             .bind(m.lease.as_str())
@@ -140,6 +142,7 @@ macro_rules! shared_writes {
             .bind(seq)
             .bind(hash)
             .bind(at)
+            .bind(m.request.as_ref().map(|_| seq))
             .execute(&mut *conn)
             .await
             .map_err(db)?;

@@ -19,6 +19,10 @@
 //! 4. Boundary: the Cedar rules (with the scores in their context) and the
 //!    escalation rules.
 //!
+//! Leases (spec §4.9) come before the rules: an intent on a resource that
+//! another agent's lease covers is blocked (`lease.held`), and the leases
+//! it read are [`leases_read`], which its receipt records.
+//!
 //! The verdict is the most severe of all that fired: block > escalate >
 //! pass. Fail closed: an error in any rule or dimension blocks, and the
 //! decision names what failed.
@@ -185,6 +189,66 @@ pub struct Snapshot {
     pub registry: Registry,
     /// Resource attributes by resource (`type:id`).
     pub resources: BTreeMap<String, Object>,
+    /// The leases held and waited for, as the ledger's lease changes
+    /// leave them.
+    pub leases: tollgate_leases::State,
+}
+
+/// The leases that cover `resource` (whoever holds them; lapsed ones
+/// until their expiry is recorded), as a decision's `inputs.leases`
+/// states them: `[{lease, agent, triples, expires_at}]` by lease id, or
+/// `None` when none does (spec §4.6).
+pub fn leases_read(snapshot: &Snapshot, resource: &str) -> Option<Value> {
+    let items: Vec<Value> = snapshot
+        .leases
+        .covering(resource)
+        .map(|l| {
+            let mut o = Object::new();
+            o.insert("lease", l.id.as_str().into());
+            o.insert("agent", l.agent.as_str().into());
+            o.insert(
+                "predicates",
+                Value::Array(
+                    l.triples
+                        .iter()
+                        .map(|t| t.predicate.name())
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .into_iter()
+                        .map(Value::from)
+                        .collect(),
+                ),
+            );
+            o.insert(
+                "expires_at",
+                Timestamp::from_unix_seconds(l.expires_at).as_str().into(),
+            );
+            Value::Object(o)
+        })
+        .collect();
+    (!items.is_empty()).then_some(Value::Array(items))
+}
+
+/// `lease.held`: another agent's lease covers the resource. Every
+/// predicate conflicts with an intent, which changes its resource; the
+/// intent's own agent's leases never block it.
+fn lease_refusal(snapshot: &Snapshot, agent: &str, resource: &str) -> Option<FiredRule> {
+    let l = snapshot.leases.covering(resource).find(|l| l.agent != agent)?;
+    let predicates: Vec<&str> = l.triples.iter().map(|t| t.predicate.name()).collect();
+    Some(FiredRule {
+        id: "lease.held".into(),
+        effect: Verdict::Block,
+        reason: format!(
+            "{resource} is leased by {} (lease {}, {}) until {}",
+            l.agent,
+            l.id,
+            predicates.join(", "),
+            Timestamp::from_unix_seconds(l.expires_at).as_str()
+        ),
+        remediation: Some(format!(
+            "wait until {} releases lease {} or it expires, or take a lease on {resource} yourself first",
+            l.agent, l.id
+        )),
+    })
 }
 
 /// The members of an intent the policy reads.
@@ -406,6 +470,8 @@ fn decide_all(
                 Some(r.into_rule()),
             ),
         };
+    // Nothing bypasses another agent's lease.
+    let refusal = refusal.or_else(|| lease_refusal(snapshot, &i.agent, &i.resource));
     // The contract's scope: every token of the chain must grant it.
     let refusal = refusal.or_else(|| {
         let mut next = Some(i.delegation.as_str());

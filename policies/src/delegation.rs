@@ -805,119 +805,14 @@ pub fn check_chain_spent(
     registry: &Registry,
     spent: &Spent,
 ) -> Result<Bounds, Refusal> {
-    // The chain, leaf first.
-    let mut chain: Vec<&Token> = Vec::new();
-    let mut next = Some(intent.delegation.clone());
-    while let Some(id) = next {
-        let Some(t) = registry.tokens.get(&id) else {
-            let reason = if chain.is_empty() {
-                format!("delegation {id} is not registered")
-            } else {
-                format!(
-                    "delegation {} names parent {id}, which is not registered",
-                    chain[chain.len() - 1].id
-                )
-            };
-            return Err(Refusal::new(
-                "delegation.unknown",
-                reason,
-                Some("use a registered delegation"),
-            ));
-        };
-        if chain.iter().any(|c| c.id == t.id) || chain.len() == MAX_CHAIN {
-            return Err(Refusal::new(
-                "delegation.chain",
-                format!(
-                    "the chain of delegation {} loops or is longer than {MAX_CHAIN}",
-                    intent.delegation
-                ),
-                None,
-            ));
-        }
-        chain.push(t);
-        next = t.parent.clone();
-    }
-    for t in &chain {
-        if registry.revoked.contains(&t.id) {
-            let reason = if t.id == intent.delegation {
-                format!("delegation {} was revoked", t.id)
-            } else {
-                format!(
-                    "delegation {} was revoked with its parent {}",
-                    intent.delegation, t.id
-                )
-            };
-            return Err(Refusal::new(
-                "delegation.revoked",
-                reason,
-                Some("ask the issuer for a new delegation"),
-            ));
-        }
-    }
-    // Signatures: the root by a trusted issuer; each child by its parent's
-    // agent or by a trusted issuer.
-    for (i, t) in chain.iter().enumerate() {
-        if !registry.signature_ok(t) {
-            return Err(Refusal::new(
-                "delegation.signature",
-                format!(
-                    "delegation {} is not signed by a trusted issuer{}",
-                    t.id,
-                    if i + 1 < chain.len() {
-                        " or by its parent's agent"
-                    } else {
-                        ""
-                    }
-                ),
-                None,
-            ));
-        }
-        if let Some(parent) = chain.get(i + 1)
-            && let Some(why) = t.wider_than(parent)
-        {
-            return Err(Refusal::new(
-                "delegation.wider_than_parent",
-                format!(
-                    "delegation {} is wider than its parent {}: {why}",
-                    t.id, parent.id
-                ),
-                None,
-            ));
-        }
-    }
+    let chain = valid_chain(
+        &intent.delegation,
+        &intent.agent,
+        &intent.issued_at,
+        "intent",
+        registry,
+    )?;
     let leaf = chain[0];
-    for t in &chain {
-        if intent.issued_at < t.not_before {
-            return Err(Refusal::new(
-                "delegation.not_yet_valid",
-                format!(
-                    "delegation {} is valid from {}, after the intent's issued_at {}",
-                    t.id, t.not_before, intent.issued_at
-                ),
-                None,
-            ));
-        }
-        if intent.issued_at >= t.expires_at {
-            return Err(Refusal::new(
-                "delegation.expired",
-                format!(
-                    "delegation {} expired at {}, before the intent's issued_at {}",
-                    t.id, t.expires_at, intent.issued_at
-                ),
-                Some("ask the issuer for a new delegation"),
-            ));
-        }
-    }
-    if leaf.agent != intent.agent {
-        return Err(Refusal::new(
-            "delegation.agent",
-            format!(
-                "delegation {} is for agent {}, not {}",
-                leaf.id, leaf.agent, intent.agent
-            ),
-            None,
-        ));
-    }
     if let Some((payload, intent_signature)) = signed {
         verify_intent_signature(leaf, intent, payload, intent_signature)?;
     }
@@ -979,6 +874,181 @@ pub fn check_chain_spent(
         }
     }
     Ok(bounds)
+}
+
+/// The registered chain under `delegation`, leaf first, checked for
+/// `agent` at `issued_at` (of what its request is, for the messages):
+/// every token registered, unrevoked, signed by a trusted issuer (or its
+/// parent's agent), no wider than its parent and valid then, and the leaf
+/// for `agent`.
+fn valid_chain<'r>(
+    delegation: &str,
+    agent: &str,
+    issued_at: &tollgate_protocol::Timestamp,
+    what: &str,
+    registry: &'r Registry,
+) -> Result<Vec<&'r Token>, Refusal> {
+    // The chain, leaf first.
+    let mut chain: Vec<&Token> = Vec::new();
+    let mut next = Some(delegation.to_owned());
+    while let Some(id) = next {
+        let Some(t) = registry.tokens.get(&id) else {
+            let reason = if chain.is_empty() {
+                format!("delegation {id} is not registered")
+            } else {
+                format!(
+                    "delegation {} names parent {id}, which is not registered",
+                    chain[chain.len() - 1].id
+                )
+            };
+            return Err(Refusal::new(
+                "delegation.unknown",
+                reason,
+                Some("use a registered delegation"),
+            ));
+        };
+        if chain.iter().any(|c| c.id == t.id) || chain.len() == MAX_CHAIN {
+            return Err(Refusal::new(
+                "delegation.chain",
+                format!(
+                    "the chain of delegation {} loops or is longer than {MAX_CHAIN}",
+                    delegation
+                ),
+                None,
+            ));
+        }
+        chain.push(t);
+        next = t.parent.clone();
+    }
+    for t in &chain {
+        if registry.revoked.contains(&t.id) {
+            let reason = if t.id == delegation {
+                format!("delegation {} was revoked", t.id)
+            } else {
+                format!(
+                    "delegation {} was revoked with its parent {}",
+                    delegation, t.id
+                )
+            };
+            return Err(Refusal::new(
+                "delegation.revoked",
+                reason,
+                Some("ask the issuer for a new delegation"),
+            ));
+        }
+    }
+    // Signatures: the root by a trusted issuer; each child by its parent's
+    // agent or by a trusted issuer.
+    for (i, t) in chain.iter().enumerate() {
+        if !registry.signature_ok(t) {
+            return Err(Refusal::new(
+                "delegation.signature",
+                format!(
+                    "delegation {} is not signed by a trusted issuer{}",
+                    t.id,
+                    if i + 1 < chain.len() {
+                        " or by its parent's agent"
+                    } else {
+                        ""
+                    }
+                ),
+                None,
+            ));
+        }
+        if let Some(parent) = chain.get(i + 1)
+            && let Some(why) = t.wider_than(parent)
+        {
+            return Err(Refusal::new(
+                "delegation.wider_than_parent",
+                format!(
+                    "delegation {} is wider than its parent {}: {why}",
+                    t.id, parent.id
+                ),
+                None,
+            ));
+        }
+    }
+    for t in &chain {
+        if *issued_at < t.not_before {
+            return Err(Refusal::new(
+                "delegation.not_yet_valid",
+                format!(
+                    "delegation {} is valid from {}, after the {what}'s issued_at {}",
+                    t.id, t.not_before, issued_at
+                ),
+                None,
+            ));
+        }
+        if *issued_at >= t.expires_at {
+            return Err(Refusal::new(
+                "delegation.expired",
+                format!(
+                    "delegation {} expired at {}, before the {what}'s issued_at {}",
+                    t.id, t.expires_at, issued_at
+                ),
+                Some("ask the issuer for a new delegation"),
+            ));
+        }
+    }
+    let leaf = chain[0];
+    if leaf.agent != agent {
+        return Err(Refusal::new(
+            "delegation.agent",
+            format!(
+                "delegation {} is for agent {}, not {}",
+                leaf.id, leaf.agent, agent
+            ),
+            None,
+        ));
+    }
+    Ok(chain)
+}
+
+/// Checks a lease request against the delegation chain it names: the
+/// chain holds for its agent at its `issued_at`, the leaf's agent key
+/// signed it, and for an acquire every token of the chain lets the agent
+/// declare each of its triples (`leases`).
+pub fn check_lease(
+    request: &tollgate_protocol::LeaseRequest,
+    payload: &Value,
+    signature: &Signature,
+    registry: &Registry,
+) -> Result<(), Refusal> {
+    let chain = valid_chain(
+        &request.delegation,
+        &request.agent,
+        &request.issued_at,
+        "lease request",
+        registry,
+    )?;
+    let leaf = chain[0];
+    let keys = KeySet::from_keys([leaf.agent_key.clone()]).unwrap_or_default();
+    if signature.kid != leaf.agent_key.kid
+        || keys
+            .verify(Domain::Lease, payload, signature, &request.issued_at)
+            .is_err()
+    {
+        return Err(Refusal::new(
+            "lease.signature",
+            format!(
+                "the lease request is not signed by the key of delegation {} ({})",
+                leaf.id, leaf.agent_key.kid
+            ),
+            Some("sign lease requests with the agent key the delegation names"),
+        ));
+    }
+    if let tollgate_protocol::LeaseOp::Acquire { triples, .. } = &request.op {
+        for t in &chain {
+            if let Some((p, r)) = triples.iter().find(|(p, r)| !t.allows_lease(p, r)) {
+                return Err(Refusal::new(
+                    "delegation.lease",
+                    format!("delegation {} does not let its agent declare {p} on {r}", t.id),
+                    Some("ask for a delegation whose leases include it"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -286,6 +286,9 @@ pub struct Inputs {
     /// appended between the decision and its receipt; it is re-decided
     /// against the registries as they stood after that entry.
     pub registry: Option<u64>,
+    /// The leases that cover the resource, when some does (spec §4.6,
+    /// §4.9): `[{lease, agent, predicates, expires_at}]` by lease id.
+    pub leases: Option<Value>,
 }
 
 impl Inputs {
@@ -314,6 +317,9 @@ impl Inputs {
         o.insert("spent", Value::Array(self.spent.clone()));
         if let Some(t) = &self.time {
             o.insert("time", t.as_str().into());
+        }
+        if let Some(l) = &self.leases {
+            o.insert("leases", l.clone());
         }
         if let Some(seq) = self.registry {
             o.insert(

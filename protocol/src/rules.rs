@@ -257,8 +257,8 @@ fn event(v: &Value, issued_at: &Timestamp) -> Result<Kind, Error> {
 }
 
 /// A lease receipt is issued at its request's `issued_at`, its expiry's
-/// `expired_at` or its grant's `granted_at`, exactly as written; only a
-/// grant of a waiting request refs a receipt (the one that made it wait).
+/// `expired_at` or its grant's `granted_at`, exactly as written, and refs
+/// nothing.
 fn lease(v: &Value, issued_at: &Timestamp) -> Result<Kind, Error> {
     let subject = ["receipt", "subject"];
     let (stated, what, refs_wanted) = if at(v, &["receipt", "subject", "payload"]).is_some() {
@@ -277,7 +277,7 @@ fn lease(v: &Value, issued_at: &Timestamp) -> Result<Kind, Error> {
         (
             string(v, &[subject[0], subject[1], "granted_at"], "granted_at")?,
             "its granted_at",
-            1,
+            0,
         )
     };
     if issued_at.as_str() != stated {
@@ -294,7 +294,7 @@ fn lease(v: &Value, issued_at: &Timestamp) -> Result<Kind, Error> {
         return Err(Error::invalid(
             "/receipt/refs",
             format!(
-                "a lease receipt refs {refs_wanted} receipts here (the grant of a waiting request refs the receipt that made it wait, spec §4.2), not {}",
+                "a lease receipt refs {refs_wanted} receipts (spec §4.2), not {}",
                 r.len()
             ),
         ));

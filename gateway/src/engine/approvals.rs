@@ -972,6 +972,7 @@ impl<L: Ledger> Approvals<'_, L> {
                         resource_lookup: None,
                         time: Some(now),
                         registry: None,
+                        leases: None,
                     },
                     reading: None,
                     reads: Vec::new(),
@@ -1063,6 +1064,7 @@ impl<L: Ledger> Approvals<'_, L> {
                     .action(&intent.action)
                     .is_some_and(|a| a.target == Target::Http))
             .then_some(view.registry_seq),
+            leases: tollgate_pipeline::leases_read(&view.snapshot, &intent.resource),
         };
         Ok(Again {
             bundle: Some(bundle),

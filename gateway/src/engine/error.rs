@@ -496,6 +496,9 @@ pub enum CoreError {
 /// names no published bundle.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordedError {
+    /// The lease state is not what the gateway writes.
+    #[error("the recorded lease state does not read")]
+    Leases,
     /// An issuer key that is not JSON or not a public JWK.
     #[error("issuer {kid}: {source}")]
     Issuer {

@@ -785,6 +785,7 @@ impl<L: Ledger> Intents<'_, L> {
             // Its receipt is appended after the commit's effect, when the
             // registries may have changed since: the position it read.
             registry: appended_after_effect.then_some(view.registry_seq),
+            leases: tollgate_pipeline::leases_read(&view.snapshot, &intent.resource),
         };
         // An escalation opens an approval, with what it needs.
         let requirement = if decision.verdict == Verdict::Escalate {

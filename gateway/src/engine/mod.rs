@@ -44,6 +44,7 @@ mod entities;
 mod error;
 mod events;
 mod intents;
+mod leases;
 mod registry;
 pub mod resources;
 pub mod webhooks;
@@ -65,6 +66,7 @@ pub use error::{
     StartError,
 };
 pub use events::EventError;
+pub use leases::{LeaseAnswer, LeaseError, LeaseView};
 pub use intents::{Recovery, Submitted, Unfinished, identity};
 pub use registry::{Changed, DelegationInfo, PolicyList, ReviewerInfo, SourceInfo};
 
@@ -325,6 +327,9 @@ pub struct Gateway<L: Ledger> {
     approval_state: approvals::State,
     /// Webhook delivery's own state (settings, its waiters).
     webhook_state: webhooks::State,
+    /// Notified when this instance changes the lease state (long-polls of
+    /// waiting requests).
+    lease_changed: tokio::sync::Notify,
     metrics: Metrics,
     /// Makes the ledger's checkpoints, once enabled.
     checkpointer: std::sync::OnceLock<Arc<checkpoints::Checkpointer>>,
@@ -384,6 +389,7 @@ impl<L: Ledger> Gateway<L> {
             budgets: Mutex::new(budgets),
             approval_state: approvals::State::default(),
             webhook_state: webhooks::State::new(parts.webhooks),
+            lease_changed: tokio::sync::Notify::new(),
             metrics: Metrics::default(),
             checkpointer: std::sync::OnceLock::new(),
             tasks: tokio_util::task::TaskTracker::new(),

@@ -173,6 +173,13 @@ impl View {
                 source,
             }
         })?;
+        let leases = match &state.leases {
+            None => tollgate_leases::State::default(),
+            Some(bytes) => parse(bytes)
+                .ok()
+                .and_then(|v| tollgate_leases::State::from_value(&v))
+                .ok_or(RecordedError::Leases)?,
+        };
         let mut view = Self {
             domains,
             snapshot: Arc::new({
@@ -182,6 +189,7 @@ impl View {
                 Snapshot {
                     registry,
                     resources,
+                    leases,
                 }
             }),
             issuers,

@@ -7,7 +7,9 @@ use tollgate_pipeline::ShapeError;
 use tollgate_protocol::{Object, Value, canonical};
 
 use crate::engine::webhooks::WebhookError;
-use crate::engine::{ApprovalError, AuthFailure, EventError, IntentError, RegistryError};
+use crate::engine::{
+    ApprovalError, AuthFailure, EventError, IntentError, LeaseError, RegistryError,
+};
 use crate::limits::IN_FLIGHT_RETRY_AFTER;
 
 /// The prefix of every problem type.
@@ -96,6 +98,14 @@ pub const PROBLEM_TYPES: &[(&str, &str)] = &[
         "Event not allowed in the entity's state",
     ),
     ("event-conflict", "Event id reused"),
+    ("invalid-lease", "Invalid lease request"),
+    ("lease-bad-signature", "Lease request signature not valid"),
+    ("lease-not-allowed", "Delegation does not allow the lease request"),
+    ("unknown-lease", "Unknown lease"),
+    ("not-lease-holder", "Lease held by another agent"),
+    ("lease-exists", "Lease id taken"),
+    ("lease-replay", "Lease request not newer than the last"),
+    ("lease-pause-unchanged", "Already paused, or not paused"),
     ("invalid-bundle", "Invalid bundle"),
     ("invalid-request", "Invalid request"),
     ("unknown-policy", "Unknown policy version"),
@@ -188,6 +198,12 @@ pub enum ApiError {
     /// values).
     #[error(transparent)]
     Event(Box<EventError>),
+    /// The lease request envelope is malformed.
+    #[error("{0}")]
+    InvalidLease(tollgate_protocol::Error),
+    /// The engine refused a lease request or change.
+    #[error(transparent)]
+    Lease(Box<LeaseError>),
     /// The engine refused a registry change.
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -253,6 +269,12 @@ pub enum ApiError {
     /// never sent.
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<LeaseError> for ApiError {
+    fn from(e: LeaseError) -> Self {
+        Self::Lease(Box::new(e))
+    }
 }
 
 impl From<EventError> for ApiError {
@@ -336,6 +358,45 @@ impl ApiError {
                 ),
                 EventError::Contended(_) => (S::SERVICE_UNAVAILABLE, "contended", None),
                 EventError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", None),
+            },
+            Self::InvalidLease(e) => (
+                S::UNPROCESSABLE_ENTITY,
+                "invalid-lease",
+                e.pointer().map(str::to_owned),
+            ),
+            Self::Lease(e) => match &**e {
+                LeaseError::ClockSkew(_) => (
+                    S::UNPROCESSABLE_ENTITY,
+                    "clock-skew",
+                    Some("/payload/issued_at".into()),
+                ),
+                LeaseError::Delegation(r) if r.id == "lease.signature" => {
+                    (S::UNAUTHORIZED, "lease-bad-signature", None)
+                }
+                LeaseError::Delegation(_) => (
+                    S::FORBIDDEN,
+                    "lease-not-allowed",
+                    Some("/payload/delegation".into()),
+                ),
+                LeaseError::Unknown(_) => (S::NOT_FOUND, "unknown-lease", None),
+                LeaseError::NotHolder { .. } => (
+                    S::FORBIDDEN,
+                    "not-lease-holder",
+                    Some("/payload/agent".into()),
+                ),
+                LeaseError::Taken(_) => (
+                    S::CONFLICT,
+                    "lease-exists",
+                    Some("/payload/lease".into()),
+                ),
+                LeaseError::Replay { .. } => (
+                    S::CONFLICT,
+                    "lease-replay",
+                    Some("/payload/issued_at".into()),
+                ),
+                LeaseError::Pause(_) => (S::CONFLICT, "lease-pause-unchanged", None),
+                LeaseError::Contended(_) => (S::SERVICE_UNAVAILABLE, "contended", None),
+                LeaseError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", None),
             },
             Self::Intent(e) => match e {
                 IntentError::ClockSkew(_) => (
@@ -658,9 +719,9 @@ impl IntoResponse for ApiError {
                 HeaderValue::from(IN_FLIGHT_RETRY_AFTER),
             );
         }
-        if let Self::Event(e) = &self
-            && matches!(**e, EventError::Contended(_))
-        {
+        let contended = matches!(&self, Self::Event(e) if matches!(**e, EventError::Contended(_)))
+            || matches!(&self, Self::Lease(e) if matches!(**e, LeaseError::Contended(_)));
+        if contended {
             r.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(IN_FLIGHT_RETRY_AFTER),

@@ -7,6 +7,7 @@
 mod admin;
 mod approvals;
 mod error;
+mod leases;
 mod listen;
 mod log;
 mod middleware;
@@ -145,6 +146,7 @@ pub fn router<L: Ledger>(app: Arc<App<L>>) -> Router {
         .merge(approvals::router::<L>())
         .merge(log::router::<L>())
         .merge(webhooks::router::<L>().layer(DefaultBodyLimit::disable()))
+        .merge(leases::router::<L>())
         .route("/v1/intents", post(post_intent::<L>))
         .route("/v1/events", post(post_event::<L>))
         .route("/v1/receipts/{receipt_id}", get(get_receipt::<L>))
