@@ -15,6 +15,7 @@ mod entity;
 mod error;
 mod files;
 mod intent;
+mod lease;
 mod policy;
 mod reviewer;
 mod sandbox;
@@ -180,6 +181,10 @@ enum Command {
     /// Events: send one as a system of record would.
     #[command(subcommand)]
     Event(EventCommand),
+    /// Leases over shared resources: acquire, heartbeat, release (signed
+    /// as an agent would), show, list; pause and resume (admin).
+    #[command(subcommand)]
+    Lease(LeaseCommand),
     /// Escalated intents waiting for reviewers, and decided ones.
     #[command(subcommand)]
     Approvals(ApprovalsCommand),
@@ -532,6 +537,106 @@ enum EntityCommand {
         /// Print the gateway's JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// The agent a lease request is signed for.
+#[derive(clap::Args)]
+struct LeaseAgent {
+    #[command(flatten)]
+    url: admin::Url,
+    /// The agent's key file (it signs here; it is never sent).
+    #[arg(long)]
+    key: PathBuf,
+    /// The agent's id.
+    #[arg(long)]
+    agent: String,
+    /// The delegation it acts under (its `leases` bound what it may
+    /// declare).
+    #[arg(long)]
+    delegation: String,
+    /// Print the gateway's JSON entry rather than one line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum LeaseCommand {
+    /// Ask for a lease: granted, waiting (an older request waits for
+    /// younger holders), died (an older agent holds or waits: come back
+    /// later with a new id), or paused.
+    Acquire {
+        #[command(flatten)]
+        who: LeaseAgent,
+        /// The lease id: new, ever (a new attempt takes a new id).
+        #[arg(long)]
+        lease: String,
+        /// Seconds it lasts without a heartbeat (1 to 3600).
+        #[arg(long, default_value_t = 60)]
+        ttl: i64,
+        /// What it declares, PREDICATE=RESOURCE: reads, writes or
+        /// exclusive, on type:id, type:* or * (repeat).
+        #[arg(required = true, value_parser = lease::triple)]
+        triples: Vec<(String, String)>,
+    },
+    /// Extend a lease (or a waiting request) by its lifetime from now.
+    Heartbeat {
+        #[command(flatten)]
+        who: LeaseAgent,
+        /// The lease id.
+        lease: String,
+    },
+    /// End a lease (or withdraw a waiting request).
+    Release {
+        #[command(flatten)]
+        who: LeaseAgent,
+        /// The lease id.
+        lease: String,
+    },
+    /// A lease: held, waiting or ended, and its latest receipt.
+    Show {
+        #[command(flatten)]
+        url: admin::Url,
+        /// The lease id.
+        lease: String,
+        /// Seconds to wait while it waits to be granted (0 to 60).
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+    },
+    /// The leases held and waited for, by agent or on a resource pattern,
+    /// with the agent's standing.
+    List {
+        #[command(flatten)]
+        url: admin::Url,
+        /// Only this agent's.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only those on what overlaps this resource or pattern.
+        #[arg(long)]
+        resource: Option<String>,
+    },
+    /// Pause an agent's or a resource's lease requests (answered
+    /// `paused`); held leases stay until they end.
+    Pause {
+        #[command(flatten)]
+        admin: admin::Admin,
+        /// The agent.
+        #[arg(long)]
+        agent: Option<String>,
+        /// The resource or pattern.
+        #[arg(long)]
+        resource: Option<String>,
+    },
+    /// End a pause; the waiting requests it held back are granted.
+    Resume {
+        #[command(flatten)]
+        admin: admin::Admin,
+        /// The agent.
+        #[arg(long)]
+        agent: Option<String>,
+        /// The resource or pattern.
+        #[arg(long)]
+        resource: Option<String>,
     },
 }
 
@@ -1148,6 +1253,49 @@ fn main() -> ExitCode {
         Command::Approvals(ApprovalsCommand::List { url, status, json }) => url
             .one()
             .and_then(|u| approvals::list(u, status.as_deref(), json)),
+        Command::Lease(l) => match l {
+            LeaseCommand::Acquire {
+                who,
+                lease: id,
+                ttl,
+                triples,
+            } => lease_send(
+                &who,
+                &id,
+                tollgate_protocol::LeaseOp::Acquire {
+                    triples,
+                    ttl_seconds: ttl,
+                },
+            ),
+            LeaseCommand::Heartbeat { who, lease: id } => {
+                lease_send(&who, &id, tollgate_protocol::LeaseOp::Heartbeat)
+            }
+            LeaseCommand::Release { who, lease: id } => {
+                lease_send(&who, &id, tollgate_protocol::LeaseOp::Release)
+            }
+            LeaseCommand::Show {
+                url,
+                lease: id,
+                wait,
+            } => url.one().and_then(|u| lease::show(u, &id, wait)),
+            LeaseCommand::List {
+                url,
+                agent,
+                resource,
+            } => url
+                .one()
+                .and_then(|u| lease::list(u, agent.as_deref(), resource.as_deref())),
+            LeaseCommand::Pause {
+                admin,
+                agent,
+                resource,
+            } => lease::pause(&admin, agent.as_deref(), resource.as_deref(), true),
+            LeaseCommand::Resume {
+                admin,
+                agent,
+                resource,
+            } => lease::pause(&admin, agent.as_deref(), resource.as_deref(), false),
+        },
         Command::Entity(EntityCommand::Show {
             url,
             resource,
@@ -1210,6 +1358,21 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// `tollgate lease acquire | heartbeat | release`.
+fn lease_send(
+    who: &LeaseAgent,
+    id: &str,
+    op: tollgate_protocol::LeaseOp,
+) -> Result<String, CliError> {
+    let url = who.url.one()?;
+    let signer = lease::Signer {
+        agent: &who.agent,
+        delegation: &who.delegation,
+        key: &who.key,
+    };
+    lease::send(url, &signer, id, op, !who.json)
 }
 
 #[cfg(test)]

@@ -250,6 +250,34 @@ impl Client {
         self.post("/v1/events", envelope, &[], false)
     }
 
+    /// `POST /v1/leases` with a signed lease request envelope (any `op`):
+    /// a 200 answer's body is the ledger entry of its `lease` receipt.
+    pub fn send_lease(&self, envelope: &[u8]) -> Result<Answer, Error> {
+        self.post("/v1/leases", envelope, &[], false)
+    }
+
+    /// `GET /v1/leases/{id}`, waiting up to `wait` seconds while it waits.
+    pub fn lease(&self, id: &str, wait: u64) -> Result<Answer, Error> {
+        self.get(&format!("/v1/leases/{id}?wait={wait}"), false)
+    }
+
+    /// `GET /v1/leases`, by agent and/or resource pattern.
+    pub fn leases(&self, agent: Option<&str>, resource: Option<&str>) -> Result<Answer, Error> {
+        let q: Vec<String> = agent
+            .map(|a| format!("agent={a}"))
+            .into_iter()
+            .chain(resource.map(|r| format!("resource={r}")))
+            .collect();
+        self.get(&format!("/v1/leases?{}", q.join("&")), false)
+    }
+
+    /// `POST /v1/admin/leases/pause` (or `resume`) with `{"agent"}` or
+    /// `{"resource"}`.
+    pub fn pause_leases(&self, body: &[u8], pause: bool) -> Result<Answer, Error> {
+        let what = if pause { "pause" } else { "resume" };
+        self.post(&format!("/v1/admin/leases/{what}"), body, &[], true)
+    }
+
     /// `POST /v1/admin/sources` with an event source object.
     pub fn register_source(&self, source: &[u8]) -> Result<Answer, Error> {
         self.post("/v1/admin/sources", source, &[], true)

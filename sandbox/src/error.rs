@@ -74,6 +74,9 @@ pub enum Error {
     /// entity as the export leaves it (why).
     #[error("{0}")]
     Event(String),
+    /// A lease receipt the lease fold does not make (spec §4.9).
+    #[error("lease: {0}")]
+    Lease(String),
 
     /// An approval receipt whose `refs` do not name exactly one approval.
     #[error("an approval receipt names exactly one approval in refs")]

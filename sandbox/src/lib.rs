@@ -95,6 +95,8 @@ pub struct Counts {
     pub reconciliations: u64,
     /// Event receipts checked against their source and entity.
     pub events: u64,
+    /// Lease receipts checked against the lease fold.
+    pub leases: u64,
 }
 
 /// Re-decides a ledger's decisions from the ledger alone, in order.
@@ -152,6 +154,12 @@ pub struct Replay {
     spent: Spent,
     /// Whether each decision's intent must carry its agent's signature.
     intent_signatures: bool,
+    /// The lease state, as the export's lease receipts and pauses leave
+    /// it (spec §4.9).
+    leases: tollgate_leases::State,
+    /// Each lease id ever used: its agent and its last request's
+    /// `issued_at`.
+    lease_ids: BTreeMap<String, (String, Timestamp)>,
 }
 
 /// Registry positions kept for receipts appended after their commit's
@@ -370,13 +378,22 @@ impl Replay {
         };
         let kind = text(receipt, &["kind"]);
         match ReceiptKind::from_name(kind) {
-            Some(ReceiptKind::Registry) => {
-                self.registry(alg, receipt).map_err(bad)?;
-                self.counts.registry += 1;
+            Some(kind @ (ReceiptKind::Registry | ReceiptKind::Lease)) => {
+                // Lease changes move the registries' position too: a
+                // decision reads the leases with them.
+                let issued_at = if kind == ReceiptKind::Lease {
+                    self.lease(receipt).map_err(|r| bad(Error::Lease(r)))?;
+                    self.counts.leases += 1;
+                    Timestamp::parse(text(receipt, &["inputs", "time"]))
+                } else {
+                    self.registry(alg, receipt).map_err(bad)?;
+                    self.counts.registry += 1;
+                    Timestamp::parse(text(receipt, &["issued_at"]))
+                };
                 let position = Position {
                     snapshot: self.snapshot(),
                     domains: self.domains.clone(),
-                    issued_at: Timestamp::parse(text(receipt, &["issued_at"])),
+                    issued_at,
                 };
                 self.positions.insert(seq, position);
                 while self.positions.len() > POSITIONS {
@@ -408,6 +425,78 @@ impl Replay {
             }
             None => return Err(bad(Error::UnknownKind(kind.to_owned()))),
         }
+        Ok(())
+    }
+
+    /// Applies a lease receipt's change to the lease fold at the time it
+    /// records, and requires the outcome it states; a request must be
+    /// signed by its agent under a delegation that lets it make it, on a
+    /// lease id its own and later than the lease's last request.
+    fn lease(&mut self, receipt: &Value) -> Result<(), String> {
+        use tollgate_leases::fold::{Change, apply};
+        let now = Timestamp::parse(text(receipt, &["inputs", "time"]))
+            .ok_or("a lease receipt records the time it was made at (inputs.time)")?
+            .unix_seconds();
+        let subject = at(receipt, &["subject"]).cloned().unwrap_or(Value::Null);
+        let change = if at(&subject, &["payload"]).is_some() {
+            let envelope = tollgate_protocol::LeaseEnvelope::from_value(subject)
+                .map_err(|e| format!("the subject is not a lease request: {e}"))?;
+            let r = &envelope.request;
+            tollgate_policies::delegation::check_lease(
+                r,
+                envelope.payload(),
+                &envelope.signature,
+                &self.snapshot().registry,
+            )
+            .map_err(|e| format!("lease request {}: {}", r.lease, e.reason))?;
+            match self.lease_ids.get(&r.lease) {
+                Some((agent, _)) if *agent != r.agent => {
+                    return Err(format!("lease {} is {agent}'s, not {}'s", r.lease, r.agent));
+                }
+                Some(_) if matches!(r.op, tollgate_protocol::LeaseOp::Acquire { .. }) => {
+                    return Err(format!("lease id {} was acquired before", r.lease));
+                }
+                Some((_, last)) if r.issued_at <= *last => {
+                    return Err(format!(
+                        "lease {}'s request issued at {} is not later than its last one, at {last}",
+                        r.lease, r.issued_at
+                    ));
+                }
+                None if !matches!(r.op, tollgate_protocol::LeaseOp::Acquire { .. }) => {
+                    return Err(format!("lease {} was never acquired", r.lease));
+                }
+                _ => {}
+            }
+            self.lease_ids
+                .insert(r.lease.clone(), (r.agent.clone(), r.issued_at.clone()));
+            Change::Request(envelope.request)
+        } else if let Some(t) = at(&subject, &["expired_at"]) {
+            Change::Expire {
+                lease: text(&subject, &["lease"]).to_owned(),
+                expired_at: t
+                    .as_str()
+                    .and_then(Timestamp::parse)
+                    .ok_or("subject.expired_at is not a timestamp")?
+                    .unix_seconds(),
+            }
+        } else {
+            if text(&subject, &["granted_at"]) != text(receipt, &["inputs", "time"]) {
+                return Err("a waiting request is granted at the time of its receipt".into());
+            }
+            Change::Grant {
+                lease: text(&subject, &["lease"]).to_owned(),
+            }
+        };
+        let outcome = apply(&mut self.leases, &change, now).map_err(|e| e.to_string())?;
+        let stated = at(receipt, &["outcome"]).map(canonical);
+        if stated != outcome.as_ref().map(canonical) {
+            return Err(format!(
+                "the receipt states {}, and the lease fold makes {}",
+                at(receipt, &["outcome"]).map_or_else(String::new, ToString::to_string),
+                outcome.map_or_else(String::new, |o| o.to_string())
+            ));
+        }
+        self.snapshot = None;
         Ok(())
     }
 
@@ -1087,6 +1176,22 @@ impl Replay {
                 }
                 self.revoked_sources.insert(id);
             }
+            RegistryChange::LeasePause | RegistryChange::LeaseResume => {
+                let target = tollgate_leases::fold::Target::from_value(object).ok_or_else(|| {
+                    Error::Lease(format!(
+                        "{}: the object is not {{\"agent\"}} or {{\"resource\"}}",
+                        change.name()
+                    ))
+                })?;
+                let ch = if change == RegistryChange::LeasePause {
+                    tollgate_leases::fold::Change::Pause(target)
+                } else {
+                    tollgate_leases::fold::Change::Resume(target)
+                };
+                let clock = self.leases.clock;
+                tollgate_leases::fold::apply(&mut self.leases, &ch, clock)
+                    .map_err(|e| Error::Lease(format!("{}: {e}", change.name())))?;
+            }
             RegistryChange::WebhookAdd
             | RegistryChange::WebhookEnable
             | RegistryChange::WebhookDisable
@@ -1125,6 +1230,7 @@ impl Replay {
         let snapshot = Arc::new(Snapshot {
             registry: registry.prepare(),
             resources: self.resources.clone(),
+            leases: self.leases.clone(),
         });
         self.snapshot = Some(snapshot.clone());
         snapshot
@@ -1456,6 +1562,18 @@ impl Replay {
                 agent: r.token.agent.clone(),
                 source: Box::new(e),
             });
+        }
+        // The leases it read are the ones the export's lease receipts
+        // leave on its resource.
+        let read = tollgate_pipeline::leases_read(snapshot, &intent.resource);
+        let stated = at(receipt, &["inputs", "leases"]);
+        if stated.map(canonical) != read.as_ref().map(canonical) {
+            return Err(Error::Again(format!(
+                "the decision states the leases on {} as {}, and the export's lease receipts leave {}",
+                intent.resource,
+                stated.map_or_else(|| "none".to_owned(), ToString::to_string),
+                read.map_or_else(|| "none".to_owned(), |v| v.to_string()),
+            )));
         }
         let recorded = match at(receipt, &["inputs", "delegations"]) {
             Some(Value::Array(items)) => items.as_slice(),
