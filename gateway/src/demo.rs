@@ -93,7 +93,8 @@ pub fn deploys_delegation(issuer: &Ed25519Signer, agent: &impl Signer) -> Value 
         "2100-01-01T00:00:00Z",
     )
     .actions(&[DEPLOY_ACTION])
-    .resources(&["service:*"]);
+    .resources(&["service:*"])
+    .leases(&["reads", "writes", "exclusive"], &["service:*"]);
     issuer.envelope(Domain::Delegation, payload.into_value())
 }
 

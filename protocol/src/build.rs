@@ -127,6 +127,15 @@ impl TokenPayload {
         self.limit("budget", currency, minor)
     }
 
+    /// What it lets its agent declare in lease requests: `predicates`
+    /// (`reads`, `writes`, `exclusive`) on `resources` (patterns).
+    pub fn leases(self, predicates: &[&str], resources: &[&str]) -> Self {
+        let mut o = Object::new();
+        o.insert("predicates", strings(predicates));
+        o.insert("resources", strings(resources));
+        self.member("leases", Value::Object(o))
+    }
+
     /// Any other member, as given.
     pub fn member(mut self, name: &str, value: impl Into<Value>) -> Self {
         self.o.insert(name, value.into());

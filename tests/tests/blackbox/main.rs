@@ -21,6 +21,7 @@ mod http_targets;
 mod idempotency;
 mod intents;
 mod kms;
+mod leases;
 mod ledger_conformance;
 mod lifecycle;
 mod listener;

@@ -1,0 +1,468 @@
+//! Leases against real gateways: an older agent waits for a younger
+//! holder and is granted when it releases; a younger one dies; another
+//! agent's intent on the leased resource is blocked while the holder's
+//! own passes; a lease not heartbeated expires; a pause answers `paused`;
+//! a restart keeps leases and standing; every bad request is refused with
+//! nothing recorded; 32 agents racing for one exclusive lease over three
+//! gateways on one PostgreSQL never hold it two at once. Each export
+//! verifies and re-decides.
+
+use std::time::Duration;
+
+use tollgate_protocol::{
+    Domain, LeaseOp, LeaseRequest, Object, Timestamp, Value, canonical, lease_payload, parse,
+};
+use tollgate_signer::{Ed25519Signer, Signer};
+use tollgate_tests::gateway::{Gateway, intent, problem_slug, receipt_member, verdict_of};
+
+/// An agent with its own key and a delegation (refunds of orders, and
+/// leases of any predicate on orders and services) registered.
+pub(crate) struct Agent {
+    pub(crate) id: String,
+    pub(crate) delegation: String,
+    pub(crate) key: Ed25519Signer,
+}
+
+pub(crate) fn agent(g: &Gateway, id: &str, seed: u8) -> Agent {
+    let key = Ed25519Signer::from_secret(&[seed; 32]);
+    let delegation = format!("dlg_{id}");
+    let token = g.delegation(&delegation, id, key.jwk().to_value(), |p| {
+        let strs = |v: &[&str]| Value::Array(v.iter().map(|s| (*s).into()).collect());
+        let mut l = Object::new();
+        l.insert("predicates", strs(&["reads", "writes", "exclusive"]));
+        l.insert("resources", strs(&["order:*", "service:*"]));
+        p.insert("leases", Value::Object(l));
+    });
+    let a = g.admin().register_delegation(&token).unwrap();
+    assert_eq!(a.status, 201, "{}", a.text());
+    Agent {
+        id: id.into(),
+        delegation,
+        key,
+    }
+}
+
+/// The time `offset` seconds from now, with `nanos`.
+pub(crate) fn at(offset: i64, nanos: u32) -> Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    Timestamp::from_unix(d.as_secs() as i64 + offset, nanos)
+}
+
+/// A signed lease request's bytes.
+pub(crate) fn request(a: &Agent, lease: &str, op: LeaseOp, issued_at: Timestamp) -> Vec<u8> {
+    let r = LeaseRequest {
+        lease: lease.into(),
+        agent: a.id.clone(),
+        delegation: a.delegation.clone(),
+        op,
+        issued_at,
+    };
+    canonical(&a.key.envelope(Domain::Lease, lease_payload(&r)))
+}
+
+pub(crate) fn acquire(triples: &[(&str, &str)], ttl: i64) -> LeaseOp {
+    LeaseOp::Acquire {
+        triples: triples
+            .iter()
+            .map(|(p, r)| ((*p).to_owned(), (*r).to_owned()))
+            .collect(),
+        ttl_seconds: ttl,
+    }
+}
+
+/// `POST path` with `body`: status, body, whether it was a replay.
+pub(crate) fn post(url: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>, bool) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut resp = agent
+        .post(&format!("{url}{path}"))
+        .header("content-type", "application/json")
+        .send(body)
+        .unwrap();
+    let replayed = resp.headers().get("idempotent-replayed").is_some();
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().read_to_vec().unwrap(), replayed)
+}
+
+/// `outcome.<name>` of an entry, as text.
+pub(crate) fn outcome(entry: &[u8], name: &str) -> String {
+    match receipt_member(entry, &["outcome", name]) {
+        Value::String(s) => s,
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn ok(g: &Gateway, body: &[u8]) -> Vec<u8> {
+    let (code, entry, _) = post(&g.url, "/v1/leases", body);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&entry));
+    entry
+}
+
+fn lease_state(g: &Gateway, id: &str, wait: u64) -> Value {
+    let (code, body) = g.get(&format!("/v1/leases/{id}?wait={wait}"));
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    parse(&body).unwrap()
+}
+
+fn text(v: &Value, path: &[&str]) -> String {
+    path.iter()
+        .try_fold(v, |v, k| v.as_object()?.get(k))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn rules(entry: &[u8]) -> String {
+    receipt_member(entry, &["decision", "rules"]).to_string()
+}
+
+#[test]
+fn an_older_agent_waits_a_younger_dies_and_no_other_agents_intent_passes_a_lease() {
+    let g = Gateway::start();
+    let deploy = agent(&g, "deploy-bot", 11);
+    let migrate = agent(&g, "migrate-bot", 12);
+    let other = agent(&g, "other-bot", 13);
+
+    // The deploy agent holds order o-1001 exclusively.
+    let held = request(
+        &deploy,
+        "roll-1",
+        acquire(&[("exclusive", "order:o-1001")], 120),
+        at(0, 0),
+    );
+    let entry = ok(&g, &held);
+    assert_eq!(outcome(&entry, "status"), "granted");
+    assert_eq!(outcome(&entry, "lease"), "roll-1");
+    // Asked again: the same receipt, not a second lease.
+    let (code, again, replayed) = post(&g.url, "/v1/leases", &held);
+    assert_eq!((code, replayed), (200, true));
+    assert_eq!(again, entry);
+
+    // Younger (a later timestamp): it dies, naming the holder.
+    let young = ok(
+        &g,
+        &request(
+            &other,
+            "peek-1",
+            acquire(&[("reads", "order:*")], 60),
+            at(1, 0),
+        ),
+    );
+    assert_eq!(outcome(&young, "status"), "died");
+    assert_eq!(outcome(&young, "because_of"), "roll-1");
+    assert_eq!(outcome(&young, "holder"), "deploy-bot");
+
+    // Older (an earlier timestamp): it waits behind the holder.
+    let old = ok(
+        &g,
+        &request(
+            &migrate,
+            "mig-1",
+            acquire(&[("writes", "order:o-1001")], 60),
+            at(-5, 0),
+        ),
+    );
+    assert_eq!(outcome(&old, "status"), "waiting");
+    assert_eq!(outcome(&old, "holders"), r#"["roll-1"]"#);
+    // A newcomer younger than the waiter may not overtake it, holder or
+    // not: it dies against the older waiter.
+    let newcomer = ok(
+        &g,
+        &request(
+            &other,
+            "peek-2",
+            acquire(&[("writes", "order:o-1001")], 60),
+            at(2, 0),
+        ),
+    );
+    assert_eq!(outcome(&newcomer, "status"), "died");
+
+    // Nothing bypasses the lease: another agent's refund of the order is
+    // blocked, naming the holder and the expiry; the holder's own passes.
+    let blocked = intent(&g.agent(), "lease-r1", "order:o-1001", 2_500, |_| {});
+    let (code, _, blocked, _) = g.post_raw("application/json", &blocked, None);
+    assert_eq!(code, 200);
+    assert_eq!(verdict_of(&blocked), "block");
+    let why = rules(&blocked);
+    assert!(
+        why.contains("lease.held") && why.contains("deploy-bot") && why.contains("roll-1"),
+        "{why}"
+    );
+    let read = receipt_member(&blocked, &["inputs", "leases"]).to_string();
+    assert!(read.contains("roll-1") && read.contains("exclusive"), "{read}");
+    let own = intent(&deploy.key, "lease-own-1", "order:o-1001", 2_500, |p| {
+        p.insert("agent", deploy.id.as_str().into());
+        p.insert("delegation", deploy.delegation.as_str().into());
+    });
+    let (code, _, own, _) = g.post_raw("application/json", &own, None);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&own));
+    assert!(!rules(&own).contains("lease.held"), "{}", rules(&own));
+    assert_eq!(verdict_of(&own), "pass");
+    // A resource the lease does not cover is untouched.
+    let elsewhere = intent(&g.agent(), "lease-r2", "order:o-1002", 2_500, |_| {});
+    let (_, _, elsewhere, _) = g.post_raw("application/json", &elsewhere, None);
+    assert_eq!(verdict_of(&elsewhere), "pass");
+
+    // The waiter long-polls; the holder releases; the waiter is granted
+    // in the transaction of the release.
+    std::thread::scope(|s| {
+        let waiting = s.spawn(|| lease_state(&g, "mig-1", 20));
+        std::thread::sleep(Duration::from_millis(300));
+        let released = ok(
+            &g,
+            &request(&deploy, "roll-1", LeaseOp::Release, at(0, 500_000_000)),
+        );
+        assert_eq!(outcome(&released, "status"), "released");
+        let seen = waiting.join().unwrap();
+        assert_eq!(text(&seen, &["state"]), "held", "{seen}");
+        assert_eq!(text(&seen, &["last", "receipt", "outcome", "status"]), "granted");
+        assert!(
+            text(&seen, &["last", "receipt", "subject", "granted_at"]).ends_with('Z'),
+            "{seen}"
+        );
+    });
+    // Now the demo agent's refund is blocked by the migration's lease.
+    let again = intent(&g.agent(), "lease-r3", "order:o-1001", 2_500, |_| {});
+    let (_, _, again, _) = g.post_raw("application/json", &again, None);
+    assert!(rules(&again).contains("mig-1"), "{}", rules(&again));
+
+    // The lists: by agent (with its standing), by resource.
+    let (code, mine) = g.get("/v1/leases?agent=migrate-bot");
+    assert_eq!(code, 200);
+    let mine = parse(&mine).unwrap();
+    assert!(mine.to_string().contains("mig-1"), "{mine}");
+    assert!(text(&mine, &["standing"]).starts_with("sha256:"), "{mine}");
+    let (_, on) = g.get("/v1/leases?resource=order:*");
+    assert!(String::from_utf8_lossy(&on).contains("mig-1"));
+    let (_, none) = g.get("/v1/leases?resource=service:*");
+    assert!(!String::from_utf8_lossy(&none).contains("mig-1"));
+
+    g.assert_export_redecides();
+}
+
+#[test]
+fn every_bad_lease_request_is_refused_with_nothing_recorded() {
+    let g = Gateway::start();
+    let a = agent(&g, "bot-a", 21);
+    let b = agent(&g, "bot-b", 22);
+    ok(
+        &g,
+        &request(&a, "a-1", acquire(&[("writes", "service:api")], 60), at(0, 0)),
+    );
+    let refused = |body: &[u8], path: &str, status: u16, slug: &str| {
+        let head = g.head_seq();
+        let (code, answer, _) = post(&g.url, path, body);
+        assert_eq!(
+            (code, problem_slug(&answer).as_str()),
+            (status, slug),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+        assert_eq!(g.head_seq(), head, "{slug} recorded something");
+    };
+    // Another payload under a used id.
+    refused(
+        &request(&a, "a-1", acquire(&[("reads", "service:api")], 60), at(1, 0)),
+        "/v1/leases",
+        409,
+        "lease-exists",
+    );
+    // Another agent's lease id, to acquire or to release.
+    refused(
+        &request(&b, "a-1", acquire(&[("reads", "service:web")], 60), at(1, 0)),
+        "/v1/leases",
+        409,
+        "lease-exists",
+    );
+    refused(
+        &request(&b, "a-1", LeaseOp::Release, at(1, 0)),
+        "/v1/leases",
+        403,
+        "not-lease-holder",
+    );
+    // A lease never acquired.
+    refused(
+        &request(&a, "nope", LeaseOp::Heartbeat, at(1, 0)),
+        "/v1/leases",
+        404,
+        "unknown-lease",
+    );
+    // A heartbeat issued before the lease's last request: a replay.
+    refused(
+        &request(&a, "a-1", LeaseOp::Heartbeat, at(-10, 0)),
+        "/v1/leases",
+        409,
+        "lease-replay",
+    );
+    // Beyond what the delegation lets it lease.
+    refused(
+        &request(&a, "a-2", acquire(&[("exclusive", "db:main")], 60), at(1, 0)),
+        "/v1/leases",
+        403,
+        "lease-not-allowed",
+    );
+    // The demo agent's delegation declares no leases at all.
+    let demo = Agent {
+        id: "agent-demo".into(),
+        delegation: "dlg_demo".into(),
+        key: g.agent(),
+    };
+    refused(
+        &request(&demo, "d-1", acquire(&[("reads", "order:o-1001")], 60), at(1, 0)),
+        "/v1/leases",
+        403,
+        "lease-not-allowed",
+    );
+    // Signed by another key.
+    let forged = Agent {
+        key: Ed25519Signer::from_secret(&[99; 32]),
+        ..agent(&g, "bot-c", 23)
+    };
+    let head = g.head_seq();
+    let (code, answer, _) = post(
+        &g.url,
+        "/v1/leases",
+        &request(&forged, "c-1", acquire(&[("reads", "service:api")], 60), at(1, 0)),
+    );
+    assert_eq!((code, problem_slug(&answer).as_str()), (401, "lease-bad-signature"));
+    assert_eq!(g.head_seq(), head);
+    // Out of the skew window, malformed, or at a path naming another op
+    // or lease.
+    refused(
+        &request(&a, "a-3", acquire(&[("reads", "service:api")], 60), at(-3600, 0)),
+        "/v1/leases",
+        422,
+        "clock-skew",
+    );
+    refused(
+        &request(&a, "a-4", acquire(&[("reads", "service:api")], 0), at(1, 0)),
+        "/v1/leases",
+        422,
+        "invalid-lease",
+    );
+    refused(
+        &request(&a, "a-1", LeaseOp::Release, at(1, 0)),
+        "/v1/leases/a-1/heartbeat",
+        422,
+        "invalid-lease",
+    );
+    refused(
+        &request(&a, "a-1", LeaseOp::Release, at(1, 0)),
+        "/v1/leases/a-9/release",
+        422,
+        "invalid-lease",
+    );
+    // Pauses: an empty or wrong admin token is refused.
+    for token in ["", "wrong"] {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut resp = agent
+            .post(&format!("{}/v1/admin/leases/pause", g.url))
+            .header("content-type", "application/json")
+            .header("authorization", &format!("Bearer {token}"))
+            .send(br#"{"agent":"bot-a"}"#.as_slice())
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 401);
+        let _ = resp.body_mut().read_to_vec();
+    }
+    // The heartbeat path works for what it names.
+    let (code, beat, _) = post(
+        &g.url,
+        "/v1/leases/a-1/heartbeat",
+        &request(&a, "a-1", LeaseOp::Heartbeat, at(2, 0)),
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&beat));
+    assert_eq!(outcome(&beat, "status"), "extended");
+    g.assert_export_redecides();
+}
+
+#[test]
+fn a_lease_not_heartbeated_expires_a_pause_answers_paused_and_a_restart_keeps_the_rest() {
+    let g = Gateway::start();
+    let a = agent(&g, "bot-a", 31);
+    let b = agent(&g, "bot-b", 32);
+    // A one-second lease, never heartbeated: the sweeper expires it, at
+    // its deadline, and the resource is free again.
+    let short = ok(
+        &g,
+        &request(&a, "short", acquire(&[("exclusive", "service:api")], 1), at(0, 0)),
+    );
+    let deadline = outcome(&short, "expires_at");
+    tollgate_tests::wait_until("the lease expires", Duration::from_secs(15), || {
+        text(&lease_state(&g, "short", 0), &["state"]) == "ended"
+    });
+    let last = lease_state(&g, "short", 0);
+    assert_eq!(text(&last, &["last", "receipt", "outcome", "status"]), "expired");
+    assert_eq!(text(&last, &["last", "receipt", "issued_at"]), deadline);
+    let after = ok(
+        &g,
+        &request(&b, "after", acquire(&[("exclusive", "service:api")], 60), at(1, 0)),
+    );
+    assert_eq!(outcome(&after, "status"), "granted");
+    // A heartbeat extends a lease; a lapsed one cannot be revived.
+    let beat = ok(&g, &request(&b, "after", LeaseOp::Heartbeat, at(2, 0)));
+    assert_eq!(outcome(&beat, "status"), "extended");
+    let (code, gone, _) = post(
+        &g.url,
+        "/v1/leases",
+        &request(&a, "short", LeaseOp::Heartbeat, at(3, 0)),
+    );
+    assert_eq!((code, problem_slug(&gone).as_str()), (404, "unknown-lease"));
+
+    // A paused agent's requests are answered (and recorded) `paused`.
+    let admin = g.admin();
+    let paused = admin
+        .pause_leases(br#"{"agent":"bot-a"}"#, true)
+        .unwrap();
+    assert_eq!(paused.status, 200, "{}", paused.text());
+    assert_eq!(
+        admin.pause_leases(br#"{"agent":"bot-a"}"#, true).unwrap().status,
+        409
+    );
+    let p = ok(
+        &g,
+        &request(&a, "p-1", acquire(&[("reads", "service:web")], 60), at(4, 0)),
+    );
+    assert_eq!(outcome(&p, "status"), "paused");
+    assert_eq!(outcome(&p, "paused"), "agent:bot-a");
+    assert_eq!(
+        admin.pause_leases(br#"{"agent":"bot-a"}"#, false).unwrap().status,
+        200
+    );
+    let p = ok(
+        &g,
+        &request(&a, "p-2", acquire(&[("reads", "service:web")], 60), at(5, 0)),
+    );
+    assert_eq!(outcome(&p, "status"), "granted");
+
+    // A restart: the leases and the agent's standing are as they were,
+    // and it goes on heartbeating.
+    let (_, before) = g.get("/v1/leases?agent=bot-b");
+    let g = g.restart();
+    let (_, after_restart) = g.get("/v1/leases?agent=bot-b");
+    assert_eq!(
+        text(&parse(&before).unwrap(), &["standing"]),
+        text(&parse(&after_restart).unwrap(), &["standing"])
+    );
+    assert!(String::from_utf8_lossy(&after_restart).contains("\"after\""));
+    let beat = ok(&g, &request(&b, "after", LeaseOp::Heartbeat, at(6, 0)));
+    assert_eq!(outcome(&beat, "status"), "extended");
+    // Still nothing bypasses it: the demo agent's deploy of the service
+    // is blocked by bot-b's lease.
+    let deploy = tollgate_gateway::demo::deploy("svc-1", "service:api", "1.2.3", 2)
+        .issued_at(&at(6, 0))
+        .into_value();
+    let deploy = canonical(&g.agent().envelope(Domain::Intent, deploy));
+    let (code, _, blocked, _) = g.post_raw("application/json", &deploy, None);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&blocked));
+    assert_eq!(verdict_of(&blocked), "block");
+    assert!(rules(&blocked).contains("lease.held"), "{}", rules(&blocked));
+    g.assert_export_redecides();
+}
