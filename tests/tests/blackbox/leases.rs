@@ -466,3 +466,126 @@ fn a_lease_not_heartbeated_expires_a_pause_answers_paused_and_a_restart_keeps_th
     assert!(rules(&blocked).contains("lease.held"), "{}", rules(&blocked));
     g.assert_export_redecides();
 }
+
+/// 32 agents race for one exclusive lease over three gateways on one
+/// PostgreSQL: each asks, and when it dies asks again later with a new
+/// id (a new timestamp), when it waits long-polls until granted; each,
+/// once granted, holds the lease briefly and releases it. From the
+/// export: every agent was granted exactly once, and no two held the
+/// lease at once; the export verifies and re-decides.
+#[test]
+fn thirty_two_agents_racing_for_one_lease_over_three_gateways_hold_it_one_at_a_time() {
+    let pg = tollgate_tests::postgres::Postgres::start();
+    let url = pg.database("leases");
+    let args = ["--database-url", url.as_str()];
+    let (a, b, c, data) = crate::postgres_instances::three_gateways_started_at_once(&args);
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let agents: Vec<Agent> = (0..32u8)
+        .map(|i| agent(&a, &format!("racer-{i:02}"), 40 + i))
+        .collect();
+    let urls = [a.url.clone(), b.url.clone(), c.url.clone()];
+    let get = |url: &str, path: &str| -> Value {
+        let http: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut resp = http
+            .get(&format!("{url}{path}"))
+            .header("authorization", &format!("Bearer {}", token.trim()))
+            .call()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        parse(&resp.body_mut().read_to_vec().unwrap()).unwrap()
+    };
+    // Posts until answered (a 503: the lease state moved under the
+    // request; the same bytes again, as a client would).
+    let answered = |url: &str, path: &str, body: &[u8]| -> Vec<u8> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (code, entry, _) = post(url, path, body);
+            match code {
+                200 => return entry,
+                503 if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                _ => panic!("{code}: {}", String::from_utf8_lossy(&entry)),
+            }
+        }
+    };
+    std::thread::scope(|s| {
+        for (i, ag) in agents.iter().enumerate() {
+            let url = urls[i % 3].clone();
+            let (get, answered) = (&get, &answered);
+            s.spawn(move || {
+                for attempt in 0..200 {
+                    let id = format!("{}-{attempt}", ag.id);
+                    let body = request(
+                        ag,
+                        &id,
+                        acquire(&[("exclusive", "service:api")], 30),
+                        at(0, (i as u32) * 1000 + attempt),
+                    );
+                    let entry = answered(&url, "/v1/leases", &body);
+                    let mut state = outcome(&entry, "status");
+                    while state == "waiting" {
+                        let seen = get(&url, &format!("/v1/leases/{id}?wait=20"));
+                        state = match text(&seen, &["state"]).as_str() {
+                            "held" => "granted".into(),
+                            "waiting" => "waiting".into(),
+                            _ => "ended".into(),
+                        };
+                    }
+                    match state.as_str() {
+                        "granted" => {
+                            std::thread::sleep(Duration::from_millis(15));
+                            let release = request(ag, &id, LeaseOp::Release, at(1, 0));
+                            let done = answered(&url, "/v1/leases", &release);
+                            assert_eq!(outcome(&done, "status"), "released");
+                            return;
+                        }
+                        "died" | "ended" => {
+                            std::thread::sleep(Duration::from_millis(10 + (i as u64 * 7) % 40));
+                        }
+                        other => panic!("{other}: {}", String::from_utf8_lossy(&entry)),
+                    }
+                }
+                panic!("{} was never granted", ag.id);
+            });
+        }
+    });
+
+    // From the export: grants, releases and expiries of the one lease,
+    // in ledger order.
+    let lines = tollgate_tests::assert_export_verifies(
+        &a.get("/v1/ledger/export").1,
+        &a.get("/.well-known/jwks.json").1,
+    );
+    let mut holder: Option<String> = None;
+    let mut granted = std::collections::BTreeSet::new();
+    let mut statuses = std::collections::BTreeMap::<String, usize>::new();
+    for l in &lines {
+        if receipt_member(l, &["kind"]) != Value::String("lease".into()) {
+            continue;
+        }
+        let status = outcome(l, "status");
+        let lease = outcome(l, "lease");
+        *statuses.entry(status.clone()).or_insert(0) += 1;
+        match status.as_str() {
+            "granted" => {
+                assert!(
+                    holder.is_none(),
+                    "{lease} granted while {holder:?} holds the lease"
+                );
+                holder = Some(lease.clone());
+                let agent = outcome(l, "agent");
+                assert!(granted.insert(agent.clone()), "{agent} granted twice");
+            }
+            "released" | "expired" if holder.as_deref() == Some(lease.as_str()) => holder = None,
+            _ => {}
+        }
+    }
+    assert_eq!(granted.len(), 32, "{statuses:?}");
+    eprintln!("lease receipts by status: {statuses:?}");
+    assert!(holder.is_none());
+    drop((b, c));
+}

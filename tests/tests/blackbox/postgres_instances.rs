@@ -16,9 +16,9 @@ use tollgate_tests::postgres::Postgres;
 use tollgate_tests::{assert_export_verifies, bin};
 
 /// A gateway process started by hand, killed when dropped.
-struct Instance {
+pub(crate) struct Instance {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for Instance {
@@ -123,7 +123,7 @@ fn intent_under(
 /// All three start at once on an empty database: one seeds it, the others
 /// find it seeded. All sign with the data folder's key, which is returned
 /// with them.
-fn three_gateways_started_at_once(args: &[&str]) -> (Gateway, Instance, Instance, PathBuf) {
+pub(crate) fn three_gateways_started_at_once(args: &[&str]) -> (Gateway, Instance, Instance, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     init_demo(&data);
