@@ -6,8 +6,7 @@ use std::path::Path;
 
 use tollgate_client::Client;
 use tollgate_protocol::{
-    Domain, LeaseEnvelope, LeaseOp, LeaseRequest, Object, Value, canonical,
-    lease_payload,
+    Domain, LeaseEnvelope, LeaseOp, LeaseRequest, Object, Value, canonical, lease_payload,
 };
 use tollgate_signer::Ed25519Signer;
 
@@ -26,11 +25,13 @@ pub struct Signer<'a> {
 
 /// Parses `PREDICATE=RESOURCE` (e.g. `exclusive=service:api`).
 pub fn triple(s: &str) -> Result<(String, String), String> {
-    let (p, r) = s
-        .split_once('=')
-        .ok_or_else(|| format!("{s:?}: a triple is PREDICATE=RESOURCE, e.g. exclusive=service:api"))?;
+    let (p, r) = s.split_once('=').ok_or_else(|| {
+        format!("{s:?}: a triple is PREDICATE=RESOURCE, e.g. exclusive=service:api")
+    })?;
     if !matches!(p, "reads" | "writes" | "exclusive") {
-        return Err(format!("{p:?}: the predicate is reads, writes or exclusive"));
+        return Err(format!(
+            "{p:?}: the predicate is reads, writes or exclusive"
+        ));
     }
     if !tollgate_protocol::is_resource_pattern(r) {
         return Err(format!("{r:?}: the resource is type:id, type:* or *"));
@@ -121,9 +122,7 @@ pub fn pause(
         (Some(a), None) => o.insert("agent", a.into()),
         (None, Some(r)) => o.insert("resource", r.into()),
         _ => {
-            return Err(CliError::Usage(
-                "give one of --agent or --resource".into(),
-            ));
+            return Err(CliError::Usage("give one of --agent or --resource".into()));
         }
     };
     let body = canonical(&Value::Object(o));

@@ -232,7 +232,10 @@ pub fn leases_read(snapshot: &Snapshot, resource: &str) -> Option<Value> {
 /// predicate conflicts with an intent, which changes its resource; the
 /// intent's own agent's leases never block it.
 fn lease_refusal(snapshot: &Snapshot, agent: &str, resource: &str) -> Option<FiredRule> {
-    let l = snapshot.leases.covering(resource).find(|l| l.agent != agent)?;
+    let l = snapshot
+        .leases
+        .covering(resource)
+        .find(|l| l.agent != agent)?;
     let predicates: Vec<&str> = l.triples.iter().map(|t| t.predicate.name()).collect();
     Some(FiredRule {
         id: "lease.held".into(),

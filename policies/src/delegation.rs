@@ -1042,7 +1042,10 @@ pub fn check_lease(
             if let Some((p, r)) = triples.iter().find(|(p, r)| !t.allows_lease(p, r)) {
                 return Err(Refusal::new(
                     "delegation.lease",
-                    format!("delegation {} does not let its agent declare {p} on {r}", t.id),
+                    format!(
+                        "delegation {} does not let its agent declare {p} on {r}",
+                        t.id
+                    ),
                     Some("ask for a delegation whose leases include it"),
                 ));
             }

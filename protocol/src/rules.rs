@@ -148,7 +148,7 @@ pub(crate) fn facts(
         ReceiptKind::Decision => decision(&v, &issued_at, status)?,
         ReceiptKind::Approval => approval(&v, &issued_at, status)?,
         ReceiptKind::Event => event(&v, &issued_at)?,
-        ReceiptKind::Lease => lease(&v, &issued_at)?,
+        ReceiptKind::Lease => lease(&v, &issued_at, status)?,
         _ => {
             let r = refs(&v)?;
             let (Some(first), Some(last)) = (r.first(), r.last()) else {
@@ -257,27 +257,30 @@ fn event(v: &Value, issued_at: &Timestamp) -> Result<Kind, Error> {
 }
 
 /// A lease receipt is issued at its request's `issued_at`, its expiry's
-/// `expired_at` or its grant's `granted_at`, exactly as written, and refs
-/// nothing.
-fn lease(v: &Value, issued_at: &Timestamp) -> Result<Kind, Error> {
-    let subject = ["receipt", "subject"];
-    let (stated, what, refs_wanted) = if at(v, &["receipt", "subject", "payload"]).is_some() {
+/// `expired_at` (outcome `expired`) or its grant's `granted_at` (outcome
+/// `granted`), exactly as written, and refs nothing.
+fn lease(v: &Value, issued_at: &Timestamp, status: Status) -> Result<Kind, Error> {
+    let subject = |name: &'static str| ["receipt", "subject", name];
+    let (stated, what, made) = if at(v, &subject("payload")).is_some() {
+        let path = ["receipt", "subject", "payload", "issued_at"];
         (
-            string(v, &["receipt", "subject", "payload", "issued_at"], "the request's issued_at")?,
+            string(v, &path, "the request's issued_at")?,
             "its request's issued_at",
-            0,
+            None,
         )
-    } else if at(v, &["receipt", "subject", "expired_at"]).is_some() {
+    } else if at(v, &subject("expired_at")).is_some() {
+        let path = subject("expired_at");
         (
-            string(v, &[subject[0], subject[1], "expired_at"], "expired_at")?,
+            string(v, &path, "expired_at")?,
             "its expired_at",
-            0,
+            Some(Status::Expired),
         )
     } else {
+        let path = subject("granted_at");
         (
-            string(v, &[subject[0], subject[1], "granted_at"], "granted_at")?,
+            string(v, &path, "granted_at")?,
             "its granted_at",
-            0,
+            Some(Status::Granted),
         )
     };
     if issued_at.as_str() != stated {
@@ -289,14 +292,24 @@ fn lease(v: &Value, issued_at: &Timestamp) -> Result<Kind, Error> {
             ),
         ));
     }
-    let r = refs(v)?;
-    if r.len() != refs_wanted {
+    if let Some(wanted) = made.filter(|w| *w != status) {
+        return Err(Error::invalid(
+            "/receipt/outcome/status",
+            format!(
+                "a lease {} with outcome {} (spec §4.2)",
+                if wanted == Status::Expired {
+                    "expiry"
+                } else {
+                    "grant of a waiting request"
+                },
+                status.name()
+            ),
+        ));
+    }
+    if !refs(v)?.is_empty() {
         return Err(Error::invalid(
             "/receipt/refs",
-            format!(
-                "a lease receipt refs {refs_wanted} receipts (spec §4.2), not {}",
-                r.len()
-            ),
+            "a lease receipt refs nothing (spec §4.2)",
         ));
     }
     Ok(Kind::Registry)

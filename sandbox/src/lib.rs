@@ -1177,12 +1177,13 @@ impl Replay {
                 self.revoked_sources.insert(id);
             }
             RegistryChange::LeasePause | RegistryChange::LeaseResume => {
-                let target = tollgate_leases::fold::Target::from_value(object).ok_or_else(|| {
-                    Error::Lease(format!(
-                        "{}: the object is not {{\"agent\"}} or {{\"resource\"}}",
-                        change.name()
-                    ))
-                })?;
+                let target =
+                    tollgate_leases::fold::Target::from_value(object).ok_or_else(|| {
+                        Error::Lease(format!(
+                            "{}: the object is not {{\"agent\"}} or {{\"resource\"}}",
+                            change.name()
+                        ))
+                    })?;
                 let ch = if change == RegistryChange::LeasePause {
                     tollgate_leases::fold::Change::Pause(target)
                 } else {

@@ -536,13 +536,22 @@ impl<L: Ledger> Intents<'_, L> {
 
 impl<L: Ledger> Gateway<L> {
     /// Reloads the view if the ledger holds registry changes after
-    /// `seen`; whether it did.
+    /// `seen`, until the view holds every change recorded when this was
+    /// called; whether it did. (A reload another task began earlier may
+    /// end meanwhile with a view newer than `seen` and still older than
+    /// the ledger: that one is not enough.)
     pub(super) async fn catch_up_registry(&self, seen: u64) -> Result<bool, IntentError> {
-        if self.ledger.registry_seq().await.map_err(internal)? <= seen {
+        let recorded = self.ledger.registry_seq().await.map_err(internal)?;
+        if recorded <= seen {
             return Ok(false);
         }
-        self.refresh(seen).await.map_err(internal)?;
-        Ok(true)
+        loop {
+            let held = self.view().registry_seq;
+            if held >= recorded {
+                return Ok(true);
+            }
+            self.refresh(held).await.map_err(internal)?;
+        }
     }
 
     /// The budget cache's record of committed amounts, read again from

@@ -25,7 +25,7 @@
 use std::sync::Arc;
 
 use tollgate_leases::fold::{self, Change, Refusal, Target};
-use tollgate_ledger::{Ledger, LeaseMark, RegistryAppend, RegistryChange};
+use tollgate_ledger::{LeaseMark, Ledger, RegistryAppend, RegistryChange};
 use tollgate_policies::delegation;
 use tollgate_protocol::{
     Domain, KeySet, LeaseEnvelope, LeaseOp, Object, Outcome, Receipt, ReceiptKind, Status,
@@ -237,11 +237,7 @@ impl<L: Ledger> Gateway<L> {
     /// transaction. Returns the answers to `plan`'s changes.
     async fn change_leases<F>(&self, plan: F) -> Result<Vec<LeaseAnswer>, LeaseError>
     where
-        F: Fn(
-            &View,
-            i64,
-        )
-            -> Result<Vec<(Change, Timestamp, Value, Option<LeaseMark>)>, LeaseError>,
+        F: Fn(&View, i64) -> Result<Vec<(Change, Timestamp, Value, Option<LeaseMark>)>, LeaseError>,
     {
         let mut last = String::new();
         for _ in 0..MAX_ATTEMPTS {
@@ -493,9 +489,7 @@ impl<L: Ledger> Gateway<L> {
             Change::Resume(target)
         };
         let answers = self
-            .change_leases(|_, now| {
-                Ok(vec![(change.clone(), ts(now), Value::Null, None)])
-            })
+            .change_leases(|_, now| Ok(vec![(change.clone(), ts(now), Value::Null, None)]))
             .await?;
         answers
             .into_iter()
@@ -653,7 +647,9 @@ fn settle(
         });
     }
     while let Some(next) = fold::next_grant(state, now).map(|r| r.id.clone()) {
-        let change = Change::Grant { lease: next.clone() };
+        let change = Change::Grant {
+            lease: next.clone(),
+        };
         let outcome = fold::apply(state, &change, now)
             .map_err(refused)?
             .ok_or_else(|| internal("a grant without an outcome"))?;

@@ -66,8 +66,8 @@ pub use error::{
     StartError,
 };
 pub use events::EventError;
-pub use leases::{LeaseAnswer, LeaseError, LeaseView};
 pub use intents::{Recovery, Submitted, Unfinished, identity};
+pub use leases::{LeaseAnswer, LeaseError, LeaseView};
 pub use registry::{Changed, DelegationInfo, PolicyList, ReviewerInfo, SourceInfo};
 
 /// Limits of the intent flow.

@@ -100,7 +100,10 @@ pub const PROBLEM_TYPES: &[(&str, &str)] = &[
     ("event-conflict", "Event id reused"),
     ("invalid-lease", "Invalid lease request"),
     ("lease-bad-signature", "Lease request signature not valid"),
-    ("lease-not-allowed", "Delegation does not allow the lease request"),
+    (
+        "lease-not-allowed",
+        "Delegation does not allow the lease request",
+    ),
     ("unknown-lease", "Unknown lease"),
     ("not-lease-holder", "Lease held by another agent"),
     ("lease-exists", "Lease id taken"),
@@ -384,11 +387,9 @@ impl ApiError {
                     "not-lease-holder",
                     Some("/payload/agent".into()),
                 ),
-                LeaseError::Taken(_) => (
-                    S::CONFLICT,
-                    "lease-exists",
-                    Some("/payload/lease".into()),
-                ),
+                LeaseError::Taken(_) => {
+                    (S::CONFLICT, "lease-exists", Some("/payload/lease".into()))
+                }
                 LeaseError::Replay { .. } => (
                     S::CONFLICT,
                     "lease-replay",

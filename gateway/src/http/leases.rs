@@ -199,7 +199,7 @@ async fn list<L: Ledger>(
 }
 
 async fn target<L: Ledger>(app: &App<L>, req: Request) -> Result<Target, ApiError> {
-    let (_, value) = read_envelope(app, req).await?;
+    let value = super::admin::read_json(app, req.into_body(), 1024).await?;
     Target::from_value(&value).ok_or_else(|| ApiError::InvalidRequest {
         detail: "a body {\"agent\": ID} or {\"resource\": \"type:id\" | \"type:*\" | \"*\"}, nothing else".into(),
         pointer: "",

@@ -180,6 +180,7 @@ async fn every_api_error_is_reached_by_a_request() {
     policy_activation_problems(&h, &mut seen).await;
     issuer_and_resource_problems(&h, &mut seen).await;
     event_and_source_problems(&h, &mut seen).await;
+    let leases_appended = lease_problems(&h, &mut seen).await;
     contended_and_unavailable_problems(&h, &mut seen).await;
     storage_failure_problems(&h, &mut seen).await;
 
@@ -224,7 +225,167 @@ async fn every_api_error_is_reached_by_a_request() {
     let head = h.app.gateway.ledger().inner.head().await.unwrap().seq;
     // And by the event source's registration and revocation and the one
     // event applied.
-    assert_eq!(head, head0 + 14 + approvals_appended);
+    assert_eq!(head, head0 + 14 + leases_appended + approvals_appended);
+}
+
+/// Lease requests and pauses: every refusal, each recording nothing.
+/// Returns how many receipts the accepted ones appended.
+async fn lease_problems(h: &Harness, seen: &mut BTreeSet<String>) -> u64 {
+    use tollgate_protocol::build::TokenPayload;
+    use tollgate_protocol::{LeaseOp, LeaseRequest, Timestamp, lease_payload};
+    use tollgate_signer::{Ed25519Signer, Signer as _};
+    let head = || async { h.app.gateway.ledger().inner.head().await.unwrap().seq };
+    let start = head().await;
+    let key = Ed25519Signer::from_secret(&[51; 32]);
+    let token = |id: &str, agent: &str, leases: bool| {
+        let mut t = TokenPayload::new(
+            id,
+            "issuer",
+            agent,
+            key.jwk().to_value(),
+            "2020-01-01T00:00:00Z",
+            "2100-01-01T00:00:00Z",
+        )
+        .actions(&["orders.refund"])
+        .resources(&["order:*"]);
+        if leases {
+            t = t.leases(&["reads", "writes"], &["order:*"]);
+        }
+        canonical(&h.issuer.envelope(Domain::Delegation, t.into_value()))
+    };
+    for (id, agent, leases) in [
+        ("dl-a", "lease-a", true),
+        ("dl-b", "lease-b", true),
+        ("dl-none", "lease-c", false),
+    ] {
+        let r = h
+            .admin(
+                Method::POST,
+                "/v1/admin/delegations",
+                token(id, agent, leases),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let now = tollgate_protocol::Clock::now(&*h.clock);
+    let later = tollgate_protocol::Timestamp::from_unix(now.unix_seconds() + 1, 0);
+    let req = |agent: &str, delegation: &str, lease: &str, op: LeaseOp, at: &Timestamp| {
+        let r = LeaseRequest {
+            lease: lease.into(),
+            agent: agent.into(),
+            delegation: delegation.into(),
+            op,
+            issued_at: at.clone(),
+        };
+        canonical(&key.envelope(Domain::Lease, lease_payload(&r)))
+    };
+    let acquire = |p: &str| LeaseOp::Acquire {
+        triples: vec![(p.into(), "order:o-1001".into())],
+        ttl_seconds: 60,
+    };
+    let post = |path: &'static str, body: Vec<u8>| async move {
+        h.call(
+            Method::POST,
+            path,
+            &[("content-type", "application/json")],
+            body,
+        )
+        .await
+    };
+    let a = post(
+        "/v1/leases",
+        req("lease-a", "dl-a", "l-1", acquire("writes"), &now),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let accepted = head().await;
+    let mut expect = |a: &Answer, status: u16, slug: &str| reached(seen, a, status, slug);
+    expect(
+        &post("/v1/leases", b"{\"payload\":{\"type\":\"tollgate.lease/v1\"},\"signature\":{\"alg\":\"EdDSA\",\"kid\":\"k\",\"sig\":\"AA\"}}".to_vec()).await,
+        422,
+        "invalid-lease",
+    );
+    let forged = Ed25519Signer::from_secret(&[52; 32]);
+    let r = LeaseRequest {
+        lease: "l-2".into(),
+        agent: "lease-a".into(),
+        delegation: "dl-a".into(),
+        op: acquire("reads"),
+        issued_at: now.clone(),
+    };
+    expect(
+        &post(
+            "/v1/leases",
+            canonical(&forged.envelope(Domain::Lease, lease_payload(&r))),
+        )
+        .await,
+        401,
+        "lease-bad-signature",
+    );
+    expect(
+        &post(
+            "/v1/leases",
+            req("lease-c", "dl-none", "l-3", acquire("reads"), &now),
+        )
+        .await,
+        403,
+        "lease-not-allowed",
+    );
+    expect(
+        &post(
+            "/v1/leases",
+            req("lease-a", "dl-a", "l-9", LeaseOp::Heartbeat, &now),
+        )
+        .await,
+        404,
+        "unknown-lease",
+    );
+    expect(
+        &post(
+            "/v1/leases",
+            req("lease-b", "dl-b", "l-1", LeaseOp::Release, &later),
+        )
+        .await,
+        403,
+        "not-lease-holder",
+    );
+    expect(
+        &post(
+            "/v1/leases",
+            req("lease-b", "dl-b", "l-1", acquire("reads"), &later),
+        )
+        .await,
+        409,
+        "lease-exists",
+    );
+    expect(
+        &post(
+            "/v1/leases",
+            req("lease-a", "dl-a", "l-1", LeaseOp::Heartbeat, &now),
+        )
+        .await,
+        409,
+        "lease-replay",
+    );
+    expect(
+        &h.admin(
+            Method::POST,
+            "/v1/admin/leases/resume",
+            br#"{"agent":"lease-b"}"#.to_vec(),
+        )
+        .await,
+        409,
+        "lease-pause-unchanged",
+    );
+    assert_eq!(head().await, accepted, "a refused lease request appended");
+    // Released: the order is free for the intents that follow.
+    let a = post(
+        "/v1/leases",
+        req("lease-a", "dl-a", "l-1", LeaseOp::Release, &later),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    head().await - start
 }
 
 /// Routing, media type, size, JSON, envelope shape.

@@ -194,7 +194,10 @@ fn an_older_agent_waits_a_younger_dies_and_no_other_agents_intent_passes_a_lease
         "{why}"
     );
     let read = receipt_member(&blocked, &["inputs", "leases"]).to_string();
-    assert!(read.contains("roll-1") && read.contains("exclusive"), "{read}");
+    assert!(
+        read.contains("roll-1") && read.contains("exclusive"),
+        "{read}"
+    );
     let own = intent(&deploy.key, "lease-own-1", "order:o-1001", 2_500, |p| {
         p.insert("agent", deploy.id.as_str().into());
         p.insert("delegation", deploy.delegation.as_str().into());
@@ -220,7 +223,10 @@ fn an_older_agent_waits_a_younger_dies_and_no_other_agents_intent_passes_a_lease
         assert_eq!(outcome(&released, "status"), "released");
         let seen = waiting.join().unwrap();
         assert_eq!(text(&seen, &["state"]), "held", "{seen}");
-        assert_eq!(text(&seen, &["last", "receipt", "outcome", "status"]), "granted");
+        assert_eq!(
+            text(&seen, &["last", "receipt", "outcome", "status"]),
+            "granted"
+        );
         assert!(
             text(&seen, &["last", "receipt", "subject", "granted_at"]).ends_with('Z'),
             "{seen}"
@@ -252,7 +258,12 @@ fn every_bad_lease_request_is_refused_with_nothing_recorded() {
     let b = agent(&g, "bot-b", 22);
     ok(
         &g,
-        &request(&a, "a-1", acquire(&[("writes", "service:api")], 60), at(0, 0)),
+        &request(
+            &a,
+            "a-1",
+            acquire(&[("writes", "service:api")], 60),
+            at(0, 0),
+        ),
     );
     let refused = |body: &[u8], path: &str, status: u16, slug: &str| {
         let head = g.head_seq();
@@ -267,14 +278,24 @@ fn every_bad_lease_request_is_refused_with_nothing_recorded() {
     };
     // Another payload under a used id.
     refused(
-        &request(&a, "a-1", acquire(&[("reads", "service:api")], 60), at(1, 0)),
+        &request(
+            &a,
+            "a-1",
+            acquire(&[("reads", "service:api")], 60),
+            at(1, 0),
+        ),
         "/v1/leases",
         409,
         "lease-exists",
     );
     // Another agent's lease id, to acquire or to release.
     refused(
-        &request(&b, "a-1", acquire(&[("reads", "service:web")], 60), at(1, 0)),
+        &request(
+            &b,
+            "a-1",
+            acquire(&[("reads", "service:web")], 60),
+            at(1, 0),
+        ),
         "/v1/leases",
         409,
         "lease-exists",
@@ -301,7 +322,12 @@ fn every_bad_lease_request_is_refused_with_nothing_recorded() {
     );
     // Beyond what the delegation lets it lease.
     refused(
-        &request(&a, "a-2", acquire(&[("exclusive", "db:main")], 60), at(1, 0)),
+        &request(
+            &a,
+            "a-2",
+            acquire(&[("exclusive", "db:main")], 60),
+            at(1, 0),
+        ),
         "/v1/leases",
         403,
         "lease-not-allowed",
@@ -313,7 +339,12 @@ fn every_bad_lease_request_is_refused_with_nothing_recorded() {
         key: g.agent(),
     };
     refused(
-        &request(&demo, "d-1", acquire(&[("reads", "order:o-1001")], 60), at(1, 0)),
+        &request(
+            &demo,
+            "d-1",
+            acquire(&[("reads", "order:o-1001")], 60),
+            at(1, 0),
+        ),
         "/v1/leases",
         403,
         "lease-not-allowed",
@@ -327,14 +358,27 @@ fn every_bad_lease_request_is_refused_with_nothing_recorded() {
     let (code, answer, _) = post(
         &g.url,
         "/v1/leases",
-        &request(&forged, "c-1", acquire(&[("reads", "service:api")], 60), at(1, 0)),
+        &request(
+            &forged,
+            "c-1",
+            acquire(&[("reads", "service:api")], 60),
+            at(1, 0),
+        ),
     );
-    assert_eq!((code, problem_slug(&answer).as_str()), (401, "lease-bad-signature"));
+    assert_eq!(
+        (code, problem_slug(&answer).as_str()),
+        (401, "lease-bad-signature")
+    );
     assert_eq!(g.head_seq(), head);
     // Out of the skew window, malformed, or at a path naming another op
     // or lease.
     refused(
-        &request(&a, "a-3", acquire(&[("reads", "service:api")], 60), at(-3600, 0)),
+        &request(
+            &a,
+            "a-3",
+            acquire(&[("reads", "service:api")], 60),
+            at(-3600, 0),
+        ),
         "/v1/leases",
         422,
         "clock-skew",
@@ -392,18 +436,31 @@ fn a_lease_not_heartbeated_expires_a_pause_answers_paused_and_a_restart_keeps_th
     // its deadline, and the resource is free again.
     let short = ok(
         &g,
-        &request(&a, "short", acquire(&[("exclusive", "service:api")], 1), at(0, 0)),
+        &request(
+            &a,
+            "short",
+            acquire(&[("exclusive", "service:api")], 1),
+            at(0, 0),
+        ),
     );
     let deadline = outcome(&short, "expires_at");
     tollgate_tests::wait_until("the lease expires", Duration::from_secs(15), || {
         text(&lease_state(&g, "short", 0), &["state"]) == "ended"
     });
     let last = lease_state(&g, "short", 0);
-    assert_eq!(text(&last, &["last", "receipt", "outcome", "status"]), "expired");
+    assert_eq!(
+        text(&last, &["last", "receipt", "outcome", "status"]),
+        "expired"
+    );
     assert_eq!(text(&last, &["last", "receipt", "issued_at"]), deadline);
     let after = ok(
         &g,
-        &request(&b, "after", acquire(&[("exclusive", "service:api")], 60), at(1, 0)),
+        &request(
+            &b,
+            "after",
+            acquire(&[("exclusive", "service:api")], 60),
+            at(1, 0),
+        ),
     );
     assert_eq!(outcome(&after, "status"), "granted");
     // A heartbeat extends a lease; a lapsed one cannot be revived.
@@ -418,27 +475,41 @@ fn a_lease_not_heartbeated_expires_a_pause_answers_paused_and_a_restart_keeps_th
 
     // A paused agent's requests are answered (and recorded) `paused`.
     let admin = g.admin();
-    let paused = admin
-        .pause_leases(br#"{"agent":"bot-a"}"#, true)
-        .unwrap();
+    let paused = admin.pause_leases(br#"{"agent":"bot-a"}"#, true).unwrap();
     assert_eq!(paused.status, 200, "{}", paused.text());
     assert_eq!(
-        admin.pause_leases(br#"{"agent":"bot-a"}"#, true).unwrap().status,
+        admin
+            .pause_leases(br#"{"agent":"bot-a"}"#, true)
+            .unwrap()
+            .status,
         409
     );
     let p = ok(
         &g,
-        &request(&a, "p-1", acquire(&[("reads", "service:web")], 60), at(4, 0)),
+        &request(
+            &a,
+            "p-1",
+            acquire(&[("reads", "service:web")], 60),
+            at(4, 0),
+        ),
     );
     assert_eq!(outcome(&p, "status"), "paused");
     assert_eq!(outcome(&p, "paused"), "agent:bot-a");
     assert_eq!(
-        admin.pause_leases(br#"{"agent":"bot-a"}"#, false).unwrap().status,
+        admin
+            .pause_leases(br#"{"agent":"bot-a"}"#, false)
+            .unwrap()
+            .status,
         200
     );
     let p = ok(
         &g,
-        &request(&a, "p-2", acquire(&[("reads", "service:web")], 60), at(5, 0)),
+        &request(
+            &a,
+            "p-2",
+            acquire(&[("reads", "service:web")], 60),
+            at(5, 0),
+        ),
     );
     assert_eq!(outcome(&p, "status"), "granted");
 
@@ -463,13 +534,18 @@ fn a_lease_not_heartbeated_expires_a_pause_answers_paused_and_a_restart_keeps_th
     let (code, _, blocked, _) = g.post_raw("application/json", &deploy, None);
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&blocked));
     assert_eq!(verdict_of(&blocked), "block");
-    assert!(rules(&blocked).contains("lease.held"), "{}", rules(&blocked));
+    assert!(
+        rules(&blocked).contains("lease.held"),
+        "{}",
+        rules(&blocked)
+    );
     g.assert_export_redecides();
 }
 
 /// 32 agents race for one exclusive lease over three gateways on one
 /// PostgreSQL: each asks, and when it dies asks again later with a new
-/// id (a new timestamp), when it waits long-polls until granted; each,
+/// id (keeping its first timestamp), when it waits long-polls until
+/// granted; each,
 /// once granted, holds the lease briefly and releases it. From the
 /// export: every agent was granted exactly once, and no two held the
 /// lease at once; the export verifies and re-decides.
@@ -517,13 +593,17 @@ fn thirty_two_agents_racing_for_one_lease_over_three_gateways_hold_it_one_at_a_t
             let url = urls[i % 3].clone();
             let (get, answered) = (&get, &answered);
             s.spawn(move || {
+                // Each new attempt keeps the first one's timestamp (its
+                // age): wait-die then grants every agent in time, the
+                // oldest first.
+                let first = at(0, (i as u32) * 1000);
                 for attempt in 0..200 {
                     let id = format!("{}-{attempt}", ag.id);
                     let body = request(
                         ag,
                         &id,
                         acquire(&[("exclusive", "service:api")], 30),
-                        at(0, (i as u32) * 1000 + attempt),
+                        first.clone(),
                     );
                     let entry = answered(&url, "/v1/leases", &body);
                     let mut state = outcome(&entry, "status");

@@ -123,7 +123,9 @@ fn intent_under(
 /// All three start at once on an empty database: one seeds it, the others
 /// find it seeded. All sign with the data folder's key, which is returned
 /// with them.
-pub(crate) fn three_gateways_started_at_once(args: &[&str]) -> (Gateway, Instance, Instance, PathBuf) {
+pub(crate) fn three_gateways_started_at_once(
+    args: &[&str],
+) -> (Gateway, Instance, Instance, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     init_demo(&data);

@@ -106,7 +106,14 @@ pub fn event_body(event: &OutboxEvent, entry: &LedgerEntry, include_receipt: boo
         }
         Some("lease") => {
             // What happened to which lease, whose, and until when.
-            for name in ["status", "lease", "agent", "expires_at", "holders", "because_of"] {
+            for name in [
+                "status",
+                "lease",
+                "agent",
+                "expires_at",
+                "holders",
+                "because_of",
+            ] {
                 if let Some(v) = at(&["outcome", name]) {
                     data.insert(name, v);
                 }
