@@ -212,9 +212,11 @@ pub fn tour(url: &str, data: &Layout) -> Result<String, CliError> {
         },
     )?;
 
+    leases_chapter(&client, &issuer, &agent_key, &mut failures, run)?;
+
     // The auditor's view.
     let out = data.root().join("tour-export.jsonl");
-    println!("\n10. Export the ledger and verify it offline, as an auditor would.");
+    println!("\n11. Export the ledger and verify it offline, as an auditor would.");
     let said = export(url, &out)?;
     let bytes = std::fs::read(&out).map_err(|e| CliError::Usage(e.to_string()))?;
     let keys_bytes = std::fs::read(out.with_extension("jwks.json"))
@@ -244,6 +246,205 @@ pub fn tour(url: &str, data: &Layout) -> Result<String, CliError> {
     } else {
         Err(CliError::Invalid(format!("tour: {}", failures.join("; "))))
     }
+}
+
+/// Chapter 10: leases. A deploy agent takes service:api exclusively; a
+/// younger migration agent dies and comes back later; an older one waits,
+/// and is granted when the deploy agent releases; meanwhile the demo
+/// agent's deploy of the leased service is blocked.
+fn leases_chapter(
+    client: &Client,
+    issuer: &Ed25519Signer,
+    demo_agent: &Ed25519Signer,
+    failures: &mut Vec<String>,
+    run: i64,
+) -> Result<(), CliError> {
+    use tollgate_protocol::{LeaseOp, LeaseRequest, Timestamp, lease_payload};
+    println!(
+        "\n10. Leases: agents declare what they are about to do to shared resources; wait-die decides who goes first."
+    );
+    // Two agents of the tour's own, each with a delegation that may lease
+    // services.
+    let bots: Vec<(String, Ed25519Signer)> = ["deploy-bot", "migrate-bot"]
+        .iter()
+        .enumerate()
+        .map(|(n, name)| {
+            let mut secret = [0u8; 32];
+            secret[..8].copy_from_slice(&run.to_be_bytes());
+            secret[8] = n as u8 + 1;
+            (format!("{name}-{run}"), Ed25519Signer::from_secret(&secret))
+        })
+        .collect();
+    for (agent, key) in &bots {
+        let p = tollgate_protocol::build::TokenPayload::new(
+            &format!("dlg_{agent}"),
+            demo::ISSUER,
+            agent,
+            tollgate_signer::Signer::jwk(key).to_value(),
+            "2020-01-01T00:00:00Z",
+            "2100-01-01T00:00:00Z",
+        )
+        .actions(&[demo::DEPLOY_ACTION])
+        .resources(&["service:*"])
+        .leases(&["reads", "writes", "exclusive"], &["service:*"])
+        .into_value();
+        let got = client.register_delegation(
+            issuer
+                .envelope(Domain::Delegation, p)
+                .to_string()
+                .as_bytes(),
+        )?;
+        if got.status != 201 {
+            failures.push(format!(
+                "registering dlg_{agent}: HTTP {}: {}",
+                got.status,
+                got.text()
+            ));
+            return Ok(());
+        }
+    }
+    let t0 = now().unix_seconds();
+    let ask = |failures: &mut Vec<String>,
+               title: &str,
+               who: usize,
+               lease: &str,
+               op: LeaseOp,
+               at: i64,
+               want: &str|
+     -> Result<(), CliError> {
+        println!("{title}");
+        let (agent, key) = &bots[who];
+        let r = LeaseRequest {
+            lease: format!("tour-{run}-{lease}"),
+            agent: agent.clone(),
+            delegation: format!("dlg_{agent}"),
+            op,
+            issued_at: Timestamp::from_unix(at, 0),
+        };
+        let env = key.envelope(Domain::Lease, lease_payload(&r));
+        let got = client.send_lease(env.to_string().as_bytes())?;
+        let answer = got.json()?;
+        let o = |k: &str| {
+            field(&answer, &["receipt", "outcome", k])
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+        };
+        if got.status != 200 {
+            failures.push(format!("{title}: HTTP {}: {}", got.status, got.text()));
+            return Ok(());
+        }
+        let status = o("status").unwrap_or_default();
+        let mut line = format!("  → {} lease {}", status.to_uppercase(), r.lease);
+        match (o("expires_at"), o("holders")) {
+            (Some(t), Some(h)) => line.push_str(&format!(
+                ", behind {h} (its wait lapses at {t} without a heartbeat)"
+            )),
+            (Some(t), None) => line.push_str(&format!(", until {t}")),
+            _ => {}
+        }
+        if let (Some(b), Some(h)) = (o("because_of"), o("holder")) {
+            line.push_str(&format!(": {h}'s older lease {b} holds; come back later"));
+        }
+        println!("{line}");
+        if status != want {
+            failures.push(format!("{title}: expected {want}, got {status}"));
+        }
+        Ok(())
+    };
+    let exclusive = || LeaseOp::Acquire {
+        triples: vec![("exclusive".into(), demo::STAGING.into())],
+        ttl_seconds: 30,
+    };
+    let writes = || LeaseOp::Acquire {
+        triples: vec![("writes".into(), demo::STAGING.into())],
+        ttl_seconds: 30,
+    };
+    ask(
+        failures,
+        "   deploy-bot takes service:api exclusively for a rollout:",
+        0,
+        "deploy",
+        exclusive(),
+        t0,
+        "granted",
+    )?;
+    ask(
+        failures,
+        "   migrate-bot, starting after it (a younger timestamp), asks to write service:api:",
+        1,
+        "migrate-young",
+        writes(),
+        t0 + 1,
+        "died",
+    )?;
+    ask(
+        failures,
+        "   migrate-bot with an attempt it began before the rollout (older): it waits.",
+        1,
+        "migrate-old",
+        writes(),
+        t0 - 30,
+        "waiting",
+    )?;
+    // Nothing bypasses the lease: another agent's deploy is blocked.
+    println!("   Meanwhile agent-demo deploys service:api under dlg_deploys:");
+    let deploy = demo::deploy(&format!("tour-{run}-leased"), demo::STAGING, "2.4.2", 2)
+        .issued_at(&now())
+        .into_value();
+    let env = demo_agent.envelope(Domain::Intent, deploy);
+    let got = client.submit(env.to_string().as_bytes(), None)?.json()?;
+    let verdict = field(&got, &["receipt", "decision", "verdict"])
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    println!("  → {}", verdict.to_uppercase());
+    if let Some(Value::Array(rules)) = field(&got, &["receipt", "decision", "rules"]) {
+        for r in rules {
+            println!(
+                "    {}: {}",
+                field(r, &["id"]).and_then(Value::as_str).unwrap_or(""),
+                field(r, &["reason"]).and_then(Value::as_str).unwrap_or("")
+            );
+        }
+    }
+    if verdict != "block" {
+        failures.push(format!(
+            "the deploy of the leased service: {verdict}, not block"
+        ));
+    }
+    ask(
+        failures,
+        "   deploy-bot is done and releases its lease:",
+        0,
+        "deploy",
+        LeaseOp::Release,
+        t0 + 2,
+        "released",
+    )?;
+    let waiting = format!("tour-{run}-migrate-old");
+    let seen = client.lease(&waiting, 5)?.json()?;
+    let state = field(&seen, &["state"])
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    println!(
+        "  → migrate-bot's waiting request is now {} (granted in the release's transaction, receipt {})",
+        state.to_uppercase(),
+        field(&seen, &["last", "receipt", "receipt_id"])
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+    );
+    if state != "held" {
+        failures.push(format!(
+            "the waiting request after the release: {state}, not held"
+        ));
+    }
+    ask(
+        failures,
+        "   migrate-bot finishes and releases too:",
+        1,
+        "migrate-old",
+        LeaseOp::Release,
+        t0 + 3,
+        "released",
+    )
 }
 
 /// Submits a refund intent of the tour's: `(title, name, order,
@@ -512,7 +713,7 @@ fn approvals_chapter(
     Ok(())
 }
 
-/// Chapter 11: the export against the gateway's latest signed checkpoint
+/// Chapter 12: the export against the gateway's latest signed checkpoint
 /// (waiting for one that covers it), and one entry's inclusion proof.
 fn checkpoint_chapter(client: &Client, lines: &[&[u8]]) -> Result<(), String> {
     use tollgate_protocol::checkpoint::{
@@ -520,7 +721,7 @@ fn checkpoint_chapter(client: &Client, lines: &[&[u8]]) -> Result<(), String> {
         verify_inclusion,
     };
     println!(
-        "\n11. Check the export against the gateway's signed checkpoint (an auditor gets its key out of band; here it is read from the gateway)."
+        "\n12. Check the export against the gateway's signed checkpoint (an auditor gets its key out of band; here it is read from the gateway)."
     );
     let get = |path: &str| {
         client

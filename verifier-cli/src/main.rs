@@ -450,6 +450,13 @@ fn ledger(
                                 counts.events
                             ));
                         }
+                        if counts.leases > 0 {
+                            fields.insert("leases", int(counts.leases));
+                            sentence.push_str(&format!(
+                                "; {} lease receipts as the lease kernel makes them",
+                                counts.leases
+                            ));
+                        }
                     }
                     Err(m) => {
                         fields.insert("seq", int(m.seq));

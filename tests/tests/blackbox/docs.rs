@@ -316,7 +316,7 @@ macro_rules! pages {
 
 pages! {
     readme: "README.md" runs 2;
-    agents: "docs/agents.md" runs 3;
+    agents: "docs/agents.md" runs 4;
     approvals: "docs/approvals.md" runs 0;
     architecture: "docs/architecture.md" runs 0;
     gateway: "docs/gateway.md" runs 0;

@@ -399,6 +399,11 @@ fn run_the_tour(g: &Gateway) {
         "the intent is committed",
         "the intent is denied",
         "the intent is expired",
+        "→ GRANTED lease",
+        "→ DIED lease",
+        "→ WAITING lease",
+        "lease.held: service:api is leased by deploy-bot",
+        "migrate-bot's waiting request is now HELD",
         "entries verified",
         "inclusion proof leads to its root, and the export's entries hash to it",
         "Tour complete.",
@@ -487,7 +492,10 @@ fn the_registry_changes_are_receipts_and_the_seed_comes_first(
         [
             "delegation.register",
             "delegation.revoke",
-            "reviewer.register"
+            "reviewer.register",
+            // The two leasing agents of chapter 10.
+            "delegation.register",
+            "delegation.register"
         ]
     );
     first_decision
