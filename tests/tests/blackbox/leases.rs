@@ -669,3 +669,113 @@ fn thirty_two_agents_racing_for_one_lease_over_three_gateways_hold_it_one_at_a_t
     assert!(holder.is_none());
     drop((b, c));
 }
+
+/// An export re-signed with the gateway's own key (someone holding its
+/// data folder) and doctored against the lease fold: a `died` turned into
+/// a second grant of a conflicting lease, a blocked decision's
+/// `inputs.leases` dropped (and its verdict turned to a pass), an expiry
+/// left out. Each chain verifies; re-decision refuses each, at its seq.
+#[test]
+fn doctored_lease_receipts_are_refused_by_re_decision() {
+    use crate::doctored::{at_mut, docs_of, get, rebuild, verify};
+    let g = Gateway::start();
+    let a = agent(&g, "bot-a", 61);
+    let b = agent(&g, "bot-b", 62);
+    ok(
+        &g,
+        &request(
+            &a,
+            "held",
+            acquire(&[("exclusive", "order:o-1001")], 1),
+            at(0, 0),
+        ),
+    );
+    let died = ok(
+        &g,
+        &request(
+            &b,
+            "young",
+            acquire(&[("writes", "order:o-1001")], 60),
+            at(1, 0),
+        ),
+    );
+    assert_eq!(outcome(&died, "status"), "died");
+    let blocked = intent(&g.agent(), "doc-r1", "order:o-1001", 2_500, |_| {});
+    let (_, _, blocked, _) = g.post_raw("application/json", &blocked, None);
+    assert_eq!(verdict_of(&blocked), "block");
+    // The one-second lease lapses and is expired; then b is granted.
+    tollgate_tests::wait_until("the lease expires", Duration::from_secs(15), || {
+        text(&lease_state(&g, "held", 0), &["state"]) == "ended"
+    });
+    let later = ok(
+        &g,
+        &request(
+            &b,
+            "later",
+            acquire(&[("writes", "order:o-1001")], 60),
+            at(3, 0),
+        ),
+    );
+    assert_eq!(outcome(&later, "status"), "granted");
+    g.assert_export_redecides();
+
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("jwks.json");
+    std::fs::write(&keys, g.get("/.well-known/jwks.json").1).unwrap();
+    let docs = docs_of(&g.get("/v1/ledger/export").1);
+    let key = Ed25519Signer::load(&g.data().join("gateway.jwk")).unwrap();
+    let position = |status: &str, lease: &str| {
+        docs.iter()
+            .position(|d| {
+                get(&d.receipt, &["kind"]).as_str() == Some("lease")
+                    && get(&d.receipt, &["outcome", "status"]).as_str() == Some(status)
+                    && get(&d.receipt, &["outcome", "lease"]).as_str() == Some(lease)
+            })
+            .unwrap_or_else(|| panic!("no {status} receipt of {lease}"))
+    };
+    let refused = |docs: &[crate::doctored::Doc], seq: usize, why: &str| {
+        let (code, out, err) = verify(dir.path(), &rebuild(docs, &key), &keys, &[]);
+        assert_eq!(code, 0, "the chain alone still verifies: {out}{err}");
+        let (code, out, err) = verify(dir.path(), &rebuild(docs, &key), &keys, &["--redecide"]);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(
+            out.contains(&format!("seq {seq}")) && out.contains(why),
+            "{out}{err}"
+        );
+    };
+
+    // A second grant of a conflicting lease.
+    let mut doctored = docs.clone();
+    let n = position("died", "young");
+    let o = match at_mut(&mut doctored[n].receipt, &["outcome"]) {
+        Value::Object(o) => o,
+        _ => unreachable!(),
+    };
+    o.remove("because_of");
+    o.remove("holder");
+    o.insert("status", "granted".into());
+    o.insert("expires_at", "2100-01-01T00:00:00Z".into());
+    doctored[n].signature = None;
+    refused(&doctored, n + 1, "the lease fold makes");
+
+    // A blocked decision that forgets the lease it read, and passes.
+    let mut doctored = docs.clone();
+    let n = doctored
+        .iter()
+        .position(|d| {
+            get(&d.receipt, &["subject", "payload", "intent_id"]).as_str() == Some("doc-r1")
+        })
+        .unwrap();
+    if let Value::Object(inputs) = at_mut(&mut doctored[n].receipt, &["inputs"]) {
+        inputs.remove("leases");
+    }
+    doctored[n].signature = None;
+    refused(&doctored, n + 1, "leases");
+
+    // The expiry left out: the next request finds a lapsed lease.
+    let mut doctored = docs.clone();
+    let n = position("expired", "held");
+    doctored.remove(n);
+    let next = position("granted", "later") - 1;
+    refused(&doctored, next + 1, "lapsed");
+}

@@ -821,6 +821,44 @@ mod tests {
     use super::*;
     use tollgate_protocol::{Alg, HashAlg, Signature, Timestamp};
 
+    /// A lease receipt's `lease.changed` says which lease, whose, what
+    /// happened and until when.
+    #[test]
+    fn a_lease_change_is_summarized() {
+        let receipt = parse(
+            br#"{"kind":"lease","receipt_id":"rcpt_00000000000000000000000000000009","refs":[],"subject":{"lease":"mig-1","granted_at":"2026-12-07T10:00:00Z"},"inputs":{"time":"2026-12-07T10:00:00Z"},"outcome":{"agent":"migrate-bot","expires_at":"2026-12-07T10:01:00Z","lease":"mig-1","status":"granted"}}"#,
+        )
+        .unwrap();
+        assert_eq!(tollgate_ledger::event_types(&receipt), ["lease.changed"]);
+        let entry = LedgerEntry::seal(
+            9,
+            HashAlg::Sha256.digest(&[b"prev"]),
+            Timestamp::parse("2026-12-07T10:00:00Z").unwrap(),
+            receipt,
+            Signature {
+                alg: Alg::EdDSA,
+                kid: "k".into(),
+                sig: vec![0; 64],
+            },
+        );
+        let event = OutboxEvent {
+            id: 2,
+            seq: 9,
+            event_type: "lease.changed".into(),
+        };
+        let body = parse(&event_body(&event, &entry, false)).unwrap();
+        let data = body.as_object().unwrap().get("data").unwrap().to_string();
+        for member in [
+            r#""status":"granted""#,
+            r#""lease":"mig-1""#,
+            r#""agent":"migrate-bot""#,
+            r#""expires_at":"2026-12-07T10:01:00Z""#,
+            r#""kind":"lease""#,
+        ] {
+            assert!(data.contains(member), "{member} missing from {data}");
+        }
+    }
+
     /// An event receipt's `entity.changed` says which source's event moved
     /// which entity, from what state to what.
     #[test]
