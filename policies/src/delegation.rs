@@ -1008,19 +1008,41 @@ fn valid_chain<'r>(
 /// chain holds for its agent at its `issued_at`, the leaf's agent key
 /// signed it, and for an acquire every token of the chain lets the agent
 /// declare each of its triples (`leases`).
+///
+/// A release only gives power up: its delegation need only be registered
+/// for its agent (revoked, expired or not), and its agent key sign it, so
+/// that an agent whose delegation ended can still free what it holds.
 pub fn check_lease(
     request: &tollgate_protocol::LeaseRequest,
     payload: &Value,
     signature: &Signature,
     registry: &Registry,
 ) -> Result<(), Refusal> {
-    let chain = valid_chain(
-        &request.delegation,
-        &request.agent,
-        &request.issued_at,
-        "lease request",
-        registry,
-    )?;
+    let chain = if request.op == tollgate_protocol::LeaseOp::Release {
+        let leaf = registry
+            .tokens
+            .get(&request.delegation)
+            .filter(|t| t.agent == request.agent)
+            .ok_or_else(|| {
+                Refusal::new(
+                    "delegation.unknown",
+                    format!(
+                        "delegation {} is not registered for agent {}",
+                        request.delegation, request.agent
+                    ),
+                    None,
+                )
+            })?;
+        vec![leaf]
+    } else {
+        valid_chain(
+            &request.delegation,
+            &request.agent,
+            &request.issued_at,
+            "lease request",
+            registry,
+        )?
+    };
     let leaf = chain[0];
     let keys = KeySet::from_keys([leaf.agent_key.clone()]).unwrap_or_default();
     if signature.kid != leaf.agent_key.kid

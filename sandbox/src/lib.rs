@@ -442,6 +442,17 @@ impl Replay {
             let envelope = tollgate_protocol::LeaseEnvelope::from_value(subject)
                 .map_err(|e| format!("the subject is not a lease request: {e}"))?;
             let r = &envelope.request;
+            // Decided within the gateway's skew of the time it was issued.
+            let skew = (now - r.issued_at.unix_seconds()).abs();
+            if skew > self.skew() {
+                return Err(format!(
+                    "lease request {} issued at {} was decided at {}, {skew} s apart: more than the gateway's skew of {} s",
+                    r.lease,
+                    r.issued_at,
+                    text(receipt, &["inputs", "time"]),
+                    self.skew()
+                ));
+            }
             tollgate_policies::delegation::check_lease(
                 r,
                 envelope.payload(),

@@ -210,7 +210,7 @@ impl<L: Ledger> Gateway<L> {
         };
         let change = Change::Request(r.clone());
         let answers = self
-            .change_leases(|_, _| {
+            .change_leases(Some(&envelope), |_, _| {
                 Ok(vec![(
                     change.clone(),
                     r.issued_at.clone(),
@@ -235,13 +235,32 @@ impl<L: Ledger> Gateway<L> {
     /// its `issued_at`, subject and the lease it marks; a pause or a
     /// resume with none), then the grants they free: all in one
     /// transaction. Returns the answers to `plan`'s changes.
-    async fn change_leases<F>(&self, plan: F) -> Result<Vec<LeaseAnswer>, LeaseError>
+    ///
+    /// With `request`, each attempt first looks for that request's
+    /// receipt: an attempt made stale by another instance's change may
+    /// have been made stale by this very request, sent there too (or by
+    /// another request on its lease), which must not be recorded twice.
+    async fn change_leases<F>(
+        &self,
+        request: Option<&LeaseEnvelope>,
+        plan: F,
+    ) -> Result<Vec<LeaseAnswer>, LeaseError>
     where
         F: Fn(&View, i64) -> Result<Vec<(Change, Timestamp, Value, Option<LeaseMark>)>, LeaseError>,
     {
         let mut last = String::new();
         for _ in 0..MAX_ATTEMPTS {
             let _lock = self.registry_state.lock.lock().await;
+            if let Some(envelope) = request
+                && let Some(stored) = self.stored_lease(envelope).await?
+            {
+                return Ok(vec![stored]);
+            }
+            // Decided on the lease state as recorded now: a refusal (an
+            // unknown lease, another agent's) must not come from a view
+            // older than a change another instance made.
+            let seen = self.view().registry_seq;
+            self.catch_up_registry(seen).await.map_err(internal)?;
             let view = self.view();
             let mut state = view.snapshot.leases.clone();
             let now = self.clock.now().unix_seconds().max(state.clock);
@@ -465,7 +484,7 @@ impl<L: Ledger> Gateway<L> {
             return Ok(0);
         }
         let before = self.view().registry_seq;
-        self.change_leases(|_, _| Ok(Vec::new())).await?;
+        self.change_leases(None, |_, _| Ok(Vec::new())).await?;
         Ok(usize::from(self.view().registry_seq > before))
     }
 
@@ -489,7 +508,9 @@ impl<L: Ledger> Gateway<L> {
             Change::Resume(target)
         };
         let answers = self
-            .change_leases(|_, now| Ok(vec![(change.clone(), ts(now), Value::Null, None)]))
+            .change_leases(None, |_, now| {
+                Ok(vec![(change.clone(), ts(now), Value::Null, None)])
+            })
             .await?;
         answers
             .into_iter()

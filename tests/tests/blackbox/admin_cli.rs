@@ -468,3 +468,84 @@ fn issuers_and_resources_are_managed_through_the_registry() {
         ]
     );
 }
+
+/// Leases through the CLI: the demo agent leases `service:api` under
+/// `dlg_deploys`; an administrator pauses the pattern, after which the
+/// agent's next acquire is answered `paused`, and resumes it; a wrong
+/// admin token pauses nothing. Every step is a receipt.
+#[test]
+fn leases_are_taken_paused_and_resumed_from_the_cli() {
+    let g = Gateway::start();
+    let data = g.data();
+    let key = data.join("demo/agent.jwk");
+    let lease = |args: &[&str]| {
+        let mut all = vec!["lease"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--url", &g.url]);
+        run(&all)
+    };
+    let signed = |op: &str, extra: &[&str]| {
+        let mut args = vec![
+            op,
+            "--key",
+            key.to_str().unwrap(),
+            "--agent",
+            "agent-demo",
+            "--delegation",
+            "dlg_deploys",
+        ];
+        args.extend_from_slice(extra);
+        lease(&args)
+    };
+    let out = signed(
+        "acquire",
+        &["--lease", "cli-1", "--ttl", "30", "exclusive=service:api"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.starts_with("cli-1 granted  until "), "{said}");
+    // A triple the delegation does not allow: a precise refusal.
+    let out = signed("acquire", &["--lease", "cli-2", "exclusive=db:main"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("does not let its agent declare exclusive on db:main"),
+        "{out:?}"
+    );
+    // A malformed triple never reaches the gateway.
+    let out = signed("acquire", &["--lease", "cli-3", "owns=service:api"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+
+    let head = g.head_seq();
+    let wrong = run(&[
+        "lease",
+        "pause",
+        "--resource",
+        "service:*",
+        "--url",
+        &g.url,
+        "--admin-token",
+        "wrong",
+    ]);
+    assert_ne!(wrong.status.code(), Some(0));
+    assert_eq!(g.head_seq(), head, "a wrong token paused something");
+    let paused = admin_on(&g, &["lease", "pause", "--resource", "service:*"]);
+    assert_eq!(
+        stdout_json(&paused).to_string().contains("\"paused\""),
+        true
+    );
+    let out = signed("acquire", &["--lease", "cli-4", "reads=service:web"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.starts_with("cli-4 paused  paused service:*"), "{said}");
+    let resumed = admin_on(&g, &["lease", "resume", "--resource", "service:*"]);
+    assert_eq!(resumed.status.code(), Some(0), "{resumed:?}");
+    let out = signed("release", &["cli-1"]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("cli-1 released"));
+    let shown = lease(&["show", "cli-1"]);
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("\"state\":\"ended\""));
+    let changes = changes(&g);
+    assert!(
+        changes.ends_with(&["lease.pause".to_owned(), "lease.resume".to_owned()]),
+        "{changes:?}"
+    );
+}

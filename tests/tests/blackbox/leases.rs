@@ -416,11 +416,39 @@ fn every_bad_lease_request_is_refused_with_nothing_recorded() {
         assert_eq!(resp.status().as_u16(), 401);
         let _ = resp.body_mut().read_to_vec();
     }
+    // Revoked, an agent's delegation no longer lets it acquire or
+    // heartbeat; it may still release what it holds.
+    assert_eq!(
+        g.admin().revoke_delegation(&a.delegation).unwrap().status,
+        200
+    );
+    refused(
+        &request(&a, "a-1", LeaseOp::Heartbeat, at(3, 0)),
+        "/v1/leases",
+        403,
+        "lease-not-allowed",
+    );
+    let (code, released, _) = post(
+        &g.url,
+        "/v1/leases/a-1/release",
+        &request(&a, "a-1", LeaseOp::Release, at(4, 0)),
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&released));
+    assert_eq!(outcome(&released, "status"), "released");
     // The heartbeat path works for what it names.
+    ok(
+        &g,
+        &request(
+            &b,
+            "b-1",
+            acquire(&[("reads", "service:api")], 60),
+            at(5, 0),
+        ),
+    );
     let (code, beat, _) = post(
         &g.url,
-        "/v1/leases/a-1/heartbeat",
-        &request(&a, "a-1", LeaseOp::Heartbeat, at(2, 0)),
+        "/v1/leases/b-1/heartbeat",
+        &request(&b, "b-1", LeaseOp::Heartbeat, at(6, 0)),
     );
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&beat));
     assert_eq!(outcome(&beat, "status"), "extended");
@@ -634,6 +662,53 @@ fn thirty_two_agents_racing_for_one_lease_over_three_gateways_hold_it_one_at_a_t
         }
     });
 
+    // One request sent to all three at once, four times each: recorded
+    // once, every other answer its receipt again. An acquire, then a
+    // heartbeat.
+    let racer = &agents[0];
+    let once = |body: &[u8]| {
+        let answers: Vec<(Vec<u8>, bool)> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..12)
+                .map(|n| {
+                    let url = urls[n % 3].clone();
+                    s.spawn(move || {
+                        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                        loop {
+                            let (code, entry, replayed) = post(&url, "/v1/leases", body);
+                            if code == 200 {
+                                return (entry, replayed);
+                            }
+                            assert!(
+                                code == 503 && std::time::Instant::now() < deadline,
+                                "{code}: {}",
+                                String::from_utf8_lossy(&entry)
+                            );
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let first = &answers[0].0;
+        assert!(answers.iter().all(|(e, _)| e == first), "answers differ");
+        assert_eq!(
+            answers.iter().filter(|(_, r)| !r).count(),
+            1,
+            "recorded more than once"
+        );
+        first.clone()
+    };
+    let held = once(&request(
+        racer,
+        "again-1",
+        acquire(&[("reads", "service:web")], 60),
+        at(2, 0),
+    ));
+    assert_eq!(outcome(&held, "status"), "granted");
+    let beat = once(&request(racer, "again-1", LeaseOp::Heartbeat, at(3, 0)));
+    assert_eq!(outcome(&beat, "status"), "extended");
+
     // From the export: grants, releases and expiries of the one lease,
     // in ledger order.
     let lines = tollgate_tests::assert_export_verifies(
@@ -649,6 +724,10 @@ fn thirty_two_agents_racing_for_one_lease_over_three_gateways_hold_it_one_at_a_t
         }
         let status = outcome(l, "status");
         let lease = outcome(l, "lease");
+        if lease == "again-1" {
+            // The request sent to all three at once, on another service.
+            continue;
+        }
         *statuses.entry(status.clone()).or_insert(0) += 1;
         match status.as_str() {
             "granted" => {
