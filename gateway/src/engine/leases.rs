@@ -646,50 +646,53 @@ fn settle(
 ) -> Result<Vec<Planned>, LeaseError> {
     let mut out = Vec::new();
     for change in fold::due(state, now) {
-        let Change::Expire { lease, expired_at } = &change else {
-            continue;
-        };
-        let agent = fold::apply(state, &change, now)
-            .map_err(refused)?
-            .ok_or_else(|| internal("an expiry without an outcome"))?;
-        let mut subject = Object::new();
-        subject.insert("lease", lease.as_str().into());
-        subject.insert("expired_at", ts(*expired_at).as_str().into());
-        let mark = mark_of(&agent, lease);
-        let receipt = lease_receipt(view, ts(*expired_at), Value::Object(subject), &agent, now)?;
-        out.push(Planned {
-            receipt: receipt.seal(),
-            change: RegistryChange::Lease {
-                pause: None,
-                state: canonical(&state.to_value()),
-                mark,
-            },
-            status: "expired".into(),
-        });
+        if let Change::Expire { lease, expired_at } = &change {
+            out.push(made(
+                view,
+                state,
+                &change,
+                lease,
+                ("expired_at", *expired_at),
+                now,
+            )?);
+        }
     }
     while let Some(next) = fold::next_grant(state, now).map(|r| r.id.clone()) {
         let change = Change::Grant {
             lease: next.clone(),
         };
-        let outcome = fold::apply(state, &change, now)
-            .map_err(refused)?
-            .ok_or_else(|| internal("a grant without an outcome"))?;
-        let mut subject = Object::new();
-        subject.insert("lease", next.as_str().into());
-        subject.insert("granted_at", ts(now).as_str().into());
-        let mark = mark_of(&outcome, &next);
-        let receipt = lease_receipt(view, ts(now), Value::Object(subject), &outcome, now)?;
-        out.push(Planned {
-            receipt: receipt.seal(),
-            change: RegistryChange::Lease {
-                pause: None,
-                state: canonical(&state.to_value()),
-                mark,
-            },
-            status: "granted".into(),
-        });
+        out.push(made(view, state, &change, &next, ("granted_at", now), now)?);
     }
     Ok(out)
+}
+
+/// A change no agent asked for (an expiry, a grant of a waiting request)
+/// made on `state` at `now`, and its receipt: subject `{"lease", NAME:
+/// T}`, issued at `T`.
+fn made(
+    view: &View,
+    state: &mut tollgate_leases::State,
+    change: &Change,
+    lease: &str,
+    (name, at): (&str, i64),
+    now: i64,
+) -> Result<Planned, LeaseError> {
+    let outcome = fold::apply(state, change, now)
+        .map_err(refused)?
+        .ok_or_else(|| internal("a lease change without an outcome"))?;
+    let mut subject = Object::new();
+    subject.insert("lease", lease.into());
+    subject.insert(name, ts(at).as_str().into());
+    let receipt = lease_receipt(view, ts(at), Value::Object(subject), &outcome, now)?;
+    Ok(Planned {
+        receipt: receipt.seal(),
+        change: RegistryChange::Lease {
+            pause: None,
+            state: canonical(&state.to_value()),
+            mark: mark_of(&outcome, lease),
+        },
+        status: status_of(&outcome),
+    })
 }
 
 /// A waiting request as the API shows it: as a lease would be, its

@@ -149,15 +149,7 @@ async fn one<L: Ledger>(
                 ))
             })?;
     }
-    let _waiting = if wait > 0 {
-        let peer = peer.map(|axum::Extension(super::Peer(ip))| ip);
-        Some(app.waits.enter(peer).map_err(|refused| match refused {
-            super::waits::Refused::Address(n) => ApiError::TooManyWaits(n),
-            super::waits::Refused::Total(n) => ApiError::WaitsFull(n),
-        })?)
-    } else {
-        None
-    };
+    let _waiting = super::waits::enter_if(&app, peer, wait)?;
     let found = app
         .gateway
         .lease_after(&id, std::time::Duration::from_secs(wait))

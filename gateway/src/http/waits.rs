@@ -101,6 +101,26 @@ impl Default for Waits {
     }
 }
 
+/// A long-poll of `wait` seconds by `peer` entered (`None` for no wait),
+/// or its refusal as the problem a client gets.
+pub(super) fn enter_if<L: tollgate_ledger::Ledger>(
+    app: &super::App<L>,
+    peer: Option<axum::Extension<super::Peer>>,
+    wait: u64,
+) -> Result<Option<Waiting>, super::error::ApiError> {
+    if wait == 0 {
+        return Ok(None);
+    }
+    let peer = peer.map(|axum::Extension(super::Peer(ip))| ip);
+    app.waits
+        .enter(peer)
+        .map(Some)
+        .map_err(|refused| match refused {
+            Refused::Address(n) => super::error::ApiError::TooManyWaits(n),
+            Refused::Total(n) => super::error::ApiError::WaitsFull(n),
+        })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

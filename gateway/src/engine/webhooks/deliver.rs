@@ -821,6 +821,22 @@ mod tests {
     use super::*;
     use tollgate_protocol::{Alg, HashAlg, Signature, Timestamp};
 
+    /// `receipt` as the entry at `seq`, appended at `at` (unsigned: the
+    /// body of an event does not check it).
+    fn entry_at(seq: u64, at: &str, receipt: Value) -> LedgerEntry {
+        LedgerEntry::seal(
+            seq,
+            HashAlg::Sha256.digest(&[b"prev"]),
+            Timestamp::parse(at).unwrap(),
+            receipt,
+            Signature {
+                alg: Alg::EdDSA,
+                kid: "k".into(),
+                sig: vec![0; 64],
+            },
+        )
+    }
+
     /// A lease receipt's `lease.changed` says which lease, whose, what
     /// happened and until when.
     #[test]
@@ -830,17 +846,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(tollgate_ledger::event_types(&receipt), ["lease.changed"]);
-        let entry = LedgerEntry::seal(
-            9,
-            HashAlg::Sha256.digest(&[b"prev"]),
-            Timestamp::parse("2026-12-07T10:00:00Z").unwrap(),
-            receipt,
-            Signature {
-                alg: Alg::EdDSA,
-                kid: "k".into(),
-                sig: vec![0; 64],
-            },
-        );
+        let entry = entry_at(9, "2026-12-07T10:00:00Z", receipt);
         let event = OutboxEvent {
             id: 2,
             seq: 9,
@@ -868,17 +874,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(tollgate_ledger::event_types(&receipt), ["entity.changed"]);
-        let entry = LedgerEntry::seal(
-            7,
-            HashAlg::Sha256.digest(&[b"prev"]),
-            Timestamp::parse("2026-12-07T10:00:00Z").unwrap(),
-            receipt,
-            Signature {
-                alg: Alg::EdDSA,
-                kid: "k".into(),
-                sig: vec![0; 64],
-            },
-        );
+        let entry = entry_at(7, "2026-12-07T10:00:00Z", receipt);
         let event = OutboxEvent {
             id: 1,
             seq: 7,
@@ -891,17 +887,7 @@ mod tests {
             br#"{"kind":"execution","receipt_id":"rcpt_00000000000000000000000000000002","refs":["rcpt_00000000000000000000000000000003"],"subject":{"intent_hash":"sha256:00"},"inputs":{"resource":{"state":"shipped"},"resource_version":3},"outcome":{"entity":{"attributes":{"state":"refunded"},"resource":"order:o-1","version":4},"status":"committed","target":"none"}}"#,
         )
         .unwrap();
-        let executed = LedgerEntry::seal(
-            8,
-            HashAlg::Sha256.digest(&[b"prev"]),
-            Timestamp::parse("2026-12-07T10:00:01Z").unwrap(),
-            execution,
-            Signature {
-                alg: Alg::EdDSA,
-                kid: "k".into(),
-                sig: vec![0; 64],
-            },
-        );
+        let executed = entry_at(8, "2026-12-07T10:00:01Z", execution);
         let body = parse(&event_body(&event, &executed, false)).unwrap();
         let said = body.as_object().unwrap().get("data").unwrap().to_string();
         assert!(
