@@ -329,8 +329,13 @@ pub struct LeaseMark {
     /// Its agent.
     pub agent: String,
     /// For an agent's request: the hash of its payload's canonical bytes,
-    /// and its `issued_at` as written.
+    /// and its `issued_at` as written. The store refuses the receipt
+    /// ([`Error::RegistryConflict`]) unless it is issued later than the
+    /// lease's last request, as an instant.
     pub request: Option<(String, String)>,
+    /// Whether the receipt acquires the lease: the store refuses it
+    /// unless the id was never recorded.
+    pub acquire: bool,
 }
 
 /// A lease as recorded: whose it is and its latest receipt.

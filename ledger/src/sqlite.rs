@@ -105,7 +105,8 @@ const SCHEMA: &[&str] = &[
         BEGIN SELECT RAISE(ABORT, 'registry rows are append-only'); END",
     "CREATE TABLE IF NOT EXISTS leases (
         lease TEXT PRIMARY KEY NOT NULL, agent TEXT NOT NULL, seq INTEGER NOT NULL,
-        request_hash TEXT, issued_at TEXT, request_seq INTEGER
+        request_hash TEXT, issued_at TEXT, request_seq INTEGER,
+        request_nanos INTEGER
     ) STRICT",
     "CREATE TABLE IF NOT EXISTS reg_sources (
         id TEXT PRIMARY KEY NOT NULL, source BLOB NOT NULL, seq INTEGER NOT NULL

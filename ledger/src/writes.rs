@@ -128,27 +128,46 @@ macro_rules! shared_writes {
                 Some((h, a)) => (Some(h.as_str()), Some(a.as_str())),
                 None => (None, None),
             };
-            let done = sqlx::query(
-                "INSERT INTO leases (lease, agent, seq, request_hash, issued_at, request_seq)
-                 VALUES ($1, $2, $3, $4, $5, $6)
+            let nanos = at
+                .and_then(tollgate_protocol::Timestamp::parse)
+                .map(|t| t.unix_nanos());
+            // An acquire takes a new id; any other request on a lease is
+            // its agent's, issued later than the lease's last request.
+            let sql = if m.acquire {
+                "INSERT INTO leases (lease, agent, seq, request_hash, issued_at, request_seq, request_nanos)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            } else {
+                "INSERT INTO leases (lease, agent, seq, request_hash, issued_at, request_seq, request_nanos)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (lease) DO UPDATE SET seq = excluded.seq,
                      request_hash = COALESCE(excluded.request_hash, leases.request_hash),
                      issued_at = COALESCE(excluded.issued_at, leases.issued_at),
-                     request_seq = COALESCE(excluded.request_seq, leases.request_seq)
-                 WHERE leases.agent = excluded.agent",
-            )
-            .bind(m.lease.as_str())
-            .bind(m.agent.as_str())
-            .bind(seq)
-            .bind(hash)
-            .bind(at)
-            .bind(m.request.as_ref().map(|_| seq))
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
+                     request_seq = COALESCE(excluded.request_seq, leases.request_seq),
+                     request_nanos = COALESCE(excluded.request_nanos, leases.request_nanos)
+                 WHERE leases.agent = excluded.agent
+                     AND (excluded.request_nanos IS NULL OR leases.request_nanos IS NULL
+                          OR leases.request_nanos < excluded.request_nanos)"
+            };
+            let done = sqlx::query(sql)
+                .bind(m.lease.as_str())
+                .bind(m.agent.as_str())
+                .bind(seq)
+                .bind(hash)
+                .bind(at)
+                .bind(m.request.as_ref().map(|_| seq))
+                .bind(nanos)
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| {
+                    if e.as_database_error().is_some_and(|d| d.is_unique_violation()) {
+                        Error::RegistryConflict(format!("lease: {} was acquired before", m.lease))
+                    } else {
+                        db(e)
+                    }
+                })?;
             if done.rows_affected() != 1 {
                 return Err(Error::RegistryConflict(format!(
-                    "lease: {} is another agent's",
+                    "lease: {} is another agent's, or its last request was issued as late",
                     m.lease
                 )));
             }

@@ -220,6 +220,13 @@ impl Timestamp {
         self.secs
     }
 
+    /// Nanoseconds since 1970-01-01T00:00:00Z (saturating).
+    pub fn unix_nanos(&self) -> i64 {
+        self.secs
+            .saturating_mul(1_000_000_000)
+            .saturating_add(i64::from(self.nanos))
+    }
+
     /// Microseconds since 1970-01-01T00:00:00Z (a finer fraction is cut).
     pub fn unix_micros(&self) -> i64 {
         self.secs

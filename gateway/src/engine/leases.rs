@@ -207,10 +207,21 @@ impl<L: Ledger> Gateway<L> {
             lease: r.lease.clone(),
             agent: r.agent.clone(),
             request: Some((hash, r.issued_at.as_str().to_owned())),
+            acquire: matches!(r.op, LeaseOp::Acquire { .. }),
         };
         let change = Change::Request(r.clone());
         let answers = self
-            .change_leases(Some(&envelope), |_, _| {
+            .change_leases(Some(&envelope), |view, _| {
+                // Checked again on the registries the append is guarded
+                // by: a revocation recorded since the request came in
+                // refuses it.
+                delegation::check_lease(
+                    r,
+                    envelope.payload(),
+                    &envelope.signature,
+                    &view.snapshot.registry,
+                )
+                .map_err(LeaseError::Delegation)?;
                 Ok(vec![(
                     change.clone(),
                     r.issued_at.clone(),
@@ -716,6 +727,7 @@ fn mark_of(outcome: &Value, lease: &str) -> Option<LeaseMark> {
         lease: lease.to_owned(),
         agent: agent.to_owned(),
         request: None,
+        acquire: false,
     })
 }
 

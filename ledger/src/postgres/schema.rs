@@ -83,7 +83,8 @@ pub(crate) const SCHEMA: &[&str] = &[
     )",
     "CREATE TABLE IF NOT EXISTS leases (
         lease TEXT PRIMARY KEY, agent TEXT NOT NULL, seq BIGINT NOT NULL,
-        request_hash TEXT, issued_at TEXT, request_seq BIGINT
+        request_hash TEXT, issued_at TEXT, request_seq BIGINT,
+        request_nanos BIGINT
     )",
     "CREATE TABLE IF NOT EXISTS reg_sources (
         id TEXT PRIMARY KEY, source BYTEA NOT NULL, seq BIGINT NOT NULL

@@ -858,3 +858,118 @@ fn doctored_lease_receipts_are_refused_by_re_decision() {
     let next = position("granted", "later") - 1;
     refused(&doctored, next + 1, "lapsed");
 }
+
+/// Races an outsider found: a heartbeat and a release of one lease
+/// issued at the same instant, sent at once (one is recorded, the other
+/// refused); two heartbeats sent at once, the later one arriving first
+/// (the earlier is refused); an acquire sent while its delegation is
+/// being revoked (recorded before the revocation, or refused). Twenty
+/// rounds each; the export re-decides.
+#[test]
+fn requests_racing_on_one_lease_or_with_a_revocation_are_recorded_in_order() {
+    let g = Gateway::start();
+    let both = |x: &[u8], y: &[u8]| {
+        std::thread::scope(|s| {
+            let a = s.spawn(|| post(&g.url, "/v1/leases", x));
+            let b = s.spawn(|| post(&g.url, "/v1/leases", y));
+            (a.join().unwrap(), b.join().unwrap())
+        })
+    };
+    let a = agent(&g, "racer", 71);
+    for round in 0..20 {
+        let lease = format!("r-{round}");
+        ok(
+            &g,
+            &request(
+                &a,
+                &lease,
+                acquire(&[("writes", "service:api")], 60),
+                at(0, 0),
+            ),
+        );
+        let t = at(1, 0);
+        let ((c1, _, _), (c2, _, _)) = both(
+            &request(&a, &lease, LeaseOp::Heartbeat, t.clone()),
+            &request(&a, &lease, LeaseOp::Release, t),
+        );
+        let codes = [c1, c2];
+        assert!(codes.contains(&200), "{codes:?}");
+        assert!(
+            codes.iter().all(|c| [200, 404, 409].contains(c)),
+            "{codes:?}"
+        );
+        assert!(
+            codes.iter().filter(|c| **c == 200).count() == 1,
+            "{codes:?}"
+        );
+        // Whatever is left of it, released.
+        let _ = post(
+            &g.url,
+            "/v1/leases",
+            &request(&a, &lease, LeaseOp::Release, at(2, 0)),
+        );
+    }
+    for round in 0..20 {
+        let lease = format!("h-{round}");
+        ok(
+            &g,
+            &request(
+                &a,
+                &lease,
+                acquire(&[("reads", "service:web")], 60),
+                at(0, 0),
+            ),
+        );
+        let base = at(0, 0).unix_seconds();
+        let ((c2, _, _), (c1, _, _)) = both(
+            &request(
+                &a,
+                &lease,
+                LeaseOp::Heartbeat,
+                Timestamp::from_unix(base + 2, 0),
+            ),
+            &request(
+                &a,
+                &lease,
+                LeaseOp::Heartbeat,
+                Timestamp::from_unix(base + 1, 0),
+            ),
+        );
+        assert_eq!(c2, 200);
+        assert!([200, 409].contains(&c1), "{c1}");
+        let _ = post(
+            &g.url,
+            "/v1/leases",
+            &request(
+                &a,
+                &lease,
+                LeaseOp::Release,
+                Timestamp::from_unix(base + 3, 0),
+            ),
+        );
+    }
+    for round in 0..20u8 {
+        let b = agent(&g, &format!("revoked-{round}"), 100 + round);
+        let admin = g.admin();
+        let (acquired, revoked) = std::thread::scope(|s| {
+            let x = s.spawn(|| {
+                post(
+                    &g.url,
+                    "/v1/leases",
+                    &request(
+                        &b,
+                        &format!("x-{round}"),
+                        acquire(&[("reads", "order:*")], 60),
+                        at(0, 0),
+                    ),
+                )
+            });
+            let y = s.spawn(|| admin.revoke_delegation(&b.delegation).unwrap());
+            (x.join().unwrap(), y.join().unwrap())
+        });
+        assert_eq!(revoked.status, 200);
+        let (code, _, _) = acquired;
+        assert!([200, 403].contains(&code), "{code}");
+    }
+    g.assert_export_redecides();
+}
