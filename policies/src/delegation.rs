@@ -567,6 +567,38 @@ impl Registry {
     }
 }
 
+/// The live token that binds `token`'s agent to another key, if any: a
+/// registered token (from `tokens`) naming the same agent with another
+/// `agent_key` (by RFC 7638 thumbprint), neither it nor a token above it
+/// revoked. An agent id is one key's while any of its tokens lives, so
+/// that no one can act, hold a lease or be exempt from one under another
+/// agent's name (spec §3.4); to change an agent's key, revoke its tokens
+/// first. `parent_of` finds a registered token by id.
+pub fn agent_key_holder<'t>(
+    token: &Token,
+    tokens: impl IntoIterator<Item = &'t Token>,
+    parent_of: impl Fn(&str) -> Option<&'t Token>,
+    revoked: &BTreeSet<String>,
+) -> Option<&'t Token> {
+    let live = |t: &'t Token| {
+        let mut next = Some(t);
+        for _ in 0..=MAX_CHAIN {
+            let Some(c) = next else { return true };
+            if revoked.contains(&c.id) {
+                return false;
+            }
+            next = c.parent.as_deref().and_then(&parent_of);
+        }
+        true
+    };
+    tokens.into_iter().find(|t| {
+        t.id != token.id
+            && t.agent == token.agent
+            && t.agent_key.kid != token.agent_key.kid
+            && live(t)
+    })
+}
+
 /// Whether `t` is signed by a trusted issuer, or (for a child) by its
 /// parent's agent key.
 fn signed_by_trusted(t: &Token, registry: &Registry) -> bool {
@@ -1108,6 +1140,34 @@ mod tests {
             tollgate_protocol::parse(br#"{"alg":"EdDSA","kid":"k","sig":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#).unwrap(),
         );
         Token::from_value(&Value::Object(env)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_agent_id_is_one_keys_while_a_token_of_it_lives() {
+        let root = leasing("root", None, None).unwrap();
+        let child = leasing("child", Some("root"), None).unwrap();
+        let mut other_key = leasing("other", None, None).unwrap();
+        other_key.agent_key.kid = "another-thumbprint".into();
+        let mut other_agent = other_key.clone();
+        other_agent.id = "other-agent".into();
+        other_agent.agent = "agent-2".into();
+        let tokens: BTreeMap<String, Token> = [root, child]
+            .into_iter()
+            .map(|t| (t.id.clone(), t))
+            .collect();
+        let holder = |t: &Token, revoked: &[&str]| {
+            let revoked = revoked.iter().map(|r| (*r).to_owned()).collect();
+            agent_key_holder(t, tokens.values(), |id| tokens.get(id), &revoked)
+                .map(|h| h.id.clone())
+        };
+        // agent-1 is the key of `root` and `child`: another key is refused.
+        assert_eq!(holder(&other_key, &[]), Some("child".into()));
+        // The same key, or another agent, is not.
+        assert_eq!(holder(&tokens["child"], &[]), None);
+        assert_eq!(holder(&other_agent, &[]), None);
+        // Revoking the root ends both: the name is free for a new key.
+        assert_eq!(holder(&other_key, &["root"]), None);
+        assert_eq!(holder(&other_key, &["child"]), Some("root".into()));
     }
 
     #[test]

@@ -23,6 +23,17 @@ pub enum Error {
         /// What counts.
         count: i64,
     },
+    /// A token registered for an agent another live token binds to
+    /// another key.
+    #[error(
+        "delegation.register: agent {agent} acts with another key under delegation {holder}, which lives; an agent id is one key's"
+    )]
+    AgentKeyBound {
+        /// The agent.
+        agent: String,
+        /// The live token naming it with another key.
+        holder: String,
+    },
     /// A reviewer registered with a key another reviewer holds.
     #[error("key {kid} is registered to reviewer {holder} already; a key belongs to one reviewer")]
     KeyRegistered {

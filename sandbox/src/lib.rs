@@ -1117,6 +1117,17 @@ impl Replay {
             }
             RegistryChange::DelegationRegister => {
                 let token = Token::from_value(object).map_err(Error::Token)?;
+                if let Some(holder) = tollgate_policies::delegation::agent_key_holder(
+                    &token,
+                    self.tokens.values().map(|r| &r.token),
+                    |id| self.tokens.get(id).map(|r| &r.token),
+                    &self.revoked,
+                ) {
+                    return Err(Error::AgentKeyBound {
+                        agent: token.agent.clone(),
+                        holder: holder.id.clone(),
+                    });
+                }
                 let hash = alg.digest(&[&canonical(object)]).to_string();
                 let agent_key = KeySet::from_keys([token.agent_key.clone()]).unwrap_or_default();
                 self.tokens.insert(

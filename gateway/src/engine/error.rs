@@ -128,6 +128,16 @@ pub enum RegistryError {
     /// The token is wider than its parent.
     #[error("{0}")]
     WiderThanParent(String),
+    /// Another live token binds the agent to another key.
+    #[error(
+        "agent {agent} acts with another key under delegation {holder}; an agent id is one key's while any of its tokens lives (revoke them first to change its key)"
+    )]
+    AgentKeyBound {
+        /// The agent.
+        agent: String,
+        /// The live token naming it with another key.
+        holder: String,
+    },
     /// No delegation with this id is registered.
     #[error("delegation {0} is not registered")]
     UnknownDelegation(String),

@@ -579,6 +579,17 @@ impl<L: Ledger> Registry<'_, L> {
         {
             return Err(RegistryError::WiderThanParent(why));
         }
+        if let Some(holder) = tollgate_policies::delegation::agent_key_holder(
+            &token,
+            registry.tokens.values(),
+            |id| registry.tokens.get(id),
+            &registry.revoked,
+        ) {
+            return Err(RegistryError::AgentKeyBound {
+                agent: token.agent.clone(),
+                holder: holder.id.clone(),
+            });
+        }
         let id = token.id.clone();
         let seq = self
             .record(

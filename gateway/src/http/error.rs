@@ -68,6 +68,7 @@ pub const PROBLEM_TYPES: &[(&str, &str)] = &[
     ("expired-delegation", "Delegation expired"),
     ("wider-than-parent", "Delegation wider than its parent"),
     ("delegation-exists", "Delegation id taken"),
+    ("agent-key-bound", "Agent bound to another key"),
     ("invalid-issuer", "Invalid issuer key"),
     ("unknown-issuer", "Unknown issuer key"),
     ("revoked-issuer", "Issuer key revoked"),
@@ -461,6 +462,11 @@ impl ApiError {
                 RegistryError::WiderThanParent(_) => {
                     (S::UNPROCESSABLE_ENTITY, "wider-than-parent", None)
                 }
+                RegistryError::AgentKeyBound { .. } => (
+                    S::CONFLICT,
+                    "agent-key-bound",
+                    Some("/payload/agent_key".into()),
+                ),
                 RegistryError::UnknownDelegation(_) => (S::NOT_FOUND, "unknown-delegation", None),
                 RegistryError::RevokedDelegation(_) => (S::CONFLICT, "revoked-delegation", None),
                 RegistryError::DelegationExists(_) => (S::CONFLICT, "delegation-exists", None),

@@ -729,6 +729,15 @@ async fn read_and_delegation_registration_problems(h: &Harness, seen: &mut BTree
         409,
         "delegation-exists",
     );
+    // The demo agent's name under another key, by a trusted issuer: the
+    // name is bound to the key of its live token.
+    let borrowed = canonical(&token(&h.issuer, &stranger, "d-borrowed"));
+    expect(
+        &h.admin(Method::POST, "/v1/admin/delegations", borrowed)
+            .await,
+        409,
+        "agent-key-bound",
+    );
     let expired = canonical(&crate::engine::tests::token_with(
         &h.issuer,
         &h.agent,

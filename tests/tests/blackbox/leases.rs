@@ -973,3 +973,77 @@ fn requests_racing_on_one_lease_or_with_a_revocation_are_recorded_in_order() {
     }
     g.assert_export_redecides();
 }
+
+/// An agent signs a child of its own delegation naming another agent
+/// (who holds a lease) with its own key, to act under that agent's name:
+/// release its lease, pass its lease check. The gateway refuses the
+/// token: an agent id is one key's while any of its tokens lives.
+#[test]
+fn an_agent_cannot_borrow_another_agents_name_to_pass_or_end_its_lease() {
+    let g = Gateway::start();
+    let a = agent(&g, "bot-a", 81);
+    let b = agent(&g, "bot-b", 82);
+    ok(
+        &g,
+        &request(
+            &b,
+            "b-held",
+            acquire(&[("exclusive", "order:o-1001")], 60),
+            at(0, 0),
+        ),
+    );
+    let p = tollgate_protocol::build::TokenPayload::new(
+        "dlg_borrowed",
+        "bot-a",
+        "bot-b",
+        a.key.jwk().to_value(),
+        "2020-01-01T00:00:00Z",
+        "2100-01-01T00:00:00Z",
+    )
+    .actions(&["orders.refund"])
+    .resources(&["order:*"])
+    .leases(&["reads"], &["order:*"])
+    .member("parent", a.delegation.as_str())
+    .into_value();
+    let child = canonical(&a.key.envelope(Domain::Delegation, p));
+    let head = g.head_seq();
+    let answer = g.admin().register_delegation(&child).unwrap();
+    assert_eq!(
+        (answer.status, problem_slug(&answer.body).as_str()),
+        (409, "agent-key-bound"),
+        "{}",
+        answer.text()
+    );
+    assert_eq!(g.head_seq(), head);
+    // So a release of b's lease signed by a's key names a delegation
+    // that does not exist, and b's lease holds.
+    let borrowed = Agent {
+        id: "bot-b".into(),
+        delegation: "dlg_borrowed".into(),
+        key: Ed25519Signer::from_secret(&[81; 32]),
+    };
+    let (code, _, _) = post(
+        &g.url,
+        "/v1/leases",
+        &request(&borrowed, "b-held", LeaseOp::Release, at(1, 0)),
+    );
+    assert_eq!(code, 403);
+    assert_eq!(text(&lease_state(&g, "b-held", 0), &["state"]), "held");
+    // A child of a's own delegation for a's own name narrows, and is
+    // registered.
+    let p = tollgate_protocol::build::TokenPayload::new(
+        "dlg_a_child",
+        "bot-a",
+        "bot-a",
+        a.key.jwk().to_value(),
+        "2020-01-01T00:00:00Z",
+        "2100-01-01T00:00:00Z",
+    )
+    .actions(&["orders.refund"])
+    .resources(&["order:*"])
+    .member("parent", a.delegation.as_str())
+    .into_value();
+    let own = canonical(&a.key.envelope(Domain::Delegation, p));
+    assert_eq!(g.admin().register_delegation(&own).unwrap().status, 201);
+    g.assert_export_redecides();
+}
