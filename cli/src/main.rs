@@ -617,27 +617,27 @@ enum LeaseCommand {
     },
     /// Pause an agent's or a resource's lease requests (answered
     /// `paused`); held leases stay until they end.
-    Pause {
-        #[command(flatten)]
-        admin: admin::Admin,
-        /// The agent.
-        #[arg(long)]
-        agent: Option<String>,
-        /// The resource or pattern.
-        #[arg(long)]
-        resource: Option<String>,
-    },
+    Pause(PauseTarget),
     /// End a pause; the waiting requests it held back are granted.
-    Resume {
-        #[command(flatten)]
-        admin: admin::Admin,
-        /// The agent.
-        #[arg(long)]
-        agent: Option<String>,
-        /// The resource or pattern.
-        #[arg(long)]
-        resource: Option<String>,
-    },
+    Resume(PauseTarget),
+}
+
+/// What `tollgate lease pause | resume` names: one agent, or one
+/// resource or pattern.
+#[derive(clap::Args)]
+struct PauseTarget {
+    #[command(flatten)]
+    admin: admin::Admin,
+    /// The agent.
+    #[arg(
+        long,
+        conflicts_with = "resource",
+        required_unless_present = "resource"
+    )]
+    agent: Option<String>,
+    /// The resource or pattern.
+    #[arg(long)]
+    resource: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -1285,16 +1285,12 @@ fn main() -> ExitCode {
             } => url
                 .one()
                 .and_then(|u| lease::list(u, agent.as_deref(), resource.as_deref())),
-            LeaseCommand::Pause {
-                admin,
-                agent,
-                resource,
-            } => lease::pause(&admin, agent.as_deref(), resource.as_deref(), true),
-            LeaseCommand::Resume {
-                admin,
-                agent,
-                resource,
-            } => lease::pause(&admin, agent.as_deref(), resource.as_deref(), false),
+            LeaseCommand::Pause(t) => {
+                lease::pause(&t.admin, t.agent.as_deref(), t.resource.as_deref(), true)
+            }
+            LeaseCommand::Resume(t) => {
+                lease::pause(&t.admin, t.agent.as_deref(), t.resource.as_deref(), false)
+            }
         },
         Command::Entity(EntityCommand::Show {
             url,
