@@ -32,7 +32,6 @@ use tollgate_protocol::{
     Timestamp, Value, canonical,
 };
 
-use super::intents::MAX_ATTEMPTS;
 use super::{Gateway, Skew, View};
 
 /// Why a lease request or change was refused. Nothing is appended for any
@@ -84,6 +83,11 @@ pub enum LeaseError {
     #[error("{0}")]
     Internal(String),
 }
+
+/// How many times a lease change is decided again on a state another
+/// instance changed first, before the request is answered `contended`:
+/// each waits a little longer (about 0.7 s in all).
+const LEASE_ATTEMPTS: u32 = 10;
 
 fn internal(e: impl std::fmt::Display) -> LeaseError {
     LeaseError::Internal(e.to_string())
@@ -260,7 +264,21 @@ impl<L: Ledger> Gateway<L> {
         F: Fn(&View, i64) -> Result<Vec<(Change, Timestamp, Value, Option<LeaseMark>)>, LeaseError>,
     {
         let mut last = String::new();
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..LEASE_ATTEMPTS {
+            if attempt > 0 {
+                // Another instance changed the state first: wait a little
+                // (longer each time, never in step with the others)
+                // before deciding again, so that a burst of requests over
+                // several instances settles rather than storms.
+                let jitter = u64::from(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.subsec_nanos())
+                        % 8,
+                );
+                let backoff = (2u64 << attempt.min(5)) + jitter;
+                tokio::time::sleep(std::time::Duration::from_millis(backoff)).await;
+            }
             let _lock = self.registry_state.lock.lock().await;
             if let Some(envelope) = request
                 && let Some(stored) = self.stored_lease(envelope).await?

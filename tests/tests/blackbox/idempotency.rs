@@ -219,13 +219,15 @@ fn regression_a_reencoded_signature_is_the_same_intent() {
         .unwrap()
         .clone();
     if let Value::Object(o) = &mut p {
+        // An agent of its own: agent-demo's name is its Ed25519 key's.
+        o.insert("agent", "agent-es".into());
         o.insert("delegation", "dlg_es".into());
     }
     let (jwk, low, high) = es256_twins(&signed_message(Domain::Intent, &p));
     let kid = tollgate_protocol::Jwk::from_value(&jwk, "").unwrap().kid;
     let a = g
         .admin()
-        .register_delegation(&g.delegation("dlg_es", "agent-demo", jwk, |_| {}))
+        .register_delegation(&g.delegation("dlg_es", "agent-es", jwk, |_| {}))
         .unwrap();
     assert_eq!(a.status, 201, "{}", a.text());
     let envelope = |sig: &str| {

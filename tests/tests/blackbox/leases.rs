@@ -652,7 +652,7 @@ fn thirty_two_agents_racing_for_one_lease_over_three_gateways_hold_it_one_at_a_t
                             return;
                         }
                         "died" | "ended" => {
-                            std::thread::sleep(Duration::from_millis(10 + (i as u64 * 7) % 40));
+                            std::thread::sleep(Duration::from_millis(20 + (i as u64 * 7) % 80));
                         }
                         other => panic!("{other}: {}", String::from_utf8_lossy(&entry)),
                     }
