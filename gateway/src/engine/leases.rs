@@ -175,25 +175,8 @@ impl<L: Ledger> Gateway<L> {
         }
         self.within_skew(&envelope.request.issued_at)
             .map_err(LeaseError::ClockSkew)?;
-        let mut view = self.view();
-        let check = |view: &View| {
-            delegation::check_lease(
-                &envelope.request,
-                envelope.payload(),
-                &envelope.signature,
-                &view.snapshot.registry,
-            )
-        };
-        if check(&view).is_err()
-            && self
-                .catch_up_registry(view.registry_seq)
-                .await
-                .map_err(internal)?
-        {
-            // Registered through another instance since this view.
-            view = self.view();
-        }
-        check(&view).map_err(LeaseError::Delegation)?;
+        // Its delegation is checked on the registries as recorded, in the
+        // attempt that appends it ([`Gateway::change_leases`]).
         let this = Arc::clone(self);
         self.run_detached(async move { this.apply_request(envelope).await })
             .await
@@ -216,9 +199,10 @@ impl<L: Ledger> Gateway<L> {
         let change = Change::Request(r.clone());
         let answers = self
             .change_leases(Some(&envelope), |view, _| {
-                // Checked again on the registries the append is guarded
-                // by: a revocation recorded since the request came in
-                // refuses it.
+                // On the registries the append is guarded by: a
+                // registration made through another instance counts, and
+                // a revocation recorded since the request came in refuses
+                // it.
                 delegation::check_lease(
                     r,
                     envelope.payload(),
