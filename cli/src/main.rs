@@ -395,6 +395,25 @@ enum ReviewerCommand {
         #[arg(long = "action", required = true)]
         actions: Vec<String>,
     },
+    /// Invite a reviewer to enroll a passkey in the console: prints a
+    /// one-time enrollment link. The passkey becomes the reviewer's key in
+    /// a `reviewer.register` receipt when the link is used.
+    Invite {
+        #[command(flatten)]
+        admin: admin::Admin,
+        /// The reviewer id.
+        id: String,
+        /// A role it will hold (repeat).
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// An action pattern it may approve: exact, prefix.*, or * (repeat;
+        /// default *).
+        #[arg(long = "action", default_value = "*")]
+        actions: Vec<String>,
+        /// How long the link lasts, in seconds (60 to 604800).
+        #[arg(long, default_value_t = 86_400)]
+        expires_in: i64,
+    },
     /// Revoke a reviewer, at once; a revoked id stays revoked.
     Revoke {
         #[command(flatten)]
@@ -1185,6 +1204,13 @@ fn main() -> ExitCode {
             roles,
             actions,
         }) => reviewer::add(&admin, &id, &key, &roles, &actions),
+        Command::Reviewer(ReviewerCommand::Invite {
+            admin,
+            id,
+            roles,
+            actions,
+            expires_in,
+        }) => reviewer::invite(&admin, &id, &roles, &actions, expires_in),
         Command::Reviewer(ReviewerCommand::Revoke { admin, id }) => reviewer::revoke(&admin, &id),
         Command::Reviewer(ReviewerCommand::List { admin }) => reviewer::list(&admin),
         Command::Source(SourceCommand::Add {

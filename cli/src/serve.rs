@@ -39,6 +39,16 @@ pub fn serve(args: ServeArgs) -> Result<String, CliError> {
         read_token: args.read_token.clone(),
         body_timeout: std::time::Duration::from_millis(args.body_timeout_ms),
         webhooks: webhook_settings(&args)?,
+        console: if args.console_origins.is_empty() && args.rp_id.is_none() {
+            http::console::ConsoleSettings::local(args.listen.port(), tls.is_some())
+        } else {
+            let origins = if args.console_origins.is_empty() {
+                http::console::ConsoleSettings::local(args.listen.port(), tls.is_some()).origins
+            } else {
+                args.console_origins.clone()
+            };
+            http::console::ConsoleSettings::new(origins, args.rp_id.clone()).map_err(CliError::Usage)?
+        },
     };
     let connections = http::Connections {
         max: args.max_connections,

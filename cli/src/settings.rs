@@ -114,6 +114,17 @@ pub struct ServeArgs {
     /// Listen on a non-loopback address without TLS anyway.
     #[arg(long, env = "TOLLGATE_ALLOW_INSECURE_HTTP")]
     pub allow_insecure_http: bool,
+    /// An origin the reviewer's console is served from, as browsers see
+    /// it (`https://tollgate.example.com`; repeat for several). Passkeys
+    /// are bound to these: an assertion from any other origin is refused,
+    /// and each passkey's `reviewer.register` receipt records them.
+    /// Default: `http://localhost:PORT` (`https://` with TLS).
+    #[arg(long = "console-origin", env = "TOLLGATE_CONSOLE_ORIGINS", value_delimiter = ',')]
+    pub console_origins: Vec<String>,
+    /// The WebAuthn relying party id: a host name every console origin is
+    /// on. Default: the first origin's host.
+    #[arg(long, env = "TOLLGATE_RP_ID")]
+    pub rp_id: Option<String>,
     /// Let webhook endpoints resolve to loopback, private or link-local
     /// addresses (refused by default: an endpoint must not turn the
     /// gateway against its own network).

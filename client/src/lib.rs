@@ -421,6 +421,11 @@ impl Client {
         self.post("/v1/admin/reviewers", reviewer, &[], true)
     }
 
+    /// `POST /v1/admin/reviewers/invite`: a one-time enrollment link.
+    pub fn invite_reviewer(&self, invite: &[u8]) -> Result<Answer, Error> {
+        self.post("/v1/admin/reviewers/invite", invite, &[], true)
+    }
+
     /// `POST /v1/admin/reviewers/{id}/revoke`.
     pub fn revoke_reviewer(&self, id: &str) -> Result<Answer, Error> {
         self.post(&format!("/v1/admin/reviewers/{id}/revoke"), b"", &[], true)

@@ -154,6 +154,9 @@ pub struct Settings {
     pub body_timeout: std::time::Duration,
     /// How webhooks are delivered.
     pub webhooks: engine::webhooks::WebhookSettings,
+    /// Where the reviewer's console is served from (its WebAuthn origins
+    /// and RP ID).
+    pub console: http::console::ConsoleSettings,
 }
 
 impl Default for Settings {
@@ -165,6 +168,7 @@ impl Default for Settings {
             read_token: None,
             body_timeout: std::time::Duration::from_millis(limits::DEFAULT_BODY_TIMEOUT_MS),
             webhooks: engine::webhooks::WebhookSettings::default(),
+            console: http::console::ConsoleSettings::local(8080, false),
         }
     }
 }
@@ -255,6 +259,7 @@ async fn start<L: tollgate_ledger::Ledger>(
     .await?;
     Ok(http::App {
         gateway,
+        console: http::console::Console::new(settings.console, &admin_token),
         admin_token: Some(admin_token),
         read_token: settings.read_token,
         body_timeout: settings.body_timeout,

@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use tollgate_protocol::{
-    ApprovalEnvelope, ApprovalVerdict, Domain, KeySet, Status, Timestamp, Value,
+    ApprovalEnvelope, ApprovalProof, ApprovalVerdict, Domain, KeySet, Status, Timestamp, Value,
 };
 
 use crate::delegation::{self, Token};
@@ -407,6 +407,59 @@ pub enum Refusal {
     },
 }
 
+/// The reviewer's registered key made exactly this decision: a signature
+/// by it over the payload, or, for a reviewer registered with a passkey,
+/// a WebAuthn assertion by that passkey over the payload's challenge
+/// (spec §3.8). A passkey reviewer signs with its passkey only, and a key
+/// reviewer with its key only.
+fn check_proof(envelope: &ApprovalEnvelope, reviewer: &Reviewer) -> Result<(), Refusal> {
+    let d = &envelope.decision;
+    match (&envelope.proof, &reviewer.passkey) {
+        (ApprovalProof::Key(signature), None) => {
+            if signature.kid != reviewer.key.kid {
+                return Err(Refusal::BadSignature(format!(
+                    "the decision is signed by key {}, not by reviewer {}'s registered key {}",
+                    signature.kid, d.reviewer, reviewer.key.kid
+                )));
+            }
+            KeySet::from_keys([reviewer.key.clone()])
+                .unwrap_or_default()
+                .verify(Domain::Approval, envelope.payload(), signature, &d.issued_at)
+                .map_err(|e| {
+                    Refusal::BadSignature(format!(
+                        "the decision's signature does not verify with reviewer {}'s key: {e}",
+                        d.reviewer
+                    ))
+                })
+        }
+        (ApprovalProof::Passkey(assertion), Some(passkey)) => {
+            if !reviewer.key.admits(&d.issued_at) {
+                return Err(Refusal::BadSignature(format!(
+                    "reviewer {}'s passkey does not admit a decision issued at {}",
+                    d.reviewer, d.issued_at
+                )));
+            }
+            let challenge = tollgate_protocol::webauthn::approval_challenge(envelope.payload());
+            assertion
+                .check(&reviewer.key.key, passkey, &challenge)
+                .map_err(|e| {
+                    Refusal::BadSignature(format!(
+                        "reviewer {}'s passkey assertion is refused: {e}",
+                        d.reviewer
+                    ))
+                })
+        }
+        (ApprovalProof::Key(_), Some(_)) => Err(Refusal::BadSignature(format!(
+            "reviewer {} is registered with a passkey; its decisions carry a passkey assertion, not a signature",
+            d.reviewer
+        ))),
+        (ApprovalProof::Passkey(_), None) => Err(Refusal::BadSignature(format!(
+            "reviewer {} is registered with a key, not a passkey; its decisions carry a signature",
+            d.reviewer
+        ))),
+    }
+}
+
 /// Checks `envelope`, a reviewer's signed decision on `approval` (which
 /// has come as far as `progress`), against `parties` at time `at`;
 /// returns the status the approval has once it is recorded. Checked in
@@ -440,13 +493,12 @@ pub fn check(
             d.reviewer
         )));
     }
-    if let Some(t) = tokens
-        .values()
-        .find(|t| t.agent_key.kid == envelope.signature.kid)
+    if let ApprovalProof::Key(signature) = &envelope.proof
+        && let Some(t) = tokens.values().find(|t| t.agent_key.kid == signature.kid)
     {
         return Err(Refusal::ReviewerIsAgent(format!(
             "the decision is signed by key {}, the agent key of delegation {}; an agent never approves",
-            envelope.signature.kid, t.id
+            signature.kid, t.id
         )));
     }
     let Some(reviewer) = parties.reviewers.get(&d.reviewer) else {
@@ -461,27 +513,7 @@ pub fn check(
     if parties.revoked_reviewers.contains(&d.reviewer) {
         return Err(Refusal::RevokedReviewer(d.reviewer.clone()));
     }
-    // The reviewer's registered key signed exactly this decision.
-    if envelope.signature.kid != reviewer.key.kid {
-        return Err(Refusal::BadSignature(format!(
-            "the decision is signed by key {}, not by reviewer {}'s registered key {}",
-            envelope.signature.kid, d.reviewer, reviewer.key.kid
-        )));
-    }
-    KeySet::from_keys([reviewer.key.clone()])
-        .unwrap_or_default()
-        .verify(
-            Domain::Approval,
-            envelope.payload(),
-            &envelope.signature,
-            &d.issued_at,
-        )
-        .map_err(|e| {
-            Refusal::BadSignature(format!(
-                "the decision's signature does not verify with reviewer {}'s key: {e}",
-                d.reviewer
-            ))
-        })?;
+    check_proof(envelope, reviewer)?;
     // Still open, and in time.
     match progress.ended {
         None => {}

@@ -10,7 +10,10 @@
 //! `id` is an identifier; `key` is the public key that signs the
 //! reviewer's approval decisions; `roles` are what approval requirements
 //! name; `actions` are the action patterns (exact, `prefix.*` or `*`) the
-//! reviewer may approve. Unknown members are refused.
+//! reviewer may approve. A reviewer whose key is a passkey adds
+//! `"passkey": {"credential_id", "rp_id", "origins"}` (spec §3.8): its
+//! decisions are then WebAuthn assertions checked against those. Unknown
+//! members are refused.
 //!
 //! A reviewer is a key: one key (by its RFC 7638 thumbprint, the `kid`)
 //! belongs to one reviewer id, for good ([`key_holder`]). A second id for a
@@ -18,6 +21,7 @@
 //! one key can never count twice towards a quorum, nor keep deciding
 //! under another id after a revocation.
 
+use tollgate_protocol::webauthn::Passkey;
 use tollgate_protocol::{Jwk, Value, is_identifier};
 
 use crate::Error;
@@ -35,6 +39,8 @@ pub struct Reviewer {
     pub roles: Vec<String>,
     /// Action patterns the reviewer may approve.
     pub actions: Vec<String>,
+    /// The passkey `key` belongs to, when it is one.
+    pub passkey: Option<Passkey>,
     /// The object as registered.
     pub value: Value,
 }
@@ -43,7 +49,7 @@ impl Reviewer {
     /// Reads and checks a reviewer object; the error says what is wrong.
     pub fn from_value(v: &Value) -> Result<Self, Error> {
         let o = v.as_object().ok_or(Error::NotAReviewer)?;
-        let m = Keyed::new(o, &["id", "key", "roles", "actions"], |pointer, reason| {
+        let m = Keyed::new(o, &["id", "key", "roles", "actions", "passkey"], |pointer, reason| {
             Error::Reviewer { pointer, reason }
         })?;
         let id = m.id()?;
@@ -60,11 +66,17 @@ impl Reviewer {
         for a in &actions {
             check_action_pattern(a).map_err(|e| bad("/actions", e.to_string()))?;
         }
+        let passkey = o
+            .get("passkey")
+            .map(|p| Passkey::from_value(p, "/passkey"))
+            .transpose()
+            .map_err(Error::ReviewerKey)?;
         Ok(Self {
             id,
             key,
             roles,
             actions,
+            passkey,
             value: v.clone(),
         })
     }

@@ -390,6 +390,18 @@ impl Scoring {
         }
     }
 
+    /// Each dimension's id, weight and thresholds (`escalate_above`,
+    /// `block_above`, basis points), in the bundle's order; then the
+    /// composite's (`escalate_at`, `block_at`).
+    pub fn thresholds(&self) -> (Vec<(&str, i64, Option<i64>, Option<i64>)>, (i64, i64)) {
+        let dims = self
+            .dimensions
+            .iter()
+            .map(|d| (d.id.as_str(), d.weight, d.escalate_above, d.block_above))
+            .collect();
+        (dims, (self.escalate_at, self.block_at))
+    }
+
     /// Params that scoring reads as integers.
     pub fn dimension_ids(&self) -> impl Iterator<Item = &str> {
         self.dimensions.iter().map(|d| d.id.as_str())

@@ -5,13 +5,16 @@
 //! receipt's id), the exact intent (its intent hash) and the policy version
 //! of the escalation, so a decision made about one intent can never be
 //! applied to another. It travels as `{"payload", "signature"}`, the
-//! signature over domain `tollgate.approval.v1`.
+//! signature over domain `tollgate.approval.v1`, or, from a reviewer whose
+//! key is a passkey, as `{"payload", "assertion"}`: a WebAuthn assertion
+//! whose challenge is the digest of that same signed message (§3.8).
 
 use crate::encoding::{HashAlg, HashValue, Timestamp};
 use crate::error::Error;
 use crate::json::{Value, canonical};
 use crate::keys::Signature;
-use crate::members::{payload_of, signed_envelope};
+use crate::members::{Members, payload_of};
+use crate::webauthn::Assertion;
 use crate::wire::is_identifier;
 
 /// `type` of an approval decision payload.
@@ -72,22 +75,58 @@ pub struct ApprovalDecision {
     pub issued_at: Timestamp,
 }
 
-/// A signed approval decision `{"payload", "signature"}`.
+/// What proves that the reviewer made an approval decision.
+#[derive(Clone, Debug)]
+pub enum ApprovalProof {
+    /// A signature by the reviewer's key (`signature`).
+    Key(Signature),
+    /// A WebAuthn assertion by the reviewer's passkey (`assertion`).
+    Passkey(Assertion),
+}
+
+/// A signed approval decision `{"payload", "signature"}` or `{"payload",
+/// "assertion"}`.
 #[derive(Clone, Debug)]
 pub struct ApprovalEnvelope {
     /// The whole envelope as received.
     pub value: Value,
     /// The payload's members, read.
     pub decision: ApprovalDecision,
-    /// The reviewer's signature over the payload.
-    pub signature: Signature,
+    /// The reviewer's signature or passkey assertion over the payload.
+    pub proof: ApprovalProof,
 }
 
 impl ApprovalEnvelope {
     /// Reads an envelope. Every member must be present and well formed,
     /// and nothing the protocol does not define may appear.
     pub fn from_value(value: Value) -> Result<Self, Error> {
-        let (mut m, signature) = signed_envelope(&value, APPROVAL_TYPE)?;
+        let mut env = Members::new(&value, "")?;
+        let payload = env.req("payload")?;
+        let proof = match (env.opt("signature"), env.opt("assertion")) {
+            (Some(s), None) => ApprovalProof::Key(Signature::from_value(s, "/signature")?),
+            (None, Some(a)) => ApprovalProof::Passkey(Assertion::from_value(a, "/assertion")?),
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid(
+                    "/assertion",
+                    "a decision carries a signature or a passkey assertion, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(Error::invalid(
+                    "/signature",
+                    "missing member (a decision carries a signature or a passkey assertion)",
+                ));
+            }
+        };
+        env.finish()?;
+        let mut m = Members::new(payload, "/payload")?;
+        let found = m.req_str("type")?;
+        if found != APPROVAL_TYPE {
+            return Err(Error::invalid(
+                "/payload/type",
+                format!("expected {APPROVAL_TYPE:?}, found {found:?}"),
+            ));
+        }
         let approval = m.req_str("approval")?.to_owned();
         if !is_receipt_id(&approval) {
             return Err(Error::invalid(
@@ -141,7 +180,7 @@ impl ApprovalEnvelope {
                 issued_at,
             },
             value,
-            signature,
+            proof,
         })
     }
 

@@ -50,10 +50,11 @@ mod receipt;
 mod registry;
 mod rules;
 mod verify;
+pub mod webauthn;
 mod wire;
 
 pub use approval::{
-    APPROVAL_TYPE, ApprovalDecision, ApprovalEnvelope, ApprovalVerdict, INTENT_HASH_TAG,
+    APPROVAL_TYPE, ApprovalDecision, ApprovalEnvelope, ApprovalProof, ApprovalVerdict, INTENT_HASH_TAG,
     MAX_REASON_CHARS, approval_payload, intent_hash, is_receipt_id,
 };
 pub use encoding::{HashAlg, HashValue, Timestamp, b64, b64_decode, hex};

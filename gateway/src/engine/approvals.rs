@@ -268,6 +268,9 @@ pub struct ApprovalInfo {
     /// with: the review the policy in force asks instead (the completing
     /// approval receipt's `outcome.requirement`).
     pub waiting_for: Option<Value>,
+    /// Each step's reviewer's reason and how the decision was signed
+    /// (`key` or `passkey`), in step order; `None` for an expiry.
+    pub reasons: Vec<Option<(String, &'static str)>>,
 }
 
 impl ApprovalInfo {
@@ -295,8 +298,12 @@ impl ApprovalInfo {
             "grants",
             Value::integer(grants as i64).unwrap_or(Value::Null),
         );
-        let steps = self.record.steps.iter().map(|s| {
+        let steps = self.record.steps.iter().enumerate().map(|(i, s)| {
             let mut st = Object::new();
+            if let Some(Some((reason, signed_with))) = self.reasons.get(i) {
+                st.insert("reason", reason.as_str().into());
+                st.insert("signed_with", (*signed_with).into());
+            }
             st.insert("seq", Value::integer(s.seq as i64).unwrap_or(Value::Null));
             st.insert("receipt_id", s.receipt_id.as_str().into());
             st.insert(
@@ -535,6 +542,24 @@ impl<L: Ledger> Approvals<'_, L> {
             _ => None,
         };
         let in_force = self.in_force(&body);
+        // The reviewers' reasons, from their decisions as received.
+        let mut reasons = Vec::with_capacity(record.steps.len());
+        for step in &record.steps {
+            let reason = match step.reviewer {
+                None => None,
+                Some(_) => self.ledger.get(step.seq).await.map_err(internal)?.and_then(|e| {
+                    let subject = member(e.receipt(), &["subject"])?;
+                    let reason = member(subject, &["payload", "reason"])?.as_str()?.to_owned();
+                    let signed_with = if member(subject, &["assertion"]).is_some() {
+                        "passkey"
+                    } else {
+                        "key"
+                    };
+                    Some((reason, signed_with))
+                }),
+            };
+            reasons.push(reason);
+        }
         Ok(ApprovalInfo {
             record,
             body,
@@ -542,6 +567,7 @@ impl<L: Ledger> Approvals<'_, L> {
             intent,
             in_force,
             waiting_for,
+            reasons,
         })
     }
 
@@ -1239,6 +1265,11 @@ impl<L: Ledger> Approvals<'_, L> {
             held.commit(entries.last().map_or(0, |e| e.seq));
         }
         Ok(entries.iter().map(|e| e.to_canonical()).collect())
+    }
+
+    /// The bundle of `version` as published, if it was.
+    pub fn bundle(&self, version: &str) -> Option<Arc<Bundle>> {
+        self.bundle_of(&self.view(), version).ok()
     }
 
     /// The bundle of `version`: the active one, or a published one loaded

@@ -19,6 +19,13 @@ pub const PROBLEM_PREFIX: &str = "urn:tollgate:problem:";
 /// document's `Problem.type` lists the same, and a test keeps them equal.
 pub const PROBLEM_TYPES: &[(&str, &str)] = &[
     ("not-found", "Not found"),
+    ("invalid-invite", "Enrollment link not valid"),
+    ("invite-expired", "Enrollment link expired"),
+    ("invite-used", "Enrollment link used"),
+    ("passkey-refused", "Passkey refused"),
+    ("unknown-passkey", "Unknown passkey"),
+    ("csrf-refused", "Cross-site request refused"),
+    ("reviewer-required", "A reviewer's session is required"),
     ("method-not-allowed", "Method not allowed"),
     ("unsupported-media-type", "Unsupported media type"),
     ("payload-too-large", "Payload too large"),
@@ -221,6 +228,9 @@ pub enum ApiError {
     /// The engine refused a webhook request.
     #[error(transparent)]
     Webhook(#[from] WebhookError),
+    /// The console refused an enrollment, a sign-in or a request.
+    #[error(transparent)]
+    Console(super::console::ConsoleError),
     /// No receipt with this id.
     #[error("no receipt {0:?} in the ledger")]
     UnknownReceipt(String),
@@ -629,6 +639,18 @@ impl ApiError {
                 WebhookError::UnknownEvent(_) => (S::NOT_FOUND, "unknown-event", None),
                 WebhookError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", None),
             },
+            Self::Console(e) => {
+                use super::console::ConsoleError as C;
+                match e {
+                    C::InvalidInvite => (S::FORBIDDEN, "invalid-invite", None),
+                    C::InviteExpired(_) => (S::GONE, "invite-expired", None),
+                    C::InviteUsed(_) => (S::CONFLICT, "invite-used", None),
+                    C::PasskeyRefused(_) => (S::UNPROCESSABLE_ENTITY, "passkey-refused", None),
+                    C::UnknownPasskey => (S::UNAUTHORIZED, "unknown-passkey", None),
+                    C::Forbidden(_) => (S::FORBIDDEN, "csrf-refused", None),
+                    C::ReviewerRequired => (S::FORBIDDEN, "reviewer-required", None),
+                }
+            }
             Self::UnknownReceipt(_) => (S::NOT_FOUND, "unknown-receipt", None),
             Self::UnknownEntity(_) => (S::NOT_FOUND, "unknown-entity", None),
             Self::InvalidQuery(_) => (S::BAD_REQUEST, "invalid-query", None),

@@ -6,6 +6,7 @@
 
 mod admin;
 mod approvals;
+pub mod console;
 mod error;
 mod leases;
 mod listen;
@@ -59,6 +60,8 @@ pub struct App<L: Ledger> {
     pub waits: Waits,
     /// The listener's connection slots, once it serves (for `/metrics`).
     pub slots: Listening,
+    /// The reviewer's console.
+    pub console: console::Console,
 }
 
 /// The connection slots of the listener serving an [`App`], once it
@@ -144,6 +147,7 @@ pub fn router<L: Ledger>(app: Arc<App<L>>) -> Router {
     Router::new()
         .merge(admin)
         .merge(approvals::router::<L>())
+        .merge(console::router::<L>())
         .merge(log::router::<L>())
         .merge(webhooks::router::<L>().layer(DefaultBodyLimit::disable()))
         .merge(leases::router::<L>())

@@ -81,6 +81,10 @@ async fn harness_with(upstreams: Upstreams) -> Harness {
             drain: crate::http::Drain::default(),
             waits: crate::http::Waits::new(2, 3),
             slots: Default::default(),
+            console: crate::http::console::Console::new(
+                crate::http::console::ConsoleSettings::local(8080, false),
+                ADMIN,
+            ),
         }),
         ledger: w.ledger,
         agent: w.agent,

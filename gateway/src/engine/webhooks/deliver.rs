@@ -82,6 +82,7 @@ pub fn event_body(event: &OutboxEvent, entry: &LedgerEntry, include_receipt: boo
             for (name, path) in [
                 ("reviewer", &["subject", "payload", "reviewer"][..]),
                 ("verdict", &["subject", "payload", "verdict"]),
+                ("reason", &["subject", "payload", "reason"]),
                 ("intent_hash", &["subject", "intent_hash"]),
             ] {
                 if let Some(v) = at(path) {
