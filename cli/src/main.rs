@@ -410,7 +410,7 @@ enum ReviewerCommand {
         /// default *).
         #[arg(long = "action", default_value = "*")]
         actions: Vec<String>,
-        /// How long the link lasts, in seconds (60 to 604800).
+        /// How long the link lasts, in seconds (1 to 604800).
         #[arg(long, default_value_t = 86_400)]
         expires_in: i64,
     },

@@ -258,6 +258,7 @@ async fn start_app<L: Ledger>(
     let local = listener
         .local_addr()
         .map_err(|e| Error::Config(format!("cannot listen on {listen}: {e}")))?;
+    app.console.settings.bound_to(local.port());
     gateway
         .intents()
         .spawn_recovery(Duration::from_secs(RECOVERY_RETRY_SECONDS));

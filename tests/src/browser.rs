@@ -195,4 +195,97 @@ impl Browser {
             .unwrap()
             .to_owned()
     }
+
+    /// Types `text` into the element `css` selects.
+    pub fn type_into(&self, css: &str, text: &str) {
+        let id = self.find(css);
+        self.call(
+            "POST",
+            &self.at(&format!("/element/{id}/value")),
+            Some(json!({ "text": text })),
+        );
+    }
+
+    /// The page's URL now.
+    pub fn url(&self) -> String {
+        self.call("GET", &self.at("/url"), None)
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Waits (up to 30 s) until `script` (a function body) returns `true`.
+    pub fn wait_for(&self, what: &str, script: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.eval(script) != json!(true) {
+            assert!(
+                Instant::now() < deadline,
+                "waited 30 s for {what}; the page says: {}",
+                self.eval("return document.body ? document.body.innerText : ''")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A PNG of the window, written to `path`.
+    pub fn screenshot(&self, path: &std::path::Path) {
+        use base64::Engine as _;
+        let png = self.call("GET", &self.at("/screenshot"), None);
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap())
+            .unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    /// Sets the window's size, in CSS pixels.
+    pub fn resize(&self, width: u32, height: u32) {
+        self.call(
+            "POST",
+            &self.at("/window/rect"),
+            Some(json!({ "width": width, "height": height })),
+        );
+    }
+
+    /// Adds a WebAuthn virtual authenticator (CTAP2, built in, resident
+    /// keys, user verification that always succeeds) and returns its id:
+    /// the browser's passkey from then on.
+    pub fn add_authenticator(&self) -> String {
+        self.call(
+            "POST",
+            &self.at("/webauthn/authenticator"),
+            Some(json!({
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": true,
+                "hasUserVerification": true,
+                "isUserConsenting": true,
+                "isUserVerified": true
+            })),
+        )
+        .as_str()
+        .unwrap()
+        .to_owned()
+    }
+
+    /// Removes a virtual authenticator (its passkeys go with it).
+    pub fn remove_authenticator(&self, id: &str) {
+        let url = format!("{}{}", self.base, self.at(&format!("/webauthn/authenticator/{id}")));
+        let status = agent().delete(&url).call().unwrap().status().as_u16();
+        assert_eq!(status, 200, "removing authenticator {id}");
+    }
+
+    /// The browser's cookies, as WebDriver describes them.
+    pub fn cookies(&self) -> Value {
+        self.call("GET", &self.at("/cookie"), None)
+    }
+
+    /// The credentials a virtual authenticator holds (WebDriver's
+    /// `Credential` objects: `credentialId`, `privateKey` as PKCS#8, …).
+    pub fn credentials(&self, authenticator: &str) -> Value {
+        self.call(
+            "GET",
+            &self.at(&format!("/webauthn/authenticator/{authenticator}/credentials")),
+            None,
+        )
+    }
 }

@@ -14,6 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod browser;
+pub mod passkey;
 pub mod conformance;
 pub mod gateway;
 pub mod kms;

@@ -204,6 +204,7 @@ async fn every_api_error_is_reached_by_a_request() {
     // the issuer key, and by what the approvals accepted.
     seen.extend(approval_seen);
     seen.extend(webhook_problems(&h).await);
+    console_problems(&h, &mut seen).await;
     // Last, a stopping service: new requests are refused with an answer
     // (liveness still answers), and nothing is read or decided.
     h.app.drain.begin();
@@ -1347,6 +1348,110 @@ async fn storage_failure_problems(h: &Harness, seen: &mut BTreeSet<String>) {
 
 /// Reaches every problem of the webhook API; of its requests only the
 /// endpoint it adds appends (its `webhook.add` receipt).
+/// The console's refusals: enrollment links, passkeys, sessions and CSRF.
+/// None appends anything (the head check above covers them).
+async fn console_problems(h: &Harness, seen: &mut BTreeSet<String>) {
+    use crate::http::console::{Invite, Who};
+    let keys = &h.app.console.keys;
+    let now = h.app.gateway.clock().now().unix_seconds();
+    let json = [("content-type", "application/json")];
+    let registered = h
+        .app
+        .gateway
+        .view()
+        .reviewers
+        .keys()
+        .next()
+        .cloned()
+        .unwrap();
+    let a = h
+        .call(
+            Method::POST,
+            "/v1/admin/reviewers/invite",
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &format!("Bearer {ADMIN}")),
+            ],
+            format!(r#"{{"id":"{registered}","roles":["r"],"actions":["*"]}}"#).into_bytes(),
+        )
+        .await;
+    reached(seen, &a, 409, "invite-used");
+    let enroll = |invite: String, client_data: &str| {
+        format!(
+            r#"{{"invite":"{invite}","credential_id":"AQID","client_data":"{client_data}","attestation_object":"oA"}}"#
+        )
+        .into_bytes()
+    };
+    let a = h
+        .call(Method::POST, "/console/enroll", &json, enroll("x.y".into(), "e30"))
+        .await;
+    reached(seen, &a, 403, "invalid-invite");
+    let invite = |expires_at| {
+        keys.invite(&Invite {
+            reviewer: "rev-new".into(),
+            roles: vec!["r".into()],
+            actions: vec!["*".into()],
+            expires_at,
+        })
+        .unwrap()
+    };
+    let a = h
+        .call(Method::POST, "/console/enroll", &json, enroll(invite(now - 1), "e30"))
+        .await;
+    reached(seen, &a, 410, "invite-expired");
+    let a = h
+        .call(Method::POST, "/console/enroll", &json, enroll(invite(now + 600), "e30"))
+        .await;
+    reached(seen, &a, 422, "passkey-refused");
+    assert!(h.app.gateway.view().reviewers.get("rev-new").is_none());
+    let challenge = tollgate_protocol::b64(&keys.signin_challenge(now).unwrap());
+    let a = h
+        .call(
+            Method::POST,
+            "/console/signin",
+            &json,
+            format!(
+                r#"{{"challenge":"{challenge}","credential_id":"AQID","authenticator_data":"AQID","client_data":"e30","signature":"AQID"}}"#
+            )
+            .into_bytes(),
+        )
+        .await;
+    reached(seen, &a, 401, "unknown-passkey");
+    // A viewer's session: without its CSRF token, refused as cross-site;
+    // with it, refused as no reviewer's.
+    let session = keys.session(&Who::Viewer, now).unwrap();
+    let cookie = format!("tollgate_session={session}");
+    let body = br#"{"verdict":"grant","reason":"ok"}"#.to_vec();
+    let path = "/console/approvals/rcpt_00000000000000000000000000000000/prepare";
+    let a = h
+        .call(
+            Method::POST,
+            path,
+            &[("content-type", "application/json"), ("cookie", &cookie)],
+            body.clone(),
+        )
+        .await;
+    reached(seen, &a, 403, "csrf-refused");
+    let csrf = keys.csrf(&session);
+    let a = h
+        .call(
+            Method::POST,
+            path,
+            &[
+                ("content-type", "application/json"),
+                ("cookie", &cookie),
+                ("x-csrf-token", &csrf),
+            ],
+            body.clone(),
+        )
+        .await;
+    reached(seen, &a, 403, "reviewer-required");
+    // No session at all: redirected to sign-in, nothing decided.
+    let a = h.call(Method::POST, path, &json, body).await;
+    assert_eq!(a.status, 303);
+    assert_eq!(a.headers.get("location").unwrap(), "/console/signin");
+}
+
 async fn webhook_problems(h: &Harness) -> BTreeSet<String> {
     let mut seen = BTreeSet::new();
     let post = |path: &str, body: &str| {

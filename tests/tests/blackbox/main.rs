@@ -12,6 +12,7 @@ mod approvals_quorum;
 mod bench;
 mod budgets;
 mod checkpoints;
+mod console;
 mod crash;
 mod docs;
 mod doctored;

@@ -18,7 +18,7 @@
 
 mod enroll;
 mod pages;
-mod tokens;
+pub(crate) mod tokens;
 mod view;
 
 use std::collections::BTreeMap;
@@ -42,7 +42,8 @@ use super::{ApiError, App, essence};
 use crate::limits::{MAX_ADMIN_BODY, MAX_APPROVAL_BODY};
 
 pub use tokens::{DEFAULT_INVITE_SECONDS, Invite, MAX_INVITE_SECONDS};
-use tokens::{Keys, Session, Who};
+pub(crate) use tokens::Who;
+use tokens::{Keys, Session};
 
 /// The session cookie's name.
 const COOKIE: &str = "tollgate_session";
@@ -91,6 +92,16 @@ impl ConsoleSettings {
         Ok(Self { origins, rp_id })
     }
 
+    /// Once the listener is bound: an origin on port 0 (a listener asked
+    /// for any free port) names the port it got.
+    pub fn bound_to(&mut self, port: u16) {
+        for o in &mut self.origins {
+            if let Some(base) = o.strip_suffix(":0") {
+                *o = format!("{base}:{port}");
+            }
+        }
+    }
+
     /// Settings for a gateway listening on `port`: `http(s)://localhost:PORT`.
     pub fn local(port: u16, tls: bool) -> Self {
         let scheme = if tls { "https" } else { "http" };
@@ -105,7 +116,7 @@ impl ConsoleSettings {
 pub struct Console {
     /// Where it is served from.
     pub settings: ConsoleSettings,
-    keys: Keys,
+    pub(crate) keys: Keys,
     /// Sign-in challenges answered, until they expire (one use each on
     /// this instance).
     used: Mutex<BTreeMap<Vec<u8>, i64>>,
@@ -425,11 +436,11 @@ async fn invite<L: Ledger>(
         None => DEFAULT_INVITE_SECONDS,
         Some(v) => v
             .as_safe_integer()
-            .filter(|s| (60..=MAX_INVITE_SECONDS).contains(s))
+            .filter(|s| (1..=MAX_INVITE_SECONDS).contains(s))
             .ok_or_else(|| {
                 invalid(
                     "/expires_in",
-                    &format!("expires_in: seconds, 60 to {MAX_INVITE_SECONDS}"),
+                    &format!("expires_in: seconds, 1 to {MAX_INVITE_SECONDS}"),
                 )
             })?,
     };
