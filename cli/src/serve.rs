@@ -47,7 +47,8 @@ pub fn serve(args: ServeArgs) -> Result<String, CliError> {
             } else {
                 args.console_origins.clone()
             };
-            http::console::ConsoleSettings::new(origins, args.rp_id.clone()).map_err(CliError::Usage)?
+            http::console::ConsoleSettings::new(origins, args.rp_id.clone())
+                .map_err(CliError::Usage)?
         },
     };
     let connections = http::Connections {

@@ -119,7 +119,11 @@ pub struct ServeArgs {
     /// are bound to these: an assertion from any other origin is refused,
     /// and each passkey's `reviewer.register` receipt records them.
     /// Default: `http://localhost:PORT` (`https://` with TLS).
-    #[arg(long = "console-origin", env = "TOLLGATE_CONSOLE_ORIGINS", value_delimiter = ',')]
+    #[arg(
+        long = "console-origin",
+        env = "TOLLGATE_CONSOLE_ORIGINS",
+        value_delimiter = ','
+    )]
     pub console_origins: Vec<String>,
     /// The WebAuthn relying party id: a host name every console origin is
     /// on. Default: the first origin's host.

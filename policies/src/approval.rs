@@ -424,7 +424,12 @@ fn check_proof(envelope: &ApprovalEnvelope, reviewer: &Reviewer) -> Result<(), R
             }
             KeySet::from_keys([reviewer.key.clone()])
                 .unwrap_or_default()
-                .verify(Domain::Approval, envelope.payload(), signature, &d.issued_at)
+                .verify(
+                    Domain::Approval,
+                    envelope.payload(),
+                    signature,
+                    &d.issued_at,
+                )
                 .map_err(|e| {
                     Refusal::BadSignature(format!(
                         "the decision's signature does not verify with reviewer {}'s key: {e}",

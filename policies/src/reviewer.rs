@@ -49,9 +49,11 @@ impl Reviewer {
     /// Reads and checks a reviewer object; the error says what is wrong.
     pub fn from_value(v: &Value) -> Result<Self, Error> {
         let o = v.as_object().ok_or(Error::NotAReviewer)?;
-        let m = Keyed::new(o, &["id", "key", "roles", "actions", "passkey"], |pointer, reason| {
-            Error::Reviewer { pointer, reason }
-        })?;
+        let m = Keyed::new(
+            o,
+            &["id", "key", "roles", "actions", "passkey"],
+            |pointer, reason| Error::Reviewer { pointer, reason },
+        )?;
         let id = m.id()?;
         let key = m.key("reviewer", Error::ReviewerKey)?;
         let bad = |pointer: &str, reason: String| m.bad(pointer, reason);

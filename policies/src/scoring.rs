@@ -166,6 +166,9 @@ struct Dimension {
     block_above: Option<i64>,
 }
 
+/// One dimension's id, weight, `escalate_above` and `block_above`.
+pub type DimensionThresholds<'a> = (&'a str, i64, Option<i64>, Option<i64>);
+
 /// A bundle's scoring table.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Scoring {
@@ -393,7 +396,7 @@ impl Scoring {
     /// Each dimension's id, weight and thresholds (`escalate_above`,
     /// `block_above`, basis points), in the bundle's order; then the
     /// composite's (`escalate_at`, `block_at`).
-    pub fn thresholds(&self) -> (Vec<(&str, i64, Option<i64>, Option<i64>)>, (i64, i64)) {
+    pub fn thresholds(&self) -> (Vec<DimensionThresholds<'_>>, (i64, i64)) {
         let dims = self
             .dimensions
             .iter()

@@ -1,4 +1,4 @@
-//! The Tollgate wire contract, in code: the Tollgate protocol, version 1.4
+//! The Tollgate wire contract, in code: the Tollgate protocol, version 1.6
 //! (`docs/spec.md`; section numbers below are its).
 //!
 //! Scope:
@@ -54,8 +54,8 @@ pub mod webauthn;
 mod wire;
 
 pub use approval::{
-    APPROVAL_TYPE, ApprovalDecision, ApprovalEnvelope, ApprovalProof, ApprovalVerdict, INTENT_HASH_TAG,
-    MAX_REASON_CHARS, approval_payload, intent_hash, is_receipt_id,
+    APPROVAL_TYPE, ApprovalDecision, ApprovalEnvelope, ApprovalProof, ApprovalVerdict,
+    INTENT_HASH_TAG, MAX_REASON_CHARS, approval_payload, intent_hash, is_receipt_id,
 };
 pub use encoding::{HashAlg, HashValue, Timestamp, b64, b64_decode, hex};
 pub use error::{Error, JsonProblem};

@@ -164,7 +164,12 @@ impl Assertion {
     /// registered RP ID and says the user was present and verified; the
     /// credential's key signed `authenticator_data ‖ SHA-256(client_data)`.
     /// The error says which check failed.
-    pub fn check(&self, key: &PublicKey, passkey: &Passkey, challenge: &[u8]) -> Result<(), String> {
+    pub fn check(
+        &self,
+        key: &PublicKey,
+        passkey: &Passkey,
+        challenge: &[u8],
+    ) -> Result<(), String> {
         if self.credential_id != passkey.credential_id {
             return Err(format!(
                 "the assertion is by credential {}, not the registered {}",
@@ -172,7 +177,12 @@ impl Assertion {
                 b64(&passkey.credential_id)
             ));
         }
-        check_client_data(&self.client_data, Ceremony::Get, challenge, &passkey.origins)?;
+        check_client_data(
+            &self.client_data,
+            Ceremony::Get,
+            challenge,
+            &passkey.origins,
+        )?;
         check_authenticator_data(&self.authenticator_data, &passkey.rp_id)?;
         let mut msg = Vec::with_capacity(self.authenticator_data.len() + 32);
         msg.extend_from_slice(&self.authenticator_data);
@@ -183,7 +193,9 @@ impl Assertion {
         };
         match raw {
             Some(sig) if key.verify(&msg, &sig) => Ok(()),
-            Some(_) => Err("the assertion's signature does not verify with the passkey's key".into()),
+            Some(_) => {
+                Err("the assertion's signature does not verify with the passkey's key".into())
+            }
             None => Err("the assertion's ES256 signature is not a DER ECDSA signature".into()),
         }
     }
@@ -240,7 +252,9 @@ pub fn check_client_data(
     }
     match o.get("crossOrigin") {
         None | Some(Value::Bool(false)) => Ok(()),
-        Some(_) => Err("the client data says crossOrigin: the page was framed by another origin".into()),
+        Some(_) => {
+            Err("the client data says crossOrigin: the page was framed by another origin".into())
+        }
     }
 }
 
@@ -331,7 +345,10 @@ pub fn is_origin(s: &str) -> bool {
     };
     is_rp_id(host)
         && port.is_none_or(|p| {
-            !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) && !p.starts_with('0')
+            !p.is_empty()
+                && p.len() <= 5
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && !p.starts_with('0')
         })
 }
 

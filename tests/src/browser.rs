@@ -269,7 +269,11 @@ impl Browser {
 
     /// Removes a virtual authenticator (its passkeys go with it).
     pub fn remove_authenticator(&self, id: &str) {
-        let url = format!("{}{}", self.base, self.at(&format!("/webauthn/authenticator/{id}")));
+        let url = format!(
+            "{}{}",
+            self.base,
+            self.at(&format!("/webauthn/authenticator/{id}"))
+        );
         let status = agent().delete(&url).call().unwrap().status().as_u16();
         assert_eq!(status, 200, "removing authenticator {id}");
     }
@@ -284,7 +288,9 @@ impl Browser {
     pub fn credentials(&self, authenticator: &str) -> Value {
         self.call(
             "GET",
-            &self.at(&format!("/webauthn/authenticator/{authenticator}/credentials")),
+            &self.at(&format!(
+                "/webauthn/authenticator/{authenticator}/credentials"
+            )),
             None,
         )
     }

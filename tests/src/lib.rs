@@ -14,10 +14,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod browser;
-pub mod passkey;
 pub mod conformance;
 pub mod gateway;
 pub mod kms;
+pub mod passkey;
 pub mod postgres;
 pub mod upstream;
 

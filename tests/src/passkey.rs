@@ -99,7 +99,9 @@ impl SoftPasskey {
     /// `challenge` from `origin`.
     pub fn enrollment(&self, invite: &str, challenge: &[u8], origin: &str) -> Value {
         let auth = self.auth_data(0x45, true);
-        let mut obj = vec![0xa3, 0x63, b'f', b'm', b't', 0x64, b'n', b'o', b'n', b'e', 0x67];
+        let mut obj = vec![
+            0xa3, 0x63, b'f', b'm', b't', 0x64, b'n', b'o', b'n', b'e', 0x67,
+        ];
         obj.extend(b"attStmt");
         obj.push(0xa0);
         obj.push(0x68);

@@ -547,16 +547,23 @@ impl<L: Ledger> Approvals<'_, L> {
         for step in &record.steps {
             let reason = match step.reviewer {
                 None => None,
-                Some(_) => self.ledger.get(step.seq).await.map_err(internal)?.and_then(|e| {
-                    let subject = member(e.receipt(), &["subject"])?;
-                    let reason = member(subject, &["payload", "reason"])?.as_str()?.to_owned();
-                    let signed_with = if member(subject, &["assertion"]).is_some() {
-                        "passkey"
-                    } else {
-                        "key"
-                    };
-                    Some((reason, signed_with))
-                }),
+                Some(_) => self
+                    .ledger
+                    .get(step.seq)
+                    .await
+                    .map_err(internal)?
+                    .and_then(|e| {
+                        let subject = member(e.receipt(), &["subject"])?;
+                        let reason = member(subject, &["payload", "reason"])?
+                            .as_str()?
+                            .to_owned();
+                        let signed_with = if member(subject, &["assertion"]).is_some() {
+                            "passkey"
+                        } else {
+                            "key"
+                        };
+                        Some((reason, signed_with))
+                    }),
             };
             reasons.push(reason);
         }

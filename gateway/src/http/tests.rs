@@ -1383,7 +1383,12 @@ async fn console_problems(h: &Harness, seen: &mut BTreeSet<String>) {
         .into_bytes()
     };
     let a = h
-        .call(Method::POST, "/console/enroll", &json, enroll("x.y".into(), "e30"))
+        .call(
+            Method::POST,
+            "/console/enroll",
+            &json,
+            enroll("x.y".into(), "e30"),
+        )
         .await;
     reached(seen, &a, 403, "invalid-invite");
     let invite = |expires_at| {
@@ -1396,14 +1401,24 @@ async fn console_problems(h: &Harness, seen: &mut BTreeSet<String>) {
         .unwrap()
     };
     let a = h
-        .call(Method::POST, "/console/enroll", &json, enroll(invite(now - 1), "e30"))
+        .call(
+            Method::POST,
+            "/console/enroll",
+            &json,
+            enroll(invite(now - 1), "e30"),
+        )
         .await;
     reached(seen, &a, 410, "invite-expired");
     let a = h
-        .call(Method::POST, "/console/enroll", &json, enroll(invite(now + 600), "e30"))
+        .call(
+            Method::POST,
+            "/console/enroll",
+            &json,
+            enroll(invite(now + 600), "e30"),
+        )
         .await;
     reached(seen, &a, 422, "passkey-refused");
-    assert!(h.app.gateway.view().reviewers.get("rev-new").is_none());
+    assert!(!h.app.gateway.view().reviewers.contains_key("rev-new"));
     let challenge = tollgate_protocol::b64(&keys.signin_challenge(now).unwrap());
     let a = h
         .call(

@@ -98,7 +98,10 @@ fn an_assertion_over_the_challenge_checks_for_both_algorithms() {
         let a = key.assert(&client_data("webauthn.get", &challenge, ORIGIN), 0x05);
         a.check(&key.public(), &passkey(), &challenge).unwrap();
         // It reads back from its JSON form.
-        assert_eq!(Assertion::from_value(&a.to_value(), "/assertion").unwrap(), a);
+        assert_eq!(
+            Assertion::from_value(&a.to_value(), "/assertion").unwrap(),
+            a
+        );
     }
 }
 
@@ -124,11 +127,17 @@ fn each_check_refuses_with_its_reason() {
             "challenge",
         );
         refused(
-            key.assert(&client_data("webauthn.get", &challenge, "https://evil.example"), 0x05),
+            key.assert(
+                &client_data("webauthn.get", &challenge, "https://evil.example"),
+                0x05,
+            ),
             "origin",
         );
         refused(
-            key.assert(&good.replace("\"crossOrigin\":false", "\"crossOrigin\":true"), 0x05),
+            key.assert(
+                &good.replace("\"crossOrigin\":false", "\"crossOrigin\":true"),
+                0x05,
+            ),
             "crossOrigin",
         );
         refused(key.assert(&good, 0x04), "user-present");
@@ -164,7 +173,10 @@ fn der_signatures_are_read_strictly() {
     let padded = [0x30, 7, 0x02, 2, 0x00, 0x01, 0x02, 1, 1];
     assert_eq!(der_signature(&padded), None);
     assert_eq!(der_signature(&[0x30, 0x81, 6, 2, 1, 1, 2, 1, 1]), None);
-    assert_eq!(der_signature(&[0x30, 6, 2, 1, 1, 2, 1, 1]).map(|s| s[63]), Some(1));
+    assert_eq!(
+        der_signature(&[0x30, 6, 2, 1, 1, 2, 1, 1]).map(|s| s[63]),
+        Some(1)
+    );
 }
 
 #[test]
@@ -172,19 +184,46 @@ fn passkeys_and_origins_are_read_strictly() {
     let v = passkey().to_value();
     assert_eq!(Passkey::from_value(&v, "/passkey").unwrap(), passkey());
     for (text, pointer) in [
-        (r#"{"credential_id":"","rp_id":"a","origins":["http://a"]}"#, "/passkey/credential_id"),
-        (r#"{"credential_id":"Bw","rp_id":"A.b","origins":["http://a"]}"#, "/passkey/rp_id"),
-        (r#"{"credential_id":"Bw","rp_id":"a","origins":[]}"#, "/passkey/origins"),
-        (r#"{"credential_id":"Bw","rp_id":"a","origins":["http://a/"]}"#, "/passkey/origins"),
-        (r#"{"credential_id":"Bw","rp_id":"a","origins":["http://a"],"x":1}"#, "/passkey/x"),
+        (
+            r#"{"credential_id":"","rp_id":"a","origins":["http://a"]}"#,
+            "/passkey/credential_id",
+        ),
+        (
+            r#"{"credential_id":"Bw","rp_id":"A.b","origins":["http://a"]}"#,
+            "/passkey/rp_id",
+        ),
+        (
+            r#"{"credential_id":"Bw","rp_id":"a","origins":[]}"#,
+            "/passkey/origins",
+        ),
+        (
+            r#"{"credential_id":"Bw","rp_id":"a","origins":["http://a/"]}"#,
+            "/passkey/origins",
+        ),
+        (
+            r#"{"credential_id":"Bw","rp_id":"a","origins":["http://a"],"x":1}"#,
+            "/passkey/x",
+        ),
     ] {
         let e = Passkey::from_value(&parse(text.as_bytes()).unwrap(), "/passkey").unwrap_err();
         assert_eq!(e.pointer(), Some(pointer), "{text}: {e}");
     }
-    for good in ["http://localhost:8080", "https://console.example", "http://a"] {
+    for good in [
+        "http://localhost:8080",
+        "https://console.example",
+        "http://a",
+    ] {
         assert!(is_origin(good), "{good}");
     }
-    for bad in ["ftp://a", "http://a:", "http://a:0", "http://a:123456", "http://A", "http://a/x", "http://"] {
+    for bad in [
+        "ftp://a",
+        "http://a:",
+        "http://a:0",
+        "http://a:123456",
+        "http://A",
+        "http://a/x",
+        "http://",
+    ] {
         assert!(!is_origin(bad), "{bad}");
     }
 }

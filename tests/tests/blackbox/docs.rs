@@ -319,6 +319,7 @@ pages! {
     agents: "docs/agents.md" runs 4;
     approvals: "docs/approvals.md" runs 0;
     architecture: "docs/architecture.md" runs 0;
+    console: "docs/console.md" runs 0;
     gateway: "docs/gateway.md" runs 0;
     performance: "docs/performance.md" runs 1;
     policies: "docs/policies.md" runs 6;

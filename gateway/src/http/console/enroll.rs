@@ -150,7 +150,9 @@ pub fn credential(attestation_object: &[u8], rp_id: &str) -> Result<Credential, 
         return Err("the authenticator data carries no attested credential".into());
     }
     // rpIdHash 32, flags 1, signCount 4, aaguid 16, credentialIdLength 2.
-    let rest = auth.get(53..).ok_or("the attested credential data is cut short")?;
+    let rest = auth
+        .get(53..)
+        .ok_or("the attested credential data is cut short")?;
     let len = match rest {
         [hi, lo, ..] => usize::from(u16::from_be_bytes([*hi, *lo])),
         _ => return Err("the attested credential data is cut short".into()),
@@ -260,11 +262,23 @@ mod tests {
         let c = credential(&obj, "localhost").unwrap();
         assert_eq!(c.id, [1, 2, 3, 4]);
         assert_eq!(c.key.key, key);
-        assert!(credential(&obj, "example.com").unwrap_err().contains("RP ID"));
+        assert!(
+            credential(&obj, "example.com")
+                .unwrap_err()
+                .contains("RP ID")
+        );
         let (obj, _) = attestation(0x05, "localhost");
-        assert!(credential(&obj, "localhost").unwrap_err().contains("attested"));
+        assert!(
+            credential(&obj, "localhost")
+                .unwrap_err()
+                .contains("attested")
+        );
         let (obj, _) = attestation(0x41, "localhost");
-        assert!(credential(&obj, "localhost").unwrap_err().contains("verified"));
+        assert!(
+            credential(&obj, "localhost")
+                .unwrap_err()
+                .contains("verified")
+        );
     }
 
     #[test]

@@ -41,8 +41,8 @@ use super::admin::{AdminAuth, bearer_is, read_body};
 use super::{ApiError, App, essence};
 use crate::limits::{MAX_ADMIN_BODY, MAX_APPROVAL_BODY};
 
-pub use tokens::{DEFAULT_INVITE_SECONDS, Invite, MAX_INVITE_SECONDS};
 pub(crate) use tokens::Who;
+pub use tokens::{DEFAULT_INVITE_SECONDS, Invite, MAX_INVITE_SECONDS};
 use tokens::{Keys, Session};
 
 /// The session cookie's name.
@@ -170,8 +170,14 @@ pub enum ConsoleError {
 /// The routes under `/console`, and the admin route that makes invites.
 pub(super) fn router<L: Ledger>() -> Router<Arc<App<L>>> {
     Router::new()
-        .route("/console", get(|| async { see_other("/console/approvals") }))
-        .route("/console/", get(|| async { see_other("/console/approvals") }))
+        .route(
+            "/console",
+            get(|| async { see_other("/console/approvals") }),
+        )
+        .route(
+            "/console/",
+            get(|| async { see_other("/console/approvals") }),
+        )
         .route("/console/assets/console.js", get(script))
         .route("/console/assets/console.css", get(style))
         .route("/console/signin", get(pages::signin::<L>).post(signin::<L>))
@@ -218,11 +224,17 @@ fn see_other(to: &str) -> Response {
 }
 
 async fn script() -> Response {
-    asset("text/javascript; charset=utf-8", include_str!("../../../assets/console.js"))
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../../../assets/console.js"),
+    )
 }
 
 async fn style() -> Response {
-    asset("text/css; charset=utf-8", include_str!("../../../assets/console.css"))
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("../../../assets/console.css"),
+    )
 }
 
 fn asset(media: &'static str, body: &'static str) -> Response {
@@ -275,10 +287,7 @@ fn now<L: Ledger>(app: &App<L>) -> i64 {
 /// The session the request's cookie holds, for a reviewer still
 /// registered and unrevoked with a passkey, or a viewer.
 fn session<L: Ledger>(app: &App<L>, headers: &HeaderMap) -> Option<Access> {
-    let s = app
-        .console
-        .keys
-        .read_session(cookie(headers)?, now(app))?;
+    let s = app.console.keys.read_session(cookie(headers)?, now(app))?;
     match &s.who {
         Who::Reviewer(id) => {
             let view = app.gateway.view();
@@ -298,7 +307,7 @@ pub(crate) fn access<L: Ledger>(
     app: &App<L>,
     headers: &HeaderMap,
     path: &str,
-) -> Result<Access, Response> {
+) -> Result<Access, Box<Response>> {
     if let Some(a) = session(app, headers) {
         return Ok(a);
     }
@@ -312,34 +321,44 @@ pub(crate) fn access<L: Ledger>(
     if app.read_token.is_none() || by_token(&app.read_token) || by_token(&app.admin_token) {
         return Ok(Access::Viewer(None));
     }
-    Err(see_other(&format!("/console/signin?next={}", view::query_escape(path))))
+    Err(Box::new(see_other(&format!(
+        "/console/signin?next={}",
+        view::query_escape(path)
+    ))))
 }
 
 /// A reviewer's request that changes something: a live reviewer session,
 /// its CSRF token, and an allowed origin. Without a session: `Err` is the
 /// redirect to sign-in.
-fn reviewer<L: Ledger>(app: &App<L>, headers: &HeaderMap) -> Result<(String, Session), Response> {
+fn reviewer<L: Ledger>(
+    app: &App<L>,
+    headers: &HeaderMap,
+) -> Result<(String, Session), Box<Response>> {
     let Some(access) = session(app, headers) else {
-        return Err(see_other("/console/signin"));
+        return Err(Box::new(see_other("/console/signin")));
     };
     let s = access
         .session()
         .cloned()
-        .ok_or_else(|| see_other("/console/signin"))?;
-    same_origin(app, headers).map_err(IntoResponse::into_response)?;
+        .ok_or_else(|| Box::new(see_other("/console/signin")))?;
+    same_origin(app, headers).map_err(|e| Box::new(e.into_response()))?;
     let given = headers
         .get("x-csrf-token")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if !app.console.keys.csrf_is(&s.token, given) {
-        return Err(ApiError::Console(ConsoleError::Forbidden(
-            "the request does not carry this session's CSRF token (X-CSRF-Token)".into(),
-        ))
-        .into_response());
+        return Err(Box::new(
+            ApiError::Console(ConsoleError::Forbidden(
+                "the request does not carry this session's CSRF token (X-CSRF-Token)".into(),
+            ))
+            .into_response(),
+        ));
     }
     match access {
         Access::Reviewer { id, session } => Ok((id, session)),
-        Access::Viewer(_) => Err(ApiError::Console(ConsoleError::ReviewerRequired).into_response()),
+        Access::Viewer(_) => Err(Box::new(
+            ApiError::Console(ConsoleError::ReviewerRequired).into_response(),
+        )),
     }
 }
 
@@ -399,7 +418,11 @@ fn invalid(pointer: &'static str, detail: &str) -> ApiError {
     }
 }
 
-fn field<'a>(o: &'a Object, name: &'static str, pointer: &'static str) -> Result<&'a str, ApiError> {
+fn field<'a>(
+    o: &'a Object,
+    name: &'static str,
+    pointer: &'static str,
+) -> Result<&'a str, ApiError> {
     o.get(name)
         .and_then(Value::as_str)
         .ok_or_else(|| invalid(pointer, &format!("{name}: a string is required")))
@@ -427,7 +450,10 @@ async fn invite<L: Ledger>(
                 .map(|v| v.as_str().map(str::to_owned))
                 .collect::<Option<_>>()
                 .ok_or_else(|| invalid(pointer, &format!("{name}: strings only"))),
-            _ => Err(invalid(pointer, &format!("{name}: a non-empty array of strings"))),
+            _ => Err(invalid(
+                pointer,
+                &format!("{name}: a non-empty array of strings"),
+            )),
         }
     };
     let roles = list("roles", "/roles")?;
@@ -472,7 +498,13 @@ async fn invite<L: Ledger>(
         .keys
         .invite(&invite)
         .ok_or_else(|| ApiError::internal("no randomness for an invite"))?;
-    let origin = app.console.settings.origins.first().cloned().unwrap_or_default();
+    let origin = app
+        .console
+        .settings
+        .origins
+        .first()
+        .cloned()
+        .unwrap_or_default();
     let mut out = Object::new();
     out.insert("reviewer", id.into());
     out.insert(
@@ -562,7 +594,11 @@ async fn enroll<L: Ledger>(
         }
         Err(e) => return Err(e.into()),
     }
-    signed_in(&app, &Who::Reviewer(invite.reviewer.clone()), "/console/approvals")
+    signed_in(
+        &app,
+        &Who::Reviewer(invite.reviewer.clone()),
+        "/console/approvals",
+    )
 }
 
 /// A `200` that sets a new session cookie for `who` and says where to go.
@@ -613,11 +649,16 @@ async fn signin<L: Ledger>(
         ));
     }
     let mut a = Object::new();
-    for name in ["credential_id", "authenticator_data", "client_data", "signature"] {
+    for name in [
+        "credential_id",
+        "authenticator_data",
+        "client_data",
+        "signature",
+    ] {
         a.insert(name, o.get(name).cloned().unwrap_or(Value::Null));
     }
-    let assertion = Assertion::from_value(&Value::Object(a), "")
-        .map_err(|e| ApiError::InvalidRequest {
+    let assertion =
+        Assertion::from_value(&Value::Object(a), "").map_err(|e| ApiError::InvalidRequest {
             detail: e.to_string(),
             pointer: "/credential_id",
         })?;
@@ -717,7 +758,7 @@ async fn prepare<L: Ledger>(
 ) -> Result<Response, ApiError> {
     let (reviewer, _) = match self::reviewer(&app, &headers) {
         Ok(r) => r,
-        Err(redirect) => return Ok(redirect),
+        Err(redirect) => return Ok(*redirect),
     };
     let o = json_body(&app, &headers, body, MAX_APPROVAL_BODY).await?;
     let verdict = ApprovalVerdict::from_name(field(&o, "verdict", "/verdict")?)
@@ -771,12 +812,15 @@ async fn decide<L: Ledger>(
 ) -> Result<Response, ApiError> {
     let (reviewer, _) = match self::reviewer(&app, &headers) {
         Ok(r) => r,
-        Err(redirect) => return Ok(redirect),
+        Err(redirect) => return Ok(*redirect),
     };
     let o = json_body(&app, &headers, body, MAX_APPROVAL_BODY).await?;
     let mut env = Object::new();
     env.insert("payload", o.get("payload").cloned().unwrap_or(Value::Null));
-    env.insert("assertion", o.get("assertion").cloned().unwrap_or(Value::Null));
+    env.insert(
+        "assertion",
+        o.get("assertion").cloned().unwrap_or(Value::Null),
+    );
     let envelope =
         ApprovalEnvelope::from_value(Value::Object(env)).map_err(ApiError::InvalidApproval)?;
     if envelope.decision.reviewer != reviewer {

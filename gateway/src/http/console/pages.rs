@@ -157,7 +157,11 @@ pub(super) async fn enroll<L: Ledger>(
             relative(invite.expires_at, now(&app))
         ),
         challenge: b64(&app.console.keys.enroll_challenge(&token)),
-        invite: if error.is_empty() { token } else { String::new() },
+        invite: if error.is_empty() {
+            token
+        } else {
+            String::new()
+        },
         rp_id: app.console.settings.rp_id.clone(),
         error,
     });
@@ -193,7 +197,7 @@ pub(super) async fn approvals<L: Ledger>(
 ) -> Result<Response, ApiError> {
     let access = match access(&app, &headers, "/console/approvals") {
         Ok(a) => a,
-        Err(redirect) => return Ok(redirect),
+        Err(redirect) => return Ok(*redirect),
     };
     let approvals = app.gateway.approvals();
     let pending = approvals
@@ -202,7 +206,12 @@ pub(super) async fn approvals<L: Ledger>(
     let all = approvals.list(None, 0, 500).await?;
     let now = now(&app);
     let mut rows: Vec<(bool, i64, u64, Row)> = Vec::new();
-    for a in pending.iter().chain(all.iter().rev().filter(|a| a.status() != Status::PendingApproval).take(50)) {
+    for a in pending.iter().chain(
+        all.iter()
+            .rev()
+            .filter(|a| a.status() != Status::PendingApproval)
+            .take(50),
+    ) {
         let v = a.to_value();
         let deadline = ts(&v, &["review", "deadline"]);
         let is_pending = a.status() == Status::PendingApproval;
@@ -374,7 +383,7 @@ pub(super) async fn approval<L: Ledger>(
 ) -> Result<Response, ApiError> {
     let access = match access(&app, &headers, &format!("/console/approvals/{id}")) {
         Ok(a) => a,
-        Err(redirect) => return Ok(redirect),
+        Err(redirect) => return Ok(*redirect),
     };
     let Some(a) = app.gateway.approvals().approval(&id, false).await? else {
         return Err(crate::engine::ApprovalError::Unknown(id).into());
@@ -395,14 +404,20 @@ pub(super) async fn approval<L: Ledger>(
         .and_then(Value::as_object)
         .map(view::params)
         .unwrap_or_default();
-    let reasoning = member(&intent, &["decision"]).map(plain).unwrap_or_default();
+    let reasoning = member(&intent, &["decision"])
+        .map(plain)
+        .unwrap_or_default();
     let view = app.gateway.view();
     // The delegation chain, root first, from the registry.
     let mut chain = Vec::new();
     let mut next = Some(text(&intent, &["delegation"]));
     while let Some(tid) = next.take().filter(|t| !t.is_empty()) {
-        let Some(bytes) = view.tokens.get(&tid) else { break };
-        let token = parse(bytes).ok().and_then(|v| member(&v, &["payload"]).cloned());
+        let Some(bytes) = view.tokens.get(&tid) else {
+            break;
+        };
+        let token = parse(bytes)
+            .ok()
+            .and_then(|v| member(&v, &["payload"]).cloned());
         let Some(t) = token else { break };
         chain.push(ChainRow {
             id: tid.clone(),
@@ -411,9 +426,15 @@ pub(super) async fn approval<L: Ledger>(
             actions: list(&t, "actions"),
             resources: list(&t, "resources"),
             bounds: bounds(&t),
-            valid: format!("{} – {}", text(&t, &["not_before"]), text(&t, &["expires_at"])),
+            valid: format!(
+                "{} – {}",
+                text(&t, &["not_before"]),
+                text(&t, &["expires_at"])
+            ),
         });
-        next = member(&t, &["parent"]).and_then(Value::as_str).map(str::to_owned);
+        next = member(&t, &["parent"])
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         if chain.len() > 8 {
             break;
         }
@@ -485,7 +506,10 @@ pub(super) async fn approval<L: Ledger>(
         .map_err(ApiError::internal)?
     {
         if let Ok(Value::Object(attrs)) = parse(&rec.attributes) {
-            entity = attrs.iter().map(|(k, v)| (k.to_owned(), plain(v))).collect();
+            entity = attrs
+                .iter()
+                .map(|(k, v)| (k.to_owned(), plain(v)))
+                .collect();
         }
         entity.push(("version".into(), rec.version.to_string()));
         let seqs = app
@@ -495,7 +519,13 @@ pub(super) async fn approval<L: Ledger>(
             .await
             .map_err(ApiError::internal)?;
         for (version, seq) in seqs.iter().rev().take(5) {
-            let what = match app.gateway.ledger().get(*seq).await.map_err(ApiError::internal)? {
+            let what = match app
+                .gateway
+                .ledger()
+                .get(*seq)
+                .await
+                .map_err(ApiError::internal)?
+            {
                 Some(e) => {
                     let r = e.receipt();
                     match text(r, &["kind"]).as_str() {
@@ -512,7 +542,10 @@ pub(super) async fn approval<L: Ledger>(
             history.push(format!("version {version}, entry {seq}: {what}"));
         }
     } else if let Some(attrs) = app.gateway.resource_as_read(&resource) {
-        entity = attrs.iter().map(|(k, v)| (k.to_owned(), plain(v))).collect();
+        entity = attrs
+            .iter()
+            .map(|(k, v)| (k.to_owned(), plain(v)))
+            .collect();
     }
     let count = member(&v, &["review", "count"])
         .and_then(Value::as_safe_integer)
@@ -578,7 +611,11 @@ pub(super) async fn approval<L: Ledger>(
         scores,
         composite,
         composite_thresholds: if bundle.is_some() {
-            format!("escalates at {}, blocks at {}", bp(escalate_at), bp(block_at))
+            format!(
+                "escalates at {}, blocks at {}",
+                bp(escalate_at),
+                bp(block_at)
+            )
         } else {
             String::new()
         },
@@ -627,7 +664,13 @@ const TIMELINE_PAGE: usize = 50;
 fn summary(r: &Value) -> String {
     let p = |k: &str| text(r, &["subject", "payload", k]);
     match text(r, &["kind"]).as_str() {
-        "decision" => format!("{} {} {} ({})", p("agent"), p("action"), p("resource"), p("intent_id")),
+        "decision" => format!(
+            "{} {} {} ({})",
+            p("agent"),
+            p("action"),
+            p("resource"),
+            p("intent_id")
+        ),
         "approval" => {
             let reviewer = p("reviewer");
             if reviewer.is_empty() {
@@ -660,7 +703,7 @@ pub(super) async fn timeline<L: Ledger>(
 ) -> Result<Response, ApiError> {
     let access = match access(&app, &headers, "/console/timeline") {
         Ok(a) => a,
-        Err(redirect) => return Ok(redirect),
+        Err(redirect) => return Ok(*redirect),
     };
     let pairs = view::query_pairs(query.as_deref());
     let get = |k: &str| {
@@ -681,7 +724,11 @@ pub(super) async fn timeline<L: Ledger>(
         .await
         .map_err(ApiError::internal)?
         .seq;
-    let before = get("before").parse::<u64>().ok().filter(|b| *b <= head + 1).unwrap_or(head + 1);
+    let before = get("before")
+        .parse::<u64>()
+        .ok()
+        .filter(|b| *b <= head + 1)
+        .unwrap_or(head + 1);
     let mut rows = Vec::new();
     let mut low = before;
     while rows.len() < TIMELINE_PAGE && low > 1 && before - low < TIMELINE_SCAN {
@@ -695,7 +742,9 @@ pub(super) async fn timeline<L: Ledger>(
         for line in lines.iter().rev() {
             let Ok(e) = parse(line) else { continue };
             let r = member(&e, &["receipt"]).cloned().unwrap_or(Value::Null);
-            let seq = member(&e, &["seq"]).and_then(Value::as_safe_integer).unwrap_or(0) as u64;
+            let seq = member(&e, &["seq"])
+                .and_then(Value::as_safe_integer)
+                .unwrap_or(0) as u64;
             let matches = filters.iter().all(|(k, want)| {
                 want.is_empty()
                     || match *k {
@@ -766,7 +815,7 @@ pub(super) async fn entry<L: Ledger>(
 ) -> Result<Response, ApiError> {
     let access = match access(&app, &headers, &format!("/console/entries/{seq}")) {
         Ok(a) => a,
-        Err(redirect) => return Ok(redirect),
+        Err(redirect) => return Ok(*redirect),
     };
     let Some(e) = app
         .gateway
@@ -801,7 +850,10 @@ pub(super) async fn entry<L: Ledger>(
         && seq <= size
         && let Ok(p) = tree::inclusion(app.gateway.ledger(), seq, size).await
     {
-        proof = p.iter().map(|h| tollgate_protocol::checkpoint::hash_b64(h)).collect();
+        proof = p
+            .iter()
+            .map(tollgate_protocol::checkpoint::hash_b64)
+            .collect();
         tree_size = size;
         checkpoint = note;
     }
@@ -882,7 +934,7 @@ pub(super) async fn policies<L: Ledger>(
 ) -> Result<Response, ApiError> {
     let access = match access(&app, &headers, "/console/policies") {
         Ok(a) => a,
-        Err(redirect) => return Ok(redirect),
+        Err(redirect) => return Ok(*redirect),
     };
     let list = app.gateway.policies().list();
     let mut domains: Vec<Domain> = Vec::new();
@@ -906,7 +958,13 @@ pub(super) async fn policies<L: Ledger>(
             .map_or("none in force".into(), |(v, _)| v.clone());
     }
     let pairs = view::query_pairs(query.as_deref());
-    let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
     let (a, b) = (get("a"), get("b"));
     let mut diff = Vec::new();
     let mut diff_error = String::new();
@@ -914,7 +972,8 @@ pub(super) async fn policies<L: Ledger>(
         let published = &app.gateway.view().published;
         match (published.get(&a), published.get(&b)) {
             (Some(fa), Some(fb)) => {
-                let names: std::collections::BTreeSet<&String> = fa.keys().chain(fb.keys()).collect();
+                let names: std::collections::BTreeSet<&String> =
+                    fa.keys().chain(fb.keys()).collect();
                 for n in names {
                     let (x, y) = (
                         fa.get(n).map_or("", String::as_str),
@@ -1006,7 +1065,7 @@ pub(super) async fn webhooks<L: Ledger>(
 ) -> Result<Response, ApiError> {
     let access = match access(&app, &headers, "/console/webhooks") {
         Ok(a) => a,
-        Err(redirect) => return Ok(redirect),
+        Err(redirect) => return Ok(*redirect),
     };
     let mut hooks = Vec::new();
     for e in app.gateway.webhooks().list().await? {
@@ -1029,14 +1088,21 @@ pub(super) async fn webhooks<L: Ledger>(
                         a.error.clone().unwrap_or_default()
                     )
                 });
-                (format!("{} (entry {})", d.event.event_type, d.event.seq), d.state.to_owned(), last)
+                (
+                    format!("{} (entry {})", d.event.event_type, d.event.seq),
+                    d.state.to_owned(),
+                    last,
+                )
             })
             .collect();
         hooks.push(Hook {
             state: if e.enabled {
                 "enabled".into()
             } else {
-                format!("disabled: {}", e.disabled_reason.clone().unwrap_or_default())
+                format!(
+                    "disabled: {}",
+                    e.disabled_reason.clone().unwrap_or_default()
+                )
             },
             id: e.id,
             url: e.url,
@@ -1069,9 +1135,14 @@ pub(super) async fn ledger<L: Ledger>(
 ) -> Result<Response, ApiError> {
     let access = match access(&app, &headers, "/console/ledger") {
         Ok(a) => a,
-        Err(redirect) => return Ok(redirect),
+        Err(redirect) => return Ok(*redirect),
     };
-    let head = app.gateway.ledger().head().await.map_err(ApiError::internal)?;
+    let head = app
+        .gateway
+        .ledger()
+        .head()
+        .await
+        .map_err(ApiError::internal)?;
     let checkpoint = app
         .gateway
         .ledger()

@@ -76,10 +76,8 @@ fn random16() -> Option<[u8; 16]> {
 impl Keys {
     /// The keys derived from the admin token.
     pub fn from_admin_token(token: &str) -> Self {
-        let digest = tollgate_protocol::HashAlg::Sha256.digest(&[
-            b"tollgate.console-key.v1\n",
-            token.as_bytes(),
-        ]);
+        let digest = tollgate_protocol::HashAlg::Sha256
+            .digest(&[b"tollgate.console-key.v1\n", token.as_bytes()]);
         Self { key: digest.bytes }
     }
 
@@ -249,8 +247,14 @@ mod tests {
             c[2] = if c[2] == 'A' { 'B' } else { 'A' };
             c.into_iter().collect::<String>()
         };
-        assert_eq!(k.read_session(&format!("{}.{mac}", flipped(body)), 100), None);
-        assert_eq!(k.read_session(&format!("{body}.{}", flipped(mac)), 100), None);
+        assert_eq!(
+            k.read_session(&format!("{}.{mac}", flipped(body)), 100),
+            None
+        );
+        assert_eq!(
+            k.read_session(&format!("{body}.{}", flipped(mac)), 100),
+            None
+        );
         // CSRF tokens are per session.
         let s2 = k.session(&Who::Viewer, 100).unwrap();
         assert!(k.csrf_is(&s, &k.csrf(&s)));

@@ -36,7 +36,7 @@ fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push('\u{2009}');
         }
         out.push(c);
@@ -180,7 +180,10 @@ mod tests {
     fn form_values_decode_and_encode() {
         assert_eq!(form_unescape("a+b%2Fc%"), "a b/c%");
         assert_eq!(form_unescape("%zz%4"), "%zz%4");
-        assert_eq!(query_escape("/console/approvals?x=1"), "/console/approvals%3Fx%3D1");
+        assert_eq!(
+            query_escape("/console/approvals?x=1"),
+            "/console/approvals%3Fx%3D1"
+        );
         assert_eq!(relative(100, 40), "in 1 min");
         assert_eq!(relative(0, 7_200), "2 h 0 min ago");
         assert_eq!(bp(7_350), "73.50 %");
