@@ -69,9 +69,159 @@ pub fn list(url: &str, status: Option<&str>, json: bool) -> Result<String, CliEr
         .join("\n"))
 }
 
-/// `tollgate approvals show`: the approval and the intent it is about.
-pub fn show(url: &str, id: &str) -> Result<String, CliError> {
-    Ok(Client::new(url).approval(id)?.ok()?.text())
+/// `tollgate approvals show`: the approval's story as a reviewer reads
+/// it, or with `json` the gateway's JSON.
+pub fn show(url: &str, id: &str, json: bool) -> Result<String, CliError> {
+    let client = Client::new(url);
+    let answer = client.approval(id)?.ok()?;
+    if json {
+        return Ok(answer.text());
+    }
+    let approval = answer.json()?;
+    // The escalating decision receipt: its rules, scores and reasons.
+    let entry = client.receipt(id)?.ok()?.json()?;
+    Ok(story(&approval, &entry))
+}
+
+/// The member at `path`, as text (strings bare, other values as JSON).
+fn at(v: &Value, path: &[&str]) -> String {
+    path.iter()
+        .try_fold(v, |v, k| v.as_object().and_then(|o| o.get(k)))
+        .map(tollgate_gateway::http::console::view::plain)
+        .unwrap_or_default()
+}
+
+/// An approval and its decision receipt's entry, for a terminal.
+fn story(approval: &Value, entry: &Value) -> String {
+    use tollgate_gateway::http::console::view::{bp, params};
+    let receipt = entry
+        .as_object()
+        .and_then(|o| o.get("receipt"))
+        .unwrap_or(&Value::Null);
+    let intent = |k: &str| at(receipt, &["subject", "payload", k]);
+    let mut out = Vec::new();
+    let grants = at(approval, &["grants"]);
+    let count = at(approval, &["review", "count"]);
+    out.push(format!(
+        "approval {}: {} ({grants} of {count} grants, role {})",
+        at(approval, &["id"]),
+        at(approval, &["status"]).replace('_', " "),
+        at(approval, &["review", "role"]),
+    ));
+    out.push(format!(
+        "  deadline  {}",
+        at(approval, &["review", "deadline"])
+    ));
+    out.push(format!(
+        "  intent    {} asks {} on {} (intent {}, issued {})",
+        intent("agent"),
+        intent("action"),
+        intent("resource"),
+        intent("intent_id"),
+        intent("issued_at")
+    ));
+    if let Some(p) = receipt
+        .as_object()
+        .and_then(|o| o.get("subject"))
+        .and_then(|s| s.as_object()?.get("payload")?.as_object()?.get("params"))
+        .and_then(Value::as_object)
+    {
+        for (k, v) in params(p) {
+            out.push(format!("            {k}: {v}"));
+        }
+    }
+    out.push("  rules".into());
+    if let Some(Value::Array(rules)) = receipt
+        .as_object()
+        .and_then(|o| o.get("decision"))
+        .and_then(|d| d.as_object()?.get("rules"))
+    {
+        for r in rules {
+            let remediation = at(r, &["remediation"]);
+            out.push(format!(
+                "    {:<9} {}: {}{}",
+                at(r, &["effect"]),
+                at(r, &["id"]),
+                at(r, &["reason"]),
+                if remediation.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (remediation: {remediation})")
+                }
+            ));
+        }
+    }
+    if let Some(scores) = receipt
+        .as_object()
+        .and_then(|o| o.get("decision"))
+        .and_then(|d| d.as_object()?.get("scores"))
+        .and_then(Value::as_object)
+    {
+        let shown: Vec<String> = scores
+            .iter()
+            .map(|(k, v)| format!("{k} {}", v.as_safe_integer().map(bp).unwrap_or_default()))
+            .collect();
+        let composite = receipt
+            .as_object()
+            .and_then(|o| o.get("decision"))
+            .and_then(|d| d.as_object()?.get("composite"))
+            .and_then(Value::as_safe_integer)
+            .map(bp)
+            .unwrap_or_default();
+        out.push(format!(
+            "  scores    {}; composite {composite}",
+            shown.join(", ")
+        ));
+        let critical = at(receipt, &["decision", "critical"]);
+        if critical != "[]" && !critical.is_empty() {
+            out.push(format!("            critical: {critical}"));
+        }
+    }
+    let version = at(approval, &["policy_version"]);
+    let in_force = at(approval, &["policy_in_force"]);
+    out.push(if version == in_force {
+        format!("  policy    {version} (in force)")
+    } else {
+        format!(
+            "  policy    {version} (now in force: {in_force}; a grant decides it again under that)"
+        )
+    });
+    match approval.as_object().and_then(|o| o.get("steps")) {
+        Some(Value::Array(steps)) if !steps.is_empty() => {
+            out.push("  decisions".into());
+            for s in steps {
+                let reviewer = at(s, &["reviewer"]);
+                let signed = at(s, &["signed_with"]);
+                out.push(if reviewer == "null" {
+                    "    the deadline passed: expired".to_owned()
+                } else {
+                    format!(
+                        "    {reviewer} {}{}: {}{}",
+                        at(s, &["verdict"]),
+                        if signed.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (signed with a {signed})")
+                        },
+                        at(s, &["reason"]),
+                        if at(s, &["withdrawn_by"]).is_empty() {
+                            ""
+                        } else {
+                            " (withdrawn: the reviewer was revoked)"
+                        }
+                    )
+                });
+            }
+        }
+        _ => out.push("  decisions none yet".into()),
+    }
+    if let Some(w) = approval.as_object().and_then(|o| o.get("waiting_for")) {
+        out.push(format!(
+            "  waiting for {}",
+            tollgate_gateway::http::console::view::plain(w)
+        ));
+    }
+    out.join("\n")
 }
 
 /// The approval `id`, with its intent hash recomputed from its intent.

@@ -365,12 +365,17 @@ enum ApprovalsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Show one approval and the intent it is about (JSON).
+    /// Show one approval as a reviewer reads it: the intent, the rules
+    /// that fired with their reasons, the scores, the policy version, and
+    /// the decisions so far with theirs.
     Show {
         #[command(flatten)]
         url: admin::Url,
         /// The approval id.
         id: String,
+        /// Print the gateway's JSON (the approval and its intent).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -1328,8 +1333,8 @@ fn main() -> ExitCode {
             resource,
             json,
         }) => url.one().and_then(|u| entity::history(u, &resource, json)),
-        Command::Approvals(ApprovalsCommand::Show { url, id }) => {
-            url.one().and_then(|u| approvals::show(u, &id))
+        Command::Approvals(ApprovalsCommand::Show { url, id, json }) => {
+            url.one().and_then(|u| approvals::show(u, &id, json))
         }
         Command::Approve(a) => a.url.one().and_then(|u| {
             approvals::decide(

@@ -515,7 +515,21 @@ fn a_reviewer_approves_and_denies_with_the_cli_and_an_agent_long_polls() {
         err.contains("approval-ended") || err.contains("already"),
         "{err}"
     );
-    let (code, shown, _) = tollgate(&["approvals", "show", &denied]);
+    // Readable: the rules with their reasons, the money, the reviewer's
+    // reason.
+    let (code, told, err) = tollgate(&["approvals", "show", &denied]);
+    assert_eq!(code, Some(0), "{err}");
+    for part in [
+        "denied (0 of 1 grants",
+        "refund.large: a refund of",
+        "remediation:",
+        "composite",
+        ": duplicate refund",
+        "(signed with a key)",
+    ] {
+        assert!(told.contains(part), "{part}: {told}");
+    }
+    let (code, shown, _) = tollgate(&["approvals", "show", &denied, "--json"]);
     assert_eq!(code, Some(0));
     let shown = parse(shown.trim().as_bytes()).unwrap();
     assert_eq!(member(&shown, &["status"]).as_str(), Some("denied"));

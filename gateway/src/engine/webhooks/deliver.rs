@@ -866,6 +866,34 @@ mod tests {
         }
     }
 
+    /// An approval receipt's `approval.decided` carries the reviewer's
+    /// verdict and reason, for the agent's side to read.
+    #[test]
+    fn an_approval_decision_carries_its_reason() {
+        let receipt = parse(
+            br#"{"kind":"approval","receipt_id":"rcpt_00000000000000000000000000000007","refs":["rcpt_00000000000000000000000000000003"],"subject":{"payload":{"reason":"amount above what this customer ever paid","reviewer":"rev-bo","verdict":"deny"},"assertion":{}},"outcome":{"status":"denied"}}"#,
+        )
+        .unwrap();
+        assert_eq!(tollgate_ledger::event_types(&receipt), ["approval.decided"]);
+        let entry = entry_at(7, "2026-12-07T10:00:00Z", receipt);
+        let event = OutboxEvent {
+            id: 3,
+            seq: 7,
+            event_type: "approval.decided".into(),
+        };
+        let body = parse(&event_body(&event, &entry, false)).unwrap();
+        let data = body.as_object().unwrap().get("data").unwrap().to_string();
+        for member in [
+            r#""approval":"rcpt_00000000000000000000000000000003""#,
+            r#""reviewer":"rev-bo""#,
+            r#""verdict":"deny""#,
+            r#""reason":"amount above what this customer ever paid""#,
+            r#""status":"denied""#,
+        ] {
+            assert!(data.contains(member), "{member} missing from {data}");
+        }
+    }
+
     /// An event receipt's `entity.changed` says which source's event moved
     /// which entity, from what state to what.
     #[test]

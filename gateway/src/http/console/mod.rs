@@ -19,7 +19,7 @@
 mod enroll;
 mod pages;
 pub(crate) mod tokens;
-mod view;
+pub mod view;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
