@@ -188,8 +188,19 @@ fn reviewers_enroll_passkeys_and_decide_in_a_real_browser_and_every_decision_ver
         b.text("#chain")
     );
     assert!(b.text("#policy").contains("Still the version in force"));
+    // Our one script and stylesheet, from the gateway itself, nothing else.
+    assert_eq!(
+        b.eval(
+            "return [document.scripts.length, performance.getEntriesByType('resource')\
+             .every(e => e.name.startsWith(location.origin))]"
+        ),
+        json!([1, true])
+    );
     if let Some(dir) = screenshots() {
         b.screenshot(&dir.join("approval.png"));
+        b.resize(390, 844);
+        b.screenshot(&dir.join("approval-phone.png"));
+        b.resize(1280, 1000);
     }
     let reason = "customer verified by phone; refund justified";
     b.type_into("#reason", reason);
@@ -257,6 +268,14 @@ fn reviewers_enroll_passkeys_and_decide_in_a_real_browser_and_every_decision_ver
     if let Some(dir) = screenshots() {
         b.screenshot(&dir.join("timeline.png"));
     }
+
+    // The read-only pages.
+    b.open(&page("/console/ledger"));
+    assert_eq!(b.text("#head-seq"), g.head_seq().to_string());
+    b.open(&page("/console/policies"));
+    assert!(b.text("main").contains("refunds@"), "{}", b.text("main"));
+    b.open(&page("/console/webhooks"));
+    assert!(b.text("main").contains("No endpoint registered"));
 
     // Executed once; the export verifies and re-decides.
     let export = g.get("/v1/ledger/export").1;
