@@ -106,6 +106,20 @@ pub fn key_holder<'a>(
         .find(|r| r.id != candidate.id && r.key.kid == candidate.key.kid)
 }
 
+/// The reviewer among `registered` (revoked ones included) other than
+/// `candidate` whose passkey has `candidate`'s credential id: a credential
+/// id names one reviewer's passkey (sign-in finds the reviewer by it), so
+/// `candidate` may not be registered if there is one.
+pub fn passkey_holder<'a>(
+    registered: impl IntoIterator<Item = &'a Reviewer>,
+    candidate: &Reviewer,
+) -> Option<&'a Reviewer> {
+    let id = &candidate.passkey.as_ref()?.credential_id;
+    registered.into_iter().find(|r| {
+        r.id != candidate.id && r.passkey.as_ref().is_some_and(|p| p.credential_id == *id)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

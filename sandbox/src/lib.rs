@@ -1161,6 +1161,18 @@ impl Replay {
                         holder: holder.id.clone(),
                     });
                 }
+                if let Some(holder) =
+                    tollgate_policies::reviewer::passkey_holder(self.reviewers.values(), &r)
+                {
+                    let credential = r.passkey.as_ref().map(|p| p.credential_id.as_slice());
+                    return Err(Error::KeyRegistered {
+                        kid: format!(
+                            "of passkey credential {}",
+                            tollgate_protocol::b64(credential.unwrap_or_default())
+                        ),
+                        holder: holder.id.clone(),
+                    });
+                }
                 self.reviewers.insert(r.id.clone(), r);
             }
             RegistryChange::ReviewerRevoke => {

@@ -185,6 +185,16 @@ pub enum RegistryError {
         /// The reviewer it is registered to.
         holder: String,
     },
+    /// A passkey whose credential id another reviewer registered.
+    #[error(
+        "passkey credential {credential} is registered to reviewer {holder}; a passkey belongs to one reviewer"
+    )]
+    PasskeyRegistered {
+        /// The credential id, base64url.
+        credential: String,
+        /// The reviewer it is registered to.
+        holder: String,
+    },
     /// The body is not an event source object.
     #[error("{0}")]
     InvalidSource(PolicyError),

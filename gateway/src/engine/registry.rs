@@ -696,6 +696,20 @@ impl<L: Ledger> Registry<'_, L> {
                 holder: holder.id.clone(),
             });
         }
+        // A credential id names one reviewer's passkey: sign-in finds the
+        // reviewer by it.
+        if let Some(holder) =
+            tollgate_policies::reviewer::passkey_holder(view.reviewers.values(), &reviewer)
+        {
+            let credential = reviewer
+                .passkey
+                .as_ref()
+                .map(|p| p.credential_id.as_slice());
+            return Err(RegistryError::PasskeyRegistered {
+                credential: tollgate_protocol::b64(credential.unwrap_or_default()),
+                holder: holder.id.clone(),
+            });
+        }
         for t in view.snapshot.registry.tokens.values() {
             if t.agent == reviewer.id {
                 return Err(RegistryError::ReviewerIsAgent(format!(

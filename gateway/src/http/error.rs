@@ -500,6 +500,11 @@ impl ApiError {
                 RegistryError::ReviewerKeyRegistered { .. } => {
                     (S::CONFLICT, "reviewer-key-registered", Some("/key".into()))
                 }
+                RegistryError::PasskeyRegistered { .. } => (
+                    S::CONFLICT,
+                    "reviewer-key-registered",
+                    Some("/passkey/credential_id".into()),
+                ),
                 RegistryError::InvalidSource(_) => {
                     (S::UNPROCESSABLE_ENTITY, "invalid-source", None)
                 }

@@ -419,6 +419,18 @@ fn console_attacks_decide_nothing() {
         "{}",
         text(&body)
     );
+    // A second reviewer cannot take the first one's credential id (with a
+    // key of its own), which would stand in the way of its sign-in.
+    let copy_link = invite(&g, "rev-copy", &[]);
+    let mut copycat = SoftPasskey::new(11, "localhost");
+    copycat.credential_id = soft.credential_id.clone();
+    let (status, _, body) = enroll(&g, &copycat, &copy_link, &origin);
+    assert_eq!(
+        (status, problem_slug(&body).as_str()),
+        (409, "reviewer-key-registered"),
+        "{}",
+        text(&body)
+    );
     // …and not after its time.
     let short = invite(&g, "rev-late", &["--expires-in", "1"]);
     std::thread::sleep(std::time::Duration::from_millis(2_100));

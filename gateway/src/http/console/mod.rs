@@ -719,7 +719,10 @@ async fn signin_token<L: Ledger>(
             _ => {}
         }
     }
-    let given = |t: &Option<String>| t.as_deref().is_some_and(|t| !t.is_empty() && t == token);
+    let given = |t: &Option<String>| {
+        t.as_deref()
+            .is_some_and(|t| !t.is_empty() && tokens::constant_eq(t.as_bytes(), token.as_bytes()))
+    };
     if !(given(&app.read_token) || given(&app.admin_token)) {
         return Ok(see_other("/console/signin?error=token"));
     }
