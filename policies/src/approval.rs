@@ -830,6 +830,79 @@ mod tests {
         assert_eq!(q.ended, Some(Status::Denied));
     }
 
+    /// A reviewer registered with a passkey decides with assertions by it
+    /// only, over exactly the decision; a key reviewer with signatures
+    /// only.
+    #[test]
+    fn a_passkey_reviewer_decides_with_assertions_only() {
+        use ed25519_dalek::Signer as _;
+        use tollgate_protocol::webauthn::{Assertion, Passkey, approval_challenge};
+        let mut w = world();
+        let origin = "http://localhost:8080";
+        if let Some(r) = w.reviewers.get_mut("rev-alice") {
+            r.passkey = Some(Passkey {
+                credential_id: vec![1; 16],
+                rp_id: "localhost".into(),
+                origins: vec![origin.into()],
+            });
+        }
+        let secret = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let p = Progress::default();
+        let grant = ApprovalVerdict::Grant;
+        let signed = w.decision(&w.alice, "rev-alice", grant, |_| {});
+        let assert = |payload: &Value, origin: &str| {
+            let client_data = format!(
+                r#"{{"type":"webauthn.get","challenge":"{}","origin":"{origin}"}}"#,
+                tollgate_protocol::b64(&approval_challenge(payload))
+            );
+            let mut auth = tollgate_protocol::HashAlg::Sha256
+                .digest(&[b"localhost"])
+                .bytes
+                .to_vec();
+            auth.extend([0x05, 0, 0, 0, 0]);
+            let mut msg = auth.clone();
+            msg.extend(
+                tollgate_protocol::HashAlg::Sha256
+                    .digest(&[client_data.as_bytes()])
+                    .bytes,
+            );
+            Assertion {
+                credential_id: vec![1; 16],
+                authenticator_data: auth,
+                client_data: client_data.into_bytes(),
+                signature: secret.sign(&msg).to_bytes().to_vec(),
+            }
+            .to_value()
+        };
+        let envelope = |payload: &Value, assertion: Value| {
+            let mut o = Object::new();
+            o.insert("payload", payload.clone());
+            o.insert("assertion", assertion);
+            ApprovalEnvelope::from_value(Value::Object(o)).unwrap()
+        };
+        // Its key's signature is refused: it signs with the passkey.
+        let why = |r: Refusal| match r {
+            Refusal::BadSignature(m) => m,
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            why(w.check(&p, &signed).unwrap_err()).contains("passkey assertion, not a signature")
+        );
+        let payload = signed.payload().clone();
+        let good = envelope(&payload, assert(&payload, origin));
+        assert_eq!(w.check(&p, &good), Ok(Status::PendingApproval));
+        // From another origin, or over another decision: refused.
+        let evil = envelope(&payload, assert(&payload, "https://evil.example"));
+        assert!(why(w.check(&p, &evil).unwrap_err()).contains("origin"));
+        let other = w.decision(&w.alice, "rev-alice", ApprovalVerdict::Deny, |_| {});
+        let moved = envelope(other.payload(), assert(&payload, origin));
+        assert!(why(w.check(&p, &moved).unwrap_err()).contains("challenge"));
+        // A key reviewer's name on an assertion: refused.
+        let bobs = w.decision(&w.bob, "rev-bob", grant, |_| {});
+        let as_bob = envelope(bobs.payload(), assert(bobs.payload(), origin));
+        assert!(why(w.check(&p, &as_bob).unwrap_err()).contains("not a passkey"));
+    }
+
     #[test]
     fn each_refusal_is_reached() {
         let w = world();

@@ -26,6 +26,7 @@ pub const PROBLEM_TYPES: &[(&str, &str)] = &[
     ("unknown-passkey", "Unknown passkey"),
     ("csrf-refused", "Cross-site request refused"),
     ("reviewer-required", "A reviewer's session is required"),
+    ("not-this-reviewer", "The decision names another reviewer"),
     ("method-not-allowed", "Method not allowed"),
     ("unsupported-media-type", "Unsupported media type"),
     ("payload-too-large", "Payload too large"),
@@ -654,6 +655,11 @@ impl ApiError {
                     C::UnknownPasskey => (S::UNAUTHORIZED, "unknown-passkey", None),
                     C::Forbidden(_) => (S::FORBIDDEN, "csrf-refused", None),
                     C::ReviewerRequired => (S::FORBIDDEN, "reviewer-required", None),
+                    C::OtherReviewer { .. } => (
+                        S::FORBIDDEN,
+                        "not-this-reviewer",
+                        Some("/payload/reviewer".into()),
+                    ),
                 }
             }
             Self::UnknownReceipt(_) => (S::NOT_FOUND, "unknown-receipt", None),

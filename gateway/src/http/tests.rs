@@ -204,7 +204,7 @@ async fn every_api_error_is_reached_by_a_request() {
     // the issuer key, and by what the approvals accepted.
     seen.extend(approval_seen);
     seen.extend(webhook_problems(&h).await);
-    console_problems(&h, &mut seen).await;
+    let console_appended = console_problems(&h, &mut seen).await;
     // Last, a stopping service: new requests are refused with an answer
     // (liveness still answers), and nothing is read or decided.
     h.app.drain.begin();
@@ -230,7 +230,10 @@ async fn every_api_error_is_reached_by_a_request() {
     let head = h.app.gateway.ledger().inner.head().await.unwrap().seq;
     // And by the event source's registration and revocation and the one
     // event applied.
-    assert_eq!(head, head0 + 14 + leases_appended + approvals_appended);
+    assert_eq!(
+        head,
+        head0 + 14 + leases_appended + approvals_appended + console_appended
+    );
 }
 
 /// Lease requests and pauses: every refusal, each recording nothing.
@@ -1349,8 +1352,9 @@ async fn storage_failure_problems(h: &Harness, seen: &mut BTreeSet<String>) {
 /// Reaches every problem of the webhook API; of its requests only the
 /// endpoint it adds appends (its `webhook.add` receipt).
 /// The console's refusals: enrollment links, passkeys, sessions and CSRF.
-/// None appends anything (the head check above covers them).
-async fn console_problems(h: &Harness, seen: &mut BTreeSet<String>) {
+/// None appends anything (the head check above covers them); returns what
+/// the passkey reviewer's registration appended.
+async fn console_problems(h: &Harness, seen: &mut BTreeSet<String>) -> u64 {
     use crate::http::console::{Invite, Who};
     let keys = &h.app.console.keys;
     let now = h.app.gateway.clock().now().unix_seconds();
@@ -1465,6 +1469,39 @@ async fn console_problems(h: &Harness, seen: &mut BTreeSet<String>) {
     let a = h.call(Method::POST, path, &json, body).await;
     assert_eq!(a.status, 303);
     assert_eq!(a.headers.get("location").unwrap(), "/console/signin");
+    // A passkey reviewer's session posting a decision that names another.
+    let key = tollgate_signer::Ed25519Signer::from_secret(&[61; 32]);
+    let reviewer = format!(
+        r#"{{"id":"rev-pk","key":{},"roles":["r"],"actions":["*"],"passkey":{{"credential_id":"AQIDBA","rp_id":"localhost","origins":["http://localhost:8080"]}}}}"#,
+        tollgate_signer::Signer::jwk(&key).to_value()
+    );
+    h.app
+        .gateway
+        .registry()
+        .register_reviewer(parse(reviewer.as_bytes()).unwrap())
+        .await
+        .unwrap();
+    let session = keys.session(&Who::Reviewer("rev-pk".into()), now).unwrap();
+    let cookie = format!("tollgate_session={session}");
+    let csrf = keys.csrf(&session);
+    let decision = format!(
+        r#"{{"payload":{{"type":"tollgate.approval/v1","approval":"rcpt_{z}","intent_hash":"sha256:{z}{z}","policy_version":"refunds@1.0.0+sha256:00","reviewer":"rev-other","verdict":"grant","reason":"ok","issued_at":"2026-11-22T10:00:00Z"}},"assertion":{{"credential_id":"AQIDBA","authenticator_data":"AQ","client_data":"AQ","signature":"AQ"}}}}"#,
+        z = "0".repeat(32)
+    );
+    let a = h
+        .call(
+            Method::POST,
+            &format!("/console/approvals/rcpt_{}/decide", "0".repeat(32)),
+            &[
+                ("content-type", "application/json"),
+                ("cookie", &cookie),
+                ("x-csrf-token", &csrf),
+            ],
+            decision.into_bytes(),
+        )
+        .await;
+    reached(seen, &a, 403, "not-this-reviewer");
+    1
 }
 
 async fn webhook_problems(h: &Harness) -> BTreeSet<String> {

@@ -11,7 +11,7 @@ use std::process::Command;
 use serde_json::{Value as Json, json};
 use tollgate_protocol::webauthn::approval_challenge;
 use tollgate_protocol::{Value, b64, b64_decode, parse};
-use tollgate_signer::Ed25519Signer;
+use tollgate_signer::{Ed25519Signer, Signer as _};
 use tollgate_tests::bin;
 use tollgate_tests::browser::Browser;
 use tollgate_tests::gateway::{Gateway, problem_slug};
@@ -448,9 +448,30 @@ fn console_attacks_decide_nothing() {
         (status, problem_slug(&body).as_str()),
         (410, "invite-expired")
     );
-    // An agent never enrolls as a reviewer.
-    let agent_link = invite(&g, "agent-demo", &[]);
-    let (status, _, body) = enroll(&g, &SoftPasskey::new(10, "localhost"), &agent_link, &origin);
+    // An agent is never invited as a reviewer; and a link made before a
+    // delegation named the id as an agent's is refused at enrollment.
+    let token = std::fs::read_to_string(g.data().join("admin.token")).unwrap();
+    let out = Command::new(bin("tollgate"))
+        .args(["reviewer", "invite", "agent-demo", "--role", "approver"])
+        .args(["--url", &g.url, "--admin-token", token.trim()])
+        .output()
+        .unwrap();
+    let said = text(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("reviewer-is-agent"),
+        "{said}"
+    );
+    let later_link = invite(&g, "agent-later", &[]);
+    let agent_key = Ed25519Signer::from_secret(&[12; 32]);
+    let token = g.delegation(
+        "dlg-later",
+        "agent-later",
+        agent_key.jwk().to_value(),
+        |_| {},
+    );
+    let registered = g.admin().register_delegation(&token).unwrap();
+    assert_eq!(registered.status, 201, "{}", registered.text());
+    let (status, _, body) = enroll(&g, &SoftPasskey::new(10, "localhost"), &later_link, &origin);
     assert_eq!(
         (status, problem_slug(&body).as_str()),
         (422, "reviewer-is-agent"),
@@ -617,5 +638,22 @@ fn console_attacks_decide_nothing() {
     assert_eq!(status, 201, "{}", text(&body));
     let (status, _, _) = decide(&a, &pa["payload"], &assertion_a);
     assert!(status >= 400);
+    // Signing out ends the session: a copy of the cookie is refused.
+    let (status, hs, _) = call(
+        &g,
+        "POST",
+        "/console/signout",
+        &[("cookie", cookie.as_str()), ("origin", origin.as_str())],
+        None,
+    );
+    assert_eq!((status, header(&hs, "location")), (303, "/console/signin"));
+    let (status, hs, _) = call(
+        &g,
+        "POST",
+        &format!("/console/approvals/{b}/prepare"),
+        &auth,
+        Some(&prepare),
+    );
+    assert_eq!((status, header(&hs, "location")), (303, "/console/signin"));
     g.assert_export_redecides();
 }

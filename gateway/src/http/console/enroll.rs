@@ -172,6 +172,10 @@ pub fn credential(attestation_object: &[u8], rp_id: &str) -> Result<Credential, 
     let Item::Map(cose) = r.item(0)? else {
         return Err("the credential public key is not a COSE key map".into());
     };
+    // Only extensions (flag ED) may follow the key.
+    if flags & 0x80 == 0 && r.at != r.data.len() {
+        return Err("bytes after the credential public key, and no extensions flagged".into());
+    }
     let int = |k: i128| get(&cose, &Item::Int(k));
     let bytes32 = |k: i128| match int(k) {
         Some(Item::Bytes(b)) if b.len() == 32 => Ok(b.clone()),

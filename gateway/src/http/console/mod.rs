@@ -120,6 +120,9 @@ pub struct Console {
     /// Sign-in challenges answered, until they expire (one use each on
     /// this instance).
     used: Mutex<BTreeMap<Vec<u8>, i64>>,
+    /// Sessions signed out, until they expire: refused on this instance
+    /// even if a copy of the cookie is presented.
+    ended: Mutex<BTreeMap<String, i64>>,
 }
 
 impl Console {
@@ -129,6 +132,7 @@ impl Console {
             settings,
             keys: Keys::from_admin_token(admin_token),
             used: Mutex::new(BTreeMap::new()),
+            ended: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -162,6 +166,14 @@ pub enum ConsoleError {
     /// another origin.
     #[error("{0}")]
     Forbidden(String),
+    /// A decision naming a reviewer other than the session's.
+    #[error("the decision names reviewer {named}, and this session is {session}'s")]
+    OtherReviewer {
+        /// The reviewer the decision names.
+        named: String,
+        /// The session's reviewer.
+        session: String,
+    },
     /// A viewer (read token) asked to decide.
     #[error("only a reviewer signed in with a passkey decides; this session may only look")]
     ReviewerRequired,
@@ -288,6 +300,15 @@ fn now<L: Ledger>(app: &App<L>) -> i64 {
 /// registered and unrevoked with a passkey, or a viewer.
 fn session<L: Ledger>(app: &App<L>, headers: &HeaderMap) -> Option<Access> {
     let s = app.console.keys.read_session(cookie(headers)?, now(app))?;
+    // Signed out on this instance: over, whatever the cookie says.
+    if app
+        .console
+        .ended
+        .lock()
+        .map_or(true, |ended| ended.contains_key(&s.token))
+    {
+        return None;
+    }
     match &s.who {
         Who::Reviewer(id) => {
             let view = app.gateway.view();
@@ -484,6 +505,20 @@ async fn invite<L: Ledger>(
         let view = app.gateway.view();
         if view.reviewers.contains_key(&id) {
             return Err(ConsoleError::InviteUsed(id).into());
+        }
+        if let Some(t) = view
+            .snapshot
+            .registry
+            .tokens
+            .values()
+            .find(|t| t.agent == id)
+        {
+            return Err(ApiError::Registry(
+                crate::engine::RegistryError::ReviewerIsAgent(format!(
+                    "{id} is the agent of delegation {}: an agent never approves",
+                    t.id
+                )),
+            ));
         }
     }
     let expires_at = now(&app) + seconds;
@@ -742,8 +777,18 @@ async fn signin_token<L: Ledger>(
     Ok(r)
 }
 
-/// `POST /console/signout`: forgets the session cookie.
-async fn signout<L: Ledger>(State(app): State<Arc<App<L>>>) -> Response {
+/// `POST /console/signout`: ends the session (a copy of its cookie is
+/// refused from then on, on this instance, until it would have expired)
+/// and forgets the cookie.
+async fn signout<L: Ledger>(State(app): State<Arc<App<L>>>, headers: HeaderMap) -> Response {
+    let now = now(&app);
+    if let Some(token) = cookie(&headers)
+        && let Some(s) = app.console.keys.read_session(token, now)
+        && let Ok(mut ended) = app.console.ended.lock()
+    {
+        ended.retain(|_, expires| *expires > now);
+        ended.insert(s.token, s.expires_at);
+    }
     let mut r = see_other("/console/signin");
     r.headers_mut()
         .insert(header::SET_COOKIE, session_cookie(&app, "", 0));
@@ -827,10 +872,10 @@ async fn decide<L: Ledger>(
     let envelope =
         ApprovalEnvelope::from_value(Value::Object(env)).map_err(ApiError::InvalidApproval)?;
     if envelope.decision.reviewer != reviewer {
-        return Err(ConsoleError::Forbidden(format!(
-            "the decision names reviewer {}, and this session is {reviewer}'s",
-            envelope.decision.reviewer
-        ))
+        return Err(ConsoleError::OtherReviewer {
+            named: envelope.decision.reviewer.clone(),
+            session: reviewer,
+        }
         .into());
     }
     let decided = app
