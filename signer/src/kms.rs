@@ -164,39 +164,9 @@ pub fn public_key_of(spec: &KeySpec, der: &[u8]) -> Result<PublicKey, Error> {
 }
 
 /// The 64-byte `r‖s` form of a DER ECDSA-Sig-Value; `None` if `der` is
-/// not one.
+/// not one (strict DER: the reader passkey assertions are checked with).
 pub fn ecdsa_raw(der: &[u8]) -> Option<[u8; 64]> {
-    fn integer(b: &[u8]) -> Option<(&[u8], &[u8])> {
-        let (&tag, rest) = b.split_first()?;
-        let (&len, rest) = rest.split_first()?;
-        let len = usize::from(len);
-        if tag != 0x02 || len > 33 || rest.len() < len {
-            return None;
-        }
-        Some(rest.split_at(len))
-    }
-    let (&tag, rest) = der.split_first()?;
-    let (&len, body) = rest.split_first()?;
-    if tag != 0x30 || usize::from(len) != body.len() {
-        return None;
-    }
-    let (r, rest) = integer(body)?;
-    let (s, rest) = integer(rest)?;
-    if !rest.is_empty() {
-        return None;
-    }
-    let mut out = [0u8; 64];
-    for (i, n) in [r, s].into_iter().enumerate() {
-        let n = match n {
-            [0, tail @ ..] => tail,
-            n => n,
-        };
-        if n.len() > 32 {
-            return None;
-        }
-        out[i * 32 + 32 - n.len()..(i + 1) * 32].copy_from_slice(n);
-    }
-    Some(out)
+    tollgate_protocol::webauthn::der_signature(der)
 }
 
 impl KmsSigner {
