@@ -638,6 +638,29 @@ fn console_attacks_decide_nothing() {
     assert_eq!(status, 201, "{}", text(&body));
     let (status, _, _) = decide(&a, &pa["payload"], &assertion_a);
     assert!(status >= 400);
+    // The policies page shows the line difference of two versions.
+    let v1 = crate::approvals::policy_of(&g, &a);
+    let v2 = g.publish_refunds_variant("1.0.1", |files| {
+        let toml = files.get_mut("bundle.toml").unwrap();
+        toml.push_str("\n# a reviewed change\n");
+    });
+    let (status, _, page) = call(
+        &g,
+        "GET",
+        &format!(
+            "/console/policies?a={}&b={}",
+            v1.replace('+', "%2B"),
+            v2.replace('+', "%2B")
+        ),
+        &[("cookie", cookie.as_str())],
+        None,
+    );
+    let page = text(&page);
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<span class=\"dadd\">+ # a reviewed change</span>"),
+        "{page}"
+    );
     // Signing out ends the session: a copy of the cookie is refused.
     let (status, hs, _) = call(
         &g,
