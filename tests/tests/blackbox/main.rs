@@ -31,6 +31,7 @@ mod policy_cli;
 mod postgres_gateway;
 mod postgres_instances;
 mod postgres_ledger;
+mod python_sdk;
 mod redecide;
 mod resource_lookup;
 mod rules;
