@@ -416,7 +416,7 @@ fn the_independent_fixtures_cite_the_spec_for_their_rules() {
     // each must cover, so that a rule without one shows as a gap.
     let must = [
         (
-            "tests/fixtures/check_export.py",
+            "sdk/python/src/tollgate/verify.py",
             &[
                 "1.3", "1.4", "1.5", "1.6", "2.1", "2.2", "2.3", "4.4", "5.1", "5.2", "5.3", "5.4",
             ][..],

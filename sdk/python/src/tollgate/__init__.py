@@ -9,7 +9,8 @@ domain-tagged Ed25519 or ES256 signatures) and the gateway's retry rules.
                             {"amount_minor": 2500, "currency": "EUR"})
 """
 
-from .client import AsyncClient, Client, Reviewer
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     BadSignature,
     ClockSkew,
@@ -23,8 +24,25 @@ from .errors import (
 )
 from .keys import AgentKey, thumbprint
 from .receipt import Receipt, Rule
+from .verify import Report, verify_export, verify_receipt
+
+if TYPE_CHECKING:
+    from .client import AsyncClient, Client, Reviewer
 
 __version__ = "0.1.0"
+
+_CLIENTS = ("AsyncClient", "Client", "Reviewer")
+
+
+def __getattr__(name: str) -> Any:
+    # The clients (and httpx) load on first use: an auditor who only
+    # verifies needs neither.
+    if name in _CLIENTS:
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'tollgate' has no attribute {name!r}")
+
 
 __all__ = [
     "AgentKey",
@@ -37,10 +55,13 @@ __all__ = [
     "InvalidIntent",
     "ProblemError",
     "Receipt",
+    "Report",
     "Reviewer",
     "Rule",
     "TollgateError",
     "Unauthorized",
     "Unreachable",
     "thumbprint",
+    "verify_export",
+    "verify_receipt",
 ]
