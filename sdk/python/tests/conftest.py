@@ -75,7 +75,16 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     )
     log = open(root / "gateway.log", "a")  # noqa: SIM115 (open while the gateway runs)
     process = subprocess.Popen(
-        [tollgate_bin(), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data)],
+        [
+            tollgate_bin(),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(data),
+            # Webhook tests deliver to a consumer on loopback.
+            "--webhook-allow-private",
+        ],
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,

@@ -11,6 +11,7 @@ domain-tagged Ed25519 or ES256 signatures) and the gateway's retry rules.
 
 from typing import TYPE_CHECKING, Any
 
+from . import webhooks
 from .errors import (
     BadSignature,
     ClockSkew,
@@ -22,6 +23,7 @@ from .errors import (
     Unauthorized,
     Unreachable,
 )
+from .governed import Blocked, Escalated, NotPassed, governed
 from .keys import AgentKey, thumbprint
 from .receipt import Receipt, Rule
 from .verify import Report, verify_export, verify_receipt
@@ -48,11 +50,14 @@ __all__ = [
     "AgentKey",
     "AsyncClient",
     "BadSignature",
+    "Blocked",
     "Client",
     "ClockSkew",
     "DelegationRefused",
+    "Escalated",
     "IdempotencyConflict",
     "InvalidIntent",
+    "NotPassed",
     "ProblemError",
     "Receipt",
     "Report",
@@ -61,7 +66,9 @@ __all__ = [
     "TollgateError",
     "Unauthorized",
     "Unreachable",
+    "governed",
     "thumbprint",
     "verify_export",
     "verify_receipt",
+    "webhooks",
 ]

@@ -48,6 +48,13 @@ class Receipt:
         return str(self.receipt["receipt_id"])
 
     @property
+    def intent_id(self) -> str:
+        """The intent's id: a decision's from its intent; others' from the
+        entry the client asked for (empty when unknown)."""
+        payload = self.receipt.get("subject", {}).get("payload", {})
+        return str(payload.get("intent_id", self.entry.get("intent_id", "")))
+
+    @property
     def kind(self) -> str:
         return str(self.receipt["kind"])
 
