@@ -61,3 +61,76 @@ fn the_python_sdk_suite_passes_against_a_real_gateway() {
     assert!(said.contains(" passed"), "{said}");
     assert!(!said.contains("skipped"), "{said}");
 }
+
+/// `python -m build` makes a wheel and an sdist that `twine check`
+/// accepts; a fresh virtual environment installs the wheel (and its
+/// dependencies, from PyPI) and runs the README's example against a real
+/// gateway.
+#[test]
+fn the_python_sdk_builds_installs_and_its_readme_example_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let dist = dir.path().join("dist");
+    let (ok, said) = module(&["build", "--outdir", dist.to_str().unwrap(), "."]);
+    assert!(ok, "{said}");
+    let mut built: Vec<String> = std::fs::read_dir(&dist)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    built.sort();
+    assert_eq!(built.len(), 2, "{built:?}");
+    assert!(built[0].ends_with("-py3-none-any.whl") && built[1].ends_with(".tar.gz"));
+    let mut check = vec!["twine", "check", "--strict"];
+    check.extend(built.iter().map(String::as_str));
+    let (ok, said) = module(&check);
+    assert!(ok, "{said}");
+
+    let venv = dir.path().join("venv");
+    let run = |program: &Path, args: &[&str]| {
+        let out = Command::new(program)
+            .args(args)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{program:?} {args:?}: {said}");
+        said
+    };
+    run(
+        Path::new(&python()),
+        &["-m", "venv", venv.to_str().unwrap()],
+    );
+    let py = venv.join("bin/python");
+    run(
+        &py,
+        &[
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            &built[0],
+        ],
+    );
+
+    let g = tollgate_tests::gateway::Gateway::start();
+    let readme = std::fs::read_to_string(sdk().join("README.md")).unwrap();
+    let example = readme
+        .split("```python\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap()
+        .replace("http://127.0.0.1:8080", &g.url)
+        .replace(
+            "tollgate-data/demo/agent.jwk",
+            g.data().join("demo/agent.jwk").to_str().unwrap(),
+        );
+    // Run outside the checkout, so that only the installed wheel is found.
+    let script = dir.path().join("example.py");
+    std::fs::write(&script, example).unwrap();
+    let said = run(&py, &[script.to_str().unwrap()]);
+    assert!(said.starts_with("pass committed ["), "{said}");
+}
