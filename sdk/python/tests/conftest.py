@@ -68,6 +68,16 @@ class Gateway:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    yield from start(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def short_skew_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A gateway that takes intents issued at most one second from its clock."""
+    yield from start(tmp_path_factory, "--max-skew-seconds", "1")
+
+
+def start(tmp_path_factory: pytest.TempPathFactory, *args: str) -> Iterator[Gateway]:
     root = tmp_path_factory.mktemp("gateway")
     data = root / "data"
     subprocess.run(
@@ -84,6 +94,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             str(data),
             # Webhook tests deliver to a consumer on loopback.
             "--webhook-allow-private",
+            *args,
         ],
         stdout=subprocess.PIPE,
         stderr=log,
