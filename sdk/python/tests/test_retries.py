@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 from conftest import Gateway
 
+import tollgate
+
 REFUND = {"amount_minor": 500, "currency": "EUR"}
 
 
