@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -111,3 +112,64 @@ def test_one_receipt_verifies_on_its_own(export: tuple[Path, Path]) -> None:
     entry["receipt"]["outcome"]["status"] = "committed"
     report = tollgate.verify_receipt(entry, keys)
     assert not report.valid and "receipt_id" in str(report.reason)
+
+
+def test_a_checkpoint_shows_a_cut_export_and_proves_inclusion(
+    gateway: Gateway, export: tuple[Path, Path]
+) -> None:
+    _, keys = export
+    deadline = time.monotonic() + 30
+    while True:
+        r = httpx.get(gateway.url + "/log/checkpoint")
+        if r.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert r.status_code == 200, r.text
+    note = r.text
+    key = httpx.get(gateway.url + "/.well-known/tollgate-checkpoint-key").text.strip()
+    cp = tollgate.verify_checkpoint(note, key)
+    now = gateway.export()
+    assert tollgate.verify_export(now, keys, checkpoint=note, checkpoint_key=key).valid
+    lines = now.splitlines(keepends=True)
+    cut = b"".join(lines[: cp.size - 1])
+    report = tollgate.verify_export(cut, keys, checkpoint=note, checkpoint_key=key)
+    assert not report.valid and "cut" in str(report.reason), report
+    forged = note.replace(f"\n{cp.size}\n", f"\n{cp.size + 1}\n", 1)
+    with pytest.raises(tollgate.CheckpointError):
+        tollgate.verify_checkpoint(forged, key)
+    proof = httpx.get(f"{gateway.url}/v1/proofs/inclusion?seq=1&size={cp.size}").json()
+    first = lines[0].rstrip(b"\n")
+    assert tollgate.verify_inclusion(first, 1, proof["proof"], cp)
+    assert not tollgate.verify_inclusion(lines[1].rstrip(b"\n"), 1, proof["proof"], cp)
+
+
+def test_a_tour_export_verifies_with_both(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    # The tour against a gateway of its own: every kind of receipt.
+    from conftest import start
+
+    for g in start(tmp_path_factory):
+        out = subprocess.run(
+            [
+                os.environ.get("TOLLGATE_BIN", str(REPO / "target" / "debug" / "tollgate")),
+                "tour",
+                "--url",
+                g.url,
+                "--data-dir",
+                str(g.data),
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        path = tmp_path / "tour.jsonl"
+        path.write_bytes(g.export())
+        keys = tmp_path / "jwks.json"
+        keys.write_bytes(httpx.get(g.url + "/.well-known/jwks.json").content)
+        report = tollgate.verify_export(path, keys)
+        assert report.valid, report
+        assert rust_verifier(path, keys) == (True, None)
+        kinds = {json.loads(line)["receipt"]["kind"] for line in path.read_bytes().splitlines()}
+        assert {"decision", "approval", "execution", "registry", "event", "lease"} <= kinds

@@ -9,40 +9,69 @@ domain-tagged Ed25519 or ES256 signatures) and the gateway's retry rules.
                             {"amount_minor": 2500, "currency": "EUR"})
 """
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from . import webhooks
-from .errors import (
-    BadSignature,
-    ClockSkew,
-    DelegationRefused,
-    IdempotencyConflict,
-    InvalidIntent,
-    ProblemError,
-    TollgateError,
-    Unauthorized,
-    Unreachable,
-)
-from .governed import Blocked, Escalated, NotPassed, governed
-from .keys import AgentKey, thumbprint
-from .receipt import Receipt, Rule
-from .verify import Report, verify_export, verify_receipt
-
 if TYPE_CHECKING:
+    from . import webhooks
+    from .checkpoints import Checkpoint, CheckpointError, verify_checkpoint, verify_inclusion
     from .client import AsyncClient, Client, Reviewer
+    from .errors import (
+        BadSignature,
+        ClockSkew,
+        DelegationRefused,
+        IdempotencyConflict,
+        InvalidIntent,
+        ProblemError,
+        TollgateError,
+        Unauthorized,
+        Unreachable,
+    )
+    from .keys import AgentKey, thumbprint
+    from .receipt import Receipt, Rule
+    from .tools import Blocked, Escalated, NotPassed, governed
+    from .verify import Report, verify_export, verify_receipt
 
 __version__ = "0.1.0"
 
-_CLIENTS = ("AsyncClient", "Client", "Reviewer")
+# Each name loads its module on first use (PEP 562): an auditor who only
+# verifies needs neither httpx nor rfc8785 for checkpoints.
+_WHERE = {
+    "AgentKey": "keys",
+    "AsyncClient": "client",
+    "BadSignature": "errors",
+    "Blocked": "tools",
+    "Checkpoint": "checkpoints",
+    "CheckpointError": "checkpoints",
+    "Client": "client",
+    "ClockSkew": "errors",
+    "DelegationRefused": "errors",
+    "Escalated": "tools",
+    "IdempotencyConflict": "errors",
+    "InvalidIntent": "errors",
+    "NotPassed": "tools",
+    "ProblemError": "errors",
+    "Receipt": "receipt",
+    "Report": "verify",
+    "Reviewer": "client",
+    "Rule": "receipt",
+    "TollgateError": "errors",
+    "Unauthorized": "errors",
+    "Unreachable": "errors",
+    "governed": "tools",
+    "thumbprint": "keys",
+    "verify_checkpoint": "checkpoints",
+    "verify_export": "verify",
+    "verify_inclusion": "checkpoints",
+    "verify_receipt": "verify",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # The clients (and httpx) load on first use: an auditor who only
-    # verifies needs neither.
-    if name in _CLIENTS:
-        from . import client
-
-        return getattr(client, name)
+    if name == "webhooks":
+        return importlib.import_module(".webhooks", __name__)
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
     raise AttributeError(f"module 'tollgate' has no attribute {name!r}")
 
 
@@ -51,6 +80,8 @@ __all__ = [
     "AsyncClient",
     "BadSignature",
     "Blocked",
+    "Checkpoint",
+    "CheckpointError",
     "Client",
     "ClockSkew",
     "DelegationRefused",
@@ -68,7 +99,9 @@ __all__ = [
     "Unreachable",
     "governed",
     "thumbprint",
+    "verify_checkpoint",
     "verify_export",
+    "verify_inclusion",
     "verify_receipt",
     "webhooks",
 ]

@@ -340,12 +340,21 @@ def _jwks(jwks: _Source | dict[str, Any]) -> dict[str, Any]:
 
 
 def verify_export(
-    export: _Source, jwks: _Source | dict[str, Any], *, head: str | None = None
+    export: _Source,
+    jwks: _Source | dict[str, Any],
+    *,
+    head: str | None = None,
+    checkpoint: str | None = None,
+    checkpoint_key: str | None = None,
 ) -> Report:
     """Verifies a ledger export (a path, or its bytes) with the gateway's
     key set (a path, bytes, or the parsed JWK Set), line by line (spec
     §5.4 checks 1 to 14); with `head`, a chain hash obtained independently
-    that the export must end at."""
+    that the export must end at; with `checkpoint` (a signed note) and
+    `checkpoint_key` (the gateway's checkpoint verifier key), a checkpoint
+    whose signature must verify and whose tree and head the export must
+    hold (spec §6.7): this shows entries cut from the end, or deleted and
+    the chain rebuilt, which the export alone cannot."""
     if isinstance(export, bytes):
         lines = export.splitlines(keepends=True)
     else:
@@ -359,6 +368,20 @@ def verify_export(
         return Report(
             False, int(what), None, None, f"the export ends at {last}, not at the head {head}"
         )
+    if checkpoint is not None:
+        if checkpoint_key is None:
+            raise ValueError("a checkpoint is checked with the gateway's checkpoint key")
+        from .checkpoints import CheckpointError, export_matches, verify_checkpoint
+
+        try:
+            why = export_matches(
+                [line.rstrip(b"\n") for line in lines],
+                verify_checkpoint(checkpoint, checkpoint_key),
+            )
+        except CheckpointError as e:
+            why = f"the checkpoint does not verify: {e}"
+        if why:
+            return Report(False, int(what), None, None, why)
     return Report(True, int(what), last)
 
 
