@@ -140,6 +140,22 @@ def test_the_async_client_submits_replays_and_waits_the_same(
     assert waited.receipt_id == first.receipt_id
 
 
+def test_ids_that_are_not_identifiers_are_refused_before_anything_is_written(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    with gateway.client(envelope_dir=tmp_path) as c:
+        for bad in ["..", "a/b", "x" * 129, "é"]:
+            with pytest.raises(ValueError, match="intent_id"):
+                c.submit("orders.refund", "order:o-1001", refund(1), intent_id=bad)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="agent"):
+        tollgate.Client(gateway.url, agent="..", delegation="dlg_demo", key=gateway.agent_key())
+    # A receipt reads as one line and its rules.
+    with gateway.client() as c:
+        told = str(c.submit("orders.refund", "order:o-1003", refund(1)))
+    assert told.startswith("decision block not_executed rcpt_") and "\n  block " in told
+
+
 def test_keys_round_trip_and_thumbprints_are_rfc7638(tmp_path: Path) -> None:
     key = tollgate.AgentKey.generate()
     key.save(tmp_path / "k.jwk")

@@ -154,5 +154,31 @@ fn the_python_sdk_builds_installs_and_its_readme_example_runs() {
     let script = dir.path().join("example.py");
     std::fs::write(&script, example).unwrap();
     let said = run(&py, &[script.to_str().unwrap()]);
-    assert!(said.starts_with("pass committed ["), "{said}");
+    assert!(said.starts_with("decision pass committed rcpt_"), "{said}");
+}
+
+/// The distribution's version is the workspace's.
+#[test]
+fn the_python_sdk_version_follows_the_project() {
+    let cargo =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
+            .unwrap();
+    let version = cargo
+        .split("[workspace.package]")
+        .nth(1)
+        .and_then(|s| s.lines().find(|l| l.starts_with("version = ")))
+        .unwrap()
+        .trim_start_matches("version = ")
+        .trim_matches('"')
+        .to_owned();
+    let pyproject = std::fs::read_to_string(sdk().join("pyproject.toml")).unwrap();
+    assert!(
+        pyproject.contains(&format!("\nversion = \"{version}\"\n")),
+        "{version}"
+    );
+    let init = std::fs::read_to_string(sdk().join("src/tollgate/__init__.py")).unwrap();
+    assert!(
+        init.contains(&format!("__version__ = \"{version}\"")),
+        "{version}"
+    );
 }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import time
 import uuid
 from pathlib import Path
@@ -66,6 +67,17 @@ def _retryable(resp: httpx.Response) -> bool:
     return False
 
 
+_IDENTIFIER = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def _identifier(what: str, value: str) -> str:
+    """`value` if it is a protocol identifier (spec §3.2) that is also a
+    safe file name (not `.` or `..`); else `ValueError`."""
+    if not _IDENTIFIER.fullmatch(value) or set(value) == {"."}:
+        raise ValueError(f"{what} {value!r} is not 1–128 of [A-Za-z0-9._:-]")
+    return value
+
+
 class _Agent:
     """What both clients share: the intent, its envelope and where it is
     kept."""
@@ -82,8 +94,8 @@ class _Agent:
         give_up_after: float,
     ) -> None:
         self.url = url.rstrip("/")
-        self.agent = agent
-        self.delegation = delegation
+        self.agent = _identifier("agent", agent)
+        self.delegation = _identifier("delegation", delegation)
         self.key = key
         self.envelope_dir = None if envelope_dir is None else Path(envelope_dir)
         self.give_up_after = give_up_after
@@ -154,7 +166,7 @@ class _Agent:
         confidence_bp: int | None,
         trace: dict[str, str] | None,
     ) -> tuple[str, bytes]:
-        iid = intent_id or f"i-{uuid.uuid4().hex}"
+        iid = _identifier("intent_id", intent_id or f"i-{uuid.uuid4().hex}")
 
         def make() -> bytes:
             p = self.payload(action, resource, params, iid, confidence_bp, trace)

@@ -37,6 +37,11 @@ class Receipt:
         ]
         return cls(entry=entry, replayed=replayed, rules=rules)
 
+    def __str__(self) -> str:
+        lines = [f"{self.kind} {self.verdict or '-'} {self.outcome} {self.receipt_id}"]
+        lines += [f"  {r.effect} {r.id}: {r.reason}" for r in self.rules]
+        return "\n".join(lines)
+
     @property
     def receipt(self) -> dict[str, Any]:
         """The signed receipt."""
