@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     )
     from .keys import AgentKey, thumbprint
     from .receipt import Receipt, Rule
-    from .tools import Blocked, Escalated, NotPassed, governed
+    from .tools import Blocked, Escalated, Indeterminate, NotPassed, governed
     from .verify import Report, verify_export, verify_receipt
 
 __version__ = "0.1.0"
@@ -47,6 +47,7 @@ _WHERE = {
     "ClockSkew": "errors",
     "DelegationRefused": "errors",
     "Escalated": "tools",
+    "Indeterminate": "tools",
     "IdempotencyConflict": "errors",
     "InvalidIntent": "errors",
     "NotPassed": "tools",
@@ -87,6 +88,7 @@ __all__ = [
     "DelegationRefused",
     "Escalated",
     "IdempotencyConflict",
+    "Indeterminate",
     "InvalidIntent",
     "NotPassed",
     "ProblemError",

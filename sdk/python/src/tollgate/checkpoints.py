@@ -253,9 +253,15 @@ def verify_checkpoint(
     the gateway's checkpoint verifier key (`name+id+base64`,
     `GET /.well-known/tollgate-checkpoint-key`) and, given theirs, each
     witness's cosignature (spec §6.4, §6.5). Raises `CheckpointError`."""
-    size, root, head, cosigned = check_checkpoint(
-        note, parse_vkey(checkpoint_key, 0x01), [parse_vkey(w, 0x04) for w in witness_keys]
-    )
+    try:
+        size, root, head, cosigned = check_checkpoint(
+            note, parse_vkey(checkpoint_key, 0x01), [parse_vkey(w, 0x04) for w in witness_keys]
+        )
+    except CheckpointError:
+        raise
+    except (ValueError, IndexError, TypeError, AttributeError) as e:
+        # Malformed keys, notes and base64: refused, never a crash.
+        raise CheckpointError(f"malformed: {type(e).__name__} {e}") from e
     return Checkpoint(size, root, head, frozenset(cosigned))
 
 
@@ -263,7 +269,12 @@ def verify_inclusion(line: bytes, seq: int, proof: Sequence[str], checkpoint: Ch
     """Whether entry `seq` (its export line, without the line feed) is in
     the tree `checkpoint` commits to, by `proof` (the base64 hashes of
     `GET /v1/proofs/inclusion`; spec §6.6, §6.7)."""
-    path = [base64.b64decode(h, validate=True) for h in proof]
+    try:
+        path = [base64.b64decode(h, validate=True) for h in proof]
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"a proof hash is not base64: {e}") from e
+    if seq < 1 or any(len(h) != 32 for h in path):
+        return False
     return inclusion_holds(seq - 1, checkpoint.size, leaf(line), path, checkpoint.root)
 
 

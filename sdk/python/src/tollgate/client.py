@@ -5,6 +5,8 @@ with the same methods and the same retries."""
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import os
 import random
 import re
@@ -24,7 +26,13 @@ from ._wire import (
     intent_hash,
     now,
 )
-from .errors import ProblemError, TollgateError, Unreachable, problem_error
+from .errors import (
+    IdempotencyConflict,
+    ProblemError,
+    TollgateError,
+    Unreachable,
+    problem_error,
+)
 from .keys import AgentKey
 from .receipt import Receipt
 
@@ -38,10 +46,15 @@ _PENDING = ("pending_approval", "unknown")
 
 
 def _retry_after(headers: httpx.Headers, default: float = 1.0) -> float:
+    """The pause a `Retry-After` (seconds) asks for, between 0.1 and 60 s
+    (never a busy loop), with up to 20 % jitter."""
     try:
-        return max(0.0, min(float(headers.get("retry-after", default)), 60.0))
+        asked = float(headers.get("retry-after", default))
     except ValueError:
-        return default
+        asked = default
+    if math.isnan(asked):
+        asked = default
+    return min(max(asked, 0.1), 60.0) * (1 + random.random() / 5)
 
 
 def _problem(resp: httpx.Response) -> ProblemError:
@@ -61,9 +74,10 @@ def _retryable(resp: httpx.Response) -> bool:
         return True
     if resp.status_code == 409:
         try:
-            return bool(resp.json().get("type", "").endswith(":in-flight"))
+            body = resp.json()
         except ValueError:
             return False
+        return isinstance(body, dict) and str(body.get("type", "")).endswith(":in-flight")
     return False
 
 
@@ -75,6 +89,12 @@ def _identifier(what: str, value: str) -> str:
     safe file name (not `.` or `..`); else `ValueError`."""
     if not _IDENTIFIER.fullmatch(value) or set(value) == {"."}:
         raise ValueError(f"{what} {value!r} is not 1–128 of [A-Za-z0-9._:-]")
+    return value
+
+
+def _receipt_id(value: str) -> str:
+    if not re.fullmatch(r"rcpt_[0-9a-f]{32}", value):
+        raise ValueError(f"{value!r} is not a receipt id (rcpt_ and 32 hex digits)")
     return value
 
 
@@ -136,7 +156,7 @@ class _Agent:
         folder = self.envelope_dir / self.agent
         path = folder / f"{intent_id}.json"
         if path.exists():
-            return path.read_bytes()
+            return self.kept(path, make)
         folder.mkdir(parents=True, exist_ok=True)
         body = bytes(make())
         tmp = folder / f".{intent_id}.{uuid.uuid4().hex}.tmp"
@@ -147,7 +167,9 @@ class _Agent:
         try:
             os.link(tmp, path)
         except FileExistsError:
-            pass
+            # Another writer kept its envelope first: send that one, if it
+            # is the same intent.
+            return self.kept(path, make)
         finally:
             tmp.unlink()
         dir_fd = os.open(folder, os.O_RDONLY)
@@ -155,7 +177,34 @@ class _Agent:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        return path.read_bytes()
+        return body
+
+    @staticmethod
+    def kept(path: Path, make: Any) -> bytes:
+        """The envelope kept at `path`, if it is for the intent `make` would
+        sign (the same agent, delegation, action, resource, params,
+        decision and trace; `issued_at` and the signature may differ):
+        sending it again gets the first answer. Another intent under the
+        same id is refused here, as the gateway would refuse it."""
+        body = path.read_bytes()
+        try:
+            kept = json.loads(body)["payload"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise TollgateError(f"{path}: not a signed intent envelope ({e})") from e
+        wanted = json.loads(make())["payload"]
+        fields = ("agent", "delegation", "action", "resource", "params", "decision", "trace")
+        differ = [f for f in fields if kept.get(f) != wanted.get(f)]
+        if differ:
+            raise IdempotencyConflict(
+                409,
+                {
+                    "type": "urn:tollgate:problem:idempotency-conflict",
+                    "title": "Idempotency key reused",
+                    "detail": f"intent {kept.get('intent_id')} was kept in {path} for another "
+                    f"intent (its {', '.join(differ)} differ); an intent id is used once",
+                },
+            )
+        return body
 
     def intent_body(
         self,
@@ -175,8 +224,21 @@ class _Agent:
         return iid, self.envelope_bytes(iid, make)
 
 
+def _json(resp: httpx.Response) -> Any:
+    """The answer's JSON, or `TollgateError` naming what came instead."""
+    try:
+        return resp.json()
+    except ValueError as e:
+        raise TollgateError(
+            f"the gateway answered {resp.status_code} with a body that is not JSON: {e}"
+        ) from e
+
+
 def _answer(resp: httpx.Response) -> Receipt:
-    return Receipt.from_entry(resp.json(), resp.headers.get("idempotent-replayed") == "true")
+    entry = _json(resp)
+    if not isinstance(entry, dict) or not isinstance(entry.get("receipt"), dict):
+        raise TollgateError("the gateway's answer is not a ledger entry")
+    return Receipt.from_entry(entry, resp.headers.get("idempotent-replayed") == "true")
 
 
 class Client(_Agent):
@@ -268,27 +330,31 @@ class Client(_Agent):
         trace: dict[str, str] | None = None,
     ) -> Receipt:
         """Signs and submits an intent; its receipt once it is durable."""
-        _, body = self.intent_body(action, resource, params, intent_id, confidence_bp, trace)
-        resp = self._post("/v1/intents", body)
+        iid, body = self.intent_body(action, resource, params, intent_id, confidence_bp, trace)
+        try:
+            resp = self._post("/v1/intents", body)
+        except Unreachable as e:
+            e.intent_id = iid
+            raise
         if resp.status_code != 200:
             raise _problem(resp)
         return _answer(resp)
 
     def state(self, intent_id: str, wait: int = 0) -> dict[str, Any]:
         """Where the intent stands (`GET /v1/intents/{agent}/{intent_id}`)."""
-        path = f"/v1/intents/{self.agent}/{intent_id}?wait={wait}"
+        path = f"/v1/intents/{self.agent}/{_identifier('intent_id', intent_id)}?wait={wait}"
         resp = self._get(path, timeout=wait + 30)
         if resp.status_code != 200:
             raise _problem(resp)
-        value: dict[str, Any] = resp.json()
+        value: dict[str, Any] = _json(resp)
         return value
 
     def receipt(self, receipt_id: str) -> Receipt:
         """The entry of a receipt (`GET /v1/receipts/{id}`)."""
-        resp = self._get(f"/v1/receipts/{receipt_id}")
+        resp = self._get(f"/v1/receipts/{_receipt_id(receipt_id)}")
         if resp.status_code != 200:
             raise _problem(resp)
-        return Receipt.from_entry(resp.json())
+        return Receipt.from_entry(_json(resp))
 
     def wait(self, intent_id: str, timeout: float = 60.0) -> Receipt:
         """Waits (long-polls) until the escalated intent is decided or
@@ -386,27 +452,31 @@ class AsyncClient(_Agent):
         trace: dict[str, str] | None = None,
     ) -> Receipt:
         """Signs and submits an intent; its receipt once it is durable."""
-        _, body = self.intent_body(action, resource, params, intent_id, confidence_bp, trace)
-        resp = await self._post("/v1/intents", body)
+        iid, body = self.intent_body(action, resource, params, intent_id, confidence_bp, trace)
+        try:
+            resp = await self._post("/v1/intents", body)
+        except Unreachable as e:
+            e.intent_id = iid
+            raise
         if resp.status_code != 200:
             raise _problem(resp)
         return _answer(resp)
 
     async def state(self, intent_id: str, wait: int = 0) -> dict[str, Any]:
         """Where the intent stands (`GET /v1/intents/{agent}/{intent_id}`)."""
-        path = f"/v1/intents/{self.agent}/{intent_id}?wait={wait}"
+        path = f"/v1/intents/{self.agent}/{_identifier('intent_id', intent_id)}?wait={wait}"
         resp = await self._get(path, timeout=wait + 30)
         if resp.status_code != 200:
             raise _problem(resp)
-        value: dict[str, Any] = resp.json()
+        value: dict[str, Any] = _json(resp)
         return value
 
     async def receipt(self, receipt_id: str) -> Receipt:
         """The entry of a receipt (`GET /v1/receipts/{id}`)."""
-        resp = await self._get(f"/v1/receipts/{receipt_id}")
+        resp = await self._get(f"/v1/receipts/{_receipt_id(receipt_id)}")
         if resp.status_code != 200:
             raise _problem(resp)
-        return Receipt.from_entry(resp.json())
+        return Receipt.from_entry(_json(resp))
 
     async def wait(self, intent_id: str, timeout: float = 60.0) -> Receipt:
         """Waits until the escalated intent is decided or `timeout` passes;
@@ -450,27 +520,43 @@ class Reviewer:
         )
         if resp.status_code != 200:
             raise _problem(resp)
-        items: list[dict[str, Any]] = resp.json()["approvals"]
+        items: list[dict[str, Any]] = _json(resp)["approvals"]
         return items
 
-    def approve(self, approval_id: str, reason: str) -> dict[str, Any]:
-        """Grants the approval; the approval after it."""
-        return self._decide(approval_id, "grant", reason)
+    def approve(
+        self, approval_id: str, reason: str, *, intent_hash: str | None = None
+    ) -> dict[str, Any]:
+        """Grants the approval; the approval after it. With `intent_hash`
+        (from what the reviewer was shown, e.g. `pending()`), it signs only
+        if the approval is still about exactly that intent."""
+        return self._decide(approval_id, "grant", reason, intent_hash)
 
-    def deny(self, approval_id: str, reason: str) -> dict[str, Any]:
-        """Denies the approval; the approval after it."""
-        return self._decide(approval_id, "deny", reason)
+    def deny(
+        self, approval_id: str, reason: str, *, intent_hash: str | None = None
+    ) -> dict[str, Any]:
+        """Denies the approval; the approval after it (`intent_hash` as
+        for `approve`)."""
+        return self._decide(approval_id, "deny", reason, intent_hash)
 
-    def _decide(self, approval_id: str, verdict: str, reason: str) -> dict[str, Any]:
-        resp = self.http.get(f"{self.url}/v1/approvals/{approval_id}", headers=self.headers)
+    def _decide(
+        self, approval_id: str, verdict: str, reason: str, pinned: str | None
+    ) -> dict[str, Any]:
+        resp = self.http.get(
+            f"{self.url}/v1/approvals/{_receipt_id(approval_id)}", headers=self.headers
+        )
         if resp.status_code != 200:
             raise _problem(resp)
-        approval = resp.json()
+        approval = _json(resp)
         shown = intent_hash(approval["intent"])
         if shown != approval["intent_hash"]:
             raise TollgateError(
                 f"approval {approval_id} names intent {approval['intent_hash']}, "
                 f"and the intent shown hashes to {shown}: not signing"
+            )
+        if pinned is not None and pinned != shown:
+            raise TollgateError(
+                f"approval {approval_id} is about intent {shown}, not the {pinned} "
+                "the reviewer was shown: not signing"
             )
         payload = {
             "type": APPROVAL_TYPE,
@@ -490,5 +576,5 @@ class Reviewer:
         )
         if resp.status_code != 201:
             raise _problem(resp)
-        after: dict[str, Any] = resp.json()["approval"]
+        after: dict[str, Any] = _json(resp)["approval"]
         return after

@@ -15,8 +15,10 @@ class TollgateError(Exception):
 
 class Unreachable(TollgateError):
     """No answer from the gateway before the client gave up (the last
-    transport error is the cause). The same intent may be submitted again:
-    it is decided once."""
+    transport error is the cause). The same intent may be submitted again
+    (`intent_id`, with the same `envelope_dir`): it is decided once."""
+
+    intent_id: str | None = None
 
 
 class ProblemError(TollgateError):

@@ -43,6 +43,12 @@ class Blocked(NotPassed):
     """Blocked by a rule or a score, or denied or expired in review."""
 
 
+class Indeterminate(NotPassed):
+    """Passed and sent to its target, whose answer is not known yet (outcome
+    `unknown`): the target may have acted. The gateway settles it with the
+    target (`client.wait(receipt.intent_id)`); the tool does not run."""
+
+
 class Escalated(NotPassed):
     """Waiting for reviewers (and the caller did not ask to wait, or the
     wait ran out)."""
@@ -70,10 +76,13 @@ def _intent(
 
 
 def _settled(receipt: Receipt) -> None:
-    # A pass, or an escalation whose quorum completed (its execution).
+    # A pass, or an escalation whose quorum completed (its execution),
+    # committed; an unknown outcome may have acted at the target already.
     allowed = receipt.verdict == "pass" or receipt.kind == "execution"
-    if allowed and receipt.outcome in ("committed", "unknown"):
+    if allowed and receipt.outcome == "committed":
         return
+    if allowed and receipt.outcome == "unknown":
+        raise Indeterminate(receipt, "sent to its target, whose answer is not known")
     if receipt.outcome in ("pending_approval",):
         raise Escalated(receipt, "waiting for reviewers")
     raise Blocked(receipt, f"not run: {receipt.outcome.replace('_', ' ')}")

@@ -24,6 +24,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -36,7 +37,29 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 # spec §1.4: binary values are base64url without padding.
 def b64u_decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if not isinstance(text, str) or not _B64U.fullmatch(text) or len(text) % 4 == 1:
+        raise ValueError(f"{text!r} is not unpadded base64url")
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    # No non-zero trailing bits: the text is the one encoding of its bytes.
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != text:
+        raise ValueError(f"{text!r} is not the canonical base64url of its bytes")
+    return raw
+
+
+_B64U = re.compile(r"[A-Za-z0-9_-]*")
+# spec §1.5: RFC 3339 in UTC, seconds, up to nine fraction digits, Z.
+_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z")
+
+
+def timestamp(value: Any, what: str) -> str | None:
+    """Why `value` is not a timestamp as spec §1.5 restricts them."""
+    if not isinstance(value, str) or not _TIMESTAMP.fullmatch(value):
+        return f"{what} {value!r} is not an RFC 3339 UTC timestamp (spec §1.5)"
+    try:
+        unix_seconds(value)
+    except ValueError:
+        return f"{what} {value!r} is not a date and time"
+    return None
 
 
 # spec §1.6: a hash value is "<alg>:<64 lowercase hex>", sha256 or blake3.
@@ -53,11 +76,15 @@ def digest(alg: str, data: bytes) -> str:
 
 
 def unix_seconds(ts: str) -> int:
-    # spec §1.5: RFC 3339, UTC, "Z", optional fraction; spec §2.1: whole
+    # spec §1.5: RFC 3339, UTC, "Z", optional fraction; a leap second (:60)
+    # is the same instant as the start of the next second. spec §2.1: whole
     # seconds are what a key's window is compared with.
     whole = ts.split(".")[0].rstrip("Z")
+    leap = whole.endswith(":60")
+    if leap:
+        whole = whole[:-2] + "59"
     t = datetime.datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S")
-    return int(t.replace(tzinfo=datetime.timezone.utc).timestamp())
+    return int(t.replace(tzinfo=datetime.timezone.utc).timestamp()) + (1 if leap else 0)
 
 
 # spec §2.1: a JWK Set of Ed25519 (OKP) and P-256 (EC) keys, each named by
@@ -85,6 +112,8 @@ def load_keys(jwks: dict[str, Any]) -> dict[str, _Key]:
 def verify_signature(
     keys: dict[str, _Key], signature: dict[str, Any], receipt: dict[str, Any]
 ) -> str | None:
+    if not isinstance(signature, dict) or set(signature) != {"alg", "kid", "sig"}:
+        return "the signature is not exactly {alg, kid, sig} (spec §2.2)"
     kid = signature["kid"]
     if kid not in keys:
         return f"no key {kid} in the key set"
@@ -98,6 +127,8 @@ def verify_signature(
     # spec §2.3: the domain tag, a line feed, the canonical receipt (§1.3).
     message = b"tollgate.receipt.v1\n" + rfc8785.dumps(receipt)
     sig = b64u_decode(signature["sig"])
+    if len(sig) != 64:
+        return f"the signature has {len(sig)} bytes, not 64 (spec §2.2)"
     try:
         if alg == "EdDSA":
             public.verify(sig, message)
@@ -170,7 +201,11 @@ class Rules:
                 return f"{pair} was decided at seq {self.decided[pair]} already"
             self.decided[pair] = seq
             if status == "pending_approval":
-                self.escalations[r["receipt_id"]] = r["outcome"]["review"]["deadline"]
+                deadline = r["outcome"]["review"]["deadline"]
+                why = timestamp(deadline, "review.deadline")
+                if why:
+                    return why
+                self.escalations[r["receipt_id"]] = deadline
         elif kind == "approval":
             if len(r["refs"]) != 1 or r["refs"][0] not in self.escalations:
                 return f"refs {r['refs']} name no earlier escalation"
@@ -242,21 +277,25 @@ def check(lines: list[bytes], keys: dict[str, _Key]) -> tuple[int | None, Any, s
         line = raw[:-1]
         try:
             entry = json.loads(line)
-        except ValueError as e:
-            return seq, f"the line is not JSON: {e}", None
-        # spec §1.3 and §5.4 step 2: the line is its entry's canonical bytes.
-        if not isinstance(entry, dict) or rfc8785.dumps(entry) != line:
+            # spec §1.3 and §5.4 step 2: the line is its entry's canonical bytes.
+            canonical = isinstance(entry, dict) and rfc8785.dumps(entry) == line
+        except (ValueError, RecursionError, rfc8785.CanonicalizationError) as e:
+            return seq, f"the line is not I-JSON (spec §1.1): {type(e).__name__} {e}", None
+        if not canonical:
             return seq, "the line is not its entry's canonical form", None
         # spec §5.1, §5.4 step 3: exactly the six members.
         if set(entry) != MEMBERS:
             return seq, f"the entry's members are {sorted(entry)}", None
         try:
             why = _check_entry(seq, entry, prev, keys, rules)
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as e:
             why = f"the entry is not shaped as spec §5.1 says: {type(e).__name__} {e}"
         if why:
             return seq, why, None
         prev = entry["hash"]
+    if seq == 0:
+        # spec §5.3: an export holds at least the ledger's first entry.
+        return 1, "the export is empty", None
     return None, seq, prev
 
 
@@ -267,9 +306,19 @@ def _check_entry(
     keys: dict[str, _Key],
     rules: Rules,
 ) -> str | None:
-    # spec §5.4 step 4: seq is the line number.
-    if entry["seq"] != seq:
-        return f"seq is {entry['seq']}"
+    # spec §5.4 step 4: seq is the line number (an integer, not a boolean).
+    if type(entry["seq"]) is not int or entry["seq"] != seq:
+        return f"seq is {entry['seq']!r}"
+    # spec §1.5, §5.1: appended_at is a timestamp; §4.1: the receipt's
+    # type and issued_at.
+    receipt = entry["receipt"]
+    why = timestamp(entry["appended_at"], "appended_at") or timestamp(
+        receipt.get("issued_at"), "the receipt's issued_at"
+    )
+    if why:
+        return why
+    if receipt.get("type") != "tollgate.receipt/v1":
+        return f"the receipt's type is {receipt.get('type')!r}, not tollgate.receipt/v1"
     # spec §5.1, §5.4 step 5: prev links to the previous hash; the
     # first entry's is H(0), the algorithm with 64 zero digits.
     alg = entry["prev"].split(":")[0]
@@ -360,7 +409,11 @@ def verify_export(
     else:
         with open(export, "rb") as f:
             lines = f.read().splitlines(keepends=True)
-    failed, what, last = check(lines, load_keys(_jwks(jwks)))
+    try:
+        keys = load_keys(_jwks(jwks))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        return Report(False, 0, None, None, f"the key set: {type(e).__name__} {e}")
+    failed, what, last = check(lines, keys)
     if failed is not None:
         return Report(False, failed - 1, None, failed, str(what))
     # spec §5.4: a head obtained independently must be the export's last.
@@ -378,7 +431,7 @@ def verify_export(
                 [line.rstrip(b"\n") for line in lines],
                 verify_checkpoint(checkpoint, checkpoint_key),
             )
-        except CheckpointError as e:
+        except (CheckpointError, ValueError) as e:
             why = f"the checkpoint does not verify: {e}"
         if why:
             return Report(False, int(what), None, None, why)
@@ -389,12 +442,15 @@ def verify_receipt(entry: bytes | dict[str, Any], jwks: _Source | dict[str, Any]
     """Verifies one ledger entry's receipt on its own: its receipt id and
     its signature by a key of the gateway's key set (spec §4.4, §5.4
     steps 8 and 9). The chain needs the export (`verify_export`)."""
-    value = json.loads(entry) if isinstance(entry, bytes) else entry
+    try:
+        value = json.loads(entry) if isinstance(entry, bytes) else entry
+    except (ValueError, RecursionError) as e:
+        return Report(False, 0, None, None, f"the entry is not JSON: {e}")
     seq = value.get("seq") if isinstance(value, dict) else None
     try:
         why = receipt_problem(value, load_keys(_jwks(jwks)))
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
         why = f"the entry is not shaped as spec §5.1 says: {type(e).__name__} {e}"
     if why:
-        return Report(False, 0, None, seq if isinstance(seq, int) else None, why)
+        return Report(False, 0, None, seq if type(seq) is int else None, why)
     return Report(True, 1, value.get("hash"))

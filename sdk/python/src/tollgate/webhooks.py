@@ -12,6 +12,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -20,6 +21,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .errors import TollgateError
+
+# Seconds since the epoch, ASCII digits (not any Unicode digit).
+_SECONDS = re.compile(r"[0-9]{1,12}")
 
 #: How far a delivery's timestamp may be from this machine's clock.
 DEFAULT_TOLERANCE = 300
@@ -42,7 +46,7 @@ def verify(
     *,
     secret: str | None = None,
     public_key: str | None = None,
-    tolerance: int = DEFAULT_TOLERANCE,
+    tolerance: float = DEFAULT_TOLERANCE,
     now: float | None = None,
 ) -> dict[str, Any]:
     """Checks a delivery (its raw body and headers) with the endpoint's
@@ -52,27 +56,21 @@ def verify(
     now, or no signature of the scheme that verifies."""
     if (secret is None) == (public_key is None):
         raise ValueError("give either secret (v1) or public_key (v1a)")
-    msg_id = _header(headers, "webhook-id")
-    timestamp = _header(headers, "webhook-timestamp")
-    signatures = _header(headers, "webhook-signature")
-    if not msg_id or "." in msg_id:
-        raise WebhookVerificationError(f"webhook-id {msg_id!r} is not an id")
-    if not timestamp.isdigit():
-        raise WebhookVerificationError(f"webhook-timestamp {timestamp!r} is not seconds")
-    clock = time.time() if now is None else now
-    if abs(clock - int(timestamp)) > tolerance:
-        raise WebhookVerificationError(
-            f"webhook-timestamp {timestamp} is more than {tolerance} s from now"
-        )
-    content = f"{msg_id}.{timestamp}.".encode() + body
+    if not (tolerance >= 0):  # NaN included
+        raise ValueError(f"tolerance {tolerance!r}: seconds, 0 or more")
     if secret is not None:
         scheme = "v1"
         if not secret.startswith("whsec_"):
             raise ValueError("a v1 secret is whsec_ and base64")
-        key = base64.b64decode(secret.removeprefix("whsec_"))
-        expected = hmac.new(key, content, hashlib.sha256).digest()
+        try:
+            key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise ValueError("a v1 secret is whsec_ and base64") from e
+        if len(key) < 24:
+            raise ValueError(f"a v1 secret has 24 to 64 bytes; this one has {len(key)}")
 
         def good(sig: bytes) -> bool:
+            expected = hmac.new(key, content, hashlib.sha256).digest()
             return hmac.compare_digest(sig, expected)
 
     else:
@@ -80,9 +78,12 @@ def verify(
         assert public_key is not None
         if not public_key.startswith("whpk_"):
             raise ValueError("a v1a public key is whpk_ and base64")
-        verifier = Ed25519PublicKey.from_public_bytes(
-            base64.b64decode(public_key.removeprefix("whpk_"))
-        )
+        try:
+            verifier = Ed25519PublicKey.from_public_bytes(
+                base64.b64decode(public_key.removeprefix("whpk_"), validate=True)
+            )
+        except (binascii.Error, ValueError) as e:
+            raise ValueError("a v1a public key is whpk_ and the base64 of 32 bytes") from e
 
         def good(sig: bytes) -> bool:
             try:
@@ -91,6 +92,19 @@ def verify(
             except InvalidSignature:
                 return False
 
+    msg_id = _header(headers, "webhook-id")
+    timestamp = _header(headers, "webhook-timestamp")
+    signatures = _header(headers, "webhook-signature")
+    if not msg_id or "." in msg_id:
+        raise WebhookVerificationError(f"webhook-id {msg_id!r} is not an id")
+    if not _SECONDS.fullmatch(timestamp):
+        raise WebhookVerificationError(f"webhook-timestamp {timestamp!r} is not seconds")
+    clock = time.time() if now is None else now
+    if abs(clock - int(timestamp)) > tolerance:
+        raise WebhookVerificationError(
+            f"webhook-timestamp {timestamp} is more than {tolerance} s from now"
+        )
+    content = f"{msg_id}.{timestamp}.".encode() + body
     for part in signatures.split(" "):
         version, _, text = part.partition(",")
         if version != scheme:
@@ -100,6 +114,11 @@ def verify(
         except (binascii.Error, ValueError):
             continue
         if good(sig):
-            event: dict[str, Any] = json.loads(body)
+            try:
+                event = json.loads(body)
+            except (ValueError, RecursionError) as e:
+                raise WebhookVerificationError(f"the signed body is not JSON: {e}") from e
+            if not isinstance(event, dict):
+                raise WebhookVerificationError("the signed body is not a JSON object")
             return event
     raise WebhookVerificationError(f"no {scheme} signature verifies")
