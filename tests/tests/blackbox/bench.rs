@@ -96,6 +96,20 @@ fn written_intents_are_each_decided_once_by_a_gateway() {
         said.starts_with(&format!("invalid at seq {target}: hash is")),
         "{said}"
     );
+    // `tollgate-verify` agrees on both, first bad entry included.
+    let rust = |path: &std::path::Path| {
+        let out = tollgate_tests::verify_cmd(&[
+            "ledger",
+            path.to_str().unwrap(),
+            "--keys",
+            keys.to_str().unwrap(),
+            "--json",
+        ]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code(), v["seq"].as_u64())
+    };
+    assert_eq!(rust(&export), (Some(0), None));
+    assert_eq!(rust(&changed), (Some(1), Some(target as u64)));
 }
 
 #[test]
