@@ -12,10 +12,9 @@ fn sdk() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/python")
 }
 
-/// `python -m ARGS` in the SDK's folder: success, and what it said.
-fn module(args: &[&str]) -> (bool, String) {
-    let out = Command::new(python())
-        .arg("-m")
+/// Runs `program ARGS` in the SDK's folder: success, and what it said.
+fn run_in_sdk(program: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(program)
         .args(args)
         .current_dir(sdk())
         .env("PYTHONDONTWRITEBYTECODE", "1")
@@ -27,6 +26,13 @@ fn module(args: &[&str]) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), said)
+}
+
+/// `python -m ARGS` in the SDK's folder: success, and what it said.
+fn module(args: &[&str]) -> (bool, String) {
+    let mut all = vec!["-m"];
+    all.extend_from_slice(args);
+    run_in_sdk(Path::new(&python()), &all)
 }
 
 #[test]
@@ -108,17 +114,8 @@ fn the_python_sdk_builds_installs_and_its_readme_example_runs() {
 
     let venv = dir.path().join("venv");
     let run = |program: &Path, args: &[&str]| {
-        let out = Command::new(program)
-            .args(args)
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .output()
-            .unwrap();
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "{program:?} {args:?}: {said}");
+        let (ok, said) = run_in_sdk(program, args);
+        assert!(ok, "{program:?} {args:?}: {said}");
         said
     };
     run(
