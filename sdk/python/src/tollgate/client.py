@@ -179,6 +179,9 @@ class _Agent:
             os.close(dir_fd)
         return body
 
+    def state_path(self, intent_id: str, wait: int) -> str:
+        return f"/v1/intents/{self.agent}/{_identifier('intent_id', intent_id)}?wait={wait}"
+
     @staticmethod
     def kept(path: Path, make: Any) -> bytes:
         """The envelope kept at `path`, if it is for the intent `make` would
@@ -222,6 +225,65 @@ class _Agent:
             return canonical(self.key.envelope(INTENT_DOMAIN, p))
 
         return iid, self.envelope_bytes(iid, make)
+
+
+class _Retry:
+    """When to send a request again, the same for both clients: after a
+    transport error (growing, jittered pauses) and after the answers
+    `retryable` accepts (their `Retry-After`), until `give_up_after`
+    seconds have passed."""
+
+    def __init__(self, url: str, give_up_after: float) -> None:
+        self.url = url
+        self.deadline = time.monotonic() + give_up_after
+        self.pause = 0.2
+
+    def after_error(self, error: httpx.TransportError) -> float:
+        """The pause before trying again, or `Unreachable` once it is time
+        to give up."""
+        if time.monotonic() >= self.deadline:
+            raise Unreachable(f"{self.url}: {error}") from error
+        pause = self.pause * (1 + random.random())
+        self.pause = min(self.pause * 2, 5.0)
+        return pause
+
+    def after_answer(self, resp: httpx.Response, retryable: Any) -> float | None:
+        """The pause before sending again, or `None`: the answer is final."""
+        if retryable(resp) and time.monotonic() < self.deadline:
+            return _retry_after(resp.headers)
+        return None
+
+
+def _busy(resp: httpx.Response) -> bool:
+    """What a read retries: `503` and `429`."""
+    return resp.status_code in (429, 503)
+
+
+def _state(resp: httpx.Response) -> dict[str, Any]:
+    if resp.status_code != 200:
+        raise _problem(resp)
+    value: dict[str, Any] = _json(resp)
+    return value
+
+
+def _entry(resp: httpx.Response) -> Receipt:
+    if resp.status_code != 200:
+        raise _problem(resp)
+    return Receipt.from_entry(_json(resp))
+
+
+def _submitted(resp: httpx.Response) -> Receipt:
+    if resp.status_code != 200:
+        raise _problem(resp)
+    return _answer(resp)
+
+
+def _settled(state: dict[str, Any], left: int) -> str | None:
+    """The receipt to return from a wait, once the intent is decided or the
+    time is up; `None` to ask again."""
+    if state["status"] not in _PENDING or left == 0:
+        return str(state["receipts"][-1])
+    return None
 
 
 def _json(resp: httpx.Response) -> Any:
@@ -282,42 +344,32 @@ class Client(_Agent):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _post(self, path: str, body: bytes) -> httpx.Response:
-        deadline = time.monotonic() + self.give_up_after
-        pause = 0.2
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        timeout: float | None = None,
+        retryable: Any = _busy,
+    ) -> httpx.Response:
+        retry = _Retry(self.url, self.give_up_after)
+        headers = dict(self.headers)
+        if body is not None:
+            headers["content-type"] = "application/json"
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         while True:
             try:
-                resp = self.http.post(
-                    self.url + path, content=body, headers={"content-type": "application/json"}
+                resp = self.http.request(
+                    method, self.url + path, content=body, headers=headers, **extra
                 )
             except httpx.TransportError as e:
-                if time.monotonic() >= deadline:
-                    raise Unreachable(f"{self.url}: {e}") from e
-                time.sleep(pause * (1 + random.random()))
-                pause = min(pause * 2, 5.0)
+                time.sleep(retry.after_error(e))
                 continue
-            if _retryable(resp) and time.monotonic() < deadline:
-                time.sleep(_retry_after(resp.headers))
-                continue
-            return resp
-
-    def _get(self, path: str, timeout: float | None = None) -> httpx.Response:
-        deadline = time.monotonic() + self.give_up_after
-        while True:
-            try:
-                kwargs: dict[str, Any] = {"headers": self.headers}
-                if timeout is not None:
-                    kwargs["timeout"] = timeout
-                resp = self.http.get(self.url + path, **kwargs)
-            except httpx.TransportError as e:
-                if time.monotonic() >= deadline:
-                    raise Unreachable(f"{self.url}: {e}") from e
-                time.sleep(0.5)
-                continue
-            if resp.status_code in (429, 503) and time.monotonic() < deadline:
-                time.sleep(_retry_after(resp.headers))
-                continue
-            return resp
+            pause = retry.after_answer(resp, retryable)
+            if pause is None:
+                return resp
+            time.sleep(pause)
 
     def submit(
         self,
@@ -332,29 +384,19 @@ class Client(_Agent):
         """Signs and submits an intent; its receipt once it is durable."""
         iid, body = self.intent_body(action, resource, params, intent_id, confidence_bp, trace)
         try:
-            resp = self._post("/v1/intents", body)
+            resp = self._send("POST", "/v1/intents", body=body, retryable=_retryable)
         except Unreachable as e:
             e.intent_id = iid
             raise
-        if resp.status_code != 200:
-            raise _problem(resp)
-        return _answer(resp)
+        return _submitted(resp)
 
     def state(self, intent_id: str, wait: int = 0) -> dict[str, Any]:
         """Where the intent stands (`GET /v1/intents/{agent}/{intent_id}`)."""
-        path = f"/v1/intents/{self.agent}/{_identifier('intent_id', intent_id)}?wait={wait}"
-        resp = self._get(path, timeout=wait + 30)
-        if resp.status_code != 200:
-            raise _problem(resp)
-        value: dict[str, Any] = _json(resp)
-        return value
+        return _state(self._send("GET", self.state_path(intent_id, wait), timeout=wait + 30))
 
     def receipt(self, receipt_id: str) -> Receipt:
         """The entry of a receipt (`GET /v1/receipts/{id}`)."""
-        resp = self._get(f"/v1/receipts/{_receipt_id(receipt_id)}")
-        if resp.status_code != 200:
-            raise _problem(resp)
-        return Receipt.from_entry(_json(resp))
+        return _entry(self._send("GET", f"/v1/receipts/{_receipt_id(receipt_id)}"))
 
     def wait(self, intent_id: str, timeout: float = 60.0) -> Receipt:
         """Waits (long-polls) until the escalated intent is decided or
@@ -363,9 +405,9 @@ class Client(_Agent):
         deadline = time.monotonic() + timeout
         while True:
             left = int(max(0, min(MAX_WAIT, deadline - time.monotonic())))
-            state = self.state(intent_id, left)
-            if state["status"] not in _PENDING or left == 0:
-                return self.receipt(state["receipts"][-1])
+            last = _settled(self.state(intent_id, left), left)
+            if last is not None:
+                return self.receipt(last)
 
 
 class AsyncClient(_Agent):
@@ -404,42 +446,32 @@ class AsyncClient(_Agent):
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def _post(self, path: str, body: bytes) -> httpx.Response:
-        deadline = time.monotonic() + self.give_up_after
-        pause = 0.2
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        timeout: float | None = None,
+        retryable: Any = _busy,
+    ) -> httpx.Response:
+        retry = _Retry(self.url, self.give_up_after)
+        headers = dict(self.headers)
+        if body is not None:
+            headers["content-type"] = "application/json"
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         while True:
             try:
-                resp = await self.http.post(
-                    self.url + path, content=body, headers={"content-type": "application/json"}
+                resp = await self.http.request(
+                    method, self.url + path, content=body, headers=headers, **extra
                 )
             except httpx.TransportError as e:
-                if time.monotonic() >= deadline:
-                    raise Unreachable(f"{self.url}: {e}") from e
-                await asyncio.sleep(pause * (1 + random.random()))
-                pause = min(pause * 2, 5.0)
+                await asyncio.sleep(retry.after_error(e))
                 continue
-            if _retryable(resp) and time.monotonic() < deadline:
-                await asyncio.sleep(_retry_after(resp.headers))
-                continue
-            return resp
-
-    async def _get(self, path: str, timeout: float | None = None) -> httpx.Response:
-        deadline = time.monotonic() + self.give_up_after
-        while True:
-            try:
-                kwargs: dict[str, Any] = {"headers": self.headers}
-                if timeout is not None:
-                    kwargs["timeout"] = timeout
-                resp = await self.http.get(self.url + path, **kwargs)
-            except httpx.TransportError as e:
-                if time.monotonic() >= deadline:
-                    raise Unreachable(f"{self.url}: {e}") from e
-                await asyncio.sleep(0.5)
-                continue
-            if resp.status_code in (429, 503) and time.monotonic() < deadline:
-                await asyncio.sleep(_retry_after(resp.headers))
-                continue
-            return resp
+            pause = retry.after_answer(resp, retryable)
+            if pause is None:
+                return resp
+            await asyncio.sleep(pause)
 
     async def submit(
         self,
@@ -454,29 +486,20 @@ class AsyncClient(_Agent):
         """Signs and submits an intent; its receipt once it is durable."""
         iid, body = self.intent_body(action, resource, params, intent_id, confidence_bp, trace)
         try:
-            resp = await self._post("/v1/intents", body)
+            resp = await self._send("POST", "/v1/intents", body=body, retryable=_retryable)
         except Unreachable as e:
             e.intent_id = iid
             raise
-        if resp.status_code != 200:
-            raise _problem(resp)
-        return _answer(resp)
+        return _submitted(resp)
 
     async def state(self, intent_id: str, wait: int = 0) -> dict[str, Any]:
         """Where the intent stands (`GET /v1/intents/{agent}/{intent_id}`)."""
-        path = f"/v1/intents/{self.agent}/{_identifier('intent_id', intent_id)}?wait={wait}"
-        resp = await self._get(path, timeout=wait + 30)
-        if resp.status_code != 200:
-            raise _problem(resp)
-        value: dict[str, Any] = _json(resp)
-        return value
+        resp = await self._send("GET", self.state_path(intent_id, wait), timeout=wait + 30)
+        return _state(resp)
 
     async def receipt(self, receipt_id: str) -> Receipt:
         """The entry of a receipt (`GET /v1/receipts/{id}`)."""
-        resp = await self._get(f"/v1/receipts/{_receipt_id(receipt_id)}")
-        if resp.status_code != 200:
-            raise _problem(resp)
-        return Receipt.from_entry(_json(resp))
+        return _entry(await self._send("GET", f"/v1/receipts/{_receipt_id(receipt_id)}"))
 
     async def wait(self, intent_id: str, timeout: float = 60.0) -> Receipt:
         """Waits until the escalated intent is decided or `timeout` passes;
@@ -484,9 +507,9 @@ class AsyncClient(_Agent):
         deadline = time.monotonic() + timeout
         while True:
             left = int(max(0, min(MAX_WAIT, deadline - time.monotonic())))
-            state = await self.state(intent_id, left)
-            if state["status"] not in _PENDING or left == 0:
-                return await self.receipt(state["receipts"][-1])
+            last = _settled(await self.state(intent_id, left), left)
+            if last is not None:
+                return await self.receipt(last)
 
 
 class Reviewer:
