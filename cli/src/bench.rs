@@ -30,6 +30,43 @@ pub struct BenchReport {
     pub with_webhooks: Option<(f64, f64, f64)>,
     /// The CPUs the load generator was pinned to, if it was.
     pub client_cpus: Option<String>,
+    /// The physical floor of a durable answer on this disk: `fdatasync`
+    /// of a 4 KiB write in the data folder, microseconds, p50 and p99
+    /// (measured before the load, when the data folder is local).
+    pub fdatasync_us: Option<(u64, u64)>,
+}
+
+/// How many small writes the `fdatasync` floor is measured over.
+const FLOOR_SAMPLES: usize = 200;
+
+/// The latency of making one 4 KiB write durable in `dir` with
+/// `fdatasync` (`File::sync_data`), `samples` times, sorted, microseconds:
+/// what no durable answer can beat on this disk. The file is removed
+/// afterwards.
+pub fn fdatasync_floor(dir: &Path, samples: usize) -> std::io::Result<Vec<u64>> {
+    use std::io::{Seek as _, SeekFrom, Write as _};
+    let path = dir.join(format!(".tollgate-bench-fsync-{}", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .open(&path)?;
+    let block = [0x5au8; 4096];
+    let mut out = Vec::with_capacity(samples);
+    let result = (|| -> std::io::Result<()> {
+        for i in 0..samples {
+            // Appending, as the ledger does: a new block each time.
+            file.seek(SeekFrom::Start((i * block.len()) as u64))?;
+            let start = std::time::Instant::now();
+            file.write_all(&block)?;
+            file.sync_data()?;
+            out.push(start.elapsed().as_micros() as u64);
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&path);
+    result?;
+    out.sort_unstable();
+    Ok(out)
 }
 
 /// `count` intents of the demo agent, signed, one envelope per element:
@@ -273,6 +310,12 @@ pub fn bench(
         taskset(cpus, &["-c", cpus, "true"])?;
     }
     let sign_verify_per_s = sign_verify_rate();
+    // The floor of a durable answer: fsync in the data folder, which holds
+    // the ledger when it is the embedded one (a remote database's disk is
+    // not measured here).
+    let fdatasync_us = fdatasync_floor(data.root(), FLOOR_SAMPLES)
+        .ok()
+        .map(|lat| (percentile(&lat, 0.50), percentile(&lat, 0.99)));
     if let Some(cpus) = client_cpus {
         let pid = std::process::id().to_string();
         taskset(cpus, &["-a", "-p", "-c", cpus, &pid])?;
@@ -368,5 +411,22 @@ pub fn bench(
         sign_verify_per_s,
         client_cpus: client_cpus.map(str::to_owned),
         with_webhooks,
+        fdatasync_us,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    #[test]
+    fn the_fsync_floor_is_measured_in_the_folder_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let lat = super::fdatasync_floor(dir.path(), 20).unwrap();
+        assert_eq!(lat.len(), 20);
+        assert!(lat.windows(2).all(|w| w[0] <= w[1]), "sorted: {lat:?}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        // A folder that cannot be written is an error, not a figure.
+        assert!(super::fdatasync_floor(&dir.path().join("missing"), 1).is_err());
+    }
 }

@@ -1058,6 +1058,14 @@ fn main() -> ExitCode {
                 r.sign_verify_per_s,
                 r.decisions_per_s / r.sign_verify_per_s
             );
+            if let Some((p50, p99)) = r.fdatasync_us {
+                text.push_str(&format!(
+                    "\nfloor, fdatasync of 4 KiB in the data folder: p50 {:.2} ms  p99 {:.2} ms\nratio latency p50 / fdatasync p50: {:.1} (aim <= 3 with --concurrency 1)",
+                    p50 as f64 / 1000.0,
+                    p99 as f64 / 1000.0,
+                    r.latency_us.0 as f64 / (p50.max(1)) as f64
+                ));
+            }
             if let Some(cpus) = &r.client_cpus {
                 text.push_str(&format!(
                     "\nload generator pinned to CPUs {cpus}; the baseline ran on every core"
