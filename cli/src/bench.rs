@@ -34,6 +34,25 @@ pub struct BenchReport {
     /// of a 4 KiB write in the data folder, microseconds, p50 and p99
     /// (measured before the load, when the data folder is local).
     pub fdatasync_us: Option<(u64, u64)>,
+    /// The gateways' CPU time (user and system, from their `/metrics`) per
+    /// decision of the load, microseconds.
+    pub server_cpu_us_per_decision: Option<f64>,
+}
+
+/// The sum of `process_cpu_seconds_total` over `urls`' `/metrics`; `None`
+/// when one does not say.
+fn server_cpu_seconds(urls: &[String]) -> Option<f64> {
+    urls.iter()
+        .map(|u| {
+            let answer = tollgate_client::Client::new(u)
+                .get("/metrics", false)
+                .ok()?;
+            let text = String::from_utf8_lossy(&answer.body).into_owned();
+            text.lines()
+                .find_map(|l| l.strip_prefix("process_cpu_seconds_total "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+        .sum()
 }
 
 /// How many small writes the `fdatasync` floor is measured over.
@@ -346,7 +365,12 @@ pub fn bench(
             }
         })
     };
+    let cpu_before = server_cpu_seconds(urls);
     let (ok, bad, lat, elapsed) = decide(0);
+    let server_cpu_us_per_decision = match (cpu_before, server_cpu_seconds(urls)) {
+        (Some(a), Some(b)) if ok > 0 => Some((b - a) * 1e6 / ok as f64),
+        _ => None,
+    };
     if let Some(path) = acks {
         let mut out = Vec::new();
         for line in acked.lock().map(|v| v.clone()).unwrap_or_default() {
@@ -412,6 +436,7 @@ pub fn bench(
         client_cpus: client_cpus.map(str::to_owned),
         with_webhooks,
         fdatasync_us,
+        server_cpu_us_per_decision,
     })
 }
 

@@ -1058,6 +1058,11 @@ fn main() -> ExitCode {
                 r.sign_verify_per_s,
                 r.decisions_per_s / r.sign_verify_per_s
             );
+            if let Some(cpu) = r.server_cpu_us_per_decision {
+                text.push_str(&format!(
+                    "\nserver CPU per decision: {cpu:.0} µs (user + system, from /metrics)"
+                ));
+            }
             if let Some((p50, p99)) = r.fdatasync_us {
                 text.push_str(&format!(
                     "\nfloor, fdatasync of 4 KiB in the data folder: p50 {:.2} ms  p99 {:.2} ms\nratio latency p50 / fdatasync p50: {:.1} (aim <= 3 with --concurrency 1)",

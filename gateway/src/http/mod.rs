@@ -532,12 +532,30 @@ async fn metrics<L: Ledger>(_: admin::ReadAuth, State(app): State<Arc<App<L>>>) 
         "# HELP tollgate_waits Long-polls waiting.\n# TYPE tollgate_waits gauge\ntollgate_waits {}\n",
         app.waits.waiting()
     ));
+    if let Some(cpu) = process_cpu_seconds() {
+        text.push_str(&format!(
+            "# HELP process_cpu_seconds_total User and system CPU time of the gateway process.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu}\n"
+        ));
+    }
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         text,
     )
         .into_response()
+}
+
+/// The process's user and system CPU time so far, seconds (all threads;
+/// `/proc/self/stat` fields 14 and 15, in clock ticks); `None` where there
+/// is no `/proc`.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // Field 3 (state) is fields[0]; utime is field 14, stime field 15.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let per_second = rustix::param::clock_ticks_per_second();
+    (per_second > 0).then(|| ticks as f64 / per_second as f64)
 }
 
 async fn readyz<L: Ledger>(State(app): State<Arc<App<L>>>) -> Result<Response, ApiError> {

@@ -99,6 +99,14 @@ fn regression_long_polls_cannot_fill_the_listener() {
     assert_eq!(seen.iter().filter(|s| s.is_none()).count(), 16);
     let metrics = String::from_utf8(g.get("/metrics").1).unwrap();
     assert!(metrics.contains("\ntollgate_waits 16\n"), "{metrics}");
+    // The process's CPU time, which `tollgate bench` divides by decisions.
+    let cpu: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("process_cpu_seconds_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(cpu > 0.0, "{metrics}");
 }
 
 /// Found by the outside review: 300 slow sockets against a gateway limited
