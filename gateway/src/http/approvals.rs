@@ -15,12 +15,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use tollgate_ledger::Ledger;
-use tollgate_protocol::{
-    ApprovalEnvelope, MAX_INTENT_DEPTH, Object, Status, Value, parse_with_depth,
-};
+use tollgate_protocol::{ApprovalEnvelope, Object, Status, Value};
 
-use super::admin::{ReadAuth, read_body};
-use super::{ApiError, App, essence, object, page_limit};
+use super::admin::ReadAuth;
+use super::{ApiError, App, object, page_limit};
 use crate::limits::{DEFAULT_PAGE, MAX_APPROVAL_BODY, MAX_WAIT_SECONDS};
 
 /// The routes.
@@ -110,12 +108,7 @@ async fn decide<L: Ledger>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (media, essence) = essence(&headers);
-    if essence != "application/json" {
-        return Err(ApiError::UnsupportedMediaType(media));
-    }
-    let bytes = read_body(body, MAX_APPROVAL_BODY, app.body_timeout).await?;
-    let value = parse_with_depth(&bytes, MAX_INTENT_DEPTH).map_err(ApiError::MalformedJson)?;
+    let value = super::read_json(&headers, body, MAX_APPROVAL_BODY, app.body_timeout).await?;
     let envelope = ApprovalEnvelope::from_value(value).map_err(ApiError::InvalidApproval)?;
     let decided = app
         .gateway

@@ -211,13 +211,24 @@ async fn read_envelope<L: Ledger>(
     req: Request,
 ) -> Result<(axum::http::request::Parts, Value), ApiError> {
     let (parts, body) = req.into_parts();
-    let (media, essence) = essence(&parts.headers);
+    let value = read_json(&parts.headers, body, app.max_body, app.body_timeout).await?;
+    Ok((parts, value))
+}
+
+/// A JSON request body: `application/json`, at most `limit` bytes,
+/// arriving within `timeout`, strict I-JSON no deeper than intents may be.
+pub(crate) async fn read_json(
+    headers: &axum::http::HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Value, ApiError> {
+    let (media, essence) = essence(headers);
     if essence != "application/json" {
         return Err(ApiError::UnsupportedMediaType(media));
     }
-    let bytes: Bytes = admin::read_body(body, app.max_body, app.body_timeout).await?;
-    let value = parse_with_depth(&bytes, MAX_INTENT_DEPTH).map_err(ApiError::MalformedJson)?;
-    Ok((parts, value))
+    let bytes: Bytes = admin::read_body(body, limit, timeout).await?;
+    parse_with_depth(&bytes, MAX_INTENT_DEPTH).map_err(ApiError::MalformedJson)
 }
 
 /// `200` with a ledger entry: its receipt id in `Tollgate-Receipt-Id`, and

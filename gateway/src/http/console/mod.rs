@@ -33,12 +33,12 @@ use axum::routing::{get, post};
 use tollgate_ledger::Ledger;
 use tollgate_protocol::webauthn::{Assertion, Ceremony, Passkey, check_client_data, is_origin};
 use tollgate_protocol::{
-    ApprovalDecision, ApprovalEnvelope, ApprovalVerdict, HashValue, MAX_INTENT_DEPTH, Object,
-    Value, approval_payload, b64, b64_decode, parse_with_depth,
+    ApprovalDecision, ApprovalEnvelope, ApprovalVerdict, HashValue, Object, Value,
+    approval_payload, b64, b64_decode,
 };
 
 use super::admin::{AdminAuth, bearer_is, read_body};
-use super::{ApiError, App, essence};
+use super::{ApiError, App};
 use crate::limits::{MAX_ADMIN_BODY, MAX_APPROVAL_BODY};
 
 pub(crate) use tokens::Who;
@@ -421,12 +421,7 @@ async fn json_body<L: Ledger>(
     body: Body,
     limit: usize,
 ) -> Result<Object, ApiError> {
-    let (media, essence) = essence(headers);
-    if essence != "application/json" {
-        return Err(ApiError::UnsupportedMediaType(media));
-    }
-    let bytes = read_body(body, limit, app.body_timeout).await?;
-    match parse_with_depth(&bytes, MAX_INTENT_DEPTH).map_err(ApiError::MalformedJson)? {
+    match super::read_json(headers, body, limit, app.body_timeout).await? {
         Value::Object(o) => Ok(o),
         _ => Err(invalid("", "expected a JSON object")),
     }
@@ -657,10 +652,8 @@ fn signed_in<L: Ledger>(app: &App<L>, who: &Who, next: &str) -> Result<Response,
 }
 
 /// Where to go after sign-in: a console path, nothing else.
-fn next_path(o: &Object) -> String {
-    o.get("next")
-        .and_then(Value::as_str)
-        .filter(|n| n.starts_with("/console/") && !n.starts_with("//") && !n.contains("://"))
+fn next_path(next: Option<&str>) -> String {
+    next.filter(|n| n.starts_with("/console/") && !n.starts_with("//") && !n.contains("://"))
         .unwrap_or("/console/approvals")
         .to_owned()
 }
@@ -730,7 +723,11 @@ async fn signin<L: Ledger>(
             return Err(refused("this sign-in challenge was answered already"));
         }
     }
-    signed_in(&app, &Who::Reviewer(reviewer.id.clone()), &next_path(&o))
+    signed_in(
+        &app,
+        &Who::Reviewer(reviewer.id.clone()),
+        &next_path(o.get("next").and_then(Value::as_str)),
+    )
 }
 
 /// `POST /console/signin/token` (a form with `token`): the read token
@@ -742,18 +739,13 @@ async fn signin_token<L: Ledger>(
 ) -> Result<Response, ApiError> {
     same_origin(&app, &headers)?;
     let bytes = read_body(body, 4096, app.body_timeout).await?;
-    let text = String::from_utf8_lossy(&bytes);
-    let mut token = String::new();
-    let mut next = String::new();
-    for pair in text.split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = view::form_unescape(v);
-        match k {
-            "token" => token = v,
-            "next" => next = v,
-            _ => {}
-        }
-    }
+    let form = view::query_pairs(Some(&String::from_utf8_lossy(&bytes)));
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let token = field("token").unwrap_or_default();
     let given = |t: &Option<String>| {
         t.as_deref()
             .is_some_and(|t| !t.is_empty() && tokens::constant_eq(t.as_bytes(), token.as_bytes()))
@@ -761,9 +753,7 @@ async fn signin_token<L: Ledger>(
     if !(given(&app.read_token) || given(&app.admin_token)) {
         return Ok(see_other("/console/signin?error=token"));
     }
-    let mut o = Object::new();
-    o.insert("next", next.as_str().into());
-    let next = next_path(&o);
+    let next = next_path(field("next"));
     let session = app
         .console
         .keys
