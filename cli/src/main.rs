@@ -127,6 +127,24 @@ enum Command {
         /// How many intents --write-intents writes.
         #[arg(long, default_value_t = 200_000)]
         count: usize,
+        /// The hot paths to load, a phase of --duration each, in order
+        /// (comma-separated): entity (refunds, each changing its order),
+        /// plain (deploys, no entity), escalate (each opens an approval),
+        /// replay (GET /v1/intents/… of decided intents).
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "entity")]
+        path: Vec<bench::Path>,
+        /// Send the load over HTTP/2 (h2c with prior knowledge; h2 by ALPN
+        /// over https), the clients sharing --connections connections.
+        #[arg(long)]
+        http2: bool,
+        /// HTTP/2 connections the clients share.
+        #[arg(long, default_value_t = 4, requires = "http2")]
+        connections: usize,
+        /// Sample the first gateway's resident memory (its /metrics) every
+        /// this many seconds through the first phase, and report its
+        /// growth over the phase's second half.
+        #[arg(long, value_name = "SECONDS")]
+        rss_every: Option<u64>,
     },
     /// The ledger of a running gateway.
     #[command(subcommand)]
@@ -973,7 +991,10 @@ fn main() -> ExitCode {
     let mut verdict: Option<tollgate_protocol::Verdict> = None;
     let result = match cli.command {
         Command::Serve(args) => {
-            let sub = matches.subcommand_matches("serve").cloned().unwrap_or_default();
+            let sub = matches
+                .subcommand_matches("serve")
+                .cloned()
+                .unwrap_or_default();
             settings::config_flags(&args, &sub)
                 .and_then(|file| {
                     if file.is_empty() {
@@ -992,20 +1013,22 @@ fn main() -> ExitCode {
                 })
                 .and_then(serve::serve)
         }
-        Command::Init { data_dir, demo } => tollgate_gateway::datadir::init(&data_dir.data_dir, demo)
-            .map(|created| {
-                created
-                    .made
-                    .iter()
-                    .map(|p| format!("created {}", p.display()))
-                    .chain(std::iter::once(format!(
-                        "ready: {}",
-                        data_dir.data_dir.display()
-                    )))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            })
-            .map_err(|e| CliError::Usage(e.to_string())),
+        Command::Init { data_dir, demo } => {
+            tollgate_gateway::datadir::init(&data_dir.data_dir, demo)
+                .map(|created| {
+                    created
+                        .made
+                        .iter()
+                        .map(|p| format!("created {}", p.display()))
+                        .chain(std::iter::once(format!(
+                            "ready: {}",
+                            data_dir.data_dir.display()
+                        )))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .map_err(|e| CliError::Usage(e.to_string()))
+        }
         Command::Submit {
             url,
             key,
@@ -1018,9 +1041,9 @@ fn main() -> ExitCode {
                 verdict = v;
                 text
             }),
-        Command::Tour { url, data_dir } => url
-            .one()
-            .and_then(|u| tour::tour(u, &data_dir.layout())),
+        Command::Tour { url, data_dir } => {
+            url.one().and_then(|u| tour::tour(u, &data_dir.layout()))
+        }
         Command::Bench {
             data_dir,
             write_intents: Some(out),
@@ -1037,53 +1060,30 @@ fn main() -> ExitCode {
             client_cpus,
             write_intents: None,
             count: _,
+            path,
+            http2,
+            connections,
+            rss_every,
         } => bench::bench(
             &url.urls,
             &data_dir.layout(),
-            concurrency,
-            duration,
-            webhooks,
-            acks.as_deref(),
-            client_cpus.as_deref(),
+            bench::Options {
+                concurrency,
+                seconds: duration,
+                paths: path,
+                protocol: if http2 {
+                    bench::Protocol::Http2
+                } else {
+                    bench::Protocol::Http1
+                },
+                connections,
+                webhooks,
+                acks,
+                client_cpus,
+                rss_every,
+            },
         )
-        .map(|r| {
-            let mut text = format!(
-                "durable decisions: {:>9.0}/s  ({} errors)\nlatency:           p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  ({concurrency} clients)\nbaseline /healthz: {:>9.0}/s\nbaseline sign+verify (all cores): {:.0}/s\nratio decisions / sign+verify: {:.2} (aim >= 0.45)",
-                r.decisions_per_s,
-                r.errors,
-                r.latency_us.0 as f64 / 1000.0,
-                r.latency_us.1 as f64 / 1000.0,
-                r.latency_us.2 as f64 / 1000.0,
-                r.healthz_per_s,
-                r.sign_verify_per_s,
-                r.decisions_per_s / r.sign_verify_per_s
-            );
-            if let Some(cpu) = r.server_cpu_us_per_decision {
-                text.push_str(&format!(
-                    "\nserver CPU per decision: {cpu:.0} µs (user + system, from /metrics)"
-                ));
-            }
-            if let Some((p50, p99)) = r.fdatasync_us {
-                text.push_str(&format!(
-                    "\nfloor, fdatasync of 4 KiB in the data folder: p50 {:.2} ms  p99 {:.2} ms\nratio latency p50 / fdatasync p50: {:.1} (aim <= 3 with --concurrency 1)",
-                    p50 as f64 / 1000.0,
-                    p99 as f64 / 1000.0,
-                    r.latency_us.0 as f64 / (p50.max(1)) as f64
-                ));
-            }
-            if let Some(cpus) = &r.client_cpus {
-                text.push_str(&format!(
-                    "\nload generator pinned to CPUs {cpus}; the baseline ran on every core"
-                ));
-            }
-            if let Some((on, delivered, off)) = r.with_webhooks {
-                text.push_str(&format!(
-                    "\nwith webhooks:     {on:>9.0}/s  (every event to a local endpoint; {delivered:.0} deliveries/s)\nwithout, before and after: {off:.0}/s\nratio with / without webhooks: {:.2} (aim >= 0.90)",
-                    on / off
-                ));
-            }
-            text
-        }),
+        .map(|r| r.render()),
         Command::Sandbox(SandboxCommand::Replay(args)) => sandbox::replay(&args),
         Command::Sandbox(SandboxCommand::Serve(args)) => sandbox::serve::serve(&args),
         Command::Sandbox(SandboxCommand::Snapshot { ledger, out }) => {
@@ -1124,9 +1124,7 @@ fn main() -> ExitCode {
         Command::Policy(PolicyCommand::Validate { dir }) => policy::policy_validate(&dir),
         Command::Policy(PolicyCommand::Publish { admin, dir }) => admin::publish(&admin, &dir),
         Command::Issuer(IssuerCommand::Add { admin, key }) => admin::add_issuer(&admin, &key),
-        Command::Issuer(IssuerCommand::Revoke { admin, kid }) => {
-            admin::revoke_issuer(&admin, &kid)
-        }
+        Command::Issuer(IssuerCommand::Revoke { admin, kid }) => admin::revoke_issuer(&admin, &kid),
         Command::Issuer(IssuerCommand::List { admin }) => admin::list_issuers(&admin),
         Command::Resource(ResourceCommand::Put {
             admin,
@@ -1210,9 +1208,7 @@ fn main() -> ExitCode {
                 None => Ok(token),
                 Some(path) => std::fs::write(&path, format!("{token}\n"))
                     .map(|()| format!("wrote {}", path.display()))
-                    .map_err(|e| {
-                        CliError::Usage(format!("cannot write {}: {e}", path.display()))
-                    }),
+                    .map_err(|e| CliError::Usage(format!("cannot write {}: {e}", path.display()))),
             })
         }
         Command::Reviewer(ReviewerCommand::Add {

@@ -126,3 +126,15 @@ pub const MAX_WEBHOOK_RETRY_AFTER: u64 = 24 * 3600;
 /// Default niceness of the webhook sending threads (`--webhook-niceness`):
 /// decisions run at 0.
 pub const DEFAULT_WEBHOOK_NICENESS: u8 = 10;
+
+/// Most requests in progress at once on one HTTP/2 connection
+/// (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+pub const H2_MAX_STREAMS: u32 = 128;
+
+/// Largest header list an HTTP/2 request may carry, bytes
+/// (`SETTINGS_MAX_HEADER_LIST_SIZE`).
+pub const H2_MAX_HEADER_BYTES: u32 = 32 * 1024;
+
+/// How often an HTTP/2 connection is pinged, and how long an answer to the
+/// ping is awaited before the connection is dropped, milliseconds.
+pub const H2_KEEPALIVE_MS: u64 = 20_000;

@@ -28,6 +28,6 @@ pub fn config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Erro
         .with_no_client_auth()
         .with_single_cert(certs, private)
         .map_err(|e| Error::Config(format!("TLS certificate and key: {e}")))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -145,41 +145,44 @@ pub async fn serve<L: Ledger>(
             let phases = activity.clone();
             let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
                 let a = phases.clone();
-                a.request(hyper::body::Body::is_end_stream(req.body()));
+                let open = a.request(hyper::body::Body::is_end_stream(req.body()));
                 req.extensions_mut().insert(Peer(peer.ip()));
-                let req = req.map(|b| axum::body::Body::new(ReceivedBody::new(b, a.clone())));
+                let req = req.map(|b| axum::body::Body::new(ReceivedBody::new(b, open.clone())));
                 let answer = tower::ServiceExt::oneshot(router.clone(), req);
                 async move {
                     let r = answer.await?;
-                    a.answering();
-                    Ok::<_, std::convert::Infallible>(r.map(|b| AnswerBody::new(b, a)))
+                    open.answering();
+                    Ok::<_, std::convert::Infallible>(r.map(|b| AnswerBody::new(b, a, open)))
                 }
             });
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(limits.header);
+            let http = protocols(&limits);
             let tcp = Tracked::new(tcp, activity.clone());
             let served = async {
                 match acceptor {
                     None => {
-                        let mut tcp = tcp;
+                        let (lent, back) = Lent::new(tcp);
                         let conn =
-                            http.serve_connection(hyper_util::rt::TokioIo::new(&mut tcp), service);
+                            http.serve_connection(hyper_util::rt::TokioIo::new(lent), service);
                         until_closed(conn, &stop).await;
                         activity.closing();
-                        linger(&mut tcp).await;
+                        if let Ok(mut tcp) = back.await {
+                            linger(&mut tcp).await;
+                        }
                     }
                     Some(acceptor) => {
-                        let Ok(Ok(mut stream)) =
+                        let Ok(Ok(stream)) =
                             tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await
                         else {
                             return;
                         };
-                        let conn = http
-                            .serve_connection(hyper_util::rt::TokioIo::new(&mut stream), service);
+                        let (lent, back) = Lent::new(stream);
+                        let conn =
+                            http.serve_connection(hyper_util::rt::TokioIo::new(lent), service);
                         until_closed(conn, &stop).await;
                         activity.closing();
-                        linger(&mut stream).await;
+                        if let Ok(mut stream) = back.await {
+                            linger(&mut stream).await;
+                        }
                     }
                 }
             };
@@ -308,17 +311,51 @@ fn refuse_busy(tcp: &tokio::net::TcpStream) {
     let _ = tcp.try_write(answer.as_bytes());
 }
 
+/// The protocols a connection is served with: HTTP/1.1, or HTTP/2 when the
+/// client opens with its preface (h2c with prior knowledge, or h2 chosen
+/// by ALPN over TLS).
+///
+/// - HTTP/1.1: the header must arrive within [`Connections::header`].
+/// - HTTP/2: at most [`crate::limits::H2_MAX_STREAMS`] requests at once
+///   per connection, headers of at most
+///   [`crate::limits::H2_MAX_HEADER_BYTES`]; a peer that stops answering
+///   pings for [`crate::limits::H2_KEEPALIVE_MS`] is dropped; hyper's own
+///   bounds on streams reset early (the "rapid reset" attack) apply.
+fn protocols(
+    limits: &Connections,
+) -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
+    use crate::limits::{H2_KEEPALIVE_MS, H2_MAX_HEADER_BYTES, H2_MAX_STREAMS};
+    let mut http =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    http.http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header);
+    http.http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(H2_MAX_HEADER_BYTES)
+        .keep_alive_interval(Duration::from_millis(H2_KEEPALIVE_MS))
+        .keep_alive_timeout(Duration::from_millis(H2_KEEPALIVE_MS));
+    http
+}
+
 /// Serves one connection until it ends, or until `closing`: then it ends
-/// after the answer in progress (an idle keep-alive connection at once).
-async fn until_closed<I, S>(
-    conn: hyper::server::conn::http1::Connection<I, S>,
+/// after the answer in progress (an idle keep-alive connection at once;
+/// an HTTP/2 connection after its open streams, with GOAWAY).
+async fn until_closed<I, S, B>(
+    conn: hyper_util::server::conn::auto::Connection<'_, I, S, hyper_util::rt::TokioExecutor>,
     closing: &tokio_util::sync::CancellationToken,
 ) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin,
-    S: hyper::service::HttpService<hyper::body::Incoming>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<B>,
+        > + Send,
+    S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::ResBody: 'static,
-    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
@@ -326,6 +363,108 @@ async fn until_closed<I, S>(
         () = closing.cancelled() => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
+        }
+    }
+}
+
+/// A stream lent to a connection, which must own what it serves: handed
+/// back when the connection drops it, so that the listener can close it
+/// gracefully ([`linger`]).
+struct Lent<S> {
+    inner: Option<S>,
+    back: Option<tokio::sync::oneshot::Sender<S>>,
+}
+
+impl<S> Lent<S> {
+    fn new(inner: S) -> (Self, tokio::sync::oneshot::Receiver<S>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (
+            Self {
+                inner: Some(inner),
+                back: Some(tx),
+            },
+            rx,
+        )
+    }
+
+    fn stream(&mut self) -> std::io::Result<std::pin::Pin<&mut S>>
+    where
+        S: Unpin,
+    {
+        self.inner
+            .as_mut()
+            .map(std::pin::Pin::new)
+            .ok_or_else(|| std::io::Error::other("the stream was handed back"))
+    }
+}
+
+impl<S> Drop for Lent<S> {
+    fn drop(&mut self) {
+        if let (Some(s), Some(back)) = (self.inner.take(), self.back.take()) {
+            let _ = back.send(s);
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Lent<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.stream() {
+            Ok(s) => s.poll_read(cx, buf),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Lent<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.stream() {
+            Ok(s) => s.poll_write(cx, buf),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.stream() {
+            Ok(s) => s.poll_write_vectored(cx, bufs),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_some_and(tokio::io::AsyncWrite::is_write_vectored)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.stream() {
+            Ok(s) => s.poll_flush(cx),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.stream() {
+            Ok(s) => s.poll_shutdown(cx),
+            Err(e) => std::task::Poll::Ready(Err(e)),
         }
     }
 }

@@ -548,12 +548,25 @@ async fn metrics<L: Ledger>(_: admin::ReadAuth, State(app): State<Arc<App<L>>>) 
             "# HELP process_cpu_seconds_total User and system CPU time of the gateway process.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu}\n"
         ));
     }
+    if let Some(rss) = process_resident_bytes() {
+        text.push_str(&format!(
+            "# HELP process_resident_memory_bytes Resident memory of the gateway process.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}\n"
+        ));
+    }
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         text,
     )
         .into_response()
+}
+
+/// The process's resident memory, bytes (`/proc/self/statm`, field 2, in
+/// pages); `None` where there is no `/proc`.
+fn process_resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * rustix::param::page_size() as u64)
 }
 
 /// The process's user and system CPU time so far, seconds (all threads;

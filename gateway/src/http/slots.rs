@@ -49,7 +49,7 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -128,6 +128,10 @@ pub(super) struct Activity {
     body_done: AtomicBool,
     /// The connection is closing (lingering after its last answer).
     closing: AtomicBool,
+    /// Requests whole and not yet answering: at most one on HTTP/1.1,
+    /// several on HTTP/2, where the phase is the latest request's. A
+    /// connection with one is never cut.
+    deciding: AtomicU32,
     epoch: Instant,
     freed: Arc<Notify>,
 }
@@ -149,11 +153,20 @@ impl Activity {
     }
 
     /// A request's head was read; `whole` if it has no body to wait for.
-    pub(super) fn request(&self, whole: bool) {
+    /// The [`Open`] returned follows that one request to its answer.
+    pub(super) fn request(self: &Arc<Self>, whole: bool) -> Arc<Open> {
+        let open = Arc::new(Open {
+            activity: self.clone(),
+            state: AtomicU8::new(RECEIVING),
+        });
+        if whole {
+            open.received();
+        }
         self.since.store(self.now(), Ordering::SeqCst);
         self.body_done.store(false, Ordering::SeqCst);
         self.phase
             .store(if whole { DECIDING } else { RECEIVING }, Ordering::SeqCst);
+        open
     }
 
     /// The request's body is in.
@@ -193,6 +206,9 @@ impl Activity {
     /// protected.
     fn rank(&self, now: u64) -> Option<(bool, u64)> {
         let closing = self.closing.load(Ordering::SeqCst);
+        if !closing && self.deciding.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
         let since = self.since.load(Ordering::SeqCst);
         let progress = self.progress.load(Ordering::SeqCst);
         let waited = match self.phase.load(Ordering::SeqCst) {
@@ -227,6 +243,49 @@ impl Activity {
     /// Whether the connection may be cut now.
     pub(super) fn cuttable(&self) -> bool {
         self.rank(self.now()).is_some()
+    }
+}
+
+/// One request in progress on a connection ([`Activity::request`]):
+/// receiving its body, deciding, then answering. While it decides its
+/// connection is not cut, whatever the connection's other requests do.
+#[derive(Debug)]
+pub(super) struct Open {
+    activity: Arc<Activity>,
+    state: AtomicU8,
+}
+
+impl Open {
+    /// The request's body is in: it decides.
+    pub(super) fn received(&self) {
+        if self
+            .state
+            .compare_exchange(RECEIVING, DECIDING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            self.activity.deciding.fetch_add(1, Ordering::SeqCst);
+        }
+        self.activity.received();
+    }
+
+    /// The handler answered.
+    pub(super) fn answering(&self) {
+        self.leave();
+        self.activity.answering();
+    }
+
+    fn leave(&self) {
+        if self.state.swap(ANSWERING, Ordering::SeqCst) == DECIDING {
+            self.activity.deciding.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for Open {
+    /// An answered request, or one abandoned (a reset stream, a dropped
+    /// connection), decides no more.
+    fn drop(&mut self) {
+        self.leave();
     }
 }
 
@@ -351,6 +410,7 @@ impl Slots {
             unflushed: AtomicBool::new(false),
             body_done: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            deciding: AtomicU32::new(0),
             epoch: self.epoch,
             freed: self.freed.clone(),
         });
@@ -474,12 +534,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
 /// A request body that marks its connection *deciding* once it is whole.
 pub(super) struct ReceivedBody<B> {
     inner: B,
-    activity: Arc<Activity>,
+    request: Arc<Open>,
 }
 
 impl<B> ReceivedBody<B> {
-    pub(super) fn new(inner: B, activity: Arc<Activity>) -> Self {
-        Self { inner, activity }
+    pub(super) fn new(inner: B, request: Arc<Open>) -> Self {
+        Self { inner, request }
     }
 }
 
@@ -493,7 +553,7 @@ impl<B: Body + Unpin> Body for ReceivedBody<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
-            self.activity.received();
+            self.request.received();
         }
         polled
     }
@@ -511,20 +571,21 @@ impl<B: Body + Unpin> Body for ReceivedBody<B> {
 /// to its end.
 pub(super) struct AnswerBody<B> {
     inner: B,
-    activity: Option<Arc<Activity>>,
+    activity: Option<(Arc<Activity>, Arc<Open>)>,
 }
 
 impl<B> AnswerBody<B> {
-    pub(super) fn new(inner: B, activity: Arc<Activity>) -> Self {
+    pub(super) fn new(inner: B, activity: Arc<Activity>, open: Arc<Open>) -> Self {
         Self {
             inner,
-            activity: Some(activity),
+            activity: Some((activity, open)),
         }
     }
 
     fn done(&mut self) {
-        if let Some(a) = self.activity.take() {
+        if let Some((a, open)) = self.activity.take() {
             a.answered();
+            drop(open);
         }
     }
 }
@@ -651,6 +712,32 @@ mod tests {
         young.activity.closing();
         assert!(slots.try_take(LOCAL).is_some());
         assert!(young.cut.is_cancelled());
+    }
+
+    #[test]
+    fn an_http2_connection_with_requests_in_progress_is_not_cut() {
+        let slots = Slots::with_grace(1, 0);
+        let a = slots.try_take(LOCAL).unwrap();
+        // Two streams: the first decides, the second is answered and
+        // flushed (the phase is the latest request's).
+        let first = a.activity.request(true);
+        let second = a.activity.request(false);
+        second.received();
+        second.answering();
+        a.activity.answered();
+        a.activity.unflushed.store(false, Ordering::SeqCst);
+        drop(second);
+        assert!(!a.activity.cuttable(), "the first is still deciding");
+        assert!(slots.try_take(LOCAL).is_none());
+        // Abandoned (a reset stream), it decides no more.
+        drop(first);
+        assert_eq!(a.activity.deciding.load(Ordering::SeqCst), 0);
+        assert!(a.activity.cuttable());
+        // A third stream still sending its body may be cut.
+        let third = a.activity.request(false);
+        assert!(a.activity.cuttable());
+        third.received();
+        assert!(!a.activity.cuttable());
     }
 
     #[test]

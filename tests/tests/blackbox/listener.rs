@@ -107,6 +107,15 @@ fn regression_long_polls_cannot_fill_the_listener() {
         .parse()
         .unwrap();
     assert!(cpu > 0.0, "{metrics}");
+    // And its resident memory, which `tollgate bench --rss-every` samples:
+    // a gateway holds at least a few MiB, and less than this machine.
+    let rss: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1 << 20..1 << 40).contains(&rss), "{metrics}");
 }
 
 /// Found by the outside review: 300 slow sockets against a gateway limited

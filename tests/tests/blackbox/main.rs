@@ -18,6 +18,7 @@ mod docs;
 mod doctored;
 mod domains;
 mod entities;
+mod http2;
 mod http_targets;
 mod idempotency;
 mod intents;

@@ -7,7 +7,7 @@ use tollgate_tests::bin;
 use tollgate_tests::gateway::{Gateway, verdict_of};
 
 /// A test CA and a leaf certificate for localhost / 127.0.0.1 it signed.
-fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+pub(crate) fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let run = |args: &[&str]| {
         let out = Command::new("openssl")
             .current_dir(dir)
