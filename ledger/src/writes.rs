@@ -246,8 +246,10 @@ macro_rules! shared_writes {
                 return Ok(vec![None; units.len()]);
             }
             let current = registry_seq(&mut *conn).await?;
-            // Each entity's version: recorded, then as earlier units leave it.
+            // Each entity's version as earlier units leave it, and as
+            // recorded (each read once per group).
             let mut versions: BTreeMap<String, u64> = BTreeMap::new();
+            let mut stored: BTreeMap<String, u64> = BTreeMap::new();
             let mut recorded: BTreeMap<W, (i64, i64)> = BTreeMap::new();
             let mut charged: BTreeMap<W, i64> = BTreeMap::new();
             // Steps per approval: recorded, then added by earlier units.
@@ -264,7 +266,7 @@ macro_rules! shared_writes {
                     if let Some(seen) = guard.as_ref().and_then(|g| g.entity.as_ref()) {
                         let now = match local.get(&seen.resource).or(versions.get(&seen.resource)) {
                             Some(v) => *v,
-                            None => entity_version(&mut *conn, &seen.resource).await?,
+                            None => stored_version(&mut *conn, &mut stored, &seen.resource).await?,
                         };
                         if now != seen.version {
                             why = Some(Staleness::Entity {
@@ -278,7 +280,7 @@ macro_rules! shared_writes {
                     if let Some(e) = entity {
                         let now = match local.get(&e.resource).or(versions.get(&e.resource)) {
                             Some(v) => *v,
-                            None => entity_version(&mut *conn, &e.resource).await?,
+                            None => stored_version(&mut *conn, &mut stored, &e.resource).await?,
                         };
                         if now != e.read {
                             why = Some(Staleness::Entity {
@@ -378,6 +380,21 @@ macro_rules! shared_writes {
                 answers.push(why);
             }
             Ok(answers)
+        }
+
+        /// The version of entity `resource` as recorded, read once into
+        /// `stored`.
+        async fn stored_version(
+            conn: &mut $conn,
+            stored: &mut std::collections::BTreeMap<String, u64>,
+            resource: &str,
+        ) -> Result<u64, Error> {
+            if let Some(v) = stored.get(resource) {
+                return Ok(*v);
+            }
+            let v = entity_version(conn, resource).await?;
+            stored.insert(resource.to_owned(), v);
+            Ok(v)
         }
 
         /// The version of entity `resource` (0 when none is recorded).

@@ -707,7 +707,7 @@ pub fn bench(urls: &[String], data: &Layout, options: Options) -> Result<BenchRe
     } else {
         None
     };
-    let health_time = std::time::Duration::from_secs((o.seconds / 3).max(1));
+    let health_time = std::time::Duration::from_secs((o.seconds / 3).clamp(1, 5));
     let health = load::run(
         urls,
         load::Shape {

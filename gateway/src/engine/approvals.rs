@@ -1027,7 +1027,7 @@ impl<L: Ledger> Approvals<'_, L> {
         };
         // A modelled resource is read as its entity, when it has one.
         let entity_read = self
-            .read_entity(&bundle, intent, &mut attributes, &mut lookup)
+            .read_entity(&bundle, intent, &mut attributes, &mut lookup, None)
             .await
             .map_err(internal)?;
         let chain = chain(view, &intent.delegation);

@@ -31,13 +31,15 @@ impl EntityRead<'_> {
             .model
             .commit_attributes(&intent.action, attributes, self.version, &intent.params)
             .ok()?;
+        let attributes = canonical(&Value::Object(after.clone()));
         Some(EntityChange {
             outcome: outcome_value(&intent.resource, &after, self.version + 1),
             write: EntityWrite {
                 resource: intent.resource.clone(),
                 read: self.version,
-                attributes: canonical(&Value::Object(after)),
+                attributes,
             },
+            after,
         })
     }
 }
@@ -50,6 +52,18 @@ pub(super) struct EntityChange {
     pub write: EntityWrite,
     /// The receipt's `outcome.entity`.
     pub outcome: Value,
+    /// The attributes the change leaves.
+    pub after: Object,
+}
+
+impl EntityChange {
+    /// What the instance knows of the entity once the change is appended.
+    pub(super) fn known(&self) -> Known {
+        Known {
+            version: self.write.read + 1,
+            attributes: self.after.clone(),
+        }
+    }
 }
 
 impl EntityChange {
@@ -65,12 +79,17 @@ impl<L: Ledger> Gateway<L> {
     /// For a resource `bundle` models, reads its entity: the attributes
     /// its last transition left replace `attributes` (and the lookup that
     /// found them, `lookup`); `None` for a type it does not model.
+    ///
+    /// `known` is what the instance knows of the entity (held with its
+    /// turn): used instead of reading the store when it has a version,
+    /// filled in when the store has one.
     pub(super) async fn read_entity<'b>(
         &self,
         bundle: &'b Bundle,
         intent: &Intent,
         attributes: &mut Option<Object>,
         lookup: &mut Option<Object>,
+        known: Option<&mut Option<Known>>,
     ) -> Result<Option<EntityRead<'b>>, String> {
         let Some(model) = intent
             .resource
@@ -80,19 +99,35 @@ impl<L: Ledger> Gateway<L> {
             return Ok(None);
         };
         let mut version = 0;
-        if let Some(rec) = self
-            .ledger
-            .entity(&intent.resource)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            let attrs = parse(&rec.attributes)
-                .ok()
-                .and_then(|v| v.as_object().cloned())
-                .ok_or_else(|| format!("entity {} is unreadable", intent.resource))?;
-            *attributes = Some(attrs);
+        let recorded = match known.as_deref() {
+            Some(Some(k)) => Some(k.clone()),
+            _ => match self
+                .ledger
+                .entity(&intent.resource)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Some(rec) => {
+                    let attrs = parse(&rec.attributes)
+                        .ok()
+                        .and_then(|v| v.as_object().cloned())
+                        .ok_or_else(|| format!("entity {} is unreadable", intent.resource))?;
+                    let k = Known {
+                        version: rec.version,
+                        attributes: attrs,
+                    };
+                    if let Some(slot) = known {
+                        *slot = Some(k.clone());
+                    }
+                    Some(k)
+                }
+                None => None,
+            },
+        };
+        if let Some(k) = recorded {
+            *attributes = Some(k.attributes);
             *lookup = None;
-            version = rec.version;
+            version = k.version;
         } else if lookup.is_none()
             && let Some(registered) = attributes.as_ref()
             && let Some(entity) = model.unrecorded(Some(registered))
@@ -111,17 +146,39 @@ impl<L: Ledger> Gateway<L> {
 /// dropped.
 const MAX_LOCKS: usize = 4096;
 
+/// An entity as this instance last read or wrote it: the version and its
+/// attributes. Kept with the entity's turn, so only the holder of the turn
+/// reads or changes it.
+///
+/// It spares a read of the store per decision and is never trusted: the
+/// decision records the version it read, and the store appends it only if
+/// the entity is still at that version
+/// ([`tollgate_ledger::Staleness::Entity`]). A version is written once, so
+/// an entity at the version remembered has the attributes remembered. A
+/// stale decision forgets it, and the entity is read again.
+#[derive(Clone, Debug)]
+pub(super) struct Known {
+    /// The version (at least 1: only recorded entities are kept).
+    pub version: u64,
+    /// Its attributes.
+    pub attributes: Object,
+}
+
+/// An entity's turn ([`Gateway::entity_turn`]), with what the instance
+/// knows of it.
+pub(super) type Turn = tokio::sync::OwnedMutexGuard<Option<Known>>;
+
 /// One decision or event at a time per entity on this instance: the
 /// others wait for it instead of reading the version it is about to
 /// replace and being refused at append. Across instances the store's
 /// guard decides ([`tollgate_ledger::Staleness::Entity`]); this only
 /// spares the retries.
 #[derive(Default)]
-pub(super) struct EntityLocks(Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>);
+pub(super) struct EntityLocks(Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<Option<Known>>>>>);
 
 impl EntityLocks {
     /// Waits for `resource`'s turn.
-    pub(super) async fn lock(&self, resource: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    pub(super) async fn lock(&self, resource: &str) -> Turn {
         let lock = {
             let mut map = match self.0.lock() {
                 Ok(m) => m,
@@ -139,11 +196,7 @@ impl EntityLocks {
 impl<L: Ledger> Gateway<L> {
     /// `resource`'s turn, when a bundle in force in `view` models its
     /// type.
-    pub(super) async fn entity_turn(
-        &self,
-        view: &super::View,
-        resource: &str,
-    ) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+    pub(super) async fn entity_turn(&self, view: &super::View, resource: &str) -> Option<Turn> {
         let ty = resource.split_once(':').map_or("", |(t, _)| t);
         if view.domains.modelling(ty).is_some() {
             Some(self.entity_locks.lock(resource).await)

@@ -137,7 +137,12 @@ impl<L: Ledger> Gateway<L> {
         envelope: EventEnvelope,
         key: String,
     ) -> Result<Submitted, EventError> {
-        let _turn = self.entity_turn(&view, &envelope.event.resource).await;
+        let mut turn = self.entity_turn(&view, &envelope.event.resource).await;
+        // The event changes the entity: what this instance knew of it is
+        // read afresh by the next decision.
+        if let Some(known) = turn.as_deref_mut() {
+            *known = None;
+        }
         // The same event may have been applied while this one waited for
         // its turn.
         if let Some(stored) = self.stored_event(&key, &envelope).await? {

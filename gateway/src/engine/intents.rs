@@ -466,11 +466,21 @@ impl<L: Ledger> Intents<'_, L> {
             key: key.clone(),
         };
         // A modelled resource: one decision at a time on this instance.
-        let _turn = self.entity_turn(&view, &envelope.intent.resource).await;
+        let mut turn = self.entity_turn(&view, &envelope.intent.resource).await;
         let mut foreign = Vec::new();
         let mut last = None;
         for _ in 0..MAX_ATTEMPTS {
-            match self.decide_once(&view, &envelope, &key, &foreign).await {
+            let known = turn.as_deref_mut();
+            let decided = self
+                .decide_once(&view, &envelope, &key, &foreign, known)
+                .await;
+            if decided.is_err()
+                && let Some(known) = turn.as_deref_mut()
+            {
+                // Read the entity afresh next time.
+                *known = None;
+            }
+            match decided {
                 Err(Failure::Stale(why)) => {
                     self.metrics.stale();
                     foreign = self.catch_up(&why).await?;
@@ -612,6 +622,7 @@ impl<L: Ledger> Intents<'_, L> {
         envelope: &IntentEnvelope,
         key: &str,
         foreign: &[(String, Spend)],
+        known: Option<&mut Option<super::entities::Known>>,
     ) -> Result<Submitted, Failure> {
         // Before an effect outside the ledger, look the identity up (a
         // request that finished with it wrote its entry before releasing
@@ -638,7 +649,7 @@ impl<L: Ledger> Intents<'_, L> {
             .await
             .map_err(IntentError::ResourceUnavailable)?;
         let (decision, entry) = self
-            .decide_and_commit(view, &bundle, envelope, key, foreign, read)
+            .decide_and_commit(view, &bundle, envelope, key, foreign, read, known)
             .await?;
         self.metrics.decision(decision.verdict.name());
         Ok(submitted(&entry, Some(decision.verdict)))
@@ -683,6 +694,7 @@ impl<L: Ledger> Intents<'_, L> {
         key: &str,
         foreign: &[(String, Spend)],
         read: Option<resources::Read>,
+        mut known: Option<&mut Option<super::entities::Known>>,
     ) -> Result<(Decision, LedgerEntry), Failure> {
         // The resource's attributes: as looked up, or from the registry.
         let (mut attributes, mut lookup_record) = match read {
@@ -699,7 +711,13 @@ impl<L: Ledger> Intents<'_, L> {
         // state its last change left, at the version the decision reads.
         let intent = &envelope.intent;
         let entity = self
-            .read_entity(bundle, intent, &mut attributes, &mut lookup_record)
+            .read_entity(
+                bundle,
+                intent,
+                &mut attributes,
+                &mut lookup_record,
+                known.as_deref_mut(),
+            )
             .await
             .map_err(internal)?;
         let chain = chain(view, &intent.delegation);
@@ -839,12 +857,10 @@ impl<L: Ledger> Intents<'_, L> {
                 .outcome;
         }
         // Only a committed intent changes its entity, and says how.
-        let entity_write = match &entity_write {
-            Some(c) if receipt.outcome.status == Status::Committed => {
-                Some(c.record(&mut receipt.outcome))
-            }
-            _ => None,
-        };
+        let entity_change = entity_write.filter(|_| receipt.outcome.status == Status::Committed);
+        let entity_write = entity_change
+            .as_ref()
+            .map(|c| c.record(&mut receipt.outcome));
         let t = std::time::Instant::now();
         // Only a commit spends: a failed one releases its charges, an
         // unknown one keeps them held until it is reconciled.
@@ -893,6 +909,9 @@ impl<L: Ledger> Intents<'_, L> {
                     self.awaiting(r, held);
                 } else if !spend.is_empty() {
                     held.commit(e.seq);
+                }
+                if let (Some(c), Some(known)) = (&entity_change, known) {
+                    *known = Some(c.known());
                 }
                 Ok((decision, e))
             }
