@@ -582,6 +582,14 @@ impl<L: Ledger> Gateway<L> {
 
 /// Authenticates `envelope` against `view` at the gateway's clock `now`:
 /// the chain is trusted, unrevoked and valid now, and the agent signed.
+/// What a decision reads of its resource besides the registries: its
+/// attributes as looked up at the target, if they were, and what the
+/// instance knows of its entity (held with the entity's turn).
+struct Reading<'k> {
+    read: Option<resources::Read>,
+    known: Option<&'k mut Option<super::entities::Known>>,
+}
+
 fn authenticate(
     view: &View,
     envelope: &IntentEnvelope,
@@ -649,7 +657,14 @@ impl<L: Ledger> Intents<'_, L> {
             .await
             .map_err(IntentError::ResourceUnavailable)?;
         let (decision, entry) = self
-            .decide_and_commit(view, &bundle, envelope, key, foreign, read, known)
+            .decide_and_commit(
+                view,
+                &bundle,
+                envelope,
+                key,
+                foreign,
+                Reading { read, known },
+            )
             .await?;
         self.metrics.decision(decision.verdict.name());
         Ok(submitted(&entry, Some(decision.verdict)))
@@ -693,9 +708,9 @@ impl<L: Ledger> Intents<'_, L> {
         envelope: &IntentEnvelope,
         key: &str,
         foreign: &[(String, Spend)],
-        read: Option<resources::Read>,
-        mut known: Option<&mut Option<super::entities::Known>>,
+        reading: Reading<'_>,
     ) -> Result<(Decision, LedgerEntry), Failure> {
+        let Reading { read, mut known } = reading;
         // The resource's attributes: as looked up, or from the registry.
         let (mut attributes, mut lookup_record) = match read {
             Some(r) => (r.attributes, Some(r.record)),
