@@ -57,6 +57,7 @@ macro_rules! shared_writes {
             items: &[&Item],
             entries: &[LedgerEntry],
         ) -> Result<(), Error> {
+            let mut changes = Vec::new();
             for (item, entry) in items.iter().zip(entries) {
                 if let Some(row) = &item.append.approval {
                     insert_approval(&mut *conn, entry.seq as i64, row).await?;
@@ -65,26 +66,7 @@ macro_rules! shared_writes {
                     insert_reservation(&mut *conn, &r.key, &r.body, &r.charges, None).await?;
                 }
                 if let Some(e) = &item.append.entity {
-                    let version = e.read as i64 + 1;
-                    sqlx::query(
-                        "INSERT INTO entities (resource, attributes, version, seq) VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (resource) DO UPDATE SET attributes = excluded.attributes,
-                             version = excluded.version, seq = excluded.seq",
-                    )
-                    .bind(e.resource.as_str())
-                    .bind(e.attributes.as_slice())
-                    .bind(version)
-                    .bind(entry.seq as i64)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db)?;
-                    sqlx::query("INSERT INTO entity_changes (resource, version, seq) VALUES ($1, $2, $3)")
-                        .bind(e.resource.as_str())
-                        .bind(version)
-                        .bind(entry.seq as i64)
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(db)?;
+                    changes.push((e, entry.seq as i64));
                 }
                 for sp in &item.append.spend {
                     sqlx::query(
@@ -101,6 +83,65 @@ macro_rules! shared_writes {
                     .await
                     .map_err(db)?;
                 }
+            }
+            insert_entity_changes(conn, &changes).await
+        }
+
+        /// Entity changes: each entity's new state and the change's row, a
+        /// few multi-row statements per group. A group that changes one
+        /// entity twice writes row by row, in order (one statement may not
+        /// update a row twice).
+        async fn insert_entity_changes(
+            conn: &mut $conn,
+            changes: &[(&crate::EntityWrite, i64)],
+        ) -> Result<(), Error> {
+            let distinct: std::collections::BTreeSet<&str> =
+                changes.iter().map(|(e, _)| e.resource.as_str()).collect();
+            let sizes: &[usize] = if distinct.len() == changes.len() {
+                &[32, 8, 2, 1]
+            } else {
+                &[1]
+            };
+            let mut done = 0;
+            while done < changes.len() {
+                let n = sizes
+                    .iter()
+                    .copied()
+                    .find(|n| *n <= changes.len() - done)
+                    .unwrap_or(1);
+                let rows = &changes[done..done + n];
+                let mut upsert =
+                    String::from("INSERT INTO entities (resource, attributes, version, seq) VALUES ");
+                let mut history = String::from("INSERT INTO entity_changes (resource, version, seq) VALUES ");
+                for i in 0..n {
+                    let sep = if i == 0 { "" } else { ", " };
+                    upsert.push_str(&format!(
+                        "{sep}(${}, ${}, ${}, ${})",
+                        4 * i + 1,
+                        4 * i + 2,
+                        4 * i + 3,
+                        4 * i + 4
+                    ));
+                    history.push_str(&format!("{sep}(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3));
+                }
+                upsert.push_str(
+                    " ON CONFLICT (resource) DO UPDATE SET attributes = excluded.attributes,
+                         version = excluded.version, seq = excluded.seq",
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(upsert));
+                let mut h = sqlx::query(sqlx::AssertSqlSafe(history));
+                for (e, seq) in rows {
+                    let version = e.read as i64 + 1;
+                    q = q
+                        .bind(e.resource.as_str())
+                        .bind(e.attributes.as_slice())
+                        .bind(version)
+                        .bind(*seq);
+                    h = h.bind(e.resource.as_str()).bind(version).bind(*seq);
+                }
+                q.execute(&mut *conn).await.map_err(db)?;
+                h.execute(&mut *conn).await.map_err(db)?;
+                done += n;
             }
             Ok(())
         }

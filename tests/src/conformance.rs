@@ -201,6 +201,51 @@ async fn an_entity_changes_one_version_at_a_time_with_its_entry<B: Backend>(b: &
         let now = one.entity("order:o-1").await.unwrap().unwrap();
         assert_eq!((now.version, now.seq), (read + 1, e[0].seq));
     }
+    // Two changes of one entity in one unit, each reading the version the
+    // other left: both land, in order (the store writes them row by row).
+    let both = one
+        .append_unit(vec![
+            change(12, 6, "partially_refunded"),
+            change(13, 7, "refunded"),
+        ])
+        .await
+        .unwrap();
+    let e = two.entity("order:o-1").await.unwrap().unwrap();
+    assert_eq!(
+        (e.version, e.seq, e.attributes.as_slice()),
+        (8, both[1].seq, &br#"{"state":"refunded"}"#[..])
+    );
+    let history = two.entity_history("order:o-1").await.unwrap();
+    assert_eq!(
+        history[history.len() - 2..],
+        [(7, both[0].seq), (8, both[1].seq)]
+    );
+    // Many entities changed at once through both handles, grouped as the
+    // store likes: each at version 1, its row and history its entry's.
+    let other = |n: u64, k: u64| {
+        let mut a = signed(&signer, n);
+        a.entity = Some(tollgate_ledger::EntityWrite {
+            resource: format!("order:m-{k}"),
+            read: 0,
+            attributes: format!(r#"{{"n":{k}}}"#).into_bytes(),
+        });
+        a
+    };
+    let appends = (0..40u64).map(|k| {
+        let h = if k % 2 == 0 { &one } else { &two };
+        let a = other(100 + k, k);
+        async move { h.append_unit(vec![a]).await.unwrap() }
+    });
+    let appended = futures_util::future::join_all(appends).await;
+    for (k, e) in appended.iter().enumerate() {
+        let now = one.entity(&format!("order:m-{k}")).await.unwrap().unwrap();
+        assert_eq!((now.version, now.seq), (1, e[0].seq));
+        assert_eq!(now.attributes, format!(r#"{{"n":{k}}}"#).into_bytes());
+        assert_eq!(
+            two.entity_history(&format!("order:m-{k}")).await.unwrap(),
+            [(1, e[0].seq)]
+        );
+    }
 }
 
 fn registry_item(signer: &Ed25519Signer, n: u64, change: RegistryChange) -> RegistryAppend {
