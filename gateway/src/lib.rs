@@ -271,6 +271,7 @@ async fn start<L: tollgate_ledger::Ledger>(
         drain: http::Drain::default(),
         waits: http::Waits::default(),
         slots: Default::default(),
+        bulk: http::BulkReads::default(),
     })
 }
 

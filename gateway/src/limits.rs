@@ -138,3 +138,18 @@ pub const H2_MAX_HEADER_BYTES: u32 = 32 * 1024;
 /// How often an HTTP/2 connection is pinged, and how long an answer to the
 /// ping is awaited before the connection is dropped, milliseconds.
 pub const H2_KEEPALIVE_MS: u64 = 20_000;
+
+/// Most bulk reads (ledger pages and exports) whose answers are in
+/// progress at once: each may hold a page of entries in memory until its
+/// client has read it, so their number is what bounds that memory
+/// whatever the clients' flow control does. Beyond it a read is told
+/// `503 reads-full`.
+pub const MAX_BULK_READS: usize = 64;
+
+/// `Retry-After` of a `503 reads-full`, seconds.
+pub const BULK_RETRY_AFTER: u32 = 1;
+
+/// Largest piece a bulk answer is handed to the connection in, bytes:
+/// over HTTP/2 the next piece is made ready only when the client's flow
+/// control lets the last one go, so a stalled stream holds one piece.
+pub const BULK_CHUNK: usize = 16 * 1024;

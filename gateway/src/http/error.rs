@@ -70,6 +70,7 @@ pub const PROBLEM_TYPES: &[(&str, &str)] = &[
     ("shutting-down", "Gateway shutting down"),
     ("too-many-waits", "Too many waits from this address"),
     ("waits-full", "No room to wait"),
+    ("reads-full", "No room to read"),
     ("too-many-connections", "Too many connections"),
     ("unauthorized", "Bearer token required"),
     ("invalid-delegation", "Invalid delegation token"),
@@ -264,6 +265,11 @@ pub enum ApiError {
         "the gateway already holds {0} waiting requests, the most it keeps; ask without wait, or again after Retry-After"
     )]
     WaitsFull(usize),
+    /// The gateway already answers its most bulk reads at once.
+    #[error(
+        "the gateway already answers {0} ledger pages or exports at once, the most it does; read again after Retry-After"
+    )]
+    ReadsFull(usize),
     /// The admin token is missing or wrong.
     #[error("the registry API takes the bearer token in DATA_DIR/admin.token")]
     Unauthorized,
@@ -669,6 +675,7 @@ impl ApiError {
             Self::ShuttingDown => (S::SERVICE_UNAVAILABLE, "shutting-down", None),
             Self::TooManyWaits(_) => (S::TOO_MANY_REQUESTS, "too-many-waits", None),
             Self::WaitsFull(_) => (S::SERVICE_UNAVAILABLE, "waits-full", None),
+            Self::ReadsFull(_) => (S::SERVICE_UNAVAILABLE, "reads-full", None),
             Self::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method-not-allowed", None),
             Self::Unauthorized | Self::ReadUnauthorized => (S::UNAUTHORIZED, "unauthorized", None),
             Self::InvalidRequest { pointer, .. } => (
@@ -771,6 +778,12 @@ impl IntoResponse for ApiError {
             r.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(crate::limits::WAITS_RETRY_AFTER),
+            );
+        }
+        if matches!(self, Self::ReadsFull(_)) {
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(crate::limits::BULK_RETRY_AFTER),
             );
         }
         if matches!(self, Self::ShuttingDown) {

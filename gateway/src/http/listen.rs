@@ -155,11 +155,12 @@ pub async fn serve<L: Ledger>(
                     Ok::<_, std::convert::Infallible>(r.map(|b| AnswerBody::new(b, a, open)))
                 }
             });
-            let http = protocols(&limits);
+
             let tcp = Tracked::new(tcp, activity.clone());
             let served = async {
                 match acceptor {
                     None => {
+                        let http = protocols(&limits, None);
                         let (lent, back) = Lent::new(tcp);
                         let conn =
                             http.serve_connection(hyper_util::rt::TokioIo::new(lent), service);
@@ -175,6 +176,9 @@ pub async fn serve<L: Ledger>(
                         else {
                             return;
                         };
+                        // Over TLS, the protocol ALPN settled and no other.
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                        let http = protocols(&limits, Some(h2));
                         let (lent, back) = Lent::new(stream);
                         let conn =
                             http.serve_connection(hyper_util::rt::TokioIo::new(lent), service);
@@ -311,9 +315,10 @@ fn refuse_busy(tcp: &tokio::net::TcpStream) {
     let _ = tcp.try_write(answer.as_bytes());
 }
 
-/// The protocols a connection is served with: HTTP/1.1, or HTTP/2 when the
-/// client opens with its preface (h2c with prior knowledge, or h2 chosen
-/// by ALPN over TLS).
+/// The protocols a connection is served with. In cleartext (`alpn_h2`
+/// `None`): HTTP/1.1, or HTTP/2 when the client opens with its preface
+/// (h2c with prior knowledge). Over TLS, what ALPN settled: HTTP/2 for
+/// `h2`, HTTP/1.1 otherwise (`http/1.1`, or no ALPN).
 ///
 /// - HTTP/1.1: the header must arrive within [`Connections::header`].
 /// - HTTP/2: at most [`crate::limits::H2_MAX_STREAMS`] requests at once
@@ -323,6 +328,7 @@ fn refuse_busy(tcp: &tokio::net::TcpStream) {
 ///   bounds on streams reset early (the "rapid reset" attack) apply.
 fn protocols(
     limits: &Connections,
+    alpn_h2: Option<bool>,
 ) -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
     use crate::limits::{H2_KEEPALIVE_MS, H2_MAX_HEADER_BYTES, H2_MAX_STREAMS};
     let mut http =
@@ -336,7 +342,11 @@ fn protocols(
         .max_header_list_size(H2_MAX_HEADER_BYTES)
         .keep_alive_interval(Duration::from_millis(H2_KEEPALIVE_MS))
         .keep_alive_timeout(Duration::from_millis(H2_KEEPALIVE_MS));
-    http
+    match alpn_h2 {
+        None => http,
+        Some(true) => http.http2_only(),
+        Some(false) => http.http1_only(),
+    }
 }
 
 /// Serves one connection until it ends, or until `closing`: then it ends

@@ -62,6 +62,60 @@ pub struct App<L: Ledger> {
     pub slots: Listening,
     /// The reviewer's console.
     pub console: console::Console,
+    /// Bulk reads whose answers are in progress, bounded.
+    pub bulk: BulkReads,
+}
+
+/// Permits for bulk reads (ledger pages and exports): one is held by an
+/// answer until its body is read to the end or dropped
+/// ([`crate::limits::MAX_BULK_READS`]).
+#[derive(Clone, Debug)]
+pub struct BulkReads(Arc<tokio::sync::Semaphore>, usize);
+
+impl BulkReads {
+    /// At most `n` at once.
+    pub fn new(n: usize) -> Self {
+        Self(Arc::new(tokio::sync::Semaphore::new(n)), n)
+    }
+
+    /// A permit, or `503 reads-full`.
+    fn take(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.0
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::ReadsFull(self.1))
+    }
+}
+
+impl Default for BulkReads {
+    fn default() -> Self {
+        Self::new(crate::limits::MAX_BULK_READS)
+    }
+}
+
+/// A bulk answer's body: `pages` handed over in pieces of at most
+/// [`crate::limits::BULK_CHUNK`] bytes, with the read's permit held until
+/// the last is taken or the body dropped.
+fn bulk_body<S>(permit: tokio::sync::OwnedSemaphorePermit, pages: S) -> Body
+where
+    S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+{
+    use futures_util::StreamExt as _;
+    let pieces = pages.flat_map(|page| {
+        let pieces: Vec<Result<Bytes, std::io::Error>> = match page {
+            Ok(b) => (0..b.len())
+                .step_by(crate::limits::BULK_CHUNK)
+                .map(|at| Ok(b.slice(at..(at + crate::limits::BULK_CHUNK).min(b.len()))))
+                .collect(),
+            Err(e) => vec![Err(e)],
+        };
+        futures_util::stream::iter(pieces)
+    });
+    let held = pieces.map(move |piece| {
+        let _ = &permit;
+        piece
+    });
+    Body::from_stream(held)
 }
 
 /// The connection slots of the listener serving an [`App`], once it
@@ -452,6 +506,7 @@ async fn get_entries<L: Ledger>(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let (from, limit) = page(query.as_deref())?;
+    let permit = app.bulk.take()?;
     let lines = app
         .gateway
         .ledger()
@@ -468,13 +523,28 @@ async fn get_entries<L: Ledger>(
     body.extend_from_slice(
         format!("],\"next\":{}}}", from.saturating_add(lines.len() as u64)).as_bytes(),
     );
-    Ok(json(StatusCode::OK, body))
+    body.push(b'\n');
+    let length = body.len().to_string();
+    let body = bulk_body(
+        permit,
+        futures_util::stream::once(async move { Ok(Bytes::from(body)) }),
+    );
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::CONTENT_LENGTH, length),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 async fn get_export<L: Ledger>(
     _: admin::ReadAuth,
     State(app): State<Arc<App<L>>>,
 ) -> Result<Response, ApiError> {
+    let permit = app.bulk.take()?;
     let head = app
         .gateway
         .ledger()
@@ -507,7 +577,7 @@ async fn get_export<L: Ledger>(
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/jsonl")],
-        Body::from_stream(stream),
+        bulk_body(permit, stream),
     )
         .into_response())
 }

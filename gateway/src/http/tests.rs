@@ -81,6 +81,7 @@ async fn harness_with(upstreams: Upstreams) -> Harness {
             drain: crate::http::Drain::default(),
             waits: crate::http::Waits::new(2, 3),
             slots: Default::default(),
+            bulk: crate::http::BulkReads::new(2),
             console: crate::http::console::Console::new(
                 crate::http::console::ConsoleSettings::local(8080, false),
                 ADMIN,
@@ -649,6 +650,21 @@ async fn read_and_delegation_registration_problems(h: &Harness, seen: &mut BTree
         404,
         "unknown-receipt",
     );
+    // Bulk reads are bounded (two here): with both permits held, a page
+    // and an export are told to come back; an answer read to its end
+    // gives its permit back.
+    let held = (h.app.bulk.take().unwrap(), h.app.bulk.take().unwrap());
+    for path in ["/v1/ledger/entries?from=1&limit=5", "/v1/ledger/export"] {
+        let full = h.call(Method::GET, path, &[], vec![]).await;
+        expect(&full, 503, "reads-full");
+        assert_eq!(full.headers.get("retry-after").unwrap(), "1");
+    }
+    drop(held);
+    for path in ["/v1/ledger/entries?from=1&limit=5", "/v1/ledger/export"] {
+        let read = h.call(Method::GET, path, &[], vec![]).await;
+        assert_eq!(read.status, 200, "{}", String::from_utf8_lossy(&read.body));
+        assert_eq!(h.app.bulk.0.available_permits(), 2);
+    }
     expect(
         &h.call(Method::GET, "/v1/entities/order/o-nope", &[], vec![])
             .await,

@@ -40,6 +40,18 @@ async def main():
 asyncio.run(main())
 "#;
 
+/// `count` signed intents in two files of `count / 2` lines each (one
+/// writing: intent ids are unique within it).
+fn two_files(g: &Gateway, count: usize) -> (std::path::PathBuf, std::path::PathBuf) {
+    let all = write_intents(g, count, "all.txt");
+    let text = std::fs::read_to_string(&all).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let (a, b) = (g.dir.path().join("a.txt"), g.dir.path().join("b.txt"));
+    std::fs::write(&a, lines[..count / 2].join("\n") + "\n").unwrap();
+    std::fs::write(&b, lines[count / 2..].join("\n") + "\n").unwrap();
+    (a, b)
+}
+
 fn write_intents(g: &Gateway, count: usize, name: &str) -> std::path::PathBuf {
     let file = g.dir.path().join(name);
     let out = Command::new(bin("tollgate"))
@@ -99,9 +111,8 @@ fn decided_once_each(answers: &[serde_json::Value], version: &str) {
 #[test]
 fn h2c_with_prior_knowledge_and_http1_on_one_listener() {
     let g = Gateway::start();
-    let a = write_intents(&g, 32, "a.txt");
+    let (a, b) = two_files(&g, 64);
     decided_once_each(&client(&g.url, "h2c", &a, None), "HTTP/2");
-    let b = write_intents(&g, 32, "b.txt");
     decided_once_each(&client(&g.url, "http1", &b, None), "HTTP/1.1");
     assert_eq!(g.head_seq(), g.seeded + 64);
 }
@@ -120,11 +131,56 @@ fn h2_by_alpn_over_tls_and_http1_on_one_listener() {
             key.to_str().unwrap(),
         ],
     );
-    let a = write_intents(&g, 32, "a.txt");
+    let (a, b) = two_files(&g, 64);
     decided_once_each(&client(&g.url, "h2", &a, Some(&ca)), "HTTP/2");
-    let b = write_intents(&g, 32, "b.txt");
     decided_once_each(&client(&g.url, "http1", &b, Some(&ca)), "HTTP/1.1");
+    // The protocol ALPN settled is the one served (found by the outside
+    // review: the other was served too).
+    let port = g.url.rsplit(':').next().unwrap().to_owned();
+    let out = Command::new(python())
+        .args(["-c", MISMATCHED, &port])
+        .arg(&ca)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = said.lines().collect();
+    // http/1.1 settled, the HTTP/2 preface sent: no HTTP/2 SETTINGS frame
+    // comes back (HTTP/1.1's refusal, or nothing).
+    assert!(
+        lines[0] == "empty" || lines[0].starts_with("HTTP/1.1 4"),
+        "{said}"
+    );
+    // h2 settled, an HTTP/1.1 request sent: not answered as HTTP/1.1.
+    assert!(!lines[1].starts_with("HTTP/1.1"), "{said}");
 }
+
+/// Over TLS to 127.0.0.1:PORT with CA: the HTTP/2 preface after ALPN
+/// settled `http/1.1`, then an HTTP/1.1 request after it settled `h2`;
+/// prints the first bytes of each answer ("empty" for none).
+const MISMATCHED: &str = r#"
+import socket, ssl, sys
+port, ca = int(sys.argv[1]), sys.argv[2]
+def first(alpn, send):
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.set_alpn_protocols([alpn])
+    with socket.create_connection(("127.0.0.1", port)) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            assert s.selected_alpn_protocol() == alpn, s.selected_alpn_protocol()
+            s.settimeout(5)
+            s.sendall(send)
+            try:
+                data = s.recv(64)
+            except (ConnectionError, ssl.SSLError, TimeoutError):
+                data = b""
+            return data[:16].decode("latin-1").replace("\r", " ").replace("\n", " ") or "empty"
+print(first("http/1.1", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])))
+print(first("h2", b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"))
+"#;
 
 /// `tollgate bench --http2`: 16 clients over 2 connections, then the same
 /// intents read back; every acknowledged entry is in the ledger once, and
@@ -187,4 +243,119 @@ fn bench_over_http2_acknowledges_each_decision_once() {
         assert_eq!(n, 1, "{ack}");
     }
     assert_eq!(g.head_seq(), before + 64 + acked.len() as i64);
+}
+
+/// Opens `conns` HTTP/2 connections whose receive window is 0 (the client
+/// never reads a byte of any answer), each asking for the export on
+/// `streams` streams; prints each answer's status and problem type, then
+/// the gateway's resident memory while they are all held open.
+const STALLED: &str = r#"
+import json, socket, sys, time, urllib.request
+import h2.config, h2.connection, h2.events, h2.settings
+
+host, port, conns, streams = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+
+def rss():
+    text = urllib.request.urlopen(f"http://{host}:{port}/metrics").read().decode()
+    return int(next(l.split()[1] for l in text.splitlines()
+                    if l.startswith("process_resident_memory_bytes ")))
+
+before = rss()
+held, answers = [], []
+for _ in range(conns):
+    s = socket.create_connection((host, port))
+    c = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    c.local_settings = h2.settings.Settings(client=True, initial_values={
+        h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    c.initiate_connection()
+    s.sendall(c.data_to_send())
+    ids = []
+    for _ in range(streams):
+        sid = c.get_next_available_stream_id()
+        c.send_headers(sid, [(":method", "GET"), (":path", "/v1/ledger/export"),
+                             (":scheme", "http"), (":authority", f"{host}:{port}")],
+                       end_stream=True)
+        ids.append(sid)
+        s.sendall(c.data_to_send())
+    pending = {sid: None for sid in ids}
+    problems = {}
+    s.settimeout(10)
+    deadline = time.time() + 20
+    while any(v is None or (v == "503" and sid not in problems) for sid, v in pending.items()) and time.time() < deadline:
+        data = s.recv(65536)
+        if not data:
+            break
+        for e in c.receive_data(data):
+            if isinstance(e, h2.events.ResponseReceived):
+                pending[e.stream_id] = dict(e.headers)[b":status"].decode()
+                if pending[e.stream_id] == "503":
+                    # A refusal's problem document is let through.
+                    c.increment_flow_control_window(65535, e.stream_id)
+            elif isinstance(e, h2.events.DataReceived):
+                # Problem documents of refusals are read (and acknowledged);
+                # exports are not.
+                if pending.get(e.stream_id) == "503":
+                    problems[e.stream_id] = problems.get(e.stream_id, b"") + e.data
+                    c.acknowledge_received_data(len(e.data), e.stream_id)
+        s.sendall(c.data_to_send())
+    for sid, status in pending.items():
+        kind = json.loads(problems[sid])["type"] if sid in problems else None
+        answers.append({"status": status, "type": kind})
+    held.append(s)
+time.sleep(1)
+print(json.dumps({"answers": answers, "before": before, "during": rss()}))
+"#;
+
+/// Found by the outside review: HTTP/2 clients that never let an answer
+/// through (receive window 0) held every export they asked for, 128 per
+/// connection, and the gateway's memory grew by ~190 MB per connection.
+/// Bulk reads are now bounded in number whatever the protocol: beyond
+/// them a read is told `503 reads-full`, and a stalled one holds at most
+/// a piece of its page in the connection's buffers.
+#[test]
+fn regression_stalled_http2_readers_cannot_grow_the_gateway_memory() {
+    let g = Gateway::start();
+    // A ledger of a few pages, so that an export is more than one piece.
+    let intents = write_intents(&g, 300, "pages.txt");
+    let text = std::fs::read_to_string(&intents).unwrap();
+    for line in text.lines() {
+        let (status, ..) = g.post_raw("application/json", line.as_bytes(), None);
+        assert_eq!(status, 200);
+    }
+    let port = g.url.rsplit(':').next().unwrap().to_owned();
+    let out = Command::new(python())
+        .args(["-c", STALLED, "127.0.0.1", &port, "4", "64"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let answers = v["answers"].as_array().unwrap();
+    assert_eq!(answers.len(), 256);
+    let ok = answers.iter().filter(|a| a["status"] == "200").count();
+    let full = answers
+        .iter()
+        .filter(|a| a["status"] == "503" && a["type"] == "urn:tollgate:problem:reads-full")
+        .count();
+    assert_eq!((ok, full), (64, 192), "{answers:?}");
+    let grown = v["during"].as_i64().unwrap() - v["before"].as_i64().unwrap();
+    assert!(grown < 64 << 20, "grew {grown} bytes");
+    // Their permits come back with their connections: an export answers.
+    let mut body = Vec::new();
+    tollgate_tests::wait_until(
+        "an export once the stalled connections closed",
+        std::time::Duration::from_secs(10),
+        || {
+            let (status, b) = g.get("/v1/ledger/export");
+            body = b;
+            status == 200
+        },
+    );
+    assert_eq!(
+        body.iter().filter(|b| **b == b'\n').count() as i64,
+        g.head_seq()
+    );
 }
