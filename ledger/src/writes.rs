@@ -750,6 +750,19 @@ macro_rules! shared_writes {
             if let RegistryChange::Lease { state, mark, .. } = change {
                 return apply_lease(conn, seq, state, mark.as_ref()).await;
             }
+            // A resource whose entity has a recorded state is changed by its
+            // model's transitions alone: a put decided on its absence is
+            // stale once one is recorded (it raced the first transition).
+            if let RegistryChange::ResourcePut { resource, .. } = change {
+                let current = entity_version(&mut *conn, resource).await?;
+                if current > 0 {
+                    return Err(Error::Stale(crate::Staleness::Entity {
+                        resource: resource.clone(),
+                        read: 0,
+                        current,
+                    }));
+                }
+            }
             let q = match change {
                 RegistryChange::Lease { .. } => return Ok(()),
                 RegistryChange::IssuerRegister { kid, jwk } => {

@@ -34,6 +34,16 @@ pub enum Error {
         /// The live token naming it with another key.
         holder: String,
     },
+    /// A `resource.put` of a resource whose entity has a recorded state.
+    #[error(
+        "resource.put of {resource}, whose entity is at version {version}: an entity is changed by its model's transitions alone"
+    )]
+    EntityManaged {
+        /// The resource.
+        resource: String,
+        /// The entity's version when the put was appended.
+        version: u64,
+    },
     /// A reviewer registered with a key another reviewer holds.
     #[error("key {kid} is registered to reviewer {holder} already; a key belongs to one reviewer")]
     KeyRegistered {

@@ -1144,6 +1144,14 @@ impl Replay {
             }
             RegistryChange::ResourcePut => {
                 let resource = text(object, &["resource"]).to_owned();
+                // An entity with a recorded state is changed by its model's
+                // transitions alone; the gateway refuses such a put.
+                if let Some((_, version)) = self.entities.get(&resource) {
+                    return Err(Error::EntityManaged {
+                        resource,
+                        version: *version,
+                    });
+                }
                 let attributes = at(object, &["attributes"])
                     .and_then(Value::as_object)
                     .cloned()

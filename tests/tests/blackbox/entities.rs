@@ -541,3 +541,51 @@ fn regression_copies_of_an_event_sent_at_once_all_get_its_entry() {
     assert_eq!(g.head_seq(), head + 2);
     g.assert_export_redecides();
 }
+
+/// Found by the outside review: a `resource.put` racing an order's first
+/// transition was accepted and appended after it, where it changed
+/// nothing though it answered 201. The store now refuses a put once the
+/// entity has a recorded state: each race ends with the put first (the
+/// refund reads what it put) or refused (the refund read the attributes
+/// before it), and the export re-decides (`tollgate-verify --redecide`
+/// refuses a put after a transition).
+#[test]
+fn regression_a_put_racing_an_entitys_first_transition_is_first_or_refused() {
+    let g = Gateway::start();
+    let (mut first, mut refused) = (0, 0);
+    for k in 0..24 {
+        let order = format!("order:o-race-{k}");
+        assert_eq!(put_order(&g, &order, 10_000).0, 201);
+        let ((put, said), entry) = std::thread::scope(|s| {
+            let p = s.spawn(|| put_order(&g, &order, 20_000));
+            let r = s.spawn(|| refund(&g, &format!("put-race-{k}"), &order, 100));
+            (p.join().unwrap(), r.join().unwrap())
+        });
+        let paid = receipt_member(&entry, &["inputs", "resource", "paid_minor"]).as_safe_integer();
+        match put {
+            201 => {
+                first += 1;
+                assert_eq!(paid, Some(20_000), "the put came first: {said}");
+            }
+            409 => {
+                refused += 1;
+                assert!(
+                    said.contains("urn:tollgate:problem:entity-managed"),
+                    "{said}"
+                );
+                assert_eq!(paid, Some(10_000));
+            }
+            other => panic!("{other}: {said}"),
+        }
+        // What the gateway says of the order is what its transition left.
+        let (code, body) = g.get(&format!("/v1/entities/order/o-race-{k}"));
+        assert_eq!(code, 200);
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            text.contains(&format!("\"paid_minor\":{}", paid.unwrap())),
+            "{text}"
+        );
+    }
+    assert_eq!(first + refused, 24);
+    g.assert_export_redecides();
+}
