@@ -100,10 +100,10 @@ enum Command {
         #[command(flatten)]
         data_dir: admin::DataDir,
         /// Concurrent clients.
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-        /// Seconds of load.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        concurrency: u32,
+        /// Seconds of load (of each phase).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
         duration: u64,
         /// Run the load a second time with every event delivered to a local
         /// webhook endpoint, and compare (the gateway must run with
@@ -138,12 +138,12 @@ enum Command {
         #[arg(long)]
         http2: bool,
         /// HTTP/2 connections the clients share.
-        #[arg(long, default_value_t = 4, requires = "http2")]
-        connections: usize,
+        #[arg(long, default_value_t = 4, requires = "http2", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        connections: u32,
         /// Sample the first gateway's resident memory (its /metrics) every
         /// this many seconds through the first phase, and report its
         /// growth over the phase's second half.
-        #[arg(long, value_name = "SECONDS")]
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
         rss_every: Option<u64>,
     },
     /// The ledger of a running gateway.
@@ -1068,7 +1068,7 @@ fn main() -> ExitCode {
             &url.urls,
             &data_dir.layout(),
             bench::Options {
-                concurrency,
+                concurrency: concurrency as usize,
                 seconds: duration,
                 paths: path,
                 protocol: if http2 {
@@ -1076,7 +1076,7 @@ fn main() -> ExitCode {
                 } else {
                     bench::Protocol::Http1
                 },
-                connections,
+                connections: connections as usize,
                 webhooks,
                 acks,
                 client_cpus,

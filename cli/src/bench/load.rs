@@ -50,6 +50,22 @@ pub struct Outcome {
     pub wall: f64,
     /// With `keep`: every `200` answer's body.
     pub answers: Vec<Bytes>,
+    /// How many of each other status came (0: no answer).
+    pub statuses: std::collections::BTreeMap<u16, u64>,
+}
+
+impl Outcome {
+    /// The answers other than `200`, by status: `409 ×3, no answer ×1`.
+    pub fn errors(&self) -> String {
+        self.statuses
+            .iter()
+            .map(|(status, n)| match status {
+                0 => format!("no answer ×{n}"),
+                s => format!("{s} ×{n}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// Where the load goes.
@@ -64,6 +80,8 @@ struct Endpoint {
         tokio_rustls::TlsConnector,
         rustls_pki_types::ServerName<'static>,
     )>,
+    /// `Authorization` of reads: the read token (`TOLLGATE_READ_TOKEN`).
+    read_token: Option<String>,
 }
 
 impl Endpoint {
@@ -86,6 +104,9 @@ impl Endpoint {
             None
         };
         Ok(Self {
+            read_token: std::env::var("TOLLGATE_READ_TOKEN")
+                .ok()
+                .map(|t| format!("Bearer {t}")),
             origin: format!("{}://{authority}", if https { "https" } else { "http" }),
             authority: authority.to_string(),
             host,
@@ -129,7 +150,12 @@ impl Endpoint {
                 .method(hyper::Method::POST)
                 .header(hyper::header::CONTENT_TYPE, "application/json")
                 .body(Full::new(body)),
-            None => b.method(hyper::Method::GET).body(Full::new(Bytes::new())),
+            None => match &self.read_token {
+                Some(t) => b.header(hyper::header::AUTHORIZATION, t),
+                None => b,
+            }
+            .method(hyper::Method::GET)
+            .body(Full::new(Bytes::new())),
         }
         .map_err(|e| e.to_string())
     }
@@ -293,6 +319,9 @@ pub fn run(
             out.bad += p.bad;
             out.latencies_us.extend(p.latencies_us);
             out.answers.extend(p.answers);
+            for (status, n) in p.statuses {
+                *out.statuses.entry(status).or_insert(0) += n;
+            }
         }
         out.latencies_us.sort_unstable();
         Ok(out)
@@ -330,9 +359,13 @@ async fn client(
                     out.answers.push(body);
                 }
             }
-            Some(_) => out.bad += 1,
+            Some((status, _)) => {
+                out.bad += 1;
+                *out.statuses.entry(status).or_insert(0) += 1;
+            }
             None => {
                 out.bad += 1;
+                *out.statuses.entry(0).or_insert(0) += 1;
                 // Opened again for the next request; a gateway that is
                 // away is not hammered meanwhile.
                 if sender.take().is_none() {

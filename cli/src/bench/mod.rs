@@ -74,6 +74,8 @@ pub struct Phase {
     pub latency_us: (u64, u64, u64),
     /// Answers other than 200.
     pub errors: u64,
+    /// Those, by status.
+    pub error_kinds: String,
     /// The gateways' CPU time (user and system, from their `/metrics`)
     /// per answer, microseconds.
     pub server_cpu_us: Option<f64>,
@@ -90,6 +92,7 @@ impl Phase {
                 percentile(&o.latencies_us, 0.999),
             ),
             errors: o.bad,
+            error_kinds: o.errors(),
             server_cpu_us: cpu.filter(|_| o.ok > 0).map(|c| c * 1e6 / o.ok as f64),
         }
     }
@@ -135,10 +138,14 @@ impl BenchReport {
             } else {
                 "durable decisions"
             };
+            let errors = if p.errors == 0 {
+                "0 errors".to_owned()
+            } else {
+                format!("{} errors: {}", p.errors, p.error_kinds)
+            };
             lines.push(format!(
-                "{what}: {:>9.0}/s  ({} errors)  path {}: {}",
+                "{what}: {:>9.0}/s  ({errors})  path {}: {}",
                 p.per_s,
-                p.errors,
                 clap::ValueEnum::to_possible_value(&p.path)
                     .map_or(String::new(), |v| v.get_name().to_owned()),
                 p.path.describe()
@@ -161,22 +168,26 @@ impl BenchReport {
             "baseline sign+verify (all cores): {:.0}/s",
             self.sign_verify_per_s
         ));
-        if let Some(first) = self.phases.first() {
+        // The ratios are of the first decision phase.
+        let first = self.phases.iter().find(|p| p.path != Path::Replay);
+        if let Some(first) = first {
             lines.push(format!(
                 "ratio decisions / sign+verify: {:.2} (aim >= 0.33, p99 < 15 ms, at 64 clients)",
                 first.per_s / self.sign_verify_per_s
             ));
         }
-        if let (Some((p50, p99)), Some(first)) = (self.fdatasync_us, self.phases.first()) {
+        if let Some((p50, p99)) = self.fdatasync_us {
             lines.push(format!(
                 "floor, fdatasync of 4 KiB in the data folder: p50 {:.2} ms  p99 {:.2} ms",
                 ms(p50),
                 ms(p99)
             ));
-            lines.push(format!(
-                "ratio latency p50 / fdatasync p50: {:.1} (aim <= 3 with --concurrency 1)",
-                first.latency_us.0 as f64 / (p50.max(1)) as f64
-            ));
+            if let Some(first) = first {
+                lines.push(format!(
+                    "ratio latency p50 / fdatasync p50: {:.1} (aim <= 3 with --concurrency 1)",
+                    first.latency_us.0 as f64 / (p50.max(1)) as f64
+                ));
+            }
         }
         if let Some(cpus) = &o.client_cpus {
             lines.push(format!(
@@ -518,8 +529,12 @@ fn sample_rss(
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
         }
-        if let Some(rss) = server_rss(&url) {
-            out.push((start.elapsed().as_secs_f64(), rss));
+        // The last sample, unless one was just taken.
+        let at = start.elapsed().as_secs_f64();
+        if out.last().is_none_or(|(t, _)| at - t >= 1.0)
+            && let Some(rss) = server_rss(&url)
+        {
+            out.push((at, rss));
         }
         out
     })
@@ -595,6 +610,24 @@ pub fn bench(urls: &[String], data: &Layout, options: Options) -> Result<BenchRe
     let agent_key = Ed25519Signer::load(&data.demo("agent.jwk"))
         .map_err(|e| CliError::Usage(format!("{e} (give the gateway's --data-dir)")))?;
     let o = &options;
+    if let Some(every) = o.rss_every
+        && every > o.seconds
+    {
+        return Err(CliError::Usage(format!(
+            "--rss-every {every}: sample at least once within the first phase (--duration {})",
+            o.seconds
+        )));
+    }
+    // The gateways' figures come from their /metrics, which a read token
+    // guards, as it does the replay phase's reads.
+    for u in urls {
+        let answer = tollgate_client::Client::new(u).get("/metrics", false)?;
+        if answer.status == 401 {
+            return Err(CliError::Usage(format!(
+                "{u} requires its read token for /metrics and reads: set TOLLGATE_READ_TOKEN"
+            )));
+        }
+    }
     let shape = load::Shape {
         protocol: o.protocol,
         clients: o.concurrency.max(1),

@@ -148,3 +148,93 @@ fn writing_intents_without_the_demo_agent_names_the_data_folder() {
     );
     assert!(!dir.path().join("i.txt").exists());
 }
+
+/// Settings that would measure nothing are refused before any load, each
+/// with what is wrong (found by the outside review: they ran and printed
+/// figures); a gateway guarded by a read token is named, not loaded into
+/// thousands of 401s.
+#[test]
+fn settings_that_measure_nothing_are_refused_before_any_load() {
+    let token = "read-token-0123456789abcdefghijklmnop";
+    let g = Gateway::start_with(
+        tempfile::tempdir().unwrap(),
+        |_| {},
+        &["--read-token", token],
+    );
+    let run = |args: &[&str], read_token: Option<&str>| {
+        let mut cmd = Command::new(bin("tollgate"));
+        cmd.arg("bench")
+            .args(args)
+            .args(["--url", &g.url])
+            .arg("--data-dir")
+            .arg(g.data())
+            .env_remove("TOLLGATE_READ_TOKEN");
+        if let Some(t) = read_token {
+            cmd.env("TOLLGATE_READ_TOKEN", t);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for (args, says) in [
+        (&["--concurrency", "0"][..], "--concurrency"),
+        (&["--duration", "0"][..], "--duration"),
+        (&["--http2", "--connections", "0"][..], "--connections"),
+        (&["--rss-every", "0"][..], "--rss-every"),
+        (
+            &["--duration", "2", "--rss-every", "5"][..],
+            "--rss-every 5: sample at least once within the first phase (--duration 2)",
+        ),
+        (&["--connections", "2"][..], "--http2"),
+    ] {
+        let (code, err) = run(args, Some(token));
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let (code, err) = run(&["--duration", "1"], None);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("requires its read token for /metrics and reads: set TOLLGATE_READ_TOKEN"),
+        "{err}"
+    );
+    let head = ureq::get(format!("{}/v1/ledger/head", g.url))
+        .header("authorization", format!("Bearer {token}"))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    let head: serde_json::Value = serde_json::from_str(&head).unwrap();
+    assert_eq!(
+        head["seq"].as_i64(),
+        Some(g.seeded),
+        "nothing was submitted"
+    );
+    // With the token, every phase reads and reports.
+    let out = Command::new(bin("tollgate"))
+        .args([
+            "bench",
+            "--duration",
+            "1",
+            "--concurrency",
+            "4",
+            "--path",
+            "plain,replay",
+        ])
+        .args(["--url", &g.url])
+        .arg("--data-dir")
+        .arg(g.data())
+        .env("TOLLGATE_READ_TOKEN", token)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("(0 errors)  path replay"), "{said}");
+    assert!(said.contains("server CPU per answer:"), "{said}");
+}
