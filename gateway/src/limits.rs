@@ -146,6 +146,16 @@ pub const H2_KEEPALIVE_MS: u64 = 20_000;
 /// `503 reads-full`.
 pub const MAX_BULK_READS: usize = 64;
 
+/// Most of those one client address may hold at once: a quarter, so that
+/// one client cannot take every one.
+pub const MAX_BULK_READS_PER_ADDRESS: usize = MAX_BULK_READS / 4;
+
+/// The bytes of entries a ledger page or a page of an export holds at most
+/// (and at least one entry): its entries are read from the store a few at
+/// a time until it holds this many. With [`MAX_BULK_READS`] it bounds the
+/// memory bulk reads hold however large entries are.
+pub const BULK_PAGE_BYTES: usize = 512 * 1024;
+
 /// `Retry-After` of a `503 reads-full`, seconds.
 pub const BULK_RETRY_AFTER: u32 = 1;
 

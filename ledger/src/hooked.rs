@@ -77,6 +77,11 @@ impl<L: Chain, H: Hooks> Chain for Hooked<L, H> {
         self.inner.lines(from, limit).await
     }
 
+    async fn line_lengths(&self, from: u64, limit: u32) -> Result<Vec<u64>, Error> {
+        self.hooks.read()?;
+        self.inner.line_lengths(from, limit).await
+    }
+
     fn hash_alg(&self) -> HashAlg {
         self.inner.hash_alg()
     }

@@ -1035,6 +1035,15 @@ pub trait Chain: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<Vec<u8>>, Error>> + Send;
 
+    /// The byte lengths of up to `limit` export lines from `from` on, in
+    /// order (what [`Chain::lines`] would return, without reading them):
+    /// how a reader bounds a page by bytes before it reads it.
+    fn line_lengths(
+        &self,
+        from: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<u64>, Error>> + Send;
+
     /// The hash algorithm of this ledger.
     fn hash_alg(&self) -> HashAlg;
 

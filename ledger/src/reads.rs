@@ -81,6 +81,23 @@ macro_rules! shared_reads {
                 .map_err(db)
         }
 
+        /// The byte lengths of up to `limit` lines from `from` on.
+        pub(crate) async fn line_lengths(
+            pool: &$pool,
+            from: u64,
+            limit: u32,
+        ) -> Result<Vec<u64>, Error> {
+            let rows: Vec<i64> = sqlx::query_scalar(
+                "SELECT CAST(length(line) AS BIGINT) FROM entries WHERE seq >= $1 ORDER BY seq LIMIT $2",
+            )
+            .bind(int(from.max(1)))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+            .map_err(db)?;
+            Ok(rows.into_iter().map(|n| u64::try_from(n).unwrap_or(0)).collect())
+        }
+
         /// Approval rows `(id, seq, deadline, body)` with their steps.
         async fn with_steps(
             pool: &$pool,

@@ -624,6 +624,10 @@ impl Chain for SqliteLedger {
         reads::sqlite::lines(&self.inner.readers, from, limit).await
     }
 
+    async fn line_lengths(&self, from: u64, limit: u32) -> Result<Vec<u64>, Error> {
+        reads::sqlite::line_lengths(&self.inner.readers, from, limit).await
+    }
+
     fn hash_alg(&self) -> HashAlg {
         self.inner.alg
     }

@@ -36,6 +36,15 @@ fn signed(signer: &Ed25519Signer, n: u64) -> Append {
 /// number.
 async fn verified(ledger: &impl Ledger, keys: &KeySet) -> u64 {
     let lines = ledger.lines(1, 100_000).await.unwrap();
+    // Their lengths, as a reader bounding a page by bytes reads them
+    // first; and from the middle, a few.
+    let lengths: Vec<u64> = lines.iter().map(|l| l.len() as u64).collect();
+    assert_eq!(ledger.line_lengths(1, 100_000).await.unwrap(), lengths);
+    let mid = lines.len() / 2;
+    assert_eq!(
+        ledger.line_lengths(mid as u64 + 1, 3).await.unwrap(),
+        lengths[mid..(mid + 3).min(lengths.len())]
+    );
     let refs: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
     let mut v = ChainVerifier::new(Some(keys));
     v.verify_lines(&refs).unwrap();

@@ -270,6 +270,11 @@ pub enum ApiError {
         "the gateway already answers {0} ledger pages or exports at once, the most it does; read again after Retry-After"
     )]
     ReadsFull(usize),
+    /// The client's address already holds its share of bulk reads.
+    #[error(
+        "this address already reads {0} ledger pages or exports at once, the most one address may; read again after Retry-After"
+    )]
+    AddressReadsFull(usize),
     /// The admin token is missing or wrong.
     #[error("the registry API takes the bearer token in DATA_DIR/admin.token")]
     Unauthorized,
@@ -675,7 +680,9 @@ impl ApiError {
             Self::ShuttingDown => (S::SERVICE_UNAVAILABLE, "shutting-down", None),
             Self::TooManyWaits(_) => (S::TOO_MANY_REQUESTS, "too-many-waits", None),
             Self::WaitsFull(_) => (S::SERVICE_UNAVAILABLE, "waits-full", None),
-            Self::ReadsFull(_) => (S::SERVICE_UNAVAILABLE, "reads-full", None),
+            Self::ReadsFull(_) | Self::AddressReadsFull(_) => {
+                (S::SERVICE_UNAVAILABLE, "reads-full", None)
+            }
             Self::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method-not-allowed", None),
             Self::Unauthorized | Self::ReadUnauthorized => (S::UNAUTHORIZED, "unauthorized", None),
             Self::InvalidRequest { pointer, .. } => (
@@ -780,7 +787,7 @@ impl IntoResponse for ApiError {
                 HeaderValue::from(crate::limits::WAITS_RETRY_AFTER),
             );
         }
-        if matches!(self, Self::ReadsFull(_)) {
+        if matches!(self, Self::ReadsFull(_) | Self::AddressReadsFull(_)) {
             r.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(crate::limits::BULK_RETRY_AFTER),

@@ -68,23 +68,106 @@ pub struct App<L: Ledger> {
 
 /// Permits for bulk reads (ledger pages and exports): one is held by an
 /// answer until its body is read to the end or dropped
-/// ([`crate::limits::MAX_BULK_READS`]).
+/// ([`crate::limits::MAX_BULK_READS`]), at most a quarter of them by one
+/// client address.
 #[derive(Clone, Debug)]
-pub struct BulkReads(Arc<tokio::sync::Semaphore>, usize);
+pub struct BulkReads(Arc<BulkState>);
+
+#[derive(Debug)]
+struct BulkState {
+    permits: Arc<tokio::sync::Semaphore>,
+    max: usize,
+    per_address: usize,
+    held: std::sync::Mutex<std::collections::BTreeMap<std::net::IpAddr, usize>>,
+}
+
+/// A bulk read's permit: its share of the total and of its address's.
+pub struct BulkPermit {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _share: AddressShare,
+}
+
+/// One of an address's bulk reads, given back when dropped.
+struct AddressShare(Option<(std::net::IpAddr, Arc<BulkState>)>);
+
+impl Drop for AddressShare {
+    fn drop(&mut self) {
+        if let Some((ip, state)) = self.0.take() {
+            let mut held = state.held.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = held.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    held.remove(&ip);
+                }
+            }
+        }
+    }
+}
 
 impl BulkReads {
-    /// At most `n` at once.
+    /// At most `n` at once, and `n / 4` (at least one) from one address.
     pub fn new(n: usize) -> Self {
-        Self(Arc::new(tokio::sync::Semaphore::new(n)), n)
+        Self(Arc::new(BulkState {
+            permits: Arc::new(tokio::sync::Semaphore::new(n)),
+            max: n,
+            per_address: (n / 4).max(1),
+            held: Default::default(),
+        }))
     }
 
-    /// A permit, or `503 reads-full`.
-    fn take(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-        self.0
+    /// A permit for a read from `peer`, or `503 reads-full`.
+    fn take(&self, peer: Option<std::net::IpAddr>) -> Result<BulkPermit, ApiError> {
+        let s = &self.0;
+        let share = match peer {
+            Some(ip) => {
+                let mut held = s.held.lock().unwrap_or_else(|p| p.into_inner());
+                let n = held.entry(ip).or_insert(0);
+                if *n >= s.per_address {
+                    return Err(ApiError::AddressReadsFull(s.per_address));
+                }
+                *n += 1;
+                AddressShare(Some((ip, s.clone())))
+            }
+            None => AddressShare(None),
+        };
+        // Refused here, the address's share is given back with `share`.
+        let permit = s
+            .permits
             .clone()
             .try_acquire_owned()
-            .map_err(|_| ApiError::ReadsFull(self.1))
+            .map_err(|_| ApiError::ReadsFull(s.max))?;
+        Ok(BulkPermit {
+            _permit: permit,
+            _share: share,
+        })
     }
+}
+
+/// Up to `limit` entries from `from`, as many as hold
+/// [`crate::limits::BULK_PAGE_BYTES`] (at least one): their lengths are
+/// read first, so a page's memory is bounded however large entries are.
+async fn bounded_lines<L: Ledger>(
+    gateway: &Gateway<L>,
+    from: u64,
+    limit: u32,
+) -> Result<Vec<Vec<u8>>, tollgate_ledger::Error> {
+    let lengths = gateway.ledger().line_lengths(from, limit).await?;
+    let mut bytes = 0u64;
+    let fit = lengths
+        .iter()
+        .take_while(|n| {
+            let first = bytes == 0;
+            bytes += **n;
+            first || bytes <= crate::limits::BULK_PAGE_BYTES as u64
+        })
+        .count();
+    if fit == 0 {
+        return Ok(Vec::new());
+    }
+    gateway
+        .ledger()
+        .lines(from, u32::try_from(fit).unwrap_or(limit))
+        .await
 }
 
 impl Default for BulkReads {
@@ -96,7 +179,7 @@ impl Default for BulkReads {
 /// A bulk answer's body: `pages` handed over in pieces of at most
 /// [`crate::limits::BULK_CHUNK`] bytes, with the read's permit held until
 /// the last is taken or the body dropped.
-fn bulk_body<S>(permit: tokio::sync::OwnedSemaphorePermit, pages: S) -> Body
+fn bulk_body<S>(permit: BulkPermit, pages: S) -> Body
 where
     S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
 {
@@ -503,14 +586,12 @@ fn page(query: Option<&str>) -> Result<(u64, u32), ApiError> {
 async fn get_entries<L: Ledger>(
     _: admin::ReadAuth,
     State(app): State<Arc<App<L>>>,
+    peer: Option<axum::Extension<Peer>>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let (from, limit) = page(query.as_deref())?;
-    let permit = app.bulk.take()?;
-    let lines = app
-        .gateway
-        .ledger()
-        .lines(from, limit)
+    let permit = app.bulk.take(peer.map(|axum::Extension(Peer(ip))| ip))?;
+    let lines = bounded_lines(&app.gateway, from, limit)
         .await
         .map_err(ApiError::internal)?;
     let mut body = b"{\"entries\":[".to_vec();
@@ -543,8 +624,9 @@ async fn get_entries<L: Ledger>(
 async fn get_export<L: Ledger>(
     _: admin::ReadAuth,
     State(app): State<Arc<App<L>>>,
+    peer: Option<axum::Extension<Peer>>,
 ) -> Result<Response, ApiError> {
-    let permit = app.bulk.take()?;
+    let permit = app.bulk.take(peer.map(|axum::Extension(Peer(ip))| ip))?;
     let head = app
         .gateway
         .ledger()
@@ -559,7 +641,7 @@ async fn get_export<L: Ledger>(
                 return None;
             }
             let limit = (head - next + 1).min(u64::from(EXPORT_PAGE)) as u32;
-            match app.gateway.ledger().lines(next, limit).await {
+            match bounded_lines(&app.gateway, next, limit).await {
                 Ok(lines) if !lines.is_empty() => {
                     let n = lines.len() as u64;
                     let mut chunk = Vec::new();

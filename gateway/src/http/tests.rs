@@ -653,7 +653,10 @@ async fn read_and_delegation_registration_problems(h: &Harness, seen: &mut BTree
     // Bulk reads are bounded (two here): with both permits held, a page
     // and an export are told to come back; an answer read to its end
     // gives its permit back.
-    let held = (h.app.bulk.take().unwrap(), h.app.bulk.take().unwrap());
+    let held = (
+        h.app.bulk.take(None).unwrap(),
+        h.app.bulk.take(None).unwrap(),
+    );
     for path in ["/v1/ledger/entries?from=1&limit=5", "/v1/ledger/export"] {
         let full = h.call(Method::GET, path, &[], vec![]).await;
         expect(&full, 503, "reads-full");
@@ -663,8 +666,20 @@ async fn read_and_delegation_registration_problems(h: &Harness, seen: &mut BTree
     for path in ["/v1/ledger/entries?from=1&limit=5", "/v1/ledger/export"] {
         let read = h.call(Method::GET, path, &[], vec![]).await;
         assert_eq!(read.status, 200, "{}", String::from_utf8_lossy(&read.body));
-        assert_eq!(h.app.bulk.0.available_permits(), 2);
+        assert_eq!(h.app.bulk.0.permits.available_permits(), 2);
     }
+    // One address holds a quarter at most (one of two here), and gets its
+    // share back with the answer.
+    let ip: std::net::IpAddr = [10, 0, 0, 5].into();
+    let mine = h.app.bulk.take(Some(ip)).unwrap();
+    assert!(matches!(
+        h.app.bulk.take(Some(ip)),
+        Err(super::ApiError::AddressReadsFull(1))
+    ));
+    assert!(h.app.bulk.take(Some([10, 0, 0, 6].into())).is_ok());
+    drop(mine);
+    assert!(h.app.bulk.0.held.lock().unwrap().is_empty());
+    assert!(h.app.bulk.take(Some(ip)).is_ok());
     expect(
         &h.call(Method::GET, "/v1/entities/order/o-nope", &[], vec![])
             .await,

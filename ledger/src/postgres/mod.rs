@@ -256,6 +256,10 @@ impl Chain for PgLedger {
         reads::lines(&self.pool, from, limit).await
     }
 
+    async fn line_lengths(&self, from: u64, limit: u32) -> Result<Vec<u64>, Error> {
+        reads::line_lengths(&self.pool, from, limit).await
+    }
+
     fn hash_alg(&self) -> HashAlg {
         self.alg
     }

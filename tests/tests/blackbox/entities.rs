@@ -589,3 +589,52 @@ fn regression_a_put_racing_an_entitys_first_transition_is_first_or_refused() {
     assert_eq!(first + refused, 24);
     g.assert_export_redecides();
 }
+
+/// Found by the outside review: an order paid with a ~60 KB customer tier
+/// made each refund's entry ~62 KB, and a page of 1,000 such entries held
+/// 62 MB until its client read it (64 of them: 4 GB). A page now holds
+/// entries up to 512 KiB (at least one), and its `next` says where the
+/// rest begins: paging and the export still give every entry once.
+#[test]
+fn regression_pages_of_large_entries_are_bounded_in_bytes() {
+    let g = Gateway::start();
+    let dir = tempfile::tempdir().unwrap();
+    let tier = "g".repeat(50_000);
+    let paid = event_json(
+        "evt-big",
+        "order:o-big",
+        "order.paid",
+        &format!(r#"{{"amount_minor":1000000,"customer_tier":"{tier}"}}"#),
+        &tollgate_tests::gateway::now(),
+    );
+    let (code, _, err) = send_event(&g, dir.path(), "big", &paid);
+    assert_eq!(code, 0, "{err}");
+    for n in 0..40 {
+        refund(&g, &format!("big-{n}"), "order:o-big", 100);
+    }
+    let head = g.head_seq();
+    let mut from = 1;
+    let mut seen = 0;
+    let mut pages = 0;
+    while from <= head {
+        let (code, body) = g.get(&format!("/v1/ledger/entries?from={from}&limit=1000"));
+        assert_eq!(code, 200);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let entries = v["entries"].as_array().unwrap();
+        assert!(!entries.is_empty());
+        // 512 KiB at most (or a single entry).
+        assert!(
+            body.len() <= 512 * 1024 + 64 || entries.len() == 1,
+            "{} bytes",
+            body.len()
+        );
+        assert_eq!(entries[0]["seq"].as_i64(), Some(from));
+        seen += entries.len() as i64;
+        from = v["next"].as_i64().unwrap();
+        assert_eq!(from, entries.last().unwrap()["seq"].as_i64().unwrap() + 1);
+        pages += 1;
+    }
+    assert_eq!(seen, head);
+    assert!(pages >= 4, "{pages} pages");
+    g.assert_export_redecides();
+}

@@ -340,7 +340,8 @@ fn regression_stalled_http2_readers_cannot_grow_the_gateway_memory() {
         .iter()
         .filter(|a| a["status"] == "503" && a["type"] == "urn:tollgate:problem:reads-full")
         .count();
-    assert_eq!((ok, full), (64, 192), "{answers:?}");
+    // One address holds a quarter of the gateway's 64 bulk reads.
+    assert_eq!((ok, full), (16, 240), "{answers:?}");
     let grown = v["during"].as_i64().unwrap() - v["before"].as_i64().unwrap();
     assert!(grown < 64 << 20, "grew {grown} bytes");
     // Their permits come back with their connections: an export answers.
