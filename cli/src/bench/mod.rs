@@ -623,9 +623,15 @@ pub fn bench(urls: &[String], data: &Layout, options: Options) -> Result<BenchRe
     for u in urls {
         let answer = tollgate_client::Client::new(u).get("/metrics", false)?;
         if answer.status == 401 {
-            return Err(CliError::Usage(format!(
-                "{u} requires its read token for /metrics and reads: set TOLLGATE_READ_TOKEN"
-            )));
+            return Err(CliError::Usage(
+                if std::env::var_os("TOLLGATE_READ_TOKEN").is_some() {
+                    format!("{u} refused the read token in TOLLGATE_READ_TOKEN")
+                } else {
+                    format!(
+                        "{u} requires its read token for /metrics and reads: set TOLLGATE_READ_TOKEN"
+                    )
+                },
+            ));
         }
     }
     let shape = load::Shape {

@@ -193,6 +193,12 @@ fn settings_that_measure_nothing_are_refused_before_any_load() {
         assert_eq!(code, Some(2), "{args:?}: {err}");
         assert!(err.contains(says), "{args:?}: {err}");
     }
+    let (code, err) = run(&["--duration", "1"], Some("not-the-token"));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("refused the read token in TOLLGATE_READ_TOKEN"),
+        "{err}"
+    );
     let (code, err) = run(&["--duration", "1"], None);
     assert_eq!(code, Some(2), "{err}");
     assert!(
