@@ -157,6 +157,20 @@ impl Gateway {
         g
     }
 
+    /// `tollgate bench --count COUNT --write-intents FILE`: signed intents
+    /// of the demo agent, one per line; what it printed.
+    pub fn write_intents(&self, count: usize, file: &Path) -> String {
+        let out = std::process::Command::new(crate::bin("tollgate"))
+            .args(["bench", "--count", &count.to_string(), "--write-intents"])
+            .arg(file)
+            .arg("--data-dir")
+            .arg(self.data())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The data folder.
     pub fn data(&self) -> PathBuf {
         self.dir.path().join("data")

@@ -128,6 +128,22 @@ pub fn python() -> String {
     std::env::var("TOLLGATE_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
+/// Runs `python -c script args…`, which must succeed (its standard error
+/// is the failure's message); its standard output.
+pub fn python_script(script: &str, args: &[&std::ffi::OsStr]) -> Vec<u8> {
+    let out = std::process::Command::new(python())
+        .args(["-c", script])
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// Builds an export and key set with `tests/fixtures/make_export.py`, which
 /// implements docs/spec.md with third-party libraries only.
 pub fn python_export(dir: &Path, name: &str, extra: &[&str]) -> (PathBuf, PathBuf) {

@@ -12,16 +12,9 @@ use tollgate_tests::{bin, python};
 fn written_intents_are_each_decided_once_by_a_gateway() {
     let g = Gateway::start();
     let file = g.dir.path().join("intents.txt");
-    let out = Command::new(bin("tollgate"))
-        .args(["bench", "--count", "40", "--write-intents"])
-        .arg(&file)
-        .arg("--data-dir")
-        .arg(g.data())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    let said = g.write_intents(40, &file);
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        said.trim(),
         format!("40 signed intents written to {}", file.display())
     );
     let text = std::fs::read_to_string(&file).unwrap();

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use tollgate_tests::gateway::Gateway;
-use tollgate_tests::{bin, python};
+use tollgate_tests::{bin, python_script};
 
 /// Posts each line of `intents` at once over ONE connection of `version`
 /// ("h2c", "h2" or "http1"), then the first again; prints one JSON line per
@@ -54,14 +54,7 @@ fn two_files(g: &Gateway, count: usize) -> (std::path::PathBuf, std::path::PathB
 
 fn write_intents(g: &Gateway, count: usize, name: &str) -> std::path::PathBuf {
     let file = g.dir.path().join(name);
-    let out = Command::new(bin("tollgate"))
-        .args(["bench", "--count", &count.to_string(), "--write-intents"])
-        .arg(&file)
-        .arg("--data-dir")
-        .arg(g.data())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    g.write_intents(count, &file);
     file
 }
 
@@ -71,18 +64,11 @@ fn client(
     intents: &std::path::Path,
     ca: Option<&std::path::Path>,
 ) -> Vec<serde_json::Value> {
-    let mut cmd = Command::new(python());
-    cmd.args(["-c", CLIENT, url, version]).arg(intents);
+    let mut args = vec![url.as_ref(), version.as_ref(), intents.as_os_str()];
     if let Some(ca) = ca {
-        cmd.arg(ca);
+        args.push(ca.as_os_str());
     }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
+    String::from_utf8(python_script(CLIENT, &args))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -137,17 +123,8 @@ fn h2_by_alpn_over_tls_and_http1_on_one_listener() {
     // The protocol ALPN settled is the one served (found by the outside
     // review: the other was served too).
     let port = g.url.rsplit(':').next().unwrap().to_owned();
-    let out = Command::new(python())
-        .args(["-c", MISMATCHED, &port])
-        .arg(&ca)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let said = String::from_utf8(out.stdout).unwrap();
+    let said =
+        String::from_utf8(python_script(MISMATCHED, &[port.as_ref(), ca.as_os_str()])).unwrap();
     let lines: Vec<&str> = said.lines().collect();
     // http/1.1 settled, the HTTP/2 preface sent: no HTTP/2 SETTINGS frame
     // comes back (HTTP/1.1's refusal, or nothing).
@@ -323,16 +300,8 @@ fn regression_stalled_http2_readers_cannot_grow_the_gateway_memory() {
         assert_eq!(status, 200);
     }
     let port = g.url.rsplit(':').next().unwrap().to_owned();
-    let out = Command::new(python())
-        .args(["-c", STALLED, "127.0.0.1", &port, "4", "64"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let args = ["127.0.0.1", &port, "4", "64"].map(std::ffi::OsStr::new);
+    let v: serde_json::Value = serde_json::from_slice(&python_script(STALLED, &args)).unwrap();
     let answers = v["answers"].as_array().unwrap();
     assert_eq!(answers.len(), 256);
     let ok = answers.iter().filter(|a| a["status"] == "200").count();

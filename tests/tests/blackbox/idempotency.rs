@@ -183,16 +183,7 @@ print(b64(r.to_bytes(32, "big") + low.to_bytes(32, "big")))
 print(b64(r.to_bytes(32, "big") + (n - low).to_bytes(32, "big")))
 "#;
     let hex: String = message.iter().map(|b| format!("{b:02x}")).collect();
-    let out = std::process::Command::new(tollgate_tests::python())
-        .args(["-c", script, &hex])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = String::from_utf8(tollgate_tests::python_script(script, &[hex.as_ref()])).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     let jwk = tollgate_protocol::parse(
         format!(

@@ -192,14 +192,7 @@ fn a_descriptor_limit_too_small_is_refused_at_the_start() {
 fn fill(g: &Gateway, n: usize) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("intents.txt");
-    let out = std::process::Command::new(tollgate_tests::bin("tollgate"))
-        .args(["bench", "--count", &n.to_string(), "--write-intents"])
-        .arg(&file)
-        .arg("--data-dir")
-        .arg(g.data())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    g.write_intents(n, &file);
     let text = std::fs::read_to_string(&file).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     std::thread::scope(|s| {
