@@ -106,17 +106,7 @@ fn h2c_with_prior_knowledge_and_http1_on_one_listener() {
 #[test]
 fn h2_by_alpn_over_tls_and_http1_on_one_listener() {
     let certs = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = crate::tls::certificates(certs.path());
-    let g = Gateway::start_with(
-        tempfile::tempdir().unwrap(),
-        |_| {},
-        &[
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ],
-    );
+    let (g, ca) = crate::tls::https_gateway(certs.path());
     let (a, b) = two_files(&g, 64);
     decided_once_each(&client(&g.url, "h2", &a, Some(&ca)), "HTTP/2");
     decided_once_each(&client(&g.url, "http1", &b, Some(&ca)), "HTTP/1.1");

@@ -7,7 +7,7 @@ use tollgate_tests::bin;
 use tollgate_tests::gateway::{Gateway, verdict_of};
 
 /// A test CA and a leaf certificate for localhost / 127.0.0.1 it signed.
-pub(crate) fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let run = |args: &[&str]| {
         let out = Command::new("openssl")
             .current_dir(dir)
@@ -84,10 +84,10 @@ pub(crate) fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     )
 }
 
-#[test]
-fn https_with_the_given_certificate() {
-    let certs = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = certificates(certs.path());
+/// A demo gateway serving HTTPS with a leaf of a test CA made in `dir`;
+/// the CA's certificate.
+pub(crate) fn https_gateway(dir: &Path) -> (Gateway, PathBuf) {
+    let (ca, cert, key) = certificates(dir);
     let g = Gateway::start_with(
         tempfile::tempdir().unwrap(),
         |_| {},
@@ -98,6 +98,13 @@ fn https_with_the_given_certificate() {
             key.to_str().unwrap(),
         ],
     );
+    (g, ca)
+}
+
+#[test]
+fn https_with_the_given_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    let (g, ca) = https_gateway(certs.path());
     assert!(g.url.starts_with("https://127.0.0.1:"), "{}", g.url);
     let out = Command::new(bin("tollgate"))
         .args(["submit", "--url", &g.url, "--key"])
