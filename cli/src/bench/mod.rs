@@ -228,31 +228,28 @@ pub fn rss_growth(samples: &[(f64, u64)]) -> Option<f64> {
     (half.0 < last.0 && half.1 > 0).then(|| (last.1 as f64 - half.1 as f64) / half.1 as f64)
 }
 
-/// The first gateway's resident memory (`process_resident_memory_bytes`
-/// on its `/metrics`); `None` when it does not say.
-fn server_rss(url: &str) -> Option<u64> {
+/// The value of the sample `name` on `url`'s `/metrics`; `None` when the
+/// gateway does not say.
+fn metric(url: &str, name: &str) -> Option<f64> {
     let answer = tollgate_client::Client::new(url)
         .get("/metrics", false)
         .ok()?;
-    let text = String::from_utf8_lossy(&answer.body).into_owned();
+    let text = String::from_utf8_lossy(&answer.body);
     text.lines()
-        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// The sum of `process_cpu_seconds_total` over `urls`' `/metrics`; `None`
-/// when one does not say.
+/// The first gateway's resident memory (`process_resident_memory_bytes`).
+fn server_rss(url: &str) -> Option<u64> {
+    metric(url, "process_resident_memory_bytes").map(|b| b as u64)
+}
+
+/// The sum of `process_cpu_seconds_total` over `urls`; `None` when one
+/// does not say.
 fn server_cpu_seconds(urls: &[String]) -> Option<f64> {
     urls.iter()
-        .map(|u| {
-            let answer = tollgate_client::Client::new(u)
-                .get("/metrics", false)
-                .ok()?;
-            let text = String::from_utf8_lossy(&answer.body).into_owned();
-            text.lines()
-                .find_map(|l| l.strip_prefix("process_cpu_seconds_total "))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-        })
+        .map(|u| metric(u, "process_cpu_seconds_total"))
         .sum()
 }
 
