@@ -80,6 +80,7 @@
 #[cfg(any(test, feature = "testing"))]
 pub mod hooked;
 mod outbox;
+mod point;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod reads;

@@ -4,6 +4,16 @@
 //! 64-bit, blobs as bytes, limits bound as 64-bit integers, and sums cast
 //! back to integers. Each backend gets the functions for its pool type.
 
+// Single-row reads by a unique key: the statements the SQLite ledger
+// also runs straight on SQLite (`crate::point`).
+
+/// The line of the entry at a seq.
+pub(crate) const ENTRY_BY_SEQ: &str = "SELECT line FROM entries WHERE seq = $1";
+/// The seq and line of the entry holding a receipt id.
+pub(crate) const ENTRY_BY_RECEIPT_ID: &str = "SELECT seq, line FROM entries WHERE receipt_id = $1";
+/// An entity's attributes, version and the seq that last changed it.
+pub(crate) const ENTITY: &str = "SELECT attributes, version, seq FROM entities WHERE resource = $1";
+
 macro_rules! shared_reads {
     ($pool:ty, $conn:ty, $row:ty, $writes:ident, $snapshot:expr) => {
         use std::collections::BTreeSet;
@@ -27,7 +37,7 @@ macro_rules! shared_reads {
         /// The entry at `seq`.
         pub(crate) async fn get(pool: &$pool, seq: u64) -> Result<Option<LedgerEntry>, Error> {
             let line: Option<Vec<u8>> =
-                sqlx::query_scalar("SELECT line FROM entries WHERE seq = $1")
+                sqlx::query_scalar(crate::reads::ENTRY_BY_SEQ)
                     .bind(int(seq))
                     .fetch_optional(pool)
                     .await
@@ -40,7 +50,7 @@ macro_rules! shared_reads {
             pool: &$pool,
             receipt_id: &str,
         ) -> Result<Option<LedgerEntry>, Error> {
-            let row = sqlx::query("SELECT seq, line FROM entries WHERE receipt_id = $1")
+            let row = sqlx::query(crate::reads::ENTRY_BY_RECEIPT_ID)
                 .bind(receipt_id)
                 .fetch_optional(pool)
                 .await
@@ -56,11 +66,7 @@ macro_rules! shared_reads {
             column: Column,
             value: &str,
         ) -> Result<Option<Vec<u8>>, Error> {
-            let sql = match column {
-                Column::IdempotencyKey => "SELECT line FROM entries WHERE idempotency_key = $1",
-                Column::ReceiptId => "SELECT line FROM entries WHERE receipt_id = $1",
-            };
-            sqlx::query_scalar(sql)
+            sqlx::query_scalar(column.line_sql())
                 .bind(value)
                 .fetch_optional(pool)
                 .await
@@ -441,9 +447,7 @@ macro_rules! shared_reads {
             pool: &$pool,
             resource: &str,
         ) -> Result<Option<crate::EntityRecord>, Error> {
-            let row = sqlx::query(
-                "SELECT attributes, version, seq FROM entities WHERE resource = $1",
-            )
+            let row = sqlx::query(crate::reads::ENTITY)
             .bind(resource)
             .fetch_optional(pool)
             .await
@@ -628,6 +632,17 @@ pub(crate) enum Column {
     IdempotencyKey,
     /// `receipt_id`.
     ReceiptId,
+}
+
+impl Column {
+    /// The statement reading the line of the entry whose column holds a
+    /// value.
+    pub(crate) fn line_sql(self) -> &'static str {
+        match self {
+            Self::IdempotencyKey => "SELECT line FROM entries WHERE idempotency_key = $1",
+            Self::ReceiptId => "SELECT line FROM entries WHERE receipt_id = $1",
+        }
+    }
 }
 
 /// The shared reads over an SQLite pool.

@@ -29,6 +29,7 @@ use tollgate_protocol::{
     ChainVerifier, HashAlg, HashValue, KeySet, LedgerEntry, Timestamp, Value, check_receipt,
 };
 
+use crate::point::PointReads;
 use crate::writes::sqlite::{apply_change, apply_webhook, insert_events, insert_recorded};
 use crate::{
     Append, ApprovalRecord, ApprovalStore, AttemptRow, Chain, CheckReport, Clock, EndpointRow,
@@ -388,6 +389,8 @@ pub struct SqliteLedger {
 struct Inner {
     alg: HashAlg,
     readers: SqlitePool,
+    /// Single-row reads by key, straight on SQLite ([`crate::point`]).
+    points: PointReads,
     queue: mpsc::Sender<Job>,
     stats: Arc<Counters>,
 }
@@ -419,6 +422,19 @@ fn connect_options(path: &Path) -> SqliteConnectOptions {
 }
 
 impl SqliteLedger {
+    /// The line of the entry whose `column` holds `value`: a point read,
+    /// or through the pool when SQLite does not answer it at once.
+    async fn line_by(&self, column: reads::Column, value: &str) -> Result<Option<Vec<u8>>, Error> {
+        match self
+            .inner
+            .points
+            .row(column.line_sql(), &value, |r| r.get(0))
+        {
+            Some(line) => Ok(line),
+            None => reads::sqlite::line_by(&self.inner.readers, column, value).await,
+        }
+    }
+
     /// Opens (creating if needed) the ledger with the system clock.
     pub async fn open(options: SqliteOptions) -> Result<Self, Error> {
         Self::open_with_clock(options, SystemClock).await
@@ -437,6 +453,9 @@ impl SqliteLedger {
         let alg = Self::init_meta(&mut writer, options.hash_alg).await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(options.readers.max(1))
+            // A connection to a local file does not go stale: no ping
+            // (a round trip to its worker thread) before each read.
+            .test_before_acquire(false)
             .connect_with(connect_options(&options.path).read_only(true))
             .await
             .map_err(db)?;
@@ -464,6 +483,7 @@ impl SqliteLedger {
             inner: Arc::new(Inner {
                 alg,
                 readers,
+                points: PointReads::new(options.path.clone()),
                 queue,
                 stats,
             }),
@@ -591,29 +611,36 @@ impl Chain for SqliteLedger {
     }
 
     async fn get(&self, seq: u64) -> Result<Option<LedgerEntry>, Error> {
-        reads::sqlite::get(&self.inner.readers, seq).await
+        let key = i64::try_from(seq).unwrap_or(i64::MAX);
+        match self
+            .inner
+            .points
+            .row(reads::ENTRY_BY_SEQ, &key, |r| r.get::<_, Vec<u8>>(0))
+        {
+            Some(line) => line.map(|l| decode(seq, &l)).transpose(),
+            None => reads::sqlite::get(&self.inner.readers, seq).await,
+        }
     }
 
     async fn line_by_idempotency_key(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        reads::sqlite::line_by(
-            &self.inner.readers,
-            reads::sqlite::Column::IdempotencyKey,
-            key,
-        )
-        .await
+        self.line_by(reads::Column::IdempotencyKey, key).await
     }
 
     async fn line_by_receipt_id(&self, receipt_id: &str) -> Result<Option<Vec<u8>>, Error> {
-        reads::sqlite::line_by(
-            &self.inner.readers,
-            reads::sqlite::Column::ReceiptId,
-            receipt_id,
-        )
-        .await
+        self.line_by(reads::Column::ReceiptId, receipt_id).await
     }
 
     async fn get_by_receipt_id(&self, receipt_id: &str) -> Result<Option<LedgerEntry>, Error> {
-        reads::sqlite::get_by_receipt_id(&self.inner.readers, receipt_id).await
+        let point = self
+            .inner
+            .points
+            .row(reads::ENTRY_BY_RECEIPT_ID, &receipt_id, |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+            });
+        match point {
+            Some(row) => row.map(|(seq, l)| decode(seq as u64, &l)).transpose(),
+            None => reads::sqlite::get_by_receipt_id(&self.inner.readers, receipt_id).await,
+        }
     }
 
     async fn head(&self) -> Result<Head, Error> {
@@ -775,7 +802,18 @@ impl OutboxStore for SqliteLedger {
 
 impl crate::EntityStore for SqliteLedger {
     async fn entity(&self, resource: &str) -> Result<Option<crate::EntityRecord>, Error> {
-        reads::sqlite::entity(&self.inner.readers, resource).await
+        let point = self.inner.points.row(reads::ENTITY, &resource, |r| {
+            Ok(crate::EntityRecord {
+                resource: resource.to_owned(),
+                attributes: r.get(0)?,
+                version: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                seq: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+            })
+        });
+        match point {
+            Some(found) => Ok(found),
+            None => reads::sqlite::entity(&self.inner.readers, resource).await,
+        }
     }
 
     async fn entity_history(&self, resource: &str) -> Result<Vec<(u64, u64)>, Error> {

@@ -76,12 +76,14 @@ async fn append_concurrently(
     started.elapsed()
 }
 
-async fn bench_appends(n: usize, dir: &Path) -> (f64, f64, f64) {
+async fn bench_appends(n: usize, dir: &Path) -> Appends {
     let signed = signed_receipts(n);
     let ledger = SqliteLedger::open(SqliteOptions::new(dir.join("ledger.db")))
         .await
         .unwrap();
+    let cpu_before = cpu_seconds();
     let ledger_time = append_concurrently(&ledger, signed).await;
+    let ledger_cpu = cpu_seconds() - cpu_before;
     let stats = ledger.stats();
     let group = stats.appends as f64 / stats.groups.max(1) as f64;
 
@@ -114,6 +116,7 @@ async fn bench_appends(n: usize, dir: &Path) -> (f64, f64, f64) {
         sqlx::query(table).execute(&mut conn).await.unwrap();
     }
     let per_tx = group.round().max(1.0) as usize;
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     for batch in rows.chunks(per_tx) {
         sqlx::query("BEGIN IMMEDIATE")
@@ -178,7 +181,129 @@ async fn bench_appends(n: usize, dir: &Path) -> (f64, f64, f64) {
         sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
     }
     let bare_time = started.elapsed();
-    (rate(n, ledger_time), rate(n, bare_time), group)
+    let bare_cpu = cpu_seconds() - cpu_before;
+    let direct_path = dir.join("direct.db");
+    let (direct_time, direct_cpu) =
+        tokio::task::spawn_blocking(move || bare_direct(&direct_path, &rows, per_tx))
+            .await
+            .unwrap();
+    Appends {
+        ours: rate(n, ledger_time),
+        ours_cpu: ledger_cpu / n as f64,
+        bare: rate(n, bare_time),
+        bare_cpu: bare_cpu / n as f64,
+        direct: rate(n, direct_time),
+        direct_cpu: direct_cpu / n as f64,
+        group,
+    }
+}
+
+/// The group-commit measure's figures: rates, and CPU seconds per row.
+struct Appends {
+    ours: f64,
+    ours_cpu: f64,
+    bare: f64,
+    bare_cpu: f64,
+    direct: f64,
+    direct_cpu: f64,
+    group: f64,
+}
+
+/// This process's CPU time so far (user and system, all threads), in
+/// seconds, from `/proc/self/stat` (0 where there is none).
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command's closing parenthesis; utime and stime
+    // are the 14th and 15th of the line, in clock ticks (100 per second
+    // on Linux).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The bare baseline's statements and transactions, run straight on
+/// SQLite from this thread (rusqlite, statements prepared once and
+/// cached), with no sqlx worker thread between: how long they took and
+/// the CPU seconds spent.
+fn bare_direct(path: &Path, rows: &[Row], per_tx: usize) -> (Duration, f64) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.pragma_update(None, "journal_mode", "wal").unwrap();
+    conn.pragma_update(None, "synchronous", "full").unwrap();
+    conn.execute_batch(
+        "CREATE TABLE entries (seq INTEGER PRIMARY KEY NOT NULL, receipt_id TEXT NOT NULL UNIQUE,
+         hash TEXT NOT NULL, line BLOB NOT NULL, idempotency_key TEXT UNIQUE) STRICT;
+         CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL,
+         type TEXT NOT NULL) STRICT;",
+    )
+    .unwrap();
+    let cpu_before = cpu_seconds();
+    let started = Instant::now();
+    for batch in rows.chunks(per_tx) {
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        conn.prepare_cached("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1")
+            .unwrap()
+            .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .ok();
+        let mut done = 0;
+        while done < batch.len() {
+            let n = [32, 16, 8, 4, 2, 1]
+                .into_iter()
+                .find(|n| *n <= batch.len() - done)
+                .unwrap();
+            let mut sql = String::from(
+                "INSERT INTO entries (seq, receipt_id, hash, line, idempotency_key) VALUES ",
+            );
+            for i in 0..n {
+                sql.push_str(if i == 0 {
+                    "(?, ?, ?, ?, ?)"
+                } else {
+                    ", (?, ?, ?, ?, ?)"
+                });
+            }
+            let mut stmt = conn.prepare_cached(&sql).unwrap();
+            for (i, (seq, id, hash, line, _)) in batch[done..done + n].iter().enumerate() {
+                stmt.raw_bind_parameter(5 * i + 1, seq).unwrap();
+                stmt.raw_bind_parameter(5 * i + 2, id).unwrap();
+                stmt.raw_bind_parameter(5 * i + 3, hash).unwrap();
+                stmt.raw_bind_parameter(5 * i + 4, line).unwrap();
+                stmt.raw_bind_parameter(5 * i + 5, None::<&str>).unwrap();
+            }
+            stmt.raw_execute().unwrap();
+            done += n;
+        }
+        let events: Vec<(i64, &str)> = batch
+            .iter()
+            .flat_map(|(seq, _, _, _, types)| types.iter().map(move |t| (*seq, *t)))
+            .collect();
+        let mut done = 0;
+        while done < events.len() {
+            let n = [64, 16, 4, 1]
+                .into_iter()
+                .find(|n| *n <= events.len() - done)
+                .unwrap();
+            let mut sql = String::from("INSERT INTO outbox (seq, type) VALUES (?, ?)");
+            for _ in 1..n {
+                sql.push_str(", (?, ?)");
+            }
+            let mut stmt = conn.prepare_cached(&sql).unwrap();
+            for (i, (seq, t)) in events[done..done + n].iter().enumerate() {
+                stmt.raw_bind_parameter(2 * i + 1, seq).unwrap();
+                stmt.raw_bind_parameter(2 * i + 2, t).unwrap();
+            }
+            stmt.raw_execute().unwrap();
+            done += n;
+        }
+        conn.execute_batch("COMMIT").unwrap();
+    }
+    (started.elapsed(), cpu_seconds() - cpu_before)
 }
 
 /// One entry as the bare baseline inserts it: seq, receipt id, hash, line
@@ -330,6 +455,70 @@ async fn bench_proofs(n: usize, dir: &Path) -> (f64, f64, f64, f64) {
     (inclusion, consistency, lookup, grown)
 }
 
+/// An entry's line read by seq through the ledger's reader pool (4
+/// connections, sqlx, 8 tasks) against the same statement straight on
+/// SQLite (4 threads, a connection each): reads/s and CPU µs per read of
+/// each. Over the ledger `bench_proofs` wrote.
+async fn bench_reads(n: usize, dir: &Path) -> ((f64, f64), (f64, f64)) {
+    let path = dir.join("proofs.db");
+    let ledger = SqliteLedger::open(SqliteOptions::new(&path)).await.unwrap();
+    let size = n as u64;
+    let per_task = 5_000u64;
+    let seq = move |t: u64, i: u64| 1 + (t * 7919 + i * 104_729) % size;
+    let cpu_before = cpu_seconds();
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..8u64)
+        .map(|t| {
+            let ledger = ledger.clone();
+            tokio::spawn(async move {
+                for i in 0..per_task {
+                    assert_eq!(ledger.lines(seq(t, i), 1).await.unwrap().len(), 1);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let reads = (8 * per_task) as usize;
+    let pooled = (
+        rate(reads, started.elapsed()),
+        (cpu_seconds() - cpu_before) * 1e6 / reads as f64,
+    );
+    drop(ledger);
+    let straight = tokio::task::spawn_blocking(move || {
+        let cpu_before = cpu_seconds();
+        let started = Instant::now();
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let path = &path;
+                s.spawn(move || {
+                    let conn = rusqlite::Connection::open_with_flags(
+                        path,
+                        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                    )
+                    .unwrap();
+                    for i in 0..2 * per_task {
+                        let line: Vec<u8> = conn
+                            .prepare_cached("SELECT line FROM entries WHERE seq = ?")
+                            .unwrap()
+                            .query_row([seq(t, i) as i64], |r| r.get(0))
+                            .unwrap();
+                        assert!(!line.is_empty());
+                    }
+                });
+            }
+        });
+        (
+            rate(reads, started.elapsed()),
+            (cpu_seconds() - cpu_before) * 1e6 / reads as f64,
+        )
+    })
+    .await
+    .unwrap();
+    (pooled, straight)
+}
+
 fn bench_verify(n: u64, rounds: usize) -> (f64, f64) {
     let signer = Ed25519Signer::generate().unwrap();
     let lines = chain(&signer, n, HashAlg::Sha256);
@@ -417,22 +606,41 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (ours, bare, group) = rt.block_on(bench_appends(appends, dir.path()));
+    let a = rt.block_on(bench_appends(appends, dir.path()));
     // Long enough for the checkpoint task to run many times per run.
     let cp_appends = if quick { 12_000 } else { 60_000 };
     let (cp_on, cp_off) = rt.block_on(bench_checkpoints(cp_appends, rounds.max(2), dir.path()));
     let (inclusion, consistency, lookup, grown) = rt.block_on(bench_proofs(appends, dir.path()));
+    let (pooled, straight) = rt.block_on(bench_reads(appends, dir.path()));
     drop(rt);
     println!(
         "tollgate foundation benchmark ({} cores)",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!();
+    let us = |s: f64| s * 1e6;
     println!(
-        "ledger append, group commit, {CONCURRENCY} concurrent: {ours:>10.0} appends/s (mean group {group:.1})"
+        "ledger append, group commit, {CONCURRENCY} concurrent: {:>10.0} appends/s (mean group {:.1}), {:.1} µs CPU each",
+        a.ours,
+        a.group,
+        us(a.ours_cpu)
     );
-    println!("bare SQLite, same statements, same group size: {bare:>10.0} rows/s");
-    println!("ratio: {:.2} (aim >= 0.85)", ours / bare);
+    println!(
+        "bare SQLite, same statements, same group size: {:>10.0} rows/s, {:.1} µs CPU each",
+        a.bare,
+        us(a.bare_cpu)
+    );
+    println!("ratio: {:.2} (aim >= 0.85)", a.ours / a.bare);
+    println!(
+        "the same, straight on SQLite (no sqlx thread):  {:>10.0} rows/s, {:.1} µs CPU each",
+        a.direct,
+        us(a.direct_cpu)
+    );
+    println!(
+        "sqlx's hops: bare / straight {:.2}, {:.1} µs CPU per row",
+        a.bare / a.direct,
+        us(a.bare_cpu - a.direct_cpu)
+    );
     println!();
     let (ours, bare) = bench_verify(entries, rounds);
     println!("tollgate-verify, export of {entries} entries:     {ours:>10.0} entries/s");
@@ -451,5 +659,14 @@ fn main() {
         "ratios: inclusion {:.2}, consistency {:.2}",
         inclusion / lookup,
         consistency / lookup
+    );
+    println!();
+    println!(
+        "line read by seq, reader pool (sqlx), 8 tasks:  {:>10.0} reads/s, {:.1} µs CPU each",
+        pooled.0, pooled.1
+    );
+    println!(
+        "the same, straight on SQLite, 4 threads:       {:>10.0} reads/s, {:.1} µs CPU each",
+        straight.0, straight.1
     );
 }
