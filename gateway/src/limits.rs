@@ -159,6 +159,10 @@ pub const BULK_PAGE_BYTES: usize = 512 * 1024;
 /// `Retry-After` of a `503 reads-full`, seconds.
 pub const BULK_RETRY_AFTER: u32 = 1;
 
+/// `Retry-After` (seconds) of `503 ledger-unavailable`: the ledger's
+/// database is out of reach or out of room.
+pub const LEDGER_RETRY_AFTER: u32 = 1;
+
 /// Largest piece a bulk answer is handed to the connection in, bytes:
 /// over HTTP/2 the next piece is made ready only when the client's flow
 /// control lets the last one go, so a stalled stream holds one piece.

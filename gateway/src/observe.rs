@@ -181,8 +181,10 @@ impl Metrics {
             "# HELP tollgate_ledger_head Sequence number of the last ledger entry.\n# TYPE tollgate_ledger_head gauge\ntollgate_ledger_head {head}\n\
              # HELP tollgate_ledger_append_groups_total Write transactions committed (group commit).\n# TYPE tollgate_ledger_append_groups_total counter\ntollgate_ledger_append_groups_total {groups}\n\
              # HELP tollgate_ledger_appends_total Entries appended; divided by groups, the mean batch size.\n# TYPE tollgate_ledger_appends_total counter\ntollgate_ledger_appends_total {appends}\n\
-             # HELP tollgate_reservations_unfinished Upstream commits not finished yet: left by a crash, or waiting for an unknown outcome to be reconciled.\n# TYPE tollgate_reservations_unfinished gauge\ntollgate_reservations_unfinished {}\n",
-            self.unfinished.load(Ordering::Relaxed)
+             # HELP tollgate_reservations_unfinished Upstream commits not finished yet: left by a crash, or waiting for an unknown outcome to be reconciled.\n# TYPE tollgate_reservations_unfinished gauge\ntollgate_reservations_unfinished {}\n\
+             # HELP tollgate_log_lines_lost_total Log lines standard error did not take (a full disk, a closed pipe).\n# TYPE tollgate_log_lines_lost_total counter\ntollgate_log_lines_lost_total {}\n",
+            self.unfinished.load(Ordering::Relaxed),
+            LOG_LINES_LOST.load(Ordering::Relaxed)
         ));
         out.push_str(&format!(
             "# HELP tollgate_checkpoint_size Entries covered by the last checkpoint this server signed.\n# TYPE tollgate_checkpoint_size gauge\ntollgate_checkpoint_size {}\n\
@@ -243,7 +245,7 @@ impl LogLine {
     /// Writes the record to standard error.
     pub fn emit(&self, time: &str) {
         if std::io::stderr().is_terminal() {
-            eprintln!(
+            write_line(format_args!(
                 "{time} {} {} {} {} {} {} {:.2} ms{}",
                 self.route,
                 self.status,
@@ -255,7 +257,7 @@ impl LogLine {
                 self.error
                     .as_deref()
                     .map_or(String::new(), |e| format!(" error: {e}"))
-            );
+            ));
             return;
         }
         let mut o = Object::new();
@@ -287,7 +289,7 @@ impl LogLine {
             "latency_ms",
             Value::Number((self.latency_ms * 1000.0).round() / 1000.0),
         );
-        eprintln!("{}", Value::Object(o));
+        write_line(format_args!("{}", Value::Object(o)));
     }
 }
 
@@ -296,7 +298,7 @@ impl LogLine {
 pub fn event(time: &str, what: &str, fields: &[(&str, String)]) {
     if std::io::stderr().is_terminal() {
         let rest: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        eprintln!("{time} {what} {}", rest.join(" "));
+        write_line(format_args!("{time} {what} {}", rest.join(" ")));
         return;
     }
     let mut o = Object::new();
@@ -305,7 +307,22 @@ pub fn event(time: &str, what: &str, fields: &[(&str, String)]) {
     for (k, v) in fields {
         o.insert(*k, v.clone().into());
     }
-    eprintln!("{}", Value::Object(o));
+    write_line(format_args!("{}", Value::Object(o)));
+}
+
+/// Log lines standard error did not take (a full disk under a redirected
+/// log, a closed pipe).
+static LOG_LINES_LOST: AtomicU64 = AtomicU64::new(0);
+
+/// Writes one log line to standard error. A line that cannot be written
+/// is counted (`tollgate_log_lines_lost_total`), never a panic: a full
+/// disk under the log must not cost a request its answer.
+fn write_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut err = std::io::stderr().lock();
+    if writeln!(err, "{line}").is_err() {
+        LOG_LINES_LOST.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]

@@ -100,12 +100,53 @@ use tollgate_protocol::{
 pub use outbox::{AttemptRow, EVENT_TYPES, EndpointRow, OutboxEvent, WebhookOp, event_types};
 pub use sqlite::{AppendStats, SqliteLedger, SqliteOptions};
 
+/// A driver error as this crate's: [`Error::Unavailable`] for what a
+/// later retry may get past, else [`Error::Database`].
+pub(crate) fn db_error(e: sqlx::Error) -> Error {
+    let transient = match &e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|code| {
+            match code.parse::<i32>() {
+                // SQLite's result code (extended: the primary code in the
+                // low byte): BUSY, LOCKED, IOERR, FULL, CANTOPEN.
+                Ok(n) => matches!(n & 0xff, 5 | 6 | 10 | 13 | 14),
+                // PostgreSQL's SQLSTATE: connection exceptions,
+                // insufficient resources (disk full, too many
+                // connections), operator intervention (shutdown).
+                Err(_) => {
+                    code.starts_with("08") || code.starts_with("53") || code.starts_with("57P")
+                }
+            }
+        }),
+        _ => false,
+    };
+    if transient {
+        Error::Unavailable(e.to_string())
+    } else {
+        Error::Database(e.to_string())
+    }
+}
+
+/// How the message of [`Error::Unavailable`] begins, wherever it is
+/// carried as text.
+pub const UNAVAILABLE: &str = "the ledger's database is unavailable";
+
 /// Errors of `tollgate-ledger`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// The database refused or failed; the message is the driver's.
     #[error("ledger database error: {0}")]
     Database(String),
+    /// The database cannot be reached or has no room now (SQLite busy,
+    /// locked, full or failing I/O; PostgreSQL down, shutting down, out
+    /// of connections or of disk): nothing was written, and the same
+    /// request may succeed later.
+    #[error("{UNAVAILABLE}: {0}")]
+    Unavailable(String),
     /// A tree size, entry or proof the stored tree cannot answer for (a
     /// size it does not cover yet, an entry past the size).
     #[error("tree: {0}")]
@@ -948,7 +989,7 @@ pub(crate) fn insert_error(e: sqlx::Error, items: &[&Item]) -> Error {
             String::new()
         })
     } else {
-        Error::Database(e.to_string())
+        db_error(e)
     }
 }
 

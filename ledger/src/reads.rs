@@ -27,7 +27,7 @@ macro_rules! shared_reads {
         };
 
         fn db(e: sqlx::Error) -> Error {
-            Error::Database(e.to_string())
+            crate::db_error(e)
         }
 
         fn int(n: u64) -> i64 {

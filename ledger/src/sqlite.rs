@@ -29,7 +29,7 @@ use tollgate_protocol::{
     ChainVerifier, HashAlg, HashValue, KeySet, LedgerEntry, Timestamp, Value, check_receipt,
 };
 
-use crate::point::PointReads;
+use crate::point::{Key, PointReads};
 use crate::writes::sqlite::{apply_change, apply_webhook, insert_events, insert_recorded};
 use crate::{
     Append, ApprovalRecord, ApprovalStore, AttemptRow, Chain, CheckReport, Clock, EndpointRow,
@@ -389,7 +389,8 @@ pub struct SqliteLedger {
 struct Inner {
     alg: HashAlg,
     readers: SqlitePool,
-    /// Single-row reads by key, straight on SQLite ([`crate::point`]).
+    /// Single-row reads by key, straight on SQLite on reader threads of
+    /// its own ([`crate::point`]).
     points: PointReads,
     queue: mpsc::Sender<Job>,
     stats: Arc<Counters>,
@@ -410,7 +411,7 @@ impl std::fmt::Debug for SqliteLedger {
 }
 
 fn db(e: sqlx::Error) -> Error {
-    Error::Database(e.to_string())
+    crate::db_error(e)
 }
 
 fn connect_options(path: &Path) -> SqliteConnectOptions {
@@ -425,11 +426,12 @@ impl SqliteLedger {
     /// The line of the entry whose `column` holds `value`: a point read,
     /// or through the pool when SQLite does not answer it at once.
     async fn line_by(&self, column: reads::Column, value: &str) -> Result<Option<Vec<u8>>, Error> {
-        match self
+        let point = self
             .inner
             .points
-            .row(column.line_sql(), &value, |r| r.get(0))
-        {
+            .row(column.line_sql(), Key::Text(value.to_owned()), |r| r.get(0))
+            .await;
+        match point {
             Some(line) => Ok(line),
             None => reads::sqlite::line_by(&self.inner.readers, column, value).await,
         }
@@ -483,7 +485,7 @@ impl SqliteLedger {
             inner: Arc::new(Inner {
                 alg,
                 readers,
-                points: PointReads::new(options.path.clone()),
+                points: PointReads::new(options.path.clone(), options.readers.max(1) as usize),
                 queue,
                 stats,
             }),
@@ -611,12 +613,13 @@ impl Chain for SqliteLedger {
     }
 
     async fn get(&self, seq: u64) -> Result<Option<LedgerEntry>, Error> {
-        let key = i64::try_from(seq).unwrap_or(i64::MAX);
-        match self
+        let key = Key::Int(i64::try_from(seq).unwrap_or(i64::MAX));
+        let point = self
             .inner
             .points
-            .row(reads::ENTRY_BY_SEQ, &key, |r| r.get::<_, Vec<u8>>(0))
-        {
+            .row(reads::ENTRY_BY_SEQ, key, |r| r.get::<_, Vec<u8>>(0))
+            .await;
+        match point {
             Some(line) => line.map(|l| decode(seq, &l)).transpose(),
             None => reads::sqlite::get(&self.inner.readers, seq).await,
         }
@@ -634,9 +637,12 @@ impl Chain for SqliteLedger {
         let point = self
             .inner
             .points
-            .row(reads::ENTRY_BY_RECEIPT_ID, &receipt_id, |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
-            });
+            .row(
+                reads::ENTRY_BY_RECEIPT_ID,
+                Key::Text(receipt_id.to_owned()),
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+            )
+            .await;
         match point {
             Some(row) => row.map(|(seq, l)| decode(seq as u64, &l)).transpose(),
             None => reads::sqlite::get_by_receipt_id(&self.inner.readers, receipt_id).await,
@@ -802,16 +808,24 @@ impl OutboxStore for SqliteLedger {
 
 impl crate::EntityStore for SqliteLedger {
     async fn entity(&self, resource: &str) -> Result<Option<crate::EntityRecord>, Error> {
-        let point = self.inner.points.row(reads::ENTITY, &resource, |r| {
-            Ok(crate::EntityRecord {
-                resource: resource.to_owned(),
-                attributes: r.get(0)?,
-                version: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
-                seq: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+        let point = self
+            .inner
+            .points
+            .row(reads::ENTITY, Key::Text(resource.to_owned()), |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
             })
-        });
+            .await;
         match point {
-            Some(found) => Ok(found),
+            Some(found) => Ok(found.map(|(attributes, version, seq)| crate::EntityRecord {
+                resource: resource.to_owned(),
+                attributes,
+                version: u64::try_from(version).unwrap_or(0),
+                seq: u64::try_from(seq).unwrap_or(0),
+            })),
             None => reads::sqlite::entity(&self.inner.readers, resource).await,
         }
     }

@@ -216,7 +216,7 @@ macro_rules! shared_writes {
         }
 
         fn db(e: sqlx::Error) -> Error {
-            Error::Database(e.to_string())
+            crate::db_error(e)
         }
 
         /// The `kid` of a stored reviewer object's key.

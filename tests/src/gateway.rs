@@ -78,6 +78,14 @@ impl Gateway {
         (child, url)
     }
 
+    /// [`Gateway::spawn`] listening on `listen` (`127.0.0.1:PORT`), so
+    /// that a gateway killed can come back where its clients look for it.
+    pub fn spawn_at(data: &Path, listen: &str, args: &[&str]) -> (Child, String) {
+        let (child, url, _) =
+            Self::spawn_listening(Command::new(bin("tollgate")), data, listen, args, &[]);
+        (child, url)
+    }
+
     /// Starts on a fresh demo data folder with `args`, the process under a
     /// file descriptor limit of `nofile` (soft and hard, as `ulimit -n`
     /// sets it); also returns what it printed before it listened.
@@ -103,8 +111,18 @@ impl Gateway {
     /// Runs `command serve` on `data` and waits until it listens; returns
     /// the process, its URL and the lines it printed before.
     fn spawn_in(
+        command: Command,
+        data: &Path,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> (Child, String, Vec<String>) {
+        Self::spawn_listening(command, data, "127.0.0.1:0", args, env)
+    }
+
+    fn spawn_listening(
         mut command: Command,
         data: &Path,
+        listen: &str,
         args: &[&str],
         env: &[(&str, String)],
     ) -> (Child, String, Vec<String>) {
@@ -114,7 +132,7 @@ impl Gateway {
             .open(data.with_file_name("gateway.log"))
             .unwrap();
         let mut child = command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data)
             .args(args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))

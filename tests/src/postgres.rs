@@ -181,6 +181,50 @@ impl Postgres {
         }
     }
 
+    /// Stops the server at once (SIGQUIT: PostgreSQL's immediate
+    /// shutdown, no checkpoint, as after a crash) and waits for it to go.
+    pub fn stop_immediate(&mut self) {
+        // The postmaster's own pid (under root, `child` is `runuser`,
+        // which does not pass SIGQUIT on).
+        let pid = std::fs::read_to_string(self.dir.path().join("data/postmaster.pid"))
+            .ok()
+            .and_then(|p| p.lines().next().map(str::to_owned))
+            .unwrap_or_else(|| self.child.id().to_string());
+        let _ = Command::new("kill").args(["-QUIT", &pid]).status();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the stopped server again on its folder and port (recovering
+    /// from its WAL), and waits until it accepts connections.
+    pub fn start_again(&mut self) {
+        let bin = bin_dir();
+        let data = self.dir.path().join("data");
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .unwrap();
+        self.child = command(&bin.join("postgres"), is_root())
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &self.port.to_string(), "-k"])
+            .arg(self.dir.path())
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "max_connections=200",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        assert!(
+            self.wait_ready(&bin, &data),
+            "PostgreSQL did not start again: {}",
+            std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+        );
+    }
+
     /// A new, empty database on this cluster; its URL.
     pub fn database(&self, name: &str) -> String {
         let out = Command::new(bin_dir().join("createdb"))

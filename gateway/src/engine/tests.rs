@@ -42,6 +42,8 @@ pub(crate) type Faulty = Hooked<SqliteLedger, Faults>;
 #[derive(Clone, Default)]
 pub(crate) struct Faults {
     pub(crate) fail_writes: Arc<AtomicBool>,
+    /// Writes fail as a database out of reach or out of room would.
+    pub(crate) unavailable: Arc<AtomicBool>,
     pub(crate) fail_reads: Arc<AtomicBool>,
     /// Append units are refused as an approval conflict (another instance
     /// recorded a step first).
@@ -65,6 +67,10 @@ impl Hooks for Faults {
     fn write(&self) -> Result<(), LedgerError> {
         if self.fail_writes.load(Ordering::SeqCst) {
             Err(LedgerError::Database("disk I/O error (injected)".into()))
+        } else if self.unavailable.load(Ordering::SeqCst) {
+            Err(LedgerError::Unavailable(
+                "database or disk is full (injected)".into(),
+            ))
         } else {
             Ok(())
         }

@@ -177,6 +177,7 @@ pub const PROBLEM_TYPES: &[(&str, &str)] = &[
     ("invalid-webhook-request", "Invalid webhook request"),
     ("unknown-webhook", "Unknown webhook endpoint"),
     ("unknown-event", "Unknown event"),
+    ("ledger-unavailable", "Ledger unavailable"),
     ("internal", "Internal error"),
 ];
 
@@ -318,6 +319,14 @@ impl ApiError {
     /// An internal error from any displayable cause.
     pub fn internal(e: impl std::fmt::Display) -> Self {
         Self::Internal(e.to_string())
+    }
+
+    /// Whether this is an internal error caused by the ledger's database
+    /// being out of reach or out of room ([`tollgate_ledger::Error::Unavailable`],
+    /// carried as text through the engine's errors): answered `503
+    /// ledger-unavailable` with `Retry-After`, not 500.
+    fn ledger_unavailable(&self) -> bool {
+        self.to_string().contains(tollgate_ledger::UNAVAILABLE)
     }
 
     /// Status, problem type, detail and JSON Pointer.
@@ -692,6 +701,14 @@ impl ApiError {
             ),
             Self::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", None),
         };
+        if status == S::INTERNAL_SERVER_ERROR && self.ledger_unavailable() {
+            return (
+                S::SERVICE_UNAVAILABLE,
+                "ledger-unavailable",
+                "the ledger's database cannot be reached or has no room right now; nothing was recorded, and the same request may be sent again".to_owned(),
+                None,
+            );
+        }
         let detail = if status == S::INTERNAL_SERVER_ERROR {
             "the gateway could not complete the request; its log has the cause under this response's x-request-id".to_owned()
         } else {
@@ -781,6 +798,12 @@ impl IntoResponse for ApiError {
                 HeaderValue::from(IN_FLIGHT_RETRY_AFTER),
             );
         }
+        if status == StatusCode::SERVICE_UNAVAILABLE && self.ledger_unavailable() {
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(crate::limits::LEDGER_RETRY_AFTER),
+            );
+        }
         if matches!(self, Self::TooManyWaits(_) | Self::WaitsFull(_)) {
             r.headers_mut().insert(
                 header::RETRY_AFTER,
@@ -801,7 +824,7 @@ impl IntoResponse for ApiError {
             r.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
+        if status == StatusCode::INTERNAL_SERVER_ERROR || self.ledger_unavailable() {
             r.extensions_mut().insert(InternalCause(self.to_string()));
         }
         r

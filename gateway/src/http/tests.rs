@@ -1378,6 +1378,27 @@ async fn storage_failure_problems(h: &Harness, seen: &mut BTreeSet<String>) {
         h.call(Method::GET, "/readyz", &[], vec![]).await.status,
         200
     );
+    // A database out of reach or out of room: refused for now, with a
+    // time to retry, and nothing recorded.
+    let head = h.ledger.inner.head().await.unwrap();
+    h.ledger.hooks.unavailable.store(true, Ordering::SeqCst);
+    let unavailable = h
+        .intent(
+            h.signed(|p| {
+                p.insert("intent_id", "i-9".into());
+            }),
+            None,
+        )
+        .await;
+    expect(&unavailable, 503, "ledger-unavailable");
+    assert_eq!(unavailable.headers.get("retry-after").unwrap(), "1");
+    assert!(
+        !unavailable.detail().contains("injected"),
+        "{}",
+        unavailable.detail()
+    );
+    h.ledger.hooks.unavailable.store(false, Ordering::SeqCst);
+    assert_eq!(h.ledger.inner.head().await.unwrap(), head);
 }
 
 /// Reaches every problem of the webhook API; of its requests only the

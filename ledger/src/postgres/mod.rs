@@ -49,7 +49,7 @@ use crate::{
 pub const REGISTRY_CHANNEL: &str = "tollgate_registry";
 
 fn db(e: sqlx::Error) -> Error {
-    Error::Database(e.to_string())
+    crate::db_error(e)
 }
 
 /// How to open a PostgreSQL ledger.

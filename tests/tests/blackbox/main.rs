@@ -37,6 +37,7 @@ mod redecide;
 mod resource_lookup;
 mod rules;
 mod sandbox;
+mod storms;
 mod tightened;
 mod tls;
 mod verifier;
