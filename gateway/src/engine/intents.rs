@@ -451,15 +451,20 @@ impl<L: Ledger> Intents<'_, L> {
         key: String,
         now: tollgate_protocol::Timestamp,
     ) -> Result<Submitted, IntentError> {
-        {
-            let mut set = self
-                .intent_state
-                .in_flight
-                .lock()
-                .map_err(|_| internal("in-flight table poisoned"))?;
-            if !set.insert(key.clone()) {
-                return Err(IntentError::InFlight(envelope.intent.intent_id.clone()));
+        let taken = self
+            .intent_state
+            .in_flight
+            .lock()
+            .map_err(|_| internal("in-flight table poisoned"))?
+            .insert(key.clone());
+        if !taken {
+            // Another copy is here: if the intent was decided before (a
+            // retry, several copies at once), the ledger's entry is the
+            // answer; only an intent not decided yet is in flight.
+            if let Some(stored) = self.replay(&key, &envelope).await? {
+                return Ok(stored);
             }
+            return Err(IntentError::InFlight(envelope.intent.intent_id.clone()));
         }
         let _guard = InFlight {
             gateway: self,

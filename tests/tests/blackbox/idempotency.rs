@@ -64,6 +64,41 @@ fn concurrent_duplicates_commit_once() {
     assert_eq!(g.written(), 1, "committed exactly once");
 }
 
+/// Found by the outside review: copies of an intent decided earlier, sent
+/// at once, were answered `409 in-flight` (one copy held the in-flight
+/// mark while the others were told to retry) instead of the stored entry.
+#[test]
+fn regression_copies_of_a_decided_intent_sent_at_once_all_get_its_entry() {
+    let g = Gateway::start();
+    let agent = g.agent();
+    let body = intent(&agent, "dup-2", "order:o-1001", 2500, |_| {});
+    let (c, _, first, _) = g.post_raw("application/json", &body, None);
+    assert_eq!(c, 200);
+    for _ in 0..4 {
+        let results: Vec<(u16, Vec<u8>, bool)> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..16)
+                .map(|_| {
+                    s.spawn(|| {
+                        let (c, _, b, replayed) = g.post_raw("application/json", &body, None);
+                        (c, b, replayed)
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (c, b, replayed) in &results {
+            assert_eq!(
+                (*c, *replayed),
+                (200, true),
+                "{}",
+                String::from_utf8_lossy(b)
+            );
+            assert_eq!(b, &first, "the first answer, byte for byte");
+        }
+    }
+    assert_eq!(g.written(), 1, "committed exactly once");
+}
+
 /// Found by the outside review: an envelope copied from the public ledger
 /// and sent under a new `Idempotency-Key` was decided again.
 #[test]

@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tollgate_protocol::{Value, parse};
-use tollgate_tests::gateway::{Gateway, init_demo};
+use tollgate_tests::gateway::{Gateway, init_demo, intent};
 use tollgate_tests::postgres::Postgres;
 use tollgate_tests::{assert_export_verifies, bin, wait_until};
 
@@ -293,21 +293,15 @@ fn a_gateway_on_sqlite_killed_again_and_again_loses_nothing_acknowledged() {
     assert!(kept.0 > 0, "nothing was acknowledged");
 }
 
-/// The status and `Retry-After` of a fresh intent's answer; `None` if the
+/// The status and `Retry-After` of a fresh intent's answer (a refund of
+/// the demo's order o-1001 under an id never used before); `None` if the
 /// gateway did not answer.
 fn probe(g: &str, data: &Path) -> Option<(u16, Option<String>, Vec<u8>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("intent.txt");
-    let out = Command::new(bin("tollgate"))
-        .args(["bench", "--count", "1", "--write-intents"])
-        .arg(&file)
-        .arg("--data-dir")
-        .arg(data)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let body = std::fs::read(&file).unwrap();
-    let body = body.split(|b| *b == b'\n').next().unwrap().to_vec();
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let agent_key = tollgate_signer::Ed25519Signer::load(&data.join("demo/agent.jwk")).unwrap();
+    let id = format!("probe-{}-{n}", std::process::id());
+    let body = intent(&agent_key, &id, "order:o-1001", 1, |_| {});
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(20)))
