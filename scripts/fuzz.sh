@@ -56,5 +56,14 @@ for t in $targets; do
   fi
   cargo +nightly fuzz cmin --fuzz-dir fuzz --features libfuzzer --sanitizer none \
     "$t" "$work" > /dev/null 2>&1 || true
-  cp -n "$work"/* "fuzz/corpus/$t"/ 2>/dev/null || true
+  # Inputs of at most 8 KiB join the committed corpus (the larger ones
+  # stay in the scratch copy for the next run). The bundle target is slow
+  # in a debug build (each input loads two bundles): keep its committed
+  # corpus to a sample.
+  limit=100000
+  [ "$t" = bundle ] && limit=100
+  for f in $(find "$work" -maxdepth 1 -type f -size -8k | sort); do
+    [ "$(ls "fuzz/corpus/$t" | wc -l)" -lt "$limit" ] || break
+    cp -n "$f" "fuzz/corpus/$t"/
+  done
 done

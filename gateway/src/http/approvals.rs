@@ -8,9 +8,10 @@
 
 use std::sync::Arc;
 
+use super::UrlPath;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path as UrlPath, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};

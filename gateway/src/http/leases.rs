@@ -19,8 +19,9 @@
 
 use std::sync::Arc;
 
+use super::UrlPath;
 use axum::Router;
-use axum::extract::{Path as UrlPath, RawQuery, Request, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};

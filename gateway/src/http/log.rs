@@ -10,8 +10,9 @@
 
 use std::sync::Arc;
 
+use super::UrlPath;
 use axum::Router;
-use axum::extract::{Path as UrlPath, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;

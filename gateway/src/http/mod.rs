@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, RawQuery, Request, State};
+use axum::extract::{DefaultBodyLimit, RawQuery, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -269,6 +269,32 @@ impl Drain {
             if self.in_flight() == 0 && self.arrivals.load(SeqCst) == seen {
                 return;
             }
+        }
+    }
+}
+
+/// `axum`'s path extractor, refusing a path it cannot read (a segment
+/// that is not UTF-8 once percent-decoded, say) as `404 not-found`
+/// problem+json, as every other refusal is, not as `axum`'s plain text.
+pub(crate) struct UrlPath<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for UrlPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Self(v)),
+            Err(e) => Err(ApiError::NotFound(format!(
+                "no such resource: {}",
+                e.body_text()
+            ))),
         }
     }
 }

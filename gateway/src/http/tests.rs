@@ -405,6 +405,24 @@ async fn routing_and_shape_problems(h: &Harness, seen: &mut BTreeSet<String>) {
         404,
         "not-found",
     );
+    // A path whose segment is not UTF-8 once decoded (found by the http
+    // fuzz target): no such resource, as problem+json, on every route
+    // that reads path segments.
+    for path in [
+        "/v1/entities/%FF/o-1",
+        "/v1/entities/order/%C3%28/history",
+        "/v1/receipts/%FF",
+        "/v1/intents/%FF/i-1",
+        "/v1/approvals/%FF",
+        "/v1/leases/%FF",
+        "/log/tile/%FF",
+    ] {
+        expect(
+            &h.call(Method::GET, path, &[], vec![]).await,
+            404,
+            "not-found",
+        );
+    }
     // A route that exists, under a method it does not take: the problem,
     // and the methods it takes.
     let a = h.call(Method::DELETE, "/v1/intents", &[], vec![]).await;
