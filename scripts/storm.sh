@@ -9,12 +9,8 @@
 #   scripts/storm.sh            (about 20 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv=target/pyenv
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
-export TOLLGATE_PYTHON="$PWD/$venv/bin/python"
+# shellcheck source=scripts/pyenv.sh
+. scripts/pyenv.sh
 export TOLLGATE_STORM=full
 cargo build --workspace --bins --locked
 cargo nextest run -p tollgate-tests --locked --no-capture --test-threads 1 storms:: \

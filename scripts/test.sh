@@ -9,12 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-venv=target/pyenv
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
-export TOLLGATE_PYTHON="$PWD/$venv/bin/python"
+# shellcheck source=scripts/pyenv.sh
+. scripts/pyenv.sh
 
 missing=""
 command -v curl >/dev/null 2>&1 || missing="$missing curl"

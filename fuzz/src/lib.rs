@@ -158,98 +158,77 @@ fn reparsed(data: &[u8]) -> Option<(Value, Value)> {
 ///   exactly when it verifies over the canonical form: a signature covers
 ///   the payload's canonical bytes, never its spelling.
 pub fn intent(data: &[u8]) {
+    read_twice(data, IntentEnvelope::from_value, |a, b| {
+        assert_eq!(canonical(a.payload()), canonical(b.payload()));
+        assert_eq!(a.signature, b.signature);
+        assert_eq!(a.intent.intent_id, b.intent.intent_id);
+        assert_eq!(a.intent.agent, b.intent.agent);
+        assert_eq!(a.intent.issued_at, b.intent.issued_at);
+        let ok = |e: &IntentEnvelope| {
+            seed_key().verify(
+                &signed_message(Domain::Intent, e.payload()),
+                &e.signature.sig,
+            )
+        };
+        assert_eq!(ok(a), ok(b));
+    });
+}
+
+/// The input read by `read`, and read again from its canonical form:
+/// both readings agree (`same` checks them), or both refuse with the same
+/// error. Inputs that are not JSON are no case.
+fn read_twice<T: std::fmt::Debug, E: std::fmt::Display>(
+    data: &[u8],
+    read: impl Fn(Value) -> Result<T, E>,
+    same: impl Fn(&T, &T),
+) {
     let Some((v, again)) = reparsed(data) else {
         return;
     };
-    let first = IntentEnvelope::from_value(v);
-    let second = IntentEnvelope::from_value(again);
-    match (first, second) {
-        (Ok(a), Ok(b)) => {
-            assert_eq!(canonical(a.payload()), canonical(b.payload()));
-            assert_eq!(a.signature, b.signature);
-            assert_eq!(a.intent.intent_id, b.intent.intent_id);
-            assert_eq!(a.intent.agent, b.intent.agent);
-            assert_eq!(a.intent.issued_at, b.intent.issued_at);
-            let ok = |e: &IntentEnvelope| {
-                seed_key().verify(
-                    &signed_message(Domain::Intent, e.payload()),
-                    &e.signature.sig,
-                )
-            };
-            assert_eq!(ok(&a), ok(&b));
-        }
+    match (read(v), read(again)) {
+        (Ok(a), Ok(b)) => same(&a, &b),
         (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
-        (a, b) => panic!("the canonical form is read differently: {a:?} / {b:?}"),
+        (Ok(a), Err(b)) => panic!("the canonical form is refused: {a:?} / {b}"),
+        (Err(a), Ok(b)) => panic!("only the canonical form is read: {a} / {b:?}"),
     }
 }
 
 /// Signed approval decisions: read alike from their canonical form.
 pub fn approval(data: &[u8]) {
-    let Some((v, again)) = reparsed(data) else {
-        return;
-    };
-    match (
-        ApprovalEnvelope::from_value(v),
-        ApprovalEnvelope::from_value(again),
-    ) {
-        (Ok(a), Ok(b)) => {
-            assert_eq!(canonical(a.payload()), canonical(b.payload()));
-            assert_eq!(format!("{a:?}"), format!("{b:?}"));
-        }
-        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
-        (a, b) => panic!("the canonical form is read differently: {a:?} / {b:?}"),
-    }
+    read_twice(data, ApprovalEnvelope::from_value, |a, b| {
+        assert_eq!(canonical(a.payload()), canonical(b.payload()));
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    });
 }
 
 /// Signed events from a system of record: read alike from their
 /// canonical form, with the same idempotency key.
 pub fn event(data: &[u8]) {
-    let Some((v, again)) = reparsed(data) else {
-        return;
-    };
-    match (
-        EventEnvelope::from_value(v),
-        EventEnvelope::from_value(again),
-    ) {
-        (Ok(a), Ok(b)) => {
-            assert_eq!(canonical(a.payload()), canonical(b.payload()));
-            assert_eq!(a.event.idempotency_key(), b.event.idempotency_key());
-        }
-        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
-        (a, b) => panic!("the canonical form is read differently: {a:?} / {b:?}"),
-    }
+    read_twice(data, EventEnvelope::from_value, |a, b| {
+        assert_eq!(canonical(a.payload()), canonical(b.payload()));
+        assert_eq!(a.event.idempotency_key(), b.event.idempotency_key());
+    });
 }
 
 /// Signed lease requests: read alike from their canonical form.
 pub fn lease(data: &[u8]) {
-    let Some((v, again)) = reparsed(data) else {
-        return;
-    };
-    match (
-        LeaseEnvelope::from_value(v),
-        LeaseEnvelope::from_value(again),
-    ) {
-        (Ok(a), Ok(b)) => assert_eq!(format!("{a:?}"), format!("{b:?}")),
-        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
-        (a, b) => panic!("the canonical form is read differently: {a:?} / {b:?}"),
-    }
+    read_twice(data, LeaseEnvelope::from_value, |a, b| {
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    });
 }
 
 /// Delegation tokens: read alike from their canonical form; a token's
 /// own bounds hold against itself (it is never wider than itself).
 pub fn delegation(data: &[u8]) {
-    let Some((v, again)) = reparsed(data) else {
-        return;
-    };
     use tollgate_policies::delegation::Token;
-    match (Token::from_value(&v), Token::from_value(&again)) {
-        (Ok(a), Ok(b)) => {
+    read_twice(
+        data,
+        |v| Token::from_value(&v),
+        |a, b| {
             assert_eq!(format!("{a:?}"), format!("{b:?}"));
-            assert_eq!(a.wider_than(&a), None, "a token is never wider than itself");
-        }
-        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
-        (a, b) => panic!("the canonical form is read differently: {a:?} / {b:?}"),
-    }
+            assert_eq!(a.wider_than(a), None, "a token is never wider than itself");
+        },
+    );
 }
 
 /// The refunds example bundle's files, the base the bundle target

@@ -107,12 +107,7 @@ async fn bench_appends(n: usize, dir: &Path) -> Appends {
     )
     .await
     .unwrap();
-    for table in [
-        "CREATE TABLE entries (seq INTEGER PRIMARY KEY NOT NULL, receipt_id TEXT NOT NULL UNIQUE,
-         hash TEXT NOT NULL, line BLOB NOT NULL, idempotency_key TEXT UNIQUE) STRICT",
-        "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL,
-         type TEXT NOT NULL) STRICT",
-    ] {
+    for table in BARE_SCHEMA {
         sqlx::query(table).execute(&mut conn).await.unwrap();
     }
     let per_tx = group.round().max(1.0) as usize;
@@ -131,21 +126,8 @@ async fn bench_appends(n: usize, dir: &Path) -> Appends {
             .unwrap();
         let mut done = 0;
         while done < batch.len() {
-            let n = [32, 16, 8, 4, 2, 1]
-                .into_iter()
-                .find(|n| *n <= batch.len() - done)
-                .unwrap();
-            let mut sql = String::from(
-                "INSERT INTO entries (seq, receipt_id, hash, line, idempotency_key) VALUES ",
-            );
-            for i in 0..n {
-                sql.push_str(if i == 0 {
-                    "(?, ?, ?, ?, ?)"
-                } else {
-                    ", (?, ?, ?, ?, ?)"
-                });
-            }
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let n = rows_next(&[32, 16, 8, 4, 2, 1], batch.len() - done);
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(entries_sql(n)));
             for (seq, id, hash, line, _) in &batch[done..done + n] {
                 q = q
                     .bind(seq)
@@ -163,15 +145,8 @@ async fn bench_appends(n: usize, dir: &Path) -> Appends {
             .collect();
         let mut done = 0;
         while done < events.len() {
-            let n = [64, 16, 4, 1]
-                .into_iter()
-                .find(|n| *n <= events.len() - done)
-                .unwrap();
-            let mut sql = String::from("INSERT INTO outbox (seq, type) VALUES (?, ?)");
-            for _ in 1..n {
-                sql.push_str(", (?, ?)");
-            }
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let n = rows_next(&[64, 16, 4, 1], events.len() - done);
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(outbox_sql(n)));
             for (seq, t) in &events[done..done + n] {
                 q = q.bind(seq).bind(*t);
             }
@@ -237,13 +212,9 @@ fn bare_direct(path: &Path, rows: &[Row], per_tx: usize) -> (Duration, f64) {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.pragma_update(None, "journal_mode", "wal").unwrap();
     conn.pragma_update(None, "synchronous", "full").unwrap();
-    conn.execute_batch(
-        "CREATE TABLE entries (seq INTEGER PRIMARY KEY NOT NULL, receipt_id TEXT NOT NULL UNIQUE,
-         hash TEXT NOT NULL, line BLOB NOT NULL, idempotency_key TEXT UNIQUE) STRICT;
-         CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL,
-         type TEXT NOT NULL) STRICT;",
-    )
-    .unwrap();
+    for table in BARE_SCHEMA {
+        conn.execute_batch(table).unwrap();
+    }
     let cpu_before = cpu_seconds();
     let started = Instant::now();
     for batch in rows.chunks(per_tx) {
@@ -254,21 +225,8 @@ fn bare_direct(path: &Path, rows: &[Row], per_tx: usize) -> (Duration, f64) {
             .ok();
         let mut done = 0;
         while done < batch.len() {
-            let n = [32, 16, 8, 4, 2, 1]
-                .into_iter()
-                .find(|n| *n <= batch.len() - done)
-                .unwrap();
-            let mut sql = String::from(
-                "INSERT INTO entries (seq, receipt_id, hash, line, idempotency_key) VALUES ",
-            );
-            for i in 0..n {
-                sql.push_str(if i == 0 {
-                    "(?, ?, ?, ?, ?)"
-                } else {
-                    ", (?, ?, ?, ?, ?)"
-                });
-            }
-            let mut stmt = conn.prepare_cached(&sql).unwrap();
+            let n = rows_next(&[32, 16, 8, 4, 2, 1], batch.len() - done);
+            let mut stmt = conn.prepare_cached(&entries_sql(n)).unwrap();
             for (i, (seq, id, hash, line, _)) in batch[done..done + n].iter().enumerate() {
                 stmt.raw_bind_parameter(5 * i + 1, seq).unwrap();
                 stmt.raw_bind_parameter(5 * i + 2, id).unwrap();
@@ -285,15 +243,8 @@ fn bare_direct(path: &Path, rows: &[Row], per_tx: usize) -> (Duration, f64) {
             .collect();
         let mut done = 0;
         while done < events.len() {
-            let n = [64, 16, 4, 1]
-                .into_iter()
-                .find(|n| *n <= events.len() - done)
-                .unwrap();
-            let mut sql = String::from("INSERT INTO outbox (seq, type) VALUES (?, ?)");
-            for _ in 1..n {
-                sql.push_str(", (?, ?)");
-            }
-            let mut stmt = conn.prepare_cached(&sql).unwrap();
+            let n = rows_next(&[64, 16, 4, 1], events.len() - done);
+            let mut stmt = conn.prepare_cached(&outbox_sql(n)).unwrap();
             for (i, (seq, t)) in events[done..done + n].iter().enumerate() {
                 stmt.raw_bind_parameter(2 * i + 1, seq).unwrap();
                 stmt.raw_bind_parameter(2 * i + 2, t).unwrap();
@@ -304,6 +255,44 @@ fn bare_direct(path: &Path, rows: &[Row], per_tx: usize) -> (Duration, f64) {
         conn.execute_batch("COMMIT").unwrap();
     }
     (started.elapsed(), cpu_seconds() - cpu_before)
+}
+
+/// The bare baselines' tables: the ledger's entries and outbox columns.
+const BARE_SCHEMA: [&str; 2] = [
+    "CREATE TABLE entries (seq INTEGER PRIMARY KEY NOT NULL, receipt_id TEXT NOT NULL UNIQUE,
+     hash TEXT NOT NULL, line BLOB NOT NULL, idempotency_key TEXT UNIQUE) STRICT",
+    "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL,
+     type TEXT NOT NULL) STRICT",
+];
+
+/// The multi-row statement inserting `n` entries, as the ledger writes
+/// them.
+fn entries_sql(n: usize) -> String {
+    let mut sql =
+        String::from("INSERT INTO entries (seq, receipt_id, hash, line, idempotency_key) VALUES ");
+    for i in 0..n {
+        sql.push_str(if i == 0 {
+            "(?, ?, ?, ?, ?)"
+        } else {
+            ", (?, ?, ?, ?, ?)"
+        });
+    }
+    sql
+}
+
+/// The multi-row statement inserting `n` outbox events.
+fn outbox_sql(n: usize) -> String {
+    let mut sql = String::from("INSERT INTO outbox (seq, type) VALUES (?, ?)");
+    for _ in 1..n {
+        sql.push_str(", (?, ?)");
+    }
+    sql
+}
+
+/// How many rows the next multi-row statement takes: the largest of
+/// `sizes` that is left.
+fn rows_next(sizes: &[usize], left: usize) -> usize {
+    sizes.iter().copied().find(|n| *n <= left).unwrap_or(1)
 }
 
 /// One entry as the bare baseline inserts it: seq, receipt id, hash, line

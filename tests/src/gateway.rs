@@ -523,3 +523,34 @@ pub fn problem_slug(body: &[u8]) -> String {
         .trim_start_matches("urn:tollgate:problem:")
         .to_owned()
 }
+
+/// Intents the gateway at `url` answered 200, from its metrics (0 if it
+/// does not answer).
+pub fn answered(url: &str, token: &str) -> u64 {
+    let Ok(a) = tollgate_client::Client::new(url)
+        .with_admin_token(token)
+        .get("/metrics", true)
+    else {
+        return 0;
+    };
+    a.text()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("tollgate_http_requests_total{route=\"intents\",status=\"200\"} ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// The `receipt_id` of a ledger entry's receipt.
+pub fn receipt_id(line: &[u8]) -> String {
+    let v = tollgate_protocol::parse(line).unwrap();
+    v.as_object()
+        .and_then(|o| o.get("receipt"))
+        .and_then(Value::as_object)
+        .and_then(|r| r.get("receipt_id"))
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_owned()
+}

@@ -261,3 +261,23 @@ pub fn wait_until(what: &str, limit: std::time::Duration, mut ok: impl FnMut() -
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// xorshift64*: which instance a test kills and when, the same for a
+/// seed on every run (test timing only, never anything a receipt depends
+/// on).
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number below `n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}

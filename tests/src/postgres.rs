@@ -64,6 +64,26 @@ fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
+/// The server on the cluster in `dir` (its `data` folder, its socket in
+/// `dir`), on loopback `port`, logging to `log`.
+fn server(bin: &Path, root: bool, dir: &Path, port: u16, log: std::fs::File) -> Child {
+    command(&bin.join("postgres"), root)
+        .arg("-D")
+        .arg(dir.join("data"))
+        .args(["-p", &port.to_string(), "-k"])
+        .arg(dir)
+        .args([
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "max_connections=200",
+        ])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
 /// `program args…`, as the `postgres` user when this process is root.
 fn command(program: &Path, root: bool) -> Command {
     if root {
@@ -112,21 +132,7 @@ impl Postgres {
                 .unwrap()
                 .port();
             let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-            let child = command(&bin.join("postgres"), root)
-                .arg("-D")
-                .arg(&data)
-                .args(["-p", &port.to_string(), "-k"])
-                .arg(dir.path())
-                .args([
-                    "-c",
-                    "listen_addresses=127.0.0.1",
-                    "-c",
-                    "max_connections=200",
-                ])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap();
+            let child = server(&bin, root, dir.path(), port, log);
             let mut pg = Postgres { child, dir, port };
             if pg.wait_ready(&bin, &data) {
                 return pg;
@@ -203,21 +209,7 @@ impl Postgres {
             .append(true)
             .open(self.dir.path().join("server.log"))
             .unwrap();
-        self.child = command(&bin.join("postgres"), is_root())
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &self.port.to_string(), "-k"])
-            .arg(self.dir.path())
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "max_connections=200",
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        self.child = server(&bin, is_root(), self.dir.path(), self.port, log);
         assert!(
             self.wait_ready(&bin, &data),
             "PostgreSQL did not start again: {}",

@@ -16,18 +16,7 @@ use std::time::{Duration, Instant};
 use tollgate_ledger::prelude::*;
 use tollgate_ledger::{SqliteLedger, SqliteOptions};
 use tollgate_signer::{Ed25519Signer, key_set};
-use tollgate_tests::bin;
-
-/// xorshift64*: test timing only, never anything a receipt depends on.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
+use tollgate_tests::{Rng, bin};
 
 #[test]
 fn acknowledged_appends_survive_sigkill() {
@@ -81,7 +70,7 @@ fn acknowledged_appends_survive_sigkill() {
             "round {round}: the appender never acknowledged anything"
         );
         let mut lines = vec![first.unwrap()];
-        let run_for = Duration::from_millis(5 + rng.next() % 400);
+        let run_for = Duration::from_millis(5 + rng.next_u64() % 400);
         let started = Instant::now();
         while started.elapsed() < run_for {
             if let Ok(l) = rx.recv_timeout(Duration::from_millis(1)) {

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tollgate_protocol::{Object, Value, parse};
-use tollgate_tests::gateway::{Gateway, init_demo, intent, verdict_of};
+use tollgate_tests::gateway::{Gateway, answered, init_demo, intent, receipt_id, verdict_of};
 use tollgate_tests::postgres::Postgres;
 use tollgate_tests::{assert_export_verifies, bin};
 
@@ -33,40 +33,11 @@ fn instance(data: &std::path::Path, args: &[&str]) -> Instance {
     Instance { child, url }
 }
 
-/// Intents instance `url` answered 200, from its metrics.
-fn answered(url: &str, token: &str) -> u64 {
-    let Ok(a) = tollgate_client::Client::new(url)
-        .with_admin_token(token)
-        .get("/metrics", true)
-    else {
-        return 0;
-    };
-    a.text()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("tollgate_http_requests_total{route=\"intents\",status=\"200\"} ")?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
 fn post(url: &str, body: &[u8]) -> (u16, Vec<u8>) {
     let a = tollgate_client::Client::new(url)
         .submit(body, None)
         .unwrap();
     (a.status, a.body)
-}
-
-fn receipt_id(line: &[u8]) -> String {
-    let v = parse(line).unwrap();
-    v.as_object()
-        .and_then(|o| o.get("receipt"))
-        .and_then(Value::as_object)
-        .and_then(|r| r.get("receipt_id"))
-        .and_then(Value::as_str)
-        .unwrap()
-        .to_owned()
 }
 
 /// The export of `g`, verified (and every decision re-decided) by the

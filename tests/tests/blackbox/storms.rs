@@ -16,29 +16,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tollgate_protocol::{Value, parse};
-use tollgate_tests::gateway::{Gateway, init_demo, intent};
+use tollgate_tests::gateway::{Gateway, answered, init_demo, intent, receipt_id};
 use tollgate_tests::postgres::Postgres;
-use tollgate_tests::{assert_export_verifies, bin, wait_until};
+use tollgate_tests::{Rng, assert_export_verifies, bin, wait_until};
 
 /// The storms' sizes: `TOLLGATE_STORM=full` for the long ones.
 fn full() -> bool {
     std::env::var("TOLLGATE_STORM").as_deref() == Ok("full")
-}
-
-/// xorshift64*: which instance dies and when, the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 fn free_port() -> u16 {
@@ -106,25 +90,6 @@ impl Drop for Fleet {
     }
 }
 
-/// Intents instance `url` answered 200, from its metrics (0 if it does
-/// not answer).
-fn answered(url: &str, token: &str) -> u64 {
-    let Ok(a) = tollgate_client::Client::new(url)
-        .with_admin_token(token)
-        .get("/metrics", true)
-    else {
-        return 0;
-    };
-    a.text()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("tollgate_http_requests_total{route=\"intents\",status=\"200\"} ")?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
 /// `tollgate bench` over `urls`, writing each acknowledged entry to
 /// `acks`.
 fn load(urls: &[String], data: &Path, seconds: u64, acks: &Path) -> Child {
@@ -154,17 +119,6 @@ fn get(url: &str, path: &str, token: Option<&str>) -> (u16, Vec<u8>) {
         Ok(a) => (a.status, a.body),
         Err(e) => panic!("GET {url}{path}: {e}"),
     }
-}
-
-fn receipt_id(line: &[u8]) -> String {
-    let v = parse(line).unwrap();
-    v.as_object()
-        .and_then(|o| o.get("receipt"))
-        .and_then(Value::as_object)
-        .and_then(|r| r.get("receipt_id"))
-        .and_then(Value::as_str)
-        .unwrap()
-        .to_owned()
 }
 
 /// What a storm left: the export verified and re-decided; every
