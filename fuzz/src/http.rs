@@ -111,14 +111,17 @@ fn send(w: &World, req: Request<Body>) -> Answer {
     })
 }
 
-/// The ledger's head, as the gateway answers it.
-fn head(w: &World) -> Vec<u8> {
-    let req = Request::get("/v1/ledger/head")
-        .body(Body::empty())
-        .expect("a request");
+/// The body of a `GET` of `path`, which must answer 200.
+fn get_ok(w: &World, path: &str) -> Vec<u8> {
+    let req = Request::get(path).body(Body::empty()).expect("a request");
     let a = send(w, req);
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
     a.body
+}
+
+/// The ledger's head, as the gateway answers it.
+fn head(w: &World) -> Vec<u8> {
+    get_ok(w, "/v1/ledger/head")
 }
 
 /// Whole HTTP requests to every route.
@@ -162,11 +165,5 @@ pub fn http(data: &[u8]) {
 /// The sandbox's ledger, exported (JSON Lines), after the requests the
 /// target has run in this process.
 pub fn sandbox_export() -> Vec<u8> {
-    let w = world();
-    let req = Request::get("/v1/ledger/export")
-        .body(Body::empty())
-        .expect("a request");
-    let a = send(w, req);
-    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
-    a.body
+    get_ok(world(), "/v1/ledger/export")
 }

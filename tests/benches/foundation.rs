@@ -139,10 +139,7 @@ async fn bench_appends(n: usize, dir: &Path) -> Appends {
             q.execute(&mut conn).await.unwrap();
             done += n;
         }
-        let events: Vec<(i64, &str)> = batch
-            .iter()
-            .flat_map(|(seq, _, _, _, types)| types.iter().map(move |t| (*seq, *t)))
-            .collect();
+        let events = events_of(batch);
         let mut done = 0;
         while done < events.len() {
             let n = rows_next(&[64, 16, 4, 1], events.len() - done);
@@ -237,10 +234,7 @@ fn bare_direct(path: &Path, rows: &[Row], per_tx: usize) -> (Duration, f64) {
             stmt.raw_execute().unwrap();
             done += n;
         }
-        let events: Vec<(i64, &str)> = batch
-            .iter()
-            .flat_map(|(seq, _, _, _, types)| types.iter().map(move |t| (*seq, *t)))
-            .collect();
+        let events = events_of(batch);
         let mut done = 0;
         while done < events.len() {
             let n = rows_next(&[64, 16, 4, 1], events.len() - done);
@@ -287,6 +281,14 @@ fn outbox_sql(n: usize) -> String {
         sql.push_str(", (?, ?)");
     }
     sql
+}
+
+/// The outbox rows of `batch`'s entries: (seq, event type).
+fn events_of(batch: &[Row]) -> Vec<(i64, &'static str)> {
+    batch
+        .iter()
+        .flat_map(|(seq, _, _, _, types)| types.iter().map(move |t| (*seq, *t)))
+        .collect()
 }
 
 /// How many rows the next multi-row statement takes: the largest of
