@@ -143,8 +143,9 @@ pub enum Error {
     Database(String),
     /// The database cannot be reached or has no room now (SQLite busy,
     /// locked, full or failing I/O; PostgreSQL down, shutting down, out
-    /// of connections or of disk): nothing was written, and the same
-    /// request may succeed later.
+    /// of connections or of disk): the same request may succeed later. A
+    /// commit whose acknowledgement was lost with its connection may have
+    /// been recorded: the caller's idempotency key tells on the retry.
     #[error("{UNAVAILABLE}: {0}")]
     Unavailable(String),
     /// A tree size, entry or proof the stored tree cannot answer for (a

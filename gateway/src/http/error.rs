@@ -705,7 +705,7 @@ impl ApiError {
             return (
                 S::SERVICE_UNAVAILABLE,
                 "ledger-unavailable",
-                "the ledger's database cannot be reached or has no room right now; nothing was recorded, and the same request may be sent again".to_owned(),
+                "the ledger's database cannot be reached or has no room right now; send the same request again later (if it was recorded before the database went, the answer is its entry)".to_owned(),
                 None,
             );
         }
